@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moed::cli {
+
+struct ModelArgs {
+  std::string model_dir;
+  int threads = 0;
+};
+
+struct LogitsArgs : ModelArgs {
+  std::string tokens;
+  std::string out;
+};
+
+struct GenerateArgs : ModelArgs {
+  std::string prompt;
+  std::int64_t max_new = 32;
+  std::uint64_t seed = 0;
+  float temperature = 0.0f;
+  std::int32_t top_k = 0;
+  float top_p = 1.0f;
+  bool print_ids = false;
+};
+
+struct TokenizeArgs {
+  std::string model_dir;
+  std::string text;
+  bool no_special = false;
+};
+
+struct BenchArgs : ModelArgs {
+  std::int64_t prompt_tokens = 512;
+  std::int64_t decode_tokens = 64;
+  std::int64_t bandwidth_mib = 1024;
+  bool json = false;
+};
+
+int run_logits(const LogitsArgs& args);
+int run_generate(const GenerateArgs& args);
+int run_tokenize(const TokenizeArgs& args);
+int run_bench(const BenchArgs& args);
+
+}  // namespace moed::cli

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace moed::engine {
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy (argmax, ties to the lowest id)
+  std::int32_t top_k = 0;    // 0: all tokens
+  float top_p = 1.0f;        // nucleus mass kept, in (0, 1]
+  std::uint64_t seed = 0;
+};
+
+struct SampledToken {
+  std::int32_t id;
+  float logprob;  // log-probability of id under the unmodified distribution
+};
+
+// Draws tokens from logits. The same seed and logits give the same tokens.
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  SampledToken sample(const float* logits, std::int64_t vocab);
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<float> probs_;
+  std::vector<std::int32_t> order_;
+};
+
+}  // namespace moed::engine

@@ -1,0 +1,75 @@
+// moed: serves Mixture-of-Experts models from GPU, RAM and NVMe tiers. This entry point also
+// carries the one-shot development commands (logits, generate, tokenize, bench).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+
+int main(int argc, char** argv) {
+  using namespace moed::cli;
+  CLI::App app{"moed: a Mixture-of-Experts inference daemon for one workstation"};
+  app.require_subcommand(1);
+
+  auto add_model = [](CLI::App* sub, ModelArgs& args) {
+    sub->add_option("--model", args.model_dir, "Hugging Face model directory")
+        ->required()
+        ->check(CLI::ExistingDirectory);
+    sub->add_option("--threads", args.threads, "compute threads (default: one per physical core)")
+        ->check(CLI::NonNegativeNumber);
+  };
+
+  LogitsArgs logits;
+  auto* logits_cmd = app.add_subcommand(
+      "logits", "Run one prefill over token ids and write float32 logits [n_tokens, vocab] (.npy)");
+  add_model(logits_cmd, logits);
+  logits_cmd->add_option("--tokens", logits.tokens, "comma-separated token ids, e.g. 1,17,42")
+      ->required();
+  logits_cmd->add_option("--out", logits.out, "output .npy file")->required();
+
+  GenerateArgs generate;
+  auto* generate_cmd = app.add_subcommand("generate", "Generate text from a prompt (one-shot)");
+  add_model(generate_cmd, generate);
+  generate_cmd->add_option("--prompt", generate.prompt, "prompt text")->required();
+  generate_cmd->add_option("-n,--max-tokens", generate.max_new, "tokens to generate (default 32)")
+      ->check(CLI::Range(1, 1 << 20));
+  generate_cmd->add_option("--seed", generate.seed, "sampling seed (default 0)");
+  generate_cmd->add_option("--temperature", generate.temperature, "0 is greedy (default 0)")
+      ->check(CLI::Range(0.0, 100.0));
+  generate_cmd->add_option("--top-k", generate.top_k, "keep the k most likely tokens (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  generate_cmd->add_option("--top-p", generate.top_p, "nucleus mass in (0, 1] (default 1)")
+      ->check(CLI::Range(0.0, 1.0));
+  generate_cmd->add_flag("--print-ids", generate.print_ids, "also print the generated ids to stderr");
+
+  TokenizeArgs tokenize;
+  auto* tokenize_cmd = app.add_subcommand("tokenize", "Print the token ids of a text, comma-separated");
+  tokenize_cmd->add_option("--model", tokenize.model_dir, "Hugging Face model directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  tokenize_cmd->add_option("--text", tokenize.text, "text to encode")->required();
+  tokenize_cmd->add_flag("--no-special", tokenize.no_special, "do not add BOS or other template tokens");
+
+  BenchArgs bench;
+  auto* bench_cmd = app.add_subcommand(
+      "bench", "Measure prefill and decode tokens/s against the memory-bandwidth bound");
+  add_model(bench_cmd, bench);
+  bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens, "prefill length (default 512)");
+  bench_cmd->add_option("--decode-tokens", bench.decode_tokens, "decode steps (default 64)");
+  bench_cmd->add_option("--bandwidth-mib", bench.bandwidth_mib,
+                        "buffer for the bandwidth measurement (default 1024)");
+  bench_cmd->add_flag("--json", bench.json, "print the report as JSON");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (logits_cmd->parsed()) return run_logits(logits);
+    if (generate_cmd->parsed()) return run_generate(generate);
+    if (tokenize_cmd->parsed()) return run_tokenize(tokenize);
+    if (bench_cmd->parsed()) return run_bench(bench);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moed: error: %s\n", e.what());
+    return 1;
+  }
+  return 2;
+}

@@ -1,0 +1,92 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace moed::model {
+
+// A Hugging Face tokenizer.json with a BPE model: SentencePiece-style (Metaspace or Prepend/
+// Replace normalizers, byte fallback; Llama, Mistral, Mixtral) and byte-level (GPT-2's split;
+// GPT-2, OLMoE, GPT-NeoX). Added tokens are matched in the input before the model runs;
+// the post-processor's template adds special tokens such as BOS. Unsupported parts of a
+// tokenizer.json are rejected at load with the JSON path at fault, never silently ignored.
+class Tokenizer {
+ public:
+  // Reads DIR/tokenizer.json and, if present, DIR/tokenizer_config.json (EOS, chat template).
+  static Tokenizer from_model_dir(const std::filesystem::path& model_dir);
+  static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json = {},
+                             const std::string& origin = "tokenizer.json");
+
+  std::vector<std::int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = true) const;
+
+  std::int64_t vocab_size() const { return static_cast<std::int64_t>(id_to_token_.size()); }
+  std::optional<std::int32_t> token_id(std::string_view token) const;
+  bool is_special(std::int32_t id) const;
+  // EOS from tokenizer_config.json's eos_token, if it names a known token.
+  std::optional<std::int32_t> eos_id() const { return eos_id_; }
+  const std::string& chat_template() const { return chat_template_; }
+
+  struct AddedToken {
+    std::string content;
+    std::int32_t id;
+    bool special;
+    bool lstrip;
+    bool rstrip;
+  };
+  struct NormalizerStep {
+    enum class Kind { prepend, replace, lowercase } kind;
+    std::string pattern;  // replace: the string to find
+    std::string content;  // prepend: the prefix; replace: the replacement
+  };
+  enum class PreTokenizer { none, metaspace, byte_level };
+  enum class PrependScheme { always, first, never };
+  struct DecoderStep {
+    enum class Kind { replace, byte_fallback, fuse, strip, metaspace, byte_level } kind;
+    std::string pattern;
+    std::string content;
+    int start = 0;
+    int stop = 0;
+    PrependScheme prepend = PrependScheme::always;
+  };
+
+ private:
+  Tokenizer() = default;
+  void bpe_word(std::string_view word, std::vector<std::int32_t>& out) const;
+  void encode_segment(std::string_view text, bool first_segment,
+                      std::vector<std::int32_t>& out) const;
+
+  std::unordered_map<std::string, std::int32_t> vocab_;
+  std::vector<std::string> id_to_token_;
+  std::unordered_map<std::string, int> merge_rank_;  // key: left + '\xff' + right
+  std::vector<AddedToken> added_;                    // longest content first
+  std::vector<bool> special_;                        // by id
+  std::vector<NormalizerStep> normalizer_;
+  PreTokenizer pre_tokenizer_ = PreTokenizer::none;
+  std::string metaspace_replacement_ = "\xe2\x96\x81";  // U+2581 '▁'
+  PrependScheme metaspace_prepend_ = PrependScheme::always;
+  bool metaspace_split_ = true;
+  bool byte_level_prefix_space_ = false;
+  bool byte_level_regex_ = true;
+  bool byte_fallback_ = false;
+  bool fuse_unk_ = false;
+  bool ignore_merges_ = false;
+  std::optional<std::int32_t> unk_id_;
+  std::vector<std::int32_t> prefix_ids_;  // from the post-processor's "single" template
+  std::vector<std::int32_t> suffix_ids_;
+  std::vector<DecoderStep> decoder_;
+  std::optional<std::int32_t> eos_id_;
+  std::string chat_template_;
+};
+
+// Splits text as GPT-2's pre-tokenizer regex does:
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+std::vector<std::string_view> gpt2_split(std::string_view text);
+
+}  // namespace moed::model

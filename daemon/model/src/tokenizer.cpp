@@ -1,0 +1,719 @@
+#include "moed/model/tokenizer.hpp"
+
+#include <locale.h>
+#include <wctype.h>
+
+#include <algorithm>
+#include <array>
+#include <fstream>
+#include <queue>
+#include <sstream>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+namespace moed::model {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void fail(const std::string& origin, const std::string& where,
+                       const std::string& what) {
+  throw std::runtime_error(origin + ": " + where + ": " + what);
+}
+
+// Length in bytes of the UTF-8 sequence starting at s[i] (1 for a stray byte).
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  std::size_t n = 1;
+  if (c >= 0xf0) n = 4;
+  else if (c >= 0xe0) n = 3;
+  else if (c >= 0xc0) n = 2;
+  return std::min(n, s.size() - i);
+}
+
+char32_t decode_codepoint(std::string_view s, std::size_t i, std::size_t n) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (n == 1) return c;
+  char32_t cp = c & (0x7f >> n);
+  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
+  return cp;
+}
+
+void append_utf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xc0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xe0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+}
+
+bool valid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80 ? 1 : c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+
+// Replaces every invalid UTF-8 byte with U+FFFD, as Hugging Face's lossy decoding does.
+std::string lossy_utf8(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_length(s, i);
+    if (valid_utf8(s.substr(i, n)) && n == utf8_length(s, i) &&
+        (n > 1 || static_cast<unsigned char>(s[i]) < 0x80)) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xef\xbf\xbd";
+      ++i;
+    }
+  }
+  return out;
+}
+
+void replace_all(std::string& s, std::string_view from, std::string_view to) {
+  if (from.empty()) return;
+  for (std::size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size()))
+    s.replace(pos, from.size(), to);
+}
+
+// GPT-2's reversible byte <-> printable-character map.
+const std::array<char32_t, 256>& byte_to_char() {
+  static const auto table = [] {
+    std::array<char32_t, 256> t{};
+    char32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
+      t[b] = printable ? static_cast<char32_t>(b) : next++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+const std::unordered_map<char32_t, unsigned char>& char_to_byte() {
+  static const auto table = [] {
+    std::unordered_map<char32_t, unsigned char> t;
+    for (int b = 0; b < 256; ++b) t[byte_to_char()[b]] = static_cast<unsigned char>(b);
+    return t;
+  }();
+  return table;
+}
+
+locale_t utf8_locale() {
+  static const locale_t loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
+  return loc;
+}
+
+enum class CharClass { letter, number, space, other };
+
+CharClass classify(char32_t cp) {
+  if (cp < 0x80) {
+    if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return CharClass::letter;
+    if (cp >= '0' && cp <= '9') return CharClass::number;
+    if (cp == ' ' || (cp >= 0x09 && cp <= 0x0d)) return CharClass::space;
+    return CharClass::other;
+  }
+  const locale_t loc = utf8_locale();
+  const auto wc = static_cast<wint_t>(cp);
+  if (loc && iswspace_l(wc, loc)) return CharClass::space;
+  if (loc && iswdigit_l(wc, loc)) return CharClass::number;
+  if (loc && iswalpha_l(wc, loc)) return CharClass::letter;
+  if (!loc) return CharClass::letter;
+  return CharClass::other;
+}
+
+std::string merge_key(std::string_view left, std::string_view right) {
+  std::string key;
+  key.reserve(left.size() + right.size() + 1);
+  key.append(left);
+  key += '\xff';  // never occurs in UTF-8, so the key is unambiguous
+  key.append(right);
+  return key;
+}
+
+Tokenizer::PrependScheme parse_prepend_scheme(const json& node, const std::string& origin,
+                                              const std::string& where) {
+  if (node.contains("prepend_scheme")) {
+    const auto scheme = node["prepend_scheme"].get<std::string>();
+    if (scheme == "always") return Tokenizer::PrependScheme::always;
+    if (scheme == "first") return Tokenizer::PrependScheme::first;
+    if (scheme == "never") return Tokenizer::PrependScheme::never;
+    fail(origin, where + ".prepend_scheme", "unknown value '" + scheme + "'");
+  }
+  return node.value("add_prefix_space", true) ? Tokenizer::PrependScheme::always
+                                              : Tokenizer::PrependScheme::never;
+}
+
+std::string string_pattern(const json& node, const std::string& origin, const std::string& where) {
+  if (!node.contains("pattern") || !node["pattern"].contains("String"))
+    fail(origin, where + ".pattern", "only String patterns are supported");
+  return node["pattern"]["String"].get<std::string>();
+}
+
+}  // namespace
+
+std::vector<std::string_view> gpt2_split(std::string_view text) {
+  struct Char {
+    std::size_t offset, length;
+    CharClass cls;
+    char32_t cp;
+  };
+  std::vector<Char> chars;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t n = utf8_length(text, i);
+    const char32_t cp = decode_codepoint(text, i, n);
+    chars.push_back({i, n, classify(cp), cp});
+    i += n;
+  }
+  std::vector<std::string_view> out;
+  const std::size_t count = chars.size();
+  auto emit = [&](std::size_t from, std::size_t to) {
+    const std::size_t begin = chars[from].offset;
+    const std::size_t end = to < count ? chars[to].offset : text.size();
+    out.push_back(text.substr(begin, end - begin));
+  };
+  auto run_end = [&](std::size_t from, auto&& pred) {
+    while (from < count && pred(chars[from].cls)) ++from;
+    return from;
+  };
+  auto is = [](CharClass c) { return [c](CharClass x) { return x == c; }; };
+  auto is_other = [](CharClass x) { return x == CharClass::other; };
+
+  std::size_t i = 0;
+  while (i < count) {
+    if (chars[i].cp == '\'' && i + 1 < count) {
+      const char32_t a = chars[i + 1].cp;
+      const char32_t b = i + 2 < count ? chars[i + 2].cp : 0;
+      std::size_t len = 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') len = 2;
+      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) len = 3;
+      if (len) {
+        emit(i, i + len);
+        i += len;
+        continue;
+      }
+    }
+    const std::size_t body = (chars[i].cp == ' ' && i + 1 < count) ? i + 1 : i;
+    const CharClass cls = chars[body].cls;
+    if (cls == CharClass::letter || cls == CharClass::number) {
+      const std::size_t end = run_end(body, is(cls));
+      emit(i, end);
+      i = end;
+    } else if (cls == CharClass::other) {
+      const std::size_t end = run_end(body, is_other);
+      emit(i, end);
+      i = end;
+    } else {
+      // A whitespace run: all of it at the end of the text, else all but its last character
+      // (which then leads the next word), else just one character.
+      const std::size_t end = run_end(i, is(CharClass::space));
+      const std::size_t take = end == count ? end : (end - i > 1 ? end - 1 : end);
+      emit(i, take);
+      i = take;
+    }
+  }
+  return out;
+}
+
+Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& model_dir) {
+  auto slurp = [](const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  const auto path = model_dir / "tokenizer.json";
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error(path.string() + ": missing; the model directory needs a tokenizer.json");
+  const auto config_path = model_dir / "tokenizer_config.json";
+  const std::string config = std::filesystem::exists(config_path) ? slurp(config_path) : "";
+  return from_json(slurp(path), config, path.string());
+}
+
+Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json,
+                               const std::string& origin) {
+  json root;
+  try {
+    root = json::parse(tokenizer_json);
+  } catch (const json::exception& e) {
+    fail(origin, "(root)", std::string("not valid JSON: ") + e.what());
+  }
+  Tokenizer t;
+  try {
+    const auto& model = root.at("model");
+    const std::string type = model.value("type", "BPE");
+    if (type != "BPE") fail(origin, "model.type", "'" + type + "' is not supported (BPE is)");
+    for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+      if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty())
+        fail(origin, std::string("model.") + key, "is not supported");
+
+    std::int32_t max_id = -1;
+    for (const auto& [token, id] : model.at("vocab").items()) {
+      t.vocab_[token] = id.get<std::int32_t>();
+      max_id = std::max(max_id, id.get<std::int32_t>());
+    }
+    const json added = root.value("added_tokens", json::array());
+    for (const auto& a : added) max_id = std::max(max_id, a.at("id").get<std::int32_t>());
+    t.id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
+    t.special_.assign(t.id_to_token_.size(), false);
+    for (const auto& [token, id] : t.vocab_) t.id_to_token_[static_cast<std::size_t>(id)] = token;
+    for (const auto& a : added) {
+      AddedToken token{a.at("content").get<std::string>(), a.at("id").get<std::int32_t>(),
+                       a.value("special", false), a.value("lstrip", false),
+                       a.value("rstrip", false)};
+      if (token.id < 0) fail(origin, "added_tokens", "negative id for '" + token.content + "'");
+      t.id_to_token_[static_cast<std::size_t>(token.id)] = token.content;
+      t.special_[static_cast<std::size_t>(token.id)] = token.special;
+      t.added_.push_back(std::move(token));
+    }
+    std::sort(t.added_.begin(), t.added_.end(),
+              [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
+
+    int rank = 0;
+    for (const auto& m : model.at("merges")) {
+      std::string left, right;
+      if (m.is_string()) {
+        const auto s = m.get<std::string>();
+        const auto space = s.find(' ');
+        if (space == std::string::npos)
+          fail(origin, "model.merges[" + std::to_string(rank) + "]", "no space in '" + s + "'");
+        left = s.substr(0, space);
+        right = s.substr(space + 1);
+      } else {
+        left = m.at(0).get<std::string>();
+        right = m.at(1).get<std::string>();
+      }
+      t.merge_rank_.emplace(merge_key(left, right), rank++);
+    }
+    t.byte_fallback_ = model.value("byte_fallback", false);
+    t.fuse_unk_ = model.value("fuse_unk", false);
+    t.ignore_merges_ = model.value("ignore_merges", false);
+    if (model.contains("unk_token") && model["unk_token"].is_string())
+      if (auto id = t.token_id(model["unk_token"].get<std::string>())) t.unk_id_ = *id;
+
+    std::vector<json> normalizers;
+    if (root.contains("normalizer") && !root["normalizer"].is_null()) {
+      const auto& n = root["normalizer"];
+      if (n.value("type", "") == "Sequence") {
+        for (const auto& step : n.at("normalizers")) normalizers.push_back(step);
+      } else {
+        normalizers.push_back(n);
+      }
+    }
+    for (const auto& n : normalizers) {
+      const std::string kind = n.value("type", "");
+      if (kind == "Prepend") {
+        t.normalizer_.push_back({NormalizerStep::Kind::prepend, "", n.at("prepend").get<std::string>()});
+      } else if (kind == "Replace") {
+        t.normalizer_.push_back({NormalizerStep::Kind::replace, string_pattern(n, origin, "normalizer"),
+                                 n.at("content").get<std::string>()});
+      } else if (kind == "Lowercase") {
+        t.normalizer_.push_back({NormalizerStep::Kind::lowercase, "", ""});
+      } else if (kind == "NFC" || kind == "NFKC") {
+        // Precomposed input (what nearly all text is) is already in NFC; see README limits.
+      } else {
+        fail(origin, "normalizer", "type '" + kind + "' is not supported");
+      }
+    }
+
+    std::vector<json> pre;
+    if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) {
+      const auto& p = root["pre_tokenizer"];
+      if (p.value("type", "") == "Sequence") {
+        for (const auto& step : p.at("pretokenizers")) pre.push_back(step);
+      } else {
+        pre.push_back(p);
+      }
+    }
+    for (const auto& p : pre) {
+      const std::string kind = p.value("type", "");
+      if (kind == "Metaspace") {
+        t.pre_tokenizer_ = PreTokenizer::metaspace;
+        t.metaspace_replacement_ = p.value("replacement", std::string("\xe2\x96\x81"));
+        t.metaspace_prepend_ = parse_prepend_scheme(p, origin, "pre_tokenizer");
+        t.metaspace_split_ = p.value("split", true);
+      } else if (kind == "ByteLevel") {
+        t.pre_tokenizer_ = PreTokenizer::byte_level;
+        t.byte_level_prefix_space_ = p.value("add_prefix_space", false);
+        t.byte_level_regex_ = p.value("use_regex", true);
+      } else {
+        fail(origin, "pre_tokenizer", "type '" + kind + "' is not supported");
+      }
+    }
+
+    if (root.contains("post_processor") && !root["post_processor"].is_null()) {
+      const auto& p = root["post_processor"];
+      const std::string kind = p.value("type", "");
+      if (kind == "TemplateProcessing") {
+        bool before = true;
+        for (const auto& item : p.at("single")) {
+          if (item.contains("Sequence")) {
+            before = false;
+            continue;
+          }
+          const auto name = item.at("SpecialToken").at("id").get<std::string>();
+          const auto& ids = p.at("special_tokens").at(name).at("ids");
+          for (const auto& id : ids) (before ? t.prefix_ids_ : t.suffix_ids_).push_back(id.get<std::int32_t>());
+        }
+      } else if (kind != "ByteLevel") {
+        fail(origin, "post_processor", "type '" + kind + "' is not supported");
+      }
+    }
+
+    std::vector<json> decoders;
+    if (root.contains("decoder") && !root["decoder"].is_null()) {
+      const auto& d = root["decoder"];
+      if (d.value("type", "") == "Sequence") {
+        for (const auto& step : d.at("decoders")) decoders.push_back(step);
+      } else {
+        decoders.push_back(d);
+      }
+    }
+    for (const auto& d : decoders) {
+      const std::string kind = d.value("type", "");
+      DecoderStep step{};
+      if (kind == "Replace") {
+        step.kind = DecoderStep::Kind::replace;
+        step.pattern = string_pattern(d, origin, "decoder");
+        step.content = d.at("content").get<std::string>();
+      } else if (kind == "ByteFallback") {
+        step.kind = DecoderStep::Kind::byte_fallback;
+      } else if (kind == "Fuse") {
+        step.kind = DecoderStep::Kind::fuse;
+      } else if (kind == "Strip") {
+        step.kind = DecoderStep::Kind::strip;
+        step.content = d.at("content").get<std::string>();
+        step.start = d.value("start", 0);
+        step.stop = d.value("stop", 0);
+      } else if (kind == "Metaspace") {
+        step.kind = DecoderStep::Kind::metaspace;
+        step.content = d.value("replacement", std::string("\xe2\x96\x81"));
+        step.prepend = parse_prepend_scheme(d, origin, "decoder");
+      } else if (kind == "ByteLevel") {
+        step.kind = DecoderStep::Kind::byte_level;
+      } else {
+        fail(origin, "decoder", "type '" + kind + "' is not supported");
+      }
+      t.decoder_.push_back(std::move(step));
+    }
+  } catch (const json::exception& e) {
+    fail(origin, "(structure)", std::string("unexpected layout: ") + e.what());
+  }
+
+  if (!config_json.empty()) {
+    try {
+      const json config = json::parse(config_json);
+      if (config.contains("eos_token")) {
+        const auto& eos = config["eos_token"];
+        const std::string name = eos.is_object() ? eos.value("content", "")
+                                 : eos.is_string() ? eos.get<std::string>()
+                                                   : "";
+        if (auto id = t.token_id(name)) t.eos_id_ = *id;
+      }
+      if (config.contains("chat_template") && config["chat_template"].is_string())
+        t.chat_template_ = config["chat_template"].get<std::string>();
+    } catch (const json::exception& e) {
+      fail("tokenizer_config.json", "(root)", std::string("not valid JSON: ") + e.what());
+    }
+  }
+  return t;
+}
+
+std::optional<std::int32_t> Tokenizer::token_id(std::string_view token) const {
+  for (const auto& a : added_)
+    if (a.content == token) return a.id;
+  if (auto it = vocab_.find(std::string(token)); it != vocab_.end()) return it->second;
+  return std::nullopt;
+}
+
+bool Tokenizer::is_special(std::int32_t id) const {
+  return id >= 0 && static_cast<std::size_t>(id) < special_.size() &&
+         special_[static_cast<std::size_t>(id)];
+}
+
+void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>& out) const {
+  if (word.empty()) return;
+  if (ignore_merges_) {
+    if (auto it = vocab_.find(std::string(word)); it != vocab_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  // Symbols in a doubly linked list; the lowest-ranked adjacent pair merges first, ties to the
+  // leftmost, as Hugging Face's BPE does. Stale queue entries are skipped by a version check.
+  struct Symbol {
+    std::string text;
+    int prev, next;
+    unsigned version;
+  };
+  std::vector<Symbol> symbols;
+  for (std::size_t i = 0; i < word.size();) {
+    const std::size_t n = utf8_length(word, i);
+    const int index = static_cast<int>(symbols.size());
+    symbols.push_back({std::string(word.substr(i, n)), index - 1, index + 1, 0});
+    i += n;
+  }
+  symbols.back().next = -1;
+  struct Candidate {
+    int rank, left;
+    unsigned left_version, right_version;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : left > o.left;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
+  auto consider = [&](int left) {
+    if (left < 0 || symbols[left].next < 0) return;
+    const int right = symbols[left].next;
+    auto it = merge_rank_.find(merge_key(symbols[left].text, symbols[right].text));
+    if (it != merge_rank_.end())
+      queue.push({it->second, left, symbols[left].version, symbols[right].version});
+  };
+  for (int i = 0; i + 1 < static_cast<int>(symbols.size()); ++i) consider(i);
+  while (!queue.empty()) {
+    const Candidate c = queue.top();
+    queue.pop();
+    Symbol& left = symbols[c.left];
+    if (left.version != c.left_version || left.next < 0) continue;
+    Symbol& right = symbols[left.next];
+    if (right.version != c.right_version) continue;
+    left.text += right.text;
+    ++left.version;
+    right.version = ~0u;  // dead
+    left.next = right.next;
+    if (left.next >= 0) symbols[left.next].prev = c.left;
+    consider(left.prev);
+    consider(c.left);
+  }
+  bool last_was_unk = false;
+  for (int i = 0; i >= 0; i = symbols[i].next) {
+    const std::string& piece = symbols[i].text;
+    if (auto it = vocab_.find(piece); it != vocab_.end()) {
+      out.push_back(it->second);
+      last_was_unk = false;
+      continue;
+    }
+    if (byte_fallback_) {
+      bool all_found = true;
+      std::vector<std::int32_t> bytes;
+      for (unsigned char c : piece) {
+        char name[8];
+        std::snprintf(name, sizeof name, "<0x%02X>", c);
+        auto it = vocab_.find(name);
+        if (it == vocab_.end()) {
+          all_found = false;
+          break;
+        }
+        bytes.push_back(it->second);
+      }
+      if (all_found) {
+        out.insert(out.end(), bytes.begin(), bytes.end());
+        last_was_unk = false;
+        continue;
+      }
+    }
+    if (!unk_id_)
+      throw std::runtime_error("tokenizer: '" + piece + "' is not in the vocabulary and the " +
+                               "tokenizer has no unk_token or byte fallback");
+    if (!(fuse_unk_ && last_was_unk)) out.push_back(*unk_id_);
+    last_was_unk = true;
+  }
+}
+
+void Tokenizer::encode_segment(std::string_view segment, bool first_segment,
+                               std::vector<std::int32_t>& out) const {
+  std::string text(segment);
+  for (const auto& step : normalizer_) {
+    switch (step.kind) {
+      case NormalizerStep::Kind::prepend:
+        if (!text.empty()) text = step.content + text;
+        break;
+      case NormalizerStep::Kind::replace:
+        replace_all(text, step.pattern, step.content);
+        break;
+      case NormalizerStep::Kind::lowercase:
+        for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        break;
+    }
+  }
+  switch (pre_tokenizer_) {
+    case PreTokenizer::none:
+      bpe_word(text, out);
+      return;
+    case PreTokenizer::metaspace: {
+      replace_all(text, " ", metaspace_replacement_);
+      const bool prepend = metaspace_prepend_ == PrependScheme::always ||
+                           (metaspace_prepend_ == PrependScheme::first && first_segment);
+      if (prepend && !text.starts_with(metaspace_replacement_)) text = metaspace_replacement_ + text;
+      if (!metaspace_split_) {
+        bpe_word(text, out);
+        return;
+      }
+      std::size_t begin = 0;
+      while (begin < text.size()) {
+        std::size_t next = text.find(metaspace_replacement_, begin + 1);
+        if (next == std::string::npos) next = text.size();
+        bpe_word(std::string_view(text).substr(begin, next - begin), out);
+        begin = next;
+      }
+      return;
+    }
+    case PreTokenizer::byte_level: {
+      if (byte_level_prefix_space_ && !text.empty() && text.front() != ' ') text = " " + text;
+      std::vector<std::string_view> words;
+      if (byte_level_regex_) {
+        words = gpt2_split(text);
+      } else {
+        words.push_back(text);
+      }
+      for (const auto word : words) {
+        std::string mapped;
+        for (unsigned char c : word) append_utf8(mapped, byte_to_char()[c]);
+        bpe_word(mapped, out);
+      }
+      return;
+    }
+  }
+}
+
+std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  std::vector<std::int32_t> out;
+  if (add_special_tokens) out = prefix_ids_;
+  std::size_t segment_start = 0;
+  bool first_segment = true;
+  std::size_t i = 0;
+  bool strip_next_left = false;
+  auto flush = [&](std::size_t end, bool strip_right) {
+    std::string_view piece = text.substr(segment_start, end - segment_start);
+    if (strip_next_left)
+      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.front()))) piece.remove_prefix(1);
+    if (strip_right)
+      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.back()))) piece.remove_suffix(1);
+    if (!piece.empty()) encode_segment(piece, first_segment, out);
+    first_segment = false;
+  };
+  while (i < text.size()) {
+    const AddedToken* match = nullptr;
+    for (const auto& a : added_)
+      if (!a.content.empty() && text.substr(i).starts_with(a.content)) {
+        match = &a;
+        break;
+      }
+    if (!match) {
+      ++i;
+      continue;
+    }
+    flush(i, match->lstrip);
+    out.push_back(match->id);
+    i += match->content.size();
+    segment_start = i;
+    strip_next_left = match->rstrip;
+  }
+  flush(text.size(), false);
+  if (add_special_tokens) out.insert(out.end(), suffix_ids_.begin(), suffix_ids_.end());
+  return out;
+}
+
+std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens) const {
+  std::vector<std::string> tokens;
+  for (const auto id : ids) {
+    if (id < 0 || static_cast<std::size_t>(id) >= id_to_token_.size())
+      throw std::out_of_range("tokenizer: token id " + std::to_string(id) +
+                              " is outside the vocabulary (size " +
+                              std::to_string(id_to_token_.size()) + ")");
+    if (skip_special_tokens && is_special(id)) continue;
+    tokens.push_back(id_to_token_[static_cast<std::size_t>(id)]);
+  }
+  for (const auto& step : decoder_) {
+    switch (step.kind) {
+      case DecoderStep::Kind::replace:
+        for (auto& token : tokens) replace_all(token, step.pattern, step.content);
+        break;
+      case DecoderStep::Kind::byte_fallback: {
+        std::vector<std::string> merged;
+        std::string pending;
+        auto flush_bytes = [&] {
+          if (pending.empty()) return;
+          if (valid_utf8(pending)) {
+            merged.push_back(pending);
+          } else {
+            for (std::size_t k = 0; k < pending.size(); ++k) merged.emplace_back("\xef\xbf\xbd");
+          }
+          pending.clear();
+        };
+        for (const auto& token : tokens) {
+          if (token.size() == 6 && token.starts_with("<0x") && token.back() == '>') {
+            pending += static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16));
+          } else {
+            flush_bytes();
+            merged.push_back(token);
+          }
+        }
+        flush_bytes();
+        tokens = std::move(merged);
+        break;
+      }
+      case DecoderStep::Kind::fuse: {
+        std::string all;
+        for (const auto& token : tokens) all += token;
+        tokens = {all};
+        break;
+      }
+      case DecoderStep::Kind::strip:
+        for (auto& token : tokens) {
+          for (int k = 0; k < step.start && token.starts_with(step.content); ++k)
+            token.erase(0, step.content.size());
+          for (int k = 0; k < step.stop && token.ends_with(step.content); ++k)
+            token.erase(token.size() - step.content.size());
+        }
+        break;
+      case DecoderStep::Kind::metaspace:
+        for (std::size_t k = 0; k < tokens.size(); ++k) {
+          replace_all(tokens[k], step.content, " ");
+          if (k == 0 && step.prepend != PrependScheme::never && tokens[k].starts_with(" "))
+            tokens[k].erase(0, 1);
+        }
+        break;
+      case DecoderStep::Kind::byte_level: {
+        std::string bytes;
+        for (const auto& token : tokens) {
+          for (std::size_t k = 0; k < token.size();) {
+            const std::size_t n = utf8_length(token, k);
+            const char32_t cp = decode_codepoint(token, k, n);
+            auto it = char_to_byte().find(cp);
+            if (it != char_to_byte().end()) {
+              bytes += static_cast<char>(it->second);
+            } else {
+              bytes.append(token, k, n);
+            }
+            k += n;
+          }
+        }
+        tokens = {lossy_utf8(bytes)};
+        break;
+      }
+    }
+  }
+  std::string text;
+  for (const auto& token : tokens) text += token;
+  return text;
+}
+
+}  // namespace moed::model

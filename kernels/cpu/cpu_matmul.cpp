@@ -1,0 +1,113 @@
+#include "moed/kernels/cpu_matmul.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace moed::kernels {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+dt to_dnnl(DType dtype) { return dtype == DType::bf16 ? dt::bf16 : dt::f32; }
+
+// Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
+// rather than grow without bound (each entry is a few KiB plus JIT code).
+constexpr std::size_t kMaxCachedPrimitives = 512;
+
+}  // namespace
+
+CpuMatmul::CpuMatmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+DType CpuMatmul::compute_dtype(DType weight_dtype) {
+  return weight_dtype == DType::bf16 ? DType::bf16 : DType::f32;
+}
+
+dnnl::memory::desc CpuMatmul::packed_desc(std::int64_t rows, std::int64_t cols, DType dtype) {
+  const ShapeKey key{1, rows, cols, dtype};
+  if (auto it = packed_descs_.find(key); it != packed_descs_.end()) return it->second;
+  dnnl::memory::desc src({1, cols}, to_dnnl(dtype), tag::ab);
+  dnnl::memory::desc weights({cols, rows}, to_dnnl(dtype), tag::any);
+  dnnl::memory::desc dst({1, rows}, dt::f32, tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), engine_);
+  return packed_descs_.emplace(key, pd.weights_desc()).first->second;
+}
+
+PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols) {
+  if (parts.empty() || cols <= 0) throw std::invalid_argument("CpuMatmul::pack: empty weight");
+  const DType source = parts.front().dtype;
+  std::int64_t rows = 0;
+  for (const auto& part : parts) {
+    if (part.dtype != source) throw std::invalid_argument("CpuMatmul::pack: mixed dtypes");
+    rows += part.rows;
+  }
+  const DType compute = compute_dtype(source);
+  const std::size_t elem = dtype_size(compute);
+
+  std::vector<unsigned char> staging;
+  const void* plain = parts.front().data;
+  if (parts.size() > 1 || source != compute) {
+    staging.resize(static_cast<std::size_t>(rows * cols) * elem);
+    unsigned char* out = staging.data();
+    for (const auto& part : parts) {
+      const std::size_t count = static_cast<std::size_t>(part.rows * cols);
+      if (source == compute) {
+        std::memcpy(out, part.data, count * elem);
+      } else {
+        convert_to_f32(part.data, source, reinterpret_cast<float*>(out), count);
+      }
+      out += count * elem;
+    }
+    plain = staging.data();
+  }
+
+  // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
+  dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
+  dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
+  PackedWeight packed;
+  packed.memory_ = dnnl::memory(packed_desc(rows, cols, compute), engine_);
+  dnnl::reorder(plain_memory, packed.memory_).execute(stream_, plain_memory, packed.memory_);
+  stream_.wait();
+  packed.rows_ = rows;
+  packed.cols_ = cols;
+  packed.dtype_ = compute;
+  return packed;
+}
+
+dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
+  const ShapeKey key{m, weight.rows_, weight.cols_, weight.dtype_};
+  if (auto it = primitives_.find(key); it != primitives_.end()) return it->second.first;
+  if (primitives_.size() >= kMaxCachedPrimitives) primitives_.clear();
+  dnnl::memory::desc src({m, weight.cols_}, to_dnnl(weight.dtype_), tag::ab);
+  dnnl::memory::desc dst({m, weight.rows_}, dt::f32, tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weight.memory_.get_desc(), dst),
+                                  engine_);
+  auto& entry = primitives_[key];
+  entry = {dnnl::matmul(pd), pd};
+  return entry.first;
+}
+
+void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y) {
+  if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
+  if (m <= 0) return;
+  auto& matmul = primitive(m, weight);
+  void* src = const_cast<float*>(x);
+  if (weight.dtype_ == DType::bf16) {
+    bf16_input_.resize(static_cast<std::size_t>(m * weight.cols_));
+    convert_f32_to_bf16(x, bf16_input_.data(), bf16_input_.size());
+    src = bf16_input_.data();
+  }
+  dnnl::memory src_memory({{m, weight.cols_}, to_dnnl(weight.dtype_), tag::ab}, engine_, src);
+  dnnl::memory dst_memory({{m, weight.rows_}, dt::f32, tag::ab}, engine_, y);
+  matmul.execute(stream_, {{DNNL_ARG_SRC, src_memory},
+                           {DNNL_ARG_WEIGHTS, weight.memory_},
+                           {DNNL_ARG_DST, dst_memory}});
+  stream_.wait();
+}
+
+std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight) {
+  primitive(m, weight);
+  return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
+}
+
+}  // namespace moed::kernels

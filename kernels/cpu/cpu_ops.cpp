@@ -1,0 +1,124 @@
+#include "moed/kernels/cpu_ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace moed::kernels {
+
+void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows, std::int64_t dim,
+              float eps) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * dim;
+    float* out = y + r * dim;
+    double sum_sq = 0.0;
+    for (std::int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(in[i]) * in[i];
+    const float scale = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps));
+    for (std::int64_t i = 0; i < dim; ++i) out[i] = in[i] * scale * weight[i];
+  }
+}
+
+void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
+                      const std::int64_t* positions, double theta) {
+  const std::int64_t half = head_dim / 2;
+  std::vector<float> cos_table(static_cast<std::size_t>(half));
+  std::vector<float> sin_table(static_cast<std::size_t>(half));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double inv_freq =
+          1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+      const double angle = static_cast<double>(positions[r]) * inv_freq;
+      cos_table[i] = static_cast<float>(std::cos(angle));
+      sin_table[i] = static_cast<float>(std::sin(angle));
+    }
+    for (std::int64_t h = 0; h < heads; ++h) {
+      float* v = x + (r * heads + h) * head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float a = v[i];
+        const float b = v[i + half];
+        v[i] = a * cos_table[i] - b * sin_table[i];
+        v[i + half] = b * cos_table[i] + a * sin_table[i];
+      }
+    }
+  }
+}
+
+void silu_mul(const float* gate_up, float* out, std::int64_t rows, std::int64_t ffn) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* gate = gate_up + r * 2 * ffn;
+    const float* up = gate + ffn;
+    float* o = out + r * ffn;
+    for (std::int64_t j = 0; j < ffn; ++j) o[j] = gate[j] / (1.0f + std::exp(-gate[j])) * up[j];
+  }
+}
+
+void router_top_k(const float* logits, int n_experts, int k, int* ids, float* weights) {
+  std::vector<float> probs(static_cast<std::size_t>(n_experts));
+  softmax(logits, probs.data(), n_experts);
+  std::vector<int> order(static_cast<std::size_t>(n_experts));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
+  float total = 0.0f;
+  for (int i = 0; i < k; ++i) total += probs[order[i]];
+  for (int i = 0; i < k; ++i) {
+    ids[i] = order[i];
+    weights[i] = probs[order[i]] / total;
+  }
+}
+
+void attention(const float* q, const float* k, const float* v, float* out,
+               const AttentionShape& s) {
+  const std::int64_t group = s.heads / s.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<std::size_t>(s.first_position + s.n_query));
+#pragma omp for collapse(2) schedule(static)
+    for (std::int64_t i = 0; i < s.n_query; ++i) {
+      for (std::int64_t h = 0; h < s.heads; ++h) {
+        const std::int64_t visible = s.first_position + i + 1;
+        const float* qv = q + (i * s.heads + h) * s.head_dim;
+        const float* keys = k + (h / group) * s.capacity * s.head_dim;
+        const float* values = v + (h / group) * s.capacity * s.head_dim;
+        float max_score = -INFINITY;
+        for (std::int64_t t = 0; t < visible; ++t) {
+          const float* kv = keys + t * s.head_dim;
+          float dot = 0.0f;
+          for (std::int64_t d = 0; d < s.head_dim; ++d) dot += qv[d] * kv[d];
+          scores[t] = dot * scale;
+          max_score = std::max(max_score, scores[t]);
+        }
+        float total = 0.0f;
+        for (std::int64_t t = 0; t < visible; ++t) {
+          scores[t] = std::exp(scores[t] - max_score);
+          total += scores[t];
+        }
+        float* o = out + (i * s.heads + h) * s.head_dim;
+        std::fill(o, o + s.head_dim, 0.0f);
+        for (std::int64_t t = 0; t < visible; ++t) {
+          const float p = scores[t] / total;
+          const float* vv = values + t * s.head_dim;
+          for (std::int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vv[d];
+        }
+      }
+    }
+  }
+}
+
+void add_in_place(float* y, const float* x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+double softmax(const float* logits, float* probs, std::int64_t n) {
+  const float max_logit = *std::max_element(logits, logits + n);
+  double total = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) total += std::exp(static_cast<double>(logits[i] - max_logit));
+  for (std::int64_t i = 0; i < n; ++i)
+    probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[i] - max_logit)) / total);
+  return std::log(total) + max_logit;
+}
+
+}  // namespace moed::kernels

@@ -1,0 +1,71 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "moed/kernels/dtype.hpp"
+
+namespace moed::kernels {
+
+// A row-major [rows, cols] slice of a weight matrix as it lies in a checkpoint
+// (Hugging Face Linear layout: [out_features, in_features]).
+struct WeightPart {
+  const void* data;
+  DType dtype;
+  std::int64_t rows;
+};
+
+// A weight matrix repacked into the blocked layout oneDNN prefers for it. It is an opaque buffer
+// kind: memtier can hold, count and evict it like any other block, and only CpuMatmul reads it.
+class PackedWeight {
+ public:
+  PackedWeight() = default;
+  std::int64_t rows() const { return rows_; }  // output features (N)
+  std::int64_t cols() const { return cols_; }  // input features (K)
+  DType dtype() const { return dtype_; }
+  std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : 0; }
+  bool empty() const { return !memory_; }
+
+ private:
+  friend class CpuMatmul;
+  dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout
+  std::int64_t rows_ = 0;
+  std::int64_t cols_ = 0;
+  DType dtype_ = DType::f32;
+};
+
+// y[m, N] = x[m, K] * W^T with oneDNN matmul primitives built once per shape and cached.
+// Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
+// every M, so one packed copy covers decode and prefill. Not thread-safe: one per engine thread.
+class CpuMatmul {
+ public:
+  CpuMatmul();
+
+  // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
+  // bf16 for bf16 weights, f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul).
+  PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols);
+  void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
+  // The oneDNN implementation chosen for this shape, e.g. "brg:avx512_core_bf16".
+  std::string implementation(std::int64_t m, const PackedWeight& weight);
+
+  static DType compute_dtype(DType weight_dtype);
+
+ private:
+  using ShapeKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, DType>;  // m, N, K, dtype
+  dnnl::memory::desc packed_desc(std::int64_t rows, std::int64_t cols, DType dtype);
+  dnnl::matmul& primitive(std::int64_t m, const PackedWeight& weight);
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<ShapeKey, dnnl::memory::desc> packed_descs_;
+  std::map<ShapeKey, std::pair<dnnl::matmul, dnnl::matmul::primitive_desc>> primitives_;
+  std::vector<std::uint16_t> bf16_input_;  // bf16 [m, K] scratch for bf16 weights
+};
+
+}  // namespace moed::kernels

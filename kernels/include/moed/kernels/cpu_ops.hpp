@@ -1,0 +1,39 @@
+#pragma once
+
+#include <cstdint>
+
+namespace moed::kernels {
+
+// Row-wise RMSNorm: y = x / sqrt(mean(x^2) + eps) * weight. x, y: f32 [rows, dim]; may alias.
+void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows, std::int64_t dim,
+              float eps);
+
+// Rotary embedding as Hugging Face applies it (rotate_half: element i pairs with i + d/2), in
+// place on x: f32 [rows, heads, head_dim]; positions: [rows].
+void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
+                      const std::int64_t* positions, double theta);
+
+// out[r, j] = silu(gate_up[r, j]) * gate_up[r, ffn + j]. gate_up: f32 [rows, 2*ffn].
+void silu_mul(const float* gate_up, float* out, std::int64_t rows, std::int64_t ffn);
+
+// Mixtral routing: softmax over all experts, then the top k, renormalised to sum to 1.
+// Ties go to the lower expert id. ids/weights: [k], in descending weight order.
+void router_top_k(const float* logits, int n_experts, int k, int* ids, float* weights);
+
+// Causal grouped-query attention over a KV cache.
+//   q:   f32 [n_query, heads, head_dim], rows at positions first_position + i
+//   k,v: f32 [kv_heads, capacity, head_dim], valid for positions [0, first_position + n_query)
+//   out: f32 [n_query, heads, head_dim]
+struct AttentionShape {
+  std::int64_t n_query, heads, kv_heads, head_dim, capacity, first_position;
+};
+void attention(const float* q, const float* k, const float* v, float* out,
+               const AttentionShape& shape);
+
+// y += x (n elements).
+void add_in_place(float* y, const float* x, std::int64_t n);
+
+// Softmax of n logits into probabilities, numerically stable; returns log(sum(exp(x - max))).
+double softmax(const float* logits, float* probs, std::int64_t n);
+
+}  // namespace moed::kernels
