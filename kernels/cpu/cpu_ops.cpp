@@ -7,7 +7,11 @@
 
 namespace moed::kernels {
 
-void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows, std::int64_t dim,
+// Hot loops are cloned per ISA and picked at run time, so the library runs on any x86-64 and
+// still uses AVX-512 where it exists.
+#define MOED_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+MOED_ISA_CLONES void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows, std::int64_t dim,
               float eps) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * dim;
@@ -44,7 +48,7 @@ void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int6
   }
 }
 
-void silu_mul(const float* gate_up, float* out, std::int64_t rows, std::int64_t ffn) {
+MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows, std::int64_t ffn) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* gate = gate_up + r * 2 * ffn;
     const float* up = gate + ffn;
@@ -69,7 +73,7 @@ void router_top_k(const float* logits, int n_experts, int k, int* ids, float* we
   }
 }
 
-void attention(const float* q, const float* k, const float* v, float* out,
+MOED_ISA_CLONES void attention(const float* q, const float* k, const float* v, float* out,
                const AttentionShape& s) {
   const std::int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
@@ -87,6 +91,7 @@ void attention(const float* q, const float* k, const float* v, float* out,
         for (std::int64_t t = 0; t < visible; ++t) {
           const float* kv = keys + t * s.head_dim;
           float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
           for (std::int64_t d = 0; d < s.head_dim; ++d) dot += qv[d] * kv[d];
           scores[t] = dot * scale;
           max_score = std::max(max_score, scores[t]);
@@ -101,6 +106,7 @@ void attention(const float* q, const float* k, const float* v, float* out,
         for (std::int64_t t = 0; t < visible; ++t) {
           const float p = scores[t] / total;
           const float* vv = values + t * s.head_dim;
+#pragma omp simd
           for (std::int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vv[d];
         }
       }
@@ -108,7 +114,7 @@ void attention(const float* q, const float* k, const float* v, float* out,
   }
 }
 
-void add_in_place(float* y, const float* x, std::int64_t n) {
+MOED_ISA_CLONES void add_in_place(float* y, const float* x, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 

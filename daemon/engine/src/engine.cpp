@@ -236,8 +236,10 @@ std::vector<std::int32_t> Engine::generate(std::span<const std::int32_t> prompt,
   return out;
 }
 
-std::size_t Engine::bytes_per_decode_token() const {
-  std::size_t total = lm_head_.bytes();
+std::size_t Engine::bytes_per_decode_token(std::int64_t context_length) const {
+  std::size_t total = lm_head_.bytes() +
+                      static_cast<std::size_t>(2 * spec_.num_layers * spec_.num_kv_heads *
+                                               context_length * spec_.head_dim) * sizeof(float);
   for (const auto& layer : layers_)
     total += layer.dense_bytes() +
              static_cast<std::size_t>(spec_.experts_per_token) * layer.experts.front().bytes();

@@ -56,9 +56,9 @@ class Engine {
                                      const SamplingParams& params,
                                      const std::function<bool(const SampledToken&)>& on_token);
 
-  // Bytes of packed weights one decode step reads: dense parts of every layer, experts_per_token
-  // experts per layer, and the LM head.
-  std::size_t bytes_per_decode_token() const;
+  // Bytes one decode step reads at a given context length: dense parts of every layer,
+  // experts_per_token experts per layer, the LM head, and the keys and values of the context.
+  std::size_t bytes_per_decode_token(std::int64_t context_length) const;
   std::size_t packed_bytes() const;
   std::string matmul_implementation();
 
