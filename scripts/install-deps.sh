@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moed builds and tests with. Idempotent: when everything is already
+# installed it only checks (about a second). Needs root (or sudo) the first time.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libdnnl-dev ocl-icd-opencl-dev   # oneDNN; its CMake config needs OpenCL headers
+  liburing-dev libhwloc-dev libboost-dev libyaml-cpp-dev libsystemd-dev
+  nlohmann-json3-dev libcli11-dev libbenchmark-dev libgtest-dev
+  python3-numpy                    # make-tiny-model.py, reference.py, e2e checks
+  curl systemd util-linux          # e2e tests: curl --unix-socket, systemd-analyze, setpriv
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates tests/golden/ from the numpy reference (scripts/reference.py). Run it only when
+# make-tiny-model.py or the golden prompts change, and say why in the commit.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+models=$(mktemp -d)
+trap 'rm -rf "$models"' EXIT
+"$here/make-test-models.sh" "$models"
+golden="$here/../tests/golden"
+mkdir -p "$golden"
+tokens=$(cat "$golden/prompt-tokens.txt")
+greedy_prompt=$(cat "$golden/greedy-prompt-tokens.txt")
+for model in tiny-f32 tiny-bf16 tiny-tied; do
+  /usr/bin/python3 "$here/reference.py" --model "$models/$model" --tokens "$tokens" \
+    --out "$golden/$model.logits.npy"
+done
+for model in tiny-f32 tiny-bf16; do
+  /usr/bin/python3 "$here/reference.py" --model "$models/$model" --tokens "$greedy_prompt" \
+    --greedy 32 --out "$golden/$model.greedy.json"
+done

@@ -1,0 +1,243 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "moed/engine/engine.hpp"
+#include "moed/engine/npy.hpp"
+#include "moed/engine/sampler.hpp"
+
+namespace fs = std::filesystem;
+using namespace moed::engine;
+
+namespace {
+
+const fs::path kModels = MOED_TEST_MODELS;
+const fs::path kGolden = MOED_GOLDEN_DIR;
+
+struct Array {
+  std::vector<std::int64_t> shape;
+  std::vector<float> data;
+};
+
+// Reads the float32 C-order .npy files reference.py writes (format 1.0).
+Array read_npy(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  if (all.size() < 10 || all.compare(0, 6, "\x93NUMPY") != 0) throw std::runtime_error("not npy");
+  const std::size_t header_len = static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
+  const std::string header = all.substr(10, header_len);
+  if (header.find("'<f4'") == std::string::npos) throw std::runtime_error("not float32");
+  Array a;
+  std::stringstream dims(header.substr(header.find('(') + 1, header.find(')') - header.find('(') - 1));
+  std::string item;
+  while (std::getline(dims, item, ','))
+    if (item.find_first_not_of(' ') != std::string::npos) a.shape.push_back(std::stoll(item));
+  a.data.resize((all.size() - 10 - header_len) / 4);
+  std::memcpy(a.data.data(), all.data() + 10 + header_len, a.data.size() * 4);
+  return a;
+}
+
+std::vector<std::int32_t> read_tokens(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::int32_t> ids;
+  std::string item;
+  while (std::getline(in, item, ',')) ids.push_back(std::stoi(item));
+  return ids;
+}
+
+struct Comparison {
+  double relative_error;  // max |diff| / max |reference|
+  int argmax_mismatches;
+};
+
+Comparison compare(const std::vector<float>& got, const std::vector<float>& want, std::int64_t vocab) {
+  double max_diff = 0, max_ref = 0;
+  int mismatches = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::abs(got[i] - want[i])));
+    max_ref = std::max(max_ref, double(std::abs(want[i])));
+  }
+  for (std::size_t row = 0; row < want.size() / vocab; ++row) {
+    auto g = got.begin() + row * vocab, w = want.begin() + row * vocab;
+    if (std::max_element(g, g + vocab) - g != std::max_element(w, w + vocab) - w) ++mismatches;
+  }
+  return {max_diff / max_ref, mismatches};
+}
+
+std::vector<float> prefill_logits(Engine& engine, const std::vector<std::int32_t>& tokens) {
+  auto cache = engine.new_cache();
+  std::vector<float> logits;
+  engine.forward(tokens, cache, logits, true);
+  return logits;
+}
+
+}  // namespace
+
+struct GoldenCase {
+  const char* model;
+  double tolerance;
+};
+
+void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.model; }
+
+class GoldenLogits : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(GoldenLogits, MatchTheNumpyReference) {
+  const auto [model, tolerance] = GetParam();
+  Engine engine(kModels / model, {});
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  const auto golden = read_npy(kGolden / (std::string(model) + ".logits.npy"));
+  ASSERT_EQ(golden.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()),
+                                                      engine.spec().vocab_size}));
+  const auto logits = prefill_logits(engine, tokens);
+  const auto c = compare(logits, golden.data, engine.spec().vocab_size);
+  EXPECT_LE(c.relative_error, tolerance) << model;
+  EXPECT_EQ(c.argmax_mismatches, 0) << model;
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenLogits,
+                         ::testing::Values(GoldenCase{"tiny-f32", 1e-4}, GoldenCase{"tiny-bf16", 2e-2},
+                                           GoldenCase{"tiny-tied", 1e-4}),
+                         [](const auto& info) {
+                           std::string name = info.param.model;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(Engine, ShardedCheckpointGivesBitIdenticalLogits) {
+  Engine single(kModels / "tiny-f32", {});
+  Engine sharded(kModels / "tiny-f32-sharded", {});
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  EXPECT_EQ(prefill_logits(single, tokens), prefill_logits(sharded, tokens));
+}
+
+TEST(Engine, PrefillThenDecodeMatchesOneLongPrefill) {
+  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
+    Engine engine(kModels / model, {});
+    const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+    const std::int64_t vocab = engine.spec().vocab_size;
+    const auto full = prefill_logits(engine, tokens);
+
+    auto cache = engine.new_cache();
+    std::vector<float> logits, stepped;
+    const std::size_t split = 5;
+    engine.forward(std::span(tokens).first(split), cache, logits, true);
+    stepped = logits;
+    for (std::size_t i = split; i < tokens.size(); ++i) {
+      engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
+      stepped.insert(stepped.end(), logits.begin(), logits.end());
+    }
+    EXPECT_EQ(cache.length(), static_cast<std::int64_t>(tokens.size()));
+    const auto c = compare(stepped, full, vocab);
+    // f32 differs only by summation order between batch shapes; bf16 also by activation rounding.
+    EXPECT_LE(c.relative_error, std::string(model) == "tiny-f32" ? 1e-5 : 1e-2) << model;
+    EXPECT_EQ(c.argmax_mismatches, 0) << model;
+  }
+}
+
+TEST(Engine, GreedyGenerationMatchesTheReference) {
+  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
+    nlohmann::json golden;
+    std::ifstream(kGolden / (std::string(model) + ".greedy.json")) >> golden;
+    Engine engine(kModels / model, {});
+    const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
+    const auto want = golden["generated"].get<std::vector<std::int32_t>>();
+    // Decode step by step rather than through generate(), which would stop at EOS.
+    auto cache = engine.new_cache();
+    std::vector<float> logits;
+    std::vector<std::int32_t> got;
+    engine.forward(prompt, cache, logits, false);
+    while (got.size() < want.size()) {
+      got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+      engine.forward(std::span(&got.back(), 1), cache, logits, false);
+    }
+    EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
+                         << golden["min_margin"].get<double>() << ")";
+  }
+}
+
+TEST(Engine, SameSeedSameTokensDifferentSeedDiffers) {
+  Engine engine(kModels / "tiny-f32", {});
+  const std::vector<std::int32_t> prompt = {1, 17, 42};
+  SamplingParams params{1.0f, 0, 1.0f, 7};
+  const auto a = engine.generate(prompt, 24, params, nullptr);
+  const auto b = engine.generate(prompt, 24, params, nullptr);
+  params.seed = 8;
+  const auto c = engine.generate(prompt, 24, params, nullptr);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(Engine, RejectsBadTokensAndOverlongSequences) {
+  Engine engine(kModels / "tiny-f32", {});
+  auto cache = engine.new_cache();
+  std::vector<float> logits;
+  const std::vector<std::int32_t> bad = {1, 512};
+  EXPECT_THROW(engine.forward(bad, cache, logits, false), std::out_of_range);
+  EXPECT_EQ(cache.length(), 0);
+  const std::vector<std::int32_t> negative = {-1};
+  EXPECT_THROW(engine.forward(negative, cache, logits, false), std::out_of_range);
+  std::vector<std::int32_t> too_long(static_cast<std::size_t>(engine.spec().max_position_embeddings + 1), 5);
+  EXPECT_THROW(engine.forward(too_long, cache, logits, false), std::length_error);
+  EXPECT_THROW(engine.forward({}, cache, logits, false), std::invalid_argument);
+}
+
+TEST(Engine, GenerateStopsAtEosAndWhenTheCallbackSaysSo) {
+  Engine engine(kModels / "tiny-f32", {});
+  int calls = 0;
+  const auto out = engine.generate(std::vector<std::int32_t>{1, 17}, 10, {}, [&](const SampledToken&) {
+    return ++calls < 3;
+  });
+  EXPECT_EQ(out.size(), 3u);
+}
+
+TEST(Sampler, GreedyTopKOneAndTinyTopPAgree) {
+  const std::vector<float> logits = {0.1f, 2.5f, -1.0f, 2.4f, 0.0f};
+  Sampler greedy({});
+  EXPECT_EQ(greedy.sample(logits.data(), 5).id, 1);
+  Sampler top1({1.5f, 1, 1.0f, 3});
+  Sampler nucleus({1.5f, 0, 1e-6f, 3});
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(top1.sample(logits.data(), 5).id, 1);
+    EXPECT_EQ(nucleus.sample(logits.data(), 5).id, 1);
+  }
+  const auto token = greedy.sample(logits.data(), 5);
+  double total = 0;
+  for (float l : logits) total += std::exp(l);
+  EXPECT_NEAR(token.logprob, 2.5 - std::log(total), 1e-5);
+}
+
+TEST(Sampler, TopKTwoOnlyEverPicksTheTwoBest) {
+  const std::vector<float> logits = {0.1f, 2.5f, -1.0f, 2.4f, 0.0f};
+  Sampler sampler({1.0f, 2, 1.0f, 11});
+  std::set<std::int32_t> seen;
+  for (int i = 0; i < 200; ++i) seen.insert(sampler.sample(logits.data(), 5).id);
+  EXPECT_EQ(seen, (std::set<std::int32_t>{1, 3}));
+}
+
+TEST(Sampler, RejectsBadParameters) {
+  EXPECT_THROW(Sampler({-1.0f, 0, 1.0f, 0}), std::invalid_argument);
+  EXPECT_THROW(Sampler({NAN, 0, 1.0f, 0}), std::invalid_argument);
+  EXPECT_THROW(Sampler({1.0f, 0, 0.0f, 0}), std::invalid_argument);
+  EXPECT_THROW(Sampler({1.0f, -2, 1.0f, 0}), std::invalid_argument);
+}
+
+TEST(Npy, WritesWhatNumpyReads) {
+  const auto path = fs::temp_directory_path() / "moed-test.npy";
+  const std::vector<float> data = {1, 2, 3, 4, 5, 6};
+  write_npy(path, data, {2, 3});
+  const auto back = read_npy(path);
+  EXPECT_EQ(back.shape, (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(back.data, data);
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  const std::size_t header_len = static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
+  EXPECT_EQ((10 + header_len) % 64, 0u);  // the format aligns the data to 64 bytes
+  fs::remove(path);
+}

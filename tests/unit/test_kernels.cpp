@@ -1,0 +1,242 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "moed/kernels/bandwidth.hpp"
+#include "moed/kernels/cpu_matmul.hpp"
+#include "moed/kernels/cpu_ops.hpp"
+#include "moed/kernels/dtype.hpp"
+
+using namespace moed::kernels;
+
+namespace {
+
+std::vector<float> random_vector(std::size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<std::uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<std::uint16_t> out(v.size());
+  convert_f32_to_bf16(v.data(), out.data(), v.size());
+  return out;
+}
+
+// y = x W^T in double, W row-major [n, k].
+std::vector<double> naive_matmul(const std::vector<float>& x, const std::vector<float>& w,
+                                 std::int64_t m, std::int64_t n, std::int64_t k) {
+  std::vector<double> y(static_cast<std::size_t>(m * n));
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (std::int64_t p = 0; p < k; ++p) acc += double(x[i * k + p]) * w[j * k + p];
+      y[i * n + j] = acc;
+    }
+  return y;
+}
+
+double max_rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double max_diff = 0, max_ref = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(got[i] - want[i]));
+    max_ref = std::max(max_ref, std::abs(want[i]));
+  }
+  return max_diff / max_ref;
+}
+
+}  // namespace
+
+TEST(DType, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  // 1 + 2^-8 lies exactly between two bf16 values; ties go to the even mantissa (1.0).
+  EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
+
+TEST(DType, F16Decodes) {
+  EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
+  EXPECT_EQ(f16_to_f32(0xc000), -2.0f);
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_TRUE(std::isinf(f16_to_f32(0x7c00)));
+}
+
+class MatmulTest : public ::testing::TestWithParam<std::int64_t> {};
+
+TEST_P(MatmulTest, F32MatchesNaive) {
+  const std::int64_t m = GetParam(), n = 96, k = 80;
+  auto x = random_vector(static_cast<std::size_t>(m * k), 1);
+  auto w = random_vector(static_cast<std::size_t>(n * k), 2);
+  CpuMatmul matmul;
+  WeightPart part{w.data(), DType::f32, n};
+  auto packed = matmul.pack(std::span(&part, 1), k);
+  EXPECT_EQ(packed.rows(), n);
+  EXPECT_EQ(packed.cols(), k);
+  std::vector<float> y(static_cast<std::size_t>(m * n));
+  matmul.multiply(x.data(), m, packed, y.data());
+  EXPECT_LT(max_rel_error(y, naive_matmul(x, w, m, n, k)), 1e-5);
+}
+
+TEST_P(MatmulTest, Bf16MatchesNaiveOnRoundedInputs) {
+  const std::int64_t m = GetParam(), n = 64, k = 128;
+  auto x = random_vector(static_cast<std::size_t>(m * k), 3);
+  auto w = random_vector(static_cast<std::size_t>(n * k), 4);
+  auto w16 = to_bf16(w);
+  CpuMatmul matmul;
+  WeightPart part{w16.data(), DType::bf16, n};
+  auto packed = matmul.pack(std::span(&part, 1), k);
+  EXPECT_EQ(packed.dtype(), DType::bf16);
+  std::vector<float> y(static_cast<std::size_t>(m * n));
+  matmul.multiply(x.data(), m, packed, y.data());
+  // The engine rounds activations to bf16 too; the reference sees the same rounded values.
+  std::vector<float> xr(x.size()), wr(w.size());
+  for (std::size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  for (std::size_t i = 0; i < w.size(); ++i) wr[i] = bf16_to_f32(w16[i]);
+  EXPECT_LT(max_rel_error(y, naive_matmul(xr, wr, m, n, k)), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(BatchSizes, MatmulTest, ::testing::Values(1, 3, 17, 64));
+
+TEST(Matmul, StackedPartsEqualOneConcatenatedWeight) {
+  const std::int64_t k = 32, rows_a = 16, rows_b = 48;
+  auto a = random_vector(static_cast<std::size_t>(rows_a * k), 5);
+  auto b = random_vector(static_cast<std::size_t>(rows_b * k), 6);
+  std::vector<float> both(a);
+  both.insert(both.end(), b.begin(), b.end());
+  CpuMatmul matmul;
+  WeightPart parts[] = {{a.data(), DType::f32, rows_a}, {b.data(), DType::f32, rows_b}};
+  WeightPart whole{both.data(), DType::f32, rows_a + rows_b};
+  auto stacked = matmul.pack(parts, k);
+  auto single = matmul.pack(std::span(&whole, 1), k);
+  auto x = random_vector(static_cast<std::size_t>(2 * k), 7);
+  std::vector<float> y1(static_cast<std::size_t>(2 * (rows_a + rows_b))), y2(y1.size());
+  matmul.multiply(x.data(), 2, stacked, y1.data());
+  matmul.multiply(x.data(), 2, single, y2.data());
+  EXPECT_EQ(y1, y2);
+}
+
+TEST(Matmul, F16WeightsComputeInF32) {
+  const std::int64_t n = 8, k = 16;
+  std::vector<std::uint16_t> w(static_cast<std::size_t>(n * k), 0x3c00);  // f16 1.0
+  CpuMatmul matmul;
+  WeightPart part{w.data(), DType::f16, n};
+  auto packed = matmul.pack(std::span(&part, 1), k);
+  EXPECT_EQ(packed.dtype(), DType::f32);
+  std::vector<float> x(static_cast<std::size_t>(k), 0.5f), y(static_cast<std::size_t>(n));
+  matmul.multiply(x.data(), 1, packed, y.data());
+  for (float v : y) EXPECT_FLOAT_EQ(v, 8.0f);
+}
+
+TEST(Matmul, RejectsMixedDtypesAndEmptyWeights) {
+  std::vector<float> a(16);
+  std::vector<std::uint16_t> b(16);
+  WeightPart parts[] = {{a.data(), DType::f32, 4}, {b.data(), DType::bf16, 4}};
+  CpuMatmul matmul;
+  EXPECT_THROW(matmul.pack(parts, 4), std::invalid_argument);
+  EXPECT_THROW(matmul.pack({}, 4), std::invalid_argument);
+  float y = 0;
+  EXPECT_THROW(matmul.multiply(a.data(), 1, PackedWeight{}, &y), std::invalid_argument);
+}
+
+TEST(Ops, RmsNormMatchesFormula) {
+  const std::int64_t rows = 3, dim = 40;
+  auto x = random_vector(static_cast<std::size_t>(rows * dim), 8);
+  auto w = random_vector(static_cast<std::size_t>(dim), 9);
+  std::vector<float> y(x.size());
+  rms_norm(x.data(), w.data(), y.data(), rows, dim, 1e-5f);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (std::int64_t i = 0; i < dim; ++i) ss += double(x[r * dim + i]) * x[r * dim + i];
+    const double scale = 1.0 / std::sqrt(ss / dim + 1e-5);
+    for (std::int64_t i = 0; i < dim; ++i)
+      EXPECT_NEAR(y[r * dim + i], x[r * dim + i] * scale * w[i], 1e-5);
+  }
+}
+
+TEST(Ops, RopeRotatesHalvesAsHuggingFace) {
+  const std::int64_t heads = 2, d = 8;
+  auto x = random_vector(static_cast<std::size_t>(2 * heads * d), 10);
+  auto original = x;
+  const std::int64_t positions[] = {0, 5};
+  rope_rotate_half(x.data(), 2, heads, d, positions, 10000.0);
+  for (std::int64_t i = 0; i < heads * d; ++i) EXPECT_FLOAT_EQ(x[i], original[i]);  // position 0
+  for (std::int64_t h = 0; h < heads; ++h)
+    for (std::int64_t i = 0; i < d / 2; ++i) {
+      const double angle = 5.0 / std::pow(10000.0, 2.0 * i / d);
+      const float a = original[(heads + h) * d + i], b = original[(heads + h) * d + i + d / 2];
+      EXPECT_NEAR(x[(heads + h) * d + i], a * std::cos(angle) - b * std::sin(angle), 1e-5);
+      EXPECT_NEAR(x[(heads + h) * d + i + d / 2], b * std::cos(angle) + a * std::sin(angle), 1e-5);
+    }
+}
+
+TEST(Ops, SiluMul) {
+  const std::vector<float> gate_up = {1.0f, -2.0f, 3.0f, 4.0f};  // one row, ffn 2
+  std::vector<float> out(2);
+  silu_mul(gate_up.data(), out.data(), 1, 2);
+  EXPECT_NEAR(out[0], 1.0 / (1 + std::exp(-1.0)) * 3.0, 1e-6);
+  EXPECT_NEAR(out[1], -2.0 / (1 + std::exp(2.0)) * 4.0, 1e-6);
+}
+
+TEST(Ops, RouterTopKRenormalisesAndBreaksTiesLow) {
+  const float logits[] = {0.0f, 2.0f, 1.0f, 2.0f};
+  int ids[2];
+  float weights[2];
+  router_top_k(logits, 4, 2, ids, weights);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 3);
+  EXPECT_FLOAT_EQ(weights[0], 0.5f);
+  EXPECT_FLOAT_EQ(weights[1], 0.5f);
+  const float skewed[] = {3.0f, 0.0f, 1.0f};
+  router_top_k(skewed, 3, 2, ids, weights);
+  EXPECT_EQ(ids[0], 0);
+  EXPECT_EQ(ids[1], 2);
+  EXPECT_NEAR(weights[0], std::exp(3.0) / (std::exp(3.0) + std::exp(1.0)), 1e-6);
+}
+
+TEST(Ops, AttentionMatchesNaiveWithGroupsAndOffset) {
+  const std::int64_t heads = 4, kv_heads = 2, d = 16, capacity = 12, first = 5, nq = 3;
+  auto q = random_vector(static_cast<std::size_t>(nq * heads * d), 11);
+  auto k = random_vector(static_cast<std::size_t>(kv_heads * capacity * d), 12);
+  auto v = random_vector(static_cast<std::size_t>(kv_heads * capacity * d), 13);
+  std::vector<float> out(q.size());
+  attention(q.data(), k.data(), v.data(), out.data(), {nq, heads, kv_heads, d, capacity, first});
+  for (std::int64_t i = 0; i < nq; ++i)
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::int64_t g = h / (heads / kv_heads), visible = first + i + 1;
+      std::vector<double> p(static_cast<std::size_t>(visible));
+      double mx = -1e300, total = 0;
+      for (std::int64_t t = 0; t < visible; ++t) {
+        double dot = 0;
+        for (std::int64_t c = 0; c < d; ++c)
+          dot += double(q[(i * heads + h) * d + c]) * k[(g * capacity + t) * d + c];
+        p[t] = dot / std::sqrt(double(d));
+        mx = std::max(mx, p[t]);
+      }
+      for (auto& s : p) total += (s = std::exp(s - mx));
+      for (std::int64_t c = 0; c < d; ++c) {
+        double want = 0;
+        for (std::int64_t t = 0; t < visible; ++t) want += p[t] / total * v[(g * capacity + t) * d + c];
+        EXPECT_NEAR(out[(i * heads + h) * d + c], want, 1e-5);
+      }
+    }
+}
+
+TEST(Ops, SoftmaxSumsToOneAndReturnsLogSumExp) {
+  const float logits[] = {1000.0f, 1001.0f, 999.0f};
+  float probs[3];
+  const double lse = softmax(logits, probs, 3);
+  EXPECT_NEAR(probs[0] + probs[1] + probs[2], 1.0, 1e-6);
+  EXPECT_NEAR(lse, 1001.0 + std::log(1 + std::exp(-1.0) + std::exp(-2.0)), 1e-4);
+}
+
+TEST(Bandwidth, ProbeMeasuresSomething) {
+  ReadBandwidthProbe probe(64 << 20);
+  const double bytes_per_s = probe.measure(2);
+  EXPECT_GT(bytes_per_s, 1e8);  // any machine that runs the tests streams faster than 100 MB/s
+}

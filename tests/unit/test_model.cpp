@@ -1,0 +1,335 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "moed/model/checkpoint.hpp"
+#include "moed/model/model_spec.hpp"
+#include "moed/model/safetensors.hpp"
+#include "moed/model/tokenizer.hpp"
+
+namespace fs = std::filesystem;
+using namespace moed::model;
+using nlohmann::json;
+
+namespace {
+
+const fs::path kModels = MOED_TEST_MODELS;
+
+// A scratch directory removed when the test ends.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name) {
+    path = fs::temp_directory_path() / ("moed-test-" + name + "-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+void write_safetensors(const fs::path& path, const std::string& header, std::size_t data_bytes) {
+  std::ofstream out(path, std::ios::binary);
+  const std::uint64_t len = header.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out << header << std::string(data_bytes, '\0');
+}
+
+// Runs f, expects a std::exception whose message contains every one of `parts`.
+template <typename F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error";
+  } catch (const std::exception& e) {
+    for (const auto& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "message '" << e.what() << "' lacks '" << part << "'";
+  }
+}
+
+fs::path copy_model(const std::string& name, const fs::path& to) {
+  fs::copy(kModels / name, to, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  return to;
+}
+
+void edit_config(const fs::path& dir, const std::function<void(json&)>& edit) {
+  json config;
+  std::ifstream(dir / "config.json") >> config;
+  edit(config);
+  std::ofstream(dir / "config.json") << config.dump(2);
+}
+
+}  // namespace
+
+TEST(Safetensors, ReadsAValidFile) {
+  TempDir dir("st-valid");
+  write_safetensors(dir.path / "a.safetensors",
+                    R"({"__metadata__":{"format":"pt"},"w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]}})",
+                    12);
+  SafetensorsFile file(dir.path / "a.safetensors");
+  const auto& w = file.tensors().at("w");
+  EXPECT_EQ(w.dtype, moed::kernels::DType::bf16);
+  EXPECT_EQ(w.shape, (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(w.nbytes, 12u);
+}
+
+TEST(Safetensors, CorruptFilesGiveClearErrors) {
+  TempDir dir("st-corrupt");
+  const auto p = dir.path / "bad.safetensors";
+  auto check = [&](const std::string& header, std::size_t data, std::initializer_list<std::string> parts) {
+    write_safetensors(p, header, data);
+    expect_error([&] { SafetensorsFile file(p); }, parts);
+  };
+  check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8,
+        {"bad.safetensors", "'w'", "outside the data section"});
+  check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}})", 16,
+        {"'w'", "needs 16"});
+  check(R"({"w":{"dtype":"I9","shape":[4],"data_offsets":[0,16]}})", 16,
+        {"'w'", "dtype I9 is not supported"});
+  check(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+        16, {"overlap"});
+  check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16})", 16, {"not valid JSON"});
+  check(R"({"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", 16, {"non-integer dimension"});
+  check(R"([1,2,3])", 0, {"not a JSON object"});
+
+  std::ofstream(p, std::ios::binary) << "abc";
+  expect_error([&] { SafetensorsFile file(p); }, {"too short"});
+  {
+    std::ofstream out(p, std::ios::binary);
+    const std::uint64_t huge = 1ull << 40;
+    out.write(reinterpret_cast<const char*>(&huge), 8);
+    out << "{}";
+  }
+  expect_error([&] { SafetensorsFile file(p); }, {"header length", "truncated or corrupt"});
+}
+
+TEST(Safetensors, TruncatedModelFileIsRejected) {
+  TempDir dir("truncated");
+  copy_model("tiny-f32", dir.path / "m");
+  const auto file = dir.path / "m" / "model.safetensors";
+  fs::resize_file(file, fs::file_size(file) / 2);
+  const auto spec = ModelSpec::from_config(dir.path / "m");
+  expect_error([&] { Checkpoint c(dir.path / "m", spec); },
+               {"model.safetensors", "truncated"});
+}
+
+TEST(ModelSpec, ReadsTheTinyConfig) {
+  const auto spec = ModelSpec::from_config(kModels / "tiny-f32");
+  EXPECT_EQ(spec.vocab_size, 512);
+  EXPECT_EQ(spec.hidden_size, 256);
+  EXPECT_EQ(spec.num_layers, 4);
+  EXPECT_EQ(spec.num_experts, 8);
+  EXPECT_EQ(spec.experts_per_token, 2);
+  EXPECT_EQ(spec.num_kv_heads, 4);
+  EXPECT_EQ(spec.head_dim, 32);
+  EXPECT_EQ(spec.eos_token_ids, std::vector<std::int64_t>{2});
+}
+
+TEST(ModelSpec, BadConfigsNameTheKey) {
+  TempDir dir("config");
+  copy_model("tiny-f32", dir.path);
+  auto expect_config_error = [&](const std::function<void(json&)>& edit,
+                                 std::initializer_list<std::string> parts) {
+    TempDir copy("config-copy");
+    copy_model("tiny-f32", copy.path);
+    edit_config(copy.path, edit);
+    expect_error([&] { ModelSpec::from_config(copy.path); }, parts);
+  };
+  expect_config_error([](json& c) { c["model_type"] = "llama"; }, {"model_type", "'llama'"});
+  expect_config_error([](json& c) { c["hidden_size"] = -3; }, {"config.json", "'hidden_size'", "-3"});
+  expect_config_error([](json& c) { c.erase("num_local_experts"); }, {"'num_local_experts'", "missing"});
+  expect_config_error([](json& c) { c["num_key_value_heads"] = 3; }, {"'num_key_value_heads'"});
+  expect_config_error([](json& c) { c["num_experts_per_tok"] = 9; }, {"'num_experts_per_tok'"});
+  expect_config_error([](json& c) { c["eos_token_id"] = 100000; }, {"'eos_token_id'"});
+  std::ofstream(dir.path / "config.json") << "{ not json";
+  expect_error([&] { ModelSpec::from_config(dir.path); }, {"config.json", "not valid JSON"});
+  expect_error([&] { ModelSpec::from_config("/nonexistent"); }, {"cannot open"});
+}
+
+TEST(Checkpoint, ConfigThatDisagreesWithTensorsNamesTheTensor) {
+  TempDir dir("disagree");
+  copy_model("tiny-f32", dir.path);
+  edit_config(dir.path, [](json& c) { c["intermediate_size"] = 384; });
+  auto spec = ModelSpec::from_config(dir.path);
+  expect_error([&] { Checkpoint c(dir.path, spec); },
+               {"model.safetensors", "block_sparse_moe.experts.", "[512, 256]", "[384, 256]"});
+
+  edit_config(dir.path, [](json& c) {
+    c["intermediate_size"] = 512;
+    c["num_hidden_layers"] = 5;
+  });
+  spec = ModelSpec::from_config(dir.path);
+  expect_error([&] { Checkpoint c(dir.path, spec); }, {"model.layers.4.", "missing"});
+
+  edit_config(dir.path, [](json& c) { c["num_hidden_layers"] = 3; });
+  spec = ModelSpec::from_config(dir.path);
+  expect_error([&] { Checkpoint c(dir.path, spec); }, {"unexpected tensor", "model.layers.3."});
+}
+
+TEST(Checkpoint, ReadsShardsThroughTheIndex) {
+  const auto spec = ModelSpec::from_config(kModels / "tiny-f32-sharded");
+  Checkpoint sharded(kModels / "tiny-f32-sharded", spec);
+  EXPECT_EQ(sharded.files().size(), 3u);
+  Checkpoint single(kModels / "tiny-f32", spec);
+  EXPECT_EQ(sharded.total_bytes(), single.total_bytes());
+  const auto& a = sharded.tensor("model.layers.3.block_sparse_moe.experts.7.w2.weight");
+  const auto& b = single.tensor("model.layers.3.block_sparse_moe.experts.7.w2.weight");
+  EXPECT_EQ(std::memcmp(sharded.data(a), single.data(b), a.nbytes), 0);
+}
+
+TEST(Checkpoint, MissingWeightsAreReported) {
+  TempDir dir("noweights");
+  fs::copy_file(kModels / "tiny-f32" / "config.json", dir.path / "config.json");
+  const auto spec = ModelSpec::from_config(dir.path);
+  expect_error([&] { Checkpoint c(dir.path, spec); }, {"no *.safetensors"});
+}
+
+// Llama-style: SentencePiece BPE with byte fallback, Prepend/Replace normalizer, BOS template.
+std::string llama_tokenizer_json() {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  int next = 259;
+  for (const char* piece : {"\u2581", "h", "e", "l", "o", "w", "r", "d", "\u2581h", "ll",
+                            "\u2581he", "\u2581hell", "\u2581hello"})
+    vocab[piece] = next++;
+  json t = {
+      {"added_tokens",
+       {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+        {{"id", 1}, {"content", "<s>"}, {"special", true}},
+        {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model",
+       {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true},
+        {"vocab", vocab},
+        {"merges", {"\u2581 h", "l l", "\u2581h e", "\u2581he ll", "\u2581hell o"}}}}};
+  return t.dump();
+}
+
+TEST(Tokenizer, LlamaStyleEncodesKnownStrings) {
+  const auto tok = Tokenizer::from_json(llama_tokenizer_json());
+  EXPECT_EQ(tok.encode("hello"), (std::vector<std::int32_t>{1, 271}));
+  // "▁hello▁world": merges build ▁hello; "world" has no merges, so it stays in characters.
+  EXPECT_EQ(tok.encode("hello world"), (std::vector<std::int32_t>{1, 271, 259, 264, 263, 265, 262, 266}));
+  // é is not in the vocabulary: byte fallback to <0xC3><0xA9>.
+  EXPECT_EQ(tok.encode("h\xc3\xa9", false), (std::vector<std::int32_t>{267, 3 + 0xc3, 3 + 0xa9}));
+  // Special tokens in the text are matched before the model runs.
+  EXPECT_EQ(tok.encode("<s>hello</s>", false), (std::vector<std::int32_t>{1, 271, 2}));
+  EXPECT_EQ(tok.encode("", true), (std::vector<std::int32_t>{1}));
+}
+
+TEST(Tokenizer, LlamaStyleDecodes) {
+  const auto tok = Tokenizer::from_json(llama_tokenizer_json());
+  const std::vector<std::int32_t> ids = {1, 271, 259, 264, 263, 265, 262, 266};
+  EXPECT_EQ(tok.decode(ids), "hello world");
+  EXPECT_EQ(tok.decode(ids, false), "<s> hello world");
+  EXPECT_EQ(tok.decode(std::vector<std::int32_t>{267, 3 + 0xc3, 3 + 0xa9}), "h\xc3\xa9");
+  // A lone continuation byte is invalid UTF-8 and decodes to U+FFFD.
+  EXPECT_EQ(tok.decode(std::vector<std::int32_t>{3 + 0xa9}), "\xef\xbf\xbd");
+  EXPECT_THROW(tok.decode(std::vector<std::int32_t>{9999}), std::out_of_range);
+}
+
+std::string bytelevel_tokenizer_json() {
+  // GPT-2's byte map: printable bytes map to themselves; 'Ġ' (U+0120) stands for the space.
+  json vocab;
+  std::vector<char32_t> chars(256);
+  char32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+    chars[b] = printable ? b : next++;
+  }
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    const char32_t c = chars[b];
+    if (c < 0x80) {
+      s += static_cast<char>(c);
+    } else {
+      s += static_cast<char>(0xc0 | (c >> 6));
+      s += static_cast<char>(0x80 | (c & 0x3f));
+    }
+    vocab[s] = b;
+  }
+  vocab["\u0120t"] = 256;
+  vocab["he"] = 257;
+  vocab["\u0120the"] = 258;
+  vocab["<|endoftext|>"] = 259;
+  json t = {{"added_tokens", {{{"id", 259}, {"content", "<|endoftext|>"}, {"special", true}}}},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+            {"post_processor", {{"type", "ByteLevel"}}},
+            {"decoder", {{"type", "ByteLevel"}}},
+            {"model", {{"type", "BPE"}, {"vocab", vocab},
+                       {"merges", json::array({json::array({"\u0120", "t"}), json::array({"h", "e"}),
+                                                json::array({"\u0120t", "he"})})}}}};
+  return t.dump();
+}
+
+TEST(Tokenizer, ByteLevelEncodesAndDecodes) {
+  const auto tok = Tokenizer::from_json(bytelevel_tokenizer_json(), R"({"eos_token":"<|endoftext|>"})");
+  // "the" -> t + he ; " the" -> Ġthe
+  EXPECT_EQ(tok.encode("the the"), (std::vector<std::int32_t>{'t', 257, 258}));
+  EXPECT_EQ(tok.encode("the<|endoftext|>"), (std::vector<std::int32_t>{'t', 257, 259}));
+  EXPECT_EQ(tok.eos_id(), 259);
+  EXPECT_EQ(tok.decode(std::vector<std::int32_t>{'t', 257, 258}), "the the");
+  const std::string text = "Caf\xc3\xa9 \xe2\x82\xac 42!\n";
+  EXPECT_EQ(tok.decode(tok.encode(text)), text);
+}
+
+TEST(Tokenizer, Gpt2SplitMatchesTheRegex) {
+  auto split = [](std::string_view s) {
+    std::vector<std::string> out;
+    for (auto piece : gpt2_split(s)) out.emplace_back(piece);
+    return out;
+  };
+  EXPECT_EQ(split("Hello world! It's  fine.\n"),
+            (std::vector<std::string>{"Hello", " world", "!", " It", "'s", " ", " fine", ".", "\n"}));
+  EXPECT_EQ(split("abc123 x  "), (std::vector<std::string>{"abc", "123", " x", "  "}));
+  EXPECT_EQ(split("we'll ?!"), (std::vector<std::string>{"we", "'ll", " ?!"}));
+  EXPECT_EQ(split("\xc3\xa9t\xc3\xa9 caf\xc3\xa9"), (std::vector<std::string>{"\xc3\xa9t\xc3\xa9", " caf\xc3\xa9"}));
+}
+
+TEST(Tokenizer, GeneratedTokenizersRoundTrip) {
+  for (const char* model : {"tiny-f32", "tiny-bytelevel"}) {
+    const auto tok = Tokenizer::from_model_dir(kModels / model);
+    for (const std::string text : {"The capital of France is Paris.", "Hello world! How are you?",
+                                   "unseen w\xc3\xb6rds \xe2\x9c\x93 and 12345"}) {
+      const auto ids = tok.encode(text);
+      EXPECT_EQ(tok.decode(ids), text) << model;
+      for (auto id : ids) EXPECT_LT(id, 512);
+    }
+  }
+}
+
+TEST(Tokenizer, MissingOrBadTokenizerIsAClearError) {
+  TempDir dir("notok");
+  expect_error([&] { Tokenizer::from_model_dir(dir.path); }, {"tokenizer.json", "missing"});
+  std::ofstream(dir.path / "tokenizer.json") << "{";
+  expect_error([&] { Tokenizer::from_model_dir(dir.path); }, {"tokenizer.json", "not valid JSON"});
+  expect_error([] { Tokenizer::from_json(R"({"model":{"type":"Unigram","vocab":[]}})"); },
+               {"model.type", "Unigram"});
+  expect_error([] { Tokenizer::from_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},"pre_tokenizer":{"type":"Whitespace"}})"); },
+               {"pre_tokenizer", "Whitespace"});
+}
