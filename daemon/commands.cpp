@@ -1,7 +1,11 @@
 #include "commands.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -13,6 +17,8 @@
 #include "moed/engine/npy.hpp"
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/kernels/cpu_threads.hpp"
+#include "moed/memtier/byte_size.hpp"
+#include "moed/memtier/reader.hpp"
 #include "moed/model/tokenizer.hpp"
 
 namespace moed::cli {
@@ -54,30 +60,91 @@ std::vector<std::int32_t> parse_token_list(const std::string& text) {
   return ids;
 }
 
+// Routed-expert bytes as the engine will hold them (f16 is computed, so held, as f32).
+std::uint64_t expert_bytes(const std::string& model_dir) {
+  const auto spec = model::ModelSpec::from_config(model_dir);
+  const model::Checkpoint checkpoint(model_dir, spec);
+  std::uint64_t total = 0;
+  for (std::int64_t l = 0; l < spec.num_layers; ++l)
+    for (std::int64_t e = 0; e < spec.num_experts; ++e)
+      for (const char* m : {"w1", "w2", "w3"}) {
+        const auto& t = checkpoint.tensor(model::mixtral::expert_tensor(l, e, m));
+        total += t.dtype == kernels::DType::f16 ? 2 * t.nbytes : t.nbytes;
+      }
+  return total;
+}
+
+std::uint64_t parse_host_budget(const std::string& text, const std::string& model_dir) {
+  if (text.empty()) return 0;
+  if (text.back() == '%') {
+    std::size_t used = 0;
+    double percent = -1;
+    try {
+      percent = std::stod(text.substr(0, text.size() - 1), &used);
+    } catch (const std::exception&) {
+    }
+    if (used != text.size() - 1 || !(percent > 0 && percent <= 1000))
+      throw std::invalid_argument("--host-budget: '" + text + "' is not a percentage in (0, 1000]");
+    return static_cast<std::uint64_t>(percent / 100.0 * static_cast<double>(expert_bytes(model_dir)));
+  }
+  try {
+    return memtier::parse_byte_size(text);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--host-budget: ") + e.what());
+  }
+}
+
 engine::EngineOptions engine_options(const ModelArgs& args) {
   engine::EngineOptions options;
   options.threads = args.threads;
+  options.host_budget_bytes = parse_host_budget(args.host_budget, args.model_dir);
+  options.policy = args.policy;
+  options.reader.kind = args.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
+  options.reader.queue_depth = args.queue_depth;
+  options.prefetch = !args.no_prefetch;
   return options;
+}
+
+std::unique_ptr<engine::Engine> make_engine(const ModelArgs& args) {
+  auto engine = std::make_unique<engine::Engine>(args.model_dir, engine_options(args));
+  if (!args.trace.empty()) engine->record_trace(args.trace);
+  return engine;
+}
+
+std::uint64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmHWM:")) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+void drop_page_cache() {
+  ::sync();
+  std::ofstream drop("/proc/sys/vm/drop_caches");
+  if (!(drop << "3\n"))
+    std::fprintf(stderr, "bench: cannot drop the page cache (needs root); results may be warm\n");
 }
 
 }  // namespace
 
 int run_logits(const LogitsArgs& args) {
   const auto tokens = parse_token_list(args.tokens);
-  engine::Engine engine(args.model_dir, engine_options(args));
-  auto cache = engine.new_cache();
+  auto engine = make_engine(args);
+  auto cache = engine->new_cache();
   std::vector<float> logits;
-  engine.forward(tokens, cache, logits, true);
+  engine->forward(tokens, cache, logits, true);
   engine::write_npy(args.out, logits,
-                    {static_cast<std::int64_t>(tokens.size()), engine.spec().vocab_size});
+                    {static_cast<std::int64_t>(tokens.size()), engine->spec().vocab_size});
   std::fprintf(stderr, "moed: wrote logits [%zu, %lld] to %s\n", tokens.size(),
-               static_cast<long long>(engine.spec().vocab_size), args.out.c_str());
+               static_cast<long long>(engine->spec().vocab_size), args.out.c_str());
   return 0;
 }
 
 int run_generate(const GenerateArgs& args) {
   const auto tokenizer = model::Tokenizer::from_model_dir(args.model_dir);
-  engine::Engine engine(args.model_dir, engine_options(args));
+  auto engine_ptr = make_engine(args);
+  auto& engine = *engine_ptr;
   const auto prompt = tokenizer.encode(args.prompt);
   engine::SamplingParams params{args.temperature, args.top_k, args.top_p, args.seed};
   std::vector<std::int32_t> generated;
@@ -117,8 +184,10 @@ int run_bench(const BenchArgs& args) {
   if (args.prompt_tokens < 1 || args.decode_tokens < 2 || args.bandwidth_mib < 64)
     throw std::invalid_argument(
         "bench: need --prompt-tokens >= 1, --decode-tokens >= 2, --bandwidth-mib >= 64");
+  if (args.drop_caches) drop_page_cache();
   auto start = Clock::now();
-  engine::Engine engine(args.model_dir, engine_options(args));
+  auto engine_ptr = make_engine(args);
+  auto& engine = *engine_ptr;
   const double load_s = seconds_since(start);
   const auto& spec = engine.spec();
   std::fprintf(stderr, "bench: loaded in %.2f s, %d threads, matmul %s\n", load_s,
@@ -148,6 +217,9 @@ int run_bench(const BenchArgs& args) {
   // The context grows during the run; its midpoint gives the average KV bytes read per step.
   const double bytes_per_token = static_cast<double>(
       engine.bytes_per_decode_token(args.prompt_tokens + args.decode_tokens / 2));
+  engine.reset_memory_stats();
+  const auto disk_before = engine.memory_stats().disk;
+  const auto host_before = engine.memory_stats().host;
   std::vector<double> shares, bandwidths;
   double decode_seconds = 0.0;
   std::int64_t steps = 0;
@@ -169,10 +241,42 @@ int run_bench(const BenchArgs& args) {
   const double bandwidth = median(bandwidths);
   const double share = median(shares);
   const double bound_tps = bandwidth / bytes_per_token;
+
+  const auto mem = engine.memory_stats();
+  const double hits = static_cast<double>(mem.host.hits - host_before.hits);
+  const double lookups = hits + static_cast<double>(mem.host.misses - host_before.misses);
+  std::uint64_t issued = 0, prefetch_hits = 0, late = 0, wasted = 0;
+  double wait_s = 0;
+  for (const auto& l : mem.layers) {
+    issued += l.prefetch_issued;
+    prefetch_hits += l.prefetch_hits;
+    late += l.prefetch_late;
+    wasted += l.prefetch_wasted;
+    wait_s += l.wait_seconds;
+  }
+  const double disk_bytes = static_cast<double>(mem.disk.bytes_read - disk_before.bytes_read);
+  const double disk_busy = mem.disk.busy_seconds - disk_before.busy_seconds;
+  const double disk_rate = disk_busy > 0 ? disk_bytes / disk_busy : 0.0;
+  double raw_rate = 0;
+  if (disk_bytes > 0) {  // the bound for the disk tier: a raw sequential O_DIRECT read, same files
+    if (args.drop_caches) drop_page_cache();
+    std::vector<std::filesystem::path> files;
+    for (const auto& entry : std::filesystem::directory_iterator(args.model_dir))
+      if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
+    std::sort(files.begin(), files.end());
+    memtier::ReaderOptions reader_options = engine_options(args).reader;
+    auto reader = memtier::make_reader(files, reader_options);
+    raw_rate = memtier::measure_sequential_read(*reader, 2ull << 30);
+  }
+
   nlohmann::json report{
       {"model", args.model_dir},
       {"threads", kernels::compute_threads()},
-      {"weights_bytes", engine.packed_bytes()},
+      {"host_budget_bytes", engine_options(args).host_budget_bytes},
+      {"expert_bytes", mem.expert_bytes_total},
+      {"dense_streamed", mem.dense_streamed},
+      {"policy", mem.host.policy},
+      {"reader", mem.reader},
       {"prefill_tokens", args.prompt_tokens},
       {"prefill_tokens_per_s", prefill_tps},
       {"decode_tokens", steps},
@@ -182,13 +286,30 @@ int run_bench(const BenchArgs& args) {
       {"decode_bound_tokens_per_s", bound_tps},
       {"decode_share_of_bound", share},
       {"decode_rounds", shares.size()},
+      {"host_hit_rate", lookups > 0 ? hits / lookups : 0.0},
+      {"prefetch_issued", issued},
+      {"prefetch_hits", prefetch_hits},
+      {"prefetch_late", late},
+      {"prefetch_wasted", wasted},
+      {"prefetch_accuracy", issued ? static_cast<double>(prefetch_hits + late) / issued : 0.0},
+      {"disk_bytes_per_token", disk_bytes / static_cast<double>(steps)},
+      {"io_wait_seconds", wait_s},
+      {"disk_read_bytes_per_s", disk_rate},
+      {"raw_sequential_read_bytes_per_s", raw_rate},
+      {"peak_rss_bytes", peak_rss_bytes()},
   };
   if (args.json) {
     std::cout << report.dump(2) << "\n";
     return 0;
   }
+  const std::string budget = args.host_budget.empty() ? "unlimited" : args.host_budget;
   std::printf("model                      %s\n", args.model_dir.c_str());
-  std::printf("weights (packed)           %.1f MB\n", static_cast<double>(engine.packed_bytes()) / 1e6);
+  std::printf("host budget                %s (%s; experts %s, dense %s, policy %s, reader %s)\n",
+              budget.c_str(),
+              memtier::format_byte_size(engine_options(args).host_budget_bytes).c_str(),
+              memtier::format_byte_size(mem.expert_bytes_total).c_str(),
+              mem.dense_streamed ? "streamed through the ring" : "resident", mem.host.policy.c_str(),
+              mem.reader.c_str());
   std::printf("threads                    %d\n", kernels::compute_threads());
   std::printf("prefill (%lld tokens)       %.1f tokens/s\n", static_cast<long long>(args.prompt_tokens), prefill_tps);
   std::printf("decode  (%lld tokens)        %.1f tokens/s\n", static_cast<long long>(steps), decode_tps);
@@ -198,6 +319,17 @@ int run_bench(const BenchArgs& args) {
   std::printf("decode bound               %.1f tokens/s (bandwidth / bytes per token)\n", bound_tps);
   std::printf("decode share of bound      %.1f%% (median over %zu rounds of %lld tokens)\n",
               100.0 * share, shares.size(), static_cast<long long>(kDecodeRound));
+  std::printf("host hit rate              %.1f%% of %.0f expert lookups\n",
+              lookups > 0 ? 100.0 * hits / lookups : 0.0, lookups);
+  std::printf("prefetch                   %llu issued: %llu hit, %llu late, %llu wasted\n",
+              static_cast<unsigned long long>(issued), static_cast<unsigned long long>(prefetch_hits),
+              static_cast<unsigned long long>(late), static_cast<unsigned long long>(wasted));
+  std::printf("disk read per token        %.1f MB; compute waited %.2f s on I/O\n",
+              disk_bytes / static_cast<double>(steps) / 1e6, wait_s);
+  if (disk_bytes > 0)
+    std::printf("disk tier throughput       %.2f GB/s vs raw sequential O_DIRECT %.2f GB/s (%.0f%%)\n",
+                disk_rate / 1e9, raw_rate / 1e9, raw_rate > 0 ? 100.0 * disk_rate / raw_rate : 0.0);
+  std::printf("peak RSS                   %s\n", memtier::format_byte_size(peak_rss_bytes()).c_str());
   return 0;
 }
 

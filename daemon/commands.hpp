@@ -8,6 +8,12 @@ namespace moed::cli {
 struct ModelArgs {
   std::string model_dir;
   int threads = 0;
+  std::string host_budget;  // "" (all resident), a size ("512MiB") or a share of expert bytes ("25%")
+  std::string policy = "lru";
+  std::string reader = "io_uring";
+  std::uint32_t queue_depth = 32;
+  bool no_prefetch = false;
+  std::string trace;  // JSON Lines routing trace to write
 };
 
 struct LogitsArgs : ModelArgs {
@@ -36,6 +42,7 @@ struct BenchArgs : ModelArgs {
   std::int64_t decode_tokens = 64;
   std::int64_t bandwidth_mib = 1024;
   bool json = false;
+  bool drop_caches = false;
 };
 
 int run_logits(const LogitsArgs& args);

@@ -18,6 +18,18 @@ int main(int argc, char** argv) {
         ->check(CLI::ExistingDirectory);
     sub->add_option("--threads", args.threads, "compute threads (default: one per physical core)")
         ->check(CLI::NonNegativeNumber);
+    sub->add_option("--host-budget", args.host_budget,
+                    "host RAM for weights: a size (512MiB, 2GiB) or a share of the routed experts' "
+                    "bytes (25%); default: everything resident");
+    sub->add_option("--policy", args.policy, "host-tier eviction policy: lru (default) or lfu")
+        ->check(CLI::IsMember({"lru", "lfu"}));
+    sub->add_option("--reader", args.reader,
+                    "disk-tier engine: io_uring (default; falls back to pread if refused) or pread")
+        ->check(CLI::IsMember({"io_uring", "pread"}));
+    sub->add_option("--queue-depth", args.queue_depth, "disk reads in flight (default 32)")
+        ->check(CLI::Range(1, 4096));
+    sub->add_flag("--no-prefetch", args.no_prefetch, "do not predict and prefetch the next layer's experts");
+    sub->add_option("--trace", args.trace, "write the routing decisions as JSON Lines to this file");
   };
 
   LogitsArgs logits;
@@ -60,6 +72,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--bandwidth-mib", bench.bandwidth_mib,
                         "buffer for the bandwidth measurement (default 1024)");
   bench_cmd->add_flag("--json", bench.json, "print the report as JSON");
+  bench_cmd->add_flag("--drop-caches", bench.drop_caches,
+                      "drop the page cache before loading and before the raw read (root only)");
 
   CLI11_PARSE(app, argc, argv);
   try {

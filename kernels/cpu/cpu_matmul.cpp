@@ -33,6 +33,10 @@ dnnl::memory::desc CpuMatmul::packed_desc(std::int64_t rows, std::int64_t cols, 
   return packed_descs_.emplace(key, pd.weights_desc()).first->second;
 }
 
+std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype) {
+  return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
+}
+
 PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols) {
   if (parts.empty() || cols <= 0) throw std::invalid_argument("CpuMatmul::pack: empty weight");
   const DType source = parts.front().dtype;

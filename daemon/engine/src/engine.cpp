@@ -1,80 +1,212 @@
 #include "moed/engine/engine.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cpu_threads.hpp"
+#include "moed/memtier/byte_size.hpp"
 
 namespace moed::engine {
-namespace {
 
 using kernels::WeightPart;
+using memtier::BlockId;
 
-std::vector<float> to_f32(const model::Checkpoint& checkpoint, const model::TensorInfo& tensor) {
-  std::size_t count = 1;
-  for (auto d : tensor.shape) count *= static_cast<std::size_t>(d);
-  std::vector<float> out(count);
-  kernels::convert_to_f32(checkpoint.data(tensor), tensor.dtype, out.data(), count);
+// The checkpoint tensors of one layer, in the order their byte ranges are registered with
+// memtier's Source (so a loaded block's ranges[i] is tensor i).
+struct Engine::LayerTensors {
+  static constexpr std::size_t kQ = 0, kK = 1, kV = 2, kO = 3, kRouter = 4, kAttnNorm = 5, kFfnNorm = 6;
+  std::array<const model::TensorInfo*, 7> dense;
+  std::vector<std::array<const model::TensorInfo*, 3>> experts;  // w1, w3, w2
+};
+
+namespace {
+
+std::vector<float> norm_to_f32(const model::TensorInfo& tensor, const std::byte* data) {
+  std::vector<float> out(static_cast<std::size_t>(tensor.shape[0]));
+  kernels::convert_to_f32(data, tensor.dtype, out.data(), out.size());
   return out;
+}
+
+WeightPart part(const model::TensorInfo& tensor, const std::byte* data) {
+  return {data, tensor.dtype, tensor.shape[0]};
+}
+
+std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
+                                         const std::array<const model::TensorInfo*, 7>& t,
+                                         const std::array<const std::byte*, 7>& data) {
+  auto w = std::make_shared<DenseWeights>();
+  const std::int64_t hidden = spec.hidden_size;
+  const WeightPart qkv[] = {part(*t[0], data[0]), part(*t[1], data[1]), part(*t[2], data[2])};
+  w->qkv = matmul.pack(qkv, hidden);
+  const WeightPart output = part(*t[3], data[3]);
+  w->output = matmul.pack(std::span(&output, 1), spec.num_heads * spec.head_dim);
+  const WeightPart router = part(*t[4], data[4]);
+  w->router = matmul.pack(std::span(&router, 1), hidden);
+  w->attention_norm = norm_to_f32(*t[5], data[5]);
+  w->ffn_norm = norm_to_f32(*t[6], data[6]);
+  return w;
+}
+
+std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
+                                           const std::array<const model::TensorInfo*, 3>& t,
+                                           const std::array<const std::byte*, 3>& data) {
+  auto w = std::make_shared<ExpertWeights>();
+  const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
+  w->gate_up = matmul.pack(gate_up, spec.hidden_size);
+  const WeightPart down = part(*t[2], data[2]);
+  w->down = matmul.pack(std::span(&down, 1), spec.intermediate_size);
+  return w;
 }
 
 }  // namespace
 
+std::uint64_t DenseWeights::bytes() const {
+  return qkv.bytes() + output.bytes() + router.bytes() +
+         (attention_norm.size() + ffn_norm.size()) * sizeof(float);
+}
+
 Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& options)
     : spec_(model::ModelSpec::from_config(model_dir)),
       checkpoint_(model_dir, spec_),
+      options_(options),
       embedding_(&checkpoint_.tensor("model.embed_tokens.weight")) {
   kernels::set_compute_threads(options.threads > 0 ? options.threads
                                                    : kernels::physical_core_count());
   namespace mx = model::mixtral;
-  auto part = [&](const std::string& name) {
-    const auto& t = checkpoint_.tensor(name);
-    return WeightPart{checkpoint_.data(t), t.dtype, t.shape[0]};
-  };
-  auto pack = [&](std::initializer_list<std::string> names, std::int64_t cols) {
-    std::vector<WeightPart> parts;
-    for (const auto& name : names) parts.push_back(part(name));
-    auto packed = matmul_.pack(parts, cols);
-    for (const auto& name : names) {
-      const auto& t = checkpoint_.tensor(name);
-      checkpoint_.file_of(t).file().release(t.file_offset, t.nbytes);
-    }
-    return packed;
+  const std::int64_t layers = spec_.num_layers;
+  const std::int64_t hidden = spec_.hidden_size;
+
+  std::vector<std::filesystem::path> files;
+  std::map<const model::SafetensorsFile*, std::uint32_t> file_index;
+  for (const auto& file : checkpoint_.files()) {
+    file_index[file.get()] = static_cast<std::uint32_t>(files.size());
+    files.push_back(file->path());
+  }
+  source_ = std::make_unique<memtier::Source>(files);
+  auto range_of = [&](const model::TensorInfo* t) {
+    return memtier::FileRange{file_index.at(&checkpoint_.file_of(*t)), t->file_offset, t->nbytes};
   };
 
-  const std::int64_t hidden = spec_.hidden_size;
-  layers_.resize(static_cast<std::size_t>(spec_.num_layers));
-  for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
-    auto& layer = layers_[static_cast<std::size_t>(l)];
-    layer.attention_norm =
-        to_f32(checkpoint_, checkpoint_.tensor(mx::layer_tensor(l, "input_layernorm.weight")));
-    layer.ffn_norm = to_f32(checkpoint_,
-                            checkpoint_.tensor(mx::layer_tensor(l, "post_attention_layernorm.weight")));
-    layer.qkv = pack({mx::layer_tensor(l, "self_attn.q_proj.weight"),
-                      mx::layer_tensor(l, "self_attn.k_proj.weight"),
-                      mx::layer_tensor(l, "self_attn.v_proj.weight")},
-                     hidden);
-    layer.output = pack({mx::layer_tensor(l, "self_attn.o_proj.weight")},
-                        spec_.num_heads * spec_.head_dim);
-    layer.router = pack({mx::layer_tensor(l, "block_sparse_moe.gate.weight")}, hidden);
-    layer.experts.resize(static_cast<std::size_t>(spec_.num_experts));
+  tensors_.resize(static_cast<std::size_t>(layers));
+  std::uint64_t largest_dense = 0;
+  for (std::int64_t l = 0; l < layers; ++l) {
+    auto& lt = tensors_[static_cast<std::size_t>(l)];
+    const char* names[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                           "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                           "block_sparse_moe.gate.weight", "input_layernorm.weight",
+                           "post_attention_layernorm.weight"};
+    std::vector<memtier::FileRange> ranges;
+    for (std::size_t i = 0; i < lt.dense.size(); ++i) {
+      lt.dense[i] = &checkpoint_.tensor(mx::layer_tensor(l, names[i]));
+      ranges.push_back(range_of(lt.dense[i]));
+    }
+    source_->add(BlockId::dense(static_cast<std::int32_t>(l)), std::move(ranges));
+    const auto& q = *lt.dense[LayerTensors::kQ];
+    const std::uint64_t layer_bytes =
+        matmul_.packed_bytes(q.shape[0] + 2 * lt.dense[LayerTensors::kK]->shape[0], hidden, q.dtype) +
+        matmul_.packed_bytes(hidden, q.shape[0], q.dtype) +
+        matmul_.packed_bytes(spec_.num_experts, hidden, q.dtype) + 2 * hidden * sizeof(float);
+    dense_bytes_ += layer_bytes;
+    largest_dense = std::max(largest_dense, layer_bytes);
+
+    lt.experts.resize(static_cast<std::size_t>(spec_.num_experts));
     for (std::int64_t e = 0; e < spec_.num_experts; ++e) {
-      auto& expert = layer.experts[static_cast<std::size_t>(e)];
-      expert.gate_up = pack({mx::expert_tensor(l, e, "w1"), mx::expert_tensor(l, e, "w3")}, hidden);
-      expert.down = pack({mx::expert_tensor(l, e, "w2")}, spec_.intermediate_size);
+      auto& ex = lt.experts[static_cast<std::size_t>(e)];
+      ex = {&checkpoint_.tensor(mx::expert_tensor(l, e, "w1")),
+            &checkpoint_.tensor(mx::expert_tensor(l, e, "w3")),
+            &checkpoint_.tensor(mx::expert_tensor(l, e, "w2"))};
+      source_->add(BlockId::routed(static_cast<std::int32_t>(l), static_cast<std::int32_t>(e)),
+                   {range_of(ex[0]), range_of(ex[1]), range_of(ex[2])});
     }
   }
-  final_norm_ = to_f32(checkpoint_, checkpoint_.tensor("model.norm.weight"));
+  const auto& w1 = *tensors_.front().experts.front()[0];
+  expert_block_bytes_ = matmul_.packed_bytes(2 * spec_.intermediate_size, hidden, w1.dtype) +
+                        matmul_.packed_bytes(hidden, spec_.intermediate_size, w1.dtype);
+
+  final_norm_ = norm_to_f32(checkpoint_.tensor("model.norm.weight"),
+                            checkpoint_.data(checkpoint_.tensor("model.norm.weight")));
   const auto& head = checkpoint_.tensor(spec_.tie_word_embeddings ? "model.embed_tokens.weight"
                                                                   : "lm_head.weight");
-  lm_head_ = matmul_.pack(std::vector{WeightPart{checkpoint_.data(head), head.dtype, head.shape[0]}},
-                          hidden);
+  const WeightPart head_part = part(head, checkpoint_.data(head));
+  lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden);
+  if (!spec_.tie_word_embeddings) checkpoint_.file_of(head).file().release(head.file_offset, head.nbytes);
+
+  // Budget: resident dense weights (or the ring's sections) and the LM head come first; experts
+  // get the rest. Dense weights stay resident when they leave room for one layer's experts.
+  const std::uint64_t budget = options.host_budget_bytes;
+  const bool unlimited = budget == 0;
+  const std::uint64_t head_bytes = lm_head_.bytes() + final_norm_.size() * sizeof(float);
+  const std::uint64_t working_set = static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_;
+  const bool dense_resident = unlimited || head_bytes + dense_bytes_ + working_set <= budget;
+  if (dense_resident) {
+    fixed_bytes_ = head_bytes + dense_bytes_;
+    for (auto& lt : tensors_) {
+      std::array<const std::byte*, 7> data{};
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = checkpoint_.data(*lt.dense[i]);
+      resident_dense_.push_back(pack_dense(matmul_, spec_, lt.dense, data));
+      for (const auto* t : lt.dense) checkpoint_.file_of(*t).file().release(t->file_offset, t->nbytes);
+    }
+  } else {
+    const std::size_t sections = std::min<std::size_t>(std::max<std::size_t>(options.ring_sections, 1),
+                                                       static_cast<std::size_t>(layers));
+    fixed_bytes_ = head_bytes + sections * largest_dense;
+    if (fixed_bytes_ > budget)
+      throw std::invalid_argument(
+          "host budget " + memtier::format_byte_size(budget) + " is below this model's minimum of " +
+          memtier::format_byte_size(fixed_bytes_) + " (LM head + " + std::to_string(sections) +
+          " ring sections of one layer's dense weights)");
+  }
+  const std::uint64_t expert_budget = unlimited ? UINT64_MAX : budget - fixed_bytes_;
+
+  host_ = std::make_unique<memtier::HostTier>(expert_budget, memtier::make_policy(options.policy));
+  loader_ = std::make_unique<memtier::BlockLoader>(
+      *source_, memtier::make_reader(files, options.reader),
+      [this](BlockId block, memtier::LoadedBlock& loaded) { return materialize(block, loaded); });
+  store_ = std::make_unique<memtier::TieredStore>(*host_, *loader_, *source_, static_cast<std::int32_t>(layers));
+  if (!dense_resident) {
+    std::vector<BlockId> schedule;
+    for (std::int64_t l = 0; l < layers; ++l) schedule.push_back(BlockId::dense(static_cast<std::int32_t>(l)));
+    ring_ = std::make_unique<memtier::SectionRing>(*loader_, std::move(schedule), options.ring_sections);
+  }
+
+  // When every expert fits, read them all now (many reads in flight) rather than on first use.
+  const std::uint64_t all_experts = expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
+  if (all_experts <= expert_budget) {
+    std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
+    for (std::int32_t l = 0; l < layers; ++l)
+      for (std::int32_t e = 0; e < spec_.num_experts; ++e)
+        loads.emplace_back(BlockId::routed(l, e),
+                           loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::prefetch));
+    for (auto& [block, future] : loads) host_->admit(block, future.get());
+  }
+}
+
+Engine::~Engine() = default;
+
+memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded) {
+  // Runs on the loader's I/O thread: one OpenMP thread, so packing never competes with the
+  // compute threads for more than one core.
+  kernels::set_compute_threads(1);
+  const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));
+  if (block.is_dense()) {
+    std::array<const std::byte*, 7> data{};
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = loaded.ranges.at(i);
+    return pack_dense(io_matmul_, spec_, lt.dense, data);
+  }
+  return pack_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
+                     {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)});
 }
 
 KvCache Engine::new_cache() const {
   return KvCache(spec_.num_layers, spec_.num_kv_heads, spec_.head_dim);
+}
+
+void Engine::record_trace(const std::optional<std::filesystem::path>& path) {
+  trace_ = path ? std::make_unique<memtier::TraceWriter>(*path) : nullptr;
 }
 
 void Engine::check_tokens(std::span<const std::int32_t> tokens) const {
@@ -95,31 +227,78 @@ void Engine::embed(std::span<const std::int32_t> tokens, float* out) const {
                             static_cast<std::size_t>(hidden));
 }
 
-void Engine::moe(std::int64_t layer_index, const float* h, std::int64_t rows, float* x) {
-  const auto& layer = layers_[static_cast<std::size_t>(layer_index)];
+const DenseWeights& Engine::dense(std::int64_t layer, memtier::Payload& hold) {
+  if (!resident_dense_.empty()) return *resident_dense_[static_cast<std::size_t>(layer)];
+  hold = ring_->acquire(static_cast<std::size_t>(layer));
+  return static_cast<const DenseWeights&>(*hold);
+}
+
+void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows) {
+  const std::int64_t next = layer + 1;
+  if (!options_.prefetch || next >= spec_.num_layers) return;
+  memtier::Payload hold;
+  const DenseWeights* weights = nullptr;
+  if (!resident_dense_.empty()) {
+    weights = resident_dense_[static_cast<std::size_t>(next)].get();
+  } else if ((hold = ring_->try_peek(static_cast<std::size_t>(next)))) {
+    weights = static_cast<const DenseWeights*>(hold.get());
+  }
+  if (!weights) return;  // the next layer's router is not loaded yet: no prediction this time
+  const int n_experts = static_cast<int>(spec_.num_experts);
+  const int k = static_cast<int>(spec_.experts_per_token);
+  std::vector<float> logits(static_cast<std::size_t>(rows * n_experts));
+  matmul_.multiply(h, rows, weights->router, logits.data());
+  std::vector<std::int32_t> predicted;
+  std::vector<int> ids(static_cast<std::size_t>(k));
+  std::vector<float> unused(static_cast<std::size_t>(k));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    kernels::router_top_k(logits.data() + r * n_experts, n_experts, k, ids.data(), unused.data());
+    for (int id : ids)
+      if (std::find(predicted.begin(), predicted.end(), id) == predicted.end()) predicted.push_back(id);
+  }
+  store_->predict(static_cast<std::int32_t>(next), predicted);
+}
+
+void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const float* h,
+                 std::int64_t rows, float* x) {
   const std::int64_t hidden = spec_.hidden_size;
   const std::int64_t ffn = spec_.intermediate_size;
   const int k = static_cast<int>(spec_.experts_per_token);
   const int n_experts = static_cast<int>(spec_.num_experts);
+  const auto layer = static_cast<std::int32_t>(layer_index);
 
   std::vector<float> router_logits(static_cast<std::size_t>(rows * n_experts));
-  matmul_.multiply(h, rows, layer.router, router_logits.data());
+  matmul_.multiply(h, rows, weights.router, router_logits.data());
   std::vector<int> chosen(static_cast<std::size_t>(rows * k));
-  std::vector<float> weights(static_cast<std::size_t>(rows * k));
+  std::vector<float> gate_weights(static_cast<std::size_t>(rows * k));
   for (std::int64_t r = 0; r < rows; ++r)
     kernels::router_top_k(router_logits.data() + r * n_experts, n_experts, k,
-                          chosen.data() + r * k, weights.data() + r * k);
+                          chosen.data() + r * k, gate_weights.data() + r * k);
+  if (trace_)
+    for (std::int64_t r = 0; r < rows; ++r)
+      trace_->write({trace_token_ + r, layer,
+                     std::vector<std::int32_t>(chosen.begin() + r * k, chosen.begin() + (r + 1) * k),
+                     std::vector<float>(gate_weights.begin() + r * k, gate_weights.begin() + (r + 1) * k)});
+  predict_next_layer(layer_index, h, rows);
 
-  // Each expert runs once over all rows routed to it; outputs land per (row, slot) so the
-  // weighted sum below always adds in slot order, whatever order the experts ran in.
+  // One token asks for its experts in routing order (as a trace lists them); a batch asks for
+  // each expert once, in id order, and runs it over all rows routed to it.
+  std::vector<int> order;
+  if (rows == 1) {
+    order.assign(chosen.begin(), chosen.end());
+  } else {
+    for (int e = 0; e < n_experts; ++e)
+      if (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) order.push_back(e);
+  }
+  // Outputs land per (row, slot) so the weighted sum always adds in slot order, whatever order
+  // the experts ran in.
   std::vector<float> slot_out(static_cast<std::size_t>(rows * k * hidden));
   std::vector<float> gathered, gate_up, activated, down;
   std::vector<std::int64_t> slots;
-  for (int e = 0; e < n_experts; ++e) {
+  for (const int e : order) {
     slots.clear();
     for (std::int64_t s = 0; s < rows * k; ++s)
       if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);
-    if (slots.empty()) continue;
     const auto m = static_cast<std::int64_t>(slots.size());
     gathered.resize(static_cast<std::size_t>(m * hidden));
     for (std::int64_t i = 0; i < m; ++i)
@@ -128,7 +307,8 @@ void Engine::moe(std::int64_t layer_index, const float* h, std::int64_t rows, fl
     gate_up.resize(static_cast<std::size_t>(m * 2 * ffn));
     activated.resize(static_cast<std::size_t>(m * ffn));
     down.resize(static_cast<std::size_t>(m * hidden));
-    const auto& expert = layer.experts[static_cast<std::size_t>(e)];
+    const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
+    const auto& expert = static_cast<const ExpertWeights&>(*payload);
     matmul_.multiply(gathered.data(), m, expert.gate_up, gate_up.data());
     kernels::silu_mul(gate_up.data(), activated.data(), m, ffn);
     matmul_.multiply(activated.data(), m, expert.down, down.data());
@@ -136,9 +316,10 @@ void Engine::moe(std::int64_t layer_index, const float* h, std::int64_t rows, fl
       std::memcpy(slot_out.data() + slots[i] * hidden, down.data() + i * hidden,
                   static_cast<std::size_t>(hidden) * sizeof(float));
   }
+  store_->settle(layer);
   for (std::int64_t r = 0; r < rows; ++r)
     for (int s = 0; s < k; ++s) {
-      const float w = weights[static_cast<std::size_t>(r * k + s)];
+      const float w = gate_weights[static_cast<std::size_t>(r * k + s)];
       const float* out = slot_out.data() + (r * k + s) * hidden;
       float* dst = x + r * hidden;
       for (std::int64_t j = 0; j < hidden; ++j) dst[j] += w * out[j];
@@ -175,7 +356,8 @@ void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
 
   const float eps = static_cast<float>(spec_.rms_norm_eps);
   for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
-    auto& layer = layers_[static_cast<std::size_t>(l)];
+    memtier::Payload hold;
+    const DenseWeights& layer = dense(l, hold);
     kernels::rms_norm(x.data(), layer.attention_norm.data(), h.data(), n, hidden, eps);
     matmul_.multiply(h.data(), n, layer.qkv, qkv.data());
     for (std::int64_t i = 0; i < n; ++i) {
@@ -203,9 +385,11 @@ void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
     kernels::add_in_place(x.data(), projected.data(), n * hidden);
 
     kernels::rms_norm(x.data(), layer.ffn_norm.data(), h.data(), n, hidden, eps);
-    moe(l, h.data(), n, x.data());
+    moe(l, layer, h.data(), n, x.data());
+    if (ring_) ring_->release(static_cast<std::size_t>(l));
   }
   cache.advance(n);
+  trace_token_ += n;
 
   const std::int64_t out_rows = all_rows ? n : 1;
   const float* last = x.data() + (n - out_rows) * hidden;
@@ -237,26 +421,27 @@ std::vector<std::int32_t> Engine::generate(std::span<const std::int32_t> prompt,
 }
 
 std::size_t Engine::bytes_per_decode_token(std::int64_t context_length) const {
-  std::size_t total = lm_head_.bytes() +
-                      static_cast<std::size_t>(2 * spec_.num_layers * spec_.num_kv_heads *
-                                               context_length * spec_.head_dim) * sizeof(float);
-  for (const auto& layer : layers_)
-    total += layer.dense_bytes() +
-             static_cast<std::size_t>(spec_.experts_per_token) * layer.experts.front().bytes();
-  return total;
+  return lm_head_.bytes() + dense_bytes_ +
+         static_cast<std::size_t>(spec_.num_layers * spec_.experts_per_token) * expert_block_bytes_ +
+         static_cast<std::size_t>(2 * spec_.num_layers * spec_.num_kv_heads * context_length *
+                                  spec_.head_dim) * sizeof(float);
 }
 
-std::size_t Engine::packed_bytes() const {
-  std::size_t total = lm_head_.bytes();
-  for (const auto& layer : layers_) {
-    total += layer.dense_bytes();
-    for (const auto& e : layer.experts) total += e.bytes();
-  }
-  return total;
+MemoryStats Engine::memory_stats() const {
+  MemoryStats s;
+  s.reader = loader_->counters().engine;
+  s.dense_streamed = ring_ != nullptr;
+  s.fixed_bytes = fixed_bytes_;
+  s.expert_bytes_total = expert_block_bytes_ * static_cast<std::uint64_t>(spec_.num_layers * spec_.num_experts);
+  s.host = host_->counters();
+  s.disk = loader_->counters();
+  if (ring_) s.ring = ring_->counters();
+  s.layers = store_->layer_counters();
+  return s;
 }
 
-std::string Engine::matmul_implementation() {
-  return matmul_.implementation(1, layers_.front().experts.front().gate_up);
-}
+void Engine::reset_memory_stats() { store_->reset_counters(); }
+
+std::string Engine::matmul_implementation() { return matmul_.implementation(1, lm_head_); }
 
 }  // namespace moed::engine

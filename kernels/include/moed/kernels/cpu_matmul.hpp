@@ -54,6 +54,10 @@ class CpuMatmul {
   // The oneDNN implementation chosen for this shape, e.g. "brg:avx512_core_bf16".
   std::string implementation(std::int64_t m, const PackedWeight& weight);
 
+  // Bytes pack() will allocate for a [rows, cols] weight of this source dtype (layout padding
+  // included), known before any data is read.
+  std::size_t packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype);
+
   static DType compute_dtype(DType weight_dtype);
 
  private:

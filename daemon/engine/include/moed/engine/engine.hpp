@@ -4,49 +4,78 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "moed/engine/kv_cache.hpp"
 #include "moed/engine/sampler.hpp"
 #include "moed/kernels/cpu_matmul.hpp"
+#include "moed/memtier/block_loader.hpp"
+#include "moed/memtier/host_tier.hpp"
+#include "moed/memtier/reader.hpp"
+#include "moed/memtier/tiered_store.hpp"
+#include "moed/memtier/trace.hpp"
 #include "moed/model/checkpoint.hpp"
 #include "moed/model/model_spec.hpp"
 
 namespace moed::engine {
 
 struct EngineOptions {
-  int threads = 0;  // compute threads; 0: one per physical core (hwloc)
+  int threads = 0;                      // compute threads; 0: one per physical core (hwloc)
+  std::uint64_t host_budget_bytes = 0;  // host RAM for weights; 0: everything resident
+  std::string policy = "lru";           // eviction policy of the host tier: lru, lfu
+  memtier::ReaderOptions reader;        // disk tier: io_uring (or pread), queue depth, chunk
+  bool prefetch = true;                 // predict layer l+1's experts while layer l computes
+  std::size_t ring_sections = 2;        // sections of the dense-layer ring when it streams
 };
 
 // Weights of one routed expert, packed for oneDNN: w1 stacked over w3, and w2.
-struct ExpertWeights {
+struct ExpertWeights final : memtier::BlockPayload {
   kernels::PackedWeight gate_up;  // [2*ffn, hidden]
   kernels::PackedWeight down;     // [hidden, ffn]
-  std::size_t bytes() const { return gate_up.bytes() + down.bytes(); }
+  std::uint64_t bytes() const override { return gate_up.bytes() + down.bytes(); }
 };
 
-struct LayerWeights {
+// One layer's dense weights: norms, attention and router.
+struct DenseWeights final : memtier::BlockPayload {
   std::vector<float> attention_norm;  // f32 [hidden]
   std::vector<float> ffn_norm;        // f32 [hidden]
   kernels::PackedWeight qkv;          // [(heads + 2*kv_heads) * head_dim, hidden]
   kernels::PackedWeight output;       // [hidden, heads * head_dim]
   kernels::PackedWeight router;       // [experts, hidden]
-  std::vector<ExpertWeights> experts;
-  std::size_t dense_bytes() const { return qkv.bytes() + output.bytes() + router.bytes(); }
+  std::uint64_t bytes() const override;
 };
 
-// The CPU forward pass of a Mixtral-architecture model: prefill and decode over a KV cache,
-// weights read in place from the checkpoint and packed once for oneDNN.
+// What memtier and the engine did, for `moed bench`, the daemon's stats and tests.
+struct MemoryStats {
+  std::string reader;          // io_uring or pread
+  bool dense_streamed = false;  // dense layers stream through the ring
+  std::uint64_t fixed_bytes = 0;  // budget share of resident dense weights or ring sections + LM head
+  std::uint64_t expert_bytes_total = 0;  // all routed experts, packed
+  memtier::HostTier::Counters host;
+  memtier::BlockLoader::Counters disk;
+  memtier::SectionRing::Counters ring;
+  std::vector<memtier::LayerCounters> layers;
+};
+
+// The CPU forward pass of a Mixtral-architecture model: prefill and decode over a KV cache.
+// Dense weights are packed once from the mapped checkpoint (or stream through a ring of
+// sections when the host budget is too small for them); routed experts come through memtier:
+// host RAM under a budget, the disk tier (O_DIRECT reads) for the rest, prefetched one layer
+// ahead. Where a block was read from never changes the result.
 class Engine {
  public:
   Engine(const std::filesystem::path& model_dir, const EngineOptions& options);
+  ~Engine();
 
   const model::ModelSpec& spec() const { return spec_; }
   KvCache new_cache() const;
 
   // Runs `tokens` at positions cache.length().. and appends them to the cache. Writes f32 logits
-  // [tokens.size(), vocab] when all_rows, else only the last row's [vocab].
+  // [tokens.size(), vocab] when all_rows, else only the last row's [vocab]. Read errors of the
+  // disk tier surface here as exceptions; the engine stays usable.
   void forward(std::span<const std::int32_t> tokens, KvCache& cache, std::vector<float>& logits,
                bool all_rows);
 
@@ -56,24 +85,48 @@ class Engine {
                                      const SamplingParams& params,
                                      const std::function<bool(const SampledToken&)>& on_token);
 
+  // Records every routing decision as JSON Lines to `path` (nullopt stops recording).
+  void record_trace(const std::optional<std::filesystem::path>& path);
+
   // Bytes one decode step reads at a given context length: dense parts of every layer,
   // experts_per_token experts per layer, the LM head, and the keys and values of the context.
   std::size_t bytes_per_decode_token(std::int64_t context_length) const;
-  std::size_t packed_bytes() const;
+  std::uint64_t expert_block_bytes() const { return expert_block_bytes_; }
+  MemoryStats memory_stats() const;
+  void reset_memory_stats();
+  memtier::HostTier& host_tier() { return *host_; }
   std::string matmul_implementation();
 
  private:
+  struct LayerTensors;
   void check_tokens(std::span<const std::int32_t> tokens) const;
   void embed(std::span<const std::int32_t> tokens, float* out) const;
-  void moe(std::int64_t layer, const float* h, std::int64_t rows, float* x);
+  const DenseWeights& dense(std::int64_t layer, memtier::Payload& hold);
+  void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows, float* x);
+  void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
+  memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded);
 
   model::ModelSpec spec_;
   model::Checkpoint checkpoint_;
+  EngineOptions options_;
   const model::TensorInfo* embedding_;  // [vocab, hidden], read in place
-  kernels::CpuMatmul matmul_;
-  std::vector<LayerWeights> layers_;
+  std::vector<LayerTensors> tensors_;
+  kernels::CpuMatmul matmul_;     // compute thread
+  kernels::CpuMatmul io_matmul_;  // the loader's I/O thread packs with its own instance
   std::vector<float> final_norm_;  // f32 [hidden]
   kernels::PackedWeight lm_head_;  // [vocab, hidden]
+  std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed
+  std::uint64_t dense_bytes_ = 0;
+  std::uint64_t fixed_bytes_ = 0;
+  std::uint64_t expert_block_bytes_ = 0;
+
+  std::unique_ptr<memtier::Source> source_;
+  std::unique_ptr<memtier::HostTier> host_;
+  std::unique_ptr<memtier::BlockLoader> loader_;
+  std::unique_ptr<memtier::TieredStore> store_;
+  std::unique_ptr<memtier::SectionRing> ring_;
+  std::unique_ptr<memtier::TraceWriter> trace_;
+  std::int64_t trace_token_ = 0;
 };
 
 }  // namespace moed::engine

@@ -1,0 +1,65 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+#include <vector>
+
+#include "moed/memtier/block.hpp"
+#include "moed/memtier/policy.hpp"
+
+namespace moed::memtier {
+
+// What a tier holds for a block: the engine's packed form of it (e.g. oneDNN-reordered expert
+// weights). memtier only counts its bytes and decides when to drop its reference.
+class BlockPayload {
+ public:
+  virtual ~BlockPayload() = default;
+  virtual std::uint64_t bytes() const = 0;
+};
+using Payload = std::shared_ptr<const BlockPayload>;
+
+// Host RAM under a strict byte budget. Residency is decided by the policy; pinned blocks and
+// blocks in use (someone else holds the payload) are never evicted. A block that cannot fit
+// is not cached: the caller uses it once and it goes (counted as a bypass). Thread-safe.
+class HostTier {
+ public:
+  HostTier(std::uint64_t budget_bytes, std::unique_ptr<EvictionPolicy> policy);
+
+  // The resident payload, or null. Counts a hit or a miss and tells the policy.
+  Payload lookup(BlockId block);
+  // Resident payload without counting (for scoring and tests).
+  Payload peek(BlockId block) const;
+  // Makes room by eviction and keeps the payload; false when it cannot fit within the budget.
+  bool admit(BlockId block, Payload payload);
+
+  void pin(BlockId block);
+  void unpin(BlockId block);
+  bool pinned(BlockId block) const;
+  void set_budget(std::uint64_t budget_bytes);  // evicts down to the new budget where it can
+  void set_policy(std::unique_ptr<EvictionPolicy> policy);
+
+  struct Counters {
+    std::uint64_t hits = 0, misses = 0, evictions = 0, bypasses = 0;
+    std::uint64_t used_bytes = 0, budget_bytes = 0, blocks = 0, pinned = 0;
+    std::string policy;
+  };
+  Counters counters() const;
+  std::vector<BlockId> resident() const;
+
+ private:
+  bool make_room(std::uint64_t bytes);  // with mutex_ held
+  void evict(BlockId block);            // with mutex_ held
+
+  mutable std::mutex mutex_;
+  std::uint64_t budget_bytes_;
+  std::uint64_t used_bytes_ = 0;
+  std::unique_ptr<EvictionPolicy> policy_;
+  std::unordered_map<BlockId, Payload, BlockIdHash> blocks_;
+  std::set<BlockId> pins_;
+  Counters counters_;
+};
+
+}  // namespace moed::memtier

@@ -1,0 +1,81 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moed/memtier/aligned_buffer.hpp"
+#include "moed/memtier/block.hpp"
+
+namespace moed::memtier {
+
+// One aligned O_DIRECT read: file offset, length and destination all kDirectIoAlignment-aligned.
+struct AlignedRead {
+  std::uint32_t file;
+  std::uint64_t offset;
+  std::uint64_t length;
+  std::byte* destination;
+  std::uint64_t expected;  // bytes that must arrive: length, less what lies past the end of file
+};
+
+// The bytes of a block after a read: one contiguous buffer holding the aligned superset of each
+// range, and where each requested range starts in it.
+struct LoadedBlock {
+  AlignedBuffer buffer;
+  std::vector<const std::byte*> ranges;  // ranges[i] points at Source::ranges(block)[i]'s bytes
+};
+
+enum class ReaderKind { io_uring, pread };
+std::string to_string(ReaderKind kind);
+
+// The disk tier's I/O engine. read() is the public, non-virtual entry: it aligns every range to
+// the O_DIRECT superset, splits it into chunks, runs them through read_impl and turns errors and
+// short reads into an exception naming the file and offset. Engines override read_impl only,
+// which also makes a fault-injecting test reader a few lines.
+class Reader {
+ public:
+  Reader(std::vector<std::filesystem::path> files, std::uint32_t queue_depth,
+         std::uint64_t chunk_bytes);
+  virtual ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  LoadedBlock read(std::span<const FileRange> ranges);
+  virtual ReaderKind kind() const = 0;
+  std::uint64_t file_size(std::uint32_t file) const { return sizes_.at(file); }
+  const std::filesystem::path& path(std::uint32_t file) const { return paths_.at(file); }
+  std::uint32_t queue_depth() const { return queue_depth_; }
+
+ protected:
+  // Runs all reads, many in flight; result[i] is bytes read or -errno for reads[i].
+  virtual std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads) = 0;
+  int fd(std::uint32_t file) const { return fds_.at(file); }
+
+ private:
+  std::vector<std::filesystem::path> paths_;
+  std::vector<int> fds_;
+  std::vector<std::uint64_t> sizes_;
+  std::uint32_t queue_depth_;
+  std::uint64_t chunk_bytes_;
+};
+
+struct ReaderOptions {
+  ReaderKind kind = ReaderKind::io_uring;
+  std::uint32_t queue_depth = 32;
+  std::uint64_t chunk_bytes = 1 << 20;
+};
+
+// Raw sequential read rate of the files (bytes/s) through the given engine: every file read
+// front to back in chunk-sized O_DIRECT reads, queue_depth in flight. This is the bound the
+// disk tier's throughput is compared with.
+double measure_sequential_read(Reader& reader, std::uint64_t max_bytes);
+
+// Makes the requested engine. If io_uring is refused (-EPERM/-ENOSYS on locked-down hosts), falls
+// back to the pread pool and says so once on stderr; reader->kind() tells which one runs.
+std::unique_ptr<Reader> make_reader(std::vector<std::filesystem::path> files,
+                                    const ReaderOptions& options);
+
+}  // namespace moed::memtier
