@@ -94,11 +94,11 @@ void BlockLoader::run() {
     try {
       const auto& ranges = source_.ranges(next->block);
       const auto start = Clock::now();
-      LoadedBlock loaded = reader_->read(ranges);
+      reader_->read(ranges, scratch_);
       read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      bytes = loaded.buffer.size();
+      for (const auto& r : ranges) bytes += r.length;
       const auto packed_start = Clock::now();
-      payload = materialize_(next->block, loaded);
+      payload = materialize_(next->block, scratch_);
       materialize_seconds = std::chrono::duration<double>(Clock::now() - packed_start).count();
       for (const auto& callback : next->on_loaded) callback(next->block, payload);
     } catch (...) {

@@ -27,56 +27,36 @@ class UringReader final : public Reader {
       : Reader(std::move(files), queue_depth, chunk_bytes) {
     const int rc = io_uring_queue_init(queue_depth, &ring_, 0);
     if (rc < 0) throw std::system_error(-rc, std::generic_category(), "io_uring_queue_init");
-    // Registered staging buffers let the kernel skip pinning pages on every read. Registering
-    // counts against RLIMIT_MEMLOCK; when that is too low we read straight into the destination
-    // instead and say so.
-    staging_.reserve(queue_depth);
-    std::vector<iovec> iov;
-    for (std::uint32_t i = 0; i < queue_depth; ++i) {
-      staging_.emplace_back(chunk_bytes);
-      iov.push_back({staging_.back().data(), staging_.back().size()});
-    }
-    const int reg = io_uring_register_buffers(&ring_, iov.data(), static_cast<unsigned>(iov.size()));
-    if (reg < 0) {
-      std::fprintf(stderr,
-                   "moed: io_uring buffer registration failed (%s; RLIMIT_MEMLOCK too low?): "
-                   "reading without registered buffers\n",
-                   std::strerror(-reg));
-      staging_.clear();
-    }
   }
   ~UringReader() override { io_uring_queue_exit(&ring_); }
   ReaderKind kind() const override { return ReaderKind::io_uring; }
 
  protected:
-  std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads) override {
+  std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads,
+                                      AlignedBuffer& buffer) override {
+    const bool fixed = register_buffer(buffer);
     std::vector<std::int64_t> results(reads.size(), 0);
-    std::vector<std::uint32_t> free_slots;
-    for (std::uint32_t i = 0; i < queue_depth(); ++i) free_slots.push_back(i);
-    std::vector<std::uint32_t> slot_of(reads.size());
     std::size_t next = 0, in_flight = 0;
-    const bool fixed = !staging_.empty();
-    while (next < reads.size() || in_flight > 0) {
-      while (next < reads.size() && !free_slots.empty()) {
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-        if (!sqe) break;
-        const auto& r = reads[next];
-        const std::uint32_t slot = free_slots.back();
-        free_slots.pop_back();
-        slot_of[next] = slot;
-        if (fixed) {
-          io_uring_prep_read_fixed(sqe, fd(r.file), staging_[slot].data(),
-                                   static_cast<unsigned>(r.length), r.offset, static_cast<int>(slot));
-        } else {
-          io_uring_prep_read(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length), r.offset);
-        }
-        io_uring_sqe_set_data64(sqe, next);
-        ++next;
-        ++in_flight;
+    auto prepare = [&](std::size_t index) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) return false;
+      const auto& r = reads[index];
+      if (fixed) {
+        io_uring_prep_read_fixed(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length),
+                                 r.offset, 0);
+      } else {
+        io_uring_prep_read(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length), r.offset);
       }
+      io_uring_sqe_set_data64(sqe, index);
+      ++in_flight;
+      return true;
+    };
+    while (next < reads.size() || in_flight > 0) {
+      while (next < reads.size() && in_flight < queue_depth() && prepare(next)) ++next;
       const int submitted = io_uring_submit_and_wait(&ring_, 1);
-      if (submitted < 0 && submitted != -EINTR) {
-        for (auto& r : results) if (r == 0) r = submitted;
+      if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN) {
+        for (auto& r : results)
+          if (r == 0) r = submitted;
         return results;
       }
       io_uring_cqe* cqe = nullptr;
@@ -85,33 +65,42 @@ class UringReader final : public Reader {
         const int res = cqe->res;
         io_uring_cqe_seen(&ring_, cqe);
         --in_flight;
-        const auto& r = reads[index];
-        if (res == -EAGAIN || res == -EINTR) {  // transient: put it back in the queue
-          io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-          if (sqe) {
-            if (fixed) {
-              io_uring_prep_read_fixed(sqe, fd(r.file), staging_[slot_of[index]].data(),
-                                       static_cast<unsigned>(r.length), r.offset,
-                                       static_cast<int>(slot_of[index]));
-            } else {
-              io_uring_prep_read(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length), r.offset);
-            }
-            io_uring_sqe_set_data64(sqe, index);
-            ++in_flight;
-            continue;
-          }
-        }
-        if (fixed && res > 0) std::memcpy(r.destination, staging_[slot_of[index]].data(), static_cast<std::size_t>(res));
+        // Transient refusals go back into the queue; everything else is the read's result.
+        if ((res == -EAGAIN || res == -EINTR) && prepare(index)) continue;
         results[index] = res;
-        free_slots.push_back(slot_of[index]);
       }
     }
     return results;
   }
 
  private:
+  // Registers the destination with the ring once (READ_FIXED then skips pinning pages on every
+  // read). Registration counts against RLIMIT_MEMLOCK; when refused, reads go to the buffer
+  // unregistered and the reason is said once.
+  bool register_buffer(AlignedBuffer& buffer) {
+    if (registered_ == buffer.data() && registered_size_ == buffer.size()) return true;
+    if (registered_) io_uring_unregister_buffers(&ring_);
+    registered_ = nullptr;
+    iovec iov{buffer.data(), buffer.size()};
+    const int rc = io_uring_register_buffers(&ring_, &iov, 1);
+    if (rc < 0) {
+      if (!warned_)
+        std::fprintf(stderr,
+                     "moed: cannot register a %zu-byte read buffer with io_uring (%s; raise "
+                     "LimitMEMLOCK / ulimit -l): reading without registered buffers\n",
+                     buffer.size(), std::strerror(-rc));
+      warned_ = true;
+      return false;
+    }
+    registered_ = buffer.data();
+    registered_size_ = buffer.size();
+    return true;
+  }
+
   io_uring ring_{};
-  std::vector<AlignedBuffer> staging_;  // u8 [queue_depth][chunk_bytes], registered with the ring
+  const std::byte* registered_ = nullptr;
+  std::size_t registered_size_ = 0;
+  bool warned_ = false;
 };
 
 class PreadReader final : public Reader {
@@ -120,7 +109,7 @@ class PreadReader final : public Reader {
   ReaderKind kind() const override { return ReaderKind::pread; }
 
  protected:
-  std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads) override {
+  std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads, AlignedBuffer&) override {
     std::vector<std::int64_t> results(reads.size(), 0);
     std::atomic<std::size_t> next{0};
     auto worker = [&] {
@@ -182,6 +171,12 @@ Reader::~Reader() {
 }
 
 LoadedBlock Reader::read(std::span<const FileRange> ranges) {
+  LoadedBlock block;
+  read(ranges, block);
+  return block;
+}
+
+void Reader::read(std::span<const FileRange> ranges, LoadedBlock& block) {
   std::uint64_t total = 0;
   for (const auto& r : ranges) {
     if (r.file >= fds_.size()) throw std::out_of_range("Reader: no file index " + std::to_string(r.file));
@@ -192,7 +187,8 @@ LoadedBlock Reader::read(std::span<const FileRange> ranges) {
                                " bytes)");
     total += align_up(r.offset + r.length) - align_down(r.offset);
   }
-  LoadedBlock block{AlignedBuffer(total), {}};
+  if (block.buffer.size() < total) block.buffer = AlignedBuffer(total);
+  block.ranges.clear();
   std::vector<AlignedRead> reads;
   std::uint64_t at = 0;
   for (const auto& r : ranges) {
@@ -206,7 +202,7 @@ LoadedBlock Reader::read(std::span<const FileRange> ranges) {
     }
     at += end - begin;
   }
-  const auto results = read_impl(reads);
+  const auto results = read_impl(reads, block.buffer);
   for (std::size_t i = 0; i < reads.size(); ++i) {
     const auto& r = reads[i];
     if (results[i] < 0)
@@ -218,7 +214,6 @@ LoadedBlock Reader::read(std::span<const FileRange> ranges) {
                                std::to_string(r.offset) + ": got " + std::to_string(results[i]) +
                                " of " + std::to_string(r.expected) + " bytes");
   }
-  return block;
 }
 
 double measure_sequential_read(Reader& reader, std::uint64_t max_bytes) {
@@ -231,11 +226,12 @@ double measure_sequential_read(Reader& reader, std::uint64_t max_bytes) {
       break;
     }
     // Whole-file reads in slices keep the buffer small while the queue stays full.
-    constexpr std::uint64_t kSlice = 256ull << 20;
+    constexpr std::uint64_t kSlice = 64ull << 20;
+    LoadedBlock slice;
     for (std::uint64_t off = 0; off < reader.file_size(f) && total < max_bytes; off += kSlice) {
       const std::uint64_t len = std::min(kSlice, reader.file_size(f) - off);
       const FileRange range{f, off, len};
-      reader.read(std::span(&range, 1));
+      reader.read(std::span(&range, 1), slice);
       total += len;
     }
   }

@@ -65,6 +65,7 @@ class BlockLoader {
   std::uint64_t next_sequence_ = 0;
   bool stopping_ = false;
   Counters counters_;
+  LoadedBlock scratch_;  // reused for every read, so it stays registered with the ring
   std::thread thread_;
 };
 

@@ -43,6 +43,10 @@ class Reader {
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
 
+  // Reads the ranges into `into`. Its buffer grows when too small and is otherwise reused, so a
+  // caller that keeps one LoadedBlock across reads keeps it registered with the ring (and its
+  // pages faulted in): the kernel then DMAs straight into it with no copy.
+  void read(std::span<const FileRange> ranges, LoadedBlock& into);
   LoadedBlock read(std::span<const FileRange> ranges);
   virtual ReaderKind kind() const = 0;
   std::uint64_t file_size(std::uint32_t file) const { return sizes_.at(file); }
@@ -50,8 +54,10 @@ class Reader {
   std::uint32_t queue_depth() const { return queue_depth_; }
 
  protected:
-  // Runs all reads, many in flight; result[i] is bytes read or -errno for reads[i].
-  virtual std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads) = 0;
+  // Runs all reads, many in flight; result[i] is bytes read or -errno for reads[i]. Every
+  // destination lies inside `buffer`.
+  virtual std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads,
+                                              AlignedBuffer& buffer) = 0;
   int fd(std::uint32_t file) const { return fds_.at(file); }
 
  private:
