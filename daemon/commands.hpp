@@ -11,7 +11,7 @@ struct ModelArgs {
   std::string host_budget;  // "" (all resident), a size ("512MiB") or a share of expert bytes ("25%")
   std::string policy = "lru";
   std::string reader = "io_uring";
-  std::uint32_t queue_depth = 32;
+  std::uint32_t queue_depth = 64;
   bool no_prefetch = false;
   std::string trace;  // JSON Lines routing trace to write
 };

@@ -1,5 +1,7 @@
 // moed: serves Mixture-of-Experts models from GPU, RAM and NVMe tiers. This entry point also
 // carries the one-shot development commands (logits, generate, tokenize, bench).
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -9,6 +11,10 @@
 
 int main(int argc, char** argv) {
   using namespace moed::cli;
+  // Weight blocks are MiB-sized and come and go as the host tier evicts them. A fixed mmap
+  // threshold makes glibc map each one separately and return it on free; its default adaptive
+  // threshold would keep freed blocks in the heap and let RSS creep past the budget.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   CLI::App app{"moed: a Mixture-of-Experts inference daemon for one workstation"};
   app.require_subcommand(1);
 
@@ -26,7 +32,7 @@ int main(int argc, char** argv) {
     sub->add_option("--reader", args.reader,
                     "disk-tier engine: io_uring (default; falls back to pread if refused) or pread")
         ->check(CLI::IsMember({"io_uring", "pread"}));
-    sub->add_option("--queue-depth", args.queue_depth, "disk reads in flight (default 32)")
+    sub->add_option("--queue-depth", args.queue_depth, "disk reads in flight (default 64)")
         ->check(CLI::Range(1, 4096));
     sub->add_flag("--no-prefetch", args.no_prefetch, "do not predict and prefetch the next layer's experts");
     sub->add_option("--trace", args.trace, "write the routing decisions as JSON Lines to this file");

@@ -37,7 +37,8 @@ std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType 
   return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
 }
 
-PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols) {
+PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols,
+                             const PackedAllocator& allocate) {
   if (parts.empty() || cols <= 0) throw std::invalid_argument("CpuMatmul::pack: empty weight");
   const DType source = parts.front().dtype;
   std::int64_t rows = 0;
@@ -48,11 +49,11 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   const DType compute = compute_dtype(source);
   const std::size_t elem = dtype_size(compute);
 
-  std::vector<unsigned char> staging;
   const void* plain = parts.front().data;
   if (parts.size() > 1 || source != compute) {
-    staging.resize(static_cast<std::size_t>(rows * cols) * elem);
-    unsigned char* out = staging.data();
+    const std::size_t needed = static_cast<std::size_t>(rows * cols) * elem;
+    if (staging_.size() < needed) staging_.resize(needed);
+    unsigned char* out = staging_.data();
     for (const auto& part : parts) {
       const std::size_t count = static_cast<std::size_t>(part.rows * cols);
       if (source == compute) {
@@ -62,14 +63,20 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
       }
       out += count * elem;
     }
-    plain = staging.data();
+    plain = staging_.data();
   }
 
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
   PackedWeight packed;
-  packed.memory_ = dnnl::memory(packed_desc(rows, cols, compute), engine_);
+  const auto desc = packed_desc(rows, cols, compute);
+  if (allocate) {
+    packed.storage_ = allocate(desc.get_size());
+    packed.memory_ = dnnl::memory(desc, engine_, packed.storage_.get());
+  } else {
+    packed.memory_ = dnnl::memory(desc, engine_);
+  }
   dnnl::reorder(plain_memory, packed.memory_).execute(stream_, plain_memory, packed.memory_);
   stream_.wait();
   packed.rows_ = rows;

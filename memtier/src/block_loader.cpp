@@ -98,7 +98,12 @@ void BlockLoader::run() {
       read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
       for (const auto& r : ranges) bytes += r.length;
       const auto packed_start = Clock::now();
-      payload = materialize_(next->block, scratch_);
+      Priority priority;
+      {
+        std::lock_guard relock(mutex_);  // a demand may have upgraded the job meanwhile
+        priority = next->priority;
+      }
+      payload = materialize_(next->block, scratch_, priority == Priority::demand);
       materialize_seconds = std::chrono::duration<double>(Clock::now() - packed_start).count();
       for (const auto& callback : next->on_loaded) callback(next->block, payload);
     } catch (...) {

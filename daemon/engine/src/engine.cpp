@@ -37,15 +37,16 @@ WeightPart part(const model::TensorInfo& tensor, const std::byte* data) {
 
 std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                          const std::array<const model::TensorInfo*, 7>& t,
-                                         const std::array<const std::byte*, 7>& data) {
+                                         const std::array<const std::byte*, 7>& data,
+                                         const kernels::PackedAllocator& allocate = {}) {
   auto w = std::make_shared<DenseWeights>();
   const std::int64_t hidden = spec.hidden_size;
   const WeightPart qkv[] = {part(*t[0], data[0]), part(*t[1], data[1]), part(*t[2], data[2])};
-  w->qkv = matmul.pack(qkv, hidden);
+  w->qkv = matmul.pack(qkv, hidden, allocate);
   const WeightPart output = part(*t[3], data[3]);
-  w->output = matmul.pack(std::span(&output, 1), spec.num_heads * spec.head_dim);
+  w->output = matmul.pack(std::span(&output, 1), spec.num_heads * spec.head_dim, allocate);
   const WeightPart router = part(*t[4], data[4]);
-  w->router = matmul.pack(std::span(&router, 1), hidden);
+  w->router = matmul.pack(std::span(&router, 1), hidden, allocate);
   w->attention_norm = norm_to_f32(*t[5], data[5]);
   w->ffn_norm = norm_to_f32(*t[6], data[6]);
   return w;
@@ -53,12 +54,13 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
 
 std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                            const std::array<const model::TensorInfo*, 3>& t,
-                                           const std::array<const std::byte*, 3>& data) {
+                                           const std::array<const std::byte*, 3>& data,
+                                           const kernels::PackedAllocator& allocate) {
   auto w = std::make_shared<ExpertWeights>();
   const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
-  w->gate_up = matmul.pack(gate_up, spec.hidden_size);
+  w->gate_up = matmul.pack(gate_up, spec.hidden_size, allocate);
   const WeightPart down = part(*t[2], data[2]);
-  w->down = matmul.pack(std::span(&down, 1), spec.intermediate_size);
+  w->down = matmul.pack(std::span(&down, 1), spec.intermediate_size, allocate);
   return w;
 }
 
@@ -137,9 +139,18 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
 
   // Budget: resident dense weights (or the ring's sections) and the LM head come first; experts
   // get the rest. Dense weights stay resident when they leave room for one layer's experts.
-  const std::uint64_t budget = options.host_budget_bytes;
-  const bool unlimited = budget == 0;
   const std::uint64_t head_bytes = lm_head_.bytes() + final_norm_.size() * sizeof(float);
+  const std::uint64_t all_experts = expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
+  if (options.expert_cache_fraction < 0)
+    throw std::invalid_argument("expert cache fraction must not be negative");
+  const std::uint64_t budget =
+      options.expert_cache_fraction > 0
+          ? head_bytes + dense_bytes_ +
+                std::max(static_cast<std::uint64_t>(options.expert_cache_fraction * static_cast<double>(all_experts)),
+                         static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_)
+          : options.host_budget_bytes;
+  budget_bytes_ = budget;
+  const bool unlimited = budget == 0;
   const std::uint64_t working_set = static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_;
   const bool dense_resident = unlimited || head_bytes + dense_bytes_ + working_set <= budget;
   if (dense_resident) {
@@ -163,9 +174,14 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   const std::uint64_t expert_budget = unlimited ? UINT64_MAX : budget - fixed_bytes_;
 
   host_ = std::make_unique<memtier::HostTier>(expert_budget, memtier::make_policy(options.policy));
+  // Spare buffers for two experts' worth of matrices: enough that each eviction's buffers serve
+  // the next load, and a fixed addition to RSS.
+  pool_ = std::make_unique<memtier::BufferPool>(2 * expert_block_bytes_ + 2 * largest_dense);
   loader_ = std::make_unique<memtier::BlockLoader>(
       *source_, memtier::make_reader(files, options.reader),
-      [this](BlockId block, memtier::LoadedBlock& loaded) { return materialize(block, loaded); });
+      [this](BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
+        return materialize(block, loaded, urgent);
+      });
   store_ = std::make_unique<memtier::TieredStore>(*host_, *loader_, *source_, static_cast<std::int32_t>(layers));
   if (!dense_resident) {
     std::vector<BlockId> schedule;
@@ -174,7 +190,6 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   }
 
   // When every expert fits, read them all now (many reads in flight) rather than on first use.
-  const std::uint64_t all_experts = expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
   if (all_experts <= expert_budget) {
     std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
     for (std::int32_t l = 0; l < layers; ++l)
@@ -187,18 +202,21 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
 
 Engine::~Engine() = default;
 
-memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded) {
-  // Runs on the loader's I/O thread: one OpenMP thread, so packing never competes with the
-  // compute threads for more than one core.
-  kernels::set_compute_threads(1);
+memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
+  // Runs on the loader's I/O thread. A prefetch packs on one OpenMP thread, so it takes at most
+  // one core from compute; a demand load has compute waiting on it, so it takes them all.
+  kernels::set_compute_threads(urgent ? (options_.threads > 0 ? options_.threads
+                                                              : kernels::physical_core_count())
+                                      : 1);
   const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));
+  const kernels::PackedAllocator allocate = [this](std::size_t bytes) { return pool_->allocate(bytes); };
   if (block.is_dense()) {
     std::array<const std::byte*, 7> data{};
     for (std::size_t i = 0; i < data.size(); ++i) data[i] = loaded.ranges.at(i);
-    return pack_dense(io_matmul_, spec_, lt.dense, data);
+    return pack_dense(io_matmul_, spec_, lt.dense, data, allocate);
   }
   return pack_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
-                     {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)});
+                     {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate);
 }
 
 KvCache Engine::new_cache() const {
@@ -431,10 +449,12 @@ MemoryStats Engine::memory_stats() const {
   MemoryStats s;
   s.reader = loader_->counters().engine;
   s.dense_streamed = ring_ != nullptr;
+  s.budget_bytes = budget_bytes_;
   s.fixed_bytes = fixed_bytes_;
   s.expert_bytes_total = expert_block_bytes_ * static_cast<std::uint64_t>(spec_.num_layers * spec_.num_experts);
   s.host = host_->counters();
   s.disk = loader_->counters();
+  s.pool = pool_->counters();
   if (ring_) s.ring = ring_->counters();
   s.layers = store_->layer_counters();
   return s;

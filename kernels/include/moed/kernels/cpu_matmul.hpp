@@ -1,7 +1,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <tuple>
@@ -21,6 +23,10 @@ struct WeightPart {
   std::int64_t rows;
 };
 
+// Provides storage for a packed weight (at least `bytes`, 64-byte aligned); the memory lives as
+// long as the returned pointer. Lets the caller recycle blocks instead of faulting in new pages.
+using PackedAllocator = std::function<std::shared_ptr<std::byte>(std::size_t bytes)>;
+
 // A weight matrix repacked into the blocked layout oneDNN prefers for it. It is an opaque buffer
 // kind: memtier can hold, count and evict it like any other block, and only CpuMatmul reads it.
 class PackedWeight {
@@ -34,7 +40,8 @@ class PackedWeight {
 
  private:
   friend class CpuMatmul;
-  dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout
+  dnnl::memory memory_;            // dtype_ [cols_, rows_] in a oneDNN blocked layout
+  std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
   DType dtype_ = DType::f32;
@@ -49,7 +56,8 @@ class CpuMatmul {
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
   // bf16 for bf16 weights, f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul).
-  PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols);
+  PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,
+                    const PackedAllocator& allocate = {});
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   // The oneDNN implementation chosen for this shape, e.g. "brg:avx512_core_bf16".
   std::string implementation(std::int64_t m, const PackedWeight& weight);
@@ -70,6 +78,9 @@ class CpuMatmul {
   std::map<ShapeKey, dnnl::memory::desc> packed_descs_;
   std::map<ShapeKey, std::pair<dnnl::matmul, dnnl::matmul::primitive_desc>> primitives_;
   std::vector<std::uint16_t> bf16_input_;  // bf16 [m, K] scratch for bf16 weights
+  // u8 [rows * cols * elem] stacking/conversion scratch for pack(); grow-only, because fresh
+  // multi-MB allocations pay a page fault per 4 KiB on every pack.
+  std::vector<unsigned char> staging_;
 };
 
 }  // namespace moed::kernels

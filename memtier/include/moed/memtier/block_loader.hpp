@@ -21,7 +21,8 @@ class BlockLoader {
  public:
   enum class Priority { demand = 0, prefetch = 1 };
   // Runs on the I/O thread after a block's bytes arrive (e.g. packs weights for oneDNN).
-  using Materialize = std::function<Payload(BlockId, LoadedBlock&)>;
+  // `urgent`: a demand load, with compute waiting for it.
+  using Materialize = std::function<Payload(BlockId, LoadedBlock&, bool urgent)>;
   // Runs on the I/O thread when a payload is ready, before waiters see it.
   using OnLoaded = std::function<void(BlockId, const Payload&)>;
 

@@ -13,6 +13,7 @@
 #include "moed/engine/sampler.hpp"
 #include "moed/kernels/cpu_matmul.hpp"
 #include "moed/memtier/block_loader.hpp"
+#include "moed/memtier/buffer_pool.hpp"
 #include "moed/memtier/host_tier.hpp"
 #include "moed/memtier/reader.hpp"
 #include "moed/memtier/tiered_store.hpp"
@@ -25,6 +26,9 @@ namespace moed::engine {
 struct EngineOptions {
   int threads = 0;                      // compute threads; 0: one per physical core (hwloc)
   std::uint64_t host_budget_bytes = 0;  // host RAM for weights; 0: everything resident
+  // When > 0, overrides host_budget_bytes: the budget is the fixed part (dense weights, LM
+  // head) plus this share of all routed experts' packed bytes.
+  double expert_cache_fraction = 0;
   std::string policy = "lru";           // eviction policy of the host tier: lru, lfu
   memtier::ReaderOptions reader;        // disk tier: io_uring (or pread), queue depth, chunk
   bool prefetch = true;                 // predict layer l+1's experts while layer l computes
@@ -52,10 +56,12 @@ struct DenseWeights final : memtier::BlockPayload {
 struct MemoryStats {
   std::string reader;          // io_uring or pread
   bool dense_streamed = false;  // dense layers stream through the ring
+  std::uint64_t budget_bytes = 0;  // 0: unlimited
   std::uint64_t fixed_bytes = 0;  // budget share of resident dense weights or ring sections + LM head
   std::uint64_t expert_bytes_total = 0;  // all routed experts, packed
   memtier::HostTier::Counters host;
   memtier::BlockLoader::Counters disk;
+  memtier::BufferPool::Counters pool;
   memtier::SectionRing::Counters ring;
   std::vector<memtier::LayerCounters> layers;
 };
@@ -104,7 +110,7 @@ class Engine {
   const DenseWeights& dense(std::int64_t layer, memtier::Payload& hold);
   void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows, float* x);
   void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
-  memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded);
+  memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded, bool urgent);
 
   model::ModelSpec spec_;
   model::Checkpoint checkpoint_;
@@ -118,8 +124,10 @@ class Engine {
   std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;
+  std::uint64_t budget_bytes_ = 0;
   std::uint64_t expert_block_bytes_ = 0;
 
+  std::unique_ptr<memtier::BufferPool> pool_;  // storage of blocks packed by the loader
   std::unique_ptr<memtier::Source> source_;
   std::unique_ptr<memtier::HostTier> host_;
   std::unique_ptr<memtier::BlockLoader> loader_;

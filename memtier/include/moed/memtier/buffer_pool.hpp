@@ -1,0 +1,38 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace moed::memtier {
+
+// Recycles the host buffers that packed blocks live in. Blocks of a model come in a few sizes
+// and are evicted and loaded all the time; a fresh multi-MiB allocation pays a page fault per
+// 4 KiB (on a VM, about as long as reading the block from NVMe), a recycled one pays nothing.
+// At most `max_spare_bytes` of released buffers are kept for reuse; the rest go back to the OS,
+// so the pool adds a fixed, stated amount to RSS. Thread-safe; buffers may outlive the pool.
+class BufferPool {
+ public:
+  explicit BufferPool(std::uint64_t max_spare_bytes);
+
+  // At least `bytes`, 4 KiB-aligned; goes back to the pool when the last owner drops it.
+  std::shared_ptr<std::byte> allocate(std::size_t bytes);
+
+  struct Counters {
+    std::uint64_t allocations = 0, reuses = 0, spare_bytes = 0, max_spare_bytes = 0;
+  };
+  Counters counters() const;
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::multimap<std::size_t, std::byte*> spare;  // size -> buffer
+    Counters counters;
+    ~State();
+  };
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace moed::memtier
