@@ -272,6 +272,7 @@ int run_bench(const BenchArgs& args) {
       {"host_budget_bytes", mem.budget_bytes},
       {"fixed_bytes", mem.fixed_bytes},
       {"expert_bytes", mem.expert_bytes_total},
+      {"expert_block_bytes", engine.expert_block_bytes()},
       {"dense_streamed", mem.dense_streamed},
       {"policy", mem.host.policy},
       {"reader", mem.reader},

@@ -2,7 +2,7 @@
 # End-to-end checks of the real moed binary: logits against the numpy golden files, generate,
 # tokenize, and clear errors (exit 1, message naming the problem) for bad input.
 set -uo pipefail
-moed=$1 models=$2 golden=$3
+moed=$1 models=$2 golden=$3 moectl=$4
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failures=0 passed=0
@@ -37,6 +37,45 @@ ids=$("$moed" tokenize --model "$models/tiny-f32" --text "Hello world")
 ids=$("$moed" tokenize --model "$models/tiny-f32" --text "Hello world" --no-special)
 [[ $ids =~ ^[0-9]+(,[0-9]+)*$ && ! $ids =~ ^1, ]] && pass "tokenize --no-special" || fail "tokenize --no-special: $ids"
 
+# memtier through the binary: budgets, both readers, a trace and its simulation.
+"$moed" logits --model "$models/tiny-f32" --tokens "$tokens" --out "$work/full.npy" 2>/dev/null
+"$moed" logits --model "$models/tiny-f32" --tokens "$tokens" --out "$work/quarter.npy" --host-budget 25% --reader pread 2>/dev/null
+"$moed" logits --model "$models/tiny-f32" --tokens "$tokens" --out "$work/ring.npy" --host-budget 3MiB 2>/dev/null
+cmp -s "$work/full.npy" "$work/quarter.npy" && cmp -s "$work/full.npy" "$work/ring.npy" &&
+  pass "logits bit-identical at 25% (pread) and 3MiB (ring) budgets" || fail "budgeted logits differ"
+
+"$moed" bench --model "$models/tiny-f32" --host-budget 25% --json --bandwidth-mib 64 \
+  --prompt-tokens 16 --decode-tokens 32 >"$work/bench.json" 2>/dev/null
+# Stated overhead above the budget: 48 MiB (process, libraries, oneDNN code, short KV caches)
+# plus four expert blocks (the loader's read buffer, the block being packed, two pool spares).
+if /usr/bin/python3 - "$work/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+limit = r["host_budget_bytes"] + 48 * 2**20 + 4 * r["expert_block_bytes"]
+assert r["peak_rss_bytes"] <= limit, (r["peak_rss_bytes"], limit)
+assert 0 < r["host_hit_rate"] < 1 and r["decode_tokens_per_s"] > 0
+PY
+then pass "bench at 25%: peak RSS within budget + stated overhead"; else fail "bench RSS"; cat "$work/bench.json"; fi
+
+"$moed" generate --model "$models/tiny-f32" --prompt "Hello" -n 24 --host-budget 25% --no-prefetch \
+  --trace "$work/trace.jsonl" --temperature 0.7 --seed 1 >/dev/null 2>&1
+lines=$(wc -l <"$work/trace.jsonl")
+[[ $lines -gt 0 && $((lines % 4)) -eq 0 ]] && pass "trace written ($lines lines)" || fail "trace ($lines lines)"
+if "$moectl" trace simulate "$work/trace.jsonl" --blocks 4,8,16 --json >"$work/sim.json" &&
+   /usr/bin/python3 - "$work/sim.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+by = {(x["policy"], x["blocks"]): x["hits"] for x in r["results"]}
+for b in (4, 8, 16):
+    assert by[("belady", b)] >= max(by[("lru", b)], by[("lfu", b)])
+assert r["layers"] == 4
+PY
+then pass "moectl trace simulate: belady bounds lru and lfu"; else fail "moectl trace simulate"; fi
+"$moectl" trace simulate "$work/trace.jsonl" --blocks 8 | grep -q "belady" && pass "simulate prints a table" || fail "simulate table"
+printf '{"layer": 1, "experts": [2]}\nnot json\n' >"$work/bad.jsonl"
+"$moectl" trace simulate "$work/bad.jsonl" >/dev/null 2>"$work/err"
+[[ $? -eq 1 ]] && grep -q "bad.jsonl:2" "$work/err" && pass "bad trace line is named" || fail "bad trace"
+
 # expect_error NAME PATTERN CMD...: exit status 1 and PATTERN in stderr.
 expect_error() {
   local name=$1 pattern=$2
@@ -52,6 +91,8 @@ cp -r "$models/tiny-f32" "$work/trunc" && truncate -s 1000000 "$work/trunc/model
 expect_error "truncated safetensors" "truncated" "$moed" logits --model "$work/trunc" --tokens 1 --out "$work/x.npy"
 expect_error "token id out of range" "outside the vocabulary" "$moed" logits --model "$models/tiny-f32" --tokens 1,512 --out "$work/x.npy"
 expect_error "bad token list" "not a token id" "$moed" logits --model "$models/tiny-f32" --tokens 1,x --out "$work/x.npy"
+expect_error "bad budget" "not a size" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget lots
+expect_error "budget below minimum" "below this model's minimum" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget 64KiB
 "$moed" logits --model /nonexistent --tokens 1 --out "$work/x.npy" >/dev/null 2>&1
 [[ $? -ne 0 ]] && pass "missing model directory is refused" || fail "missing model directory"
 "$moed" --help | grep -q "logits" && pass "--help lists the commands" || fail "--help"

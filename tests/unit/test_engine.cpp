@@ -14,6 +14,8 @@
 
 namespace fs = std::filesystem;
 using namespace moed::engine;
+namespace memtier = moed::memtier;
+namespace model = moed::model;
 
 namespace {
 
@@ -240,4 +242,138 @@ TEST(Npy, WritesWhatNumpyReads) {
   const std::size_t header_len = static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
   EXPECT_EQ((10 + header_len) % 64, 0u);  // the format aligns the data to 64 bytes
   fs::remove(path);
+}
+
+// ---- memtier under the engine --------------------------------------------------------------
+
+#include "faulty_reader.hpp"
+#include "moed/memtier/trace.hpp"
+
+namespace {
+
+EngineOptions budget_options(double expert_share, std::uint64_t budget_bytes, memtier::ReaderKind reader,
+                             bool prefetch) {
+  EngineOptions options;
+  options.expert_cache_fraction = expert_share;
+  options.host_budget_bytes = budget_bytes;
+  options.reader.kind = reader;
+  options.prefetch = prefetch;
+  return options;
+}
+
+}  // namespace
+
+TEST(EngineMemtier, EveryBudgetReaderAndPrefetchSettingGivesBitIdenticalLogits) {
+  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
+    const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+    Engine unlimited(kModels / model, {});
+    const auto want = prefill_logits(unlimited, tokens);
+    // Decode a few steps too, so the cache sees reuse and eviction across steps.
+    auto decode = [&](Engine& engine) {
+      auto cache = engine.new_cache();
+      std::vector<float> logits, all;
+      engine.forward(std::span(tokens).first(4), cache, logits, false);
+      for (std::size_t i = 4; i < tokens.size(); ++i) {
+        engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      return all;
+    };
+    const auto want_decode = decode(unlimited);
+    for (const auto reader : {memtier::ReaderKind::io_uring, memtier::ReaderKind::pread})
+      for (const bool prefetch : {true, false})
+        for (const double share : {0.25, 0.5}) {
+          Engine engine(kModels / model, budget_options(share, 0, reader, prefetch));
+          EXPECT_EQ(prefill_logits(engine, tokens), want) << model << " share " << share;
+          EXPECT_EQ(decode(engine), want_decode) << model << " share " << share;
+          EXPECT_FALSE(engine.memory_stats().dense_streamed);
+          EXPECT_GT(engine.memory_stats().host.misses, 0u);
+        }
+  }
+}
+
+TEST(EngineMemtier, DenseLayersStreamThroughTheRingWhenTheBudgetIsTooSmall) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  Engine unlimited(kModels / "tiny-f32", {});
+  const auto want = prefill_logits(unlimited, tokens);
+  // 3 MiB: below the tiny model's dense weights plus one layer's experts (~6.6 MB).
+  Engine engine(kModels / "tiny-f32", budget_options(0, 3 << 20, memtier::ReaderKind::io_uring, true));
+  const auto stats = engine.memory_stats();
+  EXPECT_TRUE(stats.dense_streamed);
+  EXPECT_LE(stats.fixed_bytes, 3u << 20);
+  EXPECT_EQ(prefill_logits(engine, tokens), want);
+  EXPECT_EQ(prefill_logits(engine, tokens), want);  // the ring wraps around for the next request
+  EXPECT_GE(engine.memory_stats().ring.loads, 8u);
+  EXPECT_LE(engine.memory_stats().host.used_bytes, (3u << 20) - stats.fixed_bytes);
+  EXPECT_THROW(Engine(kModels / "tiny-f32", budget_options(0, 64 << 10, memtier::ReaderKind::io_uring, true)),
+               std::invalid_argument);
+}
+
+TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  Engine unlimited(kModels / "tiny-f32", {});
+  const auto want = prefill_logits(unlimited, tokens);
+  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
+  const model::Checkpoint checkpoint(kModels / "tiny-f32", spec);
+  moed::testing::FaultyReader* faulty = nullptr;
+  auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, false);
+  options.reader_factory = [&](std::vector<fs::path> files) {
+    auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
+    faulty = reader.get();
+    return reader;
+  };
+  Engine engine(kModels / "tiny-f32", options);
+  ASSERT_NE(faulty, nullptr);
+  // Each expert of layer 2 fails in turn; a 16-token prefill routes to all of them.
+  int failed_requests = 0;
+  for (const char* mode : {"error", "short"}) {
+    for (int e = 0; e < 8; ++e) {
+      const auto& w1 = checkpoint.tensor(model::mixtral::expert_tensor(2, e, "w1"));
+      const std::int64_t aligned = static_cast<std::int64_t>(w1.file_offset / 4096 * 4096);
+      (std::string(mode) == "error" ? faulty->fail_at : faulty->short_at) = aligned;
+      auto cache = engine.new_cache();
+      std::vector<float> logits;
+      try {
+        engine.forward(tokens, cache, logits, true);
+      } catch (const std::runtime_error& e) {
+        ++failed_requests;
+        const std::string what = e.what();
+        EXPECT_NE(what.find("model.safetensors"), std::string::npos) << what;
+        EXPECT_TRUE(what.find("Input/output error") != std::string::npos ||
+                    what.find("short read") != std::string::npos) << what;
+      }
+      faulty->fail_at = -1;
+      faulty->short_at = -1;
+      EXPECT_EQ(prefill_logits(engine, tokens), want) << mode << " expert " << e;
+    }
+  }
+  EXPECT_EQ(failed_requests, 16);
+  EXPECT_GT(engine.memory_stats().disk.errors, 0u);
+}
+
+TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
+  const auto trace_path = fs::temp_directory_path() / "moed-test-engine-trace.jsonl";
+  // Learn the fixed part of the budget, then give the experts room for exactly `blocks` blocks.
+  const std::uint64_t fixed = Engine(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, false))
+                                  .memory_stats().fixed_bytes;
+  for (const std::uint64_t blocks : {3u, 8u, 20u}) {
+    Engine probe(kModels / "tiny-f32", {});
+    const std::uint64_t budget = fixed + blocks * probe.expert_block_bytes();
+    Engine engine(kModels / "tiny-f32", budget_options(0, budget, memtier::ReaderKind::io_uring, false));
+    engine.record_trace(trace_path);
+    const auto generated = engine.generate(std::vector<std::int32_t>{1}, 40, {0.9f, 0, 1.0f, 3}, nullptr);
+    engine.record_trace(std::nullopt);
+    const auto host = engine.memory_stats().host;
+    const auto events = memtier::read_trace(trace_path);
+    // One line per token per layer: the prompt and every generated token but the last one
+    // were run through the model.
+    EXPECT_EQ(events.size(), generated.size() * 4u);
+    const std::uint64_t budgets[] = {blocks};
+    const std::string policies[] = {"lru", "belady"};
+    const auto results = memtier::simulate(events, budgets, policies);
+    EXPECT_EQ(results[0].requests, host.hits + host.misses) << blocks;
+    EXPECT_EQ(results[0].hits, host.hits) << blocks;
+    EXPECT_GE(results[1].hits, results[0].hits);
+  }
+  fs::remove(trace_path);
 }

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include "moed/memtier/mapped_file.hpp"
@@ -55,4 +56,377 @@ TEST(MappedFile, EmptyFileMapsToNothing) {
   EXPECT_EQ(file.size(), 0u);
   EXPECT_THROW(file.bytes(0, 1), std::out_of_range);
   std::filesystem::remove(path);
+}
+
+// ---- disk tier -----------------------------------------------------------------------------
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "moed/memtier/block_loader.hpp"
+#include "moed/memtier/buffer_pool.hpp"
+#include "moed/memtier/byte_size.hpp"
+#include "moed/memtier/host_tier.hpp"
+#include "moed/memtier/policy.hpp"
+#include "moed/memtier/reader.hpp"
+#include "moed/memtier/tiered_store.hpp"
+#include "moed/memtier/trace.hpp"
+#include "faulty_reader.hpp"
+
+using namespace moed::memtier;
+using moed::testing::FaultyReader;
+
+namespace {
+
+// A file of `size` bytes where byte i is (i * 7 + 3) mod 251, so any misplaced byte shows.
+std::filesystem::path patterned_file(const std::string& name, std::size_t size) {
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<char>((i * 7 + 3) % 251);
+  return temp_file(name, data);
+}
+
+struct TestPayload final : BlockPayload {
+  std::uint64_t size;
+  explicit TestPayload(std::uint64_t s) : size(s) {}
+  std::uint64_t bytes() const override { return size; }
+};
+
+Payload payload(std::uint64_t bytes) { return std::make_shared<TestPayload>(bytes); }
+
+}  // namespace
+
+class ReaderEngines : public ::testing::TestWithParam<ReaderKind> {};
+
+TEST_P(ReaderEngines, ReadsUnalignedRangesExactly) {
+  const auto path = patterned_file("reader", 3 * 1024 * 1024 + 777);
+  ReaderOptions options;
+  options.kind = GetParam();
+  options.queue_depth = 8;
+  options.chunk_bytes = 256 << 10;
+  auto reader = make_reader({path}, options);
+  const FileRange ranges[] = {{0, 5, 1000}, {0, 4096 * 3 + 1, 1 << 20}, {0, 3 * 1024 * 1024, 777}};
+  LoadedBlock block = reader->read(ranges);
+  ASSERT_EQ(block.ranges.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(block.buffer.data()) % kDirectIoAlignment, 0u);
+    for (std::uint64_t j = 0; j < ranges[i].length; ++j)
+      ASSERT_EQ(static_cast<unsigned char>(block.ranges[i][j]),
+                static_cast<unsigned char>(((ranges[i].offset + j) * 7 + 3) % 251))
+          << "range " << i << " byte " << j;
+  }
+  // Reusing the block for a second read keeps its buffer (and the ring registration).
+  const std::byte* first = block.buffer.data();
+  const FileRange small{0, 9, 10};
+  reader->read(std::span(&small, 1), block);
+  EXPECT_EQ(block.buffer.data(), first);
+  EXPECT_EQ(static_cast<unsigned char>(block.ranges[0][0]), (9 * 7 + 3) % 251);
+  const FileRange past_end{0, 3 * 1024 * 1024, 778};
+  EXPECT_THROW(reader->read(std::span(&past_end, 1)), std::runtime_error);
+  std::filesystem::remove(path);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ReaderEngines, ::testing::Values(ReaderKind::io_uring, ReaderKind::pread),
+                         [](const auto& info) { return to_string(info.param); });
+
+TEST(Reader, InjectedErrorsAndShortReadsNameFileAndOffset) {
+  const auto path = patterned_file("faulty", 1 << 20);
+  FaultyReader reader({path});
+  const FileRange range{0, 0, 512 << 10};
+  reader.fail_at = 128 << 10;
+  try {
+    reader.read(std::span(&range, 1));
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("offset 131072"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("Input/output error"), std::string::npos);
+  }
+  reader.fail_at = -1;
+  reader.short_at = 64 << 10;
+  try {
+    reader.read(std::span(&range, 1));
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("short read at offset 65536"), std::string::npos);
+  }
+  reader.short_at = -1;
+  EXPECT_NO_THROW(reader.read(std::span(&range, 1)));
+  std::filesystem::remove(path);
+}
+
+// ---- policies and the host tier ------------------------------------------------------------
+
+TEST(Policy, LruEvictsTheLeastRecentlyUsedEvictableBlock) {
+  LruPolicy lru;
+  for (int e = 0; e < 3; ++e) lru.on_insert(BlockId::routed(0, e));
+  lru.on_access(BlockId::routed(0, 0));
+  auto all = [](BlockId) { return true; };
+  EXPECT_EQ(lru.victim(all), BlockId::routed(0, 1));
+  EXPECT_EQ(lru.victim([](BlockId b) { return b.expert != 1; }), BlockId::routed(0, 2));
+  lru.on_erase(BlockId::routed(0, 1));
+  lru.on_erase(BlockId::routed(0, 2));
+  lru.on_erase(BlockId::routed(0, 0));
+  EXPECT_EQ(lru.victim(all), std::nullopt);
+}
+
+TEST(Policy, LfuDecayForgetsOldHeat) {
+  LfuDecayPolicy lfu(4.0);  // scores halve every 4 accesses
+  const BlockId old_hot = BlockId::routed(0, 0), fresh = BlockId::routed(0, 1);
+  lfu.on_insert(old_hot);
+  for (int i = 0; i < 5; ++i) lfu.on_access(old_hot);
+  lfu.on_insert(fresh);
+  auto all = [](BlockId) { return true; };
+  EXPECT_EQ(lfu.victim(all), fresh);  // 6 accesses beat 1
+  for (int i = 0; i < 40; ++i) lfu.on_access(fresh);
+  EXPECT_EQ(lfu.victim(all), old_hot);  // old heat decayed away
+  EXPECT_THROW(make_policy("mru"), std::invalid_argument);
+}
+
+TEST(HostTier, HonoursTheBudgetPinsAndBlocksInUse) {
+  HostTier tier(300, make_policy("lru"));
+  const BlockId a = BlockId::routed(0, 0), b = BlockId::routed(0, 1), c = BlockId::routed(0, 2);
+  EXPECT_TRUE(tier.admit(a, payload(100)));
+  EXPECT_TRUE(tier.admit(b, payload(100)));
+  tier.pin(a);
+  EXPECT_TRUE(tier.admit(c, payload(100)));
+  EXPECT_TRUE(tier.admit(BlockId::routed(0, 3), payload(100)));  // evicts b: a is pinned
+  EXPECT_EQ(tier.peek(b), nullptr);
+  EXPECT_NE(tier.peek(a), nullptr);
+  EXPECT_LE(tier.counters().used_bytes, 300u);
+
+  const Payload held = tier.lookup(c);  // in use: may not be evicted
+  EXPECT_TRUE(tier.admit(BlockId::routed(0, 4), payload(100)));
+  EXPECT_NE(tier.peek(c), nullptr);
+  EXPECT_FALSE(tier.admit(BlockId::routed(0, 5), payload(400)));  // larger than the budget
+  EXPECT_EQ(tier.counters().bypasses, 1u);
+
+  tier.set_budget(100);  // shrinks to what pins and users allow
+  const auto counters = tier.counters();
+  EXPECT_LE(counters.used_bytes, 200u);
+  EXPECT_NE(tier.peek(a), nullptr);
+  EXPECT_NE(tier.peek(c), nullptr);
+  EXPECT_EQ(counters.hits, 1u);
+  tier.set_policy(make_policy("lfu"));
+  EXPECT_EQ(tier.counters().policy, "lfu");
+}
+
+TEST(BufferPool, RecyclesUpToItsSpareLimit) {
+  BufferPool pool(8192);
+  std::byte* first;
+  {
+    auto a = pool.allocate(5000);  // rounds to 8192
+    first = a.get();
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(first) % 4096, 0u);
+  }
+  EXPECT_EQ(pool.counters().spare_bytes, 8192u);
+  auto b = pool.allocate(8000);
+  EXPECT_EQ(b.get(), first);
+  EXPECT_EQ(pool.counters().reuses, 1u);
+  auto c = pool.allocate(8000);
+  b.reset();
+  c.reset();  // only one fits the spare limit; the other is freed
+  EXPECT_EQ(pool.counters().spare_bytes, 8192u);
+}
+
+TEST(ByteSize, ParsesAndFormats) {
+  EXPECT_EQ(parse_byte_size("4096"), 4096u);
+  EXPECT_EQ(parse_byte_size("512MiB"), 512ull << 20);
+  EXPECT_EQ(parse_byte_size("24GiB"), 24ull << 30);
+  EXPECT_EQ(parse_byte_size("1.5GB"), 1500000000u);
+  EXPECT_THROW(parse_byte_size("lots"), std::invalid_argument);
+  EXPECT_THROW(parse_byte_size("-1GiB"), std::invalid_argument);
+  EXPECT_THROW(parse_byte_size("12 parsecs"), std::invalid_argument);
+  EXPECT_EQ(format_byte_size(1536ull << 20), "1.50GiB");
+}
+
+// ---- loader, store, ring -------------------------------------------------------------------
+
+namespace {
+
+// Blocks of 64 KiB each at consecutive offsets of one patterned file.
+struct LoaderFixture {
+  std::filesystem::path path = patterned_file("loader", 2 << 20);
+  Source source{{path}};
+  std::atomic<int> live{0};
+  std::mutex order_mutex;
+  std::vector<BlockId> order;
+  std::promise<void> gate;
+  std::shared_future<void> gate_open = gate.get_future().share();
+  std::unique_ptr<BlockLoader> loader;
+
+  struct Counted final : BlockPayload {
+    std::atomic<int>& live;
+    explicit Counted(std::atomic<int>& l) : live(l) { ++live; }
+    ~Counted() override { --live; }
+    std::uint64_t bytes() const override { return 64 << 10; }
+  };
+
+  explicit LoaderFixture(bool gated = false) {
+    for (int l = 0; l < 4; ++l)
+      for (int e = -1; e < 4; ++e)
+        source.add({l, e}, {{0, static_cast<std::uint64_t>((l * 5 + e + 1) * (64 << 10)), 64 << 10}});
+    if (!gated) gate.set_value();
+    loader = std::make_unique<BlockLoader>(
+        source, make_reader({path}, {}), [this](BlockId id, LoadedBlock& loaded, bool) -> Payload {
+          gate_open.wait();
+          const std::uint64_t offset = source.ranges(id)[0].offset;
+          if (static_cast<unsigned char>(loaded.ranges[0][0]) != (offset * 7 + 3) % 251)
+            throw std::runtime_error("wrong bytes");
+          std::lock_guard lock(order_mutex);
+          order.push_back(id);
+          return std::make_shared<Counted>(live);
+        });
+  }
+  ~LoaderFixture() {
+    loader.reset();
+    std::filesystem::remove(path);
+  }
+};
+
+}  // namespace
+
+TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
+  LoaderFixture f(true);  // the I/O thread blocks on the first job until the gate opens
+  auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
+  while (!f.loader->pending({0, 0})) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let it start the first job
+  auto p1 = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
+  auto p2 = f.loader->load({0, 2}, BlockLoader::Priority::prefetch);
+  auto d = f.loader->load({0, 3}, BlockLoader::Priority::demand);
+  EXPECT_TRUE(f.loader->cancel({0, 2}));
+  EXPECT_FALSE(f.loader->cancel({0, 3}));  // demands are never cancelled
+  f.gate.set_value();
+  d.get();
+  p1.get();
+  first.get();
+  EXPECT_THROW(p2.get(), std::runtime_error);
+  std::lock_guard lock(f.order_mutex);
+  EXPECT_EQ(f.order, (std::vector<BlockId>{{0, 0}, {0, 3}, {0, 1}}));
+  EXPECT_EQ(f.loader->counters().cancelled, 1u);
+}
+
+TEST(BlockLoader, ReadErrorsFailTheRequestAndLaterLoadsWork) {
+  const auto path = patterned_file("loader-faulty", 1 << 20);
+  Source source({path});
+  source.add({0, 0}, {{0, 4096, 8192}});
+  source.add({0, 1}, {{0, 65536, 8192}});
+  auto reader = std::make_unique<FaultyReader>(std::vector<std::filesystem::path>{path});
+  FaultyReader* faulty = reader.get();
+  faulty->fail_at = 4096;  // block {0,0} is one aligned read at offset 4096
+  BlockLoader loader(source, std::move(reader),
+                     [](BlockId, LoadedBlock&, bool) -> Payload { return payload(8192); });
+  EXPECT_THROW(loader.load({0, 0}, BlockLoader::Priority::demand).get(), std::runtime_error);
+  EXPECT_NO_THROW(loader.load({0, 1}, BlockLoader::Priority::demand).get());
+  faulty->fail_at = -1;
+  EXPECT_NO_THROW(loader.load({0, 0}, BlockLoader::Priority::demand).get());
+  EXPECT_EQ(loader.counters().errors, 1u);
+  std::filesystem::remove(path);
+}
+
+TEST(TieredStore, ScoresPredictionsAsHitLateOrWasted) {
+  LoaderFixture f;
+  HostTier host(1 << 20, make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  const std::int32_t predicted[] = {0, 1, 2};
+  store.predict(1, predicted);
+  // Wait until both the used predictions are resident, so they count as hits.
+  while (!host.peek({1, 0}) || !host.peek({1, 1})) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  store.acquire({1, 0});
+  store.acquire({1, 1});
+  store.acquire({1, 3});  // not predicted: a plain miss
+  store.settle(1);
+  const auto c = store.layer_counters()[1];
+  EXPECT_EQ(c.prefetch_issued, 3u);
+  EXPECT_EQ(c.prefetch_hits, 2u);
+  EXPECT_EQ(c.prefetch_wasted, 1u);
+  EXPECT_EQ(c.hits, 2u);
+  EXPECT_EQ(c.misses, 1u);
+  EXPECT_EQ(c.bytes_read, 4u * (64 << 10));
+}
+
+TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
+  LoaderFixture f;
+  std::vector<BlockId> schedule;
+  for (int l = 0; l < 4; ++l) schedule.push_back(BlockId::dense(l));
+  SectionRing ring(*f.loader, schedule, 2);
+  for (int token = 0; token < 3; ++token)
+    for (std::size_t l = 0; l < 4; ++l) {
+      Payload p = ring.acquire(l);
+      ASSERT_NE(p, nullptr);
+      EXPECT_LE(f.live.load(), 2 + 1);  // two sections, plus the one this scope holds
+      p.reset();
+      ring.release(l);
+    }
+  std::lock_guard lock(f.order_mutex);
+  // Loads follow the schedule in order, each section reused round-robin.
+  for (std::size_t i = 0; i < f.order.size(); ++i) EXPECT_EQ(f.order[i], schedule[i % 4]) << i;
+  EXPECT_GE(ring.counters().loads, 12u);
+}
+
+// ---- traces and the simulator --------------------------------------------------------------
+
+TEST(Trace, WritesAndReadsJsonLines) {
+  const auto path = std::filesystem::temp_directory_path() / "moed-test-trace.jsonl";
+  {
+    TraceWriter writer(path);
+    writer.write({17, 3, {5, 1}, {0.61f, 0.39f}});
+    writer.write({18, 0, {2, 0}, {}});
+    EXPECT_EQ(writer.lines(), 2u);
+  }
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, R"({"experts":[5,1],"layer":3,"token":17,"weights":[0.6100000143051147,0.38999998569488525]})");
+  const auto events = read_trace(path);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].token, 17);
+  EXPECT_EQ(events[0].experts, (std::vector<std::int32_t>{5, 1}));
+  EXPECT_TRUE(events[1].weights.empty());
+  std::filesystem::remove(path);
+}
+
+TEST(Trace, ForeignTracesWithExtraFieldsParseAndBadLinesNameTheLine) {
+  std::istringstream ok(R"({"layer": 40, "experts": [120, 7, 3], "router": "x", "token": 1}
+
+{"experts": [1], "layer": 0})");
+  const auto events = parse_trace(ok, "t.jsonl");
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].layer, 40);
+  std::istringstream bad(R"({"layer": 0, "experts": [1]}
+{"layer": -1, "experts": [1]})");
+  try {
+    parse_trace(bad, "t.jsonl");
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("t.jsonl:2"), std::string::npos);
+  }
+}
+
+TEST(Simulator, ReplaysInOrderAndBeladyIsNeverBeaten) {
+  // Requests: A B C A B D A B C D, one expert per line.
+  std::vector<RoutingEvent> trace;
+  for (int e : {0, 1, 2, 0, 1, 3, 0, 1, 2, 3}) trace.push_back({0, 0, {e}, {}});
+  const std::uint64_t budgets[] = {0, 2, 3, 4};
+  const std::string policies[] = {"lru", "lfu", "belady"};
+  const auto results = simulate(trace, budgets, policies);
+  auto hits = [&](const std::string& p, std::uint64_t b) -> std::uint64_t {
+    for (const auto& r : results)
+      if (r.policy == p && r.budget_blocks == b) return r.hits;
+    return ~std::uint64_t{0};
+  };
+  EXPECT_EQ(hits("lru", 0), 0u);
+  EXPECT_EQ(hits("lru", 3), 4u);     // A B hit twice; C, D evicted in turn
+  EXPECT_EQ(hits("belady", 3), 5u);  // evicting C at D's first arrival keeps A B
+  EXPECT_EQ(hits("belady", 4), 6u);  // everything fits: only 4 cold misses
+  for (auto b : budgets) {
+    EXPECT_GE(hits("belady", b), hits("lru", b));
+    EXPECT_GE(hits("belady", b), hits("lfu", b));
+  }
+  for (const auto& r : results) EXPECT_EQ(r.requests, 10u);
+  EXPECT_THROW(simulate(trace, budgets, std::vector<std::string>{"fifo"}), std::invalid_argument);
 }

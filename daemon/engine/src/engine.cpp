@@ -178,7 +178,8 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   // the next load, and a fixed addition to RSS.
   pool_ = std::make_unique<memtier::BufferPool>(2 * expert_block_bytes_ + 2 * largest_dense);
   loader_ = std::make_unique<memtier::BlockLoader>(
-      *source_, memtier::make_reader(files, options.reader),
+      *source_,
+      options.reader_factory ? options.reader_factory(files) : memtier::make_reader(files, options.reader),
       [this](BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
         return materialize(block, loaded, urgent);
       });

@@ -31,6 +31,9 @@ struct EngineOptions {
   double expert_cache_fraction = 0;
   std::string policy = "lru";           // eviction policy of the host tier: lru, lfu
   memtier::ReaderOptions reader;        // disk tier: io_uring (or pread), queue depth, chunk
+  // Builds the disk tier's reader over the model files; default memtier::make_reader. Tests
+  // pass a fault-injecting one.
+  std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)> reader_factory;
   bool prefetch = true;                 // predict layer l+1's experts while layer l computes
   std::size_t ring_sections = 2;        // sections of the dense-layer ring when it streams
 };
