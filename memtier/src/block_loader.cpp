@@ -1,5 +1,6 @@
 #include "moed/memtier/block_loader.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 
@@ -46,6 +47,12 @@ std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority, 
   return job->future;
 }
 
+void BlockLoader::prioritize(BlockId block) {
+  std::lock_guard lock(mutex_);
+  auto it = jobs_.find(block);
+  if (it != jobs_.end()) it->second->priority = Priority::demand;
+}
+
 bool BlockLoader::cancel(BlockId block) {
   std::lock_guard lock(mutex_);
   auto it = jobs_.find(block);
@@ -72,7 +79,6 @@ void BlockLoader::run() {
   using Clock = std::chrono::steady_clock;
   std::unique_lock lock(mutex_);
   while (true) {
-    std::shared_ptr<Job> next;
     wake_.wait(lock, [&] {
       if (stopping_) return true;
       for (const auto& [block, job] : jobs_)
@@ -80,47 +86,74 @@ void BlockLoader::run() {
       return false;
     });
     if (stopping_) return;
+    std::vector<std::shared_ptr<Job>> queued;
     for (const auto& [block, job] : jobs_)
-      if (!job->started && (!next || std::pair(job->priority, job->sequence) <
-                                         std::pair(next->priority, next->sequence)))
-        next = job;
-    next->started = true;
+      if (!job->started) queued.push_back(job);
+    std::sort(queued.begin(), queued.end(), [](const auto& a, const auto& b) {
+      return std::pair(a->priority, a->sequence) < std::pair(b->priority, b->sequence);
+    });
+    std::vector<std::shared_ptr<Job>> batch;
+    std::vector<std::span<const FileRange>> ranges;
+    std::vector<std::exception_ptr> errors;
+    std::uint64_t batch_bytes = 0;
+    for (const auto& job : queued) {
+      if (batch.size() == kMaxBatchBlocks) break;
+      std::span<const FileRange> r;
+      std::exception_ptr error;
+      std::uint64_t bytes = 0;
+      try {
+        r = source_.ranges(job->block);
+        bytes = source_.bytes(job->block);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (!batch.empty() && batch_bytes + bytes > kMaxBatchBytes) break;
+      job->started = true;
+      batch.push_back(job);
+      ranges.push_back(r);
+      errors.push_back(error);
+      batch_bytes += bytes;
+    }
     lock.unlock();
 
-    Payload payload;
-    std::exception_ptr error;
-    double read_seconds = 0, materialize_seconds = 0;
-    std::uint64_t bytes = 0;
-    try {
-      const auto& ranges = source_.ranges(next->block);
-      const auto start = Clock::now();
-      reader_->read(ranges, scratch_);
-      read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      for (const auto& r : ranges) bytes += r.length;
-      const auto packed_start = Clock::now();
-      Priority priority;
-      {
-        std::lock_guard relock(mutex_);  // a demand may have upgraded the job meanwhile
-        priority = next->priority;
+    if (scratch_.size() < batch.size()) scratch_.resize(batch.size());
+    const auto start = Clock::now();
+    const auto read_errors = reader_->read_batch(ranges, std::span(scratch_.data(), batch.size()));
+    const double read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    std::vector<Payload> payloads(batch.size());
+    double materialize_seconds = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (errors[i]) continue;
+      errors[i] = read_errors[i];
+      if (errors[i]) continue;
+      try {
+        Priority priority;
+        {
+          std::lock_guard relock(mutex_);  // a demand may have upgraded the job meanwhile
+          priority = batch[i]->priority;
+        }
+        const auto packed_start = Clock::now();
+        payloads[i] = materialize_(batch[i]->block, scratch_[i], priority == Priority::demand);
+        materialize_seconds += std::chrono::duration<double>(Clock::now() - packed_start).count();
+        for (const auto& callback : batch[i]->on_loaded) callback(batch[i]->block, payloads[i]);
+      } catch (...) {
+        errors[i] = std::current_exception();
       }
-      payload = materialize_(next->block, scratch_, priority == Priority::demand);
-      materialize_seconds = std::chrono::duration<double>(Clock::now() - packed_start).count();
-      for (const auto& callback : next->on_loaded) callback(next->block, payload);
-    } catch (...) {
-      error = std::current_exception();
     }
 
     lock.lock();
-    ++counters_.reads;
-    counters_.bytes_read += bytes;
     counters_.busy_seconds += read_seconds;
     counters_.materialize_seconds += materialize_seconds;
-    if (error) ++counters_.errors;
-    jobs_.erase(next->block);
-    if (error) {
-      next->promise.set_exception(error);
-    } else {
-      next->promise.set_value(std::move(payload));
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      ++counters_.reads;
+      if (errors[i]) {
+        ++counters_.errors;
+        batch[i]->promise.set_exception(errors[i]);
+      } else {
+        counters_.bytes_read += source_.bytes(batch[i]->block);
+        batch[i]->promise.set_value(std::move(payloads[i]));
+      }
+      jobs_.erase(batch[i]->block);
     }
   }
 }

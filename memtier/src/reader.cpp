@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -33,8 +34,9 @@ class UringReader final : public Reader {
 
  protected:
   std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads,
-                                      AlignedBuffer& buffer) override {
-    const bool fixed = register_buffer(buffer);
+                                      std::span<AlignedBuffer* const> buffers) override {
+    const std::vector<int> table_index = register_buffers(buffers);
+    const bool fixed = !table_index.empty();
     std::vector<std::int64_t> results(reads.size(), 0);
     std::size_t next = 0, in_flight = 0;
     auto prepare = [&](std::size_t index) {
@@ -43,7 +45,7 @@ class UringReader final : public Reader {
       const auto& r = reads[index];
       if (fixed) {
         io_uring_prep_read_fixed(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length),
-                                 r.offset, 0);
+                                 r.offset, table_index[r.buffer]);
       } else {
         io_uring_prep_read(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length), r.offset);
       }
@@ -74,33 +76,47 @@ class UringReader final : public Reader {
   }
 
  private:
-  // Registers the destination with the ring once (READ_FIXED then skips pinning pages on every
-  // read). Registration counts against RLIMIT_MEMLOCK; when refused, reads go to the buffer
-  // unregistered and the reason is said once.
-  bool register_buffer(AlignedBuffer& buffer) {
-    if (registered_ == buffer.data() && registered_size_ == buffer.size()) return true;
-    if (registered_) io_uring_unregister_buffers(&ring_);
-    registered_ = nullptr;
-    iovec iov{buffer.data(), buffer.size()};
-    const int rc = io_uring_register_buffers(&ring_, &iov, 1);
+  // Registers the destinations with the ring (READ_FIXED then skips pinning pages on every
+  // read) and returns each one's index in the ring's table; empty when reads must go
+  // unregistered. The table only grows: callers reuse a few buffers, so after the first reads
+  // nothing is registered again. Registration counts against RLIMIT_MEMLOCK; when refused, the
+  // reason is said once.
+  std::vector<int> register_buffers(std::span<AlignedBuffer* const> buffers) {
+    if (refused_) return {};
+    auto lookup = [&] {
+      std::vector<int> index;
+      for (const auto* b : buffers) {
+        auto it = std::find(registered_.begin(), registered_.end(), std::pair<const std::byte*, std::size_t>(b->data(), b->size()));
+        if (it == registered_.end()) return std::vector<int>{};
+        index.push_back(static_cast<int>(it - registered_.begin()));
+      }
+      return index;
+    };
+    if (auto index = lookup(); !index.empty() || buffers.empty()) return index;
+    // A buffer is new (or has grown): register this call's set. Callers reuse theirs, so the set
+    // settles on the largest batch's buffers after a few reads.
+    std::vector<std::pair<const std::byte*, std::size_t>> table;
+    for (const auto* b : buffers) table.emplace_back(b->data(), b->size());
+    if (!registered_.empty()) io_uring_unregister_buffers(&ring_);
+    registered_.clear();
+    std::vector<iovec> iov;
+    for (const auto& [data, size] : table) iov.push_back({const_cast<std::byte*>(data), size});
+    const int rc = io_uring_register_buffers(&ring_, iov.data(), static_cast<unsigned>(iov.size()));
     if (rc < 0) {
-      if (!warned_)
-        std::fprintf(stderr,
-                     "moed: cannot register a %zu-byte read buffer with io_uring (%s; raise "
-                     "LimitMEMLOCK / ulimit -l): reading without registered buffers\n",
-                     buffer.size(), std::strerror(-rc));
-      warned_ = true;
-      return false;
+      std::fprintf(stderr,
+                   "moed: cannot register read buffers with io_uring (%s; raise LimitMEMLOCK / "
+                   "ulimit -l): reading without registered buffers\n",
+                   std::strerror(-rc));
+      refused_ = true;
+      return {};
     }
-    registered_ = buffer.data();
-    registered_size_ = buffer.size();
-    return true;
+    registered_ = std::move(table);
+    return lookup();
   }
 
   io_uring ring_{};
-  const std::byte* registered_ = nullptr;
-  std::size_t registered_size_ = 0;
-  bool warned_ = false;
+  std::vector<std::pair<const std::byte*, std::size_t>> registered_;
+  bool refused_ = false;
 };
 
 class PreadReader final : public Reader {
@@ -109,7 +125,8 @@ class PreadReader final : public Reader {
   ReaderKind kind() const override { return ReaderKind::pread; }
 
  protected:
-  std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads, AlignedBuffer&) override {
+  std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads,
+                                      std::span<AlignedBuffer* const>) override {
     std::vector<std::int64_t> results(reads.size(), 0);
     std::atomic<std::size_t> next{0};
     auto worker = [&] {
@@ -177,43 +194,67 @@ LoadedBlock Reader::read(std::span<const FileRange> ranges) {
 }
 
 void Reader::read(std::span<const FileRange> ranges, LoadedBlock& block) {
-  std::uint64_t total = 0;
-  for (const auto& r : ranges) {
-    if (r.file >= fds_.size()) throw std::out_of_range("Reader: no file index " + std::to_string(r.file));
-    if (r.offset > sizes_[r.file] || r.length > sizes_[r.file] - r.offset)
-      throw std::runtime_error(paths_[r.file].string() + ": range [" + std::to_string(r.offset) +
-                               ", " + std::to_string(r.offset + r.length) +
-                               ") lies past the end of the file (" + std::to_string(sizes_[r.file]) +
-                               " bytes)");
-    total += align_up(r.offset + r.length) - align_down(r.offset);
-  }
-  if (block.buffer.size() < total) block.buffer = AlignedBuffer(total);
-  block.ranges.clear();
+  const std::span<const FileRange> blocks[] = {ranges};
+  const auto errors = read_batch(blocks, std::span(&block, 1));
+  if (errors.front()) std::rethrow_exception(errors.front());
+}
+
+std::vector<std::exception_ptr> Reader::read_batch(std::span<const std::span<const FileRange>> blocks,
+                                                   std::span<LoadedBlock> into) {
+  std::vector<std::exception_ptr> errors(blocks.size());
   std::vector<AlignedRead> reads;
-  std::uint64_t at = 0;
-  for (const auto& r : ranges) {
-    const std::uint64_t begin = align_down(r.offset);
-    const std::uint64_t end = align_up(r.offset + r.length);
-    block.ranges.push_back(block.buffer.data() + at + (r.offset - begin));
-    for (std::uint64_t off = begin; off < end; off += chunk_bytes_) {
-      const std::uint64_t len = std::min(chunk_bytes_, end - off);
-      const std::uint64_t expected = std::min(len, sizes_[r.file] - std::min(off, sizes_[r.file]));
-      reads.push_back({r.file, off, len, block.buffer.data() + at + (off - begin), expected});
+  std::vector<std::size_t> block_of;  // reads[i] belongs to blocks[block_of[i]]
+  std::vector<AlignedBuffer*> buffers;
+  for (std::size_t b = 0; b < blocks.size(); ++b) {
+    LoadedBlock& block = into[b];
+    block.ranges.clear();
+    try {
+      std::uint64_t total = 0;
+      for (const auto& r : blocks[b]) {
+        if (r.file >= fds_.size()) throw std::out_of_range("Reader: no file index " + std::to_string(r.file));
+        if (r.offset > sizes_[r.file] || r.length > sizes_[r.file] - r.offset)
+          throw std::runtime_error(paths_[r.file].string() + ": range [" + std::to_string(r.offset) +
+                                   ", " + std::to_string(r.offset + r.length) +
+                                   ") lies past the end of the file (" +
+                                   std::to_string(sizes_[r.file]) + " bytes)");
+        total += align_up(r.offset + r.length) - align_down(r.offset);
+      }
+      if (block.buffer.size() < total) block.buffer = AlignedBuffer(total);
+    } catch (...) {
+      errors[b] = std::current_exception();
+      continue;
     }
-    at += end - begin;
+    const auto buffer_index = static_cast<std::uint32_t>(buffers.size());
+    buffers.push_back(&block.buffer);
+    std::uint64_t at = 0;
+    for (const auto& r : blocks[b]) {
+      const std::uint64_t begin = align_down(r.offset);
+      const std::uint64_t end = align_up(r.offset + r.length);
+      block.ranges.push_back(block.buffer.data() + at + (r.offset - begin));
+      for (std::uint64_t off = begin; off < end; off += chunk_bytes_) {
+        const std::uint64_t len = std::min(chunk_bytes_, end - off);
+        const std::uint64_t expected = std::min(len, sizes_[r.file] - std::min(off, sizes_[r.file]));
+        reads.push_back({r.file, off, len, block.buffer.data() + at + (off - begin), expected, buffer_index});
+        block_of.push_back(b);
+      }
+      at += end - begin;
+    }
   }
-  const auto results = read_impl(reads, block.buffer);
+  const auto results = read_impl(reads, buffers);
   for (std::size_t i = 0; i < reads.size(); ++i) {
     const auto& r = reads[i];
-    if (results[i] < 0)
-      throw std::runtime_error(paths_[r.file].string() + ": read of " + std::to_string(r.length) +
-                               " bytes at offset " + std::to_string(r.offset) + " failed: " +
-                               std::strerror(static_cast<int>(-results[i])));
-    if (static_cast<std::uint64_t>(results[i]) < r.expected)
-      throw std::runtime_error(paths_[r.file].string() + ": short read at offset " +
-                               std::to_string(r.offset) + ": got " + std::to_string(results[i]) +
-                               " of " + std::to_string(r.expected) + " bytes");
+    if (errors[block_of[i]]) continue;
+    if (results[i] < 0) {
+      errors[block_of[i]] = std::make_exception_ptr(std::runtime_error(
+          paths_[r.file].string() + ": read of " + std::to_string(r.length) + " bytes at offset " +
+          std::to_string(r.offset) + " failed: " + std::strerror(static_cast<int>(-results[i]))));
+    } else if (static_cast<std::uint64_t>(results[i]) < r.expected) {
+      errors[block_of[i]] = std::make_exception_ptr(std::runtime_error(
+          paths_[r.file].string() + ": short read at offset " + std::to_string(r.offset) + ": got " +
+          std::to_string(results[i]) + " of " + std::to_string(r.expected) + " bytes"));
+    }
   }
+  return errors;
 }
 
 double measure_sequential_read(Reader& reader, std::uint64_t max_bytes) {

@@ -114,8 +114,7 @@ void SectionRing::fill(std::size_t index, BlockLoader::Priority priority) {
   index %= schedule_.size();
   Slot& slot = slots_[index % slots_.size()];
   if (slot.index == index) {
-    if (priority == BlockLoader::Priority::demand)  // upgrade a queued prefetch
-      loader_.load(schedule_[index % schedule_.size()], priority);
+    if (priority == BlockLoader::Priority::demand) loader_.prioritize(schedule_[index]);
     return;
   }
   if (slot.busy) return;  // still in use by compute; filled once released

@@ -23,7 +23,7 @@ class FaultyReader final : public memtier::Reader {
 
  protected:
   std::vector<std::int64_t> read_impl(std::span<const memtier::AlignedRead> reads,
-                                      memtier::AlignedBuffer&) override {
+                                      std::span<memtier::AlignedBuffer* const>) override {
     std::vector<std::int64_t> out;
     for (const auto& r : reads) {
       if (static_cast<std::int64_t>(r.offset) == fail_at) {

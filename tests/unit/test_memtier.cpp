@@ -364,7 +364,7 @@ TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
     }
   std::lock_guard lock(f.order_mutex);
   // Loads follow the schedule in order, each section reused round-robin.
-  for (std::size_t i = 0; i < f.order.size(); ++i) EXPECT_EQ(f.order[i], schedule[i % 4]) << i;
+  for (std::size_t i = 0; i < f.order.size(); ++i) EXPECT_EQ(f.order[i], schedule[i % 4]) << i << " " << [&] { std::string s; for (auto b : f.order) s += b.to_string() + " "; return s; }();
   EXPECT_GE(ring.counters().loads, 12u);
 }
 

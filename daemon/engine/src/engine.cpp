@@ -190,6 +190,12 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
     ring_ = std::make_unique<memtier::SectionRing>(*loader_, std::move(schedule), options.ring_sections);
   }
 
+  // Streaming experts keeps the loader's thread busy reading and packing; on few cores it then
+  // starves behind the compute threads, so by default it gets a core of its own (measured on 2
+  // cores at 50%: decode 6.5 vs 4.7 tokens/s, disk tier 2.7 vs 1.6 GB/s).
+  if (options.threads <= 0 && all_experts > expert_budget)
+    kernels::set_compute_threads(std::max(1, kernels::physical_core_count() - 1));
+
   // When every expert fits, read them all now (many reads in flight) rather than on first use.
   if (all_experts <= expert_budget) {
     std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
@@ -206,9 +212,7 @@ Engine::~Engine() = default;
 memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
   // Runs on the loader's I/O thread. A prefetch packs on one OpenMP thread, so it takes at most
   // one core from compute; a demand load has compute waiting on it, so it takes them all.
-  kernels::set_compute_threads(urgent ? (options_.threads > 0 ? options_.threads
-                                                              : kernels::physical_core_count())
-                                      : 1);
+  kernels::set_compute_threads(urgent ? kernels::physical_core_count() : 1);
   const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));
   const kernels::PackedAllocator allocate = [this](std::size_t bytes) { return pool_->allocate(bytes); };
   if (block.is_dense()) {

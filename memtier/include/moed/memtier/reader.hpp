@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -19,6 +20,7 @@ struct AlignedRead {
   std::uint64_t length;
   std::byte* destination;
   std::uint64_t expected;  // bytes that must arrive: length, less what lies past the end of file
+  std::uint32_t buffer;    // index of the destination's buffer in read_impl's `buffers`
 };
 
 // The bytes of a block after a read: one contiguous buffer holding the aligned superset of each
@@ -48,16 +50,20 @@ class Reader {
   // pages faulted in): the kernel then DMAs straight into it with no copy.
   void read(std::span<const FileRange> ranges, LoadedBlock& into);
   LoadedBlock read(std::span<const FileRange> ranges);
+  // Reads several blocks with all their reads sharing the queue, as one long sequential read
+  // would; into[i] receives blocks[i]. Returns, per block, null or the error that block hit.
+  std::vector<std::exception_ptr> read_batch(std::span<const std::span<const FileRange>> blocks,
+                                             std::span<LoadedBlock> into);
   virtual ReaderKind kind() const = 0;
   std::uint64_t file_size(std::uint32_t file) const { return sizes_.at(file); }
   const std::filesystem::path& path(std::uint32_t file) const { return paths_.at(file); }
   std::uint32_t queue_depth() const { return queue_depth_; }
 
  protected:
-  // Runs all reads, many in flight; result[i] is bytes read or -errno for reads[i]. Every
-  // destination lies inside `buffer`.
+  // Runs all reads, many in flight; result[i] is bytes read or -errno for reads[i]. Each
+  // read's destination lies inside buffers[read.buffer].
   virtual std::vector<std::int64_t> read_impl(std::span<const AlignedRead> reads,
-                                              AlignedBuffer& buffer) = 0;
+                                              std::span<AlignedBuffer* const> buffers) = 0;
   int fd(std::uint32_t file) const { return fds_.at(file); }
 
  private:
