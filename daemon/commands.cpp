@@ -202,10 +202,9 @@ int run_bench(const BenchArgs& args) {
   // Decode runs in rounds, each paired with a bandwidth probe taken just before it, so that the
   // bound and the speed are measured under the same conditions (a shared host's bandwidth
   // drifts by 2x within a minute). The headline share is the median over rounds.
-  const std::uint64_t peak_before_decode = peak_rss_bytes();
+  const std::uint64_t peak_before_decode = peak_rss_bytes();  // loading and prefill
   const std::size_t probe_bytes = static_cast<std::size_t>(args.bandwidth_mib) << 20;
   kernels::ReadBandwidthProbe probe(probe_bytes);
-  reset_peak_rss();  // from here the peak includes the probe's buffer, which is subtracted
   engine::Sampler sampler({});
   std::int32_t next = sampler.sample(logits.data(), spec.vocab_size).id;
   engine.forward(std::span(&next, 1), cache, logits, false);  // first step: primitive creation
@@ -228,6 +227,9 @@ int run_bench(const BenchArgs& args) {
   const bool disk_involved = engine.memory_stats().disk.reads > 0 || engine.memory_stats().dense_streamed ||
                              engine.memory_stats().host.misses > 0;
   const double raw_rate_before = disk_involved ? raw_read_rate() : 0.0;
+  // From here the peak counts the decode, plus the probe's buffer, which is subtracted below;
+  // the raw read's own buffer is gone by now.
+  reset_peak_rss();
   engine.reset_memory_stats();
   const auto disk_before = engine.memory_stats().disk;
   const auto host_before = engine.memory_stats().host;
