@@ -377,3 +377,110 @@ TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
   }
   fs::remove(trace_path);
 }
+
+// ---- the scheduler -------------------------------------------------------------------------
+
+#include <thread>
+
+#include "moed/engine/scheduler.hpp"
+
+namespace {
+
+std::vector<std::int32_t> drain_tokens(Session& session) {
+  std::vector<std::int32_t> out;
+  TokenEvent event;
+  while (session.next(event)) out.push_back(event.id);
+  return out;
+}
+
+}  // namespace
+
+TEST(Scheduler, ConcurrentRequestsGetTheTokensTheyGetAlone) {
+  Engine engine(kModels / "tiny-f32", {});
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 8; ++i) {
+    GenerationRequest r;
+    r.prompt = {1, 17 + i, 42, 300 - i};
+    r.max_tokens = 12 + i;
+    r.sampling = i % 2 ? SamplingParams{0.8f, 40, 0.95f, static_cast<std::uint64_t>(i)} : SamplingParams{};
+    requests.push_back(r);
+  }
+  std::vector<std::vector<std::int32_t>> alone;
+  for (const auto& r : requests) {
+    auto out = engine.generate(r.prompt, r.max_tokens, r.sampling, nullptr);
+    alone.push_back(out);
+  }
+  Scheduler scheduler(engine, {64, 8});
+  std::vector<std::shared_ptr<Session>> sessions;
+  for (const auto& r : requests) sessions.push_back(scheduler.submit(r));
+  std::vector<std::vector<std::int32_t>> together(sessions.size());
+  std::vector<std::thread> readers;
+  for (std::size_t i = 0; i < sessions.size(); ++i)
+    readers.emplace_back([&, i] { together[i] = drain_tokens(*sessions[i]); });
+  for (auto& t : readers) t.join();
+  for (std::size_t i = 0; i < sessions.size(); ++i) {
+    EXPECT_EQ(together[i], alone[i]) << "request " << i;
+    EXPECT_NE(sessions[i]->finish_reason(), FinishReason::error) << sessions[i]->error();
+  }
+  const auto c = scheduler.counters();
+  EXPECT_EQ(c.completed, 8u);
+  EXPECT_LT(c.steps, c.generated_tokens);  // decode steps were shared between requests
+}
+
+TEST(Scheduler, RejectsBadRequestsNamingTheField) {
+  Engine engine(kModels / "tiny-f32", {});
+  Scheduler scheduler(engine, {4, 2});
+  GenerationRequest r;
+  EXPECT_THROW(scheduler.submit(r), std::invalid_argument);  // empty prompt
+  r.prompt = {1, 512};
+  try {
+    scheduler.submit(r);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("prompt: token id 512"), std::string::npos);
+  }
+  r.prompt = {1};
+  r.max_tokens = 0;
+  EXPECT_THROW(scheduler.submit(r), std::invalid_argument);
+  r.max_tokens = 4;
+  r.sampling.top_p = 2.0f;
+  EXPECT_THROW(scheduler.submit(r), std::invalid_argument);
+  r.sampling.top_p = 1.0f;
+  r.prompt.assign(static_cast<std::size_t>(engine.spec().max_position_embeddings), 1);
+  EXPECT_THROW(scheduler.submit(r), std::invalid_argument);
+}
+
+TEST(Scheduler, QueueFullCancelAndDrain) {
+  Engine engine(kModels / "tiny-f32", {});
+  Scheduler scheduler(engine, {2, 1});
+  GenerationRequest long_one;
+  long_one.prompt = {1, 5, 6};
+  long_one.max_tokens = 4000;
+  auto first = scheduler.submit(long_one);
+  TokenEvent event;
+  ASSERT_TRUE(first->next(event));  // running now; the queue is empty again
+  auto second = scheduler.submit(long_one);
+  auto third = scheduler.submit(long_one);
+  EXPECT_THROW(scheduler.submit(long_one), QueueFull);
+  second->cancel();
+  third->cancel();
+  first->cancel();  // a client that vanished mid-stream
+  while (first->next(event)) {
+  }
+  EXPECT_EQ(first->finish_reason(), FinishReason::cancelled);
+  drain_tokens(*second);
+  drain_tokens(*third);
+  scheduler.drain();
+  EXPECT_EQ(scheduler.counters().active, 0u);
+  EXPECT_THROW(scheduler.submit(long_one), std::runtime_error);  // draining: no new work
+}
+
+TEST(Scheduler, TopLogprobsAreSortedAndNormalised) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f};
+  const auto top = top_logprobs(logits.data(), 3, 2);
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[0].first, 1);
+  EXPECT_EQ(top[1].first, 2);
+  const double total = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
+  EXPECT_NEAR(top[0].second, 3.0 - std::log(total), 1e-5);
+}

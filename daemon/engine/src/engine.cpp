@@ -159,6 +159,8 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
       std::array<const std::byte*, 7> data{};
       for (std::size_t i = 0; i < data.size(); ++i) data[i] = checkpoint_.data(*lt.dense[i]);
       resident_dense_.push_back(pack_dense(matmul_, spec_, lt.dense, data));
+      if (options.on_progress)
+        options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) / static_cast<double>(layers));
       for (const auto* t : lt.dense) checkpoint_.file_of(*t).file().release(t->file_offset, t->nbytes);
     }
   } else {
@@ -203,11 +205,17 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
       for (std::int32_t e = 0; e < spec_.num_experts; ++e)
         loads.emplace_back(BlockId::routed(l, e),
                            loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::prefetch));
-    for (auto& [block, future] : loads) host_->admit(block, future.get());
+    std::size_t done = 0;
+    for (auto& [block, future] : loads) {
+      host_->admit(block, future.get());
+      if (options.on_progress)
+        options.on_progress(0.3 + 0.7 * static_cast<double>(++done) / static_cast<double>(loads.size()));
+    }
   }
 }
 
 Engine::~Engine() = default;
+
 
 memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
   // Runs on the loader's I/O thread. A prefetch packs on one OpenMP thread, so it takes at most
@@ -352,19 +360,34 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
 void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
                      std::vector<float>& logits, bool all_rows) {
   if (tokens.empty()) throw std::invalid_argument("forward: no tokens");
+  const Segment segment{&cache, cache.length(), static_cast<std::int64_t>(tokens.size())};
+  run(tokens, std::span(&segment, 1), logits, all_rows);
+}
+
+void Engine::decode(std::span<const std::int32_t> tokens, std::span<KvCache* const> caches,
+                    std::vector<float>& logits) {
+  if (tokens.empty() || tokens.size() != caches.size())
+    throw std::invalid_argument("decode: need one cache per token");
+  std::vector<Segment> segments;
+  for (auto* cache : caches) segments.push_back({cache, cache->length(), 1});
+  run(tokens, segments, logits, false);
+}
+
+void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> segments,
+                 std::vector<float>& logits, bool all_rows) {
   check_tokens(tokens);
   const auto n = static_cast<std::int64_t>(tokens.size());
-  const std::int64_t first = cache.length();
-  if (first + n > spec_.max_position_embeddings)
-    throw std::length_error("sequence of " + std::to_string(first + n) +
-                            " tokens exceeds the model's context of " +
-                            std::to_string(spec_.max_position_embeddings));
+  for (const auto& seg : segments)
+    if (seg.first + seg.rows > spec_.max_position_embeddings)
+      throw std::length_error("sequence of " + std::to_string(seg.first + seg.rows) +
+                              " tokens exceeds the model's context of " +
+                              std::to_string(spec_.max_position_embeddings));
   const std::int64_t hidden = spec_.hidden_size;
   const std::int64_t hd = spec_.head_dim;
   const std::int64_t heads = spec_.num_heads;
   const std::int64_t kv_heads = spec_.num_kv_heads;
   const std::int64_t qkv_width = (heads + 2 * kv_heads) * hd;
-  cache.reserve_more(n);
+  for (const auto& seg : segments) seg.cache->reserve_more(seg.rows);
 
   std::vector<float> x(static_cast<std::size_t>(n * hidden));
   std::vector<float> h(x.size());
@@ -373,8 +396,9 @@ void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
   std::vector<float> k(static_cast<std::size_t>(n * kv_heads * hd));
   std::vector<float> attn(q.size());
   std::vector<float> projected(x.size());
-  std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) positions[i] = first + i;
+  std::vector<std::int64_t> positions;
+  for (const auto& seg : segments)
+    for (std::int64_t i = 0; i < seg.rows; ++i) positions.push_back(seg.first + i);
   embed(tokens, x.data());
 
   const float eps = static_cast<float>(spec_.rms_norm_eps);
@@ -391,19 +415,25 @@ void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
     }
     kernels::rope_rotate_half(q.data(), n, heads, hd, positions.data(), spec_.rope_theta);
     kernels::rope_rotate_half(k.data(), n, kv_heads, hd, positions.data(), spec_.rope_theta);
-    float* key_cache = cache.keys(l);
-    float* value_cache = cache.values(l);
-    const std::int64_t cap = cache.capacity();
-    for (std::int64_t i = 0; i < n; ++i)
-      for (std::int64_t g = 0; g < kv_heads; ++g) {
-        std::memcpy(key_cache + (g * cap + first + i) * hd, k.data() + (i * kv_heads + g) * hd,
-                    static_cast<std::size_t>(hd) * sizeof(float));
-        std::memcpy(value_cache + (g * cap + first + i) * hd,
-                    qkv.data() + i * qkv_width + (heads + kv_heads + g) * hd,
-                    static_cast<std::size_t>(hd) * sizeof(float));
-      }
-    kernels::attention(q.data(), key_cache, value_cache, attn.data(),
-                       {n, heads, kv_heads, hd, cap, first});
+    std::int64_t row0 = 0;
+    for (const auto& seg : segments) {
+      float* key_cache = seg.cache->keys(l);
+      float* value_cache = seg.cache->values(l);
+      const std::int64_t cap = seg.cache->capacity();
+      for (std::int64_t i = 0; i < seg.rows; ++i)
+        for (std::int64_t g = 0; g < kv_heads; ++g) {
+          const std::int64_t row = row0 + i;
+          std::memcpy(key_cache + (g * cap + seg.first + i) * hd, k.data() + (row * kv_heads + g) * hd,
+                      static_cast<std::size_t>(hd) * sizeof(float));
+          std::memcpy(value_cache + (g * cap + seg.first + i) * hd,
+                      qkv.data() + row * qkv_width + (heads + kv_heads + g) * hd,
+                      static_cast<std::size_t>(hd) * sizeof(float));
+        }
+      kernels::attention(q.data() + row0 * heads * hd, key_cache, value_cache,
+                         attn.data() + row0 * heads * hd,
+                         {seg.rows, heads, kv_heads, hd, cap, seg.first});
+      row0 += seg.rows;
+    }
     matmul_.multiply(attn.data(), n, layer.output, projected.data());
     kernels::add_in_place(x.data(), projected.data(), n * hidden);
 
@@ -411,14 +441,22 @@ void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
     moe(l, layer, h.data(), n, x.data());
     if (ring_) ring_->release(static_cast<std::size_t>(l));
   }
-  cache.advance(n);
+  for (const auto& seg : segments) seg.cache->advance(seg.rows);
   trace_token_ += n;
 
-  const std::int64_t out_rows = all_rows ? n : 1;
-  const float* last = x.data() + (n - out_rows) * hidden;
-  kernels::rms_norm(last, final_norm_.data(), h.data(), out_rows, hidden, eps);
-  logits.resize(static_cast<std::size_t>(out_rows * spec_.vocab_size));
-  matmul_.multiply(h.data(), out_rows, lm_head_, logits.data());
+  // Rows whose logits are wanted: all, or the last of each segment.
+  std::vector<std::int64_t> out_rows;
+  std::int64_t row0 = 0;
+  for (const auto& seg : segments) {
+    for (std::int64_t i = all_rows ? 0 : seg.rows - 1; i < seg.rows; ++i) out_rows.push_back(row0 + i);
+    row0 += seg.rows;
+  }
+  const auto m = static_cast<std::int64_t>(out_rows.size());
+  for (std::int64_t i = 0; i < m; ++i)
+    kernels::rms_norm(x.data() + out_rows[i] * hidden, final_norm_.data(), h.data() + i * hidden, 1,
+                      hidden, eps);
+  logits.resize(static_cast<std::size_t>(m * spec_.vocab_size));
+  matmul_.multiply(h.data(), m, lm_head_, logits.data());
 }
 
 std::vector<std::int32_t> Engine::generate(std::span<const std::int32_t> prompt,

@@ -36,6 +36,7 @@ struct EngineOptions {
   std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)> reader_factory;
   bool prefetch = true;                 // predict layer l+1's experts while layer l computes
   std::size_t ring_sections = 2;        // sections of the dense-layer ring when it streams
+  std::function<void(double)> on_progress;  // loading progress in [0, 1]
 };
 
 // Weights of one routed expert, packed for oneDNN: w1 stacked over w3, and w2.
@@ -88,6 +89,12 @@ class Engine {
   void forward(std::span<const std::int32_t> tokens, KvCache& cache, std::vector<float>& logits,
                bool all_rows);
 
+  // One decode step for several sequences at once: row i is tokens[i] appended to caches[i].
+  // Rows routed to the same expert share one pass over its weights. Writes logits
+  // [tokens.size(), vocab]. Each row's result is bit-identical to decoding it alone.
+  void decode(std::span<const std::int32_t> tokens, std::span<KvCache* const> caches,
+              std::vector<float>& logits);
+
   // Prefill then decode up to max_new tokens, stopping after an EOS id. on_token may return
   // false to stop early. Returns the generated ids.
   std::vector<std::int32_t> generate(std::span<const std::int32_t> prompt, std::int64_t max_new,
@@ -108,6 +115,15 @@ class Engine {
 
  private:
   struct LayerTensors;
+  // Consecutive rows that extend one cache from position `first`.
+  struct Segment {
+    KvCache* cache;
+    std::int64_t first;
+    std::int64_t rows;
+  };
+  // Runs rows through the model; logits for every row (all_rows) or each segment's last row.
+  void run(std::span<const std::int32_t> tokens, std::span<const Segment> segments,
+           std::vector<float>& logits, bool all_rows);
   void check_tokens(std::span<const std::int32_t> tokens) const;
   void embed(std::span<const std::int32_t> tokens, float* out) const;
   const DenseWeights& dense(std::int64_t layer, memtier::Payload& hold);

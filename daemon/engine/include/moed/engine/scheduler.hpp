@@ -1,0 +1,131 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "moed/engine/engine.hpp"
+#include "moed/engine/sampler.hpp"
+
+namespace moed::engine {
+
+struct GenerationRequest {
+  std::vector<std::int32_t> prompt;
+  std::int64_t max_tokens = 16;
+  SamplingParams sampling;
+  int top_logprobs = 0;  // most likely alternatives to report per token (0: none)
+};
+
+struct TokenEvent {
+  std::int32_t id = -1;
+  float logprob = 0;
+  std::vector<std::pair<std::int32_t, float>> top;  // (id, logprob), most likely first
+};
+
+enum class FinishReason { running, length, eos, cancelled, error };
+const char* to_string(FinishReason reason);
+
+// One request's stream of tokens, filled by the scheduler's thread, read by its client's.
+class Session {
+ public:
+  // Blocks for the next token; false once the stream has ended (see finish_reason()).
+  bool next(TokenEvent& event);
+  // The client is gone or has what it wants (e.g. a stop string): the sequence is freed at
+  // the scheduler's next step.
+  void cancel() { cancelled_ = true; }
+  FinishReason finish_reason() const;
+  std::string error() const;
+  std::int64_t prompt_tokens() const { return static_cast<std::int64_t>(request_.prompt.size()); }
+
+ private:
+  friend class Scheduler;
+  explicit Session(GenerationRequest request) : request_(std::move(request)), sampler_(request_.sampling) {}
+  void emit(TokenEvent event);
+  void finish(FinishReason reason, std::string error = {});
+
+  GenerationRequest request_;
+  Sampler sampler_;
+  std::optional<KvCache> cache_;
+  std::int64_t generated_ = 0;
+  std::int32_t last_ = -1;
+  std::atomic<bool> cancelled_{false};
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<TokenEvent> events_;
+  FinishReason reason_ = FinishReason::running;
+  std::string error_;
+};
+
+struct SchedulerOptions {
+  std::size_t max_queue = 64;  // waiting requests beyond the running batch; more get QueueFull
+  std::size_t max_batch = 16;  // sequences decoded together in one step
+};
+
+class QueueFull : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Continuous batching over one engine: waiting requests join the running batch between decode
+// steps (after their prefill), finished or cancelled ones leave it, and every step decodes all
+// running sequences together, so tokens routed to the same expert share one weight read. The
+// engine is only touched from the scheduler's thread. Knows nothing of sockets or HTTP.
+class Scheduler {
+ public:
+  Scheduler(Engine& engine, SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Throws QueueFull when the queue is full, std::invalid_argument for a bad request (named
+  // field), std::runtime_error once draining.
+  std::shared_ptr<Session> submit(GenerationRequest request);
+  // Runs fn on the scheduler's thread between steps and returns its result (or exception).
+  void call(const std::function<void()>& fn);
+  // Refuses new requests and waits until every queued and running one has finished.
+  void drain();
+  void set_max_queue(std::size_t max_queue);
+
+  struct Counters {
+    std::uint64_t queued = 0, active = 0, completed = 0, failed = 0;
+    std::uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0;
+    double busy_seconds = 0;
+    std::size_t max_queue = 0, max_batch = 0;
+  };
+  Counters counters() const;
+
+ private:
+  void loop();
+  void prefill(const std::shared_ptr<Session>& session);
+  void sample_and_emit(Session& session, const float* logits);
+  bool finished(Session& session);
+
+  Engine& engine_;
+  SchedulerOptions options_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  std::deque<std::shared_ptr<Session>> queue_;
+  std::vector<std::shared_ptr<Session>> active_;  // scheduler thread only
+  std::deque<std::pair<std::function<void()>, std::shared_ptr<std::promise<void>>>> calls_;
+  bool draining_ = false;
+  bool stopping_ = false;
+  std::size_t running_ = 0;  // active_.size(), readable under mutex_
+  Counters counters_;
+  std::thread thread_;
+};
+
+// The n most likely tokens with their log-probabilities, most likely first.
+std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab, int n);
+
+}  // namespace moed::engine

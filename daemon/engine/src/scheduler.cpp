@@ -1,0 +1,274 @@
+#include "moed/engine/scheduler.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <numeric>
+
+namespace moed::engine {
+
+const char* to_string(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::running:
+      return "running";
+    case FinishReason::length:
+      return "length";
+    case FinishReason::eos:
+      return "stop";
+    case FinishReason::cancelled:
+      return "cancelled";
+    case FinishReason::error:
+      return "error";
+  }
+  return "?";
+}
+
+std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab, int n) {
+  const float max_logit = *std::max_element(logits, logits + vocab);
+  double total = 0;
+  for (std::int64_t i = 0; i < vocab; ++i) total += std::exp(static_cast<double>(logits[i] - max_logit));
+  const double log_total = std::log(total) + max_logit;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(vocab));
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto count = std::min<std::int64_t>(n, vocab);
+  std::partial_sort(ids.begin(), ids.begin() + count, ids.end(), [&](std::int32_t a, std::int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  std::vector<std::pair<std::int32_t, float>> out;
+  for (std::int64_t i = 0; i < count; ++i)
+    out.emplace_back(ids[i], static_cast<float>(static_cast<double>(logits[ids[i]]) - log_total));
+  return out;
+}
+
+bool Session::next(TokenEvent& event) {
+  std::unique_lock lock(mutex_);
+  ready_.wait(lock, [&] { return !events_.empty() || reason_ != FinishReason::running; });
+  if (events_.empty()) return false;
+  event = std::move(events_.front());
+  events_.pop_front();
+  return true;
+}
+
+FinishReason Session::finish_reason() const {
+  std::lock_guard lock(mutex_);
+  return reason_;
+}
+
+std::string Session::error() const {
+  std::lock_guard lock(mutex_);
+  return error_;
+}
+
+void Session::emit(TokenEvent event) {
+  {
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  ready_.notify_all();
+}
+
+void Session::finish(FinishReason reason, std::string error) {
+  {
+    std::lock_guard lock(mutex_);
+    if (reason_ != FinishReason::running) return;
+    reason_ = reason;
+    error_ = std::move(error);
+  }
+  cache_.reset();  // frees the KV cache now, not when the client lets go of the session
+  ready_.notify_all();
+}
+
+Scheduler::Scheduler(Engine& engine, SchedulerOptions options) : engine_(engine), options_(options) {
+  if (options_.max_batch == 0) throw std::invalid_argument("scheduler: max_batch must be >= 1");
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+  for (auto& s : queue_) s->finish(FinishReason::error, "the daemon is shutting down");
+  for (auto& s : active_) s->finish(FinishReason::error, "the daemon is shutting down");
+}
+
+std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
+  const auto& spec = engine_.spec();
+  if (request.prompt.empty()) throw std::invalid_argument("prompt: must contain at least one token");
+  for (const auto id : request.prompt)
+    if (id < 0 || id >= spec.vocab_size)
+      throw std::invalid_argument("prompt: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                  std::to_string(spec.vocab_size) + ")");
+  if (request.max_tokens < 1) throw std::invalid_argument("max_tokens: must be at least 1");
+  const auto context = spec.max_position_embeddings;
+  if (static_cast<std::int64_t>(request.prompt.size()) >= context)
+    throw std::invalid_argument("prompt: " + std::to_string(request.prompt.size()) +
+                                " tokens do not fit the model's context of " + std::to_string(context));
+  request.max_tokens = std::min<std::int64_t>(request.max_tokens, context - static_cast<std::int64_t>(request.prompt.size()));
+  auto session = std::shared_ptr<Session>(new Session(std::move(request)));  // validates sampling
+  {
+    std::lock_guard lock(mutex_);
+    if (draining_ || stopping_) throw std::runtime_error("the daemon is shutting down");
+    if (queue_.size() >= options_.max_queue)
+      throw QueueFull("the request queue is full (" + std::to_string(options_.max_queue) + " waiting)");
+    queue_.push_back(session);
+  }
+  wake_.notify_all();
+  return session;
+}
+
+void Scheduler::call(const std::function<void()>& fn) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto future = done->get_future();
+  {
+    std::lock_guard lock(mutex_);
+    calls_.emplace_back(fn, done);
+  }
+  wake_.notify_all();
+  future.get();
+}
+
+void Scheduler::drain() {
+  std::unique_lock lock(mutex_);
+  draining_ = true;
+  wake_.notify_all();
+  idle_.wait(lock, [&] { return queue_.empty() && running_ == 0; });
+}
+
+void Scheduler::set_max_queue(std::size_t max_queue) {
+  std::lock_guard lock(mutex_);
+  options_.max_queue = max_queue;
+}
+
+Scheduler::Counters Scheduler::counters() const {
+  std::lock_guard lock(mutex_);
+  Counters c = counters_;
+  c.queued = queue_.size();
+  c.active = running_;
+  c.max_queue = options_.max_queue;
+  c.max_batch = options_.max_batch;
+  return c;
+}
+
+void Scheduler::sample_and_emit(Session& session, const float* logits) {
+  const std::int64_t vocab = engine_.spec().vocab_size;
+  const SampledToken token = session.sampler_.sample(logits, vocab);
+  TokenEvent event{token.id, token.logprob, {}};
+  if (session.request_.top_logprobs > 0) event.top = top_logprobs(logits, vocab, session.request_.top_logprobs);
+  session.last_ = token.id;
+  ++session.generated_;
+  session.emit(std::move(event));
+  std::lock_guard lock(mutex_);
+  ++counters_.generated_tokens;
+}
+
+bool Scheduler::finished(Session& session) {
+  const auto& eos = engine_.spec().eos_token_ids;
+  if (session.cancelled_) {
+    session.finish(FinishReason::cancelled);
+  } else if (std::find(eos.begin(), eos.end(), session.last_) != eos.end()) {
+    session.finish(FinishReason::eos);
+  } else if (session.generated_ >= session.request_.max_tokens) {
+    session.finish(FinishReason::length);
+  } else {
+    return false;
+  }
+  std::lock_guard lock(mutex_);
+  ++counters_.completed;
+  return true;
+}
+
+void Scheduler::prefill(const std::shared_ptr<Session>& session) {
+  try {
+    session->cache_.emplace(engine_.new_cache());
+    std::vector<float> logits;
+    engine_.forward(session->request_.prompt, *session->cache_, logits, false);
+    {
+      std::lock_guard lock(mutex_);
+      counters_.prompt_tokens += session->request_.prompt.size();
+    }
+    sample_and_emit(*session, logits.data());
+    if (!finished(*session)) active_.push_back(session);
+  } catch (const std::exception& e) {
+    session->finish(FinishReason::error, e.what());
+    std::lock_guard lock(mutex_);
+    ++counters_.failed;
+  }
+}
+
+void Scheduler::loop() {
+  using Clock = std::chrono::steady_clock;
+  std::vector<float> logits;
+  while (true) {
+    std::shared_ptr<Session> admit;
+    std::pair<std::function<void()>, std::shared_ptr<std::promise<void>>> call;
+    {
+      std::unique_lock lock(mutex_);
+      running_ = active_.size();
+      if (queue_.empty() && active_.empty()) idle_.notify_all();
+      wake_.wait(lock, [&] { return stopping_ || !calls_.empty() || !queue_.empty() || !active_.empty(); });
+      if (stopping_) return;
+      if (!calls_.empty()) {
+        call = std::move(calls_.front());
+        calls_.pop_front();
+      } else if (!queue_.empty() && active_.size() < options_.max_batch) {
+        admit = queue_.front();
+        queue_.pop_front();
+      }
+    }
+    if (call.first) {
+      try {
+        call.first();
+        call.second->set_value();
+      } catch (...) {
+        call.second->set_exception(std::current_exception());
+      }
+      continue;
+    }
+    const auto start = Clock::now();
+    if (admit) {
+      if (admit->cancelled_) {
+        admit->finish(FinishReason::cancelled);
+      } else {
+        prefill(admit);
+      }
+    }
+    // Sequences whose clients left are dropped before the step, not after.
+    std::erase_if(active_, [&](const std::shared_ptr<Session>& s) {
+      if (!s->cancelled_) return false;
+      finished(*s);
+      return true;
+    });
+    if (!active_.empty() && !admit) {
+      std::vector<std::int32_t> tokens;
+      std::vector<KvCache*> caches;
+      for (const auto& s : active_) {
+        tokens.push_back(s->last_);
+        caches.push_back(&*s->cache_);
+      }
+      try {
+        engine_.decode(tokens, caches, logits);
+        const std::int64_t vocab = engine_.spec().vocab_size;
+        for (std::size_t i = 0; i < active_.size(); ++i) sample_and_emit(*active_[i], logits.data() + i * vocab);
+        std::erase_if(active_, [&](const std::shared_ptr<Session>& s) { return finished(*s); });
+      } catch (const std::exception& e) {
+        // A failed step (e.g. a disk read error) fails the requests in it; the next ones run.
+        std::lock_guard lock(mutex_);
+        for (auto& s : active_) {
+          s->finish(FinishReason::error, e.what());
+          ++counters_.failed;
+        }
+        active_.clear();
+      }
+      std::lock_guard lock(mutex_);
+      ++counters_.steps;
+    }
+    std::lock_guard lock(mutex_);
+    counters_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+}
+
+}  // namespace moed::engine
