@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "commands.hpp"
+#include "daemon.hpp"
 
 int main(int argc, char** argv) {
   using namespace moed::cli;
@@ -15,8 +16,26 @@ int main(int argc, char** argv) {
   // threshold makes glibc map each one separately and return it on free; its default adaptive
   // threshold would keep freed blocks in the heap and let RSS creep past the budget.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
-  CLI::App app{"moed: a Mixture-of-Experts inference daemon for one workstation"};
-  app.require_subcommand(1);
+  CLI::App app{
+      "moed: a Mixture-of-Experts inference daemon for one workstation.\n"
+      "Without a subcommand it serves the model over HTTP on a Unix socket:\n"
+      "  moed --model DIR --socket /run/moed/moed.sock      (or --config /etc/moed/moed.yaml)\n"
+      "The subcommands are one-shot tools on a model directory."};
+  app.require_subcommand(0, 1);
+  DaemonArgs daemon;
+  app.add_option("--config", daemon.config, "YAML config file (see configs/moed.yaml); flags override it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--model", daemon.model, "Hugging Face model directory to serve");
+  app.add_option("--socket", daemon.socket, "Unix socket path (default /run/moed/moed.sock)");
+  app.add_option("--socket-mode", daemon.socket_mode, "octal mode of the socket file (default 0660)");
+  app.add_option("--tcp", daemon.tcp, "also listen on HOST:PORT (loopback recommended)");
+  app.add_option("--host-budget", daemon.host_budget, "host RAM for weights: a size (24GiB) or a share of the experts (25%)");
+  app.add_option("--policy", daemon.policy, "host-tier eviction policy: lru or lfu");
+  app.add_option("--threads", daemon.threads, "compute threads (default: automatic)");
+  app.add_option("--max-queue", daemon.max_queue, "waiting requests before 503 (default 64)");
+  app.add_option("--max-batch", daemon.max_batch, "sequences decoded together (default 16)");
+  app.add_option("--admin-group", daemon.admin_group, "group whose members may call /admin routes");
+  app.add_option("--state-dir", daemon.state_dir, "where routing traces are written (default /var/lib/moed)");
 
   auto add_model = [](CLI::App* sub, ModelArgs& args) {
     sub->add_option("--model", args.model_dir, "Hugging Face model directory")
@@ -87,9 +106,9 @@ int main(int argc, char** argv) {
     if (generate_cmd->parsed()) return run_generate(generate);
     if (tokenize_cmd->parsed()) return run_tokenize(tokenize);
     if (bench_cmd->parsed()) return run_bench(bench);
+    return run_daemon(daemon);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moed: error: %s\n", e.what());
     return 1;
   }
-  return 2;
 }

@@ -78,6 +78,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
       embedding_(&checkpoint_.tensor("model.embed_tokens.weight")) {
   kernels::set_compute_threads(options.threads > 0 ? options.threads
                                                    : kernels::physical_core_count());
+  activations_.assign(static_cast<std::size_t>(spec_.num_layers * spec_.num_experts), 0);
   namespace mx = model::mixtral;
   const std::int64_t layers = spec_.num_layers;
   const std::int64_t hidden = spec_.hidden_size;
@@ -305,6 +306,7 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   for (std::int64_t r = 0; r < rows; ++r)
     kernels::router_top_k(router_logits.data() + r * n_experts, n_experts, k,
                           chosen.data() + r * k, gate_weights.data() + r * k);
+  for (const int e : chosen) ++activations_[static_cast<std::size_t>(layer_index * n_experts + e)];
   if (trace_)
     for (std::int64_t r = 0; r < rows; ++r)
       trace_->write({trace_token_ + r, layer,
@@ -504,6 +506,31 @@ MemoryStats Engine::memory_stats() const {
 }
 
 void Engine::reset_memory_stats() { store_->reset_counters(); }
+
+void Engine::set_host_budget(std::uint64_t budget_bytes) {
+  if (budget_bytes < fixed_bytes_)
+    throw std::invalid_argument("host budget " + memtier::format_byte_size(budget_bytes) +
+                                " is below the fixed part of " + memtier::format_byte_size(fixed_bytes_) +
+                                " (dense weights or ring sections, LM head); restart to change that");
+  host_->set_budget(budget_bytes - fixed_bytes_);
+  budget_bytes_ = budget_bytes;
+}
+
+void Engine::set_expert_cache_fraction(double fraction) {
+  if (!(fraction > 0 && fraction <= 1)) throw std::invalid_argument("expert cache share must be in (0, 100%]");
+  const double all = static_cast<double>(expert_block_bytes_) * static_cast<double>(spec_.num_layers * spec_.num_experts);
+  set_host_budget(fixed_bytes_ + static_cast<std::uint64_t>(fraction * all));
+}
+
+void Engine::set_policy(const std::string& policy) { host_->set_policy(memtier::make_policy(policy)); }
+
+std::vector<std::vector<std::uint64_t>> Engine::activation_counts() const {
+  std::vector<std::vector<std::uint64_t>> out(static_cast<std::size_t>(spec_.num_layers));
+  for (std::int64_t l = 0; l < spec_.num_layers; ++l)
+    out[static_cast<std::size_t>(l)].assign(activations_.begin() + l * spec_.num_experts,
+                                            activations_.begin() + (l + 1) * spec_.num_experts);
+  return out;
+}
 
 std::string Engine::matmul_implementation() { return matmul_.implementation(1, lm_head_); }
 

@@ -88,9 +88,17 @@ std::string lossy_utf8(std::string_view s) {
 }
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  if (from.empty()) return;
-  for (std::size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size()))
-    s.replace(pos, from.size(), to);
+  if (from.empty() || s.find(from) == std::string::npos) return;
+  std::string out;
+  out.reserve(s.size());
+  std::size_t at = 0;
+  for (std::size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, at)) {
+    out.append(s, at, pos - at);
+    out.append(to);
+    at = pos + from.size();
+  }
+  out.append(s, at, std::string::npos);
+  s = std::move(out);
 }
 
 // GPT-2's reversible byte <-> printable-character map.

@@ -111,6 +111,13 @@ class Engine {
   MemoryStats memory_stats() const;
   void reset_memory_stats();
   memtier::HostTier& host_tier() { return *host_; }
+  // Live changes (call between steps). The total budget keeps the fixed part (dense weights or
+  // ring sections, LM head); throws std::invalid_argument naming the value when it does not fit.
+  void set_host_budget(std::uint64_t budget_bytes);
+  void set_expert_cache_fraction(double fraction);
+  void set_policy(const std::string& policy);
+  // Tokens routed to each expert so far: [layer][expert].
+  std::vector<std::vector<std::uint64_t>> activation_counts() const;
   std::string matmul_implementation();
 
  private:
@@ -154,6 +161,7 @@ class Engine {
   std::unique_ptr<memtier::SectionRing> ring_;
   std::unique_ptr<memtier::TraceWriter> trace_;
   std::int64_t trace_token_ = 0;
+  std::vector<std::uint64_t> activations_;  // u64 [layers * experts]
 };
 
 }  // namespace moed::engine

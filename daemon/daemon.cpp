@@ -1,0 +1,102 @@
+#include "daemon.hpp"
+
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+#include "moed/server/config.hpp"
+#include "moed/server/http_server.hpp"
+#include "moed/server/service.hpp"
+
+namespace moed::cli {
+namespace {
+
+server::Config load_config(const DaemonArgs& args) {
+  server::Config c = args.config.empty() ? server::Config{} : server::Config::from_file(args.config);
+  if (args.model) c.model = *args.model;
+  if (args.socket) c.socket = *args.socket;
+  if (args.socket_mode) c.socket_mode = static_cast<std::uint32_t>(std::stoul(*args.socket_mode, nullptr, 8));
+  if (args.tcp) c.tcp = *args.tcp;
+  if (args.host_budget) c.host_budget = *args.host_budget;
+  if (args.policy) c.policy = *args.policy;
+  if (args.admin_group) c.admin_group = *args.admin_group;
+  if (args.state_dir) c.state_dir = *args.state_dir;
+  if (args.threads) c.threads = *args.threads;
+  if (args.max_queue) c.max_queue = *args.max_queue;
+  if (args.max_batch) c.max_batch = *args.max_batch;
+  if (c.model.empty()) throw std::invalid_argument("no model: pass --model DIR or set model.path in the config file");
+  c.validate();
+  return c;
+}
+
+}  // namespace
+
+int run_daemon(const DaemonArgs& args) {
+  server::Config config = load_config(args);
+  // Signals are taken synchronously by this thread; every thread started later inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);  // a client that vanishes makes writes fail, not the daemon die
+
+  server::Service service(config);
+  server::HttpServer http({config.socket, config.socket_mode, config.tcp, config.max_body_bytes, config.max_connections,
+                           config.header_timeout_ms},
+                          [&](const server::Request& r, const server::Peer& p, server::ResponseWriter& w) {
+                            service.handle(r, p, w);
+                          });
+  http.listen();  // before loading, so /health answers at once
+  std::fprintf(stderr, "moed: listening on %s; loading %s\n", http.describe().c_str(), config.model.c_str());
+  sd_notifyf(0, "STATUS=loading %s", config.model.c_str());
+  service.start_loading();
+  std::thread ready([&] {
+    if (service.wait_ready()) {
+      std::fprintf(stderr, "moed: %s\n", service.status_line().c_str());
+      sd_notifyf(0, "READY=1\nSTATUS=%s", service.status_line().c_str());
+    } else {
+      std::fprintf(stderr, "moed: error: %s\n", service.load_error().c_str());
+      sd_notifyf(0, "STATUS=failed to load: %s", service.load_error().c_str());
+      ::kill(::getpid(), SIGTERM);
+    }
+  });
+
+  int exit_code = 0;
+  while (true) {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (signal == SIGHUP) {
+      if (args.config.empty()) {
+        std::fprintf(stderr, "moed: SIGHUP: no config file to re-read\n");
+        continue;
+      }
+      sd_notify(0, "RELOADING=1");
+      try {
+        const server::Config fresh = load_config(args);
+        service.reload(fresh);
+        std::fprintf(stderr, "moed: SIGHUP: re-read %s (host_budget '%s', policy %s, max_queue %u)\n",
+                     args.config.c_str(), fresh.host_budget.c_str(), fresh.policy.c_str(), fresh.max_queue);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "moed: SIGHUP: kept the running settings: %s\n", e.what());
+      }
+      sd_notify(0, "READY=1");
+      continue;
+    }
+    std::fprintf(stderr, "moed: %s: draining in-flight requests\n", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    break;
+  }
+  ready.join();
+  if (!service.load_error().empty()) exit_code = 1;
+  http.stop();      // no new connections; in-flight requests finish
+  service.drain();  // and nothing is left running in the engine
+  std::fprintf(stderr, "moed: stopped\n");
+  return exit_code;
+}
+
+}  // namespace moed::cli

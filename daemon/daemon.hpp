@@ -1,0 +1,18 @@
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace moed::cli {
+
+// `moed` with no subcommand: the long-running daemon. Flags override the config file.
+struct DaemonArgs {
+  std::string config;
+  std::optional<std::string> model, socket, tcp, host_budget, policy, admin_group, state_dir, socket_mode;
+  std::optional<int> threads;
+  std::optional<unsigned> max_queue, max_batch;
+};
+
+int run_daemon(const DaemonArgs& args);
+
+}  // namespace moed::cli

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace moed::server {
+
+// Everything moed reads from its YAML config file (configs/moed.yaml documents every key).
+// Sizes are strings such as "24GiB"; the host budget may also be a share of the experts ("25%").
+struct Config {
+  std::string model;                           // model.path
+  std::string model_name;                      // model.name; default: the directory's name
+  std::string socket = "/run/moed/moed.sock";  // listen.socket
+  std::uint32_t socket_mode = 0660;            // listen.socket_mode (octal string in YAML)
+  std::string tcp;                             // listen.tcp: "127.0.0.1:8080"; "" for none
+  std::string host_budget;                     // memory.host_budget: "" (all), "24GiB", "25%"
+  std::string policy = "lru";                  // memory.policy
+  std::string reader = "io_uring";             // memory.reader
+  std::uint32_t queue_depth = 64;              // memory.queue_depth
+  bool prefetch = true;                        // memory.prefetch
+  std::uint32_t ring_sections = 2;             // memory.ring_sections
+  int threads = 0;                             // compute.threads
+  std::uint32_t max_queue = 64;                // limits.max_queue
+  std::uint32_t max_batch = 16;                // limits.max_batch
+  std::uint64_t max_body_bytes = 1 << 20;      // limits.max_body
+  std::uint32_t max_connections = 256;         // limits.max_connections
+  std::uint32_t header_timeout_ms = 10000;     // limits.header_timeout_ms
+  std::uint32_t default_max_tokens = 16;       // limits.default_max_tokens
+  std::string admin_group;                     // admin.group
+  std::string state_dir = "/var/lib/moed";     // state_dir: routing traces land here
+
+  // Reads and validates a YAML file; throws std::runtime_error naming the key path
+  // (e.g. "limits.max_batch") for unknown keys and bad values.
+  static Config from_file(const std::filesystem::path& path);
+  // Checks cross-key rules; throws naming the key.
+  void validate() const;
+};
+
+}  // namespace moed::server

@@ -1,0 +1,60 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "moed/engine/engine.hpp"
+#include "moed/engine/scheduler.hpp"
+#include "moed/model/tokenizer.hpp"
+#include "moed/server/config.hpp"
+#include "moed/server/http_server.hpp"
+
+namespace moed::server {
+
+// The daemon's request handling, independent of the transport: OpenAI routes, health,
+// metrics and admin. Loads the model in the background, so /health answers at once.
+class Service {
+ public:
+  explicit Service(Config config);
+  ~Service();
+
+  void start_loading();           // background; progress and errors show in /health
+  bool wait_ready();              // blocks until loaded (true) or failed (false)
+  std::string load_error() const;
+  void handle(const Request& request, const Peer& peer, ResponseWriter& writer);
+  void reload(const Config& config);  // SIGHUP: budgets, policy, limits
+  void drain();                       // SIGTERM: no new requests, finish running ones
+  std::string status_line() const;
+
+ private:
+  void completions(const Request& request, ResponseWriter& writer);
+  void health(ResponseWriter& writer);
+  void models(ResponseWriter& writer);
+  void metrics(ResponseWriter& writer);
+  void admin(const Request& request, const Peer& peer, ResponseWriter& writer);
+  bool is_admin(const Peer& peer) const;
+  void apply_memory_settings(const Config& config);
+
+  Config config_;
+  std::string model_id_;
+  std::chrono::system_clock::time_point started_;
+  std::thread loader_;
+  mutable std::mutex mutex_;
+  std::atomic<double> progress_{0.0};
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> draining_{false};
+  std::string load_error_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<engine::Scheduler> scheduler_;
+  std::optional<model::Tokenizer> tokenizer_;
+  std::optional<std::filesystem::path> trace_path_;
+  std::atomic<std::uint64_t> requests_{0}, errors_{0};
+};
+
+}  // namespace moed::server

@@ -1,0 +1,139 @@
+#include "moed/server/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+#include <stdexcept>
+
+#include "moed/memtier/byte_size.hpp"
+
+namespace moed::server {
+namespace {
+
+[[noreturn]] void fail(const std::filesystem::path& file, const std::string& key, const std::string& what) {
+  throw std::runtime_error(file.string() + ": " + key + ": " + what);
+}
+
+}  // namespace
+
+Config Config::from_file(const std::filesystem::path& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path.string());
+  } catch (const YAML::BadFile&) {
+    throw std::runtime_error(path.string() + ": cannot open the config file");
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(path.string() + ": not valid YAML: " + e.what());
+  }
+  Config c;
+  if (root.IsNull()) return c;
+  if (!root.IsMap()) fail(path, "(root)", "must be a mapping of sections");
+
+  auto text = [&](const std::string& key, const YAML::Node& n) {
+    if (!n.IsScalar()) fail(path, key, "expected a string");
+    return n.as<std::string>();
+  };
+  auto number = [&](const std::string& key, const YAML::Node& n, long long lo, long long hi) {
+    long long v = 0;
+    try {
+      v = n.as<long long>();
+    } catch (const YAML::Exception&) {
+      fail(path, key, "expected an integer, got '" + (n.IsScalar() ? n.as<std::string>() : std::string("?")) + "'");
+    }
+    if (v < lo || v > hi)
+      fail(path, key, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v;
+  };
+  auto boolean = [&](const std::string& key, const YAML::Node& n) {
+    try {
+      return n.as<bool>();
+    } catch (const YAML::Exception&) {
+      fail(path, key, "expected true or false");
+    }
+  };
+  auto size = [&](const std::string& key, const YAML::Node& n) {
+    try {
+      return memtier::parse_byte_size(text(key, n));
+    } catch (const std::invalid_argument& e) {
+      fail(path, key, e.what());
+    }
+  };
+  using Setter = std::function<void(const std::string&, const YAML::Node&)>;
+  const std::map<std::string, std::map<std::string, Setter>> sections = {
+      {"model",
+       {{"path", [&](auto& k, auto& n) { c.model = text(k, n); }},
+        {"name", [&](auto& k, auto& n) { c.model_name = text(k, n); }}}},
+      {"listen",
+       {{"socket", [&](auto& k, auto& n) { c.socket = text(k, n); }},
+        {"socket_mode",
+         [&](auto& k, auto& n) {
+           const auto s = text(k, n);
+           std::size_t used = 0;
+           unsigned long mode = 01000;
+           try {
+             mode = std::stoul(s, &used, 8);
+           } catch (const std::exception&) {
+           }
+           if (used != s.size() || mode > 0777) fail(path, k, "'" + s + "' is not an octal mode such as \"0660\"");
+           c.socket_mode = static_cast<std::uint32_t>(mode);
+         }},
+        {"tcp", [&](auto& k, auto& n) { c.tcp = text(k, n); }}}},
+      {"memory",
+       {{"host_budget", [&](auto& k, auto& n) { c.host_budget = text(k, n); }},
+        {"policy", [&](auto& k, auto& n) { c.policy = text(k, n); }},
+        {"reader", [&](auto& k, auto& n) { c.reader = text(k, n); }},
+        {"queue_depth", [&](auto& k, auto& n) { c.queue_depth = static_cast<std::uint32_t>(number(k, n, 1, 4096)); }},
+        {"prefetch", [&](auto& k, auto& n) { c.prefetch = boolean(k, n); }},
+        {"ring_sections", [&](auto& k, auto& n) { c.ring_sections = static_cast<std::uint32_t>(number(k, n, 1, 64)); }}}},
+      {"compute", {{"threads", [&](auto& k, auto& n) { c.threads = static_cast<int>(number(k, n, 0, 1024)); }}}},
+      {"limits",
+       {{"max_queue", [&](auto& k, auto& n) { c.max_queue = static_cast<std::uint32_t>(number(k, n, 0, 1 << 20)); }},
+        {"max_batch", [&](auto& k, auto& n) { c.max_batch = static_cast<std::uint32_t>(number(k, n, 1, 1024)); }},
+        {"max_body", [&](auto& k, auto& n) { c.max_body_bytes = size(k, n); }},
+        {"max_connections", [&](auto& k, auto& n) { c.max_connections = static_cast<std::uint32_t>(number(k, n, 1, 65536)); }},
+        {"header_timeout_ms", [&](auto& k, auto& n) { c.header_timeout_ms = static_cast<std::uint32_t>(number(k, n, 100, 600000)); }},
+        {"default_max_tokens", [&](auto& k, auto& n) { c.default_max_tokens = static_cast<std::uint32_t>(number(k, n, 1, 1 << 20)); }}}},
+      {"admin", {{"group", [&](auto& k, auto& n) { c.admin_group = text(k, n); }}}},
+  };
+  for (const auto& entry : root) {
+    const auto section = entry.first.as<std::string>();
+    if (section == "state_dir") {
+      c.state_dir = text(section, entry.second);
+      continue;
+    }
+    auto it = sections.find(section);
+    if (it == sections.end()) fail(path, section, "unknown key");
+    if (entry.second.IsNull()) continue;
+    if (!entry.second.IsMap()) fail(path, section, "must be a mapping");
+    for (const auto& item : entry.second) {
+      const auto key = item.first.as<std::string>();
+      auto setter = it->second.find(key);
+      if (setter == it->second.end()) fail(path, section + "." + key, "unknown key");
+      setter->second(section + "." + key, item.second);
+    }
+  }
+  try {
+    c.validate();
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(path.string() + ": " + e.what());
+  }
+  return c;
+}
+
+void Config::validate() const {
+  if (policy != "lru" && policy != "lfu")
+    throw std::runtime_error("memory.policy: '" + policy + "' is not one of lru, lfu");
+  if (reader != "io_uring" && reader != "pread")
+    throw std::runtime_error("memory.reader: '" + reader + "' is not one of io_uring, pread");
+  if (!host_budget.empty() && host_budget.back() != '%') {
+    try {
+      if (memtier::parse_byte_size(host_budget) == 0) throw std::invalid_argument("must be positive");
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(std::string("memory.host_budget: ") + e.what());
+    }
+  }
+  if (socket.empty() && tcp.empty()) throw std::runtime_error("listen.socket: needs a socket path (or listen.tcp)");
+}
+
+}  // namespace moed::server

@@ -1,0 +1,298 @@
+#include "moed/server/http_server.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <boost/beast/core.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+namespace moed::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using unix_socket = asio::local::stream_protocol;
+using Clock = std::chrono::steady_clock;
+
+// Request heads are small; a larger one is an attack or a bug, answered 431.
+constexpr std::uint32_t kMaxHeaderBytes = 16 * 1024;
+
+struct HttpServer::Connection {
+  std::function<void()> close;  // shuts the socket down from another thread
+  Clock::time_point deadline = Clock::time_point::max();  // for the current request head
+  bool busy = false;  // handling a request (not waiting for one)
+};
+
+namespace {
+
+template <typename Socket>
+class SocketWriter final : public ResponseWriter {
+ public:
+  SocketWriter(Socket& socket, unsigned version, bool keep_alive)
+      : socket_(socket), version_(version), keep_alive_(keep_alive) {}
+  bool streamed() const { return streamed_; }
+  bool ok() const { return ok_; }
+
+  void send(Response response) override {
+    response.version(version_);
+    response.keep_alive(keep_alive_ && response.keep_alive());
+    response.set(http::field::server, "moed");
+    response.prepare_payload();
+    beast::error_code ec;
+    http::write(socket_, response, ec);
+    ok_ = !ec;
+  }
+  bool start_stream(http::status status, const std::string& content_type) override {
+    http::response<http::empty_body> head{status, version_};
+    head.set(http::field::server, "moed");
+    head.set(http::field::content_type, content_type);
+    head.set(http::field::cache_control, "no-cache");
+    head.chunked(true);
+    head.keep_alive(false);
+    http::response_serializer<http::empty_body> serializer{head};
+    beast::error_code ec;
+    http::write_header(socket_, serializer, ec);
+    streamed_ = true;
+    return ok_ = !ec;
+  }
+  bool write_chunk(std::string_view data) override {
+    if (!ok_) return false;
+    beast::error_code ec;
+    asio::write(socket_, http::make_chunk(asio::const_buffer(data.data(), data.size())), ec);
+    return ok_ = !ec;
+  }
+  void end_stream() override {
+    if (!ok_) return;
+    beast::error_code ec;
+    asio::write(socket_, http::make_chunk_last(), ec);
+    ok_ = !ec;
+  }
+
+ private:
+  Socket& socket_;
+  unsigned version_;
+  bool keep_alive_;
+  bool streamed_ = false;
+  bool ok_ = true;
+};
+
+Response plain_error(http::status status, const std::string& message, const std::string& type) {
+  Response r{status, 11};
+  r.set(http::field::content_type, "application/json");
+  std::string escaped;
+  for (char c : message) {
+    if (c == '"' || c == '\\') escaped += '\\';
+    escaped += c;
+  }
+  r.body() = R"({"error":{"message":")" + escaped + R"(","type":")" + type + R"(","code":null}})";
+  r.keep_alive(false);
+  return r;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(HttpOptions options, Handler handler)
+    : options_(std::move(options)), handler_(std::move(handler)) {}
+
+HttpServer::~HttpServer() { stop(); }
+
+std::string HttpServer::describe() const {
+  std::string out;
+  if (unix_acceptor_) out += "unix:" + options_.socket_path;
+  if (tcp_acceptor_) {
+    if (!out.empty()) out += " and ";
+    beast::error_code ec;
+    const auto ep = tcp_acceptor_->local_endpoint(ec);
+    out += "tcp:" + ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+  return out;
+}
+
+void HttpServer::listen() {
+  const int passed = sd_listen_fds(1);
+  if (passed > 0) {
+    for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + passed; ++fd) {
+      if (sd_is_socket_unix(fd, SOCK_STREAM, 1, nullptr, 0) > 0 && !unix_acceptor_) {
+        unix_acceptor_ = std::make_unique<unix_socket::acceptor>(*io_, unix_socket(), fd);
+      } else if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0 && !tcp_acceptor_) {
+        sockaddr_storage addr{};
+        socklen_t len = sizeof addr;
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+        tcp_acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(
+            *io_, addr.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd);
+      }
+    }
+    std::fprintf(stderr, "moed: using %d listening socket(s) from systemd\n", passed);
+  } else {
+    if (!options_.socket_path.empty()) {
+      const std::filesystem::path path(options_.socket_path);
+      if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+      // A socket file left by a crashed run would make bind fail; a live daemon still answers
+      // on it, so only remove it when nothing does.
+      if (std::filesystem::exists(path)) {
+        unix_socket::socket probe(*io_);
+        beast::error_code ec;
+        probe.connect(unix_socket::endpoint(options_.socket_path), ec);
+        if (!ec) throw std::runtime_error(options_.socket_path + ": another daemon is already listening there");
+        std::filesystem::remove(path);
+      }
+      try {
+        unix_acceptor_ = std::make_unique<unix_socket::acceptor>(*io_, unix_socket::endpoint(options_.socket_path));
+      } catch (const std::exception& e) {
+        throw std::runtime_error(options_.socket_path + ": cannot listen: " + e.what());
+      }
+      ::chmod(options_.socket_path.c_str(), options_.socket_mode);
+      owns_socket_file_ = true;
+    }
+    if (!options_.tcp.empty()) {
+      const auto colon = options_.tcp.rfind(':');
+      if (colon == std::string::npos) throw std::runtime_error("listen.tcp: '" + options_.tcp + "' is not host:port");
+      try {
+        const auto address = asio::ip::make_address(options_.tcp.substr(0, colon));
+        const auto port = static_cast<unsigned short>(std::stoi(options_.tcp.substr(colon + 1)));
+        tcp_acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(*io_, asio::ip::tcp::endpoint(address, port));
+      } catch (const std::exception& e) {
+        throw std::runtime_error("listen.tcp: cannot listen on '" + options_.tcp + "': " + e.what());
+      }
+    }
+  }
+  if (!unix_acceptor_ && !tcp_acceptor_) throw std::runtime_error("nothing to listen on");
+  if (unix_acceptor_) accept_threads_.emplace_back([this] { accept_loop(*unix_acceptor_); });
+  if (tcp_acceptor_) accept_threads_.emplace_back([this] { accept_loop(*tcp_acceptor_); });
+  watchdog_thread_ = std::thread([this] { watchdog(); });
+}
+
+template <typename Acceptor>
+void HttpServer::accept_loop(Acceptor& acceptor) {
+  while (!stopping_) {
+    typename Acceptor::protocol_type::socket socket(*io_);
+    beast::error_code ec;
+    acceptor.accept(socket, ec);
+    if (ec) {
+      if (stopping_) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // e.g. EMFILE: back off
+      continue;
+    }
+    Peer peer;
+    if constexpr (std::is_same_v<typename Acceptor::protocol_type, unix_socket>) {
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        peer = {true, cred.uid, cred.gid, cred.pid};
+    }
+    auto connection = std::make_shared<Connection>();
+    {
+      std::lock_guard lock(mutex_);
+      if (connections_.size() >= options_.max_connections) {
+        beast::error_code ignored;
+        auto response = plain_error(http::status::service_unavailable,
+                                    "too many connections (" + std::to_string(options_.max_connections) + ")",
+                                    "server_overloaded");
+        response.prepare_payload();
+        http::write(socket, response, ignored);
+        continue;
+      }
+      connections_[connection.get()] = connection;
+    }
+    std::thread([this, io = io_, connection, s = std::move(socket), peer]() mutable {
+      serve(connection, std::move(s), peer);
+    }).detach();
+  }
+}
+
+template <typename Socket>
+void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Peer peer) {
+  const int fd = socket.native_handle();
+  {
+    std::lock_guard lock(mutex_);
+    connection->close = [fd] { ::shutdown(fd, SHUT_RDWR); };
+  }
+  beast::flat_buffer buffer;
+  while (!stopping_) {
+    {
+      std::lock_guard lock(mutex_);
+      connection->busy = false;
+      connection->deadline = Clock::now() + std::chrono::milliseconds(options_.header_timeout_ms);
+    }
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(kMaxHeaderBytes);
+    parser.body_limit(options_.max_body_bytes);
+    beast::error_code ec;
+    http::read(socket, buffer, parser, ec);
+    {
+      std::lock_guard lock(mutex_);
+      connection->busy = true;
+      connection->deadline = Clock::time_point::max();
+    }
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset) break;
+    if (ec) {
+      SocketWriter<Socket> writer(socket, 11, false);
+      if (ec == http::error::body_limit)
+        writer.send(plain_error(http::status::payload_too_large,
+                                "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes",
+                                "invalid_request_error"));
+      else if (ec == http::error::header_limit)
+        writer.send(plain_error(http::status::request_header_fields_too_large, "request head too large",
+                                "invalid_request_error"));
+      else if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
+               ec != asio::error::shut_down && ec != asio::error::broken_pipe)
+        writer.send(plain_error(http::status::bad_request, "malformed HTTP request: " + ec.message(),
+                                "invalid_request_error"));
+      break;
+    }
+    const Request& request = parser.get();
+    SocketWriter<Socket> writer(socket, request.version(), request.keep_alive() && !stopping_);
+    try {
+      handler_(request, peer, writer);
+    } catch (const std::exception& e) {
+      if (!writer.streamed()) writer.send(plain_error(http::status::internal_server_error, e.what(), "server_error"));
+    }
+    if (writer.streamed() || !writer.ok() || !request.keep_alive()) break;
+  }
+  beast::error_code ignored;
+  socket.shutdown(Socket::shutdown_both, ignored);
+  std::lock_guard lock(mutex_);
+  connections_.erase(connection.get());
+  changed_.notify_all();
+}
+
+void HttpServer::watchdog() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    changed_.wait_for(lock, std::chrono::milliseconds(100));
+    const auto now = Clock::now();
+    for (auto& [key, c] : connections_)
+      if (!c->busy && c->deadline < now && c->close) {
+        c->close();
+        c->deadline = Clock::time_point::max();
+      }
+  }
+}
+
+void HttpServer::stop() {
+  if (stopping_.exchange(true)) return;
+  beast::error_code ignored;
+  if (unix_acceptor_) {
+    ::shutdown(unix_acceptor_->native_handle(), SHUT_RDWR);
+    unix_acceptor_->close(ignored);
+  }
+  if (tcp_acceptor_) {
+    ::shutdown(tcp_acceptor_->native_handle(), SHUT_RDWR);
+    tcp_acceptor_->close(ignored);
+  }
+  for (auto& t : accept_threads_) t.join();
+  {
+    std::unique_lock lock(mutex_);
+    for (auto& [key, c] : connections_)
+      if (!c->busy && c->close) c->close();  // idle keep-alives: nothing in flight
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return connections_.empty(); });
+  }
+  if (watchdog_thread_.joinable()) watchdog_thread_.join();
+  if (owns_socket_file_) std::filesystem::remove(options_.socket_path);
+}
+
+}  // namespace moed::server

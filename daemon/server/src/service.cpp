@@ -1,0 +1,649 @@
+#include "moed/server/service.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "moed/memtier/byte_size.hpp"
+#include "moed/memtier/trace.hpp"
+
+namespace moed::server {
+namespace {
+
+using json = nlohmann::json;
+
+// A client error with the OpenAI error shape; `param` names the request field at fault.
+struct ApiError {
+  ApiError(http::status s, std::string m, std::string t = "invalid_request_error", std::string p = {},
+           std::string c = {})
+      : status(s), message(std::move(m)), type(std::move(t)), param(std::move(p)), code(std::move(c)) {}
+  http::status status;
+  std::string message;
+  std::string type;
+  std::string param;
+  std::string code;
+};
+
+Response json_response(http::status status, const json& body) {
+  Response r{status, 11};
+  r.set(http::field::content_type, "application/json");
+  r.body() = body.dump();
+  return r;
+}
+
+Response error_response(const ApiError& e) {
+  json error = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
+  if (!e.param.empty()) error["param"] = e.param;
+  if (!e.code.empty()) error["code"] = e.code;
+  return json_response(e.status, {{"error", error}});
+}
+
+[[noreturn]] void bad_field(const std::string& field, const std::string& what) {
+  throw ApiError{http::status::bad_request, field + ": " + what, "invalid_request_error", field};
+}
+
+double number_field(const json& body, const char* field, double fallback, double lo, double hi, bool lo_open) {
+  if (!body.contains(field) || body[field].is_null()) return fallback;
+  if (!body[field].is_number()) bad_field(field, "expected a number, got " + body[field].dump());
+  const double v = body[field].get<double>();
+  if (!(lo_open ? v > lo : v >= lo) || !(v <= hi))
+    bad_field(field, body[field].dump() + " is outside " + (lo_open ? "(" : "[") + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
+  return v;
+}
+
+std::int64_t integer_field(const json& body, const char* field, std::int64_t fallback, std::int64_t lo, std::int64_t hi) {
+  if (!body.contains(field) || body[field].is_null()) return fallback;
+  if (!body[field].is_number_integer()) bad_field(field, "expected an integer, got " + body[field].dump());
+  const auto v = body[field].get<std::int64_t>();
+  if (v < lo || v > hi)
+    bad_field(field, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
+}
+
+bool bool_field(const json& body, const char* field, bool fallback) {
+  if (!body.contains(field) || body[field].is_null()) return fallback;
+  if (!body[field].is_boolean()) bad_field(field, "expected true or false, got " + body[field].dump());
+  return body[field].get<bool>();
+}
+
+std::string path_of(const Request& request) {
+  const std::string target(request.target());
+  return target.substr(0, target.find('?'));
+}
+
+std::string completion_id() {
+  static std::atomic<std::uint64_t> next{1};
+  static const std::uint64_t salt = std::random_device{}();
+  char id[48];
+  std::snprintf(id, sizeof id, "cmpl-%016llx%06llx", static_cast<unsigned long long>(salt),
+                static_cast<unsigned long long>(next++));
+  return id;
+}
+
+// Streams detokenised text: emits what is final, holding back an incomplete UTF-8 character
+// at the end and any tail that could still grow into a stop string.
+class TextStream {
+ public:
+  TextStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops)
+      : tokenizer_(tokenizer), stops_(std::move(stops)) {}
+
+  // Adds a token; returns the new final text. Sets stopped() when a stop string appeared.
+  std::string add(std::int32_t id) {
+    ids_.push_back(id);
+    const std::string text = tokenizer_.decode(ids_);
+    std::size_t stop_at = std::string::npos;
+    for (const auto& s : stops_) stop_at = std::min(stop_at, text.find(s));
+    if (stop_at != std::string::npos) {
+      stopped_ = true;
+      return take(text, stop_at);
+    }
+    std::size_t safe = text.size();
+    if (text.ends_with("\xef\xbf\xbd")) safe -= 3;
+    std::size_t hold = 0;
+    for (const auto& s : stops_)
+      for (std::size_t k = std::min(s.size() - 1, safe); k > hold; --k)
+        if (text.compare(safe - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    return take(text, safe - hold);
+  }
+  std::string finish() { return stopped_ ? "" : take(tokenizer_.decode(ids_), std::string::npos); }
+  bool stopped() const { return stopped_; }
+  const std::string& text() const { return emitted_; }
+
+ private:
+  std::string take(const std::string& text, std::size_t end) {
+    end = std::min(end, text.size());
+    if (end <= emitted_.size()) return "";
+    std::string delta = text.substr(emitted_.size(), end - emitted_.size());
+    emitted_ += delta;
+    return delta;
+  }
+  const model::Tokenizer& tokenizer_;
+  std::vector<std::string> stops_;
+  std::vector<std::int32_t> ids_;
+  std::string emitted_;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+Service::Service(Config config) : config_(std::move(config)), started_(std::chrono::system_clock::now()) {
+  model_id_ = config_.model_name.empty() ? std::filesystem::path(config_.model).filename().string() : config_.model_name;
+  if (model_id_.empty()) model_id_ = std::filesystem::path(config_.model).parent_path().filename().string();
+}
+
+Service::~Service() {
+  if (loader_.joinable()) loader_.join();
+  scheduler_.reset();
+}
+
+void Service::start_loading() {
+  loader_ = std::thread([this] {
+    try {
+      auto tokenizer = model::Tokenizer::from_model_dir(config_.model);
+      engine::EngineOptions options;
+      options.threads = config_.threads;
+      options.policy = config_.policy;
+      options.reader.kind = config_.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
+      options.reader.queue_depth = config_.queue_depth;
+      options.prefetch = config_.prefetch;
+      options.ring_sections = config_.ring_sections;
+      if (!config_.host_budget.empty()) {
+        if (config_.host_budget.back() == '%')
+          options.expert_cache_fraction = std::stod(config_.host_budget) / 100.0;
+        else
+          options.host_budget_bytes = memtier::parse_byte_size(config_.host_budget);
+      }
+      options.on_progress = [this](double p) { progress_ = p; };
+      auto engine = std::make_unique<engine::Engine>(config_.model, options);
+      auto scheduler = std::make_unique<engine::Scheduler>(*engine, engine::SchedulerOptions{config_.max_queue, config_.max_batch});
+      std::lock_guard lock(mutex_);
+      tokenizer_.emplace(std::move(tokenizer));
+      engine_ = std::move(engine);
+      scheduler_ = std::move(scheduler);
+      progress_ = 1.0;
+      ready_ = true;
+    } catch (const std::exception& e) {
+      std::lock_guard lock(mutex_);
+      load_error_ = e.what();
+    }
+  });
+}
+
+bool Service::wait_ready() {
+  if (loader_.joinable()) loader_.join();
+  return ready_;
+}
+
+std::string Service::load_error() const {
+  std::lock_guard lock(mutex_);
+  return load_error_;
+}
+
+std::string Service::status_line() const {
+  if (!ready_) return "loading " + model_id_ + " (" + std::to_string(static_cast<int>(progress_ * 100)) + "%)";
+  const auto c = scheduler_->counters();
+  return "serving " + model_id_ + ": " + std::to_string(c.active) + " active, " + std::to_string(c.queued) + " queued";
+}
+
+void Service::apply_memory_settings(const Config& config) {
+  scheduler_->call([&] {
+    if (!config.host_budget.empty()) {
+      if (config.host_budget.back() == '%')
+        engine_->set_expert_cache_fraction(std::stod(config.host_budget) / 100.0);
+      else
+        engine_->set_host_budget(memtier::parse_byte_size(config.host_budget));
+    }
+    engine_->set_policy(config.policy);
+  });
+}
+
+void Service::reload(const Config& config) {
+  if (!ready_) return;
+  apply_memory_settings(config);
+  scheduler_->set_max_queue(config.max_queue);
+  std::lock_guard lock(mutex_);
+  config_.host_budget = config.host_budget;
+  config_.policy = config.policy;
+  config_.max_queue = config.max_queue;
+  config_.default_max_tokens = config.default_max_tokens;
+  config_.admin_group = config.admin_group;
+}
+
+void Service::drain() {
+  draining_ = true;
+  if (ready_) scheduler_->drain();
+}
+
+bool Service::is_admin(const Peer& peer) const {
+  if (!peer.has_credentials) return false;
+  if (peer.uid == 0 || peer.uid == ::geteuid()) return true;
+  std::string group;
+  {
+    std::lock_guard lock(mutex_);
+    group = config_.admin_group;
+  }
+  if (group.empty()) return false;
+  const ::group* g = ::getgrnam(group.c_str());
+  if (!g) return false;
+  if (peer.gid == g->gr_gid) return true;
+  const ::passwd* pw = ::getpwuid(peer.uid);
+  if (!pw) return false;
+  int count = 64;
+  std::vector<gid_t> groups(static_cast<std::size_t>(count));
+  if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) return false;
+  groups.resize(static_cast<std::size_t>(count));
+  return std::find(groups.begin(), groups.end(), g->gr_gid) != groups.end();
+}
+
+void Service::handle(const Request& request, const Peer& peer, ResponseWriter& writer) {
+  ++requests_;
+  const std::string path = path_of(request);
+  try {
+    const bool get = request.method() == http::verb::get;
+    const bool post = request.method() == http::verb::post;
+    if (path == "/health" && get) return health(writer);
+    if (path == "/metrics" && get) return metrics(writer);
+    if (path == "/v1/models" && get) return models(writer);
+    if (path == "/v1/completions" && post) return completions(request, writer);
+    if (path.starts_with("/admin/")) return admin(request, peer, writer);
+    if (path == "/health" || path == "/metrics" || path == "/v1/models" || path == "/v1/completions")
+      throw ApiError{http::status::method_not_allowed,
+                     std::string(request.method_string()) + " is not allowed on " + path};
+    throw ApiError{http::status::not_found, "no route " + std::string(request.method_string()) + " " + path};
+  } catch (const ApiError& e) {
+    ++errors_;
+    writer.send(error_response(e));
+  }
+}
+
+void Service::health(ResponseWriter& writer) {
+  const std::string error = load_error();
+  const char* status = !error.empty() ? "failed" : draining_ ? "draining" : ready_ ? "ok" : "loading";
+  json body = {{"status", status},
+               {"model", model_id_},
+               {"progress", progress_.load()},
+               {"uptime_s", std::chrono::duration<double>(std::chrono::system_clock::now() - started_).count()}};
+  if (!error.empty()) body["error"] = error;
+  writer.send(json_response(ready_ && !draining_ ? http::status::ok : http::status::service_unavailable, body));
+}
+
+void Service::models(ResponseWriter& writer) {
+  const auto created = std::chrono::duration_cast<std::chrono::seconds>(started_.time_since_epoch()).count();
+  writer.send(json_response(http::status::ok,
+                            {{"object", "list"},
+                             {"data", json::array({{{"id", model_id_}, {"object", "model"}, {"created", created},
+                                                    {"owned_by", "moed"}}})}}));
+}
+
+void Service::completions(const Request& request, ResponseWriter& writer) {
+  if (!ready_ || draining_) {
+    const std::string error = load_error();
+    throw ApiError{http::status::service_unavailable,
+                   draining_ ? "the daemon is shutting down"
+                   : !error.empty() ? "the model failed to load: " + error
+                                    : "the model is still loading (" + std::to_string(static_cast<int>(progress_ * 100)) + "%)",
+                   "server_unavailable"};
+  }
+  json body;
+  try {
+    body = json::parse(request.body());
+  } catch (const json::exception& e) {
+    throw ApiError{http::status::bad_request, std::string("the body is not valid JSON: ") + e.what()};
+  }
+  if (!body.is_object()) throw ApiError{http::status::bad_request, "the body must be a JSON object"};
+  if (body.contains("model") && !body["model"].is_null()) {
+    if (!body["model"].is_string()) bad_field("model", "expected a string");
+    if (body["model"].get<std::string>() != model_id_)
+      throw ApiError{http::status::not_found, "The model '" + body["model"].get<std::string>() + "' does not exist (this daemon serves '" + model_id_ + "')",
+                     "invalid_request_error", "model", "model_not_found"};
+  }
+  if (integer_field(body, "n", 1, 1, 1) != 1) bad_field("n", "only 1 is supported");
+  if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
+
+  engine::GenerationRequest gen;
+  if (!body.contains("prompt")) bad_field("prompt", "is required");
+  const json& prompt = body["prompt"];
+  auto token_list = [&](const json& list) {
+    std::vector<std::int32_t> ids;
+    for (const auto& t : list) {
+      if (!t.is_number_integer()) bad_field("prompt", "token lists must hold integers, got " + t.dump());
+      const auto id = t.get<std::int64_t>();
+      if (id < 0 || id >= engine_->spec().vocab_size)
+        bad_field("prompt", "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                std::to_string(engine_->spec().vocab_size) + ")");
+      ids.push_back(static_cast<std::int32_t>(id));
+    }
+    return ids;
+  };
+  if (prompt.is_string()) {
+    gen.prompt = tokenizer_->encode(prompt.get<std::string>());
+  } else if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
+    gen.prompt = token_list(prompt);
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_string()) {
+    gen.prompt = tokenizer_->encode(prompt[0].get<std::string>());
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_array()) {
+    gen.prompt = token_list(prompt[0]);
+  } else {
+    bad_field("prompt", "expected a string or a list of token ids (one prompt per request)");
+  }
+  if (gen.prompt.empty()) bad_field("prompt", "is empty");
+  const std::int64_t context = engine_->spec().max_position_embeddings;
+  if (static_cast<std::int64_t>(gen.prompt.size()) >= context)
+    bad_field("prompt", std::to_string(gen.prompt.size()) + " tokens do not fit the model's context of " + std::to_string(context));
+  gen.max_tokens = integer_field(body, "max_tokens", config_.default_max_tokens, 1, context);
+  if (gen.max_tokens + static_cast<std::int64_t>(gen.prompt.size()) > context)
+    bad_field("max_tokens", std::to_string(gen.max_tokens) + " plus the prompt's " + std::to_string(gen.prompt.size()) +
+                                " tokens exceed the model's context of " + std::to_string(context));
+  gen.sampling.temperature = static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
+  gen.sampling.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
+  gen.sampling.top_k = static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, engine_->spec().vocab_size));
+  gen.sampling.seed = body.contains("seed") && !body["seed"].is_null()
+                          ? static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX))
+                          : std::random_device{}();
+  const bool want_logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
+  gen.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
+  std::vector<std::string> stops;
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const auto& stop = body["stop"];
+    if (stop.is_string()) {
+      stops.push_back(stop.get<std::string>());
+    } else if (stop.is_array() && stop.size() <= 4) {
+      for (const auto& s : stop) {
+        if (!s.is_string()) bad_field("stop", "expected strings, got " + s.dump());
+        stops.push_back(s.get<std::string>());
+      }
+    } else {
+      bad_field("stop", "expected a string or up to 4 strings");
+    }
+    for (const auto& s : stops)
+      if (s.empty()) bad_field("stop", "stop strings must not be empty");
+  }
+  const bool stream = bool_field(body, "stream", false);
+
+  std::shared_ptr<engine::Session> session;
+  try {
+    session = scheduler_->submit(std::move(gen));
+  } catch (const engine::QueueFull& e) {
+    throw ApiError{http::status::service_unavailable, e.what(), "server_overloaded"};
+  } catch (const std::invalid_argument& e) {
+    throw ApiError{http::status::bad_request, e.what()};
+  } catch (const std::runtime_error& e) {
+    throw ApiError{http::status::service_unavailable, e.what(), "server_unavailable"};
+  }
+
+  const std::string id = completion_id();
+  const auto created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  TextStream text(*tokenizer_, stops);
+  json logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+  auto add_logprobs = [&](const engine::TokenEvent& event, json& into, std::size_t offset) {
+    into["tokens"].push_back(tokenizer_->token_string(event.id));
+    into["token_logprobs"].push_back(event.logprob);
+    json top = json::object();
+    for (const auto& [alt, lp] : event.top) top[tokenizer_->token_string(alt)] = lp;
+    into["top_logprobs"].push_back(top);
+    into["text_offset"].push_back(offset);
+  };
+  std::int64_t completion_tokens = 0;
+  auto usage = [&] {
+    return json{{"prompt_tokens", session->prompt_tokens()},
+                {"completion_tokens", completion_tokens},
+                {"total_tokens", session->prompt_tokens() + completion_tokens}};
+  };
+  auto finish_reason = [&]() -> json {
+    if (text.stopped()) return "stop";
+    const auto r = session->finish_reason();
+    return r == engine::FinishReason::length ? "length" : r == engine::FinishReason::eos ? "stop" : json(nullptr);
+  };
+
+  if (stream) {
+    if (!writer.start_stream(http::status::ok, "text/event-stream")) {
+      session->cancel();
+      return;
+    }
+    auto send = [&](const json& chunk) { return writer.write_chunk("data: " + chunk.dump() + "\n\n"); };
+    engine::TokenEvent event;
+    bool client_gone = false;
+    while (!client_gone && session->next(event)) {
+      ++completion_tokens;
+      const std::size_t offset = text.text().size();
+      const std::string delta = text.add(event.id);
+      json choice = {{"text", delta}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+      if (want_logprobs) {
+        json lp = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+        add_logprobs(event, lp, offset);
+        choice["logprobs"] = lp;
+      }
+      if (!send({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id_}, {"choices", json::array({choice})}}))
+        client_gone = true;
+      if (text.stopped()) session->cancel();
+    }
+    if (client_gone) {
+      session->cancel();  // frees the sequence at the scheduler's next step
+      return;
+    }
+    if (session->finish_reason() == engine::FinishReason::error) {
+      send({{"error", {{"message", session->error()}, {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}});
+    } else {
+      const std::string rest = text.finish();
+      send({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id_},
+            {"choices", json::array({{{"text", rest}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason()}}})},
+            {"usage", usage()}});
+    }
+    writer.write_chunk("data: [DONE]\n\n");
+    writer.end_stream();
+    return;
+  }
+
+  engine::TokenEvent event;
+  while (session->next(event)) {
+    ++completion_tokens;
+    const std::size_t offset = text.text().size();
+    text.add(event.id);
+    if (want_logprobs) add_logprobs(event, logprobs, offset);
+    if (text.stopped()) session->cancel();
+  }
+  if (session->finish_reason() == engine::FinishReason::error)
+    throw ApiError{http::status::internal_server_error, "generation failed: " + session->error(), "server_error"};
+  text.finish();
+  writer.send(json_response(
+      http::status::ok,
+      {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id_},
+       {"choices", json::array({{{"text", text.text()}, {"index", 0}, {"logprobs", want_logprobs ? logprobs : json(nullptr)},
+                                 {"finish_reason", finish_reason()}}})},
+       {"usage", usage()}}));
+}
+
+void Service::metrics(ResponseWriter& writer) {
+  std::ostringstream out;
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n' << name << ' ' << value << '\n';
+  };
+  metric("moed_up", "gauge", "1 when the model is loaded and serving", ready_ ? 1 : 0);
+  metric("moed_load_progress", "gauge", "model loading progress, 0 to 1", progress_.load());
+  metric("moed_http_requests_total", "counter", "HTTP requests received", static_cast<double>(requests_.load()));
+  metric("moed_http_errors_total", "counter", "HTTP requests answered with an error", static_cast<double>(errors_.load()));
+  if (ready_) {
+    const auto c = scheduler_->counters();
+    metric("moed_queue_length", "gauge", "requests waiting to join the batch", static_cast<double>(c.queued));
+    metric("moed_active_sessions", "gauge", "sequences in the running batch", static_cast<double>(c.active));
+    metric("moed_prompt_tokens_total", "counter", "prompt tokens prefilled", static_cast<double>(c.prompt_tokens));
+    metric("moed_generated_tokens_total", "counter", "tokens generated", static_cast<double>(c.generated_tokens));
+    metric("moed_decode_steps_total", "counter", "batched decode steps", static_cast<double>(c.steps));
+    metric("moed_tokens_per_second", "gauge", "generated tokens per second of engine time",
+           c.busy_seconds > 0 ? static_cast<double>(c.generated_tokens) / c.busy_seconds : 0.0);
+    const auto mem = engine_->memory_stats();
+    const double lookups = static_cast<double>(mem.host.hits + mem.host.misses);
+    metric("moed_host_hit_ratio", "gauge", "share of expert lookups served from host RAM",
+           lookups > 0 ? static_cast<double>(mem.host.hits) / lookups : 0.0);
+    metric("moed_host_hits_total", "counter", "expert lookups served from host RAM", static_cast<double>(mem.host.hits));
+    metric("moed_host_misses_total", "counter", "expert lookups that read from disk", static_cast<double>(mem.host.misses));
+    metric("moed_host_evictions_total", "counter", "experts evicted from host RAM", static_cast<double>(mem.host.evictions));
+    metric("moed_host_used_bytes", "gauge", "bytes of experts cached in host RAM", static_cast<double>(mem.host.used_bytes));
+    metric("moed_host_budget_bytes", "gauge", "host RAM budget for weights (0: unlimited)", static_cast<double>(mem.budget_bytes));
+    metric("moed_host_fixed_bytes", "gauge", "budget share of dense weights or ring sections and the LM head", static_cast<double>(mem.fixed_bytes));
+    metric("moed_disk_read_bytes_total", "counter", "bytes read by the disk tier", static_cast<double>(mem.disk.bytes_read));
+    metric("moed_disk_reads_total", "counter", "blocks read by the disk tier", static_cast<double>(mem.disk.reads));
+    metric("moed_disk_read_errors_total", "counter", "block reads that failed", static_cast<double>(mem.disk.errors));
+    std::uint64_t issued = 0, hits = 0, late = 0, wasted = 0;
+    out << "# HELP moed_layer_hits_total expert lookups served from host RAM, per layer\n# TYPE moed_layer_hits_total counter\n";
+    for (std::size_t l = 0; l < mem.layers.size(); ++l) out << "moed_layer_hits_total{layer=\"" << l << "\"} " << mem.layers[l].hits << '\n';
+    out << "# HELP moed_layer_misses_total expert lookups read from disk, per layer\n# TYPE moed_layer_misses_total counter\n";
+    for (std::size_t l = 0; l < mem.layers.size(); ++l) out << "moed_layer_misses_total{layer=\"" << l << "\"} " << mem.layers[l].misses << '\n';
+    for (const auto& l : mem.layers) {
+      issued += l.prefetch_issued;
+      hits += l.prefetch_hits;
+      late += l.prefetch_late;
+      wasted += l.prefetch_wasted;
+    }
+    metric("moed_prefetch_issued_total", "counter", "expert prefetches started", static_cast<double>(issued));
+    metric("moed_prefetch_hits_total", "counter", "prefetches resident when needed", static_cast<double>(hits));
+    metric("moed_prefetch_late_total", "counter", "prefetches still in flight when needed", static_cast<double>(late));
+    metric("moed_prefetch_wasted_total", "counter", "prefetches not needed", static_cast<double>(wasted));
+    metric("moed_prefetch_accuracy", "gauge", "share of prefetches that were needed",
+           issued ? static_cast<double>(hits + late) / static_cast<double>(issued) : 0.0);
+  }
+  Response r{http::status::ok, 11};
+  r.set(http::field::content_type, "text/plain; version=0.0.4");
+  r.body() = out.str();
+  writer.send(std::move(r));
+}
+
+void Service::admin(const Request& request, const Peer& peer, ResponseWriter& writer) {
+  if (!is_admin(peer))
+    throw ApiError{http::status::forbidden,
+                   peer.has_credentials
+                       ? "admin calls are allowed for root, the daemon's user or its admin group; peer uid " + std::to_string(peer.uid) + " is none of those"
+                       : "admin calls are allowed only over the Unix socket",
+                   "permission_error"};
+  if (!ready_) throw ApiError{http::status::service_unavailable, "the model is still loading", "server_unavailable"};
+  const std::string path = path_of(request);
+  const bool get = request.method() == http::verb::get;
+  json body = json::object();
+  if (!get && !request.body().empty()) {
+    try {
+      body = json::parse(request.body());
+    } catch (const json::exception& e) {
+      throw ApiError{http::status::bad_request, std::string("the body is not valid JSON: ") + e.what()};
+    }
+    if (!body.is_object()) throw ApiError{http::status::bad_request, "the body must be a JSON object"};
+  }
+  auto cache_report = [&] {
+    const auto mem = engine_->memory_stats();
+    json layers = json::array();
+    for (const auto& l : mem.layers)
+      layers.push_back({{"hits", l.hits}, {"misses", l.misses}, {"prefetch_issued", l.prefetch_issued},
+                        {"prefetch_hits", l.prefetch_hits}, {"prefetch_late", l.prefetch_late},
+                        {"prefetch_wasted", l.prefetch_wasted}, {"bytes_read", l.bytes_read}, {"wait_seconds", l.wait_seconds}});
+    return json{{"host", {{"budget_bytes", mem.budget_bytes}, {"fixed_bytes", mem.fixed_bytes},
+                          {"used_bytes", mem.host.used_bytes}, {"blocks", mem.host.blocks}, {"pinned", mem.host.pinned},
+                          {"hits", mem.host.hits}, {"misses", mem.host.misses}, {"evictions", mem.host.evictions},
+                          {"bypasses", mem.host.bypasses}, {"policy", mem.host.policy}}},
+                {"disk", {{"reader", mem.reader}, {"reads", mem.disk.reads}, {"bytes_read", mem.disk.bytes_read},
+                          {"errors", mem.disk.errors}, {"busy_seconds", mem.disk.busy_seconds}}},
+                {"dense_streamed", mem.dense_streamed},
+                {"expert_bytes", mem.expert_bytes_total},
+                {"expert_block_bytes", engine_->expert_block_bytes()},
+                {"layers", layers}};
+  };
+  auto rethrow_as_400 = [&](const std::function<void()>& fn) {
+    try {
+      scheduler_->call(fn);
+    } catch (const std::invalid_argument& e) {
+      throw ApiError{http::status::bad_request, e.what()};
+    }
+  };
+  if (path == "/admin/cache" && get) return writer.send(json_response(http::status::ok, cache_report()));
+  if (path == "/admin/cache" && request.method() == http::verb::post) {
+    std::string budget;
+    if (body.contains("host_budget")) {
+      if (!body["host_budget"].is_string()) bad_field("host_budget", "expected a size such as \"2GiB\" or \"25%\"");
+      budget = body["host_budget"].get<std::string>();
+    }
+    std::string policy;
+    if (body.contains("policy")) {
+      if (!body["policy"].is_string()) bad_field("policy", "expected \"lru\" or \"lfu\"");
+      policy = body["policy"].get<std::string>();
+      if (policy != "lru" && policy != "lfu") bad_field("policy", "'" + policy + "' is not one of lru, lfu");
+    }
+    rethrow_as_400([&] {
+      if (!budget.empty()) {
+        if (budget.back() == '%') {
+          double share = -1;
+          try {
+            share = std::stod(budget);
+          } catch (const std::exception&) {
+          }
+          engine_->set_expert_cache_fraction(share / 100.0);
+        } else {
+          engine_->set_host_budget(memtier::parse_byte_size(budget));
+        }
+      }
+      if (!policy.empty()) engine_->set_policy(policy);
+    });
+    return writer.send(json_response(http::status::ok, cache_report()));
+  }
+  if ((path == "/admin/pin" || path == "/admin/unpin") && request.method() == http::verb::post) {
+    const auto layer = integer_field(body, "layer", -1, 0, engine_->spec().num_layers - 1);
+    const auto expert = integer_field(body, "expert", -1, 0, engine_->spec().num_experts - 1);
+    if (layer < 0 || expert < 0) bad_field(layer < 0 ? "layer" : "expert", "is required");
+    const auto block = memtier::BlockId::routed(static_cast<std::int32_t>(layer), static_cast<std::int32_t>(expert));
+    if (path == "/admin/pin") engine_->host_tier().pin(block); else engine_->host_tier().unpin(block);
+    return writer.send(json_response(http::status::ok, {{"block", block.to_string()}, {"pinned", path == "/admin/pin"}}));
+  }
+  if (path == "/admin/experts" && get) {
+    std::vector<std::vector<std::uint64_t>> counts;
+    scheduler_->call([&] { counts = engine_->activation_counts(); });
+    return writer.send(json_response(http::status::ok, {{"layers", counts.size()}, {"experts", engine_->spec().num_experts}, {"counts", counts}}));
+  }
+  if (path == "/admin/trace/start" && request.method() == http::verb::post) {
+    const auto file = std::filesystem::path(config_.state_dir) / "routing-trace.jsonl";
+    rethrow_as_400([&] {
+      std::filesystem::create_directories(config_.state_dir);
+      engine_->record_trace(file);
+    });
+    trace_path_ = file;
+    return writer.send(json_response(http::status::ok, {{"recording", true}, {"path", file.string()}}));
+  }
+  if (path == "/admin/trace/stop" && request.method() == http::verb::post) {
+    scheduler_->call([&] { engine_->record_trace(std::nullopt); });
+    return writer.send(json_response(http::status::ok, {{"recording", false}}));
+  }
+  if (path == "/admin/trace" && get) {
+    if (!trace_path_) throw ApiError{http::status::not_found, "no routing trace has been recorded; POST /admin/trace/start first"};
+    std::ifstream in(*trace_path_, std::ios::binary);
+    std::ostringstream data;
+    data << in.rdbuf();
+    Response r{http::status::ok, 11};
+    r.set(http::field::content_type, "application/x-ndjson");
+    r.body() = data.str();
+    return writer.send(std::move(r));
+  }
+  if (path == "/admin/trace/simulate" && request.method() == http::verb::post) {
+    if (!trace_path_) throw ApiError{http::status::not_found, "no routing trace has been recorded; POST /admin/trace/start first"};
+    std::vector<std::uint64_t> blocks;
+    if (!body.contains("blocks") || !body["blocks"].is_array()) bad_field("blocks", "expected a list of cache sizes in expert blocks");
+    for (const auto& b : body["blocks"]) {
+      if (!b.is_number_unsigned()) bad_field("blocks", "expected non-negative integers, got " + b.dump());
+      blocks.push_back(b.get<std::uint64_t>());
+    }
+    const std::vector<std::string> policies = {"lru", "lfu", "belady"};
+    const auto events = memtier::read_trace(*trace_path_);
+    json results = json::array();
+    for (const auto& r : memtier::simulate(events, blocks, policies))
+      results.push_back({{"policy", r.policy}, {"blocks", r.budget_blocks}, {"hits", r.hits}, {"requests", r.requests}, {"hit_rate", r.hit_rate()}});
+    return writer.send(json_response(http::status::ok, {{"lines", events.size()}, {"results", results}}));
+  }
+  throw ApiError{http::status::not_found, "no admin route " + std::string(request.method_string()) + " " + path};
+}
+
+}  // namespace moed::server
