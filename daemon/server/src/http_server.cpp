@@ -230,10 +230,22 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset) break;
     if (ec) {
       SocketWriter<Socket> writer(socket, 11, false);
-      if (ec == http::error::body_limit)
+      if (ec == http::error::body_limit) {
         writer.send(plain_error(http::status::payload_too_large,
                                 "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes",
                                 "invalid_request_error"));
+        // Lingering close: the client is still sending; closing now would reset the connection
+        // before it reads the 413. Stop writing, then drain what it sends for a moment.
+        ::shutdown(fd, SHUT_WR);
+        timeval wait{0, 200000};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+        char sink[16384];
+        for (std::size_t drained = 0; drained < 8 * options_.max_body_bytes;) {
+          const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
+          if (n <= 0) break;
+          drained += static_cast<std::size_t>(n);
+        }
+      }
       else if (ec == http::error::header_limit)
         writer.send(plain_error(http::status::request_header_fields_too_large, "request head too large",
                                 "invalid_request_error"));

@@ -30,10 +30,13 @@ struct ApiError {
   std::string code;
 };
 
+// Model output can hold any bytes; invalid UTF-8 becomes U+FFFD rather than an exception.
+std::string dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 Response json_response(http::status status, const json& body) {
   Response r{status, 11};
   r.set(http::field::content_type, "application/json");
-  r.body() = body.dump();
+  r.body() = dump(body);
   return r;
 }
 
@@ -104,8 +107,10 @@ class TextStream {
       stopped_ = true;
       return take(text, stop_at);
     }
+    // Replacement characters at the end may be a multi-byte character still arriving byte by
+    // byte (byte-fallback tokens); later tokens turn them into the real character.
     std::size_t safe = text.size();
-    if (text.ends_with("\xef\xbf\xbd")) safe -= 3;
+    while (safe >= 3 && text.compare(safe - 3, 3, "\xef\xbf\xbd") == 0) safe -= 3;
     std::size_t hold = 0;
     for (const auto& s : stops_)
       for (std::size_t k = std::min(s.size() - 1, safe); k > hold; --k)
@@ -122,7 +127,8 @@ class TextStream {
  private:
   std::string take(const std::string& text, std::size_t end) {
     end = std::min(end, text.size());
-    if (end <= emitted_.size()) return "";
+    while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80) --end;
+    if (end <= emitted_.size() || text.compare(0, emitted_.size(), emitted_) != 0) return "";
     std::string delta = text.substr(emitted_.size(), end - emitted_.size());
     emitted_ += delta;
     return delta;
@@ -340,7 +346,7 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
   const std::int64_t context = engine_->spec().max_position_embeddings;
   if (static_cast<std::int64_t>(gen.prompt.size()) >= context)
     bad_field("prompt", std::to_string(gen.prompt.size()) + " tokens do not fit the model's context of " + std::to_string(context));
-  gen.max_tokens = integer_field(body, "max_tokens", config_.default_max_tokens, 1, context);
+  gen.max_tokens = integer_field(body, "max_tokens", config_.default_max_tokens, 1, INT64_MAX);
   if (gen.max_tokens + static_cast<std::int64_t>(gen.prompt.size()) > context)
     bad_field("max_tokens", std::to_string(gen.max_tokens) + " plus the prompt's " + std::to_string(gen.prompt.size()) +
                                 " tokens exceed the model's context of " + std::to_string(context));
@@ -410,7 +416,7 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
       session->cancel();
       return;
     }
-    auto send = [&](const json& chunk) { return writer.write_chunk("data: " + chunk.dump() + "\n\n"); };
+    auto send = [&](const json& chunk) { return writer.write_chunk("data: " + dump(chunk) + "\n\n"); };
     engine::TokenEvent event;
     bool client_gone = false;
     while (!client_gone && session->next(event)) {

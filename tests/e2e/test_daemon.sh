@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# End-to-end tests of the real moed daemon on a temporary socket with the tiny model, through
+# curl --unix-socket: the OpenAI routes, streaming, logprobs, stop strings, seeds, concurrency,
+# clients that vanish, bad input, admin permissions, metrics, SIGHUP, SIGTERM drain, socket
+# activation and the systemd units.
+set -uo pipefail
+moed=$(realpath "$1") models=$(realpath "$2") configs=$(realpath "$3")
+work=$(mktemp -d)
+chmod 755 "$work"
+sock=$work/moed.sock
+pid=""
+cleanup() { [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null; [[ -n ${MOED_KEEP:-} ]] || rm -rf "$work"; }
+trap cleanup EXIT
+# keep the work dir on failure for inspection: MOED_KEEP=1
+failures=0 passed=0
+pass() { passed=$((passed + 1)); echo "ok   $1"; }
+fail() { failures=$((failures + 1)); echo "FAIL $1"; }
+py() { /usr/bin/python3 -c "$@"; }
+api() { curl -s --max-time 30 --unix-socket "$sock" "$@"; }
+status_of() { curl -s -o "$work/body" -w '%{http_code}' --max-time 30 --unix-socket "$sock" "$@"; }
+
+cat >"$work/moed.yaml" <<YAML
+model:
+  path: $models/tiny-f32
+listen:
+  socket: $sock
+  socket_mode: "0666"
+memory:
+  host_budget: 50%
+limits:
+  max_queue: 16
+  max_batch: 8
+  max_body: 64KiB
+  header_timeout_ms: 1000
+state_dir: $work/state
+YAML
+
+start=$(date +%s.%N)
+"$moed" --config "$work/moed.yaml" 2>"$work/daemon.log" &
+pid=$!
+for _ in $(seq 1 100); do [[ -S $sock ]] && break; sleep 0.01; done
+code=$(status_of http://moed/health)
+elapsed=$(py "print($(date +%s.%N) - $start)")
+[[ $code == 200 || $code == 503 ]] && py "assert $elapsed < 1.0" && pass "/health answers within a second ($elapsed s, $code)" || fail "/health at start ($code)"
+for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+py "import json; assert json.load(open('$work/body'))['status'] == 'ok'" && pass "model loaded" || { fail "model never loaded"; cat "$work/daemon.log"; exit 1; }
+
+api http://moed/v1/models | py "import json,sys; d=json.load(sys.stdin); assert d['data'][0]['id'] == 'tiny-f32'" && pass "/v1/models" || fail "/v1/models"
+
+req() { echo "{\"prompt\": \"The capital of France is\", \"max_tokens\": $1, \"temperature\": ${2:-0}, \"seed\": ${3:-0}${4:-}}"; }
+api http://moed/v1/completions -d "$(req 12)" >"$work/greedy.json"
+py "
+import json; r = json.load(open('$work/greedy.json'))
+c = r['choices'][0]; u = r['usage']
+assert r['object'] == 'text_completion' and c['finish_reason'] == 'length' and c['text'], r
+assert u['completion_tokens'] == 12 and u['total_tokens'] == u['prompt_tokens'] + 12, u
+" && pass "completion with usage" || fail "completion: $(cat "$work/greedy.json")"
+
+api http://moed/v1/completions -d "$(req 16 0.9 7)" >"$work/a.json"
+api http://moed/v1/completions -d "$(req 16 0.9 7)" >"$work/b.json"
+py "import json; x=json.load(open('$work/a.json')); y=json.load(open('$work/b.json')); assert x['choices'][0]['text'] == y['choices'][0]['text']" && pass "same seed, same text" || fail "seeded completions differ"
+
+api -N http://moed/v1/completions -d "$(req 16 0.9 7 ', "stream": true')" >"$work/stream.txt"
+py "
+import json
+lines = [l for l in open('$work/stream.txt').read().split('\n') if l]
+assert lines[-1] == 'data: [DONE]', lines[-1]
+chunks = [json.loads(l[6:]) for l in lines[:-1]]
+text = ''.join(c['choices'][0]['text'] for c in chunks)
+assert text == json.load(open('$work/a.json'))['choices'][0]['text'], text
+last = chunks[-1]
+assert last['choices'][0]['finish_reason'] in ('length', 'stop') and last['usage']['completion_tokens'] <= 16
+" && pass "SSE stream: same text as non-streamed, usage, [DONE]" || fail "stream"
+
+api http://moed/v1/completions -d "$(req 6 0 0 ', "logprobs": 3')" | py "
+import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']
+assert len(lp['tokens']) == 6 and len(lp['token_logprobs']) == 6 and all(len(t) <= 3 for t in lp['top_logprobs'])
+assert all(v <= 0 for v in lp['token_logprobs'])
+" && pass "logprobs with top_logprobs" || fail "logprobs"
+
+stop=$(py "import json; t = json.load(open('$work/greedy.json'))['choices'][0]['text']; print(json.dumps(t[4:7]))")
+api http://moed/v1/completions -d "$(req 12 0 0 ", \"stop\": [$stop]")" | py "
+import json, sys; r = json.load(sys.stdin); c = r['choices'][0]
+full = json.load(open('$work/greedy.json'))['choices'][0]['text']
+assert c['text'] == full[:full.index($stop)] and c['finish_reason'] == 'stop', (c, full)
+" && pass "stop string cuts the text (stop=$stop)" || fail "stop string"
+
+api http://moed/v1/completions -d '{"prompt": [1, 17, 42], "max_tokens": 3, "temperature": 0}' | py "import json,sys; assert json.load(sys.stdin)['usage']['prompt_tokens'] == 3" && pass "token-id prompt" || fail "token-id prompt"
+
+# 8 concurrent clients get the tokens each gets alone.
+for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/alone$i.json"; done
+for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/together$i.json" & done
+wait $(jobs -p | grep -v "^$pid$") 2>/dev/null
+same=1
+for i in $(seq 1 8); do
+  py "import json; a=json.load(open('$work/alone$i.json')); b=json.load(open('$work/together$i.json')); assert a['choices'][0]['text'] == b['choices'][0]['text']" || same=0
+done
+((same)) && pass "8 concurrent clients: same text as alone" || fail "concurrent clients differ"
+
+# A client killed mid-stream frees its session.
+curl -sN --unix-socket "$sock" http://moed/v1/completions -d "$(req 3000 0.9 1 ', "stream": true')" >/dev/null &
+victim=$!
+sleep 0.5
+kill -9 $victim 2>/dev/null
+freed=0
+for _ in $(seq 1 50); do
+  api http://moed/metrics | grep -q '^moed_active_sessions 0$' && { freed=1; break; }
+  sleep 0.1
+done
+((freed)) && pass "client killed mid-stream: session freed" || fail "session not freed after client died"
+
+# Bad input: a 4xx with a clear message, and the daemon keeps serving.
+expect() {  # NAME CODE PATTERN CURL-ARGS...
+  local name=$1 want=$2 pattern=$3
+  shift 3
+  local got
+  got=$(status_of "$@")
+  if [[ $got == "$want" ]] && grep -q -- "$pattern" "$work/body"; then pass "$name -> $got"; else fail "$name -> $got $(head -c 300 "$work/body")"; fi
+}
+expect "invalid JSON" 400 "not valid JSON" http://moed/v1/completions -d '{"prompt": "x",'
+expect "wrong type" 400 '"param":"max_tokens"' http://moed/v1/completions -d '{"prompt": "x", "max_tokens": "ten"}'
+expect "negative max_tokens" 400 "max_tokens" http://moed/v1/completions -d '{"prompt": "x", "max_tokens": -1}'
+expect "huge max_tokens" 400 "context" http://moed/v1/completions -d '{"prompt": "x", "max_tokens": 100000000}'
+expect "token id out of range" 400 "outside the vocabulary" http://moed/v1/completions -d '{"prompt": [1, 99999]}'
+long=$(py "print(','.join(['5'] * 5000))")
+expect "prompt longer than the context" 400 "context" http://moed/v1/completions -d "{\"prompt\": [$long]}"
+head -c 100000 /dev/zero | tr '\0' 'a' >"$work/big"
+expect "oversized body" 413 "exceeds" http://moed/v1/completions -H 'Content-Type: application/json' --data-binary @"$work/big"
+expect "unknown route" 404 "no route" http://moed/v2/everything
+expect "unknown model" 404 "model_not_found" http://moed/v1/completions -d '{"model": "gpt-9", "prompt": "x"}'
+expect "temperature out of range" 400 "temperature" http://moed/v1/completions -d '{"prompt": "x", "temperature": 9}'
+expect "n > 1" 400 '"param":"n"' http://moed/v1/completions -d '{"prompt": "x", "n": 2}'
+expect "wrong method" 405 "not allowed" -X DELETE http://moed/v1/models
+# Slow-loris: a request head dribbled in slower than header_timeout_ms is cut off.
+py "
+import socket, time
+s = socket.socket(socket.AF_UNIX); s.connect('$sock'); s.settimeout(5)
+s.sendall(b'GET /health HTTP/1.1\r\nHost: moed\r\n')
+start = time.time()
+try:
+    for _ in range(20):
+        s.sendall(b'X-Slow: 1\r\n'); time.sleep(0.2)
+    closed = s.recv(1) == b''
+except (BrokenPipeError, ConnectionResetError):
+    closed = True
+assert closed and time.time() - start < 3, 'slow client was not cut off'
+" && pass "slow-loris head is cut off" || fail "slow-loris"
+[[ $(status_of http://moed/health) == 200 ]] && pass "still serving after bad input" || fail "daemon stopped serving"
+
+# Metrics in Prometheus text format.
+api http://moed/metrics | py "
+import re, sys
+names = set()
+for line in sys.stdin.read().splitlines():
+    if not line or line.startswith('#'): continue
+    m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)', line)
+    assert m, line
+    float(m.group(3)); names.add(m.group(1))
+for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions', 'moed_host_hit_ratio',
+          'moed_disk_read_bytes_total', 'moed_host_used_bytes', 'moed_prefetch_accuracy', 'moed_layer_hits_total'):
+    assert n in names, n
+" && pass "metrics parse" || fail "metrics"
+
+# Admin: allowed for root and the daemon's uid, refused for another uid.
+[[ $(status_of http://moed/admin/cache) == 200 ]] && pass "admin allowed for the daemon's uid" || fail "admin for owner"
+if id nobody >/dev/null 2>&1; then
+  code=$(setpriv --reuid=nobody --regid=nogroup --clear-groups curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" http://moed/admin/cache)
+  [[ $code == 403 ]] && pass "admin refused for nobody" || fail "admin for nobody -> $code"
+  code=$(setpriv --reuid=nobody --regid=nogroup --clear-groups curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" http://moed/health)
+  [[ $code == 200 ]] && pass "nobody may still use the API" || fail "health for nobody -> $code"
+fi
+expect "admin: bad policy" 400 "policy" http://moed/admin/cache -d '{"policy": "random"}'
+api -X POST http://moed/admin/pin -d '{"layer": 1, "expert": 3}' | grep -q '"pinned":true' && pass "pin an expert" || fail "pin"
+api http://moed/admin/experts | py "import json,sys; d=json.load(sys.stdin); assert len(d['counts']) == 4 and sum(map(sum, d['counts'])) > 0" && pass "activation counts" || fail "experts"
+api -X POST http://moed/admin/trace/start >/dev/null
+api http://moed/v1/completions -d "$(req 8)" >/dev/null
+api -X POST http://moed/admin/trace/stop >/dev/null
+api http://moed/admin/trace >"$work/trace.jsonl"
+[[ $(wc -l <"$work/trace.jsonl") -gt 0 ]] && pass "trace recorded and downloaded ($(wc -l <"$work/trace.jsonl") lines)" || fail "trace"
+api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 6" && pass "simulate the recorded trace" || fail "admin simulate"
+
+# SIGHUP re-reads the budget.
+before=$(api http://moed/admin/cache | py "import json,sys; print(json.load(sys.stdin)['host']['budget_bytes'])")
+sed -i 's/host_budget: 50%/host_budget: 25%/' "$work/moed.yaml"
+kill -HUP $pid
+changed=0
+for _ in $(seq 1 50); do
+  after=$(api http://moed/admin/cache | py "import json,sys; print(json.load(sys.stdin)['host']['budget_bytes'])")
+  [[ $after -lt $before ]] && { changed=1; break; }
+  sleep 0.1
+done
+((changed)) && pass "SIGHUP applied the new budget ($before -> $after)" || fail "SIGHUP budget"
+
+# SIGTERM drains: a running stream completes, then the daemon exits 0 and removes its socket.
+curl -sN --unix-socket "$sock" http://moed/v1/completions -d "$(req 200 0.9 2 ', "stream": true')" >"$work/drain.txt" &
+streamer=$!
+sleep 0.3
+kill -TERM $pid
+wait $pid
+rc=$?
+pid=""
+wait $streamer
+py "
+import json
+lines = [l for l in open('$work/drain.txt').read().split('\n') if l]
+assert lines[-1] == 'data: [DONE]'
+last = json.loads(lines[-2][6:])
+assert last['choices'][0]['finish_reason'] in ('length', 'stop') and last['usage']['completion_tokens'] > 1
+" && [[ $rc -eq 0 && ! -e $sock ]] && pass "SIGTERM drained the stream and exited 0" || fail "SIGTERM drain (rc=$rc)"
+
+# Bad config: the key's path in the message, exit 1.
+printf 'limits:\n  max_batch: many\n' >"$work/bad.yaml"
+"$moed" --config "$work/bad.yaml" --model "$models/tiny-f32" 2>"$work/err"
+[[ $? -eq 1 ]] && grep -q "limits.max_batch" "$work/err" && pass "bad config value names the key" || fail "bad config: $(cat "$work/err")"
+printf 'memory:\n  budget: 1GiB\n' >"$work/bad.yaml"
+"$moed" --config "$work/bad.yaml" --model "$models/tiny-f32" 2>"$work/err"
+[[ $? -eq 1 ]] && grep -q "memory.budget: unknown key" "$work/err" && pass "unknown config key names the key" || fail "unknown key"
+
+# Socket activation: systemd passes the listening socket (LISTEN_FDS).
+if command -v systemd-socket-activate >/dev/null; then
+  systemd-socket-activate -l "$work/act.sock" "$moed" --model "$models/tiny-f32" --socket "$work/unused.sock" 2>"$work/act.log" &
+  act=$!
+  ok=0
+  for _ in $(seq 1 100); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$work/act.sock" http://moed/health) == 200 ]] && { ok=1; break; }
+    sleep 0.1
+  done
+  ((ok)) && grep -q "from systemd" "$work/act.log" && [[ ! -e $work/unused.sock ]] && pass "serves a socket passed via LISTEN_FDS" || fail "socket activation"
+  kill -TERM $act; wait $act 2>/dev/null
+fi
+
+# The units verify, with ExecStart pointing at this build.
+if command -v systemd-analyze >/dev/null; then
+  sed "s|/usr/local/bin/moed|$moed|" "$configs/moed.service" >"$work/moed.service"
+  cp "$configs/moed.socket" "$work/moed.socket"
+  systemd-analyze verify "$work/moed.service" "$work/moed.socket" 2>"$work/verify.log" && pass "systemd-analyze verify" || { fail "systemd-analyze verify"; cat "$work/verify.log"; }
+fi
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]
