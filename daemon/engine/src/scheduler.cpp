@@ -167,17 +167,21 @@ void Scheduler::sample_and_emit(Session& session, const float* logits) {
 
 bool Scheduler::finished(Session& session) {
   const auto& eos = engine_.spec().eos_token_ids;
+  FinishReason reason;
   if (session.cancelled_) {
-    session.finish(FinishReason::cancelled);
+    reason = FinishReason::cancelled;
   } else if (std::find(eos.begin(), eos.end(), session.last_) != eos.end()) {
-    session.finish(FinishReason::eos);
+    reason = FinishReason::eos;
   } else if (session.generated_ >= session.request_.max_tokens) {
-    session.finish(FinishReason::length);
+    reason = FinishReason::length;
   } else {
     return false;
   }
-  std::lock_guard lock(mutex_);
-  ++counters_.completed;
+  {
+    std::lock_guard lock(mutex_);  // counted before the client can see the end
+    ++counters_.completed;
+  }
+  session.finish(reason);
   return true;
 }
 
@@ -193,9 +197,11 @@ void Scheduler::prefill(const std::shared_ptr<Session>& session) {
     sample_and_emit(*session, logits.data());
     if (!finished(*session)) active_.push_back(session);
   } catch (const std::exception& e) {
+    {
+      std::lock_guard lock(mutex_);
+      ++counters_.failed;
+    }
     session->finish(FinishReason::error, e.what());
-    std::lock_guard lock(mutex_);
-    ++counters_.failed;
   }
 }
 
@@ -256,11 +262,11 @@ void Scheduler::loop() {
         std::erase_if(active_, [&](const std::shared_ptr<Session>& s) { return finished(*s); });
       } catch (const std::exception& e) {
         // A failed step (e.g. a disk read error) fails the requests in it; the next ones run.
-        std::lock_guard lock(mutex_);
-        for (auto& s : active_) {
-          s->finish(FinishReason::error, e.what());
-          ++counters_.failed;
+        {
+          std::lock_guard lock(mutex_);
+          counters_.failed += active_.size();
         }
+        for (auto& s : active_) s->finish(FinishReason::error, e.what());
         active_.clear();
       }
       std::lock_guard lock(mutex_);
