@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -231,7 +232,7 @@ TEST(Sampler, RejectsBadParameters) {
 }
 
 TEST(Npy, WritesWhatNumpyReads) {
-  const auto path = fs::temp_directory_path() / "moed-test.npy";
+  const auto path = fs::temp_directory_path() / ("moed-test-" + std::to_string(::getpid()) + ".npy");
   const std::vector<float> data = {1, 2, 3, 4, 5, 6};
   write_npy(path, data, {2, 3});
   const auto back = read_npy(path);
@@ -352,7 +353,7 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
 }
 
 TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
-  const auto trace_path = fs::temp_directory_path() / "moed-test-engine-trace.jsonl";
+  const auto trace_path = fs::temp_directory_path() / ("moed-test-engine-trace-" + std::to_string(::getpid()) + ".jsonl");
   // Learn the fixed part of the budget, then give the experts room for exactly `blocks` blocks.
   const std::uint64_t fixed = Engine(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, false))
                                   .memory_stats().fixed_bytes;

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -12,7 +13,8 @@ using moed::memtier::MappedFile;
 
 namespace {
 std::filesystem::path temp_file(const std::string& name, const std::string& contents) {
-  auto path = std::filesystem::temp_directory_path() / ("moed-test-" + name);
+  // Per process: ctest runs each test case as its own process, several at once.
+  auto path = std::filesystem::temp_directory_path() / ("moed-test-" + name + "-" + std::to_string(::getpid()));
   std::ofstream(path, std::ios::binary) << contents;
   return path;
 }
@@ -371,7 +373,7 @@ TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
 // ---- traces and the simulator --------------------------------------------------------------
 
 TEST(Trace, WritesAndReadsJsonLines) {
-  const auto path = std::filesystem::temp_directory_path() / "moed-test-trace.jsonl";
+  const auto path = std::filesystem::temp_directory_path() / ("moed-test-trace-" + std::to_string(::getpid()) + ".jsonl");
   {
     TraceWriter writer(path);
     writer.write({17, 3, {5, 1}, {0.61f, 0.39f}});
