@@ -4,7 +4,8 @@
 # clients that vanish, bad input, admin permissions, metrics, SIGHUP, SIGTERM drain, socket
 # activation and the systemd units.
 set -uo pipefail
-moed=$(realpath "$1") models=$(realpath "$2") configs=$(realpath "$3")
+moed=$(realpath "$1") models=$(realpath "$2") configs=$(realpath "$3") moectl=$(realpath "$4") source=$(realpath "$5")
+build=$(dirname "$(dirname "$moed")")
 work=$(mktemp -d)
 chmod 755 "$work"
 sock=$work/moed.sock
@@ -178,6 +179,38 @@ api -X POST http://moed/admin/trace/stop >/dev/null
 api http://moed/admin/trace >"$work/trace.jsonl"
 [[ $(wc -l <"$work/trace.jsonl") -gt 0 ]] && pass "trace recorded and downloaded ($(wc -l <"$work/trace.jsonl") lines)" || fail "trace"
 api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 6" && pass "simulate the recorded trace" || fail "admin simulate"
+
+# moectl, built on the client library.
+ctl() { "$moectl" --socket "$sock" "$@"; }
+g1=$(ctl generate "The capital of France is" -n 12 --temperature 0)
+g2=$(ctl generate "The capital of France is" -n 12 --temperature 0 --stream)
+[[ -n $g1 && $g1 == "$g2" ]] && pass "moectl generate (plain and streamed agree)" || fail "moectl generate: '$g1' vs '$g2'"
+ctl status | grep -q "^status    ok" && pass "moectl status" || fail "moectl status"
+[[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
+ctl cache show | grep -q "^host" && ctl --json cache show | py "import json,sys; json.load(sys.stdin)['host']" && pass "moectl cache show (table and --json)" || fail "moectl cache show"
+ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
+ctl cache set --policy lru >/dev/null
+ctl cache pin 2:1 | grep -q "L2:E1 pinned" && pass "moectl cache pin" || fail "cache pin"
+ctl cache pin 2 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "LAYER:EXPERT" "$work/err" && pass "moectl: bad block is named" || fail "cache pin bad"
+ctl experts | grep -q "^    0  " && pass "moectl experts heatmap" || fail "moectl experts"
+(sleep 0.3; ctl generate "Hello" -n 8 >/dev/null) &
+ctl trace record 1s -o "$work/recorded.jsonl" 2>/dev/null
+wait $!
+[[ -s $work/recorded.jsonl ]] && ctl trace simulate "$work/recorded.jsonl" --blocks 2,4 | grep -q belady && pass "moectl trace record + simulate" || fail "trace record"
+ctl generate "x" -n 100000000 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "HTTP 400" "$work/err" && pass "moectl shows the daemon's error" || fail "moectl error"
+"$moectl" --socket "$work/none.sock" status 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "is the daemon running" "$work/err" && pass "moectl: no daemon is a clear error" || fail "moectl no daemon"
+
+# The installed client package works from another CMake project.
+if cmake --install "$build" --prefix "$work/prefix" >/dev/null 2>&1 &&
+   cmake -S "$source/tests/e2e/client_consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null 2>&1 &&
+   cmake --build "$work/consumer" >/dev/null 2>&1 &&
+   [[ $("$work/consumer/consumer" "$sock" | tr '\n' ' ') == "4 length 400 max_tokens " ]]; then
+  pass "find_package(moed) + moed::client from an installed prefix"
+else
+  fail "client package"
+fi
+[[ -f $work/prefix/etc/moed/moed.yaml && -f $work/prefix/lib/systemd/system/moed.service && -x $work/prefix/bin/moectl ]] &&
+  pass "cmake --install puts binaries, config and units in place" || fail "install layout"
 
 # SIGHUP re-reads the budget.
 before=$(api http://moed/admin/cache | py "import json,sys; print(json.load(sys.stdin)['host']['budget_bytes'])")
