@@ -170,6 +170,7 @@ double parse_duration_s(const std::string& text) {
 int main(int argc, char** argv) {
   CLI::App app{"moectl: control and inspect moed over its Unix socket"};
   app.require_subcommand(1);
+  app.fallthrough();  // --json and --socket may also follow the subcommand
   std::string socket = "/run/moed/moed.sock";
   bool json_out = false;
   app.add_option("--socket", socket, "moed's socket (default /run/moed/moed.sock)");
