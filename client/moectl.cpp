@@ -2,22 +2,19 @@
 // (JSON Lines, one line per token per MoE layer) through the host tier's eviction policies and
 // Belady's optimum, offline, and prints the hit rate per policy and cache size.
 #include <CLI/CLI.hpp>
-
-#include <cstdio>
-#include <iostream>
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "moed/client.hpp"
 #include "moed/memtier/trace.hpp"
-
-#include <chrono>
-#include <thread>
-#include <fstream>
 
 namespace {
 
@@ -52,8 +49,8 @@ std::vector<std::string> parse_policies(const std::string& text) {
   return out;
 }
 
-int simulate(const std::string& path, const std::string& blocks_text, const std::string& policies_text,
-             bool json) {
+int simulate(const std::string& path, const std::string& blocks_text,
+             const std::string& policies_text, bool json) {
   const auto trace = moed::memtier::read_trace(path);
   const auto budgets = parse_blocks(blocks_text);
   const auto policies = parse_policies(policies_text);
@@ -94,7 +91,8 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
       for (const auto& r : results)
         if (r.policy == p && r.budget_blocks == budget) {
           char cell[64];
-          std::snprintf(cell, sizeof cell, "%llu/%llu (%.1f%%)", static_cast<unsigned long long>(r.hits),
+          std::snprintf(cell, sizeof cell, "%llu/%llu (%.1f%%)",
+                        static_cast<unsigned long long>(r.hits),
                         static_cast<unsigned long long>(r.requests), 100.0 * r.hit_rate());
           std::printf("  %-24s", cell);
         }
@@ -105,7 +103,8 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
 
 using nlohmann::json;
 
-void print_json_or(bool as_json, const std::string& text, const std::function<void(const json&)>& table) {
+void print_json_or(bool as_json, const std::string& text,
+                   const std::function<void(const json&)>& table) {
   if (as_json) {
     std::cout << json::parse(text).dump(2) << "\n";
   } else {
@@ -117,16 +116,21 @@ void cache_table(const json& c) {
   const auto& h = c["host"];
   const double lookups = h["hits"].get<double>() + h["misses"].get<double>();
   std::printf("tier   budget        used          blocks  hit rate  evictions  policy\n");
-  std::printf("host   %-13s %-13s %-7llu %6.1f%%   %-10llu %s\n",
-              h["budget_bytes"].get<std::uint64_t>() ? std::to_string(h["budget_bytes"].get<std::uint64_t>() >> 20).append(" MiB").c_str() : "unlimited",
-              std::to_string(h["used_bytes"].get<std::uint64_t>() >> 20).append(" MiB").c_str(),
-              static_cast<unsigned long long>(h["blocks"].get<std::uint64_t>()),
-              lookups > 0 ? 100.0 * h["hits"].get<double>() / lookups : 0.0,
-              static_cast<unsigned long long>(h["evictions"].get<std::uint64_t>()), h["policy"].get<std::string>().c_str());
+  std::printf(
+      "host   %-13s %-13s %-7llu %6.1f%%   %-10llu %s\n",
+      h["budget_bytes"].get<std::uint64_t>()
+          ? std::to_string(h["budget_bytes"].get<std::uint64_t>() >> 20).append(" MiB").c_str()
+          : "unlimited",
+      std::to_string(h["used_bytes"].get<std::uint64_t>() >> 20).append(" MiB").c_str(),
+      static_cast<unsigned long long>(h["blocks"].get<std::uint64_t>()),
+      lookups > 0 ? 100.0 * h["hits"].get<double>() / lookups : 0.0,
+      static_cast<unsigned long long>(h["evictions"].get<std::uint64_t>()),
+      h["policy"].get<std::string>().c_str());
   const auto& d = c["disk"];
   std::printf("disk   %-13s read %llu MiB in %llu blocks (%s), %llu errors\n", "model files",
               static_cast<unsigned long long>(d["bytes_read"].get<std::uint64_t>() >> 20),
-              static_cast<unsigned long long>(d["reads"].get<std::uint64_t>()), d["reader"].get<std::string>().c_str(),
+              static_cast<unsigned long long>(d["reads"].get<std::uint64_t>()),
+              d["reader"].get<std::string>().c_str(),
               static_cast<unsigned long long>(d["errors"].get<std::uint64_t>()));
   std::printf("\nlayer  hits     misses   hit rate  prefetch issued/hit/late/wasted\n");
   int l = 0;
@@ -146,7 +150,8 @@ void cache_table(const json& c) {
 std::pair<int, int> parse_block(const std::string& text) {
   const auto colon = text.find(':');
   try {
-    if (colon != std::string::npos) return {std::stoi(text.substr(0, colon)), std::stoi(text.substr(colon + 1))};
+    if (colon != std::string::npos)
+      return {std::stoi(text.substr(0, colon)), std::stoi(text.substr(colon + 1))};
   } catch (const std::exception&) {
   }
   throw std::invalid_argument("'" + text + "' is not LAYER:EXPERT, e.g. 3:5");
@@ -160,8 +165,12 @@ double parse_duration_s(const std::string& text) {
   } catch (const std::exception&) {
   }
   const std::string unit = text.substr(used);
-  const double factor = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "ms" ? 0.001 : -1;
-  if (value <= 0 || factor < 0) throw std::invalid_argument("'" + text + "' is not a duration such as 60s or 2m");
+  const double factor = unit.empty() || unit == "s" ? 1
+                        : unit == "m"               ? 60
+                        : unit == "ms"              ? 0.001
+                                                    : -1;
+  if (value <= 0 || factor < 0)
+    throw std::invalid_argument("'" + text + "' is not a duration such as 60s or 2m");
   return value * factor;
 }
 
@@ -182,7 +191,8 @@ int main(int argc, char** argv) {
   auto* generate = app.add_subcommand("generate", "Complete a prompt and print the text");
   generate->add_option("PROMPT", gen.prompt, "prompt text")->required();
   generate->add_option("-n,--max-tokens", gen.max_tokens, "tokens to generate (default 16)");
-  generate->add_option("--temperature", gen.temperature, "sampling temperature (default 1; 0 is greedy)");
+  generate->add_option("--temperature", gen.temperature,
+                       "sampling temperature (default 1; 0 is greedy)");
   generate->add_option("--top-p", gen.top_p, "nucleus mass");
   generate->add_option("--top-k", gen.top_k, "keep the k most likely tokens");
   auto* seed_opt = generate->add_option("--seed", seed, "sampling seed");
@@ -194,23 +204,27 @@ int main(int argc, char** argv) {
   auto* cache = app.add_subcommand("cache", "Memory tiers: show, resize, pin");
   cache->require_subcommand(1);
   int watch = 0;
-  auto* cache_show = cache->add_subcommand("show", "Tiers, budgets, use and hit rates per tier and layer");
+  auto* cache_show =
+      cache->add_subcommand("show", "Tiers, budgets, use and hit rates per tier and layer");
   cache_show->add_option("--watch", watch, "refresh every N seconds");
   std::string host_budget, policy;
   auto* cache_set = cache->add_subcommand("set", "Change the host budget or policy live");
-  cache_set->add_option("--host", host_budget, "host budget: a size (2GiB) or a share of the experts (25%)");
+  cache_set->add_option("--host", host_budget,
+                        "host budget: a size (2GiB) or a share of the experts (25%)");
   cache_set->add_option("--policy", policy, "lru or lfu");
   std::string block;
   auto* cache_pin = cache->add_subcommand("pin", "Keep an expert in host RAM");
   cache_pin->add_option("LAYER:EXPERT", block)->required();
   auto* cache_unpin = cache->add_subcommand("unpin", "Let an expert be evicted again");
   cache_unpin->add_option("LAYER:EXPERT", block)->required();
-  auto* experts = app.add_subcommand("experts", "Activation counts per layer and expert (a heatmap)");
+  auto* experts =
+      app.add_subcommand("experts", "Activation counts per layer and expert (a heatmap)");
 
   auto* trace = app.add_subcommand("trace", "Routing traces");
   trace->require_subcommand(1);
   std::string duration, out_file;
-  auto* record = trace->add_subcommand("record", "Record the daemon's routing for a while and save it");
+  auto* record =
+      trace->add_subcommand("record", "Record the daemon's routing for a while and save it");
   record->add_option("DURATION", duration, "how long, e.g. 60s or 2m")->required();
   record->add_option("-o,--output", out_file, "trace file to write (.jsonl)")->required();
 
@@ -221,7 +235,8 @@ int main(int argc, char** argv) {
       "one expert cache shared by all layers, and print hits per policy and cache size. Lines are "
       "replayed in file order, the experts of a line in listed order; Belady is the optimum.");
   sim->add_option("TRACE", path, "trace file (.jsonl)")->required()->check(CLI::ExistingFile);
-  sim->add_option("--blocks", blocks, "cache sizes in expert blocks, comma-separated (default 16,32,64)");
+  sim->add_option("--blocks", blocks,
+                  "cache sizes in expert blocks, comma-separated (default 16,32,64)");
   sim->add_option("--policies", policies, "policies to compare (default lru,lfu,belady)");
   CLI11_PARSE(app, argc, argv);
 
@@ -240,8 +255,12 @@ int main(int argc, char** argv) {
       }
       const auto c = client.complete(gen);
       if (json_out)
-        std::cout << json{{"text", c.text}, {"finish_reason", c.finish_reason}, {"prompt_tokens", c.prompt_tokens},
-                          {"completion_tokens", c.completion_tokens}}.dump(2) << "\n";
+        std::cout << json{{"text", c.text},
+                          {"finish_reason", c.finish_reason},
+                          {"prompt_tokens", c.prompt_tokens},
+                          {"completion_tokens", c.completion_tokens}}
+                         .dump(2)
+                  << "\n";
       else
         std::cout << c.text << "\n";
       return 0;
@@ -266,18 +285,27 @@ int main(int argc, char** argv) {
         }
       }
       if (json_out) {
-        std::cout << json{{"status", h.status}, {"model", h.model}, {"progress", h.progress}, {"error", h.error},
-                          {"tokens_per_second", tps}, {"queue", queue}, {"active", active}}.dump(2) << "\n";
+        std::cout << json{{"status", h.status},       {"model", h.model},
+                          {"progress", h.progress},   {"error", h.error},
+                          {"tokens_per_second", tps}, {"queue", queue},
+                          {"active", active}}
+                         .dump(2)
+                  << "\n";
       } else {
-        std::printf("status    %s%s\nmodel     %s\nprogress  %.0f%%\nactive    %.0f\nqueued    %.0f\ntokens/s  %.1f\n",
-                    h.status.c_str(), h.error.empty() ? "" : (": " + h.error).c_str(), h.model.c_str(),
-                    100 * h.progress, active, queue, tps);
+        std::printf(
+            "status    %s%s\nmodel     %s\nprogress  %.0f%%\nactive    %.0f\nqueued    "
+            "%.0f\ntokens/s  %.1f\n",
+            h.status.c_str(), h.error.empty() ? "" : (": " + h.error).c_str(), h.model.c_str(),
+            100 * h.progress, active, queue, tps);
       }
       return h.status == "ok" ? 0 : 1;
     }
     if (models->parsed()) {
       const auto list = client.models();
-      if (json_out) std::cout << json(list).dump(2) << "\n"; else for (const auto& m : list) std::cout << m << "\n";
+      if (json_out)
+        std::cout << json(list).dump(2) << "\n";
+      else
+        for (const auto& m : list) std::cout << m << "\n";
       return 0;
     }
     if (cache_show->parsed()) {
@@ -289,29 +317,34 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cache_set->parsed()) {
-      if (host_budget.empty() && policy.empty()) throw std::invalid_argument("cache set: give --host and/or --policy");
+      if (host_budget.empty() && policy.empty())
+        throw std::invalid_argument("cache set: give --host and/or --policy");
       print_json_or(json_out, client.set_cache(host_budget, policy), cache_table);
       return 0;
     }
     if (cache_pin->parsed() || cache_unpin->parsed()) {
       const auto [layer, expert] = parse_block(block);
-      const auto answer = cache_pin->parsed() ? client.pin(layer, expert) : client.unpin(layer, expert);
+      const auto answer =
+          cache_pin->parsed() ? client.pin(layer, expert) : client.unpin(layer, expert);
       print_json_or(json_out, answer, [](const json& j) {
-        std::printf("%s %s\n", j["block"].get<std::string>().c_str(), j["pinned"].get<bool>() ? "pinned" : "unpinned");
+        std::printf("%s %s\n", j["block"].get<std::string>().c_str(),
+                    j["pinned"].get<bool>() ? "pinned" : "unpinned");
       });
       return 0;
     }
     if (experts->parsed()) {
       print_json_or(json_out, client.experts(), [](const json& j) {
         std::uint64_t most = 1;
-        for (const auto& row : j["counts"]) for (const auto& v : row) most = std::max(most, v.get<std::uint64_t>());
+        for (const auto& row : j["counts"])
+          for (const auto& v : row) most = std::max(most, v.get<std::uint64_t>());
         static const char* kShades[] = {" ", "\u2591", "\u2592", "\u2593", "\u2588"};
-        std::printf("layer  experts 0..%zu (darker = more tokens; max %llu)\n", j["experts"].get<std::size_t>() - 1,
-                    static_cast<unsigned long long>(most));
+        std::printf("layer  experts 0..%zu (darker = more tokens; max %llu)\n",
+                    j["experts"].get<std::size_t>() - 1, static_cast<unsigned long long>(most));
         int l = 0;
         for (const auto& row : j["counts"]) {
           std::printf("%5d  ", l++);
-          for (const auto& v : row) std::printf("%s", kShades[(v.get<std::uint64_t>() * 4 + most - 1) / most]);
+          for (const auto& v : row)
+            std::printf("%s", kShades[(v.get<std::uint64_t>() * 4 + most - 1) / most]);
           std::printf("\n");
         }
       });
@@ -325,12 +358,14 @@ int main(int argc, char** argv) {
       const std::string data = client.trace_download();
       std::ofstream(out_file, std::ios::binary) << data;
       std::fprintf(stderr, "moectl: wrote %zu routing records to %s\n",
-                   static_cast<std::size_t>(std::count(data.begin(), data.end(), '\n')), out_file.c_str());
+                   static_cast<std::size_t>(std::count(data.begin(), data.end(), '\n')),
+                   out_file.c_str());
       return 0;
     }
   } catch (const moed::Error& e) {
-    std::fprintf(stderr, "moectl: error: %s%s\n", e.what(),
-                 e.status() ? (" (HTTP " + std::to_string(e.status()) + ", " + e.type() + ")").c_str() : "");
+    std::fprintf(
+        stderr, "moectl: error: %s%s\n", e.what(),
+        e.status() ? (" (HTTP " + std::to_string(e.status()) + ", " + e.type() + ")").c_str() : "");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moectl: error: %s\n", e.what());

@@ -4,14 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 #include "moed/engine/engine.hpp"
 #include "moed/engine/npy.hpp"
@@ -81,7 +80,8 @@ void apply_host_budget(const std::string& text, engine::EngineOptions& options) 
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string("--host-budget: ") + e.what());
   }
-  if (options.host_budget_bytes == 0) throw std::invalid_argument("--host-budget: must be positive");
+  if (options.host_budget_bytes == 0)
+    throw std::invalid_argument("--host-budget: must be positive");
 }
 
 engine::EngineOptions engine_options(const ModelArgs& args) {
@@ -89,7 +89,8 @@ engine::EngineOptions engine_options(const ModelArgs& args) {
   options.threads = args.threads;
   apply_host_budget(args.host_budget, options);
   options.policy = args.policy;
-  options.reader.kind = args.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
+  options.reader.kind =
+      args.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
   options.reader.queue_depth = args.queue_depth;
   options.prefetch = !args.no_prefetch;
   return options;
@@ -110,7 +111,9 @@ std::uint64_t peak_rss_bytes() {
 }
 
 // Restarts the peak-RSS count (VmHWM) from the current RSS.
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5\n"; }
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5\n";
+}
 
 void drop_page_cache() {
   ::sync();
@@ -158,8 +161,7 @@ int run_generate(const GenerateArgs& args) {
     std::cout << text.substr(printed.size());
   std::cout << "\n";
   if (args.print_ids) {
-    for (std::size_t i = 0; i < generated.size(); ++i)
-      std::cerr << (i ? "," : "") << generated[i];
+    for (std::size_t i = 0; i < generated.size(); ++i) std::cerr << (i ? "," : "") << generated[i];
     std::cerr << "\n";
   }
   return 0;
@@ -188,7 +190,8 @@ int run_bench(const BenchArgs& args) {
 
   std::vector<std::int32_t> prompt(static_cast<std::size_t>(args.prompt_tokens));
   for (std::size_t i = 0; i < prompt.size(); ++i)
-    prompt[i] = static_cast<std::int32_t>((i * 7919 + 1) % static_cast<std::size_t>(spec.vocab_size));
+    prompt[i] =
+        static_cast<std::int32_t>((i * 7919 + 1) % static_cast<std::size_t>(spec.vocab_size));
   std::vector<float> logits;
   {
     auto warm = engine.new_cache();  // builds the prefill-shaped primitives outside the timing
@@ -224,7 +227,8 @@ int run_bench(const BenchArgs& args) {
     auto reader = memtier::make_reader(files, engine_options(args).reader);
     return memtier::measure_sequential_read(*reader, 1ull << 30);
   };
-  const bool disk_involved = engine.memory_stats().disk.reads > 0 || engine.memory_stats().dense_streamed ||
+  const bool disk_involved = engine.memory_stats().disk.reads > 0 ||
+                             engine.memory_stats().dense_streamed ||
                              engine.memory_stats().host.misses > 0;
   const double raw_rate_before = disk_involved ? raw_read_rate() : 0.0;
   // From here the peak counts the decode, plus the probe's buffer, which is subtracted below;
@@ -238,7 +242,8 @@ int run_bench(const BenchArgs& args) {
   std::int64_t steps = 0;
   while (steps < args.decode_tokens - 1) {
     const double round_bandwidth = probe.measure(2);
-    const std::int64_t round_steps = std::min<std::int64_t>(kDecodeRound, args.decode_tokens - 1 - steps);
+    const std::int64_t round_steps =
+        std::min<std::int64_t>(kDecodeRound, args.decode_tokens - 1 - steps);
     start = Clock::now();
     for (std::int64_t i = 0; i < round_steps; ++i) {
       engine.forward(std::span(&next, 1), cache, logits, false);
@@ -248,7 +253,8 @@ int run_bench(const BenchArgs& args) {
     decode_seconds += seconds;
     steps += round_steps;
     bandwidths.push_back(round_bandwidth);
-    shares.push_back(static_cast<double>(round_steps) / seconds / (round_bandwidth / bytes_per_token));
+    shares.push_back(static_cast<double>(round_steps) / seconds /
+                     (round_bandwidth / bytes_per_token));
   }
   const double decode_tps = static_cast<double>(steps) / decode_seconds;
   const double bandwidth = median(bandwidths);
@@ -315,33 +321,40 @@ int run_bench(const BenchArgs& args) {
               budget.c_str(),
               mem.budget_bytes ? memtier::format_byte_size(mem.budget_bytes).c_str() : "all",
               memtier::format_byte_size(mem.expert_bytes_total).c_str(),
-              mem.dense_streamed ? "streamed through the ring" : "resident", mem.host.policy.c_str(),
-              mem.reader.c_str());
+              mem.dense_streamed ? "streamed through the ring" : "resident",
+              mem.host.policy.c_str(), mem.reader.c_str());
   std::printf("threads                    %d\n", kernels::compute_threads());
-  std::printf("prefill (%lld tokens)       %.1f tokens/s\n", static_cast<long long>(args.prompt_tokens), prefill_tps);
-  std::printf("decode  (%lld tokens)        %.1f tokens/s\n", static_cast<long long>(steps), decode_tps);
+  std::printf("prefill (%lld tokens)       %.1f tokens/s\n",
+              static_cast<long long>(args.prompt_tokens), prefill_tps);
+  std::printf("decode  (%lld tokens)        %.1f tokens/s\n", static_cast<long long>(steps),
+              decode_tps);
   std::printf("bytes read per token       %.1f MB (weights + KV cache)\n", bytes_per_token / 1e6);
   std::printf("memory read bandwidth      %.1f GB/s (median of probes taken between rounds)\n",
               bandwidth / 1e9);
-  std::printf("decode bound               %.1f tokens/s (bandwidth / bytes per token)\n", bound_tps);
+  std::printf("decode bound               %.1f tokens/s (bandwidth / bytes per token)\n",
+              bound_tps);
   std::printf("decode share of bound      %.1f%% (median over %zu rounds of %lld tokens)\n",
               100.0 * share, shares.size(), static_cast<long long>(kDecodeRound));
   std::printf("host hit rate              %.1f%% of %.0f expert lookups\n",
               lookups > 0 ? 100.0 * hits / lookups : 0.0, lookups);
   std::printf("prefetch                   %llu issued: %llu hit, %llu late, %llu wasted\n",
-              static_cast<unsigned long long>(issued), static_cast<unsigned long long>(prefetch_hits),
-              static_cast<unsigned long long>(late), static_cast<unsigned long long>(wasted));
+              static_cast<unsigned long long>(issued),
+              static_cast<unsigned long long>(prefetch_hits), static_cast<unsigned long long>(late),
+              static_cast<unsigned long long>(wasted));
   if (mem.dense_streamed)
     std::printf("ring                       %llu section loads, compute waited %.2f s on it\n",
                 static_cast<unsigned long long>(mem.ring.loads), mem.ring.wait_seconds);
-  std::printf("disk read per token        %.1f MB; compute waited %.2f s on I/O (%.2f s of it packing)\n",
-              disk_bytes / static_cast<double>(steps) / 1e6, wait_s, mem.disk.materialize_seconds);
+  std::printf(
+      "disk read per token        %.1f MB; compute waited %.2f s on I/O (%.2f s of it packing)\n",
+      disk_bytes / static_cast<double>(steps) / 1e6, wait_s, mem.disk.materialize_seconds);
   if (disk_bytes > 0)
-    std::printf("disk tier throughput       %.2f GB/s vs raw sequential O_DIRECT %.2f GB/s (%.0f%%)\n",
-                disk_rate / 1e9, raw_rate / 1e9, raw_rate > 0 ? 100.0 * disk_rate / raw_rate : 0.0);
+    std::printf(
+        "disk tier throughput       %.2f GB/s vs raw sequential O_DIRECT %.2f GB/s (%.0f%%)\n",
+        disk_rate / 1e9, raw_rate / 1e9, raw_rate > 0 ? 100.0 * disk_rate / raw_rate : 0.0);
   std::printf("peak RSS                   %s (excluding the bandwidth probe's buffer)\n",
               memtier::format_byte_size(peak_rss).c_str());
-  std::printf("\nlayer  hits  misses  hit%%   prefetch issued/hit/late/wasted   read MB  io wait s\n");
+  std::printf(
+      "\nlayer  hits  misses  hit%%   prefetch issued/hit/late/wasted   read MB  io wait s\n");
   for (std::size_t l = 0; l < mem.layers.size(); ++l) {
     const auto& c = mem.layers[l];
     const double total = static_cast<double>(c.hits + c.misses);

@@ -8,7 +8,8 @@ namespace moed::cli {
 struct ModelArgs {
   std::string model_dir;
   int threads = 0;
-  std::string host_budget;  // "" (all resident), a size ("512MiB") or a share of expert bytes ("25%")
+  std::string
+      host_budget;  // "" (all resident), a size ("512MiB") or a share of expert bytes ("25%")
   std::string policy = "lru";
   std::string reader = "io_uring";
   std::uint32_t queue_depth = 64;

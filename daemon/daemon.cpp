@@ -15,10 +15,12 @@ namespace moed::cli {
 namespace {
 
 server::Config load_config(const DaemonArgs& args) {
-  server::Config c = args.config.empty() ? server::Config{} : server::Config::from_file(args.config);
+  server::Config c =
+      args.config.empty() ? server::Config{} : server::Config::from_file(args.config);
   if (args.model) c.model = *args.model;
   if (args.socket) c.socket = *args.socket;
-  if (args.socket_mode) c.socket_mode = static_cast<std::uint32_t>(std::stoul(*args.socket_mode, nullptr, 8));
+  if (args.socket_mode)
+    c.socket_mode = static_cast<std::uint32_t>(std::stoul(*args.socket_mode, nullptr, 8));
   if (args.tcp) c.tcp = *args.tcp;
   if (args.host_budget) c.host_budget = *args.host_budget;
   if (args.policy) c.policy = *args.policy;
@@ -27,7 +29,8 @@ server::Config load_config(const DaemonArgs& args) {
   if (args.threads) c.threads = *args.threads;
   if (args.max_queue) c.max_queue = *args.max_queue;
   if (args.max_batch) c.max_batch = *args.max_batch;
-  if (c.model.empty()) throw std::invalid_argument("no model: pass --model DIR or set model.path in the config file");
+  if (c.model.empty())
+    throw std::invalid_argument("no model: pass --model DIR or set model.path in the config file");
   c.validate();
   return c;
 }
@@ -46,13 +49,13 @@ int run_daemon(const DaemonArgs& args) {
   ::signal(SIGPIPE, SIG_IGN);  // a client that vanishes makes writes fail, not the daemon die
 
   server::Service service(config);
-  server::HttpServer http({config.socket, config.socket_mode, config.tcp, config.max_body_bytes, config.max_connections,
-                           config.header_timeout_ms},
-                          [&](const server::Request& r, const server::Peer& p, server::ResponseWriter& w) {
-                            service.handle(r, p, w);
-                          });
+  server::HttpServer http({config.socket, config.socket_mode, config.tcp, config.max_body_bytes,
+                           config.max_connections, config.header_timeout_ms},
+                          [&](const server::Request& r, const server::Peer& p,
+                              server::ResponseWriter& w) { service.handle(r, p, w); });
   http.listen();  // before loading, so /health answers at once
-  std::fprintf(stderr, "moed: listening on %s; loading %s\n", http.describe().c_str(), config.model.c_str());
+  std::fprintf(stderr, "moed: listening on %s; loading %s\n", http.describe().c_str(),
+               config.model.c_str());
   sd_notifyf(0, "STATUS=loading %s", config.model.c_str());
   service.start_loading();
   std::thread ready([&] {
@@ -79,15 +82,17 @@ int run_daemon(const DaemonArgs& args) {
       try {
         const server::Config fresh = load_config(args);
         service.reload(fresh);
-        std::fprintf(stderr, "moed: SIGHUP: re-read %s (host_budget '%s', policy %s, max_queue %u)\n",
-                     args.config.c_str(), fresh.host_budget.c_str(), fresh.policy.c_str(), fresh.max_queue);
+        std::fprintf(
+            stderr, "moed: SIGHUP: re-read %s (host_budget '%s', policy %s, max_queue %u)\n",
+            args.config.c_str(), fresh.host_budget.c_str(), fresh.policy.c_str(), fresh.max_queue);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "moed: SIGHUP: kept the running settings: %s\n", e.what());
       }
       sd_notify(0, "READY=1");
       continue;
     }
-    std::fprintf(stderr, "moed: %s: draining in-flight requests\n", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::fprintf(stderr, "moed: %s: draining in-flight requests\n",
+                 signal == SIGTERM ? "SIGTERM" : "SIGINT");
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
     break;
   }

@@ -8,7 +8,8 @@ namespace moed::cli {
 // `moed` with no subcommand: the long-running daemon. Flags override the config file.
 struct DaemonArgs {
   std::string config;
-  std::optional<std::string> model, socket, tcp, host_budget, policy, admin_group, state_dir, socket_mode;
+  std::optional<std::string> model, socket, tcp, host_budget, policy, admin_group, state_dir,
+      socket_mode;
   std::optional<int> threads;
   std::optional<unsigned> max_queue, max_batch;
 };

@@ -3,7 +3,6 @@
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <exception>
 
@@ -23,19 +22,23 @@ int main(int argc, char** argv) {
       "The subcommands are one-shot tools on a model directory."};
   app.require_subcommand(0, 1);
   DaemonArgs daemon;
-  app.add_option("--config", daemon.config, "YAML config file (see configs/moed.yaml); flags override it")
+  app.add_option("--config", daemon.config,
+                 "YAML config file (see configs/moed.yaml); flags override it")
       ->check(CLI::ExistingFile);
   app.add_option("--model", daemon.model, "Hugging Face model directory to serve");
   app.add_option("--socket", daemon.socket, "Unix socket path (default /run/moed/moed.sock)");
-  app.add_option("--socket-mode", daemon.socket_mode, "octal mode of the socket file (default 0660)");
+  app.add_option("--socket-mode", daemon.socket_mode,
+                 "octal mode of the socket file (default 0660)");
   app.add_option("--tcp", daemon.tcp, "also listen on HOST:PORT (loopback recommended)");
-  app.add_option("--host-budget", daemon.host_budget, "host RAM for weights: a size (24GiB) or a share of the experts (25%)");
+  app.add_option("--host-budget", daemon.host_budget,
+                 "host RAM for weights: a size (24GiB) or a share of the experts (25%)");
   app.add_option("--policy", daemon.policy, "host-tier eviction policy: lru or lfu");
   app.add_option("--threads", daemon.threads, "compute threads (default: automatic)");
   app.add_option("--max-queue", daemon.max_queue, "waiting requests before 503 (default 64)");
   app.add_option("--max-batch", daemon.max_batch, "sequences decoded together (default 16)");
   app.add_option("--admin-group", daemon.admin_group, "group whose members may call /admin routes");
-  app.add_option("--state-dir", daemon.state_dir, "where routing traces are written (default /var/lib/moed)");
+  app.add_option("--state-dir", daemon.state_dir,
+                 "where routing traces are written (default /var/lib/moed)");
 
   auto add_model = [](CLI::App* sub, ModelArgs& args) {
     sub->add_option("--model", args.model_dir, "Hugging Face model directory")
@@ -53,8 +56,10 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"io_uring", "pread"}));
     sub->add_option("--queue-depth", args.queue_depth, "disk reads in flight (default 64)")
         ->check(CLI::Range(1, 4096));
-    sub->add_flag("--no-prefetch", args.no_prefetch, "do not predict and prefetch the next layer's experts");
-    sub->add_option("--trace", args.trace, "write the routing decisions as JSON Lines to this file");
+    sub->add_flag("--no-prefetch", args.no_prefetch,
+                  "do not predict and prefetch the next layer's experts");
+    sub->add_option("--trace", args.trace,
+                    "write the routing decisions as JSON Lines to this file");
   };
 
   LogitsArgs logits;
@@ -78,15 +83,18 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   generate_cmd->add_option("--top-p", generate.top_p, "nucleus mass in (0, 1] (default 1)")
       ->check(CLI::Range(0.0, 1.0));
-  generate_cmd->add_flag("--print-ids", generate.print_ids, "also print the generated ids to stderr");
+  generate_cmd->add_flag("--print-ids", generate.print_ids,
+                         "also print the generated ids to stderr");
 
   TokenizeArgs tokenize;
-  auto* tokenize_cmd = app.add_subcommand("tokenize", "Print the token ids of a text, comma-separated");
+  auto* tokenize_cmd =
+      app.add_subcommand("tokenize", "Print the token ids of a text, comma-separated");
   tokenize_cmd->add_option("--model", tokenize.model_dir, "Hugging Face model directory")
       ->required()
       ->check(CLI::ExistingDirectory);
   tokenize_cmd->add_option("--text", tokenize.text, "text to encode")->required();
-  tokenize_cmd->add_flag("--no-special", tokenize.no_special, "do not add BOS or other template tokens");
+  tokenize_cmd->add_flag("--no-special", tokenize.no_special,
+                         "do not add BOS or other template tokens");
 
   BenchArgs bench;
   auto* bench_cmd = app.add_subcommand(

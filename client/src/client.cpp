@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 namespace moed {
@@ -28,7 +27,9 @@ class Socket {
       const int err = errno;
       ::close(fd_);
       throw ConnectionError("cannot connect to moed at " + path + ": " + std::strerror(err) +
-                            (err == ENOENT ? " (is the daemon running?)" : err == EACCES ? " (permission denied: socket mode or group)" : ""));
+                            (err == ENOENT   ? " (is the daemon running?)"
+                             : err == EACCES ? " (permission denied: socket mode or group)"
+                                             : ""));
     }
     timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -38,7 +39,8 @@ class Socket {
     while (!data.empty()) {
       const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw ConnectionError(std::string("write to moed failed: ") + std::strerror(errno));
+      if (n <= 0)
+        throw ConnectionError(std::string("write to moed failed: ") + std::strerror(errno));
       data.remove_prefix(static_cast<std::size_t>(n));
     }
   }
@@ -48,7 +50,8 @@ class Socket {
     while (true) {
       const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw ConnectionError(std::string("read from moed failed: ") + std::strerror(errno));
+      if (n < 0)
+        throw ConnectionError(std::string("read from moed failed: ") + std::strerror(errno));
       if (n == 0) return false;
       buffer.append(chunk, static_cast<std::size_t>(n));
       return true;
@@ -70,25 +73,33 @@ ResponseHead read_response(Socket& socket, const std::function<bool(std::string_
   std::string buffer;
   std::size_t head_end;
   while ((head_end = buffer.find("\r\n\r\n")) == std::string::npos)
-    if (!socket.read_some(buffer)) throw ConnectionError("moed closed the connection before answering");
+    if (!socket.read_some(buffer))
+      throw ConnectionError("moed closed the connection before answering");
   ResponseHead head;
   const std::string head_text = buffer.substr(0, head_end);
-  if (head_text.size() < 12 || head_text.compare(0, 5, "HTTP/") != 0) throw ConnectionError("not an HTTP answer");
+  if (head_text.size() < 12 || head_text.compare(0, 5, "HTTP/") != 0)
+    throw ConnectionError("not an HTTP answer");
   head.status = std::stoi(head_text.substr(9, 3));
   std::size_t at = head_text.find("\r\n");
   while (at != std::string::npos && at < head_text.size()) {
     const std::size_t next = head_text.find("\r\n", at + 2);
-    std::string line = head_text.substr(at + 2, (next == std::string::npos ? head_text.size() : next) - at - 2);
-    for (std::size_t i = 0; i < line.size() && line[i] != ':'; ++i) line[i] = static_cast<char>(std::tolower(line[i]));
-    if (line.starts_with("transfer-encoding:") && line.find("chunked") != std::string::npos) head.chunked = true;
+    std::string line =
+        head_text.substr(at + 2, (next == std::string::npos ? head_text.size() : next) - at - 2);
+    for (std::size_t i = 0; i < line.size() && line[i] != ':'; ++i)
+      line[i] = static_cast<char>(std::tolower(line[i]));
+    if (line.starts_with("transfer-encoding:") && line.find("chunked") != std::string::npos)
+      head.chunked = true;
     if (line.starts_with("content-length:")) head.content_length = std::stoll(line.substr(15));
     at = next;
   }
   buffer.erase(0, head_end + 4);
   if (!head.chunked) {
-    while (head.content_length < 0 || static_cast<std::int64_t>(buffer.size()) < head.content_length)
+    while (head.content_length < 0 ||
+           static_cast<std::int64_t>(buffer.size()) < head.content_length)
       if (!socket.read_some(buffer)) break;
-    if (head.content_length >= 0) buffer.resize(static_cast<std::size_t>(std::min<std::int64_t>(head.content_length, static_cast<std::int64_t>(buffer.size()))));
+    if (head.content_length >= 0)
+      buffer.resize(static_cast<std::size_t>(
+          std::min<std::int64_t>(head.content_length, static_cast<std::int64_t>(buffer.size()))));
     on_body(buffer);
     return head;
   }
@@ -109,16 +120,25 @@ ResponseHead read_response(Socket& socket, const std::function<bool(std::string_
   try {
     const json j = json::parse(body);
     const auto& e = j.at("error");
-    auto text = [&](const char* key) { return e.contains(key) && e[key].is_string() ? e[key].get<std::string>() : std::string(); };
+    auto text = [&](const char* key) {
+      return e.contains(key) && e[key].is_string() ? e[key].get<std::string>() : std::string();
+    };
     throw Error(status, text("type"), text("message"), text("param"), text("code"));
   } catch (const json::exception&) {
-    throw Error(status, "http_error", "moed answered " + std::to_string(status) + ": " + body.substr(0, 200));
+    throw Error(status, "http_error",
+                "moed answered " + std::to_string(status) + ": " + body.substr(0, 200));
   }
 }
 
 json request_json(const CompletionRequest& r, bool stream) {
-  json body = {{"max_tokens", r.max_tokens}, {"temperature", r.temperature}, {"top_p", r.top_p}, {"stream", stream}};
-  if (!r.prompt_tokens.empty()) body["prompt"] = r.prompt_tokens; else body["prompt"] = r.prompt;
+  json body = {{"max_tokens", r.max_tokens},
+               {"temperature", r.temperature},
+               {"top_p", r.top_p},
+               {"stream", stream}};
+  if (!r.prompt_tokens.empty())
+    body["prompt"] = r.prompt_tokens;
+  else
+    body["prompt"] = r.prompt;
   if (r.top_k > 0) body["top_k"] = r.top_k;
   if (r.seed) body["seed"] = *r.seed;
   if (!r.stop.empty()) body["stop"] = r.stop;
@@ -131,20 +151,24 @@ void read_logprobs(const json& lp, Completion& out) {
   if (!lp.is_object()) return;
   for (std::size_t i = 0; i < lp["tokens"].size(); ++i) {
     TokenLogprob t{lp["tokens"][i].get<std::string>(), lp["token_logprobs"][i].get<float>(), {}};
-    for (const auto& [tok, value] : lp["top_logprobs"][i].items()) t.top.emplace_back(tok, value.get<float>());
+    for (const auto& [tok, value] : lp["top_logprobs"][i].items())
+      t.top.emplace_back(tok, value.get<float>());
     out.logprobs.push_back(std::move(t));
   }
 }
 
 }  // namespace
 
-Client::Client(std::string socket_path, int timeout_ms) : socket_path_(std::move(socket_path)), timeout_ms_(timeout_ms) {}
+Client::Client(std::string socket_path, int timeout_ms)
+    : socket_path_(std::move(socket_path)), timeout_ms_(timeout_ms) {}
 
-std::string Client::call(const std::string& method, const std::string& target, const std::string& body) {
+std::string Client::call(const std::string& method, const std::string& target,
+                         const std::string& body) {
   Socket socket(socket_path_, timeout_ms_);
   std::string request = method + " " + target + " HTTP/1.1\r\nHost: moed\r\nConnection: close\r\n";
   if (!body.empty() || method == "POST")
-    request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    request +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   request += "\r\n" + body;
   socket.write_all(request);
   std::string answer;
@@ -162,7 +186,8 @@ Completion Client::complete(const CompletionRequest& request) {
   out.id = r["id"].get<std::string>();
   const auto& choice = r["choices"][0];
   out.text = choice["text"].get<std::string>();
-  out.finish_reason = choice["finish_reason"].is_string() ? choice["finish_reason"].get<std::string>() : "";
+  out.finish_reason =
+      choice["finish_reason"].is_string() ? choice["finish_reason"].get<std::string>() : "";
   out.prompt_tokens = r["usage"]["prompt_tokens"].get<std::int64_t>();
   out.completion_tokens = r["usage"]["completion_tokens"].get<std::int64_t>();
   read_logprobs(choice["logprobs"], out);
@@ -173,8 +198,10 @@ Completion Client::complete_stream(const CompletionRequest& request,
                                    const std::function<bool(std::string_view)>& on_text) {
   Socket socket(socket_path_, timeout_ms_);
   const std::string body = request_json(request, true).dump();
-  socket.write_all("POST /v1/completions HTTP/1.1\r\nHost: moed\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
-                   std::to_string(body.size()) + "\r\n\r\n" + body);
+  socket.write_all(
+      "POST /v1/completions HTTP/1.1\r\nHost: moed\r\nConnection: close\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body);
   Completion out;
   std::string pending, error_body;
   int status = 0;
@@ -198,7 +225,8 @@ Completion Client::complete_stream(const CompletionRequest& request,
       const std::string text = choice["text"].get<std::string>();
       out.text += text;
       read_logprobs(choice["logprobs"], out);
-      if (choice["finish_reason"].is_string()) out.finish_reason = choice["finish_reason"].get<std::string>();
+      if (choice["finish_reason"].is_string())
+        out.finish_reason = choice["finish_reason"].get<std::string>();
       if (chunk.contains("usage")) {
         out.prompt_tokens = chunk["usage"]["prompt_tokens"].get<std::int64_t>();
         out.completion_tokens = chunk["usage"]["completion_tokens"].get<std::int64_t>();
@@ -226,7 +254,8 @@ Health Client::health() {
     return true;
   });
   const json j = json::parse(answer);
-  Health h{j.value("status", ""), j.value("model", ""), j.value("progress", 0.0), j.value("error", "")};
+  Health h{j.value("status", ""), j.value("model", ""), j.value("progress", 0.0),
+           j.value("error", "")};
   return h;
 }
 
@@ -237,8 +266,12 @@ std::vector<std::string> Client::models() {
   return out;
 }
 
-std::string Client::metrics() { return call("GET", "/metrics"); }
-std::string Client::cache() { return call("GET", "/admin/cache"); }
+std::string Client::metrics() {
+  return call("GET", "/metrics");
+}
+std::string Client::cache() {
+  return call("GET", "/admin/cache");
+}
 
 std::string Client::set_cache(const std::string& host_budget, const std::string& policy) {
   json body = json::object();
@@ -255,10 +288,18 @@ std::string Client::unpin(int layer, int expert) {
   return call("POST", "/admin/unpin", json{{"layer", layer}, {"expert", expert}}.dump());
 }
 
-std::string Client::experts() { return call("GET", "/admin/experts"); }
-void Client::trace_start() { call("POST", "/admin/trace/start"); }
-void Client::trace_stop() { call("POST", "/admin/trace/stop"); }
-std::string Client::trace_download() { return call("GET", "/admin/trace"); }
+std::string Client::experts() {
+  return call("GET", "/admin/experts");
+}
+void Client::trace_start() {
+  call("POST", "/admin/trace/start");
+}
+void Client::trace_stop() {
+  call("POST", "/admin/trace/stop");
+}
+std::string Client::trace_download() {
+  return call("GET", "/admin/trace");
+}
 
 std::string Client::simulate(const std::vector<std::uint64_t>& blocks) {
   return call("POST", "/admin/trace/simulate", json{{"blocks", blocks}}.dump());

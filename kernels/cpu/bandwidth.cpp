@@ -73,7 +73,9 @@ float sum_sse(const float* data, std::int64_t count) {
   return total;
 }
 
-void free_aligned(float* p) { std::free(p); }
+void free_aligned(float* p) {
+  std::free(p);
+}
 
 }  // namespace
 

@@ -9,7 +9,9 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-dt to_dnnl(DType dtype) { return dtype == DType::bf16 ? dt::bf16 : dt::f32; }
+dt to_dnnl(DType dtype) {
+  return dtype == DType::bf16 ? dt::bf16 : dt::f32;
+}
 
 // Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
 // rather than grow without bound (each entry is a few KiB plus JIT code).
@@ -91,8 +93,7 @@ dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
   if (primitives_.size() >= kMaxCachedPrimitives) primitives_.clear();
   dnnl::memory::desc src({m, weight.cols_}, to_dnnl(weight.dtype_), tag::ab);
   dnnl::memory::desc dst({m, weight.rows_}, dt::f32, tag::ab);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weight.memory_.get_desc(), dst),
-                                  engine_);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weight.memory_.get_desc(), dst), engine_);
   auto& entry = primitives_[key];
   entry = {dnnl::matmul(pd), pd};
   return entry.first;
@@ -110,9 +111,9 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
   }
   dnnl::memory src_memory({{m, weight.cols_}, to_dnnl(weight.dtype_), tag::ab}, engine_, src);
   dnnl::memory dst_memory({{m, weight.rows_}, dt::f32, tag::ab}, engine_, y);
-  matmul.execute(stream_, {{DNNL_ARG_SRC, src_memory},
-                           {DNNL_ARG_WEIGHTS, weight.memory_},
-                           {DNNL_ARG_DST, dst_memory}});
+  matmul.execute(
+      stream_,
+      {{DNNL_ARG_SRC, src_memory}, {DNNL_ARG_WEIGHTS, weight.memory_}, {DNNL_ARG_DST, dst_memory}});
   stream_.wait();
 }
 

@@ -11,14 +11,15 @@ namespace moed::kernels {
 // still uses AVX-512 where it exists.
 #define MOED_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-MOED_ISA_CLONES void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows, std::int64_t dim,
-              float eps) {
+MOED_ISA_CLONES void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows,
+                              std::int64_t dim, float eps) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * dim;
     float* out = y + r * dim;
     double sum_sq = 0.0;
     for (std::int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(in[i]) * in[i];
-    const float scale = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps));
+    const float scale =
+        static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps));
     for (std::int64_t i = 0; i < dim; ++i) out[i] = in[i] * scale * weight[i];
   }
 }
@@ -48,7 +49,8 @@ void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int6
   }
 }
 
-MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows, std::int64_t ffn) {
+MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows,
+                              std::int64_t ffn) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* gate = gate_up + r * 2 * ffn;
     const float* up = gate + ffn;
@@ -74,7 +76,7 @@ void router_top_k(const float* logits, int n_experts, int k, int* ids, float* we
 }
 
 MOED_ISA_CLONES void attention(const float* q, const float* k, const float* v, float* out,
-               const AttentionShape& s) {
+                               const AttentionShape& s) {
   const std::int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
 #pragma omp parallel
@@ -121,7 +123,8 @@ MOED_ISA_CLONES void add_in_place(float* y, const float* x, std::int64_t n) {
 double softmax(const float* logits, float* probs, std::int64_t n) {
   const float max_logit = *std::max_element(logits, logits + n);
   double total = 0.0;
-  for (std::int64_t i = 0; i < n; ++i) total += std::exp(static_cast<double>(logits[i] - max_logit));
+  for (std::int64_t i = 0; i < n; ++i)
+    total += std::exp(static_cast<double>(logits[i] - max_logit));
   for (std::int64_t i = 0; i < n; ++i)
     probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[i] - max_logit)) / total);
   return std::log(total) + max_logit;

@@ -12,14 +12,19 @@ int physical_core_count() {
   hwloc_topology_t topology;
   if (hwloc_topology_init(&topology) != 0) return std::max(1u, std::thread::hardware_concurrency());
   int cores = 0;
-  if (hwloc_topology_load(topology) == 0) cores = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE);
+  if (hwloc_topology_load(topology) == 0)
+    cores = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE);
   hwloc_topology_destroy(topology);
   if (cores <= 0) cores = static_cast<int>(std::thread::hardware_concurrency());
   return std::max(1, cores);
 }
 
-void set_compute_threads(int threads) { omp_set_num_threads(std::max(1, threads)); }
+void set_compute_threads(int threads) {
+  omp_set_num_threads(std::max(1, threads));
+}
 
-int compute_threads() { return omp_get_max_threads(); }
+int compute_threads() {
+  return omp_get_max_threads();
+}
 
 }  // namespace moed::kernels

@@ -26,7 +26,8 @@ BlockLoader::~BlockLoader() {
   thread_.join();
 }
 
-std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority, OnLoaded on_loaded) {
+std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
+                                              OnLoaded on_loaded) {
   std::lock_guard lock(mutex_);
   if (stopping_) throw std::runtime_error("BlockLoader: shutting down");
   auto it = jobs_.find(block);
@@ -58,8 +59,8 @@ bool BlockLoader::cancel(BlockId block) {
   auto it = jobs_.find(block);
   if (it == jobs_.end() || it->second->started || it->second->priority == Priority::demand)
     return false;
-  it->second->promise.set_exception(
-      std::make_exception_ptr(std::runtime_error("prefetch of " + block.to_string() + " cancelled")));
+  it->second->promise.set_exception(std::make_exception_ptr(
+      std::runtime_error("prefetch of " + block.to_string() + " cancelled")));
   jobs_.erase(it);
   ++counters_.cancelled;
   return true;

@@ -16,7 +16,8 @@ BufferPool::State::~State() {
 }
 
 std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
-  const std::size_t size = (bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+  const std::size_t size =
+      (bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
   std::byte* buffer = nullptr;
   {
     std::lock_guard lock(state_->mutex);
@@ -30,7 +31,8 @@ std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
     }
   }
   if (!buffer) {
-    buffer = static_cast<std::byte*>(std::aligned_alloc(kDirectIoAlignment, size ? size : kDirectIoAlignment));
+    buffer = static_cast<std::byte*>(
+        std::aligned_alloc(kDirectIoAlignment, size ? size : kDirectIoAlignment));
     if (!buffer) throw std::bad_alloc();
   }
   return std::shared_ptr<std::byte>(buffer, [state = state_, size](std::byte* released) {

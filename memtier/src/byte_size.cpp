@@ -24,10 +24,20 @@ std::uint64_t parse_byte_size(std::string_view text) {
   static constexpr struct {
     const char* name;
     double factor;
-  } kUnits[] = {{"", 1},        {"B", 1},          {"KiB", 1024.0},  {"MiB", 1048576.0},
-                {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}, {"KB", 1e3}, {"MB", 1e6},
-                {"GB", 1e9},    {"TB", 1e12},      {"K", 1024.0},    {"M", 1048576.0},
-                {"G", 1073741824.0}, {"T", 1099511627776.0}};
+  } kUnits[] = {{"", 1},
+                {"B", 1},
+                {"KiB", 1024.0},
+                {"MiB", 1048576.0},
+                {"GiB", 1073741824.0},
+                {"TiB", 1099511627776.0},
+                {"KB", 1e3},
+                {"MB", 1e6},
+                {"GB", 1e9},
+                {"TB", 1e12},
+                {"K", 1024.0},
+                {"M", 1048576.0},
+                {"G", 1073741824.0},
+                {"T", 1099511627776.0}};
   for (const auto& u : kUnits)
     if (unit == u.name) {
       const double bytes = number * u.factor;

@@ -49,7 +49,8 @@ bool HostTier::make_room(std::uint64_t bytes) {
 }
 
 bool HostTier::admit(BlockId block, Payload payload) {
-  if (!payload) throw std::invalid_argument("HostTier::admit: null payload for " + block.to_string());
+  if (!payload)
+    throw std::invalid_argument("HostTier::admit: null payload for " + block.to_string());
   std::lock_guard lock(mutex_);
   if (blocks_.contains(block)) return true;
   const std::uint64_t bytes = payload->bytes();

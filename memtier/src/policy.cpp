@@ -37,7 +37,9 @@ double LfuDecayPolicy::decayed(const Entry& e) const {
   return e.score * std::pow(decay_per_tick_, static_cast<double>(clock_ - e.last));
 }
 
-void LfuDecayPolicy::on_insert(BlockId block) { entries_[block] = {1.0, ++clock_}; }
+void LfuDecayPolicy::on_insert(BlockId block) {
+  entries_[block] = {1.0, ++clock_};
+}
 
 void LfuDecayPolicy::on_access(BlockId block) {
   auto it = entries_.find(block);
@@ -46,7 +48,9 @@ void LfuDecayPolicy::on_access(BlockId block) {
   it->second = {decayed(it->second) + 1.0, clock_};
 }
 
-void LfuDecayPolicy::on_erase(BlockId block) { entries_.erase(block); }
+void LfuDecayPolicy::on_erase(BlockId block) {
+  entries_.erase(block);
+}
 
 std::optional<BlockId> LfuDecayPolicy::victim(const std::function<bool(BlockId)>& evictable) {
   std::optional<BlockId> best;

@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -18,8 +18,12 @@
 namespace moed::memtier {
 namespace {
 
-std::uint64_t align_down(std::uint64_t v) { return v / kDirectIoAlignment * kDirectIoAlignment; }
-std::uint64_t align_up(std::uint64_t v) { return align_down(v + kDirectIoAlignment - 1); }
+std::uint64_t align_down(std::uint64_t v) {
+  return v / kDirectIoAlignment * kDirectIoAlignment;
+}
+std::uint64_t align_up(std::uint64_t v) {
+  return align_down(v + kDirectIoAlignment - 1);
+}
 
 class UringReader final : public Reader {
  public:
@@ -47,7 +51,8 @@ class UringReader final : public Reader {
         io_uring_prep_read_fixed(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length),
                                  r.offset, table_index[r.buffer]);
       } else {
-        io_uring_prep_read(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length), r.offset);
+        io_uring_prep_read(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length),
+                           r.offset);
       }
       io_uring_sqe_set_data64(sqe, index);
       ++in_flight;
@@ -86,7 +91,8 @@ class UringReader final : public Reader {
     auto lookup = [&] {
       std::vector<int> index;
       for (const auto* b : buffers) {
-        auto it = std::find(registered_.begin(), registered_.end(), std::pair<const std::byte*, std::size_t>(b->data(), b->size()));
+        auto it = std::find(registered_.begin(), registered_.end(),
+                            std::pair<const std::byte*, std::size_t>(b->data(), b->size()));
         if (it == registered_.end()) return std::vector<int>{};
         index.push_back(static_cast<int>(it - registered_.begin()));
       }
@@ -158,13 +164,13 @@ class PreadReader final : public Reader {
 
 }  // namespace
 
-std::string to_string(ReaderKind kind) { return kind == ReaderKind::io_uring ? "io_uring" : "pread"; }
+std::string to_string(ReaderKind kind) {
+  return kind == ReaderKind::io_uring ? "io_uring" : "pread";
+}
 
 Reader::Reader(std::vector<std::filesystem::path> files, std::uint32_t queue_depth,
                std::uint64_t chunk_bytes)
-    : paths_(std::move(files)),
-      queue_depth_(queue_depth),
-      chunk_bytes_(align_up(chunk_bytes)) {
+    : paths_(std::move(files)), queue_depth_(queue_depth), chunk_bytes_(align_up(chunk_bytes)) {
   if (queue_depth_ == 0 || chunk_bytes_ == 0)
     throw std::invalid_argument("Reader: queue depth and chunk size must be positive");
   for (const auto& path : paths_) {
@@ -199,8 +205,8 @@ void Reader::read(std::span<const FileRange> ranges, LoadedBlock& block) {
   if (errors.front()) std::rethrow_exception(errors.front());
 }
 
-std::vector<std::exception_ptr> Reader::read_batch(std::span<const std::span<const FileRange>> blocks,
-                                                   std::span<LoadedBlock> into) {
+std::vector<std::exception_ptr> Reader::read_batch(
+    std::span<const std::span<const FileRange>> blocks, std::span<LoadedBlock> into) {
   std::vector<std::exception_ptr> errors(blocks.size());
   std::vector<AlignedRead> reads;
   std::vector<std::size_t> block_of;  // reads[i] belongs to blocks[block_of[i]]
@@ -211,12 +217,13 @@ std::vector<std::exception_ptr> Reader::read_batch(std::span<const std::span<con
     try {
       std::uint64_t total = 0;
       for (const auto& r : blocks[b]) {
-        if (r.file >= fds_.size()) throw std::out_of_range("Reader: no file index " + std::to_string(r.file));
+        if (r.file >= fds_.size())
+          throw std::out_of_range("Reader: no file index " + std::to_string(r.file));
         if (r.offset > sizes_[r.file] || r.length > sizes_[r.file] - r.offset)
-          throw std::runtime_error(paths_[r.file].string() + ": range [" + std::to_string(r.offset) +
-                                   ", " + std::to_string(r.offset + r.length) +
-                                   ") lies past the end of the file (" +
-                                   std::to_string(sizes_[r.file]) + " bytes)");
+          throw std::runtime_error(
+              paths_[r.file].string() + ": range [" + std::to_string(r.offset) + ", " +
+              std::to_string(r.offset + r.length) + ") lies past the end of the file (" +
+              std::to_string(sizes_[r.file]) + " bytes)");
         total += align_up(r.offset + r.length) - align_down(r.offset);
       }
       if (block.buffer.size() < total) block.buffer = AlignedBuffer(total);
@@ -233,8 +240,10 @@ std::vector<std::exception_ptr> Reader::read_batch(std::span<const std::span<con
       block.ranges.push_back(block.buffer.data() + at + (r.offset - begin));
       for (std::uint64_t off = begin; off < end; off += chunk_bytes_) {
         const std::uint64_t len = std::min(chunk_bytes_, end - off);
-        const std::uint64_t expected = std::min(len, sizes_[r.file] - std::min(off, sizes_[r.file]));
-        reads.push_back({r.file, off, len, block.buffer.data() + at + (off - begin), expected, buffer_index});
+        const std::uint64_t expected =
+            std::min(len, sizes_[r.file] - std::min(off, sizes_[r.file]));
+        reads.push_back(
+            {r.file, off, len, block.buffer.data() + at + (off - begin), expected, buffer_index});
         block_of.push_back(b);
       }
       at += end - begin;
@@ -250,8 +259,8 @@ std::vector<std::exception_ptr> Reader::read_batch(std::span<const std::span<con
           std::to_string(r.offset) + " failed: " + std::strerror(static_cast<int>(-results[i]))));
     } else if (static_cast<std::uint64_t>(results[i]) < r.expected) {
       errors[block_of[i]] = std::make_exception_ptr(std::runtime_error(
-          paths_[r.file].string() + ": short read at offset " + std::to_string(r.offset) + ": got " +
-          std::to_string(results[i]) + " of " + std::to_string(r.expected) + " bytes"));
+          paths_[r.file].string() + ": short read at offset " + std::to_string(r.offset) +
+          ": got " + std::to_string(results[i]) + " of " + std::to_string(r.expected) + " bytes"));
     }
   }
   return errors;
@@ -276,7 +285,8 @@ double measure_sequential_read(Reader& reader, std::uint64_t max_bytes) {
       total += len;
     }
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return seconds > 0 ? static_cast<double>(total) / seconds : 0.0;
 }
 

@@ -37,10 +37,11 @@ Payload TieredStore::acquire(BlockId block) {
     }
   }
   const auto start = Clock::now();
-  auto future = loader_.load(block, BlockLoader::Priority::demand, [this](BlockId id, const Payload&) {
-    std::lock_guard lock(mutex_);
-    layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-  });
+  auto future =
+      loader_.load(block, BlockLoader::Priority::demand, [this](BlockId id, const Payload&) {
+        std::lock_guard lock(mutex_);
+        layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
+      });
   Payload payload = future.get();
   {
     std::lock_guard lock(mutex_);
@@ -63,13 +64,14 @@ void TieredStore::predict(std::int32_t layer, std::span<const std::int32_t> expe
       predictions_[block] = Prediction::issued;
       ++layers_.at(static_cast<std::size_t>(layer)).prefetch_issued;
     }
-    loader_.load(block, BlockLoader::Priority::prefetch, [this](BlockId id, const Payload& payload) {
-      {
-        std::lock_guard lock(mutex_);
-        layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-      }
-      host_.admit(id, payload);
-    });
+    loader_.load(block, BlockLoader::Priority::prefetch,
+                 [this](BlockId id, const Payload& payload) {
+                   {
+                     std::lock_guard lock(mutex_);
+                     layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
+                   }
+                   host_.admit(id, payload);
+                 });
   }
 }
 

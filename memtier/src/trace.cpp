@@ -2,12 +2,11 @@
 
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
-
-#include <nlohmann/json.hpp>
 
 #include "moed/memtier/block.hpp"
 #include "moed/memtier/policy.hpp"
@@ -15,7 +14,8 @@
 namespace moed::memtier {
 
 std::string to_json_line(const RoutingEvent& event) {
-  nlohmann::json line = {{"token", event.token}, {"layer", event.layer}, {"experts", event.experts}};
+  nlohmann::json line = {
+      {"token", event.token}, {"layer", event.layer}, {"experts", event.experts}};
   if (!event.weights.empty()) line["weights"] = event.weights;
   return line.dump();
 }
@@ -38,16 +38,19 @@ std::vector<RoutingEvent> parse_trace(std::istream& in, const std::string& origi
     }
     if (!line.is_object()) fail("a record must be a JSON object");
     RoutingEvent event;
-    if (!line.contains("layer") || !line["layer"].is_number_integer() || line["layer"].get<std::int64_t>() < 0)
+    if (!line.contains("layer") || !line["layer"].is_number_integer() ||
+        line["layer"].get<std::int64_t>() < 0)
       fail("'layer' must be a non-negative integer");
     event.layer = line["layer"].get<std::int32_t>();
     if (!line.contains("experts") || !line["experts"].is_array())
       fail("'experts' must be an array of expert ids");
     for (const auto& e : line["experts"]) {
-      if (!e.is_number_integer() || e.get<std::int64_t>() < 0) fail("'experts' holds a non-integer or negative id");
+      if (!e.is_number_integer() || e.get<std::int64_t>() < 0)
+        fail("'experts' holds a non-integer or negative id");
       event.experts.push_back(e.get<std::int32_t>());
     }
-    if (line.contains("token") && line["token"].is_number_integer()) event.token = line["token"].get<std::int64_t>();
+    if (line.contains("token") && line["token"].is_number_integer())
+      event.token = line["token"].get<std::int64_t>();
     if (line.contains("weights") && line["weights"].is_array())
       for (const auto& w : line["weights"])
         if (w.is_number()) event.weights.push_back(w.get<float>());
@@ -82,7 +85,8 @@ namespace {
 std::vector<BlockId> requests_of(std::span<const RoutingEvent> trace) {
   std::vector<BlockId> requests;
   for (const auto& event : trace)
-    for (const auto expert : event.experts) requests.push_back(BlockId::routed(event.layer, expert));
+    for (const auto expert : event.experts)
+      requests.push_back(BlockId::routed(event.layer, expert));
   return requests;
 }
 

@@ -30,7 +30,11 @@ void BM_Bf16Gemv(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * n * k * 2);
 }
-BENCHMARK(BM_Bf16Gemv)->Args({1, 5632, 1024})->Args({1, 1024, 2816})->Args({1, 32000, 1024})->Args({16, 5632, 1024});
+BENCHMARK(BM_Bf16Gemv)
+    ->Args({1, 5632, 1024})
+    ->Args({1, 1024, 2816})
+    ->Args({1, 32000, 1024})
+    ->Args({16, 5632, 1024});
 
 void BM_ReadBandwidth(benchmark::State& state) {
   ReadBandwidthProbe probe(1ull << 30);
@@ -45,7 +49,8 @@ void BM_Attention(benchmark::State& state) {
   std::vector<float> q(heads * d, 0.1f), k(kv_heads * context * d, 0.1f), v(k.size(), 0.1f),
       out(q.size());
   for (auto _ : state)
-    attention(q.data(), k.data(), v.data(), out.data(), {1, heads, kv_heads, d, context, context - 1});
+    attention(q.data(), k.data(), v.data(), out.data(),
+              {1, heads, kv_heads, d, context, context - 1});
 }
 BENCHMARK(BM_Attention)->Arg(512)->Arg(4096);
 

@@ -7,9 +7,7 @@
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cuda_ops.hpp"
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 // GPU tests run wherever a device exists and skip, saying why, where none does.
 class CudaDevice : public ::testing::Test {
@@ -45,7 +43,8 @@ TEST_F(CudaDevice, RmsNormMatchesCpu) {
   cudaMemcpy(dw, w.data(), w.size() * 4, cudaMemcpyHostToDevice);
   moed::kernels::cuda::rms_norm(dx, dw, dy, rows, dim, 1e-5f);
   ASSERT_EQ(cudaMemcpy(got.data(), dy, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + std::abs(want[i])));
+  for (std::size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + std::abs(want[i])));
   cudaFree(dx);
   cudaFree(dw);
   cudaFree(dy);

@@ -33,11 +33,13 @@ Array read_npy(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::string all((std::istreambuf_iterator<char>(in)), {});
   if (all.size() < 10 || all.compare(0, 6, "\x93NUMPY") != 0) throw std::runtime_error("not npy");
-  const std::size_t header_len = static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
+  const std::size_t header_len =
+      static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
   const std::string header = all.substr(10, header_len);
   if (header.find("'<f4'") == std::string::npos) throw std::runtime_error("not float32");
   Array a;
-  std::stringstream dims(header.substr(header.find('(') + 1, header.find(')') - header.find('(') - 1));
+  std::stringstream dims(
+      header.substr(header.find('(') + 1, header.find(')') - header.find('(') - 1));
   std::string item;
   while (std::getline(dims, item, ','))
     if (item.find_first_not_of(' ') != std::string::npos) a.shape.push_back(std::stoll(item));
@@ -59,7 +61,8 @@ struct Comparison {
   int argmax_mismatches;
 };
 
-Comparison compare(const std::vector<float>& got, const std::vector<float>& want, std::int64_t vocab) {
+Comparison compare(const std::vector<float>& got, const std::vector<float>& want,
+                   std::int64_t vocab) {
   double max_diff = 0, max_ref = 0;
   int mismatches = 0;
   for (std::size_t i = 0; i < want.size(); ++i) {
@@ -87,7 +90,9 @@ struct GoldenCase {
   double tolerance;
 };
 
-void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.model; }
+void PrintTo(const GoldenCase& c, std::ostream* os) {
+  *os << c.model;
+}
 
 class GoldenLogits : public ::testing::TestWithParam<GoldenCase> {};
 
@@ -97,7 +102,7 @@ TEST_P(GoldenLogits, MatchTheNumpyReference) {
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
   const auto golden = read_npy(kGolden / (std::string(model) + ".logits.npy"));
   ASSERT_EQ(golden.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()),
-                                                      engine.spec().vocab_size}));
+                                                     engine.spec().vocab_size}));
   const auto logits = prefill_logits(engine, tokens);
   const auto c = compare(logits, golden.data, engine.spec().vocab_size);
   EXPECT_LE(c.relative_error, tolerance) << model;
@@ -105,7 +110,8 @@ TEST_P(GoldenLogits, MatchTheNumpyReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenLogits,
-                         ::testing::Values(GoldenCase{"tiny-f32", 1e-4}, GoldenCase{"tiny-bf16", 2e-2},
+                         ::testing::Values(GoldenCase{"tiny-f32", 1e-4},
+                                           GoldenCase{"tiny-bf16", 2e-2},
                                            GoldenCase{"tiny-tied", 1e-4}),
                          [](const auto& info) {
                            std::string name = info.param.model;
@@ -157,7 +163,8 @@ TEST(Engine, GreedyGenerationMatchesTheReference) {
     std::vector<std::int32_t> got;
     engine.forward(prompt, cache, logits, false);
     while (got.size() < want.size()) {
-      got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+      got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                              logits.begin()));
       engine.forward(std::span(&got.back(), 1), cache, logits, false);
     }
     EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
@@ -186,7 +193,8 @@ TEST(Engine, RejectsBadTokensAndOverlongSequences) {
   EXPECT_EQ(cache.length(), 0);
   const std::vector<std::int32_t> negative = {-1};
   EXPECT_THROW(engine.forward(negative, cache, logits, false), std::out_of_range);
-  std::vector<std::int32_t> too_long(static_cast<std::size_t>(engine.spec().max_position_embeddings + 1), 5);
+  std::vector<std::int32_t> too_long(
+      static_cast<std::size_t>(engine.spec().max_position_embeddings + 1), 5);
   EXPECT_THROW(engine.forward(too_long, cache, logits, false), std::length_error);
   EXPECT_THROW(engine.forward({}, cache, logits, false), std::invalid_argument);
 }
@@ -194,9 +202,8 @@ TEST(Engine, RejectsBadTokensAndOverlongSequences) {
 TEST(Engine, GenerateStopsAtEosAndWhenTheCallbackSaysSo) {
   Engine engine(kModels / "tiny-f32", {});
   int calls = 0;
-  const auto out = engine.generate(std::vector<std::int32_t>{1, 17}, 10, {}, [&](const SampledToken&) {
-    return ++calls < 3;
-  });
+  const auto out = engine.generate(std::vector<std::int32_t>{1, 17}, 10, {},
+                                   [&](const SampledToken&) { return ++calls < 3; });
   EXPECT_EQ(out.size(), 3u);
 }
 
@@ -232,7 +239,8 @@ TEST(Sampler, RejectsBadParameters) {
 }
 
 TEST(Npy, WritesWhatNumpyReads) {
-  const auto path = fs::temp_directory_path() / ("moed-test-" + std::to_string(::getpid()) + ".npy");
+  const auto path =
+      fs::temp_directory_path() / ("moed-test-" + std::to_string(::getpid()) + ".npy");
   const std::vector<float> data = {1, 2, 3, 4, 5, 6};
   write_npy(path, data, {2, 3});
   const auto back = read_npy(path);
@@ -240,7 +248,8 @@ TEST(Npy, WritesWhatNumpyReads) {
   EXPECT_EQ(back.data, data);
   std::ifstream in(path, std::ios::binary);
   std::string all((std::istreambuf_iterator<char>(in)), {});
-  const std::size_t header_len = static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
+  const std::size_t header_len =
+      static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
   EXPECT_EQ((10 + header_len) % 64, 0u);  // the format aligns the data to 64 bytes
   fs::remove(path);
 }
@@ -252,8 +261,8 @@ TEST(Npy, WritesWhatNumpyReads) {
 
 namespace {
 
-EngineOptions budget_options(double expert_share, std::uint64_t budget_bytes, memtier::ReaderKind reader,
-                             bool prefetch) {
+EngineOptions budget_options(double expert_share, std::uint64_t budget_bytes,
+                             memtier::ReaderKind reader, bool prefetch) {
   EngineOptions options;
   options.expert_cache_fraction = expert_share;
   options.host_budget_bytes = budget_bytes;
@@ -298,7 +307,8 @@ TEST(EngineMemtier, DenseLayersStreamThroughTheRingWhenTheBudgetIsTooSmall) {
   Engine unlimited(kModels / "tiny-f32", {});
   const auto want = prefill_logits(unlimited, tokens);
   // 3 MiB: below the tiny model's dense weights plus one layer's experts (~6.6 MB).
-  Engine engine(kModels / "tiny-f32", budget_options(0, 3 << 20, memtier::ReaderKind::io_uring, true));
+  Engine engine(kModels / "tiny-f32",
+                budget_options(0, 3 << 20, memtier::ReaderKind::io_uring, true));
   const auto stats = engine.memory_stats();
   EXPECT_TRUE(stats.dense_streamed);
   EXPECT_LE(stats.fixed_bytes, 3u << 20);
@@ -306,7 +316,8 @@ TEST(EngineMemtier, DenseLayersStreamThroughTheRingWhenTheBudgetIsTooSmall) {
   EXPECT_EQ(prefill_logits(engine, tokens), want);  // the ring wraps around for the next request
   EXPECT_GE(engine.memory_stats().ring.loads, 8u);
   EXPECT_LE(engine.memory_stats().host.used_bytes, (3u << 20) - stats.fixed_bytes);
-  EXPECT_THROW(Engine(kModels / "tiny-f32", budget_options(0, 64 << 10, memtier::ReaderKind::io_uring, true)),
+  EXPECT_THROW(Engine(kModels / "tiny-f32",
+                      budget_options(0, 64 << 10, memtier::ReaderKind::io_uring, true)),
                std::invalid_argument);
 }
 
@@ -341,7 +352,8 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
         const std::string what = e.what();
         EXPECT_NE(what.find("model.safetensors"), std::string::npos) << what;
         EXPECT_TRUE(what.find("Input/output error") != std::string::npos ||
-                    what.find("short read") != std::string::npos) << what;
+                    what.find("short read") != std::string::npos)
+            << what;
       }
       faulty->fail_at = -1;
       faulty->short_at = -1;
@@ -353,16 +365,21 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
 }
 
 TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
-  const auto trace_path = fs::temp_directory_path() / ("moed-test-engine-trace-" + std::to_string(::getpid()) + ".jsonl");
+  const auto trace_path = fs::temp_directory_path() /
+                          ("moed-test-engine-trace-" + std::to_string(::getpid()) + ".jsonl");
   // Learn the fixed part of the budget, then give the experts room for exactly `blocks` blocks.
-  const std::uint64_t fixed = Engine(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, false))
-                                  .memory_stats().fixed_bytes;
+  const std::uint64_t fixed =
+      Engine(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, false))
+          .memory_stats()
+          .fixed_bytes;
   for (const std::uint64_t blocks : {3u, 8u, 20u}) {
     Engine probe(kModels / "tiny-f32", {});
     const std::uint64_t budget = fixed + blocks * probe.expert_block_bytes();
-    Engine engine(kModels / "tiny-f32", budget_options(0, budget, memtier::ReaderKind::io_uring, false));
+    Engine engine(kModels / "tiny-f32",
+                  budget_options(0, budget, memtier::ReaderKind::io_uring, false));
     engine.record_trace(trace_path);
-    const auto generated = engine.generate(std::vector<std::int32_t>{1}, 40, {0.9f, 0, 1.0f, 3}, nullptr);
+    const auto generated =
+        engine.generate(std::vector<std::int32_t>{1}, 40, {0.9f, 0, 1.0f, 3}, nullptr);
     engine.record_trace(std::nullopt);
     const auto host = engine.memory_stats().host;
     const auto events = memtier::read_trace(trace_path);
@@ -403,7 +420,8 @@ TEST(Scheduler, ConcurrentRequestsGetTheTokensTheyGetAlone) {
     GenerationRequest r;
     r.prompt = {1, 17 + i, 42, 300 - i};
     r.max_tokens = 12 + i;
-    r.sampling = i % 2 ? SamplingParams{0.8f, 40, 0.95f, static_cast<std::uint64_t>(i)} : SamplingParams{};
+    r.sampling =
+        i % 2 ? SamplingParams{0.8f, 40, 0.95f, static_cast<std::uint64_t>(i)} : SamplingParams{};
     requests.push_back(r);
   }
   std::vector<std::vector<std::int32_t>> alone;

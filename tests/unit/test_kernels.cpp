@@ -221,7 +221,8 @@ TEST(Ops, AttentionMatchesNaiveWithGroupsAndOffset) {
       for (auto& s : p) total += (s = std::exp(s - mx));
       for (std::int64_t c = 0; c < d; ++c) {
         double want = 0;
-        for (std::int64_t t = 0; t < visible; ++t) want += p[t] / total * v[(g * capacity + t) * d + c];
+        for (std::int64_t t = 0; t < visible; ++t)
+          want += p[t] / total * v[(g * capacity + t) * d + c];
         EXPECT_NEAR(out[(i * heads + h) * d + c], want, 1e-5);
       }
     }

@@ -14,7 +14,8 @@ using moed::memtier::MappedFile;
 namespace {
 std::filesystem::path temp_file(const std::string& name, const std::string& contents) {
   // Per process: ctest runs each test case as its own process, several at once.
-  auto path = std::filesystem::temp_directory_path() / ("moed-test-" + name + "-" + std::to_string(::getpid()));
+  auto path = std::filesystem::temp_directory_path() /
+              ("moed-test-" + name + "-" + std::to_string(::getpid()));
   std::ofstream(path, std::ios::binary) << contents;
   return path;
 }
@@ -70,6 +71,7 @@ TEST(MappedFile, EmptyFileMapsToNothing) {
 #include <future>
 #include <thread>
 
+#include "faulty_reader.hpp"
 #include "moed/memtier/block_loader.hpp"
 #include "moed/memtier/buffer_pool.hpp"
 #include "moed/memtier/byte_size.hpp"
@@ -78,7 +80,6 @@ TEST(MappedFile, EmptyFileMapsToNothing) {
 #include "moed/memtier/reader.hpp"
 #include "moed/memtier/tiered_store.hpp"
 #include "moed/memtier/trace.hpp"
-#include "faulty_reader.hpp"
 
 using namespace moed::memtier;
 using moed::testing::FaultyReader;
@@ -98,7 +99,9 @@ struct TestPayload final : BlockPayload {
   std::uint64_t bytes() const override { return size; }
 };
 
-Payload payload(std::uint64_t bytes) { return std::make_shared<TestPayload>(bytes); }
+Payload payload(std::uint64_t bytes) {
+  return std::make_shared<TestPayload>(bytes);
+}
 
 }  // namespace
 
@@ -132,7 +135,8 @@ TEST_P(ReaderEngines, ReadsUnalignedRangesExactly) {
   std::filesystem::remove(path);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, ReaderEngines, ::testing::Values(ReaderKind::io_uring, ReaderKind::pread),
+INSTANTIATE_TEST_SUITE_P(Engines, ReaderEngines,
+                         ::testing::Values(ReaderKind::io_uring, ReaderKind::pread),
                          [](const auto& info) { return to_string(info.param); });
 
 TEST(Reader, InjectedErrorsAndShortReadsNameFileAndOffset) {
@@ -271,7 +275,8 @@ struct LoaderFixture {
   explicit LoaderFixture(bool gated = false) {
     for (int l = 0; l < 4; ++l)
       for (int e = -1; e < 4; ++e)
-        source.add({l, e}, {{0, static_cast<std::uint64_t>((l * 5 + e + 1) * (64 << 10)), 64 << 10}});
+        source.add({l, e},
+                   {{0, static_cast<std::uint64_t>((l * 5 + e + 1) * (64 << 10)), 64 << 10}});
     if (!gated) gate.set_value();
     loader = std::make_unique<BlockLoader>(
         source, make_reader({path}, {}), [this](BlockId id, LoadedBlock& loaded, bool) -> Payload {
@@ -337,7 +342,8 @@ TEST(TieredStore, ScoresPredictionsAsHitLateOrWasted) {
   const std::int32_t predicted[] = {0, 1, 2};
   store.predict(1, predicted);
   // Wait until both the used predictions are resident, so they count as hits.
-  while (!host.peek({1, 0}) || !host.peek({1, 1})) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!host.peek({1, 0}) || !host.peek({1, 1}))
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   store.acquire({1, 0});
   store.acquire({1, 1});
   store.acquire({1, 3});  // not predicted: a plain miss
@@ -366,14 +372,20 @@ TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
     }
   std::lock_guard lock(f.order_mutex);
   // Loads follow the schedule in order, each section reused round-robin.
-  for (std::size_t i = 0; i < f.order.size(); ++i) EXPECT_EQ(f.order[i], schedule[i % 4]) << i << " " << [&] { std::string s; for (auto b : f.order) s += b.to_string() + " "; return s; }();
+  for (std::size_t i = 0; i < f.order.size(); ++i)
+    EXPECT_EQ(f.order[i], schedule[i % 4]) << i << " " << [&] {
+      std::string s;
+      for (auto b : f.order) s += b.to_string() + " ";
+      return s;
+    }();
   EXPECT_GE(ring.counters().loads, 12u);
 }
 
 // ---- traces and the simulator --------------------------------------------------------------
 
 TEST(Trace, WritesAndReadsJsonLines) {
-  const auto path = std::filesystem::temp_directory_path() / ("moed-test-trace-" + std::to_string(::getpid()) + ".jsonl");
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("moed-test-trace-" + std::to_string(::getpid()) + ".jsonl");
   {
     TraceWriter writer(path);
     writer.write({17, 3, {5, 1}, {0.61f, 0.39f}});
@@ -383,7 +395,9 @@ TEST(Trace, WritesAndReadsJsonLines) {
   std::ifstream in(path);
   std::string line;
   std::getline(in, line);
-  EXPECT_EQ(line, R"({"experts":[5,1],"layer":3,"token":17,"weights":[0.6100000143051147,0.38999998569488525]})");
+  EXPECT_EQ(
+      line,
+      R"({"experts":[5,1],"layer":3,"token":17,"weights":[0.6100000143051147,0.38999998569488525]})");
   const auto events = read_trace(path);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].token, 17);

@@ -66,9 +66,10 @@ void edit_config(const fs::path& dir, const std::function<void(json&)>& edit) {
 
 TEST(Safetensors, ReadsAValidFile) {
   TempDir dir("st-valid");
-  write_safetensors(dir.path / "a.safetensors",
-                    R"({"__metadata__":{"format":"pt"},"w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]}})",
-                    12);
+  write_safetensors(
+      dir.path / "a.safetensors",
+      R"({"__metadata__":{"format":"pt"},"w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]}})",
+      12);
   SafetensorsFile file(dir.path / "a.safetensors");
   const auto& w = file.tensors().at("w");
   EXPECT_EQ(w.dtype, moed::kernels::DType::bf16);
@@ -79,20 +80,22 @@ TEST(Safetensors, ReadsAValidFile) {
 TEST(Safetensors, CorruptFilesGiveClearErrors) {
   TempDir dir("st-corrupt");
   const auto p = dir.path / "bad.safetensors";
-  auto check = [&](const std::string& header, std::size_t data, std::initializer_list<std::string> parts) {
+  auto check = [&](const std::string& header, std::size_t data,
+                   std::initializer_list<std::string> parts) {
     write_safetensors(p, header, data);
     expect_error([&] { SafetensorsFile file(p); }, parts);
   };
   check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8,
         {"bad.safetensors", "'w'", "outside the data section"});
-  check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}})", 16,
-        {"'w'", "needs 16"});
+  check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}})", 16, {"'w'", "needs 16"});
   check(R"({"w":{"dtype":"I9","shape":[4],"data_offsets":[0,16]}})", 16,
         {"'w'", "dtype I9 is not supported"});
-  check(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
-        16, {"overlap"});
+  check(
+      R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+      16, {"overlap"});
   check(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16})", 16, {"not valid JSON"});
-  check(R"({"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", 16, {"non-integer dimension"});
+  check(R"({"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", 16,
+        {"non-integer dimension"});
   check(R"([1,2,3])", 0, {"not a JSON object"});
 
   std::ofstream(p, std::ios::binary) << "abc";
@@ -112,8 +115,7 @@ TEST(Safetensors, TruncatedModelFileIsRejected) {
   const auto file = dir.path / "m" / "model.safetensors";
   fs::resize_file(file, fs::file_size(file) / 2);
   const auto spec = ModelSpec::from_config(dir.path / "m");
-  expect_error([&] { Checkpoint c(dir.path / "m", spec); },
-               {"model.safetensors", "truncated"});
+  expect_error([&] { Checkpoint c(dir.path / "m", spec); }, {"model.safetensors", "truncated"});
 }
 
 TEST(ModelSpec, ReadsTheTinyConfig) {
@@ -139,8 +141,10 @@ TEST(ModelSpec, BadConfigsNameTheKey) {
     expect_error([&] { ModelSpec::from_config(copy.path); }, parts);
   };
   expect_config_error([](json& c) { c["model_type"] = "llama"; }, {"model_type", "'llama'"});
-  expect_config_error([](json& c) { c["hidden_size"] = -3; }, {"config.json", "'hidden_size'", "-3"});
-  expect_config_error([](json& c) { c.erase("num_local_experts"); }, {"'num_local_experts'", "missing"});
+  expect_config_error([](json& c) { c["hidden_size"] = -3; },
+                      {"config.json", "'hidden_size'", "-3"});
+  expect_config_error([](json& c) { c.erase("num_local_experts"); },
+                      {"'num_local_experts'", "missing"});
   expect_config_error([](json& c) { c["num_key_value_heads"] = 3; }, {"'num_key_value_heads'"});
   expect_config_error([](json& c) { c["num_experts_per_tok"] = 9; }, {"'num_experts_per_tok'"});
   expect_config_error([](json& c) { c["eos_token_id"] = 100000; }, {"'eos_token_id'"});
@@ -199,33 +203,36 @@ std::string llama_tokenizer_json() {
   for (const char* piece : {"\u2581", "h", "e", "l", "o", "w", "r", "d", "\u2581h", "ll",
                             "\u2581he", "\u2581hell", "\u2581hello"})
     vocab[piece] = next++;
-  json t = {
-      {"added_tokens",
-       {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
-        {{"id", 1}, {"content", "<s>"}, {"special", true}},
-        {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         {{{"type", "Prepend"}, {"prepend", "\u2581"}},
-          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}}},
-      {"pre_tokenizer", nullptr},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
-          {{"type", "ByteFallback"}},
-          {{"type", "Fuse"}},
-          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
-      {"model",
-       {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true},
-        {"vocab", vocab},
-        {"merges", {"\u2581 h", "l l", "\u2581h e", "\u2581he ll", "\u2581hell o"}}}}};
+  json t = {{"added_tokens",
+             {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+              {{"id", 1}, {"content", "<s>"}, {"special", true}},
+              {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+            {"normalizer",
+             {{"type", "Sequence"},
+              {"normalizers",
+               {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+                {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}}},
+            {"pre_tokenizer", nullptr},
+            {"post_processor",
+             {{"type", "TemplateProcessing"},
+              {"single",
+               {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+              {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+            {"decoder",
+             {{"type", "Sequence"},
+              {"decoders",
+               {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+                {{"type", "ByteFallback"}},
+                {{"type", "Fuse"}},
+                {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+            {"model",
+             {{"type", "BPE"},
+              {"unk_token", "<unk>"},
+              {"byte_fallback", true},
+              {"fuse_unk", true},
+              {"vocab", vocab},
+              {"merges", {"\u2581 h", "l l", "\u2581h e", "\u2581he ll", "\u2581hell o"}}}}};
   return t.dump();
 }
 
@@ -233,7 +240,8 @@ TEST(Tokenizer, LlamaStyleEncodesKnownStrings) {
   const auto tok = Tokenizer::from_json(llama_tokenizer_json());
   EXPECT_EQ(tok.encode("hello"), (std::vector<std::int32_t>{1, 271}));
   // "▁hello▁world": merges build ▁hello; "world" has no merges, so it stays in characters.
-  EXPECT_EQ(tok.encode("hello world"), (std::vector<std::int32_t>{1, 271, 259, 264, 263, 265, 262, 266}));
+  EXPECT_EQ(tok.encode("hello world"),
+            (std::vector<std::int32_t>{1, 271, 259, 264, 263, 265, 262, 266}));
   // é is not in the vocabulary: byte fallback to <0xC3><0xA9>.
   EXPECT_EQ(tok.encode("h\xc3\xa9", false), (std::vector<std::int32_t>{267, 3 + 0xc3, 3 + 0xa9}));
   // Special tokens in the text are matched before the model runs.
@@ -276,19 +284,23 @@ std::string bytelevel_tokenizer_json() {
   vocab["he"] = 257;
   vocab["\u0120the"] = 258;
   vocab["<|endoftext|>"] = 259;
-  json t = {{"added_tokens", {{{"id", 259}, {"content", "<|endoftext|>"}, {"special", true}}}},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-            {"post_processor", {{"type", "ByteLevel"}}},
-            {"decoder", {{"type", "ByteLevel"}}},
-            {"model", {{"type", "BPE"}, {"vocab", vocab},
-                       {"merges", json::array({json::array({"\u0120", "t"}), json::array({"h", "e"}),
-                                                json::array({"\u0120t", "he"})})}}}};
+  json t = {
+      {"added_tokens", {{{"id", 259}, {"content", "<|endoftext|>"}, {"special", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", {{"type", "ByteLevel"}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", vocab},
+        {"merges", json::array({json::array({"\u0120", "t"}), json::array({"h", "e"}),
+                                json::array({"\u0120t", "he"})})}}}};
   return t.dump();
 }
 
 TEST(Tokenizer, ByteLevelEncodesAndDecodes) {
-  const auto tok = Tokenizer::from_json(bytelevel_tokenizer_json(), R"({"eos_token":"<|endoftext|>"})");
+  const auto tok =
+      Tokenizer::from_json(bytelevel_tokenizer_json(), R"({"eos_token":"<|endoftext|>"})");
   // "the" -> t + he ; " the" -> Ġthe
   EXPECT_EQ(tok.encode("the the"), (std::vector<std::int32_t>{'t', 257, 258}));
   EXPECT_EQ(tok.encode("the<|endoftext|>"), (std::vector<std::int32_t>{'t', 257, 259}));
@@ -304,11 +316,13 @@ TEST(Tokenizer, Gpt2SplitMatchesTheRegex) {
     for (auto piece : gpt2_split(s)) out.emplace_back(piece);
     return out;
   };
-  EXPECT_EQ(split("Hello world! It's  fine.\n"),
-            (std::vector<std::string>{"Hello", " world", "!", " It", "'s", " ", " fine", ".", "\n"}));
+  EXPECT_EQ(
+      split("Hello world! It's  fine.\n"),
+      (std::vector<std::string>{"Hello", " world", "!", " It", "'s", " ", " fine", ".", "\n"}));
   EXPECT_EQ(split("abc123 x  "), (std::vector<std::string>{"abc", "123", " x", "  "}));
   EXPECT_EQ(split("we'll ?!"), (std::vector<std::string>{"we", "'ll", " ?!"}));
-  EXPECT_EQ(split("\xc3\xa9t\xc3\xa9 caf\xc3\xa9"), (std::vector<std::string>{"\xc3\xa9t\xc3\xa9", " caf\xc3\xa9"}));
+  EXPECT_EQ(split("\xc3\xa9t\xc3\xa9 caf\xc3\xa9"),
+            (std::vector<std::string>{"\xc3\xa9t\xc3\xa9", " caf\xc3\xa9"}));
 }
 
 TEST(Tokenizer, GeneratedTokenizersRoundTrip) {
@@ -330,6 +344,10 @@ TEST(Tokenizer, MissingOrBadTokenizerIsAClearError) {
   expect_error([&] { Tokenizer::from_model_dir(dir.path); }, {"tokenizer.json", "not valid JSON"});
   expect_error([] { Tokenizer::from_json(R"({"model":{"type":"Unigram","vocab":[]}})"); },
                {"model.type", "Unigram"});
-  expect_error([] { Tokenizer::from_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},"pre_tokenizer":{"type":"Whitespace"}})"); },
-               {"pre_tokenizer", "Whitespace"});
+  expect_error(
+      [] {
+        Tokenizer::from_json(
+            R"({"model":{"type":"BPE","vocab":{},"merges":[]},"pre_tokenizer":{"type":"Whitespace"}})");
+      },
+      {"pre_tokenizer", "Whitespace"});
 }

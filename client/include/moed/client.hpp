@@ -16,9 +16,13 @@ namespace moed {
 // fault (param) and a code such as "model_not_found".
 class Error : public std::runtime_error {
  public:
-  Error(int status, std::string type, std::string message, std::string param = {}, std::string code = {})
+  Error(int status, std::string type, std::string message, std::string param = {},
+        std::string code = {})
       : std::runtime_error(std::move(message)),
-        status_(status), type_(std::move(type)), param_(std::move(param)), code_(std::move(code)) {}
+        status_(status),
+        type_(std::move(type)),
+        param_(std::move(param)),
+        code_(std::move(code)) {}
   int status() const { return status_; }
   const std::string& type() const { return type_; }
   const std::string& param() const { return param_; }
@@ -32,20 +36,21 @@ class Error : public std::runtime_error {
 // The daemon could not be reached or broke the protocol (status 0).
 class ConnectionError : public Error {
  public:
-  explicit ConnectionError(std::string message) : Error(0, "connection_error", std::move(message)) {}
+  explicit ConnectionError(std::string message)
+      : Error(0, "connection_error", std::move(message)) {}
 };
 
 struct CompletionRequest {
-  std::string prompt;                        // text, or
-  std::vector<std::int32_t> prompt_tokens;   // token ids (used when not empty)
+  std::string prompt;                       // text, or
+  std::vector<std::int32_t> prompt_tokens;  // token ids (used when not empty)
   std::int64_t max_tokens = 16;
   double temperature = 1.0;
   double top_p = 1.0;
   std::int32_t top_k = 0;
   std::optional<std::uint64_t> seed;
   std::vector<std::string> stop;
-  int logprobs = 0;  // alternatives per token to return (0: no logprobs)
-  std::string model; // "" for the daemon's model
+  int logprobs = 0;   // alternatives per token to return (0: no logprobs)
+  std::string model;  // "" for the daemon's model
 };
 
 struct TokenLogprob {
@@ -95,7 +100,8 @@ class Client {
   std::string simulate(const std::vector<std::uint64_t>& blocks);
 
   // One raw call: method, target and JSON body; returns the body of a 2xx answer, throws Error.
-  std::string call(const std::string& method, const std::string& target, const std::string& body = {});
+  std::string call(const std::string& method, const std::string& target,
+                   const std::string& body = {});
 
  private:
   std::string socket_path_;

@@ -18,7 +18,8 @@ using memtier::BlockId;
 // The checkpoint tensors of one layer, in the order their byte ranges are registered with
 // memtier's Source (so a loaded block's ranges[i] is tensor i).
 struct Engine::LayerTensors {
-  static constexpr std::size_t kQ = 0, kK = 1, kV = 2, kO = 3, kRouter = 4, kAttnNorm = 5, kFfnNorm = 6;
+  static constexpr std::size_t kQ = 0, kK = 1, kV = 2, kO = 3, kRouter = 4, kAttnNorm = 5,
+                               kFfnNorm = 6;
   std::array<const model::TensorInfo*, 7> dense;
   std::vector<std::array<const model::TensorInfo*, 3>> experts;  // w1, w3, w2
 };
@@ -98,9 +99,9 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   std::uint64_t largest_dense = 0;
   for (std::int64_t l = 0; l < layers; ++l) {
     auto& lt = tensors_[static_cast<std::size_t>(l)];
-    const char* names[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                           "self_attn.v_proj.weight", "self_attn.o_proj.weight",
-                           "block_sparse_moe.gate.weight", "input_layernorm.weight",
+    const char* names[] = {"self_attn.q_proj.weight",        "self_attn.k_proj.weight",
+                           "self_attn.v_proj.weight",        "self_attn.o_proj.weight",
+                           "block_sparse_moe.gate.weight",   "input_layernorm.weight",
                            "post_attention_layernorm.weight"};
     std::vector<memtier::FileRange> ranges;
     for (std::size_t i = 0; i < lt.dense.size(); ++i) {
@@ -110,7 +111,8 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
     source_->add(BlockId::dense(static_cast<std::int32_t>(l)), std::move(ranges));
     const auto& q = *lt.dense[LayerTensors::kQ];
     const std::uint64_t layer_bytes =
-        matmul_.packed_bytes(q.shape[0] + 2 * lt.dense[LayerTensors::kK]->shape[0], hidden, q.dtype) +
+        matmul_.packed_bytes(q.shape[0] + 2 * lt.dense[LayerTensors::kK]->shape[0], hidden,
+                             q.dtype) +
         matmul_.packed_bytes(hidden, q.shape[0], q.dtype) +
         matmul_.packed_bytes(spec_.num_experts, hidden, q.dtype) + 2 * hidden * sizeof(float);
     dense_bytes_ += layer_bytes;
@@ -136,23 +138,27 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
                                                                   : "lm_head.weight");
   const WeightPart head_part = part(head, checkpoint_.data(head));
   lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden);
-  if (!spec_.tie_word_embeddings) checkpoint_.file_of(head).file().release(head.file_offset, head.nbytes);
+  if (!spec_.tie_word_embeddings)
+    checkpoint_.file_of(head).file().release(head.file_offset, head.nbytes);
 
   // Budget: resident dense weights (or the ring's sections) and the LM head come first; experts
   // get the rest. Dense weights stay resident when they leave room for one layer's experts.
   const std::uint64_t head_bytes = lm_head_.bytes() + final_norm_.size() * sizeof(float);
-  const std::uint64_t all_experts = expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
+  const std::uint64_t all_experts =
+      expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
   if (options.expert_cache_fraction < 0)
     throw std::invalid_argument("expert cache fraction must not be negative");
   const std::uint64_t budget =
       options.expert_cache_fraction > 0
           ? head_bytes + dense_bytes_ +
-                std::max(static_cast<std::uint64_t>(options.expert_cache_fraction * static_cast<double>(all_experts)),
+                std::max(static_cast<std::uint64_t>(options.expert_cache_fraction *
+                                                    static_cast<double>(all_experts)),
                          static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_)
           : options.host_budget_bytes;
   budget_bytes_ = budget;
   const bool unlimited = budget == 0;
-  const std::uint64_t working_set = static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_;
+  const std::uint64_t working_set =
+      static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_;
   const bool dense_resident = unlimited || head_bytes + dense_bytes_ + working_set <= budget;
   if (dense_resident) {
     fixed_bytes_ = head_bytes + dense_bytes_;
@@ -161,18 +167,21 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
       for (std::size_t i = 0; i < data.size(); ++i) data[i] = checkpoint_.data(*lt.dense[i]);
       resident_dense_.push_back(pack_dense(matmul_, spec_, lt.dense, data));
       if (options.on_progress)
-        options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) / static_cast<double>(layers));
-      for (const auto* t : lt.dense) checkpoint_.file_of(*t).file().release(t->file_offset, t->nbytes);
+        options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) /
+                            static_cast<double>(layers));
+      for (const auto* t : lt.dense)
+        checkpoint_.file_of(*t).file().release(t->file_offset, t->nbytes);
     }
   } else {
-    const std::size_t sections = std::min<std::size_t>(std::max<std::size_t>(options.ring_sections, 1),
-                                                       static_cast<std::size_t>(layers));
+    const std::size_t sections = std::min<std::size_t>(
+        std::max<std::size_t>(options.ring_sections, 1), static_cast<std::size_t>(layers));
     fixed_bytes_ = head_bytes + sections * largest_dense;
     if (fixed_bytes_ > budget)
-      throw std::invalid_argument(
-          "host budget " + memtier::format_byte_size(budget) + " is below this model's minimum of " +
-          memtier::format_byte_size(fixed_bytes_) + " (LM head + " + std::to_string(sections) +
-          " ring sections of one layer's dense weights)");
+      throw std::invalid_argument("host budget " + memtier::format_byte_size(budget) +
+                                  " is below this model's minimum of " +
+                                  memtier::format_byte_size(fixed_bytes_) + " (LM head + " +
+                                  std::to_string(sections) +
+                                  " ring sections of one layer's dense weights)");
   }
   const std::uint64_t expert_budget = unlimited ? UINT64_MAX : budget - fixed_bytes_;
 
@@ -182,15 +191,19 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   pool_ = std::make_unique<memtier::BufferPool>(2 * expert_block_bytes_ + 2 * largest_dense);
   loader_ = std::make_unique<memtier::BlockLoader>(
       *source_,
-      options.reader_factory ? options.reader_factory(files) : memtier::make_reader(files, options.reader),
+      options.reader_factory ? options.reader_factory(files)
+                             : memtier::make_reader(files, options.reader),
       [this](BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
         return materialize(block, loaded, urgent);
       });
-  store_ = std::make_unique<memtier::TieredStore>(*host_, *loader_, *source_, static_cast<std::int32_t>(layers));
+  store_ = std::make_unique<memtier::TieredStore>(*host_, *loader_, *source_,
+                                                  static_cast<std::int32_t>(layers));
   if (!dense_resident) {
     std::vector<BlockId> schedule;
-    for (std::int64_t l = 0; l < layers; ++l) schedule.push_back(BlockId::dense(static_cast<std::int32_t>(l)));
-    ring_ = std::make_unique<memtier::SectionRing>(*loader_, std::move(schedule), options.ring_sections);
+    for (std::int64_t l = 0; l < layers; ++l)
+      schedule.push_back(BlockId::dense(static_cast<std::int32_t>(l)));
+    ring_ = std::make_unique<memtier::SectionRing>(*loader_, std::move(schedule),
+                                                   options.ring_sections);
   }
 
   // Streaming experts keeps the loader's thread busy reading and packing; on few cores it then
@@ -204,26 +217,29 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
     std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
     for (std::int32_t l = 0; l < layers; ++l)
       for (std::int32_t e = 0; e < spec_.num_experts; ++e)
-        loads.emplace_back(BlockId::routed(l, e),
-                           loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::prefetch));
+        loads.emplace_back(
+            BlockId::routed(l, e),
+            loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::prefetch));
     std::size_t done = 0;
     for (auto& [block, future] : loads) {
       host_->admit(block, future.get());
       if (options.on_progress)
-        options.on_progress(0.3 + 0.7 * static_cast<double>(++done) / static_cast<double>(loads.size()));
+        options.on_progress(0.3 +
+                            0.7 * static_cast<double>(++done) / static_cast<double>(loads.size()));
     }
   }
 }
 
 Engine::~Engine() = default;
 
-
 memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
   // Runs on the loader's I/O thread. A prefetch packs on one OpenMP thread, so it takes at most
   // one core from compute; a demand load has compute waiting on it, so it takes them all.
   kernels::set_compute_threads(urgent ? kernels::physical_core_count() : 1);
   const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));
-  const kernels::PackedAllocator allocate = [this](std::size_t bytes) { return pool_->allocate(bytes); };
+  const kernels::PackedAllocator allocate = [this](std::size_t bytes) {
+    return pool_->allocate(bytes);
+  };
   if (block.is_dense()) {
     std::array<const std::byte*, 7> data{};
     for (std::size_t i = 0; i < data.size(); ++i) data[i] = loaded.ranges.at(i);
@@ -251,7 +267,8 @@ void Engine::check_tokens(std::span<const std::int32_t> tokens) const {
 
 void Engine::embed(std::span<const std::int32_t> tokens, float* out) const {
   const std::int64_t hidden = spec_.hidden_size;
-  const std::size_t row_bytes = static_cast<std::size_t>(hidden) * kernels::dtype_size(embedding_->dtype);
+  const std::size_t row_bytes =
+      static_cast<std::size_t>(hidden) * kernels::dtype_size(embedding_->dtype);
   const std::byte* base = checkpoint_.data(*embedding_);
   for (std::size_t i = 0; i < tokens.size(); ++i)
     kernels::convert_to_f32(base + static_cast<std::size_t>(tokens[i]) * row_bytes,
@@ -286,7 +303,8 @@ void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t
   for (std::int64_t r = 0; r < rows; ++r) {
     kernels::router_top_k(logits.data() + r * n_experts, n_experts, k, ids.data(), unused.data());
     for (int id : ids)
-      if (std::find(predicted.begin(), predicted.end(), id) == predicted.end()) predicted.push_back(id);
+      if (std::find(predicted.begin(), predicted.end(), id) == predicted.end())
+        predicted.push_back(id);
   }
   store_->predict(static_cast<std::int32_t>(next), predicted);
 }
@@ -304,14 +322,15 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   std::vector<int> chosen(static_cast<std::size_t>(rows * k));
   std::vector<float> gate_weights(static_cast<std::size_t>(rows * k));
   for (std::int64_t r = 0; r < rows; ++r)
-    kernels::router_top_k(router_logits.data() + r * n_experts, n_experts, k,
-                          chosen.data() + r * k, gate_weights.data() + r * k);
+    kernels::router_top_k(router_logits.data() + r * n_experts, n_experts, k, chosen.data() + r * k,
+                          gate_weights.data() + r * k);
   for (const int e : chosen) ++activations_[static_cast<std::size_t>(layer_index * n_experts + e)];
   if (trace_)
     for (std::int64_t r = 0; r < rows; ++r)
-      trace_->write({trace_token_ + r, layer,
-                     std::vector<std::int32_t>(chosen.begin() + r * k, chosen.begin() + (r + 1) * k),
-                     std::vector<float>(gate_weights.begin() + r * k, gate_weights.begin() + (r + 1) * k)});
+      trace_->write(
+          {trace_token_ + r, layer,
+           std::vector<std::int32_t>(chosen.begin() + r * k, chosen.begin() + (r + 1) * k),
+           std::vector<float>(gate_weights.begin() + r * k, gate_weights.begin() + (r + 1) * k)});
   predict_next_layer(layer_index, h, rows);
 
   // One token asks for its experts in routing order (as a trace lists them); a batch asks for
@@ -411,7 +430,8 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     matmul_.multiply(h.data(), n, layer.qkv, qkv.data());
     for (std::int64_t i = 0; i < n; ++i) {
       const float* row = qkv.data() + i * qkv_width;
-      std::memcpy(q.data() + i * heads * hd, row, static_cast<std::size_t>(heads * hd) * sizeof(float));
+      std::memcpy(q.data() + i * heads * hd, row,
+                  static_cast<std::size_t>(heads * hd) * sizeof(float));
       std::memcpy(k.data() + i * kv_heads * hd, row + heads * hd,
                   static_cast<std::size_t>(kv_heads * hd) * sizeof(float));
     }
@@ -425,7 +445,8 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
       for (std::int64_t i = 0; i < seg.rows; ++i)
         for (std::int64_t g = 0; g < kv_heads; ++g) {
           const std::int64_t row = row0 + i;
-          std::memcpy(key_cache + (g * cap + seg.first + i) * hd, k.data() + (row * kv_heads + g) * hd,
+          std::memcpy(key_cache + (g * cap + seg.first + i) * hd,
+                      k.data() + (row * kv_heads + g) * hd,
                       static_cast<std::size_t>(hd) * sizeof(float));
           std::memcpy(value_cache + (g * cap + seg.first + i) * hd,
                       qkv.data() + row * qkv_width + (heads + kv_heads + g) * hd,
@@ -450,7 +471,8 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   std::vector<std::int64_t> out_rows;
   std::int64_t row0 = 0;
   for (const auto& seg : segments) {
-    for (std::int64_t i = all_rows ? 0 : seg.rows - 1; i < seg.rows; ++i) out_rows.push_back(row0 + i);
+    for (std::int64_t i = all_rows ? 0 : seg.rows - 1; i < seg.rows; ++i)
+      out_rows.push_back(row0 + i);
     row0 += seg.rows;
   }
   const auto m = static_cast<std::int64_t>(out_rows.size());
@@ -461,9 +483,9 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   matmul_.multiply(h.data(), m, lm_head_, logits.data());
 }
 
-std::vector<std::int32_t> Engine::generate(std::span<const std::int32_t> prompt,
-                                           std::int64_t max_new, const SamplingParams& params,
-                                           const std::function<bool(const SampledToken&)>& on_token) {
+std::vector<std::int32_t> Engine::generate(
+    std::span<const std::int32_t> prompt, std::int64_t max_new, const SamplingParams& params,
+    const std::function<bool(const SampledToken&)>& on_token) {
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt has no tokens");
   Sampler sampler(params);
   KvCache cache = new_cache();
@@ -485,9 +507,11 @@ std::vector<std::int32_t> Engine::generate(std::span<const std::int32_t> prompt,
 
 std::size_t Engine::bytes_per_decode_token(std::int64_t context_length) const {
   return lm_head_.bytes() + dense_bytes_ +
-         static_cast<std::size_t>(spec_.num_layers * spec_.experts_per_token) * expert_block_bytes_ +
+         static_cast<std::size_t>(spec_.num_layers * spec_.experts_per_token) *
+             expert_block_bytes_ +
          static_cast<std::size_t>(2 * spec_.num_layers * spec_.num_kv_heads * context_length *
-                                  spec_.head_dim) * sizeof(float);
+                                  spec_.head_dim) *
+             sizeof(float);
 }
 
 MemoryStats Engine::memory_stats() const {
@@ -496,7 +520,8 @@ MemoryStats Engine::memory_stats() const {
   s.dense_streamed = ring_ != nullptr;
   s.budget_bytes = budget_bytes_;
   s.fixed_bytes = fixed_bytes_;
-  s.expert_bytes_total = expert_block_bytes_ * static_cast<std::uint64_t>(spec_.num_layers * spec_.num_experts);
+  s.expert_bytes_total =
+      expert_block_bytes_ * static_cast<std::uint64_t>(spec_.num_layers * spec_.num_experts);
   s.host = host_->counters();
   s.disk = loader_->counters();
   s.pool = pool_->counters();
@@ -505,24 +530,31 @@ MemoryStats Engine::memory_stats() const {
   return s;
 }
 
-void Engine::reset_memory_stats() { store_->reset_counters(); }
+void Engine::reset_memory_stats() {
+  store_->reset_counters();
+}
 
 void Engine::set_host_budget(std::uint64_t budget_bytes) {
   if (budget_bytes < fixed_bytes_)
-    throw std::invalid_argument("host budget " + memtier::format_byte_size(budget_bytes) +
-                                " is below the fixed part of " + memtier::format_byte_size(fixed_bytes_) +
-                                " (dense weights or ring sections, LM head); restart to change that");
+    throw std::invalid_argument(
+        "host budget " + memtier::format_byte_size(budget_bytes) + " is below the fixed part of " +
+        memtier::format_byte_size(fixed_bytes_) +
+        " (dense weights or ring sections, LM head); restart to change that");
   host_->set_budget(budget_bytes - fixed_bytes_);
   budget_bytes_ = budget_bytes;
 }
 
 void Engine::set_expert_cache_fraction(double fraction) {
-  if (!(fraction > 0 && fraction <= 1)) throw std::invalid_argument("expert cache share must be in (0, 100%]");
-  const double all = static_cast<double>(expert_block_bytes_) * static_cast<double>(spec_.num_layers * spec_.num_experts);
+  if (!(fraction > 0 && fraction <= 1))
+    throw std::invalid_argument("expert cache share must be in (0, 100%]");
+  const double all = static_cast<double>(expert_block_bytes_) *
+                     static_cast<double>(spec_.num_layers * spec_.num_experts);
   set_host_budget(fixed_bytes_ + static_cast<std::uint64_t>(fraction * all));
 }
 
-void Engine::set_policy(const std::string& policy) { host_->set_policy(memtier::make_policy(policy)); }
+void Engine::set_policy(const std::string& policy) {
+  host_->set_policy(memtier::make_policy(policy));
+}
 
 std::vector<std::vector<std::uint64_t>> Engine::activation_counts() const {
   std::vector<std::vector<std::uint64_t>> out(static_cast<std::size_t>(spec_.num_layers));
@@ -532,6 +564,8 @@ std::vector<std::vector<std::uint64_t>> Engine::activation_counts() const {
   return out;
 }
 
-std::string Engine::matmul_implementation() { return matmul_.implementation(1, lm_head_); }
+std::string Engine::matmul_implementation() {
+  return matmul_.implementation(1, lm_head_);
+}
 
 }  // namespace moed::engine

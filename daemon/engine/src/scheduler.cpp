@@ -24,17 +24,20 @@ const char* to_string(FinishReason reason) {
   return "?";
 }
 
-std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab, int n) {
+std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab,
+                                                         int n) {
   const float max_logit = *std::max_element(logits, logits + vocab);
   double total = 0;
-  for (std::int64_t i = 0; i < vocab; ++i) total += std::exp(static_cast<double>(logits[i] - max_logit));
+  for (std::int64_t i = 0; i < vocab; ++i)
+    total += std::exp(static_cast<double>(logits[i] - max_logit));
   const double log_total = std::log(total) + max_logit;
   std::vector<std::int32_t> ids(static_cast<std::size_t>(vocab));
   std::iota(ids.begin(), ids.end(), 0);
   const auto count = std::min<std::int64_t>(n, vocab);
-  std::partial_sort(ids.begin(), ids.begin() + count, ids.end(), [&](std::int32_t a, std::int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
+  std::partial_sort(ids.begin(), ids.begin() + count, ids.end(),
+                    [&](std::int32_t a, std::int32_t b) {
+                      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                    });
   std::vector<std::pair<std::int32_t, float>> out;
   for (std::int64_t i = 0; i < count; ++i)
     out.emplace_back(ids[i], static_cast<float>(static_cast<double>(logits[ids[i]]) - log_total));
@@ -79,7 +82,8 @@ void Session::finish(FinishReason reason, std::string error) {
   ready_.notify_all();
 }
 
-Scheduler::Scheduler(Engine& engine, SchedulerOptions options) : engine_(engine), options_(options) {
+Scheduler::Scheduler(Engine& engine, SchedulerOptions options)
+    : engine_(engine), options_(options) {
   if (options_.max_batch == 0) throw std::invalid_argument("scheduler: max_batch must be >= 1");
   thread_ = std::thread([this] { loop(); });
 }
@@ -97,23 +101,28 @@ Scheduler::~Scheduler() {
 
 std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
   const auto& spec = engine_.spec();
-  if (request.prompt.empty()) throw std::invalid_argument("prompt: must contain at least one token");
+  if (request.prompt.empty())
+    throw std::invalid_argument("prompt: must contain at least one token");
   for (const auto id : request.prompt)
     if (id < 0 || id >= spec.vocab_size)
-      throw std::invalid_argument("prompt: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+      throw std::invalid_argument("prompt: token id " + std::to_string(id) +
+                                  " is outside the vocabulary [0, " +
                                   std::to_string(spec.vocab_size) + ")");
   if (request.max_tokens < 1) throw std::invalid_argument("max_tokens: must be at least 1");
   const auto context = spec.max_position_embeddings;
   if (static_cast<std::int64_t>(request.prompt.size()) >= context)
     throw std::invalid_argument("prompt: " + std::to_string(request.prompt.size()) +
-                                " tokens do not fit the model's context of " + std::to_string(context));
-  request.max_tokens = std::min<std::int64_t>(request.max_tokens, context - static_cast<std::int64_t>(request.prompt.size()));
+                                " tokens do not fit the model's context of " +
+                                std::to_string(context));
+  request.max_tokens = std::min<std::int64_t>(
+      request.max_tokens, context - static_cast<std::int64_t>(request.prompt.size()));
   auto session = std::shared_ptr<Session>(new Session(std::move(request)));  // validates sampling
   {
     std::lock_guard lock(mutex_);
     if (draining_ || stopping_) throw std::runtime_error("the daemon is shutting down");
     if (queue_.size() >= options_.max_queue)
-      throw QueueFull("the request queue is full (" + std::to_string(options_.max_queue) + " waiting)");
+      throw QueueFull("the request queue is full (" + std::to_string(options_.max_queue) +
+                      " waiting)");
     queue_.push_back(session);
   }
   wake_.notify_all();
@@ -157,7 +166,8 @@ void Scheduler::sample_and_emit(Session& session, const float* logits) {
   const std::int64_t vocab = engine_.spec().vocab_size;
   const SampledToken token = session.sampler_.sample(logits, vocab);
   TokenEvent event{token.id, token.logprob, {}};
-  if (session.request_.top_logprobs > 0) event.top = top_logprobs(logits, vocab, session.request_.top_logprobs);
+  if (session.request_.top_logprobs > 0)
+    event.top = top_logprobs(logits, vocab, session.request_.top_logprobs);
   session.last_ = token.id;
   ++session.generated_;
   session.emit(std::move(event));
@@ -215,7 +225,9 @@ void Scheduler::loop() {
       std::unique_lock lock(mutex_);
       running_ = active_.size();
       if (queue_.empty() && active_.empty()) idle_.notify_all();
-      wake_.wait(lock, [&] { return stopping_ || !calls_.empty() || !queue_.empty() || !active_.empty(); });
+      wake_.wait(lock, [&] {
+        return stopping_ || !calls_.empty() || !queue_.empty() || !active_.empty();
+      });
       if (stopping_) return;
       if (!calls_.empty()) {
         call = std::move(calls_.front());
@@ -258,7 +270,8 @@ void Scheduler::loop() {
       try {
         engine_.decode(tokens, caches, logits);
         const std::int64_t vocab = engine_.spec().vocab_size;
-        for (std::size_t i = 0; i < active_.size(); ++i) sample_and_emit(*active_[i], logits.data() + i * vocab);
+        for (std::size_t i = 0; i < active_.size(); ++i)
+          sample_and_emit(*active_[i], logits.data() + i * vocab);
         std::erase_if(active_, [&](const std::shared_ptr<Session>& s) { return finished(*s); });
       } catch (const std::exception& e) {
         // A failed step (e.g. a disk read error) fails the requests in it; the next ones run.

@@ -2,10 +2,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 namespace moed::model {
 namespace mixtral {
@@ -15,8 +14,8 @@ std::string layer_tensor(std::int64_t layer, const std::string& suffix) {
 }
 
 std::string expert_tensor(std::int64_t layer, std::int64_t expert, const std::string& matrix) {
-  return layer_tensor(layer, "block_sparse_moe.experts." + std::to_string(expert) + "." + matrix +
-                                 ".weight");
+  return layer_tensor(
+      layer, "block_sparse_moe.experts." + std::to_string(expert) + "." + matrix + ".weight");
 }
 
 std::map<std::string, std::vector<std::int64_t>> expected_tensors(const ModelSpec& s) {
@@ -125,7 +124,8 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& 
 
 const TensorInfo& Checkpoint::tensor(const std::string& name) const {
   auto it = index_.find(name);
-  if (it == index_.end()) throw std::runtime_error("tensor '" + name + "' is not in the checkpoint");
+  if (it == index_.end())
+    throw std::runtime_error("tensor '" + name + "' is not in the checkpoint");
   return *it->second.first;
 }
 

@@ -1,9 +1,8 @@
 #include "moed/model/model_spec.hpp"
 
 #include <fstream>
-#include <stdexcept>
-
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 namespace moed::model {
 namespace {

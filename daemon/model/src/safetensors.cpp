@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <stdexcept>
-
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 namespace moed::model {
 namespace {
@@ -20,8 +19,8 @@ constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 }  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path) {
-  if (file_.size() < 8) fail(path, "too short for a safetensors header (" +
-                                       std::to_string(file_.size()) + " bytes)");
+  if (file_.size() < 8)
+    fail(path, "too short for a safetensors header (" + std::to_string(file_.size()) + " bytes)");
   std::uint64_t header_len = 0;
   std::memcpy(&header_len, file_.bytes(0, 8).data(), 8);  // little-endian u64, as on x86-64
   if (header_len > kMaxHeaderBytes || header_len > file_.size() - 8)

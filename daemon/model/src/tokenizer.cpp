@@ -6,11 +6,10 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 namespace moed::model {
 namespace {
@@ -26,9 +25,12 @@ using json = nlohmann::json;
 std::size_t utf8_length(std::string_view s, std::size_t i) {
   const auto c = static_cast<unsigned char>(s[i]);
   std::size_t n = 1;
-  if (c >= 0xf0) n = 4;
-  else if (c >= 0xe0) n = 3;
-  else if (c >= 0xc0) n = 2;
+  if (c >= 0xf0)
+    n = 4;
+  else if (c >= 0xe0)
+    n = 3;
+  else if (c >= 0xc0)
+    n = 2;
   return std::min(n, s.size() - i);
 }
 
@@ -36,7 +38,8 @@ char32_t decode_codepoint(std::string_view s, std::size_t i, std::size_t n) {
   const auto c = static_cast<unsigned char>(s[i]);
   if (n == 1) return c;
   char32_t cp = c & (0x7f >> n);
-  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
+  for (std::size_t k = 1; k < n; ++k)
+    cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
   return cp;
 }
 
@@ -210,8 +213,10 @@ std::vector<std::string_view> gpt2_split(std::string_view text) {
       const char32_t a = chars[i + 1].cp;
       const char32_t b = i + 2 < count ? chars[i + 2].cp : 0;
       std::size_t len = 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') len = 2;
-      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) len = 3;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        len = 2;
+      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        len = 3;
       if (len) {
         emit(i, i + len);
         i += len;
@@ -249,7 +254,8 @@ Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& model_dir) {
   };
   const auto path = model_dir / "tokenizer.json";
   if (!std::filesystem::exists(path))
-    throw std::runtime_error(path.string() + ": missing; the model directory needs a tokenizer.json");
+    throw std::runtime_error(path.string() +
+                             ": missing; the model directory needs a tokenizer.json");
   const auto config_path = model_dir / "tokenizer_config.json";
   const std::string config = std::filesystem::exists(config_path) ? slurp(config_path) : "";
   return from_json(slurp(path), config, path.string());
@@ -328,9 +334,11 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
     for (const auto& n : normalizers) {
       const std::string kind = n.value("type", "");
       if (kind == "Prepend") {
-        t.normalizer_.push_back({NormalizerStep::Kind::prepend, "", n.at("prepend").get<std::string>()});
+        t.normalizer_.push_back(
+            {NormalizerStep::Kind::prepend, "", n.at("prepend").get<std::string>()});
       } else if (kind == "Replace") {
-        t.normalizer_.push_back({NormalizerStep::Kind::replace, string_pattern(n, origin, "normalizer"),
+        t.normalizer_.push_back({NormalizerStep::Kind::replace,
+                                 string_pattern(n, origin, "normalizer"),
                                  n.at("content").get<std::string>()});
       } else if (kind == "Lowercase") {
         t.normalizer_.push_back({NormalizerStep::Kind::lowercase, "", ""});
@@ -378,7 +386,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
           }
           const auto name = item.at("SpecialToken").at("id").get<std::string>();
           const auto& ids = p.at("special_tokens").at(name).at("ids");
-          for (const auto& id : ids) (before ? t.prefix_ids_ : t.suffix_ids_).push_back(id.get<std::int32_t>());
+          for (const auto& id : ids)
+            (before ? t.prefix_ids_ : t.suffix_ids_).push_back(id.get<std::int32_t>());
         }
       } else if (kind != "ByteLevel") {
         fail(origin, "post_processor", "type '" + kind + "' is not supported");
@@ -430,7 +439,7 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
       const json config = json::parse(config_json);
       if (config.contains("eos_token")) {
         const auto& eos = config["eos_token"];
-        const std::string name = eos.is_object() ? eos.value("content", "")
+        const std::string name = eos.is_object()   ? eos.value("content", "")
                                  : eos.is_string() ? eos.get<std::string>()
                                                    : "";
         if (auto id = t.token_id(name)) t.eos_id_ = *id;
@@ -569,7 +578,8 @@ void Tokenizer::encode_segment(std::string_view segment, bool first_segment,
       replace_all(text, " ", metaspace_replacement_);
       const bool prepend = metaspace_prepend_ == PrependScheme::always ||
                            (metaspace_prepend_ == PrependScheme::first && first_segment);
-      if (prepend && !text.starts_with(metaspace_replacement_)) text = metaspace_replacement_ + text;
+      if (prepend && !text.starts_with(metaspace_replacement_))
+        text = metaspace_replacement_ + text;
       if (!metaspace_split_) {
         bpe_word(text, out);
         return;
@@ -611,9 +621,11 @@ std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_spec
   auto flush = [&](std::size_t end, bool strip_right) {
     std::string_view piece = text.substr(segment_start, end - segment_start);
     if (strip_next_left)
-      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.front()))) piece.remove_prefix(1);
+      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.front())))
+        piece.remove_prefix(1);
     if (strip_right)
-      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.back()))) piece.remove_suffix(1);
+      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.back())))
+        piece.remove_suffix(1);
     if (!piece.empty()) encode_segment(piece, first_segment, out);
     first_segment = false;
   };

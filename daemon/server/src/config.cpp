@@ -11,7 +11,8 @@
 namespace moed::server {
 namespace {
 
-[[noreturn]] void fail(const std::filesystem::path& file, const std::string& key, const std::string& what) {
+[[noreturn]] void fail(const std::filesystem::path& file, const std::string& key,
+                       const std::string& what) {
   throw std::runtime_error(file.string() + ": " + key + ": " + what);
 }
 
@@ -39,10 +40,14 @@ Config Config::from_file(const std::filesystem::path& path) {
     try {
       v = n.as<long long>();
     } catch (const YAML::Exception&) {
-      fail(path, key, "expected an integer, got '" + (n.IsScalar() ? n.as<std::string>() : std::string("?")) + "'");
+      fail(path, key,
+           "expected an integer, got '" + (n.IsScalar() ? n.as<std::string>() : std::string("?")) +
+               "'");
     }
     if (v < lo || v > hi)
-      fail(path, key, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      fail(path, key,
+           std::to_string(v) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) +
+               "]");
     return v;
   };
   auto boolean = [&](const std::string& key, const YAML::Node& n) {
@@ -75,7 +80,8 @@ Config Config::from_file(const std::filesystem::path& path) {
              mode = std::stoul(s, &used, 8);
            } catch (const std::exception&) {
            }
-           if (used != s.size() || mode > 0777) fail(path, k, "'" + s + "' is not an octal mode such as \"0660\"");
+           if (used != s.size() || mode > 0777)
+             fail(path, k, "'" + s + "' is not an octal mode such as \"0660\"");
            c.socket_mode = static_cast<std::uint32_t>(mode);
          }},
         {"tcp", [&](auto& k, auto& n) { c.tcp = text(k, n); }}}},
@@ -83,17 +89,40 @@ Config Config::from_file(const std::filesystem::path& path) {
        {{"host_budget", [&](auto& k, auto& n) { c.host_budget = text(k, n); }},
         {"policy", [&](auto& k, auto& n) { c.policy = text(k, n); }},
         {"reader", [&](auto& k, auto& n) { c.reader = text(k, n); }},
-        {"queue_depth", [&](auto& k, auto& n) { c.queue_depth = static_cast<std::uint32_t>(number(k, n, 1, 4096)); }},
+        {"queue_depth",
+         [&](auto& k, auto& n) {
+           c.queue_depth = static_cast<std::uint32_t>(number(k, n, 1, 4096));
+         }},
         {"prefetch", [&](auto& k, auto& n) { c.prefetch = boolean(k, n); }},
-        {"ring_sections", [&](auto& k, auto& n) { c.ring_sections = static_cast<std::uint32_t>(number(k, n, 1, 64)); }}}},
-      {"compute", {{"threads", [&](auto& k, auto& n) { c.threads = static_cast<int>(number(k, n, 0, 1024)); }}}},
+        {"ring_sections",
+         [&](auto& k, auto& n) {
+           c.ring_sections = static_cast<std::uint32_t>(number(k, n, 1, 64));
+         }}}},
+      {"compute",
+       {{"threads",
+         [&](auto& k, auto& n) { c.threads = static_cast<int>(number(k, n, 0, 1024)); }}}},
       {"limits",
-       {{"max_queue", [&](auto& k, auto& n) { c.max_queue = static_cast<std::uint32_t>(number(k, n, 0, 1 << 20)); }},
-        {"max_batch", [&](auto& k, auto& n) { c.max_batch = static_cast<std::uint32_t>(number(k, n, 1, 1024)); }},
+       {{"max_queue",
+         [&](auto& k, auto& n) {
+           c.max_queue = static_cast<std::uint32_t>(number(k, n, 0, 1 << 20));
+         }},
+        {"max_batch",
+         [&](auto& k, auto& n) {
+           c.max_batch = static_cast<std::uint32_t>(number(k, n, 1, 1024));
+         }},
         {"max_body", [&](auto& k, auto& n) { c.max_body_bytes = size(k, n); }},
-        {"max_connections", [&](auto& k, auto& n) { c.max_connections = static_cast<std::uint32_t>(number(k, n, 1, 65536)); }},
-        {"header_timeout_ms", [&](auto& k, auto& n) { c.header_timeout_ms = static_cast<std::uint32_t>(number(k, n, 100, 600000)); }},
-        {"default_max_tokens", [&](auto& k, auto& n) { c.default_max_tokens = static_cast<std::uint32_t>(number(k, n, 1, 1 << 20)); }}}},
+        {"max_connections",
+         [&](auto& k, auto& n) {
+           c.max_connections = static_cast<std::uint32_t>(number(k, n, 1, 65536));
+         }},
+        {"header_timeout_ms",
+         [&](auto& k, auto& n) {
+           c.header_timeout_ms = static_cast<std::uint32_t>(number(k, n, 100, 600000));
+         }},
+        {"default_max_tokens",
+         [&](auto& k, auto& n) {
+           c.default_max_tokens = static_cast<std::uint32_t>(number(k, n, 1, 1 << 20));
+         }}}},
       {"admin", {{"group", [&](auto& k, auto& n) { c.admin_group = text(k, n); }}}},
   };
   for (const auto& entry : root) {
@@ -128,12 +157,14 @@ void Config::validate() const {
     throw std::runtime_error("memory.reader: '" + reader + "' is not one of io_uring, pread");
   if (!host_budget.empty() && host_budget.back() != '%') {
     try {
-      if (memtier::parse_byte_size(host_budget) == 0) throw std::invalid_argument("must be positive");
+      if (memtier::parse_byte_size(host_budget) == 0)
+        throw std::invalid_argument("must be positive");
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(std::string("memory.host_budget: ") + e.what());
     }
   }
-  if (socket.empty() && tcp.empty()) throw std::runtime_error("listen.socket: needs a socket path (or listen.tcp)");
+  if (socket.empty() && tcp.empty())
+    throw std::runtime_error("listen.socket: needs a socket path (or listen.tcp)");
 }
 
 }  // namespace moed::server

@@ -97,7 +97,9 @@ Response plain_error(http::status status, const std::string& message, const std:
 HttpServer::HttpServer(HttpOptions options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {}
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+}
 
 std::string HttpServer::describe() const {
   std::string out;
@@ -136,11 +138,14 @@ void HttpServer::listen() {
         unix_socket::socket probe(*io_);
         beast::error_code ec;
         probe.connect(unix_socket::endpoint(options_.socket_path), ec);
-        if (!ec) throw std::runtime_error(options_.socket_path + ": another daemon is already listening there");
+        if (!ec)
+          throw std::runtime_error(options_.socket_path +
+                                   ": another daemon is already listening there");
         std::filesystem::remove(path);
       }
       try {
-        unix_acceptor_ = std::make_unique<unix_socket::acceptor>(*io_, unix_socket::endpoint(options_.socket_path));
+        unix_acceptor_ = std::make_unique<unix_socket::acceptor>(
+            *io_, unix_socket::endpoint(options_.socket_path));
       } catch (const std::exception& e) {
         throw std::runtime_error(options_.socket_path + ": cannot listen: " + e.what());
       }
@@ -149,13 +154,16 @@ void HttpServer::listen() {
     }
     if (!options_.tcp.empty()) {
       const auto colon = options_.tcp.rfind(':');
-      if (colon == std::string::npos) throw std::runtime_error("listen.tcp: '" + options_.tcp + "' is not host:port");
+      if (colon == std::string::npos)
+        throw std::runtime_error("listen.tcp: '" + options_.tcp + "' is not host:port");
       try {
         const auto address = asio::ip::make_address(options_.tcp.substr(0, colon));
         const auto port = static_cast<unsigned short>(std::stoi(options_.tcp.substr(colon + 1)));
-        tcp_acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(*io_, asio::ip::tcp::endpoint(address, port));
+        tcp_acceptor_ =
+            std::make_unique<asio::ip::tcp::acceptor>(*io_, asio::ip::tcp::endpoint(address, port));
       } catch (const std::exception& e) {
-        throw std::runtime_error("listen.tcp: cannot listen on '" + options_.tcp + "': " + e.what());
+        throw std::runtime_error("listen.tcp: cannot listen on '" + options_.tcp +
+                                 "': " + e.what());
       }
     }
   }
@@ -188,9 +196,10 @@ void HttpServer::accept_loop(Acceptor& acceptor) {
       std::lock_guard lock(mutex_);
       if (connections_.size() >= options_.max_connections) {
         beast::error_code ignored;
-        auto response = plain_error(http::status::service_unavailable,
-                                    "too many connections (" + std::to_string(options_.max_connections) + ")",
-                                    "server_overloaded");
+        auto response =
+            plain_error(http::status::service_unavailable,
+                        "too many connections (" + std::to_string(options_.max_connections) + ")",
+                        "server_overloaded");
         response.prepare_payload();
         http::write(socket, response, ignored);
         continue;
@@ -227,13 +236,16 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
       connection->busy = true;
       connection->deadline = Clock::time_point::max();
     }
-    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset) break;
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset)
+      break;
     if (ec) {
       SocketWriter<Socket> writer(socket, 11, false);
       if (ec == http::error::body_limit) {
-        writer.send(plain_error(http::status::payload_too_large,
-                                "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes",
-                                "invalid_request_error"));
+        writer.send(plain_error(
+            http::status::payload_too_large,
+            "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes",
+            "invalid_request_error"));
         // Lingering close: the client is still sending; closing now would reset the connection
         // before it reads the 413. Stop writing, then drain what it sends for a moment.
         ::shutdown(fd, SHUT_WR);
@@ -245,13 +257,13 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
           if (n <= 0) break;
           drained += static_cast<std::size_t>(n);
         }
-      }
-      else if (ec == http::error::header_limit)
-        writer.send(plain_error(http::status::request_header_fields_too_large, "request head too large",
-                                "invalid_request_error"));
+      } else if (ec == http::error::header_limit)
+        writer.send(plain_error(http::status::request_header_fields_too_large,
+                                "request head too large", "invalid_request_error"));
       else if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
                ec != asio::error::shut_down && ec != asio::error::broken_pipe)
-        writer.send(plain_error(http::status::bad_request, "malformed HTTP request: " + ec.message(),
+        writer.send(plain_error(http::status::bad_request,
+                                "malformed HTTP request: " + ec.message(),
                                 "invalid_request_error"));
       break;
     }
@@ -260,7 +272,8 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
     try {
       handler_(request, peer, writer);
     } catch (const std::exception& e) {
-      if (!writer.streamed()) writer.send(plain_error(http::status::internal_server_error, e.what(), "server_error"));
+      if (!writer.streamed())
+        writer.send(plain_error(http::status::internal_server_error, e.what(), "server_error"));
     }
     if (writer.streamed() || !writer.ok() || !request.keep_alive()) break;
   }

@@ -5,10 +5,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/trace.hpp"
@@ -20,9 +19,13 @@ using json = nlohmann::json;
 
 // A client error with the OpenAI error shape; `param` names the request field at fault.
 struct ApiError {
-  ApiError(http::status s, std::string m, std::string t = "invalid_request_error", std::string p = {},
-           std::string c = {})
-      : status(s), message(std::move(m)), type(std::move(t)), param(std::move(p)), code(std::move(c)) {}
+  ApiError(http::status s, std::string m, std::string t = "invalid_request_error",
+           std::string p = {}, std::string c = {})
+      : status(s),
+        message(std::move(m)),
+        type(std::move(t)),
+        param(std::move(p)),
+        code(std::move(c)) {}
   http::status status;
   std::string message;
   std::string type;
@@ -31,7 +34,9 @@ struct ApiError {
 };
 
 // Model output can hold any bytes; invalid UTF-8 becomes U+FFFD rather than an exception.
-std::string dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 Response json_response(http::status status, const json& body) {
   Response r{status, 11};
@@ -51,28 +56,33 @@ Response error_response(const ApiError& e) {
   throw ApiError{http::status::bad_request, field + ": " + what, "invalid_request_error", field};
 }
 
-double number_field(const json& body, const char* field, double fallback, double lo, double hi, bool lo_open) {
+double number_field(const json& body, const char* field, double fallback, double lo, double hi,
+                    bool lo_open) {
   if (!body.contains(field) || body[field].is_null()) return fallback;
   if (!body[field].is_number()) bad_field(field, "expected a number, got " + body[field].dump());
   const double v = body[field].get<double>();
   if (!(lo_open ? v > lo : v >= lo) || !(v <= hi))
-    bad_field(field, body[field].dump() + " is outside " + (lo_open ? "(" : "[") + std::to_string(lo) + ", " +
-                         std::to_string(hi) + "]");
+    bad_field(field, body[field].dump() + " is outside " + (lo_open ? "(" : "[") +
+                         std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return v;
 }
 
-std::int64_t integer_field(const json& body, const char* field, std::int64_t fallback, std::int64_t lo, std::int64_t hi) {
+std::int64_t integer_field(const json& body, const char* field, std::int64_t fallback,
+                           std::int64_t lo, std::int64_t hi) {
   if (!body.contains(field) || body[field].is_null()) return fallback;
-  if (!body[field].is_number_integer()) bad_field(field, "expected an integer, got " + body[field].dump());
+  if (!body[field].is_number_integer())
+    bad_field(field, "expected an integer, got " + body[field].dump());
   const auto v = body[field].get<std::int64_t>();
   if (v < lo || v > hi)
-    bad_field(field, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    bad_field(field, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
   return v;
 }
 
 bool bool_field(const json& body, const char* field, bool fallback) {
   if (!body.contains(field) || body[field].is_null()) return fallback;
-  if (!body[field].is_boolean()) bad_field(field, "expected true or false, got " + body[field].dump());
+  if (!body[field].is_boolean())
+    bad_field(field, "expected true or false, got " + body[field].dump());
   return body[field].get<bool>();
 }
 
@@ -127,7 +137,8 @@ class TextStream {
  private:
   std::string take(const std::string& text, std::size_t end) {
     end = std::min(end, text.size());
-    while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80) --end;
+    while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80)
+      --end;
     if (end <= emitted_.size() || text.compare(0, emitted_.size(), emitted_) != 0) return "";
     std::string delta = text.substr(emitted_.size(), end - emitted_.size());
     emitted_ += delta;
@@ -142,9 +153,12 @@ class TextStream {
 
 }  // namespace
 
-Service::Service(Config config) : config_(std::move(config)), started_(std::chrono::system_clock::now()) {
-  model_id_ = config_.model_name.empty() ? std::filesystem::path(config_.model).filename().string() : config_.model_name;
-  if (model_id_.empty()) model_id_ = std::filesystem::path(config_.model).parent_path().filename().string();
+Service::Service(Config config)
+    : config_(std::move(config)), started_(std::chrono::system_clock::now()) {
+  model_id_ = config_.model_name.empty() ? std::filesystem::path(config_.model).filename().string()
+                                         : config_.model_name;
+  if (model_id_.empty())
+    model_id_ = std::filesystem::path(config_.model).parent_path().filename().string();
 }
 
 Service::~Service() {
@@ -159,7 +173,8 @@ void Service::start_loading() {
       engine::EngineOptions options;
       options.threads = config_.threads;
       options.policy = config_.policy;
-      options.reader.kind = config_.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
+      options.reader.kind =
+          config_.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
       options.reader.queue_depth = config_.queue_depth;
       options.prefetch = config_.prefetch;
       options.ring_sections = config_.ring_sections;
@@ -171,7 +186,8 @@ void Service::start_loading() {
       }
       options.on_progress = [this](double p) { progress_ = p; };
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
-      auto scheduler = std::make_unique<engine::Scheduler>(*engine, engine::SchedulerOptions{config_.max_queue, config_.max_batch});
+      auto scheduler = std::make_unique<engine::Scheduler>(
+          *engine, engine::SchedulerOptions{config_.max_queue, config_.max_batch});
       std::lock_guard lock(mutex_);
       tokenizer_.emplace(std::move(tokenizer));
       engine_ = std::move(engine);
@@ -196,9 +212,11 @@ std::string Service::load_error() const {
 }
 
 std::string Service::status_line() const {
-  if (!ready_) return "loading " + model_id_ + " (" + std::to_string(static_cast<int>(progress_ * 100)) + "%)";
+  if (!ready_)
+    return "loading " + model_id_ + " (" + std::to_string(static_cast<int>(progress_ * 100)) + "%)";
   const auto c = scheduler_->counters();
-  return "serving " + model_id_ + ": " + std::to_string(c.active) + " active, " + std::to_string(c.queued) + " queued";
+  return "serving " + model_id_ + ": " + std::to_string(c.active) + " active, " +
+         std::to_string(c.queued) + " queued";
 }
 
 void Service::apply_memory_settings(const Config& config) {
@@ -262,10 +280,12 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
     if (path == "/v1/models" && get) return models(writer);
     if (path == "/v1/completions" && post) return completions(request, writer);
     if (path.starts_with("/admin/")) return admin(request, peer, writer);
-    if (path == "/health" || path == "/metrics" || path == "/v1/models" || path == "/v1/completions")
+    if (path == "/health" || path == "/metrics" || path == "/v1/models" ||
+        path == "/v1/completions")
       throw ApiError{http::status::method_not_allowed,
                      std::string(request.method_string()) + " is not allowed on " + path};
-    throw ApiError{http::status::not_found, "no route " + std::string(request.method_string()) + " " + path};
+    throw ApiError{http::status::not_found,
+                   "no route " + std::string(request.method_string()) + " " + path};
   } catch (const ApiError& e) {
     ++errors_;
     writer.send(error_response(e));
@@ -274,43 +294,56 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
 
 void Service::health(ResponseWriter& writer) {
   const std::string error = load_error();
-  const char* status = !error.empty() ? "failed" : draining_ ? "draining" : ready_ ? "ok" : "loading";
-  json body = {{"status", status},
-               {"model", model_id_},
-               {"progress", progress_.load()},
-               {"uptime_s", std::chrono::duration<double>(std::chrono::system_clock::now() - started_).count()}};
+  const char* status = !error.empty() ? "failed"
+                       : draining_    ? "draining"
+                       : ready_       ? "ok"
+                                      : "loading";
+  json body = {
+      {"status", status},
+      {"model", model_id_},
+      {"progress", progress_.load()},
+      {"uptime_s",
+       std::chrono::duration<double>(std::chrono::system_clock::now() - started_).count()}};
   if (!error.empty()) body["error"] = error;
-  writer.send(json_response(ready_ && !draining_ ? http::status::ok : http::status::service_unavailable, body));
+  writer.send(json_response(
+      ready_ && !draining_ ? http::status::ok : http::status::service_unavailable, body));
 }
 
 void Service::models(ResponseWriter& writer) {
-  const auto created = std::chrono::duration_cast<std::chrono::seconds>(started_.time_since_epoch()).count();
-  writer.send(json_response(http::status::ok,
-                            {{"object", "list"},
-                             {"data", json::array({{{"id", model_id_}, {"object", "model"}, {"created", created},
-                                                    {"owned_by", "moed"}}})}}));
+  const auto created =
+      std::chrono::duration_cast<std::chrono::seconds>(started_.time_since_epoch()).count();
+  writer.send(json_response(http::status::ok, {{"object", "list"},
+                                               {"data", json::array({{{"id", model_id_},
+                                                                      {"object", "model"},
+                                                                      {"created", created},
+                                                                      {"owned_by", "moed"}}})}}));
 }
 
 void Service::completions(const Request& request, ResponseWriter& writer) {
   if (!ready_ || draining_) {
     const std::string error = load_error();
     throw ApiError{http::status::service_unavailable,
-                   draining_ ? "the daemon is shutting down"
+                   draining_        ? "the daemon is shutting down"
                    : !error.empty() ? "the model failed to load: " + error
-                                    : "the model is still loading (" + std::to_string(static_cast<int>(progress_ * 100)) + "%)",
+                                    : "the model is still loading (" +
+                                          std::to_string(static_cast<int>(progress_ * 100)) + "%)",
                    "server_unavailable"};
   }
   json body;
   try {
     body = json::parse(request.body());
   } catch (const json::exception& e) {
-    throw ApiError{http::status::bad_request, std::string("the body is not valid JSON: ") + e.what()};
+    throw ApiError{http::status::bad_request,
+                   std::string("the body is not valid JSON: ") + e.what()};
   }
-  if (!body.is_object()) throw ApiError{http::status::bad_request, "the body must be a JSON object"};
+  if (!body.is_object())
+    throw ApiError{http::status::bad_request, "the body must be a JSON object"};
   if (body.contains("model") && !body["model"].is_null()) {
     if (!body["model"].is_string()) bad_field("model", "expected a string");
     if (body["model"].get<std::string>() != model_id_)
-      throw ApiError{http::status::not_found, "The model '" + body["model"].get<std::string>() + "' does not exist (this daemon serves '" + model_id_ + "')",
+      throw ApiError{http::status::not_found,
+                     "The model '" + body["model"].get<std::string>() +
+                         "' does not exist (this daemon serves '" + model_id_ + "')",
                      "invalid_request_error", "model", "model_not_found"};
   }
   if (integer_field(body, "n", 1, 1, 1) != 1) bad_field("n", "only 1 is supported");
@@ -322,7 +355,8 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
   auto token_list = [&](const json& list) {
     std::vector<std::int32_t> ids;
     for (const auto& t : list) {
-      if (!t.is_number_integer()) bad_field("prompt", "token lists must hold integers, got " + t.dump());
+      if (!t.is_number_integer())
+        bad_field("prompt", "token lists must hold integers, got " + t.dump());
       const auto id = t.get<std::int64_t>();
       if (id < 0 || id >= engine_->spec().vocab_size)
         bad_field("prompt", "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
@@ -345,17 +379,22 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
   if (gen.prompt.empty()) bad_field("prompt", "is empty");
   const std::int64_t context = engine_->spec().max_position_embeddings;
   if (static_cast<std::int64_t>(gen.prompt.size()) >= context)
-    bad_field("prompt", std::to_string(gen.prompt.size()) + " tokens do not fit the model's context of " + std::to_string(context));
+    bad_field("prompt", std::to_string(gen.prompt.size()) +
+                            " tokens do not fit the model's context of " + std::to_string(context));
   gen.max_tokens = integer_field(body, "max_tokens", config_.default_max_tokens, 1, INT64_MAX);
   if (gen.max_tokens + static_cast<std::int64_t>(gen.prompt.size()) > context)
-    bad_field("max_tokens", std::to_string(gen.max_tokens) + " plus the prompt's " + std::to_string(gen.prompt.size()) +
+    bad_field("max_tokens", std::to_string(gen.max_tokens) + " plus the prompt's " +
+                                std::to_string(gen.prompt.size()) +
                                 " tokens exceed the model's context of " + std::to_string(context));
-  gen.sampling.temperature = static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
+  gen.sampling.temperature =
+      static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
   gen.sampling.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
-  gen.sampling.top_k = static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, engine_->spec().vocab_size));
-  gen.sampling.seed = body.contains("seed") && !body["seed"].is_null()
-                          ? static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX))
-                          : std::random_device{}();
+  gen.sampling.top_k =
+      static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, engine_->spec().vocab_size));
+  gen.sampling.seed =
+      body.contains("seed") && !body["seed"].is_null()
+          ? static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX))
+          : std::random_device{}();
   const bool want_logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
   gen.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
   std::vector<std::string> stops;
@@ -388,9 +427,14 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
   }
 
   const std::string id = completion_id();
-  const auto created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto created = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
   TextStream text(*tokenizer_, stops);
-  json logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+  json logprobs = {{"tokens", json::array()},
+                   {"token_logprobs", json::array()},
+                   {"top_logprobs", json::array()},
+                   {"text_offset", json::array()}};
   auto add_logprobs = [&](const engine::TokenEvent& event, json& into, std::size_t offset) {
     into["tokens"].push_back(tokenizer_->token_string(event.id));
     into["token_logprobs"].push_back(event.logprob);
@@ -408,7 +452,9 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
   auto finish_reason = [&]() -> json {
     if (text.stopped()) return "stop";
     const auto r = session->finish_reason();
-    return r == engine::FinishReason::length ? "length" : r == engine::FinishReason::eos ? "stop" : json(nullptr);
+    return r == engine::FinishReason::length ? "length"
+           : r == engine::FinishReason::eos  ? "stop"
+                                             : json(nullptr);
   };
 
   if (stream) {
@@ -416,20 +462,30 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
       session->cancel();
       return;
     }
-    auto send = [&](const json& chunk) { return writer.write_chunk("data: " + dump(chunk) + "\n\n"); };
+    auto send = [&](const json& chunk) {
+      return writer.write_chunk("data: " + dump(chunk) + "\n\n");
+    };
     engine::TokenEvent event;
     bool client_gone = false;
     while (!client_gone && session->next(event)) {
       ++completion_tokens;
       const std::size_t offset = text.text().size();
       const std::string delta = text.add(event.id);
-      json choice = {{"text", delta}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+      json choice = {
+          {"text", delta}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
       if (want_logprobs) {
-        json lp = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+        json lp = {{"tokens", json::array()},
+                   {"token_logprobs", json::array()},
+                   {"top_logprobs", json::array()},
+                   {"text_offset", json::array()}};
         add_logprobs(event, lp, offset);
         choice["logprobs"] = lp;
       }
-      if (!send({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id_}, {"choices", json::array({choice})}}))
+      if (!send({{"id", id},
+                 {"object", "text_completion"},
+                 {"created", created},
+                 {"model", model_id_},
+                 {"choices", json::array({choice})}}))
         client_gone = true;
       if (text.stopped()) session->cancel();
     }
@@ -438,11 +494,21 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
       return;
     }
     if (session->finish_reason() == engine::FinishReason::error) {
-      send({{"error", {{"message", session->error()}, {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}});
+      send({{"error",
+             {{"message", session->error()},
+              {"type", "server_error"},
+              {"param", nullptr},
+              {"code", nullptr}}}});
     } else {
       const std::string rest = text.finish();
-      send({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id_},
-            {"choices", json::array({{{"text", rest}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason()}}})},
+      send({{"id", id},
+            {"object", "text_completion"},
+            {"created", created},
+            {"model", model_id_},
+            {"choices", json::array({{{"text", rest},
+                                      {"index", 0},
+                                      {"logprobs", nullptr},
+                                      {"finish_reason", finish_reason()}}})},
             {"usage", usage()}});
     }
     writer.write_chunk("data: [DONE]\n\n");
@@ -459,12 +525,18 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
     if (text.stopped()) session->cancel();
   }
   if (session->finish_reason() == engine::FinishReason::error)
-    throw ApiError{http::status::internal_server_error, "generation failed: " + session->error(), "server_error"};
+    throw ApiError{http::status::internal_server_error, "generation failed: " + session->error(),
+                   "server_error"};
   text.finish();
   writer.send(json_response(
       http::status::ok,
-      {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id_},
-       {"choices", json::array({{{"text", text.text()}, {"index", 0}, {"logprobs", want_logprobs ? logprobs : json(nullptr)},
+      {{"id", id},
+       {"object", "text_completion"},
+       {"created", created},
+       {"model", model_id_},
+       {"choices", json::array({{{"text", text.text()},
+                                 {"index", 0},
+                                 {"logprobs", want_logprobs ? logprobs : json(nullptr)},
                                  {"finish_reason", finish_reason()}}})},
        {"usage", usage()}}));
 }
@@ -472,49 +544,75 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
 void Service::metrics(ResponseWriter& writer) {
   std::ostringstream out;
   auto metric = [&](const char* name, const char* type, const char* help, double value) {
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n' << name << ' ' << value << '\n';
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+        << name << ' ' << value << '\n';
   };
   metric("moed_up", "gauge", "1 when the model is loaded and serving", ready_ ? 1 : 0);
   metric("moed_load_progress", "gauge", "model loading progress, 0 to 1", progress_.load());
-  metric("moed_http_requests_total", "counter", "HTTP requests received", static_cast<double>(requests_.load()));
-  metric("moed_http_errors_total", "counter", "HTTP requests answered with an error", static_cast<double>(errors_.load()));
+  metric("moed_http_requests_total", "counter", "HTTP requests received",
+         static_cast<double>(requests_.load()));
+  metric("moed_http_errors_total", "counter", "HTTP requests answered with an error",
+         static_cast<double>(errors_.load()));
   if (ready_) {
     const auto c = scheduler_->counters();
-    metric("moed_queue_length", "gauge", "requests waiting to join the batch", static_cast<double>(c.queued));
-    metric("moed_active_sessions", "gauge", "sequences in the running batch", static_cast<double>(c.active));
-    metric("moed_prompt_tokens_total", "counter", "prompt tokens prefilled", static_cast<double>(c.prompt_tokens));
-    metric("moed_generated_tokens_total", "counter", "tokens generated", static_cast<double>(c.generated_tokens));
-    metric("moed_decode_steps_total", "counter", "batched decode steps", static_cast<double>(c.steps));
+    metric("moed_queue_length", "gauge", "requests waiting to join the batch",
+           static_cast<double>(c.queued));
+    metric("moed_active_sessions", "gauge", "sequences in the running batch",
+           static_cast<double>(c.active));
+    metric("moed_prompt_tokens_total", "counter", "prompt tokens prefilled",
+           static_cast<double>(c.prompt_tokens));
+    metric("moed_generated_tokens_total", "counter", "tokens generated",
+           static_cast<double>(c.generated_tokens));
+    metric("moed_decode_steps_total", "counter", "batched decode steps",
+           static_cast<double>(c.steps));
     metric("moed_tokens_per_second", "gauge", "generated tokens per second of engine time",
            c.busy_seconds > 0 ? static_cast<double>(c.generated_tokens) / c.busy_seconds : 0.0);
     const auto mem = engine_->memory_stats();
     const double lookups = static_cast<double>(mem.host.hits + mem.host.misses);
     metric("moed_host_hit_ratio", "gauge", "share of expert lookups served from host RAM",
            lookups > 0 ? static_cast<double>(mem.host.hits) / lookups : 0.0);
-    metric("moed_host_hits_total", "counter", "expert lookups served from host RAM", static_cast<double>(mem.host.hits));
-    metric("moed_host_misses_total", "counter", "expert lookups that read from disk", static_cast<double>(mem.host.misses));
-    metric("moed_host_evictions_total", "counter", "experts evicted from host RAM", static_cast<double>(mem.host.evictions));
-    metric("moed_host_used_bytes", "gauge", "bytes of experts cached in host RAM", static_cast<double>(mem.host.used_bytes));
-    metric("moed_host_budget_bytes", "gauge", "host RAM budget for weights (0: unlimited)", static_cast<double>(mem.budget_bytes));
-    metric("moed_host_fixed_bytes", "gauge", "budget share of dense weights or ring sections and the LM head", static_cast<double>(mem.fixed_bytes));
-    metric("moed_disk_read_bytes_total", "counter", "bytes read by the disk tier", static_cast<double>(mem.disk.bytes_read));
-    metric("moed_disk_reads_total", "counter", "blocks read by the disk tier", static_cast<double>(mem.disk.reads));
-    metric("moed_disk_read_errors_total", "counter", "block reads that failed", static_cast<double>(mem.disk.errors));
+    metric("moed_host_hits_total", "counter", "expert lookups served from host RAM",
+           static_cast<double>(mem.host.hits));
+    metric("moed_host_misses_total", "counter", "expert lookups that read from disk",
+           static_cast<double>(mem.host.misses));
+    metric("moed_host_evictions_total", "counter", "experts evicted from host RAM",
+           static_cast<double>(mem.host.evictions));
+    metric("moed_host_used_bytes", "gauge", "bytes of experts cached in host RAM",
+           static_cast<double>(mem.host.used_bytes));
+    metric("moed_host_budget_bytes", "gauge", "host RAM budget for weights (0: unlimited)",
+           static_cast<double>(mem.budget_bytes));
+    metric("moed_host_fixed_bytes", "gauge",
+           "budget share of dense weights or ring sections and the LM head",
+           static_cast<double>(mem.fixed_bytes));
+    metric("moed_disk_read_bytes_total", "counter", "bytes read by the disk tier",
+           static_cast<double>(mem.disk.bytes_read));
+    metric("moed_disk_reads_total", "counter", "blocks read by the disk tier",
+           static_cast<double>(mem.disk.reads));
+    metric("moed_disk_read_errors_total", "counter", "block reads that failed",
+           static_cast<double>(mem.disk.errors));
     std::uint64_t issued = 0, hits = 0, late = 0, wasted = 0;
-    out << "# HELP moed_layer_hits_total expert lookups served from host RAM, per layer\n# TYPE moed_layer_hits_total counter\n";
-    for (std::size_t l = 0; l < mem.layers.size(); ++l) out << "moed_layer_hits_total{layer=\"" << l << "\"} " << mem.layers[l].hits << '\n';
-    out << "# HELP moed_layer_misses_total expert lookups read from disk, per layer\n# TYPE moed_layer_misses_total counter\n";
-    for (std::size_t l = 0; l < mem.layers.size(); ++l) out << "moed_layer_misses_total{layer=\"" << l << "\"} " << mem.layers[l].misses << '\n';
+    out << "# HELP moed_layer_hits_total expert lookups served from host RAM, per layer\n# TYPE "
+           "moed_layer_hits_total counter\n";
+    for (std::size_t l = 0; l < mem.layers.size(); ++l)
+      out << "moed_layer_hits_total{layer=\"" << l << "\"} " << mem.layers[l].hits << '\n';
+    out << "# HELP moed_layer_misses_total expert lookups read from disk, per layer\n# TYPE "
+           "moed_layer_misses_total counter\n";
+    for (std::size_t l = 0; l < mem.layers.size(); ++l)
+      out << "moed_layer_misses_total{layer=\"" << l << "\"} " << mem.layers[l].misses << '\n';
     for (const auto& l : mem.layers) {
       issued += l.prefetch_issued;
       hits += l.prefetch_hits;
       late += l.prefetch_late;
       wasted += l.prefetch_wasted;
     }
-    metric("moed_prefetch_issued_total", "counter", "expert prefetches started", static_cast<double>(issued));
-    metric("moed_prefetch_hits_total", "counter", "prefetches resident when needed", static_cast<double>(hits));
-    metric("moed_prefetch_late_total", "counter", "prefetches still in flight when needed", static_cast<double>(late));
-    metric("moed_prefetch_wasted_total", "counter", "prefetches not needed", static_cast<double>(wasted));
+    metric("moed_prefetch_issued_total", "counter", "expert prefetches started",
+           static_cast<double>(issued));
+    metric("moed_prefetch_hits_total", "counter", "prefetches resident when needed",
+           static_cast<double>(hits));
+    metric("moed_prefetch_late_total", "counter", "prefetches still in flight when needed",
+           static_cast<double>(late));
+    metric("moed_prefetch_wasted_total", "counter", "prefetches not needed",
+           static_cast<double>(wasted));
     metric("moed_prefetch_accuracy", "gauge", "share of prefetches that were needed",
            issued ? static_cast<double>(hits + late) / static_cast<double>(issued) : 0.0);
   }
@@ -526,12 +624,16 @@ void Service::metrics(ResponseWriter& writer) {
 
 void Service::admin(const Request& request, const Peer& peer, ResponseWriter& writer) {
   if (!is_admin(peer))
-    throw ApiError{http::status::forbidden,
-                   peer.has_credentials
-                       ? "admin calls are allowed for root, the daemon's user or its admin group; peer uid " + std::to_string(peer.uid) + " is none of those"
-                       : "admin calls are allowed only over the Unix socket",
-                   "permission_error"};
-  if (!ready_) throw ApiError{http::status::service_unavailable, "the model is still loading", "server_unavailable"};
+    throw ApiError{
+        http::status::forbidden,
+        peer.has_credentials
+            ? "admin calls are allowed for root, the daemon's user or its admin group; peer uid " +
+                  std::to_string(peer.uid) + " is none of those"
+            : "admin calls are allowed only over the Unix socket",
+        "permission_error"};
+  if (!ready_)
+    throw ApiError{http::status::service_unavailable, "the model is still loading",
+                   "server_unavailable"};
   const std::string path = path_of(request);
   const bool get = request.method() == http::verb::get;
   json body = json::object();
@@ -539,23 +641,41 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     try {
       body = json::parse(request.body());
     } catch (const json::exception& e) {
-      throw ApiError{http::status::bad_request, std::string("the body is not valid JSON: ") + e.what()};
+      throw ApiError{http::status::bad_request,
+                     std::string("the body is not valid JSON: ") + e.what()};
     }
-    if (!body.is_object()) throw ApiError{http::status::bad_request, "the body must be a JSON object"};
+    if (!body.is_object())
+      throw ApiError{http::status::bad_request, "the body must be a JSON object"};
   }
   auto cache_report = [&] {
     const auto mem = engine_->memory_stats();
     json layers = json::array();
     for (const auto& l : mem.layers)
-      layers.push_back({{"hits", l.hits}, {"misses", l.misses}, {"prefetch_issued", l.prefetch_issued},
-                        {"prefetch_hits", l.prefetch_hits}, {"prefetch_late", l.prefetch_late},
-                        {"prefetch_wasted", l.prefetch_wasted}, {"bytes_read", l.bytes_read}, {"wait_seconds", l.wait_seconds}});
-    return json{{"host", {{"budget_bytes", mem.budget_bytes}, {"fixed_bytes", mem.fixed_bytes},
-                          {"used_bytes", mem.host.used_bytes}, {"blocks", mem.host.blocks}, {"pinned", mem.host.pinned},
-                          {"hits", mem.host.hits}, {"misses", mem.host.misses}, {"evictions", mem.host.evictions},
-                          {"bypasses", mem.host.bypasses}, {"policy", mem.host.policy}}},
-                {"disk", {{"reader", mem.reader}, {"reads", mem.disk.reads}, {"bytes_read", mem.disk.bytes_read},
-                          {"errors", mem.disk.errors}, {"busy_seconds", mem.disk.busy_seconds}}},
+      layers.push_back({{"hits", l.hits},
+                        {"misses", l.misses},
+                        {"prefetch_issued", l.prefetch_issued},
+                        {"prefetch_hits", l.prefetch_hits},
+                        {"prefetch_late", l.prefetch_late},
+                        {"prefetch_wasted", l.prefetch_wasted},
+                        {"bytes_read", l.bytes_read},
+                        {"wait_seconds", l.wait_seconds}});
+    return json{{"host",
+                 {{"budget_bytes", mem.budget_bytes},
+                  {"fixed_bytes", mem.fixed_bytes},
+                  {"used_bytes", mem.host.used_bytes},
+                  {"blocks", mem.host.blocks},
+                  {"pinned", mem.host.pinned},
+                  {"hits", mem.host.hits},
+                  {"misses", mem.host.misses},
+                  {"evictions", mem.host.evictions},
+                  {"bypasses", mem.host.bypasses},
+                  {"policy", mem.host.policy}}},
+                {"disk",
+                 {{"reader", mem.reader},
+                  {"reads", mem.disk.reads},
+                  {"bytes_read", mem.disk.bytes_read},
+                  {"errors", mem.disk.errors},
+                  {"busy_seconds", mem.disk.busy_seconds}}},
                 {"dense_streamed", mem.dense_streamed},
                 {"expert_bytes", mem.expert_bytes_total},
                 {"expert_block_bytes", engine_->expert_block_bytes()},
@@ -568,18 +688,21 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
       throw ApiError{http::status::bad_request, e.what()};
     }
   };
-  if (path == "/admin/cache" && get) return writer.send(json_response(http::status::ok, cache_report()));
+  if (path == "/admin/cache" && get)
+    return writer.send(json_response(http::status::ok, cache_report()));
   if (path == "/admin/cache" && request.method() == http::verb::post) {
     std::string budget;
     if (body.contains("host_budget")) {
-      if (!body["host_budget"].is_string()) bad_field("host_budget", "expected a size such as \"2GiB\" or \"25%\"");
+      if (!body["host_budget"].is_string())
+        bad_field("host_budget", "expected a size such as \"2GiB\" or \"25%\"");
       budget = body["host_budget"].get<std::string>();
     }
     std::string policy;
     if (body.contains("policy")) {
       if (!body["policy"].is_string()) bad_field("policy", "expected \"lru\" or \"lfu\"");
       policy = body["policy"].get<std::string>();
-      if (policy != "lru" && policy != "lfu") bad_field("policy", "'" + policy + "' is not one of lru, lfu");
+      if (policy != "lru" && policy != "lfu")
+        bad_field("policy", "'" + policy + "' is not one of lru, lfu");
     }
     rethrow_as_400([&] {
       if (!budget.empty()) {
@@ -602,14 +725,21 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     const auto layer = integer_field(body, "layer", -1, 0, engine_->spec().num_layers - 1);
     const auto expert = integer_field(body, "expert", -1, 0, engine_->spec().num_experts - 1);
     if (layer < 0 || expert < 0) bad_field(layer < 0 ? "layer" : "expert", "is required");
-    const auto block = memtier::BlockId::routed(static_cast<std::int32_t>(layer), static_cast<std::int32_t>(expert));
-    if (path == "/admin/pin") engine_->host_tier().pin(block); else engine_->host_tier().unpin(block);
-    return writer.send(json_response(http::status::ok, {{"block", block.to_string()}, {"pinned", path == "/admin/pin"}}));
+    const auto block = memtier::BlockId::routed(static_cast<std::int32_t>(layer),
+                                                static_cast<std::int32_t>(expert));
+    if (path == "/admin/pin")
+      engine_->host_tier().pin(block);
+    else
+      engine_->host_tier().unpin(block);
+    return writer.send(json_response(
+        http::status::ok, {{"block", block.to_string()}, {"pinned", path == "/admin/pin"}}));
   }
   if (path == "/admin/experts" && get) {
     std::vector<std::vector<std::uint64_t>> counts;
     scheduler_->call([&] { counts = engine_->activation_counts(); });
-    return writer.send(json_response(http::status::ok, {{"layers", counts.size()}, {"experts", engine_->spec().num_experts}, {"counts", counts}}));
+    return writer.send(json_response(
+        http::status::ok,
+        {{"layers", counts.size()}, {"experts", engine_->spec().num_experts}, {"counts", counts}}));
   }
   if (path == "/admin/trace/start" && request.method() == http::verb::post) {
     const auto file = std::filesystem::path(config_.state_dir) / "routing-trace.jsonl";
@@ -618,14 +748,17 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
       engine_->record_trace(file);
     });
     trace_path_ = file;
-    return writer.send(json_response(http::status::ok, {{"recording", true}, {"path", file.string()}}));
+    return writer.send(
+        json_response(http::status::ok, {{"recording", true}, {"path", file.string()}}));
   }
   if (path == "/admin/trace/stop" && request.method() == http::verb::post) {
     scheduler_->call([&] { engine_->record_trace(std::nullopt); });
     return writer.send(json_response(http::status::ok, {{"recording", false}}));
   }
   if (path == "/admin/trace" && get) {
-    if (!trace_path_) throw ApiError{http::status::not_found, "no routing trace has been recorded; POST /admin/trace/start first"};
+    if (!trace_path_)
+      throw ApiError{http::status::not_found,
+                     "no routing trace has been recorded; POST /admin/trace/start first"};
     std::ifstream in(*trace_path_, std::ios::binary);
     std::ostringstream data;
     data << in.rdbuf();
@@ -635,21 +768,31 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     return writer.send(std::move(r));
   }
   if (path == "/admin/trace/simulate" && request.method() == http::verb::post) {
-    if (!trace_path_) throw ApiError{http::status::not_found, "no routing trace has been recorded; POST /admin/trace/start first"};
+    if (!trace_path_)
+      throw ApiError{http::status::not_found,
+                     "no routing trace has been recorded; POST /admin/trace/start first"};
     std::vector<std::uint64_t> blocks;
-    if (!body.contains("blocks") || !body["blocks"].is_array()) bad_field("blocks", "expected a list of cache sizes in expert blocks");
+    if (!body.contains("blocks") || !body["blocks"].is_array())
+      bad_field("blocks", "expected a list of cache sizes in expert blocks");
     for (const auto& b : body["blocks"]) {
-      if (!b.is_number_unsigned()) bad_field("blocks", "expected non-negative integers, got " + b.dump());
+      if (!b.is_number_unsigned())
+        bad_field("blocks", "expected non-negative integers, got " + b.dump());
       blocks.push_back(b.get<std::uint64_t>());
     }
     const std::vector<std::string> policies = {"lru", "lfu", "belady"};
     const auto events = memtier::read_trace(*trace_path_);
     json results = json::array();
     for (const auto& r : memtier::simulate(events, blocks, policies))
-      results.push_back({{"policy", r.policy}, {"blocks", r.budget_blocks}, {"hits", r.hits}, {"requests", r.requests}, {"hit_rate", r.hit_rate()}});
-    return writer.send(json_response(http::status::ok, {{"lines", events.size()}, {"results", results}}));
+      results.push_back({{"policy", r.policy},
+                         {"blocks", r.budget_blocks},
+                         {"hits", r.hits},
+                         {"requests", r.requests},
+                         {"hit_rate", r.hit_rate()}});
+    return writer.send(
+        json_response(http::status::ok, {{"lines", events.size()}, {"results", results}}));
   }
-  throw ApiError{http::status::not_found, "no admin route " + std::string(request.method_string()) + " " + path};
+  throw ApiError{http::status::not_found,
+                 "no admin route " + std::string(request.method_string()) + " " + path};
 }
 
 }  // namespace moed::server

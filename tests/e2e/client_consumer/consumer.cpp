@@ -1,7 +1,6 @@
 // Completes a prompt through libmoed-client: consumer SOCKET
-#include <moed/client.hpp>
-
 #include <iostream>
+#include <moed/client.hpp>
 
 int main(int argc, char** argv) {
   moed::Client client(argc > 1 ? argv[1] : "/run/moed/moed.sock");

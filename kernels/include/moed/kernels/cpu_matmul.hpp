@@ -4,12 +4,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <span>
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "moed/kernels/dtype.hpp"
 
@@ -40,7 +39,7 @@ class PackedWeight {
 
  private:
   friend class CpuMatmul;
-  dnnl::memory memory_;            // dtype_ [cols_, rows_] in a oneDNN blocked layout
+  dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
   std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;

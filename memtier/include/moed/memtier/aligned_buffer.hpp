@@ -17,7 +17,8 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   explicit AlignedBuffer(std::size_t bytes)
       : size_((bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment),
-        data_(static_cast<std::byte*>(std::aligned_alloc(kDirectIoAlignment, size_ ? size_ : kDirectIoAlignment))) {
+        data_(static_cast<std::byte*>(
+            std::aligned_alloc(kDirectIoAlignment, size_ ? size_ : kDirectIoAlignment))) {
     if (!data_) throw std::bad_alloc();
   }
   std::byte* data() { return data_.get(); }

@@ -29,13 +29,14 @@ struct EngineOptions {
   // When > 0, overrides host_budget_bytes: the budget is the fixed part (dense weights, LM
   // head) plus this share of all routed experts' packed bytes.
   double expert_cache_fraction = 0;
-  std::string policy = "lru";           // eviction policy of the host tier: lru, lfu
-  memtier::ReaderOptions reader;        // disk tier: io_uring (or pread), queue depth, chunk
+  std::string policy = "lru";     // eviction policy of the host tier: lru, lfu
+  memtier::ReaderOptions reader;  // disk tier: io_uring (or pread), queue depth, chunk
   // Builds the disk tier's reader over the model files; default memtier::make_reader. Tests
   // pass a fault-injecting one.
-  std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)> reader_factory;
-  bool prefetch = true;                 // predict layer l+1's experts while layer l computes
-  std::size_t ring_sections = 2;        // sections of the dense-layer ring when it streams
+  std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)>
+      reader_factory;
+  bool prefetch = true;                     // predict layer l+1's experts while layer l computes
+  std::size_t ring_sections = 2;            // sections of the dense-layer ring when it streams
   std::function<void(double)> on_progress;  // loading progress in [0, 1]
 };
 
@@ -58,10 +59,11 @@ struct DenseWeights final : memtier::BlockPayload {
 
 // What memtier and the engine did, for `moed bench`, the daemon's stats and tests.
 struct MemoryStats {
-  std::string reader;          // io_uring or pread
-  bool dense_streamed = false;  // dense layers stream through the ring
+  std::string reader;              // io_uring or pread
+  bool dense_streamed = false;     // dense layers stream through the ring
   std::uint64_t budget_bytes = 0;  // 0: unlimited
-  std::uint64_t fixed_bytes = 0;  // budget share of resident dense weights or ring sections + LM head
+  std::uint64_t fixed_bytes =
+      0;  // budget share of resident dense weights or ring sections + LM head
   std::uint64_t expert_bytes_total = 0;  // all routed experts, packed
   memtier::HostTier::Counters host;
   memtier::BlockLoader::Counters disk;
@@ -134,7 +136,8 @@ class Engine {
   void check_tokens(std::span<const std::int32_t> tokens) const;
   void embed(std::span<const std::int32_t> tokens, float* out) const;
   const DenseWeights& dense(std::int64_t layer, memtier::Payload& hold);
-  void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows, float* x);
+  void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows,
+           float* x);
   void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
   memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded, bool urgent);
 
@@ -143,8 +146,8 @@ class Engine {
   EngineOptions options_;
   const model::TensorInfo* embedding_;  // [vocab, hidden], read in place
   std::vector<LayerTensors> tensors_;
-  kernels::CpuMatmul matmul_;     // compute thread
-  kernels::CpuMatmul io_matmul_;  // the loader's I/O thread packs with its own instance
+  kernels::CpuMatmul matmul_;      // compute thread
+  kernels::CpuMatmul io_matmul_;   // the loader's I/O thread packs with its own instance
   std::vector<float> final_norm_;  // f32 [hidden]
   kernels::PackedWeight lm_head_;  // [vocab, hidden]
   std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed

@@ -49,7 +49,8 @@ class Session {
 
  private:
   friend class Scheduler;
-  explicit Session(GenerationRequest request) : request_(std::move(request)), sampler_(request_.sampling) {}
+  explicit Session(GenerationRequest request)
+      : request_(std::move(request)), sampler_(request_.sampling) {}
   void emit(TokenEvent event);
   void finish(FinishReason reason, std::string error = {});
 
@@ -126,6 +127,7 @@ class Scheduler {
 };
 
 // The n most likely tokens with their log-probabilities, most likely first.
-std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab, int n);
+std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab,
+                                                         int n);
 
 }  // namespace moed::engine

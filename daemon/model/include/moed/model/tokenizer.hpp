@@ -29,7 +29,9 @@ class Tokenizer {
   std::int64_t vocab_size() const { return static_cast<std::int64_t>(id_to_token_.size()); }
   std::optional<std::int32_t> token_id(std::string_view token) const;
   // The vocabulary's string for an id (e.g. "▁Paris"), as tokenizers' id_to_token gives it.
-  const std::string& token_string(std::int32_t id) const { return id_to_token_.at(static_cast<std::size_t>(id)); }
+  const std::string& token_string(std::int32_t id) const {
+    return id_to_token_.at(static_cast<std::size_t>(id));
+  }
   bool is_special(std::int32_t id) const;
   // EOS from tokenizer_config.json's eos_token, if it names a known token.
   std::optional<std::int32_t> eos_id() const { return eos_id_; }

@@ -2,10 +2,11 @@
 
 #include <sys/types.h>
 
-#include <atomic>
-#include <utility>  // Boost 1.74's asio/awaitable.hpp uses std::exchange without it
-
+// clang-format off
+#include <utility>  // before Boost 1.74's asio: its awaitable.hpp uses std::exchange without it
 #include <boost/asio.hpp>
+// clang-format on
+#include <atomic>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -45,9 +46,9 @@ class ResponseWriter {
 using Handler = std::function<void(const Request&, const Peer&, ResponseWriter&)>;
 
 struct HttpOptions {
-  std::string socket_path;          // "" for none
+  std::string socket_path;  // "" for none
   std::uint32_t socket_mode = 0660;
-  std::string tcp;                  // "host:port" or ""
+  std::string tcp;  // "host:port" or ""
   std::uint64_t max_body_bytes = 1 << 20;
   std::uint32_t max_connections = 256;
   std::uint32_t header_timeout_ms = 10000;

@@ -24,8 +24,8 @@ class Service {
   explicit Service(Config config);
   ~Service();
 
-  void start_loading();           // background; progress and errors show in /health
-  bool wait_ready();              // blocks until loaded (true) or failed (false)
+  void start_loading();  // background; progress and errors show in /health
+  bool wait_ready();     // blocks until loaded (true) or failed (false)
   std::string load_error() const;
   void handle(const Request& request, const Peer& peer, ResponseWriter& writer);
   void reload(const Config& config);  // SIGHUP: budgets, policy, limits
