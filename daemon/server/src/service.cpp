@@ -86,6 +86,20 @@ bool bool_field(const json& body, const char* field, bool fallback) {
   return body[field].get<bool>();
 }
 
+// A request body that must be a JSON object; anything else is a 400 saying why.
+json parse_object(const std::string& text) {
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::exception& e) {
+    throw ApiError{http::status::bad_request,
+                   std::string("the body is not valid JSON: ") + e.what()};
+  }
+  if (!body.is_object())
+    throw ApiError{http::status::bad_request, "the body must be a JSON object"};
+  return body;
+}
+
 std::string path_of(const Request& request) {
   const std::string target(request.target());
   return target.substr(0, target.find('?'));
@@ -329,15 +343,7 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
                                           std::to_string(static_cast<int>(progress_ * 100)) + "%)",
                    "server_unavailable"};
   }
-  json body;
-  try {
-    body = json::parse(request.body());
-  } catch (const json::exception& e) {
-    throw ApiError{http::status::bad_request,
-                   std::string("the body is not valid JSON: ") + e.what()};
-  }
-  if (!body.is_object())
-    throw ApiError{http::status::bad_request, "the body must be a JSON object"};
+  const json body = parse_object(request.body());
   if (body.contains("model") && !body["model"].is_null()) {
     if (!body["model"].is_string()) bad_field("model", "expected a string");
     if (body["model"].get<std::string>() != model_id_)
@@ -636,17 +642,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                    "server_unavailable"};
   const std::string path = path_of(request);
   const bool get = request.method() == http::verb::get;
-  json body = json::object();
-  if (!get && !request.body().empty()) {
-    try {
-      body = json::parse(request.body());
-    } catch (const json::exception& e) {
-      throw ApiError{http::status::bad_request,
-                     std::string("the body is not valid JSON: ") + e.what()};
-    }
-    if (!body.is_object())
-      throw ApiError{http::status::bad_request, "the body must be a JSON object"};
-  }
+  const json body = !get && !request.body().empty() ? parse_object(request.body()) : json::object();
   auto cache_report = [&] {
     const auto mem = engine_->memory_stats();
     json layers = json::array();
