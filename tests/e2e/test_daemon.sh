@@ -211,8 +211,10 @@ elif cmake --install "$build" --prefix "$work/prefix" >/dev/null 2>&1 &&
 else
   fail "client package"
 fi
-[[ -f $work/prefix/etc/moed/moed.yaml && -f $work/prefix/lib/systemd/system/moed.service && -x $work/prefix/bin/moectl ]] &&
-  pass "cmake --install puts binaries, config and units in place" || fail "install layout"
+if [[ -z ${MOED_SANITIZED:-} ]]; then
+  [[ -f $work/prefix/etc/moed/moed.yaml && -f $work/prefix/lib/systemd/system/moed.service && -x $work/prefix/bin/moectl ]] &&
+    pass "cmake --install puts binaries, config and units in place" || fail "install layout"
+fi
 
 # SIGHUP re-reads the budget.
 before=$(api http://moed/admin/cache | py "import json,sys; print(json.load(sys.stdin)['host']['budget_bytes'])")
