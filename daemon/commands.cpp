@@ -59,35 +59,14 @@ std::vector<std::int32_t> parse_token_list(const std::string& text) {
   return ids;
 }
 
-// "" -> unlimited; "25%" -> a quarter of the routed experts cached on top of the dense part;
-// a size -> that many bytes for everything.
-void apply_host_budget(const std::string& text, engine::EngineOptions& options) {
-  if (text.empty()) return;
-  if (text.back() == '%') {
-    std::size_t used = 0;
-    double percent = -1;
-    try {
-      percent = std::stod(text.substr(0, text.size() - 1), &used);
-    } catch (const std::exception&) {
-    }
-    if (used != text.size() - 1 || !(percent > 0 && percent <= 100))
-      throw std::invalid_argument("--host-budget: '" + text + "' is not a percentage in (0, 100]");
-    options.expert_cache_fraction = percent / 100.0;
-    return;
-  }
-  try {
-    options.host_budget_bytes = memtier::parse_byte_size(text);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--host-budget: ") + e.what());
-  }
-  if (options.host_budget_bytes == 0)
-    throw std::invalid_argument("--host-budget: must be positive");
-}
-
 engine::EngineOptions engine_options(const ModelArgs& args) {
   engine::EngineOptions options;
   options.threads = args.threads;
-  apply_host_budget(args.host_budget, options);
+  try {
+    options.host_budget = engine::HostBudget::parse(args.host_budget);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--host-budget: ") + e.what());
+  }
   options.policy = args.policy;
   options.reader.kind =
       args.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
@@ -220,11 +199,7 @@ int run_bench(const BenchArgs& args) {
   // shared disk drifts a lot between moments.
   auto raw_read_rate = [&] {
     if (args.drop_caches) drop_page_cache();
-    std::vector<std::filesystem::path> files;
-    for (const auto& entry : std::filesystem::directory_iterator(args.model_dir))
-      if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
-    std::sort(files.begin(), files.end());
-    auto reader = memtier::make_reader(files, engine_options(args).reader);
+    auto reader = memtier::make_reader(engine.model_files(), engine_options(args).reader);
     return memtier::measure_sequential_read(*reader, 1ull << 30);
   };
   const bool disk_involved = engine.memory_stats().disk.reads > 0 ||

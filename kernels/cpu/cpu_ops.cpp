@@ -120,14 +120,19 @@ MOED_ISA_CLONES void add_in_place(float* y, const float* x, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-double softmax(const float* logits, float* probs, std::int64_t n) {
+double log_sum_exp(const float* logits, std::int64_t n) {
   const float max_logit = *std::max_element(logits, logits + n);
   double total = 0.0;
   for (std::int64_t i = 0; i < n; ++i)
     total += std::exp(static_cast<double>(logits[i] - max_logit));
-  for (std::int64_t i = 0; i < n; ++i)
-    probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[i] - max_logit)) / total);
   return std::log(total) + max_logit;
+}
+
+double softmax(const float* logits, float* probs, std::int64_t n) {
+  const double lse = log_sum_exp(logits, n);
+  for (std::int64_t i = 0; i < n; ++i)
+    probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[i]) - lse));
+  return lse;
 }
 
 }  // namespace moed::kernels

@@ -74,11 +74,6 @@ void HostTier::unpin(BlockId block) {
   pins_.erase(block);
 }
 
-bool HostTier::pinned(BlockId block) const {
-  std::lock_guard lock(mutex_);
-  return pins_.contains(block);
-}
-
 void HostTier::set_budget(std::uint64_t budget_bytes) {
   std::lock_guard lock(mutex_);
   budget_bytes_ = budget_bytes;
@@ -101,13 +96,6 @@ HostTier::Counters HostTier::counters() const {
   c.pinned = pins_.size();
   c.policy = std::string(policy_->name());
   return c;
-}
-
-std::vector<BlockId> HostTier::resident() const {
-  std::lock_guard lock(mutex_);
-  std::vector<BlockId> out;
-  for (const auto& [block, payload] : blocks_) out.push_back(block);
-  return out;
 }
 
 }  // namespace moed::memtier

@@ -264,14 +264,37 @@ namespace {
 EngineOptions budget_options(double expert_share, std::uint64_t budget_bytes,
                              memtier::ReaderKind reader, bool prefetch) {
   EngineOptions options;
-  options.expert_cache_fraction = expert_share;
-  options.host_budget_bytes = budget_bytes;
+  options.host_budget = {budget_bytes, expert_share};
   options.reader.kind = reader;
   options.prefetch = prefetch;
   return options;
 }
 
 }  // namespace
+
+TEST(HostBudget, ParsesSizesSharesAndRejectsTheRest) {
+  EXPECT_EQ(HostBudget::parse("").bytes, 0u);
+  EXPECT_EQ(HostBudget::parse("").expert_share, 0.0);
+  EXPECT_EQ(HostBudget::parse("2GiB").bytes, 2ull << 30);
+  EXPECT_DOUBLE_EQ(HostBudget::parse("25%").expert_share, 0.25);
+  for (const char* bad : {"abc%", "0%", "150%", "25 %", "%", "lots", "0"}) {
+    try {
+      HostBudget::parse(bad);
+      ADD_FAILURE() << bad;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(EngineMemtier, LiveBudgetChangesKeepTheFixedPart) {
+  Engine engine(kModels / "tiny-f32", {});
+  EXPECT_THROW(engine.set_host_budget(HostBudget::parse("64KiB")), std::invalid_argument);
+  engine.set_host_budget(HostBudget::parse("25%"));
+  const auto stats = engine.memory_stats();
+  EXPECT_EQ(stats.budget_bytes - stats.fixed_bytes, stats.host.budget_bytes);
+  EXPECT_LE(stats.host.used_bytes, stats.host.budget_bytes);  // evicted down to the new budget
+}
 
 TEST(EngineMemtier, EveryBudgetReaderAndPrefetchSettingGivesBitIdenticalLogits) {
   for (const char* model : {"tiny-f32", "tiny-bf16"}) {

@@ -146,15 +146,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   const std::uint64_t head_bytes = lm_head_.bytes() + final_norm_.size() * sizeof(float);
   const std::uint64_t all_experts =
       expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
-  if (options.expert_cache_fraction < 0)
-    throw std::invalid_argument("expert cache fraction must not be negative");
-  const std::uint64_t budget =
-      options.expert_cache_fraction > 0
-          ? head_bytes + dense_bytes_ +
-                std::max(static_cast<std::uint64_t>(options.expert_cache_fraction *
-                                                    static_cast<double>(all_experts)),
-                         static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_)
-          : options.host_budget_bytes;
+  const std::uint64_t budget = budget_bytes(options.host_budget, head_bytes + dense_bytes_);
   budget_bytes_ = budget;
   const bool unlimited = budget == 0;
   const std::uint64_t working_set =
@@ -534,22 +526,50 @@ void Engine::reset_memory_stats() {
   store_->reset_counters();
 }
 
-void Engine::set_host_budget(std::uint64_t budget_bytes) {
-  if (budget_bytes < fixed_bytes_)
-    throw std::invalid_argument(
-        "host budget " + memtier::format_byte_size(budget_bytes) + " is below the fixed part of " +
-        memtier::format_byte_size(fixed_bytes_) +
-        " (dense weights or ring sections, LM head); restart to change that");
-  host_->set_budget(budget_bytes - fixed_bytes_);
-  budget_bytes_ = budget_bytes;
+HostBudget HostBudget::parse(std::string_view text) {
+  HostBudget budget;
+  if (text.empty()) return budget;
+  if (text.back() == '%') {
+    const std::string number(text.substr(0, text.size() - 1));
+    std::size_t used = 0;
+    double percent = -1;
+    try {
+      percent = std::stod(number, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != number.size() || !(percent > 0 && percent <= 100))
+      throw std::invalid_argument("'" + std::string(text) + "' is not a share in (0%, 100%]");
+    budget.expert_share = percent / 100.0;
+    return budget;
+  }
+  budget.bytes = memtier::parse_byte_size(text);
+  if (budget.bytes == 0)
+    throw std::invalid_argument("'" + std::string(text) + "' must be a positive size");
+  return budget;
 }
 
-void Engine::set_expert_cache_fraction(double fraction) {
-  if (!(fraction > 0 && fraction <= 1))
-    throw std::invalid_argument("expert cache share must be in (0, 100%]");
+std::uint64_t Engine::budget_bytes(const HostBudget& budget, std::uint64_t fixed) const {
+  if (budget.expert_share <= 0) return budget.bytes;
   const double all = static_cast<double>(expert_block_bytes_) *
                      static_cast<double>(spec_.num_layers * spec_.num_experts);
-  set_host_budget(fixed_bytes_ + static_cast<std::uint64_t>(fraction * all));
+  // Never below one layer's experts, which must be in memory together to compute.
+  return fixed +
+         std::max(static_cast<std::uint64_t>(budget.expert_share * all),
+                  static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_);
+}
+
+void Engine::set_host_budget(const HostBudget& budget) {
+  const std::uint64_t bytes = budget_bytes(budget, fixed_bytes_);
+  if (bytes == 0)
+    throw std::invalid_argument("host budget: an unlimited budget can only be set at start");
+  if (bytes < fixed_bytes_)
+    throw std::invalid_argument(
+        "host budget " + memtier::format_byte_size(bytes) + " is below the fixed part of " +
+        memtier::format_byte_size(fixed_bytes_) +
+        " (dense weights or ring sections, LM head); restart to change that");
+  host_->set_budget(bytes - fixed_bytes_);
+  budget_bytes_ = bytes;
 }
 
 void Engine::set_policy(const std::string& policy) {

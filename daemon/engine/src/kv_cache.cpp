@@ -32,9 +32,4 @@ void KvCache::reserve_more(std::int64_t extra) {
   capacity_ = grown;
 }
 
-std::size_t KvCache::bytes() const {
-  return 2 * keys_.size() * static_cast<std::size_t>(kv_heads_ * capacity_ * head_dim_) *
-         sizeof(float);
-}
-
 }  // namespace moed::engine

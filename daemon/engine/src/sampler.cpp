@@ -18,8 +18,7 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
-  probs_.resize(static_cast<std::size_t>(vocab));
-  const double log_total = kernels::softmax(logits, probs_.data(), vocab);
+  const double log_total = kernels::log_sum_exp(logits, vocab);
   auto logprob = [&](std::int32_t id) {
     return static_cast<float>(static_cast<double>(logits[id]) - log_total);
   };
@@ -27,6 +26,7 @@ SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
     const auto best = static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
     return {best, logprob(best)};
   }
+  probs_.resize(static_cast<std::size_t>(vocab));
   std::vector<float> scaled(logits, logits + vocab);
   for (auto& v : scaled) v /= params_.temperature;
   kernels::softmax(scaled.data(), probs_.data(), vocab);

@@ -6,6 +6,8 @@
 #include <future>
 #include <numeric>
 
+#include "moed/kernels/cpu_ops.hpp"
+
 namespace moed::engine {
 
 const char* to_string(FinishReason reason) {
@@ -26,11 +28,7 @@ const char* to_string(FinishReason reason) {
 
 std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab,
                                                          int n) {
-  const float max_logit = *std::max_element(logits, logits + vocab);
-  double total = 0;
-  for (std::int64_t i = 0; i < vocab; ++i)
-    total += std::exp(static_cast<double>(logits[i] - max_logit));
-  const double log_total = std::log(total) + max_logit;
+  const double log_total = kernels::log_sum_exp(logits, vocab);
   std::vector<std::int32_t> ids(static_cast<std::size_t>(vocab));
   std::iota(ids.begin(), ids.end(), 0);
   const auto count = std::min<std::int64_t>(n, vocab);

@@ -6,6 +6,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "moed/engine/engine.hpp"
 #include "moed/memtier/byte_size.hpp"
 
 namespace moed::server {
@@ -155,13 +156,10 @@ void Config::validate() const {
     throw std::runtime_error("memory.policy: '" + policy + "' is not one of lru, lfu");
   if (reader != "io_uring" && reader != "pread")
     throw std::runtime_error("memory.reader: '" + reader + "' is not one of io_uring, pread");
-  if (!host_budget.empty() && host_budget.back() != '%') {
-    try {
-      if (memtier::parse_byte_size(host_budget) == 0)
-        throw std::invalid_argument("must be positive");
-    } catch (const std::invalid_argument& e) {
-      throw std::runtime_error(std::string("memory.host_budget: ") + e.what());
-    }
+  try {
+    engine::HostBudget::parse(host_budget);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("memory.host_budget: ") + e.what());
   }
   if (socket.empty() && tcp.empty())
     throw std::runtime_error("listen.socket: needs a socket path (or listen.tcp)");

@@ -9,7 +9,6 @@
 #include <random>
 #include <sstream>
 
-#include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/trace.hpp"
 
 namespace moed::server {
@@ -192,12 +191,7 @@ void Service::start_loading() {
       options.reader.queue_depth = config_.queue_depth;
       options.prefetch = config_.prefetch;
       options.ring_sections = config_.ring_sections;
-      if (!config_.host_budget.empty()) {
-        if (config_.host_budget.back() == '%')
-          options.expert_cache_fraction = std::stod(config_.host_budget) / 100.0;
-        else
-          options.host_budget_bytes = memtier::parse_byte_size(config_.host_budget);
-      }
+      options.host_budget = engine::HostBudget::parse(config_.host_budget);
       options.on_progress = [this](double p) { progress_ = p; };
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
       auto scheduler = std::make_unique<engine::Scheduler>(
@@ -235,12 +229,8 @@ std::string Service::status_line() const {
 
 void Service::apply_memory_settings(const Config& config) {
   scheduler_->call([&] {
-    if (!config.host_budget.empty()) {
-      if (config.host_budget.back() == '%')
-        engine_->set_expert_cache_fraction(std::stod(config.host_budget) / 100.0);
-      else
-        engine_->set_host_budget(memtier::parse_byte_size(config.host_budget));
-    }
+    if (!config.host_budget.empty())
+      engine_->set_host_budget(engine::HostBudget::parse(config.host_budget));
     engine_->set_policy(config.policy);
   });
 }
@@ -702,15 +692,10 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     }
     rethrow_as_400([&] {
       if (!budget.empty()) {
-        if (budget.back() == '%') {
-          double share = -1;
-          try {
-            share = std::stod(budget);
-          } catch (const std::exception&) {
-          }
-          engine_->set_expert_cache_fraction(share / 100.0);
-        } else {
-          engine_->set_host_budget(memtier::parse_byte_size(budget));
+        try {
+          engine_->set_host_budget(engine::HostBudget::parse(budget));
+        } catch (const std::invalid_argument& e) {
+          throw std::invalid_argument(std::string("host_budget: ") + e.what());
         }
       }
       if (!policy.empty()) engine_->set_policy(policy);

@@ -33,6 +33,9 @@ void attention(const float* q, const float* k, const float* v, float* out,
 // y += x (n elements).
 void add_in_place(float* y, const float* x, std::int64_t n);
 
+// log(sum(exp(x))) of n logits, computed stably (one pass for the max, one for the sum).
+double log_sum_exp(const float* logits, std::int64_t n);
+
 // Softmax of n logits into probabilities, numerically stable; returns log(sum(exp(x - max))).
 double softmax(const float* logits, float* probs, std::int64_t n);
 

@@ -46,7 +46,6 @@ class Source {
   void add(BlockId block, std::vector<FileRange> ranges);
   const std::vector<FileRange>& ranges(BlockId block) const;  // throws std::out_of_range
   std::uint64_t bytes(BlockId block) const;
-  bool contains(BlockId block) const { return blocks_.contains(block); }
   const std::vector<std::filesystem::path>& files() const { return files_; }
 
  private:

@@ -37,7 +37,6 @@ class HostTier {
 
   void pin(BlockId block);
   void unpin(BlockId block);
-  bool pinned(BlockId block) const;
   void set_budget(std::uint64_t budget_bytes);  // evicts down to the new budget where it can
   void set_policy(std::unique_ptr<EvictionPolicy> policy);
 
@@ -47,7 +46,6 @@ class HostTier {
     std::string policy;
   };
   Counters counters() const;
-  std::vector<BlockId> resident() const;
 
  private:
   bool make_room(std::uint64_t bytes);  // with mutex_ held

@@ -56,7 +56,6 @@ class Reader {
                                              std::span<LoadedBlock> into);
   virtual ReaderKind kind() const = 0;
   std::uint64_t file_size(std::uint32_t file) const { return sizes_.at(file); }
-  const std::filesystem::path& path(std::uint32_t file) const { return paths_.at(file); }
   std::uint32_t queue_depth() const { return queue_depth_; }
 
  protected:

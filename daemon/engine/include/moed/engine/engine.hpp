@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "moed/engine/kv_cache.hpp"
@@ -23,12 +24,18 @@
 
 namespace moed::engine {
 
+// A host budget as users write it: "" (everything resident), a size ("48GiB": dense weights plus
+// cached experts), or a share of the routed experts cached on top of the dense part ("25%").
+struct HostBudget {
+  std::uint64_t bytes = 0;  // the size form; 0 (with no share) means unlimited
+  double expert_share = 0;  // the share form, in (0, 1]
+  // Throws std::invalid_argument quoting the text when it is neither form.
+  static HostBudget parse(std::string_view text);
+};
+
 struct EngineOptions {
-  int threads = 0;                      // compute threads; 0: one per physical core (hwloc)
-  std::uint64_t host_budget_bytes = 0;  // host RAM for weights; 0: everything resident
-  // When > 0, overrides host_budget_bytes: the budget is the fixed part (dense weights, LM
-  // head) plus this share of all routed experts' packed bytes.
-  double expert_cache_fraction = 0;
+  int threads = 0;                // compute threads; 0: one per physical core (hwloc)
+  HostBudget host_budget;         // host RAM for weights; default: everything resident
   std::string policy = "lru";     // eviction policy of the host tier: lru, lfu
   memtier::ReaderOptions reader;  // disk tier: io_uring (or pread), queue depth, chunk
   // Builds the disk tier's reader over the model files; default memtier::make_reader. Tests
@@ -110,13 +117,14 @@ class Engine {
   // experts_per_token experts per layer, the LM head, and the keys and values of the context.
   std::size_t bytes_per_decode_token(std::int64_t context_length) const;
   std::uint64_t expert_block_bytes() const { return expert_block_bytes_; }
+  // The checkpoint's shard files, as the disk tier reads them.
+  const std::vector<std::filesystem::path>& model_files() const { return source_->files(); }
   MemoryStats memory_stats() const;
   void reset_memory_stats();
   memtier::HostTier& host_tier() { return *host_; }
   // Live changes (call between steps). The total budget keeps the fixed part (dense weights or
   // ring sections, LM head); throws std::invalid_argument naming the value when it does not fit.
-  void set_host_budget(std::uint64_t budget_bytes);
-  void set_expert_cache_fraction(double fraction);
+  void set_host_budget(const HostBudget& budget);
   void set_policy(const std::string& policy);
   // Tokens routed to each expert so far: [layer][expert].
   std::vector<std::vector<std::uint64_t>> activation_counts() const;
@@ -139,6 +147,8 @@ class Engine {
   void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows,
            float* x);
   void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
+  // The total budget a HostBudget means for this model, given the fixed part.
+  std::uint64_t budget_bytes(const HostBudget& budget, std::uint64_t fixed) const;
   memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded, bool urgent);
 
   model::ModelSpec spec_;

@@ -17,13 +17,11 @@ class KvCache {
   void reserve_more(std::int64_t extra);
   // Marks `count` more positions as filled (after the engine wrote them).
   void advance(std::int64_t count) { length_ += count; }
-  void clear() { length_ = 0; }
 
   float* keys(std::int64_t layer) { return keys_[static_cast<std::size_t>(layer)].data(); }
   float* values(std::int64_t layer) { return values_[static_cast<std::size_t>(layer)].data(); }
   std::int64_t kv_heads() const { return kv_heads_; }
   std::int64_t head_dim() const { return head_dim_; }
-  std::size_t bytes() const;
 
  private:
   std::int64_t kv_heads_, head_dim_;
