@@ -1,10 +1,15 @@
 // moectl: the command-line tool for moed. `moectl trace simulate` replays a routing trace
 // (JSON Lines, one line per token per MoE layer) through the host tier's eviction policies and
 // Belady's optimum, offline, and prints the hit rate per policy and cache size.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -14,7 +19,9 @@
 #include <thread>
 
 #include "moed/client.hpp"
+#include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/trace.hpp"
+#include "plot.hpp"
 
 namespace {
 
@@ -49,55 +56,168 @@ std::vector<std::string> parse_policies(const std::string& text) {
   return out;
 }
 
-int simulate(const std::string& path, const std::string& blocks_text,
-             const std::string& policies_text, bool json) {
+// The cache sizes, in expert blocks, to simulate: --blocks N,M,... or --host A..B, where A and B
+// are block counts, shares of the expert blocks the trace shows ("10%": layers x experts) or
+// sizes ("2GiB", with --expert-size: the bytes of one expert block, which `moectl cache show
+// --json` reports as expert_block_bytes). A range gives `steps` evenly spaced sizes.
+struct Budgets {
+  std::vector<std::uint64_t> blocks;
+  std::string unit = "blocks";  // how the x axis and table label them
+  std::vector<std::string> labels;
+};
+
+Budgets host_range(const std::string& text, std::uint64_t total_blocks,
+                   const std::string& expert_size, int steps) {
+  const auto dots = text.find("..");
+  if (dots == std::string::npos)
+    throw std::invalid_argument("--host: '" + text + "' is not a range A..B, e.g. 10%..100%");
+  const std::string a = text.substr(0, dots), b = text.substr(dots + 2);
+  const bool share = a.ends_with('%') && b.ends_with('%');
+  const bool size = !share && !a.empty() && std::isalpha(static_cast<unsigned char>(a.back()));
+  std::uint64_t block_bytes = 0;
+  if (size) {
+    if (expert_size.empty())
+      throw std::invalid_argument("--host " + text +
+                                  ": sizes need --expert-size (bytes of one expert block; "
+                                  "`moectl cache show --json` shows expert_block_bytes)");
+    block_bytes = moed::memtier::parse_byte_size(expert_size);
+    if (block_bytes == 0) throw std::invalid_argument("--expert-size must be above 0");
+  }
+  auto to_blocks = [&](const std::string& end) -> double {
+    try {
+      if (share) {
+        std::size_t used = 0;
+        const double pct = std::stod(end, &used);
+        if (used + 1 != end.size() || pct < 0 || pct > 100) throw std::invalid_argument(end);
+        return pct / 100.0 * static_cast<double>(total_blocks);
+      }
+      if (size) return static_cast<double>(moed::memtier::parse_byte_size(end) / block_bytes);
+      std::size_t used = 0;
+      const double n = static_cast<double>(std::stoull(end, &used));
+      if (used != end.size()) throw std::invalid_argument(end);
+      return n;
+    } catch (const std::exception&) {
+      throw std::invalid_argument("--host: '" + end +
+                                  "' is not a block count, a share such as 25% or a size such "
+                                  "as 2GiB (both ends must be of one kind)");
+    }
+  };
+  const double lo = to_blocks(a), hi = to_blocks(b);
+  if (hi < lo) throw std::invalid_argument("--host " + text + ": the range runs backwards");
+  if (steps < 2) throw std::invalid_argument("--steps must be at least 2");
+  Budgets out;
+  out.unit = share ? "% of expert blocks" : size ? "host budget (expert blocks only)" : "blocks";
+  for (int k = 0; k < steps; ++k) {
+    const double v = lo + (hi - lo) * k / (steps - 1);
+    const auto blocks = static_cast<std::uint64_t>(std::llround(v));
+    if (!out.blocks.empty() && out.blocks.back() == blocks) continue;
+    out.blocks.push_back(blocks);
+    char label[64];
+    if (share) {
+      std::snprintf(label, sizeof label, "%.0f%%",
+                    100.0 * blocks / std::max<double>(1, total_blocks));
+    } else if (size) {
+      const double bytes = static_cast<double>(blocks * block_bytes);
+      if (bytes >= (1ull << 30)) {
+        std::snprintf(label, sizeof label, "%.2fGiB", bytes / (1ull << 30));
+      } else {
+        std::snprintf(label, sizeof label, "%.0fMiB", bytes / (1ull << 20));
+      }
+    } else {
+      std::snprintf(label, sizeof label, "%llu", static_cast<unsigned long long>(blocks));
+    }
+    out.labels.push_back(label);
+  }
+  return out;
+}
+
+int simulate(const std::string& path, const std::string& blocks_text, const std::string& host,
+             const std::string& expert_size, int steps, const std::string& policies_text,
+             const std::string& plot, bool json) {
   const auto trace = moed::memtier::read_trace(path);
-  const auto budgets = parse_blocks(blocks_text);
   const auto policies = parse_policies(policies_text);
-  std::set<std::int32_t> layers, experts;
+  std::set<std::int32_t> layers;
+  std::int32_t max_expert = -1;
   std::set<std::pair<std::int32_t, std::int32_t>> blocks;
   for (const auto& e : trace) {
     layers.insert(e.layer);
     for (auto x : e.experts) {
-      experts.insert(x);
+      max_expert = std::max(max_expert, x);
       blocks.insert({e.layer, x});
     }
   }
-  const auto results = moed::memtier::simulate(trace, budgets, policies);
+  const std::uint64_t total_blocks = layers.size() * static_cast<std::uint64_t>(max_expert + 1);
+  Budgets budgets;
+  if (!host.empty()) {
+    budgets = host_range(host, total_blocks, expert_size, steps);
+  } else {
+    budgets.blocks = parse_blocks(blocks_text);
+    for (auto b : budgets.blocks) budgets.labels.push_back(std::to_string(b));
+  }
+  const auto results = moed::memtier::simulate(trace, budgets.blocks, policies);
+  auto result_of = [&](const std::string& policy, std::uint64_t budget) {
+    for (const auto& r : results)
+      if (r.policy == policy && r.budget_blocks == budget) return r;
+    throw std::logic_error("simulate: missing result");
+  };
+  if (!plot.empty()) {
+    std::vector<double> x;
+    for (std::size_t k = 0; k < budgets.blocks.size(); ++k)
+      x.push_back(budgets.unit.starts_with("%")
+                      ? 100.0 * budgets.blocks[k] / std::max<double>(1, total_blocks)
+                      : static_cast<double>(budgets.blocks[k]));
+    std::vector<moectl::PlotSeries> series;
+    for (const auto& p : policies) {
+      series.push_back({p, {}});
+      for (auto b : budgets.blocks) series.back().y.push_back(result_of(p, b).hit_rate());
+    }
+    moectl::write_line_plot(
+        plot, "expert cache hit rate: " + std::filesystem::path(path).filename().string(),
+        budgets.unit.starts_with("%") ? budgets.unit : "cache size (expert blocks)", x, series);
+  }
   if (json) {
     nlohmann::json out = {{"trace", path},
                           {"lines", trace.size()},
                           {"layers", layers.size()},
                           {"distinct_blocks", blocks.size()},
+                          {"expert_blocks", total_blocks},
                           {"results", nlohmann::json::array()}};
-    for (const auto& r : results)
-      out["results"].push_back({{"policy", r.policy},
-                                {"blocks", r.budget_blocks},
-                                {"hits", r.hits},
-                                {"requests", r.requests},
-                                {"hit_rate", r.hit_rate()}});
+    for (std::size_t k = 0; k < budgets.blocks.size(); ++k)
+      for (const auto& p : policies) {
+        const auto r = result_of(p, budgets.blocks[k]);
+        out["results"].push_back({{"policy", r.policy},
+                                  {"blocks", r.budget_blocks},
+                                  {"budget", budgets.labels[k]},
+                                  {"hits", r.hits},
+                                  {"requests", r.requests},
+                                  {"hit_rate", r.hit_rate()}});
+      }
+    if (!plot.empty()) out["plot"] = plot;
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::printf("trace %s: %zu lines, %zu layers, %zu distinct expert blocks, %llu requests\n",
-              path.c_str(), trace.size(), layers.size(), blocks.size(),
-              static_cast<unsigned long long>(results.empty() ? 0 : results.front().requests));
-  std::printf("%-8s", "blocks");
+  std::printf(
+      "trace %s: %zu lines, %zu layers, %zu distinct expert blocks (of %llu), %llu requests\n",
+      path.c_str(), trace.size(), layers.size(), blocks.size(),
+      static_cast<unsigned long long>(total_blocks),
+      static_cast<unsigned long long>(results.empty() ? 0 : results.front().requests));
+  std::printf("%-10s %-8s", "budget", "blocks");
   for (const auto& p : policies) std::printf("  %-24s", p.c_str());
   std::printf("\n");
-  for (const auto budget : budgets) {
-    std::printf("%-8llu", static_cast<unsigned long long>(budget));
-    for (const auto& p : policies)
-      for (const auto& r : results)
-        if (r.policy == p && r.budget_blocks == budget) {
-          char cell[64];
-          std::snprintf(cell, sizeof cell, "%llu/%llu (%.1f%%)",
-                        static_cast<unsigned long long>(r.hits),
-                        static_cast<unsigned long long>(r.requests), 100.0 * r.hit_rate());
-          std::printf("  %-24s", cell);
-        }
+  for (std::size_t k = 0; k < budgets.blocks.size(); ++k) {
+    std::printf("%-10s %-8llu", budgets.labels[k].c_str(),
+                static_cast<unsigned long long>(budgets.blocks[k]));
+    for (const auto& p : policies) {
+      const auto r = result_of(p, budgets.blocks[k]);
+      char cell[64];
+      std::snprintf(cell, sizeof cell, "%llu/%llu (%.1f%%)",
+                    static_cast<unsigned long long>(r.hits),
+                    static_cast<unsigned long long>(r.requests), 100.0 * r.hit_rate());
+      std::printf("  %-24s", cell);
+    }
     std::printf("\n");
   }
+  if (!plot.empty()) std::fprintf(stderr, "moectl: wrote the plot to %s\n", plot.c_str());
   return 0;
 }
 
@@ -174,6 +294,69 @@ double parse_duration_s(const std::string& text) {
   return value * factor;
 }
 
+// One reply (MESSAGE given) or an interactive session over standard input.
+int run_chat(moed::Client& client, moed::ChatRequest request, const std::string& system_prompt,
+             const std::string& message, bool as_json) {
+  const bool interactive = message.empty() && ::isatty(STDIN_FILENO);
+  auto reset = [&] {
+    request.messages.clear();
+    if (!system_prompt.empty()) request.messages.push_back({"system", system_prompt});
+  };
+  // Sends the conversation with one more user turn; keeps both turns when the reply arrives.
+  auto turn = [&](const std::string& text) {
+    request.messages.push_back({"user", text});
+    moed::Completion reply;
+    try {
+      if (as_json) {
+        reply = client.chat(request);
+        std::cout << json{{"reply", reply.text},
+                          {"finish_reason", reply.finish_reason},
+                          {"prompt_tokens", reply.prompt_tokens},
+                          {"completion_tokens", reply.completion_tokens}}
+                         .dump()
+                  << std::endl;
+      } else {
+        reply = client.chat_stream(request, [](std::string_view piece) {
+          std::cout << piece << std::flush;
+          return true;
+        });
+        std::cout << std::endl;
+      }
+    } catch (...) {
+      request.messages.pop_back();
+      throw;
+    }
+    request.messages.push_back({"assistant", reply.text});
+  };
+  reset();
+  if (!message.empty()) {
+    turn(message);
+    return 0;
+  }
+  if (interactive)
+    std::fprintf(stderr, "moectl chat: one message per line; /reset forgets, /exit leaves\n");
+  std::string line;
+  while (true) {
+    if (interactive) std::cout << "> " << std::flush;
+    if (!std::getline(std::cin, line) || line == "/exit" || line == "/quit") break;
+    if (line == "/reset") {
+      reset();
+      continue;
+    }
+    if (line.empty()) continue;
+    try {
+      turn(line);
+    } catch (const moed::ConnectionError&) {
+      throw;
+    } catch (const moed::Error& e) {  // a refused turn; the session goes on
+      std::fprintf(stderr, "moectl: error: %s (HTTP %d)\n", e.what(), e.status());
+      if (!interactive) return 1;
+    }
+  }
+  if (interactive) std::cout << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -185,19 +368,36 @@ int main(int argc, char** argv) {
   app.add_option("--socket", socket, "moed's socket (default /run/moed/moed.sock)");
   app.add_flag("--json", json_out, "print JSON instead of tables, for scripts");
 
+  // Sampling flags shared by generate and chat; the seed is only sent when given.
+  std::uint64_t seed = 0;
+  auto add_sampling = [&](CLI::App* sub, moed::GenerationOptions& options) {
+    sub->add_option("-n,--max-tokens", options.max_tokens, "tokens to generate (default 16)");
+    sub->add_option("--temperature", options.temperature,
+                    "sampling temperature (default 1; 0 is greedy)");
+    sub->add_option("--top-p", options.top_p, "nucleus mass");
+    sub->add_option("--top-k", options.top_k, "keep the k most likely tokens");
+    sub->add_option("--stop", options.stop, "stop string (repeatable)");
+    return sub->add_option("--seed", seed, "sampling seed (same seed, same output)");
+  };
   moed::CompletionRequest gen;
   bool stream = false;
-  std::uint64_t seed = 0;
   auto* generate = app.add_subcommand("generate", "Complete a prompt and print the text");
   generate->add_option("PROMPT", gen.prompt, "prompt text")->required();
-  generate->add_option("-n,--max-tokens", gen.max_tokens, "tokens to generate (default 16)");
-  generate->add_option("--temperature", gen.temperature,
-                       "sampling temperature (default 1; 0 is greedy)");
-  generate->add_option("--top-p", gen.top_p, "nucleus mass");
-  generate->add_option("--top-k", gen.top_k, "keep the k most likely tokens");
-  auto* seed_opt = generate->add_option("--seed", seed, "sampling seed");
-  generate->add_option("--stop", gen.stop, "stop string (repeatable)");
+  auto* seed_opt = add_sampling(generate, gen);
   generate->add_flag("--stream", stream, "print tokens as they arrive");
+
+  moed::ChatRequest conversation;
+  std::string system_prompt, message;
+  auto* chat = app.add_subcommand(
+      "chat",
+      "Talk to the model through its chat template. With MESSAGE: one reply, then exit. Without: "
+      "an interactive session reading one user turn per line from standard input (the history is "
+      "kept; /reset forgets it, /exit or end of input leaves)");
+  chat->add_option("MESSAGE", message, "one user message (omit for a session)");
+  chat->add_option("--system", system_prompt, "system message that opens the conversation");
+  auto* chat_seed_opt = add_sampling(chat, conversation);
+  conversation.max_tokens = 256;
+  chat->get_option("--max-tokens")->description("tokens per reply (default 256)");
 
   auto* status = app.add_subcommand("status", "Daemon health, loading progress, queue and speed");
   auto* models = app.add_subcommand("models", "List the served models");
@@ -228,20 +428,32 @@ int main(int argc, char** argv) {
   record->add_option("DURATION", duration, "how long, e.g. 60s or 2m")->required();
   record->add_option("-o,--output", out_file, "trace file to write (.jsonl)")->required();
 
-  std::string path, blocks = "16,32,64", policies = "lru,lfu,belady";
+  std::string path, blocks = "16,32,64", policies = "lru,lfu,belady", host_span, expert_size, plot;
+  int steps = 8;
   auto* sim = trace->add_subcommand(
       "simulate",
       "Replay a routing trace (JSON Lines: {\"token\":17,\"layer\":3,\"experts\":[5,1]}) through "
       "one expert cache shared by all layers, and print hits per policy and cache size. Lines are "
       "replayed in file order, the experts of a line in listed order; Belady is the optimum.");
   sim->add_option("TRACE", path, "trace file (.jsonl)")->required()->check(CLI::ExistingFile);
-  sim->add_option("--blocks", blocks,
-                  "cache sizes in expert blocks, comma-separated (default 16,32,64)");
+  auto* blocks_opt = sim->add_option(
+      "--blocks", blocks, "cache sizes in expert blocks, comma-separated (default 16,32,64)");
+  sim->add_option("--host", host_span,
+                  "a range of cache sizes A..B instead of --blocks: block counts (8..64), shares "
+                  "of the trace's expert blocks (10%..100%) or sizes (1GiB..8GiB, with "
+                  "--expert-size)")
+      ->excludes(blocks_opt);
+  sim->add_option("--steps", steps, "sizes simulated across a --host range (default 8)");
+  sim->add_option("--expert-size", expert_size,
+                  "bytes of one expert block, for --host sizes (cache show --json: "
+                  "expert_block_bytes)");
+  sim->add_option("--plot", plot, "also draw hit rate against cache size into this PNG file");
   sim->add_option("--policies", policies, "policies to compare (default lru,lfu,belady)");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (sim->parsed()) return simulate(path, blocks, policies, json_out);
+    if (sim->parsed())
+      return simulate(path, blocks, host_span, expert_size, steps, policies, plot, json_out);
     moed::Client client(socket);
     if (generate->parsed()) {
       if (*seed_opt) gen.seed = seed;
@@ -264,6 +476,10 @@ int main(int argc, char** argv) {
       else
         std::cout << c.text << "\n";
       return 0;
+    }
+    if (chat->parsed()) {
+      if (*chat_seed_opt) conversation.seed = seed;
+      return run_chat(client, conversation, system_prompt, message, json_out);
     }
     if (status->parsed()) {
       const auto h = client.health();

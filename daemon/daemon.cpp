@@ -18,6 +18,7 @@ server::Config load_config(const DaemonArgs& args) {
   server::Config c =
       args.config.empty() ? server::Config{} : server::Config::from_file(args.config);
   if (args.model) c.model = *args.model;
+  if (args.chat_template) c.chat_template = *args.chat_template;
   if (args.socket) c.socket = *args.socket;
   if (args.socket_mode)
     c.socket_mode = static_cast<std::uint32_t>(std::stoul(*args.socket_mode, nullptr, 8));

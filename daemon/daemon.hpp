@@ -9,7 +9,7 @@ namespace moed::cli {
 struct DaemonArgs {
   std::string config;
   std::optional<std::string> model, socket, tcp, host_budget, policy, admin_group, state_dir,
-      socket_mode;
+      socket_mode, chat_template;
   std::optional<int> threads;
   std::optional<unsigned> max_queue, max_batch;
 };

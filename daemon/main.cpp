@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
                  "YAML config file (see configs/moed.yaml); flags override it")
       ->check(CLI::ExistingFile);
   app.add_option("--model", daemon.model, "Hugging Face model directory to serve");
+  app.add_option("--chat-template", daemon.chat_template,
+                 "Jinja chat template file for /v1/chat/completions (default: the model's own)");
   app.add_option("--socket", daemon.socket, "Unix socket path (default /run/moed/moed.sock)");
   app.add_option("--socket-mode", daemon.socket_mode,
                  "octal mode of the socket file (default 0660)");

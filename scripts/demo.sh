@@ -29,5 +29,9 @@ echo "\$ curl --unix-socket $sock http://moed/v1/completions -d '{\"prompt\":\"H
 curl -s --unix-socket "$sock" http://moed/v1/completions -d '{"prompt":"Hi","max_tokens":8}'
 echo
 echo
+echo
+echo "\$ moectl chat \"Hello, who are you?\" -n $tokens"
+"$moectl" --socket "$sock" chat "Hello, who are you?" -n "$tokens" --temperature 0.8 --seed 1
+echo
 echo "\$ moectl cache show"
 "$moectl" --socket "$sock" cache show

@@ -7,7 +7,9 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev   # oneDNN; its CMake config needs OpenCL headers
   liburing-dev libhwloc-dev libboost-dev libyaml-cpp-dev libsystemd-dev
   nlohmann-json3-dev libcli11-dev libbenchmark-dev libgtest-dev
-  python3-numpy                    # make-tiny-model.py, reference.py, e2e checks
+  libgd-dev                        # moectl trace simulate --plot (PNG)
+  python3-numpy python3-jinja2     # test models, numpy reference; jinja2 renders chat templates
+                                   # independently for the golden and e2e checks
   curl systemd util-linux          # e2e tests: curl --unix-socket, systemd-analyze, setpriv
 )
 missing=()

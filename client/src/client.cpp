@@ -130,31 +130,72 @@ ResponseHead read_response(Socket& socket, const std::function<bool(std::string_
   }
 }
 
-json request_json(const CompletionRequest& r, bool stream) {
+json options_json(const GenerationOptions& r, bool stream) {
   json body = {{"max_tokens", r.max_tokens},
                {"temperature", r.temperature},
                {"top_p", r.top_p},
                {"stream", stream}};
-  if (!r.prompt_tokens.empty())
-    body["prompt"] = r.prompt_tokens;
-  else
-    body["prompt"] = r.prompt;
   if (r.top_k > 0) body["top_k"] = r.top_k;
   if (r.seed) body["seed"] = *r.seed;
   if (!r.stop.empty()) body["stop"] = r.stop;
-  if (r.logprobs > 0) body["logprobs"] = r.logprobs;
   if (!r.model.empty()) body["model"] = r.model;
   return body;
 }
 
+json request_json(const CompletionRequest& r, bool stream) {
+  json body = options_json(r, stream);
+  if (!r.prompt_tokens.empty())
+    body["prompt"] = r.prompt_tokens;
+  else
+    body["prompt"] = r.prompt;
+  if (r.logprobs > 0) body["logprobs"] = r.logprobs;
+  return body;
+}
+
+json request_json(const ChatRequest& r, bool stream) {
+  json body = options_json(r, stream);
+  body["messages"] = json::array();
+  for (const auto& m : r.messages)
+    body["messages"].push_back({{"role", m.role}, {"content", m.content}});
+  if (r.logprobs > 0) {
+    body["logprobs"] = true;
+    body["top_logprobs"] = r.logprobs;
+  }
+  return body;
+}
+
+// Completions carry parallel lists; chat carries one entry per token.
 void read_logprobs(const json& lp, Completion& out) {
   if (!lp.is_object()) return;
+  if (lp.contains("content")) {
+    for (const auto& entry : lp["content"]) {
+      TokenLogprob t{entry["token"].get<std::string>(), entry["logprob"].get<float>(), {}};
+      for (const auto& alt : entry["top_logprobs"])
+        t.top.emplace_back(alt["token"].get<std::string>(), alt["logprob"].get<float>());
+      out.logprobs.push_back(std::move(t));
+    }
+    return;
+  }
   for (std::size_t i = 0; i < lp["tokens"].size(); ++i) {
     TokenLogprob t{lp["tokens"][i].get<std::string>(), lp["token_logprobs"][i].get<float>(), {}};
     for (const auto& [tok, value] : lp["top_logprobs"][i].items())
       t.top.emplace_back(tok, value.get<float>());
     out.logprobs.push_back(std::move(t));
   }
+}
+
+Completion parse_answer(const json& r, bool chat) {
+  Completion out;
+  out.id = r["id"].get<std::string>();
+  const auto& choice = r["choices"][0];
+  const json& content = chat ? choice["message"]["content"] : choice["text"];
+  out.text = content.is_string() ? content.get<std::string>() : "";
+  out.finish_reason =
+      choice["finish_reason"].is_string() ? choice["finish_reason"].get<std::string>() : "";
+  out.prompt_tokens = r["usage"]["prompt_tokens"].get<std::int64_t>();
+  out.completion_tokens = r["usage"]["completion_tokens"].get<std::int64_t>();
+  read_logprobs(choice["logprobs"], out);
+  return out;
 }
 
 }  // namespace
@@ -181,30 +222,34 @@ std::string Client::call(const std::string& method, const std::string& target,
 }
 
 Completion Client::complete(const CompletionRequest& request) {
-  const json r = json::parse(call("POST", "/v1/completions", request_json(request, false).dump()));
-  Completion out;
-  out.id = r["id"].get<std::string>();
-  const auto& choice = r["choices"][0];
-  out.text = choice["text"].get<std::string>();
-  out.finish_reason =
-      choice["finish_reason"].is_string() ? choice["finish_reason"].get<std::string>() : "";
-  out.prompt_tokens = r["usage"]["prompt_tokens"].get<std::int64_t>();
-  out.completion_tokens = r["usage"]["completion_tokens"].get<std::int64_t>();
-  read_logprobs(choice["logprobs"], out);
-  return out;
+  return parse_answer(
+      json::parse(call("POST", "/v1/completions", request_json(request, false).dump())), false);
 }
 
 Completion Client::complete_stream(const CompletionRequest& request,
                                    const std::function<bool(std::string_view)>& on_text) {
+  return stream("/v1/completions", request_json(request, true).dump(), false, on_text);
+}
+
+Completion Client::chat(const ChatRequest& request) {
+  return parse_answer(
+      json::parse(call("POST", "/v1/chat/completions", request_json(request, false).dump())), true);
+}
+
+Completion Client::chat_stream(const ChatRequest& request,
+                               const std::function<bool(std::string_view)>& on_text) {
+  return stream("/v1/chat/completions", request_json(request, true).dump(), true, on_text);
+}
+
+Completion Client::stream(const std::string& target, const std::string& body, bool chat,
+                          const std::function<bool(std::string_view)>& on_text) {
   Socket socket(socket_path_, timeout_ms_);
-  const std::string body = request_json(request, true).dump();
-  socket.write_all(
-      "POST /v1/completions HTTP/1.1\r\nHost: moed\r\nConnection: close\r\nContent-Type: "
-      "application/json\r\nContent-Length: " +
-      std::to_string(body.size()) + "\r\n\r\n" + body);
+  socket.write_all("POST " + target +
+                   " HTTP/1.1\r\nHost: moed\r\nConnection: close\r\nContent-Type: "
+                   "application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\n\r\n" + body);
   Completion out;
   std::string pending, error_body;
-  int status = 0;
   bool stopped = false;
   const auto head = read_response(socket, [&](std::string_view piece) {
     pending.append(piece);
@@ -222,7 +267,8 @@ Completion Client::complete_stream(const CompletionRequest& request,
       }
       out.id = chunk["id"].get<std::string>();
       const auto& choice = chunk["choices"][0];
-      const std::string text = choice["text"].get<std::string>();
+      const json& content = chat ? choice["delta"].value("content", json("")) : choice["text"];
+      const std::string text = content.is_string() ? content.get<std::string>() : "";
       out.text += text;
       read_logprobs(choice["logprobs"], out);
       if (choice["finish_reason"].is_string())
@@ -238,8 +284,7 @@ Completion Client::complete_stream(const CompletionRequest& request,
     }
     return true;
   });
-  status = head.status;
-  if (status < 200 || status >= 300) throw_error(status, pending);
+  if (head.status < 200 || head.status >= 300) throw_error(head.status, pending);
   if (!error_body.empty()) throw_error(500, error_body);
   if (stopped) out.finish_reason = "cancelled";
   return out;

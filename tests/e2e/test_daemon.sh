@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end tests of the real moed daemon on a temporary socket with the tiny model, through
-# curl --unix-socket: the OpenAI routes, streaming, logprobs, stop strings, seeds, concurrency,
+# curl --unix-socket: the OpenAI routes (completions and chat), streaming, logprobs, stop strings, seeds, concurrency,
 # clients that vanish, bad input, admin permissions, metrics, SIGHUP, SIGTERM drain, socket
 # activation and the systemd units.
 set -uo pipefail
@@ -88,6 +88,52 @@ assert c['text'] == full[:full.index($stop)] and c['finish_reason'] == 'stop', (
 
 api http://moed/v1/completions -d '{"prompt": [1, 17, 42], "max_tokens": 3, "temperature": 0}' | py "import json,sys; assert json.load(sys.stdin)['usage']['prompt_tokens'] == 3" && pass "token-id prompt" || fail "token-id prompt"
 
+# Chat: the model's template rendered by Python's jinja2 (as transformers does) and tokenized
+# without added specials gives the same prompt, so the same greedy reply, as /v1/chat/completions.
+messages='[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there."}, {"role": "user", "content": "Name a capital."}]'
+rendered=$(py "
+import json, sys
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+config = json.load(open('$models/tiny-f32/tokenizer_config.json'))
+env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+print(env.from_string(config['chat_template']).render(messages=json.loads(sys.argv[1]), add_generation_prompt=True,
+      bos_token=config['bos_token'], eos_token=config['eos_token']), end='')
+" "$messages")
+ids=$("$moed" tokenize --model "$models/tiny-f32" --no-special --text "$rendered")
+api http://moed/v1/completions -d "{\"prompt\": [$ids], \"max_tokens\": 10, \"temperature\": 0}" >"$work/chat-ref.json"
+api http://moed/v1/chat/completions -d "{\"messages\": $messages, \"max_tokens\": 10, \"temperature\": 0}" >"$work/chat.json"
+py "
+import json; r = json.load(open('$work/chat.json')); ref = json.load(open('$work/chat-ref.json'))
+c = r['choices'][0]
+assert r['object'] == 'chat.completion' and r['id'].startswith('chatcmpl-'), r
+assert c['message']['role'] == 'assistant' and c['finish_reason'] in ('length', 'stop'), c
+assert r['usage']['prompt_tokens'] == ref['usage']['prompt_tokens'] == len('$ids'.split(',')), (r['usage'], ref['usage'])
+assert c['message']['content'] == ref['choices'][0]['text'], (c, ref)
+" && pass "chat: template as jinja2 renders it, same reply as the completion of that prompt" || fail "chat: $(cat "$work/chat.json")"
+
+api -N http://moed/v1/chat/completions -d "{\"messages\": $messages, \"max_tokens\": 10, \"temperature\": 0, \"stream\": true, \"logprobs\": true, \"top_logprobs\": 2}" >"$work/chat-stream.txt"
+py "
+import json
+lines = [l for l in open('$work/chat-stream.txt').read().split('\n') if l]
+assert lines[-1] == 'data: [DONE]', lines[-1]
+chunks = [json.loads(l[6:]) for l in lines[:-1]]
+assert all(c['object'] == 'chat.completion.chunk' for c in chunks)
+assert chunks[0]['choices'][0]['delta']['role'] == 'assistant'
+text = ''.join(c['choices'][0]['delta'].get('content', '') for c in chunks)
+assert text == json.load(open('$work/chat.json'))['choices'][0]['message']['content'], text
+tokens = [t for c in chunks if c['choices'][0]['logprobs'] for t in c['choices'][0]['logprobs']['content']]
+assert len(tokens) == chunks[-1]['usage']['completion_tokens'], tokens
+assert all(len(t['top_logprobs']) == 2 and t['logprob'] <= 0 for t in tokens), tokens
+assert chunks[-1]['choices'][0]['finish_reason'] in ('length', 'stop')
+" && pass "chat stream: role first, same text, logprobs per token, usage, [DONE]" || fail "chat stream"
+
+chat_req() { echo "{\"messages\": [{\"role\": \"user\", \"content\": \"Tell me a story\"}], \"max_tokens\": 12, \"temperature\": 0.9, \"seed\": $1}"; }
+reply_of() { py "import json,sys; print(json.load(sys.stdin)['choices'][0]['message']['content'])"; }
+c1=$(api http://moed/v1/chat/completions -d "$(chat_req 5)" | reply_of)
+c2=$(api http://moed/v1/chat/completions -d "$(chat_req 5)" | reply_of)
+[[ -n $c1 && $c1 == "$c2" ]] && pass "chat: same seed, same reply" || fail "chat seeds: '$c1' vs '$c2'"
+
 # 8 concurrent clients get the tokens each gets alone.
 for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/alone$i.json"; done
 for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/together$i.json" & done
@@ -132,6 +178,11 @@ expect "unknown model" 404 "model_not_found" http://moed/v1/completions -d '{"mo
 expect "temperature out of range" 400 "temperature" http://moed/v1/completions -d '{"prompt": "x", "temperature": 9}'
 expect "n > 1" 400 '"param":"n"' http://moed/v1/completions -d '{"prompt": "x", "n": 2}'
 expect "wrong method" 405 "not allowed" -X DELETE http://moed/v1/models
+expect "chat: no messages" 400 '"param":"messages"' http://moed/v1/chat/completions -d '{"max_tokens": 3}'
+expect "chat: roles out of order" 400 "must alternate" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}'
+expect "chat: message without role" 400 'messages\[0\].role' http://moed/v1/chat/completions -d '{"messages": [{"content": "a"}]}'
+expect "chat: image part" 400 "text only" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}'
+expect "chat: top_logprobs without logprobs" 400 "top_logprobs" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}'
 # Slow-loris: a request head dribbled in slower than header_timeout_ms is cut off.
 py "
 import socket, time
@@ -186,6 +237,14 @@ g1=$(ctl generate "The capital of France is" -n 12 --temperature 0)
 g2=$(ctl generate "The capital of France is" -n 12 --temperature 0 --stream)
 [[ -n $g1 && $g1 == "$g2" ]] && pass "moectl generate (plain and streamed agree)" || fail "moectl generate: '$g1' vs '$g2'"
 ctl status | grep -q "^status    ok" && pass "moectl status" || fail "moectl status"
+one=$(ctl --json chat "Name a capital." --temperature 0 -n 6 | py "import json,sys; print(json.load(sys.stdin)['reply'])")
+session=$(printf 'Hello\n/reset\nName a capital.\n' | ctl --json chat --temperature 0 -n 6 | py "
+import json, sys
+replies = [json.loads(l) for l in sys.stdin]
+assert len(replies) == 2, replies
+print(replies[1]['reply'])")
+streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
+[[ -n $one && $one == "$session" && $one == "$streamed" ]] && pass "moectl chat (one-shot, session with /reset, streamed agree)" || fail "moectl chat: '$one' / '$session' / '$streamed'"
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
 ctl cache show | grep -q "^host" && ctl --json cache show | py "import json,sys; json.load(sys.stdin)['host']" && pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
@@ -197,6 +256,10 @@ ctl experts | grep -q "^    0  " && pass "moectl experts heatmap" || fail "moect
 ctl trace record 1s -o "$work/recorded.jsonl" 2>/dev/null
 wait $!
 [[ -s $work/recorded.jsonl ]] && ctl trace simulate "$work/recorded.jsonl" --blocks 2,4 | grep -q belady && pass "moectl trace record + simulate" || fail "trace record"
+ctl trace simulate "$work/recorded.jsonl" --host 25%..100% --steps 4 --plot "$work/hit.png" 2>/dev/null >"$work/sim.txt"
+[[ $(grep -c '%' "$work/sim.txt") -ge 4 && $(head -c 8 "$work/hit.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] &&
+  pass "moectl trace simulate --host 25%..100% --plot (table and PNG)" || fail "trace simulate --host: $(cat "$work/sim.txt")"
+ctl trace simulate "$work/recorded.jsonl" --host 1GiB..2GiB 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "expert-size" "$work/err" && pass "moectl: a size range asks for --expert-size" || fail "host sizes without --expert-size"
 ctl generate "x" -n 100000000 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "HTTP 400" "$work/err" && pass "moectl shows the daemon's error" || fail "moectl error"
 "$moectl" --socket "$work/none.sock" status 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "is the daemon running" "$work/err" && pass "moectl: no daemon is a clear error" || fail "moectl no daemon"
 
@@ -206,7 +269,7 @@ if [[ -n ${MOED_SANITIZED:-} ]]; then
 elif cmake --install "$build" --prefix "$work/prefix" >/dev/null 2>&1 &&
    cmake -S "$source/tests/e2e/client_consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null 2>&1 &&
    cmake --build "$work/consumer" >/dev/null 2>&1 &&
-   [[ $("$work/consumer/consumer" "$sock" | tr '\n' ' ') == "4 length 400 max_tokens " ]]; then
+   [[ $("$work/consumer/consumer" "$sock" | tr '\n' ' ') == "4 length 400 max_tokens chat 3 3 same " ]]; then
   pass "find_package(moed) + moed::client from an installed prefix"
 else
   fail "client package"

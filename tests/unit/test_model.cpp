@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "moed/model/chat_template.hpp"
 #include "moed/model/checkpoint.hpp"
 #include "moed/model/model_spec.hpp"
 #include "moed/model/safetensors.hpp"
@@ -350,4 +351,54 @@ TEST(Tokenizer, MissingOrBadTokenizerIsAClearError) {
             R"({"model":{"type":"BPE","vocab":{},"merges":[]},"pre_tokenizer":{"type":"Whitespace"}})");
       },
       {"pre_tokenizer", "Whitespace"});
+}
+
+// Every template and conversation in chat-templates.json, rendered by Python's jinja2 the way
+// transformers does (scripts/make-chat-golden.py): same text, or the same raise_exception.
+TEST(ChatTemplate, MatchesJinja2OnPublishedTemplates) {
+  nlohmann::ordered_json golden;
+  std::ifstream(fs::path(MOED_GOLDEN_DIR) / "chat-templates.json") >> golden;
+  ASSERT_GE(golden["cases"].size(), 40u);
+  for (const auto& c : golden["cases"]) {
+    const std::string name = c["template"].get<std::string>() + "/" + c["case"].get<std::string>();
+    const ChatTemplate chat(golden["templates"][c["template"].get<std::string>()].get<std::string>(),
+                            name);
+    if (c.contains("error")) {
+      try {
+        chat.render(c["context"]);
+        ADD_FAILURE() << name << ": expected the template to raise";
+      } catch (const ChatTemplateRejected& e) {
+        EXPECT_EQ(e.what(), c["error"].get<std::string>()) << name;
+      }
+    } else {
+      EXPECT_EQ(chat.render(c["context"]), c["expected"].get<std::string>()) << name;
+    }
+  }
+}
+
+TEST(ChatTemplate, BrokenTemplatesNameTheLineAndConstruct) {
+  expect_error([] { ChatTemplate("a\n{% if x %}b", "t"); }, {"t line 2", "endif"});
+  expect_error([] { ChatTemplate("{{ x | frobnicate }}", "t"); }, {"line 1", "frobnicate"});
+  expect_error([] { ChatTemplate("\n\n{% macro m() %}{% endmacro %}", "t"); },
+               {"line 3", "macro"});
+  expect_error([] { ChatTemplate("{{ 'unterminated }}", "t"); }, {"unclosed"});
+  expect_error([] { ChatTemplate("{{ x + }}", "t"); }, {"expected a value"});
+  expect_error([] { ChatTemplate("{% endfor %}", "t"); }, {"unexpected", "endfor"});
+  // Errors while rendering name the line too and are not mistaken for raise_exception().
+  const ChatTemplate bad("ok\n{{ messages[0].content.frob() }}", "t");
+  nlohmann::ordered_json context = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  expect_error([&] { bad.render(context); }, {"t line 2", "frob"});
+  const ChatTemplate undefined_access("{{ nothing.inside }}", "t");
+  expect_error([&] { undefined_access.render(context); }, {"undefined"});
+}
+
+TEST(ChatTemplate, TinyModelsShipTheirTemplate) {
+  const auto tokenizer = Tokenizer::from_model_dir(kModels / "tiny-f32");
+  ASSERT_FALSE(tokenizer.chat_template().empty());
+  const ChatTemplate chat(tokenizer.chat_template());
+  nlohmann::ordered_json context = {{"messages", {{{"role", "user"}, {"content", "Hello"}}}},
+                                    {"bos_token", "<s>"},
+                                    {"eos_token", "</s>"},
+                                    {"add_generation_prompt", true}};
+  EXPECT_EQ(chat.render(context), "<s>[INST] Hello [/INST]");
 }

@@ -40,9 +40,8 @@ class ConnectionError : public Error {
       : Error(0, "connection_error", std::move(message)) {}
 };
 
-struct CompletionRequest {
-  std::string prompt;                       // text, or
-  std::vector<std::int32_t> prompt_tokens;  // token ids (used when not empty)
+// Sampling and limits shared by completions and chat.
+struct GenerationOptions {
   std::int64_t max_tokens = 16;
   double temperature = 1.0;
   double top_p = 1.0;
@@ -51,6 +50,21 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   int logprobs = 0;   // alternatives per token to return (0: no logprobs)
   std::string model;  // "" for the daemon's model
+};
+
+struct CompletionRequest : GenerationOptions {
+  std::string prompt;                       // text, or
+  std::vector<std::int32_t> prompt_tokens;  // token ids (used when not empty)
+};
+
+struct ChatMessage {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
+// Rendered by the model's chat template in the daemon.
+struct ChatRequest : GenerationOptions {
+  std::vector<ChatMessage> messages;
 };
 
 struct TokenLogprob {
@@ -84,6 +98,10 @@ class Client {
   // may return false to stop early (the daemon then frees the session).
   Completion complete_stream(const CompletionRequest& request,
                              const std::function<bool(std::string_view text)>& on_text);
+  // The assistant's reply to a conversation (/v1/chat/completions); text holds its content.
+  Completion chat(const ChatRequest& request);
+  Completion chat_stream(const ChatRequest& request,
+                         const std::function<bool(std::string_view text)>& on_text);
   Health health();
   std::vector<std::string> models();
   std::string metrics();  // Prometheus text
@@ -104,6 +122,9 @@ class Client {
                    const std::string& body = {});
 
  private:
+  Completion stream(const std::string& target, const std::string& body, bool chat,
+                    const std::function<bool(std::string_view text)>& on_text);
+
   std::string socket_path_;
   int timeout_ms_;
 };

@@ -258,7 +258,11 @@ Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& model_dir) {
                              ": missing; the model directory needs a tokenizer.json");
   const auto config_path = model_dir / "tokenizer_config.json";
   const std::string config = std::filesystem::exists(config_path) ? slurp(config_path) : "";
-  return from_json(slurp(path), config, path.string());
+  auto tokenizer = from_json(slurp(path), config, path.string());
+  // Newer checkpoints keep the template in its own file, which then takes precedence.
+  if (const auto jinja = model_dir / "chat_template.jinja"; std::filesystem::exists(jinja))
+    tokenizer.chat_template_ = slurp(jinja);
+  return tokenizer;
 }
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json,
@@ -437,15 +441,32 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   if (!config_json.empty()) {
     try {
       const json config = json::parse(config_json);
-      if (config.contains("eos_token")) {
-        const auto& eos = config["eos_token"];
-        const std::string name = eos.is_object()   ? eos.value("content", "")
-                                 : eos.is_string() ? eos.get<std::string>()
-                                                   : "";
-        if (auto id = t.token_id(name)) t.eos_id_ = *id;
+      // Special tokens are strings or AddedToken objects ({"content": "<s>", ...}).
+      auto special_token = [&](const char* key) -> std::string {
+        if (!config.contains(key)) return "";
+        const auto& token = config[key];
+        return token.is_object()   ? token.value("content", "")
+               : token.is_string() ? token.get<std::string>()
+                                   : "";
+      };
+      t.bos_token_ = special_token("bos_token");
+      t.eos_token_ = special_token("eos_token");
+      if (auto id = t.token_id(t.eos_token_)) t.eos_id_ = *id;
+      // A string, or a list of named templates of which "default" is the chat template.
+      if (config.contains("chat_template")) {
+        const auto& chat = config["chat_template"];
+        if (chat.is_string()) {
+          t.chat_template_ = chat.get<std::string>();
+        } else if (chat.is_array()) {
+          for (const auto& named : chat)
+            if (named.is_object() && named.value("name", "") == "default" &&
+                named.contains("template") && named["template"].is_string())
+              t.chat_template_ = named["template"].get<std::string>();
+        } else if (!chat.is_null()) {
+          fail("tokenizer_config.json", "chat_template",
+               "expected a string or a list of templates");
+        }
       }
-      if (config.contains("chat_template") && config["chat_template"].is_string())
-        t.chat_template_ = config["chat_template"].get<std::string>();
     } catch (const json::exception& e) {
       fail("tokenizer_config.json", "(root)", std::string("not valid JSON: ") + e.what());
     }

@@ -69,7 +69,8 @@ Config Config::from_file(const std::filesystem::path& path) {
   const std::map<std::string, std::map<std::string, Setter>> sections = {
       {"model",
        {{"path", [&](auto& k, auto& n) { c.model = text(k, n); }},
-        {"name", [&](auto& k, auto& n) { c.model_name = text(k, n); }}}},
+        {"name", [&](auto& k, auto& n) { c.model_name = text(k, n); }},
+        {"chat_template", [&](auto& k, auto& n) { c.chat_template = text(k, n); }}}},
       {"listen",
        {{"socket", [&](auto& k, auto& n) { c.socket = text(k, n); }},
         {"socket_mode",

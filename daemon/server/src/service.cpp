@@ -104,11 +104,11 @@ std::string path_of(const Request& request) {
   return target.substr(0, target.find('?'));
 }
 
-std::string completion_id() {
+std::string completion_id(const char* prefix) {
   static std::atomic<std::uint64_t> next{1};
   static const std::uint64_t salt = std::random_device{}();
   char id[48];
-  std::snprintf(id, sizeof id, "cmpl-%016llx%06llx", static_cast<unsigned long long>(salt),
+  std::snprintf(id, sizeof id, "%s%016llx%06llx", prefix, static_cast<unsigned long long>(salt),
                 static_cast<unsigned long long>(next++));
   return id;
 }
@@ -183,6 +183,30 @@ void Service::start_loading() {
   loader_ = std::thread([this] {
     try {
       auto tokenizer = model::Tokenizer::from_model_dir(config_.model);
+      std::string template_source = tokenizer.chat_template();
+      std::string template_origin =
+          (std::filesystem::path(config_.model) / "chat template").string();
+      if (!config_.chat_template.empty()) {
+        std::ifstream in(config_.chat_template, std::ios::binary);
+        if (!in)
+          throw std::runtime_error("model.chat_template: cannot read '" + config_.chat_template +
+                                   "'");
+        std::ostringstream source;
+        source << in.rdbuf();
+        template_source = source.str();
+        template_origin = config_.chat_template;
+      }
+      std::optional<model::ChatTemplate> chat_template;
+      std::string chat_template_error;
+      if (!template_source.empty()) {
+        try {
+          chat_template.emplace(template_source, template_origin);
+        } catch (const model::ChatTemplateError& e) {
+          chat_template_error = e.what();
+          std::fprintf(stderr, "moed: warning: %s; /v1/chat/completions will refuse requests\n",
+                       e.what());
+        }
+      }
       engine::EngineOptions options;
       options.threads = config_.threads;
       options.policy = config_.policy;
@@ -198,6 +222,8 @@ void Service::start_loading() {
           *engine, engine::SchedulerOptions{config_.max_queue, config_.max_batch});
       std::lock_guard lock(mutex_);
       tokenizer_.emplace(std::move(tokenizer));
+      chat_template_ = std::move(chat_template);
+      chat_template_error_ = std::move(chat_template_error);
       engine_ = std::move(engine);
       scheduler_ = std::move(scheduler);
       progress_ = 1.0;
@@ -283,9 +309,10 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
     if (path == "/metrics" && get) return metrics(writer);
     if (path == "/v1/models" && get) return models(writer);
     if (path == "/v1/completions" && post) return completions(request, writer);
+    if (path == "/v1/chat/completions" && post) return chat_completions(request, writer);
     if (path.starts_with("/admin/")) return admin(request, peer, writer);
     if (path == "/health" || path == "/metrics" || path == "/v1/models" ||
-        path == "/v1/completions")
+        path == "/v1/completions" || path == "/v1/chat/completions")
       throw ApiError{http::status::method_not_allowed,
                      std::string(request.method_string()) + " is not allowed on " + path};
     throw ApiError{http::status::not_found,
@@ -323,17 +350,19 @@ void Service::models(ResponseWriter& writer) {
                                                                       {"owned_by", "moed"}}})}}));
 }
 
-void Service::completions(const Request& request, ResponseWriter& writer) {
-  if (!ready_ || draining_) {
-    const std::string error = load_error();
-    throw ApiError{http::status::service_unavailable,
-                   draining_        ? "the daemon is shutting down"
-                   : !error.empty() ? "the model failed to load: " + error
-                                    : "the model is still loading (" +
-                                          std::to_string(static_cast<int>(progress_ * 100)) + "%)",
-                   "server_unavailable"};
-  }
-  const json body = parse_object(request.body());
+void Service::require_serving() const {
+  if (ready_ && !draining_) return;
+  const std::string error = load_error();
+  throw ApiError{http::status::service_unavailable,
+                 draining_        ? "the daemon is shutting down"
+                 : !error.empty() ? "the model failed to load: " + error
+                                  : "the model is still loading (" +
+                                        std::to_string(static_cast<int>(progress_ * 100)) + "%)",
+                 "server_unavailable"};
+}
+
+Service::Generation Service::parse_generation(const json& body, std::vector<std::int32_t> prompt,
+                                              const char* prompt_field) const {
   if (body.contains("model") && !body["model"].is_null()) {
     if (!body["model"].is_string()) bad_field("model", "expected a string");
     if (body["model"].get<std::string>() != model_id_)
@@ -343,9 +372,63 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
                      "invalid_request_error", "model", "model_not_found"};
   }
   if (integer_field(body, "n", 1, 1, 1) != 1) bad_field("n", "only 1 is supported");
-  if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
 
-  engine::GenerationRequest gen;
+  Generation g;
+  g.request.prompt = std::move(prompt);
+  if (g.request.prompt.empty()) bad_field(prompt_field, "is empty");
+  const std::int64_t context = engine_->spec().max_position_embeddings;
+  const auto prompt_tokens = static_cast<std::int64_t>(g.request.prompt.size());
+  if (prompt_tokens >= context)
+    bad_field(prompt_field, std::to_string(prompt_tokens) +
+                                " tokens do not fit the model's context of " +
+                                std::to_string(context));
+  // Chat requests may name the limit max_completion_tokens (OpenAI's newer field).
+  const char* max_field =
+      body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null()
+          ? "max_completion_tokens"
+          : "max_tokens";
+  std::int64_t default_max_tokens = 0;
+  {
+    std::lock_guard lock(mutex_);
+    default_max_tokens = config_.default_max_tokens;
+  }
+  g.request.max_tokens = integer_field(body, max_field, default_max_tokens, 1, INT64_MAX);
+  if (g.request.max_tokens + prompt_tokens > context)
+    bad_field(max_field, std::to_string(g.request.max_tokens) + " plus the prompt's " +
+                             std::to_string(prompt_tokens) +
+                             " tokens exceed the model's context of " + std::to_string(context));
+  g.request.sampling.temperature =
+      static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
+  g.request.sampling.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
+  g.request.sampling.top_k =
+      static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, engine_->spec().vocab_size));
+  g.request.sampling.seed =
+      body.contains("seed") && !body["seed"].is_null()
+          ? static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX))
+          : std::random_device{}();
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const auto& stop = body["stop"];
+    if (stop.is_string()) {
+      g.stops.push_back(stop.get<std::string>());
+    } else if (stop.is_array() && stop.size() <= 4) {
+      for (const auto& s : stop) {
+        if (!s.is_string()) bad_field("stop", "expected strings, got " + s.dump());
+        g.stops.push_back(s.get<std::string>());
+      }
+    } else {
+      bad_field("stop", "expected a string or up to 4 strings");
+    }
+    for (const auto& s : g.stops)
+      if (s.empty()) bad_field("stop", "stop strings must not be empty");
+  }
+  g.stream = bool_field(body, "stream", false);
+  return g;
+}
+
+void Service::completions(const Request& request, ResponseWriter& writer) {
+  require_serving();
+  const json body = parse_object(request.body());
+  if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
   if (!body.contains("prompt")) bad_field("prompt", "is required");
   const json& prompt = body["prompt"];
   auto token_list = [&](const json& list) {
@@ -361,59 +444,102 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
     }
     return ids;
   };
+  std::vector<std::int32_t> ids;
   if (prompt.is_string()) {
-    gen.prompt = tokenizer_->encode(prompt.get<std::string>());
+    ids = tokenizer_->encode(prompt.get<std::string>());
   } else if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
-    gen.prompt = token_list(prompt);
+    ids = token_list(prompt);
   } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_string()) {
-    gen.prompt = tokenizer_->encode(prompt[0].get<std::string>());
+    ids = tokenizer_->encode(prompt[0].get<std::string>());
   } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_array()) {
-    gen.prompt = token_list(prompt[0]);
+    ids = token_list(prompt[0]);
   } else {
     bad_field("prompt", "expected a string or a list of token ids (one prompt per request)");
   }
-  if (gen.prompt.empty()) bad_field("prompt", "is empty");
-  const std::int64_t context = engine_->spec().max_position_embeddings;
-  if (static_cast<std::int64_t>(gen.prompt.size()) >= context)
-    bad_field("prompt", std::to_string(gen.prompt.size()) +
-                            " tokens do not fit the model's context of " + std::to_string(context));
-  gen.max_tokens = integer_field(body, "max_tokens", config_.default_max_tokens, 1, INT64_MAX);
-  if (gen.max_tokens + static_cast<std::int64_t>(gen.prompt.size()) > context)
-    bad_field("max_tokens", std::to_string(gen.max_tokens) + " plus the prompt's " +
-                                std::to_string(gen.prompt.size()) +
-                                " tokens exceed the model's context of " + std::to_string(context));
-  gen.sampling.temperature =
-      static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
-  gen.sampling.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
-  gen.sampling.top_k =
-      static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, engine_->spec().vocab_size));
-  gen.sampling.seed =
-      body.contains("seed") && !body["seed"].is_null()
-          ? static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX))
-          : std::random_device{}();
-  const bool want_logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
-  gen.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
-  std::vector<std::string> stops;
-  if (body.contains("stop") && !body["stop"].is_null()) {
-    const auto& stop = body["stop"];
-    if (stop.is_string()) {
-      stops.push_back(stop.get<std::string>());
-    } else if (stop.is_array() && stop.size() <= 4) {
-      for (const auto& s : stop) {
-        if (!s.is_string()) bad_field("stop", "expected strings, got " + s.dump());
-        stops.push_back(s.get<std::string>());
-      }
-    } else {
-      bad_field("stop", "expected a string or up to 4 strings");
-    }
-    for (const auto& s : stops)
-      if (s.empty()) bad_field("stop", "stop strings must not be empty");
-  }
-  const bool stream = bool_field(body, "stream", false);
+  Generation g = parse_generation(body, std::move(ids), "prompt");
+  g.logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
+  g.request.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
+  generate(std::move(g), writer);
+}
 
+void Service::chat_completions(const Request& request, ResponseWriter& writer) {
+  require_serving();
+  const json body = parse_object(request.body());
+  if (!chat_template_) {
+    throw ApiError{http::status::bad_request,
+                   chat_template_error_.empty()
+                       ? "the model '" + model_id_ +
+                             "' has no chat template (tokenizer_config.json has no "
+                             "chat_template); use /v1/completions or set model.chat_template in "
+                             "the config"
+                       : "the model's chat template cannot be used: " + chat_template_error_,
+                   "invalid_request_error", "messages", "no_chat_template"};
+  }
+  // Messages keep their key order: templates may print them (tojson) and Python keeps order.
+  const auto ordered = nlohmann::ordered_json::parse(request.body());
+  if (!ordered.contains("messages")) bad_field("messages", "is required");
+  nlohmann::ordered_json messages = ordered["messages"];
+  if (!messages.is_array() || messages.empty())
+    bad_field("messages", "expected a non-empty list of {\"role\", \"content\"} objects");
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    auto& m = messages[i];
+    const std::string at = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) bad_field(at, "expected an object with role and content");
+    if (!m.contains("role") || !m["role"].is_string())
+      bad_field(at + ".role", "expected a string such as \"user\"");
+    if (!m.contains("content")) bad_field(at + ".content", "is required");
+    auto& content = m["content"];
+    if (content.is_array()) {  // content parts: text only
+      std::string text;
+      for (std::size_t k = 0; k < content.size(); ++k) {
+        const auto& part = content[k];
+        const std::string part_at = at + ".content[" + std::to_string(k) + "]";
+        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+          bad_field(part_at, "expected {\"type\": \"text\", \"text\": ...}");
+        if (part["type"] != "text")
+          bad_field(part_at + ".type", "'" + part["type"].get<std::string>() +
+                                           "' is not supported (this model takes text only)");
+        if (!part.contains("text") || !part["text"].is_string())
+          bad_field(part_at + ".text", "expected a string");
+        text += (k ? "\n" : "") + part["text"].get<std::string>();
+      }
+      content = text;
+    } else if (!content.is_string() && !content.is_null()) {
+      bad_field(at + ".content", "expected a string, a list of text parts or null");
+    }
+  }
+  nlohmann::ordered_json context = {{"messages", messages},
+                                    {"add_generation_prompt", true},
+                                    {"bos_token", tokenizer_->bos_token()},
+                                    {"eos_token", tokenizer_->eos_token()}};
+  if (ordered.contains("tools") && !ordered["tools"].is_null()) {
+    if (!ordered["tools"].is_array()) bad_field("tools", "expected a list of tools");
+    context["tools"] = ordered["tools"];
+  }
+  std::string prompt;
+  try {
+    prompt = chat_template_->render(context);
+  } catch (const model::ChatTemplateRejected& e) {
+    bad_field("messages", e.what());
+  } catch (const model::ChatTemplateError& e) {
+    throw ApiError{http::status::internal_server_error,
+                   std::string("the model's chat template failed: ") + e.what(), "server_error"};
+  }
+  // The template writes BOS and the other special tokens itself.
+  Generation g =
+      parse_generation(body, tokenizer_->encode(prompt, /*add_special_tokens=*/false), "messages");
+  g.chat = true;
+  g.logprobs = bool_field(body, "logprobs", false);
+  g.request.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
+  if (g.request.top_logprobs > 0 && !g.logprobs)
+    bad_field("top_logprobs", "needs \"logprobs\": true");
+  generate(std::move(g), writer);
+}
+
+void Service::generate(Generation g, ResponseWriter& writer) {
   std::shared_ptr<engine::Session> session;
   try {
-    session = scheduler_->submit(std::move(gen));
+    session = scheduler_->submit(std::move(g.request));
   } catch (const engine::QueueFull& e) {
     throw ApiError{http::status::service_unavailable, e.what(), "server_overloaded"};
   } catch (const std::invalid_argument& e) {
@@ -422,16 +548,36 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
     throw ApiError{http::status::service_unavailable, e.what(), "server_unavailable"};
   }
 
-  const std::string id = completion_id();
+  const std::string id = completion_id(g.chat ? "chatcmpl-" : "cmpl-");
+  const char* object = g.chat ? "chat.completion" : "text_completion";
   const auto created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count();
-  TextStream text(*tokenizer_, stops);
-  json logprobs = {{"tokens", json::array()},
-                   {"token_logprobs", json::array()},
-                   {"top_logprobs", json::array()},
-                   {"text_offset", json::array()}};
+  TextStream text(*tokenizer_, g.stops);
+  // Completions: OpenAI's legacy shape (parallel lists). Chat: one entry per token with its
+  // text, bytes and alternatives.
+  auto empty_logprobs = [&] {
+    return g.chat ? json{{"content", json::array()}}
+                  : json{{"tokens", json::array()},
+                         {"token_logprobs", json::array()},
+                         {"top_logprobs", json::array()},
+                         {"text_offset", json::array()}};
+  };
+  auto token_entry = [&](std::int32_t token, float logprob) {
+    const std::int32_t one[] = {token};
+    const std::string piece = tokenizer_->decode(one, false);
+    json bytes = json::array();
+    for (const char c : piece) bytes.push_back(static_cast<unsigned char>(c));
+    return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
+  };
   auto add_logprobs = [&](const engine::TokenEvent& event, json& into, std::size_t offset) {
+    if (g.chat) {
+      json entry = token_entry(event.id, event.logprob);
+      entry["top_logprobs"] = json::array();
+      for (const auto& [alt, lp] : event.top) entry["top_logprobs"].push_back(token_entry(alt, lp));
+      into["content"].push_back(entry);
+      return;
+    }
     into["tokens"].push_back(tokenizer_->token_string(event.id));
     into["token_logprobs"].push_back(event.logprob);
     json top = json::object();
@@ -439,6 +585,7 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
     into["top_logprobs"].push_back(top);
     into["text_offset"].push_back(offset);
   };
+  json logprobs = empty_logprobs();
   std::int64_t completion_tokens = 0;
   auto usage = [&] {
     return json{{"prompt_tokens", session->prompt_tokens()},
@@ -452,8 +599,27 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
            : r == engine::FinishReason::eos  ? "stop"
                                              : json(nullptr);
   };
+  // One choice: a text piece (completions), a message (chat) or a delta (chat stream).
+  auto choice = [&](const std::string& piece, const json& lp, const json& reason) {
+    json c = {{"index", 0}, {"logprobs", lp}, {"finish_reason", reason}};
+    if (!g.chat) {
+      c["text"] = piece;
+    } else if (g.stream) {
+      c["delta"] = piece.empty() && !reason.is_null() ? json::object() : json{{"content", piece}};
+    } else {
+      c["message"] = {{"role", "assistant"}, {"content", piece}};
+    }
+    return c;
+  };
+  auto envelope = [&](const json& c) {
+    return json{{"id", id},
+                {"object", g.chat && g.stream ? "chat.completion.chunk" : object},
+                {"created", created},
+                {"model", model_id_},
+                {"choices", json::array({c})}};
+  };
 
-  if (stream) {
+  if (g.stream) {
     if (!writer.start_stream(http::status::ok, "text/event-stream")) {
       session->cancel();
       return;
@@ -461,28 +627,23 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
     auto send = [&](const json& chunk) {
       return writer.write_chunk("data: " + dump(chunk) + "\n\n");
     };
-    engine::TokenEvent event;
     bool client_gone = false;
+    if (g.chat) {  // the first chunk announces the role
+      json first = choice("", nullptr, nullptr);
+      first["delta"] = {{"role", "assistant"}, {"content", ""}};
+      client_gone = !send(envelope(first));
+    }
+    engine::TokenEvent event;
     while (!client_gone && session->next(event)) {
       ++completion_tokens;
       const std::size_t offset = text.text().size();
       const std::string delta = text.add(event.id);
-      json choice = {
-          {"text", delta}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
-      if (want_logprobs) {
-        json lp = {{"tokens", json::array()},
-                   {"token_logprobs", json::array()},
-                   {"top_logprobs", json::array()},
-                   {"text_offset", json::array()}};
+      json lp = nullptr;
+      if (g.logprobs) {
+        lp = empty_logprobs();
         add_logprobs(event, lp, offset);
-        choice["logprobs"] = lp;
       }
-      if (!send({{"id", id},
-                 {"object", "text_completion"},
-                 {"created", created},
-                 {"model", model_id_},
-                 {"choices", json::array({choice})}}))
-        client_gone = true;
+      if (!send(envelope(choice(delta, lp, nullptr)))) client_gone = true;
       if (text.stopped()) session->cancel();
     }
     if (client_gone) {
@@ -496,16 +657,9 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
               {"param", nullptr},
               {"code", nullptr}}}});
     } else {
-      const std::string rest = text.finish();
-      send({{"id", id},
-            {"object", "text_completion"},
-            {"created", created},
-            {"model", model_id_},
-            {"choices", json::array({{{"text", rest},
-                                      {"index", 0},
-                                      {"logprobs", nullptr},
-                                      {"finish_reason", finish_reason()}}})},
-            {"usage", usage()}});
+      json last = envelope(choice(text.finish(), nullptr, finish_reason()));
+      last["usage"] = usage();
+      send(last);
     }
     writer.write_chunk("data: [DONE]\n\n");
     writer.end_stream();
@@ -517,24 +671,17 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
     ++completion_tokens;
     const std::size_t offset = text.text().size();
     text.add(event.id);
-    if (want_logprobs) add_logprobs(event, logprobs, offset);
+    if (g.logprobs) add_logprobs(event, logprobs, offset);
     if (text.stopped()) session->cancel();
   }
   if (session->finish_reason() == engine::FinishReason::error)
     throw ApiError{http::status::internal_server_error, "generation failed: " + session->error(),
                    "server_error"};
   text.finish();
-  writer.send(json_response(
-      http::status::ok,
-      {{"id", id},
-       {"object", "text_completion"},
-       {"created", created},
-       {"model", model_id_},
-       {"choices", json::array({{{"text", text.text()},
-                                 {"index", 0},
-                                 {"logprobs", want_logprobs ? logprobs : json(nullptr)},
-                                 {"finish_reason", finish_reason()}}})},
-       {"usage", usage()}}));
+  json answer =
+      envelope(choice(text.text(), g.logprobs ? logprobs : json(nullptr), finish_reason()));
+  answer["usage"] = usage();
+  writer.send(json_response(http::status::ok, answer));
 }
 
 void Service::metrics(ResponseWriter& writer) {

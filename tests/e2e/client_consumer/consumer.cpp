@@ -1,4 +1,4 @@
-// Completes a prompt through libmoed-client: consumer SOCKET
+// Completes a prompt and answers a chat through libmoed-client: consumer SOCKET
 #include <iostream>
 #include <moed/client.hpp>
 
@@ -16,4 +16,17 @@ int main(int argc, char** argv) {
   } catch (const moed::Error& e) {
     std::cout << e.status() << " " << e.param() << "\n";
   }
+  moed::ChatRequest chat;
+  chat.messages = {{"system", "Be brief."}, {"user", "Hello"}};
+  chat.max_tokens = 3;
+  chat.temperature = 0;
+  chat.logprobs = 2;
+  const auto reply = client.chat(chat);
+  std::string streamed;
+  client.chat_stream(chat, [&](std::string_view piece) {
+    streamed += piece;
+    return true;
+  });
+  std::cout << "chat " << reply.completion_tokens << " " << reply.logprobs.size() << " "
+            << (streamed == reply.text ? "same" : "differs") << "\n";
 }

@@ -35,7 +35,11 @@ class Tokenizer {
   bool is_special(std::int32_t id) const;
   // EOS from tokenizer_config.json's eos_token, if it names a known token.
   std::optional<std::int32_t> eos_id() const { return eos_id_; }
+  // The chat template (tokenizer_config.json's chat_template, or chat_template.jinja) and the
+  // special-token strings it is rendered with; empty when the checkpoint has none.
   const std::string& chat_template() const { return chat_template_; }
+  const std::string& bos_token() const { return bos_token_; }
+  const std::string& eos_token() const { return eos_token_; }
 
   struct AddedToken {
     std::string content;
@@ -87,6 +91,8 @@ class Tokenizer {
   std::vector<DecoderStep> decoder_;
   std::optional<std::int32_t> eos_id_;
   std::string chat_template_;
+  std::string bos_token_;
+  std::string eos_token_;
 };
 
 // Splits text as GPT-2's pre-tokenizer regex does:

@@ -11,6 +11,7 @@ namespace moed::server {
 struct Config {
   std::string model;                           // model.path
   std::string model_name;                      // model.name; default: the directory's name
+  std::string chat_template;                   // model.chat_template: a .jinja file; "" = the model's
   std::string socket = "/run/moed/moed.sock";  // listen.socket
   std::uint32_t socket_mode = 0660;            // listen.socket_mode (octal string in YAML)
   std::string tcp;                             // listen.tcp: "127.0.0.1:8080"; "" for none

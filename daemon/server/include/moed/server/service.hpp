@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "moed/engine/engine.hpp"
 #include "moed/engine/scheduler.hpp"
+#include "moed/model/chat_template.hpp"
 #include "moed/model/tokenizer.hpp"
 #include "moed/server/config.hpp"
 #include "moed/server/http_server.hpp"
@@ -33,7 +35,20 @@ class Service {
   std::string status_line() const;
 
  private:
+  // A validated generation request and how to answer it.
+  struct Generation {
+    engine::GenerationRequest request;
+    std::vector<std::string> stops;
+    bool stream = false;
+    bool chat = false;      // chat.completion shapes instead of text_completion
+    bool logprobs = false;  // return the sampled tokens' logprobs
+  };
+  void require_serving() const;
+  Generation parse_generation(const nlohmann::json& body, std::vector<std::int32_t> prompt,
+                              const char* prompt_field) const;
   void completions(const Request& request, ResponseWriter& writer);
+  void chat_completions(const Request& request, ResponseWriter& writer);
+  void generate(Generation g, ResponseWriter& writer);
   void health(ResponseWriter& writer);
   void models(ResponseWriter& writer);
   void metrics(ResponseWriter& writer);
@@ -53,6 +68,8 @@ class Service {
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::Scheduler> scheduler_;
   std::optional<model::Tokenizer> tokenizer_;
+  std::optional<model::ChatTemplate> chat_template_;
+  std::string chat_template_error_;  // why the template could not be parsed
   std::optional<std::filesystem::path> trace_path_;
   std::atomic<std::uint64_t> requests_{0}, errors_{0};
 };
