@@ -400,5 +400,5 @@ TEST(ChatTemplate, TinyModelsShipTheirTemplate) {
                                     {"bos_token", "<s>"},
                                     {"eos_token", "</s>"},
                                     {"add_generation_prompt", true}};
-  EXPECT_EQ(chat.render(context), "<s>[INST] Hello [/INST]");
+  EXPECT_EQ(chat.render(context), "<s> [INST] Hello [/INST]");
 }
