@@ -402,3 +402,22 @@ TEST(ChatTemplate, TinyModelsShipTheirTemplate) {
                                     {"add_generation_prompt", true}};
   EXPECT_EQ(chat.render(context), "<s> [INST] Hello [/INST]");
 }
+
+TEST(ChatTemplate, FoundInEitherPlaceTransformersKeepsIt) {
+  TempDir dir("chat-template");
+  copy_model("tiny-f32", dir.path / "m");
+  // tokenizer_config.json may hold a list of named templates; "default" is the chat one.
+  json config;
+  std::ifstream(dir.path / "m" / "tokenizer_config.json") >> config;
+  config["chat_template"] = json::array(
+      {{{"name", "tool_use"}, {"template", "tools"}}, {{"name", "default"}, {"template", "chat"}}});
+  std::ofstream(dir.path / "m" / "tokenizer_config.json") << config.dump();
+  EXPECT_EQ(Tokenizer::from_model_dir(dir.path / "m").chat_template(), "chat");
+  EXPECT_EQ(Tokenizer::from_model_dir(dir.path / "m").bos_token(), "<s>");
+  // A chat_template.jinja file beside it takes precedence (newer transformers write one).
+  std::ofstream(dir.path / "m" / "chat_template.jinja") << "{{ messages[0].content }}";
+  EXPECT_EQ(Tokenizer::from_model_dir(dir.path / "m").chat_template(), "{{ messages[0].content }}");
+  config["chat_template"] = 7;
+  std::ofstream(dir.path / "m" / "tokenizer_config.json") << config.dump();
+  expect_error([&] { Tokenizer::from_model_dir(dir.path / "m"); }, {"chat_template"});
+}
