@@ -10,7 +10,8 @@ BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,
                          Materialize materialize)
     : source_(source), reader_(std::move(reader)), materialize_(std::move(materialize)) {
   counters_.engine = to_string(reader_->kind());
-  thread_ = std::thread([this] { run(); });
+  io_thread_ = std::thread([this] { read_loop(); });
+  packer_thread_ = std::thread([this] { pack_loop(); });
 }
 
 BlockLoader::~BlockLoader() {
@@ -23,7 +24,13 @@ BlockLoader::~BlockLoader() {
             std::runtime_error("load of " + block.to_string() + " cancelled: shutting down")));
   }
   wake_.notify_all();
-  thread_.join();
+  io_thread_.join();  // batches already read are still packed and handed over
+  {
+    std::lock_guard lock(mutex_);
+    reading_done_ = true;
+  }
+  packer_.notify_all();
+  packer_thread_.join();
 }
 
 std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
@@ -76,12 +83,16 @@ BlockLoader::Counters BlockLoader::counters() const {
   return counters_;
 }
 
-void BlockLoader::run() {
+void BlockLoader::read_loop() {
   using Clock = std::chrono::steady_clock;
   std::unique_lock lock(mutex_);
   while (true) {
+    std::size_t set = kStagingSets;
     wake_.wait(lock, [&] {
       if (stopping_) return true;
+      set = static_cast<std::size_t>(std::find(set_busy_.begin(), set_busy_.end(), false) -
+                                     set_busy_.begin());
+      if (set == kStagingSets) return false;
       for (const auto& [block, job] : jobs_)
         if (!job->started) return true;
       return false;
@@ -93,12 +104,11 @@ void BlockLoader::run() {
     std::sort(queued.begin(), queued.end(), [](const auto& a, const auto& b) {
       return std::pair(a->priority, a->sequence) < std::pair(b->priority, b->sequence);
     });
-    std::vector<std::shared_ptr<Job>> batch;
+    Staged staged{{}, {}, set, 0.0};
     std::vector<std::span<const FileRange>> ranges;
-    std::vector<std::exception_ptr> errors;
     std::uint64_t batch_bytes = 0;
     for (const auto& job : queued) {
-      if (batch.size() == kMaxBatchBlocks) break;
+      if (staged.batch.size() == kMaxBatchBlocks) break;
       std::span<const FileRange> r;
       std::exception_ptr error;
       std::uint64_t bytes = 0;
@@ -108,24 +118,47 @@ void BlockLoader::run() {
       } catch (...) {
         error = std::current_exception();
       }
-      if (!batch.empty() && batch_bytes + bytes > kMaxBatchBytes) break;
+      if (!staged.batch.empty() && batch_bytes + bytes > kMaxBatchBytes) break;
       job->started = true;
-      batch.push_back(job);
+      staged.batch.push_back(job);
       ranges.push_back(r);
-      errors.push_back(error);
+      staged.errors.push_back(error);
       batch_bytes += bytes;
     }
+    set_busy_[set] = true;
     lock.unlock();
 
-    if (scratch_.size() < batch.size()) scratch_.resize(batch.size());
+    auto& scratch = scratch_[set];
+    if (scratch.size() < staged.batch.size()) scratch.resize(staged.batch.size());
     const auto start = Clock::now();
-    const auto read_errors = reader_->read_batch(ranges, std::span(scratch_.data(), batch.size()));
-    const double read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const auto read_errors =
+        reader_->read_batch(ranges, std::span(scratch.data(), staged.batch.size()));
+    staged.read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    for (std::size_t i = 0; i < staged.batch.size(); ++i)
+      if (!staged.errors[i]) staged.errors[i] = read_errors[i];
+
+    lock.lock();
+    staged_.push_back(std::move(staged));
+    packer_.notify_one();
+  }
+}
+
+void BlockLoader::pack_loop() {
+  using Clock = std::chrono::steady_clock;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    packer_.wait(lock, [&] { return !staged_.empty() || reading_done_; });
+    if (staged_.empty()) return;
+    Staged staged = std::move(staged_.front());
+    staged_.pop_front();
+    lock.unlock();
+
+    auto& scratch = scratch_[staged.set];
+    auto& errors = staged.errors;
+    const auto& batch = staged.batch;
     std::vector<Payload> payloads(batch.size());
     double materialize_seconds = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (errors[i]) continue;
-      errors[i] = read_errors[i];
       if (errors[i]) continue;
       try {
         Priority priority;
@@ -134,7 +167,7 @@ void BlockLoader::run() {
           priority = batch[i]->priority;
         }
         const auto packed_start = Clock::now();
-        payloads[i] = materialize_(batch[i]->block, scratch_[i], priority == Priority::demand);
+        payloads[i] = materialize_(batch[i]->block, scratch[i], priority == Priority::demand);
         materialize_seconds += std::chrono::duration<double>(Clock::now() - packed_start).count();
         for (const auto& callback : batch[i]->on_loaded) callback(batch[i]->block, payloads[i]);
       } catch (...) {
@@ -143,7 +176,7 @@ void BlockLoader::run() {
     }
 
     lock.lock();
-    counters_.busy_seconds += read_seconds;
+    counters_.busy_seconds += staged.read_seconds;
     counters_.materialize_seconds += materialize_seconds;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       ++counters_.reads;
@@ -156,6 +189,8 @@ void BlockLoader::run() {
       }
       jobs_.erase(batch[i]->block);
     }
+    set_busy_[staged.set] = false;
+    wake_.notify_one();
   }
 }
 
