@@ -7,40 +7,25 @@ reference, as numpy is for the logits.
 
 Usage: make-chat-golden.py [OUT]   (needs python3-jinja2)
 """
+import importlib.util
 import json
+import os
 import sys
 
 import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+_spec = importlib.util.spec_from_file_location(
+    "make_tiny_model", os.path.join(os.path.dirname(os.path.abspath(__file__)), "make-tiny-model.py"))
+TINY_MODEL = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(TINY_MODEL)
+
 # Templates as published in the models' tokenizer_config.json (whitespace kept).
 TEMPLATES = {
-    "mixtral-8x7b-instruct-v0.1": (
-        "{%- if messages[0]['role'] == 'system' %}\n"
-        "    {%- set system_message = messages[0]['content'] %}\n"
-        "    {%- set loop_messages = messages[1:] %}\n"
-        "{%- else %}\n"
-        "    {%- set loop_messages = messages %}\n"
-        "{%- endif %}\n\n"
-        "{{- bos_token }}\n"
-        "{%- for message in loop_messages %}\n"
-        "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n"
-        "        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant/...') }}\n"
-        "    {%- endif %}\n"
-        "    {%- if message['role'] == 'user' %}\n"
-        "        {%- if loop.first and system_message is defined %}\n"
-        "            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n"
-        "        {%- else %}\n"
-        "            {{- ' [INST] ' + message['content'] + ' [/INST]' }}\n"
-        "        {%- endif %}\n"
-        "    {%- elif message['role'] == 'assistant' %}\n"
-        "        {{- ' ' + message['content'] + eos_token}}\n"
-        "    {%- else %}\n"
-        "        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}\n"
-        "    {%- endif %}\n"
-        "{%- endfor %}\n"
-    ),
+    # The two templates the tiny test models ship (Mixtral-8x7B-Instruct-v0.1's, OLMoE-Instruct's).
+    "mixtral-8x7b-instruct-v0.1": TINY_MODEL.CHAT_TEMPLATE,
+    "olmoe-1b-7b-instruct": TINY_MODEL.BYTE_LEVEL_CHAT_TEMPLATE,
     "mixtral-legacy": (
         "{{ bos_token }}{% for message in messages %}"
         "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"

@@ -11,6 +11,8 @@
 #include <optional>
 #include <vector>
 
+#include "utf8.hpp"
+
 // A Jinja2 interpreter for chat templates. Values are ordered_json; Jinja's Undefined is the
 // json "discarded" value, which never appears in real data.
 namespace moed::model {
@@ -328,21 +330,7 @@ std::vector<Token> lex(const std::string& src, int line) {
               throw ParseFailure{line, "truncated \\" + std::string(1, e) + " escape"};
             const auto code = std::stoul(src.substr(j + 1, digits), nullptr, 16);
             j += digits;
-            if (code < 0x80) {
-              s += static_cast<char>(code);
-            } else if (code < 0x800) {
-              s += static_cast<char>(0xc0 | (code >> 6));
-              s += static_cast<char>(0x80 | (code & 0x3f));
-            } else if (code < 0x10000) {
-              s += static_cast<char>(0xe0 | (code >> 12));
-              s += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
-              s += static_cast<char>(0x80 | (code & 0x3f));
-            } else {
-              s += static_cast<char>(0xf0 | (code >> 18));
-              s += static_cast<char>(0x80 | ((code >> 12) & 0x3f));
-              s += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
-              s += static_cast<char>(0x80 | (code & 0x3f));
-            }
+            append_utf8(s, static_cast<char32_t>(code));
             break;
           }
           default:

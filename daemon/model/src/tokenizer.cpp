@@ -11,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "utf8.hpp"
+
 namespace moed::model {
 namespace {
 
@@ -41,24 +43,6 @@ char32_t decode_codepoint(std::string_view s, std::size_t i, std::size_t n) {
   for (std::size_t k = 1; k < n; ++k)
     cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
   return cp;
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
 }
 
 bool valid_utf8(std::string_view s) {
