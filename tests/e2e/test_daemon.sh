@@ -181,6 +181,7 @@ expect "wrong method" 405 "not allowed" -X DELETE http://moed/v1/models
 expect "chat: no messages" 400 '"param":"messages"' http://moed/v1/chat/completions -d '{"max_tokens": 3}'
 expect "chat: roles out of order" 400 "must alternate" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}'
 expect "chat: message without role" 400 'messages\[0\].role' http://moed/v1/chat/completions -d '{"messages": [{"content": "a"}]}'
+expect "chat: null content the template cannot join" 400 "cannot render" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": null}]}'
 expect "chat: image part" 400 "text only" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}'
 expect "chat: top_logprobs without logprobs" 400 "top_logprobs" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}'
 # Slow-loris: a request head dribbled in slower than header_timeout_ms is cut off.

@@ -522,8 +522,10 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   } catch (const model::ChatTemplateRejected& e) {
     bad_field("messages", e.what());
   } catch (const model::ChatTemplateError& e) {
-    throw ApiError{http::status::internal_server_error,
-                   std::string("the model's chat template failed: ") + e.what(), "server_error"};
+    // The template parsed at load, so what fails now is this conversation's shape (a null
+    // content where the template adds strings, say), as transformers would raise it.
+    bad_field("messages", std::string("the chat template cannot render these messages: ") +
+                              e.what());
   }
   // The template writes BOS and the other special tokens itself.
   Generation g =
