@@ -407,8 +407,9 @@ int main(int argc, char** argv) {
   auto* cache_show =
       cache->add_subcommand("show", "Tiers, budgets, use and hit rates per tier and layer");
   cache_show->add_option("--watch", watch, "refresh every N seconds");
-  std::string host_budget, policy;
-  auto* cache_set = cache->add_subcommand("set", "Change the host budget or policy live");
+  std::string host_budget, policy, gpu_budget;
+  auto* cache_set = cache->add_subcommand("set", "Change the tier budgets or policy live");
+  cache_set->add_option("--gpu", gpu_budget, "GPU budget (a size such as 40GiB)");
   cache_set->add_option("--host", host_budget,
                         "host budget: a size (2GiB) or a share of the experts (25%)");
   cache_set->add_option("--policy", policy, "lru or lfu");
@@ -533,9 +534,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cache_set->parsed()) {
-      if (host_budget.empty() && policy.empty())
-        throw std::invalid_argument("cache set: give --host and/or --policy");
-      print_json_or(json_out, client.set_cache(host_budget, policy), cache_table);
+      if (host_budget.empty() && policy.empty() && gpu_budget.empty())
+        throw std::invalid_argument("cache set: give --host, --gpu and/or --policy");
+      print_json_or(json_out, client.set_cache(host_budget, policy, gpu_budget), cache_table);
       return 0;
     }
     if (cache_pin->parsed() || cache_unpin->parsed()) {
@@ -572,10 +573,15 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
       client.trace_stop();
       const std::string data = client.trace_download();
-      std::ofstream(out_file, std::ios::binary) << data;
-      std::fprintf(stderr, "moectl: wrote %zu routing records to %s\n",
-                   static_cast<std::size_t>(std::count(data.begin(), data.end(), '\n')),
-                   out_file.c_str());
+      std::ofstream out(out_file, std::ios::binary);
+      if (!(out << data && out.flush()))
+        throw std::runtime_error(out_file + ": cannot write the trace");
+      const auto records = static_cast<std::size_t>(std::count(data.begin(), data.end(), '\n'));
+      if (json_out)
+        std::cout << json{{"file", out_file}, {"records", records}}.dump(2) << "\n";
+      else
+        std::fprintf(stderr, "moectl: wrote %zu routing records to %s\n", records,
+                     out_file.c_str());
       return 0;
     }
   } catch (const moed::Error& e) {

@@ -318,8 +318,10 @@ std::string Client::cache() {
   return call("GET", "/admin/cache");
 }
 
-std::string Client::set_cache(const std::string& host_budget, const std::string& policy) {
+std::string Client::set_cache(const std::string& host_budget, const std::string& policy,
+                              const std::string& gpu_budget) {
   json body = json::object();
+  if (!gpu_budget.empty()) body["gpu_budget"] = gpu_budget;
   if (!host_budget.empty()) body["host_budget"] = host_budget;
   if (!policy.empty()) body["policy"] = policy;
   return call("POST", "/admin/cache", body.dump());

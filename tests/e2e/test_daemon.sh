@@ -250,6 +250,7 @@ streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 ctl cache show | grep -q "^host" && ctl --json cache show | py "import json,sys; json.load(sys.stdin)['host']" && pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
 ctl cache set --policy lru >/dev/null
+ctl cache set --gpu 8GiB 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "no GPU tier" "$work/err" && pass "moectl cache set --gpu: a CPU-only daemon says so" || fail "cache set --gpu: $(cat "$work/err")"
 ctl cache pin 2:1 | grep -q "L2:E1 pinned" && pass "moectl cache pin" || fail "cache pin"
 ctl cache pin 2 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "LAYER:EXPERT" "$work/err" && pass "moectl: bad block is named" || fail "cache pin bad"
 ctl experts | grep -q "^    0  " && pass "moectl experts heatmap" || fail "moectl experts"

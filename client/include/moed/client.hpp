@@ -108,7 +108,9 @@ class Client {
 
   // Admin calls (root, the daemon's user or its admin group only); answers are JSON text.
   std::string cache();
-  std::string set_cache(const std::string& host_budget, const std::string& policy);
+  // Empty strings leave a setting as it is.
+  std::string set_cache(const std::string& host_budget, const std::string& policy,
+                        const std::string& gpu_budget = {});
   std::string pin(int layer, int expert);
   std::string unpin(int layer, int expert);
   std::string experts();

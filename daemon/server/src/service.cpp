@@ -524,8 +524,8 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   } catch (const model::ChatTemplateError& e) {
     // The template parsed at load, so what fails now is this conversation's shape (a null
     // content where the template adds strings, say), as transformers would raise it.
-    bad_field("messages", std::string("the chat template cannot render these messages: ") +
-                              e.what());
+    bad_field("messages",
+              std::string("the chat template cannot render these messages: ") + e.what());
   }
   // The template writes BOS and the other special tokens itself.
   Generation g =
@@ -826,6 +826,9 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   if (path == "/admin/cache" && get)
     return writer.send(json_response(http::status::ok, cache_report()));
   if (path == "/admin/cache" && request.method() == http::verb::post) {
+    if (body.contains("gpu_budget"))
+      bad_field("gpu_budget",
+                "this daemon has no GPU tier: it computes on the CPU from host RAM and disk");
     std::string budget;
     if (body.contains("host_budget")) {
       if (!body["host_budget"].is_string())
