@@ -106,6 +106,7 @@ Tools ({{ tools | length }}): {{ tools | map(attribute='name') | join(', ') }}
 {{ 'a,b,,c'.split(',') }} {{ '  pad  '.strip() }}|{{ 'xxhixx'.strip('x') }} {{ '%s' | length }} {{ 'Title case words' | title }}
 {{ messages | length > 2 and 'long' or 'short' }} {{ 1 == 1.0 }} {{ 'é' | length }} {{ "q'uote" }}
 {% set block %}captured {{ messages[0].role }}{% endset %}{{ block | upper }}
+{% for m in messages %}{% if loop.first %}{% set seen = m.role %}{% endif %}[{{ seen }}]{% endfor %} {{ 1.5e20 }} {{ 2e-3 }} {{ 3 / 1 }} {{ none }}
 {%- if add_generation_prompt %}
 
 <assistant>

@@ -284,6 +284,15 @@ std::vector<Token> lex(const std::string& src, int line) {
         ++j;
         while (j < src.size() && std::isdigit(static_cast<unsigned char>(src[j]))) ++j;
       }
+      if (j + 1 < src.size() && (src[j] == 'e' || src[j] == 'E')) {  // 1e6, 1.5e-3
+        std::size_t k = j + 1;
+        if (k < src.size() && (src[k] == '+' || src[k] == '-')) ++k;
+        if (k < src.size() && std::isdigit(static_cast<unsigned char>(src[k]))) {
+          is_float = true;
+          j = k;
+          while (j < src.size() && std::isdigit(static_cast<unsigned char>(src[j]))) ++j;
+        }
+      }
       std::string digits = src.substr(i, j - i);
       std::erase(digits, '_');
       out.push_back(is_float ? Token{Token::Kind::number, digits, Value(std::stod(digits))}
@@ -931,6 +940,7 @@ class Renderer {
     }
     const std::size_t n = kept.size();
     for (std::size_t i = 0; i < n; ++i) {
+      scopes_.back().clear();  // what one iteration sets is gone in the next, as in Jinja
       bind(node.targets, kept[i]);
       scopes_.back()["loop"] = Value{{"index", i + 1},
                                      {"index0", i},
