@@ -156,39 +156,56 @@ void BlockLoader::pack_loop() {
     auto& scratch = scratch_[staged.set];
     auto& errors = staged.errors;
     const auto& batch = staged.batch;
-    std::vector<Payload> payloads(batch.size());
     double materialize_seconds = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (errors[i]) continue;
-      try {
-        Priority priority;
-        {
-          std::lock_guard relock(mutex_);  // a demand may have upgraded the job meanwhile
-          priority = batch[i]->priority;
+      Job& job = *batch[i];
+      Payload payload;
+      if (!errors[i]) {
+        try {
+          Priority priority;
+          {
+            std::lock_guard relock(mutex_);  // a demand may have upgraded the job meanwhile
+            priority = job.priority;
+          }
+          const auto packed_start = Clock::now();
+          payload = materialize_(job.block, scratch[i], priority == Priority::demand);
+          materialize_seconds += std::chrono::duration<double>(Clock::now() - packed_start).count();
+        } catch (...) {
+          errors[i] = std::current_exception();
         }
-        const auto packed_start = Clock::now();
-        payloads[i] = materialize_(batch[i]->block, scratch[i], priority == Priority::demand);
-        materialize_seconds += std::chrono::duration<double>(Clock::now() - packed_start).count();
-        for (const auto& callback : batch[i]->on_loaded) callback(batch[i]->block, payloads[i]);
-      } catch (...) {
-        errors[i] = std::current_exception();
+      }
+      // load() may add callbacks to this job until it leaves jobs_, so they are taken under the
+      // lock and run outside it, until none are left; then, still under the lock, the job is
+      // finished and removed, so no callback can be added and missed.
+      while (true) {
+        std::vector<OnLoaded> callbacks;
+        {
+          std::lock_guard relock(mutex_);
+          if (!errors[i]) callbacks.swap(job.on_loaded);
+          if (callbacks.empty()) {
+            ++counters_.reads;
+            if (errors[i]) {
+              ++counters_.errors;
+              job.promise.set_exception(errors[i]);
+            } else {
+              counters_.bytes_read += source_.bytes(job.block);
+              job.promise.set_value(std::move(payload));
+            }
+            jobs_.erase(job.block);
+            break;
+          }
+        }
+        try {
+          for (const auto& callback : callbacks) callback(job.block, payload);
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
       }
     }
 
     lock.lock();
     counters_.busy_seconds += staged.read_seconds;
     counters_.materialize_seconds += materialize_seconds;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      ++counters_.reads;
-      if (errors[i]) {
-        ++counters_.errors;
-        batch[i]->promise.set_exception(errors[i]);
-      } else {
-        counters_.bytes_read += source_.bytes(batch[i]->block);
-        batch[i]->promise.set_value(std::move(payloads[i]));
-      }
-      jobs_.erase(batch[i]->block);
-    }
     set_busy_[staged.set] = false;
     wake_.notify_one();
   }

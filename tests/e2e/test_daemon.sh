@@ -143,6 +143,7 @@ for i in $(seq 1 8); do
   py "import json; a=json.load(open('$work/alone$i.json')); b=json.load(open('$work/together$i.json')); assert a['choices'][0]['text'] == b['choices'][0]['text']" || same=0
 done
 ((same)) && pass "8 concurrent clients: same text as alone" || fail "concurrent clients differ"
+kill -0 "$pid" 2>/dev/null || { fail "the daemon died under concurrent clients; its log:"; tail -40 "$work/daemon.log"; exit 1; }
 
 # A client killed mid-stream frees its session.
 curl -sN --unix-socket "$sock" http://moed/v1/completions -d "$(req 3000 0.9 1 ', "stream": true')" >/dev/null &
