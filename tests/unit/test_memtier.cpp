@@ -298,10 +298,13 @@ struct LoaderFixture {
 }  // namespace
 
 TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
-  LoaderFixture f(true);  // the I/O thread blocks on the first job until the gate opens
+  // The packer blocks on the first job until the gate opens; with the second job read into the
+  // other staging set, both sets are busy and everything queued next waits for the I/O thread.
+  LoaderFixture f(true);
   auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
-  while (!f.loader->pending({0, 0})) std::this_thread::yield();
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let it start the first job
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // read, then held at the gate
+  auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // read into the second set
   auto p1 = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
   auto p2 = f.loader->load({0, 2}, BlockLoader::Priority::prefetch);
   auto d = f.loader->load({0, 3}, BlockLoader::Priority::demand);
@@ -311,9 +314,10 @@ TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
   d.get();
   p1.get();
   first.get();
+  second.get();
   EXPECT_THROW(p2.get(), std::runtime_error);
   std::lock_guard lock(f.order_mutex);
-  EXPECT_EQ(f.order, (std::vector<BlockId>{{0, 0}, {0, 3}, {0, 1}}));
+  EXPECT_EQ(f.order, (std::vector<BlockId>{{0, 0}, {1, 0}, {0, 3}, {0, 1}}));
   EXPECT_EQ(f.loader->counters().cancelled, 1u);
 }
 
