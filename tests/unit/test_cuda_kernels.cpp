@@ -3,12 +3,12 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <random>
 #include <vector>
 
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cuda_ops.hpp"
 #include "moed/kernels/dtype.hpp"
+#include "random_data.hpp"
 
 namespace {
 
@@ -41,18 +41,10 @@ class DeviceArray {
   std::size_t size_;
 };
 
-std::vector<float> random_floats(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> out(n);
-  for (auto& v : out) v = dist(rng);
-  return out;
-}
+using moed::test::random_floats;
 
 std::vector<std::uint16_t> random_bf16(std::size_t n, unsigned seed, float scale) {
-  std::vector<std::uint16_t> out;
-  for (const float v : random_floats(n, seed, scale)) out.push_back(f32_to_bf16(v));
-  return out;
+  return moed::test::to_bf16(random_floats(n, seed, scale));
 }
 
 float round_bf16(float v) {

@@ -1,31 +1,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/kernels/cpu_matmul.hpp"
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/dtype.hpp"
+#include "random_data.hpp"
 
 using namespace moed::kernels;
 
 namespace {
-
-std::vector<float> random_vector(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<std::uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<std::uint16_t> out(v.size());
-  convert_f32_to_bf16(v.data(), out.data(), v.size());
-  return out;
-}
 
 // y = x W^T in double, W row-major [n, k].
 std::vector<double> naive_matmul(const std::vector<float>& x, const std::vector<float>& w,
@@ -71,8 +57,8 @@ class MatmulTest : public ::testing::TestWithParam<std::int64_t> {};
 
 TEST_P(MatmulTest, F32MatchesNaive) {
   const std::int64_t m = GetParam(), n = 96, k = 80;
-  auto x = random_vector(static_cast<std::size_t>(m * k), 1);
-  auto w = random_vector(static_cast<std::size_t>(n * k), 2);
+  auto x = moed::test::random_floats(static_cast<std::size_t>(m * k), 1);
+  auto w = moed::test::random_floats(static_cast<std::size_t>(n * k), 2);
   CpuMatmul matmul;
   WeightPart part{w.data(), DType::f32, n};
   auto packed = matmul.pack(std::span(&part, 1), k);
@@ -85,9 +71,9 @@ TEST_P(MatmulTest, F32MatchesNaive) {
 
 TEST_P(MatmulTest, Bf16MatchesNaiveOnRoundedInputs) {
   const std::int64_t m = GetParam(), n = 64, k = 128;
-  auto x = random_vector(static_cast<std::size_t>(m * k), 3);
-  auto w = random_vector(static_cast<std::size_t>(n * k), 4);
-  auto w16 = to_bf16(w);
+  auto x = moed::test::random_floats(static_cast<std::size_t>(m * k), 3);
+  auto w = moed::test::random_floats(static_cast<std::size_t>(n * k), 4);
+  auto w16 = moed::test::to_bf16(w);
   CpuMatmul matmul;
   WeightPart part{w16.data(), DType::bf16, n};
   auto packed = matmul.pack(std::span(&part, 1), k);
@@ -105,8 +91,8 @@ INSTANTIATE_TEST_SUITE_P(BatchSizes, MatmulTest, ::testing::Values(1, 3, 17, 64)
 
 TEST(Matmul, StackedPartsEqualOneConcatenatedWeight) {
   const std::int64_t k = 32, rows_a = 16, rows_b = 48;
-  auto a = random_vector(static_cast<std::size_t>(rows_a * k), 5);
-  auto b = random_vector(static_cast<std::size_t>(rows_b * k), 6);
+  auto a = moed::test::random_floats(static_cast<std::size_t>(rows_a * k), 5);
+  auto b = moed::test::random_floats(static_cast<std::size_t>(rows_b * k), 6);
   std::vector<float> both(a);
   both.insert(both.end(), b.begin(), b.end());
   CpuMatmul matmul;
@@ -114,7 +100,7 @@ TEST(Matmul, StackedPartsEqualOneConcatenatedWeight) {
   WeightPart whole{both.data(), DType::f32, rows_a + rows_b};
   auto stacked = matmul.pack(parts, k);
   auto single = matmul.pack(std::span(&whole, 1), k);
-  auto x = random_vector(static_cast<std::size_t>(2 * k), 7);
+  auto x = moed::test::random_floats(static_cast<std::size_t>(2 * k), 7);
   std::vector<float> y1(static_cast<std::size_t>(2 * (rows_a + rows_b))), y2(y1.size());
   matmul.multiply(x.data(), 2, stacked, y1.data());
   matmul.multiply(x.data(), 2, single, y2.data());
@@ -146,8 +132,8 @@ TEST(Matmul, RejectsMixedDtypesAndEmptyWeights) {
 
 TEST(Ops, RmsNormMatchesFormula) {
   const std::int64_t rows = 3, dim = 40;
-  auto x = random_vector(static_cast<std::size_t>(rows * dim), 8);
-  auto w = random_vector(static_cast<std::size_t>(dim), 9);
+  auto x = moed::test::random_floats(static_cast<std::size_t>(rows * dim), 8);
+  auto w = moed::test::random_floats(static_cast<std::size_t>(dim), 9);
   std::vector<float> y(x.size());
   rms_norm(x.data(), w.data(), y.data(), rows, dim, 1e-5f);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -161,7 +147,7 @@ TEST(Ops, RmsNormMatchesFormula) {
 
 TEST(Ops, RopeRotatesHalvesAsHuggingFace) {
   const std::int64_t heads = 2, d = 8;
-  auto x = random_vector(static_cast<std::size_t>(2 * heads * d), 10);
+  auto x = moed::test::random_floats(static_cast<std::size_t>(2 * heads * d), 10);
   auto original = x;
   const std::int64_t positions[] = {0, 5};
   rope_rotate_half(x.data(), 2, heads, d, positions, 10000.0);
@@ -201,9 +187,9 @@ TEST(Ops, RouterTopKRenormalisesAndBreaksTiesLow) {
 
 TEST(Ops, AttentionMatchesNaiveWithGroupsAndOffset) {
   const std::int64_t heads = 4, kv_heads = 2, d = 16, capacity = 12, first = 5, nq = 3;
-  auto q = random_vector(static_cast<std::size_t>(nq * heads * d), 11);
-  auto k = random_vector(static_cast<std::size_t>(kv_heads * capacity * d), 12);
-  auto v = random_vector(static_cast<std::size_t>(kv_heads * capacity * d), 13);
+  auto q = moed::test::random_floats(static_cast<std::size_t>(nq * heads * d), 11);
+  auto k = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 12);
+  auto v = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 13);
   std::vector<float> out(q.size());
   attention(q.data(), k.data(), v.data(), out.data(), {nq, heads, kv_heads, d, capacity, first});
   for (std::int64_t i = 0; i < nq; ++i)
