@@ -15,6 +15,8 @@ namespace moed::server {
 namespace {
 
 using json = nlohmann::json;
+// Request bodies keep their key order: chat templates may print messages or tools as given.
+using Body = nlohmann::ordered_json;
 
 // A client error with the OpenAI error shape; `param` names the request field at fault.
 struct ApiError {
@@ -55,7 +57,7 @@ Response error_response(const ApiError& e) {
   throw ApiError{http::status::bad_request, field + ": " + what, "invalid_request_error", field};
 }
 
-double number_field(const json& body, const char* field, double fallback, double lo, double hi,
+double number_field(const Body& body, const char* field, double fallback, double lo, double hi,
                     bool lo_open) {
   if (!body.contains(field) || body[field].is_null()) return fallback;
   if (!body[field].is_number()) bad_field(field, "expected a number, got " + body[field].dump());
@@ -66,7 +68,7 @@ double number_field(const json& body, const char* field, double fallback, double
   return v;
 }
 
-std::int64_t integer_field(const json& body, const char* field, std::int64_t fallback,
+std::int64_t integer_field(const Body& body, const char* field, std::int64_t fallback,
                            std::int64_t lo, std::int64_t hi) {
   if (!body.contains(field) || body[field].is_null()) return fallback;
   if (!body[field].is_number_integer())
@@ -78,7 +80,7 @@ std::int64_t integer_field(const json& body, const char* field, std::int64_t fal
   return v;
 }
 
-bool bool_field(const json& body, const char* field, bool fallback) {
+bool bool_field(const Body& body, const char* field, bool fallback) {
   if (!body.contains(field) || body[field].is_null()) return fallback;
   if (!body[field].is_boolean())
     bad_field(field, "expected true or false, got " + body[field].dump());
@@ -86,11 +88,11 @@ bool bool_field(const json& body, const char* field, bool fallback) {
 }
 
 // A request body that must be a JSON object; anything else is a 400 saying why.
-json parse_object(const std::string& text) {
-  json body;
+Body parse_object(const std::string& text) {
+  Body body;
   try {
-    body = json::parse(text);
-  } catch (const json::exception& e) {
+    body = Body::parse(text);
+  } catch (const Body::exception& e) {
     throw ApiError{http::status::bad_request,
                    std::string("the body is not valid JSON: ") + e.what()};
   }
@@ -361,7 +363,7 @@ void Service::require_serving() const {
                  "server_unavailable"};
 }
 
-Service::Generation Service::parse_generation(const json& body, std::vector<std::int32_t> prompt,
+Service::Generation Service::parse_generation(const Body& body, std::vector<std::int32_t> prompt,
                                               const char* prompt_field) const {
   if (body.contains("model") && !body["model"].is_null()) {
     if (!body["model"].is_string()) bad_field("model", "expected a string");
@@ -427,7 +429,7 @@ Service::Generation Service::parse_generation(const json& body, std::vector<std:
 
 void Service::completions(const Request& request, ResponseWriter& writer) {
   require_serving();
-  const json body = parse_object(request.body());
+  const Body body = parse_object(request.body());
   if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
   if (!body.contains("prompt")) bad_field("prompt", "is required");
   const json& prompt = body["prompt"];
@@ -464,7 +466,7 @@ void Service::completions(const Request& request, ResponseWriter& writer) {
 
 void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   require_serving();
-  const json body = parse_object(request.body());
+  const Body body = parse_object(request.body());
   if (!chat_template_) {
     throw ApiError{http::status::bad_request,
                    chat_template_error_.empty()
@@ -475,10 +477,8 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
                        : "the model's chat template cannot be used: " + chat_template_error_,
                    "invalid_request_error", "messages", "no_chat_template"};
   }
-  // Messages keep their key order: templates may print them (tojson) and Python keeps order.
-  const auto ordered = nlohmann::ordered_json::parse(request.body());
-  if (!ordered.contains("messages")) bad_field("messages", "is required");
-  nlohmann::ordered_json messages = ordered["messages"];
+  if (!body.contains("messages")) bad_field("messages", "is required");
+  Body messages = body["messages"];
   if (!messages.is_array() || messages.empty())
     bad_field("messages", "expected a non-empty list of {\"role\", \"content\"} objects");
   for (std::size_t i = 0; i < messages.size(); ++i) {
@@ -508,13 +508,13 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
       bad_field(at + ".content", "expected a string, a list of text parts or null");
     }
   }
-  nlohmann::ordered_json context = {{"messages", messages},
-                                    {"add_generation_prompt", true},
-                                    {"bos_token", tokenizer_->bos_token()},
-                                    {"eos_token", tokenizer_->eos_token()}};
-  if (ordered.contains("tools") && !ordered["tools"].is_null()) {
-    if (!ordered["tools"].is_array()) bad_field("tools", "expected a list of tools");
-    context["tools"] = ordered["tools"];
+  Body context = {{"messages", messages},
+                  {"add_generation_prompt", true},
+                  {"bos_token", tokenizer_->bos_token()},
+                  {"eos_token", tokenizer_->eos_token()}};
+  if (body.contains("tools") && !body["tools"].is_null()) {
+    if (!body["tools"].is_array()) bad_field("tools", "expected a list of tools");
+    context["tools"] = body["tools"];
   }
   std::string prompt;
   try {
@@ -736,14 +736,15 @@ void Service::metrics(ResponseWriter& writer) {
     metric("moed_disk_read_errors_total", "counter", "block reads that failed",
            static_cast<double>(mem.disk.errors));
     std::uint64_t issued = 0, hits = 0, late = 0, wasted = 0;
-    out << "# HELP moed_layer_hits_total expert lookups served from host RAM, per layer\n# TYPE "
-           "moed_layer_hits_total counter\n";
-    for (std::size_t l = 0; l < mem.layers.size(); ++l)
-      out << "moed_layer_hits_total{layer=\"" << l << "\"} " << mem.layers[l].hits << '\n';
-    out << "# HELP moed_layer_misses_total expert lookups read from disk, per layer\n# TYPE "
-           "moed_layer_misses_total counter\n";
-    for (std::size_t l = 0; l < mem.layers.size(); ++l)
-      out << "moed_layer_misses_total{layer=\"" << l << "\"} " << mem.layers[l].misses << '\n';
+    auto per_layer = [&](const char* name, const char* help, auto field) {
+      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
+      for (std::size_t l = 0; l < mem.layers.size(); ++l)
+        out << name << "{layer=\"" << l << "\"} " << mem.layers[l].*field << '\n';
+    };
+    per_layer("moed_layer_hits_total", "expert lookups served from host RAM, per layer",
+              &memtier::LayerCounters::hits);
+    per_layer("moed_layer_misses_total", "expert lookups read from disk, per layer",
+              &memtier::LayerCounters::misses);
     for (const auto& l : mem.layers) {
       issued += l.prefetch_issued;
       hits += l.prefetch_hits;
@@ -781,7 +782,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                    "server_unavailable"};
   const std::string path = path_of(request);
   const bool get = request.method() == http::verb::get;
-  const json body = !get && !request.body().empty() ? parse_object(request.body()) : json::object();
+  const Body body = !get && !request.body().empty() ? parse_object(request.body()) : Body::object();
   auto cache_report = [&] {
     const auto mem = engine_->memory_stats();
     json layers = json::array();

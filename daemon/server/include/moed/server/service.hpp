@@ -44,7 +44,7 @@ class Service {
     bool logprobs = false;  // return the sampled tokens' logprobs
   };
   void require_serving() const;
-  Generation parse_generation(const nlohmann::json& body, std::vector<std::int32_t> prompt,
+  Generation parse_generation(const nlohmann::ordered_json& body, std::vector<std::int32_t> prompt,
                               const char* prompt_field) const;
   void completions(const Request& request, ResponseWriter& writer);
   void chat_completions(const Request& request, ResponseWriter& writer);
