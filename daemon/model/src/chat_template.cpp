@@ -550,13 +550,7 @@ class ExprParser {
           if (accept_op(",")) {  // a tuple: evaluated as a list
             Expr list{Expr::Kind::list};
             list.args.push_back(inner);
-            while (!accept_op(")")) {
-              list.args.push_back(expression());
-              if (!accept_op(",")) {
-                expect_op(")");
-                break;
-              }
-            }
+            items_until(")", [&] { list.args.push_back(expression()); });
             return make(std::move(list));
           }
           expect_op(")");
@@ -564,26 +558,16 @@ class ExprParser {
         }
         if (t.text == "[") {
           Expr list{Expr::Kind::list};
-          while (!accept_op("]")) {
-            list.args.push_back(expression());
-            if (!accept_op(",")) {
-              expect_op("]");
-              break;
-            }
-          }
+          items_until("]", [&] { list.args.push_back(expression()); });
           return make(std::move(list));
         }
         if (t.text == "{") {
           Expr dict{Expr::Kind::dict};
-          while (!accept_op("}")) {
+          items_until("}", [&] {
             dict.args.push_back(expression());
             expect_op(":");
             dict.args.push_back(expression());
-            if (!accept_op(",")) {
-              expect_op("}");
-              break;
-            }
-          }
+          });
           return make(std::move(dict));
         }
         break;
@@ -593,8 +577,19 @@ class ExprParser {
     --pos_;
     fail("expected a value");
   }
+  // Comma-separated items up to `close` (a trailing comma allowed); the opener is consumed.
+  template <typename ParseItem>
+  void items_until(const char* close, ParseItem parse_item) {
+    while (!accept_op(close)) {
+      parse_item();
+      if (!accept_op(",")) {
+        expect_op(close);
+        break;
+      }
+    }
+  }
   void call_arguments(Expr& call) {
-    while (!accept_op(")")) {
+    items_until(")", [&] {
       if (peek().kind == Token::Kind::name && peek(1).kind == Token::Kind::op &&
           peek(1).text == "=") {
         std::string key = tokens_[pos_].text;
@@ -603,11 +598,7 @@ class ExprParser {
       } else {
         call.args.push_back(expression());
       }
-      if (!accept_op(",")) {
-        expect_op(")");
-        break;
-      }
-    }
+    });
   }
   ExprPtr postfix(ExprPtr node) {
     while (true) {
@@ -1522,7 +1513,7 @@ class Renderer {
       for (const auto& [k, v] : sorted) out.push_back(Value::array({k, v}));
       return out;
     }
-    if (f == "wordcount") return static_cast<std::int64_t>(call_split_words(to_str(subject)));
+    if (f == "wordcount") return static_cast<std::int64_t>(word_count(to_str(subject)));
     if (f == "indent") {
       const auto width_value = kwarg(e, "width").value_or(args.empty() ? Value(4) : arg(0));
       const std::string pad = width_value.is_string()
@@ -1646,7 +1637,7 @@ class Renderer {
     fail("unsupported filter '" + f + "'");
   }
 
-  static std::size_t call_split_words(const std::string& s) {
+  static std::size_t word_count(const std::string& s) {
     std::size_t n = 0;
     bool in_word = false;
     for (const char c : s) {
