@@ -62,7 +62,7 @@ std::vector<std::string> parse_policies(const std::string& text) {
 // --json` reports as expert_block_bytes). A range gives `steps` evenly spaced sizes.
 struct Budgets {
   std::vector<std::uint64_t> blocks;
-  std::string unit = "blocks";  // how the x axis and table label them
+  bool share = false;  // the plot's x axis in % of the trace's expert blocks, else in blocks
   std::vector<std::string> labels;
 };
 
@@ -106,7 +106,7 @@ Budgets host_range(const std::string& text, std::uint64_t total_blocks,
   if (hi < lo) throw std::invalid_argument("--host " + text + ": the range runs backwards");
   if (steps < 2) throw std::invalid_argument("--steps must be at least 2");
   Budgets out;
-  out.unit = share ? "% of expert blocks" : size ? "host budget (expert blocks only)" : "blocks";
+  out.share = share;
   for (int k = 0; k < steps; ++k) {
     const double v = lo + (hi - lo) * k / (steps - 1);
     const auto blocks = static_cast<std::uint64_t>(std::llround(v));
@@ -163,9 +163,8 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
   if (!plot.empty()) {
     std::vector<double> x;
     for (std::size_t k = 0; k < budgets.blocks.size(); ++k)
-      x.push_back(budgets.unit.starts_with("%")
-                      ? 100.0 * budgets.blocks[k] / std::max<double>(1, total_blocks)
-                      : static_cast<double>(budgets.blocks[k]));
+      x.push_back(budgets.share ? 100.0 * budgets.blocks[k] / std::max<double>(1, total_blocks)
+                                : static_cast<double>(budgets.blocks[k]));
     std::vector<moectl::PlotSeries> series;
     for (const auto& p : policies) {
       series.push_back({p, {}});
@@ -173,7 +172,7 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
     }
     moectl::write_line_plot(
         plot, "expert cache hit rate: " + std::filesystem::path(path).filename().string(),
-        budgets.unit.starts_with("%") ? budgets.unit : "cache size (expert blocks)", x, series);
+        budgets.share ? "% of expert blocks" : "cache size (expert blocks)", x, series);
   }
   if (json) {
     nlohmann::json out = {{"trace", path},
