@@ -28,6 +28,8 @@ using Clock = std::chrono::steady_clock;
 // Decode tokens per bandwidth-paired round in `moed bench`: long enough to time (~0.15 s on the
 // bench model), short enough that the host's bandwidth barely moves within one.
 constexpr std::int64_t kDecodeRound = 16;
+// Long enough that the read reaches its steady rate, short enough to take before every round.
+constexpr std::uint64_t kRawProbeBytes = 256ull << 20;
 
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
@@ -194,29 +196,29 @@ int run_bench(const BenchArgs& args) {
   // The context grows during the run; its midpoint gives the average KV bytes read per step.
   const double bytes_per_token = static_cast<double>(
       engine.bytes_per_decode_token(args.prompt_tokens + args.decode_tokens / 2));
-  // The disk tier's bound: a raw sequential O_DIRECT read of the same files with the same engine,
-  // taken before and after the decode; the higher of the two is used, since a virtualised or
-  // shared disk drifts a lot between moments.
-  auto raw_read_rate = [&] {
-    if (args.drop_caches) drop_page_cache();
-    auto reader = memtier::make_reader(engine.model_files(), engine_options(args).reader);
-    return memtier::measure_sequential_read(*reader, 1ull << 30);
-  };
+  // The disk tier's bound: a raw sequential O_DIRECT read of the same files through the same
+  // engine. A virtualised or shared disk drifts by 2-4x within seconds, so like the bandwidth
+  // probe it is taken just before each decode round and compared with that round's tier rate.
   const bool disk_involved = engine.memory_stats().disk.reads > 0 ||
                              engine.memory_stats().dense_streamed ||
                              engine.memory_stats().host.misses > 0;
-  const double raw_rate_before = disk_involved ? raw_read_rate() : 0.0;
-  // From here the peak counts the decode, plus the probe's buffer, which is subtracted below;
-  // the raw read's own buffer is gone by now.
+  if (disk_involved && args.drop_caches) drop_page_cache();
+  auto raw_reader = disk_involved
+                        ? memtier::make_reader(engine.model_files(), engine_options(args).reader)
+                        : nullptr;
+  // From here the peak counts the decode, plus the probes' buffers, which are subtracted below.
   reset_peak_rss();
   engine.reset_memory_stats();
   const auto disk_before = engine.memory_stats().disk;
   const auto host_before = engine.memory_stats().host;
-  std::vector<double> shares, bandwidths;
+  std::vector<double> shares, bandwidths, raw_rates, disk_shares;
   double decode_seconds = 0.0;
   std::int64_t steps = 0;
   while (steps < args.decode_tokens - 1) {
     const double round_bandwidth = probe.measure(2);
+    const double round_raw =
+        raw_reader ? memtier::measure_sequential_read(*raw_reader, kRawProbeBytes) : 0.0;
+    const auto round_disk = engine.memory_stats().disk;
     const std::int64_t round_steps =
         std::min<std::int64_t>(kDecodeRound, args.decode_tokens - 1 - steps);
     start = Clock::now();
@@ -230,13 +232,22 @@ int run_bench(const BenchArgs& args) {
     bandwidths.push_back(round_bandwidth);
     shares.push_back(static_cast<double>(round_steps) / seconds /
                      (round_bandwidth / bytes_per_token));
+    const auto disk_after = engine.memory_stats().disk;
+    const double round_busy = disk_after.busy_seconds - round_disk.busy_seconds;
+    if (round_raw > 0 && round_busy > 0) {
+      raw_rates.push_back(round_raw);
+      disk_shares.push_back(static_cast<double>(disk_after.bytes_read - round_disk.bytes_read) /
+                            round_busy / round_raw);
+    }
   }
   const double decode_tps = static_cast<double>(steps) / decode_seconds;
   const double bandwidth = median(bandwidths);
   const double share = median(shares);
   const double bound_tps = bandwidth / bytes_per_token;
 
-  const std::uint64_t peak_rss = std::max(peak_before_decode, peak_rss_bytes() - probe_bytes);
+  const std::uint64_t probes_bytes =
+      probe_bytes + (raw_reader ? memtier::kSequentialReadMemory : 0);
+  const std::uint64_t peak_rss = std::max(peak_before_decode, peak_rss_bytes() - probes_bytes);
   const auto mem = engine.memory_stats();
   const double hits = static_cast<double>(mem.host.hits - host_before.hits);
   const double lookups = hits + static_cast<double>(mem.host.misses - host_before.misses);
@@ -252,7 +263,9 @@ int run_bench(const BenchArgs& args) {
   const double disk_bytes = static_cast<double>(mem.disk.bytes_read - disk_before.bytes_read);
   const double disk_busy = mem.disk.busy_seconds - disk_before.busy_seconds;
   const double disk_rate = disk_busy > 0 ? disk_bytes / disk_busy : 0.0;
-  const double raw_rate = disk_bytes > 0 ? std::max(raw_rate_before, raw_read_rate()) : 0.0;
+  const double raw_rate = raw_rates.empty() ? 0.0 : median(raw_rates);
+  const double disk_share = disk_shares.empty() ? 0.0 : median(disk_shares);
+  const double materialize_seconds = mem.disk.materialize_seconds - disk_before.materialize_seconds;
 
   nlohmann::json report{
       {"model", args.model_dir},
@@ -283,8 +296,11 @@ int run_bench(const BenchArgs& args) {
       {"io_wait_seconds", wait_s},
       {"disk_read_bytes_per_s", disk_rate},
       {"raw_sequential_read_bytes_per_s", raw_rate},
+      {"disk_share_of_raw", disk_share},
+      {"staging_bytes", mem.disk.staging_bytes},
+      {"packing_bytes_per_s", materialize_seconds > 0 ? disk_bytes / materialize_seconds : 0.0},
       {"peak_rss_bytes", peak_rss},
-      {"materialize_seconds", mem.disk.materialize_seconds},
+      {"materialize_seconds", materialize_seconds},
   };
   if (args.json) {
     std::cout << report.dump(2) << "\n";
@@ -319,14 +335,18 @@ int run_bench(const BenchArgs& args) {
   if (mem.dense_streamed)
     std::printf("ring                       %llu section loads, compute waited %.2f s on it\n",
                 static_cast<unsigned long long>(mem.ring.loads), mem.ring.wait_seconds);
-  std::printf(
-      "disk read per token        %.1f MB; compute waited %.2f s on I/O (%.2f s of it packing)\n",
-      disk_bytes / static_cast<double>(steps) / 1e6, wait_s, mem.disk.materialize_seconds);
-  if (disk_bytes > 0)
+  std::printf("disk read per token        %.1f MB; compute waited %.2f s on loads\n",
+              disk_bytes / static_cast<double>(steps) / 1e6, wait_s);
+  if (disk_bytes > 0) {
     std::printf(
-        "disk tier throughput       %.2f GB/s vs raw sequential O_DIRECT %.2f GB/s (%.0f%%)\n",
-        disk_rate / 1e9, raw_rate / 1e9, raw_rate > 0 ? 100.0 * disk_rate / raw_rate : 0.0);
-  std::printf("peak RSS                   %s (excluding the bandwidth probe's buffer)\n",
+        "disk tier throughput       %.2f GB/s while reading vs raw sequential O_DIRECT %.2f GB/s "
+        "(%.0f%%, median over rounds of the pair taken together)\n",
+        disk_rate / 1e9, raw_rate / 1e9, 100.0 * disk_share);
+    std::printf("packing                    %.2f GB/s (%.2f s turning read bytes into weights)\n",
+                materialize_seconds > 0 ? disk_bytes / materialize_seconds / 1e9 : 0.0,
+                materialize_seconds);
+  }
+  std::printf("peak RSS                   %s (excluding the bandwidth and disk probes' buffers)\n",
               memtier::format_byte_size(peak_rss).c_str());
   std::printf(
       "\nlayer  hits  misses  hit%%   prefetch issued/hit/late/wasted   read MB  io wait s\n");

@@ -1,6 +1,9 @@
 #include "moed/memtier/block.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+
+#include "moed/memtier/aligned_buffer.hpp"
 
 namespace moed::memtier {
 
@@ -34,6 +37,21 @@ std::uint64_t Source::bytes(BlockId block) const {
   std::uint64_t total = 0;
   for (const auto& r : ranges(block)) total += r.length;
   return total;
+}
+
+std::uint64_t Source::largest_read_bytes() const {
+  std::uint64_t largest = 0;
+  for (const auto& [block, ranges] : blocks_)
+    largest = std::max(largest, aligned_read_bytes(ranges));
+  return largest;
+}
+
+std::uint64_t aligned_read_bytes(std::span<const FileRange> ranges) {
+  std::uint64_t total = 0;
+  for (const auto& r : ranges)
+    total += (r.offset + r.length + kDirectIoAlignment - 1) / kDirectIoAlignment -
+             r.offset / kDirectIoAlignment;
+  return total * kDirectIoAlignment;
 }
 
 }  // namespace moed::memtier

@@ -5,11 +5,44 @@
 #include <stdexcept>
 
 namespace moed::memtier {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Reads keep the queue full across a block boundary only if, when a block finishes, what is
+// still started fills the queue: the queue's bytes plus one block.
+std::uint64_t reading_window(const Source& source, const Reader& reader,
+                             const BlockLoaderOptions& options) {
+  if (options.reading_bytes) return options.reading_bytes;
+  const std::uint64_t largest = source.largest_read_bytes();
+  return std::min<std::uint64_t>(reader.queue_depth() * reader.chunk_bytes(), 8 * largest) +
+         largest;
+}
+
+// The reading window, plus the block being packed and the one whose start took reading past
+// the window.
+std::uint64_t staging_size(const Source& source, const Reader& reader,
+                           const BlockLoaderOptions& options) {
+  if (options.staging_bytes) return options.staging_bytes;
+  return reading_window(source, reader, options) + 2 * source.largest_read_bytes();
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
 
 BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,
-                         Materialize materialize)
-    : source_(source), reader_(std::move(reader)), materialize_(std::move(materialize)) {
+                         Materialize materialize, BlockLoaderOptions options)
+    : source_(source),
+      reader_(std::move(reader)),
+      materialize_(std::move(materialize)),
+      arena_(staging_size(source, *reader_, options)),
+      reading_limit_(reading_window(source, *reader_, options)) {
   counters_.engine = to_string(reader_->kind());
+  counters_.staging_bytes = arena_.capacity();
+  counters_.staging_registered = reader_->register_memory(arena_.memory());
   io_thread_ = std::thread([this] { read_loop(); });
   packer_thread_ = std::thread([this] { pack_loop(); });
 }
@@ -24,13 +57,14 @@ BlockLoader::~BlockLoader() {
             std::runtime_error("load of " + block.to_string() + " cancelled: shutting down")));
   }
   wake_.notify_all();
-  io_thread_.join();  // batches already read are still packed and handed over
+  io_thread_.join();  // reads in flight finish first; blocks already read are still packed
   {
     std::lock_guard lock(mutex_);
     reading_done_ = true;
   }
   packer_.notify_all();
   packer_thread_.join();
+  if (counters_.staging_registered) reader_->unregister_memory(arena_.memory());
 }
 
 std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
@@ -59,6 +93,7 @@ void BlockLoader::prioritize(BlockId block) {
   std::lock_guard lock(mutex_);
   auto it = jobs_.find(block);
   if (it != jobs_.end()) it->second->priority = Priority::demand;
+  wake_.notify_one();  // a demand may start where a prefetch had to wait
 }
 
 bool BlockLoader::cancel(BlockId block) {
@@ -83,131 +118,166 @@ BlockLoader::Counters BlockLoader::counters() const {
   return counters_;
 }
 
+std::shared_ptr<BlockLoader::Job> BlockLoader::next_to_start() const {
+  std::shared_ptr<Job> best;
+  for (const auto& [block, job] : jobs_)
+    if (!job->started && (!best || std::pair(job->priority, job->sequence) <
+                                       std::pair(best->priority, best->sequence)))
+      best = job;
+  return best;
+}
+
+bool BlockLoader::startable() const {
+  if (stopping_) return false;
+  const auto job = next_to_start();
+  if (!job) return false;
+  std::uint64_t bytes = 0;
+  try {
+    bytes = reader_->aligned_bytes(source_.ranges(job->block));
+  } catch (...) {
+    return true;  // staged at once with its error
+  }
+  if (!reading_.empty() && reading_bytes_ >= reading_limit_ && job->priority != Priority::demand)
+    return false;
+  // A block larger than the whole arena gets a buffer of its own, one at a time.
+  if (bytes > arena_.capacity()) return reading_.empty() && staged_.empty();
+  return arena_.fits(bytes);
+}
+
+void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
+  while (startable()) {
+    const auto job = next_to_start();
+    job->started = true;
+    std::span<const FileRange> ranges;
+    Reading reading{job, {}, {}, 0};
+    std::exception_ptr error;
+    try {
+      ranges = source_.ranges(job->block);
+      reading.bytes = reader_->aligned_bytes(ranges);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (error) {
+      staged_.push_back({job, {}, {}, error});
+      packer_.notify_one();
+      continue;
+    }
+    std::span<std::byte> destination;
+    if (reading.bytes > arena_.capacity()) {
+      reading.own = AlignedBuffer(reading.bytes);
+      destination = std::span(reading.own.data(), reading.own.size());
+    } else {
+      reading.region = arena_.allocate(reading.bytes);
+      destination = reading.region;
+    }
+    if (reading_.empty()) busy_since_ = Clock::now();
+    reading_bytes_ += reading.bytes;
+    const std::uint64_t tag = job->sequence;
+    reading_.emplace(tag, std::move(reading));
+    lock.unlock();
+    try {
+      reader_->start(tag, ranges, destination);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    if (error) {
+      auto failed = reading_.extract(tag);
+      reading_bytes_ -= failed.mapped().bytes;
+      arena_.release(failed.mapped().region);
+      staged_.push_back({job, {}, {}, error});
+      packer_.notify_one();
+    }
+  }
+}
+
 void BlockLoader::read_loop() {
-  using Clock = std::chrono::steady_clock;
   std::unique_lock lock(mutex_);
   while (true) {
-    std::size_t set = kStagingSets;
-    wake_.wait(lock, [&] {
-      if (stopping_) return true;
-      set = static_cast<std::size_t>(std::find(set_busy_.begin(), set_busy_.end(), false) -
-                                     set_busy_.begin());
-      if (set == kStagingSets) return false;
-      for (const auto& [block, job] : jobs_)
-        if (!job->started) return true;
-      return false;
-    });
-    if (stopping_) return;
-    std::vector<std::shared_ptr<Job>> queued;
-    for (const auto& [block, job] : jobs_)
-      if (!job->started) queued.push_back(job);
-    std::sort(queued.begin(), queued.end(), [](const auto& a, const auto& b) {
-      return std::pair(a->priority, a->sequence) < std::pair(b->priority, b->sequence);
-    });
-    Staged staged{{}, {}, set, 0.0};
-    std::vector<std::span<const FileRange>> ranges;
-    std::uint64_t batch_bytes = 0;
-    for (const auto& job : queued) {
-      if (staged.batch.size() == kMaxBatchBlocks) break;
-      std::span<const FileRange> r;
-      std::exception_ptr error;
-      std::uint64_t bytes = 0;
-      try {
-        r = source_.ranges(job->block);
-        bytes = source_.bytes(job->block);
-      } catch (...) {
-        error = std::current_exception();
+    start_reads(lock);
+    if (!reader_->idle()) {
+      lock.unlock();
+      auto finished = reader_->poll(true);
+      lock.lock();
+      for (auto& done : finished) {
+        auto node = reading_.extract(done.tag);
+        Reading& reading = node.mapped();
+        reading_bytes_ -= reading.bytes;
+        Staged staged{std::move(reading.job), {}, reading.region, std::move(done.error)};
+        staged.loaded.buffer = std::move(reading.own);
+        staged.loaded.ranges = std::move(done.ranges);
+        staged_.push_back(std::move(staged));
       }
-      if (!staged.batch.empty() && batch_bytes + bytes > kMaxBatchBytes) break;
-      job->started = true;
-      staged.batch.push_back(job);
-      ranges.push_back(r);
-      staged.errors.push_back(error);
-      batch_bytes += bytes;
+      if (!finished.empty()) {
+        if (reading_.empty()) counters_.busy_seconds += seconds_since(busy_since_);
+        packer_.notify_one();
+      }
+      continue;
     }
-    set_busy_[set] = true;
-    lock.unlock();
-
-    auto& scratch = scratch_[set];
-    if (scratch.size() < staged.batch.size()) scratch.resize(staged.batch.size());
-    const auto start = Clock::now();
-    const auto read_errors =
-        reader_->read_batch(ranges, std::span(scratch.data(), staged.batch.size()));
-    staged.read_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    for (std::size_t i = 0; i < staged.batch.size(); ++i)
-      if (!staged.errors[i]) staged.errors[i] = read_errors[i];
-
-    lock.lock();
-    staged_.push_back(std::move(staged));
-    packer_.notify_one();
+    if (stopping_) return;
+    wake_.wait(lock, [&] { return stopping_ || startable(); });
   }
 }
 
 void BlockLoader::pack_loop() {
-  using Clock = std::chrono::steady_clock;
   std::unique_lock lock(mutex_);
   while (true) {
     packer_.wait(lock, [&] { return !staged_.empty() || reading_done_; });
     if (staged_.empty()) return;
     Staged staged = std::move(staged_.front());
     staged_.pop_front();
+    const bool urgent = staged.job->priority == Priority::demand;
     lock.unlock();
 
-    auto& scratch = scratch_[staged.set];
-    auto& errors = staged.errors;
-    const auto& batch = staged.batch;
+    Job& job = *staged.job;
+    std::exception_ptr error = staged.error;
+    Payload payload;
     double materialize_seconds = 0;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      Job& job = *batch[i];
-      Payload payload;
-      if (!errors[i]) {
-        try {
-          Priority priority;
-          {
-            std::lock_guard relock(mutex_);  // a demand may have upgraded the job meanwhile
-            priority = job.priority;
-          }
-          const auto packed_start = Clock::now();
-          payload = materialize_(job.block, scratch[i], priority == Priority::demand);
-          materialize_seconds += std::chrono::duration<double>(Clock::now() - packed_start).count();
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
-      }
-      // load() may add callbacks to this job until it leaves jobs_, so they are taken under the
-      // lock and run outside it, until none are left; then, still under the lock, the job is
-      // finished and removed, so no callback can be added and missed.
-      while (true) {
-        std::vector<OnLoaded> callbacks;
-        {
-          std::lock_guard relock(mutex_);
-          if (!errors[i]) callbacks.swap(job.on_loaded);
-          if (callbacks.empty()) {
-            ++counters_.reads;
-            if (errors[i]) {
-              ++counters_.errors;
-              job.promise.set_exception(errors[i]);
-            } else {
-              counters_.bytes_read += source_.bytes(job.block);
-              job.promise.set_value(std::move(payload));
-            }
-            jobs_.erase(job.block);
-            break;
-          }
-        }
-        try {
-          for (const auto& callback : callbacks) callback(job.block, payload);
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
+    if (!error) {
+      try {
+        const auto packed_start = Clock::now();
+        payload = materialize_(job.block, staged.loaded, urgent);
+        materialize_seconds = seconds_since(packed_start);
+      } catch (...) {
+        error = std::current_exception();
       }
     }
-
-    lock.lock();
-    counters_.busy_seconds += staged.read_seconds;
-    counters_.materialize_seconds += materialize_seconds;
-    set_busy_[staged.set] = false;
+    staged.loaded = {};
+    {
+      std::lock_guard relock(mutex_);
+      arena_.release(staged.region);
+      counters_.materialize_seconds += materialize_seconds;
+    }
     wake_.notify_one();
+
+    // load() may add callbacks to this job until it leaves jobs_, so they are taken under the
+    // lock and run outside it, until none are left; then, still under the lock, the job is
+    // finished and removed, so no callback can be added and missed.
+    while (true) {
+      std::vector<OnLoaded> callbacks;
+      {
+        std::lock_guard relock(mutex_);
+        if (!error) callbacks.swap(job.on_loaded);
+        if (callbacks.empty()) {
+          ++counters_.reads;
+          if (error) {
+            ++counters_.errors;
+            job.promise.set_exception(error);
+          } else {
+            counters_.bytes_read += source_.bytes(job.block);
+            job.promise.set_value(std::move(payload));
+          }
+          jobs_.erase(job.block);
+          break;
+        }
+      }
+      try {
+        for (const auto& callback : callbacks) callback(job.block, payload);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    lock.lock();
   }
 }
 

@@ -11,8 +11,8 @@
 
 namespace moed::testing {
 
-// Reads with plain pread but fails chosen reads: an I/O error at one aligned offset, a short
-// read at another. The whole fault-injection device is this read_impl.
+// Reads with plain pread, at submission, but fails chosen reads: an I/O error at one aligned
+// offset, a short read at another. The whole fault-injection device is this submit/reap pair.
 class FaultyReader final : public memtier::Reader {
  public:
   explicit FaultyReader(std::vector<std::filesystem::path> files)
@@ -22,19 +22,24 @@ class FaultyReader final : public memtier::Reader {
   memtier::ReaderKind kind() const override { return memtier::ReaderKind::pread; }
 
  protected:
-  std::vector<std::int64_t> read_impl(std::span<const memtier::AlignedRead> reads,
-                                      std::span<memtier::AlignedBuffer* const>) override {
-    std::vector<std::int64_t> out;
+  void submit(std::span<const memtier::AlignedRead> reads) override {
     for (const auto& r : reads) {
       if (static_cast<std::int64_t>(r.offset) == fail_at) {
-        out.push_back(-EIO);
+        done_.push_back({r.id, -EIO});
         continue;
       }
       const ssize_t n = ::pread(fd(r.file), r.destination, r.length, static_cast<off_t>(r.offset));
-      out.push_back(static_cast<std::int64_t>(r.offset) == short_at && n > 100 ? n - 100 : n);
+      done_.push_back(
+          {r.id, static_cast<std::int64_t>(r.offset) == short_at && n > 100 ? n - 100 : n});
     }
-    return out;
   }
+  void reap(std::vector<memtier::ReadResult>& out, bool) override {
+    out.insert(out.end(), done_.begin(), done_.end());
+    done_.clear();
+  }
+
+ private:
+  std::vector<memtier::ReadResult> done_;
 };
 
 }  // namespace moed::testing

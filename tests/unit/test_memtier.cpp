@@ -78,6 +78,7 @@ TEST(MappedFile, EmptyFileMapsToNothing) {
 #include "moed/memtier/host_tier.hpp"
 #include "moed/memtier/policy.hpp"
 #include "moed/memtier/reader.hpp"
+#include "moed/memtier/staging_arena.hpp"
 #include "moed/memtier/tiered_store.hpp"
 #include "moed/memtier/trace.hpp"
 
@@ -124,7 +125,7 @@ TEST_P(ReaderEngines, ReadsUnalignedRangesExactly) {
                 static_cast<unsigned char>(((ranges[i].offset + j) * 7 + 3) % 251))
           << "range " << i << " byte " << j;
   }
-  // Reusing the block for a second read keeps its buffer (and the ring registration).
+  // Reusing the block for a second read keeps its buffer.
   const std::byte* first = block.buffer.data();
   const FileRange small{0, 9, 10};
   reader->read(std::span(&small, 1), block);
@@ -163,6 +164,127 @@ TEST(Reader, InjectedErrorsAndShortReadsNameFileAndOffset) {
   reader.short_at = -1;
   EXPECT_NO_THROW(reader.read(std::span(&range, 1)));
   std::filesystem::remove(path);
+}
+
+TEST_P(ReaderEngines, StreamsBlocksIntoCallerMemory) {
+  const auto path = patterned_file("reader-stream", 2 * 1024 * 1024);
+  ReaderOptions options;
+  options.kind = GetParam();
+  options.queue_depth = 4;
+  options.chunk_bytes = 64 << 10;
+  auto reader = make_reader({path}, options);
+  AlignedBuffer memory(6 * (300 << 10));
+  std::span<std::byte> all(memory.data(), memory.size());
+  // The pool has nothing to register; the ring registers unless the kernel refuses.
+  const bool registered = reader->register_memory(all);
+  if (GetParam() == ReaderKind::pread) {
+    EXPECT_FALSE(registered);
+  }
+  RecordProperty("registered", registered ? "yes" : "no");
+  std::vector<std::vector<FileRange>> blocks;
+  for (std::uint64_t b = 0; b < 6; ++b)
+    blocks.push_back({{0, b * 300'000 + 11, 100'000}, {0, 1'900'000 + b * 1000, 333}});
+  for (std::uint64_t b = 0; b < blocks.size(); ++b)
+    reader->start(b, blocks[b], all.subspan(b * (300 << 10), 300 << 10));
+  std::vector<bool> seen(blocks.size(), false);
+  while (!reader->idle())
+    for (const auto& done : reader->poll(true)) {
+      ASSERT_FALSE(done.error);
+      ASSERT_LT(done.tag, blocks.size());
+      seen[done.tag] = true;
+      const auto& ranges = blocks[done.tag];
+      for (std::size_t i = 0; i < ranges.size(); ++i)
+        for (std::uint64_t j = 0; j < ranges[i].length; j += 97)
+          ASSERT_EQ(static_cast<unsigned char>(done.ranges[i][j]),
+                    ((ranges[i].offset + j) * 7 + 3) % 251)
+              << "block " << done.tag << " range " << i << " byte " << j;
+    }
+  EXPECT_EQ(seen, std::vector<bool>(blocks.size(), true));
+  reader->unregister_memory(all);
+  std::filesystem::remove(path);
+}
+
+namespace {
+
+// Completes one read per reap, oldest first, and records how many were in flight at each
+// submission: the queue-depth behaviour of the streaming reader, without a device's timing.
+class SteppingReader final : public Reader {
+ public:
+  explicit SteppingReader(std::filesystem::path file,
+                          std::shared_future<void> gate = make_ready_gate())
+      : Reader({std::move(file)}, 4, 64 << 10), gate_(std::move(gate)) {}
+  ReaderKind kind() const override { return ReaderKind::pread; }
+  std::vector<std::size_t> in_flight_after_submit, in_flight_at_reap;
+
+ protected:
+  void submit(std::span<const AlignedRead> reads) override {
+    for (const auto& r : reads) queue_.push_back(r);
+    in_flight_after_submit.push_back(queue_.size());
+  }
+  void reap(std::vector<ReadResult>& out, bool) override {
+    gate_.wait();  // lets a test queue all its work before the first read completes
+    in_flight_at_reap.push_back(queue_.size());
+    if (queue_.empty()) return;
+    const AlignedRead r = queue_.front();
+    queue_.erase(queue_.begin());
+    out.push_back(
+        {r.id, ::pread(fd(r.file), r.destination, r.length, static_cast<off_t>(r.offset))});
+  }
+
+ private:
+  static std::shared_future<void> make_ready_gate() {
+    std::promise<void> ready;
+    ready.set_value();
+    return ready.get_future().share();
+  }
+  std::shared_future<void> gate_;
+  std::vector<AlignedRead> queue_;
+};
+
+}  // namespace
+
+TEST(Reader, KeepsTheQueueFullAcrossBlockBoundaries) {
+  const auto path = patterned_file("reader-queue", 1 << 20);
+  SteppingReader reader(path);
+  AlignedBuffer memory(3 * (192 << 10));
+  std::span<std::byte> all(memory.data(), memory.size());
+  // Three blocks of three 64 KiB reads each; the second and third are started while the first
+  // is still in flight, as the loader does.
+  std::vector<FileRange> blocks[3];
+  for (std::uint64_t b = 0; b < 3; ++b) blocks[b] = {{0, b * (192 << 10), 192 << 10}};
+  reader.start(0, blocks[0], all.subspan(0, 192 << 10));
+  reader.start(1, blocks[1], all.subspan(192 << 10, 192 << 10));
+  reader.start(2, blocks[2], all.subspan(2 * (192 << 10), 192 << 10));
+  std::vector<std::uint64_t> order;
+  while (!reader.idle())
+    for (const auto& done : reader.poll(true)) order.push_back(done.tag);
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{0, 1, 2}));
+  // Nine reads through a queue of four: full at every submission until the last four drain.
+  ASSERT_GE(reader.in_flight_after_submit.size(), 6u);
+  for (std::size_t i = 1; i < 6; ++i) EXPECT_EQ(reader.in_flight_after_submit[i], 4u) << i;
+  std::filesystem::remove(path);
+}
+
+TEST(StagingArena, CarvesAlignedRegionsAndMergesThemBack) {
+  StagingArena arena(64 << 10);
+  auto a = arena.allocate(5000);  // rounded up to two pages
+  auto b = arena.allocate(16 << 10);
+  auto c = arena.allocate(100);
+  ASSERT_EQ(a.size(), 8192u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b.data()) % kDirectIoAlignment, 0u);
+  EXPECT_EQ(arena.used(), 8192u + (16 << 10) + 4096u);
+  EXPECT_FALSE(arena.fits(48 << 10));
+  arena.release(b);
+  EXPECT_TRUE(arena.allocate(64 << 10).empty());
+  arena.release(a);  // merges with b's run: 24 KiB free at the front
+  auto d = arena.allocate(24 << 10);
+  EXPECT_EQ(d.data(), arena.memory().data());
+  arena.release(c);
+  arena.release(d);
+  EXPECT_EQ(arena.used(), 0u);
+  EXPECT_EQ(arena.allocate(64 << 10).size(), static_cast<std::size_t>(64 << 10));
+  StagingArena other(4096);
+  EXPECT_THROW(other.release(a), std::invalid_argument);
 }
 
 // ---- policies and the host tier ------------------------------------------------------------
@@ -272,14 +394,15 @@ struct LoaderFixture {
     std::uint64_t bytes() const override { return 64 << 10; }
   };
 
-  explicit LoaderFixture(bool gated = false) {
+  explicit LoaderFixture(bool gated = false, BlockLoaderOptions options = {}) {
     for (int l = 0; l < 4; ++l)
       for (int e = -1; e < 4; ++e)
         source.add({l, e},
                    {{0, static_cast<std::uint64_t>((l * 5 + e + 1) * (64 << 10)), 64 << 10}});
     if (!gated) gate.set_value();
     loader = std::make_unique<BlockLoader>(
-        source, make_reader({path}, {}), [this](BlockId id, LoadedBlock& loaded, bool) -> Payload {
+        source, make_reader({path}, {}),
+        [this](BlockId id, LoadedBlock& loaded, bool) -> Payload {
           gate_open.wait();
           const std::uint64_t offset = source.ranges(id)[0].offset;
           if (static_cast<unsigned char>(loaded.ranges[0][0]) != (offset * 7 + 3) % 251)
@@ -287,7 +410,8 @@ struct LoaderFixture {
           std::lock_guard lock(order_mutex);
           order.push_back(id);
           return std::make_shared<Counted>(live);
-        });
+        },
+        options);
   }
   ~LoaderFixture() {
     loader.reset();
@@ -299,8 +423,8 @@ struct LoaderFixture {
 
 TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
   // The packer blocks on the first job until the gate opens; with the second job read into the
-  // other staging set, both sets are busy and everything queued next waits for the I/O thread.
-  LoaderFixture f(true);
+  // rest of the staging arena (two blocks), everything queued next waits for staging memory.
+  LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
   auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // read, then held at the gate
   auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
@@ -336,6 +460,61 @@ TEST(BlockLoader, ReadErrorsFailTheRequestAndLaterLoadsWork) {
   faulty->fail_at = -1;
   EXPECT_NO_THROW(loader.load({0, 0}, BlockLoader::Priority::demand).get());
   EXPECT_EQ(loader.counters().errors, 1u);
+  std::filesystem::remove(path);
+}
+
+TEST(BlockLoader, StreamsThroughASmallArenaAndGivesOversizedBlocksTheirOwnBuffer) {
+  const auto path = patterned_file("loader-arena", 4 << 20);
+  Source source({path});
+  // Sixteen 48 KiB blocks at unaligned offsets and one of 600 KiB, larger than the arena.
+  for (int e = 0; e < 16; ++e)
+    source.add({0, e}, {{0, static_cast<std::uint64_t>(e) * 50'000 + 7, 48 << 10}});
+  source.add({1, 0}, {{0, 2'000'001, 600 << 10}});
+  std::atomic<int> packed{0};
+  BlockLoader loader(
+      source, make_reader({path}, {}),
+      [&](BlockId id, LoadedBlock& loaded, bool) -> Payload {
+        const auto& range = source.ranges(id)[0];
+        for (std::uint64_t j = 0; j < range.length; j += 101)
+          if (static_cast<unsigned char>(loaded.ranges[0][j]) != ((range.offset + j) * 7 + 3) % 251)
+            throw std::runtime_error("wrong bytes in " + id.to_string());
+        ++packed;
+        return payload(range.length);
+      },
+      {.staging_bytes = 160 << 10, .reading_bytes = 64 << 10});
+  EXPECT_EQ(loader.counters().staging_bytes, 160u << 10);
+  std::vector<std::shared_future<Payload>> loads;
+  for (int e = 0; e < 16; ++e)
+    loads.push_back(loader.load({0, e}, BlockLoader::Priority::prefetch));
+  loads.push_back(loader.load({1, 0}, BlockLoader::Priority::prefetch));
+  for (auto& load : loads) EXPECT_NO_THROW(load.get());
+  EXPECT_EQ(packed.load(), 17);
+  EXPECT_EQ(loader.counters().errors, 0u);
+  std::filesystem::remove(path);
+}
+
+TEST(BlockLoader, KeepsTheReadersQueueFullAcrossBlocks) {
+  // Twelve blocks of three 64 KiB reads through a queue of four, the reading window sized by
+  // default: every read completes with the queue full until the last ones drain.
+  const auto path = patterned_file("loader-queue", 4 << 20);
+  Source source({path});
+  for (int e = 0; e < 12; ++e)
+    source.add({0, e}, {{0, static_cast<std::uint64_t>(e) * (192 << 10), 192 << 10}});
+  std::promise<void> all_queued;
+  auto reader = std::make_unique<SteppingReader>(path, all_queued.get_future().share());
+  SteppingReader* stepping = reader.get();
+  BlockLoader loader(source, std::move(reader),
+                     [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); },
+                     {.staging_bytes = 4 << 20});
+  std::vector<std::shared_future<Payload>> loads;
+  for (int e = 0; e < 12; ++e)
+    loads.push_back(loader.load({0, e}, BlockLoader::Priority::prefetch));
+  all_queued.set_value();
+  for (auto& load : loads) load.get();
+  const auto& in_flight = stepping->in_flight_at_reap;
+  ASSERT_EQ(in_flight.size(), 36u);
+  for (std::size_t k = 0; k < in_flight.size(); ++k)
+    EXPECT_EQ(in_flight[k], std::min<std::size_t>(4, 36 - k)) << "at read " << k;
   std::filesystem::remove(path);
 }
 

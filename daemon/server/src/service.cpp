@@ -735,6 +735,13 @@ void Service::metrics(ResponseWriter& writer) {
            static_cast<double>(mem.disk.reads));
     metric("moed_disk_read_errors_total", "counter", "block reads that failed",
            static_cast<double>(mem.disk.errors));
+    metric("moed_disk_busy_seconds_total", "counter", "time with disk reads in flight",
+           mem.disk.busy_seconds);
+    metric("moed_disk_packing_seconds_total", "counter",
+           "time spent turning read bytes into packed weights", mem.disk.materialize_seconds);
+    metric("moed_disk_staging_bytes", "gauge",
+           "host memory the disk tier reads blocks into before packing",
+           static_cast<double>(mem.disk.staging_bytes));
     std::uint64_t issued = 0, hits = 0, late = 0, wasted = 0;
     auto per_layer = [&](const char* name, const char* help, auto field) {
       out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
@@ -811,7 +818,10 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"reads", mem.disk.reads},
                   {"bytes_read", mem.disk.bytes_read},
                   {"errors", mem.disk.errors},
-                  {"busy_seconds", mem.disk.busy_seconds}}},
+                  {"busy_seconds", mem.disk.busy_seconds},
+                  {"packing_seconds", mem.disk.materialize_seconds},
+                  {"staging_bytes", mem.disk.staging_bytes},
+                  {"staging_registered", mem.disk.staging_registered}}},
                 {"dense_streamed", mem.dense_streamed},
                 {"expert_bytes", mem.expert_bytes_total},
                 {"expert_block_bytes", engine_->expert_block_bytes()},

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct FileRange {
   std::uint64_t length;
 };
 
+// Bytes an O_DIRECT read of these ranges covers: each one widened to kDirectIoAlignment.
+std::uint64_t aligned_read_bytes(std::span<const FileRange> ranges);
+
 // Maps each block to the byte ranges of the model files it is read from (e.g. an expert's w1, w3
 // and w2 tensors). Knows nothing of formats: the model layer fills it in.
 class Source {
@@ -46,6 +50,8 @@ class Source {
   void add(BlockId block, std::vector<FileRange> ranges);
   const std::vector<FileRange>& ranges(BlockId block) const;  // throws std::out_of_range
   std::uint64_t bytes(BlockId block) const;
+  // The most bytes one block's aligned reads cover: what a read buffer must hold for any block.
+  std::uint64_t largest_read_bytes() const;
   const std::vector<std::filesystem::path>& files() const { return files_; }
 
  private:

@@ -1,6 +1,6 @@
 #pragma once
 
-#include <array>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -13,33 +13,39 @@
 
 #include "moed/memtier/host_tier.hpp"
 #include "moed/memtier/reader.hpp"
+#include "moed/memtier/staging_arena.hpp"
 
 namespace moed::memtier {
+
+struct BlockLoaderOptions {
+  // Memory blocks are read into before they are packed. 0: the reading window plus two of the
+  // source's largest blocks (one being packed, one started just under the window's edge).
+  std::uint64_t staging_bytes = 0;
+  // New reads start while less than this is being read: enough that the queue stays full
+  // across block boundaries, little enough that a demand waits behind at most this much.
+  // 0: the reader's queue (depth x chunk; at most eight blocks) plus one largest block.
+  std::uint64_t reading_bytes = 0;
+};
 
 // Reads blocks from disk on its own I/O thread and turns their bytes into payloads. Demand loads
 // jump ahead of prefetches; a queued prefetch can be cancelled; a block already queued or in
 // flight is never read twice (a demand for it upgrades its priority and shares its future).
-// When several blocks are queued (the disk is the bottleneck), up to kMaxBatchBlocks of them
-// are read as one batch, their reads sharing the queue as one long sequential read does.
-// Reading and materializing are a two-stage pipeline: while a packer thread turns one batch's
-// bytes into payloads, the I/O thread already reads the next batch into a second staging set,
-// so the disk never idles behind the CPU work.
+// Blocks stream through the reader back to back, its queue kept full across block boundaries,
+// into one staging arena registered with the reader once. Reading and materializing are a
+// pipeline: a packer thread turns each block's bytes into a payload as soon as they arrive while
+// the I/O thread keeps reading, so the disk never idles behind the CPU work.
 class BlockLoader {
  public:
   enum class Priority { demand = 0, prefetch = 1 };
-  // Runs on the packer thread after a block's bytes arrive (e.g. packs weights for oneDNN).
-  // `urgent`: a demand load, with compute waiting for it. Calls never overlap.
+  // Runs on the packer thread after a block's bytes arrive (e.g. packs weights for oneDNN); the
+  // bytes are valid only during the call. `urgent`: a demand load, with compute waiting for it.
+  // Calls never overlap.
   using Materialize = std::function<Payload(BlockId, LoadedBlock&, bool urgent)>;
   // Runs on the packer thread when a payload is ready, before waiters see it.
   using OnLoaded = std::function<void(BlockId, const Payload&)>;
 
-  static constexpr std::size_t kMaxBatchBlocks = 8;
-  // A demand that arrives during a batch waits for it: 32 MiB is ~6 ms at NVMe rates. Two
-  // staging sets of this size bound the loader's own memory (plus one larger block per set).
-  static constexpr std::uint64_t kMaxBatchBytes = 32ull << 20;
-  static constexpr std::size_t kStagingSets = 2;
-
-  BlockLoader(const Source& source, std::unique_ptr<Reader> reader, Materialize materialize);
+  BlockLoader(const Source& source, std::unique_ptr<Reader> reader, Materialize materialize,
+              BlockLoaderOptions options = {});
   ~BlockLoader();
   BlockLoader(const BlockLoader&) = delete;
   BlockLoader& operator=(const BlockLoader&) = delete;
@@ -54,9 +60,11 @@ class BlockLoader {
 
   struct Counters {
     std::uint64_t reads = 0, bytes_read = 0, errors = 0, cancelled = 0;
-    double busy_seconds = 0;  // time the I/O thread spent reading (throughput = bytes / busy)
+    double busy_seconds = 0;  // time with reads in flight (throughput = bytes / busy)
     double materialize_seconds = 0;
     std::string engine;
+    std::uint64_t staging_bytes = 0;
+    bool staging_registered = false;  // reads land in io_uring fixed buffers
   };
   Counters counters() const;
 
@@ -70,30 +78,44 @@ class BlockLoader {
     std::shared_future<Payload> future;
     std::vector<OnLoaded> on_loaded;
   };
-  // A batch whose reads finished, waiting for the packer.
+  // A block whose reads are in flight; its bytes land in `region` of the arena, or in `own`
+  // when the block is larger than the whole arena.
+  struct Reading {
+    std::shared_ptr<Job> job;
+    std::span<std::byte> region;
+    AlignedBuffer own;
+    std::uint64_t bytes;
+  };
+  // A block whose reads are over, waiting for the packer.
   struct Staged {
-    std::vector<std::shared_ptr<Job>> batch;
-    std::vector<std::exception_ptr> errors;  // per block: source lookup or read error
-    std::size_t set;
-    double read_seconds;
+    std::shared_ptr<Job> job;
+    LoadedBlock loaded;
+    std::span<std::byte> region;  // to give back to the arena once packed
+    std::exception_ptr error;     // source lookup or read error
   };
   void read_loop();
+  // Starts reads for queued jobs, best first, while the reading window and the arena allow.
+  void start_reads(std::unique_lock<std::mutex>& lock);
+  bool startable() const;
+  std::shared_ptr<Job> next_to_start() const;
   void pack_loop();
 
   const Source& source_;
-  std::unique_ptr<Reader> reader_;
+  std::unique_ptr<Reader> reader_;  // used by the I/O thread only, once it runs
   Materialize materialize_;
+  StagingArena arena_;
+  std::uint64_t reading_limit_;
   mutable std::mutex mutex_;
-  std::condition_variable wake_;    // the I/O thread: work queued or a staging set freed
-  std::condition_variable packer_;  // the packer thread: a batch staged or reading is over
+  std::condition_variable wake_;    // the I/O thread: work queued or staging memory freed
+  std::condition_variable packer_;  // the packer thread: a block staged or reading is over
   std::map<BlockId, std::shared_ptr<Job>> jobs_;  // queued or in flight
+  std::map<std::uint64_t, Reading> reading_;      // by job sequence, the reader's tag
+  std::uint64_t reading_bytes_ = 0;
+  std::chrono::steady_clock::time_point busy_since_;
   std::uint64_t next_sequence_ = 0;
   bool stopping_ = false;
   bool reading_done_ = false;
   Counters counters_;
-  // Per staging set, one buffer per block of a batch; reused, so they stay registered.
-  std::array<std::vector<LoadedBlock>, kStagingSets> scratch_;
-  std::array<bool, kStagingSets> set_busy_{};
   std::deque<Staged> staged_;
   std::thread io_thread_, packer_thread_;
 };
