@@ -148,6 +148,7 @@ void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
   while (startable()) {
     const auto job = next_to_start();
     job->started = true;
+    start_order_.push_back(job->sequence);
     std::span<const FileRange> ranges;
     Reading reading{job, {}, {}, 0};
     std::exception_ptr error;
@@ -158,7 +159,7 @@ void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
       error = std::current_exception();
     }
     if (error) {
-      staged_.push_back({job, {}, {}, error});
+      staged_.emplace(job->sequence, Staged{job, {}, {}, error});
       packer_.notify_one();
       continue;
     }
@@ -185,7 +186,7 @@ void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
       auto failed = reading_.extract(tag);
       reading_bytes_ -= failed.mapped().bytes;
       arena_.release(failed.mapped().region);
-      staged_.push_back({job, {}, {}, error});
+      staged_.emplace(tag, Staged{job, {}, {}, error});
       packer_.notify_one();
     }
   }
@@ -206,7 +207,7 @@ void BlockLoader::read_loop() {
         Staged staged{std::move(reading.job), {}, reading.region, std::move(done.error)};
         staged.loaded.buffer = std::move(reading.own);
         staged.loaded.ranges = std::move(done.ranges);
-        staged_.push_back(std::move(staged));
+        staged_.emplace(done.tag, std::move(staged));
       }
       if (!finished.empty()) {
         if (reading_.empty()) counters_.busy_seconds += seconds_since(busy_since_);
@@ -222,10 +223,13 @@ void BlockLoader::read_loop() {
 void BlockLoader::pack_loop() {
   std::unique_lock lock(mutex_);
   while (true) {
-    packer_.wait(lock, [&] { return !staged_.empty() || reading_done_; });
+    packer_.wait(lock, [&] {
+      return (!start_order_.empty() && staged_.contains(start_order_.front())) ||
+             (reading_done_ && staged_.empty());
+    });
     if (staged_.empty()) return;
-    Staged staged = std::move(staged_.front());
-    staged_.pop_front();
+    Staged staged = std::move(staged_.extract(start_order_.front()).mapped());
+    start_order_.pop_front();
     const bool urgent = staged.job->priority == Priority::demand;
     lock.unlock();
 

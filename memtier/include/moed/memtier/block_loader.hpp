@@ -33,7 +33,8 @@ struct BlockLoaderOptions {
 // Blocks stream through the reader back to back, its queue kept full across block boundaries,
 // into one staging arena registered with the reader once. Reading and materializing are a
 // pipeline: a packer thread turns each block's bytes into a payload as soon as they arrive while
-// the I/O thread keeps reading, so the disk never idles behind the CPU work.
+// the I/O thread keeps reading, so the disk never idles behind the CPU work; blocks are packed
+// in the order their reads started.
 class BlockLoader {
  public:
   enum class Priority { demand = 0, prefetch = 1 };
@@ -116,7 +117,10 @@ class BlockLoader {
   bool stopping_ = false;
   bool reading_done_ = false;
   Counters counters_;
-  std::deque<Staged> staged_;
+  // Blocks are packed in the order their reads started (best first when they started), whatever
+  // order the reads complete in: compute needs them in that order.
+  std::deque<std::uint64_t> start_order_;
+  std::map<std::uint64_t, Staged> staged_;  // by job sequence
   std::thread io_thread_, packer_thread_;
 };
 
