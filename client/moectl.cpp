@@ -251,6 +251,10 @@ void cache_table(const json& c) {
               static_cast<unsigned long long>(d["reads"].get<std::uint64_t>()),
               d["reader"].get<std::string>().c_str(),
               static_cast<unsigned long long>(d["errors"].get<std::uint64_t>()));
+  std::printf("       staging %llu MiB (%s), packing took %.2f s\n",
+              static_cast<unsigned long long>(d.value("staging_bytes", std::uint64_t{0}) >> 20),
+              d.value("staging_registered", false) ? "registered with io_uring" : "not registered",
+              d.value("packing_seconds", 0.0));
   std::printf("\nlayer  hits     misses   hit rate  prefetch issued/hit/late/wasted\n");
   int l = 0;
   for (const auto& layer : c["layers"]) {

@@ -249,7 +249,9 @@ print(replies[1]['reply'])")
 streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 [[ -n $one && $one == "$session" && $one == "$streamed" ]] && pass "moectl chat (one-shot, session with /reset, streamed agree)" || fail "moectl chat: '$one' / '$session' / '$streamed'"
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
-ctl cache show | grep -q "^host" && ctl --json cache show | py "import json,sys; json.load(sys.stdin)['host']" && pass "moectl cache show (table and --json)" || fail "moectl cache show"
+ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
+  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0" &&
+  pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
 ctl cache set --policy lru >/dev/null
 ctl cache set --gpu 8GiB 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "no GPU tier" "$work/err" && pass "moectl cache set --gpu: a CPU-only daemon says so" || fail "cache set --gpu: $(cat "$work/err")"
