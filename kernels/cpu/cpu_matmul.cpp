@@ -51,6 +51,23 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   const DType compute = compute_dtype(source);
   const std::size_t elem = dtype_size(compute);
 
+  PackedWeight packed;
+  const auto desc = packed_desc(rows, cols, compute);
+  if (allocate) {
+    packed.storage_ = allocate(desc.get_size());
+    packed.memory_ = dnnl::memory(desc, engine_, packed.storage_.get());
+  } else {
+    packed.memory_ = dnnl::memory(desc, engine_);
+  }
+  packed.rows_ = rows;
+  packed.cols_ = cols;
+  packed.dtype_ = compute;
+
+  // Stacked parts in the compute dtype reorder straight into their rows of the packed weight
+  // when the layout's blocks allow it, saving a copy of the whole weight.
+  if (parts.size() > 1 && source == compute && reorder_parts_in_place(parts, cols, packed))
+    return packed;
+
   const void* plain = parts.front().data;
   if (parts.size() > 1 || source != compute) {
     const std::size_t needed = static_cast<std::size_t>(rows * cols) * elem;
@@ -71,20 +88,32 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
-  PackedWeight packed;
-  const auto desc = packed_desc(rows, cols, compute);
-  if (allocate) {
-    packed.storage_ = allocate(desc.get_size());
-    packed.memory_ = dnnl::memory(desc, engine_, packed.storage_.get());
-  } else {
-    packed.memory_ = dnnl::memory(desc, engine_);
-  }
   dnnl::reorder(plain_memory, packed.memory_).execute(stream_, plain_memory, packed.memory_);
   stream_.wait();
-  packed.rows_ = rows;
-  packed.cols_ = cols;
-  packed.dtype_ = compute;
   return packed;
+}
+
+bool CpuMatmul::reorder_parts_in_place(std::span<const WeightPart> parts, std::int64_t cols,
+                                       PackedWeight& packed) {
+  const auto desc = packed.memory_.get_desc();
+  std::vector<dnnl::memory::desc> targets;
+  std::int64_t first_row = 0;
+  try {
+    for (const auto& part : parts) {
+      targets.push_back(desc.submemory_desc({cols, part.rows}, {0, first_row}));
+      first_row += part.rows;
+    }
+  } catch (const dnnl::error&) {
+    return false;  // a part does not start on a block boundary of the packed layout
+  }
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    dnnl::memory::desc plain_desc({cols, parts[i].rows}, to_dnnl(packed.dtype_), tag::ba);
+    dnnl::memory plain(plain_desc, engine_, const_cast<void*>(parts[i].data));
+    dnnl::memory target(targets[i], engine_, packed.memory_.get_data_handle());
+    dnnl::reorder(plain, target).execute(stream_, plain, target);
+  }
+  stream_.wait();
+  return true;
 }
 
 dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {

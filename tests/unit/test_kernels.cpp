@@ -89,15 +89,31 @@ TEST_P(MatmulTest, Bf16MatchesNaiveOnRoundedInputs) {
 
 INSTANTIATE_TEST_SUITE_P(BatchSizes, MatmulTest, ::testing::Values(1, 3, 17, 64));
 
-TEST(Matmul, StackedPartsEqualOneConcatenatedWeight) {
-  const std::int64_t k = 32, rows_a = 16, rows_b = 48;
+// Stacked parts are reordered straight into their rows of the packed weight where the layout's
+// blocks allow it (row counts of 64 and more), and copied together first where not; either way
+// the products equal those of the weight concatenated beforehand, bit for bit.
+struct StackedShape {
+  DType dtype;
+  std::int64_t k, rows_a, rows_b;
+};
+class StackedParts : public ::testing::TestWithParam<StackedShape> {};
+
+TEST_P(StackedParts, EqualOneConcatenatedWeight) {
+  const auto [dtype, k, rows_a, rows_b] = GetParam();
   auto a = moed::test::random_floats(static_cast<std::size_t>(rows_a * k), 5);
   auto b = moed::test::random_floats(static_cast<std::size_t>(rows_b * k), 6);
   std::vector<float> both(a);
   both.insert(both.end(), b.begin(), b.end());
+  std::vector<std::uint16_t> a16(a.size()), b16(b.size()), both16(both.size());
+  for (std::size_t i = 0; i < a.size(); ++i) a16[i] = f32_to_bf16(a[i]);
+  for (std::size_t i = 0; i < b.size(); ++i) b16[i] = f32_to_bf16(b[i]);
+  for (std::size_t i = 0; i < both.size(); ++i) both16[i] = f32_to_bf16(both[i]);
+  const bool bf16 = dtype == DType::bf16;
   CpuMatmul matmul;
-  WeightPart parts[] = {{a.data(), DType::f32, rows_a}, {b.data(), DType::f32, rows_b}};
-  WeightPart whole{both.data(), DType::f32, rows_a + rows_b};
+  WeightPart parts[] = {{bf16 ? static_cast<const void*>(a16.data()) : a.data(), dtype, rows_a},
+                        {bf16 ? static_cast<const void*>(b16.data()) : b.data(), dtype, rows_b}};
+  WeightPart whole{bf16 ? static_cast<const void*>(both16.data()) : both.data(), dtype,
+                   rows_a + rows_b};
   auto stacked = matmul.pack(parts, k);
   auto single = matmul.pack(std::span(&whole, 1), k);
   auto x = moed::test::random_floats(static_cast<std::size_t>(2 * k), 7);
@@ -106,6 +122,13 @@ TEST(Matmul, StackedPartsEqualOneConcatenatedWeight) {
   matmul.multiply(x.data(), 2, single, y2.data());
   EXPECT_EQ(y1, y2);
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, StackedParts,
+                         ::testing::Values(StackedShape{DType::f32, 32, 16, 48},
+                                           StackedShape{DType::f32, 64, 128, 128},
+                                           StackedShape{DType::bf16, 64, 128, 128},
+                                           StackedShape{DType::bf16, 24, 40, 40},
+                                           StackedShape{DType::bf16, 256, 192, 192}));
 
 TEST(Matmul, F16WeightsComputeInF32) {
   const std::int64_t n = 8, k = 16;

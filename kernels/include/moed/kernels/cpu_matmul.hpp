@@ -71,6 +71,10 @@ class CpuMatmul {
   using ShapeKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, DType>;  // m, N, K, dtype
   dnnl::memory::desc packed_desc(std::int64_t rows, std::int64_t cols, DType dtype);
   dnnl::matmul& primitive(std::int64_t m, const PackedWeight& weight);
+  // Reorders each part into its rows of `packed`; false (nothing written) where a part does not
+  // start on a block boundary of the packed layout.
+  bool reorder_parts_in_place(std::span<const WeightPart> parts, std::int64_t cols,
+                              PackedWeight& packed);
 
   dnnl::engine engine_;
   dnnl::stream stream_;
