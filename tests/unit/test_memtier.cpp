@@ -513,7 +513,9 @@ TEST(BlockLoader, KeepsTheReadersQueueFullAcrossBlocks) {
   for (auto& load : loads) load.get();
   const auto& in_flight = stepping->in_flight_at_reap;
   ASSERT_EQ(in_flight.size(), 36u);
-  for (std::size_t k = 0; k < in_flight.size(); ++k)
+  // The first reap may begin before the loads after the first one are queued; from the first
+  // completion on, the loader has seen them all.
+  for (std::size_t k = 1; k < in_flight.size(); ++k)
     EXPECT_EQ(in_flight[k], std::min<std::size_t>(4, 36 - k)) << "at read " << k;
   std::filesystem::remove(path);
 }
