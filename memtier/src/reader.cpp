@@ -14,8 +14,8 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
-#include <unordered_set>
 
 namespace moed::memtier {
 namespace {
@@ -49,10 +49,7 @@ class UringReader final : public Reader {
         io_uring_submit(&ring_);
         sqe = io_uring_get_sqe(&ring_);
       }
-      if (!sqe) {
-        failed_.push_back({r.id, -EBUSY});
-        continue;
-      }
+      if (!sqe) throw std::system_error(EBUSY, std::generic_category(), "io_uring_get_sqe");
       if (r.registered >= 0) {
         io_uring_prep_read_fixed(sqe, fd(r.file), r.destination, static_cast<unsigned>(r.length),
                                  r.offset, r.registered);
@@ -61,29 +58,17 @@ class UringReader final : public Reader {
                            r.offset);
       }
       io_uring_sqe_set_data64(sqe, r.id);
-      in_flight_.insert(r.id);
     }
     io_uring_submit(&ring_);  // a refusal here is retried by reap's submit_and_wait
   }
 
   void reap(std::vector<ReadResult>& out, bool wait) override {
-    if (!failed_.empty()) {
-      out.insert(out.end(), failed_.begin(), failed_.end());
-      failed_.clear();
-      wait = false;
-    }
     const int rc = io_uring_submit_and_wait(&ring_, wait ? 1 : 0);
-    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-      // The ring itself failed: every read in flight is reported with its error.
-      for (std::uint64_t id : in_flight_) out.push_back({id, rc});
-      in_flight_.clear();
-      return;
-    }
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+      throw std::system_error(-rc, std::generic_category(), "io_uring_submit_and_wait");
     io_uring_cqe* cqe = nullptr;
     while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-      const std::uint64_t id = io_uring_cqe_get_data64(cqe);
-      out.push_back({id, cqe->res});
-      in_flight_.erase(id);
+      out.push_back({io_uring_cqe_get_data64(cqe), cqe->res});
       io_uring_cqe_seen(&ring_, cqe);
     }
   }
@@ -132,8 +117,6 @@ class UringReader final : public Reader {
   std::vector<bool> slots_;  // registered-buffer table: which slots hold memory
   int table_error_ = 0;      // why there is no table
   bool said_refused_ = false;
-  std::unordered_set<std::uint64_t> in_flight_;
-  std::vector<ReadResult> failed_;
 };
 
 // The fallback engine: a few threads each run one blocking pread at a time, as the ring's queue
@@ -322,7 +305,12 @@ void Reader::fill_queue() {
     in_flight_.emplace(chunk.read.id, chunk);
     reads.push_back(chunk.read);
   }
-  if (!reads.empty()) submit(reads);
+  if (reads.empty() || engine_error_) return;  // after an engine failure poll fails them all
+  try {
+    submit(reads);
+  } catch (const std::system_error& e) {
+    engine_error_ = -e.code().value();
+  }
 }
 
 std::vector<Reader::Finished> Reader::poll(bool wait) {
@@ -332,7 +320,16 @@ std::vector<Reader::Finished> Reader::poll(bool wait) {
   std::vector<ReadResult> results;
   // An engine may wake without a result (a signal); waiting means until one arrives.
   while (!in_flight_.empty() && results.empty()) {
-    reap(results, block_until_one);
+    if (!engine_error_) {
+      try {
+        reap(results, block_until_one);
+      } catch (const std::system_error& e) {
+        engine_error_ = -e.code().value();
+      }
+    }
+    // The engine itself failed: every read in flight is reported with its error.
+    if (engine_error_)
+      for (const auto& [id, chunk] : in_flight_) results.push_back({id, engine_error_});
     if (!block_until_one) break;
   }
   for (const auto& [id, result] : results) {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cerrno>
 #include <filesystem>
+#include <system_error>
 #include <vector>
 
 #include "moed/memtier/reader.hpp"
@@ -19,6 +20,7 @@ class FaultyReader final : public memtier::Reader {
       : Reader(std::move(files), 4, 64 << 10) {}
   std::atomic<std::int64_t> fail_at{-1};
   std::atomic<std::int64_t> short_at{-1};
+  std::atomic<bool> engine_fails{false};  // reap throws, as a broken ring would
   memtier::ReaderKind kind() const override { return memtier::ReaderKind::pread; }
 
  protected:
@@ -34,6 +36,7 @@ class FaultyReader final : public memtier::Reader {
     }
   }
   void reap(std::vector<memtier::ReadResult>& out, bool) override {
+    if (engine_fails) throw std::system_error(EIO, std::generic_category(), "test engine");
     out.insert(out.end(), done_.begin(), done_.end());
     done_.clear();
   }

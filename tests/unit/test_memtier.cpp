@@ -163,6 +163,17 @@ TEST(Reader, InjectedErrorsAndShortReadsNameFileAndOffset) {
   }
   reader.short_at = -1;
   EXPECT_NO_THROW(reader.read(std::span(&range, 1)));
+  // An engine failure (not one read's) fails every read in flight with its error, no hang.
+  reader.engine_fails = true;
+  try {
+    reader.read(std::span(&range, 1));
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("failed: Input/output error"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(reader.idle());
   std::filesystem::remove(path);
 }
 

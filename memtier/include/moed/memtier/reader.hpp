@@ -95,10 +95,11 @@ class Reader {
   std::uint64_t chunk_bytes() const { return chunk_bytes_; }
 
  protected:
-  // Starts the reads; never more than queue_depth() are in flight. A read the engine cannot
-  // start is reported by the next reap() with its error.
+  // Starts the reads; never more than queue_depth() are in flight.
   virtual void submit(std::span<const AlignedRead> reads) = 0;
   // Appends results of finished reads; with `wait`, at least one (some are in flight).
+  // Either throws std::system_error when the engine itself fails (not one read): every read in
+  // flight, and every later one, then fails with that error.
   virtual void reap(std::vector<ReadResult>& out, bool wait) = 0;
   // The engine's index for this memory, or -1 when it does not register memory.
   virtual int register_engine_memory(std::span<std::byte>) { return -1; }
@@ -125,6 +126,7 @@ class Reader {
   std::uint32_t queue_depth_;
   std::uint64_t chunk_bytes_;
   std::uint64_t next_read_id_ = 0;
+  int engine_error_ = 0;                                  // -errno once the engine has failed
   std::deque<Chunk> waiting_;                             // started, not yet submitted, in order
   std::unordered_map<std::uint64_t, Chunk> in_flight_;    // by read id
   std::unordered_map<std::uint64_t, InProgress> blocks_;  // by tag
