@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 
 namespace moed::memtier {
@@ -21,10 +22,10 @@ std::uint64_t reading_window(const Source& source, const Reader& reader,
 
 // The reading window, plus the block being packed and the one whose start took reading past
 // the window.
-std::uint64_t staging_size(const Source& source, const Reader& reader,
+std::uint64_t staging_size(const Source& source, std::uint64_t reading_window,
                            const BlockLoaderOptions& options) {
   if (options.staging_bytes) return options.staging_bytes;
-  return reading_window(source, reader, options) + 2 * source.largest_read_bytes();
+  return reading_window + 2 * source.largest_read_bytes();
 }
 
 double seconds_since(Clock::time_point start) {
@@ -38,8 +39,8 @@ BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,
     : source_(source),
       reader_(std::move(reader)),
       materialize_(std::move(materialize)),
-      arena_(staging_size(source, *reader_, options)),
-      reading_limit_(reading_window(source, *reader_, options)) {
+      reading_limit_(reading_window(source, *reader_, options)),
+      arena_(staging_size(source, reading_limit_, options)) {
   counters_.engine = to_string(reader_->kind());
   counters_.staging_bytes = arena_.capacity();
   counters_.staging_registered = reader_->register_memory(arena_.memory());
@@ -118,51 +119,41 @@ BlockLoader::Counters BlockLoader::counters() const {
   return counters_;
 }
 
-std::shared_ptr<BlockLoader::Job> BlockLoader::next_to_start() const {
+std::optional<BlockLoader::NextRead> BlockLoader::next_read() const {
+  if (stopping_) return std::nullopt;
   std::shared_ptr<Job> best;
   for (const auto& [block, job] : jobs_)
     if (!job->started && (!best || std::pair(job->priority, job->sequence) <
                                        std::pair(best->priority, best->sequence)))
       best = job;
-  return best;
-}
-
-bool BlockLoader::startable() const {
-  if (stopping_) return false;
-  const auto job = next_to_start();
-  if (!job) return false;
-  std::uint64_t bytes = 0;
+  if (!best) return std::nullopt;
+  NextRead next{best, {}, 0, nullptr};
   try {
-    bytes = reader_->aligned_bytes(source_.ranges(job->block));
+    next.ranges = source_.ranges(best->block);
+    next.bytes = reader_->aligned_bytes(next.ranges);
   } catch (...) {
-    return true;  // staged at once with its error
+    next.error = std::current_exception();  // staged at once with its error
+    return next;
   }
-  if (!reading_.empty() && reading_bytes_ >= reading_limit_ && job->priority != Priority::demand)
-    return false;
+  if (!reading_.empty() && reading_bytes_ >= reading_limit_ && best->priority != Priority::demand)
+    return std::nullopt;
   // A block larger than the whole arena gets a buffer of its own, one at a time.
-  if (bytes > arena_.capacity()) return reading_.empty() && staged_.empty();
-  return arena_.fits(bytes);
+  if (next.bytes > arena_.capacity())
+    return reading_.empty() && staged_.empty() ? std::optional(next) : std::nullopt;
+  return arena_.fits(next.bytes) ? std::optional(next) : std::nullopt;
 }
 
 void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
-  while (startable()) {
-    const auto job = next_to_start();
+  while (auto next = next_read()) {
+    const auto& job = next->job;
     job->started = true;
     start_order_.push_back(job->sequence);
-    std::span<const FileRange> ranges;
-    Reading reading{job, {}, {}, 0};
-    std::exception_ptr error;
-    try {
-      ranges = source_.ranges(job->block);
-      reading.bytes = reader_->aligned_bytes(ranges);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    if (error) {
-      staged_.emplace(job->sequence, Staged{job, {}, {}, error});
+    if (next->error) {
+      staged_.emplace(job->sequence, Staged{job, {}, {}, next->error});
       packer_.notify_one();
       continue;
     }
+    Reading reading{job, {}, {}, next->bytes};
     std::span<std::byte> destination;
     if (reading.bytes > arena_.capacity()) {
       reading.own = AlignedBuffer(reading.bytes);
@@ -176,8 +167,9 @@ void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
     const std::uint64_t tag = job->sequence;
     reading_.emplace(tag, std::move(reading));
     lock.unlock();
+    std::exception_ptr error;
     try {
-      reader_->start(tag, ranges, destination);
+      reader_->start(tag, next->ranges, destination);
     } catch (...) {
       error = std::current_exception();
     }
@@ -216,7 +208,7 @@ void BlockLoader::read_loop() {
       continue;
     }
     if (stopping_) return;
-    wake_.wait(lock, [&] { return stopping_ || startable(); });
+    wake_.wait(lock, [&] { return stopping_ || next_read().has_value(); });
   }
 }
 

@@ -225,7 +225,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
 Engine::~Engine() = default;
 
 memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
-  // Runs on the loader's I/O thread. A prefetch packs on one OpenMP thread, so it takes at most
+  // Runs on the loader's packer thread. A prefetch packs on one OpenMP thread, so it takes at most
   // one core from compute; a demand load has compute waiting on it, so it takes them all.
   kernels::set_compute_threads(urgent ? kernels::physical_core_count() : 1);
   const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "moed/memtier/host_tier.hpp"
@@ -95,17 +96,24 @@ class BlockLoader {
     std::exception_ptr error;     // source lookup or read error
   };
   void read_loop();
-  // Starts reads for queued jobs, best first, while the reading window and the arena allow.
+  // The best queued job, its ranges and bytes, if the reading window and the arena let it start
+  // now (or its error, if its ranges cannot be known).
+  struct NextRead {
+    std::shared_ptr<Job> job;
+    std::span<const FileRange> ranges;
+    std::uint64_t bytes;
+    std::exception_ptr error;
+  };
+  std::optional<NextRead> next_read() const;
+  // Starts reads for queued jobs, best first, while next_read() allows.
   void start_reads(std::unique_lock<std::mutex>& lock);
-  bool startable() const;
-  std::shared_ptr<Job> next_to_start() const;
   void pack_loop();
 
   const Source& source_;
   std::unique_ptr<Reader> reader_;  // used by the I/O thread only, once it runs
   Materialize materialize_;
-  StagingArena arena_;
   std::uint64_t reading_limit_;
+  StagingArena arena_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;    // the I/O thread: work queued or staging memory freed
   std::condition_variable packer_;  // the packer thread: a block staged or reading is over
