@@ -1,7 +1,10 @@
 #include "moed/kernels/cpu_matmul.hpp"
 
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
+
+#include "blocked_pack.hpp"
 
 namespace moed::kernels {
 namespace {
@@ -39,6 +42,12 @@ std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType 
   return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
 }
 
+std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
+  return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
+             ? "moed avx512 transpose"
+             : "oneDNN reorder";
+}
+
 PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols,
                              const PackedAllocator& allocate) {
   if (parts.empty() || cols <= 0) throw std::invalid_argument("CpuMatmul::pack: empty weight");
@@ -49,7 +58,6 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     rows += part.rows;
   }
   const DType compute = compute_dtype(source);
-  const std::size_t elem = dtype_size(compute);
 
   PackedWeight packed;
   const auto desc = packed_desc(rows, cols, compute);
@@ -63,34 +71,56 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   packed.cols_ = cols;
   packed.dtype_ = compute;
 
+  if (const auto layout = detail::blocked_layout(desc);
+      layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
+    const WeightPart staged{source == compute ? nullptr : stage(parts, cols, compute), compute,
+                            rows};
+    pack_rows(source == compute ? parts : std::span(&staged, 1), cols, *layout, packed);
+    return packed;
+  }
+
   // Stacked parts in the compute dtype reorder straight into their rows of the packed weight
   // when the layout's blocks allow it, saving a copy of the whole weight.
   if (parts.size() > 1 && source == compute && reorder_parts_in_place(parts, cols, packed))
     return packed;
 
-  const void* plain = parts.front().data;
-  if (parts.size() > 1 || source != compute) {
-    const std::size_t needed = static_cast<std::size_t>(rows * cols) * elem;
-    if (staging_.size() < needed) staging_.resize(needed);
-    unsigned char* out = staging_.data();
-    for (const auto& part : parts) {
-      const std::size_t count = static_cast<std::size_t>(part.rows * cols);
-      if (source == compute) {
-        std::memcpy(out, part.data, count * elem);
-      } else {
-        convert_to_f32(part.data, source, reinterpret_cast<float*>(out), count);
-      }
-      out += count * elem;
-    }
-    plain = staging_.data();
-  }
-
+  const void* plain =
+      parts.size() > 1 || source != compute ? stage(parts, cols, compute) : parts.front().data;
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
   dnnl::reorder(plain_memory, packed.memory_).execute(stream_, plain_memory, packed.memory_);
   stream_.wait();
   return packed;
+}
+
+const void* CpuMatmul::stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute) {
+  const std::size_t elem = dtype_size(compute);
+  std::size_t needed = 0;
+  for (const auto& part : parts) needed += static_cast<std::size_t>(part.rows * cols) * elem;
+  if (staging_.size() < needed) staging_.resize(needed);
+  unsigned char* out = staging_.data();
+  for (const auto& part : parts) {
+    const auto count = static_cast<std::size_t>(part.rows * cols);
+    if (part.dtype == compute) {
+      std::memcpy(out, part.data, count * elem);
+    } else {
+      convert_to_f32(part.data, part.dtype, reinterpret_cast<float*>(out), count);
+    }
+    out += count * elem;
+  }
+  return staging_.data();
+}
+
+void CpuMatmul::pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
+                          const detail::BlockedLayout& layout, PackedWeight& packed) {
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(packed.dtype_);
+  row_starts_.clear();
+  for (const auto& part : parts) {
+    const auto* row = static_cast<const std::byte*>(part.data);
+    for (std::int64_t r = 0; r < part.rows; ++r, row += row_bytes) row_starts_.push_back(row);
+  }
+  detail::pack_blocked(layout, row_starts_, packed.memory_.get_data_handle());
 }
 
 bool CpuMatmul::reorder_parts_in_place(std::span<const WeightPart> parts, std::int64_t cols,

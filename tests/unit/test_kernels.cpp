@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "moed/kernels/bandwidth.hpp"
@@ -129,6 +131,88 @@ INSTANTIATE_TEST_SUITE_P(Shapes, StackedParts,
                                            StackedShape{DType::bf16, 64, 128, 128},
                                            StackedShape{DType::bf16, 24, 40, 40},
                                            StackedShape{DType::bf16, 256, 192, 192}));
+
+// pack() writes exactly the bytes oneDNN's own reorder writes for the layout its matmul chose,
+// whichever packer runs: moed's transpose where it knows the layout (aligned shapes on AVX-512),
+// oneDNN's reorder elsewhere (padding).
+struct PackShape {
+  DType dtype;
+  std::int64_t k;
+  std::vector<std::int64_t> part_rows;
+  bool moed_packer;  // where the CPU has AVX-512 brgemm
+};
+void PrintTo(const PackShape& shape, std::ostream* out) {
+  *out << dtype_name(shape.dtype) << " k=" << shape.k << " rows=";
+  for (auto rows : shape.part_rows) *out << rows << ' ';
+}
+class PackBytes : public ::testing::TestWithParam<PackShape> {};
+
+TEST_P(PackBytes, EqualOneDnnReorder) {
+  const auto& [dtype, k, part_rows, moed_packer] = GetParam();
+  const std::size_t source_bytes = dtype_size(dtype);
+  std::vector<std::vector<unsigned char>> sources;
+  std::vector<WeightPart> parts;
+  std::int64_t rows = 0;
+  for (std::size_t p = 0; p < part_rows.size(); ++p) {
+    const auto values = moed::test::random_floats(static_cast<std::size_t>(part_rows[p] * k),
+                                                  static_cast<unsigned>(11 + p));
+    auto& bytes = sources.emplace_back(values.size() * source_bytes);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (dtype == DType::f32) {
+        std::memcpy(&bytes[i * 4], &values[i], 4);
+      } else {
+        const std::uint16_t half =
+            dtype == DType::bf16 ? f32_to_bf16(values[i])
+                                 : std::bit_cast<std::uint16_t>(static_cast<_Float16>(values[i]));
+        std::memcpy(&bytes[i * 2], &half, 2);
+      }
+    }
+    parts.push_back({bytes.data(), dtype, part_rows[p]});
+    rows += part_rows[p];
+  }
+  CpuMatmul matmul;
+  const auto packed = matmul.pack(parts, k);
+  const bool avx512_brgemm = matmul.implementation(1, packed).starts_with("brg:avx512_core");
+  EXPECT_EQ(matmul.packing(rows, k, dtype) == "moed avx512 transpose",
+            moed_packer && avx512_brgemm);
+
+  // The reference: the parts concatenated in the compute dtype, then oneDNN's reorder.
+  const DType compute = CpuMatmul::compute_dtype(dtype);
+  std::vector<unsigned char> plain;
+  for (std::size_t p = 0; p < parts.size(); ++p) {
+    if (compute == dtype) {
+      plain.insert(plain.end(), sources[p].begin(), sources[p].end());
+      continue;
+    }
+    std::vector<float> wide(static_cast<std::size_t>(part_rows[p] * k));
+    convert_to_f32(sources[p].data(), dtype, wide.data(), wide.size());
+    const auto* begin = reinterpret_cast<const unsigned char*>(wide.data());
+    plain.insert(plain.end(), begin, begin + wide.size() * sizeof(float));
+  }
+  const auto& layout = packed.memory().get_desc();
+  const dnnl::engine cpu(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(cpu);
+  dnnl::memory plain_memory({{k, rows}, layout.data_type(), dnnl::memory::format_tag::ba}, cpu,
+                            plain.data());
+  dnnl::memory reference(layout, cpu);
+  dnnl::reorder(plain_memory, reference).execute(stream, plain_memory, reference);
+  stream.wait();
+  ASSERT_EQ(packed.bytes(), layout.get_size());
+  EXPECT_EQ(
+      std::memcmp(packed.memory().get_data_handle(), reference.get_data_handle(), packed.bytes()),
+      0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, PackBytes,
+                         ::testing::Values(PackShape{DType::bf16, 64, {128}, true},
+                                           PackShape{DType::bf16, 256, {192, 192}, true},
+                                           PackShape{DType::bf16, 1024, {64, 128, 64}, true},
+                                           PackShape{DType::f32, 32, {64}, true},
+                                           PackShape{DType::f32, 96, {80, 48}, true},
+                                           PackShape{DType::f16, 64, {128}, true},
+                                           PackShape{DType::bf16, 70, {100}, false},
+                                           PackShape{DType::bf16, 24, {40, 40}, false},
+                                           PackShape{DType::f32, 20, {50}, false}));
 
 TEST(Matmul, F16WeightsComputeInF32) {
   const std::int64_t n = 8, k = 16;

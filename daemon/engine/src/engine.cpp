@@ -585,7 +585,9 @@ std::vector<std::vector<std::uint64_t>> Engine::activation_counts() const {
 }
 
 std::string Engine::matmul_implementation() {
-  return matmul_.implementation(1, lm_head_);
+  return matmul_.implementation(1, lm_head_) + ", experts packed by " +
+         matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size,
+                         tensors_.front().experts.front()[0]->dtype);
 }
 
 }  // namespace moed::engine

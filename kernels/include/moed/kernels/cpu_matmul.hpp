@@ -13,6 +13,9 @@
 #include "moed/kernels/dtype.hpp"
 
 namespace moed::kernels {
+namespace detail {
+struct BlockedLayout;
+}
 
 // A row-major [rows, cols] slice of a weight matrix as it lies in a checkpoint
 // (Hugging Face Linear layout: [out_features, in_features]).
@@ -36,6 +39,8 @@ class PackedWeight {
   DType dtype() const { return dtype_; }
   std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : 0; }
   bool empty() const { return !memory_; }
+  // The packed buffer and its oneDNN layout, for checks and tools that inspect the layout.
+  const dnnl::memory& memory() const { return memory_; }
 
  private:
   friend class CpuMatmul;
@@ -65,6 +70,9 @@ class CpuMatmul {
   // included), known before any data is read.
   std::size_t packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype);
 
+  // How pack() lays out a [rows, cols] weight of this source dtype: "moed avx512 transpose" where
+  // moed's own packer knows oneDNN's layout for it, else "oneDNN reorder".
+  std::string packing(std::int64_t rows, std::int64_t cols, DType source_dtype);
   static DType compute_dtype(DType weight_dtype);
 
  private:
@@ -73,6 +81,11 @@ class CpuMatmul {
   dnnl::matmul& primitive(std::int64_t m, const PackedWeight& weight);
   // Reorders each part into its rows of `packed`; false (nothing written) where a part does not
   // start on a block boundary of the packed layout.
+  // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
+  const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
+  // Packs with moed's own transpose (parts in the compute dtype, any number).
+  void pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
+                 const detail::BlockedLayout& layout, PackedWeight& packed);
   bool reorder_parts_in_place(std::span<const WeightPart> parts, std::int64_t cols,
                               PackedWeight& packed);
 
@@ -84,6 +97,7 @@ class CpuMatmul {
   // u8 [rows * cols * elem] stacking/conversion scratch for pack(); grow-only, because fresh
   // multi-MB allocations pay a page fault per 4 KiB on every pack.
   std::vector<unsigned char> staging_;
+  std::vector<const std::byte*> row_starts_;  // [rows] where each plain row starts, for pack_rows
 };
 
 }  // namespace moed::kernels

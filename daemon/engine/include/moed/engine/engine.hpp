@@ -128,6 +128,7 @@ class Engine {
   void set_policy(const std::string& policy);
   // Tokens routed to each expert so far: [layer][expert].
   std::vector<std::vector<std::uint64_t>> activation_counts() const;
+  // The matmul kernel for decode and how expert weights are packed for it, for logs.
   std::string matmul_implementation();
 
  private:
