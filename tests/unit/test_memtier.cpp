@@ -276,6 +276,17 @@ TEST(Reader, KeepsTheQueueFullAcrossBlockBoundaries) {
   std::filesystem::remove(path);
 }
 
+// Large I/O buffers start on a huge-page boundary, so that the kernel can back them with huge
+// pages and a read reaches the device in few segments; small ones keep O_DIRECT alignment only.
+TEST(AlignedBuffer, LargeBuffersStartOnAHugePage) {
+  const AlignedBuffer large(kHugePageBytes * 3 + 4096);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large.data()) % kHugePageBytes, 0u);
+  EXPECT_EQ(large.size(), kHugePageBytes * 3 + 4096);
+  const AlignedBuffer small(5000);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data()) % kDirectIoAlignment, 0u);
+  EXPECT_EQ(small.size(), 8192u);
+}
+
 TEST(StagingArena, CarvesAlignedRegionsAndMergesThemBack) {
   StagingArena arena(64 << 10);
   auto a = arena.allocate(5000);  // rounded up to two pages

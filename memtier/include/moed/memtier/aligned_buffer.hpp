@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
@@ -11,15 +13,27 @@ namespace moed::memtier {
 // 4 KiB covers every NVMe and SATA device in practice.
 constexpr std::size_t kDirectIoAlignment = 4096;
 
+// Buffers of at least this size start on a huge-page boundary and ask for transparent huge
+// pages. A read into huge pages reaches the device as a few large segments rather than one per
+// 4 KiB page: the same queue-depth-64 O_DIRECT stream measured 7-8 GB/s into huge pages against
+// 4.7-5 GB/s into 4 KiB pages on the development VM. The packer reading the staged bytes also
+// takes fewer TLB misses.
+constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
+
 // Host memory aligned for O_DIRECT, freed on destruction.
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   explicit AlignedBuffer(std::size_t bytes)
-      : size_((bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment),
-        data_(static_cast<std::byte*>(
-            std::aligned_alloc(kDirectIoAlignment, size_ ? size_ : kDirectIoAlignment))) {
-    if (!data_) throw std::bad_alloc();
+      : size_((bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment) {
+    const std::size_t alignment = size_ >= kHugePageBytes ? kHugePageBytes : kDirectIoAlignment;
+    void* memory = nullptr;
+    if (posix_memalign(&memory, alignment, size_ ? size_ : kDirectIoAlignment) != 0)
+      throw std::bad_alloc();
+    data_.reset(static_cast<std::byte*>(memory));
+    // Before the first touch, so that the faults allocate huge pages. Where the kernel has no
+    // transparent huge pages this fails and the buffer keeps 4 KiB pages.
+    if (alignment == kHugePageBytes) madvise(memory, size_, MADV_HUGEPAGE);
   }
   std::byte* data() { return data_.get(); }
   const std::byte* data() const { return data_.get(); }
