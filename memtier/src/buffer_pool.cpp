@@ -1,7 +1,6 @@
 #include "moed/memtier/buffer_pool.hpp"
 
 #include <cstdlib>
-#include <new>
 
 #include "moed/memtier/aligned_buffer.hpp"
 
@@ -30,11 +29,7 @@ std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
       ++state_->counters.reuses;
     }
   }
-  if (!buffer) {
-    buffer = static_cast<std::byte*>(
-        std::aligned_alloc(kDirectIoAlignment, size ? size : kDirectIoAlignment));
-    if (!buffer) throw std::bad_alloc();
-  }
+  if (!buffer) buffer = allocate_aligned(size);
   return std::shared_ptr<std::byte>(buffer, [state = state_, size](std::byte* released) {
     std::lock_guard lock(state->mutex);
     if (state->counters.spare_bytes + size <= state->counters.max_spare_bytes) {

@@ -276,8 +276,8 @@ TEST(Reader, KeepsTheQueueFullAcrossBlockBoundaries) {
   std::filesystem::remove(path);
 }
 
-// Large I/O buffers start on a huge-page boundary, so that the kernel can back them with huge
-// pages and a read reaches the device in few segments; small ones keep O_DIRECT alignment only.
+// Large I/O buffers and packed-weight buffers start on a huge-page boundary, so that the kernel
+// can back them with huge pages; small ones keep O_DIRECT alignment only.
 TEST(AlignedBuffer, LargeBuffersStartOnAHugePage) {
   const AlignedBuffer large(kHugePageBytes * 3 + 4096);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large.data()) % kHugePageBytes, 0u);
@@ -285,6 +285,9 @@ TEST(AlignedBuffer, LargeBuffersStartOnAHugePage) {
   const AlignedBuffer small(5000);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data()) % kDirectIoAlignment, 0u);
   EXPECT_EQ(small.size(), 8192u);
+  BufferPool pool(0);
+  const auto packed = pool.allocate(kHugePageBytes + 100);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(packed.get()) % kHugePageBytes, 0u);
 }
 
 TEST(StagingArena, CarvesAlignedRegionsAndMergesThemBack) {

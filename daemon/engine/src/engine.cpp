@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <stdexcept>
 
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cpu_threads.hpp"
+#include "moed/memtier/aligned_buffer.hpp"
 #include "moed/memtier/byte_size.hpp"
 
 namespace moed::engine {
@@ -34,6 +36,12 @@ std::vector<float> norm_to_f32(const model::TensorInfo& tensor, const std::byte*
 
 WeightPart part(const model::TensorInfo& tensor, const std::byte* data) {
   return {data, tensor.dtype, tensor.shape[0]};
+}
+
+// Storage for weights packed once and kept (LM head, resident dense layers): on huge pages, as
+// the buffer pool gives the loader's blocks.
+std::shared_ptr<std::byte> allocate_resident(std::size_t bytes) {
+  return {memtier::allocate_aligned(bytes), [](std::byte* memory) { std::free(memory); }};
 }
 
 std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
@@ -137,7 +145,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   const auto& head = checkpoint_.tensor(spec_.tie_word_embeddings ? "model.embed_tokens.weight"
                                                                   : "lm_head.weight");
   const WeightPart head_part = part(head, checkpoint_.data(head));
-  lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden);
+  lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden, allocate_resident);
   if (!spec_.tie_word_embeddings)
     checkpoint_.file_of(head).file().release(head.file_offset, head.nbytes);
 
@@ -157,7 +165,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
     for (auto& lt : tensors_) {
       std::array<const std::byte*, 7> data{};
       for (std::size_t i = 0; i < data.size(); ++i) data[i] = checkpoint_.data(*lt.dense[i]);
-      resident_dense_.push_back(pack_dense(matmul_, spec_, lt.dense, data));
+      resident_dense_.push_back(pack_dense(matmul_, spec_, lt.dense, data, allocate_resident));
       if (options.on_progress)
         options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) /
                             static_cast<double>(layers));

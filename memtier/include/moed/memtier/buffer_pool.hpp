@@ -17,7 +17,8 @@ class BufferPool {
  public:
   explicit BufferPool(std::uint64_t max_spare_bytes);
 
-  // At least `bytes`, 4 KiB-aligned; goes back to the pool when the last owner drops it.
+  // At least `bytes`, aligned as allocate_aligned gives it (huge pages from 2 MiB up); goes back
+  // to the pool when the last owner drops it.
   std::shared_ptr<std::byte> allocate(std::size_t bytes);
 
   struct Counters {
