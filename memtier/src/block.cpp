@@ -48,10 +48,8 @@ std::uint64_t Source::largest_read_bytes() const {
 
 std::uint64_t aligned_read_bytes(std::span<const FileRange> ranges) {
   std::uint64_t total = 0;
-  for (const auto& r : ranges)
-    total += (r.offset + r.length + kDirectIoAlignment - 1) / kDirectIoAlignment -
-             r.offset / kDirectIoAlignment;
-  return total * kDirectIoAlignment;
+  for (const auto& r : ranges) total += align_up(r.offset + r.length) - align_down(r.offset);
+  return total;
 }
 
 }  // namespace moed::memtier

@@ -15,8 +15,7 @@ BufferPool::State::~State() {
 }
 
 std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
-  const std::size_t size =
-      (bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+  const std::size_t size = align_up(bytes);
   std::byte* buffer = nullptr;
   {
     std::lock_guard lock(state_->mutex);

@@ -20,13 +20,6 @@
 namespace moed::memtier {
 namespace {
 
-std::uint64_t align_down(std::uint64_t v) {
-  return v / kDirectIoAlignment * kDirectIoAlignment;
-}
-std::uint64_t align_up(std::uint64_t v) {
-  return align_down(v + kDirectIoAlignment - 1);
-}
-
 class UringReader final : public Reader {
  public:
   UringReader(std::vector<std::filesystem::path> files, std::uint32_t queue_depth,

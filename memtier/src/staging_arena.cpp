@@ -8,8 +8,7 @@ namespace moed::memtier {
 namespace {
 
 std::uint64_t round_up(std::uint64_t bytes) {
-  const std::uint64_t at_least_one = std::max<std::uint64_t>(bytes, 1);
-  return (at_least_one + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+  return align_up(std::max<std::uint64_t>(bytes, 1));
 }
 
 }  // namespace

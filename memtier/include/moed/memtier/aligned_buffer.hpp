@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -13,6 +14,13 @@ namespace moed::memtier {
 // O_DIRECT needs buffer addresses, file offsets and lengths aligned to the logical block size;
 // 4 KiB covers every NVMe and SATA device in practice.
 constexpr std::size_t kDirectIoAlignment = 4096;
+
+constexpr std::uint64_t align_down(std::uint64_t bytes) {
+  return bytes / kDirectIoAlignment * kDirectIoAlignment;
+}
+constexpr std::uint64_t align_up(std::uint64_t bytes) {
+  return align_down(bytes + kDirectIoAlignment - 1);
+}
 
 // Host memory of at least this size starts on a huge-page boundary and asks for transparent
 // huge pages. A read into huge pages reaches the device as a few large segments rather than one
@@ -25,9 +33,7 @@ constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 // free with std::free. Only the whole huge pages inside the buffer ask for them, so that a huge
 // page never reaches past its end and RSS stays the bytes asked for.
 inline std::byte* allocate_aligned(std::size_t bytes) {
-  const std::size_t size =
-      std::max((bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment,
-               kDirectIoAlignment);
+  const std::size_t size = std::max<std::size_t>(align_up(bytes), kDirectIoAlignment);
   const std::size_t alignment = size >= kHugePageBytes ? kHugePageBytes : kDirectIoAlignment;
   void* memory = nullptr;
   if (posix_memalign(&memory, alignment, size) != 0) throw std::bad_alloc();
@@ -43,8 +49,7 @@ class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   explicit AlignedBuffer(std::size_t bytes)
-      : size_((bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment),
-        data_(allocate_aligned(size_)) {}
+      : size_(align_up(bytes)), data_(allocate_aligned(size_)) {}
   std::byte* data() { return data_.get(); }
   const std::byte* data() const { return data_.get(); }
   std::size_t size() const { return size_; }
