@@ -73,16 +73,14 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
 
   if (const auto layout = detail::blocked_layout(desc);
       layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
-    const WeightPart staged{source == compute ? nullptr : stage(parts, cols, compute), compute,
-                            rows};
-    pack_rows(source == compute ? parts : std::span(&staged, 1), cols, *layout, packed);
+    if (source == compute) {
+      pack_rows(parts, cols, *layout, packed);
+    } else {
+      const WeightPart converted{stage(parts, cols, compute), compute, rows};
+      pack_rows(std::span(&converted, 1), cols, *layout, packed);
+    }
     return packed;
   }
-
-  // Stacked parts in the compute dtype reorder straight into their rows of the packed weight
-  // when the layout's blocks allow it, saving a copy of the whole weight.
-  if (parts.size() > 1 && source == compute && reorder_parts_in_place(parts, cols, packed))
-    return packed;
 
   const void* plain =
       parts.size() > 1 || source != compute ? stage(parts, cols, compute) : parts.front().data;
@@ -121,29 +119,6 @@ void CpuMatmul::pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
     for (std::int64_t r = 0; r < part.rows; ++r, row += row_bytes) row_starts_.push_back(row);
   }
   detail::pack_blocked(layout, row_starts_, packed.memory_.get_data_handle());
-}
-
-bool CpuMatmul::reorder_parts_in_place(std::span<const WeightPart> parts, std::int64_t cols,
-                                       PackedWeight& packed) {
-  const auto desc = packed.memory_.get_desc();
-  std::vector<dnnl::memory::desc> targets;
-  std::int64_t first_row = 0;
-  try {
-    for (const auto& part : parts) {
-      targets.push_back(desc.submemory_desc({cols, part.rows}, {0, first_row}));
-      first_row += part.rows;
-    }
-  } catch (const dnnl::error&) {
-    return false;  // a part does not start on a block boundary of the packed layout
-  }
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    dnnl::memory::desc plain_desc({cols, parts[i].rows}, to_dnnl(packed.dtype_), tag::ba);
-    dnnl::memory plain(plain_desc, engine_, const_cast<void*>(parts[i].data));
-    dnnl::memory target(targets[i], engine_, packed.memory_.get_data_handle());
-    dnnl::reorder(plain, target).execute(stream_, plain, target);
-  }
-  stream_.wait();
-  return true;
 }
 
 dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {

@@ -91,9 +91,9 @@ TEST_P(MatmulTest, Bf16MatchesNaiveOnRoundedInputs) {
 
 INSTANTIATE_TEST_SUITE_P(BatchSizes, MatmulTest, ::testing::Values(1, 3, 17, 64));
 
-// Stacked parts are reordered straight into their rows of the packed weight where the layout's
-// blocks allow it (row counts of 64 and more), and copied together first where not; either way
-// the products equal those of the weight concatenated beforehand, bit for bit.
+// Stacked parts are packed from where their rows lie where moed's packer knows the layout (row
+// counts in whole blocks), and copied together first where not; either way the products equal
+// those of the weight concatenated beforehand, bit for bit.
 struct StackedShape {
   DType dtype;
   std::int64_t k, rows_a, rows_b;

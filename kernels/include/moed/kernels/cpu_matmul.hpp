@@ -79,15 +79,11 @@ class CpuMatmul {
   using ShapeKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, DType>;  // m, N, K, dtype
   dnnl::memory::desc packed_desc(std::int64_t rows, std::int64_t cols, DType dtype);
   dnnl::matmul& primitive(std::int64_t m, const PackedWeight& weight);
-  // Reorders each part into its rows of `packed`; false (nothing written) where a part does not
-  // start on a block boundary of the packed layout.
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
   // Packs with moed's own transpose (parts in the compute dtype, any number).
   void pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
                  const detail::BlockedLayout& layout, PackedWeight& packed);
-  bool reorder_parts_in_place(std::span<const WeightPart> parts, std::int64_t cols,
-                              PackedWeight& packed);
 
   dnnl::engine engine_;
   dnnl::stream stream_;
