@@ -15,7 +15,6 @@
 #include "moed/engine/engine.hpp"
 #include "moed/engine/npy.hpp"
 #include "moed/kernels/bandwidth.hpp"
-#include "moed/kernels/cpu_threads.hpp"
 #include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/reader.hpp"
 #include "moed/model/tokenizer.hpp"
@@ -167,7 +166,7 @@ int run_bench(const BenchArgs& args) {
   const double load_s = seconds_since(start);
   const auto& spec = engine.spec();
   std::fprintf(stderr, "bench: loaded in %.2f s, %d threads, matmul %s\n", load_s,
-               kernels::compute_threads(), engine.matmul_implementation().c_str());
+               engine.compute_threads(), engine.matmul_implementation().c_str());
 
   std::vector<std::int32_t> prompt(static_cast<std::size_t>(args.prompt_tokens));
   for (std::size_t i = 0; i < prompt.size(); ++i)
@@ -269,7 +268,7 @@ int run_bench(const BenchArgs& args) {
 
   nlohmann::json report{
       {"model", args.model_dir},
-      {"threads", kernels::compute_threads()},
+      {"threads", engine.compute_threads()},
       {"host_budget_bytes", mem.budget_bytes},
       {"fixed_bytes", mem.fixed_bytes},
       {"expert_bytes", mem.expert_bytes_total},
@@ -314,7 +313,7 @@ int run_bench(const BenchArgs& args) {
               memtier::format_byte_size(mem.expert_bytes_total).c_str(),
               mem.dense_streamed ? "streamed through the ring" : "resident",
               mem.host.policy.c_str(), mem.reader.c_str());
-  std::printf("threads                    %d\n", kernels::compute_threads());
+  std::printf("threads                    %d\n", engine.compute_threads());
   std::printf("prefill (%lld tokens)       %.1f tokens/s\n",
               static_cast<long long>(args.prompt_tokens), prefill_tps);
   std::printf("decode  (%lld tokens)        %.1f tokens/s\n", static_cast<long long>(steps),

@@ -8,7 +8,9 @@
 
 namespace moed::kernels {
 
-int physical_core_count() {
+namespace {
+
+int count_physical_cores() {
   hwloc_topology_t topology;
   if (hwloc_topology_init(&topology) != 0) return std::max(1u, std::thread::hardware_concurrency());
   int cores = 0;
@@ -17,6 +19,14 @@ int physical_core_count() {
   hwloc_topology_destroy(topology);
   if (cores <= 0) cores = static_cast<int>(std::thread::hardware_concurrency());
   return std::max(1, cores);
+}
+
+}  // namespace
+
+int physical_core_count() {
+  // A full topology load takes milliseconds; the loader asks for every urgent block.
+  static const int cores = count_physical_cores();
+  return cores;
 }
 
 void set_compute_threads(int threads) {

@@ -9,6 +9,18 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
+
+// A load that is over and ended in an error (a read error, or a cancelled prefetch).
+bool failed(const std::shared_future<Payload>& load) {
+  if (!load.valid() || load.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+    return false;
+  try {
+    load.get();
+    return false;
+  } catch (...) {
+    return true;
+  }
+}
 }  // namespace
 
 TieredStore::TieredStore(HostTier& host, BlockLoader& loader, const Source& source,
@@ -49,6 +61,15 @@ Payload TieredStore::acquire(BlockId block) {
   }
   host_.admit(block, payload);
   return payload;
+}
+
+std::vector<Payload> TieredStore::hold_resident(std::int32_t layer,
+                                                std::span<const std::int32_t> experts) {
+  std::vector<Payload> held;
+  for (const std::int32_t expert : experts)
+    if (Payload resident = host_.peek(BlockId::routed(layer, expert)))
+      held.push_back(std::move(resident));
+  return held;
 }
 
 void TieredStore::predict(std::int32_t layer, std::span<const std::int32_t> experts) {
@@ -115,11 +136,12 @@ SectionRing::SectionRing(BlockLoader& loader, std::vector<BlockId> schedule, std
 void SectionRing::fill(std::size_t index, BlockLoader::Priority priority) {
   index %= schedule_.size();
   Slot& slot = slots_[index % slots_.size()];
-  if (slot.index == index) {
+  // A failed load is read again when its block is next needed: the disk may have recovered.
+  if (slot.index == index && !failed(slot.future)) {
     if (priority == BlockLoader::Priority::demand) loader_.prioritize(schedule_[index]);
     return;
   }
-  if (slot.busy) return;  // still in use by compute; filled once released
+  if (slot.busy && slot.index != index) return;  // still in use by compute; filled once released
   slot.index = index;
   slot.future = loader_.load(schedule_[index % schedule_.size()], priority);
   ++counters_.loads;

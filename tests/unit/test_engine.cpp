@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "moed/engine/engine.hpp"
 #include "moed/engine/npy.hpp"
@@ -199,12 +201,34 @@ TEST(Engine, RejectsBadTokensAndOverlongSequences) {
   EXPECT_THROW(engine.forward({}, cache, logits, false), std::invalid_argument);
 }
 
-TEST(Engine, GenerateStopsAtEosAndWhenTheCallbackSaysSo) {
+TEST(Engine, GenerateStopsWhenTheCallbackSaysSo) {
   Engine engine(kModels / "tiny-f32", {});
   int calls = 0;
   const auto out = engine.generate(std::vector<std::int32_t>{1, 17}, 10, {},
                                    [&](const SampledToken&) { return ++calls < 3; });
   EXPECT_EQ(out.size(), 3u);
+}
+
+TEST(Engine, GenerateStopsRightAfterTheModelsEosToken) {
+  const std::vector<std::int32_t> prompt = {1, 17};
+  const auto free_run = Engine(kModels / "tiny-f32", {}).generate(prompt, 10, {}, nullptr);
+  ASSERT_EQ(free_run.size(), 10u);
+  // The same weights with the fifth greedy token declared the end of sequence in config.json.
+  const std::int32_t eos = free_run[4];
+  const auto stop_at = std::find(free_run.begin(), free_run.end(), eos) - free_run.begin() + 1;
+  const fs::path dir = fs::temp_directory_path() / ("moed-test-eos-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  for (const auto& entry : fs::directory_iterator(kModels / "tiny-f32"))
+    if (entry.path().filename() != "config.json")
+      fs::create_symlink(entry.path(), dir / entry.path().filename());
+  auto config = nlohmann::json::parse(std::ifstream(kModels / "tiny-f32" / "config.json"));
+  config["eos_token_id"] = eos;
+  std::ofstream(dir / "config.json") << config.dump(2);
+  Engine engine(dir, {});
+  const auto out = engine.generate(prompt, 10, {}, nullptr);
+  EXPECT_EQ(out, std::vector<std::int32_t>(free_run.begin(), free_run.begin() + stop_at));
+  EXPECT_EQ(out.back(), eos);
+  fs::remove_all(dir);
 }
 
 TEST(Sampler, GreedyTopKOneAndTinyTopPAgree) {
@@ -385,6 +409,101 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
   }
   EXPECT_EQ(failed_requests, 16);
   EXPECT_GT(engine.memory_stats().disk.errors, 0u);
+}
+
+TEST(EngineMemtier, AFailedDenseSectionReadIsReadAgainByTheNextRequest) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  Engine unlimited(kModels / "tiny-f32", {});
+  const auto want = prefill_logits(unlimited, tokens);
+  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
+  const model::Checkpoint checkpoint(kModels / "tiny-f32", spec);
+  moed::testing::FaultyReader* faulty = nullptr;
+  // 3 MiB: dense layers stream through the ring (see the test above).
+  auto options = budget_options(0, 3 << 20, memtier::ReaderKind::pread, true);
+  options.reader_factory = [&](std::vector<fs::path> files) {
+    auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
+    faulty = reader.get();
+    return reader;
+  };
+  Engine engine(kModels / "tiny-f32", options);
+  ASSERT_TRUE(engine.memory_stats().dense_streamed);
+  for (const std::int64_t layer : {0, 2}) {
+    const auto& q =
+        checkpoint.tensor(model::mixtral::layer_tensor(layer, "self_attn.q_proj.weight"));
+    faulty->fail_at = static_cast<std::int64_t>(q.file_offset / 4096 * 4096);
+    auto cache = engine.new_cache();
+    std::vector<float> logits;
+    EXPECT_THROW(engine.forward(tokens, cache, logits, true), std::runtime_error) << layer;
+    faulty->fail_at = -1;  // the disk recovers
+    EXPECT_EQ(prefill_logits(engine, tokens), want) << "layer " << layer;
+    EXPECT_EQ(prefill_logits(engine, tokens), want) << "layer " << layer;
+  }
+}
+
+TEST(EngineMemtier, TeardownWithPrefetchesInFlightIsSafe) {
+  // For the sanitizer build: the loader's threads used to outlive the store and the host tier
+  // that in-flight prefetches call back into when they complete. The engine is destroyed right
+  // after a decode step whose experts were all resident (pinned) while its mispredicted
+  // prefetches are still reading (the disk holds each read back 300 ms).
+  const std::vector<std::int32_t> prompt = {1, 17, 42};
+  bool in_flight_at_teardown = false;
+  for (std::int32_t next = 7; next < 40 && !in_flight_at_teardown; ++next) {
+    moed::testing::FaultyReader* faulty = nullptr;
+    auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, true);
+    options.reader_factory = [&](std::vector<fs::path> files) {
+      auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
+      faulty = reader.get();
+      return reader;
+    };
+    Engine engine(kModels / "tiny-f32", options);
+    auto prefilled = engine.new_cache();
+    std::vector<float> logits;
+    engine.forward(prompt, prefilled, logits, false);
+    // Runs the step on a copy of the prefilled cache; returns the experts it routed to.
+    auto step = [&] {
+      auto cache = prefilled;
+      const auto before = engine.activation_counts();
+      engine.forward(std::span(&next, 1), cache, logits, false);
+      const auto after = engine.activation_counts();
+      std::vector<memtier::BlockId> routed;
+      for (std::size_t l = 0; l < after.size(); ++l)
+        for (std::size_t e = 0; e < after[l].size(); ++e)
+          if (after[l][e] > before[l][e])
+            routed.push_back(memtier::BlockId::routed(static_cast<std::int32_t>(l),
+                                                      static_cast<std::int32_t>(e)));
+      return routed;
+    };
+    const auto routed = step();
+    for (const auto& block : routed) engine.host_tier().pin(block);
+    step();  // loads whatever of them an unneeded prefetch had evicted; now all stay
+    for (const auto& block : routed) ASSERT_NE(engine.host_tier().peek(block), nullptr);
+    faulty->hold_ms = 300;
+    const auto misses = engine.memory_stats().host.misses;
+    std::uint64_t issued_before = 0, issued_after = 0;
+    for (const auto& l : engine.memory_stats().layers) issued_before += l.prefetch_issued;
+    step();
+    for (const auto& l : engine.memory_stats().layers) issued_after += l.prefetch_issued;
+    ASSERT_EQ(engine.memory_stats().host.misses, misses);  // the step waited for no read
+    in_flight_at_teardown = issued_after > issued_before;
+  }
+  EXPECT_TRUE(in_flight_at_teardown) << "no step left a prefetch in flight; pick other tokens";
+}
+
+TEST(Engine, ComputesWithTheConfiguredThreadsOnAnyThread) {
+  // The daemon builds the engine on one thread and computes on its scheduler's thread;
+  // OpenMP's thread count is per thread, so it must hold on the computing thread too.
+  for (const int threads : {1, 2}) {
+    EngineOptions options;
+    options.threads = threads;
+    Engine engine(kModels / "tiny-f32", options);
+    std::thread compute([&] {
+      auto cache = engine.new_cache();
+      std::vector<float> logits;
+      engine.forward(std::vector<std::int32_t>{1, 17}, cache, logits, false);
+    });
+    compute.join();
+    EXPECT_EQ(engine.memory_stats().compute_threads, threads);
+  }
 }
 
 TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {

@@ -567,6 +567,24 @@ TEST(TieredStore, ScoresPredictionsAsHitLateOrWasted) {
   EXPECT_EQ(c.bytes_read, 4u * (64 << 10));
 }
 
+TEST(TieredStore, HeldExpertsOfTheCurrentLayerSurviveTheNextLayersPrefetches) {
+  LoaderFixture f;
+  HostTier host(2 * (64 << 10), make_policy("lru"));  // room for two blocks
+  TieredStore store(host, *f.loader, f.source, 4);
+  const std::int32_t current[] = {0, 1};
+  for (const auto e : current) store.acquire({1, e});
+  const auto held = store.hold_resident(1, current);
+  EXPECT_EQ(held.size(), 2u);
+  const std::int32_t next[] = {2, 3};
+  store.predict(2, next);
+  for (const auto e : next)
+    while (f.loader->pending({2, e})) std::this_thread::yield();  // read and offered to the tier
+  EXPECT_NE(host.peek({1, 0}), nullptr);
+  EXPECT_NE(host.peek({1, 1}), nullptr);
+  EXPECT_EQ(host.counters().evictions, 0u);
+  EXPECT_EQ(host.counters().bypasses, 2u);  // the prefetches found no evictable room
+}
+
 TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
   LoaderFixture f;
   std::vector<BlockId> schedule;

@@ -85,8 +85,8 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
       checkpoint_(model_dir, spec_),
       options_(options),
       embedding_(&checkpoint_.tensor("model.embed_tokens.weight")) {
-  kernels::set_compute_threads(options.threads > 0 ? options.threads
-                                                   : kernels::physical_core_count());
+  compute_threads_ = options.threads > 0 ? options.threads : kernels::physical_core_count();
+  kernels::set_compute_threads(compute_threads_);
   activations_.assign(static_cast<std::size_t>(spec_.num_layers * spec_.num_experts), 0);
   namespace mx = model::mixtral;
   const std::int64_t layers = spec_.num_layers;
@@ -210,7 +210,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   // starves behind the compute threads, so by default it gets a core of its own (measured on 2
   // cores at 50%: decode 6.5 vs 4.7 tokens/s, disk tier 2.7 vs 1.6 GB/s).
   if (options.threads <= 0 && all_experts > expert_budget)
-    kernels::set_compute_threads(std::max(1, kernels::physical_core_count() - 1));
+    compute_threads_ = std::max(1, kernels::physical_core_count() - 1);
 
   // When every expert fits, read them all now (many reads in flight) rather than on first use.
   if (all_experts <= expert_budget) {
@@ -331,23 +331,26 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
           {trace_token_ + r, layer,
            std::vector<std::int32_t>(chosen.begin() + r * k, chosen.begin() + (r + 1) * k),
            std::vector<float>(gate_weights.begin() + r * k, gate_weights.begin() + (r + 1) * k)});
-  predict_next_layer(layer_index, h, rows);
 
   // One token asks for its experts in routing order (as a trace lists them); a batch asks for
   // each expert once, in id order, and runs it over all rows routed to it.
-  std::vector<int> order;
+  std::vector<std::int32_t> order;
   if (rows == 1) {
     order.assign(chosen.begin(), chosen.end());
   } else {
     for (int e = 0; e < n_experts; ++e)
       if (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) order.push_back(e);
   }
+  // Under a tight budget the next layer's prefetches would otherwise evict this layer's
+  // resident experts before they are used, turning hits into demand reads.
+  const std::vector<memtier::Payload> current = store_->hold_resident(layer, order);
+  predict_next_layer(layer_index, h, rows);
   // Outputs land per (row, slot) so the weighted sum always adds in slot order, whatever order
   // the experts ran in.
   std::vector<float> slot_out(static_cast<std::size_t>(rows * k * hidden));
   std::vector<float> gathered, gate_up, activated, down;
   std::vector<std::int64_t> slots;
-  for (const int e : order) {
+  for (const std::int32_t e : order) {
     slots.clear();
     for (std::int64_t s = 0; s < rows * k; ++s)
       if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);
@@ -397,6 +400,9 @@ void Engine::decode(std::span<const std::int32_t> tokens, std::span<KvCache* con
 void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> segments,
                  std::vector<float>& logits, bool all_rows) {
   check_tokens(tokens);
+  // The daemon computes on its scheduler's thread, not the one that built the engine.
+  kernels::set_compute_threads(compute_threads_);
+  last_step_threads_ = kernels::compute_threads();
   const auto n = static_cast<std::int64_t>(tokens.size());
   for (const auto& seg : segments)
     if (seg.first + seg.rows > spec_.max_position_embeddings)
@@ -527,6 +533,7 @@ MemoryStats Engine::memory_stats() const {
   s.pool = pool_->counters();
   if (ring_) s.ring = ring_->counters();
   s.layers = store_->layer_counters();
+  s.compute_threads = last_step_threads_;
   return s;
 }
 

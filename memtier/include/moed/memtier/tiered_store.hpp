@@ -27,6 +27,10 @@ class TieredStore {
   TieredStore(HostTier& host, BlockLoader& loader, const Source& source, std::int32_t layers);
 
   Payload acquire(BlockId block);  // throws the read error for this block
+  // The resident payloads among `experts` of `layer`, without counting lookups. The host tier
+  // never evicts a block in use, so holding these keeps them for the caller, e.g. while the
+  // prefetches of the next layer are admitted before this layer has acquired its experts.
+  std::vector<Payload> hold_resident(std::int32_t layer, std::span<const std::int32_t> experts);
   void predict(std::int32_t layer, std::span<const std::int32_t> experts);
   void settle(std::int32_t layer);
   std::vector<LayerCounters> layer_counters() const;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -77,6 +78,7 @@ struct MemoryStats {
   memtier::BufferPool::Counters pool;
   memtier::SectionRing::Counters ring;
   std::vector<memtier::LayerCounters> layers;
+  int compute_threads = 0;  // OpenMP threads the last forward pass ran with (0: none yet)
 };
 
 // The CPU forward pass of a Mixtral-architecture model: prefill and decode over a KV cache.
@@ -130,6 +132,8 @@ class Engine {
   std::vector<std::vector<std::uint64_t>> activation_counts() const;
   // The matmul kernel for decode and how expert weights are packed for it, for logs.
   std::string matmul_implementation();
+  // OpenMP threads every forward pass runs with, on whichever thread calls it.
+  int compute_threads() const { return compute_threads_; }
 
  private:
   struct LayerTensors;
@@ -166,16 +170,21 @@ class Engine {
   std::uint64_t fixed_bytes_ = 0;
   std::uint64_t budget_bytes_ = 0;
   std::uint64_t expert_block_bytes_ = 0;
+  int compute_threads_ = 1;
+  std::atomic<int> last_step_threads_{0};
 
   std::unique_ptr<memtier::BufferPool> pool_;  // storage of blocks packed by the loader
   std::unique_ptr<memtier::Source> source_;
   std::unique_ptr<memtier::HostTier> host_;
-  std::unique_ptr<memtier::BlockLoader> loader_;
   std::unique_ptr<memtier::TieredStore> store_;
   std::unique_ptr<memtier::SectionRing> ring_;
   std::unique_ptr<memtier::TraceWriter> trace_;
   std::int64_t trace_token_ = 0;
   std::vector<std::uint64_t> activations_;  // u64 [layers * experts]
+  // Declared last so it is destroyed first: its threads run materialize() and on_loaded
+  // callbacks (prefetches still in flight) that use the pool, the host tier, the store and the
+  // tensors above, until its destructor has joined them.
+  std::unique_ptr<memtier::BlockLoader> loader_;
 };
 
 }  // namespace moed::engine
