@@ -13,7 +13,8 @@ namespace moed::kernels {
 class ReadBandwidthProbe {
  public:
   explicit ReadBandwidthProbe(std::size_t bytes);
-  // Best of `repeats` passes, in bytes/s.
+  // Best of `repeats` passes, in bytes/s. Throws std::logic_error if a pass did not read the
+  // whole buffer (its sum is checked).
   double measure(int repeats);
 
  private:
