@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "moed/model/model_spec.hpp"
 #include "moed/server/config.hpp"
 #include "moed/server/http_server.hpp"
 #include "moed/server/service.hpp"
@@ -33,6 +34,7 @@ server::Config load_config(const DaemonArgs& args) {
   if (c.model.empty())
     throw std::invalid_argument("no model: pass --model DIR or set model.path in the config file");
   c.validate();
+  model::require_model_dir(c.model);  // at start, rather than as the first file missing from it
   return c;
 }
 
@@ -50,10 +52,12 @@ int run_daemon(const DaemonArgs& args) {
   ::signal(SIGPIPE, SIG_IGN);  // a client that vanishes makes writes fail, not the daemon die
 
   server::Service service(config);
-  server::HttpServer http({config.socket, config.socket_mode, config.tcp, config.max_body_bytes,
-                           config.max_connections, config.header_timeout_ms},
-                          [&](const server::Request& r, const server::Peer& p,
-                              server::ResponseWriter& w) { service.handle(r, p, w); });
+  server::HttpServer http(
+      {config.socket, config.socket_mode, config.tcp, config.max_body_bytes, config.max_connections,
+       config.header_timeout_ms, config.send_timeout_ms},
+      [&](const server::Request& r, const server::Peer& p, server::ResponseWriter& w) {
+        service.handle(r, p, w);
+      });
   http.listen();  // before loading, so /health answers at once
   std::fprintf(stderr, "moed: listening on %s; loading %s\n", http.describe().c_str(),
                config.model.c_str());

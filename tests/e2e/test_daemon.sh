@@ -28,11 +28,14 @@ listen:
   socket_mode: "0666"
 memory:
   host_budget: 50%
+compute:
+  threads: 1
 limits:
   max_queue: 16
   max_batch: 8
   max_body: 64KiB
   header_timeout_ms: 1000
+  send_timeout_ms: 1000
 state_dir: $work/state
 YAML
 
@@ -156,6 +159,55 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 ((freed)) && pass "client killed mid-stream: session freed" || fail "session not freed after client died"
+
+metric_value() { api http://moed/metrics | awk -v name="$1" '$1 == name {print $2}'; }
+# wait_for_disconnects N: until the daemon has counted N clients gone (at most 20 s).
+wait_for_disconnects() {
+  for _ in $(seq 1 200); do
+    [[ $(metric_value moed_client_disconnects_total) == "$1" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+no_active_sessions() {
+  for _ in $(seq 1 50); do
+    [[ $(metric_value moed_active_sessions) == 0 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+[[ $(metric_value moed_compute_threads) == 1 ]] && pass "compute runs on the configured thread count (compute.threads: 1)" || fail "compute threads: $(metric_value moed_compute_threads), configured 1"
+gone=$(metric_value moed_client_disconnects_total)
+# A non-streaming client killed while it waits: its generation is cancelled, not run to max_tokens.
+tokens_before=$(metric_value moed_generated_tokens_total)
+curl -s --unix-socket "$sock" http://moed/v1/completions -d "$(req 3000 0.9 2)" >/dev/null &
+victim=$!
+sleep 0.5
+kill -9 $victim 2>/dev/null
+if wait_for_disconnects $((gone + 1)); then
+  py "assert $(metric_value moed_generated_tokens_total) - $tokens_before < 3000" &&
+    no_active_sessions && pass "non-streaming client killed: generation cancelled" || fail "non-streaming client killed: not cancelled"
+else fail "non-streaming client killed: never noticed"; fi
+# A streaming client that stops reading (and keeps its connection open) is closed after
+# limits.send_timeout_ms and its generation cancelled.
+py "
+import socket, time, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect('$sock')
+body = b'{\"prompt\": \"Once\", \"max_tokens\": 3000, \"temperature\": 0.9, \"stream\": true, \"logprobs\": 20}'
+s.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: moed\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n' % len(body) + body)
+open('$work/stalled', 'w').close()
+time.sleep(30)
+" &
+stalled=$!
+for _ in $(seq 1 50); do [[ -e $work/stalled ]] && break; sleep 0.1; done
+if wait_for_disconnects $((gone + 2)); then
+  no_active_sessions && kill -0 $stalled 2>/dev/null &&
+    pass "client that stops reading: closed after the send timeout, generation cancelled" ||
+    fail "client that stops reading: session still active"
+else fail "client that stops reading: never closed"; fi
+kill $stalled 2>/dev/null
 
 # Bad input: a 4xx with a clear message, and the daemon keeps serving.
 expect() {  # NAME CODE PATTERN CURL-ARGS...

@@ -51,6 +51,17 @@ bool Session::next(TokenEvent& event) {
   return true;
 }
 
+Session::Next Session::next_for(TokenEvent& event, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  if (!ready_.wait_for(lock, timeout,
+                       [&] { return !events_.empty() || reason_ != FinishReason::running; }))
+    return Next::waiting;
+  if (events_.empty()) return Next::ended;
+  event = std::move(events_.front());
+  events_.pop_front();
+  return Next::token;
+}
+
 FinishReason Session::finish_reason() const {
   std::lock_guard lock(mutex_);
   return reason_;

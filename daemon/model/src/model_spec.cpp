@@ -43,7 +43,19 @@ class ConfigReader {
 
 }  // namespace
 
+void require_model_dir(const std::filesystem::path& model_dir) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(model_dir, ec);
+  if (status.type() == std::filesystem::file_type::not_found)
+    throw std::runtime_error(model_dir.string() + ": no such directory");
+  if (ec) throw std::runtime_error(model_dir.string() + ": " + ec.message());
+  if (status.type() != std::filesystem::file_type::directory)
+    throw std::runtime_error(model_dir.string() +
+                             ": not a directory; --model takes a Hugging Face model directory");
+}
+
 ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
+  require_model_dir(model_dir);
   const auto path = model_dir / "config.json";
   std::ifstream in(path);
   if (!in) throw std::runtime_error(path.string() + ": cannot open (is this a model directory?)");

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "moed/model/model_spec.hpp"
 #include "utf8.hpp"
 
 namespace moed::model {
@@ -236,6 +237,7 @@ Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& model_dir) {
     s << in.rdbuf();
     return s.str();
   };
+  require_model_dir(model_dir);
   const auto path = model_dir / "tokenizer.json";
   if (!std::filesystem::exists(path))
     throw std::runtime_error(path.string() +

@@ -121,6 +121,10 @@ Config Config::from_file(const std::filesystem::path& path) {
          [&](auto& k, auto& n) {
            c.header_timeout_ms = static_cast<std::uint32_t>(number(k, n, 100, 600000));
          }},
+        {"send_timeout_ms",
+         [&](auto& k, auto& n) {
+           c.send_timeout_ms = static_cast<std::uint32_t>(number(k, n, 100, 3600000));
+         }},
         {"default_max_tokens",
          [&](auto& k, auto& n) {
            c.default_max_tokens = static_cast<std::uint32_t>(number(k, n, 1, 1 << 20));

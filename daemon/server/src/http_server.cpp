@@ -1,5 +1,6 @@
 #include "moed/server/http_server.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -8,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 namespace moed::server {
@@ -22,17 +24,25 @@ constexpr std::uint32_t kMaxHeaderBytes = 16 * 1024;
 
 struct HttpServer::Connection {
   std::function<void()> close;  // shuts the socket down from another thread
-  Clock::time_point deadline = Clock::time_point::max();  // for the current request head
+  Clock::time_point deadline = Clock::time_point::max();        // for the current request head
+  Clock::time_point write_deadline = Clock::time_point::max();  // for the write under way
   bool busy = false;  // handling a request (not waiting for one)
 };
 
 namespace {
 
+// Arms the connection's write deadline for one write; the watchdog closes the socket when it
+// passes, which fails the blocked write.
+using WriteDeadline = std::function<void(bool writing)>;
+
 template <typename Socket>
 class SocketWriter final : public ResponseWriter {
  public:
-  SocketWriter(Socket& socket, unsigned version, bool keep_alive)
-      : socket_(socket), version_(version), keep_alive_(keep_alive) {}
+  SocketWriter(Socket& socket, unsigned version, bool keep_alive, WriteDeadline deadline)
+      : socket_(socket),
+        version_(version),
+        keep_alive_(keep_alive),
+        deadline_(std::move(deadline)) {}
   bool streamed() const { return streamed_; }
   bool ok() const { return ok_; }
 
@@ -42,7 +52,9 @@ class SocketWriter final : public ResponseWriter {
     response.set(http::field::server, "moed");
     response.prepare_payload();
     beast::error_code ec;
+    deadline_(true);
     http::write(socket_, response, ec);
+    deadline_(false);
     ok_ = !ec;
   }
   bool start_stream(http::status status, const std::string& content_type) override {
@@ -54,45 +66,57 @@ class SocketWriter final : public ResponseWriter {
     head.keep_alive(false);
     http::response_serializer<http::empty_body> serializer{head};
     beast::error_code ec;
+    deadline_(true);
     http::write_header(socket_, serializer, ec);
+    deadline_(false);
     streamed_ = true;
     return ok_ = !ec;
   }
   bool write_chunk(std::string_view data) override {
     if (!ok_) return false;
     beast::error_code ec;
+    deadline_(true);
     asio::write(socket_, http::make_chunk(asio::const_buffer(data.data(), data.size())), ec);
+    deadline_(false);
     return ok_ = !ec;
   }
   void end_stream() override {
     if (!ok_) return;
     beast::error_code ec;
+    deadline_(true);
     asio::write(socket_, http::make_chunk_last(), ec);
+    deadline_(false);
     ok_ = !ec;
+  }
+  bool client_connected() override {
+    if (!ok_) return false;
+    pollfd check{socket_.native_handle(), POLLRDHUP, 0};
+    if (::poll(&check, 1, 0) > 0 && (check.revents & (POLLRDHUP | POLLHUP | POLLERR))) ok_ = false;
+    return ok_;
   }
 
  private:
   Socket& socket_;
   unsigned version_;
   bool keep_alive_;
+  WriteDeadline deadline_;
   bool streamed_ = false;
   bool ok_ = true;
 };
 
+}  // namespace
+
 Response plain_error(http::status status, const std::string& message, const std::string& type) {
   Response r{status, 11};
   r.set(http::field::content_type, "application/json");
-  std::string escaped;
-  for (char c : message) {
-    if (c == '"' || c == '\\') escaped += '\\';
-    escaped += c;
-  }
-  r.body() = R"({"error":{"message":")" + escaped + R"(","type":")" + type + R"(","code":null}})";
+  // Messages quote client input (e.g. a parser's error text): the JSON library escapes control
+  // characters and replaces invalid UTF-8 rather than throwing.
+  const nlohmann::json body = {
+      {"error", {{"message", message}, {"type", type}, {"code", nullptr}}}};
+  r.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   r.keep_alive(false);
   return r;
 }
-
-}  // namespace
 
 HttpServer::HttpServer(HttpOptions options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {}
@@ -219,6 +243,12 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
     std::lock_guard lock(mutex_);
     connection->close = [fd] { ::shutdown(fd, SHUT_RDWR); };
   }
+  const WriteDeadline write_deadline = [this, connection](bool writing) {
+    std::lock_guard lock(mutex_);
+    connection->write_deadline =
+        writing ? Clock::now() + std::chrono::milliseconds(options_.send_timeout_ms)
+                : Clock::time_point::max();
+  };
   beast::flat_buffer buffer;
   while (!stopping_) {
     {
@@ -240,7 +270,7 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
         ec == asio::error::connection_reset)
       break;
     if (ec) {
-      SocketWriter<Socket> writer(socket, 11, false);
+      SocketWriter<Socket> writer(socket, 11, false, write_deadline);
       if (ec == http::error::body_limit) {
         writer.send(plain_error(
             http::status::payload_too_large,
@@ -268,7 +298,8 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
       break;
     }
     const Request& request = parser.get();
-    SocketWriter<Socket> writer(socket, request.version(), request.keep_alive() && !stopping_);
+    SocketWriter<Socket> writer(socket, request.version(), request.keep_alive() && !stopping_,
+                                write_deadline);
     try {
       handler_(request, peer, writer);
     } catch (const std::exception& e) {
@@ -290,9 +321,10 @@ void HttpServer::watchdog() {
     changed_.wait_for(lock, std::chrono::milliseconds(100));
     const auto now = Clock::now();
     for (auto& [key, c] : connections_)
-      if (!c->busy && c->deadline < now && c->close) {
+      if (((!c->busy && c->deadline < now) || c->write_deadline < now) && c->close) {
         c->close();
         c->deadline = Clock::time_point::max();
+        c->write_deadline = Clock::time_point::max();
       }
   }
 }

@@ -53,6 +53,9 @@ Response error_response(const ApiError& e) {
   return json_response(e.status, {{"error", error}});
 }
 
+// How often a request's handler checks that its client is still connected.
+constexpr std::chrono::milliseconds kClientCheck{200};
+
 [[noreturn]] void bad_field(const std::string& field, const std::string& what) {
   throw ApiError{http::status::bad_request, field + ": " + what, "invalid_request_error", field};
 }
@@ -621,22 +624,44 @@ void Service::generate(Generation g, ResponseWriter& writer) {
                 {"choices", json::array({c})}};
   };
 
+  // The client is checked every kClientCheck while tokens are awaited or flow, so the work of
+  // one that closed its connection (or stopped reading: see HttpOptions::send_timeout_ms) is
+  // cancelled at the scheduler's next step, whether it streams or not.
+  bool client_gone = false;
+  auto next_check = std::chrono::steady_clock::now() + kClientCheck;
+  auto next_token = [&](engine::TokenEvent& event) {  // false: the stream ended or the client left
+    while (true) {
+      if (std::chrono::steady_clock::now() >= next_check) {
+        if (!writer.client_connected()) {
+          client_gone = true;
+          return false;
+        }
+        next_check = std::chrono::steady_clock::now() + kClientCheck;
+      }
+      const auto next = session->next_for(event, kClientCheck);
+      if (next != engine::Session::Next::waiting) return next == engine::Session::Next::token;
+    }
+  };
+  auto forget_client = [&] {
+    session->cancel();  // frees the sequence at the scheduler's next step
+    ++client_disconnects_;
+  };
+
   if (g.stream) {
     if (!writer.start_stream(http::status::ok, "text/event-stream")) {
-      session->cancel();
+      forget_client();
       return;
     }
     auto send = [&](const json& chunk) {
       return writer.write_chunk("data: " + dump(chunk) + "\n\n");
     };
-    bool client_gone = false;
     if (g.chat) {  // the first chunk announces the role
       json first = choice("", nullptr, nullptr);
       first["delta"] = {{"role", "assistant"}, {"content", ""}};
       client_gone = !send(envelope(first));
     }
     engine::TokenEvent event;
-    while (!client_gone && session->next(event)) {
+    while (!client_gone && next_token(event)) {
       ++completion_tokens;
       const std::size_t offset = text.text().size();
       const std::string delta = text.add(event.id);
@@ -649,7 +674,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
       if (text.stopped()) session->cancel();
     }
     if (client_gone) {
-      session->cancel();  // frees the sequence at the scheduler's next step
+      forget_client();
       return;
     }
     if (session->finish_reason() == engine::FinishReason::error) {
@@ -669,12 +694,16 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   }
 
   engine::TokenEvent event;
-  while (session->next(event)) {
+  while (next_token(event)) {
     ++completion_tokens;
     const std::size_t offset = text.text().size();
     text.add(event.id);
     if (g.logprobs) add_logprobs(event, logprobs, offset);
     if (text.stopped()) session->cancel();
+  }
+  if (client_gone) {
+    forget_client();
+    return;
   }
   if (session->finish_reason() == engine::FinishReason::error)
     throw ApiError{http::status::internal_server_error, "generation failed: " + session->error(),
@@ -729,6 +758,11 @@ void Service::metrics(ResponseWriter& writer) {
     metric("moed_host_fixed_bytes", "gauge",
            "budget share of dense weights or ring sections and the LM head",
            static_cast<double>(mem.fixed_bytes));
+    metric("moed_client_disconnects_total", "counter",
+           "requests cancelled because their client closed the connection or stopped reading",
+           static_cast<double>(client_disconnects_.load()));
+    metric("moed_compute_threads", "gauge", "OpenMP threads the last forward pass ran with",
+           static_cast<double>(mem.compute_threads));
     metric("moed_disk_read_bytes_total", "counter", "bytes read by the disk tier",
            static_cast<double>(mem.disk.bytes_read));
     metric("moed_disk_reads_total", "counter", "blocks read by the disk tier",

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -40,6 +41,10 @@ class Session {
  public:
   // Blocks for the next token; false once the stream has ended (see finish_reason()).
   bool next(TokenEvent& event);
+  enum class Next { token, ended, waiting };
+  // As next(), but waits at most `timeout`: `waiting` when neither a token nor the end came, so
+  // a client thread can check that its client is still there.
+  Next next_for(TokenEvent& event, std::chrono::milliseconds timeout);
   // The client is gone or has what it wants (e.g. a stop string): the sequence is freed at
   // the scheduler's next step.
   void cancel() { cancelled_ = true; }

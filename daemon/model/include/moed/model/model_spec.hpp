@@ -7,6 +7,10 @@
 
 namespace moed::model {
 
+// Throws std::runtime_error naming the path when it is not an existing directory, so that a
+// mistyped --model is reported as such, not as the first file missing from it.
+void require_model_dir(const std::filesystem::path& model_dir);
+
 // The architecture hyper-parameters of a checkpoint, read from its config.json.
 struct ModelSpec {
   std::string model_type;  // "mixtral"

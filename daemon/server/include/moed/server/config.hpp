@@ -9,9 +9,9 @@ namespace moed::server {
 // Everything moed reads from its YAML config file (configs/moed.yaml documents every key).
 // Sizes are strings such as "24GiB"; the host budget may also be a share of the experts ("25%").
 struct Config {
-  std::string model;                           // model.path
-  std::string model_name;                      // model.name; default: the directory's name
-  std::string chat_template;                   // model.chat_template: a .jinja file; "" = the model's
+  std::string model;          // model.path
+  std::string model_name;     // model.name; default: the directory's name
+  std::string chat_template;  // model.chat_template: a .jinja file; "" = the model's
   std::string socket = "/run/moed/moed.sock";  // listen.socket
   std::uint32_t socket_mode = 0660;            // listen.socket_mode (octal string in YAML)
   std::string tcp;                             // listen.tcp: "127.0.0.1:8080"; "" for none
@@ -27,6 +27,7 @@ struct Config {
   std::uint64_t max_body_bytes = 1 << 20;      // limits.max_body
   std::uint32_t max_connections = 256;         // limits.max_connections
   std::uint32_t header_timeout_ms = 10000;     // limits.header_timeout_ms
+  std::uint32_t send_timeout_ms = 30000;       // limits.send_timeout_ms
   std::uint32_t default_max_tokens = 16;       // limits.default_max_tokens
   std::string admin_group;                     // admin.group
   std::string state_dir = "/var/lib/moed";     // state_dir: routing traces land here

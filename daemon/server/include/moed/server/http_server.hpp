@@ -41,9 +41,17 @@ class ResponseWriter {
   virtual bool start_stream(http::status status, const std::string& content_type) = 0;
   virtual bool write_chunk(std::string_view data) = 0;
   virtual void end_stream() = 0;
+  // false once the client has closed its end (or a write failed), without blocking: lets a
+  // handler stop work nobody will read.
+  virtual bool client_connected() = 0;
 };
 
 using Handler = std::function<void(const Request&, const Peer&, ResponseWriter&)>;
+
+// An OpenAI-shaped JSON error answer (`{"error": {"message", "type", "code"}}`) that closes the
+// connection, for what the server itself refuses (malformed HTTP, limits, overload). Any bytes
+// in `message` give valid JSON.
+Response plain_error(http::status status, const std::string& message, const std::string& type);
 
 struct HttpOptions {
   std::string socket_path;  // "" for none
@@ -52,11 +60,15 @@ struct HttpOptions {
   std::uint64_t max_body_bytes = 1 << 20;
   std::uint32_t max_connections = 256;
   std::uint32_t header_timeout_ms = 10000;
+  // A write that makes no progress for this long (a client that stopped reading) closes the
+  // connection, so the handler sees the client gone and frees what it holds.
+  std::uint32_t send_timeout_ms = 30000;
 };
 
 // HTTP/1.1 over a Unix stream socket (and optionally TCP). One thread per connection; a
 // watchdog closes connections whose request head does not arrive in time (slow clients, idle
-// keep-alives), so they cannot pin threads. Requests over the limits get 413/431/503 answers.
+// keep-alives) or whose answer is not read in time (clients that stopped reading), so they
+// cannot pin threads. Requests over the limits get 413/431/503 answers.
 // Accepts the listening sockets systemd passes (LISTEN_FDS) instead of binding its own.
 class HttpServer {
  public:

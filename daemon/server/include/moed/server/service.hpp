@@ -71,7 +71,7 @@ class Service {
   std::optional<model::ChatTemplate> chat_template_;
   std::string chat_template_error_;  // why the template could not be parsed
   std::optional<std::filesystem::path> trace_path_;
-  std::atomic<std::uint64_t> requests_{0}, errors_{0};
+  std::atomic<std::uint64_t> requests_{0}, errors_{0}, client_disconnects_{0};
 };
 
 }  // namespace moed::server
