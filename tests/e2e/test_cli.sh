@@ -96,8 +96,10 @@ expect_error "token id out of range" "outside the vocabulary" "$moed" logits --m
 expect_error "bad token list" "not a token id" "$moed" logits --model "$models/tiny-f32" --tokens 1,x --out "$work/x.npy"
 expect_error "bad budget" "not a size" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget lots
 expect_error "budget below minimum" "below this model's minimum" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget 64KiB
-"$moed" logits --model /nonexistent --tokens 1 --out "$work/x.npy" >/dev/null 2>&1
-[[ $? -ne 0 ]] && pass "missing model directory is refused" || fail "missing model directory"
+"$moed" logits --model /nonexistent --tokens 1 --out "$work/x.npy" >/dev/null 2>"$work/err"
+[[ $? -ne 0 ]] && grep -q "does not exist: /nonexistent" "$work/err" && pass "missing model directory is refused, named" || fail "missing model directory: $(cat "$work/err")"
+expect_error "daemon: missing model directory" "/nonexistent: no such directory" "$moed" --model /nonexistent --socket "$work/never.sock"
+expect_error "daemon: model path that is a file" "config.json: not a directory" "$moed" --model "$models/tiny-f32/config.json" --socket "$work/never.sock"
 "$moed" --help | grep -q "logits" && pass "--help lists the commands" || fail "--help"
 
 echo "$passed passed, $failures failed"
