@@ -25,7 +25,8 @@ class FaultyReader final : public memtier::Reader {
   std::atomic<std::int64_t> fail_at{-1};
   std::atomic<std::int64_t> short_at{-1};
   std::atomic<bool> engine_fails{false};  // reap throws, as a broken ring would
-  std::atomic<int> hold_ms{0};  // reads complete this long after submission, as a slow disk
+  std::atomic<int> hold_ms{0};    // reads complete this long after submission, as a slow disk
+  std::atomic<int> completed{0};  // reads reported complete so far
   memtier::ReaderKind kind() const override { return memtier::ReaderKind::pread; }
 
  protected:
@@ -48,6 +49,7 @@ class FaultyReader final : public memtier::Reader {
     while (!done_.empty() && done_.front().due <= now) {
       out.push_back(done_.front().result);
       done_.pop_front();
+      ++completed;
     }
   }
 

@@ -410,6 +410,8 @@ struct LoaderFixture {
   std::vector<BlockId> order;
   std::promise<void> gate;
   std::shared_future<void> gate_open = gate.get_future().share();
+  std::atomic<int> at_gate{0};  // blocks whose packing waits for the gate
+  FaultyReader* reader = nullptr;
   std::unique_ptr<BlockLoader> loader;
 
   struct Counted final : BlockPayload {
@@ -425,9 +427,12 @@ struct LoaderFixture {
         source.add({l, e},
                    {{0, static_cast<std::uint64_t>((l * 5 + e + 1) * (64 << 10)), 64 << 10}});
     if (!gated) gate.set_value();
+    auto faulty = std::make_unique<FaultyReader>(std::vector<std::filesystem::path>{path});
+    reader = faulty.get();
     loader = std::make_unique<BlockLoader>(
-        source, make_reader({path}, {}),
+        source, std::move(faulty),
         [this](BlockId id, LoadedBlock& loaded, bool) -> Payload {
+          ++at_gate;
           gate_open.wait();
           const std::uint64_t offset = source.ranges(id)[0].offset;
           if (static_cast<unsigned char>(loaded.ranges[0][0]) != (offset * 7 + 3) % 251)
@@ -451,9 +456,9 @@ TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
   // rest of the staging arena (two blocks), everything queued next waits for staging memory.
   LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
   auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // read, then held at the gate
+  while (f.at_gate < 1) std::this_thread::yield();  // read, then held at the gate
   auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // read into the second set
+  while (f.reader->completed < 2) std::this_thread::yield();  // read into the second set
   auto p1 = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
   auto p2 = f.loader->load({0, 2}, BlockLoader::Priority::prefetch);
   auto d = f.loader->load({0, 3}, BlockLoader::Priority::demand);
