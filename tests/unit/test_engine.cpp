@@ -294,6 +294,17 @@ EngineOptions budget_options(double expert_share, std::uint64_t budget_bytes,
   return options;
 }
 
+// The options with a FaultyReader as the disk tier's engine; `faulty` points at it once the
+// engine is built.
+EngineOptions with_faulty_reader(EngineOptions options, moed::testing::FaultyReader*& faulty) {
+  options.reader_factory = [&faulty](std::vector<fs::path> files) {
+    auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
+    faulty = reader.get();
+    return reader;
+  };
+  return options;
+}
+
 }  // namespace
 
 TEST(HostBudget, ParsesSizesSharesAndRejectsTheRest) {
@@ -375,12 +386,8 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
   const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
   const model::Checkpoint checkpoint(kModels / "tiny-f32", spec);
   moed::testing::FaultyReader* faulty = nullptr;
-  auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, false);
-  options.reader_factory = [&](std::vector<fs::path> files) {
-    auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
-    faulty = reader.get();
-    return reader;
-  };
+  const auto options =
+      with_faulty_reader(budget_options(0.25, 0, memtier::ReaderKind::pread, false), faulty);
   Engine engine(kModels / "tiny-f32", options);
   ASSERT_NE(faulty, nullptr);
   // Each expert of layer 2 fails in turn; a 16-token prefill routes to all of them.
@@ -419,12 +426,8 @@ TEST(EngineMemtier, AFailedDenseSectionReadIsReadAgainByTheNextRequest) {
   const model::Checkpoint checkpoint(kModels / "tiny-f32", spec);
   moed::testing::FaultyReader* faulty = nullptr;
   // 3 MiB: dense layers stream through the ring (see the test above).
-  auto options = budget_options(0, 3 << 20, memtier::ReaderKind::pread, true);
-  options.reader_factory = [&](std::vector<fs::path> files) {
-    auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
-    faulty = reader.get();
-    return reader;
-  };
+  const auto options =
+      with_faulty_reader(budget_options(0, 3 << 20, memtier::ReaderKind::pread, true), faulty);
   Engine engine(kModels / "tiny-f32", options);
   ASSERT_TRUE(engine.memory_stats().dense_streamed);
   for (const std::int64_t layer : {0, 2}) {
@@ -449,12 +452,8 @@ TEST(EngineMemtier, TeardownWithPrefetchesInFlightIsSafe) {
   bool in_flight_at_teardown = false;
   for (std::int32_t next = 7; next < 40 && !in_flight_at_teardown; ++next) {
     moed::testing::FaultyReader* faulty = nullptr;
-    auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, true);
-    options.reader_factory = [&](std::vector<fs::path> files) {
-      auto reader = std::make_unique<moed::testing::FaultyReader>(std::move(files));
-      faulty = reader.get();
-      return reader;
-    };
+    const auto options =
+        with_faulty_reader(budget_options(0.25, 0, memtier::ReaderKind::pread, true), faulty);
     Engine engine(kModels / "tiny-f32", options);
     auto prefilled = engine.new_cache();
     std::vector<float> logits;

@@ -342,8 +342,10 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
       if (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) order.push_back(e);
   }
   // Under a tight budget the next layer's prefetches would otherwise evict this layer's
-  // resident experts before they are used, turning hits into demand reads.
-  const std::vector<memtier::Payload> current = store_->hold_resident(layer, order);
+  // resident experts before they are used, turning hits into demand reads. Each is let go once
+  // acquired, so without prefetch eviction is exactly the policy's (as the simulator replays).
+  std::vector<memtier::Payload> unacquired;
+  if (options_.prefetch) unacquired = store_->hold_resident(layer, order);
   predict_next_layer(layer_index, h, rows);
   // Outputs land per (row, slot) so the weighted sum always adds in slot order, whatever order
   // the experts ran in.
@@ -363,6 +365,7 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
     activated.resize(static_cast<std::size_t>(m * ffn));
     down.resize(static_cast<std::size_t>(m * hidden));
     const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
+    std::erase(unacquired, payload);
     const auto& expert = static_cast<const ExpertWeights&>(*payload);
     matmul_.multiply(gathered.data(), m, expert.gate_up, gate_up.data());
     kernels::silu_mul(gate_up.data(), activated.data(), m, ffn);
