@@ -288,15 +288,15 @@ class Driver:
         if rng.random() < 0.4:
             messages.append({"role": "system", "content": " ".join(
                 rng.choice(WORDS) for _ in range(rng.randint(1, 20)))})
+        # Turns alternate user/assistant and end with the user, as chat templates demand.
         for turn in range(rng.randint(1, 3)):
+            if turn:
+                messages.append({"role": "assistant", "content": " ".join(
+                    rng.choice(WORDS) for _ in range(rng.randint(1, 12)))})
             text = self.random_prompt(rng)
             if isinstance(text, list):
                 text = " ".join(rng.choice(WORDS) for _ in range(len(text) // 2 + 1))
             messages.append({"role": "user", "content": text})
-            if turn < 2 and rng.random() < 0.5:
-                messages.append({"role": "assistant", "content": rng.choice(WORDS)})
-        if messages[-1]["role"] != "user":
-            messages.append({"role": "user", "content": "and then?"})
         body = self.sampling(rng, {"messages": messages, "stream": stream})
         if rng.random() < 0.15:
             body["logprobs"] = True
@@ -481,6 +481,10 @@ class Driver:
             ("POST", "/v1/completions", j({"prompt": "hi", "model": "no-such-model"}), 404),
             ("POST", "/v1/chat/completions", j({"messages": []}), 400),
             ("POST", "/v1/chat/completions", j({"messages": [{"content": "x"}]}), 400),
+            # The template's raise_exception(): roles must alternate.
+            ("POST", "/v1/chat/completions",
+             j({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+             400),
             ("POST", "/v1/chat/completions",
              j({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), 400),
             ("POST", "/v1/chat/completions",
@@ -575,7 +579,7 @@ class Sampler(threading.Thread):
             self.stop_event.wait(1.0)
 
 
-def write_png(path, samples, title):
+def write_png(path, samples, title, overhead, load_end_s):
     """RSS, its anonymous part and the bound against time, drawn with libgd (the library moectl
     plots with) through ctypes, so the soak needs no plotting package."""
     gd = ctypes.CDLL(ctypes.util.find_library("gd") or "libgd.so.3")
@@ -600,7 +604,8 @@ def write_png(path, samples, title):
     series = [("bound", rgb(214, 39, 40), [s["bound"] for s in samples]),
               ("RSS (VmRSS)", rgb(31, 119, 180), [s["VmRSS"] for s in samples]),
               ("RssAnon", rgb(44, 160, 44), [s.get("RssAnon", 0) for s in samples]),
-              ("budget", rgb(255, 127, 14), [s["budget"] for s in samples])]
+              ("budget + overhead", rgb(255, 127, 14), [s["budget"] + overhead for s in samples]),
+              ("budget", rgb(148, 103, 189), [s["budget"] for s in samples])]
     ts = [s["t"] for s in samples]
     t_min, t_max = (ts[0], ts[-1]) if len(ts) > 1 else (0, 1)
     if t_max <= t_min:
@@ -629,9 +634,13 @@ def write_png(path, samples, title):
         t += t_step
     gd.gdImageLine(im, left, top + plot_h, left + plot_w, top + plot_h, black)
     gd.gdImageLine(im, left, top, left, top + plot_h, black)
-    text(left + plot_w // 2 - 40, height - 24, "time (s)", black)
+    text(left + plot_w // 2 - 80, height - 24, "time since the load started (s)", black)
     text(8, top - 20, "MiB", black)
     text(left, 14, title, black, bold)
+    if t_min <= load_end_s <= t_max:  # where the clients stopped
+        for y in range(top, top + plot_h, 8):
+            gd.gdImageLine(im, px(load_end_s), y, px(load_end_s), y + 3, black)
+        text(px(load_end_s) + 4, top + 4, "clients stop", black)
     gd.gdImageSetThickness(im, 2)
     for i, (name, color, values) in enumerate(series):
         for a in range(1, len(values)):
@@ -738,6 +747,13 @@ def main():
     if any(c.is_alive() for c in clients):
         failures.append(f"clients still waiting {READ_TIMEOUT_S} s after the end")
     load_s = time.monotonic() - start
+    # Every client has stopped: whatever the daemon still runs or queues has no client left.
+    try:
+        orphans_text = get_text(sock, "/metrics")[1]
+        orphans = int((metric(orphans_text, "moed_active_sessions") or 0) +
+                      (metric(orphans_text, "moed_queue_length") or 0))
+    except (OSError, http.client.HTTPException):
+        orphans = None
 
     # Sessions whose clients left must end: nothing may stay in the batch or queue.
     def idle_again():
@@ -810,12 +826,14 @@ def main():
     png_path = os.path.join(args.out, "rss.png")
     if samples:
         write_png(png_path, samples, f"moed soak: {args.clients} clients, "
-                  f"{args.host_budget} host budget, {os.path.basename(args.model.rstrip('/'))}")
+                  f"{args.host_budget} host budget, {os.path.basename(args.model.rstrip('/'))}",
+                  overhead, load_s)
 
     mib = lambda b: f"{b / MiB:,.0f} MiB"  # noqa: E731
     lines = [f"soak: {load_s:.0f} s of load ({args.duration:.0f} s asked), {args.clients} clients, "
-             f"host budget {args.host_budget}, model {args.model}; sessions settled "
-             f"{settle_s:.0f} s after the clients stopped"]
+             f"host budget {args.host_budget}, model {args.model}"]
+    lines.append(f"sessions without a client when the clients stopped: {orphans} "
+                 f"(running or queued; all ended {settle_s:.0f} s later)")
     lines.append("requests served (complete, checked answers):")
     for kind in sorted(tally.served):
         lines.append(f"  {kind:<20} {tally.served[kind]:>6}   ({tally.tokens[kind]} tokens)")
@@ -863,7 +881,8 @@ def main():
     lines.append("result: " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))
     print("\n".join(lines))
     summary = {
-        "duration_s": load_s, "clients": args.clients, "host_budget": args.host_budget,
+        "duration_s": load_s, "clients": args.clients, "orphaned_sessions": orphans,
+        "orphans_settled_s": settle_s, "host_budget": args.host_budget,
         "served": dict(tally.served), "tokens": dict(tally.tokens),
         "disconnects": dict(tally.disconnects),
         "errors": [{"expected": e, "kind": k, "status": st, "class": c, "count": n,
