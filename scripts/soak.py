@@ -137,6 +137,7 @@ class ModelShape:
         self.head_dim = c.get("head_dim") or self.hidden // self.heads
         self.ffn = c["intermediate_size"]
         self.experts = c["num_local_experts"]
+        self.top_k = c["num_experts_per_tok"]
         self.context = c["max_position_embeddings"]
         self.dtype_bytes = {"float32": 4, "bfloat16": 2, "float16": 2}.get(c.get("torch_dtype"), 4)
 
@@ -159,23 +160,26 @@ def kv_upper_bound(shape, live_sessions, longest_request_tokens):
     return live_sessions * shape.kv_capacity(longest_request_tokens) * shape.kv_bytes_per_token()
 
 
-def overhead_allowances(shape, cache, max_batch, longest_prompt):
-    """Memory a served request can add over the idle daemon beyond weights and KV, each an
-    upper bound with its reason. The idle measurement may already hold part of each, which only
-    loosens the bound."""
+def overhead_allowances(shape, cache, max_batch, longest_prompt, cpus):
+    """Memory a served request can add over the idle daemon beyond weights and KV, each with
+    its reason: sizes derived from the model and the daemon's report, and one stated allowance
+    (malloc arenas). The idle measurement may already hold part of each, which only loosens the
+    bound."""
     expert_block = cache.get("expert_block_bytes", 0)
     dense_layer = shape.dtype_bytes * shape.hidden * (
         (shape.heads + 2 * shape.kv_heads) * shape.head_dim + shape.heads * shape.head_dim +
         shape.experts)
     embedding = shape.vocab * shape.hidden * shape.dtype_bytes
-    # One step's f32 activations: the prompt's hidden states and their norms, q/k/v, attention
-    # output, the routed tokens' gate/up and down products per expert pass, attention scores for
-    # one head at a time of the longest prompt against itself, and logits of a full batch; times
-    # two for the allocator keeping a freed step's buffers while the next one allocates.
-    per_token = 4 * (6 * shape.hidden + (shape.heads + 2 * shape.kv_heads) * shape.head_dim +
-                     3 * shape.ffn)
-    activations = 2 * (longest_prompt * per_token + 4 * shape.heads * longest_prompt *
-                       longest_prompt + 4 * max_batch * shape.vocab)
+    # One forward's f32 buffers per row (engine.cpp forward and moe): x, h, projected; q and
+    # the attention output; the fused qkv; k; one output per routed slot; an expert pass's
+    # gathered rows, gate/up, activation and down products. For the longest prompt, plus the
+    # logits of a full decode batch; times two for oneDNN's scratchpads and the allocator
+    # keeping a freed step's buffers while the next one allocates.
+    q_width = shape.heads * shape.head_dim
+    kv_width = shape.kv_heads * shape.head_dim
+    per_row = 4 * (3 * shape.hidden + 2 * q_width + (q_width + 2 * kv_width) + kv_width +
+                   shape.top_k * shape.hidden + 3 * shape.ffn + 2 * shape.hidden)
+    activations = 2 * (longest_prompt * per_row + 4 * max_batch * shape.vocab)
     return {
         # engine.cpp: spare buffers for two experts and two dense layers, refilled on eviction.
         "buffer_pool": 2 * expert_block + 2 * dense_layer,
@@ -185,9 +189,10 @@ def overhead_allowances(shape, cache, max_batch, longest_prompt):
         # RSS as file pages, up to the whole table.
         "mapped_embedding": embedding,
         "step_activations": activations,
-        # glibc keeps a heap arena per thread that allocated (HTTP threads parse JSON, the
-        # scheduler and loader compute); 8 MiB each for the clients' handler threads and ours.
-        "malloc_arenas": 8 * MiB * (max_batch + 4),
+        # Each connection has its own thread; glibc gives threads up to 8 heap arenas per core,
+        # and each keeps the freed buffers of the requests it parsed and answered (bodies up to
+        # the 1 MiB max_body, their JSON and token lists): a stated 4 MiB per arena.
+        "malloc_arenas": 8 * cpus * 4 * MiB,
     }
 
 
@@ -504,10 +509,10 @@ class Driver:
             raw = r.read()
             conn.close()
         except (OSError, http.client.HTTPException) as e:
-            # A 413 may close before the whole body was sent; the status is what counts, and a
-            # reset while sending 2 MiB leaves none to read.
+            # The server may answer 413 and close while the 2 MiB are still being sent; the
+            # reset then leaves no answer to read.
             if want == 413 and isinstance(e, (BrokenPipeError, ConnectionResetError)):
-                return self.tally.error(True, kind, 413, "reset while sending an oversized body")
+                return self.tally.error(True, kind, 0, "reset while sending an oversized body")
             return self.tally.error(False, kind, 0, f"connection: {type(e).__name__}: {e}")
         message = error_message(r.status, raw)
         valid_json = not message.startswith("error body is not JSON")
@@ -718,7 +723,8 @@ def main():
     resident_weights = cache["host"]["fixed_bytes"] + cache["host"]["used_bytes"]
     idle_overhead = max(0, idle - resident_weights)
     longest_prompt_tokens = args.longest_prompt + 64  # chat templates add their own tokens
-    allowances = overhead_allowances(shape, cache, args.max_batch, longest_prompt_tokens)
+    allowances = overhead_allowances(shape, cache, args.max_batch, longest_prompt_tokens,
+                                     os.cpu_count() or 1)
     overhead = idle_overhead + sum(allowances.values())
     live_sessions = args.max_batch + args.clients
     kv_bound = kv_upper_bound(shape, live_sessions,
