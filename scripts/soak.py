@@ -32,9 +32,9 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -255,8 +255,9 @@ class Driver:
 
     def random_prompt(self, rng):
         r = rng.random()
-        n = rng.randint(1, 48) if r < 0.7 else rng.randint(48, 400) if r < 0.95 else rng.randint(
-            400, self.args.longest_prompt)
+        # Mostly chat-sized, some paragraphs, a few long documents that take many steps.
+        n = rng.randint(1, 32) if r < 0.75 else rng.randint(32, 300) if r < 0.97 else rng.randint(
+            300, self.args.longest_prompt)
         if rng.random() < 0.3:  # token ids: exact length, any id of the vocabulary
             return [rng.randrange(self.shape.vocab) for _ in range(n)]
         words = [rng.choice(WORDS) for _ in range(max(1, n // 2))]
@@ -265,8 +266,8 @@ class Driver:
         return " ".join(words)
 
     def sampling(self, rng, body):
-        body["max_tokens"] = rng.randint(1, 24) if rng.random() < 0.8 else rng.randint(
-            24, self.args.longest_completion)
+        body["max_tokens"] = rng.randint(1, 16) if rng.random() < 0.85 else rng.randint(
+            16, self.args.longest_completion)
         if rng.random() < 0.3:
             body["temperature"] = 0.0
         elif rng.random() < 0.8:
@@ -713,7 +714,6 @@ def main():
         raise SystemExit("soak: moed did not become healthy within 600 s")
 
     # Idle overhead: RSS of the loaded, idle daemon minus the weights it holds resident.
-    _, cache = get_json(sock, "/admin/cache")
     idle_rss = []
     for _ in range(3):
         idle_rss.append(proc_memory(daemon.pid)["VmRSS"])
@@ -797,6 +797,7 @@ def main():
         daemon.wait()
         failures.append("moed did not exit within 120 s of SIGTERM")
     log.close()
+    shutil.rmtree(workdir, ignore_errors=True)
 
     samples = sampler.samples
     over = [s for s in samples if s["VmRSS"] > s["bound"]]
