@@ -228,7 +228,7 @@ class Tally:
 
 def message_class(message):
     """The error's message with numbers and quoted values blanked, so one cause counts once."""
-    m = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
+    m = re.sub(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"", "'…'", message)
     m = re.sub(r"\d+(\.\d+)?", "N", m)
     return m[:90]
 
@@ -585,7 +585,7 @@ class Sampler(threading.Thread):
             self.stop_event.wait(1.0)
 
 
-def write_png(path, samples, title, overhead, load_end_s):
+def write_png(path, samples, title, overhead, markers):
     """RSS, its anonymous part and the bound against time, drawn with libgd (the library moectl
     plots with) through ctypes, so the soak needs no plotting package."""
     gd = ctypes.CDLL(ctypes.util.find_library("gd") or "libgd.so.3")
@@ -643,10 +643,13 @@ def write_png(path, samples, title, overhead, load_end_s):
     text(left + plot_w // 2 - 80, height - 24, "time since the load started (s)", black)
     text(8, top - 20, "MiB", black)
     text(left, 14, title, black, bold)
-    if t_min <= load_end_s <= t_max:  # where the clients stopped
-        for y in range(top, top + plot_h, 8):
-            gd.gdImageLine(im, px(load_end_s), y, px(load_end_s), y + 3, black)
-        text(px(load_end_s) + 4, top + 4, "clients stop", black)
+    for i, (t, label) in enumerate(markers):  # dashed vertical lines
+        if t_min <= t <= t_max:
+            for y in range(top, top + plot_h, 8):
+                gd.gdImageLine(im, px(t), y, px(t), y + 3, black)
+            near_right = px(t) + 6 * len(label) + 4 > left + plot_w
+            text(px(t) - 6 * len(label) - 4 if near_right else px(t) + 4, top + 4 + 14 * i,
+                 label, black)
     gd.gdImageSetThickness(im, 2)
     for i, (name, color, values) in enumerate(series):
         for a in range(1, len(values)):
@@ -834,7 +837,8 @@ def main():
     if samples:
         write_png(png_path, samples, f"moed soak: {args.clients} clients, "
                   f"{args.host_budget} host budget, {os.path.basename(args.model.rstrip('/'))}",
-                  overhead, load_s)
+                  overhead, [(args.duration, "no new requests"),
+                             (load_s, "last client done")])
 
     mib = lambda b: f"{b / MiB:,.0f} MiB"  # noqa: E731
     lines = [f"soak: {load_s:.0f} s of load ({args.duration:.0f} s asked), {args.clients} clients, "
