@@ -250,6 +250,12 @@ class Driver:
         self.sock = sock_path
         self.tally = tally
         self.deadline = deadline
+        self.in_flight_lock = threading.Lock()
+        self.in_flight = 0  # generation requests whose client is still there
+
+    def generations_in_flight(self):
+        with self.in_flight_lock:
+            return self.in_flight
 
     # ---- request bodies
 
@@ -318,11 +324,19 @@ class Driver:
         fns, weights = zip(*actions)
         while time.monotonic() < self.deadline:
             action = rng.choices(fns, weights)[0]
+            generates = action != self.malformed
+            if generates:  # from before connecting until the answer ends or the client leaves
+                with self.in_flight_lock:
+                    self.in_flight += 1
             try:
                 action(rng)
             except Exception as e:  # a driver bug must show in the result, not end the client
                 self.tally.error(False, "driver " + action.__name__, -1,
                                  f"{type(e).__name__}: {e}")
+            finally:
+                if generates:
+                    with self.in_flight_lock:
+                        self.in_flight -= 1
 
     def post(self, path, body):
         """Sends the request; returns (connection, response, raw socket). A streamed answer
@@ -544,11 +558,12 @@ class Driver:
 class Sampler(threading.Thread):
     """Samples RSS and the daemon's budget every second and checks them against the bound."""
 
-    def __init__(self, daemon, sock, bound_of):
+    def __init__(self, daemon, sock, bound_of, in_flight):
         super().__init__(daemon=True)
         self.proc = daemon
         self.sock = sock
         self.bound_of = bound_of
+        self.in_flight = in_flight
         self.samples = []
         self.stop_event = threading.Event()
         self.start_time = time.monotonic()
@@ -562,6 +577,17 @@ class Sampler(threading.Thread):
         except (OSError, http.client.HTTPException, ValueError):
             cache = None
         s = {"t": time.monotonic() - self.start_time, **mem}
+        # Sessions the daemon runs or queues beyond the requests whose clients are still there
+        # belong to clients that left. The driver's count is taken on both sides of the read and
+        # the larger used, so a request sent meanwhile is not counted as left.
+        before = self.in_flight()
+        try:
+            text = get_text(self.sock, "/metrics", timeout=READ_TIMEOUT_S)[1]
+            held = (metric(text, "moed_active_sessions") or 0) + (
+                metric(text, "moed_queue_length") or 0)
+            s["clientless"] = max(0, int(held) - max(before, self.in_flight()))
+        except (OSError, http.client.HTTPException):
+            s["clientless"] = 0
         if cache:
             s["budget"] = cache["host"]["budget_bytes"]
             s["fixed"] = cache["host"]["fixed_bytes"]
@@ -738,10 +764,11 @@ def main():
         return s["budget"] + kv + overhead
 
     tally = Tally()
-    sampler = Sampler(daemon, sock, bound_of)
+    driver = Driver(args, shape, sock, tally, time.monotonic() + args.duration)
+    sampler = Sampler(daemon, sock, bound_of, driver.generations_in_flight)
     sampler.start()
     start = time.monotonic()
-    driver = Driver(args, shape, sock, tally, start + args.duration)
+    driver.deadline = start + args.duration
     clients = [threading.Thread(target=driver.run_client, args=(i,), daemon=True)
                for i in range(args.clients)]
     for c in clients:
@@ -828,11 +855,13 @@ def main():
     # ---- report
     csv_path = os.path.join(args.out, "rss.csv")
     with open(csv_path, "w") as f:
-        f.write("t_s,vm_rss,rss_anon,rss_file,budget,fixed,experts_used,kv_reported,bound\n")
+        f.write("t_s,vm_rss,rss_anon,rss_file,budget,fixed,experts_used,kv_reported,bound,"
+                "clientless_sessions\n")
         for s in samples:
             f.write(f"{s['t']:.1f},{s['VmRSS']},{s.get('RssAnon', 0)},{s.get('RssFile', 0)},"
                     f"{s['budget']},{s['fixed']},{s['experts_used']},"
-                    f"{'' if s['kv_reported'] is None else s['kv_reported']},{s['bound']}\n")
+                    f"{'' if s['kv_reported'] is None else s['kv_reported']},{s['bound']},"
+                    f"{s['clientless']}\n")
     png_path = os.path.join(args.out, "rss.png")
     if samples:
         write_png(png_path, samples, f"moed soak: {args.clients} clients, "
@@ -843,8 +872,13 @@ def main():
     mib = lambda b: f"{b / MiB:,.0f} MiB"  # noqa: E731
     lines = [f"soak: {load_s:.0f} s of load ({args.duration:.0f} s asked), {args.clients} clients, "
              f"host budget {args.host_budget}, model {args.model}"]
-    lines.append(f"sessions without a client when the clients stopped: {orphans} "
-                 f"(running or queued; all ended {settle_s:.0f} s later)")
+    clientless = max(samples, key=lambda s: s["clientless"], default=None)
+    lines.append("sessions whose clients had left (the daemon's running + queued beyond the "
+                 "driver's requests in flight): " + (
+                     f"at most {clientless['clientless']} at t={clientless['t']:.0f} s, "
+                     f"{sum(s['clientless'] for s in samples)} session-seconds; "
+                     if clientless else "") +
+                 f"{orphans} when the last client was done, all ended {settle_s:.0f} s later")
     lines.append("requests served (complete, checked answers):")
     for kind in sorted(tally.served):
         lines.append(f"  {kind:<20} {tally.served[kind]:>6}   ({tally.tokens[kind]} tokens)")
@@ -893,7 +927,8 @@ def main():
     print("\n".join(lines))
     summary = {
         "duration_s": load_s, "clients": args.clients, "orphaned_sessions": orphans,
-        "orphans_settled_s": settle_s, "host_budget": args.host_budget,
+        "orphans_settled_s": settle_s,
+        "clientless_session_seconds": sum(s["clientless"] for s in samples), "host_budget": args.host_budget,
         "served": dict(tally.served), "tokens": dict(tally.tokens),
         "disconnects": dict(tally.disconnects),
         "errors": [{"expected": e, "kind": k, "status": st, "class": c, "count": n,
