@@ -5,10 +5,11 @@
 # and exits non-zero on any unexpected error, RSS over the bound or a daemon crash.
 # Usage: scripts/soak.sh [--duration 600] [--clients 8] [--host-budget 25%] [--out DIR]
 #                        [--model DIR] [--build DIR] [extra scripts/soak.py flags...]
+# MOED_SOAK_DURATION sets the default duration (e.g. a short check through ctest).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-duration=600
+duration=${MOED_SOAK_DURATION:-600}
 clients=8
 budget=25%
 out=""
@@ -23,7 +24,7 @@ while (($#)); do
     --out) out=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) extra+=("$1"); shift ;;
   esac
 done
