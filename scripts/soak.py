@@ -466,6 +466,9 @@ class Driver:
             ready, _, _ = select.select([proc.stdout], [], [], READ_TIMEOUT_S)
             if ready:
                 os.read(proc.stdout.fileno(), 1)
+            else:
+                self.tally.error(False, "curl " + path, 0,
+                                 f"no byte of the stream within {READ_TIMEOUT_S} s")
         else:
             try:
                 proc.wait(timeout=rng.uniform(0.05, 1.5))
