@@ -244,8 +244,9 @@ def error_message(status, body):
 
 
 class Driver:
-    def __init__(self, args, shape, sock_path, tally, deadline):
+    def __init__(self, args, shape, sock_path, tally, deadline, daemon_alive):
         self.args = args
+        self.daemon_alive = daemon_alive  # once it died, more requests only repeat the news
         self.shape = shape
         self.sock = sock_path
         self.tally = tally
@@ -322,7 +323,7 @@ class Driver:
         actions = [(self.plain, 24), (self.stream, 30), (self.cancel_stream, 10),
                    (self.abandon, 4), (self.kill_client, 8), (self.malformed, 10)]
         fns, weights = zip(*actions)
-        while time.monotonic() < self.deadline:
+        while time.monotonic() < self.deadline and self.daemon_alive():
             action = rng.choices(fns, weights)[0]
             generates = action != self.malformed
             if generates:  # from before connecting until the answer ends or the client leaves
@@ -766,7 +767,8 @@ def main():
         return s["budget"] + kv + overhead
 
     tally = Tally()
-    driver = Driver(args, shape, sock, tally, time.monotonic() + args.duration)
+    driver = Driver(args, shape, sock, tally, time.monotonic() + args.duration,
+                    lambda: daemon.poll() is None)
     sampler = Sampler(daemon, sock, bound_of, driver.generations_in_flight)
     sampler.start()
     start = time.monotonic()
@@ -776,7 +778,7 @@ def main():
     for c in clients:
         c.start()
     # Bytes that are not HTTP, every 30 s, from the main thread.
-    while time.monotonic() < start + args.duration:
+    while time.monotonic() < start + args.duration and daemon.poll() is None:
         driver.raw_garbage()
         time.sleep(max(0.0, min(30.0, start + args.duration - time.monotonic())))
     stragglers = time.monotonic() + READ_TIMEOUT_S
@@ -880,7 +882,8 @@ def main():
                      f"at most {clientless['clientless']} at t={clientless['t']:.0f} s, "
                      f"{sum(s['clientless'] for s in samples)} session-seconds; "
                      if clientless else "") +
-                 f"{orphans} when the last client was done, all ended {settle_s:.0f} s later")
+                 f"{'?' if orphans is None else orphans} when the last client was done, all "
+                 f"ended {settle_s:.0f} s later")
     lines.append("requests served (complete, checked answers):")
     for kind in sorted(tally.served):
         lines.append(f"  {kind:<20} {tally.served[kind]:>6}   ({tally.tokens[kind]} tokens)")
