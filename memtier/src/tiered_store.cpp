@@ -122,6 +122,7 @@ void SectionRing::fill(std::size_t index, BlockLoader::Priority priority) {
   if (slot.busy) return;  // still in use by compute; filled once released
   slot.index = index;
   slot.future = loader_.load(schedule_[index % schedule_.size()], priority);
+  std::lock_guard lock(counters_mutex_);
   ++counters_.loads;
 }
 
@@ -136,6 +137,7 @@ Payload SectionRing::acquire(std::size_t index) {
   if (slot.future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
     const auto start = Clock::now();
     slot.future.wait();
+    std::lock_guard lock(counters_mutex_);
     ++counters_.waits;
     counters_.wait_seconds += since(start);
   }
@@ -153,6 +155,11 @@ Payload SectionRing::try_peek(std::size_t index) {
   } catch (...) {
     return nullptr;  // the error surfaces at acquire()
   }
+}
+
+SectionRing::Counters SectionRing::counters() const {
+  std::lock_guard lock(counters_mutex_);
+  return counters_;
 }
 
 void SectionRing::release(std::size_t index) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -119,6 +120,7 @@ class Engine {
   std::uint64_t expert_block_bytes() const { return expert_block_bytes_; }
   // The checkpoint's shard files, as the disk tier reads them.
   const std::vector<std::filesystem::path>& model_files() const { return source_->files(); }
+  // Safe to call from any thread while another computes (the daemon's /metrics does).
   MemoryStats memory_stats() const;
   void reset_memory_stats();
   memtier::HostTier& host_tier() { return *host_; }
@@ -164,7 +166,7 @@ class Engine {
   std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;
-  std::uint64_t budget_bytes_ = 0;
+  std::atomic<std::uint64_t> budget_bytes_ = 0;  // read by memory_stats() on any thread
   std::uint64_t expert_block_bytes_ = 0;
 
   std::unique_ptr<memtier::BufferPool> pool_;  // storage of blocks packed by the loader
