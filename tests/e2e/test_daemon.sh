@@ -138,15 +138,31 @@ c1=$(api http://moed/v1/chat/completions -d "$(chat_req 5)" | reply_of)
 c2=$(api http://moed/v1/chat/completions -d "$(chat_req 5)" | reply_of)
 [[ -n $c1 && $c1 == "$c2" ]] && pass "chat: same seed, same reply" || fail "chat seeds: '$c1' vs '$c2'"
 
-# 8 concurrent clients get the tokens each gets alone.
+# 8 concurrent clients get the tokens each gets alone, while other connections read the stats
+# and set the budget: HTTP threads reading what the scheduler's thread changes as it computes
+# (scripts/tsan.sh runs this under ThreadSanitizer). The poller makes at least one full round.
 for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/alone$i.json"; done
-for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/together$i.json" & done
-wait $(jobs -p | grep -v "^$pid$") 2>/dev/null
+(
+  while true; do
+    api http://moed/metrics | grep -q '^moed_host_budget_bytes ' && echo metrics >>"$work/polls"
+    api http://moed/admin/cache | grep -q '"budget_bytes"' && echo cache >>"$work/polls"
+    api http://moed/admin/cache -d '{"host_budget": "50%"}' | grep -q '"budget_bytes"' && echo budget >>"$work/polls"
+    [[ -e $work/clients-done ]] && break
+  done
+) &
+poller=$!
+clients=()
+for i in $(seq 1 8); do api http://moed/v1/completions -d "$(req $((8 + i)) 0.8 $i)" >"$work/together$i.json" & clients+=($!); done
+wait "${clients[@]}"
+touch "$work/clients-done"
+wait $poller
 same=1
 for i in $(seq 1 8); do
   py "import json; a=json.load(open('$work/alone$i.json')); b=json.load(open('$work/together$i.json')); assert a['choices'][0]['text'] == b['choices'][0]['text']" || same=0
 done
-((same)) && pass "8 concurrent clients: same text as alone" || fail "concurrent clients differ"
+answered=$(sort -u "$work/polls" | tr '\n' ' ')
+((same)) && [[ $answered == "budget cache metrics " ]] && pass "8 concurrent clients, stats read and budget set meanwhile: same text as alone" ||
+  fail "concurrent clients differ, or stats calls failed meanwhile (answered: $answered)"
 kill -0 "$pid" 2>/dev/null || { fail "the daemon died under concurrent clients; its log:"; tail -40 "$work/daemon.log"; exit 1; }
 
 # A client killed mid-stream frees its session.
