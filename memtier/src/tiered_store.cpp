@@ -144,6 +144,7 @@ void SectionRing::fill(std::size_t index, BlockLoader::Priority priority) {
   if (slot.busy && slot.index != index) return;  // still in use by compute; filled once released
   slot.index = index;
   slot.future = loader_.load(schedule_[index % schedule_.size()], priority);
+  std::lock_guard lock(counters_mutex_);
   ++counters_.loads;
 }
 
@@ -158,6 +159,7 @@ Payload SectionRing::acquire(std::size_t index) {
   if (slot.future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
     const auto start = Clock::now();
     slot.future.wait();
+    std::lock_guard lock(counters_mutex_);
     ++counters_.waits;
     counters_.wait_seconds += since(start);
   }
@@ -175,6 +177,11 @@ Payload SectionRing::try_peek(std::size_t index) {
   } catch (...) {
     return nullptr;  // the error surfaces at acquire()
   }
+}
+
+SectionRing::Counters SectionRing::counters() const {
+  std::lock_guard lock(counters_mutex_);
+  return counters_;
 }
 
 void SectionRing::release(std::size_t index) {

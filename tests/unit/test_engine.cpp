@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -377,6 +378,47 @@ TEST(EngineMemtier, DenseLayersStreamThroughTheRingWhenTheBudgetIsTooSmall) {
   EXPECT_THROW(Engine(kModels / "tiny-f32",
                       budget_options(0, 64 << 10, memtier::ReaderKind::io_uring, true)),
                std::invalid_argument);
+}
+
+// The daemon's /metrics and GET /admin/cache read memory_stats() on HTTP threads while the
+// scheduler's thread decodes and changes the budget. ThreadSanitizer (scripts/tsan.sh) reports
+// any unsynchronized counter; without it, what each read sees must still be coherent.
+TEST(EngineMemtier, MemoryStatsCanBeReadWhileTheEngineDecodes) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  // 3 MiB: the dense layers stream through the ring, whose counters change at every layer.
+  Engine engine(kModels / "tiny-f32",
+                budget_options(0, 3 << 20, memtier::ReaderKind::io_uring, true));
+  const std::uint64_t first_budget = engine.memory_stats().budget_bytes;
+  const std::uint64_t second_budget = first_budget + (1 << 20);
+  std::atomic<bool> done{false};
+  std::uint64_t reads = 0, backwards = 0, unknown_budgets = 0;
+  MemoryStats last;
+  std::thread reader([&] {
+    while (true) {
+      const bool work_done = done.load();
+      const auto stats = engine.memory_stats();
+      if (stats.ring.loads < last.ring.loads || stats.disk.reads < last.disk.reads) ++backwards;
+      if (stats.budget_bytes != first_budget && stats.budget_bytes != second_budget)
+        ++unknown_budgets;
+      last = stats;
+      ++reads;
+      if (work_done) break;
+    }
+  });
+  auto cache = engine.new_cache();
+  std::vector<float> logits;
+  engine.forward(std::span(tokens).first(4), cache, logits, false);
+  engine.set_host_budget(HostBudget{second_budget, 0});
+  for (std::size_t i = 4; i < tokens.size(); ++i)
+    engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
+  done = true;
+  reader.join();
+  EXPECT_GT(reads, 1u);
+  EXPECT_EQ(backwards, 0u);
+  EXPECT_EQ(unknown_budgets, 0u);
+  // The last read began after the work had ended, so it sees all of it.
+  EXPECT_EQ(last.ring.loads, engine.memory_stats().ring.loads);
+  EXPECT_EQ(last.budget_bytes, second_budget);
 }
 
 TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {

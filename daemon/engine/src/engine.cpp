@@ -527,7 +527,7 @@ MemoryStats Engine::memory_stats() const {
   MemoryStats s;
   s.reader = loader_->counters().engine;
   s.dense_streamed = ring_ != nullptr;
-  s.budget_bytes = budget_bytes_;
+  s.budget_bytes = budget_bytes_.load();
   s.fixed_bytes = fixed_bytes_;
   s.expert_bytes_total =
       expert_block_bytes_ * static_cast<std::uint64_t>(spec_.num_layers * spec_.num_experts);

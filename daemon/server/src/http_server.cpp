@@ -331,16 +331,14 @@ void HttpServer::watchdog() {
 
 void HttpServer::stop() {
   if (stopping_.exchange(true)) return;
-  beast::error_code ignored;
-  if (unix_acceptor_) {
-    ::shutdown(unix_acceptor_->native_handle(), SHUT_RDWR);
-    unix_acceptor_->close(ignored);
-  }
-  if (tcp_acceptor_) {
-    ::shutdown(tcp_acceptor_->native_handle(), SHUT_RDWR);
-    tcp_acceptor_->close(ignored);
-  }
+  // shutdown() wakes the accept threads; the acceptors are closed only once those have left
+  // them, as an Asio object must not be used by two threads at once.
+  if (unix_acceptor_) ::shutdown(unix_acceptor_->native_handle(), SHUT_RDWR);
+  if (tcp_acceptor_) ::shutdown(tcp_acceptor_->native_handle(), SHUT_RDWR);
   for (auto& t : accept_threads_) t.join();
+  beast::error_code ignored;
+  if (unix_acceptor_) unix_acceptor_->close(ignored);
+  if (tcp_acceptor_) tcp_acceptor_->close(ignored);
   {
     std::unique_lock lock(mutex_);
     for (auto& [key, c] : connections_)

@@ -919,13 +919,24 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
         http::status::ok,
         {{"layers", counts.size()}, {"experts", engine_->spec().num_experts}, {"counts", counts}}));
   }
+  // Other connections may start a trace at the same time.
+  auto recorded_trace = [&] {
+    std::lock_guard lock(mutex_);
+    if (!trace_path_)
+      throw ApiError{http::status::not_found,
+                     "no routing trace has been recorded; POST /admin/trace/start first"};
+    return *trace_path_;
+  };
   if (path == "/admin/trace/start" && request.method() == http::verb::post) {
     const auto file = std::filesystem::path(config_.state_dir) / "routing-trace.jsonl";
     rethrow_as_400([&] {
       std::filesystem::create_directories(config_.state_dir);
       engine_->record_trace(file);
     });
-    trace_path_ = file;
+    {
+      std::lock_guard lock(mutex_);
+      trace_path_ = file;
+    }
     return writer.send(
         json_response(http::status::ok, {{"recording", true}, {"path", file.string()}}));
   }
@@ -934,10 +945,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     return writer.send(json_response(http::status::ok, {{"recording", false}}));
   }
   if (path == "/admin/trace" && get) {
-    if (!trace_path_)
-      throw ApiError{http::status::not_found,
-                     "no routing trace has been recorded; POST /admin/trace/start first"};
-    std::ifstream in(*trace_path_, std::ios::binary);
+    std::ifstream in(recorded_trace(), std::ios::binary);
     std::ostringstream data;
     data << in.rdbuf();
     Response r{http::status::ok, 11};
@@ -946,9 +954,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     return writer.send(std::move(r));
   }
   if (path == "/admin/trace/simulate" && request.method() == http::verb::post) {
-    if (!trace_path_)
-      throw ApiError{http::status::not_found,
-                     "no routing trace has been recorded; POST /admin/trace/start first"};
+    const auto trace = recorded_trace();
     std::vector<std::uint64_t> blocks;
     if (!body.contains("blocks") || !body["blocks"].is_array())
       bad_field("blocks", "expected a list of cache sizes in expert blocks");
@@ -958,7 +964,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
       blocks.push_back(b.get<std::uint64_t>());
     }
     const std::vector<std::string> policies = {"lru", "lfu", "belady"};
-    const auto events = memtier::read_trace(*trace_path_);
+    const auto events = memtier::read_trace(trace);
     json results = json::array();
     for (const auto& r : memtier::simulate(events, blocks, policies))
       results.push_back({{"policy", r.policy},

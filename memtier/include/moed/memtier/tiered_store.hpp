@@ -51,6 +51,7 @@ class TieredStore {
 // compute that needs them, and freed when that compute is done. Memory is bounded by
 // sections x the largest block; the same type serves disk->host and host->GPU. Positions are
 // taken modulo the schedule's length, so a schedule of layers repeats for every token.
+// One thread (the compute's) uses the ring; counters() may be called from any thread.
 class SectionRing {
  public:
   SectionRing(BlockLoader& loader, std::vector<BlockId> schedule, std::size_t sections);
@@ -66,7 +67,7 @@ class SectionRing {
     std::uint64_t loads = 0, waits = 0;
     double wait_seconds = 0;
   };
-  Counters counters() const { return counters_; }
+  Counters counters() const;
 
  private:
   struct Slot {
@@ -79,6 +80,7 @@ class SectionRing {
   BlockLoader& loader_;
   std::vector<BlockId> schedule_;
   std::vector<Slot> slots_;
+  mutable std::mutex counters_mutex_;
   Counters counters_;
 };
 

@@ -121,6 +121,7 @@ class Engine {
   std::uint64_t expert_block_bytes() const { return expert_block_bytes_; }
   // The checkpoint's shard files, as the disk tier reads them.
   const std::vector<std::filesystem::path>& model_files() const { return source_->files(); }
+  // Safe to call from any thread while another computes (the daemon's /metrics does).
   MemoryStats memory_stats() const;
   void reset_memory_stats();
   memtier::HostTier& host_tier() { return *host_; }
@@ -168,7 +169,7 @@ class Engine {
   std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;
-  std::uint64_t budget_bytes_ = 0;
+  std::atomic<std::uint64_t> budget_bytes_ = 0;  // read by memory_stats() on any thread
   std::uint64_t expert_block_bytes_ = 0;
   int compute_threads_ = 1;
   std::atomic<int> last_step_threads_{0};

@@ -70,6 +70,7 @@ class Service {
   std::optional<model::Tokenizer> tokenizer_;
   std::optional<model::ChatTemplate> chat_template_;
   std::string chat_template_error_;  // why the template could not be parsed
+  // Under mutex_: admin calls on several connections run at once.
   std::optional<std::filesystem::path> trace_path_;
   std::atomic<std::uint64_t> requests_{0}, errors_{0}, client_disconnects_{0};
 };
