@@ -581,7 +581,6 @@ TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
 
 // ---- the scheduler -------------------------------------------------------------------------
 
-#include <thread>
 
 #include "moed/engine/scheduler.hpp"
 
