@@ -45,6 +45,10 @@ class ResponseWriter {
 
 using Handler = std::function<void(const Request&, const Peer&, ResponseWriter&)>;
 
+// The largest request head (request line and headers) a connection may send. Heads are small; a
+// larger one is an attack or a bug, answered 431.
+inline constexpr std::uint32_t kMaxRequestHeadBytes = 16 * 1024;
+
 struct HttpOptions {
   std::string socket_path;  // "" for none
   std::uint32_t socket_mode = 0660;
