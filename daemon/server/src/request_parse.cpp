@@ -68,7 +68,7 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
           ? "max_completion_tokens"
           : "max_tokens";
   g.max_tokens = integer_field(body, max_field, limits.default_max_tokens, 1, INT64_MAX);
-  if (g.max_tokens + prompt_tokens > context)
+  if (g.max_tokens > context - prompt_tokens)  // the sum could overflow; the prompt fits
     bad_field(max_field, std::to_string(g.max_tokens) + " plus the prompt's " +
                              std::to_string(prompt_tokens) +
                              " tokens exceed the model's context of " + std::to_string(context));
