@@ -633,6 +633,24 @@ TEST(Trace, ForeignTracesWithExtraFieldsParseAndBadLinesNameTheLine) {
   }
 }
 
+// Ids past int32 used to wrap (4294967296 became expert 0, 2147483648 layer -2147483648), so a
+// foreign trace silently aliased blocks.
+TEST(Trace, IdsBeyondInt32AreRejectedNotWrapped) {
+  for (const char* line :
+       {R"({"layer": 4294967296, "experts": [1]})", R"({"layer": 2147483648, "experts": [1]})",
+        R"({"layer": 0, "experts": [1, 4294967296]})"}) {
+    std::istringstream in(line);
+    try {
+      parse_trace(in, "t.jsonl");
+      ADD_FAILURE() << "accepted " << line;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("t.jsonl:1"), std::string::npos) << e.what();
+    }
+  }
+  std::istringstream largest(R"({"layer": 2147483647, "experts": [2147483647]})");
+  EXPECT_EQ(parse_trace(largest, "t.jsonl").at(0).experts.at(0), 2147483647);
+}
+
 TEST(Simulator, ReplaysInOrderAndBeladyIsNeverBeaten) {
   // Requests: A B C A B D A B C D, one expert per line.
   std::vector<RoutingEvent> trace;
