@@ -48,4 +48,22 @@ TEST(RequestParse, HugeMaxTokensIsRejectedNotOverflowed) {
   EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "max_tokens": 4095})"), "max_tokens");
 }
 
+// Found by reading after fuzzing: a body of 200,000 nested brackets in a field whose error message
+// quotes the value overflowed the stack (the JSON writer recurses per level), killing the
+// daemon. Bodies are now limited in depth when parsed.
+TEST(RequestParse, DeeplyNestedBodiesAreRejectedWhenParsed) {
+  const std::size_t depth = 200000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  try {
+    (void)parse_body(R"({"prompt": [1], "stop": [)" + deep + "]}");
+    FAIL() << "accepted a body nested " << depth << " levels";
+  } catch (const RequestError& e) {
+    EXPECT_NE(std::string(e.what()).find("nests deeper than"), std::string::npos) << e.what();
+  }
+  const std::size_t limit = 64;  // kMaxBodyDepth
+  const std::string deepest = std::string(limit, '[') + std::string(limit, ']');
+  EXPECT_NO_THROW((void)parse_body(R"({"tools": )" + deepest + "}"));
+  EXPECT_THROW((void)parse_body(R"({"tools": [)" + deepest + "]}"), RequestError);
+}
+
 }  // namespace

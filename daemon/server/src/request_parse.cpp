@@ -104,9 +104,18 @@ RequestError::RequestError(std::string field, const std::string& why, Kind kind)
       kind_(kind) {}
 
 Body parse_body(std::string_view text) {
+  // Writing a value out (error messages, templates' tojson) recurses once per level: a body of
+  // nothing but brackets would overflow the stack. Real requests (tool schemas included) nest
+  // a dozen levels at most.
+  const auto limit_depth = [](int depth, Body::parse_event_t, Body&) {
+    if (depth > kMaxBodyDepth)
+      throw RequestError({},
+                         "the body nests deeper than " + std::to_string(kMaxBodyDepth) + " levels");
+    return true;
+  };
   Body body;
   try {
-    body = Body::parse(text);
+    body = Body::parse(text, limit_depth);
   } catch (const Body::exception& e) {
     throw RequestError({}, std::string("the body is not valid JSON: ") + e.what());
   }

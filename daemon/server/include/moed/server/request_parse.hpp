@@ -53,7 +53,8 @@ struct GenerationParams {
   bool logprobs = false;
 };
 
-// A body that must be a JSON object.
+// A body that must be a JSON object, nested no deeper than this.
+inline constexpr int kMaxBodyDepth = 64;
 Body parse_body(std::string_view text);
 
 // /v1/completions. `encode` turns a text prompt into token ids (the model's tokenizer).
