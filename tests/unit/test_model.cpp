@@ -353,6 +353,23 @@ TEST(Tokenizer, MissingOrBadTokenizerIsAClearError) {
       {"pre_tokenizer", "Whitespace"});
 }
 
+// Found by fuzz_tokenizer: an id of 1121474836470 in the vocabulary was narrowed to int32 and
+// sized the id table (gigabytes, then out of memory); a negative one indexed before it.
+TEST(Tokenizer, IdsOutsideTheVocabularyAreRejectedBeforeAllocating) {
+  for (const char* vocab : {R"({"a": 0, "b": 1121474836470})", R"({"a": 0, "b": 2147483647})",
+                            R"({"a": 0, "b": -1})", R"({"a": 0, "b": "1"})"}) {
+    const std::string tokenizer =
+        std::string(R"({"model":{"type":"BPE","vocab":)") + vocab + R"(,"merges":[]}})";
+    expect_error([&] { Tokenizer::from_json(tokenizer); }, {"model.vocab['b']", "not in [0, 2)"});
+  }
+  expect_error(
+      [] {
+        Tokenizer::from_json(
+            R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"id":5,"content":"<s>"}]})");
+      },
+      {"added_tokens", "id 5"});
+}
+
 // Every template and conversation in chat-templates.json, rendered by Python's jinja2 the way
 // transformers does (scripts/make-chat-golden.py): same text, or the same raise_exception.
 TEST(ChatTemplate, MatchesJinja2OnPublishedTemplates) {
