@@ -154,6 +154,47 @@ TEST(ModelSpec, BadConfigsNameTheKey) {
   expect_error([&] { ModelSpec::from_config("/nonexistent"); }, {"cannot open"});
 }
 
+// Checked deliberately with fuzz_model_config: each of these got past from_config as something
+// other than an error naming the key (a json type_error, a zero head_dim, sizes whose products
+// overflow int64 later, a stack overflow writing a deeply nested value into the message).
+TEST(ModelSpec, HostileValuesAreErrorsNamingTheKey) {
+  auto expect_config_error = [&](const std::function<void(json&)>& edit,
+                                 std::initializer_list<std::string> parts) {
+    TempDir copy("config-hostile");
+    copy_model("tiny-f32", copy.path);
+    edit_config(copy.path, edit);
+    try {
+      ModelSpec::from_config(copy.path);
+      ADD_FAILURE() << "accepted";
+    } catch (const std::runtime_error& e) {
+      for (const auto& part : parts)
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  expect_config_error([](json& c) { c["tie_word_embeddings"] = 1; },
+                      {"'tie_word_embeddings'", "true or false"});
+  expect_config_error([](json& c) { c["num_attention_heads"] = 512; }, {"'head_dim'"});
+  expect_config_error([](json& c) { c["vocab_size"] = 4294967296; }, {"'vocab_size'", "2^31"});
+  expect_config_error([](json& c) { c["num_local_experts"] = 4294967296; },
+                      {"'num_local_experts'"});
+  expect_config_error([](json& c) { c["intermediate_size"] = 4611686018427387904; },
+                      {"'intermediate_size'", "2^63"});
+  expect_config_error(
+      [](json& c) {
+        c["num_attention_heads"] = 1;
+        c["num_key_value_heads"] = 1;
+        c["head_dim"] = 4611686018427387904;
+      },
+      {"'head_dim'", "2^63"});
+  TempDir deep("config-deep");
+  copy_model("tiny-f32", deep.path);
+  const std::size_t depth = 1000000;
+  std::ofstream(deep.path / "config.json")
+      << R"({"model_type": "mixtral", "vocab_size": )" << std::string(depth, '[')
+      << std::string(depth, ']') << "}";
+  expect_error([&] { ModelSpec::from_config(deep.path); }, {"'vocab_size'", "an array"});
+}
+
 TEST(Checkpoint, ConfigThatDisagreesWithTensorsNamesTheTensor) {
   TempDir dir("disagree");
   copy_model("tiny-f32", dir.path);
