@@ -49,7 +49,9 @@ std::vector<RoutingEvent> parse_trace(std::istream& in, const std::string& origi
     if (!line.contains("experts") || !line["experts"].is_array())
       fail("'experts' must be an array of expert ids");
     for (const auto& e : line["experts"]) {
-      if (!is_id(e)) fail("'experts' holds " + e.dump() + ", not an integer in [0, 2^31)");
+      if (!is_id(e))
+        fail("'experts' holds " + (e.is_primitive() ? e.dump() : std::string(e.type_name())) +
+             ", not an integer in [0, 2^31)");
       event.experts.push_back(e.get<std::int32_t>());
     }
     if (line.contains("token") && line["token"].is_number_integer())

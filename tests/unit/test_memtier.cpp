@@ -647,6 +647,11 @@ TEST(Trace, IdsBeyondInt32AreRejectedNotWrapped) {
       EXPECT_NE(std::string(e.what()).find("t.jsonl:1"), std::string::npos) << e.what();
     }
   }
+  // The value is described, not written out: a deeply nested one would overflow the stack.
+  const std::size_t depth = 1000000;
+  std::istringstream deep(R"({"layer": 0, "experts": [)" + std::string(depth, '[') +
+                          std::string(depth, ']') + "]}");
+  EXPECT_THROW(parse_trace(deep, "t.jsonl"), std::runtime_error);
   std::istringstream largest(R"({"layer": 2147483647, "experts": [2147483647]})");
   EXPECT_EQ(parse_trace(largest, "t.jsonl").at(0).experts.at(0), 2147483647);
 }
