@@ -450,6 +450,47 @@ TEST(ChatTemplate, BrokenTemplatesNameTheLineAndConstruct) {
   expect_error([&] { undefined_access.render(context); }, {"undefined"});
 }
 
+// Found by checking deliberately with fuzz_chat_template: parsing recursed once per nested
+// bracket, "not", unary minus or block, and rendering once per operator in a chain, so any of
+// these overflowed the stack (ASan: stack-overflow). Nesting is now bounded at parse time.
+TEST(ChatTemplate, DeepNestingIsAParseErrorNotAStackOverflow) {
+  const std::size_t n = 100000;
+  auto repeat = [](const std::string& s, std::size_t times) {
+    std::string out;
+    for (std::size_t i = 0; i < times; ++i) out += s;
+    return out;
+  };
+  for (const std::string& source :
+       {"{{ " + repeat("(", n) + "1" + repeat(")", n) + " }}",
+        "{{ " + repeat("[", n) + repeat("]", n) + " }}", "{{ " + repeat("not ", n) + "1 }}",
+        "{{ " + repeat("-", n) + "1 }}", "{{ 1" + repeat(" + 1", n) + " }}",
+        "{{ x" + repeat(".y", n) + " }}", repeat("{% if x %}", n) + "a" + repeat("{% endif %}", n)})
+    expect_error([&] { ChatTemplate(source, "t"); }, {"t line 1", "deeper than 128 levels"});
+  const ChatTemplate nested("{{ " + repeat("(", 100) + "1 + 2" + repeat(")", 100) + " }}" +
+                                repeat("{% if true %}", 100) + "!" + repeat("{% endif %}", 100),
+                            "t");
+  EXPECT_EQ(nested.render(nlohmann::ordered_json::object()), "3!");
+}
+// Integer arithmetic past int64 was undefined behaviour (UBSan in fuzz_chat_template), and
+// '*' on a string could ask for any amount of memory. Both are render errors now.
+TEST(ChatTemplate, ArithmeticOverflowIsARenderError) {
+  for (const char* source :
+       {"{{ 9223372036854775807 + 1 }}", "{{ -9223372036854775807 - 2 }}",
+        "{{ 4611686018427387904 * 2 }}", "{{ -(-9223372036854775807 - 1) }}",
+        "{{ (-9223372036854775807 - 1) // -1 }}", "{{ 1e300 | int }}",
+        "{{ 'ab' * 9223372036854775807 }}", "{{ (-9223372036854775807 - 1) | abs }}",
+        "{{ [1] | tojson(indent=2147483647) }}", "{{ 'a\nb' | indent(9223372036854775807) }}"}) {
+    const ChatTemplate chat(source, "t");
+    expect_error([&] { chat.render(nlohmann::ordered_json::object()); }, {"t line 1"});
+  }
+  EXPECT_EQ(ChatTemplate("{{ range(9223372036854775806, 9223372036854775807, 5) | length }}", "t")
+                .render(nlohmann::ordered_json::object()),
+            "1");
+  EXPECT_EQ(ChatTemplate("{{ 9223372036854775806 + 1 }}{{ 'ab' * 2 }}", "t")
+                .render(nlohmann::ordered_json::object()),
+            "9223372036854775807abab");
+}
+
 TEST(ChatTemplate, TinyModelsShipTheirTemplate) {
   const auto tokenizer = Tokenizer::from_model_dir(kModels / "tiny-f32");
   ASSERT_FALSE(tokenizer.chat_template().empty());
