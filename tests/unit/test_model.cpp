@@ -411,6 +411,16 @@ TEST(Tokenizer, IdsOutsideTheVocabularyAreRejectedBeforeAllocating) {
       {"added_tokens", "id 5"});
 }
 
+// Found by fuzz_tokenizer: a vocabulary token shaped like a byte but not hex ("<0xZZ>") made
+// the byte-fallback decoder throw std::invalid_argument from stoi; tokenizers decodes it as text.
+TEST(Tokenizer, ByteFallbackDecodesNonHexByteTokensAsText) {
+  const auto tok = Tokenizer::from_json(
+      R"({"model":{"type":"BPE","vocab":{"<0xZZ>":0,"<0x41>":1,"<0x-1>":2,"b":3},"merges":[],)"
+      R"("byte_fallback":true},"decoder":{"type":"ByteFallback"}})");
+  const std::int32_t ids[] = {0, 1, 2, 3};
+  EXPECT_EQ(tok.decode(ids), "<0xZZ>A<0x-1>b");
+}
+
 // Every template and conversation in chat-templates.json, rendered by Python's jinja2 the way
 // transformers does (scripts/make-chat-golden.py): same text, or the same raise_exception.
 TEST(ChatTemplate, MatchesJinja2OnPublishedTemplates) {

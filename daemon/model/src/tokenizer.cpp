@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -697,7 +698,11 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
           pending.clear();
         };
         for (const auto& token : tokens) {
-          if (token.size() == 6 && token.starts_with("<0x") && token.back() == '>') {
+          // As tokenizers' ByteFallback: "<0xXX>" with two hex digits is a byte; any other
+          // token, "<0xZZ>" included, is text.
+          if (token.size() == 6 && token.starts_with("<0x") && token.back() == '>' &&
+              std::isxdigit(static_cast<unsigned char>(token[3])) &&
+              std::isxdigit(static_cast<unsigned char>(token[4]))) {
             pending += static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16));
           } else {
             flush_bytes();
