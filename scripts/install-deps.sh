@@ -10,6 +10,8 @@ packages=(
   libgd-dev                        # moectl trace simulate --plot (PNG)
   python3-numpy python3-jinja2     # test models, numpy reference; jinja2 renders chat templates
                                    # independently for the golden and e2e checks
+  clang-16 libclang-rt-16-dev      # scripts/fuzz.sh: libFuzzer targets under ASan/UBSan,
+  libomp-16-dev                    # and clang's OpenMP for the kernels they link
   curl systemd util-linux          # e2e tests: curl --unix-socket, systemd-analyze, setpriv
 )
 missing=()

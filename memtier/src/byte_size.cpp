@@ -41,8 +41,8 @@ std::uint64_t parse_byte_size(std::string_view text) {
   for (const auto& u : kUnits)
     if (unit == u.name) {
       const double bytes = number * u.factor;
-      if (bytes > 1.8e19) fail();
-      return static_cast<std::uint64_t>(std::llround(bytes));
+      if (bytes > 1.8e19) fail();  // below 2^64, so the conversion is in range
+      return static_cast<std::uint64_t>(std::round(bytes));
     }
   fail();
   return 0;

@@ -38,15 +38,20 @@ std::vector<RoutingEvent> parse_trace(std::istream& in, const std::string& origi
     }
     if (!line.is_object()) fail("a record must be a JSON object");
     RoutingEvent event;
-    if (!line.contains("layer") || !line["layer"].is_number_integer() ||
-        line["layer"].get<std::int64_t>() < 0)
-      fail("'layer' must be a non-negative integer");
+    // Layers and experts are int32 in BlockId; a larger id would wrap onto another block.
+    auto is_id = [](const nlohmann::json& v) {
+      return v.is_number_unsigned() &&
+             v.get<std::uint64_t>() <= std::numeric_limits<std::int32_t>::max();
+    };
+    if (!line.contains("layer") || !is_id(line["layer"]))
+      fail("'layer' must be an integer in [0, 2^31)");
     event.layer = line["layer"].get<std::int32_t>();
     if (!line.contains("experts") || !line["experts"].is_array())
       fail("'experts' must be an array of expert ids");
     for (const auto& e : line["experts"]) {
-      if (!e.is_number_integer() || e.get<std::int64_t>() < 0)
-        fail("'experts' holds a non-integer or negative id");
+      if (!is_id(e))
+        fail("'experts' holds " + (e.is_primitive() ? e.dump() : std::string(e.type_name())) +
+             ", not an integer in [0, 2^31)");
       event.experts.push_back(e.get<std::int32_t>());
     }
     if (line.contains("token") && line["token"].is_number_integer())

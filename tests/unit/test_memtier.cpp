@@ -394,6 +394,10 @@ TEST(ByteSize, ParsesAndFormats) {
   EXPECT_THROW(parse_byte_size("lots"), std::invalid_argument);
   EXPECT_THROW(parse_byte_size("-1GiB"), std::invalid_argument);
   EXPECT_THROW(parse_byte_size("12 parsecs"), std::invalid_argument);
+  // Past int64 but inside uint64: llround used to turn these into 2^63 (found reading the parser
+  // behind fuzz_yaml_config's sizes).
+  EXPECT_EQ(parse_byte_size("10000000TB"), 10000000000000000000ull);
+  EXPECT_EQ(parse_byte_size("16000000TB"), 16000000000000000000ull);
   EXPECT_EQ(format_byte_size(1536ull << 20), "1.50GiB");
 }
 
@@ -654,6 +658,29 @@ TEST(Trace, ForeignTracesWithExtraFieldsParseAndBadLinesNameTheLine) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("t.jsonl:2"), std::string::npos);
   }
+}
+
+// Ids past int32 used to wrap (4294967296 became expert 0, 2147483648 layer -2147483648), so a
+// foreign trace silently aliased blocks.
+TEST(Trace, IdsBeyondInt32AreRejectedNotWrapped) {
+  for (const char* line :
+       {R"({"layer": 4294967296, "experts": [1]})", R"({"layer": 2147483648, "experts": [1]})",
+        R"({"layer": 0, "experts": [1, 4294967296]})"}) {
+    std::istringstream in(line);
+    try {
+      parse_trace(in, "t.jsonl");
+      ADD_FAILURE() << "accepted " << line;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("t.jsonl:1"), std::string::npos) << e.what();
+    }
+  }
+  // The value is described, not written out: a deeply nested one would overflow the stack.
+  const std::size_t depth = 1000000;
+  std::istringstream deep(R"({"layer": 0, "experts": [)" + std::string(depth, '[') +
+                          std::string(depth, ']') + "]}");
+  EXPECT_THROW(parse_trace(deep, "t.jsonl"), std::runtime_error);
+  std::istringstream largest(R"({"layer": 2147483647, "experts": [2147483647]})");
+  EXPECT_EQ(parse_trace(largest, "t.jsonl").at(0).experts.at(0), 2147483647);
 }
 
 TEST(Simulator, ReplaysInOrderAndBeladyIsNeverBeaten) {

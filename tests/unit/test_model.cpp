@@ -154,6 +154,47 @@ TEST(ModelSpec, BadConfigsNameTheKey) {
   expect_error([&] { ModelSpec::from_config("/nonexistent"); }, {"/nonexistent: no such directory"});
 }
 
+// Checked deliberately with fuzz_model_config: each of these got past from_config as something
+// other than an error naming the key (a json type_error, a zero head_dim, sizes whose products
+// overflow int64 later, a stack overflow writing a deeply nested value into the message).
+TEST(ModelSpec, HostileValuesAreErrorsNamingTheKey) {
+  auto expect_config_error = [&](const std::function<void(json&)>& edit,
+                                 std::initializer_list<std::string> parts) {
+    TempDir copy("config-hostile");
+    copy_model("tiny-f32", copy.path);
+    edit_config(copy.path, edit);
+    try {
+      ModelSpec::from_config(copy.path);
+      ADD_FAILURE() << "accepted";
+    } catch (const std::runtime_error& e) {
+      for (const auto& part : parts)
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  expect_config_error([](json& c) { c["tie_word_embeddings"] = 1; },
+                      {"'tie_word_embeddings'", "true or false"});
+  expect_config_error([](json& c) { c["num_attention_heads"] = 512; }, {"'head_dim'"});
+  expect_config_error([](json& c) { c["vocab_size"] = 4294967296; }, {"'vocab_size'", "2^31"});
+  expect_config_error([](json& c) { c["num_local_experts"] = 4294967296; },
+                      {"'num_local_experts'"});
+  expect_config_error([](json& c) { c["intermediate_size"] = 4611686018427387904; },
+                      {"'intermediate_size'", "2^63"});
+  expect_config_error(
+      [](json& c) {
+        c["num_attention_heads"] = 1;
+        c["num_key_value_heads"] = 1;
+        c["head_dim"] = 4611686018427387904;
+      },
+      {"'head_dim'", "2^63"});
+  TempDir deep("config-deep");
+  copy_model("tiny-f32", deep.path);
+  const std::size_t depth = 1000000;
+  std::ofstream(deep.path / "config.json")
+      << R"({"model_type": "mixtral", "vocab_size": )" << std::string(depth, '[')
+      << std::string(depth, ']') << "}";
+  expect_error([&] { ModelSpec::from_config(deep.path); }, {"'vocab_size'", "an array"});
+}
+
 TEST(Checkpoint, ConfigThatDisagreesWithTensorsNamesTheTensor) {
   TempDir dir("disagree");
   copy_model("tiny-f32", dir.path);
@@ -353,6 +394,33 @@ TEST(Tokenizer, MissingOrBadTokenizerIsAClearError) {
       {"pre_tokenizer", "Whitespace"});
 }
 
+// Found by fuzz_tokenizer: an id of 1121474836470 in the vocabulary was narrowed to int32 and
+// sized the id table (gigabytes, then out of memory); a negative one indexed before it.
+TEST(Tokenizer, IdsOutsideTheVocabularyAreRejectedBeforeAllocating) {
+  for (const char* vocab : {R"({"a": 0, "b": 1121474836470})", R"({"a": 0, "b": 2147483647})",
+                            R"({"a": 0, "b": -1})", R"({"a": 0, "b": "1"})"}) {
+    const std::string tokenizer =
+        std::string(R"({"model":{"type":"BPE","vocab":)") + vocab + R"(,"merges":[]}})";
+    expect_error([&] { Tokenizer::from_json(tokenizer); }, {"model.vocab['b']", "not in [0, 2)"});
+  }
+  expect_error(
+      [] {
+        Tokenizer::from_json(
+            R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"id":5,"content":"<s>"}]})");
+      },
+      {"added_tokens", "id 5"});
+}
+
+// Found by fuzz_tokenizer: a vocabulary token shaped like a byte but not hex ("<0xZZ>") made
+// the byte-fallback decoder throw std::invalid_argument from stoi; tokenizers decodes it as text.
+TEST(Tokenizer, ByteFallbackDecodesNonHexByteTokensAsText) {
+  const auto tok = Tokenizer::from_json(
+      R"({"model":{"type":"BPE","vocab":{"<0xZZ>":0,"<0x41>":1,"<0x-1>":2,"b":3},"merges":[],)"
+      R"("byte_fallback":true},"decoder":{"type":"ByteFallback"}})");
+  const std::int32_t ids[] = {0, 1, 2, 3};
+  EXPECT_EQ(tok.decode(ids), "<0xZZ>A<0x-1>b");
+}
+
 // Every template and conversation in chat-templates.json, rendered by Python's jinja2 the way
 // transformers does (scripts/make-chat-golden.py): same text, or the same raise_exception.
 TEST(ChatTemplate, MatchesJinja2OnPublishedTemplates) {
@@ -390,6 +458,47 @@ TEST(ChatTemplate, BrokenTemplatesNameTheLineAndConstruct) {
   expect_error([&] { bad.render(context); }, {"t line 2", "frob"});
   const ChatTemplate undefined_access("{{ nothing.inside }}", "t");
   expect_error([&] { undefined_access.render(context); }, {"undefined"});
+}
+
+// Found by checking deliberately with fuzz_chat_template: parsing recursed once per nested
+// bracket, "not", unary minus or block, and rendering once per operator in a chain, so any of
+// these overflowed the stack (ASan: stack-overflow). Nesting is now bounded at parse time.
+TEST(ChatTemplate, DeepNestingIsAParseErrorNotAStackOverflow) {
+  const std::size_t n = 100000;
+  auto repeat = [](const std::string& s, std::size_t times) {
+    std::string out;
+    for (std::size_t i = 0; i < times; ++i) out += s;
+    return out;
+  };
+  for (const std::string& source :
+       {"{{ " + repeat("(", n) + "1" + repeat(")", n) + " }}",
+        "{{ " + repeat("[", n) + repeat("]", n) + " }}", "{{ " + repeat("not ", n) + "1 }}",
+        "{{ " + repeat("-", n) + "1 }}", "{{ 1" + repeat(" + 1", n) + " }}",
+        "{{ x" + repeat(".y", n) + " }}", repeat("{% if x %}", n) + "a" + repeat("{% endif %}", n)})
+    expect_error([&] { ChatTemplate(source, "t"); }, {"t line 1", "deeper than 128 levels"});
+  const ChatTemplate nested("{{ " + repeat("(", 100) + "1 + 2" + repeat(")", 100) + " }}" +
+                                repeat("{% if true %}", 100) + "!" + repeat("{% endif %}", 100),
+                            "t");
+  EXPECT_EQ(nested.render(nlohmann::ordered_json::object()), "3!");
+}
+// Integer arithmetic past int64 was undefined behaviour (UBSan in fuzz_chat_template), and
+// '*' on a string could ask for any amount of memory. Both are render errors now.
+TEST(ChatTemplate, ArithmeticOverflowIsARenderError) {
+  for (const char* source :
+       {"{{ 9223372036854775807 + 1 }}", "{{ -9223372036854775807 - 2 }}",
+        "{{ 4611686018427387904 * 2 }}", "{{ -(-9223372036854775807 - 1) }}",
+        "{{ (-9223372036854775807 - 1) // -1 }}", "{{ 1e300 | int }}",
+        "{{ 'ab' * 9223372036854775807 }}", "{{ (-9223372036854775807 - 1) | abs }}",
+        "{{ [1] | tojson(indent=2147483647) }}", "{{ 'a\nb' | indent(9223372036854775807) }}"}) {
+    const ChatTemplate chat(source, "t");
+    expect_error([&] { chat.render(nlohmann::ordered_json::object()); }, {"t line 1"});
+  }
+  EXPECT_EQ(ChatTemplate("{{ range(9223372036854775806, 9223372036854775807, 5) | length }}", "t")
+                .render(nlohmann::ordered_json::object()),
+            "1");
+  EXPECT_EQ(ChatTemplate("{{ 9223372036854775806 + 1 }}{{ 'ab' * 2 }}", "t")
+                .render(nlohmann::ordered_json::object()),
+            "9223372036854775807abab");
 }
 
 TEST(ChatTemplate, TinyModelsShipTheirTemplate) {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <vector>
@@ -154,12 +155,27 @@ struct ParseFailure {
   std::string message;
 };
 
+// How deep expressions and blocks may nest. Parsing and rendering recurse once per level, so
+// without a bound a template of nested brackets, "not"s, "if"s or a long chain of operators
+// overflows the stack. Published templates nest a handful of levels.
+constexpr int kMaxNesting = 128;
+// The longest string '*' may build: a chat prompt is far shorter, and a larger one would only
+// exhaust memory.
+constexpr std::uint64_t kMaxStringBytes = 64ull << 20;
+constexpr std::int64_t kMaxIndent = 1024;
+
 std::vector<Segment> split_template(std::string_view src) {
   std::vector<Segment> out;
   std::size_t pos = 0;
   bool strip_next = false;  // the previous tag ended with '-'
+  // Counts lines incrementally (its calls never go back), so that many tags stay linear.
+  std::size_t counted_to = 0;
+  int line = 1;
   auto line_of = [&](std::size_t at) {
-    return 1 + static_cast<int>(std::count(src.begin(), src.begin() + std::ptrdiff_t(at), '\n'));
+    line += static_cast<int>(std::count(src.begin() + std::ptrdiff_t(counted_to),
+                                        src.begin() + std::ptrdiff_t(at), '\n'));
+    counted_to = at;
+    return line;
   };
   auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
   while (pos <= src.size()) {
@@ -192,12 +208,12 @@ std::vector<Segment> split_template(std::string_view src) {
     if (left_strip) {
       while (!text.empty() && is_space(text.back())) text.pop_back();
     } else if (kind != '{' && !left_keep) {
-      // lstrip_blocks: spaces and tabs from the start of the line up to a block or comment tag.
-      const std::size_t line_start = src.rfind('\n', start == 0 ? 0 : start - 1);
-      const std::size_t from = line_start == std::string_view::npos ? 0 : line_start + 1;
-      const auto lead = src.substr(from, start - from);
-      if (from >= pos && lead.find_first_not_of(" \t") == std::string_view::npos)
-        text.erase(text.size() - std::min(text.size(), lead.size()));
+      // lstrip_blocks: spaces and tabs from the start of the line up to a block or comment tag
+      // (looking back no further than this text, which keeps many tags linear).
+      std::size_t from = start;
+      while (from > pos && (src[from - 1] == ' ' || src[from - 1] == '\t')) --from;
+      if (from == 0 || src[from - 1] == '\n')
+        text.erase(text.size() - std::min(text.size(), start - from));
     }
     if (!text.empty()) out.push_back({Segment::Kind::text, text, line_of(pos)});
 
@@ -396,6 +412,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
   bool negated = false;  // "is not"
   int line = 0;
+  int height = 1;  // levels of expressions in this one, itself included
 };
 
 const std::vector<std::string> kFilters = {
@@ -413,7 +430,10 @@ class ExprParser {
  public:
   ExprParser(std::vector<Token> tokens, int line) : tokens_(std::move(tokens)), line_(line) {}
 
-  ExprPtr expression() { return conditional(); }
+  ExprPtr expression() {
+    const Deeper deeper(*this);
+    return conditional();
+  }
   bool at_end() const { return peek().kind == Token::Kind::end; }
   const Token& peek(std::size_t ahead = 0) const {
     return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)];
@@ -450,8 +470,28 @@ class ExprParser {
   static std::string describe(const Token& t) {
     return t.kind == Token::Kind::string ? t.value.get<std::string>() : t.text;
   }
+  // One more level of parsing recursion for as long as it lives.
+  class Deeper {
+   public:
+    explicit Deeper(ExprParser& parser) : parser_(parser) {
+      if (++parser_.nesting_ > kMaxNesting)
+        parser_.fail("the expression nests deeper than " + std::to_string(kMaxNesting) + " levels");
+    }
+    ~Deeper() { --parser_.nesting_; }
+    Deeper(const Deeper&) = delete;
+    Deeper& operator=(const Deeper&) = delete;
+
+   private:
+    ExprParser& parser_;
+  };
   ExprPtr make(Expr e) const {
     e.line = line_;
+    for (const auto& arg : e.args)
+      if (arg) e.height = std::max(e.height, arg->height + 1);
+    for (const auto& [name, arg] : e.kwargs)
+      if (arg) e.height = std::max(e.height, arg->height + 1);
+    if (e.height > kMaxNesting)
+      fail("the expression nests deeper than " + std::to_string(kMaxNesting) + " levels");
     return std::make_shared<const Expr>(std::move(e));
   }
   ExprPtr make_binary(std::string op, ExprPtr l, ExprPtr r) const {
@@ -462,7 +502,10 @@ class ExprParser {
     if (!accept_name("if")) return then;
     auto cond = or_expr();
     ExprPtr otherwise;
-    if (accept_name("else")) otherwise = conditional();
+    if (accept_name("else")) {
+      const Deeper deeper(*this);
+      otherwise = conditional();
+    }
     return make({Expr::Kind::cond, {}, {}, {then, cond, otherwise}});
   }
   ExprPtr and_expr() {
@@ -471,7 +514,10 @@ class ExprParser {
     return left;
   }
   ExprPtr not_expr() {
-    if (accept_name("not")) return make({Expr::Kind::unary, "not", {}, {not_expr()}});
+    if (accept_name("not")) {
+      const Deeper deeper(*this);
+      return make({Expr::Kind::unary, "not", {}, {not_expr()}});
+    }
     return compare();
   }
   ExprPtr compare() {
@@ -523,8 +569,14 @@ class ExprParser {
     }
   }
   ExprPtr unary() {
-    if (accept_op("-")) return make({Expr::Kind::unary, "-", {}, {unary()}});
-    if (accept_op("+")) return unary();
+    if (accept_op("-")) {
+      const Deeper deeper(*this);
+      return make({Expr::Kind::unary, "-", {}, {unary()}});
+    }
+    if (accept_op("+")) {
+      const Deeper deeper(*this);
+      return unary();
+    }
     return filters(postfix(primary()));
   }
   ExprPtr primary() {
@@ -682,6 +734,7 @@ class ExprParser {
   std::vector<Token> tokens_;
   std::size_t pos_ = 0;
   int line_;
+  int nesting_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -728,6 +781,9 @@ class StmtParser {
   // Parses nodes until one of `enders` (a statement keyword); returns the body and the keyword
   // met ("" at the end of the template). The ender's parser is left in current_.
   std::pair<Body, std::string> parse_until(const std::vector<std::string>& enders) {
+    if (++nesting_ > kMaxNesting)
+      throw ParseFailure{last_line_,
+                         "blocks nest deeper than " + std::to_string(kMaxNesting) + " levels"};
     Body body;
     while (index_ < segments_.size()) {
       const Segment& seg = segments_[index_++];
@@ -748,12 +804,14 @@ class StmtParser {
       const std::string keyword = parser->at_end() ? "" : parser->expect_name();
       if (std::find(enders.begin(), enders.end(), keyword) != enders.end()) {
         current_ = parser;
+        --nesting_;
         return {std::move(body), keyword};
       }
       body.push_back(statement(keyword, *parser, seg.line));
     }
     if (!enders.empty())
       throw ParseFailure{last_line_, "missing '{% " + enders.back() + " %}' before the end"};
+    --nesting_;
     return {std::move(body), ""};
   }
 
@@ -833,6 +891,7 @@ class StmtParser {
   std::vector<Segment> segments_;
   std::size_t index_ = 0;
   int last_line_ = 1;
+  int nesting_ = 0;  // parse_until calls in progress
   std::shared_ptr<ExprParser> current_;
 };
 
@@ -990,10 +1049,21 @@ class Renderer {
     return std::nullopt;
   }
 
-  static std::int64_t as_int(const Value& v) {
+  // Python's ints are unbounded; ours are int64, and a result outside it is an error rather
+  // than undefined behaviour.
+  // An indentation width: Python takes any, but one past kMaxIndent only builds huge strings.
+  int width(const Value& v) const {
+    const std::int64_t w = as_int(v);
+    if (w > kMaxIndent)
+      fail("indent " + std::to_string(w) + " exceeds " + std::to_string(kMaxIndent));
+    return static_cast<int>(std::max<std::int64_t>(w, -1));
+  }
+  std::int64_t as_int(const Value& v) const {
     if (v.is_number_integer() || v.is_number_unsigned()) return v.get<std::int64_t>();
     if (v.is_boolean()) return v.get<bool>() ? 1 : 0;
-    return static_cast<std::int64_t>(v.get<double>());
+    const double d = v.get<double>();
+    if (!(d >= -9.2e18 && d <= 9.2e18)) fail(Value(d).dump() + " does not fit a 64-bit integer");
+    return static_cast<std::int64_t>(d);
   }
   static bool is_int(const Value& v) {
     return v.is_number_integer() || v.is_number_unsigned() || v.is_boolean();
@@ -1042,7 +1112,11 @@ class Renderer {
       case Expr::Kind::unary: {
         const Value v = eval(*e.args[0]);
         if (e.name == "not") return !truthy(v);
-        if (is_int(v)) return -as_int(v);
+        if (is_int(v)) {
+          const std::int64_t i = as_int(v);
+          if (i == std::numeric_limits<std::int64_t>::min()) fail("integer overflow in -");
+          return -i;
+        }
         if (v.is_number()) return -v.get<double>();
         fail("bad operand type for unary -: " + type_name(v));
       }
@@ -1160,8 +1234,12 @@ class Renderer {
       }
     }
     if (op == "*" && l.is_string() && is_int(r)) {
+      const std::int64_t times = as_int(r);
+      const std::string& piece = l.get_ref<const std::string&>();
+      if (times > 0 && piece.size() > kMaxStringBytes / static_cast<std::uint64_t>(times))
+        fail("'*' would make a string of more than " + std::to_string(kMaxStringBytes) + " bytes");
       std::string out;
-      for (std::int64_t k = 0; k < as_int(r); ++k) out += l.get<std::string>();
+      for (std::int64_t k = 0; k < times; ++k) out += piece;
       return out;
     }
     if (!is_num(l) || !is_num(r))
@@ -1169,9 +1247,13 @@ class Renderer {
     if (is_int(l) && is_int(r) && op != "/") {
       const std::int64_t a = as_int(l), b = as_int(r);
       if ((op == "//" || op == "%") && b == 0) fail("integer division or modulo by zero");
-      if (op == "+") return a + b;
-      if (op == "-") return a - b;
-      if (op == "*") return a * b;
+      std::int64_t result = 0;
+      if ((op == "+" && __builtin_add_overflow(a, b, &result)) ||
+          (op == "-" && __builtin_sub_overflow(a, b, &result)) ||
+          (op == "*" && __builtin_mul_overflow(a, b, &result)) ||
+          (b == -1 && a == std::numeric_limits<std::int64_t>::min()))
+        fail("integer overflow in " + std::to_string(a) + " " + op + " " + std::to_string(b));
+      if (op == "+" || op == "-" || op == "*") return result;
       const std::int64_t q = a / b - ((a % b != 0) && ((a < 0) != (b < 0)));  // floor division
       return op == "//" ? q : a - q * b;
     }
@@ -1189,8 +1271,8 @@ class Renderer {
   static bool equal(const Value& a, const Value& b) {
     if (is_undefined(a) || is_undefined(b)) return is_undefined(a) && is_undefined(b);
     if (is_num(a) && is_num(b))
-      return (a.is_number() ? a.get<double>() : double(as_int(a))) ==
-             (b.is_number() ? b.get<double>() : double(as_int(b)));
+      return (a.is_number() ? a.get<double>() : double(a.get<bool>())) ==
+             (b.is_number() ? b.get<double>() : double(b.get<bool>()));
     return a == b;
   }
 
@@ -1266,9 +1348,10 @@ class Renderer {
         }
         if (step == 0) fail("range() step must not be zero");
         Value out = Value::array();
-        for (std::int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+        for (std::int64_t i = start; step > 0 ? i < stop : i > stop;) {
           if (out.size() > 1000000) fail("range() longer than a million items");
           out.push_back(i);
+          if (__builtin_add_overflow(i, step, &i)) break;  // past any stop
         }
         return out;
       }
@@ -1468,9 +1551,7 @@ class Renderer {
     }
     if (f == "tojson") {
       const auto indent = kwarg(e, "indent").value_or(args.empty() ? Value(nullptr) : arg(0));
-      return py_json(subject, indent.is_null() || is_undefined(indent)
-                                  ? -1
-                                  : static_cast<int>(as_int(indent)));
+      return py_json(subject, indent.is_null() || is_undefined(indent) ? -1 : width(indent));
     }
     if (f == "int") {
       if (is_num(subject)) return as_int(subject);
@@ -1490,7 +1571,11 @@ class Renderer {
       }
     }
     if (f == "abs") {
-      if (is_int(subject)) return std::llabs(as_int(subject));
+      if (is_int(subject)) {
+        const std::int64_t i = as_int(subject);
+        if (i == std::numeric_limits<std::int64_t>::min()) fail("integer overflow in abs");
+        return std::llabs(i);
+      }
       if (subject.is_number()) return std::fabs(subject.get<double>());
       fail("abs: expected a number, got " + type_name(subject));
     }
@@ -1518,7 +1603,7 @@ class Renderer {
       const auto width_value = kwarg(e, "width").value_or(args.empty() ? Value(4) : arg(0));
       const std::string pad = width_value.is_string()
                                   ? width_value.get<std::string>()
-                                  : std::string(std::size_t(as_int(width_value)), ' ');
+                                  : std::string(std::size_t(std::max(0, width(width_value))), ' ');
       const bool first =
           truthy(kwarg(e, "first").value_or(args.size() > 1 ? arg(1) : Value(false)));
       const bool blank =

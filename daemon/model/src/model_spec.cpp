@@ -1,11 +1,18 @@
 #include "moed/model/model_spec.hpp"
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
 namespace moed::model {
 namespace {
+
+// A value for an error message. Only scalars are written out: writing recurses per level, and a
+// value nested a few hundred thousand levels deep would overflow the stack.
+std::string describe(const nlohmann::json& v) {
+  return v.is_primitive() ? v.dump() : std::string("an ") + v.type_name();
+}
 
 class ConfigReader {
  public:
@@ -20,7 +27,7 @@ class ConfigReader {
     if (!json_.contains(key)) fail(key, "is missing");
     const auto& v = json_[key];
     if (!v.is_number_integer() || v.get<std::int64_t>() <= 0)
-      fail(key, "expected a positive integer, got " + v.dump());
+      fail(key, "expected a positive integer, got " + describe(v));
     return v.get<std::int64_t>();
   }
 
@@ -32,7 +39,7 @@ class ConfigReader {
   double number_or(const std::string& key, double fallback) const {
     if (!json_.contains(key) || json_[key].is_null()) return fallback;
     if (!json_[key].is_number() || json_[key].get<double>() <= 0)
-      fail(key, "expected a positive number, got " + json_[key].dump());
+      fail(key, "expected a positive number, got " + describe(json_[key]));
     return json_[key].get<double>();
   }
 
@@ -89,12 +96,34 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
   s.rms_norm_eps = r.number_or("rms_norm_eps", 1e-5);
   s.rope_theta = r.number_or("rope_theta", 1e6);
   s.max_position_embeddings = r.positive_or("max_position_embeddings", 4096);
-  s.tie_word_embeddings = json.value("tie_word_embeddings", false);
+  if (json.contains("tie_word_embeddings") && !json["tie_word_embeddings"].is_null()) {
+    if (!json["tie_word_embeddings"].is_boolean())
+      r.fail("tie_word_embeddings",
+             "expected true or false, got " + describe(json["tie_word_embeddings"]));
+    s.tie_word_embeddings = json["tie_word_embeddings"].get<bool>();
+  }
 
   if (s.num_heads % s.num_kv_heads != 0)
     r.fail("num_key_value_heads", std::to_string(s.num_kv_heads) + " does not divide " +
                                       "num_attention_heads " + std::to_string(s.num_heads));
+  if (s.head_dim == 0) r.fail("head_dim", "is missing and hidden_size / num_attention_heads is 0");
   if (s.head_dim % 2 != 0) r.fail("head_dim", "must be even for RoPE");
+  // Token ids, layers and experts are int32 downstream, and the products below size tensors:
+  // bounding them here keeps every size computed from this file in range.
+  for (const auto& [key, value] : {std::pair<const char*, std::int64_t>{"vocab_size", s.vocab_size},
+                                   {"num_hidden_layers", s.num_layers},
+                                   {"num_local_experts", s.num_experts}})
+    if (value > std::numeric_limits<std::int32_t>::max())
+      r.fail(key, std::to_string(value) + " exceeds 2^31 - 1");
+  auto fits = [&](const char* key, std::initializer_list<std::int64_t> dims) {
+    std::int64_t bytes = 4;  // f32, the widest element
+    for (const auto d : dims)
+      if (__builtin_mul_overflow(bytes, d, &bytes))
+        r.fail(key, "makes a tensor of more than 2^63 bytes");
+  };
+  fits("vocab_size", {s.vocab_size, s.hidden_size});
+  fits("intermediate_size", {s.intermediate_size, s.hidden_size});
+  fits("head_dim", {s.num_heads, s.head_dim, s.hidden_size});
   if (s.experts_per_token > s.num_experts)
     r.fail("num_experts_per_tok", std::to_string(s.experts_per_token) + " exceeds " +
                                       "num_local_experts " + std::to_string(s.num_experts));
@@ -102,7 +131,7 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
   auto token_id = [&](const std::string& key, const nlohmann::json& v) {
     if (!v.is_number_integer() || v.get<std::int64_t>() < 0 ||
         v.get<std::int64_t>() >= s.vocab_size)
-      r.fail(key, "expected a token id below vocab_size, got " + v.dump());
+      r.fail(key, "expected a token id below vocab_size, got " + describe(v));
     return v.get<std::int64_t>();
   };
   if (json.contains("bos_token_id") && !json["bos_token_id"].is_null())

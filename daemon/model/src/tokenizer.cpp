@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -268,13 +269,26 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
       if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty())
         fail(origin, std::string("model.") + key, "is not supported");
 
-    std::int32_t max_id = -1;
-    for (const auto& [token, id] : model.at("vocab").items()) {
-      t.vocab_[token] = id.get<std::int32_t>();
-      max_id = std::max(max_id, id.get<std::int32_t>());
-    }
+    const auto& vocab = model.at("vocab");
     const json added = root.value("added_tokens", json::array());
-    for (const auto& a : added) max_id = std::max(max_id, a.at("id").get<std::int32_t>());
+    // Ids index a table, so a stray large one (or one past int32) would allocate without
+    // bound: tokenizers numbers the tokens 0..n-1, so every id lies below the entry count.
+    const std::size_t entries = vocab.size() + added.size();
+    auto checked_id = [&](const json& id, const std::string& where) {
+      if (!id.is_number_integer() || id.get<std::int64_t>() < 0 ||
+          static_cast<std::uint64_t>(id.get<std::int64_t>()) >= entries)
+        fail(origin, where,
+             "id " + (id.is_primitive() ? id.dump() : std::string(id.type_name())) +
+                 " is not in [0, " + std::to_string(entries) +
+                 "), the number of vocabulary and added tokens");
+      return static_cast<std::int32_t>(id.get<std::int64_t>());
+    };
+    std::int32_t max_id = -1;
+    for (const auto& [token, id] : vocab.items()) {
+      t.vocab_[token] = checked_id(id, "model.vocab['" + token + "']");
+      max_id = std::max(max_id, t.vocab_[token]);
+    }
+    for (const auto& a : added) max_id = std::max(max_id, checked_id(a.at("id"), "added_tokens"));
     t.id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
     t.special_.assign(t.id_to_token_.size(), false);
     for (const auto& [token, id] : t.vocab_) t.id_to_token_[static_cast<std::size_t>(id)] = token;
@@ -686,7 +700,11 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
           pending.clear();
         };
         for (const auto& token : tokens) {
-          if (token.size() == 6 && token.starts_with("<0x") && token.back() == '>') {
+          // As tokenizers' ByteFallback: "<0xXX>" with two hex digits is a byte; any other
+          // token, "<0xZZ>" included, is text.
+          if (token.size() == 6 && token.starts_with("<0x") && token.back() == '>' &&
+              std::isxdigit(static_cast<unsigned char>(token[3])) &&
+              std::isxdigit(static_cast<unsigned char>(token[4]))) {
             pending += static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16));
           } else {
             flush_bytes();

@@ -19,9 +19,6 @@ namespace beast = boost::beast;
 using unix_socket = asio::local::stream_protocol;
 using Clock = std::chrono::steady_clock;
 
-// Request heads are small; a larger one is an attack or a bug, answered 431.
-constexpr std::uint32_t kMaxHeaderBytes = 16 * 1024;
-
 struct HttpServer::Connection {
   std::function<void()> close;  // shuts the socket down from another thread
   Clock::time_point deadline = Clock::time_point::max();        // for the current request head
@@ -257,7 +254,7 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
       connection->deadline = Clock::now() + std::chrono::milliseconds(options_.header_timeout_ms);
     }
     http::request_parser<http::string_body> parser;
-    parser.header_limit(kMaxHeaderBytes);
+    parser.header_limit(kMaxRequestHeadBytes);
     parser.body_limit(options_.max_body_bytes);
     beast::error_code ec;
     http::read(socket, buffer, parser, ec);

@@ -10,13 +10,12 @@
 #include <sstream>
 
 #include "moed/memtier/trace.hpp"
+#include "moed/server/request_parse.hpp"
 
 namespace moed::server {
 namespace {
 
 using json = nlohmann::json;
-// Request bodies keep their key order: chat templates may print messages or tools as given.
-using Body = nlohmann::ordered_json;
 
 // A client error with the OpenAI error shape; `param` names the request field at fault.
 struct ApiError {
@@ -56,52 +55,13 @@ Response error_response(const ApiError& e) {
 // How often a request's handler checks that its client is still connected.
 constexpr std::chrono::milliseconds kClientCheck{200};
 
-[[noreturn]] void bad_field(const std::string& field, const std::string& what) {
-  throw ApiError{http::status::bad_request, field + ": " + what, "invalid_request_error", field};
-}
-
-double number_field(const Body& body, const char* field, double fallback, double lo, double hi,
-                    bool lo_open) {
-  if (!body.contains(field) || body[field].is_null()) return fallback;
-  if (!body[field].is_number()) bad_field(field, "expected a number, got " + body[field].dump());
-  const double v = body[field].get<double>();
-  if (!(lo_open ? v > lo : v >= lo) || !(v <= hi))
-    bad_field(field, body[field].dump() + " is outside " + (lo_open ? "(" : "[") +
-                         std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return v;
-}
-
-std::int64_t integer_field(const Body& body, const char* field, std::int64_t fallback,
-                           std::int64_t lo, std::int64_t hi) {
-  if (!body.contains(field) || body[field].is_null()) return fallback;
-  if (!body[field].is_number_integer())
-    bad_field(field, "expected an integer, got " + body[field].dump());
-  const auto v = body[field].get<std::int64_t>();
-  if (v < lo || v > hi)
-    bad_field(field, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
-                         std::to_string(hi) + "]");
-  return v;
-}
-
-bool bool_field(const Body& body, const char* field, bool fallback) {
-  if (!body.contains(field) || body[field].is_null()) return fallback;
-  if (!body[field].is_boolean())
-    bad_field(field, "expected true or false, got " + body[field].dump());
-  return body[field].get<bool>();
-}
-
-// A request body that must be a JSON object; anything else is a 400 saying why.
-Body parse_object(const std::string& text) {
-  Body body;
-  try {
-    body = Body::parse(text);
-  } catch (const Body::exception& e) {
-    throw ApiError{http::status::bad_request,
-                   std::string("the body is not valid JSON: ") + e.what()};
-  }
-  if (!body.is_object())
-    throw ApiError{http::status::bad_request, "the body must be a JSON object"};
-  return body;
+// The request's fault, found by request_parse.cpp: a 400 naming the field (404 for a model that
+// is not served, as OpenAI answers).
+ApiError api_error(const RequestError& e) {
+  if (e.kind() == RequestError::Kind::unknown_model)
+    return ApiError{http::status::not_found, e.what(), "invalid_request_error", e.field(),
+                    "model_not_found"};
+  return ApiError{http::status::bad_request, e.what(), "invalid_request_error", e.field()};
 }
 
 std::string path_of(const Request& request) {
@@ -325,6 +285,9 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
   } catch (const ApiError& e) {
     ++errors_;
     writer.send(error_response(e));
+  } catch (const RequestError& e) {
+    ++errors_;
+    writer.send(error_response(api_error(e)));
   }
 }
 
@@ -366,110 +329,43 @@ void Service::require_serving() const {
                  "server_unavailable"};
 }
 
-Service::Generation Service::parse_generation(const Body& body, std::vector<std::int32_t> prompt,
-                                              const char* prompt_field) const {
-  if (body.contains("model") && !body["model"].is_null()) {
-    if (!body["model"].is_string()) bad_field("model", "expected a string");
-    if (body["model"].get<std::string>() != model_id_)
-      throw ApiError{http::status::not_found,
-                     "The model '" + body["model"].get<std::string>() +
-                         "' does not exist (this daemon serves '" + model_id_ + "')",
-                     "invalid_request_error", "model", "model_not_found"};
-  }
-  if (integer_field(body, "n", 1, 1, 1) != 1) bad_field("n", "only 1 is supported");
+ModelLimits Service::limits() const {
+  std::lock_guard lock(mutex_);
+  return {model_id_,
+          engine_->spec().vocab_size,
+          engine_->spec().max_position_embeddings,
+          engine_->spec().num_layers,
+          engine_->spec().num_experts,
+          config_.default_max_tokens};
+}
 
+Service::Generation Service::to_generation(GenerationParams params) {
   Generation g;
-  g.request.prompt = std::move(prompt);
-  if (g.request.prompt.empty()) bad_field(prompt_field, "is empty");
-  const std::int64_t context = engine_->spec().max_position_embeddings;
-  const auto prompt_tokens = static_cast<std::int64_t>(g.request.prompt.size());
-  if (prompt_tokens >= context)
-    bad_field(prompt_field, std::to_string(prompt_tokens) +
-                                " tokens do not fit the model's context of " +
-                                std::to_string(context));
-  // Chat requests may name the limit max_completion_tokens (OpenAI's newer field).
-  const char* max_field =
-      body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null()
-          ? "max_completion_tokens"
-          : "max_tokens";
-  std::int64_t default_max_tokens = 0;
-  {
-    std::lock_guard lock(mutex_);
-    default_max_tokens = config_.default_max_tokens;
-  }
-  g.request.max_tokens = integer_field(body, max_field, default_max_tokens, 1, INT64_MAX);
-  if (g.request.max_tokens + prompt_tokens > context)
-    bad_field(max_field, std::to_string(g.request.max_tokens) + " plus the prompt's " +
-                             std::to_string(prompt_tokens) +
-                             " tokens exceed the model's context of " + std::to_string(context));
-  g.request.sampling.temperature =
-      static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
-  g.request.sampling.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
-  g.request.sampling.top_k =
-      static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, engine_->spec().vocab_size));
-  g.request.sampling.seed =
-      body.contains("seed") && !body["seed"].is_null()
-          ? static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX))
-          : std::random_device{}();
-  if (body.contains("stop") && !body["stop"].is_null()) {
-    const auto& stop = body["stop"];
-    if (stop.is_string()) {
-      g.stops.push_back(stop.get<std::string>());
-    } else if (stop.is_array() && stop.size() <= 4) {
-      for (const auto& s : stop) {
-        if (!s.is_string()) bad_field("stop", "expected strings, got " + s.dump());
-        g.stops.push_back(s.get<std::string>());
-      }
-    } else {
-      bad_field("stop", "expected a string or up to 4 strings");
-    }
-    for (const auto& s : g.stops)
-      if (s.empty()) bad_field("stop", "stop strings must not be empty");
-  }
-  g.stream = bool_field(body, "stream", false);
+  g.request.prompt = std::move(params.prompt);
+  g.request.max_tokens = params.max_tokens;
+  g.request.sampling.temperature = params.temperature;
+  g.request.sampling.top_p = params.top_p;
+  g.request.sampling.top_k = params.top_k;
+  g.request.sampling.seed = params.seed ? *params.seed : std::random_device{}();
+  g.request.top_logprobs = params.top_logprobs;
+  g.stops = std::move(params.stops);
+  g.stream = params.stream;
+  g.chat = params.chat;
+  g.logprobs = params.logprobs;
   return g;
 }
 
 void Service::completions(const Request& request, ResponseWriter& writer) {
   require_serving();
-  const Body body = parse_object(request.body());
-  if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
-  if (!body.contains("prompt")) bad_field("prompt", "is required");
-  const json& prompt = body["prompt"];
-  auto token_list = [&](const json& list) {
-    std::vector<std::int32_t> ids;
-    for (const auto& t : list) {
-      if (!t.is_number_integer())
-        bad_field("prompt", "token lists must hold integers, got " + t.dump());
-      const auto id = t.get<std::int64_t>();
-      if (id < 0 || id >= engine_->spec().vocab_size)
-        bad_field("prompt", "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                std::to_string(engine_->spec().vocab_size) + ")");
-      ids.push_back(static_cast<std::int32_t>(id));
-    }
-    return ids;
-  };
-  std::vector<std::int32_t> ids;
-  if (prompt.is_string()) {
-    ids = tokenizer_->encode(prompt.get<std::string>());
-  } else if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
-    ids = token_list(prompt);
-  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_string()) {
-    ids = tokenizer_->encode(prompt[0].get<std::string>());
-  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_array()) {
-    ids = token_list(prompt[0]);
-  } else {
-    bad_field("prompt", "expected a string or a list of token ids (one prompt per request)");
-  }
-  Generation g = parse_generation(body, std::move(ids), "prompt");
-  g.logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
-  g.request.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
-  generate(std::move(g), writer);
+  const Body body = parse_body(request.body());
+  GenerationParams params = parse_completion(
+      body, limits(), [&](const std::string& text) { return tokenizer_->encode(text); });
+  generate(to_generation(std::move(params)), writer);
 }
 
 void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   require_serving();
-  const Body body = parse_object(request.body());
+  const Body body = parse_body(request.body());
   if (!chat_template_) {
     throw ApiError{http::status::bad_request,
                    chat_template_error_.empty()
@@ -480,65 +376,22 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
                        : "the model's chat template cannot be used: " + chat_template_error_,
                    "invalid_request_error", "messages", "no_chat_template"};
   }
-  if (!body.contains("messages")) bad_field("messages", "is required");
-  Body messages = body["messages"];
-  if (!messages.is_array() || messages.empty())
-    bad_field("messages", "expected a non-empty list of {\"role\", \"content\"} objects");
-  for (std::size_t i = 0; i < messages.size(); ++i) {
-    auto& m = messages[i];
-    const std::string at = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) bad_field(at, "expected an object with role and content");
-    if (!m.contains("role") || !m["role"].is_string())
-      bad_field(at + ".role", "expected a string such as \"user\"");
-    if (!m.contains("content")) bad_field(at + ".content", "is required");
-    auto& content = m["content"];
-    if (content.is_array()) {  // content parts: text only
-      std::string text;
-      for (std::size_t k = 0; k < content.size(); ++k) {
-        const auto& part = content[k];
-        const std::string part_at = at + ".content[" + std::to_string(k) + "]";
-        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-          bad_field(part_at, "expected {\"type\": \"text\", \"text\": ...}");
-        if (part["type"] != "text")
-          bad_field(part_at + ".type", "'" + part["type"].get<std::string>() +
-                                           "' is not supported (this model takes text only)");
-        if (!part.contains("text") || !part["text"].is_string())
-          bad_field(part_at + ".text", "expected a string");
-        text += (k ? "\n" : "") + part["text"].get<std::string>();
-      }
-      content = text;
-    } else if (!content.is_string() && !content.is_null()) {
-      bad_field(at + ".content", "expected a string, a list of text parts or null");
-    }
-  }
-  Body context = {{"messages", messages},
-                  {"add_generation_prompt", true},
-                  {"bos_token", tokenizer_->bos_token()},
-                  {"eos_token", tokenizer_->eos_token()}};
-  if (body.contains("tools") && !body["tools"].is_null()) {
-    if (!body["tools"].is_array()) bad_field("tools", "expected a list of tools");
-    context["tools"] = body["tools"];
-  }
+  const Body context = chat_context(body, tokenizer_->bos_token(), tokenizer_->eos_token());
   std::string prompt;
   try {
     prompt = chat_template_->render(context);
   } catch (const model::ChatTemplateRejected& e) {
-    bad_field("messages", e.what());
+    throw RequestError("messages", e.what());
   } catch (const model::ChatTemplateError& e) {
     // The template parsed at load, so what fails now is this conversation's shape (a null
     // content where the template adds strings, say), as transformers would raise it.
-    bad_field("messages",
-              std::string("the chat template cannot render these messages: ") + e.what());
+    throw RequestError("messages",
+                       std::string("the chat template cannot render these messages: ") + e.what());
   }
   // The template writes BOS and the other special tokens itself.
-  Generation g =
-      parse_generation(body, tokenizer_->encode(prompt, /*add_special_tokens=*/false), "messages");
-  g.chat = true;
-  g.logprobs = bool_field(body, "logprobs", false);
-  g.request.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
-  if (g.request.top_logprobs > 0 && !g.logprobs)
-    bad_field("top_logprobs", "needs \"logprobs\": true");
-  generate(std::move(g), writer);
+  GenerationParams params =
+      parse_chat(body, tokenizer_->encode(prompt, /*add_special_tokens=*/false), limits());
+  generate(to_generation(std::move(params)), writer);
 }
 
 void Service::generate(Generation g, ResponseWriter& writer) {
@@ -823,7 +676,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                    "server_unavailable"};
   const std::string path = path_of(request);
   const bool get = request.method() == http::verb::get;
-  const Body body = !get && !request.body().empty() ? parse_object(request.body()) : Body::object();
+  const Body body = !get && !request.body().empty() ? parse_body(request.body()) : Body::object();
   auto cache_report = [&] {
     const auto mem = engine_->memory_stats();
     json layers = json::array();
@@ -871,40 +724,22 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   if (path == "/admin/cache" && get)
     return writer.send(json_response(http::status::ok, cache_report()));
   if (path == "/admin/cache" && request.method() == http::verb::post) {
-    if (body.contains("gpu_budget"))
-      bad_field("gpu_budget",
-                "this daemon has no GPU tier: it computes on the CPU from host RAM and disk");
-    std::string budget;
-    if (body.contains("host_budget")) {
-      if (!body["host_budget"].is_string())
-        bad_field("host_budget", "expected a size such as \"2GiB\" or \"25%\"");
-      budget = body["host_budget"].get<std::string>();
-    }
-    std::string policy;
-    if (body.contains("policy")) {
-      if (!body["policy"].is_string()) bad_field("policy", "expected \"lru\" or \"lfu\"");
-      policy = body["policy"].get<std::string>();
-      if (policy != "lru" && policy != "lfu")
-        bad_field("policy", "'" + policy + "' is not one of lru, lfu");
-    }
+    const CacheSettings settings = parse_cache_settings(body);
     rethrow_as_400([&] {
-      if (!budget.empty()) {
+      if (!settings.host_budget.empty()) {
         try {
-          engine_->set_host_budget(engine::HostBudget::parse(budget));
+          engine_->set_host_budget(engine::HostBudget::parse(settings.host_budget));
         } catch (const std::invalid_argument& e) {
           throw std::invalid_argument(std::string("host_budget: ") + e.what());
         }
       }
-      if (!policy.empty()) engine_->set_policy(policy);
+      if (!settings.policy.empty()) engine_->set_policy(settings.policy);
     });
     return writer.send(json_response(http::status::ok, cache_report()));
   }
   if ((path == "/admin/pin" || path == "/admin/unpin") && request.method() == http::verb::post) {
-    const auto layer = integer_field(body, "layer", -1, 0, engine_->spec().num_layers - 1);
-    const auto expert = integer_field(body, "expert", -1, 0, engine_->spec().num_experts - 1);
-    if (layer < 0 || expert < 0) bad_field(layer < 0 ? "layer" : "expert", "is required");
-    const auto block = memtier::BlockId::routed(static_cast<std::int32_t>(layer),
-                                                static_cast<std::int32_t>(expert));
+    const ExpertRef ref = parse_expert_ref(body, limits());
+    const auto block = memtier::BlockId::routed(ref.layer, ref.expert);
     if (path == "/admin/pin")
       engine_->host_tier().pin(block);
     else
@@ -955,14 +790,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   }
   if (path == "/admin/trace/simulate" && request.method() == http::verb::post) {
     const auto trace = recorded_trace();
-    std::vector<std::uint64_t> blocks;
-    if (!body.contains("blocks") || !body["blocks"].is_array())
-      bad_field("blocks", "expected a list of cache sizes in expert blocks");
-    for (const auto& b : body["blocks"]) {
-      if (!b.is_number_unsigned())
-        bad_field("blocks", "expected non-negative integers, got " + b.dump());
-      blocks.push_back(b.get<std::uint64_t>());
-    }
+    const std::vector<std::uint64_t> blocks = parse_simulate_blocks(body);
     const std::vector<std::string> policies = {"lru", "lfu", "belady"};
     const auto events = memtier::read_trace(trace);
     json results = json::array();

@@ -48,6 +48,10 @@ class ResponseWriter {
 
 using Handler = std::function<void(const Request&, const Peer&, ResponseWriter&)>;
 
+// The largest request head (request line and headers) a connection may send. Heads are small; a
+// larger one is an attack or a bug, answered 431.
+inline constexpr std::uint32_t kMaxRequestHeadBytes = 16 * 1024;
+
 // An OpenAI-shaped JSON error answer (`{"error": {"message", "type", "code"}}`) that closes the
 // connection, for what the server itself refuses (malformed HTTP, limits, overload). Any bytes
 // in `message` give valid JSON.

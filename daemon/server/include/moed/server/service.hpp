@@ -16,6 +16,7 @@
 #include "moed/model/tokenizer.hpp"
 #include "moed/server/config.hpp"
 #include "moed/server/http_server.hpp"
+#include "moed/server/request_parse.hpp"
 
 namespace moed::server {
 
@@ -44,8 +45,8 @@ class Service {
     bool logprobs = false;  // return the sampled tokens' logprobs
   };
   void require_serving() const;
-  Generation parse_generation(const nlohmann::ordered_json& body, std::vector<std::int32_t> prompt,
-                              const char* prompt_field) const;
+  ModelLimits limits() const;
+  static Generation to_generation(GenerationParams params);
   void completions(const Request& request, ResponseWriter& writer);
   void chat_completions(const Request& request, ResponseWriter& writer);
   void generate(Generation g, ResponseWriter& writer);

@@ -1,0 +1,90 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moed::server {
+
+// Request bodies keep their key order: chat templates may print messages or tools as given.
+using Body = nlohmann::ordered_json;
+
+// A request the client got wrong. what() reads "field: why" (or just "why" when the body as a
+// whole is at fault); field() is OpenAI's "param".
+class RequestError : public std::invalid_argument {
+ public:
+  enum class Kind { invalid, unknown_model };
+  RequestError(std::string field, const std::string& why, Kind kind = Kind::invalid);
+  const std::string& field() const { return field_; }
+  Kind kind() const { return kind_; }
+
+ private:
+  std::string field_;
+  Kind kind_;
+};
+
+// What a request is checked against: the served model and the daemon's limits.
+struct ModelLimits {
+  std::string model_id;
+  std::int64_t vocab_size = 0;
+  std::int64_t context = 0;  // max_position_embeddings: prompt + completion tokens
+  std::int64_t num_layers = 0;
+  std::int64_t num_experts = 0;
+  std::int64_t default_max_tokens = 16;
+};
+
+// A validated /v1/completions or /v1/chat/completions request.
+struct GenerationParams {
+  std::vector<std::int32_t> prompt;
+  std::int64_t max_tokens = 0;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  std::int32_t top_k = 0;
+  std::optional<std::uint64_t> seed;  // none: the daemon draws one
+  int top_logprobs = 0;
+  std::vector<std::string> stops;
+  bool stream = false;
+  bool chat = false;
+  bool logprobs = false;
+};
+
+// A body that must be a JSON object, nested no deeper than this.
+inline constexpr int kMaxBodyDepth = 64;
+Body parse_body(std::string_view text);
+
+// /v1/completions. `encode` turns a text prompt into token ids (the model's tokenizer).
+using Encoder = std::function<std::vector<std::int32_t>(const std::string&)>;
+GenerationParams parse_completion(const Body& body, const ModelLimits& limits,
+                                  const Encoder& encode);
+
+// /v1/chat/completions, in two steps around the chat template: the template's context from the
+// body's messages (text content parts joined) and tools, then the rest of the request with the
+// rendered and encoded prompt.
+Body chat_context(const Body& body, const std::string& bos_token, const std::string& eos_token);
+GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
+                            const ModelLimits& limits);
+
+// POST /admin/cache: the fields given, not yet applied; "" where a field is absent (an empty
+// host_budget changes nothing).
+struct CacheSettings {
+  std::string host_budget;
+  std::string policy;
+};
+CacheSettings parse_cache_settings(const Body& body);
+
+// POST /admin/pin and /admin/unpin.
+struct ExpertRef {
+  std::int32_t layer = 0;
+  std::int32_t expert = 0;
+};
+ExpertRef parse_expert_ref(const Body& body, const ModelLimits& limits);
+
+// POST /admin/trace/simulate: cache sizes in expert blocks.
+std::vector<std::uint64_t> parse_simulate_blocks(const Body& body);
+
+}  // namespace moed::server

@@ -1,0 +1,253 @@
+#include "moed/server/request_parse.hpp"
+
+#include <cstdint>
+#include <string>
+
+namespace moed::server {
+namespace {
+
+[[noreturn]] void bad_field(const std::string& field, const std::string& what) {
+  throw RequestError(field, what);
+}
+
+double number_field(const Body& body, const char* field, double fallback, double lo, double hi,
+                    bool lo_open) {
+  if (!body.contains(field) || body[field].is_null()) return fallback;
+  if (!body[field].is_number()) bad_field(field, "expected a number, got " + body[field].dump());
+  const double v = body[field].get<double>();
+  if (!(lo_open ? v > lo : v >= lo) || !(v <= hi))
+    bad_field(field, body[field].dump() + " is outside " + (lo_open ? "(" : "[") +
+                         std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
+}
+
+std::int64_t integer_field(const Body& body, const char* field, std::int64_t fallback,
+                           std::int64_t lo, std::int64_t hi) {
+  if (!body.contains(field) || body[field].is_null()) return fallback;
+  if (!body[field].is_number_integer())
+    bad_field(field, "expected an integer, got " + body[field].dump());
+  const auto v = body[field].get<std::int64_t>();
+  if (v < lo || v > hi)
+    bad_field(field, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
+  return v;
+}
+
+bool bool_field(const Body& body, const char* field, bool fallback) {
+  if (!body.contains(field) || body[field].is_null()) return fallback;
+  if (!body[field].is_boolean())
+    bad_field(field, "expected true or false, got " + body[field].dump());
+  return body[field].get<bool>();
+}
+
+// The fields /v1/completions and /v1/chat/completions share.
+GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> prompt,
+                                  const char* prompt_field, const ModelLimits& limits) {
+  if (body.contains("model") && !body["model"].is_null()) {
+    if (!body["model"].is_string()) bad_field("model", "expected a string");
+    if (body["model"].get<std::string>() != limits.model_id)
+      throw RequestError("model",
+                         "The model '" + body["model"].get<std::string>() +
+                             "' does not exist (this daemon serves '" + limits.model_id + "')",
+                         RequestError::Kind::unknown_model);
+  }
+  if (integer_field(body, "n", 1, 1, 1) != 1) bad_field("n", "only 1 is supported");
+
+  GenerationParams g;
+  g.prompt = std::move(prompt);
+  if (g.prompt.empty()) bad_field(prompt_field, "is empty");
+  const std::int64_t context = limits.context;
+  const auto prompt_tokens = static_cast<std::int64_t>(g.prompt.size());
+  if (prompt_tokens >= context)
+    bad_field(prompt_field, std::to_string(prompt_tokens) +
+                                " tokens do not fit the model's context of " +
+                                std::to_string(context));
+  // Chat requests may name the limit max_completion_tokens (OpenAI's newer field).
+  const char* max_field =
+      body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null()
+          ? "max_completion_tokens"
+          : "max_tokens";
+  g.max_tokens = integer_field(body, max_field, limits.default_max_tokens, 1, INT64_MAX);
+  if (g.max_tokens > context - prompt_tokens)  // the sum could overflow; the prompt fits
+    bad_field(max_field, std::to_string(g.max_tokens) + " plus the prompt's " +
+                             std::to_string(prompt_tokens) +
+                             " tokens exceed the model's context of " + std::to_string(context));
+  g.temperature = static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
+  g.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
+  g.top_k = static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, limits.vocab_size));
+  if (body.contains("seed") && !body["seed"].is_null())
+    g.seed = static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX));
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const auto& stop = body["stop"];
+    if (stop.is_string()) {
+      g.stops.push_back(stop.get<std::string>());
+    } else if (stop.is_array() && stop.size() <= 4) {
+      for (const auto& s : stop) {
+        if (!s.is_string()) bad_field("stop", "expected strings, got " + s.dump());
+        g.stops.push_back(s.get<std::string>());
+      }
+    } else {
+      bad_field("stop", "expected a string or up to 4 strings");
+    }
+    for (const auto& s : g.stops)
+      if (s.empty()) bad_field("stop", "stop strings must not be empty");
+  }
+  g.stream = bool_field(body, "stream", false);
+  return g;
+}
+
+}  // namespace
+
+RequestError::RequestError(std::string field, const std::string& why, Kind kind)
+    : std::invalid_argument(field.empty() ? why : field + ": " + why),
+      field_(std::move(field)),
+      kind_(kind) {}
+
+Body parse_body(std::string_view text) {
+  // Writing a value out (error messages, templates' tojson) recurses once per level: a body of
+  // nothing but brackets would overflow the stack. Real requests (tool schemas included) nest
+  // a dozen levels at most.
+  const auto limit_depth = [](int depth, Body::parse_event_t, Body&) {
+    if (depth > kMaxBodyDepth)
+      throw RequestError({},
+                         "the body nests deeper than " + std::to_string(kMaxBodyDepth) + " levels");
+    return true;
+  };
+  Body body;
+  try {
+    body = Body::parse(text, limit_depth);
+  } catch (const Body::exception& e) {
+    throw RequestError({}, std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_object()) throw RequestError({}, "the body must be a JSON object");
+  return body;
+}
+
+GenerationParams parse_completion(const Body& body, const ModelLimits& limits,
+                                  const Encoder& encode) {
+  if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
+  if (!body.contains("prompt")) bad_field("prompt", "is required");
+  const Body& prompt = body["prompt"];
+  auto token_list = [&](const Body& list) {
+    std::vector<std::int32_t> ids;
+    for (const auto& t : list) {
+      if (!t.is_number_integer())
+        bad_field("prompt", "token lists must hold integers, got " + t.dump());
+      const auto id = t.get<std::int64_t>();
+      if (id < 0 || id >= limits.vocab_size)
+        bad_field("prompt", "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                std::to_string(limits.vocab_size) + ")");
+      ids.push_back(static_cast<std::int32_t>(id));
+    }
+    return ids;
+  };
+  std::vector<std::int32_t> ids;
+  if (prompt.is_string()) {
+    ids = encode(prompt.get<std::string>());
+  } else if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
+    ids = token_list(prompt);
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_string()) {
+    ids = encode(prompt[0].get<std::string>());
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_array()) {
+    ids = token_list(prompt[0]);
+  } else {
+    bad_field("prompt", "expected a string or a list of token ids (one prompt per request)");
+  }
+  GenerationParams g = parse_generation(body, std::move(ids), "prompt", limits);
+  g.logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
+  g.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
+  return g;
+}
+
+Body chat_context(const Body& body, const std::string& bos_token, const std::string& eos_token) {
+  if (!body.contains("messages")) bad_field("messages", "is required");
+  Body messages = body["messages"];
+  if (!messages.is_array() || messages.empty())
+    bad_field("messages", "expected a non-empty list of {\"role\", \"content\"} objects");
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    auto& m = messages[i];
+    const std::string at = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) bad_field(at, "expected an object with role and content");
+    if (!m.contains("role") || !m["role"].is_string())
+      bad_field(at + ".role", "expected a string such as \"user\"");
+    if (!m.contains("content")) bad_field(at + ".content", "is required");
+    auto& content = m["content"];
+    if (content.is_array()) {  // content parts: text only
+      std::string text;
+      for (std::size_t k = 0; k < content.size(); ++k) {
+        const auto& part = content[k];
+        const std::string part_at = at + ".content[" + std::to_string(k) + "]";
+        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+          bad_field(part_at, "expected {\"type\": \"text\", \"text\": ...}");
+        if (part["type"] != "text")
+          bad_field(part_at + ".type", "'" + part["type"].get<std::string>() +
+                                           "' is not supported (this model takes text only)");
+        if (!part.contains("text") || !part["text"].is_string())
+          bad_field(part_at + ".text", "expected a string");
+        text += (k ? "\n" : "") + part["text"].get<std::string>();
+      }
+      content = text;
+    } else if (!content.is_string() && !content.is_null()) {
+      bad_field(at + ".content", "expected a string, a list of text parts or null");
+    }
+  }
+  Body context = {{"messages", messages},
+                  {"add_generation_prompt", true},
+                  {"bos_token", bos_token},
+                  {"eos_token", eos_token}};
+  if (body.contains("tools") && !body["tools"].is_null()) {
+    if (!body["tools"].is_array()) bad_field("tools", "expected a list of tools");
+    context["tools"] = body["tools"];
+  }
+  return context;
+}
+
+GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
+                            const ModelLimits& limits) {
+  GenerationParams g = parse_generation(body, std::move(prompt), "messages", limits);
+  g.chat = true;
+  g.logprobs = bool_field(body, "logprobs", false);
+  g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
+  if (g.top_logprobs > 0 && !g.logprobs) bad_field("top_logprobs", "needs \"logprobs\": true");
+  return g;
+}
+
+CacheSettings parse_cache_settings(const Body& body) {
+  if (body.contains("gpu_budget"))
+    bad_field("gpu_budget",
+              "this daemon has no GPU tier: it computes on the CPU from host RAM and disk");
+  CacheSettings settings;
+  if (body.contains("host_budget")) {
+    if (!body["host_budget"].is_string())
+      bad_field("host_budget", "expected a size such as \"2GiB\" or \"25%\"");
+    settings.host_budget = body["host_budget"].get<std::string>();
+  }
+  if (body.contains("policy")) {
+    if (!body["policy"].is_string()) bad_field("policy", "expected \"lru\" or \"lfu\"");
+    settings.policy = body["policy"].get<std::string>();
+    if (settings.policy != "lru" && settings.policy != "lfu")
+      bad_field("policy", "'" + settings.policy + "' is not one of lru, lfu");
+  }
+  return settings;
+}
+
+ExpertRef parse_expert_ref(const Body& body, const ModelLimits& limits) {
+  const auto layer = integer_field(body, "layer", -1, 0, limits.num_layers - 1);
+  const auto expert = integer_field(body, "expert", -1, 0, limits.num_experts - 1);
+  if (layer < 0 || expert < 0) bad_field(layer < 0 ? "layer" : "expert", "is required");
+  return {static_cast<std::int32_t>(layer), static_cast<std::int32_t>(expert)};
+}
+
+std::vector<std::uint64_t> parse_simulate_blocks(const Body& body) {
+  if (!body.contains("blocks") || !body["blocks"].is_array())
+    bad_field("blocks", "expected a list of cache sizes in expert blocks");
+  std::vector<std::uint64_t> blocks;
+  for (const auto& b : body["blocks"]) {
+    if (!b.is_number_unsigned())
+      bad_field("blocks", "expected non-negative integers, got " + b.dump());
+    blocks.push_back(b.get<std::uint64_t>());
+  }
+  return blocks;
+}
+
+}  // namespace moed::server

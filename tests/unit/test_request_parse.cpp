@@ -1,0 +1,69 @@
+// Request validation (daemon/server/request_parse.hpp): what the fuzz target
+// tests/fuzz/fuzz_http_request.cpp found, kept as regression tests.
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "moed/server/request_parse.hpp"
+
+namespace {
+
+using namespace moed::server;
+
+const ModelLimits kLimits{"tiny", 512, 4096, 4, 8, 16};
+
+std::vector<std::int32_t> one_token_per_byte(const std::string& text) {
+  return std::vector<std::int32_t>(text.begin(), text.end());
+}
+
+// Returns the field a rejected body names; "" when it was accepted.
+std::string rejected_field(const std::string& body) {
+  try {
+    (void)parse_completion(parse_body(body), kLimits, one_token_per_byte);
+  } catch (const RequestError& e) {
+    return e.field();
+  }
+  return "";
+}
+
+TEST(RequestParse, AcceptsAValidCompletion) {
+  const auto g = parse_completion(
+      parse_body(R"({"prompt": "Hi", "max_tokens": 8, "temperature": 0.5, "stop": "."})"), kLimits,
+      one_token_per_byte);
+  EXPECT_EQ(g.prompt, (std::vector<std::int32_t>{'H', 'i'}));
+  EXPECT_EQ(g.max_tokens, 8);
+  EXPECT_FLOAT_EQ(g.temperature, 0.5f);
+  EXPECT_EQ(g.stops, std::vector<std::string>{"."});
+}
+
+// Found by fuzz_http_request: max_tokens near INT64_MAX overflowed max_tokens + prompt tokens
+// (undefined behaviour; in practice it wrapped negative and passed the context check).
+TEST(RequestParse, HugeMaxTokensIsRejectedNotOverflowed) {
+  EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "max_tokens": 9223372036854775807})"), "max_tokens");
+  EXPECT_EQ(rejected_field(R"({"prompt": [1, 2, 3], "max_tokens": 9223372036854775806})"),
+            "max_tokens");
+  EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "max_tokens": 4094})"), "");
+  EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "max_tokens": 4095})"), "max_tokens");
+}
+
+// Found by reading after fuzzing: a body of 200,000 nested brackets in a field whose error message
+// quotes the value overflowed the stack (the JSON writer recurses per level), killing the
+// daemon. Bodies are now limited in depth when parsed.
+TEST(RequestParse, DeeplyNestedBodiesAreRejectedWhenParsed) {
+  const std::size_t depth = 200000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  try {
+    (void)parse_body(R"({"prompt": [1], "stop": [)" + deep + "]}");
+    FAIL() << "accepted a body nested " << depth << " levels";
+  } catch (const RequestError& e) {
+    EXPECT_NE(std::string(e.what()).find("nests deeper than"), std::string::npos) << e.what();
+  }
+  const std::size_t limit = 64;  // kMaxBodyDepth
+  const std::string deepest = std::string(limit, '[') + std::string(limit, ']');
+  EXPECT_NO_THROW((void)parse_body(R"({"tools": )" + deepest + "}"));
+  EXPECT_THROW((void)parse_body(R"({"tools": [)" + deepest + "]}"), RequestError);
+}
+
+}  // namespace
