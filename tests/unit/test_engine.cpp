@@ -98,7 +98,9 @@ class GoldenLogits : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenLogits, MatchTheNumpyReference) {
   const auto [model, tolerance] = GetParam();
-  Engine engine(kModels / model, {});
+  EngineOptions options;
+  options.kv_dtype = KvDtype::f32;  // the reference keeps f32 keys and values
+  Engine engine(kModels / model, options);
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
   const auto golden = read_npy(kGolden / (std::string(model) + ".logits.npy"));
   ASSERT_EQ(golden.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()),
@@ -150,26 +152,31 @@ TEST(Engine, PrefillThenDecodeMatchesOneLongPrefill) {
   }
 }
 
+// Both KV dtypes: bf16 keys and values (the default) must keep the reference's greedy tokens.
 TEST(Engine, GreedyGenerationMatchesTheReference) {
-  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
-    nlohmann::json golden;
-    std::ifstream(kGolden / (std::string(model) + ".greedy.json")) >> golden;
-    Engine engine(kModels / model, {});
-    const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
-    const auto want = golden["generated"].get<std::vector<std::int32_t>>();
-    // Decode step by step rather than through generate(), which would stop at EOS.
-    auto cache = engine.new_cache();
-    std::vector<float> logits;
-    std::vector<std::int32_t> got;
-    engine.forward(prompt, cache, logits, false);
-    while (got.size() < want.size()) {
-      got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                              logits.begin()));
-      engine.forward(std::span(&got.back(), 1), cache, logits, false);
+  for (const char* model : {"tiny-f32", "tiny-bf16"})
+    for (const KvDtype kv_dtype : {KvDtype::f32, KvDtype::bf16}) {
+      SCOPED_TRACE(std::string(model) + " with " + to_string(kv_dtype) + " KV");
+      nlohmann::json golden;
+      std::ifstream(kGolden / (std::string(model) + ".greedy.json")) >> golden;
+      EngineOptions options;
+      options.kv_dtype = kv_dtype;
+      Engine engine(kModels / model, options);
+      const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
+      const auto want = golden["generated"].get<std::vector<std::int32_t>>();
+      // Decode step by step rather than through generate(), which would stop at EOS.
+      auto cache = engine.new_cache();
+      std::vector<float> logits;
+      std::vector<std::int32_t> got;
+      engine.forward(prompt, cache, logits, false);
+      while (got.size() < want.size()) {
+        got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                                logits.begin()));
+        engine.forward(std::span(&got.back(), 1), cache, logits, false);
+      }
+      EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
+                           << golden["min_margin"].get<double>() << ")";
     }
-    EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
-                         << golden["min_margin"].get<double>() << ")";
-  }
 }
 
 TEST(Engine, SameSeedSameTokensDifferentSeedDiffers) {
@@ -525,4 +532,245 @@ TEST(Scheduler, TopLogprobsAreSortedAndNormalised) {
   EXPECT_EQ(top[1].first, 2);
   const double total = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
   EXPECT_NEAR(top[0].second, 3.0 - std::log(total), 1e-5);
+}
+
+// ---- issue 11: drain during prefill, KV in the budget, chunked prefill ----------------------
+
+#include <condition_variable>
+#include <mutex>
+
+#include "moed/memtier/byte_size.hpp"
+
+namespace {
+
+// Reads with pread like FaultyReader, but while closed holds every read at submission until the
+// test opens it: a way to stop the engine mid-forward at a known point.
+class GatedReader final : public memtier::Reader {
+ public:
+  explicit GatedReader(std::vector<fs::path> files) : Reader(std::move(files), 4, 64 << 10) {}
+  memtier::ReaderKind kind() const override { return memtier::ReaderKind::pread; }
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = false;
+    }
+    changed_.notify_all();
+  }
+  // Returns once a read is held at the closed gate.
+  void wait_until_held() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return held_; });
+  }
+
+ protected:
+  void submit(std::span<const memtier::AlignedRead> reads) override {
+    {
+      std::unique_lock lock(mutex_);
+      if (closed_) {
+        held_ = true;
+        changed_.notify_all();
+        changed_.wait(lock, [&] { return !closed_; });
+      }
+    }
+    for (const auto& r : reads)
+      done_.push_back(
+          {r.id, ::pread(fd(r.file), r.destination, r.length, static_cast<off_t>(r.offset))});
+  }
+  void reap(std::vector<memtier::ReadResult>& out, bool) override {
+    out.insert(out.end(), done_.begin(), done_.end());
+    done_.clear();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool closed_ = false;
+  bool held_ = false;
+  std::vector<memtier::ReadResult> done_;
+};
+
+GenerationRequest greedy_request(std::vector<std::int32_t> prompt, std::int64_t max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+std::vector<std::int32_t> long_prompt(std::size_t length) {
+  std::vector<std::int32_t> prompt;
+  for (std::size_t i = 0; i < length; ++i)
+    prompt.push_back(static_cast<std::int32_t>(1 + (i * 37) % 500));
+  return prompt;
+}
+
+}  // namespace
+
+TEST(Scheduler, DrainWaitsForARequestStillInItsPrefill) {
+  GatedReader* gate = nullptr;
+  // A quarter of the experts in RAM and no prefetch: the prefill itself reads experts from disk,
+  // so closing the reader's gate stops it in the middle.
+  auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, false);
+  options.reader_factory = [&](std::vector<fs::path> files) {
+    auto reader = std::make_unique<GatedReader>(std::move(files));
+    gate = reader.get();
+    return reader;
+  };
+  Engine engine(kModels / "tiny-f32", options);
+  ASSERT_NE(gate, nullptr);
+  gate->close();
+  Scheduler scheduler(engine, {4, 2});
+  auto session = scheduler.submit(greedy_request({1, 17, 42}, 2));
+  gate->wait_until_held();  // out of the queue, inside its prefill
+  const auto c = scheduler.counters();
+  EXPECT_EQ(c.queued + c.active, 1u) << "a request in its prefill counts as running";
+  bool finished_when_drained = false;
+  std::thread drainer([&] {
+    scheduler.drain();
+    finished_when_drained = session->finish_reason() != FinishReason::running;
+  });
+  gate->open();
+  drainer.join();
+  EXPECT_TRUE(finished_when_drained) << "drain() returned while the request was prefilling";
+  EXPECT_EQ(session->finish_reason(), FinishReason::length) << session->error();
+}
+
+TEST(Engine, KvCacheIsBf16OrF32AndGrowsInSteps) {
+  EngineOptions f32_options;
+  f32_options.kv_dtype = KvDtype::f32;
+  Engine f32(kModels / "tiny-f32", f32_options);
+  Engine bf16(kModels / "tiny-f32", {});
+  EXPECT_EQ(bf16.kv_dtype(), KvDtype::bf16);  // the default
+  // tiny: 4 layers x 4 KV heads x 32 dims, keys and values.
+  EXPECT_EQ(f32.kv_bytes(100), 100u * 2 * 4 * 4 * 32 * 4);
+  EXPECT_EQ(bf16.kv_bytes(100), f32.kv_bytes(100) / 2);
+  auto cache = bf16.new_cache();
+  std::vector<float> logits;
+  bf16.forward(long_prompt(300), cache, logits, false);
+  EXPECT_EQ(cache.capacity(), 2 * KvCache::kGrowthPositions);  // not doubled past the need
+  EXPECT_EQ(bf16.memory_stats().kv_bytes, bf16.kv_bytes(cache.capacity()));
+  auto wrong = f32.new_cache();
+  EXPECT_THROW(bf16.forward(long_prompt(3), wrong, logits, false), std::invalid_argument);
+  EXPECT_THROW(parse_kv_dtype("f16"), std::invalid_argument);
+}
+
+TEST(EngineMemtier, KvCachesComeOutOfTheExpertsShareOfTheBudget) {
+  Engine engine(kModels / "tiny-f32", budget_options(0.5, 0, memtier::ReaderKind::io_uring, true));
+  const auto before = engine.memory_stats();
+  EXPECT_EQ(before.kv_bytes, 0u);
+  const std::uint64_t working_set = 2 * engine.expert_block_bytes();
+  EXPECT_EQ(before.kv_limit_bytes, before.budget_bytes - before.fixed_bytes - working_set);
+  {
+    auto cache = engine.new_cache(1000);
+    const auto during = engine.memory_stats();
+    EXPECT_EQ(during.kv_bytes, engine.kv_bytes(1000));
+    // fixed part + what experts may cache + KV = the budget, and the experts are within theirs.
+    EXPECT_EQ(during.fixed_bytes + during.host.budget_bytes + during.kv_bytes, during.budget_bytes);
+    EXPECT_LE(during.host.used_bytes, during.host.budget_bytes);
+    EXPECT_THROW(engine.set_host_budget({during.fixed_bytes + during.kv_bytes / 2, 0}),
+                 std::invalid_argument);
+  }
+  EXPECT_EQ(engine.memory_stats().kv_bytes, 0u);
+  auto next = engine.new_cache(1);  // the experts get their room back at the next use
+  const auto after = engine.memory_stats();
+  EXPECT_EQ(after.fixed_bytes + after.host.budget_bytes + after.kv_bytes, after.budget_bytes);
+}
+
+TEST(Scheduler, AdmitsByKvMemoryQueueingThenRefusing) {
+  // Room for the KV caches of exactly one request of prompt + max_tokens = 300 positions.
+  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
+  Engine probe(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, true));
+  const std::uint64_t one = probe.kv_bytes(300);
+  const std::uint64_t budget = probe.memory_stats().fixed_bytes +
+                               spec.experts_per_token * probe.expert_block_bytes() + one + one / 2;
+  Engine engine(kModels / "tiny-f32",
+                budget_options(0, budget, memtier::ReaderKind::io_uring, true));
+  ASSERT_EQ(engine.kv_room().limit, one + one / 2);
+  Scheduler scheduler(engine, {1, 4});
+
+  auto first = scheduler.submit(greedy_request({1, 17, 42}, 297));
+  TokenEvent event;
+  ASSERT_TRUE(first->next(event));  // running, holding 300 positions of KV
+  const std::vector<std::int32_t> prompt = {1, 5, 6};
+  auto second = scheduler.submit(greedy_request(prompt, 297));
+  // The batch has room (max_batch 4) but the budget has not: it waits in the queue.
+  EXPECT_EQ(scheduler.counters().queued, 1u);
+  EXPECT_EQ(scheduler.counters().active, 1u);
+  try {
+    scheduler.submit(greedy_request(prompt, 10));
+    ADD_FAILURE() << "the queue (1) is full";
+  } catch (const QueueFull& e) {
+    EXPECT_NE(std::string(e.what()).find("KV cache"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("free now"), std::string::npos) << e.what();
+  }
+  first->cancel();
+  const auto tokens = drain_tokens(*second);
+  EXPECT_NE(second->finish_reason(), FinishReason::error) << second->error();
+  EXPECT_EQ(tokens, engine.generate(prompt, 297, {}, nullptr));
+
+  // Three times one request: never fits, refused at once, naming what it needs and what there is.
+  try {
+    scheduler.submit(greedy_request(prompt, 897));
+    ADD_FAILURE() << "a request bigger than the KV room was queued";
+  } catch (const InsufficientMemory& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(moed::memtier::format_byte_size(engine.kv_bytes(900))), std::string::npos)
+        << what;
+    EXPECT_NE(what.find(moed::memtier::format_byte_size(one + one / 2)), std::string::npos) << what;
+  }
+  scheduler.drain();
+  EXPECT_EQ(engine.memory_stats().kv_bytes, 0u);
+}
+
+TEST(Engine, ChunkedPrefillKeepsTheTokensOfAWholePrefill) {
+  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
+    Engine engine(kModels / model, {});
+    const auto prompt = long_prompt(70);
+    const std::int64_t vocab = engine.spec().vocab_size;
+    auto whole_cache = engine.new_cache();
+    std::vector<float> whole, chunk;
+    engine.forward(prompt, whole_cache, whole, false);
+    auto chunked_cache = engine.new_cache();
+    for (std::size_t at = 0; at < prompt.size(); at += 16)
+      engine.forward(std::span(prompt).subspan(at, std::min<std::size_t>(16, prompt.size() - at)),
+                     chunked_cache, chunk, false);
+    // Attention sums each row over the same cache positions in the same order, and the engine
+    // relies on a matmul row's result not depending on how many rows run with it (as batched
+    // decode does), so chunks change nothing.
+    EXPECT_EQ(compare(chunk, whole, vocab).argmax_mismatches, 0) << model;
+    EXPECT_EQ(chunk, whole) << model;
+  }
+}
+
+TEST(Scheduler, ChunkedPrefillGivesTheTokensOfAWholePrefill) {
+  Engine engine(kModels / "tiny-bf16", {});
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back(greedy_request(long_prompt(40 + 13 * i), 12));
+  std::vector<std::vector<std::vector<std::int32_t>>> runs;
+  for (const std::size_t chunk : {std::size_t{256}, std::size_t{7}}) {
+    Scheduler scheduler(engine, {64, 4, chunk});
+    std::vector<std::shared_ptr<Session>> sessions;
+    for (const auto& r : requests) sessions.push_back(scheduler.submit(r));
+    auto& out = runs.emplace_back();
+    for (auto& s : sessions) out.push_back(drain_tokens(*s));
+    EXPECT_EQ(scheduler.counters().prompt_tokens, 40u + 53 + 66 + 79);
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+TEST(Scheduler, RunningStreamsKeepDecodingWhileALongPromptIsPrefilled) {
+  Engine engine(kModels / "tiny-f32", {});
+  // 256 prompt tokens in chunks of 8 take 32 steps, each of which also decodes the running
+  // stream, so its 30 tokens are all out before the long prompt's first one. Prefilled in one
+  // piece, the long prompt would be answered at the second step.
+  Scheduler scheduler(engine, {64, 4, 8});
+  auto stream = scheduler.submit(greedy_request({1, 17, 42}, 30));
+  auto long_one = scheduler.submit(greedy_request(long_prompt(256), 1));
+  drain_tokens(*long_one);
+  EXPECT_NE(stream->finish_reason(), FinishReason::running)
+      << "the stream stalled while the long prompt was prefilled";
+  EXPECT_EQ(long_one->finish_reason(), FinishReason::length) << long_one->error();
 }
