@@ -404,7 +404,9 @@ TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
           .fixed_bytes;
   for (const std::uint64_t blocks : {3u, 8u, 20u}) {
     Engine probe(kModels / "tiny-f32", {});
-    const std::uint64_t budget = fixed + blocks * probe.expert_block_bytes();
+    // The KV cache generate() grows (one step of positions) counts in the budget too.
+    const std::uint64_t budget =
+        fixed + blocks * probe.expert_block_bytes() + probe.kv_bytes(KvCache::kGrowthPositions);
     Engine engine(kModels / "tiny-f32",
                   budget_options(0, budget, memtier::ReaderKind::io_uring, false));
     engine.record_trace(trace_path);
@@ -680,22 +682,33 @@ TEST(EngineMemtier, KvCachesComeOutOfTheExpertsShareOfTheBudget) {
 }
 
 TEST(Scheduler, AdmitsByKvMemoryQueueingThenRefusing) {
-  // Room for the KV caches of exactly one request of prompt + max_tokens = 300 positions.
+  // Room for the KV caches of exactly one request of prompt + max_tokens = 100 positions.
   const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
   Engine probe(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, true));
-  const std::uint64_t one = probe.kv_bytes(300);
+  const std::uint64_t one = probe.kv_bytes(100);
   const std::uint64_t budget = probe.memory_stats().fixed_bytes +
                                spec.experts_per_token * probe.expert_block_bytes() + one + one / 2;
+  // The first request must hold its KV for the whole test: a prompt whose greedy tokens do not
+  // reach EOS (no budget changes them).
+  std::vector<std::int32_t> first_prompt;
+  Engine unlimited(kModels / "tiny-f32", {});
+  for (std::int32_t t = 2; first_prompt.empty() && t < 64; ++t)
+    if (unlimited.generate(std::vector<std::int32_t>{1, t, 42}, 97, {}, nullptr).size() == 97u)
+      first_prompt = {1, t, 42};
+  ASSERT_FALSE(first_prompt.empty());
   Engine engine(kModels / "tiny-f32",
                 budget_options(0, budget, memtier::ReaderKind::io_uring, true));
   ASSERT_EQ(engine.kv_room().limit, one + one / 2);
   Scheduler scheduler(engine, {1, 4});
 
-  auto first = scheduler.submit(greedy_request({1, 17, 42}, 297));
+  auto first = scheduler.submit(greedy_request(first_prompt, 97));
   TokenEvent event;
-  ASSERT_TRUE(first->next(event));  // running, holding 300 positions of KV
+  ASSERT_TRUE(first->next(event));  // running, holding 100 positions of KV
   const std::vector<std::int32_t> prompt = {1, 5, 6};
-  auto second = scheduler.submit(greedy_request(prompt, 297));
+  auto second = scheduler.submit(greedy_request(prompt, 97));
+  // Two more steps: the second one's admission was decided after `second` was queued.
+  const auto steps = scheduler.counters().steps;
+  while (scheduler.counters().steps < steps + 2) std::this_thread::yield();
   // The batch has room (max_batch 4) but the budget has not: it waits in the queue.
   EXPECT_EQ(scheduler.counters().queued, 1u);
   EXPECT_EQ(scheduler.counters().active, 1u);
@@ -709,15 +722,15 @@ TEST(Scheduler, AdmitsByKvMemoryQueueingThenRefusing) {
   first->cancel();
   const auto tokens = drain_tokens(*second);
   EXPECT_NE(second->finish_reason(), FinishReason::error) << second->error();
-  EXPECT_EQ(tokens, engine.generate(prompt, 297, {}, nullptr));
+  EXPECT_EQ(tokens, engine.generate(prompt, 97, {}, nullptr));
 
   // Three times one request: never fits, refused at once, naming what it needs and what there is.
   try {
-    scheduler.submit(greedy_request(prompt, 897));
+    scheduler.submit(greedy_request(prompt, 297));
     ADD_FAILURE() << "a request bigger than the KV room was queued";
   } catch (const InsufficientMemory& e) {
     const std::string what = e.what();
-    EXPECT_NE(what.find(moed::memtier::format_byte_size(engine.kv_bytes(900))), std::string::npos)
+    EXPECT_NE(what.find(moed::memtier::format_byte_size(engine.kv_bytes(300))), std::string::npos)
         << what;
     EXPECT_NE(what.find(moed::memtier::format_byte_size(one + one / 2)), std::string::npos) << what;
   }
