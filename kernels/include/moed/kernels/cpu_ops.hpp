@@ -29,8 +29,8 @@ struct AttentionShape {
 };
 void attention(const float* q, const float* k, const float* v, float* out,
                const AttentionShape& shape);
-// The same over a bf16 cache (k, v: bf16 bits in that layout), widened to f32 as it is read, so
-// it sums exactly as the f32 version would over the rounded keys and values.
+// The same over a bf16 cache (k, v: bf16 bits in that layout), widened to f32 as it is read and
+// summed in f32 as the f32 version does (equal to it over the rounded values up to rounding).
 void attention(const float* q, const std::uint16_t* k, const std::uint16_t* v, float* out,
                const AttentionShape& shape);
 
