@@ -245,6 +245,14 @@ void cache_table(const json& c) {
       lookups > 0 ? 100.0 * h["hits"].get<double>() / lookups : 0.0,
       static_cast<unsigned long long>(h["evictions"].get<std::uint64_t>()),
       h["policy"].get<std::string>().c_str());
+  if (c.contains("kv")) {
+    const auto& kv = c["kv"];
+    const auto limit = kv["limit_bytes"].get<std::uint64_t>();
+    std::printf("kv     %-13s %-13s (%s, within the host budget)\n",
+                limit ? std::to_string(limit >> 20).append(" MiB").c_str() : "unlimited",
+                std::to_string(kv["bytes"].get<std::uint64_t>() >> 20).append(" MiB").c_str(),
+                kv["dtype"].get<std::string>().c_str());
+  }
   const auto& d = c["disk"];
   std::printf("disk   %-13s read %llu MiB in %llu blocks (%s), %llu errors\n", "model files",
               static_cast<unsigned long long>(d["bytes_read"].get<std::uint64_t>() >> 20),

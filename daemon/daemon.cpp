@@ -31,6 +31,8 @@ server::Config load_config(const DaemonArgs& args) {
   if (args.threads) c.threads = *args.threads;
   if (args.max_queue) c.max_queue = *args.max_queue;
   if (args.max_batch) c.max_batch = *args.max_batch;
+  if (args.kv_dtype) c.kv_dtype = *args.kv_dtype;
+  if (args.prefill_chunk) c.prefill_chunk = *args.prefill_chunk;
   if (c.model.empty())
     throw std::invalid_argument("no model: pass --model DIR or set model.path in the config file");
   c.validate();

@@ -9,9 +9,9 @@ namespace moed::cli {
 struct DaemonArgs {
   std::string config;
   std::optional<std::string> model, socket, tcp, host_budget, policy, admin_group, state_dir,
-      socket_mode, chat_template;
+      socket_mode, chat_template, kv_dtype;
   std::optional<int> threads;
-  std::optional<unsigned> max_queue, max_batch;
+  std::optional<unsigned> max_queue, max_batch, prefill_chunk;
 };
 
 int run_daemon(const DaemonArgs& args);

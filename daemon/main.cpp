@@ -38,6 +38,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", daemon.threads, "compute threads (default: automatic)");
   app.add_option("--max-queue", daemon.max_queue, "waiting requests before 503 (default 64)");
   app.add_option("--max-batch", daemon.max_batch, "sequences decoded together (default 16)");
+  // Checked with the config file's values (a validator here would fill the optional in).
+  app.add_option("--kv-dtype", daemon.kv_dtype, "KV cache element type: bf16 (default) or f32");
+  app.add_option("--prefill-chunk", daemon.prefill_chunk,
+                 "prompt tokens prefilled per step between decode steps (default 256)");
   app.add_option("--admin-group", daemon.admin_group, "group whose members may call /admin routes");
   app.add_option("--state-dir", daemon.state_dir,
                  "where routing traces are written (default /var/lib/moed)");
@@ -60,6 +64,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 4096));
     sub->add_flag("--no-prefetch", args.no_prefetch,
                   "do not predict and prefetch the next layer's experts");
+    sub->add_option("--kv-dtype", args.kv_dtype, "KV cache element type: bf16 (default) or f32")
+        ->check(CLI::IsMember({"bf16", "f32"}));
     sub->add_option("--trace", args.trace,
                     "write the routing decisions as JSON Lines to this file");
   };

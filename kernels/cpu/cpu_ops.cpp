@@ -5,6 +5,8 @@
 #include <numeric>
 #include <vector>
 
+#include "moed/kernels/dtype.hpp"
+
 namespace moed::kernels {
 
 // Hot loops are cloned per ISA and picked at run time, so the library runs on any x86-64 and
@@ -81,8 +83,20 @@ void router_top_k(const float* logits, int n_experts, int k, int* ids, float* we
   }
 }
 
-MOED_ISA_CLONES void attention(const float* q, const float* k, const float* v, float* out,
-                               const AttentionShape& s) {
+namespace {
+
+inline float widen(float x) {
+  return x;
+}
+inline float widen(std::uint16_t x) {
+  return bf16_to_f32(x);
+}
+
+// Inlined into each ISA clone of its callers, so every clone vectorises for its own target.
+template <typename Element>
+[[gnu::always_inline]] inline void attention_over(const float* q, const Element* k,
+                                                  const Element* v, float* out,
+                                                  const AttentionShape& s) {
   const std::int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
 #pragma omp parallel
@@ -93,14 +107,14 @@ MOED_ISA_CLONES void attention(const float* q, const float* k, const float* v, f
       for (std::int64_t h = 0; h < s.heads; ++h) {
         const std::int64_t visible = s.first_position + i + 1;
         const float* qv = q + (i * s.heads + h) * s.head_dim;
-        const float* keys = k + (h / group) * s.capacity * s.head_dim;
-        const float* values = v + (h / group) * s.capacity * s.head_dim;
+        const Element* keys = k + (h / group) * s.capacity * s.head_dim;
+        const Element* values = v + (h / group) * s.capacity * s.head_dim;
         float max_score = -INFINITY;
         for (std::int64_t t = 0; t < visible; ++t) {
-          const float* kv = keys + t * s.head_dim;
+          const Element* kv = keys + t * s.head_dim;
           float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-          for (std::int64_t d = 0; d < s.head_dim; ++d) dot += qv[d] * kv[d];
+          for (std::int64_t d = 0; d < s.head_dim; ++d) dot += qv[d] * widen(kv[d]);
           scores[t] = dot * scale;
           max_score = std::max(max_score, scores[t]);
         }
@@ -113,13 +127,25 @@ MOED_ISA_CLONES void attention(const float* q, const float* k, const float* v, f
         std::fill(o, o + s.head_dim, 0.0f);
         for (std::int64_t t = 0; t < visible; ++t) {
           const float p = scores[t] / total;
-          const float* vv = values + t * s.head_dim;
+          const Element* vv = values + t * s.head_dim;
 #pragma omp simd
-          for (std::int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vv[d];
+          for (std::int64_t d = 0; d < s.head_dim; ++d) o[d] += p * widen(vv[d]);
         }
       }
     }
   }
+}
+
+}  // namespace
+
+MOED_ISA_CLONES void attention(const float* q, const float* k, const float* v, float* out,
+                               const AttentionShape& s) {
+  attention_over(q, k, v, out, s);
+}
+
+MOED_ISA_CLONES void attention(const float* q, const std::uint16_t* k, const std::uint16_t* v,
+                               float* out, const AttentionShape& s) {
+  attention_over(q, k, v, out, s);
 }
 
 MOED_ISA_CLONES void add_in_place(float* y, const float* x, std::int64_t n) {

@@ -12,7 +12,7 @@ fail() { failures=$((failures + 1)); echo "FAIL $1"; }
 tokens=$(cat "$golden/prompt-tokens.txt")
 for model in tiny-f32 tiny-bf16; do
   tol=1e-4; [[ $model == tiny-bf16 ]] && tol=2e-2
-  if "$moed" logits --model "$models/$model" --tokens "$tokens" --out "$work/$model.npy" 2>"$work/err" &&
+  if "$moed" logits --model "$models/$model" --tokens "$tokens" --out "$work/$model.npy" --kv-dtype f32 2>"$work/err" &&
      /usr/bin/python3 - "$work/$model.npy" "$golden/$model.logits.npy" "$tol" <<'PY'
 import sys, numpy as np
 got, want, tol = np.load(sys.argv[1]), np.load(sys.argv[2]), float(sys.argv[3])

@@ -285,7 +285,7 @@ for line in sys.stdin.read().splitlines():
     float(m.group(3)); names.add(m.group(1))
 for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions', 'moed_host_hit_ratio',
           'moed_disk_read_bytes_total', 'moed_disk_staging_bytes', 'moed_host_used_bytes', 'moed_prefetch_accuracy',
-          'moed_layer_hits_total'):
+          'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes'):
     assert n in names, n
 " && pass "metrics parse" || fail "metrics"
 
@@ -337,7 +337,8 @@ streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 [[ -n $one && $one == "$session" && $one == "$streamed" ]] && pass "moectl chat (one-shot, session with /reset, streamed agree)" || fail "moectl chat: '$one' / '$session' / '$streamed'"
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
 ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
-  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0" &&
+  ctl cache show | grep -q "^kv .*bf16, within the host budget" &&
+  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0" &&
   pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
 ctl cache set --policy lru >/dev/null

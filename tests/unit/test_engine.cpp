@@ -101,7 +101,9 @@ class GoldenLogits : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenLogits, MatchTheNumpyReference) {
   const auto [model, tolerance] = GetParam();
-  Engine engine(kModels / model, {});
+  EngineOptions options;
+  options.kv_dtype = KvDtype::f32;  // the reference keeps f32 keys and values
+  Engine engine(kModels / model, options);
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
   const auto golden = read_npy(kGolden / (std::string(model) + ".logits.npy"));
   ASSERT_EQ(golden.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()),
@@ -153,26 +155,31 @@ TEST(Engine, PrefillThenDecodeMatchesOneLongPrefill) {
   }
 }
 
+// Both KV dtypes: bf16 keys and values (the default) must keep the reference's greedy tokens.
 TEST(Engine, GreedyGenerationMatchesTheReference) {
-  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
-    nlohmann::json golden;
-    std::ifstream(kGolden / (std::string(model) + ".greedy.json")) >> golden;
-    Engine engine(kModels / model, {});
-    const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
-    const auto want = golden["generated"].get<std::vector<std::int32_t>>();
-    // Decode step by step rather than through generate(), which would stop at EOS.
-    auto cache = engine.new_cache();
-    std::vector<float> logits;
-    std::vector<std::int32_t> got;
-    engine.forward(prompt, cache, logits, false);
-    while (got.size() < want.size()) {
-      got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                              logits.begin()));
-      engine.forward(std::span(&got.back(), 1), cache, logits, false);
+  for (const char* model : {"tiny-f32", "tiny-bf16"})
+    for (const KvDtype kv_dtype : {KvDtype::f32, KvDtype::bf16}) {
+      SCOPED_TRACE(std::string(model) + " with " + to_string(kv_dtype) + " KV");
+      nlohmann::json golden;
+      std::ifstream(kGolden / (std::string(model) + ".greedy.json")) >> golden;
+      EngineOptions options;
+      options.kv_dtype = kv_dtype;
+      Engine engine(kModels / model, options);
+      const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
+      const auto want = golden["generated"].get<std::vector<std::int32_t>>();
+      // Decode step by step rather than through generate(), which would stop at EOS.
+      auto cache = engine.new_cache();
+      std::vector<float> logits;
+      std::vector<std::int32_t> got;
+      engine.forward(prompt, cache, logits, false);
+      while (got.size() < want.size()) {
+        got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                                logits.begin()));
+        engine.forward(std::span(&got.back(), 1), cache, logits, false);
+      }
+      EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
+                           << golden["min_margin"].get<double>() << ")";
     }
-    EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
-                         << golden["min_margin"].get<double>() << ")";
-  }
 }
 
 TEST(Engine, SameSeedSameTokensDifferentSeedDiffers) {
@@ -488,21 +495,30 @@ TEST(EngineMemtier, AFailedDenseSectionReadIsReadAgainByTheNextRequest) {
 TEST(EngineMemtier, TeardownWithPrefetchesInFlightIsSafe) {
   // For the sanitizer build: the loader's threads used to outlive the store and the host tier
   // that in-flight prefetches call back into when they complete. The engine is destroyed right
-  // after a decode step whose experts were all resident (pinned) while its mispredicted
+  // after a one-token step whose experts were all resident (pinned) while its mispredicted
   // prefetches are still reading (the disk holds each read back 300 ms).
-  const std::vector<std::int32_t> prompt = {1, 17, 42};
+  // Room for exactly one token's experts (one per layer and slot: 8) and its one-position KV
+  // cache, so the mispredicted blocks are never admitted and are predicted again each time.
+  std::uint64_t budget = 0;
+  {
+    Engine probe(kModels / "tiny-f32",
+                 budget_options(0.25, 0, memtier::ReaderKind::pread, false));
+    const auto& spec = probe.spec();
+    budget = probe.memory_stats().fixed_bytes + probe.new_cache(1).bytes() +
+             static_cast<std::uint64_t>(spec.num_layers * spec.experts_per_token) *
+                 probe.expert_block_bytes();
+  }
   bool in_flight_at_teardown = false;
   for (std::int32_t next = 7; next < 40 && !in_flight_at_teardown; ++next) {
     moed::testing::FaultyReader* faulty = nullptr;
     const auto options =
-        with_faulty_reader(budget_options(0.25, 0, memtier::ReaderKind::pread, true), faulty);
+        with_faulty_reader(budget_options(0, budget, memtier::ReaderKind::pread, true), faulty);
     Engine engine(kModels / "tiny-f32", options);
-    auto prefilled = engine.new_cache();
     std::vector<float> logits;
-    engine.forward(prompt, prefilled, logits, false);
-    // Runs the step on a copy of the prefilled cache; returns the experts it routed to.
+    // Runs token `next` on a new cache (so it routes the same way every time); returns the
+    // experts it routed to.
     auto step = [&] {
-      auto cache = prefilled;
+      auto cache = engine.new_cache(1);
       const auto before = engine.activation_counts();
       engine.forward(std::span(&next, 1), cache, logits, false);
       const auto after = engine.activation_counts();
@@ -557,7 +573,9 @@ TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
           .fixed_bytes;
   for (const std::uint64_t blocks : {3u, 8u, 20u}) {
     Engine probe(kModels / "tiny-f32", {});
-    const std::uint64_t budget = fixed + blocks * probe.expert_block_bytes();
+    // The KV cache generate() grows (one step of positions) counts in the budget too.
+    const std::uint64_t budget =
+        fixed + blocks * probe.expert_block_bytes() + probe.kv_bytes(KvCache::kGrowthPositions);
     Engine engine(kModels / "tiny-f32",
                   budget_options(0, budget, memtier::ReaderKind::io_uring, false));
     engine.record_trace(trace_path);
@@ -684,4 +702,256 @@ TEST(Scheduler, TopLogprobsAreSortedAndNormalised) {
   EXPECT_EQ(top[1].first, 2);
   const double total = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
   EXPECT_NEAR(top[0].second, 3.0 - std::log(total), 1e-5);
+}
+
+// ---- issue 11: drain during prefill, KV in the budget, chunked prefill ----------------------
+
+#include <condition_variable>
+#include <mutex>
+
+#include "moed/memtier/byte_size.hpp"
+
+namespace {
+
+// Reads with pread like FaultyReader, but while closed holds every read at submission until the
+// test opens it: a way to stop the engine mid-forward at a known point.
+class GatedReader final : public memtier::Reader {
+ public:
+  explicit GatedReader(std::vector<fs::path> files) : Reader(std::move(files), 4, 64 << 10) {}
+  memtier::ReaderKind kind() const override { return memtier::ReaderKind::pread; }
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = false;
+    }
+    changed_.notify_all();
+  }
+  // Returns once a read is held at the closed gate.
+  void wait_until_held() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return held_; });
+  }
+
+ protected:
+  void submit(std::span<const memtier::AlignedRead> reads) override {
+    {
+      std::unique_lock lock(mutex_);
+      if (closed_) {
+        held_ = true;
+        changed_.notify_all();
+        changed_.wait(lock, [&] { return !closed_; });
+      }
+    }
+    for (const auto& r : reads)
+      done_.push_back(
+          {r.id, ::pread(fd(r.file), r.destination, r.length, static_cast<off_t>(r.offset))});
+  }
+  void reap(std::vector<memtier::ReadResult>& out, bool) override {
+    out.insert(out.end(), done_.begin(), done_.end());
+    done_.clear();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool closed_ = false;
+  bool held_ = false;
+  std::vector<memtier::ReadResult> done_;
+};
+
+GenerationRequest greedy_request(std::vector<std::int32_t> prompt, std::int64_t max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+std::vector<std::int32_t> long_prompt(std::size_t length) {
+  std::vector<std::int32_t> prompt;
+  for (std::size_t i = 0; i < length; ++i)
+    prompt.push_back(static_cast<std::int32_t>(1 + (i * 37) % 500));
+  return prompt;
+}
+
+}  // namespace
+
+TEST(Scheduler, DrainWaitsForARequestStillInItsPrefill) {
+  GatedReader* gate = nullptr;
+  // A quarter of the experts in RAM and no prefetch: the prefill itself reads experts from disk,
+  // so closing the reader's gate stops it in the middle.
+  auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, false);
+  options.reader_factory = [&](std::vector<fs::path> files) {
+    auto reader = std::make_unique<GatedReader>(std::move(files));
+    gate = reader.get();
+    return reader;
+  };
+  Engine engine(kModels / "tiny-f32", options);
+  ASSERT_NE(gate, nullptr);
+  gate->close();
+  Scheduler scheduler(engine, {4, 2});
+  auto session = scheduler.submit(greedy_request({1, 17, 42}, 2));
+  gate->wait_until_held();  // out of the queue, inside its prefill
+  const auto c = scheduler.counters();
+  EXPECT_EQ(c.queued + c.active, 1u) << "a request in its prefill counts as running";
+  bool finished_when_drained = false;
+  std::thread drainer([&] {
+    scheduler.drain();
+    finished_when_drained = session->finish_reason() != FinishReason::running;
+  });
+  gate->open();
+  drainer.join();
+  EXPECT_TRUE(finished_when_drained) << "drain() returned while the request was prefilling";
+  EXPECT_EQ(session->finish_reason(), FinishReason::length) << session->error();
+}
+
+TEST(Engine, KvCacheIsBf16OrF32AndGrowsInSteps) {
+  EngineOptions f32_options;
+  f32_options.kv_dtype = KvDtype::f32;
+  Engine f32(kModels / "tiny-f32", f32_options);
+  Engine bf16(kModels / "tiny-f32", {});
+  EXPECT_EQ(bf16.kv_dtype(), KvDtype::bf16);  // the default
+  // tiny: 4 layers x 4 KV heads x 32 dims, keys and values.
+  EXPECT_EQ(f32.kv_bytes(100), 100u * 2 * 4 * 4 * 32 * 4);
+  EXPECT_EQ(bf16.kv_bytes(100), f32.kv_bytes(100) / 2);
+  auto cache = bf16.new_cache();
+  std::vector<float> logits;
+  bf16.forward(long_prompt(300), cache, logits, false);
+  EXPECT_EQ(cache.capacity(), 2 * KvCache::kGrowthPositions);  // not doubled past the need
+  EXPECT_EQ(bf16.memory_stats().kv_bytes, bf16.kv_bytes(cache.capacity()));
+  auto wrong = f32.new_cache();
+  EXPECT_THROW(bf16.forward(long_prompt(3), wrong, logits, false), std::invalid_argument);
+  EXPECT_THROW(parse_kv_dtype("f16"), std::invalid_argument);
+}
+
+TEST(EngineMemtier, KvCachesComeOutOfTheExpertsShareOfTheBudget) {
+  Engine engine(kModels / "tiny-f32", budget_options(0.5, 0, memtier::ReaderKind::io_uring, true));
+  const auto before = engine.memory_stats();
+  EXPECT_EQ(before.kv_bytes, 0u);
+  const std::uint64_t working_set = 2 * engine.expert_block_bytes();
+  EXPECT_EQ(before.kv_limit_bytes, before.budget_bytes - before.fixed_bytes - working_set);
+  {
+    auto cache = engine.new_cache(1000);
+    const auto during = engine.memory_stats();
+    EXPECT_EQ(during.kv_bytes, engine.kv_bytes(1000));
+    // fixed part + what experts may cache + KV = the budget, and the experts are within theirs.
+    EXPECT_EQ(during.fixed_bytes + during.host.budget_bytes + during.kv_bytes, during.budget_bytes);
+    EXPECT_LE(during.host.used_bytes, during.host.budget_bytes);
+    EXPECT_THROW(engine.set_host_budget({during.fixed_bytes + during.kv_bytes / 2, 0}),
+                 std::invalid_argument);
+  }
+  EXPECT_EQ(engine.memory_stats().kv_bytes, 0u);
+  auto next = engine.new_cache(1);  // the experts get their room back at the next use
+  const auto after = engine.memory_stats();
+  EXPECT_EQ(after.fixed_bytes + after.host.budget_bytes + after.kv_bytes, after.budget_bytes);
+}
+
+TEST(Scheduler, AdmitsByKvMemoryQueueingThenRefusing) {
+  // Room for the KV caches of exactly one request of prompt + max_tokens = 100 positions.
+  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
+  Engine probe(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, true));
+  const std::uint64_t one = probe.kv_bytes(100);
+  const std::uint64_t budget = probe.memory_stats().fixed_bytes +
+                               spec.experts_per_token * probe.expert_block_bytes() + one + one / 2;
+  // The first request must hold its KV for the whole test: a prompt whose greedy tokens do not
+  // reach EOS (no budget changes them).
+  std::vector<std::int32_t> first_prompt;
+  Engine unlimited(kModels / "tiny-f32", {});
+  for (std::int32_t t = 2; first_prompt.empty() && t < 64; ++t)
+    if (unlimited.generate(std::vector<std::int32_t>{1, t, 42}, 97, {}, nullptr).size() == 97u)
+      first_prompt = {1, t, 42};
+  ASSERT_FALSE(first_prompt.empty());
+  Engine engine(kModels / "tiny-f32",
+                budget_options(0, budget, memtier::ReaderKind::io_uring, true));
+  ASSERT_EQ(engine.kv_room().limit, one + one / 2);
+  Scheduler scheduler(engine, {1, 4});
+
+  auto first = scheduler.submit(greedy_request(first_prompt, 97));
+  TokenEvent event;
+  ASSERT_TRUE(first->next(event));  // running, holding 100 positions of KV
+  const std::vector<std::int32_t> prompt = {1, 5, 6};
+  auto second = scheduler.submit(greedy_request(prompt, 97));
+  // Two more steps: the second one's admission was decided after `second` was queued.
+  const auto steps = scheduler.counters().steps;
+  while (scheduler.counters().steps < steps + 2) std::this_thread::yield();
+  // The batch has room (max_batch 4) but the budget has not: it waits in the queue.
+  EXPECT_EQ(scheduler.counters().queued, 1u);
+  EXPECT_EQ(scheduler.counters().active, 1u);
+  try {
+    scheduler.submit(greedy_request(prompt, 10));
+    ADD_FAILURE() << "the queue (1) is full";
+  } catch (const QueueFull& e) {
+    EXPECT_NE(std::string(e.what()).find("KV cache"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("free now"), std::string::npos) << e.what();
+  }
+  first->cancel();
+  const auto tokens = drain_tokens(*second);
+  EXPECT_NE(second->finish_reason(), FinishReason::error) << second->error();
+  EXPECT_EQ(tokens, engine.generate(prompt, 97, {}, nullptr));
+
+  // Three times one request: never fits, refused at once, naming what it needs and what there is.
+  try {
+    scheduler.submit(greedy_request(prompt, 297));
+    ADD_FAILURE() << "a request bigger than the KV room was queued";
+  } catch (const InsufficientMemory& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(moed::memtier::format_byte_size(engine.kv_bytes(300))), std::string::npos)
+        << what;
+    EXPECT_NE(what.find(moed::memtier::format_byte_size(one + one / 2)), std::string::npos) << what;
+  }
+  scheduler.drain();
+  EXPECT_EQ(engine.memory_stats().kv_bytes, 0u);
+}
+
+TEST(Engine, ChunkedPrefillKeepsTheTokensOfAWholePrefill) {
+  for (const char* model : {"tiny-f32", "tiny-bf16"}) {
+    Engine engine(kModels / model, {});
+    const auto prompt = long_prompt(70);
+    const std::int64_t vocab = engine.spec().vocab_size;
+    auto whole_cache = engine.new_cache();
+    std::vector<float> whole, chunk;
+    engine.forward(prompt, whole_cache, whole, false);
+    auto chunked_cache = engine.new_cache();
+    for (std::size_t at = 0; at < prompt.size(); at += 16)
+      engine.forward(std::span(prompt).subspan(at, std::min<std::size_t>(16, prompt.size() - at)),
+                     chunked_cache, chunk, false);
+    // Attention sums each row over the same cache positions in the same order, and the engine
+    // relies on a matmul row's result not depending on how many rows run with it (as batched
+    // decode does), so chunks change nothing.
+    EXPECT_EQ(compare(chunk, whole, vocab).argmax_mismatches, 0) << model;
+    EXPECT_EQ(chunk, whole) << model;
+  }
+}
+
+TEST(Scheduler, ChunkedPrefillGivesTheTokensOfAWholePrefill) {
+  Engine engine(kModels / "tiny-bf16", {});
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back(greedy_request(long_prompt(40 + 13 * i), 12));
+  std::vector<std::vector<std::vector<std::int32_t>>> runs;
+  for (const std::size_t chunk : {std::size_t{256}, std::size_t{7}}) {
+    Scheduler scheduler(engine, {64, 4, chunk});
+    std::vector<std::shared_ptr<Session>> sessions;
+    for (const auto& r : requests) sessions.push_back(scheduler.submit(r));
+    auto& out = runs.emplace_back();
+    for (auto& s : sessions) out.push_back(drain_tokens(*s));
+    EXPECT_EQ(scheduler.counters().prompt_tokens, 40u + 53 + 66 + 79);
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+TEST(Scheduler, RunningStreamsKeepDecodingWhileALongPromptIsPrefilled) {
+  Engine engine(kModels / "tiny-f32", {});
+  // 256 prompt tokens in chunks of 8 take 32 steps, each of which also decodes the running
+  // stream, so its 30 tokens are all out before the long prompt's first one. Prefilled in one
+  // piece, the long prompt would be answered at the second step.
+  Scheduler scheduler(engine, {64, 4, 8});
+  auto stream = scheduler.submit(greedy_request({1, 17, 42}, 30));
+  auto long_one = scheduler.submit(greedy_request(long_prompt(256), 1));
+  drain_tokens(*long_one);
+  EXPECT_NE(stream->finish_reason(), FinishReason::running)
+      << "the stream stalled while the long prompt was prefilled";
+  EXPECT_EQ(long_one->finish_reason(), FinishReason::length) << long_one->error();
 }

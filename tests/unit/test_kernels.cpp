@@ -322,6 +322,25 @@ TEST(Ops, AttentionMatchesNaiveWithGroupsAndOffset) {
     }
 }
 
+// A bf16 KV cache is read as its f32 widening: the f32 kernel's result over keys and values
+// rounded to bf16, up to the summation order the compiler picks for each version.
+TEST(Ops, AttentionOverABf16CacheEqualsF32OverTheRoundedValues) {
+  const std::int64_t heads = 8, kv_heads = 2, d = 64, capacity = 40, first = 30, nq = 4;
+  auto q = moed::test::random_floats(static_cast<std::size_t>(nq * heads * d), 21);
+  const auto k = moed::test::to_bf16(
+      moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 22));
+  const auto v = moed::test::to_bf16(
+      moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 23));
+  std::vector<float> k_wide(k.size()), v_wide(v.size());
+  for (std::size_t i = 0; i < k.size(); ++i) k_wide[i] = bf16_to_f32(k[i]);
+  for (std::size_t i = 0; i < v.size(); ++i) v_wide[i] = bf16_to_f32(v[i]);
+  std::vector<float> from_bf16(q.size()), from_f32(q.size());
+  const AttentionShape shape{nq, heads, kv_heads, d, capacity, first};
+  attention(q.data(), k.data(), v.data(), from_bf16.data(), shape);
+  attention(q.data(), k_wide.data(), v_wide.data(), from_f32.data(), shape);
+  for (std::size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(from_bf16[i], from_f32[i], 1e-6) << i;
+}
+
 TEST(Ops, SoftmaxSumsToOneAndReturnsLogSumExp) {
   const float logits[] = {1000.0f, 1001.0f, 999.0f};
   float probs[3];

@@ -184,6 +184,8 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
                                   " ring sections of one layer's dense weights)");
   }
   const std::uint64_t expert_budget = unlimited ? UINT64_MAX : budget - fixed_bytes_;
+  expert_room_ = expert_budget;
+  kv_limit_ = unlimited ? UINT64_MAX : expert_budget - std::min(expert_budget, working_set);
 
   host_ = std::make_unique<memtier::HostTier>(expert_budget, memtier::make_policy(options.policy));
   // Spare buffers for two experts' worth of matrices: enough that each eviction's buffers serve
@@ -249,8 +251,32 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
                      {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate);
 }
 
-KvCache Engine::new_cache() const {
-  return KvCache(spec_.num_layers, spec_.num_kv_heads, spec_.head_dim);
+KvCache Engine::new_cache(std::int64_t positions) {
+  KvCache cache(spec_.num_layers, spec_.num_kv_heads, spec_.head_dim, options_.kv_dtype,
+                kv_account_, positions);
+  apply_kv_to_budget();
+  return cache;
+}
+
+std::uint64_t Engine::kv_bytes(std::int64_t positions) const {
+  return 2 *
+         static_cast<std::uint64_t>(spec_.num_layers * spec_.num_kv_heads * positions *
+                                    spec_.head_dim) *
+         kv_element_size(options_.kv_dtype);
+}
+
+KvRoom Engine::kv_room() const {
+  return {kv_account_->bytes.load(), kv_limit_.load()};
+}
+
+void Engine::apply_kv_to_budget() {
+  const std::uint64_t room = expert_room_;
+  const std::uint64_t kv = kv_account_->bytes;
+  if (room == UINT64_MAX || kv == kv_applied_) return;
+  // Only a cache grown outside the scheduler's admission (one-shot commands) can pass the
+  // room; the experts then get nothing cached and are read for each use.
+  host_->set_budget(room - std::min(room, kv));
+  kv_applied_ = kv;
 }
 
 void Engine::record_trace(const std::optional<std::filesystem::path>& path) {
@@ -417,7 +443,14 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   const std::int64_t heads = spec_.num_heads;
   const std::int64_t kv_heads = spec_.num_kv_heads;
   const std::int64_t qkv_width = (heads + 2 * kv_heads) * hd;
-  for (const auto& seg : segments) seg.cache->reserve_more(seg.rows);
+  for (const auto& seg : segments) {
+    if (seg.cache->dtype() != options_.kv_dtype)
+      throw std::invalid_argument(std::string("a ") + to_string(seg.cache->dtype()) +
+                                  " KV cache given to an engine with kv_dtype " +
+                                  to_string(options_.kv_dtype));
+    seg.cache->reserve_more(seg.rows);
+  }
+  apply_kv_to_budget();
 
   std::vector<float> x(static_cast<std::size_t>(n * hidden));
   std::vector<float> h(x.size());
@@ -448,22 +481,34 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     kernels::rope_rotate_half(k.data(), n, kv_heads, hd, positions.data(), spec_.rope_theta);
     std::int64_t row0 = 0;
     for (const auto& seg : segments) {
-      float* key_cache = seg.cache->keys(l);
-      float* value_cache = seg.cache->values(l);
       const std::int64_t cap = seg.cache->capacity();
+      const bool bf16 = seg.cache->dtype() == KvDtype::bf16;
+      const std::size_t element = kv_element_size(seg.cache->dtype());
+      std::byte* key_cache = seg.cache->keys(l);
+      std::byte* value_cache = seg.cache->values(l);
+      auto store = [&](std::byte* dst, const float* src) {
+        if (bf16)
+          kernels::convert_f32_to_bf16(src, reinterpret_cast<std::uint16_t*>(dst),
+                                       static_cast<std::size_t>(hd));
+        else
+          std::memcpy(dst, src, static_cast<std::size_t>(hd) * sizeof(float));
+      };
       for (std::int64_t i = 0; i < seg.rows; ++i)
         for (std::int64_t g = 0; g < kv_heads; ++g) {
           const std::int64_t row = row0 + i;
-          std::memcpy(key_cache + (g * cap + seg.first + i) * hd,
-                      k.data() + (row * kv_heads + g) * hd,
-                      static_cast<std::size_t>(hd) * sizeof(float));
-          std::memcpy(value_cache + (g * cap + seg.first + i) * hd,
-                      qkv.data() + row * qkv_width + (heads + kv_heads + g) * hd,
-                      static_cast<std::size_t>(hd) * sizeof(float));
+          const std::size_t at = static_cast<std::size_t>((g * cap + seg.first + i) * hd) * element;
+          store(key_cache + at, k.data() + (row * kv_heads + g) * hd);
+          store(value_cache + at, qkv.data() + row * qkv_width + (heads + kv_heads + g) * hd);
         }
-      kernels::attention(q.data() + row0 * heads * hd, key_cache, value_cache,
-                         attn.data() + row0 * heads * hd,
-                         {seg.rows, heads, kv_heads, hd, cap, seg.first});
+      const kernels::AttentionShape shape{seg.rows, heads, kv_heads, hd, cap, seg.first};
+      float* out = attn.data() + row0 * heads * hd;
+      if (bf16)
+        kernels::attention(q.data() + row0 * heads * hd,
+                           reinterpret_cast<const std::uint16_t*>(key_cache),
+                           reinterpret_cast<const std::uint16_t*>(value_cache), out, shape);
+      else
+        kernels::attention(q.data() + row0 * heads * hd, reinterpret_cast<const float*>(key_cache),
+                           reinterpret_cast<const float*>(value_cache), out, shape);
       row0 += seg.rows;
     }
     matmul_.multiply(attn.data(), n, layer.output, projected.data());
@@ -520,7 +565,7 @@ std::size_t Engine::bytes_per_decode_token(std::int64_t context_length) const {
              expert_block_bytes_ +
          static_cast<std::size_t>(2 * spec_.num_layers * spec_.num_kv_heads * context_length *
                                   spec_.head_dim) *
-             sizeof(float);
+             kv_element_size(options_.kv_dtype);
 }
 
 MemoryStats Engine::memory_stats() const {
@@ -537,6 +582,10 @@ MemoryStats Engine::memory_stats() const {
   if (ring_) s.ring = ring_->counters();
   s.layers = store_->layer_counters();
   s.compute_threads = last_step_threads_;
+  s.kv_dtype = to_string(options_.kv_dtype);
+  const KvRoom kv = kv_room();
+  s.kv_bytes = kv.used;
+  s.kv_limit_bytes = kv.limit == UINT64_MAX ? 0 : kv.limit;
   return s;
 }
 
@@ -586,7 +635,19 @@ void Engine::set_host_budget(const HostBudget& budget) {
         "host budget " + memtier::format_byte_size(bytes) + " is below the fixed part of " +
         memtier::format_byte_size(fixed_bytes_) +
         " (dense weights or ring sections, LM head); restart to change that");
-  host_->set_budget(bytes - fixed_bytes_);
+  const std::uint64_t room = bytes - fixed_bytes_;
+  const std::uint64_t kv = kv_account_->bytes;
+  if (room < kv)
+    throw std::invalid_argument(
+        "host budget " + memtier::format_byte_size(bytes) + " leaves " +
+        memtier::format_byte_size(room) + " after the fixed part, below the " +
+        memtier::format_byte_size(kv) + " the running sequences' KV caches hold");
+  const std::uint64_t working_set =
+      static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_;
+  expert_room_ = room;
+  kv_limit_ = room - std::min(room, working_set);
+  host_->set_budget(room - kv);
+  kv_applied_ = kv;
   budget_bytes_ = bytes;
 }
 

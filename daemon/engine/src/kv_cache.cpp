@@ -2,34 +2,82 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace moed::engine {
-namespace {
-// The first allocation holds a short chat turn without growing.
-constexpr std::int64_t kInitialCapacity = 64;
-}  // namespace
 
-KvCache::KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim)
+const char* to_string(KvDtype dtype) {
+  return dtype == KvDtype::bf16 ? "bf16" : "f32";
+}
+
+KvDtype parse_kv_dtype(std::string_view text) {
+  if (text == "bf16") return KvDtype::bf16;
+  if (text == "f32") return KvDtype::f32;
+  throw std::invalid_argument("'" + std::string(text) + "' is not one of bf16, f32");
+}
+
+std::size_t kv_element_size(KvDtype dtype) {
+  return dtype == KvDtype::bf16 ? 2 : 4;
+}
+
+KvCache::KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim, KvDtype dtype,
+                 std::shared_ptr<KvAccount> account, std::int64_t capacity)
     : kv_heads_(kv_heads),
       head_dim_(head_dim),
+      dtype_(dtype),
+      account_(std::move(account)),
       keys_(static_cast<std::size_t>(layers)),
-      values_(static_cast<std::size_t>(layers)) {}
+      values_(static_cast<std::size_t>(layers)) {
+  if (capacity > 0) resize(capacity);
+}
+
+KvCache::~KvCache() {
+  if (account_) account_->bytes -= bytes();
+}
+
+KvCache::KvCache(KvCache&& other) noexcept
+    : kv_heads_(other.kv_heads_),
+      head_dim_(other.head_dim_),
+      dtype_(other.dtype_),
+      account_(std::move(other.account_)),
+      length_(other.length_),
+      capacity_(other.capacity_),
+      keys_(std::move(other.keys_)),
+      values_(std::move(other.values_)) {
+  other.length_ = 0;
+  other.capacity_ = 0;
+}
+
+std::uint64_t KvCache::bytes_for(std::int64_t positions) const {
+  return 2 * keys_.size() * static_cast<std::uint64_t>(kv_heads_ * positions * head_dim_) *
+         kv_element_size(dtype_);
+}
 
 void KvCache::reserve_more(std::int64_t extra) {
   const std::int64_t needed = length_ + extra;
   if (needed <= capacity_) return;
-  std::int64_t grown = std::max(capacity_ * 2, kInitialCapacity);
-  while (grown < needed) grown *= 2;
-  auto regrow = [&](std::vector<float>& old) {
-    std::vector<float> fresh(static_cast<std::size_t>(kv_heads_ * grown * head_dim_));
-    for (std::int64_t h = 0; h < kv_heads_ && capacity_ > 0; ++h)
-      std::memcpy(fresh.data() + h * grown * head_dim_, old.data() + h * capacity_ * head_dim_,
-                  static_cast<std::size_t>(length_ * head_dim_) * sizeof(float));
+  // Whole steps of positions rather than doubling: at most one step of unused capacity.
+  resize((needed + kGrowthPositions - 1) / kGrowthPositions * kGrowthPositions);
+}
+
+void KvCache::resize(std::int64_t capacity) {
+  const std::size_t element = kv_element_size(dtype_);
+  const std::size_t head_bytes = static_cast<std::size_t>(capacity * head_dim_) * element;
+  const std::size_t old_head_bytes = static_cast<std::size_t>(capacity_ * head_dim_) * element;
+  const std::size_t filled = static_cast<std::size_t>(length_ * head_dim_) * element;
+  auto regrow = [&](std::unique_ptr<std::byte[]>& old) {
+    // Default-initialised: no pass over the memory, so untouched pages stay unmapped.
+    auto fresh = std::unique_ptr<std::byte[]>(new std::byte[head_bytes * kv_heads_]);
+    for (std::int64_t h = 0; h < kv_heads_ && filled > 0; ++h)
+      std::memcpy(fresh.get() + h * head_bytes, old.get() + h * old_head_bytes, filled);
     old = std::move(fresh);
   };
   for (auto& k : keys_) regrow(k);
   for (auto& v : values_) regrow(v);
-  capacity_ = grown;
+  const std::uint64_t before = bytes();
+  capacity_ = capacity;
+  if (account_) account_->bytes += bytes() - before;
 }
 
 }  // namespace moed::engine

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "moed/kernels/cpu_ops.hpp"
+#include "moed/memtier/byte_size.hpp"
 
 namespace moed::engine {
 
@@ -94,6 +95,8 @@ void Session::finish(FinishReason reason, std::string error) {
 Scheduler::Scheduler(Engine& engine, SchedulerOptions options)
     : engine_(engine), options_(options) {
   if (options_.max_batch == 0) throw std::invalid_argument("scheduler: max_batch must be >= 1");
+  if (options_.prefill_chunk == 0)
+    throw std::invalid_argument("scheduler: prefill_chunk must be >= 1");
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -106,6 +109,7 @@ Scheduler::~Scheduler() {
   thread_.join();
   for (auto& s : queue_) s->finish(FinishReason::error, "the daemon is shutting down");
   for (auto& s : active_) s->finish(FinishReason::error, "the daemon is shutting down");
+  if (prefilling_) prefilling_->finish(FinishReason::error, "the daemon is shutting down");
 }
 
 std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
@@ -125,13 +129,29 @@ std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
                                 std::to_string(context));
   request.max_tokens = std::min<std::int64_t>(
       request.max_tokens, context - static_cast<std::int64_t>(request.prompt.size()));
+  const auto positions = static_cast<std::int64_t>(request.prompt.size()) + request.max_tokens;
+  const std::uint64_t kv_bytes = engine_.kv_bytes(positions);
+  const KvRoom room = engine_.kv_room();
+  using memtier::format_byte_size;
+  const std::string kv_need = format_byte_size(kv_bytes) + " of " + to_string(engine_.kv_dtype()) +
+                              " KV cache (" + std::to_string(positions) +
+                              " positions: prompt + max_tokens)";
+  if (kv_bytes > room.limit)
+    throw InsufficientMemory("this request needs " + kv_need +
+                             ", but the host budget leaves at most " +
+                             format_byte_size(room.limit) +
+                             " for KV caches; lower max_tokens or the prompt, or raise "
+                             "memory.host_budget");
   auto session = std::shared_ptr<Session>(new Session(std::move(request)));  // validates sampling
+  session->kv_bytes_ = kv_bytes;
   {
     std::lock_guard lock(mutex_);
     if (draining_ || stopping_) throw std::runtime_error("the daemon is shutting down");
     if (queue_.size() >= options_.max_queue)
       throw QueueFull("the request queue is full (" + std::to_string(options_.max_queue) +
-                      " waiting)");
+                      " waiting); this request needs " + kv_need + ", " +
+                      (room.limit == UINT64_MAX ? std::string("no KV limit")
+                                                : format_byte_size(room.free()) + " free now"));
     queue_.push_back(session);
   }
   wake_.notify_all();
@@ -204,23 +224,40 @@ bool Scheduler::finished(Session& session) {
   return true;
 }
 
-void Scheduler::prefill(const std::shared_ptr<Session>& session) {
+void Scheduler::fail(Session& session, const std::string& error) {
+  {
+    std::lock_guard lock(mutex_);
+    ++counters_.failed;
+  }
+  session.finish(FinishReason::error, error);
+}
+
+void Scheduler::prefill_chunk(std::vector<float>& logits) {
+  const auto session = prefilling_;
+  if (finished(*session)) {  // cancelled while its prompt was read
+    prefilling_.reset();
+    return;
+  }
   try {
-    session->cache_.emplace(engine_.new_cache());
-    std::vector<float> logits;
-    engine_.forward(session->request_.prompt, *session->cache_, logits, false);
+    const auto& prompt = session->request_.prompt;
+    const auto total = static_cast<std::int64_t>(prompt.size());
+    const std::int64_t count =
+        std::min(static_cast<std::int64_t>(options_.prefill_chunk), total - session->prefilled_);
+    engine_.forward(std::span(prompt).subspan(static_cast<std::size_t>(session->prefilled_),
+                                              static_cast<std::size_t>(count)),
+                    *session->cache_, logits, false);
+    session->prefilled_ += count;
     {
       std::lock_guard lock(mutex_);
-      counters_.prompt_tokens += session->request_.prompt.size();
+      counters_.prompt_tokens += static_cast<std::uint64_t>(count);
     }
+    if (session->prefilled_ < total) return;
+    prefilling_.reset();
     sample_and_emit(*session, logits.data());
     if (!finished(*session)) active_.push_back(session);
   } catch (const std::exception& e) {
-    {
-      std::lock_guard lock(mutex_);
-      ++counters_.failed;
-    }
-    session->finish(FinishReason::error, e.what());
+    prefilling_.reset();
+    fail(*session, e.what());
   }
 }
 
@@ -228,22 +265,27 @@ void Scheduler::loop() {
   using Clock = std::chrono::steady_clock;
   std::vector<float> logits;
   while (true) {
-    std::shared_ptr<Session> admit;
+    std::shared_ptr<Session> admitted;
     std::pair<std::function<void()>, std::shared_ptr<std::promise<void>>> call;
     {
       std::unique_lock lock(mutex_);
-      running_ = active_.size();
-      if (queue_.empty() && active_.empty()) idle_.notify_all();
-      wake_.wait(lock, [&] {
-        return stopping_ || !calls_.empty() || !queue_.empty() || !active_.empty();
-      });
+      running_ = active_.size() + (prefilling_ ? 1 : 0);
+      if (queue_.empty() && running_ == 0) idle_.notify_all();
+      wake_.wait(lock,
+                 [&] { return stopping_ || !calls_.empty() || !queue_.empty() || running_ > 0; });
       if (stopping_) return;
       if (!calls_.empty()) {
         call = std::move(calls_.front());
         calls_.pop_front();
-      } else if (!queue_.empty() && active_.size() < options_.max_batch) {
-        admit = queue_.front();
-        queue_.pop_front();
+      } else if (!queue_.empty() && !prefilling_ && active_.size() < options_.max_batch) {
+        // The head waits for KV room while others run; with nothing running it is taken even
+        // when it does not fit (the budget shrank since it was queued), and fails below.
+        const auto& head = queue_.front();
+        if (head->cancelled_ || running_ == 0 || head->kv_bytes_ <= engine_.kv_room().free()) {
+          admitted = head;
+          queue_.pop_front();
+          ++running_;  // with the pop, so drain() cannot see it as neither queued nor running
+        }
       }
     }
     if (call.first) {
@@ -256,11 +298,24 @@ void Scheduler::loop() {
       continue;
     }
     const auto start = Clock::now();
-    if (admit) {
-      if (admit->cancelled_) {
-        admit->finish(FinishReason::cancelled);
+    if (admitted) {
+      const KvRoom room = engine_.kv_room();
+      if (admitted->cancelled_) {
+        admitted->finish(FinishReason::cancelled);
+      } else if (admitted->kv_bytes_ > room.free()) {
+        fail(*admitted, "this request needs " + memtier::format_byte_size(admitted->kv_bytes_) +
+                            " of KV cache, but the host budget leaves " +
+                            memtier::format_byte_size(room.free()) +
+                            " for KV caches with nothing else running");
       } else {
-        prefill(admit);
+        try {
+          admitted->cache_.emplace(
+              engine_.new_cache(static_cast<std::int64_t>(admitted->request_.prompt.size()) +
+                                admitted->request_.max_tokens));
+          prefilling_ = admitted;
+        } catch (const std::exception& e) {
+          fail(*admitted, e.what());
+        }
       }
     }
     // Sequences whose clients left are dropped before the step, not after.
@@ -269,7 +324,7 @@ void Scheduler::loop() {
       finished(*s);
       return true;
     });
-    if (!active_.empty() && !admit) {
+    if (!active_.empty()) {
       std::vector<std::int32_t> tokens;
       std::vector<KvCache*> caches;
       for (const auto& s : active_) {
@@ -294,6 +349,7 @@ void Scheduler::loop() {
       std::lock_guard lock(mutex_);
       ++counters_.steps;
     }
+    if (prefilling_) prefill_chunk(logits);
     std::lock_guard lock(mutex_);
     counters_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }

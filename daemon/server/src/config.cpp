@@ -99,10 +99,14 @@ Config Config::from_file(const std::filesystem::path& path) {
         {"ring_sections",
          [&](auto& k, auto& n) {
            c.ring_sections = static_cast<std::uint32_t>(number(k, n, 1, 64));
-         }}}},
+         }},
+        {"kv_dtype", [&](auto& k, auto& n) { c.kv_dtype = text(k, n); }}}},
       {"compute",
-       {{"threads",
-         [&](auto& k, auto& n) { c.threads = static_cast<int>(number(k, n, 0, 1024)); }}}},
+       {{"threads", [&](auto& k, auto& n) { c.threads = static_cast<int>(number(k, n, 0, 1024)); }},
+        {"prefill_chunk",
+         [&](auto& k, auto& n) {
+           c.prefill_chunk = static_cast<std::uint32_t>(number(k, n, 1, 1 << 20));
+         }}}},
       {"limits",
        {{"max_queue",
          [&](auto& k, auto& n) {
@@ -161,6 +165,12 @@ void Config::validate() const {
     throw std::runtime_error("memory.policy: '" + policy + "' is not one of lru, lfu");
   if (reader != "io_uring" && reader != "pread")
     throw std::runtime_error("memory.reader: '" + reader + "' is not one of io_uring, pread");
+  try {
+    engine::parse_kv_dtype(kv_dtype);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("memory.kv_dtype: ") + e.what());
+  }
+  if (prefill_chunk == 0) throw std::runtime_error("compute.prefill_chunk: must be at least 1");
   try {
     engine::HostBudget::parse(host_budget);
   } catch (const std::invalid_argument& e) {

@@ -180,11 +180,13 @@ void Service::start_loading() {
       options.reader.queue_depth = config_.queue_depth;
       options.prefetch = config_.prefetch;
       options.ring_sections = config_.ring_sections;
+      options.kv_dtype = engine::parse_kv_dtype(config_.kv_dtype);
       options.host_budget = engine::HostBudget::parse(config_.host_budget);
       options.on_progress = [this](double p) { progress_ = p; };
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
       auto scheduler = std::make_unique<engine::Scheduler>(
-          *engine, engine::SchedulerOptions{config_.max_queue, config_.max_batch});
+          *engine,
+          engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
       std::lock_guard lock(mutex_);
       tokenizer_.emplace(std::move(tokenizer));
       chat_template_ = std::move(chat_template);
@@ -400,6 +402,8 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     session = scheduler_->submit(std::move(g.request));
   } catch (const engine::QueueFull& e) {
     throw ApiError{http::status::service_unavailable, e.what(), "server_overloaded"};
+  } catch (const engine::InsufficientMemory& e) {
+    throw ApiError{http::status::service_unavailable, e.what(), "insufficient_memory"};
   } catch (const std::invalid_argument& e) {
     throw ApiError{http::status::bad_request, e.what()};
   } catch (const std::runtime_error& e) {
@@ -616,6 +620,11 @@ void Service::metrics(ResponseWriter& writer) {
            static_cast<double>(client_disconnects_.load()));
     metric("moed_compute_threads", "gauge", "OpenMP threads the last forward pass ran with",
            static_cast<double>(mem.compute_threads));
+    metric("moed_kv_bytes", "gauge", "KV cache capacity reserved by running sequences",
+           static_cast<double>(mem.kv_bytes));
+    metric("moed_kv_limit_bytes", "gauge",
+           "most the host budget lets KV caches hold (0: unlimited)",
+           static_cast<double>(mem.kv_limit_bytes));
     metric("moed_disk_read_bytes_total", "counter", "bytes read by the disk tier",
            static_cast<double>(mem.disk.bytes_read));
     metric("moed_disk_reads_total", "counter", "blocks read by the disk tier",
@@ -689,7 +698,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                         {"prefetch_wasted", l.prefetch_wasted},
                         {"bytes_read", l.bytes_read},
                         {"wait_seconds", l.wait_seconds}});
-    return json{{"host",
+    json report{{"host",
                  {{"budget_bytes", mem.budget_bytes},
                   {"fixed_bytes", mem.fixed_bytes},
                   {"used_bytes", mem.host.used_bytes},
@@ -713,6 +722,9 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                 {"expert_bytes", mem.expert_bytes_total},
                 {"expert_block_bytes", engine_->expert_block_bytes()},
                 {"layers", layers}};
+    report["kv"] = {
+        {"dtype", mem.kv_dtype}, {"bytes", mem.kv_bytes}, {"limit_bytes", mem.kv_limit_bytes}};
+    return report;
   };
   auto rethrow_as_400 = [&](const std::function<void()>& fn) {
     try {

@@ -29,6 +29,10 @@ struct AttentionShape {
 };
 void attention(const float* q, const float* k, const float* v, float* out,
                const AttentionShape& shape);
+// The same over a bf16 cache (k, v: bf16 bits in that layout), widened to f32 as it is read and
+// summed in f32 as the f32 version does (equal to it over the rounded values up to rounding).
+void attention(const float* q, const std::uint16_t* k, const std::uint16_t* v, float* out,
+               const AttentionShape& shape);
 
 // y += x (n elements).
 void add_in_place(float* y, const float* x, std::int64_t n);

@@ -45,6 +45,9 @@ struct EngineOptions {
       reader_factory;
   bool prefetch = true;                     // predict layer l+1's experts while layer l computes
   std::size_t ring_sections = 2;            // sections of the dense-layer ring when it streams
+  // Keys and values in bf16 (half the memory of f32) keep the golden tests' greedy tokens;
+  // f32 stays for exact comparisons with an f32 reference.
+  KvDtype kv_dtype = KvDtype::bf16;
   std::function<void(double)> on_progress;  // loading progress in [0, 1]
 };
 
@@ -79,6 +82,17 @@ struct MemoryStats {
   memtier::SectionRing::Counters ring;
   std::vector<memtier::LayerCounters> layers;
   int compute_threads = 0;  // OpenMP threads the last forward pass ran with (0: none yet)
+  std::string kv_dtype;              // bf16 or f32
+  std::uint64_t kv_bytes = 0;        // KV capacity held by live caches, within the budget
+  std::uint64_t kv_limit_bytes = 0;  // most the budget lets KV hold (0: unlimited)
+};
+
+// KV memory against the host budget: what caches hold, and the most they may hold while the
+// experts keep room for one layer's working set. limit is UINT64_MAX without a budget.
+struct KvRoom {
+  std::uint64_t used = 0;
+  std::uint64_t limit = 0;
+  std::uint64_t free() const { return used < limit ? limit - used : 0; }
 };
 
 // The CPU forward pass of a Mixtral-architecture model: prefill and decode over a KV cache.
@@ -92,7 +106,14 @@ class Engine {
   ~Engine();
 
   const model::ModelSpec& spec() const { return spec_; }
-  KvCache new_cache() const;
+  // A cache for this model, its capacity allocated for `positions` (0: grows as it is used).
+  // Its bytes count in the host budget from now until it is destroyed.
+  KvCache new_cache(std::int64_t positions = 0);
+  // Bytes of keys and values a sequence of `positions` positions holds.
+  std::uint64_t kv_bytes(std::int64_t positions) const;
+  // Thread-safe: the scheduler admits by it from the clients' threads.
+  KvRoom kv_room() const;
+  KvDtype kv_dtype() const { return options_.kv_dtype; }
 
   // Runs `tokens` at positions cache.length().. and appends them to the cache. Writes f32 logits
   // [tokens.size(), vocab] when all_rows, else only the last row's [vocab]. Read errors of the
@@ -155,6 +176,8 @@ class Engine {
   void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
   // The total budget a HostBudget means for this model, given the fixed part.
   std::uint64_t budget_bytes(const HostBudget& budget, std::uint64_t fixed) const;
+  // Gives the host tier what the budget leaves after the fixed part and the KV caches.
+  void apply_kv_to_budget();
   memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded, bool urgent);
 
   model::ModelSpec spec_;
@@ -173,6 +196,13 @@ class Engine {
   std::uint64_t expert_block_bytes_ = 0;
   int compute_threads_ = 1;
   std::atomic<int> last_step_threads_{0};
+  // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV
+  // caches. KV bytes come out of the experts' share (evicting them), so fixed + experts + KV
+  // stays within the budget; kv_limit_ keeps one layer's experts' worth for the host tier.
+  std::atomic<std::uint64_t> expert_room_{0};  // UINT64_MAX: unlimited
+  std::atomic<std::uint64_t> kv_limit_{0};     // UINT64_MAX: unlimited
+  std::shared_ptr<KvAccount> kv_account_ = std::make_shared<KvAccount>();
+  std::uint64_t kv_applied_ = 0;  // the KV bytes the host tier's budget last left room for
 
   std::unique_ptr<memtier::BufferPool> pool_;  // storage of blocks packed by the loader
   std::unique_ptr<memtier::Source> source_;

@@ -1,34 +1,70 @@
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <string_view>
 #include <vector>
 
 namespace moed::engine {
 
-// Keys (after RoPE) and values of one sequence, per layer: f32 [kv_heads, capacity, head_dim].
-// Capacity grows by doubling, so a long generation reallocates O(log n) times.
+// Element type of the keys and values. bf16 halves the cache; attention widens it to f32 as it
+// reads, so only the stored keys and values are rounded.
+enum class KvDtype { f32, bf16 };
+const char* to_string(KvDtype dtype);
+// "f32" or "bf16"; throws std::invalid_argument quoting the text otherwise.
+KvDtype parse_kv_dtype(std::string_view text);
+std::size_t kv_element_size(KvDtype dtype);
+
+// Bytes of KV capacity held by all caches of one engine, so the engine can take them out of its
+// host budget. Thread-safe.
+struct KvAccount {
+  std::atomic<std::uint64_t> bytes{0};
+};
+
+// Keys (after RoPE) and values of one sequence, per layer: [kv_heads, capacity, head_dim] of the
+// cache's dtype. The capacity is allocated once for the whole sequence when it is known (the
+// scheduler reserves prompt + max_tokens); otherwise it grows in steps of kGrowthPositions. The
+// memory is left uninitialised, so pages of positions not yet written are not resident.
 class KvCache {
  public:
-  KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim);
+  static constexpr std::int64_t kGrowthPositions = 256;
+
+  KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim, KvDtype dtype,
+          std::shared_ptr<KvAccount> account, std::int64_t capacity = 0);
+  ~KvCache();
+  KvCache(KvCache&& other) noexcept;
+  KvCache& operator=(KvCache&&) = delete;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
 
   std::int64_t length() const { return length_; }
   std::int64_t capacity() const { return capacity_; }
+  KvDtype dtype() const { return dtype_; }
+  // Bytes of keys and values this cache holds at its capacity.
+  std::uint64_t bytes() const { return bytes_for(capacity_); }
+  std::uint64_t bytes_for(std::int64_t positions) const;
   // Makes room for `extra` more positions beyond length().
   void reserve_more(std::int64_t extra);
   // Marks `count` more positions as filled (after the engine wrote them).
   void advance(std::int64_t count) { length_ += count; }
 
-  float* keys(std::int64_t layer) { return keys_[static_cast<std::size_t>(layer)].data(); }
-  float* values(std::int64_t layer) { return values_[static_cast<std::size_t>(layer)].data(); }
+  std::byte* keys(std::int64_t layer) { return keys_[static_cast<std::size_t>(layer)].get(); }
+  std::byte* values(std::int64_t layer) { return values_[static_cast<std::size_t>(layer)].get(); }
   std::int64_t kv_heads() const { return kv_heads_; }
   std::int64_t head_dim() const { return head_dim_; }
 
  private:
+  void resize(std::int64_t capacity);
+
   std::int64_t kv_heads_, head_dim_;
+  KvDtype dtype_;
+  std::shared_ptr<KvAccount> account_;
   std::int64_t length_ = 0;
   std::int64_t capacity_ = 0;
-  std::vector<std::vector<float>> keys_;    // per layer: f32 [kv_heads, capacity, head_dim]
-  std::vector<std::vector<float>> values_;  // per layer: f32 [kv_heads, capacity, head_dim]
+  std::vector<std::unique_ptr<std::byte[]>> keys_;    // per layer: [kv_heads, capacity, head_dim]
+  std::vector<std::unique_ptr<std::byte[]>> values_;  // per layer: [kv_heads, capacity, head_dim]
 };
 
 }  // namespace moed::engine

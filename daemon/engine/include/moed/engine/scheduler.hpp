@@ -62,6 +62,8 @@ class Session {
   GenerationRequest request_;
   Sampler sampler_;
   std::optional<KvCache> cache_;
+  std::uint64_t kv_bytes_ = 0;  // KV capacity for prompt + max_tokens, reserved at admission
+  std::int64_t prefilled_ = 0;  // prompt tokens already run through the model
   std::int64_t generated_ = 0;
   std::int32_t last_ = -1;
   std::atomic<bool> cancelled_{false};
@@ -75,17 +77,31 @@ class Session {
 struct SchedulerOptions {
   std::size_t max_queue = 64;  // waiting requests beyond the running batch; more get QueueFull
   std::size_t max_batch = 16;  // sequences decoded together in one step
+  // Prompt tokens prefilled per step: a long prompt is spread over steps that also decode the
+  // running sequences, so their streams keep flowing while it is read.
+  std::size_t prefill_chunk = 256;
 };
 
+// The queue is full: the client may retry later (HTTP 503).
 class QueueFull : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The request's KV cache cannot fit the host budget even with nothing else running (HTTP 503).
+class InsufficientMemory : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 // Continuous batching over one engine: waiting requests join the running batch between decode
 // steps (after their prefill), finished or cancelled ones leave it, and every step decodes all
-// running sequences together, so tokens routed to the same expert share one weight read. The
-// engine is only touched from the scheduler's thread. Knows nothing of sockets or HTTP.
+// running sequences together, so tokens routed to the same expert share one weight read. One
+// request at a time is prefilled, at most prefill_chunk prompt tokens per step, after that
+// step's decode. Admission is by memory too: a request's KV cache for prompt + max_tokens is
+// reserved when it leaves the queue, and the head of the queue waits until the engine's host
+// budget has room for it. The engine is only touched from the scheduler's thread. Knows nothing
+// of sockets or HTTP.
 class Scheduler {
  public:
   Scheduler(Engine& engine, SchedulerOptions options);
@@ -93,8 +109,9 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Throws QueueFull when the queue is full, std::invalid_argument for a bad request (named
-  // field), std::runtime_error once draining.
+  // Throws QueueFull when the queue is full, InsufficientMemory when the request's KV cache can
+  // never fit the host budget, std::invalid_argument for a bad request (named field),
+  // std::runtime_error once draining.
   std::shared_ptr<Session> submit(GenerationRequest request);
   // Runs fn on the scheduler's thread between steps and returns its result (or exception).
   void call(const std::function<void()>& fn);
@@ -112,7 +129,9 @@ class Scheduler {
 
  private:
   void loop();
-  void prefill(const std::shared_ptr<Session>& session);
+  // Runs the next chunk of the prefilling request's prompt; it joins the batch when done.
+  void prefill_chunk(std::vector<float>& logits);
+  void fail(Session& session, const std::string& error);
   void sample_and_emit(Session& session, const float* logits);
   bool finished(Session& session);
 
@@ -123,10 +142,13 @@ class Scheduler {
   std::condition_variable idle_;
   std::deque<std::shared_ptr<Session>> queue_;
   std::vector<std::shared_ptr<Session>> active_;  // scheduler thread only
+  std::shared_ptr<Session> prefilling_;           // scheduler thread only
   std::deque<std::pair<std::function<void()>, std::shared_ptr<std::promise<void>>>> calls_;
   bool draining_ = false;
   bool stopping_ = false;
-  std::size_t running_ = 0;  // active_.size(), readable under mutex_
+  // Requests out of the queue and not finished: active_ plus the one prefilling. Updated in the
+  // same critical section that pops a request, so drain() never sees a popped one as gone.
+  std::size_t running_ = 0;
   Counters counters_;
   std::thread thread_;
 };

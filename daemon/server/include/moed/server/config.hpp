@@ -21,7 +21,9 @@ struct Config {
   std::uint32_t queue_depth = 64;              // memory.queue_depth
   bool prefetch = true;                        // memory.prefetch
   std::uint32_t ring_sections = 2;             // memory.ring_sections
+  std::string kv_dtype = "bf16";               // memory.kv_dtype: bf16, f32
   int threads = 0;                             // compute.threads
+  std::uint32_t prefill_chunk = 256;           // compute.prefill_chunk
   std::uint32_t max_queue = 64;                // limits.max_queue
   std::uint32_t max_batch = 16;                // limits.max_batch
   std::uint64_t max_body_bytes = 1 << 20;      // limits.max_body
