@@ -8,12 +8,12 @@ before a non-streamed answer, curl clients killed with SIGKILL mid-request, and 
 requests that must be answered 4xx. The daemon's RSS (/proc/PID/status) is sampled every second
 and must stay within
 
-    bound = budget + KV + fixed overhead
+    bound = budget + fixed overhead
 
-where budget is the daemon's own host budget (GET /admin/cache, re-read every second), KV is the
-KV cache (the daemon's reported figure when it reports one, in which case it is part of the
-budget; else an upper bound from the model's shape, see kv_upper_bound) and the fixed overhead is
-measured on the idle loaded daemon plus the stated allowances of overhead_allowances().
+where budget is the daemon's own host budget (GET /admin/cache, re-read every second), which
+holds the dense weights, the cached experts and the KV caches (the daemon's accounting of the
+three, also from /admin/cache, must stay within it), and the fixed overhead is measured on the
+idle loaded daemon plus the stated allowances of overhead_allowances().
 
 Exits 1 on any unexpected error (a 5xx other than 503, a 4xx to a well-formed request, a wrong
 status to a malformed one, an error event inside a stream, a connection the driver did not close
@@ -109,22 +109,6 @@ def proc_memory(pid):
     return out
 
 
-def reported_kv_bytes(cache):
-    """The daemon's KV cache bytes from GET /admin/cache, or None while it reports none.
-
-    Accepted spellings: host.kv_bytes, host.kv_used_bytes, kv_bytes, kv.used_bytes, kv.bytes."""
-    host = cache.get("host", {})
-    for where, key in ((host, "kv_bytes"), (host, "kv_used_bytes"), (cache, "kv_bytes")):
-        if isinstance(where.get(key), (int, float)):
-            return int(where[key])
-    kv = cache.get("kv")
-    if isinstance(kv, dict):
-        for key in ("used_bytes", "bytes"):
-            if isinstance(kv.get(key), (int, float)):
-                return int(kv[key])
-    return None
-
-
 class ModelShape:
     def __init__(self, model_dir):
         with open(os.path.join(model_dir, "config.json")) as f:
@@ -140,24 +124,6 @@ class ModelShape:
         self.top_k = c["num_experts_per_tok"]
         self.context = c["max_position_embeddings"]
         self.dtype_bytes = {"float32": 4, "bfloat16": 2, "float16": 2}.get(c.get("torch_dtype"), 4)
-
-    def kv_bytes_per_token(self):
-        return 2 * self.layers * self.kv_heads * self.head_dim * 4  # keys and values, f32
-
-    def kv_capacity(self, tokens):
-        """Positions a cache holding `tokens` has allocated: 64, doubling (kv_cache.cpp)."""
-        capacity = 64
-        while capacity < tokens:
-            capacity *= 2
-        return capacity
-
-
-def kv_upper_bound(shape, live_sessions, longest_request_tokens):
-    """KV bytes the daemon can hold while it reports none: every live session's cache at the
-    doubled capacity of the longest request the driver sends. A session's cache lives as long as
-    the session: while it is in the batch (at most max_batch) and, after it finished, until its
-    HTTP handler returns (at most one per client connection)."""
-    return live_sessions * shape.kv_capacity(longest_request_tokens) * shape.kv_bytes_per_token()
 
 
 def overhead_allowances(shape, cache, max_batch, longest_prompt, cpus):
@@ -595,9 +561,9 @@ class Sampler(threading.Thread):
             s["budget"] = cache["host"]["budget_bytes"]
             s["fixed"] = cache["host"]["fixed_bytes"]
             s["experts_used"] = cache["host"]["used_bytes"]
-            s["kv_reported"] = reported_kv_bytes(cache)
+            s["kv"] = cache["kv"]["bytes"]
         elif self.samples:
-            for key in ("budget", "fixed", "experts_used", "kv_reported"):
+            for key in ("budget", "fixed", "experts_used", "kv"):
                 s[key] = self.samples[-1][key]
         else:
             return s
@@ -614,7 +580,7 @@ class Sampler(threading.Thread):
             self.stop_event.wait(1.0)
 
 
-def write_png(path, samples, title, overhead, markers):
+def write_png(path, samples, title, markers):
     """RSS, its anonymous part and the bound against time, drawn with libgd (the library moectl
     plots with) through ctypes, so the soak needs no plotting package."""
     gd = ctypes.CDLL(ctypes.util.find_library("gd") or "libgd.so.3")
@@ -636,11 +602,12 @@ def write_png(path, samples, title, overhead, markers):
         gd.gdImageString(im, font, int(x), int(y), ctypes.c_char_p(s.encode()), color)
 
     gd.gdImageFilledRectangle(im, 0, 0, width - 1, height - 1, white)
-    series = [("bound", rgb(214, 39, 40), [s["bound"] for s in samples]),
+    series = [("bound = budget + overhead", rgb(214, 39, 40), [s["bound"] for s in samples]),
               ("RSS (VmRSS)", rgb(31, 119, 180), [s["VmRSS"] for s in samples]),
               ("RssAnon", rgb(44, 160, 44), [s.get("RssAnon", 0) for s in samples]),
-              ("budget + overhead", rgb(255, 127, 14), [s["budget"] + overhead for s in samples]),
-              ("budget", rgb(148, 103, 189), [s["budget"] for s in samples])]
+              ("budget", rgb(148, 103, 189), [s["budget"] for s in samples]),
+              ("weights + KV (daemon's accounting)", rgb(255, 127, 14),
+               [s["fixed"] + s["experts_used"] + s["kv"] for s in samples])]
     ts = [s["t"] for s in samples]
     t_min, t_max = (ts[0], ts[-1]) if len(ts) > 1 else (0, 1)
     if t_max <= t_min:
@@ -758,13 +725,9 @@ def main():
     allowances = overhead_allowances(shape, cache, args.max_batch, longest_prompt_tokens,
                                      os.cpu_count() or 1)
     overhead = idle_overhead + sum(allowances.values())
-    live_sessions = args.max_batch + args.clients
-    kv_bound = kv_upper_bound(shape, live_sessions,
-                              longest_prompt_tokens + args.longest_completion)
 
     def bound_of(s):
-        kv = kv_bound if s["kv_reported"] is None else 0  # reported KV is part of the budget
-        return s["budget"] + kv + overhead
+        return s["budget"] + overhead
 
     tally = Tally()
     driver = Driver(args, shape, sock, tally, time.monotonic() + args.duration,
@@ -840,8 +803,7 @@ def main():
         failures.append(f"RSS over the bound in {len(over)} of {len(samples)} samples; worst at "
                         f"t={worst['t']:.0f} s: {worst['VmRSS'] / MiB:.0f} MiB > "
                         f"{worst['bound'] / MiB:.0f} MiB")
-    over_budget = [s for s in samples if s["kv_reported"] is not None and
-                   s["fixed"] + s["experts_used"] + s["kv_reported"] > s["budget"]]
+    over_budget = [s for s in samples if s["fixed"] + s["experts_used"] + s["kv"] > s["budget"]]
     if over_budget:
         failures.append(f"the daemon's own accounting (weights + KV) exceeded its budget in "
                         f"{len(over_budget)} samples")
@@ -859,19 +821,18 @@ def main():
     # ---- report
     csv_path = os.path.join(args.out, "rss.csv")
     with open(csv_path, "w") as f:
-        f.write("t_s,vm_rss,rss_anon,rss_file,budget,fixed,experts_used,kv_reported,bound,"
+        f.write("t_s,vm_rss,rss_anon,rss_file,budget,fixed,experts_used,kv,bound,"
                 "clientless_sessions\n")
         for s in samples:
             f.write(f"{s['t']:.1f},{s['VmRSS']},{s.get('RssAnon', 0)},{s.get('RssFile', 0)},"
                     f"{s['budget']},{s['fixed']},{s['experts_used']},"
-                    f"{'' if s['kv_reported'] is None else s['kv_reported']},{s['bound']},"
+                    f"{s['kv']},{s['bound']},"
                     f"{s['clientless']}\n")
     png_path = os.path.join(args.out, "rss.png")
     if samples:
         write_png(png_path, samples, f"moed soak: {args.clients} clients, "
                   f"{args.host_budget} host budget, {os.path.basename(args.model.rstrip('/'))}",
-                  overhead, [(args.duration, "no new requests"),
-                             (load_s, "last client done")])
+                  [(args.duration, "no new requests"), (load_s, "last client done")])
 
     mib = lambda b: f"{b / MiB:,.0f} MiB"  # noqa: E731
     lines = [f"soak: {load_s:.0f} s of load ({args.duration:.0f} s asked), {args.clients} clients, "
@@ -905,16 +866,10 @@ def main():
                          "prompt_tokens_total", "host_hit_ratio", "disk_read_errors_total")
             if metric(metrics_text, "moed_" + name) is not None))
     first = samples[0] if samples else {}
-    lines.append("RSS bound = budget + KV + fixed overhead:")
+    lines.append("RSS bound = budget + fixed overhead:")
     lines.append(f"  budget (daemon's /admin/cache host.budget_bytes) {mib(first.get('budget', 0))}"
-                 f" (weights: fixed {mib(first.get('fixed', 0))} + experts)")
-    if any(s["kv_reported"] is not None for s in samples):
-        lines.append("  KV: reported by the daemon, counted inside its budget")
-    else:
-        lines.append(f"  KV: not reported by the daemon; upper bound {mib(kv_bound)} = "
-                     f"{live_sessions} live sessions (max_batch {args.max_batch} + "
-                     f"{args.clients} clients) x {shape.kv_capacity(longest_prompt_tokens + args.longest_completion)}"
-                     f" positions x {shape.kv_bytes_per_token() // 1024} KiB (f32)")
+                 f" = fixed weights {mib(first.get('fixed', 0))} + experts + KV caches (peak KV "
+                 f"{mib(max((s['kv'] for s in samples), default=0))})")
     lines.append(f"  fixed overhead {mib(overhead)} = idle {mib(idle_overhead)} (RSS {mib(idle)} "
                  f"of the loaded idle daemon - {mib(resident_weights)} resident weights) + " +
                  " + ".join(f"{k} {mib(v)}" for k, v in allowances.items()))
@@ -941,7 +896,7 @@ def main():
                    for (e, k, st, c), n in tally.errors.items()],
         "bound": {"idle_rss": idle, "resident_weights_idle": resident_weights,
                   "idle_overhead": idle_overhead, "allowances": allowances,
-                  "overhead": overhead, "kv_upper_bound": kv_bound},
+                  "overhead": overhead},
         "peak_rss": max((s["VmRSS"] for s in samples), default=0), "peak_hwm": peak_hwm,
         "failures": failures,
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak test: the real daemon on the bench model under a host budget, N clients for a duration
 # (streaming and not, random lengths and sampling, cancellations, SIGKILLed clients, malformed
-# requests), RSS sampled every second against budget + KV + fixed overhead. Prints the summary
+# requests), RSS sampled every second against budget (weights and KV) + fixed overhead. Prints the summary
 # and exits non-zero on any unexpected error, RSS over the bound or a daemon crash.
 # Usage: scripts/soak.sh [--duration 600] [--clients 8] [--host-budget 25%] [--out DIR]
 #                        [--model DIR] [--build DIR] [extra scripts/soak.py flags...]
