@@ -501,8 +501,7 @@ TEST(EngineMemtier, TeardownWithPrefetchesInFlightIsSafe) {
   // cache, so the mispredicted blocks are never admitted and are predicted again each time.
   std::uint64_t budget = 0;
   {
-    Engine probe(kModels / "tiny-f32",
-                 budget_options(0.25, 0, memtier::ReaderKind::pread, false));
+    Engine probe(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::pread, false));
     const auto& spec = probe.spec();
     budget = probe.memory_stats().fixed_bytes + probe.new_cache(1).bytes() +
              static_cast<std::uint64_t>(spec.num_layers * spec.experts_per_token) *
@@ -599,7 +598,6 @@ TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
 
 // ---- the scheduler -------------------------------------------------------------------------
 
-
 #include "moed/engine/scheduler.hpp"
 
 namespace {
@@ -669,7 +667,7 @@ TEST(Scheduler, RejectsBadRequestsNamingTheField) {
   EXPECT_THROW(scheduler.submit(r), std::invalid_argument);
 }
 
-TEST(Scheduler, QueueFullCancelAndDrain) {
+TEST(Scheduler, QueueFullAndCancel) {
   Engine engine(kModels / "tiny-f32", {});
   Scheduler scheduler(engine, {2, 1});
   GenerationRequest long_one;
@@ -687,11 +685,33 @@ TEST(Scheduler, QueueFullCancelAndDrain) {
   while (first->next(event)) {
   }
   EXPECT_EQ(first->finish_reason(), FinishReason::cancelled);
-  drain_tokens(*second);
+  EXPECT_TRUE(drain_tokens(*second).empty());  // cancelled while queued: never started
+  EXPECT_EQ(second->finish_reason(), FinishReason::cancelled);
   drain_tokens(*third);
+  EXPECT_EQ(third->finish_reason(), FinishReason::cancelled);
+}
+
+TEST(Scheduler, DrainReturnsOnlyOnceRunningAndQueuedRequestsHaveFinished) {
+  Engine engine(kModels / "tiny-f32", {});
+  Scheduler scheduler(engine, {4, 1});  // one runs, the other waits in the queue
+  GenerationRequest r;
+  r.prompt = {1, 5, 6};
+  r.max_tokens = 40;
+  auto running = scheduler.submit(r);
+  TokenEvent event;
+  ASSERT_TRUE(running->next(event));
+  auto queued = scheduler.submit(r);
   scheduler.drain();
-  EXPECT_EQ(scheduler.counters().active, 0u);
-  EXPECT_THROW(scheduler.submit(long_one), std::runtime_error);  // draining: no new work
+  EXPECT_THROW(scheduler.submit(r), std::runtime_error);  // draining: no new work
+  for (auto* session : {running.get(), queued.get()}) {
+    EXPECT_NE(session->finish_reason(), FinishReason::running);
+    EXPECT_NE(session->finish_reason(), FinishReason::cancelled);
+    EXPECT_NE(session->finish_reason(), FinishReason::error) << session->error();
+  }
+  EXPECT_FALSE(drain_tokens(*queued).empty());  // it ran, to its end, before drain returned
+  const auto c = scheduler.counters();
+  EXPECT_EQ(c.active + c.queued, 0u);
+  EXPECT_EQ(c.completed, 2u);
 }
 
 TEST(Scheduler, TopLogprobsAreSortedAndNormalised) {
