@@ -423,6 +423,27 @@ if command -v systemd-socket-activate >/dev/null; then
   kill -TERM $act; wait $act 2>/dev/null
 fi
 
+# Text the served tokenizer cannot encode is the request's fault: 400 naming the field, not 500.
+strict=$work/strict-model
+mkdir -p "$strict"
+for f in "$models/tiny-f32"/*; do ln -s "$f" "$strict/"; done
+rm "$strict/tokenizer.json"
+py "
+import json
+t = json.load(open('$models/tiny-f32/tokenizer.json'))
+t['model']['byte_fallback'] = False
+t['model']['unk_token'] = None
+json.dump(t, open('$strict/tokenizer.json', 'w'))
+"
+"$moed" --model "$strict" --socket "$work/strict.sock" 2>"$work/strict.log" &
+strict_pid=$!
+sock_saved=$sock sock=$work/strict.sock
+for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+expect "unencodable prompt" 400 '"param":"prompt"' http://moed/v1/completions -d '{"prompt": "\u6771", "max_tokens": 2}'
+expect "unencodable chat message" 400 '"param":"messages"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "\u6771"}], "max_tokens": 2}'
+sock=$sock_saved
+kill -TERM $strict_pid; wait $strict_pid 2>/dev/null
+
 # The units verify, with ExecStart pointing at this build.
 if command -v systemd-analyze >/dev/null; then
   sed "s|/usr/local/bin/moed|$moed|" "$configs/moed.service" >"$work/moed.service"

@@ -151,7 +151,8 @@ TEST(ModelSpec, BadConfigsNameTheKey) {
   expect_config_error([](json& c) { c["eos_token_id"] = 100000; }, {"'eos_token_id'"});
   std::ofstream(dir.path / "config.json") << "{ not json";
   expect_error([&] { ModelSpec::from_config(dir.path); }, {"config.json", "not valid JSON"});
-  expect_error([&] { ModelSpec::from_config("/nonexistent"); }, {"/nonexistent: no such directory"});
+  expect_error([&] { ModelSpec::from_config("/nonexistent"); },
+               {"/nonexistent: no such directory"});
 }
 
 // Checked deliberately with fuzz_model_config: each of these got past from_config as something
@@ -289,6 +290,21 @@ TEST(Tokenizer, LlamaStyleEncodesKnownStrings) {
   // Special tokens in the text are matched before the model runs.
   EXPECT_EQ(tok.encode("<s>hello</s>", false), (std::vector<std::int32_t>{1, 271, 2}));
   EXPECT_EQ(tok.encode("", true), (std::vector<std::int32_t>{1}));
+}
+
+TEST(Tokenizer, TextOutsideAStrictVocabularyIsUnencodable) {
+  auto t = json::parse(llama_tokenizer_json());
+  t["model"]["byte_fallback"] = false;
+  t["model"]["unk_token"] = nullptr;
+  const auto tok = Tokenizer::from_json(t.dump());
+  EXPECT_EQ(tok.encode("hello", false), (std::vector<std::int32_t>{271}));
+  try {
+    tok.encode("h\xc3\xa9", false);
+    ADD_FAILURE() << "expected UnencodableText";
+  } catch (const UnencodableText& e) {
+    EXPECT_NE(std::string(e.what()).find("'\xc3\xa9' is not in the vocabulary"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Tokenizer, LlamaStyleDecodes) {
@@ -429,8 +445,8 @@ TEST(ChatTemplate, MatchesJinja2OnPublishedTemplates) {
   ASSERT_GE(golden["cases"].size(), 40u);
   for (const auto& c : golden["cases"]) {
     const std::string name = c["template"].get<std::string>() + "/" + c["case"].get<std::string>();
-    const ChatTemplate chat(golden["templates"][c["template"].get<std::string>()].get<std::string>(),
-                            name);
+    const ChatTemplate chat(
+        golden["templates"][c["template"].get<std::string>()].get<std::string>(), name);
     if (c.contains("error")) {
       try {
         chat.render(c["context"]);
@@ -447,8 +463,7 @@ TEST(ChatTemplate, MatchesJinja2OnPublishedTemplates) {
 TEST(ChatTemplate, BrokenTemplatesNameTheLineAndConstruct) {
   expect_error([] { ChatTemplate("a\n{% if x %}b", "t"); }, {"t line 2", "endif"});
   expect_error([] { ChatTemplate("{{ x | frobnicate }}", "t"); }, {"line 1", "frobnicate"});
-  expect_error([] { ChatTemplate("\n\n{% macro m() %}{% endmacro %}", "t"); },
-               {"line 3", "macro"});
+  expect_error([] { ChatTemplate("\n\n{% macro m() %}{% endmacro %}", "t"); }, {"line 3", "macro"});
   expect_error([] { ChatTemplate("{{ 'unterminated }}", "t"); }, {"unclosed"});
   expect_error([] { ChatTemplate("{{ x + }}", "t"); }, {"expected a value"});
   expect_error([] { ChatTemplate("{% endfor %}", "t"); }, {"unexpected", "endfor"});

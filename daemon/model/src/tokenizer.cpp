@@ -568,8 +568,8 @@ void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>& out) 
       }
     }
     if (!unk_id_)
-      throw std::runtime_error("tokenizer: '" + piece + "' is not in the vocabulary and the " +
-                               "tokenizer has no unk_token or byte fallback");
+      throw UnencodableText("tokenizer: '" + piece + "' is not in the vocabulary and the " +
+                            "tokenizer has no unk_token or byte fallback");
     if (!(fuse_unk_ && last_was_unk)) out.push_back(*unk_id_);
     last_was_unk = true;
   }

@@ -64,6 +64,16 @@ ApiError api_error(const RequestError& e) {
   return ApiError{http::status::bad_request, e.what(), "invalid_request_error", e.field()};
 }
 
+// Text a request sends that the served tokenizer cannot encode is the request's fault.
+std::vector<std::int32_t> encode_field(const model::Tokenizer& tokenizer, std::string_view text,
+                                       bool add_special_tokens, const char* field) {
+  try {
+    return tokenizer.encode(text, add_special_tokens);
+  } catch (const model::UnencodableText& e) {
+    throw RequestError(field, e.what());
+  }
+}
+
 std::string path_of(const Request& request) {
   const std::string target(request.target());
   return target.substr(0, target.find('?'));
@@ -360,8 +370,9 @@ Service::Generation Service::to_generation(GenerationParams params) {
 void Service::completions(const Request& request, ResponseWriter& writer) {
   require_serving();
   const Body body = parse_body(request.body());
-  GenerationParams params = parse_completion(
-      body, limits(), [&](const std::string& text) { return tokenizer_->encode(text); });
+  GenerationParams params = parse_completion(body, limits(), [&](const std::string& text) {
+    return encode_field(*tokenizer_, text, true, "prompt");
+  });
   generate(to_generation(std::move(params)), writer);
 }
 
@@ -392,7 +403,7 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   }
   // The template writes BOS and the other special tokens itself.
   GenerationParams params =
-      parse_chat(body, tokenizer_->encode(prompt, /*add_special_tokens=*/false), limits());
+      parse_chat(body, encode_field(*tokenizer_, prompt, false, "messages"), limits());
   generate(to_generation(std::move(params)), writer);
 }
 

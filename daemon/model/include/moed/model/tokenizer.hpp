@@ -4,12 +4,20 @@
 #include <filesystem>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
 namespace moed::model {
+
+// Text the tokenizer cannot encode: a piece outside its vocabulary when it has neither byte
+// fallback nor an unk token. The text's fault, not the tokenizer's.
+class UnencodableText : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 // A Hugging Face tokenizer.json with a BPE model: SentencePiece-style (Metaspace or Prepend/
 // Replace normalizers, byte fallback; Llama, Mistral, Mixtral) and byte-level (GPT-2's split;
@@ -23,6 +31,7 @@ class Tokenizer {
   static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json = {},
                              const std::string& origin = "tokenizer.json");
 
+  // Throws UnencodableText for text this vocabulary cannot express.
   std::vector<std::int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = true) const;
 
