@@ -266,6 +266,7 @@ void Scheduler::loop() {
   std::vector<float> logits;
   while (true) {
     std::shared_ptr<Session> admitted;
+    std::vector<std::shared_ptr<Session>> left_queue;  // cancelled while waiting
     std::pair<std::function<void()>, std::shared_ptr<std::promise<void>>> call;
     {
       std::unique_lock lock(mutex_);
@@ -274,6 +275,13 @@ void Scheduler::loop() {
       wake_.wait(lock,
                  [&] { return stopping_ || !calls_.empty() || !queue_.empty() || running_ > 0; });
       if (stopping_) return;
+      // A request whose client left while it waited frees its place in the queue at the next
+      // step, not when it reaches the head.
+      std::erase_if(queue_, [&](const std::shared_ptr<Session>& s) {
+        if (!s->cancelled_) return false;
+        left_queue.push_back(s);
+        return true;
+      });
       if (!calls_.empty()) {
         call = std::move(calls_.front());
         calls_.pop_front();
@@ -288,6 +296,7 @@ void Scheduler::loop() {
         }
       }
     }
+    for (const auto& s : left_queue) s->finish(FinishReason::cancelled);
     if (call.first) {
       try {
         call.first();
