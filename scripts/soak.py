@@ -606,7 +606,7 @@ def write_png(path, samples, title, markers):
               ("RSS (VmRSS)", rgb(31, 119, 180), [s["VmRSS"] for s in samples]),
               ("RssAnon", rgb(44, 160, 44), [s.get("RssAnon", 0) for s in samples]),
               ("budget", rgb(148, 103, 189), [s["budget"] for s in samples]),
-              ("weights + KV (daemon's accounting)", rgb(255, 127, 14),
+              ("weights + KV", rgb(255, 127, 14),
                [s["fixed"] + s["experts_used"] + s["kv"] for s in samples])]
     ts = [s["t"] for s in samples]
     t_min, t_max = (ts[0], ts[-1]) if len(ts) > 1 else (0, 1)
