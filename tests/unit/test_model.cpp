@@ -514,6 +514,10 @@ TEST(ChatTemplate, ArithmeticOverflowIsARenderError) {
   EXPECT_EQ(ChatTemplate("{{ 9223372036854775806 + 1 }}{{ 'ab' * 2 }}", "t")
                 .render(nlohmann::ordered_json::object()),
             "9223372036854775807abab");
+  // An empty string repeated any number of times is empty, at once (it used to loop 2^63 times).
+  EXPECT_EQ(ChatTemplate("[{{ '' * 9223372036854775807 }}]", "t")
+                .render(nlohmann::ordered_json::object()),
+            "[]");
 }
 
 TEST(ChatTemplate, TinyModelsShipTheirTemplate) {

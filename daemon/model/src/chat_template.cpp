@@ -1239,7 +1239,8 @@ class Renderer {
       if (times > 0 && piece.size() > kMaxStringBytes / static_cast<std::uint64_t>(times))
         fail("'*' would make a string of more than " + std::to_string(kMaxStringBytes) + " bytes");
       std::string out;
-      for (std::int64_t k = 0; k < times; ++k) out += piece;
+      if (!piece.empty())
+        for (std::int64_t k = 0; k < times; ++k) out += piece;
       return out;
     }
     if (!is_num(l) || !is_num(r))

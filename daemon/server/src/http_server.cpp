@@ -28,6 +28,9 @@ struct HttpServer::Connection {
 
 namespace {
 
+// Bytes a large answer is written in, each slice with its own write deadline.
+constexpr std::uint32_t kWriteSliceBytes = 64 * 1024;
+
 // Arms the connection's write deadline for one write; the watchdog closes the socket when it
 // passes, which fails the blocked write.
 using WriteDeadline = std::function<void(bool writing)>;
@@ -48,9 +51,15 @@ class SocketWriter final : public ResponseWriter {
     response.keep_alive(keep_alive_ && response.keep_alive());
     response.set(http::field::server, "moed");
     response.prepare_payload();
+    // Written in slices with the deadline armed for each, so the send timeout ends a client that
+    // makes no progress, not a slow one reading a large answer (a trace download).
+    http::response_serializer<http::string_body> serializer{response};
+    serializer.limit(kWriteSliceBytes);
     beast::error_code ec;
-    deadline_(true);
-    http::write(socket_, response, ec);
+    while (!ec && !serializer.is_done()) {
+      deadline_(true);
+      http::write_some(socket_, serializer, ec);
+    }
     deadline_(false);
     ok_ = !ec;
   }
@@ -314,7 +323,9 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
 
 void HttpServer::watchdog() {
   std::unique_lock lock(mutex_);
-  while (!stopping_) {
+  // Runs until the last connection is gone, so that during stop() a client that stopped reading
+  // is still closed after the send timeout instead of holding the shutdown.
+  while (!stopping_ || !connections_.empty()) {
     changed_.wait_for(lock, std::chrono::milliseconds(100));
     const auto now = Clock::now();
     for (auto& [key, c] : connections_)
