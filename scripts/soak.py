@@ -115,7 +115,6 @@ class ModelShape:
             c = json.load(f)
         self.vocab = c["vocab_size"]
         self.hidden = c["hidden_size"]
-        self.layers = c["num_hidden_layers"]
         self.heads = c["num_attention_heads"]
         self.kv_heads = c.get("num_key_value_heads", self.heads)
         self.head_dim = c.get("head_dim") or self.hidden // self.heads

@@ -302,6 +302,18 @@ EngineOptions budget_options(double expert_share, std::uint64_t budget_bytes,
   return options;
 }
 
+// What the read-failure tests compare with and aim at: the golden prompt, the unlimited
+// engine's logits for it, and the checkpoint whose tensor offsets name the reads to fail.
+struct FaultSetup {
+  std::vector<std::int32_t> tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  std::vector<float> want = [this] {
+    Engine unlimited(kModels / "tiny-f32", {});
+    return prefill_logits(unlimited, tokens);
+  }();
+  model::ModelSpec spec = model::ModelSpec::from_config(kModels / "tiny-f32");
+  model::Checkpoint checkpoint{kModels / "tiny-f32", spec};
+};
+
 // The options with a FaultyReader as the disk tier's engine; `faulty` points at it once the
 // engine is built.
 EngineOptions with_faulty_reader(EngineOptions options, moed::testing::FaultyReader*& faulty) {
@@ -429,11 +441,8 @@ TEST(EngineMemtier, MemoryStatsCanBeReadWhileTheEngineDecodes) {
 }
 
 TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
-  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
-  Engine unlimited(kModels / "tiny-f32", {});
-  const auto want = prefill_logits(unlimited, tokens);
-  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
-  const model::Checkpoint checkpoint(kModels / "tiny-f32", spec);
+  const FaultSetup setup;
+  const auto& [tokens, want, spec, checkpoint] = setup;
   moed::testing::FaultyReader* faulty = nullptr;
   const auto options =
       with_faulty_reader(budget_options(0.25, 0, memtier::ReaderKind::pread, false), faulty);
@@ -468,11 +477,8 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
 }
 
 TEST(EngineMemtier, AFailedDenseSectionReadIsReadAgainByTheNextRequest) {
-  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
-  Engine unlimited(kModels / "tiny-f32", {});
-  const auto want = prefill_logits(unlimited, tokens);
-  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
-  const model::Checkpoint checkpoint(kModels / "tiny-f32", spec);
+  const FaultSetup setup;
+  const auto& [tokens, want, spec, checkpoint] = setup;
   moed::testing::FaultyReader* faulty = nullptr;
   // 3 MiB: dense layers stream through the ring (see the test above).
   const auto options =
