@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -361,6 +362,77 @@ int run_bench(const BenchArgs& args) {
                 static_cast<unsigned long long>(c.prefetch_late),
                 static_cast<unsigned long long>(c.prefetch_wasted), 12, "",
                 static_cast<double>(c.bytes_read) / 1e6, c.wait_seconds);
+  }
+  return 0;
+}
+
+int run_perplexity(const PerplexityArgs& args) {
+  std::ifstream in(args.file, std::ios::binary);
+  if (!in) throw std::invalid_argument("--file: cannot read '" + args.file + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  const auto tokenizer = model::Tokenizer::from_model_dir(args.model_dir);
+  const auto tokens = tokenizer.encode(text.str(), false);
+  if (tokens.size() < 2)
+    throw std::invalid_argument("--file: '" + args.file + "' has " + std::to_string(tokens.size()) +
+                                " tokens; perplexity needs at least 2");
+  auto engine = make_engine(args);
+  const auto& spec = engine->spec();
+  if (args.context < 2 || args.context > spec.max_position_embeddings)
+    throw std::invalid_argument("--context: " + std::to_string(args.context) + " is not in [2, " +
+                                std::to_string(spec.max_position_embeddings) +
+                                "], the model's max_position_embeddings");
+
+  // Non-overlapping windows of `context` tokens, each run from an empty cache; every token but a
+  // window's first is scored given the tokens before it in its window.
+  const auto total = static_cast<std::int64_t>(tokens.size());
+  const std::int64_t windows = (total + args.context - 1) / args.context;
+  const auto vocab = static_cast<std::size_t>(spec.vocab_size);
+  double nll_sum = 0.0;
+  std::int64_t scored = 0;
+  std::vector<float> logits;
+  const auto start = Clock::now();
+  auto last_report = start;
+  for (std::int64_t w = 0; w < windows; ++w) {
+    const std::int64_t begin = w * args.context;
+    const std::int64_t length = std::min(args.context, total - begin);
+    if (length < 2) continue;
+    const std::span window(tokens.data() + begin, static_cast<std::size_t>(length));
+    auto cache = engine->new_cache(length);
+    engine->forward(window, cache, logits, true);
+    for (std::int64_t i = 0; i + 1 < length; ++i) {
+      const float* row = logits.data() + static_cast<std::size_t>(i) * vocab;
+      const double peak = *std::max_element(row, row + vocab);
+      double sum = 0.0;
+      for (std::size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - peak);
+      const auto target = static_cast<std::size_t>(window[static_cast<std::size_t>(i) + 1]);
+      nll_sum += peak + std::log(sum) - static_cast<double>(row[target]);
+      ++scored;
+    }
+    if (seconds_since(last_report) >= 2.0 || w + 1 == windows) {
+      last_report = Clock::now();
+      std::fprintf(stderr,
+                   "perplexity: window %lld/%lld, %lld tokens scored, running perplexity %.4f "
+                   "(%.0f tokens/s)\n",
+                   static_cast<long long>(w + 1), static_cast<long long>(windows),
+                   static_cast<long long>(scored), std::exp(nll_sum / static_cast<double>(scored)),
+                   static_cast<double>(begin + length) / seconds_since(start));
+    }
+  }
+  const double mean_nll = nll_sum / static_cast<double>(scored);
+  if (args.json) {
+    nlohmann::json report = {{"file", args.file},    {"context", args.context},
+                             {"tokens", total},      {"scored", scored},
+                             {"mean_nll", mean_nll}, {"perplexity", std::exp(mean_nll)},
+                             {"windows", windows}};
+    std::printf("%s\n", report.dump(1).c_str());
+  } else {
+    std::printf("file        %s\n", args.file.c_str());
+    std::printf("tokens      %lld in %lld windows of up to %lld (%lld scored)\n",
+                static_cast<long long>(total), static_cast<long long>(windows),
+                static_cast<long long>(args.context), static_cast<long long>(scored));
+    std::printf("mean NLL    %.6f nats/token\n", mean_nll);
+    std::printf("perplexity  %.4f\n", std::exp(mean_nll));
   }
   return 0;
 }

@@ -47,9 +47,16 @@ struct BenchArgs : ModelArgs {
   bool drop_caches = false;
 };
 
+struct PerplexityArgs : ModelArgs {
+  std::string file;
+  std::int64_t context = 512;
+  bool json = false;
+};
+
 int run_logits(const LogitsArgs& args);
 int run_generate(const GenerateArgs& args);
 int run_tokenize(const TokenizeArgs& args);
 int run_bench(const BenchArgs& args);
+int run_perplexity(const PerplexityArgs& args);
 
 }  // namespace moed::cli

@@ -1,5 +1,5 @@
 // moed: serves Mixture-of-Experts models from GPU, RAM and NVMe tiers. This entry point also
-// carries the one-shot development commands (logits, generate, tokenize, bench).
+// carries the one-shot development commands (logits, generate, tokenize, bench, perplexity).
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
@@ -116,12 +116,24 @@ int main(int argc, char** argv) {
   bench_cmd->add_flag("--drop-caches", bench.drop_caches,
                       "drop the page cache before loading and before the raw read (root only)");
 
+  PerplexityArgs perplexity;
+  auto* perplexity_cmd = app.add_subcommand(
+      "perplexity",
+      "Perplexity of a text file: non-overlapping windows of --context tokens, every token but a "
+      "window's first scored given the ones before it (the text is encoded without BOS)");
+  add_model(perplexity_cmd, perplexity);
+  perplexity_cmd->add_option("--file", perplexity.file, "UTF-8 text file")->required();
+  perplexity_cmd->add_option("--context", perplexity.context,
+                             "window length in tokens (default 512)");
+  perplexity_cmd->add_flag("--json", perplexity.json, "print the result as JSON");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (logits_cmd->parsed()) return run_logits(logits);
     if (generate_cmd->parsed()) return run_generate(generate);
     if (tokenize_cmd->parsed()) return run_tokenize(tokenize);
     if (bench_cmd->parsed()) return run_bench(bench);
+    if (perplexity_cmd->parsed()) return run_perplexity(perplexity);
     return run_daemon(daemon);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moed: error: %s\n", e.what());
