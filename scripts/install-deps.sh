@@ -13,6 +13,7 @@ packages=(
   clang-16 libclang-rt-16-dev      # scripts/fuzz.sh: libFuzzer targets under ASan/UBSan,
   libomp-16-dev                    # and clang's OpenMP for the kernels they link
   curl systemd util-linux          # e2e tests: curl --unix-socket, systemd-analyze, setpriv
+  python3-torch bible-kjv bible-kjv-text   # scripts/train-default-model.py: PyTorch, KJV corpus
 )
 missing=()
 for p in "${packages[@]}"; do
