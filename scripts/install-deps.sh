@@ -14,6 +14,8 @@ packages=(
   libomp-16-dev                    # and clang's OpenMP for the kernels they link
   curl systemd util-linux          # e2e tests: curl --unix-socket, systemd-analyze, setpriv
   python3-torch bible-kjv bible-kjv-text   # scripts/train-default-model.py: PyTorch, KJV corpus
+  libpcre2-dev libicu-dev          # tokenizers: Unicode split regexes, NFC/NFKC normalizers
+  python3-regex                    # scripts/make-pretokenizer-golden.py: an independent \p{L} regex
 )
 missing=()
 for p in "${packages[@]}"; do

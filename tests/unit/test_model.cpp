@@ -383,6 +383,107 @@ TEST(Tokenizer, Gpt2SplitMatchesTheRegex) {
             (std::vector<std::string>{"\xc3\xa9t\xc3\xa9", " caf\xc3\xa9"}));
 }
 
+// The pieces the published tokenizers of each family cut tricky text into (contractions, digit
+// runs, CJK, Devanagari, emoji, whitespace runs, \r\n, decomposed accents), as Python's regex
+// module computes them from the same patterns (scripts/make-pretokenizer-golden.py).
+TEST(Tokenizer, SplitPreTokenizersMatchAnIndependentUnicodeRegex) {
+  nlohmann::json golden;
+  std::ifstream(fs::path(MOED_GOLDEN_DIR) / "pretokenizer-splits.json") >> golden;
+  ASSERT_GE(golden.size(), 4u);
+  for (const auto& [family, entry] : golden.items()) {
+    // Every piece is then encodable byte by byte: a vocabulary of the 256 mapped bytes.
+    nlohmann::json vocab = nlohmann::json::object();
+    int next_id = 0;
+    for (const auto& c : entry["cases"])
+      for (const auto& piece : c["pieces"]) {
+        const auto text = piece.get<std::string>();
+        for (std::size_t i = 0; i < text.size();) {
+          const auto lead = static_cast<unsigned char>(text[i]);
+          const std::size_t n = lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
+          const auto ch = text.substr(i, n);
+          if (!vocab.contains(ch)) vocab[ch] = next_id++;
+          i += n;
+        }
+      }
+    const nlohmann::json tokenizer = {
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+        {"normalizer", entry["normalizer"]},
+        {"pre_tokenizer", entry["pre_tokenizer"]},
+        {"decoder", {{"type", "ByteLevel"}}}};
+    const auto tok = Tokenizer::from_json(tokenizer.dump());
+    for (const auto& c : entry["cases"]) {
+      const auto text = c["text"].get<std::string>();
+      EXPECT_EQ(tok.pre_tokenize(text), c["pieces"].get<std::vector<std::string>>())
+          << family << ": " << text;
+      if (entry["normalizer"].is_null()) EXPECT_EQ(tok.decode(tok.encode(text)), text) << family;
+    }
+  }
+}
+
+TEST(Tokenizer, SplitBehaviorsAndNormalizers) {
+  auto with = [](const std::string& pre, const std::string& normalizer = "null") {
+    return Tokenizer::from_json(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},
+        "normalizer":)" + normalizer +
+                                R"(,"pre_tokenizer":)" + pre + "}");
+  };
+  using Pieces = std::vector<std::string>;
+  const std::string text = "a1b22c";
+  auto split = [&](const char* behavior, bool invert = false) {
+    return with(std::string(R"({"type":"Split","pattern":{"Regex":"\\d+"},"behavior":")") +
+                behavior + R"(","invert":)" + (invert ? "true" : "false") + "}")
+        .pre_tokenize(text);
+  };
+  EXPECT_EQ(split("Isolated"), (Pieces{"a", "1", "b", "22", "c"}));
+  EXPECT_EQ(split("Removed"), (Pieces{"a", "b", "c"}));
+  EXPECT_EQ(split("MergedWithPrevious"), (Pieces{"a1", "b22", "c"}));
+  EXPECT_EQ(split("MergedWithNext"), (Pieces{"a", "1b", "22c"}));
+  EXPECT_EQ(split("Removed", true), (Pieces{"1", "22"}));
+  EXPECT_EQ(with(R"({"type":"Split","pattern":{"String":"."},"behavior":"Removed"})")
+                .pre_tokenize("x.y.z"),
+            (Pieces{"x", "y", "z"}));
+  EXPECT_EQ(with(R"({"type":"Digits","individual_digits":true})").pre_tokenize("ab123"),
+            (Pieces{"ab", "1", "2", "3"}));
+  EXPECT_EQ(with(R"({"type":"Digits","individual_digits":false})").pre_tokenize("ab123c"),
+            (Pieces{"ab", "123", "c"}));
+  // NFC composes e + U+0301 into U+00E9; NFKC also folds the superscript two and the ligature.
+  const std::string decomposed = "cafe\xcc\x81 x\xc2\xb2 \xef\xac\x81";
+  EXPECT_EQ(with("null", R"({"type":"NFC"})").pre_tokenize(decomposed),
+            (Pieces{"caf\xc3\xa9 x\xc2\xb2 \xef\xac\x81"}));
+  EXPECT_EQ(with("null", R"({"type":"NFKC"})").pre_tokenize(decomposed),
+            (Pieces{"caf\xc3\xa9 x2 fi"}));
+  EXPECT_EQ(with("null", R"({"type":"NFD"})").pre_tokenize("caf\xc3\xa9"),
+            (Pieces{"cafe\xcc\x81"}));
+  // Unicode classes, not the C library's: U+093E (a vowel sign, Mc) is not a letter, U+0966
+  // (Devanagari zero, Nd) and U+00B2 (superscript two, No) are numbers.
+  EXPECT_EQ(gpt2_split("\xe0\xa4\x95\xe0\xa4\xbe x\xc2\xb2 \xe0\xa5\xa6"),
+            (std::vector<std::string_view>{"\xe0\xa4\x95", "\xe0\xa4\xbe", " x", "\xc2\xb2",
+                                           " \xe0\xa5\xa6"}));
+  // Invalid UTF-8 matches no class but is kept, as a piece of its own.
+  EXPECT_EQ(gpt2_split("ab\xff"
+                       "cd"),
+            (std::vector<std::string_view>{"ab", "\xff", "cd"}));
+}
+
+TEST(Tokenizer, BadSplitPatternIsNamed) {
+  try {
+    Tokenizer::from_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},
+        "pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Split",
+        "pattern":{"Regex":"(unclosed"},"behavior":"Isolated"}]}})");
+    FAIL() << "a bad regex loaded";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("pre_tokenizer.pretokenizers[0].pattern"), std::string::npos) << what;
+    EXPECT_NE(what.find("(unclosed"), std::string::npos) << what;
+  }
+  try {
+    Tokenizer::from_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},
+        "pre_tokenizer":{"type":"Split","pattern":{"Regex":"x"},"behavior":"Sideways"}})");
+    FAIL() << "an unknown behavior loaded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("Sideways"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Tokenizer, GeneratedTokenizersRoundTrip) {
   for (const char* model : {"tiny-f32", "tiny-bytelevel"}) {
     const auto tok = Tokenizer::from_model_dir(kModels / model);

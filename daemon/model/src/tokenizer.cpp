@@ -1,8 +1,5 @@
 #include "moed/model/tokenizer.hpp"
 
-#include <locale.h>
-#include <wctype.h>
-
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -13,6 +10,7 @@
 #include <stdexcept>
 
 #include "moed/model/model_spec.hpp"
+#include "unicode_regex.hpp"
 #include "utf8.hpp"
 
 namespace moed::model {
@@ -113,29 +111,6 @@ const std::unordered_map<char32_t, unsigned char>& char_to_byte() {
   return table;
 }
 
-locale_t utf8_locale() {
-  static const locale_t loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
-  return loc;
-}
-
-enum class CharClass { letter, number, space, other };
-
-CharClass classify(char32_t cp) {
-  if (cp < 0x80) {
-    if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return CharClass::letter;
-    if (cp >= '0' && cp <= '9') return CharClass::number;
-    if (cp == ' ' || (cp >= 0x09 && cp <= 0x0d)) return CharClass::space;
-    return CharClass::other;
-  }
-  const locale_t loc = utf8_locale();
-  const auto wc = static_cast<wint_t>(cp);
-  if (loc && iswspace_l(wc, loc)) return CharClass::space;
-  if (loc && iswdigit_l(wc, loc)) return CharClass::number;
-  if (loc && iswalpha_l(wc, loc)) return CharClass::letter;
-  if (!loc) return CharClass::letter;
-  return CharClass::other;
-}
-
 std::string merge_key(std::string_view left, std::string_view right) {
   std::string key;
   key.reserve(left.size() + right.size() + 1);
@@ -158,6 +133,92 @@ Tokenizer::PrependScheme parse_prepend_scheme(const json& node, const std::strin
                                               : Tokenizer::PrependScheme::never;
 }
 
+// Cuts a piece at the given matches and keeps them as tokenizers' SplitDelimiterBehavior says;
+// empty pieces are dropped, as tokenizers drops them.
+std::vector<std::string> split_by_matches(
+    const std::string& piece, const std::vector<std::pair<std::size_t, std::size_t>>& found,
+    Tokenizer::SplitBehavior behavior, bool invert) {
+  struct Span {
+    std::size_t begin, end;
+    bool is_match;
+  };
+  std::vector<Span> spans;
+  std::size_t at = 0;
+  for (const auto& [begin, end] : found) {
+    if (begin > at) spans.push_back({at, begin, invert});
+    spans.push_back({begin, end, !invert});
+    at = end;
+  }
+  if (at < piece.size()) spans.push_back({at, piece.size(), invert});
+
+  using Behavior = Tokenizer::SplitBehavior;
+  std::vector<Span> kept;
+  bool previous_match = false;
+  switch (behavior) {
+    case Behavior::removed:
+      for (const auto& span : spans)
+        if (!span.is_match) kept.push_back(span);
+      break;
+    case Behavior::isolated:
+      kept = spans;
+      break;
+    case Behavior::merged_with_previous:
+      for (const auto& span : spans) {
+        if (span.is_match && !previous_match && !kept.empty())
+          kept.back().end = span.end;
+        else
+          kept.push_back(span);
+        previous_match = span.is_match;
+      }
+      break;
+    case Behavior::merged_with_next:
+      for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+        if (it->is_match && !previous_match && !kept.empty())
+          kept.back().begin = it->begin;
+        else
+          kept.push_back(*it);
+        previous_match = it->is_match;
+      }
+      std::reverse(kept.begin(), kept.end());
+      break;
+    case Behavior::contiguous:
+      for (std::size_t i = 0; i < spans.size(); ++i) {
+        if (i > 0 && spans[i].is_match == previous_match)
+          kept.back().end = spans[i].end;
+        else
+          kept.push_back(spans[i]);
+        previous_match = spans[i].is_match;
+      }
+      break;
+  }
+  std::vector<std::string> out;
+  for (const auto& span : kept)
+    if (span.end > span.begin) out.push_back(piece.substr(span.begin, span.end - span.begin));
+  return out;
+}
+
+// A literal as a PCRE2 pattern: every ASCII punctuation character escaped.
+std::string escape_literal(std::string_view literal) {
+  std::string pattern;
+  for (const char c : literal) {
+    if (static_cast<unsigned char>(c) < 0x80 && !std::isalnum(static_cast<unsigned char>(c)))
+      pattern += '\\';
+    pattern += c;
+  }
+  return pattern;
+}
+
+Tokenizer::SplitBehavior parse_split_behavior(const json& node, const std::string& origin,
+                                              const std::string& where) {
+  const std::string name = node.value("behavior", "Isolated");
+  if (name == "Removed") return Tokenizer::SplitBehavior::removed;
+  if (name == "Isolated") return Tokenizer::SplitBehavior::isolated;
+  if (name == "MergedWithPrevious") return Tokenizer::SplitBehavior::merged_with_previous;
+  if (name == "MergedWithNext") return Tokenizer::SplitBehavior::merged_with_next;
+  if (name == "Contiguous") return Tokenizer::SplitBehavior::contiguous;
+  fail(origin, where + ".behavior", "unknown value '" + name + "'");
+}
+
 std::string string_pattern(const json& node, const std::string& origin, const std::string& where) {
   if (!node.contains("pattern") || !node["pattern"].contains("String"))
     fail(origin, where + ".pattern", "only String patterns are supported");
@@ -167,67 +228,15 @@ std::string string_pattern(const json& node, const std::string& origin, const st
 }  // namespace
 
 std::vector<std::string_view> gpt2_split(std::string_view text) {
-  struct Char {
-    std::size_t offset, length;
-    CharClass cls;
-    char32_t cp;
-  };
-  std::vector<Char> chars;
-  for (std::size_t i = 0; i < text.size();) {
-    const std::size_t n = utf8_length(text, i);
-    const char32_t cp = decode_codepoint(text, i, n);
-    chars.push_back({i, n, classify(cp), cp});
-    i += n;
-  }
+  static const UnicodeRegex regex{std::string(kGpt2SplitPattern)};
   std::vector<std::string_view> out;
-  const std::size_t count = chars.size();
-  auto emit = [&](std::size_t from, std::size_t to) {
-    const std::size_t begin = chars[from].offset;
-    const std::size_t end = to < count ? chars[to].offset : text.size();
+  std::size_t at = 0;
+  for (const auto& [begin, end] : regex.find_all(text)) {
+    if (begin > at) out.push_back(text.substr(at, begin - at));
     out.push_back(text.substr(begin, end - begin));
-  };
-  auto run_end = [&](std::size_t from, auto&& pred) {
-    while (from < count && pred(chars[from].cls)) ++from;
-    return from;
-  };
-  auto is = [](CharClass c) { return [c](CharClass x) { return x == c; }; };
-  auto is_other = [](CharClass x) { return x == CharClass::other; };
-
-  std::size_t i = 0;
-  while (i < count) {
-    if (chars[i].cp == '\'' && i + 1 < count) {
-      const char32_t a = chars[i + 1].cp;
-      const char32_t b = i + 2 < count ? chars[i + 2].cp : 0;
-      std::size_t len = 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd')
-        len = 2;
-      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
-        len = 3;
-      if (len) {
-        emit(i, i + len);
-        i += len;
-        continue;
-      }
-    }
-    const std::size_t body = (chars[i].cp == ' ' && i + 1 < count) ? i + 1 : i;
-    const CharClass cls = chars[body].cls;
-    if (cls == CharClass::letter || cls == CharClass::number) {
-      const std::size_t end = run_end(body, is(cls));
-      emit(i, end);
-      i = end;
-    } else if (cls == CharClass::other) {
-      const std::size_t end = run_end(body, is_other);
-      emit(i, end);
-      i = end;
-    } else {
-      // A whitespace run: all of it at the end of the text, else all but its last character
-      // (which then leads the next word), else just one character.
-      const std::size_t end = run_end(i, is(CharClass::space));
-      const std::size_t take = end == count ? end : (end - i > 1 ? end - 1 : end);
-      emit(i, take);
-      i = take;
-    }
+    at = end;
   }
+  if (at < text.size()) out.push_back(text.substr(at));
   return out;
 }
 
@@ -346,36 +355,70 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
                                  n.at("content").get<std::string>()});
       } else if (kind == "Lowercase") {
         t.normalizer_.push_back({NormalizerStep::Kind::lowercase, "", ""});
-      } else if (kind == "NFC" || kind == "NFKC") {
-        // Precomposed input (what nearly all text is) is already in NFC; see README limits.
+      } else if (kind == "NFC") {
+        t.normalizer_.push_back({NormalizerStep::Kind::nfc, "", ""});
+      } else if (kind == "NFD") {
+        t.normalizer_.push_back({NormalizerStep::Kind::nfd, "", ""});
+      } else if (kind == "NFKC") {
+        t.normalizer_.push_back({NormalizerStep::Kind::nfkc, "", ""});
+      } else if (kind == "NFKD") {
+        t.normalizer_.push_back({NormalizerStep::Kind::nfkd, "", ""});
       } else {
         fail(origin, "normalizer", "type '" + kind + "' is not supported");
       }
     }
 
     std::vector<json> pre;
+    bool pre_sequence = false;
     if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) {
       const auto& p = root["pre_tokenizer"];
-      if (p.value("type", "") == "Sequence") {
+      pre_sequence = p.value("type", "") == "Sequence";
+      if (pre_sequence) {
         for (const auto& step : p.at("pretokenizers")) pre.push_back(step);
       } else {
         pre.push_back(p);
       }
     }
-    for (const auto& p : pre) {
+    for (std::size_t i = 0; i < pre.size(); ++i) {
+      const auto& p = pre[i];
+      const std::string where =
+          pre_sequence ? "pre_tokenizer.pretokenizers[" + std::to_string(i) + "]" : "pre_tokenizer";
       const std::string kind = p.value("type", "");
+      PreTokenizerStep step{};
       if (kind == "Metaspace") {
-        t.pre_tokenizer_ = PreTokenizer::metaspace;
+        step.kind = PreTokenizerStep::Kind::metaspace;
         t.metaspace_replacement_ = p.value("replacement", std::string("\xe2\x96\x81"));
-        t.metaspace_prepend_ = parse_prepend_scheme(p, origin, "pre_tokenizer");
+        t.metaspace_prepend_ = parse_prepend_scheme(p, origin, where);
         t.metaspace_split_ = p.value("split", true);
       } else if (kind == "ByteLevel") {
-        t.pre_tokenizer_ = PreTokenizer::byte_level;
-        t.byte_level_prefix_space_ = p.value("add_prefix_space", false);
-        t.byte_level_regex_ = p.value("use_regex", true);
+        step.kind = PreTokenizerStep::Kind::byte_level;
+        step.add_prefix_space = p.value("add_prefix_space", false);
+        if (p.value("use_regex", true))
+          step.regex = std::make_shared<const UnicodeRegex>(std::string(kGpt2SplitPattern));
+      } else if (kind == "Split") {
+        step.kind = PreTokenizerStep::Kind::split;
+        const auto& pattern = p.at("pattern");
+        std::string regex;
+        if (pattern.contains("Regex"))
+          regex = pattern["Regex"].get<std::string>();
+        else if (pattern.contains("String"))
+          regex = escape_literal(pattern["String"].get<std::string>());
+        else
+          fail(origin, where + ".pattern", "expected {\"Regex\": ...} or {\"String\": ...}");
+        try {
+          step.regex = std::make_shared<const UnicodeRegex>(regex);
+        } catch (const std::invalid_argument& e) {
+          fail(origin, where + ".pattern", e.what());
+        }
+        step.behavior = parse_split_behavior(p, origin, where);
+        step.invert = p.value("invert", false);
+      } else if (kind == "Digits") {
+        step.kind = PreTokenizerStep::Kind::digits;
+        step.individual_digits = p.value("individual_digits", false);
       } else {
-        fail(origin, "pre_tokenizer", "type '" + kind + "' is not supported");
+        fail(origin, where, "type '" + kind + "' is not supported");
       }
+      t.pre_tokenizers_.push_back(std::move(step));
     }
 
     if (root.contains("post_processor") && !root["post_processor"].is_null()) {
@@ -575,8 +618,8 @@ void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>& out) 
   }
 }
 
-void Tokenizer::encode_segment(std::string_view segment, bool first_segment,
-                               std::vector<std::int32_t>& out) const {
+std::vector<std::string> Tokenizer::pre_tokenize_segment(std::string_view segment,
+                                                         bool first_segment) const {
   std::string text(segment);
   for (const auto& step : normalizer_) {
     switch (step.kind) {
@@ -589,47 +632,90 @@ void Tokenizer::encode_segment(std::string_view segment, bool first_segment,
       case NormalizerStep::Kind::lowercase:
         for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         break;
+      case NormalizerStep::Kind::nfc:
+        text = normalize_unicode(text, NormalizationForm::nfc);
+        break;
+      case NormalizerStep::Kind::nfd:
+        text = normalize_unicode(text, NormalizationForm::nfd);
+        break;
+      case NormalizerStep::Kind::nfkc:
+        text = normalize_unicode(text, NormalizationForm::nfkc);
+        break;
+      case NormalizerStep::Kind::nfkd:
+        text = normalize_unicode(text, NormalizationForm::nfkd);
+        break;
     }
   }
-  switch (pre_tokenizer_) {
-    case PreTokenizer::none:
-      bpe_word(text, out);
-      return;
-    case PreTokenizer::metaspace: {
-      replace_all(text, " ", metaspace_replacement_);
-      const bool prepend = metaspace_prepend_ == PrependScheme::always ||
-                           (metaspace_prepend_ == PrependScheme::first && first_segment);
-      if (prepend && !text.starts_with(metaspace_replacement_))
-        text = metaspace_replacement_ + text;
-      if (!metaspace_split_) {
-        bpe_word(text, out);
-        return;
+  std::vector<std::string> pieces{text};
+  for (const auto& step : pre_tokenizers_) {
+    std::vector<std::string> next;
+    for (std::size_t index = 0; index < pieces.size(); ++index) {
+      std::string piece = std::move(pieces[index]);
+      switch (step.kind) {
+        case PreTokenizerStep::Kind::metaspace: {
+          replace_all(piece, " ", metaspace_replacement_);
+          const bool prepend =
+              metaspace_prepend_ == PrependScheme::always ||
+              (metaspace_prepend_ == PrependScheme::first && first_segment && index == 0);
+          if (prepend && !piece.starts_with(metaspace_replacement_))
+            piece = metaspace_replacement_ + piece;
+          if (!metaspace_split_) {
+            next.push_back(std::move(piece));
+            break;
+          }
+          std::size_t begin = 0;
+          while (begin < piece.size()) {
+            std::size_t end = piece.find(metaspace_replacement_, begin + 1);
+            if (end == std::string::npos) end = piece.size();
+            next.push_back(piece.substr(begin, end - begin));
+            begin = end;
+          }
+          break;
+        }
+        case PreTokenizerStep::Kind::byte_level: {
+          if (step.add_prefix_space && !piece.starts_with(' ')) piece = " " + piece;
+          std::vector<std::string> words =
+              step.regex ? split_by_matches(piece, step.regex->find_all(piece),
+                                            SplitBehavior::isolated, false)
+                         : std::vector<std::string>{piece};
+          for (const auto& word : words) {
+            std::string mapped;
+            for (unsigned char c : word) append_utf8(mapped, byte_to_char()[c]);
+            next.push_back(std::move(mapped));
+          }
+          break;
+        }
+        case PreTokenizerStep::Kind::split:
+          for (auto& part :
+               split_by_matches(piece, step.regex->find_all(piece), step.behavior, step.invert))
+            next.push_back(std::move(part));
+          break;
+        case PreTokenizerStep::Kind::digits: {
+          std::vector<std::pair<std::size_t, std::size_t>> digits;
+          for (std::size_t i = 0; i < piece.size(); ++i)
+            if (piece[i] >= '0' && piece[i] <= '9') digits.emplace_back(i, i + 1);
+          for (auto& part : split_by_matches(
+                   piece, digits,
+                   step.individual_digits ? SplitBehavior::isolated : SplitBehavior::contiguous,
+                   false))
+            next.push_back(std::move(part));
+          break;
+        }
       }
-      std::size_t begin = 0;
-      while (begin < text.size()) {
-        std::size_t next = text.find(metaspace_replacement_, begin + 1);
-        if (next == std::string::npos) next = text.size();
-        bpe_word(std::string_view(text).substr(begin, next - begin), out);
-        begin = next;
-      }
-      return;
     }
-    case PreTokenizer::byte_level: {
-      if (byte_level_prefix_space_ && !text.empty() && text.front() != ' ') text = " " + text;
-      std::vector<std::string_view> words;
-      if (byte_level_regex_) {
-        words = gpt2_split(text);
-      } else {
-        words.push_back(text);
-      }
-      for (const auto word : words) {
-        std::string mapped;
-        for (unsigned char c : word) append_utf8(mapped, byte_to_char()[c]);
-        bpe_word(mapped, out);
-      }
-      return;
-    }
+    pieces = std::move(next);
   }
+  std::erase_if(pieces, [](const std::string& piece) { return piece.empty(); });
+  return pieces;
+}
+
+std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
+  return pre_tokenize_segment(text, true);
+}
+
+void Tokenizer::encode_segment(std::string_view segment, bool first_segment,
+                               std::vector<std::int32_t>& out) const {
+  for (const auto& piece : pre_tokenize_segment(segment, first_segment)) bpe_word(piece, out);
 }
 
 std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {

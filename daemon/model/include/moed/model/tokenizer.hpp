@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -12,6 +13,8 @@
 
 namespace moed::model {
 
+class UnicodeRegex;
+
 // Text the tokenizer cannot encode: a piece outside its vocabulary when it has neither byte
 // fallback nor an unk token. The text's fault, not the tokenizer's.
 class UnencodableText : public std::runtime_error {
@@ -20,8 +23,10 @@ class UnencodableText : public std::runtime_error {
 };
 
 // A Hugging Face tokenizer.json with a BPE model: SentencePiece-style (Metaspace or Prepend/
-// Replace normalizers, byte fallback; Llama, Mistral, Mixtral) and byte-level (GPT-2's split;
-// GPT-2, OLMoE, GPT-NeoX). Added tokens are matched in the input before the model runs;
+// Replace normalizers, byte fallback; Llama, Mistral, Mixtral) and byte-level (GPT-2's split,
+// or Split pre-tokenizers with their own Unicode regexes, alone or in a Sequence: Qwen2/3,
+// Llama 3, DeepSeek-V3; GPT-2, OLMoE, GPT-NeoX). NFC/NFD/NFKC/NFKD normalizers run through ICU.
+// Added tokens are matched in the input before the model runs;
 // the post-processor's template adds special tokens such as BOS. Unsupported parts of a
 // tokenizer.json are rejected at load with the JSON path at fault, never silently ignored.
 class Tokenizer {
@@ -42,6 +47,9 @@ class Tokenizer {
     return id_to_token_.at(static_cast<std::size_t>(id));
   }
   bool is_special(std::int32_t id) const;
+  // The pieces the normalizer and pre-tokenizers cut a text (without added tokens) into, before
+  // BPE: what tokenizers' pre_tokenizer.pre_tokenize_str gives (byte-level pieces mapped).
+  std::vector<std::string> pre_tokenize(std::string_view text) const;
   // EOS from tokenizer_config.json's eos_token, if it names a known token.
   std::optional<std::int32_t> eos_id() const { return eos_id_; }
   // The chat template (tokenizer_config.json's chat_template, or chat_template.jinja) and the
@@ -58,12 +66,28 @@ class Tokenizer {
     bool rstrip;
   };
   struct NormalizerStep {
-    enum class Kind { prepend, replace, lowercase } kind;
+    enum class Kind { prepend, replace, lowercase, nfc, nfd, nfkc, nfkd } kind;
     std::string pattern;  // replace: the string to find
     std::string content;  // prepend: the prefix; replace: the replacement
   };
-  enum class PreTokenizer { none, metaspace, byte_level };
   enum class PrependScheme { always, first, never };
+  // How a Split keeps its matches (tokenizers' SplitDelimiterBehavior).
+  enum class SplitBehavior {
+    removed,
+    isolated,
+    merged_with_previous,
+    merged_with_next,
+    contiguous
+  };
+  struct PreTokenizerStep {
+    enum class Kind { metaspace, byte_level, split, digits } kind;
+    std::shared_ptr<const UnicodeRegex> regex;  // split (a String pattern is escaped into one);
+                                                // byte_level with use_regex: GPT-2's
+    SplitBehavior behavior = SplitBehavior::isolated;
+    bool invert = false;
+    bool add_prefix_space = false;   // byte_level
+    bool individual_digits = false;  // digits
+  };
   struct DecoderStep {
     enum class Kind { replace, byte_fallback, fuse, strip, metaspace, byte_level } kind;
     std::string pattern;
@@ -78,6 +102,7 @@ class Tokenizer {
   void bpe_word(std::string_view word, std::vector<std::int32_t>& out) const;
   void encode_segment(std::string_view text, bool first_segment,
                       std::vector<std::int32_t>& out) const;
+  std::vector<std::string> pre_tokenize_segment(std::string_view text, bool first_segment) const;
 
   std::unordered_map<std::string, std::int32_t> vocab_;
   std::vector<std::string> id_to_token_;
@@ -85,12 +110,10 @@ class Tokenizer {
   std::vector<AddedToken> added_;                    // longest content first
   std::vector<bool> special_;                        // by id
   std::vector<NormalizerStep> normalizer_;
-  PreTokenizer pre_tokenizer_ = PreTokenizer::none;
+  std::vector<PreTokenizerStep> pre_tokenizers_;
   std::string metaspace_replacement_ = "\xe2\x96\x81";  // U+2581 '▁'
   PrependScheme metaspace_prepend_ = PrependScheme::always;
   bool metaspace_split_ = true;
-  bool byte_level_prefix_space_ = false;
-  bool byte_level_regex_ = true;
   bool byte_fallback_ = false;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
@@ -104,8 +127,12 @@ class Tokenizer {
   std::string eos_token_;
 };
 
-// Splits text as GPT-2's pre-tokenizer regex does:
-// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// GPT-2's pre-tokenizer regex (tokenizers' ByteLevel with use_regex):
+inline constexpr std::string_view kGpt2SplitPattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// Splits text as that regex does (Unicode letters and numbers, as PCRE2 knows them); bytes no
+// alternative matches (invalid UTF-8) come out as pieces of their own, so nothing is lost.
 std::vector<std::string_view> gpt2_split(std::string_view text);
 
 }  // namespace moed::model

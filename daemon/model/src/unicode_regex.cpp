@@ -1,0 +1,95 @@
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "unicode_regex.hpp"
+
+#include <pcre2.h>
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
+#include <stdexcept>
+
+namespace moed::model {
+
+struct UnicodeRegex::Compiled {
+  pcre2_code* code = nullptr;
+  ~Compiled() { pcre2_code_free(code); }
+};
+
+UnicodeRegex::UnicodeRegex(const std::string& pattern)
+    : pattern_(pattern), compiled_(std::make_unique<Compiled>()) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  compiled_->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
+  if (!compiled_->code) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof message);
+    throw std::invalid_argument("regex '" + pattern + "' at offset " + std::to_string(offset) +
+                                ": " + reinterpret_cast<const char*>(message));
+  }
+  // JIT is a speed-up only; the interpreter gives the same matches where it is unavailable.
+  pcre2_jit_compile(compiled_->code, PCRE2_JIT_COMPLETE);
+}
+
+UnicodeRegex::~UnicodeRegex() = default;
+
+std::vector<std::pair<std::size_t, std::size_t>> UnicodeRegex::find_all(
+    std::string_view text) const {
+  std::vector<std::pair<std::size_t, std::size_t>> matches;
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(
+      pcre2_match_data_create_from_pattern(compiled_->code, nullptr), &pcre2_match_data_free);
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    const int rc = pcre2_match(compiled_->code, subject, text.size(), at, 0, data.get(), nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof message);
+      throw std::runtime_error("regex '" + pattern_ +
+                               "': " + reinterpret_cast<const char*>(message));
+    }
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
+    const std::size_t begin = ovector[0], end = ovector[1];
+    if (end > begin) {
+      matches.emplace_back(begin, end);
+      at = end;
+      continue;
+    }
+    // An empty match: step over one character (a UTF-8 lead byte and its continuations).
+    at = begin + 1;
+    while (at < text.size() && (static_cast<unsigned char>(text[at]) & 0xc0) == 0x80) ++at;
+  }
+  return matches;
+}
+
+std::string normalize_unicode(std::string_view text, NormalizationForm form) {
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* normalizer = nullptr;
+  switch (form) {
+    case NormalizationForm::nfc:
+      normalizer = icu::Normalizer2::getNFCInstance(status);
+      break;
+    case NormalizationForm::nfd:
+      normalizer = icu::Normalizer2::getNFDInstance(status);
+      break;
+    case NormalizationForm::nfkc:
+      normalizer = icu::Normalizer2::getNFKCInstance(status);
+      break;
+    case NormalizationForm::nfkd:
+      normalizer = icu::Normalizer2::getNFKDInstance(status);
+      break;
+  }
+  if (U_FAILURE(status))
+    throw std::runtime_error("ICU normalizer unavailable: " + std::string(u_errorName(status)));
+  const auto source = icu::UnicodeString::fromUTF8(
+      icu::StringPiece(text.data(), static_cast<std::int32_t>(text.size())));
+  const icu::UnicodeString normalized = normalizer->normalize(source, status);
+  if (U_FAILURE(status))
+    throw std::runtime_error("ICU normalization failed: " + std::string(u_errorName(status)));
+  std::string out;
+  normalized.toUTF8String(out);
+  return out;
+}
+
+}  // namespace moed::model
