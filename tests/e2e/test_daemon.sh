@@ -305,7 +305,7 @@ api http://moed/v1/completions -d "$(req 8)" >/dev/null
 api -X POST http://moed/admin/trace/stop >/dev/null
 api http://moed/admin/trace >"$work/trace.jsonl"
 [[ $(wc -l <"$work/trace.jsonl") -gt 0 ]] && pass "trace recorded and downloaded ($(wc -l <"$work/trace.jsonl") lines)" || fail "trace"
-api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 6" && pass "simulate the recorded trace" || fail "admin simulate"
+api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 10 and {r['policy'] for r in d['results']} == {'lru', 'lfu', 'arc', 'tinylfu', 'belady'}" && pass "simulate the recorded trace" || fail "admin simulate"
 # Trace starts and downloads on several connections at once all answer (scripts/tsan.sh checks
 # that they share the recorded trace's path without a race).
 admins=()
