@@ -20,6 +20,7 @@
 
 #include "moed/client.hpp"
 #include "moed/memtier/byte_size.hpp"
+#include "moed/memtier/policy.hpp"
 #include "moed/memtier/trace.hpp"
 #include "plot.hpp"
 
@@ -49,8 +50,10 @@ std::vector<std::string> parse_policies(const std::string& text) {
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
-    if (item != "lru" && item != "lfu" && item != "belady")
-      throw std::invalid_argument("--policies: '" + item + "' is not one of lru, lfu, belady");
+    const auto& names = moed::memtier::policy_names();
+    if (item != "belady" && std::ranges::find(names, item) == names.end())
+      throw std::invalid_argument("--policies: '" + item + "' is not one of " +
+                                  moed::memtier::policy_list() + ", belady");
     out.push_back(item);
   }
   return out;
@@ -423,7 +426,8 @@ int main(int argc, char** argv) {
   cache_set->add_option("--gpu", gpu_budget, "GPU budget (a size such as 40GiB)");
   cache_set->add_option("--host", host_budget,
                         "host budget: a size (2GiB) or a share of the experts (25%)");
-  cache_set->add_option("--policy", policy, "lru or lfu");
+  cache_set->add_option("--policy", policy,
+                        "host-tier eviction policy: " + moed::memtier::policy_list());
   std::string block;
   auto* cache_pin = cache->add_subcommand("pin", "Keep an expert in host RAM");
   cache_pin->add_option("LAYER:EXPERT", block)->required();
@@ -440,7 +444,8 @@ int main(int argc, char** argv) {
   record->add_option("DURATION", duration, "how long, e.g. 60s or 2m")->required();
   record->add_option("-o,--output", out_file, "trace file to write (.jsonl)")->required();
 
-  std::string path, blocks = "16,32,64", policies = "lru,lfu,belady", host_span, expert_size, plot;
+  std::string path, blocks = "16,32,64", policies = "lru,lfu,arc,tinylfu,belady", host_span,
+                    expert_size, plot;
   int steps = 8;
   auto* sim = trace->add_subcommand(
       "simulate",
@@ -460,7 +465,8 @@ int main(int argc, char** argv) {
                   "bytes of one expert block, for --host sizes (cache show --json: "
                   "expert_block_bytes)");
   sim->add_option("--plot", plot, "also draw hit rate against cache size into this PNG file");
-  sim->add_option("--policies", policies, "policies to compare (default lru,lfu,belady)");
+  sim->add_option("--policies", policies,
+                  "policies to compare (default lru,lfu,arc,tinylfu,belady)");
   CLI11_PARSE(app, argc, argv);
 
   try {

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "moed/memtier/policy.hpp"
+
 namespace moed::cli {
 
 struct ModelArgs {
@@ -10,7 +12,7 @@ struct ModelArgs {
   int threads = 0;
   std::string
       host_budget;  // "" (all resident), a size ("512MiB") or a share of expert bytes ("25%")
-  std::string policy = "lru";
+  std::string policy{memtier::kDefaultPolicy};
   std::string reader = "io_uring";
   std::uint32_t queue_depth = 64;
   bool no_prefetch = false;

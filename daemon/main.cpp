@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
   app.add_option("--tcp", daemon.tcp, "also listen on HOST:PORT (loopback recommended)");
   app.add_option("--host-budget", daemon.host_budget,
                  "host RAM for weights: a size (24GiB) or a share of the experts (25%)");
-  app.add_option("--policy", daemon.policy, "host-tier eviction policy: lru or lfu");
+  app.add_option("--policy", daemon.policy,
+                 "host-tier eviction policy: " + moed::memtier::policy_list() + " (default " +
+                     std::string(moed::memtier::kDefaultPolicy) + ")");
   app.add_option("--threads", daemon.threads, "compute threads (default: automatic)");
   app.add_option("--max-queue", daemon.max_queue, "waiting requests before 503 (default 64)");
   app.add_option("--max-batch", daemon.max_batch, "sequences decoded together (default 16)");
@@ -55,8 +57,10 @@ int main(int argc, char** argv) {
     sub->add_option("--host-budget", args.host_budget,
                     "host RAM for weights: a size (512MiB, 2GiB) or a share of the routed experts' "
                     "bytes (25%); default: everything resident");
-    sub->add_option("--policy", args.policy, "host-tier eviction policy: lru (default) or lfu")
-        ->check(CLI::IsMember({"lru", "lfu"}));
+    sub->add_option("--policy", args.policy,
+                    "host-tier eviction policy: " + moed::memtier::policy_list() + " (default " +
+                        std::string(moed::memtier::kDefaultPolicy) + ")")
+        ->check(CLI::IsMember(moed::memtier::policy_names()));
     sub->add_option("--reader", args.reader,
                     "disk-tier engine: io_uring (default; falls back to pread if refused) or pread")
         ->check(CLI::IsMember({"io_uring", "pread"}));

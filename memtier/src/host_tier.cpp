@@ -14,6 +14,7 @@ Payload HostTier::lookup(BlockId block) {
   auto it = blocks_.find(block);
   if (it == blocks_.end()) {
     ++counters_.misses;
+    policy_->on_miss(block);
     return nullptr;
   }
   ++counters_.hits;
@@ -35,26 +36,28 @@ void HostTier::evict(BlockId block) {
   ++counters_.evictions;
 }
 
-bool HostTier::make_room(std::uint64_t bytes) {
+bool HostTier::make_room(std::uint64_t bytes, std::optional<BlockId> incoming) {
   auto evictable = [&](BlockId id) {
     // use_count 1: only this tier holds it, so dropping it frees the memory now.
     return !pins_.contains(id) && blocks_.at(id).use_count() == 1;
   };
   while (used_bytes_ + bytes > budget_bytes_) {
     const auto victim = policy_->victim(evictable);
-    if (!victim) return false;
+    if (!victim || (incoming && !policy_->admits(*incoming, *victim))) return false;
     evict(*victim);
   }
   return true;
 }
 
-bool HostTier::admit(BlockId block, Payload payload) {
+bool HostTier::admit(BlockId block, Payload payload, Admission admission) {
   if (!payload)
     throw std::invalid_argument("HostTier::admit: null payload for " + block.to_string());
   std::lock_guard lock(mutex_);
   if (blocks_.contains(block)) return true;
   const std::uint64_t bytes = payload->bytes();
-  if (bytes > budget_bytes_ || !make_room(bytes)) {
+  const auto incoming =
+      admission == Admission::filtered ? std::optional<BlockId>(block) : std::nullopt;
+  if (bytes > budget_bytes_ || !make_room(bytes, incoming)) {
     ++counters_.bypasses;
     return false;
   }

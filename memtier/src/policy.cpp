@@ -1,5 +1,6 @@
 #include "moed/memtier/policy.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -68,10 +69,159 @@ std::optional<BlockId> LfuDecayPolicy::victim(const std::function<bool(BlockId)>
   return best;
 }
 
+void RecencyList::push_most_recent(BlockId block) {
+  erase(block);
+  order_.push_front(block);
+  where_[block] = order_.begin();
+}
+
+bool RecencyList::erase(BlockId block) {
+  auto it = where_.find(block);
+  if (it == where_.end()) return false;
+  order_.erase(it->second);
+  where_.erase(it);
+  return true;
+}
+
+std::optional<BlockId> RecencyList::least_recent(
+    const std::function<bool(BlockId)>& evictable) const {
+  for (auto it = order_.rbegin(); it != order_.rend(); ++it)
+    if (evictable(*it)) return *it;
+  return std::nullopt;
+}
+
+void RecencyList::drop_least_recent() {
+  if (order_.empty()) return;
+  where_.erase(order_.back());
+  order_.pop_back();
+}
+
+void ArcPolicy::on_insert(BlockId block) {
+  if (t1_.contains(block) || t2_.contains(block)) return;
+  // A block ARC remembers was requested twice lately: it goes to the frequent side.
+  if (b1_.erase(block) || b2_.erase(block))
+    t2_.push_most_recent(block);
+  else
+    t1_.push_most_recent(block);
+  missed_in_b2_ = false;
+  trim_ghosts();
+}
+
+void ArcPolicy::on_access(BlockId block) {
+  if (t1_.erase(block) || t2_.contains(block)) t2_.push_most_recent(block);
+}
+
+void ArcPolicy::on_erase(BlockId block) {
+  if (t1_.erase(block))
+    b1_.push_most_recent(block);
+  else if (t2_.erase(block))
+    b2_.push_most_recent(block);
+  trim_ghosts();
+}
+
+void ArcPolicy::on_miss(BlockId block) {
+  const auto b1 = static_cast<double>(b1_.size()), b2 = static_cast<double>(b2_.size());
+  missed_in_b2_ = false;
+  if (b1_.contains(block)) {
+    // T1 evicted it too early: let T1 grow.
+    target_recent_ =
+        std::min(static_cast<double>(capacity_), target_recent_ + std::max(b2 / b1, 1.0));
+  } else if (b2_.contains(block)) {
+    target_recent_ = std::max(0.0, target_recent_ - std::max(b1 / b2, 1.0));
+    missed_in_b2_ = true;
+  }
+}
+
+std::optional<BlockId> ArcPolicy::victim(const std::function<bool(BlockId)>& evictable) {
+  capacity_ = t1_.size() + t2_.size();
+  const auto from_t1 = t1_.least_recent(evictable);
+  const auto from_t2 = t2_.least_recent(evictable);
+  const auto t1 = static_cast<double>(t1_.size());
+  const bool prefer_t1 = t1 > target_recent_ || (missed_in_b2_ && t1 == target_recent_) || !from_t2;
+  if (from_t1 && prefer_t1) return from_t1;
+  return from_t2 ? from_t2 : from_t1;
+}
+
+void ArcPolicy::trim_ghosts() {
+  // |T1| + |B1| <= c and |T1| + |T2| + |B1| + |B2| <= 2c, as in the paper.
+  while (!b1_.empty() && t1_.size() + b1_.size() > capacity_) b1_.drop_least_recent();
+  while (!(b1_.empty() && b2_.empty()) &&
+         t1_.size() + t2_.size() + b1_.size() + b2_.size() > 2 * capacity_)
+    (b2_.empty() ? b1_ : b2_).drop_least_recent();
+}
+
+TinyLfuPolicy::TinyLfuPolicy(std::uint32_t halving_multiple) : halving_multiple_(halving_multiple) {
+  if (halving_multiple == 0)
+    throw std::invalid_argument("tinylfu halving_multiple must be positive");
+}
+
+void TinyLfuPolicy::count(BlockId block) {
+  ++counts_[block];
+  if (++counted_since_halving_ < std::uint64_t{halving_multiple_} * counts_.size()) return;
+  for (auto& [id, n] : counts_) n /= 2;
+  counted_since_halving_ /= 2;
+}
+
+std::uint32_t TinyLfuPolicy::frequency(BlockId block) const {
+  auto it = counts_.find(block);
+  return it == counts_.end() ? 0 : it->second;
+}
+
+void TinyLfuPolicy::on_insert(BlockId block) {
+  resident_.push_most_recent(block);
+}
+
+void TinyLfuPolicy::on_access(BlockId block) {
+  count(block);
+  if (resident_.contains(block)) resident_.push_most_recent(block);
+}
+
+void TinyLfuPolicy::on_erase(BlockId block) {
+  resident_.erase(block);
+}
+
+void TinyLfuPolicy::on_miss(BlockId block) {
+  count(block);
+}
+
+std::optional<BlockId> TinyLfuPolicy::victim(const std::function<bool(BlockId)>& evictable) {
+  std::optional<BlockId> fewest;
+  std::uint32_t fewest_count = 0;
+  // From the least recent on, so the least recent wins a tie.
+  const auto& order = resident_.most_recent_first();
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    if (!evictable(*it)) continue;
+    const std::uint32_t n = frequency(*it);
+    if (!fewest || n < fewest_count) {
+      fewest = *it;
+      fewest_count = n;
+    }
+  }
+  return fewest;
+}
+
+bool TinyLfuPolicy::admits(BlockId incoming, BlockId victim) const {
+  return frequency(incoming) > frequency(victim);
+}
+
+const std::vector<std::string>& policy_names() {
+  static const std::vector<std::string> names = {"lru", "lfu", "arc", "tinylfu"};
+  return names;
+}
+
+std::string policy_list() {
+  std::string list;
+  for (const auto& name : policy_names()) list += (list.empty() ? "" : ", ") + name;
+  return list;
+}
+
 std::unique_ptr<EvictionPolicy> make_policy(std::string_view name) {
   if (name == "lru") return std::make_unique<LruPolicy>();
   if (name == "lfu") return std::make_unique<LfuDecayPolicy>();
-  throw std::invalid_argument("unknown eviction policy '" + std::string(name) + "' (lru, lfu)");
+  if (name == "arc") return std::make_unique<ArcPolicy>();
+  if (name == "tinylfu") return std::make_unique<TinyLfuPolicy>();
+  throw std::invalid_argument("unknown eviction policy '" + std::string(name) + "' (" +
+                              policy_list() + ")");
 }
 
 }  // namespace moed::memtier

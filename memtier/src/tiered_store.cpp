@@ -59,7 +59,7 @@ Payload TieredStore::acquire(BlockId block) {
     std::lock_guard lock(mutex_);
     layer.wait_seconds += since(start);
   }
-  host_.admit(block, payload);
+  host_.admit(block, payload, HostTier::Admission::filtered);
   return payload;
 }
 

@@ -106,9 +106,11 @@ std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t 
       policy.on_access(block);
       continue;
     }
+    policy.on_miss(block);
     if (budget == 0) continue;
     if (resident.size() >= budget) {
       const auto victim = policy.victim(any);
+      if (!policy.admits(block, *victim)) continue;  // served once, not kept
       resident.erase(*victim);
       policy.on_erase(*victim);
     }
@@ -143,6 +145,7 @@ std::uint64_t replay_belady(const std::vector<BlockId>& requests, std::uint64_t 
     if (budget == 0) continue;
     if (resident.size() >= budget) {
       const auto farthest = std::prev(by_next_use.end());
+      if (next_use[i] >= farthest->first) continue;  // the incoming block is the farthest
       resident.erase(farthest->second);
       by_next_use.erase(farthest);
     }

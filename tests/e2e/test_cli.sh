@@ -70,14 +70,16 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 by = {(x["policy"], x["blocks"]): x["hits"] for x in r["results"]}
 for b in (4, 8, 16):
-    assert by[("belady", b)] >= max(by[("lru", b)], by[("lfu", b)])
+    assert by[("belady", b)] >= max(by[(p, b)] for p in ("lru", "lfu", "arc", "tinylfu"))
 assert r["layers"] == 4
 PY
-then pass "moectl trace simulate: belady bounds lru and lfu"; else fail "moectl trace simulate"; fi
+then pass "moectl trace simulate: belady bounds lru, lfu, arc and tinylfu"; else fail "moectl trace simulate"; fi
 "$moectl" trace simulate "$work/trace.jsonl" --blocks 8 | grep -q "belady" && pass "simulate prints a table" || fail "simulate table"
 printf '{"layer": 1, "experts": [2]}\nnot json\n' >"$work/bad.jsonl"
 "$moectl" trace simulate "$work/bad.jsonl" >/dev/null 2>"$work/err"
 [[ $? -eq 1 ]] && grep -q "bad.jsonl:2" "$work/err" && pass "bad trace line is named" || fail "bad trace"
+"$moectl" trace simulate "$work/trace.jsonl" --policies lru,mru >/dev/null 2>"$work/err"
+[[ $? -eq 1 ]] && grep -q "'mru' is not one of lru, lfu, arc, tinylfu, belady" "$work/err" && pass "bad simulate policy is named" || fail "bad simulate policy: $(cat "$work/err")"
 
 # expect_error NAME PATTERN CMD...: exit status 1 and PATTERN in stderr.
 expect_error() {

@@ -297,7 +297,7 @@ if id nobody >/dev/null 2>&1; then
   code=$(setpriv --reuid=nobody --regid=nogroup --clear-groups curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" http://moed/health)
   [[ $code == 200 ]] && pass "nobody may still use the API" || fail "health for nobody -> $code"
 fi
-expect "admin: bad policy" 400 "policy" http://moed/admin/cache -d '{"policy": "random"}'
+expect "admin: bad policy" 400 "'random' is not one of lru, lfu, arc, tinylfu" http://moed/admin/cache -d '{"policy": "random"}'
 api -X POST http://moed/admin/pin -d '{"layer": 1, "expert": 3}' | grep -q '"pinned":true' && pass "pin an expert" || fail "pin"
 api http://moed/admin/experts | py "import json,sys; d=json.load(sys.stdin); assert len(d['counts']) == 4 and sum(map(sum, d['counts'])) > 0" && pass "activation counts" || fail "experts"
 api -X POST http://moed/admin/trace/start >/dev/null
@@ -305,7 +305,7 @@ api http://moed/v1/completions -d "$(req 8)" >/dev/null
 api -X POST http://moed/admin/trace/stop >/dev/null
 api http://moed/admin/trace >"$work/trace.jsonl"
 [[ $(wc -l <"$work/trace.jsonl") -gt 0 ]] && pass "trace recorded and downloaded ($(wc -l <"$work/trace.jsonl") lines)" || fail "trace"
-api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 6" && pass "simulate the recorded trace" || fail "admin simulate"
+api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 10 and {r['policy'] for r in d['results']} == {'lru', 'lfu', 'arc', 'tinylfu', 'belady'}" && pass "simulate the recorded trace" || fail "admin simulate"
 # Trace starts and downloads on several connections at once all answer (scripts/tsan.sh checks
 # that they share the recorded trace's path without a race).
 admins=()
@@ -341,7 +341,8 @@ ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB
   ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0" &&
   pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
-ctl cache set --policy lru >/dev/null
+ctl --json cache set --policy arc | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'arc'" && pass "moectl cache set --policy arc" || fail "cache set arc"
+ctl cache set --policy tinylfu >/dev/null
 ctl cache set --gpu 8GiB 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "no GPU tier" "$work/err" && pass "moectl cache set --gpu: a CPU-only daemon says so" || fail "cache set --gpu: $(cat "$work/err")"
 ctl cache pin 2:1 | grep -q "L2:E1 pinned" && pass "moectl cache pin" || fail "cache pin"
 ctl cache pin 2 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "LAYER:EXPERT" "$work/err" && pass "moectl: bad block is named" || fail "cache pin bad"

@@ -13,7 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const auto events = moed::memtier::parse_trace(in, "trace.jsonl");
     static const std::array<std::uint64_t, 3> budgets = {0, 1, 3};
-    static const std::array<std::string, 3> policies = {"lru", "lfu", "belady"};
+    static const std::array<std::string, 5> policies = {"lru", "lfu", "arc", "tinylfu", "belady"};
     (void)moed::memtier::simulate(events, budgets, policies);
   } catch (const std::runtime_error&) {
   }

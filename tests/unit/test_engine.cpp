@@ -568,7 +568,8 @@ TEST(Engine, ComputesWithTheConfiguredThreadsOnAnyThread) {
   }
 }
 
-TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
+TEST(EngineMemtier, SimulatedHitsEqualTheHostTiersOnTheSameTraceForEveryPolicy) {
+  EXPECT_EQ(EngineOptions{}.policy, memtier::kDefaultPolicy);
   const auto trace_path = fs::temp_directory_path() /
                           ("moed-test-engine-trace-" + std::to_string(::getpid()) + ".jsonl");
   // Learn the fixed part of the budget, then give the experts room for exactly `blocks` blocks.
@@ -576,29 +577,32 @@ TEST(EngineMemtier, SimulatedLruHitsEqualTheHostTierOnTheSameTrace) {
       Engine(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, false))
           .memory_stats()
           .fixed_bytes;
-  for (const std::uint64_t blocks : {3u, 8u, 20u}) {
-    Engine probe(kModels / "tiny-f32", {});
-    // The KV cache generate() grows (one step of positions) counts in the budget too.
-    const std::uint64_t budget =
-        fixed + blocks * probe.expert_block_bytes() + probe.kv_bytes(KvCache::kGrowthPositions);
-    Engine engine(kModels / "tiny-f32",
-                  budget_options(0, budget, memtier::ReaderKind::io_uring, false));
-    engine.record_trace(trace_path);
-    const auto generated =
-        engine.generate(std::vector<std::int32_t>{1}, 40, {0.9f, 0, 1.0f, 3}, nullptr);
-    engine.record_trace(std::nullopt);
-    const auto host = engine.memory_stats().host;
-    const auto events = memtier::read_trace(trace_path);
-    // One line per token per layer: the prompt and every generated token but the last one
-    // were run through the model.
-    EXPECT_EQ(events.size(), generated.size() * 4u);
-    const std::uint64_t budgets[] = {blocks};
-    const std::string policies[] = {"lru", "belady"};
-    const auto results = memtier::simulate(events, budgets, policies);
-    EXPECT_EQ(results[0].requests, host.hits + host.misses) << blocks;
-    EXPECT_EQ(results[0].hits, host.hits) << blocks;
-    EXPECT_GE(results[1].hits, results[0].hits);
-  }
+  Engine probe(kModels / "tiny-f32", {});
+  for (const auto& policy : memtier::policy_names())
+    for (const std::uint64_t blocks : {3u, 8u, 20u}) {
+      // The KV cache generate() grows (one step of positions) counts in the budget too.
+      const std::uint64_t budget =
+          fixed + blocks * probe.expert_block_bytes() + probe.kv_bytes(KvCache::kGrowthPositions);
+      auto options = budget_options(0, budget, memtier::ReaderKind::io_uring, false);
+      options.policy = policy;
+      Engine engine(kModels / "tiny-f32", options);
+      engine.record_trace(trace_path);
+      const auto generated =
+          engine.generate(std::vector<std::int32_t>{1}, 40, {0.9f, 0, 1.0f, 3}, nullptr);
+      engine.record_trace(std::nullopt);
+      const auto host = engine.memory_stats().host;
+      EXPECT_EQ(host.policy, policy);
+      const auto events = memtier::read_trace(trace_path);
+      // One line per token per layer: the prompt and every generated token but the last one
+      // were run through the model.
+      EXPECT_EQ(events.size(), generated.size() * 4u);
+      const std::uint64_t budgets[] = {blocks};
+      const std::string policies[] = {policy, "belady"};
+      const auto results = memtier::simulate(events, budgets, policies);
+      EXPECT_EQ(results[0].requests, host.hits + host.misses) << policy << " " << blocks;
+      EXPECT_EQ(results[0].hits, host.hits) << policy << " " << blocks;
+      EXPECT_GE(results[1].hits, results[0].hits);
+    }
   fs::remove(trace_path);
 }
 

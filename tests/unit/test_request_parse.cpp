@@ -66,4 +66,20 @@ TEST(RequestParse, DeeplyNestedBodiesAreRejectedWhenParsed) {
   EXPECT_THROW((void)parse_body(R"({"tools": [)" + deepest + "]}"), RequestError);
 }
 
+TEST(RequestParse, CacheSettingsAcceptEveryPolicyAndNameABadOne) {
+  for (const char* policy : {"lru", "lfu", "arc", "tinylfu"})
+    EXPECT_EQ(
+        parse_cache_settings(parse_body(std::string(R"({"policy": ")") + policy + "\"}")).policy,
+        policy);
+  try {
+    (void)parse_cache_settings(parse_body(R"({"policy": "mru"})"));
+    ADD_FAILURE() << "accepted mru";
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.field(), "policy");
+    EXPECT_NE(std::string(e.what()).find("'mru' is not one of lru, lfu, arc, tinylfu"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace

@@ -2,12 +2,14 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <stdexcept>
 
 #include "moed/engine/engine.hpp"
 #include "moed/memtier/byte_size.hpp"
+#include "moed/memtier/policy.hpp"
 
 namespace moed::server {
 namespace {
@@ -161,8 +163,9 @@ Config Config::from_file(const std::filesystem::path& path) {
 }
 
 void Config::validate() const {
-  if (policy != "lru" && policy != "lfu")
-    throw std::runtime_error("memory.policy: '" + policy + "' is not one of lru, lfu");
+  if (std::ranges::find(memtier::policy_names(), policy) == memtier::policy_names().end())
+    throw std::runtime_error("memory.policy: '" + policy + "' is not one of " +
+                             memtier::policy_list());
   if (reader != "io_uring" && reader != "pread")
     throw std::runtime_error("memory.reader: '" + reader + "' is not one of io_uring, pread");
   try {

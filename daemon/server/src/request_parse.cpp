@@ -1,7 +1,10 @@
 #include "moed/server/request_parse.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+
+#include "moed/memtier/policy.hpp"
 
 namespace moed::server {
 namespace {
@@ -223,10 +226,12 @@ CacheSettings parse_cache_settings(const Body& body) {
     settings.host_budget = body["host_budget"].get<std::string>();
   }
   if (body.contains("policy")) {
-    if (!body["policy"].is_string()) bad_field("policy", "expected \"lru\" or \"lfu\"");
+    if (!body["policy"].is_string())
+      bad_field("policy", "expected one of " + memtier::policy_list());
     settings.policy = body["policy"].get<std::string>();
-    if (settings.policy != "lru" && settings.policy != "lfu")
-      bad_field("policy", "'" + settings.policy + "' is not one of lru, lfu");
+    if (std::ranges::find(memtier::policy_names(), settings.policy) ==
+        memtier::policy_names().end())
+      bad_field("policy", "'" + settings.policy + "' is not one of " + memtier::policy_list());
   }
   return settings;
 }

@@ -814,7 +814,8 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   if (path == "/admin/trace/simulate" && request.method() == http::verb::post) {
     const auto trace = recorded_trace();
     const std::vector<std::uint64_t> blocks = parse_simulate_blocks(body);
-    const std::vector<std::string> policies = {"lru", "lfu", "belady"};
+    std::vector<std::string> policies = memtier::policy_names();
+    policies.push_back("belady");
     const auto events = memtier::read_trace(trace);
     json results = json::array();
     for (const auto& r : memtier::simulate(events, blocks, policies))

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <vector>
@@ -32,8 +33,13 @@ class HostTier {
   Payload lookup(BlockId block);
   // Resident payload without counting (for scoring and tests).
   Payload peek(BlockId block) const;
-  // Makes room by eviction and keeps the payload; false when it cannot fit within the budget.
-  bool admit(BlockId block, Payload payload);
+  // Whether the policy's admission filter may turn a block away. A demand load after a miss
+  // asks it (the filter saw the miss); a prefetch or warm-up does not, as its block is about to
+  // be used and turning it away would only read it again.
+  enum class Admission { unconditional, filtered };
+  // Makes room by eviction and keeps the payload; false (a bypass) when it cannot fit within the
+  // budget or the filter prefers the victim.
+  bool admit(BlockId block, Payload payload, Admission admission = Admission::unconditional);
 
   void pin(BlockId block);
   void unpin(BlockId block);
@@ -48,8 +54,9 @@ class HostTier {
   Counters counters() const;
 
  private:
-  bool make_room(std::uint64_t bytes);  // with mutex_ held
-  void evict(BlockId block);            // with mutex_ held
+  // With mutex_ held. Each victim is first offered to the policy's filter against `incoming`.
+  bool make_room(std::uint64_t bytes, std::optional<BlockId> incoming = std::nullopt);
+  void evict(BlockId block);  // with mutex_ held
 
   mutable std::mutex mutex_;
   std::uint64_t budget_bytes_;

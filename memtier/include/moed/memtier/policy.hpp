@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "moed/memtier/block.hpp"
 
@@ -25,6 +26,11 @@ class EvictionPolicy {
   virtual void on_access(BlockId block) = 0;
   virtual void on_erase(BlockId block) = 0;
   virtual std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) = 0;
+  // A request found `block` not resident; it will be loaded and offered to admits().
+  virtual void on_miss(BlockId /*block*/) {}
+  // Whether a block loaded after a miss may displace `victim`. When it may not, the tier serves
+  // that one use from the loaded bytes and keeps `victim`: an admission filter.
+  virtual bool admits(BlockId /*incoming*/, BlockId /*victim*/) const { return true; }
 };
 
 // Least recently used: a hit or an insert makes the block the most recent.
@@ -64,7 +70,85 @@ class LfuDecayPolicy final : public EvictionPolicy {
   std::unordered_map<BlockId, Entry, BlockIdHash> entries_;
 };
 
-// "lru" or "lfu"; throws std::invalid_argument naming the value otherwise.
+// Blocks in recency order, most recent first, with O(1) lookup: a building block of ARC's lists.
+class RecencyList {
+ public:
+  bool contains(BlockId block) const { return where_.contains(block); }
+  std::size_t size() const { return order_.size(); }
+  bool empty() const { return order_.empty(); }
+  void push_most_recent(BlockId block);
+  bool erase(BlockId block);  // false when absent
+  // The least recent block `evictable` accepts.
+  std::optional<BlockId> least_recent(const std::function<bool(BlockId)>& evictable) const;
+  void drop_least_recent();
+  const std::list<BlockId>& most_recent_first() const { return order_; }
+
+ private:
+  std::list<BlockId> order_;  // front: most recent
+  std::unordered_map<BlockId, std::list<BlockId>::iterator, BlockIdHash> where_;
+};
+
+// Adaptive Replacement Cache (Megiddo & Modha, FAST 2003). T1 holds blocks requested once since
+// they were loaded, T2 blocks requested again; the ghost lists B1 and B2 remember the blocks each
+// lately evicted. A miss on a ghost moves the target size p of T1 toward the list that would
+// have kept the block. The tier budgets bytes, not blocks, so the capacity c the ghost lists are
+// bounded by is the number of resident blocks when the tier last needed room.
+class ArcPolicy final : public EvictionPolicy {
+ public:
+  std::string_view name() const override { return "arc"; }
+  void on_insert(BlockId block) override;
+  void on_access(BlockId block) override;
+  void on_erase(BlockId block) override;
+  void on_miss(BlockId block) override;
+  std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) override;
+
+  double target_recent() const { return target_recent_; }  // p
+  bool remembers(BlockId block) const { return b1_.contains(block) || b2_.contains(block); }
+
+ private:
+  void trim_ghosts();
+  RecencyList t1_, t2_, b1_, b2_;
+  double target_recent_ = 0;
+  std::size_t capacity_ = 0;
+  bool missed_in_b2_ = false;  // the pending miss hit B2: ARC's tie rule then prefers T1
+};
+
+// TinyLFU admission (Einziger, Friedman & Manes, ACM ToS 2017) in front of least-frequent
+// eviction. Every request, hit or miss, counts for its block; a missed block is admitted only
+// when it has been requested more often than the victim, the resident block with the fewest
+// requests (the least recent among equals). Under cyclic layer-by-layer routing with a cache
+// smaller than one token's experts, LRU evicts every block before its next use; this keeps the
+// experts each layer routes to most and lets the rest pass through. All counts halve each time
+// `halving_multiple` requests per block seen have been counted, so shifting popularity is
+// followed. Counts are exact rather than a count-min sketch: blocks number in the thousands.
+class TinyLfuPolicy final : public EvictionPolicy {
+ public:
+  explicit TinyLfuPolicy(std::uint32_t halving_multiple = 8);
+  std::string_view name() const override { return "tinylfu"; }
+  void on_insert(BlockId block) override;
+  void on_access(BlockId block) override;
+  void on_erase(BlockId block) override;
+  void on_miss(BlockId block) override;
+  std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) override;
+  bool admits(BlockId incoming, BlockId victim) const override;
+
+  std::uint32_t frequency(BlockId block) const;
+
+ private:
+  void count(BlockId block);
+  std::uint32_t halving_multiple_;
+  std::uint64_t counted_since_halving_ = 0;
+  std::unordered_map<BlockId, std::uint32_t, BlockIdHash> counts_;
+  RecencyList resident_;
+};
+
+// The names make_policy accepts, and the one the daemon uses unless told otherwise.
+const std::vector<std::string>& policy_names();
+inline constexpr std::string_view kDefaultPolicy = "tinylfu";
+// "lru, lfu, ...": for help texts and error messages.
+std::string policy_list();
+
+// One of policy_names(); throws std::invalid_argument naming the value otherwise.
 std::unique_ptr<EvictionPolicy> make_policy(std::string_view name);
 
 }  // namespace moed::memtier

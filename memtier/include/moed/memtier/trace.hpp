@@ -39,7 +39,7 @@ class TraceWriter {
 };
 
 struct SimulationResult {
-  std::string policy;  // "lru", "lfu" or "belady"
+  std::string policy;  // one of policy_names(), or "belady"
   std::uint64_t budget_blocks = 0;
   std::uint64_t hits = 0;
   std::uint64_t requests = 0;
@@ -48,8 +48,11 @@ struct SimulationResult {
 
 // Replays a trace through one cache of `budget` expert blocks (all layers together): lines in
 // file order, the experts of a line in listed order, each one request for one block; a miss
-// loads the block, evicting by the policy when full. "belady" evicts the resident block whose
-// next request lies farthest ahead (never again counts as farthest): the optimum.
+// loads the block and, when the cache is full, evicts the policy's victim unless the policy's
+// admission filter turns the block away (as HostTier::admit with Admission::filtered does).
+// "belady" drops, of the resident blocks and the incoming one, the one whose next request lies
+// farthest ahead (never again counts as farthest): the optimum for a cache that, like one with
+// an admission filter, may decline to keep a block.
 std::vector<SimulationResult> simulate(std::span<const RoutingEvent> trace,
                                        std::span<const std::uint64_t> budgets,
                                        std::span<const std::string> policies);

@@ -35,10 +35,10 @@ struct HostBudget {
 };
 
 struct EngineOptions {
-  int threads = 0;                // compute threads; 0: one per physical core (hwloc)
-  HostBudget host_budget;         // host RAM for weights; default: everything resident
-  std::string policy = "lru";     // eviction policy of the host tier: lru, lfu
-  memtier::ReaderOptions reader;  // disk tier: io_uring (or pread), queue depth, chunk
+  int threads = 0;                 // compute threads; 0: one per physical core (hwloc)
+  HostBudget host_budget;          // host RAM for weights; default: everything resident
+  std::string policy = "tinylfu";  // the host tier's: memtier::kDefaultPolicy
+  memtier::ReaderOptions reader;   // disk tier: io_uring (or pread), queue depth, chunk
   // Builds the disk tier's reader over the model files; default memtier::make_reader. Tests
   // pass a fault-injecting one.
   std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)>

@@ -16,7 +16,7 @@ struct Config {
   std::uint32_t socket_mode = 0660;            // listen.socket_mode (octal string in YAML)
   std::string tcp;                             // listen.tcp: "127.0.0.1:8080"; "" for none
   std::string host_budget;                     // memory.host_budget: "" (all), "24GiB", "25%"
-  std::string policy = "lru";                  // memory.policy
+  std::string policy = "tinylfu";              // memory.policy: memtier::kDefaultPolicy
   std::string reader = "io_uring";             // memory.reader
   std::uint32_t queue_depth = 64;              // memory.queue_depth
   bool prefetch = true;                        // memory.prefetch
