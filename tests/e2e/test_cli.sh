@@ -5,9 +5,7 @@ set -uo pipefail
 moed=$1 models=$2 golden=$3 moectl=$4
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0 passed=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() { failures=$((failures + 1)); echo "FAIL $1"; }
+source "$(dirname "$0")/checks.sh"
 
 tokens=$(cat "$golden/prompt-tokens.txt")
 for model in tiny-f32 tiny-bf16; do
@@ -81,15 +79,6 @@ printf '{"layer": 1, "experts": [2]}\nnot json\n' >"$work/bad.jsonl"
 "$moectl" trace simulate "$work/trace.jsonl" --policies lru,mru >/dev/null 2>"$work/err"
 [[ $? -eq 1 ]] && grep -q "'mru' is not one of lru, lfu, arc, tinylfu, belady" "$work/err" && pass "bad simulate policy is named" || fail "bad simulate policy: $(cat "$work/err")"
 
-# expect_error NAME PATTERN CMD...: exit status 1 and PATTERN in stderr.
-expect_error() {
-  local name=$1 pattern=$2
-  shift 2
-  "$@" >/dev/null 2>"$work/err"
-  local rc=$?
-  if [[ $rc -eq 1 ]] && grep -q -- "$pattern" "$work/err"; then pass "$name"
-  else fail "$name (rc=$rc)"; cat "$work/err"; fi
-}
 cp -r "$models/tiny-f32" "$work/notok" && rm "$work/notok/tokenizer.json"
 expect_error "missing tokenizer" "tokenizer.json" "$moed" generate --model "$work/notok" --prompt x -n 1
 cp -r "$models/tiny-f32" "$work/trunc" && truncate -s 1000000 "$work/trunc/model.safetensors"
@@ -104,5 +93,4 @@ expect_error "daemon: missing model directory" "/nonexistent: no such directory"
 expect_error "daemon: model path that is a file" "config.json: not a directory" "$moed" --model "$models/tiny-f32/config.json" --socket "$work/never.sock"
 "$moed" --help | grep -q "logits" && pass "--help lists the commands" || fail "--help"
 
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish

@@ -13,9 +13,7 @@ pid=""
 cleanup() { [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null; [[ -n ${MOED_KEEP:-} ]] || rm -rf "$work"; }
 trap cleanup EXIT
 # keep the work dir on failure for inspection: MOED_KEEP=1
-failures=0 passed=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() { failures=$((failures + 1)); echo "FAIL $1"; }
+source "$(dirname "$0")/checks.sh"
 py() { /usr/bin/python3 -c "$@"; }
 api() { curl -s --max-time 30 --unix-socket "$sock" "$@"; }
 status_of() { curl -s -o "$work/body" -w '%{http_code}' --max-time 30 --unix-socket "$sock" "$@"; }
@@ -452,5 +450,4 @@ if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify "$work/moed.service" "$work/moed.socket" 2>"$work/verify.log" && pass "systemd-analyze verify" || { fail "systemd-analyze verify"; cat "$work/verify.log"; }
 fi
 
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish

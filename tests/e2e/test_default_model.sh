@@ -7,9 +7,7 @@ set -uo pipefail
 moed=$1 model=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0 passed=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() { failures=$((failures + 1)); echo "FAIL $1"; }
+source "$(dirname "$0")/checks.sh"
 
 context=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["context"])' "$model/eval.json")
 if [[ -n ${MOED_SANITIZED:-} ]]; then
@@ -58,14 +56,6 @@ english "$work/greedy.txt" && pass "greedy continuation is English" || { fail "g
   --top-p 0.95 --seed 7 >"$work/sampled.txt" 2>/dev/null
 english "$work/sampled.txt" && pass "sampled continuation is English" || { fail "sampled continuation"; cat "$work/sampled.txt"; }
 
-expect_error() {
-  local name=$1 pattern=$2
-  shift 2
-  "$@" >/dev/null 2>"$work/err"
-  local rc=$?
-  if [[ $rc -eq 1 ]] && grep -q -- "$pattern" "$work/err"; then pass "$name"
-  else fail "$name (rc=$rc)"; cat "$work/err"; fi
-}
 expect_error "perplexity: missing file named" "cannot read '$work/none.txt'" \
   "$moed" perplexity --model "$model" --file "$work/none.txt"
 printf 'A' >"$work/one.txt"
@@ -76,5 +66,4 @@ expect_error "perplexity: context below 2" "\-\-context: 1 is not in" \
 expect_error "perplexity: context past max_position_embeddings" "max_position_embeddings" \
   "$moed" perplexity --model "$model" --file "$work/part.txt" --context 100000
 
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish
