@@ -18,6 +18,7 @@
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/reader.hpp"
+#include "moed/model/model_spec.hpp"
 #include "moed/model/tokenizer.hpp"
 
 namespace moed::cli {
@@ -367,26 +368,38 @@ int run_bench(const BenchArgs& args) {
 }
 
 int run_perplexity(const PerplexityArgs& args) {
+  // The window is checked against the model's config before the weights load.
+  const auto config = model::ModelSpec::from_config(args.model_dir);
+  const std::int64_t context =
+      args.context > 0 ? args.context : std::min<std::int64_t>(512, config.max_position_embeddings);
+  if (context < 2 || context > config.max_position_embeddings)
+    throw std::invalid_argument("--context: " + std::to_string(context) + " is not in [2, " +
+                                std::to_string(config.max_position_embeddings) +
+                                "], the model's max_position_embeddings");
   std::ifstream in(args.file, std::ios::binary);
   if (!in) throw std::invalid_argument("--file: cannot read '" + args.file + "'");
   std::ostringstream text;
   text << in.rdbuf();
   const auto tokenizer = model::Tokenizer::from_model_dir(args.model_dir);
-  const auto tokens = tokenizer.encode(text.str(), false);
+  std::vector<std::int32_t> tokens;
+  try {
+    tokens = tokenizer.encode(text.str(), false);
+  } catch (const model::UnencodableText& e) {
+    throw std::invalid_argument("--file: '" + args.file + "': " + e.what());
+  }
   if (tokens.size() < 2)
     throw std::invalid_argument("--file: '" + args.file + "' has " + std::to_string(tokens.size()) +
                                 " tokens; perplexity needs at least 2");
   auto engine = make_engine(args);
   const auto& spec = engine->spec();
-  if (args.context < 2 || args.context > spec.max_position_embeddings)
-    throw std::invalid_argument("--context: " + std::to_string(args.context) + " is not in [2, " +
-                                std::to_string(spec.max_position_embeddings) +
-                                "], the model's max_position_embeddings");
 
   // Non-overlapping windows of `context` tokens, each run from an empty cache; every token but a
-  // window's first is scored given the tokens before it in its window.
+  // window's first is scored given the tokens before it in its window. A window runs in chunks
+  // of kPerplexityChunk rows through its cache, so the logits held at once stay bounded
+  // (rows x vocab floats) whatever the context.
+  constexpr std::int64_t kPerplexityChunk = 256;
   const auto total = static_cast<std::int64_t>(tokens.size());
-  const std::int64_t windows = (total + args.context - 1) / args.context;
+  const std::int64_t windows = (total + context - 1) / context;
   const auto vocab = static_cast<std::size_t>(spec.vocab_size);
   double nll_sum = 0.0;
   std::int64_t scored = 0;
@@ -394,20 +407,28 @@ int run_perplexity(const PerplexityArgs& args) {
   const auto start = Clock::now();
   auto last_report = start;
   for (std::int64_t w = 0; w < windows; ++w) {
-    const std::int64_t begin = w * args.context;
-    const std::int64_t length = std::min(args.context, total - begin);
-    if (length < 2) continue;
-    const std::span window(tokens.data() + begin, static_cast<std::size_t>(length));
-    auto cache = engine->new_cache(length);
-    engine->forward(window, cache, logits, true);
-    for (std::int64_t i = 0; i + 1 < length; ++i) {
-      const float* row = logits.data() + static_cast<std::size_t>(i) * vocab;
-      const double peak = *std::max_element(row, row + vocab);
-      double sum = 0.0;
-      for (std::size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - peak);
-      const auto target = static_cast<std::size_t>(window[static_cast<std::size_t>(i) + 1]);
-      nll_sum += peak + std::log(sum) - static_cast<double>(row[target]);
-      ++scored;
+    const std::int64_t begin = w * context;
+    const std::int64_t length = std::min(context, total - begin);
+    if (length >= 2) {
+      const std::span window(tokens.data() + begin, static_cast<std::size_t>(length));
+      auto cache = engine->new_cache(length);
+      for (std::int64_t chunk = 0; chunk < length; chunk += kPerplexityChunk) {
+        const std::int64_t rows = std::min(kPerplexityChunk, length - chunk);
+        engine->forward(
+            window.subspan(static_cast<std::size_t>(chunk), static_cast<std::size_t>(rows)), cache,
+            logits, true);
+        for (std::int64_t r = 0; r < rows && chunk + r + 1 < length; ++r) {
+          const float* row = logits.data() + static_cast<std::size_t>(r) * vocab;
+          const double peak = *std::max_element(row, row + vocab);
+          double sum = 0.0;
+          for (std::size_t v = 0; v < vocab; ++v)
+            sum += std::exp(static_cast<double>(row[v]) - peak);
+          const auto target =
+              static_cast<std::size_t>(window[static_cast<std::size_t>(chunk + r + 1)]);
+          nll_sum += peak + std::log(sum) - static_cast<double>(row[target]);
+          ++scored;
+        }
+      }
     }
     if (seconds_since(last_report) >= 2.0 || w + 1 == windows) {
       last_report = Clock::now();
@@ -421,16 +442,18 @@ int run_perplexity(const PerplexityArgs& args) {
   }
   const double mean_nll = nll_sum / static_cast<double>(scored);
   if (args.json) {
-    nlohmann::json report = {{"file", args.file},    {"context", args.context},
+    nlohmann::json report = {{"file", args.file},    {"context", context},
                              {"tokens", total},      {"scored", scored},
                              {"mean_nll", mean_nll}, {"perplexity", std::exp(mean_nll)},
                              {"windows", windows}};
-    std::printf("%s\n", report.dump(1).c_str());
+    // A file name need not be UTF-8; its invalid bytes print as U+FFFD.
+    std::printf("%s\n",
+                report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("file        %s\n", args.file.c_str());
     std::printf("tokens      %lld in %lld windows of up to %lld (%lld scored)\n",
                 static_cast<long long>(total), static_cast<long long>(windows),
-                static_cast<long long>(args.context), static_cast<long long>(scored));
+                static_cast<long long>(context), static_cast<long long>(scored));
     std::printf("mean NLL    %.6f nats/token\n", mean_nll);
     std::printf("perplexity  %.4f\n", std::exp(mean_nll));
   }

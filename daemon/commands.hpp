@@ -51,7 +51,7 @@ struct BenchArgs : ModelArgs {
 
 struct PerplexityArgs : ModelArgs {
   std::string file;
-  std::int64_t context = 512;
+  std::int64_t context = 0;  // 0: 512, or max_position_embeddings when smaller
   bool json = false;
 };
 

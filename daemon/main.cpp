@@ -127,8 +127,9 @@ int main(int argc, char** argv) {
       "window's first scored given the ones before it (the text is encoded without BOS)");
   add_model(perplexity_cmd, perplexity);
   perplexity_cmd->add_option("--file", perplexity.file, "UTF-8 text file")->required();
-  perplexity_cmd->add_option("--context", perplexity.context,
-                             "window length in tokens (default 512)");
+  perplexity_cmd->add_option(
+      "--context", perplexity.context,
+      "window length in tokens (default 512, or the model's max_position_embeddings when smaller)");
   perplexity_cmd->add_flag("--json", perplexity.json, "print the result as JSON");
 
   CLI11_PARSE(app, argc, argv);

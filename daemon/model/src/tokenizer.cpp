@@ -415,6 +415,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
       } else if (kind == "Digits") {
         step.kind = PreTokenizerStep::Kind::digits;
         step.individual_digits = p.value("individual_digits", false);
+        // tokenizers splits on char::is_numeric: Unicode Nd, Nl and No, one character a match.
+        step.regex = std::make_shared<const UnicodeRegex>("\\p{N}");
       } else {
         fail(origin, where, "type '" + kind + "' is not supported");
       }
@@ -657,7 +659,7 @@ std::vector<std::string> Tokenizer::pre_tokenize_segment(std::string_view segmen
           const bool prepend =
               metaspace_prepend_ == PrependScheme::always ||
               (metaspace_prepend_ == PrependScheme::first && first_segment && index == 0);
-          if (prepend && !piece.starts_with(metaspace_replacement_))
+          if (prepend && !piece.empty() && !piece.starts_with(metaspace_replacement_))
             piece = metaspace_replacement_ + piece;
           if (!metaspace_split_) {
             next.push_back(std::move(piece));
@@ -673,7 +675,8 @@ std::vector<std::string> Tokenizer::pre_tokenize_segment(std::string_view segmen
           break;
         }
         case PreTokenizerStep::Kind::byte_level: {
-          if (step.add_prefix_space && !piece.starts_with(' ')) piece = " " + piece;
+          if (step.add_prefix_space && !piece.empty() && !piece.starts_with(' '))
+            piece = " " + piece;
           std::vector<std::string> words =
               step.regex ? split_by_matches(piece, step.regex->find_all(piece),
                                             SplitBehavior::isolated, false)
@@ -690,17 +693,13 @@ std::vector<std::string> Tokenizer::pre_tokenize_segment(std::string_view segmen
                split_by_matches(piece, step.regex->find_all(piece), step.behavior, step.invert))
             next.push_back(std::move(part));
           break;
-        case PreTokenizerStep::Kind::digits: {
-          std::vector<std::pair<std::size_t, std::size_t>> digits;
-          for (std::size_t i = 0; i < piece.size(); ++i)
-            if (piece[i] >= '0' && piece[i] <= '9') digits.emplace_back(i, i + 1);
+        case PreTokenizerStep::Kind::digits:
           for (auto& part : split_by_matches(
-                   piece, digits,
+                   piece, step.regex->find_all(piece),
                    step.individual_digits ? SplitBehavior::isolated : SplitBehavior::contiguous,
                    false))
             next.push_back(std::move(part));
           break;
-        }
       }
     }
     pieces = std::move(next);

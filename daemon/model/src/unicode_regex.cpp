@@ -5,7 +5,10 @@
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
 
+#include <limits>
 #include <stdexcept>
+
+#include "moed/model/tokenizer.hpp"
 
 namespace moed::model {
 
@@ -38,16 +41,19 @@ std::vector<std::pair<std::size_t, std::size_t>> UnicodeRegex::find_all(
   std::vector<std::pair<std::size_t, std::size_t>> matches;
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(
       pcre2_match_data_create_from_pattern(compiled_->code, nullptr), &pcre2_match_data_free);
+  if (text.empty()) return matches;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   std::size_t at = 0;
   while (at <= text.size()) {
     const int rc = pcre2_match(compiled_->code, subject, text.size(), at, 0, data.get(), nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
+      // A match or backtracking limit: this text is too much for the pattern, the text's fault.
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(rc, message, sizeof message);
-      throw std::runtime_error("regex '" + pattern_ +
-                               "': " + reinterpret_cast<const char*>(message));
+      throw UnencodableText("tokenizer: split regex '" + pattern_ + "' gave up at byte " +
+                            std::to_string(at) +
+                            " of the text: " + reinterpret_cast<const char*>(message));
     }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
     const std::size_t begin = ovector[0], end = ovector[1];
@@ -82,6 +88,9 @@ std::string normalize_unicode(std::string_view text, NormalizationForm form) {
   }
   if (U_FAILURE(status))
     throw std::runtime_error("ICU normalizer unavailable: " + std::string(u_errorName(status)));
+  if (text.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw UnencodableText("tokenizer: a text of " + std::to_string(text.size()) +
+                          " bytes is too long for the Unicode normalizer (2 GiB at most)");
   const auto source = icu::UnicodeString::fromUTF8(
       icu::StringPiece(text.data(), static_cast<std::int32_t>(text.size())));
   const icu::UnicodeString normalized = normalizer->normalize(source, status);

@@ -82,7 +82,7 @@ class Tokenizer {
   struct PreTokenizerStep {
     enum class Kind { metaspace, byte_level, split, digits } kind;
     std::shared_ptr<const UnicodeRegex> regex;  // split (a String pattern is escaped into one);
-                                                // byte_level with use_regex: GPT-2's
+                                                // byte_level with use_regex: GPT-2's; digits: \p{N}
     SplitBehavior behavior = SplitBehavior::isolated;
     bool invert = false;
     bool add_prefix_space = false;   // byte_level
