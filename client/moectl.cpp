@@ -248,6 +248,11 @@ void cache_table(const json& c) {
       lookups > 0 ? 100.0 * h["hits"].get<double>() / lookups : 0.0,
       static_cast<unsigned long long>(h["evictions"].get<std::uint64_t>()),
       h["policy"].get<std::string>().c_str());
+  if (h.value("bypasses", std::uint64_t{0}) > 0)
+    std::printf("       %llu loads used once and not kept, %llu of them refused by the %s filter\n",
+                static_cast<unsigned long long>(h["bypasses"].get<std::uint64_t>()),
+                static_cast<unsigned long long>(h.value("refusals", std::uint64_t{0})),
+                h["policy"].get<std::string>().c_str());
   if (c.contains("kv")) {
     const auto& kv = c["kv"];
     const auto limit = kv["limit_bytes"].get<std::uint64_t>();

@@ -36,17 +36,18 @@ void HostTier::evict(BlockId block) {
   ++counters_.evictions;
 }
 
-bool HostTier::make_room(std::uint64_t bytes, std::optional<BlockId> incoming) {
+HostTier::Room HostTier::make_room(std::uint64_t bytes, std::optional<BlockId> incoming) {
   auto evictable = [&](BlockId id) {
     // use_count 1: only this tier holds it, so dropping it frees the memory now.
     return !pins_.contains(id) && blocks_.at(id).use_count() == 1;
   };
   while (used_bytes_ + bytes > budget_bytes_) {
     const auto victim = policy_->victim(evictable);
-    if (!victim || (incoming && !policy_->admits(*incoming, *victim))) return false;
+    if (!victim) return Room::none;
+    if (incoming && !policy_->admits(*incoming, *victim)) return Room::refused;
     evict(*victim);
   }
-  return true;
+  return Room::made;
 }
 
 bool HostTier::admit(BlockId block, Payload payload, Admission admission) {
@@ -57,8 +58,10 @@ bool HostTier::admit(BlockId block, Payload payload, Admission admission) {
   const std::uint64_t bytes = payload->bytes();
   const auto incoming =
       admission == Admission::filtered ? std::optional<BlockId>(block) : std::nullopt;
-  if (bytes > budget_bytes_ || !make_room(bytes, incoming)) {
+  const Room room = bytes > budget_bytes_ ? Room::none : make_room(bytes, incoming);
+  if (room != Room::made) {
     ++counters_.bypasses;
+    if (room == Room::refused) ++counters_.refusals;
     return false;
   }
   blocks_.emplace(block, std::move(payload));

@@ -283,7 +283,8 @@ for line in sys.stdin.read().splitlines():
     float(m.group(3)); names.add(m.group(1))
 for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions', 'moed_host_hit_ratio',
           'moed_disk_read_bytes_total', 'moed_disk_staging_bytes', 'moed_host_used_bytes', 'moed_prefetch_accuracy',
-          'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes'):
+          'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes', 'moed_host_bypasses_total',
+          'moed_host_admission_refusals_total'):
     assert n in names, n
 " && pass "metrics parse" || fail "metrics"
 

@@ -457,6 +457,7 @@ TEST(HostTier, AnAdmissionFilterRejectionIsABypassThatKeepsTheVictim) {
   EXPECT_FALSE(tier.admit(cold, loaded, HostTier::Admission::filtered));
   auto c = tier.counters();
   EXPECT_EQ(c.bypasses, 1u);
+  EXPECT_EQ(c.refusals, 1u);
   EXPECT_EQ(c.evictions, 0u);
   EXPECT_EQ(c.used_bytes, 100u);
   EXPECT_NE(tier.peek(hot), nullptr);
@@ -515,6 +516,7 @@ TEST(HostTier, HonoursTheBudgetPinsAndBlocksInUse) {
   EXPECT_NE(tier.peek(c), nullptr);
   EXPECT_FALSE(tier.admit(BlockId::routed(0, 5), payload(400)));  // larger than the budget
   EXPECT_EQ(tier.counters().bypasses, 1u);
+  EXPECT_EQ(tier.counters().refusals, 0u);  // no filter was asked
 
   tier.set_budget(100);  // shrinks to what pins and users allow
   const auto counters = tier.counters();

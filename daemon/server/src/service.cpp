@@ -619,6 +619,12 @@ void Service::metrics(ResponseWriter& writer) {
            static_cast<double>(mem.host.misses));
     metric("moed_host_evictions_total", "counter", "experts evicted from host RAM",
            static_cast<double>(mem.host.evictions));
+    metric("moed_host_bypasses_total", "counter",
+           "experts read from disk, used once and not kept (no room, or refused by the filter)",
+           static_cast<double>(mem.host.bypasses));
+    metric("moed_host_admission_refusals_total", "counter",
+           "bypasses where the policy's admission filter kept the resident victim",
+           static_cast<double>(mem.host.refusals));
     metric("moed_host_used_bytes", "gauge", "bytes of experts cached in host RAM",
            static_cast<double>(mem.host.used_bytes));
     metric("moed_host_budget_bytes", "gauge", "host RAM budget for weights (0: unlimited)",
@@ -719,6 +725,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"misses", mem.host.misses},
                   {"evictions", mem.host.evictions},
                   {"bypasses", mem.host.bypasses},
+                  {"refusals", mem.host.refusals},
                   {"policy", mem.host.policy}}},
                 {"disk",
                  {{"reader", mem.reader},

@@ -48,14 +48,17 @@ class HostTier {
 
   struct Counters {
     std::uint64_t hits = 0, misses = 0, evictions = 0, bypasses = 0;
+    std::uint64_t refusals = 0;  // bypasses where the admission filter kept the victim
     std::uint64_t used_bytes = 0, budget_bytes = 0, blocks = 0, pinned = 0;
     std::string policy;
   };
   Counters counters() const;
 
  private:
-  // With mutex_ held. Each victim is first offered to the policy's filter against `incoming`.
-  bool make_room(std::uint64_t bytes, std::optional<BlockId> incoming = std::nullopt);
+  enum class Room { made, none, refused };
+  // With mutex_ held. Each victim is first offered to the policy's filter against `incoming`:
+  // `none` when nothing evictable is left, `refused` when the filter prefers a victim.
+  Room make_room(std::uint64_t bytes, std::optional<BlockId> incoming = std::nullopt);
   void evict(BlockId block);  // with mutex_ held
 
   mutable std::mutex mutex_;
