@@ -227,19 +227,6 @@ std::string string_pattern(const json& node, const std::string& origin, const st
 
 }  // namespace
 
-std::vector<std::string_view> gpt2_split(std::string_view text) {
-  static const UnicodeRegex regex{std::string(kGpt2SplitPattern)};
-  std::vector<std::string_view> out;
-  std::size_t at = 0;
-  for (const auto& [begin, end] : regex.find_all(text)) {
-    if (begin > at) out.push_back(text.substr(at, begin - at));
-    out.push_back(text.substr(begin, end - begin));
-    at = end;
-  }
-  if (at < text.size()) out.push_back(text.substr(at));
-  return out;
-}
-
 Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& model_dir) {
   auto slurp = [](const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
@@ -355,14 +342,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
                                  n.at("content").get<std::string>()});
       } else if (kind == "Lowercase") {
         t.normalizer_.push_back({NormalizerStep::Kind::lowercase, "", ""});
-      } else if (kind == "NFC") {
-        t.normalizer_.push_back({NormalizerStep::Kind::nfc, "", ""});
-      } else if (kind == "NFD") {
-        t.normalizer_.push_back({NormalizerStep::Kind::nfd, "", ""});
-      } else if (kind == "NFKC") {
-        t.normalizer_.push_back({NormalizerStep::Kind::nfkc, "", ""});
-      } else if (kind == "NFKD") {
-        t.normalizer_.push_back({NormalizerStep::Kind::nfkd, "", ""});
+      } else if (kind == "NFC" || kind == "NFD" || kind == "NFKC" || kind == "NFKD") {
+        t.normalizer_.push_back({NormalizerStep::Kind::unicode, kind, ""});
       } else {
         fail(origin, "normalizer", "type '" + kind + "' is not supported");
       }
@@ -634,17 +615,8 @@ std::vector<std::string> Tokenizer::pre_tokenize_segment(std::string_view segmen
       case NormalizerStep::Kind::lowercase:
         for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         break;
-      case NormalizerStep::Kind::nfc:
-        text = normalize_unicode(text, NormalizationForm::nfc);
-        break;
-      case NormalizerStep::Kind::nfd:
-        text = normalize_unicode(text, NormalizationForm::nfd);
-        break;
-      case NormalizerStep::Kind::nfkc:
-        text = normalize_unicode(text, NormalizationForm::nfkc);
-        break;
-      case NormalizerStep::Kind::nfkd:
-        text = normalize_unicode(text, NormalizationForm::nfkd);
+      case NormalizerStep::Kind::unicode:
+        text = normalize_unicode(text, step.pattern);
         break;
     }
   }

@@ -69,23 +69,14 @@ std::vector<std::pair<std::size_t, std::size_t>> UnicodeRegex::find_all(
   return matches;
 }
 
-std::string normalize_unicode(std::string_view text, NormalizationForm form) {
+std::string normalize_unicode(std::string_view text, std::string_view form) {
+  // ICU names the data "nfc" (canonical) or "nfkc" (compatibility); D forms decompose it.
+  const bool compatibility = form.starts_with("NFK");
+  const bool decompose = form.ends_with("D");
   UErrorCode status = U_ZERO_ERROR;
-  const icu::Normalizer2* normalizer = nullptr;
-  switch (form) {
-    case NormalizationForm::nfc:
-      normalizer = icu::Normalizer2::getNFCInstance(status);
-      break;
-    case NormalizationForm::nfd:
-      normalizer = icu::Normalizer2::getNFDInstance(status);
-      break;
-    case NormalizationForm::nfkc:
-      normalizer = icu::Normalizer2::getNFKCInstance(status);
-      break;
-    case NormalizationForm::nfkd:
-      normalizer = icu::Normalizer2::getNFKDInstance(status);
-      break;
-  }
+  const icu::Normalizer2* normalizer =
+      icu::Normalizer2::getInstance(nullptr, compatibility ? "nfkc" : "nfc",
+                                    decompose ? UNORM2_DECOMPOSE : UNORM2_COMPOSE, status);
   if (U_FAILURE(status))
     throw std::runtime_error("ICU normalizer unavailable: " + std::string(u_errorName(status)));
   if (text.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))

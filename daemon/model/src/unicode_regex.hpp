@@ -32,9 +32,8 @@ class UnicodeRegex {
   std::unique_ptr<Compiled> compiled_;
 };
 
-// Unicode normalization forms (ICU), as tokenizer.json's NFC/NFD/NFKC/NFKD normalizers apply
-// them. Invalid UTF-8 is replaced by U+FFFD first, as ICU reads it.
-enum class NormalizationForm { nfc, nfd, nfkc, nfkd };
-std::string normalize_unicode(std::string_view text, NormalizationForm form);
+// A Unicode normalization form by its tokenizer.json name (NFC, NFD, NFKC or NFKD), applied by
+// ICU. Invalid UTF-8 is replaced by U+FFFD first, as ICU reads it.
+std::string normalize_unicode(std::string_view text, std::string_view form);
 
 }  // namespace moed::model

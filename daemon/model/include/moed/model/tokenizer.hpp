@@ -66,8 +66,8 @@ class Tokenizer {
     bool rstrip;
   };
   struct NormalizerStep {
-    enum class Kind { prepend, replace, lowercase, nfc, nfd, nfkc, nfkd } kind;
-    std::string pattern;  // replace: the string to find
+    enum class Kind { prepend, replace, lowercase, unicode } kind;
+    std::string pattern;  // replace: the string to find; unicode: the form (NFC, NFD, NFKC, NFKD)
     std::string content;  // prepend: the prefix; replace: the replacement
   };
   enum class PrependScheme { always, first, never };
@@ -130,9 +130,5 @@ class Tokenizer {
 // GPT-2's pre-tokenizer regex (tokenizers' ByteLevel with use_regex):
 inline constexpr std::string_view kGpt2SplitPattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-// Splits text as that regex does (Unicode letters and numbers, as PCRE2 knows them); bytes no
-// alternative matches (invalid UTF-8) come out as pieces of their own, so nothing is lost.
-std::vector<std::string_view> gpt2_split(std::string_view text);
 
 }  // namespace moed::model
