@@ -83,6 +83,20 @@ def bytes_to_unicode():
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
+def merge_pair(symbols, a, b):
+    """The symbols with every non-overlapping adjacent (a, b), left to right, merged into a + b."""
+    out = []
+    i = 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
 def train_bpe(words, base_vocab, vocab_size, rng, max_piece_chars=12):
     """Classic BPE training on word counts; then random merges of existing pieces fill the rest."""
     vocab = dict(base_vocab)
@@ -109,17 +123,7 @@ def train_bpe(words, base_vocab, vocab_size, rng, max_piece_chars=12):
         merges.append((a, b))
         vocab[a + b] = len(vocab)
         for w in counts:
-            s = splits[w]
-            out = []
-            i = 0
-            while i < len(s):
-                if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            splits[w] = out
+            splits[w] = merge_pair(splits[w], a, b)
     pieces = [p for p in vocab if len(p) >= 1 and all(ch.isalpha() or ch in "▁Ġ" for ch in p)]
     while len(vocab) < vocab_size:
         a = pieces[rng.integers(len(pieces))]

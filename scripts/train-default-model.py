@@ -92,6 +92,10 @@ def load_tiny_model_module():
     return module
 
 
+# Its byte map, BPE merge step and safetensors writer.
+TINY = load_tiny_model_module()
+
+
 def read_corpus():
     """{book name: text}, one verse per line, each chapter headed by 'Book N' and a blank line."""
     if shutil.which("bible") is None:
@@ -126,12 +130,12 @@ class ByteLevelBPE:
         self.vocab = vocab
         self.ranks = {pair: i for i, pair in enumerate(merges)}
         self.merges = merges
-        self.b2u = load_tiny_model_module().bytes_to_unicode()
+        self.b2u = TINY.bytes_to_unicode()
         self.cache = {}
 
     @staticmethod
     def train(texts, vocab_size):
-        b2u = load_tiny_model_module().bytes_to_unicode()
+        b2u = TINY.bytes_to_unicode()
         counts = {}
         for text in texts:
             for piece in GPT2_SPLIT.findall(text):
@@ -160,15 +164,7 @@ class ByteLevelBPE:
             vocab[merged] = len(vocab)
             for i in sorted(pair_words.pop(best, ())):
                 add_pairs(i, -1)
-                w, out, j = words[i], [], 0
-                while j < len(w):
-                    if j + 1 < len(w) and w[j] == best[0] and w[j + 1] == best[1]:
-                        out.append(merged)
-                        j += 2
-                    else:
-                        out.append(w[j])
-                        j += 1
-                words[i] = out
+                words[i] = TINY.merge_pair(words[i], *best)
                 add_pairs(i, 1)
             pair_count = {p: c for p, c in pair_count.items() if c > 0}
         vocab[EOS] = len(vocab)
@@ -183,16 +179,7 @@ class ByteLevelBPE:
             rank, _ = min(ranked)
             if rank == math.inf:
                 break
-            a, b = self.merges[rank]
-            out, j = [], 0
-            while j < len(w):
-                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
-                    out.append(a + b)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
-            w = out
+            w = TINY.merge_pair(w, *self.merges[rank])
         ids = [self.vocab[s] for s in w]
         self.cache[piece] = ids
         return ids
@@ -528,9 +515,8 @@ def main():
                 step, args.steps, mean_train, held, float(aux), lr, rate, eta / 60))
 
     log("writing the checkpoint to %s" % args.out)
-    tiny = load_tiny_model_module()
     tensors = model.hf_tensors()
-    writer = tiny.SafetensorsWriter(os.path.join(args.out, "model.safetensors"),
+    writer = TINY.SafetensorsWriter(os.path.join(args.out, "model.safetensors"),
                                     {k: v.shape for k, v in tensors.items()}, "BF16")
     for name in writer.order:
         writer.write(name, tensors[name])
