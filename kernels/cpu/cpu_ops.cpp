@@ -32,29 +32,39 @@ MOED_ISA_CLONES void rms_norm(const float* x, const float* weight, float* y, std
   }
 }
 
-void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
-                      const std::int64_t* positions, double theta) {
-  const std::int64_t half = head_dim / 2;
+void rope(float* x, const RopeShape& s, const std::int64_t* positions, const double* inv_freq,
+          double scale) {
+  const std::int64_t half = s.dim / 2;
+  // Element indices of pair i: (i, i + half) or (2i, 2i + 1).
+  const std::int64_t second = s.pairs == RopePairs::half ? half : 1;
+  const std::int64_t step = s.pairs == RopePairs::half ? 1 : 2;
   std::vector<float> cos_table(static_cast<std::size_t>(half));
   std::vector<float> sin_table(static_cast<std::size_t>(half));
-  for (std::int64_t r = 0; r < rows; ++r) {
+  for (std::int64_t r = 0; r < s.rows; ++r) {
     for (std::int64_t i = 0; i < half; ++i) {
-      const double inv_freq =
-          1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
-      const double angle = static_cast<double>(positions[r]) * inv_freq;
-      cos_table[i] = static_cast<float>(std::cos(angle));
-      sin_table[i] = static_cast<float>(std::sin(angle));
+      const double angle = static_cast<double>(positions[r]) * inv_freq[i];
+      cos_table[i] = static_cast<float>(std::cos(angle) * scale);
+      sin_table[i] = static_cast<float>(std::sin(angle) * scale);
     }
-    for (std::int64_t h = 0; h < heads; ++h) {
-      float* v = x + (r * heads + h) * head_dim;
+    for (std::int64_t h = 0; h < s.heads; ++h) {
+      float* v = x + (r * s.heads + h) * s.stride + s.offset;
       for (std::int64_t i = 0; i < half; ++i) {
-        const float a = v[i];
-        const float b = v[i + half];
-        v[i] = a * cos_table[i] - b * sin_table[i];
-        v[i + half] = b * cos_table[i] + a * sin_table[i];
+        float* first = v + i * step;
+        const float a = first[0];
+        const float b = first[second];
+        first[0] = a * cos_table[i] - b * sin_table[i];
+        first[second] = b * cos_table[i] + a * sin_table[i];
       }
     }
   }
+}
+
+void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
+                      const std::int64_t* positions, double theta) {
+  std::vector<double> inv_freq(static_cast<std::size_t>(head_dim / 2));
+  for (std::size_t i = 0; i < inv_freq.size(); ++i)
+    inv_freq[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+  rope(x, {rows, heads, head_dim, 0, head_dim, RopePairs::half}, positions, inv_freq.data(), 1.0);
 }
 
 MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows,
@@ -98,7 +108,8 @@ template <typename Element>
                                                   const Element* v, float* out,
                                                   const AttentionShape& s) {
   const std::int64_t group = s.heads / s.kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  const float scale =
+      s.scale > 0 ? static_cast<float>(s.scale) : 1.0f / std::sqrt(static_cast<float>(s.head_dim));
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<std::size_t>(s.first_position + s.n_query));

@@ -166,7 +166,7 @@ __global__ void attention_kernel(const float* q, const float* k, const float* v,
   const long long i = blockIdx.x / s.heads, h = blockIdx.x % s.heads;
   const long long group = s.heads / s.kv_heads;
   const long long visible = s.first_position + i + 1;
-  const float scale = rsqrtf(float(s.head_dim));
+  const float scale = s.scale > 0 ? float(s.scale) : rsqrtf(float(s.head_dim));
   const float* qv = q + (i * s.heads + h) * s.head_dim;
   const float* keys = k + (h / group) * s.capacity * s.head_dim;
   const float* values = v + (h / group) * s.capacity * s.head_dim;

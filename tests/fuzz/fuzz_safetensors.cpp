@@ -19,9 +19,10 @@ moed::model::ModelSpec tiny_spec() {
   spec.hidden_size = 4;
   spec.intermediate_size = 2;
   spec.num_layers = 1;
-  spec.num_heads = 2;
-  spec.num_kv_heads = 1;
-  spec.head_dim = 2;
+  spec.layers = {moed::model::LayerKinds{}};
+  spec.attention.heads = 2;
+  spec.attention.kv_heads = 1;
+  spec.attention.head_dim = 2;
   spec.num_experts = 1;
   spec.experts_per_token = 1;
   return spec;

@@ -452,7 +452,8 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
   int failed_requests = 0;
   for (const char* mode : {"error", "short"}) {
     for (int e = 0; e < 8; ++e) {
-      const auto& w1 = checkpoint.tensor(model::mixtral::expert_tensor(2, e, "w1"));
+      const auto& w1 =
+          checkpoint.tensor(model::expert_tensor(spec, 2, e, model::ExpertMatrix::gate));
       const std::int64_t aligned = static_cast<std::int64_t>(w1.file_offset / 4096 * 4096);
       (std::string(mode) == "error" ? faulty->fail_at : faulty->short_at) = aligned;
       auto cache = engine.new_cache();
@@ -487,7 +488,7 @@ TEST(EngineMemtier, AFailedDenseSectionReadIsReadAgainByTheNextRequest) {
   ASSERT_TRUE(engine.memory_stats().dense_streamed);
   for (const std::int64_t layer : {0, 2}) {
     const auto& q =
-        checkpoint.tensor(model::mixtral::layer_tensor(layer, "self_attn.q_proj.weight"));
+        checkpoint.tensor("model.layers." + std::to_string(layer) + ".self_attn.q_proj.weight");
     faulty->fail_at = static_cast<std::int64_t>(q.file_offset / 4096 * 4096);
     auto cache = engine.new_cache();
     std::vector<float> logits;

@@ -126,8 +126,8 @@ TEST(ModelSpec, ReadsTheTinyConfig) {
   EXPECT_EQ(spec.num_layers, 4);
   EXPECT_EQ(spec.num_experts, 8);
   EXPECT_EQ(spec.experts_per_token, 2);
-  EXPECT_EQ(spec.num_kv_heads, 4);
-  EXPECT_EQ(spec.head_dim, 32);
+  EXPECT_EQ(spec.attention.kv_heads, 4);
+  EXPECT_EQ(spec.attention.head_dim, 32);
   EXPECT_EQ(spec.eos_token_ids, std::vector<std::int64_t>{2});
 }
 

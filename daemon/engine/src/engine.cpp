@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <stdexcept>
 
+#include "moed/engine/router.hpp"
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cpu_threads.hpp"
 #include "moed/memtier/aligned_buffer.hpp"
@@ -16,20 +18,27 @@ namespace moed::engine {
 
 using kernels::WeightPart;
 using memtier::BlockId;
+using model::DenseRole;
 
 // The checkpoint tensors of one layer, in the order their byte ranges are registered with
 // memtier's Source (so a loaded block's ranges[i] is tensor i).
 struct Engine::LayerTensors {
-  static constexpr std::size_t kQ = 0, kK = 1, kV = 2, kO = 3, kRouter = 4, kAttnNorm = 5,
-                               kFfnNorm = 6;
-  std::array<const model::TensorInfo*, 7> dense;
-  std::vector<std::array<const model::TensorInfo*, 3>> experts;  // w1, w3, w2
+  std::vector<model::LayerTensor> dense;  // the layer's dense block, in registration order
+  std::vector<const model::TensorInfo*> dense_infos;
+  std::array<int, model::kDenseRoles> position{};  // role -> index in dense, -1 when absent
+  std::vector<std::array<const model::TensorInfo*, 3>> experts;  // gate, up, down; none if dense
 };
 
 namespace {
 
-std::vector<float> norm_to_f32(const model::TensorInfo& tensor, const std::byte* data) {
-  std::vector<float> out(static_cast<std::size_t>(tensor.shape[0]));
+// RMSNorm eps of MLA's q_a_layernorm and kv_a_layernorm: transformers builds them without an eps
+// argument, so they keep the class default whatever rms_norm_eps says.
+constexpr float kLatentNormEps = 1e-6f;
+
+std::vector<float> to_f32(const model::TensorInfo& tensor, const std::byte* data) {
+  std::size_t count = 1;
+  for (const auto d : tensor.shape) count *= static_cast<std::size_t>(d);
+  std::vector<float> out(count);
   kernels::convert_to_f32(data, tensor.dtype, out.data(), out.size());
   return out;
 }
@@ -44,20 +53,105 @@ std::shared_ptr<std::byte> allocate_resident(std::size_t bytes) {
   return {memtier::allocate_aligned(bytes), [](std::byte* memory) { std::free(memory); }};
 }
 
+// A layer's dense-block tensors by role, over the bytes a loaded block (or the mapped file) has.
+class DenseTensors {
+ public:
+  DenseTensors(const std::vector<const model::TensorInfo*>& infos,
+               const std::array<int, model::kDenseRoles>& position,
+               std::span<const std::byte* const> data)
+      : infos_(infos), position_(position), data_(data) {}
+
+  bool has(DenseRole role) const { return position_[static_cast<std::size_t>(role)] >= 0; }
+  const model::TensorInfo& info(DenseRole role) const { return *infos_[index(role)]; }
+  const std::byte* data(DenseRole role) const { return data_[index(role)]; }
+  WeightPart weight(DenseRole role) const { return part(info(role), data(role)); }
+  std::vector<float> floats(DenseRole role) const { return to_f32(info(role), data(role)); }
+
+ private:
+  std::size_t index(DenseRole role) const {
+    return static_cast<std::size_t>(position_[static_cast<std::size_t>(role)]);
+  }
+  const std::vector<const model::TensorInfo*>& infos_;
+  const std::array<int, model::kDenseRoles>& position_;
+  std::span<const std::byte* const> data_;
+};
+
+// Rows [first, first + rows) of a row-major matrix, transposed: [cols, rows] of the same dtype.
+std::vector<std::byte> transposed_rows(const model::TensorInfo& tensor, const std::byte* data,
+                                       std::int64_t first, std::int64_t rows) {
+  const std::int64_t cols = tensor.shape[1];
+  const std::size_t element = kernels::dtype_size(tensor.dtype);
+  std::vector<std::byte> out(static_cast<std::size_t>(rows * cols) * element);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c)
+      std::memcpy(out.data() + static_cast<std::size_t>(c * rows + r) * element,
+                  data + static_cast<std::size_t>((first + r) * cols + c) * element, element);
+  return out;
+}
+
 std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
-                                         const std::array<const model::TensorInfo*, 7>& t,
-                                         const std::array<const std::byte*, 7>& data,
+                                         const DenseTensors& t,
                                          const kernels::PackedAllocator& allocate = {}) {
   auto w = std::make_shared<DenseWeights>();
   const std::int64_t hidden = spec.hidden_size;
-  const WeightPart qkv[] = {part(*t[0], data[0]), part(*t[1], data[1]), part(*t[2], data[2])};
-  w->qkv = matmul.pack(qkv, hidden, allocate);
-  const WeightPart output = part(*t[3], data[3]);
-  w->output = matmul.pack(std::span(&output, 1), spec.num_heads * spec.head_dim, allocate);
-  const WeightPart router = part(*t[4], data[4]);
-  w->router = matmul.pack(std::span(&router, 1), hidden, allocate);
-  w->attention_norm = norm_to_f32(*t[5], data[5]);
-  w->ffn_norm = norm_to_f32(*t[6], data[6]);
+  const auto& a = spec.attention;
+  auto pack = [&](std::initializer_list<WeightPart> parts, std::int64_t cols) {
+    return matmul.pack(std::span(parts.begin(), parts.size()), cols, allocate);
+  };
+  w->attention_norm = t.floats(DenseRole::attention_norm);
+  w->ffn_norm = t.floats(DenseRole::ffn_norm);
+  if (a.kind == model::AttentionKind::gqa) {
+    w->input_projection =
+        pack({t.weight(DenseRole::q), t.weight(DenseRole::k), t.weight(DenseRole::v)}, hidden);
+    if (t.has(DenseRole::q_bias))
+      for (const auto role : {DenseRole::q_bias, DenseRole::k_bias, DenseRole::v_bias}) {
+        const auto bias = t.floats(role);
+        w->qkv_bias.insert(w->qkv_bias.end(), bias.begin(), bias.end());
+      }
+    if (t.has(DenseRole::q_norm)) {
+      w->q_norm = t.floats(DenseRole::q_norm);
+      w->k_norm = t.floats(DenseRole::k_norm);
+    }
+  } else {
+    const DenseRole query = a.q_lora_rank > 0 ? DenseRole::q_a : DenseRole::q;
+    w->input_projection = pack({t.weight(query), t.weight(DenseRole::kv_a)}, hidden);
+    if (a.q_lora_rank > 0) {
+      w->q_norm = t.floats(DenseRole::q_a_norm);
+      w->q_b = pack({t.weight(DenseRole::q_b)}, a.q_lora_rank);
+    }
+    w->k_norm = t.floats(DenseRole::kv_a_norm);
+    // kv_b holds per head [key nope rows | value rows] over the latent.
+    const auto& kv_b = t.info(DenseRole::kv_b);
+    const std::byte* kv_b_data = t.data(DenseRole::kv_b);
+    const std::int64_t head_rows = a.qk_nope_head_dim + a.v_head_dim;
+    const std::size_t row_bytes =
+        static_cast<std::size_t>(a.kv_lora_rank) * kernels::dtype_size(kv_b.dtype);
+    for (std::int64_t h = 0; h < a.heads; ++h) {
+      const auto keys = transposed_rows(kv_b, kv_b_data, h * head_rows, a.qk_nope_head_dim);
+      w->absorb_keys.push_back(
+          pack({{keys.data(), kv_b.dtype, a.kv_lora_rank}}, a.qk_nope_head_dim));
+      const std::byte* values =
+          kv_b_data + static_cast<std::size_t>(h * head_rows + a.qk_nope_head_dim) * row_bytes;
+      w->absorb_values.push_back(pack({{values, kv_b.dtype, a.v_head_dim}}, a.kv_lora_rank));
+    }
+  }
+  w->output = pack({t.weight(DenseRole::o)}, a.output_width());
+  if (t.has(DenseRole::router)) {
+    if (spec.router.fp32_logits) {
+      const auto router = t.floats(DenseRole::router);
+      w->router = pack({{router.data(), kernels::DType::f32, spec.num_experts}}, hidden);
+    } else {
+      w->router = pack({t.weight(DenseRole::router)}, hidden);
+    }
+  }
+  if (t.has(DenseRole::router_bias)) w->router_bias = t.floats(DenseRole::router_bias);
+  if (t.has(DenseRole::mlp_gate)) {
+    w->mlp_gate_up = pack({t.weight(DenseRole::mlp_gate), t.weight(DenseRole::mlp_up)}, hidden);
+    const auto& down = t.info(DenseRole::mlp_down);
+    w->mlp_down = pack({t.weight(DenseRole::mlp_down)}, down.shape[1]);
+  }
+  if (t.has(DenseRole::shared_expert_gate))
+    w->shared_expert_gate = pack({t.weight(DenseRole::shared_expert_gate)}, hidden);
   return w;
 }
 
@@ -73,24 +167,62 @@ std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const mod
   return w;
 }
 
+// What pack_dense will allocate for a layer, known before any data is read.
+std::uint64_t dense_packed_bytes(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
+                                 const DenseTensors& t) {
+  const std::int64_t hidden = spec.hidden_size;
+  const auto& a = spec.attention;
+  auto rows = [&](DenseRole role) { return t.has(role) ? t.info(role).shape[0] : 0; };
+  const kernels::DType dtype = t.info(DenseRole::o).dtype;
+  auto packed = [&](std::int64_t r, std::int64_t c, kernels::DType type) -> std::uint64_t {
+    return r > 0 && c > 0 ? matmul.packed_bytes(r, c, type) : 0;
+  };
+  std::uint64_t total = packed(rows(DenseRole::q) + rows(DenseRole::k) + rows(DenseRole::v) +
+                                   rows(DenseRole::q_a) + rows(DenseRole::kv_a),
+                               hidden, dtype) +
+                        packed(rows(DenseRole::q_b), a.q_lora_rank, dtype) +
+                        packed(hidden, a.output_width(), dtype) +
+                        packed(rows(DenseRole::router), hidden,
+                               spec.router.fp32_logits ? kernels::DType::f32 : dtype) +
+                        packed(2 * rows(DenseRole::mlp_gate), hidden, dtype) +
+                        packed(hidden, rows(DenseRole::mlp_gate), dtype) +
+                        packed(rows(DenseRole::shared_expert_gate), hidden, dtype);
+  if (a.kind == model::AttentionKind::mla)
+    total +=
+        static_cast<std::uint64_t>(a.heads) * (packed(a.kv_lora_rank, a.qk_nope_head_dim, dtype) +
+                                               packed(a.v_head_dim, a.kv_lora_rank, dtype));
+  for (const auto role :
+       {DenseRole::attention_norm, DenseRole::ffn_norm, DenseRole::q_bias, DenseRole::k_bias,
+        DenseRole::v_bias, DenseRole::q_norm, DenseRole::k_norm, DenseRole::q_a_norm,
+        DenseRole::kv_a_norm, DenseRole::router_bias})
+    total += static_cast<std::uint64_t>(rows(role)) * sizeof(float);
+  return total;
+}
+
 }  // namespace
 
 std::uint64_t DenseWeights::bytes() const {
-  return qkv.bytes() + output.bytes() + router.bytes() +
-         (attention_norm.size() + ffn_norm.size()) * sizeof(float);
+  std::uint64_t total = input_projection.bytes() + q_b.bytes() + output.bytes() + router.bytes() +
+                        mlp_gate_up.bytes() + mlp_down.bytes() + shared_expert_gate.bytes();
+  for (const auto& w : absorb_keys) total += w.bytes();
+  for (const auto& w : absorb_values) total += w.bytes();
+  for (const auto* v : {&attention_norm, &ffn_norm, &qkv_bias, &q_norm, &k_norm, &router_bias})
+    total += v->size() * sizeof(float);
+  return total;
 }
 
 Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& options)
     : spec_(model::ModelSpec::from_config(model_dir)),
       checkpoint_(model_dir, spec_),
       options_(options),
-      embedding_(&checkpoint_.tensor("model.embed_tokens.weight")) {
+      embedding_(&checkpoint_.tensor(model::embedding_tensor())) {
   compute_threads_ = options.threads > 0 ? options.threads : kernels::physical_core_count();
   kernels::set_compute_threads(compute_threads_);
   activations_.assign(static_cast<std::size_t>(spec_.num_layers * spec_.num_experts), 0);
-  namespace mx = model::mixtral;
+  rope_frequencies_ = spec_.rope.inverse_frequencies();
   const std::int64_t layers = spec_.num_layers;
   const std::int64_t hidden = spec_.hidden_size;
+  const std::int64_t moe_layers = spec_.moe_layer_count();
 
   std::vector<std::filesystem::path> files;
   std::map<const model::SafetensorsFile*, std::uint32_t> file_index;
@@ -107,43 +239,42 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   std::uint64_t largest_dense = 0;
   for (std::int64_t l = 0; l < layers; ++l) {
     auto& lt = tensors_[static_cast<std::size_t>(l)];
-    const char* names[] = {"self_attn.q_proj.weight",        "self_attn.k_proj.weight",
-                           "self_attn.v_proj.weight",        "self_attn.o_proj.weight",
-                           "block_sparse_moe.gate.weight",   "input_layernorm.weight",
-                           "post_attention_layernorm.weight"};
+    lt.dense = model::dense_tensors(spec_, l);
+    lt.position.fill(-1);
     std::vector<memtier::FileRange> ranges;
-    for (std::size_t i = 0; i < lt.dense.size(); ++i) {
-      lt.dense[i] = &checkpoint_.tensor(mx::layer_tensor(l, names[i]));
-      ranges.push_back(range_of(lt.dense[i]));
+    for (const auto& t : lt.dense) {
+      lt.position[static_cast<std::size_t>(t.role)] = static_cast<int>(lt.dense_infos.size());
+      lt.dense_infos.push_back(&checkpoint_.tensor(t.name));
+      ranges.push_back(range_of(lt.dense_infos.back()));
     }
     source_->add(BlockId::dense(static_cast<std::int32_t>(l)), std::move(ranges));
-    const auto& q = *lt.dense[LayerTensors::kQ];
+    std::vector<const std::byte*> mapped;
+    for (const auto* info : lt.dense_infos) mapped.push_back(checkpoint_.data(*info));
     const std::uint64_t layer_bytes =
-        matmul_.packed_bytes(q.shape[0] + 2 * lt.dense[LayerTensors::kK]->shape[0], hidden,
-                             q.dtype) +
-        matmul_.packed_bytes(hidden, q.shape[0], q.dtype) +
-        matmul_.packed_bytes(spec_.num_experts, hidden, q.dtype) + 2 * hidden * sizeof(float);
+        dense_packed_bytes(matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, mapped));
     dense_bytes_ += layer_bytes;
     largest_dense = std::max(largest_dense, layer_bytes);
 
+    if (!spec_.has_experts(l)) continue;
     lt.experts.resize(static_cast<std::size_t>(spec_.num_experts));
     for (std::int64_t e = 0; e < spec_.num_experts; ++e) {
       auto& ex = lt.experts[static_cast<std::size_t>(e)];
-      ex = {&checkpoint_.tensor(mx::expert_tensor(l, e, "w1")),
-            &checkpoint_.tensor(mx::expert_tensor(l, e, "w3")),
-            &checkpoint_.tensor(mx::expert_tensor(l, e, "w2"))};
+      for (const auto m :
+           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down})
+        ex[static_cast<std::size_t>(m)] = &checkpoint_.tensor(model::expert_tensor(spec_, l, e, m));
       source_->add(BlockId::routed(static_cast<std::int32_t>(l), static_cast<std::int32_t>(e)),
                    {range_of(ex[0]), range_of(ex[1]), range_of(ex[2])});
     }
   }
-  const auto& w1 = *tensors_.front().experts.front()[0];
-  expert_block_bytes_ = matmul_.packed_bytes(2 * spec_.intermediate_size, hidden, w1.dtype) +
-                        matmul_.packed_bytes(hidden, spec_.intermediate_size, w1.dtype);
+  if (moe_layers > 0) {
+    const auto& gate = *first_expert_gate();
+    expert_block_bytes_ = matmul_.packed_bytes(2 * spec_.intermediate_size, hidden, gate.dtype) +
+                          matmul_.packed_bytes(hidden, spec_.intermediate_size, gate.dtype);
+  }
 
-  final_norm_ = norm_to_f32(checkpoint_.tensor("model.norm.weight"),
-                            checkpoint_.data(checkpoint_.tensor("model.norm.weight")));
-  const auto& head = checkpoint_.tensor(spec_.tie_word_embeddings ? "model.embed_tokens.weight"
-                                                                  : "lm_head.weight");
+  const auto& final_norm = checkpoint_.tensor(model::final_norm_tensor());
+  final_norm_ = to_f32(final_norm, checkpoint_.data(final_norm));
+  const auto& head = checkpoint_.tensor(model::lm_head_tensor(spec_));
   const WeightPart head_part = part(head, checkpoint_.data(head));
   lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden, allocate_resident);
   if (!spec_.tie_word_embeddings)
@@ -153,7 +284,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   // get the rest. Dense weights stay resident when they leave room for one layer's experts.
   const std::uint64_t head_bytes = lm_head_.bytes() + final_norm_.size() * sizeof(float);
   const std::uint64_t all_experts =
-      expert_block_bytes_ * static_cast<std::uint64_t>(layers * spec_.num_experts);
+      expert_block_bytes_ * static_cast<std::uint64_t>(moe_layers * spec_.num_experts);
   const std::uint64_t budget = budget_bytes(options.host_budget, head_bytes + dense_bytes_);
   budget_bytes_ = budget;
   const bool unlimited = budget == 0;
@@ -163,13 +294,14 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   if (dense_resident) {
     fixed_bytes_ = head_bytes + dense_bytes_;
     for (auto& lt : tensors_) {
-      std::array<const std::byte*, 7> data{};
-      for (std::size_t i = 0; i < data.size(); ++i) data[i] = checkpoint_.data(*lt.dense[i]);
-      resident_dense_.push_back(pack_dense(matmul_, spec_, lt.dense, data, allocate_resident));
+      std::vector<const std::byte*> mapped;
+      for (const auto* info : lt.dense_infos) mapped.push_back(checkpoint_.data(*info));
+      resident_dense_.push_back(pack_dense(
+          matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, mapped), allocate_resident));
       if (options.on_progress)
         options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) /
                             static_cast<double>(layers));
-      for (const auto* t : lt.dense)
+      for (const auto* t : lt.dense_infos)
         checkpoint_.file_of(*t).file().release(t->file_offset, t->nbytes);
     }
   } else {
@@ -218,7 +350,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   if (all_experts <= expert_budget) {
     std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
     for (std::int32_t l = 0; l < layers; ++l)
-      for (std::int32_t e = 0; e < spec_.num_experts; ++e)
+      for (std::int32_t e = 0; spec_.has_experts(l) && e < spec_.num_experts; ++e)
         loads.emplace_back(
             BlockId::routed(l, e),
             loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::prefetch));
@@ -243,25 +375,27 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
     return pool_->allocate(bytes);
   };
   if (block.is_dense()) {
-    std::array<const std::byte*, 7> data{};
-    for (std::size_t i = 0; i < data.size(); ++i) data[i] = loaded.ranges.at(i);
-    return pack_dense(io_matmul_, spec_, lt.dense, data, allocate);
+    const std::vector<const std::byte*> data(loaded.ranges.begin(), loaded.ranges.end());
+    return pack_dense(io_matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, data), allocate);
   }
   return pack_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                      {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate);
 }
 
 KvCache Engine::new_cache(std::int64_t positions) {
-  KvCache cache(spec_.num_layers, spec_.num_kv_heads, spec_.head_dim, options_.kv_dtype,
-                kv_account_, positions);
+  const auto& a = spec_.attention;
+  KvCache cache = a.kind == model::AttentionKind::gqa
+                      ? KvCache(spec_.num_layers, a.kv_heads, a.head_dim, options_.kv_dtype,
+                                kv_account_, positions)
+                      : KvCache(spec_.num_layers, 1, a.cache_elements(), options_.kv_dtype,
+                                kv_account_, positions, KvLayout::shared);
   apply_kv_to_budget();
   return cache;
 }
 
 std::uint64_t Engine::kv_bytes(std::int64_t positions) const {
-  return 2 *
-         static_cast<std::uint64_t>(spec_.num_layers * spec_.num_kv_heads * positions *
-                                    spec_.head_dim) *
+  return static_cast<std::uint64_t>(spec_.num_layers * spec_.attention.cache_elements() *
+                                    positions) *
          kv_element_size(options_.kv_dtype);
 }
 
@@ -310,7 +444,7 @@ const DenseWeights& Engine::dense(std::int64_t layer, memtier::Payload& hold) {
 
 void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows) {
   const std::int64_t next = layer + 1;
-  if (!options_.prefetch || next >= spec_.num_layers) return;
+  if (!options_.prefetch || next >= spec_.num_layers || !spec_.has_experts(next)) return;
   memtier::Payload hold;
   const DenseWeights* weights = nullptr;
   if (!resident_dense_.empty()) {
@@ -326,8 +460,10 @@ void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t
   std::vector<std::int32_t> predicted;
   std::vector<int> ids(static_cast<std::size_t>(k));
   std::vector<float> unused(static_cast<std::size_t>(k));
+  const float* bias = weights->router_bias.empty() ? nullptr : weights->router_bias.data();
   for (std::int64_t r = 0; r < rows; ++r) {
-    kernels::router_top_k(logits.data() + r * n_experts, n_experts, k, ids.data(), unused.data());
+    route(spec_.router, logits.data() + r * n_experts, bias, n_experts, k, ids.data(),
+          unused.data());
     for (int id : ids)
       if (std::find(predicted.begin(), predicted.end(), id) == predicted.end())
         predicted.push_back(id);
@@ -335,8 +471,18 @@ void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t
   store_->predict(static_cast<std::int32_t>(next), predicted);
 }
 
+void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,
+                       const float* h, std::int64_t rows, float* out) {
+  const std::int64_t ffn = down.cols();
+  std::vector<float> projected(static_cast<std::size_t>(rows * 2 * ffn));
+  std::vector<float> activated(static_cast<std::size_t>(rows * ffn));
+  matmul_.multiply(h, rows, gate_up, projected.data());
+  kernels::silu_mul(projected.data(), activated.data(), rows, ffn);
+  matmul_.multiply(activated.data(), rows, down, out);
+}
+
 void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const float* h,
-                 std::int64_t rows, float* x) {
+                 std::int64_t rows, float* out) {
   const std::int64_t hidden = spec_.hidden_size;
   const std::int64_t ffn = spec_.intermediate_size;
   const int k = static_cast<int>(spec_.experts_per_token);
@@ -347,9 +493,10 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   matmul_.multiply(h, rows, weights.router, router_logits.data());
   std::vector<int> chosen(static_cast<std::size_t>(rows * k));
   std::vector<float> gate_weights(static_cast<std::size_t>(rows * k));
+  const float* bias = weights.router_bias.empty() ? nullptr : weights.router_bias.data();
   for (std::int64_t r = 0; r < rows; ++r)
-    kernels::router_top_k(router_logits.data() + r * n_experts, n_experts, k, chosen.data() + r * k,
-                          gate_weights.data() + r * k);
+    route(spec_.router, router_logits.data() + r * n_experts, bias, n_experts, k,
+          chosen.data() + r * k, gate_weights.data() + r * k);
   for (const int e : chosen) ++activations_[static_cast<std::size_t>(layer_index * n_experts + e)];
   if (trace_)
     for (std::int64_t r = 0; r < rows; ++r)
@@ -401,13 +548,30 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
                   static_cast<std::size_t>(hidden) * sizeof(float));
   }
   store_->settle(layer);
+  std::fill(out, out + rows * hidden, 0.0f);
   for (std::int64_t r = 0; r < rows; ++r)
     for (int s = 0; s < k; ++s) {
       const float w = gate_weights[static_cast<std::size_t>(r * k + s)];
-      const float* out = slot_out.data() + (r * k + s) * hidden;
-      float* dst = x + r * hidden;
-      for (std::int64_t j = 0; j < hidden; ++j) dst[j] += w * out[j];
+      const float* expert_out = slot_out.data() + (r * k + s) * hidden;
+      float* dst = out + r * hidden;
+      for (std::int64_t j = 0; j < hidden; ++j) dst[j] += w * expert_out[j];
     }
+  if (weights.mlp_gate_up.empty()) return;
+  // Shared experts see every token; Qwen2-MoE scales them by sigmoid(shared_expert_gate . h).
+  std::vector<float> shared(static_cast<std::size_t>(rows * hidden));
+  gated_mlp(weights.mlp_gate_up, weights.mlp_down, h, rows, shared.data());
+  std::vector<float> gate(static_cast<std::size_t>(rows));
+  if (!weights.shared_expert_gate.empty())
+    matmul_.multiply(h, rows, weights.shared_expert_gate, gate.data());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float scale =
+        weights.shared_expert_gate.empty()
+            ? 1.0f
+            : static_cast<float>(
+                  1.0 / (1.0 + std::exp(-static_cast<double>(gate[static_cast<std::size_t>(r)]))));
+    for (std::int64_t j = 0; j < hidden; ++j)
+      out[r * hidden + j] += scale * shared[static_cast<std::size_t>(r * hidden + j)];
+  }
 }
 
 void Engine::forward(std::span<const std::int32_t> tokens, KvCache& cache,
@@ -426,6 +590,194 @@ void Engine::decode(std::span<const std::int32_t> tokens, std::span<KvCache* con
   run(tokens, segments, logits, false);
 }
 
+namespace {
+
+// Writes one position's cache vector of `width` elements, rounding to bf16 for a bf16 cache.
+void store_kv(std::byte* dst, const float* src, std::int64_t width, bool bf16) {
+  if (bf16)
+    kernels::convert_f32_to_bf16(src, reinterpret_cast<std::uint16_t*>(dst),
+                                 static_cast<std::size_t>(width));
+  else
+    std::memcpy(dst, src, static_cast<std::size_t>(width) * sizeof(float));
+}
+
+// Causal attention of a segment's queries over its cache, of either element type.
+void attend(KvCache& cache, std::int64_t layer, const float* q, float* out,
+            const kernels::AttentionShape& shape) {
+  if (cache.dtype() == KvDtype::bf16)
+    kernels::attention(q, reinterpret_cast<const std::uint16_t*>(cache.keys(layer)),
+                       reinterpret_cast<const std::uint16_t*>(cache.values(layer)), out, shape);
+  else
+    kernels::attention(q, reinterpret_cast<const float*>(cache.keys(layer)),
+                       reinterpret_cast<const float*>(cache.values(layer)), out, shape);
+}
+
+void clamp(float* x, std::int64_t n, double limit) {
+  const auto l = static_cast<float>(limit);
+  for (std::int64_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -l, l);
+}
+
+}  // namespace
+
+void Engine::attention(std::int64_t layer, const DenseWeights& weights, const float* h,
+                       std::span<const Segment> segments, const std::int64_t* positions,
+                       std::int64_t rows, float* out) {
+  std::vector<float> attn(static_cast<std::size_t>(rows * spec_.attention.output_width()));
+  if (spec_.attention.kind == model::AttentionKind::gqa)
+    gqa_attention(layer, weights, h, segments, positions, rows, attn.data());
+  else
+    mla_attention(layer, weights, h, segments, positions, rows, attn.data());
+  matmul_.multiply(attn.data(), rows, weights.output, out);
+}
+
+void Engine::gqa_attention(std::int64_t layer, const DenseWeights& weights, const float* h,
+                           std::span<const Segment> segments, const std::int64_t* positions,
+                           std::int64_t n, float* attn) {
+  const auto& a = spec_.attention;
+  const std::int64_t hd = a.head_dim;
+  const std::int64_t q_width = a.heads * hd;
+  const std::int64_t kv_width = a.kv_heads * hd;
+  const std::int64_t qkv_width = q_width + 2 * kv_width;
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
+  std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width));
+  matmul_.multiply(h, n, weights.input_projection, qkv.data());
+  std::vector<float> q(static_cast<std::size_t>(n * q_width));
+  std::vector<float> k(static_cast<std::size_t>(n * kv_width));
+  std::vector<float> v(static_cast<std::size_t>(n * kv_width));
+  for (std::int64_t i = 0; i < n; ++i) {
+    float* row = qkv.data() + i * qkv_width;
+    if (!weights.qkv_bias.empty()) kernels::add_in_place(row, weights.qkv_bias.data(), qkv_width);
+    std::memcpy(q.data() + i * q_width, row, static_cast<std::size_t>(q_width) * sizeof(float));
+    std::memcpy(k.data() + i * kv_width, row + q_width,
+                static_cast<std::size_t>(kv_width) * sizeof(float));
+    std::memcpy(v.data() + i * kv_width, row + q_width + kv_width,
+                static_cast<std::size_t>(kv_width) * sizeof(float));
+  }
+  if (a.qk_norm == model::QkNorm::whole) {
+    kernels::rms_norm(q.data(), weights.q_norm.data(), q.data(), n, q_width, eps);
+    kernels::rms_norm(k.data(), weights.k_norm.data(), k.data(), n, kv_width, eps);
+  } else if (a.qk_norm == model::QkNorm::per_head) {
+    kernels::rms_norm(q.data(), weights.q_norm.data(), q.data(), n * a.heads, hd, eps);
+    kernels::rms_norm(k.data(), weights.k_norm.data(), k.data(), n * a.kv_heads, hd, eps);
+  }
+  if (a.clip_qkv > 0) {
+    clamp(q.data(), n * q_width, a.clip_qkv);
+    clamp(k.data(), n * kv_width, a.clip_qkv);
+    clamp(v.data(), n * kv_width, a.clip_qkv);
+  }
+  const auto pairs = spec_.rope.style == model::RopeStyle::half ? kernels::RopePairs::half
+                                                                : kernels::RopePairs::adjacent;
+  kernels::rope(q.data(), {n, a.heads, hd, 0, spec_.rope.dim, pairs}, positions,
+                rope_frequencies_.data(), spec_.rope.attention_factor);
+  kernels::rope(k.data(), {n, a.kv_heads, hd, 0, spec_.rope.dim, pairs}, positions,
+                rope_frequencies_.data(), spec_.rope.attention_factor);
+  std::int64_t row0 = 0;
+  for (const auto& seg : segments) {
+    const std::int64_t cap = seg.cache->capacity();
+    const bool bf16 = seg.cache->dtype() == KvDtype::bf16;
+    const std::size_t element = kv_element_size(seg.cache->dtype());
+    for (std::int64_t i = 0; i < seg.rows; ++i)
+      for (std::int64_t g = 0; g < a.kv_heads; ++g) {
+        const std::int64_t row = row0 + i;
+        const std::size_t at = static_cast<std::size_t>((g * cap + seg.first + i) * hd) * element;
+        store_kv(seg.cache->keys(layer) + at, k.data() + (row * a.kv_heads + g) * hd, hd, bf16);
+        store_kv(seg.cache->values(layer) + at, v.data() + (row * a.kv_heads + g) * hd, hd, bf16);
+      }
+    attend(*seg.cache, layer, q.data() + row0 * q_width, attn + row0 * q_width,
+           {seg.rows, a.heads, a.kv_heads, hd, cap, seg.first, a.softmax_scale});
+    row0 += seg.rows;
+  }
+}
+
+// Multi-head latent attention in its absorbed form: the cache holds, per position, the normed
+// latent and the rotated rope key; each head's query is taken into latent space by its key
+// up-projection, so scores and the weighted sum run over the latent, and the value
+// up-projection is applied once to the result. Equal to expanding keys and values per head.
+void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, const float* h,
+                           std::span<const Segment> segments, const std::int64_t* positions,
+                           std::int64_t n, float* attn) {
+  const auto& a = spec_.attention;
+  const std::int64_t nope = a.qk_nope_head_dim;
+  const std::int64_t rope = a.qk_rope_head_dim;
+  const std::int64_t lora = a.kv_lora_rank;
+  const std::int64_t q_head = nope + rope;
+  const std::int64_t q_width = a.heads * q_head;
+  const std::int64_t entry = lora + rope;  // one cache position
+  const std::int64_t q_in = a.q_lora_rank > 0 ? a.q_lora_rank : q_width;
+  const std::int64_t projected_width = q_in + entry;
+  std::vector<float> projected(static_cast<std::size_t>(n * projected_width));
+  matmul_.multiply(h, n, weights.input_projection, projected.data());
+
+  std::vector<float> q(static_cast<std::size_t>(n * q_width));
+  std::vector<float> latent(static_cast<std::size_t>(n * entry));
+  std::vector<float> q_low(static_cast<std::size_t>(n * q_in));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* row = projected.data() + i * projected_width;
+    std::memcpy(q_low.data() + i * q_in, row, static_cast<std::size_t>(q_in) * sizeof(float));
+    std::memcpy(latent.data() + i * entry, row + q_in,
+                static_cast<std::size_t>(entry) * sizeof(float));
+  }
+  if (a.q_lora_rank > 0) {
+    kernels::rms_norm(q_low.data(), weights.q_norm.data(), q_low.data(), n, q_in, kLatentNormEps);
+    matmul_.multiply(q_low.data(), n, weights.q_b, q.data());
+  } else {
+    q = std::move(q_low);
+  }
+  // The latent is normed; the rope key after it is not.
+  for (std::int64_t i = 0; i < n; ++i)
+    kernels::rms_norm(latent.data() + i * entry, weights.k_norm.data(), latent.data() + i * entry,
+                      1, lora, kLatentNormEps);
+  const auto pairs = spec_.rope.style == model::RopeStyle::half ? kernels::RopePairs::half
+                                                                : kernels::RopePairs::adjacent;
+  kernels::rope(q.data(), {n, a.heads, q_head, nope, rope, pairs}, positions,
+                rope_frequencies_.data(), spec_.rope.attention_factor);
+  kernels::rope(latent.data(), {n, 1, entry, lora, rope, pairs}, positions,
+                rope_frequencies_.data(), spec_.rope.attention_factor);
+
+  // Queries in latent space: [n, heads, lora | rope].
+  std::vector<float> q_latent(static_cast<std::size_t>(n * a.heads * entry));
+  std::vector<float> head_in(static_cast<std::size_t>(n * std::max(nope, lora)));
+  std::vector<float> head_out(static_cast<std::size_t>(n * std::max(lora, a.v_head_dim)));
+  for (std::int64_t hh = 0; hh < a.heads; ++hh) {
+    for (std::int64_t i = 0; i < n; ++i)
+      std::memcpy(head_in.data() + i * nope, q.data() + i * q_width + hh * q_head,
+                  static_cast<std::size_t>(nope) * sizeof(float));
+    matmul_.multiply(head_in.data(), n, weights.absorb_keys[static_cast<std::size_t>(hh)],
+                     head_out.data());
+    for (std::int64_t i = 0; i < n; ++i) {
+      float* dst = q_latent.data() + (i * a.heads + hh) * entry;
+      std::memcpy(dst, head_out.data() + i * lora, static_cast<std::size_t>(lora) * sizeof(float));
+      std::memcpy(dst + lora, q.data() + i * q_width + hh * q_head + nope,
+                  static_cast<std::size_t>(rope) * sizeof(float));
+    }
+  }
+
+  std::vector<float> context(static_cast<std::size_t>(n * a.heads * entry));
+  std::int64_t row0 = 0;
+  for (const auto& seg : segments) {
+    const bool bf16 = seg.cache->dtype() == KvDtype::bf16;
+    const std::size_t element = kv_element_size(seg.cache->dtype());
+    for (std::int64_t i = 0; i < seg.rows; ++i)
+      store_kv(seg.cache->keys(layer) + static_cast<std::size_t>((seg.first + i) * entry) * element,
+               latent.data() + (row0 + i) * entry, entry, bf16);
+    attend(*seg.cache, layer, q_latent.data() + row0 * a.heads * entry,
+           context.data() + row0 * a.heads * entry,
+           {seg.rows, a.heads, 1, entry, seg.cache->capacity(), seg.first, a.softmax_scale});
+    row0 += seg.rows;
+  }
+  // Each head's latent context (its rope part is not a value) up to the value dimension.
+  for (std::int64_t hh = 0; hh < a.heads; ++hh) {
+    for (std::int64_t i = 0; i < n; ++i)
+      std::memcpy(head_in.data() + i * lora, context.data() + (i * a.heads + hh) * entry,
+                  static_cast<std::size_t>(lora) * sizeof(float));
+    matmul_.multiply(head_in.data(), n, weights.absorb_values[static_cast<std::size_t>(hh)],
+                     head_out.data());
+    for (std::int64_t i = 0; i < n; ++i)
+      std::memcpy(attn + (i * a.heads + hh) * a.v_head_dim, head_out.data() + i * a.v_head_dim,
+                  static_cast<std::size_t>(a.v_head_dim) * sizeof(float));
+  }
+}
+
 void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> segments,
                  std::vector<float>& logits, bool all_rows) {
   check_tokens(tokens);
@@ -439,10 +791,6 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
                               " tokens exceeds the model's context of " +
                               std::to_string(spec_.max_position_embeddings));
   const std::int64_t hidden = spec_.hidden_size;
-  const std::int64_t hd = spec_.head_dim;
-  const std::int64_t heads = spec_.num_heads;
-  const std::int64_t kv_heads = spec_.num_kv_heads;
-  const std::int64_t qkv_width = (heads + 2 * kv_heads) * hd;
   for (const auto& seg : segments) {
     if (seg.cache->dtype() != options_.kv_dtype)
       throw std::invalid_argument(std::string("a ") + to_string(seg.cache->dtype()) +
@@ -454,11 +802,7 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
 
   std::vector<float> x(static_cast<std::size_t>(n * hidden));
   std::vector<float> h(x.size());
-  std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width));
-  std::vector<float> q(static_cast<std::size_t>(n * heads * hd));
-  std::vector<float> k(static_cast<std::size_t>(n * kv_heads * hd));
-  std::vector<float> attn(q.size());
-  std::vector<float> projected(x.size());
+  std::vector<float> block_out(x.size());
   std::vector<std::int64_t> positions;
   for (const auto& seg : segments)
     for (std::int64_t i = 0; i < seg.rows; ++i) positions.push_back(seg.first + i);
@@ -469,53 +813,15 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     memtier::Payload hold;
     const DenseWeights& layer = dense(l, hold);
     kernels::rms_norm(x.data(), layer.attention_norm.data(), h.data(), n, hidden, eps);
-    matmul_.multiply(h.data(), n, layer.qkv, qkv.data());
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* row = qkv.data() + i * qkv_width;
-      std::memcpy(q.data() + i * heads * hd, row,
-                  static_cast<std::size_t>(heads * hd) * sizeof(float));
-      std::memcpy(k.data() + i * kv_heads * hd, row + heads * hd,
-                  static_cast<std::size_t>(kv_heads * hd) * sizeof(float));
-    }
-    kernels::rope_rotate_half(q.data(), n, heads, hd, positions.data(), spec_.rope_theta);
-    kernels::rope_rotate_half(k.data(), n, kv_heads, hd, positions.data(), spec_.rope_theta);
-    std::int64_t row0 = 0;
-    for (const auto& seg : segments) {
-      const std::int64_t cap = seg.cache->capacity();
-      const bool bf16 = seg.cache->dtype() == KvDtype::bf16;
-      const std::size_t element = kv_element_size(seg.cache->dtype());
-      std::byte* key_cache = seg.cache->keys(l);
-      std::byte* value_cache = seg.cache->values(l);
-      auto store = [&](std::byte* dst, const float* src) {
-        if (bf16)
-          kernels::convert_f32_to_bf16(src, reinterpret_cast<std::uint16_t*>(dst),
-                                       static_cast<std::size_t>(hd));
-        else
-          std::memcpy(dst, src, static_cast<std::size_t>(hd) * sizeof(float));
-      };
-      for (std::int64_t i = 0; i < seg.rows; ++i)
-        for (std::int64_t g = 0; g < kv_heads; ++g) {
-          const std::int64_t row = row0 + i;
-          const std::size_t at = static_cast<std::size_t>((g * cap + seg.first + i) * hd) * element;
-          store(key_cache + at, k.data() + (row * kv_heads + g) * hd);
-          store(value_cache + at, qkv.data() + row * qkv_width + (heads + kv_heads + g) * hd);
-        }
-      const kernels::AttentionShape shape{seg.rows, heads, kv_heads, hd, cap, seg.first};
-      float* out = attn.data() + row0 * heads * hd;
-      if (bf16)
-        kernels::attention(q.data() + row0 * heads * hd,
-                           reinterpret_cast<const std::uint16_t*>(key_cache),
-                           reinterpret_cast<const std::uint16_t*>(value_cache), out, shape);
-      else
-        kernels::attention(q.data() + row0 * heads * hd, reinterpret_cast<const float*>(key_cache),
-                           reinterpret_cast<const float*>(value_cache), out, shape);
-      row0 += seg.rows;
-    }
-    matmul_.multiply(attn.data(), n, layer.output, projected.data());
-    kernels::add_in_place(x.data(), projected.data(), n * hidden);
+    attention(l, layer, h.data(), segments, positions.data(), n, block_out.data());
+    kernels::add_in_place(x.data(), block_out.data(), n * hidden);
 
     kernels::rms_norm(x.data(), layer.ffn_norm.data(), h.data(), n, hidden, eps);
-    moe(l, layer, h.data(), n, x.data());
+    if (spec_.has_experts(l))
+      moe(l, layer, h.data(), n, block_out.data());
+    else
+      gated_mlp(layer.mlp_gate_up, layer.mlp_down, h.data(), n, block_out.data());
+    kernels::add_in_place(x.data(), block_out.data(), n * hidden);
     if (ring_) ring_->release(static_cast<std::size_t>(l));
   }
   for (const auto& seg : segments) seg.cache->advance(seg.rows);
@@ -561,11 +867,9 @@ std::vector<std::int32_t> Engine::generate(
 
 std::size_t Engine::bytes_per_decode_token(std::int64_t context_length) const {
   return lm_head_.bytes() + dense_bytes_ +
-         static_cast<std::size_t>(spec_.num_layers * spec_.experts_per_token) *
+         static_cast<std::size_t>(spec_.moe_layer_count() * spec_.experts_per_token) *
              expert_block_bytes_ +
-         static_cast<std::size_t>(2 * spec_.num_layers * spec_.num_kv_heads * context_length *
-                                  spec_.head_dim) *
-             kv_element_size(options_.kv_dtype);
+         kv_bytes(context_length);
 }
 
 MemoryStats Engine::memory_stats() const {
@@ -575,7 +879,7 @@ MemoryStats Engine::memory_stats() const {
   s.budget_bytes = budget_bytes_.load();
   s.fixed_bytes = fixed_bytes_;
   s.expert_bytes_total =
-      expert_block_bytes_ * static_cast<std::uint64_t>(spec_.num_layers * spec_.num_experts);
+      expert_block_bytes_ * static_cast<std::uint64_t>(spec_.moe_layer_count() * spec_.num_experts);
   s.host = host_->counters();
   s.disk = loader_->counters();
   s.pool = pool_->counters();
@@ -619,7 +923,7 @@ HostBudget HostBudget::parse(std::string_view text) {
 std::uint64_t Engine::budget_bytes(const HostBudget& budget, std::uint64_t fixed) const {
   if (budget.expert_share <= 0) return budget.bytes;
   const double all = static_cast<double>(expert_block_bytes_) *
-                     static_cast<double>(spec_.num_layers * spec_.num_experts);
+                     static_cast<double>(spec_.moe_layer_count() * spec_.num_experts);
   // Never below one layer's experts, which must be in memory together to compute.
   return fixed +
          std::max(static_cast<std::uint64_t>(budget.expert_share * all),
@@ -664,9 +968,16 @@ std::vector<std::vector<std::uint64_t>> Engine::activation_counts() const {
 }
 
 std::string Engine::matmul_implementation() {
+  const model::TensorInfo* gate = first_expert_gate();
+  if (!gate) return matmul_.implementation(1, lm_head_);
   return matmul_.implementation(1, lm_head_) + ", experts packed by " +
-         matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size,
-                         tensors_.front().experts.front()[0]->dtype);
+         matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
+}
+
+const model::TensorInfo* Engine::first_expert_gate() const {
+  for (const auto& lt : tensors_)
+    if (!lt.experts.empty()) return lt.experts.front()[0];
+  return nullptr;
 }
 
 }  // namespace moed::engine

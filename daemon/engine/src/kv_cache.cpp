@@ -22,13 +22,13 @@ std::size_t kv_element_size(KvDtype dtype) {
 }
 
 KvCache::KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim, KvDtype dtype,
-                 std::shared_ptr<KvAccount> account, std::int64_t capacity)
+                 std::shared_ptr<KvAccount> account, std::int64_t capacity, KvLayout layout)
     : kv_heads_(kv_heads),
       head_dim_(head_dim),
       dtype_(dtype),
       account_(std::move(account)),
       keys_(static_cast<std::size_t>(layers)),
-      values_(static_cast<std::size_t>(layers)) {
+      values_(layout == KvLayout::shared ? 0 : static_cast<std::size_t>(layers)) {
   if (capacity > 0) resize(capacity);
 }
 
@@ -50,8 +50,8 @@ KvCache::KvCache(KvCache&& other) noexcept
 }
 
 std::uint64_t KvCache::bytes_for(std::int64_t positions) const {
-  return 2 * keys_.size() * static_cast<std::uint64_t>(kv_heads_ * positions * head_dim_) *
-         kv_element_size(dtype_);
+  return (keys_.size() + values_.size()) *
+         static_cast<std::uint64_t>(kv_heads_ * positions * head_dim_) * kv_element_size(dtype_);
 }
 
 void KvCache::reserve_more(std::int64_t extra) {

@@ -7,44 +7,6 @@
 #include <stdexcept>
 
 namespace moed::model {
-namespace mixtral {
-
-std::string layer_tensor(std::int64_t layer, const std::string& suffix) {
-  return "model.layers." + std::to_string(layer) + "." + suffix;
-}
-
-std::string expert_tensor(std::int64_t layer, std::int64_t expert, const std::string& matrix) {
-  return layer_tensor(
-      layer, "block_sparse_moe.experts." + std::to_string(expert) + "." + matrix + ".weight");
-}
-
-std::map<std::string, std::vector<std::int64_t>> expected_tensors(const ModelSpec& s) {
-  const std::int64_t q_rows = s.num_heads * s.head_dim;
-  const std::int64_t kv_rows = s.num_kv_heads * s.head_dim;
-  std::map<std::string, std::vector<std::int64_t>> out{
-      {"model.embed_tokens.weight", {s.vocab_size, s.hidden_size}},
-      {"model.norm.weight", {s.hidden_size}},
-  };
-  if (!s.tie_word_embeddings) out["lm_head.weight"] = {s.vocab_size, s.hidden_size};
-  for (std::int64_t l = 0; l < s.num_layers; ++l) {
-    out[layer_tensor(l, "input_layernorm.weight")] = {s.hidden_size};
-    out[layer_tensor(l, "post_attention_layernorm.weight")] = {s.hidden_size};
-    out[layer_tensor(l, "self_attn.q_proj.weight")] = {q_rows, s.hidden_size};
-    out[layer_tensor(l, "self_attn.k_proj.weight")] = {kv_rows, s.hidden_size};
-    out[layer_tensor(l, "self_attn.v_proj.weight")] = {kv_rows, s.hidden_size};
-    out[layer_tensor(l, "self_attn.o_proj.weight")] = {s.hidden_size, q_rows};
-    out[layer_tensor(l, "block_sparse_moe.gate.weight")] = {s.num_experts, s.hidden_size};
-    for (std::int64_t e = 0; e < s.num_experts; ++e) {
-      out[expert_tensor(l, e, "w1")] = {s.intermediate_size, s.hidden_size};
-      out[expert_tensor(l, e, "w3")] = {s.intermediate_size, s.hidden_size};
-      out[expert_tensor(l, e, "w2")] = {s.hidden_size, s.intermediate_size};
-    }
-  }
-  return out;
-}
-
-}  // namespace mixtral
-
 namespace {
 
 std::string shape_string(const std::vector<std::int64_t>& shape) {
@@ -102,7 +64,7 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& 
                                  it->second.second->path().string());
     }
   }
-  const auto expected = mixtral::expected_tensors(spec);
+  const auto expected = expected_tensors(spec);
   for (const auto& [name, shape] : expected) {
     auto it = index_.find(name);
     if (it == index_.end())
@@ -114,8 +76,7 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& 
                                " but config.json implies " + shape_string(shape));
   }
   for (const auto& [name, where] : index_) {
-    // Older exports carry RoPE's cached frequencies; they are derived, so ignoring them is safe.
-    if (name.ends_with("rotary_emb.inv_freq")) continue;
+    if (ignored_tensor(spec, name)) continue;
     if (!expected.contains(name))
       throw std::runtime_error(where.second->path().string() + ": unexpected tensor '" + name +
                                "' for a " + spec.model_type + " model with this config.json");

@@ -1,8 +1,11 @@
 #include "moed/model/model_spec.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <numbers>
 #include <stdexcept>
 
 namespace moed::model {
@@ -23,6 +26,9 @@ class ConfigReader {
     throw std::runtime_error(path_.string() + ": key '" + key + "': " + what);
   }
 
+  bool has(const std::string& key) const { return json_.contains(key) && !json_[key].is_null(); }
+  const nlohmann::json& at(const std::string& key) const { return json_[key]; }
+
   std::int64_t positive(const std::string& key) const {
     if (!json_.contains(key)) fail(key, "is missing");
     const auto& v = json_[key];
@@ -32,15 +38,39 @@ class ConfigReader {
   }
 
   std::int64_t positive_or(const std::string& key, std::int64_t fallback) const {
-    if (!json_.contains(key) || json_[key].is_null()) return fallback;
-    return positive(key);
+    return has(key) ? positive(key) : fallback;
+  }
+
+  std::int64_t non_negative_or(const std::string& key, std::int64_t fallback) const {
+    if (!has(key)) return fallback;
+    const auto& v = json_[key];
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
+      fail(key, "expected an integer >= 0, got " + describe(v));
+    return v.get<std::int64_t>();
   }
 
   double number_or(const std::string& key, double fallback) const {
-    if (!json_.contains(key) || json_[key].is_null()) return fallback;
-    if (!json_[key].is_number() || json_[key].get<double>() <= 0)
+    if (!has(key)) return fallback;
+    if (!json_[key].is_number() || !(json_[key].get<double>() > 0))
       fail(key, "expected a positive number, got " + describe(json_[key]));
     return json_[key].get<double>();
+  }
+
+  bool boolean_or(const std::string& key, bool fallback) const {
+    if (!has(key)) return fallback;
+    if (!json_[key].is_boolean()) fail(key, "expected true or false, got " + describe(json_[key]));
+    return json_[key].get<bool>();
+  }
+
+  std::string string_or(const std::string& key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    if (!json_[key].is_string()) fail(key, "expected a string, got " + describe(json_[key]));
+    return json_[key].get<std::string>();
+  }
+
+  // Keys a family's attention does not implement: refused rather than silently ignored.
+  void refuse_true(const std::string& key, const std::string& why) const {
+    if (boolean_or(key, false)) fail(key, "true is not supported: " + why);
   }
 
  private:
@@ -48,7 +78,165 @@ class ConfigReader {
   const nlohmann::json& json_;
 };
 
+Family parse_family(const ConfigReader& r, const std::string& model_type) {
+  static const std::pair<const char*, Family> kFamilies[] = {
+      {"mixtral", Family::mixtral},         {"qwen2_moe", Family::qwen2_moe},
+      {"qwen3_moe", Family::qwen3_moe},     {"olmoe", Family::olmoe},
+      {"deepseek_v2", Family::deepseek_v2}, {"deepseek_v3", Family::deepseek_v3}};
+  for (const auto& [name, family] : kFamilies)
+    if (model_type == name) return family;
+  r.fail("model_type", "'" + model_type +
+                           "' is not supported (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, "
+                           "deepseek_v2, deepseek_v3)");
+}
+
+// YaRN's magnitude correction (transformers' get_mscale / DeepSeek's yarn_get_mscale).
+double yarn_mscale(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+// rope_scaling (transformers v4) or rope_parameters (v5): the theta and, for "yarn", its
+// parameters. Returns mscale_all_dim for DeepSeek's softmax scale (0 when absent).
+double read_rope(const ConfigReader& r, const nlohmann::json& config, RopeSpec& rope,
+                 std::int64_t max_positions, double default_theta) {
+  rope.theta = r.number_or("rope_theta", default_theta);
+  const char* key = r.has("rope_parameters") ? "rope_parameters"
+                    : r.has("rope_scaling")  ? "rope_scaling"
+                                             : nullptr;
+  if (!key) return 0;
+  const auto& scaling = config[key];
+  if (!scaling.is_object()) r.fail(key, "expected an object, got " + describe(scaling));
+  auto fail = [&](const std::string& sub, const std::string& what) {
+    r.fail(std::string(key) + "." + sub, what);
+  };
+  auto number = [&](const std::string& sub, double fallback) {
+    if (!scaling.contains(sub) || scaling[sub].is_null()) return fallback;
+    if (!scaling[sub].is_number() || !(scaling[sub].get<double>() > 0))
+      fail(sub, "expected a positive number, got " + describe(scaling[sub]));
+    return scaling[sub].get<double>();
+  };
+  if (scaling.contains("rope_theta")) rope.theta = number("rope_theta", rope.theta);
+  std::string type = "default";
+  for (const char* type_key : {"rope_type", "type"})
+    if (scaling.contains(type_key) && !scaling[type_key].is_null()) {
+      if (!scaling[type_key].is_string())
+        fail(type_key, "expected a string, got " + describe(scaling[type_key]));
+      type = scaling[type_key].get<std::string>();
+      break;
+    }
+  if (type == "default") return 0;
+  if (type != "yarn")
+    fail("type", "RoPE scaling '" + type + "' is not supported (supported: default, yarn)");
+  rope.yarn_original_max_positions =
+      number("original_max_position_embeddings", static_cast<double>(max_positions));
+  rope.yarn_factor =
+      number("factor", static_cast<double>(max_positions) / rope.yarn_original_max_positions);
+  rope.yarn_beta_fast = number("beta_fast", 32);
+  rope.yarn_beta_slow = number("beta_slow", 1);
+  if (scaling.contains("truncate") && scaling["truncate"].is_boolean() &&
+      !scaling["truncate"].get<bool>())
+    fail("truncate", "false is not supported");
+  const double mscale = number("mscale", 0);
+  const double mscale_all_dim = number("mscale_all_dim", 0);
+  if (scaling.contains("attention_factor") && !scaling["attention_factor"].is_null())
+    rope.attention_factor = number("attention_factor", 1);
+  else if (mscale > 0 && mscale_all_dim > 0)
+    rope.attention_factor =
+        yarn_mscale(rope.yarn_factor, mscale) / yarn_mscale(rope.yarn_factor, mscale_all_dim);
+  else
+    rope.attention_factor = yarn_mscale(rope.yarn_factor, 1);
+  return mscale_all_dim;
+}
+
+// Reads a list of layer indices (Qwen's mlp_only_layers).
+std::vector<std::int64_t> layer_list(const ConfigReader& r, const std::string& key,
+                                     std::int64_t layers) {
+  std::vector<std::int64_t> out;
+  if (!r.has(key)) return out;
+  if (!r.at(key).is_array())
+    r.fail(key, "expected a list of layer indices, got " + describe(r.at(key)));
+  for (const auto& v : r.at(key)) {
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= layers)
+      r.fail(key,
+             "expected layer indices in [0, " + std::to_string(layers) + "), got " + describe(v));
+    out.push_back(v.get<std::int64_t>());
+  }
+  return out;
+}
+
 }  // namespace
+
+const char* to_string(Family family) {
+  switch (family) {
+    case Family::mixtral:
+      return "mixtral";
+    case Family::qwen2_moe:
+      return "qwen2_moe";
+    case Family::qwen3_moe:
+      return "qwen3_moe";
+    case Family::olmoe:
+      return "olmoe";
+    case Family::deepseek_v2:
+      return "deepseek_v2";
+    case Family::deepseek_v3:
+      return "deepseek_v3";
+  }
+  return "?";
+}
+
+const char* to_string(AttentionKind kind) {
+  return kind == AttentionKind::gqa ? "gqa" : "mla";
+}
+
+const char* to_string(FfnKind kind) {
+  return kind == FfnKind::dense ? "dense" : "moe";
+}
+
+std::int64_t AttentionSpec::cache_elements() const {
+  return kind == AttentionKind::gqa ? 2 * kv_heads * head_dim : kv_lora_rank + qk_rope_head_dim;
+}
+
+std::int64_t AttentionSpec::query_width() const {
+  return kind == AttentionKind::gqa ? heads * head_dim
+                                    : heads * (qk_nope_head_dim + qk_rope_head_dim);
+}
+
+std::int64_t AttentionSpec::output_width() const {
+  return kind == AttentionKind::gqa ? heads * head_dim : heads * v_head_dim;
+}
+
+std::vector<double> RopeSpec::inverse_frequencies() const {
+  const std::int64_t half = dim / 2;
+  std::vector<double> inv(static_cast<std::size_t>(half));
+  for (std::int64_t i = 0; i < half; ++i)
+    inv[static_cast<std::size_t>(i)] =
+        1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(dim));
+  if (yarn_factor <= 0) return inv;
+  // transformers' _compute_yarn_parameters (truncate = true): frequencies below the correction
+  // range are interpolated by the factor, those above kept, a linear ramp in between.
+  const auto d = static_cast<double>(dim);
+  auto correction_dim = [&](double rotations) {
+    return d * std::log(yarn_original_max_positions / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(theta));
+  };
+  double low = std::max(std::floor(correction_dim(yarn_beta_fast)), 0.0);
+  double high = std::min(std::ceil(correction_dim(yarn_beta_slow)), d - 1);
+  if (low == high) high += 0.001;
+  for (std::int64_t i = 0; i < half; ++i) {
+    const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+    const double extrapolation = 1 - ramp;
+    const double original = inv[static_cast<std::size_t>(i)];
+    inv[static_cast<std::size_t>(i)] =
+        original / yarn_factor * (1 - extrapolation) + original * extrapolation;
+  }
+  return inv;
+}
+
+std::int64_t ModelSpec::moe_layer_count() const {
+  std::int64_t n = 0;
+  for (const auto& layer : layers) n += layer.ffn == FfnKind::moe;
+  return n;
+}
 
 void require_model_dir(const std::filesystem::path& model_dir) {
   std::error_code ec;
@@ -79,42 +267,173 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
   if (!json.contains("model_type") || !json["model_type"].is_string())
     r.fail("model_type", "is missing or not a string");
   s.model_type = json["model_type"].get<std::string>();
-  if (s.model_type != "mixtral")
-    r.fail("model_type", "'" + s.model_type + "' is not supported (supported: mixtral)");
-  if (json.contains("rope_scaling") && !json["rope_scaling"].is_null())
-    r.fail("rope_scaling", "RoPE scaling is not supported yet");
+  s.family = parse_family(r, s.model_type);
+  const Family f = s.family;
+  const bool deepseek = f == Family::deepseek_v2 || f == Family::deepseek_v3;
+  const bool qwen = f == Family::qwen2_moe || f == Family::qwen3_moe;
 
   s.vocab_size = r.positive("vocab_size");
   s.hidden_size = r.positive("hidden_size");
-  s.intermediate_size = r.positive("intermediate_size");
   s.num_layers = r.positive("num_hidden_layers");
-  s.num_heads = r.positive("num_attention_heads");
-  s.num_kv_heads = r.positive_or("num_key_value_heads", s.num_heads);
-  s.num_experts = r.positive("num_local_experts");
-  s.experts_per_token = r.positive("num_experts_per_tok");
-  s.head_dim = r.positive_or("head_dim", s.hidden_size / s.num_heads);
-  s.rms_norm_eps = r.number_or("rms_norm_eps", 1e-5);
-  s.rope_theta = r.number_or("rope_theta", 1e6);
+  // Token ids, layers and experts are int32 downstream, and the products below size tensors:
+  // bounding them first keeps every size computed from this file in range.
+  for (const auto& [key, value] : {std::pair<const char*, std::int64_t>{"vocab_size", s.vocab_size},
+                                   {"num_hidden_layers", s.num_layers}})
+    if (value > std::numeric_limits<std::int32_t>::max())
+      r.fail(key, std::to_string(value) + " exceeds 2^31 - 1");
+  s.rms_norm_eps = r.number_or("rms_norm_eps", qwen || deepseek ? 1e-6 : 1e-5);
   s.max_position_embeddings = r.positive_or("max_position_embeddings", 4096);
-  if (json.contains("tie_word_embeddings") && !json["tie_word_embeddings"].is_null()) {
+  if (qwen) r.refuse_true("use_sliding_window", "sliding-window attention is not implemented");
+
+  // Attention.
+  auto& a = s.attention;
+  a.heads = r.positive("num_attention_heads");
+  double mscale_all_dim = 0;
+  if (deepseek) {
+    a.kind = AttentionKind::mla;
+    r.refuse_true("attention_bias", "MLA projections with biases are not implemented");
+    a.q_lora_rank = r.non_negative_or("q_lora_rank", 0);
+    a.kv_lora_rank = r.positive("kv_lora_rank");
+    a.qk_nope_head_dim = r.positive("qk_nope_head_dim");
+    a.qk_rope_head_dim = r.positive("qk_rope_head_dim");
+    a.v_head_dim = r.positive("v_head_dim");
+    s.rope.dim = a.qk_rope_head_dim;
+    s.rope.style = f == Family::deepseek_v2 || r.boolean_or("rope_interleave", true)
+                       ? RopeStyle::interleaved
+                       : RopeStyle::half;
+    mscale_all_dim = read_rope(r, json, s.rope, s.max_position_embeddings, 1e4);
+    const double scale =
+        1.0 / std::sqrt(static_cast<double>(a.qk_nope_head_dim + a.qk_rope_head_dim));
+    const double m = s.rope.yarn_factor > 0 && mscale_all_dim > 0
+                         ? yarn_mscale(s.rope.yarn_factor, mscale_all_dim)
+                         : 1.0;
+    a.softmax_scale = scale * m * m;
+  } else {
+    a.kind = AttentionKind::gqa;
+    a.kv_heads = r.positive_or("num_key_value_heads", a.heads);
+    a.head_dim = f == Family::qwen3_moe || f == Family::mixtral
+                     ? r.positive_or("head_dim", s.hidden_size / a.heads)
+                     : s.hidden_size / a.heads;
+    if (a.head_dim == 0)
+      r.fail("head_dim", "is missing and hidden_size / num_attention_heads is 0");
+    if (a.heads % a.kv_heads != 0)
+      r.fail("num_key_value_heads", std::to_string(a.kv_heads) + " does not divide " +
+                                        "num_attention_heads " + std::to_string(a.heads));
+    if (f == Family::qwen2_moe) a.qkv_bias = r.boolean_or("qkv_bias", true);
+    if (f != Family::mixtral && f != Family::qwen2_moe)
+      r.refuse_true("attention_bias", "attention projections with biases are not implemented");
+    if (f == Family::qwen3_moe) a.qk_norm = QkNorm::per_head;
+    if (f == Family::olmoe) {
+      a.qk_norm = QkNorm::whole;
+      a.clip_qkv = r.number_or("clip_qkv", 0);
+    }
+    s.rope.dim = a.head_dim;
+    read_rope(r, json, s.rope, s.max_position_embeddings, f == Family::mixtral ? 1e6 : 1e4);
+    a.softmax_scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+  }
+  if (s.rope.dim % 2 != 0)
+    r.fail(deepseek ? "qk_rope_head_dim" : "head_dim", "must be even for RoPE");
+
+  // Experts and the dense/MoE layout.
+  s.layers.assign(static_cast<std::size_t>(s.num_layers), LayerKinds{a.kind, FfnKind::moe});
+  auto& router = s.router;
+  const char* experts_key = "num_experts";
+  switch (f) {
+    case Family::mixtral:
+      experts_key = "num_local_experts";
+      s.num_experts = r.positive(experts_key);
+      s.intermediate_size = r.positive("intermediate_size");
+      break;
+    case Family::olmoe:
+      s.num_experts = r.positive(experts_key);
+      s.intermediate_size = r.positive("intermediate_size");
+      router.normalize = r.boolean_or("norm_topk_prob", false);
+      break;
+    case Family::qwen2_moe:
+    case Family::qwen3_moe: {
+      s.num_experts = r.positive(experts_key);
+      s.intermediate_size = r.positive("moe_intermediate_size");
+      s.dense_intermediate_size = r.positive("intermediate_size");
+      router.normalize = r.boolean_or("norm_topk_prob", false);
+      if (f == Family::qwen2_moe) {
+        s.shared_intermediate_size = r.non_negative_or("shared_expert_intermediate_size", 0);
+        s.shared_expert_gate = s.shared_intermediate_size > 0;
+      }
+      const std::int64_t step = r.positive_or("decoder_sparse_step", 1);
+      const auto mlp_only = layer_list(r, "mlp_only_layers", s.num_layers);
+      for (std::int64_t l = 0; l < s.num_layers; ++l)
+        if (std::find(mlp_only.begin(), mlp_only.end(), l) != mlp_only.end() || (l + 1) % step != 0)
+          s.layers[static_cast<std::size_t>(l)].ffn = FfnKind::dense;
+      break;
+    }
+    case Family::deepseek_v2:
+    case Family::deepseek_v3: {
+      experts_key = "n_routed_experts";
+      s.num_experts = r.positive(experts_key);
+      s.intermediate_size = r.positive("moe_intermediate_size");
+      s.dense_intermediate_size = r.positive("intermediate_size");
+      s.shared_intermediate_size =
+          s.intermediate_size *
+          r.non_negative_or("n_shared_experts", f == Family::deepseek_v2 ? 2 : 1);
+      const std::int64_t first_moe =
+          std::min(r.non_negative_or("first_k_dense_replace", 0), s.num_layers);
+      for (std::int64_t l = 0; l < first_moe; ++l)
+        s.layers[static_cast<std::size_t>(l)].ffn = FfnKind::dense;
+      router.fp32_logits = true;
+      if (f == Family::deepseek_v2) {
+        // transformers' DeepSeek-V2 scores by softmax whatever scoring_func says, and never
+        // renormalises the top-k weights (norm_topk_prob is not consulted).
+        router.normalize = false;
+        router.scaling = r.number_or("routed_scaling_factor", 1.0);
+        const std::string method = r.string_or("topk_method", "greedy");
+        if (method == "group_limited_greedy") {
+          router.n_group = r.positive("n_group");
+          router.topk_group = r.positive("topk_group");
+        } else if (method != "greedy") {
+          r.fail("topk_method",
+                 "'" + method + "' is not supported (supported: greedy, group_limited_greedy)");
+        }
+      } else {
+        // transformers' DeepSeek-V3 always scores by sigmoid, adds e_score_correction_bias for
+        // the choice, and limits it to the best groups (scoring_func and topk_method unread).
+        router.scoring = Scoring::sigmoid;
+        router.correction_bias = true;
+        router.group_top2_sum = true;
+        router.n_group = r.positive_or("n_group", 1);
+        router.topk_group = r.positive_or("topk_group", router.n_group);
+        router.normalize = r.boolean_or("norm_topk_prob", true);
+        router.scaling = r.number_or("routed_scaling_factor", 2.5);
+      }
+      break;
+    }
+  }
+  if (s.num_experts > std::numeric_limits<std::int32_t>::max())
+    r.fail(experts_key, std::to_string(s.num_experts) + " exceeds 2^31 - 1");
+  s.experts_per_token = r.positive("num_experts_per_tok");
+  if (s.experts_per_token > s.num_experts)
+    r.fail("num_experts_per_tok", std::to_string(s.experts_per_token) + " exceeds " + experts_key +
+                                      " " + std::to_string(s.num_experts));
+  if (router.n_group > 1) {
+    if (s.num_experts % router.n_group != 0)
+      r.fail("n_group", std::to_string(router.n_group) + " does not divide " + experts_key + " " +
+                            std::to_string(s.num_experts));
+    if (router.topk_group > router.n_group)
+      r.fail("topk_group", std::to_string(router.topk_group) + " exceeds n_group " +
+                               std::to_string(router.n_group));
+    const std::int64_t per_group = s.num_experts / router.n_group;
+    if (router.group_top2_sum && per_group < 2)
+      r.fail("n_group", "groups need at least two experts each (their score is a top-2 sum)");
+    if (router.topk_group * per_group < s.experts_per_token)
+      r.fail("topk_group", "its groups hold fewer than num_experts_per_tok experts");
+  }
+
+  if (r.has("tie_word_embeddings")) {
     if (!json["tie_word_embeddings"].is_boolean())
       r.fail("tie_word_embeddings",
              "expected true or false, got " + describe(json["tie_word_embeddings"]));
     s.tie_word_embeddings = json["tie_word_embeddings"].get<bool>();
   }
 
-  if (s.num_heads % s.num_kv_heads != 0)
-    r.fail("num_key_value_heads", std::to_string(s.num_kv_heads) + " does not divide " +
-                                      "num_attention_heads " + std::to_string(s.num_heads));
-  if (s.head_dim == 0) r.fail("head_dim", "is missing and hidden_size / num_attention_heads is 0");
-  if (s.head_dim % 2 != 0) r.fail("head_dim", "must be even for RoPE");
-  // Token ids, layers and experts are int32 downstream, and the products below size tensors:
-  // bounding them here keeps every size computed from this file in range.
-  for (const auto& [key, value] : {std::pair<const char*, std::int64_t>{"vocab_size", s.vocab_size},
-                                   {"num_hidden_layers", s.num_layers},
-                                   {"num_local_experts", s.num_experts}})
-    if (value > std::numeric_limits<std::int32_t>::max())
-      r.fail(key, std::to_string(value) + " exceeds 2^31 - 1");
   auto fits = [&](const char* key, std::initializer_list<std::int64_t> dims) {
     std::int64_t bytes = 4;  // f32, the widest element
     for (const auto d : dims)
@@ -122,11 +441,17 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
         r.fail(key, "makes a tensor of more than 2^63 bytes");
   };
   fits("vocab_size", {s.vocab_size, s.hidden_size});
-  fits("intermediate_size", {s.intermediate_size, s.hidden_size});
-  fits("head_dim", {s.num_heads, s.head_dim, s.hidden_size});
-  if (s.experts_per_token > s.num_experts)
-    r.fail("num_experts_per_tok", std::to_string(s.experts_per_token) + " exceeds " +
-                                      "num_local_experts " + std::to_string(s.num_experts));
+  fits(qwen || deepseek ? "moe_intermediate_size" : "intermediate_size",
+       {s.intermediate_size, s.hidden_size});
+  fits("intermediate_size", {s.dense_intermediate_size, s.hidden_size});
+  fits("shared_expert_intermediate_size", {s.shared_intermediate_size, s.hidden_size});
+  if (deepseek) {
+    fits("q_lora_rank", {a.q_lora_rank + s.hidden_size, a.query_width()});
+    fits("kv_lora_rank", {a.kv_lora_rank + a.qk_rope_head_dim, s.hidden_size});
+    fits("v_head_dim", {a.heads, a.qk_nope_head_dim + a.v_head_dim, a.kv_lora_rank});
+  } else {
+    fits("head_dim", {a.heads, a.head_dim, s.hidden_size});
+  }
 
   auto token_id = [&](const std::string& key, const nlohmann::json& v) {
     if (!v.is_number_integer() || v.get<std::int64_t>() < 0 ||
@@ -134,9 +459,8 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
       r.fail(key, "expected a token id below vocab_size, got " + describe(v));
     return v.get<std::int64_t>();
   };
-  if (json.contains("bos_token_id") && !json["bos_token_id"].is_null())
-    s.bos_token_id = token_id("bos_token_id", json["bos_token_id"]);
-  if (json.contains("eos_token_id") && !json["eos_token_id"].is_null()) {
+  if (r.has("bos_token_id")) s.bos_token_id = token_id("bos_token_id", json["bos_token_id"]);
+  if (r.has("eos_token_id")) {
     const auto& eos = json["eos_token_id"];
     if (eos.is_array()) {
       for (const auto& id : eos) s.eos_token_ids.push_back(token_id("eos_token_id", id));

@@ -13,6 +13,22 @@ void rms_norm(const float* x, const float* weight, float* y, std::int64_t rows, 
 void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
                       const std::int64_t* positions, double theta);
 
+// Which elements rotate together: i with i + dim/2 (NeoX, rotate_half), or 2i with 2i + 1 (GPT-J,
+// DeepSeek's complex multiplication).
+enum class RopePairs { half, adjacent };
+struct RopeShape {
+  std::int64_t rows, heads;
+  std::int64_t stride;  // elements from one head to the next
+  std::int64_t offset;  // first rotated element within a head
+  std::int64_t dim;     // rotated elements per head
+  RopePairs pairs;
+};
+// Rotary embedding with given frequencies: x f32 [rows, heads, stride] in place, pair i turned by
+// positions[row] * inv_freq[i] ([dim / 2] frequencies); cos and sin are multiplied by `scale`
+// (YaRN's attention factor, 1 otherwise).
+void rope(float* x, const RopeShape& shape, const std::int64_t* positions, const double* inv_freq,
+          double scale);
+
 // out[r, j] = silu(gate_up[r, j]) * gate_up[r, ffn + j]. gate_up: f32 [rows, 2*ffn].
 void silu_mul(const float* gate_up, float* out, std::int64_t rows, std::int64_t ffn);
 
@@ -26,6 +42,7 @@ void router_top_k(const float* logits, int n_experts, int k, int* ids, float* we
 //   out: f32 [n_query, heads, head_dim]
 struct AttentionShape {
   std::int64_t n_query, heads, kv_heads, head_dim, capacity, first_position;
+  double scale = 0;  // of q.k; 0 means 1/sqrt(head_dim)
 };
 void attention(const float* q, const float* k, const float* v, float* out,
                const AttentionShape& shape);

@@ -43,28 +43,41 @@ struct EngineOptions {
   // pass a fault-injecting one.
   std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)>
       reader_factory;
-  bool prefetch = true;                     // predict layer l+1's experts while layer l computes
-  std::size_t ring_sections = 2;            // sections of the dense-layer ring when it streams
+  bool prefetch = true;           // predict layer l+1's experts while layer l computes
+  std::size_t ring_sections = 2;  // sections of the dense-layer ring when it streams
   // Keys and values in bf16 (half the memory of f32) keep the golden tests' greedy tokens;
   // f32 stays for exact comparisons with an f32 reference.
   KvDtype kv_dtype = KvDtype::bf16;
   std::function<void(double)> on_progress;  // loading progress in [0, 1]
 };
 
-// Weights of one routed expert, packed for oneDNN: w1 stacked over w3, and w2.
+// Weights of one routed expert, packed for oneDNN: gate stacked over up, and down.
 struct ExpertWeights final : memtier::BlockPayload {
   kernels::PackedWeight gate_up;  // [2*ffn, hidden]
   kernels::PackedWeight down;     // [hidden, ffn]
   std::uint64_t bytes() const override { return gate_up.bytes() + down.bytes(); }
 };
 
-// One layer's dense weights: norms, attention and router.
+// One layer's dense block: everything but its routed experts, packed. Which members are filled
+// depends on the layer's kinds in the plan.
 struct DenseWeights final : memtier::BlockPayload {
   std::vector<float> attention_norm;  // f32 [hidden]
   std::vector<float> ffn_norm;        // f32 [hidden]
-  kernels::PackedWeight qkv;          // [(heads + 2*kv_heads) * head_dim, hidden]
-  kernels::PackedWeight output;       // [hidden, heads * head_dim]
-  kernels::PackedWeight router;       // [experts, hidden]
+  // Every projection of the normed input, stacked: GQA q|k|v; MLA q (or q_a)|kv_a.
+  kernels::PackedWeight input_projection;
+  std::vector<float> qkv_bias;  // GQA q|k|v biases, or empty
+  // GQA: q_norm and k_norm. MLA: q_a_layernorm (empty without q_lora_rank) and kv_a_layernorm.
+  std::vector<float> q_norm, k_norm;
+  kernels::PackedWeight q_b;  // MLA with q_lora_rank
+  // MLA's absorbed form, per head: kv_b's key part transposed [kv_lora, nope], which takes a
+  // query into latent space, and its value part [v_head_dim, kv_lora].
+  std::vector<kernels::PackedWeight> absorb_keys, absorb_values;
+  kernels::PackedWeight output;
+  kernels::PackedWeight router;  // MoE layers: [experts, hidden]
+  std::vector<float> router_bias;
+  // The dense MLP of a dense layer, or the shared experts of a MoE layer: gate over up, down.
+  kernels::PackedWeight mlp_gate_up, mlp_down;
+  kernels::PackedWeight shared_expert_gate;  // Qwen2-MoE: [1, hidden]
   std::uint64_t bytes() const override;
 };
 
@@ -81,7 +94,7 @@ struct MemoryStats {
   memtier::BufferPool::Counters pool;
   memtier::SectionRing::Counters ring;
   std::vector<memtier::LayerCounters> layers;
-  int compute_threads = 0;  // OpenMP threads the last forward pass ran with (0: none yet)
+  int compute_threads = 0;           // OpenMP threads the last forward pass ran with (0: none yet)
   std::string kv_dtype;              // bf16 or f32
   std::uint64_t kv_bytes = 0;        // KV capacity held by live caches, within the budget
   std::uint64_t kv_limit_bytes = 0;  // most the budget lets KV hold (0: unlimited)
@@ -95,7 +108,8 @@ struct KvRoom {
   std::uint64_t free() const { return used < limit ? limit - used : 0; }
 };
 
-// The CPU forward pass of a Mixtral-architecture model: prefill and decode over a KV cache.
+// The CPU forward pass of a MoE model run as its layer plan (model::ModelSpec): prefill and
+// decode over a KV cache, each layer's attention and FFN computed by the module of its kind.
 // Dense weights are packed once from the mapped checkpoint (or stream through a ring of
 // sections when the host budget is too small for them); routed experts come through memtier:
 // host RAM under a budget, the disk tier (O_DIRECT reads) for the rest, prefetched one layer
@@ -171,9 +185,25 @@ class Engine {
   void check_tokens(std::span<const std::int32_t> tokens) const;
   void embed(std::span<const std::int32_t> tokens, float* out) const;
   const DenseWeights& dense(std::int64_t layer, memtier::Payload& hold);
+  // The attention of one layer over the rows' segments: h (normed) -> out [rows, hidden].
+  void attention(std::int64_t layer, const DenseWeights& weights, const float* h,
+                 std::span<const Segment> segments, const std::int64_t* positions,
+                 std::int64_t rows, float* out);
+  void gqa_attention(std::int64_t layer, const DenseWeights& weights, const float* h,
+                     std::span<const Segment> segments, const std::int64_t* positions,
+                     std::int64_t rows, float* attn);
+  void mla_attention(std::int64_t layer, const DenseWeights& weights, const float* h,
+                     std::span<const Segment> segments, const std::int64_t* positions,
+                     std::int64_t rows, float* attn);
+  // A gated MLP (silu(gate) * up, then down) over rows, written to out.
+  void gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,
+                 const float* h, std::int64_t rows, float* out);
+  // Routed experts plus the shared experts of a MoE layer: h -> out [rows, hidden].
   void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows,
-           float* x);
+           float* out);
   void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
+  // The gate matrix of the first routed expert (its dtype is the experts'), or null.
+  const model::TensorInfo* first_expert_gate() const;
   // The total budget a HostBudget means for this model, given the fixed part.
   std::uint64_t budget_bytes(const HostBudget& budget, std::uint64_t fixed) const;
   // Gives the host tier what the budget leaves after the fixed part and the KV caches.
@@ -185,10 +215,11 @@ class Engine {
   EngineOptions options_;
   const model::TensorInfo* embedding_;  // [vocab, hidden], read in place
   std::vector<LayerTensors> tensors_;
-  kernels::CpuMatmul matmul_;      // compute thread
-  kernels::CpuMatmul io_matmul_;   // the loader's I/O thread packs with its own instance
-  std::vector<float> final_norm_;  // f32 [hidden]
-  kernels::PackedWeight lm_head_;  // [vocab, hidden]
+  std::vector<double> rope_frequencies_;  // [rope dim / 2]
+  kernels::CpuMatmul matmul_;             // compute thread
+  kernels::CpuMatmul io_matmul_;          // the loader's I/O thread packs with its own instance
+  std::vector<float> final_norm_;         // f32 [hidden]
+  kernels::PackedWeight lm_head_;         // [vocab, hidden]
   std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;

@@ -23,16 +23,22 @@ struct KvAccount {
   std::atomic<std::uint64_t> bytes{0};
 };
 
+// What a position stores per layer: keys and values of each KV head (grouped-query attention), or
+// one vector that serves as both (MLA's latent with its rope key, read by the absorbed form).
+enum class KvLayout { keys_and_values, shared };
+
 // Keys (after RoPE) and values of one sequence, per layer: [kv_heads, capacity, head_dim] of the
-// cache's dtype. The capacity is allocated once for the whole sequence when it is known (the
-// scheduler reserves prompt + max_tokens); otherwise it grows in steps of kGrowthPositions. The
-// memory is left uninitialised, so pages of positions not yet written are not resident.
+// cache's dtype (values() is keys() in the shared layout). The capacity is allocated once for the
+// whole sequence when it is known (the scheduler reserves prompt + max_tokens); otherwise it grows
+// in steps of kGrowthPositions. The memory is left uninitialised, so pages of positions not yet
+// written are not resident.
 class KvCache {
  public:
   static constexpr std::int64_t kGrowthPositions = 256;
 
   KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim, KvDtype dtype,
-          std::shared_ptr<KvAccount> account, std::int64_t capacity = 0);
+          std::shared_ptr<KvAccount> account, std::int64_t capacity = 0,
+          KvLayout layout = KvLayout::keys_and_values);
   ~KvCache();
   KvCache(KvCache&& other) noexcept;
   KvCache& operator=(KvCache&&) = delete;
@@ -51,7 +57,9 @@ class KvCache {
   void advance(std::int64_t count) { length_ += count; }
 
   std::byte* keys(std::int64_t layer) { return keys_[static_cast<std::size_t>(layer)].get(); }
-  std::byte* values(std::int64_t layer) { return values_[static_cast<std::size_t>(layer)].get(); }
+  std::byte* values(std::int64_t layer) {
+    return (values_.empty() ? keys_ : values_)[static_cast<std::size_t>(layer)].get();
+  }
   std::int64_t kv_heads() const { return kv_heads_; }
   std::int64_t head_dim() const { return head_dim_; }
 
@@ -64,7 +72,7 @@ class KvCache {
   std::int64_t length_ = 0;
   std::int64_t capacity_ = 0;
   std::vector<std::unique_ptr<std::byte[]>> keys_;    // per layer: [kv_heads, capacity, head_dim]
-  std::vector<std::unique_ptr<std::byte[]>> values_;  // per layer: [kv_heads, capacity, head_dim]
+  std::vector<std::unique_ptr<std::byte[]>> values_;  // per layer; empty in the shared layout
 };
 
 }  // namespace moed::engine

@@ -8,18 +8,11 @@
 
 #include "moed/model/model_spec.hpp"
 #include "moed/model/safetensors.hpp"
+#include "moed/model/tensor_names.hpp"
 
 namespace moed::model {
 
-// Hugging Face tensor names of a Mixtral checkpoint.
-namespace mixtral {
-std::string layer_tensor(std::int64_t layer, const std::string& suffix);
-std::string expert_tensor(std::int64_t layer, std::int64_t expert, const std::string& matrix);
-// Every tensor the architecture needs, with its shape.
-std::map<std::string, std::vector<std::int64_t>> expected_tensors(const ModelSpec& spec);
-}  // namespace mixtral
-
-// All safetensors shards of a model directory, read in place and checked against the spec:
+// All safetensors shards of a model directory, read in place and checked against the layer plan:
 // every expected tensor present once with the right shape, nothing unexpected.
 class Checkpoint {
  public:
