@@ -397,9 +397,13 @@ def selection_margin(cfg, logits, chosen):
         return float(logits[chosen].min() - rest.max()) if rest.size else float("inf")
     score = sigmoid(logits) + cfg["_bias"]
     per = len(score) // cfg["n_group"]
+    group_scores = np.sort(score.reshape(cfg["n_group"], per), axis=-1)[:, -2:].sum(axis=-1)
+    ranked = np.sort(group_scores)[::-1]
+    group_margin = ranked[cfg["topk_group"] - 1] - ranked[cfg["topk_group"]] if cfg["topk_group"] < cfg["n_group"] else np.inf
     kept = set(int(e) // per for e in chosen)
     rest = [score[e] for e in range(len(score)) if e not in chosen and e // per in kept]
-    return float(score[chosen].min() - max(rest)) if rest else float("inf")
+    expert_margin = score[chosen].min() - max(rest) if rest else np.inf
+    return float(min(group_margin, expert_margin))
 
 
 def forward_family(cfg, w, tokens, check_absorbed=False, margins=None):
@@ -424,6 +428,7 @@ FAMILIES = ("qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")
 
 
 def model_forward(cfg, w, tokens, **kwargs):
+    """Logits [n, vocab]; kwargs (check_absorbed, margins) apply to the non-mixtral families."""
     if cfg.get("model_type", "mixtral") == "mixtral":
         return forward(cfg, w, tokens)
     if cfg["model_type"] not in FAMILIES:
@@ -440,27 +445,30 @@ def main():
     args = ap.parse_args()
     cfg, w = load(args.model)
     tokens = [int(t) for t in args.tokens.split(",")]
+    routing = []  # routing selection margins of the last forward pass (not tracked for mixtral)
     if args.greedy:
         seq = list(tokens)
         margins = []
-        for _ in range(args.greedy):
-            logits = model_forward(cfg, w, seq)[-1]
+        for step in range(args.greedy):
+            last = step == args.greedy - 1
+            logits = model_forward(cfg, w, seq, margins=routing if last else None)[-1]
             order = np.argsort(-logits)
             margins.append(float(logits[order[0]] - logits[order[1]]))
             seq.append(int(order[0]))
+        result = {"prompt": tokens, "generated": seq[len(tokens):], "min_margin": min(margins)}
+        if routing:
+            result["min_routing_margin"] = min(routing)
         with open(args.out, "w") as f:
-            json.dump({"prompt": tokens, "generated": seq[len(tokens):], "min_margin": min(margins)}, f)
+            json.dump(result, f)
         print("reference: greedy %d tokens, smallest top-1 margin %.4f" % (args.greedy, min(margins)), file=sys.stderr)
     else:
-        margins = []
-        logits = model_forward(cfg, w, tokens, check_absorbed=True, margins=margins) if cfg.get("model_type", "mixtral") != "mixtral" else forward(cfg, w, tokens)
-        if margins:
-            print("reference: smallest routing selection margin %.4f" % min(margins), file=sys.stderr)
+        logits = model_forward(cfg, w, tokens, check_absorbed=True, margins=routing)
         np.save(args.out, logits.astype(np.float32))
         top2 = np.sort(logits, axis=-1)[:, -2:]
         print("reference: logits %s, smallest top-1 margin %.4f" % (logits.shape, float((top2[:, 1] - top2[:, 0]).min())),
               file=sys.stderr)
-
+    if routing:
+        print("reference: smallest routing selection margin %.4f" % min(routing), file=sys.stderr)
 
 if __name__ == "__main__":
     main()
