@@ -570,7 +570,8 @@ def family_tokenizer(family, tokenizer_size, rng):
             steps.append({"type": "Digits", "individual_digits": True})
         steps.append(byte_level_step(False, True, False))
         bos, eos = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
-        tok["normalizer"] = None
+        # DeepSeek-V3's tokenizer.json has an empty Sequence normalizer; V2's is taken to be null.
+        tok["normalizer"] = {"type": "Sequence", "normalizers": []} if family == "deepseek_v3" else None
         tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": steps}
         tok["post_processor"] = bos_post_processor(bos, ids[bos])
         tok["decoder"] = byte_level_step(True, True, True)
