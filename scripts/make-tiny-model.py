@@ -4,7 +4,8 @@
 
 The output is indistinguishable in format from a real checkpoint: config.json,
 model.safetensors (or model-0000i-of-0000N.safetensors shards plus
-model.safetensors.index.json), tokenizer.json and tokenizer_config.json.
+model.safetensors.index.json), tokenizer.json and tokenizer_config.json (and, for the
+families other than mixtral, generation_config.json).
 Weights are random (numpy only); the tokenizer is a real BPE trained on a small
 built-in text so that ordinary English encodes to multi-byte pieces.
 """
