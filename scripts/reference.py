@@ -325,15 +325,15 @@ def is_moe_layer(cfg, l):
             and (l + 1) % cfg["decoder_sparse_step"] == 0)
 
 
-def route(cfg, logits):
-    """(expert ids [k], weights [k]) for one token's router logits, as the family's MoE block picks
-    and weighs them."""
+def route(cfg, logits, bias):
+    """(expert ids [k], weights [k]) for one token's router logits (and DeepSeek-V3's correction
+    bias), as the family's MoE block picks and weighs them."""
     family = cfg["model_type"]
     top_k = cfg["num_experts_per_tok"]
     if family == "deepseek_v3":
         # DeepseekV3TopkRouter / get_topk_indices: the bias enters the choice only.
         scores = sigmoid(logits)
-        choice = scores + cfg["_bias"]
+        choice = scores + bias
         n_group, experts = cfg["n_group"], len(scores)
         grouped = choice.reshape(n_group, experts // n_group)
         group_scores = np.sort(grouped, axis=-1)[:, -2:].sum(axis=-1)
@@ -372,12 +372,11 @@ def moe_block(cfg, w, p, h, margins):
     family = cfg["model_type"]
     m = p + "mlp."
     logits = h @ w[m + "gate.weight"].T
-    if family == "deepseek_v3":
-        cfg["_bias"] = w[m + "gate.e_score_correction_bias"]
+    bias = w.get(m + "gate.e_score_correction_bias")
     out = np.zeros_like(h)
     for t in range(h.shape[0]):
-        chosen, weights = route(cfg, logits[t])
-        margins.append(selection_margin(cfg, logits[t], chosen))
+        chosen, weights = route(cfg, logits[t], bias)
+        margins.append(selection_margin(cfg, logits[t], bias, chosen))
         for e, wt in zip(chosen, weights):
             out[t] += wt * gated_mlp(w, m + "experts.%d." % e, h[t])
     if family == "qwen2_moe":
@@ -388,14 +387,14 @@ def moe_block(cfg, w, p, h, margins):
     return out
 
 
-def selection_margin(cfg, logits, chosen):
+def selection_margin(cfg, logits, bias, chosen):
     """How far the last chosen expert is above the best unchosen one in the quantity the choice is
     made on (router logits for softmax routers, sigmoid score plus bias within the kept groups for
     DeepSeek-V3), so goldens can show that routing is not decided by rounding."""
     if cfg["model_type"] != "deepseek_v3":
         rest = np.delete(logits, chosen)
         return float(logits[chosen].min() - rest.max()) if rest.size else float("inf")
-    score = sigmoid(logits) + cfg["_bias"]
+    score = sigmoid(logits) + bias
     per = len(score) // cfg["n_group"]
     group_scores = np.sort(score.reshape(cfg["n_group"], per), axis=-1)[:, -2:].sum(axis=-1)
     ranked = np.sort(group_scores)[::-1]
@@ -469,6 +468,7 @@ def main():
               file=sys.stderr)
     if routing:
         print("reference: smallest routing selection margin %.4f" % min(routing), file=sys.stderr)
+
 
 if __name__ == "__main__":
     main()
