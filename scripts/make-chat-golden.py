@@ -23,7 +23,8 @@ _spec.loader.exec_module(TINY_MODEL)
 
 # Templates as published in the models' tokenizer_config.json (whitespace kept).
 TEMPLATES = {
-    # The two templates the tiny test models ship (Mixtral-8x7B-Instruct-v0.1's, OLMoE-Instruct's).
+    # Templates the tiny test models ship (Mixtral-8x7B-Instruct-v0.1's, OLMoE-Instruct's, and below
+    # Qwen1.5-MoE-Chat's and DeepSeek-V2-Lite-Chat's).
     "mixtral-8x7b-instruct-v0.1": TINY_MODEL.CHAT_TEMPLATE,
     "olmoe-1b-7b-instruct": TINY_MODEL.BYTE_LEVEL_CHAT_TEMPLATE,
     "mixtral-legacy": (
@@ -34,26 +35,14 @@ TEMPLATES = {
         "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
         "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
     ),
-    "qwen1.5-moe-chat": (
-        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-        "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
-        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    ),
+    "qwen1.5-moe-chat": TINY_MODEL.QWEN15_CHAT_TEMPLATE,
     "llama-3": (
         "{% set loop_messages = messages %}{% for message in loop_messages %}"
         "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}"
         "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
     ),
-    "deepseek-v2-lite-chat": (
-        "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
-        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-        "{{ 'User: ' + message['content'] + '\\n\\n' }}{% elif message['role'] == 'assistant' %}"
-        "{{ 'Assistant: ' + message['content'] + eos_token }}{% elif message['role'] == 'system' %}"
-        "{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-    ),
+    "deepseek-v2-lite-chat": TINY_MODEL.DEEPSEEK_V2_CHAT_TEMPLATE,
     "phi-3.5-moe-instruct": (
         "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
         "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"

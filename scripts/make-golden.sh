@@ -18,3 +18,9 @@ for model in tiny-f32 tiny-bf16; do
   /usr/bin/python3 "$here/reference.py" --model "$models/$model" --tokens "$greedy_prompt" \
     --greedy 32 --out "$golden/$model.greedy.json"
 done
+for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do
+  /usr/bin/python3 "$here/reference.py" --model "$models/tiny-$family" --tokens "$tokens" \
+    --out "$golden/$family.logits.npy"
+  /usr/bin/python3 "$here/reference.py" --model "$models/tiny-$family-bf16" --tokens "$greedy_prompt" \
+    --greedy 32 --out "$golden/$family-bf16.greedy.json"
+done
