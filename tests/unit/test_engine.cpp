@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "golden_files.hpp"
 #include "moed/engine/engine.hpp"
 #include "moed/engine/npy.hpp"
 #include "moed/engine/sampler.hpp"
@@ -21,72 +22,7 @@ using namespace moed::engine;
 namespace memtier = moed::memtier;
 namespace model = moed::model;
 
-namespace {
-
-const fs::path kModels = MOED_TEST_MODELS;
-const fs::path kGolden = MOED_GOLDEN_DIR;
-
-struct Array {
-  std::vector<std::int64_t> shape;
-  std::vector<float> data;
-};
-
-// Reads the float32 C-order .npy files reference.py writes (format 1.0).
-Array read_npy(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string all((std::istreambuf_iterator<char>(in)), {});
-  if (all.size() < 10 || all.compare(0, 6, "\x93NUMPY") != 0) throw std::runtime_error("not npy");
-  const std::size_t header_len =
-      static_cast<unsigned char>(all[8]) | (static_cast<unsigned char>(all[9]) << 8);
-  const std::string header = all.substr(10, header_len);
-  if (header.find("'<f4'") == std::string::npos) throw std::runtime_error("not float32");
-  Array a;
-  std::stringstream dims(
-      header.substr(header.find('(') + 1, header.find(')') - header.find('(') - 1));
-  std::string item;
-  while (std::getline(dims, item, ','))
-    if (item.find_first_not_of(' ') != std::string::npos) a.shape.push_back(std::stoll(item));
-  a.data.resize((all.size() - 10 - header_len) / 4);
-  std::memcpy(a.data.data(), all.data() + 10 + header_len, a.data.size() * 4);
-  return a;
-}
-
-std::vector<std::int32_t> read_tokens(const fs::path& path) {
-  std::ifstream in(path);
-  std::vector<std::int32_t> ids;
-  std::string item;
-  while (std::getline(in, item, ',')) ids.push_back(std::stoi(item));
-  return ids;
-}
-
-struct Comparison {
-  double relative_error;  // max |diff| / max |reference|
-  int argmax_mismatches;
-};
-
-Comparison compare(const std::vector<float>& got, const std::vector<float>& want,
-                   std::int64_t vocab) {
-  double max_diff = 0, max_ref = 0;
-  int mismatches = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    max_diff = std::max(max_diff, double(std::abs(got[i] - want[i])));
-    max_ref = std::max(max_ref, double(std::abs(want[i])));
-  }
-  for (std::size_t row = 0; row < want.size() / vocab; ++row) {
-    auto g = got.begin() + row * vocab, w = want.begin() + row * vocab;
-    if (std::max_element(g, g + vocab) - g != std::max_element(w, w + vocab) - w) ++mismatches;
-  }
-  return {max_diff / max_ref, mismatches};
-}
-
-std::vector<float> prefill_logits(Engine& engine, const std::vector<std::int32_t>& tokens) {
-  auto cache = engine.new_cache();
-  std::vector<float> logits;
-  engine.forward(tokens, cache, logits, true);
-  return logits;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 struct GoldenCase {
   const char* model;
