@@ -18,6 +18,7 @@
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/reader.hpp"
+#include "moed/model/checkpoint.hpp"
 #include "moed/model/model_spec.hpp"
 #include "moed/model/tokenizer.hpp"
 
@@ -457,6 +458,167 @@ int run_perplexity(const PerplexityArgs& args) {
     std::printf("mean NLL    %.6f nats/token\n", mean_nll);
     std::printf("perplexity  %.4f\n", std::exp(mean_nll));
   }
+  return 0;
+}
+
+}  // namespace moed::cli
+
+namespace moed::cli {
+namespace {
+
+std::string router_description(const model::ModelSpec& s) {
+  const auto& r = s.router;
+  std::string out = r.scoring == model::Scoring::softmax ? "softmax" : "sigmoid";
+  if (r.correction_bias) out += " + correction bias for the choice";
+  if (r.n_group > 1)
+    out += ", best " + std::to_string(r.topk_group) + " of " + std::to_string(r.n_group) +
+           " groups (" + (r.group_top2_sum ? "top-2 sum" : "max") + ")";
+  out += r.normalize ? ", top-k renormalised" : ", top-k not renormalised";
+  if (r.scaling != 1.0) {
+    char scaled[32];
+    std::snprintf(scaled, sizeof scaled, ", x%g", r.scaling);
+    out += scaled;
+  }
+  return out;
+}
+
+std::string attention_description(const model::ModelSpec& s) {
+  const auto& a = s.attention;
+  char text[256];
+  if (a.kind == model::AttentionKind::gqa) {
+    std::snprintf(text, sizeof text, "gqa, %lld heads, %lld kv heads, head_dim %lld%s%s%s",
+                  static_cast<long long>(a.heads), static_cast<long long>(a.kv_heads),
+                  static_cast<long long>(a.head_dim), a.qkv_bias ? ", q/k/v bias" : "",
+                  a.qk_norm == model::QkNorm::per_head ? ", q/k RMSNorm per head"
+                  : a.qk_norm == model::QkNorm::whole  ? ", q/k RMSNorm over the projection"
+                                                       : "",
+                  a.clip_qkv > 0 ? ", clip_qkv" : "");
+  } else {
+    std::snprintf(text, sizeof text,
+                  "mla, %lld heads, q_lora_rank %lld, kv_lora_rank %lld, qk nope/rope %lld/%lld, "
+                  "v %lld; the cache holds the latent and rope key",
+                  static_cast<long long>(a.heads), static_cast<long long>(a.q_lora_rank),
+                  static_cast<long long>(a.kv_lora_rank),
+                  static_cast<long long>(a.qk_nope_head_dim),
+                  static_cast<long long>(a.qk_rope_head_dim), static_cast<long long>(a.v_head_dim));
+  }
+  std::string out = text;
+  std::snprintf(text, sizeof text, "; rope %s, dim %lld, theta %g%s, softmax scale %.6g",
+                s.rope.style == model::RopeStyle::half ? "half-split" : "adjacent pairs",
+                static_cast<long long>(s.rope.dim), s.rope.theta,
+                s.rope.yarn_factor > 0 ? ", yarn" : "", a.softmax_scale);
+  return out + text;
+}
+
+}  // namespace
+
+int run_info(const InfoArgs& args) {
+  const auto spec = model::ModelSpec::from_config(args.model_dir);
+  const model::Checkpoint checkpoint(args.model_dir, spec);
+  auto bytes_of = [&](const std::string& name) { return checkpoint.tensor(name).nbytes; };
+  std::vector<std::uint64_t> dense_bytes;
+  std::uint64_t expert_block = 0;
+  for (std::int64_t l = 0; l < spec.num_layers; ++l) {
+    std::uint64_t layer = 0;
+    for (const auto& t : model::dense_tensors(spec, l)) layer += bytes_of(t.name);
+    dense_bytes.push_back(layer);
+    if (spec.has_experts(l) && expert_block == 0)
+      for (const auto m :
+           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down})
+        expert_block += bytes_of(model::expert_tensor(spec, l, 0, m));
+  }
+  std::uint64_t dense_total = 0;
+  for (const auto b : dense_bytes) dense_total += b;
+  const std::uint64_t head = bytes_of(model::embedding_tensor()) +
+                             bytes_of(model::final_norm_tensor()) +
+                             (spec.tie_word_embeddings ? 0 : bytes_of("lm_head.weight"));
+  const std::uint64_t experts_total =
+      expert_block * static_cast<std::uint64_t>(spec.moe_layer_count() * spec.num_experts);
+  const auto kv_per_position = static_cast<std::uint64_t>(
+      spec.num_layers * spec.attention.cache_elements() * 2);  // bf16, the default
+
+  // Where the bytes would live: the dense part and the embedding and head always in host RAM,
+  // routed experts cached up to the budget and read from disk beyond it.
+  std::uint64_t cached = experts_total;
+  if (!args.host_budget.empty()) {
+    const auto budget = engine::HostBudget::parse(args.host_budget);
+    cached =
+        budget.expert_share > 0
+            ? static_cast<std::uint64_t>(budget.expert_share * static_cast<double>(experts_total))
+            : (budget.bytes > head + dense_total ? budget.bytes - head - dense_total : 0);
+    cached = std::min(cached, experts_total);
+  }
+
+  if (args.json) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (std::int64_t l = 0; l < spec.num_layers; ++l)
+      layers.push_back(
+          {{"layer", l},
+           {"attention", to_string(spec.layers[static_cast<std::size_t>(l)].attention)},
+           {"ffn", to_string(spec.layers[static_cast<std::size_t>(l)].ffn)},
+           {"routed_experts", spec.has_experts(l) ? spec.num_experts : 0},
+           {"dense_bytes", dense_bytes[static_cast<std::size_t>(l)]}});
+    const nlohmann::json out = {{"model", args.model_dir},
+                                {"family", to_string(spec.family)},
+                                {"vocab_size", spec.vocab_size},
+                                {"hidden_size", spec.hidden_size},
+                                {"max_position_embeddings", spec.max_position_embeddings},
+                                {"attention", attention_description(spec)},
+                                {"experts", spec.num_experts},
+                                {"experts_per_token", spec.experts_per_token},
+                                {"expert_intermediate_size", spec.intermediate_size},
+                                {"shared_intermediate_size", spec.shared_intermediate_size},
+                                {"router", router_description(spec)},
+                                {"layers", layers},
+                                {"bytes",
+                                 {{"embedding_and_head", head},
+                                  {"dense_layers", dense_total},
+                                  {"routed_experts", experts_total},
+                                  {"expert_block", expert_block},
+                                  {"kv_per_position_bf16", kv_per_position}}},
+                                {"tiers",
+                                 {{"host_budget", args.host_budget},
+                                  {"host", head + dense_total + cached},
+                                  {"disk", experts_total - cached}}}};
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  using memtier::format_byte_size;
+  std::printf("model: %s\n", args.model_dir.c_str());
+  std::printf("family: %s; vocab %lld, hidden %lld, %lld layers, context %lld\n",
+              to_string(spec.family), static_cast<long long>(spec.vocab_size),
+              static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_layers),
+              static_cast<long long>(spec.max_position_embeddings));
+  std::printf("attention: %s\n", attention_description(spec).c_str());
+  std::printf("experts: %lld routed per MoE layer, top %lld, width %lld",
+              static_cast<long long>(spec.num_experts),
+              static_cast<long long>(spec.experts_per_token),
+              static_cast<long long>(spec.intermediate_size));
+  if (spec.shared_intermediate_size > 0)
+    std::printf("; shared experts of width %lld%s",
+                static_cast<long long>(spec.shared_intermediate_size),
+                spec.shared_expert_gate ? " (sigmoid-gated)" : "");
+  std::printf("\nrouter: %s\n", router_description(spec).c_str());
+  std::printf("%-6s %-9s %-6s %-15s %s\n", "layer", "attention", "ffn", "experts", "dense bytes");
+  for (std::int64_t l = 0; l < spec.num_layers; ++l) {
+    const auto& kinds = spec.layers[static_cast<std::size_t>(l)];
+    const std::string experts = spec.has_experts(l) ? std::to_string(spec.num_experts) + " x " +
+                                                          format_byte_size(expert_block)
+                                                    : "-";
+    std::printf("%-6lld %-9s %-6s %-15s %s\n", static_cast<long long>(l),
+                to_string(kinds.attention), to_string(kinds.ffn), experts.c_str(),
+                format_byte_size(dense_bytes[static_cast<std::size_t>(l)]).c_str());
+  }
+  std::printf(
+      "bytes as stored: embedding and head %s, dense layers %s, routed experts %s; KV %s "
+      "per position (bf16)\n",
+      format_byte_size(head).c_str(), format_byte_size(dense_total).c_str(),
+      format_byte_size(experts_total).c_str(), format_byte_size(kv_per_position).c_str());
+  std::printf("tiers%s: host %s (embedding, head, dense layers, %s of experts cached), disk %s\n",
+              args.host_budget.empty() ? " (no host budget)"
+                                       : (" at host budget " + args.host_budget).c_str(),
+              format_byte_size(head + dense_total + cached).c_str(),
+              format_byte_size(cached).c_str(), format_byte_size(experts_total - cached).c_str());
   return 0;
 }
 

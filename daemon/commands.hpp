@@ -55,7 +55,14 @@ struct PerplexityArgs : ModelArgs {
   bool json = false;
 };
 
+struct InfoArgs {
+  std::string model_dir;
+  std::string host_budget;  // as ModelArgs: where the bytes would live under it
+  bool json = false;
+};
+
 int run_logits(const LogitsArgs& args);
+int run_info(const InfoArgs& args);
 int run_generate(const GenerateArgs& args);
 int run_tokenize(const TokenizeArgs& args);
 int run_bench(const BenchArgs& args);

@@ -132,6 +132,17 @@ int main(int argc, char** argv) {
       "window length in tokens (default 512, or the model's max_position_embeddings when smaller)");
   perplexity_cmd->add_flag("--json", perplexity.json, "print the result as JSON");
 
+  InfoArgs info;
+  auto* info_cmd = app.add_subcommand(
+      "info",
+      "Print the model's layer plan (family, per-layer attention and FFN kinds, experts, router) "
+      "and its bytes per tier, without loading the weights");
+  info_cmd->add_option("--model", info.model_dir, "Hugging Face model directory")->required();
+  info_cmd->add_option("--host-budget", info.host_budget,
+                       "show where the bytes would live under this budget: a size or a share "
+                       "of the experts (25%)");
+  info_cmd->add_flag("--json", info.json, "print the plan as JSON");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (logits_cmd->parsed()) return run_logits(logits);
@@ -139,6 +150,7 @@ int main(int argc, char** argv) {
     if (tokenize_cmd->parsed()) return run_tokenize(tokenize);
     if (bench_cmd->parsed()) return run_bench(bench);
     if (perplexity_cmd->parsed()) return run_perplexity(perplexity);
+    if (info_cmd->parsed()) return run_info(info);
     return run_daemon(daemon);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moed: error: %s\n", e.what());

@@ -22,6 +22,39 @@ PY
   then pass "logits $model match the reference"; else fail "logits $model"; cat "$work/err"; fi
 done
 
+# The other families through the binary: f32 logits within 1e-5 of reference.py, generate and
+# bench at a 25% budget on the bf16 model, and the plan `moed info` prints.
+for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do
+  if "$moed" logits --model "$models/tiny-$family" --tokens "$tokens" --out "$work/$family.npy" --kv-dtype f32 2>"$work/err" &&
+     /usr/bin/python3 - "$work/$family.npy" "$golden/$family.logits.npy" <<'PY'
+import sys, numpy as np
+got, want = np.load(sys.argv[1]), np.load(sys.argv[2])
+assert got.shape == want.shape, (got.shape, want.shape)
+rel = np.abs(got - want).max() / np.abs(want).max()
+assert rel <= 1e-5, rel
+PY
+  then pass "$family: f32 logits within 1e-5 of the reference"; else fail "$family logits"; cat "$work/err"; fi
+  "$moed" logits --model "$models/tiny-$family" --tokens "$tokens" --out "$work/$family-quarter.npy" --kv-dtype f32 --host-budget 25% 2>/dev/null
+  cmp -s "$work/$family.npy" "$work/$family-quarter.npy" && pass "$family: bit-identical at a 25% budget" || fail "$family budgeted logits differ"
+  out=$("$moed" generate --model "$models/tiny-$family-bf16" --prompt "Hello world 123" -n 6 --print-ids 2>"$work/ids")
+  [[ $? -eq 0 ]] && [[ $(tr ',' '\n' <"$work/ids" | grep -c .) -eq 6 ]] && pass "$family: generate" || fail "$family generate: $(cat "$work/ids")"
+  "$moed" bench --model "$models/tiny-$family-bf16" --host-budget 25% --json --bandwidth-mib 64 \
+    --prompt-tokens 16 --decode-tokens 8 >"$work/bench-$family.json" 2>/dev/null &&
+    /usr/bin/python3 -c "import json; r = json.load(open('$work/bench-$family.json')); assert r['decode_tokens_per_s'] > 0" &&
+    pass "$family: bench" || fail "$family bench"
+  "$moed" info --model "$models/tiny-$family" >"$work/info" 2>&1 && grep -q "^family: $family" "$work/info" &&
+    grep -Eq "^1 +(gqa|mla) +(moe|dense)" "$work/info" && pass "$family: info prints the plan" || { fail "$family info"; cat "$work/info"; }
+done
+"$moed" info --model "$models/tiny-deepseek_v3" --host-budget 25% --json >"$work/info.json" 2>&1 &&
+  /usr/bin/python3 - "$work/info.json" <<'PY' && pass "info --json: per-layer kinds and tiers" || fail "info --json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["family"] == "deepseek_v3"
+assert [l["ffn"] for l in r["layers"]] == ["dense", "moe", "moe"], r["layers"]
+assert r["layers"][0]["attention"] == "mla" and r["layers"][0]["routed_experts"] == 0
+assert r["tiers"]["disk"] == r["bytes"]["routed_experts"] * 3 // 4, r["tiers"]
+PY
+
 out=$("$moed" generate --model "$models/tiny-f32" --prompt "The capital of France is" -n 8 --print-ids 2>"$work/ids")
 if [[ $? -eq 0 && -n $out ]] && [[ $(tr ',' '\n' <"$work/ids" | grep -c .) -eq 8 ]]; then
   pass "generate prints text and 8 ids"; else fail "generate"; fi

@@ -444,6 +444,18 @@ expect "unencodable chat message" 400 '"param":"messages"' http://moed/v1/chat/c
 sock=$sock_saved
 kill -TERM $strict_pid; wait $strict_pid 2>/dev/null
 
+# Another family served: DeepSeek-V3's layer plan (MLA, group-limited sigmoid routing) answers
+# a chat completion through its own chat template.
+"$moed" --model "$models/tiny-deepseek_v3-bf16" --socket "$work/ds.sock" --host-budget 50% 2>"$work/ds.log" &
+ds_pid=$!
+sock_saved=$sock sock=$work/ds.sock
+for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}' |
+  py "import json,sys; d=json.load(sys.stdin); assert d['usage']['completion_tokens'] >= 1, d" &&
+  pass "serves deepseek_v3 (chat)" || { fail "deepseek_v3 daemon"; cat "$work/ds.log"; }
+sock=$sock_saved
+kill -TERM $ds_pid; wait $ds_pid 2>/dev/null
+
 # The units verify, with ExecStart pointing at this build.
 if command -v systemd-analyze >/dev/null; then
   sed "s|/usr/local/bin/moed|$moed|" "$configs/moed.service" >"$work/moed.service"

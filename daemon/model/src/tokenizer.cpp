@@ -732,10 +732,9 @@ std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_spec
 std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens) const {
   std::vector<std::string> tokens;
   for (const auto id : ids) {
-    if (id < 0 || static_cast<std::size_t>(id) >= id_to_token_.size())
-      throw std::out_of_range("tokenizer: token id " + std::to_string(id) +
-                              " is outside the vocabulary (size " +
-                              std::to_string(id_to_token_.size()) + ")");
+    // Models pad their embedding past the tokenizer's vocabulary (Qwen: 151936 rows for 151669
+    // tokens), so a sampled id may have no token; tokenizers' decode skips such ids, and so do we.
+    if (id < 0 || static_cast<std::size_t>(id) >= id_to_token_.size()) continue;
     if (skip_special_tokens && is_special(id)) continue;
     tokens.push_back(id_to_token_[static_cast<std::size_t>(id)]);
   }

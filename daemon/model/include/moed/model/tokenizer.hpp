@@ -38,6 +38,7 @@ class Tokenizer {
 
   // Throws UnencodableText for text this vocabulary cannot express.
   std::vector<std::int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  // Ids without a token (models pad their vocabulary past the tokenizer's) give no text.
   std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = true) const;
 
   std::int64_t vocab_size() const { return static_cast<std::int64_t>(id_to_token_.size()); }
