@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "golden_files.hpp"
 #include "moed/engine/engine.hpp"
+#include "moed/engine/router.hpp"
 
 using namespace moed::engine;
 namespace model = moed::model;
@@ -173,4 +175,68 @@ TEST(LayerPlan, EachFamilysConfigMapsToItsKinds) {
       static_cast<double>(v3.attention.qk_nope_head_dim + v3.attention.qk_rope_head_dim);
   const double mscale = 0.1 * std::log(40.0) + 1.0;
   EXPECT_NEAR(v3.attention.softmax_scale, mscale * mscale / std::sqrt(qk), 1e-12);
+}
+
+// route() on cases worked by hand from transformers' routers.
+TEST(Router, SoftmaxTopKRenormalisedOrNot) {
+  const float logits[] = {1, 2, 3, 0};
+  int ids[2];
+  float weights[2];
+  model::RouterSpec mixtral;
+  route(mixtral, logits, nullptr, 4, 2, ids, weights);
+  EXPECT_EQ(ids[0], 2);
+  EXPECT_EQ(ids[1], 1);
+  EXPECT_NEAR(weights[0], 0.7310586, 1e-6);  // e^3 / (e^2 + e^3)
+  EXPECT_NEAR(weights[1], 0.2689414, 1e-6);
+  model::RouterSpec qwen2;
+  qwen2.normalize = false;
+  route(qwen2, logits, nullptr, 4, 2, ids, weights);
+  EXPECT_NEAR(weights[0], 0.6439143, 1e-6);  // e^3 / (1 + e + e^2 + e^3)
+  EXPECT_NEAR(weights[1], 0.2368828, 1e-6);
+}
+
+// DeepSeek-V3: sigmoid scores, the bias moves the choice (and the groups) but the weights are the
+// unbiased scores, renormalised, times the scaling factor.
+TEST(Router, DeepSeekV3BiasChoosesButDoesNotWeigh) {
+  model::RouterSpec v3;
+  v3.scoring = model::Scoring::sigmoid;
+  v3.correction_bias = true;
+  v3.n_group = 4;
+  v3.topk_group = 2;
+  v3.group_top2_sum = true;
+  v3.scaling = 2.5;
+  // Scores: 0.75 for expert 3 (logit ln 3), 0.5 for the rest. With the bias the choice scores
+  // are [.5 .5 .8 .85 .5 .55 .7 .7]; group sums 1.0, 1.65, 1.05, 1.4 keep groups 1 and 3.
+  const float logits[] = {0, 0, 0, static_cast<float>(std::log(3.0)), 0, 0, 0, 0};
+  const float bias[] = {0, 0, 0.3f, 0.1f, 0, 0.05f, 0.2f, 0.2f};
+  int ids[2];
+  float weights[2];
+  route(v3, logits, bias, 8, 2, ids, weights);
+  EXPECT_EQ(ids[0], 3);
+  EXPECT_EQ(ids[1], 2);
+  EXPECT_NEAR(weights[0], 0.75 / 1.25 * 2.5, 1e-6);
+  EXPECT_NEAR(weights[1], 0.5 / 1.25 * 2.5, 1e-6);
+  // Without the bias expert 2 loses to expert 0 (same score, lower id).
+  route(v3, logits, nullptr, 8, 2, ids, weights);
+  EXPECT_EQ(ids[0], 3);
+  EXPECT_EQ(ids[1], 0);
+}
+
+// DeepSeek-V2 group_limited_greedy: groups scored by their best softmax probability, the others
+// masked, no renormalisation, times routed_scaling_factor.
+TEST(Router, DeepSeekV2GroupLimitedGreedy) {
+  model::RouterSpec v2;
+  v2.n_group = 2;
+  v2.topk_group = 1;
+  v2.normalize = false;
+  v2.scaling = 16;
+  const float logits[] = {3, 0, 2.9f, 2.8f};
+  int ids[2];
+  float weights[2];
+  route(v2, logits, nullptr, 4, 2, ids, weights);
+  // Group 0 (best 3) beats group 1 (best 2.9): experts 2 and 3 are out although they outscore 1.
+  EXPECT_EQ(ids[0], 0);
+  EXPECT_EQ(ids[1], 1);
+  EXPECT_NEAR(weights[0], 5.7691852, 1e-5);
+  EXPECT_NEAR(weights[1], 0.2872308, 1e-6);
 }

@@ -155,6 +155,62 @@ TEST(ModelSpec, BadConfigsNameTheKey) {
                {"/nonexistent: no such directory"});
 }
 
+TEST(ModelSpec, FamilyKeysAreValidatedByName) {
+  auto expect_family_error = [&](const char* model, const std::function<void(json&)>& edit,
+                                 std::initializer_list<std::string> parts) {
+    TempDir copy("family-config");
+    copy_model(model, copy.path);
+    edit_config(copy.path, edit);
+    expect_error([&] { ModelSpec::from_config(copy.path); }, parts);
+  };
+  expect_family_error("tiny-deepseek_v3", [](json& c) { c["n_group"] = 3; },
+                      {"'n_group'", "does not divide", "n_routed_experts"});
+  expect_family_error("tiny-deepseek_v3", [](json& c) { c["topk_group"] = 9; },
+                      {"'topk_group'", "exceeds n_group"});
+  expect_family_error("tiny-deepseek_v2", [](json& c) { c["topk_method"] = "noaux"; },
+                      {"'topk_method'", "'noaux'"});
+  expect_family_error("tiny-deepseek_v2", [](json& c) { c.erase("kv_lora_rank"); },
+                      {"'kv_lora_rank'", "missing"});
+  expect_family_error("tiny-deepseek_v3", [](json& c) { c["rope_scaling"]["type"] = "linear"; },
+                      {"rope_scaling.type", "'linear'"});
+  expect_family_error("tiny-deepseek_v3", [](json& c) { c["rope_scaling"]["factor"] = -1; },
+                      {"rope_scaling.factor", "-1"});
+  expect_family_error("tiny-deepseek_v3", [](json& c) { c["attention_bias"] = true; },
+                      {"'attention_bias'", "not supported"});
+  expect_family_error("tiny-qwen3_moe", [](json& c) { c["mlp_only_layers"] = {7}; },
+                      {"'mlp_only_layers'", "[0, 3)"});
+  expect_family_error("tiny-qwen3_moe", [](json& c) { c["use_sliding_window"] = true; },
+                      {"'use_sliding_window'"});
+  expect_family_error("tiny-qwen2_moe", [](json& c) { c.erase("moe_intermediate_size"); },
+                      {"'moe_intermediate_size'", "missing"});
+  expect_family_error("tiny-olmoe", [](json& c) { c["num_experts_per_tok"] = 99; },
+                      {"'num_experts_per_tok'", "num_experts"});
+  expect_family_error("tiny-f32",
+                      [](json& c) {
+                        c["rope_scaling"] = {{"rope_type", "dynamic"}};
+                      },
+                      {"rope_scaling.type", "'dynamic'"});
+}
+
+// transformers' _compute_yarn_parameters on DeepSeek's numbers (dim 64, base 1e4, original
+// context 4096, factor 40, betas 32/1): the ramp runs from 10 to 23; below it frequencies are
+// kept, above it divided by the factor (values computed by hand from the formula).
+TEST(ModelSpec, YarnFrequenciesFollowTransformers) {
+  RopeSpec rope;
+  rope.dim = 64;
+  rope.theta = 1e4;
+  rope.yarn_factor = 40;
+  rope.yarn_original_max_positions = 4096;
+  const auto inv = rope.inverse_frequencies();
+  ASSERT_EQ(inv.size(), 32u);
+  EXPECT_DOUBLE_EQ(inv[0], 1.0);
+  EXPECT_NEAR(inv[10], std::pow(1e4, -20.0 / 64), 1e-15);
+  EXPECT_NEAR(inv[10], 5.623413e-2, 1e-8);
+  EXPECT_NEAR(inv[11], 3.900693e-2, 1e-8);  // 1/13 of the way down the ramp
+  EXPECT_NEAR(inv[31], std::pow(1e4, -62.0 / 64) / 40, 1e-18);
+  EXPECT_NEAR(inv[31], 3.333804e-6, 1e-12);
+}
+
 // Checked deliberately with fuzz_model_config: each of these got past from_config as something
 // other than an error naming the key (a json type_error, a zero head_dim, sizes whose products
 // overflow int64 later, a stack overflow writing a deeply nested value into the message).
