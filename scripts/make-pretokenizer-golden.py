@@ -65,16 +65,26 @@ CASES = [
 ]
 
 
-def load_bytes_to_unicode():
-    """GPT-2's byte map, from make-tiny-model.py (a file name Python cannot import by name)."""
+def load_make_tiny_model():
+    """make-tiny-model.py (a file name Python cannot import by name): GPT-2's byte map and the
+    DeepSeek-V2 split patterns live there."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make-tiny-model.py")
     spec = importlib.util.spec_from_file_location("make_tiny_model", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.bytes_to_unicode()
+    return module
 
 
-B2U = load_bytes_to_unicode()
+MAKE_TINY_MODEL = load_make_tiny_model()
+B2U = MAKE_TINY_MODEL.bytes_to_unicode()
+
+
+# DeepSeek-LLM / V2 / V2-Lite: five Splits, then each digit alone.
+FAMILIES["deepseek-v2"] = {
+    "normalizer": None,
+    "pre_tokenizer": {"type": "Sequence",
+                      "pretokenizers": [split(p) for p in MAKE_TINY_MODEL.DEEPSEEK_V2_SPLIT_PATTERNS]
+                      + [{"type": "Digits", "individual_digits": True}, byte_level(False)]}}
 
 
 def isolated(pieces, pattern):
@@ -102,6 +112,10 @@ def pre_tokenize(family, text):
     for step in steps:
         if step["type"] == "Split":
             pieces = isolated(pieces, step["pattern"]["Regex"])
+        elif step["type"] == "Digits":
+            # tokenizers' Digits: numeric characters (char::is_numeric, Unicode's N) isolated,
+            # each alone or in runs.
+            pieces = isolated(pieces, r"\p{N}" if step["individual_digits"] else r"\p{N}+")
         elif step["type"] == "ByteLevel":
             if step["use_regex"]:
                 pieces = isolated(pieces, GPT2)
