@@ -592,8 +592,9 @@ def family_tokenizer(family, tokenizer_size, rng):
 
 
 # Per family and size: the hyper-parameters that differ from the family's released config. Tiny
-# exercises every feature the engine must get right; bench is for decode speed, with the routed
-# experts holding most of the bytes.
+# exercises every feature the engine must get right; bench is for decode speed: hidden 2048 and the
+# families' own expert widths (Qwen1.5-MoE 1408, Qwen3-30B-A3B 768, DeepSeek-V2-Lite 1408, ...),
+# fewer experts and layers, 1.2-1.7 GB in bf16, so a decode step is dominated by weight bytes.
 FAMILY_SIZES = {
     "qwen2_moe": {
         # decoder_sparse_step 2 makes layers 0 and 2 dense; the shared expert is gated by a sigmoid;
@@ -602,9 +603,9 @@ FAMILY_SIZES = {
                      num_key_value_heads=2, intermediate_size=256, moe_intermediate_size=64,
                      shared_expert_intermediate_size=192, num_experts=8, num_experts_per_tok=3,
                      decoder_sparse_step=2, mlp_only_layers=[], norm_topk_prob=False),
-        "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=768, num_hidden_layers=4,
-                      num_attention_heads=12, num_key_value_heads=12, intermediate_size=2048,
-                      moe_intermediate_size=384, shared_expert_intermediate_size=1536, num_experts=32,
+        "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=2048, num_hidden_layers=4,
+                      num_attention_heads=16, num_key_value_heads=16, intermediate_size=5632,
+                      moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=16,
                       num_experts_per_tok=4, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=False),
     },
     "qwen3_moe": {
@@ -613,9 +614,9 @@ FAMILY_SIZES = {
                      num_key_value_heads=2, head_dim=48, intermediate_size=256, moe_intermediate_size=64,
                      num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[1],
                      norm_topk_prob=True),
-        "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=768, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=4, head_dim=128, intermediate_size=2048,
-                      moe_intermediate_size=384, num_experts=32, num_experts_per_tok=8, decoder_sparse_step=1,
+        "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=2048, num_hidden_layers=4,
+                      num_attention_heads=32, num_key_value_heads=4, head_dim=128, intermediate_size=6144,
+                      moe_intermediate_size=768, num_experts=32, num_experts_per_tok=8, decoder_sparse_step=1,
                       mlp_only_layers=[], norm_topk_prob=True),
     },
     "olmoe": {
@@ -623,8 +624,8 @@ FAMILY_SIZES = {
         "tiny": dict(vocab_size=512, tokenizer_size=500, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
                      num_key_value_heads=4, intermediate_size=64, num_experts=8, num_experts_per_tok=3,
                      norm_topk_prob=False),
-        "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=768, num_hidden_layers=4,
-                      num_attention_heads=12, num_key_value_heads=12, intermediate_size=384, num_experts=32,
+        "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=2048, num_hidden_layers=4,
+                      num_attention_heads=16, num_key_value_heads=16, intermediate_size=1024, num_experts=24,
                       num_experts_per_tok=8, norm_topk_prob=False),
     },
     "deepseek_v2": {
@@ -633,10 +634,10 @@ FAMILY_SIZES = {
                      kv_lora_rank=32, q_lora_rank=None, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
                      intermediate_size=256, moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=2,
                      num_experts_per_tok=3, first_k_dense_replace=1, n_group=1, topk_group=1),
-        "bench": dict(vocab_size=16000, tokenizer_size=16000, hidden_size=768, num_hidden_layers=4,
-                      num_attention_heads=8, kv_lora_rank=256, q_lora_rank=None, qk_nope_head_dim=64,
-                      qk_rope_head_dim=32, v_head_dim=64, intermediate_size=2048, moe_intermediate_size=384,
-                      n_routed_experts=48, n_shared_experts=2, num_experts_per_tok=6, first_k_dense_replace=1,
+        "bench": dict(vocab_size=16000, tokenizer_size=16000, hidden_size=2048, num_hidden_layers=4,
+                      num_attention_heads=16, kv_lora_rank=512, q_lora_rank=None, qk_nope_head_dim=128,
+                      qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632, moe_intermediate_size=1408,
+                      n_routed_experts=24, n_shared_experts=2, num_experts_per_tok=6, first_k_dense_replace=1,
                       n_group=1, topk_group=1),
     },
     "deepseek_v3": {
@@ -646,10 +647,10 @@ FAMILY_SIZES = {
                      kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
                      intermediate_size=256, moe_intermediate_size=32, n_routed_experts=16, n_shared_experts=1,
                      num_experts_per_tok=4, first_k_dense_replace=1, n_group=4, topk_group=2),
-        "bench": dict(vocab_size=16000, tokenizer_size=16000, hidden_size=768, num_hidden_layers=4,
-                      num_attention_heads=8, kv_lora_rank=256, q_lora_rank=192, qk_nope_head_dim=64,
-                      qk_rope_head_dim=32, v_head_dim=64, intermediate_size=2048, moe_intermediate_size=256,
-                      n_routed_experts=64, n_shared_experts=1, num_experts_per_tok=8, first_k_dense_replace=1,
+        "bench": dict(vocab_size=16000, tokenizer_size=16000, hidden_size=2048, num_hidden_layers=4,
+                      num_attention_heads=16, kv_lora_rank=512, q_lora_rank=768, qk_nope_head_dim=128,
+                      qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632, moe_intermediate_size=1024,
+                      n_routed_experts=32, n_shared_experts=1, num_experts_per_tok=8, first_k_dense_replace=1,
                       n_group=8, topk_group=4),
     },
 }
