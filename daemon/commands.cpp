@@ -529,23 +529,29 @@ int run_info(const InfoArgs& args) {
   }
   std::uint64_t dense_total = 0;
   for (const auto b : dense_bytes) dense_total += b;
-  const std::uint64_t head = bytes_of(model::embedding_tensor()) +
-                             bytes_of(model::final_norm_tensor()) +
-                             (spec.tie_word_embeddings ? 0 : bytes_of("lm_head.weight"));
+  // The engine packs the LM head (the embedding, when tied) into host RAM and reads embedding rows
+  // in place from the mapped file.
+  const std::uint64_t embedding = bytes_of(model::embedding_tensor());
+  const std::uint64_t head =
+      bytes_of(model::lm_head_tensor(spec)) + bytes_of(model::final_norm_tensor());
   const std::uint64_t experts_total =
       expert_block * static_cast<std::uint64_t>(spec.moe_layer_count() * spec.num_experts);
   const auto kv_per_position = static_cast<std::uint64_t>(
       spec.num_layers * spec.attention.cache_elements() * 2);  // bf16, the default
 
-  // Where the bytes would live: the dense part and the embedding and head always in host RAM,
-  // routed experts cached up to the budget and read from disk beyond it.
+  // Where the bytes would live: the LM head and the dense part in host RAM, routed experts cached
+  // up to the budget (a share never below one token's experts, as the engine) and read from disk
+  // beyond it.
   std::uint64_t cached = experts_total;
   if (!args.host_budget.empty()) {
     const auto budget = engine::HostBudget::parse(args.host_budget);
-    cached =
-        budget.expert_share > 0
-            ? static_cast<std::uint64_t>(budget.expert_share * static_cast<double>(experts_total))
-            : (budget.bytes > head + dense_total ? budget.bytes - head - dense_total : 0);
+    const std::uint64_t working_set =
+        static_cast<std::uint64_t>(spec.experts_per_token) * expert_block;
+    cached = budget.expert_share > 0
+                 ? std::max(static_cast<std::uint64_t>(budget.expert_share *
+                                                       static_cast<double>(experts_total)),
+                            working_set)
+                 : (budget.bytes > head + dense_total ? budget.bytes - head - dense_total : 0);
     cached = std::min(cached, experts_total);
   }
 
@@ -571,7 +577,8 @@ int run_info(const InfoArgs& args) {
                                 {"router", router_description(spec)},
                                 {"layers", layers},
                                 {"bytes",
-                                 {{"embedding_and_head", head},
+                                 {{"embedding", embedding},
+                                  {"lm_head", head},
                                   {"dense_layers", dense_total},
                                   {"routed_experts", experts_total},
                                   {"expert_block", expert_block},
@@ -610,15 +617,18 @@ int run_info(const InfoArgs& args) {
                 format_byte_size(dense_bytes[static_cast<std::size_t>(l)]).c_str());
   }
   std::printf(
-      "bytes as stored: embedding and head %s, dense layers %s, routed experts %s; KV %s "
-      "per position (bf16)\n",
-      format_byte_size(head).c_str(), format_byte_size(dense_total).c_str(),
-      format_byte_size(experts_total).c_str(), format_byte_size(kv_per_position).c_str());
-  std::printf("tiers%s: host %s (embedding, head, dense layers, %s of experts cached), disk %s\n",
-              args.host_budget.empty() ? " (no host budget)"
-                                       : (" at host budget " + args.host_budget).c_str(),
-              format_byte_size(head + dense_total + cached).c_str(),
-              format_byte_size(cached).c_str(), format_byte_size(experts_total - cached).c_str());
+      "bytes as stored: embedding %s (read in place), LM head %s, dense layers %s, routed "
+      "experts %s; KV %s per position (bf16)\n",
+      format_byte_size(embedding).c_str(), format_byte_size(head).c_str(),
+      format_byte_size(dense_total).c_str(), format_byte_size(experts_total).c_str(),
+      format_byte_size(kv_per_position).c_str());
+  std::printf(
+      "tiers%s, estimated from stored sizes (packing may pad): host %s (LM head, dense "
+      "layers, %s of experts cached), disk %s\n",
+      args.host_budget.empty() ? " (no host budget)"
+                               : (" at host budget " + args.host_budget).c_str(),
+      format_byte_size(head + dense_total + cached).c_str(), format_byte_size(cached).c_str(),
+      format_byte_size(experts_total - cached).c_str());
   return 0;
 }
 

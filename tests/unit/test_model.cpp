@@ -192,6 +192,33 @@ TEST(ModelSpec, FamilyKeysAreValidatedByName) {
                       {"rope_scaling.type", "'dynamic'"});
 }
 
+// Keys left out take the config classes' defaults; null where transformers tests `is not None`.
+TEST(ModelSpec, FamilyDefaultsFollowTheConfigClasses) {
+  auto spec_after = [](const char* model, const std::function<void(json&)>& edit) {
+    TempDir copy("family-defaults");
+    copy_model(model, copy.path);
+    edit_config(copy.path, edit);
+    return ModelSpec::from_config(copy.path);
+  };
+  const auto v3 = spec_after("tiny-deepseek_v3", [](json& c) {
+    c.erase("n_group");
+    c.erase("topk_group");
+    c.erase("first_k_dense_replace");
+    c["n_shared_experts"] = nullptr;
+  });
+  EXPECT_EQ(v3.router.n_group, 8);
+  EXPECT_EQ(v3.router.topk_group, 4);
+  EXPECT_EQ(v3.layers[2].ffn, FfnKind::dense);  // first_k_dense_replace 3
+  EXPECT_EQ(v3.shared_intermediate_size, 0);
+  EXPECT_EQ(
+      spec_after("tiny-deepseek_v2", [](json& c) { c.erase("q_lora_rank"); }).attention.q_lora_rank,
+      1536);
+  // transformers reads YaRN's betas and mscales with `or`: 0 is the default.
+  const auto zero_beta =
+      spec_after("tiny-deepseek_v3", [](json& c) { c["rope_scaling"]["beta_fast"] = 0; });
+  EXPECT_EQ(zero_beta.rope.yarn_beta_fast, 32);
+}
+
 // transformers' _compute_yarn_parameters on DeepSeek's numbers (dim 64, base 1e4, original
 // context 4096, factor 40, betas 32/1): the ramp runs from 10 to 23; below it frequencies are
 // kept, above it divided by the factor (values computed by hand from the formula).
@@ -235,14 +262,32 @@ TEST(ModelSpec, HostileValuesAreErrorsNamingTheKey) {
   expect_config_error([](json& c) { c["num_local_experts"] = 4294967296; },
                       {"'num_local_experts'"});
   expect_config_error([](json& c) { c["intermediate_size"] = 4611686018427387904; },
-                      {"'intermediate_size'", "2^63"});
+                      {"'intermediate_size'", "2^31"});
+  expect_config_error(
+      [](json& c) {
+        c["intermediate_size"] = 2147483647;
+        c["hidden_size"] = 2147483646;
+        c["num_attention_heads"] = 1;
+        c["num_key_value_heads"] = 1;
+        c["head_dim"] = 2;
+      },
+      {"'intermediate_size'", "2^63"});
+  expect_config_error([](json& c) { c["num_hidden_layers"] = 100000; },
+                      {"'num_hidden_layers'", "exceeds 65536"});
+  expect_config_error(
+      [](json& c) {
+        c["num_hidden_layers"] = 60000;
+        c["num_local_experts"] = 1000;
+      },
+      {"'num_local_experts'", "expert blocks"});
+  expect_config_error([](json& c) { c["hidden_act"] = "gelu"; }, {"'hidden_act'", "'gelu'"});
   expect_config_error(
       [](json& c) {
         c["num_attention_heads"] = 1;
         c["num_key_value_heads"] = 1;
         c["head_dim"] = 4611686018427387904;
       },
-      {"'head_dim'", "2^63"});
+      {"'head_dim'", "2^31"});
   TempDir deep("config-deep");
   copy_model("tiny-f32", deep.path);
   const std::size_t depth = 1000000;

@@ -456,7 +456,7 @@ void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t
   const int n_experts = static_cast<int>(spec_.num_experts);
   const int k = static_cast<int>(spec_.experts_per_token);
   std::vector<float> logits(static_cast<std::size_t>(rows * n_experts));
-  matmul_.multiply(h, rows, weights->router, logits.data());
+  router_logits_of(*weights, h, rows, logits.data());
   std::vector<std::int32_t> predicted;
   std::vector<int> ids(static_cast<std::size_t>(k));
   std::vector<float> unused(static_cast<std::size_t>(k));
@@ -469,6 +469,18 @@ void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t
         predicted.push_back(id);
   }
   store_->predict(static_cast<std::int32_t>(next), predicted);
+}
+
+void Engine::router_logits_of(const DenseWeights& weights, const float* h, std::int64_t rows,
+                              float* logits) {
+  if (!spec_.router.fp32_logits) {
+    matmul_.multiply(h, rows, weights.router, logits);
+    return;
+  }
+  // An f32 router (DeepSeek) runs row by row: oneDNN may pick another f32 kernel, with another
+  // summation order, for other row counts, and a batched row must equal the row decoded alone.
+  for (std::int64_t r = 0; r < rows; ++r)
+    matmul_.multiply(h + r * spec_.hidden_size, 1, weights.router, logits + r * spec_.num_experts);
 }
 
 void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,
@@ -490,7 +502,7 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   const auto layer = static_cast<std::int32_t>(layer_index);
 
   std::vector<float> router_logits(static_cast<std::size_t>(rows * n_experts));
-  matmul_.multiply(h, rows, weights.router, router_logits.data());
+  router_logits_of(weights, h, rows, router_logits.data());
   std::vector<int> chosen(static_cast<std::size_t>(rows * k));
   std::vector<float> gate_weights(static_cast<std::size_t>(rows * k));
   const float* bias = weights.router_bias.empty() ? nullptr : weights.router_bias.data();
@@ -817,10 +829,13 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     kernels::add_in_place(x.data(), block_out.data(), n * hidden);
 
     kernels::rms_norm(x.data(), layer.ffn_norm.data(), h.data(), n, hidden, eps);
-    if (spec_.has_experts(l))
+    if (spec_.has_experts(l)) {
       moe(l, layer, h.data(), n, block_out.data());
-    else
+    } else {
+      // The first MoE layer after a dense one is predicted from here, as moe() does for the next.
+      predict_next_layer(l, h.data(), n);
       gated_mlp(layer.mlp_gate_up, layer.mlp_down, h.data(), n, block_out.data());
+    }
     kernels::add_in_place(x.data(), block_out.data(), n * hidden);
     if (ring_) ring_->release(static_cast<std::size_t>(l));
   }

@@ -29,12 +29,20 @@ class ConfigReader {
   bool has(const std::string& key) const { return json_.contains(key) && !json_[key].is_null(); }
   const nlohmann::json& at(const std::string& key) const { return json_[key]; }
 
+  // Every size is bounded by int32 (token ids, layers and experts are int32 downstream), so that
+  // sums and products of a few of them stay in int64 and fits() can check the tensors they size.
   std::int64_t positive(const std::string& key) const {
     if (!json_.contains(key)) fail(key, "is missing");
     const auto& v = json_[key];
     if (!v.is_number_integer() || v.get<std::int64_t>() <= 0)
       fail(key, "expected a positive integer, got " + describe(v));
-    return v.get<std::int64_t>();
+    return bounded(key, v.get<std::int64_t>());
+  }
+
+  std::int64_t bounded(const std::string& key, std::int64_t value) const {
+    if (value > std::numeric_limits<std::int32_t>::max())
+      fail(key, std::to_string(value) + " exceeds 2^31 - 1");
+    return value;
   }
 
   std::int64_t positive_or(const std::string& key, std::int64_t fallback) const {
@@ -46,7 +54,7 @@ class ConfigReader {
     const auto& v = json_[key];
     if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
       fail(key, "expected an integer >= 0, got " + describe(v));
-    return v.get<std::int64_t>();
+    return bounded(key, v.get<std::int64_t>());
   }
 
   double number_or(const std::string& key, double fallback) const {
@@ -77,6 +85,10 @@ class ConfigReader {
   const std::filesystem::path& path_;
   const nlohmann::json& json_;
 };
+
+// Far above any released model (DeepSeek-V3: 61 layers, 15,616 expert blocks).
+constexpr std::int64_t kMaxLayers = 1 << 16;
+constexpr std::int64_t kMaxExpertBlocks = 1 << 22;
 
 Family parse_family(const ConfigReader& r, const std::string& model_type) {
   static const std::pair<const char*, Family> kFamilies[] = {
@@ -109,8 +121,11 @@ double read_rope(const ConfigReader& r, const nlohmann::json& config, RopeSpec& 
   auto fail = [&](const std::string& sub, const std::string& what) {
     r.fail(std::string(key) + "." + sub, what);
   };
+  // transformers reads these with `rope.get(key) or default`: 0 counts as absent.
   auto number = [&](const std::string& sub, double fallback) {
-    if (!scaling.contains(sub) || scaling[sub].is_null()) return fallback;
+    if (!scaling.contains(sub) || scaling[sub].is_null() ||
+        (scaling[sub].is_number() && scaling[sub].get<double>() == 0))
+      return fallback;
     if (!scaling[sub].is_number() || !(scaling[sub].get<double>() > 0))
       fail(sub, "expected a positive number, got " + describe(scaling[sub]));
     return scaling[sub].get<double>();
@@ -275,14 +290,24 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
   s.vocab_size = r.positive("vocab_size");
   s.hidden_size = r.positive("hidden_size");
   s.num_layers = r.positive("num_hidden_layers");
-  // Token ids, layers and experts are int32 downstream, and the products below size tensors:
-  // bounding them first keeps every size computed from this file in range.
-  for (const auto& [key, value] : {std::pair<const char*, std::int64_t>{"vocab_size", s.vocab_size},
-                                   {"num_hidden_layers", s.num_layers}})
-    if (value > std::numeric_limits<std::int32_t>::max())
-      r.fail(key, std::to_string(value) + " exceeds 2^31 - 1");
+  // Per-layer plans, tensor maps and counters are built for every layer before a tensor is read.
+  if (s.num_layers > kMaxLayers)
+    r.fail("num_hidden_layers",
+           std::to_string(s.num_layers) + " exceeds " + std::to_string(kMaxLayers) + " layers");
   s.rms_norm_eps = r.number_or("rms_norm_eps", qwen || deepseek ? 1e-6 : 1e-5);
-  s.max_position_embeddings = r.positive_or("max_position_embeddings", 4096);
+  // The config classes' defaults, which YaRN's fallbacks read too.
+  const std::int64_t default_context = f == Family::mixtral       ? 131072
+                                       : qwen                     ? 32768
+                                       : f == Family::deepseek_v2 ? 2048
+                                                                  : 4096;
+  s.max_position_embeddings = r.positive_or("max_position_embeddings", default_context);
+  if (r.string_or("hidden_act", "silu") != "silu")
+    r.fail("hidden_act",
+           "'" + r.string_or("hidden_act", "") + "' is not supported (the experts' gate is SiLU)");
+  if (r.has("partial_rotary_factor") && (!r.at("partial_rotary_factor").is_number() ||
+                                         r.at("partial_rotary_factor").get<double>() != 1.0))
+    r.fail("partial_rotary_factor", "only 1 (RoPE over the whole head) is supported, got " +
+                                        describe(r.at("partial_rotary_factor")));
   if (qwen) r.refuse_true("use_sliding_window", "sliding-window attention is not implemented");
 
   // Attention.
@@ -292,7 +317,8 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
   if (deepseek) {
     a.kind = AttentionKind::mla;
     r.refuse_true("attention_bias", "MLA projections with biases are not implemented");
-    a.q_lora_rank = r.non_negative_or("q_lora_rank", 0);
+    // null: a plain q_proj (V2-Lite); absent: the config classes' default.
+    a.q_lora_rank = json.contains("q_lora_rank") ? r.non_negative_or("q_lora_rank", 0) : 1536;
     a.kv_lora_rank = r.positive("kv_lora_rank");
     a.qk_nope_head_dim = r.positive("qk_nope_head_dim");
     a.qk_rope_head_dim = r.positive("qk_rope_head_dim");
@@ -311,9 +337,7 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
   } else {
     a.kind = AttentionKind::gqa;
     a.kv_heads = r.positive_or("num_key_value_heads", a.heads);
-    a.head_dim = f == Family::qwen3_moe || f == Family::mixtral
-                     ? r.positive_or("head_dim", s.hidden_size / a.heads)
-                     : s.hidden_size / a.heads;
+    a.head_dim = r.positive_or("head_dim", s.hidden_size / a.heads);
     if (a.head_dim == 0)
       r.fail("head_dim", "is missing and hidden_size / num_attention_heads is 0");
     if (a.heads % a.kv_heads != 0)
@@ -372,11 +396,14 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
       s.num_experts = r.positive(experts_key);
       s.intermediate_size = r.positive("moe_intermediate_size");
       s.dense_intermediate_size = r.positive("intermediate_size");
-      s.shared_intermediate_size =
-          s.intermediate_size *
-          r.non_negative_or("n_shared_experts", f == Family::deepseek_v2 ? 2 : 1);
+      // null: no shared experts (modeling checks `is not None`); absent: the class default.
+      const std::int64_t shared = json.contains("n_shared_experts")
+                                      ? r.non_negative_or("n_shared_experts", 0)
+                                      : (f == Family::deepseek_v2 ? 2 : 1);
+      s.shared_intermediate_size = s.intermediate_size * shared;
       const std::int64_t first_moe =
-          std::min(r.non_negative_or("first_k_dense_replace", 0), s.num_layers);
+          std::min(r.non_negative_or("first_k_dense_replace", f == Family::deepseek_v3 ? 3 : 0),
+                   s.num_layers);
       for (std::int64_t l = 0; l < first_moe; ++l)
         s.layers[static_cast<std::size_t>(l)].ffn = FfnKind::dense;
       router.fp32_logits = true;
@@ -399,16 +426,18 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
         router.scoring = Scoring::sigmoid;
         router.correction_bias = true;
         router.group_top2_sum = true;
-        router.n_group = r.positive_or("n_group", 1);
-        router.topk_group = r.positive_or("topk_group", router.n_group);
+        router.n_group = r.positive_or("n_group", 8);
+        router.topk_group = r.positive_or("topk_group", 4);
         router.normalize = r.boolean_or("norm_topk_prob", true);
         router.scaling = r.number_or("routed_scaling_factor", 2.5);
       }
       break;
     }
   }
-  if (s.num_experts > std::numeric_limits<std::int32_t>::max())
-    r.fail(experts_key, std::to_string(s.num_experts) + " exceeds 2^31 - 1");
+  if (s.num_experts * s.num_layers > kMaxExpertBlocks)
+    r.fail(experts_key, std::to_string(s.num_experts) + " experts in each of " +
+                            std::to_string(s.num_layers) + " layers exceed " +
+                            std::to_string(kMaxExpertBlocks) + " expert blocks");
   s.experts_per_token = r.positive("num_experts_per_tok");
   if (s.experts_per_token > s.num_experts)
     r.fail("num_experts_per_tok", std::to_string(s.experts_per_token) + " exceeds " + experts_key +

@@ -195,6 +195,9 @@ class Engine {
   void mla_attention(std::int64_t layer, const DenseWeights& weights, const float* h,
                      std::span<const Segment> segments, const std::int64_t* positions,
                      std::int64_t rows, float* attn);
+  // Router logits [rows, experts] of a MoE layer's dense block.
+  void router_logits_of(const DenseWeights& weights, const float* h, std::int64_t rows,
+                        float* logits);
   // A gated MLP (silu(gate) * up, then down) over rows, written to out.
   void gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,
                  const float* h, std::int64_t rows, float* out);
