@@ -1,10 +1,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "gguf_builder.hpp"
 #include "moed/model/gguf.hpp"
@@ -405,4 +407,50 @@ TEST(GgufReader, RefusesBrokenSplits) {
     EXPECT_NE(message.find("does not follow NAME-00001-of-00003.gguf"), std::string::npos)
         << message;
   }
+}
+
+// scripts/gguf_file.py --formats: each format quantized by the numpy writer (q.TYPE) next to the
+// numpy dequantization of the same bytes (ref.TYPE, f32). moed's reader and dequantizers must
+// give the numpy values exactly (both compute each step in float32, in the same order).
+TEST(GgufFormats, DequantizeAsTheNumpyReference) {
+  const fs::path path = fs::path(MOED_TEST_MODELS) / "formats.gguf";
+  const GgufFile file(path);
+  const auto& meta = file.metadata();
+  EXPECT_EQ(meta.get_integer("test.u8"), 255);
+  EXPECT_EQ(meta.get_integer("test.i8"), -128);
+  EXPECT_EQ(meta.get_integer("test.u16"), 65535);
+  EXPECT_EQ(meta.get_integer("test.i16"), -32768);
+  EXPECT_EQ(meta.get_uint32("test.u32"), 4294967295u);
+  EXPECT_EQ(meta.get_integer("test.i32"), -2147483648ll);
+  EXPECT_EQ(meta.get_float32("test.f32"), 0.125f);
+  EXPECT_TRUE(meta.get_bool("test.bool"));
+  EXPECT_EQ(meta.get_integer("test.u64"), 9223372036854775807ll);
+  EXPECT_EQ(meta.get_integer("test.i64"), std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(meta.get_float("test.f64"), -1.5);
+  EXPECT_EQ(meta.get_string_array("test.strings"),
+            (std::vector<std::string>{"", "\xe2\x96\x81the", "<0x0A>"}));
+  EXPECT_EQ(meta.find("test.nested")->type_description(), "array of array of float32");
+
+  int checked = 0;
+  for (const auto& tensor : file.tensors()) {
+    if (tensor.name.rfind("q.", 0) != 0) continue;
+    const GgufTensor* ref = file.find_tensor("ref." + tensor.name.substr(2));
+    ASSERT_NE(ref, nullptr) << tensor.name;
+    ASSERT_EQ(ref->dims, tensor.dims) << tensor.name;
+    std::string type_name(moed::kernels::ggml_type_name(tensor.type));
+    for (char& c : type_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    EXPECT_EQ(type_name, tensor.name.substr(2));  // the numpy writer names q4_K q4_k
+    const std::uint64_t cols = tensor.dims[0];
+    const std::uint64_t row_bytes = moed::kernels::ggml_row_bytes(tensor.type, cols);
+    std::vector<float> row(cols), expected(cols);
+    for (std::uint64_t r = 0; r < tensor.elements() / cols; ++r) {
+      moed::kernels::dequantize_row(tensor.type, tensor.data + r * row_bytes, row.data(),
+                                    static_cast<std::int64_t>(cols));
+      std::memcpy(expected.data(), ref->data + r * cols * 4, cols * 4);
+      for (std::uint64_t c = 0; c < cols; ++c)
+        ASSERT_EQ(row[c], expected[c]) << tensor.name << " row " << r << " column " << c;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 11);
 }
