@@ -1,12 +1,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 
 #include "gguf_builder.hpp"
 #include "moed/model/gguf.hpp"
@@ -453,4 +455,76 @@ TEST(GgufFormats, DequantizeAsTheNumpyReference) {
     ++checked;
   }
   EXPECT_EQ(checked, 11);
+}
+
+namespace {
+
+std::vector<float> dequantize_tensor(const GgufTensor& tensor) {
+  const std::uint64_t cols = tensor.dims[0];
+  const std::uint64_t row_bytes = moed::kernels::ggml_row_bytes(tensor.type, cols);
+  std::vector<float> values(tensor.elements());
+  for (std::uint64_t r = 0; r < tensor.elements() / cols; ++r)
+    moed::kernels::dequantize_row(tensor.type, tensor.data + r * row_bytes,
+                                  values.data() + r * cols, static_cast<std::int64_t>(cols));
+  return values;
+}
+
+}  // namespace
+
+// Files from scripts/hf-to-gguf.py, as moed's loader will meet them: llama.cpp's keys and names,
+// merged experts, and every quantized tensor within its format's error of the f32 conversion.
+TEST(GgufFormats, ReadsConvertedMixtral) {
+  const GgufFile f32(fs::path(MOED_TEST_MODELS) / "tiny-f32.gguf");
+  const GgufFile q4km(fs::path(MOED_TEST_MODELS) / "tiny-q4_k_m.gguf");
+  const auto& meta = q4km.metadata();
+  EXPECT_EQ(meta.get_string("general.architecture"), "llama");
+  EXPECT_EQ(meta.get_uint32("llama.expert_count"), 8u);
+  EXPECT_EQ(meta.get_uint32("llama.block_count"), 4u);
+  EXPECT_EQ(meta.get_string("tokenizer.ggml.model"), "llama");
+  EXPECT_EQ(meta.get_string_array("tokenizer.ggml.tokens").size(), 512u);
+  EXPECT_EQ(meta.get_float32_array("tokenizer.ggml.scores").size(), 512u);
+  EXPECT_EQ(meta.get_integer_array("tokenizer.ggml.token_type")[1], 3);  // <s>: control
+  ASSERT_EQ(q4km.tensors().size(), f32.tensors().size());
+
+  const GgufTensor* experts = q4km.find_tensor("blk.0.ffn_gate_exps.weight");
+  ASSERT_NE(experts, nullptr);
+  EXPECT_EQ(experts->type, GgmlType::q4_k);
+  EXPECT_EQ(experts->dims, (std::vector<std::uint64_t>{256, 512, 8}));
+  EXPECT_EQ(experts->nbytes, 256 / 256 * 144 * 512 * 8u);
+  EXPECT_EQ(q4km.find_tensor("output.weight")->type, GgmlType::q6_k);
+  EXPECT_EQ(q4km.find_tensor("blk.0.attn_v.weight")->type, GgmlType::q8_0);
+  EXPECT_EQ(q4km.find_tensor("blk.0.attn_output.weight")->type, GgmlType::q5_k);
+
+  // Half a step of each format as a share of the tensor's largest magnitude (see
+  // tests/gguf/test_hf_to_gguf.py), with slack for the K-quants' 6-bit scales.
+  const std::map<GgmlType, float> bound{{GgmlType::f32, 0.0f},
+                                        {GgmlType::q8_0, 0.0042f},
+                                        {GgmlType::q6_k, 0.025f},
+                                        {GgmlType::q5_k, 0.04f},
+                                        {GgmlType::q4_k, 0.08f}};
+  for (const auto& tensor : q4km.tensors()) {
+    const GgufTensor* reference = f32.find_tensor(tensor.name);
+    ASSERT_NE(reference, nullptr) << tensor.name;
+    ASSERT_EQ(reference->dims, tensor.dims) << tensor.name;
+    const auto expected = dequantize_tensor(*reference);
+    const auto actual = dequantize_tensor(tensor);
+    float largest = 0, worst = 0;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      largest = std::max(largest, std::abs(expected[i]));
+      worst = std::max(worst, std::abs(actual[i] - expected[i]));
+    }
+    EXPECT_LE(worst, bound.at(tensor.type) * largest)
+        << tensor.name << " (" << moed::kernels::ggml_type_name(tensor.type) << ")";
+  }
+}
+
+TEST(GgufFormats, ReadsConvertedSplitFiles) {
+  const GgufFile file(fs::path(MOED_TEST_MODELS) / "tiny-bytelevel-q6_k-00001-of-00003.gguf");
+  EXPECT_EQ(file.files().size(), 3u);
+  EXPECT_EQ(static_cast<std::int64_t>(file.tensors().size()),
+            file.metadata().get_integer("split.tensors.count"));
+  EXPECT_EQ(file.metadata().get_string("tokenizer.ggml.model"), "gpt2");
+  EXPECT_FALSE(file.metadata().get_string_array("tokenizer.ggml.merges").empty());
+  EXPECT_EQ(file.tensors().back().file_index, 2u);
+  EXPECT_NE(file.find_tensor("blk.1.ffn_down_exps.weight"), nullptr);
 }
