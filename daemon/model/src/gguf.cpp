@@ -99,7 +99,8 @@ class Reader {
 
   std::string read_string(const std::string& what) {
     const std::uint64_t start = position_;
-    const auto length = read<std::uint64_t>(what + " length");
+    if (remaining() < sizeof(std::uint64_t)) need(sizeof(std::uint64_t), what + " length");
+    const auto length = read<std::uint64_t>(what);
     if (length > remaining())
       fail(start, "truncated: " + what + " of " + std::to_string(length) + " bytes runs past the " +
                       "end of the file (" + std::to_string(remaining()) + " bytes remain)");
@@ -172,9 +173,11 @@ GgufValue read_value(Reader& reader, GgufValueType type, const std::string& wher
           reader.read_count(where + " element count", min_encoded_size(element_type));
       GgufArray array{element_type, {}};
       array.elements.reserve(static_cast<std::size_t>(count));
+      // One description for all elements (vocabularies hold 10^5 strings); errors carry the
+      // byte offset, which finds the element.
+      const std::string element = where + " element";
       for (std::uint64_t i = 0; i < count; ++i)
-        array.elements.push_back(
-            read_value(reader, element_type, where + "[" + std::to_string(i) + "]", depth + 1));
+        array.elements.push_back(read_value(reader, element_type, element, depth + 1));
       return {std::move(array)};
     }
   }
