@@ -339,19 +339,21 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
       const std::int64_t count = std::min(kChunk, blocks - start);
       const std::byte* w = weights + start * static_cast<std::int64_t>(block_bytes);
       const BlockQ8_K* a = x.q8_k.data() + start;
+      // Rows longer than one chunk add chunk results in order; every path chunks alike.
+      float chunk;
       switch (isa) {
         case QuantIsa::avx512_vnni:
-          qdot::dotk_avx512(type, w, a, count, scaled, mins);
+          chunk = qdot::dotk_avx512(type, w, a, count);
           break;
         case QuantIsa::avx2:
-          qdot::dotk_avx2(type, w, a, count, scaled, mins);
+          chunk = qdot::dotk_avx2(type, w, a, count);
           break;
-        case QuantIsa::scalar:
+        default:
           dotk_scalar(type, w, a, count, scaled, mins);
+          chunk = finish_k(type, w, a, count, scaled, mins);
           break;
       }
-      // Rows longer than one chunk add chunk results in order; every path chunks alike.
-      acc = acc + finish_k(type, w, a, count, scaled, mins);
+      acc = acc + chunk;
     }
     return acc;
   }

@@ -18,13 +18,12 @@ float dot32_avx2(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
 float dot32_avx512(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
                    const std::int32_t* x_sums, std::int64_t blocks);
 
-// The integer sums of each super-block of a K-quant row (q4_K, q5_K, q6_K) against Q8_K
-// activations: scaled[b] = sum over sub-blocks of scale * (quants . activations), mins[b] = sum
-// over sub-blocks of min * (activation sum) (q6_K: the -32 offset already folded into scaled).
-void dotk_avx2(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks,
-               std::int32_t* scaled, std::int32_t* mins);
-void dotk_avx512(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks,
-                 std::int32_t* scaled, std::int32_t* mins);
+// A run of super-blocks of a K-quant row (q4_K, q5_K, q6_K) against Q8_K activations: per
+// super-block the integer sums (sum over sub-blocks of scale * (quants . activations), and of
+// min * activation sum; q6_K's -32 offset folded in), then the float term of quant_dot.cpp's
+// finish_k into accumulator b % 8, reduced by reduce8.
+float dotk_avx2(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks);
+float dotk_avx512(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks);
 
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has
 // its own copy, never one built for another ISA).
