@@ -1,5 +1,6 @@
 #include "moed/kernels/quant_dot.hpp"
 
+#include <cpuid.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -227,9 +228,14 @@ float finish_k(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std:
   return qdot::reduce8(acc);
 }
 
+// clang's __builtin_cpu_supports has no "f16c": read CPUID leaf 1 (ECX bit 29) instead.
+bool cpu_has_f16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 
 bool cpu_has_avx512_vnni() {
