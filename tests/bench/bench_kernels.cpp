@@ -1,12 +1,18 @@
 // Micro-benchmarks of the CPU kernels. Run: ctest -L perf, or build/tests/bench_kernels.
 // Each GEMV reports bytes/s of weights streamed; compare with the probe's bandwidth line.
 #include <benchmark/benchmark.h>
+#include <omp.h>
 
+#include <cstring>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/kernels/cpu_matmul.hpp"
 #include "moed/kernels/cpu_ops.hpp"
+#include "moed/kernels/quant.hpp"
+#include "moed/kernels/quant_dot.hpp"
 
 using namespace moed::kernels;
 
@@ -53,6 +59,57 @@ void BM_Attention(benchmark::State& state) {
               {1, heads, kv_heads, d, context, context - 1});
 }
 BENCHMARK(BM_Attention)->Arg(512)->Arg(4096);
+
+// A 4096 x 4096 mat-vec on ggml-quantized weights (activations quantized per call): bytes/s of
+// weight bytes, against the probe's bandwidth line. Args: ggml type id, ISA (0 scalar, 1 AVX2,
+// 2 AVX-512 VNNI), threads. Copies fill 512 MiB so the weights come from memory.
+void BM_QuantMatvec(benchmark::State& state) {
+  const auto type = static_cast<GgmlType>(state.range(0));
+  const auto isa = static_cast<QuantIsa>(state.range(1));
+  const int threads = static_cast<int>(state.range(2));
+  if (isa != QuantIsa::scalar && best_quant_isa() < isa) {
+    state.SkipWithError("this CPU lacks the ISA");
+    return;
+  }
+  constexpr std::int64_t rows = 4096, cols = 4096;
+  const auto traits = ggml_type_traits(type);
+  const std::size_t bytes = ggml_row_bytes(type, cols) * rows;
+  const std::size_t copies = std::max<std::size_t>(2, (512ull << 20) / bytes);
+  // Random quants with fp16 scales in [2^-8, 2^-4): the values do not change the work done.
+  std::vector<std::uint8_t> weights(bytes * copies);
+  std::mt19937 rng(1);
+  for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
+  const std::size_t d_offset = type == GgmlType::q6_k ? offsetof(BlockQ6_K, d) : 0;
+  for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
+    const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
+    std::memcpy(&weights[b * traits.type_size + d_offset], &half, 2);
+    if (type == GgmlType::q4_1 || type == GgmlType::q5_1 || type == GgmlType::q4_k ||
+        type == GgmlType::q5_k)
+      std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
+  }
+  for (std::size_t c = 1; c < copies; ++c) std::memcpy(&weights[c * bytes], weights.data(), bytes);
+  std::vector<float> x(cols, 0.01f), y(rows);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    quant_matvec(type, &weights[(i++ % copies) * bytes], rows, cols, x.data(), y.data(), isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  omp_set_num_threads(saved_threads);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
+  state.SetLabel(std::string(traits.name) + " " + std::string(quant_isa_name(isa)) + " " +
+                 std::to_string(threads) + "t");
+}
+void quant_matvec_args(benchmark::internal::Benchmark* bench) {
+  for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                              GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k}) {
+    const auto id = static_cast<std::int64_t>(type);
+    for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({id, isa, 1});
+    bench->Args({id, 2, 2});
+  }
+}
+BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 
 }  // namespace
 

@@ -1,0 +1,391 @@
+#include "moed/kernels/quant_dot.hpp"
+
+#include <cpuid.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "moed/kernels/dtype.hpp"
+#include "quant_dot_internal.hpp"
+
+namespace moed::kernels {
+namespace {
+
+// float -> IEEE half, round to nearest even (the activation scale is stored as ggml's q8_0 does).
+std::uint16_t f32_to_f16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const std::uint32_t sign = (bits >> 16) & 0x8000u;
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
+  if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow
+  if (magnitude < 0x38800000u) {  // a subnormal half, in units of 2^-24 (or zero)
+    if (magnitude < 0x33000000u) return static_cast<std::uint16_t>(sign);  // below 2^-25
+    const std::uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(magnitude >> 23);  // 14..24
+    std::uint32_t result = mantissa >> shift;
+    const std::uint32_t rest = mantissa & ((1u << shift) - 1);
+    const std::uint32_t halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (result & 1u))) ++result;
+    return static_cast<std::uint16_t>(sign | result);
+  }
+  std::uint32_t result = ((magnitude >> 13) - (112u << 10));
+  const std::uint32_t rest = magnitude & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (result & 1u))) ++result;
+  return static_cast<std::uint16_t>(sign | result);
+}
+
+std::int8_t quantize_one(float value, float inverse_scale) {
+  const float scaled = std::nearbyint(value * inverse_scale);
+  return static_cast<std::int8_t>(std::clamp(scaled, -127.0f, 127.0f));
+}
+
+bool is_k_quant(GgmlType type) {
+  return type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
+}
+
+// ---- Scalar reference -------------------------------------------------------------------------
+
+template <class Block>
+Block load(const std::byte* src, std::int64_t index) {
+  Block block;
+  std::memcpy(&block, src + index * static_cast<std::int64_t>(sizeof(Block)), sizeof(Block));
+  return block;
+}
+
+// The unsigned quants (0..15 or 0..31) of a 32-element block, its integer offset (q4_0: 8,
+// q5_0: 16) and its fp16 scale and min.
+struct Unpacked32 {
+  int q[kQ32];
+  int offset = 0;
+  std::uint16_t d = 0;
+  std::uint16_t m = 0;
+  bool has_min = false;
+};
+
+template <class Block>
+void unpack_nibbles(const Block& block, int (&q)[kQ32]) {
+  for (int j = 0; j < kQ32 / 2; ++j) {
+    q[j] = block.qs[j] & 0xF;
+    q[j + kQ32 / 2] = block.qs[j] >> 4;
+  }
+}
+
+template <class Block>
+void add_fifth_bits(const Block& block, int (&q)[kQ32]) {
+  std::uint32_t qh;
+  std::memcpy(&qh, block.qh, sizeof qh);
+  for (int j = 0; j < kQ32; ++j) q[j] |= static_cast<int>(((qh >> j) & 1u) << 4);
+}
+
+Unpacked32 unpack32(GgmlType type, const std::byte* weights, std::int64_t b) {
+  Unpacked32 u;
+  switch (type) {
+    case GgmlType::q4_0: {
+      const auto block = load<BlockQ4_0>(weights, b);
+      unpack_nibbles(block, u.q);
+      u.offset = 8;
+      u.d = block.d;
+      break;
+    }
+    case GgmlType::q4_1: {
+      const auto block = load<BlockQ4_1>(weights, b);
+      unpack_nibbles(block, u.q);
+      u.d = block.d;
+      u.m = block.m;
+      u.has_min = true;
+      break;
+    }
+    case GgmlType::q5_0: {
+      const auto block = load<BlockQ5_0>(weights, b);
+      unpack_nibbles(block, u.q);
+      add_fifth_bits(block, u.q);
+      u.offset = 16;
+      u.d = block.d;
+      break;
+    }
+    case GgmlType::q5_1: {
+      const auto block = load<BlockQ5_1>(weights, b);
+      unpack_nibbles(block, u.q);
+      add_fifth_bits(block, u.q);
+      u.d = block.d;
+      u.m = block.m;
+      u.has_min = true;
+      break;
+    }
+    default:
+      break;
+  }
+  return u;
+}
+
+float dot32_scalar(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
+                   const std::int32_t* x_sums, std::int64_t blocks) {
+  float acc[8] = {};
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    std::int32_t isum = 0;
+    float dw, term;
+    const float dx = f16_to_f32(x[b].d);
+    if (type == GgmlType::q8_0) {
+      const auto block = load<BlockQ8_0>(weights, b);
+      for (int i = 0; i < kQ32; ++i) isum += block.qs[i] * x[b].qs[i];
+      dw = f16_to_f32(block.d);
+      term = static_cast<float>(isum) * (dw * dx);
+    } else {
+      const Unpacked32 u = unpack32(type, weights, b);
+      for (int i = 0; i < kQ32; ++i) isum += u.q[i] * x[b].qs[i];
+      isum -= u.offset * x_sums[b];
+      dw = f16_to_f32(u.d);
+      term = static_cast<float>(isum) * (dw * dx);
+      if (u.has_min) term = term + static_cast<float>(x_sums[b]) * (f16_to_f32(u.m) * dx);
+    }
+    acc[b & 7] = acc[b & 7] + term;
+  }
+  return qdot::reduce8(acc);
+}
+
+void dotk_scalar(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks,
+                 std::int32_t* scaled, std::int32_t* mins) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const BlockQ8_K& a = x[b];
+    std::int32_t isum = 0, msum = 0;
+    if (type == GgmlType::q6_k) {
+      const auto block = load<BlockQ6_K>(weights, b);
+      int q[kQK];
+      for (int half = 0; half < 2; ++half)
+        for (int l = 0; l < 32; ++l) {
+          const std::uint8_t* ql = block.ql + 64 * half;
+          const std::uint8_t hi = block.qh[32 * half + l];
+          q[128 * half + l] = (ql[l] & 0xF) | ((hi & 3) << 4);
+          q[128 * half + l + 32] = (ql[l + 32] & 0xF) | (((hi >> 2) & 3) << 4);
+          q[128 * half + l + 64] = (ql[l] >> 4) | (((hi >> 4) & 3) << 4);
+          q[128 * half + l + 96] = (ql[l + 32] >> 4) | (((hi >> 6) & 3) << 4);
+        }
+      for (int sub = 0; sub < kQK / 16; ++sub) {
+        std::int32_t dot = 0;
+        for (int i = 0; i < 16; ++i) dot += q[16 * sub + i] * a.qs[16 * sub + i];
+        isum += block.scales[sub] * (dot - 32 * a.bsums[sub]);
+      }
+    } else {
+      int q[kQK];
+      std::uint8_t scales[kKScaleBytes];
+      if (type == GgmlType::q4_k) {
+        const auto block = load<BlockQ4_K>(weights, b);
+        std::memcpy(scales, block.scales, sizeof scales);
+        for (int g = 0; g < 4; ++g)
+          for (int l = 0; l < 32; ++l) {
+            q[64 * g + l] = block.qs[32 * g + l] & 0xF;
+            q[64 * g + 32 + l] = block.qs[32 * g + l] >> 4;
+          }
+      } else {
+        const auto block = load<BlockQ5_K>(weights, b);
+        std::memcpy(scales, block.scales, sizeof scales);
+        for (int g = 0; g < 4; ++g)
+          for (int l = 0; l < 32; ++l) {
+            q[64 * g + l] = (block.qs[32 * g + l] & 0xF) | (((block.qh[l] >> (2 * g)) & 1) << 4);
+            q[64 * g + 32 + l] =
+                (block.qs[32 * g + l] >> 4) | (((block.qh[l] >> (2 * g + 1)) & 1) << 4);
+          }
+      }
+      for (int sub = 0; sub < 8; ++sub) {
+        std::uint8_t scale, min;
+        q4k_scale_min(sub, scales, scale, min);
+        std::int32_t dot = 0;
+        for (int i = 0; i < 32; ++i) dot += q[32 * sub + i] * a.qs[32 * sub + i];
+        isum += scale * dot;
+        msum += min * (a.bsums[2 * sub] + a.bsums[2 * sub + 1]);
+      }
+    }
+    scaled[b] = isum;
+    mins[b] = msum;
+  }
+}
+
+// The float part of a K-quant row from its integer sums, in the fixed order.
+float finish_k(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks,
+               const std::int32_t* scaled, const std::int32_t* mins) {
+  float acc[8] = {};
+  const std::size_t block_bytes = ggml_type_traits(type).type_size;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = weights + b * static_cast<std::int64_t>(block_bytes);
+    std::uint16_t d_bits, dmin_bits = 0;
+    if (type == GgmlType::q6_k) {
+      std::memcpy(&d_bits, block + offsetof(BlockQ6_K, d), 2);
+    } else {
+      std::memcpy(&d_bits, block, 2);  // d then dmin lead both BlockQ4_K and BlockQ5_K
+      std::memcpy(&dmin_bits, block + 2, 2);
+    }
+    const float dx = x[b].d;
+    float term = static_cast<float>(scaled[b]) * (f16_to_f32(d_bits) * dx);
+    if (type != GgmlType::q6_k)
+      term = term - static_cast<float>(mins[b]) * (f16_to_f32(dmin_bits) * dx);
+    acc[b & 7] = acc[b & 7] + term;
+  }
+  return qdot::reduce8(acc);
+}
+
+// clang's __builtin_cpu_supports has no "f16c": read CPUID leaf 1 (ECX bit 29) instead.
+bool cpu_has_f16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
+bool cpu_has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+}
+
+bool cpu_has_avx512_vnni() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+         cpu_has_avx2();
+}
+
+QuantIsa usable(QuantIsa isa) {
+  if (isa == QuantIsa::avx512_vnni && !cpu_has_avx512_vnni()) isa = QuantIsa::avx2;
+  if (isa == QuantIsa::avx2 && !cpu_has_avx2()) isa = QuantIsa::scalar;
+  return isa;
+}
+
+}  // namespace
+
+void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out) {
+  if (n < 0 || n % kQ32 != 0)
+    throw std::invalid_argument("quantize_activations: " + std::to_string(n) +
+                                " elements are not whole blocks of 32");
+  out.n = n;
+  out.q8_0.resize(static_cast<std::size_t>(n / kQ32));
+  out.q8_0_sums.resize(out.q8_0.size());
+  for (std::int64_t b = 0; b < n / kQ32; ++b) {
+    const float* v = x + b * kQ32;
+    float amax = 0;
+    for (int i = 0; i < kQ32; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = amax / 127.0f;
+    const float inverse = d > 0 ? 1.0f / d : 0.0f;
+    BlockQ8_0& block = out.q8_0[static_cast<std::size_t>(b)];
+    block.d = f32_to_f16(d);
+    std::int32_t sum = 0;
+    for (int i = 0; i < kQ32; ++i) {
+      block.qs[i] = quantize_one(v[i], inverse);
+      sum += block.qs[i];
+    }
+    out.q8_0_sums[static_cast<std::size_t>(b)] = sum;
+  }
+  out.q8_k.clear();
+  if (n % kQK != 0) return;
+  out.q8_k.resize(static_cast<std::size_t>(n / kQK));
+  for (std::int64_t b = 0; b < n / kQK; ++b) {
+    const float* v = x + b * kQK;
+    float amax = 0;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
+    BlockQ8_K& block = out.q8_k[static_cast<std::size_t>(b)];
+    block.d = amax / 127.0f;
+    const float inverse = block.d > 0 ? 1.0f / block.d : 0.0f;
+    for (int i = 0; i < kQK; ++i) block.qs[i] = quantize_one(v[i], inverse);
+    for (int g = 0; g < kQK / 16; ++g) {
+      int sum = 0;
+      for (int i = 0; i < 16; ++i) sum += block.qs[16 * g + i];
+      block.bsums[g] = static_cast<std::int16_t>(sum);
+    }
+  }
+}
+
+std::string_view quant_isa_name(QuantIsa isa) {
+  switch (isa) {
+    case QuantIsa::scalar:
+      return "scalar";
+    case QuantIsa::avx2:
+      return "avx2";
+    case QuantIsa::avx512_vnni:
+      return "avx512_vnni";
+  }
+  return "unknown";
+}
+
+QuantIsa best_quant_isa() {
+  return usable(QuantIsa::avx512_vnni);
+}
+
+bool quant_dot_supported(GgmlType type) {
+  switch (type) {
+    case GgmlType::q8_0:
+    case GgmlType::q4_0:
+    case GgmlType::q4_1:
+    case GgmlType::q5_0:
+    case GgmlType::q5_1:
+    case GgmlType::q4_k:
+    case GgmlType::q5_k:
+    case GgmlType::q6_k:
+      return true;
+    default:
+      return false;
+  }
+}
+
+float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations& x, QuantIsa isa) {
+  if (!quant_dot_supported(type))
+    throw std::invalid_argument("vec_dot: ggml type " + std::string(ggml_type_name(type)) +
+                                " has no quantized dot product");
+  isa = usable(isa);
+  const auto* weights = static_cast<const std::byte*>(weight_row);
+  if (is_k_quant(type)) {
+    if (x.n % kQK != 0 || x.q8_k.size() != static_cast<std::size_t>(x.n / kQK))
+      throw std::invalid_argument("vec_dot: " + std::string(ggml_type_name(type)) + " needs " +
+                                  "activations in whole Q8_K blocks of 256, not " +
+                                  std::to_string(x.n));
+    const std::int64_t blocks = x.n / kQK;
+    constexpr std::int64_t kChunk = 64;  // super-blocks per pass: 16384 elements
+    std::int32_t scaled[kChunk], mins[kChunk];
+    const std::size_t block_bytes = ggml_type_traits(type).type_size;
+    float acc = 0;
+    for (std::int64_t start = 0; start < blocks; start += kChunk) {
+      const std::int64_t count = std::min(kChunk, blocks - start);
+      const std::byte* w = weights + start * static_cast<std::int64_t>(block_bytes);
+      const BlockQ8_K* a = x.q8_k.data() + start;
+      // Rows longer than one chunk add chunk results in order; every path chunks alike.
+      float chunk;
+      switch (isa) {
+        case QuantIsa::avx512_vnni:
+          chunk = qdot::dotk_avx512(type, w, a, count);
+          break;
+        case QuantIsa::avx2:
+          chunk = qdot::dotk_avx2(type, w, a, count);
+          break;
+        default:
+          dotk_scalar(type, w, a, count, scaled, mins);
+          chunk = finish_k(type, w, a, count, scaled, mins);
+          break;
+      }
+      acc = acc + chunk;
+    }
+    return acc;
+  }
+  const std::int64_t blocks = x.n / kQ32;
+  switch (isa) {
+    case QuantIsa::avx512_vnni:
+      return qdot::dot32_avx512(type, weights, x.q8_0.data(), x.q8_0_sums.data(), blocks);
+    case QuantIsa::avx2:
+      return qdot::dot32_avx2(type, weights, x.q8_0.data(), x.q8_0_sums.data(), blocks);
+    case QuantIsa::scalar:
+      break;
+  }
+  return dot32_scalar(type, weights, x.q8_0.data(), x.q8_0_sums.data(), blocks);
+}
+
+void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
+                  const float* x, float* y, QuantIsa isa) {
+  QuantizedActivations activations;
+  quantize_activations(x, cols, activations);
+  const std::uint64_t row_bytes = ggml_row_bytes(type, static_cast<std::uint64_t>(cols));
+  const auto* base = static_cast<const std::byte*>(weights);
+  // Validate once, outside the parallel region (vec_dot throws on an unsupported type).
+  if (rows > 0) y[0] = vec_dot(type, base, activations, isa);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 1; r < rows; ++r)
+    y[r] = vec_dot(type, base + static_cast<std::uint64_t>(r) * row_bytes, activations, isa);
+}
+
+}  // namespace moed::kernels

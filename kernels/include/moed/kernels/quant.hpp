@@ -1,0 +1,158 @@
+#pragma once
+
+// ggml's tensor types as GGUF files carry them: the type ids, each type's block (elements per
+// block, bytes per block) and, for the formats moed computes in, the block layouts byte for byte
+// as ggml-common.h lays them out, so a block read from a file is used where it lies.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace moed::kernels {
+
+// ggml_type ids; the gaps are types ggml removed (their ids are never reused).
+enum class GgmlType : std::uint32_t {
+  f32 = 0,
+  f16 = 1,
+  q4_0 = 2,
+  q4_1 = 3,
+  q5_0 = 6,
+  q5_1 = 7,
+  q8_0 = 8,
+  q8_1 = 9,
+  q2_k = 10,
+  q3_k = 11,
+  q4_k = 12,
+  q5_k = 13,
+  q6_k = 14,
+  q8_k = 15,
+  iq2_xxs = 16,
+  iq2_xs = 17,
+  iq3_xxs = 18,
+  iq1_s = 19,
+  iq4_nl = 20,
+  iq3_s = 21,
+  iq2_s = 22,
+  iq4_xs = 23,
+  i8 = 24,
+  i16 = 25,
+  i32 = 26,
+  i64 = 27,
+  f64 = 28,
+  iq1_m = 29,
+  bf16 = 30,
+  tq1_0 = 34,
+  tq2_0 = 35,
+  mxfp4 = 39,
+};
+
+struct GgmlTypeTraits {
+  std::string_view name;     // as ggml names it: "q4_K", "bf16"
+  std::uint32_t block_size;  // elements per block
+  std::uint32_t type_size;   // bytes per block
+};
+
+// The traits of a type id, or nullopt for an id ggml does not define (or has removed).
+std::optional<GgmlTypeTraits> ggml_type_traits(std::uint32_t id);
+GgmlTypeTraits ggml_type_traits(GgmlType type);
+std::string_view ggml_type_name(GgmlType type);
+// Whether dequantize_row (and so moed) handles the type.
+bool ggml_type_supported(GgmlType type);
+
+// Elements per super-block of the K-quants.
+inline constexpr int kQK = 256;
+// Elements per block of the 32-element formats.
+inline constexpr int kQ32 = 32;
+// Bytes of packed 6-bit scales and mins in a Q4_K / Q5_K block.
+inline constexpr int kKScaleBytes = 12;
+
+// Halves (d, m, dmin) are IEEE fp16 bit patterns, as ggml_half.
+struct BlockQ4_0 {
+  std::uint16_t d;
+  std::uint8_t qs[kQ32 / 2];  // element j in the low nibble of qs[j], j + 16 in the high
+};
+struct BlockQ4_1 {
+  std::uint16_t d;
+  std::uint16_t m;
+  std::uint8_t qs[kQ32 / 2];
+};
+struct BlockQ5_0 {
+  std::uint16_t d;
+  std::uint8_t qh[4];  // bit j (little-endian u32) is the fifth bit of element j
+  std::uint8_t qs[kQ32 / 2];
+};
+struct BlockQ5_1 {
+  std::uint16_t d;
+  std::uint16_t m;
+  std::uint8_t qh[4];
+  std::uint8_t qs[kQ32 / 2];
+};
+struct BlockQ8_0 {
+  std::uint16_t d;
+  std::int8_t qs[kQ32];
+};
+// Activations for the 32-element formats with Q8_0's layout; ggml's q8_1 adds s = d * sum(qs).
+struct BlockQ8_1 {
+  std::uint16_t d;
+  std::uint16_t s;
+  std::int8_t qs[kQ32];
+};
+// 8 sub-blocks of 32, each with a 6-bit scale and a 6-bit min packed in `scales`
+// (q4k_scale_min unpacks them); x = d * scale * q - dmin * min.
+struct BlockQ4_K {
+  std::uint16_t d;
+  std::uint16_t dmin;
+  std::uint8_t scales[kKScaleBytes];
+  std::uint8_t qs[kQK / 2];  // per 64 elements: 32 bytes, low nibbles first 32, high the next
+};
+struct BlockQ5_K {
+  std::uint16_t d;
+  std::uint16_t dmin;
+  std::uint8_t scales[kKScaleBytes];
+  std::uint8_t
+      qh[kQK / 8];  // bit 2i / 2i+1 of qh[l]: fifth bit of element l of sub-block 2i / 2i+1
+  std::uint8_t qs[kQK / 2];
+};
+// 16 sub-blocks of 16 with signed 8-bit scales; x = d * scale * (q - 32), q 6 bits.
+struct BlockQ6_K {
+  std::uint8_t ql[kQK / 2];  // low 4 bits
+  std::uint8_t qh[kQK / 4];  // high 2 bits
+  std::int8_t scales[kQK / 16];
+  std::uint16_t d;
+};
+// Activations for the K-quants: f32 scale and the sums of each 16 quants.
+struct BlockQ8_K {
+  float d;
+  std::int8_t qs[kQK];
+  std::int16_t bsums[kQK / 16];
+};
+
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
+static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block, as ggml's
+// get_scale_min_k4: sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7, sub-blocks 4-7 split
+// into a low nibble in bytes 8-11 and the two spare top bits of bytes 0-3 / 4-7.
+inline void q4k_scale_min(int j, const std::uint8_t* scales, std::uint8_t& scale,
+                          std::uint8_t& min) {
+  if (j < 4) {
+    scale = scales[j] & 63;
+    min = scales[j + 4] & 63;
+  } else {
+    scale = static_cast<std::uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
+    min = static_cast<std::uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// Bytes of a row of n elements; n must be a multiple of the type's block size.
+std::uint64_t ggml_row_bytes(GgmlType type, std::uint64_t n);
+
+// dst[0..n) = the n elements of the blocks at src (any alignment). Throws std::invalid_argument
+// naming the type when moed does not handle it or n is not a multiple of its block size.
+void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n);
+
+}  // namespace moed::kernels

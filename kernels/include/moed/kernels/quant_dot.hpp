@@ -1,0 +1,47 @@
+#pragma once
+
+// Dot products of ggml-quantized weight rows with activations quantized per block to int8, as
+// ggml computes them: Q8_0 blocks (with their integer sums) against the 32-element formats,
+// Q8_K blocks (with 16-element sums) against the K-quants. Each block's products are summed in
+// integers; the float part follows one fixed order (block b adds into accumulator b % 8, the
+// eight summed pairwise at the end), so the scalar, AVX2 and AVX-512 VNNI paths give the same
+// float bit for bit.
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "moed/kernels/quant.hpp"
+
+namespace moed::kernels {
+
+// One activation row, quantized for every weight format that can meet it.
+struct QuantizedActivations {
+  std::int64_t n = 0;
+  std::vector<BlockQ8_0> q8_0;          // n / 32 blocks, fp16 scale as ggml's q8_0
+  std::vector<std::int32_t> q8_0_sums;  // sum of each block's quants (for q4_1 / q5_1 mins)
+  std::vector<BlockQ8_K> q8_k;          // n / 256 blocks when n is a multiple of 256
+};
+
+// Quantizes x[0..n) (n a multiple of 32): scale max|x| / 127, round to nearest, never -128.
+void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out);
+
+enum class QuantIsa { scalar, avx2, avx512_vnni };
+std::string_view quant_isa_name(QuantIsa isa);
+// The best path this CPU runs (AVX-512 VNNI needs avx512f/bw/vl/vnni; AVX2 needs avx2/fma/f16c).
+QuantIsa best_quant_isa();
+// Formats vec_dot handles: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
+bool quant_dot_supported(GgmlType type);
+
+// The dot product of one weight row of n elements (in `type`'s blocks) with the activations.
+// Throws std::invalid_argument naming the type when unsupported, or when the activations lack
+// the blocks the type needs; an ISA the CPU lacks falls back to the best it has.
+float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations& x,
+              QuantIsa isa = best_quant_isa());
+
+// y[r] = dot(row r of a rows x cols weight matrix, x) for r in [0, rows): activations quantized
+// once, rows spread over the OpenMP threads.
+void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
+                  const float* x, float* y, QuantIsa isa = best_quant_isa());
+
+}  // namespace moed::kernels

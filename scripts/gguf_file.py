@@ -1,0 +1,654 @@
+#!/usr/bin/python3
+"""GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
+and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K,
+q6_K) a quantizer and a dequantizer.
+
+Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
+(round to nearest with min/max or absmax scales; the K-quants search nothing beyond a per
+sub-block min/max): any valid encoding is a correct file. The dequantizers are written from the
+layouts, apart from moed's C++ (kernels/cpu/quant.cpp), so each checks the other.
+
+Tensor shapes here are numpy's (row-major, last axis contiguous); GGUF stores dims innermost
+first, so a numpy shape (rows, cols) is written as ne = [cols, rows].
+"""
+import os
+import struct
+
+import numpy as np
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+
+# gguf_metadata_value_type
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+_SCALAR_FORMATS = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT32: "<i",
+                   FLOAT32: "<f", BOOL: "<?", UINT64: "<Q", INT64: "<q", FLOAT64: "<d"}
+VALUE_TYPE_NAMES = {UINT8: "uint8", INT8: "int8", UINT16: "uint16", INT16: "int16", UINT32: "uint32",
+                    INT32: "int32", FLOAT32: "float32", BOOL: "bool", STRING: "string", ARRAY: "array",
+                    UINT64: "uint64", INT64: "int64", FLOAT64: "float64"}
+
+# ggml_type: name -> (id, elements per block, bytes per block)
+GGML_TYPES = {
+    "f32": (0, 1, 4), "f16": (1, 1, 2), "q4_0": (2, 32, 18), "q4_1": (3, 32, 20),
+    "q5_0": (6, 32, 22), "q5_1": (7, 32, 24), "q8_0": (8, 32, 34), "q8_1": (9, 32, 36),
+    "q2_k": (10, 256, 84), "q3_k": (11, 256, 110), "q4_k": (12, 256, 144), "q5_k": (13, 256, 176),
+    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "bf16": (30, 1, 2),
+}
+GGML_TYPE_BY_ID = {v[0]: k for k, v in GGML_TYPES.items()}
+QK_K = 256
+
+
+class Value:
+    """A metadata value with an explicit GGUF type. Plain Python values are typed by write():
+    str -> string, bool -> bool, int -> int32 (uint32 if it does not fit, then int64), float ->
+    float32, list -> array of the first element's type."""
+
+    def __init__(self, vtype, value, element_type=None):
+        self.vtype = vtype
+        self.value = value
+        self.element_type = element_type
+
+    def __repr__(self):
+        return "Value(%s, %r)" % (VALUE_TYPE_NAMES[self.vtype], self.value)
+
+
+def _typed(value):
+    if isinstance(value, Value):
+        return value
+    if isinstance(value, bool):
+        return Value(BOOL, value)
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        if -2**31 <= value < 2**31:
+            return Value(INT32, value)
+        if 0 <= value < 2**32:
+            return Value(UINT32, value)
+        return Value(INT64, value)
+    if isinstance(value, (float, np.floating)):
+        return Value(FLOAT32, float(value))
+    if isinstance(value, str):
+        return Value(STRING, value)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("an empty list needs an explicit Value(ARRAY, [], element_type)")
+        first = _typed(value[0])
+        return Value(ARRAY, list(value), first.vtype)
+    raise TypeError("no GGUF type for %r" % (value,))
+
+
+def _encode_string(text):
+    raw = text.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _encode_payload(vtype, value, element_type=None):
+    if vtype == STRING:
+        return _encode_string(value)
+    if vtype == ARRAY:
+        items = [v if isinstance(v, Value) else _typed(v) if element_type == ARRAY else Value(element_type, v)
+                 for v in value]
+        out = [struct.pack("<IQ", element_type, len(items))]
+        for item in items:
+            if item.vtype != element_type:
+                raise ValueError("array of %s holds a %s" % (VALUE_TYPE_NAMES[element_type],
+                                                             VALUE_TYPE_NAMES[item.vtype]))
+            out.append(_encode_payload(item.vtype, item.value, item.element_type))
+        return b"".join(out)
+    return struct.pack(_SCALAR_FORMATS[vtype], value)
+
+
+# ---------------------------------------------------------------------------------------------
+# fp16 / bf16 helpers
+
+def f16_bits(x):
+    return np.asarray(x, dtype=np.float32).astype("<f2").view("<u2")
+
+
+def f16_values(bits):
+    return np.asarray(bits, dtype="<u2").view("<f2").astype(np.float32)
+
+
+def bf16_bits(x):
+    """float32 -> bfloat16 bit patterns, round to nearest even (as torch does)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + 0x7FFF
+    return ((bits + rounding) >> 16).astype("<u2")
+
+
+def _blocks(x, size):
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    if x.size % size:
+        raise ValueError("%d elements are not whole blocks of %d" % (x.size, size))
+    return x.reshape(-1, size)
+
+
+def _nearest(x):
+    """Round half away from zero, as C's roundf (numpy's rint rounds half to even)."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _record(fields, n):
+    dtype = np.dtype(fields)
+    return np.zeros(n, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantizers: a float32 array (its size a multiple of the block) -> the blocks' bytes.
+
+def quantize_q8_0(x):
+    b = _blocks(x, 32)
+    amax = np.abs(b).max(axis=1)
+    d = amax / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    out = _record([("d", "<u2"), ("qs", "i1", 32)], len(b))
+    out["d"] = f16_bits(d)
+    out["qs"] = np.clip(_nearest(b * inv[:, None]), -127, 127).astype(np.int8)
+    return out.tobytes()
+
+
+def _signed_max(b):
+    """Per row, the element of largest magnitude with its sign (ggml's q4_0/q5_0 scale)."""
+    idx = np.abs(b).argmax(axis=1)
+    return b[np.arange(len(b)), idx]
+
+
+def quantize_q4_0(x):
+    b = _blocks(x, 32)
+    d = _signed_max(b) / -8.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+    q = np.clip(np.floor(b * inv[:, None] + 8.5), 0, 15).astype(np.uint8)
+    out = _record([("d", "<u2"), ("qs", "u1", 16)], len(b))
+    out["d"] = f16_bits(d)
+    out["qs"] = q[:, :16] | (q[:, 16:] << 4)
+    return out.tobytes()
+
+
+def quantize_q4_1(x):
+    b = _blocks(x, 32)
+    lo, hi = b.min(axis=1), b.max(axis=1)
+    d = (hi - lo) / 15.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    q = np.clip(np.floor((b - lo[:, None]) * inv[:, None] + 0.5), 0, 15).astype(np.uint8)
+    out = _record([("d", "<u2"), ("m", "<u2"), ("qs", "u1", 16)], len(b))
+    out["d"] = f16_bits(d)
+    out["m"] = f16_bits(lo)
+    out["qs"] = q[:, :16] | (q[:, 16:] << 4)
+    return out.tobytes()
+
+
+def _q5_pack(q):
+    """5-bit quants [n, 32] -> (qh as 4 bytes, qs [n, 16])."""
+    high = (q >> 4).astype(np.uint32)
+    qh = (high << np.arange(32, dtype=np.uint32)).sum(axis=1).astype("<u4")
+    qs = (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
+    return qh.view(np.uint8).reshape(-1, 4), qs
+
+
+def quantize_q5_0(x):
+    b = _blocks(x, 32)
+    d = _signed_max(b) / -16.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+    q = np.clip(np.floor(b * inv[:, None] + 16.5), 0, 31).astype(np.uint8)
+    out = _record([("d", "<u2"), ("qh", "u1", 4), ("qs", "u1", 16)], len(b))
+    out["d"] = f16_bits(d)
+    out["qh"], out["qs"] = _q5_pack(q)
+    return out.tobytes()
+
+
+def quantize_q5_1(x):
+    b = _blocks(x, 32)
+    lo, hi = b.min(axis=1), b.max(axis=1)
+    d = (hi - lo) / 31.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    q = np.clip(np.floor((b - lo[:, None]) * inv[:, None] + 0.5), 0, 31).astype(np.uint8)
+    out = _record([("d", "<u2"), ("m", "<u2"), ("qh", "u1", 4), ("qs", "u1", 16)], len(b))
+    out["d"] = f16_bits(d)
+    out["m"] = f16_bits(lo)
+    out["qh"], out["qs"] = _q5_pack(q)
+    return out.tobytes()
+
+
+def _k_scales(b, levels):
+    """Scales and mins for 8 sub-blocks of 32 per super-block (Q4_K: levels 15, Q5_K: 31):
+    x ~ d * sc * q - dmin * m with 6-bit sc, m. Returns d, dmin (float32 after fp16 rounding),
+    sc, m [n, 8] and the quants [n, 256]."""
+    sub = b.reshape(-1, 8, 32)
+    lo = np.minimum(sub.min(axis=2), 0.0)  # a positive min is clamped, as ggml does
+    hi = sub.max(axis=2)
+    scale = (hi - lo) / levels
+    neg_min = -lo
+    d = f16_values(f16_bits(scale.max(axis=1) / 63.0))
+    dmin = f16_values(f16_bits(neg_min.max(axis=1) / 63.0))
+    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] > 0)), 0, 63)
+    m = np.clip(_nearest(np.divide(neg_min, dmin[:, None], out=np.zeros_like(neg_min),
+                                   where=dmin[:, None] > 0)), 0, 63)
+    step = d[:, None] * sc
+    offset = dmin[:, None] * m
+    q = np.divide(sub + offset[:, :, None], step[:, :, None], out=np.zeros_like(sub),
+                  where=step[:, :, None] > 0)
+    q = np.clip(_nearest(q), 0, levels).astype(np.uint8).reshape(-1, 256)
+    return d, dmin, sc.astype(np.uint8), m.astype(np.uint8), q
+
+
+def _pack_k_scales(sc, m):
+    """Inverse of ggml's get_scale_min_k4: 8 six-bit scales and mins -> 12 bytes."""
+    out = np.zeros((len(sc), 12), dtype=np.uint8)
+    out[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    out[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    out[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    return out
+
+
+def quantize_q4_k(x):
+    b = _blocks(x, QK_K)
+    d, dmin, sc, m, q = _k_scales(b, 15)
+    groups = q.reshape(-1, 4, 2, 32)  # 64-element groups: low nibbles, then high
+    out = _record([("d", "<u2"), ("dmin", "<u2"), ("scales", "u1", 12), ("qs", "u1", 128)], len(b))
+    out["d"] = f16_bits(d)
+    out["dmin"] = f16_bits(dmin)
+    out["scales"] = _pack_k_scales(sc, m)
+    out["qs"] = (groups[:, :, 0] | (groups[:, :, 1] << 4)).reshape(-1, 128)
+    return out.tobytes()
+
+
+def quantize_q5_k(x):
+    b = _blocks(x, QK_K)
+    d, dmin, sc, m, q = _k_scales(b, 31)
+    sub = q.reshape(-1, 8, 32)
+    groups = (sub & 0xF).reshape(-1, 4, 2, 32)
+    qh = np.zeros((len(b), 32), dtype=np.uint8)
+    for s in range(8):  # bit s of qh[l]: fifth bit of element l of sub-block s
+        qh |= ((sub[:, s] >> 4) << s).astype(np.uint8)
+    out = _record([("d", "<u2"), ("dmin", "<u2"), ("scales", "u1", 12), ("qh", "u1", 32),
+                   ("qs", "u1", 128)], len(b))
+    out["d"] = f16_bits(d)
+    out["dmin"] = f16_bits(dmin)
+    out["scales"] = _pack_k_scales(sc, m)
+    out["qh"] = qh
+    out["qs"] = (groups[:, :, 0] | (groups[:, :, 1] << 4)).reshape(-1, 128)
+    return out.tobytes()
+
+
+def quantize_q6_k(x):
+    b = _blocks(x, QK_K)
+    sub = b.reshape(-1, 16, 16)
+    amax = np.abs(sub).max(axis=2)
+    scale = amax / 31.0  # q in [-31, 31] of the 6-bit range [-32, 31]
+    d = f16_values(f16_bits(scale.max(axis=1) / 127.0))
+    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] > 0)),
+                 0, 127)
+    # Round the scale up where rounding it down would push a quant past 31.
+    step = d[:, None] * sc
+    too_small = (step > 0) & (amax / np.where(step > 0, step, 1) > 31.5)
+    sc = np.where(too_small, np.minimum(sc + 1, 127), sc)
+    step = d[:, None] * sc
+    q = np.divide(sub, step[:, :, None], out=np.zeros_like(sub), where=step[:, :, None] > 0)
+    q = (np.clip(_nearest(q), -32, 31) + 32).astype(np.uint8).reshape(-1, 2, 4, 32)
+    # Per half of 128: quarters 0-3 of 32 elements.
+    ql = np.concatenate([(q[:, :, 0] & 0xF) | ((q[:, :, 2] & 0xF) << 4),
+                         (q[:, :, 1] & 0xF) | ((q[:, :, 3] & 0xF) << 4)], axis=2)
+    qh = (q[:, :, 0] >> 4) | ((q[:, :, 1] >> 4) << 2) | ((q[:, :, 2] >> 4) << 4) | ((q[:, :, 3] >> 4) << 6)
+    out = _record([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<u2")], len(b))
+    out["ql"] = ql.reshape(-1, 128)
+    out["qh"] = qh.reshape(-1, 64)
+    out["scales"] = sc.astype(np.int8)
+    out["d"] = f16_bits(d)
+    return out.tobytes()
+
+
+QUANTIZERS = {
+    "f32": lambda x: np.ascontiguousarray(x, dtype="<f4").tobytes(),
+    "f16": lambda x: f16_bits(x).tobytes(),
+    "bf16": lambda x: bf16_bits(x).tobytes(),
+    "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
+    "q5_1": quantize_q5_1, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k, "q6_k": quantize_q6_k,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Dequantizers: the blocks' bytes -> float32 [n].
+
+def _view(raw, fields):
+    return np.frombuffer(raw, dtype=np.dtype(fields))
+
+
+def dequantize_q8_0(raw):
+    b = _view(raw, [("d", "<u2"), ("qs", "i1", 32)])
+    return (f16_values(b["d"])[:, None] * b["qs"].astype(np.float32)).reshape(-1)
+
+
+def _nibbles(qs):
+    """qs [n, 16] -> quants [n, 32]: low nibbles are elements 0-15, high 16-31."""
+    return np.concatenate([qs & 0xF, qs >> 4], axis=1).astype(np.int32)
+
+
+def dequantize_q4_0(raw):
+    b = _view(raw, [("d", "<u2"), ("qs", "u1", 16)])
+    return ((_nibbles(b["qs"]) - 8).astype(np.float32) * f16_values(b["d"])[:, None]).reshape(-1)
+
+
+def dequantize_q4_1(raw):
+    b = _view(raw, [("d", "<u2"), ("m", "<u2"), ("qs", "u1", 16)])
+    d, m = f16_values(b["d"])[:, None], f16_values(b["m"])[:, None]
+    return (_nibbles(b["qs"]).astype(np.float32) * d + m).reshape(-1)
+
+
+def _q5_quants(b):
+    qh = b["qh"].copy().view("<u4").reshape(-1).astype(np.uint64)
+    high = (qh[:, None] >> np.arange(32, dtype=np.uint64)) & 1
+    return _nibbles(b["qs"]) | (high.astype(np.int32) << 4)
+
+
+def dequantize_q5_0(raw):
+    b = _view(raw, [("d", "<u2"), ("qh", "u1", 4), ("qs", "u1", 16)])
+    return ((_q5_quants(b) - 16).astype(np.float32) * f16_values(b["d"])[:, None]).reshape(-1)
+
+
+def dequantize_q5_1(raw):
+    b = _view(raw, [("d", "<u2"), ("m", "<u2"), ("qh", "u1", 4), ("qs", "u1", 16)])
+    d, m = f16_values(b["d"])[:, None], f16_values(b["m"])[:, None]
+    return (_q5_quants(b).astype(np.float32) * d + m).reshape(-1)
+
+
+def _unpack_k_scales(scales):
+    s = scales.astype(np.int32)
+    sc = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)], axis=1)
+    m = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
+    return sc, m
+
+
+def _k_values(d, dmin, sc, m, q):
+    """x = (d * sc) * q - dmin * m, each step in float32."""
+    step = d * sc.astype(np.float32)[:, :, None]
+    offset = dmin * m.astype(np.float32)[:, :, None]
+    return (step * q.astype(np.float32) - offset).reshape(-1)
+
+
+def _k_low_quants(qs):
+    """qs [n, 128] -> 4-bit quants [n, 8, 32]: per 64-element group, low nibbles then high."""
+    g = qs.reshape(-1, 4, 32).astype(np.int32)
+    return np.stack([g & 0xF, g >> 4], axis=2).reshape(-1, 8, 32)
+
+
+def dequantize_q4_k(raw):
+    b = _view(raw, [("d", "<u2"), ("dmin", "<u2"), ("scales", "u1", 12), ("qs", "u1", 128)])
+    sc, m = _unpack_k_scales(b["scales"])
+    d, dmin = f16_values(b["d"])[:, None, None], f16_values(b["dmin"])[:, None, None]
+    q = _k_low_quants(b["qs"])
+    return _k_values(d, dmin, sc, m, q)
+
+
+def dequantize_q5_k(raw):
+    b = _view(raw, [("d", "<u2"), ("dmin", "<u2"), ("scales", "u1", 12), ("qh", "u1", 32),
+                    ("qs", "u1", 128)])
+    sc, m = _unpack_k_scales(b["scales"])
+    d, dmin = f16_values(b["d"])[:, None, None], f16_values(b["dmin"])[:, None, None]
+    qh = b["qh"].astype(np.int32)
+    high = np.stack([(qh >> s) & 1 for s in range(8)], axis=1)  # [n, 8, 32]
+    q = _k_low_quants(b["qs"]) | (high << 4)
+    return _k_values(d, dmin, sc, m, q)
+
+
+def dequantize_q6_k(raw):
+    b = _view(raw, [("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<u2")])
+    ql = b["ql"].reshape(-1, 2, 64).astype(np.int32)
+    qh = b["qh"].reshape(-1, 2, 32).astype(np.int32)
+    quarters = [(ql[:, :, 0:32] & 0xF) | (((qh >> 0) & 3) << 4),
+                (ql[:, :, 32:64] & 0xF) | (((qh >> 2) & 3) << 4),
+                (ql[:, :, 0:32] >> 4) | (((qh >> 4) & 3) << 4),
+                (ql[:, :, 32:64] >> 4) | (((qh >> 6) & 3) << 4)]
+    q = np.stack(quarters, axis=2).reshape(-1, 16, 16) - 32  # element order within the block
+    d = f16_values(b["d"])[:, None, None]
+    return (d * (b["scales"].astype(np.int32)[:, :, None] * q).astype(np.float32)).reshape(-1)
+
+
+DEQUANTIZERS = {
+    "f32": lambda raw: np.frombuffer(raw, dtype="<f4").astype(np.float32),
+    "f16": lambda raw: f16_values(np.frombuffer(raw, dtype="<u2")),
+    "bf16": lambda raw: (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32),
+    "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
+    "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q4_k": dequantize_q4_k,
+    "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k,
+}
+
+
+def quantize(x, type_name):
+    return QUANTIZERS[type_name](x)
+
+
+def dequantize(raw, type_name, shape=None):
+    """The float32 values of a tensor's bytes; shape in numpy order when given."""
+    if type_name not in DEQUANTIZERS:
+        raise ValueError("no dequantizer for ggml type %s" % type_name)
+    values = DEQUANTIZERS[type_name](bytes(raw))
+    return values.reshape(shape) if shape is not None else values
+
+
+def tensor_nbytes(type_name, shape):
+    _, block, size = GGML_TYPES[type_name]
+    if shape[-1] % block:
+        raise ValueError("a row of %d is not whole %s blocks of %d" % (shape[-1], type_name, block))
+    return int(np.prod(shape)) // block * size
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer
+
+class Writer:
+    """Collects metadata and tensors, then writes one GGUF v3 file (or v2 when asked)."""
+
+    def __init__(self, version=3, alignment=DEFAULT_ALIGNMENT):
+        self.version = version
+        self.alignment = alignment
+        self.kv = {}
+        self.tensors = []  # (name, type_name, numpy shape, bytes)
+
+    def add(self, key, value):
+        if key in self.kv:
+            raise ValueError("key %s written twice" % key)
+        self.kv[key] = _typed(value)
+
+    def add_tensor(self, name, type_name, shape, raw):
+        shape = tuple(int(s) for s in shape)
+        expected = tensor_nbytes(type_name, shape)
+        if len(raw) != expected:
+            raise ValueError("tensor %s: %d bytes, %s %s needs %d" % (name, len(raw), type_name, shape, expected))
+        if any(t[0] == name for t in self.tensors):
+            raise ValueError("tensor %s written twice" % name)
+        self.tensors.append((name, type_name, shape, raw))
+
+    def add_array(self, name, x, type_name):
+        """Quantizes a float array to the type and adds it."""
+        self.add_tensor(name, type_name, x.shape, quantize(x, type_name))
+
+    def encode_header(self):
+        out = [GGUF_MAGIC, struct.pack("<IQQ", self.version, len(self.tensors), len(self.kv))]
+        for key, value in self.kv.items():
+            out.append(_encode_string(key))
+            out.append(struct.pack("<I", value.vtype))
+            out.append(_encode_payload(value.vtype, value.value, value.element_type))
+        offset = 0
+        for name, type_name, shape, raw in self.tensors:
+            out.append(_encode_string(name))
+            dims = list(reversed(shape))
+            out.append(struct.pack("<I", len(dims)) + struct.pack("<%dQ" % len(dims), *dims))
+            out.append(struct.pack("<IQ", GGML_TYPES[type_name][0], offset))
+            offset += self._padded(len(raw))
+        return b"".join(out)
+
+    def _padded(self, n):
+        return (n + self.alignment - 1) // self.alignment * self.alignment
+
+    def write(self, path):
+        header = self.encode_header()
+        with open(path, "wb") as f:
+            f.write(header)
+            f.write(b"\0" * (self._padded(len(header)) - len(header)))
+            for _, _, _, raw in self.tensors:
+                f.write(raw)
+                f.write(b"\0" * (self._padded(len(raw)) - len(raw)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader (for tests and the reference): the metadata as Python values, tensors as bytes.
+
+class Tensor:
+    def __init__(self, name, type_name, dims, offset, raw):
+        self.name = name
+        self.type_name = type_name
+        self.dims = dims  # GGUF order, ne[0] first
+        self.offset = offset
+        self.raw = raw
+
+    @property
+    def shape(self):
+        return tuple(reversed(self.dims))
+
+    def values(self):
+        return dequantize(self.raw, self.type_name, self.shape)
+
+
+class Reader:
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.data = f.read()
+        self.pos = 0
+        if self._take(4) != GGUF_MAGIC:
+            raise ValueError("%s: not a GGUF file" % path)
+        self.version, n_tensors, n_kv = struct.unpack("<IQQ", self._take(20))
+        if self.version not in (2, 3):
+            raise ValueError("%s: GGUF version %d" % (path, self.version))
+        self.metadata = {}
+        self.types = {}
+        for _ in range(n_kv):
+            key = self._string()
+            vtype = self._u32()
+            self.types[key] = vtype
+            self.metadata[key] = self._value(vtype)
+        self.alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        infos = []
+        for _ in range(n_tensors):
+            name = self._string()
+            n_dims = self._u32()
+            dims = list(struct.unpack("<%dQ" % n_dims, self._take(8 * n_dims)))
+            type_id, offset = struct.unpack("<IQ", self._take(12))
+            infos.append((name, GGML_TYPE_BY_ID.get(type_id, "type%d" % type_id), dims, offset))
+        start = (self.pos + self.alignment - 1) // self.alignment * self.alignment
+        self.tensors = {}
+        for name, type_name, dims, offset in infos:
+            nbytes = tensor_nbytes(type_name, tuple(reversed(dims))) if type_name in GGML_TYPES else 0
+            raw = self.data[start + offset:start + offset + nbytes]
+            if len(raw) != nbytes:
+                raise ValueError("%s: tensor %s runs past the end" % (path, name))
+            self.tensors[name] = Tensor(name, type_name, dims, start + offset, raw)
+
+    def _take(self, n):
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated at byte %d" % self.pos)
+        raw = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return raw
+
+    def _u32(self):
+        return struct.unpack("<I", self._take(4))[0]
+
+    def _string(self):
+        n = struct.unpack("<Q", self._take(8))[0]
+        return self._take(n).decode("utf-8")
+
+    def _value(self, vtype):
+        if vtype == STRING:
+            return self._string()
+        if vtype == ARRAY:
+            etype = self._u32()
+            n = struct.unpack("<Q", self._take(8))[0]
+            return [self._value(etype) for _ in range(n)]
+        fmt = _SCALAR_FORMATS[vtype]
+        return struct.unpack(fmt, self._take(struct.calcsize(fmt)))[0]
+
+
+def read(path):
+    return Reader(path)
+
+
+def _self_test():
+    """Round trip of every format and value type (python3 scripts/gguf_file.py)."""
+    import tempfile
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 512)).astype(np.float32)
+    x[1, :256] += 3.0  # a sub-block whose minimum is positive
+    # Max error as a share of max |x|: half a quantization step (q8_0: 1/254, q5_0: 1/32, q4_0:
+    # 1/16; min/max formats: range / (2 levels) <= 2 / (2 levels)) plus fp16 rounding of the
+    # scales; the K-quants lose more to their 6-bit sub-block scales.
+    bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
+              "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05}
+    for name, bound in bounds.items():
+        raw = quantize(x, name)
+        assert len(raw) == tensor_nbytes(name, x.shape), name
+        err = np.abs(dequantize(raw, name, x.shape) - x).max() / np.abs(x).max()
+        assert err <= bound, "%s: max error %g > %g" % (name, err, bound)
+    w = Writer(alignment=64)
+    w.add("general.alignment", Value(UINT32, 64))
+    w.add("a.u8", Value(UINT8, 7))
+    w.add("a.i64", Value(INT64, -5))
+    w.add("a.f64", Value(FLOAT64, 0.5))
+    w.add("a.strings", ["x", "yz"])
+    w.add("a.nested", Value(ARRAY, [Value(ARRAY, [1, 2], INT32), Value(ARRAY, [3], INT32)], ARRAY))
+    w.add("a.empty", Value(ARRAY, [], UINT16))
+    for name in bounds:
+        w.add_array("t." + name, x, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t.gguf")
+        w.write(path)
+        r = read(path)
+        assert r.metadata["a.strings"] == ["x", "yz"] and r.metadata["a.nested"] == [[1, 2], [3]]
+        assert r.metadata["a.empty"] == [] and r.metadata["a.f64"] == 0.5
+        for name in bounds:
+            t = r.tensors["t." + name]
+            assert t.offset % 64 == 0 and t.dims == [512, 4]
+            np.testing.assert_array_equal(t.values(), dequantize(quantize(x, name), name, x.shape))
+    print("gguf_file: self-test passed")
+
+
+def write_formats_file(path, rows=2, cols=512, seed=11):
+    """A GGUF with, for every format, a quantized tensor q.<type> and the numpy dequantization of
+    it as ref.<type> (f32), plus a key of every value type: moed's reader and dequantizers are
+    checked against it (tests/unit/test_gguf.cpp)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    x[0, :cols // 2] += 2.5  # sub-blocks whose minimum is positive
+    x[-1, :32] = 0.0  # an all-zero block: zero scales
+    w = Writer()
+    w.add("general.architecture", "llama")
+    w.add("general.name", "formats")
+    w.add("test.u8", Value(UINT8, 255))
+    w.add("test.i8", Value(INT8, -128))
+    w.add("test.u16", Value(UINT16, 65535))
+    w.add("test.i16", Value(INT16, -32768))
+    w.add("test.u32", Value(UINT32, 2**32 - 1))
+    w.add("test.i32", Value(INT32, -2**31))
+    w.add("test.f32", Value(FLOAT32, 0.125))
+    w.add("test.bool", Value(BOOL, True))
+    w.add("test.u64", Value(UINT64, 2**63 - 1))
+    w.add("test.i64", Value(INT64, -2**63))
+    w.add("test.f64", Value(FLOAT64, -1.5))
+    w.add("test.strings", Value(ARRAY, ["", "\u2581the", "<0x0A>"], STRING))
+    w.add("test.nested", Value(ARRAY, [Value(ARRAY, [1.0, 2.0], FLOAT32), Value(ARRAY, [], FLOAT32)], ARRAY))
+    for name in QUANTIZERS:
+        raw = quantize(x, name)
+        w.add_tensor("q." + name, name, x.shape, raw)
+        w.add_array("ref." + name, dequantize(raw, name, x.shape), "f32")
+    w.write(path)
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="GGUF writer/reader/quantizers; with no option, a self-test")
+    ap.add_argument("--formats", metavar="FILE", help="write the formats check file (q.* and ref.* tensors)")
+    ap.add_argument("--rows", type=int, default=2)
+    ap.add_argument("--cols", type=int, default=512)
+    args = ap.parse_args()
+    if args.formats:
+        write_formats_file(args.formats, args.rows, args.cols)
+    else:
+        _self_test()

@@ -1,0 +1,269 @@
+// Dequantization of every ggml format moed reads, against blocks built byte by byte here with
+// the expected values worked out by hand from ggml's layouts (ggml-common.h, ggml-quants.c).
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "moed/kernels/quant.hpp"
+
+using namespace moed::kernels;
+
+namespace {
+
+// fp16 bit patterns.
+constexpr std::uint16_t kHalfOne = 0x3C00;
+constexpr std::uint16_t kHalfHalf = 0x3800;
+constexpr std::uint16_t kHalfQuarter = 0x3400;
+constexpr std::uint16_t kHalfMinusOne = 0xBC00;
+
+template <class Block>
+std::vector<float> dequantize(GgmlType type, const Block& block, int n) {
+  // One byte off any alignment: blocks in a file need not be aligned for their halves.
+  std::vector<unsigned char> buffer(sizeof(Block) + 1);
+  std::memcpy(buffer.data() + 1, &block, sizeof(Block));
+  std::vector<float> out(static_cast<std::size_t>(n));
+  dequantize_row(type, buffer.data() + 1, out.data(), n);
+  return out;
+}
+
+void expect_values(const std::vector<float>& actual, const std::vector<float>& expected) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i)
+    EXPECT_EQ(actual[i], expected[i]) << "element " << i;
+}
+
+}  // namespace
+
+TEST(Dequantize, Q4_0) {
+  BlockQ4_0 block{};
+  block.d = kHalfHalf;
+  block.qs[0] = 0xF0;  // element 0: (0 - 8) * 0.5 = -4; element 16: (15 - 8) * 0.5 = 3.5
+  block.qs[1] = 0x98;  // element 1: (8 - 8) * 0.5 = 0;   element 17: (9 - 8) * 0.5 = 0.5
+  std::vector<float> expected(32, -4.0f);  // nibble 0: (0 - 8) * 0.5
+  expected[0] = -4.0f;
+  expected[16] = 3.5f;
+  expected[1] = 0.0f;
+  expected[17] = 0.5f;
+  expect_values(dequantize(GgmlType::q4_0, block, 32), expected);
+}
+
+TEST(Dequantize, Q4_1) {
+  BlockQ4_1 block{};
+  block.d = kHalfHalf;
+  block.m = kHalfOne;
+  block.qs[0] = 0x2F;  // element 0: 15 * 0.5 + 1 = 8.5; element 16: 2 * 0.5 + 1 = 2
+  std::vector<float> expected(32, 1.0f);  // nibble 0: 0 * 0.5 + 1
+  expected[0] = 8.5f;
+  expected[16] = 2.0f;
+  expect_values(dequantize(GgmlType::q4_1, block, 32), expected);
+}
+
+namespace {
+
+// qh = 0x80010001 (little-endian): fifth bits of elements 0, 16 and 31.
+template <class Block>
+void fill_q5(Block& block) {
+  block.qh[0] = 0x01;
+  block.qh[2] = 0x01;
+  block.qh[3] = 0x80;
+  block.qs[0] = 0x21;   // element 0: 1 | 16 = 17; element 16: 2 | 16 = 18
+  block.qs[15] = 0xF0;  // element 15: 0;         element 31: 15 | 16 = 31
+}
+
+}  // namespace
+
+TEST(Dequantize, Q5_0) {
+  BlockQ5_0 block{};
+  block.d = kHalfOne;
+  fill_q5(block);
+  std::vector<float> expected(32, -16.0f);  // q = 0: (0 - 16) * 1
+  expected[0] = 1.0f;                       // 17 - 16
+  expected[16] = 2.0f;                      // 18 - 16
+  expected[15] = -16.0f;                    // 0 - 16
+  expected[31] = 15.0f;                     // 31 - 16
+  expect_values(dequantize(GgmlType::q5_0, block, 32), expected);
+}
+
+TEST(Dequantize, Q5_1) {
+  BlockQ5_1 block{};
+  block.d = kHalfHalf;
+  block.m = kHalfMinusOne;
+  fill_q5(block);
+  std::vector<float> expected(32, -1.0f);  // q = 0: 0 * 0.5 - 1
+  expected[0] = 7.5f;                      // 17 * 0.5 - 1
+  expected[16] = 8.0f;                     // 18 * 0.5 - 1
+  expected[31] = 14.5f;                    // 31 * 0.5 - 1
+  expect_values(dequantize(GgmlType::q5_1, block, 32), expected);
+}
+
+TEST(Dequantize, Q8_0) {
+  BlockQ8_0 block{};
+  block.d = kHalfQuarter;
+  block.qs[0] = -128;  // -128 * 0.25 = -32
+  block.qs[1] = 127;   // 127 * 0.25 = 31.75
+  block.qs[2] = 4;     // 4 * 0.25 = 1
+  std::vector<float> expected(32, 0.0f);
+  expected[0] = -32.0f;
+  expected[1] = 31.75f;
+  expected[2] = 1.0f;
+  expect_values(dequantize(GgmlType::q8_0, block, 32), expected);
+}
+
+namespace {
+
+// d = 1, dmin = 0.5 and the packed 6-bit scales/mins:
+//   sub-block 0: scale = scales[0] & 63 = 2, min = scales[4] & 63 = 3
+//   sub-block 1: scale = scales[1] & 63 = 1, min = scales[5] & 63 = 0
+//   sub-block 4: scale = (scales[8] & 15) | (scales[0] >> 6) << 4 = 5 | 16 = 21
+//                min   = (scales[8] >> 4) | (scales[4] >> 6) << 4 = 1 | 32 = 33
+//   every other sub-block: scale 0, min 0
+template <class Block>
+void fill_k_scales(Block& block) {
+  block.d = kHalfOne;
+  block.dmin = kHalfHalf;
+  block.scales[0] = 0x42;
+  block.scales[1] = 0x01;
+  block.scales[4] = 0x83;
+  block.scales[8] = 0x15;
+}
+
+}  // namespace
+
+TEST(Dequantize, Q4KScaleUnpacking) {
+  BlockQ4_K block{};
+  fill_k_scales(block);
+  const int want_scale[8] = {2, 1, 0, 0, 21, 0, 0, 0};
+  const int want_min[8] = {3, 0, 0, 0, 33, 0, 0, 0};
+  for (int j = 0; j < 8; ++j) {
+    std::uint8_t scale, min;
+    q4k_scale_min(j, block.scales, scale, min);
+    EXPECT_EQ(scale, want_scale[j]) << "sub-block " << j;
+    EXPECT_EQ(min, want_min[j]) << "sub-block " << j;
+  }
+}
+
+TEST(Dequantize, Q4_K) {
+  BlockQ4_K block{};
+  fill_k_scales(block);
+  // Sub-blocks 0 / 1 are the low / high nibbles of qs[0..31], 4 / 5 those of qs[64..95].
+  block.qs[0] = 0x7A;   // element 0: 1*2*10 - 0.5*3 = 18.5;  element 32: 1*1*7 - 0 = 7
+  block.qs[31] = 0x0F;  // element 31: 1*2*15 - 1.5 = 28.5
+  block.qs[64] = 0x03;  // element 128: 1*21*3 - 0.5*33 = 46.5
+  std::vector<float> expected(256, 0.0f);
+  for (int i = 0; i < 32; ++i) expected[i] = -1.5f;      // q = 0 in sub-block 0: -0.5*3
+  for (int i = 128; i < 160; ++i) expected[i] = -16.5f;  // q = 0 in sub-block 4: -0.5*33
+  expected[0] = 18.5f;
+  expected[31] = 28.5f;
+  expected[32] = 7.0f;
+  expected[128] = 46.5f;
+  expect_values(dequantize(GgmlType::q4_k, block, 256), expected);
+}
+
+TEST(Dequantize, Q5_K) {
+  BlockQ5_K block{};
+  fill_k_scales(block);
+  // Bit s of qh[l] is the fifth bit of element l of sub-block s.
+  block.qh[0] = 0x11;   // element 0 (sub-block 0) and element 128 (sub-block 4)
+  block.qh[1] = 0x02;   // element 33 (sub-block 1, l = 1)
+  block.qs[0] = 0x7A;   // element 0: 2*(10+16) - 1.5 = 50.5; element 32: 1*7 - 0 = 7
+  block.qs[1] = 0x50;   // element 1: 2*0 - 1.5 = -1.5;       element 33: 1*(5+16) = 21
+  block.qs[64] = 0x03;  // element 128: 21*(3+16) - 16.5 = 382.5
+  std::vector<float> expected(256, 0.0f);
+  for (int i = 0; i < 32; ++i) expected[i] = -1.5f;
+  for (int i = 128; i < 160; ++i) expected[i] = -16.5f;
+  expected[0] = 50.5f;
+  expected[32] = 7.0f;
+  expected[33] = 21.0f;
+  expected[128] = 382.5f;
+  expect_values(dequantize(GgmlType::q5_k, block, 256), expected);
+}
+
+TEST(Dequantize, Q6_K) {
+  BlockQ6_K block{};
+  block.d = kHalfHalf;
+  // Element e of each 128-half uses scale (e / 16) of that half: 2, 1, -3, 1, ... ; 4, 1, ...
+  for (auto& scale : block.scales) scale = 1;
+  block.scales[0] = 2;
+  block.scales[2] = -3;
+  block.scales[8] = 4;
+  // ql[l]: low nibble element l, high nibble l + 64; ql[l + 32]: elements l + 32 and l + 96;
+  // qh[l] bits 0-1 / 2-3 / 4-5 / 6-7: high bits of elements l / l + 32 / l + 64 / l + 96.
+  block.ql[0] = 0x5F;
+  block.qh[0] = 0xC6;  // 3 << 6 | 0 << 4 | 1 << 2 | 2
+  block.ql[64] = 0x01;
+  block.qh[32] = 0x03;
+  std::vector<float> expected(256);
+  for (int e = 0; e < 256; ++e)  // q = 0 everywhere else: 0.5 * scale * (0 - 32)
+    expected[e] = -16.0f * static_cast<float>(block.scales[e / 16]);
+  expected[0] = 15.0f;               // q = 15 | 2 << 4 = 47: 0.5 * 2 * 15
+  expected[32] = 24.0f;              // q = 0 | 1 << 4 = 16:  0.5 * -3 * -16
+  expected[64] = -13.5f;             // q = 5 | 0 << 4 = 5:   0.5 * 1 * -27
+  expected[96] = 8.0f;               // q = 0 | 3 << 4 = 48:  0.5 * 1 * 16
+  expected[128] = 34.0f;             // q = 1 | 3 << 4 = 49:  0.5 * 4 * 17
+  EXPECT_EQ(expected[1], -32.0f);    // 0.5 * 2 * -32
+  EXPECT_EQ(expected[33], 48.0f);    // 0.5 * -3 * -32
+  EXPECT_EQ(expected[129], -64.0f);  // 0.5 * 4 * -32
+  expect_values(dequantize(GgmlType::q6_k, block, 256), expected);
+}
+
+TEST(Dequantize, FloatFormats) {
+  const float f32[2] = {1.25f, -3.0f};
+  std::vector<float> out(2);
+  dequantize_row(GgmlType::f32, f32, out.data(), 2);
+  expect_values(out, {1.25f, -3.0f});
+  const std::uint16_t f16[2] = {0x3E00, 0xC200};  // 1.5, -3
+  dequantize_row(GgmlType::f16, f16, out.data(), 2);
+  expect_values(out, {1.5f, -3.0f});
+  const std::uint16_t bf16[2] = {0x3FC0, 0xC040};  // 1.5, -3
+  dequantize_row(GgmlType::bf16, bf16, out.data(), 2);
+  expect_values(out, {1.5f, -3.0f});
+}
+
+TEST(Dequantize, RowsOfSeveralBlocks) {
+  BlockQ8_0 blocks[2]{};
+  blocks[0].d = kHalfOne;
+  blocks[1].d = kHalfHalf;
+  blocks[0].qs[31] = 3;  // element 31: 3
+  blocks[1].qs[0] = 3;   // element 32: 1.5
+  std::vector<float> out(64);
+  dequantize_row(GgmlType::q8_0, blocks, out.data(), 64);
+  EXPECT_EQ(out[31], 3.0f);
+  EXPECT_EQ(out[32], 1.5f);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::q8_0, 64), 68u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::q4_k, 512), 288u);
+}
+
+TEST(Dequantize, RefusesOtherTypesByName) {
+  std::vector<float> out(256);
+  std::vector<unsigned char> bytes(1024);
+  try {
+    dequantize_row(GgmlType::q2_k, bytes.data(), out.data(), 256);
+    ADD_FAILURE() << "q2_K was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("q2_K (id 10) is not supported"), std::string::npos)
+        << e.what();
+  }
+  try {
+    dequantize_row(GgmlType::q4_k, bytes.data(), out.data(), 128);
+    ADD_FAILURE() << "a partial q4_K block was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("q4_K blocks of 256"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GgmlTypes, TraitsMatchGgml) {
+  EXPECT_FALSE(ggml_type_traits(4u).has_value());  // removed Q4_2
+  EXPECT_FALSE(ggml_type_traits(40u).has_value());
+  const auto q6 = ggml_type_traits(14u);
+  ASSERT_TRUE(q6.has_value());
+  EXPECT_EQ(q6->name, "q6_K");
+  EXPECT_EQ(q6->block_size, 256u);
+  EXPECT_EQ(q6->type_size, 210u);
+  EXPECT_EQ(ggml_type_traits(GgmlType::q5_1).type_size, sizeof(BlockQ5_1));
+  EXPECT_TRUE(ggml_type_supported(GgmlType::bf16));
+  EXPECT_FALSE(ggml_type_supported(GgmlType::iq4_xs));
+}

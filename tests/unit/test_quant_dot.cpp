@@ -1,0 +1,194 @@
+// The quantized dot products: every SIMD path gives the scalar path's float bit for bit (integer
+// block sums, one fixed float order), and the scalar path is the f32 dot of the dequantized
+// weights with the dequantized activations, within float rounding; the f32 dot with the
+// original activations differs by no more than the activation quantization error allows.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "moed/kernels/dtype.hpp"
+#include "moed/kernels/quant.hpp"
+#include "moed/kernels/quant_dot.hpp"
+
+using namespace moed::kernels;
+
+namespace {
+
+const GgmlType kFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                             GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+
+// Byte offsets of the fp16 fields (d, m, dmin) of each format's block.
+std::vector<int> half_fields(GgmlType type) {
+  switch (type) {
+    case GgmlType::q4_1:
+    case GgmlType::q5_1:
+    case GgmlType::q4_k:
+    case GgmlType::q5_k:
+      return {0, 2};
+    case GgmlType::q6_k:
+      return {static_cast<int>(offsetof(BlockQ6_K, d))};
+    default:
+      return {0};
+  }
+}
+
+// Random blocks: every bit pattern of the quants is a valid encoding; the fp16 scales are drawn
+// from [2^-8, 2^-4) so sums stay finite. Signs vary so mins and maxima are both exercised.
+std::vector<std::uint8_t> random_weights(GgmlType type, std::int64_t rows, std::int64_t cols,
+                                         std::mt19937& rng) {
+  const auto traits = ggml_type_traits(type);
+  const std::int64_t blocks = rows * cols / traits.block_size;
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(blocks * traits.type_size));
+  for (auto& byte : bytes) byte = static_cast<std::uint8_t>(rng());
+  for (std::int64_t b = 0; b < blocks; ++b)
+    for (int field : half_fields(type)) {
+      const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
+      std::memcpy(bytes.data() + b * traits.type_size + field, &half, 2);
+    }
+  return bytes;
+}
+
+std::vector<float> random_activations(std::int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(n));
+  for (auto& v : x) v = normal(rng);
+  x[3] = 0.0f;
+  return x;
+}
+
+// The activations as the dot sees them.
+std::vector<float> dequantized(GgmlType type, const QuantizedActivations& a) {
+  std::vector<float> x(static_cast<std::size_t>(a.n));
+  const bool k = type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
+  for (std::int64_t i = 0; i < a.n; ++i)
+    x[i] = k ? a.q8_k[i / 256].d * a.q8_k[i / 256].qs[i % 256]
+             : f16_to_f32(a.q8_0[i / 32].d) * a.q8_0[i / 32].qs[i % 32];
+  return x;
+}
+
+std::vector<QuantIsa> simd_paths() {
+  std::vector<QuantIsa> paths;
+  if (best_quant_isa() != QuantIsa::scalar) paths.push_back(QuantIsa::avx2);
+  if (best_quant_isa() == QuantIsa::avx512_vnni) paths.push_back(QuantIsa::avx512_vnni);
+  return paths;
+}
+
+}  // namespace
+
+TEST(QuantDot, SimdPathsEqualScalarExactly) {
+  if (simd_paths().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  std::mt19937 rng(5);
+  // 4096: long rows; 32 * 19: a tail after the groups of eight blocks; 256 * 3: few super-blocks.
+  for (const GgmlType type : kFormats)
+    for (const std::int64_t n : {4096, 32 * 19, 256 * 3, 256 * 67}) {
+      if (n % ggml_type_traits(type).block_size != 0) continue;
+      const auto w = random_weights(type, 1, n, rng);
+      const auto x = random_activations(n, rng);
+      QuantizedActivations a;
+      quantize_activations(x.data(), n, a);
+      const float scalar = vec_dot(type, w.data(), a, QuantIsa::scalar);
+      for (const QuantIsa isa : simd_paths()) {
+        const float simd = vec_dot(type, w.data(), a, isa);
+        EXPECT_EQ(std::memcmp(&simd, &scalar, 4), 0)
+            << ggml_type_name(type) << " n=" << n << " " << quant_isa_name(isa) << ": " << simd
+            << " vs scalar " << scalar;
+      }
+    }
+}
+
+TEST(QuantDot, MatchesTheFloatDotWithinTheQuantizationError) {
+  std::mt19937 rng(9);
+  const std::int64_t n = 2048;
+  for (const GgmlType type : kFormats)
+    for (int trial = 0; trial < 4; ++trial) {
+      const auto w = random_weights(type, 1, n, rng);
+      const auto x = random_activations(n, rng);
+      std::vector<float> wf(n);
+      dequantize_row(type, w.data(), wf.data(), n);
+      QuantizedActivations a;
+      quantize_activations(x.data(), n, a);
+      const auto xq = dequantized(type, a);
+      double exact = 0, with_quantized = 0, magnitude = 0, activation_error = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        exact += static_cast<double>(wf[i]) * x[i];
+        with_quantized += static_cast<double>(wf[i]) * xq[i];
+        magnitude += std::fabs(static_cast<double>(wf[i]) * xq[i]);
+        activation_error += std::fabs(static_cast<double>(wf[i])) * std::fabs(x[i] - xq[i]);
+      }
+      const float dot = vec_dot(type, w.data(), a, QuantIsa::scalar);
+      // The kernel is w . xq in float: a few roundings of the per-block scales and sums.
+      EXPECT_NEAR(dot, with_quantized, 1e-5 * magnitude) << ggml_type_name(type);
+      // Against the f32 activations: no more than the activation rounding can move it, and that
+      // rounding is half a step (the Q8_0 scale also rounds to fp16: 2^-11 of 127 steps).
+      EXPECT_LE(std::fabs(dot - exact), activation_error + 1e-5 * magnitude)
+          << ggml_type_name(type);
+      const bool k = type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float step = k ? a.q8_k[i / 256].d : f16_to_f32(a.q8_0[i / 32].d);
+        ASSERT_LE(std::fabs(x[i] - xq[i]), step * (k ? 0.5f : 0.5f + 127.0f / 2048.0f) + 1e-6f)
+            << "element " << i;
+      }
+    }
+}
+
+TEST(QuantDot, MatvecIsOneDotPerRow) {
+  std::mt19937 rng(3);
+  const std::int64_t rows = 37, cols = 512;
+  for (const GgmlType type : {GgmlType::q4_k, GgmlType::q8_0, GgmlType::q5_1}) {
+    const auto w = random_weights(type, rows, cols, rng);
+    const auto x = random_activations(cols, rng);
+    std::vector<float> y(rows);
+    quant_matvec(type, w.data(), rows, cols, x.data(), y.data());
+    QuantizedActivations a;
+    quantize_activations(x.data(), cols, a);
+    const std::uint64_t row_bytes = ggml_row_bytes(type, cols);
+    for (std::int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(y[r], vec_dot(type, w.data() + r * row_bytes, a))
+          << ggml_type_name(type) << " row " << r;
+  }
+}
+
+TEST(QuantDot, RefusesWhatItCannotCompute) {
+  QuantizedActivations a;
+  std::vector<float> x(96, 1.0f);
+  quantize_activations(x.data(), 96, a);
+  std::vector<std::uint8_t> w(1024);
+  try {
+    vec_dot(GgmlType::q4_k, w.data(), a);
+    ADD_FAILURE() << "q4_K on 96 activations was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("q4_K needs activations in whole Q8_K blocks"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    vec_dot(GgmlType::iq4_xs, w.data(), a);
+    ADD_FAILURE() << "iq4_xs was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("iq4_xs has no quantized dot product"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(quantize_activations(x.data(), 40, a), std::invalid_argument);
+}
+
+TEST(QuantDot, ActivationScaleRoundsToHalf) {
+  // max |x| = 127 * 0.0625: the scale 0.0625 is exact in fp16 and every value lands on a step.
+  std::vector<float> x(32, 0.0f);
+  x[0] = 127 * 0.0625f;
+  x[1] = -3 * 0.0625f;
+  x[2] = 0.0625f * 2.5f;  // halfway: rounds to even, 2
+  QuantizedActivations a;
+  quantize_activations(x.data(), 32, a);
+  EXPECT_EQ(a.q8_0[0].d, 0x2C00);  // 0.0625
+  EXPECT_EQ(a.q8_0[0].qs[0], 127);
+  EXPECT_EQ(a.q8_0[0].qs[1], -3);
+  EXPECT_EQ(a.q8_0[0].qs[2], 2);
+  EXPECT_EQ(a.q8_0_sums[0], 126);
+  EXPECT_TRUE(a.q8_k.empty());
+}
