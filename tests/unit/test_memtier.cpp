@@ -639,6 +639,24 @@ TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
   EXPECT_EQ(f.loader->counters().cancelled, 1u);
 }
 
+TEST(BlockLoader, NextLayerPrefetchesStartBeforeFartherOnes) {
+  // As above: the first two jobs fill the pipeline, so everything queued next waits.
+  LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
+  auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
+  while (f.at_gate < 1) std::this_thread::yield();
+  auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
+  while (f.reader->completed < 2) std::this_thread::yield();
+  auto far = f.loader->load({2, 1}, BlockLoader::Priority::prefetch_far);
+  auto raised = f.loader->load({3, 1}, BlockLoader::Priority::prefetch_far);
+  auto near = f.loader->load({1, 1}, BlockLoader::Priority::prefetch);
+  f.loader->load({3, 1}, BlockLoader::Priority::prefetch);  // now wanted for the next layer
+  auto demand = f.loader->load({0, 3}, BlockLoader::Priority::demand);
+  f.gate.set_value();
+  for (auto* load : {&first, &second, &far, &raised, &near, &demand}) load->get();
+  std::lock_guard lock(f.order_mutex);
+  EXPECT_EQ(f.order, (std::vector<BlockId>{{0, 0}, {1, 0}, {0, 3}, {3, 1}, {1, 1}, {2, 1}}));
+}
+
 TEST(BlockLoader, ReadErrorsFailTheRequestAndLaterLoadsWork) {
   const auto path = patterned_file("loader-faulty", 1 << 20);
   Source source({path});
@@ -752,6 +770,85 @@ TEST(TieredStore, HeldExpertsOfTheCurrentLayerSurviveTheNextLayersPrefetches) {
   EXPECT_NE(host.peek({1, 1}), nullptr);
   EXPECT_EQ(host.counters().evictions, 0u);
   EXPECT_EQ(host.counters().bypasses, 2u);  // the prefetches found no evictable room
+}
+
+TEST(TieredStore, StalePrefetchesAreCancelledUnreadAndScoredPerHorizon) {
+  LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
+  HostTier host(1 << 20, make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  // Two dense blocks fill the pipeline, so the prefetches below stay queued until the gate opens.
+  auto dense0 = f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand);
+  while (f.at_gate < 1) std::this_thread::yield();
+  auto dense1 = f.loader->load(BlockId::dense(1), BlockLoader::Priority::demand);
+  while (f.reader->completed < 2) std::this_thread::yield();
+
+  const std::int32_t far3[] = {0, 1}, far2[] = {2}, near3[] = {1, 2};
+  store.prefetch(3, far3, 2);   // while layer 1 computes
+  store.prefetch(2, far2, 2);   // a prediction for layer 2, which is then computed
+  store.prefetch(3, near3, 1);  // layer 2 computes: expert 0 of layer 3 is no longer expected
+  store.settle(2);
+  EXPECT_THROW(store.prefetch(3, near3, 3), std::invalid_argument);
+  EXPECT_THROW(store.prefetch(4, near3, 1), std::invalid_argument);
+  f.gate.set_value();
+  dense0.get();
+  dense1.get();
+  while (!host.peek({3, 1}) || !host.peek({3, 2})) std::this_thread::yield();
+  store.acquire({3, 1});
+  store.acquire({3, 3});
+  store.settle(3);
+
+  {
+    std::lock_guard lock(f.order_mutex);
+    // Expert 1, raised to the next layer's priority, keeps its earlier place in the queue.
+    EXPECT_EQ(f.order,
+              (std::vector<BlockId>{BlockId::dense(0), BlockId::dense(1), {3, 1}, {3, 2}, {3, 3}}));
+  }
+  EXPECT_EQ(host.peek({3, 0}), nullptr);
+  EXPECT_EQ(host.peek({2, 2}), nullptr);
+  EXPECT_EQ(host.counters().evictions, 0u);
+  EXPECT_EQ(f.loader->counters().cancelled, 2u);
+
+  const auto layers = store.layer_counters();
+  const HorizonCounters& near = layers[3].horizons[0];
+  const HorizonCounters& far = layers[3].horizons[1];
+  EXPECT_EQ(far.predicted, 2u);
+  EXPECT_EQ(far.used, 1u);
+  EXPECT_EQ(far.issued, 2u);
+  EXPECT_EQ(far.hits, 1u);  // expert 1 was read for the horizon-2 prediction
+  EXPECT_EQ(far.cancelled, 1u);
+  EXPECT_EQ(far.wasted, 0u);
+  EXPECT_EQ(near.predicted, 2u);
+  EXPECT_EQ(near.used, 1u);
+  EXPECT_EQ(near.issued, 1u);
+  EXPECT_EQ(near.hits, 0u);
+  EXPECT_EQ(near.wasted, 1u);  // expert 2 was read and not needed
+  EXPECT_EQ(layers[2].horizons[1].issued, 1u);
+  EXPECT_EQ(layers[2].horizons[1].cancelled, 1u);
+  EXPECT_EQ(layers[3].prefetch_issued, 3u);
+  EXPECT_EQ(layers[3].prefetch_hits, 1u);
+  EXPECT_EQ(layers[3].prefetch_wasted, 2u);  // one read and not needed, one cancelled
+  EXPECT_EQ(layers[3].hits, 1u);
+  EXPECT_EQ(layers[3].misses, 1u);
+}
+
+TEST(TieredStore, APrefetchEvictedBeforeItsUseIsWasted) {
+  LoaderFixture f;
+  HostTier host(64 << 10, make_policy("lru"));  // room for one block
+  TieredStore store(host, *f.loader, f.source, 4);
+  const std::int32_t predicted[] = {0};
+  store.prefetch(2, predicted, 2);
+  while (!host.peek({2, 0})) std::this_thread::yield();
+  // The packer holds a read's payload until it takes the next block; once this one is done it
+  // has let go, so only the tier holds expert 0 and it can be evicted.
+  f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand).get();
+  store.acquire({1, 3});  // layer 1's demand evicts it
+  EXPECT_EQ(host.peek({2, 0}), nullptr);
+  store.acquire({2, 0});
+  store.settle(2);
+  const auto far = store.layer_counters()[2].horizons[1];
+  EXPECT_EQ(far.used, 1u);
+  EXPECT_EQ(far.wasted, 1u);
+  EXPECT_EQ(far.hits + far.late + far.cancelled, 0u);
 }
 
 TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
