@@ -468,20 +468,29 @@ TEST(HostTier, AnAdmissionFilterRejectionIsABypassThatKeepsTheVictim) {
   EXPECT_LE(tier.counters().used_bytes, 100u);
 }
 
-TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
-  // A cyclic, skewed trace: 6 layers of 8 experts, two per token, expert 0 far more often.
+namespace {
+
+// A cyclic, skewed trace: two experts per token and layer, expert 0 far more often.
+std::vector<RoutingEvent> skewed_trace(int tokens, int layers, int experts) {
   std::vector<RoutingEvent> trace;
   std::uint64_t state = 7;
   auto next = [&] {
     state = state * 6364136223846793005ull + 1442695040888963407ull;
     return static_cast<int>(state >> 33);
   };
-  for (int token = 0; token < 60; ++token)
-    for (int layer = 0; layer < 6; ++layer) {
-      const int first = next() % 3 == 0 ? next() % 8 : 0;
-      const int second = (first + 1 + next() % 7) % 8;
+  for (int token = 0; token < tokens; ++token)
+    for (int layer = 0; layer < layers; ++layer) {
+      const int first = next() % 3 == 0 ? next() % experts : 0;
+      const int second = (first + 1 + next() % (experts - 1)) % experts;
       trace.push_back({token, layer, {first, second}, {}});
     }
+  return trace;
+}
+
+}  // namespace
+
+TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
+  const auto trace = skewed_trace(60, 6, 8);
   const std::uint64_t budgets[] = {0, 3, 6, 12, 24, 40};
   for (const auto& name : policy_names()) {
     const std::string policies[] = {name};
@@ -851,6 +860,64 @@ TEST(TieredStore, APrefetchEvictedBeforeItsUseIsWasted) {
   EXPECT_EQ(far.hits + far.late + far.cancelled, 0u);
 }
 
+TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead) {
+  // The engine's calls, as the live store sees them: each layer holds its resident experts,
+  // feeds its routing to the predictor, prefetches the next two layers' predicted experts, then
+  // acquires its own. Once every prefetch has landed before the layer's acquires (unbounded
+  // reads in the simulator), the live store and the simulator agree hit for hit.
+  const auto trace = skewed_trace(30, 4, 4);
+  const std::uint64_t budgets[] = {0, 3, 6};
+  PrefetchOptions options;  // two horizons, transition predictor, unbounded reads
+  for (const auto& name : policy_names()) {
+    const std::string policies[] = {name};
+    for (const auto& expected : simulate_prefetch(trace, budgets, policies, options)) {
+      LoaderFixture f;
+      HostTier host(expected.budget_blocks * (64 << 10), make_policy(name));
+      TieredStore store(host, *f.loader, f.source, 4);
+      RoutingPredictor predictor(RoutingPredictor::Kind::transition, 4, 4, kPrefetchHorizons);
+      for (const auto& event : trace) {
+        auto held = store.hold_resident(event.layer, event.experts);
+        predictor.observe(event.layer, event.experts, 2);
+        for (int h = 1; h <= kPrefetchHorizons && event.layer + h < 4; ++h)
+          store.prefetch(event.layer + h, predictor.predict(event.layer, h), h);
+        for (int l = event.layer + 1; l < 4; ++l)
+          for (int e = 0; e < 4; ++e)
+            while (f.loader->pending({l, e})) std::this_thread::yield();
+        // The packer lets go of a block's payload when it takes the next one.
+        f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand).get();
+        for (const auto e : event.experts) {
+          Payload used = store.acquire({event.layer, e});
+          std::erase(held, used);
+        }
+        store.settle(event.layer);
+      }
+      const std::string at = name + " at " + std::to_string(expected.budget_blocks) + " blocks";
+      EXPECT_EQ(host.counters().hits, expected.hits) << at;
+      std::array<HorizonCounters, kPrefetchHorizons> live{};
+      for (const auto& layer : store.layer_counters())
+        for (int h = 0; h < kPrefetchHorizons; ++h) {
+          live[h].predicted += layer.horizons[h].predicted;
+          live[h].used += layer.horizons[h].used;
+          live[h].issued += layer.horizons[h].issued;
+          live[h].hits += layer.horizons[h].hits;
+          live[h].late += layer.horizons[h].late;
+          live[h].wasted += layer.horizons[h].wasted;
+          live[h].cancelled += layer.horizons[h].cancelled;
+        }
+      for (int h = 0; h < kPrefetchHorizons; ++h) {
+        const auto& sim = expected.horizons[h];
+        EXPECT_GT(sim.predicted, 0u);
+        EXPECT_EQ(live[h].predicted, sim.predicted) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].used, sim.used) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].issued, sim.issued) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].hits, sim.hits) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].wasted, sim.wasted) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].late + live[h].cancelled, 0u) << at << " horizon " << h + 1;
+      }
+    }
+  }
+}
+
 TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
   LoaderFixture f;
   std::vector<BlockId> schedule;
@@ -962,4 +1029,97 @@ TEST(Simulator, ReplaysInOrderAndBeladyIsNeverBeaten) {
     for (const auto& name : policy_names()) EXPECT_GE(hits("belady", b), hits(name, b)) << name;
   for (const auto& r : results) EXPECT_EQ(r.requests, 10u);
   EXPECT_THROW(simulate(trace, budgets, std::vector<std::string>{"fifo"}), std::invalid_argument);
+}
+
+TEST(Simulator, WithoutPrefetchTheHitsAreThePlainSimulators) {
+  const auto trace = skewed_trace(60, 6, 8);
+  const std::uint64_t budgets[] = {0, 3, 6, 12, 24, 40};
+  const auto& policies = policy_names();
+  const auto plain = simulate(trace, budgets, policies);
+  const auto none = simulate_prefetch(trace, budgets, policies, {.horizons = 0});
+  ASSERT_EQ(plain.size(), none.size());
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_EQ(none[i].hits, plain[i].hits) << plain[i].policy << " at " << plain[i].budget_blocks;
+    EXPECT_EQ(none[i].requests, plain[i].requests);
+    EXPECT_EQ(none[i].prefetch_reads, 0u);
+    EXPECT_EQ(none[i].demand_reads, plain[i].requests - plain[i].hits);
+  }
+  const std::string belady[] = {"belady"};
+  EXPECT_THROW(simulate_prefetch(trace, budgets, belady, {}), std::invalid_argument);
+  EXPECT_THROW(simulate_prefetch(trace, budgets, policies, {.horizons = 3}), std::invalid_argument);
+}
+
+TEST(Simulator, EveryIssuedPrefetchEndsOnceAndALimitedDiskCancelsStaleOnes) {
+  const auto trace = skewed_trace(80, 6, 8);
+  const std::uint64_t budgets[] = {4, 12, 24};
+  const std::string policies[] = {"lru", "tinylfu"};
+  for (const std::uint64_t reads : {0, 1, 2}) {
+    std::uint64_t cancelled = 0;
+    for (const auto& r :
+         simulate_prefetch(trace, budgets, policies, {.width = 3, .reads_per_layer = reads})) {
+      for (const auto& h : r.horizons) {
+        EXPECT_EQ(h.issued, h.hits + h.late + h.wasted + h.cancelled)
+            << r.policy << " at " << r.budget_blocks << ", " << reads << " reads per layer";
+        EXPECT_LE(h.used, h.predicted);
+        cancelled += h.cancelled;
+      }
+      EXPECT_EQ(r.prefetch_reads + r.horizons[0].cancelled + r.horizons[1].cancelled +
+                    r.horizons[0].late + r.horizons[1].late,
+                r.horizons[0].issued + r.horizons[1].issued);
+      if (reads == 0) {
+        EXPECT_EQ(r.horizons[0].late + r.horizons[1].late, 0u);
+      } else {
+        EXPECT_LE(r.prefetch_reads, reads * trace.size());
+      }
+    }
+    // Unbounded, every prefetch is read in the layer that issued it; one read per layer cannot
+    // keep up with three predictions for each of two layers, so stale ones are dropped.
+    if (reads == 0) EXPECT_EQ(cancelled, 0u);
+    if (reads == 1) EXPECT_GT(cancelled, 0u);
+  }
+}
+
+TEST(RoutingPredictor, LearnsLayerToLayerTransitions) {
+  // One expert per token and layer: token t goes to expert (t + l) % 4 at layer l, so expert a
+  // at layer l is always followed by a + 1 at l + 1 and a + 2 at l + 2.
+  RoutingPredictor predictor(RoutingPredictor::Kind::transition, 4, 4, 2);
+  for (int t = 0; t < 8; ++t)
+    for (int l = 0; l < 4; ++l) {
+      const std::int32_t expert[] = {(t + l) % 4};
+      predictor.observe(l, expert, 1);
+    }
+  for (int a = 0; a < 4; ++a) {
+    const std::int32_t expert[] = {a};
+    predictor.observe(1, expert, 1);
+    EXPECT_EQ(predictor.predict(1, 1), (std::vector<std::int32_t>{(a + 1) % 4}));
+    EXPECT_EQ(predictor.predict(1, 2), (std::vector<std::int32_t>{(a + 2) % 4}));
+    EXPECT_TRUE(predictor.predict(2, 2).empty());  // past the last layer
+    // Wider: the learned successor, then the rest by their frequency at layer 2 (all equal),
+    // the lower id first.
+    const auto wide = predictor.predict(1, 1, 2);
+    ASSERT_EQ(wide.size(), 2u);
+    EXPECT_EQ(wide[0], (a + 1) % 4);
+  }
+  // A batch predicts the union of its rows' predictions.
+  const std::int32_t rows[] = {0, 2};
+  predictor.observe(0, rows, 1);
+  EXPECT_EQ(predictor.predict(0, 1), (std::vector<std::int32_t>{1, 3}));
+  const std::int32_t bad[] = {4};
+  EXPECT_THROW(predictor.observe(0, bad, 1), std::invalid_argument);
+  EXPECT_THROW(predictor.observe(4, rows, 1), std::invalid_argument);
+  EXPECT_THROW(predictor.observe(0, rows, 3), std::invalid_argument);
+  EXPECT_THROW(predictor.predict(0, 3), std::invalid_argument);
+}
+
+TEST(RoutingPredictor, PreviousPredictsTheLastTokensExpertsAhead) {
+  RoutingPredictor predictor(RoutingPredictor::Kind::previous, 3, 8, 2);
+  const std::int32_t token0[3][2] = {{0, 1}, {2, 3}, {4, 5}};
+  for (int l = 0; l < 3; ++l) predictor.observe(l, token0[l], 2);
+  const std::int32_t layer0[] = {7, 6};
+  predictor.observe(0, layer0, 2);
+  EXPECT_EQ(predictor.predict(0, 1), (std::vector<std::int32_t>{2, 3}));
+  EXPECT_EQ(predictor.predict(0, 2), (std::vector<std::int32_t>{4, 5}));
+  EXPECT_EQ(predictor.predict(0, 2, 1), (std::vector<std::int32_t>{4}));
+  EXPECT_EQ(predictor_kind("previous"), RoutingPredictor::Kind::previous);
+  EXPECT_THROW(predictor_kind("router"), std::invalid_argument);
 }
