@@ -399,6 +399,25 @@ void cache_table(const json& c) {
                 static_cast<unsigned long long>(layer["prefetch_late"].get<std::uint64_t>()),
                 static_cast<unsigned long long>(layer["prefetch_wasted"].get<std::uint64_t>()));
   }
+  if (!c.contains("prefetch")) return;
+  std::printf(
+      "\nprefetch         predicted  used (precision)  issued   hit/late/wasted/cancelled\n");
+  for (const auto& h : c["prefetch"]["horizons"]) {
+    const auto predicted = h["predicted"].get<std::uint64_t>();
+    const auto used = h["used"].get<std::uint64_t>();
+    const int horizon = h["horizon"].get<int>();
+    const std::string ahead =
+        std::to_string(horizon) + (horizon == 1 ? " layer ahead" : " layers ahead");
+    std::printf(
+        "%-16s %-10llu %-8llu %6.1f%%   %-8llu %llu/%llu/%llu/%llu\n", ahead.c_str(),
+        static_cast<unsigned long long>(predicted), static_cast<unsigned long long>(used),
+        predicted ? 100.0 * static_cast<double>(used) / static_cast<double>(predicted) : 0.0,
+        static_cast<unsigned long long>(h["issued"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["hits"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["late"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["wasted"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["cancelled"].get<std::uint64_t>()));
+  }
 }
 
 std::pair<int, int> parse_block(const std::string& text) {

@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -138,6 +139,39 @@ class TextStream {
   std::string emitted_;
   bool stopped_ = false;
 };
+
+// Each prefetch horizon's counters summed over the layers.
+std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons> horizon_totals(
+    const std::vector<memtier::LayerCounters>& layers) {
+  std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons> totals{};
+  for (const auto& layer : layers)
+    for (std::size_t h = 0; h < totals.size(); ++h) {
+      const auto& c = layer.horizons[h];
+      totals[h].predicted += c.predicted;
+      totals[h].used += c.used;
+      totals[h].issued += c.issued;
+      totals[h].hits += c.hits;
+      totals[h].late += c.late;
+      totals[h].wasted += c.wasted;
+      totals[h].cancelled += c.cancelled;
+    }
+  return totals;
+}
+
+nlohmann::json horizons_json(
+    const std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons>& horizons) {
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t h = 0; h < horizons.size(); ++h)
+    out.push_back({{"horizon", h + 1},
+                   {"predicted", horizons[h].predicted},
+                   {"used", horizons[h].used},
+                   {"issued", horizons[h].issued},
+                   {"hits", horizons[h].hits},
+                   {"late", horizons[h].late},
+                   {"wasted", horizons[h].wasted},
+                   {"cancelled", horizons[h].cancelled}});
+  return out;
+}
 
 }  // namespace
 
@@ -681,6 +715,31 @@ void Service::metrics(ResponseWriter& writer) {
            static_cast<double>(wasted));
     metric("moed_prefetch_accuracy", "gauge", "share of prefetches that were needed",
            issued ? static_cast<double>(hits + late) / static_cast<double>(issued) : 0.0);
+    const auto horizons = horizon_totals(mem.layers);
+    auto per_horizon = [&](const char* name, const char* help, auto field) {
+      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
+      for (std::size_t h = 0; h < horizons.size(); ++h)
+        out << name << "{horizon=\"" << h + 1 << "\"} " << horizons[h].*field << '\n';
+    };
+    per_horizon("moed_prefetch_predictions_total",
+                "experts predicted for a layer this many layers ahead",
+                &memtier::HorizonCounters::predicted);
+    per_horizon("moed_prefetch_predictions_used_total",
+                "predicted experts the layer then routed to (precision: used / predictions)",
+                &memtier::HorizonCounters::used);
+    per_horizon("moed_prefetch_horizon_issued_total",
+                "prefetch reads started for predictions this many layers ahead",
+                &memtier::HorizonCounters::issued);
+    out << "# HELP moed_prefetch_outcomes_total how the prefetch reads of each horizon ended: "
+           "hit (resident when needed), late (still read when needed), wasted (read, not needed "
+           "or evicted first), cancelled (stale before its read started)\n"
+           "# TYPE moed_prefetch_outcomes_total counter\n";
+    for (std::size_t h = 0; h < horizons.size(); ++h)
+      for (const auto& [outcome, value] :
+           {std::pair{"hit", horizons[h].hits}, std::pair{"late", horizons[h].late},
+            std::pair{"wasted", horizons[h].wasted}, std::pair{"cancelled", horizons[h].cancelled}})
+        out << "moed_prefetch_outcomes_total{horizon=\"" << h + 1 << "\",outcome=\"" << outcome
+            << "\"} " << value << '\n';
   }
   Response r{http::status::ok, 11};
   r.set(http::field::content_type, "text/plain; version=0.0.4");
@@ -708,6 +767,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     json layers = json::array();
     for (const auto& l : mem.layers)
       layers.push_back({{"hits", l.hits},
+                        {"horizons", horizons_json(l.horizons)},
                         {"misses", l.misses},
                         {"prefetch_issued", l.prefetch_issued},
                         {"prefetch_hits", l.prefetch_hits},
@@ -739,6 +799,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                 {"dense_streamed", mem.dense_streamed},
                 {"expert_bytes", mem.expert_bytes_total},
                 {"expert_block_bytes", engine_->expert_block_bytes()},
+                {"prefetch", {{"horizons", horizons_json(horizon_totals(mem.layers))}}},
                 {"layers", layers}};
     report["kv"] = {
         {"dtype", mem.kv_dtype}, {"bytes", mem.kv_bytes}, {"limit_bytes", mem.kv_limit_bytes}};
