@@ -284,7 +284,9 @@ for line in sys.stdin.read().splitlines():
 for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions', 'moed_host_hit_ratio',
           'moed_disk_read_bytes_total', 'moed_disk_staging_bytes', 'moed_host_used_bytes', 'moed_prefetch_accuracy',
           'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes', 'moed_host_bypasses_total',
-          'moed_host_admission_refusals_total'):
+          'moed_host_admission_refusals_total', 'moed_prefetch_predictions_total',
+          'moed_prefetch_predictions_used_total', 'moed_prefetch_horizon_issued_total',
+          'moed_prefetch_outcomes_total'):
     assert n in names, n
 " && pass "metrics parse" || fail "metrics"
 
@@ -337,7 +339,8 @@ streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
 ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
   ctl cache show | grep -q "^kv .*bf16, within the host budget" &&
-  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0" &&
+  ctl cache show | grep -q "^1 layer ahead  *[0-9]" &&
+  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0; assert [h['horizon'] for h in c['prefetch']['horizons']] == [1, 2]" &&
   pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
 ctl --json cache set --policy arc | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'arc'" && pass "moectl cache set --policy arc" || fail "cache set arc"
