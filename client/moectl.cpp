@@ -234,7 +234,8 @@ void print_prefetch(const std::vector<moed::memtier::PrefetchSimulation>& with,
 
 int simulate(const std::string& path, const std::string& blocks_text, const std::string& host,
              const std::string& expert_size, int steps, const std::string& policies_text,
-             const std::string& plot, bool json, const moed::memtier::PrefetchOptions& prefetch) {
+             const std::string& plot, bool json, const moed::memtier::PrefetchOptions& prefetch,
+             double auto_pin_share) {
   const auto trace = moed::memtier::read_trace(path);
   const auto policies = parse_policies(policies_text);
   std::set<std::int32_t> layers;
@@ -255,7 +256,7 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
     budgets.blocks = parse_blocks(blocks_text);
     for (auto b : budgets.blocks) budgets.labels.push_back(std::to_string(b));
   }
-  const auto results = moed::memtier::simulate(trace, budgets.blocks, policies);
+  const auto results = moed::memtier::simulate(trace, budgets.blocks, policies, auto_pin_share);
   std::vector<moed::memtier::PrefetchSimulation> prefetched;
   if (prefetch.horizons > 0) {
     std::vector<std::string> live_policies;  // Belady's optimum is simulated without prefetch
@@ -607,6 +608,11 @@ int main(int argc, char** argv) {
   sim->add_option("--policies", policies,
                   "policies to compare (default lru,lfu,arc,tinylfu,belady)");
   moed::memtier::PrefetchOptions prefetch{.horizons = 0};
+  double auto_pin_share = 0;
+  sim->add_option("--auto-pin", auto_pin_share,
+                  "pin the most requested resident experts automatically, up to this share of "
+                  "the cache (0..1, default 0: off), as the host tier's automatic pins do")
+      ->check(CLI::Range(0.0, 1.0));
   std::string predictor = "transition";
   sim->add_option("--prefetch", prefetch.horizons,
                   "also simulate prefetching this many layers ahead (1 or 2; default 0: none) "
@@ -629,7 +635,7 @@ int main(int argc, char** argv) {
     if (sim->parsed()) {
       prefetch.predictor = moed::memtier::predictor_kind(predictor);
       return simulate(path, blocks, host_span, expert_size, steps, policies, plot, json_out,
-                      prefetch);
+                      prefetch, auto_pin_share);
     }
     moed::Client client(socket);
     if (generate->parsed()) {

@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -98,11 +99,23 @@ std::vector<BlockId> requests_of(std::span<const RoutingEvent> trace) {
 }
 
 std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t budget,
-                            EvictionPolicy& policy) {
+                            EvictionPolicy& policy, double auto_pin_share) {
   std::set<BlockId> resident;
   std::uint64_t hits = 0;
-  auto any = [](BlockId) { return true; };
+  std::optional<AutoPinner> pinner;
+  if (auto_pin_share > 0) pinner.emplace(auto_pin_share);
+  std::set<BlockId> pinned;
+  auto any = [&](BlockId block) { return !pinned.contains(block); };
   for (const auto& block : requests) {
+    if (pinner) {
+      pinner->count(block);
+      if (pinner->due()) {
+        std::vector<std::pair<BlockId, std::uint64_t>> sizes;
+        for (const auto& b : resident) sizes.push_back({b, 1});
+        const auto chosen = pinner->choose(sizes, budget);
+        pinned = std::set<BlockId>(chosen.begin(), chosen.end());
+      }
+    }
     if (resident.contains(block)) {
       ++hits;
       policy.on_access(block);
@@ -112,6 +125,7 @@ std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t 
     if (budget == 0) continue;
     if (resident.size() >= budget) {
       const auto victim = policy.victim(any);
+      if (!victim) continue;                         // everything resident is pinned
       if (!policy.admits(block, *victim)) continue;  // served once, not kept
       resident.erase(*victim);
       policy.on_erase(*victim);
@@ -161,7 +175,8 @@ std::uint64_t replay_belady(const std::vector<BlockId>& requests, std::uint64_t 
 
 std::vector<SimulationResult> simulate(std::span<const RoutingEvent> trace,
                                        std::span<const std::uint64_t> budgets,
-                                       std::span<const std::string> policies) {
+                                       std::span<const std::string> policies,
+                                       double auto_pin_share) {
   const auto requests = requests_of(trace);
   std::vector<SimulationResult> results;
   for (const auto& policy_name : policies) {
@@ -172,7 +187,7 @@ std::vector<SimulationResult> simulate(std::span<const RoutingEvent> trace,
         r.hits = replay_belady(requests, budget);
       } else {
         auto policy = make_policy(policy_name);
-        r.hits = replay_policy(requests, budget, *policy);
+        r.hits = replay_policy(requests, budget, *policy, auto_pin_share);
       }
       results.push_back(r);
     }

@@ -56,9 +56,11 @@ struct SimulationResult {
 // "belady" drops, of the resident blocks and the incoming one, the one whose next request lies
 // farthest ahead (never again counts as farthest): the optimum for a cache that, like one with
 // an admission filter, may decline to keep a block.
+// `auto_pin_share` above 0: an AutoPinner with that share pins blocks as HostTier's does.
 std::vector<SimulationResult> simulate(std::span<const RoutingEvent> trace,
                                        std::span<const std::uint64_t> budgets,
-                                       std::span<const std::string> policies);
+                                       std::span<const std::string> policies,
+                                       double auto_pin_share = 0);
 
 struct PrefetchOptions {
   int horizons = kPrefetchHorizons;  // layers ahead predicted: 0 (no prefetch), 1 or 2
