@@ -364,6 +364,17 @@ void cache_table(const json& c) {
       lookups > 0 ? 100.0 * h["hits"].get<double>() / lookups : 0.0,
       static_cast<unsigned long long>(h["evictions"].get<std::uint64_t>()),
       h["policy"].get<std::string>().c_str());
+  if (h.contains("pins") && !h["pins"].empty()) {
+    std::string pins;
+    for (const auto& pin : h["pins"])
+      pins += (pins.empty() ? "" : ", ") + pin["block"].get<std::string>() + " by " +
+              pin["by"].get<std::string>() + (pin["resident"].get<bool>() ? "" : " (not resident)");
+    std::printf("       pinned: %s\n", pins.c_str());
+  }
+  if (h.value("auto_pin_share", 0.0) > 0)
+    std::printf("       automatic pins: %llu, up to %.0f%% of the budget\n",
+                static_cast<unsigned long long>(h.value("auto_pinned", std::uint64_t{0})),
+                100.0 * h["auto_pin_share"].get<double>());
   if (h.value("bypasses", std::uint64_t{0}) > 0)
     std::printf("       %llu loads used once and not kept, %llu of them refused by the %s filter\n",
                 static_cast<unsigned long long>(h["bypasses"].get<std::uint64_t>()),
@@ -568,6 +579,13 @@ int main(int argc, char** argv) {
                         "host budget: a size (2GiB) or a share of the experts (25%)");
   cache_set->add_option("--policy", policy,
                         "host-tier eviction policy: " + moed::memtier::policy_list());
+  double auto_pin = 0;
+  auto* auto_pin_opt =
+      cache_set
+          ->add_option("--auto-pin", auto_pin,
+                       "pin the most requested experts automatically, up to this share of the "
+                       "host budget (0..1; 0 turns it off)")
+          ->check(CLI::Range(0.0, 1.0));
   std::string block;
   auto* cache_pin = cache->add_subcommand("pin", "Keep an expert in host RAM");
   cache_pin->add_option("LAYER:EXPERT", block)->required();
@@ -716,9 +734,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cache_set->parsed()) {
-      if (host_budget.empty() && policy.empty() && gpu_budget.empty())
-        throw std::invalid_argument("cache set: give --host, --gpu and/or --policy");
-      print_json_or(json_out, client.set_cache(host_budget, policy, gpu_budget), cache_table);
+      if (host_budget.empty() && policy.empty() && gpu_budget.empty() && !*auto_pin_opt)
+        throw std::invalid_argument("cache set: give --host, --gpu, --policy and/or --auto-pin");
+      print_json_or(json_out,
+                    client.set_cache(host_budget, policy, gpu_budget,
+                                     *auto_pin_opt ? std::optional(auto_pin) : std::nullopt),
+                    cache_table);
       return 0;
     }
     if (cache_pin->parsed() || cache_unpin->parsed()) {

@@ -508,6 +508,67 @@ TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
   }
 }
 
+TEST(HostTier, AutomaticPinsEqualTheSimulatorsForEveryPolicy) {
+  const auto trace = skewed_trace(400, 6, 8);  // 4800 requests: four choices of pins
+  const std::uint64_t budgets[] = {3, 6, 12, 24};
+  for (const auto& name : policy_names()) {
+    const std::string policies[] = {name};
+    const auto plain = simulate(trace, budgets, policies);
+    const auto pinned = simulate(trace, budgets, policies, 0.25);
+    std::uint64_t differ = 0;
+    for (std::size_t i = 0; i < pinned.size(); ++i) {
+      const auto& result = pinned[i];
+      HostTier tier(result.budget_blocks * 100, make_policy(name));
+      tier.set_auto_pin(0.25);
+      for (const auto& event : trace)
+        for (const int expert : event.experts) {
+          const BlockId block = BlockId::routed(event.layer, expert);
+          if (!tier.lookup(block)) tier.admit(block, payload(100), HostTier::Admission::filtered);
+        }
+      const auto c = tier.counters();
+      EXPECT_EQ(c.hits, result.hits) << name << " at " << result.budget_blocks << " blocks";
+      EXPECT_LE(c.auto_pinned * 100, c.budget_bytes / 4);
+      differ += result.hits != plain[i].hits;
+    }
+    if (name == "lru") EXPECT_GT(differ, 0u);  // the pins changed what LRU keeps
+  }
+}
+
+TEST(HostTier, AutomaticPinsKeepTheMostRequestedWithinTheirShareAndAdminPinsStay) {
+  HostTier tier(400, make_policy("lru"));  // four blocks of 100
+  tier.set_auto_pin(0.25, 8);              // at most one block, chosen every 8 lookups
+  const BlockId hot = BlockId::routed(0, 0), admin = BlockId::routed(1, 1);
+  tier.pin(admin);
+  auto request = [&](BlockId block) {
+    if (!tier.lookup(block)) tier.admit(block, payload(100));
+  };
+  for (int i = 0; i < 4; ++i) {
+    request(hot);
+    request(BlockId::routed(0, 1 + i));
+  }
+  request(admin);  // the pinner chose at the eighth lookup
+  auto c = tier.counters();
+  EXPECT_EQ(c.auto_pinned, 1u);
+  EXPECT_EQ(c.pinned, 2u);
+  EXPECT_DOUBLE_EQ(c.auto_pin_share, 0.25);
+  ASSERT_EQ(c.pins.size(), 2u);
+  EXPECT_EQ(c.pins[0].block, admin);
+  EXPECT_FALSE(c.pins[0].automatic);
+  EXPECT_EQ(c.pins[1].block, hot);
+  EXPECT_TRUE(c.pins[1].automatic);
+  EXPECT_TRUE(c.pins[1].resident);
+  // A scan under LRU would evict the hot block first; pinned, it stays.
+  for (int e = 0; e < 4; ++e) request(BlockId::routed(2, e));
+  EXPECT_NE(tier.peek(hot), nullptr);
+  EXPECT_NE(tier.peek(admin), nullptr);
+  // An admin's unpin drops an automatic pin too; turning automatic pins off drops them all.
+  tier.unpin(hot);
+  EXPECT_EQ(tier.counters().auto_pinned, 0u);
+  tier.set_auto_pin(0);
+  EXPECT_EQ(tier.counters().pinned, 1u);
+  EXPECT_THROW(tier.set_auto_pin(1.5), std::invalid_argument);
+}
+
 TEST(HostTier, HonoursTheBudgetPinsAndBlocksInUse) {
   HostTier tier(300, make_policy("lru"));
   const BlockId a = BlockId::routed(0, 0), b = BlockId::routed(0, 1), c = BlockId::routed(0, 2);

@@ -228,6 +228,7 @@ void Service::start_loading() {
       options.host_budget = engine::HostBudget::parse(config_.host_budget);
       options.on_progress = [this](double p) { progress_ = p; };
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
+      engine->host_tier().set_auto_pin(config_.auto_pin);
       auto scheduler = std::make_unique<engine::Scheduler>(
           *engine,
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
@@ -269,6 +270,7 @@ void Service::apply_memory_settings(const Config& config) {
     if (!config.host_budget.empty())
       engine_->set_host_budget(engine::HostBudget::parse(config.host_budget));
     engine_->set_policy(config.policy);
+    engine_->host_tier().set_auto_pin(config.auto_pin);
   });
 }
 
@@ -279,6 +281,7 @@ void Service::reload(const Config& config) {
   std::lock_guard lock(mutex_);
   config_.host_budget = config.host_budget;
   config_.policy = config.policy;
+  config_.auto_pin = config.auto_pin;
   config_.max_queue = config.max_queue;
   config_.default_max_tokens = config.default_max_tokens;
   config_.admin_group = config.admin_group;
@@ -764,6 +767,13 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   const Body body = !get && !request.body().empty() ? parse_body(request.body()) : Body::object();
   auto cache_report = [&] {
     const auto mem = engine_->memory_stats();
+    json pins = json::array();
+    for (const auto& pin : mem.host.pins)
+      pins.push_back({{"block", pin.block.to_string()},
+                      {"layer", pin.block.layer},
+                      {"expert", pin.block.expert},
+                      {"by", pin.automatic ? "auto" : "admin"},
+                      {"resident", pin.resident}});
     json layers = json::array();
     for (const auto& l : mem.layers)
       layers.push_back({{"hits", l.hits},
@@ -781,6 +791,9 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"used_bytes", mem.host.used_bytes},
                   {"blocks", mem.host.blocks},
                   {"pinned", mem.host.pinned},
+                  {"auto_pinned", mem.host.auto_pinned},
+                  {"auto_pin_share", mem.host.auto_pin_share},
+                  {"pins", pins},
                   {"hits", mem.host.hits},
                   {"misses", mem.host.misses},
                   {"evictions", mem.host.evictions},
@@ -825,6 +838,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
         }
       }
       if (!settings.policy.empty()) engine_->set_policy(settings.policy);
+      if (settings.auto_pin) engine_->host_tier().set_auto_pin(*settings.auto_pin);
     });
     return writer.send(json_response(http::status::ok, cache_report()));
   }
