@@ -31,6 +31,7 @@ TieredStore::TieredStore(HostTier& host, BlockLoader& loader, const Source& sour
 Payload TieredStore::acquire(BlockId block) {
   auto& layer = layers_.at(static_cast<std::size_t>(block.layer));
   Payload hit = host_.lookup(block);
+  bool joins_prefetch = false;  // the demand shares a prefetch's read, which counts its bytes
   {
     std::lock_guard lock(mutex_);
     auto it = predictions_.find(block);
@@ -49,8 +50,10 @@ Payload TieredStore::acquire(BlockId block) {
       return hit;
     }
     ++layer.misses;
+    joins_prefetch = prediction && prediction->issued_by != 0 && !prediction->cancelled &&
+                     loader_.pending(block);
     if (scored) {
-      if (loader_.pending(block)) {
+      if (joins_prefetch) {
         ++horizon.late;
       } else if (Payload arrived = host_.peek(block)) {
         ++horizon.late;  // its read finished since the lookup: no second read
@@ -61,11 +64,13 @@ Payload TieredStore::acquire(BlockId block) {
     }
   }
   const auto start = Clock::now();
-  auto future =
-      loader_.load(block, BlockLoader::Priority::demand, [this](BlockId id, const Payload&) {
-        std::lock_guard lock(mutex_);
-        layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-      });
+  BlockLoader::OnLoaded count_bytes;
+  if (!joins_prefetch)
+    count_bytes = [this](BlockId id, const Payload&) {
+      std::lock_guard lock(mutex_);
+      layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
+    };
+  auto future = loader_.load(block, BlockLoader::Priority::demand, std::move(count_bytes));
   Payload payload = future.get();
   {
     std::lock_guard lock(mutex_);
