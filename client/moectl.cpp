@@ -134,9 +134,108 @@ Budgets host_range(const std::string& text, std::uint64_t total_blocks,
   return out;
 }
 
+// The prefetch table of `trace simulate --prefetch`: accuracy per horizon (the same for every
+// policy and size, as the predictor sees only the trace), then hits with and without prefetch
+// and the reads and prefetch outcomes per policy and size.
+void print_prefetch(const std::vector<moed::memtier::PrefetchSimulation>& with,
+                    const std::vector<moed::memtier::SimulationResult>& without,
+                    const Budgets& budgets, const moed::memtier::PrefetchOptions& options,
+                    std::uint64_t tokens, bool json, nlohmann::json& out) {
+  const auto& first = with.front();
+  auto ratio = [](std::uint64_t a, std::uint64_t b) {
+    return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
+  };
+  auto plain_hits = [&](const std::string& policy, std::uint64_t budget) -> std::uint64_t {
+    for (const auto& r : without)
+      if (r.policy == policy && r.budget_blocks == budget) return r.hits;
+    throw std::logic_error("simulate: missing result");
+  };
+  const auto horizons = static_cast<std::size_t>(options.horizons);
+  if (json) {
+    out["prefetch"] = {{"horizons", options.horizons},
+                       {"predictor", to_string(options.predictor)},
+                       {"width", options.width},
+                       {"reads_per_layer", options.reads_per_layer},
+                       {"accuracy", nlohmann::json::array()},
+                       {"results", nlohmann::json::array()}};
+    for (std::size_t h = 0; h < horizons; ++h)
+      out["prefetch"]["accuracy"].push_back(
+          {{"horizon", h + 1},
+           {"predicted", first.horizons[h].predicted},
+           {"used", first.horizons[h].used},
+           {"routed", first.routed[h]},
+           {"precision", ratio(first.horizons[h].used, first.horizons[h].predicted)},
+           {"recall", ratio(first.horizons[h].used, first.routed[h])}});
+    for (const auto& r : with) {
+      nlohmann::json per_horizon = nlohmann::json::array();
+      for (std::size_t h = 0; h < horizons; ++h) {
+        const auto& c = r.horizons[h];
+        per_horizon.push_back({{"horizon", h + 1},
+                               {"issued", c.issued},
+                               {"hits", c.hits},
+                               {"late", c.late},
+                               {"wasted", c.wasted},
+                               {"cancelled", c.cancelled}});
+      }
+      out["prefetch"]["results"].push_back(
+          {{"policy", r.policy},
+           {"blocks", r.budget_blocks},
+           {"hits", r.hits},
+           {"hits_without_prefetch", plain_hits(r.policy, r.budget_blocks)},
+           {"requests", r.requests},
+           {"demand_reads", r.demand_reads},
+           {"prefetch_reads", r.prefetch_reads},
+           {"horizons", per_horizon}});
+    }
+    return;
+  }
+  const std::string width = options.width ? std::to_string(options.width) : "as many as routed";
+  const std::string reads =
+      options.reads_per_layer
+          ? "at most " + std::to_string(options.reads_per_layer) + " reads per layer"
+          : "reads unbounded";
+  std::printf("\nprefetch %d layer(s) ahead, %s predictor, %s expert(s) per layer ahead, %s\n",
+              options.horizons, std::string(to_string(options.predictor)).c_str(), width.c_str(),
+              reads.c_str());
+  std::printf("horizon  predicted  used     precision  recall\n");
+  for (std::size_t h = 0; h < horizons; ++h)
+    std::printf("%-8zu %-10llu %-8llu %6.1f%%    %6.1f%%\n", h + 1,
+                static_cast<unsigned long long>(first.horizons[h].predicted),
+                static_cast<unsigned long long>(first.horizons[h].used),
+                100.0 * ratio(first.horizons[h].used, first.horizons[h].predicted),
+                100.0 * ratio(first.horizons[h].used, first.routed[h]));
+  std::printf("\n%-10s %-8s %-8s %-8s %-10s %-12s", "budget", "blocks", "policy", "hits",
+              "prefetch", "reads/token");
+  for (std::size_t h = 0; h < horizons; ++h) std::printf("  h%zu hit/late/wasted/cancel", h + 1);
+  std::printf("\n");
+  const double per_token = static_cast<double>(std::max<std::uint64_t>(tokens, 1));
+  for (const auto& r : with) {
+    std::size_t k = 0;
+    while (k + 1 < budgets.blocks.size() && budgets.blocks[k] != r.budget_blocks) ++k;
+    char cell[64];
+    std::snprintf(cell, sizeof cell, "%.2f+%.2f", static_cast<double>(r.demand_reads) / per_token,
+                  static_cast<double>(r.prefetch_reads) / per_token);
+    std::printf("%-10s %-8llu %-8s %-8llu %-10llu %-12s", budgets.labels[k].c_str(),
+                static_cast<unsigned long long>(r.budget_blocks), r.policy.c_str(),
+                static_cast<unsigned long long>(plain_hits(r.policy, r.budget_blocks)),
+                static_cast<unsigned long long>(r.hits), cell);
+    for (std::size_t h = 0; h < horizons; ++h) {
+      const auto& c = r.horizons[h];
+      std::snprintf(
+          cell, sizeof cell, "%llu/%llu/%llu/%llu", static_cast<unsigned long long>(c.hits),
+          static_cast<unsigned long long>(c.late), static_cast<unsigned long long>(c.wasted),
+          static_cast<unsigned long long>(c.cancelled));
+      std::printf("  %-27s", cell);
+    }
+    std::printf("\n");
+  }
+  std::printf("(hits: without prefetch; prefetch: hits with it. reads/token: demand + prefetch)\n");
+}
+
 int simulate(const std::string& path, const std::string& blocks_text, const std::string& host,
              const std::string& expert_size, int steps, const std::string& policies_text,
-             const std::string& plot, bool json) {
+             const std::string& plot, bool json, const moed::memtier::PrefetchOptions& prefetch,
+             double auto_pin_share) {
   const auto trace = moed::memtier::read_trace(path);
   const auto policies = parse_policies(policies_text);
   std::set<std::int32_t> layers;
@@ -157,7 +256,18 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
     budgets.blocks = parse_blocks(blocks_text);
     for (auto b : budgets.blocks) budgets.labels.push_back(std::to_string(b));
   }
-  const auto results = moed::memtier::simulate(trace, budgets.blocks, policies);
+  const auto results = moed::memtier::simulate(trace, budgets.blocks, policies, auto_pin_share);
+  std::vector<moed::memtier::PrefetchSimulation> prefetched;
+  if (prefetch.horizons > 0) {
+    std::vector<std::string> live_policies;  // Belady's optimum is simulated without prefetch
+    for (const auto& p : policies)
+      if (p != "belady") live_policies.push_back(p);
+    if (live_policies.empty())
+      throw std::invalid_argument("--prefetch: --policies needs a policy other than belady");
+    prefetched = moed::memtier::simulate_prefetch(trace, budgets.blocks, live_policies, prefetch);
+  }
+  std::set<std::int64_t> tokens;
+  for (const auto& e : trace) tokens.insert(e.token);
   auto result_of = [&](const std::string& policy, std::uint64_t budget) {
     for (const auto& r : results)
       if (r.policy == policy && r.budget_blocks == budget) return r;
@@ -195,6 +305,8 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
                                   {"hit_rate", r.hit_rate()}});
       }
     if (!plot.empty()) out["plot"] = plot;
+    if (!prefetched.empty())
+      print_prefetch(prefetched, results, budgets, prefetch, tokens.size(), true, out);
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -218,6 +330,10 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
       std::printf("  %-24s", cell);
     }
     std::printf("\n");
+  }
+  if (!prefetched.empty()) {
+    nlohmann::json unused;
+    print_prefetch(prefetched, results, budgets, prefetch, tokens.size(), false, unused);
   }
   if (!plot.empty()) std::fprintf(stderr, "moectl: wrote the plot to %s\n", plot.c_str());
   return 0;
@@ -248,6 +364,17 @@ void cache_table(const json& c) {
       lookups > 0 ? 100.0 * h["hits"].get<double>() / lookups : 0.0,
       static_cast<unsigned long long>(h["evictions"].get<std::uint64_t>()),
       h["policy"].get<std::string>().c_str());
+  if (h.contains("pins") && !h["pins"].empty()) {
+    std::string pins;
+    for (const auto& pin : h["pins"])
+      pins += (pins.empty() ? "" : ", ") + pin["block"].get<std::string>() + " by " +
+              pin["by"].get<std::string>() + (pin["resident"].get<bool>() ? "" : " (not resident)");
+    std::printf("       pinned: %s\n", pins.c_str());
+  }
+  if (h.value("auto_pin_share", 0.0) > 0)
+    std::printf("       automatic pins: %llu, up to %.0f%% of the budget\n",
+                static_cast<unsigned long long>(h.value("auto_pinned", std::uint64_t{0})),
+                100.0 * h["auto_pin_share"].get<double>());
   if (h.value("bypasses", std::uint64_t{0}) > 0)
     std::printf("       %llu loads used once and not kept, %llu of them refused by the %s filter\n",
                 static_cast<unsigned long long>(h["bypasses"].get<std::uint64_t>()),
@@ -283,6 +410,25 @@ void cache_table(const json& c) {
                 static_cast<unsigned long long>(layer["prefetch_hits"].get<std::uint64_t>()),
                 static_cast<unsigned long long>(layer["prefetch_late"].get<std::uint64_t>()),
                 static_cast<unsigned long long>(layer["prefetch_wasted"].get<std::uint64_t>()));
+  }
+  if (!c.contains("prefetch")) return;
+  std::printf(
+      "\nprefetch         predicted  used (precision)  issued   hit/late/wasted/cancelled\n");
+  for (const auto& h : c["prefetch"]["horizons"]) {
+    const auto predicted = h["predicted"].get<std::uint64_t>();
+    const auto used = h["used"].get<std::uint64_t>();
+    const int horizon = h["horizon"].get<int>();
+    const std::string ahead =
+        std::to_string(horizon) + (horizon == 1 ? " layer ahead" : " layers ahead");
+    std::printf(
+        "%-16s %-10llu %-8llu %6.1f%%   %-8llu %llu/%llu/%llu/%llu\n", ahead.c_str(),
+        static_cast<unsigned long long>(predicted), static_cast<unsigned long long>(used),
+        predicted ? 100.0 * static_cast<double>(used) / static_cast<double>(predicted) : 0.0,
+        static_cast<unsigned long long>(h["issued"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["hits"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["late"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["wasted"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(h["cancelled"].get<std::uint64_t>()));
   }
 }
 
@@ -433,6 +579,13 @@ int main(int argc, char** argv) {
                         "host budget: a size (2GiB) or a share of the experts (25%)");
   cache_set->add_option("--policy", policy,
                         "host-tier eviction policy: " + moed::memtier::policy_list());
+  double auto_pin = 0;
+  auto* auto_pin_opt =
+      cache_set
+          ->add_option("--auto-pin", auto_pin,
+                       "pin the most requested experts automatically, up to this share of the "
+                       "host budget (0..1; 0 turns it off)")
+          ->check(CLI::Range(0.0, 1.0));
   std::string block;
   auto* cache_pin = cache->add_subcommand("pin", "Keep an expert in host RAM");
   cache_pin->add_option("LAYER:EXPERT", block)->required();
@@ -472,11 +625,36 @@ int main(int argc, char** argv) {
   sim->add_option("--plot", plot, "also draw hit rate against cache size into this PNG file");
   sim->add_option("--policies", policies,
                   "policies to compare (default lru,lfu,arc,tinylfu,belady)");
+  moed::memtier::PrefetchOptions prefetch{.horizons = 0};
+  double auto_pin_share = 0;
+  sim->add_option("--auto-pin", auto_pin_share,
+                  "pin the most requested resident experts automatically, up to this share of "
+                  "the cache (0..1, default 0: off), as the host tier's automatic pins do")
+      ->check(CLI::Range(0.0, 1.0));
+  std::string predictor = "transition";
+  sim->add_option("--prefetch", prefetch.horizons,
+                  "also simulate prefetching this many layers ahead (1 or 2; default 0: none) "
+                  "and print each horizon's precision and recall")
+      ->check(CLI::Range(0, moed::memtier::kPrefetchHorizons));
+  sim->add_option("--predictor", predictor,
+                  "what predicts the layers ahead: transition (per-layer expert transition "
+                  "counts learned as the trace goes; default) or previous (the previous token's "
+                  "experts at that layer)")
+      ->check(CLI::IsMember({"transition", "previous"}));
+  sim->add_option("--prefetch-width", prefetch.width,
+                  "experts predicted per token and layer ahead (default: as many as routed)")
+      ->check(CLI::NonNegativeNumber);
+  sim->add_option("--reads-per-layer", prefetch.reads_per_layer,
+                  "blocks the disk reads while one layer computes, demand reads first (default "
+                  "0: unbounded)");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (sim->parsed())
-      return simulate(path, blocks, host_span, expert_size, steps, policies, plot, json_out);
+    if (sim->parsed()) {
+      prefetch.predictor = moed::memtier::predictor_kind(predictor);
+      return simulate(path, blocks, host_span, expert_size, steps, policies, plot, json_out,
+                      prefetch, auto_pin_share);
+    }
     moed::Client client(socket);
     if (generate->parsed()) {
       if (*seed_opt) gen.seed = seed;
@@ -556,9 +734,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cache_set->parsed()) {
-      if (host_budget.empty() && policy.empty() && gpu_budget.empty())
-        throw std::invalid_argument("cache set: give --host, --gpu and/or --policy");
-      print_json_or(json_out, client.set_cache(host_budget, policy, gpu_budget), cache_table);
+      if (host_budget.empty() && policy.empty() && gpu_budget.empty() && !*auto_pin_opt)
+        throw std::invalid_argument("cache set: give --host, --gpu, --policy and/or --auto-pin");
+      print_json_or(json_out,
+                    client.set_cache(host_budget, policy, gpu_budget,
+                                     *auto_pin_opt ? std::optional(auto_pin) : std::nullopt),
+                    cache_table);
       return 0;
     }
     if (cache_pin->parsed() || cache_unpin->parsed()) {

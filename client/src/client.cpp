@@ -319,8 +319,9 @@ std::string Client::cache() {
 }
 
 std::string Client::set_cache(const std::string& host_budget, const std::string& policy,
-                              const std::string& gpu_budget) {
+                              const std::string& gpu_budget, std::optional<double> auto_pin) {
   json body = json::object();
+  if (auto_pin) body["auto_pin"] = *auto_pin;
   if (!gpu_budget.empty()) body["gpu_budget"] = gpu_budget;
   if (!host_budget.empty()) body["host_budget"] = host_budget;
   if (!policy.empty()) body["policy"] = policy;

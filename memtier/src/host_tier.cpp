@@ -1,5 +1,6 @@
 #include "moed/memtier/host_tier.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace moed::memtier {
@@ -11,6 +12,17 @@ HostTier::HostTier(std::uint64_t budget_bytes, std::unique_ptr<EvictionPolicy> p
 
 Payload HostTier::lookup(BlockId block) {
   std::lock_guard lock(mutex_);
+  if (pinner_) {
+    pinner_->count(block);
+    if (pinner_->due()) {
+      std::vector<std::pair<BlockId, std::uint64_t>> candidates;
+      for (const auto& [id, payload] : blocks_)
+        if (!pins_.contains(id)) candidates.push_back({id, payload->bytes()});
+      std::ranges::sort(candidates);  // the choice must not depend on hash order
+      const auto chosen = pinner_->choose(candidates, budget_bytes_);
+      auto_pins_ = std::set<BlockId>(chosen.begin(), chosen.end());
+    }
+  }
   auto it = blocks_.find(block);
   if (it == blocks_.end()) {
     ++counters_.misses;
@@ -39,7 +51,7 @@ void HostTier::evict(BlockId block) {
 HostTier::Room HostTier::make_room(std::uint64_t bytes, std::optional<BlockId> incoming) {
   auto evictable = [&](BlockId id) {
     // use_count 1: only this tier holds it, so dropping it frees the memory now.
-    return !pins_.contains(id) && blocks_.at(id).use_count() == 1;
+    return !pins_.contains(id) && !auto_pins_.contains(id) && blocks_.at(id).use_count() == 1;
   };
   while (used_bytes_ + bytes > budget_bytes_) {
     const auto victim = policy_->victim(evictable);
@@ -73,11 +85,25 @@ bool HostTier::admit(BlockId block, Payload payload, Admission admission) {
 void HostTier::pin(BlockId block) {
   std::lock_guard lock(mutex_);
   pins_.insert(block);
+  auto_pins_.erase(block);  // now the admin's
 }
 
 void HostTier::unpin(BlockId block) {
   std::lock_guard lock(mutex_);
   pins_.erase(block);
+  auto_pins_.erase(block);
+}
+
+void HostTier::set_auto_pin(double share, std::uint64_t period) {
+  {
+    std::lock_guard lock(mutex_);
+    if (pinner_ ? pinner_->share() == share : share == 0) return;  // its pins stay
+  }
+  std::optional<AutoPinner> pinner;
+  if (share > 0) pinner.emplace(share, period);  // validates share and period
+  std::lock_guard lock(mutex_);
+  pinner_ = std::move(pinner);
+  auto_pins_.clear();
 }
 
 void HostTier::set_budget(std::uint64_t budget_bytes) {
@@ -99,7 +125,11 @@ HostTier::Counters HostTier::counters() const {
   c.used_bytes = used_bytes_;
   c.budget_bytes = budget_bytes_;
   c.blocks = blocks_.size();
-  c.pinned = pins_.size();
+  c.pinned = pins_.size() + auto_pins_.size();
+  c.auto_pinned = auto_pins_.size();
+  c.auto_pin_share = pinner_ ? pinner_->share() : 0;
+  for (const auto& block : pins_) c.pins.push_back({block, false, blocks_.contains(block)});
+  for (const auto& block : auto_pins_) c.pins.push_back({block, true, blocks_.contains(block)});
   c.policy = std::string(policy_->name());
   return c;
 }

@@ -224,4 +224,43 @@ std::unique_ptr<EvictionPolicy> make_policy(std::string_view name) {
                               policy_list() + ")");
 }
 
+AutoPinner::AutoPinner(double share, std::uint64_t period) : share_(share), period_(period) {
+  if (!(share >= 0 && share <= 1))
+    throw std::invalid_argument("auto-pin share " + std::to_string(share) + " is outside 0..1");
+  if (period == 0) throw std::invalid_argument("auto-pin period must be above 0");
+}
+
+void AutoPinner::count(BlockId block) {
+  counts_[block] += 1;
+  ++since_choice_;
+}
+
+std::vector<BlockId> AutoPinner::choose(
+    const std::vector<std::pair<BlockId, std::uint64_t>>& resident, std::uint64_t budget_bytes) {
+  double total = 0;
+  for (const auto& [block, count] : counts_) total += count;
+  const double threshold = counts_.empty() ? 0 : 2 * total / static_cast<double>(counts_.size());
+  std::vector<std::pair<double, std::pair<BlockId, std::uint64_t>>> candidates;
+  for (const auto& entry : resident)
+    if (auto it = counts_.find(entry.first); it != counts_.end() && it->second >= threshold)
+      candidates.push_back({it->second, entry});
+  std::ranges::sort(candidates, [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second.first < b.second.first;
+  });
+  const auto room = static_cast<std::uint64_t>(share_ * static_cast<double>(budget_bytes));
+  std::vector<BlockId> pins;
+  std::uint64_t bytes = 0;
+  for (const auto& [count, entry] : candidates) {
+    if (bytes + entry.second > room) break;
+    bytes += entry.second;
+    pins.push_back(entry.first);
+  }
+  for (auto it = counts_.begin(); it != counts_.end();) {
+    it->second /= 2;
+    it = it->second < 0.5 ? counts_.erase(it) : std::next(it);
+  }
+  since_choice_ = 0;
+  return pins;
+}
+
 }  // namespace moed::memtier

@@ -1,5 +1,6 @@
 #include "moed/memtier/tiered_store.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 
@@ -29,31 +30,47 @@ TieredStore::TieredStore(HostTier& host, BlockLoader& loader, const Source& sour
 
 Payload TieredStore::acquire(BlockId block) {
   auto& layer = layers_.at(static_cast<std::size_t>(block.layer));
-  if (Payload hit = host_.lookup(block)) {
-    std::lock_guard lock(mutex_);
-    ++layer.hits;
-    auto it = predictions_.find(block);
-    if (it != predictions_.end() && it->second == Prediction::issued) {
-      ++layer.prefetch_hits;
-      it->second = Prediction::used;
-    }
-    return hit;
-  }
+  Payload hit = host_.lookup(block);
+  bool joins_prefetch = false;  // the demand shares a prefetch's read, which counts its bytes
   {
     std::lock_guard lock(mutex_);
-    ++layer.misses;
     auto it = predictions_.find(block);
-    if (it != predictions_.end() && it->second == Prediction::issued) {
-      ++layer.prefetch_late;
-      it->second = Prediction::used;
+    Prediction* prediction = it == predictions_.end() ? nullptr : &it->second;
+    const bool first_need = prediction && !prediction->needed;
+    if (first_need) {
+      prediction->needed = true;
+      for (int h = 1; h <= kPrefetchHorizons; ++h)
+        if (prediction->predicted_by & (1u << (h - 1))) ++layer.horizons[h - 1].used;
+    }
+    const bool scored = first_need && prediction->issued_by != 0 && !prediction->cancelled;
+    auto& horizon = layer.horizons[scored ? prediction->issued_by - 1 : 0];
+    if (hit) {
+      ++layer.hits;
+      if (scored) ++horizon.hits;
+      return hit;
+    }
+    ++layer.misses;
+    joins_prefetch = prediction && prediction->issued_by != 0 && !prediction->cancelled &&
+                     loader_.pending(block);
+    if (scored) {
+      if (joins_prefetch) {
+        ++horizon.late;
+      } else if (Payload arrived = host_.peek(block)) {
+        ++horizon.late;  // its read finished since the lookup: no second read
+        return arrived;
+      } else {
+        ++horizon.wasted;  // read, then evicted or turned away before it was needed
+      }
     }
   }
   const auto start = Clock::now();
-  auto future =
-      loader_.load(block, BlockLoader::Priority::demand, [this](BlockId id, const Payload&) {
-        std::lock_guard lock(mutex_);
-        layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-      });
+  BlockLoader::OnLoaded count_bytes;
+  if (!joins_prefetch)
+    count_bytes = [this](BlockId id, const Payload&) {
+      std::lock_guard lock(mutex_);
+      layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
+    };
+  auto future = loader_.load(block, BlockLoader::Priority::demand, std::move(count_bytes));
   Payload payload = future.get();
   {
     std::lock_guard lock(mutex_);
@@ -72,52 +89,98 @@ std::vector<Payload> TieredStore::hold_resident(std::int32_t layer,
   return held;
 }
 
-void TieredStore::predict(std::int32_t layer, std::span<const std::int32_t> experts) {
+BlockLoader::Priority TieredStore::priority_of(int horizon) {
+  return horizon == 1 ? BlockLoader::Priority::prefetch : BlockLoader::Priority::prefetch_far;
+}
+
+// With mutex_ held. The loader runs callbacks without its own lock held, so it never waits on
+// this store's.
+void TieredStore::issue(BlockId block, int horizon) {
+  Prediction& prediction = predictions_[block];
+  prediction.issued_by = horizon;
+  prediction.cancelled = false;
+  ++layers_[static_cast<std::size_t>(block.layer)].horizons[horizon - 1].issued;
+  loader_.load(block, priority_of(horizon), [this](BlockId id, const Payload& payload) {
+    {
+      std::lock_guard lock(mutex_);
+      layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
+    }
+    host_.admit(id, payload);
+  });
+}
+
+void TieredStore::prefetch(std::int32_t layer, std::span<const std::int32_t> experts, int horizon) {
+  if (horizon < 1 || horizon > kPrefetchHorizons)
+    throw std::invalid_argument("prefetch: horizon " + std::to_string(horizon) + " is outside 1.." +
+                                std::to_string(kPrefetchHorizons));
+  if (layer < 0 || static_cast<std::size_t>(layer) >= layers_.size())
+    throw std::invalid_argument("prefetch: layer " + std::to_string(layer) + " is outside 0.." +
+                                std::to_string(layers_.size() - 1));
+  std::lock_guard lock(mutex_);
+  auto& counters = layers_[static_cast<std::size_t>(layer)].horizons[horizon - 1];
+  // The earlier predictions this one replaces: their reads not yet started are dropped.
+  for (auto it = predictions_.lower_bound(BlockId::routed(layer, 0));
+       it != predictions_.end() && it->first.layer == layer; ++it) {
+    Prediction& earlier = it->second;
+    if (earlier.issued_by == 0 || earlier.cancelled || earlier.needed ||
+        std::ranges::find(experts, it->first.expert) != experts.end())
+      continue;
+    if (loader_.cancel(it->first)) {
+      earlier.cancelled = true;
+      ++layers_[static_cast<std::size_t>(layer)].horizons[earlier.issued_by - 1].cancelled;
+    }
+  }
   for (const std::int32_t expert : experts) {
     const BlockId block = BlockId::routed(layer, expert);
-    {
-      std::lock_guard lock(mutex_);
-      if (predictions_.contains(block)) continue;
+    Prediction& prediction = predictions_[block];
+    const unsigned bit = 1u << (horizon - 1);
+    if (prediction.predicted_by & bit) continue;  // listed twice
+    prediction.predicted_by |= bit;
+    ++counters.predicted;
+    if (prediction.needed) continue;
+    const bool reading = prediction.issued_by != 0 && !prediction.cancelled;
+    if (reading) {
+      // Predicted again nearer to its use: its read, if queued, moves up to this priority.
+      if (horizon < prediction.issued_by && loader_.pending(block))
+        loader_.load(block, priority_of(horizon));
+      continue;
     }
     if (host_.peek(block)) continue;
-    {
-      std::lock_guard lock(mutex_);
-      predictions_[block] = Prediction::issued;
-      ++layers_.at(static_cast<std::size_t>(layer)).prefetch_issued;
-    }
-    loader_.load(block, BlockLoader::Priority::prefetch,
-                 [this](BlockId id, const Payload& payload) {
-                   {
-                     std::lock_guard lock(mutex_);
-                     layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-                   }
-                   host_.admit(id, payload);
-                 });
+    issue(block, horizon);
   }
 }
 
 void TieredStore::settle(std::int32_t layer) {
-  std::vector<BlockId> unused;
-  {
-    std::lock_guard lock(mutex_);
-    for (auto it = predictions_.begin(); it != predictions_.end();) {
-      if (it->first.layer != layer) {
-        ++it;
-        continue;
+  std::lock_guard lock(mutex_);
+  auto& counters = layers_.at(static_cast<std::size_t>(layer));
+  auto it = predictions_.lower_bound(BlockId::routed(layer, 0));
+  while (it != predictions_.end() && it->first.layer == layer) {
+    const Prediction& prediction = it->second;
+    if (prediction.issued_by != 0 && !prediction.cancelled && !prediction.needed) {
+      auto& horizon = counters.horizons[prediction.issued_by - 1];
+      if (loader_.cancel(it->first)) {
+        ++horizon.cancelled;
+      } else {
+        ++horizon.wasted;
       }
-      if (it->second == Prediction::issued) {
-        ++layers_.at(static_cast<std::size_t>(layer)).prefetch_wasted;
-        unused.push_back(it->first);
-      }
-      it = predictions_.erase(it);
     }
+    it = predictions_.erase(it);
   }
-  for (const auto& block : unused) loader_.cancel(block);
 }
 
 std::vector<LayerCounters> TieredStore::layer_counters() const {
   std::lock_guard lock(mutex_);
-  return layers_;
+  std::vector<LayerCounters> out = layers_;
+  for (auto& layer : out) {
+    layer.prefetch_issued = layer.prefetch_hits = layer.prefetch_late = layer.prefetch_wasted = 0;
+    for (const auto& h : layer.horizons) {
+      layer.prefetch_issued += h.issued;
+      layer.prefetch_hits += h.hits;
+      layer.prefetch_late += h.late;
+      layer.prefetch_wasted += h.wasted + h.cancelled;
+    }
+  }
+  return out;
 }
 
 void TieredStore::reset_counters() {

@@ -1,11 +1,14 @@
 #include "moed/memtier/trace.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 #include "moed/memtier/block.hpp"
@@ -96,11 +99,23 @@ std::vector<BlockId> requests_of(std::span<const RoutingEvent> trace) {
 }
 
 std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t budget,
-                            EvictionPolicy& policy) {
+                            EvictionPolicy& policy, double auto_pin_share) {
   std::set<BlockId> resident;
   std::uint64_t hits = 0;
-  auto any = [](BlockId) { return true; };
+  std::optional<AutoPinner> pinner;
+  if (auto_pin_share > 0) pinner.emplace(auto_pin_share);
+  std::set<BlockId> pinned;
+  auto any = [&](BlockId block) { return !pinned.contains(block); };
   for (const auto& block : requests) {
+    if (pinner) {
+      pinner->count(block);
+      if (pinner->due()) {
+        std::vector<std::pair<BlockId, std::uint64_t>> sizes;
+        for (const auto& b : resident) sizes.push_back({b, 1});
+        const auto chosen = pinner->choose(sizes, budget);
+        pinned = std::set<BlockId>(chosen.begin(), chosen.end());
+      }
+    }
     if (resident.contains(block)) {
       ++hits;
       policy.on_access(block);
@@ -110,6 +125,7 @@ std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t 
     if (budget == 0) continue;
     if (resident.size() >= budget) {
       const auto victim = policy.victim(any);
+      if (!victim) continue;                         // everything resident is pinned
       if (!policy.admits(block, *victim)) continue;  // served once, not kept
       resident.erase(*victim);
       policy.on_erase(*victim);
@@ -159,7 +175,8 @@ std::uint64_t replay_belady(const std::vector<BlockId>& requests, std::uint64_t 
 
 std::vector<SimulationResult> simulate(std::span<const RoutingEvent> trace,
                                        std::span<const std::uint64_t> budgets,
-                                       std::span<const std::string> policies) {
+                                       std::span<const std::string> policies,
+                                       double auto_pin_share) {
   const auto requests = requests_of(trace);
   std::vector<SimulationResult> results;
   for (const auto& policy_name : policies) {
@@ -170,11 +187,218 @@ std::vector<SimulationResult> simulate(std::span<const RoutingEvent> trace,
         r.hits = replay_belady(requests, budget);
       } else {
         auto policy = make_policy(policy_name);
-        r.hits = replay_policy(requests, budget, *policy);
+        r.hits = replay_policy(requests, budget, *policy, auto_pin_share);
       }
       results.push_back(r);
     }
   }
+  return results;
+}
+
+namespace {
+
+// The simulated store: what the live TieredStore and BlockLoader do, in steps without time.
+class PrefetchReplay {
+ public:
+  PrefetchReplay(std::uint64_t budget, EvictionPolicy& policy, const PrefetchOptions& options,
+                 std::int32_t layers, std::int32_t experts, PrefetchSimulation& out)
+      : budget_(budget),
+        policy_(policy),
+        options_(options),
+        out_(out),
+        predictor_(options.predictor, layers, experts, std::max(1, options.horizons)) {}
+
+  void step(const RoutingEvent& event) {
+    held_.clear();
+    if (options_.horizons > 0 && !event.experts.empty()) {
+      for (const auto e : event.experts)
+        if (resident_.contains(BlockId::routed(event.layer, e)))
+          held_.insert(BlockId::routed(event.layer, e));
+      predictor_.observe(event.layer, event.experts, static_cast<int>(event.experts.size()));
+      for (int h = 1; h <= options_.horizons; ++h)
+        predict(event.layer + h, predictor_.predict(event.layer, h, options_.width), h);
+    }
+    read_prefetches();
+    for (const auto e : event.experts) {
+      request(BlockId::routed(event.layer, e));
+      held_.erase(BlockId::routed(event.layer, e));  // the engine lets each go once it is used
+    }
+    settle(event);
+  }
+
+ private:
+  struct Prediction {
+    unsigned predicted_by = 0;
+    int issued_by = 0;
+    bool queued = false, cancelled = false, needed = false;
+  };
+  using QueueKey = std::tuple<int, std::uint64_t, BlockId>;  // horizon, order issued, block
+
+  HorizonCounters& counters(int horizon) { return out_.horizons[horizon - 1]; }
+
+  void predict(std::int32_t layer, const std::vector<std::int32_t>& experts, int horizon) {
+    if (experts.empty()) return;
+    for (auto& [block, p] : predictions_)
+      if (block.layer == layer && p.queued && !p.needed &&
+          std::ranges::find(experts, block.expert) == experts.end()) {
+        dequeue(block, p);
+        p.cancelled = true;
+        ++counters(p.issued_by).cancelled;
+      }
+    for (const auto e : experts) {
+      const BlockId block = BlockId::routed(layer, e);
+      Prediction& p = predictions_[block];
+      const unsigned bit = 1u << (horizon - 1);
+      if (p.predicted_by & bit) continue;
+      p.predicted_by |= bit;
+      ++counters(horizon).predicted;
+      if (p.needed) continue;
+      if (p.issued_by != 0 && !p.cancelled) {
+        if (p.queued && horizon < p.issued_by) {
+          const auto it = queued_at_.find(block);
+          queue_.erase(it->second);
+          it->second = {horizon, std::get<1>(it->second), block};
+          queue_.insert(it->second);
+        }
+        continue;
+      }
+      if (resident_.contains(block)) continue;
+      p.issued_by = horizon;
+      p.cancelled = false;
+      p.queued = true;
+      ++counters(horizon).issued;
+      const QueueKey key{horizon, next_issue_++, block};
+      queue_.insert(key);
+      queued_at_[block] = key;
+    }
+  }
+
+  void dequeue(BlockId block, Prediction& p) {
+    const auto it = queued_at_.find(block);
+    queue_.erase(it->second);
+    queued_at_.erase(it);
+    p.queued = false;
+  }
+
+  // One lookup, as HostTier::lookup then TieredStore::acquire.
+  void request(BlockId block) {
+    Prediction* p = nullptr;
+    if (auto it = predictions_.find(block); it != predictions_.end()) p = &it->second;
+    const bool first_need = p && !p->needed;
+    if (first_need) p->needed = true;
+    const bool scored = first_need && p->issued_by != 0 && !p->cancelled;
+    if (resident_.contains(block)) {
+      ++out_.hits;
+      policy_.on_access(block);
+      if (scored) ++counters(p->issued_by).hits;
+      return;
+    }
+    policy_.on_miss(block);
+    if (scored) {
+      if (p->queued) {
+        dequeue(block, *p);
+        ++counters(p->issued_by).late;
+      } else {
+        ++counters(p->issued_by).wasted;  // read, then evicted or not kept
+      }
+    }
+    ++out_.demand_reads;
+    admit(block, true);
+  }
+
+  // As HostTier::admit; `filtered`: the policy's admission filter may keep its victim.
+  void admit(BlockId block, bool filtered) {
+    if (budget_ == 0) return;
+    auto evictable = [&](BlockId id) { return !held_.contains(id); };
+    while (resident_.size() >= budget_) {
+      const auto victim = policy_.victim(evictable);
+      if (!victim) return;
+      if (filtered && !policy_.admits(block, *victim)) return;
+      resident_.erase(*victim);
+      policy_.on_erase(*victim);
+    }
+    resident_.insert(block);
+    policy_.on_insert(block);
+  }
+
+  void read_prefetches() {
+    const std::uint64_t limit = options_.reads_per_layer;
+    for (std::uint64_t reads = 0; !queue_.empty() && (limit == 0 || reads < limit); ++reads) {
+      const BlockId block = std::get<2>(*queue_.begin());
+      dequeue(block, predictions_.at(block));
+      ++out_.prefetch_reads;
+      if (!resident_.contains(block)) admit(block, false);
+    }
+  }
+
+  void settle(const RoutingEvent& event) {
+    unsigned predicted_here = 0;
+    for (auto it = predictions_.begin(); it != predictions_.end();) {
+      auto& [block, p] = *it;
+      if (block.layer != event.layer) {
+        ++it;
+        continue;
+      }
+      predicted_here |= p.predicted_by;
+      for (int h = 1; h <= options_.horizons; ++h)
+        if (p.needed && (p.predicted_by & (1u << (h - 1)))) ++counters(h).used;
+      if (p.issued_by != 0 && !p.cancelled && !p.needed) {
+        if (p.queued) {
+          dequeue(block, p);
+          ++counters(p.issued_by).cancelled;
+        } else {
+          ++counters(p.issued_by).wasted;
+        }
+      }
+      it = predictions_.erase(it);
+    }
+    for (int h = 1; h <= options_.horizons; ++h)
+      if (predicted_here & (1u << (h - 1))) out_.routed[h - 1] += event.experts.size();
+  }
+
+  std::uint64_t budget_;
+  EvictionPolicy& policy_;
+  const PrefetchOptions& options_;
+  PrefetchSimulation& out_;
+  RoutingPredictor predictor_;
+  std::set<BlockId> resident_, held_;
+  std::map<BlockId, Prediction> predictions_;
+  std::set<QueueKey> queue_;
+  std::map<BlockId, QueueKey> queued_at_;
+  std::uint64_t next_issue_ = 0;
+};
+
+}  // namespace
+
+std::vector<PrefetchSimulation> simulate_prefetch(std::span<const RoutingEvent> trace,
+                                                  std::span<const std::uint64_t> budgets,
+                                                  std::span<const std::string> policies,
+                                                  const PrefetchOptions& options) {
+  if (options.horizons < 0 || options.horizons > kPrefetchHorizons)
+    throw std::invalid_argument("prefetch horizons " + std::to_string(options.horizons) +
+                                " is outside 0.." + std::to_string(kPrefetchHorizons));
+  if (options.width < 0)
+    throw std::invalid_argument("prefetch width " + std::to_string(options.width) + " is below 0");
+  for (const auto& name : policies) make_policy(name);  // validates the names up front
+  std::int32_t layers = 0, experts = 0;
+  std::uint64_t requests = 0;
+  for (const auto& event : trace) {
+    layers = std::max(layers, event.layer + 1);
+    for (const auto e : event.experts) experts = std::max(experts, e + 1);
+    requests += event.experts.size();
+  }
+  std::vector<PrefetchSimulation> results;
+  for (const auto& policy_name : policies)
+    for (const auto budget : budgets) {
+      PrefetchSimulation& r = results.emplace_back();
+      r.policy = policy_name;
+      r.budget_blocks = budget;
+      r.requests = requests;
+      if (trace.empty()) continue;
+      auto policy = make_policy(policy_name);
+      PrefetchReplay replay(budget, *policy, options, layers, std::max(experts, 1), r);
+      for (const auto& event : trace) replay.step(event);
+    }
   return results;
 }
 

@@ -284,7 +284,9 @@ for line in sys.stdin.read().splitlines():
 for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions', 'moed_host_hit_ratio',
           'moed_disk_read_bytes_total', 'moed_disk_staging_bytes', 'moed_host_used_bytes', 'moed_prefetch_accuracy',
           'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes', 'moed_host_bypasses_total',
-          'moed_host_admission_refusals_total'):
+          'moed_host_admission_refusals_total', 'moed_prefetch_predictions_total',
+          'moed_prefetch_predictions_used_total', 'moed_prefetch_horizon_issued_total',
+          'moed_prefetch_outcomes_total'):
     assert n in names, n
 " && pass "metrics parse" || fail "metrics"
 
@@ -298,6 +300,8 @@ if id nobody >/dev/null 2>&1; then
 fi
 expect "admin: bad policy" 400 "'random' is not one of lru, lfu, arc, tinylfu" http://moed/admin/cache -d '{"policy": "random"}'
 api -X POST http://moed/admin/pin -d '{"layer": 1, "expert": 3}' | grep -q '"pinned":true' && pass "pin an expert" || fail "pin"
+api http://moed/admin/cache -d '{"auto_pin": 0.25}' | py "import json,sys; h = json.load(sys.stdin)['host']; assert h['auto_pin_share'] == 0.25; assert {'block': 'L1:E3', 'layer': 1, 'expert': 3, 'by': 'admin'}.items() <= h['pins'][0].items(), h['pins']" &&
+  [[ $(status_of http://moed/admin/cache -d '{"auto_pin": 2}') == 400 ]] && pass "automatic pins on; pins say who pinned them" || fail "auto pin"
 api http://moed/admin/experts | py "import json,sys; d=json.load(sys.stdin); assert len(d['counts']) == 4 and sum(map(sum, d['counts'])) > 0" && pass "activation counts" || fail "experts"
 api -X POST http://moed/admin/trace/start >/dev/null
 api http://moed/v1/completions -d "$(req 8)" >/dev/null
@@ -337,11 +341,13 @@ streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
 ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
   ctl cache show | grep -q "^kv .*bf16, within the host budget" &&
-  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0" &&
+  ctl cache show | grep -q "^1 layer ahead  *[0-9]" && ctl cache show | grep -q "pinned: L1:E3 by admin" &&
+  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0; assert [h['horizon'] for h in c['prefetch']['horizons']] == [1, 2]" &&
   pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
 ctl --json cache set --policy arc | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'arc'" && pass "moectl cache set --policy arc" || fail "cache set arc"
 ctl cache set --policy tinylfu >/dev/null
+ctl --json cache set --auto-pin 0.5 | py "import json,sys; assert json.load(sys.stdin)['host']['auto_pin_share'] == 0.5" && pass "moectl cache set --auto-pin" || fail "cache set --auto-pin"
 ctl cache set --gpu 8GiB 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "no GPU tier" "$work/err" && pass "moectl cache set --gpu: a CPU-only daemon says so" || fail "cache set --gpu: $(cat "$work/err")"
 ctl cache pin 2:1 | grep -q "L2:E1 pinned" && pass "moectl cache pin" || fail "cache pin"
 ctl cache pin 2 2>"$work/err"; [[ $? -eq 1 ]] && grep -q "LAYER:EXPERT" "$work/err" && pass "moectl: bad block is named" || fail "cache pin bad"

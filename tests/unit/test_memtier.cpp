@@ -468,20 +468,29 @@ TEST(HostTier, AnAdmissionFilterRejectionIsABypassThatKeepsTheVictim) {
   EXPECT_LE(tier.counters().used_bytes, 100u);
 }
 
-TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
-  // A cyclic, skewed trace: 6 layers of 8 experts, two per token, expert 0 far more often.
+namespace {
+
+// A cyclic, skewed trace: two experts per token and layer, expert 0 far more often.
+std::vector<RoutingEvent> skewed_trace(int tokens, int layers, int experts) {
   std::vector<RoutingEvent> trace;
   std::uint64_t state = 7;
   auto next = [&] {
     state = state * 6364136223846793005ull + 1442695040888963407ull;
     return static_cast<int>(state >> 33);
   };
-  for (int token = 0; token < 60; ++token)
-    for (int layer = 0; layer < 6; ++layer) {
-      const int first = next() % 3 == 0 ? next() % 8 : 0;
-      const int second = (first + 1 + next() % 7) % 8;
+  for (int token = 0; token < tokens; ++token)
+    for (int layer = 0; layer < layers; ++layer) {
+      const int first = next() % 3 == 0 ? next() % experts : 0;
+      const int second = (first + 1 + next() % (experts - 1)) % experts;
       trace.push_back({token, layer, {first, second}, {}});
     }
+  return trace;
+}
+
+}  // namespace
+
+TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
+  const auto trace = skewed_trace(60, 6, 8);
   const std::uint64_t budgets[] = {0, 3, 6, 12, 24, 40};
   for (const auto& name : policy_names()) {
     const std::string policies[] = {name};
@@ -497,6 +506,67 @@ TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
       EXPECT_EQ(c.hits + c.misses, result.requests);
     }
   }
+}
+
+TEST(HostTier, AutomaticPinsEqualTheSimulatorsForEveryPolicy) {
+  const auto trace = skewed_trace(400, 6, 8);  // 4800 requests: four choices of pins
+  const std::uint64_t budgets[] = {3, 6, 12, 24};
+  for (const auto& name : policy_names()) {
+    const std::string policies[] = {name};
+    const auto plain = simulate(trace, budgets, policies);
+    const auto pinned = simulate(trace, budgets, policies, 0.25);
+    std::uint64_t differ = 0;
+    for (std::size_t i = 0; i < pinned.size(); ++i) {
+      const auto& result = pinned[i];
+      HostTier tier(result.budget_blocks * 100, make_policy(name));
+      tier.set_auto_pin(0.25);
+      for (const auto& event : trace)
+        for (const int expert : event.experts) {
+          const BlockId block = BlockId::routed(event.layer, expert);
+          if (!tier.lookup(block)) tier.admit(block, payload(100), HostTier::Admission::filtered);
+        }
+      const auto c = tier.counters();
+      EXPECT_EQ(c.hits, result.hits) << name << " at " << result.budget_blocks << " blocks";
+      EXPECT_LE(c.auto_pinned * 100, c.budget_bytes / 4);
+      differ += result.hits != plain[i].hits;
+    }
+    if (name == "lru") EXPECT_GT(differ, 0u);  // the pins changed what LRU keeps
+  }
+}
+
+TEST(HostTier, AutomaticPinsKeepTheMostRequestedWithinTheirShareAndAdminPinsStay) {
+  HostTier tier(400, make_policy("lru"));  // four blocks of 100
+  tier.set_auto_pin(0.25, 8);              // at most one block, chosen every 8 lookups
+  const BlockId hot = BlockId::routed(0, 0), admin = BlockId::routed(1, 1);
+  tier.pin(admin);
+  auto request = [&](BlockId block) {
+    if (!tier.lookup(block)) tier.admit(block, payload(100));
+  };
+  for (int i = 0; i < 4; ++i) {
+    request(hot);
+    request(BlockId::routed(0, 1 + i));
+  }
+  request(admin);  // the pinner chose at the eighth lookup
+  auto c = tier.counters();
+  EXPECT_EQ(c.auto_pinned, 1u);
+  EXPECT_EQ(c.pinned, 2u);
+  EXPECT_DOUBLE_EQ(c.auto_pin_share, 0.25);
+  ASSERT_EQ(c.pins.size(), 2u);
+  EXPECT_EQ(c.pins[0].block, admin);
+  EXPECT_FALSE(c.pins[0].automatic);
+  EXPECT_EQ(c.pins[1].block, hot);
+  EXPECT_TRUE(c.pins[1].automatic);
+  EXPECT_TRUE(c.pins[1].resident);
+  // A scan under LRU would evict the hot block first; pinned, it stays.
+  for (int e = 0; e < 4; ++e) request(BlockId::routed(2, e));
+  EXPECT_NE(tier.peek(hot), nullptr);
+  EXPECT_NE(tier.peek(admin), nullptr);
+  // An admin's unpin drops an automatic pin too; turning automatic pins off drops them all.
+  tier.unpin(hot);
+  EXPECT_EQ(tier.counters().auto_pinned, 0u);
+  tier.set_auto_pin(0);
+  EXPECT_EQ(tier.counters().pinned, 1u);
+  EXPECT_THROW(tier.set_auto_pin(1.5), std::invalid_argument);
 }
 
 TEST(HostTier, HonoursTheBudgetPinsAndBlocksInUse) {
@@ -639,6 +709,24 @@ TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
   EXPECT_EQ(f.loader->counters().cancelled, 1u);
 }
 
+TEST(BlockLoader, NextLayerPrefetchesStartBeforeFartherOnes) {
+  // As above: the first two jobs fill the pipeline, so everything queued next waits.
+  LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
+  auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
+  while (f.at_gate < 1) std::this_thread::yield();
+  auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
+  while (f.reader->completed < 2) std::this_thread::yield();
+  auto far = f.loader->load({2, 1}, BlockLoader::Priority::prefetch_far);
+  auto raised = f.loader->load({3, 1}, BlockLoader::Priority::prefetch_far);
+  auto near = f.loader->load({1, 1}, BlockLoader::Priority::prefetch);
+  f.loader->load({3, 1}, BlockLoader::Priority::prefetch);  // now wanted for the next layer
+  auto demand = f.loader->load({0, 3}, BlockLoader::Priority::demand);
+  f.gate.set_value();
+  for (auto* load : {&first, &second, &far, &raised, &near, &demand}) load->get();
+  std::lock_guard lock(f.order_mutex);
+  EXPECT_EQ(f.order, (std::vector<BlockId>{{0, 0}, {1, 0}, {0, 3}, {3, 1}, {1, 1}, {2, 1}}));
+}
+
 TEST(BlockLoader, ReadErrorsFailTheRequestAndLaterLoadsWork) {
   const auto path = patterned_file("loader-faulty", 1 << 20);
   Source source({path});
@@ -754,6 +842,143 @@ TEST(TieredStore, HeldExpertsOfTheCurrentLayerSurviveTheNextLayersPrefetches) {
   EXPECT_EQ(host.counters().bypasses, 2u);  // the prefetches found no evictable room
 }
 
+TEST(TieredStore, StalePrefetchesAreCancelledUnreadAndScoredPerHorizon) {
+  LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
+  HostTier host(1 << 20, make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  // Two dense blocks fill the pipeline, so the prefetches below stay queued until the gate opens.
+  auto dense0 = f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand);
+  while (f.at_gate < 1) std::this_thread::yield();
+  auto dense1 = f.loader->load(BlockId::dense(1), BlockLoader::Priority::demand);
+  while (f.reader->completed < 2) std::this_thread::yield();
+
+  const std::int32_t far3[] = {0, 1}, far2[] = {2}, near3[] = {1, 2};
+  store.prefetch(3, far3, 2);   // while layer 1 computes
+  store.prefetch(2, far2, 2);   // a prediction for layer 2, which is then computed
+  store.prefetch(3, near3, 1);  // layer 2 computes: expert 0 of layer 3 is no longer expected
+  store.settle(2);
+  EXPECT_THROW(store.prefetch(3, near3, 3), std::invalid_argument);
+  EXPECT_THROW(store.prefetch(4, near3, 1), std::invalid_argument);
+  f.gate.set_value();
+  dense0.get();
+  dense1.get();
+  while (!host.peek({3, 1}) || !host.peek({3, 2})) std::this_thread::yield();
+  store.acquire({3, 1});
+  store.acquire({3, 3});
+  store.settle(3);
+
+  {
+    std::lock_guard lock(f.order_mutex);
+    // Expert 1, raised to the next layer's priority, keeps its earlier place in the queue.
+    EXPECT_EQ(f.order,
+              (std::vector<BlockId>{BlockId::dense(0), BlockId::dense(1), {3, 1}, {3, 2}, {3, 3}}));
+  }
+  EXPECT_EQ(host.peek({3, 0}), nullptr);
+  EXPECT_EQ(host.peek({2, 2}), nullptr);
+  EXPECT_EQ(host.counters().evictions, 0u);
+  EXPECT_EQ(f.loader->counters().cancelled, 2u);
+
+  const auto layers = store.layer_counters();
+  const HorizonCounters& near = layers[3].horizons[0];
+  const HorizonCounters& far = layers[3].horizons[1];
+  EXPECT_EQ(far.predicted, 2u);
+  EXPECT_EQ(far.used, 1u);
+  EXPECT_EQ(far.issued, 2u);
+  EXPECT_EQ(far.hits, 1u);  // expert 1 was read for the horizon-2 prediction
+  EXPECT_EQ(far.cancelled, 1u);
+  EXPECT_EQ(far.wasted, 0u);
+  EXPECT_EQ(near.predicted, 2u);
+  EXPECT_EQ(near.used, 1u);
+  EXPECT_EQ(near.issued, 1u);
+  EXPECT_EQ(near.hits, 0u);
+  EXPECT_EQ(near.wasted, 1u);  // expert 2 was read and not needed
+  EXPECT_EQ(layers[2].horizons[1].issued, 1u);
+  EXPECT_EQ(layers[2].horizons[1].cancelled, 1u);
+  EXPECT_EQ(layers[3].prefetch_issued, 3u);
+  EXPECT_EQ(layers[3].prefetch_hits, 1u);
+  EXPECT_EQ(layers[3].prefetch_wasted, 2u);  // one read and not needed, one cancelled
+  EXPECT_EQ(layers[3].hits, 1u);
+  EXPECT_EQ(layers[3].misses, 1u);
+}
+
+TEST(TieredStore, APrefetchEvictedBeforeItsUseIsWasted) {
+  LoaderFixture f;
+  HostTier host(64 << 10, make_policy("lru"));  // room for one block
+  TieredStore store(host, *f.loader, f.source, 4);
+  const std::int32_t predicted[] = {0};
+  store.prefetch(2, predicted, 2);
+  while (!host.peek({2, 0})) std::this_thread::yield();
+  // The packer holds a read's payload until it takes the next block; once this one is done it
+  // has let go, so only the tier holds expert 0 and it can be evicted.
+  f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand).get();
+  store.acquire({1, 3});  // layer 1's demand evicts it
+  EXPECT_EQ(host.peek({2, 0}), nullptr);
+  store.acquire({2, 0});
+  store.settle(2);
+  const auto far = store.layer_counters()[2].horizons[1];
+  EXPECT_EQ(far.used, 1u);
+  EXPECT_EQ(far.wasted, 1u);
+  EXPECT_EQ(far.hits + far.late + far.cancelled, 0u);
+}
+
+TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead) {
+  // The engine's calls, as the live store sees them: each layer holds its resident experts,
+  // feeds its routing to the predictor, prefetches the next two layers' predicted experts, then
+  // acquires its own. Once every prefetch has landed before the layer's acquires (unbounded
+  // reads in the simulator), the live store and the simulator agree hit for hit.
+  const auto trace = skewed_trace(30, 4, 4);
+  const std::uint64_t budgets[] = {0, 3, 6};
+  PrefetchOptions options;  // two horizons, transition predictor, unbounded reads
+  for (const auto& name : policy_names()) {
+    const std::string policies[] = {name};
+    for (const auto& expected : simulate_prefetch(trace, budgets, policies, options)) {
+      LoaderFixture f;
+      HostTier host(expected.budget_blocks * (64 << 10), make_policy(name));
+      TieredStore store(host, *f.loader, f.source, 4);
+      RoutingPredictor predictor(RoutingPredictor::Kind::transition, 4, 4, kPrefetchHorizons);
+      for (const auto& event : trace) {
+        auto held = store.hold_resident(event.layer, event.experts);
+        predictor.observe(event.layer, event.experts, 2);
+        for (int h = 1; h <= kPrefetchHorizons && event.layer + h < 4; ++h)
+          store.prefetch(event.layer + h, predictor.predict(event.layer, h), h);
+        for (int l = event.layer + 1; l < 4; ++l)
+          for (int e = 0; e < 4; ++e)
+            while (f.loader->pending({l, e})) std::this_thread::yield();
+        // The packer lets go of a block's payload when it takes the next one.
+        f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand).get();
+        for (const auto e : event.experts) {
+          Payload used = store.acquire({event.layer, e});
+          std::erase(held, used);
+        }
+        store.settle(event.layer);
+      }
+      const std::string at = name + " at " + std::to_string(expected.budget_blocks) + " blocks";
+      EXPECT_EQ(host.counters().hits, expected.hits) << at;
+      std::array<HorizonCounters, kPrefetchHorizons> live{};
+      for (const auto& layer : store.layer_counters())
+        for (int h = 0; h < kPrefetchHorizons; ++h) {
+          live[h].predicted += layer.horizons[h].predicted;
+          live[h].used += layer.horizons[h].used;
+          live[h].issued += layer.horizons[h].issued;
+          live[h].hits += layer.horizons[h].hits;
+          live[h].late += layer.horizons[h].late;
+          live[h].wasted += layer.horizons[h].wasted;
+          live[h].cancelled += layer.horizons[h].cancelled;
+        }
+      for (int h = 0; h < kPrefetchHorizons; ++h) {
+        const auto& sim = expected.horizons[h];
+        EXPECT_GT(sim.predicted, 0u);
+        EXPECT_EQ(live[h].predicted, sim.predicted) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].used, sim.used) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].issued, sim.issued) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].hits, sim.hits) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].wasted, sim.wasted) << at << " horizon " << h + 1;
+        EXPECT_EQ(live[h].late + live[h].cancelled, 0u) << at << " horizon " << h + 1;
+      }
+    }
+  }
+}
+
 TEST(SectionRing, StreamsInRoundRobinWithBoundedMemory) {
   LoaderFixture f;
   std::vector<BlockId> schedule;
@@ -865,4 +1090,97 @@ TEST(Simulator, ReplaysInOrderAndBeladyIsNeverBeaten) {
     for (const auto& name : policy_names()) EXPECT_GE(hits("belady", b), hits(name, b)) << name;
   for (const auto& r : results) EXPECT_EQ(r.requests, 10u);
   EXPECT_THROW(simulate(trace, budgets, std::vector<std::string>{"fifo"}), std::invalid_argument);
+}
+
+TEST(Simulator, WithoutPrefetchTheHitsAreThePlainSimulators) {
+  const auto trace = skewed_trace(60, 6, 8);
+  const std::uint64_t budgets[] = {0, 3, 6, 12, 24, 40};
+  const auto& policies = policy_names();
+  const auto plain = simulate(trace, budgets, policies);
+  const auto none = simulate_prefetch(trace, budgets, policies, {.horizons = 0});
+  ASSERT_EQ(plain.size(), none.size());
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_EQ(none[i].hits, plain[i].hits) << plain[i].policy << " at " << plain[i].budget_blocks;
+    EXPECT_EQ(none[i].requests, plain[i].requests);
+    EXPECT_EQ(none[i].prefetch_reads, 0u);
+    EXPECT_EQ(none[i].demand_reads, plain[i].requests - plain[i].hits);
+  }
+  const std::string belady[] = {"belady"};
+  EXPECT_THROW(simulate_prefetch(trace, budgets, belady, {}), std::invalid_argument);
+  EXPECT_THROW(simulate_prefetch(trace, budgets, policies, {.horizons = 3}), std::invalid_argument);
+}
+
+TEST(Simulator, EveryIssuedPrefetchEndsOnceAndALimitedDiskCancelsStaleOnes) {
+  const auto trace = skewed_trace(80, 6, 8);
+  const std::uint64_t budgets[] = {4, 12, 24};
+  const std::string policies[] = {"lru", "tinylfu"};
+  for (const std::uint64_t reads : {0, 1, 2}) {
+    std::uint64_t cancelled = 0;
+    for (const auto& r :
+         simulate_prefetch(trace, budgets, policies, {.width = 3, .reads_per_layer = reads})) {
+      for (const auto& h : r.horizons) {
+        EXPECT_EQ(h.issued, h.hits + h.late + h.wasted + h.cancelled)
+            << r.policy << " at " << r.budget_blocks << ", " << reads << " reads per layer";
+        EXPECT_LE(h.used, h.predicted);
+        cancelled += h.cancelled;
+      }
+      EXPECT_EQ(r.prefetch_reads + r.horizons[0].cancelled + r.horizons[1].cancelled +
+                    r.horizons[0].late + r.horizons[1].late,
+                r.horizons[0].issued + r.horizons[1].issued);
+      if (reads == 0) {
+        EXPECT_EQ(r.horizons[0].late + r.horizons[1].late, 0u);
+      } else {
+        EXPECT_LE(r.prefetch_reads, reads * trace.size());
+      }
+    }
+    // Unbounded, every prefetch is read in the layer that issued it; one read per layer cannot
+    // keep up with three predictions for each of two layers, so stale ones are dropped.
+    if (reads == 0) EXPECT_EQ(cancelled, 0u);
+    if (reads == 1) EXPECT_GT(cancelled, 0u);
+  }
+}
+
+TEST(RoutingPredictor, LearnsLayerToLayerTransitions) {
+  // One expert per token and layer: token t goes to expert (t + l) % 4 at layer l, so expert a
+  // at layer l is always followed by a + 1 at l + 1 and a + 2 at l + 2.
+  RoutingPredictor predictor(RoutingPredictor::Kind::transition, 4, 4, 2);
+  for (int t = 0; t < 8; ++t)
+    for (int l = 0; l < 4; ++l) {
+      const std::int32_t expert[] = {(t + l) % 4};
+      predictor.observe(l, expert, 1);
+    }
+  for (int a = 0; a < 4; ++a) {
+    const std::int32_t expert[] = {a};
+    predictor.observe(1, expert, 1);
+    EXPECT_EQ(predictor.predict(1, 1), (std::vector<std::int32_t>{(a + 1) % 4}));
+    EXPECT_EQ(predictor.predict(1, 2), (std::vector<std::int32_t>{(a + 2) % 4}));
+    EXPECT_TRUE(predictor.predict(2, 2).empty());  // past the last layer
+    // Wider: the learned successor, then the rest by their frequency at layer 2 (all equal),
+    // the lower id first.
+    const auto wide = predictor.predict(1, 1, 2);
+    ASSERT_EQ(wide.size(), 2u);
+    EXPECT_EQ(wide[0], (a + 1) % 4);
+  }
+  // A batch predicts the union of its rows' predictions.
+  const std::int32_t rows[] = {0, 2};
+  predictor.observe(0, rows, 1);
+  EXPECT_EQ(predictor.predict(0, 1), (std::vector<std::int32_t>{1, 3}));
+  const std::int32_t bad[] = {4};
+  EXPECT_THROW(predictor.observe(0, bad, 1), std::invalid_argument);
+  EXPECT_THROW(predictor.observe(4, rows, 1), std::invalid_argument);
+  EXPECT_THROW(predictor.observe(0, rows, 3), std::invalid_argument);
+  EXPECT_THROW(predictor.predict(0, 3), std::invalid_argument);
+}
+
+TEST(RoutingPredictor, PreviousPredictsTheLastTokensExpertsAhead) {
+  RoutingPredictor predictor(RoutingPredictor::Kind::previous, 3, 8, 2);
+  const std::int32_t token0[3][2] = {{0, 1}, {2, 3}, {4, 5}};
+  for (int l = 0; l < 3; ++l) predictor.observe(l, token0[l], 2);
+  const std::int32_t layer0[] = {7, 6};
+  predictor.observe(0, layer0, 2);
+  EXPECT_EQ(predictor.predict(0, 1), (std::vector<std::int32_t>{2, 3}));
+  EXPECT_EQ(predictor.predict(0, 2), (std::vector<std::int32_t>{4, 5}));
+  EXPECT_EQ(predictor.predict(0, 2, 1), (std::vector<std::int32_t>{4}));
+  EXPECT_EQ(predictor_kind("previous"), RoutingPredictor::Kind::previous);
+  EXPECT_THROW(predictor_kind("router"), std::invalid_argument);
 }

@@ -82,4 +82,19 @@ TEST(RequestParse, CacheSettingsAcceptEveryPolicyAndNameABadOne) {
   }
 }
 
+TEST(RequestParse, CacheSettingsTakeAnAutoPinShareFromZeroToOne) {
+  EXPECT_FALSE(parse_cache_settings(parse_body(R"({"policy": "lru"})")).auto_pin.has_value());
+  EXPECT_EQ(parse_cache_settings(parse_body(R"({"auto_pin": 0.25})")).auto_pin, 0.25);
+  EXPECT_EQ(parse_cache_settings(parse_body(R"({"auto_pin": 0})")).auto_pin, 0.0);
+  for (const char* bad :
+       {R"({"auto_pin": 1.5})", R"({"auto_pin": -0.1})", R"({"auto_pin": "25%"})"}) {
+    try {
+      (void)parse_cache_settings(parse_body(bad));
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.field(), "auto_pin") << bad;
+    }
+  }
+}
+
 }  // namespace

@@ -108,9 +108,11 @@ class Client {
 
   // Admin calls (root, the daemon's user or its admin group only); answers are JSON text.
   std::string cache();
-  // Empty strings leave a setting as it is.
+  // Empty strings and no auto_pin leave a setting as it is; auto_pin is the share of the host
+  // budget experts may be pinned automatically (0: off).
   std::string set_cache(const std::string& host_budget, const std::string& policy,
-                        const std::string& gpu_budget = {});
+                        const std::string& gpu_budget = {},
+                        std::optional<double> auto_pin = std::nullopt);
   std::string pin(int layer, int expert);
   std::string unpin(int layer, int expert);
   std::string experts();

@@ -92,6 +92,19 @@ Config Config::from_file(const std::filesystem::path& path) {
       {"memory",
        {{"host_budget", [&](auto& k, auto& n) { c.host_budget = text(k, n); }},
         {"policy", [&](auto& k, auto& n) { c.policy = text(k, n); }},
+        {"auto_pin",
+         [&](auto& k, auto& n) {
+           double share = -1;
+           try {
+             share = n.template as<double>();
+           } catch (const YAML::Exception&) {
+           }
+           if (!(share >= 0 && share <= 1))
+             fail(path, k,
+                  "'" + (n.IsScalar() ? n.template as<std::string>() : std::string("?")) +
+                      "' is not a share of the budget from 0 (off) to 1, e.g. 0.25");
+           c.auto_pin = share;
+         }},
         {"reader", [&](auto& k, auto& n) { c.reader = text(k, n); }},
         {"queue_depth",
          [&](auto& k, auto& n) {

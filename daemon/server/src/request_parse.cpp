@@ -233,6 +233,12 @@ CacheSettings parse_cache_settings(const Body& body) {
         memtier::policy_names().end())
       bad_field("policy", "'" + settings.policy + "' is not one of " + memtier::policy_list());
   }
+  if (body.contains("auto_pin")) {
+    const auto& share = body["auto_pin"];
+    if (!share.is_number() || share.get<double>() < 0 || share.get<double>() > 1)
+      bad_field("auto_pin", "expected a share of the host budget from 0 (off) to 1, e.g. 0.25");
+    settings.auto_pin = share.get<double>();
+  }
   return settings;
 }
 

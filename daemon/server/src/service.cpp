@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -139,6 +140,39 @@ class TextStream {
   bool stopped_ = false;
 };
 
+// Each prefetch horizon's counters summed over the layers.
+std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons> horizon_totals(
+    const std::vector<memtier::LayerCounters>& layers) {
+  std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons> totals{};
+  for (const auto& layer : layers)
+    for (std::size_t h = 0; h < totals.size(); ++h) {
+      const auto& c = layer.horizons[h];
+      totals[h].predicted += c.predicted;
+      totals[h].used += c.used;
+      totals[h].issued += c.issued;
+      totals[h].hits += c.hits;
+      totals[h].late += c.late;
+      totals[h].wasted += c.wasted;
+      totals[h].cancelled += c.cancelled;
+    }
+  return totals;
+}
+
+nlohmann::json horizons_json(
+    const std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons>& horizons) {
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t h = 0; h < horizons.size(); ++h)
+    out.push_back({{"horizon", h + 1},
+                   {"predicted", horizons[h].predicted},
+                   {"used", horizons[h].used},
+                   {"issued", horizons[h].issued},
+                   {"hits", horizons[h].hits},
+                   {"late", horizons[h].late},
+                   {"wasted", horizons[h].wasted},
+                   {"cancelled", horizons[h].cancelled}});
+  return out;
+}
+
 }  // namespace
 
 Service::Service(Config config)
@@ -194,6 +228,7 @@ void Service::start_loading() {
       options.host_budget = engine::HostBudget::parse(config_.host_budget);
       options.on_progress = [this](double p) { progress_ = p; };
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
+      engine->host_tier().set_auto_pin(config_.auto_pin);
       auto scheduler = std::make_unique<engine::Scheduler>(
           *engine,
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
@@ -235,6 +270,7 @@ void Service::apply_memory_settings(const Config& config) {
     if (!config.host_budget.empty())
       engine_->set_host_budget(engine::HostBudget::parse(config.host_budget));
     engine_->set_policy(config.policy);
+    engine_->host_tier().set_auto_pin(config.auto_pin);
   });
 }
 
@@ -245,6 +281,7 @@ void Service::reload(const Config& config) {
   std::lock_guard lock(mutex_);
   config_.host_budget = config.host_budget;
   config_.policy = config.policy;
+  config_.auto_pin = config.auto_pin;
   config_.max_queue = config.max_queue;
   config_.default_max_tokens = config.default_max_tokens;
   config_.admin_group = config.admin_group;
@@ -681,6 +718,31 @@ void Service::metrics(ResponseWriter& writer) {
            static_cast<double>(wasted));
     metric("moed_prefetch_accuracy", "gauge", "share of prefetches that were needed",
            issued ? static_cast<double>(hits + late) / static_cast<double>(issued) : 0.0);
+    const auto horizons = horizon_totals(mem.layers);
+    auto per_horizon = [&](const char* name, const char* help, auto field) {
+      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
+      for (std::size_t h = 0; h < horizons.size(); ++h)
+        out << name << "{horizon=\"" << h + 1 << "\"} " << horizons[h].*field << '\n';
+    };
+    per_horizon("moed_prefetch_predictions_total",
+                "experts predicted for a layer this many layers ahead",
+                &memtier::HorizonCounters::predicted);
+    per_horizon("moed_prefetch_predictions_used_total",
+                "predicted experts the layer then routed to (precision: used / predictions)",
+                &memtier::HorizonCounters::used);
+    per_horizon("moed_prefetch_horizon_issued_total",
+                "prefetch reads started for predictions this many layers ahead",
+                &memtier::HorizonCounters::issued);
+    out << "# HELP moed_prefetch_outcomes_total how the prefetch reads of each horizon ended: "
+           "hit (resident when needed), late (still read when needed), wasted (read, not needed "
+           "or evicted first), cancelled (stale before its read started)\n"
+           "# TYPE moed_prefetch_outcomes_total counter\n";
+    for (std::size_t h = 0; h < horizons.size(); ++h)
+      for (const auto& [outcome, value] :
+           {std::pair{"hit", horizons[h].hits}, std::pair{"late", horizons[h].late},
+            std::pair{"wasted", horizons[h].wasted}, std::pair{"cancelled", horizons[h].cancelled}})
+        out << "moed_prefetch_outcomes_total{horizon=\"" << h + 1 << "\",outcome=\"" << outcome
+            << "\"} " << value << '\n';
   }
   Response r{http::status::ok, 11};
   r.set(http::field::content_type, "text/plain; version=0.0.4");
@@ -705,9 +767,17 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   const Body body = !get && !request.body().empty() ? parse_body(request.body()) : Body::object();
   auto cache_report = [&] {
     const auto mem = engine_->memory_stats();
+    json pins = json::array();
+    for (const auto& pin : mem.host.pins)
+      pins.push_back({{"block", pin.block.to_string()},
+                      {"layer", pin.block.layer},
+                      {"expert", pin.block.expert},
+                      {"by", pin.automatic ? "auto" : "admin"},
+                      {"resident", pin.resident}});
     json layers = json::array();
     for (const auto& l : mem.layers)
       layers.push_back({{"hits", l.hits},
+                        {"horizons", horizons_json(l.horizons)},
                         {"misses", l.misses},
                         {"prefetch_issued", l.prefetch_issued},
                         {"prefetch_hits", l.prefetch_hits},
@@ -721,6 +791,9 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"used_bytes", mem.host.used_bytes},
                   {"blocks", mem.host.blocks},
                   {"pinned", mem.host.pinned},
+                  {"auto_pinned", mem.host.auto_pinned},
+                  {"auto_pin_share", mem.host.auto_pin_share},
+                  {"pins", pins},
                   {"hits", mem.host.hits},
                   {"misses", mem.host.misses},
                   {"evictions", mem.host.evictions},
@@ -739,6 +812,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                 {"dense_streamed", mem.dense_streamed},
                 {"expert_bytes", mem.expert_bytes_total},
                 {"expert_block_bytes", engine_->expert_block_bytes()},
+                {"prefetch", {{"horizons", horizons_json(horizon_totals(mem.layers))}}},
                 {"layers", layers}};
     report["kv"] = {
         {"dtype", mem.kv_dtype}, {"bytes", mem.kv_bytes}, {"limit_bytes", mem.kv_limit_bytes}};
@@ -764,6 +838,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
         }
       }
       if (!settings.policy.empty()) engine_->set_policy(settings.policy);
+      if (settings.auto_pin) engine_->host_tier().set_auto_pin(*settings.auto_pin);
     });
     return writer.send(json_response(http::status::ok, cache_report()));
   }

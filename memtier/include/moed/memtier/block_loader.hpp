@@ -38,7 +38,10 @@ struct BlockLoaderOptions {
 // in the order their reads started.
 class BlockLoader {
  public:
-  enum class Priority { demand = 0, prefetch = 1 };
+  // Queued jobs start best first: demands, then prefetches for the next layer, then those for
+  // layers further ahead (whose predictions are less sure and needed later), oldest first within
+  // each. A load of a queued block at a better priority raises the job's.
+  enum class Priority { demand = 0, prefetch = 1, prefetch_far = 2 };
   // Runs on the packer thread after a block's bytes arrive (e.g. packs weights for oneDNN); the
   // bytes are valid only during the call. `urgent`: a demand load, with compute waiting for it.
   // Calls never overlap.

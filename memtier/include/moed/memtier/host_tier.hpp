@@ -41,15 +41,28 @@ class HostTier {
   // budget or the filter prefers the victim.
   bool admit(BlockId block, Payload payload, Admission admission = Admission::unconditional);
 
+  // An admin's pin; unpin() also drops an automatic pin until the next choice.
   void pin(BlockId block);
   void unpin(BlockId block);
+  // Automatic pins: every `period` lookups an AutoPinner chooses, of the resident blocks not
+  // pinned by an admin, the most requested ones within `share` of the budget (0: none; the
+  // automatic pins go). Setting the share the tier already has keeps its pins.
+  void set_auto_pin(double share, std::uint64_t period = 1024);
   void set_budget(std::uint64_t budget_bytes);  // evicts down to the new budget where it can
   void set_policy(std::unique_ptr<EvictionPolicy> policy);
 
   struct Counters {
     std::uint64_t hits = 0, misses = 0, evictions = 0, bypasses = 0;
     std::uint64_t refusals = 0;  // bypasses where the admission filter kept the victim
-    std::uint64_t used_bytes = 0, budget_bytes = 0, blocks = 0, pinned = 0;
+    std::uint64_t used_bytes = 0, budget_bytes = 0, blocks = 0;
+    std::uint64_t pinned = 0, auto_pinned = 0;  // pinned: by an admin or automatically
+    double auto_pin_share = 0;                  // 0: automatic pins off
+    struct Pin {
+      BlockId block;
+      bool automatic;  // else an admin's
+      bool resident;
+    };
+    std::vector<Pin> pins;
     std::string policy;
   };
   Counters counters() const;
@@ -66,7 +79,9 @@ class HostTier {
   std::uint64_t used_bytes_ = 0;
   std::unique_ptr<EvictionPolicy> policy_;
   std::unordered_map<BlockId, Payload, BlockIdHash> blocks_;
-  std::set<BlockId> pins_;
+  std::set<BlockId> pins_;       // an admin's
+  std::set<BlockId> auto_pins_;  // the pinner's last choice
+  std::optional<AutoPinner> pinner_;
   Counters counters_;
 };
 

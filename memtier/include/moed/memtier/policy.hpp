@@ -142,6 +142,29 @@ class TinyLfuPolicy final : public EvictionPolicy {
   RecencyList resident_;
 };
 
+// Chooses experts to pin from how often they are requested, whatever the eviction policy: every
+// `period` requests, of the resident blocks, those requested at least twice as often as the
+// average block requested since the last choice, most requested first, while their bytes fit in
+// `share` of the budget. Pins chosen so are never evicted until a later choice drops them. Counts
+// halve at each choice, so popularity that fades lets its pins go. The host tier and the
+// simulator drive the same object.
+class AutoPinner {
+ public:
+  explicit AutoPinner(double share, std::uint64_t period = 1024);
+  void count(BlockId block);
+  bool due() const { return since_choice_ >= period_; }
+  // `resident`: each resident block and its bytes.
+  std::vector<BlockId> choose(const std::vector<std::pair<BlockId, std::uint64_t>>& resident,
+                              std::uint64_t budget_bytes);
+  double share() const { return share_; }
+
+ private:
+  double share_;
+  std::uint64_t period_;
+  std::uint64_t since_choice_ = 0;
+  std::unordered_map<BlockId, double, BlockIdHash> counts_;
+};
+
 // The names make_policy accepts, and the one the daemon uses unless told otherwise.
 const std::vector<std::string>& policy_names();
 inline constexpr std::string_view kDefaultPolicy = "tinylfu";

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -11,17 +12,41 @@
 
 namespace moed::memtier {
 
+// Predictions can look this many layers ahead: horizon 1 is the next layer, 2 the one after.
+inline constexpr int kPrefetchHorizons = 2;
+
+// How the predictions made `horizon` layers ahead of a layer fared. A prediction is one
+// (layer, expert) pair, counted once per pass through the layer however often it is repeated.
+struct HorizonCounters {
+  std::uint64_t predicted = 0;  // experts predicted for the layer
+  std::uint64_t used = 0;       // of those, experts the layer then routed to (precision)
+  std::uint64_t issued = 0;     // prefetch loads these predictions started
+  std::uint64_t hits = 0;       // issued, and resident when the layer needed the expert
+  std::uint64_t late = 0;       // issued, and still being read when needed
+  // Issued and read, but not needed by the layer, or evicted (or turned away) before it was.
+  std::uint64_t wasted = 0;
+  // Issued but dropped before their read started: the layer was computed first, or a newer
+  // prediction for it left the expert out. Never read, so they evicted nothing.
+  std::uint64_t cancelled = 0;
+};
+
 struct LayerCounters {
   std::uint64_t hits = 0, misses = 0;
+  // Totals over the horizons (wasted includes cancelled: prefetches that were not needed).
   std::uint64_t prefetch_issued = 0, prefetch_hits = 0, prefetch_late = 0, prefetch_wasted = 0;
+  std::array<HorizonCounters, kPrefetchHorizons> horizons{};  // [0]: horizon 1
   std::uint64_t bytes_read = 0;
   double wait_seconds = 0;  // time compute waited on I/O for this layer
 };
 
 // Routed experts across the host and disk tiers: acquire() serves a block from host RAM or reads
-// it (a demand read), predict() starts prefetch reads for the next layer's likely experts, and
-// settle() scores each prediction as hit (resident when needed), late (still in flight) or
-// wasted (not needed), cancelling the wasted ones still queued.
+// it (a demand read), prefetch() starts reads for the experts predicted for a layer one or more
+// layers ahead, and settle() scores each prediction for a layer once it has been computed.
+// Prefetches for the next layer are read before those for layers further ahead and demands
+// before both; a queued prefetch whose prediction went stale (its layer was computed, or a newer
+// prediction for the layer left it out) is cancelled, so it never takes a read or evicts a
+// block. Reads already started finish and are kept. Prediction calls (prefetch, predict, settle)
+// and acquire come from one thread, the compute's; counters may be read from any.
 class TieredStore {
  public:
   TieredStore(HostTier& host, BlockLoader& loader, const Source& source, std::int32_t layers);
@@ -31,13 +56,29 @@ class TieredStore {
   // never evicts a block in use, so holding these keeps them for the caller, e.g. while the
   // prefetches of the next layer are admitted before this layer has acquired its experts.
   std::vector<Payload> hold_resident(std::int32_t layer, std::span<const std::int32_t> experts);
-  void predict(std::int32_t layer, std::span<const std::int32_t> experts);
+  // The experts predicted for `layer`, `horizon` (1..kPrefetchHorizons) layers ahead of the one
+  // computing now. Replaces earlier predictions for that layer: their queued reads for experts
+  // not in `experts` are cancelled, and an expert predicted again at a nearer horizon has its
+  // queued read raised to that horizon's priority. Throws std::invalid_argument for a horizon
+  // or layer out of range.
+  void prefetch(std::int32_t layer, std::span<const std::int32_t> experts, int horizon);
+  void predict(std::int32_t layer, std::span<const std::int32_t> experts) {
+    prefetch(layer, experts, 1);
+  }
+  // `layer` has been computed: scores its predictions and cancels their reads not yet started.
   void settle(std::int32_t layer);
   std::vector<LayerCounters> layer_counters() const;
   void reset_counters();
 
  private:
-  enum class Prediction { issued, used };
+  struct Prediction {
+    unsigned predicted_by = 0;  // bit h-1 set: predicted at horizon h
+    int issued_by = 0;          // horizon whose prefetch started the read; 0: none started
+    bool cancelled = false;     // its queued read was dropped
+    bool needed = false;        // the layer asked for the expert
+  };
+  static BlockLoader::Priority priority_of(int horizon);
+  void issue(BlockId block, int horizon);
   HostTier& host_;
   BlockLoader& loader_;
   const Source& source_;

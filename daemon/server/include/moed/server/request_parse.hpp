@@ -74,6 +74,7 @@ GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
 struct CacheSettings {
   std::string host_budget;
   std::string policy;
+  std::optional<double> auto_pin;  // share of the host budget pinned automatically; 0: off
 };
 CacheSettings parse_cache_settings(const Body& body);
 
