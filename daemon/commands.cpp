@@ -76,6 +76,7 @@ engine::EngineOptions engine_options(const ModelArgs& args) {
       args.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
   options.reader.queue_depth = args.queue_depth;
   options.prefetch = !args.no_prefetch;
+  options.prefetch_horizon = args.prefetch_horizon;
   options.kv_dtype = engine::parse_kv_dtype(args.kv_dtype);
   return options;
 }

@@ -316,6 +316,41 @@ TEST(EngineMemtier, EveryBudgetReaderAndPrefetchSettingGivesBitIdenticalLogits) 
   }
 }
 
+// Predicting two layers ahead moves reads earlier, never results; both horizons are scored.
+TEST(EngineMemtier, TwoLayerAheadPrefetchKeepsLogitsAndScoresBothHorizons) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  Engine unlimited(kModels / "tiny-f32", {});
+  const auto want = prefill_logits(unlimited, tokens);
+  auto options = budget_options(0.25, 0, memtier::ReaderKind::io_uring, true);
+  options.prefetch_horizon = 2;
+  Engine engine(kModels / "tiny-f32", options);
+  auto cache = engine.new_cache();
+  std::vector<float> logits, all;
+  engine.forward(std::span(tokens).first(4), cache, logits, true);
+  all = logits;
+  for (std::size_t i = 4; i < tokens.size(); ++i) {
+    engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  Engine reference(kModels / "tiny-f32", {});
+  auto ref_cache = reference.new_cache();
+  std::vector<float> ref_all;
+  reference.forward(std::span(tokens).first(4), ref_cache, logits, true);
+  ref_all = logits;
+  for (std::size_t i = 4; i < tokens.size(); ++i) {
+    reference.forward(std::span(tokens).subspan(i, 1), ref_cache, logits, false);
+    ref_all.insert(ref_all.end(), logits.begin(), logits.end());
+  }
+  EXPECT_EQ(all, ref_all);
+  EXPECT_EQ(prefill_logits(engine, tokens), want);
+  std::uint64_t predicted[2] = {0, 0};
+  for (const auto& layer : engine.memory_stats().layers)
+    for (int h = 0; h < 2; ++h)
+      predicted[h] += layer.horizons[static_cast<std::size_t>(h)].predicted;
+  EXPECT_GT(predicted[0], 0u);
+  EXPECT_GT(predicted[1], 0u);
+}
+
 TEST(EngineMemtier, DenseLayersStreamThroughTheRingWhenTheBudgetIsTooSmall) {
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
   Engine unlimited(kModels / "tiny-f32", {});

@@ -442,33 +442,37 @@ const DenseWeights& Engine::dense(std::int64_t layer, memtier::Payload& hold) {
   return static_cast<const DenseWeights&>(*hold);
 }
 
-void Engine::predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows) {
-  const std::int64_t next = layer + 1;
-  if (!options_.prefetch || next >= spec_.num_layers || !spec_.has_experts(next)) return;
-  memtier::Payload hold;
-  const DenseWeights* weights = nullptr;
-  if (!resident_dense_.empty()) {
-    weights = resident_dense_[static_cast<std::size_t>(next)].get();
-  } else if ((hold = ring_->try_peek(static_cast<std::size_t>(next)))) {
-    weights = static_cast<const DenseWeights*>(hold.get());
+void Engine::predict_ahead(std::int64_t layer, const float* h, std::int64_t rows) {
+  if (!options_.prefetch) return;
+  // Horizon 1 first, so its reads queue ahead of the farther layer's.
+  for (int horizon = 1; horizon <= options_.prefetch_horizon; ++horizon) {
+    const std::int64_t target = layer + horizon;
+    if (target >= spec_.num_layers || !spec_.has_experts(target)) continue;
+    memtier::Payload hold;
+    const DenseWeights* weights = nullptr;
+    if (!resident_dense_.empty()) {
+      weights = resident_dense_[static_cast<std::size_t>(target)].get();
+    } else if ((hold = ring_->try_peek(static_cast<std::size_t>(target)))) {
+      weights = static_cast<const DenseWeights*>(hold.get());
+    }
+    if (!weights) continue;  // that layer's router is not loaded yet: no prediction this time
+    const int n_experts = static_cast<int>(spec_.num_experts);
+    const int k = static_cast<int>(spec_.experts_per_token);
+    std::vector<float> logits(static_cast<std::size_t>(rows * n_experts));
+    router_logits_of(*weights, h, rows, logits.data());
+    std::vector<std::int32_t> predicted;
+    std::vector<int> ids(static_cast<std::size_t>(k));
+    std::vector<float> unused(static_cast<std::size_t>(k));
+    const float* bias = weights->router_bias.empty() ? nullptr : weights->router_bias.data();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      route(spec_.router, logits.data() + r * n_experts, bias, n_experts, k, ids.data(),
+            unused.data());
+      for (int id : ids)
+        if (std::find(predicted.begin(), predicted.end(), id) == predicted.end())
+          predicted.push_back(id);
+    }
+    store_->prefetch(static_cast<std::int32_t>(target), predicted, horizon);
   }
-  if (!weights) return;  // the next layer's router is not loaded yet: no prediction this time
-  const int n_experts = static_cast<int>(spec_.num_experts);
-  const int k = static_cast<int>(spec_.experts_per_token);
-  std::vector<float> logits(static_cast<std::size_t>(rows * n_experts));
-  router_logits_of(*weights, h, rows, logits.data());
-  std::vector<std::int32_t> predicted;
-  std::vector<int> ids(static_cast<std::size_t>(k));
-  std::vector<float> unused(static_cast<std::size_t>(k));
-  const float* bias = weights->router_bias.empty() ? nullptr : weights->router_bias.data();
-  for (std::int64_t r = 0; r < rows; ++r) {
-    route(spec_.router, logits.data() + r * n_experts, bias, n_experts, k, ids.data(),
-          unused.data());
-    for (int id : ids)
-      if (std::find(predicted.begin(), predicted.end(), id) == predicted.end())
-        predicted.push_back(id);
-  }
-  store_->predict(static_cast<std::int32_t>(next), predicted);
 }
 
 void Engine::router_logits_of(const DenseWeights& weights, const float* h, std::int64_t rows,
@@ -531,7 +535,7 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   // acquired, so without prefetch eviction is exactly the policy's (as the simulator replays).
   std::vector<memtier::Payload> unacquired;
   if (options_.prefetch) unacquired = store_->hold_resident(layer, order);
-  predict_next_layer(layer_index, h, rows);
+  predict_ahead(layer_index, h, rows);
   // Outputs land per (row, slot) so the weighted sum always adds in slot order, whatever order
   // the experts ran in.
   std::vector<float> slot_out(static_cast<std::size_t>(rows * k * hidden));
@@ -832,8 +836,8 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     if (spec_.has_experts(l)) {
       moe(l, layer, h.data(), n, block_out.data());
     } else {
-      // The first MoE layer after a dense one is predicted from here, as moe() does for the next.
-      predict_next_layer(l, h.data(), n);
+      // MoE layers after a dense one are predicted from here, as moe() does for those after it.
+      predict_ahead(l, h.data(), n);
       gated_mlp(layer.mlp_gate_up, layer.mlp_down, h.data(), n, block_out.data());
     }
     kernels::add_in_place(x.data(), block_out.data(), n * hidden);

@@ -111,6 +111,8 @@ Config Config::from_file(const std::filesystem::path& path) {
            c.queue_depth = static_cast<std::uint32_t>(number(k, n, 1, 4096));
          }},
         {"prefetch", [&](auto& k, auto& n) { c.prefetch = boolean(k, n); }},
+        {"prefetch_horizon",
+         [&](auto& k, auto& n) { c.prefetch_horizon = static_cast<int>(number(k, n, 1, 2)); }},
         {"ring_sections",
          [&](auto& k, auto& n) {
            c.ring_sections = static_cast<std::uint32_t>(number(k, n, 1, 64));

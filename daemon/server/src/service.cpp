@@ -223,6 +223,7 @@ void Service::start_loading() {
           config_.reader == "pread" ? memtier::ReaderKind::pread : memtier::ReaderKind::io_uring;
       options.reader.queue_depth = config_.queue_depth;
       options.prefetch = config_.prefetch;
+      options.prefetch_horizon = config_.prefetch_horizon;
       options.ring_sections = config_.ring_sections;
       options.kv_dtype = engine::parse_kv_dtype(config_.kv_dtype);
       options.host_budget = engine::HostBudget::parse(config_.host_budget);

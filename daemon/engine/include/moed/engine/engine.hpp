@@ -43,7 +43,9 @@ struct EngineOptions {
   // pass a fault-injecting one.
   std::function<std::unique_ptr<memtier::Reader>(std::vector<std::filesystem::path>)>
       reader_factory;
-  bool prefetch = true;           // predict layer l+1's experts while layer l computes
+  bool prefetch = true;  // predict layer l+1's experts while layer l computes
+  // How many layers ahead to predict and prefetch (1 or 2); horizon 2 reads at a lower priority.
+  int prefetch_horizon = 1;
   std::size_t ring_sections = 2;  // sections of the dense-layer ring when it streams
   // Keys and values in bf16 (half the memory of f32) keep the golden tests' greedy tokens;
   // f32 stays for exact comparisons with an f32 reference.
@@ -204,7 +206,9 @@ class Engine {
   // Routed experts plus the shared experts of a MoE layer: h -> out [rows, hidden].
   void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows,
            float* out);
-  void predict_next_layer(std::int64_t layer, const float* h, std::int64_t rows);
+  // Applies the routers of the next prefetch_horizon layers to this layer's hidden state and
+  // asks memtier to read the experts they choose (horizon 1: the next layer).
+  void predict_ahead(std::int64_t layer, const float* h, std::int64_t rows);
   // The gate matrix of the first routed expert (its dtype is the experts'), or null.
   const model::TensorInfo* first_expert_gate() const;
   // The total budget a HostBudget means for this model, given the fixed part.
