@@ -215,7 +215,9 @@ int run_bench(const BenchArgs& args) {
   engine.reset_memory_stats();
   const auto disk_before = engine.memory_stats().disk;
   const auto host_before = engine.memory_stats().host;
-  std::vector<double> shares, bandwidths, raw_rates, disk_shares;
+  // combined_shares: against min(memory bound, raw disk rate / the round's disk bytes per token),
+  // the bound of a step that must both read its resident bytes and bring its misses from disk.
+  std::vector<double> shares, bandwidths, raw_rates, disk_shares, combined_shares;
   double decode_seconds = 0.0;
   std::int64_t steps = 0;
   while (steps < args.decode_tokens - 1) {
@@ -237,6 +239,12 @@ int run_bench(const BenchArgs& args) {
     shares.push_back(static_cast<double>(round_steps) / seconds /
                      (round_bandwidth / bytes_per_token));
     const auto disk_after = engine.memory_stats().disk;
+    const double round_disk_bytes =
+        static_cast<double>(disk_after.bytes_read - round_disk.bytes_read);
+    double round_bound = round_bandwidth / bytes_per_token;
+    if (round_raw > 0 && round_disk_bytes > 0)
+      round_bound = std::min(round_bound, round_raw / (round_disk_bytes / round_steps));
+    combined_shares.push_back(static_cast<double>(round_steps) / seconds / round_bound);
     const double round_busy = disk_after.busy_seconds - round_disk.busy_seconds;
     if (round_raw > 0 && round_busy > 0) {
       raw_rates.push_back(round_raw);
@@ -290,6 +298,8 @@ int run_bench(const BenchArgs& args) {
       {"decode_bound_tokens_per_s", bound_tps},
       {"decode_share_of_bound", share},
       {"decode_rounds", shares.size()},
+      {"decode_share_of_combined_bound", median(combined_shares)},
+      {"compute_wait_share", decode_seconds > 0 ? wait_s / decode_seconds : 0.0},
       {"host_hit_rate", lookups > 0 ? hits / lookups : 0.0},
       {"prefetch_issued", issued},
       {"prefetch_hits", prefetch_hits},
@@ -330,6 +340,11 @@ int run_bench(const BenchArgs& args) {
               bound_tps);
   std::printf("decode share of bound      %.1f%% (median over %zu rounds of %lld tokens)\n",
               100.0 * share, shares.size(), static_cast<long long>(kDecodeRound));
+  if (!disk_shares.empty())
+    std::printf(
+        "share of memory+disk bound %.1f%% (bound: min(bandwidth / bytes per token, raw disk "
+        "rate / disk bytes per token), per round)\n",
+        100.0 * median(combined_shares));
   std::printf("host hit rate              %.1f%% of %.0f expert lookups\n",
               lookups > 0 ? 100.0 * hits / lookups : 0.0, lookups);
   std::printf("prefetch                   %llu issued: %llu hit, %llu late, %llu wasted\n",

@@ -156,18 +156,6 @@ def tensor_type(name, array, recipe, n_layers, n_expert):
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
 
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def merge_pairs(model):
     pairs = []
     for merge in model.get("merges", []):

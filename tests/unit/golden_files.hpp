@@ -80,4 +80,34 @@ std::vector<float> prefill_logits(moed::engine::Engine& engine,
   return logits;
 }
 
+// Logits of a 4-token prefill (every row), then of each decode step over the rest of the tokens.
+std::vector<float> prefill_then_decode(moed::engine::Engine& engine,
+                                       const std::vector<std::int32_t>& tokens) {
+  auto cache = engine.new_cache();
+  std::vector<float> logits, all;
+  engine.forward(std::span(tokens).first(4), cache, logits, true);
+  all = logits;
+  for (std::size_t i = 4; i < tokens.size(); ++i) {
+    engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+// `count` greedy tokens after the prompt, decoded step by step (generate() would stop at EOS).
+std::vector<std::int32_t> greedy_tokens(moed::engine::Engine& engine,
+                                        const std::vector<std::int32_t>& prompt,
+                                        std::size_t count) {
+  auto cache = engine.new_cache();
+  std::vector<float> logits;
+  std::vector<std::int32_t> got;
+  engine.forward(prompt, cache, logits, false);
+  while (got.size() < count) {
+    got.push_back(
+        static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    engine.forward(std::span(&got.back(), 1), cache, logits, false);
+  }
+  return got;
+}
+
 }  // namespace

@@ -103,18 +103,9 @@ TEST(Engine, GreedyGenerationMatchesTheReference) {
       Engine engine(kModels / model, options);
       const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
       const auto want = golden["generated"].get<std::vector<std::int32_t>>();
-      // Decode step by step rather than through generate(), which would stop at EOS.
-      auto cache = engine.new_cache();
-      std::vector<float> logits;
-      std::vector<std::int32_t> got;
-      engine.forward(prompt, cache, logits, false);
-      while (got.size() < want.size()) {
-        got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                                logits.begin()));
-        engine.forward(std::span(&got.back(), 1), cache, logits, false);
-      }
-      EXPECT_EQ(got, want) << model << " (reference's smallest top-1 margin "
-                           << golden["min_margin"].get<double>() << ")";
+      EXPECT_EQ(greedy_tokens(engine, prompt, want.size()), want)
+          << model << " (reference's smallest top-1 margin " << golden["min_margin"].get<double>()
+          << ")";
     }
 }
 
@@ -324,24 +315,7 @@ TEST(EngineMemtier, TwoLayerAheadPrefetchKeepsLogitsAndScoresBothHorizons) {
   auto options = budget_options(0.25, 0, memtier::ReaderKind::io_uring, true);
   options.prefetch_horizon = 2;
   Engine engine(kModels / "tiny-f32", options);
-  auto cache = engine.new_cache();
-  std::vector<float> logits, all;
-  engine.forward(std::span(tokens).first(4), cache, logits, true);
-  all = logits;
-  for (std::size_t i = 4; i < tokens.size(); ++i) {
-    engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
-    all.insert(all.end(), logits.begin(), logits.end());
-  }
-  Engine reference(kModels / "tiny-f32", {});
-  auto ref_cache = reference.new_cache();
-  std::vector<float> ref_all;
-  reference.forward(std::span(tokens).first(4), ref_cache, logits, true);
-  ref_all = logits;
-  for (std::size_t i = 4; i < tokens.size(); ++i) {
-    reference.forward(std::span(tokens).subspan(i, 1), ref_cache, logits, false);
-    ref_all.insert(ref_all.end(), logits.begin(), logits.end());
-  }
-  EXPECT_EQ(all, ref_all);
+  EXPECT_EQ(prefill_then_decode(engine, tokens), prefill_then_decode(unlimited, tokens));
   EXPECT_EQ(prefill_logits(engine, tokens), want);
   std::uint64_t predicted[2] = {0, 0};
   for (const auto& layer : engine.memory_stats().layers)

@@ -28,19 +28,6 @@ std::string test_name(const ::testing::TestParamInfo<const char*>& info) {
   return info.param;
 }
 
-// Logits of a prefill, then of each decode step over the rest of the tokens.
-std::vector<float> prefill_then_decode(Engine& engine, const std::vector<std::int32_t>& tokens) {
-  auto cache = engine.new_cache();
-  std::vector<float> logits, all;
-  engine.forward(std::span(tokens).first(4), cache, logits, true);
-  all = logits;
-  for (std::size_t i = 4; i < tokens.size(); ++i) {
-    engine.forward(std::span(tokens).subspan(i, 1), cache, logits, false);
-    all.insert(all.end(), logits.begin(), logits.end());
-  }
-  return all;
-}
-
 }  // namespace
 
 TEST_P(Family, F32LogitsMatchTheNumpyReference) {
@@ -70,17 +57,9 @@ TEST_P(Family, Bf16GreedyTokensMatchTheReference) {
     EngineOptions options;
     options.kv_dtype = kv_dtype;
     Engine engine(kModels / bf16_model(), options);
-    auto cache = engine.new_cache();
-    std::vector<float> logits;
-    std::vector<std::int32_t> got;
-    engine.forward(prompt, cache, logits, false);
-    while (got.size() < want.size()) {
-      got.push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                              logits.begin()));
-      engine.forward(std::span(&got.back(), 1), cache, logits, false);
-    }
-    EXPECT_EQ(got, want) << to_string(kv_dtype) << " KV; reference's smallest top-1 margin "
-                         << golden["min_margin"].get<double>();
+    EXPECT_EQ(greedy_tokens(engine, prompt, want.size()), want)
+        << to_string(kv_dtype) << " KV; reference's smallest top-1 margin "
+        << golden["min_margin"].get<double>();
   }
 }
 
