@@ -19,7 +19,7 @@ for family in "${families[@]}"; do
     /usr/bin/python3 "$here/make-tiny-model.py" --family "$family" --size bench --dtype bf16 \
       --out "$model" >/dev/null
   fi
-  "$moed" bench --model "$model" --json --threads 2 --prompt-tokens 256 --decode-tokens 64 \
+  "$moed" bench --model "$model" --json --threads 2 --prompt-tokens 256 --decode-tokens 320 \
     >"$dir/bench-$family.json" 2>/dev/null
   /usr/bin/python3 - "$family" "$dir/bench-$family.json" <<'PY'
 import json, sys
