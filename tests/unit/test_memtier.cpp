@@ -489,6 +489,15 @@ std::vector<RoutingEvent> skewed_trace(int tokens, int layers, int experts) {
 
 }  // namespace
 
+// Every request of the trace through the host tier, a miss admitted as a demand load would be.
+void replay(HostTier& tier, const std::vector<RoutingEvent>& trace) {
+  for (const auto& event : trace)
+    for (const int expert : event.experts) {
+      const BlockId block = BlockId::routed(event.layer, expert);
+      if (!tier.lookup(block)) tier.admit(block, payload(100), HostTier::Admission::filtered);
+    }
+}
+
 TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
   const auto trace = skewed_trace(60, 6, 8);
   const std::uint64_t budgets[] = {0, 3, 6, 12, 24, 40};
@@ -496,11 +505,7 @@ TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
     const std::string policies[] = {name};
     for (const auto& result : simulate(trace, budgets, policies)) {
       HostTier tier(result.budget_blocks * 100, make_policy(name));
-      for (const auto& event : trace)
-        for (const int expert : event.experts) {
-          const BlockId block = BlockId::routed(event.layer, expert);
-          if (!tier.lookup(block)) tier.admit(block, payload(100), HostTier::Admission::filtered);
-        }
+      replay(tier, trace);
       const auto c = tier.counters();
       EXPECT_EQ(c.hits, result.hits) << name << " at " << result.budget_blocks << " blocks";
       EXPECT_EQ(c.hits + c.misses, result.requests);
@@ -520,11 +525,7 @@ TEST(HostTier, AutomaticPinsEqualTheSimulatorsForEveryPolicy) {
       const auto& result = pinned[i];
       HostTier tier(result.budget_blocks * 100, make_policy(name));
       tier.set_auto_pin(0.25);
-      for (const auto& event : trace)
-        for (const int expert : event.experts) {
-          const BlockId block = BlockId::routed(event.layer, expert);
-          if (!tier.lookup(block)) tier.admit(block, payload(100), HostTier::Admission::filtered);
-        }
+      replay(tier, trace);
       const auto c = tier.counters();
       EXPECT_EQ(c.hits, result.hits) << name << " at " << result.budget_blocks << " blocks";
       EXPECT_LE(c.auto_pinned * 100, c.budget_bytes / 4);
