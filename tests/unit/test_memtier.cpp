@@ -531,7 +531,9 @@ TEST(HostTier, AutomaticPinsEqualTheSimulatorsForEveryPolicy) {
       EXPECT_LE(c.auto_pinned * 100, c.budget_bytes / 4);
       differ += result.hits != plain[i].hits;
     }
-    if (name == "lru") EXPECT_GT(differ, 0u);  // the pins changed what LRU keeps
+    if (name == "lru") {
+      EXPECT_GT(differ, 0u);  // the pins changed what LRU keeps
+    }
   }
 }
 
@@ -1136,8 +1138,11 @@ TEST(Simulator, EveryIssuedPrefetchEndsOnceAndALimitedDiskCancelsStaleOnes) {
     }
     // Unbounded, every prefetch is read in the layer that issued it; one read per layer cannot
     // keep up with three predictions for each of two layers, so stale ones are dropped.
-    if (reads == 0) EXPECT_EQ(cancelled, 0u);
-    if (reads == 1) EXPECT_GT(cancelled, 0u);
+    if (reads == 0) {
+      EXPECT_EQ(cancelled, 0u);
+    } else if (reads == 1) {
+      EXPECT_GT(cancelled, 0u);
+    }
   }
 }
 
