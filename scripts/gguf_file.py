@@ -152,59 +152,70 @@ def _signed_max(b):
     return b[np.arange(len(b)), idx]
 
 
+def _symmetric_quants(b, half):
+    """ggml's q4_0/q5_0: d = signed max / -half, quants round(x / d) + half in [0, 2 * half)."""
+    d = _signed_max(b) / -float(half)
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+    q = np.clip(np.floor(b * inv[:, None] + half + 0.5), 0, 2 * half - 1).astype(np.uint8)
+    return d, q
+
+
+def _affine_quants(b, top):
+    """ggml's q4_1/q5_1: x ~ d * q + min over each block, quants in [0, top]."""
+    lo, hi = b.min(axis=1), b.max(axis=1)
+    d = (hi - lo) / float(top)
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    q = np.clip(np.floor((b - lo[:, None]) * inv[:, None] + 0.5), 0, top).astype(np.uint8)
+    return d, lo, q
+
+
+def _pack_nibbles(q):
+    """32 quants of 4 bits (the low 4 of 5 for q5) -> 16 bytes: element i low, i + 16 high."""
+    return (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
+
+
 def quantize_q4_0(x):
     b = _blocks(x, 32)
-    d = _signed_max(b) / -8.0
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
-    q = np.clip(np.floor(b * inv[:, None] + 8.5), 0, 15).astype(np.uint8)
+    d, q = _symmetric_quants(b, 8)
     out = _record([("d", "<u2"), ("qs", "u1", 16)], len(b))
     out["d"] = f16_bits(d)
-    out["qs"] = q[:, :16] | (q[:, 16:] << 4)
+    out["qs"] = _pack_nibbles(q)
     return out.tobytes()
 
 
 def quantize_q4_1(x):
     b = _blocks(x, 32)
-    lo, hi = b.min(axis=1), b.max(axis=1)
-    d = (hi - lo) / 15.0
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
-    q = np.clip(np.floor((b - lo[:, None]) * inv[:, None] + 0.5), 0, 15).astype(np.uint8)
+    d, lo, q = _affine_quants(b, 15)
     out = _record([("d", "<u2"), ("m", "<u2"), ("qs", "u1", 16)], len(b))
     out["d"] = f16_bits(d)
     out["m"] = f16_bits(lo)
-    out["qs"] = q[:, :16] | (q[:, 16:] << 4)
+    out["qs"] = _pack_nibbles(q)
     return out.tobytes()
 
 
-def _q5_pack(q):
-    """5-bit quants [n, 32] -> (qh as 4 bytes, qs [n, 16])."""
+def _fifth_bits(q):
+    """Bit 4 of each of the 32 quants, as the 4 little-endian bytes of q5's qh."""
     high = (q >> 4).astype(np.uint32)
     qh = (high << np.arange(32, dtype=np.uint32)).sum(axis=1).astype("<u4")
-    qs = (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
-    return qh.view(np.uint8).reshape(-1, 4), qs
+    return qh.view(np.uint8).reshape(-1, 4)
 
 
 def quantize_q5_0(x):
     b = _blocks(x, 32)
-    d = _signed_max(b) / -16.0
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
-    q = np.clip(np.floor(b * inv[:, None] + 16.5), 0, 31).astype(np.uint8)
+    d, q = _symmetric_quants(b, 16)
     out = _record([("d", "<u2"), ("qh", "u1", 4), ("qs", "u1", 16)], len(b))
     out["d"] = f16_bits(d)
-    out["qh"], out["qs"] = _q5_pack(q)
+    out["qh"], out["qs"] = _fifth_bits(q), _pack_nibbles(q)
     return out.tobytes()
 
 
 def quantize_q5_1(x):
     b = _blocks(x, 32)
-    lo, hi = b.min(axis=1), b.max(axis=1)
-    d = (hi - lo) / 31.0
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
-    q = np.clip(np.floor((b - lo[:, None]) * inv[:, None] + 0.5), 0, 31).astype(np.uint8)
+    d, lo, q = _affine_quants(b, 31)
     out = _record([("d", "<u2"), ("m", "<u2"), ("qh", "u1", 4), ("qs", "u1", 16)], len(b))
     out["d"] = f16_bits(d)
     out["m"] = f16_bits(lo)
-    out["qh"], out["qs"] = _q5_pack(q)
+    out["qh"], out["qs"] = _fifth_bits(q), _pack_nibbles(q)
     return out.tobytes()
 
 
