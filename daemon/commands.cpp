@@ -556,19 +556,15 @@ int run_info(const InfoArgs& args) {
       spec.num_layers * spec.attention.cache_elements() * 2);  // bf16, the default
 
   // Where the bytes would live: the LM head and the dense part in host RAM, routed experts cached
-  // up to the budget (a share never below one token's experts, as the engine) and read from disk
-  // beyond it.
+  // up to the budget (as the engine reads it) and read from disk beyond it.
   std::uint64_t cached = experts_total;
   if (!args.host_budget.empty()) {
-    const auto budget = engine::HostBudget::parse(args.host_budget);
-    const std::uint64_t working_set =
-        static_cast<std::uint64_t>(spec.experts_per_token) * expert_block;
-    cached = budget.expert_share > 0
-                 ? std::max(static_cast<std::uint64_t>(budget.expert_share *
-                                                       static_cast<double>(experts_total)),
-                            working_set)
-                 : (budget.bytes > head + dense_total ? budget.bytes - head - dense_total : 0);
-    cached = std::min(cached, experts_total);
+    const std::uint64_t fixed = head + dense_total;
+    const std::uint64_t total =
+        engine::HostBudget::parse(args.host_budget)
+            .total(fixed, experts_total,
+                   static_cast<std::uint64_t>(spec.experts_per_token) * expert_block);
+    cached = std::min(total > fixed ? total - fixed : 0, experts_total);
   }
 
   if (args.json) {

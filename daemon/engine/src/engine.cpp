@@ -939,14 +939,20 @@ HostBudget HostBudget::parse(std::string_view text) {
   return budget;
 }
 
-std::uint64_t Engine::budget_bytes(const HostBudget& budget, std::uint64_t fixed) const {
-  if (budget.expert_share <= 0) return budget.bytes;
-  const double all = static_cast<double>(expert_block_bytes_) *
-                     static_cast<double>(spec_.moe_layer_count() * spec_.num_experts);
+std::uint64_t HostBudget::total(std::uint64_t fixed, std::uint64_t all_experts,
+                                std::uint64_t working_set) const {
+  if (expert_share <= 0) return bytes;
   // Never below one layer's experts, which must be in memory together to compute.
   return fixed +
-         std::max(static_cast<std::uint64_t>(budget.expert_share * all),
-                  static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_);
+         std::max(static_cast<std::uint64_t>(expert_share * static_cast<double>(all_experts)),
+                  working_set);
+}
+
+std::uint64_t Engine::budget_bytes(const HostBudget& budget, std::uint64_t fixed) const {
+  return budget.total(
+      fixed,
+      expert_block_bytes_ * static_cast<std::uint64_t>(spec_.moe_layer_count() * spec_.num_experts),
+      static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_);
 }
 
 void Engine::set_host_budget(const HostBudget& budget) {

@@ -32,6 +32,11 @@ struct HostBudget {
   double expert_share = 0;  // the share form, in (0, 1]
   // Throws std::invalid_argument quoting the text when it is neither form.
   static HostBudget parse(std::string_view text);
+  // The total host bytes this budget means for a model whose fixed part (dense weights or ring
+  // sections, LM head) takes `fixed` and whose routed experts take `all_experts`; a share never
+  // leaves less than `working_set` (one token's experts of a layer). 0: unlimited.
+  std::uint64_t total(std::uint64_t fixed, std::uint64_t all_experts,
+                      std::uint64_t working_set) const;
 };
 
 struct EngineOptions {
