@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "blocked_pack.hpp"
 
@@ -25,6 +26,7 @@ constexpr std::size_t kMaxCachedPrimitives = 512;
 CpuMatmul::CpuMatmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
 DType CpuMatmul::compute_dtype(DType weight_dtype) {
+  if (is_quantized(weight_dtype)) return weight_dtype;
   return weight_dtype == DType::bf16 ? DType::bf16 : DType::f32;
 }
 
@@ -39,10 +41,14 @@ dnnl::memory::desc CpuMatmul::packed_desc(std::int64_t rows, std::int64_t cols, 
 }
 
 std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype) {
+  if (is_quantized(source_dtype))
+    return static_cast<std::size_t>(rows) * row_bytes(source_dtype, cols);
   return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
 }
 
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
+  if (is_quantized(source_dtype))
+    return "ggml " + std::string(dtype_name(source_dtype)) + " blocks as stored";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
@@ -60,6 +66,23 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   const DType compute = compute_dtype(source);
 
   PackedWeight packed;
+  packed.rows_ = rows;
+  packed.cols_ = cols;
+  packed.dtype_ = compute;
+  if (is_quantized(source)) {
+    const std::size_t part_row_bytes = row_bytes(source, cols);
+    packed.quantized_bytes_ = static_cast<std::size_t>(rows) * part_row_bytes;
+    packed.storage_ = allocate ? allocate(packed.quantized_bytes_)
+                               : std::shared_ptr<std::byte>(new std::byte[packed.quantized_bytes_],
+                                                            std::default_delete<std::byte[]>());
+    std::byte* out = packed.storage_.get();
+    for (const auto& part : parts) {
+      const std::size_t bytes = static_cast<std::size_t>(part.rows) * part_row_bytes;
+      std::memcpy(out, part.data, bytes);
+      out += bytes;
+    }
+    return packed;
+  }
   const auto desc = packed_desc(rows, cols, compute);
   if (allocate) {
     packed.storage_ = allocate(desc.get_size());
@@ -67,9 +90,6 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   } else {
     packed.memory_ = dnnl::memory(desc, engine_);
   }
-  packed.rows_ = rows;
-  packed.cols_ = cols;
-  packed.dtype_ = compute;
 
   if (const auto layout = detail::blocked_layout(desc);
       layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
@@ -136,6 +156,11 @@ dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
 void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y) {
   if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
   if (m <= 0) return;
+  if (is_quantized(weight.dtype_)) {
+    quant_matmul(ggml_type_of(weight.dtype_), weight.storage_.get(), weight.rows_, weight.cols_, x,
+                 m, y, quantized_input_);
+    return;
+  }
   auto& matmul = primitive(m, weight);
   void* src = const_cast<float*>(x);
   if (weight.dtype_ == DType::bf16) {
@@ -152,6 +177,9 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
 }
 
 std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight) {
+  if (is_quantized(weight.dtype_))
+    return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
+           std::string(dtype_name(weight.dtype_)) + " dot";
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
 }

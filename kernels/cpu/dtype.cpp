@@ -1,8 +1,16 @@
 #include "moed/kernels/dtype.hpp"
 
 #include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "moed/kernels/quant.hpp"
 
 namespace moed::kernels {
+
+bool is_quantized(DType dtype) {
+  return dtype != DType::f32 && dtype != DType::bf16 && dtype != DType::f16;
+}
 
 std::size_t dtype_size(DType dtype) {
   switch (dtype) {
@@ -11,8 +19,20 @@ std::size_t dtype_size(DType dtype) {
     case DType::bf16:
     case DType::f16:
       return 2;
+    default:
+      throw std::invalid_argument(std::string(dtype_name(dtype)) +
+                                  " comes in blocks and has no element size");
   }
-  return 0;
+}
+
+std::size_t row_bytes(DType dtype, std::int64_t cols) {
+  if (cols < 0) throw std::invalid_argument("row_bytes: negative column count");
+  if (!is_quantized(dtype)) return static_cast<std::size_t>(cols) * dtype_size(dtype);
+  return ggml_row_bytes(ggml_type_of(dtype), static_cast<std::uint64_t>(cols));
+}
+
+std::int64_t block_elements(DType dtype) {
+  return is_quantized(dtype) ? ggml_type_traits(ggml_type_of(dtype)).block_size : 1;
 }
 
 std::string_view dtype_name(DType dtype) {
@@ -23,8 +43,9 @@ std::string_view dtype_name(DType dtype) {
       return "bf16";
     case DType::f16:
       return "f16";
+    default:
+      return ggml_type_name(ggml_type_of(dtype));
   }
-  return "?";
 }
 
 std::optional<DType> dtype_from_safetensors(std::string_view name) {
@@ -77,6 +98,9 @@ void convert_to_f32(const void* src, DType dtype, float* dst, std::size_t n) {
         std::memcpy(&bits, bytes + 2 * i, 2);
         dst[i] = f16_to_f32(bits);
       }
+      return;
+    default:
+      dequantize_row(ggml_type_of(dtype), src, dst, static_cast<std::int64_t>(n));
       return;
   }
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "moed/kernels/dtype.hpp"
 
@@ -202,6 +203,26 @@ std::string_view ggml_type_name(GgmlType type) {
 bool ggml_type_supported(GgmlType type) {
   const TypeEntry* entry = find_entry(static_cast<std::uint32_t>(type));
   return entry && entry->supported;
+}
+
+namespace {
+constexpr std::pair<GgmlType, DType> kComputedTypes[] = {
+    {GgmlType::f32, DType::f32},   {GgmlType::bf16, DType::bf16}, {GgmlType::f16, DType::f16},
+    {GgmlType::q8_0, DType::q8_0}, {GgmlType::q4_0, DType::q4_0}, {GgmlType::q4_1, DType::q4_1},
+    {GgmlType::q5_0, DType::q5_0}, {GgmlType::q5_1, DType::q5_1}, {GgmlType::q4_k, DType::q4_k},
+    {GgmlType::q5_k, DType::q5_k}, {GgmlType::q6_k, DType::q6_k}};
+}  // namespace
+
+std::optional<DType> dtype_of(GgmlType type) {
+  for (const auto& [ggml, dtype] : kComputedTypes)
+    if (ggml == type) return dtype;
+  return std::nullopt;
+}
+
+GgmlType ggml_type_of(DType dtype) {
+  for (const auto& [ggml, computed] : kComputedTypes)
+    if (computed == dtype) return ggml;
+  throw std::invalid_argument("ggml_type_of: unknown DType");
 }
 
 std::uint64_t ggml_row_bytes(GgmlType type, std::uint64_t n) {

@@ -377,15 +377,29 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
 
 void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
                   const float* x, float* y, QuantIsa isa) {
-  QuantizedActivations activations;
-  quantize_activations(x, cols, activations);
+  std::vector<QuantizedActivations> activations;
+  quant_matmul(type, weights, rows, cols, x, 1, y, activations, isa);
+}
+
+void quant_matmul(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
+                  const float* x, std::int64_t m, float* y,
+                  std::vector<QuantizedActivations>& scratch, QuantIsa isa) {
+  if (m <= 0 || rows <= 0) return;
+  if (scratch.size() < static_cast<std::size_t>(m)) scratch.resize(static_cast<std::size_t>(m));
+  // Validate once, outside the parallel regions (both throw on bad sizes or types).
+  quantize_activations(x, cols, scratch[0]);
   const std::uint64_t row_bytes = ggml_row_bytes(type, static_cast<std::uint64_t>(cols));
   const auto* base = static_cast<const std::byte*>(weights);
-  // Validate once, outside the parallel region (vec_dot throws on an unsupported type).
-  if (rows > 0) y[0] = vec_dot(type, base, activations, isa);
+  y[0] = vec_dot(type, base, scratch[0], isa);
 #pragma omp parallel for schedule(static)
-  for (std::int64_t r = 1; r < rows; ++r)
-    y[r] = vec_dot(type, base + static_cast<std::uint64_t>(r) * row_bytes, activations, isa);
+  for (std::int64_t i = 1; i < m; ++i)
+    quantize_activations(x + i * cols, cols, scratch[static_cast<std::size_t>(i)]);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::byte* row = base + static_cast<std::uint64_t>(r) * row_bytes;
+    for (std::int64_t i = r == 0 ? 1 : 0; i < m; ++i)
+      y[i * rows + r] = vec_dot(type, row, scratch[static_cast<std::size_t>(i)], isa);
+  }
 }
 
 }  // namespace moed::kernels

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "moed/kernels/cpu_matmul.hpp"
 #include "moed/kernels/dtype.hpp"
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
@@ -151,6 +152,41 @@ TEST(QuantDot, MatvecIsOneDotPerRow) {
     for (std::int64_t r = 0; r < rows; ++r)
       EXPECT_EQ(y[r], vec_dot(type, w.data() + r * row_bytes, a))
           << ggml_type_name(type) << " row " << r;
+  }
+}
+
+TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
+  std::mt19937 rng(4);
+  const std::int64_t cols = 512, m = 5;
+  for (const GgmlType type : {GgmlType::q4_k, GgmlType::q8_0, GgmlType::q6_k, GgmlType::q4_1}) {
+    const DType dtype = *dtype_of(type);
+    // Two parts stacked along the output dimension, as gate over up.
+    const auto top = random_weights(type, 24, cols, rng);
+    const auto bottom = random_weights(type, 13, cols, rng);
+    const WeightPart parts[] = {{top.data(), dtype, 24}, {bottom.data(), dtype, 13}};
+    CpuMatmul matmul;
+    const PackedWeight packed = matmul.pack(parts, cols);
+    EXPECT_EQ(packed.dtype(), dtype);
+    EXPECT_EQ(packed.rows(), 37);
+    EXPECT_EQ(packed.bytes(), top.size() + bottom.size());
+    EXPECT_EQ(packed.bytes(), matmul.packed_bytes(37, cols, dtype));
+
+    std::vector<std::uint8_t> stacked(top);
+    stacked.insert(stacked.end(), bottom.begin(), bottom.end());
+    std::vector<float> x;
+    for (std::int64_t i = 0; i < m; ++i) {
+      const auto row = random_activations(cols, rng);
+      x.insert(x.end(), row.begin(), row.end());
+    }
+    std::vector<float> y(static_cast<std::size_t>(m * 37));
+    matmul.multiply(x.data(), m, packed, y.data());
+    for (std::int64_t i = 0; i < m; ++i) {
+      std::vector<float> alone(37);
+      quant_matvec(type, stacked.data(), 37, cols, x.data() + i * cols, alone.data());
+      for (std::int64_t r = 0; r < 37; ++r)
+        ASSERT_EQ(y[static_cast<std::size_t>(i * 37 + r)], alone[static_cast<std::size_t>(r)])
+            << ggml_type_name(type) << " row " << i << " output " << r;
+    }
   }
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "moed/kernels/dtype.hpp"
+#include "moed/kernels/quant_dot.hpp"
 
 namespace moed::kernels {
 namespace detail {
@@ -29,23 +30,28 @@ struct WeightPart {
 // long as the returned pointer. Lets the caller recycle blocks instead of faulting in new pages.
 using PackedAllocator = std::function<std::shared_ptr<std::byte>(std::size_t bytes)>;
 
-// A weight matrix repacked into the blocked layout oneDNN prefers for it. It is an opaque buffer
-// kind: memtier can hold, count and evict it like any other block, and only CpuMatmul reads it.
+// A weight matrix ready for CpuMatmul: plain floats repacked into the blocked layout oneDNN
+// prefers for them, or ggml-quantized rows kept in their file's blocks (moed's own kernels read
+// them). It is an opaque buffer kind: memtier can hold, count and evict it like any other block,
+// and only CpuMatmul reads it.
 class PackedWeight {
  public:
   PackedWeight() = default;
   std::int64_t rows() const { return rows_; }  // output features (N)
   std::int64_t cols() const { return cols_; }  // input features (K)
   DType dtype() const { return dtype_; }
-  std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : 0; }
-  bool empty() const { return !memory_; }
+  std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : quantized_bytes_; }
+  bool empty() const { return !memory_ && !storage_; }
   // The packed buffer and its oneDNN layout, for checks and tools that inspect the layout.
+  // Empty for a quantized weight.
   const dnnl::memory& memory() const { return memory_; }
 
  private:
   friend class CpuMatmul;
   dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
-  std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it
+  std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it, or the
+                                        // quantized rows, [rows_] rows of whole blocks
+  std::size_t quantized_bytes_ = 0;
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
   DType dtype_ = DType::f32;
@@ -53,13 +59,16 @@ class PackedWeight {
 
 // y[m, N] = x[m, K] * W^T with oneDNN matmul primitives built once per shape and cached.
 // Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
-// every M, so one packed copy covers decode and prefill. Not thread-safe: one per engine thread.
+// every M, so one packed copy covers decode and prefill. Quantized weights are multiplied by
+// moed's block kernels (quant_dot.hpp), each row of x quantized per block to int8; a row's result
+// does not depend on the other rows. Not thread-safe: one per engine thread.
 class CpuMatmul {
  public:
   CpuMatmul();
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
-  // bf16 for bf16 weights, f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul).
+  // bf16 for bf16 weights, the format itself for quantized ones (their blocks are copied as they
+  // are), f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul).
   PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,
                     const PackedAllocator& allocate = {});
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
@@ -94,6 +103,7 @@ class CpuMatmul {
   // multi-MB allocations pay a page fault per 4 KiB on every pack.
   std::vector<unsigned char> staging_;
   std::vector<const std::byte*> row_starts_;  // [rows] where each plain row starts, for pack_rows
+  std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights
 };
 
 }  // namespace moed::kernels

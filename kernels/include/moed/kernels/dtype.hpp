@@ -7,10 +7,20 @@
 
 namespace moed::kernels {
 
-// Element types a weight tensor may have in a checkpoint and in a packed block.
-enum class DType : std::uint8_t { f32, bf16, f16 };
+// Element types a weight tensor may have in a checkpoint and in a packed block: plain floats, or
+// ggml's block-quantized formats (GGUF files), which stay in their blocks from the file to the
+// kernels (quant.hpp has their layouts).
+enum class DType : std::uint8_t { f32, bf16, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k };
 
+bool is_quantized(DType dtype);
+// Bytes of one element; throws std::invalid_argument for a quantized type (elements come in
+// blocks: use row_bytes).
 std::size_t dtype_size(DType dtype);
+// Bytes of a row of `cols` elements; throws std::invalid_argument naming the type when `cols` is
+// not a whole number of its blocks.
+std::size_t row_bytes(DType dtype, std::int64_t cols);
+// Elements per block: 1 for plain floats.
+std::int64_t block_elements(DType dtype);
 std::string_view dtype_name(DType dtype);
 // Parses a safetensors dtype name ("F32", "BF16", "F16"); nullopt for any other.
 std::optional<DType> dtype_from_safetensors(std::string_view name);
@@ -33,7 +43,8 @@ inline std::uint16_t f32_to_bf16(float value) {
 
 float f16_to_f32(std::uint16_t bits);
 
-// dst[i] = float(src[i]) for n elements of the given dtype (little-endian, any alignment).
+// dst[i] = float(src[i]) for n elements of the given dtype (little-endian, any alignment); a
+// quantized type is dequantized, n a whole number of its blocks.
 void convert_to_f32(const void* src, DType dtype, float* dst, std::size_t n);
 void convert_f32_to_bf16(const float* src, std::uint16_t* dst, std::size_t n);
 

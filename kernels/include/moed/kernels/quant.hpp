@@ -9,6 +9,8 @@
 #include <optional>
 #include <string_view>
 
+#include "moed/kernels/dtype.hpp"
+
 namespace moed::kernels {
 
 // ggml_type ids; the gaps are types ggml removed (their ids are never reused).
@@ -147,6 +149,10 @@ inline void q4k_scale_min(int j, const std::uint8_t* scales, std::uint8_t& scale
     min = static_cast<std::uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
   }
 }
+
+// The weight DType a ggml type is computed as (nullopt for types moed does not compute), and back.
+std::optional<DType> dtype_of(GgmlType type);
+GgmlType ggml_type_of(DType dtype);
 
 // Bytes of a row of n elements; n must be a multiple of the type's block size.
 std::uint64_t ggml_row_bytes(GgmlType type, std::uint64_t n);
