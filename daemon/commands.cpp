@@ -386,7 +386,7 @@ int run_bench(const BenchArgs& args) {
 
 int run_perplexity(const PerplexityArgs& args) {
   // The window is checked against the model's config before the weights load.
-  const auto config = model::ModelSpec::from_config(args.model_dir);
+  const auto config = model::read_model_spec(args.model_dir);
   const std::int64_t context =
       args.context > 0 ? args.context : std::min<std::int64_t>(512, config.max_position_embeddings);
   if (context < 2 || context > config.max_position_embeddings)
@@ -529,8 +529,8 @@ std::string attention_description(const model::ModelSpec& s) {
 }  // namespace
 
 int run_info(const InfoArgs& args) {
-  const auto spec = model::ModelSpec::from_config(args.model_dir);
-  const model::Checkpoint checkpoint(args.model_dir, spec);
+  const auto spec = model::read_model_spec(args.model_dir);
+  const model::Checkpoint checkpoint = model::open_checkpoint(args.model_dir, spec);
   auto bytes_of = [&](const std::string& name) { return checkpoint.tensor(name).nbytes; };
   std::vector<std::uint64_t> dense_bytes;
   std::uint64_t expert_block = 0;

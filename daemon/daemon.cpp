@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "moed/model/model_spec.hpp"
+#include "moed/model/checkpoint.hpp"
 #include "moed/server/config.hpp"
 #include "moed/server/http_server.hpp"
 #include "moed/server/service.hpp"
@@ -34,9 +34,10 @@ server::Config load_config(const DaemonArgs& args) {
   if (args.kv_dtype) c.kv_dtype = *args.kv_dtype;
   if (args.prefill_chunk) c.prefill_chunk = *args.prefill_chunk;
   if (c.model.empty())
-    throw std::invalid_argument("no model: pass --model DIR or set model.path in the config file");
+    throw std::invalid_argument(
+        "no model: pass --model DIR (or FILE.gguf) or set model.path in the config file");
   c.validate();
-  model::require_model_dir(c.model);  // at start, rather than as the first file missing from it
+  model::require_model(c.model);  // at start, rather than as the first file missing from it
   return c;
 }
 

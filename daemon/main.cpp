@@ -9,6 +9,11 @@
 #include "commands.hpp"
 #include "daemon.hpp"
 
+namespace {
+constexpr const char* kModelHelp =
+    "Hugging Face model directory, or GGUF file (the first of its splits)";
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace moed::cli;
   // Weight blocks are MiB-sized and come and go as the host tier evicts them. A fixed mmap
@@ -19,13 +24,18 @@ int main(int argc, char** argv) {
       "moed: a Mixture-of-Experts inference daemon for one workstation.\n"
       "Without a subcommand it serves the model over HTTP on a Unix socket:\n"
       "  moed --model DIR --socket /run/moed/moed.sock      (or --config /etc/moed/moed.yaml)\n"
-      "The subcommands are one-shot tools on a model directory."};
+      "--model takes a Hugging Face directory (config.json, safetensors, tokenizer.json) or a "
+      "GGUF\n"
+      "file (NAME.gguf, or NAME-00001-of-0000N.gguf for split files).\n"
+      "The subcommands are one-shot tools on a model."};
   app.require_subcommand(0, 1);
   DaemonArgs daemon;
   app.add_option("--config", daemon.config,
                  "YAML config file (see configs/moed.yaml); flags override it")
       ->check(CLI::ExistingFile);
-  app.add_option("--model", daemon.model, "Hugging Face model directory to serve");
+  app.add_option(
+      "--model", daemon.model,
+      "model to serve: a Hugging Face directory or a GGUF file (the first of its splits)");
   app.add_option("--chat-template", daemon.chat_template,
                  "Jinja chat template file for /v1/chat/completions (default: the model's own)");
   app.add_option("--socket", daemon.socket, "Unix socket path (default /run/moed/moed.sock)");
@@ -49,9 +59,7 @@ int main(int argc, char** argv) {
                  "where routing traces are written (default /var/lib/moed)");
 
   auto add_model = [](CLI::App* sub, ModelArgs& args) {
-    sub->add_option("--model", args.model_dir, "Hugging Face model directory")
-        ->required()
-        ->check(CLI::ExistingDirectory);
+    sub->add_option("--model", args.model_dir, kModelHelp)->required()->check(CLI::ExistingPath);
     sub->add_option("--threads", args.threads, "compute threads (default: one per physical core)")
         ->check(CLI::NonNegativeNumber);
     sub->add_option("--host-budget", args.host_budget,
@@ -104,9 +112,9 @@ int main(int argc, char** argv) {
   TokenizeArgs tokenize;
   auto* tokenize_cmd =
       app.add_subcommand("tokenize", "Print the token ids of a text, comma-separated");
-  tokenize_cmd->add_option("--model", tokenize.model_dir, "Hugging Face model directory")
+  tokenize_cmd->add_option("--model", tokenize.model_dir, kModelHelp)
       ->required()
-      ->check(CLI::ExistingDirectory);
+      ->check(CLI::ExistingPath);
   tokenize_cmd->add_option("--text", tokenize.text, "text to encode")->required();
   tokenize_cmd->add_flag("--no-special", tokenize.no_special,
                          "do not add BOS or other template tokens");
@@ -140,7 +148,7 @@ int main(int argc, char** argv) {
       "info",
       "Print the model's layer plan (family, per-layer attention and FFN kinds, experts, router) "
       "and its bytes per tier, without loading the weights");
-  info_cmd->add_option("--model", info.model_dir, "Hugging Face model directory")->required();
+  info_cmd->add_option("--model", info.model_dir, kModelHelp)->required();
   info_cmd->add_option("--host-budget", info.host_budget,
                        "show where the bytes would live under this budget: a size or a share "
                        "of the experts (25%)");

@@ -40,10 +40,34 @@ dnnl::memory::desc CpuMatmul::packed_desc(std::int64_t rows, std::int64_t cols, 
   return packed_descs_.emplace(key, pd.weights_desc()).first->second;
 }
 
+DType CpuMatmul::compute_dtype(std::span<const WeightPart> parts) {
+  const DType first = parts.front().dtype;
+  bool same = true, all_quantized = true;
+  for (const auto& part : parts) {
+    same = same && part.dtype == first;
+    all_quantized = all_quantized && is_quantized(part.dtype);
+  }
+  if (same) return compute_dtype(first);
+  return all_quantized ? first : DType::f32;
+}
+
 std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype))
     return static_cast<std::size_t>(rows) * row_bytes(source_dtype, cols);
   return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
+}
+
+std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int64_t cols) {
+  if (parts.empty()) return 0;
+  const DType compute = compute_dtype(parts);
+  std::int64_t rows = 0;
+  std::size_t quantized = 0;
+  for (const auto& part : parts) {
+    rows += part.rows;
+    if (is_quantized(compute))
+      quantized += static_cast<std::size_t>(part.rows) * row_bytes(part.dtype, cols);
+  }
+  return is_quantized(compute) ? quantized : packed_bytes(rows, cols, compute);
 }
 
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
@@ -57,32 +81,39 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
 PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols,
                              const PackedAllocator& allocate) {
   if (parts.empty() || cols <= 0) throw std::invalid_argument("CpuMatmul::pack: empty weight");
-  const DType source = parts.front().dtype;
   std::int64_t rows = 0;
+  bool same = true;
   for (const auto& part : parts) {
-    if (part.dtype != source) throw std::invalid_argument("CpuMatmul::pack: mixed dtypes");
     rows += part.rows;
+    same = same && part.dtype == parts.front().dtype;
   }
-  const DType compute = compute_dtype(source);
+  const DType compute = compute_dtype(parts);
 
   PackedWeight packed;
   packed.rows_ = rows;
   packed.cols_ = cols;
   packed.dtype_ = compute;
-  if (is_quantized(source)) {
-    const std::size_t part_row_bytes = row_bytes(source, cols);
-    packed.quantized_bytes_ = static_cast<std::size_t>(rows) * part_row_bytes;
+  if (is_quantized(compute)) {
+    for (const auto& part : parts) {
+      if (!packed.segments_.empty() && packed.segments_.back().dtype == part.dtype) {
+        packed.segments_.back().rows += part.rows;
+      } else {
+        packed.segments_.push_back({part.dtype, part.rows, packed.quantized_bytes_});
+      }
+      packed.quantized_bytes_ += static_cast<std::size_t>(part.rows) * row_bytes(part.dtype, cols);
+    }
     packed.storage_ = allocate ? allocate(packed.quantized_bytes_)
                                : std::shared_ptr<std::byte>(new std::byte[packed.quantized_bytes_],
                                                             std::default_delete<std::byte[]>());
     std::byte* out = packed.storage_.get();
     for (const auto& part : parts) {
-      const std::size_t bytes = static_cast<std::size_t>(part.rows) * part_row_bytes;
+      const std::size_t bytes = static_cast<std::size_t>(part.rows) * row_bytes(part.dtype, cols);
       std::memcpy(out, part.data, bytes);
       out += bytes;
     }
     return packed;
   }
+  const bool source_is_compute = same && parts.front().dtype == compute;
   const auto desc = packed_desc(rows, cols, compute);
   if (allocate) {
     packed.storage_ = allocate(desc.get_size());
@@ -93,7 +124,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
 
   if (const auto layout = detail::blocked_layout(desc);
       layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
-    if (source == compute) {
+    if (source_is_compute) {
       pack_rows(parts, cols, *layout, packed);
     } else {
       const WeightPart converted{stage(parts, cols, compute), compute, rows};
@@ -103,7 +134,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   }
 
   const void* plain =
-      parts.size() > 1 || source != compute ? stage(parts, cols, compute) : parts.front().data;
+      parts.size() > 1 || !source_is_compute ? stage(parts, cols, compute) : parts.front().data;
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
@@ -157,8 +188,14 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
   if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
   if (m <= 0) return;
   if (is_quantized(weight.dtype_)) {
-    quant_matmul(ggml_type_of(weight.dtype_), weight.storage_.get(), weight.rows_, weight.cols_, x,
-                 m, y, quantized_input_);
+    quantize_rows(x, m, weight.cols_, quantized_input_);
+    std::int64_t first_row = 0;
+    for (const auto& segment : weight.segments_) {
+      quant_matmul(ggml_type_of(segment.dtype), weight.storage_.get() + segment.offset,
+                   segment.rows, weight.cols_, quantized_input_.data(), m, y + first_row,
+                   weight.rows_);
+      first_row += segment.rows;
+    }
     return;
   }
   auto& matmul = primitive(m, weight);

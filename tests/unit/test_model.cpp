@@ -320,7 +320,7 @@ TEST(Checkpoint, ConfigThatDisagreesWithTensorsNamesTheTensor) {
 TEST(Checkpoint, ReadsShardsThroughTheIndex) {
   const auto spec = ModelSpec::from_config(kModels / "tiny-f32-sharded");
   Checkpoint sharded(kModels / "tiny-f32-sharded", spec);
-  EXPECT_EQ(sharded.files().size(), 3u);
+  EXPECT_EQ(sharded.paths().size(), 3u);
   Checkpoint single(kModels / "tiny-f32", spec);
   EXPECT_EQ(sharded.total_bytes(), single.total_bytes());
   const auto& a = sharded.tensor("model.layers.3.block_sparse_moe.experts.7.w2.weight");

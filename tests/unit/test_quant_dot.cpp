@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -187,6 +188,55 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
         ASSERT_EQ(y[static_cast<std::size_t>(i * 37 + r)], alone[static_cast<std::size_t>(r)])
             << ggml_type_name(type) << " row " << i << " output " << r;
     }
+  }
+}
+
+TEST(QuantDot, CpuMatmulStacksPartsOfDifferentFormats) {
+  std::mt19937 rng(5);
+  const std::int64_t cols = 256, m = 3;
+  // llama-quantize's q4_K_M: attn_q and attn_k in q4_K, attn_v in q8_0 or q6_K.
+  const auto q = random_weights(GgmlType::q4_k, 16, cols, rng);
+  const auto v = random_weights(GgmlType::q8_0, 8, cols, rng);
+  const auto k = random_weights(GgmlType::q4_k, 8, cols, rng);
+  const WeightPart parts[] = {
+      {q.data(), DType::q4_k, 16}, {v.data(), DType::q8_0, 8}, {k.data(), DType::q4_k, 8}};
+  CpuMatmul matmul;
+  const PackedWeight packed = matmul.pack(parts, cols);
+  EXPECT_EQ(packed.bytes(), q.size() + v.size() + k.size());
+  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(parts, cols));
+  std::vector<float> x;
+  for (std::int64_t i = 0; i < m; ++i) {
+    const auto row = random_activations(cols, rng);
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  std::vector<float> y(static_cast<std::size_t>(m * 32));
+  matmul.multiply(x.data(), m, packed, y.data());
+  for (std::int64_t i = 0; i < m; ++i) {
+    std::vector<float> want(32);
+    quant_matvec(GgmlType::q4_k, q.data(), 16, cols, x.data() + i * cols, want.data());
+    quant_matvec(GgmlType::q8_0, v.data(), 8, cols, x.data() + i * cols, want.data() + 16);
+    quant_matvec(GgmlType::q4_k, k.data(), 8, cols, x.data() + i * cols, want.data() + 24);
+    for (int r = 0; r < 32; ++r) ASSERT_EQ(y[static_cast<std::size_t>(i * 32 + r)], want[r]) << r;
+  }
+
+  // A quantized part beside an f32 one: the stack is dequantized and computed in f32.
+  std::vector<float> plain(static_cast<std::size_t>(4 * cols));
+  for (auto& value : plain) value = std::normal_distribution<float>(0, 1)(rng);
+  const WeightPart mixed[] = {{q.data(), DType::q4_k, 16}, {plain.data(), DType::f32, 4}};
+  const PackedWeight widened = matmul.pack(mixed, cols);
+  EXPECT_EQ(widened.dtype(), DType::f32);
+  std::vector<float> dense(static_cast<std::size_t>(20 * cols));
+  dequantize_row(GgmlType::q4_k, q.data(), dense.data(), 16 * cols);
+  std::copy(plain.begin(), plain.end(), dense.begin() + 16 * cols);
+  std::vector<float> got(20);
+  matmul.multiply(x.data(), 1, widened, got.data());
+  for (int r = 0; r < 20; ++r) {
+    double want = 0, scale = 0;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      want += static_cast<double>(dense[r * cols + c]) * x[c];
+      scale += std::fabs(static_cast<double>(dense[r * cols + c]) * x[c]);
+    }
+    EXPECT_NEAR(got[r], want, 1e-5 * scale) << r;
   }
 }
 

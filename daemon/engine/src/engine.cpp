@@ -76,11 +76,11 @@ class DenseTensors {
   std::span<const std::byte* const> data_;
 };
 
-// Rows [first, first + rows) of a row-major matrix, transposed: [cols, rows] of the same dtype.
-std::vector<std::byte> transposed_rows(const model::TensorInfo& tensor, const std::byte* data,
-                                       std::int64_t first, std::int64_t rows) {
-  const std::int64_t cols = tensor.shape[1];
-  const std::size_t element = kernels::dtype_size(tensor.dtype);
+// Rows [first, first + rows) of a row-major [.., cols] matrix of plain floats, transposed:
+// [cols, rows] of the same dtype.
+std::vector<std::byte> transposed_rows(const std::byte* data, kernels::DType dtype,
+                                       std::int64_t cols, std::int64_t first, std::int64_t rows) {
+  const std::size_t element = kernels::dtype_size(dtype);
   std::vector<std::byte> out(static_cast<std::size_t>(rows * cols) * element);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c)
@@ -120,19 +120,40 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
       w->q_b = pack({t.weight(DenseRole::q_b)}, a.q_lora_rank);
     }
     w->k_norm = t.floats(DenseRole::kv_a_norm);
-    // kv_b holds per head [key nope rows | value rows] over the latent.
-    const auto& kv_b = t.info(DenseRole::kv_b);
-    const std::byte* kv_b_data = t.data(DenseRole::kv_b);
-    const std::int64_t head_rows = a.qk_nope_head_dim + a.v_head_dim;
-    const std::size_t row_bytes =
-        static_cast<std::size_t>(a.kv_lora_rank) * kernels::dtype_size(kv_b.dtype);
-    for (std::int64_t h = 0; h < a.heads; ++h) {
-      const auto keys = transposed_rows(kv_b, kv_b_data, h * head_rows, a.qk_nope_head_dim);
-      w->absorb_keys.push_back(
-          pack({{keys.data(), kv_b.dtype, a.kv_lora_rank}}, a.qk_nope_head_dim));
-      const std::byte* values =
-          kv_b_data + static_cast<std::size_t>(h * head_rows + a.qk_nope_head_dim) * row_bytes;
-      w->absorb_values.push_back(pack({{values, kv_b.dtype, a.v_head_dim}}, a.kv_lora_rank));
+    if (t.has(DenseRole::k_b)) {
+      // llama.cpp's split kv_b: per head, k_b is the key part already transposed
+      // [kv_lora, nope] and v_b the value part [v_head_dim, kv_lora], used as they are stored.
+      const auto k_b = t.weight(DenseRole::k_b);
+      const auto v_b = t.weight(DenseRole::v_b);
+      const std::size_t key_head = kernels::row_bytes(k_b.dtype, a.qk_nope_head_dim) *
+                                   static_cast<std::size_t>(a.kv_lora_rank);
+      const std::size_t value_head =
+          kernels::row_bytes(v_b.dtype, a.kv_lora_rank) * static_cast<std::size_t>(a.v_head_dim);
+      for (std::int64_t h = 0; h < a.heads; ++h) {
+        const auto* keys = static_cast<const std::byte*>(k_b.data) + h * key_head;
+        const auto* values = static_cast<const std::byte*>(v_b.data) + h * value_head;
+        w->absorb_keys.push_back(pack({{keys, k_b.dtype, a.kv_lora_rank}}, a.qk_nope_head_dim));
+        w->absorb_values.push_back(pack({{values, v_b.dtype, a.v_head_dim}}, a.kv_lora_rank));
+      }
+    } else {
+      // kv_b holds per head [key nope rows | value rows] over the latent. The key part is
+      // transposed element by element, so a quantized kv_b (a legacy GGUF) is widened first.
+      const auto& kv_b = t.info(DenseRole::kv_b);
+      std::vector<float> widened;
+      if (kernels::is_quantized(kv_b.dtype)) widened = t.floats(DenseRole::kv_b);
+      const kernels::DType dtype = widened.empty() ? kv_b.dtype : kernels::DType::f32;
+      const auto* kv_b_data = widened.empty() ? t.data(DenseRole::kv_b)
+                                              : reinterpret_cast<const std::byte*>(widened.data());
+      const std::int64_t head_rows = a.qk_nope_head_dim + a.v_head_dim;
+      const std::size_t row_bytes = kernels::row_bytes(dtype, a.kv_lora_rank);
+      for (std::int64_t h = 0; h < a.heads; ++h) {
+        const auto keys =
+            transposed_rows(kv_b_data, dtype, a.kv_lora_rank, h * head_rows, a.qk_nope_head_dim);
+        w->absorb_keys.push_back(pack({{keys.data(), dtype, a.kv_lora_rank}}, a.qk_nope_head_dim));
+        const std::byte* values =
+            kv_b_data + static_cast<std::size_t>(h * head_rows + a.qk_nope_head_dim) * row_bytes;
+        w->absorb_values.push_back(pack({{values, dtype, a.v_head_dim}}, a.kv_lora_rank));
+      }
     }
   }
   w->output = pack({t.weight(DenseRole::o)}, a.output_width());
@@ -172,30 +193,42 @@ std::uint64_t dense_packed_bytes(kernels::CpuMatmul& matmul, const model::ModelS
                                  const DenseTensors& t) {
   const std::int64_t hidden = spec.hidden_size;
   const auto& a = spec.attention;
-  auto rows = [&](DenseRole role) { return t.has(role) ? t.info(role).shape[0] : 0; };
-  const kernels::DType dtype = t.info(DenseRole::o).dtype;
-  auto packed = [&](std::int64_t r, std::int64_t c, kernels::DType type) -> std::uint64_t {
-    return r > 0 && c > 0 ? matmul.packed_bytes(r, c, type) : 0;
+  // What pack() allocates for the roles the layer has, stacked as pack_dense stacks them.
+  auto stack = [&](std::initializer_list<DenseRole> roles, std::int64_t cols) -> std::uint64_t {
+    std::vector<WeightPart> parts;
+    for (const auto role : roles)
+      if (t.has(role)) parts.push_back(t.weight(role));
+    return parts.empty() ? 0 : matmul.packed_bytes(parts, cols);
   };
-  std::uint64_t total = packed(rows(DenseRole::q) + rows(DenseRole::k) + rows(DenseRole::v) +
-                                   rows(DenseRole::q_a) + rows(DenseRole::kv_a),
-                               hidden, dtype) +
-                        packed(rows(DenseRole::q_b), a.q_lora_rank, dtype) +
-                        packed(hidden, a.output_width(), dtype) +
-                        packed(rows(DenseRole::router), hidden,
-                               spec.router.fp32_logits ? kernels::DType::f32 : dtype) +
-                        packed(2 * rows(DenseRole::mlp_gate), hidden, dtype) +
-                        packed(hidden, rows(DenseRole::mlp_gate), dtype) +
-                        packed(rows(DenseRole::shared_expert_gate), hidden, dtype);
-  if (a.kind == model::AttentionKind::mla)
-    total +=
-        static_cast<std::uint64_t>(a.heads) * (packed(a.kv_lora_rank, a.qk_nope_head_dim, dtype) +
-                                               packed(a.v_head_dim, a.kv_lora_rank, dtype));
+  std::uint64_t total =
+      stack({DenseRole::q, DenseRole::k, DenseRole::v, DenseRole::q_a, DenseRole::kv_a}, hidden) +
+      stack({DenseRole::q_b}, a.q_lora_rank) + stack({DenseRole::o}, a.output_width()) +
+      stack({DenseRole::mlp_gate, DenseRole::mlp_up}, hidden) +
+      stack({DenseRole::shared_expert_gate}, hidden);
+  if (t.has(DenseRole::mlp_down))
+    total += stack({DenseRole::mlp_down}, t.info(DenseRole::mlp_down).shape[1]);
+  if (t.has(DenseRole::router))
+    total += spec.router.fp32_logits
+                 ? matmul.packed_bytes(spec.num_experts, hidden, kernels::DType::f32)
+                 : stack({DenseRole::router}, hidden);
+  if (a.kind == model::AttentionKind::mla) {
+    const bool split = t.has(DenseRole::k_b);
+    auto widened = [](kernels::DType dtype) {
+      return kernels::is_quantized(dtype) ? kernels::DType::f32 : dtype;
+    };
+    const kernels::DType keys =
+        split ? t.info(DenseRole::k_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
+    const kernels::DType values =
+        split ? t.info(DenseRole::v_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
+    total += static_cast<std::uint64_t>(a.heads) *
+             (matmul.packed_bytes(a.kv_lora_rank, a.qk_nope_head_dim, keys) +
+              matmul.packed_bytes(a.v_head_dim, a.kv_lora_rank, values));
+  }
   for (const auto role :
        {DenseRole::attention_norm, DenseRole::ffn_norm, DenseRole::q_bias, DenseRole::k_bias,
         DenseRole::v_bias, DenseRole::q_norm, DenseRole::k_norm, DenseRole::q_a_norm,
         DenseRole::kv_a_norm, DenseRole::router_bias})
-    total += static_cast<std::uint64_t>(rows(role)) * sizeof(float);
+    if (t.has(role)) total += static_cast<std::uint64_t>(t.info(role).shape[0]) * sizeof(float);
   return total;
 }
 
@@ -211,9 +244,10 @@ std::uint64_t DenseWeights::bytes() const {
   return total;
 }
 
-Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& options)
-    : spec_(model::ModelSpec::from_config(model_dir)),
-      checkpoint_(model_dir, spec_),
+Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
+    : gguf_(model::open_gguf(model)),
+      spec_(gguf_ ? model::spec_from_gguf(*gguf_) : model::ModelSpec::from_config(model)),
+      checkpoint_(gguf_ ? model::Checkpoint(gguf_, spec_) : model::Checkpoint(model, spec_)),
       options_(options),
       embedding_(&checkpoint_.tensor(model::embedding_tensor())) {
   compute_threads_ = options.threads > 0 ? options.threads : kernels::physical_core_count();
@@ -222,17 +256,11 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   rope_frequencies_ = spec_.rope.inverse_frequencies();
   const std::int64_t layers = spec_.num_layers;
   const std::int64_t hidden = spec_.hidden_size;
-  const std::int64_t moe_layers = spec_.moe_layer_count();
 
-  std::vector<std::filesystem::path> files;
-  std::map<const model::SafetensorsFile*, std::uint32_t> file_index;
-  for (const auto& file : checkpoint_.files()) {
-    file_index[file.get()] = static_cast<std::uint32_t>(files.size());
-    files.push_back(file->path());
-  }
+  const std::vector<std::filesystem::path>& files = checkpoint_.paths();
   source_ = std::make_unique<memtier::Source>(files);
-  auto range_of = [&](const model::TensorInfo* t) {
-    return memtier::FileRange{file_index.at(&checkpoint_.file_of(*t)), t->file_offset, t->nbytes};
+  auto range_of = [](const model::TensorInfo* t) {
+    return memtier::FileRange{t->file, t->file_offset, t->nbytes};
   };
 
   tensors_.resize(static_cast<std::size_t>(layers));
@@ -265,11 +293,15 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
       source_->add(BlockId::routed(static_cast<std::int32_t>(l), static_cast<std::int32_t>(e)),
                    {range_of(ex[0]), range_of(ex[1]), range_of(ex[2])});
     }
-  }
-  if (moe_layers > 0) {
-    const auto& gate = *first_expert_gate();
-    expert_block_bytes_ = matmul_.packed_bytes(2 * spec_.intermediate_size, hidden, gate.dtype) +
-                          matmul_.packed_bytes(hidden, spec_.intermediate_size, gate.dtype);
+    // Quantized files may give some layers' experts more bits (llama-quantize's q4_K_M).
+    const auto& first = lt.experts.front();
+    const WeightPart gate_up[] = {{nullptr, first[0]->dtype, spec_.intermediate_size},
+                                  {nullptr, first[1]->dtype, spec_.intermediate_size}};
+    const WeightPart down{nullptr, first[2]->dtype, hidden};
+    const std::uint64_t block = matmul_.packed_bytes(gate_up, hidden) +
+                                matmul_.packed_bytes(std::span(&down, 1), spec_.intermediate_size);
+    expert_block_bytes_ = std::max(expert_block_bytes_, block);
+    all_expert_bytes_ += block * static_cast<std::uint64_t>(spec_.num_experts);
   }
 
   const auto& final_norm = checkpoint_.tensor(model::final_norm_tensor());
@@ -277,14 +309,12 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
   const auto& head = checkpoint_.tensor(model::lm_head_tensor(spec_));
   const WeightPart head_part = part(head, checkpoint_.data(head));
   lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden, allocate_resident);
-  if (!spec_.tie_word_embeddings)
-    checkpoint_.file_of(head).file().release(head.file_offset, head.nbytes);
+  if (!spec_.tie_word_embeddings) checkpoint_.file_of(head).release(head.file_offset, head.nbytes);
 
   // Budget: resident dense weights (or the ring's sections) and the LM head come first; experts
   // get the rest. Dense weights stay resident when they leave room for one layer's experts.
   const std::uint64_t head_bytes = lm_head_.bytes() + final_norm_.size() * sizeof(float);
-  const std::uint64_t all_experts =
-      expert_block_bytes_ * static_cast<std::uint64_t>(moe_layers * spec_.num_experts);
+  const std::uint64_t all_experts = all_expert_bytes_;
   const std::uint64_t budget = budget_bytes(options.host_budget, head_bytes + dense_bytes_);
   budget_bytes_ = budget;
   const bool unlimited = budget == 0;
@@ -302,7 +332,7 @@ Engine::Engine(const std::filesystem::path& model_dir, const EngineOptions& opti
         options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) /
                             static_cast<double>(layers));
       for (const auto* t : lt.dense_infos)
-        checkpoint_.file_of(*t).file().release(t->file_offset, t->nbytes);
+        checkpoint_.file_of(*t).release(t->file_offset, t->nbytes);
     }
   } else {
     const std::size_t sections = std::min<std::size_t>(
@@ -427,8 +457,7 @@ void Engine::check_tokens(std::span<const std::int32_t> tokens) const {
 
 void Engine::embed(std::span<const std::int32_t> tokens, float* out) const {
   const std::int64_t hidden = spec_.hidden_size;
-  const std::size_t row_bytes =
-      static_cast<std::size_t>(hidden) * kernels::dtype_size(embedding_->dtype);
+  const std::size_t row_bytes = kernels::row_bytes(embedding_->dtype, hidden);
   const std::byte* base = checkpoint_.data(*embedding_);
   for (std::size_t i = 0; i < tokens.size(); ++i)
     kernels::convert_to_f32(base + static_cast<std::size_t>(tokens[i]) * row_bytes,
@@ -885,10 +914,11 @@ std::vector<std::int32_t> Engine::generate(
 }
 
 std::size_t Engine::bytes_per_decode_token(std::int64_t context_length) const {
-  return lm_head_.bytes() + dense_bytes_ +
-         static_cast<std::size_t>(spec_.moe_layer_count() * spec_.experts_per_token) *
-             expert_block_bytes_ +
-         kv_bytes(context_length);
+  const std::uint64_t experts_per_token =
+      spec_.num_experts > 0 ? all_expert_bytes_ / static_cast<std::uint64_t>(spec_.num_experts) *
+                                  static_cast<std::uint64_t>(spec_.experts_per_token)
+                            : 0;
+  return lm_head_.bytes() + dense_bytes_ + experts_per_token + kv_bytes(context_length);
 }
 
 MemoryStats Engine::memory_stats() const {
@@ -897,8 +927,7 @@ MemoryStats Engine::memory_stats() const {
   s.dense_streamed = ring_ != nullptr;
   s.budget_bytes = budget_bytes_.load();
   s.fixed_bytes = fixed_bytes_;
-  s.expert_bytes_total =
-      expert_block_bytes_ * static_cast<std::uint64_t>(spec_.moe_layer_count() * spec_.num_experts);
+  s.expert_bytes_total = all_expert_bytes_;
   s.host = host_->counters();
   s.disk = loader_->counters();
   s.pool = pool_->counters();
@@ -949,10 +978,8 @@ std::uint64_t HostBudget::total(std::uint64_t fixed, std::uint64_t all_experts,
 }
 
 std::uint64_t Engine::budget_bytes(const HostBudget& budget, std::uint64_t fixed) const {
-  return budget.total(
-      fixed,
-      expert_block_bytes_ * static_cast<std::uint64_t>(spec_.moe_layer_count() * spec_.num_experts),
-      static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_);
+  return budget.total(fixed, all_expert_bytes_,
+                      static_cast<std::uint64_t>(spec_.experts_per_token) * expert_block_bytes_);
 }
 
 void Engine::set_host_budget(const HostBudget& budget) {

@@ -6,6 +6,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "moed/model/gguf_model.hpp"
+
 namespace moed::model {
 namespace {
 
@@ -55,31 +57,52 @@ std::vector<std::filesystem::path> shard_paths(const std::filesystem::path& dir)
 
 Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& spec) {
   for (const auto& path : shard_paths(model_dir)) {
-    files_.push_back(std::make_unique<SafetensorsFile>(path));
-    const SafetensorsFile* file = files_.back().get();
-    for (const auto& [name, info] : file->tensors()) {
-      auto [it, inserted] = index_.emplace(name, std::make_pair(&info, file));
+    safetensors_.push_back(std::make_unique<SafetensorsFile>(path));
+    const SafetensorsFile& file = *safetensors_.back();
+    const auto file_index = static_cast<std::uint32_t>(files_.size());
+    files_.push_back(&file.file());
+    paths_.push_back(path);
+    for (const auto& [name, info] : file.tensors()) {
+      TensorInfo indexed = info;
+      indexed.file = file_index;
+      total_bytes_ += info.nbytes;
+      auto [it, inserted] = index_.emplace(name, std::move(indexed));
       if (!inserted)
         throw std::runtime_error(path.string() + ": tensor '" + name + "' also appears in " +
-                                 it->second.second->path().string());
+                                 paths_[it->second.file].string());
     }
   }
+  check_expected(spec, model_dir.string());
   const auto expected = expected_tensors(spec);
-  for (const auto& [name, shape] : expected) {
-    auto it = index_.find(name);
-    if (it == index_.end())
-      throw std::runtime_error(model_dir.string() + ": tensor '" + name +
-                               "' is missing from the checkpoint");
-    if (it->second.first->shape != shape)
-      throw std::runtime_error(it->second.second->path().string() + ": tensor '" + name +
-                               "' has shape " + shape_string(it->second.first->shape) +
-                               " but config.json implies " + shape_string(shape));
-  }
-  for (const auto& [name, where] : index_) {
+  for (const auto& [name, info] : index_) {
     if (ignored_tensor(spec, name)) continue;
     if (!expected.contains(name))
-      throw std::runtime_error(where.second->path().string() + ": unexpected tensor '" + name +
+      throw std::runtime_error(paths_[info.file].string() + ": unexpected tensor '" + name +
                                "' for a " + spec.model_type + " model with this config.json");
+  }
+}
+
+Checkpoint::Checkpoint(std::shared_ptr<const GgufFile> gguf, const ModelSpec& spec)
+    : gguf_(std::move(gguf)) {
+  for (const auto& file : gguf_->files()) {
+    files_.push_back(&file);
+    paths_.push_back(file.path());
+  }
+  for (const auto& t : gguf_->tensors()) total_bytes_ += t.nbytes;
+  index_ = gguf_plan_tensors(*gguf_, spec);
+  check_expected(spec, paths_.front().string());
+}
+
+void Checkpoint::check_expected(const ModelSpec& spec, const std::string& source) const {
+  for (const auto& [name, shape] : expected_tensors(spec)) {
+    auto it = index_.find(name);
+    if (it == index_.end())
+      throw std::runtime_error(source + ": tensor '" + name + "' is missing from the checkpoint");
+    if (it->second.shape != shape)
+      throw std::runtime_error(paths_[it->second.file].string() + ": tensor '" + it->second.name +
+                               "' has shape " + shape_string(it->second.shape) + " but " +
+                               (gguf_ ? "the GGUF metadata implies " : "config.json implies ") +
+                               shape_string(shape));
   }
 }
 
@@ -87,21 +110,40 @@ const TensorInfo& Checkpoint::tensor(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end())
     throw std::runtime_error("tensor '" + name + "' is not in the checkpoint");
-  return *it->second.first;
+  return it->second;
 }
 
-const SafetensorsFile& Checkpoint::file_of(const TensorInfo& tensor) const {
-  return *index_.at(tensor.name).second;
+const memtier::MappedFile& Checkpoint::file_of(const TensorInfo& tensor) const {
+  return *files_.at(tensor.file);
 }
 
 const std::byte* Checkpoint::data(const TensorInfo& tensor) const {
-  return file_of(tensor).data(tensor);
+  return file_of(tensor).bytes(tensor.file_offset, tensor.nbytes).data();
 }
 
-std::uint64_t Checkpoint::total_bytes() const {
-  std::uint64_t total = 0;
-  for (const auto& [name, where] : index_) total += where.first->nbytes;
-  return total;
+bool is_gguf_path(const std::filesystem::path& model) {
+  return model.extension() == ".gguf" && !std::filesystem::is_directory(model);
+}
+
+void require_model(const std::filesystem::path& model) {
+  if (!is_gguf_path(model)) return require_model_dir(model);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(model, ec))
+    throw std::runtime_error(model.string() + ": no such GGUF file");
+}
+
+std::shared_ptr<const GgufFile> open_gguf(const std::filesystem::path& model) {
+  return is_gguf_path(model) ? std::make_shared<const GgufFile>(model) : nullptr;
+}
+
+ModelSpec read_model_spec(const std::filesystem::path& model) {
+  const auto gguf = open_gguf(model);
+  return gguf ? spec_from_gguf(*gguf) : ModelSpec::from_config(model);
+}
+
+Checkpoint open_checkpoint(const std::filesystem::path& model, const ModelSpec& spec) {
+  auto gguf = open_gguf(model);
+  return gguf ? Checkpoint(std::move(gguf), spec) : Checkpoint(model, spec);
 }
 
 }  // namespace moed::model

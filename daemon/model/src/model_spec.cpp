@@ -4,9 +4,12 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numbers>
 #include <stdexcept>
+
+#include "config_parse.hpp"
 
 namespace moed::model {
 namespace {
@@ -19,11 +22,16 @@ std::string describe(const nlohmann::json& v) {
 
 class ConfigReader {
  public:
-  ConfigReader(const std::filesystem::path& path, const nlohmann::json& json)
-      : path_(path), json_(json) {}
+  ConfigReader(const std::string& source, const nlohmann::json& json,
+               const std::map<std::string, std::string>& key_names)
+      : source_(source), json_(json), key_names_(key_names) {}
 
+  // Names the key as the user's file spells it: a GGUF metadata key for a translated config.
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw std::runtime_error(path_.string() + ": key '" + key + "': " + what);
+    const std::string top = key.substr(0, key.find('.'));
+    const auto it = key_names_.find(top);
+    const std::string name = it == key_names_.end() ? key : it->second + key.substr(top.size());
+    throw std::runtime_error(source_ + ": key '" + name + "': " + what);
   }
 
   bool has(const std::string& key) const { return json_.contains(key) && !json_[key].is_null(); }
@@ -82,8 +90,9 @@ class ConfigReader {
   }
 
  private:
-  const std::filesystem::path& path_;
+  const std::string& source_;
   const nlohmann::json& json_;
+  const std::map<std::string, std::string>& key_names_;
 };
 
 // Far above any released model (DeepSeek-V3: 61 layers, 15,616 expert blocks).
@@ -260,8 +269,9 @@ void require_model_dir(const std::filesystem::path& model_dir) {
     throw std::runtime_error(model_dir.string() + ": no such directory");
   if (ec) throw std::runtime_error(model_dir.string() + ": " + ec.message());
   if (status.type() != std::filesystem::file_type::directory)
-    throw std::runtime_error(model_dir.string() +
-                             ": not a directory; --model takes a Hugging Face model directory");
+    throw std::runtime_error(
+        model_dir.string() +
+        ": not a directory; --model takes a Hugging Face model directory or a .gguf file");
 }
 
 ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
@@ -276,8 +286,12 @@ ModelSpec ModelSpec::from_config(const std::filesystem::path& model_dir) {
     throw std::runtime_error(path.string() + ": not valid JSON: " + e.what());
   }
   if (!json.is_object()) throw std::runtime_error(path.string() + ": not a JSON object");
-  const ConfigReader r(path, json);
+  return parse_config(json, path.string(), {});
+}
 
+ModelSpec parse_config(const nlohmann::json& json, const std::string& source,
+                       const std::map<std::string, std::string>& key_names) {
+  const ConfigReader r(source, json, key_names);
   ModelSpec s;
   if (!json.contains("model_type") || !json["model_type"].is_string())
     r.fail("model_type", "is missing or not a string");

@@ -54,9 +54,15 @@ std::vector<LayerTensor> dense_tensors(const ModelSpec& s, std::int64_t layer) {
                    attn + "kv_a_proj_with_mqa.weight",
                    {a.kv_lora_rank + a.qk_rope_head_dim, hidden}});
     out.push_back({R::kv_a_norm, attn + "kv_a_layernorm.weight", {a.kv_lora_rank}});
-    out.push_back({R::kv_b,
-                   attn + "kv_b_proj.weight",
-                   {a.heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank}});
+    if (a.split_kv_b) {
+      out.push_back(
+          {R::k_b, attn + "k_b_proj.weight", {a.heads, a.kv_lora_rank, a.qk_nope_head_dim}});
+      out.push_back({R::v_b, attn + "v_b_proj.weight", {a.heads, a.v_head_dim, a.kv_lora_rank}});
+    } else {
+      out.push_back({R::kv_b,
+                     attn + "kv_b_proj.weight",
+                     {a.heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank}});
+    }
   }
   out.push_back({R::o, attn + "o_proj.weight", {hidden, a.output_width()}});
 

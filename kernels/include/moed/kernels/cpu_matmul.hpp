@@ -48,9 +48,17 @@ class PackedWeight {
 
  private:
   friend class CpuMatmul;
+  // Consecutive rows in one quantized format (a stack of parts may mix formats: llama-quantize
+  // gives attn_v more bits than attn_q).
+  struct QuantizedSegment {
+    DType dtype;
+    std::int64_t rows;
+    std::size_t offset;  // bytes into storage_
+  };
   dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
   std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it, or the
                                         // quantized rows, [rows_] rows of whole blocks
+  std::vector<QuantizedSegment> segments_;  // quantized weights only
   std::size_t quantized_bytes_ = 0;
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
@@ -67,10 +75,13 @@ class CpuMatmul {
   CpuMatmul();
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
-  // bf16 for bf16 weights, the format itself for quantized ones (their blocks are copied as they
-  // are), f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul).
+  // bf16 for bf16 weights, the formats themselves for quantized ones (their blocks are copied as
+  // they are, each part in its own format), f32 otherwise (this CPU's oneDNN 2.6 has no f16
+  // matmul) and for a stack that mixes quantized with plain parts or plain dtypes.
   PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,
                     const PackedAllocator& allocate = {});
+  // Bytes pack() will allocate for these parts (their data is not read).
+  std::size_t packed_bytes(std::span<const WeightPart> parts, std::int64_t cols);
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   // The oneDNN implementation chosen for this shape, e.g. "brg:avx512_core_bf16".
   std::string implementation(std::int64_t m, const PackedWeight& weight);
@@ -83,6 +94,9 @@ class CpuMatmul {
   // moed's own packer knows oneDNN's layout for it, else "oneDNN reorder".
   std::string packing(std::int64_t rows, std::int64_t cols, DType source_dtype);
   static DType compute_dtype(DType weight_dtype);
+  // The compute dtype of a stack: compute_dtype of its parts' common dtype; f32 when plain
+  // dtypes differ or quantized parts meet plain ones. Quantized parts alone keep their formats.
+  static DType compute_dtype(std::span<const WeightPart> parts);
 
  private:
   using ShapeKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, DType>;  // m, N, K, dtype

@@ -44,11 +44,15 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
 void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
                   const float* x, float* y, QuantIsa isa = best_quant_isa());
 
-// y[i, r] = dot(weight row r, x row i) for m rows of x [m, cols] and y [m, rows]: each row of x
-// quantized once (into `scratch`), each weight row read once for all m. Row i's result is
-// bit-identical to quant_matvec of that row alone.
+// Quantizes the m rows of x [m, cols] into out[0..m), rows spread over the OpenMP threads.
+void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
+                   std::vector<QuantizedActivations>& out);
+
+// y[i * y_stride + r] = dot(weight row r, x[i]) for m quantized activation rows: each weight row
+// read once for all m, rows spread over the OpenMP threads. Row i's result is bit-identical to
+// quant_matvec of that row alone.
 void quant_matmul(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
-                  const float* x, std::int64_t m, float* y,
-                  std::vector<QuantizedActivations>& scratch, QuantIsa isa = best_quant_isa());
+                  const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
+                  QuantIsa isa = best_quant_isa());
 
 }  // namespace moed::kernels

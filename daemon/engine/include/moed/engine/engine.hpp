@@ -21,6 +21,7 @@
 #include "moed/memtier/tiered_store.hpp"
 #include "moed/memtier/trace.hpp"
 #include "moed/model/checkpoint.hpp"
+#include "moed/model/gguf_model.hpp"
 #include "moed/model/model_spec.hpp"
 
 namespace moed::engine {
@@ -123,7 +124,8 @@ struct KvRoom {
 // ahead. Where a block was read from never changes the result.
 class Engine {
  public:
-  Engine(const std::filesystem::path& model_dir, const EngineOptions& options);
+  // `model`: a Hugging Face model directory, or a GGUF file (the first of its splits).
+  Engine(const std::filesystem::path& model, const EngineOptions& options);
   ~Engine();
 
   const model::ModelSpec& spec() const { return spec_; }
@@ -160,6 +162,7 @@ class Engine {
   // Bytes one decode step reads at a given context length: dense parts of every layer,
   // experts_per_token experts per layer, the LM head, and the keys and values of the context.
   std::size_t bytes_per_decode_token(std::int64_t context_length) const;
+  // One routed expert's packed bytes (the largest, where layers differ in format).
   std::uint64_t expert_block_bytes() const { return expert_block_bytes_; }
   // The checkpoint's shard files, as the disk tier reads them.
   const std::vector<std::filesystem::path>& model_files() const { return source_->files(); }
@@ -222,6 +225,7 @@ class Engine {
   void apply_kv_to_budget();
   memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded, bool urgent);
 
+  std::shared_ptr<const model::GgufFile> gguf_;  // null for a Hugging Face directory
   model::ModelSpec spec_;
   model::Checkpoint checkpoint_;
   EngineOptions options_;
@@ -236,7 +240,8 @@ class Engine {
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;
   std::atomic<std::uint64_t> budget_bytes_ = 0;  // read by memory_stats() on any thread
-  std::uint64_t expert_block_bytes_ = 0;
+  std::uint64_t expert_block_bytes_ = 0;         // the largest layer's, packed
+  std::uint64_t all_expert_bytes_ = 0;           // every routed expert of every layer, packed
   int compute_threads_ = 1;
   std::atomic<int> last_step_threads_{0};
   // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV

@@ -60,6 +60,8 @@ struct AttentionSpec {
   std::int64_t qk_rope_head_dim = 0;
   std::int64_t v_head_dim = 0;
   double softmax_scale = 0;  // the scale of q.k
+  // kv_b comes split per head into k_b and v_b (llama.cpp's GGUF files), not as kv_b_proj.
+  bool split_kv_b = false;
   // Elements of one position's cache entry per layer: keys and values of every KV head, or
   // MLA's latent plus its rope key (shared by all heads).
   std::int64_t cache_elements() const;
@@ -89,7 +91,8 @@ struct LayerKinds {
 };
 
 // The architecture of a checkpoint as a layer plan: model-wide shapes, then per layer the kinds
-// of its attention and FFN. Read from config.json (Hugging Face directories).
+// of its attention and FFN. Read from config.json (Hugging Face directories) or from a GGUF
+// file's metadata (gguf_model.hpp).
 struct ModelSpec {
   std::string model_type;
   Family family = Family::mixtral;

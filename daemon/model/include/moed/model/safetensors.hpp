@@ -17,6 +17,7 @@ struct TensorInfo {
   std::vector<std::int64_t> shape;
   std::uint64_t file_offset;  // absolute offset of the first byte in the file
   std::uint64_t nbytes;
+  std::uint32_t file = 0;  // which of its checkpoint's files (Checkpoint::paths) holds it
 };
 
 // One safetensors file, validated on open: header length and JSON, known dtypes, shapes that

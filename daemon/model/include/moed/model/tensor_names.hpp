@@ -28,6 +28,10 @@ enum class DenseRole {
   kv_a,  // kv_a_proj_with_mqa: [latent | rope key]
   kv_a_norm,
   kv_b,
+  // kv_b as llama.cpp's GGUF files split it: per head, the key part transposed
+  // [kv_lora, nope] and the value part [v_head_dim, kv_lora] (AttentionSpec::split_kv_b).
+  k_b,
+  v_b,
   o,
   router,
   router_bias,  // e_score_correction_bias

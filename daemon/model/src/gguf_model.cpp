@@ -1,0 +1,458 @@
+#include "moed/model/gguf_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+
+#include "config_parse.hpp"
+#include "moed/kernels/quant.hpp"
+#include "moed/model/tensor_names.hpp"
+
+namespace moed::model {
+namespace {
+
+// llama.cpp's llama_expert_gating_func_type.
+constexpr std::int64_t kGatingNone = 0;
+constexpr std::int64_t kGatingSoftmax = 1;
+constexpr std::int64_t kGatingSigmoid = 2;
+
+// Builds the config.json that a GGUF file's metadata stands for, remembering which GGUF key each
+// config key came from so that errors name the key the user's file has.
+class ConfigTranslator {
+ public:
+  ConfigTranslator(const GgufFile& file, std::string arch)
+      : file_(file), metadata_(file.metadata()), arch_(std::move(arch)) {}
+
+  std::string key(const std::string& suffix) const { return arch_ + "." + suffix; }
+  bool has(const std::string& gguf_key) const { return metadata_.contains(gguf_key); }
+  std::int64_t integer_or(const std::string& gguf_key, std::int64_t fallback) const {
+    return has(gguf_key) ? metadata_.get_integer(gguf_key) : fallback;
+  }
+  double float_or(const std::string& gguf_key, double fallback) const {
+    return has(gguf_key) ? metadata_.get_float(gguf_key) : fallback;
+  }
+  std::string string_or(const std::string& gguf_key, const std::string& fallback) const {
+    return has(gguf_key) ? metadata_.get_string(gguf_key) : fallback;
+  }
+  bool bool_or(const std::string& gguf_key, bool fallback) const {
+    return has(gguf_key) ? metadata_.get_bool(gguf_key) : fallback;
+  }
+
+  // config[config_key] = the value at gguf_key, when the file has it (parse_config reports a
+  // required key that is absent, under the GGUF name).
+  void integer(const std::string& config_key, const std::string& gguf_key) {
+    names_[config_key] = gguf_key;
+    if (has(gguf_key)) config_[config_key] = metadata_.get_integer(gguf_key);
+  }
+  void number(const std::string& config_key, const std::string& gguf_key) {
+    names_[config_key] = gguf_key;
+    if (has(gguf_key)) config_[config_key] = metadata_.get_float(gguf_key);
+  }
+  void set(const std::string& config_key, nlohmann::json value, const std::string& gguf_key) {
+    names_[config_key] = gguf_key;
+    config_[config_key] = std::move(value);
+  }
+
+  [[noreturn]] void fail(const std::string& gguf_key, const std::string& what) const {
+    throw std::runtime_error(source() + ": key '" + gguf_key + "': " + what);
+  }
+  std::string source() const { return file_.files().front().path().string(); }
+  const GgufTensor* tensor(const std::string& name) const { return file_.find_tensor(name); }
+
+  ModelSpec parse() const { return parse_config(config_, source(), names_); }
+
+ private:
+  const GgufFile& file_;
+  const GgufMetadata& metadata_;
+  std::string arch_;
+  nlohmann::json config_ = nlohmann::json::object();
+  std::map<std::string, std::string> names_;
+};
+
+// YaRN from {arch}.rope.scaling.*; other scaling types are refused by name. ggml scales cos and
+// sin by attn_factor times YaRN's 1 + 0.1 ln(factor), except that deepseek2's graph cancels the
+// latter (its softmax scale carries mscale instead).
+void translate_rope_scaling(ConfigTranslator& t, bool deepseek) {
+  const std::string type_key = t.key("rope.scaling.type");
+  const std::string factor_key = t.key("rope.scaling.factor");
+  const std::string type = t.string_or(type_key, "none");
+  const double factor = t.float_or(factor_key, 0);
+  if (type == "none" || (type == "linear" && (factor == 0 || factor == 1))) return;
+  if (type != "yarn") t.fail(type_key, "'" + type + "' is not supported (supported: none, yarn)");
+  if (!(factor > 0)) t.fail(factor_key, "YaRN needs a positive factor");
+  nlohmann::json yarn = {{"type", "yarn"}, {"factor", factor}};
+  const std::string original_key = t.key("rope.scaling.original_context_length");
+  if (t.has(original_key)) yarn["original_max_position_embeddings"] = t.integer_or(original_key, 0);
+  yarn["beta_fast"] = t.float_or(t.key("rope.scaling.yarn_beta_fast"), 32);
+  yarn["beta_slow"] = t.float_or(t.key("rope.scaling.yarn_beta_slow"), 1);
+  const double attn_factor = t.float_or(t.key("rope.scaling.attn_factor"), 1);
+  if (deepseek) {
+    // The converter stores 0.1 * mscale_all_dim; llama.cpp divides it back out.
+    const double log_multiplier = t.float_or(t.key("rope.scaling.yarn_log_multiplier"), 0);
+    if (log_multiplier > 0) yarn["mscale_all_dim"] = log_multiplier / 0.1;
+    yarn["attention_factor"] = attn_factor;
+  } else {
+    yarn["attention_factor"] = attn_factor * (1 + 0.1 * std::log(factor));
+  }
+  t.set("rope_scaling", yarn, t.key("rope.scaling"));
+}
+
+// RoPE over the whole head, as every supported architecture's graph asserts.
+void require_full_rotary(const ConfigTranslator& t, std::int64_t head_dim) {
+  const std::string key = t.key("rope.dimension_count");
+  if (t.has(key) && t.integer_or(key, 0) != head_dim)
+    t.fail(key, std::to_string(t.integer_or(key, 0)) + " differs from the head size " +
+                    std::to_string(head_dim) + "; partial RoPE is not supported");
+}
+
+std::int64_t gqa_head_dim(const ConfigTranslator& t) {
+  const std::int64_t heads = t.integer_or(t.key("attention.head_count"), 0);
+  const std::int64_t hidden = t.integer_or(t.key("embedding_length"), 0);
+  return t.integer_or(t.key("attention.key_length"), heads > 0 ? hidden / heads : 0);
+}
+
+void translate_gqa(ConfigTranslator& t) {
+  t.integer("num_key_value_heads", t.key("attention.head_count_kv"));
+  if (t.has(t.key("attention.key_length"))) t.integer("head_dim", t.key("attention.key_length"));
+  const std::string value_key = t.key("attention.value_length");
+  if (t.has(value_key) && t.integer_or(value_key, 0) != gqa_head_dim(t))
+    t.fail(value_key, "differs from the key length; moed needs equal key and value head sizes");
+  require_full_rotary(t, gqa_head_dim(t));
+  translate_rope_scaling(t, false);
+}
+
+}  // namespace
+
+ModelSpec spec_from_gguf(const GgufFile& file) {
+  const auto& metadata = file.metadata();
+  const std::string arch = metadata.get_string("general.architecture");
+  ConfigTranslator t(file, arch);
+  static const char* const kArchitectures[] = {"llama", "qwen2moe", "qwen3moe", "olmoe",
+                                               "deepseek2"};
+  if (std::find(std::begin(kArchitectures), std::end(kArchitectures), arch) ==
+      std::end(kArchitectures))
+    t.fail("general.architecture", "'" + arch +
+                                       "' is not supported (supported: llama with experts, "
+                                       "qwen2moe, qwen3moe, olmoe, deepseek2)");
+  const GgufTensor* embedding = t.tensor("token_embd.weight");
+  if (!embedding || embedding->dims.size() != 2)
+    throw std::runtime_error(t.source() + ": tensor 'token_embd.weight' " +
+                             (embedding ? "is not 2-D" : "is missing"));
+  t.set("vocab_size", embedding->dims[1], "token_embd.weight (its rows)");
+  t.integer("hidden_size", t.key("embedding_length"));
+  t.integer("num_hidden_layers", t.key("block_count"));
+  t.integer("max_position_embeddings", t.key("context_length"));
+  t.integer("num_attention_heads", t.key("attention.head_count"));
+  t.number("rms_norm_eps", t.key("attention.layer_norm_rms_epsilon"));
+  if (!t.has(t.key("attention.layer_norm_rms_epsilon")))
+    t.fail(t.key("attention.layer_norm_rms_epsilon"), "is missing");
+  t.set("rope_theta", t.float_or(t.key("rope.freq_base"), 10000.0), t.key("rope.freq_base"));
+  t.integer("num_experts_per_tok", t.key("expert_used_count"));
+  t.set("tie_word_embeddings", t.tensor("output.weight") == nullptr, "output.weight");
+  t.integer("bos_token_id", "tokenizer.ggml.bos_token_id");
+  t.integer("eos_token_id", "tokenizer.ggml.eos_token_id");
+  const std::string expert_count = t.key("expert_count");
+
+  // llama.cpp's routing: softmax over every expert, top-k renormalised or not by architecture.
+  bool renormalise = false;
+  ModelSpec spec;
+  if (arch == "llama") {
+    if (t.integer_or(expert_count, 0) <= 0)
+      t.fail(expert_count, "is missing or 0: a llama model without experts is not a MoE model");
+    t.set("model_type", "mixtral", "general.architecture");
+    t.integer("num_local_experts", expert_count);
+    t.integer("intermediate_size", t.has(t.key("expert_feed_forward_length"))
+                                       ? t.key("expert_feed_forward_length")
+                                       : t.key("feed_forward_length"));
+    translate_gqa(t);
+    spec = t.parse();
+    // The converter permutes q and k rows so that rotate-half partners sit side by side.
+    spec.rope.style = RopeStyle::interleaved;
+    renormalise = true;
+  } else if (arch == "qwen2moe" || arch == "qwen3moe") {
+    const bool qwen2 = arch == "qwen2moe";
+    t.set("model_type", qwen2 ? "qwen2_moe" : "qwen3_moe", "general.architecture");
+    t.integer("num_experts", expert_count);
+    const std::string ffn_key = t.key("feed_forward_length");
+    const std::string expert_ffn_key = t.key("expert_feed_forward_length");
+    const std::int64_t used =
+        std::max<std::int64_t>(t.integer_or(t.key("expert_used_count"), 1), 1);
+    if (t.has(expert_ffn_key)) {
+      t.integer("moe_intermediate_size", expert_ffn_key);
+    } else {
+      t.set("moe_intermediate_size", t.integer_or(ffn_key, 0) / used, ffn_key);
+    }
+    if (t.has(ffn_key)) {
+      t.integer("intermediate_size", ffn_key);
+    } else {
+      t.integer("intermediate_size", expert_ffn_key);
+    }
+    if (qwen2) {
+      const std::string shared_key = t.key("expert_shared_feed_forward_length");
+      const bool shared = t.tensor("blk.0.ffn_gate_shexp.weight") != nullptr;
+      t.set("shared_expert_intermediate_size",
+            shared ? t.integer_or(shared_key, t.integer_or(ffn_key, 0)) : 0, shared_key);
+      t.set("qkv_bias", t.tensor("blk.0.attn_q.bias") != nullptr, "blk.0.attn_q.bias");
+    }
+    t.set("norm_topk_prob", !qwen2, "general.architecture");
+    translate_gqa(t);
+    spec = t.parse();
+    renormalise = !qwen2;
+  } else if (arch == "olmoe") {
+    t.set("model_type", "olmoe", "general.architecture");
+    t.integer("num_experts", expert_count);
+    t.integer("intermediate_size", t.key("feed_forward_length"));
+    translate_gqa(t);
+    spec = t.parse();
+  } else {  // deepseek2
+    const std::string gating_key = t.key("expert_gating_func");
+    const std::int64_t gating = t.integer_or(gating_key, kGatingNone);
+    if (gating != kGatingNone && gating != kGatingSoftmax && gating != kGatingSigmoid)
+      t.fail(gating_key,
+             std::to_string(gating) +
+                 " is not supported (supported: 1 softmax, 2 sigmoid; absent: softmax)");
+    const bool sigmoid = gating == kGatingSigmoid;
+    t.set("model_type", sigmoid ? "deepseek_v3" : "deepseek_v2", gating_key);
+    const std::string k_mla = t.key("attention.key_length_mla");
+    const std::string v_mla = t.key("attention.value_length_mla");
+    const bool split = t.integer_or(k_mla, 0) != 0 && t.integer_or(v_mla, 0) != 0;
+    const std::string rope_key = t.key("rope.dimension_count");
+    if (!t.has(rope_key)) t.fail(rope_key, "is missing");
+    const std::int64_t rope = t.integer_or(rope_key, 0);
+    const std::string key_length = split ? k_mla : t.key("attention.key_length");
+    const std::string value_length = split ? v_mla : t.key("attention.value_length");
+    if (!t.has(key_length)) t.fail(key_length, "is missing");
+    t.set("qk_rope_head_dim", rope, rope_key);
+    t.set("qk_nope_head_dim", t.integer_or(key_length, 0) - rope, key_length);
+    t.integer("v_head_dim", value_length);
+    t.integer("kv_lora_rank", t.key("attention.kv_lora_rank"));
+    const std::string q_lora = t.key("attention.q_lora_rank");
+    t.set("q_lora_rank",
+          t.integer_or(q_lora, 0) > 0 ? nlohmann::json(t.integer_or(q_lora, 0)) : nlohmann::json(),
+          q_lora);
+    t.integer("n_routed_experts", expert_count);
+    t.integer("moe_intermediate_size", t.key("expert_feed_forward_length"));
+    t.integer("intermediate_size", t.key("feed_forward_length"));
+    t.set("n_shared_experts", t.integer_or(t.key("expert_shared_count"), 0),
+          t.key("expert_shared_count"));
+    t.set("first_k_dense_replace", t.integer_or(t.key("leading_dense_block_count"), 0),
+          t.key("leading_dense_block_count"));
+    const std::string groups_key = t.key("expert_group_count");
+    const std::int64_t groups = std::max<std::int64_t>(t.integer_or(groups_key, 1), 1);
+    t.set("n_group", groups, groups_key);
+    t.set("topk_group", groups > 1 ? t.integer_or(t.key("expert_group_used_count"), 0) : 1,
+          t.key("expert_group_used_count"));
+    if (!sigmoid && groups > 1) t.set("topk_method", "group_limited_greedy", groups_key);
+    const double scale = t.float_or(t.key("expert_weights_scale"), 0);
+    t.set("routed_scaling_factor", scale > 0 ? scale : 1.0, t.key("expert_weights_scale"));
+    renormalise = t.bool_or(t.key("expert_weights_norm"), false);
+    t.set("norm_topk_prob", renormalise, t.key("expert_weights_norm"));
+    translate_rope_scaling(t, true);
+    spec = t.parse();
+    spec.attention.split_kv_b = split;
+    // llama.cpp scores groups by their top two experts' sum whatever the model's HF method.
+    spec.router.group_top2_sum = true;
+    if (spec.router.n_group > 1 && spec.num_experts / spec.router.n_group < 2)
+      t.fail(groups_key, "groups need at least two experts each (their score is a top-2 sum)");
+    spec.router.correction_bias = false;
+    for (std::int64_t l = 0; l < spec.num_layers; ++l)
+      if (t.tensor("blk." + std::to_string(l) + ".exp_probs_b.bias")) {
+        spec.router.correction_bias = true;
+        break;
+      }
+  }
+  spec.router.normalize = renormalise;
+  spec.model_type = arch;
+  return spec;
+}
+
+namespace {
+
+std::string gguf_dense_name(const ModelSpec& spec, std::int64_t layer, DenseRole role) {
+  const std::string p = "blk." + std::to_string(layer) + ".";
+  const bool moe = spec.has_experts(layer);
+  switch (role) {
+    case DenseRole::attention_norm:
+      return p + "attn_norm.weight";
+    case DenseRole::ffn_norm:
+      return p + "ffn_norm.weight";
+    case DenseRole::q:
+      return p + "attn_q.weight";
+    case DenseRole::k:
+      return p + "attn_k.weight";
+    case DenseRole::v:
+      return p + "attn_v.weight";
+    case DenseRole::q_bias:
+      return p + "attn_q.bias";
+    case DenseRole::k_bias:
+      return p + "attn_k.bias";
+    case DenseRole::v_bias:
+      return p + "attn_v.bias";
+    case DenseRole::q_norm:
+      return p + "attn_q_norm.weight";
+    case DenseRole::k_norm:
+      return p + "attn_k_norm.weight";
+    case DenseRole::q_a:
+      return p + "attn_q_a.weight";
+    case DenseRole::q_a_norm:
+      return p + "attn_q_a_norm.weight";
+    case DenseRole::q_b:
+      return p + "attn_q_b.weight";
+    case DenseRole::kv_a:
+      return p + "attn_kv_a_mqa.weight";
+    case DenseRole::kv_a_norm:
+      return p + "attn_kv_a_norm.weight";
+    case DenseRole::kv_b:
+      return p + "attn_kv_b.weight";
+    case DenseRole::k_b:
+      return p + "attn_k_b.weight";
+    case DenseRole::v_b:
+      return p + "attn_v_b.weight";
+    case DenseRole::o:
+      return p + "attn_output.weight";
+    case DenseRole::router:
+      return p + "ffn_gate_inp.weight";
+    case DenseRole::router_bias:
+      return p + "exp_probs_b.bias";
+    case DenseRole::mlp_gate:
+      return p + (moe ? "ffn_gate_shexp.weight" : "ffn_gate.weight");
+    case DenseRole::mlp_up:
+      return p + (moe ? "ffn_up_shexp.weight" : "ffn_up.weight");
+    case DenseRole::mlp_down:
+      return p + (moe ? "ffn_down_shexp.weight" : "ffn_down.weight");
+    case DenseRole::shared_expert_gate:
+      return p + "ffn_gate_inp_shexp.weight";
+  }
+  return p;
+}
+
+std::string shape_string(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+std::vector<std::int64_t> squeezed(const std::vector<std::int64_t>& shape) {
+  std::vector<std::int64_t> out;
+  for (const auto d : shape)
+    if (d != 1) out.push_back(d);
+  return out;
+}
+
+class TensorMapper {
+ public:
+  TensorMapper(const GgufFile& file, const ModelSpec& spec) : file_(file), spec_(spec) {}
+
+  // The tensor named `gguf_name`, whose shape in Hugging Face order (reversed GGUF dims) must be
+  // `expected` up to dimensions of 1 (the converter writes a [1, hidden] gate as ne [hidden, 1]).
+  TensorInfo whole(const std::string& gguf_name, const std::vector<std::int64_t>& expected) {
+    const GgufTensor& t = find(gguf_name);
+    const auto shape = hf_shape(t);
+    if (squeezed(shape) != squeezed(expected))
+      fail(t, "has shape " + shape_string(shape) +
+                  " (GGUF dims reversed) but the metadata implies " + shape_string(expected));
+    return info(t, t.name, expected, t.file_offset, t.nbytes);
+  }
+
+  // Expert `expert` of a merged [experts, rows, cols] tensor.
+  TensorInfo slice(const std::string& gguf_name, std::int64_t expert,
+                   const std::vector<std::int64_t>& expected) {
+    const GgufTensor& t = find(gguf_name);
+    std::vector<std::int64_t> merged{spec_.num_experts};
+    merged.insert(merged.end(), expected.begin(), expected.end());
+    if (hf_shape(t) != merged)
+      fail(t, "has shape " + shape_string(hf_shape(t)) +
+                  " (GGUF dims reversed) but the metadata implies " + shape_string(merged));
+    const std::uint64_t bytes = t.nbytes / static_cast<std::uint64_t>(spec_.num_experts);
+    return info(t, t.name + " [expert " + std::to_string(expert) + "]", expected,
+                t.file_offset + static_cast<std::uint64_t>(expert) * bytes, bytes);
+  }
+
+  bool has(const std::string& gguf_name) const { return file_.find_tensor(gguf_name) != nullptr; }
+
+  // Every tensor of the file must have been used.
+  void check_all_used() const {
+    for (const auto& t : file_.tensors())
+      if (!used_.contains(t.name))
+        throw std::runtime_error(source(t) + ": unexpected tensor '" + t.name + "' for a " +
+                                 spec_.model_type + " model with this metadata");
+  }
+
+ private:
+  const GgufTensor& find(const std::string& name) {
+    const GgufTensor* t = file_.find_tensor(name);
+    if (!t)
+      throw std::runtime_error(file_.files().front().path().string() + ": tensor '" + name +
+                               "' is missing (the " + spec_.model_type + " metadata implies it)");
+    used_.insert(name);
+    return *t;
+  }
+
+  static std::vector<std::int64_t> hf_shape(const GgufTensor& t) {
+    std::vector<std::int64_t> shape;
+    for (auto it = t.dims.rbegin(); it != t.dims.rend(); ++it)
+      shape.push_back(static_cast<std::int64_t>(*it));
+    return shape;
+  }
+
+  std::string source(const GgufTensor& t) const {
+    return file_.files().at(t.file_index).path().string();
+  }
+
+  [[noreturn]] void fail(const GgufTensor& t, const std::string& what) const {
+    throw std::runtime_error(source(t) + ": tensor '" + t.name + "' " + what);
+  }
+
+  TensorInfo info(const GgufTensor& t, std::string name, const std::vector<std::int64_t>& shape,
+                  std::uint64_t offset, std::uint64_t bytes) const {
+    const auto dtype = kernels::dtype_of(t.type);
+    if (!dtype)
+      fail(t, "has ggml type " + std::string(kernels::ggml_type_name(t.type)) +
+                  ", which moed does not compute (supported: f32, f16, bf16, q8_0, q4_0, q4_1, "
+                  "q5_0, q5_1, q4_K, q5_K, q6_K)");
+    return {std::move(name), *dtype, shape,
+            offset,          bytes,  static_cast<std::uint32_t>(t.file_index)};
+  }
+
+  const GgufFile& file_;
+  const ModelSpec& spec_;
+  std::set<std::string> used_;
+};
+
+}  // namespace
+
+std::map<std::string, TensorInfo> gguf_plan_tensors(const GgufFile& file, const ModelSpec& spec) {
+  TensorMapper map(file, spec);
+  std::map<std::string, TensorInfo> out;
+  out.emplace(embedding_tensor(),
+              map.whole("token_embd.weight", {spec.vocab_size, spec.hidden_size}));
+  out.emplace(final_norm_tensor(), map.whole("output_norm.weight", {spec.hidden_size}));
+  if (!spec.tie_word_embeddings)
+    out.emplace(lm_head_tensor(spec),
+                map.whole("output.weight", {spec.vocab_size, spec.hidden_size}));
+  static const char* const kMerged[] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+  static const char* const kSplit[] = {"ffn_gate", "ffn_up", "ffn_down"};
+  for (std::int64_t l = 0; l < spec.num_layers; ++l) {
+    for (const auto& t : dense_tensors(spec, l))
+      out.emplace(t.name, map.whole(gguf_dense_name(spec, l, t.role), t.shape));
+    if (!spec.has_experts(l)) continue;
+    const std::string p = "blk." + std::to_string(l) + ".";
+    for (const auto m : {ExpertMatrix::gate, ExpertMatrix::up, ExpertMatrix::down}) {
+      const auto i = static_cast<std::size_t>(m);
+      const std::string merged = p + kMerged[i] + ".weight";
+      // Files from before llama.cpp merged the experts (early 2024) hold one tensor each.
+      const bool split = !map.has(merged) && map.has(p + kSplit[i] + ".0.weight");
+      for (std::int64_t e = 0; e < spec.num_experts; ++e)
+        out.emplace(expert_tensor(spec, l, e, m),
+                    split ? map.whole(p + kSplit[i] + "." + std::to_string(e) + ".weight",
+                                      expert_shape(spec, m))
+                          : map.slice(merged, e, expert_shape(spec, m)));
+    }
+  }
+  map.check_all_used();
+  return out;
+}
+
+}  // namespace moed::model

@@ -1,0 +1,296 @@
+// GGUF files as models: the layer plan read from llama.cpp's metadata keys, the tensors mapped
+// onto the plan (experts as slices of merged tensors), logits against scripts/reference.py on the
+// dequantized weights, every host budget bit-identical, batched rows equal to solo rows, and the
+// files moed must refuse named with the key or tensor at fault.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "gguf_builder.hpp"
+#include "golden_files.hpp"
+#include "moed/engine/engine.hpp"
+#include "moed/model/checkpoint.hpp"
+#include "moed/model/gguf_model.hpp"
+
+using namespace moed::engine;
+namespace model = moed::model;
+namespace test = moed::test;
+
+namespace {
+
+// Logits of moed against the float64 reference on the dequantized weights. For quantized
+// weights moed also quantizes each activation row to int8 per block (scale max|x| / 127), so a
+// dot product carries a relative error of about 2^-8 of its terms' magnitude; through a few
+// layers of random weights (near-uniform logits) that stays below 5% of the largest logit.
+struct GgufCase {
+  const char* file;        // under the test models
+  double tolerance;        // max |diff| / max |reference|
+  bool argmax_must_match;  // where the reference's top-1 margins exceed the error
+};
+
+class GgufModel : public ::testing::TestWithParam<GgufCase> {
+ protected:
+  std::filesystem::path path() const { return kModels / GetParam().file; }
+  std::string stem() const { return std::filesystem::path(GetParam().file).stem().string(); }
+};
+
+std::string case_name(const ::testing::TestParamInfo<GgufCase>& info) {
+  std::string name = std::filesystem::path(info.param.file).stem().string();
+  for (auto& c : name)
+    if (c == '-' || c == '.') c = '_';
+  return name;
+}
+
+TEST_P(GgufModel, LogitsMatchTheReferenceOnTheDequantizedWeights) {
+  EngineOptions options;
+  options.kv_dtype = KvDtype::f32;
+  Engine engine(path(), options);
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  const auto golden = read_npy(kGolden / "gguf" / (stem() + ".logits.npy"));
+  ASSERT_EQ(golden.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()),
+                                                     engine.spec().vocab_size}));
+  const auto c = compare(prefill_logits(engine, tokens), golden.data, engine.spec().vocab_size);
+  EXPECT_LE(c.relative_error, GetParam().tolerance);
+  if (GetParam().argmax_must_match) {
+    EXPECT_EQ(c.argmax_mismatches, 0);
+  }
+  const auto s =
+      compare(prefill_then_decode(engine, tokens), golden.data, engine.spec().vocab_size);
+  EXPECT_LE(s.relative_error, GetParam().tolerance);
+}
+
+TEST_P(GgufModel, EveryHostBudgetGivesBitIdenticalLogits) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  Engine unlimited(path(), {});
+  const auto want = prefill_then_decode(unlimited, tokens);
+  for (const double share : {0.25, 0.5}) {
+    EngineOptions options;
+    options.host_budget = {0, share};
+    Engine engine(path(), options);
+    EXPECT_EQ(prefill_then_decode(engine, tokens), want) << "share " << share;
+    EXPECT_GT(engine.memory_stats().host.misses, 0u);
+    EXPECT_GT(engine.memory_stats().disk.bytes_read, 0u);
+  }
+  const std::uint64_t working_set = static_cast<std::uint64_t>(unlimited.spec().experts_per_token) *
+                                    unlimited.expert_block_bytes();
+  EngineOptions streamed;
+  streamed.host_budget = {unlimited.memory_stats().fixed_bytes + working_set - 1, 0};
+  Engine ring(path(), streamed);
+  EXPECT_TRUE(ring.memory_stats().dense_streamed);
+  EXPECT_EQ(prefill_then_decode(ring, tokens), want) << "dense layers streamed";
+}
+
+TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
+  Engine engine(path(), {});
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 17, 42}, {5, 6, 7, 8, 9}, {300}};
+  std::vector<KvCache> caches;
+  std::vector<std::int32_t> next;
+  std::vector<std::vector<float>> solo;
+  std::vector<float> logits;
+  for (const auto& prompt : prompts) {
+    caches.push_back(engine.new_cache());
+    engine.forward(prompt, caches.back(), logits, false);
+    next.push_back(
+        static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    auto alone = engine.new_cache();
+    engine.forward(prompt, alone, logits, false);
+    engine.forward(std::span(&next.back(), 1), alone, logits, false);
+    solo.push_back(logits);
+  }
+  std::vector<KvCache*> pointers;
+  for (auto& c : caches) pointers.push_back(&c);
+  engine.decode(next, pointers, logits);
+  const auto vocab = static_cast<std::size_t>(engine.spec().vocab_size);
+  for (std::size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(std::vector<float>(logits.begin() + i * vocab, logits.begin() + (i + 1) * vocab),
+              solo[i])
+        << "row " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, GgufModel,
+                         ::testing::Values(GgufCase{"tiny-f32.gguf", 1e-5, true},
+                                           GgufCase{"tiny-q8_0.gguf", 0.05, false},
+                                           GgufCase{"tiny-q4_k_m.gguf", 0.05, false}),
+                         case_name);
+
+TEST(GgufPlan, MixtralAsLlamaHasTheHuggingFacePlanWithAdjacentPairRope) {
+  const auto from_hf = model::ModelSpec::from_config(kModels / "tiny-f32");
+  const auto from_gguf = model::read_model_spec(kModels / "tiny-f32.gguf");
+  EXPECT_EQ(from_gguf.model_type, "llama");
+  EXPECT_EQ(from_gguf.family, model::Family::mixtral);
+  EXPECT_EQ(from_gguf.rope.style, model::RopeStyle::interleaved);
+  EXPECT_EQ(from_hf.rope.style, model::RopeStyle::half);
+  EXPECT_EQ(from_gguf.hidden_size, from_hf.hidden_size);
+  EXPECT_EQ(from_gguf.num_layers, from_hf.num_layers);
+  EXPECT_EQ(from_gguf.vocab_size, from_hf.vocab_size);
+  EXPECT_EQ(from_gguf.attention.heads, from_hf.attention.heads);
+  EXPECT_EQ(from_gguf.attention.kv_heads, from_hf.attention.kv_heads);
+  EXPECT_EQ(from_gguf.attention.head_dim, from_hf.attention.head_dim);
+  EXPECT_EQ(from_gguf.rope.theta, from_hf.rope.theta);
+  EXPECT_EQ(from_gguf.num_experts, from_hf.num_experts);
+  EXPECT_EQ(from_gguf.experts_per_token, from_hf.experts_per_token);
+  EXPECT_EQ(from_gguf.intermediate_size, from_hf.intermediate_size);
+  EXPECT_EQ(from_gguf.router.normalize, from_hf.router.normalize);
+  EXPECT_FLOAT_EQ(from_gguf.rms_norm_eps, from_hf.rms_norm_eps);  // an f32 in GGUF
+  EXPECT_EQ(from_gguf.max_position_embeddings, from_hf.max_position_embeddings);
+  EXPECT_EQ(from_gguf.bos_token_id, from_hf.bos_token_id);
+  EXPECT_EQ(from_gguf.eos_token_ids, from_hf.eos_token_ids);
+}
+
+TEST(GgufPlan, ExpertsAreSlicesOfTheMergedTensors) {
+  const auto spec = model::read_model_spec(kModels / "tiny-q4_k_m.gguf");
+  const auto checkpoint = model::open_checkpoint(kModels / "tiny-q4_k_m.gguf", spec);
+  const auto& e0 = checkpoint.tensor(model::expert_tensor(spec, 1, 0, model::ExpertMatrix::up));
+  const auto& e5 = checkpoint.tensor(model::expert_tensor(spec, 1, 5, model::ExpertMatrix::up));
+  EXPECT_EQ(e0.name, "blk.1.ffn_up_exps.weight [expert 0]");
+  EXPECT_EQ(e0.shape, (std::vector<std::int64_t>{spec.intermediate_size, spec.hidden_size}));
+  EXPECT_EQ(e0.dtype, moed::kernels::DType::q4_k);
+  EXPECT_EQ(e0.nbytes, static_cast<std::uint64_t>(spec.intermediate_size) *
+                           moed::kernels::row_bytes(e0.dtype, spec.hidden_size));
+  EXPECT_EQ(e5.file_offset, e0.file_offset + 5 * e0.nbytes);
+  // llama-quantize's q4_K_M keeps the LM head in q6_K.
+  EXPECT_EQ(checkpoint.tensor("lm_head.weight").dtype, moed::kernels::DType::q6_k);
+}
+
+// A one-layer llama file with two experts, every tensor present and zero, for the refusals.
+struct TinyLlama {
+  test::GgufSpec spec;
+  TinyLlama() {
+    using namespace test::gguf_bytes;
+    spec.add("general.architecture", test::kString, str("llama"));
+    for (const auto& [key, value] :
+         std::vector<std::pair<std::string, std::uint32_t>>{{"llama.embedding_length", 32},
+                                                            {"llama.block_count", 1},
+                                                            {"llama.context_length", 64},
+                                                            {"llama.attention.head_count", 2},
+                                                            {"llama.attention.head_count_kv", 1},
+                                                            {"llama.feed_forward_length", 32},
+                                                            {"llama.expert_count", 2},
+                                                            {"llama.expert_used_count", 1},
+                                                            {"llama.rope.dimension_count", 16}})
+      spec.add(key, test::kU32, u32(value));
+    spec.add("llama.attention.layer_norm_rms_epsilon", test::kF32, scalar(1e-5f));
+    tensor("token_embd.weight", {32, 8});
+    tensor("output_norm.weight", {32});
+    tensor("output.weight", {32, 8});
+    tensor("blk.0.attn_norm.weight", {32});
+    tensor("blk.0.attn_q.weight", {32, 32});
+    tensor("blk.0.attn_k.weight", {32, 16});
+    tensor("blk.0.attn_v.weight", {32, 16});
+    tensor("blk.0.attn_output.weight", {32, 32});
+    tensor("blk.0.ffn_norm.weight", {32});
+    tensor("blk.0.ffn_gate_inp.weight", {32, 2});
+    tensor("blk.0.ffn_gate_exps.weight", {32, 32, 2});
+    tensor("blk.0.ffn_up_exps.weight", {32, 32, 2});
+    tensor("blk.0.ffn_down_exps.weight", {32, 32, 2});
+  }
+  void tensor(const std::string& name, std::vector<std::uint64_t> dims, std::uint32_t type = 0,
+              std::size_t bytes = 0) {
+    std::uint64_t elements = 1;
+    for (const auto d : dims) elements *= d;
+    spec.tensors.push_back({name,
+                            std::move(dims),
+                            type,
+                            std::string(bytes ? bytes : elements * sizeof(float), '\0'),
+                            {}});
+  }
+  test::GgufSpec& change(const std::function<void(test::GgufSpec&)>& edit) {
+    edit(spec);
+    return spec;
+  }
+};
+
+struct TempGguf {
+  std::filesystem::path path;
+  explicit TempGguf(const test::GgufSpec& spec) {
+    path = std::filesystem::temp_directory_path() /
+           ("moed-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".gguf");
+    std::ofstream(path, std::ios::binary) << spec.encode();
+  }
+  ~TempGguf() { std::filesystem::remove(path); }
+};
+
+void expect_refused(const test::GgufSpec& spec, const std::vector<std::string>& parts) {
+  TempGguf file(spec);
+  try {
+    Engine engine(file.path, {});
+    ADD_FAILURE() << "accepted";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(file.path.filename().string()), std::string::npos) << what;
+    for (const auto& part : parts) EXPECT_NE(what.find(part), std::string::npos) << what;
+  }
+}
+
+TEST(GgufPlan, TheTinyLlamaLoadsAndRuns) {
+  TinyLlama tiny;
+  TempGguf file(tiny.spec);
+  Engine engine(file.path, {});
+  EXPECT_EQ(engine.spec().num_experts, 2);
+  auto cache = engine.new_cache();
+  std::vector<float> logits;
+  engine.forward(std::vector<std::int32_t>{1, 2, 3}, cache, logits, false);
+  EXPECT_EQ(logits, std::vector<float>(8, 0.0f));  // zero weights
+}
+
+TEST(GgufPlan, RefusalsNameTheKeyOrTensor) {
+  auto edit_kv = [](const std::string& key, std::uint32_t type, std::string value) {
+    TinyLlama tiny;
+    for (auto& kv : tiny.spec.kvs)
+      if (kv.key == key) {
+        kv.type = type;
+        kv.value = std::move(value);
+      }
+    return tiny.spec;
+  };
+  using namespace test::gguf_bytes;
+  expect_refused(edit_kv("general.architecture", test::kString, str("gemma")),
+                 {"general.architecture", "'gemma' is not supported"});
+  expect_refused(edit_kv("llama.expert_count", test::kU32, u32(0)),
+                 {"llama.expert_count", "not a MoE model"});
+  expect_refused(edit_kv("llama.rope.dimension_count", test::kU32, u32(8)),
+                 {"llama.rope.dimension_count", "partial RoPE"});
+  expect_refused(edit_kv("llama.expert_used_count", test::kU32, u32(3)),
+                 {"llama.expert_used_count", "exceeds"});
+  expect_refused(edit_kv("llama.block_count", test::kString, str("one")),
+                 {"llama.block_count", "string"});
+
+  TinyLlama missing;
+  missing.spec.tensors.erase(missing.spec.tensors.begin() + 5);  // blk.0.attn_k.weight
+  expect_refused(missing.spec, {"blk.0.attn_k.weight", "missing"});
+
+  TinyLlama extra;
+  extra.tensor("blk.0.attn_output.bias", {32});
+  expect_refused(extra.spec, {"unexpected tensor 'blk.0.attn_output.bias'"});
+
+  TinyLlama misshapen;
+  misshapen.spec.tensors[4].dims = {32, 16};  // attn_q with half its rows
+  misshapen.spec.tensors[4].data.resize(32 * 16 * 4);
+  expect_refused(misshapen.spec, {"blk.0.attn_q.weight", "has shape [16, 32]"});
+
+  // iq4_nl: a ggml type the reader knows and moed does not compute (18 bytes per 32).
+  TinyLlama iq4;
+  iq4.spec.tensors.pop_back();
+  iq4.tensor("blk.0.ffn_down_exps.weight", {32, 32, 2}, 20, 18 * 64);
+  expect_refused(iq4.spec, {"blk.0.ffn_down_exps.weight", "iq4_nl", "does not compute"});
+}
+
+TEST(GgufPlan, SplitExpertTensorsOfOldFilesAreAccepted) {
+  TinyLlama old;
+  old.spec.tensors.resize(old.spec.tensors.size() - 3);
+  for (const char* matrix : {"ffn_gate", "ffn_up", "ffn_down"})
+    for (int e = 0; e < 2; ++e)
+      old.tensor("blk.0." + std::string(matrix) + "." + std::to_string(e) + ".weight", {32, 32});
+  TempGguf file(old.spec);
+  const auto spec = model::read_model_spec(file.path);
+  const auto checkpoint = model::open_checkpoint(file.path, spec);
+  EXPECT_EQ(checkpoint.tensor(model::expert_tensor(spec, 0, 1, model::ExpertMatrix::down)).name,
+            "blk.0.ffn_down.1.weight");
+}
+
+}  // namespace
