@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """scripts/hf-to-gguf.py on the tiny test models (made by scripts/make-gguf-test-models.sh):
 keys, tensor names and shapes, the q/k row permutation, merged experts, per-tensor formats of the
-q4_k_m recipe, the tokenizer keys, and split files. Usage: test_hf_to_gguf.py TEST_MODELS_DIR"""
+q4_k_m recipe, the tokenizer keys, split files; every other family's keys, names, dims and exact
+round trip; and scripts/reference.py reading the GGUF files (metadata only, no config.json) to the
+same float64 logits as from the HF directory. Usage: test_hf_to_gguf.py TEST_MODELS_DIR"""
 import json
 import os
 import struct
@@ -13,6 +15,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gguf_file as gg  # noqa: E402
+import reference  # noqa: E402
 
 MODELS = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test-models")
 
@@ -393,6 +396,33 @@ class SplitExperts(unittest.TestCase):
                 np.testing.assert_array_equal(split.tensors[part].values(), t.values()[e])
                 seen.add(part)
         self.assertEqual(set(split.tensors), seen)
+
+
+class ReferenceReadsGGUF(unittest.TestCase):
+    """reference.py's GGUF path (its own reader, llama.cpp layouts mapped back, hyperparameters from
+    the metadata) computes what its HF path computes, for every family's f32 file."""
+
+    def test_f32_gguf_logits_equal_hf_logits(self):
+        with open(os.path.join(ROOT, "tests", "golden", "prompt-tokens.txt")) as f:
+            tokens = [int(x) for x in f.read().split(",")]
+        pairs = [("tiny-f32", "tiny-f32.gguf")] + [("tiny-" + f, "tiny-%s-f32.gguf" % f) for f in EXPECTED_KEYS]
+        for hf_dir, gguf in pairs:
+            with self.subTest(model=gguf):
+                expected = reference.model_forward(*reference.load(os.path.join(MODELS, hf_dir)), tokens)
+                config, weights = reference.gguf_to_hf(*reference.read_gguf(os.path.join(MODELS, gguf)))
+                got = reference.model_forward(config, weights, tokens)
+                self.assertLess(np.abs(got - expected).max() / np.abs(expected).max(), 1e-12)
+
+    def test_split_experts_and_split_files_read_back(self):
+        merged = reference.gguf_to_hf(*reference.read_gguf(os.path.join(MODELS, "tiny-q8_0.gguf")))[1]
+        split = reference.gguf_to_hf(*reference.read_gguf(os.path.join(MODELS, "tiny-split-experts-q8_0.gguf")))[1]
+        self.assertEqual(set(merged), set(split))
+        for name, array in merged.items():
+            np.testing.assert_array_equal(split[name], array, name)
+        config, weights = reference.gguf_to_hf(*reference.read_gguf(
+            os.path.join(MODELS, "tiny-bytelevel-q6_k-00001-of-00003.gguf")))
+        self.assertEqual(config["num_hidden_layers"], 2)
+        self.assertIn("model.layers.1.block_sparse_moe.experts.0.w2.weight", weights)
 
 
 if __name__ == "__main__":
