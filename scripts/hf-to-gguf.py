@@ -116,8 +116,10 @@ class Safetensors:
         return raw.astype(np.float32)
 
 
-ARCHS = {"MixtralForCausalLM": "llama", "Qwen2MoeForCausalLM": "qwen2moe", "Qwen3MoeForCausalLM": "qwen3moe",
-         "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek2", "DeepseekV3ForCausalLM": "deepseek2"}
+# config.json architecture -> (llama.cpp architecture, HF model_type)
+ARCHS = {"MixtralForCausalLM": ("llama", "mixtral"), "Qwen2MoeForCausalLM": ("qwen2moe", "qwen2_moe"),
+         "Qwen3MoeForCausalLM": ("qwen3moe", "qwen3_moe"), "OlmoeForCausalLM": ("olmoe", "olmoe"),
+         "DeepseekV2ForCausalLM": ("deepseek2", "deepseek_v2"), "DeepseekV3ForCausalLM": ("deepseek2", "deepseek_v3")}
 # tokenizer.ggml.pre of each family's real tokenizer, as convert_hf_to_gguf.py's hash table names it.
 TOKENIZER_PRE = {"qwen2_moe": "qwen2", "qwen3_moe": "qwen2", "olmoe": "olmo", "deepseek_v2": "deepseek-llm",
                  "deepseek_v3": "deepseek-v3"}
@@ -168,7 +170,7 @@ def dense_mlp(st, prefix, suffix=""):
 
 def hf_tensors(st, config, split_experts=False):
     """(GGUF name, float32 array) in llama.cpp's naming and layout for the config's family."""
-    family = config.get("model_type", "mixtral")
+    family = config["model_type"]
     n_head = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads", n_head)
     yield "token_embd.weight", st.get("model.embed_tokens.weight")
@@ -465,7 +467,7 @@ def text_model_hyperparameters(config):
 
 
 def family_hyperparameters(config):
-    family = config.get("model_type", "mixtral")
+    family = config["model_type"]
     if family == "mixtral":
         return llama_hyperparameters(config)
     keys = text_model_hyperparameters(config)
@@ -522,8 +524,7 @@ def main():
     archs = config.get("architectures", [])
     if len(archs) != 1 or archs[0] not in ARCHS:
         fail("%s: architectures %s; this converter handles %s" % (args.model, archs, ", ".join(sorted(ARCHS))))
-    arch = ARCHS[archs[0]]
-    config.setdefault("model_type", "mixtral" if arch == "llama" else None)
+    arch, config["model_type"] = ARCHS[archs[0]]
     if args.split_experts and arch != "llama":
         fail("--split-experts: only llama-arch (Mixtral) files have the legacy per-expert names")
     if args.splits < 1:
