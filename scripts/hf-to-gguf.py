@@ -13,7 +13,8 @@ What follows llama.cpp's converter (conversion/{llama,qwen,olmo,deepseek,base}.p
 - tensor names token_embd / output_norm / output and blk.N.*; routed experts merged into 3-D
   tensors (numpy [expert, rows, cols], GGUF ne = [cols, rows, expert]); --split-experts writes
   Mixtral's experts the legacy way instead, one 2-D blk.N.ffn_{gate,down,up}.E.weight each,
-  as old Mixtral GGUFs have them and llama.cpp still loads them;
+  as early (2023-24) Mixtral GGUFs have them (llama.cpp then merged them on load; its current
+  llama loader requires the merged tensors, so such files are for readers that accept both);
 - llama only: attn_q / attn_k rows permuted as LlamaModel.permute does (the HF checkpoint holds
   them in rotate-half order; llama-arch files hold them interleaved). qwen2moe, qwen3moe and
   olmoe are NeoX-rope architectures in llama.cpp and keep HF's rows; deepseek2 is a normal-rope

@@ -666,7 +666,8 @@ def gguf_to_hf(meta, t):
             sys.exit("reference: olmoe layers without experts are not implemented")
         if key("expert_weights_norm", False):
             sys.exit("reference: olmoe with expert_weights_norm is not implemented")
-        cfg.update(head_dim=head_dim, num_experts=n_expert, clip_qkv=key("attention.clamp_kqv", None))
+        # llama.cpp's olmoe graph applies no clamp_kqv (its converter writes none for OLMoE).
+        cfg.update(head_dim=head_dim, num_experts=n_expert, clip_qkv=None)
     else:
         rope_dim = key("rope.dimension_count")
         n_group = key("expert_group_count", 1)
