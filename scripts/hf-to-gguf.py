@@ -188,8 +188,8 @@ def hf_tensors(st, config, split_experts=False):
             yield blk + "attn_k.weight", permute(st.get(attn + "k_proj.weight"), n_head, n_kv)
             yield blk + "attn_v.weight", st.get(attn + "v_proj.weight")
         elif family.startswith("deepseek"):
-            for name in deepseek_attention(st, config, attn):
-                yield (blk + name[0],) + name[1:]
+            for name, array in deepseek_attention(st, config, attn):
+                yield blk + name, array
         else:
             for proj in "qkv":
                 yield blk + "attn_%s.weight" % proj, st.get(attn + "%s_proj.weight" % proj)
