@@ -6,6 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 models=$(mktemp -d)
 trap 'rm -rf "$models"' EXIT
 "$here/make-test-models.sh" "$models"
+"$here/make-gguf-test-models.sh" "$models"
 golden="$here/../tests/golden"
 mkdir -p "$golden"
 tokens=$(cat "$golden/prompt-tokens.txt")
@@ -23,4 +24,14 @@ for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do
     --out "$golden/$family.logits.npy"
   /usr/bin/python3 "$here/reference.py" --model "$models/tiny-$family-bf16" --tokens "$greedy_prompt" \
     --greedy 32 --out "$golden/$family-bf16.greedy.json"
+done
+# The GGUF fixtures, on their dequantized weights (reference.py reads the GGUF file alone).
+mkdir -p "$golden/gguf"
+gguf_fixtures="tiny-f32 tiny-q8_0 tiny-q4_k_m tiny-split-experts-q8_0"
+for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do
+  gguf_fixtures="$gguf_fixtures tiny-$family-f32 tiny-$family-q8_0 tiny-$family-q4_k_m"
+done
+for fixture in $gguf_fixtures; do
+  /usr/bin/python3 "$here/reference.py" --model "$models/$fixture.gguf" --tokens "$tokens" \
+    --out "$golden/gguf/$fixture.logits.npy"
 done

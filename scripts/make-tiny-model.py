@@ -8,11 +8,17 @@ model.safetensors.index.json), tokenizer.json and tokenizer_config.json (and, fo
 families other than mixtral, generation_config.json).
 Weights are random (numpy only); the tokenizer is a real BPE trained on a small
 built-in text so that ordinary English encodes to multi-byte pieces.
+
+--format gguf --quant q8_0,q4_k_m,... then converts the model with scripts/hf-to-gguf.py (the
+layout of llama.cpp's converter and llama-quantize) into one file per type beside the directory:
+--out models/tiny --quant q8_0,q4_k_m writes models/tiny/ (HF) and models/tiny-q8_0.gguf,
+models/tiny-q4_k_m.gguf.
 """
 import argparse
 import json
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -876,6 +882,20 @@ def write_safetensors(out, shapes, dtypes, shards, make):
     return total
 
 
+GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m")
+
+
+def write_gguf_files(args):
+    """OUT-QUANT.gguf beside the HF directory for each quant, through scripts/hf-to-gguf.py."""
+    converter = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf-to-gguf.py")
+    prefix = os.path.normpath(args.out)
+    for quant in args.quant:
+        path = "%s-%s.gguf" % (prefix, quant)
+        result = subprocess.run([sys.executable, converter, "--model", args.out, "--out", path, "--type", quant])
+        if result.returncode:
+            sys.exit("make-tiny-model: hf-to-gguf.py --type %s failed (exit %d)" % (quant, result.returncode))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output directory (created)")
@@ -890,9 +910,23 @@ def main():
         ap.add_argument("--" + key.replace("_", "-"), type=int, help="override the size's " + key)
     ap.add_argument("--rope-theta", type=float, default=None, help="mixtral only (default 1e6)")
     ap.add_argument("--tie-embeddings", action="store_true", help="tie lm_head to the embedding")
+    ap.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                    help="gguf: also write OUT-QUANT.gguf beside OUT for each --quant (default hf only)")
+    ap.add_argument("--quant", default="f32",
+                    help="with --format gguf: comma-separated GGUF types, of " + ", ".join(GGUF_QUANTS) + " (default f32)")
     args = ap.parse_args()
     if args.shards < 1:
         sys.exit("make-tiny-model: --shards must be >= 1")
+    args.quant = [q for q in args.quant.split(",") if q]
+    unknown = [q for q in args.quant if q not in GGUF_QUANTS]
+    if unknown or not args.quant:
+        sys.exit("make-tiny-model: --quant %r: give some of %s" % (",".join(unknown), ", ".join(GGUF_QUANTS)))
+    make_hf_model(args)
+    if args.format == "gguf":
+        write_gguf_files(args)
+
+
+def make_hf_model(args):
     if args.family != "mixtral":
         mixtral_only = [key for key in list(SIZES["tiny"]) + ["tokenizer", "rope_theta"] if getattr(args, key) is not None]
         if mixtral_only:

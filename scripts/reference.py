@@ -3,7 +3,18 @@
 qwen3_moe, olmoe, deepseek_v2 or deepseek_v3 (by config.json's model_type).
 
 Reads config.json and the safetensors file(s) itself, follows transformers' modeling_<family>
-semantics, and writes golden files for the engine's tests:
+semantics, and writes golden files for the engine's tests.
+
+--model FILE.gguf (a single file, or the first part of a gguf-split set) reads a GGUF model
+instead, as llama.cpp's converter lays each family out (architectures llama, qwen2moe, qwen3moe,
+olmoe, deepseek2): every tensor dequantized in numpy (f32, f16, bf16 here; the block formats by
+gguf_file.py's dequantizers), llama.cpp's names and layouts mapped back to the HF family's (the
+llama q/k row permutation undone, kv_b rebuilt from attn_k_b / attn_v_b, merged or per-expert
+tensors split per expert), and the hyperparameters from the GGUF metadata alone. What llama.cpp
+fixes per architecture rather than in keys follows llama.cpp: top-k renormalisation off for
+qwen2moe and olmoe and on for qwen3moe unless expert_weights_norm says otherwise; deepseek2 is
+DeepSeek-V3's routing with expert_gating_func sigmoid and V2's with softmax; layers without
+ffn_gate_inp are dense.
 
   reference.py --model DIR --tokens 1,17,42 --out logits.npy       float32 [n_tokens, vocab]
   reference.py --model DIR --tokens 1,17,42 --greedy 32 --out t.json   greedy continuation ids
@@ -12,10 +23,14 @@ import argparse
 import glob
 import json
 import os
+import re
 import struct
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguf_file as gg  # noqa: E402  (its dequantizers only)
 
 
 def read_safetensors(path):
@@ -423,6 +438,262 @@ def forward_family(cfg, w, tokens, check_absorbed=False, margins=None):
     return x @ head.T
 
 
+# ---------------------------------------------------------------------------------------------
+# GGUF input: a reader of its own (the dequantizers are gguf_file.py's, written from ggml's block
+# layouts apart from moed's C++), llama.cpp's names and layouts mapped back to the HF family's,
+# and the hyperparameters from the GGUF metadata alone.
+
+GGUF_VALUE_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+                      11: "<q", 12: "<d"}
+GGUF_FLOAT32 = 6
+
+
+def read_gguf_file(path):
+    """(metadata {key: value}, float32-typed keys, tensors {name: (ggml type id, numpy shape, bytes)})."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(data):
+            sys.exit("reference: %s is truncated at byte %d" % (path, pos))
+        pos += n
+        return data[pos - n:pos]
+
+    def string():
+        return take(struct.unpack("<Q", take(8))[0]).decode("utf-8")
+
+    def value(vtype):
+        if vtype == 8:
+            return string()
+        if vtype == 9:
+            etype, count = struct.unpack("<IQ", take(12))
+            return [value(etype) for _ in range(count)]
+        fmt = GGUF_VALUE_FORMATS[vtype]
+        return struct.unpack(fmt, take(struct.calcsize(fmt)))[0]
+
+    if take(4) != b"GGUF":
+        sys.exit("reference: %s is not a GGUF file" % path)
+    version, n_tensors, n_kv = struct.unpack("<IQQ", take(20))
+    if version not in (2, 3):
+        sys.exit("reference: %s: GGUF version %d" % (path, version))
+    meta, float32_keys = {}, set()
+    for _ in range(n_kv):
+        key = string()
+        vtype = struct.unpack("<I", take(4))[0]
+        meta[key] = value(vtype)
+        if vtype == GGUF_FLOAT32:
+            float32_keys.add(key)
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        n_dims = struct.unpack("<I", take(4))[0]
+        dims = struct.unpack("<%dQ" % n_dims, take(8 * n_dims))
+        type_id, offset = struct.unpack("<IQ", take(12))
+        infos.append((name, type_id, tuple(reversed(dims)), offset))
+    alignment = meta.get("general.alignment", 32)
+    start = (pos + alignment - 1) // alignment * alignment
+    tensors = {}
+    for name, type_id, shape, offset in infos:
+        if type_id not in gg.GGML_TYPE_BY_ID:
+            sys.exit("reference: %s: tensor %s has ggml type %d" % (path, name, type_id))
+        nbytes = gg.tensor_nbytes(gg.GGML_TYPE_BY_ID[type_id], shape)
+        tensors[name] = (type_id, shape, data[start + offset:start + offset + nbytes])
+    return meta, float32_keys, tensors
+
+
+def dequantize_gguf_tensor(type_id, shape, raw):
+    type_name = gg.GGML_TYPE_BY_ID[type_id]
+    if type_name == "f32":
+        values = np.frombuffer(raw, dtype="<f4")
+    elif type_name == "f16":
+        values = np.frombuffer(raw, dtype="<f2")
+    elif type_name == "bf16":
+        values = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        values = gg.dequantize(raw, type_name)
+    return values.astype(np.float64).reshape(shape)
+
+
+def read_gguf(path):
+    """Metadata and dequantized float64 tensors of a GGUF model: a single file, or every part of a
+    split one (gguf-split naming, given its first part)."""
+    parts = [path]
+    split = re.search(r"-(\d{5})-of-(\d{5})\.gguf$", path)
+    if split:
+        count = int(split.group(2))
+        parts = [path[:split.start()] + "-%05d-of-%05d.gguf" % (i, count) for i in range(1, count + 1)]
+    meta, float32_keys, tensors = {}, set(), {}
+    for part in parts:
+        part_meta, part_floats, part_tensors = read_gguf_file(part)
+        if not meta:
+            meta, float32_keys = part_meta, part_floats
+        tensors.update(part_tensors)
+    # A float32 value stands for the decimal the converter was given; the shortest decimal that
+    # rounds to it recovers that (1e-6 rather than 9.99999997e-7).
+    for key in float32_keys:
+        meta[key] = float(str(np.float32(meta[key])))
+    return meta, {name: dequantize_gguf_tensor(*t) for name, t in tensors.items()}
+
+
+def unpermute_rows(weights, n_head):
+    """Undoes llama.cpp's LlamaModel.permute (interleaved pairs -> rotate-half order, per head)."""
+    return (weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+GGUF_FAMILIES = {"llama": "mixtral", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "olmoe": "olmoe"}
+
+
+def gguf_to_hf(meta, t):
+    """(config, weights) in the HF family's names and layouts from a GGUF model's metadata and tensors."""
+    arch = meta.get("general.architecture")
+    if arch not in GGUF_FAMILIES and arch != "deepseek2":
+        sys.exit("reference: GGUF architecture %r is not implemented" % arch)
+
+    def key(name, default=KeyError):
+        full = arch + "." + name
+        if full in meta:
+            return meta[full]
+        if default is KeyError:
+            sys.exit("reference: the GGUF has no %s" % full)
+        return default
+
+    def tensor(name):
+        if name not in t:
+            sys.exit("reference: the GGUF has no tensor %s" % name)
+        return t[name]
+
+    n_layers = key("block_count")
+    heads = key("attention.head_count")
+    hidden = key("embedding_length")
+    cfg = {"hidden_size": hidden, "num_hidden_layers": n_layers, "num_attention_heads": heads,
+           "num_key_value_heads": key("attention.head_count_kv", heads),
+           "rms_norm_eps": key("attention.layer_norm_rms_epsilon"), "rope_theta": key("rope.freq_base", 10000.0),
+           "num_experts_per_tok": key("expert_used_count"), "max_position_embeddings": key("context_length", 4096),
+           "tie_word_embeddings": "output.weight" not in t}
+    if key("rope.scaling.type", "none") == "yarn":
+        rope = {"type": "yarn", "factor": key("rope.scaling.factor"),
+                "original_max_position_embeddings": key("rope.scaling.original_context_length")}
+        for name, hf_name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow"),
+                              ("yarn_attn_factor", "attention_factor")):
+            if key("rope.scaling." + name, None) is not None:
+                rope[hf_name] = key("rope.scaling." + name)
+        cfg["rope_scaling"] = rope
+    elif key("rope.scaling.type", "none") not in ("none", "linear") or key("rope.scaling.factor", 1.0) != 1.0:
+        sys.exit("reference: GGUF rope scaling %r is not implemented" % key("rope.scaling.type"))
+    w = {"model.embed_tokens.weight": tensor("token_embd.weight"), "model.norm.weight": tensor("output_norm.weight")}
+    if "output.weight" in t:
+        w["lm_head.weight"] = t["output.weight"]
+    family = GGUF_FAMILIES.get(arch)
+    if arch == "deepseek2":
+        family = "deepseek_v3" if key("expert_gating_func", 1) == 2 else "deepseek_v2"
+    cfg["model_type"] = family
+    n_expert = key("expert_count")
+
+    def experts(blk, prefix, names):
+        """Routed experts, merged (ffn_gate_exps ...) or the legacy one tensor per expert."""
+        for gguf_name, hf_name in names:
+            merged = t.get(blk + "ffn_%s_exps.weight" % gguf_name)
+            for e in range(n_expert):
+                w[prefix % (e, hf_name)] = merged[e] if merged is not None else tensor(blk + "ffn_%s.%d.weight" % (gguf_name, e))
+
+    for layer in range(n_layers):
+        blk, hf = "blk.%d." % layer, "model.layers.%d." % layer
+        attn = hf + "self_attn."
+        w[hf + "input_layernorm.weight"] = tensor(blk + "attn_norm.weight")
+        w[hf + "post_attention_layernorm.weight"] = tensor(blk + "ffn_norm.weight")
+        w[attn + "o_proj.weight"] = tensor(blk + "attn_output.weight")
+        if arch == "deepseek2":
+            if blk + "attn_q.weight" in t:
+                w[attn + "q_proj.weight"] = t[blk + "attn_q.weight"]
+            else:
+                w[attn + "q_a_proj.weight"] = tensor(blk + "attn_q_a.weight")
+                w[attn + "q_a_layernorm.weight"] = tensor(blk + "attn_q_a_norm.weight")
+                w[attn + "q_b_proj.weight"] = tensor(blk + "attn_q_b.weight")
+            w[attn + "kv_a_proj_with_mqa.weight"] = tensor(blk + "attn_kv_a_mqa.weight")
+            w[attn + "kv_a_layernorm.weight"] = tensor(blk + "attn_kv_a_norm.weight")
+            if blk + "attn_kv_b.weight" in t:  # files from converters before the k_b / v_b split
+                w[attn + "kv_b_proj.weight"] = t[blk + "attn_kv_b.weight"]
+            else:
+                k_b, v_b = tensor(blk + "attn_k_b.weight"), tensor(blk + "attn_v_b.weight")  # [h, lora, nope], [h, v, lora]
+                kv_b = np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1)
+                w[attn + "kv_b_proj.weight"] = kv_b.reshape(-1, kv_b.shape[-1])
+        else:
+            for proj in "qkv":
+                weights = tensor(blk + "attn_%s.weight" % proj)
+                if arch == "llama" and proj in "qk":
+                    weights = unpermute_rows(weights, heads if proj == "q" else cfg["num_key_value_heads"])
+                w[attn + "%s_proj.weight" % proj] = weights
+                if blk + "attn_%s.bias" % proj in t:
+                    w[attn + "%s_proj.bias" % proj] = t[blk + "attn_%s.bias" % proj]
+            for norm in ("q_norm", "k_norm"):
+                if blk + "attn_%s.weight" % norm in t:
+                    w[attn + norm + ".weight"] = t[blk + "attn_%s.weight" % norm]
+        if arch == "llama":
+            moe = hf + "block_sparse_moe."
+            w[moe + "gate.weight"] = tensor(blk + "ffn_gate_inp.weight")
+            experts(blk, moe + "experts.%d.%s.weight", (("gate", "w1"), ("down", "w2"), ("up", "w3")))
+            continue
+        mlp = hf + "mlp."
+        if blk + "ffn_gate_inp.weight" not in t:
+            for proj in ("gate", "up", "down"):
+                w[mlp + "%s_proj.weight" % proj] = tensor(blk + "ffn_%s.weight" % proj)
+            continue
+        w[mlp + "gate.weight"] = t[blk + "ffn_gate_inp.weight"]
+        if blk + "exp_probs_b.bias" in t:
+            w[mlp + "gate.e_score_correction_bias"] = t[blk + "exp_probs_b.bias"]
+        experts(blk, mlp + "experts.%d.%s_proj.weight", (("gate", "gate"), ("down", "down"), ("up", "up")))
+        shared = mlp + ("shared_expert." if family == "qwen2_moe" else "shared_experts.")
+        for proj in ("gate", "up", "down"):
+            if blk + "ffn_%s_shexp.weight" % proj in t:
+                w[shared + "%s_proj.weight" % proj] = t[blk + "ffn_%s_shexp.weight" % proj]
+        if blk + "ffn_gate_inp_shexp.weight" in t:
+            w[mlp + "shared_expert_gate.weight"] = t[blk + "ffn_gate_inp_shexp.weight"].reshape(1, hidden)
+
+    moe_layers = [l for l in range(n_layers) if "blk.%d.ffn_gate_inp.weight" % l in t]
+    head_dim = key("attention.key_length", key("rope.dimension_count", hidden // heads))
+    if family == "mixtral":
+        cfg["head_dim"] = head_dim
+    elif family in ("qwen2_moe", "qwen3_moe"):
+        # llama.cpp's graphs fix the top-k renormalisation per architecture: qwen2moe no, qwen3moe yes.
+        cfg.update(head_dim=head_dim, num_experts=n_expert, decoder_sparse_step=1,
+                   mlp_only_layers=[l for l in range(n_layers) if l not in moe_layers],
+                   norm_topk_prob=key("expert_weights_norm", family == "qwen3_moe"))
+    elif family == "olmoe":
+        if len(moe_layers) != n_layers:
+            sys.exit("reference: olmoe layers without experts are not implemented")
+        if key("expert_weights_norm", False):
+            sys.exit("reference: olmoe with expert_weights_norm is not implemented")
+        # llama.cpp's olmoe graph applies no clamp_kqv (its converter writes none for OLMoE).
+        cfg.update(head_dim=head_dim, num_experts=n_expert, clip_qkv=None)
+    else:
+        rope_dim = key("rope.dimension_count")
+        n_group = key("expert_group_count", 1)
+        cfg.update(n_routed_experts=n_expert, first_k_dense_replace=key("leading_dense_block_count", 0),
+                   kv_lora_rank=key("attention.kv_lora_rank"), q_lora_rank=key("attention.q_lora_rank", None),
+                   qk_rope_head_dim=rope_dim, qk_nope_head_dim=key("attention.key_length_mla") - rope_dim,
+                   v_head_dim=key("attention.value_length_mla"), n_group=n_group,
+                   topk_group=key("expert_group_used_count", n_group),
+                   routed_scaling_factor=key("expert_weights_scale", 1.0),
+                   norm_topk_prob=key("expert_weights_norm", False), rope_interleave=True,
+                   topk_method="greedy" if n_group == 1 else "group_limited_greedy")
+        if moe_layers != list(range(cfg["first_k_dense_replace"], n_layers)):
+            sys.exit("reference: deepseek2 experts in layers %s, leading_dense_block_count %d"
+                     % (moe_layers, cfg["first_k_dense_replace"]))
+        if family == "deepseek_v2" and cfg["norm_topk_prob"]:
+            sys.exit("reference: deepseek2 with softmax gating and expert_weights_norm is not implemented")
+        rope = cfg.get("rope_scaling")
+        if rope:
+            # llama.cpp's deepseek2 keeps the rotary embedding unscaled (mscale == mscale_all_dim in
+            # every DeepSeek config) and scales the softmax by mscale(factor, mscale_all_dim)^2,
+            # mscale_all_dim written as yarn_log_multiplier = 0.1 * mscale_all_dim.
+            log_mul = key("rope.scaling.yarn_log_multiplier", 0.0)
+            rope.update(attention_factor=1.0, mscale_all_dim=float(str(np.float32(log_mul / 0.1))) if log_mul else 0)
+    return cfg, w
+
+
 FAMILIES = ("qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")
 
 
@@ -442,7 +713,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--greedy", type=int, default=0, help="write this many greedy tokens (JSON) instead of logits")
     args = ap.parse_args()
-    cfg, w = load(args.model)
+    if args.model.endswith(".gguf"):
+        cfg, w = gguf_to_hf(*read_gguf(args.model))
+    else:
+        cfg, w = load(args.model)
     tokens = [int(t) for t in args.tokens.split(",")]
     routing = []  # routing selection margins of the last forward pass (not tracked for mixtral)
     if args.greedy:
