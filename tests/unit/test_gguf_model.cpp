@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "gguf_builder.hpp"
@@ -22,14 +23,17 @@ namespace test = moed::test;
 
 namespace {
 
-// Logits of moed against the float64 reference on the dequantized weights. For quantized
-// weights moed also quantizes each activation row to int8 per block (scale max|x| / 127), so a
-// dot product carries a relative error of about 2^-8 of its terms' magnitude; through a few
-// layers of random weights (near-uniform logits) that stays below 5% of the largest logit.
+// Logits of moed against the float64 reference on the dequantized weights. f32 files agree to
+// float rounding. For quantized weights moed also quantizes each activation row to int8 per block
+// (scale max|x| / 127, so each element moves by up to 1/254 of its block's largest), which moves
+// these random-weight models' logits by 1-4% of the largest; where a router's top-k margin is
+// smaller than that (tests/golden/README.md lists margins down to 0.0003), a position takes
+// other experts and its row moves further. So: every row within 1e-5 (f32), or all but
+// `unsettled` rows within 5%, and the same top token on all but those.
 struct GgufCase {
-  const char* file;        // under the test models
-  double tolerance;        // max |diff| / max |reference|
-  bool argmax_must_match;  // where the reference's top-1 margins exceed the error
+  const char* file;  // under the test models
+  bool quantized;
+  int unsettled = 2;
 };
 
 class GgufModel : public ::testing::TestWithParam<GgufCase> {
@@ -45,22 +49,38 @@ std::string case_name(const ::testing::TestParamInfo<GgufCase>& info) {
   return name;
 }
 
+// Rows of `got` further than `tolerance` (of the reference's largest magnitude) from `want`.
+int rows_beyond(const std::vector<float>& got, const std::vector<float>& want, std::int64_t vocab,
+                double tolerance) {
+  double largest = 0;
+  for (const float w : want) largest = std::max(largest, static_cast<double>(std::abs(w)));
+  int far = 0;
+  for (std::size_t row = 0; row < want.size() / static_cast<std::size_t>(vocab); ++row) {
+    double diff = 0;
+    for (std::int64_t i = 0; i < vocab; ++i) {
+      const std::size_t at = row * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(i);
+      diff = std::max(diff, static_cast<double>(std::abs(got[at] - want[at])));
+    }
+    far += diff > tolerance * largest;
+  }
+  return far;
+}
+
 TEST_P(GgufModel, LogitsMatchTheReferenceOnTheDequantizedWeights) {
   EngineOptions options;
   options.kv_dtype = KvDtype::f32;
   Engine engine(path(), options);
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
   const auto golden = read_npy(kGolden / "gguf" / (stem() + ".logits.npy"));
-  ASSERT_EQ(golden.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()),
-                                                     engine.spec().vocab_size}));
-  const auto c = compare(prefill_logits(engine, tokens), golden.data, engine.spec().vocab_size);
-  EXPECT_LE(c.relative_error, GetParam().tolerance);
-  if (GetParam().argmax_must_match) {
-    EXPECT_EQ(c.argmax_mismatches, 0);
+  const std::int64_t vocab = engine.spec().vocab_size;
+  ASSERT_EQ(golden.shape,
+            (std::vector<std::int64_t>{static_cast<std::int64_t>(tokens.size()), vocab}));
+  const double tolerance = GetParam().quantized ? 0.05 : 1e-5;
+  const int allowed = GetParam().quantized ? GetParam().unsettled : 0;
+  for (const auto& logits : {prefill_logits(engine, tokens), prefill_then_decode(engine, tokens)}) {
+    EXPECT_LE(rows_beyond(logits, golden.data, vocab, tolerance), allowed);
+    EXPECT_LE(compare(logits, golden.data, vocab).argmax_mismatches, allowed);
   }
-  const auto s =
-      compare(prefill_then_decode(engine, tokens), golden.data, engine.spec().vocab_size);
-  EXPECT_LE(s.relative_error, GetParam().tolerance);
 }
 
 TEST_P(GgufModel, EveryHostBudgetGivesBitIdenticalLogits) {
@@ -111,11 +131,23 @@ TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
         << "row " << i;
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, GgufModel,
-                         ::testing::Values(GgufCase{"tiny-f32.gguf", 1e-5, true},
-                                           GgufCase{"tiny-q8_0.gguf", 0.05, false},
-                                           GgufCase{"tiny-q4_k_m.gguf", 0.05, false}),
-                         case_name);
+// Mixtral as llama (hidden 256: real K-quant blocks), its legacy split-expert form, and each
+// family as llama.cpp converts it (hidden 128: q4_K_M falls back to q5_0/q5_1/q8_0 there).
+const GgufCase kFiles[] = {
+    GgufCase{"tiny-f32.gguf", false}, GgufCase{"tiny-q8_0.gguf", true},
+    GgufCase{"tiny-q4_k_m.gguf", true}, GgufCase{"tiny-split-experts-q8_0.gguf", true},
+    GgufCase{"tiny-qwen2_moe-f32.gguf", false}, GgufCase{"tiny-qwen2_moe-q8_0.gguf", true},
+    GgufCase{"tiny-qwen2_moe-q4_k_m.gguf", true}, GgufCase{"tiny-qwen3_moe-f32.gguf", false},
+    GgufCase{"tiny-qwen3_moe-q8_0.gguf", true}, GgufCase{"tiny-qwen3_moe-q4_k_m.gguf", true},
+    GgufCase{"tiny-olmoe-f32.gguf", false}, GgufCase{"tiny-olmoe-q8_0.gguf", true},
+    GgufCase{"tiny-olmoe-q4_k_m.gguf", true}, GgufCase{"tiny-deepseek_v2-f32.gguf", false},
+    GgufCase{"tiny-deepseek_v2-q8_0.gguf", true}, GgufCase{"tiny-deepseek_v2-q4_k_m.gguf", true},
+    GgufCase{"tiny-deepseek_v3-f32.gguf", false}, GgufCase{"tiny-deepseek_v3-q8_0.gguf", true},
+    // Its smallest routing margin, 0.0003, is a tenth of the activation rounding: a flip at one
+    // position reaches the later positions through the KV cache.
+    GgufCase{"tiny-deepseek_v3-q4_k_m.gguf", true, 4}};
+
+INSTANTIATE_TEST_SUITE_P(Files, GgufModel, ::testing::ValuesIn(kFiles), case_name);
 
 TEST(GgufPlan, MixtralAsLlamaHasTheHuggingFacePlanWithAdjacentPairRope) {
   const auto from_hf = model::ModelSpec::from_config(kModels / "tiny-f32");
@@ -139,6 +171,17 @@ TEST(GgufPlan, MixtralAsLlamaHasTheHuggingFacePlanWithAdjacentPairRope) {
   EXPECT_EQ(from_gguf.max_position_embeddings, from_hf.max_position_embeddings);
   EXPECT_EQ(from_gguf.bos_token_id, from_hf.bos_token_id);
   EXPECT_EQ(from_gguf.eos_token_ids, from_hf.eos_token_ids);
+}
+
+TEST(GgufPlan, AnF32FileGivesTheHuggingFaceModelsGreedyTokens) {
+  nlohmann::json golden;
+  std::ifstream(kGolden / "tiny-f32.greedy.json") >> golden;
+  const auto want = golden["generated"].get<std::vector<std::int32_t>>();
+  EngineOptions options;
+  options.kv_dtype = KvDtype::f32;
+  Engine engine(kModels / "tiny-f32.gguf", options);
+  EXPECT_EQ(greedy_tokens(engine, golden["prompt"].get<std::vector<std::int32_t>>(), want.size()),
+            want);
 }
 
 TEST(GgufPlan, ExpertsAreSlicesOfTheMergedTensors) {

@@ -13,6 +13,9 @@
 namespace moed::model {
 namespace {
 
+// Layers looked up by name before the plan bounds block_count (parse_config refuses more).
+constexpr std::int64_t kMaxGgufLayers = 1 << 16;
+
 // llama.cpp's llama_expert_gating_func_type.
 constexpr std::int64_t kGatingNone = 0;
 constexpr std::int64_t kGatingSoftmax = 1;
@@ -191,12 +194,21 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
     }
     if (qwen2) {
       const std::string shared_key = t.key("expert_shared_feed_forward_length");
-      const bool shared = t.tensor("blk.0.ffn_gate_shexp.weight") != nullptr;
+      bool shared = false;
+      for (std::int64_t l = 0; l < t.integer_or(t.key("block_count"), 0) && l < kMaxGgufLayers; ++l)
+        shared = shared || t.tensor("blk." + std::to_string(l) + ".ffn_gate_shexp.weight");
       t.set("shared_expert_intermediate_size",
             shared ? t.integer_or(shared_key, t.integer_or(ffn_key, 0)) : 0, shared_key);
       t.set("qkv_bias", t.tensor("blk.0.attn_q.bias") != nullptr, "blk.0.attn_q.bias");
     }
     t.set("norm_topk_prob", !qwen2, "general.architecture");
+    // Qwen's mlp_only_layers / decoder_sparse_step leave some layers dense: in a GGUF file they
+    // are the layers without a router. (llama.cpp itself expects every layer to be MoE.)
+    nlohmann::json dense_layers = nlohmann::json::array();
+    const std::int64_t layers = t.integer_or(t.key("block_count"), 0);
+    for (std::int64_t l = 0; l < layers && l < kMaxGgufLayers; ++l)
+      if (!t.tensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight")) dense_layers.push_back(l);
+    t.set("mlp_only_layers", dense_layers, "blk.N.ffn_gate_inp.weight");
     translate_gqa(t);
     spec = t.parse();
     renormalise = !qwen2;
