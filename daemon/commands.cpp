@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -532,17 +533,39 @@ int run_info(const InfoArgs& args) {
   const auto spec = model::read_model_spec(args.model_dir);
   const model::Checkpoint checkpoint = model::open_checkpoint(args.model_dir, spec);
   auto bytes_of = [&](const std::string& name) { return checkpoint.tensor(name).nbytes; };
-  std::vector<std::uint64_t> dense_bytes;
-  std::uint64_t expert_block = 0;
+  std::vector<std::uint64_t> dense_bytes, expert_blocks;  // per layer
+  std::uint64_t expert_block = 0;                         // the largest layer's
+  std::uint64_t experts_total = 0;
+  // A quantized file's bytes by format (llama-quantize mixes them: q4_K_M has q6_K layers).
+  std::map<std::string, std::uint64_t> bytes_by_format;
+  auto count_format = [&](const std::string& name) {
+    const auto& t = checkpoint.tensor(name);
+    bytes_by_format[std::string(kernels::dtype_name(t.dtype))] += t.nbytes;
+  };
   for (std::int64_t l = 0; l < spec.num_layers; ++l) {
     std::uint64_t layer = 0;
-    for (const auto& t : model::dense_tensors(spec, l)) layer += bytes_of(t.name);
+    for (const auto& t : model::dense_tensors(spec, l)) {
+      layer += bytes_of(t.name);
+      count_format(t.name);
+    }
     dense_bytes.push_back(layer);
-    if (spec.has_experts(l) && expert_block == 0)
+    std::uint64_t block = 0;
+    for (std::int64_t e = 0; spec.has_experts(l) && e < spec.num_experts; ++e)
       for (const auto m :
-           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down})
-        expert_block += bytes_of(model::expert_tensor(spec, l, 0, m));
+           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down}) {
+        if (e == 0) block += bytes_of(model::expert_tensor(spec, l, 0, m));
+        count_format(model::expert_tensor(spec, l, e, m));
+      }
+    expert_blocks.push_back(block);
+    expert_block = std::max(expert_block, block);
+    experts_total += block * static_cast<std::uint64_t>(spec.num_experts);
   }
+  for (const auto& name : {model::embedding_tensor(), model::final_norm_tensor()})
+    count_format(name);
+  if (!spec.tie_word_embeddings) count_format(model::lm_head_tensor(spec));
+  std::string formats;
+  for (const auto& [format, bytes] : bytes_by_format)
+    formats += (formats.empty() ? "" : ", ") + format + " " + memtier::format_byte_size(bytes);
   std::uint64_t dense_total = 0;
   for (const auto b : dense_bytes) dense_total += b;
   // The engine packs the LM head (the embedding, when tied) into host RAM and reads embedding rows
@@ -550,8 +573,6 @@ int run_info(const InfoArgs& args) {
   const std::uint64_t embedding = bytes_of(model::embedding_tensor());
   const std::uint64_t head =
       bytes_of(model::lm_head_tensor(spec)) + bytes_of(model::final_norm_tensor());
-  const std::uint64_t experts_total =
-      expert_block * static_cast<std::uint64_t>(spec.moe_layer_count() * spec.num_experts);
   const auto kv_per_position = static_cast<std::uint64_t>(
       spec.num_layers * spec.attention.cache_elements() * 2);  // bf16, the default
 
@@ -577,6 +598,8 @@ int run_info(const InfoArgs& args) {
            {"routed_experts", spec.has_experts(l) ? spec.num_experts : 0},
            {"dense_bytes", dense_bytes[static_cast<std::size_t>(l)]}});
     const nlohmann::json out = {{"model", args.model_dir},
+                                {"format", checkpoint.is_gguf() ? "gguf" : "safetensors"},
+                                {"bytes_by_weight_format", bytes_by_format},
                                 {"family", to_string(spec.family)},
                                 {"vocab_size", spec.vocab_size},
                                 {"hidden_size", spec.hidden_size},
@@ -604,6 +627,10 @@ int run_info(const InfoArgs& args) {
   }
   using memtier::format_byte_size;
   std::printf("model: %s\n", args.model_dir.c_str());
+  std::printf(
+      "weights: %s; %s\n",
+      checkpoint.is_gguf() ? ("GGUF, architecture " + spec.model_type).c_str() : "safetensors",
+      formats.c_str());
   std::printf("family: %s; vocab %lld, hidden %lld, %lld layers, context %lld\n",
               to_string(spec.family), static_cast<long long>(spec.vocab_size),
               static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_layers),
@@ -621,9 +648,10 @@ int run_info(const InfoArgs& args) {
   std::printf("%-6s %-9s %-6s %-15s %s\n", "layer", "attention", "ffn", "experts", "dense bytes");
   for (std::int64_t l = 0; l < spec.num_layers; ++l) {
     const auto& kinds = spec.layers[static_cast<std::size_t>(l)];
-    const std::string experts = spec.has_experts(l) ? std::to_string(spec.num_experts) + " x " +
-                                                          format_byte_size(expert_block)
-                                                    : "-";
+    const std::string experts =
+        spec.has_experts(l) ? std::to_string(spec.num_experts) + " x " +
+                                  format_byte_size(expert_blocks[static_cast<std::size_t>(l)])
+                            : "-";
     std::printf("%-6lld %-9s %-6s %-15s %s\n", static_cast<long long>(l),
                 to_string(kinds.attention), to_string(kinds.ffn), experts.c_str(),
                 format_byte_size(dense_bytes[static_cast<std::size_t>(l)]).c_str());

@@ -393,6 +393,7 @@ void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
   if (out.size() < static_cast<std::size_t>(m)) out.resize(static_cast<std::size_t>(m));
   // The first row outside the parallel region: it throws for a bad length.
   quantize_activations(x, cols, out[0]);
+  if (m == 1) return;  // decode: no parallel region to enter and leave
 #pragma omp parallel for schedule(static)
   for (std::int64_t i = 1; i < m; ++i)
     quantize_activations(x + i * cols, cols, out[static_cast<std::size_t>(i)]);

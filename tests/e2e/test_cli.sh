@@ -55,6 +55,37 @@ assert r["layers"][0]["attention"] == "mla" and r["layers"][0]["routed_experts"]
 assert r["tiers"]["disk"] == r["bytes"]["routed_experts"] * 3 // 4, r["tiers"]
 PY
 
+# GGUF files through the binary: logits against reference.py on the dequantized weights (f32
+# within 1e-5; quantized: all but two rows within 5%, as test_gguf_model explains), the same
+# logits at a 25% budget, a split file, info, and refusals that name the file and the fault.
+for file in tiny-f32 tiny-q4_k_m tiny-deepseek_v3-q8_0 tiny-qwen2_moe-q4_k_m; do
+  if "$moed" logits --model "$models/$file.gguf" --tokens "$tokens" --out "$work/$file.npy" --kv-dtype f32 2>"$work/err" &&
+     /usr/bin/python3 - "$work/$file.npy" "$golden/gguf/$file.logits.npy" "$file" <<'PY'
+import sys, numpy as np
+got, want, name = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
+assert got.shape == want.shape, (got.shape, want.shape)
+rows = np.abs(got - want).max(axis=1) / np.abs(want).max()
+if name.endswith("f32"):
+    assert rows.max() <= 1e-5, rows.max()
+else:
+    assert (rows > 0.05).sum() <= 2, rows
+    assert (got.argmax(-1) != want.argmax(-1)).sum() <= 2
+PY
+  then pass "gguf $file: logits match the reference on the dequantized weights"; else fail "gguf $file logits"; cat "$work/err"; fi
+  "$moed" logits --model "$models/$file.gguf" --tokens "$tokens" --out "$work/$file-quarter.npy" --kv-dtype f32 --host-budget 25% 2>/dev/null
+  cmp -s "$work/$file.npy" "$work/$file-quarter.npy" && pass "gguf $file: bit-identical at a 25% budget" || fail "gguf $file budgeted logits differ"
+done
+"$moed" logits --model "$models/tiny-bytelevel-q6_k-00001-of-00003.gguf" --tokens 1,2,3 --out "$work/split.npy" 2>"$work/err" &&
+  pass "gguf split in three files, opened from the first" || { fail "gguf split"; cat "$work/err"; }
+"$moed" info --model "$models/tiny-q4_k_m.gguf" >"$work/info" 2>&1 &&
+  grep -q "^weights: GGUF, architecture llama; f32 .*q4_K .*q6_K" "$work/info" && grep -q "^family: mixtral" "$work/info" &&
+  pass "gguf info: architecture, formats and plan" || { fail "gguf info"; cat "$work/info"; }
+cp "$models/tiny-q8_0.gguf" "$work/cut.gguf" && truncate -s 1000000 "$work/cut.gguf"
+expect_error "truncated gguf" "cut.gguf: byte 13581: tensor 'blk.0.ffn_gate_exps.weight'" "$moed" logits --model "$work/cut.gguf" --tokens 1 --out "$work/x.npy"
+echo "not a model" >"$work/text.gguf"
+expect_error "gguf with a bad magic" "text.gguf: byte 0: bad magic" "$moed" logits --model "$work/text.gguf" --tokens 1 --out "$work/x.npy"
+expect_error "daemon: missing gguf" "/nonexistent.gguf: no such GGUF file" "$moed" --model /nonexistent.gguf --socket "$work/never.sock"
+
 out=$("$moed" generate --model "$models/tiny-f32" --prompt "The capital of France is" -n 8 --print-ids 2>"$work/ids")
 if [[ $? -eq 0 && -n $out ]] && [[ $(tr ',' '\n' <"$work/ids" | grep -c .) -eq 8 ]]; then
   pass "generate prints text and 8 ids"; else fail "generate"; fi
