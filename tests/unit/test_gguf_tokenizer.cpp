@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <string>
@@ -374,4 +376,51 @@ TEST(GgufTokenizer, LongerAddedTokensClaimTheirMatchesFirst) {
   // User-defined tokens are text, not special: decoded even when skipping special tokens.
   EXPECT_EQ(tokenizer.decode(Ids{0, 5, 4}), "abcdab");
   EXPECT_FALSE(tokenizer.adds_bos());
+}
+
+// llama.cpp's regexes for a family cut text as that family's tokenizer.json pre-tokenizer does
+// (tests/golden/pretokenizer-splits.json, whose splits Python's regex module computed), save
+// where llama.cpp departs from it: no NFC normalizer for Qwen2, and for DeepSeek LLM/V2 digit
+// runs kept whole (\p{N}+) where the tokenizer.json splits each digit alone.
+TEST(GgufTokenizer, PreTokenizerRegexesMatchTheFamiliesTokenizerJson) {
+  nlohmann::json golden;
+  std::ifstream(fs::path(MOED_GOLDEN_DIR) / "pretokenizer-splits.json") >> golden;
+  const std::pair<const char*, const char*> families[] = {{"gpt2-bytelevel", "gpt-2"},
+                                                          {"qwen2", "qwen2"},
+                                                          {"llama3", "llama-bpe"},
+                                                          {"deepseek-v3", "deepseek-v3"},
+                                                          {"deepseek-v2", "deepseek-llm"}};
+  GgufMetadata base("crafted.gguf");
+  base.add("tokenizer.ggml.model", GgufValue{std::string("gpt2")});
+  base.add("tokenizer.ggml.tokens", string_array({"a"}));
+  base.add("tokenizer.ggml.merges", string_array({}));
+  base.add("tokenizer.ggml.add_bos_token", GgufValue{false});  // llama-bpe's default is true
+  auto texts = random_texts(200);
+  for (const auto& c : golden["gpt2-bytelevel"]["cases"]) texts.push_back(c["text"]);
+  for (const auto& [family, pre] : families) {
+    SCOPED_TRACE(family);
+    ASSERT_TRUE(golden.contains(family));
+    auto pre_tokenizer = golden[family]["pre_tokenizer"];
+    for (auto& step : pre_tokenizer["pretokenizers"])
+      if (step["type"] == "Digits")
+        step = {{"type", "Split"},
+                {"pattern", {{"Regex", "\\p{N}+"}}},
+                {"behavior", "Isolated"},
+                {"invert", false}};
+    const nlohmann::json tokenizer_json = {
+        {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}}}, {"merges", nlohmann::json::array()}}},
+        {"pre_tokenizer", pre_tokenizer}};
+    const auto hf = Tokenizer::from_json(tokenizer_json.dump());
+    const auto gguf = Tokenizer::from_gguf(with(base, "tokenizer.ggml.pre", GgufValue{pre}), pre);
+    for (const auto& text : texts)
+      EXPECT_EQ(gguf.pre_tokenize(text), hf.pre_tokenize(text)) << text;
+    const bool departs = std::string(family) == "deepseek-v2";
+    for (const auto& c : golden[family]["cases"]) {
+      const std::string text = c["text"];
+      if (departs || (golden[family]["normalizer"].is_object() &&
+                      text.find("\xcc") != std::string::npos))  // combining marks NFC would join
+        continue;
+      EXPECT_EQ(gguf.pre_tokenize(text), c["pieces"].get<std::vector<std::string>>()) << text;
+    }
+  }
 }
