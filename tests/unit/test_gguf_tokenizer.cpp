@@ -418,7 +418,7 @@ TEST(GgufTokenizer, PreTokenizerRegexesMatchTheFamiliesTokenizerJson) {
     for (const auto& c : golden[family]["cases"]) {
       const std::string text = c["text"];
       if (departs || (golden[family]["normalizer"].is_object() &&
-                      text.find("\xcc") != std::string::npos))  // combining marks NFC would join
+                      text.find('\xcc') != std::string::npos))  // combining marks NFC would join
         continue;
       EXPECT_EQ(gguf.pre_tokenize(text), c["pieces"].get<std::vector<std::string>>()) << text;
     }
