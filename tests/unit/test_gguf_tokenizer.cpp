@@ -357,18 +357,25 @@ TEST(GgufTokenizer, LoadTokenizerPicksByPath) {
   EXPECT_NE(no_dir.find("no-such-dir"), std::string::npos) << no_dir;
 }
 
-// llama.cpp's tokenizer_st_partition lets the longest added token take its matches first, even
-// where a shorter one starts further left ("ab" | "bcd" in "abcd"); tokenizers would take "ab".
-TEST(GgufTokenizer, LongerAddedTokensClaimTheirMatchesFirst) {
+// A byte-level GGUF vocabulary of these tokens and types, without merges.
+GgufMetadata crafted_gpt2(const std::vector<std::string>& tokens,
+                          const std::vector<std::int32_t>& token_types) {
   GgufMetadata metadata("crafted.gguf");
   metadata.add("tokenizer.ggml.model", GgufValue{std::string("gpt2")});
   metadata.add("tokenizer.ggml.pre", GgufValue{std::string("gpt-2")});
-  metadata.add("tokenizer.ggml.tokens", string_array({"a", "b", "c", "d", "ab", "bcd"}));
+  metadata.add("tokenizer.ggml.tokens", string_array(tokens));
   GgufArray types{GgufValueType::int32, {}};
-  for (const std::int32_t type : {1, 1, 1, 1, 4, 4}) types.elements.push_back(GgufValue{type});
+  for (const std::int32_t type : token_types) types.elements.push_back(GgufValue{type});
   metadata.add("tokenizer.ggml.token_type", GgufValue{std::move(types)});
   metadata.add("tokenizer.ggml.merges", string_array({}));
-  const auto tokenizer = Tokenizer::from_gguf(metadata, "crafted.gguf");
+  return metadata;
+}
+
+// llama.cpp's tokenizer_st_partition lets the longest added token take its matches first, even
+// where a shorter one starts further left ("ab" | "bcd" in "abcd"); tokenizers would take "ab".
+TEST(GgufTokenizer, LongerAddedTokensClaimTheirMatchesFirst) {
+  const auto tokenizer = Tokenizer::from_gguf(
+      crafted_gpt2({"a", "b", "c", "d", "ab", "bcd"}, {1, 1, 1, 1, 4, 4}), "crafted.gguf");
   using Ids = std::vector<std::int32_t>;
   EXPECT_EQ(tokenizer.encode("abcd", false), (Ids{0, 5}));
   EXPECT_EQ(tokenizer.encode("cabab", false), (Ids{2, 4, 4}));
@@ -423,4 +430,26 @@ TEST(GgufTokenizer, PreTokenizerRegexesMatchTheFamiliesTokenizerJson) {
       EXPECT_EQ(gguf.pre_tokenize(text), c["pieces"].get<std::vector<std::string>>()) << text;
     }
   }
+}
+
+// llama.cpp ends generation on EOS, the eot/eom ids and tokens it knows by their text, which it
+// makes control tokens if the converter did not; o200k_harmony's <|end|> is then plain text.
+TEST(GgufTokenizer, EndOfGenerationIsLlamaCppsSet) {
+  using Ids = std::vector<std::int32_t>;
+  EXPECT_EQ(load_tokenizer(kModels / "tiny-f32.gguf").end_of_generation_ids(), Ids{2});
+  const auto bytelevel = load_tokenizer(kModels / "tiny-bytelevel-q6_k-00001-of-00003.gguf");
+  EXPECT_EQ(bytelevel.end_of_generation_ids(), Ids{*bytelevel.eos_id()});
+  EXPECT_EQ(load_tokenizer(kModels / "tiny-f32").end_of_generation_ids(), Ids{2});
+
+  // 0 a, 1 b, 2 <|im_end|> (normal), 3 <|endoftext|>, 4 <x>, 5 <|end|>, 6 <|return|>, 7 <|call|>
+  auto metadata = crafted_gpt2(
+      {"a", "b", "<|im_end|>", "<|endoftext|>", "<x>", "<|end|>", "<|return|>", "<|call|>"},
+      {1, 1, 1, 3, 3, 3, 3, 3});
+  metadata.add("tokenizer.ggml.eos_token_id", GgufValue{std::uint32_t{3}});
+  metadata.add("tokenizer.ggml.eot_token_id", GgufValue{std::uint32_t{4}});
+  const auto tokenizer = Tokenizer::from_gguf(metadata, "crafted.gguf");
+  EXPECT_EQ(tokenizer.end_of_generation_ids(), (Ids{2, 3, 4, 6, 7}));
+  EXPECT_TRUE(tokenizer.is_special(2));
+  EXPECT_EQ(tokenizer.encode("a<|im_end|>b", false), (Ids{0, 2, 1}));
+  EXPECT_EQ(tokenizer.decode(Ids{0, 2, 5, 1}), "a<|end|>b");
 }

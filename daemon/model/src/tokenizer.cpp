@@ -481,6 +481,7 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
       t.eos_token_ = special_token("eos_token");
       if (auto id = t.token_id(t.eos_token_)) t.eos_id_ = *id;
       if (auto id = t.token_id(t.bos_token_)) t.bos_id_ = *id;
+      if (t.eos_id_) t.end_of_generation_ = {*t.eos_id_};
       // A string, or a list of named templates of which "default" is the chat template.
       if (config.contains("chat_template")) {
         const auto& chat = config["chat_template"];
@@ -999,6 +1000,44 @@ std::string byte_level_bytes(std::string_view token) {
   return bytes;
 }
 
+// The token texts llama.cpp's llama_vocab::impl::load takes for end of generation (with the
+// FIM pad, repo and file-separator tokens it adds to them), whatever the converter marked.
+bool ends_generation(std::string_view text) {
+  return one_of(text, {"<|eot_id|>",
+                       "<|im_end|>",
+                       "<|end|>",
+                       "<|return|>",
+                       "<|call|>",
+                       "<|flush|>",
+                       "<|calls|>",
+                       "<end_of_turn>",
+                       "<|endoftext|>",
+                       "</s>",
+                       "<|eom_id|>",
+                       "<EOT>",
+                       "_<EOT>",
+                       "[EOT]",
+                       "[EOS]",
+                       "<|end_of_text|>",
+                       "<end_of_utterance>",
+                       "<eos>",
+                       "<turn|>",
+                       "<|tool_response>",
+                       "<\uFF5Cend\u2581of\u2581sentence\uFF5C>",
+                       "[e~[",
+                       "<|fim_pad|>",
+                       "<fim-pad>",
+                       "<fim_pad>",
+                       "<PAD>",
+                       "[PAD]",
+                       "<|fim_repo|>",
+                       "<|repo_name|>",
+                       "<fim-repo>",
+                       "<REPO>",
+                       "<reponame>",
+                       "<|file_sep|>"});
+}
+
 // The byte a "<0xNN>" token stands for.
 std::optional<char> byte_token_value(std::string_view token) {
   if (token.size() != 6 || !token.starts_with("<0x") || token.back() != '>' ||
@@ -1045,6 +1084,31 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
       const auto read = metadata.get_integer_array("tokenizer.ggml.token_type");
       per_token("tokenizer.ggml.token_type", read.size());
       types.assign(read.begin(), read.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    // llama.cpp's fix-ups by token text: end-of-generation tokens become control tokens; with
+    // o200k_harmony's <|return|> and <|call|> (or solar-open's <|calls|> and <|flush|>),
+    // <|end|> is plain text, and with Gemma 4's <|tool_response> so is </s>; gpt-oss's
+    // <|channel|>, <|message|>, <|start|> and <|constrain|> are always rendered.
+    std::vector<std::int32_t> end_of_generation;
+    std::unordered_map<std::string_view, std::size_t> index_of;
+    for (std::size_t i = 0; i < n; ++i) {
+      index_of.emplace(tokens[i], i);
+      if (ends_generation(tokens[i])) {
+        types[i] = kTokenControl;
+        end_of_generation.push_back(static_cast<std::int32_t>(i));
+      }
+      if (one_of(tokens[i], {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}))
+        types[i] = kTokenUserDefined;
+    }
+    const auto has = [&](std::string_view text) { return index_of.contains(text); };
+    std::optional<std::size_t> not_end_of_generation;
+    if (has("<|end|>") && ((has("<|return|>") && (has("<|call|>") || has("<|calls|>"))) ||
+                           ((has("<|call|>") || has("<|calls|>")) && has("<|flush|>")))) {
+      not_end_of_generation = index_of.at("<|end|>");
+      types[*not_end_of_generation] = kTokenUserDefined;
+    } else if (has("</s>") && has("<|tool_response>")) {
+      not_end_of_generation = index_of.at("</s>");
+      types[*not_end_of_generation] = kTokenNormal;
     }
     if (sentencepiece) {
       // Scores rank merges: llm_tokenizer_spm merges the adjacent pair whose concatenation is
@@ -1170,6 +1234,17 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
     t.unk_id_ = special_id("tokenizer.ggml.unknown_token_id",
                            sentencepiece ? std::optional<std::int32_t>(0) : std::nullopt);
     special_id("tokenizer.ggml.padding_token_id", std::nullopt);
+    if (t.eos_id_) end_of_generation.push_back(*t.eos_id_);
+    for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
+                            "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id",
+                            "tokenizer.ggml.fim_sep_token_id"})
+      if (const auto id = special_id(key, std::nullopt)) end_of_generation.push_back(*id);
+    if (not_end_of_generation)
+      std::erase(end_of_generation, static_cast<std::int32_t>(*not_end_of_generation));
+    std::sort(end_of_generation.begin(), end_of_generation.end());
+    end_of_generation.erase(std::unique(end_of_generation.begin(), end_of_generation.end()),
+                            end_of_generation.end());
+    t.end_of_generation_ = std::move(end_of_generation);
     const auto flag = [&](const char* key, bool fallback) {
       return metadata.contains(key) ? metadata.get_bool(key) : fallback;
     };

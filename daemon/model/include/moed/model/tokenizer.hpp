@@ -64,6 +64,10 @@ class Tokenizer {
   // names a known token.
   std::optional<std::int32_t> eos_id() const { return eos_id_; }
   std::optional<std::int32_t> bos_id() const { return bos_id_; }
+  // The ids that end generation: for a GGUF, llama.cpp's end-of-generation set (EOS, the
+  // eot/eom/FIM-pad/repo/file-separator ids, and tokens such as <|im_end|> and <|eot_id|> found
+  // by their text); for a tokenizer.json, EOS alone (generation_config.json has the rest).
+  const std::vector<std::int32_t>& end_of_generation_ids() const { return end_of_generation_; }
   // Whether encode(text, true) starts with BOS (a GGUF's add_bos_token; the post-processor's).
   bool adds_bos() const { return bos_id_ && !prefix_ids_.empty() && prefix_ids_[0] == *bos_id_; }
   // The chat template (tokenizer_config.json's chat_template, or chat_template.jinja) and the
@@ -155,6 +159,7 @@ class Tokenizer {
   std::vector<DecoderStep> decoder_;
   std::optional<std::int32_t> eos_id_;
   std::optional<std::int32_t> bos_id_;
+  std::vector<std::int32_t> end_of_generation_;  // ascending
   std::string chat_template_;
   std::string bos_token_;
   std::string eos_token_;
