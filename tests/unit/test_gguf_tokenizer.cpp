@@ -335,6 +335,12 @@ TEST(GgufTokenizer, BadMetadataIsAnErrorNamingTheKey) {
                   {"tokenizer.ggml.bos_token_id", "1073741824"});
   expect_rejected(with(spm, "tokenizer.ggml.eos_token_id", GgufValue{std::string("</s>")}),
                   {"tokenizer.ggml.eos_token_id"});
+  expect_rejected(with(spm, "tokenizer.ggml.padding_token_id", GgufValue{-1.0f}),
+                  {"tokenizer.ggml.padding_token_id", "float32"});
+  // As llama.cpp: a padding (or eot, eom, FIM) id past the vocabulary is ignored.
+  const auto padded = Tokenizer::from_gguf(
+      with(spm, "tokenizer.ggml.padding_token_id", GgufValue{std::uint32_t{1u << 30}}), "x");
+  EXPECT_EQ(padded.encode("Paris"), load_tokenizer(kModels / "tiny-f32.gguf").encode("Paris"));
   expect_rejected(with(spm, "tokenizer.ggml.add_bos_token", GgufValue{std::uint8_t{1}}),
                   {"tokenizer.ggml.add_bos_token", "bool"});
   expect_rejected(with(spm, "tokenizer.chat_template", GgufValue{std::int32_t{3}}),

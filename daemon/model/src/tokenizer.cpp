@@ -1215,30 +1215,33 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
     }
 
     // llama.cpp's defaults for a key that is absent: SentencePiece's <unk>=0, <s>=1, </s>=2 when
-    // the vocabulary has them; none for gpt2.
-    const auto special_id =
-        [&](const char* key, std::optional<std::int32_t> fallback) -> std::optional<std::int32_t> {
-      if (!metadata.contains(key))
-        return fallback && static_cast<std::size_t>(*fallback) < n ? fallback : std::nullopt;
+    // the vocabulary has them; none for gpt2. An id outside the vocabulary is an error for the
+    // ids encoding and stopping depend on; for the others (padding, eot, eom, FIM) llama.cpp
+    // warns and ignores it, and so do we: converters do write such padding ids.
+    const auto special_id = [&](const char* key, std::optional<std::int32_t> fallback,
+                                bool required_in_vocabulary) -> std::optional<std::int32_t> {
+      if (fallback && static_cast<std::size_t>(*fallback) >= n) fallback.reset();
+      if (!metadata.contains(key)) return fallback;
       const std::int64_t id = metadata.get_integer(key);
-      if (id < 0 || static_cast<std::uint64_t>(id) >= n)
+      if (id >= 0 && static_cast<std::uint64_t>(id) < n) return static_cast<std::int32_t>(id);
+      if (required_in_vocabulary)
         fail(origin, key,
              "id " + std::to_string(id) + " is not in [0, " + std::to_string(n) +
                  "), the vocabulary");
-      return static_cast<std::int32_t>(id);
+      return fallback;
     };
     t.bos_id_ = special_id("tokenizer.ggml.bos_token_id",
-                           sentencepiece ? std::optional<std::int32_t>(1) : std::nullopt);
+                           sentencepiece ? std::optional<std::int32_t>(1) : std::nullopt, true);
     t.eos_id_ = special_id("tokenizer.ggml.eos_token_id",
-                           sentencepiece ? std::optional<std::int32_t>(2) : std::nullopt);
+                           sentencepiece ? std::optional<std::int32_t>(2) : std::nullopt, true);
     t.unk_id_ = special_id("tokenizer.ggml.unknown_token_id",
-                           sentencepiece ? std::optional<std::int32_t>(0) : std::nullopt);
-    special_id("tokenizer.ggml.padding_token_id", std::nullopt);
+                           sentencepiece ? std::optional<std::int32_t>(0) : std::nullopt, true);
+    special_id("tokenizer.ggml.padding_token_id", std::nullopt, false);
     if (t.eos_id_) end_of_generation.push_back(*t.eos_id_);
     for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
                             "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id",
                             "tokenizer.ggml.fim_sep_token_id"})
-      if (const auto id = special_id(key, std::nullopt)) end_of_generation.push_back(*id);
+      if (const auto id = special_id(key, std::nullopt, false)) end_of_generation.push_back(*id);
     if (not_end_of_generation)
       std::erase(end_of_generation, static_cast<std::int32_t>(*not_end_of_generation));
     std::sort(end_of_generation.begin(), end_of_generation.end());
