@@ -60,38 +60,17 @@ fs::path gguf_path(const Converted& c) {
 }
 
 // Random texts from pieces the tiny vocabularies know and pieces they do not, with spaces,
-// digits and special tokens between: merges of every kind get exercised.
-std::vector<std::string> random_texts(std::size_t count) {
-  const std::vector<std::string> pieces = {"the",
-                                           "capital",
-                                           "of",
-                                           "France",
-                                           "is",
-                                           "Paris",
-                                           "model",
-                                           "expert",
-                                           "zq",
-                                           "xylo",
-                                           "\xc3\xa9",
-                                           "\xe2\x82\xac",
-                                           "42",
-                                           "7",
-                                           "2024",
-                                           ",",
-                                           ".",
-                                           "!",
-                                           "'s",
-                                           " ",
-                                           "  ",
-                                           "\n",
-                                           "\t",
-                                           "<s>",
-                                           "</s>",
-                                           "<|endoftext|>",
-                                           "\xf0\x9f\x98\x80",
-                                           "a",
-                                           "b",
-                                           "er"};
+// digits and special tokens between: merges of every kind get exercised. With invalid_utf8,
+// stray bytes (a lone lead, a cut sequence, 0xff) are among the pieces.
+std::vector<std::string> random_texts(std::size_t count, bool invalid_utf8 = false) {
+  // clang-format off
+  std::vector<std::string> pieces = {
+      "the", "capital", "of", "France", "is", "Paris", "model", "expert", "zq", "xylo", "ing",
+      "Z", "a", "b", "er", "\u00e9", "\u20ac", "\U0001F600", "42", "7", "2024", "0", ",", ".", "!",
+      "-", "'s", " ", "  ", "\n", "\t", "  \n", "\r\n", "<s>", "</s>", "<|endoftext|>"};
+  // clang-format on
+  if (invalid_utf8)
+    for (const char* bytes : {"\xff", "\xc3", "\xe4\xbd"}) pieces.emplace_back(bytes);
   std::mt19937 rng(1234);
   std::uniform_int_distribution<std::size_t> pick(0, pieces.size() - 1);
   std::uniform_int_distribution<int> length(1, 12);
@@ -181,6 +160,13 @@ TEST(GgufTokenizer, EncodesAndDecodesAsTheTokenizerItWasConvertedFrom) {
       }
       EXPECT_EQ(gguf.decode(bare, false), hf.decode(bare, false));
       EXPECT_EQ(gguf.decode(ids, false), hf.decode(ids, false));
+    }
+    // Text with invalid UTF-8 encodes alike too. (Decoding it differs where the bytes come back
+    // invalid: tokenizers' ByteFallback turns a whole run of byte tokens into U+FFFDs, the GGUF
+    // tokenizer only the invalid bytes of llama.cpp's raw output.)
+    for (const auto& text : random_texts(400, true)) {
+      SCOPED_TRACE("text '" + text + "'");
+      ASSERT_EQ(gguf.encode(text), hf.encode(text));
     }
   }
 }
@@ -408,7 +394,7 @@ TEST(GgufTokenizer, PreTokenizerRegexesMatchTheFamiliesTokenizerJson) {
   base.add("tokenizer.ggml.tokens", string_array({"a"}));
   base.add("tokenizer.ggml.merges", string_array({}));
   base.add("tokenizer.ggml.add_bos_token", GgufValue{false});  // llama-bpe's default is true
-  auto texts = random_texts(200);
+  auto texts = random_texts(400, true);
   for (const auto& c : golden["gpt2-bytelevel"]["cases"]) texts.push_back(c["text"]);
   for (const auto& [family, pre] : families) {
     SCOPED_TRACE(family);

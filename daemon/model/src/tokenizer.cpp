@@ -892,11 +892,6 @@ struct PreTokenizerPreset {
 // llama.cpp rewrites tokenizers' (?i:'s|'t|...) so; PCRE2 would also fold 's' with U+017F.
 constexpr std::string_view kContractions =
     R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]))";
-// GPT-2's split as llama.cpp writes it, without tokenizers' final |\s+: that alternative only
-// ever takes a lone whitespace character before a non-space, which llama.cpp keeps as the
-// unmatched piece between two matches, so the pieces are the same.
-constexpr std::string_view kGpt2Split =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))";
 constexpr std::string_view kCjk = R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)";
 // llama.cpp's DeepSeek LLM letters (tokenizer.json's class, as code points).
 constexpr std::string_view kDeepseekLetters =
@@ -908,7 +903,11 @@ bool one_of(std::string_view name, std::initializer_list<std::string_view> names
 
 std::optional<PreTokenizerPreset> pre_tokenizer_preset(std::string_view pre) {
   const std::string contractions(kContractions);
-  const std::string gpt2(kGpt2Split);
+  // llama.cpp writes GPT-2's split without tokenizers' final |\s+. In valid UTF-8 that
+  // alternative only ever takes a lone whitespace character before a non-space, which
+  // llama.cpp keeps as the unmatched piece between two matches: the pieces are the same, and
+  // with it they stay the same as tokenizers' around invalid bytes too.
+  const std::string gpt2(kGpt2SplitPattern);
   const std::string llama3 =
       contractions +
       R"(|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
