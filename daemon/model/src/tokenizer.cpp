@@ -4,11 +4,13 @@
 #include <array>
 #include <cctype>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <stdexcept>
 
+#include "moed/model/gguf.hpp"
 #include "moed/model/model_spec.hpp"
 #include "unicode_regex.hpp"
 #include "utf8.hpp"
@@ -478,6 +480,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
       t.bos_token_ = special_token("bos_token");
       t.eos_token_ = special_token("eos_token");
       if (auto id = t.token_id(t.eos_token_)) t.eos_id_ = *id;
+      if (auto id = t.token_id(t.bos_token_)) t.bos_id_ = *id;
+      if (t.eos_id_) t.end_of_generation_ = {*t.eos_id_};
       // A string, or a list of named templates of which "default" is the chat template.
       if (config.contains("chat_template")) {
         const auto& chat = config["chat_template"];
@@ -512,6 +516,18 @@ bool Tokenizer::is_special(std::int32_t id) const {
          special_[static_cast<std::size_t>(id)];
 }
 
+std::optional<double> Tokenizer::merge_priority(const std::string& left,
+                                                const std::string& right) const {
+  if (!merge_scores_.empty()) {
+    auto it = vocab_.find(left + right);
+    if (it == vocab_.end()) return std::nullopt;
+    return -static_cast<double>(merge_scores_[static_cast<std::size_t>(it->second)]);
+  }
+  auto it = merge_rank_.find(merge_key(left, right));
+  if (it == merge_rank_.end()) return std::nullopt;
+  return it->second;
+}
+
 void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>& out) const {
   if (word.empty()) return;
   if (ignore_merges_) {
@@ -520,8 +536,9 @@ void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>& out) 
       return;
     }
   }
-  // Symbols in a doubly linked list; the lowest-ranked adjacent pair merges first, ties to the
-  // leftmost, as Hugging Face's BPE does. Stale queue entries are skipped by a version check.
+  // Symbols in a doubly linked list; the adjacent pair of lowest priority merges first, ties to
+  // the leftmost, as Hugging Face's BPE (by merge rank) and llama.cpp's llm_tokenizer_spm (by
+  // score) do. Stale queue entries are skipped by a version check.
   struct Symbol {
     std::string text;
     int prev, next;
@@ -536,19 +553,19 @@ void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>& out) 
   }
   symbols.back().next = -1;
   struct Candidate {
-    int rank, left;
+    double priority;
+    int left;
     unsigned left_version, right_version;
     bool operator>(const Candidate& o) const {
-      return rank != o.rank ? rank > o.rank : left > o.left;
+      return priority != o.priority ? priority > o.priority : left > o.left;
     }
   };
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
   auto consider = [&](int left) {
     if (left < 0 || symbols[left].next < 0) return;
     const int right = symbols[left].next;
-    auto it = merge_rank_.find(merge_key(symbols[left].text, symbols[right].text));
-    if (it != merge_rank_.end())
-      queue.push({it->second, left, symbols[left].version, symbols[right].version});
+    if (const auto priority = merge_priority(symbols[left].text, symbols[right].text))
+      queue.push({*priority, left, symbols[left].version, symbols[right].version});
   };
   for (int i = 0; i + 1 < static_cast<int>(symbols.size()); ++i) consider(i);
   while (!queue.empty()) {
@@ -689,47 +706,81 @@ void Tokenizer::encode_segment(std::string_view segment, bool first_segment,
   for (const auto& piece : pre_tokenize_segment(segment, first_segment)) bpe_word(piece, out);
 }
 
+std::vector<Tokenizer::Fragment> Tokenizer::split_added_tokens(std::string_view text) const {
+  std::vector<Fragment> fragments;
+  if (!added_longest_first_) {
+    // tokenizers: the leftmost added token, the longest of those starting there.
+    std::size_t segment_start = 0;
+    for (std::size_t i = 0; i < text.size();) {
+      const AddedToken* match = nullptr;
+      for (const auto& a : added_)
+        if (!a.content.empty() && text.substr(i).starts_with(a.content)) {
+          match = &a;
+          break;
+        }
+      if (!match) {
+        ++i;
+        continue;
+      }
+      if (i > segment_start) fragments.push_back({segment_start, i, nullptr});
+      fragments.push_back({i, i + match->content.size(), match});
+      i += match->content.size();
+      segment_start = i;
+    }
+    if (segment_start < text.size()) fragments.push_back({segment_start, text.size(), nullptr});
+    return fragments;
+  }
+  // llama.cpp's tokenizer_st_partition: each added token in turn, the longest first, takes all
+  // its occurrences in the text the ones before it left.
+  if (!text.empty()) fragments.push_back({0, text.size(), nullptr});
+  for (const auto& a : added_) {
+    if (a.content.empty()) continue;
+    std::vector<Fragment> next;
+    for (const auto& fragment : fragments) {
+      if (fragment.token) {
+        next.push_back(fragment);
+        continue;
+      }
+      const std::string_view area = text.substr(0, fragment.end);
+      std::size_t at = fragment.begin;
+      for (auto found = area.find(a.content, at); found != std::string_view::npos;
+           found = area.find(a.content, at)) {
+        if (found > at) next.push_back({at, found, nullptr});
+        next.push_back({found, found + a.content.size(), &a});
+        at = found + a.content.size();
+      }
+      if (at < fragment.end) next.push_back({at, fragment.end, nullptr});
+    }
+    fragments = std::move(next);
+  }
+  return fragments;
+}
+
 std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   std::vector<std::int32_t> out;
   if (add_special_tokens) out = prefix_ids_;
-  std::size_t segment_start = 0;
-  bool first_segment = true;
-  std::size_t i = 0;
-  bool strip_next_left = false;
-  auto flush = [&](std::size_t end, bool strip_right) {
-    std::string_view piece = text.substr(segment_start, end - segment_start);
-    if (strip_next_left)
-      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.front())))
-        piece.remove_prefix(1);
-    if (strip_right)
-      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.back())))
-        piece.remove_suffix(1);
-    if (!piece.empty()) encode_segment(piece, first_segment, out);
-    first_segment = false;
-  };
-  while (i < text.size()) {
-    const AddedToken* match = nullptr;
-    for (const auto& a : added_)
-      if (!a.content.empty() && text.substr(i).starts_with(a.content)) {
-        match = &a;
-        break;
-      }
-    if (!match) {
-      ++i;
+  const auto fragments = split_added_tokens(text);
+  for (std::size_t k = 0; k < fragments.size(); ++k) {
+    const Fragment& fragment = fragments[k];
+    if (fragment.token) {
+      out.push_back(fragment.token->id);
       continue;
     }
-    flush(i, match->lstrip);
-    out.push_back(match->id);
-    i += match->content.size();
-    segment_start = i;
-    strip_next_left = match->rstrip;
+    std::string_view piece = text.substr(fragment.begin, fragment.end - fragment.begin);
+    if (k > 0 && fragments[k - 1].token->rstrip)
+      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.front())))
+        piece.remove_prefix(1);
+    if (k + 1 < fragments.size() && fragments[k + 1].token->lstrip)
+      while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.back())))
+        piece.remove_suffix(1);
+    if (!piece.empty()) encode_segment(piece, fragment.begin == 0, out);
   }
-  flush(text.size(), false);
   if (add_special_tokens) out.insert(out.end(), suffix_ids_.begin(), suffix_ids_.end());
   return out;
 }
 
 std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens) const {
+  if (!pieces_.empty()) return decode_pieces(ids, skip_special_tokens);
   std::vector<std::string> tokens;
   for (const auto id : ids) {
     // Models pad their embedding past the tokenizer's vocabulary (Qwen: 151936 rows for 151669
@@ -815,6 +866,444 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
   std::string text;
   for (const auto& token : tokens) text += token;
   return text;
+}
+
+namespace {
+
+// llama.cpp's llama_token_type, the values of tokenizer.ggml.token_type.
+enum GgufTokenType : std::int64_t {
+  kTokenNormal = 1,
+  kTokenUnknown = 2,
+  kTokenControl = 3,
+  kTokenUserDefined = 4,
+  kTokenUnused = 5,
+  kTokenByte = 6,
+};
+
+// What a tokenizer.ggml.pre name stands for in llama-vocab.cpp (llm_tokenizer_bpe and
+// llama_vocab::impl::load): the split regexes, applied one after another with matches and the
+// text between them both kept, and the flags the name sets.
+struct PreTokenizerPreset {
+  std::vector<std::string> regexes;
+  bool ignore_merges = false;
+  bool add_bos = false;
+};
+
+// llama.cpp rewrites tokenizers' (?i:'s|'t|...) so; PCRE2 would also fold 's' with U+017F.
+constexpr std::string_view kContractions =
+    R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]))";
+constexpr std::string_view kCjk = R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)";
+// llama.cpp's DeepSeek LLM letters (tokenizer.json's class, as code points).
+constexpr std::string_view kDeepseekLetters =
+    R"(\s?[A-Za-z\x{B5}\x{C0}-\x{D6}\x{D8}-\x{F6}\x{F8}-\x{1BA}\x{1BC}-\x{1BF}\x{1C4}-\x{293}\x{295}-\x{2AF}\x{370}-\x{373}\x{376}\x{377}\x{37B}-\x{37D}\x{37F}\x{386}\x{388}-\x{38A}\x{38C}\x{38E}-\x{3A1}\x{3A3}-\x{3F5}\x{3F7}-\x{481}\x{48A}-\x{52F}\x{531}-\x{556}\x{10A0}-\x{10C5}\x{13A0}-\x{13F5}\x{13F8}-\x{13FD}\x{1C90}-\x{1CBA}\x{1CBD}-\x{1CBF}\x{1D00}-\x{1D2B}\x{1D6B}-\x{1D77}\x{1D79}-\x{1D9A}\x{1E00}-\x{1F15}\x{1F18}-\x{1F1D}\x{1F20}-\x{1F45}\x{1F48}-\x{1F4D}\x{1F50}-\x{1F57}\x{1F59}\x{1F5B}\x{1F5D}\x{1F5F}-\x{1F7D}\x{1F80}-\x{1FB4}\x{1FB6}-\x{1FBC}\x{1FBE}\x{1FC2}-\x{1FC4}\x{1FC6}-\x{1FCC}\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}\x{1FE0}-\x{1FEC}\x{1FF2}-\x{1FF4}\x{1FF6}-\x{1FFC}\x{2102}\x{2107}\x{210A}-\x{2113}\x{2115}\x{2119}-\x{211D}\x{2124}\x{2126}\x{2128}\x{212A}-\x{212D}\x{212F}-\x{2134}\x{2139}\x{213C}-\x{213F}\x{2145}-\x{2149}\x{214E}\x{2183}\x{2184}\x{2C00}-\x{2C7B}\x{2C7E}-\x{2CE4}\x{2CEB}-\x{2CEE}\x{2CF2}\x{2CF3}\x{A640}-\x{A66D}\x{A680}-\x{A69B}\x{A722}-\x{A76F}\x{A771}-\x{A787}\x{A78B}-\x{A78E}\x{AB70}-\x{ABBF}\x{FB00}-\x{FB06}\x{FB13}-\x{FB17}\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}\x{10400}-\x{1044F}\x{104B0}-\x{104D3}\x{104D8}-\x{104FB}\x{10C80}-\x{10CB2}\x{10CC0}-\x{10CF2}\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+)";
+
+bool one_of(std::string_view name, std::initializer_list<std::string_view> names) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+std::optional<PreTokenizerPreset> pre_tokenizer_preset(std::string_view pre) {
+  const std::string contractions(kContractions);
+  // llama.cpp writes GPT-2's split without tokenizers' final |\s+. In valid UTF-8 that
+  // alternative only ever takes a lone whitespace character before a non-space, which
+  // llama.cpp keeps as the unmatched piece between two matches: the pieces are the same, and
+  // with it they stay the same as tokenizers' around invalid bytes too.
+  const std::string gpt2(kGpt2SplitPattern);
+  const std::string llama3 =
+      contractions +
+      R"(|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string qwen2 =
+      contractions +
+      R"(|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string upper = R"([\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}])";
+  const std::string lower = R"([\p{Ll}\p{Lm}\p{Lo}\p{M}])";
+  const std::string prefix = R"([^\r\n\p{L}\p{N}]?)";
+  if (pre == "default")
+    return PreTokenizerPreset{{R"([\p{P}\$\+<=>\^~\|]+)", gpt2, R"(\p{N}+)", "[0-9][0-9][0-9]"}};
+  if (one_of(pre, {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
+                   "lfm2", "jina-v5-nano"}))
+    return PreTokenizerPreset{{llama3}, true, true};
+  if (one_of(pre, {"dbrx", "smaug-bpe", "glm4", "chatglm-bpe"}))
+    return PreTokenizerPreset{{llama3}};
+  if (pre == "deepseek-llm")
+    return PreTokenizerPreset{
+        {R"([\r\n])", std::string(kDeepseekLetters),
+         R"(\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+)",
+         R"(\s+$)", std::string(kCjk), R"(\p{N}+)"}};
+  if (pre == "deepseek-coder")
+    return PreTokenizerPreset{
+        {R"([\r\n])", R"(\s?\p{L}+)", R"(\s?\p{P}+)", std::string(kCjk), R"(\p{N})"}};
+  if (one_of(pre, {"deepseek-v3", "hunyuan-dense", "joyai-llm", "hy_v4"}))
+    return PreTokenizerPreset{
+        {R"(\p{N}{1,3})", R"([\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+)",
+         R"re([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re"}};
+  if (pre == "falcon")
+    return PreTokenizerPreset{{R"([\p{P}\$\+<=>\^~\|`]+)", gpt2, "[0-9][0-9][0-9]"}};
+  if (one_of(pre, {"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone",
+                   "minerva-7b", "mellum2"}))
+    return PreTokenizerPreset{{R"(\p{N})", gpt2}};
+  if (one_of(pre, {"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
+                   "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "jais", "trillion",
+                   "granite-docling", "exaone4"}))
+    return PreTokenizerPreset{{gpt2}};
+  if (one_of(pre, {"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2",
+                   "hunyuan", "solar-open", "grok-2"}))
+    return PreTokenizerPreset{{qwen2}};
+  if (pre == "qwen35")
+    return PreTokenizerPreset{
+        {contractions +
+         R"(|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}};
+  if (one_of(pre, {"poro-chat", "bloom", "gpt3-finnish"}))
+    return PreTokenizerPreset{
+        {R"( ?[^(\s|.,!?\x{2026}\x{3002}\x{FF0C}\x{3001}\x{964}\x{6D4}\x{60C})]+)"}};
+  if (pre == "tekken")
+    return PreTokenizerPreset{{prefix + upper + "*" + lower + "+|" + prefix + upper + "+" + lower +
+                               R"(*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
+                              true,
+                              true};
+  if (one_of(pre, {"gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"}))
+    return PreTokenizerPreset{
+        {prefix + upper + "*" + lower + "+" + contractions + "?|" + prefix + upper + "+" + lower +
+         "*" + contractions +
+         R"(?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}};
+  if (pre == "seed-coder")
+    return PreTokenizerPreset{
+        {contractions +
+         R"(|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+)"}};
+  if (one_of(pre, {"bailingmoe", "bailingmoe2", "llada-moe"}))
+    return PreTokenizerPreset{
+        {R"('(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+)"}};
+  return std::nullopt;
+}
+
+// A normal byte-level token's bytes, as llama.cpp's llama_decode_text gives them: a character
+// outside GPT-2's byte map becomes an [UNK_BYTE_0x..] marker.
+std::string byte_level_bytes(std::string_view token) {
+  std::string bytes;
+  for (std::size_t k = 0; k < token.size();) {
+    const std::size_t n = utf8_length(token, k);
+    auto it = char_to_byte().find(decode_codepoint(token, k, n));
+    if (it != char_to_byte().end()) {
+      bytes += static_cast<char>(it->second);
+    } else {
+      bytes += "[UNK_BYTE_0x";
+      for (std::size_t b = 0; b < n; ++b) {
+        char hex[4];
+        std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(token[k + b]));
+        bytes += hex;
+      }
+      bytes.append(token);
+      bytes += ']';
+    }
+    k += n;
+  }
+  return bytes;
+}
+
+// The token texts llama.cpp's llama_vocab::impl::load takes for end of generation (with the
+// FIM pad, repo and file-separator tokens it adds to them), whatever the converter marked.
+bool ends_generation(std::string_view text) {
+  return one_of(text, {"<|eot_id|>",
+                       "<|im_end|>",
+                       "<|end|>",
+                       "<|return|>",
+                       "<|call|>",
+                       "<|flush|>",
+                       "<|calls|>",
+                       "<end_of_turn>",
+                       "<|endoftext|>",
+                       "</s>",
+                       "<|eom_id|>",
+                       "<EOT>",
+                       "_<EOT>",
+                       "[EOT]",
+                       "[EOS]",
+                       "<|end_of_text|>",
+                       "<end_of_utterance>",
+                       "<eos>",
+                       "<turn|>",
+                       "<|tool_response>",
+                       "<\uFF5Cend\u2581of\u2581sentence\uFF5C>",
+                       "[e~[",
+                       "<|fim_pad|>",
+                       "<fim-pad>",
+                       "<fim_pad>",
+                       "<PAD>",
+                       "[PAD]",
+                       "<|fim_repo|>",
+                       "<|repo_name|>",
+                       "<fim-repo>",
+                       "<REPO>",
+                       "<reponame>",
+                       "<|file_sep|>"});
+}
+
+// The byte a "<0xNN>" token stands for.
+std::optional<char> byte_token_value(std::string_view token) {
+  if (token.size() != 6 || !token.starts_with("<0x") || token.back() != '>' ||
+      !std::isxdigit(static_cast<unsigned char>(token[3])) ||
+      !std::isxdigit(static_cast<unsigned char>(token[4])))
+    return std::nullopt;
+  return static_cast<char>(std::stoi(std::string(token.substr(3, 2)), nullptr, 16));
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& origin) {
+  // GgufMetadata's own errors name its source, which need not be origin.
+  try {
+    Tokenizer t;
+    const std::string& model = metadata.get_string("tokenizer.ggml.model");
+    const bool sentencepiece = model == "llama";
+    if (!sentencepiece && model != "gpt2")
+      fail(origin, "tokenizer.ggml.model", "'" + model + "' is not supported (llama and gpt2 are)");
+    PreTokenizerPreset preset;
+    if (!sentencepiece) {
+      // A missing name is llama.cpp's "default" (with a warning); an unknown one is an error.
+      const std::string pre = metadata.contains("tokenizer.ggml.pre")
+                                  ? metadata.get_string("tokenizer.ggml.pre")
+                                  : std::string("default");
+      auto found = pre_tokenizer_preset(pre);
+      if (!found)
+        fail(origin, "tokenizer.ggml.pre",
+             "unknown value '" + pre + "' (not one of llama.cpp's pre-tokenizer names)");
+      preset = std::move(*found);
+    }
+
+    const std::vector<std::string> tokens = metadata.get_string_array("tokenizer.ggml.tokens");
+    const std::size_t n = tokens.size();
+    if (n == 0) fail(origin, "tokenizer.ggml.tokens", "is empty");
+    if (n > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+      fail(origin, "tokenizer.ggml.tokens", std::to_string(n) + " tokens do not fit int32 ids");
+    const auto per_token = [&](const char* key, std::size_t count) {
+      if (count < n)
+        fail(origin, key, std::to_string(count) + " entries for " + std::to_string(n) + " tokens");
+    };
+    std::vector<std::int64_t> types(n, kTokenNormal);
+    if (metadata.contains("tokenizer.ggml.token_type")) {
+      const auto read = metadata.get_integer_array("tokenizer.ggml.token_type");
+      per_token("tokenizer.ggml.token_type", read.size());
+      types.assign(read.begin(), read.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    // llama.cpp's fix-ups by token text: end-of-generation tokens become control tokens; with
+    // o200k_harmony's <|return|> and <|call|> (or solar-open's <|calls|> and <|flush|>),
+    // <|end|> is plain text, and with Gemma 4's <|tool_response> so is </s>; gpt-oss's
+    // <|channel|>, <|message|>, <|start|> and <|constrain|> are always rendered.
+    std::vector<std::int32_t> end_of_generation;
+    std::unordered_map<std::string_view, std::size_t> index_of;
+    for (std::size_t i = 0; i < n; ++i) {
+      index_of.emplace(tokens[i], i);
+      if (ends_generation(tokens[i])) {
+        types[i] = kTokenControl;
+        end_of_generation.push_back(static_cast<std::int32_t>(i));
+      }
+      if (one_of(tokens[i], {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}))
+        types[i] = kTokenUserDefined;
+    }
+    const auto has = [&](std::string_view text) { return index_of.contains(text); };
+    std::optional<std::size_t> not_end_of_generation;
+    if (has("<|end|>") && ((has("<|return|>") && (has("<|call|>") || has("<|calls|>"))) ||
+                           ((has("<|call|>") || has("<|calls|>")) && has("<|flush|>")))) {
+      not_end_of_generation = index_of.at("<|end|>");
+      types[*not_end_of_generation] = kTokenUserDefined;
+    } else if (has("</s>") && has("<|tool_response>")) {
+      not_end_of_generation = index_of.at("</s>");
+      types[*not_end_of_generation] = kTokenNormal;
+    }
+    if (sentencepiece) {
+      // Scores rank merges: llm_tokenizer_spm merges the adjacent pair whose concatenation is
+      // the token of highest score. Without scores every merge ties and the leftmost wins.
+      t.merge_scores_.assign(n, 0.0f);
+      if (const GgufValue* value = metadata.find("tokenizer.ggml.scores")) {
+        const auto* array = std::get_if<GgufArray>(&value->data);
+        if (!array || (array->element_type != GgufValueType::float32 &&
+                       array->element_type != GgufValueType::int32))
+          fail(origin, "tokenizer.ggml.scores",
+               "should be an array of float32 or int32 but is " + value->type_description());
+        per_token("tokenizer.ggml.scores", array->elements.size());
+        for (std::size_t i = 0; i < n; ++i) {
+          const auto& data = array->elements[i].data;
+          t.merge_scores_[i] = array->element_type == GgufValueType::float32
+                                   ? std::get<float>(data)
+                                   : static_cast<float>(std::get<std::int32_t>(data));
+        }
+      }
+    }
+
+    t.id_to_token_.resize(n);
+    t.special_.assign(n, false);
+    t.pieces_.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto id = static_cast<std::int32_t>(i);
+      // llama.cpp names an empty token so, keeping every id's text distinct.
+      std::string text = tokens[i].empty() ? "[EMPTY_" + std::to_string(i) + "]" : tokens[i];
+      if (auto [at, added] = t.vocab_.emplace(text, id); !added)
+        fail(origin, "tokenizer.ggml.tokens",
+             "'" + text + "' appears twice, at " + std::to_string(at->second) + " and " +
+                 std::to_string(i));
+      std::string& piece = t.pieces_[i];
+      switch (types[i]) {
+        case kTokenControl:
+        case kTokenUnknown:
+          t.special_[i] = true;
+          t.added_.push_back({text, id, true, false, false});
+          piece = text;
+          break;
+        case kTokenUserDefined:
+          t.added_.push_back({text, id, false, false, false});
+          piece = text;
+          break;
+        case kTokenNormal:
+          if (sentencepiece) {
+            piece = text;
+            replace_all(piece, "\xe2\x96\x81", " ");
+          } else {
+            piece = byte_level_bytes(text);
+          }
+          break;
+        case kTokenByte: {
+          const auto byte = byte_token_value(text);
+          if (!byte)
+            fail(origin, "tokenizer.ggml.token_type",
+                 "token " + std::to_string(i) + " '" + text + "' is a byte token but not <0xNN>");
+          piece.assign(1, *byte);
+          break;
+        }
+        default:  // unused and undefined tokens give no text, as in llama.cpp
+          break;
+      }
+      t.id_to_token_[i] = std::move(text);
+    }
+    t.added_longest_first_ = true;
+    std::stable_sort(t.added_.begin(), t.added_.end(), [](const auto& a, const auto& b) {
+      return a.content.size() > b.content.size();
+    });
+
+    // llama.cpp's add_space_prefix: SentencePiece prefixes every text fragment (the text at the
+    // start and after each special token) with a space; both types drop one from the first
+    // decoded piece.
+    const bool add_space_prefix = metadata.contains("tokenizer.ggml.add_space_prefix")
+                                      ? metadata.get_bool("tokenizer.ggml.add_space_prefix")
+                                      : sentencepiece;
+    t.strip_first_space_ = add_space_prefix;
+    if (sentencepiece) {
+      if (add_space_prefix)
+        t.normalizer_.push_back({NormalizerStep::Kind::prepend, "", t.metaspace_replacement_});
+      t.normalizer_.push_back({NormalizerStep::Kind::replace, " ", t.metaspace_replacement_});
+      t.byte_fallback_ = true;
+    } else {
+      const std::vector<std::string> merges = metadata.get_string_array("tokenizer.ggml.merges");
+      for (std::size_t rank = 0; rank < merges.size(); ++rank) {
+        const std::string& merge = merges[rank];
+        const auto space = merge.find(' ', 1);
+        if (space == std::string::npos)
+          fail(origin, "tokenizer.ggml.merges",
+               "entry " + std::to_string(rank) + " '" + merge + "' is not two tokens with a space");
+        t.merge_rank_.emplace(merge_key(merge.substr(0, space), merge.substr(space + 1)),
+                              static_cast<int>(rank));
+      }
+      for (const auto& regex : preset.regexes) {
+        PreTokenizerStep step{};
+        step.kind = PreTokenizerStep::Kind::split;
+        step.regex = std::make_shared<const UnicodeRegex>(regex);
+        t.pre_tokenizers_.push_back(std::move(step));
+      }
+      PreTokenizerStep bytes{};
+      bytes.kind = PreTokenizerStep::Kind::byte_level;
+      t.pre_tokenizers_.push_back(std::move(bytes));
+      t.ignore_merges_ = preset.ignore_merges;
+    }
+
+    // llama.cpp's defaults for a key that is absent: SentencePiece's <unk>=0, <s>=1, </s>=2 when
+    // the vocabulary has them; none for gpt2. An id outside the vocabulary is an error for the
+    // ids encoding and stopping depend on; for the others (padding, eot, eom, FIM) llama.cpp
+    // warns and ignores it, and so do we: converters do write such padding ids.
+    const auto special_id = [&](const char* key, std::optional<std::int32_t> fallback,
+                                bool required_in_vocabulary) -> std::optional<std::int32_t> {
+      if (fallback && static_cast<std::size_t>(*fallback) >= n) fallback.reset();
+      if (!metadata.contains(key)) return fallback;
+      const std::int64_t id = metadata.get_integer(key);
+      if (id >= 0 && static_cast<std::uint64_t>(id) < n) return static_cast<std::int32_t>(id);
+      if (required_in_vocabulary)
+        fail(origin, key,
+             "id " + std::to_string(id) + " is not in [0, " + std::to_string(n) +
+                 "), the vocabulary");
+      return fallback;
+    };
+    t.bos_id_ = special_id("tokenizer.ggml.bos_token_id",
+                           sentencepiece ? std::optional<std::int32_t>(1) : std::nullopt, true);
+    t.eos_id_ = special_id("tokenizer.ggml.eos_token_id",
+                           sentencepiece ? std::optional<std::int32_t>(2) : std::nullopt, true);
+    t.unk_id_ = special_id("tokenizer.ggml.unknown_token_id",
+                           sentencepiece ? std::optional<std::int32_t>(0) : std::nullopt, true);
+    special_id("tokenizer.ggml.padding_token_id", std::nullopt, false);
+    if (t.eos_id_) end_of_generation.push_back(*t.eos_id_);
+    for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
+                            "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id",
+                            "tokenizer.ggml.fim_sep_token_id"})
+      if (const auto id = special_id(key, std::nullopt, false)) end_of_generation.push_back(*id);
+    if (not_end_of_generation)
+      std::erase(end_of_generation, static_cast<std::int32_t>(*not_end_of_generation));
+    std::sort(end_of_generation.begin(), end_of_generation.end());
+    end_of_generation.erase(std::unique(end_of_generation.begin(), end_of_generation.end()),
+                            end_of_generation.end());
+    t.end_of_generation_ = std::move(end_of_generation);
+    const auto flag = [&](const char* key, bool fallback) {
+      return metadata.contains(key) ? metadata.get_bool(key) : fallback;
+    };
+    if (flag("tokenizer.ggml.add_bos_token", sentencepiece || preset.add_bos)) {
+      if (!t.bos_id_)
+        fail(origin, "tokenizer.ggml.add_bos_token", "is true but there is no bos_token_id");
+      t.prefix_ids_ = {*t.bos_id_};
+    }
+    if (flag("tokenizer.ggml.add_eos_token", false)) {
+      if (!t.eos_id_)
+        fail(origin, "tokenizer.ggml.add_eos_token", "is true but there is no eos_token_id");
+      t.suffix_ids_ = {*t.eos_id_};
+    }
+    if (t.bos_id_) t.bos_token_ = t.id_to_token_[static_cast<std::size_t>(*t.bos_id_)];
+    if (t.eos_id_) t.eos_token_ = t.id_to_token_[static_cast<std::size_t>(*t.eos_id_)];
+    if (metadata.contains("tokenizer.chat_template"))
+      t.chat_template_ = metadata.get_string("tokenizer.chat_template");
+    return t;
+  } catch (const std::runtime_error& e) {
+    if (std::string_view(e.what()).starts_with(origin)) throw;
+    throw std::runtime_error(origin + ": " + e.what());
+  }
+}
+
+// llama.cpp's llama_detokenize, with remove_special and not unparse_special when
+// skip_special_tokens, but without its clean_spaces pass (" ." to "."): llama-server streams
+// token_to_piece without it, and TextStream needs the text of a prefix of the ids to be a
+// prefix of the text. Bytes that are not UTF-8 become U+FFFD, as the other decoders make them.
+std::string Tokenizer::decode_pieces(std::span<const std::int32_t> ids,
+                                     bool skip_special_tokens) const {
+  bool remove_space = strip_first_space_;
+  if (skip_special_tokens && adds_bos() && !ids.empty() && ids.front() == *bos_id_) {
+    ids = ids.subspan(1);
+    remove_space = false;
+  }
+  if (skip_special_tokens && eos_id_ && !suffix_ids_.empty() && suffix_ids_.back() == *eos_id_ &&
+      !ids.empty() && ids.back() == *eos_id_)
+    ids = ids.first(ids.size() - 1);
+  std::string text;
+  for (const auto id : ids) {
+    if (id < 0 || static_cast<std::size_t>(id) >= pieces_.size()) continue;
+    std::string_view piece = skip_special_tokens && is_special(id)
+                                 ? std::string_view()
+                                 : std::string_view(pieces_[static_cast<std::size_t>(id)]);
+    if (remove_space && piece.starts_with(' ')) piece.remove_prefix(1);
+    remove_space = false;
+    text.append(piece);
+  }
+  return lossy_utf8(text);
+}
+
+Tokenizer load_tokenizer(const std::filesystem::path& model) {
+  if (model.extension() == ".gguf" && !std::filesystem::is_directory(model)) {
+    const GgufFile file(model);
+    return Tokenizer::from_gguf(file.metadata(), model.string());
+  }
+  return Tokenizer::from_model_dir(model);
 }
 
 }  // namespace moed::model

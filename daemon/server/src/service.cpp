@@ -191,7 +191,7 @@ Service::~Service() {
 void Service::start_loading() {
   loader_ = std::thread([this] {
     try {
-      auto tokenizer = model::Tokenizer::from_model_dir(config_.model);
+      auto tokenizer = model::load_tokenizer(config_.model);
       std::string template_source = tokenizer.chat_template();
       std::string template_origin =
           (std::filesystem::path(config_.model) / "chat template").string();

@@ -14,6 +14,7 @@
 namespace moed::model {
 
 class UnicodeRegex;
+class GgufMetadata;
 
 // Text the tokenizer cannot encode: a piece outside its vocabulary when it has neither byte
 // fallback nor an unk token. The text's fault, not the tokenizer's.
@@ -29,12 +30,20 @@ class UnencodableText : public std::runtime_error {
 // Added tokens are matched in the input before the model runs;
 // the post-processor's template adds special tokens such as BOS. Unsupported parts of a
 // tokenizer.json are rejected at load with the JSON path at fault, never silently ignored.
+// The same machinery also runs a GGUF file's tokenizer.ggml.* vocabulary (from_gguf).
 class Tokenizer {
  public:
   // Reads DIR/tokenizer.json and, if present, DIR/tokenizer_config.json (EOS, chat template).
   static Tokenizer from_model_dir(const std::filesystem::path& model_dir);
   static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json = {},
                              const std::string& origin = "tokenizer.json");
+  // A GGUF file's tokenizer, read as llama.cpp's llama-vocab.cpp reads tokenizer.ggml.*:
+  // "llama" (SentencePiece: pieces merged by score, <0xNN> byte fallback, spaces as U+2581) or
+  // "gpt2" (byte-level BPE over tokenizer.ggml.merges, split by the regexes
+  // tokenizer.ggml.pre names). Control, user-defined and unknown tokens are matched in the
+  // text as added tokens; tokenizer.chat_template is the chat template. origin (the file name)
+  // and the key at fault head every error.
+  static Tokenizer from_gguf(const GgufMetadata& metadata, const std::string& origin);
 
   // Throws UnencodableText for text this vocabulary cannot express.
   std::vector<std::int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
@@ -51,8 +60,16 @@ class Tokenizer {
   // The pieces the normalizer and pre-tokenizers cut a text (without added tokens) into, before
   // BPE: what tokenizers' pre_tokenizer.pre_tokenize_str gives (byte-level pieces mapped).
   std::vector<std::string> pre_tokenize(std::string_view text) const;
-  // EOS from tokenizer_config.json's eos_token, if it names a known token.
+  // EOS from tokenizer_config.json's eos_token (or a GGUF's tokenizer.ggml.eos_token_id), if it
+  // names a known token.
   std::optional<std::int32_t> eos_id() const { return eos_id_; }
+  std::optional<std::int32_t> bos_id() const { return bos_id_; }
+  // The ids that end generation: for a GGUF, llama.cpp's end-of-generation set (EOS, the
+  // eot/eom/FIM-pad/repo/file-separator ids, and tokens such as <|im_end|> and <|eot_id|> found
+  // by their text); for a tokenizer.json, EOS alone (generation_config.json has the rest).
+  const std::vector<std::int32_t>& end_of_generation_ids() const { return end_of_generation_; }
+  // Whether encode(text, true) starts with BOS (a GGUF's add_bos_token; the post-processor's).
+  bool adds_bos() const { return bos_id_ && !prefix_ids_.empty() && prefix_ids_[0] == *bos_id_; }
   // The chat template (tokenizer_config.json's chat_template, or chat_template.jinja) and the
   // special-token strings it is rendered with; empty when the checkpoint has none.
   const std::string& chat_template() const { return chat_template_; }
@@ -100,16 +117,34 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+  // A stretch [begin, end) of the text to encode: an added token's match, or text between.
+  struct Fragment {
+    std::size_t begin, end;
+    const AddedToken* token;  // null for text
+  };
+  std::vector<Fragment> split_added_tokens(std::string_view text) const;
   void bpe_word(std::string_view word, std::vector<std::int32_t>& out) const;
   void encode_segment(std::string_view text, bool first_segment,
                       std::vector<std::int32_t>& out) const;
   std::vector<std::string> pre_tokenize_segment(std::string_view text, bool first_segment) const;
+  std::optional<double> merge_priority(const std::string& left, const std::string& right) const;
+  std::string decode_pieces(std::span<const std::int32_t> ids, bool skip_special_tokens) const;
 
   std::unordered_map<std::string, std::int32_t> vocab_;
   std::vector<std::string> id_to_token_;
   std::unordered_map<std::string, int> merge_rank_;  // key: left + '\xff' + right
-  std::vector<AddedToken> added_;                    // longest content first
-  std::vector<bool> special_;                        // by id
+  // SentencePiece merging (GGUF "llama"): any adjacent pair whose concatenation is a token
+  // merges, the highest score first; empty for merging by merge_rank_.
+  std::vector<float> merge_scores_;
+  // GGUF: each token's bytes as llama.cpp's token_to_piece gives them; decode concatenates
+  // them instead of running decoder_.
+  std::vector<std::string> pieces_;
+  bool strip_first_space_ = false;  // GGUF: llama.cpp's add_space_prefix in detokenize
+  std::vector<AddedToken> added_;   // longest content first
+  // GGUF: added tokens claim their matches longest first over the whole text, as llama.cpp's
+  // tokenizer_st_partition does; tokenizers takes the leftmost match instead.
+  bool added_longest_first_ = false;
+  std::vector<bool> special_;  // by id
   std::vector<NormalizerStep> normalizer_;
   std::vector<PreTokenizerStep> pre_tokenizers_;
   std::string metaspace_replacement_ = "\xe2\x96\x81";  // U+2581 '▁'
@@ -123,6 +158,8 @@ class Tokenizer {
   std::vector<std::int32_t> suffix_ids_;
   std::vector<DecoderStep> decoder_;
   std::optional<std::int32_t> eos_id_;
+  std::optional<std::int32_t> bos_id_;
+  std::vector<std::int32_t> end_of_generation_;  // ascending
   std::string chat_template_;
   std::string bos_token_;
   std::string eos_token_;
@@ -131,5 +168,9 @@ class Tokenizer {
 // GPT-2's pre-tokenizer regex (tokenizers' ByteLevel with use_regex):
 inline constexpr std::string_view kGpt2SplitPattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// The tokenizer of a model: MODEL/tokenizer.json (with tokenizer_config.json) for a model
+// directory, the metadata of a .gguf file (the first split of a split one) otherwise.
+Tokenizer load_tokenizer(const std::filesystem::path& model);
 
 }  // namespace moed::model
