@@ -124,9 +124,10 @@ int run_logits(const LogitsArgs& args) {
 }
 
 int run_generate(const GenerateArgs& args) {
-  const auto tokenizer = model::Tokenizer::from_model_dir(args.model_dir);
+  const auto tokenizer = model::load_tokenizer(args.model_dir);
   auto engine_ptr = make_engine(args);
   auto& engine = *engine_ptr;
+  engine.add_stop_tokens(tokenizer.end_of_generation_ids());
   const auto prompt = tokenizer.encode(args.prompt);
   engine::SamplingParams params{args.temperature, args.top_k, args.top_p, args.seed};
   std::vector<std::int32_t> generated;
@@ -154,7 +155,7 @@ int run_generate(const GenerateArgs& args) {
 }
 
 int run_tokenize(const TokenizeArgs& args) {
-  const auto tokenizer = model::Tokenizer::from_model_dir(args.model_dir);
+  const auto tokenizer = model::load_tokenizer(args.model_dir);
   const auto ids = tokenizer.encode(args.text, !args.no_special);
   for (std::size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
   std::cout << "\n";
@@ -398,7 +399,7 @@ int run_perplexity(const PerplexityArgs& args) {
   if (!in) throw std::invalid_argument("--file: cannot read '" + args.file + "'");
   std::ostringstream text;
   text << in.rdbuf();
-  const auto tokenizer = model::Tokenizer::from_model_dir(args.model_dir);
+  const auto tokenizer = model::load_tokenizer(args.model_dir);
   std::vector<std::int32_t> tokens;
   try {
     tokens = tokenizer.encode(text.str(), false);

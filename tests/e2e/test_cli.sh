@@ -75,6 +75,11 @@ PY
   "$moed" logits --model "$models/$file.gguf" --tokens "$tokens" --out "$work/$file-quarter.npy" --kv-dtype f32 --host-budget 25% 2>/dev/null
   cmp -s "$work/$file.npy" "$work/$file-quarter.npy" && pass "gguf $file: bit-identical at a 25% budget" || fail "gguf $file budgeted logits differ"
 done
+a=$("$moed" tokenize --model "$models/tiny-q8_0.gguf" --text "Hello world, 123 ünï")
+b=$("$moed" tokenize --model "$models/tiny-f32" --text "Hello world, 123 ünï")
+[[ -n $a && $a == "$b" ]] && pass "gguf tokenizer from metadata: the ids of the tokenizer.json it came from" || fail "gguf tokenize ($a vs $b)"
+out=$("$moed" generate --model "$models/tiny-deepseek_v3-q8_0.gguf" --prompt "Hello world 123" -n 6 --print-ids 2>"$work/ids")
+[[ $? -eq 0 ]] && [[ $(tr ',' '\n' <"$work/ids" | grep -c .) -ge 1 ]] && pass "gguf generate (deepseek2, q8_0)" || fail "gguf generate: $(cat "$work/ids")"
 "$moed" logits --model "$models/tiny-bytelevel-q6_k-00001-of-00003.gguf" --tokens 1,2,3 --out "$work/split.npy" 2>"$work/err" &&
   pass "gguf split in three files, opened from the first" || { fail "gguf split"; cat "$work/err"; }
 "$moed" info --model "$models/tiny-q4_k_m.gguf" >"$work/info" 2>&1 &&

@@ -462,6 +462,20 @@ api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content"
 sock=$sock_saved
 kill -TERM $ds_pid; wait $ds_pid 2>/dev/null
 
+# A GGUF file alone (quantized weights, tokenizer and chat template from its metadata) under a
+# 25% budget: chat through the file's template, and a streamed completion.
+"$moed" --model "$models/tiny-qwen3_moe-q4_k_m.gguf" --socket "$work/gguf.sock" --host-budget 25% 2>"$work/gguf.log" &
+gguf_pid=$!
+sock_saved=$sock sock=$work/gguf.sock
+for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}' |
+  py "import json,sys; d=json.load(sys.stdin); assert d['usage']['completion_tokens'] >= 1 and d['usage']['prompt_tokens'] > 3, d" &&
+  pass "serves a q4_K_M GGUF file alone (chat)" || { fail "gguf daemon chat"; cat "$work/gguf.log"; }
+api http://moed/v1/completions -d '{"prompt": "Hello world", "max_tokens": 4, "stream": true}' >"$work/gguf-stream.txt"
+grep -q '^data: \[DONE\]' "$work/gguf-stream.txt" && pass "gguf daemon streams a completion" || { fail "gguf stream"; cat "$work/gguf-stream.txt"; }
+sock=$sock_saved
+kill -TERM $gguf_pid; wait $gguf_pid 2>/dev/null
+
 # The units verify, with ExecStart pointing at this build.
 if command -v systemd-analyze >/dev/null; then
   sed "s|/usr/local/bin/moed|$moed|" "$configs/moed.service" >"$work/moed.service"

@@ -396,6 +396,14 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
 
 Engine::~Engine() = default;
 
+void Engine::add_stop_tokens(std::span<const std::int32_t> ids) {
+  auto& stops = spec_.eos_token_ids;
+  for (const std::int32_t id : ids)
+    if (id >= 0 && id < spec_.vocab_size &&
+        std::find(stops.begin(), stops.end(), id) == stops.end())
+      stops.push_back(id);
+}
+
 memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
   // Runs on the loader's packer thread. A prefetch packs on one OpenMP thread, so it takes at most
   // one core from compute; a demand load has compute waiting on it, so it takes them all.

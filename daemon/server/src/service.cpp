@@ -230,6 +230,7 @@ void Service::start_loading() {
       options.on_progress = [this](double p) { progress_ = p; };
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
       engine->host_tier().set_auto_pin(config_.auto_pin);
+      engine->add_stop_tokens(tokenizer.end_of_generation_ids());
       auto scheduler = std::make_unique<engine::Scheduler>(
           *engine,
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});

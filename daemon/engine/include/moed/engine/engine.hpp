@@ -129,6 +129,10 @@ class Engine {
   ~Engine();
 
   const model::ModelSpec& spec() const { return spec_; }
+  // Generation also ends after these ids (the tokenizer's end-of-generation set: a GGUF file
+  // carries no generation_config.json, and llama.cpp stops a Qwen chat at <|im_end|> beside
+  // EOS). Ids outside the vocabulary are ignored. Call before generating.
+  void add_stop_tokens(std::span<const std::int32_t> ids);
   // A cache for this model, its capacity allocated for `positions` (0: grows as it is used).
   // Its bytes count in the host budget from now until it is destroyed.
   KvCache new_cache(std::int64_t positions = 0);
