@@ -90,16 +90,18 @@ ReadBandwidthProbe::ReadBandwidthProbe(std::size_t bytes)
   if (!buffer_) throw std::bad_alloc();
   float* data = buffer_.get();
 #pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < count_; ++i) data[i] = static_cast<float>(i & 7);
+  for (std::int64_t i = 0; i < count_; ++i) data[i] = 1.0f;
 }
 
 double ReadBandwidthProbe::measure(int repeats) {
   auto* sum = __builtin_cpu_supports("avx512f") ? sum_avx512
               : __builtin_cpu_supports("avx2")  ? sum_avx2
                                                 : sum_sse;
-  // The buffer holds 0..7 repeating, so a pass that read every element sums to 28 per 8; the
-  // check also keeps the compiler from dropping the loads.
-  const double expected = static_cast<double>(count_ / 8) * 28.0;
+  // The buffer holds ones, so a pass that read every element sums to the count; the check also
+  // keeps the compiler from dropping the loads. Ones keep each vector lane's float sum exact
+  // (below 2^24) for buffers up to 4 GiB even on one thread; 0..7 repeating overflowed float's
+  // exact integers on one thread with 1 GiB and failed the check.
+  const double expected = static_cast<double>(count_);
   double best = 0.0;
   for (int r = 0; r < repeats; ++r) {
     const auto start = std::chrono::steady_clock::now();
