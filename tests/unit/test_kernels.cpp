@@ -227,15 +227,22 @@ TEST(Matmul, F16WeightsComputeInF32) {
   for (float v : y) EXPECT_FLOAT_EQ(v, 8.0f);
 }
 
-TEST(Matmul, RejectsMixedDtypesAndEmptyWeights) {
-  std::vector<float> a(16);
-  std::vector<std::uint16_t> b(16);
-  WeightPart parts[] = {{a.data(), DType::f32, 4}, {b.data(), DType::bf16, 4}};
+TEST(Matmul, WidensMixedDtypesToF32AndRejectsEmptyWeights) {
+  // An f32 part over a bf16 part: computed in f32, the bf16 rows widened exactly.
+  const std::vector<float> top = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<std::uint16_t> bottom = {f32_to_bf16(0.5f), f32_to_bf16(-1.0f),
+                                             f32_to_bf16(2.0f), f32_to_bf16(0.25f)};
+  const WeightPart parts[] = {{top.data(), DType::f32, 2}, {bottom.data(), DType::bf16, 1}};
   CpuMatmul matmul;
-  EXPECT_THROW(matmul.pack(parts, 4), std::invalid_argument);
+  const PackedWeight packed = matmul.pack(parts, 4);
+  EXPECT_EQ(packed.dtype(), DType::f32);
+  const std::vector<float> x = {1, 1, 2, -1};
+  std::vector<float> y(3);
+  matmul.multiply(x.data(), 1, packed, y.data());
+  EXPECT_EQ(y, (std::vector<float>{5, 17, 3.25f}));
   EXPECT_THROW(matmul.pack({}, 4), std::invalid_argument);
-  float y = 0;
-  EXPECT_THROW(matmul.multiply(a.data(), 1, PackedWeight{}, &y), std::invalid_argument);
+  float out = 0;
+  EXPECT_THROW(matmul.multiply(x.data(), 1, PackedWeight{}, &out), std::invalid_argument);
 }
 
 TEST(Ops, RmsNormMatchesFormula) {
