@@ -31,10 +31,6 @@ std::size_t row_bytes(DType dtype, std::int64_t cols) {
   return ggml_row_bytes(ggml_type_of(dtype), static_cast<std::uint64_t>(cols));
 }
 
-std::int64_t block_elements(DType dtype) {
-  return is_quantized(dtype) ? ggml_type_traits(ggml_type_of(dtype)).block_size : 1;
-}
-
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
     case DType::f32:

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -184,6 +185,64 @@ TEST(GgufPlan, AnF32FileGivesTheHuggingFaceModelsGreedyTokens) {
             want);
 }
 
+// Each family's f32 GGUF against the config.json it was converted from: the same plan, save
+// where llama.cpp's semantics are not transformers' (renormalisation fixed per architecture, V2's
+// group score a top-2 sum) and the names of things.
+class GgufFamilyPlan : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(GgufFamilyPlan, MatchesItsHuggingFaceConfig) {
+  const std::string family = GetParam();
+  const auto hf = model::ModelSpec::from_config(kModels / ("tiny-" + family));
+  const auto gguf = model::read_model_spec(kModels / ("tiny-" + family + "-f32.gguf"));
+  EXPECT_EQ(gguf.family, hf.family);
+  EXPECT_EQ(gguf.vocab_size, hf.vocab_size);
+  EXPECT_EQ(gguf.hidden_size, hf.hidden_size);
+  EXPECT_EQ(gguf.num_layers, hf.num_layers);
+  ASSERT_EQ(gguf.layers.size(), hf.layers.size());
+  for (std::size_t l = 0; l < hf.layers.size(); ++l) {
+    EXPECT_EQ(gguf.layers[l].attention, hf.layers[l].attention) << l;
+    EXPECT_EQ(gguf.layers[l].ffn, hf.layers[l].ffn) << l;
+  }
+  const auto &a = gguf.attention, &b = hf.attention;
+  EXPECT_EQ(a.kind, b.kind);
+  EXPECT_EQ(a.heads, b.heads);
+  EXPECT_EQ(a.kv_heads, b.kv_heads);
+  EXPECT_EQ(a.head_dim, b.head_dim);
+  EXPECT_EQ(a.qkv_bias, b.qkv_bias);
+  EXPECT_EQ(a.qk_norm, b.qk_norm);
+  EXPECT_EQ(a.q_lora_rank, b.q_lora_rank);
+  EXPECT_EQ(a.kv_lora_rank, b.kv_lora_rank);
+  EXPECT_EQ(a.qk_nope_head_dim, b.qk_nope_head_dim);
+  EXPECT_EQ(a.qk_rope_head_dim, b.qk_rope_head_dim);
+  EXPECT_EQ(a.v_head_dim, b.v_head_dim);
+  EXPECT_EQ(a.split_kv_b, a.kind == model::AttentionKind::mla);
+  EXPECT_NEAR(a.softmax_scale, b.softmax_scale, 1e-6 * b.softmax_scale);
+  EXPECT_EQ(gguf.rope.style, hf.rope.style);
+  EXPECT_EQ(gguf.rope.dim, hf.rope.dim);
+  EXPECT_FLOAT_EQ(gguf.rope.theta, hf.rope.theta);
+  EXPECT_FLOAT_EQ(gguf.rope.yarn_factor, hf.rope.yarn_factor);
+  EXPECT_NEAR(gguf.rope.attention_factor, hf.rope.attention_factor, 1e-6);
+  EXPECT_EQ(gguf.num_experts, hf.num_experts);
+  EXPECT_EQ(gguf.experts_per_token, hf.experts_per_token);
+  EXPECT_EQ(gguf.intermediate_size, hf.intermediate_size);
+  EXPECT_EQ(gguf.shared_intermediate_size, hf.shared_intermediate_size);
+  EXPECT_EQ(gguf.shared_expert_gate, hf.shared_expert_gate);
+  EXPECT_EQ(gguf.router.scoring, hf.router.scoring);
+  EXPECT_EQ(gguf.router.correction_bias, hf.router.correction_bias);
+  EXPECT_EQ(gguf.router.n_group, hf.router.n_group);
+  EXPECT_EQ(gguf.router.topk_group, hf.router.topk_group);
+  EXPECT_EQ(gguf.router.group_top2_sum, hf.router.group_top2_sum || hf.router.n_group > 1);
+  EXPECT_FLOAT_EQ(gguf.router.scaling, hf.router.scaling);
+  EXPECT_EQ(gguf.router.fp32_logits, hf.router.fp32_logits);
+  const bool renormalised_by_llama_cpp = family == "qwen3_moe" || family == "deepseek_v3";
+  EXPECT_EQ(gguf.router.normalize, renormalised_by_llama_cpp);
+  EXPECT_EQ(gguf.tie_word_embeddings, hf.tie_word_embeddings);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, GgufFamilyPlan,
+                         ::testing::Values("qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2",
+                                           "deepseek_v3"));
+
 TEST(GgufPlan, ExpertsAreSlicesOfTheMergedTensors) {
   const auto spec = model::read_model_spec(kModels / "tiny-q4_k_m.gguf");
   const auto checkpoint = model::open_checkpoint(kModels / "tiny-q4_k_m.gguf", spec);
@@ -321,6 +380,37 @@ TEST(GgufPlan, RefusalsNameTheKeyOrTensor) {
   iq4.spec.tensors.pop_back();
   iq4.tensor("blk.0.ffn_down_exps.weight", {32, 32, 2}, 20, 18 * 64);
   expect_refused(iq4.spec, {"blk.0.ffn_down_exps.weight", "iq4_nl", "does not compute"});
+}
+
+TEST(GgufPlan, HostileAndUnsupportedValuesAreRefusedByKey) {
+  auto with = [](const std::string& key, std::uint32_t type, std::string value) {
+    TinyLlama tiny;
+    tiny.spec.add(key, type, std::move(value));
+    return tiny.spec;
+  };
+  using namespace test::gguf_bytes;
+  const float inf = std::numeric_limits<float>::infinity();
+  TinyLlama eps;
+  for (auto& kv : eps.spec.kvs)
+    if (kv.key == "llama.attention.layer_norm_rms_epsilon") kv.value = scalar(inf);
+  expect_refused(eps.spec, {"llama.attention.layer_norm_rms_epsilon", "finite"});
+  expect_refused(with("llama.rope.freq_base", test::kF32, scalar(-inf)),
+                 {"llama.rope.freq_base", "finite"});
+  // llama.cpp's default scaling type is linear: a bare factor scales positions.
+  expect_refused(with("llama.rope.scaling.factor", test::kF32, scalar(4.0f)),
+                 {"llama.rope.scaling.type", "'linear' with factor 4"});
+  expect_refused(with("llama.rope.scale_linear", test::kF32, scalar(2.0f)),
+                 {"llama.rope.scale_linear", "not supported"});
+  TinyLlama ext;
+  ext.spec.add("llama.rope.scaling.type", test::kString, str("yarn"));
+  ext.spec.add("llama.rope.scaling.factor", test::kF32, scalar(4.0f));
+  ext.spec.add("llama.rope.scaling.yarn_ext_factor", test::kF32, scalar(0.5f));
+  expect_refused(ext.spec, {"llama.rope.scaling.yarn_ext_factor", "0.5"});
+  TinyLlama beta;
+  beta.spec.add("llama.rope.scaling.type", test::kString, str("yarn"));
+  beta.spec.add("llama.rope.scaling.factor", test::kF32, scalar(4.0f));
+  beta.spec.add("llama.rope.scaling.yarn_beta_fast", test::kF32, scalar(-1.0f));
+  expect_refused(beta.spec, {"llama.rope.scaling.yarn_beta_fast", "positive"});
 }
 
 TEST(GgufPlan, SplitExpertTensorsOfOldFilesAreAccepted) {

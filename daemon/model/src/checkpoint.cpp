@@ -11,12 +11,6 @@
 namespace moed::model {
 namespace {
 
-std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
 // Shard files: those the index names when there is one, else every *.safetensors in the folder.
 std::vector<std::filesystem::path> shard_paths(const std::filesystem::path& dir) {
   std::vector<std::filesystem::path> paths;
@@ -72,7 +66,16 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& 
                                  paths_[it->second.file].string());
     }
   }
-  check_expected(spec, model_dir.string());
+  for (const auto& [name, shape] : expected_tensors(spec)) {
+    auto it = index_.find(name);
+    if (it == index_.end())
+      throw std::runtime_error(model_dir.string() + ": tensor '" + name +
+                               "' is missing from the checkpoint");
+    if (it->second.shape != shape)
+      throw std::runtime_error(paths_[it->second.file].string() + ": tensor '" + name +
+                               "' has shape " + shape_string(it->second.shape) +
+                               " but config.json implies " + shape_string(shape));
+  }
   const auto expected = expected_tensors(spec);
   for (const auto& [name, info] : index_) {
     if (ignored_tensor(spec, name)) continue;
@@ -89,21 +92,8 @@ Checkpoint::Checkpoint(std::shared_ptr<const GgufFile> gguf, const ModelSpec& sp
     paths_.push_back(file.path());
   }
   for (const auto& t : gguf_->tensors()) total_bytes_ += t.nbytes;
+  // gguf_plan_tensors checks each tensor against the plan as it maps it.
   index_ = gguf_plan_tensors(*gguf_, spec);
-  check_expected(spec, paths_.front().string());
-}
-
-void Checkpoint::check_expected(const ModelSpec& spec, const std::string& source) const {
-  for (const auto& [name, shape] : expected_tensors(spec)) {
-    auto it = index_.find(name);
-    if (it == index_.end())
-      throw std::runtime_error(source + ": tensor '" + name + "' is missing from the checkpoint");
-    if (it->second.shape != shape)
-      throw std::runtime_error(paths_[it->second.file].string() + ": tensor '" + it->second.name +
-                               "' has shape " + shape_string(it->second.shape) + " but " +
-                               (gguf_ ? "the GGUF metadata implies " : "config.json implies ") +
-                               shape_string(shape));
-  }
 }
 
 const TensorInfo& Checkpoint::tensor(const std::string& name) const {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -7,6 +8,9 @@
 #include "moed/model/model_spec.hpp"
 
 namespace moed::model {
+
+// Far above any released model (DeepSeek-V3: 61 layers).
+inline constexpr std::int64_t kMaxLayers = 1 << 16;
 
 // A Hugging Face config.json as a layer plan, with transformers' semantics and defaults. GGUF
 // metadata is translated into one first, so both formats share every check; key_names maps a

@@ -13,9 +13,6 @@
 namespace moed::model {
 namespace {
 
-// Layers looked up by name before the plan bounds block_count (parse_config refuses more).
-constexpr std::int64_t kMaxGgufLayers = 1 << 16;
-
 // llama.cpp's llama_expert_gating_func_type.
 constexpr std::int64_t kGatingNone = 0;
 constexpr std::int64_t kGatingSoftmax = 1;
@@ -57,6 +54,17 @@ class ConfigTranslator {
     names_[config_key] = gguf_key;
     config_[config_key] = std::move(value);
   }
+  // Names a nested config key ("rope_scaling.beta_fast") after the GGUF key it came from.
+  void name(const std::string& config_path, const std::string& gguf_key) {
+    names_[config_path] = gguf_key;
+  }
+  // A float that must be finite (GGUF floats may be inf or NaN, which JSON configs cannot be).
+  double finite_or(const std::string& gguf_key, double fallback) const {
+    const double value = float_or(gguf_key, fallback);
+    if (!std::isfinite(value))
+      fail(gguf_key, "expected a finite number, got " + std::to_string(value));
+    return value;
+  }
 
   [[noreturn]] void fail(const std::string& gguf_key, const std::string& what) const {
     throw std::runtime_error(source() + ": key '" + gguf_key + "': " + what);
@@ -80,25 +88,51 @@ class ConfigTranslator {
 void translate_rope_scaling(ConfigTranslator& t, bool deepseek) {
   const std::string type_key = t.key("rope.scaling.type");
   const std::string factor_key = t.key("rope.scaling.factor");
-  const std::string type = t.string_or(type_key, "none");
-  const double factor = t.float_or(factor_key, 0);
+  // llama.cpp's default type is linear, and older files carry the factor as rope.scale_linear.
+  const std::string type = t.string_or(type_key, "linear");
+  const double factor = t.finite_or(factor_key, 0);
+  const std::string old_linear_key = t.key("rope.scale_linear");
+  if (t.finite_or(old_linear_key, 1) != 1)
+    t.fail(old_linear_key, "linear RoPE scaling is not supported");
   if (type == "none" || (type == "linear" && (factor == 0 || factor == 1))) return;
-  if (type != "yarn") t.fail(type_key, "'" + type + "' is not supported (supported: none, yarn)");
+  if (type != "yarn")
+    t.fail(type_key, "'" + type + "' with factor " + std::to_string(factor) +
+                         " is not supported (supported: none, yarn)");
   if (!(factor > 0)) t.fail(factor_key, "YaRN needs a positive factor");
+  // ext_factor -1 means "from the type" (1 for YaRN); other ramps are not implemented.
+  const std::string ext_key = t.key("rope.scaling.yarn_ext_factor");
+  if (const double ext = t.finite_or(ext_key, -1); ext != -1 && ext != 1)
+    t.fail(ext_key, std::to_string(ext) + " is not supported (supported: 1, or -1 for YaRN's)");
   nlohmann::json yarn = {{"type", "yarn"}, {"factor", factor}};
   const std::string original_key = t.key("rope.scaling.original_context_length");
   if (t.has(original_key)) yarn["original_max_position_embeddings"] = t.integer_or(original_key, 0);
-  yarn["beta_fast"] = t.float_or(t.key("rope.scaling.yarn_beta_fast"), 32);
-  yarn["beta_slow"] = t.float_or(t.key("rope.scaling.yarn_beta_slow"), 1);
-  const double attn_factor = t.float_or(t.key("rope.scaling.attn_factor"), 1);
+  t.name("rope_scaling.original_max_position_embeddings", original_key);
+  yarn["beta_fast"] = t.finite_or(t.key("rope.scaling.yarn_beta_fast"), 32);
+  t.name("rope_scaling.beta_fast", t.key("rope.scaling.yarn_beta_fast"));
+  yarn["beta_slow"] = t.finite_or(t.key("rope.scaling.yarn_beta_slow"), 1);
+  t.name("rope_scaling.beta_slow", t.key("rope.scaling.yarn_beta_slow"));
+  t.name("rope_scaling.factor", factor_key);
+  // ggml multiplies cos and sin by attn_factor * yarn_attn_factor, and (outside deepseek2)
+  // by YaRN's 1 + 0.1 ln(factor).
+  const std::string attn_key = t.key("rope.scaling.attn_factor");
+  const double attn_factor =
+      t.finite_or(attn_key, 1) * t.finite_or(t.key("rope.scaling.yarn_attn_factor"), 1);
+  if (!(attn_factor > 0)) t.fail(attn_key, "expected a positive attention factor");
   if (deepseek) {
+    // deepseek2's graph also puts attn_factor squared into the softmax scale; only 1 is
+    // implemented (no published DeepSeek file sets it).
+    if (attn_factor != 1) t.fail(attn_key, "values other than 1 are not supported for deepseek2");
     // The converter stores 0.1 * mscale_all_dim; llama.cpp divides it back out.
-    const double log_multiplier = t.float_or(t.key("rope.scaling.yarn_log_multiplier"), 0);
+    const std::string log_key = t.key("rope.scaling.yarn_log_multiplier");
+    const double log_multiplier = t.finite_or(log_key, 0);
+    if (log_multiplier < 0) t.fail(log_key, "expected a number >= 0");
     if (log_multiplier > 0) yarn["mscale_all_dim"] = log_multiplier / 0.1;
-    yarn["attention_factor"] = attn_factor;
+    t.name("rope_scaling.mscale_all_dim", log_key);
+    yarn["attention_factor"] = 1.0;
   } else {
     yarn["attention_factor"] = attn_factor * (1 + 0.1 * std::log(factor));
   }
+  t.name("rope_scaling.attention_factor", attn_key);
   t.set("rope_scaling", yarn, t.key("rope.scaling"));
 }
 
@@ -148,10 +182,10 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
   t.integer("num_hidden_layers", t.key("block_count"));
   t.integer("max_position_embeddings", t.key("context_length"));
   t.integer("num_attention_heads", t.key("attention.head_count"));
-  t.number("rms_norm_eps", t.key("attention.layer_norm_rms_epsilon"));
-  if (!t.has(t.key("attention.layer_norm_rms_epsilon")))
-    t.fail(t.key("attention.layer_norm_rms_epsilon"), "is missing");
-  t.set("rope_theta", t.float_or(t.key("rope.freq_base"), 10000.0), t.key("rope.freq_base"));
+  const std::string eps_key = t.key("attention.layer_norm_rms_epsilon");
+  if (!t.has(eps_key)) t.fail(eps_key, "is missing");
+  t.set("rms_norm_eps", t.finite_or(eps_key, 0), eps_key);
+  t.set("rope_theta", t.finite_or(t.key("rope.freq_base"), 10000.0), t.key("rope.freq_base"));
   t.integer("num_experts_per_tok", t.key("expert_used_count"));
   t.set("tie_word_embeddings", t.tensor("output.weight") == nullptr, "output.weight");
   t.integer("bos_token_id", "tokenizer.ggml.bos_token_id");
@@ -195,10 +229,12 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
     if (qwen2) {
       const std::string shared_key = t.key("expert_shared_feed_forward_length");
       bool shared = false;
-      for (std::int64_t l = 0; l < t.integer_or(t.key("block_count"), 0) && l < kMaxGgufLayers; ++l)
+      for (std::int64_t l = 0; l < t.integer_or(t.key("block_count"), 0) && l < kMaxLayers; ++l)
         shared = shared || t.tensor("blk." + std::to_string(l) + ".ffn_gate_shexp.weight");
+      // llama.cpp: n_ff_shexp if set, else n_ff.
+      const std::int64_t shared_width = t.integer_or(shared_key, 0);
       t.set("shared_expert_intermediate_size",
-            shared ? t.integer_or(shared_key, t.integer_or(ffn_key, 0)) : 0, shared_key);
+            shared ? (shared_width > 0 ? shared_width : t.integer_or(ffn_key, 0)) : 0, shared_key);
       t.set("qkv_bias", t.tensor("blk.0.attn_q.bias") != nullptr, "blk.0.attn_q.bias");
     }
     t.set("norm_topk_prob", !qwen2, "general.architecture");
@@ -206,7 +242,7 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
     // are the layers without a router. (llama.cpp itself expects every layer to be MoE.)
     nlohmann::json dense_layers = nlohmann::json::array();
     const std::int64_t layers = t.integer_or(t.key("block_count"), 0);
-    for (std::int64_t l = 0; l < layers && l < kMaxGgufLayers; ++l)
+    for (std::int64_t l = 0; l < layers && l < kMaxLayers; ++l)
       if (!t.tensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight")) dense_layers.push_back(l);
     t.set("mlp_only_layers", dense_layers, "blk.N.ffn_gate_inp.weight");
     translate_gqa(t);
@@ -236,11 +272,22 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
     const std::string key_length = split ? k_mla : t.key("attention.key_length");
     const std::string value_length = split ? v_mla : t.key("attention.value_length");
     if (!t.has(key_length)) t.fail(key_length, "is missing");
+    // The key holds the no-rope part and the rope part: both must be positive.
+    constexpr std::int64_t kInt32Max = 0x7fffffff;
+    if (rope <= 0 || rope > kInt32Max)
+      t.fail(rope_key, "expected a positive 32-bit integer, got " + std::to_string(rope));
+    if (const std::int64_t length = t.integer_or(key_length, 0);
+        length <= rope || length > kInt32Max)
+      t.fail(key_length, std::to_string(length) + " must exceed " + rope_key + " (" +
+                             std::to_string(rope) + ")");
     t.set("qk_rope_head_dim", rope, rope_key);
     t.set("qk_nope_head_dim", t.integer_or(key_length, 0) - rope, key_length);
     t.integer("v_head_dim", value_length);
     t.integer("kv_lora_rank", t.key("attention.kv_lora_rank"));
     const std::string q_lora = t.key("attention.q_lora_rank");
+    // Absent or 0 (llama.cpp's default): a plain q projection (V2-Lite).
+    if (t.integer_or(q_lora, 0) < 0)
+      t.fail(q_lora, "expected an integer >= 0, got " + std::to_string(t.integer_or(q_lora, 0)));
     t.set("q_lora_rank",
           t.integer_or(q_lora, 0) > 0 ? nlohmann::json(t.integer_or(q_lora, 0)) : nlohmann::json(),
           q_lora);
@@ -256,18 +303,17 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
     t.set("n_group", groups, groups_key);
     t.set("topk_group", groups > 1 ? t.integer_or(t.key("expert_group_used_count"), 0) : 1,
           t.key("expert_group_used_count"));
-    if (!sigmoid && groups > 1) t.set("topk_method", "group_limited_greedy", groups_key);
-    const double scale = t.float_or(t.key("expert_weights_scale"), 0);
-    t.set("routed_scaling_factor", scale > 0 ? scale : 1.0, t.key("expert_weights_scale"));
+    // llama.cpp scores a group by its two best experts whatever the model's HF method.
+    if (!sigmoid && groups > 1) t.set("topk_method", "noaux_tc", groups_key);
+    const std::string scale_key = t.key("expert_weights_scale");
+    const double scale = t.finite_or(scale_key, 0);  // 0: no scaling
+    if (scale < 0) t.fail(scale_key, "expected a number >= 0, got " + std::to_string(scale));
+    t.set("routed_scaling_factor", scale > 0 ? scale : 1.0, scale_key);
     renormalise = t.bool_or(t.key("expert_weights_norm"), false);
     t.set("norm_topk_prob", renormalise, t.key("expert_weights_norm"));
     translate_rope_scaling(t, true);
     spec = t.parse();
     spec.attention.split_kv_b = split;
-    // llama.cpp scores groups by their top two experts' sum whatever the model's HF method.
-    spec.router.group_top2_sum = true;
-    if (spec.router.n_group > 1 && spec.num_experts / spec.router.n_group < 2)
-      t.fail(groups_key, "groups need at least two experts each (their score is a top-2 sum)");
     spec.router.correction_bias = false;
     for (std::int64_t l = 0; l < spec.num_layers; ++l)
       if (t.tensor("blk." + std::to_string(l) + ".exp_probs_b.bias")) {
@@ -340,17 +386,13 @@ std::string gguf_dense_name(const ModelSpec& spec, std::int64_t layer, DenseRole
   return p;
 }
 
-std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
-std::vector<std::int64_t> squeezed(const std::vector<std::int64_t>& shape) {
-  std::vector<std::int64_t> out;
-  for (const auto d : shape)
-    if (d != 1) out.push_back(d);
-  return out;
+// A shape without its leading 1s: GGUF dims may add or drop trailing 1s (ne [hidden, 1] for a
+// [1, hidden] gate), as llama.cpp's check_tensor_dims allows; the row length ne0 must match.
+std::vector<std::int64_t> without_leading_ones(std::vector<std::int64_t> shape) {
+  const auto first =
+      std::find_if(shape.begin(), shape.end(), [](std::int64_t d) { return d != 1; });
+  shape.erase(shape.begin(), first);
+  return shape;
 }
 
 class TensorMapper {
@@ -362,7 +404,7 @@ class TensorMapper {
   TensorInfo whole(const std::string& gguf_name, const std::vector<std::int64_t>& expected) {
     const GgufTensor& t = find(gguf_name);
     const auto shape = hf_shape(t);
-    if (squeezed(shape) != squeezed(expected))
+    if (without_leading_ones(shape) != without_leading_ones(expected))
       fail(t, "has shape " + shape_string(shape) +
                   " (GGUF dims reversed) but the metadata implies " + shape_string(expected));
     return info(t, t.name, expected, t.file_offset, t.nbytes);
@@ -456,11 +498,20 @@ std::map<std::string, TensorInfo> gguf_plan_tensors(const GgufFile& file, const 
       const std::string merged = p + kMerged[i] + ".weight";
       // Files from before llama.cpp merged the experts (early 2024) hold one tensor each.
       const bool split = !map.has(merged) && map.has(p + kSplit[i] + ".0.weight");
-      for (std::int64_t e = 0; e < spec.num_experts; ++e)
-        out.emplace(expert_tensor(spec, l, e, m),
-                    split ? map.whole(p + kSplit[i] + "." + std::to_string(e) + ".weight",
+      for (std::int64_t e = 0; e < spec.num_experts; ++e) {
+        auto info = split ? map.whole(p + kSplit[i] + "." + std::to_string(e) + ".weight",
                                       expert_shape(spec, m))
-                          : map.slice(merged, e, expert_shape(spec, m)));
+                          : map.slice(merged, e, expert_shape(spec, m));
+        // Budgets count a layer's experts alike (one merged tensor has one type anyway).
+        const auto& first = e == 0 ? info : out.at(expert_tensor(spec, l, 0, m));
+        if (info.dtype != first.dtype)
+          throw std::runtime_error(file.files().front().path().string() + ": tensor '" + info.name +
+                                   "' is " + std::string(kernels::dtype_name(info.dtype)) +
+                                   " but '" + first.name + "' is " +
+                                   std::string(kernels::dtype_name(first.dtype)) +
+                                   "; a layer's experts must share one type");
+        out.emplace(expert_tensor(spec, l, e, m), std::move(info));
+      }
     }
   }
   map.check_all_used();

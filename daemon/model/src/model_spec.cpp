@@ -29,8 +29,11 @@ class ConfigReader {
   // Names the key as the user's file spells it: a GGUF metadata key for a translated config.
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
     const std::string top = key.substr(0, key.find('.'));
-    const auto it = key_names_.find(top);
-    const std::string name = it == key_names_.end() ? key : it->second + key.substr(top.size());
+    auto it = key_names_.find(key);
+    if (it == key_names_.end()) it = key_names_.find(top);
+    const std::string name = it == key_names_.end() ? key
+                             : it->first == key     ? it->second
+                                                    : it->second + key.substr(top.size());
     throw std::runtime_error(source_ + ": key '" + name + "': " + what);
   }
 
@@ -67,7 +70,8 @@ class ConfigReader {
 
   double number_or(const std::string& key, double fallback) const {
     if (!has(key)) return fallback;
-    if (!json_[key].is_number() || !(json_[key].get<double>() > 0))
+    if (!json_[key].is_number() || !(json_[key].get<double>() > 0) ||
+        !std::isfinite(json_[key].get<double>()))
       fail(key, "expected a positive number, got " + describe(json_[key]));
     return json_[key].get<double>();
   }
@@ -95,8 +99,7 @@ class ConfigReader {
   const std::map<std::string, std::string>& key_names_;
 };
 
-// Far above any released model (DeepSeek-V3: 61 layers, 15,616 expert blocks).
-constexpr std::int64_t kMaxLayers = 1 << 16;
+// Far above any released model (DeepSeek-V3: 15,616 expert blocks).
 constexpr std::int64_t kMaxExpertBlocks = 1 << 22;
 
 Family parse_family(const ConfigReader& r, const std::string& model_type) {
@@ -135,7 +138,8 @@ double read_rope(const ConfigReader& r, const nlohmann::json& config, RopeSpec& 
     if (!scaling.contains(sub) || scaling[sub].is_null() ||
         (scaling[sub].is_number() && scaling[sub].get<double>() == 0))
       return fallback;
-    if (!scaling[sub].is_number() || !(scaling[sub].get<double>() > 0))
+    if (!scaling[sub].is_number() || !(scaling[sub].get<double>() > 0) ||
+        !std::isfinite(scaling[sub].get<double>()))
       fail(sub, "expected a positive number, got " + describe(scaling[sub]));
     return scaling[sub].get<double>();
   };
@@ -398,10 +402,10 @@ ModelSpec parse_config(const nlohmann::json& json, const std::string& source,
         s.shared_expert_gate = s.shared_intermediate_size > 0;
       }
       const std::int64_t step = r.positive_or("decoder_sparse_step", 1);
-      const auto mlp_only = layer_list(r, "mlp_only_layers", s.num_layers);
+      for (const auto l : layer_list(r, "mlp_only_layers", s.num_layers))
+        s.layers[static_cast<std::size_t>(l)].ffn = FfnKind::dense;
       for (std::int64_t l = 0; l < s.num_layers; ++l)
-        if (std::find(mlp_only.begin(), mlp_only.end(), l) != mlp_only.end() || (l + 1) % step != 0)
-          s.layers[static_cast<std::size_t>(l)].ffn = FfnKind::dense;
+        if ((l + 1) % step != 0) s.layers[static_cast<std::size_t>(l)].ffn = FfnKind::dense;
       break;
     }
     case Family::deepseek_v2:
@@ -427,12 +431,15 @@ ModelSpec parse_config(const nlohmann::json& json, const std::string& source,
         router.normalize = false;
         router.scaling = r.number_or("routed_scaling_factor", 1.0);
         const std::string method = r.string_or("topk_method", "greedy");
-        if (method == "group_limited_greedy") {
+        if (method == "group_limited_greedy" || method == "noaux_tc") {
           router.n_group = r.positive("n_group");
           router.topk_group = r.positive("topk_group");
+          // noaux_tc scores a group by its two best experts, as V3 does (and llama.cpp always).
+          router.group_top2_sum = method == "noaux_tc";
         } else if (method != "greedy") {
-          r.fail("topk_method",
-                 "'" + method + "' is not supported (supported: greedy, group_limited_greedy)");
+          r.fail("topk_method", "'" + method +
+                                    "' is not supported (supported: greedy, group_limited_greedy, "
+                                    "noaux_tc)");
         }
       } else {
         // transformers' DeepSeek-V3 always scores by sigmoid, adds e_score_correction_bias for

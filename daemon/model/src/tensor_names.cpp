@@ -114,6 +114,12 @@ std::string lm_head_tensor(const ModelSpec& spec) {
   return spec.tie_word_embeddings ? embedding_tensor() : "lm_head.weight";
 }
 
+std::string shape_string(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 std::map<std::string, std::vector<std::int64_t>> expected_tensors(const ModelSpec& s) {
   std::map<std::string, std::vector<std::int64_t>> out{
       {embedding_tensor(), {s.vocab_size, s.hidden_size}},

@@ -19,8 +19,6 @@ std::size_t dtype_size(DType dtype);
 // Bytes of a row of `cols` elements; throws std::invalid_argument naming the type when `cols` is
 // not a whole number of its blocks.
 std::size_t row_bytes(DType dtype, std::int64_t cols);
-// Elements per block: 1 for plain floats.
-std::int64_t block_elements(DType dtype);
 std::string_view dtype_name(DType dtype);
 // Parses a safetensors dtype name ("F32", "BF16", "F16"); nullopt for any other.
 std::optional<DType> dtype_from_safetensors(std::string_view name);

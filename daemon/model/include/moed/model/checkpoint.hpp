@@ -33,9 +33,6 @@ class Checkpoint {
   bool is_gguf() const { return gguf_ != nullptr; }
 
  private:
-  // Every tensor the plan expects, with its shape; the error names `source` when one is missing.
-  void check_expected(const ModelSpec& spec, const std::string& source) const;
-
   std::vector<std::unique_ptr<SafetensorsFile>> safetensors_;
   std::shared_ptr<const GgufFile> gguf_;
   std::vector<const memtier::MappedFile*> files_;  // by TensorInfo::file

@@ -60,6 +60,8 @@ std::string embedding_tensor();
 std::string final_norm_tensor();
 // lm_head.weight, or the embedding when tied.
 std::string lm_head_tensor(const ModelSpec& spec);
+// "[4096, 14336]", for errors.
+std::string shape_string(const std::vector<std::int64_t>& shape);
 // Every tensor the plan needs, with its shape.
 std::map<std::string, std::vector<std::int64_t>> expected_tensors(const ModelSpec& spec);
 // Tensors a checkpoint may carry that the forward pass does not use: RoPE caches of old exports,
