@@ -1,6 +1,7 @@
 // The GGUF reader: input = one GGUF file. Every tensor it accepts must lie inside the mapping
 // and dequantize (when moed handles its type) without reading past its bytes; every typed
-// getter must answer or throw, never crash.
+// getter must answer or throw, never crash. A file that opens is then read as a model (layer
+// plan from its metadata, tensors mapped onto the plan, tokenizer): errors, never crashes.
 
 #include <cstdint>
 #include <stdexcept>
@@ -9,6 +10,8 @@
 #include "fuzz_input.hpp"
 #include "moed/kernels/quant.hpp"
 #include "moed/model/gguf.hpp"
+#include "moed/model/gguf_model.hpp"
+#include "moed/model/tokenizer.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const moed::fuzz::ScratchDir dir;
@@ -37,6 +40,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                     static_cast<std::int64_t>(row_elements));
       volatile std::uint8_t sink = static_cast<std::uint8_t>(tensor.data[tensor.nbytes - 1]);
       (void)sink;
+    }
+    try {
+      const auto spec = moed::model::spec_from_gguf(file);
+      const auto tensors = moed::model::gguf_plan_tensors(file, spec);
+      for (const auto& [name, info] : tensors) {
+        volatile std::uint8_t sink = static_cast<std::uint8_t>(
+            file.files().at(info.file).bytes(info.file_offset, info.nbytes).back());
+        (void)sink;
+      }
+    } catch (const std::runtime_error&) {
+    } catch (const std::invalid_argument&) {
+    }
+    try {
+      const auto tokenizer = moed::model::Tokenizer::from_gguf(file.metadata(), "model.gguf");
+      (void)tokenizer.decode(tokenizer.encode("Hello, world 123"));
+    } catch (const std::runtime_error&) {
+    } catch (const std::invalid_argument&) {
     }
   } catch (const std::runtime_error&) {
   }
