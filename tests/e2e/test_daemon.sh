@@ -17,6 +17,21 @@ source "$(dirname "$0")/checks.sh"
 py() { /usr/bin/python3 -c "$@"; }
 api() { curl -s --max-time 30 --unix-socket "$sock" "$@"; }
 status_of() { curl -s -o "$work/body" -w '%{http_code}' --max-time 30 --unix-socket "$sock" "$@"; }
+# Another daemon on its own socket (NAME.sock, its stderr in NAME.log) that api/expect talk to
+# until stop_other.
+start_other() {
+  local name=$1 model=$2
+  shift 2
+  "$moed" --model "$model" --socket "$work/$name.sock" "$@" 2>"$work/$name.log" &
+  other_pid=$!
+  sock_saved=$sock sock=$work/$name.sock
+  for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+}
+stop_other() {
+  sock=$sock_saved
+  kill -TERM "$other_pid"
+  wait "$other_pid" 2>/dev/null
+}
 
 cat >"$work/moed.yaml" <<YAML
 model:
@@ -441,40 +456,28 @@ t['model']['byte_fallback'] = False
 t['model']['unk_token'] = None
 json.dump(t, open('$strict/tokenizer.json', 'w'))
 "
-"$moed" --model "$strict" --socket "$work/strict.sock" 2>"$work/strict.log" &
-strict_pid=$!
-sock_saved=$sock sock=$work/strict.sock
-for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+start_other strict "$strict"
 expect "unencodable prompt" 400 '"param":"prompt"' http://moed/v1/completions -d '{"prompt": "\u6771", "max_tokens": 2}'
 expect "unencodable chat message" 400 '"param":"messages"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "\u6771"}], "max_tokens": 2}'
-sock=$sock_saved
-kill -TERM $strict_pid; wait $strict_pid 2>/dev/null
+stop_other
 
 # Another family served: DeepSeek-V3's layer plan (MLA, group-limited sigmoid routing) answers
 # a chat completion through its own chat template.
-"$moed" --model "$models/tiny-deepseek_v3-bf16" --socket "$work/ds.sock" --host-budget 50% 2>"$work/ds.log" &
-ds_pid=$!
-sock_saved=$sock sock=$work/ds.sock
-for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+start_other ds "$models/tiny-deepseek_v3-bf16" --host-budget 50%
 api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}' |
   py "import json,sys; d=json.load(sys.stdin); assert d['usage']['completion_tokens'] >= 1, d" &&
   pass "serves deepseek_v3 (chat)" || { fail "deepseek_v3 daemon"; cat "$work/ds.log"; }
-sock=$sock_saved
-kill -TERM $ds_pid; wait $ds_pid 2>/dev/null
+stop_other
 
 # A GGUF file alone (quantized weights, tokenizer and chat template from its metadata) under a
 # 25% budget: chat through the file's template, and a streamed completion.
-"$moed" --model "$models/tiny-qwen3_moe-q4_k_m.gguf" --socket "$work/gguf.sock" --host-budget 25% 2>"$work/gguf.log" &
-gguf_pid=$!
-sock_saved=$sock sock=$work/gguf.sock
-for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
+start_other gguf "$models/tiny-qwen3_moe-q4_k_m.gguf" --host-budget 25%
 api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}' |
   py "import json,sys; d=json.load(sys.stdin); assert d['usage']['completion_tokens'] >= 1 and d['usage']['prompt_tokens'] > 3, d" &&
   pass "serves a q4_K_M GGUF file alone (chat)" || { fail "gguf daemon chat"; cat "$work/gguf.log"; }
 api http://moed/v1/completions -d '{"prompt": "Hello world", "max_tokens": 4, "stream": true}' >"$work/gguf-stream.txt"
 grep -q '^data: \[DONE\]' "$work/gguf-stream.txt" && pass "gguf daemon streams a completion" || { fail "gguf stream"; cat "$work/gguf-stream.txt"; }
-sock=$sock_saved
-kill -TERM $gguf_pid; wait $gguf_pid 2>/dev/null
+stop_other
 
 # The units verify, with ExecStart pointing at this build.
 if command -v systemd-analyze >/dev/null; then

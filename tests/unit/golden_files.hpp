@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moed/engine/engine.hpp"
@@ -92,6 +93,35 @@ std::vector<float> prefill_then_decode(moed::engine::Engine& engine,
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;
+}
+
+// One decode step for three sequences at once, and each sequence's step alone: the rows of the
+// batch (first) and the solo rows (second), which must be equal.
+std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> batched_and_solo_rows(
+    moed::engine::Engine& engine) {
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 17, 42}, {5, 6, 7, 8, 9}, {300}};
+  std::vector<moed::engine::KvCache> caches;
+  std::vector<std::int32_t> next;
+  std::vector<std::vector<float>> solo;
+  std::vector<float> logits;
+  for (const auto& prompt : prompts) {
+    caches.push_back(engine.new_cache());
+    engine.forward(prompt, caches.back(), logits, false);
+    next.push_back(
+        static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    auto alone = engine.new_cache();
+    engine.forward(prompt, alone, logits, false);
+    engine.forward(std::span(&next.back(), 1), alone, logits, false);
+    solo.push_back(logits);
+  }
+  std::vector<moed::engine::KvCache*> pointers;
+  for (auto& c : caches) pointers.push_back(&c);
+  engine.decode(next, pointers, logits);
+  const auto vocab = static_cast<std::size_t>(engine.spec().vocab_size);
+  std::vector<std::vector<float>> batched;
+  for (std::size_t i = 0; i < prompts.size(); ++i)
+    batched.emplace_back(logits.begin() + i * vocab, logits.begin() + (i + 1) * vocab);
+  return {batched, solo};
 }
 
 // `count` greedy tokens after the prompt, decoded step by step (generate() would stop at EOS).

@@ -93,29 +93,8 @@ TEST_P(Family, EveryHostBudgetGivesBitIdenticalLogits) {
 
 TEST_P(Family, BatchedDecodeRowsEqualSoloRows) {
   Engine engine(kModels / bf16_model(), {});
-  const std::vector<std::vector<std::int32_t>> prompts = {{1, 17, 42}, {5, 6, 7, 8, 9}, {300}};
-  std::vector<KvCache> caches;
-  std::vector<std::int32_t> next;
-  std::vector<std::vector<float>> solo;
-  std::vector<float> logits;
-  for (const auto& prompt : prompts) {
-    caches.push_back(engine.new_cache());
-    engine.forward(prompt, caches.back(), logits, false);
-    next.push_back(
-        static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    auto alone = engine.new_cache();
-    engine.forward(prompt, alone, logits, false);
-    engine.forward(std::span(&next.back(), 1), alone, logits, false);
-    solo.push_back(logits);
-  }
-  std::vector<KvCache*> pointers;
-  for (auto& c : caches) pointers.push_back(&c);
-  engine.decode(next, pointers, logits);
-  const auto vocab = static_cast<std::size_t>(engine.spec().vocab_size);
-  for (std::size_t i = 0; i < prompts.size(); ++i)
-    EXPECT_EQ(std::vector<float>(logits.begin() + i * vocab, logits.begin() + (i + 1) * vocab),
-              solo[i])
-        << "row " << i;
+  const auto [batched, solo] = batched_and_solo_rows(engine);
+  for (std::size_t i = 0; i < solo.size(); ++i) EXPECT_EQ(batched[i], solo[i]) << "row " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, Family,

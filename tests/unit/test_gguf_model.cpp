@@ -107,29 +107,8 @@ TEST_P(GgufModel, EveryHostBudgetGivesBitIdenticalLogits) {
 
 TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
   Engine engine(path(), {});
-  const std::vector<std::vector<std::int32_t>> prompts = {{1, 17, 42}, {5, 6, 7, 8, 9}, {300}};
-  std::vector<KvCache> caches;
-  std::vector<std::int32_t> next;
-  std::vector<std::vector<float>> solo;
-  std::vector<float> logits;
-  for (const auto& prompt : prompts) {
-    caches.push_back(engine.new_cache());
-    engine.forward(prompt, caches.back(), logits, false);
-    next.push_back(
-        static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    auto alone = engine.new_cache();
-    engine.forward(prompt, alone, logits, false);
-    engine.forward(std::span(&next.back(), 1), alone, logits, false);
-    solo.push_back(logits);
-  }
-  std::vector<KvCache*> pointers;
-  for (auto& c : caches) pointers.push_back(&c);
-  engine.decode(next, pointers, logits);
-  const auto vocab = static_cast<std::size_t>(engine.spec().vocab_size);
-  for (std::size_t i = 0; i < prompts.size(); ++i)
-    EXPECT_EQ(std::vector<float>(logits.begin() + i * vocab, logits.begin() + (i + 1) * vocab),
-              solo[i])
-        << "row " << i;
+  const auto [batched, solo] = batched_and_solo_rows(engine);
+  for (std::size_t i = 0; i < solo.size(); ++i) EXPECT_EQ(batched[i], solo[i]) << "row " << i;
 }
 
 // Mixtral as llama (hidden 256: real K-quant blocks), its legacy split-expert form, and each
@@ -150,30 +129,6 @@ const GgufCase kFiles[] = {
 
 INSTANTIATE_TEST_SUITE_P(Files, GgufModel, ::testing::ValuesIn(kFiles), case_name);
 
-TEST(GgufPlan, MixtralAsLlamaHasTheHuggingFacePlanWithAdjacentPairRope) {
-  const auto from_hf = model::ModelSpec::from_config(kModels / "tiny-f32");
-  const auto from_gguf = model::read_model_spec(kModels / "tiny-f32.gguf");
-  EXPECT_EQ(from_gguf.model_type, "llama");
-  EXPECT_EQ(from_gguf.family, model::Family::mixtral);
-  EXPECT_EQ(from_gguf.rope.style, model::RopeStyle::interleaved);
-  EXPECT_EQ(from_hf.rope.style, model::RopeStyle::half);
-  EXPECT_EQ(from_gguf.hidden_size, from_hf.hidden_size);
-  EXPECT_EQ(from_gguf.num_layers, from_hf.num_layers);
-  EXPECT_EQ(from_gguf.vocab_size, from_hf.vocab_size);
-  EXPECT_EQ(from_gguf.attention.heads, from_hf.attention.heads);
-  EXPECT_EQ(from_gguf.attention.kv_heads, from_hf.attention.kv_heads);
-  EXPECT_EQ(from_gguf.attention.head_dim, from_hf.attention.head_dim);
-  EXPECT_EQ(from_gguf.rope.theta, from_hf.rope.theta);
-  EXPECT_EQ(from_gguf.num_experts, from_hf.num_experts);
-  EXPECT_EQ(from_gguf.experts_per_token, from_hf.experts_per_token);
-  EXPECT_EQ(from_gguf.intermediate_size, from_hf.intermediate_size);
-  EXPECT_EQ(from_gguf.router.normalize, from_hf.router.normalize);
-  EXPECT_FLOAT_EQ(from_gguf.rms_norm_eps, from_hf.rms_norm_eps);  // an f32 in GGUF
-  EXPECT_EQ(from_gguf.max_position_embeddings, from_hf.max_position_embeddings);
-  EXPECT_EQ(from_gguf.bos_token_id, from_hf.bos_token_id);
-  EXPECT_EQ(from_gguf.eos_token_ids, from_hf.eos_token_ids);
-}
-
 TEST(GgufPlan, AnF32FileGivesTheHuggingFaceModelsGreedyTokens) {
   nlohmann::json golden;
   std::ifstream(kGolden / "tiny-f32.greedy.json") >> golden;
@@ -187,14 +142,23 @@ TEST(GgufPlan, AnF32FileGivesTheHuggingFaceModelsGreedyTokens) {
 
 // Each family's f32 GGUF against the config.json it was converted from: the same plan, save
 // where llama.cpp's semantics are not transformers' (renormalisation fixed per architecture, V2's
-// group score a top-2 sum) and the names of things.
+// group score a top-2 sum, Mixtral's q/k rows permuted for adjacent-pair RoPE) and the names of
+// things.
 class GgufFamilyPlan : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(GgufFamilyPlan, MatchesItsHuggingFaceConfig) {
   const std::string family = GetParam();
-  const auto hf = model::ModelSpec::from_config(kModels / ("tiny-" + family));
-  const auto gguf = model::read_model_spec(kModels / ("tiny-" + family + "-f32.gguf"));
+  const bool mixtral = family == "mixtral";
+  const auto hf =
+      model::ModelSpec::from_config(kModels / (mixtral ? "tiny-f32" : "tiny-" + family));
+  const auto gguf = model::read_model_spec(
+      kModels / (mixtral ? "tiny-f32.gguf" : "tiny-" + family + "-f32.gguf"));
   EXPECT_EQ(gguf.family, hf.family);
+  EXPECT_EQ(gguf.model_type, mixtral                 ? "llama"
+                             : family == "qwen2_moe" ? "qwen2moe"
+                             : family == "qwen3_moe" ? "qwen3moe"
+                             : family == "olmoe"     ? "olmoe"
+                                                     : "deepseek2");
   EXPECT_EQ(gguf.vocab_size, hf.vocab_size);
   EXPECT_EQ(gguf.hidden_size, hf.hidden_size);
   EXPECT_EQ(gguf.num_layers, hf.num_layers);
@@ -217,7 +181,9 @@ TEST_P(GgufFamilyPlan, MatchesItsHuggingFaceConfig) {
   EXPECT_EQ(a.v_head_dim, b.v_head_dim);
   EXPECT_EQ(a.split_kv_b, a.kind == model::AttentionKind::mla);
   EXPECT_NEAR(a.softmax_scale, b.softmax_scale, 1e-6 * b.softmax_scale);
-  EXPECT_EQ(gguf.rope.style, hf.rope.style);
+  EXPECT_FLOAT_EQ(gguf.rms_norm_eps, hf.rms_norm_eps);  // an f32 in GGUF
+  EXPECT_EQ(gguf.max_position_embeddings, hf.max_position_embeddings);
+  EXPECT_EQ(gguf.rope.style, mixtral ? model::RopeStyle::interleaved : hf.rope.style);
   EXPECT_EQ(gguf.rope.dim, hf.rope.dim);
   EXPECT_FLOAT_EQ(gguf.rope.theta, hf.rope.theta);
   EXPECT_FLOAT_EQ(gguf.rope.yarn_factor, hf.rope.yarn_factor);
@@ -234,14 +200,15 @@ TEST_P(GgufFamilyPlan, MatchesItsHuggingFaceConfig) {
   EXPECT_EQ(gguf.router.group_top2_sum, hf.router.group_top2_sum || hf.router.n_group > 1);
   EXPECT_FLOAT_EQ(gguf.router.scaling, hf.router.scaling);
   EXPECT_EQ(gguf.router.fp32_logits, hf.router.fp32_logits);
-  const bool renormalised_by_llama_cpp = family == "qwen3_moe" || family == "deepseek_v3";
+  const bool renormalised_by_llama_cpp =
+      mixtral || family == "qwen3_moe" || family == "deepseek_v3";
   EXPECT_EQ(gguf.router.normalize, renormalised_by_llama_cpp);
   EXPECT_EQ(gguf.tie_word_embeddings, hf.tie_word_embeddings);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, GgufFamilyPlan,
-                         ::testing::Values("qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2",
-                                           "deepseek_v3"));
+                         ::testing::Values("mixtral", "qwen2_moe", "qwen3_moe", "olmoe",
+                                           "deepseek_v2", "deepseek_v3"));
 
 TEST(GgufPlan, ExpertsAreSlicesOfTheMergedTensors) {
   const auto spec = model::read_model_spec(kModels / "tiny-q4_k_m.gguf");
