@@ -131,10 +131,15 @@ float dot32_scalar(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
     float dw, term;
     const float dx = f16_to_f32(x[b].d);
     if (type == GgmlType::q8_0) {
+      // Each 4-element group's integer sum into its own lane (quant_dot.hpp).
       const auto block = load<BlockQ8_0>(weights, b);
-      for (int i = 0; i < kQ32; ++i) isum += block.qs[i] * x[b].qs[i];
-      dw = f16_to_f32(block.d);
-      term = static_cast<float>(isum) * (dw * dx);
+      const float d = f16_to_f32(block.d) * dx;
+      for (int lane = 0; lane < 8; ++lane) {
+        std::int32_t group = 0;
+        for (int i = 4 * lane; i < 4 * lane + 4; ++i) group += block.qs[i] * x[b].qs[i];
+        acc[lane] = acc[lane] + static_cast<float>(group) * d;
+      }
+      continue;
     } else {
       const Unpacked32 u = unpack32(type, weights, b);
       for (int i = 0; i < kQ32; ++i) isum += u.q[i] * x[b].qs[i];

@@ -97,8 +97,8 @@ std::vector<float> prefill_then_decode(moed::engine::Engine& engine,
 
 // One decode step for three sequences at once, and each sequence's step alone: the rows of the
 // batch (first) and the solo rows (second), which must be equal.
-std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> batched_and_solo_rows(
-    moed::engine::Engine& engine) {
+[[maybe_unused]] std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>>
+batched_and_solo_rows(moed::engine::Engine& engine) {
   const std::vector<std::vector<std::int32_t>> prompts = {{1, 17, 42}, {5, 6, 7, 8, 9}, {300}};
   std::vector<moed::engine::KvCache> caches;
   std::vector<std::int32_t> next;

@@ -4,8 +4,9 @@
 // ggml computes them: Q8_0 blocks (with their integer sums) against the 32-element formats,
 // Q8_K blocks (with 16-element sums) against the K-quants. Each block's products are summed in
 // integers; the float part follows one fixed order (block b adds into accumulator b % 8, the
-// eight summed pairwise at the end), so the scalar, AVX2 and AVX-512 VNNI paths give the same
-// float bit for bit.
+// eight summed pairwise at the end; for Q8_0 weights, the integer sum of elements 4j..4j+3 of
+// every block adds into accumulator j, which spares the SIMD paths a horizontal sum per block),
+// so the scalar, AVX2 and AVX-512 VNNI paths give the same float bit for bit.
 
 #include <cstdint>
 #include <string_view>
