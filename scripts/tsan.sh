@@ -13,6 +13,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOED_S
   -DMOED_CUDA=OFF >/dev/null
 cmake --build "$build" -j "${MOED_JOBS:-2}" --target test_memtier test_engine moed moectl
 "$here/make-test-models.sh" "$build/test-models" >/dev/null
+"$here/make-gguf-test-models.sh" "$build/test-models" >/dev/null  # the GGUF daemon of test_daemon.sh
 
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
