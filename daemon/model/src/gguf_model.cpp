@@ -46,10 +46,6 @@ class ConfigTranslator {
     names_[config_key] = gguf_key;
     if (has(gguf_key)) config_[config_key] = metadata_.get_integer(gguf_key);
   }
-  void number(const std::string& config_key, const std::string& gguf_key) {
-    names_[config_key] = gguf_key;
-    if (has(gguf_key)) config_[config_key] = metadata_.get_float(gguf_key);
-  }
   void set(const std::string& config_key, nlohmann::json value, const std::string& gguf_key) {
     names_[config_key] = gguf_key;
     config_[config_key] = std::move(value);
