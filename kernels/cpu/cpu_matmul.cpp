@@ -4,8 +4,10 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "blocked_pack.hpp"
+#include "moed/kernels/quant_tiles.hpp"
 
 namespace moed::kernels {
 namespace {
@@ -20,6 +22,13 @@ dt to_dnnl(DType dtype) {
 // Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
 // rather than grow without bound (each entry is a few KiB plus JIT code).
 constexpr std::size_t kMaxCachedPrimitives = 512;
+
+// Bytes of `rows` quantized rows as CpuMatmul keeps them: row tiles where the format has them.
+std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
+  const GgmlType type = ggml_type_of(dtype);
+  if (has_row_tiles(type)) return row_tile_bytes(type, rows, cols);
+  return static_cast<std::size_t>(rows) * row_bytes(dtype, cols);
+}
 
 }  // namespace
 
@@ -52,8 +61,7 @@ DType CpuMatmul::compute_dtype(std::span<const WeightPart> parts) {
 }
 
 std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype) {
-  if (is_quantized(source_dtype))
-    return static_cast<std::size_t>(rows) * row_bytes(source_dtype, cols);
+  if (is_quantized(source_dtype)) return quantized_bytes(source_dtype, rows, cols);
   return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
 }
 
@@ -61,18 +69,26 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
   if (parts.empty()) return 0;
   const DType compute = compute_dtype(parts);
   std::int64_t rows = 0;
+  for (const auto& part : parts) rows += part.rows;
+  if (!is_quantized(compute)) return packed_bytes(rows, cols, compute);
+  // pack() merges consecutive parts of one format into one segment.
   std::size_t quantized = 0;
-  for (const auto& part : parts) {
-    rows += part.rows;
-    if (is_quantized(compute))
-      quantized += static_cast<std::size_t>(part.rows) * row_bytes(part.dtype, cols);
+  for (std::size_t first = 0; first < parts.size();) {
+    std::size_t last = first;
+    std::int64_t segment_rows = 0;
+    for (; last < parts.size() && parts[last].dtype == parts[first].dtype; ++last)
+      segment_rows += parts[last].rows;
+    quantized += quantized_bytes(parts[first].dtype, segment_rows, cols);
+    first = last;
   }
-  return is_quantized(compute) ? quantized : packed_bytes(rows, cols, compute);
+  return quantized;
 }
 
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype))
-    return "ggml " + std::string(dtype_name(source_dtype)) + " blocks as stored";
+    return "ggml " + std::string(dtype_name(source_dtype)) +
+           (has_row_tiles(ggml_type_of(source_dtype)) ? " blocks in 16-row tiles"
+                                                      : " blocks as stored");
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
@@ -94,22 +110,38 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   packed.cols_ = cols;
   packed.dtype_ = compute;
   if (is_quantized(compute)) {
+    // One segment per run of parts in one format; the parts' row starts, for tiling.
+    std::vector<std::vector<const std::byte*>> segment_rows;
     for (const auto& part : parts) {
-      if (!packed.segments_.empty() && packed.segments_.back().dtype == part.dtype) {
-        packed.segments_.back().rows += part.rows;
-      } else {
-        packed.segments_.push_back({part.dtype, part.rows, packed.quantized_bytes_});
+      if (packed.segments_.empty() || packed.segments_.back().dtype != part.dtype) {
+        packed.segments_.push_back({part.dtype, 0, 0, has_row_tiles(ggml_type_of(part.dtype))});
+        segment_rows.emplace_back();
       }
-      packed.quantized_bytes_ += static_cast<std::size_t>(part.rows) * row_bytes(part.dtype, cols);
+      packed.segments_.back().rows += part.rows;
+      const std::size_t stride = row_bytes(part.dtype, cols);
+      const auto* row = static_cast<const std::byte*>(part.data);
+      for (std::int64_t r = 0; r < part.rows; ++r, row += stride)
+        segment_rows.back().push_back(row);
+    }
+    for (auto& segment : packed.segments_) {
+      segment.offset = packed.quantized_bytes_;
+      packed.quantized_bytes_ += quantized_bytes(segment.dtype, segment.rows, cols);
     }
     packed.storage_ = allocate ? allocate(packed.quantized_bytes_)
                                : std::shared_ptr<std::byte>(new std::byte[packed.quantized_bytes_],
                                                             std::default_delete<std::byte[]>());
-    std::byte* out = packed.storage_.get();
-    for (const auto& part : parts) {
-      const std::size_t bytes = static_cast<std::size_t>(part.rows) * row_bytes(part.dtype, cols);
-      std::memcpy(out, part.data, bytes);
-      out += bytes;
+    for (std::size_t s = 0; s < packed.segments_.size(); ++s) {
+      const auto& segment = packed.segments_[s];
+      std::byte* out = packed.storage_.get() + segment.offset;
+      if (segment.row_tiles) {
+        pack_row_tiles(ggml_type_of(segment.dtype), segment_rows[s], cols, out);
+        continue;
+      }
+      const std::size_t stride = row_bytes(segment.dtype, cols);
+      for (const std::byte* row : segment_rows[s]) {
+        std::memcpy(out, row, stride);
+        out += stride;
+      }
     }
     return packed;
   }
@@ -191,9 +223,14 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
     quantize_rows(x, m, weight.cols_, quantized_input_);
     std::int64_t first_row = 0;
     for (const auto& segment : weight.segments_) {
-      quant_matmul(ggml_type_of(segment.dtype), weight.storage_.get() + segment.offset,
-                   segment.rows, weight.cols_, quantized_input_.data(), m, y + first_row,
-                   weight.rows_);
+      const std::byte* data = weight.storage_.get() + segment.offset;
+      if (segment.row_tiles) {
+        row_tile_matmul(ggml_type_of(segment.dtype), data, segment.rows, weight.cols_,
+                        quantized_input_.data(), m, y + first_row, weight.rows_);
+      } else {
+        quant_matmul(ggml_type_of(segment.dtype), data, segment.rows, weight.cols_,
+                     quantized_input_.data(), m, y + first_row, weight.rows_);
+      }
       first_row += segment.rows;
     }
     return;
@@ -216,7 +253,8 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
 std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight) {
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
-           std::string(dtype_name(weight.dtype_)) + " dot";
+           std::string(dtype_name(weight.dtype_)) +
+           (has_row_tiles(ggml_type_of(weight.dtype_)) ? " row tiles" : " dot");
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
 }

@@ -11,38 +11,10 @@
 
 #include "moed/kernels/dtype.hpp"
 #include "quant_dot_internal.hpp"
+#include "quantize_activations.inc"
 
 namespace moed::kernels {
 namespace {
-
-// float -> IEEE half, round to nearest even (the activation scale is stored as ggml's q8_0 does).
-std::uint16_t f32_to_f16(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  const std::uint32_t sign = (bits >> 16) & 0x8000u;
-  const std::uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
-  if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow
-  if (magnitude < 0x38800000u) {  // a subnormal half, in units of 2^-24 (or zero)
-    if (magnitude < 0x33000000u) return static_cast<std::uint16_t>(sign);  // below 2^-25
-    const std::uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(magnitude >> 23);  // 14..24
-    std::uint32_t result = mantissa >> shift;
-    const std::uint32_t rest = mantissa & ((1u << shift) - 1);
-    const std::uint32_t halfway = 1u << (shift - 1);
-    if (rest > halfway || (rest == halfway && (result & 1u))) ++result;
-    return static_cast<std::uint16_t>(sign | result);
-  }
-  std::uint32_t result = ((magnitude >> 13) - (112u << 10));
-  const std::uint32_t rest = magnitude & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (result & 1u))) ++result;
-  return static_cast<std::uint16_t>(sign | result);
-}
-
-std::int8_t quantize_one(float value, float inverse_scale) {
-  const float scaled = std::nearbyint(value * inverse_scale);
-  return static_cast<std::int8_t>(std::clamp(scaled, -127.0f, 127.0f));
-}
 
 bool is_k_quant(GgmlType type) {
   return type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
@@ -262,44 +234,19 @@ QuantIsa usable(QuantIsa isa) {
 
 }  // namespace
 
-void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out) {
+void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out, QuantIsa isa) {
   if (n < 0 || n % kQ32 != 0)
     throw std::invalid_argument("quantize_activations: " + std::to_string(n) +
                                 " elements are not whole blocks of 32");
-  out.n = n;
-  out.q8_0.resize(static_cast<std::size_t>(n / kQ32));
-  out.q8_0_sums.resize(out.q8_0.size());
-  for (std::int64_t b = 0; b < n / kQ32; ++b) {
-    const float* v = x + b * kQ32;
-    float amax = 0;
-    for (int i = 0; i < kQ32; ++i) amax = std::max(amax, std::fabs(v[i]));
-    const float d = amax / 127.0f;
-    const float inverse = d > 0 ? 1.0f / d : 0.0f;
-    BlockQ8_0& block = out.q8_0[static_cast<std::size_t>(b)];
-    block.d = f32_to_f16(d);
-    std::int32_t sum = 0;
-    for (int i = 0; i < kQ32; ++i) {
-      block.qs[i] = quantize_one(v[i], inverse);
-      sum += block.qs[i];
-    }
-    out.q8_0_sums[static_cast<std::size_t>(b)] = sum;
-  }
-  out.q8_k.clear();
-  if (n % kQK != 0) return;
-  out.q8_k.resize(static_cast<std::size_t>(n / kQK));
-  for (std::int64_t b = 0; b < n / kQK; ++b) {
-    const float* v = x + b * kQK;
-    float amax = 0;
-    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
-    BlockQ8_K& block = out.q8_k[static_cast<std::size_t>(b)];
-    block.d = amax / 127.0f;
-    const float inverse = block.d > 0 ? 1.0f / block.d : 0.0f;
-    for (int i = 0; i < kQK; ++i) block.qs[i] = quantize_one(v[i], inverse);
-    for (int g = 0; g < kQK / 16; ++g) {
-      int sum = 0;
-      for (int i = 0; i < 16; ++i) sum += block.qs[16 * g + i];
-      block.bsums[g] = static_cast<std::int16_t>(sum);
-    }
+  // The same source built for each ISA: where the CPU has AVX2 the rounding is one instruction
+  // rather than a libm call, with the same result.
+  switch (usable(isa)) {
+    case QuantIsa::avx512_vnni:
+      return qdot::quantize_avx512(x, n, out);
+    case QuantIsa::avx2:
+      return qdot::quantize_avx2(x, n, out);
+    case QuantIsa::scalar:
+      return qdot::quantize_blocks(x, n, out);
   }
 }
 

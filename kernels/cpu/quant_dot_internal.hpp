@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "moed/kernels/quant.hpp"
+#include "moed/kernels/quant_dot.hpp"
 
 namespace moed::kernels::qdot {
 
@@ -24,6 +25,10 @@ float dot32_avx512(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
 // finish_k into accumulator b % 8, reduced by reduce8.
 float dotk_avx2(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks);
 float dotk_avx512(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std::int64_t blocks);
+
+// quantize_activations built for each ISA (n whole blocks of 32, checked by the caller).
+void quantize_avx2(const float* x, std::int64_t n, QuantizedActivations& out);
+void quantize_avx512(const float* x, std::int64_t n, QuantizedActivations& out);
 
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has
 // its own copy, never one built for another ISA).

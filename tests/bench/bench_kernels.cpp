@@ -13,6 +13,7 @@
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
+#include "moed/kernels/quant_tiles.hpp"
 
 using namespace moed::kernels;
 
@@ -87,19 +88,47 @@ void BM_QuantMatvec(benchmark::State& state) {
         type == GgmlType::q5_k)
       std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
   }
-  for (std::size_t c = 1; c < copies; ++c) std::memcpy(&weights[c * bytes], weights.data(), bytes);
+  // Formats with row tiles run as CpuMatmul keeps them, repacked; the others as stored.
+  const bool tiled = has_row_tiles(type);
+  const std::size_t stride = tiled ? row_tile_bytes(type, rows, cols) : bytes;
+  std::vector<std::byte> packed;
+  if (tiled) {
+    packed.resize(stride * copies);
+    std::vector<const std::byte*> starts;
+    for (std::int64_t r = 0; r < rows; ++r)
+      starts.push_back(reinterpret_cast<const std::byte*>(weights.data()) +
+                       r * ggml_row_bytes(type, cols));
+    pack_row_tiles(type, starts, cols, packed.data());
+    weights.clear();
+    weights.shrink_to_fit();
+  }
+  for (std::size_t c = 1; c < copies; ++c) {
+    if (tiled) {
+      std::memcpy(&packed[c * stride], packed.data(), stride);
+    } else {
+      std::memcpy(&weights[c * bytes], weights.data(), bytes);
+    }
+  }
   std::vector<float> x(cols, 0.01f), y(rows);
+  QuantizedActivations activations;
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(threads);
   std::size_t i = 0;
   for (auto _ : state) {
-    quant_matvec(type, &weights[(i++ % copies) * bytes], rows, cols, x.data(), y.data(), isa);
+    const std::size_t copy = i++ % copies;
+    if (tiled) {
+      quantize_activations(x.data(), cols, activations);
+      row_tile_matmul(type, &packed[copy * stride], rows, cols, &activations, 1, y.data(), rows,
+                      isa);
+    } else {
+      quant_matvec(type, &weights[copy * bytes], rows, cols, x.data(), y.data(), isa);
+    }
     benchmark::DoNotOptimize(y.data());
   }
   omp_set_num_threads(saved_threads);
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
-  state.SetLabel(std::string(traits.name) + " " + std::string(quant_isa_name(isa)) + " " +
-                 std::to_string(threads) + "t");
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stride));
+  state.SetLabel(std::string(traits.name) + (tiled ? " tiles " : " ") +
+                 std::string(quant_isa_name(isa)) + " " + std::to_string(threads) + "t");
 }
 void quant_matvec_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,

@@ -17,6 +17,7 @@
 #include "moed/kernels/dtype.hpp"
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
+#include "moed/kernels/quant_tiles.hpp"
 
 using namespace moed::kernels;
 
@@ -79,6 +80,21 @@ std::vector<QuantIsa> simd_paths() {
   if (best_quant_isa() != QuantIsa::scalar) paths.push_back(QuantIsa::avx2);
   if (best_quant_isa() == QuantIsa::avx512_vnni) paths.push_back(QuantIsa::avx512_vnni);
   return paths;
+}
+
+// One activation row against rows x cols weights as CpuMatmul computes them: from row tiles
+// where the format has them, else row by row as stored.
+void matvec_as_packed(GgmlType type, const std::uint8_t* weights, std::int64_t rows,
+                      std::int64_t cols, const float* x, float* y) {
+  if (!has_row_tiles(type)) return quant_matvec(type, weights, rows, cols, x, y);
+  std::vector<std::byte> tiles(row_tile_bytes(type, rows, cols));
+  std::vector<const std::byte*> starts;
+  for (std::int64_t r = 0; r < rows; ++r)
+    starts.push_back(reinterpret_cast<const std::byte*>(weights) + r * ggml_row_bytes(type, cols));
+  pack_row_tiles(type, starts, cols, tiles.data());
+  QuantizedActivations a;
+  quantize_activations(x, cols, a);
+  row_tile_matmul(type, tiles.data(), rows, cols, &a, 1, y, rows);
 }
 
 }  // namespace
@@ -169,11 +185,13 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
     const PackedWeight packed = matmul.pack(parts, cols);
     EXPECT_EQ(packed.dtype(), dtype);
     EXPECT_EQ(packed.rows(), 37);
-    EXPECT_EQ(packed.bytes(), top.size() + bottom.size());
-    EXPECT_EQ(packed.bytes(), matmul.packed_bytes(37, cols, dtype));
-
     std::vector<std::uint8_t> stacked(top);
     stacked.insert(stacked.end(), bottom.begin(), bottom.end());
+    // Formats with row tiles are repacked (37 rows pad to 48); the others kept as stored.
+    EXPECT_EQ(packed.bytes(),
+              has_row_tiles(type) ? row_tile_bytes(type, 37, cols) : top.size() + bottom.size());
+    EXPECT_EQ(packed.bytes(), matmul.packed_bytes(37, cols, dtype));
+
     std::vector<float> x;
     for (std::int64_t i = 0; i < m; ++i) {
       const auto row = random_activations(cols, rng);
@@ -183,7 +201,7 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
     matmul.multiply(x.data(), m, packed, y.data());
     for (std::int64_t i = 0; i < m; ++i) {
       std::vector<float> alone(37);
-      quant_matvec(type, stacked.data(), 37, cols, x.data() + i * cols, alone.data());
+      matvec_as_packed(type, stacked.data(), 37, cols, x.data() + i * cols, alone.data());
       for (std::int64_t r = 0; r < 37; ++r)
         ASSERT_EQ(y[static_cast<std::size_t>(i * 37 + r)], alone[static_cast<std::size_t>(r)])
             << ggml_type_name(type) << " row " << i << " output " << r;
@@ -202,7 +220,9 @@ TEST(QuantDot, CpuMatmulStacksPartsOfDifferentFormats) {
       {q.data(), DType::q4_k, 16}, {v.data(), DType::q8_0, 8}, {k.data(), DType::q4_k, 8}};
   CpuMatmul matmul;
   const PackedWeight packed = matmul.pack(parts, cols);
-  EXPECT_EQ(packed.bytes(), q.size() + v.size() + k.size());
+  EXPECT_EQ(packed.bytes(), row_tile_bytes(GgmlType::q4_k, 16, cols) +
+                                row_tile_bytes(GgmlType::q8_0, 8, cols) +
+                                row_tile_bytes(GgmlType::q4_k, 8, cols));
   EXPECT_EQ(packed.bytes(), matmul.packed_bytes(parts, cols));
   std::vector<float> x;
   for (std::int64_t i = 0; i < m; ++i) {
@@ -213,9 +233,9 @@ TEST(QuantDot, CpuMatmulStacksPartsOfDifferentFormats) {
   matmul.multiply(x.data(), m, packed, y.data());
   for (std::int64_t i = 0; i < m; ++i) {
     std::vector<float> want(32);
-    quant_matvec(GgmlType::q4_k, q.data(), 16, cols, x.data() + i * cols, want.data());
-    quant_matvec(GgmlType::q8_0, v.data(), 8, cols, x.data() + i * cols, want.data() + 16);
-    quant_matvec(GgmlType::q4_k, k.data(), 8, cols, x.data() + i * cols, want.data() + 24);
+    matvec_as_packed(GgmlType::q4_k, q.data(), 16, cols, x.data() + i * cols, want.data());
+    matvec_as_packed(GgmlType::q8_0, v.data(), 8, cols, x.data() + i * cols, want.data() + 16);
+    matvec_as_packed(GgmlType::q4_k, k.data(), 8, cols, x.data() + i * cols, want.data() + 24);
     for (int r = 0; r < 32; ++r) ASSERT_EQ(y[static_cast<std::size_t>(i * 32 + r)], want[r]) << r;
   }
 
@@ -263,6 +283,25 @@ TEST(QuantDot, RefusesWhatItCannotCompute) {
   EXPECT_THROW(quantize_activations(x.data(), 40, a), std::invalid_argument);
 }
 
+TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
+  std::mt19937 rng(23);
+  auto x = random_activations(256 * 5, rng);
+  x[7] = 1e-30f;  // a block with a subnormal half scale
+  for (int i = 32; i < 64; ++i) x[i] = i % 2 ? 2.5f * (i - 32) : -0.5f;  // halfway cases
+  QuantizedActivations scalar;
+  quantize_activations(x.data(), 256 * 5, scalar, QuantIsa::scalar);
+  for (const QuantIsa isa : simd_paths()) {
+    QuantizedActivations simd;
+    quantize_activations(x.data(), 256 * 5, simd, isa);
+    ASSERT_EQ(simd.q8_0.size(), scalar.q8_0.size());
+    EXPECT_EQ(std::memcmp(simd.q8_0.data(), scalar.q8_0.data(), sizeof(BlockQ8_0) * 40), 0);
+    EXPECT_EQ(simd.q8_0_sums, scalar.q8_0_sums);
+    ASSERT_EQ(simd.q8_k.size(), 5u);
+    EXPECT_EQ(std::memcmp(simd.q8_k.data(), scalar.q8_k.data(), sizeof(BlockQ8_K) * 5), 0)
+        << quant_isa_name(isa);
+  }
+}
+
 TEST(QuantDot, ActivationScaleRoundsToHalf) {
   // max |x| = 127 * 0.0625: the scale 0.0625 is exact in fp16 and every value lands on a step.
   std::vector<float> x(32, 0.0f);
@@ -277,4 +316,109 @@ TEST(QuantDot, ActivationScaleRoundsToHalf) {
   EXPECT_EQ(a.q8_0[0].qs[2], 2);
   EXPECT_EQ(a.q8_0_sums[0], 126);
   EXPECT_TRUE(a.q8_k.empty());
+}
+
+namespace {
+
+const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+
+struct Tiled {
+  std::vector<std::uint8_t> stored;
+  std::vector<std::byte> tiles;
+};
+
+Tiled random_tiled(GgmlType type, std::int64_t rows, std::int64_t cols, std::mt19937& rng) {
+  Tiled w{random_weights(type, rows, cols, rng), {}};
+  w.tiles.resize(row_tile_bytes(type, rows, cols));
+  std::vector<const std::byte*> starts;
+  for (std::int64_t r = 0; r < rows; ++r)
+    starts.push_back(reinterpret_cast<const std::byte*>(w.stored.data()) +
+                     r * ggml_row_bytes(type, cols));
+  pack_row_tiles(type, starts, cols, w.tiles.data());
+  return w;
+}
+
+std::vector<QuantizedActivations> random_rows(std::int64_t m, std::int64_t cols,
+                                              std::mt19937& rng) {
+  std::vector<QuantizedActivations> rows(static_cast<std::size_t>(m));
+  for (auto& row : rows) quantize_activations(random_activations(cols, rng).data(), cols, row);
+  return rows;
+}
+
+}  // namespace
+
+TEST(QuantTiles, EveryPathAndBatchSizeGivesTheScalarSoloResultBitForBit) {
+  std::mt19937 rng(21);
+  // 37 rows: two whole tiles and a padded one.
+  const std::int64_t rows = 37;
+  for (const GgmlType type : kTiledFormats)
+    for (const std::int64_t cols : {512, 256 * 11}) {
+      const Tiled w = random_tiled(type, rows, cols, rng);
+      const auto x = random_rows(9, cols, rng);
+      std::vector<float> solo(static_cast<std::size_t>(9 * rows));
+      for (std::int64_t i = 0; i < 9; ++i)
+        row_tile_matmul(type, w.tiles.data(), rows, cols, &x[i], 1, solo.data() + i * rows, rows,
+                        QuantIsa::scalar);
+      std::vector<QuantIsa> paths = simd_paths();
+      paths.push_back(QuantIsa::scalar);
+      for (const QuantIsa isa : paths)
+        for (const std::int64_t m : {1, 2, 3, 5, 9}) {
+          std::vector<float> y(static_cast<std::size_t>(m * rows), -1.0f);
+          row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, y.data(), rows, isa);
+          ASSERT_EQ(std::memcmp(y.data(), solo.data(), y.size() * sizeof(float)), 0)
+              << ggml_type_name(type) << " cols=" << cols << " " << quant_isa_name(isa)
+              << " m=" << m;
+        }
+    }
+}
+
+TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
+  std::mt19937 rng(22);
+  const std::int64_t rows = 21, cols = 1024;
+  for (const GgmlType type : kTiledFormats) {
+    const Tiled w = random_tiled(type, rows, cols, rng);
+    const auto x = random_rows(3, cols, rng);
+    std::vector<float> y(static_cast<std::size_t>(3 * rows));
+    row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), 3, y.data(), rows);
+    std::vector<float> wf(static_cast<std::size_t>(cols));
+    for (std::int64_t i = 0; i < 3; ++i) {
+      const auto xq = dequantized(type, x[i]);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::uint8_t* row = w.stored.data() + r * ggml_row_bytes(type, cols);
+        dequantize_row(type, row, wf.data(), cols);
+        double want = 0, magnitude = 0;
+        for (std::int64_t c = 0; c < cols; ++c) {
+          want += static_cast<double>(wf[c]) * xq[c];
+          magnitude += std::fabs(static_cast<double>(wf[c]) * xq[c]);
+        }
+        const float got = y[static_cast<std::size_t>(i * rows + r)];
+        EXPECT_NEAR(got, want, 1e-5 * magnitude) << ggml_type_name(type) << " row " << r;
+        EXPECT_NEAR(got, vec_dot(type, row, x[i]), 1e-5 * magnitude)
+            << ggml_type_name(type) << " row " << r;
+      }
+    }
+  }
+}
+
+TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
+  std::vector<std::byte> tiles(4096);
+  const std::byte* row = tiles.data();
+  auto message = [](auto&& call) {
+    try {
+      call();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q4_0, std::span(&row, 1), 32, tiles.data()); }),
+            "pack_row_tiles: ggml type q4_0 has no row-tile layout");
+  EXPECT_EQ(message([&] { row_tile_bytes(GgmlType::q4_k, 1, 96); }),
+            "row_tile_bytes: 96 columns are not whole q4_K blocks");
+  QuantizedActivations a;
+  std::vector<float> x(96, 1.0f);
+  quantize_activations(x.data(), 96, a);
+  float y[16];
+  EXPECT_EQ(message([&] { row_tile_matmul(GgmlType::q8_0, tiles.data(), 1, 64, &a, 1, y, 1); }),
+            "row_tile_matmul: activation row 0 has 96 elements, the weight 64");
 }

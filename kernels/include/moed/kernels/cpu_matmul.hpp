@@ -54,6 +54,7 @@ class PackedWeight {
     DType dtype;
     std::int64_t rows;
     std::size_t offset;  // bytes into storage_
+    bool row_tiles;      // repacked into quant_tiles.hpp's layout, or rows as stored
   };
   dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
   std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it, or the

@@ -24,13 +24,15 @@ struct QuantizedActivations {
   std::vector<BlockQ8_K> q8_k;          // n / 256 blocks when n is a multiple of 256
 };
 
-// Quantizes x[0..n) (n a multiple of 32): scale max|x| / 127, round to nearest, never -128.
-void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out);
-
 enum class QuantIsa { scalar, avx2, avx512_vnni };
 std::string_view quant_isa_name(QuantIsa isa);
 // The best path this CPU runs (AVX-512 VNNI needs avx512f/bw/vl/vnni; AVX2 needs avx2/fma/f16c).
 QuantIsa best_quant_isa();
+
+// Quantizes x[0..n) (n a multiple of 32): scale max|x| / 127, round to nearest, never -128.
+// Every ISA's build gives the same blocks.
+void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out,
+                          QuantIsa isa = best_quant_isa());
 // Formats vec_dot handles: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
 bool quant_dot_supported(GgmlType type);
 

@@ -1,0 +1,333 @@
+#include "moed/kernels/quant_tiles.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "moed/kernels/dtype.hpp"
+#include "quant_tiles_internal.hpp"
+
+namespace moed::kernels {
+namespace {
+
+using namespace qtile;
+
+std::int64_t tile_block_bytes(GgmlType type) {
+  switch (type) {
+    case GgmlType::q8_0:
+      return kQ8_0TileBlockBytes;
+    case GgmlType::q4_k:
+      return kQ4_KTileBlockBytes;
+    case GgmlType::q5_k:
+      return kQ5_KTileBlockBytes;
+    default:
+      return kQ6_KTileBlockBytes;
+  }
+}
+
+std::int64_t block_elements(GgmlType type) {
+  return type == GgmlType::q8_0 ? kQ32 : kQK;
+}
+
+void require_row_tiles(GgmlType type, std::int64_t cols, const char* who) {
+  if (!has_row_tiles(type))
+    throw std::invalid_argument(std::string(who) + ": ggml type " +
+                                std::string(ggml_type_name(type)) + " has no row-tile layout");
+  if (cols <= 0 || cols % block_elements(type) != 0)
+    throw std::invalid_argument(std::string(who) + ": " + std::to_string(cols) + " columns are " +
+                                "not whole " + std::string(ggml_type_name(type)) + " blocks");
+}
+
+void put16(std::byte* at, std::uint16_t value) {
+  std::memcpy(at, &value, sizeof value);
+}
+
+template <class Block>
+Block load_block(const std::byte* row, std::int64_t b) {
+  Block block;
+  std::memcpy(&block, row + b * static_cast<std::int64_t>(sizeof(Block)), sizeof(Block));
+  return block;
+}
+
+// Row r's block b into a q8_0 tile block.
+void pack_q8_0(const BlockQ8_0& block, int r, std::byte* out) {
+  put16(out + 2 * r, block.d);
+  for (int g = 0; g < 8; ++g)
+    for (int k = 0; k < 4; ++k)
+      out[kQ8_0TileQuants + 64 * g + 4 * r + k] =
+          static_cast<std::byte>(static_cast<std::uint8_t>(block.qs[4 * g + k]) ^ 0x80u);
+}
+
+// q4_K and q5_K share the scales and low bits; q5_K adds its fifth bits (qh, null for q4_K).
+void pack_k_scales_and_nibbles(std::uint16_t d, std::uint16_t dmin, const std::uint8_t* scales,
+                               const std::uint8_t* qs, const std::uint8_t* qh, int r,
+                               std::byte* out) {
+  put16(out + 2 * r, d);
+  put16(out + kQ4_KTileDmin + 2 * r, dmin);
+  for (int j = 0; j < 8; ++j) {
+    std::uint8_t scale, min;
+    q4k_scale_min(j, scales, scale, min);
+    out[kQ4_KTileScales + kTileRows * j + r] = static_cast<std::byte>(scale);
+    out[kQ4_KTileMins + kTileRows * j + r] = static_cast<std::byte>(min);
+  }
+  std::uint8_t q[kQK];
+  for (int g = 0; g < 4; ++g)
+    for (int l = 0; l < 32; ++l) {
+      q[64 * g + l] = qs[32 * g + l] & 0xF;
+      q[64 * g + 32 + l] = qs[32 * g + l] >> 4;
+      if (qh) {
+        q[64 * g + l] |= ((qh[l] >> (2 * g)) & 1) << 4;
+        q[64 * g + 32 + l] |= ((qh[l] >> (2 * g + 1)) & 1) << 4;
+      }
+    }
+  for (int j = 0; j < 8; ++j)
+    for (int k = 0; k < 4; ++k) {
+      std::uint8_t fifth = 0;
+      for (int p = 0; p < 4; ++p) {
+        const int e = 32 * j + 8 * p + k;
+        out[kQ4_KTileQuants + 64 * (4 * j + p) + 4 * r + k] =
+            static_cast<std::byte>((q[e] & 0xF) | ((q[e + 4] & 0xF) << 4));
+        fifth |=
+            static_cast<std::uint8_t>(((q[e] >> 4) << (2 * p)) | ((q[e + 4] >> 4) << (2 * p + 1)));
+      }
+      if (qh) out[kQ5_KTileHigh + 64 * j + 4 * r + k] = static_cast<std::byte>(fifth);
+    }
+}
+
+void pack_q6_k(const BlockQ6_K& block, int r, std::byte* out) {
+  put16(out + 2 * r, block.d);
+  for (int j = 0; j < 16; ++j)
+    out[kQ6_KTileScales + kTileRows * j + r] = static_cast<std::byte>(block.scales[j]);
+  std::uint8_t q[kQK];
+  for (int half = 0; half < 2; ++half)
+    for (int l = 0; l < 32; ++l) {
+      const std::uint8_t* ql = block.ql + 64 * half;
+      const std::uint8_t hi = block.qh[32 * half + l];
+      q[128 * half + l] = (ql[l] & 0xF) | ((hi & 3) << 4);
+      q[128 * half + l + 32] = (ql[l + 32] & 0xF) | (((hi >> 2) & 3) << 4);
+      q[128 * half + l + 64] = (ql[l] >> 4) | (((hi >> 4) & 3) << 4);
+      q[128 * half + l + 96] = (ql[l + 32] >> 4) | (((hi >> 6) & 3) << 4);
+    }
+  for (int c = 0; c < 32; ++c)
+    for (int k = 0; k < 4; ++k)
+      out[kQ6_KTileLow + 64 * c + 4 * r + k] =
+          static_cast<std::byte>((q[8 * c + k] & 0xF) | ((q[8 * c + 4 + k] & 0xF) << 4));
+  for (int j = 0; j < 16; ++j)
+    for (int k = 0; k < 4; ++k) {
+      std::uint8_t bits = 0;
+      for (int i = 0; i < 4; ++i)
+        bits |= static_cast<std::uint8_t>((q[16 * j + 4 * i + k] >> 4) << (2 * i));
+      out[kQ6_KTileHigh + 64 * j + 4 * r + k] = static_cast<std::byte>(bits);
+    }
+}
+
+// ---- Scalar path: quant_tiles.hpp's order, lane by lane -----------------------------------
+
+int quad_dot(const std::uint8_t* w, const std::int8_t* x, int bias) {
+  int sum = 0;
+  for (int k = 0; k < 4; ++k) sum += (static_cast<int>(w[k]) - bias) * x[k];
+  return sum;
+}
+
+float q8_0_row(const std::byte* tile, std::int64_t blocks, int r, const QuantizedActivations& x) {
+  float acc = 0;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = tile + b * kQ8_0TileBlockBytes;
+    const auto* lines = reinterpret_cast<const std::uint8_t*>(block + kQ8_0TileQuants);
+    std::int32_t isum = 0;
+    for (int g = 0; g < 8; ++g) isum += quad_dot(lines + 64 * g + 4 * r, x.q8_0[b].qs + 4 * g, 128);
+    std::uint16_t d;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    const float scale = f16_to_f32(d) * f16_to_f32(x.q8_0[b].d);
+    acc = acc + static_cast<float>(isum) * scale;
+  }
+  return acc;
+}
+
+float q4_k_row(const std::byte* tile, std::int64_t blocks, int r, const QuantizedActivations& x,
+               bool five) {
+  float acc = 0;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = tile + b * (five ? kQ5_KTileBlockBytes : kQ4_KTileBlockBytes);
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
+    const BlockQ8_K& a = x.q8_k[b];
+    std::int32_t isum = 0, msum = 0;
+    for (int j = 0; j < 8; ++j) {
+      std::int32_t dot = 0;
+      for (int p = 0; p < 4; ++p)
+        for (int k = 0; k < 4; ++k) {
+          const std::uint8_t w = bytes[kQ4_KTileQuants + 64 * (4 * j + p) + 4 * r + k];
+          const int bits = five ? bytes[kQ5_KTileHigh + 64 * j + 4 * r + k] >> (2 * p) : 0;
+          const int low = (w & 0xF) | ((bits & 1) << 4), high = (w >> 4) | ((bits & 2) << 3);
+          dot += low * a.qs[32 * j + 8 * p + k] + high * a.qs[32 * j + 8 * p + 4 + k];
+        }
+      isum += bytes[kQ4_KTileScales + kTileRows * j + r] * dot;
+      msum += bytes[kQ4_KTileMins + kTileRows * j + r] * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
+    }
+    std::uint16_t d, dmin;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    std::memcpy(&dmin, block + kQ4_KTileDmin + 2 * r, sizeof dmin);
+    float term = static_cast<float>(isum) * (f16_to_f32(d) * a.d);
+    term = term - static_cast<float>(msum) * (f16_to_f32(dmin) * a.d);
+    acc = acc + term;
+  }
+  return acc;
+}
+
+float q6_k_row(const std::byte* tile, std::int64_t blocks, int r, const QuantizedActivations& x) {
+  float acc = 0;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = tile + b * kQ6_KTileBlockBytes;
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
+    const BlockQ8_K& a = x.q8_k[b];
+    std::int32_t isum = 0;
+    for (int j = 0; j < 16; ++j) {
+      std::int32_t dot = 0;
+      for (int k = 0; k < 4; ++k) {
+        const std::uint8_t high = bytes[kQ6_KTileHigh + 64 * j + 4 * r + k];
+        for (int half = 0; half < 2; ++half) {
+          const std::uint8_t low = bytes[kQ6_KTileLow + 64 * (2 * j + half) + 4 * r + k];
+          const int i0 = 2 * half, i1 = 2 * half + 1;  // element 16j + 4i + k, i = 0..3
+          dot += ((low & 0xF) | (((high >> (2 * i0)) & 3) << 4)) * a.qs[16 * j + 4 * i0 + k];
+          dot += ((low >> 4) | (((high >> (2 * i1)) & 3) << 4)) * a.qs[16 * j + 4 * i1 + k];
+        }
+      }
+      const auto scale = static_cast<std::int8_t>(bytes[kQ6_KTileScales + kTileRows * j + r]);
+      isum += scale * (dot - 32 * a.bsums[j]);
+    }
+    std::uint16_t d;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    acc = acc + static_cast<float>(isum) * (f16_to_f32(d) * a.d);
+  }
+  return acc;
+}
+
+void tile_dot_scalar(GgmlType type, const std::byte* tile, std::int64_t blocks,
+                     const QuantizedActivations* const* x, int count, float* out) {
+  for (int i = 0; i < count; ++i)
+    for (int r = 0; r < kTileRows; ++r) {
+      float& y = out[kTileRows * i + r];
+      switch (type) {
+        case GgmlType::q8_0:
+          y = q8_0_row(tile, blocks, r, *x[i]);
+          break;
+        case GgmlType::q4_k:
+        case GgmlType::q5_k:
+          y = q4_k_row(tile, blocks, r, *x[i], type == GgmlType::q5_k);
+          break;
+        default:
+          y = q6_k_row(tile, blocks, r, *x[i]);
+          break;
+      }
+    }
+}
+
+}  // namespace
+
+bool has_row_tiles(GgmlType type) {
+  return type == GgmlType::q8_0 || type == GgmlType::q4_k || type == GgmlType::q5_k ||
+         type == GgmlType::q6_k;
+}
+
+std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols) {
+  require_row_tiles(type, cols, "row_tile_bytes");
+  const std::int64_t tiles = (rows + kTileRows - 1) / kTileRows;
+  return static_cast<std::uint64_t>(tiles) *
+         static_cast<std::uint64_t>(cols / block_elements(type) * tile_block_bytes(type));
+}
+
+void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
+                    std::byte* out) {
+  require_row_tiles(type, cols, "pack_row_tiles");
+  const auto n_rows = static_cast<std::int64_t>(rows.size());
+  const std::int64_t tiles = (n_rows + kTileRows - 1) / kTileRows;
+  const std::int64_t blocks = cols / block_elements(type);
+  const std::int64_t block_bytes = tile_block_bytes(type);
+  for (std::int64_t t = 0; t < tiles; ++t)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      std::byte* block = out + (t * blocks + b) * block_bytes;
+      std::memset(block, 0, static_cast<std::size_t>(block_bytes));
+      for (int r = 0; r < kTileRows && t * kTileRows + r < n_rows; ++r) {
+        const std::byte* row = rows[static_cast<std::size_t>(t * kTileRows + r)];
+        switch (type) {
+          case GgmlType::q8_0:
+            pack_q8_0(load_block<BlockQ8_0>(row, b), r, block);
+            break;
+          case GgmlType::q4_k: {
+            const auto k = load_block<BlockQ4_K>(row, b);
+            pack_k_scales_and_nibbles(k.d, k.dmin, k.scales, k.qs, nullptr, r, block);
+            break;
+          }
+          case GgmlType::q5_k: {
+            const auto k = load_block<BlockQ5_K>(row, b);
+            pack_k_scales_and_nibbles(k.d, k.dmin, k.scales, k.qs, k.qh, r, block);
+            break;
+          }
+          default:
+            pack_q6_k(load_block<BlockQ6_K>(row, b), r, block);
+            break;
+        }
+      }
+      // Padding rows keep zero scales; a q8_0 zero quant is stored as 128.
+      if (type == GgmlType::q8_0)
+        for (std::int64_t r = std::max<std::int64_t>(0, n_rows - t * kTileRows); r < kTileRows; ++r)
+          for (int g = 0; g < 8; ++g)
+            std::memset(block + kQ8_0TileQuants + 64 * g + 4 * r, 0x80, 4);
+    }
+}
+
+void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, std::int64_t cols,
+                     const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
+                     QuantIsa isa) {
+  require_row_tiles(type, cols, "row_tile_matmul");
+  if (m <= 0 || rows <= 0) return;
+  for (std::int64_t i = 0; i < m; ++i) {
+    if (x[i].n != cols)
+      throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) + " has " +
+                                  std::to_string(x[i].n) + " elements, the weight " +
+                                  std::to_string(cols));
+    if (type != GgmlType::q8_0 && x[i].q8_k.size() != static_cast<std::size_t>(cols / kQK))
+      throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
+                                  " lacks the Q8_K blocks " + std::string(ggml_type_name(type)) +
+                                  " needs");
+  }
+  isa = std::min(isa, best_quant_isa());
+  const std::int64_t blocks = cols / block_elements(type);
+  const std::int64_t tile_bytes = blocks * tile_block_bytes(type);
+  const std::int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;
+  const int group = isa == QuantIsa::avx512_vnni ? group_avx512()
+                    : isa == QuantIsa::avx2      ? group_avx2()
+                                                 : 1;
+  // Static: each thread streams one contiguous run of tiles. Handing out single tiles
+  // (dynamic) interleaves the threads' reads and cost a third of the decode rate here.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t t = 0; t < n_tiles; ++t) {
+    const std::byte* tile = tiles + t * tile_bytes;
+    const auto valid = static_cast<std::size_t>(std::min(kTileRows, rows - t * kTileRows));
+    float out[4 * kTileRows];
+    const QuantizedActivations* batch[4];
+    for (std::int64_t i0 = 0; i0 < m; i0 += group) {
+      const int count = static_cast<int>(std::min<std::int64_t>(group, m - i0));
+      for (int i = 0; i < count; ++i) batch[i] = x + i0 + i;
+      switch (isa) {
+        case QuantIsa::avx512_vnni:
+          tile_dot_avx512(type, tile, blocks, batch, count, out);
+          break;
+        case QuantIsa::avx2:
+          tile_dot_avx2(type, tile, blocks, batch, count, out);
+          break;
+        case QuantIsa::scalar:
+          tile_dot_scalar(type, tile, blocks, batch, count, out);
+          break;
+      }
+      for (int i = 0; i < count; ++i)
+        std::memcpy(y + (i0 + i) * y_stride + t * kTileRows, out + kTileRows * i,
+                    valid * sizeof(float));
+    }
+  }
+}
+
+}  // namespace moed::kernels

@@ -1,0 +1,43 @@
+#pragma once
+
+// What the row-tile SIMD translation units (quant_tiles_avx2.cpp, quant_tiles_avx512.cpp) share
+// with quant_tiles.cpp: the byte offsets of quant_tiles.hpp's layouts and the per-ISA entries.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moed/kernels/quant_dot.hpp"
+#include "moed/kernels/quant_tiles.hpp"
+
+namespace moed::kernels::qtile {
+
+// q8_0, per 32-element block: fp16 d[16], then 8 lines of 64 biased quants.
+inline constexpr std::int64_t kQ8_0TileQuants = 2 * kTileRows;
+inline constexpr std::int64_t kQ8_0TileBlockBytes = kQ8_0TileQuants + 8 * 64;
+// q4_K, per 256-element block: fp16 d[16], dmin[16], u8 scale[8][16], min[8][16], 32 lines.
+inline constexpr std::int64_t kQ4_KTileDmin = 2 * kTileRows;
+inline constexpr std::int64_t kQ4_KTileScales = 4 * kTileRows;
+inline constexpr std::int64_t kQ4_KTileMins = kQ4_KTileScales + 8 * kTileRows;
+inline constexpr std::int64_t kQ4_KTileQuants = kQ4_KTileMins + 8 * kTileRows;
+inline constexpr std::int64_t kQ4_KTileBlockBytes = kQ4_KTileQuants + 32 * 64;
+// q5_K: q4_K's block followed by 8 lines of fifth bits, one per sub-block.
+inline constexpr std::int64_t kQ5_KTileHigh = kQ4_KTileBlockBytes;
+inline constexpr std::int64_t kQ5_KTileBlockBytes = kQ5_KTileHigh + 8 * 64;
+// q6_K, per 256-element block: fp16 d[16], i8 scale[16][16], 32 low lines, 16 high lines.
+inline constexpr std::int64_t kQ6_KTileScales = 2 * kTileRows;
+inline constexpr std::int64_t kQ6_KTileLow = kQ6_KTileScales + 16 * kTileRows;
+inline constexpr std::int64_t kQ6_KTileHigh = kQ6_KTileLow + 32 * 64;
+inline constexpr std::int64_t kQ6_KTileBlockBytes = kQ6_KTileHigh + 16 * 64;
+
+// Activation rows one call takes (it shares each weight line among them).
+int group_avx2();
+int group_avx512();
+
+// out[16 * i + r] = dot(tile row r, *x[i]) for i < count (count <= that ISA's group), over
+// `blocks` blocks of the format.
+void tile_dot_avx2(GgmlType type, const std::byte* tile, std::int64_t blocks,
+                   const QuantizedActivations* const* x, int count, float* out);
+void tile_dot_avx512(GgmlType type, const std::byte* tile, std::int64_t blocks,
+                     const QuantizedActivations* const* x, int count, float* out);
+
+}  // namespace moed::kernels::qtile

@@ -1,0 +1,62 @@
+#pragma once
+
+// Row tiles: a ggml-quantized matrix repacked once, when it enters host RAM, so that one SIMD
+// lane holds one weight row. A tile is 16 consecutive rows; within it, for each block of the
+// format, the 16 rows' scales lie side by side and their quants are interleaved four at a time
+// (row r's elements 4k..4k+3 at bytes 4r..4r+3 of a 64-byte line). A kernel then broadcasts four
+// activation bytes and multiplies all 16 rows at once (vpdpbusd, or maddubs + madd on AVX2),
+// with no horizontal sum anywhere, and one weight line serves every activation row of a batch.
+//
+// Float order (the same in the scalar, AVX2 and AVX-512 paths, and for any batch size): per
+// block, the exact integer dot of the row's quants with the activation's, then
+//   q8_0: acc = acc + float(isum) * (d_w * d_x)
+//   q4_K, q5_K: term = float(isum) * (d_w * d_x); term = term - float(msum) * (dmin_w * d_x);
+//         acc = acc + term            (isum = sum of scale_j * dot_j, msum = sum of min_j * bsum_j)
+//   q6_K: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * (dot_j - 32 bsum_j))
+// over blocks in order from a zero accumulator.
+//
+// Byte layouts, per tile and per block of the format (blocks in row order, tiles in order):
+//   q8_0 (32 elements, 544 bytes): fp16 d[16]; u8 q[8 groups][16 rows][4], each quant + 128.
+//   q4_K (256 elements, 2368 bytes): fp16 d[16], dmin[16]; u8 scale[8][16], min[8][16];
+//     u8 line[8 sub-blocks][4][16 rows][4]: line (j, p), byte 4r + k holds element 32j + 8p + k
+//     of row r in its low nibble and element 32j + 8p + 4 + k in its high nibble.
+//   q5_K (256 elements, 2880 bytes): q4_K's layout of the low four bits, then
+//     u8 fifth[8 sub-blocks][16 rows][4]: line j, byte 4r + k, bits 2p and 2p + 1: the fifth
+//     bits of the elements in the low and high nibble of byte 4r + k of line (j, p).
+//   q6_K (256 elements, 3360 bytes): fp16 d[16]; i8 scale[16][16];
+//     u8 low[32][16 rows][4]: line c, byte 4r + k: element 8c + k (low nibble), 8c + 4 + k (high);
+//     u8 high[16][16 rows][4]: line j, byte 4r + k: bits 2i..2i+1 are the top two bits of
+//     element 16j + 4i + k.
+// A last tile short of 16 rows is padded with zero rows (zero scales), whose results are dropped.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "moed/kernels/quant.hpp"
+#include "moed/kernels/quant_dot.hpp"
+
+namespace moed::kernels {
+
+inline constexpr std::int64_t kTileRows = 16;
+
+// q8_0, q4_K, q5_K and q6_K: the formats of the files people run most (Q8_0, Q4_K_M, Q5_K_M,
+// Q6_K).
+bool has_row_tiles(GgmlType type);
+
+// Bytes of `rows` x `cols` weights in row tiles (rows padded up to whole tiles).
+std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols);
+
+// Repacks rows (each `cols` elements of `type` blocks, as stored in a GGUF file) into row tiles
+// at `out` (row_tile_bytes of them). Throws std::invalid_argument for a type without row tiles
+// or a width that is not whole blocks.
+void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
+                    std::byte* out);
+
+// y[i * y_stride + r] = dot(weight row r, x[i]) for the m activation rows, from row tiles;
+// tiles spread over the OpenMP threads. Row i's result does not depend on m or on the other rows.
+void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, std::int64_t cols,
+                     const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
+                     QuantIsa isa = best_quant_isa());
+
+}  // namespace moed::kernels
