@@ -45,83 +45,106 @@ void put16(std::byte* at, std::uint16_t value) {
   std::memcpy(at, &value, sizeof value);
 }
 
-template <class Block>
-Block load_block(const std::byte* row, std::int64_t b) {
-  Block block;
-  std::memcpy(&block, row + b * static_cast<std::int64_t>(sizeof(Block)), sizeof(Block));
-  return block;
+
+// Packing works on 64-bit words of quants (eight bytes at a time), so a block read from disk is
+// repacked at several GB/s: the disk tier repacks every expert it reads.
+
+std::uint64_t load64(const std::uint8_t* at) {
+  std::uint64_t word;
+  std::memcpy(&word, at, sizeof word);
+  return word;
+}
+std::uint32_t load32(const std::uint8_t* at) {
+  std::uint32_t word;
+  std::memcpy(&word, at, sizeof word);
+  return word;
+}
+void store32(std::byte* at, std::uint32_t word) {
+  std::memcpy(at, &word, sizeof word);
 }
 
-// Row r's block b into a q8_0 tile block.
-void pack_q8_0(const BlockQ8_0& block, int r, std::byte* out) {
-  put16(out + 2 * r, block.d);
+constexpr std::uint64_t kNibbles = 0x0F0F0F0F0F0F0F0Full;
+
+// Eight 4-bit values, one per byte: bytes 0-3 as low nibbles, bytes 4-7 as their high nibbles.
+std::uint32_t pair_nibbles(std::uint64_t values) {
+  return static_cast<std::uint32_t>(values) | (static_cast<std::uint32_t>(values >> 32) << 4);
+}
+
+std::uint16_t load16(const std::uint8_t* at) {
+  std::uint16_t word;
+  std::memcpy(&word, at, sizeof word);
+  return word;
+}
+
+// Each packer reads the stored block's fields in place (src: its first byte).
+void pack_q8_0(const std::uint8_t* src, int r, std::byte* out) {
+  put16(out + 2 * r, load16(src + offsetof(BlockQ8_0, d)));
+  const std::uint8_t* qs = src + offsetof(BlockQ8_0, qs);
   for (int g = 0; g < 8; ++g)
-    for (int k = 0; k < 4; ++k)
-      out[kQ8_0TileQuants + 64 * g + 4 * r + k] =
-          static_cast<std::byte>(static_cast<std::uint8_t>(block.qs[4 * g + k]) ^ 0x80u);
+    store32(out + kQ8_0TileQuants + 64 * g + 4 * r, load32(qs + 4 * g) ^ 0x80808080u);
 }
 
 // q4_K and q5_K share the scales and low bits; q5_K adds its fifth bits (qh, null for q4_K).
-void pack_k_scales_and_nibbles(std::uint16_t d, std::uint16_t dmin, const std::uint8_t* scales,
+// Stored, qs[32g + l] holds element l of sub-block 2g (low nibble) and of 2g + 1 (high).
+// Both blocks lead with fp16 d and dmin.
+void pack_k_scales_and_nibbles(const std::uint8_t* src, const std::uint8_t* scales,
                                const std::uint8_t* qs, const std::uint8_t* qh, int r,
                                std::byte* out) {
-  put16(out + 2 * r, d);
-  put16(out + kQ4_KTileDmin + 2 * r, dmin);
+  put16(out + 2 * r, load16(src));
+  put16(out + kQ4_KTileDmin + 2 * r, load16(src + 2));
   for (int j = 0; j < 8; ++j) {
     std::uint8_t scale, min;
     q4k_scale_min(j, scales, scale, min);
     out[kQ4_KTileScales + kTileRows * j + r] = static_cast<std::byte>(scale);
     out[kQ4_KTileMins + kTileRows * j + r] = static_cast<std::byte>(min);
   }
-  std::uint8_t q[kQK];
   for (int g = 0; g < 4; ++g)
-    for (int l = 0; l < 32; ++l) {
-      q[64 * g + l] = qs[32 * g + l] & 0xF;
-      q[64 * g + 32 + l] = qs[32 * g + l] >> 4;
-      if (qh) {
-        q[64 * g + l] |= ((qh[l] >> (2 * g)) & 1) << 4;
-        q[64 * g + 32 + l] |= ((qh[l] >> (2 * g + 1)) & 1) << 4;
-      }
+    for (int p = 0; p < 4; ++p) {
+      const std::uint64_t word = load64(qs + 32 * g + 8 * p);
+      store32(out + kQ4_KTileQuants + 64 * (4 * (2 * g) + p) + 4 * r,
+              pair_nibbles(word & kNibbles));
+      store32(out + kQ4_KTileQuants + 64 * (4 * (2 * g + 1) + p) + 4 * r,
+              pair_nibbles((word >> 4) & kNibbles));
     }
-  for (int j = 0; j < 8; ++j)
-    for (int k = 0; k < 4; ++k) {
-      std::uint8_t fifth = 0;
-      for (int p = 0; p < 4; ++p) {
-        const int e = 32 * j + 8 * p + k;
-        out[kQ4_KTileQuants + 64 * (4 * j + p) + 4 * r + k] =
-            static_cast<std::byte>((q[e] & 0xF) | ((q[e + 4] & 0xF) << 4));
-        fifth |=
-            static_cast<std::uint8_t>(((q[e] >> 4) << (2 * p)) | ((q[e + 4] >> 4) << (2 * p + 1)));
-      }
-      if (qh) out[kQ5_KTileHigh + 64 * j + 4 * r + k] = static_cast<std::byte>(fifth);
+  if (!qh) return;
+  // Bit j of qh[l] is the fifth bit of element l of sub-block j; a tile byte (j, k) gathers
+  // those of elements 8p + k (bit 2p) and 8p + 4 + k (bit 2p + 1).
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) {
+    std::uint32_t bits = 0;
+    for (int p = 0; p < 4; ++p) {
+      const std::uint64_t fifth = (load64(qh + 8 * p) >> j) & 0x0101010101010101ull;
+      bits |= (static_cast<std::uint32_t>(fifth) | (static_cast<std::uint32_t>(fifth >> 32) << 1))
+              << (2 * p);
     }
+    store32(out + kQ5_KTileHigh + 64 * j + 4 * r, bits);
+  }
 }
 
-void pack_q6_k(const BlockQ6_K& block, int r, std::byte* out) {
-  put16(out + 2 * r, block.d);
+// Stored, element 128h + 32s + l has its low four bits in ql[64h + 32(s % 2) + l] (low nibble
+// for s < 2, high for s >= 2) and its top two in bits 2s, 2s + 1 of qh[32h + l].
+void pack_q6_k(const std::uint8_t* src, int r, std::byte* out) {
+  put16(out + 2 * r, load16(src + offsetof(BlockQ6_K, d)));
   for (int j = 0; j < 16; ++j)
-    out[kQ6_KTileScales + kTileRows * j + r] = static_cast<std::byte>(block.scales[j]);
-  std::uint8_t q[kQK];
-  for (int half = 0; half < 2; ++half)
-    for (int l = 0; l < 32; ++l) {
-      const std::uint8_t* ql = block.ql + 64 * half;
-      const std::uint8_t hi = block.qh[32 * half + l];
-      q[128 * half + l] = (ql[l] & 0xF) | ((hi & 3) << 4);
-      q[128 * half + l + 32] = (ql[l + 32] & 0xF) | (((hi >> 2) & 3) << 4);
-      q[128 * half + l + 64] = (ql[l] >> 4) | (((hi >> 4) & 3) << 4);
-      q[128 * half + l + 96] = (ql[l + 32] >> 4) | (((hi >> 6) & 3) << 4);
-    }
-  for (int c = 0; c < 32; ++c)
-    for (int k = 0; k < 4; ++k)
-      out[kQ6_KTileLow + 64 * c + 4 * r + k] =
-          static_cast<std::byte>((q[8 * c + k] & 0xF) | ((q[8 * c + 4 + k] & 0xF) << 4));
-  for (int j = 0; j < 16; ++j)
-    for (int k = 0; k < 4; ++k) {
-      std::uint8_t bits = 0;
-      for (int i = 0; i < 4; ++i)
-        bits |= static_cast<std::uint8_t>((q[16 * j + 4 * i + k] >> 4) << (2 * i));
-      out[kQ6_KTileHigh + 64 * j + 4 * r + k] = static_cast<std::byte>(bits);
-    }
+    out[kQ6_KTileScales + kTileRows * j + r] =
+        static_cast<std::byte>(src[offsetof(BlockQ6_K, scales) + j]);
+  const std::uint8_t* ql = src + offsetof(BlockQ6_K, ql);
+  const std::uint8_t* qh = src + offsetof(BlockQ6_K, qh);
+#pragma GCC unroll 32
+  for (int c = 0; c < 32; ++c) {  // elements 8c .. 8c + 7
+    const int h = c / 16, s = (c / 4) % 4, l = 8 * (c % 4);
+    const std::uint64_t word = load64(ql + 64 * h + 32 * (s % 2) + l);
+    store32(out + kQ6_KTileLow + 64 * c + 4 * r,
+            pair_nibbles((s < 2 ? word : word >> 4) & kNibbles));
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {  // elements 16j .. 16j + 15
+    const int h = j / 8, s = (j / 2) % 4, l = 16 * (j % 2);
+    std::uint32_t bits = 0;
+    for (int i = 0; i < 4; ++i)
+      bits |= ((load32(qh + 32 * h + l + 4 * i) >> (2 * s)) & 0x03030303u) << (2 * i);
+    store32(out + kQ6_KTileHigh + 64 * j + 4 * r, bits);
+  }
 }
 
 // ---- Scalar path: quant_tiles.hpp's order, lane by lane -----------------------------------
@@ -246,33 +269,39 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
   const std::int64_t tiles = (n_rows + kTileRows - 1) / kTileRows;
   const std::int64_t blocks = cols / block_elements(type);
   const std::int64_t block_bytes = tile_block_bytes(type);
+  const auto stored_bytes = static_cast<std::int64_t>(ggml_type_traits(type).type_size);
+  // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
+  // thread sets how many).
+#pragma omp parallel for schedule(static)
   for (std::int64_t t = 0; t < tiles; ++t)
     for (std::int64_t b = 0; b < blocks; ++b) {
       std::byte* block = out + (t * blocks + b) * block_bytes;
-      std::memset(block, 0, static_cast<std::size_t>(block_bytes));
+      const bool padded = (t + 1) * kTileRows > n_rows;
+      if (padded) std::memset(block, 0, static_cast<std::size_t>(block_bytes));
       for (int r = 0; r < kTileRows && t * kTileRows + r < n_rows; ++r) {
-        const std::byte* row = rows[static_cast<std::size_t>(t * kTileRows + r)];
+        const auto* src = reinterpret_cast<const std::uint8_t*>(
+                              rows[static_cast<std::size_t>(t * kTileRows + r)]) +
+                          b * stored_bytes;
         switch (type) {
           case GgmlType::q8_0:
-            pack_q8_0(load_block<BlockQ8_0>(row, b), r, block);
+            pack_q8_0(src, r, block);
             break;
-          case GgmlType::q4_k: {
-            const auto k = load_block<BlockQ4_K>(row, b);
-            pack_k_scales_and_nibbles(k.d, k.dmin, k.scales, k.qs, nullptr, r, block);
+          case GgmlType::q4_k:
+            pack_k_scales_and_nibbles(src, src + offsetof(BlockQ4_K, scales),
+                                      src + offsetof(BlockQ4_K, qs), nullptr, r, block);
             break;
-          }
-          case GgmlType::q5_k: {
-            const auto k = load_block<BlockQ5_K>(row, b);
-            pack_k_scales_and_nibbles(k.d, k.dmin, k.scales, k.qs, k.qh, r, block);
+          case GgmlType::q5_k:
+            pack_k_scales_and_nibbles(src, src + offsetof(BlockQ5_K, scales),
+                                      src + offsetof(BlockQ5_K, qs), src + offsetof(BlockQ5_K, qh),
+                                      r, block);
             break;
-          }
           default:
-            pack_q6_k(load_block<BlockQ6_K>(row, b), r, block);
+            pack_q6_k(src, r, block);
             break;
         }
       }
       // Padding rows keep zero scales; a q8_0 zero quant is stored as 128.
-      if (type == GgmlType::q8_0)
+      if (padded && type == GgmlType::q8_0)
         for (std::int64_t r = std::max<std::int64_t>(0, n_rows - t * kTileRows); r < kTileRows; ++r)
           for (int g = 0; g < 8; ++g)
             std::memset(block + kQ8_0TileQuants + 64 * g + 4 * r, 0x80, 4);

@@ -140,6 +140,35 @@ void quant_matvec_args(benchmark::internal::Benchmark* bench) {
 }
 BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 
+// Repacking an expert matrix (2816 x 1024) into row tiles on one thread, as the disk tier does
+// for every block it reads: bytes/s of stored bytes. Arg: ggml type id.
+void BM_PackRowTiles(benchmark::State& state) {
+  const auto type = static_cast<GgmlType>(state.range(0));
+  constexpr std::int64_t rows = 2816, cols = 1024;
+  const std::size_t row_bytes = ggml_row_bytes(type, cols);
+  std::vector<std::uint8_t> stored(row_bytes * rows);
+  std::mt19937 rng(2);
+  for (auto& byte : stored) byte = static_cast<std::uint8_t>(rng());
+  std::vector<const std::byte*> starts;
+  for (std::int64_t r = 0; r < rows; ++r)
+    starts.push_back(reinterpret_cast<const std::byte*>(stored.data()) + r * row_bytes);
+  std::vector<std::byte> tiles(row_tile_bytes(type, rows, cols));
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  for (auto _ : state) {
+    pack_row_tiles(type, starts, cols, tiles.data());
+    benchmark::DoNotOptimize(tiles.data());
+  }
+  omp_set_num_threads(saved_threads);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stored.size()));
+  state.SetLabel(std::string(ggml_type_name(type)));
+}
+BENCHMARK(BM_PackRowTiles)
+    ->Arg(static_cast<std::int64_t>(GgmlType::q8_0))
+    ->Arg(static_cast<std::int64_t>(GgmlType::q4_k))
+    ->Arg(static_cast<std::int64_t>(GgmlType::q5_k))
+    ->Arg(static_cast<std::int64_t>(GgmlType::q6_k));
+
 }  // namespace
 
 BENCHMARK_MAIN();
