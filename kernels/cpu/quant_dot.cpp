@@ -11,10 +11,53 @@
 
 #include "moed/kernels/dtype.hpp"
 #include "quant_dot_internal.hpp"
-#include "quantize_activations.inc"
 
 namespace moed::kernels {
 namespace {
+
+std::int8_t quantize_one(float value, float inverse_scale) {
+  const float scaled = std::nearbyint(value * inverse_scale);
+  return static_cast<std::int8_t>(std::clamp(scaled, -127.0f, 127.0f));
+}
+
+// n is a whole number of 32-element blocks (the caller checks).
+void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) {
+  out.n = n;
+  out.q8_0.resize(static_cast<std::size_t>(n / kQ32));
+  out.q8_0_sums.resize(out.q8_0.size());
+  for (std::int64_t b = 0; b < n / kQ32; ++b) {
+    const float* v = x + b * kQ32;
+    float amax = 0;
+    for (int i = 0; i < kQ32; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = amax / 127.0f;
+    const float inverse = d > 0 ? 1.0f / d : 0.0f;
+    BlockQ8_0& block = out.q8_0[static_cast<std::size_t>(b)];
+    block.d = qdot::f32_to_f16(d);
+    std::int32_t sum = 0;
+    for (int i = 0; i < kQ32; ++i) {
+      block.qs[i] = quantize_one(v[i], inverse);
+      sum += block.qs[i];
+    }
+    out.q8_0_sums[static_cast<std::size_t>(b)] = sum;
+  }
+  out.q8_k.clear();
+  if (n % kQK != 0) return;
+  out.q8_k.resize(static_cast<std::size_t>(n / kQK));
+  for (std::int64_t b = 0; b < n / kQK; ++b) {
+    const float* v = x + b * kQK;
+    float amax = 0;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
+    BlockQ8_K& block = out.q8_k[static_cast<std::size_t>(b)];
+    block.d = amax / 127.0f;
+    const float inverse = block.d > 0 ? 1.0f / block.d : 0.0f;
+    for (int i = 0; i < kQK; ++i) block.qs[i] = quantize_one(v[i], inverse);
+    for (int g = 0; g < kQK / 16; ++g) {
+      int sum = 0;
+      for (int i = 0; i < 16; ++i) sum += block.qs[16 * g + i];
+      block.bsums[g] = static_cast<std::int16_t>(sum);
+    }
+  }
+}
 
 bool is_k_quant(GgmlType type) {
   return type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
@@ -238,15 +281,14 @@ void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& 
   if (n < 0 || n % kQ32 != 0)
     throw std::invalid_argument("quantize_activations: " + std::to_string(n) +
                                 " elements are not whole blocks of 32");
-  // The same source built for each ISA: where the CPU has AVX2 the rounding is one instruction
-  // rather than a libm call, with the same result.
+  // The SIMD paths round eight lanes at a time, in the same operations as quantize_blocks.
   switch (usable(isa)) {
     case QuantIsa::avx512_vnni:
       return qdot::quantize_avx512(x, n, out);
     case QuantIsa::avx2:
       return qdot::quantize_avx2(x, n, out);
     case QuantIsa::scalar:
-      return qdot::quantize_blocks(x, n, out);
+      return quantize_blocks(x, n, out);
   }
 }
 

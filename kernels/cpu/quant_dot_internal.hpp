@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
@@ -29,6 +30,31 @@ float dotk_avx512(GgmlType type, const std::byte* weights, const BlockQ8_K* x, s
 // quantize_activations built for each ISA (n whole blocks of 32, checked by the caller).
 void quantize_avx2(const float* x, std::int64_t n, QuantizedActivations& out);
 void quantize_avx512(const float* x, std::int64_t n, QuantizedActivations& out);
+
+// float -> IEEE half, round to nearest even (the activation scale is stored as ggml's q8_0 does;
+// internal linkage like reduce8).
+static inline std::uint16_t f32_to_f16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const std::uint32_t sign = (bits >> 16) & 0x8000u;
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
+  if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow
+  if (magnitude < 0x38800000u) {  // a subnormal half, in units of 2^-24 (or zero)
+    if (magnitude < 0x33000000u) return static_cast<std::uint16_t>(sign);  // below 2^-25
+    const std::uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(magnitude >> 23);  // 14..24
+    std::uint32_t result = mantissa >> shift;
+    const std::uint32_t rest = mantissa & ((1u << shift) - 1);
+    const std::uint32_t halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (result & 1u))) ++result;
+    return static_cast<std::uint16_t>(sign | result);
+  }
+  std::uint32_t result = ((magnitude >> 13) - (112u << 10));
+  const std::uint32_t rest = magnitude & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (result & 1u))) ++result;
+  return static_cast<std::uint16_t>(sign | result);
+}
 
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has
 // its own copy, never one built for another ISA).

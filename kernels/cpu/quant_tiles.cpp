@@ -45,7 +45,6 @@ void put16(std::byte* at, std::uint16_t value) {
   std::memcpy(at, &value, sizeof value);
 }
 
-
 // Packing works on 64-bit words of quants (eight bytes at a time), so a block read from disk is
 // repacked at several GB/s: the disk tier repacks every expert it reads.
 
@@ -107,8 +106,8 @@ void pack_k_scales_and_nibbles(const std::uint8_t* src, const std::uint8_t* scal
               pair_nibbles((word >> 4) & kNibbles));
     }
   if (!qh) return;
-  // Bit j of qh[l] is the fifth bit of element l of sub-block j; a tile byte (j, k) gathers
-  // those of elements 8p + k (bit 2p) and 8p + 4 + k (bit 2p + 1).
+    // Bit j of qh[l] is the fifth bit of element l of sub-block j; a tile byte (j, k) gathers
+    // those of elements 8p + k (bit 2p) and 8p + 4 + k (bit 2p + 1).
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     std::uint32_t bits = 0;
