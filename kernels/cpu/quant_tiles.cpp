@@ -1,7 +1,5 @@
 #include "moed/kernels/quant_tiles.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
