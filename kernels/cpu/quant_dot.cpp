@@ -15,9 +15,23 @@
 namespace moed::kernels {
 namespace {
 
+// A NaN (a NaN or infinite input, or an infinite one times a zero inverse) quantizes to 0.
 std::int8_t quantize_one(float value, float inverse_scale) {
   const float scaled = std::nearbyint(value * inverse_scale);
+  if (std::isnan(scaled)) return 0;
   return static_cast<std::int8_t>(std::clamp(scaled, -127.0f, 127.0f));
+}
+
+// The largest magnitude of v[0..n), NaNs skipped and reported.
+float max_abs(const float* v, int n, bool& has_nan) {
+  float amax = 0;
+  has_nan = false;
+  for (int i = 0; i < n; ++i) {
+    const float a = std::fabs(v[i]);
+    has_nan = has_nan || std::isnan(a);
+    amax = std::max(amax, a);  // false for a NaN: amax stays
+  }
+  return amax;
 }
 
 // n is a whole number of 32-element blocks (the caller checks).
@@ -27,10 +41,10 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
   out.q8_0_sums.resize(out.q8_0.size());
   for (std::int64_t b = 0; b < n / kQ32; ++b) {
     const float* v = x + b * kQ32;
-    float amax = 0;
-    for (int i = 0; i < kQ32; ++i) amax = std::max(amax, std::fabs(v[i]));
-    const float d = amax / 127.0f;
-    const float inverse = d > 0 ? 1.0f / d : 0.0f;
+    bool has_nan;
+    const float amax = max_abs(v, kQ32, has_nan);
+    const float d = qdot::block_scale(amax, has_nan);
+    const float inverse = qdot::block_inverse(d);
     BlockQ8_0& block = out.q8_0[static_cast<std::size_t>(b)];
     block.d = qdot::f32_to_f16(d);
     std::int32_t sum = 0;
@@ -45,11 +59,11 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
   out.q8_k.resize(static_cast<std::size_t>(n / kQK));
   for (std::int64_t b = 0; b < n / kQK; ++b) {
     const float* v = x + b * kQK;
-    float amax = 0;
-    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
+    bool has_nan;
+    const float amax = max_abs(v, kQK, has_nan);
     BlockQ8_K& block = out.q8_k[static_cast<std::size_t>(b)];
-    block.d = amax / 127.0f;
-    const float inverse = block.d > 0 ? 1.0f / block.d : 0.0f;
+    block.d = qdot::block_scale(amax, has_nan);
+    const float inverse = qdot::block_inverse(block.d);
     for (int i = 0; i < kQK; ++i) block.qs[i] = quantize_one(v[i], inverse);
     for (int g = 0; g < kQK / 16; ++g) {
       int sum = 0;

@@ -5,9 +5,11 @@
 // results match the scalar path bit for bit; the files build with -ffp-contract=off so no
 // multiply and add fuse in one place and not the other.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
@@ -54,6 +56,20 @@ static inline std::uint16_t f32_to_f16(float value) {
   const std::uint32_t rest = magnitude & 0x1fffu;
   if (rest > 0x1000u || (rest == 0x1000u && (result & 1u))) ++result;
   return static_cast<std::uint16_t>(sign | result);
+}
+
+// A block's scale from its largest magnitude (NaNs skipped): NaN when the block holds a NaN, so
+// the dot product comes out NaN as an f32 one would, else amax / 127.
+static inline float block_scale(float amax, bool has_nan) {
+  return has_nan ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
+}
+
+// What maps a block onto -127..127: zero for a zero, NaN or infinite scale, and for a scale so
+// small (amax below about 4e-37) that its inverse overflows; such blocks quantize to zeros.
+static inline float block_inverse(float d) {
+  if (!(d > 0)) return 0.0f;
+  const float inverse = 1.0f / d;
+  return std::isfinite(inverse) ? inverse : 0.0f;
 }
 
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has

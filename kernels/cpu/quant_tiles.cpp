@@ -315,6 +315,10 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) + " has " +
                                   std::to_string(x[i].n) + " elements, the weight " +
                                   std::to_string(cols));
+    if (type == GgmlType::q8_0 && (x[i].q8_0.size() != static_cast<std::size_t>(cols / kQ32) ||
+                                   x[i].q8_0_sums.size() != x[i].q8_0.size()))
+      throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
+                                  " lacks the Q8_0 blocks and sums q8_0 needs");
     if (type != GgmlType::q8_0 && x[i].q8_k.size() != static_cast<std::size_t>(cols / kQK))
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
                                   " lacks the Q8_K blocks " + std::string(ggml_type_name(type)) +

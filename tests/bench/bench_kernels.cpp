@@ -117,7 +117,7 @@ void BM_QuantMatvec(benchmark::State& state) {
   for (auto _ : state) {
     const std::size_t copy = i++ % copies;
     if (tiled) {
-      quantize_activations(x.data(), cols, activations);
+      quantize_activations(x.data(), cols, activations, isa);
       row_tile_matmul(type, &packed[copy * stride], rows, cols, &activations, 1, y.data(), rows,
                       isa);
     } else {

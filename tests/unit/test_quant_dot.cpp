@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -286,15 +287,38 @@ TEST(QuantDot, RefusesWhatItCannotCompute) {
 TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
   std::mt19937 rng(23);
   auto x = random_activations(256 * 5, rng);
-  x[7] = 1e-30f;  // a block with a subnormal half scale
-  for (int i = 32; i < 64; ++i) x[i] = i % 2 ? 2.5f * (i - 32) : -0.5f;  // halfway cases
+  // Block 1: max |x| near 1e-4, so the fp16 scale is subnormal.
+  for (int i = 32; i < 64; ++i) x[i] *= 1e-4f;
+  // Block 2: the scale 0.0625 and its inverse 16 are exact, so these land exactly halfway.
+  for (int i = 64; i < 96; ++i) x[i] = (static_cast<float>(i - 80) + 0.5f) * 0.0625f;
+  x[95] = 127 * 0.0625f;
+  // Block 3: max |x| so small that 1 / scale overflows: the block quantizes to zeros.
+  for (int i = 96; i < 128; ++i) x[i] = 0.0f;
+  x[97] = 1e-37f;
+  // Blocks 4 and 5: a NaN and an infinity.
+  x[128 + 5] = std::numeric_limits<float>::quiet_NaN();
+  x[160 + 9] = std::numeric_limits<float>::infinity();
   QuantizedActivations scalar;
   quantize_activations(x.data(), 256 * 5, scalar, QuantIsa::scalar);
+  for (int i = 0; i < 32; ++i) {
+    const int k = i - 16;  // x = (k + 0.5) / 16 rounds to the even neighbour
+    if (i != 31) {
+      EXPECT_EQ(scalar.q8_0[2].qs[i], k % 2 == 0 ? k : k + 1) << i;
+    }
+    EXPECT_EQ(scalar.q8_0[3].qs[i], 0) << i;
+    EXPECT_EQ(scalar.q8_0[5].qs[i], 0) << i;
+  }
+  EXPECT_LT(scalar.q8_0[1].d & 0x7c00, 0x0400);  // subnormal half
+  EXPECT_EQ(scalar.q8_0[4].d, 0x7e00);           // NaN: the dot product will be NaN
+  EXPECT_EQ(scalar.q8_0[5].d, 0x7c00);           // infinite scale, zero quants
+  EXPECT_TRUE(std::isnan(scalar.q8_k[0].d));
   for (const QuantIsa isa : simd_paths()) {
     QuantizedActivations simd;
     quantize_activations(x.data(), 256 * 5, simd, isa);
     ASSERT_EQ(simd.q8_0.size(), scalar.q8_0.size());
-    EXPECT_EQ(std::memcmp(simd.q8_0.data(), scalar.q8_0.data(), sizeof(BlockQ8_0) * 40), 0);
+    for (std::size_t b = 0; b < scalar.q8_0.size(); ++b)
+      EXPECT_EQ(std::memcmp(&simd.q8_0[b], &scalar.q8_0[b], sizeof(BlockQ8_0)), 0)
+          << quant_isa_name(isa) << " block " << b;
     EXPECT_EQ(simd.q8_0_sums, scalar.q8_0_sums);
     ASSERT_EQ(simd.q8_k.size(), 5u);
     EXPECT_EQ(std::memcmp(simd.q8_k.data(), scalar.q8_k.data(), sizeof(BlockQ8_K) * 5), 0)
