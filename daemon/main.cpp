@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens, "prefill length (default 512)");
   bench_cmd->add_option("--decode-tokens", bench.decode_tokens, "decode steps (default 64)");
   bench_cmd->add_option("--bandwidth-mib", bench.bandwidth_mib,
-                        "buffer for the bandwidth measurement (default 1024)");
+                        "buffer for the bandwidth measurement (default 256)");
   bench_cmd->add_flag("--json", bench.json, "print the report as JSON");
   bench_cmd->add_flag("--drop-caches", bench.drop_caches,
                       "drop the page cache before loading and before the raw read (root only)");
