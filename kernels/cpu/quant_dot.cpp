@@ -283,12 +283,6 @@ bool cpu_has_avx512_vnni() {
   return has;
 }
 
-QuantIsa usable(QuantIsa isa) {
-  if (isa == QuantIsa::avx512_vnni && !cpu_has_avx512_vnni()) isa = QuantIsa::avx2;
-  if (isa == QuantIsa::avx2 && !cpu_has_avx2()) isa = QuantIsa::scalar;
-  return isa;
-}
-
 }  // namespace
 
 void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out, QuantIsa isa) {
@@ -296,7 +290,7 @@ void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& 
     throw std::invalid_argument("quantize_activations: " + std::to_string(n) +
                                 " elements are not whole blocks of 32");
   // The SIMD paths round eight lanes at a time, in the same operations as quantize_blocks.
-  switch (usable(isa)) {
+  switch (usable_quant_isa(isa)) {
     case QuantIsa::avx512_vnni:
       return qdot::quantize_avx512(x, n, out);
     case QuantIsa::avx2:
@@ -318,8 +312,14 @@ std::string_view quant_isa_name(QuantIsa isa) {
   return "unknown";
 }
 
+QuantIsa usable_quant_isa(QuantIsa isa) {
+  if (isa == QuantIsa::avx512_vnni && !cpu_has_avx512_vnni()) isa = QuantIsa::avx2;
+  if (isa == QuantIsa::avx2 && !cpu_has_avx2()) isa = QuantIsa::scalar;
+  return isa;
+}
+
 QuantIsa best_quant_isa() {
-  return usable(QuantIsa::avx512_vnni);
+  return usable_quant_isa(QuantIsa::avx512_vnni);
 }
 
 bool quant_dot_supported(GgmlType type) {
@@ -342,7 +342,7 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
   if (!quant_dot_supported(type))
     throw std::invalid_argument("vec_dot: ggml type " + std::string(ggml_type_name(type)) +
                                 " has no quantized dot product");
-  isa = usable(isa);
+  isa = usable_quant_isa(isa);
   const auto* weights = static_cast<const std::byte*>(weight_row);
   if (is_k_quant(type)) {
     if (x.n % kQK != 0 || x.q8_k.size() != static_cast<std::size_t>(x.n / kQK))

@@ -1,6 +1,7 @@
 #include "moed/kernels/quant_tiles.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -37,6 +38,13 @@ void require_row_tiles(GgmlType type, std::int64_t cols, const char* who) {
   if (cols <= 0 || cols % block_elements(type) != 0)
     throw std::invalid_argument(std::string(who) + ": " + std::to_string(cols) + " columns are " +
                                 "not whole " + std::string(ggml_type_name(type)) + " blocks");
+}
+
+bool cpu_packs_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512vbmi");
+  return has;
 }
 
 void put16(std::byte* at, std::uint16_t value) {
@@ -260,13 +268,16 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 }
 
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
-                    std::byte* out) {
+                    std::byte* out, QuantIsa isa) {
   require_row_tiles(type, cols, "pack_row_tiles");
   const auto n_rows = static_cast<std::int64_t>(rows.size());
   const std::int64_t tiles = (n_rows + kTileRows - 1) / kTileRows;
   const std::int64_t blocks = cols / block_elements(type);
   const std::int64_t block_bytes = tile_block_bytes(type);
   const auto stored_bytes = static_cast<std::int64_t>(ggml_type_traits(type).type_size);
+  const bool whole_tiles_in_registers =
+      usable_quant_isa(isa) == QuantIsa::avx512_vnni && cpu_packs_avx512();
+  const std::int64_t prefetch_blocks = (256 + stored_bytes - 1) / stored_bytes;
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many).
 #pragma omp parallel for schedule(static)
@@ -274,11 +285,27 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
     for (std::int64_t b = 0; b < blocks; ++b) {
       std::byte* block = out + (t * blocks + b) * block_bytes;
       const bool padded = (t + 1) * kTileRows > n_rows;
+      const auto source = [&](int r) {
+        return reinterpret_cast<const std::uint8_t*>(
+                   rows[static_cast<std::size_t>(t * kTileRows + r)]) +
+               b * stored_bytes;
+      };
+      if (whole_tiles_in_registers && !padded) {
+        std::array<const std::uint8_t*, kTileRows> sources;
+        for (int r = 0; r < kTileRows; ++r) sources[static_cast<std::size_t>(r)] = source(r);
+        // A block read from disk is in no cache, and sixteen row streams are more than the
+        // hardware prefetchers follow: ask for the rows' bytes about 256 bytes ahead.
+        if (b + prefetch_blocks < blocks)
+          for (const auto* row : sources)
+            for (std::int64_t at = prefetch_blocks * stored_bytes;
+                 at < (prefetch_blocks + 1) * stored_bytes; at += 64)
+              __builtin_prefetch(row + at);
+        pack_tile_block_avx512(type, sources.data(), block);
+        continue;
+      }
       if (padded) std::memset(block, 0, static_cast<std::size_t>(block_bytes));
       for (int r = 0; r < kTileRows && t * kTileRows + r < n_rows; ++r) {
-        const auto* src = reinterpret_cast<const std::uint8_t*>(
-                              rows[static_cast<std::size_t>(t * kTileRows + r)]) +
-                          b * stored_bytes;
+        const auto* src = source(r);
         switch (type) {
           case GgmlType::q8_0:
             pack_q8_0(src, r, block);
@@ -324,7 +351,7 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                                   " lacks the Q8_K blocks " + std::string(ggml_type_name(type)) +
                                   " needs");
   }
-  isa = std::min(isa, best_quant_isa());
+  isa = usable_quant_isa(isa);
   const std::int64_t blocks = cols / block_elements(type);
   const std::int64_t tile_bytes = blocks * tile_block_bytes(type);
   const std::int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;

@@ -40,4 +40,8 @@ void tile_dot_avx2(GgmlType type, const std::byte* tile, std::int64_t blocks,
 void tile_dot_avx512(GgmlType type, const std::byte* tile, std::int64_t blocks,
                      const QuantizedActivations* const* x, int count, float* out);
 
+// Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as
+// the scalar packer does; needs AVX-512 F, BW and VBMI (cpu_packs_avx512).
+void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out);
+
 }  // namespace moed::kernels::qtile

@@ -396,6 +396,34 @@ TEST(QuantTiles, EveryPathAndBatchSizeGivesTheScalarSoloResultBitForBit) {
     }
 }
 
+TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
+  std::mt19937 rng(23);
+  for (const GgmlType type : kTiledFormats)
+    for (const std::int64_t rows : {16, 37, 48})
+      for (const std::int64_t cols : {256, 256 * 11})
+        for (const int fill : {-1, 0x00, 0xFF}) {  // -1: random bytes, scales included
+          const std::int64_t row_bytes = ggml_row_bytes(type, cols);
+          std::vector<std::uint8_t> stored(static_cast<std::size_t>(rows * row_bytes));
+          for (auto& byte : stored)
+            byte = static_cast<std::uint8_t>(fill < 0 ? rng() : static_cast<unsigned>(fill));
+          std::vector<const std::byte*> starts;
+          for (std::int64_t r = 0; r < rows; ++r)
+            starts.push_back(reinterpret_cast<const std::byte*>(stored.data()) + r * row_bytes);
+          const auto bytes = row_tile_bytes(type, rows, cols);
+          std::vector<std::byte> scalar(bytes, std::byte{0x5A});
+          pack_row_tiles(type, starts, cols, scalar.data(), QuantIsa::scalar);
+          for (const QuantIsa isa : simd_paths()) {
+            std::vector<std::byte> packed(bytes, std::byte{0xA5});
+            pack_row_tiles(type, starts, cols, packed.data(), isa);
+            const auto differs = std::mismatch(packed.begin(), packed.end(), scalar.begin());
+            ASSERT_TRUE(differs.first == packed.end())
+                << ggml_type_name(type) << " rows=" << rows << " cols=" << cols << " fill=" << fill
+                << " " << quant_isa_name(isa) << ": byte " << (differs.first - packed.begin())
+                << " of " << bytes;
+          }
+        }
+}
+
 TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
   std::mt19937 rng(22);
   const std::int64_t rows = 21, cols = 1024;

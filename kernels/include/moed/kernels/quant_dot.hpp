@@ -28,6 +28,8 @@ enum class QuantIsa { scalar, avx2, avx512_vnni };
 std::string_view quant_isa_name(QuantIsa isa);
 // The best path this CPU runs (AVX-512 VNNI needs avx512f/bw/vl/vnni; AVX2 needs avx2/fma/f16c).
 QuantIsa best_quant_isa();
+// The path that runs when `isa` is asked for: `isa`, or the best below it this CPU has.
+QuantIsa usable_quant_isa(QuantIsa isa);
 
 // Quantizes x[0..n) (n a multiple of 32): scale max|x| / 127, round to nearest, never -128.
 // Every ISA's build gives the same blocks.
