@@ -345,6 +345,15 @@ def route(cfg, logits, bias):
     bias), as the family's MoE block picks and weighs them."""
     family = cfg["model_type"]
     top_k = cfg["num_experts_per_tok"]
+    # llama.cpp (GGUF files) departs from transformers in three places: it scores every group by
+    # its two best experts, fills the groups not kept with -inf instead of 0.0, and divides by the
+    # top-k sum clamped below at 2^-14 instead of adding 1e-20 (or nothing).
+    llama_cpp = cfg.get("llama_cpp_routing", False)
+    masked = -np.inf if llama_cpp else 0.0
+
+    def renormalised(weights, guard=0.0):
+        return weights / (max(weights.sum(), 2.0 ** -14) if llama_cpp else weights.sum() + guard)
+
     if family == "deepseek_v3":
         # DeepseekV3TopkRouter / get_topk_indices: the bias enters the choice only.
         scores = sigmoid(logits)
@@ -355,22 +364,23 @@ def route(cfg, logits, bias):
         keep = np.argsort(-group_scores, kind="stable")[: cfg["topk_group"]]
         mask = np.zeros(n_group, dtype=bool)
         mask[keep] = True
-        masked = np.where(np.repeat(mask, experts // n_group), choice, 0.0)
-        chosen = np.argsort(-masked, kind="stable")[:top_k]
+        kept = np.where(np.repeat(mask, experts // n_group), choice, masked)
+        chosen = np.argsort(-kept, kind="stable")[:top_k]
         weights = scores[chosen]
         if cfg.get("norm_topk_prob", True):
-            weights = weights / (weights.sum() + 1e-20)
+            weights = renormalised(weights, 1e-20)
         return chosen, weights * cfg["routed_scaling_factor"]
     probs = softmax(logits)
     if family == "deepseek_v2":
         method = cfg.get("topk_method", "greedy")
         if method == "group_limited_greedy":
             n_group = cfg["n_group"]
-            group_scores = probs.reshape(n_group, -1).max(axis=-1)
+            grouped = probs.reshape(n_group, -1)
+            group_scores = np.sort(grouped, axis=-1)[:, -2:].sum(axis=-1) if llama_cpp else grouped.max(axis=-1)
             keep = np.argsort(-group_scores, kind="stable")[: cfg["topk_group"]]
             mask = np.zeros(n_group, dtype=bool)
             mask[keep] = True
-            probs = np.where(np.repeat(mask, len(probs) // n_group), probs, 0.0)
+            probs = np.where(np.repeat(mask, len(probs) // n_group), probs, masked)
         elif method != "greedy":
             sys.exit("reference: deepseek_v2 topk_method %r is not implemented" % method)
         chosen = np.argsort(-probs, kind="stable")[:top_k]
@@ -379,7 +389,7 @@ def route(cfg, logits, bias):
     chosen = np.argsort(-probs, kind="stable")[:top_k]
     weights = probs[chosen]
     if cfg.get("norm_topk_prob"):
-        weights = weights / weights.sum()
+        weights = renormalised(weights)
     return chosen, weights
 
 
@@ -572,7 +582,9 @@ def gguf_to_hf(meta, t):
            "num_key_value_heads": key("attention.head_count_kv", heads),
            "rms_norm_eps": key("attention.layer_norm_rms_epsilon"), "rope_theta": key("rope.freq_base", 10000.0),
            "num_experts_per_tok": key("expert_used_count"), "max_position_embeddings": key("context_length", 4096),
-           "tie_word_embeddings": "output.weight" not in t}
+           "tie_word_embeddings": "output.weight" not in t,
+           # llama.cpp's build_moe_ffn routes a GGUF: see route().
+           "llama_cpp_routing": True}
     if key("rope.scaling.type", "none") == "yarn":
         rope = {"type": "yarn", "factor": key("rope.scaling.factor"),
                 "original_max_position_embeddings": key("rope.scaling.original_context_length")}

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -178,6 +179,44 @@ TEST(Router, DeepSeekV3BiasChoosesButDoesNotWeigh) {
   route(v3, logits, nullptr, 8, 2, ids, weights);
   EXPECT_EQ(ids[0], 3);
   EXPECT_EQ(ids[1], 0);
+}
+
+// Masking the groups not kept: transformers fills them with 0.0, so when every kept expert's
+// biased score is negative a masked expert wins; llama.cpp fills them with -inf.
+TEST(Router, MaskedGroupsScoreZeroInTransformersAndMinusInfinityInLlamaCpp) {
+  model::RouterSpec v3;
+  v3.scoring = model::Scoring::sigmoid;
+  v3.correction_bias = true;
+  v3.n_group = 2;
+  v3.topk_group = 1;
+  v3.group_top2_sum = true;
+  // Scores all 0.5. Biased choice: group 0 [-0.6 -0.7], group 1 [-0.9 -0.9]: group 0 is kept.
+  const float logits[] = {0, 0, 0, 0};
+  const float bias[] = {-1.1f, -1.2f, -1.4f, -1.4f};
+  int ids[2];
+  float weights[2];
+  route(v3, logits, bias, 4, 2, ids, weights);
+  EXPECT_EQ(ids[0], 2);  // a masked expert at 0.0 beats the kept ones at -0.6 and -0.7
+  EXPECT_EQ(ids[1], 3);
+  v3.masked_group_score = -std::numeric_limits<float>::infinity();
+  route(v3, logits, bias, 4, 2, ids, weights);
+  EXPECT_EQ(ids[0], 0);
+  EXPECT_EQ(ids[1], 1);
+  EXPECT_NEAR(weights[0], 0.5, 1e-6);
+}
+
+// The renormalising sum: transformers' sigmoid router adds 1e-20, llama.cpp clamps it at 2^-14.
+TEST(Router, LlamaCppClampsTheWeightSum) {
+  model::RouterSpec v3;
+  v3.scoring = model::Scoring::sigmoid;
+  const float logits[] = {-20, -20, -30, -30};  // scores about 2.06e-9
+  int ids[2];
+  float weights[2];
+  route(v3, logits, nullptr, 4, 2, ids, weights);
+  EXPECT_NEAR(weights[0], 0.5, 1e-6);
+  v3.clamp_weight_sum = true;
+  route(v3, logits, nullptr, 4, 2, ids, weights);
+  EXPECT_NEAR(weights[0], 2.0611536e-9 / 0x1p-14, 1e-9);
 }
 
 // DeepSeek-V2 group_limited_greedy: groups scored by their best softmax probability, the others

@@ -203,6 +203,10 @@ TEST_P(GgufFamilyPlan, MatchesItsHuggingFaceConfig) {
   const bool renormalised_by_llama_cpp =
       mixtral || family == "qwen3_moe" || family == "deepseek_v3";
   EXPECT_EQ(gguf.router.normalize, renormalised_by_llama_cpp);
+  EXPECT_EQ(hf.router.masked_group_score, 0.0f);
+  EXPECT_EQ(gguf.router.masked_group_score, -std::numeric_limits<float>::infinity());
+  EXPECT_FALSE(hf.router.clamp_weight_sum);
+  EXPECT_TRUE(gguf.router.clamp_weight_sum);
   EXPECT_EQ(gguf.tie_word_embeddings, hf.tie_word_embeddings);
 }
 

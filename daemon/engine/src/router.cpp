@@ -46,16 +46,18 @@ void route(const model::RouterSpec& router, const float* logits, const float* bi
       group_scores[g] = router.group_top2_sum ? members[top[0]] + members[top[1]] : members[top[0]];
     }
     const auto kept = best(group_scores, static_cast<int>(router.topk_group));
-    // transformers masks the other groups' experts with 0.0 (not -inf) before the top-k.
     for (int g = 0; g < groups; ++g)
       if (std::find(kept.begin(), kept.end(), g) == kept.end())
-        std::fill(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group, 0.0f);
+        std::fill(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group,
+                  router.masked_group_score);
   }
   const auto chosen = best(choice, k);
   float total = 0.0f;
   for (int i = 0; i < k; ++i) total += scores[chosen[i]];
   // DeepSeek-V3 guards its sum with 1e-20; softmax top-k sums are never 0.
-  const float denominator = router.scoring == model::Scoring::sigmoid ? total + 1e-20f : total;
+  const float denominator = router.clamp_weight_sum                     ? std::max(total, 0x1p-14f)
+                            : router.scoring == model::Scoring::sigmoid ? total + 1e-20f
+                                                                        : total;
   for (int i = 0; i < k; ++i) {
     ids[i] = chosen[i];
     float w = scores[chosen[i]];

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
@@ -318,6 +319,10 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
       }
   }
   spec.router.normalize = renormalise;
+  // llama.cpp's build_moe_ffn: groups not kept are filled with -inf, and the sum that
+  // renormalises the top-k weights is clamped below at 2^-14.
+  spec.router.masked_group_score = -std::numeric_limits<float>::infinity();
+  spec.router.clamp_weight_sum = true;
   spec.model_type = arch;
   return spec;
 }

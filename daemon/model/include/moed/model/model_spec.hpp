@@ -80,7 +80,13 @@ struct RouterSpec {
   std::int64_t n_group = 1;
   std::int64_t topk_group = 1;
   bool group_top2_sum = false;
-  bool normalize = true;     // top-k weights renormalised to sum to 1
+  // The score the experts of groups not kept get before the top-k: transformers masks with 0.0,
+  // llama.cpp (GGUF files) with -inf; they differ when a kept expert's biased score is negative.
+  float masked_group_score = 0.0f;
+  bool normalize = true;  // top-k weights renormalised to sum to 1
+  // llama.cpp divides by the top-k sum clamped below at 2^-14 (fp16's smallest normal);
+  // transformers adds 1e-20 to it for sigmoid scores and nothing for softmax.
+  bool clamp_weight_sum = false;
   double scaling = 1.0;      // routed_scaling_factor, applied last
   bool fp32_logits = false;  // the router Linear runs in f32 even for bf16 weights (DeepSeek)
 };
