@@ -39,6 +39,30 @@ DType CpuMatmul::compute_dtype(DType weight_dtype) {
   return weight_dtype == DType::bf16 ? DType::bf16 : DType::f32;
 }
 
+namespace {
+
+// Consecutive parts in one format: pack() makes each run one segment of the packed weight.
+struct FormatRun {
+  DType dtype;
+  std::int64_t rows;
+  std::span<const WeightPart> parts;
+};
+
+std::vector<FormatRun> format_runs(std::span<const WeightPart> parts) {
+  std::vector<FormatRun> runs;
+  for (std::size_t first = 0; first < parts.size();) {
+    std::size_t last = first;
+    std::int64_t rows = 0;
+    for (; last < parts.size() && parts[last].dtype == parts[first].dtype; ++last)
+      rows += parts[last].rows;
+    runs.push_back({parts[first].dtype, rows, parts.subspan(first, last - first)});
+    first = last;
+  }
+  return runs;
+}
+
+}  // namespace
+
 dnnl::memory::desc CpuMatmul::packed_desc(std::int64_t rows, std::int64_t cols, DType dtype) {
   const ShapeKey key{1, rows, cols, dtype};
   if (auto it = packed_descs_.find(key); it != packed_descs_.end()) return it->second;
@@ -71,16 +95,9 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
   std::int64_t rows = 0;
   for (const auto& part : parts) rows += part.rows;
   if (!is_quantized(compute)) return packed_bytes(rows, cols, compute);
-  // pack() merges consecutive parts of one format into one segment.
   std::size_t quantized = 0;
-  for (std::size_t first = 0; first < parts.size();) {
-    std::size_t last = first;
-    std::int64_t segment_rows = 0;
-    for (; last < parts.size() && parts[last].dtype == parts[first].dtype; ++last)
-      segment_rows += parts[last].rows;
-    quantized += quantized_bytes(parts[first].dtype, segment_rows, cols);
-    first = last;
-  }
+  for (const auto& run : format_runs(parts))
+    quantized += quantized_bytes(run.dtype, run.rows, cols);
   return quantized;
 }
 
@@ -112,20 +129,16 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   if (is_quantized(compute)) {
     // One segment per run of parts in one format; the parts' row starts, for tiling.
     std::vector<std::vector<const std::byte*>> segment_rows;
-    for (const auto& part : parts) {
-      if (packed.segments_.empty() || packed.segments_.back().dtype != part.dtype) {
-        packed.segments_.push_back({part.dtype, 0, 0, has_row_tiles(ggml_type_of(part.dtype))});
-        segment_rows.emplace_back();
+    for (const auto& run : format_runs(parts)) {
+      packed.segments_.push_back(
+          {run.dtype, run.rows, packed.quantized_bytes_, has_row_tiles(ggml_type_of(run.dtype))});
+      packed.quantized_bytes_ += quantized_bytes(run.dtype, run.rows, cols);
+      auto& starts = segment_rows.emplace_back();
+      const std::size_t stride = row_bytes(run.dtype, cols);
+      for (const auto& part : run.parts) {
+        const auto* row = static_cast<const std::byte*>(part.data);
+        for (std::int64_t r = 0; r < part.rows; ++r, row += stride) starts.push_back(row);
       }
-      packed.segments_.back().rows += part.rows;
-      const std::size_t stride = row_bytes(part.dtype, cols);
-      const auto* row = static_cast<const std::byte*>(part.data);
-      for (std::int64_t r = 0; r < part.rows; ++r, row += stride)
-        segment_rows.back().push_back(row);
-    }
-    for (auto& segment : packed.segments_) {
-      segment.offset = packed.quantized_bytes_;
-      packed.quantized_bytes_ += quantized_bytes(segment.dtype, segment.rows, cols);
     }
     packed.storage_ = allocate ? allocate(packed.quantized_bytes_)
                                : std::shared_ptr<std::byte>(new std::byte[packed.quantized_bytes_],

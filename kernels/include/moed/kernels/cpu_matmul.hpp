@@ -58,7 +58,7 @@ class PackedWeight {
   };
   dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
   std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it, or the
-                                        // quantized rows, [rows_] rows of whole blocks
+                                        // quantized segments one after another
   std::vector<QuantizedSegment> segments_;  // quantized weights only
   std::size_t quantized_bytes_ = 0;
   std::int64_t rows_ = 0;
@@ -69,16 +69,19 @@ class PackedWeight {
 // y[m, N] = x[m, K] * W^T with oneDNN matmul primitives built once per shape and cached.
 // Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
 // every M, so one packed copy covers decode and prefill. Quantized weights are multiplied by
-// moed's block kernels (quant_dot.hpp), each row of x quantized per block to int8; a row's result
-// does not depend on the other rows. Not thread-safe: one per engine thread.
+// moed's own kernels, each row of x quantized per block to int8: q8_0, q4_K, q5_K and q6_K
+// repacked into row tiles (quant_tiles.hpp), the other formats as stored, row by row
+// (quant_dot.hpp). A row's result does not depend on the other rows. Not thread-safe: one per
+// engine thread.
 class CpuMatmul {
  public:
   CpuMatmul();
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
-  // bf16 for bf16 weights, the formats themselves for quantized ones (their blocks are copied as
-  // they are, each part in its own format), f32 otherwise (this CPU's oneDNN 2.6 has no f16
-  // matmul) and for a stack that mixes quantized with plain parts or plain dtypes.
+  // bf16 for bf16 weights, the formats themselves for quantized ones (each run of parts in one
+  // format a segment, its blocks repacked into row tiles or copied as stored), f32 otherwise
+  // (this CPU's oneDNN 2.6 has no f16 matmul) and for a stack that mixes quantized with plain
+  // parts or plain dtypes.
   PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,
                     const PackedAllocator& allocate = {});
   // Bytes pack() will allocate for these parts (their data is not read).
