@@ -135,8 +135,15 @@ std::optional<BlockLoader::NextRead> BlockLoader::next_read() const {
     next.error = std::current_exception();  // staged at once with its error
     return next;
   }
-  if (!reading_.empty() && reading_bytes_ >= reading_limit_ && best->priority != Priority::demand)
-    return std::nullopt;
+  if (!reading_.empty() && best->priority != Priority::demand) {
+    // Ring sections will all be used, so they keep the reader's queue full. Expert prefetches are
+    // guesses (about 40% right on random routing), and a demand read, which compute waits on,
+    // shares the disk with every read in flight: they go one at a time. At a 25% budget this
+    // took bf16 decode from 9.4-11.5 to 13.8-14.1 tokens/s.
+    const std::uint64_t limit =
+        best->block.is_dense() ? reading_limit_ : std::min(reading_limit_, next.bytes);
+    if (reading_bytes_ >= limit) return std::nullopt;
+  }
   // A block larger than the whole arena gets a buffer of its own, one at a time.
   if (next.bytes > arena_.capacity())
     return reading_.empty() && staged_.empty() ? std::optional(next) : std::nullopt;

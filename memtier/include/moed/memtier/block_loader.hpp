@@ -25,6 +25,8 @@ struct BlockLoaderOptions {
   // New reads start while less than this is being read: enough that the queue stays full
   // across block boundaries, little enough that a demand waits behind at most this much.
   // 0: the reader's queue (depth x chunk; at most eight blocks) plus one largest block.
+  // Demands start regardless; a prefetch of an expert block starts only when less than its
+  // own size is being read (one at a time), as it may be a wrong guess.
   std::uint64_t reading_bytes = 0;
 };
 
