@@ -27,6 +27,8 @@ SIZES = {
     # name: vocab, hidden, layers, experts, top_k, ffn, heads, kv_heads
     "tiny": dict(vocab=512, hidden=256, layers=4, experts=8, top_k=2, ffn=512, heads=8, kv_heads=4),
     "bench": dict(vocab=32000, hidden=1024, layers=8, experts=8, top_k=2, ffn=2816, heads=8, kv_heads=4),
+    # Fuzzing seeds: every tensor and key of the format in a file of a few tens of KB.
+    "seed": dict(vocab=288, hidden=32, layers=1, experts=4, top_k=2, ffn=32, heads=2, kv_heads=1),
 }
 
 CORPUS = """
@@ -600,7 +602,8 @@ def family_tokenizer(family, tokenizer_size, rng):
 # Per family and size: the hyper-parameters that differ from the family's released config. Tiny
 # exercises every feature the engine must get right; bench is for decode speed: hidden 2048 and the
 # families' own expert widths (Qwen1.5-MoE 1408, Qwen3-30B-A3B 768, DeepSeek-V2-Lite 1408, ...),
-# fewer experts and layers, 1.2-1.7 GB in bf16, so a decode step is dominated by weight bytes.
+# fewer experts and layers, 1.2-1.7 GB in bf16, so a decode step is dominated by weight bytes. Seed
+# is the smallest file with every tensor and key of the family, for the fuzzers' seed corpus.
 FAMILY_SIZES = {
     "qwen2_moe": {
         # decoder_sparse_step 2 makes layers 0 and 2 dense; the shared expert is gated by a sigmoid;
@@ -613,6 +616,10 @@ FAMILY_SIZES = {
                       num_attention_heads=16, num_key_value_heads=16, intermediate_size=5632,
                       moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=16,
                       num_experts_per_tok=4, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=False),
+        "seed": dict(vocab_size=288, tokenizer_size=282, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, intermediate_size=32, moe_intermediate_size=32,
+                     shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                     decoder_sparse_step=2, mlp_only_layers=[], norm_topk_prob=False)
     },
     "qwen3_moe": {
         # head_dim 48 != 128 / 4; layer 1 is dense through mlp_only_layers.
@@ -624,6 +631,10 @@ FAMILY_SIZES = {
                       num_attention_heads=32, num_key_value_heads=4, head_dim=128, intermediate_size=6144,
                       moe_intermediate_size=768, num_experts=32, num_experts_per_tok=8, decoder_sparse_step=1,
                       mlp_only_layers=[], norm_topk_prob=True),
+        "seed": dict(vocab_size=288, tokenizer_size=282, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, head_dim=32, intermediate_size=32, moe_intermediate_size=32,
+                     num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[0],
+                     norm_topk_prob=True)
     },
     "olmoe": {
         # q_norm / k_norm over the whole projections; top-k probabilities not renormalised.
@@ -633,6 +644,9 @@ FAMILY_SIZES = {
         "bench": dict(vocab_size=16000, tokenizer_size=15990, hidden_size=2048, num_hidden_layers=4,
                       num_attention_heads=16, num_key_value_heads=16, intermediate_size=1024, num_experts=24,
                       num_experts_per_tok=8, norm_topk_prob=False),
+        "seed": dict(vocab_size=288, tokenizer_size=282, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=2, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                     norm_topk_prob=False)
     },
     "deepseek_v2": {
         # V2-Lite's shape: q_proj (no q LoRA), softmax scoring, greedy top-k, one group, YaRN.
@@ -645,6 +659,10 @@ FAMILY_SIZES = {
                       qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632, moe_intermediate_size=1408,
                       n_routed_experts=24, n_shared_experts=2, num_experts_per_tok=6, first_k_dense_replace=1,
                       n_group=1, topk_group=1),
+        "seed": dict(vocab_size=288, tokenizer_size=288, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     kv_lora_rank=32, q_lora_rank=None, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                     intermediate_size=32, moe_intermediate_size=32, n_routed_experts=4, n_shared_experts=1,
+                     num_experts_per_tok=2, first_k_dense_replace=1, n_group=1, topk_group=1)
     },
     "deepseek_v3": {
         # q LoRA, sigmoid scoring with a selection-only bias, 4 groups of which 2 are kept, a shared
@@ -658,6 +676,10 @@ FAMILY_SIZES = {
                       qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632, moe_intermediate_size=1024,
                       n_routed_experts=32, n_shared_experts=1, num_experts_per_tok=8, first_k_dense_replace=1,
                       n_group=8, topk_group=4),
+        "seed": dict(vocab_size=288, tokenizer_size=288, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     kv_lora_rank=32, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                     intermediate_size=32, moe_intermediate_size=32, n_routed_experts=4, n_shared_experts=1,
+                     num_experts_per_tok=2, first_k_dense_replace=1, n_group=2, topk_group=1)
     },
 }
 
