@@ -387,14 +387,16 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   if (options.threads <= 0 && all_experts > expert_budget)
     compute_threads_ = std::max(1, kernels::physical_core_count() - 1);
 
-  // When every expert fits, read them all now (many reads in flight) rather than on first use.
+  // When every expert fits, read them all now (many reads in flight) rather than on first use:
+  // as demands, which the loader streams back to back and packs on every core (prefetches of
+  // experts it reads one at a time, as guesses).
   if (all_experts <= expert_budget) {
     std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
     for (std::int32_t l = 0; l < layers; ++l)
       for (std::int32_t e = 0; spec_.has_experts(l) && e < spec_.num_experts; ++e)
         loads.emplace_back(
             BlockId::routed(l, e),
-            loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::prefetch));
+            loader_->load(BlockId::routed(l, e), memtier::BlockLoader::Priority::demand));
     std::size_t done = 0;
     for (auto& [block, future] : loads) {
       host_->admit(block, future.get());
