@@ -23,11 +23,9 @@ dt to_dnnl(DType dtype) {
 // rather than grow without bound (each entry is a few KiB plus JIT code).
 constexpr std::size_t kMaxCachedPrimitives = 512;
 
-// Bytes of `rows` quantized rows as CpuMatmul keeps them: row tiles where the format has them.
+// Bytes of `rows` quantized rows as CpuMatmul keeps them: in row tiles.
 std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
-  const GgmlType type = ggml_type_of(dtype);
-  if (has_row_tiles(type)) return row_tile_bytes(type, rows, cols);
-  return static_cast<std::size_t>(rows) * row_bytes(dtype, cols);
+  return row_tile_bytes(ggml_type_of(dtype), rows, cols);
 }
 
 }  // namespace
@@ -103,9 +101,7 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
 
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype))
-    return "ggml " + std::string(dtype_name(source_dtype)) +
-           (has_row_tiles(ggml_type_of(source_dtype)) ? " blocks in 16-row tiles"
-                                                      : " blocks as stored");
+    return "ggml " + std::string(dtype_name(source_dtype)) + " blocks in 16-row tiles";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
@@ -130,8 +126,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     // One segment per run of parts in one format; the parts' row starts, for tiling.
     std::vector<std::vector<const std::byte*>> segment_rows;
     for (const auto& run : format_runs(parts)) {
-      packed.segments_.push_back(
-          {run.dtype, run.rows, packed.quantized_bytes_, has_row_tiles(ggml_type_of(run.dtype))});
+      packed.segments_.push_back({run.dtype, run.rows, packed.quantized_bytes_});
       packed.quantized_bytes_ += quantized_bytes(run.dtype, run.rows, cols);
       auto& starts = segment_rows.emplace_back();
       const std::size_t stride = row_bytes(run.dtype, cols);
@@ -145,16 +140,8 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
                                                             std::default_delete<std::byte[]>());
     for (std::size_t s = 0; s < packed.segments_.size(); ++s) {
       const auto& segment = packed.segments_[s];
-      std::byte* out = packed.storage_.get() + segment.offset;
-      if (segment.row_tiles) {
-        pack_row_tiles(ggml_type_of(segment.dtype), segment_rows[s], cols, out);
-        continue;
-      }
-      const std::size_t stride = row_bytes(segment.dtype, cols);
-      for (const std::byte* row : segment_rows[s]) {
-        std::memcpy(out, row, stride);
-        out += stride;
-      }
+      pack_row_tiles(ggml_type_of(segment.dtype), segment_rows[s], cols,
+                     packed.storage_.get() + segment.offset);
     }
     return packed;
   }
@@ -237,13 +224,8 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
     std::int64_t first_row = 0;
     for (const auto& segment : weight.segments_) {
       const std::byte* data = weight.storage_.get() + segment.offset;
-      if (segment.row_tiles) {
-        row_tile_matmul(ggml_type_of(segment.dtype), data, segment.rows, weight.cols_,
-                        quantized_input_.data(), m, y + first_row, weight.rows_);
-      } else {
-        quant_matmul(ggml_type_of(segment.dtype), data, segment.rows, weight.cols_,
-                     quantized_input_.data(), m, y + first_row, weight.rows_);
-      }
+      row_tile_matmul(ggml_type_of(segment.dtype), data, segment.rows, weight.cols_,
+                      quantized_input_.data(), m, y + first_row, weight.rows_);
       first_row += segment.rows;
     }
     return;
@@ -266,8 +248,7 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
 std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight) {
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
-           std::string(dtype_name(weight.dtype_)) +
-           (has_row_tiles(ggml_type_of(weight.dtype_)) ? " row tiles" : " dot");
+           std::string(dtype_name(weight.dtype_)) + " row tiles";
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
 }

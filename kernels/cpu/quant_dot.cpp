@@ -392,7 +392,14 @@ void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::in
                   const float* x, float* y, QuantIsa isa) {
   QuantizedActivations activations;
   quantize_activations(x, cols, activations);
-  quant_matmul(type, weights, rows, cols, &activations, 1, y, rows, isa);
+  if (rows <= 0) return;
+  const std::uint64_t row_bytes = ggml_row_bytes(type, static_cast<std::uint64_t>(cols));
+  const auto* base = static_cast<const std::byte*>(weights);
+  // The first dot outside the parallel region: it throws for an unsupported type.
+  y[0] = vec_dot(type, base, activations, isa);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 1; r < rows; ++r)
+    y[r] = vec_dot(type, base + static_cast<std::uint64_t>(r) * row_bytes, activations, isa);
 }
 
 void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
@@ -405,27 +412,6 @@ void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
 #pragma omp parallel for schedule(static)
   for (std::int64_t i = 1; i < m; ++i)
     quantize_activations(x + i * cols, cols, out[static_cast<std::size_t>(i)]);
-}
-
-void quant_matmul(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
-                  const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
-                  QuantIsa isa) {
-  if (m <= 0 || rows <= 0) return;
-  for (std::int64_t i = 0; i < m; ++i)
-    if (x[i].n != cols)
-      throw std::invalid_argument("quant_matmul: activation row " + std::to_string(i) + " has " +
-                                  std::to_string(x[i].n) + " elements, the weight " +
-                                  std::to_string(cols));
-  const std::uint64_t row_bytes = ggml_row_bytes(type, static_cast<std::uint64_t>(cols));
-  const auto* base = static_cast<const std::byte*>(weights);
-  // The first dot outside the parallel region: it throws for an unsupported type.
-  y[0] = vec_dot(type, base, x[0], isa);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::byte* row = base + static_cast<std::uint64_t>(r) * row_bytes;
-    for (std::int64_t i = r == 0 ? 1 : 0; i < m; ++i)
-      y[i * y_stride + r] = vec_dot(type, row, x[i], isa);
-  }
 }
 
 }  // namespace moed::kernels

@@ -14,6 +14,11 @@ namespace {
 
 using namespace qtile;
 
+bool is_legacy(GgmlType type) {
+  return type == GgmlType::q4_0 || type == GgmlType::q4_1 || type == GgmlType::q5_0 ||
+         type == GgmlType::q5_1;
+}
+
 std::int64_t tile_block_bytes(GgmlType type) {
   switch (type) {
     case GgmlType::q8_0:
@@ -22,13 +27,15 @@ std::int64_t tile_block_bytes(GgmlType type) {
       return kQ4_KTileBlockBytes;
     case GgmlType::q5_k:
       return kQ5_KTileBlockBytes;
-    default:
+    case GgmlType::q6_k:
       return kQ6_KTileBlockBytes;
+    default:
+      return legacy_tile_block_bytes(type);
   }
 }
 
 std::int64_t block_elements(GgmlType type) {
-  return type == GgmlType::q8_0 ? kQ32 : kQK;
+  return type == GgmlType::q8_0 || is_legacy(type) ? kQ32 : kQK;
 }
 
 void require_row_tiles(GgmlType type, std::int64_t cols, const char* who) {
@@ -152,6 +159,41 @@ void pack_q6_k(const std::uint8_t* src, int r, std::byte* out) {
   }
 }
 
+// Stored, qs[j] holds element j in its low nibble and j + 16 in its high one: line p of the tile
+// takes qs[4p .. 4p + 3] as they are. Bit j of the little-endian qh is element j's fifth bit.
+void pack_legacy(GgmlType type, const std::uint8_t* src, int r, std::byte* out) {
+  put16(out + 2 * r, load16(src));
+  std::size_t qs = offsetof(BlockQ4_0, qs), qh = 0;
+  switch (type) {
+    case GgmlType::q4_1:
+      qs = offsetof(BlockQ4_1, qs);
+      put16(out + kLegacyTileMins + 2 * r, load16(src + offsetof(BlockQ4_1, m)));
+      break;
+    case GgmlType::q5_0:
+      qs = offsetof(BlockQ5_0, qs);
+      qh = offsetof(BlockQ5_0, qh);
+      break;
+    case GgmlType::q5_1:
+      qs = offsetof(BlockQ5_1, qs);
+      qh = offsetof(BlockQ5_1, qh);
+      put16(out + kLegacyTileMins + 2 * r, load16(src + offsetof(BlockQ5_1, m)));
+      break;
+    default:
+      break;
+  }
+  const std::int64_t quants = legacy_tile_quants(type);
+  for (int p = 0; p < 4; ++p) store32(out + quants + 64 * p + 4 * r, load32(src + qs + 4 * p));
+  if (!qh) return;
+  const std::uint32_t fifth = load32(src + qh);
+  std::uint32_t bits = 0;
+  for (int p = 0; p < 4; ++p)
+    for (int k = 0; k < 4; ++k) {
+      bits |= ((fifth >> (4 * p + k)) & 1u) << (8 * k + 2 * p);
+      bits |= ((fifth >> (16 + 4 * p + k)) & 1u) << (8 * k + 2 * p + 1);
+    }
+  store32(out + legacy_tile_high(type) + 4 * r, bits);
+}
+
 // ---- Scalar path: quant_tiles.hpp's order, lane by lane -----------------------------------
 
 int quad_dot(const std::uint8_t* w, const std::int8_t* x, int bias) {
@@ -233,6 +275,40 @@ float q6_k_row(const std::byte* tile, std::int64_t blocks, int r, const Quantize
   return acc;
 }
 
+float legacy_row(GgmlType type, const std::byte* tile, std::int64_t blocks, int r,
+                 const QuantizedActivations& x) {
+  const std::int64_t quants = legacy_tile_quants(type), high = legacy_tile_high(type);
+  const bool five = legacy_has_fifth_bits(type);
+  float acc = 0;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = tile + b * legacy_tile_block_bytes(type);
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
+    const std::int8_t* q = x.q8_0[b].qs;
+    std::int32_t isum = 0;
+    for (int p = 0; p < 4; ++p)
+      for (int k = 0; k < 4; ++k) {
+        const std::uint8_t w = bytes[quants + 64 * p + 4 * r + k];
+        const int bits = five ? bytes[high + 4 * r + k] >> (2 * p) : 0;
+        const int low = (w & 0xF) | ((bits & 1) << 4), top = (w >> 4) | ((bits & 2) << 3);
+        isum += low * q[4 * p + k] + top * q[16 + 4 * p + k];
+      }
+    std::uint16_t d;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    const float dx = f16_to_f32(x.q8_0[b].d);
+    const std::int32_t xsum = x.q8_0_sums[b];
+    if (!legacy_has_min(type)) {
+      acc = acc + static_cast<float>(isum - (five ? 16 : 8) * xsum) * (f16_to_f32(d) * dx);
+      continue;
+    }
+    std::uint16_t m;
+    std::memcpy(&m, block + kLegacyTileMins + 2 * r, sizeof m);
+    float term = static_cast<float>(isum) * (f16_to_f32(d) * dx);
+    term = term + static_cast<float>(xsum) * (f16_to_f32(m) * dx);
+    acc = acc + term;
+  }
+  return acc;
+}
+
 void tile_dot_scalar(GgmlType type, const std::byte* tile, std::int64_t blocks,
                      const QuantizedActivations* const* x, int count, float* out) {
   for (int i = 0; i < count; ++i)
@@ -246,8 +322,11 @@ void tile_dot_scalar(GgmlType type, const std::byte* tile, std::int64_t blocks,
         case GgmlType::q5_k:
           y = q4_k_row(tile, blocks, r, *x[i], type == GgmlType::q5_k);
           break;
-        default:
+        case GgmlType::q6_k:
           y = q6_k_row(tile, blocks, r, *x[i]);
+          break;
+        default:
+          y = legacy_row(type, tile, blocks, r, *x[i]);
           break;
       }
     }
@@ -257,7 +336,7 @@ void tile_dot_scalar(GgmlType type, const std::byte* tile, std::int64_t blocks,
 
 bool has_row_tiles(GgmlType type) {
   return type == GgmlType::q8_0 || type == GgmlType::q4_k || type == GgmlType::q5_k ||
-         type == GgmlType::q6_k;
+         type == GgmlType::q6_k || is_legacy(type);
 }
 
 std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols) {
@@ -290,7 +369,7 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
                    rows[static_cast<std::size_t>(t * kTileRows + r)]) +
                b * stored_bytes;
       };
-      if (whole_tiles_in_registers && !padded) {
+      if (whole_tiles_in_registers && !padded && !is_legacy(type)) {
         std::array<const std::uint8_t*, kTileRows> sources;
         for (int r = 0; r < kTileRows; ++r) sources[static_cast<std::size_t>(r)] = source(r);
         // A block read from disk is in no cache, and sixteen row streams are more than the
@@ -319,8 +398,11 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
                                       src + offsetof(BlockQ5_K, qs), src + offsetof(BlockQ5_K, qh),
                                       r, block);
             break;
-          default:
+          case GgmlType::q6_k:
             pack_q6_k(src, r, block);
+            break;
+          default:
+            pack_legacy(type, src, r, block);
             break;
         }
       }
@@ -342,11 +424,13 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) + " has " +
                                   std::to_string(x[i].n) + " elements, the weight " +
                                   std::to_string(cols));
-    if (type == GgmlType::q8_0 && (x[i].q8_0.size() != static_cast<std::size_t>(cols / kQ32) ||
-                                   x[i].q8_0_sums.size() != x[i].q8_0.size()))
+    const bool q8_0_activations = block_elements(type) == kQ32;
+    if (q8_0_activations && (x[i].q8_0.size() != static_cast<std::size_t>(cols / kQ32) ||
+                             x[i].q8_0_sums.size() != x[i].q8_0.size()))
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
-                                  " lacks the Q8_0 blocks and sums q8_0 needs");
-    if (type != GgmlType::q8_0 && x[i].q8_k.size() != static_cast<std::size_t>(cols / kQK))
+                                  " lacks the Q8_0 blocks and sums " +
+                                  std::string(ggml_type_name(type)) + " needs");
+    if (!q8_0_activations && x[i].q8_k.size() != static_cast<std::size_t>(cols / kQK))
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
                                   " lacks the Q8_K blocks " + std::string(ggml_type_name(type)) +
                                   " needs");

@@ -29,6 +29,25 @@ inline constexpr std::int64_t kQ6_KTileLow = kQ6_KTileScales + 16 * kTileRows;
 inline constexpr std::int64_t kQ6_KTileHigh = kQ6_KTileLow + 32 * 64;
 inline constexpr std::int64_t kQ6_KTileBlockBytes = kQ6_KTileHigh + 16 * 64;
 
+// q4_0, q4_1, q5_0 and q5_1 (ggml's legacy formats), per 32-element block: fp16 d[16], fp16
+// m[16] (q4_1, q5_1), 4 lines of nibbles, and for q5_0 / q5_1 one line of fifth bits.
+constexpr bool legacy_has_min(GgmlType type) {
+  return type == GgmlType::q4_1 || type == GgmlType::q5_1;
+}
+constexpr bool legacy_has_fifth_bits(GgmlType type) {
+  return type == GgmlType::q5_0 || type == GgmlType::q5_1;
+}
+inline constexpr std::int64_t kLegacyTileMins = 2 * kTileRows;
+constexpr std::int64_t legacy_tile_quants(GgmlType type) {
+  return (legacy_has_min(type) ? 4 : 2) * kTileRows;
+}
+constexpr std::int64_t legacy_tile_high(GgmlType type) {
+  return legacy_tile_quants(type) + 4 * 64;
+}
+constexpr std::int64_t legacy_tile_block_bytes(GgmlType type) {
+  return legacy_tile_high(type) + (legacy_has_fifth_bits(type) ? 64 : 0);
+}
+
 // Activation rows one call takes (it shares each weight line among them).
 int group_avx2();
 int group_avx512();
@@ -40,8 +59,8 @@ void tile_dot_avx2(GgmlType type, const std::byte* tile, std::int64_t blocks,
 void tile_dot_avx512(GgmlType type, const std::byte* tile, std::int64_t blocks,
                      const QuantizedActivations* const* x, int count, float* out);
 
-// Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as
-// the scalar packer does; needs AVX-512 F, BW and VBMI (cpu_packs_avx512).
+// Packs one block of a full tile (rows[r]: row r's stored block) of q8_0, q4_K, q5_K or q6_K into
+// `out`, byte for byte as the scalar packer does; needs AVX-512 F, BW and VBMI.
 void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out);
 
 }  // namespace moed::kernels::qtile

@@ -83,11 +83,9 @@ std::vector<QuantIsa> simd_paths() {
   return paths;
 }
 
-// One activation row against rows x cols weights as CpuMatmul computes them: from row tiles
-// where the format has them, else row by row as stored.
+// One activation row against rows x cols weights as CpuMatmul computes them: from row tiles.
 void matvec_as_packed(GgmlType type, const std::uint8_t* weights, std::int64_t rows,
                       std::int64_t cols, const float* x, float* y) {
-  if (!has_row_tiles(type)) return quant_matvec(type, weights, rows, cols, x, y);
   std::vector<std::byte> tiles(row_tile_bytes(type, rows, cols));
   std::vector<const std::byte*> starts;
   for (std::int64_t r = 0; r < rows; ++r)
@@ -344,7 +342,8 @@ TEST(QuantDot, ActivationScaleRoundsToHalf) {
 
 namespace {
 
-const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                                  GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
 
 struct Tiled {
   std::vector<std::uint8_t> stored;
@@ -463,8 +462,8 @@ TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
     }
     return std::string("no error");
   };
-  EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q4_0, std::span(&row, 1), 32, tiles.data()); }),
-            "pack_row_tiles: ggml type q4_0 has no row-tile layout");
+  EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q2_k, std::span(&row, 1), 256, tiles.data()); }),
+            "pack_row_tiles: ggml type q2_K has no row-tile layout");
   EXPECT_EQ(message([&] { row_tile_bytes(GgmlType::q4_k, 1, 96); }),
             "row_tile_bytes: 96 columns are not whole q4_K blocks");
   QuantizedActivations a;

@@ -53,8 +53,7 @@ class PackedWeight {
   struct QuantizedSegment {
     DType dtype;
     std::int64_t rows;
-    std::size_t offset;  // bytes into storage_
-    bool row_tiles;      // repacked into quant_tiles.hpp's layout, or rows as stored
+    std::size_t offset;  // bytes into storage_, where its row tiles start
   };
   dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
   std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it, or the
@@ -68,18 +67,17 @@ class PackedWeight {
 
 // y[m, N] = x[m, K] * W^T with oneDNN matmul primitives built once per shape and cached.
 // Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
-// every M, so one packed copy covers decode and prefill. Quantized weights are multiplied by
-// moed's own kernels, each row of x quantized per block to int8: q8_0, q4_K, q5_K and q6_K
-// repacked into row tiles (quant_tiles.hpp), the other formats as stored, row by row
-// (quant_dot.hpp). A row's result does not depend on the other rows. Not thread-safe: one per
-// engine thread.
+// every M, so one packed copy covers decode and prefill. Quantized weights are repacked into row
+// tiles and multiplied by moed's own kernels (quant_tiles.hpp), each row of x quantized per block
+// to int8. A row's result does not depend on the other rows. Not thread-safe: one per engine
+// thread.
 class CpuMatmul {
  public:
   CpuMatmul();
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
   // bf16 for bf16 weights, the formats themselves for quantized ones (each run of parts in one
-  // format a segment, its blocks repacked into row tiles or copied as stored), f32 otherwise
+  // format a segment, its blocks repacked into row tiles), f32 otherwise
   // (this CPU's oneDNN 2.6 has no f16 matmul) and for a stack that mixes quantized with plain
   // parts or plain dtypes.
   PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,

@@ -6,7 +6,9 @@
 // integers; the float part follows one fixed order (block b adds into accumulator b % 8, the
 // eight summed pairwise at the end; for Q8_0 weights, the integer sum of elements 4j..4j+3 of
 // every block adds into accumulator j, which spares the SIMD paths a horizontal sum per block),
-// so the scalar, AVX2 and AVX-512 VNNI paths give the same float bit for bit.
+// so the scalar, AVX2 and AVX-512 VNNI paths give the same float bit for bit. These row-by-row
+// kernels follow ggml's own block order; moed computes with row tiles (quant_tiles.hpp), which
+// the tests check against them.
 
 #include <cstdint>
 #include <string_view>
@@ -52,12 +54,5 @@ void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::in
 // Quantizes the m rows of x [m, cols] into out[0..m), rows spread over the OpenMP threads.
 void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
                    std::vector<QuantizedActivations>& out);
-
-// y[i * y_stride + r] = dot(weight row r, x[i]) for m quantized activation rows: each weight row
-// read once for all m, rows spread over the OpenMP threads. Row i's result is bit-identical to
-// quant_matvec of that row alone.
-void quant_matmul(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,
-                  const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
-                  QuantIsa isa = best_quant_isa());
 
 }  // namespace moed::kernels

@@ -13,6 +13,10 @@
 //   q4_K, q5_K: term = float(isum) * (d_w * d_x); term = term - float(msum) * (dmin_w * d_x);
 //         acc = acc + term            (isum = sum of scale_j * dot_j, msum = sum of min_j * bsum_j)
 //   q6_K: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * (dot_j - 32 bsum_j))
+//   q4_0, q5_0: acc = acc + float(isum - o * xsum) * (d_w * d_x)   (o = 8, 16; xsum = the sum of
+//         the activation block's quants)
+//   q4_1, q5_1: term = float(isum) * (d_w * d_x); term = term + float(xsum) * (m_w * d_x);
+//         acc = acc + term
 // over blocks in order from a zero accumulator.
 //
 // Byte layouts, per tile and per block of the format (blocks in row order, tiles in order):
@@ -27,6 +31,11 @@
 //     u8 low[32][16 rows][4]: line c, byte 4r + k: element 8c + k (low nibble), 8c + 4 + k (high);
 //     u8 high[16][16 rows][4]: line j, byte 4r + k: bits 2i..2i+1 are the top two bits of
 //     element 16j + 4i + k.
+//   q4_0, q4_1, q5_0, q5_1 (32 elements; 288, 320, 352, 384 bytes): fp16 d[16]; fp16 m[16]
+//     (q4_1, q5_1); u8 line[4][16 rows][4]: line p, byte 4r + k holds element 4p + k of row r in
+//     its low nibble and element 16 + 4p + k in its high nibble (the stored qs[4p + k] as it is);
+//     q5_0, q5_1: u8 fifth[16 rows][4]: byte 4r + k, bits 2p and 2p + 1: the fifth bits of the
+//     elements in the low and high nibble of byte 4r + k of line p.
 // A last tile short of 16 rows is padded with zero rows (zero scales), whose results are dropped.
 
 #include <cstddef>
@@ -40,8 +49,7 @@ namespace moed::kernels {
 
 inline constexpr std::int64_t kTileRows = 16;
 
-// q8_0, q4_K, q5_K and q6_K: the formats of the files people run most (Q8_0, Q4_K_M, Q5_K_M,
-// Q6_K).
+// Every format moed computes: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K.
 bool has_row_tiles(GgmlType type);
 
 // Bytes of `rows` x `cols` weights in row tiles (rows padded up to whole tiles).
@@ -50,7 +58,8 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 // Repacks rows (each `cols` elements of `type` blocks, as stored in a GGUF file) into row tiles
 // at `out` (row_tile_bytes of them), over OpenMP's threads. Throws std::invalid_argument for a
 // type without row tiles or a width that is not whole blocks. `isa` avx512_vnni moves whole
-// tiles through AVX-512 registers where the CPU also has VBMI; every path writes the same bytes.
+// q8_0 / K-format tiles through AVX-512 registers where the CPU also has VBMI; every path writes
+// the same bytes.
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
 
