@@ -134,9 +134,11 @@ void pack_nibble_chunk(Rows rows, std::size_t offset, std::byte* lines, int low_
   }
 }
 
-// Gathers bit fields across dwords: line o's byte k gets, at bits `width * d`, the `width` bits at
-// `width * o` of byte k of dword `first + d` (d < 8 / width), for every row at once.
-void pack_bit_lines(const Lines& dwords, int first, int width, int lines, std::byte* out) {
+// Gathers bit fields across dwords: line o (at out + line_stride * o) gets in byte k, at bits
+// `width * d`, the `width` bits at `width * o` of byte k of dword `first + d` (d < 8 / width), for
+// every row at once.
+void pack_bit_lines(const Lines& dwords, int first, int width, int lines, std::byte* out,
+                    std::int64_t line_stride) {
   const int per_byte = 8 / width;
   for (int o = 0; o < lines; ++o) {
     __m512i line = _mm512_setzero_si512();
@@ -149,7 +151,7 @@ void pack_bit_lines(const Lines& dwords, int first, int width, int lines, std::b
       const __m512i field = _mm512_set1_epi8(static_cast<char>(((1 << width) - 1) << (width * d)));
       line = _mm512_ternarylogic_epi32(line, moved, field, 0xF8);
     }
-    store_line(out + 64 * o, line);
+    store_line(out + line_stride * o, line);
   }
 }
 
@@ -192,7 +194,7 @@ void pack_k_nibbles(Rows rows, std::size_t qs, std::byte* out) {
 void pack_q5_k(Rows rows, std::byte* out) {
   pack_k_nibbles(rows, offsetof(BlockQ5_K, qs), out);
   // Fifth bits: line j, byte k, bit d: bit j of byte k of qh's dword d.
-  pack_bit_lines(row_dwords(rows, offsetof(BlockQ5_K, qh)), 0, 1, 8, out + kQ5_KTileHigh);
+  pack_bit_lines(row_dwords(rows, offsetof(BlockQ5_K, qh)), 0, 1, 8, out + kQ5_KTileHigh, 64);
 }
 
 void pack_q6_k(Rows rows, std::byte* out) {
@@ -208,12 +210,8 @@ void pack_q6_k(Rows rows, std::byte* out) {
   // 8h + 4e + i; so qh dwords 8h + 4e .. + 3 give lines 8h + e, 8h + 2 + e, ...
   for (int h = 0; h < 2; ++h) {
     const auto dwords = row_dwords(rows, offsetof(BlockQ6_K, qh) + 32 * h);
-    for (int e = 0; e < 2; ++e) {
-      alignas(64) std::byte lines[4 * 64];
-      pack_bit_lines(dwords, 4 * e, 2, 4, lines);
-      for (int s = 0; s < 4; ++s)
-        std::memcpy(out + kQ6_KTileHigh + 64 * (8 * h + 2 * s + e), lines + 64 * s, 64);
-    }
+    for (int e = 0; e < 2; ++e)
+      pack_bit_lines(dwords, 4 * e, 2, 4, out + kQ6_KTileHigh + 64 * (8 * h + e), 2 * 64);
   }
 }
 
