@@ -380,12 +380,17 @@ def route(cfg, logits, bias):
             keep = np.argsort(-group_scores, kind="stable")[: cfg["topk_group"]]
             mask = np.zeros(n_group, dtype=bool)
             mask[keep] = True
-            probs = np.where(np.repeat(mask, len(probs) // n_group), probs, masked)
+            choice = np.where(np.repeat(mask, len(probs) // n_group), probs, masked)
         elif method != "greedy":
             sys.exit("reference: deepseek_v2 topk_method %r is not implemented" % method)
-        chosen = np.argsort(-probs, kind="stable")[:top_k]
-        # transformers' DeepseekV2Moe never renormalises (norm_topk_prob is not consulted).
-        return chosen, probs[chosen] * cfg.get("routed_scaling_factor", 1.0)
+        else:
+            choice = probs
+        chosen = np.argsort(-choice, kind="stable")[:top_k]
+        # transformers' DeepseekV2Moe never renormalises (norm_topk_prob is not consulted) and
+        # weighs with the masked probabilities; llama.cpp with the unmasked ones (the same for
+        # any expert the mask lets through).
+        weights = probs[chosen] if llama_cpp else choice[chosen]
+        return chosen, weights * cfg.get("routed_scaling_factor", 1.0)
     chosen = np.argsort(-probs, kind="stable")[:top_k]
     weights = probs[chosen]
     if cfg.get("norm_topk_prob"):

@@ -184,13 +184,14 @@ void pack_legacy(GgmlType type, const std::uint8_t* src, int r, std::byte* out) 
   const std::int64_t quants = legacy_tile_quants(type);
   for (int p = 0; p < 4; ++p) store32(out + quants + 64 * p + 4 * r, load32(src + qs + 4 * p));
   if (!qh) return;
+  // Bits 4p..4p+3 (elements 4p + k) go to bit 2p of bytes k = 0..3, bits 16+4p.. to bit 2p + 1:
+  // multiplying a nibble by 2^0 + 2^7 + 2^14 + 2^21 puts its bit k at bit 8k, carry-free.
   const std::uint32_t fifth = load32(src + qh);
+  const auto spread = [](std::uint32_t nibble) { return (nibble * 0x00204081u) & 0x01010101u; };
   std::uint32_t bits = 0;
   for (int p = 0; p < 4; ++p)
-    for (int k = 0; k < 4; ++k) {
-      bits |= ((fifth >> (4 * p + k)) & 1u) << (8 * k + 2 * p);
-      bits |= ((fifth >> (16 + 4 * p + k)) & 1u) << (8 * k + 2 * p + 1);
-    }
+    bits |= spread((fifth >> (4 * p)) & 0xF) << (2 * p) | spread((fifth >> (16 + 4 * p)) & 0xF)
+                                                              << (2 * p + 1);
   store32(out + legacy_tile_high(type) + 4 * r, bits);
 }
 
@@ -346,6 +347,11 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
          static_cast<std::uint64_t>(cols / block_elements(type) * tile_block_bytes(type));
 }
 
+bool packs_tiles_in_registers(GgmlType type, QuantIsa isa) {
+  return has_row_tiles(type) && !is_legacy(type) &&
+         usable_quant_isa(isa) == QuantIsa::avx512_vnni && cpu_packs_avx512();
+}
+
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa) {
   require_row_tiles(type, cols, "pack_row_tiles");
@@ -354,8 +360,7 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
   const std::int64_t blocks = cols / block_elements(type);
   const std::int64_t block_bytes = tile_block_bytes(type);
   const auto stored_bytes = static_cast<std::int64_t>(ggml_type_traits(type).type_size);
-  const bool whole_tiles_in_registers =
-      usable_quant_isa(isa) == QuantIsa::avx512_vnni && cpu_packs_avx512();
+  const bool in_registers = packs_tiles_in_registers(type, isa);
   const std::int64_t prefetch_blocks = (256 + stored_bytes - 1) / stored_bytes;
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many).
@@ -369,16 +374,24 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
                    rows[static_cast<std::size_t>(t * kTileRows + r)]) +
                b * stored_bytes;
       };
-      if (whole_tiles_in_registers && !padded && !is_legacy(type)) {
+      if (in_registers && !padded) {
         std::array<const std::uint8_t*, kTileRows> sources;
         for (int r = 0; r < kTileRows; ++r) sources[static_cast<std::size_t>(r)] = source(r);
         // A block read from disk is in no cache, and sixteen row streams are more than the
-        // hardware prefetchers follow: ask for the rows' bytes about 256 bytes ahead.
-        if (b + prefetch_blocks < blocks)
-          for (const auto* row : sources)
-            for (std::int64_t at = prefetch_blocks * stored_bytes;
-                 at < (prefetch_blocks + 1) * stored_bytes; at += 64)
-              __builtin_prefetch(row + at);
+        // hardware prefetchers follow: ask for the rows' bytes about 256 bytes ahead, in the
+        // next tile's rows near the end of a tile.
+        std::int64_t ahead_tile = t, ahead = b + prefetch_blocks;
+        if (ahead >= blocks) {
+          ++ahead_tile;
+          ahead -= blocks;
+        }
+        if (ahead < blocks && (ahead_tile + 1) * kTileRows <= n_rows)
+          for (int r = 0; r < kTileRows; ++r) {
+            const auto* row = reinterpret_cast<const char*>(
+                                  rows[static_cast<std::size_t>(ahead_tile * kTileRows + r)]) +
+                              ahead * stored_bytes;
+            for (std::int64_t at = 0; at < stored_bytes; at += 64) __builtin_prefetch(row + at);
+          }
         pack_tile_block_avx512(type, sources.data(), block);
         continue;
       }

@@ -1,7 +1,8 @@
 #pragma once
 
-// What the row-tile SIMD translation units (quant_tiles_avx2.cpp, quant_tiles_avx512.cpp) share
-// with quant_tiles.cpp: the byte offsets of quant_tiles.hpp's layouts and the per-ISA entries.
+// What the row-tile SIMD translation units (quant_tiles_avx2.cpp, quant_tiles_avx512.cpp,
+// quant_tiles_pack_avx512.cpp) share with quant_tiles.cpp: the byte offsets of quant_tiles.hpp's
+// layouts and the per-ISA entries.
 
 #include <cstddef>
 #include <cstdint>
@@ -60,7 +61,7 @@ void tile_dot_avx512(GgmlType type, const std::byte* tile, std::int64_t blocks,
                      const QuantizedActivations* const* x, int count, float* out);
 
 // Packs one block of a full tile (rows[r]: row r's stored block) of q8_0, q4_K, q5_K or q6_K into
-// `out`, byte for byte as the scalar packer does; needs AVX-512 F, BW and VBMI.
+// `out`, byte for byte as the scalar packer does; needs AVX-512 F, BW, VL and VBMI.
 void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out);
 
 }  // namespace moed::kernels::qtile

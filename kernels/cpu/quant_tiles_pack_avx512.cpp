@@ -1,11 +1,10 @@
-// Row-tile packing for AVX-512 (F, BW, VBMI): a whole tile's block at once, sixteen rows moved
+// Row-tile packing for AVX-512 (F, BW, VL, VBMI): a whole tile's block at once, sixteen rows moved
 // through registers so every store is a full 64-byte line. The scalar packer writes four bytes
 // per store, which held the disk tier to 3-4 GB/s of q4_K. Byte for byte the scalar packer's
 // output (tested); built with those flags, called only when the CPU has them.
 
 #include <immintrin.h>
 
-#include <array>
 #include <cstddef>
 #include <cstring>
 
@@ -88,7 +87,8 @@ void transpose_bytes(Rows rows, std::size_t offset, RowBytes row_bytes, std::byt
   // Output byte 16 * j + r of line k is byte 4k + j of row r, which lies in m[r / 4] at
   // 16 * (r % 4) + 4k + j; rows 0-7 come from m[0..1], rows 8-15 from m[2..3].
   struct Indices {
-    alignas(64) std::array<std::array<std::uint8_t, 64>, 4> first, second;
+    alignas(64) std::uint8_t first[4][64];
+    alignas(64) std::uint8_t second[4][64];
   };
   static const Indices indices = [] {
     Indices ix{};
@@ -102,10 +102,10 @@ void transpose_bytes(Rows rows, std::size_t offset, RowBytes row_bytes, std::byt
   }();
   constexpr __mmask64 kRows0To7 = 0x00FF00FF00FF00FFull;
   for (int k = 0; k < 4; ++k) {
-    const __m512i first = _mm512_maskz_permutex2var_epi8(
-        kRows0To7, m[0], _mm512_load_si512(indices.first[k].data()), m[1]);
+    const __m512i first =
+        _mm512_maskz_permutex2var_epi8(kRows0To7, m[0], _mm512_load_si512(indices.first[k]), m[1]);
     const __m512i second = _mm512_maskz_permutex2var_epi8(
-        ~kRows0To7, m[2], _mm512_load_si512(indices.second[k].data()), m[3]);
+        ~kRows0To7, m[2], _mm512_load_si512(indices.second[k]), m[3]);
     store_line(out + 64 * k, _mm512_or_si512(first, second));
   }
 }

@@ -88,27 +88,17 @@ void BM_QuantMatvec(benchmark::State& state) {
         type == GgmlType::q5_k)
       std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
   }
-  // Formats with row tiles run as CpuMatmul keeps them, repacked; the others as stored.
-  const bool tiled = has_row_tiles(type);
-  const std::size_t stride = tiled ? row_tile_bytes(type, rows, cols) : bytes;
-  std::vector<std::byte> packed;
-  if (tiled) {
-    packed.resize(stride * copies);
-    std::vector<const std::byte*> starts;
-    for (std::int64_t r = 0; r < rows; ++r)
-      starts.push_back(reinterpret_cast<const std::byte*>(weights.data()) +
-                       r * ggml_row_bytes(type, cols));
-    pack_row_tiles(type, starts, cols, packed.data());
-    weights.clear();
-    weights.shrink_to_fit();
-  }
-  for (std::size_t c = 1; c < copies; ++c) {
-    if (tiled) {
-      std::memcpy(&packed[c * stride], packed.data(), stride);
-    } else {
-      std::memcpy(&weights[c * bytes], weights.data(), bytes);
-    }
-  }
+  // As CpuMatmul keeps them: repacked into row tiles.
+  const std::size_t stride = row_tile_bytes(type, rows, cols);
+  std::vector<std::byte> packed(stride * copies);
+  std::vector<const std::byte*> starts;
+  for (std::int64_t r = 0; r < rows; ++r)
+    starts.push_back(reinterpret_cast<const std::byte*>(weights.data()) +
+                     r * ggml_row_bytes(type, cols));
+  pack_row_tiles(type, starts, cols, packed.data());
+  weights.clear();
+  weights.shrink_to_fit();
+  for (std::size_t c = 1; c < copies; ++c) std::memcpy(&packed[c * stride], packed.data(), stride);
   std::vector<float> x(cols, 0.01f), y(rows);
   QuantizedActivations activations;
   const int saved_threads = omp_get_max_threads();
@@ -116,19 +106,14 @@ void BM_QuantMatvec(benchmark::State& state) {
   std::size_t i = 0;
   for (auto _ : state) {
     const std::size_t copy = i++ % copies;
-    if (tiled) {
-      quantize_activations(x.data(), cols, activations, isa);
-      row_tile_matmul(type, &packed[copy * stride], rows, cols, &activations, 1, y.data(), rows,
-                      isa);
-    } else {
-      quant_matvec(type, &weights[copy * bytes], rows, cols, x.data(), y.data(), isa);
-    }
+    quantize_activations(x.data(), cols, activations, isa);
+    row_tile_matmul(type, &packed[copy * stride], rows, cols, &activations, 1, y.data(), rows, isa);
     benchmark::DoNotOptimize(y.data());
   }
   omp_set_num_threads(saved_threads);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stride));
-  state.SetLabel(std::string(traits.name) + (tiled ? " tiles " : " ") +
-                 std::string(quant_isa_name(isa)) + " " + std::to_string(threads) + "t");
+  state.SetLabel(std::string(traits.name) + " tiles " + std::string(quant_isa_name(isa)) + " " +
+                 std::to_string(threads) + "t");
 }
 void quant_matvec_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
@@ -163,11 +148,12 @@ void BM_PackRowTiles(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stored.size()));
   state.SetLabel(std::string(ggml_type_name(type)));
 }
-BENCHMARK(BM_PackRowTiles)
-    ->Arg(static_cast<std::int64_t>(GgmlType::q8_0))
-    ->Arg(static_cast<std::int64_t>(GgmlType::q4_k))
-    ->Arg(static_cast<std::int64_t>(GgmlType::q5_k))
-    ->Arg(static_cast<std::int64_t>(GgmlType::q6_k));
+void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
+  for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                              GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k})
+    bench->Arg(static_cast<std::int64_t>(type));
+}
+BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
 
 }  // namespace
 

@@ -227,6 +227,7 @@ class SteppingReader final : public Reader {
       : Reader({std::move(file)}, 4, 64 << 10), gate_(std::move(gate)) {}
   ReaderKind kind() const override { return ReaderKind::pread; }
   std::vector<std::size_t> in_flight_after_submit, in_flight_at_reap;
+  std::vector<std::uint64_t> offsets_read;  // file offsets in the order the reads completed
 
  protected:
   void submit(std::span<const AlignedRead> reads) override {
@@ -239,6 +240,7 @@ class SteppingReader final : public Reader {
     if (queue_.empty()) return;
     const AlignedRead r = queue_.front();
     queue_.erase(queue_.begin());
+    offsets_read.push_back(r.offset);
     out.push_back(
         {r.id, ::pread(fd(r.file), r.destination, r.length, static_cast<off_t>(r.offset))});
   }
@@ -831,6 +833,31 @@ TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
   ASSERT_EQ(in_flight.size(), 18u);
   for (std::size_t k = 0; k < in_flight.size(); ++k)
     EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+  std::filesystem::remove(path);
+}
+
+TEST(BlockLoader, RingSectionsDoNotWaitBehindExpertGuesses) {
+  // Expert prefetch A is read, expert prefetch B waits for it; the ring section D, queued after
+  // B, starts beside A rather than behind B.
+  const auto path = patterned_file("loader-ring-first", 1 << 20);
+  Source source({path});
+  source.add({0, 0}, {{0, 0, 64 << 10}});
+  source.add({0, 1}, {{0, 64 << 10, 64 << 10}});
+  source.add(BlockId::dense(1), {{0, 128 << 10, 64 << 10}});
+  std::promise<void> all_queued;
+  auto reader = std::make_unique<SteppingReader>(path, all_queued.get_future().share());
+  SteppingReader* stepping = reader.get();
+  BlockLoader loader(source, std::move(reader),
+                     [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); },
+                     {.staging_bytes = 4 << 20});
+  const auto a = loader.load({0, 0}, BlockLoader::Priority::prefetch);
+  const auto b = loader.load({0, 1}, BlockLoader::Priority::prefetch);
+  const auto d = loader.load(BlockId::dense(1), BlockLoader::Priority::prefetch);
+  all_queued.set_value();
+  a.get();
+  b.get();
+  d.get();
+  EXPECT_EQ(stepping->offsets_read, (std::vector<std::uint64_t>{0, 128 << 10, 64 << 10}));
   std::filesystem::remove(path);
 }
 

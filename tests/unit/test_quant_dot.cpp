@@ -186,9 +186,8 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
     EXPECT_EQ(packed.rows(), 37);
     std::vector<std::uint8_t> stacked(top);
     stacked.insert(stacked.end(), bottom.begin(), bottom.end());
-    // Formats with row tiles are repacked (37 rows pad to 48); the others kept as stored.
-    EXPECT_EQ(packed.bytes(),
-              has_row_tiles(type) ? row_tile_bytes(type, 37, cols) : top.size() + bottom.size());
+    // Repacked into row tiles: 37 rows pad to 48.
+    EXPECT_EQ(packed.bytes(), row_tile_bytes(type, 37, cols));
     EXPECT_EQ(packed.bytes(), matmul.packed_bytes(37, cols, dtype));
 
     std::vector<float> x;
@@ -409,6 +408,16 @@ TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
           for (std::int64_t r = 0; r < rows; ++r)
             starts.push_back(reinterpret_cast<const std::byte*>(stored.data()) + r * row_bytes);
           const auto bytes = row_tile_bytes(type, rows, cols);
+          // The register path must be the one tested wherever this CPU can run it.
+          const bool registers_here =
+              __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+              best_quant_isa() == QuantIsa::avx512_vnni;
+          const bool k_or_q8_0 = type == GgmlType::q8_0 || type == GgmlType::q4_k ||
+                                 type == GgmlType::q5_k || type == GgmlType::q6_k;
+          EXPECT_EQ(packs_tiles_in_registers(type), registers_here && k_or_q8_0)
+              << ggml_type_name(type);
+          EXPECT_FALSE(packs_tiles_in_registers(type, QuantIsa::scalar));
           std::vector<std::byte> scalar(bytes, std::byte{0x5A});
           pack_row_tiles(type, starts, cols, scalar.data(), QuantIsa::scalar);
           for (const QuantIsa isa : simd_paths()) {

@@ -54,7 +54,8 @@ void route(const model::RouterSpec& router, const float* logits, const float* bi
   const auto chosen = best(choice, k);
   float total = 0.0f;
   for (int i = 0; i < k; ++i) total += scores[chosen[i]];
-  // DeepSeek-V3 guards its sum with 1e-20; softmax top-k sums are never 0.
+  // llama.cpp clamps the sum at 2^-14; DeepSeek-V3 guards it with 1e-20; softmax top-k sums are
+  // never 0.
   const float denominator = router.clamp_weight_sum                     ? std::max(total, 0x1p-14f)
                             : router.scoring == model::Scoring::sigmoid ? total + 1e-20f
                                                                         : total;

@@ -62,6 +62,9 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 // the same bytes.
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
+// Whether pack_row_tiles(type, ..., isa) moves whole tiles through AVX-512 registers (q8_0 and
+// the K formats, on a CPU with AVX-512 VBMI) rather than packing row by row.
+bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // y[i * y_stride + r] = dot(weight row r, x[i]) for the m activation rows, from row tiles;
 // tiles spread over the OpenMP threads. Row i's result does not depend on m or on the other rows.

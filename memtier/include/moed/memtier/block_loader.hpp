@@ -22,19 +22,19 @@ struct BlockLoaderOptions {
   // Memory blocks are read into before they are packed. 0: the reading window plus two of the
   // source's largest blocks (one being packed, one started just under the window's edge).
   std::uint64_t staging_bytes = 0;
-  // New reads start while less than this is being read: enough that the queue stays full
+  // New prefetches start while less than this is being read: enough that the queue stays full
   // across block boundaries, little enough that a demand waits behind at most this much.
   // 0: the reader's queue (depth x chunk; at most eight blocks) plus one largest block.
-  // Demands start regardless; a prefetch of an expert block starts only when less than its
-  // own size is being read (one at a time), as it may be a wrong guess.
+  // Demands start regardless; prefetches of expert blocks, being guesses, one at a time.
   std::uint64_t reading_bytes = 0;
 };
 
 // Reads blocks from disk on its own I/O thread and turns their bytes into payloads. Demand loads
 // jump ahead of prefetches; a queued prefetch can be cancelled; a block already queued or in
 // flight is never read twice (a demand for it upgrades its priority and shares its future).
-// Blocks stream through the reader back to back, its queue kept full across block boundaries,
-// into one staging arena registered with the reader once. Reading and materializing are a
+// Blocks stream through the reader back to back, its queue kept full across block boundaries
+// (expert prefetches excepted: they are read one at a time), into one staging arena registered
+// with the reader once. Reading and materializing are a
 // pipeline: a packer thread turns each block's bytes into a payload as soon as they arrive while
 // the I/O thread keeps reading, so the disk never idles behind the CPU work; blocks are packed
 // in the order their reads started.
