@@ -780,28 +780,44 @@ TEST(BlockLoader, StreamsThroughASmallArenaAndGivesOversizedBlocksTheirOwnBuffer
   std::filesystem::remove(path);
 }
 
+// A loader whose reader completes nothing until release(), so a test can queue all its loads
+// first; block i is the 192 KiB range at i * 192 KiB of `file` (three 64 KiB reads).
+struct SteppedLoader {
+  SteppedLoader(const std::filesystem::path& file, const std::vector<BlockId>& blocks,
+                std::uint64_t block_bytes = 192 << 10)
+      : source({file}) {
+    for (std::size_t i = 0; i < blocks.size(); ++i)
+      source.add(blocks[i], {{0, i * block_bytes, block_bytes}});
+    auto stepping = std::make_unique<SteppingReader>(file, queued.get_future().share());
+    reader = stepping.get();
+    loader = std::make_unique<BlockLoader>(
+        source, std::move(stepping),
+        [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); },
+        BlockLoaderOptions{.staging_bytes = 4 << 20});
+  }
+  void release() { queued.set_value(); }
+
+  Source source;
+  std::promise<void> queued;
+  SteppingReader* reader = nullptr;
+  std::unique_ptr<BlockLoader> loader;
+};
+
 TEST(BlockLoader, KeepsTheReadersQueueFullAcrossBlocks) {
   // Twelve blocks of three 64 KiB reads through a queue of four, the reading window sized by
   // default: every read completes with the queue full until the last ones drain. Ring sections
   // (dense blocks) read ahead as prefetches, and expert blocks read as demands, stream this way.
   for (const auto priority : {BlockLoader::Priority::prefetch, BlockLoader::Priority::demand}) {
     const bool dense = priority == BlockLoader::Priority::prefetch;
-    const auto block = [&](int i) { return dense ? BlockId::dense(i) : BlockId{0, i}; };
+    std::vector<BlockId> blocks;
+    for (int i = 0; i < 12; ++i) blocks.push_back(dense ? BlockId::dense(i) : BlockId{0, i});
     const auto path = patterned_file("loader-queue", 4 << 20);
-    Source source({path});
-    for (int i = 0; i < 12; ++i)
-      source.add(block(i), {{0, static_cast<std::uint64_t>(i) * (192 << 10), 192 << 10}});
-    std::promise<void> all_queued;
-    auto reader = std::make_unique<SteppingReader>(path, all_queued.get_future().share());
-    SteppingReader* stepping = reader.get();
-    BlockLoader loader(source, std::move(reader),
-                       [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); },
-                       {.staging_bytes = 4 << 20});
+    SteppedLoader f(path, blocks);
     std::vector<std::shared_future<Payload>> loads;
-    for (int i = 0; i < 12; ++i) loads.push_back(loader.load(block(i), priority));
-    all_queued.set_value();
+    for (const BlockId block : blocks) loads.push_back(f.loader->load(block, priority));
+    f.release();
     for (auto& load : loads) load.get();
-    const auto& in_flight = stepping->in_flight_at_reap;
+    const auto& in_flight = f.reader->in_flight_at_reap;
     ASSERT_EQ(in_flight.size(), 36u);
     // The first reap may begin before the loads after the first one are queued; from the first
     // completion on, the loader has seen them all.
@@ -816,20 +832,15 @@ TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
   // Guesses share the disk with the demands compute waits on: six expert prefetches of three
   // 64 KiB reads each go one block at a time, never more than its three reads in flight.
   const auto path = patterned_file("loader-one-prefetch", 2 << 20);
-  Source source({path});
-  for (int e = 0; e < 6; ++e)
-    source.add({0, e}, {{0, static_cast<std::uint64_t>(e) * (192 << 10), 192 << 10}});
-  std::promise<void> all_queued;
-  auto reader = std::make_unique<SteppingReader>(path, all_queued.get_future().share());
-  SteppingReader* stepping = reader.get();
-  BlockLoader loader(source, std::move(reader),
-                     [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); },
-                     {.staging_bytes = 4 << 20});
+  std::vector<BlockId> blocks;
+  for (int e = 0; e < 6; ++e) blocks.push_back({0, e});
+  SteppedLoader f(path, blocks);
   std::vector<std::shared_future<Payload>> loads;
-  for (int e = 0; e < 6; ++e) loads.push_back(loader.load({0, e}, BlockLoader::Priority::prefetch));
-  all_queued.set_value();
+  for (const BlockId block : blocks)
+    loads.push_back(f.loader->load(block, BlockLoader::Priority::prefetch));
+  f.release();
   for (auto& load : loads) load.get();
-  const auto& in_flight = stepping->in_flight_at_reap;
+  const auto& in_flight = f.reader->in_flight_at_reap;
   ASSERT_EQ(in_flight.size(), 18u);
   for (std::size_t k = 0; k < in_flight.size(); ++k)
     EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
@@ -840,24 +851,15 @@ TEST(BlockLoader, RingSectionsDoNotWaitBehindExpertGuesses) {
   // Expert prefetch A is read, expert prefetch B waits for it; the ring section D, queued after
   // B, starts beside A rather than behind B.
   const auto path = patterned_file("loader-ring-first", 1 << 20);
-  Source source({path});
-  source.add({0, 0}, {{0, 0, 64 << 10}});
-  source.add({0, 1}, {{0, 64 << 10, 64 << 10}});
-  source.add(BlockId::dense(1), {{0, 128 << 10, 64 << 10}});
-  std::promise<void> all_queued;
-  auto reader = std::make_unique<SteppingReader>(path, all_queued.get_future().share());
-  SteppingReader* stepping = reader.get();
-  BlockLoader loader(source, std::move(reader),
-                     [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); },
-                     {.staging_bytes = 4 << 20});
-  const auto a = loader.load({0, 0}, BlockLoader::Priority::prefetch);
-  const auto b = loader.load({0, 1}, BlockLoader::Priority::prefetch);
-  const auto d = loader.load(BlockId::dense(1), BlockLoader::Priority::prefetch);
-  all_queued.set_value();
+  SteppedLoader f(path, {{0, 0}, {0, 1}, BlockId::dense(1)}, 64 << 10);
+  const auto a = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
+  const auto b = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
+  const auto d = f.loader->load(BlockId::dense(1), BlockLoader::Priority::prefetch);
+  f.release();
   a.get();
   b.get();
   d.get();
-  EXPECT_EQ(stepping->offsets_read, (std::vector<std::uint64_t>{0, 128 << 10, 64 << 10}));
+  EXPECT_EQ(f.reader->offsets_read, (std::vector<std::uint64_t>{0, 128 << 10, 64 << 10}));
   std::filesystem::remove(path);
 }
 
