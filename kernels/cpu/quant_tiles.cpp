@@ -348,8 +348,8 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 }
 
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && !is_legacy(type) &&
-         usable_quant_isa(isa) == QuantIsa::avx512_vnni && cpu_packs_avx512();
+  return has_row_tiles(type) && usable_quant_isa(isa) == QuantIsa::avx512_vnni &&
+         cpu_packs_avx512();
 }
 
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,

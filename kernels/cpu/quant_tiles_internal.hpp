@@ -60,8 +60,8 @@ void tile_dot_avx2(GgmlType type, const std::byte* tile, std::int64_t blocks,
 void tile_dot_avx512(GgmlType type, const std::byte* tile, std::int64_t blocks,
                      const QuantizedActivations* const* x, int count, float* out);
 
-// Packs one block of a full tile (rows[r]: row r's stored block) of q8_0, q4_K, q5_K or q6_K into
-// `out`, byte for byte as the scalar packer does; needs AVX-512 F, BW, VL and VBMI.
+// Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as the
+// scalar packer does; needs AVX-512 F, BW, VL and VBMI.
 void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out);
 
 }  // namespace moed::kernels::qtile

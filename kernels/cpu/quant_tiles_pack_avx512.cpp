@@ -215,6 +215,69 @@ void pack_q6_k(Rows rows, std::byte* out) {
   }
 }
 
+// q4_0, q4_1, q5_0, q5_1: a row's 16 quant bytes are its dwords of the tile's four lines as
+// they are, and its fifth bits (q5_*) one dword of the fifth-bit line.
+void pack_legacy(GgmlType type, Rows rows, std::byte* out) {
+  copy_halves(rows, 0, out);
+  std::size_t qs = offsetof(BlockQ4_0, qs), qh = 0;
+  switch (type) {
+    case GgmlType::q4_1:
+      qs = offsetof(BlockQ4_1, qs);
+      copy_halves(rows, offsetof(BlockQ4_1, m), out + kLegacyTileMins);
+      break;
+    case GgmlType::q5_0:
+      qs = offsetof(BlockQ5_0, qs);
+      qh = offsetof(BlockQ5_0, qh);
+      break;
+    case GgmlType::q5_1:
+      qs = offsetof(BlockQ5_1, qs);
+      qh = offsetof(BlockQ5_1, qh);
+      copy_halves(rows, offsetof(BlockQ5_1, m), out + kLegacyTileMins);
+      break;
+    default:
+      break;
+  }
+  // m[q], lane L: row 4L + q's quants. A 4 x 4 dword transpose within each lane then makes
+  // line p, lane L: dword p of rows 4L .. 4L + 3.
+  __m512i m[4];
+  for (int q = 0; q < 4; ++q) {
+    __m512i v =
+        _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q] + qs)));
+    for (int lane = 1; lane < 4; ++lane) {
+      const __m128i row =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * lane + q] + qs));
+      v = lane == 1   ? _mm512_inserti32x4(v, row, 1)
+          : lane == 2 ? _mm512_inserti32x4(v, row, 2)
+                      : _mm512_inserti32x4(v, row, 3);
+    }
+    m[q] = v;
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(m[0], m[1]), t1 = _mm512_unpackhi_epi32(m[0], m[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(m[2], m[3]), t3 = _mm512_unpackhi_epi32(m[2], m[3]);
+  std::byte* lines = out + legacy_tile_quants(type);
+  store_line(lines, _mm512_unpacklo_epi64(t0, t2));
+  store_line(lines + 64, _mm512_unpackhi_epi64(t0, t2));
+  store_line(lines + 128, _mm512_unpacklo_epi64(t1, t3));
+  store_line(lines + 192, _mm512_unpackhi_epi64(t1, t3));
+  if (!qh) return;
+  // Per row, bit 4p + k of qh goes to bit 2p of byte k and bit 16 + 4p + k to bit 2p + 1: the
+  // scalar packer's carry-free multiply by 2^0 + 2^7 + 2^14 + 2^21, sixteen rows at once.
+  alignas(64) std::uint32_t fifth[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) std::memcpy(&fifth[r], rows[r] + qh, sizeof fifth[r]);
+  const __m512i all = _mm512_load_si512(fifth);
+  const __m512i nibble = _mm512_set1_epi32(0xF), spread = _mm512_set1_epi32(0x00204081);
+  const __m512i low_bit = _mm512_set1_epi32(0x01010101);
+  __m512i bits = _mm512_setzero_si512();
+  for (int p = 0; p < 4; ++p)
+    for (int half = 0; half < 2; ++half) {
+      const __m512i field =
+          _mm512_and_si512(_mm512_srl_epi32(all, _mm_cvtsi32_si128(16 * half + 4 * p)), nibble);
+      const __m512i spread_bits = _mm512_and_si512(_mm512_mullo_epi32(field, spread), low_bit);
+      bits = _mm512_or_si512(bits, _mm512_sll_epi32(spread_bits, _mm_cvtsi32_si128(2 * p + half)));
+    }
+  store_line(out + legacy_tile_high(type), bits);
+}
+
 }  // namespace
 
 void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out) {
@@ -225,8 +288,10 @@ void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std:
       return pack_k_nibbles(rows, offsetof(BlockQ4_K, qs), out);
     case GgmlType::q5_k:
       return pack_q5_k(rows, out);
-    default:
+    case GgmlType::q6_k:
       return pack_q6_k(rows, out);
+    default:
+      return pack_legacy(type, rows, out);
   }
 }
 

@@ -58,12 +58,11 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 // Repacks rows (each `cols` elements of `type` blocks, as stored in a GGUF file) into row tiles
 // at `out` (row_tile_bytes of them), over OpenMP's threads. Throws std::invalid_argument for a
 // type without row tiles or a width that is not whole blocks. `isa` avx512_vnni moves whole
-// q8_0 / K-format tiles through AVX-512 registers where the CPU also has VBMI; every path writes
-// the same bytes.
+// tiles through AVX-512 registers where the CPU also has VBMI; every path writes the same bytes.
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
-// Whether pack_row_tiles(type, ..., isa) moves whole tiles through AVX-512 registers (q8_0 and
-// the K formats, on a CPU with AVX-512 VBMI) rather than packing row by row.
+// Whether pack_row_tiles(type, ..., isa) moves whole tiles through AVX-512 registers (on a CPU
+// with AVX-512 VBMI) rather than packing row by row.
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // y[i * y_stride + r] = dot(weight row r, x[i]) for the m activation rows, from row tiles;
