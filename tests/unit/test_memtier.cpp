@@ -848,10 +848,11 @@ TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
 }
 
 TEST(BlockLoader, RingSectionsDoNotWaitBehindExpertGuesses) {
-  // Expert prefetch A is read, expert prefetch B waits for it; the ring section D, queued after
-  // B, starts beside A rather than behind B.
+  // Expert prefetch A (three 64 KiB reads) is read; expert prefetch B waits for it; the ring
+  // section D, queued after B, starts beside A rather than behind B. The reader completes
+  // nothing until all three are queued, and the loader looks again after A's first read.
   const auto path = patterned_file("loader-ring-first", 1 << 20);
-  SteppedLoader f(path, {{0, 0}, {0, 1}, BlockId::dense(1)}, 64 << 10);
+  SteppedLoader f(path, {{0, 0}, {0, 1}, BlockId::dense(1)});
   const auto a = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
   const auto b = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
   const auto d = f.loader->load(BlockId::dense(1), BlockLoader::Priority::prefetch);
@@ -859,7 +860,10 @@ TEST(BlockLoader, RingSectionsDoNotWaitBehindExpertGuesses) {
   a.get();
   b.get();
   d.get();
-  EXPECT_EQ(f.reader->offsets_read, (std::vector<std::uint64_t>{0, 128 << 10, 64 << 10}));
+  constexpr std::uint64_t kRead = 64 << 10;
+  const std::vector<std::uint64_t> a_then_d_then_b = {
+      0, kRead, 2 * kRead, 6 * kRead, 7 * kRead, 8 * kRead, 3 * kRead, 4 * kRead, 5 * kRead};
+  EXPECT_EQ(f.reader->offsets_read, a_then_d_then_b);
   std::filesystem::remove(path);
 }
 
