@@ -163,24 +163,8 @@ void pack_q6_k(const std::uint8_t* src, int r, std::byte* out) {
 // takes qs[4p .. 4p + 3] as they are. Bit j of the little-endian qh is element j's fifth bit.
 void pack_legacy(GgmlType type, const std::uint8_t* src, int r, std::byte* out) {
   put16(out + 2 * r, load16(src));
-  std::size_t qs = offsetof(BlockQ4_0, qs), qh = 0;
-  switch (type) {
-    case GgmlType::q4_1:
-      qs = offsetof(BlockQ4_1, qs);
-      put16(out + kLegacyTileMins + 2 * r, load16(src + offsetof(BlockQ4_1, m)));
-      break;
-    case GgmlType::q5_0:
-      qs = offsetof(BlockQ5_0, qs);
-      qh = offsetof(BlockQ5_0, qh);
-      break;
-    case GgmlType::q5_1:
-      qs = offsetof(BlockQ5_1, qs);
-      qh = offsetof(BlockQ5_1, qh);
-      put16(out + kLegacyTileMins + 2 * r, load16(src + offsetof(BlockQ5_1, m)));
-      break;
-    default:
-      break;
-  }
+  const auto [m, qh, qs] = legacy_fields(type);
+  if (m) put16(out + kLegacyTileMins + 2 * r, load16(src + m));
   const std::int64_t quants = legacy_tile_quants(type);
   for (int p = 0; p < 4; ++p) store32(out + quants + 64 * p + 4 * r, load32(src + qs + 4 * p));
   if (!qh) return;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
 
@@ -37,6 +38,22 @@ constexpr bool legacy_has_min(GgmlType type) {
 }
 constexpr bool legacy_has_fifth_bits(GgmlType type) {
   return type == GgmlType::q5_0 || type == GgmlType::q5_1;
+}
+// Where a stored legacy block keeps its fields after d (at 0): m and qh are 0 when absent.
+struct LegacyFields {
+  std::size_t m, qh, qs;
+};
+constexpr LegacyFields legacy_fields(GgmlType type) {
+  switch (type) {
+    case GgmlType::q4_1:
+      return {offsetof(BlockQ4_1, m), 0, offsetof(BlockQ4_1, qs)};
+    case GgmlType::q5_0:
+      return {0, offsetof(BlockQ5_0, qh), offsetof(BlockQ5_0, qs)};
+    case GgmlType::q5_1:
+      return {offsetof(BlockQ5_1, m), offsetof(BlockQ5_1, qh), offsetof(BlockQ5_1, qs)};
+    default:
+      return {0, 0, offsetof(BlockQ4_0, qs)};
+  }
 }
 inline constexpr std::int64_t kLegacyTileMins = 2 * kTileRows;
 constexpr std::int64_t legacy_tile_quants(GgmlType type) {

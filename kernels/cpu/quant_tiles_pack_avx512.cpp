@@ -219,24 +219,8 @@ void pack_q6_k(Rows rows, std::byte* out) {
 // they are, and its fifth bits (q5_*) one dword of the fifth-bit line.
 void pack_legacy(GgmlType type, Rows rows, std::byte* out) {
   copy_halves(rows, 0, out);
-  std::size_t qs = offsetof(BlockQ4_0, qs), qh = 0;
-  switch (type) {
-    case GgmlType::q4_1:
-      qs = offsetof(BlockQ4_1, qs);
-      copy_halves(rows, offsetof(BlockQ4_1, m), out + kLegacyTileMins);
-      break;
-    case GgmlType::q5_0:
-      qs = offsetof(BlockQ5_0, qs);
-      qh = offsetof(BlockQ5_0, qh);
-      break;
-    case GgmlType::q5_1:
-      qs = offsetof(BlockQ5_1, qs);
-      qh = offsetof(BlockQ5_1, qh);
-      copy_halves(rows, offsetof(BlockQ5_1, m), out + kLegacyTileMins);
-      break;
-    default:
-      break;
-  }
+  const auto [m_offset, qh, qs] = legacy_fields(type);
+  if (m_offset) copy_halves(rows, m_offset, out + kLegacyTileMins);
   // m[q], lane L: row 4L + q's quants. A 4 x 4 dword transpose within each lane then makes
   // line p, lane L: dword p of rows 4L .. 4L + 3.
   __m512i m[4];
