@@ -141,52 +141,9 @@ void print_prefetch(const std::vector<moed::memtier::PrefetchSimulation>& with,
                     const std::vector<moed::memtier::SimulationResult>& without,
                     const Budgets& budgets, const moed::memtier::PrefetchOptions& options,
                     std::uint64_t tokens, bool json, nlohmann::json& out) {
-  const auto& first = with.front();
-  auto ratio = [](std::uint64_t a, std::uint64_t b) {
-    return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
-  };
-  auto plain_hits = [&](const std::string& policy, std::uint64_t budget) -> std::uint64_t {
-    for (const auto& r : without)
-      if (r.policy == policy && r.budget_blocks == budget) return r.hits;
-    throw std::logic_error("simulate: missing result");
-  };
-  const auto horizons = static_cast<std::size_t>(options.horizons);
+  const nlohmann::json report = moed::memtier::prefetch_report(with, without, options);
   if (json) {
-    out["prefetch"] = {{"horizons", options.horizons},
-                       {"predictor", to_string(options.predictor)},
-                       {"width", options.width},
-                       {"reads_per_layer", options.reads_per_layer},
-                       {"accuracy", nlohmann::json::array()},
-                       {"results", nlohmann::json::array()}};
-    for (std::size_t h = 0; h < horizons; ++h)
-      out["prefetch"]["accuracy"].push_back(
-          {{"horizon", h + 1},
-           {"predicted", first.horizons[h].predicted},
-           {"used", first.horizons[h].used},
-           {"routed", first.routed[h]},
-           {"precision", ratio(first.horizons[h].used, first.horizons[h].predicted)},
-           {"recall", ratio(first.horizons[h].used, first.routed[h])}});
-    for (const auto& r : with) {
-      nlohmann::json per_horizon = nlohmann::json::array();
-      for (std::size_t h = 0; h < horizons; ++h) {
-        const auto& c = r.horizons[h];
-        per_horizon.push_back({{"horizon", h + 1},
-                               {"issued", c.issued},
-                               {"hits", c.hits},
-                               {"late", c.late},
-                               {"wasted", c.wasted},
-                               {"cancelled", c.cancelled}});
-      }
-      out["prefetch"]["results"].push_back(
-          {{"policy", r.policy},
-           {"blocks", r.budget_blocks},
-           {"hits", r.hits},
-           {"hits_without_prefetch", plain_hits(r.policy, r.budget_blocks)},
-           {"requests", r.requests},
-           {"demand_reads", r.demand_reads},
-           {"prefetch_reads", r.prefetch_reads},
-           {"horizons", per_horizon}});
-    }
+    out["prefetch"] = report;
     return;
   }
   const std::string width = options.width ? std::to_string(options.width) : "as many as routed";
@@ -198,33 +155,30 @@ void print_prefetch(const std::vector<moed::memtier::PrefetchSimulation>& with,
               options.horizons, std::string(to_string(options.predictor)).c_str(), width.c_str(),
               reads.c_str());
   std::printf("horizon  predicted  used     precision  recall\n");
-  for (std::size_t h = 0; h < horizons; ++h)
-    std::printf("%-8zu %-10llu %-8llu %6.1f%%    %6.1f%%\n", h + 1,
-                static_cast<unsigned long long>(first.horizons[h].predicted),
-                static_cast<unsigned long long>(first.horizons[h].used),
-                100.0 * ratio(first.horizons[h].used, first.horizons[h].predicted),
-                100.0 * ratio(first.horizons[h].used, first.routed[h]));
+  for (const auto& a : report["accuracy"])
+    std::printf("%-8d %-10llu %-8llu %6.1f%%    %6.1f%%\n", a["horizon"].get<int>(),
+                a["predicted"].get<unsigned long long>(), a["used"].get<unsigned long long>(),
+                100.0 * a["precision"].get<double>(), 100.0 * a["recall"].get<double>());
   std::printf("\n%-10s %-8s %-8s %-8s %-10s %-12s", "budget", "blocks", "policy", "hits",
               "prefetch", "reads/token");
-  for (std::size_t h = 0; h < horizons; ++h) std::printf("  h%zu hit/late/wasted/cancel", h + 1);
+  for (int h = 1; h <= options.horizons; ++h) std::printf("  h%d hit/late/wasted/cancel", h);
   std::printf("\n");
   const double per_token = static_cast<double>(std::max<std::uint64_t>(tokens, 1));
-  for (const auto& r : with) {
+  for (const auto& r : report["results"]) {
+    const auto blocks = r["blocks"].get<std::uint64_t>();
     std::size_t k = 0;
-    while (k + 1 < budgets.blocks.size() && budgets.blocks[k] != r.budget_blocks) ++k;
+    while (k + 1 < budgets.blocks.size() && budgets.blocks[k] != blocks) ++k;
     char cell[64];
-    std::snprintf(cell, sizeof cell, "%.2f+%.2f", static_cast<double>(r.demand_reads) / per_token,
-                  static_cast<double>(r.prefetch_reads) / per_token);
+    std::snprintf(cell, sizeof cell, "%.2f+%.2f", r["demand_reads"].get<double>() / per_token,
+                  r["prefetch_reads"].get<double>() / per_token);
     std::printf("%-10s %-8llu %-8s %-8llu %-10llu %-12s", budgets.labels[k].c_str(),
-                static_cast<unsigned long long>(r.budget_blocks), r.policy.c_str(),
-                static_cast<unsigned long long>(plain_hits(r.policy, r.budget_blocks)),
-                static_cast<unsigned long long>(r.hits), cell);
-    for (std::size_t h = 0; h < horizons; ++h) {
-      const auto& c = r.horizons[h];
-      std::snprintf(
-          cell, sizeof cell, "%llu/%llu/%llu/%llu", static_cast<unsigned long long>(c.hits),
-          static_cast<unsigned long long>(c.late), static_cast<unsigned long long>(c.wasted),
-          static_cast<unsigned long long>(c.cancelled));
+                static_cast<unsigned long long>(blocks), r["policy"].get<std::string>().c_str(),
+                r["hits_without_prefetch"].get<unsigned long long>(),
+                r["hits"].get<unsigned long long>(), cell);
+    for (const auto& c : r["horizons"]) {
+      std::snprintf(cell, sizeof cell, "%llu/%llu/%llu/%llu", c["hits"].get<unsigned long long>(),
+                    c["late"].get<unsigned long long>(), c["wasted"].get<unsigned long long>(),
+                    c["cancelled"].get<unsigned long long>());
       std::printf("  %-27s", cell);
     }
     std::printf("\n");

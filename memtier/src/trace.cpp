@@ -402,4 +402,57 @@ std::vector<PrefetchSimulation> simulate_prefetch(std::span<const RoutingEvent> 
   return results;
 }
 
+nlohmann::json prefetch_report(std::span<const PrefetchSimulation> with,
+                               std::span<const SimulationResult> without,
+                               const PrefetchOptions& options) {
+  auto ratio = [](std::uint64_t a, std::uint64_t b) {
+    return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
+  };
+  auto plain_hits = [&](const std::string& policy, std::uint64_t budget) -> std::uint64_t {
+    for (const auto& r : without)
+      if (r.policy == policy && r.budget_blocks == budget) return r.hits;
+    throw std::logic_error("prefetch_report: no result without prefetch for " + policy + " at " +
+                           std::to_string(budget) + " blocks");
+  };
+  const auto horizons = static_cast<std::size_t>(options.horizons);
+  nlohmann::json report = {{"horizons", options.horizons},
+                           {"predictor", to_string(options.predictor)},
+                           {"width", options.width},
+                           {"reads_per_layer", options.reads_per_layer},
+                           {"accuracy", nlohmann::json::array()},
+                           {"results", nlohmann::json::array()}};
+  if (!with.empty())
+    for (std::size_t h = 0; h < horizons; ++h) {
+      const auto& first = with.front();
+      report["accuracy"].push_back(
+          {{"horizon", h + 1},
+           {"predicted", first.horizons[h].predicted},
+           {"used", first.horizons[h].used},
+           {"routed", first.routed[h]},
+           {"precision", ratio(first.horizons[h].used, first.horizons[h].predicted)},
+           {"recall", ratio(first.horizons[h].used, first.routed[h])}});
+    }
+  for (const auto& r : with) {
+    nlohmann::json per_horizon = nlohmann::json::array();
+    for (std::size_t h = 0; h < horizons; ++h) {
+      const auto& c = r.horizons[h];
+      per_horizon.push_back({{"horizon", h + 1},
+                             {"issued", c.issued},
+                             {"hits", c.hits},
+                             {"late", c.late},
+                             {"wasted", c.wasted},
+                             {"cancelled", c.cancelled}});
+    }
+    report["results"].push_back({{"policy", r.policy},
+                                 {"blocks", r.budget_blocks},
+                                 {"hits", r.hits},
+                                 {"hits_without_prefetch", plain_hits(r.policy, r.budget_blocks)},
+                                 {"requests", r.requests},
+                                 {"demand_reads", r.demand_reads},
+                                 {"prefetch_reads", r.prefetch_reads},
+                                 {"horizons", per_horizon}});
+  }
+  return report;
+}
+
 }  // namespace moed::memtier

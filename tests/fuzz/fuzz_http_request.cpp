@@ -47,7 +47,7 @@ void validate(const http::request<http::string_body>& request) {
   } else if (path == "/admin/pin" || path == "/admin/unpin") {
     (void)parse_expert_ref(body, kLimits);
   } else if (path == "/admin/trace/simulate") {
-    (void)parse_simulate_blocks(body);
+    (void)parse_simulate_request(body);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "moed/memtier/policy.hpp"
@@ -249,16 +250,32 @@ ExpertRef parse_expert_ref(const Body& body, const ModelLimits& limits) {
   return {static_cast<std::int32_t>(layer), static_cast<std::int32_t>(expert)};
 }
 
-std::vector<std::uint64_t> parse_simulate_blocks(const Body& body) {
+SimulateRequest parse_simulate_request(const Body& body) {
   if (!body.contains("blocks") || !body["blocks"].is_array())
     bad_field("blocks", "expected a list of cache sizes in expert blocks");
-  std::vector<std::uint64_t> blocks;
+  SimulateRequest request;
   for (const auto& b : body["blocks"]) {
     if (!b.is_number_unsigned())
       bad_field("blocks", "expected non-negative integers, got " + b.dump());
-    blocks.push_back(b.get<std::uint64_t>());
+    request.blocks.push_back(b.get<std::uint64_t>());
   }
-  return blocks;
+  request.auto_pin_share = number_field(body, "auto_pin", 0, 0, 1, false);
+  request.prefetch.horizons =
+      static_cast<int>(integer_field(body, "prefetch", 0, 0, memtier::kPrefetchHorizons));
+  if (body.contains("predictor") && !body["predictor"].is_null()) {
+    if (!body["predictor"].is_string())
+      bad_field("predictor", "expected \"transition\" or \"previous\"");
+    try {
+      request.prefetch.predictor = memtier::predictor_kind(body["predictor"].get<std::string>());
+    } catch (const std::invalid_argument& e) {
+      bad_field("predictor", e.what());
+    }
+  }
+  request.prefetch.width =
+      static_cast<int>(integer_field(body, "prefetch_width", 0, 0, std::int64_t{1} << 20));
+  request.prefetch.reads_per_layer = static_cast<std::uint64_t>(
+      integer_field(body, "reads_per_layer", 0, 0, std::numeric_limits<std::int64_t>::max()));
+  return request;
 }
 
 }  // namespace moed::server

@@ -897,19 +897,28 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
   }
   if (path == "/admin/trace/simulate" && request.method() == http::verb::post) {
     const auto trace = recorded_trace();
-    const std::vector<std::uint64_t> blocks = parse_simulate_blocks(body);
-    std::vector<std::string> policies = memtier::policy_names();
+    const SimulateRequest simulate = parse_simulate_request(body);
+    const std::vector<std::string> live_policies = memtier::policy_names();
+    std::vector<std::string> policies = live_policies;
     policies.push_back("belady");
     const auto events = memtier::read_trace(trace);
+    const auto plain =
+        memtier::simulate(events, simulate.blocks, policies, simulate.auto_pin_share);
     json results = json::array();
-    for (const auto& r : memtier::simulate(events, blocks, policies))
+    for (const auto& r : plain)
       results.push_back({{"policy", r.policy},
                          {"blocks", r.budget_blocks},
                          {"hits", r.hits},
                          {"requests", r.requests},
                          {"hit_rate", r.hit_rate()}});
-    return writer.send(
-        json_response(http::status::ok, {{"lines", events.size()}, {"results", results}}));
+    json report = {{"lines", events.size()}, {"results", results}};
+    if (simulate.auto_pin_share > 0) report["auto_pin"] = simulate.auto_pin_share;
+    // Belady's optimum has no prefetch variant: the live policies are replayed with it.
+    if (simulate.prefetch.horizons > 0)
+      report["prefetch"] = memtier::prefetch_report(
+          memtier::simulate_prefetch(events, simulate.blocks, live_policies, simulate.prefetch),
+          plain, simulate.prefetch);
+    return writer.send(json_response(http::status::ok, report));
   }
   throw ApiError{http::status::not_found,
                  "no admin route " + std::string(request.method_string()) + " " + path};

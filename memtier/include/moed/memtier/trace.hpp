@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <span>
 #include <string>
 #include <vector>
@@ -99,5 +100,14 @@ std::vector<PrefetchSimulation> simulate_prefetch(std::span<const RoutingEvent> 
                                                   std::span<const std::uint64_t> budgets,
                                                   std::span<const std::string> policies,
                                                   const PrefetchOptions& options);
+
+// The JSON report of simulate_prefetch(), as `moectl trace simulate --json` and the daemon's
+// /admin/trace/simulate give it: the options, each horizon's precision and recall, then per
+// policy and size the hits with prefetch and without (from `without`, simulate()'s results for
+// the same trace, policies and sizes; std::logic_error if one is missing), the reads and each
+// horizon's outcomes.
+nlohmann::json prefetch_report(std::span<const PrefetchSimulation> with,
+                               std::span<const SimulationResult> without,
+                               const PrefetchOptions& options);
 
 }  // namespace moed::memtier

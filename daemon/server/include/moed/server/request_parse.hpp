@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "moed/memtier/trace.hpp"
+
 namespace moed::server {
 
 // Request bodies keep their key order: chat templates may print messages or tools as given.
@@ -85,7 +87,14 @@ struct ExpertRef {
 };
 ExpertRef parse_expert_ref(const Body& body, const ModelLimits& limits);
 
-// POST /admin/trace/simulate: cache sizes in expert blocks.
-std::vector<std::uint64_t> parse_simulate_blocks(const Body& body);
+// POST /admin/trace/simulate: the cache sizes in expert blocks ("blocks", required), and as
+// `moectl trace simulate` takes them: "auto_pin" (share of the cache, 0..1), "prefetch" (layers
+// ahead, 0..2), "predictor" ("transition" or "previous"), "prefetch_width" and "reads_per_layer".
+struct SimulateRequest {
+  std::vector<std::uint64_t> blocks;
+  double auto_pin_share = 0;
+  memtier::PrefetchOptions prefetch{.horizons = 0};
+};
+SimulateRequest parse_simulate_request(const Body& body);
 
 }  // namespace moed::server
