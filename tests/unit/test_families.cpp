@@ -29,6 +29,18 @@ std::string test_name(const ::testing::TestParamInfo<const char*>& info) {
   return info.param;
 }
 
+// DeepSeek-V3's router as transformers computes it: sigmoid scores, a correction bias, groups
+// scored by their top two.
+model::RouterSpec deepseek_v3_router(std::int64_t groups, std::int64_t kept_groups) {
+  model::RouterSpec v3;
+  v3.scoring = model::Scoring::sigmoid;
+  v3.correction_bias = true;
+  v3.n_group = groups;
+  v3.topk_group = kept_groups;
+  v3.group_top2_sum = true;
+  return v3;
+}
+
 }  // namespace
 
 TEST_P(Family, F32LogitsMatchTheNumpyReference) {
@@ -157,12 +169,7 @@ TEST(Router, SoftmaxTopKRenormalisedOrNot) {
 // DeepSeek-V3: sigmoid scores, the bias moves the choice (and the groups) but the weights are the
 // unbiased scores, renormalised, times the scaling factor.
 TEST(Router, DeepSeekV3BiasChoosesButDoesNotWeigh) {
-  model::RouterSpec v3;
-  v3.scoring = model::Scoring::sigmoid;
-  v3.correction_bias = true;
-  v3.n_group = 4;
-  v3.topk_group = 2;
-  v3.group_top2_sum = true;
+  model::RouterSpec v3 = deepseek_v3_router(4, 2);
   v3.scaling = 2.5;
   // Scores: 0.75 for expert 3 (logit ln 3), 0.5 for the rest. With the bias the choice scores
   // are [.5 .5 .8 .85 .5 .55 .7 .7]; group sums 1.0, 1.65, 1.05, 1.4 keep groups 1 and 3.
@@ -184,12 +191,7 @@ TEST(Router, DeepSeekV3BiasChoosesButDoesNotWeigh) {
 // Masking the groups not kept: transformers fills them with 0.0, so when every kept expert's
 // biased score is negative a masked expert wins; llama.cpp fills them with -inf.
 TEST(Router, MaskedGroupsScoreZeroInTransformersAndMinusInfinityInLlamaCpp) {
-  model::RouterSpec v3;
-  v3.scoring = model::Scoring::sigmoid;
-  v3.correction_bias = true;
-  v3.n_group = 2;
-  v3.topk_group = 1;
-  v3.group_top2_sum = true;
+  model::RouterSpec v3 = deepseek_v3_router(2, 1);
   // Scores all 0.5. Biased choice: group 0 [-0.6 -0.7], group 1 [-0.9 -0.9]: group 0 is kept.
   const float logits[] = {0, 0, 0, 0};
   const float bias[] = {-1.1f, -1.2f, -1.4f, -1.4f};
