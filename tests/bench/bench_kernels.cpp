@@ -61,6 +61,17 @@ void BM_Attention(benchmark::State& state) {
 }
 BENCHMARK(BM_Attention)->Arg(512)->Arg(4096);
 
+// One decode step's attention over a bf16 KV cache (the default), Mixtral's head shape.
+void BM_AttentionBf16(benchmark::State& state) {
+  const std::int64_t context = state.range(0), heads = 8, kv_heads = 4, d = 128;
+  std::vector<float> q(heads * d, 0.1f), out(q.size());
+  std::vector<std::uint16_t> k(kv_heads * context * d, 0x3dcc), v(k.size(), 0x3dcc);
+  for (auto _ : state)
+    attention(q.data(), k.data(), v.data(), out.data(),
+              {1, heads, kv_heads, d, context, context - 1});
+}
+BENCHMARK(BM_AttentionBf16)->Arg(128)->Arg(512)->Arg(4096);
+
 // A 4096 x 4096 mat-vec on ggml-quantized weights (activations quantized per call): bytes/s of
 // weight bytes, against the probe's bandwidth line. Args: ggml type id, ISA (0 scalar, 1 AVX2,
 // 2 AVX-512 VNNI), threads. Copies fill 512 MiB so the weights come from memory.
