@@ -190,6 +190,10 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
              const std::string& expert_size, int steps, const std::string& policies_text,
              const std::string& plot, bool json, const moed::memtier::PrefetchOptions& prefetch,
              double auto_pin_share) {
+  // The prefetch replay has no automatic pins: its hits would not compare with those without.
+  if (auto_pin_share > 0 && prefetch.horizons > 0)
+    throw std::invalid_argument(
+        "--auto-pin is not simulated together with --prefetch; ask for one at a time");
   const auto trace = moed::memtier::read_trace(path);
   const auto policies = parse_policies(policies_text);
   std::set<std::int32_t> layers;

@@ -349,15 +349,8 @@ std::string Client::trace_download() {
   return call("GET", "/admin/trace");
 }
 
-std::string Client::simulate(const std::vector<std::uint64_t>& blocks,
-                             const SimulateOptions& options) {
-  json body{{"blocks", blocks}};
-  if (options.auto_pin > 0) body["auto_pin"] = options.auto_pin;
-  if (options.prefetch > 0) body["prefetch"] = options.prefetch;
-  if (!options.predictor.empty()) body["predictor"] = options.predictor;
-  if (options.prefetch_width > 0) body["prefetch_width"] = options.prefetch_width;
-  if (options.reads_per_layer > 0) body["reads_per_layer"] = options.reads_per_layer;
-  return call("POST", "/admin/trace/simulate", body.dump());
+std::string Client::simulate(const std::vector<std::uint64_t>& blocks) {
+  return call("POST", "/admin/trace/simulate", json{{"blocks", blocks}}.dump());
 }
 
 }  // namespace moed

@@ -102,14 +102,16 @@ TEST(RequestParse, SimulateTakesMoectlsOptionsAndNamesABadOne) {
   EXPECT_EQ(plain.blocks, (std::vector<std::uint64_t>{4, 8}));
   EXPECT_EQ(plain.auto_pin_share, 0.0);
   EXPECT_EQ(plain.prefetch.horizons, 0);
+  EXPECT_EQ(
+      parse_simulate_request(parse_body(R"({"blocks": [4], "auto_pin": 0.5})")).auto_pin_share,
+      0.5);
   const auto full = parse_simulate_request(parse_body(
-      R"({"blocks": [16], "auto_pin": 0.5, "prefetch": 2, "predictor": "previous",
-          "prefetch_width": 3, "reads_per_layer": 7})"));
-  EXPECT_EQ(full.auto_pin_share, 0.5);
+      R"({"blocks": [16], "prefetch": 2, "predictor": "previous", "prefetch_width": 3,
+          "reads_per_layer": 18446744073709551615})"));
   EXPECT_EQ(full.prefetch.horizons, 2);
   EXPECT_EQ(full.prefetch.predictor, moed::memtier::RoutingPredictor::Kind::previous);
   EXPECT_EQ(full.prefetch.width, 3);
-  EXPECT_EQ(full.prefetch.reads_per_layer, 7u);
+  EXPECT_EQ(full.prefetch.reads_per_layer, 18446744073709551615u);
   const std::pair<const char*, const char*> bad[] = {
       {R"({"prefetch": 1})", "blocks"},
       {R"({"blocks": [-1]})", "blocks"},
@@ -119,6 +121,8 @@ TEST(RequestParse, SimulateTakesMoectlsOptionsAndNamesABadOne) {
       {R"({"blocks": [4], "auto_pin": 2})", "auto_pin"},
       {R"({"blocks": [4], "prefetch_width": -1})", "prefetch_width"},
       {R"({"blocks": [4], "reads_per_layer": 1.5})", "reads_per_layer"},
+      {R"({"blocks": [4], "reads_per_layer": -1})", "reads_per_layer"},
+      {R"({"blocks": [4], "prefetch": 1, "auto_pin": 0.25})", "auto_pin"},
   };
   for (const auto& [body, field] : bad) {
     try {

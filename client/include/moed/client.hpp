@@ -89,16 +89,6 @@ struct Health {
   std::string error;
 };
 
-// The options of /admin/trace/simulate, as `moectl trace simulate` takes them (0 or empty: off);
-// each is sent only when set.
-struct SimulateOptions {
-  double auto_pin = 0;
-  int prefetch = 0;
-  std::string predictor;
-  int prefetch_width = 0;
-  std::uint64_t reads_per_layer = 0;
-};
-
 class Client {
  public:
   explicit Client(std::string socket_path = "/run/moed/moed.sock", int timeout_ms = 600000);
@@ -129,9 +119,7 @@ class Client {
   void trace_start();
   void trace_stop();
   std::string trace_download();
-  // Replays the recorded trace at each cache size.
-  std::string simulate(const std::vector<std::uint64_t>& blocks,
-                       const SimulateOptions& options = {});
+  std::string simulate(const std::vector<std::uint64_t>& blocks);
 
   // One raw call: method, target and JSON body; returns the body of a 2xx answer, throws Error.
   std::string call(const std::string& method, const std::string& target,

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <string>
 
 #include "moed/memtier/policy.hpp"
@@ -273,8 +272,15 @@ SimulateRequest parse_simulate_request(const Body& body) {
   }
   request.prefetch.width =
       static_cast<int>(integer_field(body, "prefetch_width", 0, 0, std::int64_t{1} << 20));
-  request.prefetch.reads_per_layer = static_cast<std::uint64_t>(
-      integer_field(body, "reads_per_layer", 0, 0, std::numeric_limits<std::int64_t>::max()));
+  if (body.contains("reads_per_layer") && !body["reads_per_layer"].is_null()) {
+    if (!body["reads_per_layer"].is_number_unsigned())
+      bad_field("reads_per_layer",
+                "expected a non-negative integer, got " + body["reads_per_layer"].dump());
+    request.prefetch.reads_per_layer = body["reads_per_layer"].get<std::uint64_t>();
+  }
+  // The prefetch replay has no automatic pins: its hits would not compare with those without.
+  if (request.auto_pin_share > 0 && request.prefetch.horizons > 0)
+    bad_field("auto_pin", "is not simulated together with prefetch; ask for one at a time");
   return request;
 }
 
