@@ -1,11 +1,15 @@
 // moed: serves Mixture-of-Experts models from GPU, RAM and NVMe tiers. This entry point also
 // carries the one-shot development commands (logits, generate, tokenize, bench, perplexity).
+#include <limits.h>
 #include <malloc.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 
 #include "commands.hpp"
@@ -21,13 +25,25 @@ constexpr const char* kModelHelp =
 // regions of a decode step then wakes its worker through the kernel, measured at 22 us per
 // region on the 2-core VM (4.5 us spinning), a quarter of a Q4_K_M step. The active policy spins
 // 1000 times in that case; GOMP_SPINCOUNT keeps the uncontended spin at libgomp's default
-// (about 3 ms), so an idle daemon still sleeps. A user's own setting is kept; if the re-exec
-// fails, moed runs on with libgomp's defaults.
+// (about 3 ms), so an idle daemon still sleeps. A user's own setting is kept. The executable is
+// run by its real path so that the process keeps its name; if anything fails, moed runs on
+// with libgomp's defaults. Other OpenMP runtimes read other variables (LLVM's would spin
+// forever under "active"), so this is for libgomp only.
 void set_openmp_wait_policy(char** argv) {
+#ifdef _LIBGOMP_OMP_LOCK_DEFINED
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "active", 1);
-  setenv("GOMP_SPINCOUNT", "300000", 0);
-  execv("/proc/self/exe", argv);
+  char path[PATH_MAX];
+  const ssize_t length = readlink("/proc/self/exe", path, sizeof path - 1);
+  if (length <= 0) return;
+  path[length] = '\0';
+  if (setenv("OMP_WAIT_POLICY", "active", 1) != 0 || setenv("GOMP_SPINCOUNT", "300000", 0) != 0)
+    return;
+  execv(path, argv);
+  std::fprintf(stderr, "moed: could not restart with OMP_WAIT_POLICY=active (%s: %s)\n", path,
+               std::strerror(errno));
+#else
+  (void)argv;
+#endif
 }
 
 }  // namespace
