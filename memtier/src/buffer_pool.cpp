@@ -1,6 +1,8 @@
 #include "moed/memtier/buffer_pool.hpp"
 
+#include <algorithm>
 #include <cstdlib>
+#include <vector>
 
 #include "moed/memtier/aligned_buffer.hpp"
 
@@ -11,7 +13,7 @@ BufferPool::BufferPool(std::uint64_t max_spare_bytes) : state_(std::make_shared<
 }
 
 BufferPool::State::~State() {
-  for (auto& [size, buffer] : spare) std::free(buffer);
+  for (const auto& s : spare) std::free(s.buffer);
 }
 
 std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
@@ -20,23 +22,35 @@ std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
   {
     std::lock_guard lock(state_->mutex);
     ++state_->counters.allocations;
-    auto it = state_->spare.find(size);
-    if (it != state_->spare.end()) {
-      buffer = it->second;
-      state_->spare.erase(it);
+    auto& spare = state_->spare;
+    const auto it = std::find_if(spare.rbegin(), spare.rend(),
+                                 [&](const State::Spare& s) { return s.size == size; });
+    if (it != spare.rend()) {
+      buffer = it->buffer;
+      spare.erase(std::next(it).base());
       state_->counters.spare_bytes -= size;
       ++state_->counters.reuses;
     }
   }
   if (!buffer) buffer = allocate_aligned(size);
   return std::shared_ptr<std::byte>(buffer, [state = state_, size](std::byte* released) {
-    std::lock_guard lock(state->mutex);
-    if (state->counters.spare_bytes + size <= state->counters.max_spare_bytes) {
-      state->spare.emplace(size, released);
-      state->counters.spare_bytes += size;
-    } else {
-      std::free(released);
+    std::vector<std::byte*> freed;
+    {
+      std::lock_guard lock(state->mutex);
+      auto& c = state->counters;
+      if (size > c.max_spare_bytes) {
+        freed.push_back(released);
+      } else {
+        state->spare.push_back({size, released});
+        c.spare_bytes += size;
+        while (c.spare_bytes > c.max_spare_bytes) {
+          freed.push_back(state->spare.front().buffer);
+          c.spare_bytes -= state->spare.front().size;
+          state->spare.pop_front();
+        }
+      }
     }
+    for (std::byte* buffer : freed) std::free(buffer);
   });
 }
 

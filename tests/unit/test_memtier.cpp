@@ -617,8 +617,25 @@ TEST(BufferPool, RecyclesUpToItsSpareLimit) {
   EXPECT_EQ(pool.counters().reuses, 1u);
   auto c = pool.allocate(8000);
   b.reset();
-  c.reset();  // only one fits the spare limit; the other is freed
+  c.reset();  // only one fits the spare limit; the older spare is freed
   EXPECT_EQ(pool.counters().spare_bytes, 8192u);
+}
+
+TEST(BufferPool, KeepsTheSizesReleasedLast) {
+  BufferPool pool(3 * 4096);
+  auto small1 = pool.allocate(4096), small2 = pool.allocate(4096);
+  auto large = pool.allocate(2 * 4096);
+  small1.reset();
+  small2.reset();
+  std::byte* large_buffer = large.get();
+  large.reset();  // the spares were full of small ones: the oldest goes, the large one stays
+  EXPECT_EQ(pool.counters().spare_bytes, 3u * 4096);
+  const auto again = pool.allocate(2 * 4096);
+  EXPECT_EQ(again.get(), large_buffer);
+  EXPECT_EQ(pool.counters().reuses, 1u);
+  auto too_large = pool.allocate(4 * 4096);
+  too_large.reset();  // larger than the whole spare limit: freed at once
+  EXPECT_EQ(pool.counters().spare_bytes, 4096u);
 }
 
 TEST(ByteSize, ParsesAndFormats) {

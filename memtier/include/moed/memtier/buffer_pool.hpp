@@ -2,7 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
+#include <deque>
 #include <memory>
 #include <mutex>
 
@@ -11,8 +11,12 @@ namespace moed::memtier {
 // Recycles the host buffers that packed blocks live in. Blocks of a model come in a few sizes
 // and are evicted and loaded all the time; a fresh multi-MiB allocation pays a page fault per
 // 4 KiB (on a VM, about as long as reading the block from NVMe), a recycled one pays nothing.
-// At most `max_spare_bytes` of released buffers are kept for reuse; the rest go back to the OS,
-// so the pool adds a fixed, stated amount to RSS. Thread-safe; buffers may outlive the pool.
+// At most `max_spare_bytes` of released buffers are kept for reuse, the most recently released
+// (the oldest spares go back to the OS first), so the pool adds a fixed, stated amount to RSS and
+// holds the sizes in use now: a quantized model's layers differ in size (q4_K_M: some ffn_down in
+// q6_K), and a pool that kept its first spares and freed later releases kept whichever sizes
+// came back first; under prefetch at a 25% budget a tenth of the loads then faulted in fresh
+// pages. Thread-safe; buffers may outlive the pool.
 class BufferPool {
  public:
   explicit BufferPool(std::uint64_t max_spare_bytes);
@@ -29,7 +33,11 @@ class BufferPool {
  private:
   struct State {
     std::mutex mutex;
-    std::multimap<std::size_t, std::byte*> spare;  // size -> buffer
+    struct Spare {
+      std::size_t size;
+      std::byte* buffer;
+    };
+    std::deque<Spare> spare;  // oldest release first
     Counters counters;
     ~State();
   };
