@@ -31,14 +31,19 @@ TieredStore::TieredStore(HostTier& host, BlockLoader& loader, const Source& sour
 Payload TieredStore::acquire(BlockId block) {
   auto& layer = layers_.at(static_cast<std::size_t>(block.layer));
   Payload hit = host_.lookup(block);
-  bool joins_prefetch = false;  // the demand shares a prefetch's read, which counts its bytes
+  bool joins_prefetch = false;       // the demand shares a prefetch's read, which counts its bytes
+  std::shared_future<Payload> load;  // the read expect() started, if any
   {
     std::lock_guard lock(mutex_);
+    // A read that failed is not reused: it was expected by a pass that stopped on its error.
+    if (auto expected = expected_.extract(block); expected && !failed(expected.mapped()))
+      load = std::move(expected.mapped());
     auto it = predictions_.find(block);
     Prediction* prediction = it == predictions_.end() ? nullptr : &it->second;
     const bool first_need = prediction && !prediction->needed;
     if (first_need) {
       prediction->needed = true;
+      prediction->landed = nullptr;  // the caller holds it while it computes
       for (int h = 1; h <= kPrefetchHorizons; ++h)
         if (prediction->predicted_by & (1u << (h - 1))) ++layer.horizons[h - 1].used;
     }
@@ -50,8 +55,8 @@ Payload TieredStore::acquire(BlockId block) {
       return hit;
     }
     ++layer.misses;
-    joins_prefetch = prediction && prediction->issued_by != 0 && !prediction->cancelled &&
-                     loader_.pending(block);
+    joins_prefetch = !load.valid() && prediction && prediction->issued_by != 0 &&
+                     !prediction->cancelled && loader_.pending(block);
     if (scored) {
       if (joins_prefetch) {
         ++horizon.late;
@@ -64,20 +69,37 @@ Payload TieredStore::acquire(BlockId block) {
     }
   }
   const auto start = Clock::now();
-  BlockLoader::OnLoaded count_bytes;
-  if (!joins_prefetch)
-    count_bytes = [this](BlockId id, const Payload&) {
-      std::lock_guard lock(mutex_);
-      layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-    };
-  auto future = loader_.load(block, BlockLoader::Priority::demand, std::move(count_bytes));
-  Payload payload = future.get();
+  if (!load.valid())
+    load = loader_.load(block, BlockLoader::Priority::demand,
+                        joins_prefetch ? BlockLoader::OnLoaded{} : count_bytes_read());
+  Payload payload = load.get();
   {
     std::lock_guard lock(mutex_);
     layer.wait_seconds += since(start);
   }
   host_.admit(block, payload, HostTier::Admission::filtered);
   return payload;
+}
+
+void TieredStore::expect(BlockId block) {
+  if (host_.peek(block)) return;
+  std::lock_guard lock(mutex_);
+  if (auto it = expected_.find(block); it != expected_.end()) {
+    if (!failed(it->second)) return;
+    expected_.erase(it);  // a pass that stopped on this error left it: read again
+  }
+  if (loader_.pending(block)) {
+    loader_.prioritize(block);  // a prefetch still queued or reading: now a demand
+    return;
+  }
+  expected_.emplace(block, loader_.load(block, BlockLoader::Priority::demand, count_bytes_read()));
+}
+
+BlockLoader::OnLoaded TieredStore::count_bytes_read() {
+  return [this](BlockId id, const Payload&) {
+    std::lock_guard lock(mutex_);
+    layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
+  };
 }
 
 std::vector<Payload> TieredStore::hold_resident(std::int32_t layer,
@@ -100,13 +122,16 @@ void TieredStore::issue(BlockId block, int horizon) {
   prediction.issued_by = horizon;
   prediction.cancelled = false;
   ++layers_[static_cast<std::size_t>(block.layer)].horizons[horizon - 1].issued;
-  loader_.load(block, priority_of(horizon), [this](BlockId id, const Payload& payload) {
-    {
-      std::lock_guard lock(mutex_);
-      layers_[static_cast<std::size_t>(id.layer)].bytes_read += source_.bytes(id);
-    }
-    host_.admit(id, payload);
-  });
+  loader_.load(block, priority_of(horizon),
+               [this, count = count_bytes_read()](BlockId id, const Payload& payload) {
+                 count(id, payload);
+                 if (!host_.admit(id, payload)) return;
+                 Payload resident = host_.peek(id);
+                 std::lock_guard lock(mutex_);
+                 auto it = predictions_.find(id);
+                 if (it != predictions_.end() && !it->second.needed)
+                   it->second.landed = std::move(resident);
+               });
 }
 
 void TieredStore::prefetch(std::int32_t layer, std::span<const std::int32_t> experts, int horizon) {
@@ -166,6 +191,8 @@ void TieredStore::settle(std::int32_t layer) {
     }
     it = predictions_.erase(it);
   }
+  // Reads expect() started for experts the layer did not acquire (it stopped on an error).
+  std::erase_if(expected_, [&](const auto& entry) { return entry.first.layer == layer; });
 }
 
 std::vector<LayerCounters> TieredStore::layer_counters() const {

@@ -286,6 +286,7 @@ class PrefetchReplay {
     if (auto it = predictions_.find(block); it != predictions_.end()) p = &it->second;
     const bool first_need = p && !p->needed;
     if (first_need) p->needed = true;
+    landed_.erase(block);
     const bool scored = first_need && p->issued_by != 0 && !p->cancelled;
     if (resident_.contains(block)) {
       ++out_.hits;
@@ -309,7 +310,7 @@ class PrefetchReplay {
   // As HostTier::admit; `filtered`: the policy's admission filter may keep its victim.
   void admit(BlockId block, bool filtered) {
     if (budget_ == 0) return;
-    auto evictable = [&](BlockId id) { return !held_.contains(id); };
+    auto evictable = [&](BlockId id) { return !held_.contains(id) && !landed_.contains(id); };
     while (resident_.size() >= budget_) {
       const auto victim = policy_.victim(evictable);
       if (!victim) return;
@@ -328,6 +329,7 @@ class PrefetchReplay {
       dequeue(block, predictions_.at(block));
       ++out_.prefetch_reads;
       if (!resident_.contains(block)) admit(block, false);
+      if (resident_.contains(block)) landed_.insert(block);  // held until needed or settled
     }
   }
 
@@ -340,6 +342,7 @@ class PrefetchReplay {
         continue;
       }
       predicted_here |= p.predicted_by;
+      landed_.erase(block);
       for (int h = 1; h <= options_.horizons; ++h)
         if (p.needed && (p.predicted_by & (1u << (h - 1)))) ++counters(h).used;
       if (p.issued_by != 0 && !p.cancelled && !p.needed) {
@@ -362,6 +365,7 @@ class PrefetchReplay {
   PrefetchSimulation& out_;
   RoutingPredictor predictor_;
   std::set<BlockId> resident_, held_;
+  std::set<BlockId> landed_;  // prefetched and admitted, not yet needed: as TieredStore holds
   std::map<BlockId, Prediction> predictions_;
   std::set<QueueKey> queue_;
   std::map<BlockId, QueueKey> queued_at_;

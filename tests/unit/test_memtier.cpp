@@ -906,6 +906,50 @@ TEST(TieredStore, ScoresPredictionsAsHitLateOrWasted) {
   EXPECT_EQ(c.bytes_read, 4u * (64 << 10));
 }
 
+TEST(TieredStore, AnExpectedBlockIsReadOnceAndOfferedToTheTierOnlyWhenAcquired) {
+  LoaderFixture f;
+  HostTier host(2 * (64 << 10), make_policy("lru"));  // room for two blocks
+  TieredStore store(host, *f.loader, f.source, 4);
+  store.acquire({1, 0});
+  store.expect({1, 0});  // resident: nothing to read
+  store.expect({1, 2});
+  store.expect({1, 2});  // asked twice, read once
+  while (f.loader->pending({1, 2})) std::this_thread::yield();
+  EXPECT_EQ(host.peek({1, 2}), nullptr);  // read, and held outside the tier until acquired
+  EXPECT_NE(store.acquire({1, 2}), nullptr);
+  EXPECT_NE(host.peek({1, 2}), nullptr);
+  store.expect({1, 3});  // never acquired: settle lets it go
+  while (f.loader->pending({1, 3})) std::this_thread::yield();
+  store.settle(1);
+  store.acquire({1, 3});  // a read of its own
+  EXPECT_EQ(f.loader->counters().reads, 4u);
+  const auto c = store.layer_counters()[1];
+  EXPECT_EQ(c.hits, 0u);
+  EXPECT_EQ(c.misses, 3u);
+  EXPECT_EQ(c.bytes_read, 4u * (64 << 10));
+  // The tier saw the same requests in the same order as without expect(): LRU kept the last two.
+  EXPECT_EQ(host.peek({1, 0}), nullptr);
+  EXPECT_NE(host.peek({1, 2}), nullptr);
+  EXPECT_NE(host.peek({1, 3}), nullptr);
+}
+
+TEST(TieredStore, AnExpectedReadThatFailedIsReadAgain) {
+  LoaderFixture f;
+  HostTier host(2 * (64 << 10), make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  f.reader->fail_at = 8 * (64 << 10);  // expert 2 of layer 1
+  store.expect({1, 2});
+  while (f.loader->pending({1, 2})) std::this_thread::yield();
+  f.reader->fail_at = -1;  // the pass stopped on the error before acquiring it
+  store.expect({1, 2});
+  EXPECT_NE(store.acquire({1, 2}), nullptr);
+  f.reader->fail_at = 9 * (64 << 10);  // expert 3: its error reaches the acquire
+  store.expect({1, 3});
+  EXPECT_THROW(store.acquire({1, 3}), std::runtime_error);
+  f.reader->fail_at = -1;
+  EXPECT_NE(store.acquire({1, 3}), nullptr);
+}
+
 TEST(TieredStore, HeldExpertsOfTheCurrentLayerSurviveTheNextLayersPrefetches) {
   LoaderFixture f;
   HostTier host(2 * (64 << 10), make_policy("lru"));  // room for two blocks
@@ -983,24 +1027,31 @@ TEST(TieredStore, StalePrefetchesAreCancelledUnreadAndScoredPerHorizon) {
   EXPECT_EQ(layers[3].misses, 1u);
 }
 
-TEST(TieredStore, APrefetchEvictedBeforeItsUseIsWasted) {
+TEST(TieredStore, APrefetchIsKeptUntilItsLayerAndOneTurnedAwayIsWasted) {
   LoaderFixture f;
   HostTier host(64 << 10, make_policy("lru"));  // room for one block
   TieredStore store(host, *f.loader, f.source, 4);
   const std::int32_t predicted[] = {0};
   store.prefetch(2, predicted, 2);
   while (!host.peek({2, 0})) std::this_thread::yield();
-  // The packer holds a read's payload until it takes the next block; once this one is done it
-  // has let go, so only the tier holds expert 0 and it can be evicted.
+  // The packer holds a read's payload until it takes the next block; once this one is done only
+  // the tier and the store hold expert 0.
   f.loader->load(BlockId::dense(0), BlockLoader::Priority::demand).get();
-  store.acquire({1, 3});  // layer 1's demand evicts it
-  EXPECT_EQ(host.peek({2, 0}), nullptr);
+  store.prefetch(3, predicted, 2);  // finds no room: expert 0 of layer 2 waits for its layer
+  while (f.loader->pending({3, 0})) std::this_thread::yield();
+  store.acquire({1, 3});  // nor does layer 1's demand evict it
+  EXPECT_NE(host.peek({2, 0}), nullptr);
+  EXPECT_EQ(host.peek({1, 3}), nullptr);
   store.acquire({2, 0});
   store.settle(2);
-  const auto far = store.layer_counters()[2].horizons[1];
-  EXPECT_EQ(far.used, 1u);
-  EXPECT_EQ(far.wasted, 1u);
-  EXPECT_EQ(far.hits + far.late + far.cancelled, 0u);
+  store.acquire({3, 0});
+  store.settle(3);
+  const auto layers = store.layer_counters();
+  EXPECT_EQ(layers[2].horizons[1].hits, 1u);
+  EXPECT_EQ(layers[3].horizons[1].used, 1u);
+  EXPECT_EQ(layers[3].horizons[1].wasted, 1u);  // read, and turned away by the tier
+  EXPECT_EQ(host.counters().bypasses, 2u);
+  EXPECT_NE(host.peek({3, 0}), nullptr);  // layer 2 let go of its expert, which made room
 }
 
 TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead) {

@@ -591,7 +591,12 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   std::vector<float> slot_out(static_cast<std::size_t>(rows * k * hidden));
   std::vector<float> gathered, gate_up, activated, down;
   std::vector<std::int64_t> slots;
-  for (const std::int32_t e : order) {
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const std::int32_t e = order[i];
+    // The next expert's read (if it misses) overlaps this one's packing and compute; this one's,
+    // started first, keeps its place ahead of it.
+    store_->expect(BlockId::routed(layer, e));
+    if (i + 1 < order.size()) store_->expect(BlockId::routed(layer, order[i + 1]));
     slots.clear();
     for (std::int64_t s = 0; s < rows * k; ++s)
       if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);

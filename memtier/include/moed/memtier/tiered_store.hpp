@@ -52,6 +52,12 @@ class TieredStore {
   TieredStore(HostTier& host, BlockLoader& loader, const Source& source, std::int32_t layers);
 
   Payload acquire(BlockId block);  // throws the read error for this block
+  // The caller will acquire `block` soon (the next expert of the layer it computes): unless it is
+  // resident or already being read, its demand read starts now, so that it overlaps the caller's
+  // work on the block before. acquire() then takes the payload and offers it to the host tier as
+  // though it had just been read, so the tier sees the same requests in the same order and the
+  // hits stay the simulator's; until then the payload is held outside the tier's budget.
+  void expect(BlockId block);
   // The resident payloads among `experts` of `layer`, without counting lookups. The host tier
   // never evicts a block in use, so holding these keeps them for the caller, e.g. while the
   // prefetches of the next layer are admitted before this layer has acquired its experts.
@@ -65,7 +71,8 @@ class TieredStore {
   void predict(std::int32_t layer, std::span<const std::int32_t> experts) {
     prefetch(layer, experts, 1);
   }
-  // `layer` has been computed: scores its predictions and cancels their reads not yet started.
+  // `layer` has been computed: scores its predictions and cancels their reads not yet started,
+  // and forgets the reads expect() started for it that no acquire() took.
   void settle(std::int32_t layer);
   std::vector<LayerCounters> layer_counters() const;
   void reset_counters();
@@ -76,15 +83,22 @@ class TieredStore {
     int issued_by = 0;          // horizon whose prefetch started the read; 0: none started
     bool cancelled = false;     // its queued read was dropped
     bool needed = false;        // the layer asked for the expert
+    // The prefetched payload, held from its admission until the layer asks for it or settles:
+    // the tier never evicts a block in use, so a later prefetch (whose new block the policy
+    // may rank below this one, e.g. TinyLFU by its single request) cannot evict it unused.
+    Payload landed;
   };
   static BlockLoader::Priority priority_of(int horizon);
   void issue(BlockId block, int horizon);
+  // Adds a read's bytes to its layer's counters once the read is over.
+  BlockLoader::OnLoaded count_bytes_read();
   HostTier& host_;
   BlockLoader& loader_;
   const Source& source_;
   mutable std::mutex mutex_;
   std::vector<LayerCounters> layers_;
   std::map<BlockId, Prediction> predictions_;
+  std::map<BlockId, std::shared_future<Payload>> expected_;  // reads expect() started
 };
 
 // The SE-MoE ring: a fixed number of sections in a tier, filled in round-robin order with the

@@ -91,8 +91,9 @@ struct PrefetchSimulation {
 // predicted experts not resident (a newer prediction for a layer cancels the queued reads it
 // leaves out; one nearer raises a queued read's priority); up to reads_per_layer queued
 // prefetches are read, nearest horizon first, oldest first, and admitted without the filter,
-// evicting blocks not held; the line's experts are requested as in simulate(), each let go once
-// requested (a queued prefetch is then read as the demand and counted late); the line's layer
+// evicting blocks not held (an admitted prefetch is itself held until its layer needs it or
+// settles, as TieredStore keeps it); the line's experts are requested as in simulate(), each let go
+// once requested (a queued prefetch is then read as the demand and counted late); the line's layer
 // settles (its queued prefetches are cancelled). With horizons 0 the hits equal simulate()'s;
 // with unbounded reads they equal a live TieredStore driven the same way once each layer's
 // prefetches have landed. Belady is not simulated with prefetch (throws).
