@@ -93,7 +93,13 @@ std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
 void BlockLoader::prioritize(BlockId block) {
   std::lock_guard lock(mutex_);
   auto it = jobs_.find(block);
-  if (it != jobs_.end()) it->second->priority = Priority::demand;
+  if (it != jobs_.end()) {
+    Job& job = *it->second;
+    // Queued, it takes its place behind the demands asked for before it (the sequence becomes
+    // the reader's tag only when the read starts).
+    if (job.priority != Priority::demand && !job.started) job.sequence = next_sequence_++;
+    job.priority = Priority::demand;
+  }
   wake_.notify_one();  // a demand may start where a prefetch had to wait
 }
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <vector>
 
 #include "moed/memtier/aligned_buffer.hpp"
 
@@ -34,23 +33,20 @@ std::shared_ptr<std::byte> BufferPool::allocate(std::size_t bytes) {
   }
   if (!buffer) buffer = allocate_aligned(size);
   return std::shared_ptr<std::byte>(buffer, [state = state_, size](std::byte* released) {
-    std::vector<std::byte*> freed;
-    {
-      std::lock_guard lock(state->mutex);
-      auto& c = state->counters;
-      if (size > c.max_spare_bytes) {
-        freed.push_back(released);
-      } else {
-        state->spare.push_back({size, released});
-        c.spare_bytes += size;
-        while (c.spare_bytes > c.max_spare_bytes) {
-          freed.push_back(state->spare.front().buffer);
-          c.spare_bytes -= state->spare.front().size;
-          state->spare.pop_front();
-        }
-      }
+    // Frees the oldest spares under the lock (free is quick), without a list of its own to fill.
+    std::lock_guard lock(state->mutex);
+    auto& c = state->counters;
+    if (size > c.max_spare_bytes) {
+      std::free(released);
+      return;
     }
-    for (std::byte* buffer : freed) std::free(buffer);
+    state->spare.push_back({size, released});
+    c.spare_bytes += size;
+    while (c.spare_bytes > c.max_spare_bytes) {
+      std::free(state->spare.front().buffer);
+      c.spare_bytes -= state->spare.front().size;
+      state->spare.pop_front();
+    }
   });
 }
 

@@ -35,7 +35,9 @@ Payload TieredStore::acquire(BlockId block) {
   std::shared_future<Payload> load;  // the read expect() started, if any
   {
     std::lock_guard lock(mutex_);
-    // A read that failed is not reused: it was expected by a pass that stopped on its error.
+    // A read that failed is read again rather than its error reused: the pass that expected it
+    // may have stopped on an earlier error (then this read, of a later pass, would fail for
+    // nothing); a read failing now fails twice, which costs a read only on the error path.
     if (auto expected = expected_.extract(block); expected && !failed(expected.mapped()))
       load = std::move(expected.mapped());
     auto it = predictions_.find(block);
@@ -64,7 +66,7 @@ Payload TieredStore::acquire(BlockId block) {
         ++horizon.late;  // its read finished since the lookup: no second read
         return arrived;
       } else {
-        ++horizon.wasted;  // read, then evicted or turned away before it was needed
+        ++horizon.wasted;  // read, then turned away by the tier
       }
     }
   }
@@ -82,16 +84,20 @@ Payload TieredStore::acquire(BlockId block) {
 }
 
 void TieredStore::expect(BlockId block) {
-  if (host_.peek(block)) return;
+  layers_.at(static_cast<std::size_t>(block.layer));  // throws for a layer out of range
   std::lock_guard lock(mutex_);
+  // What a pass that stopped on an error left expected for other layers (settle never came).
+  std::erase_if(expected_, [&](const auto& entry) { return entry.first.layer != block.layer; });
   if (auto it = expected_.find(block); it != expected_.end()) {
     if (!failed(it->second)) return;
     expected_.erase(it);  // a pass that stopped on this error left it: read again
   }
+  // Pending first: a prefetch admitted between a look at the tier and this would be read twice.
   if (loader_.pending(block)) {
     loader_.prioritize(block);  // a prefetch still queued or reading: now a demand
     return;
   }
+  if (host_.peek(block)) return;
   expected_.emplace(block, loader_.load(block, BlockLoader::Priority::demand, count_bytes_read()));
 }
 

@@ -59,7 +59,8 @@ class BlockLoader {
 
   // The future holds the payload, or the read error (naming file and offset) as an exception.
   std::shared_future<Payload> load(BlockId block, Priority priority, OnLoaded on_loaded = {});
-  // Makes a queued load a demand; does nothing if the block is not queued (never starts a read).
+  // Makes a queued load a demand, after the demands already asked for (a prefetch queued before
+  // them does not overtake them); does nothing if the block is not queued (never starts a read).
   void prioritize(BlockId block);
   // Drops a prefetch that has not started; its future then holds a "cancelled" error.
   bool cancel(BlockId block);

@@ -23,7 +23,8 @@ struct HorizonCounters {
   std::uint64_t issued = 0;     // prefetch loads these predictions started
   std::uint64_t hits = 0;       // issued, and resident when the layer needed the expert
   std::uint64_t late = 0;       // issued, and still being read when needed
-  // Issued and read, but not needed by the layer, or evicted (or turned away) before it was.
+  // Issued and read, but not needed by the layer, or turned away by the tier (no room it could
+  // free). A prefetch the tier admitted is held until its layer needs it, so never evicted first.
   std::uint64_t wasted = 0;
   // Issued but dropped before their read started: the layer was computed first, or a newer
   // prediction for it left the expert out. Never read, so they evicted nothing.
@@ -45,18 +46,21 @@ struct LayerCounters {
 // Prefetches for the next layer are read before those for layers further ahead and demands
 // before both; a queued prefetch whose prediction went stale (its layer was computed, or a newer
 // prediction for the layer left it out) is cancelled, so it never takes a read or evicts a
-// block. Reads already started finish and are kept. Prediction calls (prefetch, predict, settle)
-// and acquire come from one thread, the compute's; counters may be read from any.
+// block. Reads already started finish and are kept, and an admitted prefetch is held (kept from
+// eviction) until its layer needs it or settles. Prediction calls (prefetch, predict, settle),
+// expect and acquire come from one thread, the compute's; counters may be read from any.
 class TieredStore {
  public:
   TieredStore(HostTier& host, BlockLoader& loader, const Source& source, std::int32_t layers);
 
   Payload acquire(BlockId block);  // throws the read error for this block
   // The caller will acquire `block` soon (the next expert of the layer it computes): unless it is
-  // resident or already being read, its demand read starts now, so that it overlaps the caller's
-  // work on the block before. acquire() then takes the payload and offers it to the host tier as
-  // though it had just been read, so the tier sees the same requests in the same order and the
-  // hits stay the simulator's; until then the payload is held outside the tier's budget.
+  // resident, its demand read starts now, so that it overlaps the caller's work on the block
+  // before; a prefetch of it still queued or reading becomes a demand (and can no longer be
+  // cancelled). acquire() then takes the payload and offers it to the host tier as though it
+  // had just been read, so the tier sees the same requests in the same order and the hits stay
+  // the simulator's; until then the payload is held outside the tier's budget (one expert: the
+  // engine expects only the next). Throws std::out_of_range for a layer out of range.
   void expect(BlockId block);
   // The resident payloads among `experts` of `layer`, without counting lookups. The host tier
   // never evicts a block in use, so holding these keeps them for the caller, e.g. while the
