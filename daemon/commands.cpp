@@ -222,6 +222,7 @@ int run_bench(const BenchArgs& args) {
   std::vector<double> shares, bandwidths, raw_rates, disk_shares, combined_shares;
   double decode_seconds = 0.0;
   std::int64_t steps = 0;
+  std::size_t rounds_above_probe = 0;  // rounds faster than their probe: bound by their own rate
   while (steps < args.decode_tokens - 1) {
     const double round_bandwidth = probe.measure(2);
     const double round_raw =
@@ -249,6 +250,7 @@ int run_bench(const BenchArgs& args) {
     const double raw_bound = round_busy > 0 && round_raw > 0
                                  ? std::max(round_raw, round_disk_bytes / round_busy)
                                  : round_raw;
+    if (bandwidth_bound > round_bandwidth || raw_bound > round_raw) ++rounds_above_probe;
     bandwidths.push_back(bandwidth_bound);
     shares.push_back(round_tps / (bandwidth_bound / bytes_per_token));
     double round_bound = bandwidth_bound / bytes_per_token;
@@ -310,6 +312,7 @@ int run_bench(const BenchArgs& args) {
       {"decode_bound_tokens_per_s", bound_tps},
       {"decode_share_of_bound", share},
       {"decode_rounds", shares.size()},
+      {"decode_rounds_above_probe", rounds_above_probe},
       {"decode_share_of_combined_bound", median(combined_shares)},
       {"compute_wait_share", decode_seconds > 0 ? wait_s / decode_seconds : 0.0},
       {"host_hit_rate", lookups > 0 ? hits / lookups : 0.0},
@@ -347,8 +350,10 @@ int run_bench(const BenchArgs& args) {
   std::printf("decode  (%lld tokens)        %.1f tokens/s\n", static_cast<long long>(steps),
               decode_tps);
   std::printf("bytes read per token       %.1f MB (weights + KV cache)\n", bytes_per_token / 1e6);
-  std::printf("memory read bandwidth      %.1f GB/s (median of probes taken between rounds)\n",
-              bandwidth / 1e9);
+  std::printf(
+      "memory read bandwidth      %.1f GB/s (median of probes taken between rounds; %zu of %zu "
+      "rounds outran their probe and are bound by their own rate)\n",
+      bandwidth / 1e9, rounds_above_probe, shares.size());
   std::printf("decode bound               %.1f tokens/s (bandwidth / bytes per token)\n",
               bound_tps);
   std::printf("decode share of bound      %.1f%% (median over %zu rounds of %lld tokens)\n",
