@@ -190,10 +190,6 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
              const std::string& expert_size, int steps, const std::string& policies_text,
              const std::string& plot, bool json, const moed::memtier::PrefetchOptions& prefetch,
              double auto_pin_share) {
-  // The prefetch replay has no automatic pins: its hits would not compare with those without.
-  if (auto_pin_share > 0 && prefetch.horizons > 0)
-    throw std::invalid_argument(
-        "--auto-pin is not simulated together with --prefetch; ask for one at a time");
   const auto trace = moed::memtier::read_trace(path);
   const auto policies = parse_policies(policies_text);
   std::set<std::int32_t> layers;
@@ -222,7 +218,8 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
       if (p != "belady") live_policies.push_back(p);
     if (live_policies.empty())
       throw std::invalid_argument("--prefetch: --policies needs a policy other than belady");
-    prefetched = moed::memtier::simulate_prefetch(trace, budgets.blocks, live_policies, prefetch);
+    prefetched = moed::memtier::simulate_prefetch(trace, budgets.blocks, live_policies, prefetch,
+                                                  auto_pin_share);
   }
   std::set<std::int64_t> tokens;
   for (const auto& e : trace) tokens.insert(e.token);

@@ -201,12 +201,15 @@ namespace {
 class PrefetchReplay {
  public:
   PrefetchReplay(std::uint64_t budget, EvictionPolicy& policy, const PrefetchOptions& options,
-                 std::int32_t layers, std::int32_t experts, PrefetchSimulation& out)
+                 std::int32_t layers, std::int32_t experts, double auto_pin_share,
+                 PrefetchSimulation& out)
       : budget_(budget),
         policy_(policy),
         options_(options),
         out_(out),
-        predictor_(options.predictor, layers, experts, std::max(1, options.horizons)) {}
+        predictor_(options.predictor, layers, experts, std::max(1, options.horizons)) {
+    if (auto_pin_share > 0) pinner_.emplace(auto_pin_share);
+  }
 
   void step(const RoutingEvent& event) {
     held_.clear();
@@ -287,6 +290,15 @@ class PrefetchReplay {
     const bool first_need = p && !p->needed;
     if (first_need) p->needed = true;
     landed_.erase(block);
+    if (pinner_) {  // as HostTier::lookup: counted, then a choice when due
+      pinner_->count(block);
+      if (pinner_->due()) {
+        std::vector<std::pair<BlockId, std::uint64_t>> sizes;
+        for (const auto& b : resident_) sizes.push_back({b, 1});
+        const auto chosen = pinner_->choose(sizes, budget_);
+        pinned_ = std::set<BlockId>(chosen.begin(), chosen.end());
+      }
+    }
     const bool scored = first_need && p->issued_by != 0 && !p->cancelled;
     if (resident_.contains(block)) {
       ++out_.hits;
@@ -310,7 +322,9 @@ class PrefetchReplay {
   // As HostTier::admit; `filtered`: the policy's admission filter may keep its victim.
   void admit(BlockId block, bool filtered) {
     if (budget_ == 0) return;
-    auto evictable = [&](BlockId id) { return !held_.contains(id) && !landed_.contains(id); };
+    auto evictable = [&](BlockId id) {
+      return !held_.contains(id) && !landed_.contains(id) && !pinned_.contains(id);
+    };
     while (resident_.size() >= budget_) {
       const auto victim = policy_.victim(evictable);
       if (!victim) return;
@@ -366,6 +380,8 @@ class PrefetchReplay {
   RoutingPredictor predictor_;
   std::set<BlockId> resident_, held_;
   std::set<BlockId> landed_;  // prefetched and admitted, not yet needed: as TieredStore holds
+  std::optional<AutoPinner> pinner_;
+  std::set<BlockId> pinned_;  // the pinner's last choice
   std::map<BlockId, Prediction> predictions_;
   std::set<QueueKey> queue_;
   std::map<BlockId, QueueKey> queued_at_;
@@ -377,7 +393,8 @@ class PrefetchReplay {
 std::vector<PrefetchSimulation> simulate_prefetch(std::span<const RoutingEvent> trace,
                                                   std::span<const std::uint64_t> budgets,
                                                   std::span<const std::string> policies,
-                                                  const PrefetchOptions& options) {
+                                                  const PrefetchOptions& options,
+                                                  double auto_pin_share) {
   if (options.horizons < 0 || options.horizons > kPrefetchHorizons)
     throw std::invalid_argument("prefetch horizons " + std::to_string(options.horizons) +
                                 " is outside 0.." + std::to_string(kPrefetchHorizons));
@@ -400,7 +417,8 @@ std::vector<PrefetchSimulation> simulate_prefetch(std::span<const RoutingEvent> 
       r.requests = requests;
       if (trace.empty()) continue;
       auto policy = make_policy(policy_name);
-      PrefetchReplay replay(budget, *policy, options, layers, std::max(experts, 1), r);
+      PrefetchReplay replay(budget, *policy, options, layers, std::max(experts, 1), auto_pin_share,
+                            r);
       for (const auto& event : trace) replay.step(event);
     }
   return results;

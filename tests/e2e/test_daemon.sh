@@ -324,11 +324,13 @@ api -X POST http://moed/admin/trace/stop >/dev/null
 api http://moed/admin/trace >"$work/trace.jsonl"
 [[ $(wc -l <"$work/trace.jsonl") -gt 0 ]] && pass "trace recorded and downloaded ($(wc -l <"$work/trace.jsonl") lines)" || fail "trace"
 api http://moed/admin/trace/simulate -d '{"blocks": [4, 8]}' | py "import json,sys; d=json.load(sys.stdin); assert len(d['results']) == 10 and {r['policy'] for r in d['results']} == {'lru', 'lfu', 'arc', 'tinylfu', 'belady'}" && pass "simulate the recorded trace" || fail "admin simulate"
-api http://moed/admin/trace/simulate -d '{"blocks": [4, 8], "auto_pin": 0.5}' | py "
+api http://moed/admin/trace/simulate -d '{"blocks": [4, 8], "auto_pin": 0.5, "prefetch": 1}' | py "
 import json,sys
 d = json.load(sys.stdin)
-assert d['auto_pin'] == 0.5 and len(d['results']) == 10 and 'prefetch' not in d, d
-" && pass "simulate the recorded trace with automatic pins" || fail "admin simulate with auto_pin"
+assert d['auto_pin'] == 0.5 and len(d['results']) == 10 and d['prefetch']['horizons'] == 1, d
+plain = {(r['policy'], r['blocks']): r['hits'] for r in d['results']}
+assert all(r['hits_without_prefetch'] == plain[(r['policy'], r['blocks'])] for r in d['prefetch']['results'])
+" && pass "simulate the recorded trace with automatic pins and prefetch" || fail "admin simulate with auto_pin"
 api http://moed/admin/trace/simulate -d '{"blocks": [4, 8], "prefetch": 2, "predictor": "previous"}' | py "
 import json,sys
 d = json.load(sys.stdin)

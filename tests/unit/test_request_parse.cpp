@@ -112,6 +112,10 @@ TEST(RequestParse, SimulateTakesMoectlsOptionsAndNamesABadOne) {
   EXPECT_EQ(full.prefetch.predictor, moed::memtier::RoutingPredictor::Kind::previous);
   EXPECT_EQ(full.prefetch.width, 3);
   EXPECT_EQ(full.prefetch.reads_per_layer, 18446744073709551615u);
+  const auto both =
+      parse_simulate_request(parse_body(R"({"blocks": [4], "prefetch": 1, "auto_pin": 0.25})"));
+  EXPECT_EQ(both.prefetch.horizons, 1);
+  EXPECT_EQ(both.auto_pin_share, 0.25);
   const std::pair<const char*, const char*> bad[] = {
       {R"({"prefetch": 1})", "blocks"},
       {R"({"blocks": [-1]})", "blocks"},
@@ -122,7 +126,6 @@ TEST(RequestParse, SimulateTakesMoectlsOptionsAndNamesABadOne) {
       {R"({"blocks": [4], "prefetch_width": -1})", "prefetch_width"},
       {R"({"blocks": [4], "reads_per_layer": 1.5})", "reads_per_layer"},
       {R"({"blocks": [4], "reads_per_layer": -1})", "reads_per_layer"},
-      {R"({"blocks": [4], "prefetch": 1, "auto_pin": 0.25})", "auto_pin"},
   };
   for (const auto& [body, field] : bad) {
     try {

@@ -278,9 +278,6 @@ SimulateRequest parse_simulate_request(const Body& body) {
                 "expected a non-negative integer, got " + body["reads_per_layer"].dump());
     request.prefetch.reads_per_layer = body["reads_per_layer"].get<std::uint64_t>();
   }
-  // The prefetch replay has no automatic pins: its hits would not compare with those without.
-  if (request.auto_pin_share > 0 && request.prefetch.horizons > 0)
-    bad_field("auto_pin", "is not simulated together with prefetch; ask for one at a time");
   return request;
 }
 

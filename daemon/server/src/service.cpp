@@ -916,7 +916,8 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     // Belady's optimum has no prefetch variant: the live policies are replayed with it.
     if (simulate.prefetch.horizons > 0)
       report["prefetch"] = memtier::prefetch_report(
-          memtier::simulate_prefetch(events, simulate.blocks, live_policies, simulate.prefetch),
+          memtier::simulate_prefetch(events, simulate.blocks, live_policies, simulate.prefetch,
+                                     simulate.auto_pin_share),
           plain, simulate.prefetch);
     return writer.send(json_response(http::status::ok, report));
   }

@@ -96,11 +96,13 @@ struct PrefetchSimulation {
 // once requested (a queued prefetch is then read as the demand and counted late); the line's layer
 // settles (its queued prefetches are cancelled). With horizons 0 the hits equal simulate()'s;
 // with unbounded reads they equal a live TieredStore driven the same way once each layer's
-// prefetches have landed. Belady is not simulated with prefetch (throws).
+// prefetches have landed. `auto_pin_share` as simulate()'s: the requests drive an AutoPinner as
+// HostTier::lookup does. Belady is not simulated with prefetch (throws).
 std::vector<PrefetchSimulation> simulate_prefetch(std::span<const RoutingEvent> trace,
                                                   std::span<const std::uint64_t> budgets,
                                                   std::span<const std::string> policies,
-                                                  const PrefetchOptions& options);
+                                                  const PrefetchOptions& options,
+                                                  double auto_pin_share = 0);
 
 // The JSON report of simulate_prefetch(), as `moectl trace simulate --json` and the daemon's
 // /admin/trace/simulate give it: the options, each horizon's precision and recall, then per

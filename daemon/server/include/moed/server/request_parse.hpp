@@ -89,8 +89,7 @@ ExpertRef parse_expert_ref(const Body& body, const ModelLimits& limits);
 
 // POST /admin/trace/simulate: the cache sizes in expert blocks ("blocks", required), and as
 // `moectl trace simulate` takes them: "auto_pin" (share of the cache, 0..1), "prefetch" (layers
-// ahead, 0..2), "predictor" ("transition" or "previous"), "prefetch_width" and "reads_per_layer";
-// "auto_pin" and "prefetch" one at a time (the prefetch replay has no automatic pins).
+// ahead, 0..2), "predictor" ("transition" or "previous"), "prefetch_width" and "reads_per_layer".
 struct SimulateRequest {
   std::vector<std::uint64_t> blocks;
   double auto_pin_share = 0;
