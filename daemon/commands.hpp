@@ -16,7 +16,7 @@ struct ModelArgs {
   std::string reader = "io_uring";
   std::uint32_t queue_depth = 64;
   bool no_prefetch = false;
-  int prefetch_horizon = 1;
+  int prefetch_horizon = 2;
   std::string kv_dtype = "bf16";
   std::string trace;  // JSON Lines routing trace to write
 };

@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     sub->add_flag("--no-prefetch", args.no_prefetch,
                   "do not predict and prefetch the next layer's experts");
     sub->add_option("--prefetch-horizon", args.prefetch_horizon,
-                    "layers ahead whose experts are predicted and read (1 or 2; default 1)")
+                    "layers ahead whose experts are predicted and read (1 or 2; default 2)")
         ->check(CLI::Range(1, 2));
     sub->add_option("--kv-dtype", args.kv_dtype, "KV cache element type: bf16 (default) or f32")
         ->check(CLI::IsMember({"bf16", "f32"}));

@@ -313,16 +313,19 @@ TEST(EngineMemtier, TwoLayerAheadPrefetchKeepsLogitsAndScoresBothHorizons) {
   Engine unlimited(kModels / "tiny-f32", {});
   const auto want = prefill_logits(unlimited, tokens);
   auto options = budget_options(0.25, 0, memtier::ReaderKind::io_uring, true);
-  options.prefetch_horizon = 2;
-  Engine engine(kModels / "tiny-f32", options);
-  EXPECT_EQ(prefill_then_decode(engine, tokens), prefill_then_decode(unlimited, tokens));
-  EXPECT_EQ(prefill_logits(engine, tokens), want);
-  std::uint64_t predicted[2] = {0, 0};
-  for (const auto& layer : engine.memory_stats().layers)
-    for (int h = 0; h < 2; ++h)
-      predicted[h] += layer.horizons[static_cast<std::size_t>(h)].predicted;
-  EXPECT_GT(predicted[0], 0u);
-  EXPECT_GT(predicted[1], 0u);
+  EXPECT_EQ(options.prefetch_horizon, 2);  // the default
+  for (const int horizons : {2, 1}) {
+    options.prefetch_horizon = horizons;
+    Engine engine(kModels / "tiny-f32", options);
+    EXPECT_EQ(prefill_then_decode(engine, tokens), prefill_then_decode(unlimited, tokens));
+    EXPECT_EQ(prefill_logits(engine, tokens), want);
+    std::uint64_t predicted[2] = {0, 0};
+    for (const auto& layer : engine.memory_stats().layers)
+      for (int h = 0; h < 2; ++h)
+        predicted[h] += layer.horizons[static_cast<std::size_t>(h)].predicted;
+    EXPECT_GT(predicted[0], 0u);
+    EXPECT_EQ(predicted[1] > 0, horizons == 2);
+  }
 }
 
 TEST(EngineMemtier, DenseLayersStreamThroughTheRingWhenTheBudgetIsTooSmall) {

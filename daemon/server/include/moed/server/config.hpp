@@ -21,7 +21,7 @@ struct Config {
   std::string reader = "io_uring";          // memory.reader
   std::uint32_t queue_depth = 64;           // memory.queue_depth
   bool prefetch = true;                     // memory.prefetch
-  int prefetch_horizon = 1;                 // memory.prefetch_horizon: 1 or 2
+  int prefetch_horizon = 2;                 // memory.prefetch_horizon: 1 or 2
   std::uint32_t ring_sections = 2;          // memory.ring_sections
   std::string kv_dtype = "bf16";            // memory.kv_dtype: bf16, f32
   int threads = 0;                          // compute.threads
