@@ -51,26 +51,23 @@ void BM_ReadBandwidth(benchmark::State& state) {
 }
 BENCHMARK(BM_ReadBandwidth)->Iterations(5);
 
+// `fill`: 0.1 as an element of the cache (f32, or bf16's bits).
+template <typename Element, Element fill>
 void BM_Attention(benchmark::State& state) {
   const std::int64_t context = state.range(0), heads = 8, kv_heads = 4, d = 128;
-  std::vector<float> q(heads * d, 0.1f), k(kv_heads * context * d, 0.1f), v(k.size(), 0.1f),
-      out(q.size());
-  for (auto _ : state)
-    attention(q.data(), k.data(), v.data(), out.data(),
-              {1, heads, kv_heads, d, context, context - 1});
-}
-BENCHMARK(BM_Attention)->Arg(512)->Arg(4096);
-
-// One decode step's attention over a bf16 KV cache (the default), Mixtral's head shape.
-void BM_AttentionBf16(benchmark::State& state) {
-  const std::int64_t context = state.range(0), heads = 8, kv_heads = 4, d = 128;
   std::vector<float> q(heads * d, 0.1f), out(q.size());
-  std::vector<std::uint16_t> k(kv_heads * context * d, 0x3dcc), v(k.size(), 0x3dcc);
+  std::vector<Element> k(kv_heads * context * d, fill), v(k.size(), fill);
   for (auto _ : state)
     attention(q.data(), k.data(), v.data(), out.data(),
               {1, heads, kv_heads, d, context, context - 1});
 }
-BENCHMARK(BM_AttentionBf16)->Arg(128)->Arg(512)->Arg(4096);
+BENCHMARK(BM_Attention<float, 0.1f>)->Name("BM_Attention")->Arg(512)->Arg(4096);
+// The default KV cache, bf16.
+BENCHMARK(BM_Attention<std::uint16_t, 0x3dcc>)
+    ->Name("BM_AttentionBf16")
+    ->Arg(128)
+    ->Arg(512)
+    ->Arg(4096);
 
 // A 4096 x 4096 mat-vec on ggml-quantized weights (activations quantized per call): bytes/s of
 // weight bytes, against the probe's bandwidth line. Args: ggml type id, ISA (0 scalar, 1 AVX2,
