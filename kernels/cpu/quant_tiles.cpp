@@ -1,5 +1,7 @@
 #include "moed/kernels/quant_tiles.hpp"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -349,7 +351,7 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many).
 #pragma omp parallel for schedule(static)
-  for (std::int64_t t = 0; t < tiles; ++t)
+  for (std::int64_t t = 0; t < tiles; ++t) {
     for (std::int64_t b = 0; b < blocks; ++b) {
       std::byte* block = out + (t * blocks + b) * block_bytes;
       const bool padded = (t + 1) * kTileRows > n_rows;
@@ -409,6 +411,8 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
           for (int g = 0; g < 8; ++g)
             std::memset(block + kQ8_0TileQuants + 64 * g + 4 * r, 0x80, 4);
     }
+    _mm_sfence();  // the register packer's streaming stores, before other threads read the tile
+  }
 }
 
 void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, std::int64_t cols,
