@@ -260,6 +260,7 @@ int simulate(const std::string& path, const std::string& blocks_text, const std:
                                   {"hit_rate", r.hit_rate()}});
       }
     if (!plot.empty()) out["plot"] = plot;
+    if (auto_pin_share > 0) out["auto_pin"] = auto_pin_share;  // as the daemon's report says it
     if (!prefetched.empty())
       print_prefetch(prefetched, results, budgets, prefetch, tokens.size(), true, out);
     std::cout << out.dump(2) << "\n";

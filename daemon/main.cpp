@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
     sub->add_option("--queue-depth", args.queue_depth, "disk reads in flight (default 64)")
         ->check(CLI::Range(1, 4096));
     sub->add_flag("--no-prefetch", args.no_prefetch,
-                  "do not predict and prefetch the next layer's experts");
+                  "do not predict and prefetch the next layers' experts");
     sub->add_option("--prefetch-horizon", args.prefetch_horizon,
                     "layers ahead whose experts are predicted and read (1 or 2; default 2)")
         ->check(CLI::Range(1, 2));

@@ -142,6 +142,11 @@ assert r["layers"] == 4
 PY
 then pass "moectl trace simulate: belady bounds lru, lfu, arc and tinylfu"; else fail "moectl trace simulate"; fi
 "$moectl" trace simulate "$work/trace.jsonl" --blocks 8 | grep -q "belady" && pass "simulate prints a table" || fail "simulate table"
+"$moectl" trace simulate "$work/trace.jsonl" --blocks 4,8 --auto-pin 0.5 --prefetch 2 --json | /usr/bin/python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+assert r['auto_pin'] == 0.5 and r['prefetch']['horizons'] == 2 and len(r['prefetch']['results']) == 8, r
+" && pass "moectl trace simulate: automatic pins together with prefetch" || fail "simulate --auto-pin --prefetch"
 printf '{"layer": 1, "experts": [2]}\nnot json\n' >"$work/bad.jsonl"
 "$moectl" trace simulate "$work/bad.jsonl" >/dev/null 2>"$work/err"
 [[ $? -eq 1 ]] && grep -q "bad.jsonl:2" "$work/err" && pass "bad trace line is named" || fail "bad trace"

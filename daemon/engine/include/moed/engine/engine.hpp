@@ -51,8 +51,8 @@ struct EngineOptions {
       reader_factory;
   bool prefetch = true;  // predict the next layers' experts while layer l computes
   // How many layers ahead to predict and prefetch (1 or 2); horizon 2 reads at a lower priority.
-  // 2 by default: at a 12.5-50% budget it raised host hits by 4-7 points (bench model, bf16 and
-  // Q4_K_M) and decode by up to 10% at 25% and 50%, mixed at 12.5%.
+  // 2 by default: at 12.5-50% budgets it raised host hits by 3-8 points on the bench model (bf16
+  // and Q4_K_M), and decode by about 10% at 50%; at 12.5% and 25% decode moved either way.
   int prefetch_horizon = 2;
   std::size_t ring_sections = 2;  // sections of the dense-layer ring when it streams
   // Keys and values in bf16 (half the memory of f32) keep the golden tests' greedy tokens;
