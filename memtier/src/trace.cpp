@@ -98,6 +98,20 @@ std::vector<BlockId> requests_of(std::span<const RoutingEvent> trace) {
   return requests;
 }
 
+// As HostTier::lookup before it looks: the request is counted and, when a choice is due, the
+// pins are chosen again among the resident blocks (one unit each, as the budget counts them).
+void count_for_pins(std::optional<AutoPinner>& pinner, BlockId block,
+                    const std::set<BlockId>& resident, std::uint64_t budget,
+                    std::set<BlockId>& pinned) {
+  if (!pinner) return;
+  pinner->count(block);
+  if (!pinner->due()) return;
+  std::vector<std::pair<BlockId, std::uint64_t>> sizes;
+  for (const auto& b : resident) sizes.push_back({b, 1});
+  const auto chosen = pinner->choose(sizes, budget);
+  pinned = std::set<BlockId>(chosen.begin(), chosen.end());
+}
+
 std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t budget,
                             EvictionPolicy& policy, double auto_pin_share) {
   std::set<BlockId> resident;
@@ -107,15 +121,7 @@ std::uint64_t replay_policy(const std::vector<BlockId>& requests, std::uint64_t 
   std::set<BlockId> pinned;
   auto any = [&](BlockId block) { return !pinned.contains(block); };
   for (const auto& block : requests) {
-    if (pinner) {
-      pinner->count(block);
-      if (pinner->due()) {
-        std::vector<std::pair<BlockId, std::uint64_t>> sizes;
-        for (const auto& b : resident) sizes.push_back({b, 1});
-        const auto chosen = pinner->choose(sizes, budget);
-        pinned = std::set<BlockId>(chosen.begin(), chosen.end());
-      }
-    }
+    count_for_pins(pinner, block, resident, budget, pinned);
     if (resident.contains(block)) {
       ++hits;
       policy.on_access(block);
@@ -290,15 +296,7 @@ class PrefetchReplay {
     const bool first_need = p && !p->needed;
     if (first_need) p->needed = true;
     landed_.erase(block);
-    if (pinner_) {  // as HostTier::lookup: counted, then a choice when due
-      pinner_->count(block);
-      if (pinner_->due()) {
-        std::vector<std::pair<BlockId, std::uint64_t>> sizes;
-        for (const auto& b : resident_) sizes.push_back({b, 1});
-        const auto chosen = pinner_->choose(sizes, budget_);
-        pinned_ = std::set<BlockId>(chosen.begin(), chosen.end());
-      }
-    }
+    count_for_pins(pinner_, block, resident_, budget_, pinned_);
     const bool scored = first_need && p->issued_by != 0 && !p->cancelled;
     if (resident_.contains(block)) {
       ++out_.hits;

@@ -699,6 +699,15 @@ struct LoaderFixture {
         },
         options);
   }
+  // With a gated fixture whose arena holds two blocks: a first job read and its packing held at
+  // the gate, a second read into the rest of the arena, so that what is queued next waits.
+  std::pair<std::shared_future<Payload>, std::shared_future<Payload>> fill_pipeline() {
+    auto first = loader->load({0, 0}, BlockLoader::Priority::prefetch);
+    while (at_gate < 1) std::this_thread::yield();
+    auto second = loader->load({1, 0}, BlockLoader::Priority::prefetch);
+    while (reader->completed < 2) std::this_thread::yield();
+    return {first, second};
+  }
   ~LoaderFixture() {
     loader.reset();
     std::filesystem::remove(path);
@@ -711,10 +720,7 @@ TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
   // The packer blocks on the first job until the gate opens; with the second job read into the
   // rest of the staging arena (two blocks), everything queued next waits for staging memory.
   LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
-  auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
-  while (f.at_gate < 1) std::this_thread::yield();  // read, then held at the gate
-  auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
-  while (f.reader->completed < 2) std::this_thread::yield();  // read into the second set
+  auto [first, second] = f.fill_pipeline();
   auto p1 = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
   auto p2 = f.loader->load({0, 2}, BlockLoader::Priority::prefetch);
   auto d = f.loader->load({0, 3}, BlockLoader::Priority::demand);
@@ -733,10 +739,7 @@ TEST(BlockLoader, DemandJumpsAheadOfQueuedPrefetches) {
 
 TEST(BlockLoader, APrefetchMadeADemandQueuesBehindTheDemandsBeforeIt) {
   LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
-  auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
-  while (f.at_gate < 1) std::this_thread::yield();
-  auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
-  while (f.reader->completed < 2) std::this_thread::yield();
+  auto [first, second] = f.fill_pipeline();
   auto guess = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
   auto demand = f.loader->load({0, 2}, BlockLoader::Priority::demand);
   f.loader->prioritize({0, 1});  // asked for after the demand: read after it
@@ -751,10 +754,7 @@ TEST(BlockLoader, APrefetchMadeADemandQueuesBehindTheDemandsBeforeIt) {
 TEST(BlockLoader, NextLayerPrefetchesStartBeforeFartherOnes) {
   // As above: the first two jobs fill the pipeline, so everything queued next waits.
   LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
-  auto first = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
-  while (f.at_gate < 1) std::this_thread::yield();
-  auto second = f.loader->load({1, 0}, BlockLoader::Priority::prefetch);
-  while (f.reader->completed < 2) std::this_thread::yield();
+  auto [first, second] = f.fill_pipeline();
   auto far = f.loader->load({2, 1}, BlockLoader::Priority::prefetch_far);
   auto raised = f.loader->load({3, 1}, BlockLoader::Priority::prefetch_far);
   auto near = f.loader->load({1, 1}, BlockLoader::Priority::prefetch);
