@@ -37,11 +37,4 @@ int compute_threads() {
   return omp_get_max_threads();
 }
 
-void release_thread_team() {
-#ifdef _LIBGOMP_OMP_LOCK_DEFINED
-  // libgomp pauses the calling thread's pool alone; LLVM's runtime would pause every thread's.
-  omp_pause_resource_all(omp_pause_soft);
-#endif
-}
-
 }  // namespace moed::kernels

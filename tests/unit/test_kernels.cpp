@@ -1,12 +1,8 @@
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <iterator>
-#include <thread>
 #include <vector>
 
 #include "moed/kernels/bandwidth.hpp"
@@ -369,38 +365,4 @@ TEST(Bandwidth, ProbeReadsTheWholeBufferOnEveryThreadCount) {
     EXPECT_TRUE(std::isfinite(bytes_per_s) && bytes_per_s > 0) << bytes_per_s;
   }
   set_compute_threads(physical_core_count());
-}
-
-namespace {
-std::ptrdiff_t process_threads() {
-  return std::distance(std::filesystem::directory_iterator("/proc/self/task"),
-                       std::filesystem::directory_iterator{});
-}
-int team_size() {
-  int members = 0;
-#pragma omp parallel reduction(+ : members)
-  members += 1;
-  return members;
-}
-}  // namespace
-
-TEST(CpuThreads, ReleasingATeamEndsItsWorkersAndTheNextRegionStartsThemAgain) {
-#ifndef _LIBGOMP_OMP_LOCK_DEFINED
-  GTEST_SKIP() << "release_thread_team acts on libgomp's teams only";
-#endif
-  // On a thread of its own, as the loader's packer: its team of three adds two workers, which
-  // outlive the region until released.
-  std::thread([] {
-    const std::ptrdiff_t before = process_threads();
-    set_compute_threads(3);
-    EXPECT_EQ(team_size(), 3);
-    EXPECT_EQ(process_threads(), before + 2);
-    release_thread_team();
-    // The workers are joined; their /proc entries may take a moment to go.
-    for (int tries = 0; tries < 1000 && process_threads() > before; ++tries)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    EXPECT_EQ(process_threads(), before);
-    EXPECT_EQ(team_size(), 3);
-    EXPECT_EQ(process_threads(), before + 2);
-  }).join();
 }

@@ -386,7 +386,6 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   // cores at 50%: decode 6.5 vs 4.7 tokens/s, disk tier 2.7 vs 1.6 GB/s).
   if (options.threads <= 0 && all_experts > expert_budget)
     compute_threads_ = std::max(1, kernels::physical_core_count() - 1);
-  computes_in_a_team_ = compute_threads_ > 1;
 
   // When every expert fits, read them all now (many reads in flight) rather than on first use:
   // as demands, which the loader streams back to back and packs on every core (prefetches of
@@ -422,15 +421,6 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
   // Runs on the loader's packer thread. A prefetch packs on one OpenMP thread, so it takes at most
   // one core from compute; a demand load has compute waiting on it, so it takes them all.
   kernels::set_compute_threads(urgent ? kernels::physical_core_count() : 1);
-  // Then the packer's team is let go (kernels::release_thread_team) if compute runs in a team:
-  // its idle workers would otherwise shorten the compute workers' spin, and a resident Q4_K_M
-  // model decoded 164-181 tokens/s with them, 196-207 without (three alternating pairs).
-  struct TeamRelease {
-    bool due;
-    ~TeamRelease() {
-      if (due) kernels::release_thread_team();
-    }
-  } release{urgent && computes_in_a_team_};
   const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));
   const kernels::PackedAllocator allocate = [this](std::size_t bytes) {
     return pool_->allocate(bytes);

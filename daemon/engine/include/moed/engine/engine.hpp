@@ -249,8 +249,6 @@ class Engine {
   std::uint64_t expert_block_bytes_ = 0;         // the largest layer's, packed
   std::uint64_t all_expert_bytes_ = 0;           // every routed expert of every layer, packed
   int compute_threads_ = 1;
-  // Set once compute_threads_ is final; read by the packer thread (see materialize).
-  std::atomic<bool> computes_in_a_team_{false};
   std::atomic<int> last_step_threads_{0};
   // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV
   // caches. KV bytes come out of the experts' share (evicting them), so fixed + experts + KV
