@@ -489,6 +489,15 @@ std::vector<RoutingEvent> skewed_trace(int tokens, int layers, int experts) {
   return trace;
 }
 
+// 260 tokens over 4 layers of 4 experts, every token routed to expert 0 and one of 1..3: 2080
+// requests make two choices of automatic pins (every 1024 lookups), and each layer's expert 0,
+// twice as requested as the average, is pinned.
+std::vector<RoutingEvent> pinnable_trace() {
+  auto trace = skewed_trace(260, 4, 4);
+  for (auto& event : trace) event.experts = {0, 1 + (event.experts[0] + event.experts[1]) % 3};
+  return trace;
+}
+
 }  // namespace
 
 // Every request of the trace through the host tier, a miss admitted as a demand load would be.
@@ -667,7 +676,7 @@ struct LoaderFixture {
   std::promise<void> gate;
   std::shared_future<void> gate_open = gate.get_future().share();
   std::atomic<int> at_gate{0};  // blocks whose packing waits for the gate
-  std::mutex packing;           // held by a test, no block is packed (none lands) meanwhile
+  std::mutex packing;  // held by a test: a block reaching packing meanwhile waits, unlanded
   FaultyReader* reader = nullptr;
   std::unique_ptr<BlockLoader> loader;
 
@@ -1086,12 +1095,9 @@ TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead
   // feeds its routing to the predictor, prefetches the next two layers' predicted experts, then
   // acquires its own. Once every prefetch has landed before the layer's acquires (unbounded
   // reads in the simulator), the live store and the simulator agree hit for hit.
-  // With automatic pins too: 2080 requests make two choices of pins (every 1024 lookups), and
-  // each layer's expert 0, requested by every token, is twice as requested as the average.
+  // With automatic pins too, on a trace whose pins are chosen twice.
   for (const double auto_pin : {0.0, 0.5}) {
-    auto trace = skewed_trace(auto_pin > 0 ? 260 : 30, 4, 4);
-    if (auto_pin > 0)
-      for (auto& event : trace) event.experts = {0, 1 + (event.experts[0] + event.experts[1]) % 3};
+    const auto trace = auto_pin > 0 ? pinnable_trace() : skewed_trace(30, 4, 4);
     const std::uint64_t budgets[] = {0, 3, 6};
     PrefetchOptions options;  // two horizons, transition predictor, unbounded reads
     for (const auto& name : policy_names()) {
@@ -1129,7 +1135,7 @@ TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead
         const std::string at = name + " at " + std::to_string(expected.budget_blocks) +
                                " blocks, auto-pin " + std::to_string(auto_pin);
         if (auto_pin > 0 && expected.budget_blocks > 0) {
-          EXPECT_GT(host.counters().auto_pinned, 0u) << at;
+          EXPECT_GT(host.counters().auto_pinned, 0u) << at;  // braces: gtest's macro is an if
         }
         EXPECT_EQ(host.counters().hits, expected.hits) << at;
         std::array<HorizonCounters, kPrefetchHorizons> live{};
@@ -1159,10 +1165,8 @@ TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead
 }
 
 TEST(Simulator, ThePrefetchReplayKeepsAutomaticPins) {
-  // Each layer's expert 0, requested by every token, is twice as requested as the average, so
-  // the pinner (every 1024 requests) pins it; the pins change what the replay keeps.
-  auto trace = skewed_trace(260, 4, 4);
-  for (auto& event : trace) event.experts = {0, 1 + (event.experts[0] + event.experts[1]) % 3};
+  // The pinner pins each layer's expert 0; the pins change what the replay keeps.
+  const auto trace = pinnable_trace();
   const std::uint64_t budgets[] = {3, 6};
   int changed = 0;
   for (const auto& name : policy_names()) {
