@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "blocked_pack.hpp"
+#include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant_tiles.hpp"
 
 namespace moed::kernels {
@@ -87,6 +88,15 @@ std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType 
   return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
 }
 
+std::size_t CpuMatmul::packed_bytes(std::int64_t batch, std::int64_t rows, std::int64_t cols,
+                                    DType source_dtype) {
+  if (batch == 1) return packed_bytes(rows, cols, source_dtype);
+  const DType compute = compute_dtype(source_dtype);
+  return static_cast<std::size_t>(batch) * (is_quantized(compute)
+                                                ? quantized_bytes(compute, rows, cols)
+                                                : panel_bytes(compute, rows, cols));
+}
+
 std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int64_t cols) {
   if (parts.empty()) return 0;
   const DType compute = compute_dtype(parts);
@@ -126,8 +136,8 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     // One segment per run of parts in one format; the parts' row starts, for tiling.
     std::vector<std::vector<const std::byte*>> segment_rows;
     for (const auto& run : format_runs(parts)) {
-      packed.segments_.push_back({run.dtype, run.rows, packed.quantized_bytes_});
-      packed.quantized_bytes_ += quantized_bytes(run.dtype, run.rows, cols);
+      packed.segments_.push_back({run.dtype, run.rows, packed.storage_bytes_});
+      packed.storage_bytes_ += quantized_bytes(run.dtype, run.rows, cols);
       auto& starts = segment_rows.emplace_back();
       const std::size_t stride = row_bytes(run.dtype, cols);
       for (const auto& part : run.parts) {
@@ -135,8 +145,8 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
         for (std::int64_t r = 0; r < part.rows; ++r, row += stride) starts.push_back(row);
       }
     }
-    packed.storage_ = allocate ? allocate(packed.quantized_bytes_)
-                               : std::shared_ptr<std::byte>(new std::byte[packed.quantized_bytes_],
+    packed.storage_ = allocate ? allocate(packed.storage_bytes_)
+                               : std::shared_ptr<std::byte>(new std::byte[packed.storage_bytes_],
                                                             std::default_delete<std::byte[]>());
     for (std::size_t s = 0; s < packed.segments_.size(); ++s) {
       const auto& segment = packed.segments_[s];
@@ -172,6 +182,49 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
   dnnl::reorder(plain_memory, packed.memory_).execute(stream_, plain_memory, packed.memory_);
   stream_.wait();
+  return packed;
+}
+
+PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::int64_t cols,
+                                     const PackedAllocator& allocate) {
+  if (matrices.empty() || cols <= 0)
+    throw std::invalid_argument("CpuMatmul::pack_batched: empty weight");
+  if (matrices.size() == 1) return pack(matrices, cols, allocate);
+  const WeightPart& first = matrices.front();
+  for (const auto& matrix : matrices)
+    if (matrix.dtype != first.dtype || matrix.rows != first.rows)
+      throw std::invalid_argument(
+          "CpuMatmul::pack_batched: matrices differ in dtype or rows (" +
+          std::string(dtype_name(matrix.dtype)) + " [" + std::to_string(matrix.rows) + "] vs " +
+          std::string(dtype_name(first.dtype)) + " [" + std::to_string(first.rows) + "])");
+  const auto batch = static_cast<std::int64_t>(matrices.size());
+  const DType compute = compute_dtype(first.dtype);
+  PackedWeight packed;
+  packed.batch_ = batch;
+  packed.rows_ = first.rows;
+  packed.cols_ = cols;
+  packed.dtype_ = compute;
+  const bool quantized = is_quantized(compute);
+  const std::size_t matrix_bytes = quantized ? quantized_bytes(compute, first.rows, cols)
+                                             : panel_bytes(compute, first.rows, cols);
+  packed.storage_bytes_ = matrix_bytes * matrices.size();
+  packed.storage_ = allocate ? allocate(packed.storage_bytes_)
+                             : std::shared_ptr<std::byte>(new std::byte[packed.storage_bytes_],
+                                                          std::default_delete<std::byte[]>());
+  std::vector<const std::byte*> starts;
+  for (std::size_t b = 0; b < matrices.size(); ++b) {
+    std::byte* out = packed.storage_.get() + b * matrix_bytes;
+    if (quantized) {
+      packed.segments_.push_back({compute, first.rows, b * matrix_bytes});
+      starts.clear();
+      const std::size_t stride = row_bytes(compute, cols);
+      const auto* row = static_cast<const std::byte*>(matrices[b].data);
+      for (std::int64_t r = 0; r < first.rows; ++r, row += stride) starts.push_back(row);
+      pack_row_tiles(ggml_type_of(compute), starts, cols, out);
+    } else {
+      pack_panels(stage(matrices.subspan(b, 1), cols, compute), compute, first.rows, cols, out);
+    }
+  }
   return packed;
 }
 
@@ -219,7 +272,23 @@ dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
 void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y) {
   if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
   if (m <= 0) return;
+  if (weight.batch_ > 1 && !is_quantized(weight.dtype_)) {
+    panel_matmul(weight.dtype_, weight.storage_.get(), weight.batch_, weight.rows_, weight.cols_, x,
+                 m, y);
+    return;
+  }
   if (is_quantized(weight.dtype_)) {
+    if (weight.batch_ > 1) {
+      // Each matrix is one segment, applied to its own rows.
+      for (std::int64_t b = 0; b < weight.batch_; ++b) {
+        const auto& segment = weight.segments_[static_cast<std::size_t>(b)];
+        quantize_rows(x + b * m * weight.cols_, m, weight.cols_, quantized_input_);
+        row_tile_matmul(ggml_type_of(segment.dtype), weight.storage_.get() + segment.offset,
+                        segment.rows, weight.cols_, quantized_input_.data(), m,
+                        y + b * m * weight.rows_, weight.rows_);
+      }
+      return;
+    }
     quantize_rows(x, m, weight.cols_, quantized_input_);
     std::int64_t first_row = 0;
     for (const auto& segment : weight.segments_) {
@@ -249,6 +318,9 @@ std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
            std::string(dtype_name(weight.dtype_)) + " row tiles";
+  if (weight.batch_ > 1)
+    return "moed " + std::string(panel_path_name(best_panel_path())) + " " +
+           std::string(dtype_name(weight.dtype_)) + " panels";
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
 }

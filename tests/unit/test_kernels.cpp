@@ -10,6 +10,7 @@
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cpu_threads.hpp"
 #include "moed/kernels/dtype.hpp"
+#include "moed/kernels/panel_matmul.hpp"
 #include "random_data.hpp"
 
 using namespace moed::kernels;
@@ -243,6 +244,103 @@ TEST(Matmul, WidensMixedDtypesToF32AndRejectsEmptyWeights) {
   EXPECT_THROW(matmul.pack({}, 4), std::invalid_argument);
   float out = 0;
   EXPECT_THROW(matmul.multiply(x.data(), 1, PackedWeight{}, &out), std::invalid_argument);
+}
+
+// MLA's per-head up-projections: a batch of small matrices in moed's panels, each applied to its
+// own rows in f32 (bf16 weights widened exactly). Shapes cover a partial last panel and more
+// rows than one block of four.
+struct BatchedShape {
+  DType dtype;
+  std::int64_t batch, rows, cols, m;
+};
+class BatchedMatmul : public ::testing::TestWithParam<BatchedShape> {};
+
+TEST_P(BatchedMatmul, EachMatrixMatchesNaiveAndRowsEqualSoloRows) {
+  const auto [dtype, batch, rows, cols, m] = GetParam();
+  auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 7);
+  const auto w16 = moed::test::to_bf16(w);
+  if (dtype == DType::bf16)
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_f32(w16[i]);
+  std::vector<WeightPart> matrices;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::size_t first = static_cast<std::size_t>(b * rows * cols);
+    matrices.push_back(
+        {dtype == DType::bf16 ? static_cast<const void*>(w16.data() + first) : w.data() + first,
+         dtype, rows});
+  }
+  CpuMatmul matmul;
+  const PackedWeight packed = matmul.pack_batched(matrices, cols);
+  EXPECT_EQ(packed.batch(), batch);
+  EXPECT_EQ(packed.rows(), rows);
+  EXPECT_EQ(packed.cols(), cols);
+  EXPECT_EQ(packed.dtype(), dtype);
+  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(batch, rows, cols, dtype));
+  EXPECT_EQ(matmul.implementation(m, packed).find("moed"), 0u);
+
+  const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * m * cols), 8);
+  std::vector<float> y(static_cast<std::size_t>(batch * m * rows));
+  matmul.multiply(x.data(), m, packed, y.data());
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::vector<float> xb(x.begin() + b * m * cols, x.begin() + (b + 1) * m * cols);
+    const std::vector<float> wb(w.begin() + b * rows * cols, w.begin() + (b + 1) * rows * cols);
+    const std::vector<float> yb(y.begin() + b * m * rows, y.begin() + (b + 1) * m * rows);
+    EXPECT_LT(max_rel_error(yb, naive_matmul(xb, wb, m, rows, cols)), 1e-5) << "matrix " << b;
+  }
+  // Row i of every matrix alone gives the same bits as within the m rows.
+  for (std::int64_t i = 0; i < m; ++i) {
+    std::vector<float> solo_x, solo_y(static_cast<std::size_t>(batch * rows));
+    for (std::int64_t b = 0; b < batch; ++b)
+      solo_x.insert(solo_x.end(), x.begin() + (b * m + i) * cols,
+                    x.begin() + (b * m + i + 1) * cols);
+    matmul.multiply(solo_x.data(), 1, packed, solo_y.data());
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t j = 0; j < rows; ++j)
+        ASSERT_EQ(solo_y[static_cast<std::size_t>(b * rows + j)],
+                  y[static_cast<std::size_t>((b * m + i) * rows + j)])
+            << "matrix " << b << " row " << i << " output " << j;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BatchedMatmul,
+                         ::testing::Values(BatchedShape{DType::f32, 3, 70, 33, 5},
+                                           BatchedShape{DType::bf16, 16, 512, 128, 1},
+                                           BatchedShape{DType::bf16, 4, 128, 512, 6},
+                                           BatchedShape{DType::f32, 2, 64, 1, 9}));
+
+TEST(BatchedMatmul, GenericPathGivesTheAvx512PathsBits) {
+  if (best_panel_path() != PanelPath::avx512) GTEST_SKIP() << "this CPU has no AVX-512F";
+  const std::int64_t batch = 2, rows = 100, cols = 40, m = 7;
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    const auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 9);
+    const auto w16 = moed::test::to_bf16(w);
+    const std::size_t matrix_bytes = panel_bytes(dtype, rows, cols);
+    std::vector<std::byte> panels(batch * matrix_bytes);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const std::size_t first = static_cast<std::size_t>(b * rows * cols);
+      pack_panels(
+          dtype == DType::bf16 ? static_cast<const void*>(w16.data() + first) : w.data() + first,
+          dtype, rows, cols, panels.data() + b * matrix_bytes);
+    }
+    const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * m * cols), 10);
+    std::vector<float> fast(static_cast<std::size_t>(batch * m * rows)), plain(fast.size());
+    panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(),
+                 PanelPath::avx512);
+    panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, plain.data(),
+                 PanelPath::generic);
+    EXPECT_EQ(fast, plain) << dtype_name(dtype);
+  }
+}
+
+TEST(BatchedMatmul, RejectsMatricesOfDifferentShapesOrDtypes) {
+  const std::vector<float> a(8, 1.0f), b(4, 1.0f);
+  const std::vector<std::uint16_t> c(8, 0x3f80);
+  CpuMatmul matmul;
+  const WeightPart rows_differ[] = {{a.data(), DType::f32, 2}, {b.data(), DType::f32, 1}};
+  EXPECT_THROW(matmul.pack_batched(rows_differ, 4), std::invalid_argument);
+  const WeightPart dtypes_differ[] = {{a.data(), DType::f32, 2}, {c.data(), DType::bf16, 2}};
+  EXPECT_THROW(matmul.pack_batched(dtypes_differ, 4), std::invalid_argument);
+  EXPECT_THROW(matmul.pack_batched({}, 4), std::invalid_argument);
+  EXPECT_THROW(panel_bytes(DType::q8_0, 2, 32), std::invalid_argument);
 }
 
 TEST(Ops, RmsNormMatchesFormula) {

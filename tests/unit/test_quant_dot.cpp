@@ -207,6 +207,38 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
   }
 }
 
+// A batched quantized weight (llama.cpp's per-head attn_k_b in q8_0) applies each matrix to its
+// own rows, each product equal to that matrix packed and multiplied alone.
+TEST(QuantDot, CpuMatmulBatchedAppliesEachMatrixToItsOwnRows) {
+  std::mt19937 rng(8);
+  const std::int64_t batch = 3, rows = 24, cols = 64, m = 2;
+  std::vector<std::vector<std::uint8_t>> weights;
+  std::vector<WeightPart> matrices;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    weights.push_back(random_weights(GgmlType::q8_0, rows, cols, rng));
+    matrices.push_back({weights.back().data(), DType::q8_0, rows});
+  }
+  CpuMatmul matmul;
+  const PackedWeight packed = matmul.pack_batched(matrices, cols);
+  EXPECT_EQ(packed.batch(), batch);
+  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(batch, rows, cols, DType::q8_0));
+  std::vector<float> x;
+  for (std::int64_t i = 0; i < batch * m; ++i) {
+    const auto row = random_activations(cols, rng);
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  std::vector<float> y(static_cast<std::size_t>(batch * m * rows));
+  matmul.multiply(x.data(), m, packed, y.data());
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const PackedWeight alone = matmul.pack(std::span(&matrices[b], 1), cols);
+    std::vector<float> want(static_cast<std::size_t>(m * rows));
+    matmul.multiply(x.data() + b * m * cols, m, alone, want.data());
+    for (std::int64_t j = 0; j < m * rows; ++j)
+      ASSERT_EQ(y[static_cast<std::size_t>(b * m * rows + j)], want[static_cast<std::size_t>(j)])
+          << "matrix " << b << " output " << j;
+  }
+}
+
 TEST(QuantDot, CpuMatmulStacksPartsOfDifferentFormats) {
   std::mt19937 rng(5);
   const std::int64_t cols = 256, m = 3;

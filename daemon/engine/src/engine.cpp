@@ -130,12 +130,15 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
                                    static_cast<std::size_t>(a.kv_lora_rank);
       const std::size_t value_head =
           kernels::row_bytes(v_b.dtype, a.kv_lora_rank) * static_cast<std::size_t>(a.v_head_dim);
+      std::vector<WeightPart> keys, values;
       for (std::int64_t h = 0; h < a.heads; ++h) {
-        const auto* keys = static_cast<const std::byte*>(k_b.data) + h * key_head;
-        const auto* values = static_cast<const std::byte*>(v_b.data) + h * value_head;
-        w->absorb_keys.push_back(pack({{keys, k_b.dtype, a.kv_lora_rank}}, a.qk_nope_head_dim));
-        w->absorb_values.push_back(pack({{values, v_b.dtype, a.v_head_dim}}, a.kv_lora_rank));
+        keys.push_back(
+            {static_cast<const std::byte*>(k_b.data) + h * key_head, k_b.dtype, a.kv_lora_rank});
+        values.push_back(
+            {static_cast<const std::byte*>(v_b.data) + h * value_head, v_b.dtype, a.v_head_dim});
       }
+      w->absorb_keys = matmul.pack_batched(keys, a.qk_nope_head_dim, allocate);
+      w->absorb_values = matmul.pack_batched(values, a.kv_lora_rank, allocate);
     } else {
       // kv_b holds per head [key nope rows | value rows] over the latent. The key part is
       // transposed element by element, so a quantized kv_b (a legacy GGUF) is widened first.
@@ -147,14 +150,18 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
                                               : reinterpret_cast<const std::byte*>(widened.data());
       const std::int64_t head_rows = a.qk_nope_head_dim + a.v_head_dim;
       const std::size_t row_bytes = kernels::row_bytes(dtype, a.kv_lora_rank);
+      std::vector<std::vector<std::byte>> transposed_keys;
+      std::vector<WeightPart> keys, values;
       for (std::int64_t h = 0; h < a.heads; ++h) {
-        const auto keys =
-            transposed_rows(kv_b_data, dtype, a.kv_lora_rank, h * head_rows, a.qk_nope_head_dim);
-        w->absorb_keys.push_back(pack({{keys.data(), dtype, a.kv_lora_rank}}, a.qk_nope_head_dim));
-        const std::byte* values =
-            kv_b_data + static_cast<std::size_t>(h * head_rows + a.qk_nope_head_dim) * row_bytes;
-        w->absorb_values.push_back(pack({{values, dtype, a.v_head_dim}}, a.kv_lora_rank));
+        transposed_keys.push_back(
+            transposed_rows(kv_b_data, dtype, a.kv_lora_rank, h * head_rows, a.qk_nope_head_dim));
+        keys.push_back({transposed_keys.back().data(), dtype, a.kv_lora_rank});
+        values.push_back(
+            {kv_b_data + static_cast<std::size_t>(h * head_rows + a.qk_nope_head_dim) * row_bytes,
+             dtype, a.v_head_dim});
       }
+      w->absorb_keys = matmul.pack_batched(keys, a.qk_nope_head_dim, allocate);
+      w->absorb_values = matmul.pack_batched(values, a.kv_lora_rank, allocate);
     }
   }
   w->output = pack({t.weight(DenseRole::o)}, a.output_width());
@@ -221,9 +228,8 @@ std::uint64_t dense_packed_bytes(kernels::CpuMatmul& matmul, const model::ModelS
         split ? t.info(DenseRole::k_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
     const kernels::DType values =
         split ? t.info(DenseRole::v_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
-    total += static_cast<std::uint64_t>(a.heads) *
-             (matmul.packed_bytes(a.kv_lora_rank, a.qk_nope_head_dim, keys) +
-              matmul.packed_bytes(a.v_head_dim, a.kv_lora_rank, values));
+    total += matmul.packed_bytes(a.heads, a.kv_lora_rank, a.qk_nope_head_dim, keys) +
+             matmul.packed_bytes(a.heads, a.v_head_dim, a.kv_lora_rank, values);
   }
   for (const auto role :
        {DenseRole::attention_norm, DenseRole::ffn_norm, DenseRole::q_bias, DenseRole::k_bias,
@@ -236,10 +242,9 @@ std::uint64_t dense_packed_bytes(kernels::CpuMatmul& matmul, const model::ModelS
 }  // namespace
 
 std::uint64_t DenseWeights::bytes() const {
-  std::uint64_t total = input_projection.bytes() + q_b.bytes() + output.bytes() + router.bytes() +
+  std::uint64_t total = input_projection.bytes() + q_b.bytes() + absorb_keys.bytes() +
+                        absorb_values.bytes() + output.bytes() + router.bytes() +
                         mlp_gate_up.bytes() + mlp_down.bytes() + shared_expert_gate.bytes();
-  for (const auto& w : absorb_keys) total += w.bytes();
-  for (const auto& w : absorb_values) total += w.bytes();
   for (const auto* v : {&attention_norm, &ffn_norm, &qkv_bias, &q_norm, &k_norm, &router_bias})
     total += v->size() * sizeof(float);
   return total;
@@ -805,23 +810,24 @@ void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, cons
   kernels::rope(latent.data(), {n, 1, entry, lora, rope, pairs}, positions,
                 rope_frequencies_.data(), spec_.rope.attention_factor);
 
-  // Queries in latent space: [n, heads, lora | rope].
-  std::vector<float> q_latent(static_cast<std::size_t>(n * a.heads * entry));
-  std::vector<float> head_in(static_cast<std::size_t>(n * std::max(nope, lora)));
-  std::vector<float> head_out(static_cast<std::size_t>(n * std::max(lora, a.v_head_dim)));
-  for (std::int64_t hh = 0; hh < a.heads; ++hh) {
+  // Queries in latent space: [n, heads, lora | rope]. The absorbed key up-projections take
+  // every head's nope part, gathered head-major, in one batched multiply.
+  std::vector<float> head_in(static_cast<std::size_t>(a.heads * n * std::max(nope, lora)));
+  std::vector<float> head_out(static_cast<std::size_t>(a.heads * n * std::max(lora, a.v_head_dim)));
+  for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(head_in.data() + i * nope, q.data() + i * q_width + hh * q_head,
+      std::memcpy(head_in.data() + (hh * n + i) * nope, q.data() + i * q_width + hh * q_head,
                   static_cast<std::size_t>(nope) * sizeof(float));
-    matmul_.multiply(head_in.data(), n, weights.absorb_keys[static_cast<std::size_t>(hh)],
-                     head_out.data());
+  matmul_.multiply(head_in.data(), n, weights.absorb_keys, head_out.data());
+  std::vector<float> q_latent(static_cast<std::size_t>(n * a.heads * entry));
+  for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i) {
       float* dst = q_latent.data() + (i * a.heads + hh) * entry;
-      std::memcpy(dst, head_out.data() + i * lora, static_cast<std::size_t>(lora) * sizeof(float));
+      std::memcpy(dst, head_out.data() + (hh * n + i) * lora,
+                  static_cast<std::size_t>(lora) * sizeof(float));
       std::memcpy(dst + lora, q.data() + i * q_width + hh * q_head + nope,
                   static_cast<std::size_t>(rope) * sizeof(float));
     }
-  }
 
   std::vector<float> context(static_cast<std::size_t>(n * a.heads * entry));
   std::int64_t row0 = 0;
@@ -836,17 +842,18 @@ void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, cons
            {seg.rows, a.heads, 1, entry, seg.cache->capacity(), seg.first, a.softmax_scale});
     row0 += seg.rows;
   }
-  // Each head's latent context (its rope part is not a value) up to the value dimension.
-  for (std::int64_t hh = 0; hh < a.heads; ++hh) {
+  // Each head's latent context (its rope part is not a value) up to the value dimension, all
+  // heads in one batched multiply.
+  for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(head_in.data() + i * lora, context.data() + (i * a.heads + hh) * entry,
+      std::memcpy(head_in.data() + (hh * n + i) * lora, context.data() + (i * a.heads + hh) * entry,
                   static_cast<std::size_t>(lora) * sizeof(float));
-    matmul_.multiply(head_in.data(), n, weights.absorb_values[static_cast<std::size_t>(hh)],
-                     head_out.data());
+  matmul_.multiply(head_in.data(), n, weights.absorb_values, head_out.data());
+  for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(attn + (i * a.heads + hh) * a.v_head_dim, head_out.data() + i * a.v_head_dim,
+      std::memcpy(attn + (i * a.heads + hh) * a.v_head_dim,
+                  head_out.data() + (hh * n + i) * a.v_head_dim,
                   static_cast<std::size_t>(a.v_head_dim) * sizeof(float));
-  }
 }
 
 void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> segments,

@@ -37,10 +37,11 @@ using PackedAllocator = std::function<std::shared_ptr<std::byte>(std::size_t byt
 class PackedWeight {
  public:
   PackedWeight() = default;
-  std::int64_t rows() const { return rows_; }  // output features (N)
-  std::int64_t cols() const { return cols_; }  // input features (K)
+  std::int64_t rows() const { return rows_; }    // output features (N)
+  std::int64_t cols() const { return cols_; }    // input features (K)
+  std::int64_t batch() const { return batch_; }  // independent matrices of [rows, cols]
   DType dtype() const { return dtype_; }
-  std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : quantized_bytes_; }
+  std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : storage_bytes_; }
   bool empty() const { return !memory_ && !storage_; }
   // The packed buffer and its oneDNN layout, for checks and tools that inspect the layout.
   // Empty for a quantized weight.
@@ -55,11 +56,14 @@ class PackedWeight {
     std::int64_t rows;
     std::size_t offset;  // bytes into storage_, where its row tiles start
   };
-  dnnl::memory memory_;                 // dtype_ [cols_, rows_] in a oneDNN blocked layout
-  std::shared_ptr<std::byte> storage_;  // memory_'s buffer when an allocator provided it, or the
-                                        // quantized segments one after another
-  std::vector<QuantizedSegment> segments_;  // quantized weights only
-  std::size_t quantized_bytes_ = 0;
+  dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout (plain, unbatched)
+  // memory_'s buffer when an allocator provided it; or the quantized segments one after another;
+  // or, batched plain matrices, each in panels (panel_matmul.hpp) one after another.
+  std::shared_ptr<std::byte> storage_;
+  std::vector<QuantizedSegment> segments_;  // quantized weights only; a batched one has one per
+                                            // matrix, in order
+  std::size_t storage_bytes_ = 0;           // storage_ without memory_
+  std::int64_t batch_ = 1;
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
   DType dtype_ = DType::f32;
@@ -84,6 +88,17 @@ class CpuMatmul {
                     const PackedAllocator& allocate = {});
   // Bytes pack() will allocate for these parts (their data is not read).
   std::size_t packed_bytes(std::span<const WeightPart> parts, std::int64_t cols);
+  // Packs `matrices`, each [rows, cols] in one dtype, as one batched weight that multiply()
+  // applies to each matrix's own rows of x in one call (MLA's per-head up-projections). Plain
+  // dtypes go into moed's panels (panel_matmul.hpp), computed in f32 from bf16 or f32 weights; a
+  // quantized batch keeps each matrix's blocks in row tiles.
+  PackedWeight pack_batched(std::span<const WeightPart> matrices, std::int64_t cols,
+                            const PackedAllocator& allocate = {});
+  // Bytes pack_batched() will allocate for `batch` matrices of [rows, cols].
+  std::size_t packed_bytes(std::int64_t batch, std::int64_t rows, std::int64_t cols,
+                           DType source_dtype);
+  // y[m, N] = x[m, K] * W^T. A batched weight takes x as [batch, m, K] and gives y as
+  // [batch, m, N], each matrix applied to its own m rows.
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   // The oneDNN implementation chosen for this shape, e.g. "brg:avx512_core_bf16".
   std::string implementation(std::int64_t m, const PackedWeight& weight);

@@ -79,9 +79,10 @@ struct DenseWeights final : memtier::BlockPayload {
   // GQA: q_norm and k_norm. MLA: q_a_layernorm (empty without q_lora_rank) and kv_a_layernorm.
   std::vector<float> q_norm, k_norm;
   kernels::PackedWeight q_b;  // MLA with q_lora_rank
-  // MLA's absorbed form, per head: kv_b's key part transposed [kv_lora, nope], which takes a
-  // query into latent space, and its value part [v_head_dim, kv_lora].
-  std::vector<kernels::PackedWeight> absorb_keys, absorb_values;
+  // MLA's absorbed form, batched over heads: per head kv_b's key part transposed
+  // [kv_lora, nope], which takes a query into latent space, and its value part
+  // [v_head_dim, kv_lora].
+  kernels::PackedWeight absorb_keys, absorb_values;
   kernels::PackedWeight output;
   kernels::PackedWeight router;  // MoE layers: [experts, hidden]
   std::vector<float> router_bias;

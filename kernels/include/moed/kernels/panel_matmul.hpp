@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moed/kernels/dtype.hpp"
+
+namespace moed::kernels {
+
+// Small matrices applied many at a time: MLA's per-head up-projections, [512, 128] and
+// [128, 512] per head, are too small for a oneDNN call each to stream its weights (about 10 GB/s
+// on this VM, batched or not). Each matrix is kept transposed in panels of kPanelWidth output
+// columns, every panel contiguous ([cols][kPanelWidth], the last one zero-padded), so a panel
+// streams once per block of input rows and its outputs stay in registers.
+//
+// Every output is one f32 multiply-add chain over the inputs in order, so a row's result is the
+// same whatever the other rows are and however the work is split over threads.
+inline constexpr std::int64_t kPanelWidth = 64;
+
+// Weight dtypes the panels hold: f32 and bf16 (widened to f32 in the kernel).
+bool panel_dtype_supported(DType dtype);
+// Bytes of one [rows, cols] matrix in panels.
+std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols);
+// Writes a row-major [rows, cols] matrix (Hugging Face Linear layout) as panels at `out`
+// (panel_bytes of it).
+void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_t cols,
+                 std::byte* out);
+
+// The kernel's paths: generic C++ (any x86-64) or AVX-512F. Both round alike (one fused
+// multiply-add per weight, in input order), so they give the same bits.
+enum class PanelPath { generic, avx512 };
+PanelPath best_panel_path();
+const char* panel_path_name(PanelPath path);
+
+// For each of `batch` matrices b (panels at panels + b * panel_bytes): y[b, i, :] =
+// W_b x[b, i, :] for i in [0, m). x: f32 [batch, m, cols]; y: f32 [batch, m, rows]. Work spread
+// over the OpenMP threads by (matrix, panel). `path` must be one this CPU runs.
+void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
+                  std::int64_t cols, const float* x, std::int64_t m, float* y,
+                  PanelPath path = best_panel_path());
+
+namespace detail {
+// One panel over a block of up to four rows of x (row stride `cols`), written to y (row stride
+// `y_stride`, `width` valid columns). The AVX-512 build, run only where the CPU has AVX-512F.
+void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
+                        std::int64_t rows_of_x, float* y, std::int64_t y_stride,
+                        std::int64_t width);
+}  // namespace detail
+
+}  // namespace moed::kernels
