@@ -43,12 +43,13 @@ BENCHMARK(BM_Bf16Gemv)
     ->Args({1, 32000, 1024})
     ->Args({16, 5632, 1024});
 
-// MLA's absorbed up-projections at DeepSeek's shapes for one decode row: `heads` bf16 matrices
-// [rows, cols], applied one multiply per head (arg 0) or as one batched weight (arg 1), as the
-// engine does. Bytes/s of weights; copies keep them out of the last-level cache.
+// MLA's absorbed up-projections at DeepSeek's shapes: `heads` bf16 matrices [rows, cols], each
+// applied to m rows (1: a decode step), one multiply per head (arg 0) or as one batched weight
+// (arg 1), as the engine does. Bytes/s of weights; copies keep them out of the last-level cache.
 void BM_MlaAbsorb(benchmark::State& state) {
   const bool batched = state.range(0) != 0;
   const std::int64_t heads = state.range(1), rows = state.range(2), cols = state.range(3);
+  const std::int64_t m = state.range(4);
   std::vector<std::uint16_t> w(static_cast<std::size_t>(heads * rows * cols), 0x3c00);
   std::vector<WeightPart> matrices;
   for (std::int64_t h = 0; h < heads; ++h)
@@ -62,25 +63,22 @@ void BM_MlaAbsorb(benchmark::State& state) {
       for (const auto& matrix : matrices) copy.push_back(matmul.pack(std::span(&matrix, 1), cols));
     }
   }
-  std::vector<float> x(static_cast<std::size_t>(heads * cols), 0.01f);
-  std::vector<float> y(static_cast<std::size_t>(heads * rows));
+  std::vector<float> x(static_cast<std::size_t>(heads * m * cols), 0.01f);
+  std::vector<float> y(static_cast<std::size_t>(heads * m * rows));
   int i = 0;
   for (auto _ : state) {
     const auto& copy = copies[static_cast<std::size_t>(i++ % kWeightCopies)];
     for (std::size_t h = 0; h < copy.size(); ++h)
-      matmul.multiply(x.data() + h * cols, 1, copy[h], y.data() + h * rows);
+      matmul.multiply(x.data() + h * m * cols, m, copy[h], y.data() + h * m * rows);
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * heads * rows * cols * 2);
   state.SetLabel(batched ? "batched" : "per head");
 }
 BENCHMARK(BM_MlaAbsorb)
-    ->Args({0, 16, 512, 128})
-    ->Args({1, 16, 512, 128})
-    ->Args({0, 16, 128, 512})
-    ->Args({1, 16, 128, 512})
-    ->Args({0, 128, 512, 128})
-    ->Args({1, 128, 512, 128});
+    ->ArgsProduct({{0, 1}, {16}, {512}, {128}, {1, 256}})
+    ->ArgsProduct({{0, 1}, {16}, {128}, {512}, {1, 256}})
+    ->ArgsProduct({{0, 1}, {128}, {512}, {128}, {1}});
 
 void BM_ReadBandwidth(benchmark::State& state) {
   ReadBandwidthProbe probe(1ull << 30);
