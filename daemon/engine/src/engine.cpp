@@ -812,14 +812,17 @@ void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, cons
 
   // Queries in latent space: [n, heads, lora | rope]. The absorbed key up-projections take
   // every head's nope part, gathered head-major, in one batched multiply.
-  std::vector<float> head_in(static_cast<std::size_t>(a.heads * n * std::max(nope, lora)));
-  std::vector<float> head_out(static_cast<std::size_t>(a.heads * n * std::max(lora, a.v_head_dim)));
+  std::vector<float>& head_in = mla_scratch_.heads_in;
+  std::vector<float>& head_out = mla_scratch_.heads_out;
+  head_in.resize(static_cast<std::size_t>(a.heads * n * std::max(nope, lora)));
+  head_out.resize(static_cast<std::size_t>(a.heads * n * std::max(lora, a.v_head_dim)));
   for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
       std::memcpy(head_in.data() + (hh * n + i) * nope, q.data() + i * q_width + hh * q_head,
                   static_cast<std::size_t>(nope) * sizeof(float));
   matmul_.multiply(head_in.data(), n, weights.absorb_keys, head_out.data());
-  std::vector<float> q_latent(static_cast<std::size_t>(n * a.heads * entry));
+  std::vector<float>& q_latent = mla_scratch_.q_latent;
+  q_latent.resize(static_cast<std::size_t>(n * a.heads * entry));
   for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i) {
       float* dst = q_latent.data() + (i * a.heads + hh) * entry;
@@ -829,7 +832,8 @@ void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, cons
                   static_cast<std::size_t>(rope) * sizeof(float));
     }
 
-  std::vector<float> context(static_cast<std::size_t>(n * a.heads * entry));
+  std::vector<float>& context = mla_scratch_.context;
+  context.resize(static_cast<std::size_t>(n * a.heads * entry));
   std::int64_t row0 = 0;
   for (const auto& seg : segments) {
     const bool bf16 = seg.cache->dtype() == KvDtype::bf16;

@@ -239,10 +239,16 @@ class Engine {
   const model::TensorInfo* embedding_;  // [vocab, hidden], read in place
   std::vector<LayerTensors> tensors_;
   std::vector<double> rope_frequencies_;  // [rope dim / 2]
-  kernels::CpuMatmul matmul_;             // compute thread
-  kernels::CpuMatmul io_matmul_;          // the loader's I/O thread packs with its own instance
-  std::vector<float> final_norm_;         // f32 [hidden]
-  kernels::PackedWeight lm_head_;         // [vocab, hidden]
+  // MLA's per-call buffers, kept between calls: a prefill's are megabytes per layer ([heads, n,
+  // kv_lora] and [n, heads, kv_lora + rope]), and fresh ones fault in every page each time
+  // (+27000 page faults and 5-20% of prefill on the DeepSeek bench models).
+  struct MlaScratch {
+    std::vector<float> heads_in, heads_out, q_latent, context;
+  } mla_scratch_;
+  kernels::CpuMatmul matmul_;      // compute thread
+  kernels::CpuMatmul io_matmul_;   // the loader's I/O thread packs with its own instance
+  std::vector<float> final_norm_;  // f32 [hidden]
+  kernels::PackedWeight lm_head_;  // [vocab, hidden]
   std::vector<std::shared_ptr<const DenseWeights>> resident_dense_;  // empty when streamed
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;
