@@ -50,6 +50,14 @@ WeightPart part(const model::TensorInfo& tensor, const std::byte* data) {
 
 // Storage for weights packed once and kept (LM head, resident dense layers): on huge pages, as
 // the buffer pool gives the loader's blocks.
+// `count` floats of a workspace buffer, grown (never shrunk) to fit; contents are whatever the
+// last use left.
+float* take(std::vector<float>& buffer, std::int64_t count) {
+  if (buffer.size() < static_cast<std::size_t>(count))
+    buffer.resize(static_cast<std::size_t>(count));
+  return buffer.data();
+}
+
 std::shared_ptr<std::byte> allocate_resident(std::size_t bytes) {
   return {memtier::allocate_aligned(bytes), [](std::byte* memory) { std::free(memory); }};
 }
@@ -545,11 +553,11 @@ void Engine::router_logits_of(const DenseWeights& weights, const float* h, std::
 void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,
                        const float* h, std::int64_t rows, float* out) {
   const std::int64_t ffn = down.cols();
-  std::vector<float> projected(static_cast<std::size_t>(rows * 2 * ffn));
-  std::vector<float> activated(static_cast<std::size_t>(rows * ffn));
-  matmul_.multiply(h, rows, gate_up, projected.data());
-  kernels::silu_mul(projected.data(), activated.data(), rows, ffn);
-  matmul_.multiply(activated.data(), rows, down, out);
+  float* projected = take(work_.mlp_projected, rows * 2 * ffn);
+  float* activated = take(work_.mlp_activated, rows * ffn);
+  matmul_.multiply(h, rows, gate_up, projected);
+  kernels::silu_mul(projected, activated, rows, ffn);
+  matmul_.multiply(activated, rows, down, out);
 }
 
 void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const float* h,
@@ -593,8 +601,7 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   predict_ahead(layer_index, h, rows);
   // Outputs land per (row, slot) so the weighted sum always adds in slot order, whatever order
   // the experts ran in.
-  std::vector<float> slot_out(static_cast<std::size_t>(rows * k * hidden));
-  std::vector<float> gathered, gate_up, activated, down;
+  float* slot_out = take(work_.slot_out, rows * k * hidden);
   std::vector<std::int64_t> slots;
   for (std::size_t i = 0; i < order.size(); ++i) {
     const std::int32_t e = order[i];
@@ -606,21 +613,21 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
     for (std::int64_t s = 0; s < rows * k; ++s)
       if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);
     const auto m = static_cast<std::int64_t>(slots.size());
-    gathered.resize(static_cast<std::size_t>(m * hidden));
+    float* gathered = take(work_.gathered, m * hidden);
     for (std::int64_t i = 0; i < m; ++i)
-      std::memcpy(gathered.data() + i * hidden, h + (slots[i] / k) * hidden,
+      std::memcpy(gathered + i * hidden, h + (slots[i] / k) * hidden,
                   static_cast<std::size_t>(hidden) * sizeof(float));
-    gate_up.resize(static_cast<std::size_t>(m * 2 * ffn));
-    activated.resize(static_cast<std::size_t>(m * ffn));
-    down.resize(static_cast<std::size_t>(m * hidden));
+    float* gate_up = take(work_.expert_gate_up, m * 2 * ffn);
+    float* activated = take(work_.expert_activated, m * ffn);
+    float* down = take(work_.expert_down, m * hidden);
     const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
     std::erase(unacquired, payload);
     const auto& expert = static_cast<const ExpertWeights&>(*payload);
-    matmul_.multiply(gathered.data(), m, expert.gate_up, gate_up.data());
-    kernels::silu_mul(gate_up.data(), activated.data(), m, ffn);
-    matmul_.multiply(activated.data(), m, expert.down, down.data());
+    matmul_.multiply(gathered, m, expert.gate_up, gate_up);
+    kernels::silu_mul(gate_up, activated, m, ffn);
+    matmul_.multiply(activated, m, expert.down, down);
     for (std::int64_t i = 0; i < m; ++i)
-      std::memcpy(slot_out.data() + slots[i] * hidden, down.data() + i * hidden,
+      std::memcpy(slot_out + slots[i] * hidden, down + i * hidden,
                   static_cast<std::size_t>(hidden) * sizeof(float));
   }
   store_->settle(layer);
@@ -628,14 +635,14 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   for (std::int64_t r = 0; r < rows; ++r)
     for (int s = 0; s < k; ++s) {
       const float w = gate_weights[static_cast<std::size_t>(r * k + s)];
-      const float* expert_out = slot_out.data() + (r * k + s) * hidden;
+      const float* expert_out = slot_out + (r * k + s) * hidden;
       float* dst = out + r * hidden;
       for (std::int64_t j = 0; j < hidden; ++j) dst[j] += w * expert_out[j];
     }
   if (weights.mlp_gate_up.empty()) return;
   // Shared experts see every token; Qwen2-MoE scales them by sigmoid(shared_expert_gate . h).
-  std::vector<float> shared(static_cast<std::size_t>(rows * hidden));
-  gated_mlp(weights.mlp_gate_up, weights.mlp_down, h, rows, shared.data());
+  float* shared = take(work_.shared, rows * hidden);
+  gated_mlp(weights.mlp_gate_up, weights.mlp_down, h, rows, shared);
   std::vector<float> gate(static_cast<std::size_t>(rows));
   if (!weights.shared_expert_gate.empty())
     matmul_.multiply(h, rows, weights.shared_expert_gate, gate.data());
@@ -645,8 +652,7 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
             ? 1.0f
             : static_cast<float>(
                   1.0 / (1.0 + std::exp(-static_cast<double>(gate[static_cast<std::size_t>(r)]))));
-    for (std::int64_t j = 0; j < hidden; ++j)
-      out[r * hidden + j] += scale * shared[static_cast<std::size_t>(r * hidden + j)];
+    for (std::int64_t j = 0; j < hidden; ++j) out[r * hidden + j] += scale * shared[r * hidden + j];
   }
 }
 
@@ -698,12 +704,12 @@ void clamp(float* x, std::int64_t n, double limit) {
 void Engine::attention(std::int64_t layer, const DenseWeights& weights, const float* h,
                        std::span<const Segment> segments, const std::int64_t* positions,
                        std::int64_t rows, float* out) {
-  std::vector<float> attn(static_cast<std::size_t>(rows * spec_.attention.output_width()));
+  float* attn = take(work_.attn, rows * spec_.attention.output_width());
   if (spec_.attention.kind == model::AttentionKind::gqa)
-    gqa_attention(layer, weights, h, segments, positions, rows, attn.data());
+    gqa_attention(layer, weights, h, segments, positions, rows, attn);
   else
-    mla_attention(layer, weights, h, segments, positions, rows, attn.data());
-  matmul_.multiply(attn.data(), rows, weights.output, out);
+    mla_attention(layer, weights, h, segments, positions, rows, attn);
+  matmul_.multiply(attn, rows, weights.output, out);
 }
 
 void Engine::gqa_attention(std::int64_t layer, const DenseWeights& weights, const float* h,
@@ -715,37 +721,37 @@ void Engine::gqa_attention(std::int64_t layer, const DenseWeights& weights, cons
   const std::int64_t kv_width = a.kv_heads * hd;
   const std::int64_t qkv_width = q_width + 2 * kv_width;
   const float eps = static_cast<float>(spec_.rms_norm_eps);
-  std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width));
-  matmul_.multiply(h, n, weights.input_projection, qkv.data());
-  std::vector<float> q(static_cast<std::size_t>(n * q_width));
-  std::vector<float> k(static_cast<std::size_t>(n * kv_width));
-  std::vector<float> v(static_cast<std::size_t>(n * kv_width));
+  float* qkv = take(work_.qkv, n * qkv_width);
+  matmul_.multiply(h, n, weights.input_projection, qkv);
+  float* q = take(work_.q, n * q_width);
+  float* k = take(work_.k, n * kv_width);
+  float* v = take(work_.v, n * kv_width);
   for (std::int64_t i = 0; i < n; ++i) {
-    float* row = qkv.data() + i * qkv_width;
+    float* row = qkv + i * qkv_width;
     if (!weights.qkv_bias.empty()) kernels::add_in_place(row, weights.qkv_bias.data(), qkv_width);
-    std::memcpy(q.data() + i * q_width, row, static_cast<std::size_t>(q_width) * sizeof(float));
-    std::memcpy(k.data() + i * kv_width, row + q_width,
+    std::memcpy(q + i * q_width, row, static_cast<std::size_t>(q_width) * sizeof(float));
+    std::memcpy(k + i * kv_width, row + q_width,
                 static_cast<std::size_t>(kv_width) * sizeof(float));
-    std::memcpy(v.data() + i * kv_width, row + q_width + kv_width,
+    std::memcpy(v + i * kv_width, row + q_width + kv_width,
                 static_cast<std::size_t>(kv_width) * sizeof(float));
   }
   if (a.qk_norm == model::QkNorm::whole) {
-    kernels::rms_norm(q.data(), weights.q_norm.data(), q.data(), n, q_width, eps);
-    kernels::rms_norm(k.data(), weights.k_norm.data(), k.data(), n, kv_width, eps);
+    kernels::rms_norm(q, weights.q_norm.data(), q, n, q_width, eps);
+    kernels::rms_norm(k, weights.k_norm.data(), k, n, kv_width, eps);
   } else if (a.qk_norm == model::QkNorm::per_head) {
-    kernels::rms_norm(q.data(), weights.q_norm.data(), q.data(), n * a.heads, hd, eps);
-    kernels::rms_norm(k.data(), weights.k_norm.data(), k.data(), n * a.kv_heads, hd, eps);
+    kernels::rms_norm(q, weights.q_norm.data(), q, n * a.heads, hd, eps);
+    kernels::rms_norm(k, weights.k_norm.data(), k, n * a.kv_heads, hd, eps);
   }
   if (a.clip_qkv > 0) {
-    clamp(q.data(), n * q_width, a.clip_qkv);
-    clamp(k.data(), n * kv_width, a.clip_qkv);
-    clamp(v.data(), n * kv_width, a.clip_qkv);
+    clamp(q, n * q_width, a.clip_qkv);
+    clamp(k, n * kv_width, a.clip_qkv);
+    clamp(v, n * kv_width, a.clip_qkv);
   }
   const auto pairs = spec_.rope.style == model::RopeStyle::half ? kernels::RopePairs::half
                                                                 : kernels::RopePairs::adjacent;
-  kernels::rope(q.data(), {n, a.heads, hd, 0, spec_.rope.dim, pairs}, positions,
-                rope_frequencies_.data(), spec_.rope.attention_factor);
-  kernels::rope(k.data(), {n, a.kv_heads, hd, 0, spec_.rope.dim, pairs}, positions,
+  kernels::rope(q, {n, a.heads, hd, 0, spec_.rope.dim, pairs}, positions, rope_frequencies_.data(),
+                spec_.rope.attention_factor);
+  kernels::rope(k, {n, a.kv_heads, hd, 0, spec_.rope.dim, pairs}, positions,
                 rope_frequencies_.data(), spec_.rope.attention_factor);
   std::int64_t row0 = 0;
   for (const auto& seg : segments) {
@@ -756,10 +762,10 @@ void Engine::gqa_attention(std::int64_t layer, const DenseWeights& weights, cons
       for (std::int64_t g = 0; g < a.kv_heads; ++g) {
         const std::int64_t row = row0 + i;
         const std::size_t at = static_cast<std::size_t>((g * cap + seg.first + i) * hd) * element;
-        store_kv(seg.cache->keys(layer) + at, k.data() + (row * a.kv_heads + g) * hd, hd, bf16);
-        store_kv(seg.cache->values(layer) + at, v.data() + (row * a.kv_heads + g) * hd, hd, bf16);
+        store_kv(seg.cache->keys(layer) + at, k + (row * a.kv_heads + g) * hd, hd, bf16);
+        store_kv(seg.cache->values(layer) + at, v + (row * a.kv_heads + g) * hd, hd, bf16);
       }
-    attend(*seg.cache, layer, q.data() + row0 * q_width, attn + row0 * q_width,
+    attend(*seg.cache, layer, q + row0 * q_width, attn + row0 * q_width,
            {seg.rows, a.heads, a.kv_heads, hd, cap, seg.first, a.softmax_scale});
     row0 += seg.rows;
   }
@@ -781,68 +787,62 @@ void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, cons
   const std::int64_t entry = lora + rope;  // one cache position
   const std::int64_t q_in = a.q_lora_rank > 0 ? a.q_lora_rank : q_width;
   const std::int64_t projected_width = q_in + entry;
-  std::vector<float> projected(static_cast<std::size_t>(n * projected_width));
-  matmul_.multiply(h, n, weights.input_projection, projected.data());
+  float* projected = take(work_.mla_projected, n * projected_width);
+  matmul_.multiply(h, n, weights.input_projection, projected);
 
-  std::vector<float> q(static_cast<std::size_t>(n * q_width));
-  std::vector<float> latent(static_cast<std::size_t>(n * entry));
-  std::vector<float> q_low(static_cast<std::size_t>(n * q_in));
+  float* latent = take(work_.mla_latent, n * entry);
+  float* q_low = take(work_.mla_q_low, n * q_in);
   for (std::int64_t i = 0; i < n; ++i) {
-    const float* row = projected.data() + i * projected_width;
-    std::memcpy(q_low.data() + i * q_in, row, static_cast<std::size_t>(q_in) * sizeof(float));
-    std::memcpy(latent.data() + i * entry, row + q_in,
-                static_cast<std::size_t>(entry) * sizeof(float));
+    const float* row = projected + i * projected_width;
+    std::memcpy(q_low + i * q_in, row, static_cast<std::size_t>(q_in) * sizeof(float));
+    std::memcpy(latent + i * entry, row + q_in, static_cast<std::size_t>(entry) * sizeof(float));
   }
+  // Without q_lora_rank the projection gave the query itself.
+  float* q = q_low;
   if (a.q_lora_rank > 0) {
-    kernels::rms_norm(q_low.data(), weights.q_norm.data(), q_low.data(), n, q_in, kLatentNormEps);
-    matmul_.multiply(q_low.data(), n, weights.q_b, q.data());
-  } else {
-    q = std::move(q_low);
+    kernels::rms_norm(q_low, weights.q_norm.data(), q_low, n, q_in, kLatentNormEps);
+    q = take(work_.mla_q, n * q_width);
+    matmul_.multiply(q_low, n, weights.q_b, q);
   }
   // The latent is normed; the rope key after it is not.
   for (std::int64_t i = 0; i < n; ++i)
-    kernels::rms_norm(latent.data() + i * entry, weights.k_norm.data(), latent.data() + i * entry,
-                      1, lora, kLatentNormEps);
+    kernels::rms_norm(latent + i * entry, weights.k_norm.data(), latent + i * entry, 1, lora,
+                      kLatentNormEps);
   const auto pairs = spec_.rope.style == model::RopeStyle::half ? kernels::RopePairs::half
                                                                 : kernels::RopePairs::adjacent;
-  kernels::rope(q.data(), {n, a.heads, q_head, nope, rope, pairs}, positions,
-                rope_frequencies_.data(), spec_.rope.attention_factor);
-  kernels::rope(latent.data(), {n, 1, entry, lora, rope, pairs}, positions,
-                rope_frequencies_.data(), spec_.rope.attention_factor);
+  kernels::rope(q, {n, a.heads, q_head, nope, rope, pairs}, positions, rope_frequencies_.data(),
+                spec_.rope.attention_factor);
+  kernels::rope(latent, {n, 1, entry, lora, rope, pairs}, positions, rope_frequencies_.data(),
+                spec_.rope.attention_factor);
 
   // Queries in latent space: [n, heads, lora | rope]. The absorbed key up-projections take
   // every head's nope part, gathered head-major, in one batched multiply.
-  std::vector<float>& head_in = mla_scratch_.heads_in;
-  std::vector<float>& head_out = mla_scratch_.heads_out;
-  head_in.resize(static_cast<std::size_t>(a.heads * n * std::max(nope, lora)));
-  head_out.resize(static_cast<std::size_t>(a.heads * n * std::max(lora, a.v_head_dim)));
+  float* head_in = take(work_.heads_in, a.heads * n * std::max(nope, lora));
+  float* head_out = take(work_.heads_out, a.heads * n * std::max(lora, a.v_head_dim));
   for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(head_in.data() + (hh * n + i) * nope, q.data() + i * q_width + hh * q_head,
+      std::memcpy(head_in + (hh * n + i) * nope, q + i * q_width + hh * q_head,
                   static_cast<std::size_t>(nope) * sizeof(float));
-  matmul_.multiply(head_in.data(), n, weights.absorb_keys, head_out.data());
-  std::vector<float>& q_latent = mla_scratch_.q_latent;
-  q_latent.resize(static_cast<std::size_t>(n * a.heads * entry));
+  matmul_.multiply(head_in, n, weights.absorb_keys, head_out);
+  float* q_latent = take(work_.q_latent, n * a.heads * entry);
   for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i) {
-      float* dst = q_latent.data() + (i * a.heads + hh) * entry;
-      std::memcpy(dst, head_out.data() + (hh * n + i) * lora,
+      float* dst = q_latent + (i * a.heads + hh) * entry;
+      std::memcpy(dst, head_out + (hh * n + i) * lora,
                   static_cast<std::size_t>(lora) * sizeof(float));
-      std::memcpy(dst + lora, q.data() + i * q_width + hh * q_head + nope,
+      std::memcpy(dst + lora, q + i * q_width + hh * q_head + nope,
                   static_cast<std::size_t>(rope) * sizeof(float));
     }
 
-  std::vector<float>& context = mla_scratch_.context;
-  context.resize(static_cast<std::size_t>(n * a.heads * entry));
+  float* context = take(work_.context, n * a.heads * entry);
   std::int64_t row0 = 0;
   for (const auto& seg : segments) {
     const bool bf16 = seg.cache->dtype() == KvDtype::bf16;
     const std::size_t element = kv_element_size(seg.cache->dtype());
     for (std::int64_t i = 0; i < seg.rows; ++i)
       store_kv(seg.cache->keys(layer) + static_cast<std::size_t>((seg.first + i) * entry) * element,
-               latent.data() + (row0 + i) * entry, entry, bf16);
-    attend(*seg.cache, layer, q_latent.data() + row0 * a.heads * entry,
-           context.data() + row0 * a.heads * entry,
+               latent + (row0 + i) * entry, entry, bf16);
+    attend(*seg.cache, layer, q_latent + row0 * a.heads * entry, context + row0 * a.heads * entry,
            {seg.rows, a.heads, 1, entry, seg.cache->capacity(), seg.first, a.softmax_scale});
     row0 += seg.rows;
   }
@@ -850,13 +850,12 @@ void Engine::mla_attention(std::int64_t layer, const DenseWeights& weights, cons
   // heads in one batched multiply.
   for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(head_in.data() + (hh * n + i) * lora, context.data() + (i * a.heads + hh) * entry,
+      std::memcpy(head_in + (hh * n + i) * lora, context + (i * a.heads + hh) * entry,
                   static_cast<std::size_t>(lora) * sizeof(float));
-  matmul_.multiply(head_in.data(), n, weights.absorb_values, head_out.data());
+  matmul_.multiply(head_in, n, weights.absorb_values, head_out);
   for (std::int64_t hh = 0; hh < a.heads; ++hh)
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(attn + (i * a.heads + hh) * a.v_head_dim,
-                  head_out.data() + (hh * n + i) * a.v_head_dim,
+      std::memcpy(attn + (i * a.heads + hh) * a.v_head_dim, head_out + (hh * n + i) * a.v_head_dim,
                   static_cast<std::size_t>(a.v_head_dim) * sizeof(float));
 }
 
@@ -882,31 +881,31 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   }
   apply_kv_to_budget();
 
-  std::vector<float> x(static_cast<std::size_t>(n * hidden));
-  std::vector<float> h(x.size());
-  std::vector<float> block_out(x.size());
+  float* x = take(work_.x, n * hidden);
+  float* h = take(work_.h, n * hidden);
+  float* block_out = take(work_.block_out, n * hidden);
   std::vector<std::int64_t> positions;
   for (const auto& seg : segments)
     for (std::int64_t i = 0; i < seg.rows; ++i) positions.push_back(seg.first + i);
-  embed(tokens, x.data());
+  embed(tokens, x);
 
   const float eps = static_cast<float>(spec_.rms_norm_eps);
   for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
     memtier::Payload hold;
     const DenseWeights& layer = dense(l, hold);
-    kernels::rms_norm(x.data(), layer.attention_norm.data(), h.data(), n, hidden, eps);
-    attention(l, layer, h.data(), segments, positions.data(), n, block_out.data());
-    kernels::add_in_place(x.data(), block_out.data(), n * hidden);
+    kernels::rms_norm(x, layer.attention_norm.data(), h, n, hidden, eps);
+    attention(l, layer, h, segments, positions.data(), n, block_out);
+    kernels::add_in_place(x, block_out, n * hidden);
 
-    kernels::rms_norm(x.data(), layer.ffn_norm.data(), h.data(), n, hidden, eps);
+    kernels::rms_norm(x, layer.ffn_norm.data(), h, n, hidden, eps);
     if (spec_.has_experts(l)) {
-      moe(l, layer, h.data(), n, block_out.data());
+      moe(l, layer, h, n, block_out);
     } else {
       // MoE layers after a dense one are predicted from here, as moe() does for those after it.
-      predict_ahead(l, h.data(), n);
-      gated_mlp(layer.mlp_gate_up, layer.mlp_down, h.data(), n, block_out.data());
+      predict_ahead(l, h, n);
+      gated_mlp(layer.mlp_gate_up, layer.mlp_down, h, n, block_out);
     }
-    kernels::add_in_place(x.data(), block_out.data(), n * hidden);
+    kernels::add_in_place(x, block_out, n * hidden);
     if (ring_) ring_->release(static_cast<std::size_t>(l));
   }
   for (const auto& seg : segments) seg.cache->advance(seg.rows);
@@ -922,10 +921,9 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   }
   const auto m = static_cast<std::int64_t>(out_rows.size());
   for (std::int64_t i = 0; i < m; ++i)
-    kernels::rms_norm(x.data() + out_rows[i] * hidden, final_norm_.data(), h.data() + i * hidden, 1,
-                      hidden, eps);
+    kernels::rms_norm(x + out_rows[i] * hidden, final_norm_.data(), h + i * hidden, 1, hidden, eps);
   logits.resize(static_cast<std::size_t>(m * spec_.vocab_size));
-  matmul_.multiply(h.data(), m, lm_head_, logits.data());
+  matmul_.multiply(h, m, lm_head_, logits.data());
 }
 
 std::vector<std::int32_t> Engine::generate(

@@ -239,12 +239,19 @@ class Engine {
   const model::TensorInfo* embedding_;  // [vocab, hidden], read in place
   std::vector<LayerTensors> tensors_;
   std::vector<double> rope_frequencies_;  // [rope dim / 2]
-  // MLA's per-call buffers, kept between calls: a prefill's are megabytes per layer ([heads, n,
-  // kv_lora] and [n, heads, kv_lora + rope]), and fresh ones fault in every page each time
-  // (+27000 page faults and 5-20% of prefill on the DeepSeek bench models).
-  struct MlaScratch {
-    std::vector<float> heads_in, heads_out, q_latent, context;
-  } mla_scratch_;
+  // A step's temporaries, kept between steps and grown as needed. main.cpp has glibc map every
+  // allocation from 1 MiB up afresh (so evicted weight blocks go back to the system), so a
+  // prefill's per-layer buffers would fault in every page on every layer: 115000 of a 512-token
+  // Mixtral prefill's faults, and 27000 more for MLA's head-major copies. The daemon prefills in
+  // chunks, which bounds them.
+  struct Workspace {
+    std::vector<float> x, h, block_out, attn;                        // run, attention
+    std::vector<float> qkv, q, k, v;                                 // GQA
+    std::vector<float> mla_projected, mla_q_low, mla_q, mla_latent;  // MLA
+    std::vector<float> heads_in, heads_out, q_latent, context;       // MLA's absorbed form
+    std::vector<float> slot_out, gathered, expert_gate_up, expert_activated, expert_down;  // MoE
+    std::vector<float> shared, mlp_projected, mlp_activated;  // shared experts, gated MLP
+  } work_;
   kernels::CpuMatmul matmul_;      // compute thread
   kernels::CpuMatmul io_matmul_;   // the loader's I/O thread packs with its own instance
   std::vector<float> final_norm_;  // f32 [hidden]
