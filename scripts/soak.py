@@ -138,8 +138,8 @@ def overhead_allowances(shape, cache, max_batch, longest_prompt, cpus):
     # One step's f32 buffers per row (the engine's Workspace, kept between steps): x, h,
     # projected; q and the attention output; the fused qkv; k; one output per routed slot; an
     # expert pass's gathered rows, gate/up, activation and down products. For the longest
-    # prompt, plus the logits of a full decode batch; times two for oneDNN's scratchpads and the
-    # buffers not in the workspace (v, logits) that come and go.
+    # prompt, plus the logits of a full decode batch; times two for oneDNN's scratchpads and
+    # what the list leaves out (v, the logits of the step before).
     q_width = shape.heads * shape.head_dim
     kv_width = shape.kv_heads * shape.head_dim
     per_row = 4 * (3 * shape.hidden + 2 * q_width + (q_width + 2 * kv_width) + kv_width +
