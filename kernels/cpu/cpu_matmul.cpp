@@ -90,7 +90,6 @@ std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType 
 
 std::size_t CpuMatmul::packed_bytes(std::int64_t batch, std::int64_t rows, std::int64_t cols,
                                     DType source_dtype) {
-  if (batch == 1) return packed_bytes(rows, cols, source_dtype);
   const DType compute = compute_dtype(source_dtype);
   return static_cast<std::size_t>(batch) * (is_quantized(compute)
                                                 ? quantized_bytes(compute, rows, cols)
@@ -189,7 +188,6 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
                                      const PackedAllocator& allocate) {
   if (matrices.empty() || cols <= 0)
     throw std::invalid_argument("CpuMatmul::pack_batched: empty weight");
-  if (matrices.size() == 1) return pack(matrices, cols, allocate);
   const WeightPart& first = matrices.front();
   for (const auto& matrix : matrices)
     if (matrix.dtype != first.dtype || matrix.rows != first.rows)
@@ -211,19 +209,27 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
   packed.storage_ = allocate ? allocate(packed.storage_bytes_)
                              : std::shared_ptr<std::byte>(new std::byte[packed.storage_bytes_],
                                                           std::default_delete<std::byte[]>());
-  std::vector<const std::byte*> starts;
-  for (std::size_t b = 0; b < matrices.size(); ++b) {
-    std::byte* out = packed.storage_.get() + b * matrix_bytes;
-    if (quantized) {
+  if (quantized) {
+    std::vector<const std::byte*> starts;
+    const std::size_t stride = row_bytes(compute, cols);
+    for (std::size_t b = 0; b < matrices.size(); ++b) {
       packed.segments_.push_back({compute, first.rows, b * matrix_bytes});
       starts.clear();
-      const std::size_t stride = row_bytes(compute, cols);
       const auto* row = static_cast<const std::byte*>(matrices[b].data);
       for (std::int64_t r = 0; r < first.rows; ++r, row += stride) starts.push_back(row);
-      pack_row_tiles(ggml_type_of(compute), starts, cols, out);
-    } else {
-      pack_panels(stage(matrices.subspan(b, 1), cols, compute), compute, first.rows, cols, out);
+      pack_row_tiles(ggml_type_of(compute), starts, cols, packed.storage_.get() + b * matrix_bytes);
     }
+  } else if (first.dtype == compute) {
+    // Matrices over OpenMP's threads, as pack_row_tiles spreads tiles: a ring section packs
+    // every dense layer it loads.
+#pragma omp parallel for schedule(static)
+    for (std::int64_t b = 0; b < batch; ++b)
+      pack_panels(matrices[static_cast<std::size_t>(b)].data, compute, first.rows, cols,
+                  packed.storage_.get() + static_cast<std::size_t>(b) * matrix_bytes);
+  } else {
+    for (std::size_t b = 0; b < matrices.size(); ++b)
+      pack_panels(stage(matrices.subspan(b, 1), cols, compute), compute, first.rows, cols,
+                  packed.storage_.get() + b * matrix_bytes);
   }
   return packed;
 }
@@ -272,7 +278,7 @@ dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
 void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y) {
   if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
   if (m <= 0) return;
-  if (weight.batch_ > 1 && !is_quantized(weight.dtype_)) {
+  if (weight.panels()) {
     panel_matmul(weight.dtype_, weight.storage_.get(), weight.batch_, weight.rows_, weight.cols_, x,
                  m, y);
     return;
@@ -318,7 +324,7 @@ std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
            std::string(dtype_name(weight.dtype_)) + " row tiles";
-  if (weight.batch_ > 1)
+  if (weight.panels())
     return "moed " + std::string(panel_path_name(best_panel_path())) + " " +
            std::string(dtype_name(weight.dtype_)) + " panels";
   primitive(m, weight);

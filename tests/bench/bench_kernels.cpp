@@ -80,6 +80,33 @@ BENCHMARK(BM_MlaAbsorb)
     ->ArgsProduct({{0, 1}, {16}, {128}, {512}, {1, 256}})
     ->ArgsProduct({{0, 1}, {128}, {512}, {128}, {1}});
 
+// Packing those matrices, as a ring section does for every dense layer it loads: one pack per
+// head into oneDNN's layout (arg 0) or one batched pack into panels (arg 1). Bytes/s of source.
+void BM_PackMlaAbsorb(benchmark::State& state) {
+  const bool batched = state.range(0) != 0;
+  const std::int64_t heads = state.range(1), rows = state.range(2), cols = state.range(3);
+  std::vector<std::uint16_t> w(static_cast<std::size_t>(heads * rows * cols), 0x3c00);
+  std::vector<WeightPart> matrices;
+  for (std::int64_t h = 0; h < heads; ++h)
+    matrices.push_back({w.data() + h * rows * cols, DType::bf16, rows});
+  CpuMatmul matmul;
+  for (auto _ : state) {
+    if (batched) {
+      benchmark::DoNotOptimize(matmul.pack_batched(matrices, cols));
+    } else {
+      for (const auto& matrix : matrices)
+        benchmark::DoNotOptimize(matmul.pack(std::span(&matrix, 1), cols));
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * heads * rows * cols * 2);
+  state.SetLabel(batched ? "panels" : "oneDNN per head");
+}
+BENCHMARK(BM_PackMlaAbsorb)
+    ->Args({0, 128, 512, 128})
+    ->Args({1, 128, 512, 128})
+    ->Args({0, 128, 128, 512})
+    ->Args({1, 128, 128, 512});
+
 void BM_ReadBandwidth(benchmark::State& state) {
   ReadBandwidthProbe probe(1ull << 30);
   double best = 0;

@@ -303,12 +303,12 @@ TEST_P(BatchedMatmul, EachMatrixMatchesNaiveAndRowsEqualSoloRows) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, BatchedMatmul,
                          ::testing::Values(BatchedShape{DType::f32, 3, 70, 33, 5},
+                                           BatchedShape{DType::bf16, 1, 96, 64, 3},
                                            BatchedShape{DType::bf16, 16, 512, 128, 1},
                                            BatchedShape{DType::bf16, 4, 128, 512, 6},
                                            BatchedShape{DType::f32, 2, 64, 1, 9}));
 
-TEST(BatchedMatmul, GenericPathGivesTheAvx512PathsBits) {
-  if (best_panel_path() != PanelPath::avx512) GTEST_SKIP() << "this CPU has no AVX-512F";
+TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
   const std::int64_t batch = 2, rows = 100, cols = 40, m = 7;
   for (const DType dtype : {DType::f32, DType::bf16}) {
     const auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 9);
@@ -322,12 +322,35 @@ TEST(BatchedMatmul, GenericPathGivesTheAvx512PathsBits) {
           dtype, rows, cols, panels.data() + b * matrix_bytes);
     }
     const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * m * cols), 10);
-    std::vector<float> fast(static_cast<std::size_t>(batch * m * rows)), plain(fast.size());
-    panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(),
-                 PanelPath::avx512);
-    panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, plain.data(),
+    std::vector<float> generic(static_cast<std::size_t>(batch * m * rows));
+    panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, generic.data(),
                  PanelPath::generic);
-    EXPECT_EQ(fast, plain) << dtype_name(dtype);
+    for (const PanelPath path : {PanelPath::avx2, PanelPath::avx512}) {
+      if (path > best_panel_path()) continue;
+      std::vector<float> fast(generic.size());
+      panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(), path);
+      EXPECT_EQ(fast, generic) << dtype_name(dtype) << " " << panel_path_name(path);
+    }
+  }
+}
+
+// f16 matrices are widened to f32 panels, as pack() widens f16 weights.
+TEST(BatchedMatmul, F16MatricesComputeInF32) {
+  const std::int64_t batch = 2, rows = 8, cols = 16;
+  std::vector<std::uint16_t> w(static_cast<std::size_t>(batch * rows * cols), 0x3c00);  // 1.0
+  std::fill(w.begin() + rows * cols, w.end(), std::uint16_t{0xc000});                   // -2.0
+  const WeightPart matrices[] = {{w.data(), DType::f16, rows},
+                                 {w.data() + rows * cols, DType::f16, rows}};
+  CpuMatmul matmul;
+  const PackedWeight packed = matmul.pack_batched(matrices, cols);
+  EXPECT_EQ(packed.dtype(), DType::f32);
+  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(batch, rows, cols, DType::f16));
+  std::vector<float> x(static_cast<std::size_t>(batch * cols), 0.5f);
+  std::vector<float> y(static_cast<std::size_t>(batch * rows));
+  matmul.multiply(x.data(), 1, packed, y.data());
+  for (std::int64_t j = 0; j < rows; ++j) {
+    EXPECT_EQ(y[static_cast<std::size_t>(j)], 8.0f);
+    EXPECT_EQ(y[static_cast<std::size_t>(rows + j)], -16.0f);
   }
 }
 

@@ -48,8 +48,6 @@ WeightPart part(const model::TensorInfo& tensor, const std::byte* data) {
   return {data, tensor.dtype, tensor.shape[0]};
 }
 
-// Storage for weights packed once and kept (LM head, resident dense layers): on huge pages, as
-// the buffer pool gives the loader's blocks.
 // `count` floats of a workspace buffer, grown (never shrunk) to fit; contents are whatever the
 // last use left.
 float* take(std::vector<float>& buffer, std::int64_t count) {
@@ -58,6 +56,8 @@ float* take(std::vector<float>& buffer, std::int64_t count) {
   return buffer.data();
 }
 
+// Storage for weights packed once and kept (LM head, resident dense layers): on huge pages, as
+// the buffer pool gives the loader's blocks.
 std::shared_ptr<std::byte> allocate_resident(std::size_t bytes) {
   return {memtier::allocate_aligned(bytes), [](std::byte* memory) { std::free(memory); }};
 }

@@ -44,11 +44,12 @@ class PackedWeight {
   std::size_t bytes() const { return memory_ ? memory_.get_desc().get_size() : storage_bytes_; }
   bool empty() const { return !memory_ && !storage_; }
   // The packed buffer and its oneDNN layout, for checks and tools that inspect the layout.
-  // Empty for a quantized weight.
+  // Empty for a quantized weight and for panels.
   const dnnl::memory& memory() const { return memory_; }
 
  private:
   friend class CpuMatmul;
+  bool panels() const { return storage_ && !memory_ && !is_quantized(dtype_); }
   // Consecutive rows in one quantized format (a stack of parts may mix formats: llama-quantize
   // gives attn_v more bits than attn_q).
   struct QuantizedSegment {
@@ -73,8 +74,8 @@ class PackedWeight {
 // Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
 // every M, so one packed copy covers decode and prefill. Quantized weights are repacked into row
 // tiles and multiplied by moed's own kernels (quant_tiles.hpp), each row of x quantized per block
-// to int8. A row's result does not depend on the other rows. Not thread-safe: one per engine
-// thread.
+// to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead. A row's
+// result does not depend on the other rows. Not thread-safe: one per engine thread.
 class CpuMatmul {
  public:
   CpuMatmul();
@@ -100,7 +101,8 @@ class CpuMatmul {
   // y[m, N] = x[m, K] * W^T. A batched weight takes x as [batch, m, K] and gives y as
   // [batch, m, N], each matrix applied to its own m rows.
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
-  // The oneDNN implementation chosen for this shape, e.g. "brg:avx512_core_bf16".
+  // The implementation that computes this shape: oneDNN's choice, e.g. "brg:avx512_core_bf16",
+  // or moed's ("moed avx512_vnni q4_K row tiles", "moed avx512 bf16 panels").
   std::string implementation(std::int64_t m, const PackedWeight& weight);
 
   // Bytes pack() will allocate for a [rows, cols] weight of this source dtype (layout padding

@@ -26,25 +26,29 @@ std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols);
 void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_t cols,
                  std::byte* out);
 
-// The kernel's paths: generic C++ (any x86-64) or AVX-512F. Both round alike (one fused
-// multiply-add per weight, in input order), so they give the same bits.
-enum class PanelPath { generic, avx512 };
+// The kernel's paths, in order: generic C++ (any x86-64; std::fma is a library call without
+// FMA), AVX2 with FMA, AVX-512F. All round alike (one fused multiply-add per weight, in input
+// order), so they give the same bits.
+enum class PanelPath { generic, avx2, avx512 };
 PanelPath best_panel_path();
 const char* panel_path_name(PanelPath path);
 
 // For each of `batch` matrices b (panels at panels + b * panel_bytes): y[b, i, :] =
 // W_b x[b, i, :] for i in [0, m). x: f32 [batch, m, cols]; y: f32 [batch, m, rows]. Work spread
-// over the OpenMP threads by (matrix, panel). `path` must be one this CPU runs.
+// over the OpenMP threads by (matrix, panel). `path` must be one this CPU runs (at most
+// best_panel_path()).
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
                   std::int64_t cols, const float* x, std::int64_t m, float* y,
                   PanelPath path = best_panel_path());
 
 namespace detail {
 // One panel over a block of up to four rows of x (row stride `cols`), written to y (row stride
-// `y_stride`, `width` valid columns). The AVX-512 build, run only where the CPU has AVX-512F.
+// `y_stride`, `width` valid columns). Each built for its ISA and run only where the CPU has it.
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
                         std::int64_t rows_of_x, float* y, std::int64_t y_stride,
                         std::int64_t width);
+void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
+                      std::int64_t rows_of_x, float* y, std::int64_t y_stride, std::int64_t width);
 }  // namespace detail
 
 }  // namespace moed::kernels
