@@ -185,7 +185,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
 }
 
 PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::int64_t cols,
-                                     const PackedAllocator& allocate) {
+                                     const PackedAllocator& allocate, MatrixOrder order) {
   if (matrices.empty() || cols <= 0)
     throw std::invalid_argument("CpuMatmul::pack_batched: empty weight");
   const WeightPart& first = matrices.front();
@@ -197,12 +197,23 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
           std::string(dtype_name(first.dtype)) + " [" + std::to_string(first.rows) + "])");
   const auto batch = static_cast<std::int64_t>(matrices.size());
   const DType compute = compute_dtype(first.dtype);
+  const bool quantized = is_quantized(compute);
+  if (quantized && order == MatrixOrder::cols_first)
+    throw std::invalid_argument(std::string("CpuMatmul::pack_batched: a ") +
+                                std::string(dtype_name(compute)) +
+                                " matrix cannot be given transposed (its blocks run along rows)");
+  auto pack_plain = [&, rows = first.rows](const void* source, std::byte* out) {
+    if (order == MatrixOrder::cols_first) {
+      pack_panels_transposed(source, compute, rows, cols, out);
+    } else {
+      pack_panels(source, compute, rows, cols, out);
+    }
+  };
   PackedWeight packed;
   packed.batch_ = batch;
   packed.rows_ = first.rows;
   packed.cols_ = cols;
   packed.dtype_ = compute;
-  const bool quantized = is_quantized(compute);
   const std::size_t matrix_bytes = quantized ? quantized_bytes(compute, first.rows, cols)
                                              : panel_bytes(compute, first.rows, cols);
   packed.storage_bytes_ = matrix_bytes * matrices.size();
@@ -224,12 +235,13 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
     // every dense layer it loads.
 #pragma omp parallel for schedule(static)
     for (std::int64_t b = 0; b < batch; ++b)
-      pack_panels(matrices[static_cast<std::size_t>(b)].data, compute, first.rows, cols,
-                  packed.storage_.get() + static_cast<std::size_t>(b) * matrix_bytes);
+      pack_plain(matrices[static_cast<std::size_t>(b)].data,
+                 packed.storage_.get() + static_cast<std::size_t>(b) * matrix_bytes);
   } else {
+    // Widened element by element, so either order stays as it is.
     for (std::size_t b = 0; b < matrices.size(); ++b)
-      pack_panels(stage(matrices.subspan(b, 1), cols, compute), compute, first.rows, cols,
-                  packed.storage_.get() + b * matrix_bytes);
+      pack_plain(stage(matrices.subspan(b, 1), cols, compute),
+                 packed.storage_.get() + b * matrix_bytes);
   }
   return packed;
 }

@@ -81,6 +81,26 @@ void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_
   }
 }
 
+void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t rows,
+                            std::int64_t cols, std::byte* out) {
+  if (!panel_dtype_supported(dtype))
+    throw std::invalid_argument("pack_panels_transposed: no panels for dtype " +
+                                std::string(dtype_name(dtype)));
+  const std::size_t element = dtype_size(dtype);
+  const std::size_t panel_row = static_cast<std::size_t>(kPanelWidth) * element;
+  const auto* in = static_cast<const std::byte*>(transposed);
+  for (std::int64_t p = 0; p < panel_count(rows); ++p) {
+    std::byte* panel = out + static_cast<std::size_t>(p * cols) * panel_row;
+    const auto width = static_cast<std::size_t>(std::min(kPanelWidth, rows - p * kPanelWidth));
+    for (std::int64_t k = 0; k < cols; ++k) {
+      std::byte* lane = panel + static_cast<std::size_t>(k) * panel_row;
+      std::memcpy(lane, in + static_cast<std::size_t>(k * rows + p * kPanelWidth) * element,
+                  width * element);
+      std::memset(lane + width * element, 0, panel_row - width * element);
+    }
+  }
+}
+
 PanelPath best_panel_path() {
   static const PanelPath best = __builtin_cpu_supports("avx512f") ? PanelPath::avx512
                                 : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")

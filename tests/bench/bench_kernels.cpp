@@ -81,9 +81,10 @@ BENCHMARK(BM_MlaAbsorb)
     ->ArgsProduct({{0, 1}, {128}, {512}, {128}, {1}});
 
 // Packing those matrices, as a ring section does for every dense layer it loads: one pack per
-// head into oneDNN's layout (arg 0) or one batched pack into panels (arg 1). Bytes/s of source.
+// head into oneDNN's layout (arg 0), one batched pack into panels (arg 1), or the same from the
+// matrices' transposes (arg 2: how kv_b holds the key part). Bytes/s of source.
 void BM_PackMlaAbsorb(benchmark::State& state) {
-  const bool batched = state.range(0) != 0;
+  const std::int64_t how = state.range(0);
   const std::int64_t heads = state.range(1), rows = state.range(2), cols = state.range(3);
   std::vector<std::uint16_t> w(static_cast<std::size_t>(heads * rows * cols), 0x3c00);
   std::vector<WeightPart> matrices;
@@ -91,19 +92,21 @@ void BM_PackMlaAbsorb(benchmark::State& state) {
     matrices.push_back({w.data() + h * rows * cols, DType::bf16, rows});
   CpuMatmul matmul;
   for (auto _ : state) {
-    if (batched) {
-      benchmark::DoNotOptimize(matmul.pack_batched(matrices, cols));
-    } else {
+    if (how == 0) {
       for (const auto& matrix : matrices)
         benchmark::DoNotOptimize(matmul.pack(std::span(&matrix, 1), cols));
+    } else {
+      benchmark::DoNotOptimize(matmul.pack_batched(
+          matrices, cols, {}, how == 2 ? MatrixOrder::cols_first : MatrixOrder::rows_first));
     }
   }
   state.SetBytesProcessed(state.iterations() * heads * rows * cols * 2);
-  state.SetLabel(batched ? "panels" : "oneDNN per head");
+  state.SetLabel(how == 0 ? "oneDNN per head" : how == 1 ? "panels" : "panels from transposes");
 }
 BENCHMARK(BM_PackMlaAbsorb)
     ->Args({0, 128, 512, 128})
     ->Args({1, 128, 512, 128})
+    ->Args({2, 128, 512, 128})
     ->Args({0, 128, 128, 512})
     ->Args({1, 128, 128, 512});
 

@@ -354,6 +354,44 @@ TEST(BatchedMatmul, F16MatricesComputeInF32) {
   }
 }
 
+// DeepSeek's kv_b holds the key part transposed: packed as it lies, a matrix gives the same
+// panels, hence the same bits, as packed from its rows.
+TEST(BatchedMatmul, TransposedMatricesPackAsTheirRows) {
+  const std::int64_t batch = 3, rows = 70, cols = 24, m = 2;
+  const auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 11);
+  std::vector<float> wt(w.size());
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c)
+        wt[static_cast<std::size_t>((b * cols + c) * rows + r)] =
+            w[static_cast<std::size_t>((b * rows + r) * cols + c)];
+  const auto w16 = moed::test::to_bf16(w);
+  const auto wt16 = moed::test::to_bf16(wt);
+  const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * m * cols), 12);
+  CpuMatmul matmul;
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    const bool bf16 = dtype == DType::bf16;
+    const void* plain = bf16 ? static_cast<const void*>(w16.data()) : w.data();
+    const void* transposed = bf16 ? static_cast<const void*>(wt16.data()) : wt.data();
+    const std::size_t matrix_bytes = static_cast<std::size_t>(rows * cols) * dtype_size(dtype);
+    std::vector<WeightPart> by_rows, by_cols;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      by_rows.push_back({static_cast<const std::byte*>(plain) + b * matrix_bytes, dtype, rows});
+      by_cols.push_back(
+          {static_cast<const std::byte*>(transposed) + b * matrix_bytes, dtype, rows});
+    }
+    std::vector<float> want(static_cast<std::size_t>(batch * m * rows)), got(want.size());
+    matmul.multiply(x.data(), m, matmul.pack_batched(by_rows, cols), want.data());
+    matmul.multiply(x.data(), m, matmul.pack_batched(by_cols, cols, {}, MatrixOrder::cols_first),
+                    got.data());
+    EXPECT_EQ(got, want) << dtype_name(dtype);
+  }
+  std::vector<std::uint8_t> q8(34 * 2, 0);
+  const WeightPart quantized[] = {{q8.data(), DType::q8_0, 2}, {q8.data(), DType::q8_0, 2}};
+  EXPECT_THROW(matmul.pack_batched(quantized, 32, {}, MatrixOrder::cols_first),
+               std::invalid_argument);
+}
+
 TEST(BatchedMatmul, RejectsMatricesOfDifferentShapesOrDtypes) {
   const std::vector<float> a(8, 1.0f), b(4, 1.0f);
   const std::vector<std::uint16_t> c(8, 0x3f80);

@@ -85,19 +85,6 @@ class DenseTensors {
   std::span<const std::byte* const> data_;
 };
 
-// Rows [first, first + rows) of a row-major [.., cols] matrix of plain floats, transposed:
-// [cols, rows] of the same dtype.
-std::vector<std::byte> transposed_rows(const std::byte* data, kernels::DType dtype,
-                                       std::int64_t cols, std::int64_t first, std::int64_t rows) {
-  const std::size_t element = kernels::dtype_size(dtype);
-  std::vector<std::byte> out(static_cast<std::size_t>(rows * cols) * element);
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c)
-      std::memcpy(out.data() + static_cast<std::size_t>(c * rows + r) * element,
-                  data + static_cast<std::size_t>((first + r) * cols + c) * element, element);
-  return out;
-}
-
 std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                          const DenseTensors& t,
                                          const kernels::PackedAllocator& allocate = {}) {
@@ -148,8 +135,10 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
       w->absorb_keys = matmul.pack_batched(keys, a.qk_nope_head_dim, allocate);
       w->absorb_values = matmul.pack_batched(values, a.kv_lora_rank, allocate);
     } else {
-      // kv_b holds per head [key nope rows | value rows] over the latent. The key part is
-      // transposed element by element, so a quantized kv_b (a legacy GGUF) is widened first.
+      // kv_b holds per head [key nope rows | value rows] over the latent. The key part lies
+      // [nope, kv_lora]: the transpose of the [kv_lora, nope] matrix the absorbed form applies,
+      // packed as it lies. A quantized kv_b (a legacy GGUF) is widened first, its blocks running
+      // along the rows.
       const auto& kv_b = t.info(DenseRole::kv_b);
       std::vector<float> widened;
       if (kernels::is_quantized(kv_b.dtype)) widened = t.floats(DenseRole::kv_b);
@@ -158,17 +147,15 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
                                               : reinterpret_cast<const std::byte*>(widened.data());
       const std::int64_t head_rows = a.qk_nope_head_dim + a.v_head_dim;
       const std::size_t row_bytes = kernels::row_bytes(dtype, a.kv_lora_rank);
-      std::vector<std::vector<std::byte>> transposed_keys;
       std::vector<WeightPart> keys, values;
       for (std::int64_t h = 0; h < a.heads; ++h) {
-        transposed_keys.push_back(
-            transposed_rows(kv_b_data, dtype, a.kv_lora_rank, h * head_rows, a.qk_nope_head_dim));
-        keys.push_back({transposed_keys.back().data(), dtype, a.kv_lora_rank});
+        const std::byte* head = kv_b_data + static_cast<std::size_t>(h * head_rows) * row_bytes;
+        keys.push_back({head, dtype, a.kv_lora_rank});
         values.push_back(
-            {kv_b_data + static_cast<std::size_t>(h * head_rows + a.qk_nope_head_dim) * row_bytes,
-             dtype, a.v_head_dim});
+            {head + static_cast<std::size_t>(a.qk_nope_head_dim) * row_bytes, dtype, a.v_head_dim});
       }
-      w->absorb_keys = matmul.pack_batched(keys, a.qk_nope_head_dim, allocate);
+      w->absorb_keys =
+          matmul.pack_batched(keys, a.qk_nope_head_dim, allocate, kernels::MatrixOrder::cols_first);
       w->absorb_values = matmul.pack_batched(values, a.kv_lora_rank, allocate);
     }
   }

@@ -26,6 +26,9 @@ struct WeightPart {
   std::int64_t rows;
 };
 
+// How pack_batched's matrices lie in memory: [rows, cols] row-major, or transposed.
+enum class MatrixOrder { rows_first, cols_first };
+
 // Provides storage for a packed weight (at least `bytes`, 64-byte aligned); the memory lives as
 // long as the returned pointer. Lets the caller recycle blocks instead of faulting in new pages.
 using PackedAllocator = std::function<std::shared_ptr<std::byte>(std::size_t bytes)>;
@@ -93,8 +96,12 @@ class CpuMatmul {
   // applies to each matrix's own rows of x in one call (MLA's per-head up-projections). Plain
   // dtypes go into moed's panels (panel_matmul.hpp), computed in f32 from bf16 or f32 weights; a
   // quantized batch keeps each matrix's blocks in row tiles.
+  // With MatrixOrder::cols_first each part holds its matrix transposed, [cols, rows] (the key
+  // part of DeepSeek's kv_b, which the absorbed form applies transposed); WeightPart::rows still
+  // counts the matrix's rows. Plain dtypes only.
   PackedWeight pack_batched(std::span<const WeightPart> matrices, std::int64_t cols,
-                            const PackedAllocator& allocate = {});
+                            const PackedAllocator& allocate = {},
+                            MatrixOrder order = MatrixOrder::rows_first);
   // Bytes pack_batched() will allocate for `batch` matrices of [rows, cols].
   std::size_t packed_bytes(std::int64_t batch, std::int64_t rows, std::int64_t cols,
                            DType source_dtype);

@@ -26,6 +26,11 @@ std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols);
 void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_t cols,
                  std::byte* out);
 
+// As pack_panels, from the matrix's transpose ([cols, rows] row-major): each panel row is then a
+// contiguous run of it.
+void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t rows,
+                            std::int64_t cols, std::byte* out);
+
 // The kernel's paths, in order: generic C++ (any x86-64; std::fma is a library call without
 // FMA), AVX2 with FMA, AVX-512F. All round alike (one fused multiply-add per weight, in input
 // order), so they give the same bits.
