@@ -16,18 +16,29 @@ packages=(
   python3-torch bible-kjv bible-kjv-text   # scripts/train-default-model.py: PyTorch, KJV corpus
   libpcre2-dev libicu-dev          # tokenizers: Unicode split regexes, NFC/NFKC normalizers
   python3-regex                    # scripts/make-pretokenizer-golden.py: an independent \p{L} regex
+  nodejs                           # tests/gguf/test_interop.py: Hugging Face's GGUF reader/writer
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# Debian's nodejs leaves npm to its own package; NodeSource's bundles it.
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps: installing ${missing[*]}"
-sudo=""
-[[ $(id -u) -ne 0 ]] && sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# @huggingface/gguf, pinned by tests/gguf/interop/package-lock.json, from the npm registry.
+interop="$(cd "$(dirname "$0")/.." && pwd)/tests/gguf/interop"
+if [[ ! -f "$interop/node_modules/.package-lock.json" ||
+      "$interop/package-lock.json" -nt "$interop/node_modules/.package-lock.json" ]]; then
+  echo "install-deps: npm ci in tests/gguf/interop"
+  npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error
+fi
