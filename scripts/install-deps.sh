@@ -16,7 +16,7 @@ packages=(
   python3-torch bible-kjv bible-kjv-text   # scripts/train-default-model.py: PyTorch, KJV corpus
   libpcre2-dev libicu-dev          # tokenizers: Unicode split regexes, NFC/NFKC normalizers
   python3-regex                    # scripts/make-pretokenizer-golden.py: an independent \p{L} regex
-  nodejs                           # tests/gguf/test_interop.py: Hugging Face's GGUF reader/writer
+  nodejs                           # tests/interop: Hugging Face's GGUF and tokenizer libraries
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -35,10 +35,11 @@ else
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# @huggingface/gguf, pinned by tests/gguf/interop/package-lock.json, from the npm registry.
-interop="$(cd "$(dirname "$0")/.." && pwd)/tests/gguf/interop"
+# @huggingface/gguf and @huggingface/tokenizers from the npm registry, pinned by
+# tests/interop/package-lock.json.
+interop="$(cd "$(dirname "$0")/.." && pwd)/tests/interop"
 if [[ ! -f "$interop/node_modules/.package-lock.json" ||
       "$interop/package-lock.json" -nt "$interop/node_modules/.package-lock.json" ]]; then
-  echo "install-deps: npm ci in tests/gguf/interop"
+  echo "install-deps: npm ci in tests/interop"
   npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error
 fi

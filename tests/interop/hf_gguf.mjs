@@ -1,6 +1,6 @@
 // GGUF files read and rewritten by Hugging Face's @huggingface/gguf, a JavaScript implementation
 // of the format written without reference to moed (installed by scripts/install-deps.sh).
-// tests/gguf/test_interop.py compares what it reads with moed's own readers and runs moed on
+// tests/interop/test_gguf.py compares what it reads with moed's own readers and runs moed on
 // the files it writes.
 //
 //   node hf_gguf.mjs dump FILE...          one JSON object per file on stdout (a JSON array)

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""moed's GGUF files and reader against Hugging Face's @huggingface/gguf (tests/gguf/interop), a
+"""moed's GGUF files and reader against Hugging Face's @huggingface/gguf (tests/interop), a
 JavaScript implementation of the format that shares no code with moed:
 - it reads every test GGUF file (each family, f32 / q8_0 / q4_k_m, the formats file with every
   value type, split shards) to the same version, metadata keys, value types and values, tensor
   names, shapes, types and absolute data offsets as scripts/gguf_file.py reads;
 - files whose header it serialized again (one extra key, so the tensor data moves) load in moed
   and give the same tokens and bit-identical logits as the originals.
-Usage: test_interop.py TEST_MODELS_DIR MOED_BINARY"""
+Usage: test_gguf.py TEST_MODELS_DIR MOED_BINARY"""
 import json
 import os
 import shutil
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gguf_file as gg  # noqa: E402
 
-INTEROP = os.path.join(ROOT, "tests", "gguf", "interop")
+INTEROP = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(INTEROP, "hf_gguf.mjs")
 MODELS = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test-models")
 MOED = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemon", "moed")
@@ -125,6 +125,6 @@ class RewrittenHeaders(unittest.TestCase):
 
 if __name__ == "__main__":
     if shutil.which("node") is None or not os.path.isdir(os.path.join(INTEROP, "node_modules")):
-        sys.exit("test_interop.py: needs node and tests/gguf/interop/node_modules "
+        sys.exit("test_gguf.py: needs node and tests/interop/node_modules "
                  "(run scripts/install-deps.sh)")
     unittest.main(verbosity=2)
