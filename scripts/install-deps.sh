@@ -16,7 +16,7 @@ packages=(
   python3-torch bible-kjv bible-kjv-text   # scripts/train-default-model.py: PyTorch, KJV corpus
   libpcre2-dev libicu-dev          # tokenizers: Unicode split regexes, NFC/NFKC normalizers
   python3-regex                    # scripts/make-pretokenizer-golden.py: an independent \p{L} regex
-  nodejs                           # tests/interop: Hugging Face's GGUF and tokenizer libraries
+  nodejs                           # tests/interop: Hugging Face's and OpenAI's JS libraries
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -35,7 +35,7 @@ else
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# @huggingface/gguf and @huggingface/tokenizers from the npm registry, pinned by
+# @huggingface/gguf, @huggingface/tokenizers and openai from the npm registry, pinned by
 # tests/interop/package-lock.json.
 interop="$(cd "$(dirname "$0")/.." && pwd)/tests/interop"
 if [[ ! -f "$interop/node_modules/.package-lock.json" ||

@@ -1,0 +1,142 @@
+// OpenAI's own client library (the `openai` npm package, pinned in package-lock.json) against a
+// running moed: every call a user of that library would make on the routes moed serves, checked
+// as the library hands the answers back. tests/interop/test_openai.py starts the daemon.
+//
+//   node openai_client.mjs BASE_URL MODEL_ID
+// prints "ok NAME" per check; exits 1 at the first that fails.
+import assert from "node:assert/strict";
+
+import OpenAI from "openai";
+
+const [baseURL, model] = process.argv.slice(2);
+if (!baseURL || !model) {
+  process.stderr.write("usage: openai_client.mjs BASE_URL MODEL_ID\n");
+  process.exit(2);
+}
+const client = new OpenAI({ baseURL, apiKey: "unused", maxRetries: 0, timeout: 60_000 });
+const prompt = "The capital of France is";
+const messages = [{ role: "user", content: "Tell me a story" }];
+
+async function check(name, body) {
+  await body();
+  process.stdout.write(`ok ${name}\n`);
+}
+
+async function collect(stream, pick) {
+  let text = "";
+  const chunks = [];
+  for await (const chunk of stream) {
+    chunks.push(chunk);
+    text += pick(chunk) ?? "";
+  }
+  return { text, chunks };
+}
+
+try {
+  await check("models.list", async () => {
+    const ids = [];
+    for await (const entry of client.models.list()) ids.push(entry.id);
+    assert.deepEqual(ids, [model]);
+  });
+
+  let greedy;
+  await check("completions.create", async () => {
+    const answer = await client.completions.create({ model, prompt, max_tokens: 8, temperature: 0 });
+    assert.equal(answer.object, "text_completion");
+    assert.equal(answer.choices.length, 1);
+    greedy = answer.choices[0].text;
+    assert.equal(typeof greedy, "string");
+    assert.equal(answer.choices[0].finish_reason, "length");
+    assert.equal(answer.usage.completion_tokens, 8);
+    assert.equal(answer.usage.total_tokens, answer.usage.prompt_tokens + 8);
+  });
+
+  await check("completions.create stream", async () => {
+    const stream = await client.completions.create({
+      model, prompt, max_tokens: 8, temperature: 0, stream: true,
+    });
+    const { text, chunks } = await collect(stream, (c) => c.choices[0]?.text);
+    assert.equal(text, greedy);
+    assert.equal(chunks.at(-1).choices[0].finish_reason, "length");
+  });
+
+  await check("completions.create stop", async () => {
+    const stop = greedy.slice(Math.floor(greedy.length / 2)).trim().slice(0, 3);
+    assert.ok(stop.length > 0, `no stop string in ${JSON.stringify(greedy)}`);
+    const answer = await client.completions.create({
+      model, prompt, max_tokens: 8, temperature: 0, stop: [stop],
+    });
+    assert.equal(answer.choices[0].finish_reason, "stop");
+    assert.equal(answer.choices[0].text, greedy.slice(0, greedy.indexOf(stop)));
+  });
+
+  let reply;
+  await check("chat.completions.create", async () => {
+    const answer = await client.chat.completions.create({
+      model, messages, max_tokens: 10, temperature: 0.8, seed: 7,
+    });
+    assert.equal(answer.object, "chat.completion");
+    assert.equal(answer.choices[0].message.role, "assistant");
+    reply = answer.choices[0].message.content;
+    assert.equal(typeof reply, "string");
+    assert.ok(["length", "stop"].includes(answer.choices[0].finish_reason));
+  });
+
+  await check("chat.completions.create stream, same seed", async () => {
+    const stream = await client.chat.completions.create({
+      model, messages, max_tokens: 10, temperature: 0.8, seed: 7, stream: true,
+    });
+    const { text, chunks } = await collect(stream, (c) => c.choices[0]?.delta?.content);
+    assert.equal(text, reply);
+    assert.equal(chunks[0].object, "chat.completion.chunk");
+    assert.ok(["length", "stop"].includes(chunks.at(-1).choices[0].finish_reason));
+  });
+
+  await check("chat.completions.stream helper", async () => {
+    const runner = client.chat.completions.stream({
+      model, messages, max_tokens: 10, temperature: 0.8, seed: 7,
+    });
+    const final = await runner.finalChatCompletion();
+    assert.equal(final.choices[0].message.content, reply);
+  });
+
+  await check("chat logprobs", async () => {
+    const answer = await client.chat.completions.create({
+      model, messages, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2,
+    });
+    const entries = answer.choices[0].logprobs.content;
+    assert.equal(entries.length, answer.usage.completion_tokens);
+    for (const entry of entries) {
+      assert.ok(entry.logprob <= 0);
+      assert.equal(entry.top_logprobs.length, 2);
+      assert.ok(entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob);
+    }
+  });
+
+  await check("bad request is a BadRequestError naming the field", async () => {
+    await assert.rejects(
+      client.completions.create({ model, prompt, max_tokens: 4, temperature: -1 }),
+      (error) => {
+        assert.ok(error instanceof OpenAI.BadRequestError, String(error));
+        assert.equal(error.status, 400);
+        assert.match(error.message, /temperature/);
+        return true;
+      },
+    );
+  });
+
+  await check("a stream abandoned midway, then another request", async () => {
+    const stream = await client.completions.create({
+      model, prompt, max_tokens: 200, temperature: 0, stream: true,
+    });
+    for await (const chunk of stream) {
+      assert.equal(typeof chunk.choices[0].text, "string");
+      break;  // leaving the loop aborts the request
+    }
+    const answer = await client.completions.create({ model, prompt, max_tokens: 8, temperature: 0 });
+    assert.equal(answer.choices[0].text, greedy);
+  });
+} catch (error) {
+  process.stderr.write(`openai_client.mjs: ${error.stack ?? error}\n`);
+  process.exit(1);
+}

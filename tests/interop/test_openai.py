@@ -1,0 +1,94 @@
+#!/usr/bin/python3
+"""The real moed daemon (on a Unix socket and, as users of HTTP clients run it, on loopback TCP)
+driven by OpenAI's own client library (tests/interop/openai_client.mjs): models, completions
+and chat, streamed and not, stop strings, logprobs, a 400 the library turns into its
+BadRequestError, and a stream the client abandons. Afterwards the daemon must still be healthy,
+count the disconnect, and exit cleanly on SIGTERM.
+Usage: test_openai.py TEST_MODELS_DIR MOED_BINARY"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+MODELS = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test-models")
+MOED = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemon", "moed")
+MODEL = "tiny-f32"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.status, answer.read().decode()
+
+
+def disconnects(base):
+    metrics = get(base + "/metrics")[1]
+    lines = [line for line in metrics.splitlines()
+             if line.startswith("moed_client_disconnects_total ")]
+    if len(lines) != 1:
+        raise AssertionError("no moed_client_disconnects_total in /metrics:\n" + metrics)
+    return float(lines[0].split()[1])
+
+
+class OpenAIClient(unittest.TestCase):
+    def test_openai_library(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            base = "http://127.0.0.1:%d" % free_port()
+            with open(os.path.join(tmp, "daemon.log"), "w+") as log:
+                self.run_against(tmp, base, log)
+
+    def run_against(self, tmp, base, log):
+        daemon = subprocess.Popen(
+            [MOED, "--model", os.path.join(MODELS, MODEL), "--socket",
+             os.path.join(tmp, "moed.sock"), "--tcp", base[len("http://"):], "--threads", "1",
+             "--state-dir", os.path.join(tmp, "state")], stderr=log)
+        try:
+            for _ in range(300):
+                try:
+                    if get(base + "/health")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if daemon.poll() is not None:
+                    break
+                time.sleep(0.1)
+            self.assertIsNone(daemon.poll(), "moed exited at start")
+            run = subprocess.run(["node", os.path.join(HERE, "openai_client.mjs"), base + "/v1",
+                                  MODEL], capture_output=True, text=True, timeout=600)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+            self.assertEqual(run.stdout.count("ok "), 10, run.stdout)
+            # The abandoned stream is cancelled at the daemon's next step.
+            for _ in range(100):
+                if disconnects(base) >= 1:
+                    break
+                time.sleep(0.1)
+            self.assertGreaterEqual(disconnects(base), 1)
+            self.assertEqual(get(base + "/health")[0], 200)
+            daemon.send_signal(signal.SIGTERM)
+            self.assertEqual(daemon.wait(timeout=60), 0)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+            log.seek(0)
+            sys.stderr.write(log.read()[-4000:] if daemon.returncode else "")
+
+
+if __name__ == "__main__":
+    if shutil.which("node") is None or not os.path.isdir(os.path.join(HERE, "node_modules")):
+        sys.exit("test_openai.py: needs node and tests/interop/node_modules "
+                 "(run scripts/install-deps.sh)")
+    unittest.main(verbosity=2)
