@@ -155,10 +155,27 @@ int run_generate(const GenerateArgs& args) {
 }
 
 int run_tokenize(const TokenizeArgs& args) {
+  if (args.text.has_value() == args.jsonl.has_value())
+    throw std::invalid_argument("tokenize: give either --text or --jsonl");
   const auto tokenizer = model::load_tokenizer(args.model_dir);
-  const auto ids = tokenizer.encode(args.text, !args.no_special);
-  for (std::size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
-  std::cout << "\n";
+  if (args.text) {
+    const auto ids = tokenizer.encode(*args.text, !args.no_special);
+    for (std::size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
+    std::cout << "\n";
+    return 0;
+  }
+  std::ifstream in(*args.jsonl);
+  if (!in) throw std::runtime_error("tokenize: cannot open --jsonl file " + *args.jsonl);
+  std::string line;
+  for (std::int64_t number = 1; std::getline(in, line); ++number) {
+    const auto text = nlohmann::json::parse(line, nullptr, false);
+    if (!text.is_string())
+      throw std::invalid_argument("tokenize: " + *args.jsonl + " line " + std::to_string(number) +
+                                  ": not a JSON string");
+    const auto ids = tokenizer.encode(text.get<std::string>(), !args.no_special);
+    const nlohmann::json out{{"ids", ids}, {"decoded", tokenizer.decode(ids, false)}};
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
   return 0;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "moed/memtier/policy.hpp"
@@ -38,7 +39,8 @@ struct GenerateArgs : ModelArgs {
 
 struct TokenizeArgs {
   std::string model_dir;
-  std::string text;
+  std::optional<std::string> text;
+  std::optional<std::string> jsonl;  // a file of JSON strings, one per line
   bool no_special = false;
 };
 

@@ -146,11 +146,20 @@ int main(int argc, char** argv) {
 
   TokenizeArgs tokenize;
   auto* tokenize_cmd =
-      app.add_subcommand("tokenize", "Print the token ids of a text, comma-separated");
+      app.add_subcommand("tokenize",
+                         "Print the token ids of a text, comma-separated (or, with --jsonl, of "
+                         "many texts as JSON lines)");
   tokenize_cmd->add_option("--model", tokenize.model_dir, kModelHelp)
       ->required()
       ->check(CLI::ExistingPath);
-  tokenize_cmd->add_option("--text", tokenize.text, "text to encode")->required();
+  auto* text_option = tokenize_cmd->add_option("--text", tokenize.text, "text to encode");
+  tokenize_cmd
+      ->add_option("--jsonl", tokenize.jsonl,
+                   "encode every line of this file (each a JSON string) and print one JSON line "
+                   "per text: {\"ids\": [...], \"decoded\": the ids decoded with special tokens "
+                   "kept}")
+      ->check(CLI::ExistingFile)
+      ->excludes(text_option);
   tokenize_cmd->add_flag("--no-special", tokenize.no_special,
                          "do not add BOS or other template tokens");
 

@@ -495,7 +495,8 @@ def byte_level_bpe(vocab_size, rng):
 
 
 def bos_post_processor(bos, bos_id):
-    """TemplateProcessing that prepends BOS, as DeepSeek's LlamaTokenizerFast tokenizer.json has it."""
+    """TemplateProcessing that prepends BOS (DeepSeek-V2's tokenizer.json as this script writes it;
+    transformers' LlamaTokenizerFast rebuilds the same from add_bos_token whatever the file has)."""
     return {
         "type": "TemplateProcessing",
         "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
@@ -585,11 +586,20 @@ def family_tokenizer(family, tokenizer_size, rng):
         # DeepSeek-V3's tokenizer.json has an empty Sequence normalizer; V2's is taken to be null.
         tok["normalizer"] = {"type": "Sequence", "normalizers": []} if family == "deepseek_v3" else None
         tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": steps}
-        tok["post_processor"] = bos_post_processor(bos, ids[bos])
+        # DeepSeek-V3's published tokenizer.json has a ByteLevel post-processor: its BOS comes
+        # from tokenizer_config.json's add_bos_token, which LlamaTokenizerFast applies.
+        tok["post_processor"] = (byte_level_step(True, False, True) if family == "deepseek_v3"
+                                 else bos_post_processor(bos, ids[bos]))
         tok["decoder"] = byte_level_step(True, True, True)
         chat = DEEPSEEK_V3_CHAT_TEMPLATE if family == "deepseek_v3" else DEEPSEEK_V2_CHAT_TEMPLATE
-        config = {"add_bos_token": True, "add_eos_token": False, "bos_token": bos, "chat_template": chat,
-                  "clean_up_tokenization_spaces": False, "eos_token": eos, "legacy": True,
+        # V3's published tokenizer_config.json writes its special tokens as AddedToken objects.
+        def added(content):
+            return content if family == "deepseek_v2" else {
+                "__type": "AddedToken", "content": content, "lstrip": False, "normalized": True,
+                "rstrip": False, "single_word": False}
+        config = {"add_bos_token": True, "add_eos_token": False, "bos_token": added(bos),
+                  "chat_template": chat, "clean_up_tokenization_spaces": False,
+                  "eos_token": added(eos), "legacy": True,
                   "model_max_length": 131072 if family == "deepseek_v3" else 16384,
                   "pad_token": "<｜▁pad▁｜>" if family == "deepseek_v3" else eos, "sp_model_kwargs": {},
                   "tokenizer_class": "LlamaTokenizerFast", "unk_token": None, "use_default_system_prompt": False}

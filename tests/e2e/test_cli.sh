@@ -103,6 +103,18 @@ ids=$("$moed" tokenize --model "$models/tiny-f32" --text "Hello world")
 [[ $ids =~ ^1(,[0-9]+)+$ ]] && pass "tokenize adds BOS ($ids)" || fail "tokenize: $ids"
 ids=$("$moed" tokenize --model "$models/tiny-f32" --text "Hello world" --no-special)
 [[ $ids =~ ^[0-9]+(,[0-9]+)*$ && ! $ids =~ ^1, ]] && pass "tokenize --no-special" || fail "tokenize --no-special: $ids"
+printf '%s\n' '"Hello world"' '"two\nlines"' >"$work/texts.jsonl"
+out=$("$moed" tokenize --model "$models/tiny-f32" --jsonl "$work/texts.jsonl")
+first=$("$moed" tokenize --model "$models/tiny-f32" --text "Hello world")
+/usr/bin/python3 -c "
+import json, sys
+lines = [json.loads(l) for l in sys.argv[1].splitlines()]
+assert len(lines) == 2 and ','.join(map(str, lines[0]['ids'])) == sys.argv[2], lines
+assert lines[1]['decoded'] == '<s> two\nlines', lines[1]" "$out" "$first" &&
+  pass "tokenize --jsonl: ids and decoded text per line" || fail "tokenize --jsonl: $out"
+printf '%s\n' '"ok"' 'not json' >"$work/bad.jsonl"
+expect_error "tokenize --jsonl, a bad line" "bad.jsonl line 2: not a JSON string" "$moed" tokenize --model "$models/tiny-f32" --jsonl "$work/bad.jsonl"
+expect_error "tokenize without a text" "give either --text or --jsonl" "$moed" tokenize --model "$models/tiny-f32"
 
 # memtier through the binary: budgets, both readers, a trace and its simulation.
 "$moed" logits --model "$models/tiny-f32" --tokens "$tokens" --out "$work/full.npy" 2>/dev/null

@@ -470,6 +470,40 @@ TEST(Tokenizer, ByteLevelEncodesAndDecodes) {
   EXPECT_EQ(tok.decode(tok.encode(text)), text);
 }
 
+// transformers' LlamaTokenizerFast / GPTNeoXTokenizerFast rebuild the post-processor from
+// add_bos_token / add_eos_token (DeepSeek-V3's tokenizer.json has a ByteLevel one and gets its
+// BOS this way); other classes keep the file's post-processor.
+TEST(Tokenizer, LlamaAndGptNeoXClassesTakeBosAndEosFromTheirFlags) {
+  const std::string file = bytelevel_tokenizer_json();
+  auto encode = [&](const std::string& config) {
+    return Tokenizer::from_json(file, config).encode("the", true);
+  };
+  const std::vector<std::int32_t> text{'t', 257};
+  const std::string tokens = R"("bos_token":"<|endoftext|>","eos_token":"<|endoftext|>")";
+  auto with = [&](const std::string& rest) { return "{" + tokens + "," + rest + "}"; };
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizerFast")")),
+            (std::vector<std::int32_t>{259, 't', 257}));
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizer","add_bos_token":false)")), text);
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"GPTNeoXTokenizerFast")")), text);
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"GPTNeoXTokenizer","add_eos_token":true)")),
+            (std::vector<std::int32_t>{'t', 257, 259}));
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"Qwen2Tokenizer","add_bos_token":true)")), text);
+  EXPECT_EQ(Tokenizer::from_json(file, with(R"("tokenizer_class":"LlamaTokenizerFast")"))
+                .encode("the", false),
+            text);
+  auto rejected = [&](const std::string& config, const std::string& key) {
+    try {
+      Tokenizer::from_json(file, config);
+      ADD_FAILURE() << "accepted " << config;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  };
+  rejected(R"({"tokenizer_class":"LlamaTokenizerFast","bos_token":"<missing>"})", "add_bos_token");
+  rejected(with(R"("tokenizer_class":"LlamaTokenizerFast","add_eos_token":"yes")"),
+           "add_eos_token");
+}
+
 // GPT-2's split (what ByteLevel with use_regex runs) as a Split pre-tokenizer, so the pieces
 // come out unmapped.
 std::vector<std::string> gpt2_split(std::string_view text) {

@@ -482,6 +482,35 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
       if (auto id = t.token_id(t.eos_token_)) t.eos_id_ = *id;
       if (auto id = t.token_id(t.bos_token_)) t.bos_id_ = *id;
       if (t.eos_id_) t.end_of_generation_ = {*t.eos_id_};
+      // transformers' LlamaTokenizerFast and GPTNeoXTokenizerFast (which AutoTokenizer loads for
+      // tokenizer_class LlamaTokenizer / GPTNeoXTokenizer, with or without "Fast") replace the
+      // tokenizer.json post-processor with bos + text + eos as add_bos_token / add_eos_token say
+      // (update_post_processor, run by their constructors; defaults true / false for Llama, false /
+      // false for GPT-NeoX). DeepSeek-V3's published tokenizer.json has a ByteLevel post-processor
+      // and relies on this for its BOS; other classes (Qwen2Tokenizer, GPT2Tokenizer) keep the
+      // file's.
+      std::string klass = config.value("tokenizer_class", "");
+      if (klass.ends_with("Fast")) klass.resize(klass.size() - 4);
+      if (klass == "LlamaTokenizer" || klass == "GPTNeoXTokenizer") {
+        auto flag = [&](const char* key, bool fallback) {
+          if (!config.contains(key) || config[key].is_null()) return fallback;
+          if (!config[key].is_boolean())
+            fail("tokenizer_config.json", key, "expected true or false, got " + config[key].dump());
+          return config[key].get<bool>();
+        };
+        const bool add_bos = flag("add_bos_token", klass == "LlamaTokenizer");
+        const bool add_eos = flag("add_eos_token", false);
+        if (add_bos && !t.bos_id_)
+          fail("tokenizer_config.json", "add_bos_token",
+               "is true but bos_token '" + t.bos_token_ + "' is not a token of tokenizer.json");
+        if (add_eos && !t.eos_id_)
+          fail("tokenizer_config.json", "add_eos_token",
+               "is true but eos_token '" + t.eos_token_ + "' is not a token of tokenizer.json");
+        t.prefix_ids_.clear();
+        t.suffix_ids_.clear();
+        if (add_bos) t.prefix_ids_.push_back(*t.bos_id_);
+        if (add_eos) t.suffix_ids_.push_back(*t.eos_id_);
+      }
       // A string, or a list of named templates of which "default" is the chat template.
       if (config.contains("chat_template")) {
         const auto& chat = config["chat_template"];
