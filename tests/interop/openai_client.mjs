@@ -2,15 +2,16 @@
 // running moed: every call a user of that library would make on the routes moed serves, checked
 // as the library hands the answers back. tests/interop/test_openai.py starts the daemon.
 //
-//   node openai_client.mjs BASE_URL MODEL_ID
-// prints "ok NAME" per check; exits 1 at the first that fails.
+//   node openai_client.mjs BASE_URL MODEL_ID [--tools]
+// prints "ok NAME" per check; exits 1 at the first that fails. --tools runs the checks of a
+// conversation with tool calls instead (for a model whose chat template takes them).
 import assert from "node:assert/strict";
 
 import OpenAI from "openai";
 
-const [baseURL, model] = process.argv.slice(2);
-if (!baseURL || !model) {
-  process.stderr.write("usage: openai_client.mjs BASE_URL MODEL_ID\n");
+const [baseURL, model, mode] = process.argv.slice(2);
+if (!baseURL || !model || (mode !== undefined && mode !== "--tools")) {
+  process.stderr.write("usage: openai_client.mjs BASE_URL MODEL_ID [--tools]\n");
   process.exit(2);
 }
 const client = new OpenAI({ baseURL, apiKey: "unused", maxRetries: 0, timeout: 60_000 });
@@ -32,7 +33,48 @@ async function collect(stream, pick) {
   return { text, chunks };
 }
 
-try {
+const weather = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "The weather in a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+};
+
+async function toolChecks() {
+  const question = { role: "user", content: "What is the weather in Paris?" };
+  const asked = await client.chat.completions.create({
+    model, messages: [question], tools: [weather], max_tokens: 2, temperature: 0,
+  });
+  await check("chat with tool calls and their results in the history", async () => {
+    const answer = await client.chat.completions.create({
+      model,
+      tools: [weather],
+      max_tokens: 4,
+      temperature: 0,
+      messages: [
+        question,
+        // As the library builds an assistant turn that called a tool: no content.
+        {
+          role: "assistant",
+          tool_calls: [{
+            id: "call_1", type: "function",
+            function: { name: "get_weather", arguments: JSON.stringify({ city: "Paris" }) },
+          }],
+        },
+        { role: "tool", tool_call_id: "call_1", content: "Sunny, 21 C" },
+      ],
+    });
+    assert.equal(answer.choices[0].message.role, "assistant");
+    assert.equal(answer.usage.completion_tokens, 4);
+    // The call and its result reached the template: the prompt grew by them.
+    assert.ok(answer.usage.prompt_tokens > asked.usage.prompt_tokens + 10,
+      `${answer.usage.prompt_tokens} prompt tokens against ${asked.usage.prompt_tokens}`);
+  });
+}
+
+async function basicChecks() {
   await check("models.list", async () => {
     const ids = [];
     for await (const entry of client.models.list()) ids.push(entry.id);
@@ -136,6 +178,11 @@ try {
     const answer = await client.completions.create({ model, prompt, max_tokens: 8, temperature: 0 });
     assert.equal(answer.choices[0].text, greedy);
   });
+}
+
+try {
+  if (mode === "--tools") await toolChecks();
+  else await basicChecks();
 } catch (error) {
   process.stderr.write(`openai_client.mjs: ${error.stack ?? error}\n`);
   process.exit(1);

@@ -137,4 +137,31 @@ TEST(RequestParse, SimulateTakesMoectlsOptionsAndNamesABadOne) {
   }
 }
 
+std::string chat_rejected_field(const std::string& body) {
+  try {
+    (void)chat_context(parse_body(body), "<s>", "</s>");
+  } catch (const RequestError& e) {
+    return e.field();
+  }
+  return "";
+}
+
+// OpenAI's API lets an assistant turn that calls tools leave out its content (its client library
+// sends it so); the template then sees null, as for "content": null. Every other turn needs it.
+TEST(RequestParse, AnAssistantTurnCallingToolsMayLeaveOutItsContent) {
+  const auto context = chat_context(parse_body(R"({"messages": [
+      {"role": "user", "content": "weather?"},
+      {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "Sunny"}]})"),
+                                    "<s>", "</s>");
+  EXPECT_TRUE(context["messages"][1]["content"].is_null());
+  EXPECT_EQ(context["messages"][1]["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "assistant"}]})"), "messages[0].content");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "tool_calls": []}]})"),
+            "messages[0].content");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "tool", "tool_call_id": "c1"}]})"),
+            "messages[0].content");
+}
+
 }  // namespace

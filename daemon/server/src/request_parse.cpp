@@ -173,7 +173,12 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
     if (!m.is_object()) bad_field(at, "expected an object with role and content");
     if (!m.contains("role") || !m["role"].is_string())
       bad_field(at + ".role", "expected a string such as \"user\"");
-    if (!m.contains("content")) bad_field(at + ".content", "is required");
+    // OpenAI lets an assistant turn that calls tools leave its content out; templates see null.
+    if (!m.contains("content")) {
+      if (m["role"] != "assistant" || !(m.contains("tool_calls") || m.contains("function_call")))
+        bad_field(at + ".content", "is required");
+      m["content"] = nullptr;
+    }
     auto& content = m["content"];
     if (content.is_array()) {  // content parts: text only
       std::string text;
