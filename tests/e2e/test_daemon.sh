@@ -67,6 +67,8 @@ for _ in $(seq 1 100); do [[ $(status_of http://moed/health) == 200 ]] && break;
 py "import json; assert json.load(open('$work/body'))['status'] == 'ok'" && pass "model loaded" || { fail "model never loaded"; cat "$work/daemon.log"; exit 1; }
 
 api http://moed/v1/models | py "import json,sys; d=json.load(sys.stdin); assert d['data'][0]['id'] == 'tiny-f32'" && pass "/v1/models" || fail "/v1/models"
+api http://moed/v1/models/tiny-f32 | py "import json,sys; d=json.load(sys.stdin); assert d['id'] == 'tiny-f32' and d['object'] == 'model'" && pass "/v1/models/{model}" || fail "/v1/models/{model}"
+[[ $(status_of http://moed/v1/models/other) == 404 ]] && py "import json; e=json.load(open('$work/body'))['error']; assert e['code'] == 'model_not_found' and 'other' in e['message'], e" && pass "/v1/models/{unknown}: 404 model_not_found" || fail "/v1/models/{unknown}"
 
 req() { echo "{\"prompt\": \"The capital of France is\", \"max_tokens\": $1, \"temperature\": ${2:-0}, \"seed\": ${3:-0}${4:-}}"; }
 api http://moed/v1/completions -d "$(req 12)" >"$work/greedy.json"

@@ -81,6 +81,16 @@ async function basicChecks() {
     assert.deepEqual(ids, [model]);
   });
 
+  await check("models.retrieve, and an unknown model as NotFoundError", async () => {
+    const entry = await client.models.retrieve(model);
+    assert.equal(entry.id, model);
+    await assert.rejects(client.models.retrieve("no-such-model"), (error) => {
+      assert.ok(error instanceof OpenAI.NotFoundError, String(error));
+      assert.equal(error.code, "model_not_found");
+      return true;
+    });
+  });
+
   let greedy;
   await check("completions.create", async () => {
     const answer = await client.completions.create({ model, prompt, max_tokens: 8, temperature: 0 });

@@ -46,7 +46,7 @@ def disconnects(base):
 
 class OpenAIClient(unittest.TestCase):
     def test_openai_library(self):
-        self.serve(MODEL, [], 10)
+        self.serve(MODEL, [], 11)
 
     def test_tool_calls_in_the_history(self):
         self.serve("tiny-deepseek_v3", ["--tools"], 1)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -324,6 +325,7 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
     if (path == "/health" && get) return health(writer);
     if (path == "/metrics" && get) return metrics(writer);
     if (path == "/v1/models" && get) return models(writer);
+    if (path.starts_with("/v1/models/") && get) return model(path.substr(11), writer);
     if (path == "/v1/completions" && post) return completions(request, writer);
     if (path == "/v1/chat/completions" && post) return chat_completions(request, writer);
     if (path.starts_with("/admin/")) return admin(request, peer, writer);
@@ -359,14 +361,36 @@ void Service::health(ResponseWriter& writer) {
       ready_ && !draining_ ? http::status::ok : http::status::service_unavailable, body));
 }
 
-void Service::models(ResponseWriter& writer) {
+json Service::model_object() const {
   const auto created =
       std::chrono::duration_cast<std::chrono::seconds>(started_.time_since_epoch()).count();
-  writer.send(json_response(http::status::ok, {{"object", "list"},
-                                               {"data", json::array({{{"id", model_id_},
-                                                                      {"object", "model"},
-                                                                      {"created", created},
-                                                                      {"owned_by", "moed"}}})}}));
+  return {{"id", model_id_}, {"object", "model"}, {"created", created}, {"owned_by", "moed"}};
+}
+
+void Service::models(ResponseWriter& writer) {
+  writer.send(json_response(http::status::ok,
+                            {{"object", "list"}, {"data", json::array({model_object()})}}));
+}
+
+// OpenAI's GET /v1/models/{model} (models.retrieve in its client libraries); an id with a slash
+// may come percent-encoded.
+void Service::model(std::string_view id, ResponseWriter& writer) {
+  std::string decoded;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    if (id[i] == '%' && i + 2 < id.size() && std::isxdigit(static_cast<unsigned char>(id[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(id[i + 2]))) {
+      decoded += static_cast<char>(std::stoi(std::string(id.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      decoded += id[i];
+    }
+  }
+  if (decoded != model_id_)
+    throw ApiError{
+        http::status::not_found,
+        "The model '" + decoded + "' does not exist; this daemon serves '" + model_id_ + "'",
+        "invalid_request_error", "model", "model_not_found"};
+  writer.send(json_response(http::status::ok, model_object()));
 }
 
 void Service::require_serving() const {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "moed/engine/engine.hpp"
@@ -52,6 +53,8 @@ class Service {
   void generate(Generation g, ResponseWriter& writer);
   void health(ResponseWriter& writer);
   void models(ResponseWriter& writer);
+  void model(std::string_view id, ResponseWriter& writer);
+  nlohmann::json model_object() const;
   void metrics(ResponseWriter& writer);
   void admin(const Request& request, const Peer& peer, ResponseWriter& writer);
   bool is_admin(const Peer& peer) const;
