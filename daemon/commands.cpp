@@ -172,7 +172,13 @@ int run_tokenize(const TokenizeArgs& args) {
     if (!text.is_string())
       throw std::invalid_argument("tokenize: " + *args.jsonl + " line " + std::to_string(number) +
                                   ": not a JSON string");
-    const auto ids = tokenizer.encode(text.get<std::string>(), !args.no_special);
+    std::vector<std::int32_t> ids;
+    try {
+      ids = tokenizer.encode(text.get<std::string>(), !args.no_special);
+    } catch (const model::UnencodableText& e) {
+      throw std::invalid_argument("tokenize: " + *args.jsonl + " line " + std::to_string(number) +
+                                  ": " + e.what());
+    }
     const nlohmann::json out{{"ids", ids}, {"decoded", tokenizer.decode(ids, false)}};
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }

@@ -531,10 +531,13 @@ class Reader:
             raise ValueError("%s: GGUF version %d" % (path, self.version))
         self.metadata = {}
         self.types = {}
+        self.element_types = {}  # an array key's element type
         for _ in range(n_kv):
             key = self._string()
             vtype = self._u32()
             self.types[key] = vtype
+            if vtype == ARRAY:
+                self.element_types[key] = struct.unpack_from("<I", self.data, self.pos)[0]
             self.metadata[key] = self._value(vtype)
         self.alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
         infos = []

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages moed builds and tests with. Idempotent: when everything is already
-# installed it only checks (about a second). Needs root (or sudo) the first time.
+# Installs the Debian packages moed builds and tests with, and the npm packages of the interop
+# tests (tests/interop, pinned by its package-lock.json; about 50 MB from the npm registry, once).
+# Idempotent: when everything is already installed it only checks (about a second). Needs root
+# (or sudo) and the network the first time.
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
@@ -41,5 +43,6 @@ interop="$(cd "$(dirname "$0")/.." && pwd)/tests/interop"
 if [[ ! -f "$interop/node_modules/.package-lock.json" ||
       "$interop/package-lock.json" -nt "$interop/node_modules/.package-lock.json" ]]; then
   echo "install-deps: npm ci in tests/interop"
-  npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error
+  npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error --fetch-timeout=60000 \
+    --fetch-retries=2
 fi

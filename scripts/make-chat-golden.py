@@ -112,8 +112,10 @@ PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test
 for _name, _package in (("qwen3-published", "tokenizer-qwen3"),
                         ("deepseek-v3-published", "tokenizer-deepseek_v3"),
                         ("qwen1.5-published", "tokenizer-qwen1_5")):
-    with open(os.path.join(PUBLISHED, _package, "models", "tokenizer_config.json"),
-              encoding="utf-8") as _f:
+    _path = os.path.join(PUBLISHED, _package, "models", "tokenizer_config.json")
+    if not os.path.exists(_path):
+        sys.exit("make-chat-golden: %s is missing; run scripts/install-deps.sh" % _path)
+    with open(_path, encoding="utf-8") as _f:
         TEMPLATES[_name] = json.load(_f)["chat_template"]
 
 HELLO = [{"role": "user", "content": "Hello, who are you?"}]

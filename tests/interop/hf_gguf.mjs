@@ -1,7 +1,7 @@
 // GGUF files read and rewritten by Hugging Face's @huggingface/gguf, a JavaScript implementation
 // of the format written without reference to moed (installed by scripts/install-deps.sh).
-// tests/interop/test_gguf.py compares what it reads with moed's own readers and runs moed on
-// the files it writes.
+// tests/interop/test_gguf.py compares what it reads with scripts/gguf_file.py's reader, and
+// runs moed (its C++ reader) on the files it writes.
 //
 //   node hf_gguf.mjs dump FILE...          one JSON object per file on stdout (a JSON array)
 //   node hf_gguf.mjs rewrite IN OUT KEY    OUT: IN with its header serialized again by

@@ -2,8 +2,8 @@
 """moed's GGUF files and reader against Hugging Face's @huggingface/gguf (tests/interop), a
 JavaScript implementation of the format that shares no code with moed:
 - it reads every test GGUF file (each family, f32 / q8_0 / q4_k_m, the formats file with every
-  value type, split shards) to the same version, metadata keys, value types and values, tensor
-  names, shapes, types and absolute data offsets as scripts/gguf_file.py reads;
+  value type, split shards) to the same version, metadata keys, value types, array element types,
+  values, tensor names, shapes, types and absolute data offsets as scripts/gguf_file.py reads;
 - files whose header it serialized again (one extra key, so the tensor data moves) load in moed
   and give the same tokens and bit-identical logits as the originals.
 Usage: test_gguf.py TEST_MODELS_DIR MOED_BINARY"""
@@ -71,6 +71,7 @@ class ReadsTheSame(unittest.TestCase):
         for entry in theirs["metadata"]:
             key = entry["key"]
             self.assertEqual(entry["type"], ours.types[key], key)
+            self.assertEqual(entry["subType"], ours.element_types.get(key), key)
             self.assertEqual(entry["value"], as_ours(ours.metadata[key], ours.types[key]), key)
         self.assertEqual(int(theirs["tensorCount"]), len(ours.tensors))
         start = int(theirs["tensorDataOffset"])

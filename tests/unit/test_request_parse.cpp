@@ -146,8 +146,8 @@ std::string chat_rejected_field(const std::string& body) {
   return "";
 }
 
-// OpenAI's API lets an assistant turn that calls tools leave out its content (its client library
-// sends it so); the template then sees null, as for "content": null. Every other turn needs it.
+// OpenAI's API lets an assistant turn that calls tools leave out its content (its client library's
+// types allow it); the template then sees null, as for "content": null. Every other turn needs it.
 TEST(RequestParse, AnAssistantTurnCallingToolsMayLeaveOutItsContent) {
   const auto context = chat_context(parse_body(R"({"messages": [
       {"role": "user", "content": "weather?"},
@@ -159,6 +159,10 @@ TEST(RequestParse, AnAssistantTurnCallingToolsMayLeaveOutItsContent) {
   EXPECT_EQ(context["messages"][1]["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "assistant"}]})"), "messages[0].content");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "tool_calls": []}]})"),
+            "messages[0].content");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "assistant", "tool_calls": []}]})"),
+            "messages[0].content");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "assistant", "tool_calls": null}]})"),
             "messages[0].content");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "tool", "tool_call_id": "c1"}]})"),
             "messages[0].content");

@@ -173,10 +173,13 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
     if (!m.is_object()) bad_field(at, "expected an object with role and content");
     if (!m.contains("role") || !m["role"].is_string())
       bad_field(at + ".role", "expected a string such as \"user\"");
-    // OpenAI lets an assistant turn that calls tools leave its content out; templates see null.
+    // OpenAI's API lets an assistant turn that calls tools leave its content out (its client
+    // library's types allow it); templates then see null.
     if (!m.contains("content")) {
-      if (m["role"] != "assistant" || !(m.contains("tool_calls") || m.contains("function_call")))
-        bad_field(at + ".content", "is required");
+      const bool calls =
+          (m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty()) ||
+          (m.contains("function_call") && m["function_call"].is_object());
+      if (m["role"] != "assistant" || !calls) bad_field(at + ".content", "is required");
       m["content"] = nullptr;
     }
     auto& content = m["content"];
