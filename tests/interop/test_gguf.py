@@ -9,31 +9,18 @@ JavaScript implementation of the format that shares no code with moed:
 Usage: test_gguf.py TEST_MODELS_DIR MOED_BINARY"""
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import MODELS, MOED, ROOT, main, node, run
+
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gguf_file as gg  # noqa: E402
-
-INTEROP = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(INTEROP, "hf_gguf.mjs")
-MODELS = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test-models")
-MOED = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemon", "moed")
 FAMILIES = ["qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"]
 SPLIT = ["tiny-bytelevel-q6_k-%05d-of-00003.gguf" % i for i in (1, 2, 3)]
 # 64-bit integers come from the JavaScript side as decimal strings (BigInt).
 WIDE_TYPES = (gg.UINT64, gg.INT64)
-
-
-def node(*args):
-    result = subprocess.run(["node", SCRIPT, *args], capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise AssertionError("node hf_gguf.mjs %s failed:\n%s" % (args[0], result.stderr))
-    return result.stdout
 
 
 def as_ours(value, vtype):
@@ -46,10 +33,7 @@ def as_ours(value, vtype):
 
 
 def moed(*args):
-    result = subprocess.run([MOED, *args], capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise AssertionError("moed %s failed:\n%s" % (" ".join(args), result.stderr))
-    return result.stdout
+    return run([MOED, *args])
 
 
 class ReadsTheSame(unittest.TestCase):
@@ -58,7 +42,7 @@ class ReadsTheSame(unittest.TestCase):
                  "tiny-split-experts-q8_0.gguf", *SPLIT]
         files += ["tiny-%s-%s.gguf" % (f, t) for f in FAMILIES for t in ("f32", "q8_0", "q4_k_m")]
         paths = [os.path.join(MODELS, f) for f in files]
-        dumps = json.loads(node("dump", *paths))
+        dumps = json.loads(node("hf_gguf.mjs", "dump", *paths))
         self.assertEqual(len(dumps), len(paths))
         for path, theirs in zip(paths, dumps):
             with self.subTest(file=os.path.basename(path)):
@@ -91,7 +75,8 @@ class RewrittenHeaders(unittest.TestCase):
     def rewritten_runs_the_same(self, names):
         with tempfile.TemporaryDirectory() as tmp:
             for name in names:
-                node("rewrite", os.path.join(MODELS, name), os.path.join(tmp, name), "moed.interop")
+                node("hf_gguf.mjs", "rewrite", os.path.join(MODELS, name), os.path.join(tmp, name),
+                     "moed.interop")
             rewritten = os.path.join(tmp, names[0])
             original = os.path.join(MODELS, names[0])
             ours = gg.read(original)
@@ -125,7 +110,4 @@ class RewrittenHeaders(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if shutil.which("node") is None or not os.path.isdir(os.path.join(INTEROP, "node_modules")):
-        sys.exit("test_gguf.py: needs node and tests/interop/node_modules "
-                 "(run scripts/install-deps.sh)")
-    unittest.main(verbosity=2)
+    main("test_gguf.py")

@@ -7,9 +7,8 @@ a conversation with a tool call and its result, as the library writes them. Afte
 count the disconnect, and exit cleanly on SIGTERM.
 Usage: test_openai.py TEST_MODELS_DIR MOED_BINARY"""
 import os
-import shutil
-import signal
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,10 +16,7 @@ import time
 import unittest
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-MODELS = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test-models")
-MOED = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemon", "moed")
+from common import HERE, MODELS, MOED, main
 MODEL = "tiny-f32"
 
 
@@ -97,7 +93,4 @@ class OpenAIClient(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if shutil.which("node") is None or not os.path.isdir(os.path.join(HERE, "node_modules")):
-        sys.exit("test_openai.py: needs node and tests/interop/node_modules "
-                 "(run scripts/install-deps.sh)")
-    unittest.main(verbosity=2)
+    main("test_openai.py")

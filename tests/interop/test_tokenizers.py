@@ -16,16 +16,10 @@ Usage: test_tokenizers.py TEST_MODELS_DIR MOED_BINARY"""
 import importlib.util
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-MODELS = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test-models")
-MOED = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemon", "moed")
+from common import HERE, MODELS, MOED, ROOT, main, node, run
 
 TEXTS = [
     "Hello world", " leading space", "trailing space ", "two  spaces   three", "   ",
@@ -57,13 +51,6 @@ TEST_MODELS = ["tiny-f32", "tiny-bytelevel", "tiny-qwen2_moe", "tiny-qwen3_moe",
                "tiny-deepseek_v2", "tiny-deepseek_v3"]
 
 
-def run(command):
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise AssertionError("%s failed:\n%s" % (" ".join(command[:3]), result.stderr))
-    return result.stdout
-
-
 def write_gguf_tokenizer(model_dir, pre, out):
     """A GGUF holding only model_dir's tokenizer, as scripts/hf-to-gguf.py converts it."""
     spec = importlib.util.spec_from_file_location(
@@ -85,8 +72,7 @@ class SameIds(unittest.TestCase):
             lines = os.path.join(tmp, "texts.jsonl")
             with open(lines, "w") as f:
                 f.writelines(json.dumps(text) + "\n" for text in TEXTS)
-            theirs = json.loads(run(["node", os.path.join(HERE, "hf_tokenize.mjs"), model_dir,
-                                     texts]))
+            theirs = json.loads(node("hf_tokenize.mjs", model_dir, texts))
             ours = {}
             model = model_dir
             if gguf is not None:
@@ -150,7 +136,4 @@ class SameIds(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if shutil.which("node") is None or not os.path.isdir(os.path.join(HERE, "node_modules")):
-        sys.exit("test_tokenizers.py: needs node and tests/interop/node_modules "
-                 "(run scripts/install-deps.sh)")
-    unittest.main(verbosity=2)
+    main("test_tokenizers.py")
