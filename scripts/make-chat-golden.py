@@ -132,9 +132,9 @@ TOOLS = [
     {"name": "add", "parameters": {"a": 1, "b": 2.0}},
 ]
 
-# An assistant turn that calls tools (the arguments as a JSON string, as OpenAI clients send
-# them; its content is null as they send it, or empty),
-# the tools' answers, and the assistant's reply after them.
+# An assistant turn that calls tools (the arguments as a JSON string, as OpenAI's API carries
+# them; its content null, or in TOOL_CALLS_EMPTY empty), the tools' answers, and the assistant's
+# reply after them.
 TOOL_CALLS = WITH_SYSTEM[:2] + [
     {"role": "assistant", "content": None,
      "tool_calls": [{"id": "call_1", "type": "function",

@@ -52,6 +52,7 @@ class ReadsTheSame(unittest.TestCase):
         self.assertTrue(theirs["littleEndian"])
         self.assertEqual(theirs["version"], ours.version)
         self.assertEqual([m["key"] for m in theirs["metadata"]], list(ours.metadata))
+        self.assertEqual(int(theirs["kvCount"]), len(ours.metadata))
         for entry in theirs["metadata"]:
             key = entry["key"]
             self.assertEqual(entry["type"], ours.types[key], key)

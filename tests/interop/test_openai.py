@@ -16,7 +16,7 @@ import time
 import unittest
 import urllib.request
 
-from common import HERE, MODELS, MOED, main
+from common import MODELS, MOED, main, node
 MODEL = "tiny-f32"
 
 
@@ -69,10 +69,8 @@ class OpenAIClient(unittest.TestCase):
             self.assertIsNone(daemon.poll(), "moed exited at start")
             self.assertIsNotNone(base, "moed never named its TCP port")
             tokens_before = metric(base, "moed_generated_tokens_total")
-            run = subprocess.run(["node", os.path.join(HERE, "openai_client.mjs"), base + "/v1",
-                                  model, *flags], capture_output=True, text=True, timeout=600)
-            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
-            self.assertEqual(run.stdout.count("ok "), checks, run.stdout)
+            done = node("openai_client.mjs", base + "/v1", model, *flags)
+            self.assertEqual(done.count("ok "), checks, done)
             if not flags:
                 # The abandoned stream (3000 tokens asked) is cancelled at the daemon's next step.
                 for _ in range(100):

