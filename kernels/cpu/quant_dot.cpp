@@ -39,12 +39,13 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
   out.n = n;
   out.q8_0.resize(static_cast<std::size_t>(n / kQ32));
   out.q8_0_sums.resize(out.q8_0.size());
+  out.q8_1_sums.resize(out.q8_0.size());
   for (std::int64_t b = 0; b < n / kQ32; ++b) {
     const float* v = x + b * kQ32;
     bool has_nan;
     const float amax = max_abs(v, kQ32, has_nan);
     const float d = qdot::block_scale(amax, has_nan);
-    const float inverse = qdot::block_inverse(d);
+    const float inverse = qdot::block_inverse(amax, has_nan);
     BlockQ8_0& block = out.q8_0[static_cast<std::size_t>(b)];
     block.d = qdot::f32_to_f16(d);
     std::int32_t sum = 0;
@@ -53,6 +54,7 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
       sum += block.qs[i];
     }
     out.q8_0_sums[static_cast<std::size_t>(b)] = sum;
+    out.q8_1_sums[static_cast<std::size_t>(b)] = qdot::q8_1_sum(d, sum);
   }
   out.q8_k.clear();
   if (n % kQK != 0) return;
@@ -62,8 +64,8 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
     bool has_nan;
     const float amax = max_abs(v, kQK, has_nan);
     BlockQ8_K& block = out.q8_k[static_cast<std::size_t>(b)];
-    block.d = qdot::block_scale(amax, has_nan);
-    const float inverse = qdot::block_inverse(block.d);
+    const float inverse = qdot::block_inverse(amax, has_nan);
+    block.d = qdot::super_block_scale(amax, has_nan, inverse);
     for (int i = 0; i < kQK; ++i) block.qs[i] = quantize_one(v[i], inverse);
     for (int g = 0; g < kQK / 16; ++g) {
       int sum = 0;
@@ -153,7 +155,7 @@ Unpacked32 unpack32(GgmlType type, const std::byte* weights, std::int64_t b) {
 }
 
 float dot32_scalar(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
-                   const std::int32_t* x_sums, std::int64_t blocks) {
+                   const std::int32_t* x_sums, const float* x_mins, std::int64_t blocks) {
   float acc[8] = {};
   for (std::int64_t b = 0; b < blocks; ++b) {
     std::int32_t isum = 0;
@@ -175,7 +177,7 @@ float dot32_scalar(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
       isum -= u.offset * x_sums[b];
       dw = f16_to_f32(u.d);
       term = static_cast<float>(isum) * (dw * dx);
-      if (u.has_min) term = term + static_cast<float>(x_sums[b]) * (f16_to_f32(u.m) * dx);
+      if (u.has_min) term = term + f16_to_f32(u.m) * x_mins[b];
     }
     acc[b & 7] = acc[b & 7] + term;
   }
@@ -379,13 +381,15 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
   const std::int64_t blocks = x.n / kQ32;
   switch (isa) {
     case QuantIsa::avx512_vnni:
-      return qdot::dot32_avx512(type, weights, x.q8_0.data(), x.q8_0_sums.data(), blocks);
+      return qdot::dot32_avx512(type, weights, x.q8_0.data(), x.q8_0_sums.data(),
+                                x.q8_1_sums.data(), blocks);
     case QuantIsa::avx2:
-      return qdot::dot32_avx2(type, weights, x.q8_0.data(), x.q8_0_sums.data(), blocks);
+      return qdot::dot32_avx2(type, weights, x.q8_0.data(), x.q8_0_sums.data(), x.q8_1_sums.data(),
+                              blocks);
     case QuantIsa::scalar:
       break;
   }
-  return dot32_scalar(type, weights, x.q8_0.data(), x.q8_0_sums.data(), blocks);
+  return dot32_scalar(type, weights, x.q8_0.data(), x.q8_0_sums.data(), x.q8_1_sums.data(), blocks);
 }
 
 void quant_matvec(GgmlType type, const void* weights, std::int64_t rows, std::int64_t cols,

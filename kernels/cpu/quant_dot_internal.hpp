@@ -18,9 +18,9 @@ namespace moed::kernels::qdot {
 
 // A whole row of a 32-element format (q8_0, q4_0, q4_1, q5_0, q5_1) against Q8_0 activations.
 float dot32_avx2(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
-                 const std::int32_t* x_sums, std::int64_t blocks);
+                 const std::int32_t* x_sums, const float* x_mins, std::int64_t blocks);
 float dot32_avx512(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
-                   const std::int32_t* x_sums, std::int64_t blocks);
+                   const std::int32_t* x_sums, const float* x_mins, std::int64_t blocks);
 
 // A run of super-blocks of a K-quant row (q4_K, q5_K, q6_K) against Q8_K activations: per
 // super-block the integer sums (sum over sub-blocks of scale * (quants . activations), and of
@@ -64,12 +64,26 @@ static inline float block_scale(float amax, bool has_nan) {
   return has_nan ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
 }
 
-// What maps a block onto -127..127: zero for a zero, NaN or infinite scale, and for a scale so
-// small (amax below about 4e-37) that its inverse overflows; such blocks quantize to zeros.
-static inline float block_inverse(float d) {
-  if (!(d > 0)) return 0.0f;
-  const float inverse = 1.0f / d;
+// What maps a block onto -127..127: 127 / amax, computed directly rather than as 1 / scale, as
+// llama.cpp's quantize_row_q8_0 / q8_1 / q8_K do, so the same activations give the same quants.
+// Zero for a zero, NaN or infinite amax, and for one so small (below about 4e-37) that the
+// multiplier overflows; such blocks quantize to zeros.
+static inline float block_inverse(float amax, bool has_nan) {
+  if (has_nan || !(amax > 0)) return 0.0f;
+  const float inverse = 127.0f / amax;
   return std::isfinite(inverse) ? inverse : 0.0f;
+}
+
+// A Q8_K block's scale: 1 / multiplier, as llama.cpp's quantize_row_q8_K stores it (an ulp off
+// amax / 127 at times); block_scale's NaN or zero where the multiplier is zero.
+static inline float super_block_scale(float amax, bool has_nan, float inverse) {
+  return inverse > 0 ? 1.0f / inverse : block_scale(amax, has_nan);
+}
+
+// ggml's Q8_1 s: the unrounded scale times the quants' sum, rounded to fp16 as block_q8_1
+// stores it; what the q4_1 / q5_1 mins multiply.
+static inline float q8_1_sum(float d, std::int32_t sum) {
+  return f16_to_f32(f32_to_f16(d * static_cast<float>(sum)));
 }
 
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has

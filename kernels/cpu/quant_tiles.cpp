@@ -290,7 +290,7 @@ float legacy_row(GgmlType type, const std::byte* tile, std::int64_t blocks, int 
     std::uint16_t m;
     std::memcpy(&m, block + kLegacyTileMins + 2 * r, sizeof m);
     float term = static_cast<float>(isum) * (f16_to_f32(d) * dx);
-    term = term + static_cast<float>(xsum) * (f16_to_f32(m) * dx);
+    term = term + f16_to_f32(m) * x.q8_1_sums[b];
     acc = acc + term;
   }
   return acc;
@@ -426,8 +426,9 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                                   std::to_string(x[i].n) + " elements, the weight " +
                                   std::to_string(cols));
     const bool q8_0_activations = block_elements(type) == kQ32;
-    if (q8_0_activations && (x[i].q8_0.size() != static_cast<std::size_t>(cols / kQ32) ||
-                             x[i].q8_0_sums.size() != x[i].q8_0.size()))
+    if (q8_0_activations &&
+        (x[i].q8_0.size() != static_cast<std::size_t>(cols / kQ32) ||
+         x[i].q8_0_sums.size() != x[i].q8_0.size() || x[i].q8_1_sums.size() != x[i].q8_0.size()))
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
                                   " lacks the Q8_0 blocks and sums " +
                                   std::string(ggml_type_name(type)) + " needs");

@@ -349,6 +349,11 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
       EXPECT_EQ(std::memcmp(&simd.q8_0[b], &scalar.q8_0[b], sizeof(BlockQ8_0)), 0)
           << quant_isa_name(isa) << " block " << b;
     EXPECT_EQ(simd.q8_0_sums, scalar.q8_0_sums);
+    ASSERT_EQ(simd.q8_1_sums.size(), scalar.q8_1_sums.size());
+    EXPECT_EQ(std::memcmp(simd.q8_1_sums.data(), scalar.q8_1_sums.data(),
+                          scalar.q8_1_sums.size() * sizeof(float)),
+              0)
+        << quant_isa_name(isa);
     ASSERT_EQ(simd.q8_k.size(), 5u);
     EXPECT_EQ(std::memcmp(simd.q8_k.data(), scalar.q8_k.data(), sizeof(BlockQ8_K) * 5), 0)
         << quant_isa_name(isa);
@@ -369,6 +374,41 @@ TEST(QuantDot, ActivationScaleRoundsToHalf) {
   EXPECT_EQ(a.q8_0[0].qs[2], 2);
   EXPECT_EQ(a.q8_0_sums[0], 126);
   EXPECT_TRUE(a.q8_k.empty());
+}
+
+TEST(QuantDot, MinsMultiplyGgmlsQ8_1Sum) {
+  // ggml dots q4_1 / q5_1 with Q8_1 blocks, whose s is the unrounded scale times the quants' sum,
+  // stored in fp16: the min term is m * s, not m * (fp16 scale) * sum.
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = 0.37f * static_cast<float>(i) - 3.1f;
+  QuantizedActivations a;
+  quantize_activations(x.data(), 32, a, QuantIsa::scalar);
+  const float amax = x[31];
+  std::int32_t sum = 0;
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_EQ(a.q8_0[0].qs[i], static_cast<int>(std::nearbyint(x[i] * (127.0f / amax)))) << i;
+    sum += a.q8_0[0].qs[i];
+  }
+  // (amax / 127) * sum = 84.29316 is 84.3125 in fp16 (steps of 1/16 there); the fp16 scale
+  // times the sum would be 84.30908.
+  ASSERT_EQ(sum, 1279);
+  EXPECT_EQ(a.q8_1_sums[0], 84.3125f);
+  EXPECT_NEAR(f16_to_f32(a.q8_0[0].d) * static_cast<float>(sum), 84.30908f, 1e-4f);
+
+  BlockQ4_1 w{};
+  w.d = 0x3800;  // 0.5
+  w.m = 0xC200;  // -3
+  for (int j = 0; j < 16; ++j) w.qs[j] = static_cast<std::uint8_t>(j | ((15 - j) << 4));
+  double products = 0;
+  for (int j = 0; j < 16; ++j) products += j * a.q8_0[0].qs[j] + (15 - j) * a.q8_0[0].qs[j + 16];
+  const double expected =
+      0.5 * f16_to_f32(a.q8_0[0].d) * products - 3.0 * static_cast<double>(a.q8_1_sums[0]);
+  for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni}) {
+    QuantizedActivations b;
+    quantize_activations(x.data(), 32, b, isa);
+    EXPECT_EQ(b.q8_1_sums, a.q8_1_sums) << quant_isa_name(isa);
+    EXPECT_NEAR(vec_dot(GgmlType::q4_1, &w, b, isa), expected, 1e-5) << quant_isa_name(isa);
+  }
 }
 
 namespace {

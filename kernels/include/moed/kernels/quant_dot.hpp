@@ -22,8 +22,11 @@ namespace moed::kernels {
 struct QuantizedActivations {
   std::int64_t n = 0;
   std::vector<BlockQ8_0> q8_0;          // n / 32 blocks, fp16 scale as ggml's q8_0
-  std::vector<std::int32_t> q8_0_sums;  // sum of each block's quants (for q4_1 / q5_1 mins)
-  std::vector<BlockQ8_K> q8_k;          // n / 256 blocks when n is a multiple of 256
+  std::vector<std::int32_t> q8_0_sums;  // sum of each block's quants (q4_0 / q5_0 offsets)
+  // What q4_1 / q5_1 mins multiply: ggml's Q8_1 s, the block's unrounded scale times its quants'
+  // sum, rounded to fp16 as ggml stores it.
+  std::vector<float> q8_1_sums;
+  std::vector<BlockQ8_K> q8_k;  // n / 256 blocks when n is a multiple of 256
 };
 
 enum class QuantIsa { scalar, avx2, avx512_vnni };
