@@ -860,6 +860,12 @@ def write_json(path, obj, sort_keys):
 def make_family_model(args):
     """Writes a model of args.family (not mixtral) under args.out."""
     s = dict(FAMILY_SIZES[args.family][args.size])
+    if args.layers is not None:
+        s["num_hidden_layers"] = args.layers
+    if args.all_moe:
+        for key, every_layer in (("decoder_sparse_step", 1), ("mlp_only_layers", []), ("first_k_dense_replace", 0)):
+            if key in s:
+                s[key] = every_layer
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     tok_rng = np.random.default_rng(args.seed + 1)
@@ -942,6 +948,9 @@ def main():
         ap.add_argument("--" + key.replace("_", "-"), type=int, help="override the size's " + key)
     ap.add_argument("--rope-theta", type=float, default=None, help="mixtral only (default 1e6)")
     ap.add_argument("--tie-embeddings", action="store_true", help="tie lm_head to the embedding")
+    ap.add_argument("--all-moe", action="store_true",
+                    help="no dense layers (the families' tiny sizes have some; llama.cpp's qwen2moe and "
+                         "qwen3moe cannot load them)")
     ap.add_argument("--format", choices=["hf", "gguf"], default="hf",
                     help="gguf: also write OUT-QUANT.gguf beside OUT for each --quant (default hf only)")
     ap.add_argument("--quant", default="f32",
@@ -960,7 +969,8 @@ def main():
 
 def make_hf_model(args):
     if args.family != "mixtral":
-        mixtral_only = [key for key in list(SIZES["tiny"]) + ["tokenizer", "rope_theta"] if getattr(args, key) is not None]
+        mixtral_only = [key for key in list(SIZES["tiny"]) + ["tokenizer", "rope_theta"]
+                        if key != "layers" and getattr(args, key) is not None]
         if mixtral_only:
             sys.exit("make-tiny-model: --%s applies to --family mixtral only, not %s"
                      % (mixtral_only[0].replace("_", "-"), args.family))
