@@ -1,0 +1,231 @@
+"""llama.cpp itself, through its C API (include/llama.h) with ctypes: the libraries prebuilt by
+the npm package @node-llama-cpp/linux-x64 (pinned in package.json; libllama, libggml and one
+libggml-cpu per x86 generation, chosen at run time). The structures below are transcribed from
+llama.h at the commit those libraries were built from (LLAMA_COMMIT, checked on load): a new
+package version needs them compared with its llama.h again.
+
+What the tests use: loading a GGUF file (tensors validated), tokenizing and detokenizing with its
+vocabulary, the logits of every position of one batch, and llama-quantize's quantizer."""
+import ctypes as C
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIB_DIR = os.path.join(HERE, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64")
+TRANSCRIBED_FROM = b"0ad4a86"
+
+# enum llama_ftype: llama-quantize's file types.
+FTYPES = {"f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
+          "q3_k_m": 12, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18,
+          "bf16": 32}
+GGML_TYPE_F32 = 0
+LLAMA_FLASH_ATTN_TYPE_DISABLED = 0
+
+
+class ModelParams(C.Structure):
+    _fields_ = [("devices", C.c_void_p), ("tensor_buft_overrides", C.c_void_p),
+                ("n_gpu_layers", C.c_int32), ("split_mode", C.c_int), ("load_mode", C.c_int),
+                ("lazy_mode", C.c_int), ("main_gpu", C.c_int32), ("tensor_split", C.c_void_p),
+                ("progress_callback", C.c_void_p), ("progress_callback_user_data", C.c_void_p),
+                ("kv_overrides", C.c_void_p), ("vocab_only", C.c_bool),
+                ("check_tensors", C.c_bool), ("use_extra_bufts", C.c_bool), ("no_host", C.c_bool),
+                ("no_alloc", C.c_bool), ("load_mtp", C.c_bool)]
+
+
+class ContextParams(C.Structure):
+    _fields_ = [("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_ubatch", C.c_uint32),
+                ("n_seq_max", C.c_uint32), ("n_rs_seq", C.c_uint32),
+                ("n_outputs_max", C.c_uint32), ("n_outputs_max_per_seq", C.c_uint32),
+                ("n_threads", C.c_int32), ("n_threads_batch", C.c_int32),
+                ("ctx_type", C.c_int), ("rope_scaling_type", C.c_int),
+                ("pooling_type", C.c_int), ("attention_type", C.c_int),
+                ("flash_attn_type", C.c_int), ("rope_freq_base", C.c_float),
+                ("rope_freq_scale", C.c_float), ("yarn_ext_factor", C.c_float),
+                ("yarn_attn_factor", C.c_float), ("yarn_beta_fast", C.c_float),
+                ("yarn_beta_slow", C.c_float), ("yarn_orig_ctx", C.c_uint32),
+                ("defrag_thold", C.c_float), ("cb_eval", C.c_void_p),
+                ("cb_eval_user_data", C.c_void_p), ("type_k", C.c_int), ("type_v", C.c_int),
+                ("abort_callback", C.c_void_p), ("abort_callback_data", C.c_void_p),
+                ("embeddings", C.c_bool), ("offload_kqv", C.c_bool), ("no_perf", C.c_bool),
+                ("op_offload", C.c_bool), ("swa_full", C.c_bool), ("kv_unified", C.c_bool),
+                ("samplers", C.c_void_p), ("n_samplers", C.c_size_t), ("ctx_other", C.c_void_p)]
+
+
+class QuantizeParams(C.Structure):
+    _fields_ = [("nthread", C.c_int32), ("ftype", C.c_int), ("output_tensor_type", C.c_int),
+                ("token_embedding_type", C.c_int), ("allow_requantize", C.c_bool),
+                ("quantize_output_tensor", C.c_bool), ("only_copy", C.c_bool),
+                ("pure", C.c_bool), ("keep_split", C.c_bool), ("dry_run", C.c_bool),
+                ("imatrix", C.c_void_p), ("kv_overrides", C.c_void_p),
+                ("tt_overrides", C.c_void_p), ("prune_layers", C.c_void_p),
+                ("max_buf_size", C.c_size_t)]
+
+
+class TensorTypeOverride(C.Structure):  # struct llama_model_tensor_override
+    _fields_ = [("pattern", C.c_char_p), ("type", C.c_int)]
+
+
+class Batch(C.Structure):
+    _fields_ = [("n_tokens", C.c_int32), ("token", C.POINTER(C.c_int32)),
+                ("embd", C.POINTER(C.c_float)), ("pos", C.POINTER(C.c_int32)),
+                ("n_seq_id", C.POINTER(C.c_int32)),
+                ("seq_id", C.POINTER(C.POINTER(C.c_int32))), ("logits", C.POINTER(C.c_int8))]
+
+
+LogCallback = C.CFUNCTYPE(None, C.c_int, C.c_char_p, C.c_void_p)
+
+
+class LlamaCpp:
+    """The loaded libraries. llama.cpp's log goes to `log` (kept, for a failure's message)."""
+
+    def __init__(self):
+        if not os.path.isdir(LIB_DIR):
+            raise RuntimeError("%s is missing (run scripts/install-deps.sh)" % LIB_DIR)
+        common = C.CDLL(os.path.join(LIB_DIR, "libllama-common.so"))
+        commit = C.c_char_p.in_dll(common, "LLAMA_COMMIT").value
+        if commit != TRANSCRIBED_FROM:
+            raise RuntimeError("llama.cpp %s: llama_cpp.py's structures are transcribed from %s's "
+                               "llama.h; compare them with this version's" % (commit, TRANSCRIBED_FROM))
+        self.ggml = C.CDLL(os.path.join(LIB_DIR, "libggml.v0.5.0.so"), mode=C.RTLD_GLOBAL)
+        self.lib = C.CDLL(os.path.join(LIB_DIR, "libllama.v0.5.0.so"), mode=C.RTLD_GLOBAL)
+        self.log = []
+        self._log_callback = LogCallback(lambda level, text, data: self.log.append(text))
+        self._fn("llama_log_set", None, LogCallback, C.c_void_p)(self._log_callback, None)
+        self.ggml.ggml_log_set.argtypes = [LogCallback, C.c_void_p]
+        self.ggml.ggml_log_set(self._log_callback, None)
+        self.ggml.ggml_backend_load_all_from_path.argtypes = [C.c_char_p]
+        self.ggml.ggml_backend_load_all_from_path(LIB_DIR.encode())
+        self._fn("llama_backend_init", None)()
+        self.model_default = self._fn("llama_model_default_params", ModelParams)
+        self.context_default = self._fn("llama_context_default_params", ContextParams)
+        self.load_model = self._fn("llama_model_load_from_file", C.c_void_p, C.c_char_p,
+                                   ModelParams)
+        self.free_model = self._fn("llama_model_free", None, C.c_void_p)
+        self.new_context = self._fn("llama_init_from_model", C.c_void_p, C.c_void_p,
+                                    ContextParams)
+        self.free_context = self._fn("llama_free", None, C.c_void_p)
+        self.model_vocab = self._fn("llama_model_get_vocab", C.c_void_p, C.c_void_p)
+        self.vocab_size = self._fn("llama_vocab_n_tokens", C.c_int32, C.c_void_p)
+        self.tokenize_ = self._fn("llama_tokenize", C.c_int32, C.c_void_p, C.c_char_p, C.c_int32,
+                                  C.POINTER(C.c_int32), C.c_int32, C.c_bool, C.c_bool)
+        self.detokenize_ = self._fn("llama_detokenize", C.c_int32, C.c_void_p,
+                                    C.POINTER(C.c_int32), C.c_int32, C.c_char_p, C.c_int32,
+                                    C.c_bool, C.c_bool)
+        self.batch_init = self._fn("llama_batch_init", Batch, C.c_int32, C.c_int32, C.c_int32)
+        self.batch_free = self._fn("llama_batch_free", None, Batch)
+        self.decode = self._fn("llama_decode", C.c_int32, C.c_void_p, Batch)
+        self.logits_of = self._fn("llama_get_logits_ith", C.POINTER(C.c_float), C.c_void_p,
+                                  C.c_int32)
+        self.quantize_default = self._fn("llama_model_quantize_default_params", QuantizeParams)
+        self.quantize_ = self._fn("llama_model_quantize", C.c_uint32, C.c_char_p, C.c_char_p,
+                                  C.POINTER(QuantizeParams))
+
+    def _fn(self, name, result, *args):
+        f = getattr(self.lib, name)
+        f.restype = result
+        f.argtypes = list(args)
+        return f
+
+    def _load(self, path, vocab_only):
+        params = self.model_default()
+        params.n_gpu_layers = 0
+        params.vocab_only = vocab_only
+        params.check_tensors = not vocab_only  # llama.cpp validates every tensor's data
+        del self.log[:]
+        model = self.load_model(path.encode(), params)
+        if not model:
+            raise RuntimeError("llama.cpp cannot load %s:\n%s" % (path, self.log_tail()))
+        return model
+
+    def log_tail(self, lines=8):
+        return "".join(t.decode(errors="replace") for t in self.log[-lines:])
+
+    def tokenize(self, path, texts, add_special, parse_special=True):
+        """Each text's ids under path's vocabulary."""
+        model = self._load(path, vocab_only=True)
+        try:
+            vocab = self.model_vocab(model)
+            out = []
+            for text in texts:
+                data = text.encode()
+                ids = (C.c_int32 * (len(data) + 8))()
+                n = self.tokenize_(vocab, data, len(data), ids, len(ids), add_special,
+                                   parse_special)
+                if n < 0:
+                    raise RuntimeError("llama_tokenize %r: %d" % (text, n))
+                out.append(list(ids[:n]))
+            return out
+        finally:
+            self.free_model(model)
+
+    def detokenize(self, path, sequences):
+        """Each sequence's text, special tokens written out (remove_special and unparse_special
+        as a server's decoding of a whole sequence)."""
+        model = self._load(path, vocab_only=True)
+        try:
+            vocab = self.model_vocab(model)
+            out = []
+            for ids in sequences:
+                tokens = (C.c_int32 * max(1, len(ids)))(*ids)
+                size = 64 + 64 * len(ids)
+                text = C.create_string_buffer(size)
+                n = self.detokenize_(vocab, tokens, len(ids), text, size, False, True)
+                if n < 0:
+                    raise RuntimeError("llama_detokenize %r: %d" % (ids, n))
+                out.append(text.raw[:n].decode(errors="replace"))
+            return out
+        finally:
+            self.free_model(model)
+
+    def logits(self, path, tokens, threads=2):
+        """[len(tokens), vocab] logits of one batch from position 0, with an f32 KV cache and
+        no flash attention (so the attention itself is computed in f32, as moed's f32 cache)."""
+        model = self._load(path, vocab_only=False)
+        context = None
+        batch = None
+        try:
+            params = self.context_default()
+            params.n_ctx = params.n_batch = params.n_ubatch = max(64, len(tokens))
+            params.n_threads = params.n_threads_batch = threads
+            params.type_k = params.type_v = GGML_TYPE_F32
+            params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED
+            context = self.new_context(model, params)
+            if not context:
+                raise RuntimeError("llama.cpp: no context for %s:\n%s" % (path, self.log_tail()))
+            vocab = self.vocab_size(self.model_vocab(model))
+            batch = self.batch_init(len(tokens), 0, 1)
+            for i, token in enumerate(tokens):
+                batch.token[i] = token
+                batch.pos[i] = i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1
+            batch.n_tokens = len(tokens)
+            status = self.decode(context, batch)
+            if status != 0:
+                raise RuntimeError("llama_decode on %s: %d\n%s" % (path, status, self.log_tail()))
+            return np.array([np.ctypeslib.as_array(self.logits_of(context, i), (vocab,))
+                             for i in range(len(tokens))])
+        finally:
+            if batch is not None:
+                self.batch_free(batch)
+            if context:
+                self.free_context(context)
+            self.free_model(model)
+
+    def quantize(self, source, out, ftype, keep_f32=()):
+        """llama-quantize source into out as ftype (a FTYPES name); tensors whose names match a
+        regex of keep_f32 stay f32 (llama-quantize's --tensor-type)."""
+        params = self.quantize_default()
+        params.ftype = FTYPES[ftype]
+        params.nthread = 2
+        overrides = (TensorTypeOverride * (len(keep_f32) + 1))()
+        for override, pattern in zip(overrides, keep_f32):
+            override.pattern = pattern.encode()
+            override.type = GGML_TYPE_F32
+        params.tt_overrides = C.cast(overrides, C.c_void_p)
+        del self.log[:]
+        if self.quantize_(source.encode(), out.encode(), C.byref(params)) != 0:
+            raise RuntimeError("llama.cpp cannot quantize %s to %s:\n%s"
+                               % (source, ftype, self.log_tail()))
