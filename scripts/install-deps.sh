@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moed builds and tests with, and the npm packages of the interop
-# tests (tests/interop, pinned by its package-lock.json; about 50 MB from the npm registry, once).
+# tests (tests/interop, pinned by its package-lock.json; about 60 MB from the npm registry, once).
 # Idempotent: when everything is already installed it only checks (about a second). Needs root
 # (or sudo) and the network the first time.
 set -euo pipefail
@@ -37,8 +37,8 @@ else
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# @huggingface/gguf, @huggingface/tokenizers and openai from the npm registry, pinned by
-# tests/interop/package-lock.json.
+# @huggingface/gguf, @huggingface/tokenizers, openai and llama.cpp's prebuilt libraries
+# (@node-llama-cpp/linux-x64) from the npm registry, pinned by tests/interop/package-lock.json.
 interop="$(cd "$(dirname "$0")/.." && pwd)/tests/interop"
 if [[ ! -f "$interop/node_modules/.package-lock.json" ||
       "$interop/package-lock.json" -nt "$interop/node_modules/.package-lock.json" ]]; then
