@@ -5,9 +5,11 @@ llama.h at the commit those libraries were built from (LLAMA_COMMIT, checked on 
 package version needs them compared with its llama.h again.
 
 What the tests use: loading a GGUF file (tensors validated), tokenizing and detokenizing with its
-vocabulary, the logits of every position of one batch, and llama-quantize's quantizer."""
+vocabulary, the logits of every position of one batch, and llama-quantize's quantizer;
+scripts/bench-llamacpp.py times llama.cpp's prefill and decode."""
 import ctypes as C
 import os
+import time
 
 import numpy as np
 
@@ -117,6 +119,8 @@ class LlamaCpp:
         self.decode = self._fn("llama_decode", C.c_int32, C.c_void_p, Batch)
         self.logits_of = self._fn("llama_get_logits_ith", C.POINTER(C.c_float), C.c_void_p,
                                   C.c_int32)
+        self.memory_of = self._fn("llama_get_memory", C.c_void_p, C.c_void_p)
+        self.memory_clear = self._fn("llama_memory_clear", None, C.c_void_p, C.c_bool)
         self.quantize_default = self._fn("llama_model_quantize_default_params", QuantizeParams)
         self.quantize_ = self._fn("llama_model_quantize", C.c_uint32, C.c_char_p, C.c_char_p,
                                   C.POINTER(QuantizeParams))
@@ -213,6 +217,60 @@ class LlamaCpp:
             if context:
                 self.free_context(context)
             self.free_model(model)
+
+    def time_generation(self, path, prompt_tokens, decode_steps, threads, rounds):
+        """Seconds of each round's prefill of prompt_tokens ids (one batch, spread over the
+        vocabulary) and of decode_steps greedy steps after it (one token per llama_decode), with
+        llama.cpp's defaults otherwise (mmap, f16 KV cache, flash attention when it helps); the
+        cache is cleared between rounds."""
+        model = self._load(path, vocab_only=False)
+        context = None
+        batch = None
+        try:
+            vocab = self.vocab_size(self.model_vocab(model))
+            prompt = [1 + (7919 * i) % (vocab - 1) for i in range(prompt_tokens)]
+            params = self.context_default()
+            params.n_ctx = len(prompt) + decode_steps + 16
+            params.n_batch = params.n_ubatch = len(prompt)
+            params.n_threads = params.n_threads_batch = threads
+            context = self.new_context(model, params)
+            if not context:
+                raise RuntimeError("llama.cpp: no context for %s:\n%s" % (path, self.log_tail()))
+            batch = self.batch_init(len(prompt), 0, 1)
+            times = []
+            for _ in range(rounds):
+                self.memory_clear(self.memory_of(context), True)
+                start = time.perf_counter()
+                self._decode_at(context, batch, prompt, 0)
+                prefilled = time.perf_counter()
+                token = self._argmax(context, len(prompt) - 1, vocab)
+                for step in range(decode_steps):
+                    self._decode_at(context, batch, [token], len(prompt) + step)
+                    token = self._argmax(context, 0, vocab)
+                times.append((prefilled - start, time.perf_counter() - prefilled))
+            return times
+        finally:
+            if batch is not None:
+                self.batch_free(batch)
+            if context:
+                self.free_context(context)
+            self.free_model(model)
+
+    def _decode_at(self, context, batch, tokens, first_position):
+        """Decodes tokens at positions first_position..., the last one's logits kept."""
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = first_position + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = i == len(tokens) - 1
+        batch.n_tokens = len(tokens)
+        status = self.decode(context, batch)
+        if status != 0:
+            raise RuntimeError("llama_decode: %d\n%s" % (status, self.log_tail()))
+
+    def _argmax(self, context, output, vocab):
+        return int(np.ctypeslib.as_array(self.logits_of(context, output), (vocab,)).argmax())
 
     def quantize(self, source, out, ftype, keep_f32=()):
         """llama-quantize source into out as ftype (a FTYPES name); tensors whose names match a
