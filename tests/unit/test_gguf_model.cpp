@@ -353,6 +353,18 @@ TEST(GgufPlan, RefusalsNameTheKeyOrTensor) {
   expect_refused(iq4.spec, {"blk.0.ffn_down_exps.weight", "iq4_nl", "does not compute"});
 }
 
+TEST(GgufPlan, TheLlamaArchitectureSizesExpertsByFeedForwardLengthAlone) {
+  // llama.cpp's model saver writes llama.expert_feed_forward_length = 0; its loader never reads
+  // the key for llama, whatever it holds.
+  for (const std::uint32_t width : {0u, 7u}) {
+    TinyLlama tiny;
+    tiny.spec.add("llama.expert_feed_forward_length", test::kU32, test::gguf_bytes::u32(width));
+    TempGguf file(tiny.spec);
+    Engine engine(file.path, {});
+    EXPECT_EQ(engine.spec().intermediate_size, 32) << width;
+  }
+}
+
 TEST(GgufPlan, HostileAndUnsupportedValuesAreRefusedByKey) {
   auto with = [](const std::string& key, std::uint32_t type, std::string value) {
     TinyLlama tiny;

@@ -197,9 +197,9 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
       t.fail(expert_count, "is missing or 0: a llama model without experts is not a MoE model");
     t.set("model_type", "mixtral", "general.architecture");
     t.integer("num_local_experts", expert_count);
-    t.integer("intermediate_size", t.has(t.key("expert_feed_forward_length"))
-                                       ? t.key("expert_feed_forward_length")
-                                       : t.key("feed_forward_length"));
+    // llama.cpp's llama architecture sizes its experts by feed_forward_length and never reads
+    // expert_feed_forward_length (its model saver writes a 0 there).
+    t.integer("intermediate_size", t.key("feed_forward_length"));
     translate_gqa(t);
     spec = t.parse();
     // The converter permutes q and k rows so that rotate-half partners sit side by side.
@@ -213,7 +213,8 @@ ModelSpec spec_from_gguf(const GgufFile& file) {
     const std::string expert_ffn_key = t.key("expert_feed_forward_length");
     const std::int64_t used =
         std::max<std::int64_t>(t.integer_or(t.key("expert_used_count"), 1), 1);
-    if (t.has(expert_ffn_key)) {
+    // llama.cpp: n_ff_exp when set and not 0, else n_ff / n_expert_used.
+    if (t.integer_or(expert_ffn_key, 0) != 0) {
       t.integer("moe_intermediate_size", expert_ffn_key);
     } else {
       t.set("moe_intermediate_size", t.integer_or(ffn_key, 0) / used, ffn_key);
