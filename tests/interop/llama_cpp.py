@@ -5,7 +5,8 @@ llama.h at the commit those libraries were built from (LLAMA_COMMIT, checked on 
 package version needs them compared with its llama.h again.
 
 What the tests use: loading a GGUF file (tensors validated), tokenizing and detokenizing with its
-vocabulary, the logits of every position of one batch, and llama-quantize's quantizer;
+vocabulary, the logits of every position of one batch, llama-quantize's quantizer and the model
+saver;
 scripts/bench-llamacpp.py times llama.cpp's prefill and decode."""
 import ctypes as C
 import os
@@ -119,6 +120,7 @@ class LlamaCpp:
         self.decode = self._fn("llama_decode", C.c_int32, C.c_void_p, Batch)
         self.logits_of = self._fn("llama_get_logits_ith", C.POINTER(C.c_float), C.c_void_p,
                                   C.c_int32)
+        self.save_model = self._fn("llama_model_save_to_file", None, C.c_void_p, C.c_char_p)
         self.memory_of = self._fn("llama_get_memory", C.c_void_p, C.c_void_p)
         self.memory_clear = self._fn("llama_memory_clear", None, C.c_void_p, C.c_bool)
         self.quantize_default = self._fn("llama_model_quantize_default_params", QuantizeParams)
@@ -131,10 +133,11 @@ class LlamaCpp:
         f.argtypes = list(args)
         return f
 
-    def _load(self, path, vocab_only):
+    def _load(self, path, vocab_only, repack=True):
         params = self.model_default()
         params.n_gpu_layers = 0
         params.vocab_only = vocab_only
+        params.use_extra_bufts = repack
         params.check_tensors = not vocab_only  # llama.cpp validates every tensor's data
         del self.log[:]
         model = self.load_model(path.encode(), params)
@@ -271,6 +274,16 @@ class LlamaCpp:
 
     def _argmax(self, context, output, vocab):
         return int(np.ctypeslib.as_array(self.logits_of(context, output), (vocab,)).argmax())
+
+    def resave(self, path, out):
+        """path loaded and written again by llama.cpp's own model saver (llama-model-saver.cpp):
+        its GGUF writer, and every hyperparameter key it knows, in its own layout. Loaded without
+        the repacked CPU buffers, which the saver cannot read back."""
+        model = self._load(path, vocab_only=False, repack=False)
+        try:
+            self.save_model(model, out.encode())
+        finally:
+            self.free_model(model)
 
     def quantize(self, source, out, ftype, keep_f32=()):
         """llama-quantize source into out as ftype (a FTYPES name); tensors whose names match a

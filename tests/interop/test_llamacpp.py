@@ -5,6 +5,7 @@
 - moed loads files made by llama.cpp's own quantizer (llama-quantize's code, every type moed
   computes and the K-quant mixes Q4_K_M / Q5_K_M; every family) and computes the same logits as
   llama.cpp on them; types moed does not compute are refused with the tensor and type named;
+- moed reads files llama.cpp's model saver wrote again to the same logits as the originals;
 - `moed tokenize` gives llama.cpp's ids, and text back, on every GGUF vocabulary: the test
   models' and the four published tokenizers converted to GGUF.
 
@@ -153,6 +154,22 @@ class SameLogits(unittest.TestCase):
                 out = os.path.join(workdir(), "llama-cpp-%s-%s.gguf" % (family, ftype))
                 llama_cpp().quantize(family_file(family, "f32"), out, ftype, KEEP_F32)
                 self.agree(out)
+
+    def test_files_llama_cpp_wrote_again(self):
+        """llama.cpp's model saver writes a loaded model with its own GGUF writer and every
+        hyperparameter key it has (a hundred more than a converter writes, most of them zero or
+        another architecture's defaults); moed reads those files as llama.cpp does, to logits
+        bit-identical to the originals'. Not DeepSeek: the saver writes its
+        rope.scaling.yarn_log_multiplier as 1.0, and llama.cpp itself computes other logits then."""
+        for family, quant in (("mixtral", "f32"), ("mixtral", "q4_k_m"), ("qwen2_moe", "f32"),
+                              ("qwen3_moe", "q8_0"), ("olmoe", "f32"), ("olmoe", "q4_k_m")):
+            with self.subTest(family=family, type=quant):
+                original = family_file(family, quant)
+                saved = os.path.join(workdir(), "resaved-%s-%s.gguf" % (family, quant))
+                llama_cpp().resave(original, saved)
+                tokens = llama_cpp().tokenize(original, [PROMPT], add_special=True)[0]
+                np.testing.assert_array_equal(moed_logits(saved, tokens),
+                                              moed_logits(original, tokens))
 
     def test_types_moed_does_not_compute(self):
         for ftype, ggml_type in (("q2_k", "q2_K"), ("q3_k_m", "q3_K")):
