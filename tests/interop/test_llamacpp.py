@@ -46,9 +46,9 @@ SPLIT = "tiny-bytelevel-q6_k-00001-of-00003.gguf"
 ROUNDED_BY_LLAMA_CPP = {"f16", "bf16"}
 LLAMA_CPP_TYPES = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_s", "q4_k_m",
                    "q5_k_s", "q5_k_m", "q6_k"]
-# llama-quantize gives a matrix whose rows are not whole blocks f16 instead (the tiny DeepSeek
-# models' 16- and 48-wide absorbed and q LoRA projections); kept f32, the file stays in the
-# class that agrees closely.
+# llama-quantize writes f16 for a matrix whose rows are not whole blocks of the type (the tiny
+# DeepSeek models' 16-wide absorbed and 48-wide q LoRA projections); kept f32 here, such a file
+# stays under the closer bound.
 KEEP_F32 = ["attn_(k|q)_b\\.weight"]
 
 
@@ -88,6 +88,14 @@ def family_file(family, quant):
         return generated(family, *LLAMA_CPP_SHAPES[family]) + "-%s.gguf" % quant
     prefix = "tiny" if family == "mixtral" else "tiny-" + family
     return os.path.join(MODELS, "%s-%s.gguf" % (prefix, quant))
+
+
+def llama_cpp_made(family, ftype):
+    """family's f32 test file quantized to ftype by llama.cpp (once)."""
+    out = os.path.join(workdir(), "llama-cpp-%s-%s.gguf" % (family, ftype))
+    if not os.path.exists(out):
+        llama_cpp().quantize(family_file(family, "f32"), out, ftype, KEEP_F32)
+    return out
 
 
 def weight_types(path):
@@ -151,9 +159,7 @@ class SameLogits(unittest.TestCase):
                  for t in ("q8_0", "q4_k_m")]
         for family, ftype in made:
             with self.subTest(family=family, type=ftype):
-                out = os.path.join(workdir(), "llama-cpp-%s-%s.gguf" % (family, ftype))
-                llama_cpp().quantize(family_file(family, "f32"), out, ftype, KEEP_F32)
-                self.agree(out)
+                self.agree(llama_cpp_made(family, ftype))
 
     def test_files_llama_cpp_wrote_again(self):
         """llama.cpp's model saver writes a loaded model with its own GGUF writer and every
@@ -174,8 +180,7 @@ class SameLogits(unittest.TestCase):
     def test_types_moed_does_not_compute(self):
         for ftype, ggml_type in (("q2_k", "q2_K"), ("q3_k_m", "q3_K")):
             with self.subTest(type=ftype):
-                out = os.path.join(workdir(), "llama-cpp-%s.gguf" % ftype)
-                llama_cpp().quantize(family_file("mixtral", "f32"), out, ftype)
+                out = llama_cpp_made("mixtral", ftype)
                 result = run_failing([MOED, "logits", "--model", out, "--tokens", "1,2",
                                       "--out", os.path.join(workdir(), "refused.npy")])
                 self.assertIn("has ggml type %s, which moed does not compute" % ggml_type, result)
@@ -183,12 +188,9 @@ class SameLogits(unittest.TestCase):
 
     def test_a_different_file_does_not_agree(self):
         """The check above tells formats apart: moed's Q4_0 logits against llama.cpp's Q5_0."""
-        paths = {}
-        for ftype in ("q4_0", "q5_0"):
-            paths[ftype] = os.path.join(workdir(), "llama-cpp-mixtral-%s.gguf" % ftype)
-            llama_cpp().quantize(family_file("mixtral", "f32"), paths[ftype], ftype)
         with self.assertRaises(AssertionError):
-            self.agree(paths["q4_0"], theirs_path=paths["q5_0"])
+            self.agree(llama_cpp_made("mixtral", "q4_0"),
+                       theirs_path=llama_cpp_made("mixtral", "q5_0"))
 
 
 def run_failing(command):
