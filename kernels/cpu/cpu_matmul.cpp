@@ -1,5 +1,7 @@
 #include "moed/kernels/cpu_matmul.hpp"
 
+#include <omp.h>
+
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -7,6 +9,7 @@
 #include <vector>
 
 #include "blocked_pack.hpp"
+#include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant_tiles.hpp"
 
@@ -287,6 +290,52 @@ dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
   return entry.first;
 }
 
+void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedWeight& weight,
+                                   float* y, std::vector<QuantizedActivations>& scratch) {
+  quantize_rows(x, m, weight.cols_, scratch);
+  std::int64_t first_row = 0;
+  for (const auto& segment : weight.segments_) {
+    row_tile_matmul(ggml_type_of(segment.dtype), weight.storage_.get() + segment.offset,
+                    segment.rows, weight.cols_, scratch.data(), m, y + first_row, weight.rows_);
+    first_row += segment.rows;
+  }
+}
+
+bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
+  for (const auto& job : jobs) {
+    for (const PackedWeight* weight : {job.gate_up, job.down})
+      if (weight->empty() || weight->batch_ != 1 || !is_quantized(weight->dtype_)) return false;
+    if (job.gate_up->rows_ != 2 * job.down->cols_ || job.gate_up->cols_ != jobs[0].gate_up->cols_)
+      return false;
+  }
+  return true;
+}
+
+void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
+  if (!can_run_expert_ffns(jobs))
+    throw std::invalid_argument(
+        "CpuMatmul::expert_ffns: every job needs quantized, unbatched gate_up [2 * ffn, K] and "
+        "down [N, ffn] weights");
+  const auto count = static_cast<std::int64_t>(jobs.size());
+#pragma omp parallel
+  {
+    // Per thread, kept between calls: one region per MoE layer and token.
+    thread_local std::vector<QuantizedActivations> quantized;
+    thread_local std::vector<float> projected, activated;
+    const int threads = omp_get_num_threads();
+    for (std::int64_t j = omp_get_thread_num(); j < count; j += threads) {
+      const ExpertFfn& job = jobs[static_cast<std::size_t>(j)];
+      const std::int64_t ffn = job.down->cols_;
+      projected.resize(static_cast<std::size_t>(2 * ffn));
+      activated.resize(static_cast<std::size_t>(ffn));
+      // The kernels' own parallel loops run on this thread alone: a nested region is inactive.
+      multiply_quantized(job.x, 1, *job.gate_up, projected.data(), quantized);
+      silu_mul(projected.data(), activated.data(), 1, ffn);
+      multiply_quantized(activated.data(), 1, *job.down, job.out, quantized);
+    }
+  }
+}
+
 void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y) {
   if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
   if (m <= 0) return;
@@ -307,14 +356,7 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
       }
       return;
     }
-    quantize_rows(x, m, weight.cols_, quantized_input_);
-    std::int64_t first_row = 0;
-    for (const auto& segment : weight.segments_) {
-      const std::byte* data = weight.storage_.get() + segment.offset;
-      row_tile_matmul(ggml_type_of(segment.dtype), data, segment.rows, weight.cols_,
-                      quantized_input_.data(), m, y + first_row, weight.rows_);
-      first_row += segment.rows;
-    }
+    multiply_quantized(x, m, weight, y, quantized_input_);
     return;
   }
   auto& matmul = primitive(m, weight);

@@ -86,7 +86,9 @@ TEST_P(GgufModel, LogitsMatchTheReferenceOnTheDequantizedWeights) {
 
 TEST_P(GgufModel, EveryHostBudgetGivesBitIdenticalLogits) {
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
-  Engine unlimited(path(), {});
+  EngineOptions resident;
+  resident.threads = 2;  // an even top-k decodes in one region while every expert is resident
+  Engine unlimited(path(), resident);
   const auto want = prefill_then_decode(unlimited, tokens);
   for (const double share : {0.25, 0.5}) {
     EngineOptions options;
@@ -106,7 +108,11 @@ TEST_P(GgufModel, EveryHostBudgetGivesBitIdenticalLogits) {
 }
 
 TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
-  Engine engine(path(), {});
+  // Two threads whatever the machine: a solo row of a quantized model with an even top-k then
+  // runs its experts in one region (CpuMatmul::expert_ffns), the batched rows one by one.
+  EngineOptions options;
+  options.threads = 2;
+  Engine engine(path(), options);
   const auto [batched, solo] = batched_and_solo_rows(engine);
   for (std::size_t i = 0; i < solo.size(); ++i) EXPECT_EQ(batched[i], solo[i]) << "row " << i;
 }

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "moed/kernels/cpu_matmul.hpp"
+#include "moed/kernels/cpu_ops.hpp"
+#include "moed/kernels/cpu_threads.hpp"
 #include "moed/kernels/dtype.hpp"
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
@@ -205,6 +207,63 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
             << ggml_type_name(type) << " row " << i << " output " << r;
     }
   }
+}
+
+// A token's experts in one parallel region: each job's output equals multiply, silu_mul and
+// multiply on its own, bit for bit, whatever the thread count and job count (an odd count
+// leaves one thread a job more); plain weights are not taken.
+TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
+  std::mt19937 rng(6);
+  const std::int64_t hidden = 256, ffn = 256;
+  CpuMatmul matmul;
+  struct Expert {
+    PackedWeight gate_up, down;
+  };
+  std::vector<Expert> experts;
+  const GgmlType types[][2] = {{GgmlType::q4_k, GgmlType::q6_k},
+                               {GgmlType::q8_0, GgmlType::q8_0},
+                               {GgmlType::q5_1, GgmlType::q4_0}};
+  for (const auto& [up_type, down_type] : types) {
+    const auto gate = random_weights(up_type, ffn, hidden, rng);
+    const auto up = random_weights(up_type, ffn, hidden, rng);
+    const auto down = random_weights(down_type, hidden, ffn, rng);
+    const WeightPart gate_up[] = {{gate.data(), *dtype_of(up_type), ffn},
+                                  {up.data(), *dtype_of(up_type), ffn}};
+    const WeightPart down_part[] = {{down.data(), *dtype_of(down_type), hidden}};
+    experts.push_back({matmul.pack(gate_up, hidden), matmul.pack(down_part, ffn)});
+  }
+  const auto x = random_activations(hidden, rng);
+  std::vector<std::vector<float>> expected;
+  for (const auto& expert : experts) {
+    std::vector<float> projected(2 * ffn), activated(ffn), out(hidden);
+    matmul.multiply(x.data(), 1, expert.gate_up, projected.data());
+    silu_mul(projected.data(), activated.data(), 1, ffn);
+    matmul.multiply(activated.data(), 1, expert.down, out.data());
+    expected.push_back(out);
+  }
+  const int saved_threads = compute_threads();
+  for (const int threads : {1, 2, 3})
+    for (std::size_t count = 1; count <= experts.size(); ++count) {
+      set_compute_threads(threads);
+      std::vector<std::vector<float>> outs(count, std::vector<float>(hidden, -1.0f));
+      std::vector<CpuMatmul::ExpertFfn> jobs;
+      for (std::size_t j = 0; j < count; ++j)
+        jobs.push_back({&experts[j].gate_up, &experts[j].down, x.data(), outs[j].data()});
+      ASSERT_TRUE(CpuMatmul::can_run_expert_ffns(jobs));
+      CpuMatmul::expert_ffns(jobs);
+      for (std::size_t j = 0; j < count; ++j)
+        EXPECT_EQ(outs[j], expected[j]) << threads << " threads, " << count << " jobs, job " << j;
+    }
+  set_compute_threads(saved_threads);
+
+  const auto plain = random_activations(hidden * ffn, rng);
+  const WeightPart f32_part[] = {{plain.data(), DType::f32, hidden}};
+  const PackedWeight f32_down = matmul.pack(f32_part, ffn);
+  std::vector<float> out(hidden);
+  const CpuMatmul::ExpertFfn with_plain[] = {
+      {&experts[0].gate_up, &f32_down, x.data(), out.data()}};
+  EXPECT_FALSE(CpuMatmul::can_run_expert_ffns(with_plain));
+  EXPECT_THROW(CpuMatmul::expert_ffns(with_plain), std::invalid_argument);
 }
 
 // A batched quantized weight (llama.cpp's per-head attn_k_b in q8_0) applies each matrix to its

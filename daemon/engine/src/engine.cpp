@@ -547,10 +547,75 @@ void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::Pack
   matmul_.multiply(activated, rows, down, out);
 }
 
+// A token's experts, each acquired in turn (its read, if it misses, overlapping the expert
+// before) and run over every row routed to it.
+void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t> order,
+                                std::span<const int> chosen, const float* h, std::int64_t rows,
+                                float* slot_out, std::vector<memtier::Payload>& unacquired) {
+  const std::int64_t hidden = spec_.hidden_size;
+  const std::int64_t ffn = spec_.intermediate_size;
+  const auto k = static_cast<std::int64_t>(spec_.experts_per_token);
+  std::vector<std::int64_t> slots;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const std::int32_t e = order[i];
+    // The next expert's read (if it misses) overlaps this one's packing and compute; this one's,
+    // started first, keeps its place ahead of it.
+    store_->expect(BlockId::routed(layer, e));
+    if (i + 1 < order.size()) store_->expect(BlockId::routed(layer, order[i + 1]));
+    slots.clear();
+    for (std::int64_t s = 0; s < rows * k; ++s)
+      if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);
+    const auto m = static_cast<std::int64_t>(slots.size());
+    float* gathered = take(work_.gathered, m * hidden);
+    for (std::int64_t j = 0; j < m; ++j)
+      std::memcpy(gathered + j * hidden, h + (slots[j] / k) * hidden,
+                  static_cast<std::size_t>(hidden) * sizeof(float));
+    float* gate_up = take(work_.expert_gate_up, m * 2 * ffn);
+    float* activated = take(work_.expert_activated, m * ffn);
+    float* down = take(work_.expert_down, m * hidden);
+    const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
+    std::erase(unacquired, payload);
+    const auto& expert = static_cast<const ExpertWeights&>(*payload);
+    matmul_.multiply(gathered, m, expert.gate_up, gate_up);
+    kernels::silu_mul(gate_up, activated, m, ffn);
+    matmul_.multiply(activated, m, expert.down, down);
+    for (std::int64_t j = 0; j < m; ++j)
+      std::memcpy(slot_out + slots[j] * hidden, down + j * hidden,
+                  static_cast<std::size_t>(hidden) * sizeof(float));
+  }
+}
+
+// One token's experts when every one is resident and they split evenly over the compute
+// threads: acquired in the order experts_one_by_one asks for them (the tier sees the same
+// requests), then computed in one parallel region, each whole on one thread
+// (CpuMatmul::expert_ffns), rather than in two regions per expert. Slot i is order[i] (one row:
+// routing order). False, having acquired nothing, where that does not apply.
+bool Engine::experts_in_one_region(std::int32_t layer, std::span<const std::int32_t> order,
+                                   const float* h, float* slot_out,
+                                   std::vector<memtier::Payload>& unacquired) {
+  const auto threads = static_cast<std::size_t>(kernels::compute_threads());
+  if (threads < 2 || order.size() % threads != 0) return false;
+  const std::vector<memtier::Payload> resident = store_->hold_resident(layer, order);
+  if (resident.size() != order.size()) return false;
+  std::vector<kernels::CpuMatmul::ExpertFfn> jobs;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const auto& expert = static_cast<const ExpertWeights&>(*resident[i]);
+    jobs.push_back({&expert.gate_up, &expert.down, h,
+                    slot_out + static_cast<std::int64_t>(i) * spec_.hidden_size});
+  }
+  if (!kernels::CpuMatmul::can_run_expert_ffns(jobs)) return false;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    store_->expect(BlockId::routed(layer, order[i]));
+    if (i + 1 < order.size()) store_->expect(BlockId::routed(layer, order[i + 1]));
+    std::erase(unacquired, store_->acquire(BlockId::routed(layer, order[i])));
+  }
+  kernels::CpuMatmul::expert_ffns(jobs);
+  return true;
+}
+
 void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const float* h,
                  std::int64_t rows, float* out) {
   const std::int64_t hidden = spec_.hidden_size;
-  const std::int64_t ffn = spec_.intermediate_size;
   const int k = static_cast<int>(spec_.experts_per_token);
   const int n_experts = static_cast<int>(spec_.num_experts);
   const auto layer = static_cast<std::int32_t>(layer_index);
@@ -589,34 +654,8 @@ void Engine::moe(std::int64_t layer_index, const DenseWeights& weights, const fl
   // Outputs land per (row, slot) so the weighted sum always adds in slot order, whatever order
   // the experts ran in.
   float* slot_out = take(work_.slot_out, rows * k * hidden);
-  std::vector<std::int64_t> slots;
-  for (std::size_t i = 0; i < order.size(); ++i) {
-    const std::int32_t e = order[i];
-    // The next expert's read (if it misses) overlaps this one's packing and compute; this one's,
-    // started first, keeps its place ahead of it.
-    store_->expect(BlockId::routed(layer, e));
-    if (i + 1 < order.size()) store_->expect(BlockId::routed(layer, order[i + 1]));
-    slots.clear();
-    for (std::int64_t s = 0; s < rows * k; ++s)
-      if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);
-    const auto m = static_cast<std::int64_t>(slots.size());
-    float* gathered = take(work_.gathered, m * hidden);
-    for (std::int64_t i = 0; i < m; ++i)
-      std::memcpy(gathered + i * hidden, h + (slots[i] / k) * hidden,
-                  static_cast<std::size_t>(hidden) * sizeof(float));
-    float* gate_up = take(work_.expert_gate_up, m * 2 * ffn);
-    float* activated = take(work_.expert_activated, m * ffn);
-    float* down = take(work_.expert_down, m * hidden);
-    const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
-    std::erase(unacquired, payload);
-    const auto& expert = static_cast<const ExpertWeights&>(*payload);
-    matmul_.multiply(gathered, m, expert.gate_up, gate_up);
-    kernels::silu_mul(gate_up, activated, m, ffn);
-    matmul_.multiply(activated, m, expert.down, down);
-    for (std::int64_t i = 0; i < m; ++i)
-      std::memcpy(slot_out + slots[i] * hidden, down + i * hidden,
-                  static_cast<std::size_t>(hidden) * sizeof(float));
-  }
+  if (rows != 1 || !experts_in_one_region(layer, order, h, slot_out, unacquired))
+    experts_one_by_one(layer, order, chosen, h, rows, slot_out, unacquired);
   store_->settle(layer);
   std::fill(out, out + rows * hidden, 0.0f);
   for (std::int64_t r = 0; r < rows; ++r)

@@ -108,6 +108,20 @@ class CpuMatmul {
   // y[m, N] = x[m, K] * W^T. A batched weight takes x as [batch, m, K] and gives y as
   // [batch, m, N], each matrix applied to its own m rows.
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
+  // One row's gated FFN per job: out = down(silu(gate) * up), where gate_up stacks gate over up
+  // (each [ffn, K]) and down is [N, ffn]. Decode computes a token's k experts so: the jobs go
+  // whole to the OpenMP threads in turn (job j to thread j % threads) in one parallel region,
+  // where multiply() + silu_mul() + multiply() per expert would open 2k regions, each waking the
+  // other threads. Quantized weights only (each thread quantizes into its own scratch; oneDNN's
+  // primitives are not run from inside a region); gives their results bit for bit.
+  struct ExpertFfn {
+    const PackedWeight* gate_up;
+    const PackedWeight* down;
+    const float* x;
+    float* out;
+  };
+  static bool can_run_expert_ffns(std::span<const ExpertFfn> jobs);
+  static void expert_ffns(std::span<const ExpertFfn> jobs);
   // The implementation that computes this shape: oneDNN's choice, e.g. "brg:avx512_core_bf16",
   // or moed's ("moed avx512_vnni q4_K row tiles", "moed avx512 bf16 panels").
   std::string implementation(std::int64_t m, const PackedWeight& weight);
@@ -128,6 +142,10 @@ class CpuMatmul {
   using ShapeKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, DType>;  // m, N, K, dtype
   dnnl::memory::desc packed_desc(std::int64_t rows, std::int64_t cols, DType dtype);
   dnnl::matmul& primitive(std::int64_t m, const PackedWeight& weight);
+  // A quantized, unbatched weight times the m rows of x, quantized into `scratch`: the row tiles
+  // of each segment in turn.
+  static void multiply_quantized(const float* x, std::int64_t m, const PackedWeight& weight,
+                                 float* y, std::vector<QuantizedActivations>& scratch);
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
   // Packs with moed's own transpose (parts in the compute dtype, any number).

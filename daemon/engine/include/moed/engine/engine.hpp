@@ -218,6 +218,15 @@ class Engine {
   // A gated MLP (silu(gate) * up, then down) over rows, written to out.
   void gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,
                  const float* h, std::int64_t rows, float* out);
+  // A layer's routed experts (order: as moe() asks memtier for them), written per (row, slot)
+  // to slot_out [rows * k, hidden]: one expert at a time, or for one token, when every expert is
+  // resident and they split evenly over the threads, all in one parallel region (false: not so).
+  void experts_one_by_one(std::int32_t layer, std::span<const std::int32_t> order,
+                          std::span<const int> chosen, const float* h, std::int64_t rows,
+                          float* slot_out, std::vector<memtier::Payload>& unacquired);
+  bool experts_in_one_region(std::int32_t layer, std::span<const std::int32_t> order,
+                             const float* h, float* slot_out,
+                             std::vector<memtier::Payload>& unacquired);
   // Routed experts plus the shared experts of a MoE layer: h -> out [rows, hidden].
   void moe(std::int64_t layer, const DenseWeights& weights, const float* h, std::int64_t rows,
            float* out);
