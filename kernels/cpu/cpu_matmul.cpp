@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -302,6 +303,8 @@ void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedW
 }
 
 bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
+  // With nested parallelism enabled each job's kernels would open a team of their own.
+  if (omp_get_max_active_levels() > 1) return false;
   for (const auto& job : jobs) {
     for (const PackedWeight* weight : {job.gate_up, job.down})
       if (weight->empty() || weight->batch_ != 1 || !is_quantized(weight->dtype_)) return false;
@@ -317,23 +320,32 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
         "CpuMatmul::expert_ffns: every job needs quantized, unbatched gate_up [2 * ffn, K] and "
         "down [N, ffn] weights");
   const auto count = static_cast<std::int64_t>(jobs.size());
+  // An exception may not leave a parallel region: the first is kept and thrown after it.
+  std::exception_ptr failure;
 #pragma omp parallel
   {
-    // Per thread, kept between calls: one region per MoE layer and token.
+    // Per thread, kept between calls (one region per MoE layer and token) and for the thread's
+    // life: a few expert widths of floats, outside the engine's memory stats.
     thread_local std::vector<QuantizedActivations> quantized;
     thread_local std::vector<float> projected, activated;
     const int threads = omp_get_num_threads();
-    for (std::int64_t j = omp_get_thread_num(); j < count; j += threads) {
-      const ExpertFfn& job = jobs[static_cast<std::size_t>(j)];
-      const std::int64_t ffn = job.down->cols_;
-      projected.resize(static_cast<std::size_t>(2 * ffn));
-      activated.resize(static_cast<std::size_t>(ffn));
-      // The kernels' own parallel loops run on this thread alone: a nested region is inactive.
-      multiply_quantized(job.x, 1, *job.gate_up, projected.data(), quantized);
-      silu_mul(projected.data(), activated.data(), 1, ffn);
-      multiply_quantized(activated.data(), 1, *job.down, job.out, quantized);
+    try {
+      for (std::int64_t j = omp_get_thread_num(); j < count; j += threads) {
+        const ExpertFfn& job = jobs[static_cast<std::size_t>(j)];
+        const std::int64_t ffn = job.down->cols_;
+        projected.resize(static_cast<std::size_t>(2 * ffn));
+        activated.resize(static_cast<std::size_t>(ffn));
+        // The kernels' own parallel loops run on this thread alone: a nested region is inactive.
+        multiply_quantized(job.x, 1, *job.gate_up, projected.data(), quantized);
+        silu_mul(projected.data(), activated.data(), 1, ffn);
+        multiply_quantized(activated.data(), 1, *job.down, job.out, quantized);
+      }
+    } catch (...) {
+#pragma omp critical(moed_expert_ffns_failure)
+      if (!failure) failure = std::current_exception();
     }
   }
+  if (failure) std::rethrow_exception(failure);
 }
 
 void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y) {

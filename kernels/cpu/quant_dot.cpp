@@ -155,7 +155,7 @@ Unpacked32 unpack32(GgmlType type, const std::byte* weights, std::int64_t b) {
 }
 
 float dot32_scalar(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
-                   const std::int32_t* x_sums, const float* x_mins, std::int64_t blocks) {
+                   const std::int32_t* x_sums, const float* x_q8_1_sums, std::int64_t blocks) {
   float acc[8] = {};
   for (std::int64_t b = 0; b < blocks; ++b) {
     std::int32_t isum = 0;
@@ -177,7 +177,7 @@ float dot32_scalar(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
       isum -= u.offset * x_sums[b];
       dw = f16_to_f32(u.d);
       term = static_cast<float>(isum) * (dw * dx);
-      if (u.has_min) term = term + f16_to_f32(u.m) * x_mins[b];
+      if (u.has_min) term = term + f16_to_f32(u.m) * x_q8_1_sums[b];
     }
     acc[b & 7] = acc[b & 7] + term;
   }

@@ -18,9 +18,9 @@ namespace moed::kernels::qdot {
 
 // A whole row of a 32-element format (q8_0, q4_0, q4_1, q5_0, q5_1) against Q8_0 activations.
 float dot32_avx2(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
-                 const std::int32_t* x_sums, const float* x_mins, std::int64_t blocks);
+                 const std::int32_t* x_sums, const float* x_q8_1_sums, std::int64_t blocks);
 float dot32_avx512(GgmlType type, const std::byte* weights, const BlockQ8_0* x,
-                   const std::int32_t* x_sums, const float* x_mins, std::int64_t blocks);
+                   const std::int32_t* x_sums, const float* x_q8_1_sums, std::int64_t blocks);
 
 // A run of super-blocks of a K-quant row (q4_K, q5_K, q6_K) against Q8_K activations: per
 // super-block the integer sums (sum over sub-blocks of scale * (quants . activations), and of
@@ -65,7 +65,8 @@ static inline float block_scale(float amax, bool has_nan) {
 }
 
 // What maps a block onto -127..127: 127 / amax, computed directly rather than as 1 / scale, as
-// llama.cpp's quantize_row_q8_0 / q8_1 / q8_K do, so the same activations give the same quants.
+// ggml's x86 quantize_row_q8_0 / q8_1 do (and quantize_row_q8_K_ref, up to a sign it applies to
+// quants and scale alike), so the same activations give the same quants.
 // Zero for a zero, NaN or infinite amax, and for one so small (below about 4e-37) that the
 // multiplier overflows; such blocks quantize to zeros.
 static inline float block_inverse(float amax, bool has_nan) {
@@ -74,8 +75,9 @@ static inline float block_inverse(float amax, bool has_nan) {
   return std::isfinite(inverse) ? inverse : 0.0f;
 }
 
-// A Q8_K block's scale: 1 / multiplier, as llama.cpp's quantize_row_q8_K stores it (an ulp off
-// amax / 127 at times); block_scale's NaN or zero where the multiplier is zero.
+// A Q8_K block's scale: 1 / multiplier, as ggml's quantize_row_q8_K stores it (an ulp off
+// amax / 127 at times). Where the multiplier is zero the block's quants are zeros, and the scale
+// is block_scale's: NaN for a NaN, amax / 127 otherwise (0, infinite, or too small to invert).
 static inline float super_block_scale(float amax, bool has_nan, float inverse) {
   return inverse > 0 ? 1.0f / inverse : block_scale(amax, has_nan);
 }

@@ -282,9 +282,9 @@ float legacy_row(GgmlType type, const std::byte* tile, std::int64_t blocks, int 
     std::uint16_t d;
     std::memcpy(&d, block + 2 * r, sizeof d);
     const float dx = f16_to_f32(x.q8_0[b].d);
-    const std::int32_t xsum = x.q8_0_sums[b];
     if (!legacy_has_min(type)) {
-      acc = acc + static_cast<float>(isum - (five ? 16 : 8) * xsum) * (f16_to_f32(d) * dx);
+      const std::int32_t offset = (five ? 16 : 8) * x.q8_0_sums[b];
+      acc = acc + static_cast<float>(isum - offset) * (f16_to_f32(d) * dx);
       continue;
     }
     std::uint16_t m;

@@ -8,6 +8,7 @@ What the tests use: loading a GGUF file (tensors validated), tokenizing and deto
 vocabulary, the logits of every position of one batch, llama-quantize's quantizer and the model
 saver;
 scripts/bench-llamacpp.py times llama.cpp's prefill and decode."""
+import contextlib
 import ctypes as C
 import os
 import time
@@ -185,35 +186,29 @@ class LlamaCpp:
         finally:
             self.free_model(model)
 
-    def logits(self, path, tokens, threads=2):
-        """[len(tokens), vocab] logits of one batch from position 0, with an f32 KV cache and
-        no flash attention (so the attention itself is computed in f32, as moed's f32 cache)."""
-        model = self._load(path, vocab_only=False)
+    @contextlib.contextmanager
+    def _session(self, path, positions, batch_tokens, threads, exact):
+        """A model, a context for `positions` and batches of up to batch_tokens, and the
+        vocabulary size; exact: an f32 KV cache, no flash attention (the attention itself in f32,
+        as moed's f32 cache) and ggml's plain kernels rather than the repacked ones it picks by
+        CPU generation, else llama.cpp's defaults (f16 cache, flash attention when it helps,
+        repacked kernels)."""
+        model = self._load(path, vocab_only=False, repack=not exact)
         context = None
         batch = None
         try:
             params = self.context_default()
-            params.n_ctx = params.n_batch = params.n_ubatch = max(64, len(tokens))
+            params.n_ctx = max(64, positions)
+            params.n_batch = params.n_ubatch = batch_tokens
             params.n_threads = params.n_threads_batch = threads
-            params.type_k = params.type_v = GGML_TYPE_F32
-            params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED
+            if exact:
+                params.type_k = params.type_v = GGML_TYPE_F32
+                params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED
             context = self.new_context(model, params)
             if not context:
                 raise RuntimeError("llama.cpp: no context for %s:\n%s" % (path, self.log_tail()))
-            vocab = self.vocab_size(self.model_vocab(model))
-            batch = self.batch_init(len(tokens), 0, 1)
-            for i, token in enumerate(tokens):
-                batch.token[i] = token
-                batch.pos[i] = i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = 1
-            batch.n_tokens = len(tokens)
-            status = self.decode(context, batch)
-            if status != 0:
-                raise RuntimeError("llama_decode on %s: %d\n%s" % (path, status, self.log_tail()))
-            return np.array([np.ctypeslib.as_array(self.logits_of(context, i), (vocab,))
-                             for i in range(len(tokens))])
+            batch = self.batch_init(batch_tokens, 0, 1)
+            yield context, batch, self.vocab_size(self.model_vocab(model))
         finally:
             if batch is not None:
                 self.batch_free(batch)
@@ -221,25 +216,22 @@ class LlamaCpp:
                 self.free_context(context)
             self.free_model(model)
 
+    def logits(self, path, tokens, threads=2):
+        """[len(tokens), vocab] logits of one batch from position 0, computed exactly (see
+        _session)."""
+        with self._session(path, len(tokens), len(tokens), threads,
+                           exact=True) as (context, batch, vocab):
+            self._decode_at(context, batch, tokens, 0, every_output=True)
+            return np.array([np.ctypeslib.as_array(self.logits_of(context, i), (vocab,))
+                             for i in range(len(tokens))])
+
     def time_generation(self, path, prompt_tokens, decode_steps, threads, rounds):
         """Seconds of each round's prefill of prompt_tokens ids (one batch, spread over the
         vocabulary) and of decode_steps greedy steps after it (one token per llama_decode), with
-        llama.cpp's defaults otherwise (mmap, f16 KV cache, flash attention when it helps); the
-        cache is cleared between rounds."""
-        model = self._load(path, vocab_only=False)
-        context = None
-        batch = None
-        try:
-            vocab = self.vocab_size(self.model_vocab(model))
+        llama.cpp's defaults; the cache is cleared between rounds."""
+        with self._session(path, prompt_tokens + decode_steps, prompt_tokens, threads,
+                           exact=False) as (context, batch, vocab):
             prompt = [1 + (7919 * i) % (vocab - 1) for i in range(prompt_tokens)]
-            params = self.context_default()
-            params.n_ctx = len(prompt) + decode_steps + 16
-            params.n_batch = params.n_ubatch = len(prompt)
-            params.n_threads = params.n_threads_batch = threads
-            context = self.new_context(model, params)
-            if not context:
-                raise RuntimeError("llama.cpp: no context for %s:\n%s" % (path, self.log_tail()))
-            batch = self.batch_init(len(prompt), 0, 1)
             times = []
             for _ in range(rounds):
                 self.memory_clear(self.memory_of(context), True)
@@ -252,21 +244,16 @@ class LlamaCpp:
                     token = self._argmax(context, 0, vocab)
                 times.append((prefilled - start, time.perf_counter() - prefilled))
             return times
-        finally:
-            if batch is not None:
-                self.batch_free(batch)
-            if context:
-                self.free_context(context)
-            self.free_model(model)
 
-    def _decode_at(self, context, batch, tokens, first_position):
-        """Decodes tokens at positions first_position..., the last one's logits kept."""
+    def _decode_at(self, context, batch, tokens, first_position, every_output=False):
+        """Decodes tokens at positions first_position...; the logits of every one, or of the
+        last."""
         for i, token in enumerate(tokens):
             batch.token[i] = token
             batch.pos[i] = first_position + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = i == len(tokens) - 1
+            batch.logits[i] = every_output or i == len(tokens) - 1
         batch.n_tokens = len(tokens)
         status = self.decode(context, batch)
         if status != 0:

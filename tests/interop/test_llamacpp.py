@@ -17,7 +17,10 @@ block-format weights to int8 blocks as ggml does (Q8_0 blocks with Q8_1's fp16 s
 1e-6 elsewhere (an exp, a rope angle computed another way) now and then moves a value across a
 rounding boundary, and that position's logits then move by about 0.01-0.05 of their spread,
 later positions too through attention. So those files must agree within 0.05 at the median
-position and within 0.1 at nine positions in ten. llama.cpp also rounds the
+position and within 0.1 at nine positions in ten. A difference in the activations' rounding
+below that (Q8_1's fp16 sum, for one) is pinned by the kernels' unit tests instead
+(test_quant_dot). `moed logits` runs the prompt as one batch; decode's own paths are compared
+with the batched ones bit for bit by the engine's tests. llama.cpp also rounds the
 activations of f16 and bf16 weights to f16 / bf16, where moed keeps f32 (an f16 activation
 overflows past 65504), so a file holding either gets twice those bounds. A misread block, a
 wrong format or layout is off by far more (the test shows Q4_0 against Q5_0 failing). The 26-layer
@@ -27,6 +30,7 @@ Usage: test_llamacpp.py TEST_MODELS_DIR MOED_BINARY"""
 import functools
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,7 @@ from test_tokenizers import GGUF_PRE, PUBLISHED, TEXTS, published, write_gguf_to
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gguf_file as gg  # noqa: E402
 
+SKIPPED = 77  # ctest's SKIP_RETURN_CODE for this test
 PROMPT = ("Once upon a time, the quick brown fox jumps over the lazy dog 1234. "
           "The capital of France is Paris; it's 42 degrees!")
 SPLIT = "tiny-bytelevel-q6_k-00001-of-00003.gguf"
@@ -126,27 +131,40 @@ def moed_logits(path, tokens):
     return np.load(out).reshape(len(tokens), -1)
 
 
+def disagreement(path, theirs_path=None):
+    """Per position, the largest |difference| between moed's logits on path and llama.cpp's on
+    theirs_path (default: path itself), in units of the spread of llama.cpp's logits (about 1 in
+    the random tiny models, 3.3 in the trained default model)."""
+    theirs_path = theirs_path or path
+    tokens = llama_cpp().tokenize(theirs_path, [PROMPT], add_special=True)[0]
+    theirs = llama_cpp().logits(theirs_path, tokens)
+    ours = moed_logits(path, tokens)
+    if ours.shape != theirs.shape:
+        raise AssertionError("logits of shape %s against llama.cpp's %s" % (ours.shape,
+                                                                           theirs.shape))
+    return np.abs(ours - theirs).max(axis=1) / theirs.std()
+
+
+def bound_for(path):
+    """The median bound of path's weight types (None: f32, where every position must agree)."""
+    types = weight_types(path)
+    if types == {"f32"}:
+        return None
+    return 0.1 if types & ROUNDED_BY_LLAMA_CPP else 0.05
+
+
 class SameLogits(unittest.TestCase):
-    def agree(self, path, theirs_path=None):
-        """moed's logits on path against llama.cpp's on theirs_path (default: path itself)."""
-        theirs_path = theirs_path or path
-        tokens = llama_cpp().tokenize(theirs_path, [PROMPT], add_special=True)[0]
-        theirs = llama_cpp().logits(theirs_path, tokens)
-        ours = moed_logits(path, tokens)
-        self.assertEqual(ours.shape, theirs.shape)
-        # In units of the spread of llama.cpp's logits (about 1 in the random tiny models, 3.3
-        # in the trained default model).
-        rows = np.abs(ours - theirs).max(axis=1) / theirs.std()
-        types = weight_types(path)
+    def agree(self, path):
+        rows = disagreement(path)
         report = "%s (%s): per-position max |difference| / logits' std %s" % (
-            os.path.basename(path), ", ".join(sorted(types)),
+            os.path.basename(path), ", ".join(sorted(weight_types(path))),
             np.array2string(rows, precision=2, max_line_width=1000))
         print("%s: median %.2g, max %.2g of the logits' std" % (
             os.path.basename(path), np.median(rows), rows.max()), file=sys.stderr)
-        if types == {"f32"}:
+        bound = bound_for(path)
+        if bound is None:
             self.assertLess(rows.max(), 1e-4, report)
         else:
-            bound = 0.1 if types & ROUNDED_BY_LLAMA_CPP else 0.05
             self.assertLess(np.median(rows), bound, report)
             self.assertLessEqual((rows > 2 * bound).sum(), len(rows) // 10, report)
 
@@ -198,10 +216,11 @@ class SameLogits(unittest.TestCase):
                 self.assertIn("tensor '", result)
 
     def test_a_different_file_does_not_agree(self):
-        """The check above tells formats apart: moed's Q4_0 logits against llama.cpp's Q5_0."""
-        with self.assertRaises(AssertionError):
-            self.agree(llama_cpp_made("mixtral", "q4_0"),
-                       theirs_path=llama_cpp_made("mixtral", "q5_0"))
+        """The bound tells formats apart: moed's Q4_0 logits against llama.cpp's Q5_0 are far
+        beyond it."""
+        q4_0 = llama_cpp_made("mixtral", "q4_0")
+        rows = disagreement(q4_0, theirs_path=llama_cpp_made("mixtral", "q5_0"))
+        self.assertGreater(np.median(rows), 10 * bound_for(q4_0))
 
 
 def run_failing(command):
@@ -251,4 +270,8 @@ class SameTokens(unittest.TestCase):
 
 
 if __name__ == "__main__":
+    if platform.machine() != "x86_64":
+        # The only build of llama.cpp's libraries the package pins (an optional npm dependency).
+        print("test_llamacpp.py: skipped, llama.cpp's prebuilt libraries are x86-64 only")
+        sys.exit(SKIPPED)
     main("test_llamacpp.py")

@@ -380,7 +380,7 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
   // Block 2: the scale 0.0625 and its inverse 16 are exact, so these land exactly halfway.
   for (int i = 64; i < 96; ++i) x[i] = (static_cast<float>(i - 80) + 0.5f) * 0.0625f;
   x[95] = 127 * 0.0625f;
-  // Block 3: max |x| so small that 1 / scale overflows: the block quantizes to zeros.
+  // Block 3: max |x| so small that 127 / max |x| overflows: the block quantizes to zeros.
   for (int i = 96; i < 128; ++i) x[i] = 0.0f;
   x[97] = 1e-37f;
   // Blocks 4 and 5: a NaN and an infinity.

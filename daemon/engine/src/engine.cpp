@@ -547,8 +547,8 @@ void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::Pack
   matmul_.multiply(activated, rows, down, out);
 }
 
-// A token's experts, each acquired in turn (its read, if it misses, overlapping the expert
-// before) and run over every row routed to it.
+// A layer's experts for the rows routed to them, each acquired in turn (its read, if it misses,
+// overlapping the expert before) and run over every row routed to it.
 void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t> order,
                                 std::span<const int> chosen, const float* h, std::int64_t rows,
                                 float* slot_out, std::vector<memtier::Payload>& unacquired) {
@@ -586,10 +586,12 @@ void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t
 }
 
 // One token's experts when every one is resident and they split evenly over the compute
-// threads: acquired in the order experts_one_by_one asks for them (the tier sees the same
-// requests), then computed in one parallel region, each whole on one thread
-// (CpuMatmul::expert_ffns), rather than in two regions per expert. Slot i is order[i] (one row:
-// routing order). False, having acquired nothing, where that does not apply.
+// threads: acquired with the expect / acquire calls experts_one_by_one makes, in its order (the
+// tier sees the same requests: expect starts nothing for a resident block), then computed in one
+// parallel region, each whole on one thread (CpuMatmul::expert_ffns), rather than in two regions
+// per expert. The k payloads stay held through the compute, where the one-by-one path lets each
+// go after its own; a prefetch admitted meanwhile can only evict other blocks. Slot i is
+// order[i] (one row: routing order). False, having acquired nothing, where that does not apply.
 bool Engine::experts_in_one_region(std::int32_t layer, std::span<const std::int32_t> order,
                                    const float* h, float* slot_out,
                                    std::vector<memtier::Payload>& unacquired) {

@@ -113,7 +113,8 @@ class CpuMatmul {
   // whole to the OpenMP threads in turn (job j to thread j % threads) in one parallel region,
   // where multiply() + silu_mul() + multiply() per expert would open 2k regions, each waking the
   // other threads. Quantized weights only (each thread quantizes into its own scratch; oneDNN's
-  // primitives are not run from inside a region); gives their results bit for bit.
+  // primitives and the panels' own loops are not run from inside a region), and not with nested
+  // parallelism enabled; gives their results bit for bit.
   struct ExpertFfn {
     const PackedWeight* gate_up;
     const PackedWeight* down;

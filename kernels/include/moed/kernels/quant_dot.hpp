@@ -1,14 +1,14 @@
 #pragma once
 
 // Dot products of ggml-quantized weight rows with activations quantized per block to int8, as
-// ggml computes them: Q8_0 blocks (with their integer sums) against the 32-element formats,
-// Q8_K blocks (with 16-element sums) against the K-quants. Each block's products are summed in
-// integers; the float part follows one fixed order (block b adds into accumulator b % 8, the
-// eight summed pairwise at the end; for Q8_0 weights, the integer sum of elements 4j..4j+3 of
-// every block adds into accumulator j, which spares the SIMD paths a horizontal sum per block),
-// so the scalar, AVX2 and AVX-512 VNNI paths give the same float bit for bit. These row-by-row
-// kernels follow ggml's own block order; moed computes with row tiles (quant_tiles.hpp), which
-// the tests check against them.
+// ggml computes them: Q8_0 blocks (with their integer sums, and for q4_1 / q5_1 Q8_1's fp16
+// sum) against the 32-element formats, Q8_K blocks (with 16-element sums) against the K-quants.
+// Each block's products are summed in integers; the float part follows one fixed order (block b
+// adds into accumulator b % 8, the eight summed pairwise at the end; for Q8_0 weights, the integer
+// sum of elements 4j..4j+3 of every block adds into accumulator j, which spares the SIMD paths a
+// horizontal sum per block), so the scalar, AVX2 and AVX-512 VNNI paths give the same float bit for
+// bit. These row-by-row kernels follow ggml's own block order; moed computes with row tiles
+// (quant_tiles.hpp), which the tests check against them.
 
 #include <cstdint>
 #include <string_view>
@@ -36,8 +36,9 @@ QuantIsa best_quant_isa();
 // The path that runs when `isa` is asked for: `isa`, or the best below it this CPU has.
 QuantIsa usable_quant_isa(QuantIsa isa);
 
-// Quantizes x[0..n) (n a multiple of 32): scale max|x| / 127, round to nearest, never -128.
-// Every ISA's build gives the same blocks.
+// Quantizes x[0..n) (n a multiple of 32) as ggml's x86 builds do: each value times 127 / max|x|,
+// rounded to nearest even, never -128; the Q8_0 scale is max|x| / 127 in fp16, the Q8_K one
+// 1 / (127 / max|x|). Every ISA's build gives the same blocks.
 void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out,
                           QuantIsa isa = best_quant_isa());
 // Formats vec_dot handles: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
