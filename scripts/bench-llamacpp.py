@@ -12,7 +12,14 @@ f16 KV cache, its repacked kernels. moed runs with everything resident and a bf1
 The bench GGUF files: scripts/make-tiny-model.py --size bench --out build/bench-models/bench-mixtral
 then scripts/hf-to-gguf.py --model build/bench-models/bench-mixtral --type q8_0 (or q4_k_m, bf16)
 --out build/bench-models/bench-mixtral-q8_0.gguf. Prints one line per model and round, a summary
-per model, and with --json the rounds as JSON."""
+per model (medians: a round can go wrong), and with --json the rounds as JSON.
+
+On this 2-vCPU VM, llama.cpp's worker thread, which sleeps between graph computations once its
+short poll ends, took milliseconds to wake after the machine had idled for a second: a tiny
+model then decoded at 60 tokens/s instead of 1900, and about one bench-model round in six ran at
+a third of its usual rate. moed's workers spin (OMP_WAIT_POLICY=active). The bench models'
+8 ms tokens make that the exception rather than the rule; read the rounds, not only the
+medians."""
 import argparse
 import json
 import os
