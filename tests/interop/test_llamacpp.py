@@ -10,22 +10,23 @@
 - `moed tokenize` gives llama.cpp's ids, and text back, on every GGUF vocabulary: the test
   models' and the four published tokenizers converted to GGUF.
 
-"The same logits", measured in units of the standard deviation of llama.cpp's logits: f32 files
-agree to float rounding (1e-4) at every position. Both sides quantize the activations of
-block-format weights to int8 blocks as ggml does (Q8_0 blocks with Q8_1's fp16 sum for the
-32-element formats, Q8_K for the K-quants), but that rounding is discontinuous: a difference of
-1e-6 elsewhere (an exp, a rope angle computed another way) now and then moves a value across a
-rounding boundary, and that position's logits then move by about 0.01-0.05 of their spread,
-later positions too through attention. So those files must agree within 0.05 at the median
-position and within 0.1 at nine positions in ten. A difference in the activations' rounding
-below that (Q8_1's fp16 sum, for one) is pinned by the kernels' unit tests instead
-(test_quant_dot). `moed logits` runs the prompt as one batch; decode's own paths are compared
-with the batched ones bit for bit by the engine's tests. llama.cpp also rounds the
-activations of f16 and bf16 weights to f16 / bf16, where moed keeps f32 (an f16 activation
-overflows past 65504), so a file holding either gets twice those bounds. A misread block, a
-wrong format or layout is off by far more (the test shows Q4_0 against Q5_0 failing). The 26-layer
-DeepSeek-V2-Lite (the depth llama.cpp needs to recognize it) gathers more such steps than the
-bound allows, so it is compared in f32 only.
+"The same logits", in units of the standard deviation of llama.cpp's logits:
+- f32 files agree to float rounding (1e-4) at every position.
+- Quantized files: both sides quantize the activations of block-format weights to int8 blocks as
+  ggml does (Q8_0 blocks with Q8_1's fp16 sum for the 32-element formats, Q8_K for the
+  K-quants), but that rounding is discontinuous: a difference of 1e-6 elsewhere (an exp, a rope
+  angle computed another way) now and then moves a value across a rounding boundary, and that
+  position's logits then move by about 0.01-0.05 of their spread, later positions too through
+  attention. So they must agree within 0.1 at the median position (twice that step: a step
+  early in the prompt, which every later position inherits, stays inside on any CPU's kernels)
+  and within 0.2 at nine positions in ten. A misread block, a wrong format or layout is off by far more (the test
+  shows Q4_0 against Q5_0 failing); a difference in the rounding itself below that bound (Q8_1's
+  fp16 sum, for one) is pinned by the kernels' unit tests instead (test_quant_dot).
+- llama.cpp also rounds the activations of f16 and bf16 weights to f16 / bf16, where moed keeps
+  f32 (an f16 activation overflows past 65504), so a file holding either gets twice the bounds.
+The 26-layer DeepSeek-V2-Lite (the depth llama.cpp needs to recognize it) gathers more such
+steps than the bound allows, so it is compared in f32 only. `moed logits` runs the prompt as one
+batch; decode's own paths are compared with the batched one bit for bit by the engine's tests.
 Usage: test_llamacpp.py TEST_MODELS_DIR MOED_BINARY"""
 import functools
 import json
@@ -150,7 +151,7 @@ def bound_for(path):
     types = weight_types(path)
     if types == {"f32"}:
         return None
-    return 0.1 if types & ROUNDED_BY_LLAMA_CPP else 0.05
+    return 0.2 if types & ROUNDED_BY_LLAMA_CPP else 0.1
 
 
 class SameLogits(unittest.TestCase):
@@ -220,7 +221,7 @@ class SameLogits(unittest.TestCase):
         beyond it."""
         q4_0 = llama_cpp_made("mixtral", "q4_0")
         rows = disagreement(q4_0, theirs_path=llama_cpp_made("mixtral", "q5_0"))
-        self.assertGreater(np.median(rows), 10 * bound_for(q4_0))
+        self.assertGreater(np.median(rows), 5 * bound_for(q4_0))
 
 
 def run_failing(command):
