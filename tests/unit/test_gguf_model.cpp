@@ -371,6 +371,31 @@ TEST(GgufPlan, TheLlamaArchitectureSizesExpertsByFeedForwardLengthAlone) {
   }
 }
 
+TEST(GgufPlan, QwenExpertWidthZeroMeansFeedForwardLengthOverExpertsUsed) {
+  // llama.cpp's qwen2moe / qwen3moe: n_ff_exp when set and not 0, else n_ff / n_expert_used.
+  for (const std::uint32_t width : {0u, 16u}) {
+    TinyLlama tiny;
+    for (auto& kv : tiny.spec.kvs) {
+      if (kv.key == "general.architecture") kv.value = test::gguf_bytes::str("qwen3moe");
+      if (kv.key.starts_with("llama.")) kv.key = "qwen3moe." + kv.key.substr(6);
+      if (kv.key == "qwen3moe.feed_forward_length") kv.value = test::gguf_bytes::u32(16);
+    }
+    tiny.spec.add("qwen3moe.expert_feed_forward_length", test::kU32, test::gguf_bytes::u32(width));
+    tiny.tensor("blk.0.attn_q_norm.weight", {16});
+    tiny.tensor("blk.0.attn_k_norm.weight", {16});
+    for (auto& tensor : tiny.spec.tensors)
+      if (tensor.name.find("_exps.") != std::string::npos) {
+        tensor.dims = tensor.name.find("down") != std::string::npos
+                          ? std::vector<std::uint64_t>{16, 32, 2}
+                          : std::vector<std::uint64_t>{32, 16, 2};
+        tensor.data.resize(16 * 32 * 2 * 4);
+      }
+    TempGguf file(tiny.spec);
+    Engine engine(file.path, {});
+    EXPECT_EQ(engine.spec().intermediate_size, 16) << width;
+  }
+}
+
 TEST(GgufPlan, HostileAndUnsupportedValuesAreRefusedByKey) {
   auto with = [](const std::string& key, std::uint32_t type, std::string value) {
     TinyLlama tiny;
