@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_rows.hpp"
 #include "blocked_pack.hpp"
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/panel_matmul.hpp"
@@ -27,6 +28,11 @@ dt to_dnnl(DType dtype) {
 // Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
 // rather than grow without bound (each entry is a few KiB plus JIT code).
 constexpr std::size_t kMaxCachedPrimitives = 512;
+
+// Rows of x up to which moed's bf16 rows compute a bf16 weight rather than oneDNN: decode steps
+// and small decode batches, where a primitive call and its region cost most. Beyond, oneDNN's
+// brgemm reuses each weight line over more rows; the bits are the same either way.
+constexpr std::int64_t kBf16RowsAtMost = 4;
 
 // Bytes of `rows` quantized rows as CpuMatmul keeps them: in row tiles.
 std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
@@ -167,8 +173,10 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     packed.memory_ = dnnl::memory(desc, engine_);
   }
 
-  if (const auto layout = detail::blocked_layout(desc);
-      layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
+  const auto layout = detail::blocked_layout(desc);
+  if (layout && compute == DType::bf16 && detail::bf16_rows_match_onednn(cols))
+    packed.bf16_rows_n_block_ = layout->n_block;
+  if (layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
     if (source_is_compute) {
       pack_rows(parts, cols, *layout, packed);
     } else {
@@ -302,12 +310,22 @@ void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedW
   }
 }
 
+void CpuMatmul::multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,
+                                   float* y, std::vector<std::uint16_t>& scratch) {
+  scratch.resize(static_cast<std::size_t>(m * weight.cols_));
+  convert_f32_to_bf16(x, scratch.data(), scratch.size());
+  const detail::BlockedLayout layout{weight.cols_ / 2, weight.rows_, weight.bf16_rows_n_block_};
+  detail::bf16_rows(layout, weight.memory_.get_data_handle(), scratch.data(), m, y);
+}
+
 bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
   // With nested parallelism enabled each job's kernels would open a team of their own.
   if (omp_get_max_active_levels() > 1) return false;
   for (const auto& job : jobs) {
     for (const PackedWeight* weight : {job.gate_up, job.down})
-      if (weight->empty() || weight->batch_ != 1 || !is_quantized(weight->dtype_)) return false;
+      if (weight->empty() || weight->batch_ != 1 ||
+          !(is_quantized(weight->dtype_) || weight->bf16_rows_n_block_ != 0))
+        return false;
     if (job.gate_up->rows_ != 2 * job.down->cols_ || job.gate_up->cols_ != jobs[0].gate_up->cols_)
       return false;
   }
@@ -317,8 +335,8 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
 void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
   if (!can_run_expert_ffns(jobs))
     throw std::invalid_argument(
-        "CpuMatmul::expert_ffns: every job needs quantized, unbatched gate_up [2 * ffn, K] and "
-        "down [N, ffn] weights");
+        "CpuMatmul::expert_ffns: every job needs unbatched gate_up [2 * ffn, K] and down [N, ffn] "
+        "weights, quantized or in bf16 rows");
   const auto count = static_cast<std::int64_t>(jobs.size());
   // An exception may not leave a parallel region: the first is kept and thrown after it.
   std::exception_ptr failure;
@@ -327,7 +345,15 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
     // Per thread, kept between calls (one region per MoE layer and token) and for the thread's
     // life: a few expert widths of floats, outside the engine's memory stats.
     thread_local std::vector<QuantizedActivations> quantized;
+    thread_local std::vector<std::uint16_t> bf16_x;
     thread_local std::vector<float> projected, activated;
+    const auto apply = [&](const float* x, const PackedWeight& weight, float* y) {
+      if (is_quantized(weight.dtype_)) {
+        multiply_quantized(x, 1, weight, y, quantized);
+      } else {
+        multiply_bf16_rows(x, 1, weight, y, bf16_x);
+      }
+    };
     const int threads = omp_get_num_threads();
     try {
       for (std::int64_t j = omp_get_thread_num(); j < count; j += threads) {
@@ -336,9 +362,9 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
         projected.resize(static_cast<std::size_t>(2 * ffn));
         activated.resize(static_cast<std::size_t>(ffn));
         // The kernels' own parallel loops run on this thread alone: a nested region is inactive.
-        multiply_quantized(job.x, 1, *job.gate_up, projected.data(), quantized);
+        apply(job.x, *job.gate_up, projected.data());
         silu_mul(projected.data(), activated.data(), 1, ffn);
-        multiply_quantized(activated.data(), 1, *job.down, job.out, quantized);
+        apply(activated.data(), *job.down, job.out);
       }
     } catch (...) {
 #pragma omp critical(moed_expert_ffns_failure)
@@ -371,6 +397,10 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
     multiply_quantized(x, m, weight, y, quantized_input_);
     return;
   }
+  if (weight.bf16_rows_n_block_ != 0 && m <= kBf16RowsAtMost) {
+    multiply_bf16_rows(x, m, weight, y, bf16_input_);
+    return;
+  }
   auto& matmul = primitive(m, weight);
   void* src = const_cast<float*>(x);
   if (weight.dtype_ == DType::bf16) {
@@ -393,6 +423,8 @@ std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight
   if (weight.panels())
     return "moed " + std::string(panel_path_name(best_panel_path())) + " " +
            std::string(dtype_name(weight.dtype_)) + " panels";
+  if (weight.bf16_rows_n_block_ != 0 && m <= kBf16RowsAtMost)
+    return "moed avx512_bf16 rows in oneDNN's layout";
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
 }

@@ -174,7 +174,8 @@ TEST_P(PackBytes, EqualOneDnnReorder) {
   }
   CpuMatmul matmul;
   const auto packed = matmul.pack(parts, k);
-  const bool avx512_brgemm = matmul.implementation(1, packed).starts_with("brg:avx512_core");
+  // oneDNN's choice for a prefill-sized batch (moed may compute a decode row itself).
+  const bool avx512_brgemm = matmul.implementation(64, packed).starts_with("brg:avx512_core");
   EXPECT_EQ(matmul.packing(rows, k, dtype) == "moed avx512 transpose",
             moed_packer && avx512_brgemm);
 
@@ -215,6 +216,80 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PackBytes,
                                            PackShape{DType::bf16, 70, {100}, false},
                                            PackShape{DType::bf16, 24, {40, 40}, false},
                                            PackShape{DType::f32, 20, {50}, false}));
+
+// A few rows of a bf16 weight (decode) are computed by moed from oneDNN's layout with oneDNN's
+// arithmetic, where this CPU has AVX512-BF16 and oneDNN's brgemm computes the weight; the rows
+// oneDNN computes in a larger batch give the same bits. K covers one block, a block and a part
+// (768 = 512 + 256), two blocks of 512 (1024), and blocks of 1024 beyond (1408, 2816); N one and
+// several N blocks, and widths oneDNN may block otherwise (96, 80).
+struct Bf16RowsShape {
+  std::int64_t n, k;
+};
+class Bf16Rows : public ::testing::TestWithParam<Bf16RowsShape> {};
+
+TEST_P(Bf16Rows, DecodeRowsEqualTheRowsOfABatch) {
+  const auto [n, k] = GetParam();
+  const auto w16 = moed::test::to_bf16(
+      moed::test::random_floats(static_cast<std::size_t>(n * k), static_cast<unsigned>(n + k)));
+  CpuMatmul matmul;
+  const WeightPart part{w16.data(), DType::bf16, n};
+  const PackedWeight packed = matmul.pack(std::span(&part, 1), k);
+  const std::int64_t batch = 9;
+  if (matmul.implementation(batch, packed) == "brg:avx512_core_bf16" && n % 64 == 0) {
+    EXPECT_EQ(matmul.implementation(1, packed), "moed avx512_bf16 rows in oneDNN's layout");
+  }
+  const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * k), 5);
+  std::vector<float> all(static_cast<std::size_t>(batch * n));
+  matmul.multiply(x.data(), batch, packed, all.data());
+  for (std::int64_t m = 1; m <= 4; ++m) {
+    std::vector<float> few(static_cast<std::size_t>(m * n));
+    matmul.multiply(x.data(), m, packed, few.data());
+    for (std::size_t i = 0; i < few.size(); ++i)
+      ASSERT_EQ(std::bit_cast<std::uint32_t>(few[i]), std::bit_cast<std::uint32_t>(all[i]))
+          << m << " rows, row " << i / static_cast<std::size_t>(n) << " output "
+          << i % static_cast<std::size_t>(n) << " (" << matmul.implementation(m, packed) << ")";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Bf16Rows,
+                         ::testing::Values(Bf16RowsShape{64, 512}, Bf16RowsShape{192, 768},
+                                           Bf16RowsShape{128, 1024}, Bf16RowsShape{64, 1408},
+                                           Bf16RowsShape{256, 2816}, Bf16RowsShape{96, 1024},
+                                           Bf16RowsShape{80, 256}),
+                         [](const auto& info) {
+                           return "n" + std::to_string(info.param.n) + "_k" +
+                                  std::to_string(info.param.k);
+                         });
+
+// Decode's experts in one parallel region take bf16 weights that moed computes in rows, with the
+// bits of multiply, silu_mul and multiply one by one (which oneDNN gives for a batch, above).
+TEST(Bf16Rows, ExpertFfnsEqualTheirMultipliesOneByOne) {
+  const std::int64_t hidden = 256, ffn = 320;
+  CpuMatmul matmul;
+  const auto gate_up = moed::test::to_bf16(
+      moed::test::random_floats(static_cast<std::size_t>(2 * ffn * hidden), 21));
+  const auto down =
+      moed::test::to_bf16(moed::test::random_floats(static_cast<std::size_t>(hidden * ffn), 22));
+  const WeightPart gate_up_part{gate_up.data(), DType::bf16, 2 * ffn};
+  const WeightPart down_part{down.data(), DType::bf16, hidden};
+  const PackedWeight packed_gate_up = matmul.pack(std::span(&gate_up_part, 1), hidden);
+  const PackedWeight packed_down = matmul.pack(std::span(&down_part, 1), ffn);
+  const auto x = moed::test::random_floats(static_cast<std::size_t>(hidden), 23);
+  std::vector<float> out(static_cast<std::size_t>(hidden));
+  const CpuMatmul::ExpertFfn jobs[] = {{&packed_gate_up, &packed_down, x.data(), out.data()}};
+  if (matmul.implementation(1, packed_gate_up).find("moed") != 0) {
+    EXPECT_FALSE(CpuMatmul::can_run_expert_ffns(jobs));
+    GTEST_SKIP() << "moed does not compute bf16 rows on this CPU";
+  }
+  std::vector<float> projected(static_cast<std::size_t>(2 * ffn)),
+      activated(static_cast<std::size_t>(ffn)), expected(static_cast<std::size_t>(hidden));
+  matmul.multiply(x.data(), 1, packed_gate_up, projected.data());
+  silu_mul(projected.data(), activated.data(), 1, ffn);
+  matmul.multiply(activated.data(), 1, packed_down, expected.data());
+  ASSERT_TRUE(CpuMatmul::can_run_expert_ffns(jobs));
+  CpuMatmul::expert_ffns(jobs);
+  EXPECT_EQ(out, expected);
+}
 
 TEST(Matmul, F16WeightsComputeInF32) {
   const std::int64_t n = 8, k = 16;

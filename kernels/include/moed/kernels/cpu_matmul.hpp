@@ -67,6 +67,9 @@ class PackedWeight {
   std::vector<QuantizedSegment> segments_;  // quantized weights only; a batched one has one per
                                             // matrix, in order
   std::size_t storage_bytes_ = 0;           // storage_ without memory_
+  // N block of memory_'s layout where moed computes a few rows of a bf16 weight itself, with
+  // oneDNN's arithmetic (bf16_rows.hpp); 0 where only oneDNN can.
+  std::int64_t bf16_rows_n_block_ = 0;
   std::int64_t batch_ = 1;
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
@@ -77,7 +80,9 @@ class PackedWeight {
 // Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
 // every M, so one packed copy covers decode and prefill. Quantized weights are repacked into row
 // tiles and multiplied by moed's own kernels (quant_tiles.hpp), each row of x quantized per block
-// to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead. A row's
+// to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead. A few
+// rows (decode) of a bf16 weight are computed by moed from oneDNN's layout, with oneDNN's
+// arithmetic, where a check against oneDNN shows the bits equal (bf16_rows.hpp). A row's
 // result does not depend on the other rows. Not thread-safe: one per engine thread.
 class CpuMatmul {
  public:
@@ -147,6 +152,9 @@ class CpuMatmul {
   // of each segment in turn.
   static void multiply_quantized(const float* x, std::int64_t m, const PackedWeight& weight,
                                  float* y, std::vector<QuantizedActivations>& scratch);
+  // A bf16 weight with bf16_rows_n_block_ times m rows of x, converted into `scratch`.
+  static void multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,
+                                 float* y, std::vector<std::uint16_t>& scratch);
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
   // Packs with moed's own transpose (parts in the compute dtype, any number).

@@ -1,0 +1,76 @@
+// Built with AVX512-BF16; called only where the CPU has it (bf16_rows_match_onednn checks).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "bf16_rows.hpp"
+
+namespace moed::kernels::detail {
+namespace {
+
+constexpr int kRowsPerPass = 4;
+constexpr std::int64_t kLanes = 16;
+
+// Columns [first, first + 16 * kVectors) of one N block for `rows` rows of x. Unit u of the block
+// holds, for each of its n_block columns, the pair of K elements (2u, 2u + 1).
+template <int kVectors>
+void columns(const std::uint16_t* block, std::int64_t n_block, std::int64_t first, std::int64_t k,
+             std::int64_t k_block, const std::uint16_t* x, int rows, float* y,
+             std::int64_t y_stride) {
+  __m512 total[kRowsPerPass][kVectors];
+  for (std::int64_t start = 0; start < k; start += k_block) {
+    __m512 acc[kRowsPerPass][kVectors];
+    for (auto& row : acc)
+      for (auto& v : row) v = _mm512_setzero_ps();
+    const std::int64_t end = std::min(k, start + k_block);
+    for (std::int64_t unit = start / 2; unit < end / 2; ++unit) {
+      const std::uint16_t* line = block + (unit * n_block + first) * 2;
+      __m512bh w[kVectors];
+      for (int q = 0; q < kVectors; ++q) w[q] = (__m512bh)_mm512_loadu_si512(line + q * kLanes * 2);
+      for (int r = 0; r < rows; ++r) {
+        std::int32_t pair;
+        std::memcpy(&pair, x + r * k + unit * 2, sizeof(pair));
+        const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+        for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], w[q], xv);
+      }
+    }
+    for (int r = 0; r < rows; ++r)
+      for (int q = 0; q < kVectors; ++q)
+        total[r][q] = start == 0 ? acc[r][q] : _mm512_add_ps(total[r][q], acc[r][q]);
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int q = 0; q < kVectors; ++q) _mm512_storeu_ps(y + r * y_stride + q * kLanes, total[r][q]);
+}
+
+}  // namespace
+
+void bf16_rows_block_avx512(const BlockedLayout& layout, const std::uint16_t* weights,
+                            std::int64_t n_block_index, const std::uint16_t* x, std::int64_t m,
+                            float* y) {
+  const std::int64_t k = layout.k_units * 2;
+  const std::int64_t k_block = onednn_bf16_k_block(k);
+  const std::uint16_t* block = weights + n_block_index * layout.n_block * k;
+  for (std::int64_t i = 0; i < m; i += kRowsPerPass) {
+    const int rows = static_cast<int>(std::min<std::int64_t>(kRowsPerPass, m - i));
+    for (std::int64_t first = 0; first < layout.n_block; first += 4 * kLanes) {
+      float* out = y + i * layout.rows + n_block_index * layout.n_block + first;
+      const std::uint16_t* xi = x + i * k;
+      switch ((layout.n_block - first) / kLanes) {
+        case 1:
+          columns<1>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          break;
+        case 2:
+          columns<2>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          break;
+        case 3:
+          columns<3>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          break;
+        default:
+          columns<4>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+      }
+    }
+  }
+}
+
+}  // namespace moed::kernels::detail
