@@ -1,4 +1,4 @@
-// Built with AVX512-BF16; called only where the CPU has it (bf16_rows_match_onednn checks).
+// Built with AVX512-BF16; called only where the CPU has it (cpu_has_bf16_dot).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -45,29 +45,28 @@ void columns(const std::uint16_t* block, std::int64_t n_block, std::int64_t firs
 
 }  // namespace
 
-void bf16_rows_block_avx512(const BlockedLayout& layout, const std::uint16_t* weights,
-                            std::int64_t n_block_index, const std::uint16_t* x, std::int64_t m,
-                            float* y) {
-  const std::int64_t k = layout.k_units * 2;
+void bf16_rows_block_avx512(std::int64_t k, std::int64_t n, std::int64_t n_block,
+                            const std::uint16_t* weights, std::int64_t n_block_index,
+                            const std::uint16_t* x, std::int64_t m, float* y) {
   const std::int64_t k_block = onednn_bf16_k_block(k);
-  const std::uint16_t* block = weights + n_block_index * layout.n_block * k;
+  const std::uint16_t* block = weights + n_block_index * n_block * k;
   for (std::int64_t i = 0; i < m; i += kRowsPerPass) {
     const int rows = static_cast<int>(std::min<std::int64_t>(kRowsPerPass, m - i));
-    for (std::int64_t first = 0; first < layout.n_block; first += 4 * kLanes) {
-      float* out = y + i * layout.rows + n_block_index * layout.n_block + first;
+    for (std::int64_t first = 0; first < n_block; first += 4 * kLanes) {
+      float* out = y + i * n + n_block_index * n_block + first;
       const std::uint16_t* xi = x + i * k;
-      switch ((layout.n_block - first) / kLanes) {
+      switch ((n_block - first) / kLanes) {
         case 1:
-          columns<1>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          columns<1>(block, n_block, first, k, k_block, xi, rows, out, n);
           break;
         case 2:
-          columns<2>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          columns<2>(block, n_block, first, k, k_block, xi, rows, out, n);
           break;
         case 3:
-          columns<3>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          columns<3>(block, n_block, first, k, k_block, xi, rows, out, n);
           break;
         default:
-          columns<4>(block, layout.n_block, first, k, k_block, xi, rows, out, layout.rows);
+          columns<4>(block, n_block, first, k, k_block, xi, rows, out, n);
       }
     }
   }

@@ -174,7 +174,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   }
 
   const auto layout = detail::blocked_layout(desc);
-  if (layout && compute == DType::bf16 && detail::bf16_rows_match_onednn(cols))
+  if (layout && compute == DType::bf16 && detail::cpu_has_bf16_dot())
     packed.bf16_rows_n_block_ = layout->n_block;
   if (layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
     if (source_is_compute) {
@@ -314,8 +314,53 @@ void CpuMatmul::multiply_bf16_rows(const float* x, std::int64_t m, const PackedW
                                    float* y, std::vector<std::uint16_t>& scratch) {
   scratch.resize(static_cast<std::size_t>(m * weight.cols_));
   convert_f32_to_bf16(x, scratch.data(), scratch.size());
-  const detail::BlockedLayout layout{weight.cols_ / 2, weight.rows_, weight.bf16_rows_n_block_};
-  detail::bf16_rows(layout, weight.memory_.get_data_handle(), scratch.data(), m, y);
+  detail::bf16_rows(weight.cols_, weight.rows_, weight.bf16_rows_n_block_,
+                    weight.memory_.get_data_handle(), scratch.data(), m, y);
+}
+
+detail::Bf16RowsShape CpuMatmul::bf16_rows_shape(const PackedWeight& weight) {
+  return {weight.cols_, weight.rows_, weight.bf16_rows_n_block_, omp_get_max_threads()};
+}
+
+bool CpuMatmul::moed_computes_bf16_rows(std::int64_t m, const PackedWeight& weight) {
+  if (weight.bf16_rows_n_block_ == 0 || m > kBf16RowsAtMost) return false;
+  const auto shape = bf16_rows_shape(weight);
+  switch (detail::bf16_rows_verdict(shape)) {
+    case detail::Bf16RowsVerdict::equal:
+      return true;
+    case detail::Bf16RowsVerdict::differ:
+      return false;
+    default:
+      break;
+  }
+  const bool equal = bf16_rows_equal_onednn(weight);
+  detail::record_bf16_rows_verdict(shape, equal);
+  return equal;
+}
+
+bool CpuMatmul::bf16_rows_equal_onednn(const PackedWeight& weight) {
+  // Activations over many binades, with signs, so that every rounding step of a chain shows.
+  std::vector<float> x(static_cast<std::size_t>(kBf16RowsAtMost * weight.cols_));
+  std::uint32_t state = 12345;
+  for (float& value : x) {
+    state = state * 1664525u + 1013904223u;
+    const float magnitude = static_cast<float>((state >> 8) & 0xFFFF) / 4096.0f + 0.01f;
+    value = (state & 1) ? -magnitude : magnitude;
+  }
+  std::vector<float> theirs(static_cast<std::size_t>(kBf16RowsAtMost * weight.rows_)),
+      ours(theirs.size());
+  std::vector<std::uint16_t> scratch;
+  try {
+    for (std::int64_t m = 1; m <= kBf16RowsAtMost; ++m) {
+      multiply_onednn(x.data(), m, weight, theirs.data());
+      multiply_bf16_rows(x.data(), m, weight, ours.data(), scratch);
+      const auto outputs = static_cast<std::size_t>(m * weight.rows_);
+      if (std::memcmp(theirs.data(), ours.data(), outputs * sizeof(float)) != 0) return false;
+    }
+  } catch (const dnnl::error&) {
+    return false;  // oneDNN cannot compute it at these rows: nothing to be equal to
+  }
+  return true;
 }
 
 bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
@@ -324,7 +369,9 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
   for (const auto& job : jobs) {
     for (const PackedWeight* weight : {job.gate_up, job.down})
       if (weight->empty() || weight->batch_ != 1 ||
-          !(is_quantized(weight->dtype_) || weight->bf16_rows_n_block_ != 0))
+          !(is_quantized(weight->dtype_) || (weight->bf16_rows_n_block_ != 0 &&
+                                             detail::bf16_rows_verdict(bf16_rows_shape(*weight)) ==
+                                                 detail::Bf16RowsVerdict::equal)))
         return false;
     if (job.gate_up->rows_ != 2 * job.down->cols_ || job.gate_up->cols_ != jobs[0].gate_up->cols_)
       return false;
@@ -397,10 +444,15 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
     multiply_quantized(x, m, weight, y, quantized_input_);
     return;
   }
-  if (weight.bf16_rows_n_block_ != 0 && m <= kBf16RowsAtMost) {
+  if (moed_computes_bf16_rows(m, weight)) {
     multiply_bf16_rows(x, m, weight, y, bf16_input_);
     return;
   }
+  multiply_onednn(x, m, weight, y);
+}
+
+void CpuMatmul::multiply_onednn(const float* x, std::int64_t m, const PackedWeight& weight,
+                                float* y) {
   auto& matmul = primitive(m, weight);
   void* src = const_cast<float*>(x);
   if (weight.dtype_ == DType::bf16) {
@@ -423,8 +475,7 @@ std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight
   if (weight.panels())
     return "moed " + std::string(panel_path_name(best_panel_path())) + " " +
            std::string(dtype_name(weight.dtype_)) + " panels";
-  if (weight.bf16_rows_n_block_ != 0 && m <= kBf16RowsAtMost)
-    return "moed avx512_bf16 rows in oneDNN's layout";
+  if (moed_computes_bf16_rows(m, weight)) return "moed avx512_bf16 rows in oneDNN's layout";
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();
 }

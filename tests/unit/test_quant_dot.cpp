@@ -21,6 +21,7 @@
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
+#include "random_data.hpp"
 
 using namespace moed::kernels;
 
@@ -211,7 +212,8 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
 
 // A token's experts in one parallel region: each job's output equals multiply, silu_mul and
 // multiply on its own, bit for bit, whatever the thread count and job count (an odd count
-// leaves one thread a job more); plain weights are not taken.
+// leaves one thread a job more), quantized and bf16 jobs together where moed computes bf16 rows
+// (AVX512-BF16); f32 weights are not taken.
 TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
   std::mt19937 rng(6);
   const std::int64_t hidden = 256, ffn = 256;
@@ -232,19 +234,27 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
     const WeightPart down_part[] = {{down.data(), *dtype_of(down_type), hidden}};
     experts.push_back({matmul.pack(gate_up, hidden), matmul.pack(down_part, ffn)});
   }
+  const auto bf16_gate_up = moed::test::to_bf16(random_activations(2 * ffn * hidden, rng));
+  const auto bf16_down = moed::test::to_bf16(random_activations(hidden * ffn, rng));
+  const WeightPart bf16_gate_up_part[] = {{bf16_gate_up.data(), DType::bf16, 2 * ffn}};
+  const WeightPart bf16_down_part[] = {{bf16_down.data(), DType::bf16, hidden}};
+  Expert bf16_expert{matmul.pack(bf16_gate_up_part, hidden), matmul.pack(bf16_down_part, ffn)};
+  if (matmul.implementation(1, bf16_expert.gate_up).starts_with("moed"))
+    experts.insert(experts.begin() + 1, std::move(bf16_expert));
   const auto x = random_activations(hidden, rng);
-  std::vector<std::vector<float>> expected;
-  for (const auto& expert : experts) {
-    std::vector<float> projected(2 * ffn), activated(ffn), out(hidden);
-    matmul.multiply(x.data(), 1, expert.gate_up, projected.data());
-    silu_mul(projected.data(), activated.data(), 1, ffn);
-    matmul.multiply(activated.data(), 1, expert.down, out.data());
-    expected.push_back(out);
-  }
   const int saved_threads = compute_threads();
   for (const int threads : {1, 2, 3})
     for (std::size_t count = 1; count <= experts.size(); ++count) {
       set_compute_threads(threads);
+      // One by one, at this thread count (which also checks the bf16 shapes for it).
+      std::vector<std::vector<float>> expected;
+      for (const auto& expert : experts) {
+        std::vector<float> projected(2 * ffn), activated(ffn), out(hidden);
+        matmul.multiply(x.data(), 1, expert.gate_up, projected.data());
+        silu_mul(projected.data(), activated.data(), 1, ffn);
+        matmul.multiply(activated.data(), 1, expert.down, out.data());
+        expected.push_back(out);
+      }
       std::vector<std::vector<float>> outs(count, std::vector<float>(hidden, -1.0f));
       std::vector<CpuMatmul::ExpertFfn> jobs;
       for (std::size_t j = 0; j < count; ++j)

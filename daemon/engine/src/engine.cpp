@@ -1083,10 +1083,14 @@ std::vector<std::vector<std::uint64_t>> Engine::activation_counts() const {
 }
 
 std::string Engine::matmul_implementation() {
-  const model::TensorInfo* gate = first_expert_gate();
-  if (!gate) return matmul_.implementation(1, lm_head_);
-  return matmul_.implementation(1, lm_head_) + ", experts packed by " +
-         matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
+  // Decode and prefill may differ: moed computes a few bf16 rows itself, oneDNN the rest.
+  const std::string decode = matmul_.implementation(1, lm_head_);
+  const std::string prefill = matmul_.implementation(256, lm_head_);
+  std::string text = decode == prefill ? decode : decode + " (decode), " + prefill + " (prefill)";
+  if (const model::TensorInfo* gate = first_expert_gate())
+    text += ", experts packed by " +
+            matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
+  return text;
 }
 
 const model::TensorInfo* Engine::first_expert_gate() const {

@@ -16,7 +16,8 @@
 namespace moed::kernels {
 namespace detail {
 struct BlockedLayout;
-}
+struct Bf16RowsShape;
+}  // namespace detail
 
 // A row-major [rows, cols] slice of a weight matrix as it lies in a checkpoint
 // (Hugging Face Linear layout: [out_features, in_features]).
@@ -67,8 +68,9 @@ class PackedWeight {
   std::vector<QuantizedSegment> segments_;  // quantized weights only; a batched one has one per
                                             // matrix, in order
   std::size_t storage_bytes_ = 0;           // storage_ without memory_
-  // N block of memory_'s layout where moed computes a few rows of a bf16 weight itself, with
-  // oneDNN's arithmetic (bf16_rows.hpp); 0 where only oneDNN can.
+  // N block of memory_'s layout where moed may compute a few rows of a bf16 weight itself, with
+  // oneDNN's arithmetic (bf16_rows.hpp), once a check for the shape agrees; 0 where only oneDNN
+  // can.
   std::int64_t bf16_rows_n_block_ = 0;
   std::int64_t batch_ = 1;
   std::int64_t rows_ = 0;
@@ -82,7 +84,8 @@ class PackedWeight {
 // tiles and multiplied by moed's own kernels (quant_tiles.hpp), each row of x quantized per block
 // to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead. A few
 // rows (decode) of a bf16 weight are computed by moed from oneDNN's layout, with oneDNN's
-// arithmetic, where a check against oneDNN shows the bits equal (bf16_rows.hpp). A row's
+// arithmetic, where a check against oneDNN on the weight's shape shows the bits equal
+// (bf16_rows.hpp). A row's
 // result does not depend on the other rows. Not thread-safe: one per engine thread.
 class CpuMatmul {
  public:
@@ -155,6 +158,16 @@ class CpuMatmul {
   // A bf16 weight with bf16_rows_n_block_ times m rows of x, converted into `scratch`.
   static void multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,
                                  float* y, std::vector<std::uint16_t>& scratch);
+  // oneDNN's primitive for m rows of a plain weight.
+  void multiply_onednn(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
+  static detail::Bf16RowsShape bf16_rows_shape(const PackedWeight& weight);
+  // Whether moed computes m rows of this weight (bf16 rows): only where, for its shape and this
+  // thread count, moed's rows have given oneDNN's bits; the first time a shape is asked, on this
+  // thread, by bf16_rows_equal_onednn.
+  bool moed_computes_bf16_rows(std::int64_t m, const PackedWeight& weight);
+  // 1 to kBf16RowsAtMost rows of varied activations through oneDNN and through moed's rows,
+  // compared bit for bit.
+  bool bf16_rows_equal_onednn(const PackedWeight& weight);
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
   // Packs with moed's own transpose (parts in the compute dtype, any number).

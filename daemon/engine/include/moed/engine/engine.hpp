@@ -183,7 +183,7 @@ class Engine {
   void set_policy(const std::string& policy);
   // Tokens routed to each expert so far: [layer][expert].
   std::vector<std::vector<std::uint64_t>> activation_counts() const;
-  // The matmul kernel for decode and how expert weights are packed for it, for logs.
+  // The matmul kernels for decode and prefill and how expert weights are packed, for logs.
   std::string matmul_implementation();
   // OpenMP threads every forward pass runs with, on whichever thread calls it.
   int compute_threads() const { return compute_threads_; }
