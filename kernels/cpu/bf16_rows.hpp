@@ -11,7 +11,7 @@ namespace moed::kernels::detail {
 // costs a primitive call and a parallel region per weight; moed's rows also run inside a region
 // of moed's own, where a decode step's experts go whole to the threads
 // (CpuMatmul::expert_ffns): on the Mixtral bench shapes two experts streamed at 65-71 GB/s in one
-// region against 43-50 as four oneDNN calls.
+// region against 43-50 as four calls, each its own region.
 //
 // oneDNN 2.6's avx512_core_bf16 brgemm computes each output as a chain of vdpbf16ps over K in
 // order (one pair of K elements per step), restarted from zero every K block, the blocks' sums
