@@ -31,7 +31,9 @@ void columns(const std::uint16_t* block, std::int64_t n_block, std::int64_t firs
       for (int r = 0; r < rows; ++r) {
         std::int32_t pair;
         std::memcpy(&pair, x + r * k + unit * 2, sizeof(pair));
-        const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+        // Not _mm512_set1_epi32: clang 16 recurses without end folding that broadcast into
+        // vdpbf16ps.
+        const __m512bh xv = (__m512bh)_mm512_broadcastd_epi32(_mm_cvtsi32_si128(pair));
         for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], w[q], xv);
       }
     }
