@@ -243,18 +243,18 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
     experts.insert(experts.begin() + 1, std::move(bf16_expert));
   const auto x = random_activations(hidden, rng);
   const int saved_threads = compute_threads();
-  for (const int threads : {1, 2, 3})
+  for (const int threads : {1, 2, 3}) {
+    set_compute_threads(threads);
+    // One by one, at this thread count (which also checks the bf16 shapes for it).
+    std::vector<std::vector<float>> expected;
+    for (const auto& expert : experts) {
+      std::vector<float> projected(2 * ffn), activated(ffn), out(hidden);
+      matmul.multiply(x.data(), 1, expert.gate_up, projected.data());
+      silu_mul(projected.data(), activated.data(), 1, ffn);
+      matmul.multiply(activated.data(), 1, expert.down, out.data());
+      expected.push_back(out);
+    }
     for (std::size_t count = 1; count <= experts.size(); ++count) {
-      set_compute_threads(threads);
-      // One by one, at this thread count (which also checks the bf16 shapes for it).
-      std::vector<std::vector<float>> expected;
-      for (const auto& expert : experts) {
-        std::vector<float> projected(2 * ffn), activated(ffn), out(hidden);
-        matmul.multiply(x.data(), 1, expert.gate_up, projected.data());
-        silu_mul(projected.data(), activated.data(), 1, ffn);
-        matmul.multiply(activated.data(), 1, expert.down, out.data());
-        expected.push_back(out);
-      }
       std::vector<std::vector<float>> outs(count, std::vector<float>(hidden, -1.0f));
       std::vector<CpuMatmul::ExpertFfn> jobs;
       for (std::size_t j = 0; j < count; ++j)
@@ -264,6 +264,7 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
       for (std::size_t j = 0; j < count; ++j)
         EXPECT_EQ(outs[j], expected[j]) << threads << " threads, " << count << " jobs, job " << j;
     }
+  }
   set_compute_threads(saved_threads);
 
   const auto plain = random_activations(hidden * ffn, rng);

@@ -85,8 +85,8 @@ class PackedWeight {
 // to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead. A few
 // rows (decode) of a bf16 weight are computed by moed from oneDNN's layout, with oneDNN's
 // arithmetic, where a check against oneDNN on the weight's shape shows the bits equal
-// (bf16_rows.hpp). A row's
-// result does not depend on the other rows. Not thread-safe: one per engine thread.
+// (bf16_rows.hpp). A row's result does not depend on the other rows. Not thread-safe: one per
+// engine thread.
 class CpuMatmul {
  public:
   CpuMatmul();
