@@ -354,6 +354,25 @@ void cache_table(const json& c) {
               static_cast<unsigned long long>(d.value("staging_bytes", std::uint64_t{0}) >> 20),
               d.value("staging_registered", false) ? "registered with io_uring" : "not registered",
               d.value("packing_seconds", 0.0));
+  if (d.contains("load_stages")) {
+    bool header = false;
+    for (const auto& [kind, stages] : d["load_stages"].items()) {
+      const auto loads = stages["loads"].get<std::uint64_t>();
+      if (loads == 0) continue;
+      if (!header)
+        std::printf(
+            "       a load's time, mean ms:  queued  reading  waiting for the packer  "
+            "packing\n");
+      header = true;
+      const auto mean_ms = [&](const char* key) {
+        return 1e3 * stages[key].get<double>() / static_cast<double>(loads);
+      };
+      std::printf("         %-14s %6llu   %6.2f  %7.2f  %22.2f  %7.2f\n", kind.c_str(),
+                  static_cast<unsigned long long>(loads), mean_ms("queued_seconds"),
+                  mean_ms("reading_seconds"), mean_ms("staged_seconds"),
+                  mean_ms("packing_seconds"));
+    }
+  }
   std::printf("\nlayer  hits     misses   hit rate  prefetch issued/hit/late/wasted\n");
   int l = 0;
   for (const auto& layer : c["layers"]) {

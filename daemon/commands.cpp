@@ -34,6 +34,29 @@ constexpr std::int64_t kDecodeRound = 16;
 // Long enough that the read reaches its steady rate, short enough to take before every round.
 constexpr std::uint64_t kRawProbeBytes = 256ull << 20;
 
+// The loads between two snapshots of the disk tier's counters, by kind (BlockLoader::LoadKind):
+// how many, and the mean time of each stage in milliseconds.
+nlohmann::json load_stages_json(const memtier::BlockLoader::Counters& before,
+                                const memtier::BlockLoader::Counters& after) {
+  using Loader = memtier::BlockLoader;
+  nlohmann::json out = nlohmann::json::object();
+  for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
+    const auto& a = after.stages[k];
+    const auto& b = before.stages[k];
+    const std::uint64_t loads = a.loads - b.loads;
+    const auto mean_ms = [&](double Loader::LoadStages::*stage) {
+      return loads ? 1e3 * (a.*stage - b.*stage) / static_cast<double>(loads) : 0.0;
+    };
+    out[Loader::name_of(static_cast<Loader::LoadKind>(k))] = {
+        {"loads", loads},
+        {"queued_ms", mean_ms(&Loader::LoadStages::queued_seconds)},
+        {"reading_ms", mean_ms(&Loader::LoadStages::reading_seconds)},
+        {"staged_ms", mean_ms(&Loader::LoadStages::staged_seconds)},
+        {"packing_ms", mean_ms(&Loader::LoadStages::packing_seconds)}};
+  }
+  return out;
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t mid = values.size() / 2;
@@ -379,6 +402,7 @@ int run_bench(const BenchArgs& args) {
       {"packing_bytes_per_s", materialize_seconds > 0 ? disk_bytes / materialize_seconds : 0.0},
       {"peak_rss_bytes", peak_rss},
       {"materialize_seconds", materialize_seconds},
+      {"load_stages", load_stages_json(disk_before, mem.disk)},
   };
   if (args.json) {
     std::cout << report.dump(2) << "\n";
@@ -434,6 +458,13 @@ int run_bench(const BenchArgs& args) {
     std::printf("packing                    %.2f GB/s (%.2f s turning read bytes into weights)\n",
                 materialize_seconds > 0 ? disk_bytes / materialize_seconds / 1e9 : 0.0,
                 materialize_seconds);
+    std::printf("a load's time, mean ms     queued  reading  waiting for the packer  packing\n");
+    for (const auto& [kind, stages] : report["load_stages"].items())
+      if (stages["loads"].get<std::uint64_t>() > 0)
+        std::printf("  %-14s %6llu     %6.2f  %7.2f  %22.2f  %7.2f\n", kind.c_str(),
+                    static_cast<unsigned long long>(stages["loads"].get<std::uint64_t>()),
+                    stages["queued_ms"].get<double>(), stages["reading_ms"].get<double>(),
+                    stages["staged_ms"].get<double>(), stages["packing_ms"].get<double>());
   }
   std::printf("peak RSS                   %s (excluding the bandwidth and disk probes' buffers)\n",
               memtier::format_byte_size(peak_rss).c_str());

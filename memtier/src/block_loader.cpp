@@ -34,6 +34,18 @@ double seconds_since(Clock::time_point start) {
 
 }  // namespace
 
+const char* BlockLoader::name_of(LoadKind kind) {
+  switch (kind) {
+    case LoadKind::demand:
+      return "demand";
+    case LoadKind::late_prefetch:
+      return "late_prefetch";
+    case LoadKind::prefetch:
+      return "prefetch";
+  }
+  return "?";
+}
+
 BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,
                          Materialize materialize, BlockLoaderOptions options)
     : source_(source),
@@ -83,6 +95,8 @@ std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
   job->block = block;
   job->priority = priority;
   job->sequence = next_sequence_++;
+  job->asked_as_demand = priority == Priority::demand;
+  job->asked = Clock::now();
   job->future = job->promise.get_future().share();
   if (on_loaded) job->on_loaded.push_back(std::move(on_loaded));
   jobs_.emplace(block, job);
@@ -165,6 +179,7 @@ void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
   while (auto next = next_read()) {
     const auto& job = next->job;
     job->started = true;
+    job->started_at = Clock::now();
     start_order_.push_back(job->sequence);
     if (next->error) {
       staged_.emplace(job->sequence, Staged{job, {}, {}, next->error});
@@ -214,6 +229,7 @@ void BlockLoader::read_loop() {
         auto node = reading_.extract(done.tag);
         Reading& reading = node.mapped();
         reading_bytes_ -= reading.bytes;
+        reading.job->landed_at = Clock::now();
         Staged staged{std::move(reading.job), {}, reading.region, std::move(done.error)};
         staged.loaded.buffer = std::move(reading.own);
         staged.loaded.ranges = std::move(done.ranges);
@@ -241,15 +257,19 @@ void BlockLoader::pack_loop() {
     Staged staged = std::move(staged_.extract(start_order_.front()).mapped());
     start_order_.pop_front();
     const bool urgent = staged.job->priority == Priority::demand;
+
+    const LoadKind kind = staged.job->asked_as_demand ? LoadKind::demand
+                          : urgent                    ? LoadKind::late_prefetch
+                                                      : LoadKind::prefetch;
     lock.unlock();
 
     Job& job = *staged.job;
     std::exception_ptr error = staged.error;
     Payload payload;
     double materialize_seconds = 0;
+    const auto packed_start = Clock::now();
     if (!error) {
       try {
-        const auto packed_start = Clock::now();
         payload = materialize_(job.block, staged.loaded, urgent);
         materialize_seconds = seconds_since(packed_start);
       } catch (...) {
@@ -261,6 +281,15 @@ void BlockLoader::pack_loop() {
       std::lock_guard relock(mutex_);
       arena_.release(staged.region);
       counters_.materialize_seconds += materialize_seconds;
+      if (!error) {
+        using Seconds = std::chrono::duration<double>;
+        auto& stages = counters_.stages[static_cast<std::size_t>(kind)];
+        ++stages.loads;
+        stages.queued_seconds += Seconds(job.started_at - job.asked).count();
+        stages.reading_seconds += Seconds(job.landed_at - job.started_at).count();
+        stages.staged_seconds += Seconds(packed_start - job.landed_at).count();
+        stages.packing_seconds += materialize_seconds;
+      }
     }
     wake_.notify_one();
 

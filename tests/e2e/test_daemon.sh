@@ -293,17 +293,21 @@ assert closed and time.time() - start < 3, 'slow client was not cut off'
 api http://moed/metrics | py "
 import re, sys
 names = set()
+loads = 0
 for line in sys.stdin.read().splitlines():
     if not line or line.startswith('#'): continue
     m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)', line)
     assert m, line
     float(m.group(3)); names.add(m.group(1))
+    if m.group(1) == 'moed_disk_loads_total': loads += float(m.group(3))
+    if m.group(1) == 'moed_disk_load_seconds_total': assert float(m.group(3)) >= 0, line
+assert loads > 0, 'no disk loads counted at a 50% budget'
 for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions', 'moed_host_hit_ratio',
           'moed_disk_read_bytes_total', 'moed_disk_staging_bytes', 'moed_host_used_bytes', 'moed_prefetch_accuracy',
           'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes', 'moed_host_bypasses_total',
           'moed_host_admission_refusals_total', 'moed_prefetch_predictions_total',
           'moed_prefetch_predictions_used_total', 'moed_prefetch_horizon_issued_total',
-          'moed_prefetch_outcomes_total'):
+          'moed_prefetch_outcomes_total', 'moed_disk_loads_total', 'moed_disk_load_seconds_total'):
     assert n in names, n
 " && pass "metrics parse" || fail "metrics"
 
@@ -378,7 +382,8 @@ streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
   ctl cache show | grep -q "^kv .*bf16, within the host budget" &&
   ctl cache show | grep -q "^1 layer ahead  *[0-9]" && ctl cache show | grep -q "pinned: L1:E3 by admin" &&
-  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0; assert [h['horizon'] for h in c['prefetch']['horizons']] == [1, 2]" &&
+  ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0; assert [h['horizon'] for h in c['prefetch']['horizons']] == [1, 2]; assert sorted(c['disk']['load_stages']) == ['demand', 'late_prefetch', 'prefetch']" &&
+  ctl cache show | grep -q "a load's time, mean ms" &&
   pass "moectl cache show (table and --json)" || fail "moectl cache show"
 ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
 ctl --json cache set --policy arc | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'arc'" && pass "moectl cache set --policy arc" || fail "cache set arc"

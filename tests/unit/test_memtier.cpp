@@ -762,6 +762,40 @@ TEST(BlockLoader, APrefetchMadeADemandQueuesBehindTheDemandsBeforeIt) {
   EXPECT_EQ(f.order, (std::vector<BlockId>{{0, 0}, {1, 0}, {0, 2}, {0, 1}}));
 }
 
+TEST(BlockLoader, CountsWhereEachKindOfLoadSpentItsTime) {
+  // The first prefetch's packing is held at the gate, the second waits staged behind it, and
+  // the demand and the prefetch made a demand wait queued for the arena meanwhile.
+  LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});
+  auto [first, second] = f.fill_pipeline();
+  auto demand = f.loader->load({0, 3}, BlockLoader::Priority::demand);
+  auto late = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
+  f.loader->prioritize({0, 1});
+  constexpr double kHeld = 0.05;
+  std::this_thread::sleep_for(std::chrono::duration<double>(kHeld));
+  f.gate.set_value();
+  for (auto* load : {&first, &second, &demand, &late}) load->get();
+
+  using Kind = BlockLoader::LoadKind;
+  const auto c = f.loader->counters();
+  const auto& prefetch = c.stages[static_cast<std::size_t>(Kind::prefetch)];
+  const auto& demanded = c.stages[static_cast<std::size_t>(Kind::demand)];
+  const auto& raised = c.stages[static_cast<std::size_t>(Kind::late_prefetch)];
+  EXPECT_EQ(prefetch.loads, 2u);
+  EXPECT_EQ(demanded.loads, 1u);
+  EXPECT_EQ(raised.loads, 1u);
+  EXPECT_GE(prefetch.packing_seconds, kHeld);  // the first, held while packing
+  EXPECT_GE(prefetch.staged_seconds, kHeld);   // the second, landed behind it
+  EXPECT_GE(demanded.queued_seconds, kHeld);   // no arena left to read into
+  EXPECT_GE(raised.queued_seconds, kHeld);
+  for (const auto& stages : c.stages)
+    for (const double seconds : {stages.queued_seconds, stages.reading_seconds,
+                                 stages.staged_seconds, stages.packing_seconds})
+      EXPECT_GE(seconds, 0.0);
+  EXPECT_NEAR(c.materialize_seconds,
+              prefetch.packing_seconds + demanded.packing_seconds + raised.packing_seconds, 1e-9);
+  EXPECT_STREQ(BlockLoader::name_of(Kind::late_prefetch), "late_prefetch");
+}
+
 TEST(BlockLoader, NextLayerPrefetchesStartBeforeFartherOnes) {
   // As above: the first two jobs fill the pipeline, so everything queued next waits.
   LoaderFixture f(true, {.staging_bytes = 128 << 10, .reading_bytes = 64 << 10});

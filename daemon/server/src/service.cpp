@@ -174,6 +174,23 @@ nlohmann::json horizons_json(
   return out;
 }
 
+// The disk tier's loads by kind (BlockLoader::LoadKind): how many, and the seconds they spent
+// in each stage, summed since the daemon started.
+nlohmann::json load_stages_json(const memtier::BlockLoader::Counters& disk) {
+  using Loader = memtier::BlockLoader;
+  nlohmann::json out = nlohmann::json::object();
+  for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
+    const auto& stages = disk.stages[k];
+    out[Loader::name_of(static_cast<Loader::LoadKind>(k))] = {
+        {"loads", stages.loads},
+        {"queued_seconds", stages.queued_seconds},
+        {"reading_seconds", stages.reading_seconds},
+        {"staged_seconds", stages.staged_seconds},
+        {"packing_seconds", stages.packing_seconds}};
+  }
+  return out;
+}
+
 }  // namespace
 
 Service::Service(Config config)
@@ -715,6 +732,28 @@ void Service::metrics(ResponseWriter& writer) {
            mem.disk.busy_seconds);
     metric("moed_disk_packing_seconds_total", "counter",
            "time spent turning read bytes into packed weights", mem.disk.materialize_seconds);
+    {
+      using Loader = memtier::BlockLoader;
+      out << "# HELP moed_disk_loads_total blocks loaded by the disk tier, by kind: demand, "
+             "late_prefetch (a prefetch compute came to need before it was packed), prefetch\n"
+             "# TYPE moed_disk_loads_total counter\n";
+      for (std::size_t k = 0; k < Loader::kLoadKinds; ++k)
+        out << "moed_disk_loads_total{kind=\"" << Loader::name_of(static_cast<Loader::LoadKind>(k))
+            << "\"} " << mem.disk.stages[k].loads << '\n';
+      out << "# HELP moed_disk_load_seconds_total time the disk tier's loads spent in each stage: "
+             "queued, reading, staged (waiting for the packer), packing\n"
+             "# TYPE moed_disk_load_seconds_total counter\n";
+      for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
+        const auto& stages = mem.disk.stages[k];
+        const char* kind = Loader::name_of(static_cast<Loader::LoadKind>(k));
+        for (const auto& [stage, seconds] : {std::pair{"queued", stages.queued_seconds},
+                                             std::pair{"reading", stages.reading_seconds},
+                                             std::pair{"staged", stages.staged_seconds},
+                                             std::pair{"packing", stages.packing_seconds}})
+          out << "moed_disk_load_seconds_total{kind=\"" << kind << "\",stage=\"" << stage << "\"} "
+              << seconds << '\n';
+      }
+    }
     metric("moed_disk_staging_bytes", "gauge",
            "host memory the disk tier reads blocks into before packing",
            static_cast<double>(mem.disk.staging_bytes));
@@ -833,6 +872,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"errors", mem.disk.errors},
                   {"busy_seconds", mem.disk.busy_seconds},
                   {"packing_seconds", mem.disk.materialize_seconds},
+                  {"load_stages", load_stages_json(mem.disk)},
                   {"staging_bytes", mem.disk.staging_bytes},
                   {"staging_registered", mem.disk.staging_registered}}},
                 {"dense_streamed", mem.dense_streamed},

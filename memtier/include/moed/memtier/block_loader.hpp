@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -66,10 +67,25 @@ class BlockLoader {
   bool cancel(BlockId block);
   bool pending(BlockId block) const;
 
+  // Where a load's time went, summed over the loads of one kind that produced a payload:
+  // queued (asked for, not yet reading: prefetches wait their turn, demands the arena),
+  // reading (first read started to last byte landed), staged (landed, waiting for the packer,
+  // which packs in the order reads started) and packing (materialize).
+  struct LoadStages {
+    std::uint64_t loads = 0;
+    double queued_seconds = 0, reading_seconds = 0, staged_seconds = 0, packing_seconds = 0;
+  };
+  // A load asked for as a demand; a prefetch that became one (prioritize, or a demand load of
+  // it) before its packing started, i.e. compute came to need it first; a prefetch packed as one.
+  enum class LoadKind { demand = 0, late_prefetch = 1, prefetch = 2 };
+  static constexpr std::size_t kLoadKinds = 3;
+  static const char* name_of(LoadKind kind);  // "demand", "late_prefetch", "prefetch"
+
   struct Counters {
     std::uint64_t reads = 0, bytes_read = 0, errors = 0, cancelled = 0;
     double busy_seconds = 0;  // time with reads in flight (throughput = bytes / busy)
     double materialize_seconds = 0;
+    std::array<LoadStages, kLoadKinds> stages{};  // by LoadKind
     std::string engine;
     std::uint64_t staging_bytes = 0;
     bool staging_registered = false;  // reads land in io_uring fixed buffers
@@ -81,6 +97,8 @@ class BlockLoader {
     BlockId block;
     Priority priority;
     std::uint64_t sequence;
+    bool asked_as_demand = false;
+    std::chrono::steady_clock::time_point asked, started_at, landed_at;
     bool started = false;
     std::promise<Payload> promise;
     std::shared_future<Payload> future;
