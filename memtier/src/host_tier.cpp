@@ -68,8 +68,10 @@ bool HostTier::admit(BlockId block, Payload payload, Admission admission) {
   std::lock_guard lock(mutex_);
   if (blocks_.contains(block)) return true;
   const std::uint64_t bytes = payload->bytes();
-  const auto incoming =
-      admission == Admission::filtered ? std::optional<BlockId>(block) : std::nullopt;
+  // An admin pinned it to keep it: the filter, which would weigh its few requests against a
+  // victim's, is not asked.
+  const bool filtered = admission == Admission::filtered && !pins_.contains(block);
+  const auto incoming = filtered ? std::optional<BlockId>(block) : std::nullopt;
   const Room room = bytes > budget_bytes_ ? Room::none : make_room(bytes, incoming);
   if (room != Room::made) {
     ++counters_.bypasses;

@@ -583,6 +583,20 @@ TEST(HostTier, AutomaticPinsKeepTheMostRequestedWithinTheirShareAndAdminPinsStay
   EXPECT_THROW(tier.set_auto_pin(1.5), std::invalid_argument);
 }
 
+TEST(HostTier, AnAdminPinnedBlockIsKeptWhenLoadedWhateverTheFilterThinks) {
+  HostTier tier(100, make_policy("tinylfu"));
+  const BlockId hot = BlockId::routed(0, 0), pinned = BlockId::routed(0, 1);
+  EXPECT_EQ(tier.lookup(hot), nullptr);
+  EXPECT_TRUE(tier.admit(hot, payload(100), HostTier::Admission::filtered));
+  for (int i = 0; i < 3; ++i) EXPECT_NE(tier.lookup(hot), nullptr);
+  tier.pin(pinned);  // not resident yet: kept from its next load on
+  EXPECT_EQ(tier.lookup(pinned), nullptr);
+  EXPECT_TRUE(tier.admit(pinned, payload(100), HostTier::Admission::filtered));
+  EXPECT_NE(tier.peek(pinned), nullptr);
+  EXPECT_EQ(tier.peek(hot), nullptr);
+  EXPECT_EQ(tier.counters().refusals, 0u);
+}
+
 TEST(HostTier, HonoursTheBudgetPinsAndBlocksInUse) {
   HostTier tier(300, make_policy("lru"));
   const BlockId a = BlockId::routed(0, 0), b = BlockId::routed(0, 1), c = BlockId::routed(0, 2);

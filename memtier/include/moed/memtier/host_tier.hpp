@@ -38,7 +38,7 @@ class HostTier {
   // be used and turning it away would only read it again.
   enum class Admission { unconditional, filtered };
   // Makes room by eviction and keeps the payload; false (a bypass) when it cannot fit within the
-  // budget or the filter prefers the victim.
+  // budget or the filter prefers the victim. A block an admin pinned skips the filter.
   bool admit(BlockId block, Payload payload, Admission admission = Admission::unconditional);
 
   // An admin's pin; unpin() also drops an automatic pin until the next choice.
