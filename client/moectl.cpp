@@ -360,15 +360,14 @@ void cache_table(const json& c) {
       const auto loads = stages["loads"].get<std::uint64_t>();
       if (loads == 0) continue;
       if (!header)
-        std::printf(
-            "       a load's time, mean ms:  queued  reading  waiting for the packer  "
-            "packing\n");
+        std::printf("       load stages, mean ms: %-15s %6s %7s %8s %19s %8s\n", "kind", "loads",
+                    "queued", "reading", "waiting to pack", "packing");
       header = true;
       const auto mean_ms = [&](const char* key) {
         return 1e3 * stages[key].get<double>() / static_cast<double>(loads);
       };
-      std::printf("         %-14s %6llu   %6.2f  %7.2f  %22.2f  %7.2f\n", kind.c_str(),
-                  static_cast<unsigned long long>(loads), mean_ms("queued_seconds"),
+      std::printf("                             %-15s %6llu %7.2f %8.2f %19.2f %8.2f\n",
+                  kind.c_str(), static_cast<unsigned long long>(loads), mean_ms("queued_seconds"),
                   mean_ms("reading_seconds"), mean_ms("staged_seconds"),
                   mean_ms("packing_seconds"));
     }

@@ -47,7 +47,7 @@ nlohmann::json load_stages_json(const memtier::BlockLoader::Counters& before,
     const auto mean_ms = [&](double Loader::LoadStages::*stage) {
       return loads ? 1e3 * (a.*stage - b.*stage) / static_cast<double>(loads) : 0.0;
     };
-    out[Loader::name_of(static_cast<Loader::LoadKind>(k))] = {
+    out[std::string(memtier::to_string(static_cast<Loader::LoadKind>(k)))] = {
         {"loads", loads},
         {"queued_ms", mean_ms(&Loader::LoadStages::queued_seconds)},
         {"reading_ms", mean_ms(&Loader::LoadStages::reading_seconds)},
@@ -458,10 +458,12 @@ int run_bench(const BenchArgs& args) {
     std::printf("packing                    %.2f GB/s (%.2f s turning read bytes into weights)\n",
                 materialize_seconds > 0 ? disk_bytes / materialize_seconds / 1e9 : 0.0,
                 materialize_seconds);
-    std::printf("a load's time, mean ms     queued  reading  waiting for the packer  packing\n");
+    std::printf("load stages, mean ms       %-15s %6s %7s %8s %19s %8s\n", "kind", "loads",
+                "queued", "reading", "waiting to pack", "packing");
     for (const auto& [kind, stages] : report["load_stages"].items())
       if (stages["loads"].get<std::uint64_t>() > 0)
-        std::printf("  %-14s %6llu     %6.2f  %7.2f  %22.2f  %7.2f\n", kind.c_str(),
+        std::printf("                           %-15s %6llu %7.2f %8.2f %19.2f %8.2f\n",
+                    kind.c_str(),
                     static_cast<unsigned long long>(stages["loads"].get<std::uint64_t>()),
                     stages["queued_ms"].get<double>(), stages["reading_ms"].get<double>(),
                     stages["staged_ms"].get<double>(), stages["packing_ms"].get<double>());

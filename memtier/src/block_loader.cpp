@@ -34,13 +34,13 @@ double seconds_since(Clock::time_point start) {
 
 }  // namespace
 
-const char* BlockLoader::name_of(LoadKind kind) {
+std::string_view to_string(BlockLoader::LoadKind kind) {
   switch (kind) {
-    case LoadKind::demand:
+    case BlockLoader::LoadKind::demand:
       return "demand";
-    case LoadKind::late_prefetch:
-      return "late_prefetch";
-    case LoadKind::prefetch:
+    case BlockLoader::LoadKind::raised_prefetch:
+      return "raised_prefetch";
+    case BlockLoader::LoadKind::prefetch:
       return "prefetch";
   }
   return "?";
@@ -96,7 +96,7 @@ std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
   job->priority = priority;
   job->sequence = next_sequence_++;
   job->asked_as_demand = priority == Priority::demand;
-  job->asked = Clock::now();
+  job->asked_at = Clock::now();
   job->future = job->promise.get_future().share();
   if (on_loaded) job->on_loaded.push_back(std::move(on_loaded));
   jobs_.emplace(block, job);
@@ -257,9 +257,8 @@ void BlockLoader::pack_loop() {
     Staged staged = std::move(staged_.extract(start_order_.front()).mapped());
     start_order_.pop_front();
     const bool urgent = staged.job->priority == Priority::demand;
-
     const LoadKind kind = staged.job->asked_as_demand ? LoadKind::demand
-                          : urgent                    ? LoadKind::late_prefetch
+                          : urgent                    ? LoadKind::raised_prefetch
                                                       : LoadKind::prefetch;
     lock.unlock();
 
@@ -281,15 +280,6 @@ void BlockLoader::pack_loop() {
       std::lock_guard relock(mutex_);
       arena_.release(staged.region);
       counters_.materialize_seconds += materialize_seconds;
-      if (!error) {
-        using Seconds = std::chrono::duration<double>;
-        auto& stages = counters_.stages[static_cast<std::size_t>(kind)];
-        ++stages.loads;
-        stages.queued_seconds += Seconds(job.started_at - job.asked).count();
-        stages.reading_seconds += Seconds(job.landed_at - job.started_at).count();
-        stages.staged_seconds += Seconds(packed_start - job.landed_at).count();
-        stages.packing_seconds += materialize_seconds;
-      }
     }
     wake_.notify_one();
 
@@ -308,6 +298,13 @@ void BlockLoader::pack_loop() {
             job.promise.set_exception(error);
           } else {
             counters_.bytes_read += source_.bytes(job.block);
+            using Seconds = std::chrono::duration<double>;
+            auto& stages = counters_.stages[static_cast<std::size_t>(kind)];
+            ++stages.loads;
+            stages.queued_seconds += Seconds(job.started_at - job.asked_at).count();
+            stages.reading_seconds += Seconds(job.landed_at - job.started_at).count();
+            stages.staged_seconds += Seconds(packed_start - job.landed_at).count();
+            stages.packing_seconds += materialize_seconds;
             job.promise.set_value(std::move(payload));
           }
           jobs_.erase(job.block);

@@ -137,7 +137,7 @@ limit = r["host_budget_bytes"] + 48 * 2**20 + r["staging_bytes"] + 3 * r["expert
 assert r["peak_rss_bytes"] <= limit, (r["peak_rss_bytes"], limit)
 assert 0 < r["host_hit_rate"] < 1 and r["decode_tokens_per_s"] > 0
 stages = r["load_stages"]
-assert sorted(stages) == ["demand", "late_prefetch", "prefetch"], stages
+assert sorted(stages) == ["demand", "prefetch", "raised_prefetch"], stages
 assert sum(s["loads"] for s in stages.values()) > 0, stages
 for s in stages.values():
     assert all(s[k] >= 0 for k in ("queued_ms", "reading_ms", "staged_ms", "packing_ms")), s

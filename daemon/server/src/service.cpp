@@ -181,7 +181,7 @@ nlohmann::json load_stages_json(const memtier::BlockLoader::Counters& disk) {
   nlohmann::json out = nlohmann::json::object();
   for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
     const auto& stages = disk.stages[k];
-    out[Loader::name_of(static_cast<Loader::LoadKind>(k))] = {
+    out[std::string(memtier::to_string(static_cast<Loader::LoadKind>(k)))] = {
         {"loads", stages.loads},
         {"queued_seconds", stages.queued_seconds},
         {"reading_seconds", stages.reading_seconds},
@@ -735,17 +735,18 @@ void Service::metrics(ResponseWriter& writer) {
     {
       using Loader = memtier::BlockLoader;
       out << "# HELP moed_disk_loads_total blocks loaded by the disk tier, by kind: demand, "
-             "late_prefetch (a prefetch compute came to need before it was packed), prefetch\n"
+             "raised_prefetch (a prefetch raised to a demand before it was packed), prefetch\n"
              "# TYPE moed_disk_loads_total counter\n";
       for (std::size_t k = 0; k < Loader::kLoadKinds; ++k)
-        out << "moed_disk_loads_total{kind=\"" << Loader::name_of(static_cast<Loader::LoadKind>(k))
-            << "\"} " << mem.disk.stages[k].loads << '\n';
+        out << "moed_disk_loads_total{kind=\""
+            << memtier::to_string(static_cast<Loader::LoadKind>(k)) << "\"} "
+            << mem.disk.stages[k].loads << '\n';
       out << "# HELP moed_disk_load_seconds_total time the disk tier's loads spent in each stage: "
              "queued, reading, staged (waiting for the packer), packing\n"
              "# TYPE moed_disk_load_seconds_total counter\n";
       for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
         const auto& stages = mem.disk.stages[k];
-        const char* kind = Loader::name_of(static_cast<Loader::LoadKind>(k));
+        const std::string_view kind = memtier::to_string(static_cast<Loader::LoadKind>(k));
         for (const auto& [stage, seconds] : {std::pair{"queued", stages.queued_seconds},
                                              std::pair{"reading", stages.reading_seconds},
                                              std::pair{"staged", stages.staged_seconds},

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "moed/memtier/host_tier.hpp"
@@ -67,7 +68,7 @@ class BlockLoader {
   bool cancel(BlockId block);
   bool pending(BlockId block) const;
 
-  // Where a load's time went, summed over the loads of one kind that produced a payload:
+  // Where a load's time went, summed over the loads of one kind that delivered a payload:
   // queued (asked for, not yet reading: prefetches wait their turn, demands the arena),
   // reading (first read started to last byte landed), staged (landed, waiting for the packer,
   // which packs in the order reads started) and packing (materialize).
@@ -75,11 +76,12 @@ class BlockLoader {
     std::uint64_t loads = 0;
     double queued_seconds = 0, reading_seconds = 0, staged_seconds = 0, packing_seconds = 0;
   };
-  // A load asked for as a demand; a prefetch that became one (prioritize, or a demand load of
-  // it) before its packing started, i.e. compute came to need it first; a prefetch packed as one.
-  enum class LoadKind { demand = 0, late_prefetch = 1, prefetch = 2 };
+  // A load asked for as a demand; a prefetch raised to a demand (prioritize(), or a demand
+  // load() of it) before its packing started; a prefetch packed as one. A raised prefetch is not
+  // a prefetch TieredStore scores "late": the engine raises the next expert's read one expert
+  // ahead (TieredStore::expect), and a read that lands before the layer asks scores a hit.
+  enum class LoadKind { demand = 0, raised_prefetch = 1, prefetch = 2 };
   static constexpr std::size_t kLoadKinds = 3;
-  static const char* name_of(LoadKind kind);  // "demand", "late_prefetch", "prefetch"
 
   struct Counters {
     std::uint64_t reads = 0, bytes_read = 0, errors = 0, cancelled = 0;
@@ -98,7 +100,7 @@ class BlockLoader {
     Priority priority;
     std::uint64_t sequence;
     bool asked_as_demand = false;
-    std::chrono::steady_clock::time_point asked, started_at, landed_at;
+    std::chrono::steady_clock::time_point asked_at, started_at, landed_at;
     bool started = false;
     std::promise<Payload> promise;
     std::shared_future<Payload> future;
@@ -155,5 +157,8 @@ class BlockLoader {
   std::map<std::uint64_t, Staged> staged_;  // by job sequence
   std::thread io_thread_, packer_thread_;
 };
+
+// "demand", "raised_prefetch" or "prefetch".
+std::string_view to_string(BlockLoader::LoadKind kind);
 
 }  // namespace moed::memtier
