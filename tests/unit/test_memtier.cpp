@@ -448,12 +448,22 @@ TEST(Policy, FrequencyAwarePoliciesKeepHotBlocksThroughAScan) {
   EXPECT_EQ(results[2].hits, 4u);
 }
 
-TEST(HostTier, AnAdmissionFilterRejectionIsABypassThatKeepsTheVictim) {
-  HostTier tier(100, make_policy("tinylfu"));
-  const BlockId hot = BlockId::routed(0, 0), cold = BlockId::routed(0, 1);
+namespace {
+
+// Fills a TinyLFU tier of one 100-byte block with `hot`, requested four times: the filter then
+// turns away a block requested once.
+void admit_hot_block(HostTier& tier, BlockId hot) {
   EXPECT_EQ(tier.lookup(hot), nullptr);
   EXPECT_TRUE(tier.admit(hot, payload(100), HostTier::Admission::filtered));
   for (int i = 0; i < 3; ++i) EXPECT_NE(tier.lookup(hot), nullptr);
+}
+
+}  // namespace
+
+TEST(HostTier, AnAdmissionFilterRejectionIsABypassThatKeepsTheVictim) {
+  HostTier tier(100, make_policy("tinylfu"));
+  const BlockId hot = BlockId::routed(0, 0), cold = BlockId::routed(0, 1);
+  admit_hot_block(tier, hot);
   EXPECT_EQ(tier.lookup(cold), nullptr);
   const Payload loaded = payload(100);
   EXPECT_FALSE(tier.admit(cold, loaded, HostTier::Admission::filtered));
@@ -586,9 +596,7 @@ TEST(HostTier, AutomaticPinsKeepTheMostRequestedWithinTheirShareAndAdminPinsStay
 TEST(HostTier, AnAdminPinnedBlockIsKeptWhenLoadedWhateverTheFilterThinks) {
   HostTier tier(100, make_policy("tinylfu"));
   const BlockId hot = BlockId::routed(0, 0), pinned = BlockId::routed(0, 1);
-  EXPECT_EQ(tier.lookup(hot), nullptr);
-  EXPECT_TRUE(tier.admit(hot, payload(100), HostTier::Admission::filtered));
-  for (int i = 0; i < 3; ++i) EXPECT_NE(tier.lookup(hot), nullptr);
+  admit_hot_block(tier, hot);
   tier.pin(pinned);  // not resident yet: kept from its next load on
   EXPECT_EQ(tier.lookup(pinned), nullptr);
   EXPECT_TRUE(tier.admit(pinned, payload(100), HostTier::Admission::filtered));
