@@ -34,29 +34,6 @@ constexpr std::int64_t kDecodeRound = 16;
 // Long enough that the read reaches its steady rate, short enough to take before every round.
 constexpr std::uint64_t kRawProbeBytes = 256ull << 20;
 
-// The loads between two snapshots of the disk tier's counters, by kind (BlockLoader::LoadKind):
-// how many, and the mean time of each stage in milliseconds.
-nlohmann::json load_stages_json(const memtier::BlockLoader::Counters& before,
-                                const memtier::BlockLoader::Counters& after) {
-  using Loader = memtier::BlockLoader;
-  nlohmann::json out = nlohmann::json::object();
-  for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
-    const auto& a = after.stages[k];
-    const auto& b = before.stages[k];
-    const std::uint64_t loads = a.loads - b.loads;
-    const auto mean_ms = [&](double Loader::LoadStages::*stage) {
-      return loads ? 1e3 * (a.*stage - b.*stage) / static_cast<double>(loads) : 0.0;
-    };
-    out[std::string(memtier::to_string(static_cast<Loader::LoadKind>(k)))] = {
-        {"loads", loads},
-        {"queued_ms", mean_ms(&Loader::LoadStages::queued_seconds)},
-        {"reading_ms", mean_ms(&Loader::LoadStages::reading_seconds)},
-        {"staged_ms", mean_ms(&Loader::LoadStages::staged_seconds)},
-        {"packing_ms", mean_ms(&Loader::LoadStages::packing_seconds)}};
-  }
-  return out;
-}
-
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t mid = values.size() / 2;
@@ -402,7 +379,7 @@ int run_bench(const BenchArgs& args) {
       {"packing_bytes_per_s", materialize_seconds > 0 ? disk_bytes / materialize_seconds : 0.0},
       {"peak_rss_bytes", peak_rss},
       {"materialize_seconds", materialize_seconds},
-      {"load_stages", load_stages_json(disk_before, mem.disk)},
+      {"load_stages", memtier::to_json(memtier::stages_since(disk_before.stages, mem.disk.stages))},
   };
   if (args.json) {
     std::cout << report.dump(2) << "\n";
@@ -460,13 +437,17 @@ int run_bench(const BenchArgs& args) {
                 materialize_seconds);
     std::printf("load stages, mean ms       %-15s %6s %7s %8s %19s %8s\n", "kind", "loads",
                 "queued", "reading", "waiting to pack", "packing");
-    for (const auto& [kind, stages] : report["load_stages"].items())
-      if (stages["loads"].get<std::uint64_t>() > 0)
+    for (const auto& [kind, stages] : report["load_stages"].items()) {
+      const auto loads = stages["loads"].get<std::uint64_t>();
+      const auto mean_ms = [&](const char* key) {
+        return 1e3 * stages[key].get<double>() / static_cast<double>(loads);
+      };
+      if (loads > 0)
         std::printf("                           %-15s %6llu %7.2f %8.2f %19.2f %8.2f\n",
-                    kind.c_str(),
-                    static_cast<unsigned long long>(stages["loads"].get<std::uint64_t>()),
-                    stages["queued_ms"].get<double>(), stages["reading_ms"].get<double>(),
-                    stages["staged_ms"].get<double>(), stages["packing_ms"].get<double>());
+                    kind.c_str(), static_cast<unsigned long long>(loads), mean_ms("queued_seconds"),
+                    mean_ms("reading_seconds"), mean_ms("staged_seconds"),
+                    mean_ms("packing_seconds"));
+    }
   }
   std::printf("peak RSS                   %s (excluding the bandwidth and disk probes' buffers)\n",
               memtier::format_byte_size(peak_rss).c_str());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 
@@ -44,6 +45,30 @@ std::string_view to_string(BlockLoader::LoadKind kind) {
       return "prefetch";
   }
   return "?";
+}
+
+LoadStagesByKind stages_since(const LoadStagesByKind& earlier, const LoadStagesByKind& later) {
+  LoadStagesByKind since;
+  for (std::size_t k = 0; k < since.size(); ++k) {
+    since[k].loads = later[k].loads - earlier[k].loads;
+    since[k].queued_seconds = later[k].queued_seconds - earlier[k].queued_seconds;
+    since[k].reading_seconds = later[k].reading_seconds - earlier[k].reading_seconds;
+    since[k].staged_seconds = later[k].staged_seconds - earlier[k].staged_seconds;
+    since[k].packing_seconds = later[k].packing_seconds - earlier[k].packing_seconds;
+  }
+  return since;
+}
+
+nlohmann::json to_json(const LoadStagesByKind& stages) {
+  nlohmann::json out = nlohmann::json::object();
+  for (std::size_t k = 0; k < stages.size(); ++k)
+    out[std::string(to_string(static_cast<BlockLoader::LoadKind>(k)))] = {
+        {"loads", stages[k].loads},
+        {"queued_seconds", stages[k].queued_seconds},
+        {"reading_seconds", stages[k].reading_seconds},
+        {"staged_seconds", stages[k].staged_seconds},
+        {"packing_seconds", stages[k].packing_seconds}};
+  return out;
 }
 
 BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,

@@ -140,7 +140,7 @@ stages = r["load_stages"]
 assert sorted(stages) == ["demand", "prefetch", "raised_prefetch"], stages
 assert sum(s["loads"] for s in stages.values()) > 0, stages
 for s in stages.values():
-    assert all(s[k] >= 0 for k in ("queued_ms", "reading_ms", "staged_ms", "packing_ms")), s
+    assert all(s[k] >= 0 for k in ("queued_seconds", "reading_seconds", "staged_seconds", "packing_seconds")), s
 PY
 then pass "bench at 25%: peak RSS within budget + stated overhead"; else fail "bench RSS"; cat "$work/bench.json"; fi
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -821,6 +822,10 @@ TEST(BlockLoader, CountsWhereEachKindOfLoadSpentItsTime) {
   EXPECT_NEAR(c.materialize_seconds,
               prefetch.packing_seconds + demanded.packing_seconds + raised.packing_seconds, 1e-9);
   EXPECT_EQ(to_string(Kind::raised_prefetch), "raised_prefetch");
+  const auto report = to_json(stages_since({}, c.stages));
+  EXPECT_EQ(report["raised_prefetch"]["loads"], 1u);
+  EXPECT_EQ(report["prefetch"]["packing_seconds"].get<double>(), prefetch.packing_seconds);
+  EXPECT_EQ(to_json(stages_since(c.stages, c.stages))["demand"]["queued_seconds"], 0.0);
 }
 
 TEST(BlockLoader, NextLayerPrefetchesStartBeforeFartherOnes) {

@@ -174,23 +174,6 @@ nlohmann::json horizons_json(
   return out;
 }
 
-// The disk tier's loads by kind (BlockLoader::LoadKind): how many, and the seconds they spent
-// in each stage, summed since the daemon started.
-nlohmann::json load_stages_json(const memtier::BlockLoader::Counters& disk) {
-  using Loader = memtier::BlockLoader;
-  nlohmann::json out = nlohmann::json::object();
-  for (std::size_t k = 0; k < Loader::kLoadKinds; ++k) {
-    const auto& stages = disk.stages[k];
-    out[std::string(memtier::to_string(static_cast<Loader::LoadKind>(k)))] = {
-        {"loads", stages.loads},
-        {"queued_seconds", stages.queued_seconds},
-        {"reading_seconds", stages.reading_seconds},
-        {"staged_seconds", stages.staged_seconds},
-        {"packing_seconds", stages.packing_seconds}};
-  }
-  return out;
-}
-
 }  // namespace
 
 Service::Service(Config config)
@@ -873,7 +856,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"errors", mem.disk.errors},
                   {"busy_seconds", mem.disk.busy_seconds},
                   {"packing_seconds", mem.disk.materialize_seconds},
-                  {"load_stages", load_stages_json(mem.disk)},
+                  {"load_stages", memtier::to_json(mem.disk.stages)},
                   {"staging_bytes", mem.disk.staging_bytes},
                   {"staging_registered", mem.disk.staging_registered}}},
                 {"dense_streamed", mem.dense_streamed},

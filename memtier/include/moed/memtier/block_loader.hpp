@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -87,7 +88,7 @@ class BlockLoader {
     std::uint64_t reads = 0, bytes_read = 0, errors = 0, cancelled = 0;
     double busy_seconds = 0;  // time with reads in flight (throughput = bytes / busy)
     double materialize_seconds = 0;
-    std::array<LoadStages, kLoadKinds> stages{};  // by LoadKind
+    std::array<LoadStages, kLoadKinds> stages{};  // by LoadKind (LoadStagesByKind)
     std::string engine;
     std::uint64_t staging_bytes = 0;
     bool staging_registered = false;  // reads land in io_uring fixed buffers
@@ -160,5 +161,13 @@ class BlockLoader {
 
 // "demand", "raised_prefetch" or "prefetch".
 std::string_view to_string(BlockLoader::LoadKind kind);
+
+using LoadStagesByKind = std::array<BlockLoader::LoadStages, BlockLoader::kLoadKinds>;
+// What `later` counted since `earlier`, kind by kind.
+LoadStagesByKind stages_since(const LoadStagesByKind& earlier, const LoadStagesByKind& later);
+// {"demand": {"loads", "queued_seconds", "reading_seconds", "staged_seconds",
+// "packing_seconds"}, "prefetch": ..., "raised_prefetch": ...}: as /admin/cache and moed bench
+// report them.
+nlohmann::json to_json(const LoadStagesByKind& stages);
 
 }  // namespace moed::memtier
