@@ -958,6 +958,27 @@ TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
   std::filesystem::remove(path);
 }
 
+TEST(BlockLoader, StartsNoExpertGuessWhileADemandIsRead) {
+  // A guess read beside a demand takes disk time from the read compute waits on: the guess
+  // queued after a demand (three 64 KiB reads each) starts once the demand's reads are over.
+  const auto path = patterned_file("loader-demand-alone", 1 << 20);
+  SteppedLoader f(path, {{0, 0}, {0, 1}});
+  const auto demand = f.loader->load({0, 0}, BlockLoader::Priority::demand);
+  const auto guess = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
+  f.release();
+  demand.get();
+  guess.get();
+  const auto& in_flight = f.reader->in_flight_at_reap;
+  ASSERT_EQ(in_flight.size(), 6u);
+  for (std::size_t k = 0; k < in_flight.size(); ++k)
+    EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+  constexpr std::uint64_t kRead = 64 << 10;
+  const std::vector<std::uint64_t> demand_then_guess = {0,         kRead,     2 * kRead,
+                                                        3 * kRead, 4 * kRead, 5 * kRead};
+  EXPECT_EQ(f.reader->offsets_read, demand_then_guess);
+  std::filesystem::remove(path);
+}
+
 TEST(BlockLoader, RingSectionsDoNotWaitBehindExpertGuesses) {
   // Expert prefetch A (three 64 KiB reads) is read; expert prefetch B waits for it; the ring
   // section D, queued after B, starts beside A rather than behind B. The reader completes
