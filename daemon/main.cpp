@@ -19,16 +19,18 @@ namespace {
 constexpr const char* kModelHelp =
     "Hugging Face model directory, or GGUF file (the first of its splits)";
 
-// libgomp reads its wait policy once, when it loads. moed runs OpenMP teams on two threads (the
-// compute thread and the loader's packer), so libgomp counts more threads than cores and, under
-// its default policy, spins only 100 times before a worker sleeps: each of the ~80 parallel
-// regions of a decode step then wakes its worker through the kernel, measured at 22 us per
-// region on the 2-core VM (4.5 us spinning), a quarter of a Q4_K_M step. The active policy spins
-// 1000 times in that case; GOMP_SPINCOUNT keeps the uncontended spin at libgomp's default
-// (about 3 ms), so an idle daemon still sleeps. A user's own setting is kept. The executable is
-// run by its real path so that the process keeps its name; if anything fails, moed runs on
-// with libgomp's defaults. Other OpenMP runtimes read other variables (LLVM's would spin
-// forever under "active"), so this is for libgomp only.
+// libgomp reads its wait policy once, when it loads. Under its default policy a worker spins
+// only 100 times before it sleeps (moed's compute thread and the loader's packer both lead
+// teams, so libgomp counts more threads than cores): each of the ~80 parallel regions of a
+// decode step then wakes its worker through the kernel, measured at 22 us per region on the
+// 2-core VM (4.5 us spinning), a quarter of a Q4_K_M step. moed asks for the active policy with
+// 1000 spins, what libgomp gives it when oversubscribed, whether or not the packer leads a team
+// (on 2 cores it packs alone): longer spins were up to a fifth faster on an idle machine but
+// held the core the compute thread waited for on a busy one (a request took 25 s instead of 8).
+// An idle daemon still sleeps. A user's own settings are kept. The executable is run by its
+// real path so that the process keeps its name; if anything fails, moed runs on with libgomp's
+// defaults. Other OpenMP runtimes read other variables (LLVM's would spin forever under
+// "active"), so this is for libgomp only.
 void set_openmp_wait_policy(char** argv) {
 #ifdef _LIBGOMP_OMP_LOCK_DEFINED
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
@@ -36,7 +38,7 @@ void set_openmp_wait_policy(char** argv) {
   const ssize_t length = readlink("/proc/self/exe", path, sizeof path - 1);
   if (length <= 0) return;
   path[length] = '\0';
-  if (setenv("OMP_WAIT_POLICY", "active", 1) != 0 || setenv("GOMP_SPINCOUNT", "300000", 0) != 0)
+  if (setenv("OMP_WAIT_POLICY", "active", 1) != 0 || setenv("GOMP_SPINCOUNT", "1000", 0) != 0)
     return;
   execv(path, argv);
   std::fprintf(stderr, "moed: could not restart with OMP_WAIT_POLICY=active (%s: %s)\n", path,
