@@ -1,6 +1,7 @@
 #include "moed/kernels/cpu_ops.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -189,16 +190,76 @@ MOED_ISA_CLONES void add_in_place(float* y, const float* x, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+namespace {
+
+// exp(x) for x <= 0 in float arithmetic, without branches, so that a loop over it vectorises on
+// every ISA (Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial in r, and
+// 2^n put into the exponent bits). 0 below -87.3, where float's exp leaves the normal range,
+// so a logit of -inf weighs nothing; NaN stays NaN.
+[[gnu::always_inline]] inline float exp_nonpositive(float x) {
+  constexpr float kLowest = -87.3f;
+  const float in_range = x < kLowest ? kLowest : x;
+  // Rounded to the nearest integer by adding and taking away 1.5 * 2^23, which every ISA
+  // vectorises (floor does not on baseline x86-64).
+  constexpr float kRound = 12582912.0f;
+  const float n = (in_range * 1.44269504088896341f + kRound) - kRound;
+  const float r = (in_range - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const float two_to_n = std::bit_cast<float>((static_cast<std::int32_t>(n) + 127) << 23);
+  const float value = y * two_to_n;
+  return x < kLowest ? 0.0f : value;
+}
+
+template <bool kWrite>
+[[gnu::always_inline]] inline double exp_sum(const float* x, std::int64_t n, float shift,
+                                             float scale, float* out) {
+  // Sixteen partial sums, so the same code vectorises for every ISA and adds in one order.
+  constexpr std::int64_t kLanes = 16;
+  double lanes[kLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (std::int64_t l = 0; l < kLanes; ++l) {
+      const float e = exp_nonpositive((x[i + l] - shift) * scale);
+      if constexpr (kWrite) out[i + l] = e;
+      lanes[l] += e;
+    }
+  double total = 0.0;
+  for (; i < n; ++i) {
+    const float e = exp_nonpositive((x[i] - shift) * scale);
+    if constexpr (kWrite) out[i] = e;
+    total += e;
+  }
+  for (const double lane : lanes) total += lane;
+  return total;
+}
+
+}  // namespace
+
+MOED_ISA_CLONES double exp_and_sum(const float* x, std::int64_t n, float shift, float scale,
+                                   float* out) {
+  return out ? exp_sum<true>(x, n, shift, scale, out) : exp_sum<false>(x, n, shift, scale, out);
+}
+
 double log_sum_exp(const float* logits, std::int64_t n) {
+  const float max_logit = *std::max_element(logits, logits + n);
+  if (!std::isfinite(max_logit)) return max_logit;
+  return std::log(exp_and_sum(logits, n, max_logit, 1.0f, nullptr)) + max_logit;
+}
+
+double softmax(const float* logits, float* probs, std::int64_t n) {
+  // In double with the library's exp: a router's few scores weigh every expert's output, and
+  // the CUDA router and the reference match them to the last bits.
   const float max_logit = *std::max_element(logits, logits + n);
   double total = 0.0;
   for (std::int64_t i = 0; i < n; ++i)
     total += std::exp(static_cast<double>(logits[i] - max_logit));
-  return std::log(total) + max_logit;
-}
-
-double softmax(const float* logits, float* probs, std::int64_t n) {
-  const double lse = log_sum_exp(logits, n);
+  const double lse = std::log(total) + max_logit;
   for (std::int64_t i = 0; i < n; ++i)
     probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[i]) - lse));
   return lse;

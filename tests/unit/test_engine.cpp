@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -16,6 +18,7 @@
 #include "moed/engine/engine.hpp"
 #include "moed/engine/npy.hpp"
 #include "moed/engine/sampler.hpp"
+#include "moed/kernels/cpu_ops.hpp"
 
 namespace fs = std::filesystem;
 using namespace moed::engine;
@@ -188,6 +191,64 @@ TEST(Sampler, TopKTwoOnlyEverPicksTheTwoBest) {
   std::set<std::int32_t> seen;
   for (int i = 0; i < 200; ++i) seen.insert(sampler.sample(logits.data(), 5).id);
   EXPECT_EQ(seen, (std::set<std::int32_t>{1, 3}));
+}
+
+// The draw of a sampler without top-k as it was before sorting went band by band: every
+// candidate sorted, most likely first (ties to the lower id), the nucleus cut, then the draw.
+std::int32_t fully_sorted_draw(const std::vector<float>& logits, float temperature, float top_p,
+                               std::uint64_t seed) {
+  const auto n = static_cast<std::int64_t>(logits.size());
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<float> probs(logits.size());
+  const double sum =
+      moed::kernels::exp_and_sum(logits.data(), n, max_logit, 1.0f / temperature, probs.data());
+  for (auto& p : probs) p *= static_cast<float>(1.0 / sum);
+  std::vector<std::int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
+  std::size_t keep = order.size();
+  double total = 0.0;
+  if (top_p < 1.0f) {
+    keep = 0;
+    while (keep < order.size() && total < top_p) total += probs[order[keep++]];
+  } else {
+    for (const float p : probs) total += p;  // the sampler sums all candidates in id order
+  }
+  std::mt19937_64 rng(seed);
+  const double target = std::uniform_real_distribution<double>(0.0, total)(rng);
+  double running = 0.0;
+  for (std::size_t i = 0; i < keep; ++i)
+    if ((running += probs[order[i]]) >= target) return order[i];
+  return order[keep - 1];
+}
+
+TEST(Sampler, WithoutTopKDrawsWhatAFullSortDraws) {
+  // 5000 logits spread over many bands of probability, a few far ahead, some tied.
+  std::mt19937 rng(4);
+  std::normal_distribution<float> spread(0.0f, 3.0f);
+  std::vector<float> logits(5000);
+  for (auto& l : logits) l = std::round(spread(rng) * 4.0f) / 4.0f;
+  logits[17] = logits[4000] = 14.0f;
+  for (const float top_p : {0.3f, 0.9f, 0.999f, 1.0f})
+    for (std::uint64_t seed = 0; seed < 60; ++seed) {
+      Sampler sampler({0.8f, 0, top_p, seed});
+      EXPECT_EQ(sampler.sample(logits.data(), 5000).id,
+                fully_sorted_draw(logits, 0.8f, top_p, seed))
+          << "top_p " << top_p << ", seed " << seed;
+    }
+}
+
+TEST(Sampler, AFlatNucleusKeepsTheLowerIdsAndANanLogitIsNeverDrawn) {
+  const std::vector<float> flat(1000, 0.0f);
+  Sampler half({1.0f, 0, 0.5f, 2});
+  for (int i = 0; i < 200; ++i) EXPECT_LT(half.sample(flat.data(), 1000).id, 500);
+  const std::vector<float> with_nan = {1.0f, NAN, 2.0f, 0.0f};
+  Sampler sampler({1.0f, 0, 1.0f, 5});
+  std::set<std::int32_t> seen;
+  for (int i = 0; i < 300; ++i) seen.insert(sampler.sample(with_nan.data(), 4).id);
+  EXPECT_EQ(seen, (std::set<std::int32_t>{0, 2, 3}));
 }
 
 TEST(Sampler, RejectsBadParameters) {

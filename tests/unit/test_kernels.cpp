@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -578,6 +579,39 @@ TEST(Ops, SoftmaxSumsToOneAndReturnsLogSumExp) {
   const double lse = softmax(logits, probs, 3);
   EXPECT_NEAR(probs[0] + probs[1] + probs[2], 1.0, 1e-6);
   EXPECT_NEAR(lse, 1001.0 + std::log(1 + std::exp(-1.0) + std::exp(-2.0)), 1e-4);
+}
+
+TEST(Ops, ExpAndSumIsWithinTwoUlpOfExpAndLogSumExpOfItsReference) {
+  // Every float argument from -87.3 to 0 in steps of about 1/1024, some scaled, plus the
+  // arguments that vanish (-inf, and below float's normal range).
+  std::vector<float> x;
+  for (float v = -87.3f; v <= 0.0f; v += 0.000977f) x.push_back(v);
+  x.push_back(0.0f);
+  const auto n = static_cast<std::int64_t>(x.size());
+  for (const float scale : {1.0f, 0.5f}) {
+    std::vector<float> out(x.size());
+    const double sum = exp_and_sum(x.data(), n, 0.0f, scale, out.data());
+    double reference = 0.0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const double want = std::exp(static_cast<double>(x[i] * scale));
+      EXPECT_NEAR(out[i], want, want * 2.4e-7) << x[i] << " scaled by " << scale;
+      reference += want;
+    }
+    EXPECT_NEAR(sum, reference, reference * 1e-7);
+    EXPECT_EQ(exp_and_sum(x.data(), n, 0.0f, scale, nullptr), sum);
+  }
+  const float vanishing[] = {-INFINITY, -87.4f, -200.0f, -1e30f};
+  float out[4];
+  EXPECT_EQ(exp_and_sum(vanishing, 4, 0.0f, 1.0f, out), 0.0);
+  for (const float e : out) EXPECT_EQ(e, 0.0f);
+
+  const std::vector<float> logits = moed::test::random_floats(32000, 11, 6.0f);
+  double total = 0.0;
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  for (const float l : logits) total += std::exp(static_cast<double>(l - max_logit));
+  EXPECT_NEAR(log_sum_exp(logits.data(), 32000), std::log(total) + max_logit, 1e-6);
+  const float masked[] = {-INFINITY, 2.0f, -INFINITY};
+  EXPECT_NEAR(log_sum_exp(masked, 3), 2.0, 1e-7);
 }
 
 TEST(Bandwidth, ProbeReadsTheWholeBufferOnEveryThreadCount) {

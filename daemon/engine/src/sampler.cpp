@@ -18,46 +18,83 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
-  const double log_total = kernels::log_sum_exp(logits, vocab);
-  auto logprob = [&](std::int32_t id) {
-    return static_cast<float>(static_cast<double>(logits[id]) - log_total);
-  };
-  if (params_.temperature == 0.0f) {
-    const auto best = static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
-    return {best, logprob(best)};
+  const auto best = static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
+  const float max_logit = logits[best];
+  const float inverse_temperature = 1.0f / params_.temperature;
+  if (!std::isfinite(inverse_temperature) || !std::isfinite(max_logit)) {
+    const double log_total = kernels::log_sum_exp(logits, vocab);
+    return {best, static_cast<float>(static_cast<double>(max_logit) - log_total)};
   }
+  // One pass of exp over the vocabulary (a serial step of every token: for 32000 logits it took
+  // 0.8 ms in double with the library's exp, a sixth of a Q4_K_M decode step).
   probs_.resize(static_cast<std::size_t>(vocab));
-  std::vector<float> scaled(logits, logits + vocab);
-  for (auto& v : scaled) v /= params_.temperature;
-  kernels::softmax(scaled.data(), probs_.data(), vocab);
+  double scaled_total =
+      kernels::exp_and_sum(logits, vocab, max_logit, inverse_temperature, probs_.data());
+  if (!std::isfinite(scaled_total)) {  // a NaN logit: it weighs nothing (nor upsets the sort)
+    scaled_total = 0.0;
+    for (auto& p : probs_) scaled_total += (p = p >= 0.0f ? p : 0.0f);
+  }
+  const double log_total = params_.temperature == 1.0f ? std::log(scaled_total) + max_logit
+                                                       : kernels::log_sum_exp(logits, vocab);
+  const auto inverse_total = static_cast<float>(1.0 / scaled_total);
+  for (auto& p : probs_) p *= inverse_total;
 
   order_.resize(static_cast<std::size_t>(vocab));
   std::iota(order_.begin(), order_.end(), 0);
-  std::int64_t keep = params_.top_k > 0 ? std::min<std::int64_t>(params_.top_k, vocab) : vocab;
-  auto by_prob = [&](std::int32_t a, std::int32_t b) {
-    return probs_[a] > probs_[b] || (probs_[a] == probs_[b] && a < b);
+  if (params_.top_k > 0) {
+    const std::int64_t keep = std::min<std::int64_t>(params_.top_k, vocab);
+    std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(),
+                      [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
+    return pick(keep, keep, logits, log_total);
+  }
+  // No top-k: the tokens are sorted only as far as the nucleus and the draw reach (sorting all
+  // 32000 took 4.4 ms a token, as long as a Q4_K_M decode step).
+  return pick(0, vocab, logits, log_total);
+}
+
+bool Sampler::more_likely(std::int32_t a, std::int32_t b) const {
+  return probs_[a] > probs_[b] || (probs_[a] == probs_[b] && a < b);
+}
+
+SampledToken Sampler::pick(std::int64_t sorted, std::int64_t candidates, const float* logits,
+                           double log_total) {
+  // order_[0, sorted) holds the most likely candidates, best first. sort_more() extends it by
+  // the next band: the candidates at least a sixteenth as likely as the band before (at last,
+  // all of them), so it is always a prefix of the fully sorted order.
+  float floor = 0.0f;
+  for (std::int64_t i = sorted; i < candidates; ++i) floor = std::max(floor, probs_[order_[i]]);
+  auto sort_more = [&] {
+    floor = floor > 1e-30f ? floor / 16.0f : 0.0f;
+    const auto band_end = std::partition(order_.begin() + sorted, order_.begin() + candidates,
+                                         [&](std::int32_t id) { return probs_[id] >= floor; });
+    std::sort(order_.begin() + sorted, band_end,
+              [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
+    sorted = band_end - order_.begin();
   };
-  std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_prob);
+  std::int64_t keep = candidates;
+  double total = 0.0;
   if (params_.top_p < 1.0f) {
-    double mass = 0.0;
     std::int64_t i = 0;
-    while (i < keep) {
-      mass += probs_[order_[i]];
-      ++i;
-      if (mass >= params_.top_p) break;
+    while (i < candidates && total < params_.top_p) {
+      while (i == sorted) sort_more();
+      total += probs_[order_[i++]];
     }
     keep = i;
+  } else {
+    for (std::int64_t i = 0; i < candidates; ++i) total += probs_[order_[i]];
   }
-  double total = 0.0;
-  for (std::int64_t i = 0; i < keep; ++i) total += probs_[order_[i]];
+  auto chosen = [&](std::int32_t id) {
+    return SampledToken{id, static_cast<float>(static_cast<double>(logits[id]) - log_total)};
+  };
   std::uniform_real_distribution<double> uniform(0.0, total);
   const double target = uniform(rng_);
   double running = 0.0;
   for (std::int64_t i = 0; i < keep; ++i) {
+    while (i == sorted) sort_more();
     running += probs_[order_[i]];
-    if (running >= target) return {order_[i], logprob(order_[i])};
+    if (running >= target) return chosen(order_[i]);
   }
-  return {order_[keep - 1], logprob(order_[keep - 1])};
+  return chosen(order_[keep - 1]);
 }
 
 }  // namespace moed::engine

@@ -25,6 +25,11 @@ class Sampler {
   SampledToken sample(const float* logits, std::int64_t vocab);
 
  private:
+  bool more_likely(std::int32_t a, std::int32_t b) const;
+  // Draws among order_[0, candidates), of which the first `sorted` are sorted, most likely
+  // first (top_p applied); sorts more of them only where the nucleus or the draw needs it.
+  SampledToken pick(std::int64_t sorted, std::int64_t candidates, const float* logits,
+                    double log_total);
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<float> probs_;
