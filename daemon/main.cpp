@@ -20,12 +20,12 @@ constexpr const char* kModelHelp =
     "Hugging Face model directory, or GGUF file (the first of its splits)";
 
 // libgomp reads its wait policy once, when it loads. Under its default policy a worker spins
-// only 100 times before it sleeps (moed's compute thread and the loader's packer both lead
-// teams, so libgomp counts more threads than cores): each of the ~80 parallel regions of a
-// decode step then wakes its worker through the kernel, measured at 22 us per region on the
-// 2-core VM (4.5 us spinning), a quarter of a Q4_K_M step. moed asks for the active policy with
-// 1000 spins, what libgomp gives it when oversubscribed, whether or not the packer leads a team
-// (on 2 cores it packs alone): longer spins were up to a fifth faster on an idle machine but
+// only 100 times before it sleeps where the compute thread's team and the loader's packer's
+// (on more than 2 cores) oversubscribe the cores: each of the ~80 parallel regions of a decode
+// step then wakes its worker through the kernel, measured at 22 us per region on the 2-core VM
+// (4.5 us spinning), a quarter of a Q4_K_M step. moed asks for the active policy with 1000
+// spins, what libgomp gives it when oversubscribed, whether or not the packer leads a team (on
+// 2 cores it packs alone): longer spins were up to a fifth faster on an idle machine but
 // held the core the compute thread waited for on a busy one (a request took 25 s instead of 8).
 // An idle daemon still sleeps. A user's own settings are kept. The executable is run by its
 // real path so that the process keeps its name; if anything fails, moed runs on with libgomp's

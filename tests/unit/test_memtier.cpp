@@ -940,8 +940,9 @@ TEST(BlockLoader, KeepsTheReadersQueueFullAcrossBlocks) {
 }
 
 TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
-  // Guesses share the disk with the demands compute waits on: six expert prefetches of three
-  // 64 KiB reads each go one block at a time, never more than its three reads in flight.
+  // A demand shares the disk with at most the one guess it finds under way: six expert
+  // prefetches of three 64 KiB reads each go one block at a time, never more than its three
+  // reads in flight.
   const auto path = patterned_file("loader-one-prefetch", 2 << 20);
   std::vector<BlockId> blocks;
   for (int e = 0; e < 6; ++e) blocks.push_back({0, e});
@@ -976,6 +977,43 @@ TEST(BlockLoader, StartsNoExpertGuessWhileADemandIsRead) {
   const std::vector<std::uint64_t> demand_then_guess = {0,         kRead,     2 * kRead,
                                                         3 * kRead, 4 * kRead, 5 * kRead};
   EXPECT_EQ(f.reader->offsets_read, demand_then_guess);
+  std::filesystem::remove(path);
+}
+
+TEST(BlockLoader, StartsNoExpertGuessWhileAGuessRaisedToADemandIsRead) {
+  // The guess A, raised to a demand (its layer asked for it), keeps the next guess B waiting.
+  const auto path = patterned_file("loader-raised-alone", 1 << 20);
+  SteppedLoader f(path, {{0, 0}, {0, 1}});
+  const auto a = f.loader->load({0, 0}, BlockLoader::Priority::prefetch);
+  f.loader->prioritize({0, 0});
+  const auto b = f.loader->load({0, 1}, BlockLoader::Priority::prefetch);
+  f.release();
+  a.get();
+  b.get();
+  const auto& in_flight = f.reader->in_flight_at_reap;
+  ASSERT_EQ(in_flight.size(), 6u);
+  for (std::size_t k = 0; k < in_flight.size(); ++k)
+    EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+  std::filesystem::remove(path);
+}
+
+TEST(BlockLoader, RingSectionsStartBesideADemand) {
+  // Ring sections will all be used: the section D starts while the demand E is still being
+  // read, filling the reader's queue of four.
+  const auto path = patterned_file("loader-ring-beside-demand", 1 << 20);
+  SteppedLoader f(path, {{0, 0}, BlockId::dense(1)});
+  const auto e = f.loader->load({0, 0}, BlockLoader::Priority::demand);
+  const auto d = f.loader->load(BlockId::dense(1), BlockLoader::Priority::prefetch);
+  f.release();
+  e.get();
+  d.get();
+  const auto& in_flight = f.reader->in_flight_at_reap;
+  ASSERT_EQ(in_flight.size(), 6u);
+  EXPECT_EQ(in_flight[1], 4u);  // D's reads joined E's after E's first read at the latest
+  constexpr std::uint64_t kRead = 64 << 10;
+  const std::vector<std::uint64_t> e_then_d = {0,         kRead,     2 * kRead,
+                                               3 * kRead, 4 * kRead, 5 * kRead};
+  EXPECT_EQ(f.reader->offsets_read, e_then_d);
   std::filesystem::remove(path);
 }
 

@@ -28,7 +28,8 @@ struct BlockLoaderOptions {
   // New prefetches start while less than this is being read: enough that the queue stays full
   // across block boundaries, little enough that a demand waits behind at most this much.
   // 0: the reader's queue (depth x chunk; at most eight blocks) plus one largest block.
-  // Demands start regardless; prefetches of expert blocks, being guesses, one at a time.
+  // Demands start regardless; prefetches of expert blocks, being guesses, one at a time and
+  // none while any expert block (a demand, or a guess raised to one) is being read.
   std::uint64_t reading_bytes = 0;
 };
 
@@ -36,7 +37,8 @@ struct BlockLoaderOptions {
 // jump ahead of prefetches; a queued prefetch can be cancelled; a block already queued or in
 // flight is never read twice (a demand for it upgrades its priority and shares its future).
 // Blocks stream through the reader back to back, its queue kept full across block boundaries
-// (expert prefetches excepted: they are read one at a time), into one staging arena registered
+// (expert prefetches excepted: they are read one at a time, and none beside a demand), into one
+// staging arena registered
 // with the reader once. Reading and materializing are a
 // pipeline: a packer thread turns each block's bytes into a payload as soon as they arrive while
 // the I/O thread keeps reading, so the disk never idles behind the CPU work; blocks are packed
