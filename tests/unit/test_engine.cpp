@@ -194,7 +194,8 @@ TEST(Sampler, TopKTwoOnlyEverPicksTheTwoBest) {
 }
 
 // The draw of a sampler without top-k as it was before sorting went band by band: every
-// candidate sorted, most likely first (ties to the lower id), the nucleus cut, then the draw.
+// candidate sorted, most likely first (ties to the lower id), the nucleus cut, then the draw;
+// without a nucleus, the draw in id order.
 std::int32_t fully_sorted_draw(const std::vector<float>& logits, float temperature, float top_p,
                                std::uint64_t seed) {
   const auto n = static_cast<std::int64_t>(logits.size());
@@ -214,7 +215,8 @@ std::int32_t fully_sorted_draw(const std::vector<float>& logits, float temperatu
     keep = 0;
     while (keep < order.size() && total < top_p) total += probs[order[keep++]];
   } else {
-    for (const float p : probs) total += p;  // the sampler sums all candidates in id order
+    for (const float p : probs) total += p;
+    std::iota(order.begin(), order.end(), 0);
   }
   std::mt19937_64 rng(seed);
   const double target = std::uniform_real_distribution<double>(0.0, total)(rng);

@@ -47,8 +47,9 @@ SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
                       [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
     return pick(keep, keep, logits, log_total);
   }
-  // No top-k: the tokens are sorted only as far as the nucleus and the draw reach (sorting all
-  // 32000 took 4.4 ms a token, as long as a Q4_K_M decode step).
+  // No top-k: the tokens are sorted only as far as the nucleus and the draw reach, and not at
+  // all without a nucleus (sorting all 32000 took 4.4 ms a token, as long as a Q4_K_M decode
+  // step).
   return pick(0, vocab, logits, log_total);
 }
 
@@ -86,11 +87,15 @@ SampledToken Sampler::pick(std::int64_t sorted, std::int64_t candidates, const f
   auto chosen = [&](std::int32_t id) {
     return SampledToken{id, static_cast<float>(static_cast<double>(logits[id]) - log_total)};
   };
+  // Every candidate kept and none sorted: drawn in id order, which gives each its probability
+  // as well as any order, where the most likely first would sort as far as the draw (all of a
+  // flat distribution).
+  const bool by_id = sorted == 0 && keep == candidates;
   std::uniform_real_distribution<double> uniform(0.0, total);
   const double target = uniform(rng_);
   double running = 0.0;
   for (std::int64_t i = 0; i < keep; ++i) {
-    while (i == sorted) sort_more();
+    while (!by_id && i == sorted) sort_more();
     running += probs_[order_[i]];
     if (running >= target) return chosen(order_[i]);
   }
