@@ -130,12 +130,25 @@ template <typename Element>
     scores[t] = std::exp(scores[t] - max_score);
     total += scores[t];
   }
-  std::fill(out, out + head_dim, 0.0f);
-  for (std::int64_t t = 0; t < visible; ++t) {
-    const float p = scores[t] / total;
-    const Element* value = values + t * head_dim;
-    for (std::int64_t d = 0; d < head_dim; ++d) out[d] += p * widen(value[d]);
+  for (std::int64_t t = 0; t < visible; ++t) scores[t] /= total;
+  // The weighted sum of the values a slice of 32 dimensions at a time, its accumulators held in
+  // registers over every position (with the whole head in memory, each position loaded and
+  // stored them: 8 heads over 4096 positions took 528 against 400 us, 395 against 373 for a
+  // bf16 cache). Each output still adds in position order.
+  constexpr std::int64_t kSlice = 32;
+  std::int64_t d0 = 0;
+  for (; d0 + kSlice <= head_dim; d0 += kSlice) {
+    float acc[kSlice] = {};
+    for (std::int64_t t = 0; t < visible; ++t) {
+      const Element* value = values + t * head_dim + d0;
+      for (std::int64_t d = 0; d < kSlice; ++d) acc[d] += scores[t] * widen(value[d]);
+    }
+    std::copy(acc, acc + kSlice, out + d0);
   }
+  std::fill(out + d0, out + head_dim, 0.0f);
+  for (std::int64_t t = 0; t < visible; ++t)
+    for (std::int64_t d = d0; d < head_dim; ++d)
+      out[d] += scores[t] * widen(values[t * head_dim + d]);
 }
 
 MOED_ISA_CLONES void attend_head_of(const float* q, const float* keys, const float* values,
