@@ -939,6 +939,15 @@ TEST(BlockLoader, KeepsTheReadersQueueFullAcrossBlocks) {
   }
 }
 
+// The reader saw `blocks` blocks of three reads each, one block at a time: 3, 2, 1 reads in
+// flight at its reaps, block after block.
+void expect_one_block_at_a_time(const SteppingReader& reader, std::size_t blocks) {
+  const auto& in_flight = reader.in_flight_at_reap;
+  ASSERT_EQ(in_flight.size(), 3 * blocks);
+  for (std::size_t k = 0; k < in_flight.size(); ++k)
+    EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+}
+
 TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
   // A demand shares the disk with at most the one guess it finds under way: six expert
   // prefetches of three 64 KiB reads each go one block at a time, never more than its three
@@ -952,10 +961,7 @@ TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
     loads.push_back(f.loader->load(block, BlockLoader::Priority::prefetch));
   f.release();
   for (auto& load : loads) load.get();
-  const auto& in_flight = f.reader->in_flight_at_reap;
-  ASSERT_EQ(in_flight.size(), 18u);
-  for (std::size_t k = 0; k < in_flight.size(); ++k)
-    EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+  expect_one_block_at_a_time(*f.reader, 6);
   std::filesystem::remove(path);
 }
 
@@ -969,10 +975,7 @@ TEST(BlockLoader, StartsNoExpertGuessWhileADemandIsRead) {
   f.release();
   demand.get();
   guess.get();
-  const auto& in_flight = f.reader->in_flight_at_reap;
-  ASSERT_EQ(in_flight.size(), 6u);
-  for (std::size_t k = 0; k < in_flight.size(); ++k)
-    EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+  expect_one_block_at_a_time(*f.reader, 2);
   constexpr std::uint64_t kRead = 64 << 10;
   const std::vector<std::uint64_t> demand_then_guess = {0,         kRead,     2 * kRead,
                                                         3 * kRead, 4 * kRead, 5 * kRead};
@@ -990,10 +993,7 @@ TEST(BlockLoader, StartsNoExpertGuessWhileAGuessRaisedToADemandIsRead) {
   f.release();
   a.get();
   b.get();
-  const auto& in_flight = f.reader->in_flight_at_reap;
-  ASSERT_EQ(in_flight.size(), 6u);
-  for (std::size_t k = 0; k < in_flight.size(); ++k)
-    EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
+  expect_one_block_at_a_time(*f.reader, 2);
   std::filesystem::remove(path);
 }
 
