@@ -948,6 +948,13 @@ void expect_one_block_at_a_time(const SteppingReader& reader, std::size_t blocks
     EXPECT_EQ(in_flight[k], 3 - k % 3) << "at read " << k;
 }
 
+// The offsets of the first `reads` 64 KiB reads of a SteppedLoader's file, in file order.
+std::vector<std::uint64_t> reads_in_file_order(std::size_t reads) {
+  std::vector<std::uint64_t> offsets;
+  for (std::size_t k = 0; k < reads; ++k) offsets.push_back(k * (64 << 10));
+  return offsets;
+}
+
 TEST(BlockLoader, ReadsExpertPrefetchesOneAtATime) {
   // A demand shares the disk with at most the one guess it finds under way: six expert
   // prefetches of three 64 KiB reads each go one block at a time, never more than its three
@@ -976,10 +983,7 @@ TEST(BlockLoader, StartsNoExpertGuessWhileADemandIsRead) {
   demand.get();
   guess.get();
   expect_one_block_at_a_time(*f.reader, 2);
-  constexpr std::uint64_t kRead = 64 << 10;
-  const std::vector<std::uint64_t> demand_then_guess = {0,         kRead,     2 * kRead,
-                                                        3 * kRead, 4 * kRead, 5 * kRead};
-  EXPECT_EQ(f.reader->offsets_read, demand_then_guess);
+  EXPECT_EQ(f.reader->offsets_read, reads_in_file_order(6));  // the demand's, then the guess's
   std::filesystem::remove(path);
 }
 
@@ -1010,10 +1014,7 @@ TEST(BlockLoader, RingSectionsStartBesideADemand) {
   const auto& in_flight = f.reader->in_flight_at_reap;
   ASSERT_EQ(in_flight.size(), 6u);
   EXPECT_EQ(in_flight[1], 4u);  // D's reads joined E's after E's first read at the latest
-  constexpr std::uint64_t kRead = 64 << 10;
-  const std::vector<std::uint64_t> e_then_d = {0,         kRead,     2 * kRead,
-                                               3 * kRead, 4 * kRead, 5 * kRead};
-  EXPECT_EQ(f.reader->offsets_read, e_then_d);
+  EXPECT_EQ(f.reader->offsets_read, reads_in_file_order(6));  // E's, then D's
   std::filesystem::remove(path);
 }
 
