@@ -208,14 +208,15 @@ namespace {
 // exp(x) for x <= 0 in float arithmetic, without branches, so that a loop over it vectorises on
 // every ISA (Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial in r, and
 // 2^n put into the exponent bits). 0 below -87.3, where float's exp leaves the normal range,
-// so a logit of -inf weighs nothing; NaN stays NaN.
+// and for NaN: a logit of -inf or NaN weighs nothing.
 [[gnu::always_inline]] inline float exp_nonpositive(float x) {
   constexpr float kLowest = -87.3f;
   const float in_range = x < kLowest ? kLowest : x;
   // Rounded to the nearest integer by adding and taking away 1.5 * 2^23, which every ISA
   // vectorises (floor does not on baseline x86-64).
   constexpr float kRound = 12582912.0f;
-  const float n = (in_range * 1.44269504088896341f + kRound) - kRound;
+  const float rounded = in_range * 1.44269504088896341f + kRound;
+  const float n = rounded - kRound;
   const float r = (in_range - n * 0.693359375f) - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -224,9 +225,13 @@ namespace {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float y = p * r * r + r + 1.0f;
-  const float two_to_n = std::bit_cast<float>((static_cast<std::int32_t>(n) + 127) << 23);
+  // n from the bits of `rounded` rather than a float-to-int conversion, which a NaN would make
+  // undefined.
+  const std::int32_t whole =
+      std::bit_cast<std::int32_t>(rounded) - std::bit_cast<std::int32_t>(kRound);
+  const float two_to_n = std::bit_cast<float>((whole + 127) << 23);
   const float value = y * two_to_n;
-  return x < kLowest ? 0.0f : value;
+  return x >= kLowest ? value : 0.0f;
 }
 
 template <bool kWrite>
@@ -259,8 +264,26 @@ MOED_ISA_CLONES double exp_and_sum(const float* x, std::int64_t n, float shift, 
   return out ? exp_sum<true>(x, n, shift, scale, out) : exp_sum<false>(x, n, shift, scale, out);
 }
 
+MOED_ISA_CLONES std::int64_t argmax(const float* x, std::int64_t n) {
+  // The largest value in sixteen lanes (vectorised; a NaN never compares larger), then the
+  // first place that holds it.
+  constexpr std::int64_t kLanes = 16;
+  float lanes[kLanes];
+  std::fill(lanes, lanes + kLanes, -INFINITY);
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] = x[i + l] > lanes[l] ? x[i + l] : lanes[l];
+  float largest = -INFINITY;
+  for (; i < n; ++i) largest = x[i] > largest ? x[i] : largest;
+  for (const float lane : lanes) largest = lane > largest ? lane : largest;
+  if (largest == -INFINITY) return 0;
+  for (i = 0; x[i] != largest; ++i) {
+  }
+  return i;
+}
+
 double log_sum_exp(const float* logits, std::int64_t n) {
-  const float max_logit = *std::max_element(logits, logits + n);
+  const float max_logit = logits[argmax(logits, n)];
   if (!std::isfinite(max_logit)) return max_logit;
   return std::log(exp_and_sum(logits, n, max_logit, 1.0f, nullptr)) + max_logit;
 }

@@ -233,6 +233,9 @@ TEST(Sampler, WithoutTopKDrawsWhatAFullSortDraws) {
   std::vector<float> logits(5000);
   for (auto& l : logits) l = std::round(spread(rng) * 4.0f) / 4.0f;
   logits[17] = logits[4000] = 14.0f;
+  // Candidates of no weight at all, which only the last band (a floor of 0) sorts.
+  for (int i = 0; i < 40; ++i)
+    logits[static_cast<std::size_t>(100 * i + 3)] = i % 2 ? -INFINITY : -100.0f;
   for (const float top_p : {0.3f, 0.9f, 0.999f, 1.0f})
     for (std::uint64_t seed = 0; seed < 60; ++seed) {
       Sampler sampler({0.8f, 0, top_p, seed});
@@ -272,11 +275,23 @@ TEST(Sampler, AFlatNucleusKeepsTheLowerIdsAndANanLogitIsNeverDrawn) {
   const std::vector<float> flat(1000, 0.0f);
   Sampler half({1.0f, 0, 0.5f, 2});
   for (int i = 0; i < 200; ++i) EXPECT_LT(half.sample(flat.data(), 1000).id, 500);
-  const std::vector<float> with_nan = {1.0f, NAN, 2.0f, 0.0f};
-  Sampler sampler({1.0f, 0, 1.0f, 5});
-  std::set<std::int32_t> seen;
-  for (int i = 0; i < 300; ++i) seen.insert(sampler.sample(with_nan.data(), 4).id);
-  EXPECT_EQ(seen, (std::set<std::int32_t>{0, 2, 3}));
+  for (const float temperature : {0.0f, 1.0f, 0.7f}) {
+    const std::vector<float> nan_first = {NAN, 1.0f, 2.0f, 0.0f};
+    const std::vector<float> nan_second = {1.0f, NAN, 2.0f, 0.0f};
+    Sampler sampler({temperature, 0, 1.0f, 5});
+    std::set<std::int32_t> first, second;
+    for (int i = 0; i < 300; ++i) {
+      const auto token = sampler.sample(nan_first.data(), 4);
+      EXPECT_TRUE(std::isfinite(token.logprob)) << temperature;
+      first.insert(token.id);
+      second.insert(sampler.sample(nan_second.data(), 4).id);
+    }
+    const bool greedy = temperature == 0.0f;
+    EXPECT_EQ(first, (greedy ? std::set<std::int32_t>{2} : std::set<std::int32_t>{1, 2, 3}))
+        << temperature;
+    EXPECT_EQ(second, (greedy ? std::set<std::int32_t>{2} : std::set<std::int32_t>{0, 2, 3}))
+        << temperature;
+  }
 }
 
 TEST(Sampler, RejectsBadParameters) {

@@ -594,24 +594,29 @@ TEST(Ops, ExpAndSumIsWithinTwoUlpOfExpAndLogSumExpOfItsReference) {
     double reference = 0.0;
     for (std::int64_t i = 0; i < n; ++i) {
       const double want = std::exp(static_cast<double>(x[i] * scale));
-      EXPECT_NEAR(out[i], want, want * 2.4e-7) << x[i] << " scaled by " << scale;
+      const auto nearest = static_cast<float>(want);
+      const float ulp = std::nextafter(nearest, INFINITY) - nearest;
+      EXPECT_LE(std::abs(out[i] - want), 2.0 * ulp) << x[i] << " scaled by " << scale;
       reference += want;
     }
     EXPECT_NEAR(sum, reference, reference * 1e-7);
     EXPECT_EQ(exp_and_sum(x.data(), n, 0.0f, scale, nullptr), sum);
   }
-  const float vanishing[] = {-INFINITY, -87.4f, -200.0f, -1e30f};
-  float out[4];
-  EXPECT_EQ(exp_and_sum(vanishing, 4, 0.0f, 1.0f, out), 0.0);
+  const float vanishing[] = {-INFINITY, -87.4f, -200.0f, -1e30f, NAN};
+  float out[5];
+  EXPECT_EQ(exp_and_sum(vanishing, 5, 0.0f, 1.0f, out), 0.0);
   for (const float e : out) EXPECT_EQ(e, 0.0f);
+  const float minus_zero = -0.0f;
+  EXPECT_EQ(exp_and_sum(&minus_zero, 1, 0.0f, 1.0f, out), 1.0);
 
   const std::vector<float> logits = moed::test::random_floats(32000, 11, 6.0f);
   double total = 0.0;
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   for (const float l : logits) total += std::exp(static_cast<double>(l - max_logit));
   EXPECT_NEAR(log_sum_exp(logits.data(), 32000), std::log(total) + max_logit, 1e-6);
-  const float masked[] = {-INFINITY, 2.0f, -INFINITY};
-  EXPECT_NEAR(log_sum_exp(masked, 3), 2.0, 1e-7);
+  const float masked[] = {NAN, -INFINITY, 2.0f, -INFINITY};
+  EXPECT_NEAR(log_sum_exp(masked, 4), 2.0, 1e-7);
+  EXPECT_EQ(argmax(masked, 4), 2);
 }
 
 TEST(Bandwidth, ProbeReadsTheWholeBufferOnEveryThreadCount) {

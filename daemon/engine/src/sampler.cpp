@@ -18,7 +18,7 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
-  const auto best = static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
+  const auto best = static_cast<std::int32_t>(kernels::argmax(logits, vocab));
   const float max_logit = logits[best];
   const float inverse_temperature = 1.0f / params_.temperature;
   if (!std::isfinite(inverse_temperature) || !std::isfinite(max_logit)) {
@@ -26,14 +26,11 @@ SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
     return {best, static_cast<float>(static_cast<double>(max_logit) - log_total)};
   }
   // One pass of exp over the vocabulary (a serial step of every token: for 32000 logits it took
-  // 0.8 ms in double with the library's exp, a sixth of a Q4_K_M decode step).
+  // 0.8 ms in double with the library's exp, a sixth of a Q4_K_M decode step). A NaN logit
+  // weighs nothing.
   probs_.resize(static_cast<std::size_t>(vocab));
-  double scaled_total =
+  const double scaled_total =
       kernels::exp_and_sum(logits, vocab, max_logit, inverse_temperature, probs_.data());
-  if (!std::isfinite(scaled_total)) {  // a NaN logit: it weighs nothing (nor upsets the sort)
-    scaled_total = 0.0;
-    for (auto& p : probs_) scaled_total += (p = p >= 0.0f ? p : 0.0f);
-  }
   const double log_total = params_.temperature == 1.0f ? std::log(scaled_total) + max_logit
                                                        : kernels::log_sum_exp(logits, vocab);
   const auto inverse_total = static_cast<float>(1.0 / scaled_total);
@@ -47,9 +44,8 @@ SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
                       [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
     return pick(keep, keep, logits, log_total);
   }
-  // No top-k: the tokens are sorted only as far as the nucleus and the draw reach, and not at
-  // all without a nucleus (sorting all 32000 took 4.4 ms a token, as long as a Q4_K_M decode
-  // step).
+  // No top-k: the tokens are sorted only as far as the nucleus reaches, and not at all without
+  // a nucleus (sorting all 32000 took 4.4 ms a token, as long as a Q4_K_M decode step).
   return pick(0, vocab, logits, log_total);
 }
 
@@ -59,22 +55,25 @@ bool Sampler::more_likely(std::int32_t a, std::int32_t b) const {
 
 SampledToken Sampler::pick(std::int64_t sorted, std::int64_t candidates, const float* logits,
                            double log_total) {
-  // order_[0, sorted) holds the most likely candidates, best first. sort_more() extends it by
-  // the next band: the candidates at least a sixteenth as likely as the band before (at last,
-  // all of them), so it is always a prefix of the fully sorted order.
-  float floor = 0.0f;
-  for (std::int64_t i = sorted; i < candidates; ++i) floor = std::max(floor, probs_[order_[i]]);
-  auto sort_more = [&] {
-    floor = floor > 1e-30f ? floor / 16.0f : 0.0f;
-    const auto band_end = std::partition(order_.begin() + sorted, order_.begin() + candidates,
-                                         [&](std::int32_t id) { return probs_[id] >= floor; });
-    std::sort(order_.begin() + sorted, band_end,
-              [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
-    sorted = band_end - order_.begin();
-  };
   std::int64_t keep = candidates;
   double total = 0.0;
   if (params_.top_p < 1.0f) {
+    // order_[0, sorted) holds the most likely candidates, best first. sort_more() extends it by
+    // the next band: the candidates at least a sixteenth as likely as the band before (the
+    // first: as the most likely; at last, all of them), so it is always a prefix of the fully
+    // sorted order, and the nucleus is cut from it as from a full sort.
+    float floor = -1.0f;
+    auto sort_more = [&] {
+      if (floor < 0.0f)
+        for (std::int64_t i = sorted; i < candidates; ++i)
+          floor = std::max(floor, probs_[order_[i]]);
+      floor = floor > 1e-30f ? floor / 16.0f : 0.0f;
+      const auto band_end = std::partition(order_.begin() + sorted, order_.begin() + candidates,
+                                           [&](std::int32_t id) { return probs_[id] >= floor; });
+      std::sort(order_.begin() + sorted, band_end,
+                [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
+      sorted = band_end - order_.begin();
+    };
     std::int64_t i = 0;
     while (i < candidates && total < params_.top_p) {
       while (i == sorted) sort_more();
@@ -84,18 +83,16 @@ SampledToken Sampler::pick(std::int64_t sorted, std::int64_t candidates, const f
   } else {
     for (std::int64_t i = 0; i < candidates; ++i) total += probs_[order_[i]];
   }
+  // The kept candidates in order_'s order: most likely first where sorted (top-k, nucleus),
+  // else in id order, which gives each its probability as well as any order does, where the
+  // most likely first would sort as far as the draw (all of a flat distribution).
   auto chosen = [&](std::int32_t id) {
     return SampledToken{id, static_cast<float>(static_cast<double>(logits[id]) - log_total)};
   };
-  // Every candidate kept and none sorted: drawn in id order, which gives each its probability
-  // as well as any order, where the most likely first would sort as far as the draw (all of a
-  // flat distribution).
-  const bool by_id = sorted == 0 && keep == candidates;
   std::uniform_real_distribution<double> uniform(0.0, total);
   const double target = uniform(rng_);
   double running = 0.0;
   for (std::int64_t i = 0; i < keep; ++i) {
-    while (!by_id && i == sorted) sort_more();
     running += probs_[order_[i]];
     if (running >= target) return chosen(order_[i]);
   }

@@ -56,11 +56,16 @@ void add_in_place(float* y, const float* x, std::int64_t n);
 
 // The sum of exp(scale * (x[i] - shift)) over n values, each also written to out[i] unless out
 // is null. For arguments <= 0 (shift at least the largest x, scale > 0): each exp in float,
-// within 2 ulp (0 below -87.3), summed in double; vectorised, for a vocabulary's logits.
+// within 2 ulp (0 below -87.3, and for NaN), summed in double; vectorised, for a vocabulary's
+// logits.
 double exp_and_sum(const float* x, std::int64_t n, float shift, float scale, float* out);
 
-// log(sum(exp(x))) of n logits, computed stably (one pass for the max, one exp_and_sum); the
-// max itself when it is not finite.
+// The index of the largest of n values (n >= 1), the first of equals, NaN passed over; 0 when
+// none is above -inf.
+std::int64_t argmax(const float* x, std::int64_t n);
+
+// log(sum(exp(x))) of n logits, computed stably (one pass for the max, one exp_and_sum; NaN
+// weighs nothing); the max itself when it is not finite.
 double log_sum_exp(const float* logits, std::int64_t n);
 
 // Softmax of n logits into probabilities, numerically stable, in double with the library's exp

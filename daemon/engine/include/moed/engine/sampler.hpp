@@ -27,8 +27,8 @@ class Sampler {
  private:
   bool more_likely(std::int32_t a, std::int32_t b) const;
   // Draws among order_[0, candidates), of which the first `sorted` are sorted, most likely
-  // first (top_p applied); sorts more of them only where the nucleus or the draw needs it, and
-  // none where no top-k nor nucleus applies (then draws in id order).
+  // first (top_p applied); sorts more of them only as far as the nucleus needs, and none
+  // without a nucleus (the unsorted rest in id order).
   SampledToken pick(std::int64_t sorted, std::int64_t candidates, const float* logits,
                     double log_total);
   SamplingParams params_;
