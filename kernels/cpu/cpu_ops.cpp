@@ -277,9 +277,7 @@ MOED_ISA_CLONES std::int64_t argmax(const float* x, std::int64_t n) {
   for (; i < n; ++i) largest = x[i] > largest ? x[i] : largest;
   for (const float lane : lanes) largest = lane > largest ? lane : largest;
   if (largest == -INFINITY) return 0;
-  for (i = 0; x[i] != largest; ++i) {
-  }
-  return i;
+  return std::find(x, x + n, largest) - x;
 }
 
 double log_sum_exp(const float* logits, std::int64_t n) {
@@ -289,8 +287,8 @@ double log_sum_exp(const float* logits, std::int64_t n) {
 }
 
 double softmax(const float* logits, float* probs, std::int64_t n) {
-  // In double with the library's exp: a router's few scores weigh every expert's output, and
-  // the CUDA router and the reference match them to the last bits.
+  // In double with the library's exp, as the routers were checked against the reference: a
+  // router's few scores weigh every expert's output, and cost nothing next to a vocabulary.
   const float max_logit = *std::max_element(logits, logits + n);
   double total = 0.0;
   for (std::int64_t i = 0; i < n; ++i)
