@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,9 +40,29 @@ std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
   return row_tile_bytes(ggml_type_of(dtype), rows, cols);
 }
 
+// On a CPU with AMX, oneDNN computes a bf16 matmul of more than 4 rows with AMX tiles
+// (brg:avx512_core_amx) and one of fewer rows with avx512_core_bf16, and the two round
+// differently: a row's logits would depend on how many rows shared its step (a decode batch, a
+// prefill chunk), and moed's bf16 rows, which equal the avx512_core_bf16 path, would differ from
+// a batch's. Capped at avx512_core_bf16, every row count takes one path. The cost is AMX's
+// prefill speed (bf16 bench prefill 850 against 400 tokens/s on a 2-core VM whose CPU has AMX).
+// The cap holds only if set before oneDNN generates its first kernel. CpuMatmul creates all of
+// moed's primitives, so a failure here means another component of the process used oneDNN
+// first, and its choice stands.
+dnnl::engine cpu_engine_without_amx() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    try {
+      dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx512_core_bf16);
+    } catch (const dnnl::error&) {
+    }
+  });
+  return dnnl::engine(dnnl::engine::kind::cpu, 0);
+}
+
 }  // namespace
 
-CpuMatmul::CpuMatmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+CpuMatmul::CpuMatmul() : engine_(cpu_engine_without_amx()), stream_(engine_) {}
 
 DType CpuMatmul::compute_dtype(DType weight_dtype) {
   if (is_quantized(weight_dtype)) return weight_dtype;
