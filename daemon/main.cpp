@@ -21,13 +21,16 @@ constexpr const char* kModelHelp =
 
 // libgomp reads its wait policy once, when it loads. Under its default policy a worker spins
 // only 100 times before it sleeps where the compute thread's team and the loader's packer's
-// (on more than 2 cores) oversubscribe the cores: each of the ~80 parallel regions of a decode
-// step then wakes its worker through the kernel, measured at 22 us per region on the 2-core VM
-// (4.5 us spinning), a quarter of a Q4_K_M step. moed asks for the active policy with 1000
-// spins, what libgomp gives it when oversubscribed, whether or not the packer leads a team (on
-// 2 cores it packs alone): longer spins were up to a fifth faster on an idle machine but
-// held the core the compute thread waited for on a busy one (a request took 25 s instead of 8).
-// An idle daemon still sleeps. A user's own settings are kept. The executable is run by its
+// (on more than 2 cores) oversubscribe the cores, and each parallel region of a decode step
+// (about 80 per token) then wakes its worker through the kernel: 22 us per region on the 2-core
+// VM against 4.5 us spinning. moed asks for the active policy with 10000 spins, about 100 us
+// (a pause takes 10 ns there): the gaps between a step's regions (attention, routing, an
+// expert's imbalance) outlast 1000 spins, with which the worker slept at nearly every region
+// (19169 context switches in a resident Q4_K_M bench against 751; decode 0.53 -> 0.76 of the
+// bound, Q8_0 0.66 -> 0.86, a 400-token request 3.0 -> 2.3 s). Under two CPU hogs or two
+// compilers the request took 5.6-9.8 s against 7.5-8.6 s with 1000: a spin this short wastes at
+// most 100 us of a busy core per region, where 300000 spins (3 ms) once made it 25 s instead of
+// 8. An idle daemon still sleeps. A user's own settings are kept. The executable is run by its
 // real path so that the process keeps its name; if anything fails, moed runs on with libgomp's
 // defaults. Other OpenMP runtimes read other variables (LLVM's would spin forever under
 // "active"), so this is for libgomp only.
@@ -38,7 +41,7 @@ void set_openmp_wait_policy(char** argv) {
   const ssize_t length = readlink("/proc/self/exe", path, sizeof path - 1);
   if (length <= 0) return;
   path[length] = '\0';
-  if (setenv("OMP_WAIT_POLICY", "active", 1) != 0 || setenv("GOMP_SPINCOUNT", "1000", 0) != 0)
+  if (setenv("OMP_WAIT_POLICY", "active", 1) != 0 || setenv("GOMP_SPINCOUNT", "10000", 0) != 0)
     return;
   execv(path, argv);
   std::fprintf(stderr, "moed: could not restart with OMP_WAIT_POLICY=active (%s: %s)\n", path,
