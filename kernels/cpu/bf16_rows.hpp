@@ -17,9 +17,10 @@ namespace moed::kernels::detail {
 // oneDNN 2.6's avx512_core_bf16 brgemm computes each output as a chain of vdpbf16ps over K in
 // order (one pair of K elements per step), restarted from zero every K block, the blocks' sums
 // added in order; the block is 512 elements where K <= 1024 and 1024 beyond (measured for every
-// M, N and thread count tried). That is not part of oneDNN's interface, and other CPUs (AMX) or
-// versions split K otherwise, so CpuMatmul checks each weight shape against oneDNN itself, on the
-// compute thread, before moed computes it (bf16_rows_verdict).
+// M, N and thread count tried). That is not part of oneDNN's interface, and other versions may
+// split K otherwise (CpuMatmul keeps oneDNN off AMX, whose tiles round otherwise), so CpuMatmul
+// checks each weight shape against oneDNN itself, on the compute thread, before moed computes it
+// (bf16_rows_verdict).
 std::int64_t onednn_bf16_k_block(std::int64_t k);
 
 // Whether this CPU has vdpbf16ps (AVX512-BF16), which moed's rows need.

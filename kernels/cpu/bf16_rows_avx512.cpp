@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "bf16_rows.hpp"
@@ -13,7 +14,8 @@ constexpr int kRowsPerPass = 4;
 constexpr std::int64_t kLanes = 16;
 // The block's lines are asked for this many bytes ahead, into L2: a 5632 x 1024 mat-vec from
 // memory on two threads went 23.5 -> 28.4 GB/s (a plain read: 28.6), 1024 x 2816 23.0 -> 27.3;
-// 12 KiB ahead gave 27.5-27.9, 24 KiB 26.0-26.2. A prefetch past the weight does not fault.
+// 12 KiB ahead gave 27.5-27.9, 24 KiB 26.0-26.2. A prefetch past the weight does not fault (the
+// address is formed as an integer, so no pointer leaves the weight).
 constexpr std::int64_t kPrefetchDistance = 6 * 1024;
 
 // Columns [first, first + 16 * kVectors) of one N block for `rows` rows of x. Unit u of the block
@@ -33,8 +35,10 @@ void columns(const std::uint16_t* block, std::int64_t n_block, std::int64_t firs
       __m512bh w[kVectors];
       for (int q = 0; q < kVectors; ++q) {
         w[q] = (__m512bh)_mm512_loadu_si512(line + q * kLanes * 2);
-        _mm_prefetch(reinterpret_cast<const char*>(line + q * kLanes * 2) + kPrefetchDistance,
-                     _MM_HINT_T1);
+        _mm_prefetch(
+            reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(line + q * kLanes * 2) +
+                                          kPrefetchDistance),
+            _MM_HINT_T1);
       }
       for (int r = 0; r < rows; ++r) {
         std::int32_t pair;

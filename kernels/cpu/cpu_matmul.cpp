@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -41,21 +43,24 @@ std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
 }
 
 // On a CPU with AMX, oneDNN computes a bf16 matmul of more than 4 rows with AMX tiles
-// (brg:avx512_core_amx) and one of fewer rows with avx512_core_bf16, and the two round
+// (brg:avx512_core_amx_bf16) and one of 4 rows or fewer with avx512_core_bf16, and the two round
 // differently: a row's logits would depend on how many rows shared its step (a decode batch, a
 // prefill chunk), and moed's bf16 rows, which equal the avx512_core_bf16 path, would differ from
 // a batch's. Capped at avx512_core_bf16, every row count takes one path. The cost is AMX's
 // prefill speed (bf16 bench prefill 850 against 400 tokens/s on a 2-core VM whose CPU has AMX).
-// The cap holds only if set before oneDNN generates its first kernel. CpuMatmul creates all of
-// moed's primitives, so a failure here means another component of the process used oneDNN
-// first, and its choice stands.
+// A user's own ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) is kept. oneDNN fixes its ISA at the
+// first primitive or ISA query of the process; CpuMatmul makes all of moed's, so a refusal
+// means another component used oneDNN first, and is reported once.
 dnnl::engine cpu_engine_without_amx() {
   static std::once_flag once;
   std::call_once(once, [] {
-    try {
-      dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx512_core_bf16);
-    } catch (const dnnl::error&) {
-    }
+    if (std::getenv("ONEDNN_MAX_CPU_ISA") != nullptr || std::getenv("DNNL_MAX_CPU_ISA") != nullptr)
+      return;
+    if (dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx512_core_bf16) != dnnl::status::success)
+      std::fprintf(stderr,
+                   "moed: oneDNN refused to stay off AMX (it was used before moed's first "
+                   "matmul): on an AMX CPU, bf16 rows batched together may differ in their last "
+                   "bits from rows computed alone\n");
   });
   return dnnl::engine(dnnl::engine::kind::cpu, 0);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -281,6 +282,23 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16Rows,
                            return "n" + std::to_string(info.param.n) + "_k" +
                                   std::to_string(info.param.k);
                          });
+
+// On an AMX CPU oneDNN would compute a batch of more than 4 bf16 rows with AMX tiles, which
+// round otherwise than its path for fewer rows (the Bf16Rows test above then fails); CpuMatmul
+// keeps it off AMX unless the user chose an ISA. On a CPU without AMX this holds trivially.
+TEST(Matmul, Bf16BatchesStayOffAmx) {
+  if (std::getenv("ONEDNN_MAX_CPU_ISA") != nullptr || std::getenv("DNNL_MAX_CPU_ISA") != nullptr)
+    GTEST_SKIP() << "the user's oneDNN ISA setting is kept";
+  const std::int64_t n = 64, k = 512;
+  const auto w16 =
+      moed::test::to_bf16(moed::test::random_floats(static_cast<std::size_t>(n * k), 3));
+  CpuMatmul matmul;
+  const WeightPart part{w16.data(), DType::bf16, n};
+  const PackedWeight packed = matmul.pack(std::span(&part, 1), k);
+  for (const std::int64_t m : {5, 16, 64, 512})
+    EXPECT_EQ(matmul.implementation(m, packed).find("amx"), std::string::npos)
+        << m << " rows: " << matmul.implementation(m, packed);
+}
 
 TEST(Matmul, F16WeightsComputeInF32) {
   const std::int64_t n = 8, k = 16;
