@@ -281,7 +281,10 @@ MOED_ISA_CLONES std::int64_t argmax(const float* x, std::int64_t n) {
 }
 
 double log_sum_exp(const float* logits, std::int64_t n) {
-  const float max_logit = logits[argmax(logits, n)];
+  return log_sum_exp(logits, n, logits[argmax(logits, n)]);
+}
+
+double log_sum_exp(const float* logits, std::int64_t n, float max_logit) {
   if (!std::isfinite(max_logit)) return max_logit;
   return std::log(exp_and_sum(logits, n, max_logit, 1.0f, nullptr)) + max_logit;
 }

@@ -67,6 +67,8 @@ std::int64_t argmax(const float* x, std::int64_t n);
 // log(sum(exp(x))) of n logits, computed stably (one pass for the max, one exp_and_sum; NaN
 // weighs nothing); the max itself when it is not finite.
 double log_sum_exp(const float* logits, std::int64_t n);
+// The same from the largest logit, already found (logits[argmax(logits, n)]).
+double log_sum_exp(const float* logits, std::int64_t n, float max_logit);
 
 // Softmax of n logits into probabilities, numerically stable, in double with the library's exp
 // (for a router's scores); returns log(sum(exp(x))).
