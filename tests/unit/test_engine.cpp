@@ -791,6 +791,13 @@ TEST(Scheduler, TopLogprobsAreSortedAndNormalised) {
   EXPECT_EQ(top[1].first, 2);
   const double total = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
   EXPECT_NEAR(top[0].second, 3.0 - std::log(total), 1e-5);
+
+  const std::vector<float> with_nan = {NAN, 1.0f, NAN, 3.0f};
+  const auto listed = top_logprobs(with_nan.data(), 4, 4);
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].first, 3);
+  EXPECT_EQ(listed[1].first, 1);
+  EXPECT_NEAR(listed[0].second, 3.0 - std::log(std::exp(1.0) + std::exp(3.0)), 1e-5);
 }
 
 // ---- issue 11: drain during prefill, KV in the budget, chunked prefill ----------------------

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <future>
-#include <numeric>
 
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/memtier/byte_size.hpp"
@@ -30,9 +29,13 @@ const char* to_string(FinishReason reason) {
 std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab,
                                                          int n) {
   const double log_total = kernels::log_sum_exp(logits, vocab);
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(vocab));
-  std::iota(ids.begin(), ids.end(), 0);
-  const auto count = std::min<std::int64_t>(n, vocab);
+  // A NaN logit weighs nothing, as in sampling, and is not listed (it would also break the
+  // sort's ordering).
+  std::vector<std::int32_t> ids;
+  ids.reserve(static_cast<std::size_t>(vocab));
+  for (std::int32_t id = 0; id < vocab; ++id)
+    if (!std::isnan(logits[id])) ids.push_back(id);
+  const auto count = std::min<std::int64_t>(n, static_cast<std::int64_t>(ids.size()));
   std::partial_sort(ids.begin(), ids.begin() + count, ids.end(),
                     [&](std::int32_t a, std::int32_t b) {
                       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);

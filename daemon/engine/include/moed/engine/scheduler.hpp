@@ -153,7 +153,7 @@ class Scheduler {
   std::thread thread_;
 };
 
-// The n most likely tokens with their log-probabilities, most likely first.
+// The n most likely tokens with their log-probabilities, most likely first (NaN logits left out).
 std::vector<std::pair<std::int32_t, float>> top_logprobs(const float* logits, std::int64_t vocab,
                                                          int n);
 
