@@ -38,11 +38,10 @@ struct BlockLoaderOptions {
 // flight is never read twice (a demand for it upgrades its priority and shares its future).
 // Blocks stream through the reader back to back, its queue kept full across block boundaries
 // (expert prefetches excepted: they are read one at a time, and none beside a demand), into one
-// staging arena registered
-// with the reader once. Reading and materializing are a
-// pipeline: a packer thread turns each block's bytes into a payload as soon as they arrive while
-// the I/O thread keeps reading, so the disk never idles behind the CPU work; blocks are packed
-// in the order their reads started.
+// staging arena registered with the reader once. Reading and materializing are a pipeline: a
+// packer thread turns each block's bytes into a payload as soon as they arrive while the I/O
+// thread keeps reading, so the disk never idles behind the CPU work; blocks are packed in the
+// order their reads started.
 class BlockLoader {
  public:
   // Queued jobs start best first: demands, then prefetches for the next layer, then those for
