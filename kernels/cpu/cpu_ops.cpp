@@ -6,6 +6,8 @@
 #include <numeric>
 #include <vector>
 
+#include "attention_avx512.hpp"
+#include "moed/kernels/cpu_threads.hpp"
 #include "moed/kernels/dtype.hpp"
 
 namespace moed::kernels {
@@ -172,6 +174,35 @@ void attention_over(const float* q, const Element* k, const Element* v, float* o
   const std::int64_t group = s.heads / s.kv_heads;
   const float scale =
       s.scale > 0 ? static_cast<float>(s.scale) : 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  if (s.head_dim % 16 == 0 && detail::cpu_has_avx512_attention()) {
+    // The heads that share a KV head go to one thread together, so each key and value is read
+    // once for them; a group is split only where there are fewer (query, KV head) pairs than
+    // threads (one decode row of MLA, whose heads all share one latent cache).
+    const std::int64_t pairs = s.n_query * s.kv_heads;
+    const std::int64_t threads = compute_threads();
+    const std::int64_t pieces =
+        pairs >= threads ? 1 : std::min(group, (threads + pairs - 1) / pairs);
+    const std::int64_t piece = (group + pieces - 1) / pieces;
+#pragma omp parallel
+    {
+      std::vector<float> scores(static_cast<std::size_t>((s.first_position + s.n_query) * piece));
+      // Round-robin, so a causal prefill's long rows do not all fall to the last thread.
+#pragma omp for collapse(3) schedule(static, 1)
+      for (std::int64_t i = 0; i < s.n_query; ++i)
+        for (std::int64_t g = 0; g < s.kv_heads; ++g)
+          for (std::int64_t p = 0; p < pieces; ++p) {
+            const std::int64_t first_head = g * group + p * piece;
+            const std::int64_t heads = std::min(piece, group - p * piece);
+            if (heads <= 0) continue;
+            const std::int64_t kv_offset = g * s.capacity * s.head_dim;
+            const std::int64_t at = (i * s.heads + first_head) * s.head_dim;
+            detail::attend_heads_avx512(q + at, k + kv_offset, v + kv_offset,
+                                        s.first_position + i + 1, s.head_dim,
+                                        static_cast<int>(heads), scale, scores.data(), out + at);
+          }
+    }
+    return;
+  }
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<std::size_t>(s.first_position + s.n_query));
@@ -301,5 +332,15 @@ double softmax(const float* logits, float* probs, std::int64_t n) {
     probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[i]) - lse));
   return lse;
 }
+
+namespace detail {
+
+bool cpu_has_avx512_attention() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+}  // namespace detail
 
 }  // namespace moed::kernels

@@ -543,33 +543,78 @@ TEST(Ops, RouterTopKRenormalisesAndBreaksTiesLow) {
   EXPECT_NEAR(weights[0], std::exp(3.0) / (std::exp(3.0) + std::exp(1.0)), 1e-6);
 }
 
+namespace {
+
+// Attention in double, from its definition: out[i, h] = softmax_t(q[i, h] . k[g, t] / sqrt(d))
+// weighting v[g, t], over the positions t <= first + i, with g the KV head of h.
+std::vector<double> naive_attention(const std::vector<float>& q, const std::vector<float>& k,
+                                    const std::vector<float>& v, const AttentionShape& s) {
+  const std::int64_t d = s.head_dim;
+  std::vector<double> out(q.size());
+  for (std::int64_t i = 0; i < s.n_query; ++i)
+    for (std::int64_t h = 0; h < s.heads; ++h) {
+      const std::int64_t g = h / (s.heads / s.kv_heads), visible = s.first_position + i + 1;
+      std::vector<double> p(static_cast<std::size_t>(visible));
+      double mx = -1e300, total = 0;
+      for (std::int64_t t = 0; t < visible; ++t) {
+        double dot = 0;
+        for (std::int64_t c = 0; c < d; ++c)
+          dot += double(q[(i * s.heads + h) * d + c]) * k[(g * s.capacity + t) * d + c];
+        p[t] = dot / std::sqrt(double(d));
+        mx = std::max(mx, p[t]);
+      }
+      for (auto& x : p) total += (x = std::exp(x - mx));
+      for (std::int64_t c = 0; c < d; ++c)
+        for (std::int64_t t = 0; t < visible; ++t)
+          out[(i * s.heads + h) * d + c] += p[t] / total * v[(g * s.capacity + t) * d + c];
+    }
+  return out;
+}
+
+}  // namespace
+
 TEST(Ops, AttentionMatchesNaiveWithGroupsAndOffset) {
   const std::int64_t heads = 4, kv_heads = 2, d = 16, capacity = 12, first = 5, nq = 3;
   auto q = moed::test::random_floats(static_cast<std::size_t>(nq * heads * d), 11);
   auto k = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 12);
   auto v = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 13);
   std::vector<float> out(q.size());
-  attention(q.data(), k.data(), v.data(), out.data(), {nq, heads, kv_heads, d, capacity, first});
-  for (std::int64_t i = 0; i < nq; ++i)
-    for (std::int64_t h = 0; h < heads; ++h) {
-      const std::int64_t g = h / (heads / kv_heads), visible = first + i + 1;
-      std::vector<double> p(static_cast<std::size_t>(visible));
-      double mx = -1e300, total = 0;
-      for (std::int64_t t = 0; t < visible; ++t) {
-        double dot = 0;
-        for (std::int64_t c = 0; c < d; ++c)
-          dot += double(q[(i * heads + h) * d + c]) * k[(g * capacity + t) * d + c];
-        p[t] = dot / std::sqrt(double(d));
-        mx = std::max(mx, p[t]);
-      }
-      for (auto& s : p) total += (s = std::exp(s - mx));
-      for (std::int64_t c = 0; c < d; ++c) {
-        double want = 0;
-        for (std::int64_t t = 0; t < visible; ++t)
-          want += p[t] / total * v[(g * capacity + t) * d + c];
-        EXPECT_NEAR(out[(i * heads + h) * d + c], want, 1e-5);
-      }
-    }
+  const AttentionShape shape{nq, heads, kv_heads, d, capacity, first};
+  attention(q.data(), k.data(), v.data(), out.data(), shape);
+  const auto want = naive_attention(q, k, v, shape);
+  for (std::size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], want[i], 1e-5) << i;
+}
+
+// One decode row of a cache that every head shares (MLA's shape) is split over two threads, its
+// group of 6 heads run in blocks of 2 and 1 per thread; inside a batch the group runs whole, in
+// blocks of 4 and 2. Either way each head's output is bit for bit the same, as batched rows must
+// equal solo ones. Head widths 48 and 40 take the AVX-512 path (where the CPU has it) and the
+// portable one.
+TEST(Ops, AttentionOfAHeadIsTheSameSoloAndInABatch) {
+  const int saved_threads = compute_threads();
+  set_compute_threads(2);
+  for (const std::int64_t d : {48, 40}) {
+    const std::int64_t heads = 6, kv_heads = 1, capacity = 40, first = 30, nq = 4;
+    const auto q = moed::test::random_floats(static_cast<std::size_t>(nq * heads * d), 31);
+    const auto k = moed::test::random_floats(static_cast<std::size_t>(capacity * d), 32);
+    const auto v = moed::test::random_floats(static_cast<std::size_t>(capacity * d), 33);
+    std::vector<float> batched(q.size());
+    const AttentionShape batch{nq, heads, kv_heads, d, capacity, first};
+    attention(q.data(), k.data(), v.data(), batched.data(), batch);
+    const auto want = naive_attention(q, k, v, batch);
+    for (std::size_t i = 0; i < batched.size(); ++i)
+      EXPECT_NEAR(batched[i], want[i], 1e-5) << "d " << d << " at " << i;
+    const std::int64_t row = nq - 1;
+    const std::vector<float> last(q.begin() + row * heads * d, q.end());
+    std::vector<float> solo(last.size());
+    attention(last.data(), k.data(), v.data(), solo.data(),
+              {1, heads, kv_heads, d, capacity, first + row});
+    for (std::size_t i = 0; i < solo.size(); ++i)
+      EXPECT_EQ(std::bit_cast<std::uint32_t>(solo[i]),
+                std::bit_cast<std::uint32_t>(batched[row * heads * d + i]))
+          << "d " << d << " at " << i;
+  }
+  set_compute_threads(saved_threads);
 }
 
 // A bf16 KV cache is read as its f32 widening: the f32 kernel's result over keys and values

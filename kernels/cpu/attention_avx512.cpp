@@ -1,0 +1,132 @@
+// Built with AVX-512 F/BW/VL; called only where the CPU has them (cpu_has_avx512_attention).
+#include "attention_avx512.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "moed/kernels/cpu_ops.hpp"
+
+namespace moed::kernels::detail {
+namespace {
+
+constexpr std::int64_t kLanes = 16;
+// Key and value rows are asked for this many bytes ahead (16 positions of a 128-wide bf16
+// head): 12, 16 and 32 positions ran alike. The address is formed as an integer, so a prefetch
+// past the cache's end neither faults nor forms an out-of-range pointer.
+constexpr std::int64_t kPrefetchBytes = 4096;
+
+inline __m512 widen(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+inline __m512 widen(const std::uint16_t* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+template <typename Element, int kHeads>
+void attend(const float* q, const Element* keys, const Element* values, std::int64_t visible,
+            std::int64_t head_dim, float scale, float* scores, float* out) {
+  const std::int64_t vectors = head_dim / kLanes;
+  const auto row_bytes = static_cast<std::int64_t>(head_dim * sizeof(Element));
+  const std::int64_t ahead = (kPrefetchBytes + row_bytes - 1) / row_bytes * row_bytes;
+  const auto key_address = reinterpret_cast<std::uintptr_t>(keys);
+  const auto value_address = reinterpret_cast<std::uintptr_t>(values);
+  // The values are wanted only after every score; they are brought into L2 beside the keys so
+  // that the second pass does not wait on memory. (MLA's cache passes one array as both.)
+  const bool separate_values = values != keys;
+
+  for (std::int64_t t = 0; t < visible; ++t) {
+    const auto next = static_cast<std::uintptr_t>(t * row_bytes + ahead);
+    for (std::int64_t b = 0; b < row_bytes; b += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(key_address + next + b), _MM_HINT_T0);
+      if (separate_values)
+        _mm_prefetch(reinterpret_cast<const char*>(value_address + next + b), _MM_HINT_T1);
+    }
+    const Element* key = keys + t * head_dim;
+    __m512 dot[kHeads];
+    for (auto& d : dot) d = _mm512_setzero_ps();
+    for (std::int64_t v = 0; v < vectors; ++v) {
+      const __m512 k = widen(key + v * kLanes);
+      for (int h = 0; h < kHeads; ++h)
+        dot[h] = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * head_dim + v * kLanes), k, dot[h]);
+    }
+    for (int h = 0; h < kHeads; ++h) scores[h * visible + t] = _mm512_reduce_add_ps(dot[h]) * scale;
+  }
+
+  float total[kHeads];
+  for (int h = 0; h < kHeads; ++h) {
+    float* s = scores + h * visible;
+    const float max_score = *std::max_element(s, s + visible);
+    total[h] = static_cast<float>(exp_and_sum(s, visible, max_score, 1.0f, s));
+  }
+
+  // The weighted sum of the values over as many 16-wide slices of every head as 16 registers
+  // hold (a 128-wide head pair in one pass over the positions), normalised once at the end.
+  constexpr int kSlices = std::max(1, 16 / kHeads);
+  for (std::int64_t first = 0; first < vectors; first += kSlices) {
+    const std::int64_t slices = std::min<std::int64_t>(kSlices, vectors - first);
+    __m512 acc[kHeads][kSlices];
+    for (auto& head : acc)
+      for (auto& a : head) a = _mm512_setzero_ps();
+    for (std::int64_t t = 0; t < visible; ++t) {
+      const Element* value = values + t * head_dim + first * kLanes;
+      __m512 weight[kHeads];
+      for (int h = 0; h < kHeads; ++h) weight[h] = _mm512_set1_ps(scores[h * visible + t]);
+      for (int s = 0; s < kSlices; ++s) {
+        if (s >= slices) break;
+        const __m512 x = widen(value + s * kLanes);
+        for (int h = 0; h < kHeads; ++h) acc[h][s] = _mm512_fmadd_ps(weight[h], x, acc[h][s]);
+      }
+    }
+    for (int h = 0; h < kHeads; ++h) {
+      const __m512 divisor = _mm512_set1_ps(total[h]);
+      for (std::int64_t s = 0; s < slices; ++s)
+        _mm512_storeu_ps(out + h * head_dim + (first + s) * kLanes,
+                         _mm512_div_ps(acc[h][s], divisor));
+    }
+  }
+}
+
+template <typename Element>
+void attend_some(const float* q, const Element* keys, const Element* values, std::int64_t visible,
+                 std::int64_t head_dim, int heads, float scale, float* scores, float* out) {
+  while (heads > 0) {
+    const int take = heads >= 8 ? 8 : heads >= 4 ? 4 : heads >= 2 ? 2 : 1;
+    switch (take) {
+      case 8:
+        attend<Element, 8>(q, keys, values, visible, head_dim, scale, scores, out);
+        break;
+      case 4:
+        attend<Element, 4>(q, keys, values, visible, head_dim, scale, scores, out);
+        break;
+      case 2:
+        attend<Element, 2>(q, keys, values, visible, head_dim, scale, scores, out);
+        break;
+      default:
+        attend<Element, 1>(q, keys, values, visible, head_dim, scale, scores, out);
+        break;
+    }
+    q += take * head_dim;
+    out += take * head_dim;
+    heads -= take;
+  }
+}
+
+}  // namespace
+
+void attend_heads_avx512(const float* q, const float* keys, const float* values,
+                         std::int64_t visible, std::int64_t head_dim, int heads, float scale,
+                         float* scores, float* out) {
+  attend_some(q, keys, values, visible, head_dim, heads, scale, scores, out);
+}
+
+void attend_heads_avx512(const float* q, const std::uint16_t* keys, const std::uint16_t* values,
+                         std::int64_t visible, std::int64_t head_dim, int heads, float scale,
+                         float* scores, float* out) {
+  attend_some(q, keys, values, visible, head_dim, heads, scale, scores, out);
+}
+
+}  // namespace moed::kernels::detail
