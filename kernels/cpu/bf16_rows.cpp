@@ -1,7 +1,11 @@
 #include "bf16_rows.hpp"
 
+#include <omp.h>
+
 #include <map>
 #include <mutex>
+
+#include "stolen_ranges.hpp"
 
 namespace moed::kernels::detail {
 namespace {
@@ -34,11 +38,20 @@ void record_bf16_rows_verdict(const Bf16RowsShape& shape, bool equal) {
 
 void bf16_rows(std::int64_t k, std::int64_t n, std::int64_t n_block, const void* weights,
                const std::uint16_t* x, std::int64_t m, float* y) {
-  const std::int64_t blocks = n / n_block;
+  const auto blocks = static_cast<std::uint32_t>(n / n_block);
   const auto* packed = static_cast<const std::uint16_t*>(weights);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t b = 0; b < blocks; ++b)
-    bf16_rows_block_avx512(k, n, n_block, packed, b, x, m, y);
+  // Contiguous runs per thread, their ends taken by whichever thread finishes first.
+  const auto threads = static_cast<std::uint32_t>(omp_get_max_threads());
+  StolenRanges ranges(threads);
+  for (std::uint32_t i = 0; i < threads; ++i)
+    ranges.assign(i, static_cast<std::uint32_t>(std::uint64_t{blocks} * i / threads),
+                  static_cast<std::uint32_t>(std::uint64_t{blocks} * (i + 1) / threads));
+#pragma omp parallel
+  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), 1, 1,
+               [&](std::size_t, std::uint32_t first, std::uint32_t last) {
+                 for (std::uint32_t b = first; b < last; ++b)
+                   bf16_rows_block_avx512(k, n, n_block, packed, b, x, m, y);
+               });
 }
 
 }  // namespace moed::kernels::detail

@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +19,8 @@
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant_tiles.hpp"
+#include "row_tile_units.hpp"
+#include "stolen_ranges.hpp"
 
 namespace moed::kernels {
 namespace {
@@ -405,44 +409,130 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
   return true;
 }
 
+std::uint32_t CpuMatmul::units(const PackedWeight& weight) {
+  if (!is_quantized(weight.dtype_))
+    return static_cast<std::uint32_t>(weight.rows_ / weight.bf16_rows_n_block_);
+  std::int64_t tiles = 0;
+  for (const auto& segment : weight.segments_) tiles += (segment.rows + kTileRows - 1) / kTileRows;
+  return static_cast<std::uint32_t>(tiles);
+}
+
+void CpuMatmul::prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row) {
+  if (is_quantized(weight.dtype_)) {
+    quantize_rows(x, 1, weight.cols_, row.quantized);
+  } else {
+    row.bf16.resize(static_cast<std::size_t>(weight.cols_));
+    convert_f32_to_bf16(x, row.bf16.data(), row.bf16.size());
+  }
+}
+
+void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
+                               std::uint32_t first, std::uint32_t last) {
+  if (!is_quantized(weight.dtype_)) {
+    const auto* packed = static_cast<const std::uint16_t*>(weight.memory_.get_data_handle());
+    for (std::uint32_t b = first; b < last; ++b)
+      detail::bf16_rows_block_avx512(weight.cols_, weight.rows_, weight.bf16_rows_n_block_, packed,
+                                     b, x.bf16.data(), 1, y);
+    return;
+  }
+  // Units number the row tiles of every segment in order.
+  std::int64_t base = 0;
+  std::int64_t first_row = 0;
+  for (const auto& segment : weight.segments_) {
+    const std::int64_t tiles = (segment.rows + kTileRows - 1) / kTileRows;
+    const std::int64_t from = std::max<std::int64_t>(first, base);
+    const std::int64_t to = std::min<std::int64_t>(last, base + tiles);
+    if (from < to)
+      detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype),
+                                       weight.storage_.get() + segment.offset, segment.rows,
+                                       weight.cols_, x.quantized.data(), 1, y + first_row,
+                                       weight.rows_, best_quant_isa(), from - base, to - base);
+    base += tiles;
+    first_row += segment.rows;
+  }
+}
+
 void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
   if (!can_run_expert_ffns(jobs))
     throw std::invalid_argument(
         "CpuMatmul::expert_ffns: every job needs unbatched gate_up [2 * ffn, K] and down [N, ffn] "
         "weights, quantized or in bf16 rows");
-  const auto count = static_cast<std::int64_t>(jobs.size());
-  // An exception may not leave a parallel region: the first is kept and thrown after it.
+  const std::size_t count = jobs.size();
+  // Per job, kept between calls on the calling thread (one region per MoE layer and token): a
+  // few expert widths of floats, outside the engine's memory stats. Every thread reads them.
+  struct JobState {
+    PreparedRow input, activated_row;
+    std::vector<float> projected, activated;
+  };
+  thread_local std::vector<JobState> kept;
+  if (kept.size() < count) kept.resize(count);
+  // A thread_local named inside the region would be each thread's own: the workers reach the
+  // calling thread's through this reference.
+  std::vector<JobState>& states = kept;
+  detail::StolenRanges gate_up_units(count);
+  detail::StolenRanges down_units(count);
+  for (std::size_t j = 0; j < count; ++j) {
+    const std::int64_t ffn = jobs[j].down->cols_;
+    states[j].projected.resize(static_cast<std::size_t>(2 * ffn));
+    states[j].activated.resize(static_cast<std::size_t>(ffn));
+    gate_up_units.assign(j, 0, units(*jobs[j].gate_up));
+    down_units.assign(j, 0, units(*jobs[j].down));
+  }
+  // An exception may not leave a parallel region: the first is kept and thrown after it, and
+  // once one is kept the later steps are skipped by every thread alike (each reads the flag
+  // after a barrier), so that every thread still meets every barrier.
   std::exception_ptr failure;
-#pragma omp parallel
-  {
-    // Per thread, kept between calls (one region per MoE layer and token) and for the thread's
-    // life: a few expert widths of floats, outside the engine's memory stats.
-    thread_local std::vector<QuantizedActivations> quantized;
-    thread_local std::vector<std::uint16_t> bf16_x;
-    thread_local std::vector<float> projected, activated;
-    const auto apply = [&](const float* x, const PackedWeight& weight, float* y) {
-      if (is_quantized(weight.dtype_)) {
-        multiply_quantized(x, 1, weight, y, quantized);
-      } else {
-        multiply_bf16_rows(x, 1, weight, y, bf16_x);
-      }
-    };
-    const int threads = omp_get_num_threads();
+  std::atomic<bool> failed = false;
+  const auto guarded = [&](const auto& step) {
+    if (failed.load()) return;
     try {
-      for (std::int64_t j = omp_get_thread_num(); j < count; j += threads) {
-        const ExpertFfn& job = jobs[static_cast<std::size_t>(j)];
-        const std::int64_t ffn = job.down->cols_;
-        projected.resize(static_cast<std::size_t>(2 * ffn));
-        activated.resize(static_cast<std::size_t>(ffn));
-        // The kernels' own parallel loops run on this thread alone: a nested region is inactive.
-        apply(job.x, *job.gate_up, projected.data());
-        silu_mul(projected.data(), activated.data(), 1, ffn);
-        apply(activated.data(), *job.down, job.out);
-      }
+      step();
     } catch (...) {
 #pragma omp critical(moed_expert_ffns_failure)
       if (!failure) failure = std::current_exception();
+      failed.store(true);
     }
+  };
+  // Each job's owner (job j: thread j % threads) prepares its rows and its SiLU; the products go
+  // by row tiles (or N blocks): an owner streams its own expert, and a thread that finishes first
+  // takes tiles from the end of the other's, so a thread that streams slower (a shared VM's
+  // cores differ by 5-10%) no longer keeps the other waiting.
+  constexpr std::uint32_t kOwnUnits = 2;
+  constexpr std::uint32_t kStolenUnits = 1;
+#pragma omp parallel
+  {
+    const int self = omp_get_thread_num();
+    const int threads = omp_get_num_threads();
+    const auto owned = [&](const auto& step) {
+      guarded([&] {
+        for (auto j = static_cast<std::size_t>(self); j < count;
+             j += static_cast<std::size_t>(threads))
+          step(j);
+      });
+    };
+    owned([&](std::size_t j) { prepare_row(jobs[j].x, *jobs[j].gate_up, states[j].input); });
+#pragma omp barrier
+    guarded([&] {
+      gate_up_units.drain(self, threads, kOwnUnits, kStolenUnits,
+                          [&](std::size_t j, std::uint32_t first, std::uint32_t last) {
+                            multiply_units(*jobs[j].gate_up, states[j].input,
+                                           states[j].projected.data(), first, last);
+                          });
+    });
+#pragma omp barrier
+    owned([&](std::size_t j) {
+      JobState& state = states[j];
+      silu_mul(state.projected.data(), state.activated.data(), 1, jobs[j].down->cols_);
+      prepare_row(state.activated.data(), *jobs[j].down, state.activated_row);
+    });
+#pragma omp barrier
+    guarded([&] {
+      down_units.drain(self, threads, kOwnUnits, kStolenUnits,
+                       [&](std::size_t j, std::uint32_t first, std::uint32_t last) {
+                         multiply_units(*jobs[j].down, states[j].activated_row, jobs[j].out, first,
+                                        last);
+                       });
+    });
   }
   if (failure) std::rethrow_exception(failure);
 }

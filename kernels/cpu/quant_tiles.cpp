@@ -1,6 +1,7 @@
 #include "moed/kernels/quant_tiles.hpp"
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -10,11 +11,18 @@
 
 #include "moed/kernels/dtype.hpp"
 #include "quant_tiles_internal.hpp"
+#include "row_tile_units.hpp"
+#include "stolen_ranges.hpp"
 
 namespace moed::kernels {
 namespace {
 
 using namespace qtile;
+
+// Tiles an owner takes from its own run at a time, and a thread from another's: an owner's take
+// costs one compare-and-swap on a line no other thread touches until the runs meet.
+constexpr std::uint32_t kOwnTiles = 4;
+constexpr std::uint32_t kStolenTiles = 1;
 
 bool is_legacy(GgmlType type) {
   return type == GgmlType::q4_0 || type == GgmlType::q4_1 || type == GgmlType::q5_0 ||
@@ -415,11 +423,10 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
   }
 }
 
-void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, std::int64_t cols,
-                     const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
-                     QuantIsa isa) {
-  require_row_tiles(type, cols, "row_tile_matmul");
-  if (m <= 0 || rows <= 0) return;
+namespace detail {
+
+void check_row_tile_activations(GgmlType type, std::int64_t cols, const QuantizedActivations* x,
+                                std::int64_t m) {
   for (std::int64_t i = 0; i < m; ++i) {
     if (x[i].n != cols)
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) + " has " +
@@ -437,17 +444,19 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                                   " lacks the Q8_K blocks " + std::string(ggml_type_name(type)) +
                                   " needs");
   }
+}
+
+void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_t rows,
+                              std::int64_t cols, const QuantizedActivations* x, std::int64_t m,
+                              float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
+                              std::int64_t last) {
   isa = usable_quant_isa(isa);
   const std::int64_t blocks = cols / block_elements(type);
   const std::int64_t tile_bytes = blocks * tile_block_bytes(type);
-  const std::int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;
   const int group = isa == QuantIsa::avx512_vnni ? group_avx512()
                     : isa == QuantIsa::avx2      ? group_avx2()
                                                  : 1;
-  // Static: each thread streams one contiguous run of tiles. Handing out single tiles
-  // (dynamic) interleaves the threads' reads and cost a third of the decode rate here.
-#pragma omp parallel for schedule(static)
-  for (std::int64_t t = 0; t < n_tiles; ++t) {
+  for (std::int64_t t = first; t < last; ++t) {
     const std::byte* tile = tiles + t * tile_bytes;
     const auto valid = static_cast<std::size_t>(std::min(kTileRows, rows - t * kTileRows));
     float out[4 * kTileRows];
@@ -471,6 +480,31 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                     valid * sizeof(float));
     }
   }
+}
+
+}  // namespace detail
+
+void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, std::int64_t cols,
+                     const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
+                     QuantIsa isa) {
+  require_row_tiles(type, cols, "row_tile_matmul");
+  if (m <= 0 || rows <= 0) return;
+  detail::check_row_tile_activations(type, cols, x, m);
+  const auto n_tiles = static_cast<std::uint32_t>((rows + kTileRows - 1) / kTileRows);
+  // Each thread streams one contiguous run of tiles, then takes single tiles from the ends of
+  // the others' runs. Handing out single tiles from one counter (dynamic) interleaves the
+  // threads' reads and cost a third of the decode rate here.
+  const auto threads = static_cast<std::uint32_t>(omp_get_max_threads());
+  detail::StolenRanges ranges(threads);
+  for (std::uint32_t i = 0; i < threads; ++i)
+    ranges.assign(i, static_cast<std::uint32_t>(std::uint64_t{n_tiles} * i / threads),
+                  static_cast<std::uint32_t>(std::uint64_t{n_tiles} * (i + 1) / threads));
+#pragma omp parallel
+  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnTiles, kStolenTiles,
+               [&](std::size_t, std::uint32_t first, std::uint32_t last) {
+                 detail::row_tiles_on_this_thread(type, tiles, rows, cols, x, m, y, y_stride, isa,
+                                                  first, last);
+               });
 }
 
 }  // namespace moed::kernels

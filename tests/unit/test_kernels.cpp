@@ -1,10 +1,14 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "moed/kernels/bandwidth.hpp"
@@ -14,6 +18,7 @@
 #include "moed/kernels/dtype.hpp"
 #include "moed/kernels/panel_matmul.hpp"
 #include "random_data.hpp"
+#include "stolen_ranges.hpp"
 
 using namespace moed::kernels;
 
@@ -691,4 +696,37 @@ TEST(Bandwidth, ProbeReadsTheWholeBufferOnEveryThreadCount) {
     EXPECT_TRUE(std::isfinite(bytes_per_s) && bytes_per_s > 0) << bytes_per_s;
   }
   set_compute_threads(physical_core_count());
+}
+
+// Uneven ranges (one empty, one of a single unit) drained by three threads, the owner of the
+// longest one slowed: every unit runs exactly once, and the others take units of the slow
+// owner's range from its back while it works through the front.
+TEST(StolenRanges, EveryUnitRunsOnceAndASlowOwnersUnitsAreTaken) {
+  const std::uint32_t sizes[] = {400, 0, 1, 37, 150};
+  moed::kernels::detail::StolenRanges ranges(std::size(sizes));
+  std::vector<std::vector<std::atomic<int>>> runs;
+  std::vector<std::vector<std::atomic<int>>> by;
+  for (std::size_t i = 0; i < std::size(sizes); ++i) {
+    ranges.assign(i, 0, sizes[i]);
+    runs.emplace_back(sizes[i]);
+    by.emplace_back(sizes[i]);
+  }
+#pragma omp parallel num_threads(3)
+  {
+    const int self = omp_get_thread_num();
+    ranges.drain(self, omp_get_num_threads(), 4, 1,
+                 [&](std::size_t i, std::uint32_t first, std::uint32_t last) {
+                   for (std::uint32_t u = first; u < last; ++u) {
+                     ++runs[i][u];
+                     by[i][u] = self;
+                     if (self == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+                   }
+                 });
+  }
+  for (std::size_t i = 0; i < std::size(sizes); ++i)
+    for (std::uint32_t u = 0; u < sizes[i]; ++u) EXPECT_EQ(runs[i][u], 1) << i << " " << u;
+  int taken = 0;
+  for (std::uint32_t u = 0; u < sizes[0]; ++u) taken += by[0][u] != 0;
+  EXPECT_GT(taken, 0);
+  EXPECT_EQ(by[0][0], 0);  // the owner starts at the front
 }

@@ -222,14 +222,17 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
     PackedWeight gate_up, down;
   };
   std::vector<Expert> experts;
-  const GgmlType types[][2] = {{GgmlType::q4_k, GgmlType::q6_k},
-                               {GgmlType::q8_0, GgmlType::q8_0},
-                               {GgmlType::q5_1, GgmlType::q4_0}};
-  for (const auto& [up_type, down_type] : types) {
-    const auto gate = random_weights(up_type, ffn, hidden, rng);
+  // gate, up, down; the last gate_up is two segments of different formats, whose row tiles the
+  // threads share as one run.
+  const GgmlType types[][3] = {{GgmlType::q4_k, GgmlType::q4_k, GgmlType::q6_k},
+                               {GgmlType::q8_0, GgmlType::q8_0, GgmlType::q8_0},
+                               {GgmlType::q5_1, GgmlType::q5_1, GgmlType::q4_0},
+                               {GgmlType::q4_k, GgmlType::q5_k, GgmlType::q8_0}};
+  for (const auto& [gate_type, up_type, down_type] : types) {
+    const auto gate = random_weights(gate_type, ffn, hidden, rng);
     const auto up = random_weights(up_type, ffn, hidden, rng);
     const auto down = random_weights(down_type, hidden, ffn, rng);
-    const WeightPart gate_up[] = {{gate.data(), *dtype_of(up_type), ffn},
+    const WeightPart gate_up[] = {{gate.data(), *dtype_of(gate_type), ffn},
                                   {up.data(), *dtype_of(up_type), ffn}};
     const WeightPart down_part[] = {{down.data(), *dtype_of(down_type), hidden}};
     experts.push_back({matmul.pack(gate_up, hidden), matmul.pack(down_part, ffn)});

@@ -117,12 +117,13 @@ class CpuMatmul {
   // [batch, m, N], each matrix applied to its own m rows.
   void multiply(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   // One row's gated FFN per job: out = down(silu(gate) * up), where gate_up stacks gate over up
-  // (each [ffn, K]) and down is [N, ffn]. Decode computes a token's k experts so: the jobs go
-  // whole to the OpenMP threads in turn (job j to thread j % threads) in one parallel region,
-  // where multiply() + silu_mul() + multiply() per expert would open 2k regions, each waking the
-  // other threads. Quantized weights only (each thread quantizes into its own scratch; oneDNN's
-  // primitives and the panels' own loops are not run from inside a region), and not with nested
-  // parallelism enabled; gives their results bit for bit.
+  // (each [ffn, K]) and down is [N, ffn]. Decode computes a token's k experts so: the jobs go to
+  // the OpenMP threads in turn (job j to thread j % threads) in one parallel region, where
+  // multiply() + silu_mul() + multiply() per expert would open 2k regions, each waking the other
+  // threads; a thread done with its own jobs' tiles takes the last ones of another's. Quantized
+  // weights or bf16 rows moed computes only (oneDNN's primitives and the panels' own loops are
+  // not run from inside a region), and not with nested parallelism enabled; gives their results
+  // bit for bit.
   struct ExpertFfn {
     const PackedWeight* gate_up;
     const PackedWeight* down;
@@ -161,6 +162,18 @@ class CpuMatmul {
   // oneDNN's primitive for m rows of a plain weight.
   void multiply_onednn(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   static detail::Bf16RowsShape bf16_rows_shape(const PackedWeight& weight);
+  // One activation row as a quantized weight (Q8_0 / Q8_K blocks) or bf16 rows read it.
+  struct PreparedRow {
+    std::vector<QuantizedActivations> quantized;
+    std::vector<std::uint16_t> bf16;
+  };
+  static void prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row);
+  // A one-row product with `weight` (quantized, or bf16 rows moed computes) in units any thread
+  // may compute, in any order, with the same bits: its row tiles over all its segments, in order,
+  // or its N blocks.
+  static std::uint32_t units(const PackedWeight& weight);
+  static void multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
+                             std::uint32_t first, std::uint32_t last);
   // Whether moed computes m rows of this weight (bf16 rows): only where, for its shape and this
   // thread count, moed's rows have given oneDNN's bits; the first time a shape is asked, on this
   // thread, by bf16_rows_equal_onednn.
