@@ -30,7 +30,7 @@ template <typename Element, int kHeads>
 void attend(const float* q, const Element* keys, const Element* values, std::int64_t visible,
             std::int64_t head_dim, float scale, float* scores, float* out) {
   const std::int64_t vectors = head_dim / kLanes;
-  const auto row_bytes = static_cast<std::int64_t>(head_dim * sizeof(Element));
+  const std::int64_t row_bytes = head_dim * static_cast<std::int64_t>(sizeof(Element));
   const std::int64_t ahead = (kPrefetchBytes + row_bytes - 1) / row_bytes * row_bytes;
   const auto key_address = reinterpret_cast<std::uintptr_t>(keys);
   const auto value_address = reinterpret_cast<std::uintptr_t>(values);
@@ -40,7 +40,7 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
 
   for (std::int64_t t = 0; t < visible; ++t) {
     const auto next = static_cast<std::uintptr_t>(t * row_bytes + ahead);
-    for (std::int64_t b = 0; b < row_bytes; b += 64) {
+    for (std::uintptr_t b = 0; b < static_cast<std::uintptr_t>(row_bytes); b += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(key_address + next + b), _MM_HINT_T0);
       if (separate_values)
         _mm_prefetch(reinterpret_cast<const char*>(value_address + next + b), _MM_HINT_T1);
@@ -56,11 +56,18 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
     for (int h = 0; h < kHeads; ++h) scores[h * visible + t] = _mm512_reduce_add_ps(dot[h]) * scale;
   }
 
+  // A NaN score makes the head's whole output NaN, as in the portable loop (exp_and_sum alone
+  // would give it weight 0 and hide it).
   float total[kHeads];
   for (int h = 0; h < kHeads; ++h) {
     float* s = scores + h * visible;
-    const float max_score = *std::max_element(s, s + visible);
-    total[h] = static_cast<float>(exp_and_sum(s, visible, max_score, 1.0f, s));
+    float max_score = -INFINITY;
+    bool nan = false;
+    for (std::int64_t t = 0; t < visible; ++t) {
+      max_score = std::max(max_score, s[t]);
+      nan |= std::isnan(s[t]);
+    }
+    total[h] = nan ? NAN : static_cast<float>(exp_and_sum(s, visible, max_score, 1.0f, s));
   }
 
   // The weighted sum of the values over as many 16-wide slices of every head as 16 registers

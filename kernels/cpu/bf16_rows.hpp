@@ -10,7 +10,7 @@ namespace moed::kernels::detail {
 // every output of the block), computed by moed with the arithmetic oneDNN's brgemm uses, so that
 // the bits are the same and decode can leave oneDNN without its results moving. oneDNN's matmul
 // costs a primitive call and a parallel region per weight; moed's rows also run inside a region
-// of moed's own, where a decode step's experts go whole to the threads
+// of moed's own, where a decode step's experts are shared out to the threads
 // (CpuMatmul::expert_ffns): on the Mixtral bench shapes two experts streamed at 65-71 GB/s in one
 // region against 43-50 as four calls, each its own region.
 //

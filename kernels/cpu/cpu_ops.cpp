@@ -185,8 +185,12 @@ void attention_over(const float* q, const Element* k, const Element* v, float* o
     const std::int64_t piece = (group + pieces - 1) / pieces;
 #pragma omp parallel
     {
-      std::vector<float> scores(static_cast<std::size_t>((s.first_position + s.n_query) * piece));
-      // Round-robin, so a causal prefill's long rows do not all fall to the last thread.
+      // Kept per thread and grown, not zeroed, each call: an MLA prefill's group is 128 heads.
+      thread_local std::vector<float> scores;
+      const auto needed = static_cast<std::size_t>((s.first_position + s.n_query) *
+                                                   std::min<std::int64_t>(piece, 8));
+      if (scores.size() < needed) scores.resize(needed);
+        // Round-robin, so a causal prefill's long rows do not all fall to the last thread.
 #pragma omp for collapse(3) schedule(static, 1)
       for (std::int64_t i = 0; i < s.n_query; ++i)
         for (std::int64_t g = 0; g < s.kv_heads; ++g)

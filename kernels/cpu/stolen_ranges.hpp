@@ -39,7 +39,7 @@ class StolenRanges {
   // once each thread of the team has returned.
   template <typename Body>
   void drain(int self, int threads, std::uint32_t own_chunk, std::uint32_t stolen_chunk,
-             Body&& body) {
+             const Body& body) {
     std::uint32_t begin = 0;
     std::uint32_t end = 0;
     const auto count = ranges_.size();

@@ -588,18 +588,17 @@ void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t
   }
 }
 
-// One token's experts when every one is resident and they split evenly over the compute
-// threads: acquired with the expect / acquire calls experts_one_by_one makes, in its order (the
-// tier sees the same requests: expect starts nothing for a resident block), then computed in one
-// parallel region, each whole on one thread (CpuMatmul::expert_ffns), rather than in two regions
-// per expert. The k payloads stay held through the compute, where the one-by-one path lets each
-// go after its own; a prefetch admitted meanwhile can only evict other blocks. Slot i is
+// One token's experts when every one is resident: acquired with the expect / acquire calls
+// experts_one_by_one makes, in its order (the tier sees the same requests: expect starts nothing
+// for a resident block), then computed in one parallel region, each owned by one thread and its
+// last tiles taken by any thread that is done (CpuMatmul::expert_ffns), rather than in two
+// regions per expert. The k payloads stay held through the compute, where the one-by-one path lets
+// each go after its own; a prefetch admitted meanwhile can only evict other blocks. Slot i is
 // order[i] (one row: routing order). False, having acquired nothing, where that does not apply.
 bool Engine::experts_in_one_region(std::int32_t layer, std::span<const std::int32_t> order,
                                    const float* h, float* slot_out,
                                    std::vector<memtier::Payload>& unacquired) {
-  const auto threads = static_cast<std::size_t>(kernels::compute_threads());
-  if (threads < 2 || order.size() % threads != 0) return false;
+  if (kernels::compute_threads() < 2) return false;
   const std::vector<memtier::Payload> resident = store_->hold_resident(layer, order);
   if (resident.size() != order.size()) return false;
   std::vector<kernels::CpuMatmul::ExpertFfn> jobs;
