@@ -70,6 +70,43 @@ void rope_rotate_half(float* x, std::int64_t rows, std::int64_t heads, std::int6
   rope(x, {rows, heads, head_dim, 0, head_dim, RopePairs::half}, positions, inv_freq.data(), 1.0);
 }
 
+namespace {
+
+MOED_ISA_CLONES void f32_dots(const float* w, std::int64_t first, std::int64_t last, std::int64_t k,
+                              const float* x, float* y) {
+  constexpr std::int64_t kLanes = 16;
+  const std::int64_t whole = k / kLanes * kLanes;
+  for (std::int64_t r = first; r < last; ++r) {
+    const float* row = w + r * k;
+    float lanes[kLanes] = {};
+    for (std::int64_t d = 0; d < whole; d += kLanes)
+      for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] += row[d + l] * x[d + l];
+    float dot = 0.0f;
+    for (const float lane : lanes) dot += lane;
+    for (std::int64_t d = whole; d < k; ++d) dot += row[d] * x[d];
+    y[r] = dot;
+  }
+}
+
+// Below this many weight elements a parallel region costs more than the rows it would share.
+constexpr std::int64_t kF32RowsParallelElements = std::int64_t{1} << 20;
+
+}  // namespace
+
+void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, std::int64_t m,
+              float* y) {
+  if (n * k < kF32RowsParallelElements) {
+    for (std::int64_t i = 0; i < m; ++i) f32_dots(w, 0, n, k, x + i * k, y + i * n);
+    return;
+  }
+  // Blocks of 16 rows, outside the ISA clones (a region inside one runs the baseline ISA).
+  const std::int64_t blocks = (n + 15) / 16;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t b = 0; b < blocks; ++b)
+      f32_dots(w, 16 * b, std::min(n, 16 * b + 16), k, x + i * k, y + i * n);
+}
+
 MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows,
                               std::int64_t ffn) {
   for (std::int64_t r = 0; r < rows; ++r) {

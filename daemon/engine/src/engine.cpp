@@ -85,6 +85,14 @@ class DenseTensors {
   std::span<const std::byte* const> data_;
 };
 
+// An f32 router (as llama.cpp's converter writes every ffn_gate_inp) and DeepSeek's, whose logits
+// transformers computes in f32 from any dtype, are computed from plain f32 rows by
+// kernels::f32_rows: a call to oneDNN's f32 matmul cost 18 us a row, about 4% of a Q8_0 bench
+// decode step with three router calls per layer (its own and two predictions).
+bool router_in_f32(const model::ModelSpec& spec, const DenseTensors& t) {
+  return spec.router.fp32_logits || t.info(DenseRole::router).dtype == kernels::DType::f32;
+}
+
 std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                          const DenseTensors& t,
                                          const kernels::PackedAllocator& allocate = {}) {
@@ -161,12 +169,10 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
   }
   w->output = pack({t.weight(DenseRole::o)}, a.output_width());
   if (t.has(DenseRole::router)) {
-    if (spec.router.fp32_logits) {
-      const auto router = t.floats(DenseRole::router);
-      w->router = pack({{router.data(), kernels::DType::f32, spec.num_experts}}, hidden);
-    } else {
+    if (router_in_f32(spec, t))
+      w->router_f32 = t.floats(DenseRole::router);
+    else
       w->router = pack({t.weight(DenseRole::router)}, hidden);
-    }
   }
   if (t.has(DenseRole::router_bias)) w->router_bias = t.floats(DenseRole::router_bias);
   if (t.has(DenseRole::mlp_gate)) {
@@ -211,8 +217,8 @@ std::uint64_t dense_packed_bytes(kernels::CpuMatmul& matmul, const model::ModelS
   if (t.has(DenseRole::mlp_down))
     total += stack({DenseRole::mlp_down}, t.info(DenseRole::mlp_down).shape[1]);
   if (t.has(DenseRole::router))
-    total += spec.router.fp32_logits
-                 ? matmul.packed_bytes(spec.num_experts, hidden, kernels::DType::f32)
+    total += router_in_f32(spec, t)
+                 ? static_cast<std::uint64_t>(spec.num_experts * hidden) * sizeof(float)
                  : stack({DenseRole::router}, hidden);
   if (a.kind == model::AttentionKind::mla) {
     const bool split = t.has(DenseRole::k_b);
@@ -240,7 +246,8 @@ std::uint64_t DenseWeights::bytes() const {
   std::uint64_t total = input_projection.bytes() + q_b.bytes() + absorb_keys.bytes() +
                         absorb_values.bytes() + output.bytes() + router.bytes() +
                         mlp_gate_up.bytes() + mlp_down.bytes() + shared_expert_gate.bytes();
-  for (const auto* v : {&attention_norm, &ffn_norm, &qkv_bias, &q_norm, &k_norm, &router_bias})
+  for (const auto* v :
+       {&attention_norm, &ffn_norm, &qkv_bias, &q_norm, &k_norm, &router_f32, &router_bias})
     total += v->size() * sizeof(float);
   return total;
 }
@@ -530,14 +537,11 @@ void Engine::predict_ahead(std::int64_t layer, const float* h, std::int64_t rows
 
 void Engine::router_logits_of(const DenseWeights& weights, const float* h, std::int64_t rows,
                               float* logits) {
-  if (!spec_.router.fp32_logits) {
+  if (weights.router_f32.empty())
     matmul_.multiply(h, rows, weights.router, logits);
-    return;
-  }
-  // An f32 router (DeepSeek) runs row by row: oneDNN may pick another f32 kernel, with another
-  // summation order, for other row counts, and a batched row must equal the row decoded alone.
-  for (std::int64_t r = 0; r < rows; ++r)
-    matmul_.multiply(h + r * spec_.hidden_size, 1, weights.router, logits + r * spec_.num_experts);
+  else
+    kernels::f32_rows(weights.router_f32.data(), spec_.num_experts, spec_.hidden_size, h, rows,
+                      logits);
 }
 
 void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::PackedWeight& down,

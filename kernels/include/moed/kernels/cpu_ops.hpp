@@ -51,6 +51,14 @@ void attention(const float* q, const float* k, const float* v, float* out,
 void attention(const float* q, const std::uint16_t* k, const std::uint16_t* v, float* out,
                const AttentionShape& shape);
 
+// y[i * n + r] = dot(w row r, x row i) for an f32 weight w [n, k] row-major and m rows of x [m, k]:
+// sixteen partial sums over k, then added in order, the same for every m and thread count (so a
+// batched row equals the row alone). For routers (n is the expert count): where oneDNN's f32
+// matmul took 18 us for one row of Mixtral's 8 x 1024 router, mostly its call and its parallel
+// region, this takes a few; rows spread over the OpenMP threads only for large weights.
+void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, std::int64_t m,
+              float* y);
+
 // y += x (n elements).
 void add_in_place(float* y, const float* x, std::int64_t n);
 

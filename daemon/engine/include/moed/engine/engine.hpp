@@ -84,7 +84,10 @@ struct DenseWeights final : memtier::BlockPayload {
   // [v_head_dim, kv_lora].
   kernels::PackedWeight absorb_keys, absorb_values;
   kernels::PackedWeight output;
-  kernels::PackedWeight router;  // MoE layers: [experts, hidden]
+  // MoE layers: [experts, hidden]; an f32 router (every GGUF file's, and DeepSeek's, whose
+  // logits are f32) as plain rows for kernels::f32_rows, any other packed.
+  kernels::PackedWeight router;
+  std::vector<float> router_f32;
   std::vector<float> router_bias;
   // The dense MLP of a dense layer, or the shared experts of a MoE layer: gate over up, down.
   kernels::PackedWeight mlp_gate_up, mlp_down;
