@@ -88,23 +88,26 @@ MOED_ISA_CLONES void f32_dots(const float* w, std::int64_t first, std::int64_t l
   }
 }
 
-// Below this many weight elements a parallel region costs more than the rows it would share.
-constexpr std::int64_t kF32RowsParallelElements = std::int64_t{1} << 20;
+// Below this many multiply-adds a parallel region costs more than the work it would share (a
+// decode row of any router; a prefill's rows of even a small one exceed it).
+constexpr std::int64_t kF32RowsParallelWork = std::int64_t{1} << 20;
+constexpr std::int64_t kF32RowsPerBlock = 16;
 
 }  // namespace
 
 void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, std::int64_t m,
               float* y) {
-  if (n * k < kF32RowsParallelElements) {
+  if (m * n * k < kF32RowsParallelWork) {
     for (std::int64_t i = 0; i < m; ++i) f32_dots(w, 0, n, k, x + i * k, y + i * n);
     return;
   }
-  // Blocks of 16 rows, outside the ISA clones (a region inside one runs the baseline ISA).
-  const std::int64_t blocks = (n + 15) / 16;
+  // Blocks of rows, outside the ISA clones (a region inside one runs the baseline ISA).
+  const std::int64_t blocks = (n + kF32RowsPerBlock - 1) / kF32RowsPerBlock;
 #pragma omp parallel for collapse(2) schedule(static)
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t b = 0; b < blocks; ++b)
-      f32_dots(w, 16 * b, std::min(n, 16 * b + 16), k, x + i * k, y + i * n);
+      f32_dots(w, kF32RowsPerBlock * b, std::min(n, kF32RowsPerBlock * (b + 1)), k, x + i * k,
+               y + i * n);
 }
 
 MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows,

@@ -661,6 +661,45 @@ TEST(Ops, AttentionOverABf16CacheEqualsF32OverTheRoundedValues) {
   for (std::size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(from_bf16[i], from_f32[i], 1e-6) << i;
 }
 
+// f32_rows against double sums, on a small router and on one large enough to share out over the
+// threads (widths not a multiple of 16, a row count not a multiple of the blocks); a batch's row
+// equals the row computed alone, and every thread count gives the same bits.
+TEST(Ops, F32RowsMatchNaiveAndRowsOfABatchEqualTheRowAlone) {
+  const int saved_threads = compute_threads();
+  const std::int64_t shapes[][2] = {{8, 37}, {100, 10487}};
+  for (const auto& [n, k] : shapes) {
+    const std::int64_t m = 5;
+    const auto w = moed::test::random_floats(static_cast<std::size_t>(n * k), 51);
+    const auto x = moed::test::random_floats(static_cast<std::size_t>(m * k), 52);
+    std::vector<float> first;
+    for (const int threads : {1, 2, 3}) {
+      set_compute_threads(threads);
+      std::vector<float> y(static_cast<std::size_t>(m * n));
+      f32_rows(w.data(), n, k, x.data(), m, y.data());
+      std::vector<float> alone(static_cast<std::size_t>(n));
+      f32_rows(w.data(), n, k, x.data() + 3 * k, 1, alone.data());
+      for (std::int64_t r = 0; r < n; ++r) {
+        EXPECT_EQ(std::bit_cast<std::uint32_t>(alone[static_cast<std::size_t>(r)]),
+                  std::bit_cast<std::uint32_t>(y[static_cast<std::size_t>(3 * n + r)]))
+            << n << "x" << k << " row " << r;
+      }
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t r = 0; r < n; ++r) {
+          double want = 0;
+          for (std::int64_t c = 0; c < k; ++c)
+            want += double(w[static_cast<std::size_t>(r * k + c)]) *
+                    x[static_cast<std::size_t>(i * k + c)];
+          EXPECT_NEAR(y[static_cast<std::size_t>(i * n + r)], want, 1e-4 * std::sqrt(double(k)));
+        }
+      if (first.empty())
+        first = y;
+      else
+        EXPECT_EQ(first, y) << threads << " threads";
+    }
+  }
+  set_compute_threads(saved_threads);
+}
+
 TEST(Ops, SoftmaxSumsToOneAndReturnsLogSumExp) {
   const float logits[] = {1000.0f, 1001.0f, 999.0f};
   float probs[3];

@@ -53,9 +53,11 @@ void attention(const float* q, const std::uint16_t* k, const std::uint16_t* v, f
 
 // y[i * n + r] = dot(w row r, x row i) for an f32 weight w [n, k] row-major and m rows of x [m, k]:
 // sixteen partial sums over k, then added in order, the same for every m and thread count (so a
-// batched row equals the row alone). For routers (n is the expert count): where oneDNN's f32
-// matmul took 18 us for one row of Mixtral's 8 x 1024 router, mostly its call and its parallel
-// region, this takes a few; rows spread over the OpenMP threads only for large weights.
+// batched row equals the row alone; as with the other ISA clones here, an AVX-512 CPU may fuse
+// the multiply-adds where an AVX2 one does not). For routers (n is the expert count): where
+// oneDNN's f32 matmul took 18 us for one row of the bench model's 8 x 1024 router, mostly its
+// call and its parallel region, this takes a few; the work spreads over the OpenMP threads only
+// where there is enough of it (a prefill's rows).
 void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, std::int64_t m,
               float* y);
 
