@@ -41,11 +41,8 @@ void bf16_rows(std::int64_t k, std::int64_t n, std::int64_t n_block, const void*
   const auto blocks = static_cast<std::uint32_t>(n / n_block);
   const auto* packed = static_cast<const std::uint16_t*>(weights);
   // Contiguous runs per thread, their ends taken by whichever thread finishes first.
-  const auto threads = static_cast<std::uint32_t>(omp_get_max_threads());
-  StolenRanges ranges(threads);
-  for (std::uint32_t i = 0; i < threads; ++i)
-    ranges.assign(i, static_cast<std::uint32_t>(std::uint64_t{blocks} * i / threads),
-                  static_cast<std::uint32_t>(std::uint64_t{blocks} * (i + 1) / threads));
+  StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
+  ranges.split(blocks);
 #pragma omp parallel
   ranges.drain(omp_get_thread_num(), omp_get_num_threads(), 1, 1,
                [&](std::size_t, std::uint32_t first, std::uint32_t last) {

@@ -217,7 +217,8 @@ void attention_over(const float* q, const Element* k, const Element* v, float* o
   if (s.head_dim % 16 == 0 && detail::cpu_has_avx512_attention()) {
     // The heads that share a KV head go to one thread together, so each key and value is read
     // once for them; a group is split only where there are fewer (query, KV head) pairs than
-    // threads (one decode row of MLA, whose heads all share one latent cache).
+    // threads (one decode row of MLA, whose heads all share one latent cache). The pairs go
+    // round-robin, so a causal prefill's long rows do not all fall to the last thread.
     const std::int64_t pairs = s.n_query * s.kv_heads;
     const std::int64_t threads = compute_threads();
     const std::int64_t pieces =
@@ -230,7 +231,6 @@ void attention_over(const float* q, const Element* k, const Element* v, float* o
       const auto needed = static_cast<std::size_t>((s.first_position + s.n_query) *
                                                    std::min<std::int64_t>(piece, 8));
       if (scores.size() < needed) scores.resize(needed);
-        // Round-robin, so a causal prefill's long rows do not all fall to the last thread.
 #pragma omp for collapse(3) schedule(static, 1)
       for (std::int64_t i = 0; i < s.n_query; ++i)
         for (std::int64_t g = 0; g < s.kv_heads; ++g)

@@ -494,11 +494,8 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
   // Each thread streams one contiguous run of tiles, then takes single tiles from the ends of
   // the others' runs. Handing out single tiles from one counter (dynamic) interleaves the
   // threads' reads and cost a third of the decode rate here.
-  const auto threads = static_cast<std::uint32_t>(omp_get_max_threads());
-  detail::StolenRanges ranges(threads);
-  for (std::uint32_t i = 0; i < threads; ++i)
-    ranges.assign(i, static_cast<std::uint32_t>(std::uint64_t{n_tiles} * i / threads),
-                  static_cast<std::uint32_t>(std::uint64_t{n_tiles} * (i + 1) / threads));
+  detail::StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
+  ranges.split(n_tiles);
 #pragma omp parallel
   ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnTiles, kStolenTiles,
                [&](std::size_t, std::uint32_t first, std::uint32_t last) {

@@ -24,6 +24,14 @@ class StolenRanges {
     ranges_[i].bounds.store(pack(begin, end), std::memory_order_relaxed);
   }
 
+  // Splits units [0, units) into one contiguous run per range, in order (a static split).
+  void split(std::uint32_t units) {
+    const std::uint64_t count = ranges_.size();
+    for (std::uint64_t i = 0; i < count; ++i)
+      assign(i, static_cast<std::uint32_t>(units * i / count),
+             static_cast<std::uint32_t>(units * (i + 1) / count));
+  }
+
   // Up to `chunk` units from the front (or back) of range i into [begin, end); false once the
   // range is empty.
   bool take_front(std::size_t i, std::uint32_t chunk, std::uint32_t& begin, std::uint32_t& end) {
