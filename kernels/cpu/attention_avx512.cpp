@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "moed/kernels/cpu_ops.hpp"
+#include "widen_avx512.hpp"
 
 namespace moed::kernels::detail {
 namespace {
@@ -17,14 +18,6 @@ constexpr std::int64_t kLanes = 16;
 // head): 12, 16 and 32 positions ran alike. The address is formed as an integer, so a prefetch
 // past the cache's end neither faults nor forms an out-of-range pointer.
 constexpr std::int64_t kPrefetchBytes = 4096;
-
-inline __m512 widen(const float* p) {
-  return _mm512_loadu_ps(p);
-}
-inline __m512 widen(const std::uint16_t* p) {
-  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
 
 template <typename Element, int kHeads>
 void attend(const float* q, const Element* keys, const Element* values, std::int64_t visible,
@@ -49,7 +42,7 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
     __m512 dot[kHeads];
     for (auto& d : dot) d = _mm512_setzero_ps();
     for (std::int64_t v = 0; v < vectors; ++v) {
-      const __m512 k = widen(key + v * kLanes);
+      const __m512 k = widen16(key + v * kLanes);
       for (int h = 0; h < kHeads; ++h)
         dot[h] = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * head_dim + v * kLanes), k, dot[h]);
     }
@@ -84,7 +77,7 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
       for (int h = 0; h < kHeads; ++h) weight[h] = _mm512_set1_ps(scores[h * visible + t]);
       for (int s = 0; s < kSlices; ++s) {
         if (s >= slices) break;
-        const __m512 x = widen(value + s * kLanes);
+        const __m512 x = widen16(value + s * kLanes);
         for (int h = 0; h < kHeads; ++h) acc[h][s] = _mm512_fmadd_ps(weight[h], x, acc[h][s]);
       }
     }

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "moed/kernels/panel_matmul.hpp"
+#include "widen_avx512.hpp"
 
 namespace moed::kernels::detail {
 namespace {
@@ -10,13 +11,10 @@ constexpr int kVectors = kPanelWidth / 16;
 
 template <DType dtype>
 __m512 load_widened(const std::byte* panel, std::int64_t index) {
-  if constexpr (dtype == DType::f32) {
-    return _mm512_loadu_ps(reinterpret_cast<const float*>(panel) + index);
-  } else {
-    const __m256i bits =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + index * sizeof(std::uint16_t)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-  }
+  if constexpr (dtype == DType::f32)
+    return widen16(reinterpret_cast<const float*>(panel) + index);
+  else
+    return widen16(reinterpret_cast<const std::uint16_t*>(panel) + index);
 }
 
 template <DType dtype, int kRows>
