@@ -241,7 +241,7 @@ int run_bench(const BenchArgs& args) {
   const auto disk_before = engine.memory_stats().disk;
   const auto host_before = engine.memory_stats().host;
   struct Round {
-    double tokens_per_s, bandwidth, raw, disk_bytes_per_token, disk_busy_share;
+    double tokens_per_s, bandwidth, raw, disk_bytes_per_token, tier_share_of_raw;
     bool raw_from_tier;  // the tier outran the raw probe: its own rate stands for the disk's
   };
   std::vector<Round> rounds;
@@ -303,9 +303,9 @@ int run_bench(const BenchArgs& args) {
     if (r.raw > 0 && r.disk_bytes_per_token > 0)
       round_bound = std::min(round_bound, r.raw / r.disk_bytes_per_token);
     combined_shares.push_back(r.tokens_per_s / round_bound);
-    if (r.raw > 0 && r.disk_busy_share > 0) {
+    if (r.raw > 0 && r.tier_share_of_raw > 0) {
       raw_rates.push_back(r.raw);
-      disk_shares.push_back(r.disk_busy_share);
+      disk_shares.push_back(r.tier_share_of_raw);
     }
   }
   const double decode_tps = static_cast<double>(steps) / decode_seconds;
@@ -335,6 +335,9 @@ int run_bench(const BenchArgs& args) {
   const double disk_bytes = static_cast<double>(mem.disk.bytes_read - disk_before.bytes_read);
   const double disk_busy = mem.disk.busy_seconds - disk_before.busy_seconds;
   const double disk_rate = disk_busy > 0 ? disk_bytes / disk_busy : 0.0;
+  // How much of decode the disk spent reading: what prefetch must raise when decode is
+  // disk-bound (the rest is idle disk that a better guess could have used).
+  const double disk_busy_share = decode_seconds > 0 ? disk_busy / decode_seconds : 0.0;
   const double raw_rate = raw_rates.empty() ? 0.0 : median(raw_rates);
   const double disk_share = disk_shares.empty() ? 0.0 : median(disk_shares);
   const double materialize_seconds = mem.disk.materialize_seconds - disk_before.materialize_seconds;
@@ -373,6 +376,7 @@ int run_bench(const BenchArgs& args) {
       {"disk_bytes_per_token", disk_bytes / static_cast<double>(steps)},
       {"io_wait_seconds", wait_s},
       {"disk_read_bytes_per_s", disk_rate},
+      {"disk_busy_share_of_decode", disk_busy_share},
       {"raw_sequential_read_bytes_per_s", raw_rate},
       {"disk_share_of_raw", disk_share},
       {"staging_bytes", mem.disk.staging_bytes},
@@ -432,6 +436,7 @@ int run_bench(const BenchArgs& args) {
         "(%.0f%%, median over rounds of the pair taken together; in %zu of %zu rounds the tier "
         "outran the raw probe and its own rate stands for the disk's)\n",
         disk_rate / 1e9, raw_rate / 1e9, 100.0 * disk_share, rounds_above_raw_probe, shares.size());
+    std::printf("disk busy                  %.1f%% of decode time\n", 100.0 * disk_busy_share);
     std::printf("packing                    %.2f GB/s (%.2f s turning read bytes into weights)\n",
                 materialize_seconds > 0 ? disk_bytes / materialize_seconds / 1e9 : 0.0,
                 materialize_seconds);

@@ -136,6 +136,8 @@ r = json.load(open(sys.argv[1]))
 limit = r["host_budget_bytes"] + 48 * 2**20 + r["staging_bytes"] + 3 * r["expert_block_bytes"]
 assert r["peak_rss_bytes"] <= limit, (r["peak_rss_bytes"], limit)
 assert 0 < r["host_hit_rate"] < 1 and r["decode_tokens_per_s"] > 0
+# Reads overlap the compute and each other, but the disk's busy time is one clock's intervals.
+assert 0 < r["disk_busy_share_of_decode"] <= 1, r["disk_busy_share_of_decode"]
 stages = r["load_stages"]
 assert sorted(stages) == ["demand", "prefetch", "raised_prefetch"], stages
 assert sum(s["loads"] for s in stages.values()) > 0, stages
