@@ -22,8 +22,8 @@ constexpr const char* kModelHelp =
 // libgomp reads its wait policy once, when it loads. Under its default policy a worker spins
 // only 100 times before it sleeps where the compute thread's team and the loader's packer's
 // (on more than 2 cores) oversubscribe the cores, and each parallel region of a decode step
-// (about 80 per token) then wakes its worker through the kernel: 22 us per region on the 2-core
-// VM against 4.5 us spinning. moed asks for the active policy with 10000 spins, about 100 us
+// (dozens per token: about 80 when this was measured, fewer since) then wakes its worker
+// through the kernel: 22 us per region on the 2-core VM against 4.5 us spinning. moed asks for the active policy with 10000 spins, about 100 us
 // (a pause takes 10 ns there): the gaps between a step's regions (attention, routing, an
 // expert's imbalance) outlast 1000 spins, with which the worker slept at nearly every region
 // (19169 context switches in a resident Q4_K_M bench against 751; decode 0.53 -> 0.76 of the
