@@ -23,13 +23,14 @@ constexpr const char* kModelHelp =
 // only 100 times before it sleeps where the compute thread's team and the loader's packer's
 // (on more than 2 cores) oversubscribe the cores, and each parallel region of a decode step
 // (dozens per token: about 80 when this was measured, fewer since) then wakes its worker
-// through the kernel: 22 us per region on the 2-core VM against 4.5 us spinning. moed asks for the active policy with 10000 spins, about 100 us
-// (a pause takes 10 ns there): the gaps between a step's regions (attention, routing, an
-// expert's imbalance) outlast 1000 spins, with which the worker slept at nearly every region
-// (19169 context switches in a resident Q4_K_M bench against 751; decode 0.53 -> 0.76 of the
-// bound, Q8_0 0.66 -> 0.86, a 400-token request 3.0 -> 2.3 s). Under two CPU hogs or two
-// compilers the request took 5.6-9.8 s against 7.5-8.6 s with 1000: a spin this short wastes at
-// most 100 us of a busy core per region, where 300000 spins (3 ms) once made it 25 s instead of
+// through the kernel: 22 us per region on the 2-core VM against 4.5 us spinning. moed asks for the
+// active policy with 10000 spins, about 100 us (a pause takes 10 ns there): the gaps between a
+// step's regions (attention, routing, an expert's imbalance) outlast 1000 spins, with which the
+// worker slept at nearly every region (19169 context switches in a resident Q4_K_M bench against
+// 751; decode 0.53 -> 0.76 of the bound, Q8_0 0.66 -> 0.86, a 400-token request 3.0 -> 2.3 s).
+// Under two CPU hogs or two compilers the request took 5.6-9.8 s against 7.5-8.6 s with 1000: a
+// spin this short wastes at most 100 us of a busy core per region, where 300000 spins (3 ms) once
+// made it 25 s instead of
 // 8. Where the packer's team and compute's outnumber the cores (more than 2 cores, after a
 // demand load), libgomp still spins its throttled min(1000, count). An idle daemon still sleeps.
 // A user's own settings are kept. The executable is run by its real path so that the process
