@@ -30,12 +30,12 @@ constexpr const char* kModelHelp =
 // 751; decode 0.53 -> 0.76 of the bound, Q8_0 0.66 -> 0.86, a 400-token request 3.0 -> 2.3 s).
 // Under two CPU hogs or two compilers the request took 5.6-9.8 s against 7.5-8.6 s with 1000: a
 // spin this short wastes at most 100 us of a busy core per region, where 300000 spins (3 ms) once
-// made it 25 s instead of
-// 8. Where the packer's team and compute's outnumber the cores (more than 2 cores, after a
-// demand load), libgomp still spins its throttled min(1000, count). An idle daemon still sleeps.
-// A user's own settings are kept. The executable is run by its real path so that the process
-// keeps its name; if anything fails, moed runs on with libgomp's defaults. Other OpenMP runtimes
-// read other variables (LLVM's would spin forever under "active"), so this is for libgomp only.
+// made it 25 s instead of 8. Where the packer's team and compute's outnumber the cores (more than 2
+// cores, after a demand load), libgomp still spins its throttled min(1000, count). An idle daemon
+// still sleeps. A user's own settings are kept. The executable is run by its real path so that the
+// process keeps its name; if anything fails, moed runs on with libgomp's defaults. Other OpenMP
+// runtimes read other variables (LLVM's would spin forever under "active"), so this is for libgomp
+// only.
 void set_openmp_wait_policy(char** argv) {
 #ifdef _LIBGOMP_OMP_LOCK_DEFINED
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
