@@ -102,7 +102,10 @@ int main(int argc, char** argv) {
 
   auto add_model = [](CLI::App* sub, ModelArgs& args) {
     sub->add_option("--model", args.model_dir, kModelHelp)->required()->check(CLI::ExistingPath);
-    sub->add_option("--threads", args.threads, "compute threads (default: one per physical core)")
+    sub->add_option(
+           "--threads", args.threads,
+           "compute threads; also the most that pack an expert compute waits on (default: one "
+           "per physical core, less one for the disk tier when experts stream from disk)")
         ->check(CLI::NonNegativeNumber);
     sub->add_option("--host-budget", args.host_budget,
                     "host RAM for weights: a size (512MiB, 2GiB) or a share of the routed experts' "

@@ -63,6 +63,15 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenLogits,
                            return name;
                          });
 
+TEST(Engine, DemandPackingKeepsACoreForIoAndStaysWithinTheUsersThreads) {
+  EXPECT_EQ(demand_pack_threads(0, 16), 15);
+  EXPECT_EQ(demand_pack_threads(0, 2), 1);
+  EXPECT_EQ(demand_pack_threads(0, 1), 1);
+  EXPECT_EQ(demand_pack_threads(4, 32), 4);
+  EXPECT_EQ(demand_pack_threads(8, 4), 3);
+  EXPECT_EQ(demand_pack_threads(1, 1), 1);
+}
+
 TEST(Engine, ShardedCheckpointGivesBitIdenticalLogits) {
   Engine single(kModels / "tiny-f32", {});
   Engine sharded(kModels / "tiny-f32-sharded", {});

@@ -252,6 +252,12 @@ std::uint64_t DenseWeights::bytes() const {
   return total;
 }
 
+int demand_pack_threads(int requested_threads, int physical_cores) {
+  // A user who gives moed 4 of 32 cores means all of its computing, packing included.
+  const int all_but_one = std::max(1, physical_cores - 1);
+  return requested_threads > 0 ? std::min(all_but_one, requested_threads) : all_but_one;
+}
+
 Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     : gguf_(model::open_gguf(model)),
       spec_(gguf_ ? model::spec_from_gguf(*gguf_) : model::ModelSpec::from_config(model)),
@@ -260,6 +266,7 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
       embedding_(&checkpoint_.tensor(model::embedding_tensor())) {
   compute_threads_ = options.threads > 0 ? options.threads : kernels::physical_core_count();
   kernels::set_compute_threads(compute_threads_);
+  demand_pack_threads_ = demand_pack_threads(options.threads, kernels::physical_core_count());
   activations_.assign(static_cast<std::size_t>(spec_.num_layers * spec_.num_experts), 0);
   rope_frequencies_ = spec_.rope.inverse_frequencies();
   const std::int64_t layers = spec_.num_layers;
@@ -427,10 +434,10 @@ void Engine::add_stop_tokens(std::span<const std::int32_t> ids) {
 memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
   // Runs on the loader's packer thread. A prefetch packs on one OpenMP thread, so it takes at most
   // one core from compute; a demand load has compute waiting on it, so it takes every core but
-  // one, which the I/O thread and the reads' completions need meanwhile. On the 2-core VM, a
-  // Q4_K_M demand packed on one thread took 0.51 ms against 0.60 ms on two, and decode at a 25%
-  // budget gained 3-6% (bf16 3-4%).
-  kernels::set_compute_threads(urgent ? std::max(1, kernels::physical_core_count() - 1) : 1);
+  // one, which the I/O thread and the reads' completions need meanwhile (and no more than
+  // --threads). On the 2-core VM, a Q4_K_M demand packed on one thread took 0.51 ms against
+  // 0.60 ms on two, and decode at a 25% budget gained 3-6% (bf16 3-4%).
+  kernels::set_compute_threads(urgent ? demand_pack_threads_ : 1);
   const auto& lt = tensors_.at(static_cast<std::size_t>(block.layer));
   const kernels::PackedAllocator allocate = [this](std::size_t bytes) {
     return pool_->allocate(bytes);

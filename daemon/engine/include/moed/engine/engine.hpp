@@ -40,6 +40,11 @@ struct HostBudget {
                       std::uint64_t working_set) const;
 };
 
+// The OpenMP threads that pack a block compute waits on: every core but one (left to the disk
+// tier's I/O thread and the reads' completions), and no more than the user's thread count
+// (`requested_threads`, 0: none given).
+int demand_pack_threads(int requested_threads, int physical_cores);
+
 struct EngineOptions {
   int threads = 0;                 // compute threads; 0: one per physical core (hwloc)
   HostBudget host_budget;          // host RAM for weights; default: everything resident
@@ -275,6 +280,7 @@ class Engine {
   std::uint64_t expert_block_bytes_ = 0;         // the largest layer's, packed
   std::uint64_t all_expert_bytes_ = 0;           // every routed expert of every layer, packed
   int compute_threads_ = 1;
+  int demand_pack_threads_ = 1;  // OpenMP threads that pack a block compute waits on
   std::atomic<int> last_step_threads_{0};
   // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV
   // caches. KV bytes come out of the experts' share (evicting them), so fixed + experts + KV
