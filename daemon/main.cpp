@@ -18,6 +18,9 @@
 namespace {
 constexpr const char* kModelHelp =
     "Hugging Face model directory, or GGUF file (the first of its splits)";
+constexpr const char* kThreadsHelp =
+    "compute threads; also the most that pack an expert compute waits on (default: one per "
+    "physical core, less one for the disk tier when experts stream from disk)";
 
 // libgomp reads its wait policy once, when it loads. Under its default policy a worker spins
 // only 100 times before it sleeps where the compute thread's team and the loader's packer's
@@ -89,7 +92,7 @@ int main(int argc, char** argv) {
   app.add_option("--policy", daemon.policy,
                  "host-tier eviction policy: " + moed::memtier::policy_list() + " (default " +
                      std::string(moed::memtier::kDefaultPolicy) + ")");
-  app.add_option("--threads", daemon.threads, "compute threads (default: automatic)");
+  app.add_option("--threads", daemon.threads, kThreadsHelp);
   app.add_option("--max-queue", daemon.max_queue, "waiting requests before 503 (default 64)");
   app.add_option("--max-batch", daemon.max_batch, "sequences decoded together (default 16)");
   // Checked with the config file's values (a validator here would fill the optional in).
@@ -102,11 +105,7 @@ int main(int argc, char** argv) {
 
   auto add_model = [](CLI::App* sub, ModelArgs& args) {
     sub->add_option("--model", args.model_dir, kModelHelp)->required()->check(CLI::ExistingPath);
-    sub->add_option(
-           "--threads", args.threads,
-           "compute threads; also the most that pack an expert compute waits on (default: one "
-           "per physical core, less one for the disk tier when experts stream from disk)")
-        ->check(CLI::NonNegativeNumber);
+    sub->add_option("--threads", args.threads, kThreadsHelp)->check(CLI::NonNegativeNumber);
     sub->add_option("--host-budget", args.host_budget,
                     "host RAM for weights: a size (512MiB, 2GiB) or a share of the routed experts' "
                     "bytes (25%); default: everything resident");

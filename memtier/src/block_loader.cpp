@@ -161,7 +161,11 @@ bool BlockLoader::pending(BlockId block) const {
 
 BlockLoader::Counters BlockLoader::counters() const {
   std::lock_guard lock(mutex_);
-  return counters_;
+  Counters now = counters_;
+  // The busy interval under way counts up to now, so two snapshots bound exactly the busy time
+  // between them (it is otherwise added only when the reads drain).
+  if (!reading_.empty()) now.busy_seconds += seconds_since(busy_since_);
+  return now;
 }
 
 std::optional<BlockLoader::NextRead> BlockLoader::next_read() const {

@@ -136,8 +136,6 @@ r = json.load(open(sys.argv[1]))
 limit = r["host_budget_bytes"] + 48 * 2**20 + r["staging_bytes"] + 3 * r["expert_block_bytes"]
 assert r["peak_rss_bytes"] <= limit, (r["peak_rss_bytes"], limit)
 assert 0 < r["host_hit_rate"] < 1 and r["decode_tokens_per_s"] > 0
-# Reads overlap the compute and each other, but the disk's busy time is one clock's intervals.
-assert 0 < r["disk_busy_share_of_decode"] <= 1, r["disk_busy_share_of_decode"]
 stages = r["load_stages"]
 assert sorted(stages) == ["demand", "prefetch", "raised_prefetch"], stages
 assert sum(s["loads"] for s in stages.values()) > 0, stages
@@ -145,6 +143,13 @@ for s in stages.values():
     assert all(s[k] >= 0 for k in ("queued_seconds", "reading_seconds", "staged_seconds", "packing_seconds")), s
 PY
 then pass "bench at 25%: peak RSS within budget + stated overhead"; else fail "bench RSS"; cat "$work/bench.json"; fi
+# Misses at 25% are read during decode; the busy time is taken inside each round's clock, and
+# reads that overlap count once, so it can never exceed the rounds' time.
+/usr/bin/python3 -c '
+import json, sys
+share = json.load(open(sys.argv[1]))["disk_busy_share_of_decode"]
+assert 0 < share <= 1, share' "$work/bench.json" &&
+  pass "bench at 25%: disk busy share of decode within (0, 1]" || fail "bench disk busy share"
 
 "$moed" generate --model "$models/tiny-f32" --prompt "Hello" -n 24 --host-budget 25% --no-prefetch \
   --trace "$work/trace.jsonl" --temperature 0.7 --seed 1 >/dev/null 2>&1

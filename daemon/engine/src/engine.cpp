@@ -402,8 +402,8 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     compute_threads_ = std::max(1, kernels::physical_core_count() - 1);
 
   // When every expert fits, read them all now (many reads in flight) rather than on first use:
-  // as demands, which the loader streams back to back and packs on every core but one (prefetches
-  // of experts it reads one at a time, as guesses).
+  // as demands, which the loader streams back to back and packs on demand_pack_threads_
+  // (prefetches of experts it reads one at a time, as guesses).
   if (all_experts <= expert_budget) {
     std::vector<std::pair<BlockId, std::shared_future<memtier::Payload>>> loads;
     for (std::int32_t l = 0; l < layers; ++l)

@@ -46,7 +46,9 @@ struct HostBudget {
 int demand_pack_threads(int requested_threads, int physical_cores);
 
 struct EngineOptions {
-  int threads = 0;                 // compute threads; 0: one per physical core (hwloc)
+  // Compute threads, and the most that pack a demand load; 0: one per physical core (hwloc),
+  // less one for the disk tier when experts stream from disk.
+  int threads = 0;
   HostBudget host_budget;          // host RAM for weights; default: everything resident
   std::string policy = "tinylfu";  // the host tier's: memtier::kDefaultPolicy
   memtier::ReaderOptions reader;   // disk tier: io_uring (or pread), queue depth, chunk
