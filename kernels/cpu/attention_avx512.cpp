@@ -18,6 +18,12 @@ constexpr std::int64_t kLanes = 16;
 // head): 12, 16 and 32 positions ran alike. The address is formed as an integer, so a prefetch
 // past the cache's end neither faults nor forms an out-of-range pointer.
 constexpr std::int64_t kPrefetchBytes = 4096;
+// The score pass also brings a group's values into L2 while they fit there beside the keys'
+// stream; past that they would be evicted before the value pass and read twice.
+constexpr std::int64_t kValuesKeptInL2 = 1024 * 1024;
+// The value pass goes through the positions in chunks of about this many bytes of values, which
+// stay in L1 while every pass of slices over the chunk reads them.
+constexpr std::int64_t kValueChunkBytes = 16 * 1024;
 
 template <typename Element, int kHeads>
 void attend(const float* q, const Element* keys, const Element* values, std::int64_t visible,
@@ -27,15 +33,17 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
   const std::int64_t ahead = (kPrefetchBytes + row_bytes - 1) / row_bytes * row_bytes;
   const auto key_address = reinterpret_cast<std::uintptr_t>(keys);
   const auto value_address = reinterpret_cast<std::uintptr_t>(values);
-  // The values are wanted only after every score; they are brought into L2 beside the keys so
-  // that the second pass does not wait on memory. (MLA's cache passes one array as both.)
-  const bool separate_values = values != keys;
+  // The values are wanted only after every score; where they fit, they are brought into L2
+  // beside the keys so that the value pass does not wait on memory. (MLA's cache passes one
+  // array as both: the score pass's own reads bring it.)
+  const bool values_in_l2 = visible * row_bytes <= kValuesKeptInL2;
+  const bool prefetch_values = values != keys && values_in_l2;
 
   for (std::int64_t t = 0; t < visible; ++t) {
     const auto next = static_cast<std::uintptr_t>(t * row_bytes + ahead);
     for (std::uintptr_t b = 0; b < static_cast<std::uintptr_t>(row_bytes); b += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(key_address + next + b), _MM_HINT_T0);
-      if (separate_values)
+      if (prefetch_values)
         _mm_prefetch(reinterpret_cast<const char*>(value_address + next + b), _MM_HINT_T1);
     }
     const Element* key = keys + t * head_dim;
@@ -63,29 +71,52 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
     total[h] = nan ? NAN : static_cast<float>(exp_and_sum(s, visible, max_score, 1.0f, s));
   }
 
-  // The weighted sum of the values over as many 16-wide slices of every head as 16 registers
-  // hold (a 128-wide head pair in one pass over the positions), normalised once at the end.
+  // The weighted sum of the values: as many 16-wide slices of every head as 16 registers hold are
+  // summed per pass over the positions (a 128-wide head pair in one pass). Values beyond L2 go
+  // a chunk of positions at a time, every pass over a chunk before the next chunk, the sums
+  // waiting in `out` between chunks; so where the slices take several passes (four query heads
+  // or more per KV head, MLA's wide rows), each value is read from memory once and the later
+  // passes find it in L1. Every sum still adds the positions in order: the chunks do not change
+  // a bit. Normalised once at the end.
   constexpr int kSlices = std::max(1, 16 / kHeads);
-  for (std::int64_t first = 0; first < vectors; first += kSlices) {
-    const std::int64_t slices = std::min<std::int64_t>(kSlices, vectors - first);
-    __m512 acc[kHeads][kSlices];
-    for (auto& head : acc)
-      for (auto& a : head) a = _mm512_setzero_ps();
-    for (std::int64_t t = 0; t < visible; ++t) {
-      const Element* value = values + t * head_dim + first * kLanes;
-      __m512 weight[kHeads];
-      for (int h = 0; h < kHeads; ++h) weight[h] = _mm512_set1_ps(scores[h * visible + t]);
-      for (int s = 0; s < kSlices; ++s) {
-        if (s >= slices) break;
-        const __m512 x = widen16(value + s * kLanes);
-        for (int h = 0; h < kHeads; ++h) acc[h][s] = _mm512_fmadd_ps(weight[h], x, acc[h][s]);
+  const std::int64_t chunk =
+      values_in_l2 ? visible : std::max<std::int64_t>(16, kValueChunkBytes / row_bytes);
+  for (std::int64_t begin = 0; begin < visible; begin += chunk) {
+    const std::int64_t end = std::min(visible, begin + chunk);
+    for (std::int64_t first = 0; first < vectors; first += kSlices) {
+      const std::int64_t slices = std::min<std::int64_t>(kSlices, vectors - first);
+      __m512 acc[kHeads][kSlices];
+      for (int h = 0; h < kHeads; ++h)
+        for (std::int64_t s = 0; s < kSlices; ++s)
+          acc[h][s] = begin == 0 || s >= slices
+                          ? _mm512_setzero_ps()
+                          : _mm512_loadu_ps(out + h * head_dim + (first + s) * kLanes);
+      for (std::int64_t t = begin; t < end; ++t) {
+        if (first == 0 && !values_in_l2) {
+          // The first pass over a chunk asks for the next chunk's row in its place.
+          const auto next = value_address + static_cast<std::uintptr_t>((t + chunk) * row_bytes);
+          for (std::uintptr_t b = 0; b < static_cast<std::uintptr_t>(row_bytes); b += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(next + b), _MM_HINT_T0);
+        }
+        const Element* value = values + t * head_dim + first * kLanes;
+        __m512 weight[kHeads];
+        for (int h = 0; h < kHeads; ++h) weight[h] = _mm512_set1_ps(scores[h * visible + t]);
+        for (int s = 0; s < kSlices; ++s) {
+          if (s >= slices) break;
+          const __m512 x = widen16(value + s * kLanes);
+          for (int h = 0; h < kHeads; ++h) acc[h][s] = _mm512_fmadd_ps(weight[h], x, acc[h][s]);
+        }
       }
+      for (int h = 0; h < kHeads; ++h)
+        for (std::int64_t s = 0; s < slices; ++s)
+          _mm512_storeu_ps(out + h * head_dim + (first + s) * kLanes, acc[h][s]);
     }
-    for (int h = 0; h < kHeads; ++h) {
-      const __m512 divisor = _mm512_set1_ps(total[h]);
-      for (std::int64_t s = 0; s < slices; ++s)
-        _mm512_storeu_ps(out + h * head_dim + (first + s) * kLanes,
-                         _mm512_div_ps(acc[h][s], divisor));
+  }
+  for (int h = 0; h < kHeads; ++h) {
+    const __m512 divisor = _mm512_set1_ps(total[h]);
+    for (std::int64_t v = 0; v < vectors; ++v) {
+      float* at = out + h * head_dim + v * kLanes;
+      _mm512_storeu_ps(at, _mm512_div_ps(_mm512_loadu_ps(at), divisor));
     }
   }
 }

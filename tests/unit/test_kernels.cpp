@@ -625,6 +625,27 @@ TEST(Ops, AttentionOfAHeadIsTheSameSoloAndInABatch) {
   set_compute_threads(saved_threads);
 }
 
+// Where a KV head's values outgrow L2 (1 MiB) the value sums run a chunk of positions at a time,
+// keeping their partial sums between chunks; with several passes of slices per chunk (8 heads
+// of 128 on one KV head; MLA's 576-wide shared rows), one pass (2 heads), and a last chunk cut
+// short, the result is still the definition's.
+TEST(Ops, AttentionOverALongCacheMatchesNaive) {
+  // {heads, KV heads, head width, positions}: f32 values of 128 take 2048 positions to fill 1 MiB.
+  const std::int64_t shapes[][4] = {{8, 1, 128, 2100}, {4, 2, 128, 2090}, {8, 1, 576, 500}};
+  for (const auto& [heads, kv_heads, d, capacity] : shapes) {
+    const std::int64_t first = capacity - 2, nq = 2;
+    const auto q = moed::test::random_floats(static_cast<std::size_t>(nq * heads * d), 51);
+    const auto k = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 52);
+    const auto v = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 53);
+    std::vector<float> out(q.size());
+    const AttentionShape shape{nq, heads, kv_heads, d, capacity, first};
+    attention(q.data(), k.data(), v.data(), out.data(), shape);
+    const auto want = naive_attention(q, k, v, shape);
+    for (std::size_t i = 0; i < out.size(); ++i)
+      EXPECT_NEAR(out[i], want[i], 1e-5) << "d " << d << " positions " << capacity << " at " << i;
+  }
+}
+
 // A NaN key (not the first position) makes the outputs of the heads that read it NaN, on every
 // path, rather than being given weight 0 and hidden.
 TEST(Ops, AttentionOverANanKeyIsNan) {
