@@ -21,8 +21,9 @@ constexpr std::int64_t kPrefetchBytes = 4096;
 // The score pass also brings a group's values into L2 while they fit there beside the keys'
 // stream; past that they would be evicted before the value pass and read twice.
 constexpr std::int64_t kValuesKeptInL2 = 1024 * 1024;
-// The value pass goes through the positions in chunks of about this many bytes of values, which
-// stay in L1 while every pass of slices over the chunk reads them.
+// The value pass goes through the positions in chunks of about this many bytes of values (at
+// least one row), which stay in L1, beside the next chunk's prefetched rows, while every pass
+// of slices over the chunk reads them.
 constexpr std::int64_t kValueChunkBytes = 16 * 1024;
 
 template <typename Element, int kHeads>
@@ -77,26 +78,27 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
   // waiting in `out` between chunks; so where the slices take several passes (four query heads
   // or more per KV head, MLA's wide rows), each value is read from memory once and the later
   // passes find it in L1. Every sum still adds the positions in order: the chunks do not change
-  // a bit. Normalised once at the end.
+  // a bit. Each sum is divided by its head's total as the last chunk stores it.
   constexpr int kSlices = std::max(1, 16 / kHeads);
   const std::int64_t chunk =
-      values_in_l2 ? visible : std::max<std::int64_t>(16, kValueChunkBytes / row_bytes);
+      values_in_l2 ? visible : std::max<std::int64_t>(1, kValueChunkBytes / row_bytes);
   for (std::int64_t begin = 0; begin < visible; begin += chunk) {
     const std::int64_t end = std::min(visible, begin + chunk);
     for (std::int64_t first = 0; first < vectors; first += kSlices) {
-      const std::int64_t slices = std::min<std::int64_t>(kSlices, vectors - first);
+      const int slices = static_cast<int>(std::min<std::int64_t>(kSlices, vectors - first));
       __m512 acc[kHeads][kSlices];
       for (int h = 0; h < kHeads; ++h)
-        for (std::int64_t s = 0; s < kSlices; ++s)
+        for (int s = 0; s < kSlices; ++s)
           acc[h][s] = begin == 0 || s >= slices
                           ? _mm512_setzero_ps()
                           : _mm512_loadu_ps(out + h * head_dim + (first + s) * kLanes);
       for (std::int64_t t = begin; t < end; ++t) {
         if (first == 0 && !values_in_l2) {
-          // The first pass over a chunk asks for the next chunk's row in its place.
-          const auto next = value_address + static_cast<std::uintptr_t>((t + chunk) * row_bytes);
+          // Row t of the next chunk, so that the chunk is in L1 when its passes start.
+          const auto next_row =
+              value_address + static_cast<std::uintptr_t>((t + chunk) * row_bytes);
           for (std::uintptr_t b = 0; b < static_cast<std::uintptr_t>(row_bytes); b += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(next + b), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(next_row + b), _MM_HINT_T0);
         }
         const Element* value = values + t * head_dim + first * kLanes;
         __m512 weight[kHeads];
@@ -107,16 +109,13 @@ void attend(const float* q, const Element* keys, const Element* values, std::int
           for (int h = 0; h < kHeads; ++h) acc[h][s] = _mm512_fmadd_ps(weight[h], x, acc[h][s]);
         }
       }
-      for (int h = 0; h < kHeads; ++h)
-        for (std::int64_t s = 0; s < slices; ++s)
-          _mm512_storeu_ps(out + h * head_dim + (first + s) * kLanes, acc[h][s]);
-    }
-  }
-  for (int h = 0; h < kHeads; ++h) {
-    const __m512 divisor = _mm512_set1_ps(total[h]);
-    for (std::int64_t v = 0; v < vectors; ++v) {
-      float* at = out + h * head_dim + v * kLanes;
-      _mm512_storeu_ps(at, _mm512_div_ps(_mm512_loadu_ps(at), divisor));
+      const bool last = end == visible;
+      for (int h = 0; h < kHeads; ++h) {
+        const __m512 divisor = _mm512_set1_ps(total[h]);
+        for (int s = 0; s < slices; ++s)
+          _mm512_storeu_ps(out + h * head_dim + (first + s) * kLanes,
+                           last ? _mm512_div_ps(acc[h][s], divisor) : acc[h][s]);
+      }
     }
   }
 }

@@ -138,18 +138,22 @@ BENCHMARK(BM_Attention<std::uint16_t, 0x3dcc>)
 
 // One decode row over a long bf16 cache that comes from memory (copies fill 512 MiB and rotate),
 // in the shapes of real models: bytes/s of keys and values read, against the probe's line.
-// Args: context, query heads, KV heads (head width 128): 32/8 is Mixtral's, 32/4 Qwen3-MoE's.
+// Args: context, query heads, KV heads (head width 128), threads: 32/8 is Mixtral's, 32/4
+// Qwen3-MoE's. The threads decide how many heads of a group run together.
 void BM_AttentionLongContext(benchmark::State& state) {
   const std::int64_t context = state.range(0), heads = state.range(1), kv_heads = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
   constexpr std::int64_t d = 128;
   const std::size_t cache = static_cast<std::size_t>(kv_heads * context * d);
   const std::size_t copies = std::max<std::size_t>(2, (512ull << 20) / (4 * cache));
   std::vector<std::uint16_t> k(cache * copies), v(k.size());
   std::mt19937 rng(3);
-  // bf16 values in [-2, 2): exponents 0x3f80-0x3fff and their negatives.
+  // bf16 values of magnitude [0.5, 1), either sign: the sign, exponent 0x7e, random mantissa.
   for (auto& e : k) e = static_cast<std::uint16_t>((rng() & 0x807f) | 0x3f00);
   for (auto& e : v) e = static_cast<std::uint16_t>((rng() & 0x807f) | 0x3f00);
   std::vector<float> q(static_cast<std::size_t>(heads * d), 0.01f), out(q.size());
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(threads);
   std::size_t i = 0;
   for (auto _ : state) {
     const std::size_t copy = i++ % copies;
@@ -157,15 +161,12 @@ void BM_AttentionLongContext(benchmark::State& state) {
               {1, heads, kv_heads, d, context, context - 1});
     benchmark::DoNotOptimize(out.data());
   }
+  omp_set_num_threads(saved_threads);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * cache * 2 * 2));
+  state.SetLabel(std::to_string(threads) + "t");
 }
 BENCHMARK(BM_AttentionLongContext)
-    ->Args({4096, 32, 8})
-    ->Args({8192, 32, 8})
-    ->Args({16384, 32, 8})
-    ->Args({4096, 32, 4})
-    ->Args({8192, 32, 4})
-    ->Args({16384, 32, 4})
+    ->ArgsProduct({{4096, 8192, 16384}, {32}, {8, 4}, {2}})
     ->UseRealTime();
 
 // A 4096 x 4096 mat-vec on ggml-quantized weights (activations quantized per call): bytes/s of

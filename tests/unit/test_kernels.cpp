@@ -626,24 +626,48 @@ TEST(Ops, AttentionOfAHeadIsTheSameSoloAndInABatch) {
 }
 
 // Where a KV head's values outgrow L2 (1 MiB) the value sums run a chunk of positions at a time,
-// keeping their partial sums between chunks; with several passes of slices per chunk (8 heads
-// of 128 on one KV head; MLA's 576-wide shared rows), one pass (2 heads), and a last chunk cut
-// short, the result is still the definition's.
+// keeping their partial sums between chunks. On one thread a group's heads run together: several
+// passes of slices per chunk (8 heads of 128 on one KV head; 8 heads over MLA's 576-wide rows,
+// read as keys and values both), one pass (4 heads), a last slice group cut short (2 heads of
+// 576: 4 passes of 8 slices and one of 4) and a last chunk cut short; in f32 and bf16. The result
+// is still the definition's.
 TEST(Ops, AttentionOverALongCacheMatchesNaive) {
-  // {heads, KV heads, head width, positions}: f32 values of 128 take 2048 positions to fill 1 MiB.
-  const std::int64_t shapes[][4] = {{8, 1, 128, 2100}, {4, 2, 128, 2090}, {8, 1, 576, 500}};
-  for (const auto& [heads, kv_heads, d, capacity] : shapes) {
+  const int saved_threads = compute_threads();
+  set_compute_threads(1);
+  // {heads, KV heads, head width, positions, keys read as values}: f32 values of 128 take 2048
+  // positions to fill 1 MiB.
+  const std::int64_t shapes[][5] = {
+      {8, 1, 128, 2100, 0}, {4, 2, 128, 2090, 0}, {8, 1, 576, 500, 1}, {2, 1, 576, 500, 0}};
+  for (const auto& [heads, kv_heads, d, capacity, shared] : shapes) {
     const std::int64_t first = capacity - 2, nq = 2;
     const auto q = moed::test::random_floats(static_cast<std::size_t>(nq * heads * d), 51);
     const auto k = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 52);
-    const auto v = moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 53);
+    const auto v = shared != 0 ? k
+                               : moed::test::random_floats(
+                                     static_cast<std::size_t>(kv_heads * capacity * d), 53);
     std::vector<float> out(q.size());
     const AttentionShape shape{nq, heads, kv_heads, d, capacity, first};
-    attention(q.data(), k.data(), v.data(), out.data(), shape);
+    attention(q.data(), k.data(), shared != 0 ? k.data() : v.data(), out.data(), shape);
     const auto want = naive_attention(q, k, v, shape);
     for (std::size_t i = 0; i < out.size(); ++i)
       EXPECT_NEAR(out[i], want[i], 1e-5) << "d " << d << " positions " << capacity << " at " << i;
   }
+  // A bf16 cache of 128-wide heads passes 1 MiB of values at 4096 positions.
+  const std::int64_t heads = 8, kv_heads = 1, d = 128, capacity = 4200, first = capacity - 1;
+  const auto q = moed::test::random_floats(static_cast<std::size_t>(heads * d), 54);
+  const auto k = moed::test::to_bf16(
+      moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 55));
+  const auto v = moed::test::to_bf16(
+      moed::test::random_floats(static_cast<std::size_t>(kv_heads * capacity * d), 56));
+  std::vector<float> k_wide(k.size()), v_wide(v.size()), out(q.size());
+  for (std::size_t i = 0; i < k.size(); ++i) k_wide[i] = bf16_to_f32(k[i]);
+  for (std::size_t i = 0; i < v.size(); ++i) v_wide[i] = bf16_to_f32(v[i]);
+  const AttentionShape shape{1, heads, kv_heads, d, capacity, first};
+  attention(q.data(), k.data(), v.data(), out.data(), shape);
+  const auto want = naive_attention(q, k_wide, v_wide, shape);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    EXPECT_NEAR(out[i], want[i], 1e-5) << "bf16 at " << i;
+  set_compute_threads(saved_threads);
 }
 
 // A NaN key (not the first position) makes the outputs of the heads that read it NaN, on every
