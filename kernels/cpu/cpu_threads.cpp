@@ -1,9 +1,12 @@
 #include "moed/kernels/cpu_threads.hpp"
 
 #include <hwloc.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <thread>
 
 namespace moed::kernels {
@@ -35,6 +38,38 @@ void set_compute_threads(int threads) {
 
 int compute_threads() {
   return omp_get_max_threads();
+}
+
+void wait_with_team_awake(const std::function<void()>& wait, std::chrono::microseconds spin_limit) {
+  const int threads = compute_threads();
+  if (threads < 2) {
+    wait();
+    return;
+  }
+  std::atomic<bool> done{false};
+  std::exception_ptr error;
+#pragma omp parallel num_threads(threads)
+  {
+    if (omp_get_thread_num() == 0) {
+      try {
+        wait();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      done.store(true, std::memory_order_release);
+      done.notify_all();
+    } else {
+      const auto give_up = std::chrono::steady_clock::now() + spin_limit;
+      for (unsigned spins = 1; !done.load(std::memory_order_acquire); ++spins) {
+        _mm_pause();
+        if (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up) {
+          done.wait(false, std::memory_order_acquire);
+          break;
+        }
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace moed::kernels

@@ -74,6 +74,7 @@ Payload TieredStore::acquire(BlockId block) {
   if (!load.valid())
     load = loader_.load(block, BlockLoader::Priority::demand,
                         joins_prefetch ? BlockLoader::OnLoaded{} : count_bytes_read());
+  if (waiter_ && load.wait_for(std::chrono::seconds(0)) != std::future_status::ready) waiter_(load);
   Payload payload = load.get();
   {
     std::lock_guard lock(mutex_);

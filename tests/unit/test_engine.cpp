@@ -72,6 +72,15 @@ TEST(Engine, DemandPackingKeepsACoreForIoAndStaysWithinTheUsersThreads) {
   EXPECT_EQ(demand_pack_threads(1, 1), 1);
 }
 
+TEST(Engine, KeepsTheTeamAwakeInLoadWaitsOnlyWhereItFitsBesideThePacker) {
+  EXPECT_TRUE(team_awake_in_load_waits(2, 1, 2));
+  EXPECT_TRUE(team_awake_in_load_waits(8, 8, 16));
+  EXPECT_TRUE(team_awake_in_load_waits(4, 4, 32));
+  EXPECT_FALSE(team_awake_in_load_waits(1, 1, 2));     // no other thread to keep awake
+  EXPECT_FALSE(team_awake_in_load_waits(15, 15, 16));  // the default on 16 cores streaming
+  EXPECT_FALSE(team_awake_in_load_waits(2, 1, 1));
+}
+
 TEST(Engine, ShardedCheckpointGivesBitIdenticalLogits) {
   Engine single(kModels / "tiny-f32", {});
   Engine sharded(kModels / "tiny-f32-sharded", {});
@@ -417,6 +426,14 @@ TEST(EngineMemtier, EveryBudgetReaderAndPrefetchSettingGivesBitIdenticalLogits) 
           EXPECT_FALSE(engine.memory_stats().dense_streamed);
           EXPECT_GT(engine.memory_stats().host.misses, 0u);
         }
+    // Two compute threads: the second spins while the first waits for reads (where the cores
+    // allow, as on the 2-core CI machine; streaming's default is one thread there).
+    auto two_threads = budget_options(0.25, 0, memtier::ReaderKind::io_uring, true);
+    two_threads.threads = 2;
+    Engine engine(kModels / model, two_threads);
+    EXPECT_EQ(prefill_logits(engine, tokens), want) << model << " two threads";
+    EXPECT_EQ(decode(engine), want_decode) << model << " two threads";
+    EXPECT_GT(engine.memory_stats().host.misses, 0u);
   }
 }
 

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -837,4 +839,45 @@ TEST(StolenRanges, EveryUnitRunsOnceAndASlowOwnersUnitsAreTaken) {
   if (team > 1) {
     EXPECT_GT(taken, 0);
   }
+}
+
+TEST(Threads, WaitWithTeamAwakeRunsTheWaitOnceOnTheCallerAndRethrows) {
+  const int saved_threads = compute_threads();
+  for (const int threads : {1, 2}) {
+    set_compute_threads(threads);
+    int calls = 0;
+    std::thread::id waited_on;
+    wait_with_team_awake(
+        [&] {
+          ++calls;
+          waited_on = std::this_thread::get_id();
+        },
+        std::chrono::milliseconds(20));
+    EXPECT_EQ(calls, 1) << threads;
+    EXPECT_EQ(waited_on, std::this_thread::get_id()) << threads;
+    EXPECT_THROW(wait_with_team_awake([] { throw std::runtime_error("read failed"); },
+                                      std::chrono::milliseconds(20)),
+                 std::runtime_error)
+        << threads;
+  }
+  set_compute_threads(saved_threads);
+}
+
+// Past its limit a spinning thread sleeps until the wait ends (and is woken then: the call
+// returns), rather than holding a core for the whole wait.
+TEST(Threads, WaitWithTeamAwakeSpinsNoLongerThanItsLimit) {
+  const int saved_threads = compute_threads();
+  set_compute_threads(2);
+  const auto cpu_seconds = [] {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+  };
+  const double before = cpu_seconds();
+  wait_with_team_awake([] { std::this_thread::sleep_for(std::chrono::milliseconds(400)); },
+                       std::chrono::milliseconds(10));
+  // Spinning through the wait would take about 0.4 s of CPU; the limit, about 0.01.
+  EXPECT_LT(cpu_seconds() - before, 0.2);
+  set_compute_threads(saved_threads);
 }

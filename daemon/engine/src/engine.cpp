@@ -258,6 +258,10 @@ int demand_pack_threads(int requested_threads, int physical_cores) {
   return requested_threads > 0 ? std::min(all_but_one, requested_threads) : all_but_one;
 }
 
+bool team_awake_in_load_waits(int compute_threads, int demand_pack_threads, int physical_cores) {
+  return compute_threads > 1 && compute_threads - 1 + demand_pack_threads <= physical_cores;
+}
+
 Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     : gguf_(model::open_gguf(model)),
       spec_(gguf_ ? model::spec_from_gguf(*gguf_) : model::ModelSpec::from_config(model)),
@@ -400,6 +404,15 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   // cores at 50%: decode 6.5 vs 4.7 tokens/s, disk tier 2.7 vs 1.6 GB/s).
   if (options.threads <= 0 && all_experts > expert_budget)
     compute_threads_ = std::max(1, kernels::physical_core_count() - 1);
+  // A worker that sleeps in libgomp while compute waits for a read woke 0.5-1 ms late for the
+  // next region on the 2-core VM: at a 25% budget, Q4_K_M's last expert of a token took 1.2-1.4
+  // ms instead of 0.45 and the LM head 1.5-1.6 instead of 1.0, while the disk stood idle. The
+  // spin's limit covers a read of a bench-model bf16 expert (17 MB) at 1 GB/s.
+  if (team_awake_in_load_waits(compute_threads_, demand_pack_threads_,
+                               kernels::physical_core_count()))
+    store_->set_waiter([](const std::shared_future<memtier::Payload>& load) {
+      kernels::wait_with_team_awake([&] { load.wait(); }, std::chrono::milliseconds(20));
+    });
 
   // When every expert fits, read them all now (many reads in flight) rather than on first use:
   // as demands, which the loader streams back to back and packs on demand_pack_threads_

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <span>
@@ -54,6 +55,10 @@ class TieredStore {
   TieredStore(HostTier& host, BlockLoader& loader, const Source& source, std::int32_t layers);
 
   Payload acquire(BlockId block);  // throws the read error for this block
+  // How acquire() waits for a block still being read: `waiter` must return once `load` is
+  // ready (the engine keeps its compute threads awake meanwhile). Default: load.wait().
+  using Waiter = std::function<void(const std::shared_future<Payload>& load)>;
+  void set_waiter(Waiter waiter) { waiter_ = std::move(waiter); }
   // The caller will acquire `block` soon (the next expert of the layer it computes): unless it is
   // resident, its demand read starts now, so that it overlaps the caller's work on the block
   // before; a prefetch of it still queued or reading becomes a demand (and can no longer be
@@ -103,6 +108,7 @@ class TieredStore {
   std::vector<LayerCounters> layers_;
   std::map<BlockId, Prediction> predictions_;
   std::map<BlockId, std::shared_future<Payload>> expected_;  // reads expect() started
+  Waiter waiter_;
 };
 
 // The SE-MoE ring: a fixed number of sections in a tier, filled in round-robin order with the

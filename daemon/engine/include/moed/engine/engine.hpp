@@ -44,6 +44,10 @@ struct HostBudget {
 // tier's I/O thread and the reads' completions), and no more than the user's thread count
 // (`requested_threads`, 0: none given).
 int demand_pack_threads(int requested_threads, int physical_cores);
+// Whether compute's other threads spin while it waits for a block being read, so that they are
+// awake for the next parallel region: only where they and the packer's team fit on the cores
+// together (they spin while the packer packs the very block waited for).
+bool team_awake_in_load_waits(int compute_threads, int demand_pack_threads, int physical_cores);
 
 struct EngineOptions {
   // Compute threads, and the most that pack a demand load; 0: one per physical core (hwloc),
