@@ -262,6 +262,22 @@ long=$(py "print(','.join(['5'] * 5000))")
 expect "prompt longer than the context" 400 "context" http://moed/v1/completions -d "{\"prompt\": [$long]}"
 head -c 100000 /dev/zero | tr '\0' 'a' >"$work/big"
 expect "oversized body" 413 "exceeds" http://moed/v1/completions -H 'Content-Type: application/json' --data-binary @"$work/big"
+# A client refused for its body's size that goes on sending a byte now and then is let go
+# after the lingering close's second, not drained for as long as it keeps sending.
+py "
+import socket, time
+s = socket.socket(socket.AF_UNIX); s.connect('$sock'); s.settimeout(5)
+s.sendall(b'POST /v1/completions HTTP/1.1\\r\\nHost: moed\\r\\nContent-Length: 100000000\\r\\n\\r\\nx')
+assert b' 413 ' in s.recv(4096).split(b'\\r\\n')[0], 'no 413'
+start = time.time()
+try:
+    while time.time() - start < 6:
+        s.sendall(b'x'); time.sleep(0.15)
+    closed = False
+except (BrokenPipeError, ConnectionResetError):
+    closed = True
+assert closed and time.time() - start < 4, 'a dripping client held its refused connection open'
+" && pass "dripping client after a 413 is let go" || fail "dripping client after a 413"
 expect "unknown route" 404 "no route" http://moed/v2/everything
 expect "unknown model" 404 "model_not_found" http://moed/v1/completions -d '{"model": "gpt-9", "prompt": "x"}'
 expect "temperature out of range" 400 "temperature" http://moed/v1/completions -d '{"prompt": "x", "temperature": 9}'

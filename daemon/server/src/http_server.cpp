@@ -9,8 +9,10 @@
 #include <boost/beast/core.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <system_error>
 
 namespace moed::server {
 
@@ -30,6 +32,8 @@ namespace {
 
 // Bytes a large answer is written in, each slice with its own write deadline.
 constexpr std::uint32_t kWriteSliceBytes = 64 * 1024;
+// How long a connection refused for its body's size keeps reading what the client still sends.
+constexpr auto kLingerAfterRefusal = std::chrono::seconds(1);
 
 // Arms the connection's write deadline for one write; the watchdog closes the socket when it
 // passes, which fails the blocked write.
@@ -236,9 +240,27 @@ void HttpServer::accept_loop(Acceptor& acceptor) {
       }
       connections_[connection.get()] = connection;
     }
-    std::thread([this, io = io_, connection, s = std::move(socket), peer]() mutable {
-      serve(connection, std::move(s), peer);
-    }).detach();
+    // Shared, so that the socket outlives a thread that fails to start.
+    auto owned = std::make_shared<decltype(socket)>(std::move(socket));
+    try {
+      std::thread([this, io = io_, connection, owned, peer] {
+        serve(connection, std::move(*owned), peer);
+      }).detach();
+    } catch (const std::system_error& e) {
+      // No thread to serve it (EAGAIN under a task limit): refused like a full house, and the
+      // daemon goes on.
+      {
+        std::lock_guard lock(mutex_);
+        connections_.erase(connection.get());
+      }
+      beast::error_code ignored;
+      auto response =
+          plain_error(http::status::service_unavailable,
+                      std::string("cannot start a thread for the connection: ") + e.what(),
+                      "server_overloaded");
+      response.prepare_payload();
+      http::write(*owned, response, ignored);
+    }
   }
 }
 
@@ -283,12 +305,16 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
             "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes",
             "invalid_request_error"));
         // Lingering close: the client is still sending; closing now would reset the connection
-        // before it reads the 413. Stop writing, then drain what it sends for a moment.
+        // before it reads the 413. Stop writing, then drain what it sends for a moment: a
+        // second at most, or a client that sends a byte now and then would hold this thread,
+        // a connection slot and the daemon's shutdown for as long as it liked.
         ::shutdown(fd, SHUT_WR);
         timeval wait{0, 200000};
         ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+        const auto give_up = Clock::now() + kLingerAfterRefusal;
         char sink[16384];
-        for (std::size_t drained = 0; drained < 8 * options_.max_body_bytes;) {
+        for (std::size_t drained = 0;
+             drained < 8 * options_.max_body_bytes && Clock::now() < give_up;) {
           const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
           if (n <= 0) break;
           drained += static_cast<std::size_t>(n);
