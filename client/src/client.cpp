@@ -135,6 +135,7 @@ json options_json(const GenerationOptions& r, bool stream) {
                {"temperature", r.temperature},
                {"top_p", r.top_p},
                {"stream", stream}};
+  if (stream) body["stream_options"] = {{"include_usage", true}};
   if (r.top_k > 0) body["top_k"] = r.top_k;
   if (r.seed) body["seed"] = *r.seed;
   if (!r.stop.empty()) body["stop"] = r.stop;
@@ -266,6 +267,11 @@ Completion Client::stream(const std::string& target, const std::string& body, bo
         return true;
       }
       out.id = chunk["id"].get<std::string>();
+      if (chunk.contains("usage") && chunk["usage"].is_object()) {
+        out.prompt_tokens = chunk["usage"]["prompt_tokens"].get<std::int64_t>();
+        out.completion_tokens = chunk["usage"]["completion_tokens"].get<std::int64_t>();
+      }
+      if (chunk["choices"].empty()) continue;  // the usage chunk
       const auto& choice = chunk["choices"][0];
       const json& content = chat ? choice["delta"].value("content", json("")) : choice["text"];
       const std::string text = content.is_string() ? content.get<std::string>() : "";
@@ -273,10 +279,6 @@ Completion Client::stream(const std::string& target, const std::string& body, bo
       read_logprobs(choice["logprobs"], out);
       if (choice["finish_reason"].is_string())
         out.finish_reason = choice["finish_reason"].get<std::string>();
-      if (chunk.contains("usage")) {
-        out.prompt_tokens = chunk["usage"]["prompt_tokens"].get<std::int64_t>();
-        out.completion_tokens = chunk["usage"]["completion_tokens"].get<std::int64_t>();
-      }
       if (!text.empty() && !on_text(text)) {
         stopped = true;
         return false;

@@ -92,8 +92,32 @@ chunks = [json.loads(l[6:]) for l in lines[:-1]]
 text = ''.join(c['choices'][0]['text'] for c in chunks)
 assert text == json.load(open('$work/a.json'))['choices'][0]['text'], text
 last = chunks[-1]
-assert last['choices'][0]['finish_reason'] in ('length', 'stop') and last['usage']['completion_tokens'] <= 16
-" && pass "SSE stream: same text as non-streamed, usage, [DONE]" || fail "stream"
+assert last['choices'][0]['finish_reason'] in ('length', 'stop') and all('usage' not in c for c in chunks)
+" && pass "SSE stream: same text as non-streamed, no usage unasked, [DONE]" || fail "stream"
+# Tokens after a stop string are neither sent nor counted: the text stops where the stop string
+# starts, and the last token counted is the one that completed it. Logprob tokens are their
+# text, as OpenAI gives them (a piece of a multi-byte character reads as U+FFFD).
+api http://moed/v1/completions -d "$(req 16 0 0 ', "logprobs": 1')" >"$work/nostop.json"
+req 16 0 0 ', "logprobs": 1' >"$work/stop-body.json"
+py "
+import json
+full = json.load(open('$work/nostop.json'))['choices'][0]
+text = full['text']
+at = next(p for p in range(len(text) // 3, len(text) - 1) if text[p:p + 2].isascii() and text[p:p + 2].isalpha())
+body = json.load(open('$work/stop-body.json'))
+body['stop'] = text[at:at + 2]
+json.dump(body, open('$work/stop-body.json', 'w'))
+"
+api http://moed/v1/completions --data-binary @"$work/stop-body.json" | py "
+import json, sys
+r = json.load(sys.stdin); c = r['choices'][0]; full = json.load(open('$work/nostop.json'))['choices'][0]
+stop = json.load(open('$work/stop-body.json'))['stop']
+assert c['finish_reason'] == 'stop' and c['text'] == full['text'][:full['text'].index(stop)], (c, stop, full)
+pieces = full['logprobs']['tokens']
+last = next(i for i in range(1, len(pieces) + 1) if stop in ''.join(pieces[:i]))  # the token completing it
+tokens = c['logprobs']['tokens']
+assert tokens == pieces[:last] and r['usage']['completion_tokens'] == last, (tokens, pieces, stop, r['usage'])
+" && pass "stop string: nothing past it sent or counted; logprob tokens as text" || fail "stop string"
 
 api http://moed/v1/completions -d "$(req 6 0 0 ', "logprobs": 3')" | py "
 import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']
@@ -134,21 +158,29 @@ assert r['usage']['prompt_tokens'] == ref['usage']['prompt_tokens'] == len('$ids
 assert c['message']['content'] == ref['choices'][0]['text'], (c, ref)
 " && pass "chat: template as jinja2 renders it, same reply as the completion of that prompt" || fail "chat: $(cat "$work/chat.json")"
 
-api -N http://moed/v1/chat/completions -d "{\"messages\": $messages, \"max_tokens\": 10, \"temperature\": 0, \"stream\": true, \"logprobs\": true, \"top_logprobs\": 2}" >"$work/chat-stream.txt"
+api -N http://moed/v1/chat/completions -d "{\"messages\": $messages, \"max_tokens\": 10, \"temperature\": 0, \"stream\": true, \"stream_options\": {\"include_usage\": true}, \"logprobs\": true, \"top_logprobs\": 2}" >"$work/chat-stream.txt"
 py "
 import json
 lines = [l for l in open('$work/chat-stream.txt').read().split('\n') if l]
 assert lines[-1] == 'data: [DONE]', lines[-1]
 chunks = [json.loads(l[6:]) for l in lines[:-1]]
 assert all(c['object'] == 'chat.completion.chunk' for c in chunks)
+usage = chunks.pop()  # include_usage: a last chunk with no choices and the usage
+assert usage['choices'] == [] and all(c['usage'] is None for c in chunks), usage
 assert chunks[0]['choices'][0]['delta']['role'] == 'assistant'
 text = ''.join(c['choices'][0]['delta'].get('content', '') for c in chunks)
 assert text == json.load(open('$work/chat.json'))['choices'][0]['message']['content'], text
 tokens = [t for c in chunks if c['choices'][0]['logprobs'] for t in c['choices'][0]['logprobs']['content']]
-assert len(tokens) == chunks[-1]['usage']['completion_tokens'], tokens
+assert len(tokens) == usage['usage']['completion_tokens'], tokens
 assert all(len(t['top_logprobs']) == 2 and t['logprob'] <= 0 for t in tokens), tokens
 assert chunks[-1]['choices'][0]['finish_reason'] in ('length', 'stop')
-" && pass "chat stream: role first, same text, logprobs per token, usage, [DONE]" || fail "chat stream"
+" && pass "chat stream: role first, same text, logprobs per token, usage chunk when asked, [DONE]" || fail "chat stream"
+# Chat has no default limit: without max_tokens the answer runs to EOS or to the context's end.
+api http://moed/v1/chat/completions -d "{\"messages\": $messages, \"temperature\": 0}" | py "
+import json, sys
+r = json.load(sys.stdin); u = r['usage']
+assert u['completion_tokens'] > 16 or r['choices'][0]['finish_reason'] == 'stop', r
+" && pass "chat without max_tokens is not cut at 16" || fail "chat without max_tokens"
 
 chat_req() { echo "{\"messages\": [{\"role\": \"user\", \"content\": \"Tell me a story\"}], \"max_tokens\": 12, \"temperature\": 0.9, \"seed\": $1}"; }
 reply_of() { py "import json,sys; print(json.load(sys.stdin)['choices'][0]['message']['content'])"; }
@@ -262,6 +294,11 @@ long=$(py "print(','.join(['5'] * 5000))")
 expect "prompt longer than the context" 400 "context" http://moed/v1/completions -d "{\"prompt\": [$long]}"
 head -c 100000 /dev/zero | tr '\0' 'a' >"$work/big"
 expect "oversized body" 413 "exceeds" http://moed/v1/completions -H 'Content-Type: application/json' --data-binary @"$work/big"
+# A client that asks before sending its body (Expect: 100-continue) is told to go on at once,
+# rather than left to send it after its own timeout (10 s here).
+start=$(date +%s)
+api --expect100-timeout 10 -H 'Expect: 100-continue' http://moed/v1/completions -d "$(req 2)" | py "import json,sys; assert json.load(sys.stdin)['usage']['completion_tokens'] == 2" &&
+  (($(date +%s) - start < 8)) && pass "Expect: 100-continue answered" || fail "Expect: 100-continue"
 # A client refused for its body's size that goes on sending a byte now and then is let go
 # after the lingering close's second, not drained for as long as it keeps sending.
 py "
@@ -449,7 +486,7 @@ done
 ((changed)) && pass "SIGHUP applied the new budget ($before -> $after)" || fail "SIGHUP budget"
 
 # SIGTERM drains: a running stream completes, then the daemon exits 0 and removes its socket.
-curl -sN --unix-socket "$sock" http://moed/v1/completions -d "$(req 200 0.9 2 ', "stream": true')" >"$work/drain.txt" &
+curl -sN --unix-socket "$sock" http://moed/v1/completions -d "$(req 200 0.9 2 ', "stream": true, "stream_options": {"include_usage": true}')" >"$work/drain.txt" &
 streamer=$!
 sleep 0.3
 kill -TERM $pid
@@ -461,8 +498,8 @@ py "
 import json
 lines = [l for l in open('$work/drain.txt').read().split('\n') if l]
 assert lines[-1] == 'data: [DONE]'
-last = json.loads(lines[-2][6:])
-assert last['choices'][0]['finish_reason'] in ('length', 'stop') and last['usage']['completion_tokens'] > 1
+last, usage = json.loads(lines[-3][6:]), json.loads(lines[-2][6:])
+assert last['choices'][0]['finish_reason'] in ('length', 'stop') and usage['usage']['completion_tokens'] > 1
 " && [[ $rc -eq 0 && ! -e $sock ]] && pass "SIGTERM drained the stream and exited 0" || fail "SIGTERM drain (rc=$rc)"
 
 # Bad config: the key's path in the message, exit 1.

@@ -144,6 +144,20 @@ async function basicChecks() {
     assert.ok(["length", "stop"].includes(chunks.at(-1).choices[0].finish_reason));
   });
 
+  await check("chat stream with stream_options.include_usage", async () => {
+    const stream = await client.chat.completions.create({
+      model, messages, max_tokens: 10, temperature: 0.8, seed: 7, stream: true,
+      stream_options: { include_usage: true },
+    });
+    const { text, chunks } = await collect(stream, (c) => c.choices[0]?.delta?.content);
+    assert.equal(text, reply);
+    const last = chunks.at(-1);
+    assert.deepEqual(last.choices, []);
+    assert.ok(last.usage.completion_tokens >= 1 && last.usage.completion_tokens <= 10);
+    assert.equal(last.usage.total_tokens, last.usage.prompt_tokens + last.usage.completion_tokens);
+    assert.ok(chunks.slice(0, -1).every((c) => c.usage === null));
+  });
+
   await check("chat.completions.stream helper", async () => {
     const runner = client.chat.completions.stream({
       model, messages, max_tokens: 10, temperature: 0.8, seed: 7,

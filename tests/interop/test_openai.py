@@ -35,7 +35,7 @@ def metric(base, name):
 
 class OpenAIClient(unittest.TestCase):
     def test_openai_library(self):
-        self.serve(MODEL, [], 11)
+        self.serve(MODEL, [], 12)
 
     def test_tool_calls_in_the_history(self):
         self.serve("tiny-deepseek_v3", ["--tools"], 1)

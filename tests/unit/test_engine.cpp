@@ -746,7 +746,7 @@ TEST(Scheduler, RejectsBadRequestsNamingTheField) {
     EXPECT_NE(std::string(e.what()).find("prompt: token id 512"), std::string::npos);
   }
   r.prompt = {1};
-  r.max_tokens = 0;
+  r.max_tokens = -1;
   EXPECT_THROW(scheduler.submit(r), std::invalid_argument);
   r.max_tokens = 4;
   r.sampling.top_p = 2.0f;
@@ -969,6 +969,43 @@ TEST(EngineMemtier, KvCachesComeOutOfTheExpertsShareOfTheBudget) {
   auto next = engine.new_cache(1);  // the experts get their room back at the next use
   const auto after = engine.memory_stats();
   EXPECT_EQ(after.fixed_bytes + after.host.budget_bytes + after.kv_bytes, after.budget_bytes);
+}
+
+// A chat request without max_tokens: the rest of the context, or of the KV room where that is
+// smaller; it reserves (and holds) exactly that.
+TEST(Scheduler, WithoutALimitARequestTakesWhatTheContextAndTheKvRoomAllow) {
+  const auto spec = model::ModelSpec::from_config(kModels / "tiny-f32");
+  const std::vector<std::int32_t> prompt = {1, 5, 6};
+  const auto context = spec.max_position_embeddings;
+  Engine probe(kModels / "tiny-f32", budget_options(0.25, 0, memtier::ReaderKind::io_uring, true));
+  ASSERT_GT(context, 100);
+  const std::uint64_t room = probe.kv_bytes(100) + probe.kv_bytes(1) / 2;  // 100.5 positions
+  const std::uint64_t budget =
+      probe.memory_stats().fixed_bytes + spec.experts_per_token * probe.expert_block_bytes() + room;
+  for (const bool limited : {false, true}) {
+    Engine engine(
+        kModels / "tiny-f32",
+        limited ? budget_options(0, budget, memtier::ReaderKind::io_uring, true) : EngineOptions{});
+    Scheduler scheduler(engine, {1, 4});
+    auto request = greedy_request(prompt, GenerationRequest::kAsManyAsFit);
+    auto session = scheduler.submit(request);
+    TokenEvent event;
+    ASSERT_TRUE(session->next(event));
+    EXPECT_EQ(engine.kv_room().used, engine.kv_bytes(limited ? 100 : context)) << limited;
+    session->cancel();
+    while (session->next(event)) {
+    }
+  }
+  // No room even for the prompt and one token: refused, naming what it needs.
+  Engine tight(
+      kModels / "tiny-f32",
+      budget_options(0,
+                     probe.memory_stats().fixed_bytes +
+                         spec.experts_per_token * probe.expert_block_bytes() + probe.kv_bytes(3),
+                     memtier::ReaderKind::io_uring, true));
+  Scheduler scheduler(tight, {1, 4});
+  EXPECT_THROW(scheduler.submit(greedy_request(prompt, GenerationRequest::kAsManyAsFit)),
+               InsufficientMemory);
 }
 
 TEST(Scheduler, AdmitsByKvMemoryQueueingThenRefusing) {

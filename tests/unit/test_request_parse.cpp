@@ -40,6 +40,38 @@ TEST(RequestParse, AcceptsAValidCompletion) {
 
 // Found by fuzz_http_request: max_tokens near INT64_MAX overflowed max_tokens + prompt tokens
 // (undefined behaviour; in practice it wrapped negative and passed the context check).
+// OpenAI's legacy completions stop at 16 tokens by default; its chat runs an answer to its end.
+TEST(RequestParse, OnlyCompletionsHaveADefaultMaxTokens) {
+  EXPECT_EQ(
+      parse_completion(parse_body(R"({"prompt": "Hi"})"), kLimits, one_token_per_byte).max_tokens,
+      16);
+  EXPECT_EQ(parse_chat(parse_body(R"({"messages": []})"), {1, 2}, kLimits).max_tokens,
+            GenerationParams::kAsManyAsFit);
+  EXPECT_EQ(parse_chat(parse_body(R"({"max_tokens": 5})"), {1, 2}, kLimits).max_tokens, 5);
+}
+
+TEST(RequestParse, StreamOptionsIncludeUsageOnlyWhenStreaming) {
+  auto parse = [](const std::string& body) {
+    return parse_completion(parse_body(body), kLimits, one_token_per_byte);
+  };
+  EXPECT_TRUE(
+      parse(R"({"prompt": "Hi", "stream": true, "stream_options": {"include_usage": true}})")
+          .include_usage);
+  EXPECT_FALSE(parse(R"({"prompt": "Hi", "stream": true})").include_usage);
+  EXPECT_FALSE(parse(R"({"prompt": "Hi", "stream": true, "stream_options": {}})").include_usage);
+  EXPECT_FALSE(
+      parse(R"({"prompt": "Hi", "stream_options": {"include_usage": true}})").include_usage);
+  EXPECT_TRUE(
+      parse_chat(parse_body(R"({"stream": true, "stream_options": {"include_usage": true}})"),
+                 {1, 2}, kLimits)
+          .include_usage);
+  EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "stream": true, "stream_options": true})"),
+            "stream_options");
+  EXPECT_EQ(rejected_field(
+                R"({"prompt": "Hi", "stream": true, "stream_options": {"include_usage": "yes"}})"),
+            "stream_options.include_usage");
+}
+
 TEST(RequestParse, HugeMaxTokensIsRejectedNotOverflowed) {
   EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "max_tokens": 9223372036854775807})"), "max_tokens");
   EXPECT_EQ(rejected_field(R"({"prompt": [1, 2, 3], "max_tokens": 9223372036854775806})"),

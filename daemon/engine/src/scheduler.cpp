@@ -124,17 +124,24 @@ std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
       throw std::invalid_argument("prompt: token id " + std::to_string(id) +
                                   " is outside the vocabulary [0, " +
                                   std::to_string(spec.vocab_size) + ")");
-  if (request.max_tokens < 1) throw std::invalid_argument("max_tokens: must be at least 1");
+  if (request.max_tokens < 0) throw std::invalid_argument("max_tokens: must be at least 1");
   const auto context = spec.max_position_embeddings;
-  if (static_cast<std::int64_t>(request.prompt.size()) >= context)
+  const auto prompt_tokens = static_cast<std::int64_t>(request.prompt.size());
+  if (prompt_tokens >= context)
     throw std::invalid_argument("prompt: " + std::to_string(request.prompt.size()) +
                                 " tokens do not fit the model's context of " +
                                 std::to_string(context));
-  request.max_tokens = std::min<std::int64_t>(
-      request.max_tokens, context - static_cast<std::int64_t>(request.prompt.size()));
-  const auto positions = static_cast<std::int64_t>(request.prompt.size()) + request.max_tokens;
-  const std::uint64_t kv_bytes = engine_.kv_bytes(positions);
   const KvRoom room = engine_.kv_room();
+  if (request.max_tokens == GenerationRequest::kAsManyAsFit) {
+    std::int64_t fit = context - prompt_tokens;
+    if (room.limit != UINT64_MAX)
+      fit = std::min(fit,
+                     static_cast<std::int64_t>(room.limit / engine_.kv_bytes(1)) - prompt_tokens);
+    request.max_tokens = std::max<std::int64_t>(fit, 1);  // none fits: refused below, as usual
+  }
+  request.max_tokens = std::min<std::int64_t>(request.max_tokens, context - prompt_tokens);
+  const auto positions = prompt_tokens + request.max_tokens;
+  const std::uint64_t kv_bytes = engine_.kv_bytes(positions);
   using memtier::format_byte_size;
   const std::string kv_need = format_byte_size(kv_bytes) + " of " + to_string(engine_.kv_dtype()) +
                               " KV cache (" + std::to_string(positions) +

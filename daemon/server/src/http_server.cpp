@@ -288,7 +288,15 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
     parser.header_limit(kMaxRequestHeadBytes);
     parser.body_limit(options_.max_body_bytes);
     beast::error_code ec;
-    http::read(socket, buffer, parser, ec);
+    http::read_header(socket, buffer, parser, ec);
+    // A client that asks before sending its body (curl does for large ones) waits for this, or
+    // a second, then sends anyway. A body too large was refused with the head (body_limit).
+    if (!ec && !parser.is_done() &&
+        beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+      http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
+      http::write(socket, go_on, ec);
+    }
+    if (!ec && !parser.is_done()) http::read(socket, buffer, parser, ec);
     {
       std::lock_guard lock(mutex_);
       connection->busy = true;

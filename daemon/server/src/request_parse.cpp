@@ -45,7 +45,8 @@ bool bool_field(const Body& body, const char* field, bool fallback) {
 
 // The fields /v1/completions and /v1/chat/completions share.
 GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> prompt,
-                                  const char* prompt_field, const ModelLimits& limits) {
+                                  const char* prompt_field, const ModelLimits& limits,
+                                  std::int64_t default_max_tokens) {
   if (body.contains("model") && !body["model"].is_null()) {
     if (!body["model"].is_string()) bad_field("model", "expected a string");
     if (body["model"].get<std::string>() != limits.model_id)
@@ -70,7 +71,7 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
       body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null()
           ? "max_completion_tokens"
           : "max_tokens";
-  g.max_tokens = integer_field(body, max_field, limits.default_max_tokens, 1, INT64_MAX);
+  g.max_tokens = integer_field(body, max_field, default_max_tokens, 1, INT64_MAX);
   if (g.max_tokens > context - prompt_tokens)  // the sum could overflow; the prompt fits
     bad_field(max_field, std::to_string(g.max_tokens) + " plus the prompt's " +
                              std::to_string(prompt_tokens) +
@@ -96,6 +97,17 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
       if (s.empty()) bad_field("stop", "stop strings must not be empty");
   }
   g.stream = bool_field(body, "stream", false);
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    const auto& options = body["stream_options"];
+    if (!options.is_object())
+      bad_field("stream_options", "expected an object such as {\"include_usage\": true}");
+    // Without "stream" OpenAI refuses stream_options; vLLM too. Clients that set it on every
+    // call (a wrapper's default) are better served ignoring it there.
+    const Body include = options.contains("include_usage") ? options["include_usage"] : Body();
+    if (!include.is_null() && !include.is_boolean())
+      bad_field("stream_options.include_usage", "expected true or false, got " + include.dump());
+    g.include_usage = g.stream && include.is_boolean() && include.get<bool>();
+  }
   return g;
 }
 
@@ -156,7 +168,8 @@ GenerationParams parse_completion(const Body& body, const ModelLimits& limits,
   } else {
     bad_field("prompt", "expected a string or a list of token ids (one prompt per request)");
   }
-  GenerationParams g = parse_generation(body, std::move(ids), "prompt", limits);
+  GenerationParams g =
+      parse_generation(body, std::move(ids), "prompt", limits, limits.default_max_tokens);
   g.logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
   g.top_logprobs = static_cast<int>(integer_field(body, "logprobs", 0, 0, 20));
   return g;
@@ -215,7 +228,9 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
 
 GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
                             const ModelLimits& limits) {
-  GenerationParams g = parse_generation(body, std::move(prompt), "messages", limits);
+  // OpenAI's chat has no default limit (completions' is 16): an answer runs to its end.
+  GenerationParams g =
+      parse_generation(body, std::move(prompt), "messages", limits, GenerationParams::kAsManyAsFit);
   g.chat = true;
   g.logprobs = bool_field(body, "logprobs", false);
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -304,16 +305,26 @@ bool Service::is_admin(const Peer& peer) const {
     group = config_.admin_group;
   }
   if (group.empty()) return false;
-  const ::group* g = ::getgrnam(group.c_str());
+  // Connection threads call this at once: the reentrant lookups, each into its own buffer.
+  std::vector<char> buffer(16384);
+  ::group group_entry{};
+  ::group* g = nullptr;
+  while (::getgrnam_r(group.c_str(), &group_entry, buffer.data(), buffer.size(), &g) == ERANGE)
+    buffer.resize(buffer.size() * 2);
   if (!g) return false;
-  if (peer.gid == g->gr_gid) return true;
-  const ::passwd* pw = ::getpwuid(peer.uid);
+  const gid_t admin_gid = g->gr_gid;
+  if (peer.gid == admin_gid) return true;
+  ::passwd user_entry{};
+  ::passwd* pw = nullptr;
+  while (::getpwuid_r(peer.uid, &user_entry, buffer.data(), buffer.size(), &pw) == ERANGE)
+    buffer.resize(buffer.size() * 2);
   if (!pw) return false;
   int count = 64;
   std::vector<gid_t> groups(static_cast<std::size_t>(count));
-  if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) return false;
+  while (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0)
+    groups.resize(static_cast<std::size_t>(count));  // count now says how many there are
   groups.resize(static_cast<std::size_t>(count));
-  return std::find(groups.begin(), groups.end(), g->gr_gid) != groups.end();
+  return std::find(groups.begin(), groups.end(), admin_gid) != groups.end();
 }
 
 void Service::handle(const Request& request, const Peer& peer, ResponseWriter& writer) {
@@ -417,6 +428,7 @@ ModelLimits Service::limits() const {
 Service::Generation Service::to_generation(GenerationParams params) {
   Generation g;
   g.request.prompt = std::move(params.prompt);
+  static_assert(GenerationParams::kAsManyAsFit == engine::GenerationRequest::kAsManyAsFit);
   g.request.max_tokens = params.max_tokens;
   g.request.sampling.temperature = params.temperature;
   g.request.sampling.top_p = params.top_p;
@@ -425,6 +437,7 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.request.top_logprobs = params.top_logprobs;
   g.stops = std::move(params.stops);
   g.stream = params.stream;
+  g.include_usage = params.include_usage;
   g.chat = params.chat;
   g.logprobs = params.logprobs;
   return g;
@@ -483,6 +496,13 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   } catch (const std::runtime_error& e) {
     throw ApiError{http::status::service_unavailable, e.what(), "server_unavailable"};
   }
+  // Whatever ends this call (an answer, a client gone, an exception) ends the sequence too, or
+  // it would decode for nobody to max_tokens, holding its KV and a batch slot. Cancelling one
+  // that has finished does nothing.
+  struct CancelOnExit {
+    engine::Session& session;
+    ~CancelOnExit() { session.cancel(); }
+  } cancel_on_exit{*session};
 
   const std::string id = completion_id(g.chat ? "chatcmpl-" : "cmpl-");
   const char* object = g.chat ? "chat.completion" : "text_completion";
@@ -499,9 +519,14 @@ void Service::generate(Generation g, ResponseWriter& writer) {
                          {"top_logprobs", json::array()},
                          {"text_offset", json::array()}};
   };
-  auto token_entry = [&](std::int32_t token, float logprob) {
+  // A token's text as it adds to the answer (an id past the tokenizer's vocabulary, which a
+  // padded embedding may sample, adds none).
+  auto token_text = [&](std::int32_t token) {
     const std::int32_t one[] = {token};
-    const std::string piece = tokenizer_->decode(one, false);
+    return tokenizer_->decode(one, false);
+  };
+  auto token_entry = [&](std::int32_t token, float logprob) {
+    const std::string piece = token_text(token);
     json bytes = json::array();
     for (const char c : piece) bytes.push_back(static_cast<unsigned char>(c));
     return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
@@ -514,10 +539,10 @@ void Service::generate(Generation g, ResponseWriter& writer) {
       into["content"].push_back(entry);
       return;
     }
-    into["tokens"].push_back(tokenizer_->token_string(event.id));
+    into["tokens"].push_back(token_text(event.id));
     into["token_logprobs"].push_back(event.logprob);
     json top = json::object();
-    for (const auto& [alt, lp] : event.top) top[tokenizer_->token_string(alt)] = lp;
+    for (const auto& [alt, lp] : event.top) top[token_text(alt)] = lp;
     into["top_logprobs"].push_back(top);
     into["text_offset"].push_back(offset);
   };
@@ -547,12 +572,16 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     }
     return c;
   };
+  // With stream_options.include_usage every chunk carries "usage": null and a last one, with no
+  // choices, the usage (OpenAI's shape); without it no chunk carries usage.
   auto envelope = [&](const json& c) {
-    return json{{"id", id},
-                {"object", g.chat && g.stream ? "chat.completion.chunk" : object},
-                {"created", created},
-                {"model", model_id_},
-                {"choices", json::array({c})}};
+    json e{{"id", id},
+           {"object", g.chat && g.stream ? "chat.completion.chunk" : object},
+           {"created", created},
+           {"model", model_id_},
+           {"choices", c.is_null() ? json::array() : json::array({c})}};
+    if (g.include_usage) e["usage"] = nullptr;
+    return e;
   };
 
   // The client is checked every kClientCheck while tokens are awaited or flow, so the work of
@@ -602,7 +631,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
         add_logprobs(event, lp, offset);
       }
       if (!send(envelope(choice(delta, lp, nullptr)))) client_gone = true;
-      if (text.stopped()) session->cancel();
+      if (text.stopped()) break;  // tokens past the stop string are neither sent nor counted
     }
     if (client_gone) {
       forget_client();
@@ -615,9 +644,12 @@ void Service::generate(Generation g, ResponseWriter& writer) {
               {"param", nullptr},
               {"code", nullptr}}}});
     } else {
-      json last = envelope(choice(text.finish(), nullptr, finish_reason()));
-      last["usage"] = usage();
-      send(last);
+      send(envelope(choice(text.finish(), nullptr, finish_reason())));
+      if (g.include_usage) {
+        json last = envelope(nullptr);
+        last["usage"] = usage();
+        send(last);
+      }
     }
     writer.write_chunk("data: [DONE]\n\n");
     writer.end_stream();
@@ -630,7 +662,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     const std::size_t offset = text.text().size();
     text.add(event.id);
     if (g.logprobs) add_logprobs(event, logprobs, offset);
-    if (text.stopped()) session->cancel();
+    if (text.stopped()) break;
   }
   if (client_gone) {
     forget_client();

@@ -22,6 +22,9 @@ namespace moed::engine {
 
 struct GenerationRequest {
   std::vector<std::int32_t> prompt;
+  // At most this many tokens; kAsManyAsFit: as many as the model's context and the KV room
+  // allow (the request then reserves that much KV cache, so it waits for the room to empty).
+  static constexpr std::int64_t kAsManyAsFit = 0;
   std::int64_t max_tokens = 16;
   SamplingParams sampling;
   int top_logprobs = 0;  // most likely alternatives to report per token (0: none)

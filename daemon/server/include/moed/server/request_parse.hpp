@@ -37,11 +37,13 @@ struct ModelLimits {
   std::int64_t context = 0;  // max_position_embeddings: prompt + completion tokens
   std::int64_t num_layers = 0;
   std::int64_t num_experts = 0;
-  std::int64_t default_max_tokens = 16;
+  std::int64_t default_max_tokens = 16;  // /v1/completions' (OpenAI's); chat has none
 };
 
 // A validated /v1/completions or /v1/chat/completions request.
 struct GenerationParams {
+  // max_tokens for a chat request that gives none: as many as the context and the KV room allow.
+  static constexpr std::int64_t kAsManyAsFit = 0;
   std::vector<std::int32_t> prompt;
   std::int64_t max_tokens = 0;
   float temperature = 1.0f;
@@ -51,6 +53,7 @@ struct GenerationParams {
   int top_logprobs = 0;
   std::vector<std::string> stops;
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool chat = false;
   bool logprobs = false;
 };

@@ -42,8 +42,9 @@ class Service {
     engine::GenerationRequest request;
     std::vector<std::string> stops;
     bool stream = false;
-    bool chat = false;      // chat.completion shapes instead of text_completion
-    bool logprobs = false;  // return the sampled tokens' logprobs
+    bool include_usage = false;  // streams end with a chunk of usage and no choices
+    bool chat = false;           // chat.completion shapes instead of text_completion
+    bool logprobs = false;       // return the sampled tokens' logprobs
   };
   void require_serving() const;
   ModelLimits limits() const;
