@@ -548,6 +548,14 @@ api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content"
   pass "serves deepseek_v3 (chat)" || { fail "deepseek_v3 daemon"; cat "$work/ds.log"; }
 stop_other
 
+# OLMoE's embedding is padded past its tokenizer (512 rows, 500 tokens), as real checkpoints
+# are: the 20 most likely alternatives of a dozen tokens name padded ids, which read as no text.
+start_other olmoe "$models/tiny-olmoe-bf16"
+api http://moed/v1/completions -d '{"prompt": "Hello", "max_tokens": 12, "temperature": 0, "logprobs": 20}' |
+  py "import json,sys; d=json.load(sys.stdin); lp=d['choices'][0]['logprobs']; assert len(lp['tokens']) == 12 and all(1 <= len(t) <= 20 for t in lp['top_logprobs']), d" &&
+  pass "logprobs past a padded tokenizer" || { fail "logprobs past a padded tokenizer"; cat "$work/olmoe.log"; }
+stop_other
+
 # A GGUF file alone (quantized weights, tokenizer and chat template from its metadata) under a
 # 25% budget: chat through the file's template, and a streamed completion.
 start_other gguf "$models/tiny-qwen3_moe-q4_k_m.gguf" --host-budget 25%
