@@ -49,6 +49,7 @@ limits:
   max_body: 64KiB
   header_timeout_ms: 1000
   send_timeout_ms: 1000
+  default_chat_max_tokens: 40
 state_dir: $work/state
 YAML
 
@@ -123,7 +124,12 @@ api http://moed/v1/completions -d "$(req 6 0 0 ', "logprobs": 3')" | py "
 import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']
 assert len(lp['tokens']) == 6 and len(lp['token_logprobs']) == 6 and all(len(t) <= 3 for t in lp['top_logprobs'])
 assert all(v <= 0 for v in lp['token_logprobs'])
-" && pass "logprobs with top_logprobs" || fail "logprobs"
+# Each token as the text it adds, spaces included (the decoder strips a leading one only at the
+# start of a text): they join to the answer, and each starts at its text_offset.
+text = r['choices'][0]['text']
+assert ''.join(lp['tokens']) == text, (lp['tokens'], text)
+assert lp['text_offset'] == [len(''.join(lp['tokens'][:i])) for i in range(6)], lp
+" && pass "logprobs with top_logprobs, tokens as their text" || fail "logprobs"
 
 stop=$(py "import json; t = json.load(open('$work/greedy.json'))['choices'][0]['text']; print(json.dumps(t[4:7]))")
 api http://moed/v1/completions -d "$(req 12 0 0 ", \"stop\": [$stop]")" | py "
@@ -175,12 +181,13 @@ assert len(tokens) == usage['usage']['completion_tokens'], tokens
 assert all(len(t['top_logprobs']) == 2 and t['logprob'] <= 0 for t in tokens), tokens
 assert chunks[-1]['choices'][0]['finish_reason'] in ('length', 'stop')
 " && pass "chat stream: role first, same text, logprobs per token, usage chunk when asked, [DONE]" || fail "chat stream"
-# Chat has no default limit: without max_tokens the answer runs to EOS or to the context's end.
+# Chat has no default limit of OpenAI's: without max_tokens the answer runs to EOS or to the
+# daemon's limits.default_chat_max_tokens (40 here).
 api http://moed/v1/chat/completions -d "{\"messages\": $messages, \"temperature\": 0}" | py "
 import json, sys
-r = json.load(sys.stdin); u = r['usage']
-assert u['completion_tokens'] > 16 or r['choices'][0]['finish_reason'] == 'stop', r
-" && pass "chat without max_tokens is not cut at 16" || fail "chat without max_tokens"
+r = json.load(sys.stdin); u = r['usage']; reason = r['choices'][0]['finish_reason']
+assert (reason == 'length' and u['completion_tokens'] == 40) or (reason == 'stop' and u['completion_tokens'] < 40), r
+" && pass "chat without max_tokens runs to the daemon's default, not 16" || fail "chat without max_tokens"
 
 chat_req() { echo "{\"messages\": [{\"role\": \"user\", \"content\": \"Tell me a story\"}], \"max_tokens\": 12, \"temperature\": 0.9, \"seed\": $1}"; }
 reply_of() { py "import json,sys; print(json.load(sys.stdin)['choices'][0]['message']['content'])"; }

@@ -38,16 +38,23 @@ TEST(RequestParse, AcceptsAValidCompletion) {
   EXPECT_EQ(g.stops, std::vector<std::string>{"."});
 }
 
-// Found by fuzz_http_request: max_tokens near INT64_MAX overflowed max_tokens + prompt tokens
-// (undefined behaviour; in practice it wrapped negative and passed the context check).
-// OpenAI's legacy completions stop at 16 tokens by default; its chat runs an answer to its end.
-TEST(RequestParse, OnlyCompletionsHaveADefaultMaxTokens) {
-  EXPECT_EQ(
-      parse_completion(parse_body(R"({"prompt": "Hi"})"), kLimits, one_token_per_byte).max_tokens,
-      16);
-  EXPECT_EQ(parse_chat(parse_body(R"({"messages": []})"), {1, 2}, kLimits).max_tokens,
-            GenerationParams::kAsManyAsFit);
-  EXPECT_EQ(parse_chat(parse_body(R"({"max_tokens": 5})"), {1, 2}, kLimits).max_tokens, 5);
+// OpenAI's legacy completions stop at 16 tokens by default; its chat has no limit, so the
+// daemon's own default (limits.default_chat_max_tokens). A default is not the client's to fit
+// the context: the scheduler cuts it, where a max_tokens the client gave is checked here.
+TEST(RequestParse, DefaultMaxTokensArePerRouteAndNotCheckedAgainstTheContext) {
+  const auto completion =
+      parse_completion(parse_body(R"({"prompt": "Hi"})"), kLimits, one_token_per_byte);
+  EXPECT_EQ(completion.max_tokens, 16);
+  EXPECT_FALSE(completion.max_tokens_given);
+  const auto chat = parse_chat(parse_body(R"({"messages": []})"), {1, 2}, kLimits);
+  EXPECT_EQ(chat.max_tokens, kLimits.default_chat_max_tokens);
+  EXPECT_FALSE(chat.max_tokens_given);
+  const auto given = parse_chat(parse_body(R"({"max_tokens": 5})"), {1, 2}, kLimits);
+  EXPECT_EQ(given.max_tokens, 5);
+  EXPECT_TRUE(given.max_tokens_given);
+  const std::vector<std::int32_t> near_the_end(static_cast<std::size_t>(kLimits.context) - 2, 7);
+  EXPECT_NO_THROW(parse_chat(parse_body("{}"), near_the_end, kLimits));
+  EXPECT_THROW(parse_chat(parse_body(R"({"max_tokens": 3})"), near_the_end, kLimits), RequestError);
 }
 
 TEST(RequestParse, StreamOptionsIncludeUsageOnlyWhenStreaming) {
@@ -72,6 +79,8 @@ TEST(RequestParse, StreamOptionsIncludeUsageOnlyWhenStreaming) {
             "stream_options.include_usage");
 }
 
+// Found by fuzz_http_request: max_tokens near INT64_MAX overflowed max_tokens + prompt tokens
+// (undefined behaviour; in practice it wrapped negative and passed the context check).
 TEST(RequestParse, HugeMaxTokensIsRejectedNotOverflowed) {
   EXPECT_EQ(rejected_field(R"({"prompt": "Hi", "max_tokens": 9223372036854775807})"), "max_tokens");
   EXPECT_EQ(rejected_field(R"({"prompt": [1, 2, 3], "max_tokens": 9223372036854775806})"),

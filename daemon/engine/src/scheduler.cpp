@@ -124,7 +124,8 @@ std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
       throw std::invalid_argument("prompt: token id " + std::to_string(id) +
                                   " is outside the vocabulary [0, " +
                                   std::to_string(spec.vocab_size) + ")");
-  if (request.max_tokens < 0) throw std::invalid_argument("max_tokens: must be at least 1");
+  if (request.max_tokens < (request.max_tokens_given ? 1 : 0))
+    throw std::invalid_argument("max_tokens: must be at least 1");
   const auto context = spec.max_position_embeddings;
   const auto prompt_tokens = static_cast<std::int64_t>(request.prompt.size());
   if (prompt_tokens >= context)
@@ -132,11 +133,12 @@ std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
                                 " tokens do not fit the model's context of " +
                                 std::to_string(context));
   const KvRoom room = engine_.kv_room();
-  if (request.max_tokens == GenerationRequest::kAsManyAsFit) {
+  if (!request.max_tokens_given) {
     std::int64_t fit = context - prompt_tokens;
     if (room.limit != UINT64_MAX)
       fit = std::min(fit,
                      static_cast<std::int64_t>(room.limit / engine_.kv_bytes(1)) - prompt_tokens);
+    if (request.max_tokens > 0) fit = std::min(fit, request.max_tokens);
     request.max_tokens = std::max<std::int64_t>(fit, 1);  // none fits: refused below, as usual
   }
   request.max_tokens = std::min<std::int64_t>(request.max_tokens, context - prompt_tokens);
@@ -147,11 +149,11 @@ std::shared_ptr<Session> Scheduler::submit(GenerationRequest request) {
                               " KV cache (" + std::to_string(positions) +
                               " positions: prompt + max_tokens)";
   if (kv_bytes > room.limit)
-    throw InsufficientMemory("this request needs " + kv_need +
-                             ", but the host budget leaves at most " +
-                             format_byte_size(room.limit) +
-                             " for KV caches; lower max_tokens or the prompt, or raise "
-                             "memory.host_budget");
+    throw InsufficientMemory(
+        "this request needs " + kv_need + ", but the host budget leaves at most " +
+        format_byte_size(room.limit) + " for KV caches; " +
+        (request.max_tokens_given ? "lower max_tokens or the prompt" : "shorten the prompt") +
+        ", or raise memory.host_budget");
   auto session = std::shared_ptr<Session>(new Session(std::move(request)));  // validates sampling
   session->kv_bytes_ = kv_bytes;
   {

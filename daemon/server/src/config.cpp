@@ -149,6 +149,10 @@ Config Config::from_file(const std::filesystem::path& path) {
         {"default_max_tokens",
          [&](auto& k, auto& n) {
            c.default_max_tokens = static_cast<std::uint32_t>(number(k, n, 1, 1 << 20));
+         }},
+        {"default_chat_max_tokens",
+         [&](auto& k, auto& n) {
+           c.default_chat_max_tokens = static_cast<std::uint32_t>(number(k, n, 0, 1 << 20));
          }}}},
       {"admin", {{"group", [&](auto& k, auto& n) { c.admin_group = text(k, n); }}}},
   };

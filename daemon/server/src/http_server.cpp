@@ -290,8 +290,9 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
     beast::error_code ec;
     http::read_header(socket, buffer, parser, ec);
     // A client that asks before sending its body (curl does for large ones) waits for this, or
-    // a second, then sends anyway. A body too large was refused with the head (body_limit).
-    if (!ec && !parser.is_done() &&
+    // a second, then sends anyway. A body too large was refused with the head (body_limit);
+    // HTTP/1.0 has no such expectation (RFC 9110, 10.1.1).
+    if (!ec && !parser.is_done() && parser.get().version() >= 11 &&
         beast::iequals(parser.get()[http::field::expect], "100-continue")) {
       http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
       http::write(socket, go_on, ec);

@@ -71,8 +71,9 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
       body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null()
           ? "max_completion_tokens"
           : "max_tokens";
+  g.max_tokens_given = body.contains(max_field) && !body[max_field].is_null();
   g.max_tokens = integer_field(body, max_field, default_max_tokens, 1, INT64_MAX);
-  if (g.max_tokens > context - prompt_tokens)  // the sum could overflow; the prompt fits
+  if (g.max_tokens_given && g.max_tokens > context - prompt_tokens)  // a sum could overflow
     bad_field(max_field, std::to_string(g.max_tokens) + " plus the prompt's " +
                              std::to_string(prompt_tokens) +
                              " tokens exceed the model's context of " + std::to_string(context));
@@ -228,9 +229,10 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
 
 GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
                             const ModelLimits& limits) {
-  // OpenAI's chat has no default limit (completions' is 16): an answer runs to its end.
+  // OpenAI's chat has no default limit (completions' is 16): an answer runs to its end, here
+  // to the daemon's default, whose KV is reserved whole.
   GenerationParams g =
-      parse_generation(body, std::move(prompt), "messages", limits, GenerationParams::kAsManyAsFit);
+      parse_generation(body, std::move(prompt), "messages", limits, limits.default_chat_max_tokens);
   g.chat = true;
   g.logprobs = bool_field(body, "logprobs", false);
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));

@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cerrno>
@@ -288,6 +289,7 @@ void Service::reload(const Config& config) {
   config_.auto_pin = config.auto_pin;
   config_.max_queue = config.max_queue;
   config_.default_max_tokens = config.default_max_tokens;
+  config_.default_chat_max_tokens = config.default_chat_max_tokens;
   config_.admin_group = config.admin_group;
 }
 
@@ -321,8 +323,10 @@ bool Service::is_admin(const Peer& peer) const {
   if (!pw) return false;
   int count = 64;
   std::vector<gid_t> groups(static_cast<std::size_t>(count));
-  while (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0)
+  while (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) {
+    if (static_cast<std::size_t>(count) <= groups.size()) return false;  // failed, not too few
     groups.resize(static_cast<std::size_t>(count));  // count now says how many there are
+  }
   groups.resize(static_cast<std::size_t>(count));
   return std::find(groups.begin(), groups.end(), admin_gid) != groups.end();
 }
@@ -422,14 +426,15 @@ ModelLimits Service::limits() const {
           engine_->spec().max_position_embeddings,
           engine_->spec().num_layers,
           engine_->spec().num_experts,
-          config_.default_max_tokens};
+          config_.default_max_tokens,
+          config_.default_chat_max_tokens};
 }
 
 Service::Generation Service::to_generation(GenerationParams params) {
   Generation g;
   g.request.prompt = std::move(params.prompt);
-  static_assert(GenerationParams::kAsManyAsFit == engine::GenerationRequest::kAsManyAsFit);
   g.request.max_tokens = params.max_tokens;
+  g.request.max_tokens_given = params.max_tokens_given;
   g.request.sampling.temperature = params.temperature;
   g.request.sampling.top_p = params.top_p;
   g.request.sampling.top_k = params.top_k;
@@ -484,6 +489,10 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
 }
 
 void Service::generate(Generation g, ResponseWriter& writer) {
+  // The tokens before the next one, which its text is read after (see token_text).
+  const auto& prompt = g.request.prompt;
+  std::vector<std::int32_t> recent(prompt.end() - std::min<std::ptrdiff_t>(prompt.size(), 4),
+                                   prompt.end());
   std::shared_ptr<engine::Session> session;
   try {
     session = scheduler_->submit(std::move(g.request));
@@ -519,11 +528,29 @@ void Service::generate(Generation g, ResponseWriter& writer) {
                          {"top_logprobs", json::array()},
                          {"text_offset", json::array()}};
   };
-  // A token's text as it adds to the answer (an id past the tokenizer's vocabulary, which a
-  // padded embedding may sample, adds none).
+  // A token's text as it adds to the answer, as OpenAI gives it (" world", not "world" or
+  // "\u2581world"): decoded after the few tokens before it and less their text, as decoders strip
+  // or add a space at the start of what they decode. An id past the tokenizer's vocabulary,
+  // which a padded embedding may sample, adds none; one that completes a character split over
+  // byte tokens gives the character.
+  std::string recent_text;
+  bool recent_decoded = false;
   auto token_text = [&](std::int32_t token) {
-    const std::int32_t one[] = {token};
-    return tokenizer_->decode(one, false);
+    if (!recent_decoded) {
+      recent_text = tokenizer_->decode(recent, false);
+      recent_decoded = true;
+    }
+    std::vector<std::int32_t> ids = recent;
+    ids.push_back(token);
+    const std::string text = tokenizer_->decode(ids, false);
+    const auto common =
+        std::mismatch(text.begin(), text.end(), recent_text.begin(), recent_text.end());
+    return std::string(common.first, text.end());
+  };
+  auto advance = [&](std::int32_t token) {
+    recent.push_back(token);
+    if (recent.size() > 4) recent.erase(recent.begin());
+    recent_decoded = false;
   };
   auto token_entry = [&](std::int32_t token, float logprob) {
     const std::string piece = token_text(token);
@@ -531,7 +558,9 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     for (const char c : piece) bytes.push_back(static_cast<unsigned char>(c));
     return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
   };
-  auto add_logprobs = [&](const engine::TokenEvent& event, json& into, std::size_t offset) {
+  // text_offset: where each token's text starts in the answer, in characters, as OpenAI counts.
+  std::size_t offset = 0;
+  auto add_logprobs = [&](const engine::TokenEvent& event, json& into) {
     if (g.chat) {
       json entry = token_entry(event.id, event.logprob);
       entry["top_logprobs"] = json::array();
@@ -539,12 +568,15 @@ void Service::generate(Generation g, ResponseWriter& writer) {
       into["content"].push_back(entry);
       return;
     }
-    into["tokens"].push_back(token_text(event.id));
+    const std::string piece = token_text(event.id);
+    into["tokens"].push_back(piece);
     into["token_logprobs"].push_back(event.logprob);
     json top = json::object();
     for (const auto& [alt, lp] : event.top) top[token_text(alt)] = lp;
     into["top_logprobs"].push_back(top);
     into["text_offset"].push_back(offset);
+    offset += static_cast<std::size_t>(
+        std::count_if(piece.begin(), piece.end(), [](char c) { return (c & 0xC0) != 0x80; }));
   };
   json logprobs = empty_logprobs();
   std::int64_t completion_tokens = 0;
@@ -623,15 +655,18 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     engine::TokenEvent event;
     while (!client_gone && next_token(event)) {
       ++completion_tokens;
-      const std::size_t offset = text.text().size();
       const std::string delta = text.add(event.id);
       json lp = nullptr;
       if (g.logprobs) {
         lp = empty_logprobs();
-        add_logprobs(event, lp, offset);
+        add_logprobs(event, lp);
+        advance(event.id);
       }
       if (!send(envelope(choice(delta, lp, nullptr)))) client_gone = true;
-      if (text.stopped()) break;  // tokens past the stop string are neither sent nor counted
+      if (text.stopped()) {  // tokens past the stop string are neither sent nor counted
+        session->cancel();
+        break;
+      }
     }
     if (client_gone) {
       forget_client();
@@ -659,10 +694,15 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   engine::TokenEvent event;
   while (next_token(event)) {
     ++completion_tokens;
-    const std::size_t offset = text.text().size();
     text.add(event.id);
-    if (g.logprobs) add_logprobs(event, logprobs, offset);
-    if (text.stopped()) break;
+    if (g.logprobs) {
+      add_logprobs(event, logprobs);
+      advance(event.id);
+    }
+    if (text.stopped()) {
+      session->cancel();
+      break;
+    }
   }
   if (client_gone) {
     forget_client();

@@ -22,10 +22,11 @@ namespace moed::engine {
 
 struct GenerationRequest {
   std::vector<std::int32_t> prompt;
-  // At most this many tokens; kAsManyAsFit: as many as the model's context and the KV room
-  // allow (the request then reserves that much KV cache, so it waits for the room to empty).
-  static constexpr std::int64_t kAsManyAsFit = 0;
+  // At most this many tokens. A default (the client named none: max_tokens_given false) is cut to
+  // what the context and the KV room allow rather than refused, and 0 there sets no limit of its
+  // own; the request reserves KV for all of them.
   std::int64_t max_tokens = 16;
+  bool max_tokens_given = true;
   SamplingParams sampling;
   int top_logprobs = 0;  // most likely alternatives to report per token (0: none)
 };

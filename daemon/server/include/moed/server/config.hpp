@@ -18,23 +18,24 @@ struct Config {
   std::string host_budget;                     // memory.host_budget: "" (all), "24GiB", "25%"
   std::string policy = "tinylfu";              // memory.policy: memtier::kDefaultPolicy
   double auto_pin = 0;  // memory.auto_pin: share of the budget pinned automatically (0: off)
-  std::string reader = "io_uring";          // memory.reader
-  std::uint32_t queue_depth = 64;           // memory.queue_depth
-  bool prefetch = true;                     // memory.prefetch
-  int prefetch_horizon = 2;                 // memory.prefetch_horizon: 1 or 2
-  std::uint32_t ring_sections = 2;          // memory.ring_sections
-  std::string kv_dtype = "bf16";            // memory.kv_dtype: bf16, f32
-  int threads = 0;                          // compute.threads
-  std::uint32_t prefill_chunk = 256;        // compute.prefill_chunk
-  std::uint32_t max_queue = 64;             // limits.max_queue
-  std::uint32_t max_batch = 16;             // limits.max_batch
-  std::uint64_t max_body_bytes = 1 << 20;   // limits.max_body
-  std::uint32_t max_connections = 256;      // limits.max_connections
-  std::uint32_t header_timeout_ms = 10000;  // limits.header_timeout_ms
-  std::uint32_t send_timeout_ms = 30000;    // limits.send_timeout_ms
-  std::uint32_t default_max_tokens = 16;    // limits.default_max_tokens
-  std::string admin_group;                  // admin.group
-  std::string state_dir = "/var/lib/moed";  // state_dir: routing traces land here
+  std::string reader = "io_uring";               // memory.reader
+  std::uint32_t queue_depth = 64;                // memory.queue_depth
+  bool prefetch = true;                          // memory.prefetch
+  int prefetch_horizon = 2;                      // memory.prefetch_horizon: 1 or 2
+  std::uint32_t ring_sections = 2;               // memory.ring_sections
+  std::string kv_dtype = "bf16";                 // memory.kv_dtype: bf16, f32
+  int threads = 0;                               // compute.threads
+  std::uint32_t prefill_chunk = 256;             // compute.prefill_chunk
+  std::uint32_t max_queue = 64;                  // limits.max_queue
+  std::uint32_t max_batch = 16;                  // limits.max_batch
+  std::uint64_t max_body_bytes = 1 << 20;        // limits.max_body
+  std::uint32_t max_connections = 256;           // limits.max_connections
+  std::uint32_t header_timeout_ms = 10000;       // limits.header_timeout_ms
+  std::uint32_t send_timeout_ms = 30000;         // limits.send_timeout_ms
+  std::uint32_t default_max_tokens = 16;         // limits.default_max_tokens
+  std::uint32_t default_chat_max_tokens = 2048;  // limits.default_chat_max_tokens; 0: none
+  std::string admin_group;                       // admin.group
+  std::string state_dir = "/var/lib/moed";       // state_dir: routing traces land here
 
   // Reads and validates a YAML file; throws std::runtime_error naming the key path
   // (e.g. "limits.max_batch") for unknown keys and bad values.

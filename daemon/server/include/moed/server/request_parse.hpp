@@ -37,15 +37,17 @@ struct ModelLimits {
   std::int64_t context = 0;  // max_position_embeddings: prompt + completion tokens
   std::int64_t num_layers = 0;
   std::int64_t num_experts = 0;
-  std::int64_t default_max_tokens = 16;  // /v1/completions' (OpenAI's); chat has none
+  std::int64_t default_max_tokens = 16;         // /v1/completions' (OpenAI's)
+  std::int64_t default_chat_max_tokens = 2048;  // /v1/chat/completions'; 0: none
 };
 
 // A validated /v1/completions or /v1/chat/completions request.
 struct GenerationParams {
-  // max_tokens for a chat request that gives none: as many as the context and the KV room allow.
-  static constexpr std::int64_t kAsManyAsFit = 0;
   std::vector<std::int32_t> prompt;
+  // The client's, or (max_tokens_given false) the daemon's default, which the scheduler cuts to
+  // the context and the KV room; 0 there: none.
   std::int64_t max_tokens = 0;
+  bool max_tokens_given = false;
   float temperature = 1.0f;
   float top_p = 1.0f;
   std::int32_t top_k = 0;
