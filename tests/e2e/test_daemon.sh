@@ -95,6 +95,20 @@ assert text == json.load(open('$work/a.json'))['choices'][0]['text'], text
 last = chunks[-1]
 assert last['choices'][0]['finish_reason'] in ('length', 'stop') and all('usage' not in c for c in chunks)
 " && pass "SSE stream: same text as non-streamed, no usage unasked, [DONE]" || fail "stream"
+# An HTTP/1.0 client has no chunked coding: its stream is the plain body, ended by the close.
+py "
+import json, socket
+body = json.dumps({'prompt': 'The capital of France is', 'max_tokens': 4, 'temperature': 0, 'stream': True}).encode()
+s = socket.socket(socket.AF_UNIX); s.connect('$sock'); s.settimeout(10)
+s.sendall(b'POST /v1/completions HTTP/1.0\r\nHost: moed\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n' % len(body) + body)
+answer = b''
+while chunk := s.recv(65536):
+    answer += chunk
+head, _, rest = answer.partition(b'\r\n\r\n')
+assert head.startswith(b'HTTP/1.0 200') and b'chunked' not in head.lower(), head
+events = [e for e in rest.decode().split('\n\n') if e]
+assert events[-1] == 'data: [DONE]' and all(e.startswith('data: {') for e in events[:-1]), events
+" && pass "HTTP/1.0 stream: plain body, no chunked coding" || fail "HTTP/1.0 stream"
 # Tokens after a stop string are neither sent nor counted: the text stops where the stop string
 # starts, and the last token counted is the one that completed it. Logprob tokens are their
 # text, as OpenAI gives them (a piece of a multi-byte character reads as U+FFFD).

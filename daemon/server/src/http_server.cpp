@@ -72,7 +72,9 @@ class SocketWriter final : public ResponseWriter {
     head.set(http::field::server, "moed");
     head.set(http::field::content_type, content_type);
     head.set(http::field::cache_control, "no-cache");
-    head.chunked(true);
+    // HTTP/1.0 has no chunked coding: the stream is the body as it comes, ended by the close.
+    chunked_ = version_ >= 11;
+    head.chunked(chunked_);
     head.keep_alive(false);
     http::response_serializer<http::empty_body> serializer{head};
     beast::error_code ec;
@@ -86,12 +88,16 @@ class SocketWriter final : public ResponseWriter {
     if (!ok_) return false;
     beast::error_code ec;
     deadline_(true);
-    asio::write(socket_, http::make_chunk(asio::const_buffer(data.data(), data.size())), ec);
+    const asio::const_buffer bytes(data.data(), data.size());
+    if (chunked_)
+      asio::write(socket_, http::make_chunk(bytes), ec);
+    else
+      asio::write(socket_, bytes, ec);
     deadline_(false);
     return ok_ = !ec;
   }
   void end_stream() override {
-    if (!ok_) return;
+    if (!ok_ || !chunked_) return;
     beast::error_code ec;
     deadline_(true);
     asio::write(socket_, http::make_chunk_last(), ec);
@@ -111,6 +117,7 @@ class SocketWriter final : public ResponseWriter {
   bool keep_alive_;
   WriteDeadline deadline_;
   bool streamed_ = false;
+  bool chunked_ = true;
   bool ok_ = true;
 };
 
