@@ -360,11 +360,12 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
 }
 
 void Service::health(ResponseWriter& writer) {
+  // One read of each flag: the loader may set ready_ between two reads, and a 200 must never
+  // carry "loading".
   const std::string error = load_error();
-  const char* status = !error.empty() ? "failed"
-                       : draining_    ? "draining"
-                       : ready_       ? "ok"
-                                      : "loading";
+  const bool draining = draining_;
+  const bool ready = ready_;
+  const char* status = !error.empty() ? "failed" : draining ? "draining" : ready ? "ok" : "loading";
   json body = {
       {"status", status},
       {"model", model_id_},
@@ -373,7 +374,7 @@ void Service::health(ResponseWriter& writer) {
        std::chrono::duration<double>(std::chrono::system_clock::now() - started_).count()}};
   if (!error.empty()) body["error"] = error;
   writer.send(json_response(
-      ready_ && !draining_ ? http::status::ok : http::status::service_unavailable, body));
+      ready && !draining ? http::status::ok : http::status::service_unavailable, body));
 }
 
 json Service::model_object() const {
