@@ -25,10 +25,16 @@ struct HttpServer::Connection {
   std::function<void()> close;  // shuts the socket down from another thread
   Clock::time_point deadline = Clock::time_point::max();        // for the current request head
   Clock::time_point write_deadline = Clock::time_point::max();  // for the write under way
-  bool busy = false;  // handling a request (not waiting for one)
+  bool busy = false;       // handling a request (not waiting for one)
+  bool receiving = false;  // a request's first bytes have come: stop() lets it finish
 };
 
 namespace {
+
+bool readable_now(int fd) {
+  pollfd poller{fd, POLLIN, 0};
+  return ::poll(&poller, 1, 0) == 1 && (poller.revents & POLLIN) != 0;
+}
 
 // Bytes a large answer is written in, each slice with its own write deadline.
 constexpr std::uint32_t kWriteSliceBytes = 64 * 1024;
@@ -285,17 +291,27 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
                 : Clock::time_point::max();
   };
   beast::flat_buffer buffer;
-  while (!stopping_) {
+  // A connection accepted just before a shutdown began is served if its request has come.
+  for (bool first = true; !stopping_ || (first && readable_now(fd)); first = false) {
     {
       std::lock_guard lock(mutex_);
       connection->busy = false;
+      connection->receiving = false;
       connection->deadline = Clock::now() + std::chrono::milliseconds(options_.header_timeout_ms);
+    }
+    beast::error_code ec;
+    // Waits for the request's first bytes apart from reading it, so that a shutdown closes only
+    // connections with nothing under way: a request half sent when SIGTERM comes is answered,
+    // not reset. The watchdog's head deadline still bounds a client that stops mid-head.
+    if (buffer.size() == 0) socket.wait(Socket::wait_read, ec);
+    {
+      std::lock_guard lock(mutex_);
+      connection->receiving = true;
     }
     http::request_parser<http::string_body> parser;
     parser.header_limit(kMaxRequestHeadBytes);
     parser.body_limit(options_.max_body_bytes);
-    beast::error_code ec;
-    http::read_header(socket, buffer, parser, ec);
+    if (!ec) http::read_header(socket, buffer, parser, ec);
     // A client that asks before sending its body (curl does for large ones) waits for this, or
     // a second, then sends anyway. A body too large was refused with the head (body_limit);
     // HTTP/1.0 has no such expectation (RFC 9110, 10.1.1).
@@ -392,7 +408,7 @@ void HttpServer::stop() {
   {
     std::unique_lock lock(mutex_);
     for (auto& [key, c] : connections_)
-      if (!c->busy && c->close) c->close();  // idle keep-alives: nothing in flight
+      if (!c->busy && !c->receiving && c->close) c->close();  // idle: nothing under way
     changed_.notify_all();
     changed_.wait(lock, [&] { return connections_.empty(); });
   }
