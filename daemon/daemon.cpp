@@ -86,17 +86,24 @@ int run_daemon(const DaemonArgs& args) {
         std::fprintf(stderr, "moed: SIGHUP: no config file to re-read\n");
         continue;
       }
-      sd_notify(0, "RELOADING=1");
+      // No RELOADING/READY pair while loading: READY=1 then would tell systemd the service is up
+      // before its model is.
       try {
         const server::Config fresh = load_config(args);
-        service.reload(fresh);
+        if (!service.reload(fresh)) {
+          std::fprintf(stderr,
+                       "moed: SIGHUP: the model is still loading; nothing changed (send SIGHUP "
+                       "again once it serves)\n");
+          continue;
+        }
+        sd_notify(0, "RELOADING=1");
         std::fprintf(
             stderr, "moed: SIGHUP: re-read %s (host_budget '%s', policy %s, max_queue %u)\n",
             args.config.c_str(), fresh.host_budget.c_str(), fresh.policy.c_str(), fresh.max_queue);
+        sd_notify(0, "READY=1");
       } catch (const std::exception& e) {
         std::fprintf(stderr, "moed: SIGHUP: kept the running settings: %s\n", e.what());
       }
-      sd_notify(0, "READY=1");
       continue;
     }
     std::fprintf(stderr, "moed: %s: draining in-flight requests\n",

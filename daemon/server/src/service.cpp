@@ -279,8 +279,8 @@ void Service::apply_memory_settings(const Config& config) {
   });
 }
 
-void Service::reload(const Config& config) {
-  if (!ready_) return;
+bool Service::reload(const Config& config) {
+  if (!ready_) return false;
   apply_memory_settings(config);
   scheduler_->set_max_queue(config.max_queue);
   std::lock_guard lock(mutex_);
@@ -291,6 +291,7 @@ void Service::reload(const Config& config) {
   config_.default_max_tokens = config.default_max_tokens;
   config_.default_chat_max_tokens = config.default_chat_max_tokens;
   config_.admin_group = config.admin_group;
+  return true;
 }
 
 void Service::drain() {
@@ -410,10 +411,12 @@ void Service::model(std::string_view id, ResponseWriter& writer) {
 }
 
 void Service::require_serving() const {
-  if (ready_ && !draining_) return;
+  const bool ready = ready_;
+  const bool draining = draining_;
+  if (ready && !draining) return;
   const std::string error = load_error();
   throw ApiError{http::status::service_unavailable,
-                 draining_        ? "the daemon is shutting down"
+                 draining         ? "the daemon is shutting down"
                  : !error.empty() ? "the model failed to load: " + error
                                   : "the model is still loading (" +
                                         std::to_string(static_cast<int>(progress_ * 100)) + "%)",
@@ -636,8 +639,9 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     }
   };
   auto forget_client = [&] {
-    session->cancel();  // frees the sequence at the scheduler's next step
+    // Counted first: a client that reads moed_active_sessions 0 must see its disconnect counted.
     ++client_disconnects_;
+    session->cancel();  // frees the sequence at the scheduler's next step
   };
 
   if (g.stream) {
@@ -725,13 +729,14 @@ void Service::metrics(ResponseWriter& writer) {
     out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
         << name << ' ' << value << '\n';
   };
-  metric("moed_up", "gauge", "1 when the model is loaded and serving", ready_ ? 1 : 0);
+  const bool ready = ready_;  // once: the loader may set it while this runs
+  metric("moed_up", "gauge", "1 when the model is loaded and serving", ready ? 1 : 0);
   metric("moed_load_progress", "gauge", "model loading progress, 0 to 1", progress_.load());
   metric("moed_http_requests_total", "counter", "HTTP requests received",
          static_cast<double>(requests_.load()));
   metric("moed_http_errors_total", "counter", "HTTP requests answered with an error",
          static_cast<double>(errors_.load()));
-  if (ready_) {
+  if (ready) {
     const auto c = scheduler_->counters();
     metric("moed_queue_length", "gauge", "requests waiting to join the batch",
            static_cast<double>(c.queued));

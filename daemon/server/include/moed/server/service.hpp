@@ -32,8 +32,9 @@ class Service {
   bool wait_ready();     // blocks until loaded (true) or failed (false)
   std::string load_error() const;
   void handle(const Request& request, const Peer& peer, ResponseWriter& writer);
-  void reload(const Config& config);  // SIGHUP: budgets, policy, limits
-  void drain();                       // SIGTERM: no new requests, finish running ones
+  // SIGHUP: budgets, policy, limits. False, changing nothing, while the model is still loading.
+  bool reload(const Config& config);
+  void drain();  // SIGTERM: no new requests, finish running ones
   std::string status_line() const;
 
  private:
