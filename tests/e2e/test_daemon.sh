@@ -344,6 +344,44 @@ expect "unknown model" 404 "model_not_found" http://moed/v1/completions -d '{"mo
 expect "temperature out of range" 400 "temperature" http://moed/v1/completions -d '{"prompt": "x", "temperature": 9}'
 expect "n > 1" 400 '"param":"n"' http://moed/v1/completions -d '{"prompt": "x", "n": 2}'
 expect "wrong method" 405 "not allowed" -X DELETE http://moed/v1/models
+py "
+import socket
+def ask(request, close_after=False):
+    s = socket.socket(socket.AF_UNIX); s.connect('$sock'); s.settimeout(5)
+    s.sendall(request)
+    return s
+# 405 names the methods the route takes (RFC 9110, 15.5.6).
+s = ask(b'DELETE /v1/models HTTP/1.1\\r\\nHost: moed\\r\\nConnection: close\\r\\n\\r\\n')
+answer = b''
+while chunk := s.recv(65536): answer += chunk
+assert answer.startswith(b'HTTP/1.1 405') and b'\\r\\nAllow: GET, HEAD\\r\\n' in answer, answer
+# HEAD: GET's head, Content-Length included, and no body; the next request on the connection
+# is answered whole, not read from a stray body.
+s = ask(b'HEAD /health HTTP/1.1\\r\\nHost: moed\\r\\n\\r\\nGET /health HTTP/1.1\\r\\nHost: moed\\r\\nConnection: close\\r\\n\\r\\n')
+answer = b''
+while chunk := s.recv(65536): answer += chunk
+head, _, rest = answer.partition(b'\\r\\n\\r\\n')
+assert head.startswith(b'HTTP/1.1 200') and b'Content-Length: ' in head, answer
+assert rest.startswith(b'HTTP/1.1 200') and rest.endswith(b'}'), answer
+# HTTP/1.0 without Keep-Alive: the answer says nothing of keep-alive and the server closes at
+# once (RFC 9112, 9.3), so a client reading to the close is not held for the head timeout.
+import time
+start = time.time()
+s = ask(b'GET /health HTTP/1.0\\r\\nHost: moed\\r\\n\\r\\n')
+answer = b''
+while chunk := s.recv(65536): answer += chunk
+assert answer.startswith(b'HTTP/1.0 200') and b'keep-alive' not in answer.lower(), answer
+assert time.time() - start < 0.9, 'an HTTP/1.0 answer without keep-alive left the connection open'
+# HTTP/1.0 asking for Keep-Alive gets it said back, and a second request on the connection.
+s = ask(b'GET /health HTTP/1.0\\r\\nHost: moed\\r\\nConnection: keep-alive\\r\\n\\r\\n')
+answer = b''
+while answer.count(b'}') < 1: answer += s.recv(65536)
+assert answer.startswith(b'HTTP/1.0 200') and b'connection: keep-alive' in answer.lower(), answer
+s.sendall(b'GET /health HTTP/1.0\\r\\nHost: moed\\r\\n\\r\\n')
+answer = b''
+while chunk := s.recv(65536): answer += chunk
+assert answer.startswith(b'HTTP/1.0 200'), answer
+" && pass "405 names Allow; HEAD has no body; HTTP/1.0 keep-alive as asked" || fail "Allow, HEAD or HTTP/1.0 keep-alive"
 expect "chat: no messages" 400 '"param":"messages"' http://moed/v1/chat/completions -d '{"max_tokens": 3}'
 expect "chat: roles out of order" 400 "must alternate" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}'
 expect "chat: message without role" 400 'messages\[0\].role' http://moed/v1/chat/completions -d '{"messages": [{"content": "a"}]}'

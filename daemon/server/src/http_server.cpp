@@ -23,6 +23,7 @@ using Clock = std::chrono::steady_clock;
 
 struct HttpServer::Connection {
   std::function<void()> close;  // shuts the socket down from another thread
+  int fd = -1;                  // to see from stop() whether a request has come
   Clock::time_point deadline = Clock::time_point::max();        // for the current request head
   Clock::time_point write_deadline = Clock::time_point::max();  // for the write under way
   bool busy = false;       // handling a request (not waiting for one)
@@ -48,17 +49,24 @@ using WriteDeadline = std::function<void(bool writing)>;
 template <typename Socket>
 class SocketWriter final : public ResponseWriter {
  public:
-  SocketWriter(Socket& socket, unsigned version, bool keep_alive, WriteDeadline deadline)
+  SocketWriter(Socket& socket, unsigned version, bool keep_alive, bool head_only,
+               WriteDeadline deadline)
       : socket_(socket),
         version_(version),
         keep_alive_(keep_alive),
+        head_only_(head_only),
         deadline_(std::move(deadline)) {}
   bool streamed() const { return streamed_; }
   bool ok() const { return ok_; }
+  // Whether the answer sent left the connection open for another request.
+  bool kept_alive() const { return kept_alive_; }
 
   void send(Response response) override {
+    // Read before the version changes: a handler's answer is HTTP/1.1, persistent unless it
+    // says close, where the same answer read as 1.0 would be taken for a close (RFC 9112, 9.3).
+    kept_alive_ = keep_alive_ && response.keep_alive();
     response.version(version_);
-    response.keep_alive(keep_alive_ && response.keep_alive());
+    response.keep_alive(kept_alive_);
     response.set(http::field::server, "moed");
     response.prepare_payload();
     // Written in slices with the deadline armed for each, so the send timeout ends a client that
@@ -66,7 +74,12 @@ class SocketWriter final : public ResponseWriter {
     http::response_serializer<http::string_body> serializer{response};
     serializer.limit(kWriteSliceBytes);
     beast::error_code ec;
-    while (!ec && !serializer.is_done()) {
+    // HEAD: the head a GET would get, Content-Length included, and no body (RFC 9110, 9.3.2).
+    if (head_only_) {
+      deadline_(true);
+      http::write_header(socket_, serializer, ec);
+    }
+    while (!ec && !serializer.is_done() && !(head_only_ && serializer.is_header_done())) {
       deadline_(true);
       http::write_some(socket_, serializer, ec);
     }
@@ -121,7 +134,9 @@ class SocketWriter final : public ResponseWriter {
   Socket& socket_;
   unsigned version_;
   bool keep_alive_;
+  bool head_only_;
   WriteDeadline deadline_;
+  bool kept_alive_ = false;
   bool streamed_ = false;
   bool chunked_ = true;
   bool ok_ = true;
@@ -283,6 +298,7 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
   {
     std::lock_guard lock(mutex_);
     connection->close = [fd] { ::shutdown(fd, SHUT_RDWR); };
+    connection->fd = fd;
   }
   const WriteDeadline write_deadline = [this, connection](bool writing) {
     std::lock_guard lock(mutex_);
@@ -291,10 +307,30 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
                 : Clock::time_point::max();
   };
   beast::flat_buffer buffer;
-  // A connection accepted just before a shutdown began is served if its request has come.
-  for (bool first = true; !stopping_ || (first && readable_now(fd)); first = false) {
+  // Lingering close: the client may still be sending; closing at once would reset the
+  // connection before it reads the refusal. Stop writing, then drain what it sends for a moment:
+  // a second at most, or a client that sends a byte now and then would hold this thread, a
+  // connection slot and the daemon's shutdown for as long as it liked.
+  const auto linger = [&] {
+    ::shutdown(fd, SHUT_WR);
+    timeval wait{0, 200000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    const auto give_up = Clock::now() + kLingerAfterRefusal;
+    char sink[16384];
+    for (std::size_t drained = 0;
+         drained < 8 * options_.max_body_bytes && Clock::now() < give_up;) {
+      const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
+      if (n <= 0) break;
+      drained += static_cast<std::size_t>(n);
+    }
+  };
+  while (true) {
     {
       std::lock_guard lock(mutex_);
+      // Decided under the lock stop() sweeps with, so a shutdown that began while the last
+      // answer was going out cannot leave this connection waiting for another request. One
+      // whose request has come (a connection accepted just before) is still served.
+      if (stopping_ && buffer.size() == 0 && !readable_now(fd)) break;
       connection->busy = false;
       connection->receiving = false;
       connection->deadline = Clock::now() + std::chrono::milliseconds(options_.header_timeout_ms);
@@ -330,47 +366,36 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
         ec == asio::error::connection_reset)
       break;
     if (ec) {
-      SocketWriter<Socket> writer(socket, 11, false, write_deadline);
+      SocketWriter<Socket> writer(socket, 11, false, false, write_deadline);
       if (ec == http::error::body_limit) {
         writer.send(plain_error(
             http::status::payload_too_large,
             "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes",
             "invalid_request_error"));
-        // Lingering close: the client is still sending; closing now would reset the connection
-        // before it reads the 413. Stop writing, then drain what it sends for a moment: a
-        // second at most, or a client that sends a byte now and then would hold this thread,
-        // a connection slot and the daemon's shutdown for as long as it liked.
-        ::shutdown(fd, SHUT_WR);
-        timeval wait{0, 200000};
-        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
-        const auto give_up = Clock::now() + kLingerAfterRefusal;
-        char sink[16384];
-        for (std::size_t drained = 0;
-             drained < 8 * options_.max_body_bytes && Clock::now() < give_up;) {
-          const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
-          if (n <= 0) break;
-          drained += static_cast<std::size_t>(n);
-        }
-      } else if (ec == http::error::header_limit)
+        linger();
+      } else if (ec == http::error::header_limit) {
         writer.send(plain_error(http::status::request_header_fields_too_large,
                                 "request head too large", "invalid_request_error"));
-      else if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
-               ec != asio::error::shut_down && ec != asio::error::broken_pipe)
+        linger();
+      } else if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
+                 ec != asio::error::shut_down && ec != asio::error::broken_pipe) {
         writer.send(plain_error(http::status::bad_request,
                                 "malformed HTTP request: " + ec.message(),
                                 "invalid_request_error"));
+        linger();
+      }
       break;
     }
     const Request& request = parser.get();
     SocketWriter<Socket> writer(socket, request.version(), request.keep_alive() && !stopping_,
-                                write_deadline);
+                                request.method() == http::verb::head, write_deadline);
     try {
       handler_(request, peer, writer);
     } catch (const std::exception& e) {
       if (!writer.streamed())
         writer.send(plain_error(http::status::internal_server_error, e.what(), "server_error"));
     }
-    if (writer.streamed() || !writer.ok() || !request.keep_alive()) break;
+    if (writer.streamed() || !writer.ok() || !writer.kept_alive()) break;
   }
   beast::error_code ignored;
   socket.shutdown(Socket::shutdown_both, ignored);
@@ -408,7 +433,8 @@ void HttpServer::stop() {
   {
     std::unique_lock lock(mutex_);
     for (auto& [key, c] : connections_)
-      if (!c->busy && !c->receiving && c->close) c->close();  // idle: nothing under way
+      // Idle: nothing under way, not even a request whose bytes wait for its thread to wake.
+      if (!c->busy && !c->receiving && c->close && !readable_now(c->fd)) c->close();
     changed_.notify_all();
     changed_.wait(lock, [&] { return connections_.empty(); });
   }

@@ -336,7 +336,8 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
   ++requests_;
   const std::string path = path_of(request);
   try {
-    const bool get = request.method() == http::verb::get;
+    // HEAD is a GET whose body the transport leaves out (RFC 9110, 9.3.2).
+    const bool get = request.method() == http::verb::get || request.method() == http::verb::head;
     const bool post = request.method() == http::verb::post;
     if (path == "/health" && get) return health(writer);
     if (path == "/metrics" && get) return metrics(writer);
@@ -345,10 +346,16 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
     if (path == "/v1/completions" && post) return completions(request, writer);
     if (path == "/v1/chat/completions" && post) return chat_completions(request, writer);
     if (path.starts_with("/admin/")) return admin(request, peer, writer);
-    if (path == "/health" || path == "/metrics" || path == "/v1/models" ||
-        path == "/v1/completions" || path == "/v1/chat/completions")
-      throw ApiError{http::status::method_not_allowed,
-                     std::string(request.method_string()) + " is not allowed on " + path};
+    const bool gets = path == "/health" || path == "/metrics" || path == "/v1/models" ||
+                      path.starts_with("/v1/models/");
+    if (gets || path == "/v1/completions" || path == "/v1/chat/completions") {
+      ++errors_;
+      Response refusal =
+          error_response({http::status::method_not_allowed,
+                          std::string(request.method_string()) + " is not allowed on " + path});
+      refusal.set(http::field::allow, gets ? "GET, HEAD" : "POST");  // RFC 9110, 15.5.6
+      return writer.send(std::move(refusal));
+    }
     throw ApiError{http::status::not_found,
                    "no route " + std::string(request.method_string()) + " " + path};
   } catch (const ApiError& e) {
