@@ -3,7 +3,6 @@
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -68,11 +67,8 @@ int run_daemon(const DaemonArgs& args) {
                config.model.c_str());
   sd_notifyf(0, "STATUS=loading %s", config.model.c_str());
   service.start_loading();
-  std::atomic<bool> settled{false};  // the load has ended, either way
   std::thread ready([&] {
-    const bool loaded = service.wait_ready();
-    settled = true;
-    if (loaded) {
+    if (service.wait_ready()) {
       std::fprintf(stderr, "moed: %s\n", service.status_line().c_str());
       sd_notifyf(0, "READY=1\nSTATUS=%s", service.status_line().c_str());
     } else {
@@ -116,7 +112,7 @@ int run_daemon(const DaemonArgs& args) {
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
     break;
   }
-  if (!settled) {
+  if (service.loading()) {
     // A load cannot be cut short, and a large model on a slow disk would outlast systemd's stop
     // timeout. Only /health and /metrics are served before the model is up, and nothing is
     // written, so the requests under way are answered and the load is abandoned with the process.

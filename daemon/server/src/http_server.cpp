@@ -53,7 +53,7 @@ class SocketWriter final : public ResponseWriter {
                WriteDeadline deadline)
       : socket_(socket),
         version_(version),
-        keep_alive_(keep_alive),
+        may_keep_alive_(keep_alive),
         head_only_(head_only),
         deadline_(std::move(deadline)) {}
   bool streamed() const { return streamed_; }
@@ -64,7 +64,7 @@ class SocketWriter final : public ResponseWriter {
   void send(Response response) override {
     // Read before the version changes: a handler's answer is HTTP/1.1, persistent unless it
     // says close, where the same answer read as 1.0 would be taken for a close (RFC 9112, 9.3).
-    kept_alive_ = keep_alive_ && response.keep_alive();
+    kept_alive_ = may_keep_alive_ && response.keep_alive();
     response.version(version_);
     response.keep_alive(kept_alive_);
     response.set(http::field::server, "moed");
@@ -78,10 +78,11 @@ class SocketWriter final : public ResponseWriter {
     if (head_only_) {
       deadline_(true);
       http::write_header(socket_, serializer, ec);
-    }
-    while (!ec && !serializer.is_done() && !(head_only_ && serializer.is_header_done())) {
-      deadline_(true);
-      http::write_some(socket_, serializer, ec);
+    } else {
+      while (!ec && !serializer.is_done()) {
+        deadline_(true);
+        http::write_some(socket_, serializer, ec);
+      }
     }
     deadline_(false);
     ok_ = !ec;
@@ -133,7 +134,7 @@ class SocketWriter final : public ResponseWriter {
  private:
   Socket& socket_;
   unsigned version_;
-  bool keep_alive_;
+  bool may_keep_alive_;  // the request asked, and no shutdown has begun
   bool head_only_;
   WriteDeadline deadline_;
   bool kept_alive_ = false;

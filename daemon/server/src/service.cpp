@@ -257,6 +257,10 @@ bool Service::wait_ready() {
   return ready_;
 }
 
+bool Service::loading() const {
+  return !ready_ && load_error().empty();
+}
+
 std::string Service::load_error() const {
   std::lock_guard lock(mutex_);
   return load_error_;

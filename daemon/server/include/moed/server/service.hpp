@@ -30,6 +30,7 @@ class Service {
 
   void start_loading();  // background; progress and errors show in /health
   bool wait_ready();     // blocks until loaded (true) or failed (false)
+  bool loading() const;  // the load has neither finished nor failed
   std::string load_error() const;
   void handle(const Request& request, const Peer& peer, ResponseWriter& writer);
   // SIGHUP: budgets, policy, limits. False, changing nothing, while the model is still loading.
