@@ -110,16 +110,6 @@ void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, st
                y + i * n);
 }
 
-MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows,
-                              std::int64_t ffn) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* gate = gate_up + r * 2 * ffn;
-    const float* up = gate + ffn;
-    float* o = out + r * ffn;
-    for (std::int64_t j = 0; j < ffn; ++j) o[j] = gate[j] / (1.0f + std::exp(-gate[j])) * up[j];
-  }
-}
-
 void router_top_k(const float* logits, int n_experts, int k, int* ids, float* weights) {
   std::vector<float> probs(static_cast<std::size_t>(n_experts));
   softmax(logits, probs.data(), n_experts);
@@ -333,6 +323,24 @@ template <bool kWrite>
 }
 
 }  // namespace
+
+// SiLU(g) = g * sigmoid(g), with sigmoid from exp(-|g|) <= 1 so that nothing overflows:
+// 1 / (1 + e) for g >= 0, e / (1 + e) below. Branch-free, so the loop vectorises: one scalar
+// expf per element (libm's) took 20 us of each MoE layer's expert region at Mixtral's width.
+MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t rows,
+                              std::int64_t ffn) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* gate = gate_up + r * 2 * ffn;
+    const float* up = gate + ffn;
+    float* o = out + r * ffn;
+    for (std::int64_t j = 0; j < ffn; ++j) {
+      const float g = gate[j];
+      const float e = exp_nonpositive(g >= 0.0f ? -g : g);
+      const float sigmoid = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
+      o[j] = g * sigmoid * up[j];
+    }
+  }
+}
 
 MOED_ISA_CLONES double exp_and_sum(const float* x, std::int64_t n, float shift, float scale,
                                    float* out) {

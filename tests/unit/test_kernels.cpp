@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -532,6 +533,32 @@ TEST(Ops, SiluMul) {
   silu_mul(gate_up.data(), out.data(), 1, 2);
   EXPECT_NEAR(out[0], 1.0 / (1 + std::exp(-1.0)) * 3.0, 1e-6);
   EXPECT_NEAR(out[1], -2.0 / (1 + std::exp(2.0)) * 4.0, 1e-6);
+}
+
+// The vectorised exp keeps SiLU within a few float roundings of the exact value over the whole
+// range, including where exp(-g) would overflow a float, and on the scalar tail of a row.
+TEST(Ops, SiluMulStaysWithinFloatRoundingEverywhere) {
+  constexpr std::int64_t ffn = 1003;
+  std::vector<float> gate_up(2 * ffn);
+  for (std::int64_t j = 0; j < ffn; ++j) {
+    gate_up[j] = static_cast<float>(-120.0 + 240.0 * j / (ffn - 1));
+    gate_up[ffn + j] = static_cast<float>(0.5 + (j % 7) * 0.25);
+  }
+  std::vector<float> out(ffn);
+  silu_mul(gate_up.data(), out.data(), 1, ffn);
+  for (std::int64_t j = 0; j < ffn; ++j) {
+    const double g = gate_up[j];
+    const double want = g / (1.0 + std::exp(-g)) * gate_up[ffn + j];
+    EXPECT_NEAR(out[j], want, 4e-7 * std::abs(want) + 1e-30) << "gate " << g;
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> special = {inf, -inf, std::nanf(""), 0.0f, 2.0f, 2.0f, 2.0f, 2.0f};
+  std::vector<float> special_out(4);
+  silu_mul(special.data(), special_out.data(), 1, 4);
+  EXPECT_EQ(special_out[0], inf);
+  EXPECT_TRUE(std::isnan(special_out[1]));  // -inf * 0, as -inf / (1 + exp(inf)) is
+  EXPECT_TRUE(std::isnan(special_out[2]));
+  EXPECT_EQ(special_out[3], 0.0f);
 }
 
 TEST(Ops, RouterTopKRenormalisesAndBreaksTiesLow) {
