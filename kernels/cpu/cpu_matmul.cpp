@@ -32,6 +32,11 @@ dt to_dnnl(DType dtype) {
   return dtype == DType::bf16 ? dt::bf16 : dt::f32;
 }
 
+// Units (row tiles or N blocks) an owner takes from its own run at a time, and a thread from
+// another's once its own are done (detail::StolenRanges).
+constexpr std::uint32_t kOwnUnits = 2;
+constexpr std::uint32_t kStolenUnits = 1;
+
 // Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
 // rather than grow without bound (each entry is a few KiB plus JIT code).
 constexpr std::size_t kMaxCachedPrimitives = 512;
@@ -332,12 +337,19 @@ dnnl::matmul& CpuMatmul::primitive(std::int64_t m, const PackedWeight& weight) {
 void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedWeight& weight,
                                    float* y, std::vector<QuantizedActivations>& scratch) {
   quantize_rows(x, m, weight.cols_, scratch);
-  std::int64_t first_row = 0;
-  for (const auto& segment : weight.segments_) {
-    row_tile_matmul(ggml_type_of(segment.dtype), weight.storage_.get() + segment.offset,
-                    segment.rows, weight.cols_, scratch.data(), m, y + first_row, weight.rows_);
-    first_row += segment.rows;
-  }
+  for (const auto& segment : weight.segments_)
+    detail::check_row_tile_activations(ggml_type_of(segment.dtype), weight.cols_, scratch.data(),
+                                       m);
+  // Every segment's tiles in one region: a region per segment (attention's q, k and v, where
+  // llama-quantize gives v more bits) woke the other threads once for each, at 3-5 us a wake on
+  // a 2-core VM, and restarted each thread's stream at every segment.
+  detail::StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
+  ranges.split(units(weight));
+#pragma omp parallel
+  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnUnits, kStolenUnits,
+               [&](std::size_t, std::uint32_t first, std::uint32_t last) {
+                 quantized_units(weight, scratch.data(), m, y, first, last);
+               });
 }
 
 void CpuMatmul::multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,
@@ -435,6 +447,11 @@ void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x,
                                      b, x.bf16.data(), 1, y);
     return;
   }
+  quantized_units(weight, x.quantized.data(), 1, y, first, last);
+}
+
+void CpuMatmul::quantized_units(const PackedWeight& weight, const QuantizedActivations* x,
+                                std::int64_t m, float* y, std::uint32_t first, std::uint32_t last) {
   // Units number the row tiles of every segment in order.
   std::int64_t base = 0;
   std::int64_t first_row = 0;
@@ -445,8 +462,8 @@ void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x,
     if (from < to)
       detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype),
                                        weight.storage_.get() + segment.offset, segment.rows,
-                                       weight.cols_, x.quantized.data(), 1, y + first_row,
-                                       weight.rows_, best_quant_isa(), from - base, to - base);
+                                       weight.cols_, x, m, y + first_row, weight.rows_,
+                                       best_quant_isa(), from - base, to - base);
     base += tiles;
     first_row += segment.rows;
   }
@@ -497,8 +514,6 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
   // by row tiles (or N blocks): an owner streams its own expert, and a thread that finishes first
   // takes tiles from the end of the other's, so a thread that streams slower (a shared VM's
   // cores differ by 5-10%) no longer keeps the other waiting.
-  constexpr std::uint32_t kOwnUnits = 2;
-  constexpr std::uint32_t kStolenUnits = 1;
 #pragma omp parallel
   {
     const int self = omp_get_thread_num();

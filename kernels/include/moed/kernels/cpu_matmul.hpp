@@ -174,6 +174,9 @@ class CpuMatmul {
   static std::uint32_t units(const PackedWeight& weight);
   static void multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
                              std::uint32_t first, std::uint32_t last);
+  // Units [first, last) of a quantized weight for m rows of x, already quantized and checked.
+  static void quantized_units(const PackedWeight& weight, const QuantizedActivations* x,
+                              std::int64_t m, float* y, std::uint32_t first, std::uint32_t last);
   // Whether moed computes m rows of this weight (bf16 rows): only where, for its shape and this
   // thread count, moed's rows have given oneDNN's bits; the first time a shape is asked, on this
   // thread, by bf16_rows_equal_onednn.
