@@ -168,6 +168,8 @@ class CpuMatmul {
     std::vector<std::uint16_t> bf16;
   };
   static void prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row);
+  // Asks the front of the weight's units (kWarmBytes) into this core's L2, without waiting.
+  static void warm_front(const PackedWeight& weight);
   // A one-row product with `weight` (quantized, or bf16 rows moed computes) in units any thread
   // may compute, in any order, with the same bits: its row tiles over all its segments, in order,
   // or its N blocks.
