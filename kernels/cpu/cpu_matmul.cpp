@@ -43,7 +43,7 @@ constexpr std::uint32_t kStolenUnits = 1;
 // run starts on lines already near. On Mixtral-shaped experts (Q4_K_M, 2 threads, alternated runs)
 // the gate_up and down phases took 5-8% less time; 192 KiB did no better. Within any L2 of
 // today's x86 cores.
-constexpr std::size_t kWarmBytes = 64 * 1024;
+constexpr std::size_t kWarmBytes = std::size_t{64} << 10;
 
 // Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
 // rather than grow without bound (each entry is a few KiB plus JIT code).
