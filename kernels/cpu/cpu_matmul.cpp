@@ -1,6 +1,5 @@
 #include "moed/kernels/cpu_matmul.hpp"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -37,12 +36,14 @@ dt to_dnnl(DType dtype) {
 // another's once its own are done (detail::StolenRanges).
 constexpr std::uint32_t kOwnUnits = 2;
 constexpr std::uint32_t kStolenUnits = 1;
+// The same for one weight's product over all threads (as row_tile_matmul takes them).
+constexpr std::uint32_t kOwnTiles = 4;
 
 // Bytes at the front of its run a thread asks into its L2 before the quantization and barrier
 // that precede the run, so that the wait fills the cache rather than leaving memory idle and the
-// run starts on lines already near. On Mixtral-shaped experts (Q4_K_M, 2 threads, alternated runs)
-// the gate_up and down phases took 5-8% less time; 192 KiB did no better. Within any L2 of
-// today's x86 cores.
+// run starts on lines already near. On Mixtral-shaped experts (Q4_K_M, 2 threads, one expert
+// each, alternated runs) the gate_up and down phases took 5-8% less time; 192 KiB did no better.
+// Only a thread's first job is warmed: the lines of a later one would be evicted before use.
 constexpr std::size_t kWarmBytes = std::size_t{64} << 10;
 
 // Shapes seen by prefill vary with prompt length; past this many cached primitives we start over
@@ -354,7 +355,7 @@ void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedW
   detail::StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
   ranges.split(units(weight));
 #pragma omp parallel
-  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnUnits, kStolenUnits,
+  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnTiles, kStolenUnits,
                [&](std::size_t, std::uint32_t first, std::uint32_t last) {
                  quantized_units(weight, scratch.data(), m, y, first, last);
                });
@@ -444,7 +445,7 @@ void CpuMatmul::warm_front(const PackedWeight& weight) {
                                                    : weight.memory_.get_data_handle());
   const std::size_t bytes = std::min(weight.bytes(), kWarmBytes);
   for (std::size_t offset = 0; offset < bytes; offset += 64)
-    _mm_prefetch(front + offset, _MM_HINT_T1);
+    __builtin_prefetch(front + offset, 0, 2);
 }
 
 void CpuMatmul::prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row) {
@@ -544,7 +545,7 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
       });
     };
     owned([&](std::size_t j) {
-      warm_front(*jobs[j].gate_up);
+      if (j == static_cast<std::size_t>(self)) warm_front(*jobs[j].gate_up);
       prepare_row(jobs[j].x, *jobs[j].gate_up, states[j].input);
     });
 #pragma omp barrier
@@ -557,7 +558,7 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
     });
 #pragma omp barrier
     owned([&](std::size_t j) {
-      warm_front(*jobs[j].down);
+      if (j == static_cast<std::size_t>(self)) warm_front(*jobs[j].down);
       JobState& state = states[j];
       silu_mul(state.projected.data(), state.activated.data(), 1, jobs[j].down->cols_);
       prepare_row(state.activated.data(), *jobs[j].down, state.activated_row);

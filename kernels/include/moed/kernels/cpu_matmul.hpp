@@ -153,7 +153,7 @@ class CpuMatmul {
   dnnl::memory::desc packed_desc(std::int64_t rows, std::int64_t cols, DType dtype);
   dnnl::matmul& primitive(std::int64_t m, const PackedWeight& weight);
   // A quantized, unbatched weight times the m rows of x, quantized into `scratch`: the row tiles
-  // of each segment in turn.
+  // of all its segments, in one parallel region.
   static void multiply_quantized(const float* x, std::int64_t m, const PackedWeight& weight,
                                  float* y, std::vector<QuantizedActivations>& scratch);
   // A bf16 weight with bf16_rows_n_block_ times m rows of x, converted into `scratch`.
@@ -168,11 +168,12 @@ class CpuMatmul {
     std::vector<std::uint16_t> bf16;
   };
   static void prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row);
-  // Asks the front of the weight's units (kWarmBytes) into this core's L2, without waiting.
+  // Asks the front of the weight's units (at most kWarmBytes) into this core's L2, without
+  // waiting.
   static void warm_front(const PackedWeight& weight);
-  // A one-row product with `weight` (quantized, or bf16 rows moed computes) in units any thread
-  // may compute, in any order, with the same bits: its row tiles over all its segments, in order,
-  // or its N blocks.
+  // A product with `weight` (quantized, or bf16 rows moed computes) in units any thread may
+  // compute, in any order, with the same bits: its row tiles over all its segments, in order, or
+  // its N blocks. multiply_units takes one prepared row.
   static std::uint32_t units(const PackedWeight& weight);
   static void multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
                              std::uint32_t first, std::uint32_t last);
