@@ -35,6 +35,7 @@ struct ApiError {
   std::string type;
   std::string param;
   std::string code;
+  std::string allow;  // a 405's Allow header: the methods the route takes (RFC 9110, 15.5.6)
 };
 
 // Model output can hold any bytes; invalid UTF-8 becomes U+FFFD rather than an exception.
@@ -53,7 +54,9 @@ Response error_response(const ApiError& e) {
   json error = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
   if (!e.param.empty()) error["param"] = e.param;
   if (!e.code.empty()) error["code"] = e.code;
-  return json_response(e.status, {{"error", error}});
+  Response response = json_response(e.status, {{"error", error}});
+  if (!e.allow.empty()) response.set(http::field::allow, e.allow);
+  return response;
 }
 
 // How often a request's handler checks that its client is still connected.
@@ -353,12 +356,10 @@ void Service::handle(const Request& request, const Peer& peer, ResponseWriter& w
     const bool gets = path == "/health" || path == "/metrics" || path == "/v1/models" ||
                       path.starts_with("/v1/models/");
     if (gets || path == "/v1/completions" || path == "/v1/chat/completions") {
-      ++errors_;
-      Response refusal =
-          error_response({http::status::method_not_allowed,
-                          std::string(request.method_string()) + " is not allowed on " + path});
-      refusal.set(http::field::allow, gets ? "GET, HEAD" : "POST");  // RFC 9110, 15.5.6
-      return writer.send(std::move(refusal));
+      ApiError refusal{http::status::method_not_allowed,
+                       std::string(request.method_string()) + " is not allowed on " + path};
+      refusal.allow = gets ? "GET, HEAD" : "POST";
+      throw refusal;
     }
     throw ApiError{http::status::not_found,
                    "no route " + std::string(request.method_string()) + " " + path};
