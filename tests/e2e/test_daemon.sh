@@ -360,7 +360,9 @@ def read_answer(s, body=True):  # one answer: its head, then Content-Length byte
     head, _, rest = data.partition(b'\\r\\n\\r\\n')
     length = int([l for l in head.split(b'\\r\\n') if l.lower().startswith(b'content-length:')][0].split(b':')[1]) if body else 0
     while len(rest) < length:
-        rest += s.recv(65536)
+        chunk = s.recv(65536)
+        assert chunk, 'closed inside a body: %r' % rest
+        rest += chunk
     unread[s] = rest[length:]
     return head, rest[:length]
 def closed_after(s):  # the server closed: a further request gets no answer
