@@ -36,8 +36,6 @@ dt to_dnnl(DType dtype) {
 // another's once its own are done (detail::StolenRanges).
 constexpr std::uint32_t kOwnUnits = 2;
 constexpr std::uint32_t kStolenUnits = 1;
-// The same for one weight's product over all threads (as row_tile_matmul takes them).
-constexpr std::uint32_t kOwnTiles = 4;
 
 // Bytes at the front of its run a thread asks into its L2 before the quantization and barrier
 // that precede the run, so that the wait fills the cache rather than leaving memory idle and the
@@ -352,13 +350,9 @@ void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedW
   // Every segment's tiles in one region: a region per segment (attention's q, k and v, where
   // llama-quantize gives v more bits) woke the other threads once for each, at 3-5 us a wake on
   // a 2-core VM, and restarted each thread's stream at every segment.
-  detail::StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
-  ranges.split(units(weight));
-#pragma omp parallel
-  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnTiles, kStolenUnits,
-               [&](std::size_t, std::uint32_t first, std::uint32_t last) {
-                 quantized_units(weight, scratch.data(), m, y, first, last);
-               });
+  detail::over_row_tiles(units(weight), [&](std::uint32_t first, std::uint32_t last) {
+    quantized_units(weight, scratch.data(), m, y, first, last);
+  });
 }
 
 void CpuMatmul::multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,

@@ -335,7 +335,7 @@ MOED_ISA_CLONES void silu_mul(const float* gate_up, float* out, std::int64_t row
     float* o = out + r * ffn;
     for (std::int64_t j = 0; j < ffn; ++j) {
       const float g = gate[j];
-      const float e = exp_nonpositive(g >= 0.0f ? -g : g);
+      const float e = exp_nonpositive(-std::fabs(g));
       const float sigmoid = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
       o[j] = g * sigmoid * up[j];
     }

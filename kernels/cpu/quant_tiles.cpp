@@ -12,17 +12,11 @@
 #include "moed/kernels/dtype.hpp"
 #include "quant_tiles_internal.hpp"
 #include "row_tile_units.hpp"
-#include "stolen_ranges.hpp"
 
 namespace moed::kernels {
 namespace {
 
 using namespace qtile;
-
-// Tiles an owner takes from its own run at a time, and a thread from another's: an owner's take
-// costs one compare-and-swap on a line no other thread touches until the runs meet.
-constexpr std::uint32_t kOwnTiles = 4;
-constexpr std::uint32_t kStolenTiles = 1;
 
 bool is_legacy(GgmlType type) {
   return type == GgmlType::q4_0 || type == GgmlType::q4_1 || type == GgmlType::q5_0 ||
@@ -491,17 +485,9 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
   if (m <= 0 || rows <= 0) return;
   detail::check_row_tile_activations(type, cols, x, m);
   const auto n_tiles = static_cast<std::uint32_t>((rows + kTileRows - 1) / kTileRows);
-  // Each thread streams one contiguous run of tiles, then takes single tiles from the ends of
-  // the others' runs. Handing out single tiles from one counter (dynamic) interleaves the
-  // threads' reads and cost a third of the decode rate here.
-  detail::StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
-  ranges.split(n_tiles);
-#pragma omp parallel
-  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnTiles, kStolenTiles,
-               [&](std::size_t, std::uint32_t first, std::uint32_t last) {
-                 detail::row_tiles_on_this_thread(type, tiles, rows, cols, x, m, y, y_stride, isa,
-                                                  first, last);
-               });
+  detail::over_row_tiles(n_tiles, [&](std::uint32_t first, std::uint32_t last) {
+    detail::row_tiles_on_this_thread(type, tiles, rows, cols, x, m, y, y_stride, isa, first, last);
+  });
 }
 
 }  // namespace moed::kernels

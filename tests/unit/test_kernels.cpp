@@ -539,28 +539,26 @@ TEST(Ops, SiluMul) {
 // range, including where exp(-g) would overflow a float; below g = -87.3 it gives 0 where the
 // exact value is under 1e-36 (the absolute floor). A short row runs on the scalar tail alone.
 TEST(Ops, SiluMulStaysWithinFloatRounding) {
+  // One row: gates, then the up values.
+  const auto check = [](const std::vector<float>& gate_up) {
+    const std::int64_t ffn = static_cast<std::int64_t>(gate_up.size()) / 2;
+    std::vector<float> out(static_cast<std::size_t>(ffn));
+    silu_mul(gate_up.data(), out.data(), 1, ffn);
+    for (std::int64_t j = 0; j < ffn; ++j) {
+      const double g = gate_up[j];
+      const double want = g / (1.0 + std::exp(-g)) * gate_up[ffn + j];
+      EXPECT_NEAR(out[j], want, 4e-7 * std::abs(want) + 1e-30) << "gate " << g;
+    }
+  };
   constexpr std::int64_t ffn = 1003;
-  std::vector<float> gate_up(2 * ffn);
+  std::vector<float> wide(2 * ffn);
   for (std::int64_t j = 0; j < ffn; ++j) {
-    gate_up[j] = static_cast<float>(-120.0 + 240.0 * j / (ffn - 1));
-    gate_up[ffn + j] = static_cast<float>(0.5 + (j % 7) * 0.25);
+    wide[j] = static_cast<float>(-120.0 + 240.0 * j / (ffn - 1));
+    wide[ffn + j] = static_cast<float>(0.5 + (j % 7) * 0.25);
   }
-  std::vector<float> out(ffn);
-  silu_mul(gate_up.data(), out.data(), 1, ffn);
-  for (std::int64_t j = 0; j < ffn; ++j) {
-    const double g = gate_up[j];
-    const double want = g / (1.0 + std::exp(-g)) * gate_up[ffn + j];
-    EXPECT_NEAR(out[j], want, 4e-7 * std::abs(want) + 1e-30) << "gate " << g;
-  }
-  const std::vector<float> short_row = {-3.0f, -1.5f, -0.25f, 0.0f, 0.5f, 1.75f, 3.0f,
-                                        1.0f,  2.0f,  -1.0f,  1.0f, 3.0f, -2.0f, 0.5f};
-  std::vector<float> short_out(7);
-  silu_mul(short_row.data(), short_out.data(), 1, 7);
-  for (std::size_t j = 0; j < 7; ++j) {
-    const double g = short_row[j];
-    const double want = g / (1.0 + std::exp(-g)) * short_row[7 + j];
-    EXPECT_NEAR(short_out[j], want, 4e-7 * std::abs(want)) << "gate " << g;
-  }
+  check(wide);
+  check(
+      {-3.0f, -1.5f, -0.25f, 0.0f, 0.5f, 1.75f, 3.0f, 1.0f, 2.0f, -1.0f, 1.0f, 3.0f, -2.0f, 0.5f});
   const float inf = std::numeric_limits<float>::infinity();
   const std::vector<float> special = {inf, -inf, std::nanf(""), 0.0f, 2.0f, 2.0f, 2.0f, 2.0f};
   std::vector<float> special_out(4);
