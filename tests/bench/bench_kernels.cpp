@@ -14,6 +14,7 @@
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
+#include "team.hpp"
 
 using namespace moed::kernels;
 
@@ -264,5 +265,28 @@ void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
 
 }  // namespace
+
+// Opening a region on two threads, crossing one barrier in it and closing it: the Team against
+// libgomp (with the daemon's OMP_WAIT_POLICY=active and GOMP_SPINCOUNT=10000 set by the caller).
+// Arg: 0 Team, 1 OpenMP.
+void BM_RegionAndBarrier(benchmark::State& state) {
+  const bool openmp = state.range(0) == 1;
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (auto _ : state) {
+    if (openmp) {
+#pragma omp parallel
+      {
+#pragma omp barrier
+      }
+    } else {
+      moed::kernels::detail::run_team(
+          1, [](const moed::kernels::detail::Team::Member& member) { member.barrier(); });
+    }
+  }
+  omp_set_num_threads(saved_threads);
+  state.SetLabel(openmp ? "libgomp, 2 threads" : "Team, 2 threads");
+}
+BENCHMARK(BM_RegionAndBarrier)->Arg(0)->Arg(1)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -22,6 +22,7 @@
 #include "moed/kernels/panel_matmul.hpp"
 #include "random_data.hpp"
 #include "stolen_ranges.hpp"
+#include "team.hpp"
 
 using namespace moed::kernels;
 
@@ -874,6 +875,105 @@ TEST(StolenRanges, EveryUnitRunsOnceAndASlowOwnersUnitsAreTaken) {
   if (team > 1) {
     EXPECT_GT(taken, 0);
   }
+}
+
+// Regions of 3, then 2, then 3 threads again on the Team: each member runs the body once, with
+// its own index, and a barrier lets every member see what all wrote before it (many rounds, so
+// that a barrier passed early shows as a stale slot). The caller is member 0.
+TEST(Team, EachMemberRunsOnceAndBarriersOrderTheirWrites) {
+  using moed::kernels::detail::Team;
+  const auto caller = std::this_thread::get_id();
+  for (const int threads : {3, 2, 3}) {
+    constexpr int kRounds = 200;
+    std::vector<int> slots(static_cast<std::size_t>(threads), -1);
+    std::vector<std::atomic<int>> runs(static_cast<std::size_t>(threads));
+    std::atomic<int> stale = 0;
+    std::atomic<bool> zero_on_caller = false;
+    struct Context {
+      int threads;
+      std::vector<int>* slots;
+      std::vector<std::atomic<int>>* runs;
+      std::atomic<int>* stale;
+      std::atomic<bool>* zero_on_caller;
+      std::thread::id caller;
+    } context{threads, &slots, &runs, &stale, &zero_on_caller, caller};
+    const auto body = [](const void* raw, const Team::Member& member) {
+      const auto& c = *static_cast<const Context*>(raw);
+      const auto self = static_cast<std::size_t>(member.self());
+      ++(*c.runs)[self];
+      if (member.self() == 0) c.zero_on_caller->store(std::this_thread::get_id() == c.caller);
+      for (int round = 0; round < kRounds; ++round) {
+        (*c.slots)[self] = round;
+        member.barrier();
+        for (int other = 0; other < member.threads(); ++other)
+          if ((*c.slots)[static_cast<std::size_t>(other)] != round) ++*c.stale;
+        member.barrier();
+      }
+    };
+    ASSERT_TRUE(Team::instance().try_run(threads, body, &context));
+    for (int t = 0; t < threads; ++t) EXPECT_EQ(runs[static_cast<std::size_t>(t)], 1) << t;
+    EXPECT_EQ(stale, 0) << threads << " threads";
+    EXPECT_TRUE(zero_on_caller);
+  }
+}
+
+// A worker's exception reaches the caller once every member is done, and the team serves the
+// next region; a region asked for inside a region finds the team held and runs nothing.
+TEST(Team, RethrowsAWorkersExceptionAndRefusesARegionInsideOne) {
+  using moed::kernels::detail::Team;
+  std::atomic<int> finished = 0;
+  const auto throwing = [](const void* raw, const Team::Member& member) {
+    if (member.self() == 1) throw std::runtime_error("member 1 failed");
+    ++*static_cast<std::atomic<int>*>(const_cast<void*>(raw));
+  };
+  try {
+    Team::instance().try_run(2, throwing, &finished);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "member 1 failed");
+  }
+  EXPECT_EQ(finished, 1);
+
+  std::atomic<int> refused = 0;
+  const auto nesting = [](const void* raw, const Team::Member&) {
+    const auto nothing = [](const void*, const Team::Member&) {};
+    if (!Team::instance().try_run(2, nothing, nullptr))
+      ++*static_cast<std::atomic<int>*>(const_cast<void*>(raw));
+  };
+  ASSERT_TRUE(Team::instance().try_run(2, nesting, &refused));
+  EXPECT_EQ(refused, 2);
+}
+
+// run_team gives every member of compute_threads() its own index, on the Team or, while the
+// Team is held, in an OpenMP region (whose barrier then works as the Team's).
+TEST(Team, RunTeamCoversEveryMemberOnTheTeamAndInItsOpenMpFallback) {
+  using moed::kernels::detail::run_team;
+  using moed::kernels::detail::Team;
+  const int saved_threads = compute_threads();
+  set_compute_threads(2);
+  std::atomic<int> mask = 0;
+  run_team(1, [&](const Team::Member& member) { mask |= 1 << member.self(); });
+  EXPECT_EQ(mask, 3);
+
+  std::atomic<int> inner_mask = 0;
+  std::atomic<int> inner_threads = 0;
+  const auto outer = [](const void* raw, const Team::Member& member) {
+    auto& [inner, threads] =
+        *static_cast<std::pair<std::atomic<int>*, std::atomic<int>*>*>(const_cast<void*>(raw));
+    if (member.self() != 0) return;
+    set_compute_threads(2);
+    run_team(1, [&](const Team::Member& inner_member) {
+      *inner |= 1 << inner_member.self();
+      inner_member.barrier();
+      *threads = inner_member.threads();
+    });
+  };
+  std::pair<std::atomic<int>*, std::atomic<int>*> context{&inner_mask, &inner_threads};
+  ASSERT_TRUE(Team::instance().try_run(2, outer, &context));
+  // The caller is in no OpenMP region, so the fallback is a whole team of two.
+  EXPECT_EQ(inner_threads, 2);
+  EXPECT_EQ(inner_mask, 3);
+  set_compute_threads(saved_threads);
 }
 
 TEST(Threads, WaitWithTeamAwakeRunsTheWaitOnceOnTheCallerAndRethrows) {

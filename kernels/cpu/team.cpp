@@ -1,0 +1,126 @@
+#include "team.hpp"
+
+#include <immintrin.h>
+
+#include <chrono>
+#include <utility>
+
+namespace moed::kernels::detail {
+
+namespace {
+
+// About libgomp's GOMP_SPINCOUNT=10000 (the daemon's setting) on the 2-core VM: long next to the
+// gaps between a token's regions, short next to a client's think time.
+constexpr auto kSpinLimit = std::chrono::microseconds(300);
+
+// start_ holds a region's number in its high bits and its thread count in the low byte, so that
+// a worker outside a region reads nothing the next region writes; a count of 0 stops the workers.
+constexpr std::uint32_t kThreadBits = 8;
+constexpr std::uint32_t kThreadMask = (1u << kThreadBits) - 1;
+
+std::uint32_t next_start(std::uint32_t start, int threads) {
+  return ((start >> kThreadBits) + 1) << kThreadBits | static_cast<std::uint32_t>(threads);
+}
+
+}  // namespace
+
+// The clock is read every 256 spins only.
+std::uint32_t Team::await_change(Line& line, std::uint32_t seen) {
+  const auto give_up = std::chrono::steady_clock::now() + kSpinLimit;
+  for (unsigned spins = 1;; ++spins) {
+    const std::uint32_t now = line.value.load(std::memory_order_acquire);
+    if (now != seen) return now;
+    _mm_pause();
+    if (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up) {
+      // Counted before the second look at the value: the thread that changes it then either
+      // sees the count and wakes us, or changed it before that look.
+      line.sleepers.fetch_add(1);
+      line.value.wait(seen);
+      line.sleepers.fetch_sub(1);
+      return line.value.load(std::memory_order_acquire);
+    }
+  }
+}
+
+Team& Team::instance() {
+  static Team team;
+  return team;
+}
+
+Team::~Team() {
+  if (workers_.empty()) return;
+  start_.value.store(next_start(start_.value.load(), 0));
+  start_.wake_sleepers();
+  for (auto& worker : workers_) worker.join();
+}
+
+bool Team::try_run(int threads, Body body, const void* context) {
+  if (threads <= 1) {
+    body(context, Member(this, 0, 1));
+    return true;
+  }
+  if (static_cast<std::uint32_t>(threads) > kThreadMask) return false;
+  if (busy_.exchange(true, std::memory_order_acquire)) return false;
+  while (static_cast<int>(workers_.size()) < threads - 1) {
+    const int self = static_cast<int>(workers_.size()) + 1;
+    workers_.emplace_back([this, self, seen = start_.value.load()] { work(self, seen); });
+  }
+  body_ = body;
+  context_ = context;
+  finished_.value.store(0, std::memory_order_relaxed);
+  start_.value.store(next_start(start_.value.load(std::memory_order_relaxed), threads));
+  start_.wake_sleepers();
+
+  std::exception_ptr failure;
+  try {
+    body(context, Member(this, 0, threads));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  for (std::uint32_t done = 0; static_cast<int>(done) < threads - 1;)
+    done = await_change(finished_, done);
+  if (!failure) failure = std::exchange(failure_, nullptr);
+  failure_ = nullptr;
+  busy_.store(false, std::memory_order_release);
+  if (failure) std::rethrow_exception(failure);
+  return true;
+}
+
+void Team::work(int self, std::uint32_t seen) {
+  for (;;) {
+    seen = await_change(start_, seen);
+    const auto threads = static_cast<int>(seen & kThreadMask);
+    if (threads == 0) return;
+    if (self >= threads) continue;  // a smaller region than the team: not counted in finished_
+    try {
+      body_(context_, Member(this, self, threads));
+    } catch (...) {
+      std::lock_guard lock(failure_mutex_);
+      if (!failure_) failure_ = std::current_exception();
+    }
+    finished_.value.fetch_add(1);
+    finished_.wake_sleepers();
+  }
+}
+
+void Team::arrive(int threads) {
+  const std::uint32_t passed = passed_.value.load(std::memory_order_acquire);
+  if (static_cast<int>(arrived_.value.fetch_add(1, std::memory_order_acq_rel)) + 1 == threads) {
+    arrived_.value.store(0, std::memory_order_relaxed);
+    passed_.value.fetch_add(1);  // seq_cst, as every change wake_sleepers follows
+    passed_.wake_sleepers();
+    return;
+  }
+  await_change(passed_, passed);
+}
+
+void Team::Member::barrier() const {
+  if (threads_ <= 1) return;
+  if (team_) {
+    team_->arrive(threads_);
+    return;
+  }
+#pragma omp barrier
+}
+
+}  // namespace moed::kernels::detail

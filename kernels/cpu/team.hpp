@@ -1,0 +1,106 @@
+#pragma once
+
+#include <omp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "moed/kernels/cpu_threads.hpp"
+
+namespace moed::kernels::detail {
+
+// A fork/join team for the regions a decode step runs back to back (about 33 a token on the
+// bench model, with 64 barriers). On the 2-core VM an empty libgomp region cost 2.4-3.0 us and a
+// barrier 1.6-1.7 us even with OMP_WAIT_POLICY=active, against 0.11 us for one cache line to go
+// to the other core and back: this team's workers spin on one line per region and per barrier.
+// A worker that finds no region for kSpinLimit sleeps (a futex) until the next one, so an idle
+// daemon does not hold a core; a worker asleep wakes late on a VM (0.5-1 ms), which is why the
+// limit is long next to the gaps inside a token. Barriers and the join sleep alike after the
+// limit, so that more threads than cores (one descheduled) cost sleeps rather than spins.
+class Team {
+ public:
+  // One thread of a region: `self` of `threads`; barrier() waits for all of them.
+  class Member {
+   public:
+    int self() const { return self_; }
+    int threads() const { return threads_; }
+    // Every thread of the region must call it the same number of times.
+    void barrier() const;
+
+   private:
+    friend class Team;
+    Member(Team* team, int self, int threads) : team_(team), self_(self), threads_(threads) {}
+    Team* team_;  // null: an OpenMP region's thread
+    int self_;
+    int threads_;
+  };
+
+  using Body = void (*)(const void* context, const Member& member);
+
+  // Runs body(context, member) on `threads` threads, the caller being member 0, and returns
+  // when all have, rethrowing the first exception a thread threw. False, having run nothing,
+  // while another region holds the team (another thread's, or the caller's own: a region inside
+  // a region).
+  bool try_run(int threads, Body body, const void* context);
+
+  // The calling thread as a member of the OpenMP region it is in.
+  static Member openmp_member() { return {nullptr, omp_get_thread_num(), omp_get_num_threads()}; }
+
+  static Team& instance();
+  ~Team();
+
+ private:
+  Team() = default;
+  struct Line;
+  // Spins until `line` differs from `seen`, then returns its value; sleeps on it past the limit.
+  static std::uint32_t await_change(Line& line, std::uint32_t seen);
+  // Member `self`'s loop, from the regions after `seen` (start_'s value when it was made).
+  void work(int self, std::uint32_t seen);
+  void arrive(int threads);
+
+  // A value threads spin on; one that spun too long sleeps on it, counted in `sleepers`, and
+  // whoever changes the value then wakes it (wake_sleepers).
+  struct alignas(64) Line {
+    std::atomic<std::uint32_t> value{0};
+    std::atomic<int> sleepers{0};
+    void wake_sleepers() {
+      if (sleepers.load() > 0) value.notify_all();
+    }
+  };
+  Line start_;     // bumped once per region: the workers' signal
+  Line finished_;  // workers done with the current region
+  Line arrived_;   // threads at the current barrier
+  Line passed_;    // barriers passed: the waiters' signal
+  std::atomic<bool> busy_{false};
+  Body body_ = nullptr;
+  const void* context_ = nullptr;
+  std::mutex failure_mutex_;
+  std::exception_ptr failure_;        // a worker's, for the caller to rethrow
+  std::vector<std::thread> workers_;  // worker i is member i + 1
+};
+
+// Activation rows up to which work runs on the Team. A prefill's products go to oneDNN, whose
+// regions are libgomp's: Team regions between them left each team's idle worker spinning on
+// the core the other's needed, and bf16 prefill (512 rows) lost 3-11%. Decode, and decode
+// batched over a few sessions, stays on the Team.
+inline constexpr std::int64_t kTeamRowsAtMost = 16;
+
+// Runs body(member) on compute_threads() threads for work over `rows` activation rows: on the
+// Team where rows <= kTeamRowsAtMost and it is free, else in an OpenMP region (member.barrier()
+// is then an OpenMP barrier).
+template <typename F>
+void run_team(std::int64_t rows, const F& body) {
+  const int threads = compute_threads();
+  const auto trampoline = [](const void* context, const Team::Member& member) {
+    (*static_cast<const F*>(context))(member);
+  };
+  if (rows <= kTeamRowsAtMost && Team::instance().try_run(threads, trampoline, &body)) return;
+#pragma omp parallel num_threads(threads)
+  body(Team::openmp_member());
+}
+
+}  // namespace moed::kernels::detail
