@@ -1,11 +1,10 @@
 #include "bf16_rows.hpp"
 
-#include <omp.h>
-
 #include <map>
 #include <mutex>
 
 #include "stolen_ranges.hpp"
+#include "team.hpp"
 
 namespace moed::kernels::detail {
 namespace {
@@ -41,14 +40,15 @@ void bf16_rows(std::int64_t k, std::int64_t n, std::int64_t n_block, const void*
   const auto blocks = static_cast<std::uint32_t>(n / n_block);
   const auto* packed = static_cast<const std::uint16_t*>(weights);
   // Contiguous runs per thread, their ends taken by whichever thread finishes first.
-  StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
+  StolenRanges ranges(static_cast<std::size_t>(compute_threads()));
   ranges.split(blocks);
-#pragma omp parallel
-  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), 1, 1,
-               [&](std::size_t, std::uint32_t first, std::uint32_t last) {
-                 for (std::uint32_t b = first; b < last; ++b)
-                   bf16_rows_block_avx512(k, n, n_block, packed, b, x, m, y);
-               });
+  run_team(m, [&](const Team::Member& member) {
+    ranges.drain(member.self(), member.threads(), 1, 1,
+                 [&](std::size_t, std::uint32_t first, std::uint32_t last) {
+                   for (std::uint32_t b = first; b < last; ++b)
+                     bf16_rows_block_avx512(k, n, n_block, packed, b, x, m, y);
+                 });
+  });
 }
 
 }  // namespace moed::kernels::detail

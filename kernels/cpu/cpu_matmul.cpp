@@ -350,7 +350,7 @@ void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedW
   // Every segment's tiles in one region: a region per segment (attention's q, k and v, where
   // llama-quantize gives v more bits) woke the other threads once for each, at 3-5 us a wake on
   // a 2-core VM, and restarted each thread's stream at every segment.
-  detail::over_row_tiles(units(weight), [&](std::uint32_t first, std::uint32_t last) {
+  detail::over_row_tiles(units(weight), m, [&](std::uint32_t first, std::uint32_t last) {
     quantized_units(weight, scratch.data(), m, y, first, last);
   });
 }
@@ -512,13 +512,14 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
   // once one is kept the later steps are skipped by every thread alike (each reads the flag
   // after a barrier), so that every thread still meets every barrier.
   std::exception_ptr failure;
+  std::mutex failure_mutex;
   std::atomic<bool> failed = false;
   const auto guarded = [&](const auto& step) {
     if (failed.load()) return;
     try {
       step();
     } catch (...) {
-#pragma omp critical(moed_expert_ffns_failure)
+      const std::lock_guard lock(failure_mutex);
       if (!failure) failure = std::current_exception();
       failed.store(true);
     }
@@ -527,10 +528,9 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
   // by row tiles (or N blocks): an owner streams its own expert, and a thread that finishes first
   // takes tiles from the end of the other's, so a thread that streams slower (a shared VM's
   // cores differ by 5-10%) no longer keeps the other waiting.
-#pragma omp parallel
-  {
-    const int self = omp_get_thread_num();
-    const int threads = omp_get_num_threads();
+  detail::run_team(1, [&](const detail::Team::Member& member) {
+    const int self = member.self();
+    const int threads = member.threads();
     const auto owned = [&](const auto& step) {
       guarded([&] {
         for (auto j = static_cast<std::size_t>(self); j < count;
@@ -542,7 +542,7 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
       if (j == static_cast<std::size_t>(self)) warm_front(*jobs[j].gate_up);
       prepare_row(jobs[j].x, *jobs[j].gate_up, states[j].input);
     });
-#pragma omp barrier
+    member.barrier();
     guarded([&] {
       gate_up_units.drain(self, threads, kOwnUnits, kStolenUnits,
                           [&](std::size_t j, std::uint32_t first, std::uint32_t last) {
@@ -550,14 +550,14 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
                                            states[j].projected.data(), first, last);
                           });
     });
-#pragma omp barrier
+    member.barrier();
     owned([&](std::size_t j) {
       if (j == static_cast<std::size_t>(self)) warm_front(*jobs[j].down);
       JobState& state = states[j];
       silu_mul(state.projected.data(), state.activated.data(), 1, jobs[j].down->cols_);
       prepare_row(state.activated.data(), *jobs[j].down, state.activated_row);
     });
-#pragma omp barrier
+    member.barrier();
     guarded([&] {
       down_units.drain(self, threads, kOwnUnits, kStolenUnits,
                        [&](std::size_t j, std::uint32_t first, std::uint32_t last) {
@@ -565,7 +565,7 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
                                         last);
                        });
     });
-  }
+  });
   if (failure) std::rethrow_exception(failure);
 }
 

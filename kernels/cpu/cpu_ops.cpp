@@ -9,6 +9,7 @@
 #include "attention_avx512.hpp"
 #include "moed/kernels/cpu_threads.hpp"
 #include "moed/kernels/dtype.hpp"
+#include "team.hpp"
 
 namespace moed::kernels {
 
@@ -103,11 +104,17 @@ void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, st
   }
   // Blocks of rows, outside the ISA clones (a region inside one runs the baseline ISA).
   const std::int64_t blocks = (n + kF32RowsPerBlock - 1) / kF32RowsPerBlock;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (std::int64_t i = 0; i < m; ++i)
-    for (std::int64_t b = 0; b < blocks; ++b)
+  detail::run_team(m, [&](const detail::Team::Member& member) {
+    const std::int64_t tasks = m * blocks;
+    const std::int64_t first = tasks * member.self() / member.threads();
+    const std::int64_t last = tasks * (member.self() + 1) / member.threads();
+    for (std::int64_t task = first; task < last; ++task) {
+      const std::int64_t i = task / blocks;
+      const std::int64_t b = task % blocks;
       f32_dots(w, kF32RowsPerBlock * b, std::min(n, kF32RowsPerBlock * (b + 1)), k, x + i * k,
                y + i * n);
+    }
+  });
 }
 
 void router_top_k(const float* logits, int n_experts, int k, int* ids, float* weights) {
@@ -214,27 +221,26 @@ void attention_over(const float* q, const Element* k, const Element* v, float* o
     const std::int64_t pieces =
         pairs >= threads ? 1 : std::min(group, (threads + pairs - 1) / pairs);
     const std::int64_t piece = (group + pieces - 1) / pieces;
-#pragma omp parallel
-    {
+    detail::run_team(s.n_query, [&](const detail::Team::Member& member) {
       // Kept per thread and grown, not zeroed, each call: an MLA prefill's group is 128 heads.
       thread_local std::vector<float> scores;
       const auto needed = static_cast<std::size_t>((s.first_position + s.n_query) *
                                                    std::min<std::int64_t>(piece, 8));
       if (scores.size() < needed) scores.resize(needed);
-#pragma omp for collapse(3) schedule(static, 1)
-      for (std::int64_t i = 0; i < s.n_query; ++i)
-        for (std::int64_t g = 0; g < s.kv_heads; ++g)
-          for (std::int64_t p = 0; p < pieces; ++p) {
-            const std::int64_t first_head = g * group + p * piece;
-            const std::int64_t heads = std::min(piece, group - p * piece);
-            if (heads <= 0) continue;
-            const std::int64_t kv_offset = g * s.capacity * s.head_dim;
-            const std::int64_t at = (i * s.heads + first_head) * s.head_dim;
-            detail::attend_heads_avx512(q + at, k + kv_offset, v + kv_offset,
-                                        s.first_position + i + 1, s.head_dim,
-                                        static_cast<int>(heads), scale, scores.data(), out + at);
-          }
-    }
+      for (std::int64_t task = member.self(); task < pairs * pieces; task += member.threads()) {
+        const std::int64_t i = task / (s.kv_heads * pieces);
+        const std::int64_t g = task / pieces % s.kv_heads;
+        const std::int64_t p = task % pieces;
+        const std::int64_t first_head = g * group + p * piece;
+        const std::int64_t heads = std::min(piece, group - p * piece);
+        if (heads <= 0) continue;
+        const std::int64_t kv_offset = g * s.capacity * s.head_dim;
+        const std::int64_t at = (i * s.heads + first_head) * s.head_dim;
+        detail::attend_heads_avx512(q + at, k + kv_offset, v + kv_offset, s.first_position + i + 1,
+                                    s.head_dim, static_cast<int>(heads), scale, scores.data(),
+                                    out + at);
+      }
+    });
     return;
   }
 #pragma omp parallel

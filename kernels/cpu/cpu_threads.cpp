@@ -9,6 +9,8 @@
 #include <exception>
 #include <thread>
 
+#include "team.hpp"
+
 namespace moed::kernels {
 
 namespace {
@@ -48,9 +50,8 @@ void wait_with_team_awake(const std::function<void()>& wait, std::chrono::micros
   }
   std::atomic<bool> done{false};
   std::exception_ptr error;
-#pragma omp parallel num_threads(threads)
-  {
-    if (omp_get_thread_num() == 0) {
+  detail::run_team(1, [&](const detail::Team::Member& member) {
+    if (member.self() == 0) {
       try {
         wait();
       } catch (...) {
@@ -68,7 +69,7 @@ void wait_with_team_awake(const std::function<void()>& wait, std::chrono::micros
         }
       }
     }
-  }
+  });
   if (error) std::rethrow_exception(error);
 }
 

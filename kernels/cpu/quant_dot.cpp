@@ -11,6 +11,7 @@
 
 #include "moed/kernels/dtype.hpp"
 #include "quant_dot_internal.hpp"
+#include "team.hpp"
 
 namespace moed::kernels {
 namespace {
@@ -413,9 +414,15 @@ void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
   // The first row outside the parallel region: it throws for a bad length.
   quantize_activations(x, cols, out[0]);
   if (m == 1) return;  // decode: no parallel region to enter and leave
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 1; i < m; ++i)
-    quantize_activations(x + i * cols, cols, out[static_cast<std::size_t>(i)]);
+  // Where the products these rows feed run (run_team): a region of the other kind between two
+  // of theirs leaves one team's idle worker spinning on the core the other's needs.
+  detail::run_team(m, [&](const detail::Team::Member& member) {
+    const std::int64_t rest = m - 1;
+    const std::int64_t first = 1 + rest * member.self() / member.threads();
+    const std::int64_t last = 1 + rest * (member.self() + 1) / member.threads();
+    for (std::int64_t i = first; i < last; ++i)
+      quantize_activations(x + i * cols, cols, out[static_cast<std::size_t>(i)]);
+  });
 }
 
 }  // namespace moed::kernels

@@ -485,7 +485,7 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
   if (m <= 0 || rows <= 0) return;
   detail::check_row_tile_activations(type, cols, x, m);
   const auto n_tiles = static_cast<std::uint32_t>((rows + kTileRows - 1) / kTileRows);
-  detail::over_row_tiles(n_tiles, [&](std::uint32_t first, std::uint32_t last) {
+  detail::over_row_tiles(n_tiles, m, [&](std::uint32_t first, std::uint32_t last) {
     detail::row_tiles_on_this_thread(type, tiles, rows, cols, x, m, y, y_stride, isa, first, last);
   });
 }

@@ -1,13 +1,12 @@
 #pragma once
 
-#include <omp.h>
-
 #include <cstddef>
 #include <cstdint>
 
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "stolen_ranges.hpp"
+#include "team.hpp"
 
 namespace moed::kernels::detail {
 
@@ -22,20 +21,22 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
                               float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
                               std::int64_t last);
 
-// Runs body(first, last) over tiles [0, tiles) of one product in one parallel region. Each
+// Runs body(first, last) over tiles [0, tiles) of one product of m rows in one region (run_team).
+// Each
 // thread streams one contiguous run, four tiles a take (a compare-and-swap on a line no other
 // thread touches until the runs meet), then takes single tiles from the ends of the others' runs.
 // Handing out single tiles from one counter (dynamic) interleaved the threads' reads and cost a
 // third of the decode rate.
 template <typename Body>
-void over_row_tiles(std::uint32_t tiles, const Body& body) {
+void over_row_tiles(std::uint32_t tiles, std::int64_t m, const Body& body) {
   constexpr std::uint32_t kOwnTiles = 4;
   constexpr std::uint32_t kStolenTiles = 1;
-  StolenRanges ranges(static_cast<std::size_t>(omp_get_max_threads()));
+  StolenRanges ranges(static_cast<std::size_t>(compute_threads()));
   ranges.split(tiles);
-#pragma omp parallel
-  ranges.drain(omp_get_thread_num(), omp_get_num_threads(), kOwnTiles, kStolenTiles,
-               [&](std::size_t, std::uint32_t first, std::uint32_t last) { body(first, last); });
+  run_team(m, [&](const Team::Member& member) {
+    ranges.drain(member.self(), member.threads(), kOwnTiles, kStolenTiles,
+                 [&](std::size_t, std::uint32_t first, std::uint32_t last) { body(first, last); });
+  });
 }
 
 }  // namespace moed::kernels::detail

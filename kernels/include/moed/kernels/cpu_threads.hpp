@@ -13,8 +13,8 @@ void set_compute_threads(int threads);
 // The OpenMP thread count of the calling thread.
 int compute_threads();
 // Runs `wait` (which blocks, e.g. on a weight block being read) on the calling thread while the
-// other threads of its team (compute_threads() in all) spin, for at most `spin_limit`, then sleep
-// until it returns. A worker that slept in libgomp through such a wait woke 0.5-1 ms late for the
+// other compute_threads() - 1 threads of the compute team spin, for at most `spin_limit`, then
+// sleep until it returns. A worker that slept through such a wait woke 0.5-1 ms late for the
 // next parallel region on the 2-core VM; spinning, it is there at once. Where the team has one
 // thread, just calls `wait`. Rethrows what `wait` throws.
 void wait_with_team_awake(const std::function<void()>& wait, std::chrono::microseconds spin_limit);
