@@ -409,8 +409,6 @@ bool CpuMatmul::bf16_rows_equal_onednn(const PackedWeight& weight) {
 }
 
 bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
-  // With nested parallelism enabled each job's kernels would open a team of their own.
-  if (omp_get_max_active_levels() > 1) return false;
   for (const auto& job : jobs) {
     for (const PackedWeight* weight : {job.gate_up, job.down})
       if (weight->empty() || weight->batch_ != 1 ||

@@ -42,7 +42,8 @@ int compute_threads() {
   return omp_get_max_threads();
 }
 
-void wait_with_team_awake(const std::function<void()>& wait, std::chrono::microseconds spin_limit) {
+void wait_with_team_awake(const std::function<void()>& wait, std::chrono::microseconds spin_limit,
+                          std::int64_t rows) {
   const int threads = compute_threads();
   if (threads < 2) {
     wait();
@@ -50,7 +51,7 @@ void wait_with_team_awake(const std::function<void()>& wait, std::chrono::micros
   }
   std::atomic<bool> done{false};
   std::exception_ptr error;
-  detail::run_team(1, [&](const detail::Team::Member& member) {
+  detail::run_team(rows, [&](const detail::Team::Member& member) {
     if (member.self() == 0) {
       try {
         wait();

@@ -21,12 +21,11 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
                               float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
                               std::int64_t last);
 
-// Runs body(first, last) over tiles [0, tiles) of one product of m rows in one region (run_team).
-// Each
-// thread streams one contiguous run, four tiles a take (a compare-and-swap on a line no other
-// thread touches until the runs meet), then takes single tiles from the ends of the others' runs.
-// Handing out single tiles from one counter (dynamic) interleaved the threads' reads and cost a
-// third of the decode rate.
+// Runs body(first, last) over tiles [0, tiles) of one product of m rows in one region
+// (run_team). Each thread streams one contiguous run, four tiles a take (a compare-and-swap on a
+// line no other thread touches until the runs meet), then takes single tiles from the ends of
+// the others' runs. Handing out single tiles from one counter (dynamic) interleaved the threads'
+// reads and cost a third of the decode rate.
 template <typename Body>
 void over_row_tiles(std::uint32_t tiles, std::int64_t m, const Body& body) {
   constexpr std::uint32_t kOwnTiles = 4;

@@ -3,18 +3,23 @@
 #include <immintrin.h>
 
 #include <chrono>
+#include <system_error>
 #include <utility>
 
 namespace moed::kernels::detail {
 
 namespace {
 
-// About libgomp's GOMP_SPINCOUNT=10000 (the daemon's setting) on the 2-core VM: long next to the
-// gaps between a token's regions, short next to a client's think time.
+// Three times the daemon's libgomp spin (GOMP_SPINCOUNT=10000, about 100 us on the 2-core VM):
+// long next to the gaps between a token's regions, which include the sampler and, batched, a
+// few sessions' bookkeeping; short next to a client's think time.
 constexpr auto kSpinLimit = std::chrono::microseconds(300);
 
+// Set on a thread while it runs a Team region's body: a region asked for there runs inline.
+thread_local bool in_region = false;
+
 // start_ holds a region's number in its high bits and its thread count in the low byte, so that
-// a worker outside a region reads nothing the next region writes; a count of 0 stops the workers.
+// a worker outside a region reads nothing the next region writes.
 constexpr std::uint32_t kThreadBits = 8;
 constexpr std::uint32_t kThreadMask = (1u << kThreadBits) - 1;
 
@@ -25,13 +30,13 @@ std::uint32_t next_start(std::uint32_t start, int threads) {
 }  // namespace
 
 // The clock is read every 256 spins only.
-std::uint32_t Team::await_change(Line& line, std::uint32_t seen) {
+std::uint32_t Team::await_change(Line& line, std::uint32_t seen, bool spin) {
   const auto give_up = std::chrono::steady_clock::now() + kSpinLimit;
   for (unsigned spins = 1;; ++spins) {
     const std::uint32_t now = line.value.load(std::memory_order_acquire);
     if (now != seen) return now;
     _mm_pause();
-    if (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up) {
+    if (!spin || (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up)) {
       // Counted before the second look at the value: the thread that changes it then either
       // sees the count and wakes us, or changed it before that look.
       line.sleepers.fetch_add(1);
@@ -43,27 +48,25 @@ std::uint32_t Team::await_change(Line& line, std::uint32_t seen) {
 }
 
 Team& Team::instance() {
-  static Team team;
+  static Team& team = *new Team;
   return team;
 }
 
-Team::~Team() {
-  if (workers_.empty()) return;
-  start_.value.store(next_start(start_.value.load(), 0));
-  start_.wake_sleepers();
-  for (auto& worker : workers_) worker.join();
-}
-
 bool Team::try_run(int threads, Body body, const void* context) {
-  if (threads <= 1) {
+  if (threads <= 1 || in_region) {
     body(context, Member(this, 0, 1));
     return true;
   }
   if (static_cast<std::uint32_t>(threads) > kThreadMask) return false;
   if (busy_.exchange(true, std::memory_order_acquire)) return false;
-  while (static_cast<int>(workers_.size()) < threads - 1) {
-    const int self = static_cast<int>(workers_.size()) + 1;
-    workers_.emplace_back([this, self, seen = start_.value.load()] { work(self, seen); });
+  try {
+    while (static_cast<int>(workers_.size()) < threads - 1) {
+      const int self = static_cast<int>(workers_.size()) + 1;
+      workers_.emplace_back([this, self, seen = start_.value.load()] { work(self, seen); });
+    }
+  } catch (const std::system_error&) {
+    busy_.store(false, std::memory_order_release);
+    return false;  // no thread to be had: the caller's OpenMP region copes with fewer
   }
   body_ = body;
   context_ = context;
@@ -72,11 +75,13 @@ bool Team::try_run(int threads, Body body, const void* context) {
   start_.wake_sleepers();
 
   std::exception_ptr failure;
+  in_region = true;
   try {
     body(context, Member(this, 0, threads));
   } catch (...) {
     failure = std::current_exception();
   }
+  in_region = false;
   for (std::uint32_t done = 0; static_cast<int>(done) < threads - 1;)
     done = await_change(finished_, done);
   if (!failure) failure = std::exchange(failure_, nullptr);
@@ -87,11 +92,14 @@ bool Team::try_run(int threads, Body body, const void* context) {
 }
 
 void Team::work(int self, std::uint32_t seen) {
-  for (;;) {
-    seen = await_change(start_, seen);
+  in_region = true;  // for good: this thread runs nothing but region bodies
+  for (bool member = true;;) {
+    // A worker outside the last region (one of fewer threads) sleeps at once: spinning after
+    // each region it is not in, it would hold a core for good while regions come often.
+    seen = await_change(start_, seen, member);
     const auto threads = static_cast<int>(seen & kThreadMask);
-    if (threads == 0) return;
-    if (self >= threads) continue;  // a smaller region than the team: not counted in finished_
+    member = self < threads;
+    if (!member) continue;  // not counted in finished_
     try {
       body_(context_, Member(this, self, threads));
     } catch (...) {
@@ -105,8 +113,8 @@ void Team::work(int self, std::uint32_t seen) {
 
 void Team::arrive(int threads) {
   const std::uint32_t passed = passed_.value.load(std::memory_order_acquire);
-  if (static_cast<int>(arrived_.value.fetch_add(1, std::memory_order_acq_rel)) + 1 == threads) {
-    arrived_.value.store(0, std::memory_order_relaxed);
+  if (static_cast<int>(arrived_.fetch_add(1, std::memory_order_acq_rel)) + 1 == threads) {
+    arrived_.store(0, std::memory_order_relaxed);
     passed_.value.fetch_add(1);  // seq_cst, as every change wake_sleepers follows
     passed_.wake_sleepers();
     return;

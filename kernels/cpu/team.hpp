@@ -19,7 +19,8 @@ namespace moed::kernels::detail {
 // to the other core and back: this team's workers spin on one line per region and per barrier.
 // A worker that finds no region for kSpinLimit sleeps (a futex) until the next one, so an idle
 // daemon does not hold a core; a worker asleep wakes late on a VM (0.5-1 ms), which is why the
-// limit is long next to the gaps inside a token. Barriers and the join sleep alike after the
+// limit is long next to the gaps inside a token. A worker outside a region (one of fewer
+// threads than the team has) sleeps at once. Barriers and the join sleep alike after the
 // limit, so that more threads than cores (one descheduled) cost sleeps rather than spins.
 class Team {
  public:
@@ -42,22 +43,27 @@ class Team {
   using Body = void (*)(const void* context, const Member& member);
 
   // Runs body(context, member) on `threads` threads, the caller being member 0, and returns
-  // when all have, rethrowing the first exception a thread threw. False, having run nothing,
-  // while another region holds the team (another thread's, or the caller's own: a region inside
-  // a region).
+  // when all have, rethrowing member 0's exception or else the first a worker threw (a body
+  // must not throw past a barrier: the others would wait there for good). Inside a region it
+  // runs the body on the calling thread alone. False, having run nothing, while another
+  // thread's region holds the team, for more than 255 threads, or where a worker could not be
+  // started.
   bool try_run(int threads, Body body, const void* context);
 
   // The calling thread as a member of the OpenMP region it is in.
   static Member openmp_member() { return {nullptr, omp_get_thread_num(), omp_get_num_threads()}; }
 
+  // Never destroyed: a worker stopped at exit could miss a region still running on another
+  // thread and leave it waiting at a barrier; the workers sleep on a futex until the process
+  // ends.
   static Team& instance();
-  ~Team();
 
  private:
   Team() = default;
   struct Line;
-  // Spins until `line` differs from `seen`, then returns its value; sleeps on it past the limit.
-  static std::uint32_t await_change(Line& line, std::uint32_t seen);
+  // Spins until `line` differs from `seen`, then returns its value; sleeps on it past the limit
+  // (at once without `spin`).
+  static std::uint32_t await_change(Line& line, std::uint32_t seen, bool spin = true);
   // Member `self`'s loop, from the regions after `seen` (start_'s value when it was made).
   void work(int self, std::uint32_t seen);
   void arrive(int threads);
@@ -73,8 +79,8 @@ class Team {
   };
   Line start_;     // bumped once per region: the workers' signal
   Line finished_;  // workers done with the current region
-  Line arrived_;   // threads at the current barrier
   Line passed_;    // barriers passed: the waiters' signal
+  alignas(64) std::atomic<std::uint32_t> arrived_{0};  // threads at the current barrier
   std::atomic<bool> busy_{false};
   Body body_ = nullptr;
   const void* context_ = nullptr;
@@ -91,7 +97,8 @@ inline constexpr std::int64_t kTeamRowsAtMost = 16;
 
 // Runs body(member) on compute_threads() threads for work over `rows` activation rows: on the
 // Team where rows <= kTeamRowsAtMost and it is free, else in an OpenMP region (member.barrier()
-// is then an OpenMP barrier).
+// is then an OpenMP barrier). Either way the first exception a member throws (member 0's
+// first) is rethrown after the region; a body must not throw past a barrier.
 template <typename F>
 void run_team(std::int64_t rows, const F& body) {
   const int threads = compute_threads();
@@ -99,8 +106,19 @@ void run_team(std::int64_t rows, const F& body) {
     (*static_cast<const F*>(context))(member);
   };
   if (rows <= kTeamRowsAtMost && Team::instance().try_run(threads, trampoline, &body)) return;
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
 #pragma omp parallel num_threads(threads)
-  body(Team::openmp_member());
+  {
+    const Team::Member member = Team::openmp_member();
+    try {
+      body(member);
+    } catch (...) {
+      const std::lock_guard lock(failure_mutex);
+      if (!failure || member.self() == 0) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace moed::kernels::detail

@@ -918,8 +918,8 @@ TEST(Team, EachMemberRunsOnceAndBarriersOrderTheirWrites) {
 }
 
 // A worker's exception reaches the caller once every member is done, and the team serves the
-// next region; a region asked for inside a region finds the team held and runs nothing.
-TEST(Team, RethrowsAWorkersExceptionAndRefusesARegionInsideOne) {
+// next region.
+TEST(Team, RethrowsAWorkersException) {
   using moed::kernels::detail::Team;
   std::atomic<int> finished = 0;
   const auto throwing = [](const void* raw, const Team::Member& member) {
@@ -933,46 +933,80 @@ TEST(Team, RethrowsAWorkersExceptionAndRefusesARegionInsideOne) {
     EXPECT_STREQ(e.what(), "member 1 failed");
   }
   EXPECT_EQ(finished, 1);
-
-  std::atomic<int> refused = 0;
-  const auto nesting = [](const void* raw, const Team::Member&) {
-    const auto nothing = [](const void*, const Team::Member&) {};
-    if (!Team::instance().try_run(2, nothing, nullptr))
-      ++*static_cast<std::atomic<int>*>(const_cast<void*>(raw));
+  const auto counting = [](const void* raw, const Team::Member&) {
+    ++*static_cast<std::atomic<int>*>(const_cast<void*>(raw));
   };
-  ASSERT_TRUE(Team::instance().try_run(2, nesting, &refused));
-  EXPECT_EQ(refused, 2);
+  ASSERT_TRUE(Team::instance().try_run(2, counting, &finished));
+  EXPECT_EQ(finished, 3);
 }
 
-// run_team gives every member of compute_threads() its own index, on the Team or, while the
-// Team is held, in an OpenMP region (whose barrier then works as the Team's).
-TEST(Team, RunTeamCoversEveryMemberOnTheTeamAndInItsOpenMpFallback) {
+// A region asked for inside a region, on the caller or on a worker, runs on that thread alone
+// (the team is busy with the outer one; a team per member would be threads squared).
+TEST(Team, ARegionInsideARegionRunsOnItsCallerAlone) {
+  using moed::kernels::detail::Team;
+  struct Seen {
+    std::atomic<int> inner_runs{0};
+    std::atomic<int> wrong{0};
+  } seen;
+  const auto outer = [](const void* raw, const Team::Member&) {
+    const auto inner = [](const void* raw_seen, const Team::Member& member) {
+      auto& s = *static_cast<Seen*>(const_cast<void*>(raw_seen));
+      ++s.inner_runs;
+      if (member.self() != 0 || member.threads() != 1) ++s.wrong;
+      member.barrier();
+    };
+    auto& s = *static_cast<Seen*>(const_cast<void*>(raw));
+    if (!Team::instance().try_run(2, inner, &s)) ++s.wrong;
+  };
+  ASSERT_TRUE(Team::instance().try_run(2, outer, &seen));
+  EXPECT_EQ(seen.inner_runs, 2);
+  EXPECT_EQ(seen.wrong, 0);
+}
+
+// run_team runs on OpenMP where the Team is held by another thread's region, and for more than
+// kTeamRowsAtMost rows; every member gets its own index, and the OpenMP barrier orders writes.
+TEST(Team, RunTeamRunsOnOpenMpWhileTheTeamIsHeldAndForManyRows) {
+  using moed::kernels::detail::kTeamRowsAtMost;
   using moed::kernels::detail::run_team;
   using moed::kernels::detail::Team;
   const int saved_threads = compute_threads();
   set_compute_threads(2);
-  std::atomic<int> mask = 0;
-  run_team(1, [&](const Team::Member& member) { mask |= 1 << member.self(); });
-  EXPECT_EQ(mask, 3);
-
-  std::atomic<int> inner_mask = 0;
-  std::atomic<int> inner_threads = 0;
-  const auto outer = [](const void* raw, const Team::Member& member) {
-    auto& [inner, threads] =
-        *static_cast<std::pair<std::atomic<int>*, std::atomic<int>*>*>(const_cast<void*>(raw));
-    if (member.self() != 0) return;
-    set_compute_threads(2);
-    run_team(1, [&](const Team::Member& inner_member) {
-      *inner |= 1 << inner_member.self();
-      inner_member.barrier();
-      *threads = inner_member.threads();
+  const auto check = [](std::int64_t rows, bool want_openmp) {
+    std::atomic<int> mask = 0;
+    std::atomic<int> in_openmp = 0;
+    std::atomic<int> stale = 0;
+    int slots[2] = {-1, -1};
+    run_team(rows, [&](const Team::Member& member) {
+      mask |= 1 << member.self();
+      in_openmp += omp_in_parallel();
+      slots[member.self()] = member.self();
+      member.barrier();
+      if (slots[1 - member.self()] != 1 - member.self()) ++stale;
     });
+    EXPECT_EQ(mask, 3) << rows;
+    EXPECT_EQ(in_openmp, want_openmp ? 2 : 0) << rows;
+    EXPECT_EQ(stale, 0) << rows;
   };
-  std::pair<std::atomic<int>*, std::atomic<int>*> context{&inner_mask, &inner_threads};
-  ASSERT_TRUE(Team::instance().try_run(2, outer, &context));
-  // The caller is in no OpenMP region, so the fallback is a whole team of two.
-  EXPECT_EQ(inner_threads, 2);
-  EXPECT_EQ(inner_mask, 3);
+  check(1, false);
+  check(kTeamRowsAtMost + 1, true);
+
+  std::atomic<bool> holding = false;
+  std::atomic<bool> release = false;
+  std::thread holder([&] {
+    const auto hold = [](const void* raw, const Team::Member& member) {
+      auto& flags =
+          *static_cast<std::pair<std::atomic<bool>*, std::atomic<bool>*>*>(const_cast<void*>(raw));
+      if (member.self() != 0) return;
+      flags.first->store(true);
+      while (!flags.second->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    };
+    std::pair<std::atomic<bool>*, std::atomic<bool>*> flags{&holding, &release};
+    EXPECT_TRUE(Team::instance().try_run(2, hold, &flags));
+  });
+  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  check(1, true);
+  release = true;
+  holder.join();
   set_compute_threads(saved_threads);
 }
 
@@ -987,14 +1021,38 @@ TEST(Threads, WaitWithTeamAwakeRunsTheWaitOnceOnTheCallerAndRethrows) {
           ++calls;
           waited_on = std::this_thread::get_id();
         },
-        std::chrono::milliseconds(20));
+        std::chrono::milliseconds(20), 1);
     EXPECT_EQ(calls, 1) << threads;
     EXPECT_EQ(waited_on, std::this_thread::get_id()) << threads;
     EXPECT_THROW(wait_with_team_awake([] { throw std::runtime_error("read failed"); },
-                                      std::chrono::milliseconds(20)),
+                                      std::chrono::milliseconds(20), 1),
                  std::runtime_error)
         << threads;
   }
+  set_compute_threads(saved_threads);
+}
+
+// A prefill step's wait keeps libgomp's team awake, the one its regions use: the same contract
+// through the OpenMP region (kept out of scripts/tsan.sh, which cannot see libgomp's handoffs).
+TEST(Threads, WaitWithTeamAwakeForAPrefillStepRunsOnOpenMp) {
+  const int saved_threads = compute_threads();
+  set_compute_threads(2);
+  int calls = 0;
+  std::thread::id waited_on;
+  std::atomic<int> in_openmp_region = 0;
+  wait_with_team_awake(
+      [&] {
+        ++calls;
+        waited_on = std::this_thread::get_id();
+        in_openmp_region = omp_in_parallel();
+      },
+      std::chrono::milliseconds(20), 512);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(waited_on, std::this_thread::get_id());
+  EXPECT_EQ(in_openmp_region, 1);
+  EXPECT_THROW(wait_with_team_awake([] { throw std::runtime_error("read failed"); },
+                                    std::chrono::milliseconds(20), 512),
+               std::runtime_error);
   set_compute_threads(saved_threads);
 }
 
@@ -1011,7 +1069,7 @@ TEST(Threads, WaitWithTeamAwakeSpinsNoLongerThanItsLimit) {
   };
   const double before = cpu_seconds();
   wait_with_team_awake([] { std::this_thread::sleep_for(std::chrono::milliseconds(400)); },
-                       std::chrono::milliseconds(10));
+                       std::chrono::milliseconds(10), 1);
   // Spinning through the wait would take about 0.4 s of CPU; the limit, about 0.01.
   EXPECT_LT(cpu_seconds() - before, 0.2);
   set_compute_threads(saved_threads);

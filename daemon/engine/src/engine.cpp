@@ -410,8 +410,9 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   // spin's limit covers a read of a bench-model bf16 expert (17 MB) at 1 GB/s.
   if (team_awake_in_load_waits(compute_threads_, demand_pack_threads_,
                                kernels::physical_core_count()))
-    store_->set_waiter([](const std::shared_future<memtier::Payload>& load) {
-      kernels::wait_with_team_awake([&] { load.wait(); }, std::chrono::milliseconds(20));
+    store_->set_waiter([this](const std::shared_future<memtier::Payload>& load) {
+      kernels::wait_with_team_awake([&] { load.wait(); }, std::chrono::milliseconds(20),
+                                    step_rows_);
     });
 
   // When every expert fits, read them all now (many reads in flight) rather than on first use:
@@ -920,6 +921,7 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   kernels::set_compute_threads(compute_threads_);
   last_step_threads_ = kernels::compute_threads();
   const auto n = static_cast<std::int64_t>(tokens.size());
+  step_rows_ = n;
   for (const auto& seg : segments)
     if (seg.first + seg.rows > spec_.max_position_embeddings)
       throw std::length_error("sequence of " + std::to_string(seg.first + seg.rows) +

@@ -287,6 +287,7 @@ class Engine {
   std::uint64_t all_expert_bytes_ = 0;           // every routed expert of every layer, packed
   int compute_threads_ = 1;
   int demand_pack_threads_ = 1;  // OpenMP threads that pack a block compute waits on
+  std::int64_t step_rows_ = 1;   // rows of the step computing: a load wait keeps their team awake
   std::atomic<int> last_step_threads_{0};
   // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV
   // caches. KV bytes come out of the experts' share (evicting them), so fixed + experts + KV
