@@ -4,7 +4,6 @@
 #include <mutex>
 
 #include "stolen_ranges.hpp"
-#include "team.hpp"
 
 namespace moed::kernels::detail {
 namespace {
@@ -40,14 +39,9 @@ void bf16_rows(std::int64_t k, std::int64_t n, std::int64_t n_block, const void*
   const auto blocks = static_cast<std::uint32_t>(n / n_block);
   const auto* packed = static_cast<const std::uint16_t*>(weights);
   // Contiguous runs per thread, their ends taken by whichever thread finishes first.
-  StolenRanges ranges(static_cast<std::size_t>(compute_threads()));
-  ranges.split(blocks);
-  run_team(m, [&](const Team::Member& member) {
-    ranges.drain(member.self(), member.threads(), 1, 1,
-                 [&](std::size_t, std::uint32_t first, std::uint32_t last) {
-                   for (std::uint32_t b = first; b < last; ++b)
-                     bf16_rows_block_avx512(k, n, n_block, packed, b, x, m, y);
-                 });
+  over_stolen_ranges(blocks, m, 1, 1, [&](std::uint32_t first, std::uint32_t last) {
+    for (std::uint32_t b = first; b < last; ++b)
+      bf16_rows_block_avx512(k, n, n_block, packed, b, x, m, y);
   });
 }
 

@@ -105,9 +105,7 @@ void f32_rows(const float* w, std::int64_t n, std::int64_t k, const float* x, st
   // Blocks of rows, outside the ISA clones (a region inside one runs the baseline ISA).
   const std::int64_t blocks = (n + kF32RowsPerBlock - 1) / kF32RowsPerBlock;
   detail::run_team(m, [&](const detail::Team::Member& member) {
-    const std::int64_t tasks = m * blocks;
-    const std::int64_t first = tasks * member.self() / member.threads();
-    const std::int64_t last = tasks * (member.self() + 1) / member.threads();
+    const auto [first, last] = member.share(m * blocks);
     for (std::int64_t task = first; task < last; ++task) {
       const std::int64_t i = task / blocks;
       const std::int64_t b = task % blocks;

@@ -1,7 +1,6 @@
 #include "moed/kernels/cpu_threads.hpp"
 
 #include <hwloc.h>
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -61,14 +60,7 @@ void wait_with_team_awake(const std::function<void()>& wait, std::chrono::micros
       done.store(true, std::memory_order_release);
       done.notify_all();
     } else {
-      const auto give_up = std::chrono::steady_clock::now() + spin_limit;
-      for (unsigned spins = 1; !done.load(std::memory_order_acquire); ++spins) {
-        _mm_pause();
-        if (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up) {
-          done.wait(false, std::memory_order_acquire);
-          break;
-        }
-      }
+      detail::spin_then_wait(done, false, spin_limit);
     }
   });
   if (error) std::rethrow_exception(error);

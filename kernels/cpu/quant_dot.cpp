@@ -417,10 +417,8 @@ void quantize_rows(const float* x, std::int64_t m, std::int64_t cols,
   // Where the products these rows feed run (run_team): a region of the other kind between two
   // of theirs leaves one team's idle worker spinning on the core the other's needs.
   detail::run_team(m, [&](const detail::Team::Member& member) {
-    const std::int64_t rest = m - 1;
-    const std::int64_t first = 1 + rest * member.self() / member.threads();
-    const std::int64_t last = 1 + rest * (member.self() + 1) / member.threads();
-    for (std::int64_t i = first; i < last; ++i)
+    const auto [first, last] = member.share(m - 1);
+    for (std::int64_t i = 1 + first; i < 1 + last; ++i)
       quantize_activations(x + i * cols, cols, out[static_cast<std::size_t>(i)]);
   });
 }

@@ -6,7 +6,6 @@
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "stolen_ranges.hpp"
-#include "team.hpp"
 
 namespace moed::kernels::detail {
 
@@ -30,12 +29,7 @@ template <typename Body>
 void over_row_tiles(std::uint32_t tiles, std::int64_t m, const Body& body) {
   constexpr std::uint32_t kOwnTiles = 4;
   constexpr std::uint32_t kStolenTiles = 1;
-  StolenRanges ranges(static_cast<std::size_t>(compute_threads()));
-  ranges.split(tiles);
-  run_team(m, [&](const Team::Member& member) {
-    ranges.drain(member.self(), member.threads(), kOwnTiles, kStolenTiles,
-                 [&](std::size_t, std::uint32_t first, std::uint32_t last) { body(first, last); });
-  });
+  over_stolen_ranges(tiles, m, kOwnTiles, kStolenTiles, body);
 }
 
 }  // namespace moed::kernels::detail

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "team.hpp"
+
 namespace moed::kernels::detail {
 
 // Ranges of work units (row tiles, N blocks) shared by a parallel region's threads. Each range has
@@ -88,5 +90,19 @@ class StolenRanges {
   };
   std::vector<Range> ranges_;
 };
+
+// Runs body(first, last) over units [0, units) of work over m activation rows in one region
+// (run_team), one StolenRanges range per thread: each drains its own run `own_chunk` units a
+// take, then the others' from their backs `stolen_chunk` at a time.
+template <typename Body>
+void over_stolen_ranges(std::uint32_t units, std::int64_t m, std::uint32_t own_chunk,
+                        std::uint32_t stolen_chunk, const Body& body) {
+  StolenRanges ranges(static_cast<std::size_t>(compute_threads()));
+  ranges.split(units);
+  run_team(m, [&](const Team::Member& member) {
+    ranges.drain(member.self(), member.threads(), own_chunk, stolen_chunk,
+                 [&](std::size_t, std::uint32_t first, std::uint32_t last) { body(first, last); });
+  });
+}
 
 }  // namespace moed::kernels::detail

@@ -1,7 +1,5 @@
 #include "team.hpp"
 
-#include <immintrin.h>
-
 #include <chrono>
 #include <system_error>
 #include <utility>
@@ -29,22 +27,9 @@ std::uint32_t next_start(std::uint32_t start, int threads) {
 
 }  // namespace
 
-// The clock is read every 256 spins only.
 std::uint32_t Team::await_change(Line& line, std::uint32_t seen, bool spin) {
-  const auto give_up = std::chrono::steady_clock::now() + kSpinLimit;
-  for (unsigned spins = 1;; ++spins) {
-    const std::uint32_t now = line.value.load(std::memory_order_acquire);
-    if (now != seen) return now;
-    _mm_pause();
-    if (!spin || (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up)) {
-      // Counted before the second look at the value: the thread that changes it then either
-      // sees the count and wakes us, or changed it before that look.
-      line.sleepers.fetch_add(1);
-      line.value.wait(seen);
-      line.sleepers.fetch_sub(1);
-      return line.value.load(std::memory_order_acquire);
-    }
-  }
+  return spin_then_wait(line.value, seen, spin ? kSpinLimit : std::chrono::microseconds(0),
+                        &line.sleepers);
 }
 
 Team& Team::instance() {

@@ -1,17 +1,44 @@
 #pragma once
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "moed/kernels/cpu_threads.hpp"
 
 namespace moed::kernels::detail {
+
+// Spins until `value` differs from `seen` and returns what it holds then; past `spin_limit` (the
+// clock is read every 256 spins only) sleeps on it instead, counted in `sleepers` if given, so
+// that a thread that changes it can skip the wake while nobody sleeps. Whoever changes it must
+// notify_all where `sleepers` is null or counts someone.
+template <typename T>
+T spin_then_wait(const std::atomic<T>& value, T seen, std::chrono::microseconds spin_limit,
+                 std::atomic<int>* sleepers = nullptr) {
+  const auto give_up = std::chrono::steady_clock::now() + spin_limit;
+  for (unsigned spins = 1;; ++spins) {
+    const T now = value.load(std::memory_order_acquire);
+    if (now != seen) return now;
+    _mm_pause();
+    if (spin_limit.count() == 0 ||
+        (spins % 256 == 0 && std::chrono::steady_clock::now() > give_up)) {
+      // Counted before the second look at the value: the thread that changes it then either
+      // sees the count and wakes us, or changed it before that look.
+      if (sleepers) sleepers->fetch_add(1);
+      value.wait(seen);
+      if (sleepers) sleepers->fetch_sub(1);
+      return value.load(std::memory_order_acquire);
+    }
+  }
+}
 
 // A fork/join team for the regions a decode step runs back to back (about 33 a token on the
 // bench model, with 64 barriers). On the 2-core VM an empty libgomp region cost 2.4-3.0 us and a
@@ -29,6 +56,11 @@ class Team {
    public:
     int self() const { return self_; }
     int threads() const { return threads_; }
+    // This member's part [first, last) of `units` split into threads() contiguous runs, in order
+    // (a static split).
+    std::pair<std::int64_t, std::int64_t> share(std::int64_t units) const {
+      return {units * self_ / threads_, units * (self_ + 1) / threads_};
+    }
     // Every thread of the region must call it the same number of times.
     void barrier() const;
 

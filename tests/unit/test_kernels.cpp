@@ -964,7 +964,8 @@ TEST(Team, ARegionInsideARegionRunsOnItsCallerAlone) {
 }
 
 // run_team runs on OpenMP where the Team is held by another thread's region, and for more than
-// kTeamRowsAtMost rows; every member gets its own index, and the OpenMP barrier orders writes.
+// kTeamRowsAtMost rows; every member gets its own index and static share, and the OpenMP
+// barrier orders writes.
 TEST(Team, RunTeamRunsOnOpenMpWhileTheTeamIsHeldAndForManyRows) {
   using moed::kernels::detail::kTeamRowsAtMost;
   using moed::kernels::detail::run_team;
@@ -976,7 +977,9 @@ TEST(Team, RunTeamRunsOnOpenMpWhileTheTeamIsHeldAndForManyRows) {
     std::atomic<int> in_openmp = 0;
     std::atomic<int> stale = 0;
     int slots[2] = {-1, -1};
+    std::pair<std::int64_t, std::int64_t> shares[2];
     run_team(rows, [&](const Team::Member& member) {
+      shares[member.self()] = member.share(7);
       mask |= 1 << member.self();
       in_openmp += omp_in_parallel();
       slots[member.self()] = member.self();
@@ -986,6 +989,11 @@ TEST(Team, RunTeamRunsOnOpenMpWhileTheTeamIsHeldAndForManyRows) {
     EXPECT_EQ(mask, 3) << rows;
     EXPECT_EQ(in_openmp, want_openmp ? 2 : 0) << rows;
     EXPECT_EQ(stale, 0) << rows;
+    // The static shares of 7 units: contiguous, in member order, covering them all.
+    EXPECT_EQ(shares[0].first, 0);
+    EXPECT_EQ(shares[0].second, shares[1].first);
+    EXPECT_EQ(shares[1].second, 7);
+    EXPECT_EQ(shares[0].second, 3);
   };
   check(1, false);
   check(kTeamRowsAtMost + 1, true);
