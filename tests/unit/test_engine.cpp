@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -950,6 +951,48 @@ TEST(Engine, KvCacheIsBf16OrF32AndGrowsInSteps) {
   auto wrong = f32.new_cache();
   EXPECT_THROW(bf16.forward(long_prompt(3), wrong, logits, false), std::invalid_argument);
   EXPECT_THROW(parse_kv_dtype("f16"), std::invalid_argument);
+}
+
+// Pages of `bytes` from `at` that are not resident (mincore), over whole pages.
+std::size_t pages_not_resident(const std::byte* at, std::size_t bytes) {
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const std::uintptr_t begin = reinterpret_cast<std::uintptr_t>(at) / page * page;
+  const std::uintptr_t end =
+      (reinterpret_cast<std::uintptr_t>(at) + bytes + page - 1) / page * page;
+  std::vector<unsigned char> resident((end - begin) / page);
+  if (mincore(reinterpret_cast<void*>(begin), end - begin, resident.data()) != 0)
+    throw std::runtime_error(std::string("mincore: ") + std::strerror(errno));
+  return static_cast<std::size_t>(
+      std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return !(r & 1); }));
+}
+
+TEST(Engine, KvCacheMakesThePagesOfPositionsAheadResidentAStepAtATime) {
+  constexpr std::int64_t kHeads = 2, kDim = 128, kStep = KvCache::kResidentAheadPositions;
+  const std::size_t position_bytes = kDim * kv_element_size(KvDtype::bf16);
+  KvCache cache(2, kHeads, kDim, KvDtype::bf16, nullptr, 4 * kStep);
+  EXPECT_EQ(cache.resident_positions(), 0);
+  cache.reserve_more(1);
+  EXPECT_EQ(cache.resident_positions(), kStep);
+  // Every head of keys and values, in every layer, has its first step's pages, written or not.
+  for (std::int64_t layer = 0; layer < 2; ++layer)
+    for (std::int64_t h = 0; h < kHeads; ++h) {
+      const std::size_t head = static_cast<std::size_t>(h * 4 * kStep) * position_bytes;
+      EXPECT_EQ(pages_not_resident(cache.keys(layer) + head, kStep * position_bytes), 0u);
+      EXPECT_EQ(pages_not_resident(cache.values(layer) + head, kStep * position_bytes), 0u);
+    }
+  cache.advance(kStep - 1);
+  cache.reserve_more(1);  // still inside the first step
+  EXPECT_EQ(cache.resident_positions(), kStep);
+  cache.reserve_more(2);
+  EXPECT_EQ(cache.resident_positions(), 2 * kStep);
+  cache.advance(2);
+  cache.reserve_more(4 * kStep - cache.length());  // up to the capacity, not past it
+  EXPECT_EQ(cache.resident_positions(), 4 * kStep);
+  // Growing copies the written positions and starts over from them.
+  cache.advance(4 * kStep - cache.length());
+  cache.reserve_more(1);
+  EXPECT_EQ(cache.capacity(), 4 * kStep + KvCache::kGrowthPositions);
+  EXPECT_EQ(cache.resident_positions(), 5 * kStep);
 }
 
 TEST(EngineMemtier, KvCachesComeOutOfTheExpertsShareOfTheBudget) {

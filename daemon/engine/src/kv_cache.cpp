@@ -1,5 +1,8 @@
 #include "moed/engine/kv_cache.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -43,10 +46,12 @@ KvCache::KvCache(KvCache&& other) noexcept
       account_(std::move(other.account_)),
       length_(other.length_),
       capacity_(other.capacity_),
+      resident_(other.resident_),
       keys_(std::move(other.keys_)),
       values_(std::move(other.values_)) {
   other.length_ = 0;
   other.capacity_ = 0;
+  other.resident_ = 0;
 }
 
 std::uint64_t KvCache::bytes_for(std::int64_t positions) const {
@@ -56,9 +61,37 @@ std::uint64_t KvCache::bytes_for(std::int64_t positions) const {
 
 void KvCache::reserve_more(std::int64_t extra) {
   const std::int64_t needed = length_ + extra;
-  if (needed <= capacity_) return;
-  // Whole steps of positions rather than doubling: at most one step of unused capacity.
-  resize((needed + kGrowthPositions - 1) / kGrowthPositions * kGrowthPositions);
+  if (needed > capacity_)
+    // Whole steps of positions rather than doubling: at most one step of unused capacity.
+    resize((needed + kGrowthPositions - 1) / kGrowthPositions * kGrowthPositions);
+  make_resident(needed);
+}
+
+void KvCache::make_resident(std::int64_t positions) {
+  if (positions <= resident_) return;
+  const std::int64_t target =
+      std::min(capacity_, (positions + kResidentAheadPositions - 1) / kResidentAheadPositions *
+                              kResidentAheadPositions);
+  const std::size_t element = kv_element_size(dtype_);
+  const std::size_t head_bytes = static_cast<std::size_t>(capacity_ * head_dim_) * element;
+  const std::size_t from = static_cast<std::size_t>(resident_ * head_dim_) * element;
+  const std::size_t to = static_cast<std::size_t>(target * head_dim_) * element;
+  static const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto populate = [&](std::byte* buffer) {
+    for (std::int64_t h = 0; h < kv_heads_; ++h) {
+      // The pages that hold these bytes lie inside the allocation's mapping, so rounding out to
+      // whole pages touches nothing outside it. A refusal (a kernel before 5.14) only leaves
+      // the pages to fault in as they are written.
+      const auto first = reinterpret_cast<std::uintptr_t>(buffer + h * head_bytes + from);
+      const auto last = reinterpret_cast<std::uintptr_t>(buffer + h * head_bytes + to);
+      const std::uintptr_t begin = first / page * page;
+      const std::uintptr_t end = (last + page - 1) / page * page;
+      madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+    }
+  };
+  for (auto& k : keys_) populate(k.get());
+  for (auto& v : values_) populate(v.get());
+  resident_ = target;
 }
 
 void KvCache::resize(std::int64_t capacity) {
@@ -77,6 +110,7 @@ void KvCache::resize(std::int64_t capacity) {
   for (auto& v : values_) regrow(v);
   const std::uint64_t before = bytes();
   capacity_ = capacity;
+  resident_ = length_;  // the copied positions
   if (account_) account_->bytes += bytes() - before;
 }
 
