@@ -498,7 +498,7 @@ TEST(BatchedMatmul, RejectsMatricesOfDifferentShapesOrDtypes) {
 }
 
 TEST(Ops, RmsNormMatchesFormula) {
-  const std::int64_t rows = 3, dim = 40;
+  const std::int64_t rows = 3, dim = 43;  // five blocks of eight lanes and a tail
   auto x = moed::test::random_floats(static_cast<std::size_t>(rows * dim), 8);
   auto w = moed::test::random_floats(static_cast<std::size_t>(dim), 9);
   std::vector<float> y(x.size());
@@ -526,6 +526,33 @@ TEST(Ops, RopeRotatesHalvesAsHuggingFace) {
       EXPECT_NEAR(x[(heads + h) * d + i], a * std::cos(angle) - b * std::sin(angle), 1e-5);
       EXPECT_NEAR(x[(heads + h) * d + i + d / 2], b * std::cos(angle) + a * std::sin(angle), 1e-5);
     }
+}
+
+// rope keeps the last position's table on its thread: a call at the same position with other
+// frequencies or another scale must not reuse it.
+TEST(Ops, RopeAtOnePositionFollowsEachCallsFrequenciesAndScale) {
+  const std::int64_t heads = 2, d = 8;
+  const std::vector<double> slow = {1.0, 0.1, 0.01, 0.001}, fast = {2.0, 0.7, 0.3, 0.05};
+  struct Call {
+    const std::vector<double>* inv_freq;
+    std::int64_t position;
+    double scale;
+  };
+  for (const Call call : {Call{&slow, 7, 1.0}, Call{&fast, 7, 1.0}, Call{&fast, 7, 0.5},
+                          Call{&slow, 9, 1.0}, Call{&slow, 7, 1.0}}) {
+    auto x = moed::test::random_floats(static_cast<std::size_t>(heads * d), 11);
+    const auto original = x;
+    rope(x.data(), {1, heads, d, 0, d, RopePairs::half}, &call.position, call.inv_freq->data(),
+         call.scale);
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t i = 0; i < d / 2; ++i) {
+        const double angle = static_cast<double>(call.position) * (*call.inv_freq)[i];
+        const double c = std::cos(angle) * call.scale, s = std::sin(angle) * call.scale;
+        const float a = original[h * d + i], b = original[h * d + i + d / 2];
+        EXPECT_NEAR(x[h * d + i], a * c - b * s, 1e-5) << "position " << call.position;
+        EXPECT_NEAR(x[h * d + i + d / 2], b * c + a * s, 1e-5) << "position " << call.position;
+      }
+  }
 }
 
 TEST(Ops, SiluMul) {
