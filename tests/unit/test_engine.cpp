@@ -988,11 +988,47 @@ TEST(Engine, KvCacheMakesThePagesOfPositionsAheadResidentAStepAtATime) {
   cache.advance(2);
   cache.reserve_more(4 * kStep - cache.length());  // up to the capacity, not past it
   EXPECT_EQ(cache.resident_positions(), 4 * kStep);
-  // Growing copies the written positions and starts over from them.
+  // Growing copies the written positions of every head, keys and values apart, and starts over
+  // from them.
   cache.advance(4 * kStep - cache.length());
+  const auto mark = [&](std::int64_t layer, bool values, std::int64_t h, std::int64_t position) {
+    return static_cast<std::byte>(layer * 37 + values * 17 + h * 5 + position);
+  };
+  const auto at = [&](std::int64_t layer, bool values, std::int64_t h, std::int64_t position) {
+    std::byte* buffer = values ? cache.values(layer) : cache.keys(layer);
+    return buffer + static_cast<std::size_t>(h * cache.capacity() + position) * position_bytes;
+  };
+  for (std::int64_t layer = 0; layer < 2; ++layer)
+    for (const bool values : {false, true})
+      for (std::int64_t h = 0; h < kHeads; ++h)
+        for (const std::int64_t position : {std::int64_t{0}, 4 * kStep - 1})
+          std::memset(at(layer, values, h, position),
+                      static_cast<int>(mark(layer, values, h, position)), position_bytes);
   cache.reserve_more(1);
   EXPECT_EQ(cache.capacity(), 4 * kStep + KvCache::kGrowthPositions);
   EXPECT_EQ(cache.resident_positions(), 5 * kStep);
+  for (std::int64_t layer = 0; layer < 2; ++layer)
+    for (const bool values : {false, true})
+      for (std::int64_t h = 0; h < kHeads; ++h)
+        for (const std::int64_t position : {std::int64_t{0}, 4 * kStep - 1}) {
+          const std::byte* bytes = at(layer, values, h, position);
+          EXPECT_TRUE(
+              std::all_of(bytes, bytes + position_bytes,
+                          [&](std::byte b) { return b == mark(layer, values, h, position); }))
+              << "layer " << layer << (values ? " values" : " keys") << " head " << h
+              << " position " << position;
+        }
+}
+
+// The shared layout (MLA's latent) has one buffer per layer: values are the keys.
+TEST(Engine, KvCacheSharedLayoutHasValuesAsKeys) {
+  KvCache shared(3, 1, 64, KvDtype::f32, nullptr, 8, KvLayout::shared);
+  KvCache split(3, 1, 64, KvDtype::f32, nullptr, 8);
+  EXPECT_EQ(shared.bytes(), split.bytes() / 2);
+  for (std::int64_t layer = 0; layer < 3; ++layer)
+    EXPECT_EQ(shared.values(layer), shared.keys(layer));
+  EXPECT_NE(split.values(0), split.keys(0));
+  EXPECT_EQ(split.keys(1) - split.keys(0), 8 * 64 * 4);
 }
 
 TEST(EngineMemtier, KvCachesComeOutOfTheExpertsShareOfTheBudget) {
