@@ -57,7 +57,7 @@ void rope(float* x, const RopeShape& s, const std::int64_t* positions, const dou
   // of every layer at one position (16 calls a token on the bench model), and each call took
   // 64 double sin/cos pairs, about 1.4 us. Kept with the frequencies and scale it was made from.
   struct Angles {
-    std::int64_t position = -1;
+    std::int64_t position = -1;  // none: positions are never negative
     double scale = 0;
     std::vector<double> inv_freq;
     std::vector<float> cos, sin;
@@ -66,11 +66,12 @@ void rope(float* x, const RopeShape& s, const std::int64_t* positions, const dou
   const std::span<const double> frequencies(inv_freq, static_cast<std::size_t>(half));
   const bool same_table = last.scale == scale && std::ranges::equal(last.inv_freq, frequencies);
   if (!same_table) {
+    // The key last, so that an allocation that throws leaves no table that seems to match.
     last.position = -1;
-    last.scale = scale;
-    last.inv_freq.assign(frequencies.begin(), frequencies.end());
     last.cos.resize(frequencies.size());
     last.sin.resize(frequencies.size());
+    last.inv_freq.assign(frequencies.begin(), frequencies.end());
+    last.scale = scale;
   }
   const std::vector<float>& cos_table = last.cos;
   const std::vector<float>& sin_table = last.sin;

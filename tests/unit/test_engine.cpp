@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "golden_files.hpp"
@@ -953,6 +955,8 @@ TEST(Engine, KvCacheIsBf16OrF32AndGrowsInSteps) {
   EXPECT_THROW(parse_kv_dtype("f16"), std::invalid_argument);
 }
 
+namespace {
+
 // Pages of `bytes` from `at` that are not resident (mincore), over whole pages.
 std::size_t pages_not_resident(const std::byte* at, std::size_t bytes) {
   const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -966,10 +970,26 @@ std::size_t pages_not_resident(const std::byte* at, std::size_t bytes) {
       std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return !(r & 1); }));
 }
 
-TEST(Engine, KvCacheMakesThePagesOfPositionsAheadResidentAStepAtATime) {
-  constexpr std::int64_t kHeads = 2, kDim = 128, kStep = KvCache::kResidentAheadPositions;
+// Whether this kernel takes MADV_POPULATE_WRITE (5.14 and later); before, KvCache leaves the
+// pages to fault in as they are written.
+bool kernel_populates_on_advice() {
+  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  void* probe = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (probe == MAP_FAILED) return false;
+  const bool populated = madvise(probe, page, MADV_POPULATE_WRITE) == 0;
+  munmap(probe, page);
+  return populated;
+}
+
+}  // namespace
+
+TEST(Engine, KvCacheMakesThePagesOfPositionsResidentAStepAtATime) {
+  if (!kernel_populates_on_advice()) GTEST_SKIP() << "the kernel refuses MADV_POPULATE_WRITE";
+  constexpr std::int64_t kHeads = 2, kDim = 128, kStep = KvCache::kResidentStepPositions;
   const std::size_t position_bytes = kDim * kv_element_size(KvDtype::bf16);
   KvCache cache(2, kHeads, kDim, KvDtype::bf16, nullptr, 4 * kStep);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(cache.keys(0)) % (std::uintptr_t{2} << 20), 0u)
+      << "not on a 2 MiB boundary: no huge pages";
   EXPECT_EQ(cache.resident_positions(), 0);
   cache.reserve_more(1);
   EXPECT_EQ(cache.resident_positions(), kStep);
@@ -1018,6 +1038,25 @@ TEST(Engine, KvCacheMakesThePagesOfPositionsAheadResidentAStepAtATime) {
               << "layer " << layer << (values ? " values" : " keys") << " head " << h
               << " position " << position;
         }
+}
+
+// Reserving a position does not make the whole capacity resident: in a head's buffer of 4 MiB
+// (two huge pages), the second half stays unmapped until positions there are reserved.
+TEST(Engine, KvCacheLeavesPositionsNotYetReservedUnmapped) {
+  if (!kernel_populates_on_advice()) GTEST_SKIP() << "the kernel refuses MADV_POPULATE_WRITE";
+  constexpr std::int64_t kDim = 128, kCapacity = 16384;
+  const std::size_t position_bytes = kDim * kv_element_size(KvDtype::bf16);
+  const std::size_t half = kCapacity / 2 * position_bytes;  // 2 MiB
+  KvCache cache(1, 1, kDim, KvDtype::bf16, nullptr, kCapacity);
+  cache.reserve_more(1);
+  EXPECT_EQ(pages_not_resident(cache.keys(0), KvCache::kResidentStepPositions * position_bytes),
+            0u);
+  EXPECT_EQ(pages_not_resident(cache.keys(0) + half, half), half / sysconf(_SC_PAGESIZE));
+  cache.advance(kCapacity / 2);
+  cache.reserve_more(1);
+  EXPECT_EQ(
+      pages_not_resident(cache.keys(0) + half, KvCache::kResidentStepPositions * position_bytes),
+      0u);
 }
 
 // The shared layout (MLA's latent) has one buffer per layer: values are the keys.

@@ -4,9 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <cerrno>
 #include <cstring>
-#include <new>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -70,25 +69,50 @@ void KvCache::reserve_more(std::int64_t extra) {
   make_resident(needed);
 }
 
+namespace {
+
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+// A fresh anonymous mapping of `bytes` (a whole number of huge pages) aligned to a huge page:
+// mapped one huge page larger, then trimmed at both ends.
+std::byte* map_aligned(std::size_t bytes) {
+  const std::size_t padded = bytes + kHugePage;
+  void* mapped = mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED)
+    throw std::runtime_error("KV cache: cannot map " + std::to_string(bytes) +
+                             " bytes: " + std::strerror(errno));
+  const auto start = reinterpret_cast<std::uintptr_t>(mapped);
+  const std::uintptr_t aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
+  if (aligned > start) munmap(mapped, aligned - start);
+  const std::uintptr_t tail = start + padded - (aligned + bytes);
+  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + bytes), tail);
+  return reinterpret_cast<std::byte*>(aligned);
+}
+
+}  // namespace
+
+void KvCache::Unmap::operator()(std::byte* mapping) const {
+  munmap(mapping, bytes);
+}
+
 void KvCache::resize(std::int64_t capacity) {
-  constexpr std::size_t kHugePage = std::size_t{2} << 20;
   const std::size_t element = kv_element_size(dtype_);
   const std::size_t head_bytes = static_cast<std::size_t>(capacity * head_dim_) * element;
   const std::size_t old_head_bytes = static_cast<std::size_t>(capacity_ * head_dim_) * element;
   const std::size_t filled = static_cast<std::size_t>(length_ * head_dim_) * element;
   const std::size_t total = static_cast<std::size_t>(buffers()) * buffer_bytes(capacity);
-  // Whole huge pages, so the last one is not split between this cache and the heap.
-  const std::size_t rounded = (total + kHugePage - 1) / kHugePage * kHugePage;
-  // Not written: untouched pages stay unmapped until reserve_more makes them resident.
-  std::unique_ptr<std::byte, Free> fresh(
-      static_cast<std::byte*>(std::aligned_alloc(kHugePage, rounded)));
-  if (!fresh) throw std::bad_alloc();
-  // Advice only: without transparent huge pages the buffers are in 4 KiB pages, as before.
-  madvise(fresh.get(), rounded, MADV_HUGEPAGE);
-  for (std::int64_t b = 0; b < buffers() && filled > 0; ++b)
-    for (std::int64_t h = 0; h < kv_heads_; ++h)
-      std::memcpy(fresh.get() + b * kv_heads_ * head_bytes + h * head_bytes,
-                  buffer(b) + h * old_head_bytes, filled);
+  std::unique_ptr<std::byte, Unmap> fresh;
+  if (total > 0) {
+    // Whole huge pages, so that the last is not shared with another mapping.
+    const std::size_t rounded = (total + kHugePage - 1) / kHugePage * kHugePage;
+    fresh = std::unique_ptr<std::byte, Unmap>(map_aligned(rounded), Unmap{rounded});
+    // Advice only: without transparent huge pages the buffers are in 4 KiB pages.
+    madvise(fresh.get(), rounded, MADV_HUGEPAGE);
+    for (std::int64_t b = 0; b < buffers() && filled > 0; ++b)
+      for (std::int64_t h = 0; h < kv_heads_; ++h)
+        std::memcpy(fresh.get() + b * kv_heads_ * head_bytes + h * head_bytes,
+                    buffer(b) + h * old_head_bytes, filled);
+  }
   storage_ = std::move(fresh);
   const std::uint64_t before = bytes();
   capacity_ = capacity;
@@ -99,8 +123,8 @@ void KvCache::resize(std::int64_t capacity) {
 void KvCache::make_resident(std::int64_t positions) {
   if (positions <= resident_) return;
   const std::int64_t target =
-      std::min(capacity_, (positions + kResidentAheadPositions - 1) / kResidentAheadPositions *
-                              kResidentAheadPositions);
+      std::min(capacity_, (positions + kResidentStepPositions - 1) / kResidentStepPositions *
+                              kResidentStepPositions);
   const std::size_t element = kv_element_size(dtype_);
   const std::size_t head_bytes = static_cast<std::size_t>(capacity_ * head_dim_) * element;
   const std::size_t from = static_cast<std::size_t>(resident_ * head_dim_) * element;
@@ -108,8 +132,8 @@ void KvCache::make_resident(std::int64_t positions) {
   static const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
   for (std::int64_t b = 0; b < buffers(); ++b)
     for (std::int64_t h = 0; h < kv_heads_; ++h) {
-      // The pages that hold these bytes lie inside the allocation, so rounding out to whole
-      // pages touches nothing outside it. A refusal (a kernel before 5.14) only leaves the
+      // The mapping starts on a page and is whole pages long, so rounding out to whole pages
+      // touches nothing outside it. A refusal (a kernel before 5.14) only leaves the
       // pages to fault in as they are written.
       const auto first = reinterpret_cast<std::uintptr_t>(buffer(b) + h * head_bytes + from);
       const auto last = reinterpret_cast<std::uintptr_t>(buffer(b) + h * head_bytes + to);

@@ -3,7 +3,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <string_view>
 
@@ -30,15 +29,17 @@ enum class KvLayout { keys_and_values, shared };
 // Keys (after RoPE) and values of one sequence, per layer: [kv_heads, capacity, head_dim] of the
 // cache's dtype (values() is keys() in the shared layout). The capacity is allocated once for the
 // whole sequence when it is known (the scheduler reserves prompt + max_tokens); otherwise it grows
-// in steps of kGrowthPositions. The memory is left uninitialised, so pages of positions not yet
-// written are not resident; reserve_more makes them resident kResidentAheadPositions at a time,
-// one madvise per head, rather than one page fault per head and page as the engine writes (a
-// decode step wrote a fresh page in about one layer of two, and a fault cost about 10 us on a
-// VM). With huge pages a page holds many positions, so that is seldom more than a check.
+// in steps of kGrowthPositions. The memory is a fresh anonymous mapping, not written, so it costs
+// nothing until used; reserve_more makes the pages of the positions it reserves resident
+// kResidentStepPositions at a time, one madvise per head and buffer, rather than one page fault
+// per head and page as the engine writes (a decode step wrote a fresh page in about one layer of
+// two, and a fault cost about 10 us on a VM). Where the kernel grants huge pages, a page holds
+// many positions, so the first reserve makes up to 2 MiB per head and buffer resident at once:
+// never more than the capacity, which the budget already counts.
 class KvCache {
  public:
   static constexpr std::int64_t kGrowthPositions = 256;
-  static constexpr std::int64_t kResidentAheadPositions = 64;
+  static constexpr std::int64_t kResidentStepPositions = 64;
 
   KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim, KvDtype dtype,
           std::shared_ptr<KvAccount> account, std::int64_t capacity = 0,
@@ -52,7 +53,8 @@ class KvCache {
   std::int64_t length() const { return length_; }
   std::int64_t capacity() const { return capacity_; }
   KvDtype dtype() const { return dtype_; }
-  // Bytes of keys and values this cache holds at its capacity.
+  // Bytes of keys and values this cache holds at its capacity (what the budget counts; the
+  // mapping is rounded up to whole 2 MiB pages, at most 2 MiB more).
   std::uint64_t bytes() const { return bytes_for(capacity_); }
   std::uint64_t bytes_for(std::int64_t positions) const;
   // Makes room for `extra` more positions beyond length(), their pages resident.
@@ -68,9 +70,10 @@ class KvCache {
   std::int64_t head_dim() const { return head_dim_; }
 
  private:
+  // Copies the written positions into a new mapping: old and new are both held meanwhile.
   void resize(std::int64_t capacity);
   // Makes the pages of positions up to `positions` resident, rounded up to a whole step of
-  // kResidentAheadPositions within the capacity.
+  // kResidentStepPositions within the capacity.
   void make_resident(std::int64_t positions);
 
   // Buffer `index` of buffers(): [kv_heads, capacity, head_dim].
@@ -81,8 +84,9 @@ class KvCache {
   // Keys of every layer, then values of every layer (none in the shared layout).
   std::int64_t buffers() const { return shared_ ? layers_ : 2 * layers_; }
 
-  struct Free {
-    void operator()(std::byte* bytes) const { std::free(bytes); }
+  struct Unmap {
+    std::size_t bytes;  // the mapping's length
+    void operator()(std::byte* mapping) const;
   };
   std::int64_t layers_, kv_heads_, head_dim_;
   KvDtype dtype_;
@@ -91,11 +95,12 @@ class KvCache {
   std::int64_t length_ = 0;
   std::int64_t capacity_ = 0;
   std::int64_t resident_ = 0;
-  // All buffers in one allocation in 2 MiB pages where the kernel grants them (MADV_HUGEPAGE):
-  // a decode step writes one position into every head's buffer, and with 4 KiB pages those
-  // writes missed the TLB (storing a step's keys and values took 12-14k cycles a layer on the
-  // Q8_0 bench model against 2.1k in huge pages).
-  std::unique_ptr<std::byte, Free> storage_;
+  // All buffers in one mapping, 2 MiB-aligned and in 2 MiB pages where the kernel grants them
+  // (MADV_HUGEPAGE): a decode step writes one position into every head's buffer, and with 4 KiB
+  // pages those writes missed the TLB (storing a step's keys and values took 12-14k cycles a
+  // layer on the Q8_0 bench model against 1.0k in huge pages). A mapping of its own rather than
+  // the heap's, which may hand back memory already in 4 KiB pages.
+  std::unique_ptr<std::byte, Unmap> storage_;
 };
 
 }  // namespace moed::engine
