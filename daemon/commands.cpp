@@ -203,10 +203,6 @@ int run_bench(const BenchArgs& args) {
     prompt[i] =
         static_cast<std::int32_t>((i * 7919 + 1) % static_cast<std::size_t>(spec.vocab_size));
   std::vector<float> logits;
-  // Loading read blocks through the disk tier, and the loader's counters run from the start:
-  // whether decoding reads from disk (below) is told by what the prefills read.
-  const std::uint64_t disk_reads_at_load = engine.memory_stats().disk.reads;
-  const std::uint64_t host_misses_at_load = engine.memory_stats().host.misses;
   {
     auto warm = engine.new_cache();  // builds the prefill-shaped primitives outside the timing
     engine.forward(prompt, warm, logits, false);
@@ -232,19 +228,17 @@ int run_bench(const BenchArgs& args) {
   // The disk tier's bound: a raw sequential O_DIRECT read of the same files through the same
   // engine. A virtualised or shared disk drifts by 2-4x within seconds, so like the bandwidth
   // probe it is taken just before each decode round and compared with that round's tier rate.
-  // Only where blocks may come from disk while decoding: the prefills read, or the budget is
-  // below the weights and the KV cache at its largest in this run (its growth shrinks the
-  // experts' room). With every block resident the probe read about 2 GB/s between rounds for
-  // nothing.
+  // Only where blocks may come from disk while decoding: the dense layers stream, or the budget
+  // holds less than the weights and the KV cache at its largest in this run (its growth shrinks
+  // the experts' room). With every block resident the probe read about 2 GB/s between rounds
+  // for nothing.
   const auto loaded = engine.memory_stats();
-  const std::int64_t last_capacity =
-      (args.prompt_tokens + args.decode_tokens + engine::KvCache::kGrowthPositions - 1) /
-      engine::KvCache::kGrowthPositions * engine::KvCache::kGrowthPositions;
-  const bool disk_involved = loaded.disk.reads > disk_reads_at_load || loaded.dense_streamed ||
-                             loaded.host.misses > host_misses_at_load ||
-                             (loaded.budget_bytes > 0 &&
-                              loaded.budget_bytes < loaded.fixed_bytes + loaded.expert_bytes_total +
-                                                        engine.kv_bytes(last_capacity));
+  const std::uint64_t largest_kv =
+      engine.kv_bytes(engine::KvCache::capacity_for(args.prompt_tokens + args.decode_tokens));
+  const bool disk_involved =
+      loaded.dense_streamed ||
+      (loaded.budget_bytes > 0 &&
+       loaded.budget_bytes < loaded.fixed_bytes + loaded.expert_bytes_total + largest_kv);
   if (disk_involved && args.drop_caches) drop_page_cache();
   auto raw_reader = disk_involved
                         ? memtier::make_reader(engine.model_files(), engine_options(args).reader)

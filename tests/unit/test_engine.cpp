@@ -988,8 +988,6 @@ TEST(Engine, KvCacheMakesThePagesOfPositionsResidentAStepAtATime) {
   constexpr std::int64_t kHeads = 2, kDim = 128, kStep = KvCache::kResidentStepPositions;
   const std::size_t position_bytes = kDim * kv_element_size(KvDtype::bf16);
   KvCache cache(2, kHeads, kDim, KvDtype::bf16, nullptr, 4 * kStep);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(cache.keys(0)) % (std::uintptr_t{2} << 20), 0u)
-      << "not on a 2 MiB boundary: no huge pages";
   EXPECT_EQ(cache.resident_positions(), 0);
   cache.reserve_more(1);
   EXPECT_EQ(cache.resident_positions(), kStep);
@@ -1040,23 +1038,26 @@ TEST(Engine, KvCacheMakesThePagesOfPositionsResidentAStepAtATime) {
         }
 }
 
-// Reserving a position does not make the whole capacity resident: in a head's buffer of 4 MiB
-// (two huge pages), the second half stays unmapped until positions there are reserved.
+// Reserving a position does not make the whole capacity resident: in a head's buffer of 20 MiB
+// (ten huge pages), the second huge page stays unmapped until positions there are reserved. Over
+// 32 MiB in all, so that the allocator maps fresh memory rather than reuse its heap's.
 TEST(Engine, KvCacheLeavesPositionsNotYetReservedUnmapped) {
   if (!kernel_populates_on_advice()) GTEST_SKIP() << "the kernel refuses MADV_POPULATE_WRITE";
-  constexpr std::int64_t kDim = 128, kCapacity = 16384;
+  constexpr std::int64_t kDim = 128, kCapacity = 81920;
+  constexpr std::size_t kHugePage = std::size_t{2} << 20;
   const std::size_t position_bytes = kDim * kv_element_size(KvDtype::bf16);
-  const std::size_t half = kCapacity / 2 * position_bytes;  // 2 MiB
+  const std::int64_t huge_page_positions = static_cast<std::int64_t>(kHugePage / position_bytes);
   KvCache cache(1, 1, kDim, KvDtype::bf16, nullptr, kCapacity);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(cache.keys(0)) % kHugePage, 0u)
+      << "not on a huge page's boundary";
   cache.reserve_more(1);
-  EXPECT_EQ(pages_not_resident(cache.keys(0), KvCache::kResidentStepPositions * position_bytes),
-            0u);
-  EXPECT_EQ(pages_not_resident(cache.keys(0) + half, half), half / sysconf(_SC_PAGESIZE));
-  cache.advance(kCapacity / 2);
+  const std::size_t step_bytes = KvCache::kResidentStepPositions * position_bytes;
+  EXPECT_EQ(pages_not_resident(cache.keys(0), step_bytes), 0u);
+  std::byte* second = cache.keys(0) + kHugePage;
+  EXPECT_EQ(pages_not_resident(second, kHugePage), kHugePage / sysconf(_SC_PAGESIZE));
+  cache.advance(huge_page_positions);
   cache.reserve_more(1);
-  EXPECT_EQ(
-      pages_not_resident(cache.keys(0) + half, KvCache::kResidentStepPositions * position_bytes),
-      0u);
+  EXPECT_EQ(pages_not_resident(second, step_bytes), 0u);
 }
 
 // The shared layout (MLA's latent) has one buffer per layer: values are the keys.
