@@ -32,7 +32,7 @@ dt to_dnnl(DType dtype) {
   return dtype == DType::bf16 ? dt::bf16 : dt::f32;
 }
 
-// Units (row tiles or N blocks) an owner takes from its own run at a time, and a thread from
+// Units (tile groups or N blocks) an owner takes from its own run at a time, and a thread from
 // another's once its own are done (detail::StolenRanges).
 constexpr std::uint32_t kOwnUnits = 2;
 constexpr std::uint32_t kStolenUnits = 1;
@@ -350,7 +350,7 @@ void CpuMatmul::multiply_quantized(const float* x, std::int64_t m, const PackedW
   // Every segment's tiles in one region: a region per segment (attention's q, k and v, where
   // llama-quantize gives v more bits) woke the other threads once for each, at 3-5 us a wake on
   // a 2-core VM, and restarted each thread's stream at every segment.
-  detail::over_row_tiles(units(weight), m, [&](std::uint32_t first, std::uint32_t last) {
+  detail::over_row_groups(units(weight), m, [&](std::uint32_t first, std::uint32_t last) {
     quantized_units(weight, scratch.data(), m, y, first, last);
   });
 }
@@ -425,9 +425,9 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
 std::uint32_t CpuMatmul::units(const PackedWeight& weight) {
   if (!is_quantized(weight.dtype_))
     return static_cast<std::uint32_t>(weight.rows_ / weight.bf16_rows_n_block_);
-  std::int64_t tiles = 0;
-  for (const auto& segment : weight.segments_) tiles += (segment.rows + kTileRows - 1) / kTileRows;
-  return static_cast<std::uint32_t>(tiles);
+  std::int64_t groups = 0;
+  for (const auto& segment : weight.segments_) groups += row_tile_groups(segment.rows);
+  return static_cast<std::uint32_t>(groups);
 }
 
 void CpuMatmul::warm_front(const PackedWeight& weight) {
@@ -463,19 +463,19 @@ void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x,
 
 void CpuMatmul::quantized_units(const PackedWeight& weight, const QuantizedActivations* x,
                                 std::int64_t m, float* y, std::uint32_t first, std::uint32_t last) {
-  // Units number the row tiles of every segment in order.
+  // Units number the tile groups of every segment in order.
   std::int64_t base = 0;
   std::int64_t first_row = 0;
   for (const auto& segment : weight.segments_) {
-    const std::int64_t tiles = (segment.rows + kTileRows - 1) / kTileRows;
+    const std::int64_t groups = row_tile_groups(segment.rows);
     const std::int64_t from = std::max<std::int64_t>(first, base);
-    const std::int64_t to = std::min<std::int64_t>(last, base + tiles);
+    const std::int64_t to = std::min<std::int64_t>(last, base + groups);
     if (from < to)
       detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype),
                                        weight.storage_.get() + segment.offset, segment.rows,
                                        weight.cols_, x, m, y + first_row, weight.rows_,
                                        best_quant_isa(), from - base, to - base);
-    base += tiles;
+    base += groups;
     first_row += segment.rows;
   }
 }

@@ -38,6 +38,25 @@ std::int64_t tile_block_bytes(GgmlType type) {
   }
 }
 
+// Blocks of one tile per chunk of a tile group (quant_tiles.hpp): about 8 KiB.
+std::int64_t tile_chunk_blocks(GgmlType type) {
+  constexpr std::int64_t kChunkBytes = 8192;
+  const std::int64_t block_bytes = tile_block_bytes(type);
+  return std::max<std::int64_t>(1, (kChunkBytes + block_bytes / 2) / block_bytes);
+}
+
+// Where tile t's block b lies in a matrix of `tiles` tiles of `blocks` blocks, counted in blocks
+// from the first: tile groups, chunk by chunk (quant_tiles.hpp).
+std::int64_t tile_block_index(std::int64_t t, std::int64_t b, std::int64_t tiles,
+                              std::int64_t blocks, std::int64_t chunk) {
+  const std::int64_t group = t / kGroupTiles;
+  const std::int64_t group_tiles = std::min(kGroupTiles, tiles - group * kGroupTiles);
+  const std::int64_t c = b / chunk;
+  const std::int64_t run_blocks = std::min(chunk, blocks - c * chunk);
+  return group * kGroupTiles * blocks + c * chunk * group_tiles + (t % kGroupTiles) * run_blocks +
+         b % chunk;
+}
+
 std::int64_t block_elements(GgmlType type) {
   return type == GgmlType::q8_0 || is_legacy(type) ? kQ32 : kQK;
 }
@@ -191,28 +210,28 @@ int quad_dot(const std::uint8_t* w, const std::int8_t* x, int bias) {
   return sum;
 }
 
-float q8_0_row(const std::byte* tile, std::int64_t blocks, int r, const QuantizedActivations& x) {
-  float acc = 0;
+float q8_0_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
+               const QuantizedActivations& x, float acc) {
   for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::byte* block = tile + b * kQ8_0TileBlockBytes;
+    const std::byte* block = run + b * kQ8_0TileBlockBytes;
     const auto* lines = reinterpret_cast<const std::uint8_t*>(block + kQ8_0TileQuants);
     std::int32_t isum = 0;
-    for (int g = 0; g < 8; ++g) isum += quad_dot(lines + 64 * g + 4 * r, x.q8_0[b].qs + 4 * g, 128);
+    for (int g = 0; g < 8; ++g)
+      isum += quad_dot(lines + 64 * g + 4 * r, x.q8_0[first + b].qs + 4 * g, 128);
     std::uint16_t d;
     std::memcpy(&d, block + 2 * r, sizeof d);
-    const float scale = f16_to_f32(d) * f16_to_f32(x.q8_0[b].d);
+    const float scale = f16_to_f32(d) * f16_to_f32(x.q8_0[first + b].d);
     acc = acc + static_cast<float>(isum) * scale;
   }
   return acc;
 }
 
-float q4_k_row(const std::byte* tile, std::int64_t blocks, int r, const QuantizedActivations& x,
-               bool five) {
-  float acc = 0;
+float q4_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
+               const QuantizedActivations& x, float acc, bool five) {
   for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::byte* block = tile + b * (five ? kQ5_KTileBlockBytes : kQ4_KTileBlockBytes);
+    const std::byte* block = run + b * (five ? kQ5_KTileBlockBytes : kQ4_KTileBlockBytes);
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
-    const BlockQ8_K& a = x.q8_k[b];
+    const BlockQ8_K& a = x.q8_k[first + b];
     std::int32_t isum = 0, msum = 0;
     for (int j = 0; j < 8; ++j) {
       std::int32_t dot = 0;
@@ -236,12 +255,12 @@ float q4_k_row(const std::byte* tile, std::int64_t blocks, int r, const Quantize
   return acc;
 }
 
-float q6_k_row(const std::byte* tile, std::int64_t blocks, int r, const QuantizedActivations& x) {
-  float acc = 0;
+float q6_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
+               const QuantizedActivations& x, float acc) {
   for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::byte* block = tile + b * kQ6_KTileBlockBytes;
+    const std::byte* block = run + b * kQ6_KTileBlockBytes;
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
-    const BlockQ8_K& a = x.q8_k[b];
+    const BlockQ8_K& a = x.q8_k[first + b];
     std::int32_t isum = 0;
     for (int j = 0; j < 16; ++j) {
       std::int32_t dot = 0;
@@ -264,15 +283,14 @@ float q6_k_row(const std::byte* tile, std::int64_t blocks, int r, const Quantize
   return acc;
 }
 
-float legacy_row(GgmlType type, const std::byte* tile, std::int64_t blocks, int r,
-                 const QuantizedActivations& x) {
+float legacy_row(GgmlType type, const std::byte* run, std::int64_t first, std::int64_t blocks,
+                 int r, const QuantizedActivations& x, float acc) {
   const std::int64_t quants = legacy_tile_quants(type), high = legacy_tile_high(type);
   const bool five = legacy_has_fifth_bits(type);
-  float acc = 0;
   for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::byte* block = tile + b * legacy_tile_block_bytes(type);
+    const std::byte* block = run + b * legacy_tile_block_bytes(type);
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
-    const std::int8_t* q = x.q8_0[b].qs;
+    const std::int8_t* q = x.q8_0[first + b].qs;
     std::int32_t isum = 0;
     for (int p = 0; p < 4; ++p)
       for (int k = 0; k < 4; ++k) {
@@ -283,39 +301,40 @@ float legacy_row(GgmlType type, const std::byte* tile, std::int64_t blocks, int 
       }
     std::uint16_t d;
     std::memcpy(&d, block + 2 * r, sizeof d);
-    const float dx = f16_to_f32(x.q8_0[b].d);
+    const float dx = f16_to_f32(x.q8_0[first + b].d);
     if (!legacy_has_min(type)) {
-      const std::int32_t offset = (five ? 16 : 8) * x.q8_0_sums[b];
+      const std::int32_t offset = (five ? 16 : 8) * x.q8_0_sums[first + b];
       acc = acc + static_cast<float>(isum - offset) * (f16_to_f32(d) * dx);
       continue;
     }
     std::uint16_t m;
     std::memcpy(&m, block + kLegacyTileMins + 2 * r, sizeof m);
     float term = static_cast<float>(isum) * (f16_to_f32(d) * dx);
-    term = term + f16_to_f32(m) * x.q8_1_sums[b];
+    term = term + f16_to_f32(m) * x.q8_1_sums[first + b];
     acc = acc + term;
   }
   return acc;
 }
 
-void tile_dot_scalar(GgmlType type, const std::byte* tile, std::int64_t blocks,
-                     const QuantizedActivations* const* x, int count, float* out) {
+void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, std::int64_t blocks,
+                     const QuantizedActivations* const* x, int count, float* out, bool resume) {
   for (int i = 0; i < count; ++i)
     for (int r = 0; r < kTileRows; ++r) {
       float& y = out[kTileRows * i + r];
+      const float acc = resume ? y : 0.0f;
       switch (type) {
         case GgmlType::q8_0:
-          y = q8_0_row(tile, blocks, r, *x[i]);
+          y = q8_0_row(run, first, blocks, r, *x[i], acc);
           break;
         case GgmlType::q4_k:
         case GgmlType::q5_k:
-          y = q4_k_row(tile, blocks, r, *x[i], type == GgmlType::q5_k);
+          y = q4_k_row(run, first, blocks, r, *x[i], acc, type == GgmlType::q5_k);
           break;
         case GgmlType::q6_k:
-          y = q6_k_row(tile, blocks, r, *x[i]);
+          y = q6_k_row(run, first, blocks, r, *x[i], acc);
           break;
         default:
-          y = legacy_row(type, tile, blocks, r, *x[i]);
+          y = legacy_row(type, run, first, blocks, r, *x[i], acc);
           break;
       }
     }
@@ -352,68 +371,73 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
   const std::int64_t prefetch_blocks = (256 + stored_bytes - 1) / stored_bytes;
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many).
+  const std::int64_t chunk = tile_chunk_blocks(type);
+  const std::int64_t groups = row_tile_groups(n_rows);
+  // By groups, so that no two threads write into one group's interleaved chunks.
 #pragma omp parallel for schedule(static)
-  for (std::int64_t t = 0; t < tiles; ++t) {
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      std::byte* block = out + (t * blocks + b) * block_bytes;
-      const bool padded = (t + 1) * kTileRows > n_rows;
-      const auto source = [&](int r) {
-        return reinterpret_cast<const std::uint8_t*>(
-                   rows[static_cast<std::size_t>(t * kTileRows + r)]) +
-               b * stored_bytes;
-      };
-      if (in_registers && !padded) {
-        std::array<const std::uint8_t*, kTileRows> sources;
-        for (int r = 0; r < kTileRows; ++r) sources[static_cast<std::size_t>(r)] = source(r);
-        // A block read from disk is in no cache, and sixteen row streams are more than the
-        // hardware prefetchers follow: ask for the rows' bytes about 256 bytes ahead, in the
-        // next tile's rows near the end of a tile.
-        std::int64_t ahead_tile = t, ahead = b + prefetch_blocks;
-        if (ahead >= blocks) {
-          ++ahead_tile;
-          ahead -= blocks;
-        }
-        if (ahead < blocks && (ahead_tile + 1) * kTileRows <= n_rows)
-          for (int r = 0; r < kTileRows; ++r) {
-            const auto* row = reinterpret_cast<const char*>(
-                                  rows[static_cast<std::size_t>(ahead_tile * kTileRows + r)]) +
-                              ahead * stored_bytes;
-            for (std::int64_t at = 0; at < stored_bytes; at += 64) __builtin_prefetch(row + at);
+  for (std::int64_t g = 0; g < groups; ++g) {
+    for (std::int64_t t = g * kGroupTiles; t < std::min(tiles, (g + 1) * kGroupTiles); ++t)
+      for (std::int64_t b = 0; b < blocks; ++b) {
+        std::byte* block = out + tile_block_index(t, b, tiles, blocks, chunk) * block_bytes;
+        const bool padded = (t + 1) * kTileRows > n_rows;
+        const auto source = [&](int r) {
+          return reinterpret_cast<const std::uint8_t*>(
+                     rows[static_cast<std::size_t>(t * kTileRows + r)]) +
+                 b * stored_bytes;
+        };
+        if (in_registers && !padded) {
+          std::array<const std::uint8_t*, kTileRows> sources;
+          for (int r = 0; r < kTileRows; ++r) sources[static_cast<std::size_t>(r)] = source(r);
+          // A block read from disk is in no cache, and sixteen row streams are more than the
+          // hardware prefetchers follow: ask for the rows' bytes about 256 bytes ahead, in the
+          // next tile's rows near the end of a tile.
+          std::int64_t ahead_tile = t, ahead = b + prefetch_blocks;
+          if (ahead >= blocks) {
+            ++ahead_tile;
+            ahead -= blocks;
           }
-        pack_tile_block_avx512(type, sources.data(), block);
-        continue;
-      }
-      if (padded) std::memset(block, 0, static_cast<std::size_t>(block_bytes));
-      for (int r = 0; r < kTileRows && t * kTileRows + r < n_rows; ++r) {
-        const auto* src = source(r);
-        switch (type) {
-          case GgmlType::q8_0:
-            pack_q8_0(src, r, block);
-            break;
-          case GgmlType::q4_k:
-            pack_k_scales_and_nibbles(src, src + offsetof(BlockQ4_K, scales),
-                                      src + offsetof(BlockQ4_K, qs), nullptr, r, block);
-            break;
-          case GgmlType::q5_k:
-            pack_k_scales_and_nibbles(src, src + offsetof(BlockQ5_K, scales),
-                                      src + offsetof(BlockQ5_K, qs), src + offsetof(BlockQ5_K, qh),
-                                      r, block);
-            break;
-          case GgmlType::q6_k:
-            pack_q6_k(src, r, block);
-            break;
-          default:
-            pack_legacy(type, src, r, block);
-            break;
+          if (ahead < blocks && (ahead_tile + 1) * kTileRows <= n_rows)
+            for (int r = 0; r < kTileRows; ++r) {
+              const auto* row = reinterpret_cast<const char*>(
+                                    rows[static_cast<std::size_t>(ahead_tile * kTileRows + r)]) +
+                                ahead * stored_bytes;
+              for (std::int64_t at = 0; at < stored_bytes; at += 64) __builtin_prefetch(row + at);
+            }
+          pack_tile_block_avx512(type, sources.data(), block);
+          continue;
         }
+        if (padded) std::memset(block, 0, static_cast<std::size_t>(block_bytes));
+        for (int r = 0; r < kTileRows && t * kTileRows + r < n_rows; ++r) {
+          const auto* src = source(r);
+          switch (type) {
+            case GgmlType::q8_0:
+              pack_q8_0(src, r, block);
+              break;
+            case GgmlType::q4_k:
+              pack_k_scales_and_nibbles(src, src + offsetof(BlockQ4_K, scales),
+                                        src + offsetof(BlockQ4_K, qs), nullptr, r, block);
+              break;
+            case GgmlType::q5_k:
+              pack_k_scales_and_nibbles(src, src + offsetof(BlockQ5_K, scales),
+                                        src + offsetof(BlockQ5_K, qs),
+                                        src + offsetof(BlockQ5_K, qh), r, block);
+              break;
+            case GgmlType::q6_k:
+              pack_q6_k(src, r, block);
+              break;
+            default:
+              pack_legacy(type, src, r, block);
+              break;
+          }
+        }
+        // Padding rows keep zero scales; a q8_0 zero quant is stored as 128.
+        if (padded && type == GgmlType::q8_0)
+          for (std::int64_t r = std::max<std::int64_t>(0, n_rows - t * kTileRows); r < kTileRows;
+               ++r)
+            for (int g = 0; g < 8; ++g)
+              std::memset(block + kQ8_0TileQuants + 64 * g + 4 * r, 0x80, 4);
       }
-      // Padding rows keep zero scales; a q8_0 zero quant is stored as 128.
-      if (padded && type == GgmlType::q8_0)
-        for (std::int64_t r = std::max<std::int64_t>(0, n_rows - t * kTileRows); r < kTileRows; ++r)
-          for (int g = 0; g < 8; ++g)
-            std::memset(block + kQ8_0TileQuants + 64 * g + 4 * r, 0x80, 4);
-    }
-    _mm_sfence();  // the register packer's streaming stores, before other threads read the tile
+    _mm_sfence();  // the register packer's streaming stores, before other threads read the group
   }
 }
 
@@ -446,32 +470,47 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
                               std::int64_t last) {
   isa = usable_quant_isa(isa);
   const std::int64_t blocks = cols / block_elements(type);
-  const std::int64_t tile_bytes = blocks * tile_block_bytes(type);
-  const int group = isa == QuantIsa::avx512_vnni ? group_avx512()
-                    : isa == QuantIsa::avx2      ? group_avx2()
-                                                 : 1;
-  for (std::int64_t t = first; t < last; ++t) {
-    const std::byte* tile = tiles + t * tile_bytes;
-    const auto valid = static_cast<std::size_t>(std::min(kTileRows, rows - t * kTileRows));
-    float out[4 * kTileRows];
+  const std::int64_t block_bytes = tile_block_bytes(type);
+  const std::int64_t chunk = tile_chunk_blocks(type);
+  const std::int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;
+  const int rows_per_call = isa == QuantIsa::avx512_vnni ? group_avx512()
+                            : isa == QuantIsa::avx2      ? group_avx2()
+                                                         : 1;
+  for (std::int64_t g = first; g < last; ++g) {
+    const std::int64_t first_tile = g * kGroupTiles;
+    const std::int64_t group_tiles = std::min(kGroupTiles, n_tiles - first_tile);
+    const std::byte* group = tiles + first_tile * blocks * block_bytes;
+    float out[kGroupTiles][4 * kTileRows];
     const QuantizedActivations* batch[4];
-    for (std::int64_t i0 = 0; i0 < m; i0 += group) {
-      const int count = static_cast<int>(std::min<std::int64_t>(group, m - i0));
+    for (std::int64_t i0 = 0; i0 < m; i0 += rows_per_call) {
+      const int count = static_cast<int>(std::min<std::int64_t>(rows_per_call, m - i0));
       for (int i = 0; i < count; ++i) batch[i] = x + i0 + i;
       switch (isa) {
         case QuantIsa::avx512_vnni:
-          tile_dot_avx512(type, tile, blocks, batch, count, out);
+          group_dot_avx512(type, group, group_tiles, blocks, chunk, block_bytes, batch, count,
+                           out[0]);
           break;
         case QuantIsa::avx2:
-          tile_dot_avx2(type, tile, blocks, batch, count, out);
+          group_dot_avx2(type, group, group_tiles, blocks, chunk, block_bytes, batch, count,
+                         out[0]);
           break;
         case QuantIsa::scalar:
-          tile_dot_scalar(type, tile, blocks, batch, count, out);
+          for (std::int64_t c = 0; c < blocks; c += chunk) {
+            const std::int64_t run_blocks = std::min(chunk, blocks - c);
+            const std::byte* runs = group + c * group_tiles * block_bytes;
+            for (std::int64_t k = 0; k < group_tiles; ++k)
+              tile_dot_scalar(type, runs + k * run_blocks * block_bytes, c, run_blocks, batch,
+                              count, out[k], c > 0);
+          }
           break;
       }
-      for (int i = 0; i < count; ++i)
-        std::memcpy(y + (i0 + i) * y_stride + t * kTileRows, out + kTileRows * i,
-                    valid * sizeof(float));
+      for (std::int64_t k = 0; k < group_tiles; ++k) {
+        const std::int64_t t = first_tile + k;
+        const auto valid = static_cast<std::size_t>(std::min(kTileRows, rows - t * kTileRows));
+        for (int i = 0; i < count; ++i)
+          std::memcpy(y + (i0 + i) * y_stride + t * kTileRows, out[k] + kTileRows * i,
+                      valid * sizeof(float));
+      }
     }
   }
 }
@@ -484,8 +523,8 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
   require_row_tiles(type, cols, "row_tile_matmul");
   if (m <= 0 || rows <= 0) return;
   detail::check_row_tile_activations(type, cols, x, m);
-  const auto n_tiles = static_cast<std::uint32_t>((rows + kTileRows - 1) / kTileRows);
-  detail::over_row_tiles(n_tiles, m, [&](std::uint32_t first, std::uint32_t last) {
+  const auto groups = static_cast<std::uint32_t>(row_tile_groups(rows));
+  detail::over_row_groups(groups, m, [&](std::uint32_t first, std::uint32_t last) {
     detail::row_tiles_on_this_thread(type, tiles, rows, cols, x, m, y, y_stride, isa, first, last);
   });
 }

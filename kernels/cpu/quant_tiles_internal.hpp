@@ -70,12 +70,15 @@ constexpr std::int64_t legacy_tile_block_bytes(GgmlType type) {
 int group_avx2();
 int group_avx512();
 
-// out[16 * i + r] = dot(tile row r, *x[i]) for i < count (count <= that ISA's group), over
-// `blocks` blocks of the format.
-void tile_dot_avx2(GgmlType type, const std::byte* tile, std::int64_t blocks,
-                   const QuantizedActivations* const* x, int count, float* out);
-void tile_dot_avx512(GgmlType type, const std::byte* tile, std::int64_t blocks,
-                     const QuantizedActivations* const* x, int count, float* out);
+// For i < count (count <= that ISA's group) and tile k < tiles of the tile group at `group`
+// (quant_tiles.hpp's layout, chunks of `chunk` blocks of `block_bytes`): out[64 k + 16 i + r] =
+// dot(row r of tile k, *x[i]) over `blocks` blocks of the format.
+void group_dot_avx2(GgmlType type, const std::byte* group, std::int64_t tiles, std::int64_t blocks,
+                    std::int64_t chunk, std::int64_t block_bytes,
+                    const QuantizedActivations* const* x, int count, float* out);
+void group_dot_avx512(GgmlType type, const std::byte* group, std::int64_t tiles,
+                      std::int64_t blocks, std::int64_t chunk, std::int64_t block_bytes,
+                      const QuantizedActivations* const* x, int count, float* out);
 
 // Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as the
 // scalar packer does; needs AVX-512 F, BW, VL and VBMI.

@@ -14,22 +14,22 @@ namespace moed::kernels::detail {
 void check_row_tile_activations(GgmlType type, std::int64_t cols, const QuantizedActivations* x,
                                 std::int64_t m);
 
-// row_tile_matmul over tiles [first, last) only, on the calling thread; x already checked.
+// row_tile_matmul over tile groups [first, last) only, on the calling thread; x already checked.
 void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_t rows,
                               std::int64_t cols, const QuantizedActivations* x, std::int64_t m,
                               float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
                               std::int64_t last);
 
-// Runs body(first, last) over tiles [0, tiles) of one product of m rows in one region
-// (run_team). Each thread streams one contiguous run, four tiles a take (a compare-and-swap on a
-// line no other thread touches until the runs meet), then takes single tiles from the ends of
-// the others' runs. Handing out single tiles from one counter (dynamic) interleaved the threads'
-// reads and cost a third of the decode rate.
+// Runs body(first, last) over tile groups [0, groups) of one product of m rows in one region
+// (run_team). Each thread streams one contiguous run, a group (64 rows) a take (a
+// compare-and-swap on a line no other thread touches until the runs meet), then takes single
+// groups from the ends of the others' runs. Handing out single tiles from one counter (dynamic)
+// interleaved the threads' reads and cost a third of the decode rate.
 template <typename Body>
-void over_row_tiles(std::uint32_t tiles, std::int64_t m, const Body& body) {
-  constexpr std::uint32_t kOwnTiles = 4;
-  constexpr std::uint32_t kStolenTiles = 1;
-  over_stolen_ranges(tiles, m, kOwnTiles, kStolenTiles, body);
+void over_row_groups(std::uint32_t groups, std::int64_t m, const Body& body) {
+  constexpr std::uint32_t kOwnGroups = 1;
+  constexpr std::uint32_t kStolenGroups = 1;
+  over_stolen_ranges(groups, m, kOwnGroups, kStolenGroups, body);
 }
 
 }  // namespace moed::kernels::detail

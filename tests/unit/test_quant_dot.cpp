@@ -516,27 +516,28 @@ std::vector<QuantizedActivations> random_rows(std::int64_t m, std::int64_t cols,
 
 TEST(QuantTiles, EveryPathAndBatchSizeGivesTheScalarSoloResultBitForBit) {
   std::mt19937 rng(21);
-  // 37 rows: two whole tiles and a padded one.
-  const std::int64_t rows = 37;
-  for (const GgmlType type : kTiledFormats)
-    for (const std::int64_t cols : {512, 256 * 11}) {
-      const Tiled w = random_tiled(type, rows, cols, rng);
-      const auto x = random_rows(9, cols, rng);
-      std::vector<float> solo(static_cast<std::size_t>(9 * rows));
-      for (std::int64_t i = 0; i < 9; ++i)
-        row_tile_matmul(type, w.tiles.data(), rows, cols, &x[i], 1, solo.data() + i * rows, rows,
-                        QuantIsa::scalar);
-      std::vector<QuantIsa> paths = simd_paths();
-      paths.push_back(QuantIsa::scalar);
-      for (const QuantIsa isa : paths)
-        for (const std::int64_t m : {1, 2, 3, 5, 9}) {
-          std::vector<float> y(static_cast<std::size_t>(m * rows), -1.0f);
-          row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, y.data(), rows, isa);
-          ASSERT_EQ(std::memcmp(y.data(), solo.data(), y.size() * sizeof(float)), 0)
-              << ggml_type_name(type) << " cols=" << cols << " " << quant_isa_name(isa)
-              << " m=" << m;
-        }
-    }
+  // 37 rows: two whole tiles and a padded one, in one tile group; 150: two whole groups and one
+  // of two tiles.
+  for (const std::int64_t rows : {37, 150})
+    for (const GgmlType type : kTiledFormats)
+      for (const std::int64_t cols : {512, 256 * 11}) {
+        const Tiled w = random_tiled(type, rows, cols, rng);
+        const auto x = random_rows(9, cols, rng);
+        std::vector<float> solo(static_cast<std::size_t>(9 * rows));
+        for (std::int64_t i = 0; i < 9; ++i)
+          row_tile_matmul(type, w.tiles.data(), rows, cols, &x[i], 1, solo.data() + i * rows, rows,
+                          QuantIsa::scalar);
+        std::vector<QuantIsa> paths = simd_paths();
+        paths.push_back(QuantIsa::scalar);
+        for (const QuantIsa isa : paths)
+          for (const std::int64_t m : {1, 2, 3, 5, 9}) {
+            std::vector<float> y(static_cast<std::size_t>(m * rows), -1.0f);
+            row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, y.data(), rows, isa);
+            ASSERT_EQ(std::memcmp(y.data(), solo.data(), y.size() * sizeof(float)), 0)
+                << ggml_type_name(type) << " rows=" << rows << " cols=" << cols << " "
+                << quant_isa_name(isa) << " m=" << m;
+          }
+      }
 }
 
 TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
@@ -576,7 +577,9 @@ TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
 
 TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
   std::mt19937 rng(22);
-  const std::int64_t rows = 21, cols = 1024;
+  // 150 rows: two whole tile groups and one of two tiles, the last padded; 1024 columns: chunks
+  // of every format, the last one shorter.
+  const std::int64_t rows = 150, cols = 1024;
   for (const GgmlType type : kTiledFormats) {
     const Tiled w = random_tiled(type, rows, cols, rng);
     const auto x = random_rows(3, cols, rng);
