@@ -45,16 +45,20 @@ std::int64_t tile_chunk_blocks(GgmlType type) {
   return std::max<std::int64_t>(1, (kChunkBytes + block_bytes / 2) / block_bytes);
 }
 
-// Where tile t's block b lies in a matrix of `tiles` tiles of `blocks` blocks, counted in blocks
-// from the first: tile groups, chunk by chunk (quant_tiles.hpp).
-std::int64_t tile_block_index(std::int64_t t, std::int64_t b, std::int64_t tiles,
-                              std::int64_t blocks, std::int64_t chunk) {
-  const std::int64_t group = t / kGroupTiles;
-  const std::int64_t group_tiles = std::min(kGroupTiles, tiles - group * kGroupTiles);
-  const std::int64_t c = b / chunk;
-  const std::int64_t run_blocks = std::min(chunk, blocks - c * chunk);
-  return group * kGroupTiles * blocks + c * chunk * group_tiles + (t % kGroupTiles) * run_blocks +
-         b % chunk;
+// Tile group g of a matrix of `tiles` tiles of `blocks` blocks at `tiles_start`, all its tiles
+// computed.
+TileGroup tile_group(GgmlType type, const std::byte* tiles_start, std::int64_t tiles,
+                     std::int64_t blocks, std::int64_t g) {
+  const std::int64_t first_tile = g * kGroupTiles;
+  const std::int64_t block_bytes = tile_block_bytes(type);
+  const std::int64_t group_tiles = std::min(kGroupTiles, tiles - first_tile);
+  return {tiles_start + first_tile * blocks * block_bytes,
+          group_tiles,
+          blocks,
+          tile_chunk_blocks(type),
+          block_bytes,
+          0,
+          group_tiles};
 }
 
 std::int64_t block_elements(GgmlType type) {
@@ -371,14 +375,17 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
   const std::int64_t prefetch_blocks = (256 + stored_bytes - 1) / stored_bytes;
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many).
-  const std::int64_t chunk = tile_chunk_blocks(type);
   const std::int64_t groups = row_tile_groups(n_rows);
   // By groups, so that no two threads write into one group's interleaved chunks.
 #pragma omp parallel for schedule(static)
-  for (std::int64_t g = 0; g < groups; ++g) {
-    for (std::int64_t t = g * kGroupTiles; t < std::min(tiles, (g + 1) * kGroupTiles); ++t)
+  for (std::int64_t group_index = 0; group_index < groups; ++group_index) {
+    const TileGroup group = tile_group(type, out, tiles, blocks, group_index);
+    for (std::int64_t k = 0; k < group.tiles; ++k)
       for (std::int64_t b = 0; b < blocks; ++b) {
-        std::byte* block = out + tile_block_index(t, b, tiles, blocks, chunk) * block_bytes;
+        const std::int64_t t = group_index * kGroupTiles + k;
+        const std::int64_t c = b - b % group.chunk;
+        std::byte* block =
+            const_cast<std::byte*>(group.start) + run_offset(group, c, k) + (b - c) * block_bytes;
         const bool padded = (t + 1) * kTileRows > n_rows;
         const auto source = [&](int r) {
           return reinterpret_cast<const std::uint8_t*>(
@@ -470,47 +477,55 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
                               std::int64_t last) {
   isa = usable_quant_isa(isa);
   const std::int64_t blocks = cols / block_elements(type);
-  const std::int64_t block_bytes = tile_block_bytes(type);
-  const std::int64_t chunk = tile_chunk_blocks(type);
   const std::int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;
-  const int rows_per_call = isa == QuantIsa::avx512_vnni ? group_avx512()
-                            : isa == QuantIsa::avx2      ? group_avx2()
+  const int rows_per_call = isa == QuantIsa::avx512_vnni ? rows_per_call_avx512()
+                            : isa == QuantIsa::avx2      ? rows_per_call_avx2()
                                                          : 1;
-  for (std::int64_t g = first; g < last; ++g) {
-    const std::int64_t first_tile = g * kGroupTiles;
-    const std::int64_t group_tiles = std::min(kGroupTiles, n_tiles - first_tile);
-    const std::byte* group = tiles + first_tile * blocks * block_bytes;
-    float out[kGroupTiles][4 * kTileRows];
+  // Computes tiles [group.begin, group.end) of the group whose first tile is first_tile, for the
+  // activation rows from i0, through out.
+  const auto compute = [&](const TileGroup& group, std::int64_t first_tile, std::int64_t i0,
+                           float* out) {
+    const int count = static_cast<int>(std::min<std::int64_t>(rows_per_call, m - i0));
     const QuantizedActivations* batch[4];
-    for (std::int64_t i0 = 0; i0 < m; i0 += rows_per_call) {
-      const int count = static_cast<int>(std::min<std::int64_t>(rows_per_call, m - i0));
-      for (int i = 0; i < count; ++i) batch[i] = x + i0 + i;
-      switch (isa) {
-        case QuantIsa::avx512_vnni:
-          group_dot_avx512(type, group, group_tiles, blocks, chunk, block_bytes, batch, count,
-                           out[0]);
-          break;
-        case QuantIsa::avx2:
-          group_dot_avx2(type, group, group_tiles, blocks, chunk, block_bytes, batch, count,
-                         out[0]);
-          break;
-        case QuantIsa::scalar:
-          for (std::int64_t c = 0; c < blocks; c += chunk) {
-            const std::int64_t run_blocks = std::min(chunk, blocks - c);
-            const std::byte* runs = group + c * group_tiles * block_bytes;
-            for (std::int64_t k = 0; k < group_tiles; ++k)
-              tile_dot_scalar(type, runs + k * run_blocks * block_bytes, c, run_blocks, batch,
-                              count, out[k], c > 0);
-          }
-          break;
-      }
-      for (std::int64_t k = 0; k < group_tiles; ++k) {
-        const std::int64_t t = first_tile + k;
-        const auto valid = static_cast<std::size_t>(std::min(kTileRows, rows - t * kTileRows));
-        for (int i = 0; i < count; ++i)
-          std::memcpy(y + (i0 + i) * y_stride + t * kTileRows, out[k] + kTileRows * i,
-                      valid * sizeof(float));
-      }
+    for (int i = 0; i < count; ++i) batch[i] = x + i0 + i;
+    switch (isa) {
+      case QuantIsa::avx512_vnni:
+        group_dot_avx512(type, group, batch, count, out);
+        break;
+      case QuantIsa::avx2:
+        group_dot_avx2(type, group, batch, count, out);
+        break;
+      case QuantIsa::scalar:
+        for (std::int64_t c = 0; c < blocks; c += group.chunk)
+          for (std::int64_t k = group.begin; k < group.end; ++k)
+            tile_dot_scalar(type, group.start + run_offset(group, c, k), c,
+                            std::min(group.chunk, blocks - c), batch, count,
+                            out + 4 * kTileRows * (k - group.begin), c > 0);
+        break;
+    }
+    for (std::int64_t k = group.begin; k < group.end; ++k) {
+      const std::int64_t t = first_tile + k;
+      const auto valid = static_cast<std::size_t>(std::min(kTileRows, rows - t * kTileRows));
+      for (int i = 0; i < count; ++i)
+        std::memcpy(y + (i0 + i) * y_stride + t * kTileRows,
+                    out + 4 * kTileRows * (k - group.begin) + kTileRows * i, valid * sizeof(float));
+    }
+  };
+  float out[kGroupTiles * 4 * kTileRows];
+  for (std::int64_t g = first; g < last; ++g) {
+    const TileGroup group = tile_group(type, tiles, n_tiles, blocks, g);
+    if (m <= rows_per_call) {
+      compute(group, g * kGroupTiles, 0, out);
+      continue;
+    }
+    // Prefill: tile by tile, every activation row against one tile's runs while they are in
+    // cache (a q8_0 group of a 14336-wide matrix is about 1 MB, a tile a quarter of it).
+    for (std::int64_t k = 0; k < group.tiles; ++k) {
+      TileGroup tile = group;
+      tile.begin = k;
+      tile.end = k + 1;
+      for (std::int64_t i0 = 0; i0 < m; i0 += rows_per_call)
+        compute(tile, g * kGroupTiles, i0, out);
     }
   }
 }

@@ -67,18 +67,32 @@ constexpr std::int64_t legacy_tile_block_bytes(GgmlType type) {
 }
 
 // Activation rows one call takes (it shares each weight line among them).
-int group_avx2();
-int group_avx512();
+int rows_per_call_avx2();
+int rows_per_call_avx512();
 
-// For i < count (count <= that ISA's group) and tile k < tiles of the tile group at `group`
-// (quant_tiles.hpp's layout, chunks of `chunk` blocks of `block_bytes`): out[64 k + 16 i + r] =
-// dot(row r of tile k, *x[i]) over `blocks` blocks of the format.
-void group_dot_avx2(GgmlType type, const std::byte* group, std::int64_t tiles, std::int64_t blocks,
-                    std::int64_t chunk, std::int64_t block_bytes,
-                    const QuantizedActivations* const* x, int count, float* out);
-void group_dot_avx512(GgmlType type, const std::byte* group, std::int64_t tiles,
-                      std::int64_t blocks, std::int64_t chunk, std::int64_t block_bytes,
-                      const QuantizedActivations* const* x, int count, float* out);
+// One tile group of a matrix in quant_tiles.hpp's layout, and which of its tiles to compute.
+struct TileGroup {
+  const std::byte* start;    // the group's first byte
+  std::int64_t tiles;        // tiles in the group: kGroupTiles, or fewer in a matrix's last
+  std::int64_t blocks;       // blocks per tile
+  std::int64_t chunk;        // blocks per chunk (the last chunk may have fewer)
+  std::int64_t block_bytes;  // bytes per block of one tile
+  std::int64_t begin, end;   // the tiles computed, [begin, end) of the group's
+};
+
+// Bytes from a group's start to tile k's run of the chunk that starts at block c.
+inline std::int64_t run_offset(const TileGroup& group, std::int64_t c, std::int64_t k) {
+  const std::int64_t run_blocks = group.chunk < group.blocks - c ? group.chunk : group.blocks - c;
+  return (c * group.tiles + k * run_blocks) * group.block_bytes;
+}
+
+// For i < count (count <= that ISA's rows per call) and tiles k in [group.begin, group.end):
+// out[64 (k - begin) + 16 i + r] = dot(row r of tile k, *x[i]) over the tile's blocks, chunk by
+// chunk.
+void group_dot_avx2(GgmlType type, const TileGroup& group, const QuantizedActivations* const* x,
+                    int count, float* out);
+void group_dot_avx512(GgmlType type, const TileGroup& group, const QuantizedActivations* const* x,
+                      int count, float* out);
 
 // Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as the
 // scalar packer does; needs AVX-512 F, BW, VL and VBMI.

@@ -22,6 +22,7 @@
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
 #include "random_data.hpp"
+#include "row_tile_units.hpp"
 
 using namespace moed::kernels;
 
@@ -573,6 +574,35 @@ TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
                 << " of " << bytes;
           }
         }
+}
+
+// Threads share a product by tile groups: every split of the groups into two ranges must give
+// the whole range's bytes, for decode (one row) and prefill (more rows than one call takes,
+// computed tile by tile).
+TEST(QuantTiles, AnySplitOfTheGroupsGivesTheWholeRangesBytes) {
+  std::mt19937 rng(24);
+  const std::int64_t rows = 150, cols = 1024;
+  const std::int64_t groups = row_tile_groups(rows);
+  for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_k, GgmlType::q6_k, GgmlType::q5_0}) {
+    const Tiled w = random_tiled(type, rows, cols, rng);
+    const auto x = random_rows(5, cols, rng);
+    for (const QuantIsa isa : {best_quant_isa(), QuantIsa::scalar})
+      for (const std::int64_t m : {1, 5}) {
+        std::vector<float> whole(static_cast<std::size_t>(m * rows), -1.0f);
+        detail::row_tiles_on_this_thread(type, w.tiles.data(), rows, cols, x.data(), m,
+                                         whole.data(), rows, isa, 0, groups);
+        for (std::int64_t split = 1; split < groups; ++split) {
+          std::vector<float> y(whole.size(), -2.0f);
+          detail::row_tiles_on_this_thread(type, w.tiles.data(), rows, cols, x.data(), m, y.data(),
+                                           rows, isa, 0, split);
+          detail::row_tiles_on_this_thread(type, w.tiles.data(), rows, cols, x.data(), m, y.data(),
+                                           rows, isa, split, groups);
+          ASSERT_EQ(std::memcmp(y.data(), whole.data(), y.size() * sizeof(float)), 0)
+              << ggml_type_name(type) << " " << quant_isa_name(isa) << " m=" << m
+              << " split=" << split;
+        }
+      }
+  }
 }
 
 TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {

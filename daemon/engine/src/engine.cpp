@@ -78,6 +78,16 @@ class BlockBuffer {
  public:
   BlockBuffer(const kernels::PackedAllocator& allocate, std::size_t capacity)
       : buffer_(allocate(capacity)), capacity_(capacity) {}
+  BlockBuffer(const BlockBuffer&) = delete;
+  BlockBuffer& operator=(const BlockBuffer&) = delete;
+
+  // Once every piece is handed out: the sizes computed ahead must be the sizes packed.
+  void check_filled() const {
+    if (used_ != capacity_)
+      throw std::logic_error("block buffer: " + std::to_string(used_) + " of its " +
+                             std::to_string(capacity_) +
+                             " bytes used (the block's packed sizes were computed wrong)");
+  }
 
   // Pieces share the buffer's ownership: the block's memory goes when its last matrix does.
   kernels::PackedAllocator pieces() {
@@ -258,6 +268,7 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
   }
   if (t.has(DenseRole::shared_expert_gate))
     w->shared_expert_gate = pack({t.weight(DenseRole::shared_expert_gate)}, hidden);
+  block.check_filled();
   return w;
 }
 
@@ -278,6 +289,7 @@ std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const mod
   BlockBuffer block(allocate, expert_matrix_bytes(matmul, spec, gate_up, down));
   w->gate_up = matmul.pack(gate_up, spec.hidden_size, block.pieces());
   w->down = matmul.pack(std::span(&down, 1), spec.intermediate_size, block.pieces());
+  block.check_filled();
   return w;
 }
 

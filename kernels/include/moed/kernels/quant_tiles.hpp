@@ -19,7 +19,7 @@
 //         acc = acc + term
 // over blocks in order from a zero accumulator.
 //
-// Byte layouts, per tile and per block of the format (blocks in row order, tiles in order):
+// Byte layouts, per tile and per block of the format (the blocks' order: tile groups below):
 //   q8_0 (32 elements, 544 bytes): fp16 d[16]; u8 q[8 groups][16 rows][4], each quant + 128.
 //   q4_K (256 elements, 2368 bytes): fp16 d[16], dmin[16]; u8 scale[8][16], min[8][16];
 //     u8 line[8 sub-blocks][4][16 rows][4]: line (j, p), byte 4r + k holds element 32j + 8p + k
@@ -40,7 +40,9 @@
 //
 // Tile groups: every four tiles (64 rows; the last group of a matrix may have fewer) lie
 // interleaved by chunks of blocks: chunk 0 of each of the group's tiles in turn, then chunk 1
-// of each, and so on (a chunk is about 8 KiB: tile_chunk_blocks; the last chunk may be shorter).
+// of each, and so on. A chunk is round(8192 / the tile's bytes per block) blocks, at least one
+// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q4_K 3, q5_K 3, q6_K 2); the last chunk of a
+// tile may have fewer.
 // A group is still one sequential stream, and each chunk of activations serves its four tiles
 // while it is in L1. With whole tiles in turn, a tile wider than about 40 KiB (hidden 4096:
 // 128 q8_0 blocks, 70 KiB) pushed the activations out of L1 before the next tile came back to
