@@ -496,11 +496,11 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
         group_dot_avx2(type, group, batch, count, out);
         break;
       case QuantIsa::scalar:
-        for (std::int64_t c = 0; c < blocks; c += group.chunk)
-          for (std::int64_t k = group.begin; k < group.end; ++k)
-            tile_dot_scalar(type, group.start + run_offset(group, c, k), c,
-                            std::min(group.chunk, blocks - c), batch, count,
-                            out + 4 * kTileRows * (k - group.begin), c > 0);
+        for_each_run(group, [&](const std::byte* run, std::int64_t first, std::int64_t run_blocks,
+                                std::int64_t slot, bool resume) {
+          tile_dot_scalar(type, run, first, run_blocks, batch, count, out + 4 * kTileRows * slot,
+                          resume);
+        });
         break;
     }
     for (std::int64_t k = group.begin; k < group.end; ++k) {

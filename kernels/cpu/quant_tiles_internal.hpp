@@ -86,6 +86,18 @@ inline std::int64_t run_offset(const TileGroup& group, std::int64_t c, std::int6
   return (c * group.tiles + k * run_blocks) * group.block_bytes;
 }
 
+// Calls run(at, first, blocks, slot, resume) for the computed tiles' runs in the group's order:
+// chunk by chunk, tile by tile; `slot` is k - begin, and `resume` is false on a tile's first run.
+template <typename Run>
+void for_each_run(const TileGroup& group, const Run& run) {
+  for (std::int64_t c = 0; c < group.blocks; c += group.chunk) {
+    const std::int64_t run_blocks = group.chunk < group.blocks - c ? group.chunk : group.blocks - c;
+    for (std::int64_t k = group.begin; k < group.end; ++k)
+      run(group.start + (c * group.tiles + k * run_blocks) * group.block_bytes, c, run_blocks,
+          k - group.begin, c > 0);
+  }
+}
+
 // For i < count (count <= that ISA's rows per call) and tiles k in [group.begin, group.end):
 // out[64 (k - begin) + 16 i + r] = dot(row r of tile k, *x[i]) over the tile's blocks, chunk by
 // chunk.
