@@ -38,9 +38,7 @@ float max_abs(const float* v, int n, bool& has_nan) {
 // n is a whole number of 32-element blocks (the caller checks).
 void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) {
   out.n = n;
-  out.q8_0.resize(static_cast<std::size_t>(n / kQ32));
-  out.q8_0_sums.resize(out.q8_0.size());
-  out.q8_1_sums.resize(out.q8_0.size());
+  qdot::resize_q8_0_fields(out, n / kQ32);
   for (std::int64_t b = 0; b < n / kQ32; ++b) {
     const float* v = x + b * kQ32;
     bool has_nan;
@@ -54,8 +52,7 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
       block.qs[i] = quantize_one(v[i], inverse);
       sum += block.qs[i];
     }
-    out.q8_0_sums[static_cast<std::size_t>(b)] = sum;
-    out.q8_1_sums[static_cast<std::size_t>(b)] = qdot::q8_1_sum(d, sum);
+    qdot::set_q8_0_fields(out, b, d, sum);
   }
   out.q8_k.clear();
   if (n % kQK != 0) return;

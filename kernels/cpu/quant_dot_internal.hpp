@@ -88,6 +88,27 @@ static inline float q8_1_sum(float d, std::int32_t sum) {
   return f16_to_f32(f32_to_f16(d * static_cast<float>(sum)));
 }
 
+// Sizes the per-block fields of `out` for `blocks` Q8_0 blocks.
+static inline void resize_q8_0_fields(QuantizedActivations& out, std::int64_t blocks) {
+  const auto size = static_cast<std::size_t>(blocks);
+  out.q8_0.resize(size);
+  out.q8_0_sums.resize(size);
+  out.q8_1_sums.resize(size);
+  out.q8_0_scales.resize(size);
+  out.q8_0_bias.resize(size);
+}
+
+// Block b's sums and scales, from its unrounded scale d (the block's fp16 d already stored) and
+// its quants' sum.
+static inline void set_q8_0_fields(QuantizedActivations& out, std::int64_t b, float d,
+                                   std::int32_t sum) {
+  const auto i = static_cast<std::size_t>(b);
+  out.q8_0_sums[i] = sum;
+  out.q8_1_sums[i] = q8_1_sum(d, sum);
+  out.q8_0_scales[i] = f16_to_f32(out.q8_0[i].d);
+  out.q8_0_bias[i] = 128 * sum;
+}
+
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has
 // its own copy, never one built for another ISA).
 static inline float reduce8(const float* acc) {
