@@ -14,6 +14,7 @@
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
+#include "moed/memtier/aligned_buffer.hpp"
 #include "team.hpp"
 
 using namespace moed::kernels;
@@ -197,17 +198,18 @@ void BM_QuantMatvec(benchmark::State& state) {
         type == GgmlType::q5_k)
       std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
   }
-  // As CpuMatmul keeps them: repacked into row tiles.
+  // As the engine keeps them: repacked into row tiles, on transparent huge pages.
   const std::size_t stride = row_tile_bytes(type, rows, cols);
-  std::vector<std::byte> packed(stride * copies);
+  moed::memtier::AlignedBuffer buffer(stride * copies);
+  std::byte* packed = buffer.data();
   std::vector<const std::byte*> starts;
   for (std::int64_t r = 0; r < rows; ++r)
     starts.push_back(reinterpret_cast<const std::byte*>(weights.data()) +
                      r * ggml_row_bytes(type, cols));
-  pack_row_tiles(type, starts, cols, packed.data());
+  pack_row_tiles(type, starts, cols, packed);
   weights.clear();
   weights.shrink_to_fit();
-  for (std::size_t c = 1; c < copies; ++c) std::memcpy(&packed[c * stride], packed.data(), stride);
+  for (std::size_t c = 1; c < copies; ++c) std::memcpy(&packed[c * stride], packed, stride);
   std::vector<float> x(cols, 0.01f), y(rows);
   QuantizedActivations activations;
   const int saved_threads = omp_get_max_threads();
