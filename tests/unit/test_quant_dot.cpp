@@ -415,6 +415,15 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
   EXPECT_EQ(scalar.q8_0[4].d, 0x7e00);           // NaN: the dot product will be NaN
   EXPECT_EQ(scalar.q8_0[5].d, 0x7c00);           // infinite scale, zero quants
   EXPECT_TRUE(std::isnan(scalar.q8_k[0].d));
+  // The row-tile kernels' per-block forms: the stored fp16 scale as a float (bit for bit, NaN
+  // included) and 128 times the quants' sum.
+  ASSERT_EQ(scalar.q8_0_scales.size(), scalar.q8_0.size());
+  ASSERT_EQ(scalar.q8_0_bias.size(), scalar.q8_0.size());
+  for (std::size_t b = 0; b < scalar.q8_0.size(); ++b) {
+    const float scale = f16_to_f32(scalar.q8_0[b].d);
+    EXPECT_EQ(std::memcmp(&scalar.q8_0_scales[b], &scale, sizeof scale), 0) << "block " << b;
+    EXPECT_EQ(scalar.q8_0_bias[b], 128 * scalar.q8_0_sums[b]) << "block " << b;
+  }
   for (const QuantIsa isa : simd_paths()) {
     QuantizedActivations simd;
     quantize_activations(x.data(), 256 * 5, simd, isa);
@@ -423,6 +432,12 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
       EXPECT_EQ(std::memcmp(&simd.q8_0[b], &scalar.q8_0[b], sizeof(BlockQ8_0)), 0)
           << quant_isa_name(isa) << " block " << b;
     EXPECT_EQ(simd.q8_0_sums, scalar.q8_0_sums);
+    EXPECT_EQ(simd.q8_0_bias, scalar.q8_0_bias);
+    ASSERT_EQ(simd.q8_0_scales.size(), scalar.q8_0_scales.size());
+    EXPECT_EQ(std::memcmp(simd.q8_0_scales.data(), scalar.q8_0_scales.data(),
+                          scalar.q8_0_scales.size() * sizeof(float)),
+              0)
+        << quant_isa_name(isa);
     ASSERT_EQ(simd.q8_1_sums.size(), scalar.q8_1_sums.size());
     EXPECT_EQ(std::memcmp(simd.q8_1_sums.data(), scalar.q8_1_sums.data(),
                           scalar.q8_1_sums.size() * sizeof(float)),

@@ -18,7 +18,9 @@ class ReadBandwidthProbe {
   double measure(int repeats);
 
  private:
-  std::unique_ptr<float[], void (*)(float*)> buffer_;  // f32 [count_], 64-byte aligned
+  // f32 [count_], on transparent huge pages where the kernel has them (2 MiB aligned, the
+  // allocation rounded up to whole huge pages).
+  std::unique_ptr<float[], void (*)(float*)> buffer_;
   std::int64_t count_;
 };
 
