@@ -54,9 +54,8 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
     }
     qdot::set_q8_0_fields(out, b, d, sum);
   }
-  out.q8_k.clear();
+  qdot::resize_q8_k_fields(out, n % kQK == 0 ? n / kQK : 0);
   if (n % kQK != 0) return;
-  out.q8_k.resize(static_cast<std::size_t>(n / kQK));
   for (std::int64_t b = 0; b < n / kQK; ++b) {
     const float* v = x + b * kQK;
     bool has_nan;
@@ -70,6 +69,7 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
       for (int i = 0; i < 16; ++i) sum += block.qs[16 * g + i];
       block.bsums[g] = static_cast<std::int16_t>(sum);
     }
+    qdot::set_q8_k_fields(out, b);
   }
 }
 

@@ -109,6 +109,23 @@ static inline void set_q8_0_fields(QuantizedActivations& out, std::int64_t b, fl
   out.q8_0_bias[i] = 128 * sum;
 }
 
+// Sizes the Q8_K blocks of `out` and their per-block fields for `blocks` blocks.
+static inline void resize_q8_k_fields(QuantizedActivations& out, std::int64_t blocks) {
+  const auto size = static_cast<std::size_t>(blocks);
+  out.q8_k.resize(size);
+  out.q8_k_sums32.resize(size * (kQK / 32));
+  out.q8_k_offsets16.resize(size * (kQK / 16));
+}
+
+// Q8_K block b's per-block fields, from its bsums (already stored).
+static inline void set_q8_k_fields(QuantizedActivations& out, std::int64_t b) {
+  const std::int16_t* bsums = out.q8_k[static_cast<std::size_t>(b)].bsums;
+  const auto first32 = static_cast<std::size_t>(b * (kQK / 32));
+  const auto first16 = static_cast<std::size_t>(b * (kQK / 16));
+  for (int j = 0; j < kQK / 32; ++j) out.q8_k_sums32[first32 + j] = bsums[2 * j] + bsums[2 * j + 1];
+  for (int j = 0; j < kQK / 16; ++j) out.q8_k_offsets16[first16 + j] = 32 * bsums[j];
+}
+
 // The fixed final reduction of the eight accumulators (internal linkage: each ISA's file has
 // its own copy, never one built for another ISA).
 static inline float reduce8(const float* acc) {

@@ -465,7 +465,9 @@ void check_row_tile_activations(GgmlType type, std::int64_t cols, const Quantize
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
                                   " lacks the Q8_0 blocks and sums " +
                                   std::string(ggml_type_name(type)) + " needs");
-    if (!q8_0_activations && x[i].q8_k.size() != static_cast<std::size_t>(cols / kQK))
+    if (!q8_0_activations && (x[i].q8_k.size() != static_cast<std::size_t>(cols / kQK) ||
+                              x[i].q8_k_sums32.size() != x[i].q8_k.size() * (kQK / 32) ||
+                              x[i].q8_k_offsets16.size() != x[i].q8_k.size() * (kQK / 16)))
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
                                   " lacks the Q8_K blocks " + std::string(ggml_type_name(type)) +
                                   " needs");

@@ -31,6 +31,11 @@ struct QuantizedActivations {
   // sum, rounded to fp16 as ggml stores it.
   std::vector<float> q8_1_sums;
   std::vector<BlockQ8_K> q8_k;  // n / 256 blocks when n is a multiple of 256
+  // Per Q8_K block, for the row-tile kernels to broadcast from memory: the sum of each 32 quants
+  // (8 a block: what q4_K / q5_K mins multiply) and 32 times the sum of each 16 (16 a block:
+  // q6_K's offset of 32).
+  std::vector<std::int32_t> q8_k_sums32;
+  std::vector<std::int32_t> q8_k_offsets16;
 };
 
 enum class QuantIsa { scalar, avx2, avx512_vnni };
