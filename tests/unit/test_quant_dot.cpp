@@ -424,6 +424,19 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
     EXPECT_EQ(std::memcmp(&scalar.q8_0_scales[b], &scale, sizeof scale), 0) << "block " << b;
     EXPECT_EQ(scalar.q8_0_bias[b], 128 * scalar.q8_0_sums[b]) << "block " << b;
   }
+  ASSERT_EQ(scalar.q8_k_sums32.size(), scalar.q8_k.size() * 8);
+  ASSERT_EQ(scalar.q8_k_offsets16.size(), scalar.q8_k.size() * 16);
+  for (std::size_t b = 0; b < scalar.q8_k.size(); ++b)
+    for (int j = 0; j < 16; ++j) {
+      int sum = 0;
+      for (int i = 0; i < 16; ++i) sum += scalar.q8_k[b].qs[16 * j + i];
+      EXPECT_EQ(scalar.q8_k_offsets16[16 * b + j], 32 * sum) << "block " << b << " sub " << j;
+      if (j % 2 == 1) {
+        EXPECT_EQ(scalar.q8_k_sums32[8 * b + j / 2],
+                  sum + scalar.q8_k_offsets16[16 * b + j - 1] / 32)
+            << "block " << b << " sub " << j;
+      }
+    }
   for (const QuantIsa isa : simd_paths()) {
     QuantizedActivations simd;
     quantize_activations(x.data(), 256 * 5, simd, isa);
@@ -433,6 +446,8 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
           << quant_isa_name(isa) << " block " << b;
     EXPECT_EQ(simd.q8_0_sums, scalar.q8_0_sums);
     EXPECT_EQ(simd.q8_0_bias, scalar.q8_0_bias);
+    EXPECT_EQ(simd.q8_k_sums32, scalar.q8_k_sums32);
+    EXPECT_EQ(simd.q8_k_offsets16, scalar.q8_k_offsets16);
     ASSERT_EQ(simd.q8_0_scales.size(), scalar.q8_0_scales.size());
     EXPECT_EQ(std::memcmp(simd.q8_0_scales.data(), scalar.q8_0_scales.data(),
                           scalar.q8_0_scales.size() * sizeof(float)),
