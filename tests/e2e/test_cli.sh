@@ -190,5 +190,12 @@ expect_error "budget below minimum" "below this model's minimum" "$moed" logits 
 expect_error "daemon: missing model directory" "/nonexistent: no such directory" "$moed" --model /nonexistent --socket "$work/never.sock"
 expect_error "daemon: model path that is a file" "config.json: not a directory" "$moed" --model "$models/tiny-f32/config.json" --socket "$work/never.sock"
 "$moed" --help | grep -q "logits" && pass "--help lists the commands" || fail "--help"
+# OMP_WAIT_POLICY=active alone would let libgomp spin without end: moed bounds it and says so; a
+# GOMP_SPINCOUNT of the user's is kept, without a word.
+OMP_WAIT_POLICY=active "$moed" --help >/dev/null 2>"$work/omp" &&
+  grep -q "running with GOMP_SPINCOUNT=10000" "$work/omp" &&
+  OMP_WAIT_POLICY=active GOMP_SPINCOUNT=100 "$moed" --help >/dev/null 2>"$work/omp-count" &&
+  ! grep -q GOMP_SPINCOUNT "$work/omp-count" &&
+  pass "OMP_WAIT_POLICY=active: the spin bounded, with a notice" || fail "OMP_WAIT_POLICY=active: $(cat "$work/omp")"
 
 finish
