@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -426,17 +427,16 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
   }
   ASSERT_EQ(scalar.q8_k_sums32.size(), scalar.q8_k.size() * 8);
   ASSERT_EQ(scalar.q8_k_offsets16.size(), scalar.q8_k.size() * 16);
-  for (std::size_t b = 0; b < scalar.q8_k.size(); ++b)
-    for (int j = 0; j < 16; ++j) {
-      int sum = 0;
-      for (int i = 0; i < 16; ++i) sum += scalar.q8_k[b].qs[16 * j + i];
-      EXPECT_EQ(scalar.q8_k_offsets16[16 * b + j], 32 * sum) << "block " << b << " sub " << j;
-      if (j % 2 == 1) {
-        EXPECT_EQ(scalar.q8_k_sums32[8 * b + j / 2],
-                  sum + scalar.q8_k_offsets16[16 * b + j - 1] / 32)
-            << "block " << b << " sub " << j;
-      }
+  for (std::size_t b = 0; b < scalar.q8_k.size(); ++b) {
+    const std::int8_t* qs = scalar.q8_k[b].qs;
+    for (int j = 0; j < 8; ++j) {
+      const int low = std::accumulate(qs + 32 * j, qs + 32 * j + 16, 0);
+      const int high = std::accumulate(qs + 32 * j + 16, qs + 32 * j + 32, 0);
+      EXPECT_EQ(scalar.q8_k_sums32[8 * b + j], low + high) << "block " << b << " sub " << j;
+      EXPECT_EQ(scalar.q8_k_offsets16[16 * b + 2 * j], 32 * low) << "block " << b << " sub " << j;
+      EXPECT_EQ(scalar.q8_k_offsets16[16 * b + 2 * j + 1], 32 * high) << "block " << b;
     }
+  }
   for (const QuantIsa isa : simd_paths()) {
     QuantizedActivations simd;
     quantize_activations(x.data(), 256 * 5, simd, isa);
