@@ -95,7 +95,7 @@ static inline void resize_q8_0_fields(QuantizedActivations& out, std::int64_t bl
   out.q8_0_sums.resize(size);
   out.q8_1_sums.resize(size);
   out.q8_0_scales.resize(size);
-  out.q8_0_bias.resize(size);
+  out.q8_0_offset.resize(size);
 }
 
 // Block b's sums and scales, from its unrounded scale d (the block's fp16 d already stored) and
@@ -106,7 +106,7 @@ static inline void set_q8_0_fields(QuantizedActivations& out, std::int64_t b, fl
   out.q8_0_sums[i] = sum;
   out.q8_1_sums[i] = q8_1_sum(d, sum);
   out.q8_0_scales[i] = f16_to_f32(out.q8_0[i].d);
-  out.q8_0_bias[i] = 128 * sum;
+  out.q8_0_offset[i] = -128 * sum;
 }
 
 // Sizes the Q8_K blocks of `out` and their per-block fields for `blocks` blocks.

@@ -461,7 +461,8 @@ void check_row_tile_activations(GgmlType type, std::int64_t cols, const Quantize
     if (q8_0_activations &&
         (x[i].q8_0.size() != static_cast<std::size_t>(cols / kQ32) ||
          x[i].q8_0_sums.size() != x[i].q8_0.size() || x[i].q8_1_sums.size() != x[i].q8_0.size() ||
-         x[i].q8_0_scales.size() != x[i].q8_0.size() || x[i].q8_0_bias.size() != x[i].q8_0.size()))
+         x[i].q8_0_scales.size() != x[i].q8_0.size() ||
+         x[i].q8_0_offset.size() != x[i].q8_0.size()))
       throw std::invalid_argument("row_tile_matmul: activation row " + std::to_string(i) +
                                   " lacks the Q8_0 blocks and sums " +
                                   std::string(ggml_type_name(type)) + " needs");

@@ -417,13 +417,13 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
   EXPECT_EQ(scalar.q8_0[5].d, 0x7c00);           // infinite scale, zero quants
   EXPECT_TRUE(std::isnan(scalar.q8_k[0].d));
   // The row-tile kernels' per-block forms: the stored fp16 scale as a float (bit for bit, NaN
-  // included) and 128 times the quants' sum.
+  // included) and -128 times the quants' sum.
   ASSERT_EQ(scalar.q8_0_scales.size(), scalar.q8_0.size());
-  ASSERT_EQ(scalar.q8_0_bias.size(), scalar.q8_0.size());
+  ASSERT_EQ(scalar.q8_0_offset.size(), scalar.q8_0.size());
   for (std::size_t b = 0; b < scalar.q8_0.size(); ++b) {
     const float scale = f16_to_f32(scalar.q8_0[b].d);
     EXPECT_EQ(std::memcmp(&scalar.q8_0_scales[b], &scale, sizeof scale), 0) << "block " << b;
-    EXPECT_EQ(scalar.q8_0_bias[b], 128 * scalar.q8_0_sums[b]) << "block " << b;
+    EXPECT_EQ(scalar.q8_0_offset[b], -128 * scalar.q8_0_sums[b]) << "block " << b;
   }
   ASSERT_EQ(scalar.q8_k_sums32.size(), scalar.q8_k.size() * 8);
   ASSERT_EQ(scalar.q8_k_offsets16.size(), scalar.q8_k.size() * 16);
@@ -445,7 +445,7 @@ TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
       EXPECT_EQ(std::memcmp(&simd.q8_0[b], &scalar.q8_0[b], sizeof(BlockQ8_0)), 0)
           << quant_isa_name(isa) << " block " << b;
     EXPECT_EQ(simd.q8_0_sums, scalar.q8_0_sums);
-    EXPECT_EQ(simd.q8_0_bias, scalar.q8_0_bias);
+    EXPECT_EQ(simd.q8_0_offset, scalar.q8_0_offset);
     EXPECT_EQ(simd.q8_k_sums32, scalar.q8_k_sums32);
     EXPECT_EQ(simd.q8_k_offsets16, scalar.q8_k_offsets16);
     ASSERT_EQ(simd.q8_0_scales.size(), scalar.q8_0_scales.size());
