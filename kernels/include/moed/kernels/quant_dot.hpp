@@ -24,7 +24,8 @@ struct QuantizedActivations {
   std::vector<BlockQ8_0> q8_0;          // n / 32 blocks, fp16 scale as ggml's q8_0
   std::vector<std::int32_t> q8_0_sums;  // sum of each block's quants (q4_0 / q5_0 offsets)
   // Per block, in the form the row-tile kernels broadcast straight from memory: the scale as a
-  // float, and -128 times the quants' sum (where a dot with q8_0 weights stored + 128 starts).
+  // float, and -128 times the quants' sum (negative: where a dot with q8_0 weights stored + 128
+  // starts, rather than an amount subtracted).
   std::vector<float> q8_0_scales;
   std::vector<std::int32_t> q8_0_offset;
   // What q4_1 / q5_1 mins multiply: ggml's Q8_1 s, the block's unrounded scale times its quants'
