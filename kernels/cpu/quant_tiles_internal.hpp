@@ -78,6 +78,9 @@ struct TileGroup {
   std::int64_t chunk;        // blocks per chunk (the last chunk may have fewer)
   std::int64_t block_bytes;  // bytes per block of one tile
   std::int64_t begin, end;   // the tiles computed, [begin, end) of the group's
+  // Whether the q8_0 kernel asks for the bytes ahead (quant_tiles_simd.inc; the other formats
+  // always ask): where prefetches_q8_0_tiles(), on a pass that reads them from memory.
+  bool prefetch = true;
 };
 
 // Bytes from a group's start to tile k's run of the chunk that starts at block c.

@@ -83,6 +83,11 @@ void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::
 // with AVX-512 VBMI) rather than packing row by row.
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
+// Whether the q8_0 row-tile kernels ask for their blocks ahead in software: on Intel CPUs, whose
+// hardware prefetchers alone leave a core short of its read rate on them (the other formats
+// always ask; quant_tiles_simd.inc gives the measurements).
+bool prefetches_q8_0_tiles();
+
 // y[i * y_stride + r] = dot(weight row r, x[i]) for the m activation rows, from row tiles;
 // tile groups spread over the compute threads. Row i's result does not depend on m or on the other
 // rows.
