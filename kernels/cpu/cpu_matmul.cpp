@@ -620,8 +620,10 @@ std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
            std::string(dtype_name(weight.dtype_)) + " row tiles" +
-           (weight.dtype_ == DType::q8_0 && prefetches_q8_0_tiles() ? " with software prefetch"
-                                                                    : "");
+           (weight.dtype_ == DType::q8_0 && best_quant_isa() != QuantIsa::scalar &&
+                    prefetches_q8_0_tiles()
+                ? " with software prefetch"
+                : "");
   if (weight.panels())
     return "moed " + std::string(panel_path_name(best_panel_path())) + " " +
            std::string(dtype_name(weight.dtype_)) + " panels";

@@ -79,8 +79,8 @@ struct TileGroup {
   std::int64_t block_bytes;  // bytes per block of one tile
   std::int64_t begin, end;   // the tiles computed, [begin, end) of the group's
   // Whether the q8_0 kernel asks for the bytes ahead (quant_tiles_simd.inc; the other formats
-  // always ask): where prefetches_q8_0_tiles(), on a pass that reads them from memory.
-  bool prefetch = true;
+  // always ask): where prefetches_q8_0_tiles(), in a group's single pass over the activations.
+  bool q8_0_prefetch;
 };
 
 // Bytes from a group's start to tile k's run of the chunk that starts at block c.
