@@ -544,7 +544,39 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
   }
 }
 
+void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int64_t rows,
+                                std::int64_t cols, const QuantizedActivations* x, std::int64_t m,
+                                float* y, std::int64_t y_stride, std::int64_t first,
+                                std::int64_t last) {
+  const std::int64_t group_rows = kGroupTiles * kTileRows;
+  const std::int64_t begin = first * group_rows, end = std::min(rows, last * group_rows);
+  if (begin >= end) return;
+  const std::int64_t blocks = cols / block_elements(type);
+  stored_rows_avx512(type, stored + begin * static_cast<std::int64_t>(ggml_row_bytes(type, cols)),
+                     end - begin, blocks, x, m, y + begin, y_stride);
+}
+
 }  // namespace detail
+
+bool computes_stored_rows(GgmlType type) {
+  return (type == GgmlType::q4_k || type == GgmlType::q6_k) &&
+         usable_quant_isa(QuantIsa::avx512_vnni) == QuantIsa::avx512_vnni;
+}
+
+void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,
+                        std::int64_t cols, const QuantizedActivations* x, std::int64_t m, float* y,
+                        std::int64_t y_stride) {
+  if (!computes_stored_rows(type))
+    throw std::invalid_argument("stored_rows_matmul: " + std::string(ggml_type_name(type)) +
+                                " is not computed from stored rows on this CPU");
+  require_row_tiles(type, cols, "stored_rows_matmul");
+  if (m <= 0 || rows <= 0) return;
+  detail::check_row_tile_activations(type, cols, x, m);
+  const auto groups = static_cast<std::uint32_t>(row_tile_groups(rows));
+  detail::over_row_groups(groups, m, [&](std::uint32_t first, std::uint32_t last) {
+    detail::stored_rows_on_this_thread(type, stored, rows, cols, x, m, y, y_stride, first, last);
+  });
+}
 
 void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, std::int64_t cols,
                      const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,

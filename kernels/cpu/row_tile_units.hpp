@@ -20,6 +20,13 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
                               float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
                               std::int64_t last);
 
+// stored_rows_matmul over the rows of groups [first, last) (64 rows a group, as row tiles), on
+// the calling thread; x already checked.
+void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int64_t rows,
+                                std::int64_t cols, const QuantizedActivations* x, std::int64_t m,
+                                float* y, std::int64_t y_stride, std::int64_t first,
+                                std::int64_t last);
+
 // Runs body(first, last) over tile groups [0, groups) of one product of m rows in one region
 // (run_team). Each thread streams one contiguous run, a group (64 rows) a take (a
 // compare-and-swap on a line no other thread touches until the runs meet), then takes single

@@ -236,6 +236,62 @@ void quant_matvec_args(benchmark::internal::Benchmark* bench) {
 }
 BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 
+// A 4096 x 4096 mat-vec from weights as stored in the file, as a block streamed from disk is
+// used, on one thread (512 MiB of copies, so they come from memory): computed from the stored
+// rows, or (as the disk tier does otherwise) repacked into row tiles and then multiplied.
+// Bytes/s of stored bytes. Args: ggml type id (q4_K, q6_K), 0 stored rows, 1 repack + tiles.
+void BM_StreamedMatvec(benchmark::State& state) {
+  const auto type = static_cast<GgmlType>(state.range(0));
+  const bool repack = state.range(1) == 1;
+  if (!computes_stored_rows(type)) {
+    state.SkipWithError("this CPU does not compute stored rows");
+    return;
+  }
+  constexpr std::int64_t rows = 4096, cols = 4096;
+  const auto traits = ggml_type_traits(type);
+  const std::size_t row_bytes = ggml_row_bytes(type, cols), bytes = row_bytes * rows;
+  const std::size_t copies = std::max<std::size_t>(2, (512ull << 20) / bytes);
+  moed::memtier::AlignedBuffer stored(bytes * copies);
+  auto* weights = reinterpret_cast<std::uint8_t*>(stored.data());
+  std::mt19937 rng(1);
+  for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
+  const std::size_t d_offset = type == GgmlType::q6_k ? offsetof(BlockQ6_K, d) : 0;
+  for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
+    const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
+    std::memcpy(&weights[b * traits.type_size + d_offset], &half, 2);
+    if (type == GgmlType::q4_k) std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
+  }
+  for (std::size_t c = 1; c < copies; ++c) std::memcpy(&weights[c * bytes], weights, bytes);
+  moed::memtier::AlignedBuffer tiles(repack ? row_tile_bytes(type, rows, cols) : 0);
+  std::vector<float> x(cols, 0.01f), y(rows);
+  QuantizedActivations activations;
+  quantize_activations(x.data(), cols, activations);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  std::vector<const std::byte*> starts(rows);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const std::byte* copy = stored.data() + (i++ % copies) * bytes;
+    if (repack) {
+      for (std::int64_t r = 0; r < rows; ++r)
+        starts[static_cast<std::size_t>(r)] = copy + r * static_cast<std::int64_t>(row_bytes);
+      pack_row_tiles(type, starts, cols, tiles.data());
+      row_tile_matmul(type, tiles.data(), rows, cols, &activations, 1, y.data(), rows);
+    } else {
+      stored_rows_matmul(type, copy, rows, cols, &activations, 1, y.data(), rows);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  omp_set_num_threads(saved_threads);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
+  state.SetLabel(std::string(traits.name) + (repack ? " repack + tiles" : " stored rows"));
+}
+BENCHMARK(BM_StreamedMatvec)
+    ->ArgsProduct({{static_cast<std::int64_t>(GgmlType::q4_k),
+                    static_cast<std::int64_t>(GgmlType::q6_k)},
+                   {0, 1}})
+    ->UseRealTime();
+
 // Repacking an expert matrix (2816 x 1024) into row tiles on one thread, as the disk tier does
 // for every block it reads: bytes/s of stored bytes. Arg: ggml type id.
 void BM_PackRowTiles(benchmark::State& state) {

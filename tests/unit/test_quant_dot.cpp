@@ -571,6 +571,38 @@ TEST(QuantTiles, EveryPathAndBatchSizeGivesTheScalarSoloResultBitForBit) {
       }
 }
 
+TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
+  const bool avx512_vnni_here = best_quant_isa() == QuantIsa::avx512_vnni;
+  for (const GgmlType type : kTiledFormats)
+    EXPECT_EQ(computes_stored_rows(type),
+              avx512_vnni_here && (type == GgmlType::q4_k || type == GgmlType::q6_k))
+        << ggml_type_name(type);
+  if (!avx512_vnni_here) GTEST_SKIP() << "stored rows are computed on AVX-512 VNNI only";
+  std::mt19937 rng(29);
+  // 1 and 37: a lone row and an odd last one (computed as a pair of itself); 150: whole groups
+  // and a short one, spread over the threads.
+  for (const GgmlType type : {GgmlType::q4_k, GgmlType::q6_k})
+    for (const std::int64_t rows : {1, 37, 150})
+      for (const std::int64_t cols : {256, 256 * 11}) {
+        const Tiled w = random_tiled(type, rows, cols, rng);
+        for (const std::int64_t m : {1, 2, 5}) {
+          const auto x = random_rows(m, cols, rng);
+          std::vector<float> tiled(static_cast<std::size_t>(m * rows));
+          row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, tiled.data(), rows);
+          std::vector<float> stored(tiled.size(), -1.0f);
+          stored_rows_matmul(type, reinterpret_cast<const std::byte*>(w.stored.data()), rows, cols,
+                             x.data(), m, stored.data(), rows);
+          ASSERT_EQ(std::memcmp(stored.data(), tiled.data(), tiled.size() * sizeof(float)), 0)
+              << ggml_type_name(type) << " rows=" << rows << " cols=" << cols << " m=" << m;
+        }
+      }
+  const auto x = random_rows(1, 256, rng);
+  float y = 0;
+  std::vector<std::byte> q8_0_rows(ggml_row_bytes(GgmlType::q8_0, 256));
+  EXPECT_THROW(stored_rows_matmul(GgmlType::q8_0, q8_0_rows.data(), 1, 256, x.data(), 1, &y, 1),
+               std::invalid_argument);
+}
+
 TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
   std::mt19937 rng(23);
   for (const GgmlType type : kTiledFormats)
