@@ -170,6 +170,34 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
              : "oneDNN reorder";
 }
 
+bool CpuMatmul::computes_stored_rows(std::span<const WeightPart> parts) {
+  return !parts.empty() && std::all_of(parts.begin(), parts.end(), [](const WeightPart& part) {
+    return is_quantized(part.dtype) && kernels::computes_stored_rows(ggml_type_of(part.dtype));
+  });
+}
+
+PackedWeight CpuMatmul::stored_rows(std::span<const WeightPart> parts, std::int64_t cols,
+                                    std::shared_ptr<std::byte> memory) {
+  if (!computes_stored_rows(parts))
+    throw std::invalid_argument(
+        "CpuMatmul::stored_rows: a part's format is not computed from stored rows on this CPU");
+  PackedWeight weight;
+  weight.cols_ = cols;
+  weight.dtype_ = compute_dtype(parts);
+  // One segment per part: the parts need not lie next to each other.
+  for (const auto& part : parts) {
+    const auto* data = static_cast<const std::byte*>(part.data);
+    if (data < memory.get())
+      throw std::invalid_argument("CpuMatmul::stored_rows: a part lies before its memory");
+    weight.segments_.push_back(
+        {part.dtype, part.rows, static_cast<std::size_t>(data - memory.get()), true});
+    weight.rows_ += part.rows;
+    weight.storage_bytes_ += row_bytes(part.dtype, cols) * static_cast<std::size_t>(part.rows);
+  }
+  weight.storage_ = std::move(memory);
+  return weight;
+}
+
 PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t cols,
                              const PackedAllocator& allocate) {
   if (parts.empty() || cols <= 0) throw std::invalid_argument("CpuMatmul::pack: empty weight");
@@ -433,10 +461,12 @@ std::uint32_t CpuMatmul::units(const PackedWeight& weight) {
 }
 
 void CpuMatmul::warm_front(const PackedWeight& weight) {
-  // Units start at the front of the storage in both layouts.
-  const auto* front = static_cast<const char*>(is_quantized(weight.dtype_)
-                                                   ? static_cast<const void*>(weight.storage_.get())
-                                                   : weight.memory_.get_data_handle());
+  // Units start at the first segment (at the front of the storage, but for stored rows) or at
+  // the front of oneDNN's layout.
+  const auto* front = static_cast<const char*>(
+      is_quantized(weight.dtype_)
+          ? static_cast<const void*>(weight.storage_.get() + weight.segments_.front().offset)
+          : weight.memory_.get_data_handle());
   const std::size_t bytes = std::min(weight.bytes(), kWarmBytes);
   for (std::size_t offset = 0; offset < bytes; offset += 64)
     __builtin_prefetch(front + offset, 0, 2);
@@ -472,9 +502,13 @@ void CpuMatmul::quantized_units(const PackedWeight& weight, const QuantizedActiv
     const std::int64_t groups = row_tile_groups(segment.rows);
     const std::int64_t from = std::max<std::int64_t>(first, base);
     const std::int64_t to = std::min<std::int64_t>(last, base + groups);
-    if (from < to)
-      detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype),
-                                       weight.storage_.get() + segment.offset, segment.rows,
+    const std::byte* start = weight.storage_.get() + segment.offset;
+    if (from < to && segment.stored)
+      detail::stored_rows_on_this_thread(ggml_type_of(segment.dtype), start, segment.rows,
+                                         weight.cols_, x, m, y + first_row, weight.rows_,
+                                         from - base, to - base);
+    else if (from < to)
+      detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype), start, segment.rows,
                                        weight.cols_, x, m, y + first_row, weight.rows_,
                                        best_quant_isa(), from - base, to - base);
     base += groups;
@@ -617,6 +651,9 @@ void CpuMatmul::multiply_onednn(const float* x, std::int64_t m, const PackedWeig
 }
 
 std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight) {
+  if (is_quantized(weight.dtype_) && weight.segments_.front().stored)
+    return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
+           std::string(dtype_name(weight.dtype_)) + " stored rows";
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
            std::string(dtype_name(weight.dtype_)) + " row tiles" +

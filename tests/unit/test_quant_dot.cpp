@@ -282,6 +282,67 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
   EXPECT_THROW(CpuMatmul::expert_ffns(with_plain), std::invalid_argument);
 }
 
+TEST(QuantDot, StoredRowsWeightsGiveThePackedWeightsResults) {
+  std::mt19937 rng(8);
+  const std::int64_t hidden = 512, ffn = 256 * 3;
+  const auto gate = random_weights(GgmlType::q4_k, ffn, hidden, rng);
+  const auto up = random_weights(GgmlType::q4_k, ffn, hidden, rng);
+  const auto down = random_weights(GgmlType::q6_k, hidden, ffn, rng);
+  // As the disk tier reads an expert: its three matrices in one buffer, not next to each other.
+  const std::size_t gap = 4096 - 96;
+  auto block =
+      std::shared_ptr<std::byte>(new std::byte[3 * gap + gate.size() + up.size() + down.size()],
+                                 std::default_delete<std::byte[]>());
+  std::byte* at = block.get() + gap;
+  std::memcpy(at, gate.data(), gate.size());
+  std::byte* up_at = at + gate.size() + gap;
+  std::memcpy(up_at, up.data(), up.size());
+  std::byte* down_at = up_at + up.size() + gap;
+  std::memcpy(down_at, down.data(), down.size());
+  const WeightPart packed_gate_up[] = {{gate.data(), DType::q4_k, ffn},
+                                       {up.data(), DType::q4_k, ffn}};
+  const WeightPart packed_down[] = {{down.data(), DType::q6_k, hidden}};
+  const WeightPart stored_gate_up[] = {{at, DType::q4_k, ffn}, {up_at, DType::q4_k, ffn}};
+  const WeightPart stored_down[] = {{down_at, DType::q6_k, hidden}};
+  const WeightPart q8_0_part[] = {{gate.data(), DType::q8_0, 1}};
+  EXPECT_FALSE(CpuMatmul::computes_stored_rows(q8_0_part));
+  const bool here = best_quant_isa() == QuantIsa::avx512_vnni;
+  EXPECT_EQ(CpuMatmul::computes_stored_rows(stored_gate_up), here);
+  if (!here) {
+    EXPECT_THROW(CpuMatmul::stored_rows(stored_gate_up, hidden, block), std::invalid_argument);
+    GTEST_SKIP() << "stored rows are computed on AVX-512 VNNI only";
+  }
+  CpuMatmul matmul;
+  const PackedWeight tiles_gate_up = matmul.pack(packed_gate_up, hidden);
+  const PackedWeight tiles_down = matmul.pack(packed_down, ffn);
+  const PackedWeight rows_gate_up = CpuMatmul::stored_rows(stored_gate_up, hidden, block);
+  const PackedWeight rows_down = CpuMatmul::stored_rows(stored_down, ffn, block);
+  EXPECT_EQ(rows_gate_up.bytes(), gate.size() + up.size());
+  EXPECT_NE(matmul.implementation(1, rows_gate_up).find("q4_K stored rows"), std::string::npos);
+  for (const std::int64_t m : {1, 3, 6}) {
+    const auto x = random_activations(m * hidden, rng);
+    std::vector<float> tiled(static_cast<std::size_t>(m * 2 * ffn)), stored(tiled.size());
+    matmul.multiply(x.data(), m, tiles_gate_up, tiled.data());
+    matmul.multiply(x.data(), m, rows_gate_up, stored.data());
+    EXPECT_EQ(stored, tiled) << "m=" << m;
+  }
+  const auto x = random_activations(hidden, rng);
+  const int saved_threads = compute_threads();
+  for (const int threads : {1, 2}) {
+    set_compute_threads(threads);
+    std::vector<float> tiled(hidden), stored(hidden), mixed(hidden);
+    // Beside a tiled expert, as a layer's cached and streamed experts run together.
+    const CpuMatmul::ExpertFfn jobs[] = {{&tiles_gate_up, &tiles_down, x.data(), tiled.data()},
+                                         {&rows_gate_up, &rows_down, x.data(), stored.data()},
+                                         {&rows_gate_up, &tiles_down, x.data(), mixed.data()}};
+    ASSERT_TRUE(CpuMatmul::can_run_expert_ffns(jobs));
+    CpuMatmul::expert_ffns(jobs);
+    EXPECT_EQ(stored, tiled) << threads << " threads";
+    EXPECT_EQ(mixed, tiled) << threads << " threads";
+  }
+  set_compute_threads(saved_threads);
+}
+
 // A batched quantized weight (llama.cpp's per-head attn_k_b in q8_0) applies each matrix to its
 // own rows, each product equal to that matrix packed and multiplied alone.
 TEST(QuantDot, CpuMatmulBatchedAppliesEachMatrixToItsOwnRows) {

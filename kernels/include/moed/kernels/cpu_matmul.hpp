@@ -59,7 +59,8 @@ class PackedWeight {
   struct QuantizedSegment {
     DType dtype;
     std::int64_t rows;
-    std::size_t offset;  // bytes into storage_, where its row tiles start
+    std::size_t offset;   // bytes into storage_, where its row tiles (or stored rows) start
+    bool stored = false;  // rows as the file stores them (stored_rows_matmul), not row tiles
   };
   dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout (plain, unbatched)
   // memory_'s buffer when an allocator provided it; or the quantized segments one after another;
@@ -100,6 +101,14 @@ class CpuMatmul {
                     const PackedAllocator& allocate = {});
   // Bytes pack() will allocate for these parts (their data is not read).
   std::size_t packed_bytes(std::span<const WeightPart> parts, std::int64_t cols);
+  // Whether stored_rows() takes these parts: all quantized in formats this CPU computes from
+  // stored rows (computes_stored_rows).
+  static bool computes_stored_rows(std::span<const WeightPart> parts);
+  // The parts computed where they lie, as the file stores their rows: nothing is copied or
+  // repacked, and `memory` (which holds every part's rows) lives as long as the weight. A block
+  // read from disk and used once then costs no packing (quant_tiles.hpp, "Stored rows").
+  static PackedWeight stored_rows(std::span<const WeightPart> parts, std::int64_t cols,
+                                  std::shared_ptr<std::byte> memory);
   // Packs `matrices`, each [rows, cols] in one dtype, as one batched weight that multiply()
   // applies to each matrix's own rows of x in one call (MLA's per-head up-projections). Plain
   // dtypes go into moed's panels (panel_matmul.hpp), computed in f32 from bf16 or f32 weights; a
