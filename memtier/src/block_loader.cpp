@@ -72,10 +72,11 @@ nlohmann::json to_json(const LoadStagesByKind& stages) {
 }
 
 BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,
-                         Materialize materialize, BlockLoaderOptions options)
+                         Materialize materialize, BlockLoaderOptions options, KeptReads kept_reads)
     : source_(source),
       reader_(std::move(reader)),
       materialize_(std::move(materialize)),
+      kept_reads_(std::move(kept_reads)),
       reading_limit_(reading_window(source, *reader_, options)),
       arena_(staging_size(source, reading_limit_, options)) {
   counters_.engine = to_string(reader_->kind());
@@ -200,6 +201,7 @@ std::optional<BlockLoader::NextRead> BlockLoader::next_read() const {
     next.error = std::current_exception();  // staged at once with its error
     return next;
   }
+  if (keeps(best->block)) return next;
   // A block larger than the whole arena gets a buffer of its own, one at a time.
   if (next.bytes > arena_.capacity())
     return reading_.empty() && staged_.empty() ? std::optional(next) : std::nullopt;
@@ -217,14 +219,25 @@ void BlockLoader::start_reads(std::unique_lock<std::mutex>& lock) {
       packer_.notify_one();
       continue;
     }
-    Reading reading{job, {}, {}, next->bytes};
+    Reading reading{job, {}, {}, {}, next->bytes};
     std::span<std::byte> destination;
-    if (reading.bytes > arena_.capacity()) {
-      reading.own = AlignedBuffer(reading.bytes);
-      destination = std::span(reading.own.data(), reading.own.size());
-    } else {
-      reading.region = arena_.allocate(reading.bytes);
-      destination = reading.region;
+    try {
+      if (keeps(job->block)) {
+        reading.kept = kept_reads_.allocate(job->block, reading.bytes);
+        if (!reading.kept)
+          throw std::runtime_error("no memory given to read " + job->block.to_string() + " into");
+        destination = std::span(reading.kept.get(), reading.bytes);
+      } else if (reading.bytes > arena_.capacity()) {
+        reading.own = AlignedBuffer(reading.bytes);
+        destination = std::span(reading.own.data(), reading.own.size());
+      } else {
+        reading.region = arena_.allocate(reading.bytes);
+        destination = reading.region;
+      }
+    } catch (...) {  // out of memory: this load fails, and the I/O thread goes on
+      staged_.emplace(job->sequence, Staged{job, {}, {}, std::current_exception()});
+      packer_.notify_one();
+      continue;
     }
     if (reading_.empty()) busy_since_ = Clock::now();
     reading_bytes_ += reading.bytes;
@@ -263,6 +276,7 @@ void BlockLoader::read_loop() {
         reading.job->landed_at = Clock::now();
         Staged staged{std::move(reading.job), {}, reading.region, std::move(done.error)};
         staged.loaded.buffer = std::move(reading.own);
+        staged.loaded.kept = std::move(reading.kept);
         staged.loaded.ranges = std::move(done.ranges);
         staged_.emplace(done.tag, std::move(staged));
       }

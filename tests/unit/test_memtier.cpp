@@ -891,6 +891,64 @@ TEST(BlockLoader, StreamsThroughASmallArenaAndGivesOversizedBlocksTheirOwnBuffer
   std::filesystem::remove(path);
 }
 
+TEST(BlockLoader, ReadsKeptBlocksIntoTheirOwnMemoryAndFailsOnlyTheLoadItCannotPlace) {
+  const auto path = patterned_file("loader-kept", 2 << 20);
+  Source source({path});
+  // Layer 0's blocks are kept: two ranges each at unaligned offsets, read past the small arena.
+  for (int e = 0; e < 6; ++e)
+    source.add({0, e}, {{0, static_cast<std::uint64_t>(e) * 200'000 + 5, 70'000},
+                        {0, static_cast<std::uint64_t>(e) * 200'000 + 90'001, 60'000}});
+  source.add({1, 0}, {{0, 1'500'003, 40'000}});
+  std::mutex mutex;
+  std::map<BlockId, std::shared_ptr<std::byte>> given;  // the memory each kept block was given
+  std::atomic<int> checked{0};
+  KeptReads kept{[](BlockId id) { return id.layer == 0; },
+                 [&](BlockId id, std::uint64_t bytes) -> std::shared_ptr<std::byte> {
+                   if (id.expert == 3) throw std::bad_alloc();
+                   auto memory = std::shared_ptr<std::byte>(allocate_aligned(bytes),
+                                                            [](std::byte* p) { std::free(p); });
+                   std::lock_guard lock(mutex);
+                   given[id] = memory;
+                   return memory;
+                 }};
+  BlockLoader loader(
+      source, make_reader({path}, {}),
+      [&](BlockId id, LoadedBlock& loaded, bool) -> Payload {
+        {
+          std::lock_guard lock(mutex);
+          const auto it = given.find(id);
+          if ((it != given.end()) != (loaded.kept != nullptr) ||
+              (loaded.kept && loaded.kept != it->second))
+            throw std::runtime_error(id.to_string() + " was not read into its own memory");
+        }
+        const auto& ranges = source.ranges(id);
+        for (std::size_t r = 0; r < ranges.size(); ++r) {
+          if (loaded.kept && (loaded.ranges[r] < loaded.kept.get() ||
+                              loaded.ranges[r] + ranges[r].length >
+                                  loaded.kept.get() + aligned_read_bytes(ranges)))
+            throw std::runtime_error(id.to_string() + " lies outside its memory");
+          for (std::uint64_t j = 0; j < ranges[r].length; j += 97)
+            if (static_cast<unsigned char>(loaded.ranges[r][j]) !=
+                ((ranges[r].offset + j) * 7 + 3) % 251)
+              throw std::runtime_error("wrong bytes in " + id.to_string());
+        }
+        ++checked;
+        return payload(1);
+      },
+      {.staging_bytes = 96 << 10, .reading_bytes = 64 << 10}, kept);
+  std::vector<std::shared_future<Payload>> loads;
+  for (int e = 0; e < 6; ++e) loads.push_back(loader.load({0, e}, BlockLoader::Priority::demand));
+  loads.push_back(loader.load({1, 0}, BlockLoader::Priority::demand));
+  for (int e = 0; e < 6; ++e)
+    if (e == 3)
+      EXPECT_THROW(loads[static_cast<std::size_t>(e)].get(), std::bad_alloc);
+    else
+      EXPECT_NO_THROW(loads[static_cast<std::size_t>(e)].get()) << e;
+  EXPECT_NO_THROW(loads.back().get());
+  EXPECT_EQ(checked.load(), 6);
+  std::filesystem::remove(path);
+}
+
 // A loader whose reader completes nothing until release(), so a test can queue all its loads
 // first; block i is the 192 KiB range at i * 192 KiB of `file` (three 64 KiB reads).
 struct SteppedLoader {

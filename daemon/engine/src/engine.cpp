@@ -28,6 +28,13 @@ struct Engine::LayerTensors {
   std::vector<const model::TensorInfo*> dense_infos;
   std::array<int, model::kDenseRoles> position{};  // role -> index in dense, -1 when absent
   std::vector<std::array<const model::TensorInfo*, 3>> experts;  // gate, up, down; none if dense
+  std::uint64_t packed_expert_bytes = 0;                         // an expert repacked (pack_expert)
+  // An expert computed as the file stores it (CpuMatmul::stored_rows): the memory its reads land
+  // in, the same for every expert of the layer (stored_expert_bytes); 0 where the layer's formats
+  // are repacked on this CPU.
+  std::uint64_t stored_expert_bytes = 0;
+  // Experts stream from disk and are computed as stored, in the memory they were read into.
+  bool streams_stored = false;
 };
 
 namespace {
@@ -279,6 +286,31 @@ std::uint64_t expert_matrix_bytes(kernels::CpuMatmul& matmul, const model::Model
          piece_bytes(matmul.packed_bytes(std::span(&down, 1), spec.intermediate_size));
 }
 
+// The memory an expert's reads need, whatever the alignment of its matrices' offsets (each is
+// widened by up to a 4 KiB page at either end, memtier::aligned_read_bytes): one size for every
+// expert of a layer, so that the buffer pool reuses their memory.
+std::uint64_t stored_expert_bytes(const std::array<const model::TensorInfo*, 3>& t) {
+  std::uint64_t bytes = 0;
+  for (const auto* info : t) bytes += info->nbytes;
+  return memtier::align_up(bytes) + 2 * t.size() * memtier::kDirectIoAlignment;
+}
+
+// An expert computed where its reads landed (`memory`, of memory_bytes): no copy, no repacking.
+std::shared_ptr<ExpertWeights> stored_expert(const model::ModelSpec& spec,
+                                             const std::array<const model::TensorInfo*, 3>& t,
+                                             const std::array<const std::byte*, 3>& data,
+                                             std::shared_ptr<std::byte> memory,
+                                             std::uint64_t memory_bytes) {
+  auto w = std::make_shared<ExpertWeights>();
+  const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
+  const WeightPart down = part(*t[2], data[2]);
+  w->gate_up = kernels::CpuMatmul::stored_rows(gate_up, spec.hidden_size, memory);
+  w->down = kernels::CpuMatmul::stored_rows(std::span(&down, 1), spec.intermediate_size,
+                                            std::move(memory));
+  w->memory_bytes = memory_bytes;
+  return w;
+}
+
 std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                            const std::array<const model::TensorInfo*, 3>& t,
                                            const std::array<const std::byte*, 3>& data,
@@ -350,7 +382,6 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   };
 
   tensors_.resize(static_cast<std::size_t>(layers));
-  std::set<std::uint64_t> expert_block_sizes;  // an expert's packed bytes, over the layers
   std::uint64_t largest_dense = 0;
   for (std::int64_t l = 0; l < layers; ++l) {
     auto& lt = tensors_[static_cast<std::size_t>(l)];
@@ -385,8 +416,12 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     const WeightPart gate_up[] = {{nullptr, first[0]->dtype, spec_.intermediate_size},
                                   {nullptr, first[1]->dtype, spec_.intermediate_size}};
     const WeightPart down{nullptr, first[2]->dtype, hidden};
-    const std::uint64_t block = expert_matrix_bytes(matmul_, spec_, gate_up, down);
-    expert_block_sizes.insert(block);
+    lt.packed_expert_bytes = expert_matrix_bytes(matmul_, spec_, gate_up, down);
+    const WeightPart all_three[] = {gate_up[0], gate_up[1], down};
+    if (kernels::CpuMatmul::computes_stored_rows(all_three))
+      lt.stored_expert_bytes = stored_expert_bytes(first);
+    // Planned at the larger of the two: whether experts stream is known only from the budget.
+    const std::uint64_t block = std::max(lt.packed_expert_bytes, lt.stored_expert_bytes);
     expert_block_bytes_ = std::max(expert_block_bytes_, block);
     all_expert_bytes_ += block * static_cast<std::uint64_t>(spec_.num_experts);
   }
@@ -437,6 +472,18 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   kv_limit_ = unlimited ? UINT64_MAX : expert_budget - std::min(expert_budget, working_set);
 
   host_ = std::make_unique<memtier::HostTier>(expert_budget, memtier::make_policy(options.policy));
+  // Experts that stream are computed as the file stores them where this CPU can (q4_K, q6_K on
+  // AVX-512 VNNI): a block read from disk is then used where it landed, with no packing (a
+  // Q4_K_M demand's 0.9 ms of 3 on the 2026-12-05 VM; docs/design.md, section 4).
+  const bool experts_stream = all_experts > expert_budget;
+  std::set<std::uint64_t> expert_block_sizes;  // the memory an expert takes, over the layers
+  bool any_stored = false;
+  for (auto& lt : tensors_) {
+    if (lt.experts.empty()) continue;
+    lt.streams_stored = experts_stream && lt.stored_expert_bytes > 0;
+    any_stored = any_stored || lt.streams_stored;
+    expert_block_sizes.insert(lt.streams_stored ? lt.stored_expert_bytes : lt.packed_expert_bytes);
+  }
   // Spare buffers for four experts of each size: enough that the buffers evictions free serve
   // the next loads (prefetches run ahead of the evictions), and a fixed addition to RSS. The pool
   // reuses exact sizes only, and a quantized file may give layers different sizes (q4_K_M: some
@@ -451,7 +498,8 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
                              : memtier::make_reader(files, options.reader),
       [this](BlockId block, memtier::LoadedBlock& loaded, bool urgent) {
         return materialize(block, loaded, urgent);
-      });
+      },
+      memtier::BlockLoaderOptions{}, any_stored ? kept_reads() : memtier::KeptReads{});
   store_ = std::make_unique<memtier::TieredStore>(*host_, *loader_, *source_,
                                                   static_cast<std::int32_t>(layers));
   if (!dense_resident) {
@@ -523,8 +571,28 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
     const std::vector<const std::byte*> data(loaded.ranges.begin(), loaded.ranges.end());
     return pack_dense(io_matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, data), allocate);
   }
+  if (loaded.kept)
+    return stored_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
+                         {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
+                         std::move(loaded.kept), lt.stored_expert_bytes);
   return pack_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                      {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate);
+}
+
+memtier::KeptReads Engine::kept_reads() {
+  return {[this](BlockId block) {
+            return !block.is_dense() &&
+                   tensors_.at(static_cast<std::size_t>(block.layer)).streams_stored;
+          },
+          [this](BlockId block, std::uint64_t bytes) {
+            const std::uint64_t size =
+                tensors_.at(static_cast<std::size_t>(block.layer)).stored_expert_bytes;
+            if (bytes > size)
+              throw std::logic_error(block.to_string() + " needs " + std::to_string(bytes) +
+                                     " bytes to be read into, more than its layer's " +
+                                     std::to_string(size));
+            return pool_->allocate(size);
+          }};
 }
 
 KvCache Engine::new_cache(std::int64_t positions) {
@@ -1181,6 +1249,9 @@ std::string Engine::matmul_implementation() {
   if (const model::TensorInfo* gate = first_expert_gate())
     text += ", experts packed by " +
             matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
+  if (std::any_of(tensors_.begin(), tensors_.end(),
+                  [](const LayerTensors& lt) { return lt.streams_stored; }))
+    text += "; experts read from disk computed as stored rows";
   return text;
 }
 

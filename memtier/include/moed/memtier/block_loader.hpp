@@ -33,6 +33,15 @@ struct BlockLoaderOptions {
   std::uint64_t reading_bytes = 0;
 };
 
+// Blocks read straight into memory of their own, which the materializer may keep as the payload
+// (LoadedBlock::kept), rather than into the staging arena and then copied or packed out of it:
+// where `keeps` says so, `allocate` gives the memory, kDirectIoAlignment-aligned and at least the
+// bytes the block's reads need. Unset: every block goes through the arena.
+struct KeptReads {
+  std::function<bool(BlockId)> keeps;
+  std::function<std::shared_ptr<std::byte>(BlockId, std::uint64_t bytes)> allocate;
+};
+
 // Reads blocks from disk on its own I/O thread and turns their bytes into payloads. Demand loads
 // jump ahead of prefetches; a queued prefetch can be cancelled; a block already queued or in
 // flight is never read twice (a demand for it upgrades its priority and shares its future).
@@ -56,7 +65,7 @@ class BlockLoader {
   using OnLoaded = std::function<void(BlockId, const Payload&)>;
 
   BlockLoader(const Source& source, std::unique_ptr<Reader> reader, Materialize materialize,
-              BlockLoaderOptions options = {});
+              BlockLoaderOptions options = {}, KeptReads kept_reads = {});
   ~BlockLoader();
   BlockLoader(const BlockLoader&) = delete;
   BlockLoader& operator=(const BlockLoader&) = delete;
@@ -108,12 +117,13 @@ class BlockLoader {
     std::shared_future<Payload> future;
     std::vector<OnLoaded> on_loaded;
   };
-  // A block whose reads are in flight; its bytes land in `region` of the arena, or in `own`
-  // when the block is larger than the whole arena.
+  // A block whose reads are in flight; its bytes land in `region` of the arena, in `own` when
+  // the block is larger than the whole arena, or in `kept` (KeptReads).
   struct Reading {
     std::shared_ptr<Job> job;
     std::span<std::byte> region;
     AlignedBuffer own;
+    std::shared_ptr<std::byte> kept;
     std::uint64_t bytes;
   };
   // A block whose reads are over, waiting for the packer.
@@ -133,6 +143,9 @@ class BlockLoader {
     std::exception_ptr error;
   };
   std::optional<NextRead> next_read() const;
+  bool keeps(BlockId block) const {
+    return kept_reads_.keeps && kept_reads_.allocate && kept_reads_.keeps(block);
+  }
   // Starts reads for queued jobs, best first, while next_read() allows.
   void start_reads(std::unique_lock<std::mutex>& lock);
   void pack_loop();
@@ -140,6 +153,7 @@ class BlockLoader {
   const Source& source_;
   std::unique_ptr<Reader> reader_;  // used by the I/O thread only, once it runs
   Materialize materialize_;
+  KeptReads kept_reads_;
   std::uint64_t reading_limit_;
   StagingArena arena_;
   mutable std::mutex mutex_;

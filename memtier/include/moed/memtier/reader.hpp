@@ -34,6 +34,9 @@ struct ReadResult {
 // where each requested range starts in it.
 struct LoadedBlock {
   AlignedBuffer buffer;  // owns the bytes after read(); empty when they lie in staging memory
+  // The memory the bytes lie in where the loader read them into memory the materializer may
+  // keep (KeptReads); else null.
+  std::shared_ptr<std::byte> kept;
   std::vector<const std::byte*> ranges;  // ranges[i] points at Source::ranges(block)[i]'s bytes
 };
 

@@ -76,7 +76,12 @@ struct EngineOptions {
 struct ExpertWeights final : memtier::BlockPayload {
   kernels::PackedWeight gate_up;  // [2*ffn, hidden]
   kernels::PackedWeight down;     // [hidden, ffn]
-  std::uint64_t bytes() const override { return gate_up.bytes() + down.bytes(); }
+  // Computed as stored (CpuMatmul::stored_rows) in the memory its reads landed in: that memory's
+  // size, which the host tier counts; 0 where packed.
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t bytes() const override {
+    return memory_bytes ? memory_bytes : gate_up.bytes() + down.bytes();
+  }
 };
 
 // One layer's dense block: everything but its routed experts, packed. Which members are filled
@@ -254,6 +259,8 @@ class Engine {
   // Gives the host tier what the budget leaves after the fixed part and the KV caches.
   void apply_kv_to_budget();
   memtier::Payload materialize(memtier::BlockId block, memtier::LoadedBlock& loaded, bool urgent);
+  // Which blocks the loader reads into memory kept as their weights, and that memory.
+  memtier::KeptReads kept_reads();
 
   std::shared_ptr<const model::GgufFile> gguf_;  // null for a Hugging Face directory
   model::ModelSpec spec_;
@@ -283,8 +290,10 @@ class Engine {
   std::uint64_t dense_bytes_ = 0;
   std::uint64_t fixed_bytes_ = 0;
   std::atomic<std::uint64_t> budget_bytes_ = 0;  // read by memory_stats() on any thread
-  std::uint64_t expert_block_bytes_ = 0;         // the largest layer's, packed
-  std::uint64_t all_expert_bytes_ = 0;           // every routed expert of every layer, packed
+  // The largest layer's expert, and every routed expert of every layer: packed, or computed as
+  // stored (LayerTensors::stored_expert_bytes) where that takes more.
+  std::uint64_t expert_block_bytes_ = 0;
+  std::uint64_t all_expert_bytes_ = 0;
   int compute_threads_ = 1;
   int demand_pack_threads_ = 1;  // OpenMP threads that pack a block compute waits on
   std::int64_t step_rows_ = 1;   // rows of the step computing: a load wait keeps their team awake
