@@ -110,8 +110,10 @@ void group_dot_avx512(GgmlType type, const TileGroup& group, const QuantizedActi
                       int count, float* out);
 
 // Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as the
-// scalar packer does; needs AVX-512 F, BW, VL and VBMI.
-void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out);
+// scalar packer does; needs AVX-512 F, BW, VL and VBMI. `stream`: non-temporal stores, for tiles
+// not read again while they are in cache.
+void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out,
+                            bool stream);
 
 // y[i * y_stride + r] = dot(row r, x[i]) for r < n_rows and i < m, from q4_K or q6_K rows as
 // stored (row r at rows + r * row bytes); needs AVX-512 F, BW, VL and VNNI.

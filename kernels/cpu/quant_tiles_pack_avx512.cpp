@@ -16,12 +16,13 @@ namespace {
 
 using Rows = const std::uint8_t* const*;
 
-// Streaming (non-temporal) where the line is aligned: the packed block goes to a buffer that is
-// not read again before it leaves the caches, so reading its lines in for ownership was wasted
-// (q4_K_M at a 25% budget: packing 1.2-1.4 s -> 0.9-1.1 s over 95 tokens). pack_row_tiles fences
-// each tile.
+// kStream: streaming (non-temporal) where the line is aligned, for a packed block that goes to a
+// buffer not read again before it leaves the caches, where reading its lines in for ownership was
+// wasted (q4_K_M at a 25% budget: packing 1.2-1.4 s -> 0.9-1.1 s over 95 tokens); pack_row_tiles
+// fences each tile. Not for a group packed to be multiplied at once (stored rows' prefill).
+template <bool kStream>
 void store_line(std::byte* at, __m512i line) {
-  if ((reinterpret_cast<std::uintptr_t>(at) & 63) == 0)
+  if (kStream && (reinterpret_cast<std::uintptr_t>(at) & 63) == 0)
     _mm512_stream_si512(reinterpret_cast<__m512i*>(at), line);
   else
     _mm512_storeu_si512(at, line);
@@ -77,7 +78,7 @@ void copy_halves(Rows rows, std::size_t offset, std::byte* out) {
 // 16 bytes per row, as 16 lines of the rows' bytes: out[16 * o + r] = byte o of row r.
 // `row_bytes` turns a row's 16 loaded bytes (one per 128-bit lane, four rows per register)
 // into the 16 it contributes.
-template <typename RowBytes>
+template <bool kStream, typename RowBytes>
 void transpose_bytes(Rows rows, std::size_t offset, RowBytes row_bytes, std::byte* out) {
   __m512i m[4];
   for (int q = 0; q < 4; ++q) {
@@ -113,7 +114,7 @@ void transpose_bytes(Rows rows, std::size_t offset, RowBytes row_bytes, std::byt
         _mm512_maskz_permutex2var_epi8(kRows0To7, m[0], _mm512_load_si512(indices.first[k]), m[1]);
     const __m512i second = _mm512_maskz_permutex2var_epi8(
         ~kRows0To7, m[2], _mm512_load_si512(indices.second[k]), m[3]);
-    store_line(out + 64 * k, _mm512_or_si512(first, second));
+    store_line<kStream>(out + 64 * k, _mm512_or_si512(first, second));
   }
 }
 
@@ -121,6 +122,7 @@ void transpose_bytes(Rows rows, std::size_t offset, RowBytes row_bytes, std::byt
 // high nibble to another; each eight bytes of a row make one line's four bytes per nibble half
 // (bytes 0-3 in the low nibbles, 4-7 in the high). `low_line` and `high_line` number the lines
 // of the chunk's first eight bytes; the next eight bytes go one line further.
+template <bool kStream>
 void pack_nibble_chunk(Rows rows, std::size_t offset, std::byte* lines, int low_line,
                        int high_line) {
   const __m512i nibbles = _mm512_set1_epi8(0x0F);
@@ -136,14 +138,15 @@ void pack_nibble_chunk(Rows rows, std::size_t offset, std::byte* lines, int low_
   }
   transpose_rows(v);
   for (int p = 0; p < 4; ++p) {
-    store_line(lines + 64 * (low_line + p), v[2 * p]);
-    store_line(lines + 64 * (high_line + p), v[2 * p + 1]);
+    store_line<kStream>(lines + 64 * (low_line + p), v[2 * p]);
+    store_line<kStream>(lines + 64 * (high_line + p), v[2 * p + 1]);
   }
 }
 
 // Gathers bit fields across dwords: line o (at out + line_stride * o) gets in byte k, at bits
 // `width * d`, the `width` bits at `width * o` of byte k of dword `first + d` (d < 8 / width), for
 // every row at once.
+template <bool kStream>
 void pack_bit_lines(const Lines& dwords, int first, int width, int lines, std::byte* out,
                     std::int64_t line_stride) {
   const int per_byte = 8 / width;
@@ -158,7 +161,7 @@ void pack_bit_lines(const Lines& dwords, int first, int width, int lines, std::b
       const __m512i field = _mm512_set1_epi8(static_cast<char>(((1 << width) - 1) << (width * d)));
       line = _mm512_ternarylogic_epi32(line, moved, field, 0xF8);
     }
-    store_line(out + line_stride * o, line);
+    store_line<kStream>(out + line_stride * o, line);
   }
 }
 
@@ -181,49 +184,56 @@ __m512i k_scales_and_mins(__m512i s) {
   return _mm512_ternarylogic_epi32(low, high, top, 0xFE);
 }
 
+template <bool kStream>
 void pack_q8_0(Rows rows, std::byte* out) {
   copy_halves(rows, offsetof(BlockQ8_0, d), out);
   const auto lines = row_dwords(rows, offsetof(BlockQ8_0, qs));
   const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int g = 0; g < 8; ++g)
-    store_line(out + kQ8_0TileQuants + 64 * g, _mm512_xor_si512(lines.v[g], bias));
+    store_line<kStream>(out + kQ8_0TileQuants + 64 * g, _mm512_xor_si512(lines.v[g], bias));
 }
 
 // q4_K, and q5_K's low four bits: both blocks lead with d, dmin and the 12 scale bytes.
+template <bool kStream>
 void pack_k_nibbles(Rows rows, std::size_t qs, std::byte* out) {
   copy_halves(rows, 0, out);
   copy_halves(rows, 2, out + kQ4_KTileDmin);
-  transpose_bytes(rows, offsetof(BlockQ4_K, scales), k_scales_and_mins, out + kQ4_KTileScales);
+  transpose_bytes<kStream>(rows, offsetof(BlockQ4_K, scales), k_scales_and_mins,
+                           out + kQ4_KTileScales);
   for (int g = 0; g < 4; ++g)
-    pack_nibble_chunk(rows, qs + 32 * g, out + kQ4_KTileQuants, 8 * g, 8 * g + 4);
+    pack_nibble_chunk<kStream>(rows, qs + 32 * g, out + kQ4_KTileQuants, 8 * g, 8 * g + 4);
 }
 
+template <bool kStream>
 void pack_q5_k(Rows rows, std::byte* out) {
-  pack_k_nibbles(rows, offsetof(BlockQ5_K, qs), out);
+  pack_k_nibbles<kStream>(rows, offsetof(BlockQ5_K, qs), out);
   // Fifth bits: line j, byte k, bit d: bit j of byte k of qh's dword d.
-  pack_bit_lines(row_dwords(rows, offsetof(BlockQ5_K, qh)), 0, 1, 8, out + kQ5_KTileHigh, 64);
+  pack_bit_lines<kStream>(row_dwords(rows, offsetof(BlockQ5_K, qh)), 0, 1, 8, out + kQ5_KTileHigh,
+                          64);
 }
 
+template <bool kStream>
 void pack_q6_k(Rows rows, std::byte* out) {
   copy_halves(rows, offsetof(BlockQ6_K, d), out);
-  transpose_bytes(
+  transpose_bytes<kStream>(
       rows, offsetof(BlockQ6_K, scales), [](__m512i s) { return s; }, out + kQ6_KTileScales);
   // ql's chunk 2h + c holds elements 128h + 32c + l (low nibbles) and 128h + 32(c + 2) + l (high).
   for (int h = 0; h < 2; ++h)
     for (int c = 0; c < 2; ++c)
-      pack_nibble_chunk(rows, offsetof(BlockQ6_K, ql) + 64 * h + 32 * c, out + kQ6_KTileLow,
-                        16 * h + 4 * c, 16 * h + 4 * c + 8);
+      pack_nibble_chunk<kStream>(rows, offsetof(BlockQ6_K, ql) + 64 * h + 32 * c,
+                                 out + kQ6_KTileLow, 16 * h + 4 * c, 16 * h + 4 * c + 8);
   // High line 8h + 2s + e, byte k, bits 2i..2i+1: bits 2s..2s+1 of byte k of qh's dword
   // 8h + 4e + i; so qh dwords 8h + 4e .. + 3 give lines 8h + e, 8h + 2 + e, ...
   for (int h = 0; h < 2; ++h) {
     const auto dwords = row_dwords(rows, offsetof(BlockQ6_K, qh) + 32 * h);
     for (int e = 0; e < 2; ++e)
-      pack_bit_lines(dwords, 4 * e, 2, 4, out + kQ6_KTileHigh + 64 * (8 * h + e), 2 * 64);
+      pack_bit_lines<kStream>(dwords, 4 * e, 2, 4, out + kQ6_KTileHigh + 64 * (8 * h + e), 2 * 64);
   }
 }
 
 // q4_0, q4_1, q5_0, q5_1: a row's 16 quant bytes are its dwords of the tile's four lines as
 // they are, and its fifth bits (q5_*) one dword of the fifth-bit line.
+template <bool kStream>
 void pack_legacy(GgmlType type, Rows rows, std::byte* out) {
   copy_halves(rows, 0, out);
   const auto [m_offset, qh, qs] = legacy_fields(type);
@@ -246,10 +256,10 @@ void pack_legacy(GgmlType type, Rows rows, std::byte* out) {
   const __m512i t0 = _mm512_unpacklo_epi32(m[0], m[1]), t1 = _mm512_unpackhi_epi32(m[0], m[1]);
   const __m512i t2 = _mm512_unpacklo_epi32(m[2], m[3]), t3 = _mm512_unpackhi_epi32(m[2], m[3]);
   std::byte* lines = out + legacy_tile_quants(type);
-  store_line(lines, _mm512_unpacklo_epi64(t0, t2));
-  store_line(lines + 64, _mm512_unpackhi_epi64(t0, t2));
-  store_line(lines + 128, _mm512_unpacklo_epi64(t1, t3));
-  store_line(lines + 192, _mm512_unpackhi_epi64(t1, t3));
+  store_line<kStream>(lines, _mm512_unpacklo_epi64(t0, t2));
+  store_line<kStream>(lines + 64, _mm512_unpackhi_epi64(t0, t2));
+  store_line<kStream>(lines + 128, _mm512_unpacklo_epi64(t1, t3));
+  store_line<kStream>(lines + 192, _mm512_unpackhi_epi64(t1, t3));
   if (!qh) return;
   // Per row, bit 4p + k of qh goes to bit 2p of byte k and bit 16 + 4p + k to bit 2p + 1: the
   // scalar packer's carry-free multiply by 2^0 + 2^7 + 2^14 + 2^21, sixteen rows at once.
@@ -266,24 +276,30 @@ void pack_legacy(GgmlType type, Rows rows, std::byte* out) {
       const __m512i spread_bits = _mm512_and_si512(_mm512_mullo_epi32(field, spread), low_bit);
       bits = _mm512_or_si512(bits, _mm512_sll_epi32(spread_bits, _mm_cvtsi32_si128(2 * p + half)));
     }
-  store_line(out + legacy_tile_high(type), bits);
+  store_line<kStream>(out + legacy_tile_high(type), bits);
+}
+
+template <bool kStream>
+void pack_block(GgmlType type, const std::uint8_t* const* rows, std::byte* out) {
+  switch (type) {
+    case GgmlType::q8_0:
+      return pack_q8_0<kStream>(rows, out);
+    case GgmlType::q4_k:
+      return pack_k_nibbles<kStream>(rows, offsetof(BlockQ4_K, qs), out);
+    case GgmlType::q5_k:
+      return pack_q5_k<kStream>(rows, out);
+    case GgmlType::q6_k:
+      return pack_q6_k<kStream>(rows, out);
+    default:
+      return pack_legacy<kStream>(type, rows, out);
+  }
 }
 
 }  // namespace
 
-void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out) {
-  switch (type) {
-    case GgmlType::q8_0:
-      return pack_q8_0(rows, out);
-    case GgmlType::q4_k:
-      return pack_k_nibbles(rows, offsetof(BlockQ4_K, qs), out);
-    case GgmlType::q5_k:
-      return pack_q5_k(rows, out);
-    case GgmlType::q6_k:
-      return pack_q6_k(rows, out);
-    default:
-      return pack_legacy(type, rows, out);
-  }
+void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out,
+                            bool stream) {
+  return stream ? pack_block<true>(type, rows, out) : pack_block<false>(type, rows, out);
 }
 
 }  // namespace moed::kernels::qtile

@@ -239,7 +239,8 @@ BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 // A 4096 x 4096 mat-vec from weights as stored in the file, as a block streamed from disk is
 // used, on one thread (512 MiB of copies, so they come from memory): computed from the stored
 // rows, or (as the disk tier does otherwise) repacked into row tiles and then multiplied.
-// Bytes/s of stored bytes. Args: ggml type id (q4_K, q6_K), 0 stored rows, 1 repack + tiles.
+// Bytes/s of stored bytes. Args: ggml type id (q4_K, q6_K), 0 stored rows, 1 repack + tiles;
+// activation rows.
 void BM_StreamedMatvec(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const bool repack = state.range(1) == 1;
@@ -263,9 +264,10 @@ void BM_StreamedMatvec(benchmark::State& state) {
   }
   for (std::size_t c = 1; c < copies; ++c) std::memcpy(&weights[c * bytes], weights, bytes);
   moed::memtier::AlignedBuffer tiles(repack ? row_tile_bytes(type, rows, cols) : 0);
-  std::vector<float> x(cols, 0.01f), y(rows);
-  QuantizedActivations activations;
-  quantize_activations(x.data(), cols, activations);
+  const std::int64_t m = state.range(2);
+  std::vector<float> x(cols, 0.01f), y(static_cast<std::size_t>(m * rows));
+  std::vector<QuantizedActivations> activations(static_cast<std::size_t>(m));
+  for (auto& row : activations) quantize_activations(x.data(), cols, row);
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(1);
   std::vector<const std::byte*> starts(rows);
@@ -276,20 +278,22 @@ void BM_StreamedMatvec(benchmark::State& state) {
       for (std::int64_t r = 0; r < rows; ++r)
         starts[static_cast<std::size_t>(r)] = copy + r * static_cast<std::int64_t>(row_bytes);
       pack_row_tiles(type, starts, cols, tiles.data());
-      row_tile_matmul(type, tiles.data(), rows, cols, &activations, 1, y.data(), rows);
+      row_tile_matmul(type, tiles.data(), rows, cols, activations.data(), m, y.data(), rows);
     } else {
-      stored_rows_matmul(type, copy, rows, cols, &activations, 1, y.data(), rows);
+      stored_rows_matmul(type, copy, rows, cols, activations.data(), m, y.data(), rows);
     }
     benchmark::DoNotOptimize(y.data());
   }
   omp_set_num_threads(saved_threads);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
-  state.SetLabel(std::string(traits.name) + (repack ? " repack + tiles" : " stored rows"));
+  state.SetLabel(std::string(traits.name) + (repack ? " repack + tiles" : " stored rows") + " m=" +
+                 std::to_string(m));
 }
 BENCHMARK(BM_StreamedMatvec)
     ->ArgsProduct({{static_cast<std::int64_t>(GgmlType::q4_k),
                     static_cast<std::int64_t>(GgmlType::q6_k)},
-                   {0, 1}})
+                   {0, 1},
+                   {1, 2, 4, 16}})
     ->UseRealTime();
 
 // Repacking an expert matrix (2816 x 1024) into row tiles on one thread, as the disk tier does

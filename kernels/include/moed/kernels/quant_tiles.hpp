@@ -98,8 +98,10 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
 // Stored rows: a q4_K or q6_K matrix computed as a GGUF file stores it, row after row, with no
 // repacking (a block streamed from disk and used once need not be turned into tiles). Two rows
 // at a time on AVX-512 VNNI; the float order above, so the results are bit-identical to the row
-// tiles'. About two thirds of the tile kernels' rate from memory, and about twice packing plus
-// the tile product's (docs/design.md, section 4).
+// tiles'. For one activation row about two thirds of the tile kernels' rate from memory, and
+// about 1.6 times packing plus the tile product's (docs/design.md, section 4); for more than two
+// (prefill), each 64-row group is repacked into tiles where it stays in cache and multiplied
+// there.
 bool computes_stored_rows(GgmlType type);
 // As row_tile_matmul, from `rows` rows stored one after another at `stored`. Throws
 // std::invalid_argument where !computes_stored_rows(type) or cols is not whole blocks.
