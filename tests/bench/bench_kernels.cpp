@@ -171,6 +171,22 @@ BENCHMARK(BM_AttentionLongContext)
     ->ArgsProduct({{4096, 8192, 16384}, {32}, {8, 4}, {2}})
     ->UseRealTime();
 
+// Random quants with fp16 scales in [2^-8, 2^-4) in `bytes` of `type` blocks: the values do not
+// change the work done.
+void fill_random_blocks(GgmlType type, std::uint8_t* weights, std::size_t bytes) {
+  const auto traits = ggml_type_traits(type);
+  std::mt19937 rng(1);
+  for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
+  const std::size_t d_offset = type == GgmlType::q6_k ? offsetof(BlockQ6_K, d) : 0;
+  for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
+    const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
+    std::memcpy(&weights[b * traits.type_size + d_offset], &half, 2);
+    if (type == GgmlType::q4_1 || type == GgmlType::q5_1 || type == GgmlType::q4_k ||
+        type == GgmlType::q5_k)
+      std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
+  }
+}
+
 // A 4096 x 4096 mat-vec on ggml-quantized weights (activations quantized per call): bytes/s of
 // weight bytes, against the probe's bandwidth line. Args: ggml type id, ISA (0 scalar, 1 AVX2,
 // 2 AVX-512 VNNI), threads. Copies fill 512 MiB so the weights come from memory.
@@ -186,18 +202,8 @@ void BM_QuantMatvec(benchmark::State& state) {
   const auto traits = ggml_type_traits(type);
   const std::size_t bytes = ggml_row_bytes(type, cols) * rows;
   const std::size_t copies = std::max<std::size_t>(2, (512ull << 20) / bytes);
-  // Random quants with fp16 scales in [2^-8, 2^-4): the values do not change the work done.
   std::vector<std::uint8_t> weights(bytes * copies);
-  std::mt19937 rng(1);
-  for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
-  const std::size_t d_offset = type == GgmlType::q6_k ? offsetof(BlockQ6_K, d) : 0;
-  for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
-    const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
-    std::memcpy(&weights[b * traits.type_size + d_offset], &half, 2);
-    if (type == GgmlType::q4_1 || type == GgmlType::q5_1 || type == GgmlType::q4_k ||
-        type == GgmlType::q5_k)
-      std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
-  }
+  fill_random_blocks(type, weights.data(), bytes);
   // As the engine keeps them: repacked into row tiles, on transparent huge pages.
   const std::size_t stride = row_tile_bytes(type, rows, cols);
   moed::memtier::AlignedBuffer buffer(stride * copies);
@@ -254,14 +260,7 @@ void BM_StreamedMatvec(benchmark::State& state) {
   const std::size_t copies = std::max<std::size_t>(2, (512ull << 20) / bytes);
   moed::memtier::AlignedBuffer stored(bytes * copies);
   auto* weights = reinterpret_cast<std::uint8_t*>(stored.data());
-  std::mt19937 rng(1);
-  for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
-  const std::size_t d_offset = type == GgmlType::q6_k ? offsetof(BlockQ6_K, d) : 0;
-  for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
-    const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
-    std::memcpy(&weights[b * traits.type_size + d_offset], &half, 2);
-    if (type == GgmlType::q4_k) std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
-  }
+  fill_random_blocks(type, weights, bytes);
   for (std::size_t c = 1; c < copies; ++c) std::memcpy(&weights[c * bytes], weights, bytes);
   moed::memtier::AlignedBuffer tiles(repack ? row_tile_bytes(type, rows, cols) : 0);
   const std::int64_t m = state.range(2);
@@ -286,8 +285,8 @@ void BM_StreamedMatvec(benchmark::State& state) {
   }
   omp_set_num_threads(saved_threads);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
-  state.SetLabel(std::string(traits.name) + (repack ? " repack + tiles" : " stored rows") + " m=" +
-                 std::to_string(m));
+  state.SetLabel(std::string(traits.name) + (repack ? " repack + tiles" : " stored rows") +
+                 " m=" + std::to_string(m));
 }
 BENCHMARK(BM_StreamedMatvec)
     ->ArgsProduct({{static_cast<std::int64_t>(GgmlType::q4_k),
