@@ -451,13 +451,16 @@ int run_bench(const BenchArgs& args) {
         disk_rate / 1e9, raw_rate / 1e9, 100.0 * tier_share_of_raw, rounds_above_raw_probe,
         shares.size());
     std::printf("disk busy                  %.1f%% of decode time\n", 100.0 * disk_busy_share);
-    // Experts computed as stored (q4_K, q6_K on AVX-512 VNNI) are not packed at all: a rate over
-    // the few microseconds of making their weights would say nothing.
-    if (materialize_seconds >= 0.01)
-      std::printf("packing                    %.2f GB/s (%.2f s turning read bytes into weights)\n",
-                  disk_bytes / materialize_seconds / 1e9, materialize_seconds);
+    // Experts computed as stored are not packed at all: a rate over all the bytes read would
+    // count theirs too.
+    if (engine.computes_streamed_experts_as_stored())
+      std::printf(
+          "packing                    %.2f s turning read bytes into weights (experts are "
+          "computed where they landed, as stored rows)\n",
+          materialize_seconds);
     else
-      std::printf("packing                    %.3f s: the blocks read are used where they landed\n",
+      std::printf("packing                    %.2f GB/s (%.2f s turning read bytes into weights)\n",
+                  materialize_seconds > 0 ? disk_bytes / materialize_seconds / 1e9 : 0.0,
                   materialize_seconds);
     std::printf("load stages, mean ms       %-15s %6s %7s %8s %19s %8s\n", "kind", "loads",
                 "queued", "reading", "waiting to pack", "packing");

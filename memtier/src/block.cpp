@@ -39,10 +39,10 @@ std::uint64_t Source::bytes(BlockId block) const {
   return total;
 }
 
-std::uint64_t Source::largest_read_bytes() const {
+std::uint64_t Source::largest_read_bytes(const std::function<bool(BlockId)>& skip) const {
   std::uint64_t largest = 0;
   for (const auto& [block, ranges] : blocks_)
-    largest = std::max(largest, aligned_read_bytes(ranges));
+    if (!skip || !skip(block)) largest = std::max(largest, aligned_read_bytes(ranges));
   return largest;
 }
 

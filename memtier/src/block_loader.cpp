@@ -14,19 +14,27 @@ using Clock = std::chrono::steady_clock;
 // Reads keep the queue full across a block boundary only if, when a block finishes, what is
 // still started fills the queue: the queue's bytes plus one block.
 std::uint64_t reading_window(const Source& source, const Reader& reader,
-                             const BlockLoaderOptions& options) {
+                             const BlockLoaderOptions& options,
+                             const std::function<bool(BlockId)>& skip = {}) {
   if (options.reading_bytes) return options.reading_bytes;
-  const std::uint64_t largest = source.largest_read_bytes();
+  const std::uint64_t largest = source.largest_read_bytes(skip);
   return std::min<std::uint64_t>(reader.queue_depth() * reader.chunk_bytes(), 8 * largest) +
          largest;
 }
 
 // The reading window, plus the block being packed and the one whose start took reading past
-// the window.
-std::uint64_t staging_size(const Source& source, std::uint64_t reading_window,
-                           const BlockLoaderOptions& options) {
+// the window, counting only the blocks read into the arena: kept reads land in memory of their
+// own (a Q4_K_M bench expert is its largest block: 50 MB of arena, registered and so pinned,
+// that no read would use).
+std::uint64_t staging_size(const Source& source, const Reader& reader,
+                           const BlockLoaderOptions& options, const KeptReads& kept) {
   if (options.staging_bytes) return options.staging_bytes;
-  return reading_window + 2 * source.largest_read_bytes();
+  const auto keeps = [&](BlockId block) {
+    return kept.keeps && kept.allocate && kept.keeps(block);
+  };
+  return std::max<std::uint64_t>(
+      reading_window(source, reader, options, keeps) + 2 * source.largest_read_bytes(keeps),
+      kDirectIoAlignment);
 }
 
 double seconds_since(Clock::time_point start) {
@@ -78,7 +86,7 @@ BlockLoader::BlockLoader(const Source& source, std::unique_ptr<Reader> reader,
       materialize_(std::move(materialize)),
       kept_reads_(std::move(kept_reads)),
       reading_limit_(reading_window(source, *reader_, options)),
-      arena_(staging_size(source, reading_limit_, options)) {
+      arena_(staging_size(source, *reader_, options, kept_reads_)) {
   counters_.engine = to_string(reader_->kind());
   counters_.staging_bytes = arena_.capacity();
   counters_.staging_registered = reader_->register_memory(arena_.memory());

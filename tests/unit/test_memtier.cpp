@@ -946,6 +946,11 @@ TEST(BlockLoader, ReadsKeptBlocksIntoTheirOwnMemoryAndFailsOnlyTheLoadItCannotPl
       EXPECT_NO_THROW(loads[static_cast<std::size_t>(e)].get()) << e;
   EXPECT_NO_THROW(loads.back().get());
   EXPECT_EQ(checked.load(), 6);
+  // By default the arena is sized for the blocks read into it: here layer 1's one 40 KB block.
+  const auto nothing = [](BlockId, LoadedBlock&, bool) -> Payload { return payload(1); };
+  const BlockLoader plain(source, make_reader({path}, {}), nothing);
+  const BlockLoader keeping(source, make_reader({path}, {}), nothing, {}, kept);
+  EXPECT_LT(keeping.counters().staging_bytes, plain.counters().staging_bytes);
   std::filesystem::remove(path);
 }
 

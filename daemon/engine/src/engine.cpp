@@ -420,7 +420,8 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     const WeightPart all_three[] = {gate_up[0], gate_up[1], down};
     if (kernels::CpuMatmul::computes_stored_rows(all_three))
       lt.stored_expert_bytes = stored_expert_bytes(first);
-    // Planned at the larger of the two: whether experts stream is known only from the budget.
+    // Planned at the larger of the two: whether experts stream is known only from the budget
+    // (the starting one: a budget changed at run time keeps the layout chosen here).
     const std::uint64_t block = std::max(lt.packed_expert_bytes, lt.stored_expert_bytes);
     expert_block_bytes_ = std::max(expert_block_bytes_, block);
     all_expert_bytes_ += block * static_cast<std::uint64_t>(spec_.num_experts);
@@ -1249,10 +1250,14 @@ std::string Engine::matmul_implementation() {
   if (const model::TensorInfo* gate = first_expert_gate())
     text += ", experts packed by " +
             matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
-  if (std::any_of(tensors_.begin(), tensors_.end(),
-                  [](const LayerTensors& lt) { return lt.streams_stored; }))
+  if (computes_streamed_experts_as_stored())
     text += "; experts read from disk computed as stored rows";
   return text;
+}
+
+bool Engine::computes_streamed_experts_as_stored() const {
+  return std::any_of(tensors_.begin(), tensors_.end(),
+                     [](const LayerTensors& lt) { return lt.streams_stored; });
 }
 
 const model::TensorInfo* Engine::first_expert_gate() const {

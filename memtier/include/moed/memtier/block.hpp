@@ -50,8 +50,9 @@ class Source {
   void add(BlockId block, std::vector<FileRange> ranges);
   const std::vector<FileRange>& ranges(BlockId block) const;  // throws std::out_of_range
   std::uint64_t bytes(BlockId block) const;
-  // The most bytes one block's aligned reads cover: what a read buffer must hold for any block.
-  std::uint64_t largest_read_bytes() const;
+  // The most bytes one block's aligned reads cover: what a read buffer must hold for any block
+  // (of those `skip` does not name, where given).
+  std::uint64_t largest_read_bytes(const std::function<bool(BlockId)>& skip = {}) const;
   const std::vector<std::filesystem::path>& files() const { return files_; }
 
  private:

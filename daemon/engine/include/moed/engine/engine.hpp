@@ -204,6 +204,10 @@ class Engine {
   std::vector<std::vector<std::uint64_t>> activation_counts() const;
   // The matmul kernels for decode and prefill and how expert weights are packed, for logs.
   std::string matmul_implementation();
+  // Whether experts read from disk are computed where they landed, as stored rows, rather than
+  // packed (decided at startup: experts streamed under the starting budget, in formats this CPU
+  // computes so).
+  bool computes_streamed_experts_as_stored() const;
   // OpenMP threads every forward pass runs with, on whichever thread calls it.
   int compute_threads() const { return compute_threads_; }
 
