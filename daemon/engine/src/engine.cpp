@@ -572,12 +572,7 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
     const std::vector<const std::byte*> data(loaded.ranges.begin(), loaded.ranges.end());
     return pack_dense(io_matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, data), allocate);
   }
-  // A prompt's experts are packed here, off the compute thread, as before: multiplied for many
-  // rows, stored rows would be repacked group by group on the compute thread instead, and those
-  // the tier keeps stay packed for decode's hits. Measured level within this VM's noise (Q4_K_M
-  // at 25% in tmpfs, alternated: prefill of 256 tokens 351-522 tokens/s against 400-485 with
-  // every streamed expert stored, decode 50.1-54.8 against 46.2-53.0).
-  if (loaded.kept && !packs_streamed_experts_.load(std::memory_order_relaxed))
+  if (loaded.kept)
     return stored_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                          {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
                          std::move(loaded.kept), lt.stored_expert_bytes);
@@ -1059,10 +1054,6 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   last_step_threads_ = kernels::compute_threads();
   const auto n = static_cast<std::int64_t>(tokens.size());
   step_rows_ = n;
-  // More than two rows an expert on average: the loader packs the experts this step reads.
-  packs_streamed_experts_.store(
-      spec_.num_experts > 0 && n * spec_.experts_per_token > 2 * spec_.num_experts,
-      std::memory_order_relaxed);
   for (const auto& seg : segments)
     if (seg.first + seg.rows > spec_.max_position_embeddings)
       throw std::length_error("sequence of " + std::to_string(seg.first + seg.rows) +

@@ -301,9 +301,6 @@ class Engine {
   int compute_threads_ = 1;
   int demand_pack_threads_ = 1;  // OpenMP threads that pack a block compute waits on
   std::int64_t step_rows_ = 1;   // rows of the step computing: a load wait keeps their team awake
-  // The step computing multiplies each expert for more than two rows on average (a prompt): the
-  // loader packs streamed experts rather than keeping them as stored (read on its thread).
-  std::atomic<bool> packs_streamed_experts_{false};
   std::atomic<int> last_step_threads_{0};
   // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV
   // caches. KV bytes come out of the experts' share (evicting them), so fixed + experts + KV
