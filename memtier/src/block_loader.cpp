@@ -22,6 +22,10 @@ std::uint64_t reading_window(const Source& source, const Reader& reader,
          largest;
 }
 
+bool keeps_block(const KeptReads& kept, BlockId block) {
+  return kept.keeps && kept.allocate && kept.keeps(block);
+}
+
 // The reading window, plus the block being packed and the one whose start took reading past
 // the window, counting only the blocks read into the arena: kept reads land in memory of their
 // own (a Q4_K_M bench expert is its largest block: 50 MB of arena, registered and so pinned,
@@ -29,9 +33,7 @@ std::uint64_t reading_window(const Source& source, const Reader& reader,
 std::uint64_t staging_size(const Source& source, const Reader& reader,
                            const BlockLoaderOptions& options, const KeptReads& kept) {
   if (options.staging_bytes) return options.staging_bytes;
-  const auto keeps = [&](BlockId block) {
-    return kept.keeps && kept.allocate && kept.keeps(block);
-  };
+  const auto keeps = [&](BlockId block) { return keeps_block(kept, block); };
   return std::max<std::uint64_t>(
       reading_window(source, reader, options, keeps) + 2 * source.largest_read_bytes(keeps),
       kDirectIoAlignment);
@@ -175,6 +177,10 @@ BlockLoader::Counters BlockLoader::counters() const {
   // between them (it is otherwise added only when the reads drain).
   if (!reading_.empty()) now.busy_seconds += seconds_since(busy_since_);
   return now;
+}
+
+bool BlockLoader::keeps(BlockId block) const {
+  return keeps_block(kept_reads_, block);
 }
 
 std::optional<BlockLoader::NextRead> BlockLoader::next_read() const {

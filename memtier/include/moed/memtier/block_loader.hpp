@@ -143,9 +143,7 @@ class BlockLoader {
     std::exception_ptr error;
   };
   std::optional<NextRead> next_read() const;
-  bool keeps(BlockId block) const {
-    return kept_reads_.keeps && kept_reads_.allocate && kept_reads_.keeps(block);
-  }
+  bool keeps(BlockId block) const;
   // Starts reads for queued jobs, best first, while next_read() allows.
   void start_reads(std::unique_lock<std::mutex>& lock);
   void pack_loop();
