@@ -30,8 +30,8 @@ struct Engine::LayerTensors {
   std::vector<std::array<const model::TensorInfo*, 3>> experts;  // gate, up, down; none if dense
   std::uint64_t packed_expert_bytes = 0;                         // an expert repacked (pack_expert)
   // An expert computed as the file stores it (CpuMatmul::stored_rows): the memory its reads land
-  // in, the same for every expert of the layer (stored_expert_bytes); 0 where the layer's formats
-  // are repacked on this CPU.
+  // in, the most any expert of the layer's reads cover (memtier::aligned_read_bytes), alike for
+  // all so that the buffer pool reuses it; 0 where the layer's formats are repacked on this CPU.
   std::uint64_t stored_expert_bytes = 0;
   // Experts stream from disk and are computed as stored, in the memory they were read into.
   bool streams_stored = false;
@@ -286,15 +286,6 @@ std::uint64_t expert_matrix_bytes(kernels::CpuMatmul& matmul, const model::Model
          piece_bytes(matmul.packed_bytes(std::span(&down, 1), spec.intermediate_size));
 }
 
-// The memory an expert's reads need, whatever the alignment of its matrices' offsets (each is
-// widened by up to a 4 KiB page at either end, memtier::aligned_read_bytes): one size for every
-// expert of a layer, so that the buffer pool reuses their memory.
-std::uint64_t stored_expert_bytes(const std::array<const model::TensorInfo*, 3>& t) {
-  std::uint64_t bytes = 0;
-  for (const auto* info : t) bytes += info->nbytes;
-  return memtier::align_up(bytes) + 2 * t.size() * memtier::kDirectIoAlignment;
-}
-
 // An expert computed where its reads landed (`memory`, of memory_bytes): no copy, no repacking.
 std::shared_ptr<ExpertWeights> stored_expert(const model::ModelSpec& spec,
                                              const std::array<const model::TensorInfo*, 3>& t,
@@ -403,13 +394,16 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
 
     if (!spec_.has_experts(l)) continue;
     lt.experts.resize(static_cast<std::size_t>(spec_.num_experts));
+    std::uint64_t read_bytes = 0;  // the most one expert's reads cover
     for (std::int64_t e = 0; e < spec_.num_experts; ++e) {
       auto& ex = lt.experts[static_cast<std::size_t>(e)];
       for (const auto m :
            {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down})
         ex[static_cast<std::size_t>(m)] = &checkpoint_.tensor(model::expert_tensor(spec_, l, e, m));
+      std::vector<memtier::FileRange> ranges{range_of(ex[0]), range_of(ex[1]), range_of(ex[2])};
+      read_bytes = std::max(read_bytes, memtier::aligned_read_bytes(ranges));
       source_->add(BlockId::routed(static_cast<std::int32_t>(l), static_cast<std::int32_t>(e)),
-                   {range_of(ex[0]), range_of(ex[1]), range_of(ex[2])});
+                   std::move(ranges));
     }
     // Quantized files may give some layers' experts more bits (llama-quantize's q4_K_M).
     const auto& first = lt.experts.front();
@@ -418,8 +412,7 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     const WeightPart down{nullptr, first[2]->dtype, hidden};
     lt.packed_expert_bytes = expert_matrix_bytes(matmul_, spec_, gate_up, down);
     const WeightPart all_three[] = {gate_up[0], gate_up[1], down};
-    if (kernels::CpuMatmul::computes_stored_rows(all_three))
-      lt.stored_expert_bytes = stored_expert_bytes(first);
+    if (kernels::CpuMatmul::computes_stored_rows(all_three)) lt.stored_expert_bytes = read_bytes;
     // Planned at the larger of the two: whether experts stream is known only from the budget
     // (the starting one: a budget changed at run time keeps the layout chosen here).
     const std::uint64_t block = std::max(lt.packed_expert_bytes, lt.stored_expert_bytes);
