@@ -220,6 +220,19 @@ int main(int argc, char** argv) {
   info_cmd->add_flag("--json", info.json, "print the plan as JSON");
 
   CLI11_PARSE(app, argc, argv);
+  // The daemon's options share names with the subcommands' (--model, --threads, --host-budget),
+  // so "moed --threads 2 bench ..." would parse and quietly run the bench on its default.
+  if (const auto subcommands = app.get_subcommands(); !subcommands.empty()) {
+    for (const CLI::Option* option : app.get_options()) {
+      if (option->count() == 0 || option == app.get_help_ptr()) continue;
+      std::fprintf(stderr,
+                   "moed: error: %s is an option of the daemon; a subcommand takes its options "
+                   "after its name: moed %s %s ...\n",
+                   option->get_name().c_str(), subcommands.front()->get_name().c_str(),
+                   option->get_name().c_str());
+      return 1;
+    }
+  }
   try {
     if (logits_cmd->parsed()) return run_logits(logits);
     if (generate_cmd->parsed()) return run_generate(generate);

@@ -183,6 +183,7 @@ cp -r "$models/tiny-f32" "$work/trunc" && truncate -s 1000000 "$work/trunc/model
 expect_error "truncated safetensors" "truncated" "$moed" logits --model "$work/trunc" --tokens 1 --out "$work/x.npy"
 expect_error "token id out of range" "outside the vocabulary" "$moed" logits --model "$models/tiny-f32" --tokens 1,512 --out "$work/x.npy"
 expect_error "bad token list" "not a token id" "$moed" logits --model "$models/tiny-f32" --tokens 1,x --out "$work/x.npy"
+expect_error "a daemon option before a subcommand" "--threads is an option of the daemon; .*moed bench --threads" "$moed" --threads 2 bench --model "$models/tiny-f32"
 expect_error "bad budget" "not a size" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget lots
 expect_error "budget below minimum" "below this model's minimum" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget 64KiB
 "$moed" logits --model /nonexistent --tokens 1 --out "$work/x.npy" >/dev/null 2>"$work/err"
