@@ -140,17 +140,19 @@ std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
   return job->future;
 }
 
-void BlockLoader::prioritize(BlockId block) {
+std::shared_future<Payload> BlockLoader::prioritize(BlockId block, Priority priority) {
   std::lock_guard lock(mutex_);
   auto it = jobs_.find(block);
-  if (it != jobs_.end()) {
-    Job& job = *it->second;
+  if (it == jobs_.end()) return {};
+  Job& job = *it->second;
+  if (priority < job.priority) {
     // Queued, it takes its place behind the demands asked for before it (the sequence becomes
     // the reader's tag only when the read starts).
-    if (job.priority != Priority::demand && !job.started) job.sequence = next_sequence_++;
-    job.priority = Priority::demand;
+    if (priority == Priority::demand && !job.started) job.sequence = next_sequence_++;
+    job.priority = priority;
+    wake_.notify_one();  // a demand may start where a prefetch had to wait
   }
-  wake_.notify_one();  // a demand may start where a prefetch had to wait
+  return job.future;
 }
 
 bool BlockLoader::cancel(BlockId block) {

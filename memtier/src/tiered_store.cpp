@@ -31,8 +31,7 @@ TieredStore::TieredStore(HostTier& host, BlockLoader& loader, const Source& sour
 Payload TieredStore::acquire(BlockId block) {
   auto& layer = layers_.at(static_cast<std::size_t>(block.layer));
   Payload hit = host_.lookup(block);
-  bool joins_prefetch = false;       // the demand shares a prefetch's read, which counts its bytes
-  std::shared_future<Payload> load;  // the read expect() started, if any
+  std::shared_future<Payload> load;  // the read expect() started, or a prefetch's, if any
   {
     std::lock_guard lock(mutex_);
     // A read that failed is read again rather than its error reused: the pass that expected it
@@ -57,8 +56,11 @@ Payload TieredStore::acquire(BlockId block) {
       return hit;
     }
     ++layer.misses;
-    joins_prefetch = !load.valid() && prediction && prediction->issued_by != 0 &&
-                     !prediction->cancelled && loader_.pending(block);
+    bool joins_prefetch = false;  // the demand shares the prefetch's read, which counts its bytes
+    if (!load.valid() && prediction && prediction->issued_by != 0 && !prediction->cancelled) {
+      load = loader_.prioritize(block);
+      joins_prefetch = load.valid();
+    }
     if (scored) {
       if (joins_prefetch) {
         ++horizon.late;
@@ -71,9 +73,7 @@ Payload TieredStore::acquire(BlockId block) {
     }
   }
   const auto start = Clock::now();
-  if (!load.valid())
-    load = loader_.load(block, BlockLoader::Priority::demand,
-                        joins_prefetch ? BlockLoader::OnLoaded{} : count_bytes_read());
+  if (!load.valid()) load = loader_.load(block, BlockLoader::Priority::demand, count_bytes_read());
   if (waiter_ && load.wait_for(std::chrono::seconds(0)) != std::future_status::ready) waiter_(load);
   Payload payload = load.get();
   {
@@ -87,17 +87,13 @@ Payload TieredStore::acquire(BlockId block) {
 void TieredStore::expect(BlockId block) {
   layers_.at(static_cast<std::size_t>(block.layer));  // throws for a layer out of range
   std::lock_guard lock(mutex_);
-  // What a pass that stopped on an error left expected for other layers (settle never came).
-  std::erase_if(expected_, [&](const auto& entry) { return entry.first.layer != block.layer; });
   if (auto it = expected_.find(block); it != expected_.end()) {
     if (!failed(it->second)) return;
     expected_.erase(it);  // a pass that stopped on this error left it: read again
   }
-  // Pending first: a prefetch admitted between a look at the tier and this would be read twice.
-  if (loader_.pending(block)) {
-    loader_.prioritize(block);  // a prefetch still queued or reading: now a demand
-    return;
-  }
+  // A prefetch still queued or reading becomes a demand. Asked before the tier: a prefetch
+  // admitted between a look at the tier and this would otherwise be read twice.
+  if (loader_.prioritize(block).valid()) return;
   if (host_.peek(block)) return;
   expected_.emplace(block, loader_.load(block, BlockLoader::Priority::demand, count_bytes_read()));
 }
@@ -129,6 +125,9 @@ void TieredStore::issue(BlockId block, int horizon) {
   prediction.issued_by = horizon;
   prediction.cancelled = false;
   ++layers_[static_cast<std::size_t>(block.layer)].horizons[horizon - 1].issued;
+  // A read an earlier pass started for its prediction, and could not cancel, is joined: its
+  // callback admits the block for this prediction and has counted its bytes once already.
+  if (loader_.prioritize(block, priority_of(horizon)).valid()) return;
   loader_.load(block, priority_of(horizon),
                [this, count = count_bytes_read()](BlockId id, const Payload& payload) {
                  count(id, payload);
@@ -173,8 +172,7 @@ void TieredStore::prefetch(std::int32_t layer, std::span<const std::int32_t> exp
     const bool reading = prediction.issued_by != 0 && !prediction.cancelled;
     if (reading) {
       // Predicted again nearer to its use: its read, if queued, moves up to this priority.
-      if (horizon < prediction.issued_by && loader_.pending(block))
-        loader_.load(block, priority_of(horizon));
+      if (horizon < prediction.issued_by) loader_.prioritize(block, priority_of(horizon));
       continue;
     }
     if (host_.peek(block)) continue;
@@ -200,6 +198,21 @@ void TieredStore::settle(std::int32_t layer) {
   }
   // Reads expect() started for experts the layer did not acquire (it stopped on an error).
   std::erase_if(expected_, [&](const auto& entry) { return entry.first.layer == layer; });
+}
+
+void TieredStore::abandon() {
+  while (true) {
+    std::int32_t layer = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (predictions_.empty()) {
+        expected_.clear();
+        return;
+      }
+      layer = predictions_.begin()->first.layer;
+    }
+    settle(layer);
+  }
 }
 
 std::vector<LayerCounters> TieredStore::layer_counters() const {

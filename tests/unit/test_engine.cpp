@@ -561,6 +561,37 @@ TEST(EngineMemtier, ReadFailuresFailTheRequestAndTheNextRequestsAreCorrect) {
   EXPECT_GT(engine.memory_stats().disk.errors, 0u);
 }
 
+TEST(EngineMemtier, APassStoppedByAReadErrorLeavesNoPredictionsForTheNext) {
+  const FaultSetup setup;
+  const auto& [tokens, want, spec, checkpoint] = setup;
+  const auto options = budget_options(0.25, 0, memtier::ReaderKind::pread, true);
+  Engine clean(kModels / "tiny-f32", options);
+  EXPECT_EQ(prefill_logits(clean, tokens), want);
+  const auto clean_layers = clean.memory_stats().layers;
+
+  moed::testing::FaultyReader* faulty = nullptr;
+  Engine engine(kModels / "tiny-f32", with_faulty_reader(options, faulty));
+  ASSERT_NE(faulty, nullptr);
+  // Layer 2 fails after predicting layer 3 (and layer 1 predicted it two layers ahead).
+  const auto& w1 = checkpoint.tensor(model::expert_tensor(spec, 2, 0, model::ExpertMatrix::gate));
+  faulty->fail_at = static_cast<std::int64_t>(w1.file_offset / 4096 * 4096);
+  auto cache = engine.new_cache();
+  std::vector<float> logits;
+  EXPECT_THROW(engine.forward(tokens, cache, logits, true), std::runtime_error);
+  faulty->fail_at = -1;
+  engine.reset_memory_stats();
+  EXPECT_EQ(prefill_logits(engine, tokens), want);
+  const auto layers = engine.memory_stats().layers;
+  ASSERT_EQ(layers.size(), clean_layers.size());
+  for (std::size_t l = 0; l < layers.size(); ++l)
+    for (int h = 0; h < memtier::kPrefetchHorizons; ++h) {
+      EXPECT_EQ(layers[l].horizons[h].predicted, clean_layers[l].horizons[h].predicted)
+          << "layer " << l << " horizon " << h + 1;
+      EXPECT_EQ(layers[l].horizons[h].used, clean_layers[l].horizons[h].used)
+          << "layer " << l << " horizon " << h + 1;
+    }
+}
+
 TEST(EngineMemtier, AFailedDenseSectionReadIsReadAgainByTheNextRequest) {
   const FaultSetup setup;
   const auto& [tokens, want, spec, checkpoint] = setup;

@@ -1279,6 +1279,53 @@ TEST(TieredStore, APrefetchIsKeptUntilItsLayerAndOneTurnedAwayIsWasted) {
   EXPECT_NE(host.peek({3, 0}), nullptr);  // layer 2 let go of its expert, which made room
 }
 
+TEST(TieredStore, APredictionMadeAgainJoinsTheReadAnEarlierPassStarted) {
+  LoaderFixture f(true);
+  HostTier host(1 << 20, make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  const std::int32_t predicted[] = {0};
+  store.prefetch(2, predicted, 1);
+  while (f.at_gate < 1) std::this_thread::yield();  // read: it can no longer be cancelled
+  store.settle(2);                                  // layer 2 was computed without it
+  store.prefetch(2, predicted, 1);                  // the next pass predicts it again
+  f.gate.set_value();
+  while (!host.peek({2, 0})) std::this_thread::yield();
+  store.acquire({2, 0});
+  store.settle(2);
+  EXPECT_EQ(f.loader->counters().reads, 1u);
+  const auto layers = store.layer_counters();
+  EXPECT_EQ(layers[2].bytes_read, 64u << 10);  // one read, counted once
+  const HorizonCounters& near = layers[2].horizons[0];
+  EXPECT_EQ(near.issued, 2u);
+  EXPECT_EQ(near.wasted, 1u);
+  EXPECT_EQ(near.hits, 1u);
+}
+
+TEST(TieredStore, AnAbandonedPassLeavesNoPredictionsForTheNext) {
+  LoaderFixture f;
+  HostTier host(1 << 20, make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  const std::int32_t near[] = {0, 1}, far[] = {2};
+  store.prefetch(1, near, 1);  // while layer 0 computes; then one of its reads fails
+  store.prefetch(2, far, 2);
+  while (!host.peek({1, 0}) || !host.peek({1, 1}) || !host.peek({2, 2})) std::this_thread::yield();
+  store.abandon();
+  auto layers = store.layer_counters();
+  EXPECT_EQ(layers[1].horizons[0].wasted, 2u);
+  EXPECT_EQ(layers[2].horizons[1].wasted, 1u);
+
+  store.prefetch(1, near, 1);  // the next pass, at layer 0 again
+  store.prefetch(2, far, 2);
+  store.acquire({1, 0});
+  store.settle(1);
+  layers = store.layer_counters();
+  EXPECT_EQ(layers[1].horizons[0].predicted, 4u);  // predicted anew, not taken for the old ones
+  EXPECT_EQ(layers[1].horizons[0].used, 1u);
+  EXPECT_EQ(layers[2].horizons[1].predicted, 2u);
+  EXPECT_EQ(layers[1].hits, 1u);
+  EXPECT_EQ(f.loader->counters().reads, 3u);  // resident from the first pass: not read again
+}
+
 TEST(TieredStore, HitsAndPredictionsEqualTheSimulatorsWithPrefetchTwoLayersAhead) {
   // The engine's calls, as the live store sees them: each layer holds its resident experts,
   // feeds its routing to the predictor, prefetches the next two layers' predicted experts, then

@@ -1071,23 +1071,29 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
   embed(tokens, x);
 
   const float eps = static_cast<float>(spec_.rms_norm_eps);
-  for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
-    memtier::Payload hold;
-    const DenseWeights& layer = dense(l, hold);
-    kernels::rms_norm(x, layer.attention_norm.data(), h, n, hidden, eps);
-    attention(l, layer, h, segments, positions.data(), n, block_out);
-    kernels::add_in_place(x, block_out, n * hidden);
+  try {
+    for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
+      memtier::Payload hold;
+      const DenseWeights& layer = dense(l, hold);
+      kernels::rms_norm(x, layer.attention_norm.data(), h, n, hidden, eps);
+      attention(l, layer, h, segments, positions.data(), n, block_out);
+      kernels::add_in_place(x, block_out, n * hidden);
 
-    kernels::rms_norm(x, layer.ffn_norm.data(), h, n, hidden, eps);
-    if (spec_.has_experts(l)) {
-      moe(l, layer, h, n, block_out);
-    } else {
-      // MoE layers after a dense one are predicted from here, as moe() does for those after it.
-      predict_ahead(l, h, n);
-      gated_mlp(layer.mlp_gate_up, layer.mlp_down, h, n, block_out);
+      kernels::rms_norm(x, layer.ffn_norm.data(), h, n, hidden, eps);
+      if (spec_.has_experts(l)) {
+        moe(l, layer, h, n, block_out);
+      } else {
+        // MoE layers after a dense one are predicted from here, as moe() does for those after.
+        predict_ahead(l, h, n);
+        gated_mlp(layer.mlp_gate_up, layer.mlp_down, h, n, block_out);
+      }
+      kernels::add_in_place(x, block_out, n * hidden);
+      if (ring_) ring_->release(static_cast<std::size_t>(l));
     }
-    kernels::add_in_place(x, block_out, n * hidden);
-    if (ring_) ring_->release(static_cast<std::size_t>(l));
+  } catch (...) {
+    // A read failed mid-pass: the layers not reached leave no predictions for the next pass.
+    store_->abandon();
+    throw;
   }
   for (const auto& seg : segments) seg.cache->advance(seg.rows);
   trace_token_ += n;

@@ -83,6 +83,11 @@ class TieredStore {
   // `layer` has been computed: scores its predictions and cancels their reads not yet started,
   // and forgets the reads expect() started for it that no acquire() took.
   void settle(std::int32_t layer);
+  // The pass stopped before computing every layer (a read failed): settles the layers it left
+  // predictions for and forgets every read expect() started, so that none of them holds a
+  // payload or stands in for the next pass's own (a prediction left over would read as this
+  // layer's, and its expert would not be predicted and prefetched again).
+  void abandon();
   std::vector<LayerCounters> layer_counters() const;
   void reset_counters();
 
