@@ -1,8 +1,9 @@
 // Stored rows (quant_tiles.hpp): q4_K and q6_K products over the rows as a GGUF file stores them,
-// two weight rows at a time on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots
-// are scaled and summed as integers (exact, so in any order), and then each row takes the float
-// steps of quant_tiles.hpp in its order, which makes the results bit-identical to the row tiles'.
-// Built with AVX-512 flags and no contraction; called only where the CPU has them.
+// two weight rows at a time (one from each half of the rows) on AVX-512 VNNI. Each sub-block's dot
+// comes from vpdpbusd; the dots are scaled and summed as integers (exact, so in any order), and
+// then each row takes the float steps of quant_tiles.hpp in its order, which makes the results
+// bit-identical to the row tiles'. Built with AVX-512 flags and no contraction; called only where
+// the CPU has them.
 
 #include <immintrin.h>
 
@@ -222,10 +223,17 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
   }
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(rows);
-  for (std::int64_t r = 0; r < n_rows; r += 2) {
+  // Row r pairs with row r + half, so that each of the pair's rows reads on from where it read
+  // last, in a stream of its own: two sequential streams, which the hardware prefetchers follow.
+  // Pairing neighbours (r, r + 1) read each stream a row, skipped a row (q4_K 4096 x 4096 from
+  // memory, one thread: 6.4-7.1 GB/s paired with neighbours, 10.9-14.0 paired across halves;
+  // q6_K 8.2-8.9 against 11.2-14.4).
+  const std::int64_t half = (n_rows + 1) / 2;
+  for (std::int64_t r = 0; r < half; ++r) {
     const std::uint8_t* a = bytes + r * row_bytes;
-    // A last odd row goes through the pair as both of its rows.
-    const std::uint8_t* b = r + 1 < n_rows ? a + row_bytes : a;
+    // With an odd count, the middle row goes through the pair as both of its rows.
+    const bool paired = r + half < n_rows;
+    const std::uint8_t* b = paired ? a + half * row_bytes : a;
     for (std::int64_t i = 0; i < m; ++i) {
       float out[2];
       // The first activation row streams the weights; the rest find them in cache.
@@ -236,7 +244,7 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
         i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
                : q6_k_pair<false>(a, b, blocks, x[i], out);
       y[i * y_stride + r] = out[0];
-      if (r + 1 < n_rows) y[i * y_stride + r + 1] = out[1];
+      if (paired) y[i * y_stride + r + half] = out[1];
     }
   }
 }
