@@ -7,6 +7,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -207,14 +208,102 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(1, 1, 1, 1)));
 }
 
+// out[0], out[1]: rows a and b against one activation row. Eight blocks at a time: each block's
+// 32 quants of both rows fill one register (a's, then b's), biased by 128 for vpdpbusd, and the
+// activation's offset (-128 times its quants' sum) restores each dot. Each row then adds its
+// blocks' terms one by one, in block order, as the tile kernel does.
+template <bool kPrefetch>
+void q8_0_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+               const QuantizedActivations& x, float* out) {
+  constexpr auto kBytes = static_cast<std::int64_t>(sizeof(BlockQ8_0));
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  // Terms come as [a's blocks 0-3, b's 0-3, a's 4-7, b's 4-7]; the activations' per-block
+  // values are spread to match.
+  const __m512i spread = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
+  // Byte offsets of the 16 weight scales from a's first block of eight, in the terms' order.
+  const std::int64_t b_from_a = b - a;
+  const __m512i scale_at = _mm512_add_epi32(
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7),
+                         _mm512_set1_epi32(static_cast<std::int32_t>(kBytes))),
+      _mm512_maskz_set1_epi32(0xF0F0, static_cast<std::int32_t>(b_from_a)));
+  __m128 acc = _mm_setzero_ps();  // [a's sum, b's sum, -, -]
+  std::int64_t k = 0;
+  for (; k + 8 <= blocks; k += 8) {
+    const std::uint8_t* a8 = a + kBytes * k;
+    if constexpr (kPrefetch) {
+      prefetch_block<8 * sizeof(BlockQ8_0)>(a8);
+      prefetch_block<8 * sizeof(BlockQ8_0)>(b + kBytes * k);
+    }
+    __m512i d[8];
+    for (int j = 0; j < 8; ++j) {
+      const std::uint8_t* wa = a8 + kBytes * j + offsetof(BlockQ8_0, qs);
+      const __m512i w = _mm512_xor_si512(
+          _mm512_inserti64x4(
+              _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wa))),
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wa + b_from_a)), 1),
+          bias);
+      const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(x.q8_0[static_cast<std::size_t>(k + j)].qs)));
+      d[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, q);
+    }
+    const __m512i dots =
+        fold_lane_pairs(lane_sums(d[0], d[1], d[2], d[3]), lane_sums(d[4], d[5], d[6], d[7]));
+    const __m512i offsets = _mm512_permutexvar_epi32(
+        spread, _mm512_castsi256_si512(_mm256_loadu_si256(
+                    reinterpret_cast<const __m256i*>(x.q8_0_offset.data() + k))));
+    const __m512 scales_x = _mm512_permutexvar_ps(
+        spread, _mm512_castps256_ps512(_mm256_loadu_ps(x.q8_0_scales.data() + k)));
+    // Each gathered dword starts with a block's fp16 d.
+    const __m512 scales_w = _mm512_cvtph_ps(
+        _mm512_cvtepi32_epi16(_mm512_i32gather_epi32(scale_at, a8 + offsetof(BlockQ8_0, d), 1)));
+    const __m512 terms = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dots, offsets)),
+                                       _mm512_mul_ps(scales_w, scales_x));
+    for (int j = 0; j < 8; ++j) {
+      const int first = j < 4 ? j : j + 4;  // a's term for block j; b's is 4 further
+      acc = _mm_add_ps(
+          acc, _mm512_castps512_ps128(_mm512_permutexvar_ps(
+                   _mm512_setr_epi32(first, first + 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+                   terms)));
+    }
+  }
+  for (; k < blocks; ++k) {  // the last blocks short of eight, one at a time
+    const std::uint8_t* wa = a + kBytes * k;
+    const __m512i w = _mm512_xor_si512(
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+                               reinterpret_cast<const __m256i*>(wa + offsetof(BlockQ8_0, qs)))),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                               wa + b_from_a + offsetof(BlockQ8_0, qs))),
+                           1),
+        bias);
+    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(x.q8_0[static_cast<std::size_t>(k)].qs)));
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, q);
+    const std::int32_t offset = x.q8_0_offset[static_cast<std::size_t>(k)];
+    std::uint16_t a_d, b_d;
+    std::memcpy(&a_d, wa + offsetof(BlockQ8_0, d), sizeof a_d);
+    std::memcpy(&b_d, wa + b_from_a + offsetof(BlockQ8_0, d), sizeof b_d);
+    const __m128 isums =
+        _mm_cvtepi32_ps(_mm_setr_epi32(_mm512_mask_reduce_add_epi32(0x00FF, dot) + offset,
+                                       _mm512_mask_reduce_add_epi32(0xFF00, dot) + offset, 0, 0));
+    const __m128 scales =
+        _mm_mul_ps(_mm_cvtph_ps(_mm_setr_epi16(static_cast<short>(a_d), static_cast<short>(b_d), 0,
+                                               0, 0, 0, 0, 0)),
+                   _mm_set1_ps(x.q8_0_scales[static_cast<std::size_t>(k)]));
+    acc = _mm_add_ps(acc, _mm_mul_ps(isums, scales));
+  }
+  out[0] = _mm_cvtss_f32(acc);
+  out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(1, 1, 1, 1)));
+}
+
 }  // namespace
 
 void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_rows,
                         std::int64_t blocks, const QuantizedActivations* x, std::int64_t m,
                         float* y, std::int64_t y_stride) {
-  const bool q4_k = type == GgmlType::q4_k;
-  const std::int64_t row_bytes =
-      blocks * static_cast<std::int64_t>(q4_k ? sizeof(BlockQ4_K) : sizeof(BlockQ6_K));
+  const bool q4_k = type == GgmlType::q4_k, q8_0 = type == GgmlType::q8_0;
+  const std::int64_t row_bytes = blocks * static_cast<std::int64_t>(q4_k   ? sizeof(BlockQ4_K)
+                                                                    : q8_0 ? sizeof(BlockQ8_0)
+                                                                           : sizeof(BlockQ6_K));
   // q4_K's activations in its nibbles' order, once per call and activation row.
   thread_local std::vector<std::int8_t> permuted;
   if (q4_k) {
@@ -222,29 +311,37 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
     for (std::int64_t i = 0; i < m; ++i)
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
   }
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(rows);
   // Row r pairs with row r + half, so that each of the pair's rows reads on from where it read
   // last, in a stream of its own: two sequential streams, which the hardware prefetchers follow.
   // Pairing neighbours (r, r + 1) read each stream a row, skipped a row (q4_K 4096 x 4096 from
   // memory, one thread: 6.4-7.1 GB/s paired with neighbours, 10.9-14.0 paired across halves;
-  // q6_K 8.2-8.9 against 11.2-14.4).
-  const std::int64_t half = (n_rows + 1) / 2;
-  for (std::int64_t r = 0; r < half; ++r) {
-    const std::uint8_t* a = bytes + r * row_bytes;
-    // With an odd count, the middle row goes through the pair as both of its rows.
-    const bool paired = r + half < n_rows;
-    const std::uint8_t* b = paired ? a + half * row_bytes : a;
-    for (std::int64_t i = 0; i < m; ++i) {
-      float out[2];
-      // The first activation row streams the weights; the rest find them in cache.
-      if (q4_k)
-        i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], permuted.data(), out)
-               : q4_k_pair<false>(a, b, blocks, x[i], permuted.data() + i * blocks * kQK, out);
-      else
-        i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
-               : q6_k_pair<false>(a, b, blocks, x[i], out);
-      y[i * y_stride + r] = out[0];
-      if (paired) y[i * y_stride + r + half] = out[1];
+  // q6_K 8.2-8.9 against 11.2-14.4). The rows go in parts of under 1 GiB, as q8_0 gathers its
+  // scales at 32-bit offsets from row a.
+  const std::int64_t part_rows = std::max<std::int64_t>(2, (std::int64_t{1} << 30) / row_bytes);
+  for (std::int64_t first = 0; first < n_rows; first += part_rows) {
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(rows) + first * row_bytes;
+    float* part_y = y + first;
+    const std::int64_t part = std::min(part_rows, n_rows - first), half = (part + 1) / 2;
+    for (std::int64_t r = 0; r < half; ++r) {
+      const std::uint8_t* a = bytes + r * row_bytes;
+      // With an odd count, the middle row goes through the pair as both of its rows.
+      const bool paired = r + half < part;
+      const std::uint8_t* b = paired ? a + half * row_bytes : a;
+      for (std::int64_t i = 0; i < m; ++i) {
+        float out[2];
+        // The first activation row streams the weights; the rest find them in cache.
+        if (q4_k)
+          i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], permuted.data(), out)
+                 : q4_k_pair<false>(a, b, blocks, x[i], permuted.data() + i * blocks * kQK, out);
+        else if (q8_0)
+          i == 0 ? q8_0_pair<true>(a, b, blocks, x[i], out)
+                 : q8_0_pair<false>(a, b, blocks, x[i], out);
+        else
+          i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
+                 : q6_k_pair<false>(a, b, blocks, x[i], out);
+        part_y[i * y_stride + r] = out[0];
+        if (paired) part_y[i * y_stride + r + half] = out[1];
+      }
     }
   }
 }
