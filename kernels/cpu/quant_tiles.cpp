@@ -591,7 +591,8 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 }  // namespace detail
 
 bool computes_stored_rows(GgmlType type) {
-  return (type == GgmlType::q4_k || type == GgmlType::q6_k || type == GgmlType::q8_0) &&
+  return (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
+          type == GgmlType::q8_0) &&
          usable_quant_isa(QuantIsa::avx512_vnni) == QuantIsa::avx512_vnni;
 }
 

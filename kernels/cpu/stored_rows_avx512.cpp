@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "moed/kernels/quant.hpp"
@@ -62,10 +63,29 @@ void permute_for_q4_k(const QuantizedActivations& x, std::int64_t blocks, std::i
       std::memcpy(out + kQK * b + 32 * p, x.q8_k[static_cast<std::size_t>(b)].qs + kPieces[p], 32);
 }
 
+// Bit 4 of each byte: the fifth bits of a q5_K block's quants in one 64-byte half (`half` 0 or
+// 1) of its qs, for the low nibbles (`high` false) or the high ones. Byte l of the half's 32-byte
+// group g takes bit 2g (low nibble) or 2g + 1 (high) of qh[l]; `bits` holds qh in both 256-bit
+// halves, so each half shifts its own bit to bit 4.
+template <int kHalf, bool kHigh>
+__m512i fifth_bits(__m512i bits) {
+  constexpr int kFirst = 4 * kHalf + (kHigh ? 1 : 0);  // the bit of the half's first group
+  const auto to_bit_4 = [&](int from) {
+    if (from < 4) return _mm512_slli_epi16(bits, static_cast<unsigned>(4 - from));
+    if (from > 4) return _mm512_srli_epi16(bits, static_cast<unsigned>(from - 4));
+    return bits;
+  };
+  return _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, to_bit_4(kFirst), to_bit_4(kFirst + 2)),
+                          _mm512_set1_epi8(0x10));
+}
+
 // out[0], out[1]: rows a and b against one activation row (`permuted` by permute_for_q4_k).
-template <bool kPrefetch>
+// q5_K (kFive) is q4_K with a fifth bit to each quant and the same scales and float steps.
+template <bool kPrefetch, bool kFive = false>
 void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
                const QuantizedActivations& x, const std::int8_t* permuted, float* out) {
+  using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
+  static_assert(offsetof(Block, scales) == offsetof(BlockQ4_K, scales));
   const __m512i nibble = _mm512_set1_epi8(0x0F);
   // q4k_scale_min on each 128-bit lane's 12 scale bytes: 8 scales, then 8 mins; the tile
   // packer's k_scales_and_mins on 256 bits. Sharing that 512-bit one cost this kernel 5-7% (q4_K
@@ -90,26 +110,36 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     const __m512i x2 = _mm512_loadu_si512(q + 128), x3 = _mm512_loadu_si512(q + 192);
     __m512i sums[2];
     for (int r = 0; r < 2; ++r) {
-      const std::uint8_t* block = rows[r] + sizeof(BlockQ4_K) * k;
-      if constexpr (kPrefetch) prefetch_block<sizeof(BlockQ4_K)>(block);
-      const __m512i v0 = _mm512_loadu_si512(block + offsetof(BlockQ4_K, qs));
-      const __m512i v1 = _mm512_loadu_si512(block + offsetof(BlockQ4_K, qs) + 64);
+      const std::uint8_t* block = rows[r] + sizeof(Block) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(Block)>(block);
+      const __m512i v0 = _mm512_loadu_si512(block + offsetof(Block, qs));
+      const __m512i v1 = _mm512_loadu_si512(block + offsetof(Block, qs) + 64);
+      __m512i w0 = _mm512_and_si512(v0, nibble);
+      __m512i w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), nibble);
+      __m512i w2 = _mm512_and_si512(v1, nibble);
+      __m512i w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), nibble);
+      if constexpr (kFive) {
+        const __m512i bits = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + offsetof(Block, qh))));
+        w0 = _mm512_or_si512(w0, fifth_bits<0, false>(bits));
+        w1 = _mm512_or_si512(w1, fifth_bits<0, true>(bits));
+        w2 = _mm512_or_si512(w2, fifth_bits<1, false>(bits));
+        w3 = _mm512_or_si512(w3, fifth_bits<1, true>(bits));
+      }
       const __m512i zero = _mm512_setzero_si512();
-      const __m512i d0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(v0, nibble), x0);
-      const __m512i d1 =
-          _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(v0, 4), nibble), x1);
-      const __m512i d2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(v1, nibble), x2);
-      const __m512i d3 =
-          _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(v1, 4), nibble), x3);
+      const __m512i d0 = _mm512_dpbusd_epi32(zero, w0, x0);
+      const __m512i d1 = _mm512_dpbusd_epi32(zero, w1, x1);
+      const __m512i d2 = _mm512_dpbusd_epi32(zero, w2, x2);
+      const __m512i d3 = _mm512_dpbusd_epi32(zero, w3, x3);
       sums[r] = lane_sums(d0, d1, d2, d3);
     }
     // Sub-block sums: a's 0, 1, 4, 5, 2, 3, 6, 7, then b's.
     const __m512i dots = fold_lane_pairs(sums[0], sums[1]);
     const __m256i stored = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
-            a + sizeof(BlockQ4_K) * k + offsetof(BlockQ4_K, scales)))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + sizeof(BlockQ4_K) * k +
-                                                         offsetof(BlockQ4_K, scales))),
+        _mm256_castsi128_si256(_mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(a + sizeof(Block) * k + offsetof(Block, scales)))),
+        _mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(b + sizeof(Block) * k + offsetof(Block, scales))),
         1);
     const __m256i picked = _mm256_shuffle_epi8(stored, pick_low);
     const __m256i low = _mm256_and_si256(picked, keep_low);
@@ -133,8 +163,8 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     // [a's isum, a's msum, b's isum, b's msum] times [d, dmin, d, dmin] * dx; then per row
     // term = isum part - msum part, acc = acc + term (lanes 0 and 2).
     std::uint32_t a_d_dmin, b_d_dmin;  // each row's fp16 d and dmin, as stored
-    std::memcpy(&a_d_dmin, a + sizeof(BlockQ4_K) * k, sizeof a_d_dmin);
-    std::memcpy(&b_d_dmin, b + sizeof(BlockQ4_K) * k, sizeof b_d_dmin);
+    std::memcpy(&a_d_dmin, a + sizeof(Block) * k, sizeof a_d_dmin);
+    std::memcpy(&b_d_dmin, b + sizeof(Block) * k, sizeof b_d_dmin);
     const __m128 d =
         _mm_cvtph_ps(_mm_setr_epi32(static_cast<int>(a_d_dmin), static_cast<int>(b_d_dmin), 0, 0));
     const __m128 dx = _mm_set1_ps(x.q8_k[static_cast<std::size_t>(k)].d);
@@ -300,17 +330,34 @@ void q8_0_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
 void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_rows,
                         std::int64_t blocks, const QuantizedActivations* x, std::int64_t m,
                         float* y, std::int64_t y_stride) {
-  const bool q4_k = type == GgmlType::q4_k, q8_0 = type == GgmlType::q8_0;
-  const std::int64_t row_bytes = blocks * static_cast<std::int64_t>(q4_k   ? sizeof(BlockQ4_K)
-                                                                    : q8_0 ? sizeof(BlockQ8_0)
-                                                                           : sizeof(BlockQ6_K));
-  // q4_K's activations in its nibbles' order, once per call and activation row.
+  const std::int64_t row_bytes =
+      blocks * static_cast<std::int64_t>(ggml_type_traits(type).type_size);
+  // q4_K's and q5_K's activations in their nibbles' order, once per call and activation row.
+  const bool nibbles = type == GgmlType::q4_k || type == GgmlType::q5_k;
   thread_local std::vector<std::int8_t> permuted;
-  if (q4_k) {
+  if (nibbles) {
     permuted.resize(static_cast<std::size_t>(m * blocks * kQK));
     for (std::int64_t i = 0; i < m; ++i)
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
   }
+  // The first activation row streams the weights; the rest find them in cache.
+  const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
+    const std::int8_t* own = nibbles ? permuted.data() + i * blocks * kQK : nullptr;
+    switch (type) {
+      case GgmlType::q4_k:
+        return i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], own, out)
+                      : q4_k_pair<false>(a, b, blocks, x[i], own, out);
+      case GgmlType::q5_k:
+        return i == 0 ? q4_k_pair<true, true>(a, b, blocks, x[i], own, out)
+                      : q4_k_pair<false, true>(a, b, blocks, x[i], own, out);
+      case GgmlType::q6_k:
+        return i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
+                      : q6_k_pair<false>(a, b, blocks, x[i], out);
+      default:
+        return i == 0 ? q8_0_pair<true>(a, b, blocks, x[i], out)
+                      : q8_0_pair<false>(a, b, blocks, x[i], out);
+    }
+  };
   // Row r pairs with row r + half, so that each of the pair's rows reads on from where it read
   // last, in a stream of its own: two sequential streams, which the hardware prefetchers follow.
   // Pairing neighbours (r, r + 1) read each stream a row, skipped a row (q4_K 4096 x 4096 from
@@ -329,16 +376,7 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
       const std::uint8_t* b = paired ? a + half * row_bytes : a;
       for (std::int64_t i = 0; i < m; ++i) {
         float out[2];
-        // The first activation row streams the weights; the rest find them in cache.
-        if (q4_k)
-          i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], permuted.data(), out)
-                 : q4_k_pair<false>(a, b, blocks, x[i], permuted.data() + i * blocks * kQK, out);
-        else if (q8_0)
-          i == 0 ? q8_0_pair<true>(a, b, blocks, x[i], out)
-                 : q8_0_pair<false>(a, b, blocks, x[i], out);
-        else
-          i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
-                 : q6_k_pair<false>(a, b, blocks, x[i], out);
+        pair(i, a, b, out);
         part_y[i * y_stride + r] = out[0];
         if (paired) part_y[i * y_stride + r + half] = out[1];
       }
