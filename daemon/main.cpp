@@ -223,13 +223,18 @@ int main(int argc, char** argv) {
   // The daemon's options share names with the subcommands' (--model, --threads, --host-budget),
   // so "moed --threads 2 bench ..." would parse and quietly run the bench on its default.
   if (const auto subcommands = app.get_subcommands(); !subcommands.empty()) {
+    const CLI::App& sub = *subcommands.front();
     for (const CLI::Option* option : app.get_options()) {
       if (option->count() == 0 || option == app.get_help_ptr()) continue;
-      std::fprintf(stderr,
-                   "moed: error: %s is an option of the daemon; a subcommand takes its options "
-                   "after its name: moed %s %s ...\n",
-                   option->get_name().c_str(), subcommands.front()->get_name().c_str(),
-                   option->get_name().c_str());
+      const std::string name = option->get_name();
+      if (sub.get_option_no_throw(name) != nullptr)
+        std::fprintf(stderr,
+                     "moed: error: %s is an option of the daemon; a subcommand takes its options "
+                     "after its name: moed %s %s ...\n",
+                     name.c_str(), sub.get_name().c_str(), name.c_str());
+      else
+        std::fprintf(stderr, "moed: error: %s is an option of the daemon, not of moed %s\n",
+                     name.c_str(), sub.get_name().c_str());
       return 1;
     }
   }

@@ -1,9 +1,9 @@
-// Stored rows (quant_tiles.hpp): q4_K and q6_K products over the rows as a GGUF file stores them,
-// two weight rows at a time (one from each half of the rows) on AVX-512 VNNI. Each sub-block's dot
-// comes from vpdpbusd; the dots are scaled and summed as integers (exact, so in any order), and
-// then each row takes the float steps of quant_tiles.hpp in its order, which makes the results
-// bit-identical to the row tiles'. Built with AVX-512 flags and no contraction; called only where
-// the CPU has them.
+// Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K and q8_0 products over the rows as a GGUF file
+// stores them, two weight rows at a time (one from each half of the rows) on AVX-512 VNNI. Each
+// sub-block's dot comes from vpdpbusd; the dots are scaled and summed as integers (exact, so in any
+// order), and then each row takes the float steps of quant_tiles.hpp in its order, which makes the
+// results bit-identical to the row tiles'. Built with AVX-512 flags and no contraction; called only
+// where the CPU has them.
 
 #include <immintrin.h>
 

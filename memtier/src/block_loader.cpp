@@ -140,11 +140,13 @@ std::shared_future<Payload> BlockLoader::load(BlockId block, Priority priority,
   return job->future;
 }
 
-std::shared_future<Payload> BlockLoader::prioritize(BlockId block, Priority priority) {
+std::shared_future<Payload> BlockLoader::prioritize(BlockId block, Priority priority,
+                                                    OnLoaded on_loaded) {
   std::lock_guard lock(mutex_);
   auto it = jobs_.find(block);
   if (it == jobs_.end()) return {};
   Job& job = *it->second;
+  if (on_loaded) job.on_loaded.push_back(std::move(on_loaded));
   if (priority < job.priority) {
     // Queued, it takes its place behind the demands asked for before it (the sequence becomes
     // the reader's tag only when the read starts).

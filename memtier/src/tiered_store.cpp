@@ -56,11 +56,12 @@ Payload TieredStore::acquire(BlockId block) {
       return hit;
     }
     ++layer.misses;
-    bool joins_prefetch = false;  // the demand shares the prefetch's read, which counts its bytes
-    if (!load.valid() && prediction && prediction->issued_by != 0 && !prediction->cancelled) {
-      load = loader_.prioritize(block);
-      joins_prefetch = load.valid();
-    }
+    // A read under way (a prefetch's, or one an earlier pass left) is joined as a demand; its
+    // own callback counts its bytes.
+    const bool expected = load.valid();
+    if (!expected) load = loader_.prioritize(block);
+    const bool joins_prefetch = !expected && load.valid() && prediction &&
+                                prediction->issued_by != 0 && !prediction->cancelled;
     if (scored) {
       if (joins_prefetch) {
         ++horizon.late;
@@ -125,18 +126,21 @@ void TieredStore::issue(BlockId block, int horizon) {
   prediction.issued_by = horizon;
   prediction.cancelled = false;
   ++layers_[static_cast<std::size_t>(block.layer)].horizons[horizon - 1].issued;
-  // A read an earlier pass started for its prediction, and could not cancel, is joined: its
-  // callback admits the block for this prediction and has counted its bytes once already.
-  if (loader_.prioritize(block, priority_of(horizon)).valid()) return;
+  // Offered to the tier as a prefetch, and held for the prediction until its layer asks.
+  const BlockLoader::OnLoaded admit = [this](BlockId id, const Payload& payload) {
+    if (!host_.admit(id, payload)) return;
+    Payload resident = host_.peek(id);
+    std::lock_guard lock(mutex_);
+    auto it = predictions_.find(id);
+    if (it != predictions_.end() && !it->second.needed) it->second.landed = std::move(resident);
+  };
+  // A read an earlier pass started and could not cancel is joined: it has its byte count (a
+  // second admission of a block the tier holds changes nothing).
+  if (loader_.prioritize(block, priority_of(horizon), admit).valid()) return;
   loader_.load(block, priority_of(horizon),
-               [this, count = count_bytes_read()](BlockId id, const Payload& payload) {
+               [admit, count = count_bytes_read()](BlockId id, const Payload& payload) {
                  count(id, payload);
-                 if (!host_.admit(id, payload)) return;
-                 Payload resident = host_.peek(id);
-                 std::lock_guard lock(mutex_);
-                 auto it = predictions_.find(id);
-                 if (it != predictions_.end() && !it->second.needed)
-                   it->second.landed = std::move(resident);
+                 admit(id, payload);
                });
 }
 
@@ -147,6 +151,10 @@ void TieredStore::prefetch(std::int32_t layer, std::span<const std::int32_t> exp
   if (layer < 0 || static_cast<std::size_t>(layer) >= layers_.size())
     throw std::invalid_argument("prefetch: layer " + std::to_string(layer) + " is outside 0.." +
                                 std::to_string(layers_.size() - 1));
+  for (const std::int32_t expert : experts)
+    if (expert < 0)
+      throw std::invalid_argument("prefetch: expert " + std::to_string(expert) + " of layer " +
+                                  std::to_string(layer) + " is negative");
   std::lock_guard lock(mutex_);
   auto& counters = layers_[static_cast<std::size_t>(layer)].horizons[horizon - 1];
   // The earlier predictions this one replaces: their reads not yet started are dropped.

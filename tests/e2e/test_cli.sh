@@ -184,6 +184,7 @@ expect_error "truncated safetensors" "truncated" "$moed" logits --model "$work/t
 expect_error "token id out of range" "outside the vocabulary" "$moed" logits --model "$models/tiny-f32" --tokens 1,512 --out "$work/x.npy"
 expect_error "bad token list" "not a token id" "$moed" logits --model "$models/tiny-f32" --tokens 1,x --out "$work/x.npy"
 expect_error "a daemon option before a subcommand" "--threads is an option of the daemon; .*moed bench --threads" "$moed" --threads 2 bench --model "$models/tiny-f32"
+expect_error "a daemon-only option with a subcommand" "--socket is an option of the daemon, not of moed info" "$moed" --socket /tmp/x.sock info --model "$models/tiny-f32"
 expect_error "bad budget" "not a size" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget lots
 expect_error "budget below minimum" "below this model's minimum" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget 64KiB
 "$moed" logits --model /nonexistent --tokens 1 --out "$work/x.npy" >/dev/null 2>"$work/err"

@@ -1210,6 +1210,8 @@ TEST(TieredStore, StalePrefetchesAreCancelledUnreadAndScoredPerHorizon) {
   store.settle(2);
   EXPECT_THROW(store.prefetch(3, near3, 3), std::invalid_argument);
   EXPECT_THROW(store.prefetch(4, near3, 1), std::invalid_argument);
+  const std::int32_t negative[] = {1, -1};
+  EXPECT_THROW(store.prefetch(3, negative, 1), std::invalid_argument);
   f.gate.set_value();
   dense0.get();
   dense1.get();
@@ -1299,6 +1301,34 @@ TEST(TieredStore, APredictionMadeAgainJoinsTheReadAnEarlierPassStarted) {
   EXPECT_EQ(near.issued, 2u);
   EXPECT_EQ(near.wasted, 1u);
   EXPECT_EQ(near.hits, 1u);
+}
+
+TEST(TieredStore, ReadsAnAbandonedPassLeftAreJoinedAndCountedOnce) {
+  LoaderFixture f(true);
+  HostTier host(1 << 20, make_policy("lru"));
+  TieredStore store(host, *f.loader, f.source, 4);
+  store.expect({2, 0});
+  store.expect({2, 1});
+  while (f.at_gate < 1) std::this_thread::yield();  // both demands under way, one held
+  store.abandon();                                  // the pass failed before layer 2
+  const std::int32_t predicted[] = {0};
+  store.prefetch(2, predicted, 1);  // the next pass predicts expert 0: it joins that read
+  // It asks for expert 1 unpredicted, joining the other read; the gate opens once it waits.
+  store.set_waiter([&](const std::shared_future<Payload>& load) {
+    f.gate.set_value();
+    load.wait();
+  });
+  store.acquire({2, 1});
+  while (f.loader->pending({2, 0})) std::this_thread::yield();
+  EXPECT_NE(host.peek({2, 0}), nullptr);  // admitted for the prediction
+  store.acquire({2, 0});
+  store.settle(2);
+  EXPECT_EQ(f.loader->counters().reads, 2u);
+  const auto layers = store.layer_counters();
+  EXPECT_EQ(layers[2].bytes_read, 2u * (64 << 10));  // each read counted once
+  EXPECT_EQ(layers[2].horizons[0].hits, 1u);
+  EXPECT_EQ(layers[2].hits, 1u);
+  EXPECT_EQ(layers[2].misses, 1u);
 }
 
 TEST(TieredStore, AnAbandonedPassLeavesNoPredictionsForTheNext) {

@@ -1092,7 +1092,11 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     }
   } catch (...) {
     // A read failed mid-pass: the layers not reached leave no predictions for the next pass.
-    store_->abandon();
+    // The pass's own error is the one reported, whatever abandoning might throw.
+    try {
+      store_->abandon();
+    } catch (...) {
+    }
     throw;
   }
   for (const auto& seg : segments) seg.cache->advance(seg.rows);

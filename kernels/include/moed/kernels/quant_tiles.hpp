@@ -99,7 +99,7 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
 // with no repacking (a block streamed from disk and used once need not be turned into tiles).
 // Two rows at a time (one from each half, so each reads on sequentially) on AVX-512 VNNI; the
 // float order above, so the results are bit-identical to the row tiles'. For one activation row
-// about the tile kernels' rate from memory, and 2-2.5 times packing plus the tile product's
+// about the tile kernels' rate from memory, and 2.5 times packing plus the tile product's
 // (docs/design.md, section 4); for more than two (prefill), each 64-row group is repacked into
 // tiles where it stays in cache and multiplied there.
 bool computes_stored_rows(GgmlType type);

@@ -72,12 +72,13 @@ class BlockLoader {
 
   // The future holds the payload, or the read error (naming file and offset) as an exception.
   std::shared_future<Payload> load(BlockId block, Priority priority, OnLoaded on_loaded = {});
-  // Raises a load under way (queued or reading) to `priority` and returns its future, in one
-  // step, so a caller cannot see it pending and then start a second read of a block that landed
-  // between the two. A load raised to a demand while queued takes its place after the demands
-  // already asked for (a prefetch queued before them does not overtake them). Without such a
-  // load, returns an invalid future and starts nothing.
-  std::shared_future<Payload> prioritize(BlockId block, Priority priority = Priority::demand);
+  // Raises a load under way (queued or reading) to `priority`, adds `on_loaded` to it, and
+  // returns its future, in one step, so a caller cannot see it pending and then start a second
+  // read of a block that landed between the two. A load raised to a demand while queued takes its
+  // place after the demands already asked for (a prefetch queued before them does not overtake
+  // them). Without such a load, returns an invalid future and starts nothing.
+  std::shared_future<Payload> prioritize(BlockId block, Priority priority = Priority::demand,
+                                         OnLoaded on_loaded = {});
   // Drops a prefetch that has not started; its future then holds a "cancelled" error.
   bool cancel(BlockId block);
   bool pending(BlockId block) const;
