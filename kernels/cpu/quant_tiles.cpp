@@ -592,7 +592,7 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 
 bool computes_stored_rows(GgmlType type) {
   return (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
-          type == GgmlType::q8_0) &&
+          type == GgmlType::q8_0 || type == GgmlType::q4_0) &&
          usable_quant_isa(QuantIsa::avx512_vnni) == QuantIsa::avx512_vnni;
 }
 

@@ -1,9 +1,9 @@
-// Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K and q8_0 products over the rows as a GGUF file
-// stores them, two weight rows at a time (one from each half of the rows) on AVX-512 VNNI. Each
-// sub-block's dot comes from vpdpbusd; the dots are scaled and summed as integers (exact, so in any
-// order), and then each row takes the float steps of quant_tiles.hpp in its order, which makes the
-// results bit-identical to the row tiles'. Built with AVX-512 flags and no contraction; called only
-// where the CPU has them.
+// Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K, q8_0 and q4_0 products over the rows as a GGUF
+// file stores them, two weight rows at a time (one from each half of the rows) on AVX-512 VNNI.
+// Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed as integers (exact, so
+// in any order), and then each row takes the float steps of quant_tiles.hpp in its order, which
+// makes the results bit-identical to the row tiles'. Built with AVX-512 flags and no contraction;
+// called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -238,54 +238,88 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(1, 1, 1, 1)));
 }
 
-// out[0], out[1]: rows a and b against one activation row. Eight blocks at a time: each block's
-// 32 quants of both rows fill one register (a's, then b's), biased by 128 for vpdpbusd, and the
-// activation's offset (-128 times its quants' sum) restores each dot. Each row then adds its
-// blocks' terms one by one, in block order, as the tile kernel does.
-template <bool kPrefetch>
-void q8_0_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
-               const QuantizedActivations& x, float* out) {
-  constexpr auto kBytes = static_cast<std::int64_t>(sizeof(BlockQ8_0));
-  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+// A 32-element block's quants in element order, as unsigned bytes for vpdpbusd: q8_0's biased
+// by 128, q4_0's nibbles (element j in the low nibble of qs[j], j + 16 in the high one) as they
+// are; the activation's offset (-128 or -8 times its quants' sum) restores the dot.
+template <GgmlType kType>
+__m256i block_quants(const std::uint8_t* block) {
+  if constexpr (kType == GgmlType::q8_0) {
+    return _mm256_xor_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + offsetof(BlockQ8_0, qs))),
+        _mm256_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    const __m128i packed =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ4_0, qs)));
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble),
+                            _mm_and_si128(packed, nibble));
+  }
+}
+
+template <GgmlType kType>
+std::int32_t block_offset(const QuantizedActivations& x, std::int64_t k) {
+  const auto at = static_cast<std::size_t>(k);
+  return kType == GgmlType::q8_0 ? x.q8_0_offset[at] : -8 * x.q8_0_sums[at];
+}
+
+// The offsets of activation blocks k to k + 7.
+template <GgmlType kType>
+__m256i block_offsets(const QuantizedActivations& x, std::int64_t k) {
+  if constexpr (kType == GgmlType::q8_0)
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q8_0_offset.data() + k));
+  return _mm256_sub_epi32(
+      _mm256_setzero_si256(),
+      _mm256_slli_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q8_0_sums.data() + k)), 3));
+}
+
+// out[0], out[1]: rows a and b against one activation row, for q8_0 and q4_0 (a block: fp16 d,
+// then 32 quants). Eight blocks at a time: each block's quants of both rows fill one register
+// (a's, then b's; block_quants), and each row then adds its blocks' terms one by one, in block
+// order, as the tile kernels do.
+template <bool kPrefetch, GgmlType kType>
+void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+                       const QuantizedActivations& x, float* out) {
+  using Block = std::conditional_t<kType == GgmlType::q8_0, BlockQ8_0, BlockQ4_0>;
+  static_assert(offsetof(Block, d) == 0);
+  constexpr auto kBytes = static_cast<std::int64_t>(sizeof(Block));
   // Terms come as [a's blocks 0-3, b's 0-3, a's 4-7, b's 4-7]; the activations' per-block
   // values are spread to match.
   const __m512i spread = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
   // Byte offsets of the 16 weight scales from a's first block of eight, in the terms' order.
   const std::int64_t b_from_a = b - a;
   const __m512i scale_at = _mm512_add_epi32(
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7),
-                         _mm512_set1_epi32(static_cast<std::int32_t>(kBytes))),
+      _mm512_mullo_epi32(spread, _mm512_set1_epi32(static_cast<std::int32_t>(kBytes))),
       _mm512_maskz_set1_epi32(0xF0F0, static_cast<std::int32_t>(b_from_a)));
+  const auto pair_quants = [&](const std::uint8_t* block) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(block_quants<kType>(block)),
+                              block_quants<kType>(block + b_from_a), 1);
+  };
+  const auto activations = [&](std::int64_t k) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(x.q8_0[static_cast<std::size_t>(k)].qs)));
+  };
   __m128 acc = _mm_setzero_ps();  // [a's sum, b's sum, -, -]
   std::int64_t k = 0;
   for (; k + 8 <= blocks; k += 8) {
     const std::uint8_t* a8 = a + kBytes * k;
     if constexpr (kPrefetch) {
-      prefetch_block<8 * sizeof(BlockQ8_0)>(a8);
-      prefetch_block<8 * sizeof(BlockQ8_0)>(b + kBytes * k);
+      prefetch_block<8 * sizeof(Block)>(a8);
+      prefetch_block<8 * sizeof(Block)>(b + kBytes * k);
     }
     __m512i d[8];
-    for (int j = 0; j < 8; ++j) {
-      const std::uint8_t* wa = a8 + kBytes * j + offsetof(BlockQ8_0, qs);
-      const __m512i w = _mm512_xor_si512(
-          _mm512_inserti64x4(
-              _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wa))),
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wa + b_from_a)), 1),
-          bias);
-      const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(x.q8_0[static_cast<std::size_t>(k + j)].qs)));
-      d[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, q);
-    }
+    for (int j = 0; j < 8; ++j)
+      d[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pair_quants(a8 + kBytes * j),
+                                 activations(k + j));
     const __m512i dots =
         fold_lane_pairs(lane_sums(d[0], d[1], d[2], d[3]), lane_sums(d[4], d[5], d[6], d[7]));
-    const __m512i offsets = _mm512_permutexvar_epi32(
-        spread, _mm512_castsi256_si512(_mm256_loadu_si256(
-                    reinterpret_cast<const __m256i*>(x.q8_0_offset.data() + k))));
+    const __m512i offsets =
+        _mm512_permutexvar_epi32(spread, _mm512_castsi256_si512(block_offsets<kType>(x, k)));
     const __m512 scales_x = _mm512_permutexvar_ps(
         spread, _mm512_castps256_ps512(_mm256_loadu_ps(x.q8_0_scales.data() + k)));
     // Each gathered dword starts with a block's fp16 d.
-    const __m512 scales_w = _mm512_cvtph_ps(
-        _mm512_cvtepi32_epi16(_mm512_i32gather_epi32(scale_at, a8 + offsetof(BlockQ8_0, d), 1)));
+    const __m512 scales_w =
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(scale_at, a8, 1)));
     const __m512 terms = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dots, offsets)),
                                        _mm512_mul_ps(scales_w, scales_x));
     for (int j = 0; j < 8; ++j) {
@@ -298,20 +332,12 @@ void q8_0_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   }
   for (; k < blocks; ++k) {  // the last blocks short of eight, one at a time
     const std::uint8_t* wa = a + kBytes * k;
-    const __m512i w = _mm512_xor_si512(
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
-                               reinterpret_cast<const __m256i*>(wa + offsetof(BlockQ8_0, qs)))),
-                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                               wa + b_from_a + offsetof(BlockQ8_0, qs))),
-                           1),
-        bias);
-    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(x.q8_0[static_cast<std::size_t>(k)].qs)));
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, q);
-    const std::int32_t offset = x.q8_0_offset[static_cast<std::size_t>(k)];
+    const __m512i dot =
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), pair_quants(wa), activations(k));
+    const std::int32_t offset = block_offset<kType>(x, k);
     std::uint16_t a_d, b_d;
-    std::memcpy(&a_d, wa + offsetof(BlockQ8_0, d), sizeof a_d);
-    std::memcpy(&b_d, wa + b_from_a + offsetof(BlockQ8_0, d), sizeof b_d);
+    std::memcpy(&a_d, wa, sizeof a_d);
+    std::memcpy(&b_d, wa + b_from_a, sizeof b_d);
     const __m128 isums =
         _mm_cvtepi32_ps(_mm_setr_epi32(_mm512_mask_reduce_add_epi32(0x00FF, dot) + offset,
                                        _mm512_mask_reduce_add_epi32(0xFF00, dot) + offset, 0, 0));
@@ -353,9 +379,12 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
       case GgmlType::q6_k:
         return i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
                       : q6_k_pair<false>(a, b, blocks, x[i], out);
+      case GgmlType::q4_0:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_0>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q4_0>(a, b, blocks, x[i], out);
       default:
-        return i == 0 ? q8_0_pair<true>(a, b, blocks, x[i], out)
-                      : q8_0_pair<false>(a, b, blocks, x[i], out);
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q8_0>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);
     }
   };
   // Row r pairs with row r + half, so that each of the pair's rows reads on from where it read

@@ -245,8 +245,8 @@ BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 // A 4096 x 4096 mat-vec from weights as stored in the file, as a block streamed from disk is
 // used, on one thread (512 MiB of copies, so they come from memory): computed from the stored
 // rows, or (as the disk tier does otherwise) repacked into row tiles and then multiplied.
-// Bytes/s of stored bytes. Args: ggml type id (q4_K, q5_K, q6_K, q8_0), 0 stored rows, 1 repack +
-// tiles; activation rows.
+// Bytes/s of stored bytes. Args: ggml type id (q4_K, q5_K, q6_K, q8_0, q4_0), 0 stored rows, 1
+// repack + tiles; activation rows.
 void BM_StreamedMatvec(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const bool repack = state.range(1) == 1;
@@ -291,7 +291,8 @@ void BM_StreamedMatvec(benchmark::State& state) {
 BENCHMARK(BM_StreamedMatvec)
     ->ArgsProduct(
         {{static_cast<std::int64_t>(GgmlType::q4_k), static_cast<std::int64_t>(GgmlType::q5_k),
-          static_cast<std::int64_t>(GgmlType::q6_k), static_cast<std::int64_t>(GgmlType::q8_0)},
+          static_cast<std::int64_t>(GgmlType::q6_k), static_cast<std::int64_t>(GgmlType::q8_0),
+          static_cast<std::int64_t>(GgmlType::q4_0)},
          {0, 1},
          {1, 2, 4, 16}})
     ->UseRealTime();

@@ -304,8 +304,8 @@ TEST(QuantDot, StoredRowsWeightsGiveThePackedWeightsResults) {
   const WeightPart packed_down[] = {{down.data(), DType::q6_k, hidden}};
   const WeightPart stored_gate_up[] = {{at, DType::q4_k, ffn}, {up_at, DType::q4_k, ffn}};
   const WeightPart stored_down[] = {{down_at, DType::q6_k, hidden}};
-  const WeightPart q4_0_part[] = {{gate.data(), DType::q4_0, 1}};
-  EXPECT_FALSE(CpuMatmul::computes_stored_rows(q4_0_part));
+  const WeightPart q4_1_part[] = {{gate.data(), DType::q4_1, 1}};
+  EXPECT_FALSE(CpuMatmul::computes_stored_rows(q4_1_part));
   const bool here = best_quant_isa() == QuantIsa::avx512_vnni;
   EXPECT_EQ(CpuMatmul::computes_stored_rows(stored_gate_up), here);
   if (!here) {
@@ -636,15 +636,17 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   const bool avx512_vnni_here = best_quant_isa() == QuantIsa::avx512_vnni;
   for (const GgmlType type : kTiledFormats)
     EXPECT_EQ(computes_stored_rows(type),
-              avx512_vnni_here && (type == GgmlType::q4_k || type == GgmlType::q5_k ||
-                                   type == GgmlType::q6_k || type == GgmlType::q8_0))
+              avx512_vnni_here &&
+                  (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
+                   type == GgmlType::q8_0 || type == GgmlType::q4_0))
         << ggml_type_name(type);
   if (!avx512_vnni_here) GTEST_SKIP() << "stored rows are computed on AVX-512 VNNI only";
   std::mt19937 rng(29);
   // 1 and 37: a lone row and an odd middle one (computed as a pair of itself); 150: whole groups
-  // and a short one, spread over the threads. q8_0 goes eight blocks at a time: 416 columns are
-  // eight and five more.
-  for (const GgmlType type : {GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::q8_0})
+  // and a short one, spread over the threads. q8_0 and q4_0 go eight blocks at a time: 416 columns
+  // are eight and five more.
+  for (const GgmlType type :
+       {GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::q8_0, GgmlType::q4_0})
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
         if (cols % ggml_type_traits(type).block_size != 0) continue;
@@ -662,8 +664,8 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
       }
   const auto x = random_rows(1, 256, rng);
   float y = 0;
-  std::vector<std::byte> q4_0_rows(ggml_row_bytes(GgmlType::q4_0, 256));
-  EXPECT_THROW(stored_rows_matmul(GgmlType::q4_0, q4_0_rows.data(), 1, 256, x.data(), 1, &y, 1),
+  std::vector<std::byte> q4_1_rows(ggml_row_bytes(GgmlType::q4_1, 256));
+  EXPECT_THROW(stored_rows_matmul(GgmlType::q4_1, q4_1_rows.data(), 1, 256, x.data(), 1, &y, 1),
                std::invalid_argument);
 }
 
