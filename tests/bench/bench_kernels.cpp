@@ -298,9 +298,15 @@ BENCHMARK(BM_StreamedMatvec)
     ->UseRealTime();
 
 // Repacking an expert matrix (2816 x 1024) into row tiles on one thread, as the disk tier does
-// for every block it reads: bytes/s of stored bytes. Arg: ggml type id.
+// for every block it reads: bytes/s of stored bytes. Args: ggml type id, ISA (1 AVX2: row by row,
+// as a CPU without AVX-512 VBMI packs; 2 AVX-512 VNNI: through registers where the CPU has VBMI).
 void BM_PackRowTiles(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
+  const auto isa = static_cast<QuantIsa>(state.range(1));
+  if (best_quant_isa() < isa) {
+    state.SkipWithError("this CPU lacks the ISA");
+    return;
+  }
   constexpr std::int64_t rows = 2816, cols = 1024;
   const std::size_t row_bytes = ggml_row_bytes(type, cols);
   std::vector<std::uint8_t> stored(row_bytes * rows);
@@ -313,17 +319,18 @@ void BM_PackRowTiles(benchmark::State& state) {
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(1);
   for (auto _ : state) {
-    pack_row_tiles(type, starts, cols, tiles.data());
+    pack_row_tiles(type, starts, cols, tiles.data(), isa);
     benchmark::DoNotOptimize(tiles.data());
   }
   omp_set_num_threads(saved_threads);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stored.size()));
-  state.SetLabel(std::string(ggml_type_name(type)));
+  state.SetLabel(std::string(ggml_type_name(type)) +
+                 (packs_tiles_in_registers(type, isa) ? " in registers" : " row by row"));
 }
 void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
                               GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k})
-    bench->Arg(static_cast<std::int64_t>(type));
+    for (std::int64_t isa = 1; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
 
