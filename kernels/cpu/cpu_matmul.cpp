@@ -506,7 +506,7 @@ void CpuMatmul::quantized_units(const PackedWeight& weight, const QuantizedActiv
     if (from < to && segment.stored)
       detail::stored_rows_on_this_thread(ggml_type_of(segment.dtype), start, segment.rows,
                                          weight.cols_, x, m, y + first_row, weight.rows_,
-                                         from - base, to - base);
+                                         best_quant_isa(), from - base, to - base);
     else if (from < to)
       detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype), start, segment.rows,
                                        weight.cols_, x, m, y + first_row, weight.rows_,

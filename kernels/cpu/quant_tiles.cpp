@@ -558,15 +558,19 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
 
 void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int64_t rows,
                                 std::int64_t cols, const QuantizedActivations* x, std::int64_t m,
-                                float* y, std::int64_t y_stride, std::int64_t first,
+                                float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
                                 std::int64_t last) {
   const std::int64_t group_rows = kGroupTiles * kTileRows;
   const auto row_bytes = static_cast<std::int64_t>(ggml_row_bytes(type, cols));
   if (m <= kStoredRowsMaxActivations) {
     const std::int64_t begin = first * group_rows, end = std::min(rows, last * group_rows);
-    if (begin < end)
-      stored_rows_avx512(type, stored + begin * row_bytes, end - begin, cols / block_elements(type),
-                         x, m, y + begin, y_stride);
+    const std::int64_t blocks = cols / block_elements(type);
+    if (begin < end && isa == QuantIsa::avx512_vnni)
+      stored_rows_avx512(type, stored + begin * row_bytes, end - begin, blocks, x, m, y + begin,
+                         y_stride);
+    else if (begin < end)
+      stored_rows_avx2(type, stored + begin * row_bytes, end - begin, blocks, x, m, y + begin,
+                       y_stride);
     return;
   }
   // More activation rows than that: each group is repacked into tiles where it stays in cache,
@@ -575,7 +579,7 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
   // 9.6).
   thread_local std::vector<std::byte> tiles;
   thread_local std::vector<const std::byte*> starts;
-  const bool in_registers = packs_tiles_in_registers(type);
+  const bool in_registers = packs_tiles_in_registers(type, isa);
   for (std::int64_t g = first; g < last; ++g) {
     const std::int64_t begin = g * group_rows, n = std::min(rows - begin, group_rows);
     starts.resize(static_cast<std::size_t>(n));
@@ -583,31 +587,32 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
       starts[static_cast<std::size_t>(r)] = stored + (begin + r) * row_bytes;
     tiles.resize(row_tile_bytes(type, n, cols));
     pack_tile_group(type, starts, cols, tiles.data(), 0, in_registers, false);
-    row_tiles_on_this_thread(type, tiles.data(), n, cols, x, m, y + begin, y_stride,
-                             best_quant_isa(), 0, 1);
+    row_tiles_on_this_thread(type, tiles.data(), n, cols, x, m, y + begin, y_stride, isa, 0, 1);
   }
 }
 
 }  // namespace detail
 
-bool computes_stored_rows(GgmlType type) {
+bool computes_stored_rows(GgmlType type, QuantIsa isa) {
   return (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
           type == GgmlType::q8_0 || type == GgmlType::q4_0) &&
-         usable_quant_isa(QuantIsa::avx512_vnni) == QuantIsa::avx512_vnni;
+         usable_quant_isa(isa) == isa && isa != QuantIsa::scalar;
 }
 
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,
                         std::int64_t cols, const QuantizedActivations* x, std::int64_t m, float* y,
-                        std::int64_t y_stride) {
-  if (!computes_stored_rows(type))
+                        std::int64_t y_stride, QuantIsa isa) {
+  if (!computes_stored_rows(type, isa))
     throw std::invalid_argument("stored_rows_matmul: " + std::string(ggml_type_name(type)) +
-                                " is not computed from stored rows on this CPU");
+                                " is not computed from stored rows with " +
+                                std::string(quant_isa_name(isa)) + " on this CPU");
   require_row_tiles(type, cols, "stored_rows_matmul");
   if (m <= 0 || rows <= 0) return;
   detail::check_row_tile_activations(type, cols, x, m);
   const auto groups = static_cast<std::uint32_t>(row_tile_groups(rows));
   detail::over_row_groups(groups, m, [&](std::uint32_t first, std::uint32_t last) {
-    detail::stored_rows_on_this_thread(type, stored, rows, cols, x, m, y, y_stride, first, last);
+    detail::stored_rows_on_this_thread(type, stored, rows, cols, x, m, y, y_stride, isa, first,
+                                       last);
   });
 }
 

@@ -24,7 +24,7 @@ void row_tiles_on_this_thread(GgmlType type, const std::byte* tiles, std::int64_
 // the calling thread; x already checked.
 void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int64_t rows,
                                 std::int64_t cols, const QuantizedActivations* x, std::int64_t m,
-                                float* y, std::int64_t y_stride, std::int64_t first,
+                                float* y, std::int64_t y_stride, QuantIsa isa, std::int64_t first,
                                 std::int64_t last);
 
 // Runs body(first, last) over tile groups [0, groups) of one product of m rows in one region

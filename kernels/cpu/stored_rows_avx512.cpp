@@ -16,22 +16,10 @@
 
 #include "moed/kernels/quant.hpp"
 #include "quant_tiles_internal.hpp"
+#include "stored_rows_pairs.inc"
 
 namespace moed::kernels::qtile {
 namespace {
-
-// Bytes ahead that a streaming pass asks for: a block read from disk is in no cache (a q4_K
-// product over 78 MB of stored rows on one thread: 5.8 GB/s without, 7.7 at 1 KiB, 8.1 at 2 KiB,
-// 7.9 at 4 KiB).
-constexpr std::uintptr_t kPrefetchBytes = 2048;
-
-template <std::size_t kBlockBytes>
-void prefetch_block(const std::uint8_t* block) {
-  // Formed as an integer: the address may lie past the matrix, which a prefetch ignores.
-  const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(block) + kPrefetchBytes;
-  for (std::uintptr_t line = 0; line < kBlockBytes; line += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(at + line), _MM_HINT_T0);
-}
 
 // [a's 128-bit lanes 0+1, 2+3, b's 0+1, 2+3].
 __m512i fold_lane_pairs(__m512i a, __m512i b) {
@@ -366,7 +354,6 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
     for (std::int64_t i = 0; i < m; ++i)
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
   }
-  // The first activation row streams the weights; the rest find them in cache.
   const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
     const std::int8_t* own = nibbles ? permuted.data() + i * blocks * kQK : nullptr;
     switch (type) {
@@ -387,30 +374,7 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
                       : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);
     }
   };
-  // Row r pairs with row r + half, so that each of the pair's rows reads on from where it read
-  // last, in a stream of its own: two sequential streams, which the hardware prefetchers follow.
-  // Pairing neighbours (r, r + 1) read each stream a row, skipped a row (q4_K 4096 x 4096 from
-  // memory, one thread: 6.4-7.1 GB/s paired with neighbours, 10.9-14.0 paired across halves;
-  // q6_K 8.2-8.9 against 11.2-14.4). The rows go in parts of under 1 GiB, as q8_0 gathers its
-  // scales at 32-bit offsets from row a.
-  const std::int64_t part_rows = std::max<std::int64_t>(2, (std::int64_t{1} << 30) / row_bytes);
-  for (std::int64_t first = 0; first < n_rows; first += part_rows) {
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(rows) + first * row_bytes;
-    float* part_y = y + first;
-    const std::int64_t part = std::min(part_rows, n_rows - first), half = (part + 1) / 2;
-    for (std::int64_t r = 0; r < half; ++r) {
-      const std::uint8_t* a = bytes + r * row_bytes;
-      // With an odd count, the middle row goes through the pair as both of its rows.
-      const bool paired = r + half < part;
-      const std::uint8_t* b = paired ? a + half * row_bytes : a;
-      for (std::int64_t i = 0; i < m; ++i) {
-        float out[2];
-        pair(i, a, b, out);
-        part_y[i * y_stride + r] = out[0];
-        if (paired) part_y[i * y_stride + r + half] = out[1];
-      }
-    }
-  }
+  over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride, pair);
 }
 
 }  // namespace moed::kernels::qtile

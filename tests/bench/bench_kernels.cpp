@@ -246,12 +246,14 @@ BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 // used, on one thread (512 MiB of copies, so they come from memory): computed from the stored
 // rows, or (as the disk tier does otherwise) repacked into row tiles and then multiplied.
 // Bytes/s of stored bytes. Args: ggml type id (q4_K, q5_K, q6_K, q8_0, q4_0), 0 stored rows, 1
-// repack + tiles; activation rows.
+// repack + tiles; activation rows; ISA (1 AVX2, 2 AVX-512 VNNI; with AVX2, repacking goes row by
+// row, as on a CPU without AVX-512).
 void BM_StreamedMatvec(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const bool repack = state.range(1) == 1;
-  if (!computes_stored_rows(type)) {
-    state.SkipWithError("this CPU does not compute stored rows");
+  const auto isa = static_cast<QuantIsa>(state.range(3));
+  if (!computes_stored_rows(type, isa)) {
+    state.SkipWithError("this CPU does not compute stored rows with this ISA");
     return;
   }
   constexpr std::int64_t rows = 4096, cols = 4096;
@@ -276,17 +278,17 @@ void BM_StreamedMatvec(benchmark::State& state) {
     if (repack) {
       for (std::int64_t r = 0; r < rows; ++r)
         starts[static_cast<std::size_t>(r)] = copy + r * static_cast<std::int64_t>(row_bytes);
-      pack_row_tiles(type, starts, cols, tiles.data());
-      row_tile_matmul(type, tiles.data(), rows, cols, activations.data(), m, y.data(), rows);
+      pack_row_tiles(type, starts, cols, tiles.data(), isa);
+      row_tile_matmul(type, tiles.data(), rows, cols, activations.data(), m, y.data(), rows, isa);
     } else {
-      stored_rows_matmul(type, copy, rows, cols, activations.data(), m, y.data(), rows);
+      stored_rows_matmul(type, copy, rows, cols, activations.data(), m, y.data(), rows, isa);
     }
     benchmark::DoNotOptimize(y.data());
   }
   omp_set_num_threads(saved_threads);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
   state.SetLabel(std::string(traits.name) + (repack ? " repack + tiles" : " stored rows") +
-                 " m=" + std::to_string(m));
+                 " m=" + std::to_string(m) + " " + std::string(quant_isa_name(isa)));
 }
 BENCHMARK(BM_StreamedMatvec)
     ->ArgsProduct(
@@ -294,7 +296,8 @@ BENCHMARK(BM_StreamedMatvec)
           static_cast<std::int64_t>(GgmlType::q6_k), static_cast<std::int64_t>(GgmlType::q8_0),
           static_cast<std::int64_t>(GgmlType::q4_0)},
          {0, 1},
-         {1, 2, 4, 16}})
+         {1, 2, 4, 16},
+         {1, 2}})
     ->UseRealTime();
 
 // Repacking an expert matrix (2816 x 1024) into row tiles on one thread, as the disk tier does

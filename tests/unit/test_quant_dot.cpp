@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -306,11 +308,11 @@ TEST(QuantDot, StoredRowsWeightsGiveThePackedWeightsResults) {
   const WeightPart stored_down[] = {{down_at, DType::q6_k, hidden}};
   const WeightPart q4_1_part[] = {{gate.data(), DType::q4_1, 1}};
   EXPECT_FALSE(CpuMatmul::computes_stored_rows(q4_1_part));
-  const bool here = best_quant_isa() == QuantIsa::avx512_vnni;
+  const bool here = best_quant_isa() != QuantIsa::scalar;
   EXPECT_EQ(CpuMatmul::computes_stored_rows(stored_gate_up), here);
   if (!here) {
     EXPECT_THROW(CpuMatmul::stored_rows(stored_gate_up, hidden, block), std::invalid_argument);
-    GTEST_SKIP() << "stored rows are computed on AVX-512 VNNI only";
+    GTEST_SKIP() << "stored rows are computed on AVX2 and AVX-512 VNNI only";
   }
   CpuMatmul matmul;
   const PackedWeight tiles_gate_up = matmul.pack(packed_gate_up, hidden);
@@ -633,14 +635,15 @@ TEST(QuantTiles, EveryPathAndBatchSizeGivesTheScalarSoloResultBitForBit) {
 }
 
 TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
-  const bool avx512_vnni_here = best_quant_isa() == QuantIsa::avx512_vnni;
+  const std::vector<QuantIsa> paths = simd_paths();
   for (const GgmlType type : kTiledFormats)
-    EXPECT_EQ(computes_stored_rows(type),
-              avx512_vnni_here &&
-                  (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
-                   type == GgmlType::q8_0 || type == GgmlType::q4_0))
-        << ggml_type_name(type);
-  if (!avx512_vnni_here) GTEST_SKIP() << "stored rows are computed on AVX-512 VNNI only";
+    for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
+      EXPECT_EQ(computes_stored_rows(type, isa),
+                std::ranges::find(paths, isa) != paths.end() &&
+                    (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
+                     type == GgmlType::q8_0 || type == GgmlType::q4_0))
+          << ggml_type_name(type) << " " << quant_isa_name(isa);
+  if (paths.empty()) GTEST_SKIP() << "stored rows are computed on AVX2 and AVX-512 VNNI only";
   std::mt19937 rng(29);
   // 1 and 37: a lone row and an odd middle one (computed as a pair of itself); 150: whole groups
   // and a short one, spread over the threads. q8_0 and q4_0 go eight blocks at a time: 416 columns
@@ -654,18 +657,25 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);
           std::vector<float> tiled(static_cast<std::size_t>(m * rows));
-          row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, tiled.data(), rows);
-          std::vector<float> stored(tiled.size(), -1.0f);
-          stored_rows_matmul(type, reinterpret_cast<const std::byte*>(w.stored.data()), rows, cols,
-                             x.data(), m, stored.data(), rows);
-          ASSERT_EQ(std::memcmp(stored.data(), tiled.data(), tiled.size() * sizeof(float)), 0)
-              << ggml_type_name(type) << " rows=" << rows << " cols=" << cols << " m=" << m;
+          row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, tiled.data(), rows,
+                          QuantIsa::scalar);
+          for (const QuantIsa isa : paths) {
+            std::vector<float> stored(tiled.size(), -1.0f);
+            stored_rows_matmul(type, reinterpret_cast<const std::byte*>(w.stored.data()), rows,
+                               cols, x.data(), m, stored.data(), rows, isa);
+            ASSERT_EQ(std::memcmp(stored.data(), tiled.data(), tiled.size() * sizeof(float)), 0)
+                << ggml_type_name(type) << " rows=" << rows << " cols=" << cols << " m=" << m << " "
+                << quant_isa_name(isa);
+          }
         }
       }
   const auto x = random_rows(1, 256, rng);
   float y = 0;
   std::vector<std::byte> q4_1_rows(ggml_row_bytes(GgmlType::q4_1, 256));
   EXPECT_THROW(stored_rows_matmul(GgmlType::q4_1, q4_1_rows.data(), 1, 256, x.data(), 1, &y, 1),
+               std::invalid_argument);
+  EXPECT_THROW(stored_rows_matmul(GgmlType::q4_k, q4_1_rows.data(), 1, 256, x.data(), 1, &y, 1,
+                                  QuantIsa::scalar),
                std::invalid_argument);
 }
 

@@ -97,16 +97,17 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
 
 // Stored rows: a q4_K, q5_K, q6_K, q8_0 or q4_0 matrix computed as a GGUF file stores it, row
 // after row, with no repacking (a block streamed from disk and used once need not be turned into
-// tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512 VNNI;
-// the float order above, so the results are bit-identical to the row tiles'. For one activation
-// row about the tile kernels' rate from memory, and 2.5 times packing plus the tile product's
-// (docs/design.md, section 4); for more than two (prefill), each 64-row group is repacked into
-// tiles where it stays in cache and multiplied there.
-bool computes_stored_rows(GgmlType type);
+// tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512 VNNI
+// and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row tiles'.
+// For one activation row about the tile kernels' rate from memory: 2.5 times packing plus the
+// tile product's on AVX-512, 3-5 times on AVX2, which packs row by row (docs/design.md, section
+// 4); for more than two (prefill), each 64-row group is repacked into tiles where it stays in
+// cache and multiplied there.
+bool computes_stored_rows(GgmlType type, QuantIsa isa = best_quant_isa());
 // As row_tile_matmul, from `rows` rows stored one after another at `stored`. Throws
-// std::invalid_argument where !computes_stored_rows(type) or cols is not whole blocks.
+// std::invalid_argument where !computes_stored_rows(type, isa) or cols is not whole blocks.
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,
                         std::int64_t cols, const QuantizedActivations* x, std::int64_t m, float* y,
-                        std::int64_t y_stride);
+                        std::int64_t y_stride, QuantIsa isa = best_quant_isa());
 
 }  // namespace moed::kernels

@@ -1,0 +1,350 @@
+// Stored rows (quant_tiles.hpp) on AVX2: q4_K, q5_K, q6_K, q8_0 and q4_0 products over the rows
+// as a GGUF file stores them, two weight rows at a time (one from each half of the rows), for
+// CPUs without AVX-512 VNNI, which would otherwise repack every streamed block row by row (q4_K
+// 2.7 GB/s, q6_K 2.3 on one core of the VM that measured it) before the tile product. Each
+// sub-block's dot comes from maddubs and madd (the pair sums stay inside int16 for these quants,
+// as in the AVX2 row tiles), scaled in the same madd where the scale is per sub-block; the dots
+// are summed as integers (exact, so in any order), and then each row takes the float steps of
+// quant_tiles.hpp in its order, which makes the results bit-identical to the row tiles'. Built
+// with AVX2 and F16C flags and no contraction; called only where the CPU has them.
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "moed/kernels/quant.hpp"
+#include "quant_tiles_internal.hpp"
+#include "stored_rows_pairs.inc"
+
+namespace moed::kernels::qtile {
+namespace {
+
+// For each 16-bit lane: the sum of u's two unsigned bytes times s's signed ones, times `by`'s
+// 16-bit lanes, summed in pairs into 32-bit lanes.
+__m256i scaled_dot(__m256i u, __m256i s, __m256i by) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), by);
+}
+
+__m256i load(const void* at) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(at));
+}
+
+// Within each 128-bit lane, 16-bit lane `lane` of v in all eight.
+template <int kLane>
+__m256i spread16(__m256i v) {
+  return _mm256_shuffle_epi8(v, _mm256_set1_epi16(static_cast<short>(0x0101 * 2 * kLane + 0x0100)));
+}
+
+// 16-bit lane `low` of v's low 128 bits in its low half, lane `high` of its high 128 bits in its
+// high half.
+template <int kLow, int kHigh>
+__m256i spread16(__m256i v) {
+  return _mm256_blend_epi32(spread16<kLow>(v), spread16<kHigh>(v), 0xF0);
+}
+
+// Bit `from` of each byte of v, at bit 4.
+template <int kFrom>
+__m256i fifth_bit(__m256i v) {
+  const __m256i bit_4 = _mm256_set1_epi8(0x10);
+  if constexpr (kFrom < 4) return _mm256_and_si256(_mm256_slli_epi16(v, 4 - kFrom), bit_4);
+  if constexpr (kFrom > 4) return _mm256_and_si256(_mm256_srli_epi16(v, kFrom - 4), bit_4);
+  return _mm256_and_si256(v, bit_4);
+}
+
+// [the sum of a's eight lanes, of b's, of c's, of d's].
+__m128i four_totals(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i sums = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  return _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+}
+
+// Per 32 elements of a q4_K block, as q4k_scale_min unpacks them from its 12 scale bytes: a
+// row's 8 scales, then its 8 mins, in each 128-bit lane (row a's in the low one, b's in the high).
+__m256i scales_and_mins(const std::uint8_t* a_scales, const std::uint8_t* b_scales) {
+  const __m256i stored = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a_scales))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b_scales)), 1);
+  const __m256i pick_low = _mm256_broadcastsi128_si256(
+      _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m256i keep_low = _mm256_broadcastsi128_si256(
+      _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+  const __m256i keep_high = _mm256_broadcastsi128_si256(
+      _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+  const __m256i pick_top = _mm256_broadcastsi128_si256(
+      _mm_setr_epi8(-128, -128, -128, -128, 0, 1, 2, 3, -128, -128, -128, -128, 4, 5, 6, 7));
+  const __m256i picked = _mm256_shuffle_epi8(stored, pick_low);
+  const __m256i low = _mm256_and_si256(picked, keep_low);
+  const __m256i high = _mm256_and_si256(_mm256_srli_epi16(picked, 4), keep_high);
+  const __m256i top = _mm256_and_si256(_mm256_srli_epi16(_mm256_shuffle_epi8(stored, pick_top), 2),
+                                       _mm256_set1_epi8(0x30));
+  return _mm256_or_si256(_mm256_or_si256(low, high), top);
+}
+
+// out[0], out[1]: rows a and b against one activation row. A q4_K block's 32-byte group g gives
+// elements 64g to 64g + 31 in its low nibbles (sub-block 2g) and the next 32 in its high ones.
+// q5_K (kFive) is q4_K with a fifth bit to each quant and the same scales and float steps.
+template <bool kPrefetch, bool kFive = false>
+void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+               const QuantizedActivations& x, float* out) {
+  using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
+  static_assert(offsetof(Block, scales) == offsetof(BlockQ4_K, scales));
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const std::int8_t* q = x.q8_k[static_cast<std::size_t>(k)].qs;
+    const __m256i scales_mins = scales_and_mins(a + sizeof(Block) * k + offsetof(Block, scales),
+                                                b + sizeof(Block) * k + offsetof(Block, scales));
+    const __m256i sums32 = load(x.q8_k_sums32.data() + 8 * k);
+    __m256i isums[2], msums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + sizeof(Block) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(Block)>(block);
+      const __m128i own =
+          r == 0 ? _mm256_castsi256_si128(scales_mins) : _mm256_extracti128_si256(scales_mins, 1);
+      const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(own));
+      __m256i low[4], high[4];
+      for (int g = 0; g < 4; ++g) {
+        const __m256i v = load(block + offsetof(Block, qs) + 32 * g);
+        low[g] = _mm256_and_si256(v, nibble);
+        high[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+      }
+      if constexpr (kFive) {
+        const __m256i bits = load(block + offsetof(Block, qh));
+        low[0] = _mm256_or_si256(low[0], fifth_bit<0>(bits));
+        high[0] = _mm256_or_si256(high[0], fifth_bit<1>(bits));
+        low[1] = _mm256_or_si256(low[1], fifth_bit<2>(bits));
+        high[1] = _mm256_or_si256(high[1], fifth_bit<3>(bits));
+        low[2] = _mm256_or_si256(low[2], fifth_bit<4>(bits));
+        high[2] = _mm256_or_si256(high[2], fifth_bit<5>(bits));
+        low[3] = _mm256_or_si256(low[3], fifth_bit<6>(bits));
+        high[3] = _mm256_or_si256(high[3], fifth_bit<7>(bits));
+      }
+      const __m256i d0 = scaled_dot(low[0], load(q), spread16<0>(scales));
+      const __m256i d1 = scaled_dot(high[0], load(q + 32), spread16<1>(scales));
+      const __m256i d2 = scaled_dot(low[1], load(q + 64), spread16<2>(scales));
+      const __m256i d3 = scaled_dot(high[1], load(q + 96), spread16<3>(scales));
+      const __m256i d4 = scaled_dot(low[2], load(q + 128), spread16<4>(scales));
+      const __m256i d5 = scaled_dot(high[2], load(q + 160), spread16<5>(scales));
+      const __m256i d6 = scaled_dot(low[3], load(q + 192), spread16<6>(scales));
+      const __m256i d7 = scaled_dot(high[3], load(q + 224), spread16<7>(scales));
+      isums[r] =
+          _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)),
+                           _mm256_add_epi32(_mm256_add_epi32(d4, d5), _mm256_add_epi32(d6, d7)));
+      msums[r] = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(own, 8)), sums32);
+    }
+    // [a's isum, a's msum, b's isum, b's msum] times [d, dmin, d, dmin] * dx; then per row
+    // term = isum part - msum part, acc = acc + term (lanes 0 and 2).
+    const __m128i totals = four_totals(isums[0], msums[0], isums[1], msums[1]);
+    std::uint32_t a_d_dmin, b_d_dmin;  // each row's fp16 d and dmin, as stored
+    std::memcpy(&a_d_dmin, a + sizeof(Block) * k, sizeof a_d_dmin);
+    std::memcpy(&b_d_dmin, b + sizeof(Block) * k, sizeof b_d_dmin);
+    const __m128 d =
+        _mm_cvtph_ps(_mm_setr_epi32(static_cast<int>(a_d_dmin), static_cast<int>(b_d_dmin), 0, 0));
+    const __m128 dx = _mm_set1_ps(x.q8_k[static_cast<std::size_t>(k)].d);
+    const __m128 products = _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, dx));
+    const __m128 terms =
+        _mm_sub_ps(products, _mm_shuffle_ps(products, products, _MM_SHUFFLE(2, 3, 0, 1)));
+    acc = _mm_add_ps(acc, terms);
+  }
+  out[0] = _mm_cvtss_f32(acc);
+  out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(2, 2, 2, 2)));
+}
+
+// out[0], out[1]: rows a and b against one activation row. Per 128 elements, ql's first 32
+// bytes give elements 0-31 in their low nibbles and 64-95 in their high ones, its next 32 bytes
+// elements 32-63 and 96-127, and qh's 32 bytes the top two bits of elements l, 32 + l, 64 + l
+// and 96 + l: each vector below holds 32 elements in order, two sub-blocks of 16.
+template <bool kPrefetch>
+void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+               const QuantizedActivations& x, float* out) {
+  const __m256i nibble = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    const std::int32_t* offsets = x.q8_k_offsets16.data() + (kQK / 16) * k;
+    __m256i isums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + sizeof(BlockQ6_K) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(BlockQ6_K)>(block);
+      const auto* scales = block + offsetof(BlockQ6_K, scales);
+      __m256i isum = _mm256_setzero_si256();
+      for (int h = 0; h < 2; ++h) {
+        const __m256i low0 = load(block + offsetof(BlockQ6_K, ql) + 64 * h);
+        const __m256i low1 = load(block + offsetof(BlockQ6_K, ql) + 64 * h + 32);
+        const __m256i bits = load(block + offsetof(BlockQ6_K, qh) + 32 * h);
+        const __m256i q0 = _mm256_or_si256(_mm256_and_si256(low0, nibble),
+                                           _mm256_and_si256(_mm256_slli_epi16(bits, 4), top));
+        const __m256i q1 = _mm256_or_si256(_mm256_and_si256(low1, nibble),
+                                           _mm256_and_si256(_mm256_slli_epi16(bits, 2), top));
+        const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low0, 4), nibble),
+                                           _mm256_and_si256(bits, top));
+        const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low1, 4), nibble),
+                                           _mm256_and_si256(_mm256_srli_epi16(bits, 2), top));
+        // The half's eight scales, in both 128-bit lanes; a vector's low lane takes sub-block
+        // 2j's, its high lane 2j + 1's.
+        const __m256i half_scales = _mm256_broadcastsi128_si256(
+            _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + 8 * h))));
+        const std::int8_t* qx = act.qs + 128 * h;
+        const __m256i d0 = scaled_dot(q0, load(qx), spread16<0, 1>(half_scales));
+        const __m256i d1 = scaled_dot(q1, load(qx + 32), spread16<2, 3>(half_scales));
+        const __m256i d2 = scaled_dot(q2, load(qx + 64), spread16<4, 5>(half_scales));
+        const __m256i d3 = scaled_dot(q3, load(qx + 96), spread16<6, 7>(half_scales));
+        isum = _mm256_add_epi32(
+            isum, _mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)));
+      }
+      // Each sub-block's scale times its offset (the quants' bias of 32 times its activations'
+      // sum), taken off.
+      const __m256i low_scales =
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales)));
+      const __m256i high_scales =
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + 8)));
+      const __m256i bias = _mm256_add_epi32(_mm256_mullo_epi32(low_scales, load(offsets)),
+                                            _mm256_mullo_epi32(high_scales, load(offsets + 8)));
+      isums[r] = _mm256_sub_epi32(isum, bias);
+    }
+    // [a's isum, b's isum] in lanes 0 and 1.
+    const __m128i totals = four_totals(isums[0], isums[1], isums[0], isums[1]);
+    std::uint16_t a_d, b_d;
+    std::memcpy(&a_d, a + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d), sizeof a_d);
+    std::memcpy(&b_d, b + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d), sizeof b_d);
+    const __m128 d = _mm_cvtph_ps(
+        _mm_setr_epi16(static_cast<short>(a_d), static_cast<short>(b_d), 0, 0, 0, 0, 0, 0));
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, _mm_set1_ps(act.d))));
+  }
+  out[0] = _mm_cvtss_f32(acc);
+  out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(1, 1, 1, 1)));
+}
+
+// The dot of a 32-element block's quants (q8_0's signed, q4_0's nibbles with element j in the
+// low nibble of qs[j] and j + 16 in the high one) with an activation block's, in eight lanes:
+// q8_0's as the AVX2 row tiles take it (maddubs would saturate on biased quants, so the sign
+// moves onto the activation), q4_0's without its offset.
+template <GgmlType kType>
+__m256i block_dot(const std::uint8_t* block, const BlockQ8_0& act) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i s = load(act.qs);
+  if constexpr (kType == GgmlType::q8_0) {
+    const __m256i w = load(block + offsetof(BlockQ8_0, qs));
+    return scaled_dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w), ones);
+  } else {
+    const __m128i packed =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ4_0, qs)));
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    const __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble),
+                                       _mm_and_si128(packed, nibble));
+    return scaled_dot(u, s, ones);
+  }
+}
+
+// What the tile kernels add to block k's dot: nothing for q8_0, -8 times the activation's sum
+// for q4_0.
+template <GgmlType kType>
+__m256i block_offsets(const QuantizedActivations& x, std::int64_t k) {
+  if constexpr (kType == GgmlType::q8_0) return _mm256_setzero_si256();
+  return _mm256_sub_epi32(_mm256_setzero_si256(),
+                          _mm256_slli_epi32(load(x.q8_0_sums.data() + k), 3));
+}
+
+template <GgmlType kType>
+std::int32_t block_offset(const QuantizedActivations& x, std::int64_t k) {
+  return kType == GgmlType::q8_0 ? 0 : -8 * x.q8_0_sums[static_cast<std::size_t>(k)];
+}
+
+// [the sum of d[0]'s lanes, of d[1]'s, ..., of d[7]'s].
+__m256i eight_totals(const __m256i (&d)[8]) {
+  const __m256i first =
+      _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+  const __m256i second =
+      _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(first, second, 0x20),
+                          _mm256_permute2x128_si256(first, second, 0x31));
+}
+
+// Eight fp16 scales, each the first two bytes of a block `bytes` apart.
+template <std::int64_t kBytes>
+__m256 block_scales(const std::uint8_t* first) {
+  alignas(16) std::uint16_t halves[8];
+  for (int j = 0; j < 8; ++j) std::memcpy(&halves[j], first + kBytes * j, sizeof halves[j]);
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(halves)));
+}
+
+// out[0], out[1]: rows a and b against one activation row, for q8_0 and q4_0 (a block: fp16 d,
+// then 32 quants). Eight blocks at a time: each row's eight dots are summed together, then the
+// row adds its blocks' terms one by one, in block order, as the tile kernels do.
+template <bool kPrefetch, GgmlType kType>
+void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+                       const QuantizedActivations& x, float* out) {
+  using Block = std::conditional_t<kType == GgmlType::q8_0, BlockQ8_0, BlockQ4_0>;
+  static_assert(offsetof(Block, d) == 0);
+  constexpr auto kBytes = static_cast<std::int64_t>(sizeof(Block));
+  const std::uint8_t* const rows[2] = {a, b};
+  float acc[2] = {0.0f, 0.0f};
+  std::int64_t k = 0;
+  for (; k + 8 <= blocks; k += 8) {
+    const __m256i offsets = block_offsets<kType>(x, k);
+    const __m256 scales_x = _mm256_loadu_ps(x.q8_0_scales.data() + k);
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* first = rows[r] + kBytes * k;
+      if constexpr (kPrefetch) prefetch_block<8 * sizeof(Block)>(first);
+      __m256i d[8];
+      for (int j = 0; j < 8; ++j)
+        d[j] = block_dot<kType>(first + kBytes * j, x.q8_0[static_cast<std::size_t>(k + j)]);
+      const __m256 terms =
+          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(eight_totals(d), offsets)),
+                        _mm256_mul_ps(block_scales<kBytes>(first), scales_x));
+      alignas(32) float each[8];
+      _mm256_store_ps(each, terms);
+      for (const float term : each) acc[r] += term;
+    }
+  }
+  for (; k < blocks; ++k) {  // the last blocks short of eight, one at a time
+    const std::int32_t offset = block_offset<kType>(x, k);
+    const float scale_x = x.q8_0_scales[static_cast<std::size_t>(k)];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + kBytes * k;
+      const __m256i dot = block_dot<kType>(block, x.q8_0[static_cast<std::size_t>(k)]);
+      const __m128i total = four_totals(dot, dot, dot, dot);
+      std::uint16_t half;
+      std::memcpy(&half, block, sizeof half);
+      const float scale_w = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(half)));
+      acc[r] += static_cast<float>(_mm_cvtsi128_si32(total) + offset) * (scale_w * scale_x);
+    }
+  }
+  out[0] = acc[0];
+  out[1] = acc[1];
+}
+
+}  // namespace
+
+void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
+                      std::int64_t blocks, const QuantizedActivations* x, std::int64_t m, float* y,
+                      std::int64_t y_stride) {
+  const std::int64_t row_bytes =
+      blocks * static_cast<std::int64_t>(ggml_type_traits(type).type_size);
+  const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
+    switch (type) {
+      case GgmlType::q4_k:
+        return i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], out)
+                      : q4_k_pair<false>(a, b, blocks, x[i], out);
+      case GgmlType::q5_k:
+        return i == 0 ? q4_k_pair<true, true>(a, b, blocks, x[i], out)
+                      : q4_k_pair<false, true>(a, b, blocks, x[i], out);
+      case GgmlType::q6_k:
+        return i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
+                      : q6_k_pair<false>(a, b, blocks, x[i], out);
+      case GgmlType::q4_0:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_0>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q4_0>(a, b, blocks, x[i], out);
+      default:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q8_0>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);
+    }
+  };
+  over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride, pair);
+}
+
+}  // namespace moed::kernels::qtile
