@@ -15,6 +15,7 @@
 
 #include "commands.hpp"
 #include "daemon.hpp"
+#include "moed/kernels/quant_dot.hpp"
 
 namespace {
 constexpr const char* kModelHelp =
@@ -85,6 +86,10 @@ int main(int argc, char** argv) {
       "GGUF\n"
       "file (NAME.gguf, or NAME-00001-of-0000N.gguf for split files).\n"
       "The subcommands are one-shot tools on a model."};
+  app.footer(
+      "Environment:\n"
+      "  MOED_MAX_QUANT_ISA=avx2|scalar   run the quantized (GGUF) kernels no better than that\n"
+      "                                   path, as a CPU without AVX-512 VNNI (or AVX2) would");
   app.require_subcommand(0, 1);
   DaemonArgs daemon;
   app.add_option("--config", daemon.config,
@@ -237,6 +242,12 @@ int main(int argc, char** argv) {
                      name.c_str(), sub.get_name().c_str());
       return 1;
     }
+  }
+  if (const char* cap = std::getenv(moed::kernels::kMaxQuantIsaVariable);
+      cap != nullptr && !moed::kernels::quant_isa_named(cap)) {
+    std::fprintf(stderr, "moed: error: %s=%s names no path: scalar, avx2 or avx512_vnni\n",
+                 moed::kernels::kMaxQuantIsaVariable, cap);
+    return 1;
   }
   try {
     if (logits_cmd->parsed()) return run_logits(logits);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -318,8 +320,25 @@ QuantIsa usable_quant_isa(QuantIsa isa) {
   return isa;
 }
 
+std::optional<QuantIsa> quant_isa_named(std::string_view name) {
+  for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
+    if (name == quant_isa_name(isa)) return isa;
+  return std::nullopt;
+}
+
 QuantIsa best_quant_isa() {
-  return usable_quant_isa(QuantIsa::avx512_vnni);
+  static const QuantIsa best = [] {
+    QuantIsa most = QuantIsa::avx512_vnni;
+    if (const char* cap = std::getenv(kMaxQuantIsaVariable)) {
+      if (const auto named = quant_isa_named(cap))
+        most = *named;
+      else
+        std::fprintf(stderr, "moed: %s=%s names no path (scalar, avx2, avx512_vnni); ignored\n",
+                     kMaxQuantIsaVariable, cap);
+    }
+    return usable_quant_isa(most);
+  }();
+  return best;
 }
 
 bool quant_dot_supported(GgmlType type) {

@@ -451,6 +451,17 @@ TEST(QuantDot, RefusesWhatItCannotCompute) {
   EXPECT_THROW(quantize_activations(x.data(), 40, a), std::invalid_argument);
 }
 
+// ctest runs this file once more with MOED_MAX_QUANT_ISA=avx2 (tests/CMakeLists.txt).
+TEST(QuantDot, TheEnvironmentCapsTheBestPath) {
+  for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
+    EXPECT_EQ(quant_isa_named(quant_isa_name(isa)), isa);
+  EXPECT_EQ(quant_isa_named("avx512"), std::nullopt);
+  EXPECT_EQ(quant_isa_named(""), std::nullopt);
+  const char* cap = std::getenv(kMaxQuantIsaVariable);
+  const auto named = cap != nullptr ? quant_isa_named(cap) : std::nullopt;
+  EXPECT_EQ(best_quant_isa(), usable_quant_isa(named.value_or(QuantIsa::avx512_vnni)));
+}
+
 TEST(QuantDot, EveryIsaQuantizesActivationsAlike) {
   std::mt19937 rng(23);
   auto x = random_activations(256 * 5, rng);

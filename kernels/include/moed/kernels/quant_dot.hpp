@@ -11,6 +11,7 @@
 // (quant_tiles.hpp), which the tests check against them.
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -41,7 +42,14 @@ struct QuantizedActivations {
 
 enum class QuantIsa { scalar, avx2, avx512_vnni };
 std::string_view quant_isa_name(QuantIsa isa);
-// The best path this CPU runs (AVX-512 VNNI needs avx512f/bw/vl/vnni; AVX2 needs avx2/fma/f16c).
+// The path quant_isa_name calls `name`, or none.
+std::optional<QuantIsa> quant_isa_named(std::string_view name);
+// The environment variable that caps best_quant_isa(): a path's name, to run (and measure) on
+// this CPU what a CPU without the better paths runs.
+inline constexpr const char* kMaxQuantIsaVariable = "MOED_MAX_QUANT_ISA";
+// The best path this CPU runs (AVX-512 VNNI needs avx512f/bw/vl/vnni; AVX2 needs avx2/fma/f16c),
+// at most the one kMaxQuantIsaVariable names. Read once; a value that names no path is ignored
+// with a warning (the daemon refuses it at start).
 QuantIsa best_quant_isa();
 // The path that runs when `isa` is asked for: `isa`, or the best below it this CPU has.
 QuantIsa usable_quant_isa(QuantIsa isa);
