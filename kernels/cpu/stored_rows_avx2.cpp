@@ -135,22 +135,12 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
                            _mm256_add_epi32(_mm256_add_epi32(d4, d5), _mm256_add_epi32(d6, d7)));
       msums[r] = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(own, 8)), sums32);
     }
-    // [a's isum, a's msum, b's isum, b's msum] times [d, dmin, d, dmin] * dx; then per row
-    // term = isum part - msum part, acc = acc + term (lanes 0 and 2).
     const __m128i totals = four_totals(isums[0], msums[0], isums[1], msums[1]);
-    std::uint32_t a_d_dmin, b_d_dmin;  // each row's fp16 d and dmin, as stored
-    std::memcpy(&a_d_dmin, a + sizeof(Block) * k, sizeof a_d_dmin);
-    std::memcpy(&b_d_dmin, b + sizeof(Block) * k, sizeof b_d_dmin);
-    const __m128 d =
-        _mm_cvtph_ps(_mm_setr_epi32(static_cast<int>(a_d_dmin), static_cast<int>(b_d_dmin), 0, 0));
-    const __m128 dx = _mm_set1_ps(x.q8_k[static_cast<std::size_t>(k)].d);
-    const __m128 products = _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, dx));
-    const __m128 terms =
-        _mm_sub_ps(products, _mm_shuffle_ps(products, products, _MM_SHUFFLE(2, 3, 0, 1)));
-    acc = _mm_add_ps(acc, terms);
+    acc = add_k_terms<Block>(acc, totals, a + sizeof(Block) * k, b + sizeof(Block) * k,
+                             x.q8_k[static_cast<std::size_t>(k)].d);
   }
-  out[0] = _mm_cvtss_f32(acc);
-  out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(2, 2, 2, 2)));
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<2>(acc);
 }
 
 // out[0], out[1]: rows a and b against one activation row. Per 128 elements, ql's first 32
@@ -208,15 +198,10 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     }
     // [a's isum, b's isum] in lanes 0 and 1.
     const __m128i totals = four_totals(isums[0], isums[1], isums[0], isums[1]);
-    std::uint16_t a_d, b_d;
-    std::memcpy(&a_d, a + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d), sizeof a_d);
-    std::memcpy(&b_d, b + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d), sizeof b_d);
-    const __m128 d = _mm_cvtph_ps(
-        _mm_setr_epi16(static_cast<short>(a_d), static_cast<short>(b_d), 0, 0, 0, 0, 0, 0));
-    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, _mm_set1_ps(act.d))));
+    acc = add_q6_k_terms(acc, totals, a + sizeof(BlockQ6_K) * k, b + sizeof(BlockQ6_K) * k, act.d);
   }
-  out[0] = _mm_cvtss_f32(acc);
-  out[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, _MM_SHUFFLE(1, 1, 1, 1)));
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<1>(acc);
 }
 
 // The dot of a 32-element block's quants (q8_0's signed, q4_0's nibbles with element j in the
