@@ -1,5 +1,5 @@
-// Stored rows (quant_tiles.hpp) on AVX2: q4_K, q5_K, q6_K, q8_0 and q4_0 products over the rows
-// as a GGUF file stores them, two weight rows at a time (one from each half of the rows), for
+// Stored rows (quant_tiles.hpp) on AVX2: q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
+// products over the rows as a GGUF file stores them, two weight rows at a time (one from each half of the rows), for
 // CPUs without AVX-512 VNNI, which would otherwise repack every streamed block row by row (q4_K
 // 2.7 GB/s, q6_K 2.3 on one core of the VM that measured it) before the tile product. Each
 // sub-block's dot comes from maddubs and madd (the pair sums stay inside int16 for these quants,
@@ -204,10 +204,9 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   out[1] = lane_of<1>(acc);
 }
 
-// The dot of a 32-element block's quants (q8_0's signed, q4_0's nibbles with element j in the
-// low nibble of qs[j] and j + 16 in the high one) with an activation block's, in eight lanes:
-// q8_0's as the AVX2 row tiles take it (maddubs would saturate on biased quants, so the sign
-// moves onto the activation), q4_0's without its offset.
+// The dot of a 32-element block's quants with an activation block's, in eight lanes: q8_0's as
+// the AVX2 row tiles take it (maddubs would saturate on biased quants, so the sign moves onto
+// the activation), the legacy formats' unsigned (legacy_quants) and without their offset.
 template <GgmlType kType>
 __m256i block_dot(const std::uint8_t* block, const BlockQ8_0& act) {
   const __m256i ones = _mm256_set1_epi16(1);
@@ -216,27 +215,25 @@ __m256i block_dot(const std::uint8_t* block, const BlockQ8_0& act) {
     const __m256i w = load(block + offsetof(BlockQ8_0, qs));
     return scaled_dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w), ones);
   } else {
-    const __m128i packed =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ4_0, qs)));
-    const __m128i nibble = _mm_set1_epi8(0x0F);
-    const __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble),
-                                       _mm_and_si128(packed, nibble));
-    return scaled_dot(u, s, ones);
+    return scaled_dot(legacy_quants<kType>(block), s, ones);
   }
 }
 
-// What the tile kernels add to block k's dot: nothing for q8_0, -8 times the activation's sum
-// for q4_0.
+// What the tile kernels add to block k's dot: nothing for q8_0, legacy_offset otherwise.
 template <GgmlType kType>
 __m256i block_offsets(const QuantizedActivations& x, std::int64_t k) {
-  if constexpr (kType == GgmlType::q8_0) return _mm256_setzero_si256();
-  return _mm256_sub_epi32(_mm256_setzero_si256(),
-                          _mm256_slli_epi32(load(x.q8_0_sums.data() + k), 3));
+  if constexpr (kType == GgmlType::q8_0)
+    return _mm256_setzero_si256();
+  else
+    return legacy_offsets<kType>(x, k);
 }
 
 template <GgmlType kType>
 std::int32_t block_offset(const QuantizedActivations& x, std::int64_t k) {
-  return kType == GgmlType::q8_0 ? 0 : -8 * x.q8_0_sums[static_cast<std::size_t>(k)];
+  if constexpr (kType == GgmlType::q8_0)
+    return 0;
+  else
+    return legacy_offset<kType>(x, k);
 }
 
 // [the sum of d[0]'s lanes, of d[1]'s, ..., of d[7]'s].
@@ -249,7 +246,14 @@ __m256i eight_totals(const __m256i (&d)[8]) {
                           _mm256_permute2x128_si256(first, second, 0x31));
 }
 
-// Eight fp16 scales, each the first two bytes of a block `bytes` apart.
+// The fp16 value at `at`.
+float fp16_at(const std::uint8_t* at) {
+  std::uint16_t half;
+  std::memcpy(&half, at, sizeof half);
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(half)));
+}
+
+// Eight fp16 values, one from each of eight blocks `bytes` apart, the first at `first`.
 template <std::int64_t kBytes>
 __m256 block_scales(const std::uint8_t* first) {
   alignas(16) std::uint16_t halves[8];
@@ -257,14 +261,17 @@ __m256 block_scales(const std::uint8_t* first) {
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(halves)));
 }
 
-// out[0], out[1]: rows a and b against one activation row, for q8_0 and q4_0 (a block: fp16 d,
-// then 32 quants). Eight blocks at a time: each row's eight dots are summed together, then the
-// row adds its blocks' terms one by one, in block order, as the tile kernels do.
+// out[0], out[1]: rows a and b against one activation row, for q8_0, q4_0, q4_1, q5_0 and q5_1
+// (a block: fp16 d, for q4_1 / q5_1 an fp16 min, then 32 quants). Eight blocks at a time: each
+// row's eight dots are summed together, then the row adds its blocks' terms one by one, in block
+// order, as the tile kernels do.
 template <bool kPrefetch, GgmlType kType>
 void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
                        const QuantizedActivations& x, float* out) {
-  using Block = std::conditional_t<kType == GgmlType::q8_0, BlockQ8_0, BlockQ4_0>;
+  using Block = DAndQuantsBlock<kType>;
   static_assert(offsetof(Block, d) == 0);
+  constexpr bool kHasMin = legacy_has_min(kType);
+  constexpr std::size_t kMin = kHasMin ? legacy_fields(kType).m : 0;
   constexpr auto kBytes = static_cast<std::int64_t>(sizeof(Block));
   const std::uint8_t* const rows[2] = {a, b};
   float acc[2] = {0.0f, 0.0f};
@@ -278,9 +285,11 @@ void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_
       __m256i d[8];
       for (int j = 0; j < 8; ++j)
         d[j] = block_dot<kType>(first + kBytes * j, x.q8_0[static_cast<std::size_t>(k + j)]);
-      const __m256 terms =
-          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(eight_totals(d), offsets)),
-                        _mm256_mul_ps(block_scales<kBytes>(first), scales_x));
+      __m256 terms = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(eight_totals(d), offsets)),
+                                   _mm256_mul_ps(block_scales<kBytes>(first), scales_x));
+      if constexpr (kHasMin)  // plus each block's min times the activation's Q8_1 sum
+        terms = _mm256_add_ps(terms, _mm256_mul_ps(block_scales<kBytes>(first + kMin),
+                                                   _mm256_loadu_ps(x.q8_1_sums.data() + k)));
       alignas(32) float each[8];
       _mm256_store_ps(each, terms);
       for (const float term : each) acc[r] += term;
@@ -293,10 +302,11 @@ void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_
       const std::uint8_t* block = rows[r] + kBytes * k;
       const __m256i dot = block_dot<kType>(block, x.q8_0[static_cast<std::size_t>(k)]);
       const __m128i total = four_totals(dot, dot, dot, dot);
-      std::uint16_t half;
-      std::memcpy(&half, block, sizeof half);
-      const float scale_w = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(half)));
-      acc[r] += static_cast<float>(_mm_cvtsi128_si32(total) + offset) * (scale_w * scale_x);
+      float term =
+          static_cast<float>(_mm_cvtsi128_si32(total) + offset) * (fp16_at(block) * scale_x);
+      if constexpr (kHasMin)
+        term = term + fp16_at(block + kMin) * x.q8_1_sums[static_cast<std::size_t>(k)];
+      acc[r] += term;
     }
   }
   out[0] = acc[0];
@@ -324,6 +334,15 @@ void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
       case GgmlType::q4_0:
         return i == 0 ? d_and_quants_pair<true, GgmlType::q4_0>(a, b, blocks, x[i], out)
                       : d_and_quants_pair<false, GgmlType::q4_0>(a, b, blocks, x[i], out);
+      case GgmlType::q4_1:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_1>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q4_1>(a, b, blocks, x[i], out);
+      case GgmlType::q5_0:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_0>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q5_0>(a, b, blocks, x[i], out);
+      case GgmlType::q5_1:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_1>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q5_1>(a, b, blocks, x[i], out);
       default:
         return i == 0 ? d_and_quants_pair<true, GgmlType::q8_0>(a, b, blocks, x[i], out)
                       : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);

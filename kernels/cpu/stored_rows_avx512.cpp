@@ -1,5 +1,5 @@
-// Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K, q8_0 and q4_0 products over the rows as a GGUF
-// file stores them, two weight rows at a time (one from each half of the rows) on AVX-512 VNNI.
+// Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1 products over
+// the rows as a GGUF file stores them, two weight rows at a time (one from each half of the rows) on AVX-512 VNNI.
 // Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed as integers (exact, so
 // in any order), and then each row takes the float steps of quant_tiles.hpp in its order, which
 // makes the results bit-identical to the row tiles'. Built with AVX-512 flags and no contraction;
@@ -212,27 +212,24 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
 }
 
 // A 32-element block's quants in element order, as unsigned bytes for vpdpbusd: q8_0's biased
-// by 128, q4_0's nibbles (element j in the low nibble of qs[j], j + 16 in the high one) as they
-// are; the activation's offset (-128 or -8 times its quants' sum) restores the dot.
+// by 128, the legacy formats' as they are (legacy_quants); the activation's offset (-128 times
+// its quants' sum for q8_0, legacy_offset otherwise) restores the dot.
 template <GgmlType kType>
 __m256i block_quants(const std::uint8_t* block) {
-  if constexpr (kType == GgmlType::q8_0) {
+  if constexpr (kType == GgmlType::q8_0)
     return _mm256_xor_si256(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + offsetof(BlockQ8_0, qs))),
         _mm256_set1_epi8(static_cast<char>(0x80)));
-  } else {
-    const __m128i packed =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ4_0, qs)));
-    const __m128i nibble = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble),
-                            _mm_and_si128(packed, nibble));
-  }
+  else
+    return legacy_quants<kType>(block);
 }
 
 template <GgmlType kType>
 std::int32_t block_offset(const QuantizedActivations& x, std::int64_t k) {
-  const auto at = static_cast<std::size_t>(k);
-  return kType == GgmlType::q8_0 ? x.q8_0_offset[at] : -8 * x.q8_0_sums[at];
+  if constexpr (kType == GgmlType::q8_0)
+    return x.q8_0_offset[static_cast<std::size_t>(k)];
+  else
+    return legacy_offset<kType>(x, k);
 }
 
 // The offsets of activation blocks k to k + 7.
@@ -240,21 +237,21 @@ template <GgmlType kType>
 __m256i block_offsets(const QuantizedActivations& x, std::int64_t k) {
   if constexpr (kType == GgmlType::q8_0)
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q8_0_offset.data() + k));
-  return _mm256_sub_epi32(
-      _mm256_setzero_si256(),
-      _mm256_slli_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q8_0_sums.data() + k)), 3));
+  else
+    return legacy_offsets<kType>(x, k);
 }
 
-// out[0], out[1]: rows a and b against one activation row, for q8_0 and q4_0 (a block: fp16 d,
-// then 32 quants). Eight blocks at a time: each block's quants of both rows fill one register
-// (a's, then b's; block_quants), and each row then adds its blocks' terms one by one, in block
-// order, as the tile kernels do.
+// out[0], out[1]: rows a and b against one activation row, for q8_0, q4_0, q4_1, q5_0 and q5_1
+// (a block: fp16 d, for q4_1 / q5_1 an fp16 min, then 32 quants). Eight blocks at a time: each
+// block's quants of both rows fill one register (a's, then b's; block_quants), and each row then
+// adds its blocks' terms one by one, in block order, as the tile kernels do.
 template <bool kPrefetch, GgmlType kType>
 void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
                        const QuantizedActivations& x, float* out) {
-  using Block = std::conditional_t<kType == GgmlType::q8_0, BlockQ8_0, BlockQ4_0>;
+  using Block = DAndQuantsBlock<kType>;
   static_assert(offsetof(Block, d) == 0);
+  constexpr bool kHasMin = legacy_has_min(kType);
+  constexpr std::size_t kMin = kHasMin ? legacy_fields(kType).m : 0;
   constexpr auto kBytes = static_cast<std::int64_t>(sizeof(Block));
   // Terms come as [a's blocks 0-3, b's 0-3, a's 4-7, b's 4-7]; the activations' per-block
   // values are spread to match.
@@ -293,8 +290,15 @@ void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_
     // Each gathered dword starts with a block's fp16 d.
     const __m512 scales_w =
         _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(scale_at, a8, 1)));
-    const __m512 terms = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dots, offsets)),
-                                       _mm512_mul_ps(scales_w, scales_x));
+    __m512 terms = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dots, offsets)),
+                                 _mm512_mul_ps(scales_w, scales_x));
+    if constexpr (kHasMin) {  // plus each block's min times the activation's Q8_1 sum
+      const __m512 mins_w =
+          _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(scale_at, a8 + kMin, 1)));
+      const __m512 sums_x = _mm512_permutexvar_ps(
+          spread, _mm512_castps256_ps512(_mm256_loadu_ps(x.q8_1_sums.data() + k)));
+      terms = _mm512_add_ps(terms, _mm512_mul_ps(mins_w, sums_x));
+    }
     for (int j = 0; j < 8; ++j) {
       const int first = j < 4 ? j : j + 4;  // a's term for block j; b's is 4 further
       acc = _mm_add_ps(
@@ -318,7 +322,17 @@ void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_
         _mm_mul_ps(_mm_cvtph_ps(_mm_setr_epi16(static_cast<short>(a_d), static_cast<short>(b_d), 0,
                                                0, 0, 0, 0, 0)),
                    _mm_set1_ps(x.q8_0_scales[static_cast<std::size_t>(k)]));
-    acc = _mm_add_ps(acc, _mm_mul_ps(isums, scales));
+    __m128 terms = _mm_mul_ps(isums, scales);
+    if constexpr (kHasMin) {
+      std::uint16_t a_m, b_m;
+      std::memcpy(&a_m, wa + kMin, sizeof a_m);
+      std::memcpy(&b_m, wa + b_from_a + kMin, sizeof b_m);
+      const __m128 mins = _mm_cvtph_ps(
+          _mm_setr_epi16(static_cast<short>(a_m), static_cast<short>(b_m), 0, 0, 0, 0, 0, 0));
+      terms = _mm_add_ps(terms,
+                         _mm_mul_ps(mins, _mm_set1_ps(x.q8_1_sums[static_cast<std::size_t>(k)])));
+    }
+    acc = _mm_add_ps(acc, terms);
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<1>(acc);
@@ -354,6 +368,15 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
       case GgmlType::q4_0:
         return i == 0 ? d_and_quants_pair<true, GgmlType::q4_0>(a, b, blocks, x[i], out)
                       : d_and_quants_pair<false, GgmlType::q4_0>(a, b, blocks, x[i], out);
+      case GgmlType::q4_1:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_1>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q4_1>(a, b, blocks, x[i], out);
+      case GgmlType::q5_0:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_0>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q5_0>(a, b, blocks, x[i], out);
+      case GgmlType::q5_1:
+        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_1>(a, b, blocks, x[i], out)
+                      : d_and_quants_pair<false, GgmlType::q5_1>(a, b, blocks, x[i], out);
       default:
         return i == 0 ? d_and_quants_pair<true, GgmlType::q8_0>(a, b, blocks, x[i], out)
                       : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);

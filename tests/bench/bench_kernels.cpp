@@ -245,7 +245,7 @@ BENCHMARK(BM_QuantMatvec)->Apply(quant_matvec_args)->UseRealTime();
 // A 4096 x 4096 mat-vec from weights as stored in the file, as a block streamed from disk is
 // used, on one thread (512 MiB of copies, so they come from memory): computed from the stored
 // rows, or (as the disk tier does otherwise) repacked into row tiles and then multiplied.
-// Bytes/s of stored bytes. Args: ggml type id (q4_K, q5_K, q6_K, q8_0, q4_0), 0 stored rows, 1
+// Bytes/s of stored bytes. Args: ggml type id (any with row tiles), 0 stored rows, 1
 // repack + tiles; activation rows; ISA (1 AVX2, 2 AVX-512 VNNI; with AVX2, repacking goes row by
 // row, as on a CPU without AVX-512).
 void BM_StreamedMatvec(benchmark::State& state) {
@@ -294,7 +294,8 @@ BENCHMARK(BM_StreamedMatvec)
     ->ArgsProduct(
         {{static_cast<std::int64_t>(GgmlType::q4_k), static_cast<std::int64_t>(GgmlType::q5_k),
           static_cast<std::int64_t>(GgmlType::q6_k), static_cast<std::int64_t>(GgmlType::q8_0),
-          static_cast<std::int64_t>(GgmlType::q4_0)},
+          static_cast<std::int64_t>(GgmlType::q4_0), static_cast<std::int64_t>(GgmlType::q4_1),
+          static_cast<std::int64_t>(GgmlType::q5_0), static_cast<std::int64_t>(GgmlType::q5_1)},
          {0, 1},
          {1, 2, 4, 16},
          {1, 2}})

@@ -306,8 +306,8 @@ TEST(QuantDot, StoredRowsWeightsGiveThePackedWeightsResults) {
   const WeightPart packed_down[] = {{down.data(), DType::q6_k, hidden}};
   const WeightPart stored_gate_up[] = {{at, DType::q4_k, ffn}, {up_at, DType::q4_k, ffn}};
   const WeightPart stored_down[] = {{down_at, DType::q6_k, hidden}};
-  const WeightPart q4_1_part[] = {{gate.data(), DType::q4_1, 1}};
-  EXPECT_FALSE(CpuMatmul::computes_stored_rows(q4_1_part));
+  const WeightPart bf16_part[] = {{gate.data(), DType::bf16, 1}};
+  EXPECT_FALSE(CpuMatmul::computes_stored_rows(bf16_part));
   const bool here = best_quant_isa() != QuantIsa::scalar;
   EXPECT_EQ(CpuMatmul::computes_stored_rows(stored_gate_up), here);
   if (!here) {
@@ -649,18 +649,15 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   const std::vector<QuantIsa> paths = simd_paths();
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
-      EXPECT_EQ(computes_stored_rows(type, isa),
-                std::ranges::find(paths, isa) != paths.end() &&
-                    (type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k ||
-                     type == GgmlType::q8_0 || type == GgmlType::q4_0))
+      EXPECT_EQ(computes_stored_rows(type, isa), std::ranges::find(paths, isa) != paths.end())
           << ggml_type_name(type) << " " << quant_isa_name(isa);
+  EXPECT_FALSE(computes_stored_rows(GgmlType::iq4_xs));
   if (paths.empty()) GTEST_SKIP() << "stored rows are computed on AVX2 and AVX-512 VNNI only";
   std::mt19937 rng(29);
   // 1 and 37: a lone row and an odd middle one (computed as a pair of itself); 150: whole groups
-  // and a short one, spread over the threads. q8_0 and q4_0 go eight blocks at a time: 416 columns
-  // are eight and five more.
-  for (const GgmlType type :
-       {GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::q8_0, GgmlType::q4_0})
+  // and a short one, spread over the threads. The 32-element formats go eight blocks at a time:
+  // 416 columns are eight and five more.
+  for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
         if (cols % ggml_type_traits(type).block_size != 0) continue;
@@ -682,12 +679,13 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
       }
   const auto x = random_rows(1, 256, rng);
   float y = 0;
-  std::vector<std::byte> q4_1_rows(ggml_row_bytes(GgmlType::q4_1, 256));
-  EXPECT_THROW(stored_rows_matmul(GgmlType::q4_1, q4_1_rows.data(), 1, 256, x.data(), 1, &y, 1),
+  std::vector<std::byte> row(ggml_row_bytes(GgmlType::iq4_xs, 256));
+  EXPECT_THROW(stored_rows_matmul(GgmlType::iq4_xs, row.data(), 1, 256, x.data(), 1, &y, 1),
                std::invalid_argument);
-  EXPECT_THROW(stored_rows_matmul(GgmlType::q4_k, q4_1_rows.data(), 1, 256, x.data(), 1, &y, 1,
-                                  QuantIsa::scalar),
-               std::invalid_argument);
+  row.resize(ggml_row_bytes(GgmlType::q4_k, 256));
+  EXPECT_THROW(
+      stored_rows_matmul(GgmlType::q4_k, row.data(), 1, 256, x.data(), 1, &y, 1, QuantIsa::scalar),
+      std::invalid_argument);
 }
 
 TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {

@@ -466,8 +466,8 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   kv_limit_ = unlimited ? UINT64_MAX : expert_budget - std::min(expert_budget, working_set);
 
   host_ = std::make_unique<memtier::HostTier>(expert_budget, memtier::make_policy(options.policy));
-  // Experts that stream are computed as the file stores them where this CPU can (q4_K, q5_K, q6_K,
-  // q8_0, q4_0 on AVX-512 VNNI): a block read from disk is then used where it landed, with no
+  // Experts that stream are computed as the file stores them where this CPU can (every quantized
+  // format, on AVX-512 VNNI or AVX2): a block read from disk is then used where it landed, with no
   // packing (a Q4_K_M demand's 0.9 ms of 3 on the 2026-12-05 VM; docs/design.md, section 4).
   const bool experts_stream = all_experts > expert_budget;
   std::set<std::uint64_t> expert_block_sizes;  // the memory an expert takes, over the layers
