@@ -562,7 +562,10 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
                                 std::int64_t last) {
   const std::int64_t group_rows = kGroupTiles * kTileRows;
   const auto row_bytes = static_cast<std::int64_t>(ggml_row_bytes(type, cols));
-  if (m <= kStoredRowsMaxActivations) {
+  // Without AVX2 (where nothing is stored, but this entry may still be called) the groups are
+  // repacked, as below.
+  isa = usable_quant_isa(isa);
+  if (m <= kStoredRowsMaxActivations && isa != QuantIsa::scalar) {
     const std::int64_t begin = first * group_rows, end = std::min(rows, last * group_rows);
     const std::int64_t blocks = cols / block_elements(type);
     if (begin < end && isa == QuantIsa::avx512_vnni)

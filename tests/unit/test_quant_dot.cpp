@@ -677,7 +677,18 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
           }
         }
       }
+  // The engine's entry, asked for the scalar path (a CPU without AVX2, where nothing is stored):
+  // it repacks the groups instead of running a SIMD kernel, with the same result.
+  const Tiled w = random_tiled(GgmlType::q4_k, 37, 256, rng);
   const auto x = random_rows(1, 256, rng);
+  std::vector<float> tiled(37), stored(37, -1.0f);
+  row_tile_matmul(GgmlType::q4_k, w.tiles.data(), 37, 256, x.data(), 1, tiled.data(), 37,
+                  QuantIsa::scalar);
+  moed::kernels::detail::stored_rows_on_this_thread(
+      GgmlType::q4_k, reinterpret_cast<const std::byte*>(w.stored.data()), 37, 256, x.data(), 1,
+      stored.data(), 37, QuantIsa::scalar, 0, row_tile_groups(37));
+  EXPECT_EQ(std::memcmp(stored.data(), tiled.data(), tiled.size() * sizeof(float)), 0);
+
   float y = 0;
   std::vector<std::byte> row(ggml_row_bytes(GgmlType::iq4_xs, 256));
   EXPECT_THROW(stored_rows_matmul(GgmlType::iq4_xs, row.data(), 1, 256, x.data(), 1, &y, 1),

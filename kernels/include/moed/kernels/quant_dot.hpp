@@ -45,7 +45,8 @@ std::string_view quant_isa_name(QuantIsa isa);
 // The path quant_isa_name calls `name`, or none.
 std::optional<QuantIsa> quant_isa_named(std::string_view name);
 // The environment variable that caps best_quant_isa(): a path's name, to run (and measure) on
-// this CPU what a CPU without the better paths runs.
+// this CPU the quantized kernels that a CPU without the better paths runs (only those: the
+// attention, f32 and bf16 kernels keep their own CPU checks).
 inline constexpr const char* kMaxQuantIsaVariable = "MOED_MAX_QUANT_ISA";
 // The best path this CPU runs (AVX-512 VNNI needs avx512f/bw/vl/vnni; AVX2 needs avx2/fma/f16c),
 // at most the one kMaxQuantIsaVariable names. Read once; a value that names no path is ignored
