@@ -358,6 +358,7 @@ int run_bench(const BenchArgs& args) {
   nlohmann::json report{
       {"model", args.model_dir},
       {"threads", engine.compute_threads()},
+      {"matmul", engine.matmul_implementation()},
       {"host_budget_bytes", mem.budget_bytes},
       {"fixed_bytes", mem.fixed_bytes},
       {"expert_bytes", mem.expert_bytes_total},

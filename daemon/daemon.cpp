@@ -70,6 +70,7 @@ int run_daemon(const DaemonArgs& args) {
   std::thread ready([&] {
     if (service.wait_ready()) {
       std::fprintf(stderr, "moed: %s\n", service.status_line().c_str());
+      std::fprintf(stderr, "moed: kernels: %s\n", service.kernels_line().c_str());
       sd_notifyf(0, "READY=1\nSTATUS=%s", service.status_line().c_str());
     } else {
       std::fprintf(stderr, "moed: error: %s\n", service.load_error().c_str());

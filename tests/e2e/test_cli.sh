@@ -40,7 +40,7 @@ PY
   [[ $? -eq 0 ]] && [[ $(tr ',' '\n' <"$work/ids" | grep -c .) -eq 6 ]] && pass "$family: generate" || fail "$family generate: $(cat "$work/ids")"
   "$moed" bench --model "$models/tiny-$family-bf16" --host-budget 25% --json --bandwidth-mib 64 \
     --prompt-tokens 16 --decode-tokens 8 >"$work/bench-$family.json" 2>/dev/null &&
-    /usr/bin/python3 -c "import json; r = json.load(open('$work/bench-$family.json')); assert r['decode_tokens_per_s'] > 0" &&
+    /usr/bin/python3 -c "import json; r = json.load(open('$work/bench-$family.json')); assert r['decode_tokens_per_s'] > 0 and r['matmul']" &&
     pass "$family: bench" || fail "$family bench"
   "$moed" info --model "$models/tiny-$family" >"$work/info" 2>&1 && grep -q "^family: $family" "$work/info" &&
     grep -Eq "^1 +(gqa|mla) +(moe|dense)" "$work/info" && pass "$family: info prints the plan" || { fail "$family info"; cat "$work/info"; }

@@ -69,6 +69,8 @@ elapsed=$(py "print($(date +%s.%N) - $start)")
 [[ $code == 200 || $code == 503 ]] && py "assert $elapsed < $start_limit" && pass "/health answers within $start_limit s ($elapsed s, $code)" || fail "/health at start ($code, $elapsed s)"
 for _ in $(seq 1 $((100 * slow))); do [[ $(status_of http://moed/health) == 200 ]] && break; sleep 0.1; done
 py "import json; assert json.load(open('$work/body'))['status'] == 'ok'" && pass "model loaded" || { fail "model never loaded"; cat "$work/daemon.log"; exit 1; }
+for _ in $(seq 1 $((50 * slow))); do grep -q "^moed: kernels: ." "$work/daemon.log" && break; sleep 0.1; done
+grep -q "^moed: kernels: ." "$work/daemon.log" && pass "the log names the kernels once loaded" || { fail "no kernels line"; cat "$work/daemon.log"; }
 
 api http://moed/v1/models | py "import json,sys; d=json.load(sys.stdin); assert d['data'][0]['id'] == 'tiny-f32'" && pass "/v1/models" || fail "/v1/models"
 api http://moed/v1/models/tiny-f32 | py "import json,sys; d=json.load(sys.stdin); assert d['id'] == 'tiny-f32' and d['object'] == 'model'" && pass "/v1/models/{model}" || fail "/v1/models/{model}"

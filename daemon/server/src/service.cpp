@@ -237,6 +237,7 @@ void Service::start_loading() {
       auto engine = std::make_unique<engine::Engine>(config_.model, options);
       engine->host_tier().set_auto_pin(config_.auto_pin);
       engine->add_stop_tokens(tokenizer.end_of_generation_ids());
+      std::string kernels = engine->matmul_implementation();
       auto scheduler = std::make_unique<engine::Scheduler>(
           *engine,
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
@@ -244,6 +245,7 @@ void Service::start_loading() {
       tokenizer_.emplace(std::move(tokenizer));
       chat_template_ = std::move(chat_template);
       chat_template_error_ = std::move(chat_template_error);
+      kernels_ = std::move(kernels);
       engine_ = std::move(engine);
       scheduler_ = std::move(scheduler);
       progress_ = 1.0;
@@ -275,6 +277,11 @@ std::string Service::status_line() const {
   const auto c = scheduler_->counters();
   return "serving " + model_id_ + ": " + std::to_string(c.active) + " active, " +
          std::to_string(c.queued) + " queued";
+}
+
+std::string Service::kernels_line() const {
+  std::lock_guard lock(mutex_);
+  return kernels_;
 }
 
 void Service::apply_memory_settings(const Config& config) {

@@ -37,6 +37,8 @@ class Service {
   bool reload(const Config& config);
   void drain();  // SIGTERM: no new requests, finish running ones
   std::string status_line() const;
+  // Once loaded: the kernels that compute the model (path, formats, how streamed experts run).
+  std::string kernels_line() const;
 
  private:
   // A validated generation request and how to answer it.
@@ -77,6 +79,7 @@ class Service {
   std::optional<model::Tokenizer> tokenizer_;
   std::optional<model::ChatTemplate> chat_template_;
   std::string chat_template_error_;  // why the template could not be parsed
+  std::string kernels_;              // Engine::matmul_implementation(), taken at load
   // Under mutex_: admin calls on several connections run at once.
   std::optional<std::filesystem::path> trace_path_;
   std::atomic<std::uint64_t> requests_{0}, errors_{0}, client_disconnects_{0};
