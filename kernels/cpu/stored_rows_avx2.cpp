@@ -1,12 +1,12 @@
 // Stored rows (quant_tiles.hpp) on AVX2: q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
-// products over the rows as a GGUF file stores them, two weight rows at a time (one from each half of the rows), for
-// CPUs without AVX-512 VNNI, which would otherwise repack every streamed block row by row (q4_K
-// 2.7 GB/s, q6_K 2.3 on one core of the VM that measured it) before the tile product. Each
-// sub-block's dot comes from maddubs and madd (the pair sums stay inside int16 for these quants,
-// as in the AVX2 row tiles), scaled in the same madd where the scale is per sub-block; the dots
-// are summed as integers (exact, so in any order), and then each row takes the float steps of
-// quant_tiles.hpp in its order, which makes the results bit-identical to the row tiles'. Built
-// with AVX2 and F16C flags and no contraction; called only where the CPU has them.
+// products over the rows as a GGUF file stores them, two weight rows at a time (one from each half
+// of the rows), for CPUs without AVX-512 VNNI, which would otherwise repack every streamed block
+// row by row (q4_K 2.7 GB/s, q6_K 2.3 on one core of the VM that measured it) before the tile
+// product. Each sub-block's dot comes from maddubs and madd (the pair sums stay inside int16 for
+// these quants, as in the AVX2 row tiles), scaled in the same madd where the scale is per
+// sub-block; the dots are summed as integers (exact, so in any order), and then each row takes the
+// float steps of quant_tiles.hpp in its order, which makes the results bit-identical to the row
+// tiles'. Built with AVX2 and F16C flags and no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -32,20 +32,20 @@ __m256i load(const void* at) {
   return _mm256_loadu_si256(static_cast<const __m256i*>(at));
 }
 
-// Within each 128-bit lane, 16-bit lane `lane` of v in all eight.
+// Within each 128-bit lane, 16-bit lane kLane of v in all eight.
 template <int kLane>
 __m256i spread16(__m256i v) {
   return _mm256_shuffle_epi8(v, _mm256_set1_epi16(static_cast<short>(0x0101 * 2 * kLane + 0x0100)));
 }
 
-// 16-bit lane `low` of v's low 128 bits in its low half, lane `high` of its high 128 bits in its
+// 16-bit lane kLow of v's low 128 bits in its low half, lane kHigh of its high 128 bits in its
 // high half.
 template <int kLow, int kHigh>
 __m256i spread16(__m256i v) {
   return _mm256_blend_epi32(spread16<kLow>(v), spread16<kHigh>(v), 0xF0);
 }
 
-// Bit `from` of each byte of v, at bit 4.
+// Bit kFrom of each byte of v, at bit 4.
 template <int kFrom>
 __m256i fifth_bit(__m256i v) {
   const __m256i bit_4 = _mm256_set1_epi8(0x10);
@@ -58,28 +58,6 @@ __m256i fifth_bit(__m256i v) {
 __m128i four_totals(__m256i a, __m256i b, __m256i c, __m256i d) {
   const __m256i sums = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
   return _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-}
-
-// Per 32 elements of a q4_K block, as q4k_scale_min unpacks them from its 12 scale bytes: a
-// row's 8 scales, then its 8 mins, in each 128-bit lane (row a's in the low one, b's in the high).
-__m256i scales_and_mins(const std::uint8_t* a_scales, const std::uint8_t* b_scales) {
-  const __m256i stored = _mm256_inserti128_si256(
-      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a_scales))),
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b_scales)), 1);
-  const __m256i pick_low = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m256i keep_low = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-  const __m256i keep_high = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
-  const __m256i pick_top = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(-128, -128, -128, -128, 0, 1, 2, 3, -128, -128, -128, -128, 4, 5, 6, 7));
-  const __m256i picked = _mm256_shuffle_epi8(stored, pick_low);
-  const __m256i low = _mm256_and_si256(picked, keep_low);
-  const __m256i high = _mm256_and_si256(_mm256_srli_epi16(picked, 4), keep_high);
-  const __m256i top = _mm256_and_si256(_mm256_srli_epi16(_mm256_shuffle_epi8(stored, pick_top), 2),
-                                       _mm256_set1_epi8(0x30));
-  return _mm256_or_si256(_mm256_or_si256(low, high), top);
 }
 
 // out[0], out[1]: rows a and b against one activation row. A q4_K block's 32-byte group g gives
@@ -136,8 +114,8 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
       msums[r] = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(own, 8)), sums32);
     }
     const __m128i totals = four_totals(isums[0], msums[0], isums[1], msums[1]);
-    acc = add_k_terms<Block>(acc, totals, a + sizeof(Block) * k, b + sizeof(Block) * k,
-                             x.q8_k[static_cast<std::size_t>(k)].d);
+    acc = add_k_terms(acc, totals, a + sizeof(Block) * k, b + sizeof(Block) * k,
+                      x.q8_k[static_cast<std::size_t>(k)].d);
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<2>(acc);
@@ -320,33 +298,18 @@ void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
                       std::int64_t y_stride) {
   const std::int64_t row_bytes =
       blocks * static_cast<std::int64_t>(ggml_type_traits(type).type_size);
+  // The first activation row streams the weights and asks for them ahead.
   const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
-    switch (type) {
-      case GgmlType::q4_k:
-        return i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], out)
-                      : q4_k_pair<false>(a, b, blocks, x[i], out);
-      case GgmlType::q5_k:
-        return i == 0 ? q4_k_pair<true, true>(a, b, blocks, x[i], out)
-                      : q4_k_pair<false, true>(a, b, blocks, x[i], out);
-      case GgmlType::q6_k:
-        return i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
-                      : q6_k_pair<false>(a, b, blocks, x[i], out);
-      case GgmlType::q4_0:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_0>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q4_0>(a, b, blocks, x[i], out);
-      case GgmlType::q4_1:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_1>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q4_1>(a, b, blocks, x[i], out);
-      case GgmlType::q5_0:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_0>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q5_0>(a, b, blocks, x[i], out);
-      case GgmlType::q5_1:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_1>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q5_1>(a, b, blocks, x[i], out);
-      default:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q8_0>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);
-    }
+    with_constants(type, i == 0, [&](auto format, auto prefetch) {
+      constexpr GgmlType kType = decltype(format)::value;
+      constexpr bool kPrefetch = decltype(prefetch)::value;
+      if constexpr (kType == GgmlType::q4_k || kType == GgmlType::q5_k)
+        q4_k_pair<kPrefetch, kType == GgmlType::q5_k>(a, b, blocks, x[i], out);
+      else if constexpr (kType == GgmlType::q6_k)
+        q6_k_pair<kPrefetch>(a, b, blocks, x[i], out);
+      else
+        d_and_quants_pair<kPrefetch, kType>(a, b, blocks, x[i], out);
+    });
   };
   over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride, pair);
 }

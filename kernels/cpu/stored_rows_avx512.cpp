@@ -1,9 +1,9 @@
 // Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1 products over
-// the rows as a GGUF file stores them, two weight rows at a time (one from each half of the rows) on AVX-512 VNNI.
-// Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed as integers (exact, so
-// in any order), and then each row takes the float steps of quant_tiles.hpp in its order, which
-// makes the results bit-identical to the row tiles'. Built with AVX-512 flags and no contraction;
-// called only where the CPU has them.
+// the rows as a GGUF file stores them, two weight rows at a time (one from each half of the rows)
+// on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed as
+// integers (exact, so in any order), and then each row takes the float steps of quant_tiles.hpp in
+// its order, which makes the results bit-identical to the row tiles'. Built with AVX-512 flags and
+// no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -75,19 +75,11 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
   static_assert(offsetof(Block, scales) == offsetof(BlockQ4_K, scales));
   const __m512i nibble = _mm512_set1_epi8(0x0F);
-  // q4k_scale_min on each 128-bit lane's 12 scale bytes: 8 scales, then 8 mins; the tile
-  // packer's k_scales_and_mins on 256 bits. Sharing that 512-bit one cost this kernel 5-7% (q4_K
-  // 4096 x 4096 from memory, one thread, 8 alternated runs: 6.39 against 6.87 GB/s): its two
-  // rows fill half a register, and 512-bit shuffles leave fewer ports to the dots.
-  const __m256i pick_low = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m256i keep_low = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-  const __m256i keep_high = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
-  const __m256i pick_top = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(-128, -128, -128, -128, 0, 1, 2, 3, -128, -128, -128, -128, 4, 5, 6, 7));
-  // The scales into the sub-block sums' order (below), the mins as they are.
+  // Both rows' scales and mins come from scales_and_mins on 256 bits; the tile packer's
+  // k_scales_and_mins on 512 bits cost this kernel 5-7% (q4_K 4096 x 4096 from memory, one
+  // thread, 8 alternated runs: 6.39 against 6.87 GB/s): its two rows fill half a register, and
+  // 512-bit shuffles leave fewer ports to the dots. The scales go into the sub-block sums' order
+  // (below), the mins stay as they are.
   const __m256i sum_order = _mm256_broadcastsi128_si256(
       _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   const std::uint8_t* const rows[2] = {a, b};
@@ -123,19 +115,10 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     }
     // Sub-block sums: a's 0, 1, 4, 5, 2, 3, 6, 7, then b's.
     const __m512i dots = fold_lane_pairs(sums[0], sums[1]);
-    const __m256i stored = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(
-            reinterpret_cast<const __m128i*>(a + sizeof(Block) * k + offsetof(Block, scales)))),
-        _mm_loadu_si128(
-            reinterpret_cast<const __m128i*>(b + sizeof(Block) * k + offsetof(Block, scales))),
-        1);
-    const __m256i picked = _mm256_shuffle_epi8(stored, pick_low);
-    const __m256i low = _mm256_and_si256(picked, keep_low);
-    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(picked, 4), keep_high);
-    const __m256i top = _mm256_and_si256(
-        _mm256_srli_epi16(_mm256_shuffle_epi8(stored, pick_top), 2), _mm256_set1_epi8(0x30));
     const __m256i scales_mins =
-        _mm256_shuffle_epi8(_mm256_ternarylogic_epi32(low, high, top, 0xFE), sum_order);
+        _mm256_shuffle_epi8(scales_and_mins(a + sizeof(Block) * k + offsetof(Block, scales),
+                                            b + sizeof(Block) * k + offsetof(Block, scales)),
+                            sum_order);
     const __m512i scales = _mm512_cvtepu8_epi32(
         _mm256_castsi256_si128(_mm256_permute4x64_epi64(scales_mins, _MM_SHUFFLE(3, 1, 2, 0))));
     const __m512i mins = _mm512_cvtepu8_epi32(
@@ -148,8 +131,8 @@ void q4_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     const __m512i halves = half_totals(isums, msums);
     const __m128i totals =
         _mm_unpacklo_epi64(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
-    acc = add_k_terms<Block>(acc, totals, a + sizeof(Block) * k, b + sizeof(Block) * k,
-                             x.q8_k[static_cast<std::size_t>(k)].d);
+    acc = add_k_terms(acc, totals, a + sizeof(Block) * k, b + sizeof(Block) * k,
+                      x.q8_k[static_cast<std::size_t>(k)].d);
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<2>(acc);
@@ -353,34 +336,19 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
     for (std::int64_t i = 0; i < m; ++i)
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
   }
+  // The first activation row streams the weights and asks for them ahead.
   const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
     const std::int8_t* own = nibbles ? permuted.data() + i * blocks * kQK : nullptr;
-    switch (type) {
-      case GgmlType::q4_k:
-        return i == 0 ? q4_k_pair<true>(a, b, blocks, x[i], own, out)
-                      : q4_k_pair<false>(a, b, blocks, x[i], own, out);
-      case GgmlType::q5_k:
-        return i == 0 ? q4_k_pair<true, true>(a, b, blocks, x[i], own, out)
-                      : q4_k_pair<false, true>(a, b, blocks, x[i], own, out);
-      case GgmlType::q6_k:
-        return i == 0 ? q6_k_pair<true>(a, b, blocks, x[i], out)
-                      : q6_k_pair<false>(a, b, blocks, x[i], out);
-      case GgmlType::q4_0:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_0>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q4_0>(a, b, blocks, x[i], out);
-      case GgmlType::q4_1:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q4_1>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q4_1>(a, b, blocks, x[i], out);
-      case GgmlType::q5_0:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_0>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q5_0>(a, b, blocks, x[i], out);
-      case GgmlType::q5_1:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q5_1>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q5_1>(a, b, blocks, x[i], out);
-      default:
-        return i == 0 ? d_and_quants_pair<true, GgmlType::q8_0>(a, b, blocks, x[i], out)
-                      : d_and_quants_pair<false, GgmlType::q8_0>(a, b, blocks, x[i], out);
-    }
+    with_constants(type, i == 0, [&](auto format, auto prefetch) {
+      constexpr GgmlType kType = decltype(format)::value;
+      constexpr bool kPrefetch = decltype(prefetch)::value;
+      if constexpr (kType == GgmlType::q4_k || kType == GgmlType::q5_k)
+        q4_k_pair<kPrefetch, kType == GgmlType::q5_k>(a, b, blocks, x[i], own, out);
+      else if constexpr (kType == GgmlType::q6_k)
+        q6_k_pair<kPrefetch>(a, b, blocks, x[i], out);
+      else
+        d_and_quants_pair<kPrefetch, kType>(a, b, blocks, x[i], out);
+    });
   };
   over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride, pair);
 }
