@@ -115,8 +115,8 @@ void group_dot_avx512(GgmlType type, const TileGroup& group, const QuantizedActi
 void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out,
                             bool stream);
 
-// y[i * y_stride + r] = dot(row r, x[i]) for r < n_rows and i < m, from q4_K, q5_K, q6_K, q8_0 or
-// q4_0 rows as stored (row r at rows + r * row bytes); the first needs AVX2 and F16C, the second
+// y[i * y_stride + r] = dot(row r, x[i]) for r < n_rows and i < m, from rows in any format with
+// row tiles as stored (row r at rows + r * row bytes); the first needs AVX2 and F16C, the second
 // AVX-512 F, BW, VL and VNNI.
 void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
                       std::int64_t blocks, const QuantizedActivations* x, std::int64_t m, float* y,

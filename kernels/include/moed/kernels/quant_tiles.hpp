@@ -15,8 +15,9 @@
 //   q6_K: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * (dot_j - 32 bsum_j))
 //   q4_0, q5_0: acc = acc + float(isum - o * xsum) * (d_w * d_x)   (o = 8, 16; xsum = the sum of
 //         the activation block's quants)
-//   q4_1, q5_1: term = float(isum) * (d_w * d_x); term = term + float(xsum) * (m_w * d_x);
-//         acc = acc + term
+//   q4_1, q5_1: term = float(isum) * (d_w * d_x); term = term + m_w * s_x;  acc = acc + term
+//         (s_x = the activation block's Q8_1 sum: its unrounded scale times its quants' sum,
+//         rounded to fp16)
 // over blocks in order from a zero accumulator.
 //
 // Byte layouts, per tile and per block of the format (the blocks' order: tile groups below):
