@@ -467,8 +467,8 @@ int run_bench(const BenchArgs& args) {
                 "queued", "reading", "waiting to pack", "packing");
     for (const auto& [kind, stages] : report["load_stages"].items()) {
       const auto loads = stages["loads"].get<std::uint64_t>();
-      const auto mean_ms = [&](const char* key) {
-        return 1e3 * stages[key].get<double>() / static_cast<double>(loads);
+      const auto mean_ms = [&stage = stages, loads](const char* key) {
+        return 1e3 * stage[key].get<double>() / static_cast<double>(loads);
       };
       if (loads > 0)
         std::printf("                           %-15s %6llu %7.2f %8.2f %19.2f %8.2f\n",
