@@ -779,6 +779,8 @@ TEST(BlockLoader, APrefetchMadeADemandQueuesBehindTheDemandsBeforeIt) {
   f.loader->prioritize({0, 1});  // asked for after the demand: read after it
   EXPECT_FALSE(f.loader->cancel({0, 1}));
   f.gate.set_value();
+  first.get();
+  second.get();
   guess.get();
   demand.get();
   std::lock_guard lock(f.order_mutex);
