@@ -566,12 +566,14 @@ done
 ((changed)) && pass "SIGHUP applied the new budget ($before -> $after)" || fail "SIGHUP budget"
 
 # SIGTERM drains: a running stream completes, then the daemon exits 0 and removes its socket.
-# A request half sent when the signal comes is answered too, not reset.
+# A request half sent when the signal comes is answered too, not reset. It decodes greedily, so
+# that its three tokens are always the same and none ends the text (sampled at the default
+# temperature, the end-of-text token came first once in CI: finish_reason "stop", no text).
 curl -sN --unix-socket "$sock" http://moed/v1/completions -d "$(req 200 0.9 2 ', "stream": true, "stream_options": {"include_usage": true}')" >"$work/drain.txt" &
 streamer=$!
 py "
 import socket, os, time
-body = b'{\"prompt\": \"Hello\", \"max_tokens\": 3}'
+body = b'{\"prompt\": \"Hello\", \"max_tokens\": 3, \"temperature\": 0}'
 s = socket.socket(socket.AF_UNIX)
 s.connect('$sock')
 s.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: moed\r\n')
@@ -660,9 +662,10 @@ expect "unencodable chat message" 400 '"param":"messages"' http://moed/v1/chat/c
 stop_other
 
 # Another family served: DeepSeek-V3's layer plan (MLA, group-limited sigmoid routing) answers
-# a chat completion through its own chat template.
+# a chat completion through its own chat template. Requests that count tokens decode greedily
+# here, so that a sampled end of text cannot cut them short.
 start_other ds "$models/tiny-deepseek_v3-bf16" --host-budget 50%
-api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}' |
+api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5, "temperature": 0}' |
   py "import json,sys; d=json.load(sys.stdin); assert d['usage']['completion_tokens'] >= 1, d" &&
   pass "serves deepseek_v3 (chat)" || { fail "deepseek_v3 daemon"; cat "$work/ds.log"; }
 stop_other
@@ -678,10 +681,10 @@ stop_other
 # A GGUF file alone (quantized weights, tokenizer and chat template from its metadata) under a
 # 25% budget: chat through the file's template, and a streamed completion.
 start_other gguf "$models/tiny-qwen3_moe-q4_k_m.gguf" --host-budget 25%
-api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}' |
+api http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5, "temperature": 0}' |
   py "import json,sys; d=json.load(sys.stdin); assert d['usage']['completion_tokens'] >= 1 and d['usage']['prompt_tokens'] > 3, d" &&
   pass "serves a q4_K_M GGUF file alone (chat)" || { fail "gguf daemon chat"; cat "$work/gguf.log"; }
-api http://moed/v1/completions -d '{"prompt": "Hello world", "max_tokens": 4, "stream": true}' >"$work/gguf-stream.txt"
+api http://moed/v1/completions -d '{"prompt": "Hello world", "max_tokens": 4, "stream": true, "temperature": 0}' >"$work/gguf-stream.txt"
 grep -q '^data: \[DONE\]' "$work/gguf-stream.txt" && pass "gguf daemon streams a completion" || { fail "gguf stream"; cat "$work/gguf-stream.txt"; }
 stop_other
 
