@@ -245,8 +245,9 @@ int main(int argc, char** argv) {
   }
   if (const char* cap = std::getenv(moed::kernels::kMaxQuantIsaVariable);
       cap != nullptr && !moed::kernels::quant_isa_named(cap)) {
-    std::fprintf(stderr, "moed: error: %s=%s names no path: scalar, avx2 or avx512_vnni\n",
-                 moed::kernels::kMaxQuantIsaVariable, cap);
+    std::fprintf(stderr, "moed: error: %s=%s names no path (%s)\n",
+                 moed::kernels::kMaxQuantIsaVariable, cap,
+                 moed::kernels::quant_isa_names().c_str());
     return 1;
   }
   try {

@@ -321,9 +321,18 @@ QuantIsa usable_quant_isa(QuantIsa isa) {
 }
 
 std::optional<QuantIsa> quant_isa_named(std::string_view name) {
-  for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
+  for (const QuantIsa isa : kQuantIsas)
     if (name == quant_isa_name(isa)) return isa;
   return std::nullopt;
+}
+
+std::string quant_isa_names() {
+  std::string names;
+  for (const QuantIsa isa : kQuantIsas) {
+    if (!names.empty()) names += ", ";
+    names += quant_isa_name(isa);
+  }
+  return names;
 }
 
 QuantIsa best_quant_isa() {
@@ -333,8 +342,8 @@ QuantIsa best_quant_isa() {
       if (const auto named = quant_isa_named(cap))
         most = *named;
       else
-        std::fprintf(stderr, "moed: %s=%s names no path (scalar, avx2, avx512_vnni); ignored\n",
-                     kMaxQuantIsaVariable, cap);
+        std::fprintf(stderr, "moed: %s=%s names no path (%s); ignored\n", kMaxQuantIsaVariable, cap,
+                     quant_isa_names().c_str());
     }
     return usable_quant_isa(most);
   }();

@@ -276,12 +276,14 @@ void d_and_quants_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_
   for (; k < blocks; ++k) {  // the last blocks short of eight, one at a time
     const std::int32_t offset = block_offset<kType>(x, k);
     const float scale_x = x.q8_0_scales[static_cast<std::size_t>(k)];
+    const BlockQ8_0& act = x.q8_0[static_cast<std::size_t>(k)];
+    const __m256i dot_a = block_dot<kType>(rows[0] + kBytes * k, act);
+    const __m256i dot_b = block_dot<kType>(rows[1] + kBytes * k, act);
+    alignas(16) std::int32_t totals[4];  // [a's, b's, a's, b's]
+    _mm_store_si128(reinterpret_cast<__m128i*>(totals), four_totals(dot_a, dot_b, dot_a, dot_b));
     for (int r = 0; r < 2; ++r) {
       const std::uint8_t* block = rows[r] + kBytes * k;
-      const __m256i dot = block_dot<kType>(block, x.q8_0[static_cast<std::size_t>(k)]);
-      const __m128i total = four_totals(dot, dot, dot, dot);
-      float term =
-          static_cast<float>(_mm_cvtsi128_si32(total) + offset) * (fp16_at(block) * scale_x);
+      float term = static_cast<float>(totals[r] + offset) * (fp16_at(block) * scale_x);
       if constexpr (kHasMin)
         term = term + fp16_at(block + kMin) * x.q8_1_sums[static_cast<std::size_t>(k)];
       acc[r] += term;

@@ -185,7 +185,7 @@ expect_error "token id out of range" "outside the vocabulary" "$moed" logits --m
 expect_error "bad token list" "not a token id" "$moed" logits --model "$models/tiny-f32" --tokens 1,x --out "$work/x.npy"
 expect_error "a daemon option before a subcommand" "--threads is an option of the daemon; .*moed bench --threads" "$moed" --threads 2 bench --model "$models/tiny-f32"
 expect_error "a daemon-only option with a subcommand" "--socket is an option of the daemon, not of moed info" "$moed" --socket /tmp/x.sock info --model "$models/tiny-f32"
-expect_error "an unknown quantized-kernel path" "MOED_MAX_QUANT_ISA=avx3 names no path" env MOED_MAX_QUANT_ISA=avx3 "$moed" info --model "$models/tiny-f32"
+expect_error "an unknown quantized-kernel path" "MOED_MAX_QUANT_ISA=avx3 names no path (scalar, avx2, avx512_vnni)" env MOED_MAX_QUANT_ISA=avx3 "$moed" info --model "$models/tiny-f32"
 if ! grep -qw avx2 /proc/cpuinfo; then
   echo "skip MOED_MAX_QUANT_ISA=avx2: this CPU has no AVX2"
 elif MOED_MAX_QUANT_ISA=avx2 "$moed" bench --model "$models/tiny-q4_k_m.gguf" --host-budget 25% \

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -41,9 +42,12 @@ struct QuantizedActivations {
 };
 
 enum class QuantIsa { scalar, avx2, avx512_vnni };
+inline constexpr QuantIsa kQuantIsas[] = {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni};
 std::string_view quant_isa_name(QuantIsa isa);
 // The path quant_isa_name calls `name`, or none.
 std::optional<QuantIsa> quant_isa_named(std::string_view name);
+// Every path's name, worst first, for messages: "scalar, avx2, avx512_vnni".
+std::string quant_isa_names();
 // The environment variable that caps best_quant_isa(): a path's name, to run (and measure) on
 // this CPU the quantized kernels that a CPU without the better paths runs (only those: the
 // attention, f32 and bf16 kernels keep their own CPU checks).
