@@ -359,9 +359,26 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
          static_cast<std::uint64_t>(cols / block_elements(type) * tile_block_bytes(type));
 }
 
+namespace {
+
+// The packer that moves whole tile blocks through registers for `isa`, or none (row by row).
+TileBlockPacker register_packer(GgmlType type, QuantIsa isa) {
+  if (!has_row_tiles(type)) return nullptr;
+  switch (usable_quant_isa(isa)) {
+    case QuantIsa::avx512_vnni:
+      return cpu_packs_avx512() ? pack_tile_block_avx512 : pack_tile_block_avx2;
+    case QuantIsa::avx2:
+      return pack_tile_block_avx2;
+    case QuantIsa::scalar:
+      return nullptr;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && usable_quant_isa(isa) == QuantIsa::avx512_vnni &&
-         cpu_packs_avx512();
+  return register_packer(type, isa) != nullptr;
 }
 
 bool prefetches_q8_0_tiles() {
@@ -375,9 +392,11 @@ namespace {
 constexpr std::int64_t kStoredRowsMaxActivations = 2;
 
 // Packs tile group `group_index` of the matrix `rows` into `out` (laid out for the whole
-// matrix), on the calling thread; `stream` as pack_tile_block_avx512's.
+// matrix), on the calling thread; full tiles through `in_registers` where there is one, `stream`
+// as its.
 void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
-                     std::byte* out, std::int64_t group_index, bool in_registers, bool stream) {
+                     std::byte* out, std::int64_t group_index, TileBlockPacker in_registers,
+                     bool stream) {
   const auto n_rows = static_cast<std::int64_t>(rows.size());
   const std::int64_t tiles = (n_rows + kTileRows - 1) / kTileRows;
   const std::int64_t blocks = cols / block_elements(type);
@@ -415,7 +434,7 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
                               ahead * stored_bytes;
             for (std::int64_t at = 0; at < stored_bytes; at += 64) __builtin_prefetch(row + at);
           }
-        pack_tile_block_avx512(type, sources.data(), block, stream);
+        in_registers(type, sources.data(), block, stream);
         continue;
       }
       if (padded) std::memset(block, 0, static_cast<std::size_t>(block_bytes));
@@ -456,7 +475,7 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa) {
   require_row_tiles(type, cols, "pack_row_tiles");
-  const bool in_registers = packs_tiles_in_registers(type, isa);
+  const TileBlockPacker in_registers = register_packer(type, isa);
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many). By groups, so that no two threads write into one group's
   // interleaved chunks.
@@ -582,7 +601,7 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
   // 9.6).
   thread_local std::vector<std::byte> tiles;
   thread_local std::vector<const std::byte*> starts;
-  const bool in_registers = packs_tiles_in_registers(type, isa);
+  const TileBlockPacker in_registers = register_packer(type, isa);
   for (std::int64_t g = first; g < last; ++g) {
     const std::int64_t begin = g * group_rows, n = std::min(rows - begin, group_rows);
     starts.resize(static_cast<std::size_t>(n));

@@ -110,10 +110,14 @@ void group_dot_avx512(GgmlType type, const TileGroup& group, const QuantizedActi
                       int count, float* out);
 
 // Packs one block of a full tile (rows[r]: row r's stored block) into `out`, byte for byte as the
-// scalar packer does; needs AVX-512 F, BW, VL and VBMI. `stream`: non-temporal stores, for tiles
-// not read again while they are in cache.
+// scalar packer does; the first needs AVX-512 F, BW, VL and VBMI, the second AVX2. `stream`:
+// non-temporal stores, for tiles not read again while they are in cache.
+using TileBlockPacker = void (*)(GgmlType type, const std::uint8_t* const* rows, std::byte* out,
+                                 bool stream);
 void pack_tile_block_avx512(GgmlType type, const std::uint8_t* const* rows, std::byte* out,
                             bool stream);
+void pack_tile_block_avx2(GgmlType type, const std::uint8_t* const* rows, std::byte* out,
+                          bool stream);
 
 // y[i * y_stride + r] = dot(row r, x[i]) for r < n_rows and i < m, from rows in any format with
 // row tiles as stored (row r at rows + r * row bytes); the first needs AVX2 and F16C, the second

@@ -76,12 +76,13 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 
 // Repacks rows (each `cols` elements of `type` blocks, as stored in a GGUF file) into row tiles
 // at `out` (row_tile_bytes of them), over OpenMP's threads. Throws std::invalid_argument for a
-// type without row tiles or a width that is not whole blocks. `isa` avx512_vnni moves whole
-// tiles through AVX-512 registers where the CPU also has VBMI; every path writes the same bytes.
+// type without row tiles or a width that is not whole blocks. A SIMD `isa` moves whole tiles
+// through registers: AVX-512 ones where the CPU also has VBMI, else AVX2 ones; every path writes
+// the same bytes.
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
-// Whether pack_row_tiles(type, ..., isa) moves whole tiles through AVX-512 registers (on a CPU
-// with AVX-512 VBMI) rather than packing row by row.
+// Whether pack_row_tiles(type, ..., isa) moves whole tiles through registers rather than packing
+// row by row (the scalar path).
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // Whether the q8_0 row-tile kernels ask for their blocks ahead in software: on Intel CPUs, whose
@@ -101,9 +102,8 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
 // tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512 VNNI
 // and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row tiles'.
 // For one activation row about the tile kernels' rate from memory: 2.5 times packing plus the
-// tile product's on AVX-512, 3-5 times on AVX2, which packs row by row (docs/design.md, section
-// 4); for more than two (prefill), each 64-row group is repacked into tiles where it stays in
-// cache and multiplied there.
+// tile product's on AVX-512, about 3 times on AVX2 (docs/design.md, section 4); for more than two
+// (prefill), each 64-row group is repacked into tiles where it stays in cache and multiplied there.
 bool computes_stored_rows(GgmlType type, QuantIsa isa = best_quant_isa());
 // As row_tile_matmul, from `rows` rows stored one after another at `stored`. Throws
 // std::invalid_argument where !computes_stored_rows(type, isa) or cols is not whole blocks.
