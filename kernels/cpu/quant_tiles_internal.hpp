@@ -1,7 +1,8 @@
 #pragma once
 
 // What the row-tile SIMD translation units (quant_tiles_avx2.cpp, quant_tiles_avx512.cpp,
-// quant_tiles_pack_avx512.cpp) share with quant_tiles.cpp: the byte offsets of quant_tiles.hpp's
+// quant_tiles_pack_avx2.cpp, quant_tiles_pack_avx512.cpp, stored_rows_avx2.cpp,
+// stored_rows_avx512.cpp) share with quant_tiles.cpp: the byte offsets of quant_tiles.hpp's
 // layouts and the per-ISA entries.
 
 #include <cstddef>

@@ -24,8 +24,9 @@ struct Line {
 };
 
 // kStream as in the AVX-512 packer: non-temporal where the whole line is one cache line. Not per
-// 32-byte half: a half streamed into a cache line that other stores also write (the q4_0 and
-// q5_0 tiles' lines start 32 bytes into one, after the scales) held q4_0 packing to 1.0 GB/s.
+// 32-byte half: a half streamed into a cache line that other stores also write (in every other
+// q4_0 and q5_0 tile block, 4.5 and 5.5 cache lines long, the lines start 32 bytes into one,
+// after the scales) held q4_0 packing to 1.0 GB/s.
 template <bool kStream>
 void store_line(std::byte* at, const Line& line) {
   auto* const first = reinterpret_cast<__m256i*>(at);

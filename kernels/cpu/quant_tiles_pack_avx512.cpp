@@ -18,8 +18,8 @@ using Rows = const std::uint8_t* const*;
 
 // kStream: streaming (non-temporal) where the line is aligned, for a packed block that goes to a
 // buffer not read again before it leaves the caches, where reading its lines in for ownership was
-// wasted (q4_K_M at a 25% budget: packing 1.2-1.4 s -> 0.9-1.1 s over 95 tokens); pack_row_tiles
-// fences each tile. Not for a group packed to be multiplied at once (stored rows' prefill).
+// wasted (q4_K_M at a 25% budget: packing 1.2-1.4 s -> 0.9-1.1 s over 95 tokens); pack_tile_group
+// fences each group. Not for a group packed to be multiplied at once (stored rows' prefill).
 template <bool kStream>
 void store_line(std::byte* at, __m512i line) {
   if (kStream && (reinterpret_cast<std::uintptr_t>(at) & 63) == 0)

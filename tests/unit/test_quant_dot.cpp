@@ -705,7 +705,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
 TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
   std::mt19937 rng(23);
   for (const GgmlType type : kTiledFormats)
-    for (const std::int64_t rows : {16, 37, 48})
+    for (const std::int64_t rows : {1, 16, 17, 37, 48})
       for (const std::int64_t cols : {256, 256 * 11})
         for (const int fill : {-1, 0x00, 0xFF}) {  // -1: random bytes, scales included
           const std::int64_t row_bytes = ggml_row_bytes(type, cols);
