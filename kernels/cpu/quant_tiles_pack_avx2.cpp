@@ -204,44 +204,6 @@ void pack_q8_0(Rows rows, std::byte* out) {
         {_mm256_xor_si256(lines.rows_0_7[g], bias), _mm256_xor_si256(lines.rows_8_15[g], bias)});
 }
 
-// q4_K, and q5_K's low four bits: both blocks lead with d, dmin and the 12 scale bytes.
-template <bool kStream>
-void pack_k_nibbles(Rows rows, std::size_t qs, std::byte* out) {
-  copy_halves(rows, 0, out);
-  copy_halves(rows, 2, out + kQ4_KTileDmin);
-  transpose_bytes<kStream>(rows, offsetof(BlockQ4_K, scales), k_scales_and_mins,
-                           out + kQ4_KTileScales);
-  for (int g = 0; g < 4; ++g)
-    pack_nibble_chunk<kStream>(rows, qs + 32 * g, out + kQ4_KTileQuants, 8 * g, 8 * g + 4);
-}
-
-template <bool kStream>
-void pack_q5_k(Rows rows, std::byte* out) {
-  pack_k_nibbles<kStream>(rows, offsetof(BlockQ5_K, qs), out);
-  // Fifth bits: line j, byte k, bit d: bit j of byte k of qh's dword d.
-  pack_bit_lines<kStream>(row_dwords(rows, offsetof(BlockQ5_K, qh)), 0, 1, 8, out + kQ5_KTileHigh,
-                          64);
-}
-
-template <bool kStream>
-void pack_q6_k(Rows rows, std::byte* out) {
-  copy_halves(rows, offsetof(BlockQ6_K, d), out);
-  transpose_bytes<kStream>(
-      rows, offsetof(BlockQ6_K, scales), [](__m256i s) { return s; }, out + kQ6_KTileScales);
-  // ql's chunk 2h + c holds elements 128h + 32c + l (low nibbles) and 128h + 32(c + 2) + l (high).
-  for (int h = 0; h < 2; ++h)
-    for (int c = 0; c < 2; ++c)
-      pack_nibble_chunk<kStream>(rows, offsetof(BlockQ6_K, ql) + 64 * h + 32 * c,
-                                 out + kQ6_KTileLow, 16 * h + 4 * c, 16 * h + 4 * c + 8);
-  // High line 8h + 2s + e, byte k, bits 2i..2i+1: bits 2s..2s+1 of byte k of qh's dword
-  // 8h + 4e + i; so qh dwords 8h + 4e .. + 3 give lines 8h + e, 8h + 2 + e, ...
-  for (int h = 0; h < 2; ++h) {
-    const auto dwords = row_dwords(rows, offsetof(BlockQ6_K, qh) + 32 * h);
-    for (int e = 0; e < 2; ++e)
-      pack_bit_lines<kStream>(dwords, 4 * e, 2, 4, out + kQ6_KTileHigh + 64 * (8 * h + e), 2 * 64);
-  }
-}
-
 // q4_0, q4_1, q5_0, q5_1: a row's 16 quant bytes are its dwords of the tile's four lines as
 // they are, and its fifth bits (q5_*) one dword of the fifth-bit line.
 template <bool kStream>
@@ -291,21 +253,8 @@ void pack_legacy(GgmlType type, Rows rows, std::byte* out) {
        spread_fifth_bits(_mm256_load_si256(reinterpret_cast<const __m256i*>(fifth + 8)))});
 }
 
-template <bool kStream>
-void pack_block(GgmlType type, const std::uint8_t* const* rows, std::byte* out) {
-  switch (type) {
-    case GgmlType::q8_0:
-      return pack_q8_0<kStream>(rows, out);
-    case GgmlType::q4_k:
-      return pack_k_nibbles<kStream>(rows, offsetof(BlockQ4_K, qs), out);
-    case GgmlType::q5_k:
-      return pack_q5_k<kStream>(rows, out);
-    case GgmlType::q6_k:
-      return pack_q6_k<kStream>(rows, out);
-    default:
-      return pack_legacy<kStream>(type, rows, out);
-  }
-}
+// Each format from the moves above, as the AVX-512 packer does it.
+#include "quant_tiles_pack_formats.inc"
 
 }  // namespace
 
