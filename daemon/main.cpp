@@ -165,7 +165,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 100.0));
   generate_cmd->add_option("--top-k", generate.top_k, "keep the k most likely tokens (0: all)")
       ->check(CLI::NonNegativeNumber);
-  generate_cmd->add_option("--top-p", generate.top_p, "nucleus mass in (0, 1] (default 1)")
+  generate_cmd
+      ->add_option("--top-p", generate.top_p,
+                   "nucleus mass in [0, 1]; 0 keeps the most likely token (default 1)")
       ->check(CLI::Range(0.0, 1.0));
   generate_cmd->add_flag("--print-ids", generate.print_ids,
                          "also print the generated ids to stderr");

@@ -141,8 +141,11 @@ assert tokens == pieces[:last] and r['usage']['completion_tokens'] == last, (tok
 
 api http://moed/v1/completions -d "$(req 6 0 0 ', "logprobs": 3')" | py "
 import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']
-assert len(lp['tokens']) == 6 and len(lp['token_logprobs']) == 6 and all(len(t) <= 3 for t in lp['top_logprobs'])
+assert len(lp['tokens']) == 6 and len(lp['token_logprobs']) == 6 and all(len(t) <= 4 for t in lp['top_logprobs'])
 assert all(v <= 0 for v in lp['token_logprobs'])
+# As OpenAI's, each token's top list holds the sampled token (up to logprobs + 1 entries; where
+# two tokens read as the same text, such as pieces of one character, they share an entry).
+assert all(tok in t for t, tok in zip(lp['top_logprobs'], lp['tokens'])), lp
 # Each token as the text it adds, spaces included (the decoder strips a leading one only at the
 # start of a text): they join to the answer, and each starts at its text_offset.
 text = r['choices'][0]['text']
@@ -317,7 +320,7 @@ expect "negative max_tokens" 400 "max_tokens" http://moed/v1/completions -d '{"p
 expect "huge max_tokens" 400 "context" http://moed/v1/completions -d '{"prompt": "x", "max_tokens": 100000000}'
 expect "token id out of range" 400 "outside the vocabulary" http://moed/v1/completions -d '{"prompt": [1, 99999]}'
 long=$(py "print(','.join(['5'] * 5000))")
-expect "prompt longer than the context" 400 "context" http://moed/v1/completions -d "{\"prompt\": [$long]}"
+expect "prompt longer than the context" 400 '"code":"context_length_exceeded"' http://moed/v1/completions -d "{\"prompt\": [$long]}"
 head -c 100000 /dev/zero | tr '\0' 'a' >"$work/big"
 expect "oversized body" 413 "exceeds" http://moed/v1/completions -H 'Content-Type: application/json' --data-binary @"$work/big"
 # A client that asks before sending its body (Expect: 100-continue) is told to go on at once,
@@ -345,6 +348,17 @@ expect "unknown route" 404 "no route" http://moed/v2/everything
 expect "unknown model" 404 "model_not_found" http://moed/v1/completions -d '{"model": "gpt-9", "prompt": "x"}'
 expect "temperature out of range" 400 "temperature" http://moed/v1/completions -d '{"prompt": "x", "temperature": 9}'
 expect "n > 1" 400 '"param":"n"' http://moed/v1/completions -d '{"prompt": "x", "n": 2}'
+expect "best_of > 1" 400 '"param":"best_of"' http://moed/v1/completions -d '{"prompt": "x", "best_of": 3}'
+expect "suffix" 400 '"param":"suffix"' http://moed/v1/completions -d '{"prompt": "x", "suffix": "end"}'
+expect "JSON output asked for" 400 "'json_object' is not supported" http://moed/v1/completions -d '{"prompt": "x", "response_format": {"type": "json_object"}}'
+expect "logit_bias key not a token id" 400 '"param":"logit_bias.the"' http://moed/v1/completions -d '{"prompt": "x", "logit_bias": {"the": 5}}'
+expect "presence_penalty out of range" 400 '"param":"presence_penalty"' http://moed/v1/completions -d '{"prompt": "x", "presence_penalty": 3}'
+# logit_bias steers the draw: +100 on one token makes a greedy answer that token throughout,
+# while the reported log-probabilities stay the model's own.
+api http://moed/v1/completions -d '{"prompt": "Hello", "max_tokens": 4, "temperature": 0, "logprobs": 1, "logit_bias": {"17": 100}}' | py "
+import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']
+assert len(set(lp['tokens'])) == 1 and all(v < -0.01 for v in lp['token_logprobs']), lp
+" && pass "logit_bias forces a token; logprobs stay the model's" || fail "logit_bias"
 expect "wrong method" 405 "not allowed" -X DELETE http://moed/v1/models
 py "
 import socket
@@ -403,6 +417,11 @@ expect "chat: message without role" 400 'messages\[0\].role' http://moed/v1/chat
 expect "chat: null content the template cannot join" 400 "cannot render" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": null}]}'
 expect "chat: image part" 400 "text only" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}'
 expect "chat: top_logprobs without logprobs" 400 "top_logprobs" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}'
+expect "chat: a tool call forced" 400 '"param":"tool_choice"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "tool_choice": "required"}'
+expect "chat: JSON schema output" 400 '"param":"response_format.type"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}'
+api http://moed/v1/chat/completions -d '{"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0, "response_format": {"type": "text"}, "tool_choice": "auto"}' |
+  py "import json,sys; r=json.load(sys.stdin); assert r['usage']['completion_tokens'] == 2, r" &&
+  pass "chat: the developer role is the system's" || fail "chat: developer role"
 # Slow-loris: a request head dribbled in slower than header_timeout_ms is cut off.
 py "
 import socket, time
@@ -674,7 +693,7 @@ stop_other
 # are: the 20 most likely alternatives of a dozen tokens name padded ids, which read as no text.
 start_other olmoe "$models/tiny-olmoe-bf16"
 api http://moed/v1/completions -d '{"prompt": "Hello", "max_tokens": 12, "temperature": 0, "logprobs": 20}' |
-  py "import json,sys; d=json.load(sys.stdin); lp=d['choices'][0]['logprobs']; assert len(lp['tokens']) == 12 and all(1 <= len(t) <= 20 for t in lp['top_logprobs']), d" &&
+  py "import json,sys; d=json.load(sys.stdin); lp=d['choices'][0]['logprobs']; assert len(lp['tokens']) == 12 and all(1 <= len(t) <= 21 for t in lp['top_logprobs']), d" &&
   pass "logprobs past a padded tokenizer" || { fail "logprobs past a padded tokenizer"; cat "$work/olmoe.log"; }
 stop_other
 

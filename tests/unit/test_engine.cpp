@@ -207,6 +207,54 @@ TEST(Sampler, GreedyTopKOneAndTinyTopPAgree) {
   EXPECT_NEAR(token.logprob, 2.5 - std::log(total), 1e-5);
 }
 
+TEST(Sampler, TopPZeroKeepsOnlyTheMostLikely) {
+  const std::vector<float> logits = {0.1f, 2.5f, -1.0f, 2.4f, 0.0f};
+  Sampler nucleus({1.5f, 0, 0.0f, 3});
+  Sampler with_top_k({1.5f, 3, 0.0f, 4});
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(nucleus.sample(logits.data(), 5).id, 1);
+    EXPECT_EQ(with_top_k.sample(logits.data(), 5).id, 1);
+  }
+  EXPECT_THROW(Sampler({1.0f, 0, -0.1f, 1}), std::invalid_argument);
+}
+
+// OpenAI's logit_bias and penalties: the bias is added before the draw (greedy included), each
+// drawn token loses presence_penalty once and frequency_penalty per time drawn, and the
+// log-probability reported stays the model's own.
+TEST(Sampler, LogitBiasAndPenaltiesSteerTheDrawNotTheLogprob) {
+  const std::vector<float> logits = {0.1f, 2.5f, -1.0f, 2.4f, 0.0f};
+  double total = 0;
+  for (float l : logits) total += std::exp(l);
+  SamplingParams biased;
+  biased.logit_bias = {{4, 3.0f}, {99, 50.0f}};  // an id past the vocabulary is ignored
+  Sampler forced(biased);
+  const auto token = forced.sample(logits.data(), 5);
+  EXPECT_EQ(token.id, 4);
+  EXPECT_NEAR(token.logprob, 0.0 - std::log(total), 1e-5);
+  biased.logit_bias = {{1, -100.0f}};
+  EXPECT_EQ(Sampler(biased).sample(logits.data(), 5).id, 3);
+
+  // Greedy with a presence penalty of 0.2: 1, then 3 (2.5 - 0.2 < 2.4), then 1 for good (both
+  // lose 0.2 once, however often drawn). A frequency penalty of 0.06 lets 1 win twice (2.44 >
+  // 2.4), then 3 once (2.38 < 2.4), then 1 again (2.38 > 2.34).
+  SamplingParams presence;
+  presence.presence_penalty = 0.2f;
+  Sampler by_presence(presence);
+  std::vector<std::int32_t> drawn;
+  for (int i = 0; i < 4; ++i) drawn.push_back(by_presence.sample(logits.data(), 5).id);
+  EXPECT_EQ(drawn, (std::vector<std::int32_t>{1, 3, 1, 1}));
+  SamplingParams frequency;
+  frequency.frequency_penalty = 0.06f;
+  Sampler by_frequency(frequency);
+  drawn.clear();
+  for (int i = 0; i < 4; ++i) drawn.push_back(by_frequency.sample(logits.data(), 5).id);
+  EXPECT_EQ(drawn, (std::vector<std::int32_t>{1, 1, 3, 1}));
+
+  SamplingParams bad;
+  bad.frequency_penalty = NAN;
+  EXPECT_THROW((Sampler(bad)), std::invalid_argument);
+}
+
 TEST(Sampler, TopKTwoOnlyEverPicksTheTwoBest) {
   const std::vector<float> logits = {0.1f, 2.5f, -1.0f, 2.4f, 0.0f};
   Sampler sampler({1.0f, 2, 1.0f, 11});
@@ -319,7 +367,8 @@ TEST(Sampler, AFlatNucleusKeepsTheLowerIdsAndANanLogitIsNeverDrawn) {
 TEST(Sampler, RejectsBadParameters) {
   EXPECT_THROW(Sampler({-1.0f, 0, 1.0f, 0}), std::invalid_argument);
   EXPECT_THROW(Sampler({NAN, 0, 1.0f, 0}), std::invalid_argument);
-  EXPECT_THROW(Sampler({1.0f, 0, 0.0f, 0}), std::invalid_argument);
+  EXPECT_THROW(Sampler({1.0f, 0, 1.5f, 0}), std::invalid_argument);
+  EXPECT_THROW(Sampler({1.0f, 0, NAN, 0}), std::invalid_argument);
   EXPECT_THROW(Sampler({1.0f, -2, 1.0f, 0}), std::invalid_argument);
 }
 

@@ -209,4 +209,75 @@ TEST(RequestParse, AnAssistantTurnCallingToolsMayLeaveOutItsContent) {
             "messages[0].content");
 }
 
+// OpenAI's sampling fields moed honours: penalties and logit_bias reach the request; top_p 0 is
+// in range (it keeps the most likely token).
+TEST(RequestParse, TakesPenaltiesLogitBiasAndTopPZero) {
+  const auto g =
+      parse_completion(parse_body(R"({"prompt": "Hi", "top_p": 0, "presence_penalty": -1.5,
+                     "frequency_penalty": 2, "logit_bias": {"17": -100, "3": 2.5}})"),
+                       kLimits, one_token_per_byte);
+  EXPECT_FLOAT_EQ(g.top_p, 0.0f);
+  EXPECT_FLOAT_EQ(g.presence_penalty, -1.5f);
+  EXPECT_FLOAT_EQ(g.frequency_penalty, 2.0f);
+  EXPECT_EQ(g.logit_bias, (std::vector<std::pair<std::int32_t, float>>{{17, -100.0f}, {3, 2.5f}}));
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": [1]})"), "logit_bias");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"x1": 1}})"), "logit_bias.x1");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"": 1}})"), "logit_bias.");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"512": 1}})"), "logit_bias.512");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"-1": 1}})"), "logit_bias.-1");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"5": 101}})"), "logit_bias.5");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"5": "1"}})"), "logit_bias.5");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "frequency_penalty": -2.5})"), "frequency_penalty");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "top_p": 1.5})"), "top_p");
+}
+
+// What moed cannot do is refused, naming the field, rather than ignored: several choices, JSON
+// output, insertion, a forced tool call.
+TEST(RequestParse, RefusesWhatItCannotDo) {
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "n": 2})"), "n");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "best_of": 2})"), "best_of");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "best_of": 1, "suffix": ""})"), "");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "suffix": "}"})"), "suffix");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "text"}})"), "");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "json_object"}})"),
+            "response_format.type");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": "json"})"), "response_format");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
+                                    "tool_choice": "auto"})"),
+            "");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
+                                    "tool_choice": "required"})"),
+            "tool_choice");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
+                                    "tool_choice": {"type": "function",
+                                                    "function": {"name": "f"}}})"),
+            "tool_choice");
+}
+
+TEST(RequestParse, TheDeveloperRoleIsTheSystems) {
+  const auto context =
+      chat_context(parse_body(R"({"messages": [{"role": "developer", "content": "Be brief."},
+                                  {"role": "user", "content": "Hi"}]})"),
+                   "<s>", "</s>");
+  EXPECT_EQ(context["messages"][0]["role"], "system");
+  EXPECT_EQ(context["messages"][1]["role"], "user");
+}
+
+// A prompt or limit past the context says so in OpenAI's code, which clients match to trim.
+TEST(RequestParse, APromptPastTheContextIsContextLengthExceeded) {
+  const std::vector<std::int32_t> whole(static_cast<std::size_t>(kLimits.context), 7);
+  const std::vector<std::int32_t> near_the_end(static_cast<std::size_t>(kLimits.context) - 2, 7);
+  for (const auto& [prompt, body, field] :
+       {std::tuple{whole, "{}", "messages"},
+        std::tuple{near_the_end, R"({"max_tokens": 3})", "max_tokens"}}) {
+    try {
+      (void)parse_chat(parse_body(body), prompt, kLimits);
+      ADD_FAILURE() << body;
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.kind(), RequestError::Kind::context_length_exceeded) << e.what();
+      EXPECT_EQ(e.field(), field);
+    }
+  }
+}
+
 }  // namespace

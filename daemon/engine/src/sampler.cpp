@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 
 #include "moed/kernels/cpu_ops.hpp"
 
@@ -12,12 +13,40 @@ namespace moed::engine {
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   if (!(params.temperature >= 0.0f) || !std::isfinite(params.temperature))
     throw std::invalid_argument("temperature must be a finite number >= 0");
-  if (!(params.top_p > 0.0f && params.top_p <= 1.0f))
-    throw std::invalid_argument("top_p must be in (0, 1]");
+  if (!(params.top_p >= 0.0f && params.top_p <= 1.0f))
+    throw std::invalid_argument("top_p must be in [0, 1]");
   if (params.top_k < 0) throw std::invalid_argument("top_k must be >= 0");
+  if (!std::isfinite(params.presence_penalty) || !std::isfinite(params.frequency_penalty))
+    throw std::invalid_argument("penalties must be finite numbers");
+  for (const auto& [id, bias] : params.logit_bias)
+    if (!std::isfinite(bias))
+      throw std::invalid_argument("the bias of token " + std::to_string(id) + " is not finite");
+}
+
+bool Sampler::adjusts_logits() const {
+  return !params_.logit_bias.empty() || params_.presence_penalty != 0.0f ||
+         params_.frequency_penalty != 0.0f;
 }
 
 SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
+  if (!adjusts_logits()) return draw(logits, vocab);
+  adjusted_.assign(logits, logits + vocab);
+  for (const auto& [id, bias] : params_.logit_bias)
+    if (id >= 0 && id < vocab) adjusted_[static_cast<std::size_t>(id)] += bias;
+  for (const auto& [id, times] : drawn_)
+    adjusted_[static_cast<std::size_t>(id)] -=
+        params_.presence_penalty + static_cast<float>(times) * params_.frequency_penalty;
+  SampledToken token = draw(adjusted_.data(), vocab);
+  const float max_logit = logits[kernels::argmax(logits, vocab)];
+  token.logprob = std::isfinite(max_logit)
+                      ? static_cast<float>(static_cast<double>(logits[token.id]) -
+                                           kernels::log_sum_exp(logits, vocab, max_logit))
+                      : NAN;
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) ++drawn_[token.id];
+  return token;
+}
+
+SampledToken Sampler::draw(const float* logits, std::int64_t vocab) {
   const auto best = static_cast<std::int32_t>(kernels::argmax(logits, vocab));
   const float max_logit = logits[best];
   const float inverse_temperature = 1.0f / params_.temperature;
@@ -75,8 +104,8 @@ SampledToken Sampler::pick(std::int64_t sorted, std::int64_t candidates, const f
                 [&](std::int32_t a, std::int32_t b) { return more_likely(a, b); });
       sorted = band_end - order_.begin();
     };
-    std::int64_t i = 0;
-    while (i < candidates && total < params_.top_p) {
+    std::int64_t i = 0;  // the most likely is always kept (top_p 0 keeps only it)
+    while (i < candidates && (i == 0 || total < params_.top_p)) {
       while (i == sorted) sort_more();
       total += probs_[order_[i++]];
     }

@@ -151,7 +151,7 @@ Response plain_error(http::status status, const std::string& message, const std:
   // Messages quote client input (e.g. a parser's error text): the JSON library escapes control
   // characters and replaces invalid UTF-8 rather than throwing.
   const nlohmann::json body = {
-      {"error", {{"message", message}, {"type", type}, {"code", nullptr}}}};
+      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}}}};
   r.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   r.keep_alive(false);
   return r;

@@ -1,6 +1,7 @@
 #include "moed/server/request_parse.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <string>
 
@@ -55,7 +56,17 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
                              "' does not exist (this daemon serves '" + limits.model_id + "')",
                          RequestError::Kind::unknown_model);
   }
-  if (integer_field(body, "n", 1, 1, 1) != 1) bad_field("n", "only 1 is supported");
+  if (integer_field(body, "n", 1, 1, INT64_MAX) != 1) bad_field("n", "only 1 is supported");
+  if (body.contains("response_format") && !body["response_format"].is_null()) {
+    const auto& format = body["response_format"];
+    if (!format.is_object() || !format.contains("type") || !format["type"].is_string())
+      bad_field("response_format", "expected an object such as {\"type\": \"text\"}");
+    if (format["type"] != "text")
+      bad_field("response_format.type",
+                "'" + format["type"].get<std::string>() +
+                    "' is not supported: moed does not constrain its output to a format (only "
+                    "\"text\")");
+  }
 
   GenerationParams g;
   g.prompt = std::move(prompt);
@@ -63,9 +74,10 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
   const std::int64_t context = limits.context;
   const auto prompt_tokens = static_cast<std::int64_t>(g.prompt.size());
   if (prompt_tokens >= context)
-    bad_field(prompt_field, std::to_string(prompt_tokens) +
-                                " tokens do not fit the model's context of " +
-                                std::to_string(context));
+    throw RequestError(prompt_field,
+                       std::to_string(prompt_tokens) +
+                           " tokens do not fit the model's context of " + std::to_string(context),
+                       RequestError::Kind::context_length_exceeded);
   // Chat requests may name the limit max_completion_tokens (OpenAI's newer field).
   const char* max_field =
       body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null()
@@ -74,12 +86,37 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
   g.max_tokens_given = body.contains(max_field) && !body[max_field].is_null();
   g.max_tokens = integer_field(body, max_field, default_max_tokens, 1, INT64_MAX);
   if (g.max_tokens_given && g.max_tokens > context - prompt_tokens)  // a sum could overflow
-    bad_field(max_field, std::to_string(g.max_tokens) + " plus the prompt's " +
-                             std::to_string(prompt_tokens) +
-                             " tokens exceed the model's context of " + std::to_string(context));
+    throw RequestError(max_field,
+                       std::to_string(g.max_tokens) + " plus the prompt's " +
+                           std::to_string(prompt_tokens) +
+                           " tokens exceed the model's context of " + std::to_string(context),
+                       RequestError::Kind::context_length_exceeded);
   g.temperature = static_cast<float>(number_field(body, "temperature", 1.0, 0.0, 2.0, false));
-  g.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, true));
+  g.top_p = static_cast<float>(number_field(body, "top_p", 1.0, 0.0, 1.0, false));
   g.top_k = static_cast<std::int32_t>(integer_field(body, "top_k", 0, 0, limits.vocab_size));
+  g.presence_penalty =
+      static_cast<float>(number_field(body, "presence_penalty", 0.0, -2.0, 2.0, false));
+  g.frequency_penalty =
+      static_cast<float>(number_field(body, "frequency_penalty", 0.0, -2.0, 2.0, false));
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
+    const auto& biases = body["logit_bias"];
+    if (!biases.is_object())
+      bad_field("logit_bias",
+                "expected an object from token ids to biases, such as {\"50256\": -100}");
+    for (const auto& [key, bias] : biases.items()) {
+      const std::string at = "logit_bias." + key;
+      std::int64_t id = -1;
+      const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (error != std::errc() || end != key.data() + key.size() || key.empty())
+        bad_field(at, "'" + key + "' is not a token id");
+      if (id < 0 || id >= limits.vocab_size)
+        bad_field(at, "token id " + key + " is outside the vocabulary [0, " +
+                          std::to_string(limits.vocab_size) + ")");
+      if (!bias.is_number() || !(bias.get<double>() >= -100.0 && bias.get<double>() <= 100.0))
+        bad_field(at, "expected a bias from -100 to 100, got " + bias.dump());
+      g.logit_bias.emplace_back(static_cast<std::int32_t>(id), bias.get<float>());
+    }
+  }
   if (body.contains("seed") && !body["seed"].is_null())
     g.seed = static_cast<std::uint64_t>(integer_field(body, "seed", 0, INT64_MIN, INT64_MAX));
   if (body.contains("stop") && !body["stop"].is_null()) {
@@ -142,6 +179,11 @@ Body parse_body(std::string_view text) {
 GenerationParams parse_completion(const Body& body, const ModelLimits& limits,
                                   const Encoder& encode) {
   if (bool_field(body, "echo", false)) bad_field("echo", "echo is not supported");
+  if (integer_field(body, "best_of", 1, 1, INT64_MAX) != 1)
+    bad_field("best_of", "only 1 is supported");
+  if (body.contains("suffix") && !body["suffix"].is_null() &&
+      !(body["suffix"].is_string() && body["suffix"].get<std::string>().empty()))
+    bad_field("suffix", "is not supported (no insertion: the completion follows the prompt)");
   if (!body.contains("prompt")) bad_field("prompt", "is required");
   const Body& prompt = body["prompt"];
   auto token_list = [&](const Body& list) {
@@ -187,6 +229,8 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
     if (!m.is_object()) bad_field(at, "expected an object with role and content");
     if (!m.contains("role") || !m["role"].is_string())
       bad_field(at + ".role", "expected a string such as \"user\"");
+    // OpenAI's newer name for the system role; chat templates know only "system".
+    if (m["role"] == "developer") m["role"] = "system";
     // OpenAI's API lets an assistant turn that calls tools leave its content out (its client
     // library's types allow it); templates then see null.
     if (!m.contains("content")) {
@@ -224,6 +268,13 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
     if (!body["tools"].is_array()) bad_field("tools", "expected a list of tools");
     context["tools"] = body["tools"];
   }
+  // The tools go to the template, and the model may write a call in its text, but moed does not
+  // parse calls out of it (no tool_calls in answers), so it cannot force one.
+  if (body.contains("tool_choice") && !body["tool_choice"].is_null() &&
+      body["tool_choice"] != "none" && body["tool_choice"] != "auto")
+    bad_field("tool_choice",
+              "only \"auto\" and \"none\" are supported: moed passes tools to the chat template "
+              "but does not parse tool calls out of the model's text, so it cannot force one");
   return context;
 }
 

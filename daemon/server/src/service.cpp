@@ -63,11 +63,19 @@ Response error_response(const ApiError& e) {
 constexpr std::chrono::milliseconds kClientCheck{200};
 
 // The request's fault, found by request_parse.cpp: a 400 naming the field (404 for a model that
-// is not served, as OpenAI answers).
+// is not served, as OpenAI answers), with OpenAI's codes where clients look for them (a client
+// may trim its history on context_length_exceeded).
 ApiError api_error(const RequestError& e) {
-  if (e.kind() == RequestError::Kind::unknown_model)
-    return ApiError{http::status::not_found, e.what(), "invalid_request_error", e.field(),
-                    "model_not_found"};
+  switch (e.kind()) {
+    case RequestError::Kind::unknown_model:
+      return ApiError{http::status::not_found, e.what(), "invalid_request_error", e.field(),
+                      "model_not_found"};
+    case RequestError::Kind::context_length_exceeded:
+      return ApiError{http::status::bad_request, e.what(), "invalid_request_error", e.field(),
+                      "context_length_exceeded"};
+    case RequestError::Kind::invalid:
+      break;
+  }
   return ApiError{http::status::bad_request, e.what(), "invalid_request_error", e.field()};
 }
 
@@ -461,6 +469,9 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.request.sampling.temperature = params.temperature;
   g.request.sampling.top_p = params.top_p;
   g.request.sampling.top_k = params.top_k;
+  g.request.sampling.presence_penalty = params.presence_penalty;
+  g.request.sampling.frequency_penalty = params.frequency_penalty;
+  g.request.sampling.logit_bias = std::move(params.logit_bias);
   g.request.sampling.seed = params.seed ? *params.seed : std::random_device{}();
   g.request.top_logprobs = params.top_logprobs;
   g.stops = std::move(params.stops);
@@ -594,8 +605,10 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     const std::string piece = token_text(event.id);
     into["tokens"].push_back(piece);
     into["token_logprobs"].push_back(event.logprob);
+    // OpenAI's completions always list the sampled token among the top ones (up to logprobs + 1).
     json top = json::object();
     for (const auto& [alt, lp] : event.top) top[token_text(alt)] = lp;
+    if (!top.contains(piece)) top[piece] = event.logprob;
     into["top_logprobs"].push_back(top);
     into["text_offset"].push_back(offset);
     offset += static_cast<std::size_t>(

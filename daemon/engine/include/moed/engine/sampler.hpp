@@ -2,6 +2,8 @@
 
 #include <cstdint>
 #include <random>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace moed::engine {
@@ -9,13 +11,21 @@ namespace moed::engine {
 struct SamplingParams {
   float temperature = 0.0f;  // 0: greedy (argmax, ties to the lowest id)
   std::int32_t top_k = 0;    // 0: all tokens
-  float top_p = 1.0f;        // nucleus mass kept, in (0, 1]
+  float top_p = 1.0f;        // nucleus mass kept, in [0, 1]; 0 keeps the most likely token
   std::uint64_t seed = 0;
+  // OpenAI's penalties, on the tokens this sampler has drawn: a token's logit loses
+  // presence_penalty once it has been drawn, and frequency_penalty for each time it was.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  // Added to those tokens' logits before the draw (OpenAI's logit_bias); ids outside the
+  // vocabulary are ignored.
+  std::vector<std::pair<std::int32_t, float>> logit_bias{};
 };
 
 struct SampledToken {
   std::int32_t id;
-  float logprob;  // log-probability of id under the unmodified distribution
+  float logprob;  // log-probability of id under the model's own distribution (before bias,
+                  // penalties, temperature, top-k and top-p)
 };
 
 // Draws tokens from logits. The same seed and logits give the same tokens.
@@ -25,6 +35,8 @@ class Sampler {
   SampledToken sample(const float* logits, std::int64_t vocab);
 
  private:
+  bool adjusts_logits() const;
+  SampledToken draw(const float* logits, std::int64_t vocab);
   bool more_likely(std::int32_t a, std::int32_t b) const;
   // Draws among order_[0, candidates), of which the first `sorted` are sorted, most likely
   // first (top_p applied); sorts more of them only as far as the nucleus needs, and none
@@ -35,6 +47,8 @@ class Sampler {
   std::mt19937_64 rng_;
   std::vector<float> probs_;
   std::vector<std::int32_t> order_;
+  std::vector<float> adjusted_;                  // the logits with bias and penalties
+  std::unordered_map<std::int32_t, int> drawn_;  // times each token was drawn (for penalties)
 };
 
 }  // namespace moed::engine

@@ -52,9 +52,9 @@ using Handler = std::function<void(const Request&, const Peer&, ResponseWriter&)
 // larger one is an attack or a bug, answered 431.
 inline constexpr std::uint32_t kMaxRequestHeadBytes = 16 * 1024;
 
-// An OpenAI-shaped JSON error answer (`{"error": {"message", "type", "code"}}`) that closes the
-// connection, for what the server itself refuses (malformed HTTP, limits, overload). Any bytes
-// in `message` give valid JSON.
+// An OpenAI-shaped JSON error answer (`{"error": {"message", "type", "param", "code"}}`) that
+// closes the connection, for what the server itself refuses (malformed HTTP, limits, overload). Any
+// bytes in `message` give valid JSON.
 Response plain_error(http::status status, const std::string& message, const std::string& type);
 
 struct HttpOptions {

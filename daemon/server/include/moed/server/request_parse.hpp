@@ -20,7 +20,7 @@ using Body = nlohmann::ordered_json;
 // whole is at fault); field() is OpenAI's "param".
 class RequestError : public std::invalid_argument {
  public:
-  enum class Kind { invalid, unknown_model };
+  enum class Kind { invalid, unknown_model, context_length_exceeded };
   RequestError(std::string field, const std::string& why, Kind kind = Kind::invalid);
   const std::string& field() const { return field_; }
   Kind kind() const { return kind_; }
@@ -51,6 +51,9 @@ struct GenerationParams {
   float temperature = 1.0f;
   float top_p = 1.0f;
   std::int32_t top_k = 0;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  std::vector<std::pair<std::int32_t, float>> logit_bias;
   std::optional<std::uint64_t> seed;  // none: the daemon draws one
   int top_logprobs = 0;
   std::vector<std::string> stops;
