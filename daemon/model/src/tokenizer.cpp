@@ -1171,12 +1171,10 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
     t.pieces_.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
       const auto id = static_cast<std::int32_t>(i);
-      // llama.cpp names an empty token so, keeping every id's text distinct.
+      // llama.cpp names an empty token so. A text listed twice is the later id's when encoding
+      // (llama.cpp's token_to_id keeps the last); each id still decodes to it.
       std::string text = tokens[i].empty() ? "[EMPTY_" + std::to_string(i) + "]" : tokens[i];
-      if (auto [at, added] = t.vocab_.emplace(text, id); !added)
-        fail(origin, "tokenizer.ggml.tokens",
-             "'" + text + "' appears twice, at " + std::to_string(at->second) + " and " +
-                 std::to_string(i));
+      t.vocab_.insert_or_assign(text, id);
       std::string& piece = t.pieces_[i];
       switch (types[i]) {
         case kTokenControl:
@@ -1231,10 +1229,10 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
       const std::vector<std::string> merges = metadata.get_string_array("tokenizer.ggml.merges");
       for (std::size_t rank = 0; rank < merges.size(); ++rank) {
         const std::string& merge = merges[rank];
+        // An entry that is not two tokens with a space merges nothing: llama.cpp ranks it as a
+        // pair of empty tokens, which never occurs.
         const auto space = merge.find(' ', 1);
-        if (space == std::string::npos)
-          fail(origin, "tokenizer.ggml.merges",
-               "entry " + std::to_string(rank) + " '" + merge + "' is not two tokens with a space");
+        if (space == std::string::npos) continue;
         t.merge_rank_.emplace(merge_key(merge.substr(0, space), merge.substr(space + 1)),
                               static_cast<int>(rank));
       }
