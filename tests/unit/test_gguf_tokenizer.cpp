@@ -367,6 +367,10 @@ TEST(GgufTokenizer, DuplicateTokensAndMalformedMergesLoadAsInLlamaCpp) {
       Tokenizer::from_gguf(crafted_gpt2({"a", "b", "a"}, {1, 1, 1}), "crafted.gguf");
   EXPECT_EQ(duplicated.encode("aba", false), (Ids{2, 1, 2}));
   EXPECT_EQ(duplicated.decode(Ids{0, 1, 2}), "aba");
+  const auto added_twice =
+      Tokenizer::from_gguf(crafted_gpt2({"a", "<x>", "b", "<x>"}, {1, 4, 1, 4}), "crafted.gguf");
+  EXPECT_EQ(added_twice.encode("a<x>b", false), (Ids{0, 3, 2}));
+  EXPECT_EQ(added_twice.decode(Ids{1, 3}), "<x><x>");
   const auto merged =
       Tokenizer::from_gguf(with(crafted_gpt2({"a", "b", "ab"}, {1, 1, 1}), "tokenizer.ggml.merges",
                                 string_array({"ab", "a b"})),

@@ -227,6 +227,8 @@ TEST(RequestParse, TakesPenaltiesLogitBiasAndTopPZero) {
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"-1": 1}})"), "logit_bias.-1");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"5": 101}})"), "logit_bias.5");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"5": "1"}})"), "logit_bias.5");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"5": 1, "05": 1}})"), "logit_bias.05");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "logit_bias": {"-0": 1}})"), "logit_bias.-0");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "frequency_penalty": -2.5})"), "frequency_penalty");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "top_p": 1.5})"), "top_p");
 }
@@ -251,6 +253,29 @@ TEST(RequestParse, RefusesWhatItCannotDo) {
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
                                     "tool_choice": {"type": "function",
                                                     "function": {"name": "f"}}})"),
+            "tool_choice");
+}
+
+// Tools reach the template unless tool_choice is "none"; OpenAI's older functions and
+// function_call work alike, each function wrapped as a tool.
+TEST(RequestParse, ToolsReachTheTemplateUnlessTheChoiceIsNone) {
+  const std::string messages = R"("messages": [{"role": "user", "content": "a"}])";
+  const std::string tool = R"({"type": "function", "function": {"name": "f"}})";
+  auto context_of = [&](const std::string& rest) {
+    return chat_context(parse_body("{" + messages + ", " + rest + "}"), "<s>", "</s>");
+  };
+  EXPECT_EQ(context_of(R"("tools": [)" + tool + "]")["tools"][0]["function"]["name"], "f");
+  EXPECT_FALSE(
+      context_of(R"("tools": [)" + tool + R"(], "tool_choice": "none")").contains("tools"));
+  const auto legacy = context_of(R"("functions": [{"name": "g"}], "function_call": "auto")");
+  EXPECT_EQ(legacy["tools"][0]["type"], "function");
+  EXPECT_EQ(legacy["tools"][0]["function"]["name"], "g");
+  EXPECT_FALSE(
+      context_of(R"("functions": [{"name": "g"}], "function_call": "none")").contains("tools"));
+  EXPECT_EQ(chat_rejected_field("{" + messages + R"(, "function_call": {"name": "g"}})"),
+            "function_call");
+  EXPECT_EQ(chat_rejected_field("{" + messages + R"(, "tool_choice": "required",
+                                    "functions": [{"name": "g"}]})"),
             "tool_choice");
 }
 

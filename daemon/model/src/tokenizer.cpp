@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -1128,7 +1129,7 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
     std::vector<std::int32_t> end_of_generation;
     std::unordered_map<std::string_view, std::size_t> index_of;
     for (std::size_t i = 0; i < n; ++i) {
-      index_of.emplace(tokens[i], i);
+      index_of.insert_or_assign(tokens[i], i);  // the later of a duplicated text, as below
       if (ends_generation(tokens[i])) {
         types[i] = kTokenControl;
         end_of_generation.push_back(static_cast<std::int32_t>(i));
@@ -1171,10 +1172,21 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
     t.pieces_.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
       const auto id = static_cast<std::int32_t>(i);
-      // llama.cpp names an empty token so. A text listed twice is the later id's when encoding
-      // (llama.cpp's token_to_id keeps the last); each id still decodes to it.
+      // llama.cpp names an empty token so. A text listed twice is the later id's when encoding,
+      // as an added token too (llama.cpp's token_to_id keeps the last); each id still decodes
+      // to it.
       std::string text = tokens[i].empty() ? "[EMPTY_" + std::to_string(i) + "]" : tokens[i];
-      t.vocab_.insert_or_assign(text, id);
+      if (const auto earlier = t.vocab_.find(text); earlier != t.vocab_.end()) {
+        std::fprintf(stderr,
+                     "moed: warning: %s: tokenizer.ggml.tokens lists '%s' at %d and %zu; the text "
+                     "encodes as %zu\n",
+                     origin.c_str(), text.c_str(), earlier->second, i, i);
+        std::erase_if(t.added_,
+                      [&](const auto& added_token) { return added_token.content == text; });
+        earlier->second = id;
+      } else {
+        t.vocab_.emplace(text, id);
+      }
       std::string& piece = t.pieces_[i];
       switch (types[i]) {
         case kTokenControl:

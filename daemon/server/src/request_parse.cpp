@@ -107,8 +107,9 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
       const std::string at = "logit_bias." + key;
       std::int64_t id = -1;
       const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
-      if (error != std::errc() || end != key.data() + key.size() || key.empty())
-        bad_field(at, "'" + key + "' is not a token id");
+      // Written as the id itself: "05" or "-0" would bias a token twice or under another name.
+      if (error != std::errc() || end != key.data() + key.size() || std::to_string(id) != key)
+        bad_field(at, Body(key).dump() + " is not a token id");
       if (id < 0 || id >= limits.vocab_size)
         bad_field(at, "token id " + key + " is outside the vocabulary [0, " +
                           std::to_string(limits.vocab_size) + ")");
@@ -264,17 +265,33 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
                   {"add_generation_prompt", true},
                   {"bos_token", bos_token},
                   {"eos_token", eos_token}};
-  if (body.contains("tools") && !body["tools"].is_null()) {
-    if (!body["tools"].is_array()) bad_field("tools", "expected a list of tools");
-    context["tools"] = body["tools"];
-  }
   // The tools go to the template, and the model may write a call in its text, but moed does not
-  // parse calls out of it (no tool_calls in answers), so it cannot force one.
-  if (body.contains("tool_choice") && !body["tool_choice"].is_null() &&
-      body["tool_choice"] != "none" && body["tool_choice"] != "auto")
-    bad_field("tool_choice",
-              "only \"auto\" and \"none\" are supported: moed passes tools to the chat template "
-              "but does not parse tool calls out of the model's text, so it cannot force one");
+  // parse calls out of it (no tool_calls in answers), so it cannot force one; "none" keeps them
+  // from the template, as vLLM does. OpenAI's older functions / function_call are the same with
+  // each function not yet wrapped as a tool.
+  for (const char* choice : {"tool_choice", "function_call"})
+    if (body.contains(choice) && !body[choice].is_null() && body[choice] != "none" &&
+        body[choice] != "auto")
+      bad_field(choice,
+                "only \"auto\" and \"none\" are supported: moed passes tools to the "
+                "chat template but does not parse calls out of the model's text, so it "
+                "cannot force one");
+  const bool legacy = !body.contains("tools") || body["tools"].is_null();
+  const char* const tools_field = legacy ? "functions" : "tools";
+  const char* const choice_field = legacy ? "function_call" : "tool_choice";
+  const bool none = body.contains(choice_field) && body[choice_field] == "none";
+  if (body.contains(tools_field) && !body[tools_field].is_null() && !none) {
+    const Body& tools = body[tools_field];
+    if (!tools.is_array()) bad_field(tools_field, "expected a list");
+    if (legacy) {
+      Body wrapped = Body::array();
+      for (const auto& function : tools)
+        wrapped.push_back({{"type", "function"}, {"function", function}});
+      context["tools"] = std::move(wrapped);
+    } else {
+      context["tools"] = tools;
+    }
+  }
   return context;
 }
 

@@ -2,7 +2,6 @@
 
 #include <cstdint>
 #include <random>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -36,7 +35,9 @@ class Sampler {
 
  private:
   bool adjusts_logits() const;
-  SampledToken draw(const float* logits, std::int64_t vocab);
+  // `logprob`: whether the drawn token's log-probability under these logits is wanted (NaN if
+  // not, saving a pass over them).
+  SampledToken draw(const float* logits, std::int64_t vocab, bool logprob);
   bool more_likely(std::int32_t a, std::int32_t b) const;
   // Draws among order_[0, candidates), of which the first `sorted` are sorted, most likely
   // first (top_p applied); sorts more of them only as far as the nucleus needs, and none
@@ -47,8 +48,9 @@ class Sampler {
   std::mt19937_64 rng_;
   std::vector<float> probs_;
   std::vector<std::int32_t> order_;
-  std::vector<float> adjusted_;                  // the logits with bias and penalties
-  std::unordered_map<std::int32_t, int> drawn_;  // times each token was drawn (for penalties)
+  std::vector<float> adjusted_;      // the logits with bias and penalties
+  std::vector<int> times_drawn_;     // per token id, for the penalties
+  std::vector<std::int32_t> drawn_;  // the ids drawn at least once
 };
 
 }  // namespace moed::engine
