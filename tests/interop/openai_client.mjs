@@ -2,16 +2,17 @@
 // running moed: every call a user of that library would make on the routes moed serves, checked
 // as the library hands the answers back. tests/interop/test_openai.py starts the daemon.
 //
-//   node openai_client.mjs BASE_URL MODEL_ID [--tools]
+//   node openai_client.mjs BASE_URL MODEL_ID [--tools | --tool-choice]
 // prints "ok NAME" per check; exits 1 at the first that fails. --tools runs the checks of a
-// conversation with tool calls instead (for a model whose chat template takes them).
+// conversation with tool calls instead (for a model whose chat template takes them),
+// --tool-choice those of tool_choice (for a model whose template renders the tools).
 import assert from "node:assert/strict";
 
 import OpenAI from "openai";
 
 const [baseURL, model, mode] = process.argv.slice(2);
-if (!baseURL || !model || (mode !== undefined && mode !== "--tools")) {
-  process.stderr.write("usage: openai_client.mjs BASE_URL MODEL_ID [--tools]\n");
+if (!baseURL || !model || (mode !== undefined && mode !== "--tools" && mode !== "--tool-choice")) {
+  process.stderr.write("usage: openai_client.mjs BASE_URL MODEL_ID [--tools | --tool-choice]\n");
   process.exit(2);
 }
 const client = new OpenAI({ baseURL, apiKey: "unused", maxRetries: 0, timeout: 60_000 });
@@ -71,6 +72,21 @@ async function toolChecks() {
     // The call and its result reached the template: the prompt grew by them.
     assert.ok(answer.usage.prompt_tokens > asked.usage.prompt_tokens + 10,
       `${answer.usage.prompt_tokens} prompt tokens against ${asked.usage.prompt_tokens}`);
+  });
+}
+
+async function toolChoiceChecks() {
+  const question = { role: "user", content: "What is the weather in Paris?" };
+  await check("tool_choice none keeps the tools from the prompt", async () => {
+    const ask = (extra) => client.chat.completions.create({
+      model, messages: [question], max_tokens: 1, temperature: 0, ...extra,
+    });
+    const without = await ask({});
+    const auto = await ask({ tools: [weather], tool_choice: "auto" });
+    const none = await ask({ tools: [weather], tool_choice: "none" });
+    assert.ok(auto.usage.prompt_tokens > without.usage.prompt_tokens + 10,
+      `${auto.usage.prompt_tokens} prompt tokens with the tools, ${without.usage.prompt_tokens} without`);
+    assert.equal(none.usage.prompt_tokens, without.usage.prompt_tokens);
   });
 }
 
@@ -191,6 +207,40 @@ async function basicChecks() {
     );
   });
 
+  await check("what moed cannot do is a BadRequestError naming the field", async () => {
+    await assert.rejects(
+      client.chat.completions.create({
+        model, messages, max_tokens: 4, response_format: { type: "json_object" },
+      }),
+      (error) => {
+        assert.ok(error instanceof OpenAI.BadRequestError, String(error));
+        assert.equal(error.param, "response_format.type");
+        return true;
+      },
+    );
+  });
+
+  await check("a limit past the context is context_length_exceeded", async () => {
+    await assert.rejects(
+      client.completions.create({ model, prompt, max_tokens: 100_000_000 }),
+      (error) => {
+        assert.ok(error instanceof OpenAI.BadRequestError, String(error));
+        assert.equal(error.code, "context_length_exceeded");
+        assert.equal(error.param, "max_tokens");
+        return true;
+      },
+    );
+  });
+
+  await check("logit_bias steers the draw, logprobs stay the model's", async () => {
+    const answer = await client.completions.create({
+      model, prompt, max_tokens: 3, temperature: 0, logprobs: 1, logit_bias: { 17: 100 },
+    });
+    const { tokens, token_logprobs: logprobs } = answer.choices[0].logprobs;
+    assert.equal(new Set(tokens).size, 1, JSON.stringify(tokens));
+    assert.ok(logprobs.every((lp) => lp < -0.01), JSON.stringify(logprobs));
+  });
+
   await check("a stream abandoned midway, then another request", async () => {
     // Greedy "Once" runs 3000 tokens without an EOS on the tiny model: only a cancel ends it
     // early, which the test then sees in the daemon's metrics.
@@ -208,6 +258,7 @@ async function basicChecks() {
 
 try {
   if (mode === "--tools") await toolChecks();
+  else if (mode === "--tool-choice") await toolChoiceChecks();
   else await basicChecks();
 } catch (error) {
   process.stderr.write(`openai_client.mjs: ${error.stack ?? error}\n`);

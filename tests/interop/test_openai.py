@@ -35,10 +35,14 @@ def metric(base, name):
 
 class OpenAIClient(unittest.TestCase):
     def test_openai_library(self):
-        self.serve(MODEL, [], 12)
+        self.serve(MODEL, [], 15)
 
     def test_tool_calls_in_the_history(self):
         self.serve("tiny-deepseek_v3", ["--tools"], 1)
+
+    def test_tool_choice(self):
+        # Qwen3's chat template renders the tools into the prompt.
+        self.serve("tiny-qwen3_moe", ["--tool-choice"], 1)
 
     def serve(self, model, flags, checks):
         with tempfile.TemporaryDirectory() as tmp:
