@@ -74,6 +74,13 @@ grep -q "^moed: kernels: ." "$work/daemon.log" && pass "the log names the kernel
 
 api http://moed/v1/models | py "import json,sys; d=json.load(sys.stdin); assert d['data'][0]['id'] == 'tiny-f32'" && pass "/v1/models" || fail "/v1/models"
 api http://moed/v1/models/tiny-f32 | py "import json,sys; d=json.load(sys.stdin); assert d['id'] == 'tiny-f32' and d['object'] == 'model'" && pass "/v1/models/{model}" || fail "/v1/models/{model}"
+# A base URL that ends in a slash: runs of slashes are one, and a slash at the end is dropped.
+api http://moed/v1/models/ | py "import json,sys; assert json.load(sys.stdin)['object'] == 'list'" &&
+  api 'http://moed/v1//models/tiny-f32?x=1' | py "import json,sys; assert json.load(sys.stdin)['id'] == 'tiny-f32'" &&
+  pass "slashes doubled or at the end" || fail "slashes doubled or at the end"
+# Date on every answer (RFC 9110, 6.6.1), in IMF-fixdate.
+api -D - -o /dev/null http://moed/health | grep -Eq '^[Dd]ate: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT' &&
+  pass "Date header" || fail "Date header"
 [[ $(status_of http://moed/v1/models/other) == 404 ]] && py "import json; e=json.load(open('$work/body'))['error']; assert e['code'] == 'model_not_found' and 'other' in e['message'], e" && pass "/v1/models/{unknown}: 404 model_not_found" || fail "/v1/models/{unknown}"
 
 req() { echo "{\"prompt\": \"The capital of France is\", \"max_tokens\": $1, \"temperature\": ${2:-0}, \"seed\": ${3:-0}${4:-}}"; }

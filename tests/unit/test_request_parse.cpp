@@ -247,6 +247,10 @@ TEST(RequestParse, RefusesWhatItCannotDo) {
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
                                     "tool_choice": "auto"})"),
             "");
+  // In chat these come before the messages (and so before the template renders them).
+  EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "n": 2})"), "n");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "response_format": {"type": "json_object"}})"),
+            "response_format.type");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
                                     "tool_choice": "required"})"),
             "tool_choice");

@@ -8,6 +8,7 @@
 
 #include <boost/beast/core.hpp>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,25 @@
 #include <system_error>
 
 namespace moed::server {
+namespace {
+
+// An origin server with a clock sends Date on every answer (RFC 9110, 6.6.1): IMF-fixdate, its
+// names in English whatever the locale.
+std::string http_date_now() {
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[40];
+  std::snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[utc.tm_wday],
+                utc.tm_mday, kMonths[utc.tm_mon], utc.tm_year + 1900, utc.tm_hour, utc.tm_min,
+                utc.tm_sec);
+  return text;
+}
+
+}  // namespace
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -68,6 +88,7 @@ class SocketWriter final : public ResponseWriter {
     response.version(version_);
     response.keep_alive(kept_alive_);
     response.set(http::field::server, "moed");
+    response.set(http::field::date, http_date_now());
     response.prepare_payload();
     // Written in slices with the deadline armed for each, so the send timeout ends a client that
     // makes no progress, not a slow one reading a large answer (a trace download).
@@ -90,6 +111,7 @@ class SocketWriter final : public ResponseWriter {
   bool start_stream(http::status status, const std::string& content_type) override {
     http::response<http::empty_body> head{status, version_};
     head.set(http::field::server, "moed");
+    head.set(http::field::date, http_date_now());
     head.set(http::field::content_type, content_type);
     head.set(http::field::cache_control, "no-cache");
     // HTTP/1.0 has no chunked coding: the stream is the body as it comes, ended by the close.

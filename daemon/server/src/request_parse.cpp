@@ -44,6 +44,22 @@ bool bool_field(const Body& body, const char* field, bool fallback) {
   return body[field].get<bool>();
 }
 
+// What neither route does: several choices, output constrained to a format. Checked before a
+// chat's template renders, so that its errors do not hide these.
+void refuse_unsupported(const Body& body) {
+  if (integer_field(body, "n", 1, 1, INT64_MAX) != 1) bad_field("n", "only 1 is supported");
+  if (body.contains("response_format") && !body["response_format"].is_null()) {
+    const auto& format = body["response_format"];
+    if (!format.is_object() || !format.contains("type") || !format["type"].is_string())
+      bad_field("response_format", "expected an object such as {\"type\": \"text\"}");
+    if (format["type"] != "text")
+      bad_field("response_format.type",
+                "'" + format["type"].get<std::string>() +
+                    "' is not supported: moed does not constrain its output to a format (only "
+                    "\"text\")");
+  }
+}
+
 // The fields /v1/completions and /v1/chat/completions share.
 GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> prompt,
                                   const char* prompt_field, const ModelLimits& limits,
@@ -56,17 +72,7 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
                              "' does not exist (this daemon serves '" + limits.model_id + "')",
                          RequestError::Kind::unknown_model);
   }
-  if (integer_field(body, "n", 1, 1, INT64_MAX) != 1) bad_field("n", "only 1 is supported");
-  if (body.contains("response_format") && !body["response_format"].is_null()) {
-    const auto& format = body["response_format"];
-    if (!format.is_object() || !format.contains("type") || !format["type"].is_string())
-      bad_field("response_format", "expected an object such as {\"type\": \"text\"}");
-    if (format["type"] != "text")
-      bad_field("response_format.type",
-                "'" + format["type"].get<std::string>() +
-                    "' is not supported: moed does not constrain its output to a format (only "
-                    "\"text\")");
-  }
+  refuse_unsupported(body);
 
   GenerationParams g;
   g.prompt = std::move(prompt);
@@ -220,6 +226,7 @@ GenerationParams parse_completion(const Body& body, const ModelLimits& limits,
 }
 
 Body chat_context(const Body& body, const std::string& bos_token, const std::string& eos_token) {
+  refuse_unsupported(body);
   if (!body.contains("messages")) bad_field("messages", "is required");
   Body messages = body["messages"];
   if (!messages.is_array() || messages.empty())

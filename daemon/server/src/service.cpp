@@ -89,9 +89,16 @@ std::vector<std::int32_t> encode_field(const model::Tokenizer& tokenizer, std::s
   }
 }
 
+// The target's path, with runs of slashes taken as one and no slash at the end, as nginx merges
+// them: a client whose base URL ends in a slash asks for /v1//chat/completions.
 std::string path_of(const Request& request) {
   const std::string target(request.target());
-  return target.substr(0, target.find('?'));
+  const std::string_view raw = std::string_view(target).substr(0, target.find('?'));
+  std::string path;
+  for (const char c : raw)
+    if (c != '/' || path.empty() || path.back() != '/') path += c;
+  if (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
 }
 
 std::string completion_id(const char* prefix) {
