@@ -150,21 +150,82 @@ void ArcPolicy::trim_ghosts() {
     (b2_.empty() ? b1_ : b2_).drop_least_recent();
 }
 
-TinyLfuPolicy::TinyLfuPolicy(std::uint32_t halving_multiple) : halving_multiple_(halving_multiple) {
-  if (halving_multiple == 0)
-    throw std::invalid_argument("tinylfu halving_multiple must be positive");
+TinyLfuPolicy::TinyLfuPolicy(HalfLives half_lives) : half_lives_(half_lives) {
+  for (const double half_life : half_lives)
+    if (!(half_life > 0) || !std::isfinite(half_life))
+      throw std::invalid_argument("tinylfu half-life must be positive and finite, not " +
+                                  std::to_string(half_life));
+  if (!std::ranges::is_sorted(half_lives))
+    throw std::invalid_argument("tinylfu half-lives must go from short to long");
+  request_weight_.fill(1);
+  growth_.fill(1);
+}
+
+double TinyLfuPolicy::stored_count(std::size_t memory, BlockId block) const {
+  auto it = counts_.find(block);
+  return it == counts_.end() ? 0 : it->second.stored[memory];
+}
+
+double TinyLfuPolicy::frequency(BlockId block) const {
+  return stored_count(leader_, block) / request_weight_[leader_];
+}
+
+void TinyLfuPolicy::rescale(std::size_t memory) {
+  // Multiplying every count by the same power of two keeps their order and ties exactly.
+  constexpr double kDown = 0x1p-64;
+  for (auto& [block, counts] : counts_) counts.stored[memory] *= kDown;
+  request_weight_[memory] *= kDown;
+  std::set<ShadowKey> rescaled;
+  for (ShadowKey key : shadows_[memory]) {
+    key.stored *= kDown;
+    rescaled.insert(rescaled.end(), key);
+  }
+  shadows_[memory] = std::move(rescaled);
 }
 
 void TinyLfuPolicy::count(BlockId block) {
-  ++counts_[block];
-  if (++counted_since_halving_ < std::uint64_t{halving_multiple_} * counts_.size()) return;
-  for (auto& [id, n] : counts_) n /= 2;
-  counted_since_halving_ /= 2;
-}
-
-std::uint32_t TinyLfuPolicy::frequency(BlockId block) const {
-  auto it = counts_.find(block);
-  return it == counts_.end() ? 0 : it->second;
+  const std::size_t seen_before = counts_.size();
+  auto& counts = counts_[block];
+  if (counts_.size() != seen_before)
+    for (std::size_t m = 0; m < kMemories; ++m)
+      growth_[m] = std::exp2(1.0 / (half_lives_[m] * static_cast<double>(counts_.size())));
+  const std::uint64_t now = ++requests_;
+  for (std::size_t m = 0; m < kMemories; ++m) {
+    auto& shadow = shadows_[m];
+    const ShadowKey before{counts.stored[m], counts.last_request, block};
+    request_weight_[m] *= growth_[m];
+    counts.stored[m] += request_weight_[m];
+    const ShadowKey key{counts.stored[m], now, block};
+    if (counts.in_shadow[m]) {
+      auto node = shadow.extract(before);  // moved, not reallocated
+      node.value() = key;
+      shadow.insert(std::move(node));
+      shadow_hits_[m] += hit_weight_;
+    } else if (capacity_ == 0 || shadow.size() < capacity_) {
+      shadow.insert(key);
+      counts.in_shadow[m] = true;
+    } else if (key.stored > shadow.begin()->stored) {
+      auto node = shadow.extract(shadow.begin());
+      counts_.at(node.value().block).in_shadow[m] = false;
+      node.value() = key;
+      shadow.insert(std::move(node));
+      counts.in_shadow[m] = true;
+    }
+    while (capacity_ > 0 && shadow.size() > capacity_) {  // the cache has shrunk
+      counts_.at(shadow.begin()->block).in_shadow[m] = false;
+      shadow.erase(shadow.begin());
+    }
+  }
+  counts.last_request = now;
+  for (std::size_t m = 0; m < kMemories; ++m)
+    if (request_weight_[m] >= 0x1p64) rescale(m);
+  hit_weight_ *= growth_[kLongest];
+  if (hit_weight_ >= 0x1p64) {
+    for (double& hits : shadow_hits_) hits *= 0x1p-64;
+    hit_weight_ *= 0x1p-64;
+  }
+  for (std::size_t m = 0; m < kMemories; ++m)
+    if (shadow_hits_[m] > shadow_hits_[leader_]) leader_ = m;
 }
 
 void TinyLfuPolicy::on_insert(BlockId block) {
@@ -185,13 +246,14 @@ void TinyLfuPolicy::on_miss(BlockId block) {
 }
 
 std::optional<BlockId> TinyLfuPolicy::victim(const std::function<bool(BlockId)>& evictable) {
+  capacity_ = resident_.size();
   std::optional<BlockId> fewest;
-  std::uint32_t fewest_count = 0;
+  double fewest_count = 0;
   // From the least recent on, so the least recent wins a tie.
   const auto& order = resident_.most_recent_first();
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     if (!evictable(*it)) continue;
-    const std::uint32_t n = frequency(*it);
+    const double n = stored_count(leader_, *it);
     if (!fewest || n < fewest_count) {
       fewest = *it;
       fewest_count = n;
@@ -201,7 +263,7 @@ std::optional<BlockId> TinyLfuPolicy::victim(const std::function<bool(BlockId)>&
 }
 
 bool TinyLfuPolicy::admits(BlockId incoming, BlockId victim) const {
-  return frequency(incoming) > frequency(victim);
+  return stored_count(leader_, incoming) > stored_count(leader_, victim);
 }
 
 const std::vector<std::string>& policy_names() {

@@ -2,9 +2,10 @@
 # End-to-end checks of the trained default model (models/default) through the real moed binary:
 # held-out perplexity against the PyTorch golden the training script wrote (eval.json), the same
 # perplexity to the bit at every host budget, English out of greedy and sampled generation, and
-# clear errors for bad perplexity input.
+# clear errors for bad perplexity input; on the held-out routing, the default cache policy against
+# the others at every cache size.
 set -uo pipefail
-moed=$1 model=$2
+moed=$1 model=$2 moectl=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 source "$(dirname "$0")/checks.sh"
@@ -13,7 +14,7 @@ context=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]
 if [[ -n ${MOED_SANITIZED:-} ]]; then
   echo "skip held-out golden: sanitizer build (40k tokens; checked in the normal build)"
 elif "$moed" perplexity --model "$model" --file "$model/heldout.txt" --context "$context" --json \
-     >"$work/full.json" 2>"$work/err" &&
+     --trace "$work/heldout.jsonl" >"$work/full.json" 2>"$work/err" &&
    /usr/bin/python3 - "$work/full.json" "$model/eval.json" <<'PY'
 import json, sys
 got, want = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
@@ -23,6 +24,40 @@ print("moed %.4f, PyTorch %.4f, relative difference %.2e" % (got["perplexity"], 
 assert rel < 1e-3, rel
 PY
 then pass "held-out perplexity within 0.1% of PyTorch's"; else fail "held-out perplexity"; cat "$work/err" "$work/full.json"; fi
+
+# Trained routing has the structure real routing has (README, "Memory tiers"). Replayed as
+# decoding asks for experts (perplexity computes a window layer by layer; decode goes token by
+# token through the layers), the default policy must hit at least as often as LRU, LFU and ARC
+# at every cache size up to 75% of the expert blocks (above that all four hit nearly every
+# request, and the default may trail by a few requests in ten thousand), and below one token's
+# working set (8 blocks), where those three never hit, reach 40% of the optimum.
+if [[ -s $work/heldout.jsonl ]]; then
+  /usr/bin/python3 - "$work/heldout.jsonl" "$work/decode-order.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+rows.sort(key=lambda r: (r["token"], r["layer"]))
+with open(sys.argv[2], "w") as out:
+    out.writelines(json.dumps(r) + "\n" for r in rows)
+PY
+  if "$moectl" trace simulate "$work/decode-order.jsonl" --blocks "$(seq -s, 1 31)" --json \
+       >"$work/simulated.json" 2>"$work/err" &&
+     /usr/bin/python3 - "$work/simulated.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+hits = {(r["policy"], r["blocks"]): r["hits"] for r in results}
+requests = results[0]["requests"]
+for blocks in range(1, 32):
+    best = max(hits[(p, blocks)] for p in ("lru", "lfu", "arc"))
+    slack = 0 if blocks <= 24 else requests // 10000
+    assert hits[("tinylfu", blocks)] >= best - slack, (blocks, {p: hits[(p, blocks)] for p in ("lru", "lfu", "arc", "tinylfu")})
+for blocks in range(1, 8):
+    assert hits[("tinylfu", blocks)] >= 0.4 * hits[("belady", blocks)], (blocks, hits[("tinylfu", blocks)], hits[("belady", blocks)])
+print("tinylfu / belady at 4, 8, 16, 24 blocks: " + ", ".join(
+    "%.0f%%" % (100 * hits[("tinylfu", b)] / hits[("belady", b)]) for b in (4, 8, 16, 24)))
+PY
+  then pass "default policy on trained routing: no fewer hits than lru, lfu or arc at 1-24 of 32 blocks"
+  else fail "default policy on trained routing"; cat "$work/err"; fi
+fi
 
 # Every budget computes the same numbers: a prefix of the held-out text at four budgets (down
 # to the ring of sections), compared to the last digit.

@@ -1,10 +1,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -397,7 +400,7 @@ TEST(Policy, ArcMovesItsRecencyTargetTowardTheGhostListThatWasHit) {
 }
 
 TEST(Policy, TinyLfuTurnsAwayARarelyRequestedBlockButNotAFrequentOne) {
-  TinyLfuPolicy tinylfu;
+  TinyLfuPolicy tinylfu({32, 32, 32});  // one memory, a long one
   PolicyDriver cache(tinylfu, 1);
   const BlockId hot = BlockId::routed(0, 0), once = BlockId::routed(1, 0),
                 rising = BlockId::routed(2, 0);
@@ -405,15 +408,15 @@ TEST(Policy, TinyLfuTurnsAwayARarelyRequestedBlockButNotAFrequentOne) {
   EXPECT_FALSE(cache.request(once));  // 1 request against 4: served, not kept
   EXPECT_TRUE(cache.resident(hot));
   EXPECT_FALSE(cache.resident(once));
-  for (int i = 0; i < 4; ++i) cache.request(rising);
-  EXPECT_TRUE(cache.resident(hot));  // 4 requests do not beat 4
-  cache.request(rising);             // 5 do
+  for (int i = 0; i < 3; ++i) cache.request(rising);
+  EXPECT_TRUE(cache.resident(hot));  // 3 requests do not beat 4
+  cache.request(rising);             // 4 later ones do: older requests count for less
   EXPECT_TRUE(cache.resident(rising));
   EXPECT_FALSE(cache.resident(hot));
 }
 
-TEST(Policy, TinyLfuEvictsTheLeastRequestedAndHalvesItsCounts) {
-  TinyLfuPolicy tinylfu(4);  // counts halve after 4 requests per block seen
+TEST(Policy, TinyLfuEvictsTheLeastRequestedAndItsCountsDecay) {
+  TinyLfuPolicy tinylfu({2, 2, 2});  // counts halve every 2 requests per block seen
   const BlockId a = BlockId::routed(0, 0), b = BlockId::routed(0, 1), c = BlockId::routed(0, 2),
                 d = BlockId::routed(0, 3);
   for (const BlockId block : {a, b, c, d}) {
@@ -423,15 +426,80 @@ TEST(Policy, TinyLfuEvictsTheLeastRequestedAndHalvesItsCounts) {
   tinylfu.on_access(c);
   tinylfu.on_access(a);
   auto all = [](BlockId) { return true; };
-  EXPECT_EQ(tinylfu.victim(all), b);  // b and d were requested once; b is the older
+  EXPECT_EQ(tinylfu.victim(all), b);  // b and d were requested once; b's request is older
   EXPECT_EQ(tinylfu.victim([&](BlockId x) { return x != b; }), d);
-  for (int i = 0; i < 9; ++i) tinylfu.on_access(a);
-  EXPECT_EQ(tinylfu.frequency(a), 11u);  // 15 requests counted, 16 halve them
-  tinylfu.on_access(a);
-  EXPECT_EQ(tinylfu.frequency(a), 6u);
-  EXPECT_EQ(tinylfu.frequency(c), 1u);
-  EXPECT_EQ(tinylfu.frequency(b), 0u);
-  EXPECT_THROW(TinyLfuPolicy(0), std::invalid_argument);
+  // With 4 blocks seen, 8 requests are a half-life: every count halves, the requested block's
+  // as well, then gains what its requests add.
+  const double a_before = tinylfu.frequency(a), c_before = tinylfu.frequency(c);
+  for (int i = 0; i < 8; ++i) tinylfu.on_access(d);
+  EXPECT_NEAR(tinylfu.frequency(a), a_before / 2, 1e-12);
+  EXPECT_NEAR(tinylfu.frequency(c), c_before / 2, 1e-12);
+  EXPECT_GT(tinylfu.frequency(d), 5.0);  // 8 requests over a half-life: about 5.8
+  EXPECT_EQ(tinylfu.frequency(BlockId::routed(5, 5)), 0.0);
+  EXPECT_EQ(tinylfu.victim(all), b);
+  EXPECT_THROW(TinyLfuPolicy({1, 0, 4}), std::invalid_argument);
+  EXPECT_THROW(TinyLfuPolicy({4, 1, 32}), std::invalid_argument);  // short to long
+  EXPECT_THROW(TinyLfuPolicy({1, 4, std::numeric_limits<double>::infinity()}),
+               std::invalid_argument);
+}
+
+TEST(Policy, TinyLfuCountsKeepTheirOrderThroughRescaling) {
+  // A half-life of 1 request per block seen grows a request's weight fast; past 2^64 the counts
+  // are rescaled, which must change no comparison.
+  TinyLfuPolicy tinylfu({1, 1, 1});
+  const BlockId hot = BlockId::routed(0, 0), cold = BlockId::routed(0, 1);
+  tinylfu.on_miss(cold);
+  tinylfu.on_insert(cold);
+  for (int i = 0; i < 200; ++i) tinylfu.on_miss(hot);
+  EXPECT_TRUE(tinylfu.admits(hot, cold));
+  EXPECT_FALSE(tinylfu.admits(cold, hot));
+  // With 2 blocks seen each request is worth 2^(1/2) times the one before it.
+  EXPECT_NEAR(tinylfu.frequency(hot), 1 / (1 - std::exp2(-0.5)), 1e-9);
+  EXPECT_GT(tinylfu.frequency(cold), 0.0);  // about 2^-100 of a request, not yet lost
+}
+
+// Requests from a fixed random order (not std:: distributions, whose output differs between
+// standard libraries).
+std::vector<BlockId> skewed_requests(std::uint32_t seed, int count, int blocks) {
+  std::mt19937 random(seed);
+  std::vector<BlockId> requests;
+  for (int i = 0; i < count; ++i) {
+    // The lower of two draws: block k comes about (2 (blocks - k) - 1) / blocks^2 of the time.
+    const auto a = random() % static_cast<std::uint32_t>(blocks);
+    const auto b = random() % static_cast<std::uint32_t>(blocks);
+    requests.push_back(BlockId::routed(0, static_cast<std::int32_t>(std::min(a, b))));
+  }
+  return requests;
+}
+
+TEST(Policy, TinyLfuFollowsTheMemoryWhoseShadowHitsMost) {
+  // Popularity that stays put: the longest memory estimates it best.
+  TinyLfuPolicy steady;
+  PolicyDriver steady_cache(steady, 8);
+  EXPECT_EQ(steady.half_life(), 4.0);  // the middle memory until a shadow hits more
+  for (const BlockId block : skewed_requests(1, 20000, 32)) steady_cache.request(block);
+  EXPECT_EQ(steady.half_life(), 32.0);
+  // Then working sets of 8 other blocks that each last 80 requests: the short memory takes over.
+  for (int phase = 0; phase < 50; ++phase)
+    for (int i = 0; i < 80; ++i)
+      steady_cache.request(BlockId::routed(1, (phase % 10) * 8 + i % 8));
+  EXPECT_EQ(steady.half_life(), 1.0);
+
+  // A working set that moves on every 40 requests, back to blocks a long memory still rates.
+  TinyLfuPolicy shifting;
+  PolicyDriver shifting_cache(shifting, 4);
+  int hits = 0;
+  for (int phase = 0; phase < 200; ++phase)
+    for (int i = 0; i < 40; ++i)
+      hits += shifting_cache.request(BlockId::routed(0, (phase % 10) * 4 + i % 4));
+  EXPECT_EQ(shifting.half_life(), 1.0);
+  TinyLfuPolicy long_only({32, 32, 32});
+  PolicyDriver long_cache(long_only, 4);
+  int long_hits = 0;
+  for (int phase = 0; phase < 200; ++phase)
+    for (int i = 0; i < 40; ++i)
+      long_hits += long_cache.request(BlockId::routed(0, (phase % 10) * 4 + i % 4));
+  EXPECT_GT(hits, long_hits);
 }
 
 TEST(Policy, FrequencyAwarePoliciesKeepHotBlocksThroughAScan) {

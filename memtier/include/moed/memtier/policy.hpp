@@ -1,10 +1,12 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -118,12 +120,25 @@ class ArcPolicy final : public EvictionPolicy {
 // when it has been requested more often than the victim, the resident block with the fewest
 // requests (the least recent among equals). Under cyclic layer-by-layer routing with a cache
 // smaller than one token's experts, LRU evicts every block before its next use; this keeps the
-// experts each layer routes to most and lets the rest pass through. All counts halve each time
-// `halving_multiple` requests per block seen have been counted, so shifting popularity is
-// followed. Counts are exact rather than a count-min sketch: blocks number in the thousands.
+// experts each layer routes to most and lets the rest pass through. Counts are exact rather than
+// a count-min sketch: blocks number in the thousands.
+//
+// Counts decay exponentially, and how long they remember decides between recency and frequency:
+// a short memory follows routing that returns to the experts of the last few tokens, a long one
+// the experts a layer favours over hundreds of tokens. Traces of real and trained routing want
+// either (README, "Memory tiers"), so counts are kept with several memories and, as set
+// dueling in CPU caches does, each memory runs a shadow cache: the block ids the cache would
+// hold if that memory alone decided, at the cache's size in blocks. The memory whose shadow hit
+// most lately decides what the cache admits and evicts; it starts with the middle one.
 class TinyLfuPolicy final : public EvictionPolicy {
  public:
-  explicit TinyLfuPolicy(std::uint32_t halving_multiple = 8);
+  static constexpr std::size_t kMemories = 3;
+  // Each memory's half-life, in requests per block seen (counts halve over that many
+  // requests), from short to long.
+  using HalfLives = std::array<double, kMemories>;
+  static constexpr HalfLives kDefaultHalfLives = {1, 4, 32};
+
+  explicit TinyLfuPolicy(HalfLives half_lives = kDefaultHalfLives);
   std::string_view name() const override { return "tinylfu"; }
   void on_insert(BlockId block) override;
   void on_access(BlockId block) override;
@@ -132,13 +147,42 @@ class TinyLfuPolicy final : public EvictionPolicy {
   std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) override;
   bool admits(BlockId incoming, BlockId victim) const override;
 
-  std::uint32_t frequency(BlockId block) const;
+  // In the memory that decides now: its half-life, and a block's decayed count (the latest
+  // request counts 1, one a half-life earlier 0.5).
+  double half_life() const { return half_lives_[leader_]; }
+  double frequency(BlockId block) const;
 
  private:
+  struct Counts {
+    std::array<double, kMemories> stored{};  // in units of the memory's request weight
+    std::array<bool, kMemories> in_shadow{};
+    std::uint64_t last_request = 0;
+  };
+  // A shadow cache orders its blocks by count, then by last request: its victim is the first.
+  struct ShadowKey {
+    double stored;
+    std::uint64_t last_request;
+    BlockId block;
+    auto operator<=>(const ShadowKey&) const = default;
+  };
   void count(BlockId block);
-  std::uint32_t halving_multiple_;
-  std::uint64_t counted_since_halving_ = 0;
-  std::unordered_map<BlockId, std::uint32_t, BlockIdHash> counts_;
+  void rescale(std::size_t memory);
+  double stored_count(std::size_t memory, BlockId block) const;
+
+  HalfLives half_lives_;
+  // What a request adds now, per memory. It grows by the decay instead of every count
+  // shrinking, so a request costs O(1) per memory.
+  std::array<double, kMemories> request_weight_;
+  std::array<double, kMemories> growth_;  // per request, for the blocks seen so far
+  std::array<std::set<ShadowKey>, kMemories> shadows_;
+  // Shadow hits, decaying as the longest memory's counts do.
+  static constexpr std::size_t kLongest = kMemories - 1;
+  std::array<double, kMemories> shadow_hits_{};
+  double hit_weight_ = 1;
+  std::size_t leader_ = 1;
+  std::size_t capacity_ = 0;  // resident blocks when the cache last needed room; 0: not yet
+  std::uint64_t requests_ = 0;
+  std::unordered_map<BlockId, Counts, BlockIdHash> counts_;
   RecencyList resident_;
 };
 
