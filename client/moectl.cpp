@@ -327,6 +327,11 @@ void cache_table(const json& c) {
               pin["by"].get<std::string>() + (pin["resident"].get<bool>() ? "" : " (not resident)");
     std::printf("       pinned: %s\n", pins.c_str());
   }
+  if (h.value("policy_half_life", 0.0) > 0)
+    std::printf(
+        "       %s counts deciding: half-life of %g requests per block seen (the memory "
+        "whose shadow cache hits most)\n",
+        h["policy"].get<std::string>().c_str(), h["policy_half_life"].get<double>());
   if (h.value("auto_pin_share", 0.0) > 0)
     std::printf("       automatic pins: %llu, up to %.0f%% of the budget\n",
                 static_cast<unsigned long long>(h.value("auto_pinned", std::uint64_t{0})),

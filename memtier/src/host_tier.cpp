@@ -133,6 +133,7 @@ HostTier::Counters HostTier::counters() const {
   for (const auto& block : pins_) c.pins.push_back({block, false, blocks_.contains(block)});
   for (const auto& block : auto_pins_) c.pins.push_back({block, true, blocks_.contains(block)});
   c.policy = std::string(policy_->name());
+  c.policy_half_life = policy_->deciding_half_life();
   return c;
 }
 

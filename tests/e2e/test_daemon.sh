@@ -463,7 +463,8 @@ for n in ('moed_tokens_per_second', 'moed_queue_length', 'moed_active_sessions',
           'moed_layer_hits_total', 'moed_kv_bytes', 'moed_kv_limit_bytes', 'moed_host_bypasses_total',
           'moed_host_admission_refusals_total', 'moed_prefetch_predictions_total',
           'moed_prefetch_predictions_used_total', 'moed_prefetch_horizon_issued_total',
-          'moed_prefetch_outcomes_total', 'moed_disk_loads_total', 'moed_disk_load_seconds_total'):
+          'moed_prefetch_outcomes_total', 'moed_disk_loads_total', 'moed_disk_load_seconds_total',
+          'moed_host_policy_half_life'):
     assert n in names, n
 " && pass "metrics parse" || fail "metrics"
 
@@ -540,8 +541,10 @@ ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB
   ctl cache show | grep -q "^1 layer ahead  *[0-9]" && ctl cache show | grep -q "pinned: L1:E3 by admin" &&
   ctl --json cache show | py "import json,sys; c = json.load(sys.stdin); c['host']; assert c['disk']['staging_bytes'] > 0; assert c['kv']['dtype'] == 'bf16' and c['kv']['limit_bytes'] > 0; assert [h['horizon'] for h in c['prefetch']['horizons']] == [1, 2]; assert sorted(c['disk']['load_stages']) == ['demand', 'prefetch', 'raised_prefetch']" &&
   ctl cache show | grep -q "load stages, mean ms" &&
+  ctl cache show | grep -q "tinylfu counts deciding: half-life of [0-9.]* requests per block seen" &&
+  ctl --json cache show | py "import json,sys; assert json.load(sys.stdin)['host']['policy_half_life'] in (1, 4, 32)" &&
   pass "moectl cache show (table and --json)" || fail "moectl cache show"
-ctl --json cache set --policy lfu | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'lfu'" && pass "moectl cache set --policy" || fail "cache set"
+ctl --json cache set --policy lfu | py "import json,sys; h = json.load(sys.stdin)['host']; assert h['policy'] == 'lfu' and h['policy_half_life'] == 0" && pass "moectl cache set --policy" || fail "cache set"
 ctl --json cache set --policy arc | py "import json,sys; assert json.load(sys.stdin)['host']['policy'] == 'arc'" && pass "moectl cache set --policy arc" || fail "cache set arc"
 ctl cache set --policy tinylfu >/dev/null
 ctl --json cache set --auto-pin 0.5 | py "import json,sys; assert json.load(sys.stdin)['host']['auto_pin_share'] == 0.5" && pass "moectl cache set --auto-pin" || fail "cache set --auto-pin"

@@ -476,14 +476,13 @@ TEST(Policy, TinyLfuFollowsTheMemoryWhoseShadowHitsMost) {
   // Popularity that stays put: the longest memory estimates it best.
   TinyLfuPolicy steady;
   PolicyDriver steady_cache(steady, 8);
-  EXPECT_EQ(steady.half_life(), 4.0);  // the middle memory until a shadow hits more
+  EXPECT_EQ(steady.deciding_half_life(), 4.0);  // the middle memory until a shadow hits more
   for (const BlockId block : skewed_requests(1, 20000, 32)) steady_cache.request(block);
-  EXPECT_EQ(steady.half_life(), 32.0);
+  EXPECT_EQ(steady.deciding_half_life(), 32.0);
   // Then working sets of 8 other blocks that each last 80 requests: the short memory takes over.
   for (int phase = 0; phase < 50; ++phase)
-    for (int i = 0; i < 80; ++i)
-      steady_cache.request(BlockId::routed(1, (phase % 10) * 8 + i % 8));
-  EXPECT_EQ(steady.half_life(), 1.0);
+    for (int i = 0; i < 80; ++i) steady_cache.request(BlockId::routed(1, (phase % 10) * 8 + i % 8));
+  EXPECT_EQ(steady.deciding_half_life(), 1.0);
 
   // A working set that moves on every 40 requests, back to blocks a long memory still rates.
   TinyLfuPolicy shifting;
@@ -492,7 +491,7 @@ TEST(Policy, TinyLfuFollowsTheMemoryWhoseShadowHitsMost) {
   for (int phase = 0; phase < 200; ++phase)
     for (int i = 0; i < 40; ++i)
       hits += shifting_cache.request(BlockId::routed(0, (phase % 10) * 4 + i % 4));
-  EXPECT_EQ(shifting.half_life(), 1.0);
+  EXPECT_EQ(shifting.deciding_half_life(), 1.0);
   TinyLfuPolicy long_only({32, 32, 32});
   PolicyDriver long_cache(long_only, 4);
   int long_hits = 0;
@@ -594,11 +593,16 @@ TEST(HostTier, HitsEqualTheSimulatorsForEveryPolicy) {
   for (const auto& name : policy_names()) {
     const std::string policies[] = {name};
     for (const auto& result : simulate(trace, budgets, policies)) {
-      HostTier tier(result.budget_blocks * 100, make_policy(name));
+      auto policy = make_policy(name);
+      const EvictionPolicy& used = *policy;
+      HostTier tier(result.budget_blocks * 100, std::move(policy));
       replay(tier, trace);
       const auto c = tier.counters();
       EXPECT_EQ(c.hits, result.hits) << name << " at " << result.budget_blocks << " blocks";
       EXPECT_EQ(c.hits + c.misses, result.requests);
+      // The tier reports which of tinylfu's memories decides.
+      EXPECT_EQ(c.policy_half_life, used.deciding_half_life());
+      EXPECT_EQ(c.policy_half_life > 0, name == "tinylfu");
     }
   }
 }

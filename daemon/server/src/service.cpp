@@ -805,6 +805,10 @@ void Service::metrics(ResponseWriter& writer) {
     metric("moed_host_admission_refusals_total", "counter",
            "bypasses where the policy's admission filter kept the resident victim",
            static_cast<double>(mem.host.refusals));
+    metric("moed_host_policy_half_life", "gauge",
+           "tinylfu: half-life of the counts that decide admission and eviction, in requests per "
+           "block seen (0: another policy)",
+           mem.host.policy_half_life);
     metric("moed_host_used_bytes", "gauge", "bytes of experts cached in host RAM",
            static_cast<double>(mem.host.used_bytes));
     metric("moed_host_budget_bytes", "gauge", "host RAM budget for weights (0: unlimited)",
@@ -965,7 +969,8 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                   {"evictions", mem.host.evictions},
                   {"bypasses", mem.host.bypasses},
                   {"refusals", mem.host.refusals},
-                  {"policy", mem.host.policy}}},
+                  {"policy", mem.host.policy},
+                  {"policy_half_life", mem.host.policy_half_life}}},
                 {"disk",
                  {{"reader", mem.reader},
                   {"reads", mem.disk.reads},

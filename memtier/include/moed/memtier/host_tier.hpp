@@ -64,6 +64,7 @@ class HostTier {
     };
     std::vector<Pin> pins;
     std::string policy;
+    double policy_half_life = 0;  // EvictionPolicy::deciding_half_life()
   };
   Counters counters() const;
 

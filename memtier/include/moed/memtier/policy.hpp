@@ -33,6 +33,9 @@ class EvictionPolicy {
   // Whether a block loaded after a miss may displace `victim`. When it may not, the tier serves
   // that one use from the loaded bytes and keeps `victim`: an admission filter.
   virtual bool admits(BlockId /*incoming*/, BlockId /*victim*/) const { return true; }
+  // A policy that chooses how long its counts remember: the half-life deciding now, in requests
+  // per block seen. 0 for the others.
+  virtual double deciding_half_life() const { return 0; }
 };
 
 // Least recently used: a hit or an insert makes the block the most recent.
@@ -147,9 +150,9 @@ class TinyLfuPolicy final : public EvictionPolicy {
   std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) override;
   bool admits(BlockId incoming, BlockId victim) const override;
 
-  // In the memory that decides now: its half-life, and a block's decayed count (the latest
-  // request counts 1, one a half-life earlier 0.5).
-  double half_life() const { return half_lives_[leader_]; }
+  // In the memory that decides now, a block's decayed count (the latest request counts 1, one a
+  // half-life earlier 0.5).
+  double deciding_half_life() const override { return half_lives_[leader_]; }
   double frequency(BlockId block) const;
 
  private:
