@@ -118,7 +118,12 @@ void HostTier::set_policy(std::unique_ptr<EvictionPolicy> policy) {
   if (!policy) throw std::invalid_argument("HostTier: no eviction policy");
   std::lock_guard lock(mutex_);
   policy_ = std::move(policy);
-  for (const auto& [block, payload] : blocks_) policy_->on_insert(block);
+  // In block order, not hash order: the new policy has no counts yet, and its first choices
+  // follow the order it was told of the blocks.
+  std::vector<BlockId> resident;
+  for (const auto& [block, payload] : blocks_) resident.push_back(block);
+  std::ranges::sort(resident);
+  for (const BlockId block : resident) policy_->on_insert(block);
 }
 
 HostTier::Counters HostTier::counters() const {

@@ -151,9 +151,10 @@ void ArcPolicy::trim_ghosts() {
 }
 
 TinyLfuPolicy::TinyLfuPolicy(HalfLives half_lives) : half_lives_(half_lives) {
+  // At least 1, so a request grows the weight by at most 2 and one rescale always catches up.
   for (const double half_life : half_lives)
-    if (!(half_life > 0) || !std::isfinite(half_life))
-      throw std::invalid_argument("tinylfu half-life must be positive and finite, not " +
+    if (!(half_life >= 1) || !std::isfinite(half_life))
+      throw std::invalid_argument("tinylfu half-life must be finite and at least 1, not " +
                                   std::to_string(half_life));
   if (!std::ranges::is_sorted(half_lives))
     throw std::invalid_argument("tinylfu half-lives must go from short to long");
@@ -171,7 +172,8 @@ double TinyLfuPolicy::frequency(BlockId block) const {
 }
 
 void TinyLfuPolicy::rescale(std::size_t memory) {
-  // Multiplying every count by the same power of two keeps their order and ties exactly.
+  // Multiplying every count by the same power of two keeps their order and ties exactly, but for
+  // counts so stale they fall below the normal doubles (they may then tie, or reach 0).
   constexpr double kDown = 0x1p-64;
   for (auto& [block, counts] : counts_) counts.stored[memory] *= kDown;
   request_weight_[memory] *= kDown;
@@ -211,7 +213,9 @@ void TinyLfuPolicy::count(BlockId block) {
       shadow.insert(std::move(node));
       counts.in_shadow[m] = true;
     }
-    while (capacity_ > 0 && shadow.size() > capacity_) {  // the cache has shrunk
+    // Down to the cache's size when it is first learned (until then shadows keep every block
+    // seen) and whenever the cache shrinks.
+    while (capacity_ > 0 && shadow.size() > capacity_) {
       counts_.at(shadow.begin()->block).in_shadow[m] = false;
       shadow.erase(shadow.begin());
     }

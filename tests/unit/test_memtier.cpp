@@ -1,15 +1,18 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include "moed/memtier/mapped_file.hpp"
 
@@ -438,7 +441,8 @@ TEST(Policy, TinyLfuEvictsTheLeastRequestedAndItsCountsDecay) {
   EXPECT_EQ(tinylfu.frequency(BlockId::routed(5, 5)), 0.0);
   EXPECT_EQ(tinylfu.victim(all), b);
   EXPECT_THROW(TinyLfuPolicy({1, 0, 4}), std::invalid_argument);
-  EXPECT_THROW(TinyLfuPolicy({4, 1, 32}), std::invalid_argument);  // short to long
+  EXPECT_THROW(TinyLfuPolicy({0.5, 4, 32}), std::invalid_argument);  // at least 1
+  EXPECT_THROW(TinyLfuPolicy({4, 1, 32}), std::invalid_argument);    // short to long
   EXPECT_THROW(TinyLfuPolicy({1, 4, std::numeric_limits<double>::infinity()}),
                std::invalid_argument);
 }
@@ -479,8 +483,9 @@ TEST(Policy, TinyLfuFollowsTheMemoryWhoseShadowHitsMost) {
   EXPECT_EQ(steady.deciding_half_life(), 4.0);  // the middle memory until a shadow hits more
   for (const BlockId block : skewed_requests(1, 20000, 32)) steady_cache.request(block);
   EXPECT_EQ(steady.deciding_half_life(), 32.0);
-  // Then working sets of 8 other blocks that each last 80 requests: the short memory takes over.
-  for (int phase = 0; phase < 50; ++phase)
+  // Then working sets of 8 other blocks that each last 80 requests: the short memory takes over
+  // within a few of them, as the steady phase's shadow hits fade.
+  for (int phase = 0; phase < 5; ++phase)
     for (int i = 0; i < 80; ++i) steady_cache.request(BlockId::routed(1, (phase % 10) * 8 + i % 8));
   EXPECT_EQ(steady.deciding_half_life(), 1.0);
 
@@ -499,6 +504,166 @@ TEST(Policy, TinyLfuFollowsTheMemoryWhoseShadowHitsMost) {
     for (int i = 0; i < 40; ++i)
       long_hits += long_cache.request(BlockId::routed(0, (phase % 10) * 4 + i % 4));
   EXPECT_GT(hits, long_hits);
+}
+
+TEST(Policy, TinyLfuStillChoosesAfterItsHitWeightIsRescaled) {
+  // 40000 hits in a row take the shadows' hit weight past 2^64 (it doubles every 32 requests with
+  // one block seen); moving working sets must still hand over to the short memory.
+  TinyLfuPolicy tinylfu;
+  PolicyDriver cache(tinylfu, 4);
+  for (int i = 0; i < 40000; ++i) cache.request(BlockId::routed(0, 0));
+  for (int phase = 0; phase < 50; ++phase)
+    for (int i = 0; i < 40; ++i) cache.request(BlockId::routed(1, (phase % 10) * 4 + i % 4));
+  EXPECT_EQ(tinylfu.deciding_half_life(), 1.0);
+}
+
+TEST(Policy, TinyLfuEvictsTheLeastRecentOfBlocksNeverRequested) {
+  // Prefetched blocks, or blocks resident when the policy is swapped in, have no counts yet.
+  TinyLfuPolicy tinylfu;
+  const BlockId a = BlockId::routed(0, 0), b = BlockId::routed(0, 1);
+  tinylfu.on_insert(a);
+  tinylfu.on_insert(b);
+  EXPECT_EQ(tinylfu.victim([](BlockId) { return true; }), a);
+  tinylfu.on_access(a);  // a hit counts and makes a the most recent
+  EXPECT_EQ(tinylfu.victim([](BlockId) { return true; }), b);
+  EXPECT_EQ(tinylfu.victim([&](BlockId x) { return x != b; }), a);
+}
+
+// The policy's decisions against a model written the plain way: every count of every memory
+// decays at every request (no growing request weight, no rescaling), shadows are sets searched
+// for their least counted block, and the resident blocks a list in recency order.
+class NaiveTinyLfu {
+ public:
+  explicit NaiveTinyLfu(TinyLfuPolicy::HalfLives half_lives) : half_lives_(half_lives) {}
+  void count(BlockId block) {
+    counts_[block];
+    const auto seen = static_cast<long double>(counts_.size());
+    ++now_;
+    for (std::size_t m = 0; m < kMemories; ++m) {
+      const long double decay = std::exp2l(-1.0L / (half_lives_[m] * seen));
+      for (auto& [id, count] : counts_) count[m] *= decay;
+      counts_[block][m] += 1;
+      auto& shadow = shadows_[m];
+      if (shadow.contains(block)) {
+        hits_[m] += 1;
+      } else if (capacity_ == 0 || shadow.size() < capacity_) {
+        shadow.insert(block);
+      } else if (const BlockId least = least_counted(m); counts_[block][m] > count_of(m, least)) {
+        shadow.erase(least);
+        shadow.insert(block);
+      }
+      last_request_[block] = now_;
+      while (capacity_ > 0 && shadow.size() > capacity_) shadow.erase(least_counted(m));
+    }
+    const long double hit_decay = std::exp2l(-1.0L / (half_lives_[kMemories - 1] * seen));
+    for (auto& hits : hits_) hits *= hit_decay;
+    for (std::size_t m = 0; m < kMemories; ++m)
+      if (hits_[m] > hits_[leader_]) leader_ = m;
+  }
+  void make_most_recent(BlockId block) {
+    std::erase(resident_, block);
+    resident_.insert(resident_.begin(), block);
+  }
+  void erase(BlockId block) { std::erase(resident_, block); }
+  std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) {
+    capacity_ = resident_.size();
+    std::optional<BlockId> fewest;
+    for (auto it = resident_.rbegin(); it != resident_.rend(); ++it)
+      if (evictable(*it) && (!fewest || count_of(leader_, *it) < count_of(leader_, *fewest)))
+        fewest = *it;
+    return fewest;
+  }
+  bool admits(BlockId incoming, BlockId victim) const {
+    return count_of(leader_, incoming) > count_of(leader_, victim);
+  }
+  double deciding_half_life() const { return half_lives_[leader_]; }
+
+ private:
+  static constexpr std::size_t kMemories = TinyLfuPolicy::kMemories;
+  long double count_of(std::size_t m, BlockId block) const {
+    auto it = counts_.find(block);
+    return it == counts_.end() ? 0 : it->second[m];
+  }
+  BlockId least_counted(std::size_t m) const {
+    return *std::ranges::min_element(shadows_[m], {}, [&](BlockId block) {
+      return std::tuple(count_of(m, block), last_request_.at(block), block);
+    });
+  }
+  TinyLfuPolicy::HalfLives half_lives_;
+  std::map<BlockId, std::array<long double, kMemories>> counts_;
+  std::map<BlockId, std::uint64_t> last_request_;
+  std::array<std::set<BlockId>, kMemories> shadows_;
+  std::array<long double, kMemories> hits_{};
+  std::size_t leader_ = 1, capacity_ = 0;
+  std::uint64_t now_ = 0;
+  std::vector<BlockId> resident_;  // most recent first
+};
+
+TEST(Policy, TinyLfuDecidesAsAModelThatDecaysEveryCountAtEveryRequest) {
+  for (const std::uint32_t seed : {1u, 2u, 3u}) {
+    SCOPED_TRACE(seed);
+    std::mt19937 random(seed);
+    const std::uint32_t blocks = 8 + seed * 4;
+    TinyLfuPolicy policy;
+    NaiveTinyLfu naive(TinyLfuPolicy::kDefaultHalfLives);
+    std::set<BlockId> resident, pinned;
+    std::size_t capacity = 1 + random() % blocks;
+    auto evictable = [&](BlockId block) { return !pinned.contains(block); };
+    int leader_changes = 0;
+    double leader = policy.deciding_half_life();
+    for (int step = 0; step < 12000; ++step) {
+      if (random() % 2000 == 0) {  // the budget changes, as HostTier::set_budget
+        capacity = random() % (blocks + 1);
+        while (resident.size() > capacity) {
+          const auto victim = policy.victim(evictable);
+          ASSERT_EQ(victim, naive.victim(evictable)) << "step " << step;
+          if (!victim) break;
+          resident.erase(*victim);
+          policy.on_erase(*victim);
+          naive.erase(*victim);
+        }
+      }
+      if (random() % 500 == 0) {
+        pinned.clear();
+        for (const BlockId block : resident)
+          if (random() % 4 == 0) pinned.insert(block);
+      }
+      // Phases of steady skewed popularity, then of working sets that move.
+      const auto expert = (step / 3000) % 2 == 0
+                              ? std::min(random() % blocks, random() % blocks)
+                              : (step / 200) % 4 * (blocks / 4) + random() % (blocks / 4);
+      const BlockId block = BlockId::routed(0, static_cast<std::int32_t>(expert));
+      if (resident.contains(block)) {
+        policy.on_access(block);
+        naive.count(block);
+        naive.make_most_recent(block);
+      } else {
+        policy.on_miss(block);
+        naive.count(block);
+        bool keep = capacity > 0;
+        if (keep && resident.size() >= capacity) {
+          const auto victim = policy.victim(evictable);
+          ASSERT_EQ(victim, naive.victim(evictable)) << "step " << step;
+          keep = victim && policy.admits(block, *victim);
+          ASSERT_EQ(keep, victim && naive.admits(block, *victim)) << "step " << step;
+          if (keep) {
+            resident.erase(*victim);
+            policy.on_erase(*victim);
+            naive.erase(*victim);
+          }
+        }
+        if (keep) {
+          resident.insert(block);
+          policy.on_insert(block);
+          naive.make_most_recent(block);
+        }
+      }
+      ASSERT_EQ(policy.deciding_half_life(), naive.deciding_half_life()) << "step " << step;
+      leader_changes += policy.deciding_half_life() != leader;
+      leader = policy.deciding_half_life();
+    }
+    EXPECT_GT(leader_changes, 1);  // the phases made it choose again
+  }
 }
 
 TEST(Policy, FrequencyAwarePoliciesKeepHotBlocksThroughAScan) {

@@ -120,8 +120,8 @@ class ArcPolicy final : public EvictionPolicy {
 
 // TinyLFU admission (Einziger, Friedman & Manes, ACM ToS 2017) in front of least-frequent
 // eviction. Every request, hit or miss, counts for its block; a missed block is admitted only
-// when it has been requested more often than the victim, the resident block with the fewest
-// requests (the least recent among equals). Under cyclic layer-by-layer routing with a cache
+// when its (decayed) count is above the victim's, the resident block with the lowest count (the
+// least recent among equals). Under cyclic layer-by-layer routing with a cache
 // smaller than one token's experts, LRU evicts every block before its next use; this keeps the
 // experts each layer routes to most and lets the rest pass through. Counts are exact rather than
 // a count-min sketch: blocks number in the thousands.
@@ -137,7 +137,7 @@ class TinyLfuPolicy final : public EvictionPolicy {
  public:
   static constexpr std::size_t kMemories = 3;
   // Each memory's half-life, in requests per block seen (counts halve over that many
-  // requests), from short to long.
+  // requests), from short to long, at least 1.
   using HalfLives = std::array<double, kMemories>;
   static constexpr HalfLives kDefaultHalfLives = {1, 4, 32};
 
@@ -150,9 +150,9 @@ class TinyLfuPolicy final : public EvictionPolicy {
   std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) override;
   bool admits(BlockId incoming, BlockId victim) const override;
 
+  double deciding_half_life() const override { return half_lives_[leader_]; }
   // In the memory that decides now, a block's decayed count (the latest request counts 1, one a
   // half-life earlier 0.5).
-  double deciding_half_life() const override { return half_lives_[leader_]; }
   double frequency(BlockId block) const;
 
  private:
@@ -174,7 +174,8 @@ class TinyLfuPolicy final : public EvictionPolicy {
 
   HalfLives half_lives_;
   // What a request adds now, per memory. It grows by the decay instead of every count
-  // shrinking, so a request costs O(1) per memory.
+  // shrinking, so a request updates one count and moves one shadow entry (O(log size)) per
+  // memory; every 64 half-lives or so, all counts are rescaled at once.
   std::array<double, kMemories> request_weight_;
   std::array<double, kMemories> growth_;  // per request, for the blocks seen so far
   std::array<std::set<ShadowKey>, kMemories> shadows_;
