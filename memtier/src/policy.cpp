@@ -177,15 +177,29 @@ void TinyLfuPolicy::rescale(std::size_t memory) {
   constexpr double kDown = 0x1p-64;
   for (auto& [block, counts] : counts_) counts.stored[memory] *= kDown;
   request_weight_[memory] *= kDown;
-  std::set<ShadowKey> rescaled;
-  for (ShadowKey key : shadows_[memory]) {
-    key.stored *= kDown;
-    rescaled.insert(rescaled.end(), key);
+  for (auto* keys : {&shadows_[memory], &resident_[memory]}) {
+    std::set<CountKey> rescaled;
+    for (CountKey key : *keys) {
+      key.stored *= kDown;
+      rescaled.insert(rescaled.end(), key);
+    }
+    *keys = std::move(rescaled);
   }
-  shadows_[memory] = std::move(rescaled);
 }
 
-void TinyLfuPolicy::count(BlockId block) {
+void TinyLfuPolicy::order_resident(BlockId block, std::uint64_t tick) {
+  for (std::size_t m = 0; m < kMemories; ++m)
+    resident_[m].insert({stored_count(m, block), tick, block});
+}
+
+void TinyLfuPolicy::unorder_resident(BlockId block, std::uint64_t tick) {
+  for (std::size_t m = 0; m < kMemories; ++m)
+    resident_[m].erase({stored_count(m, block), tick, block});
+}
+
+void TinyLfuPolicy::count(BlockId block, bool hit) {
+  const auto resident = resident_ticks_.find(block);
+  if (resident != resident_ticks_.end()) unorder_resident(block, resident->second);
   const std::size_t seen_before = counts_.size();
   auto& counts = counts_[block];
   if (counts_.size() != seen_before)
@@ -194,10 +208,10 @@ void TinyLfuPolicy::count(BlockId block) {
   const std::uint64_t now = ++requests_;
   for (std::size_t m = 0; m < kMemories; ++m) {
     auto& shadow = shadows_[m];
-    const ShadowKey before{counts.stored[m], counts.last_request, block};
+    const CountKey before{counts.stored[m], counts.last_request, block};
     request_weight_[m] *= growth_[m];
     counts.stored[m] += request_weight_[m];
-    const ShadowKey key{counts.stored[m], now, block};
+    const CountKey key{counts.stored[m], now, block};
     if (counts.in_shadow[m]) {
       auto node = shadow.extract(before);  // moved, not reallocated
       node.value() = key;
@@ -221,6 +235,10 @@ void TinyLfuPolicy::count(BlockId block) {
     }
   }
   counts.last_request = now;
+  if (resident != resident_ticks_.end()) {
+    if (hit) resident->second = ++recency_clock_;
+    order_resident(block, resident->second);
+  }
   for (std::size_t m = 0; m < kMemories; ++m)
     if (request_weight_[m] >= 0x1p64) rescale(m);
   hit_weight_ *= growth_[kLongest];
@@ -233,37 +251,33 @@ void TinyLfuPolicy::count(BlockId block) {
 }
 
 void TinyLfuPolicy::on_insert(BlockId block) {
-  resident_.push_most_recent(block);
+  auto [resident, added] = resident_ticks_.try_emplace(block, 0);
+  if (!added) unorder_resident(block, resident->second);
+  resident->second = ++recency_clock_;
+  order_resident(block, resident->second);
 }
 
 void TinyLfuPolicy::on_access(BlockId block) {
-  count(block);
-  if (resident_.contains(block)) resident_.push_most_recent(block);
+  count(block, true);
 }
 
 void TinyLfuPolicy::on_erase(BlockId block) {
-  resident_.erase(block);
+  const auto resident = resident_ticks_.find(block);
+  if (resident == resident_ticks_.end()) return;
+  unorder_resident(block, resident->second);
+  resident_ticks_.erase(resident);
 }
 
 void TinyLfuPolicy::on_miss(BlockId block) {
-  count(block);
+  count(block, false);
 }
 
 std::optional<BlockId> TinyLfuPolicy::victim(const std::function<bool(BlockId)>& evictable) {
-  capacity_ = resident_.size();
-  std::optional<BlockId> fewest;
-  double fewest_count = 0;
-  // From the least recent on, so the least recent wins a tie.
-  const auto& order = resident_.most_recent_first();
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    if (!evictable(*it)) continue;
-    const double n = stored_count(leader_, *it);
-    if (!fewest || n < fewest_count) {
-      fewest = *it;
-      fewest_count = n;
-    }
-  }
-  return fewest;
+  capacity_ = resident_ticks_.size();
+  // The lowest count first, the least recent among equals.
+  for (const CountKey& key : resident_[leader_])
+    if (evictable(key.block)) return key.block;
+  return std::nullopt;
 }
 
 bool TinyLfuPolicy::admits(BlockId incoming, BlockId victim) const {
