@@ -121,9 +121,9 @@ class ArcPolicy final : public EvictionPolicy {
 // TinyLFU admission (Einziger, Friedman & Manes, ACM ToS 2017) in front of least-frequent
 // eviction. Every request, hit or miss, counts for its block; a missed block is admitted only
 // when its (decayed) count is above the victim's, the resident block with the lowest count (the
-// least recent among equals). Under cyclic layer-by-layer routing with a cache
-// smaller than one token's experts, LRU evicts every block before its next use; this keeps the
-// experts each layer routes to most and lets the rest pass through. Counts are exact rather than
+// least recent among equals). Under cyclic layer-by-layer routing with a cache smaller than one
+// token's experts, LRU evicts every block before its next use; this keeps the experts each layer
+// routes to most and lets the rest pass through. Counts are exact rather than
 // a count-min sketch: blocks number in the thousands.
 //
 // Counts decay exponentially, and how long they remember decides between recency and frequency:
@@ -178,8 +178,9 @@ class TinyLfuPolicy final : public EvictionPolicy {
 
   HalfLives half_lives_;
   // What a request adds now, per memory. It grows by the decay instead of every count
-  // shrinking, so a request updates one count and moves one shadow entry (O(log size)) per
-  // memory; every 64 half-lives or so, all counts are rescaled at once.
+  // shrinking, so a request updates one count per memory and moves its shadow entry and, when
+  // the block is cached, its entry in the cache's order (O(log size) each); every 64 half-lives
+  // or so, all counts are rescaled at once.
   std::array<double, kMemories> request_weight_;
   std::array<double, kMemories> growth_;  // per request, for the blocks seen so far
   std::array<std::set<CountKey>, kMemories> shadows_;
