@@ -30,43 +30,52 @@ std::optional<BlockId> LruPolicy::victim(const std::function<bool(BlockId)>& evi
   return std::nullopt;
 }
 
-LfuDecayPolicy::LfuDecayPolicy(double half_life) : decay_per_tick_(std::exp2(-1.0 / half_life)) {
+LfuDecayPolicy::LfuDecayPolicy(double half_life) : growth_(std::exp2(1.0 / half_life)) {
   if (!(half_life > 0)) throw std::invalid_argument("lfu half_life must be positive");
 }
 
-double LfuDecayPolicy::decayed(const Entry& e) const {
-  return e.score * std::pow(decay_per_tick_, static_cast<double>(clock_ - e.last));
+std::uint64_t LfuDecayPolicy::tick() {
+  access_weight_ *= growth_;
+  if (access_weight_ >= kRescaleAt) {
+    for (auto& [block, entry] : entries_) entry.stored /= kRescaleAt;
+    access_weight_ /= kRescaleAt;
+    std::set<std::tuple<double, std::uint64_t, BlockId>> rescaled;
+    for (auto [stored, last, block] : by_score_)
+      rescaled.insert(rescaled.end(), {stored / kRescaleAt, last, block});
+    by_score_ = std::move(rescaled);
+  }
+  return ++clock_;
 }
 
 void LfuDecayPolicy::on_insert(BlockId block) {
-  entries_[block] = {1.0, ++clock_};
+  auto [it, added] = entries_.try_emplace(block);
+  if (!added) by_score_.erase({it->second.stored, it->second.last, block});
+  const std::uint64_t now = tick();
+  it->second = {access_weight_, now};
+  by_score_.insert({it->second.stored, now, block});
 }
 
 void LfuDecayPolicy::on_access(BlockId block) {
   auto it = entries_.find(block);
   if (it == entries_.end()) return;
-  ++clock_;
-  it->second = {decayed(it->second) + 1.0, clock_};
+  auto node = by_score_.extract({it->second.stored, it->second.last, block});
+  const std::uint64_t now = tick();
+  it->second = {it->second.stored + access_weight_, now};
+  node.value() = {it->second.stored, now, block};
+  by_score_.insert(std::move(node));
 }
 
 void LfuDecayPolicy::on_erase(BlockId block) {
-  entries_.erase(block);
+  auto it = entries_.find(block);
+  if (it == entries_.end()) return;
+  by_score_.erase({it->second.stored, it->second.last, block});
+  entries_.erase(it);
 }
 
 std::optional<BlockId> LfuDecayPolicy::victim(const std::function<bool(BlockId)>& evictable) {
-  std::optional<BlockId> best;
-  double best_score = 0;
-  std::uint64_t best_last = 0;
-  for (const auto& [block, entry] : entries_) {
-    if (!evictable(block)) continue;
-    const double score = decayed(entry);
-    if (!best || score < best_score || (score == best_score && entry.last < best_last)) {
-      best = block;
-      best_score = score;
-      best_last = entry.last;
-    }
-  }
-  return best;
+  for (const auto& [stored, last, block] : by_score_)
+    if (evictable(block)) return block;
+  return std::nullopt;
 }
 
 void RecencyList::push_most_recent(BlockId block) {
@@ -174,13 +183,12 @@ double TinyLfuPolicy::frequency(BlockId block) const {
 void TinyLfuPolicy::rescale(std::size_t memory) {
   // Multiplying every count by the same power of two keeps their order and ties exactly, but for
   // counts so stale they fall below the normal doubles (they may then tie, or reach 0).
-  constexpr double kDown = 0x1p-64;
-  for (auto& [block, counts] : counts_) counts.stored[memory] *= kDown;
-  request_weight_[memory] *= kDown;
+  for (auto& [block, counts] : counts_) counts.stored[memory] /= kRescaleAt;
+  request_weight_[memory] /= kRescaleAt;
   for (auto* keys : {&shadows_[memory], &resident_[memory]}) {
     std::set<CountKey> rescaled;
     for (CountKey key : *keys) {
-      key.stored *= kDown;
+      key.stored /= kRescaleAt;
       rescaled.insert(rescaled.end(), key);
     }
     *keys = std::move(rescaled);
@@ -199,32 +207,39 @@ void TinyLfuPolicy::unorder_resident(BlockId block, std::uint64_t tick) {
 
 void TinyLfuPolicy::count(BlockId block, bool hit) {
   const auto resident = resident_ticks_.find(block);
-  if (resident != resident_ticks_.end()) unorder_resident(block, resident->second);
+  const bool cached = resident != resident_ticks_.end();
+  const std::uint64_t cached_tick = cached ? resident->second : 0;
+  if (cached && hit) resident->second = ++recency_clock_;
   const std::size_t seen_before = counts_.size();
   auto& counts = counts_[block];
   if (counts_.size() != seen_before)
     for (std::size_t m = 0; m < kMemories; ++m)
       growth_[m] = std::exp2(1.0 / (half_lives_[m] * static_cast<double>(counts_.size())));
   const std::uint64_t now = ++requests_;
+  // Each entry the request moves, in a shadow and in the cache's order, is moved as its node.
+  const auto move = [](std::set<CountKey>& keys, const CountKey& from, const CountKey& to) {
+    auto node = keys.extract(from);
+    node.value() = to;
+    keys.insert(std::move(node));
+  };
   for (std::size_t m = 0; m < kMemories; ++m) {
     auto& shadow = shadows_[m];
-    const CountKey before{counts.stored[m], counts.last_request, block};
+    const double stored_before = counts.stored[m];
     request_weight_[m] *= growth_[m];
     counts.stored[m] += request_weight_[m];
+    if (cached)
+      move(resident_[m], {stored_before, cached_tick, block},
+           {counts.stored[m], resident->second, block});
     const CountKey key{counts.stored[m], now, block};
     if (counts.in_shadow[m]) {
-      auto node = shadow.extract(before);  // moved, not reallocated
-      node.value() = key;
-      shadow.insert(std::move(node));
+      move(shadow, {stored_before, counts.last_request, block}, key);
       shadow_hits_[m] += hit_weight_;
     } else if (capacity_ == 0 || shadow.size() < capacity_) {
       shadow.insert(key);
       counts.in_shadow[m] = true;
     } else if (key.stored > shadow.begin()->stored) {
-      auto node = shadow.extract(shadow.begin());
-      counts_.at(node.value().block).in_shadow[m] = false;
-      node.value() = key;
-      shadow.insert(std::move(node));
+      counts_.at(shadow.begin()->block).in_shadow[m] = false;
+      move(shadow, *shadow.begin(), key);
       counts.in_shadow[m] = true;
     }
     // Down to the cache's size when it is first learned (until then shadows keep every block
@@ -235,16 +250,12 @@ void TinyLfuPolicy::count(BlockId block, bool hit) {
     }
   }
   counts.last_request = now;
-  if (resident != resident_ticks_.end()) {
-    if (hit) resident->second = ++recency_clock_;
-    order_resident(block, resident->second);
-  }
   for (std::size_t m = 0; m < kMemories; ++m)
-    if (request_weight_[m] >= 0x1p64) rescale(m);
+    if (request_weight_[m] >= kRescaleAt) rescale(m);
   hit_weight_ *= growth_[kLongest];
-  if (hit_weight_ >= 0x1p64) {
-    for (double& hits : shadow_hits_) hits *= 0x1p-64;
-    hit_weight_ *= 0x1p-64;
+  if (hit_weight_ >= kRescaleAt) {
+    for (double& hits : shadow_hits_) hits /= kRescaleAt;
+    hit_weight_ /= kRescaleAt;
   }
   for (std::size_t m = 0; m < kMemories; ++m)
     if (shadow_hits_[m] > shadow_hits_[leader_]) leader_ = m;
@@ -255,6 +266,8 @@ void TinyLfuPolicy::on_insert(BlockId block) {
   if (!added) unorder_resident(block, resident->second);
   resident->second = ++recency_clock_;
   order_resident(block, resident->second);
+  // A budget that grew: the shadows grow with the cache rather than when it next needs room.
+  if (capacity_ > 0) capacity_ = std::max(capacity_, resident_ticks_.size());
 }
 
 void TinyLfuPolicy::on_access(BlockId block) {

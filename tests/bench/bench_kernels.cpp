@@ -1,5 +1,6 @@
-// Micro-benchmarks of the CPU kernels. Run: ctest -L perf, or build/tests/bench_kernels.
-// Each GEMV reports bytes/s of weights streamed; compare with the probe's bandwidth line.
+// Micro-benchmarks of the CPU kernels, and of the host tier's bookkeeping. Run: ctest -L perf, or
+// build/tests/bench_kernels. Each GEMV reports bytes/s of weights streamed; compare with the
+// probe's bandwidth line.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -15,6 +16,8 @@
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
 #include "moed/memtier/aligned_buffer.hpp"
+#include "moed/memtier/host_tier.hpp"
+#include "moed/memtier/policy.hpp"
 #include "team.hpp"
 
 using namespace moed::kernels;
@@ -365,5 +368,54 @@ void BM_RegionAndBarrier(benchmark::State& state) {
   state.SetLabel(openmp ? "libgomp, 2 threads" : "Team, 2 threads");
 }
 BENCHMARK(BM_RegionAndBarrier)->Arg(0)->Arg(1)->UseRealTime();
+
+namespace {
+
+class UnitPayload final : public moed::memtier::BlockPayload {
+ public:
+  std::uint64_t bytes() const override { return 1; }
+};
+
+}  // namespace
+
+// The host tier's work per expert request at DeepSeek-V3's shape (58 MoE layers of 256 experts,
+// 8 a token: 464 requests a token) with 4000 experts cached: a lookup, and on a miss the
+// admission a demand load makes. Routing favours low expert ids (the smaller of two uniform
+// draws), so the policy both hits and evicts. Arg: index into policy_names().
+void BM_HostTierRequest(benchmark::State& state) {
+  using moed::memtier::BlockId;
+  const std::string policy =
+      moed::memtier::policy_names().at(static_cast<std::size_t>(state.range(0)));
+  constexpr int kLayers = 58, kExperts = 256, kPerToken = 8, kTokens = 512;
+  std::mt19937 random(7);
+  std::vector<BlockId> requests;
+  for (int token = 0; token < kTokens; ++token)
+    for (int layer = 0; layer < kLayers; ++layer) {
+      std::vector<int> chosen;
+      while (chosen.size() < kPerToken) {
+        const int expert = static_cast<int>(std::min(random() % kExperts, random() % kExperts));
+        if (std::find(chosen.begin(), chosen.end(), expert) == chosen.end())
+          chosen.push_back(expert);
+      }
+      for (const int expert : chosen) requests.push_back(BlockId::routed(layer, expert));
+    }
+  moed::memtier::HostTier tier(4000, moed::memtier::make_policy(policy));
+  std::size_t next = 0;
+  for (auto _ : state) {
+    const BlockId block = requests[next];
+    next = next + 1 == requests.size() ? 0 : next + 1;
+    // A payload of its own, as a load makes: the tier evicts only blocks no one else holds.
+    if (!tier.lookup(block))
+      tier.admit(block, std::make_shared<UnitPayload>(),
+                 moed::memtier::HostTier::Admission::filtered);
+  }
+  const auto counters = tier.counters();
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(policy + ", " +
+                 std::to_string(100 * counters.hits /
+                                std::max<std::uint64_t>(1, counters.hits + counters.misses)) +
+                 "% hits");
+}
+BENCHMARK(BM_HostTierRequest)->DenseRange(0, 3);
 
 BENCHMARK_MAIN();

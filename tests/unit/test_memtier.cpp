@@ -350,6 +350,50 @@ TEST(Policy, LfuDecayForgetsOldHeat) {
   EXPECT_THROW(make_policy("mru"), std::invalid_argument);
 }
 
+TEST(Policy, LfuDecayEvictsAsScoresDecayedOnEveryLookWould) {
+  // The plain way: a score is decayed by pow() over the ticks since its last access whenever it
+  // is compared. With a half-life of 4 ticks the policy rescales every 256.
+  LfuDecayPolicy lfu(4.0);
+  struct Scored {
+    double score;
+    std::uint64_t last;
+  };
+  std::map<BlockId, Scored> plain;
+  std::uint64_t clock = 0;
+  const auto decayed = [&](const Scored& s) {
+    return s.score * std::pow(std::exp2(-1.0 / 4.0), static_cast<double>(clock - s.last));
+  };
+  std::mt19937 random(5);
+  int evictions = 0;
+  for (int step = 0; step < 20000; ++step) {
+    const auto expert = static_cast<std::int32_t>(std::min(random() % 16, random() % 16));
+    const BlockId block = BlockId::routed(0, expert);
+    if (auto it = plain.find(block); it != plain.end()) {
+      lfu.on_access(block);
+      ++clock;
+      it->second = {decayed(it->second) + 1, clock};
+      continue;
+    }
+    if (plain.size() >= 6) {
+      const auto evictable = [&](BlockId b) { return (b.expert + step) % 7 != 0; };
+      std::optional<BlockId> expected;
+      for (const auto& [id, scored] : plain) {
+        if (!evictable(id)) continue;
+        const auto key = std::pair(decayed(scored), scored.last);
+        if (!expected || key < std::pair(decayed(plain.at(*expected)), plain.at(*expected).last))
+          expected = id;
+      }
+      ASSERT_EQ(lfu.victim(evictable), expected) << "step " << step;
+      lfu.on_erase(*expected);
+      plain.erase(*expected);
+      ++evictions;
+    }
+    lfu.on_insert(block);
+    plain[block] = {1, ++clock};
+  }
+  EXPECT_GT(evictions, 1000);
+}
+
 // Drives a policy as the simulator and the host tier do, over a cache of `capacity` blocks.
 class PolicyDriver {
  public:
@@ -531,7 +575,9 @@ TEST(Policy, TinyLfuEvictsTheLeastRecentOfBlocksNeverRequested) {
 
 // The policy's decisions against a model written the plain way: every count of every memory
 // decays at every request (no growing request weight, no rescaling), shadows are sets searched
-// for their least counted block, and the resident blocks a list in recency order.
+// for their least counted block, and the resident blocks a list in recency order. Shadows take
+// the cache's size in blocks when it needs room, and grow with it when a larger budget lets it
+// hold more.
 class NaiveTinyLfu {
  public:
   explicit NaiveTinyLfu(TinyLfuPolicy::HalfLives half_lives) : half_lives_(half_lives) {}
@@ -563,6 +609,10 @@ class NaiveTinyLfu {
   void make_most_recent(BlockId block) {
     std::erase(resident_, block);
     resident_.insert(resident_.begin(), block);
+  }
+  void insert(BlockId block) {
+    make_most_recent(block);
+    if (capacity_ > 0) capacity_ = std::max(capacity_, resident_.size());
   }
   void erase(BlockId block) { std::erase(resident_, block); }
   std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) {
@@ -655,7 +705,7 @@ TEST(Policy, TinyLfuDecidesAsAModelThatDecaysEveryCountAtEveryRequest) {
         if (keep) {
           resident.insert(block);
           policy.on_insert(block);
-          naive.make_most_recent(block);
+          naive.insert(block);
         }
       }
       ASSERT_EQ(policy.deciding_half_life(), naive.deciding_half_life()) << "step " << step;

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -65,14 +66,21 @@ class LfuDecayPolicy final : public EvictionPolicy {
   std::optional<BlockId> victim(const std::function<bool(BlockId)>& evictable) override;
 
  private:
+  // A score in units of the current access weight, and the tick of its last insert or access.
   struct Entry {
-    double score;
+    double stored;
     std::uint64_t last;
   };
-  double decayed(const Entry& e) const;
-  double decay_per_tick_;
+  // Called with the block's old entry erased from the order: a new tick, and the weight grows.
+  std::uint64_t tick();
+  static constexpr double kRescaleAt = 0x1p64;
+  // What an access adds now. It grows instead of every score decaying, so the blocks stay
+  // ordered by score without a scan; at kRescaleAt every score is divided by it (as TinyLFU's).
+  double access_weight_ = 1;
+  double growth_;
   std::uint64_t clock_ = 0;
   std::unordered_map<BlockId, Entry, BlockIdHash> entries_;
+  std::set<std::tuple<double, std::uint64_t, BlockId>> by_score_;  // the victim first
 };
 
 // Blocks in recency order, most recent first, with O(1) lookup: a building block of ARC's lists.
@@ -179,8 +187,9 @@ class TinyLfuPolicy final : public EvictionPolicy {
   HalfLives half_lives_;
   // What a request adds now, per memory. It grows by the decay instead of every count
   // shrinking, so a request updates one count per memory and moves its shadow entry and, when
-  // the block is cached, its entry in the cache's order (O(log size) each); every 64 half-lives
-  // or so, all counts are rescaled at once.
+  // the block is cached, its entry in the cache's order (O(log size) each); once it reaches
+  // kRescaleAt, every 64 half-lives or so, all counts are divided by it at once.
+  static constexpr double kRescaleAt = 0x1p64;
   std::array<double, kMemories> request_weight_;
   std::array<double, kMemories> growth_;  // per request, for the blocks seen so far
   std::array<std::set<CountKey>, kMemories> shadows_;
@@ -189,7 +198,9 @@ class TinyLfuPolicy final : public EvictionPolicy {
   std::array<double, kMemories> shadow_hits_{};
   double hit_weight_ = 1;
   std::size_t leader_ = 1;
-  std::size_t capacity_ = 0;  // resident blocks when the cache last needed room; 0: not yet
+  // Resident blocks when the cache last needed room, or more once a larger budget let it grow;
+  // 0: not yet known.
+  std::size_t capacity_ = 0;
   std::uint64_t requests_ = 0;
   std::unordered_map<BlockId, Counts, BlockIdHash> counts_;
   // The cache's blocks with their ticks, and in each memory's victim order: victim() takes the
