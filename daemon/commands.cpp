@@ -333,6 +333,7 @@ int run_bench(const BenchArgs& args) {
   const double lookups = hits + static_cast<double>(mem.host.misses - host_before.misses);
   std::uint64_t issued = 0, prefetch_hits = 0, late = 0, wasted = 0, predicted = 0, used = 0;
   double wait_s = 0;
+  const memtier::HorizonTotals horizons = memtier::horizon_totals(mem.layers);
   for (const auto& l : mem.layers) {
     for (const auto& h : l.horizons) {
       predicted += h.predicted;
@@ -387,6 +388,7 @@ int run_bench(const BenchArgs& args) {
       {"prefetch_wasted", wasted},
       {"prefetch_accuracy", issued ? static_cast<double>(prefetch_hits + late) / issued : 0.0},
       {"prefetch_precision", predicted ? static_cast<double>(used) / predicted : 0.0},
+      {"prefetch_horizons", memtier::to_json(horizons)},
       {"disk_bytes_per_token", disk_bytes / static_cast<double>(steps)},
       {"io_wait_seconds", wait_s},
       {"disk_read_bytes_per_s", disk_rate},
@@ -439,6 +441,18 @@ int run_bench(const BenchArgs& args) {
       static_cast<unsigned long long>(issued), static_cast<unsigned long long>(prefetch_hits),
       static_cast<unsigned long long>(late), static_cast<unsigned long long>(wasted),
       predicted ? 100.0 * static_cast<double>(used) / static_cast<double>(predicted) : 0.0);
+  for (std::size_t h = 0; h < horizons.size(); ++h) {
+    const auto& c = horizons[h];
+    if (c.predicted == 0) continue;
+    std::printf(
+        "  %zu layer%s ahead             %llu predicted, %.1f%% right; %llu issued: %llu hit, %llu "
+        "late, %llu read for nothing, %llu cancelled unread\n",
+        h + 1, h == 0 ? " " : "s", static_cast<unsigned long long>(c.predicted),
+        100.0 * static_cast<double>(c.used) / static_cast<double>(c.predicted),
+        static_cast<unsigned long long>(c.issued), static_cast<unsigned long long>(c.hits),
+        static_cast<unsigned long long>(c.late), static_cast<unsigned long long>(c.wasted),
+        static_cast<unsigned long long>(c.cancelled));
+  }
   if (mem.dense_streamed)
     std::printf("ring                       %llu section loads, compute waited %.2f s on it\n",
                 static_cast<unsigned long long>(mem.ring.loads), mem.ring.wait_seconds);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 namespace moed::memtier {
@@ -235,6 +236,36 @@ std::vector<LayerCounters> TieredStore::layer_counters() const {
       layer.prefetch_wasted += h.wasted + h.cancelled;
     }
   }
+  return out;
+}
+
+HorizonTotals horizon_totals(const std::vector<LayerCounters>& layers) {
+  HorizonTotals totals{};
+  for (const auto& layer : layers)
+    for (std::size_t h = 0; h < totals.size(); ++h) {
+      const auto& c = layer.horizons[h];
+      totals[h].predicted += c.predicted;
+      totals[h].used += c.used;
+      totals[h].issued += c.issued;
+      totals[h].hits += c.hits;
+      totals[h].late += c.late;
+      totals[h].wasted += c.wasted;
+      totals[h].cancelled += c.cancelled;
+    }
+  return totals;
+}
+
+nlohmann::json to_json(const HorizonTotals& horizons) {
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t h = 0; h < horizons.size(); ++h)
+    out.push_back({{"horizon", h + 1},
+                   {"predicted", horizons[h].predicted},
+                   {"used", horizons[h].used},
+                   {"issued", horizons[h].issued},
+                   {"hits", horizons[h].hits},
+                   {"late", horizons[h].late},
+                   {"wasted", horizons[h].wasted},
+                   {"cancelled", horizons[h].cancelled}});
   return out;
 }
 

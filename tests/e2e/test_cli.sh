@@ -150,6 +150,18 @@ import json, sys
 share = json.load(open(sys.argv[1]))["disk_busy_share_of_decode"]
 assert 0 < share <= 1, share' "$work/bench.json" &&
   pass "bench at 25%: disk busy share of decode within (0, 1]" || fail "bench disk busy share"
+# Each horizon's outcomes add up to its reads, and they add up to the totals.
+/usr/bin/python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+hs = r["prefetch_horizons"]
+assert [h["horizon"] for h in hs] == [1, 2], hs
+for h in hs:
+    assert h["hits"] + h["late"] + h["wasted"] + h["cancelled"] <= h["issued"], h
+    assert h["used"] <= h["predicted"], h
+assert sum(h["issued"] for h in hs) == r["prefetch_issued"] > 0, r
+assert sum(h["wasted"] + h["cancelled"] for h in hs) == r["prefetch_wasted"], r' "$work/bench.json" &&
+  pass "bench at 25%: prefetch outcomes per horizon" || fail "bench prefetch horizons"
 
 "$moed" generate --model "$models/tiny-f32" --prompt "Hello" -n 24 --host-budget 25% --no-prefetch \
   --trace "$work/trace.jsonl" --temperature 0.7 --seed 1 >/dev/null 2>&1

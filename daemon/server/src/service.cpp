@@ -161,39 +161,6 @@ class TextStream {
   bool stopped_ = false;
 };
 
-// Each prefetch horizon's counters summed over the layers.
-std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons> horizon_totals(
-    const std::vector<memtier::LayerCounters>& layers) {
-  std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons> totals{};
-  for (const auto& layer : layers)
-    for (std::size_t h = 0; h < totals.size(); ++h) {
-      const auto& c = layer.horizons[h];
-      totals[h].predicted += c.predicted;
-      totals[h].used += c.used;
-      totals[h].issued += c.issued;
-      totals[h].hits += c.hits;
-      totals[h].late += c.late;
-      totals[h].wasted += c.wasted;
-      totals[h].cancelled += c.cancelled;
-    }
-  return totals;
-}
-
-nlohmann::json horizons_json(
-    const std::array<memtier::HorizonCounters, memtier::kPrefetchHorizons>& horizons) {
-  nlohmann::json out = nlohmann::json::array();
-  for (std::size_t h = 0; h < horizons.size(); ++h)
-    out.push_back({{"horizon", h + 1},
-                   {"predicted", horizons[h].predicted},
-                   {"used", horizons[h].used},
-                   {"issued", horizons[h].issued},
-                   {"hits", horizons[h].hits},
-                   {"late", horizons[h].late},
-                   {"wasted", horizons[h].wasted},
-                   {"cancelled", horizons[h].cancelled}});
-  return out;
-}
-
 }  // namespace
 
 Service::Service(Config config)
@@ -888,7 +855,7 @@ void Service::metrics(ResponseWriter& writer) {
            static_cast<double>(wasted));
     metric("moed_prefetch_accuracy", "gauge", "share of prefetches that were needed",
            issued ? static_cast<double>(hits + late) / static_cast<double>(issued) : 0.0);
-    const auto horizons = horizon_totals(mem.layers);
+    const auto horizons = memtier::horizon_totals(mem.layers);
     auto per_horizon = [&](const char* name, const char* help, auto field) {
       out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
       for (std::size_t h = 0; h < horizons.size(); ++h)
@@ -947,7 +914,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
     json layers = json::array();
     for (const auto& l : mem.layers)
       layers.push_back({{"hits", l.hits},
-                        {"horizons", horizons_json(l.horizons)},
+                        {"horizons", memtier::to_json(l.horizons)},
                         {"misses", l.misses},
                         {"prefetch_issued", l.prefetch_issued},
                         {"prefetch_hits", l.prefetch_hits},
@@ -984,7 +951,7 @@ void Service::admin(const Request& request, const Peer& peer, ResponseWriter& wr
                 {"dense_streamed", mem.dense_streamed},
                 {"expert_bytes", mem.expert_bytes_total},
                 {"expert_block_bytes", engine_->expert_block_bytes()},
-                {"prefetch", {{"horizons", horizons_json(horizon_totals(mem.layers))}}},
+                {"prefetch", {{"horizons", memtier::to_json(memtier::horizon_totals(mem.layers))}}},
                 {"layers", layers}};
     report["kv"] = {
         {"dtype", mem.kv_dtype}, {"bytes", mem.kv_bytes}, {"limit_bytes", mem.kv_limit_bytes}};

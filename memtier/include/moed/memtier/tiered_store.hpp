@@ -41,6 +41,12 @@ struct LayerCounters {
   double wait_seconds = 0;  // time compute waited on I/O for this layer
 };
 
+using HorizonTotals = std::array<HorizonCounters, kPrefetchHorizons>;
+// Each prefetch horizon's counters summed over the layers.
+HorizonTotals horizon_totals(const std::vector<LayerCounters>& layers);
+// [{"horizon": 1, "predicted", "used", "issued", "hits", "late", "wasted", "cancelled"}, ...]
+nlohmann::json to_json(const HorizonTotals& horizons);
+
 // Routed experts across the host and disk tiers: acquire() serves a block from host RAM or reads
 // it (a demand read), prefetch() starts reads for the experts predicted for a layer one or more
 // layers ahead, and settle() scores each prediction for a layer once it has been computed.
