@@ -83,9 +83,45 @@ dnnl::engine cpu_engine_without_amx() {
   return dnnl::engine(dnnl::engine::kind::cpu, 0);
 }
 
+// Whether oneDNN runs its AVX-512 kernels here (avx512_core, with or without bf16 instructions),
+// asked once after the ISA cap above. oneDNN 2.6 computes bf16 exactly there, so describing the
+// smallest bf16 product answers it.
+bool onednn_on_avx512() {
+  static const bool on_avx512 = [] {
+    const dnnl::engine engine = cpu_engine_without_amx();
+    try {
+      const dnnl::memory::desc src({1, 64}, dt::bf16, tag::ab);
+      const dnnl::memory::desc weights({64, 64}, dt::bf16, tag::any);
+      const dnnl::memory::desc dst({1, 64}, dt::f32, tag::ab);
+      dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), engine);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return on_avx512;
+}
+
+// The panels compute f32 and bf16 on AVX2 or any x86-64: bf16 keeps the file's bytes, and every
+// row's result is the same whatever rows share its call, so logits stay bit-identical across
+// budgets, batches and prefill chunks, as with oneDNN on AVX-512.
+bool plain_in_panels(DType compute) {
+  return !is_quantized(compute) && CpuMatmul::plain_weights_in_panels();
+}
+
+// A packed weight's memory: the caller's allocator's, or the heap's.
+std::shared_ptr<std::byte> storage(const PackedAllocator& allocate, std::size_t bytes) {
+  if (allocate) return allocate(bytes);
+  return {new std::byte[bytes], std::default_delete<std::byte[]>()};
+}
+
 }  // namespace
 
 CpuMatmul::CpuMatmul() : engine_(cpu_engine_without_amx()), stream_(engine_) {}
+
+bool CpuMatmul::plain_weights_in_panels() {
+  return !onednn_on_avx512();
+}
 
 DType CpuMatmul::compute_dtype(DType weight_dtype) {
   if (is_quantized(weight_dtype)) return weight_dtype;
@@ -139,7 +175,9 @@ DType CpuMatmul::compute_dtype(std::span<const WeightPart> parts) {
 
 std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype)) return quantized_bytes(source_dtype, rows, cols);
-  return packed_desc(rows, cols, compute_dtype(source_dtype)).get_size();
+  const DType compute = compute_dtype(source_dtype);
+  if (plain_in_panels(compute)) return panel_bytes(compute, rows, cols);
+  return packed_desc(rows, cols, compute).get_size();
 }
 
 std::size_t CpuMatmul::packed_bytes(std::int64_t batch, std::int64_t rows, std::int64_t cols,
@@ -165,6 +203,8 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype))
     return "ggml " + std::string(dtype_name(source_dtype)) + " blocks in 16-row tiles";
+  if (plain_in_panels(compute_dtype(source_dtype)))
+    return "moed panels (oneDNN is not on AVX-512 here)";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
@@ -226,9 +266,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
         for (std::int64_t r = 0; r < part.rows; ++r, row += stride) starts.push_back(row);
       }
     }
-    packed.storage_ = allocate ? allocate(packed.storage_bytes_)
-                               : std::shared_ptr<std::byte>(new std::byte[packed.storage_bytes_],
-                                                            std::default_delete<std::byte[]>());
+    packed.storage_ = storage(allocate, packed.storage_bytes_);
     for (std::size_t s = 0; s < packed.segments_.size(); ++s) {
       const auto& segment = packed.segments_[s];
       pack_row_tiles(ggml_type_of(segment.dtype), segment_rows[s], cols,
@@ -237,6 +275,14 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     return packed;
   }
   const bool source_is_compute = same && parts.front().dtype == compute;
+  if (plain_in_panels(compute)) {
+    packed.storage_bytes_ = panel_bytes(compute, rows, cols);
+    packed.storage_ = storage(allocate, packed.storage_bytes_);
+    const void* matrix =
+        parts.size() > 1 || !source_is_compute ? stage(parts, cols, compute) : parts.front().data;
+    pack_panels(matrix, compute, rows, cols, packed.storage_.get());
+    return packed;
+  }
   const auto desc = packed_desc(rows, cols, compute);
   if (allocate) {
     packed.storage_ = allocate(desc.get_size());
@@ -301,9 +347,7 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
   const std::size_t matrix_bytes = quantized ? quantized_bytes(compute, first.rows, cols)
                                              : panel_bytes(compute, first.rows, cols);
   packed.storage_bytes_ = matrix_bytes * matrices.size();
-  packed.storage_ = allocate ? allocate(packed.storage_bytes_)
-                             : std::shared_ptr<std::byte>(new std::byte[packed.storage_bytes_],
-                                                          std::default_delete<std::byte[]>());
+  packed.storage_ = storage(allocate, packed.storage_bytes_);
   if (quantized) {
     std::vector<const std::byte*> starts;
     const std::size_t stride = row_bytes(compute, cols);

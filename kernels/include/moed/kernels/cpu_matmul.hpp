@@ -153,6 +153,11 @@ class CpuMatmul {
   // moed's own packer knows oneDNN's layout for it, else "oneDNN reorder".
   std::string packing(std::int64_t rows, std::int64_t cols, DType source_dtype);
   static DType compute_dtype(DType weight_dtype);
+  // Whether pack() puts f32 and bf16 weights into moed's panels (panel_matmul.hpp) rather than
+  // oneDNN's layouts: where oneDNN does not run its AVX-512 kernels (a CPU with AVX2 alone, or
+  // ONEDNN_MAX_CPU_ISA set below AVX512_CORE). There oneDNN has no bf16 matmul, and its f32 one
+  // gives a row results that depend on the rows computed with it.
+  static bool plain_weights_in_panels();
   // The compute dtype of a stack: compute_dtype of its parts' common dtype; f32 when plain
   // dtypes differ or quantized parts meet plain ones. Quantized parts alone keep their formats.
   static DType compute_dtype(std::span<const WeightPart> parts);
