@@ -334,11 +334,11 @@ int run_bench(const BenchArgs& args) {
   std::uint64_t issued = 0, prefetch_hits = 0, late = 0, wasted = 0, predicted = 0, used = 0;
   double wait_s = 0;
   const memtier::HorizonTotals horizons = memtier::horizon_totals(mem.layers);
+  for (const auto& h : horizons) {
+    predicted += h.predicted;
+    used += h.used;
+  }
   for (const auto& l : mem.layers) {
-    for (const auto& h : l.horizons) {
-      predicted += h.predicted;
-      used += h.used;
-    }
     issued += l.prefetch_issued;
     prefetch_hits += l.prefetch_hits;
     late += l.prefetch_late;
@@ -445,7 +445,7 @@ int run_bench(const BenchArgs& args) {
     const auto& c = horizons[h];
     if (c.predicted == 0) continue;
     std::printf(
-        "  %zu layer%s ahead             %llu predicted, %.1f%% right; %llu issued: %llu hit, %llu "
+        "  %zu layer%s ahead           %llu predicted, %.1f%% right; %llu issued: %llu hit, %llu "
         "late, %llu read for nothing, %llu cancelled unread\n",
         h + 1, h == 0 ? " " : "s", static_cast<unsigned long long>(c.predicted),
         100.0 * static_cast<double>(c.used) / static_cast<double>(c.predicted),

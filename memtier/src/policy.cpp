@@ -31,7 +31,10 @@ std::optional<BlockId> LruPolicy::victim(const std::function<bool(BlockId)>& evi
 }
 
 LfuDecayPolicy::LfuDecayPolicy(double half_life) : growth_(std::exp2(1.0 / half_life)) {
-  if (!(half_life > 0)) throw std::invalid_argument("lfu half_life must be positive");
+  // At least 1 tick, so a tick grows the weight by at most 2 and one rescale always catches up.
+  if (!(half_life >= 1))
+    throw std::invalid_argument("lfu half-life must be at least 1, not " +
+                                std::to_string(half_life));
 }
 
 std::uint64_t LfuDecayPolicy::tick() {
@@ -238,8 +241,10 @@ void TinyLfuPolicy::count(BlockId block, bool hit) {
       shadow.insert(key);
       counts.in_shadow[m] = true;
     } else if (key.stored > shadow.begin()->stored) {
-      counts_.at(shadow.begin()->block).in_shadow[m] = false;
-      move(shadow, *shadow.begin(), key);
+      auto node = shadow.extract(shadow.begin());
+      counts_.at(node.value().block).in_shadow[m] = false;
+      node.value() = key;
+      shadow.insert(std::move(node));
       counts.in_shadow[m] = true;
     }
     // Down to the cache's size when it is first learned (until then shadows keep every block

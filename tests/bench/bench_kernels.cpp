@@ -416,6 +416,7 @@ void BM_HostTierRequest(benchmark::State& state) {
                                 std::max<std::uint64_t>(1, counters.hits + counters.misses)) +
                  "% hits");
 }
-BENCHMARK(BM_HostTierRequest)->DenseRange(0, 3);
+BENCHMARK(BM_HostTierRequest)
+    ->DenseRange(0, static_cast<int>(moed::memtier::policy_names().size()) - 1);
 
 BENCHMARK_MAIN();

@@ -350,6 +350,27 @@ TEST(Policy, LfuDecayForgetsOldHeat) {
   EXPECT_THROW(make_policy("mru"), std::invalid_argument);
 }
 
+TEST(Policy, LfuDecayBreaksTiesByRecencyAndResetsAReinsertedBlock) {
+  // An infinite half-life never decays, so equal access counts tie exactly.
+  LfuDecayPolicy lfu(std::numeric_limits<double>::infinity());
+  const BlockId a = BlockId::routed(0, 0), b = BlockId::routed(0, 1), c = BlockId::routed(0, 2);
+  const auto all = [](BlockId) { return true; };
+  for (const BlockId block : {a, b, c}) lfu.on_insert(block);
+  lfu.on_access(a);
+  lfu.on_access(b);
+  EXPECT_EQ(lfu.victim(all), c);
+  EXPECT_EQ(lfu.victim([&](BlockId x) { return x != c; }), a);  // a and b tie at 2: a is older
+  lfu.on_insert(a);  // inserted again: back to one access, and the most recent
+  EXPECT_EQ(lfu.victim([&](BlockId x) { return x != c; }), a);
+  EXPECT_EQ(lfu.victim(all), c);  // c and a tie at 1: c is older
+  lfu.on_erase(c);
+  lfu.on_erase(a);
+  EXPECT_EQ(lfu.victim(all), b);
+  lfu.on_erase(b);
+  EXPECT_EQ(lfu.victim(all), std::nullopt);
+  EXPECT_THROW(LfuDecayPolicy(0.5), std::invalid_argument);  // at least 1
+}
+
 TEST(Policy, LfuDecayEvictsAsScoresDecayedOnEveryLookWould) {
   // The plain way: a score is decayed by pow() over the ticks since its last access whenever it
   // is compared. With a half-life of 4 ticks the policy rescales every 256.

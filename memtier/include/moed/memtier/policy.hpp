@@ -54,8 +54,10 @@ class LruPolicy final : public EvictionPolicy {
 };
 
 // Least frequently used with exponential decay: each access adds 1 to a score that halves every
-// `half_life` accesses (to any block), so experts that were hot long ago cool down. Ties go to
-// the least recently used.
+// `half_life` accesses (to any block, at least 1), so experts that were hot long ago cool down.
+// Ties go to the least recently used. (Scores are kept in units of a growing weight, so a score
+// left alone for over a thousand half-lives stays ordered where one decayed in plain doubles
+// would reach 0 and tie.)
 class LfuDecayPolicy final : public EvictionPolicy {
  public:
   explicit LfuDecayPolicy(double half_life = 1024.0);
