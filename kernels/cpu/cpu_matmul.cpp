@@ -83,45 +83,47 @@ dnnl::engine cpu_engine_without_amx() {
   return dnnl::engine(dnnl::engine::kind::cpu, 0);
 }
 
-// Whether oneDNN runs its AVX-512 kernels here (avx512_core, with or without bf16 instructions),
-// asked once after the ISA cap above. oneDNN 2.6 computes bf16 exactly there, so describing the
-// smallest bf16 product answers it.
-bool onednn_on_avx512() {
-  static const bool on_avx512 = [] {
-    const dnnl::engine engine = cpu_engine_without_amx();
-    try {
-      const dnnl::memory::desc src({1, 64}, dt::bf16, tag::ab);
-      const dnnl::memory::desc weights({64, 64}, dt::bf16, tag::any);
-      const dnnl::memory::desc dst({1, 64}, dt::f32, tag::ab);
-      dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), engine);
-      return true;
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
-  return on_avx512;
-}
-
-// The panels compute f32 and bf16 on AVX2 or any x86-64: bf16 keeps the file's bytes, and every
-// row's result is the same whatever rows share its call, so logits stay bit-identical across
-// budgets, batches and prefill chunks, as with oneDNN on AVX-512.
-bool plain_in_panels(DType compute) {
-  return !is_quantized(compute) && CpuMatmul::plain_weights_in_panels();
-}
-
 // A packed weight's memory: the caller's allocator's, or the heap's.
 std::shared_ptr<std::byte> storage(const PackedAllocator& allocate, std::size_t bytes) {
   if (allocate) return allocate(bytes);
   return {new std::byte[bytes], std::default_delete<std::byte[]>()};
 }
 
+// Whether oneDNN multiplies this plain dtype with its brgemm kernels (brg:avx512_core for f32,
+// brg:avx512_core_bf16 for bf16), whose rows do not depend on the rows computed with them: asked
+// once per dtype, after the ISA cap above, at a decode and a prefill shape. Below those ISAs,
+// oneDNN 2.6 has no bf16 matmul at all on AVX2 and computes bf16 on AVX-512 without AVX512-BF16,
+// and f32 on AVX2, with gemm:jit, whose rows change with their batch.
+bool onednn_brgemm(DType dtype) {
+  const auto asks = [](DType asked) {
+    const dnnl::engine engine = cpu_engine_without_amx();
+    for (const std::int64_t m : {1, 16}) {
+      try {
+        const dnnl::memory::desc src({m, 256}, to_dnnl(asked), tag::ab);
+        const dnnl::memory::desc weights({256, 256}, to_dnnl(asked), tag::any);
+        const dnnl::memory::desc dst({m, 256}, dt::f32, tag::ab);
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), engine);
+        if (!std::string_view(pd.impl_info_str()).starts_with("brg:")) return false;
+      } catch (const dnnl::error&) {
+        return false;
+      }
+    }
+    return true;
+  };
+  static const bool f32 = asks(DType::f32), bf16 = asks(DType::bf16);
+  return dtype == DType::bf16 ? bf16 : f32;
+}
+
 }  // namespace
 
-CpuMatmul::CpuMatmul() : engine_(cpu_engine_without_amx()), stream_(engine_) {}
-
-bool CpuMatmul::plain_weights_in_panels() {
-  return !onednn_on_avx512();
+bool CpuMatmul::plain_in_panels(DType compute) {
+  if (is_quantized(compute) || onednn_brgemm(compute)) return false;
+  // bf16 has no other path; f32 keeps oneDNN's gemm where the panels would run their generic
+  // C++ (no AVX2 and FMA), many times slower.
+  return compute == DType::bf16 || best_panel_path() != PanelPath::generic;
 }
+
+CpuMatmul::CpuMatmul() : engine_(cpu_engine_without_amx()), stream_(engine_) {}
 
 DType CpuMatmul::compute_dtype(DType weight_dtype) {
   if (is_quantized(weight_dtype)) return weight_dtype;
@@ -176,7 +178,7 @@ DType CpuMatmul::compute_dtype(std::span<const WeightPart> parts) {
 std::size_t CpuMatmul::packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype)) return quantized_bytes(source_dtype, rows, cols);
   const DType compute = compute_dtype(source_dtype);
-  if (plain_in_panels(compute)) return panel_bytes(compute, rows, cols);
+  if (CpuMatmul::plain_in_panels(compute)) return panel_bytes(compute, rows, cols);
   return packed_desc(rows, cols, compute).get_size();
 }
 
@@ -203,8 +205,8 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
   if (is_quantized(source_dtype))
     return "ggml " + std::string(dtype_name(source_dtype)) + " blocks in 16-row tiles";
-  if (plain_in_panels(compute_dtype(source_dtype)))
-    return "moed panels (oneDNN is not on AVX-512 here)";
+  if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
+    return "moed panels (oneDNN has no brgemm for it here)";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
@@ -275,7 +277,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     return packed;
   }
   const bool source_is_compute = same && parts.front().dtype == compute;
-  if (plain_in_panels(compute)) {
+  if (CpuMatmul::plain_in_panels(compute)) {
     packed.storage_bytes_ = panel_bytes(compute, rows, cols);
     packed.storage_ = storage(allocate, packed.storage_bytes_);
     const void* matrix =

@@ -97,7 +97,7 @@ TEST_P(MatmulTest, Bf16MatchesNaiveOnRoundedInputs) {
   matmul.multiply(x.data(), m, packed, y.data());
   // oneDNN rounds activations to bf16 too, and the reference then sees the same rounded values;
   // moed's panels (where oneDNN is not on AVX-512) widen the weights and keep activations f32.
-  const bool panels = CpuMatmul::plain_weights_in_panels();
+  const bool panels = CpuMatmul::plain_in_panels(DType::bf16);
   std::vector<float> xr(x.size()), wr(w.size());
   for (std::size_t i = 0; i < x.size(); ++i) xr[i] = panels ? x[i] : bf16_to_f32(f32_to_bf16(x[i]));
   for (std::size_t i = 0; i < w.size(); ++i) wr[i] = bf16_to_f32(w16[i]);
@@ -163,7 +163,6 @@ void PrintTo(const PackShape& shape, std::ostream* out) {
 class PackBytes : public ::testing::TestWithParam<PackShape> {};
 
 TEST_P(PackBytes, EqualOneDnnReorder) {
-  if (CpuMatmul::plain_weights_in_panels()) GTEST_SKIP() << "oneDNN is not on AVX-512: panels";
   const auto& [dtype, k, part_rows, moed_packer] = GetParam();
   const std::size_t source_bytes = dtype_size(dtype);
   std::vector<std::vector<unsigned char>> sources;
@@ -188,12 +187,8 @@ TEST_P(PackBytes, EqualOneDnnReorder) {
   }
   CpuMatmul matmul;
   const auto packed = matmul.pack(parts, k);
-  // oneDNN's choice for a prefill-sized batch (moed may compute a decode row itself).
-  const bool avx512_brgemm = matmul.implementation(64, packed).starts_with("brg:avx512_core");
-  EXPECT_EQ(matmul.packing(rows, k, dtype) == "moed avx512 transpose",
-            moed_packer && avx512_brgemm);
-
-  // The reference: the parts concatenated in the compute dtype, then oneDNN's reorder.
+  // The reference: the parts concatenated in the compute dtype, then oneDNN's reorder (or, where
+  // oneDNN has no brgemm for the dtype, moed's panels).
   const DType compute = CpuMatmul::compute_dtype(dtype);
   std::vector<unsigned char> plain;
   for (std::size_t p = 0; p < parts.size(); ++p) {
@@ -206,6 +201,24 @@ TEST_P(PackBytes, EqualOneDnnReorder) {
     const auto* begin = reinterpret_cast<const unsigned char*>(wide.data());
     plain.insert(plain.end(), begin, begin + wide.size() * sizeof(float));
   }
+  if (CpuMatmul::plain_in_panels(compute)) {
+    EXPECT_TRUE(matmul.packing(rows, k, dtype).starts_with("moed panels"));
+    EXPECT_FALSE(packed.memory());
+    ASSERT_EQ(packed.bytes(), matmul.packed_bytes(parts, k));
+    std::vector<std::byte> panels(panel_bytes(compute, rows, k));
+    ASSERT_EQ(packed.bytes(), panels.size());
+    pack_panels(plain.data(), compute, rows, k, panels.data());
+    std::vector<float> x(static_cast<std::size_t>(k), 0.5f), ours(static_cast<std::size_t>(rows)),
+        theirs(ours.size());
+    matmul.multiply(x.data(), 1, packed, ours.data());
+    panel_matmul(compute, panels.data(), 1, rows, k, x.data(), 1, theirs.data());
+    EXPECT_EQ(ours, theirs);
+    return;
+  }
+  // oneDNN's choice for a prefill-sized batch (moed may compute a decode row itself).
+  const bool avx512_brgemm = matmul.implementation(64, packed).starts_with("brg:avx512_core");
+  EXPECT_EQ(matmul.packing(rows, k, dtype) == "moed avx512 transpose",
+            moed_packer && avx512_brgemm);
   const auto& layout = packed.memory().get_desc();
   const dnnl::engine cpu(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(cpu);
@@ -243,7 +256,6 @@ struct Bf16RowsShape {
 class Bf16Rows : public ::testing::TestWithParam<Bf16RowsShape> {};
 
 TEST_P(Bf16Rows, DecodeRowsEqualOneDnnsAndTheRowsOfABatch) {
-  if (CpuMatmul::plain_weights_in_panels()) GTEST_SKIP() << "oneDNN is not on AVX-512: panels";
   const auto [n, k] = GetParam();
   const auto w16 = moed::test::to_bf16(
       moed::test::random_floats(static_cast<std::size_t>(n * k), static_cast<unsigned>(n + k)));
@@ -266,6 +278,12 @@ TEST_P(Bf16Rows, DecodeRowsEqualOneDnnsAndTheRowsOfABatch) {
   for (std::int64_t m = 1; m <= 4; ++m) {
     std::vector<float> ours(static_cast<std::size_t>(m * n)), theirs(ours.size());
     matmul.multiply(x.data(), m, packed, ours.data());
+    if (CpuMatmul::plain_in_panels(DType::bf16)) {  // no oneDNN to compare with: the batch's rows
+      for (std::size_t i = 0; i < ours.size(); ++i)
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(ours[i]), std::bit_cast<std::uint32_t>(all[i]))
+            << m << " rows against " << batch << " in panels, output " << i;
+      continue;
+    }
     const dnnl::memory::desc src({m, k}, dnnl::memory::data_type::bf16,
                                  dnnl::memory::format_tag::ab);
     const dnnl::memory::desc dst({m, n}, dnnl::memory::data_type::f32,
@@ -295,6 +313,29 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16Rows,
                            return "n" + std::to_string(info.param.n) + "_k" +
                                   std::to_string(info.param.k);
                          });
+
+// Plain weights go to oneDNN's brgemm where it has one for their dtype, to moed's panels
+// otherwise: with no ISA cap of the user's on a CPU with AVX512-BF16, both dtypes go to oneDNN;
+// with oneDNN capped at AVX2 (what it does on a CPU with AVX2 alone), both to the panels, and at
+// AVX512_CORE (no AVX512-BF16) bf16 alone.
+TEST(Matmul, PlainWeightsGoToOneDnnsBrgemmOrToPanels) {
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (std::getenv("DNNL_MAX_CPU_ISA") != nullptr) GTEST_SKIP() << "DNNL_MAX_CPU_ISA is set";
+  const std::string isa = cap ? cap : "";
+  if (isa.empty() && __builtin_cpu_supports("avx512bf16")) {
+    EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::f32));
+    EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::bf16));
+  } else if (isa == "AVX2") {
+    EXPECT_TRUE(CpuMatmul::plain_in_panels(DType::f32));
+    EXPECT_TRUE(CpuMatmul::plain_in_panels(DType::bf16));
+  } else if (isa == "AVX512_CORE" && __builtin_cpu_supports("avx512f")) {
+    EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::f32));
+    EXPECT_TRUE(CpuMatmul::plain_in_panels(DType::bf16));
+  } else {
+    GTEST_SKIP() << "no expectation for ONEDNN_MAX_CPU_ISA=" << isa << " on this CPU";
+  }
+  EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::q8_0));
+}
 
 // On an AMX CPU oneDNN would compute a batch of more than 4 bf16 rows with AMX tiles, which
 // round otherwise than its path for fewer rows (the Bf16Rows test above then fails); CpuMatmul

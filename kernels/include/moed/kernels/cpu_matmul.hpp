@@ -35,9 +35,10 @@ enum class MatrixOrder { rows_first, cols_first };
 using PackedAllocator = std::function<std::shared_ptr<std::byte>(std::size_t bytes)>;
 
 // A weight matrix ready for CpuMatmul: plain floats repacked into the blocked layout oneDNN
-// prefers for them, or ggml-quantized rows kept in their file's blocks (moed's own kernels read
-// them). It is an opaque buffer kind: memtier can hold, count and evict it like any other block,
-// and only CpuMatmul reads it.
+// prefers for them (or into moed's panels, where oneDNN has no brgemm for their dtype:
+// CpuMatmul::plain_in_panels), or ggml-quantized rows kept in their file's blocks (moed's own
+// kernels read them). It is an opaque buffer kind: memtier can hold, count and evict it like any
+// other block, and only CpuMatmul reads it.
 class PackedWeight {
  public:
   PackedWeight() = default;
@@ -64,7 +65,7 @@ class PackedWeight {
   };
   dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout (plain, unbatched)
   // memory_'s buffer when an allocator provided it; or the quantized segments one after another;
-  // or, batched plain matrices, each in panels (panel_matmul.hpp) one after another.
+  // or plain matrices in panels (panel_matmul.hpp), one after another when batched.
   std::shared_ptr<std::byte> storage_;
   std::vector<QuantizedSegment> segments_;  // quantized weights only; a batched one has one per
                                             // matrix, in order
@@ -83,7 +84,8 @@ class PackedWeight {
 // Weights are packed once (pack) into the layout oneDNN chose for M=1; the same layout serves
 // every M, so one packed copy covers decode and prefill. Quantized weights are repacked into row
 // tiles and multiplied by moed's own kernels (quant_tiles.hpp), each row of x quantized per block
-// to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead. A few
+// to int8. Batches of small plain matrices (pack_batched) go into moed's panels instead, as do
+// plain weights oneDNN has no brgemm for on this CPU (plain_in_panels). A few
 // rows (decode) of a bf16 weight are computed by moed from oneDNN's layout, with oneDNN's
 // arithmetic, where a check against oneDNN on the weight's shape shows the bits equal
 // (bf16_rows.hpp). A row's result does not depend on the other rows. Not thread-safe: one per
@@ -150,14 +152,18 @@ class CpuMatmul {
   std::size_t packed_bytes(std::int64_t rows, std::int64_t cols, DType source_dtype);
 
   // How pack() lays out a [rows, cols] weight of this source dtype: "moed avx512 transpose" where
-  // moed's own packer knows oneDNN's layout for it, else "oneDNN reorder".
+  // moed's own packer knows oneDNN's layout for it, "oneDNN reorder" where not, "moed panels
+  // (...)" where oneDNN has no brgemm for it (plain_in_panels), ggml blocks in row tiles for a
+  // quantized one.
   std::string packing(std::int64_t rows, std::int64_t cols, DType source_dtype);
   static DType compute_dtype(DType weight_dtype);
-  // Whether pack() puts f32 and bf16 weights into moed's panels (panel_matmul.hpp) rather than
-  // oneDNN's layouts: where oneDNN does not run its AVX-512 kernels (a CPU with AVX2 alone, or
-  // ONEDNN_MAX_CPU_ISA set below AVX512_CORE). There oneDNN has no bf16 matmul, and its f32 one
-  // gives a row results that depend on the rows computed with it.
-  static bool plain_weights_in_panels();
+  // Whether pack() puts weights of this plain compute dtype (f32, bf16) into moed's panels
+  // (panel_matmul.hpp) rather than oneDNN's layout: where oneDNN would not multiply them with its
+  // brgemm kernels. On a CPU with AVX2 alone oneDNN 2.6 has no bf16 matmul, and there (f32) and
+  // on AVX-512 without AVX512-BF16 (bf16) its gemm:jit gives a row's results that depend on the
+  // rows computed with it; the panels' never do. f32 stays with oneDNN where the panels would run
+  // their generic C++ (no AVX2 and FMA).
+  static bool plain_in_panels(DType compute);
   // The compute dtype of a stack: compute_dtype of its parts' common dtype; f32 when plain
   // dtypes differ or quantized parts meet plain ones. Quantized parts alone keep their formats.
   static DType compute_dtype(std::span<const WeightPart> parts);
