@@ -337,12 +337,12 @@ int run_bench(const BenchArgs& args) {
   for (const auto& h : horizons) {
     predicted += h.predicted;
     used += h.used;
+    issued += h.issued;
+    prefetch_hits += h.hits;
+    late += h.late;
+    wasted += h.wasted + h.cancelled;
   }
   for (const auto& l : mem.layers) {
-    issued += l.prefetch_issued;
-    prefetch_hits += l.prefetch_hits;
-    late += l.prefetch_late;
-    wasted += l.prefetch_wasted;
     wait_s += l.wait_seconds;
   }
   const double disk_bytes = static_cast<double>(mem.disk.bytes_read - disk_before.bytes_read);

@@ -277,12 +277,15 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     return packed;
   }
   const bool source_is_compute = same && parts.front().dtype == compute;
+  // The weight as one row-major matrix in the compute dtype: the parts' own rows where they are.
+  const auto contiguous = [&]() -> const void* {
+    return parts.size() > 1 || !source_is_compute ? stage(parts, cols, compute)
+                                                  : parts.front().data;
+  };
   if (CpuMatmul::plain_in_panels(compute)) {
     packed.storage_bytes_ = panel_bytes(compute, rows, cols);
     packed.storage_ = storage(allocate, packed.storage_bytes_);
-    const void* matrix =
-        parts.size() > 1 || !source_is_compute ? stage(parts, cols, compute) : parts.front().data;
-    pack_panels(matrix, compute, rows, cols, packed.storage_.get());
+    pack_panels(contiguous(), compute, rows, cols, packed.storage_.get());
     return packed;
   }
   const auto desc = packed_desc(rows, cols, compute);
@@ -306,8 +309,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     return packed;
   }
 
-  const void* plain =
-      parts.size() > 1 || !source_is_compute ? stage(parts, cols, compute) : parts.front().data;
+  const void* plain = contiguous();
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));

@@ -30,6 +30,28 @@ std::optional<BlockId> LruPolicy::victim(const std::function<bool(BlockId)>& evi
   return std::nullopt;
 }
 
+namespace {
+
+// Every score divided by kRescaleAt: a power of two, so order and ties stay, but for scores so
+// stale they fall below the normal doubles (they may then tie, or reach 0).
+void rescale_scores(std::set<ScoredBlock>& keys) {
+  std::set<ScoredBlock> rescaled;
+  for (ScoredBlock key : keys) {
+    key.stored /= kRescaleAt;
+    rescaled.insert(rescaled.end(), key);
+  }
+  keys = std::move(rescaled);
+}
+
+// Moves an entry to its new place as its node, without reallocating it.
+void move_key(std::set<ScoredBlock>& keys, const ScoredBlock& from, const ScoredBlock& to) {
+  auto node = keys.extract(from);
+  node.value() = to;
+  keys.insert(std::move(node));
+}
+
+}  // namespace
+
 LfuDecayPolicy::LfuDecayPolicy(double half_life) : growth_(std::exp2(1.0 / half_life)) {
   // At least 1 tick, so a tick grows the weight by at most 2 and one rescale always catches up.
   if (!(half_life >= 1))
@@ -42,10 +64,7 @@ std::uint64_t LfuDecayPolicy::tick() {
   if (access_weight_ >= kRescaleAt) {
     for (auto& [block, entry] : entries_) entry.stored /= kRescaleAt;
     access_weight_ /= kRescaleAt;
-    std::set<std::tuple<double, std::uint64_t, BlockId>> rescaled;
-    for (auto [stored, last, block] : by_score_)
-      rescaled.insert(rescaled.end(), {stored / kRescaleAt, last, block});
-    by_score_ = std::move(rescaled);
+    rescale_scores(by_score_);
   }
   return ++clock_;
 }
@@ -61,11 +80,11 @@ void LfuDecayPolicy::on_insert(BlockId block) {
 void LfuDecayPolicy::on_access(BlockId block) {
   auto it = entries_.find(block);
   if (it == entries_.end()) return;
-  auto node = by_score_.extract({it->second.stored, it->second.last, block});
   const std::uint64_t now = tick();
+  // Read after tick(): a rescale there divides the entry and its key alike.
+  const ScoredBlock before{it->second.stored, it->second.last, block};
   it->second = {it->second.stored + access_weight_, now};
-  node.value() = {it->second.stored, now, block};
-  by_score_.insert(std::move(node));
+  move_key(by_score_, before, {it->second.stored, now, block});
 }
 
 void LfuDecayPolicy::on_erase(BlockId block) {
@@ -184,18 +203,10 @@ double TinyLfuPolicy::frequency(BlockId block) const {
 }
 
 void TinyLfuPolicy::rescale(std::size_t memory) {
-  // Multiplying every count by the same power of two keeps their order and ties exactly, but for
-  // counts so stale they fall below the normal doubles (they may then tie, or reach 0).
   for (auto& [block, counts] : counts_) counts.stored[memory] /= kRescaleAt;
   request_weight_[memory] /= kRescaleAt;
-  for (auto* keys : {&shadows_[memory], &resident_[memory]}) {
-    std::set<CountKey> rescaled;
-    for (CountKey key : *keys) {
-      key.stored /= kRescaleAt;
-      rescaled.insert(rescaled.end(), key);
-    }
-    *keys = std::move(rescaled);
-  }
+  rescale_scores(shadows_[memory]);
+  rescale_scores(resident_[memory]);
 }
 
 void TinyLfuPolicy::order_resident(BlockId block, std::uint64_t tick) {
@@ -219,23 +230,17 @@ void TinyLfuPolicy::count(BlockId block, bool hit) {
     for (std::size_t m = 0; m < kMemories; ++m)
       growth_[m] = std::exp2(1.0 / (half_lives_[m] * static_cast<double>(counts_.size())));
   const std::uint64_t now = ++requests_;
-  // Each entry the request moves, in a shadow and in the cache's order, is moved as its node.
-  const auto move = [](std::set<CountKey>& keys, const CountKey& from, const CountKey& to) {
-    auto node = keys.extract(from);
-    node.value() = to;
-    keys.insert(std::move(node));
-  };
   for (std::size_t m = 0; m < kMemories; ++m) {
     auto& shadow = shadows_[m];
     const double stored_before = counts.stored[m];
     request_weight_[m] *= growth_[m];
     counts.stored[m] += request_weight_[m];
     if (cached)
-      move(resident_[m], {stored_before, cached_tick, block},
-           {counts.stored[m], resident->second, block});
+      move_key(resident_[m], {stored_before, cached_tick, block},
+               {counts.stored[m], resident->second, block});
     const CountKey key{counts.stored[m], now, block};
     if (counts.in_shadow[m]) {
-      move(shadow, {stored_before, counts.last_request, block}, key);
+      move_key(shadow, {stored_before, counts.last_request, block}, key);
       shadow_hits_[m] += hit_weight_;
     } else if (capacity_ == 0 || shadow.size() < capacity_) {
       shadow.insert(key);

@@ -9,7 +9,6 @@
 #include <set>
 #include <string>
 #include <string_view>
-#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -53,6 +52,17 @@ class LruPolicy final : public EvictionPolicy {
   std::unordered_map<BlockId, std::list<BlockId>::iterator, BlockIdHash> where_;
 };
 
+// A block ordered by a decayed score, then by a tick (the older first): the victim order LFU and
+// TinyLFU keep. Scores are stored in units of a weight that grows instead of every score
+// decaying; once the weight reaches kRescaleAt, everything is divided by it.
+struct ScoredBlock {
+  double stored;
+  std::uint64_t tick;
+  BlockId block;
+  auto operator<=>(const ScoredBlock&) const = default;
+};
+inline constexpr double kRescaleAt = 0x1p64;
+
 // Least frequently used with exponential decay: each access adds 1 to a score that halves every
 // `half_life` accesses (to any block, at least 1), so experts that were hot long ago cool down.
 // Ties go to the least recently used. (Scores are kept in units of a growing weight, so a score
@@ -75,14 +85,13 @@ class LfuDecayPolicy final : public EvictionPolicy {
   };
   // Called with the block's old entry erased from the order: a new tick, and the weight grows.
   std::uint64_t tick();
-  static constexpr double kRescaleAt = 0x1p64;
   // What an access adds now. It grows instead of every score decaying, so the blocks stay
   // ordered by score without a scan; at kRescaleAt every score is divided by it (as TinyLFU's).
   double access_weight_ = 1;
   double growth_;
   std::uint64_t clock_ = 0;
   std::unordered_map<BlockId, Entry, BlockIdHash> entries_;
-  std::set<std::tuple<double, std::uint64_t, BlockId>> by_score_;  // the victim first
+  std::set<ScoredBlock> by_score_;  // the victim first
 };
 
 // Blocks in recency order, most recent first, with O(1) lookup: a building block of ARC's lists.
@@ -173,12 +182,7 @@ class TinyLfuPolicy final : public EvictionPolicy {
   };
   // Blocks ordered by count, then by a tick (a shadow's: the last request; the cache's: the last
   // insert or hit), so that the victim is the first.
-  struct CountKey {
-    double stored;
-    std::uint64_t tick;
-    BlockId block;
-    auto operator<=>(const CountKey&) const = default;
-  };
+  using CountKey = ScoredBlock;
   // A request; `hit`: it found the block resident, which makes the block the most recent.
   void count(BlockId block, bool hit);
   void rescale(std::size_t memory);
@@ -191,7 +195,6 @@ class TinyLfuPolicy final : public EvictionPolicy {
   // shrinking, so a request updates one count per memory and moves its shadow entry and, when
   // the block is cached, its entry in the cache's order (O(log size) each); once it reaches
   // kRescaleAt, every 64 half-lives or so, all counts are divided by it at once.
-  static constexpr double kRescaleAt = 0x1p64;
   std::array<double, kMemories> request_weight_;
   std::array<double, kMemories> growth_;  // per request, for the blocks seen so far
   std::array<std::set<CountKey>, kMemories> shadows_;
