@@ -5,11 +5,19 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "stolen_ranges.hpp"
 
 namespace moed::kernels {
 namespace {
 
-constexpr std::int64_t kRowBlock = 4;  // rows of x that share one pass over a panel
+// Rows of x that share one pass over a panel's rows: six rows' sums and a panel row fit the
+// sixteen AVX2 registers (a quarter of the panel at a time) and the 32 of AVX-512 (all of it).
+constexpr std::int64_t kRowBlock = 6;
+// Bytes of a panel's rows that the blocks of x's rows take in turn: within L1 (32-48 KB on the
+// x86 cores moed runs on) beside the rows of x they meet.
+constexpr std::size_t kDepthBytes = 16 * 1024;
 
 std::int64_t panel_count(std::int64_t rows) {
   return (rows + kPanelWidth - 1) / kPanelWidth;
@@ -20,25 +28,24 @@ float widen(const std::byte* panel, DType dtype, std::int64_t index) {
   return bf16_to_f32(reinterpret_cast<const std::uint16_t*>(panel)[index]);
 }
 
-void panel_block_generic(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
-                         std::int64_t rows_of_x, float* y, std::int64_t y_stride,
-                         std::int64_t width) {
-  float acc[kRowBlock][kPanelWidth] = {};
-  for (std::int64_t k = 0; k < cols; ++k)
+void panel_block_generic(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
+                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
+  for (std::int64_t k = 0; k < depth; ++k)
     for (std::int64_t r = 0; r < rows_of_x; ++r) {
-      const float xv = x[r * cols + k];
+      const float xv = x[r * x_stride + k];
       for (std::int64_t j = 0; j < kPanelWidth; ++j)
-        acc[r][j] = std::fma(xv, widen(panel, dtype, k * kPanelWidth + j), acc[r][j]);
+        acc[r * kPanelWidth + j] =
+            std::fma(xv, widen(panel, dtype, k * kPanelWidth + j), acc[r * kPanelWidth + j]);
     }
-  for (std::int64_t r = 0; r < rows_of_x; ++r)
-    std::memcpy(y + r * y_stride, acc[r], static_cast<std::size_t>(width) * sizeof(float));
 }
 
 // Row r of the matrix becomes lane r % kPanelWidth of panel r / kPanelWidth; the lanes past the
 // last row are zero. Transposed a square of kPanelWidth inputs at a time, so that the lines
-// written stay in L1 while the rows are read across them.
+// written stay in L1 while the rows are read across them. Panels over OpenMP's threads, as
+// pack_row_tiles spreads tiles: a streamed expert has compute waiting on its packing.
 template <typename Element>
 void pack_typed(const Element* in, std::int64_t rows, std::int64_t cols, Element* out) {
+#pragma omp parallel for schedule(static)
   for (std::int64_t p = 0; p < panel_count(rows); ++p) {
     Element* panel = out + p * kPanelWidth * cols;
     const std::int64_t width = std::min(kPanelWidth, rows - p * kPanelWidth);
@@ -89,6 +96,7 @@ void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t ro
   const std::size_t element = dtype_size(dtype);
   const std::size_t panel_row = static_cast<std::size_t>(kPanelWidth) * element;
   const auto* in = static_cast<const std::byte*>(transposed);
+#pragma omp parallel for schedule(static)
   for (std::int64_t p = 0; p < panel_count(rows); ++p) {
     std::byte* panel = out + static_cast<std::size_t>(p * cols) * panel_row;
     const auto width = static_cast<std::size_t>(std::min(kPanelWidth, rows - p * kPanelWidth));
@@ -120,37 +128,70 @@ const char* panel_path_name(PanelPath path) {
   }
 }
 
+namespace detail {
+
+void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t rows,
+                           std::int64_t cols, const float* x, std::int64_t m, float* y,
+                           PanelPath path, std::uint32_t first, std::uint32_t last) {
+  const std::size_t matrix_bytes = panel_bytes(dtype, rows, cols);
+  const std::size_t panel_row = static_cast<std::size_t>(kPanelWidth) * dtype_size(dtype);
+  const std::size_t one_panel = panel_row * static_cast<std::size_t>(cols);
+  const std::int64_t per_matrix = panel_count(rows);
+  // The panel's rows taken kDepthBytes at a time, over every block of x's rows, so that the
+  // weights one block reads are still in L1 for the next, rather than read again from L2 for
+  // each block. The running sums go through memory between runs unchanged, so each output is
+  // still one chain in input order.
+  const auto depth_step = static_cast<std::int64_t>(kDepthBytes / panel_row);
+  thread_local std::vector<float> sums;
+  for (std::int64_t unit = first; unit < last; ++unit) {
+    const std::int64_t b = unit / per_matrix;
+    const std::int64_t p = unit % per_matrix;
+    const std::byte* panel = panels + static_cast<std::size_t>(b) * matrix_bytes +
+                             static_cast<std::size_t>(p) * one_panel;
+    sums.assign(static_cast<std::size_t>(m * kPanelWidth), 0.0f);
+    for (std::int64_t k0 = 0; k0 < cols; k0 += depth_step) {
+      const std::int64_t depth = std::min(depth_step, cols - k0);
+      const std::byte* rows_k0 = panel + static_cast<std::size_t>(k0) * panel_row;
+      for (std::int64_t i = 0; i < m; i += kRowBlock) {
+        const std::int64_t block = std::min(kRowBlock, m - i);
+        const float* xb = x + (b * m + i) * cols + k0;
+        float* acc = sums.data() + i * kPanelWidth;
+        switch (path) {
+          case PanelPath::avx512:
+            panel_block_avx512(dtype, rows_k0, depth, xb, cols, block, acc);
+            break;
+          case PanelPath::avx2:
+            panel_block_avx2(dtype, rows_k0, depth, xb, cols, block, acc);
+            break;
+          default:
+            panel_block_generic(dtype, rows_k0, depth, xb, cols, block, acc);
+        }
+      }
+    }
+    const std::int64_t width = std::min(kPanelWidth, rows - p * kPanelWidth);
+    for (std::int64_t i = 0; i < m; ++i)
+      std::memcpy(y + (b * m + i) * rows + p * kPanelWidth, sums.data() + i * kPanelWidth,
+                  static_cast<std::size_t>(width) * sizeof(float));
+  }
+}
+
+}  // namespace detail
+
+std::uint32_t panel_units(std::int64_t batch, std::int64_t rows) {
+  return static_cast<std::uint32_t>(batch * panel_count(rows));
+}
+
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
                   std::int64_t cols, const float* x, std::int64_t m, float* y, PanelPath path) {
   if (path > best_panel_path())
     throw std::invalid_argument(std::string("panel_matmul: this CPU cannot take the ") +
                                 panel_path_name(path) + " path");
-  const std::size_t matrix_bytes = panel_bytes(dtype, rows, cols);
-  const std::size_t one_panel = static_cast<std::size_t>(kPanelWidth * cols) * dtype_size(dtype);
-  const std::int64_t per_matrix = panel_count(rows);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t task = 0; task < batch * per_matrix; ++task) {
-    const std::int64_t b = task / per_matrix;
-    const std::int64_t p = task % per_matrix;
-    const std::byte* panel = panels + static_cast<std::size_t>(b) * matrix_bytes +
-                             static_cast<std::size_t>(p) * one_panel;
-    const std::int64_t width = std::min(kPanelWidth, rows - p * kPanelWidth);
-    for (std::int64_t i = 0; i < m; i += kRowBlock) {
-      const std::int64_t block = std::min(kRowBlock, m - i);
-      const float* xb = x + (b * m + i) * cols;
-      float* yb = y + (b * m + i) * rows + p * kPanelWidth;
-      switch (path) {
-        case PanelPath::avx512:
-          detail::panel_block_avx512(dtype, panel, cols, xb, block, yb, rows, width);
-          break;
-        case PanelPath::avx2:
-          detail::panel_block_avx2(dtype, panel, cols, xb, block, yb, rows, width);
-          break;
-        default:
-          panel_block_generic(dtype, panel, cols, xb, block, yb, rows, width);
-      }
-    }
-  }
+  // On moed's Team for a decode step's few rows, as the quantized products run, so that its
+  // spinning workers and libgomp's do not take turns on the same cores.
+  detail::over_stolen_ranges(
+      panel_units(batch, rows), m, 1, 1, [&](std::uint32_t first, std::uint32_t last) {
+        detail::panels_on_this_thread(dtype, panels, rows, cols, x, m, y, path, first, last);
+      });
 }
 
 }  // namespace moed::kernels

@@ -1,14 +1,10 @@
 // Built with AVX2 and FMA; called only where the CPU has them (panel_matmul checks).
 #include <immintrin.h>
 
-#include <cstring>
-
 #include "moed/kernels/panel_matmul.hpp"
 
 namespace moed::kernels::detail {
 namespace {
-
-constexpr int kVectors = kPanelWidth / 8;
 
 template <DType dtype>
 __m256 load_widened(const std::byte* panel, std::int64_t index) {
@@ -21,32 +17,74 @@ __m256 load_widened(const std::byte* panel, std::int64_t index) {
   }
 }
 
-// Sixteen registers hold one row's eight accumulators beside the weights, so rows go one at a
-// time; each output is the same multiply-add chain as on the other paths.
-template <DType dtype>
-void row(const std::byte* panel, std::int64_t cols, const float* x, float* y, std::int64_t width) {
-  __m256 acc[kVectors];
-  for (auto& v : acc) v = _mm256_setzero_ps();
-  for (std::int64_t k = 0; k < cols; ++k) {
-    const __m256 xv = _mm256_set1_ps(x[k]);
+// kRows rows of x over the panel's lanes [first, first + 8 * kVectors). With sixteen registers,
+// one row takes the whole panel width, two rows half of it and three to six rows a quarter, so
+// that every weight loaded feeds a multiply-add per row. The unroll pragmas let GCC keep the
+// sums in registers; without them it stored every sum to the stack at each step.
+template <DType dtype, int kRows, int kVectors>
+void slice(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
+           float* sums, std::int64_t first) {
+  __m256 acc[kRows][kVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
     for (int q = 0; q < kVectors; ++q)
-      acc[q] = _mm256_fmadd_ps(xv, load_widened<dtype>(panel, k * kPanelWidth + q * 8), acc[q]);
+      acc[r][q] = _mm256_loadu_ps(sums + r * kPanelWidth + first + q * 8);
+  for (std::int64_t k = 0; k < depth; ++k) {
+    __m256 w[kVectors];
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q)
+      w[q] = load_widened<dtype>(panel, k * kPanelWidth + first + q * 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
+#pragma GCC unroll 8
+      for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm256_fmadd_ps(xv, w[q], acc[r][q]);
+    }
   }
-  alignas(32) float out[kPanelWidth];
-  for (int q = 0; q < kVectors; ++q) _mm256_store_ps(out + q * 8, acc[q]);
-  std::memcpy(y, out, static_cast<std::size_t>(width) * sizeof(float));
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q)
+      _mm256_storeu_ps(sums + r * kPanelWidth + first + q * 8, acc[r][q]);
+}
+
+template <DType dtype, int kRows>
+void block(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
+           float* sums) {
+  constexpr int kVectors = kRows == 1 ? 8 : kRows == 2 ? 4 : 2;
+  static_assert(kPanelWidth % (8 * kVectors) == 0);
+  for (std::int64_t first = 0; first < kPanelWidth; first += 8 * kVectors)
+    slice<dtype, kRows, kVectors>(panel, depth, x, x_stride, sums, first);
+}
+
+template <DType dtype>
+void dispatch(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
+              std::int64_t rows_of_x, float* sums) {
+  switch (rows_of_x) {
+    case 1:
+      return block<dtype, 1>(panel, depth, x, x_stride, sums);
+    case 2:
+      return block<dtype, 2>(panel, depth, x, x_stride, sums);
+    case 3:
+      return block<dtype, 3>(panel, depth, x, x_stride, sums);
+    case 4:
+      return block<dtype, 4>(panel, depth, x, x_stride, sums);
+    case 5:
+      return block<dtype, 5>(panel, depth, x, x_stride, sums);
+    default:
+      return block<dtype, 6>(panel, depth, x, x_stride, sums);
+  }
 }
 
 }  // namespace
 
-void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
-                      std::int64_t rows_of_x, float* y, std::int64_t y_stride, std::int64_t width) {
-  for (std::int64_t r = 0; r < rows_of_x; ++r) {
-    if (dtype == DType::f32) {
-      row<DType::f32>(panel, cols, x + r * cols, y + r * y_stride, width);
-    } else {
-      row<DType::bf16>(panel, cols, x + r * cols, y + r * y_stride, width);
-    }
+void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
+                      std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
+  if (dtype == DType::f32) {
+    dispatch<DType::f32>(panel, depth, x, x_stride, rows_of_x, acc);
+  } else {
+    dispatch<DType::bf16>(panel, depth, x, x_stride, rows_of_x, acc);
   }
 }
 

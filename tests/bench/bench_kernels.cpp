@@ -12,6 +12,7 @@
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/kernels/cpu_matmul.hpp"
 #include "moed/kernels/cpu_ops.hpp"
+#include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
 #include "moed/kernels/quant_tiles.hpp"
@@ -114,6 +115,55 @@ BENCHMARK(BM_PackMlaAbsorb)
     ->Args({2, 128, 512, 128})
     ->Args({0, 128, 128, 512})
     ->Args({1, 128, 128, 512});
+
+// An expert's down projection, f32 [1024, 2816] (arg 0) or bf16 (arg 1), in moed's panels on
+// each kernel path this CPU runs (arg 1: 0 generic, 1 AVX2, 2 AVX-512), over m rows (1: a decode
+// step; 64: a prefill chunk), as CpuMatmul computes plain weights where oneDNN has no brgemm.
+// Bytes/s of weights read once per call.
+void BM_PanelMatmul(benchmark::State& state) {
+  const DType dtype = state.range(0) == 0 ? DType::f32 : DType::bf16;
+  const auto path = static_cast<PanelPath>(state.range(1));
+  const std::int64_t m = state.range(2), rows = 1024, cols = 2816;
+  if (path > best_panel_path()) {
+    state.SkipWithError("this CPU cannot take the path");
+    return;
+  }
+  std::vector<float> w(static_cast<std::size_t>(rows * cols), 0.01f);
+  std::vector<std::uint16_t> w16(w.size(), 0x3c00);
+  const void* source = dtype == DType::f32 ? static_cast<const void*>(w.data()) : w16.data();
+  std::vector<std::vector<std::byte>> copies(
+      kWeightCopies, std::vector<std::byte>(panel_bytes(dtype, rows, cols)));
+  for (auto& copy : copies) pack_panels(source, dtype, rows, cols, copy.data());
+  std::vector<float> x(static_cast<std::size_t>(m * cols), 0.01f);
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  int i = 0;
+  for (auto _ : state) {
+    panel_matmul(dtype, copies[static_cast<std::size_t>(i++ % kWeightCopies)].data(), 1, rows, cols,
+                 x.data(), m, y.data(), path);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() *
+                          static_cast<std::int64_t>(panel_bytes(dtype, rows, cols)));
+  state.SetLabel(std::string(dtype_name(dtype)) + " " + panel_path_name(path));
+}
+BENCHMARK(BM_PanelMatmul)->ArgsProduct({{0, 1}, {0, 1, 2}, {1, 64}})->UseRealTime();
+
+// Packing that weight into panels from its rows, as CpuMatmul::pack does for a streamed expert
+// where oneDNN has no brgemm for its dtype (arg 0: 0 f32, 1 bf16). Bytes/s of source.
+void BM_PackPanels(benchmark::State& state) {
+  const DType dtype = state.range(0) == 0 ? DType::f32 : DType::bf16;
+  const std::int64_t rows = 1024, cols = 2816;
+  std::vector<std::byte> source(static_cast<std::size_t>(rows * cols) * dtype_size(dtype),
+                                std::byte{1});
+  std::vector<std::byte> out(panel_bytes(dtype, rows, cols));
+  for (auto _ : state) {
+    pack_panels(source.data(), dtype, rows, cols, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(source.size()));
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+BENCHMARK(BM_PackPanels)->Arg(0)->Arg(1)->UseRealTime();
 
 void BM_ReadBandwidth(benchmark::State& state) {
   ReadBandwidthProbe probe(1ull << 30);

@@ -96,7 +96,7 @@ TEST_P(MatmulTest, Bf16MatchesNaiveOnRoundedInputs) {
   std::vector<float> y(static_cast<std::size_t>(m * n));
   matmul.multiply(x.data(), m, packed, y.data());
   // oneDNN rounds activations to bf16 too, and the reference then sees the same rounded values;
-  // moed's panels (where oneDNN is not on AVX-512) widen the weights and keep activations f32.
+  // moed's panels (where oneDNN has no bf16 brgemm) widen the weights and keep activations f32.
   const bool panels = CpuMatmul::plain_in_panels(DType::bf16);
   std::vector<float> xr(x.size()), wr(w.size());
   for (std::size_t i = 0; i < x.size(); ++i) xr[i] = panels ? x[i] : bf16_to_f32(f32_to_bf16(x[i]));
@@ -446,30 +446,49 @@ INSTANTIATE_TEST_SUITE_P(Shapes, BatchedMatmul,
                                            BatchedShape{DType::bf16, 4, 128, 512, 6},
                                            BatchedShape{DType::f32, 2, 64, 1, 9}));
 
+// m from 1 to 13 takes every row-block kernel, alone and after full blocks; 100 rows leave a last
+// panel of 36 lanes; 700 inputs span more than one run of a panel's rows, whose sums must carry
+// over exactly.
 TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
-  const std::int64_t batch = 2, rows = 100, cols = 40, m = 7;
-  for (const DType dtype : {DType::f32, DType::bf16}) {
-    const auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 9);
-    const auto w16 = moed::test::to_bf16(w);
-    const std::size_t matrix_bytes = panel_bytes(dtype, rows, cols);
-    std::vector<std::byte> panels(batch * matrix_bytes);
-    for (std::int64_t b = 0; b < batch; ++b) {
-      const std::size_t first = static_cast<std::size_t>(b * rows * cols);
-      pack_panels(
-          dtype == DType::bf16 ? static_cast<const void*>(w16.data() + first) : w.data() + first,
-          dtype, rows, cols, panels.data() + b * matrix_bytes);
-    }
-    const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * m * cols), 10);
-    std::vector<float> generic(static_cast<std::size_t>(batch * m * rows));
-    panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, generic.data(),
-                 PanelPath::generic);
-    for (const PanelPath path : {PanelPath::avx2, PanelPath::avx512}) {
-      if (path > best_panel_path()) continue;
-      std::vector<float> fast(generic.size());
-      panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(), path);
-      EXPECT_EQ(fast, generic) << dtype_name(dtype) << " " << panel_path_name(path);
-    }
-  }
+  const std::int64_t batch = 2, rows = 100;
+  for (const std::int64_t cols : {40, 700})
+    for (std::int64_t m = 1; m <= 13; ++m)
+      for (const DType dtype : {DType::f32, DType::bf16}) {
+        const auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 9);
+        const auto w16 = moed::test::to_bf16(w);
+        const std::size_t matrix_bytes = panel_bytes(dtype, rows, cols);
+        std::vector<std::byte> panels(batch * matrix_bytes);
+        for (std::int64_t b = 0; b < batch; ++b) {
+          const std::size_t first = static_cast<std::size_t>(b * rows * cols);
+          pack_panels(dtype == DType::bf16 ? static_cast<const void*>(w16.data() + first)
+                                           : w.data() + first,
+                      dtype, rows, cols, panels.data() + b * matrix_bytes);
+        }
+        const auto x = moed::test::random_floats(static_cast<std::size_t>(batch * m * cols), 10);
+        std::vector<float> generic(static_cast<std::size_t>(batch * m * rows));
+        panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, generic.data(),
+                     PanelPath::generic);
+        // Each output is one fused multiply-add chain over the inputs in order.
+        for (std::int64_t b = 0; b < batch; ++b)
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < rows; ++j) {
+              float chain = 0;
+              for (std::int64_t k = 0; k < cols; ++k) {
+                const auto at = static_cast<std::size_t>((b * rows + j) * cols + k);
+                chain = std::fma(x[static_cast<std::size_t>((b * m + i) * cols + k)],
+                                 dtype == DType::bf16 ? bf16_to_f32(w16[at]) : w[at], chain);
+              }
+              ASSERT_EQ(generic[static_cast<std::size_t>((b * m + i) * rows + j)], chain)
+                  << dtype_name(dtype) << " m " << m << " cols " << cols;
+            }
+        for (const PanelPath path : {PanelPath::avx2, PanelPath::avx512}) {
+          if (path > best_panel_path()) continue;
+          std::vector<float> fast(generic.size());
+          panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(), path);
+          EXPECT_EQ(fast, generic)
+              << dtype_name(dtype) << " " << panel_path_name(path) << " m " << m;
+        }
+      }
 }
 
 // f16 matrices are widened to f32 panels, as pack() widens f16 weights.

@@ -22,7 +22,7 @@ bool panel_dtype_supported(DType dtype);
 // Bytes of one [rows, cols] matrix in panels.
 std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols);
 // Writes a row-major [rows, cols] matrix (Hugging Face Linear layout) as panels at `out`
-// (panel_bytes of it).
+// (panel_bytes of it), panels spread over the OpenMP threads.
 void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_t cols,
                  std::byte* out);
 
@@ -40,20 +40,29 @@ const char* panel_path_name(PanelPath path);
 
 // For each of `batch` matrices b (panels at panels + b * panel_bytes): y[b, i, :] =
 // W_b x[b, i, :] for i in [0, m). x: f32 [batch, m, cols]; y: f32 [batch, m, rows]. Work spread
-// over the OpenMP threads by (matrix, panel). `path` must be one this CPU runs (at most
-// best_panel_path()).
+// over the compute threads (run_team: moed's Team for a few rows, else OpenMP's) by unit, a
+// (matrix, panel) pair. `path` must be one this CPU runs (at most best_panel_path()).
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
                   std::int64_t cols, const float* x, std::int64_t m, float* y,
                   PanelPath path = best_panel_path());
 
+// The units panel_matmul spreads over threads: one per panel of each matrix.
+std::uint32_t panel_units(std::int64_t batch, std::int64_t rows);
+
 namespace detail {
-// One panel over a block of up to four rows of x (row stride `cols`), written to y (row stride
-// `y_stride`, `width` valid columns). Each built for its ISA and run only where the CPU has it.
-void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
-                        std::int64_t rows_of_x, float* y, std::int64_t y_stride,
-                        std::int64_t width);
-void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t cols, const float* x,
-                      std::int64_t rows_of_x, float* y, std::int64_t y_stride, std::int64_t width);
+// panel_matmul's units [first, last) on the calling thread; `path` already checked.
+void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t rows,
+                           std::int64_t cols, const float* x, std::int64_t m, float* y,
+                           PanelPath path, std::uint32_t first, std::uint32_t last);
+
+// One panel's rows [k0, k0 + depth) (`panel` at row k0) over a block of up to six rows of x
+// (`x` at column k0, row stride `x_stride`), added to the block's running sums `acc`
+// ([rows_of_x][kPanelWidth]), one multiply-add per weight in input order. Each built for its ISA
+// and run only where the CPU has it.
+void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
+                        std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
+void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
+                      std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
 }  // namespace detail
 
 }  // namespace moed::kernels
