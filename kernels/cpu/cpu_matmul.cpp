@@ -490,9 +490,9 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
   for (const auto& job : jobs) {
     for (const PackedWeight* weight : {job.gate_up, job.down})
       if (weight->empty() || weight->batch_ != 1 ||
-          !(is_quantized(weight->dtype_) || (weight->bf16_rows_n_block_ != 0 &&
-                                             detail::bf16_rows_verdict(bf16_rows_shape(*weight)) ==
-                                                 detail::Bf16RowsVerdict::equal)))
+          !(is_quantized(weight->dtype_) || weight->panels() ||
+            (weight->bf16_rows_n_block_ != 0 && detail::bf16_rows_verdict(bf16_rows_shape(
+                                                    *weight)) == detail::Bf16RowsVerdict::equal)))
         return false;
     if (job.gate_up->rows_ != 2 * job.down->cols_ || job.gate_up->cols_ != jobs[0].gate_up->cols_)
       return false;
@@ -501,6 +501,7 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
 }
 
 std::uint32_t CpuMatmul::units(const PackedWeight& weight) {
+  if (weight.panels()) return panel_units(1, weight.rows_);
   if (!is_quantized(weight.dtype_))
     return static_cast<std::uint32_t>(weight.rows_ / weight.bf16_rows_n_block_);
   std::int64_t groups = 0;
@@ -512,7 +513,8 @@ void CpuMatmul::warm_front(const PackedWeight& weight) {
   // Units start at the first segment (at the front of the storage, but for stored rows) or at
   // the front of oneDNN's layout.
   const auto* front = static_cast<const char*>(
-      is_quantized(weight.dtype_)
+      weight.panels() ? static_cast<const void*>(weight.storage_.get())
+      : is_quantized(weight.dtype_)
           ? static_cast<const void*>(weight.storage_.get() + weight.segments_.front().offset)
           : weight.memory_.get_data_handle());
   const std::size_t bytes = std::min(weight.bytes(), kWarmBytes);
@@ -521,7 +523,9 @@ void CpuMatmul::warm_front(const PackedWeight& weight) {
 }
 
 void CpuMatmul::prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row) {
-  if (is_quantized(weight.dtype_)) {
+  if (weight.panels()) {
+    row.plain.assign(x, x + weight.cols_);
+  } else if (is_quantized(weight.dtype_)) {
     quantize_rows(x, 1, weight.cols_, row.quantized);
   } else {
     row.bf16.resize(static_cast<std::size_t>(weight.cols_));
@@ -531,6 +535,11 @@ void CpuMatmul::prepare_row(const float* x, const PackedWeight& weight, Prepared
 
 void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
                                std::uint32_t first, std::uint32_t last) {
+  if (weight.panels()) {
+    detail::panels_on_this_thread(weight.dtype_, weight.storage_.get(), weight.rows_, weight.cols_,
+                                  x.plain.data(), 1, y, best_panel_path(), first, last);
+    return;
+  }
   if (!is_quantized(weight.dtype_)) {
     const auto* packed = static_cast<const std::uint16_t*>(weight.memory_.get_data_handle());
     for (std::uint32_t b = first; b < last; ++b)
@@ -568,7 +577,7 @@ void CpuMatmul::expert_ffns(std::span<const ExpertFfn> jobs) {
   if (!can_run_expert_ffns(jobs))
     throw std::invalid_argument(
         "CpuMatmul::expert_ffns: every job needs unbatched gate_up [2 * ffn, K] and down [N, ffn] "
-        "weights, quantized or in bf16 rows");
+        "weights, quantized, in bf16 rows or in panels");
   const std::size_t count = jobs.size();
   // Per job, kept between calls on the calling thread (one region per MoE layer and token): a
   // few expert widths of floats, outside the engine's memory stats. Every thread reads them.

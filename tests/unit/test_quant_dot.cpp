@@ -217,7 +217,8 @@ TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
 // A token's experts in one parallel region: each job's output equals multiply, silu_mul and
 // multiply on its own, bit for bit, whatever the thread count and job count (an odd count
 // leaves one thread a job more), quantized and bf16 jobs together where moed computes bf16 rows
-// (AVX512-BF16); f32 weights are not taken.
+// (AVX512-BF16) or panels (no bf16 brgemm in oneDNN: the ctest entry with oneDNN capped at AVX2),
+// and f32 jobs where they are in panels; f32 weights in oneDNN's layout are not taken.
 TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
   std::mt19937 rng(6);
   const std::int64_t hidden = 256, ffn = 256;
@@ -246,8 +247,18 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
   const WeightPart bf16_gate_up_part[] = {{bf16_gate_up.data(), DType::bf16, 2 * ffn}};
   const WeightPart bf16_down_part[] = {{bf16_down.data(), DType::bf16, hidden}};
   Expert bf16_expert{matmul.pack(bf16_gate_up_part, hidden), matmul.pack(bf16_down_part, ffn)};
-  if (matmul.implementation(1, bf16_expert.gate_up).ends_with("bf16 rows in oneDNN's layout"))
+  const std::string bf16_implementation = matmul.implementation(1, bf16_expert.gate_up);
+  if (bf16_implementation.ends_with("bf16 rows in oneDNN's layout") ||
+      bf16_implementation.ends_with("bf16 panels"))
     experts.insert(experts.begin() + 1, std::move(bf16_expert));
+  const auto f32_gate_up = random_activations(2 * ffn * hidden, rng);
+  const auto f32_down = random_activations(hidden * ffn, rng);
+  const WeightPart f32_gate_up_part[] = {{f32_gate_up.data(), DType::f32, 2 * ffn}};
+  const WeightPart f32_down_part[] = {{f32_down.data(), DType::f32, hidden}};
+  Expert f32_expert{matmul.pack(f32_gate_up_part, hidden), matmul.pack(f32_down_part, ffn)};
+  const bool f32_in_panels = matmul.implementation(1, f32_expert.down).ends_with("f32 panels");
+  EXPECT_EQ(f32_in_panels, CpuMatmul::plain_in_panels(DType::f32));
+  if (f32_in_panels) experts.push_back(std::move(f32_expert));
   const auto x = random_activations(hidden, rng);
   const int saved_threads = compute_threads();
   for (const int threads : {1, 2, 3}) {
@@ -274,12 +285,10 @@ TEST(QuantDot, ExpertFfnsEqualTheirMultipliesOneByOne) {
   }
   set_compute_threads(saved_threads);
 
-  const auto plain = random_activations(hidden * ffn, rng);
-  const WeightPart f32_part[] = {{plain.data(), DType::f32, hidden}};
-  const PackedWeight f32_down = matmul.pack(f32_part, ffn);
+  if (f32_in_panels) return;
   std::vector<float> out(hidden);
   const CpuMatmul::ExpertFfn with_plain[] = {
-      {&experts[0].gate_up, &f32_down, x.data(), out.data()}};
+      {&experts[0].gate_up, &f32_expert.down, x.data(), out.data()}};
   EXPECT_FALSE(CpuMatmul::can_run_expert_ffns(with_plain));
   EXPECT_THROW(CpuMatmul::expert_ffns(with_plain), std::invalid_argument);
 }

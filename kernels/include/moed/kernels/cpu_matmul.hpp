@@ -132,9 +132,8 @@ class CpuMatmul {
   // the OpenMP threads in turn (job j to thread j % threads) in one parallel region, where
   // multiply() + silu_mul() + multiply() per expert would open 2k regions, each waking the other
   // threads; a thread done with its own jobs' tiles takes the last ones of another's. Quantized
-  // weights or bf16 rows moed computes only (oneDNN's primitives and the panels' own loops are
-  // not run from inside a region), and not with nested parallelism enabled; gives their results
-  // bit for bit.
+  // weights, bf16 rows moed computes or panels only (oneDNN's primitives are not run from inside
+  // a region), and not with nested parallelism enabled; gives their results bit for bit.
   struct ExpertFfn {
     const PackedWeight* gate_up;
     const PackedWeight* down;
@@ -182,18 +181,19 @@ class CpuMatmul {
   // oneDNN's primitive for m rows of a plain weight.
   void multiply_onednn(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   static detail::Bf16RowsShape bf16_rows_shape(const PackedWeight& weight);
-  // One activation row as a quantized weight (Q8_0 / Q8_K blocks) or bf16 rows read it.
+  // One activation row as a quantized weight (Q8_0 / Q8_K blocks), bf16 rows or panels read it.
   struct PreparedRow {
     std::vector<QuantizedActivations> quantized;
     std::vector<std::uint16_t> bf16;
+    std::vector<float> plain;  // panels take the row as it is
   };
   static void prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row);
   // Asks the front of the weight's units (at most kWarmBytes) into this core's L2, without
   // waiting.
   static void warm_front(const PackedWeight& weight);
-  // A product with `weight` (quantized, or bf16 rows moed computes) in units any thread may
-  // compute, in any order, with the same bits: its row tiles over all its segments, in order, or
-  // its N blocks. multiply_units takes one prepared row.
+  // A product with `weight` (quantized, bf16 rows moed computes, or panels) in units any thread
+  // may compute, in any order, with the same bits: its row tiles over all its segments, in order,
+  // its N blocks, or its panels. multiply_units takes one prepared row.
   static std::uint32_t units(const PackedWeight& weight);
   static void multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
                              std::uint32_t first, std::uint32_t last);
