@@ -285,7 +285,12 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   if (CpuMatmul::plain_in_panels(compute)) {
     packed.storage_bytes_ = panel_bytes(compute, rows, cols);
     packed.storage_ = storage(allocate, packed.storage_bytes_);
-    pack_panels(contiguous(), compute, rows, cols, packed.storage_.get());
+    if (source_is_compute) {  // the parts' rows where they lie (an expert's gate and up apart)
+      gather_row_starts(parts, cols, compute);
+      pack_panels_rows(row_starts_, compute, cols, packed.storage_.get());
+    } else {
+      pack_panels(contiguous(), compute, rows, cols, packed.storage_.get());
+    }
     return packed;
   }
   const auto desc = packed_desc(rows, cols, compute);
@@ -396,14 +401,19 @@ const void* CpuMatmul::stage(std::span<const WeightPart> parts, std::int64_t col
   return staging_.data();
 }
 
-void CpuMatmul::pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
-                          const detail::BlockedLayout& layout, PackedWeight& packed) {
-  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(packed.dtype_);
+void CpuMatmul::gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols,
+                                  DType dtype) {
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(dtype);
   row_starts_.clear();
   for (const auto& part : parts) {
     const auto* row = static_cast<const std::byte*>(part.data);
     for (std::int64_t r = 0; r < part.rows; ++r, row += row_bytes) row_starts_.push_back(row);
   }
+}
+
+void CpuMatmul::pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
+                          const detail::BlockedLayout& layout, PackedWeight& packed) {
+  gather_row_starts(parts, cols, packed.dtype_);
   detail::pack_blocked(layout, row_starts_, packed.memory_.get_data_handle());
 }
 

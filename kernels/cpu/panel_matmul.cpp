@@ -41,25 +41,26 @@ void panel_block_generic(DType dtype, const std::byte* panel, std::int64_t depth
 
 // Row r of the matrix becomes lane r % kPanelWidth of panel r / kPanelWidth; the lanes past the
 // last row are zero. Transposed a square of kPanelWidth inputs at a time, so that the lines
-// written stay in L1 while the rows are read across them. Panels over OpenMP's threads, as
-// pack_row_tiles spreads tiles: a streamed expert has compute waiting on its packing.
+// written stay in L1 while the rows are read across them. `rows` are the panel's own.
 template <typename Element>
-void pack_typed(const Element* in, std::int64_t rows, std::int64_t cols, Element* out) {
-#pragma omp parallel for schedule(static)
-  for (std::int64_t p = 0; p < panel_count(rows); ++p) {
-    Element* panel = out + p * kPanelWidth * cols;
-    const std::int64_t width = std::min(kPanelWidth, rows - p * kPanelWidth);
-    for (std::int64_t k0 = 0; k0 < cols; k0 += kPanelWidth) {
-      const std::int64_t depth = std::min(kPanelWidth, cols - k0);
-      for (std::int64_t j = 0; j < width; ++j) {
-        const Element* row = in + (p * kPanelWidth + j) * cols + k0;
-        Element* lane = panel + k0 * kPanelWidth + j;
-        for (std::int64_t k = 0; k < depth; ++k) lane[k * kPanelWidth] = row[k];
-      }
+void pack_panel_scalar(std::span<const std::byte* const> rows, std::int64_t cols, Element* panel) {
+  const auto width = static_cast<std::int64_t>(rows.size());
+  for (std::int64_t k0 = 0; k0 < cols; k0 += kPanelWidth) {
+    const std::int64_t depth = std::min(kPanelWidth, cols - k0);
+    for (std::int64_t j = 0; j < width; ++j) {
+      const Element* row = reinterpret_cast<const Element*>(rows[static_cast<std::size_t>(j)]) + k0;
+      Element* lane = panel + k0 * kPanelWidth + j;
+      for (std::int64_t k = 0; k < depth; ++k) lane[k * kPanelWidth] = row[k];
     }
-    for (std::int64_t k = 0; width < kPanelWidth && k < cols; ++k)
-      std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, Element{});
   }
+  for (std::int64_t k = 0; width < kPanelWidth && k < cols; ++k)
+    std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, Element{});
+}
+
+void require_panel_dtype(DType dtype, const char* caller) {
+  if (!panel_dtype_supported(dtype))
+    throw std::invalid_argument(std::string(caller) + ": no panels for dtype " +
+                                std::string(dtype_name(dtype)));
 }
 
 }  // namespace
@@ -69,30 +70,48 @@ bool panel_dtype_supported(DType dtype) {
 }
 
 std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
-  if (!panel_dtype_supported(dtype))
-    throw std::invalid_argument("panel_bytes: no panels for dtype " +
-                                std::string(dtype_name(dtype)));
+  require_panel_dtype(dtype, "panel_bytes");
   return static_cast<std::size_t>(panel_count(rows) * kPanelWidth * cols) * dtype_size(dtype);
+}
+
+void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::int64_t cols,
+                      std::byte* out) {
+  require_panel_dtype(dtype, "pack_panels_rows");
+  const auto count = static_cast<std::int64_t>(rows.size());
+  const std::size_t one_panel = static_cast<std::size_t>(kPanelWidth * cols) * dtype_size(dtype);
+  // Whole panels of whole 16-column runs go through registers; the rest element by element.
+  const bool in_registers = best_panel_path() == PanelPath::avx512 && cols % 16 == 0;
+  // Panels over OpenMP's threads, as pack_row_tiles spreads tiles: a streamed expert has compute
+  // waiting on its packing.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < panel_count(count); ++p) {
+    std::byte* panel = out + static_cast<std::size_t>(p) * one_panel;
+    const auto panel_rows =
+        rows.subspan(static_cast<std::size_t>(p * kPanelWidth),
+                     static_cast<std::size_t>(std::min(kPanelWidth, count - p * kPanelWidth)));
+    if (in_registers && panel_rows.size() == static_cast<std::size_t>(kPanelWidth)) {
+      detail::pack_panel_avx512(dtype, panel_rows.data(), cols, panel);
+    } else if (dtype == DType::f32) {
+      pack_panel_scalar(panel_rows, cols, reinterpret_cast<float*>(panel));
+    } else {
+      pack_panel_scalar(panel_rows, cols, reinterpret_cast<std::uint16_t*>(panel));
+    }
+  }
 }
 
 void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_t cols,
                  std::byte* out) {
-  if (!panel_dtype_supported(dtype))
-    throw std::invalid_argument("pack_panels: no panels for dtype " +
-                                std::string(dtype_name(dtype)));
-  if (dtype == DType::f32) {
-    pack_typed(static_cast<const float*>(matrix), rows, cols, reinterpret_cast<float*>(out));
-  } else {
-    pack_typed(static_cast<const std::uint16_t*>(matrix), rows, cols,
-               reinterpret_cast<std::uint16_t*>(out));
-  }
+  require_panel_dtype(dtype, "pack_panels");
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(dtype);
+  std::vector<const std::byte*> starts(static_cast<std::size_t>(rows));
+  for (std::size_t r = 0; r < starts.size(); ++r)
+    starts[r] = static_cast<const std::byte*>(matrix) + r * row_bytes;
+  pack_panels_rows(starts, dtype, cols, out);
 }
 
 void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t rows,
                             std::int64_t cols, std::byte* out) {
-  if (!panel_dtype_supported(dtype))
-    throw std::invalid_argument("pack_panels_transposed: no panels for dtype " +
-                                std::string(dtype_name(dtype)));
+  require_panel_dtype(dtype, "pack_panels_transposed");
   const std::size_t element = dtype_size(dtype);
   const std::size_t panel_row = static_cast<std::size_t>(kPanelWidth) * element;
   const auto* in = static_cast<const std::byte*>(transposed);

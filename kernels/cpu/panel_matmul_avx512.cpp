@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "moed/kernels/panel_matmul.hpp"
+#include "transpose_avx512.hpp"
 #include "widen_avx512.hpp"
 
 namespace moed::kernels::detail {
@@ -64,6 +65,43 @@ void dispatch(const std::byte* panel, std::int64_t depth, const float* x, std::i
 }
 
 }  // namespace
+
+void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t cols,
+                       std::byte* panel) {
+  // Sixteen rows (f32) or sixteen pairs of rows (bf16, a pair's two elements of a column made
+  // one 32-bit unit, the even row's low) by sixteen columns per transpose: register k then
+  // holds column k's lanes, as the panel stores them.
+  __m512i tile[16];
+  if (dtype == DType::f32) {
+    auto* out = reinterpret_cast<float*>(panel);
+    for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 16)
+      for (std::int64_t k0 = 0; k0 < cols; k0 += 16) {
+        for (std::int64_t r = 0; r < 16; ++r)
+          tile[r] =
+              _mm512_loadu_si512(rows[j0 + r] + k0 * static_cast<std::int64_t>(sizeof(float)));
+        transpose_16x16(tile);
+        for (std::int64_t k = 0; k < 16; ++k)
+          _mm512_storeu_si512(out + (k0 + k) * kPanelWidth + j0, tile[k]);
+      }
+    return;
+  }
+  auto* out = reinterpret_cast<std::uint16_t*>(panel);
+  for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 32)
+    for (std::int64_t k0 = 0; k0 < cols; k0 += 16) {
+      for (std::int64_t pair = 0; pair < 16; ++pair) {
+        const auto column = k0 * static_cast<std::int64_t>(sizeof(std::uint16_t));
+        const __m256i even =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j0 + 2 * pair] + column));
+        const __m256i odd =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j0 + 2 * pair + 1] + column));
+        tile[pair] = _mm512_or_si512(_mm512_cvtepu16_epi32(even),
+                                     _mm512_slli_epi32(_mm512_cvtepu16_epi32(odd), 16));
+      }
+      transpose_16x16(tile);
+      for (std::int64_t k = 0; k < 16; ++k)
+        _mm512_storeu_si512(out + (k0 + k) * kPanelWidth + j0, tile[k]);
+    }
+}
 
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {

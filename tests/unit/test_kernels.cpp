@@ -10,8 +10,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "moed/kernels/bandwidth.hpp"
@@ -489,6 +491,50 @@ TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
               << dtype_name(dtype) << " " << panel_path_name(path) << " m " << m;
         }
       }
+}
+
+// Panels by their definition: row r is lane r % 64 of panel r / 64, each panel [cols][64], lanes
+// past the last row zero. Shapes take the register transposes (whole panels, cols a multiple of
+// 16) and the element-by-element rest; rows given one by one, from scattered places, give the
+// same bytes.
+TEST(Panels, PackedBytesFollowTheLayout) {
+  for (const DType dtype : {DType::f32, DType::bf16})
+    for (const auto& [rows, cols] : std::vector<std::pair<std::int64_t, std::int64_t>>{
+             {64, 16}, {128, 704}, {100, 48}, {130, 40}, {1, 33}, {192, 7}}) {
+      const std::size_t element = dtype_size(dtype);
+      std::vector<std::uint8_t> matrix(static_cast<std::size_t>(rows * cols) * element);
+      std::mt19937 rng(static_cast<std::uint32_t>(rows * 1000 + cols));
+      for (auto& byte : matrix) byte = static_cast<std::uint8_t>(rng());
+      std::vector<std::byte> panels(panel_bytes(dtype, rows, cols), std::byte{0xAB});
+      pack_panels(matrix.data(), dtype, rows, cols, panels.data());
+      const std::int64_t padded_rows = (rows + kPanelWidth - 1) / kPanelWidth * kPanelWidth;
+      for (std::int64_t r = 0; r < padded_rows; ++r)
+        for (std::int64_t k = 0; k < cols; ++k) {
+          const std::size_t at = static_cast<std::size_t>((r / kPanelWidth) * kPanelWidth * cols +
+                                                          k * kPanelWidth + r % kPanelWidth) *
+                                 element;
+          std::vector<std::uint8_t> expected(element, 0);
+          if (r < rows)
+            std::memcpy(expected.data(),
+                        matrix.data() + static_cast<std::size_t>(r * cols + k) * element, element);
+          ASSERT_EQ(std::memcmp(panels.data() + at, expected.data(), element), 0)
+              << dtype_name(dtype) << " [" << rows << ", " << cols << "] row " << r << " column "
+              << k;
+        }
+      // Each row in a buffer of its own.
+      std::vector<std::vector<std::uint8_t>> scattered;
+      std::vector<const std::byte*> starts;
+      for (std::int64_t r = 0; r < rows; ++r)
+        scattered.emplace_back(
+            matrix.begin() + static_cast<std::ptrdiff_t>(r * cols * element),
+            matrix.begin() + static_cast<std::ptrdiff_t>((r + 1) * cols * element));
+      for (const auto& row : scattered)
+        starts.push_back(reinterpret_cast<const std::byte*>(row.data()));
+      std::vector<std::byte> from_rows(panels.size(), std::byte{0xCD});
+      pack_panels_rows(starts, dtype, cols, from_rows.data());
+      EXPECT_EQ(from_rows, panels) << dtype_name(dtype) << " [" << rows << ", " << cols << "]";
+    }
+  EXPECT_THROW(pack_panels_rows({}, DType::q8_0, 32, nullptr), std::invalid_argument);
 }
 
 // f16 matrices are widened to f32 panels, as pack() widens f16 weights.

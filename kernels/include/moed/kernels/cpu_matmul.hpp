@@ -209,6 +209,8 @@ class CpuMatmul {
   bool bf16_rows_equal_onednn(const PackedWeight& weight);
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
+  // Fills row_starts_ with where each row of the parts (all of `dtype`) starts.
+  void gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols, DType dtype);
   // Packs with moed's own transpose (parts in the compute dtype, any number).
   void pack_rows(std::span<const WeightPart> parts, std::int64_t cols,
                  const detail::BlockedLayout& layout, PackedWeight& packed);
@@ -221,7 +223,8 @@ class CpuMatmul {
   // u8 [rows * cols * elem] stacking/conversion scratch for pack(); grow-only, because fresh
   // multi-MB allocations pay a page fault per 4 KiB on every pack.
   std::vector<unsigned char> staging_;
-  std::vector<const std::byte*> row_starts_;  // [rows] where each plain row starts, for pack_rows
+  // [rows] where each plain row starts, for pack_rows and panels
+  std::vector<const std::byte*> row_starts_;
   std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights
 };
 

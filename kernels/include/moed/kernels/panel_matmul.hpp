@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "moed/kernels/dtype.hpp"
 
@@ -25,6 +26,11 @@ std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols);
 // (panel_bytes of it), panels spread over the OpenMP threads.
 void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_t cols,
                  std::byte* out);
+
+// As pack_panels, from the matrix's rows wherever they lie (rows.size() of them, `cols` elements
+// each): a stacked weight's parts go in without being copied together first.
+void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::int64_t cols,
+                      std::byte* out);
 
 // As pack_panels, from the matrix's transpose ([cols, rows] row-major): each panel row is then a
 // contiguous run of it.
@@ -61,6 +67,10 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
 // and run only where the CPU has it.
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
+// One whole panel (kPanelWidth rows, `cols` a multiple of 16) packed through 16x16 register
+// transposes, byte for byte what pack_panels writes element by element.
+void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t cols,
+                       std::byte* panel);
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
 }  // namespace detail
