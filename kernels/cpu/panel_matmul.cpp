@@ -57,6 +57,12 @@ void pack_panel_scalar(std::span<const std::byte* const> rows, std::int64_t cols
     std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, Element{});
 }
 
+void require_panel_path(PanelPath path, const char* caller) {
+  if (path > best_panel_path())
+    throw std::invalid_argument(std::string(caller) + ": this CPU cannot take the " +
+                                panel_path_name(path) + " path");
+}
+
 void require_panel_dtype(DType dtype, const char* caller) {
   if (!panel_dtype_supported(dtype))
     throw std::invalid_argument(std::string(caller) + ": no panels for dtype " +
@@ -75,12 +81,13 @@ std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
 }
 
 void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::int64_t cols,
-                      std::byte* out) {
+                      std::byte* out, PanelPath path) {
   require_panel_dtype(dtype, "pack_panels_rows");
+  require_panel_path(path, "pack_panels_rows");
   const auto count = static_cast<std::int64_t>(rows.size());
   const std::size_t one_panel = static_cast<std::size_t>(kPanelWidth * cols) * dtype_size(dtype);
-  // Whole panels of whole 16-column runs go through registers; the rest element by element.
-  const bool in_registers = best_panel_path() == PanelPath::avx512 && cols % 16 == 0;
+  const bool in_registers =
+      (path == PanelPath::avx512 && cols % 16 == 0) || (path == PanelPath::avx2 && cols % 8 == 0);
   // Panels over OpenMP's threads, as pack_row_tiles spreads tiles: a streamed expert has compute
   // waiting on its packing.
 #pragma omp parallel for schedule(static)
@@ -90,7 +97,11 @@ void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::
         rows.subspan(static_cast<std::size_t>(p * kPanelWidth),
                      static_cast<std::size_t>(std::min(kPanelWidth, count - p * kPanelWidth)));
     if (in_registers && panel_rows.size() == static_cast<std::size_t>(kPanelWidth)) {
-      detail::pack_panel_avx512(dtype, panel_rows.data(), cols, panel);
+      if (path == PanelPath::avx512) {
+        detail::pack_panel_avx512(dtype, panel_rows.data(), cols, panel);
+      } else {
+        detail::pack_panel_avx2(dtype, panel_rows.data(), cols, panel);
+      }
     } else if (dtype == DType::f32) {
       pack_panel_scalar(panel_rows, cols, reinterpret_cast<float*>(panel));
     } else {
@@ -202,9 +213,7 @@ std::uint32_t panel_units(std::int64_t batch, std::int64_t rows) {
 
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
                   std::int64_t cols, const float* x, std::int64_t m, float* y, PanelPath path) {
-  if (path > best_panel_path())
-    throw std::invalid_argument(std::string("panel_matmul: this CPU cannot take the ") +
-                                panel_path_name(path) + " path");
+  require_panel_path(path, "panel_matmul");
   // On moed's Team for a decode step's few rows, as the quantized products run, so that its
   // spinning workers and libgomp's do not take turns on the same cores.
   detail::over_stolen_ranges(

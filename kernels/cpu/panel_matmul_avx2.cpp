@@ -79,6 +79,68 @@ void dispatch(const std::byte* panel, std::int64_t depth, const float* x, std::i
 
 }  // namespace
 
+namespace {
+
+// Transposes an 8x8 matrix of 32-bit units held one row per register.
+void transpose_8x8(__m256i rows[8]) {
+  __m256i t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    rows[4 * i + 0] = _mm256_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    rows[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    rows[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    rows[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm256_permute2x128_si256(rows[j], rows[4 + j], 0x20);
+    t[4 + j] = _mm256_permute2x128_si256(rows[j], rows[4 + j], 0x31);
+  }
+  for (int j = 0; j < 8; ++j) rows[j] = t[j];
+}
+
+}  // namespace
+
+void pack_panel_avx2(DType dtype, const std::byte* const* rows, std::int64_t cols,
+                     std::byte* panel) {
+  // Eight rows (f32) or eight pairs of rows (bf16, a pair's two elements of a column made one
+  // 32-bit unit, the even row's low) by eight columns per transpose: register k then holds
+  // column k's lanes, as the panel stores them.
+  __m256i tile[8];
+  if (dtype == DType::f32) {
+    auto* out = reinterpret_cast<float*>(panel);
+    for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 8)
+      for (std::int64_t k0 = 0; k0 < cols; k0 += 8) {
+        for (std::int64_t r = 0; r < 8; ++r)
+          tile[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+              rows[j0 + r] + k0 * static_cast<std::int64_t>(sizeof(float))));
+        transpose_8x8(tile);
+        for (std::int64_t k = 0; k < 8; ++k)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (k0 + k) * kPanelWidth + j0),
+                              tile[k]);
+      }
+    return;
+  }
+  auto* out = reinterpret_cast<std::uint16_t*>(panel);
+  for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 16)
+    for (std::int64_t k0 = 0; k0 < cols; k0 += 8) {
+      for (std::int64_t pair = 0; pair < 8; ++pair) {
+        const auto column = k0 * static_cast<std::int64_t>(sizeof(std::uint16_t));
+        const __m128i even =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[j0 + 2 * pair] + column));
+        const __m128i odd =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[j0 + 2 * pair + 1] + column));
+        tile[pair] = _mm256_or_si256(_mm256_cvtepu16_epi32(even),
+                                     _mm256_slli_epi32(_mm256_cvtepu16_epi32(odd), 16));
+      }
+      transpose_8x8(tile);
+      for (std::int64_t k = 0; k < 8; ++k)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (k0 + k) * kPanelWidth + j0), tile[k]);
+    }
+}
+
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
   if (dtype == DType::f32) {

@@ -149,21 +149,29 @@ void BM_PanelMatmul(benchmark::State& state) {
 BENCHMARK(BM_PanelMatmul)->ArgsProduct({{0, 1}, {0, 1, 2}, {1, 64}})->UseRealTime();
 
 // Packing that weight into panels from its rows, as CpuMatmul::pack does for a streamed expert
-// where oneDNN has no brgemm for its dtype (arg 0: 0 f32, 1 bf16). Bytes/s of source.
+// where oneDNN has no brgemm for its dtype (arg 0: 0 f32, 1 bf16), on each path this CPU runs
+// (arg 1: 0 element by element, 1 AVX2 transposes, 2 AVX-512 ones). Bytes/s of source.
 void BM_PackPanels(benchmark::State& state) {
   const DType dtype = state.range(0) == 0 ? DType::f32 : DType::bf16;
+  const auto path = static_cast<PanelPath>(state.range(1));
+  if (path > best_panel_path()) {
+    state.SkipWithError("this CPU cannot take the path");
+    return;
+  }
   const std::int64_t rows = 1024, cols = 2816;
-  std::vector<std::byte> source(static_cast<std::size_t>(rows * cols) * dtype_size(dtype),
-                                std::byte{1});
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(dtype);
+  std::vector<std::byte> source(static_cast<std::size_t>(rows) * row_bytes, std::byte{1});
+  std::vector<const std::byte*> starts;
+  for (std::int64_t r = 0; r < rows; ++r) starts.push_back(source.data() + r * row_bytes);
   std::vector<std::byte> out(panel_bytes(dtype, rows, cols));
   for (auto _ : state) {
-    pack_panels(source.data(), dtype, rows, cols, out.data());
+    pack_panels_rows(starts, dtype, cols, out.data(), path);
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(source.size()));
-  state.SetLabel(std::string(dtype_name(dtype)));
+  state.SetLabel(std::string(dtype_name(dtype)) + " " + panel_path_name(path));
 }
-BENCHMARK(BM_PackPanels)->Arg(0)->Arg(1)->UseRealTime();
+BENCHMARK(BM_PackPanels)->ArgsProduct({{0, 1}, {0, 1, 2}})->UseRealTime();
 
 void BM_ReadBandwidth(benchmark::State& state) {
   ReadBandwidthProbe probe(1ull << 30);

@@ -495,12 +495,12 @@ TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
 
 // Panels by their definition: row r is lane r % 64 of panel r / 64, each panel [cols][64], lanes
 // past the last row zero. Shapes take the register transposes (whole panels, cols a multiple of
-// 16) and the element-by-element rest; rows given one by one, from scattered places, give the
-// same bytes.
+// 16 or 8) and the element-by-element rest; rows given one by one, from scattered places, give
+// the same bytes on every path.
 TEST(Panels, PackedBytesFollowTheLayout) {
   for (const DType dtype : {DType::f32, DType::bf16})
     for (const auto& [rows, cols] : std::vector<std::pair<std::int64_t, std::int64_t>>{
-             {64, 16}, {128, 704}, {100, 48}, {130, 40}, {1, 33}, {192, 7}}) {
+             {64, 16}, {128, 704}, {100, 48}, {130, 40}, {64, 24}, {1, 33}, {192, 7}}) {
       const std::size_t element = dtype_size(dtype);
       std::vector<std::uint8_t> matrix(static_cast<std::size_t>(rows * cols) * element);
       std::mt19937 rng(static_cast<std::uint32_t>(rows * 1000 + cols));
@@ -530,9 +530,13 @@ TEST(Panels, PackedBytesFollowTheLayout) {
             matrix.begin() + static_cast<std::ptrdiff_t>((r + 1) * cols * element));
       for (const auto& row : scattered)
         starts.push_back(reinterpret_cast<const std::byte*>(row.data()));
-      std::vector<std::byte> from_rows(panels.size(), std::byte{0xCD});
-      pack_panels_rows(starts, dtype, cols, from_rows.data());
-      EXPECT_EQ(from_rows, panels) << dtype_name(dtype) << " [" << rows << ", " << cols << "]";
+      for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512}) {
+        if (path > best_panel_path()) continue;
+        std::vector<std::byte> from_rows(panels.size(), std::byte{0xCD});
+        pack_panels_rows(starts, dtype, cols, from_rows.data(), path);
+        EXPECT_EQ(from_rows, panels) << dtype_name(dtype) << " [" << rows << ", " << cols
+                                     << "] on the " << panel_path_name(path) << " path";
+      }
     }
   EXPECT_THROW(pack_panels_rows({}, DType::q8_0, 32, nullptr), std::invalid_argument);
 }

@@ -18,6 +18,13 @@ namespace moed::kernels {
 // same whatever the other rows are and however the work is split over threads.
 inline constexpr std::int64_t kPanelWidth = 64;
 
+// The kernel's paths, in order: generic C++ (any x86-64; std::fma is a library call without
+// FMA), AVX2 with FMA, AVX-512F. All round alike (one fused multiply-add per weight, in input
+// order), so they give the same bits.
+enum class PanelPath { generic, avx2, avx512 };
+PanelPath best_panel_path();
+const char* panel_path_name(PanelPath path);
+
 // Weight dtypes the panels hold: f32 and bf16 (widened to f32 in the kernel).
 bool panel_dtype_supported(DType dtype);
 // Bytes of one [rows, cols] matrix in panels.
@@ -28,21 +35,17 @@ void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_
                  std::byte* out);
 
 // As pack_panels, from the matrix's rows wherever they lie (rows.size() of them, `cols` elements
-// each): a stacked weight's parts go in without being copied together first.
+// each): a stacked weight's parts go in without being copied together first. Whole panels of
+// whole 16-column (AVX-512) or 8-column (AVX2) runs go through register transposes, the rest
+// element by element; `path` (at most best_panel_path()) picks which, for tests: every path
+// writes the same bytes.
 void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::int64_t cols,
-                      std::byte* out);
+                      std::byte* out, PanelPath path = best_panel_path());
 
 // As pack_panels, from the matrix's transpose ([cols, rows] row-major): each panel row is then a
 // contiguous run of it.
 void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t rows,
                             std::int64_t cols, std::byte* out);
-
-// The kernel's paths, in order: generic C++ (any x86-64; std::fma is a library call without
-// FMA), AVX2 with FMA, AVX-512F. All round alike (one fused multiply-add per weight, in input
-// order), so they give the same bits.
-enum class PanelPath { generic, avx2, avx512 };
-PanelPath best_panel_path();
-const char* panel_path_name(PanelPath path);
 
 // For each of `batch` matrices b (panels at panels + b * panel_bytes): y[b, i, :] =
 // W_b x[b, i, :] for i in [0, m). x: f32 [batch, m, cols]; y: f32 [batch, m, rows]. Work spread
@@ -71,6 +74,9 @@ void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth,
 // transposes, byte for byte what pack_panels writes element by element.
 void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t cols,
                        std::byte* panel);
+// The same through 8x8 transposes, `cols` a multiple of 8.
+void pack_panel_avx2(DType dtype, const std::byte* const* rows, std::int64_t cols,
+                     std::byte* panel);
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
 }  // namespace detail
