@@ -15,6 +15,7 @@
 
 #include "commands.hpp"
 #include "daemon.hpp"
+#include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant_dot.hpp"
 
 namespace {
@@ -89,7 +90,11 @@ int main(int argc, char** argv) {
   app.footer(
       "Environment:\n"
       "  MOED_MAX_QUANT_ISA=avx2|scalar   run the quantized (GGUF) kernels no better than that\n"
-      "                                   path, as a CPU without AVX-512 VNNI (or AVX2) would");
+      "                                   path, as a CPU without AVX-512 VNNI (or AVX2) would\n"
+      "  MOED_MAX_PANEL_ISA=avx2|generic  run moed's panels (bf16/f32 weights where oneDNN has no\n"
+      "                                   brgemm) no better than that path, as a CPU without\n"
+      "                                   AVX-512 (or AVX2) would; with ONEDNN_MAX_CPU_ISA=AVX2\n"
+      "                                   and MOED_MAX_QUANT_ISA=avx2, what an AVX2-only CPU runs");
   app.require_subcommand(0, 1);
   DaemonArgs daemon;
   app.add_option("--config", daemon.config,
@@ -250,6 +255,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moed: error: %s=%s names no path (%s)\n",
                  moed::kernels::kMaxQuantIsaVariable, cap,
                  moed::kernels::quant_isa_names().c_str());
+    return 1;
+  }
+  if (const char* cap = std::getenv(moed::kernels::kMaxPanelIsaVariable);
+      cap != nullptr && !moed::kernels::panel_path_named(cap)) {
+    std::fprintf(stderr, "moed: error: %s=%s names no path (%s)\n",
+                 moed::kernels::kMaxPanelIsaVariable, cap,
+                 moed::kernels::panel_path_names().c_str());
     return 1;
   }
   try {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -140,11 +142,31 @@ void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t ro
 }
 
 PanelPath best_panel_path() {
-  static const PanelPath best = __builtin_cpu_supports("avx512f") ? PanelPath::avx512
-                                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                                    ? PanelPath::avx2
-                                    : PanelPath::generic;
+  static const PanelPath best = [] {
+    PanelPath most = __builtin_cpu_supports("avx512f") ? PanelPath::avx512
+                     : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                         ? PanelPath::avx2
+                         : PanelPath::generic;
+    if (const char* cap = std::getenv(kMaxPanelIsaVariable)) {
+      if (const auto named = panel_path_named(cap))
+        most = std::min(most, *named);
+      else
+        std::fprintf(stderr, "moed: %s=%s names no path (%s); ignored\n", kMaxPanelIsaVariable, cap,
+                     panel_path_names().c_str());
+    }
+    return most;
+  }();
   return best;
+}
+
+std::optional<PanelPath> panel_path_named(std::string_view name) {
+  for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512})
+    if (name == panel_path_name(path)) return path;
+  return std::nullopt;
+}
+
+std::string panel_path_names() {
+  return "generic, avx2, avx512";
 }
 
 const char* panel_path_name(PanelPath path) {

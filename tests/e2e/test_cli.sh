@@ -198,6 +198,14 @@ expect_error "bad token list" "not a token id" "$moed" logits --model "$models/t
 expect_error "a daemon option before a subcommand" "--threads is an option of the daemon; .*moed bench --threads" "$moed" --threads 2 bench --model "$models/tiny-f32"
 expect_error "a daemon-only option with a subcommand" "--socket is an option of the daemon, not of moed info" "$moed" --socket /tmp/x.sock info --model "$models/tiny-f32"
 expect_error "an unknown quantized-kernel path" "MOED_MAX_QUANT_ISA=avx3 names no path (scalar, avx2, avx512_vnni)" env MOED_MAX_QUANT_ISA=avx3 "$moed" info --model "$models/tiny-f32"
+expect_error "an unknown panel path" "MOED_MAX_PANEL_ISA=sse names no path (generic, avx2, avx512)" env MOED_MAX_PANEL_ISA=sse "$moed" info --model "$models/tiny-f32"
+if ! grep -qw avx2 /proc/cpuinfo; then
+  echo "skip MOED_MAX_PANEL_ISA=avx2: this CPU has no AVX2"
+elif ONEDNN_MAX_CPU_ISA=AVX2 MOED_MAX_PANEL_ISA=avx2 "$moed" bench --model "$models/tiny-f32" \
+    --bandwidth-mib 64 --prompt-tokens 16 --decode-tokens 8 >/dev/null 2>"$work/err" &&
+  grep -q "matmul moed avx2 f32 panels" "$work/err"; then
+  pass "MOED_MAX_PANEL_ISA=avx2 with oneDNN at AVX2: f32 in moed's AVX2 panels"
+else fail "MOED_MAX_PANEL_ISA=avx2 bench"; cat "$work/err"; fi
 if ! grep -qw avx2 /proc/cpuinfo; then
   echo "skip MOED_MAX_QUANT_ISA=avx2: this CPU has no AVX2"
 elif MOED_MAX_QUANT_ISA=avx2 "$moed" bench --model "$models/tiny-q4_k_m.gguf" --host-budget 25% \

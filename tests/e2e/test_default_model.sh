@@ -25,12 +25,12 @@ assert rel < 1e-3, rel
 PY
 then pass "held-out perplexity within 0.1% of PyTorch's"; else fail "held-out perplexity"; cat "$work/err" "$work/full.json"; fi
 
-# A CPU with AVX2 alone (oneDNN capped at AVX2 here) has no oneDNN bf16 matmul: the bf16 weights
-# are computed in moed's panels instead, with activations kept in f32, and give the same
-# perplexity as PyTorch's.
+# A CPU with AVX2 alone (oneDNN and moed's own kernels capped at AVX2 here) has no oneDNN bf16
+# matmul: the bf16 weights are computed in moed's AVX2 panels instead, with activations kept in
+# f32, and give the same perplexity as PyTorch's.
 if [[ -n ${MOED_SANITIZED:-} ]]; then
   echo "skip held-out golden with oneDNN capped at AVX2: sanitizer build (checked in the normal build)"
-elif ONEDNN_MAX_CPU_ISA=AVX2 "$moed" perplexity --model "$model" --file "$model/heldout.txt" \
+elif ONEDNN_MAX_CPU_ISA=AVX2 MOED_MAX_PANEL_ISA=avx2 MOED_MAX_QUANT_ISA=avx2 "$moed" perplexity --model "$model" --file "$model/heldout.txt" \
      --context "$context" --json >"$work/avx2.json" 2>"$work/err" &&
    /usr/bin/python3 - "$work/avx2.json" "$model/eval.json" <<'PY'
 import json, sys
@@ -40,7 +40,7 @@ rel = abs(got["perplexity"] - want["perplexity"]) / want["perplexity"]
 print("moed with oneDNN at AVX2 %.4f, PyTorch %.4f, relative difference %.2e" % (got["perplexity"], want["perplexity"], rel))
 assert rel < 1e-3, rel
 PY
-then pass "held-out perplexity with oneDNN capped at AVX2 (bf16 in moed's panels) within 0.1% of PyTorch's"
+then pass "held-out perplexity capped at AVX2 (bf16 in moed's AVX2 panels) within 0.1% of PyTorch's"
 else fail "held-out perplexity with oneDNN capped at AVX2"; cat "$work/err" "$work/avx2.json"; fi
 
 # Trained routing has the structure real routing has (README, "Memory tiers"). Replayed as

@@ -493,6 +493,15 @@ TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
       }
 }
 
+// MOED_MAX_PANEL_ISA takes the paths' own names (the daemon refuses any other at start).
+TEST(Panels, PathsAreNamedAsTheyPrint) {
+  for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512})
+    EXPECT_EQ(panel_path_named(panel_path_name(path)), path);
+  EXPECT_EQ(panel_path_named("sse"), std::nullopt);
+  EXPECT_EQ(panel_path_named("AVX2"), std::nullopt);
+  EXPECT_EQ(panel_path_names(), "generic, avx2, avx512");
+}
+
 // Panels by their definition: row r is lane r % 64 of panel r / 64, each panel [cols][64], lanes
 // past the last row zero. Shapes take the register transposes (whole panels, cols a multiple of
 // 16 or 8) and the element-by-element rest; rows given one by one, from scattered places, give

@@ -2,7 +2,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 
 #include "moed/kernels/dtype.hpp"
 
@@ -22,8 +25,18 @@ inline constexpr std::int64_t kPanelWidth = 64;
 // FMA), AVX2 with FMA, AVX-512F. All round alike (one fused multiply-add per weight, in input
 // order), so they give the same bits.
 enum class PanelPath { generic, avx2, avx512 };
+// The environment variable that caps best_panel_path(): a path's name, to run (and test) on this
+// CPU the panels a CPU without the better paths runs (only those: the quantized kernels have
+// MOED_MAX_QUANT_ISA, oneDNN ONEDNN_MAX_CPU_ISA).
+inline constexpr const char* kMaxPanelIsaVariable = "MOED_MAX_PANEL_ISA";
+// The best path this CPU runs (AVX-512F; AVX2 with FMA), at most the one kMaxPanelIsaVariable
+// names. Read once; a value that names no path is ignored with a warning (the daemon refuses it
+// at start).
 PanelPath best_panel_path();
 const char* panel_path_name(PanelPath path);
+// The path panel_path_name calls `name`, or none; every path's name, worst first, for messages.
+std::optional<PanelPath> panel_path_named(std::string_view name);
+std::string panel_path_names();
 
 // Weight dtypes the panels hold: f32 and bf16 (widened to f32 in the kernel).
 bool panel_dtype_supported(DType dtype);
