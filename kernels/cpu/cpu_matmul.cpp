@@ -369,11 +369,22 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
     }
   } else if (first.dtype == compute) {
     // Matrices over OpenMP's threads, as pack_row_tiles spreads tiles: a ring section packs
-    // every dense layer it loads.
+    // every dense layer it loads. Every row start is gathered first, so that nothing in the
+    // region allocates (an exception may not leave it).
+    if (order == MatrixOrder::rows_first) gather_row_starts(matrices, cols, compute);
+    const std::span<const std::byte* const> starts = row_starts_;
 #pragma omp parallel for schedule(static)
-    for (std::int64_t b = 0; b < batch; ++b)
-      pack_plain(matrices[static_cast<std::size_t>(b)].data,
-                 packed.storage_.get() + static_cast<std::size_t>(b) * matrix_bytes);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      std::byte* out = packed.storage_.get() + static_cast<std::size_t>(b) * matrix_bytes;
+      if (order == MatrixOrder::cols_first) {
+        pack_panels_transposed(matrices[static_cast<std::size_t>(b)].data, compute, first.rows,
+                               cols, out);
+      } else {
+        pack_panels_rows(starts.subspan(static_cast<std::size_t>(b * first.rows),
+                                        static_cast<std::size_t>(first.rows)),
+                         compute, cols, out);
+      }
+    }
   } else {
     // Widened element by element, so either order stays as it is.
     for (std::size_t b = 0; b < matrices.size(); ++b)

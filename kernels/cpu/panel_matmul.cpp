@@ -20,6 +20,8 @@ constexpr std::int64_t kRowBlock = 6;
 // Bytes of a panel's rows that the blocks of x's rows take in turn: within L1 (32-48 KB on the
 // x86 cores moed runs on) beside the rows of x they meet.
 constexpr std::size_t kDepthBytes = 16 * 1024;
+// Rows of x whose running sums a thread holds at a time (63 KiB of them).
+constexpr std::int64_t kSumsRows = 42 * kRowBlock;
 
 std::int64_t panel_count(std::int64_t rows) {
   return (rows + kPanelWidth - 1) / kPanelWidth;
@@ -42,12 +44,14 @@ void panel_block_generic(DType dtype, const std::byte* panel, std::int64_t depth
 }
 
 // Row r of the matrix becomes lane r % kPanelWidth of panel r / kPanelWidth; the lanes past the
-// last row are zero. Transposed a square of kPanelWidth inputs at a time, so that the lines
-// written stay in L1 while the rows are read across them. `rows` are the panel's own.
+// last row are zero. Columns [first_column, cols) of one panel (`rows` are the panel's own),
+// transposed a square of kPanelWidth inputs at a time, so that the lines written stay in L1
+// while the rows are read across them.
 template <typename Element>
-void pack_panel_scalar(std::span<const std::byte* const> rows, std::int64_t cols, Element* panel) {
+void pack_panel_scalar(std::span<const std::byte* const> rows, std::int64_t first_column,
+                       std::int64_t cols, Element* panel) {
   const auto width = static_cast<std::int64_t>(rows.size());
-  for (std::int64_t k0 = 0; k0 < cols; k0 += kPanelWidth) {
+  for (std::int64_t k0 = first_column; k0 < cols; k0 += kPanelWidth) {
     const std::int64_t depth = std::min(kPanelWidth, cols - k0);
     for (std::int64_t j = 0; j < width; ++j) {
       const Element* row = reinterpret_cast<const Element*>(rows[static_cast<std::size_t>(j)]) + k0;
@@ -55,8 +59,17 @@ void pack_panel_scalar(std::span<const std::byte* const> rows, std::int64_t cols
       for (std::int64_t k = 0; k < depth; ++k) lane[k * kPanelWidth] = row[k];
     }
   }
-  for (std::int64_t k = 0; width < kPanelWidth && k < cols; ++k)
+  for (std::int64_t k = first_column; width < kPanelWidth && k < cols; ++k)
     std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, Element{});
+}
+
+// Columns of a whole panel that go through register transposes on `path`, from the first: 16 at
+// a time on AVX-512, 8 of bf16 on AVX2 (for f32, AVX2's 8x8 transposes writing half lines ran no
+// faster than the element-by-element loop).
+std::int64_t columns_in_registers(PanelPath path, DType dtype, std::int64_t cols) {
+  if (path == PanelPath::avx512) return cols / 16 * 16;
+  if (path == PanelPath::avx2 && dtype == DType::bf16) return cols / 8 * 8;
+  return 0;
 }
 
 void require_panel_path(PanelPath path, const char* caller) {
@@ -88,8 +101,6 @@ void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::
   require_panel_path(path, "pack_panels_rows");
   const auto count = static_cast<std::int64_t>(rows.size());
   const std::size_t one_panel = static_cast<std::size_t>(kPanelWidth * cols) * dtype_size(dtype);
-  const bool in_registers =
-      (path == PanelPath::avx512 && cols % 16 == 0) || (path == PanelPath::avx2 && cols % 8 == 0);
   // Panels over OpenMP's threads, as pack_row_tiles spreads tiles: a streamed expert has compute
   // waiting on its packing.
 #pragma omp parallel for schedule(static)
@@ -98,16 +109,17 @@ void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::
     const auto panel_rows =
         rows.subspan(static_cast<std::size_t>(p * kPanelWidth),
                      static_cast<std::size_t>(std::min(kPanelWidth, count - p * kPanelWidth)));
-    if (in_registers && panel_rows.size() == static_cast<std::size_t>(kPanelWidth)) {
-      if (path == PanelPath::avx512) {
-        detail::pack_panel_avx512(dtype, panel_rows.data(), cols, panel);
-      } else {
-        detail::pack_panel_avx2(dtype, panel_rows.data(), cols, panel);
-      }
-    } else if (dtype == DType::f32) {
-      pack_panel_scalar(panel_rows, cols, reinterpret_cast<float*>(panel));
+    const std::int64_t transposed = panel_rows.size() == static_cast<std::size_t>(kPanelWidth)
+                                        ? columns_in_registers(path, dtype, cols)
+                                        : 0;
+    if (transposed > 0 && path == PanelPath::avx512)
+      detail::pack_panel_avx512(dtype, panel_rows.data(), transposed, panel);
+    else if (transposed > 0)
+      detail::pack_panel_bf16_avx2(panel_rows.data(), transposed, panel);
+    if (dtype == DType::f32) {
+      pack_panel_scalar(panel_rows, transposed, cols, reinterpret_cast<float*>(panel));
     } else {
-      pack_panel_scalar(panel_rows, cols, reinterpret_cast<std::uint16_t*>(panel));
+      pack_panel_scalar(panel_rows, transposed, cols, reinterpret_cast<std::uint16_t*>(panel));
     }
   }
 }
@@ -194,36 +206,41 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
   // each block. The running sums go through memory between runs unchanged, so each output is
   // still one chain in input order.
   const auto depth_step = static_cast<std::int64_t>(kDepthBytes / panel_row);
+  // At most kSumsRows rows' sums at a time, so that a long prompt does not leave each thread a
+  // large scratch; the panel is read again for each further chunk of rows.
   thread_local std::vector<float> sums;
   for (std::int64_t unit = first; unit < last; ++unit) {
     const std::int64_t b = unit / per_matrix;
     const std::int64_t p = unit % per_matrix;
     const std::byte* panel = panels + static_cast<std::size_t>(b) * matrix_bytes +
                              static_cast<std::size_t>(p) * one_panel;
-    sums.assign(static_cast<std::size_t>(m * kPanelWidth), 0.0f);
-    for (std::int64_t k0 = 0; k0 < cols; k0 += depth_step) {
-      const std::int64_t depth = std::min(depth_step, cols - k0);
-      const std::byte* rows_k0 = panel + static_cast<std::size_t>(k0) * panel_row;
-      for (std::int64_t i = 0; i < m; i += kRowBlock) {
-        const std::int64_t block = std::min(kRowBlock, m - i);
-        const float* xb = x + (b * m + i) * cols + k0;
-        float* acc = sums.data() + i * kPanelWidth;
-        switch (path) {
-          case PanelPath::avx512:
-            panel_block_avx512(dtype, rows_k0, depth, xb, cols, block, acc);
-            break;
-          case PanelPath::avx2:
-            panel_block_avx2(dtype, rows_k0, depth, xb, cols, block, acc);
-            break;
-          default:
-            panel_block_generic(dtype, rows_k0, depth, xb, cols, block, acc);
+    const std::int64_t width = std::min(kPanelWidth, rows - p * kPanelWidth);
+    for (std::int64_t i0 = 0; i0 < m; i0 += kSumsRows) {
+      const std::int64_t chunk = std::min(kSumsRows, m - i0);
+      sums.assign(static_cast<std::size_t>(chunk * kPanelWidth), 0.0f);
+      for (std::int64_t k0 = 0; k0 < cols; k0 += depth_step) {
+        const std::int64_t depth = std::min(depth_step, cols - k0);
+        const std::byte* rows_k0 = panel + static_cast<std::size_t>(k0) * panel_row;
+        for (std::int64_t i = 0; i < chunk; i += kRowBlock) {
+          const std::int64_t block = std::min(kRowBlock, chunk - i);
+          const float* xb = x + (b * m + i0 + i) * cols + k0;
+          float* acc = sums.data() + i * kPanelWidth;
+          switch (path) {
+            case PanelPath::avx512:
+              panel_block_avx512(dtype, rows_k0, depth, xb, cols, block, acc);
+              break;
+            case PanelPath::avx2:
+              panel_block_avx2(dtype, rows_k0, depth, xb, cols, block, acc);
+              break;
+            default:
+              panel_block_generic(dtype, rows_k0, depth, xb, cols, block, acc);
+          }
         }
       }
+      for (std::int64_t i = 0; i < chunk; ++i)
+        std::memcpy(y + (b * m + i0 + i) * rows + p * kPanelWidth, sums.data() + i * kPanelWidth,
+                    static_cast<std::size_t>(width) * sizeof(float));
     }
-    const std::int64_t width = std::min(kPanelWidth, rows - p * kPanelWidth);
-    for (std::int64_t i = 0; i < m; ++i)
-      std::memcpy(y + (b * m + i) * rows + p * kPanelWidth, sums.data() + i * kPanelWidth,
-                  static_cast<std::size_t>(width) * sizeof(float));
   }
 }
 
@@ -236,6 +253,7 @@ std::uint32_t panel_units(std::int64_t batch, std::int64_t rows) {
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
                   std::int64_t cols, const float* x, std::int64_t m, float* y, PanelPath path) {
   require_panel_path(path, "panel_matmul");
+  require_panel_dtype(dtype, "panel_matmul");
   // On moed's Team for a decode step's few rows, as the quantized products run, so that its
   // spinning workers and libgomp's do not take turns on the same cores.
   detail::over_stolen_ranges(

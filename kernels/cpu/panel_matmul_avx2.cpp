@@ -31,15 +31,25 @@ void slice(const std::byte* panel, std::int64_t depth, const float* x, std::int6
     for (int q = 0; q < kVectors; ++q)
       acc[r][q] = _mm256_loadu_ps(sums + r * kPanelWidth + first + q * 8);
   for (std::int64_t k = 0; k < depth; ++k) {
-    __m256 w[kVectors];
+    if constexpr (kRows == 1) {
+      // Each weight widened just before its multiply-add: eight sums, eight widened weights and
+      // x would need seventeen registers.
+      const __m256 xv = _mm256_broadcast_ss(x + k);
 #pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q)
-      w[q] = load_widened<dtype>(panel, k * kPanelWidth + first + q * 8);
+      for (int q = 0; q < kVectors; ++q)
+        acc[0][q] = _mm256_fmadd_ps(xv, load_widened<dtype>(panel, k * kPanelWidth + first + q * 8),
+                                    acc[0][q]);
+    } else {
+      __m256 w[kVectors];
 #pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) {
-      const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
+      for (int q = 0; q < kVectors; ++q)
+        w[q] = load_widened<dtype>(panel, k * kPanelWidth + first + q * 8);
 #pragma GCC unroll 8
-      for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm256_fmadd_ps(xv, w[q], acc[r][q]);
+      for (int r = 0; r < kRows; ++r) {
+        const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
+#pragma GCC unroll 8
+        for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm256_fmadd_ps(xv, w[q], acc[r][q]);
+      }
     }
   }
 #pragma GCC unroll 8
@@ -103,26 +113,11 @@ void transpose_8x8(__m256i rows[8]) {
 
 }  // namespace
 
-void pack_panel_avx2(DType dtype, const std::byte* const* rows, std::int64_t cols,
-                     std::byte* panel) {
-  // Eight rows (f32) or eight pairs of rows (bf16, a pair's two elements of a column made one
-  // 32-bit unit, the even row's low) by eight columns per transpose: register k then holds
-  // column k's lanes, as the panel stores them.
+void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel) {
+  // Eight pairs of rows (a pair's two elements of a column made one 32-bit unit, the even row's
+  // low) by eight columns per transpose: register k then holds column k's lanes, as the panel
+  // stores them.
   __m256i tile[8];
-  if (dtype == DType::f32) {
-    auto* out = reinterpret_cast<float*>(panel);
-    for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 8)
-      for (std::int64_t k0 = 0; k0 < cols; k0 += 8) {
-        for (std::int64_t r = 0; r < 8; ++r)
-          tile[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-              rows[j0 + r] + k0 * static_cast<std::int64_t>(sizeof(float))));
-        transpose_8x8(tile);
-        for (std::int64_t k = 0; k < 8; ++k)
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (k0 + k) * kPanelWidth + j0),
-                              tile[k]);
-      }
-    return;
-  }
   auto* out = reinterpret_cast<std::uint16_t*>(panel);
   for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 16)
     for (std::int64_t k0 = 0; k0 < cols; k0 += 8) {

@@ -318,8 +318,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16Rows,
 
 // Plain weights go to oneDNN's brgemm where it has one for their dtype, to moed's panels
 // otherwise: with no ISA cap of the user's on a CPU with AVX512-BF16, both dtypes go to oneDNN;
-// with oneDNN capped at AVX2 (what it does on a CPU with AVX2 alone), both to the panels, and at
-// AVX512_CORE (no AVX512-BF16) bf16 alone.
+// with oneDNN capped at AVX2 (what it does on a CPU with AVX2 alone), both to the panels (f32
+// not where the panels themselves are capped to their generic C++), and at AVX512_CORE or on an
+// AVX-512 CPU without AVX512-BF16, bf16 alone.
 TEST(Matmul, PlainWeightsGoToOneDnnsBrgemmOrToPanels) {
   const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
   if (std::getenv("DNNL_MAX_CPU_ISA") != nullptr) GTEST_SKIP() << "DNNL_MAX_CPU_ISA is set";
@@ -328,9 +329,9 @@ TEST(Matmul, PlainWeightsGoToOneDnnsBrgemmOrToPanels) {
     EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::f32));
     EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::bf16));
   } else if (isa == "AVX2") {
-    EXPECT_TRUE(CpuMatmul::plain_in_panels(DType::f32));
+    EXPECT_EQ(CpuMatmul::plain_in_panels(DType::f32), best_panel_path() != PanelPath::generic);
     EXPECT_TRUE(CpuMatmul::plain_in_panels(DType::bf16));
-  } else if (isa == "AVX512_CORE" && __builtin_cpu_supports("avx512f")) {
+  } else if ((isa == "AVX512_CORE" || isa.empty()) && __builtin_cpu_supports("avx512f")) {
     EXPECT_FALSE(CpuMatmul::plain_in_panels(DType::f32));
     EXPECT_TRUE(CpuMatmul::plain_in_panels(DType::bf16));
   } else {
@@ -388,7 +389,7 @@ TEST(Matmul, WidensMixedDtypesToF32AndRejectsEmptyWeights) {
 
 // MLA's per-head up-projections: a batch of small matrices in moed's panels, each applied to its
 // own rows in f32 (bf16 weights widened exactly). Shapes cover a partial last panel and more
-// rows than one block of four.
+// rows than one block of six.
 struct BatchedShape {
   DType dtype;
   std::int64_t batch, rows, cols, m;
@@ -448,13 +449,17 @@ INSTANTIATE_TEST_SUITE_P(Shapes, BatchedMatmul,
                                            BatchedShape{DType::bf16, 4, 128, 512, 6},
                                            BatchedShape{DType::f32, 2, 64, 1, 9}));
 
-// m from 1 to 13 takes every row-block kernel, alone and after full blocks; 100 rows leave a last
-// panel of 36 lanes; 700 inputs span more than one run of a panel's rows, whose sums must carry
-// over exactly.
+// m from 1 to 13 takes every row-block kernel, alone and after full blocks; 17 and 25 rows go to
+// OpenMP rather than moed's Team, 259 rows past one chunk of a thread's sums; 100 rows leave a
+// last panel of 36 lanes; 700 inputs span more than one run of a panel's rows, whose sums must
+// carry over exactly. Each path at 1, 2 and 3 threads.
 TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
   const std::int64_t batch = 2, rows = 100;
+  std::vector<std::int64_t> row_counts = {17, 25, 259};
+  for (std::int64_t m = 1; m <= 13; ++m) row_counts.push_back(m);
+  const int saved_threads = compute_threads();
   for (const std::int64_t cols : {40, 700})
-    for (std::int64_t m = 1; m <= 13; ++m)
+    for (const std::int64_t m : row_counts)
       for (const DType dtype : {DType::f32, DType::bf16}) {
         const auto w = moed::test::random_floats(static_cast<std::size_t>(batch * rows * cols), 9);
         const auto w16 = moed::test::to_bf16(w);
@@ -483,13 +488,16 @@ TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
               ASSERT_EQ(generic[static_cast<std::size_t>((b * m + i) * rows + j)], chain)
                   << dtype_name(dtype) << " m " << m << " cols " << cols;
             }
-        for (const PanelPath path : {PanelPath::avx2, PanelPath::avx512}) {
-          if (path > best_panel_path()) continue;
-          std::vector<float> fast(generic.size());
-          panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(), path);
-          EXPECT_EQ(fast, generic)
-              << dtype_name(dtype) << " " << panel_path_name(path) << " m " << m;
-        }
+        for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512})
+          for (const int threads : {1, 2, 3}) {
+            if (path > best_panel_path()) continue;
+            set_compute_threads(threads);
+            std::vector<float> fast(generic.size());
+            panel_matmul(dtype, panels.data(), batch, rows, cols, x.data(), m, fast.data(), path);
+            EXPECT_EQ(fast, generic) << dtype_name(dtype) << " " << panel_path_name(path) << " m "
+                                     << m << ", " << threads << " threads";
+          }
+        set_compute_threads(saved_threads);
       }
 }
 

@@ -48,10 +48,10 @@ void pack_panels(const void* matrix, DType dtype, std::int64_t rows, std::int64_
                  std::byte* out);
 
 // As pack_panels, from the matrix's rows wherever they lie (rows.size() of them, `cols` elements
-// each): a stacked weight's parts go in without being copied together first. Whole panels of
-// whole 16-column (AVX-512) or 8-column (AVX2) runs go through register transposes, the rest
-// element by element; `path` (at most best_panel_path()) picks which, for tests: every path
-// writes the same bytes.
+// each): a stacked weight's parts go in without being copied together first. Whole panels go
+// through register transposes 16 columns at a time on AVX-512 (8 of bf16 on AVX2), the columns
+// left over and partial panels element by element; `path` (at most best_panel_path()) picks
+// which, for tests: every path writes the same bytes.
 void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::int64_t cols,
                       std::byte* out, PanelPath path = best_panel_path());
 
@@ -83,13 +83,13 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
 // and run only where the CPU has it.
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
-// One whole panel (kPanelWidth rows, `cols` a multiple of 16) packed through 16x16 register
-// transposes, byte for byte what pack_panels writes element by element.
+// Columns [0, cols) of one whole panel (kPanelWidth rows; `cols` a multiple of 16, at most the
+// rows' length) packed through 16x16 register transposes, byte for byte what pack_panels writes
+// element by element.
 void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t cols,
                        std::byte* panel);
-// The same through 8x8 transposes, `cols` a multiple of 8.
-void pack_panel_avx2(DType dtype, const std::byte* const* rows, std::int64_t cols,
-                     std::byte* panel);
+// The same for bf16 through 8x8 transposes, `cols` a multiple of 8.
+void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel);
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
 }  // namespace detail
