@@ -250,20 +250,18 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (const char* cap = std::getenv(moed::kernels::kMaxQuantIsaVariable);
-      cap != nullptr && !moed::kernels::quant_isa_named(cap)) {
-    std::fprintf(stderr, "moed: error: %s=%s names no path (%s)\n",
-                 moed::kernels::kMaxQuantIsaVariable, cap,
-                 moed::kernels::quant_isa_names().c_str());
+  // A kernel-path cap that names no path is refused here rather than ignored by the kernels.
+  const auto names_a_path = [](const char* variable, const auto& named, const std::string& names) {
+    const char* cap = std::getenv(variable);
+    if (cap == nullptr || named(cap)) return true;
+    std::fprintf(stderr, "moed: error: %s=%s names no path (%s)\n", variable, cap, names.c_str());
+    return false;
+  };
+  if (!names_a_path(moed::kernels::kMaxQuantIsaVariable, moed::kernels::quant_isa_named,
+                    moed::kernels::quant_isa_names()) ||
+      !names_a_path(moed::kernels::kMaxPanelIsaVariable, moed::kernels::panel_path_named,
+                    moed::kernels::panel_path_names()))
     return 1;
-  }
-  if (const char* cap = std::getenv(moed::kernels::kMaxPanelIsaVariable);
-      cap != nullptr && !moed::kernels::panel_path_named(cap)) {
-    std::fprintf(stderr, "moed: error: %s=%s names no path (%s)\n",
-                 moed::kernels::kMaxPanelIsaVariable, cap,
-                 moed::kernels::panel_path_names().c_str());
-    return 1;
-  }
   try {
     if (logits_cmd->parsed()) return run_logits(logits);
     if (generate_cmd->parsed()) return run_generate(generate);

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "moed/kernels/panel_matmul.hpp"
+#include "panel_block_dispatch.hpp"
 
 namespace moed::kernels::detail {
 namespace {
@@ -68,29 +69,6 @@ void block(const std::byte* panel, std::int64_t depth, const float* x, std::int6
     slice<dtype, kRows, kVectors>(panel, depth, x, x_stride, sums, first);
 }
 
-template <DType dtype>
-void dispatch(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
-              std::int64_t rows_of_x, float* sums) {
-  switch (rows_of_x) {
-    case 1:
-      return block<dtype, 1>(panel, depth, x, x_stride, sums);
-    case 2:
-      return block<dtype, 2>(panel, depth, x, x_stride, sums);
-    case 3:
-      return block<dtype, 3>(panel, depth, x, x_stride, sums);
-    case 4:
-      return block<dtype, 4>(panel, depth, x, x_stride, sums);
-    case 5:
-      return block<dtype, 5>(panel, depth, x, x_stride, sums);
-    default:
-      return block<dtype, 6>(panel, depth, x, x_stride, sums);
-  }
-}
-
-}  // namespace
-
-namespace {
-
 // Transposes an 8x8 matrix of 32-bit units held one row per register.
 void transpose_8x8(__m256i rows[8]) {
   __m256i t[8];
@@ -138,11 +116,9 @@ void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::
 
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
-  if (dtype == DType::f32) {
-    dispatch<DType::f32>(panel, depth, x, x_stride, rows_of_x, acc);
-  } else {
-    dispatch<DType::bf16>(panel, depth, x, x_stride, rows_of_x, acc);
-  }
+  with_panel_block_variant(dtype, rows_of_x, [&]<DType kDtype, int kRows>() {
+    block<kDtype, kRows>(panel, depth, x, x_stride, acc);
+  });
 }
 
 }  // namespace moed::kernels::detail

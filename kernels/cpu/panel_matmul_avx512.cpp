@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "moed/kernels/panel_matmul.hpp"
+#include "panel_block_dispatch.hpp"
 #include "transpose_avx512.hpp"
 #include "widen_avx512.hpp"
 
@@ -45,25 +46,6 @@ void block(const std::byte* panel, std::int64_t depth, const float* x, std::int6
     for (int q = 0; q < kVectors; ++q) _mm512_storeu_ps(sums + r * kPanelWidth + q * 16, acc[r][q]);
 }
 
-template <DType dtype>
-void dispatch(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
-              std::int64_t rows_of_x, float* sums) {
-  switch (rows_of_x) {
-    case 1:
-      return block<dtype, 1>(panel, depth, x, x_stride, sums);
-    case 2:
-      return block<dtype, 2>(panel, depth, x, x_stride, sums);
-    case 3:
-      return block<dtype, 3>(panel, depth, x, x_stride, sums);
-    case 4:
-      return block<dtype, 4>(panel, depth, x, x_stride, sums);
-    case 5:
-      return block<dtype, 5>(panel, depth, x, x_stride, sums);
-    default:
-      return block<dtype, 6>(panel, depth, x, x_stride, sums);
-  }
-}
-
 }  // namespace
 
 void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t cols,
@@ -105,11 +87,9 @@ void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t c
 
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
-  if (dtype == DType::f32) {
-    dispatch<DType::f32>(panel, depth, x, x_stride, rows_of_x, acc);
-  } else {
-    dispatch<DType::bf16>(panel, depth, x, x_stride, rows_of_x, acc);
-  }
+  with_panel_block_variant(dtype, rows_of_x, [&]<DType kDtype, int kRows>() {
+    block<kDtype, kRows>(panel, depth, x, x_stride, acc);
+  });
 }
 
 }  // namespace moed::kernels::detail
