@@ -276,21 +276,19 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     }
     return packed;
   }
-  const bool source_is_compute = same && parts.front().dtype == compute;
-  // The weight as one row-major matrix in the compute dtype: the parts' own rows where they are.
-  const auto contiguous = [&]() -> const void* {
-    return parts.size() > 1 || !source_is_compute ? stage(parts, cols, compute)
-                                                  : parts.front().data;
-  };
+  // The weight's rows in the compute dtype: the parts' own where they are (an expert's gate and
+  // up apart), else one converted copy. Every packer below reads these.
+  WeightPart converted{};
+  std::span<const WeightPart> rows_in_compute = parts;
+  if (!same || parts.front().dtype != compute) {
+    converted = {stage(parts, cols, compute), compute, rows};
+    rows_in_compute = std::span(&converted, 1);
+  }
   if (CpuMatmul::plain_in_panels(compute)) {
     packed.storage_bytes_ = panel_bytes(compute, rows, cols);
     packed.storage_ = storage(allocate, packed.storage_bytes_);
-    if (source_is_compute) {  // the parts' rows where they lie (an expert's gate and up apart)
-      gather_row_starts(parts, cols, compute);
-      pack_panels_rows(row_starts_, compute, cols, packed.storage_.get());
-    } else {
-      pack_panels(contiguous(), compute, rows, cols, packed.storage_.get());
-    }
+    gather_row_starts(rows_in_compute, cols, compute);
+    pack_panels_rows(row_starts_, compute, cols, packed.storage_.get());
     return packed;
   }
   const auto desc = packed_desc(rows, cols, compute);
@@ -305,16 +303,13 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   if (layout && compute == DType::bf16 && detail::cpu_has_bf16_dot())
     packed.bf16_rows_n_block_ = layout->n_block;
   if (layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
-    if (source_is_compute) {
-      pack_rows(parts, cols, *layout, packed);
-    } else {
-      const WeightPart converted{stage(parts, cols, compute), compute, rows};
-      pack_rows(std::span(&converted, 1), cols, *layout, packed);
-    }
+    pack_rows(rows_in_compute, cols, *layout, packed);
     return packed;
   }
 
-  const void* plain = contiguous();
+  // oneDNN's reorder takes one row-major matrix.
+  const void* plain = rows_in_compute.size() > 1 ? stage(rows_in_compute, cols, compute)
+                                                 : rows_in_compute.front().data;
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
@@ -545,7 +540,7 @@ void CpuMatmul::warm_front(const PackedWeight& weight) {
 
 void CpuMatmul::prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row) {
   if (weight.panels()) {
-    row.plain.assign(x, x + weight.cols_);
+    row.plain = x;
   } else if (is_quantized(weight.dtype_)) {
     quantize_rows(x, 1, weight.cols_, row.quantized);
   } else {
@@ -558,7 +553,7 @@ void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x,
                                std::uint32_t first, std::uint32_t last) {
   if (weight.panels()) {
     detail::panels_on_this_thread(weight.dtype_, weight.storage_.get(), weight.rows_, weight.cols_,
-                                  x.plain.data(), 1, y, best_panel_path(), first, last);
+                                  x.plain, 1, y, best_panel_path(), first, last);
     return;
   }
   if (!is_quantized(weight.dtype_)) {

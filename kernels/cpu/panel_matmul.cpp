@@ -172,13 +172,16 @@ PanelPath best_panel_path() {
 }
 
 std::optional<PanelPath> panel_path_named(std::string_view name) {
-  for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512})
+  for (const PanelPath path : kPanelPaths)
     if (name == panel_path_name(path)) return path;
   return std::nullopt;
 }
 
 std::string panel_path_names() {
-  return "generic, avx2, avx512";
+  std::string names;
+  for (const PanelPath path : kPanelPaths)
+    names += (names.empty() ? "" : ", ") + std::string(panel_path_name(path));
+  return names;
 }
 
 const char* panel_path_name(PanelPath path) {

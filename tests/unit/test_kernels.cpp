@@ -488,7 +488,7 @@ TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
               ASSERT_EQ(generic[static_cast<std::size_t>((b * m + i) * rows + j)], chain)
                   << dtype_name(dtype) << " m " << m << " cols " << cols;
             }
-        for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512})
+        for (const PanelPath path : kPanelPaths)
           for (const int threads : {1, 2, 3}) {
             if (path > best_panel_path()) continue;
             set_compute_threads(threads);
@@ -503,8 +503,7 @@ TEST(BatchedMatmul, EveryPathGivesTheSameBits) {
 
 // MOED_MAX_PANEL_ISA takes the paths' own names (the daemon refuses any other at start).
 TEST(Panels, PathsAreNamedAsTheyPrint) {
-  for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512})
-    EXPECT_EQ(panel_path_named(panel_path_name(path)), path);
+  for (const PanelPath path : kPanelPaths) EXPECT_EQ(panel_path_named(panel_path_name(path)), path);
   EXPECT_EQ(panel_path_named("sse"), std::nullopt);
   EXPECT_EQ(panel_path_named("AVX2"), std::nullopt);
   EXPECT_EQ(panel_path_names(), "generic, avx2, avx512");
@@ -547,7 +546,7 @@ TEST(Panels, PackedBytesFollowTheLayout) {
             matrix.begin() + static_cast<std::ptrdiff_t>((r + 1) * cols * element));
       for (const auto& row : scattered)
         starts.push_back(reinterpret_cast<const std::byte*>(row.data()));
-      for (const PanelPath path : {PanelPath::generic, PanelPath::avx2, PanelPath::avx512}) {
+      for (const PanelPath path : kPanelPaths) {
         if (path > best_panel_path()) continue;
         std::vector<std::byte> from_rows(panels.size(), std::byte{0xCD});
         pack_panels_rows(starts, dtype, cols, from_rows.data(), path);

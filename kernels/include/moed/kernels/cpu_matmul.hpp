@@ -181,11 +181,12 @@ class CpuMatmul {
   // oneDNN's primitive for m rows of a plain weight.
   void multiply_onednn(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   static detail::Bf16RowsShape bf16_rows_shape(const PackedWeight& weight);
-  // One activation row as a quantized weight (Q8_0 / Q8_K blocks), bf16 rows or panels read it.
+  // One activation row as a quantized weight (Q8_0 / Q8_K blocks), bf16 rows or panels read it;
+  // for panels, x itself, which must outlive the row.
   struct PreparedRow {
     std::vector<QuantizedActivations> quantized;
     std::vector<std::uint16_t> bf16;
-    std::vector<float> plain;  // panels take the row as it is
+    const float* plain = nullptr;  // panels read the row where it lies
   };
   static void prepare_row(const float* x, const PackedWeight& weight, PreparedRow& row);
   // Asks the front of the weight's units (at most kWarmBytes) into this core's L2, without

@@ -11,11 +11,13 @@
 
 namespace moed::kernels {
 
-// Small matrices applied many at a time: MLA's per-head up-projections, [512, 128] and
-// [128, 512] per head, are too small for a oneDNN call each to stream its weights (about 10 GB/s
-// on this VM, batched or not). Each matrix is kept transposed in panels of kPanelWidth output
-// columns, every panel contiguous ([cols][kPanelWidth], the last one zero-padded), so a panel
-// streams once per block of input rows and its outputs stay in registers.
+// moed's own kernels for plain (f32, bf16) weights. Small matrices applied many at a time: MLA's
+// per-head up-projections, [512, 128] and [128, 512] per head, are too small for a oneDNN call
+// each to stream its weights (about 10 GB/s, batched or not); and every plain weight where
+// oneDNN has no brgemm kernel for its dtype (CpuMatmul::plain_in_panels). Each matrix is kept
+// transposed in panels of kPanelWidth output columns, every panel contiguous ([cols][kPanelWidth],
+// the last one zero-padded), so a panel streams once per block of input rows and its outputs stay
+// in registers.
 //
 // Every output is one f32 multiply-add chain over the inputs in order, so a row's result is the
 // same whatever the other rows are and however the work is split over threads.
@@ -25,6 +27,7 @@ inline constexpr std::int64_t kPanelWidth = 64;
 // FMA), AVX2 with FMA, AVX-512F. All round alike (one fused multiply-add per weight, in input
 // order), so they give the same bits.
 enum class PanelPath { generic, avx2, avx512 };
+inline constexpr PanelPath kPanelPaths[] = {PanelPath::generic, PanelPath::avx2, PanelPath::avx512};
 // The environment variable that caps best_panel_path(): a path's name, to run (and test) on this
 // CPU the panels a CPU without the better paths runs (only those: the quantized kernels have
 // MOED_MAX_QUANT_ISA, oneDNN ONEDNN_MAX_CPU_ISA).
@@ -83,6 +86,9 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
 // and run only where the CPU has it.
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
+void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
+                      std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
+
 // Columns [0, cols) of one whole panel (kPanelWidth rows; `cols` a multiple of 16, at most the
 // rows' length) packed through 16x16 register transposes, byte for byte what pack_panels writes
 // element by element.
@@ -90,8 +96,6 @@ void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t c
                        std::byte* panel);
 // The same for bf16 through 8x8 transposes, `cols` a multiple of 8.
 void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel);
-void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
-                      std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
 }  // namespace detail
 
 }  // namespace moed::kernels
