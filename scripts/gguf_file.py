@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
-and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K,
-q6_K) a quantizer and a dequantizer.
+and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q3_K, q4_K,
+q5_K, q6_K) a quantizer and a dequantizer.
 
 Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
 (round to nearest with min/max or absmax scales; the K-quants search nothing beyond a per
@@ -280,6 +280,43 @@ def quantize_q5_k(x):
     return out.tobytes()
 
 
+def quantize_q3_k(x):
+    """16 sub-blocks of 16, x ~ d * s * (q - 4) with 6-bit signed s and 3-bit q: each sub-block's
+    largest magnitude lands on q - 4 = -4 (its scale takes that element's sign)."""
+    b = _blocks(x, QK_K)
+    sub = b.reshape(-1, 16, 16)
+    biggest = np.take_along_axis(sub, np.abs(sub).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+    scale = -biggest / 4.0
+    d = f16_values(f16_bits(np.abs(scale).max(axis=1) / 32.0))
+    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] > 0)),
+                 -32, 31)
+    step = d[:, None] * sc
+    q = np.divide(sub, step[:, :, None], out=np.zeros_like(sub), where=step[:, :, None] != 0)
+    q = (np.clip(_nearest(q), -4, 3) + 4).astype(np.uint8).reshape(-1, QK_K)
+    # Element e: its low two bits in qs[32 * (e // 128) + e % 32] at bit 2 * (e % 128 // 32), its
+    # third in hmask[e % 32] at bit e // 32.
+    quarters = q.reshape(-1, 2, 4, 32)
+    qs = ((quarters[:, :, 0] & 3) | ((quarters[:, :, 1] & 3) << 2) | ((quarters[:, :, 2] & 3) << 4)
+          | ((quarters[:, :, 3] & 3) << 6))
+    eighths = q.reshape(-1, 8, 32) >> 2
+    hmask = np.zeros((len(b), 32), dtype=np.uint8)
+    for bit in range(8):
+        hmask |= (eighths[:, bit] << bit).astype(np.uint8)
+    # Scale i + 32 (6 bits): its low nibble in byte i (i < 8) or the high nibble of byte i - 8, its
+    # top two bits in byte 8 + i % 4 at bit 2 * (i // 4).
+    v = (sc + 32).astype(np.uint8)
+    scales = np.zeros((len(b), 12), dtype=np.uint8)
+    scales[:, 0:8] = (v[:, 0:8] & 0xF) | ((v[:, 8:16] & 0xF) << 4)
+    for i in range(16):
+        scales[:, 8 + i % 4] |= ((v[:, i] >> 4) << (2 * (i // 4))).astype(np.uint8)
+    out = _record([("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<u2")], len(b))
+    out["hmask"] = hmask
+    out["qs"] = qs.reshape(-1, 64)
+    out["scales"] = scales
+    out["d"] = f16_bits(d)
+    return out.tobytes()
+
+
 def quantize_q6_k(x):
     b = _blocks(x, QK_K)
     sub = b.reshape(-1, 16, 16)
@@ -312,7 +349,8 @@ QUANTIZERS = {
     "f16": lambda x: f16_bits(x).tobytes(),
     "bf16": lambda x: bf16_bits(x).tobytes(),
     "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
-    "q5_1": quantize_q5_1, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k, "q6_k": quantize_q6_k,
+    "q5_1": quantize_q5_1, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
+    "q6_k": quantize_q6_k,
 }
 
 
@@ -400,6 +438,30 @@ def dequantize_q5_k(raw):
     return _k_values(d, dmin, sc, m, q)
 
 
+def dequantize_q3_k(raw):
+    """As ggml's dequantize_row_q3_K: the 12 scale bytes read as three little-endian words and
+    spread to sixteen 6-bit scales four at a time; x = (d * (s - 32)) * (q - 4)."""
+    b = _view(raw, [("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<u2")])
+    words = b["scales"].copy().view("<u4").astype(np.uint32)  # [n, 3]
+    low, top = np.uint32(0x0F0F0F0F), np.uint32(0x03030303)
+    aux = np.stack([(words[:, 0] & low) | (((words[:, 2] >> 0) & top) << 4),
+                    (words[:, 1] & low) | (((words[:, 2] >> 2) & top) << 4),
+                    ((words[:, 0] >> 4) & low) | (((words[:, 2] >> 4) & top) << 4),
+                    ((words[:, 1] >> 4) & low) | (((words[:, 2] >> 6) & top) << 4)], axis=1)
+    s = aux.astype("<u4").view(np.uint8).reshape(-1, 16).astype(np.int32) - 32
+    qs = b["qs"].reshape(-1, 2, 32).astype(np.int32)
+    hm = b["hmask"].astype(np.int32)
+    q = np.empty((len(b), 256), dtype=np.int32)
+    for half in range(2):
+        for shift in range(4):
+            low2 = (qs[:, half, :] >> (2 * shift)) & 3
+            high = (hm >> (4 * half + shift)) & 1
+            q[:, 128 * half + 32 * shift:128 * half + 32 * shift + 32] = low2 - np.where(high == 1, 0, 4)
+    d = f16_values(b["d"])[:, None]
+    dl = (d * s.astype(np.float32)).astype(np.float32)  # [n, 16]
+    return (np.repeat(dl, 16, axis=1) * q.astype(np.float32)).reshape(-1)
+
+
 def dequantize_q6_k(raw):
     b = _view(raw, [("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<u2")])
     ql = b["ql"].reshape(-1, 2, 64).astype(np.int32)
@@ -418,7 +480,7 @@ DEQUANTIZERS = {
     "f16": lambda raw: f16_values(np.frombuffer(raw, dtype="<u2")),
     "bf16": lambda raw: (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32),
     "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
-    "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q4_k": dequantize_q4_k,
+    "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
     "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k,
 }
 
@@ -595,7 +657,8 @@ def _self_test():
     # 1/16; min/max formats: range / (2 levels) <= 2 / (2 levels)) plus fp16 rounding of the
     # scales; the K-quants lose more to their 6-bit sub-block scales.
     bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
-              "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05}
+              "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05,
+              "q3_k": 0.16}
     for name, bound in bounds.items():
         raw = quantize(x, name)
         assert len(raw) == tensor_nbytes(name, x.shape), name

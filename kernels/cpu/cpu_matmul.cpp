@@ -60,6 +60,12 @@ std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
   return row_tile_bytes(ggml_type_of(dtype), rows, cols);
 }
 
+// The format of the row tiles that hold a quantized dtype's rows (q6_K for q3_K), which the
+// kernels are given.
+DType tile_dtype(DType stored) {
+  return *dtype_of(row_tile_format(ggml_type_of(stored)));
+}
+
 // On a CPU with AMX, oneDNN computes a bf16 matmul of more than 4 rows with AMX tiles
 // (brg:avx512_core_amx_bf16) and one of 4 rows or fewer with avx512_core_bf16, and the two round
 // differently: a row's logits would depend on how many rows shared its step (a decode batch, a
@@ -203,8 +209,12 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
 }
 
 std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType source_dtype) {
-  if (is_quantized(source_dtype))
-    return "ggml " + std::string(dtype_name(source_dtype)) + " blocks in 16-row tiles";
+  if (is_quantized(source_dtype)) {
+    const DType tiles = tile_dtype(source_dtype);
+    return "ggml " + std::string(dtype_name(source_dtype)) + " blocks" +
+           (tiles == source_dtype ? "" : " as " + std::string(dtype_name(tiles))) +
+           " in 16-row tiles";
+  }
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
     return "moed panels (oneDNN has no brgemm for it here)";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
@@ -258,8 +268,10 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   if (is_quantized(compute)) {
     // One segment per run of parts in one format; the parts' row starts, for tiling.
     std::vector<std::vector<const std::byte*>> segment_rows;
+    std::vector<DType> stored_dtypes;
     for (const auto& run : format_runs(parts)) {
-      packed.segments_.push_back({run.dtype, run.rows, packed.storage_bytes_});
+      packed.segments_.push_back({tile_dtype(run.dtype), run.rows, packed.storage_bytes_});
+      stored_dtypes.push_back(run.dtype);
       packed.storage_bytes_ += quantized_bytes(run.dtype, run.rows, cols);
       auto& starts = segment_rows.emplace_back();
       const std::size_t stride = row_bytes(run.dtype, cols);
@@ -271,7 +283,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     packed.storage_ = storage(allocate, packed.storage_bytes_);
     for (std::size_t s = 0; s < packed.segments_.size(); ++s) {
       const auto& segment = packed.segments_[s];
-      pack_row_tiles(ggml_type_of(segment.dtype), segment_rows[s], cols,
+      pack_row_tiles(ggml_type_of(stored_dtypes[s]), segment_rows[s], cols,
                      packed.storage_.get() + segment.offset);
     }
     return packed;
@@ -356,7 +368,7 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
     std::vector<const std::byte*> starts;
     const std::size_t stride = row_bytes(compute, cols);
     for (std::size_t b = 0; b < matrices.size(); ++b) {
-      packed.segments_.push_back({compute, first.rows, b * matrix_bytes});
+      packed.segments_.push_back({tile_dtype(compute), first.rows, b * matrix_bytes});
       starts.clear();
       const auto* row = static_cast<const std::byte*>(matrices[b].data);
       for (std::int64_t r = 0; r < first.rows; ++r, row += stride) starts.push_back(row);

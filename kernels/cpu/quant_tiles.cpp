@@ -8,6 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "moed/kernels/dtype.hpp"
 #include "quant_tiles_internal.hpp"
@@ -352,7 +353,12 @@ bool has_row_tiles(GgmlType type) {
          type == GgmlType::q6_k || is_legacy(type);
 }
 
+GgmlType row_tile_format(GgmlType type) {
+  return type == GgmlType::q3_k ? GgmlType::q6_k : type;
+}
+
 std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols) {
+  type = row_tile_format(type);
   require_row_tiles(type, cols, "row_tile_bytes");
   const std::int64_t tiles = (rows + kTileRows - 1) / kTileRows;
   return static_cast<std::uint64_t>(tiles) *
@@ -378,7 +384,7 @@ TileBlockPacker register_packer(GgmlType type, QuantIsa isa) {
 }  // namespace
 
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa) {
-  return register_packer(type, isa) != nullptr;
+  return register_packer(row_tile_format(type), isa) != nullptr;
 }
 
 bool prefetches_q8_0_tiles() {
@@ -472,8 +478,48 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
 
 }  // namespace
 
+namespace {
+
+// Q3_K rows as the Q6_K rows of the same values (q3_k_as_q6_k), one tile group at a time, each
+// packed from a thread's copy of its rows while they are in cache.
+void pack_q3_k_row_tiles(std::span<const std::byte* const> rows, std::int64_t cols, std::byte* out,
+                         QuantIsa isa) {
+  require_row_tiles(GgmlType::q6_k, cols, "pack_row_tiles");
+  const TileBlockPacker in_registers = register_packer(GgmlType::q6_k, isa);
+  const std::int64_t blocks = cols / kQK;
+  const auto q6_row = static_cast<std::size_t>(ggml_row_bytes(GgmlType::q6_k, cols));
+  const auto n_rows = static_cast<std::int64_t>(rows.size());
+  const std::int64_t group_rows = kGroupTiles * kTileRows;
+  const std::int64_t groups = row_tile_groups(n_rows);
+  if (groups == 0) return;
+  const int threads = static_cast<int>(std::min<std::int64_t>(groups, omp_get_max_threads()));
+  // Each thread's scratch is allocated before the region, so that nothing in it throws.
+  const std::size_t per_thread = static_cast<std::size_t>(group_rows) * q6_row;
+  std::vector<std::byte> converted(static_cast<std::size_t>(threads) * per_thread);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t g = 0; g < groups; ++g) {
+    std::byte* scratch =
+        converted.data() + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
+    const std::int64_t begin = g * group_rows, n = std::min(group_rows, n_rows - begin);
+    std::array<const std::byte*, kGroupTiles * kTileRows> starts;
+    for (std::int64_t r = 0; r < n; ++r) {
+      std::byte* row = scratch + static_cast<std::size_t>(r) * q6_row;
+      q3_k_as_q6_k(rows[static_cast<std::size_t>(begin + r)], row, blocks);
+      starts[static_cast<std::size_t>(r)] = row;
+    }
+    pack_tile_group(GgmlType::q6_k, std::span(starts.data(), static_cast<std::size_t>(n)), cols,
+                    out + row_tile_bytes(GgmlType::q6_k, begin, cols), 0, in_registers, true);
+  }
+}
+
+}  // namespace
+
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa) {
+  if (type == GgmlType::q3_k) {
+    pack_q3_k_row_tiles(rows, cols, out, isa);
+    return;
+  }
   require_row_tiles(type, cols, "pack_row_tiles");
   const TileBlockPacker in_registers = register_packer(type, isa);
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer

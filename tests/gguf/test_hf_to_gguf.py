@@ -158,6 +158,16 @@ class TinyQuantized(unittest.TestCase):
             self.assertEqual(t.type_name, "f32" if keep_f32 else "q8_0", name)
         self.check_close(q, {"f32": 0.0, "q8_0": 0.0042})
 
+    def test_q3_k(self):
+        q = gg.read(os.path.join(MODELS, "tiny-q3_k.gguf"))
+        self.assertEqual(q.metadata["general.file_type"], 11)  # LLAMA_FTYPE_MOSTLY_Q3_K_S
+        for name, t in q.tensors.items():
+            keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
+            self.assertEqual(t.type_name, "f32" if keep_f32 else "q3_k", name)
+        # Each sub-block's largest magnitude is a whole step (-4 of [-4, 3]); the others are
+        # within half a step (1/8 of it) but for the opposite extreme, clipped at 3 (1/4 of it).
+        self.check_close(q, {"f32": 0.0, "q3_k": 0.26})
+
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
         self.assertEqual(q.metadata["general.file_type"], 15)

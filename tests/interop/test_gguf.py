@@ -39,7 +39,7 @@ def moed(*args):
 class ReadsTheSame(unittest.TestCase):
     def test_every_test_file(self):
         files = ["formats.gguf", "tiny-f32.gguf", "tiny-q8_0.gguf", "tiny-q4_k_m.gguf",
-                 "tiny-split-experts-q8_0.gguf", *SPLIT]
+                 "tiny-q3_k.gguf", "tiny-split-experts-q8_0.gguf", *SPLIT]
         files += ["tiny-%s-%s.gguf" % (f, t) for f in FAMILIES for t in ("f32", "q8_0", "q4_k_m")]
         paths = [os.path.join(MODELS, f) for f in files]
         dumps = json.loads(node("hf_gguf.mjs", "dump", *paths))

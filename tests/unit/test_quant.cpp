@@ -210,6 +210,35 @@ TEST(Dequantize, Q6_K) {
   expect_values(dequantize(GgmlType::q6_k, block, 256), expected);
 }
 
+TEST(Dequantize, Q3_K) {
+  BlockQ3_K block{};
+  block.d = kHalfHalf;
+  // Scale i: low nibble in byte i (i < 8) or the high nibble of byte i - 8, top two bits in byte
+  // 8 + i % 4 at bit 2 * (i / 4); each minus 32.
+  block.scales[0] = 0x05;  // scale 0 low nibble 5 (scale 8's low nibble 0)
+  block.scales[8] = 0x02;  // scale 0 top bits 2: 5 | 2 << 4 = 37, so 5
+  block.scales[1] = 0x30;  // scale 9 low nibble 3 (scale 1's 0)
+  block.scales[9] = 0x10;  // scale 9 top bits 1 (bits 4-5 of byte 9): 3 | 1 << 4 = 19, so -13
+  // Element e: two bits in qs[32 * (e / 128) + e % 32] at 2 * (e % 128 / 32), the third in
+  // hmask[e % 32] at bit e / 32; the value is q - 4.
+  block.qs[0] = 0x07;      // element 0: bits 3; element 32: bits 1
+  block.hmask[0] = 0x01;   // element 0's third bit: q = 7; element 32's clear: q = 1
+  block.qs[54] = 0x02;     // element 150 (half 1, l 22, quarter 0): bits 2
+  block.hmask[22] = 0x10;  // element 150's third bit (bit 150 / 32 = 4): q = 6
+  block.qs[63] = 0x40;     // element 255 (half 1, l 31, quarter 3): bits 1, third bit clear: q = 1
+  std::vector<float> expected(256);
+  for (int e = 0; e < 256; ++e) expected[e] = 64.0f;    // q = 0: 0.5 * -32 * -4
+  for (int e = 0; e < 16; ++e) expected[e] = -10.0f;    // scale 5: 0.5 * 5 * -4
+  for (int e = 144; e < 160; ++e) expected[e] = 26.0f;  // scale -13: 0.5 * -13 * -4
+  expected[0] = 7.5f;                                   // 0.5 * 5 * 3
+  expected[32] = 48.0f;                                 // 0.5 * -32 * -3
+  expected[150] = -13.0f;                               // 0.5 * -13 * 2
+  expected[255] = 48.0f;                                // 0.5 * -32 * -3
+  expect_values(dequantize(GgmlType::q3_k, block, 256), expected);
+  for (int i = 0; i < 16; ++i)
+    EXPECT_EQ(q3k_scale(block.scales, i), i == 0 ? 5 : i == 9 ? -13 : -32) << "scale " << i;
+}
+
 TEST(Dequantize, FloatFormats) {
   const float f32[2] = {1.25f, -3.0f};
   std::vector<float> out(2);

@@ -44,6 +44,8 @@ std::vector<int> half_fields(GgmlType type) {
       return {0, 2};
     case GgmlType::q6_k:
       return {static_cast<int>(offsetof(BlockQ6_K, d))};
+    case GgmlType::q3_k:
+      return {static_cast<int>(offsetof(BlockQ3_K, d))};
     default:
       return {0};
   }
@@ -801,6 +803,75 @@ TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
       }
     }
   }
+}
+
+TEST(QuantTiles, Q3_KRowsArePackedAsTheQ6_KRowsOfTheSameValues) {
+  std::mt19937 rng(23);
+  // 150 rows: three tile groups, the last of two tiles, so several threads convert rows.
+  const std::int64_t rows = 150, cols = 1024;
+  const auto stored = random_weights(GgmlType::q3_k, rows, cols, rng);
+  const std::size_t q3_row = ggml_row_bytes(GgmlType::q3_k, cols);
+  const std::size_t q6_row = ggml_row_bytes(GgmlType::q6_k, cols);
+  std::vector<std::byte> as_q6(static_cast<std::size_t>(rows) * q6_row);
+  std::vector<const std::byte*> q3_starts, q6_starts;
+  std::vector<float> from_q3(static_cast<std::size_t>(cols)), from_q6(from_q3.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const auto* row = reinterpret_cast<const std::byte*>(stored.data()) + r * q3_row;
+    q3_k_as_q6_k(row, as_q6.data() + r * q6_row, cols / 256);
+    q3_starts.push_back(row);
+    q6_starts.push_back(as_q6.data() + r * q6_row);
+    dequantize_row(GgmlType::q3_k, row, from_q3.data(), cols);
+    dequantize_row(GgmlType::q6_k, q6_starts.back(), from_q6.data(), cols);
+    ASSERT_EQ(std::memcmp(from_q3.data(), from_q6.data(), from_q3.size() * sizeof(float)), 0)
+        << "row " << r;
+  }
+  EXPECT_EQ(row_tile_format(GgmlType::q3_k), GgmlType::q6_k);
+  ASSERT_EQ(row_tile_bytes(GgmlType::q3_k, rows, cols), row_tile_bytes(GgmlType::q6_k, rows, cols));
+  std::vector<std::byte> tiles(row_tile_bytes(GgmlType::q3_k, rows, cols));
+  std::vector<std::byte> q6_tiles(tiles.size());
+  std::vector<QuantIsa> paths = simd_paths();
+  paths.push_back(QuantIsa::scalar);
+  for (const QuantIsa isa : paths) {
+    pack_row_tiles(GgmlType::q3_k, q3_starts, cols, tiles.data(), isa);
+    pack_row_tiles(GgmlType::q6_k, q6_starts, cols, q6_tiles.data(), isa);
+    ASSERT_EQ(std::memcmp(tiles.data(), q6_tiles.data(), tiles.size()), 0) << quant_isa_name(isa);
+  }
+
+  // The product against ggml's Q3_K values (dequantize_row's, checked by hand in test_quant).
+  const auto x = random_rows(2, cols, rng);
+  std::vector<float> y(static_cast<std::size_t>(2 * rows));
+  row_tile_matmul(GgmlType::q6_k, tiles.data(), rows, cols, x.data(), 2, y.data(), rows);
+  for (std::int64_t i = 0; i < 2; ++i) {
+    const auto xq = dequantized(GgmlType::q6_k, x[i]);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      dequantize_row(GgmlType::q3_k, q3_starts[r], from_q3.data(), cols);
+      double want = 0, magnitude = 0;
+      for (std::int64_t c = 0; c < cols; ++c) {
+        want += static_cast<double>(from_q3[c]) * xq[c];
+        magnitude += std::fabs(static_cast<double>(from_q3[c]) * xq[c]);
+      }
+      EXPECT_NEAR(y[static_cast<std::size_t>(i * rows + r)], want, 1e-5 * magnitude) << r;
+    }
+  }
+
+  // In CpuMatmul, as llama-quantize's Q3_K_M stacks them (attn_q in q3_K, attn_v in q5_K or
+  // q6_K): the q3_K run is a q6_K segment, its rows' results those of the converted rows.
+  const auto v = random_weights(GgmlType::q6_k, 8, cols, rng);
+  const WeightPart parts[] = {{stored.data(), DType::q3_k, 24}, {v.data(), DType::q6_k, 8}};
+  CpuMatmul matmul;
+  const PackedWeight packed = matmul.pack(parts, cols);
+  EXPECT_EQ(packed.bytes(),
+            row_tile_bytes(GgmlType::q6_k, 24, cols) + row_tile_bytes(GgmlType::q6_k, 8, cols));
+  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(parts, cols));
+  EXPECT_EQ(matmul.packing(24, cols, DType::q3_k), "ggml q3_K blocks as q6_K in 16-row tiles");
+  EXPECT_FALSE(CpuMatmul::computes_stored_rows(std::span(parts, 1)));
+  const auto activations = random_activations(cols, rng);
+  std::vector<float> got(32), want(32);
+  matmul.multiply(activations.data(), 1, packed, got.data());
+  matvec_as_packed(GgmlType::q6_k, reinterpret_cast<const std::uint8_t*>(as_q6.data()), 24, cols,
+                   activations.data(), want.data());
+  matvec_as_packed(GgmlType::q6_k, v.data(), 8, cols, activations.data(), want.data() + 24);
+  for (int r = 0; r < 32; ++r) EXPECT_EQ(got[r], want[r]) << r;
 }
 
 TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {

@@ -10,7 +10,20 @@ namespace moed::kernels {
 // Element types a weight tensor may have in a checkpoint and in a packed block: plain floats, or
 // ggml's block-quantized formats (GGUF files), which stay in their blocks from the file to the
 // kernels (quant.hpp has their layouts).
-enum class DType : std::uint8_t { f32, bf16, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k };
+enum class DType : std::uint8_t {
+  f32,
+  bf16,
+  f16,
+  q8_0,
+  q4_0,
+  q4_1,
+  q5_0,
+  q5_1,
+  q4_k,
+  q5_k,
+  q6_k,
+  q3_k
+};
 
 bool is_quantized(DType dtype);
 // Bytes of one element; throws std::invalid_argument for a quantized type (elements come in

@@ -116,6 +116,16 @@ struct BlockQ5_K {
       qh[kQK / 8];  // bit 2i / 2i+1 of qh[l]: fifth bit of element l of sub-block 2i / 2i+1
   std::uint8_t qs[kQK / 2];
 };
+// 16 sub-blocks of 16 with 6-bit scales; x = d * (scale - 32) * (q - 4), q 3 bits: two in `qs`
+// (element e in byte 32 * (e / 128) + e % 32, at bit 2 * (e % 128 / 32)), the third in `hmask`
+// (byte e % 32, bit e / 32). Scale i: its low four bits in byte i (i < 8, low nibble) or i - 8
+// (high nibble) of `scales`, its top two in byte 8 + i % 4 at bit 2 * (i / 4).
+struct BlockQ3_K {
+  std::uint8_t hmask[kQK / 8];
+  std::uint8_t qs[kQK / 4];
+  std::uint8_t scales[kKScaleBytes];
+  std::uint16_t d;
+};
 // 16 sub-blocks of 16 with signed 8-bit scales; x = d * scale * (q - 32), q 6 bits.
 struct BlockQ6_K {
   std::uint8_t ql[kQK / 2];  // low 4 bits
@@ -133,6 +143,7 @@ struct BlockQ8_K {
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
+static_assert(sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 
@@ -149,6 +160,18 @@ inline void q4k_scale_min(int j, const std::uint8_t* scales, std::uint8_t& scale
     min = static_cast<std::uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
   }
 }
+
+// Scale i (0..15) of a Q3_K block, signed (-32..31), as ggml's dequantize_row_q3_K unpacks it.
+inline int q3k_scale(const std::uint8_t* scales, int i) {
+  const int low = i < 8 ? scales[i] & 0xF : scales[i - 8] >> 4;
+  const int high = (scales[8 + i % 4] >> (2 * (i / 4))) & 3;
+  return (low | high << 4) - 32;
+}
+
+// Writes each Q3_K block at src as the Q6_K block of the same values: the same d, the scales as
+// they are, each quant q moved to q + 28 (so q6 - 32 = q3 - 4). Exact, so moed computes Q3_K
+// with Q6_K's kernels (any alignment).
+void q3_k_as_q6_k(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
 // The weight DType a ggml type is computed as (nullopt for types moed does not compute), and back.
 std::optional<DType> dtype_of(GgmlType type);

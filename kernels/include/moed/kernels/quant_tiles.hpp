@@ -71,14 +71,19 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
 // Every format moed computes: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K.
 bool has_row_tiles(GgmlType type);
 
+// The format whose row tiles hold rows of `type`: q6_K for q3_K (each block rewritten exactly,
+// q3_k_as_q6_k: Q3_K's 3-bit quants and 6-bit scales are Q6_K values, so its rows take Q6_K's
+// kernels at Q6_K's size), the type itself for one with row tiles of its own.
+GgmlType row_tile_format(GgmlType type);
+
 // Bytes of `rows` x `cols` weights in row tiles (rows padded up to whole tiles).
 std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols);
 
 // Repacks rows (each `cols` elements of `type` blocks, as stored in a GGUF file) into row tiles
-// at `out` (row_tile_bytes of them), over OpenMP's threads. Throws std::invalid_argument for a
-// type without row tiles or a width that is not whole blocks. A SIMD `isa` moves whole tiles
-// through registers: AVX-512 ones where the CPU also has VBMI, else AVX2 ones; every path writes
-// the same bytes.
+// of row_tile_format(type) at `out` (row_tile_bytes of them), over OpenMP's threads. Throws
+// std::invalid_argument for a type without row tiles or a width that is not whole blocks. A SIMD
+// `isa` moves whole tiles through registers: AVX-512 ones where the CPU also has VBMI, else AVX2
+// ones; every path writes the same bytes.
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
 // Whether pack_row_tiles(type, ..., isa) moves whole tiles through registers rather than packing
