@@ -232,18 +232,12 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
         // hardware prefetchers keep up with it.
         const std::byte* next = nullptr;
         std::size_t next_bytes = 0;
-        if (chunk > kRowBlock) {
-          if (k0 + depth < cols) {
-            next = rows_k0 + static_cast<std::size_t>(depth) * panel_row;
-          } else if (i0 + kSumsRows < m) {
-            next = panel;
-          } else if (unit + 1 < last) {
-            next = panels + static_cast<std::size_t>((unit + 1) / per_matrix) * matrix_bytes +
-                   static_cast<std::size_t>((unit + 1) % per_matrix) * one_panel;
-          }
+        // The next run is this panel's (the first again for the next chunk of rows); the next
+        // panel is another range's, taken by whichever thread gets to it.
+        if (chunk > kRowBlock && (k0 + depth < cols || i0 + kSumsRows < m)) {
           const std::int64_t next_k0 = k0 + depth < cols ? k0 + depth : 0;
-          if (next)
-            next_bytes = static_cast<std::size_t>(std::min(depth_step, cols - next_k0)) * panel_row;
+          next = panel + static_cast<std::size_t>(next_k0) * panel_row;
+          next_bytes = static_cast<std::size_t>(std::min(depth_step, cols - next_k0)) * panel_row;
         }
         const std::int64_t blocks = (chunk + kRowBlock - 1) / kRowBlock;
         const std::size_t lines_per_block =
