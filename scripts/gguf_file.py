@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
 and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q3_K, q4_K,
-q5_K, q6_K) a quantizer and a dequantizer.
+q5_K, q6_K, iq4_nl) a quantizer and a dequantizer.
 
 Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
 (round to nearest with min/max or absmax scales; the K-quants search nothing beyond a per
@@ -32,7 +32,7 @@ GGML_TYPES = {
     "f32": (0, 1, 4), "f16": (1, 1, 2), "q4_0": (2, 32, 18), "q4_1": (3, 32, 20),
     "q5_0": (6, 32, 22), "q5_1": (7, 32, 24), "q8_0": (8, 32, 34), "q8_1": (9, 32, 36),
     "q2_k": (10, 256, 84), "q3_k": (11, 256, 110), "q4_k": (12, 256, 144), "q5_k": (13, 256, 176),
-    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "bf16": (30, 1, 2),
+    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq4_nl": (20, 32, 18), "bf16": (30, 1, 2),
 }
 GGML_TYPE_BY_ID = {v[0]: k for k, v in GGML_TYPES.items()}
 QK_K = 256
@@ -280,15 +280,35 @@ def quantize_q5_k(x):
     return out.tobytes()
 
 
+IQ4_NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+                         dtype=np.int8)  # ggml-common.h's kvalues_iq4nl
+
+
+def quantize_iq4_nl(x):
+    """Blocks of 32, x ~ d * IQ4_NL_VALUES[q]: d puts each block's largest magnitude on -127,
+    every element takes the nearest codebook entry; Q4_0's nibble order."""
+    b = _blocks(x, 32)
+    biggest = np.take_along_axis(b, np.abs(b).argmax(axis=1)[:, None], axis=1)[:, 0]
+    d = f16_values(f16_bits(-biggest / 127.0))
+    scaled = np.divide(b, d[:, None], out=np.zeros_like(b), where=d[:, None] != 0)
+    q = np.abs(scaled[:, :, None] - IQ4_NL_VALUES.astype(np.float32)).argmin(axis=2).astype(np.uint8)
+    out = _record([("d", "<u2"), ("qs", "u1", 16)], len(b))
+    out["d"] = f16_bits(d)
+    out["qs"] = q[:, :16] | (q[:, 16:] << 4)
+    return out.tobytes()
+
+
 def quantize_q3_k(x):
     """16 sub-blocks of 16, x ~ d * s * (q - 4) with 6-bit signed s and 3-bit q: each sub-block's
-    largest magnitude lands on q - 4 = -4 (its scale takes that element's sign)."""
+    largest magnitude lands on q - 4 = -4 (its scale takes that element's sign), and, as ggml's
+    quantize_row_q3_K_ref does, d puts the largest scale on s = -32 (a sign of its own)."""
     b = _blocks(x, QK_K)
     sub = b.reshape(-1, 16, 16)
     biggest = np.take_along_axis(sub, np.abs(sub).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
     scale = -biggest / 4.0
-    d = f16_values(f16_bits(np.abs(scale).max(axis=1) / 32.0))
-    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] > 0)),
+    largest = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
+    d = f16_values(f16_bits(-largest / 32.0))
+    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] != 0)),
                  -32, 31)
     step = d[:, None] * sc
     q = np.divide(sub, step[:, :, None], out=np.zeros_like(sub), where=step[:, :, None] != 0)
@@ -350,7 +370,7 @@ QUANTIZERS = {
     "bf16": lambda x: bf16_bits(x).tobytes(),
     "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
     "q5_1": quantize_q5_1, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
-    "q6_k": quantize_q6_k,
+    "q6_k": quantize_q6_k, "iq4_nl": quantize_iq4_nl,
 }
 
 
@@ -438,6 +458,12 @@ def dequantize_q5_k(raw):
     return _k_values(d, dmin, sc, m, q)
 
 
+def dequantize_iq4_nl(raw):
+    b = _view(raw, [("d", "<u2"), ("qs", "u1", 16)])
+    index = np.concatenate([b["qs"] & 0xF, b["qs"] >> 4], axis=1)
+    return (f16_values(b["d"])[:, None] * IQ4_NL_VALUES[index].astype(np.float32)).reshape(-1)
+
+
 def dequantize_q3_k(raw):
     """As ggml's dequantize_row_q3_K: the 12 scale bytes read as three little-endian words and
     spread to sixteen 6-bit scales four at a time; x = (d * (s - 32)) * (q - 4)."""
@@ -481,7 +507,7 @@ DEQUANTIZERS = {
     "bf16": lambda raw: (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32),
     "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
     "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
-    "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k,
+    "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k, "iq4_nl": dequantize_iq4_nl,
 }
 
 
@@ -658,7 +684,7 @@ def _self_test():
     # scales; the K-quants lose more to their 6-bit sub-block scales.
     bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
               "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05,
-              "q3_k": 0.16}
+              "q3_k": 0.16, "iq4_nl": 0.12}
     for name, bound in bounds.items():
         raw = quantize(x, name)
         assert len(raw) == tensor_nbytes(name, x.shape), name

@@ -48,8 +48,7 @@ q6_k,
 or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for attn_v and ffn_down
 in the first and last eighth of the layers and every third layer between; attn_v q8_0 and
 attn_output q5_K with 8 experts). A tensor whose rows are not whole blocks of the type falls back
-as llama-quantize does (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0; q3_K -> q4_0, as it did before
-IQ4_NL, which moed does not compute; then f16).
+as llama-quantize does (q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0; then f16).
 --splits N writes OUT-0000i-of-0000N.gguf as gguf-split does (metadata in the first file).
 """
 import argparse

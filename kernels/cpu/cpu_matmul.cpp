@@ -228,6 +228,51 @@ bool CpuMatmul::computes_stored_rows(std::span<const WeightPart> parts) {
   });
 }
 
+bool CpuMatmul::computes_rewritten_rows(std::span<const WeightPart> parts) {
+  return !parts.empty() && std::all_of(parts.begin(), parts.end(), [](const WeightPart& part) {
+    return is_quantized(part.dtype) &&
+           kernels::computes_stored_rows(row_tile_format(ggml_type_of(part.dtype)));
+  });
+}
+
+std::size_t CpuMatmul::rewritten_rows_bytes(std::span<const WeightPart> parts, std::int64_t cols) {
+  std::size_t bytes = 0;
+  for (const auto& part : parts)
+    bytes += row_bytes(tile_dtype(part.dtype), cols) * static_cast<std::size_t>(part.rows);
+  return bytes;
+}
+
+PackedWeight CpuMatmul::rewritten_rows(std::span<const WeightPart> parts, std::int64_t cols,
+                                       const PackedAllocator& allocate) {
+  if (!computes_rewritten_rows(parts))
+    throw std::invalid_argument(
+        "CpuMatmul::rewritten_rows: a part's format is not computed from stored rows on this CPU");
+  std::shared_ptr<std::byte> memory = storage(allocate, rewritten_rows_bytes(parts, cols));
+  std::vector<WeightPart> rewritten;
+  std::byte* at = memory.get();
+  for (const auto& part : parts) {
+    const DType dtype = tile_dtype(part.dtype);
+    const auto* from = static_cast<const std::byte*>(part.data);
+    const std::size_t from_row = row_bytes(part.dtype, cols), to_row = row_bytes(dtype, cols);
+    if (dtype != part.dtype) {
+      const GgmlType type = ggml_type_of(part.dtype);
+      const auto blocks = static_cast<std::int64_t>(cols / ggml_type_traits(type).block_size);
+      const QuantIsa isa = best_quant_isa();
+      // Rows over OpenMP's threads, as pack_row_tiles spreads tiles: a demand has compute
+      // waiting on it.
+#pragma omp parallel for schedule(static)
+      for (std::int64_t r = 0; r < part.rows; ++r)
+        rewrite_blocks(type, from + static_cast<std::size_t>(r) * from_row,
+                       at + static_cast<std::size_t>(r) * to_row, blocks, isa);
+    } else {
+      std::memcpy(at, from, from_row * static_cast<std::size_t>(part.rows));
+    }
+    rewritten.push_back({at, dtype, part.rows});
+    at += to_row * static_cast<std::size_t>(part.rows);
+  }
+  return stored_rows(rewritten, cols, std::move(memory));
+}
+
 PackedWeight CpuMatmul::stored_rows(std::span<const WeightPart> parts, std::int64_t cols,
                                     std::shared_ptr<std::byte> memory) {
   if (!computes_stored_rows(parts))
@@ -736,13 +781,15 @@ void CpuMatmul::multiply_onednn(const float* x, std::int64_t m, const PackedWeig
 }
 
 std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight) {
+  // The kernels' format, which a rewritten one (q3_K: row_tile_format) is not.
+  const DType computed = is_quantized(weight.dtype_) ? tile_dtype(weight.dtype_) : weight.dtype_;
   if (is_quantized(weight.dtype_) && weight.segments_.front().stored)
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
-           std::string(dtype_name(weight.dtype_)) + " stored rows";
+           std::string(dtype_name(computed)) + " stored rows";
   if (is_quantized(weight.dtype_))
     return "moed " + std::string(quant_isa_name(best_quant_isa())) + " " +
-           std::string(dtype_name(weight.dtype_)) + " row tiles" +
-           (weight.dtype_ == DType::q8_0 && best_quant_isa() != QuantIsa::scalar &&
+           std::string(dtype_name(computed)) + " row tiles" +
+           (computed == DType::q8_0 && best_quant_isa() != QuantIsa::scalar &&
                     prefetches_q8_0_tiles()
                 ? " with software prefetch"
                 : "");

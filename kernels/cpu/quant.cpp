@@ -1,7 +1,6 @@
 #include "moed/kernels/quant.hpp"
 
 #include <array>
-#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -29,7 +28,7 @@ constexpr std::array kTypes{
     TypeEntry{14, {"q6_K", 256, 210}, true},    TypeEntry{15, {"q8_K", 256, 292}, false},
     TypeEntry{16, {"iq2_xxs", 256, 66}, false}, TypeEntry{17, {"iq2_xs", 256, 74}, false},
     TypeEntry{18, {"iq3_xxs", 256, 98}, false}, TypeEntry{19, {"iq1_s", 256, 50}, false},
-    TypeEntry{20, {"iq4_nl", 32, 18}, false},   TypeEntry{21, {"iq3_s", 256, 110}, false},
+    TypeEntry{20, {"iq4_nl", 32, 18}, true},    TypeEntry{21, {"iq3_s", 256, 110}, false},
     TypeEntry{22, {"iq2_s", 256, 82}, false},   TypeEntry{23, {"iq4_xs", 256, 136}, false},
     TypeEntry{24, {"i8", 1, 1}, false},         TypeEntry{25, {"i16", 1, 2}, false},
     TypeEntry{26, {"i32", 1, 4}, false},        TypeEntry{27, {"i64", 1, 8}, false},
@@ -187,6 +186,17 @@ int q3k_quant(const BlockQ3_K& block, int e) {
   return low | high << 2;
 }
 
+void dequantize_iq4_nl(const std::byte* src, float* dst, std::int64_t blocks) {
+  for (std::int64_t b = 0; b < blocks; ++b, dst += kQ32) {
+    const auto block = load_block<BlockIQ4_NL>(src, b);
+    const float d = f16_to_f32(block.d);
+    for (int j = 0; j < kQ32 / 2; ++j) {
+      dst[j] = d * static_cast<float>(kIq4NlValues[block.qs[j] & 0xF]);
+      dst[j + kQ32 / 2] = d * static_cast<float>(kIq4NlValues[block.qs[j] >> 4]);
+    }
+  }
+}
+
 void dequantize_q3_k(const std::byte* src, float* dst, std::int64_t blocks) {
   for (std::int64_t b = 0; b < blocks; ++b, dst += kQK) {
     const auto block = load_block<BlockQ3_K>(src, b);
@@ -197,57 +207,6 @@ void dequantize_q3_k(const std::byte* src, float* dst, std::int64_t blocks) {
 }
 
 }  // namespace
-
-// Byte for byte the same on every path; AVX2's 32-byte vectors take a half's 32 quant bytes at
-// once.
-__attribute__((target_clones("avx2", "default"))) void q3_k_as_q6_k(const std::byte* src,
-                                                                    std::byte* dst,
-                                                                    std::int64_t blocks) {
-  // Bytes read and written where they lie (both layouts are byte arrays but for d), not through
-  // block copies: a block assembled on the stack and copied out whole stalled on its stores.
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const auto* in = reinterpret_cast<const std::uint8_t*>(src) + b * sizeof(BlockQ3_K);
-    auto* out = reinterpret_cast<std::uint8_t*>(dst) + b * sizeof(BlockQ6_K);
-    const std::uint8_t* hmask = in + offsetof(BlockQ3_K, hmask);
-    // Element 128 * half + 32 * g + l: its two low bits in qs[32 * half + l] at bit 2g, its
-    // third in hmask[l] at bit 4 * half + g; in Q6_K, its low nibble in ql[64 * half + l] (g 0,
-    // 2) or ql[64 * half + 32 + l] (g 1, 3), low then high, its top two bits in qh[32 * half + l]
-    // at bit 2g. Byte-wide over l, so the compiler vectorizes it.
-    for (int half = 0; half < 2; ++half) {
-      const std::uint8_t* qs = in + offsetof(BlockQ3_K, qs) + 32 * half;
-      std::uint8_t* ql = out + offsetof(BlockQ6_K, ql) + 64 * half;
-      std::uint8_t* qh = out + offsetof(BlockQ6_K, qh) + 32 * half;
-      for (int l = 0; l < 32; ++l) {
-        const std::uint8_t two = qs[l];
-        const auto third = static_cast<std::uint8_t>(hmask[l] >> (4 * half));
-        const auto q0 = static_cast<std::uint8_t>(((two & 3) | (third & 1) << 2) + 28);
-        const auto q1 = static_cast<std::uint8_t>(((two >> 2 & 3) | (third & 2) << 1) + 28);
-        const auto q2 = static_cast<std::uint8_t>(((two >> 4 & 3) | (third & 4)) + 28);
-        const auto q3 = static_cast<std::uint8_t>(((two >> 6) | (third >> 1 & 4)) + 28);
-        ql[l] = static_cast<std::uint8_t>((q0 & 0xF) | (q2 & 0xF) << 4);
-        ql[l + 32] = static_cast<std::uint8_t>((q1 & 0xF) | (q3 & 0xF) << 4);
-        qh[l] =
-            static_cast<std::uint8_t>(q0 >> 4 | (q1 >> 4) << 2 | (q2 >> 4) << 4 | (q3 >> 4) << 6);
-      }
-    }
-    // The sixteen 6-bit scales four at a time, as ggml's dequantize_row_q3_K unpacks them
-    // (q3k_scale one at a time took as long as the quants).
-    std::uint32_t words[4];
-    std::memcpy(words, in + offsetof(BlockQ3_K, scales), kKScaleBytes);
-    const std::uint32_t tops = words[2];
-    constexpr std::uint32_t kLow = 0x0f0f0f0f, kTop = 0x03030303;
-    words[2] = ((words[0] >> 4) & kLow) | (((tops >> 4) & kTop) << 4);
-    words[3] = ((words[1] >> 4) & kLow) | (((tops >> 6) & kTop) << 4);
-    words[0] = (words[0] & kLow) | ((tops & kTop) << 4);
-    words[1] = (words[1] & kLow) | (((tops >> 2) & kTop) << 4);
-    std::uint8_t unsigned_scales[kQK / 16];
-    std::memcpy(unsigned_scales, words, sizeof unsigned_scales);
-    for (int i = 0; i < kQK / 16; ++i)
-      out[offsetof(BlockQ6_K, scales) + static_cast<std::size_t>(i)] =
-          static_cast<std::uint8_t>(unsigned_scales[i] - 32);
-    std::memcpy(out + offsetof(BlockQ6_K, d), in + offsetof(BlockQ3_K, d), sizeof(std::uint16_t));
-  }
-}
 
 std::optional<GgmlTypeTraits> ggml_type_traits(std::uint32_t id) {
   const TypeEntry* entry = find_entry(id);
@@ -275,10 +234,11 @@ bool ggml_type_supported(GgmlType type) {
 
 namespace {
 constexpr std::pair<GgmlType, DType> kComputedTypes[] = {
-    {GgmlType::f32, DType::f32},   {GgmlType::bf16, DType::bf16}, {GgmlType::f16, DType::f16},
-    {GgmlType::q8_0, DType::q8_0}, {GgmlType::q4_0, DType::q4_0}, {GgmlType::q4_1, DType::q4_1},
-    {GgmlType::q5_0, DType::q5_0}, {GgmlType::q5_1, DType::q5_1}, {GgmlType::q4_k, DType::q4_k},
-    {GgmlType::q5_k, DType::q5_k}, {GgmlType::q6_k, DType::q6_k}, {GgmlType::q3_k, DType::q3_k}};
+    {GgmlType::f32, DType::f32},      {GgmlType::bf16, DType::bf16}, {GgmlType::f16, DType::f16},
+    {GgmlType::q8_0, DType::q8_0},    {GgmlType::q4_0, DType::q4_0}, {GgmlType::q4_1, DType::q4_1},
+    {GgmlType::q5_0, DType::q5_0},    {GgmlType::q5_1, DType::q5_1}, {GgmlType::q4_k, DType::q4_k},
+    {GgmlType::q5_k, DType::q5_k},    {GgmlType::q6_k, DType::q6_k}, {GgmlType::q3_k, DType::q3_k},
+    {GgmlType::iq4_nl, DType::iq4_nl}};
 }  // namespace
 
 std::optional<DType> dtype_of(GgmlType type) {
@@ -307,7 +267,7 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
     throw std::invalid_argument("ggml type " + std::string(ggml_type_name(type)) + " (id " +
                                 std::to_string(static_cast<std::uint32_t>(type)) +
                                 ") is not supported; moed reads f32, f16, bf16, q8_0, q4_0, "
-                                "q4_1, q5_0, q5_1, q3_K, q4_K, q5_K, q6_K");
+                                "q4_1, q5_0, q5_1, q3_K, q4_K, q5_K, q6_K, iq4_nl");
   if (n < 0) throw std::invalid_argument("dequantize_row: negative element count");
   const auto bytes = static_cast<const std::byte*>(src);
   const std::int64_t blocks = static_cast<std::int64_t>(
@@ -339,6 +299,9 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
       return;
     case GgmlType::q3_k:
       dequantize_q3_k(bytes, dst, blocks);
+      return;
+    case GgmlType::iq4_nl:
+      dequantize_iq4_nl(bytes, dst, blocks);
       return;
     case GgmlType::q4_k:
       dequantize_q4_k(bytes, dst, blocks);

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -67,11 +69,12 @@ std::int64_t block_elements(GgmlType type) {
   return type == GgmlType::q8_0 || is_legacy(type) ? kQ32 : kQK;
 }
 
+// `type` may be one rewritten into another format's tiles (row_tile_format); errors name it.
 void require_row_tiles(GgmlType type, std::int64_t cols, const char* who) {
-  if (!has_row_tiles(type))
+  if (!has_row_tiles(row_tile_format(type)))
     throw std::invalid_argument(std::string(who) + ": ggml type " +
                                 std::string(ggml_type_name(type)) + " has no row-tile layout");
-  if (cols <= 0 || cols % block_elements(type) != 0)
+  if (cols <= 0 || cols % block_elements(row_tile_format(type)) != 0)
     throw std::invalid_argument(std::string(who) + ": " + std::to_string(cols) + " columns are " +
                                 "not whole " + std::string(ggml_type_name(type)) + " blocks");
 }
@@ -354,12 +357,59 @@ bool has_row_tiles(GgmlType type) {
 }
 
 GgmlType row_tile_format(GgmlType type) {
-  return type == GgmlType::q3_k ? GgmlType::q6_k : type;
+  switch (type) {
+    case GgmlType::q3_k:
+      return GgmlType::q6_k;
+    case GgmlType::iq4_nl:
+      return GgmlType::q8_0;
+    default:
+      return type;
+  }
+}
+
+namespace {
+
+#define MOED_REWRITE_Q3_K rewrite_q3_k_generic
+#include "rewrite_blocks.inc"
+#undef MOED_REWRITE_Q3_K
+
+void rewrite_iq4_nl(const std::byte* src, std::byte* dst, std::int64_t blocks) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const auto* in = reinterpret_cast<const std::uint8_t*>(src) + b * sizeof(BlockIQ4_NL);
+    auto* out = reinterpret_cast<std::uint8_t*>(dst) + b * sizeof(BlockQ8_0);
+    std::memcpy(out + offsetof(BlockQ8_0, d), in + offsetof(BlockIQ4_NL, d), sizeof(std::uint16_t));
+    const std::uint8_t* qs = in + offsetof(BlockIQ4_NL, qs);
+    auto* quants = out + offsetof(BlockQ8_0, qs);
+    for (int j = 0; j < kQ32 / 2; ++j) {
+      quants[j] = static_cast<std::uint8_t>(kIq4NlValues[qs[j] & 0xF]);
+      quants[j + kQ32 / 2] = static_cast<std::uint8_t>(kIq4NlValues[qs[j] >> 4]);
+    }
+  }
+}
+
+}  // namespace
+
+void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::int64_t blocks,
+                    QuantIsa isa) {
+  switch (type) {
+    case GgmlType::q3_k:
+      if (usable_quant_isa(isa) == QuantIsa::scalar)
+        rewrite_q3_k_generic(src, dst, blocks);
+      else
+        rewrite_q3_k_avx2(src, dst, blocks);
+      return;
+    case GgmlType::iq4_nl:
+      rewrite_iq4_nl(src, dst, blocks);
+      return;
+    default:
+      throw std::invalid_argument("rewrite_blocks: ggml type " + std::string(ggml_type_name(type)) +
+                                  " is computed as it is");
+  }
 }
 
 std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols) {
-  type = row_tile_format(type);
   require_row_tiles(type, cols, "row_tile_bytes");
+  type = row_tile_format(type);
   const std::int64_t tiles = (rows + kTileRows - 1) / kTileRows;
   return static_cast<std::uint64_t>(tiles) *
          static_cast<std::uint64_t>(cols / block_elements(type) * tile_block_bytes(type));
@@ -480,35 +530,36 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
 
 namespace {
 
-// Q3_K rows as the Q6_K rows of the same values (q3_k_as_q6_k), one tile group at a time, each
-// packed from a thread's copy of its rows while they are in cache.
-void pack_q3_k_row_tiles(std::span<const std::byte* const> rows, std::int64_t cols, std::byte* out,
-                         QuantIsa isa) {
-  require_row_tiles(GgmlType::q6_k, cols, "pack_row_tiles");
-  const TileBlockPacker in_registers = register_packer(GgmlType::q6_k, isa);
-  const std::int64_t blocks = cols / kQK;
-  const auto q6_row = static_cast<std::size_t>(ggml_row_bytes(GgmlType::q6_k, cols));
+// Rows of a type rewritten into another format's tiles (rewrite_blocks), one tile group at a
+// time, each packed from a thread's rewritten copy of its rows.
+void pack_rewritten_row_tiles(GgmlType type, std::span<const std::byte* const> rows,
+                              std::int64_t cols, std::byte* out, QuantIsa isa) {
+  const GgmlType tiles = row_tile_format(type);
+  const TileBlockPacker in_registers = register_packer(tiles, isa);
+  const auto blocks = static_cast<std::int64_t>(cols / ggml_type_traits(type).block_size);
+  const auto tile_row = static_cast<std::size_t>(ggml_row_bytes(tiles, cols));
   const auto n_rows = static_cast<std::int64_t>(rows.size());
   const std::int64_t group_rows = kGroupTiles * kTileRows;
   const std::int64_t groups = row_tile_groups(n_rows);
   if (groups == 0) return;
   const int threads = static_cast<int>(std::min<std::int64_t>(groups, omp_get_max_threads()));
-  // Each thread's scratch is allocated before the region, so that nothing in it throws.
-  const std::size_t per_thread = static_cast<std::size_t>(group_rows) * q6_row;
-  std::vector<std::byte> converted(static_cast<std::size_t>(threads) * per_thread);
+  // Each thread's scratch is allocated (not filled) before the region, so that nothing in it
+  // throws.
+  const std::size_t per_thread = static_cast<std::size_t>(group_rows) * tile_row;
+  const auto scratch =
+      std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(threads) * per_thread);
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (std::int64_t g = 0; g < groups; ++g) {
-    std::byte* scratch =
-        converted.data() + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
+    std::byte* mine = scratch.get() + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
     const std::int64_t begin = g * group_rows, n = std::min(group_rows, n_rows - begin);
     std::array<const std::byte*, kGroupTiles * kTileRows> starts;
     for (std::int64_t r = 0; r < n; ++r) {
-      std::byte* row = scratch + static_cast<std::size_t>(r) * q6_row;
-      q3_k_as_q6_k(rows[static_cast<std::size_t>(begin + r)], row, blocks);
+      std::byte* row = mine + static_cast<std::size_t>(r) * tile_row;
+      rewrite_blocks(type, rows[static_cast<std::size_t>(begin + r)], row, blocks, isa);
       starts[static_cast<std::size_t>(r)] = row;
     }
-    pack_tile_group(GgmlType::q6_k, std::span(starts.data(), static_cast<std::size_t>(n)), cols,
-                    out + row_tile_bytes(GgmlType::q6_k, begin, cols), 0, in_registers, true);
+    pack_tile_group(tiles, std::span(starts.data(), static_cast<std::size_t>(n)), cols,
+                    out + row_tile_bytes(tiles, begin, cols), 0, in_registers, true);
   }
 }
 
@@ -516,11 +567,11 @@ void pack_q3_k_row_tiles(std::span<const std::byte* const> rows, std::int64_t co
 
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa) {
-  if (type == GgmlType::q3_k) {
-    pack_q3_k_row_tiles(rows, cols, out, isa);
+  require_row_tiles(type, cols, "pack_row_tiles");
+  if (row_tile_format(type) != type) {
+    pack_rewritten_row_tiles(type, rows, cols, out, isa);
     return;
   }
-  require_row_tiles(type, cols, "pack_row_tiles");
   const TileBlockPacker in_registers = register_packer(type, isa);
   // Over OpenMP's threads: a demand load has compute waiting on it (the engine's packer
   // thread sets how many). By groups, so that no two threads write into one group's

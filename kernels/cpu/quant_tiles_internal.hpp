@@ -130,4 +130,7 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
                         std::int64_t blocks, const QuantizedActivations* x, std::int64_t m,
                         float* y, std::int64_t y_stride);
 
+// rewrite_blocks' Q3_K path built with AVX2 (rewrite_blocks.inc).
+void rewrite_q3_k_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
+
 }  // namespace moed::kernels::qtile

@@ -53,7 +53,7 @@ SPLIT = "tiny-bytelevel-q6_k-00001-of-00003.gguf"
 # Weights whose activations llama.cpp rounds to f16 / bf16 and moed keeps in f32.
 ROUNDED_BY_LLAMA_CPP = {"f16", "bf16"}
 LLAMA_CPP_TYPES = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q3_k_s", "q3_k_m",
-                   "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"]
+                   "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl"]
 # llama-quantize writes f16 for a matrix whose rows are not whole blocks of the type (the tiny
 # DeepSeek models' 16-wide absorbed and 48-wide q LoRA projections); kept f32 here, such a file
 # stays under the closer bound.
@@ -188,6 +188,8 @@ class SameLogits(unittest.TestCase):
         made = [("mixtral", t) for t in LLAMA_CPP_TYPES]
         made += [(f, t) for f in ("qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3")
                  for t in ("q8_0", "q4_k_m")]
+        # Hidden size 128: llama-quantize falls back from q3_K there (to q4_0; iq4_nl before).
+        made += [("qwen3_moe", "q3_k_m"), ("deepseek_v3", "q3_k_m")]
         for family, ftype in made:
             with self.subTest(family=family, type=ftype):
                 self.agree(llama_cpp_made(family, ftype))

@@ -354,11 +354,11 @@ TEST(GgufPlan, RefusalsNameTheKeyOrTensor) {
   misshapen.spec.tensors[4].data.resize(32 * 16 * 4);
   expect_refused(misshapen.spec, {"blk.0.attn_q.weight", "has shape [16, 32]"});
 
-  // iq4_nl: a ggml type the reader knows and moed does not compute (18 bytes per 32).
-  TinyLlama iq4;
-  iq4.spec.tensors.pop_back();
-  iq4.tensor("blk.0.ffn_down_exps.weight", {32, 32, 2}, 20, 18 * 64);
-  expect_refused(iq4.spec, {"blk.0.ffn_down_exps.weight", "iq4_nl", "does not compute"});
+  // q8_1: a ggml type the reader knows and moed does not compute (36 bytes per 32).
+  TinyLlama q8_1;
+  q8_1.spec.tensors.pop_back();
+  q8_1.tensor("blk.0.ffn_down_exps.weight", {32, 32, 2}, 9, 36 * 64);
+  expect_refused(q8_1.spec, {"blk.0.ffn_down_exps.weight", "q8_1", "does not compute"});
 }
 
 TEST(GgufPlan, TheLlamaArchitectureSizesExpertsByFeedForwardLengthAlone) {

@@ -239,6 +239,20 @@ TEST(Dequantize, Q3_K) {
     EXPECT_EQ(q3k_scale(block.scales, i), i == 0 ? 5 : i == 9 ? -13 : -32) << "scale " << i;
 }
 
+TEST(Dequantize, IQ4_NL) {
+  BlockIQ4_NL block{};
+  block.d = kHalfHalf;
+  // Element j in the low nibble of qs[j], j + 16 in the high; each indexes ggml's codebook
+  // {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}.
+  block.qs[0] = 0xF0;                       // element 0: index 0, -127; element 16: index 15, 113
+  block.qs[15] = 0x78;                      // element 15: index 8, 1; element 31: index 7, -10
+  std::vector<float> expected(32, -63.5f);  // index 0 everywhere else: 0.5 * -127
+  expected[16] = 56.5f;
+  expected[15] = 0.5f;
+  expected[31] = -5.0f;
+  expect_values(dequantize(GgmlType::iq4_nl, block, 32), expected);
+}
+
 TEST(Dequantize, FloatFormats) {
   const float f32[2] = {1.25f, -3.0f};
   std::vector<float> out(2);

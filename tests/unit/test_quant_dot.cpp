@@ -15,6 +15,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moed/kernels/cpu_matmul.hpp"
@@ -805,73 +806,116 @@ TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
   }
 }
 
-TEST(QuantTiles, Q3_KRowsArePackedAsTheQ6_KRowsOfTheSameValues) {
+// q3_K and iq4_nl have no kernels of their own: their blocks are rewritten as q6_K's and q8_0's
+// of the same values (row_tile_format), and computed as those.
+TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   std::mt19937 rng(23);
-  // 150 rows: three tile groups, the last of two tiles, so several threads convert rows.
+  // 150 rows: three tile groups, the last of two tiles, so several threads rewrite rows.
   const std::int64_t rows = 150, cols = 1024;
-  const auto stored = random_weights(GgmlType::q3_k, rows, cols, rng);
-  const std::size_t q3_row = ggml_row_bytes(GgmlType::q3_k, cols);
-  const std::size_t q6_row = ggml_row_bytes(GgmlType::q6_k, cols);
-  std::vector<std::byte> as_q6(static_cast<std::size_t>(rows) * q6_row);
-  std::vector<const std::byte*> q3_starts, q6_starts;
-  std::vector<float> from_q3(static_cast<std::size_t>(cols)), from_q6(from_q3.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const auto* row = reinterpret_cast<const std::byte*>(stored.data()) + r * q3_row;
-    q3_k_as_q6_k(row, as_q6.data() + r * q6_row, cols / 256);
-    q3_starts.push_back(row);
-    q6_starts.push_back(as_q6.data() + r * q6_row);
-    dequantize_row(GgmlType::q3_k, row, from_q3.data(), cols);
-    dequantize_row(GgmlType::q6_k, q6_starts.back(), from_q6.data(), cols);
-    ASSERT_EQ(std::memcmp(from_q3.data(), from_q6.data(), from_q3.size() * sizeof(float)), 0)
-        << "row " << r;
-  }
-  EXPECT_EQ(row_tile_format(GgmlType::q3_k), GgmlType::q6_k);
-  ASSERT_EQ(row_tile_bytes(GgmlType::q3_k, rows, cols), row_tile_bytes(GgmlType::q6_k, rows, cols));
-  std::vector<std::byte> tiles(row_tile_bytes(GgmlType::q3_k, rows, cols));
-  std::vector<std::byte> q6_tiles(tiles.size());
   std::vector<QuantIsa> paths = simd_paths();
   paths.push_back(QuantIsa::scalar);
-  for (const QuantIsa isa : paths) {
-    pack_row_tiles(GgmlType::q3_k, q3_starts, cols, tiles.data(), isa);
-    pack_row_tiles(GgmlType::q6_k, q6_starts, cols, q6_tiles.data(), isa);
-    ASSERT_EQ(std::memcmp(tiles.data(), q6_tiles.data(), tiles.size()), 0) << quant_isa_name(isa);
-  }
-
-  // The product against ggml's Q3_K values (dequantize_row's, checked by hand in test_quant).
-  const auto x = random_rows(2, cols, rng);
-  std::vector<float> y(static_cast<std::size_t>(2 * rows));
-  row_tile_matmul(GgmlType::q6_k, tiles.data(), rows, cols, x.data(), 2, y.data(), rows);
-  for (std::int64_t i = 0; i < 2; ++i) {
-    const auto xq = dequantized(GgmlType::q6_k, x[i]);
+  for (const auto [type, tiles_type] :
+       {std::pair(GgmlType::q3_k, GgmlType::q6_k), std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
+    SCOPED_TRACE(ggml_type_name(type));
+    EXPECT_EQ(row_tile_format(type), tiles_type);
+    const auto stored = random_weights(type, rows, cols, rng);
+    const std::size_t stored_row = ggml_row_bytes(type, cols);
+    const std::size_t tile_row = ggml_row_bytes(tiles_type, cols);
+    const std::int64_t blocks = cols / ggml_type_traits(type).block_size;
+    std::vector<std::byte> rewritten_bytes(static_cast<std::size_t>(rows) * tile_row);
+    std::vector<std::byte> on_path(tile_row);
+    std::vector<const std::byte*> starts, rewritten_starts;
+    std::vector<float> values(static_cast<std::size_t>(cols)), rewritten_values(values.size());
     for (std::int64_t r = 0; r < rows; ++r) {
-      dequantize_row(GgmlType::q3_k, q3_starts[r], from_q3.data(), cols);
-      double want = 0, magnitude = 0;
-      for (std::int64_t c = 0; c < cols; ++c) {
-        want += static_cast<double>(from_q3[c]) * xq[c];
-        magnitude += std::fabs(static_cast<double>(from_q3[c]) * xq[c]);
+      const auto* row = reinterpret_cast<const std::byte*>(stored.data()) + r * stored_row;
+      std::byte* rewritten = rewritten_bytes.data() + r * tile_row;
+      rewrite_blocks(type, row, rewritten, blocks, QuantIsa::scalar);
+      for (const QuantIsa isa : paths) {
+        rewrite_blocks(type, row, on_path.data(), blocks, isa);
+        ASSERT_EQ(std::memcmp(on_path.data(), rewritten, tile_row), 0)
+            << quant_isa_name(isa) << " row " << r;
       }
-      EXPECT_NEAR(y[static_cast<std::size_t>(i * rows + r)], want, 1e-5 * magnitude) << r;
+      starts.push_back(row);
+      rewritten_starts.push_back(rewritten);
+      // The same values: dequantize_row's for each format, each checked by hand in test_quant.
+      dequantize_row(type, row, values.data(), cols);
+      dequantize_row(tiles_type, rewritten, rewritten_values.data(), cols);
+      ASSERT_EQ(std::memcmp(values.data(), rewritten_values.data(), values.size() * sizeof(float)),
+                0)
+          << "row " << r;
+    }
+    ASSERT_EQ(row_tile_bytes(type, rows, cols), row_tile_bytes(tiles_type, rows, cols));
+    std::vector<std::byte> tiles(row_tile_bytes(type, rows, cols)), want_tiles(tiles.size());
+    for (const QuantIsa isa : paths) {
+      pack_row_tiles(type, starts, cols, tiles.data(), isa);
+      pack_row_tiles(tiles_type, rewritten_starts, cols, want_tiles.data(), isa);
+      ASSERT_EQ(std::memcmp(tiles.data(), want_tiles.data(), tiles.size()), 0)
+          << quant_isa_name(isa);
+    }
+
+    // The product against the stored format's values.
+    const auto x = random_rows(2, cols, rng);
+    std::vector<float> y(static_cast<std::size_t>(2 * rows));
+    row_tile_matmul(tiles_type, tiles.data(), rows, cols, x.data(), 2, y.data(), rows);
+    for (std::int64_t i = 0; i < 2; ++i) {
+      const auto xq = dequantized(tiles_type, x[i]);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        dequantize_row(type, starts[static_cast<std::size_t>(r)], values.data(), cols);
+        double want = 0, magnitude = 0;
+        for (std::int64_t c = 0; c < cols; ++c) {
+          want += static_cast<double>(values[c]) * xq[c];
+          magnitude += std::fabs(static_cast<double>(values[c]) * xq[c]);
+        }
+        EXPECT_NEAR(y[static_cast<std::size_t>(i * rows + r)], want, 1e-5 * magnitude) << r;
+      }
+    }
+
+    // In CpuMatmul beside a part in the tiles' own format (llama-quantize's Q3_K_M gives attn_v
+    // q6_K): the rewritten run is a segment of that format, its rows' results those of the
+    // rewritten rows.
+    const DType dtype = *dtype_of(type), tiles_dtype = *dtype_of(tiles_type);
+    const auto v = random_weights(tiles_type, 8, cols, rng);
+    const WeightPart parts[] = {{stored.data(), dtype, 24}, {v.data(), tiles_dtype, 8}};
+    CpuMatmul matmul;
+    const PackedWeight packed = matmul.pack(parts, cols);
+    EXPECT_EQ(packed.bytes(),
+              row_tile_bytes(tiles_type, 24, cols) + row_tile_bytes(tiles_type, 8, cols));
+    EXPECT_EQ(packed.bytes(), matmul.packed_bytes(parts, cols));
+    EXPECT_EQ(matmul.packing(24, cols, dtype),
+              "ggml " + std::string(ggml_type_name(type)) + " blocks as " +
+                  std::string(ggml_type_name(tiles_type)) + " in 16-row tiles");
+    EXPECT_NE(matmul.implementation(1, packed).find(std::string(ggml_type_name(tiles_type)) +
+                                                    " row tiles"),
+              std::string::npos);
+    EXPECT_FALSE(CpuMatmul::computes_stored_rows(std::span(parts, 1)));
+    const auto activations = random_activations(cols, rng);
+    std::vector<float> got(32), want(32);
+    matmul.multiply(activations.data(), 1, packed, got.data());
+    matvec_as_packed(tiles_type, reinterpret_cast<const std::uint8_t*>(rewritten_bytes.data()), 24,
+                     cols, activations.data(), want.data());
+    matvec_as_packed(tiles_type, v.data(), 8, cols, activations.data(), want.data() + 24);
+    for (int r = 0; r < 32; ++r) EXPECT_EQ(got[r], want[r]) << r;
+
+    // Streamed, the same parts are rewritten row by row (the other part copied) and computed as
+    // stored where this CPU computes the tiles' format so: the packed weight's results bit for
+    // bit, for a decode row and a prefill's several.
+    const WeightPart with_f32[] = {parts[0], {activations.data(), DType::f32, 1}};
+    EXPECT_FALSE(CpuMatmul::computes_rewritten_rows(with_f32));
+    if (!computes_stored_rows(tiles_type)) continue;  // no stored-row kernels on this CPU
+    ASSERT_TRUE(CpuMatmul::computes_rewritten_rows(parts));
+    const PackedWeight rewritten = CpuMatmul::rewritten_rows(parts, cols, {});
+    EXPECT_EQ(rewritten.bytes(), CpuMatmul::rewritten_rows_bytes(parts, cols));
+    EXPECT_EQ(rewritten.bytes(), (24 + 8) * tile_row);
+    for (const std::int64_t m : {1, 3}) {
+      std::vector<float> xs(static_cast<std::size_t>(m * cols));
+      for (std::int64_t i = 0; i < m; ++i)
+        std::copy(activations.begin(), activations.end(), xs.begin() + i * cols);
+      std::vector<float> ys(static_cast<std::size_t>(m * 32));
+      matmul.multiply(xs.data(), m, rewritten, ys.data());
+      for (std::int64_t i = 0; i < m; ++i)
+        for (int r = 0; r < 32; ++r) EXPECT_EQ(ys[i * 32 + r], got[r]) << "m " << m << " row " << r;
     }
   }
-
-  // In CpuMatmul, as llama-quantize's Q3_K_M stacks them (attn_q in q3_K, attn_v in q5_K or
-  // q6_K): the q3_K run is a q6_K segment, its rows' results those of the converted rows.
-  const auto v = random_weights(GgmlType::q6_k, 8, cols, rng);
-  const WeightPart parts[] = {{stored.data(), DType::q3_k, 24}, {v.data(), DType::q6_k, 8}};
-  CpuMatmul matmul;
-  const PackedWeight packed = matmul.pack(parts, cols);
-  EXPECT_EQ(packed.bytes(),
-            row_tile_bytes(GgmlType::q6_k, 24, cols) + row_tile_bytes(GgmlType::q6_k, 8, cols));
-  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(parts, cols));
-  EXPECT_EQ(matmul.packing(24, cols, DType::q3_k), "ggml q3_K blocks as q6_K in 16-row tiles");
-  EXPECT_FALSE(CpuMatmul::computes_stored_rows(std::span(parts, 1)));
-  const auto activations = random_activations(cols, rng);
-  std::vector<float> got(32), want(32);
-  matmul.multiply(activations.data(), 1, packed, got.data());
-  matvec_as_packed(GgmlType::q6_k, reinterpret_cast<const std::uint8_t*>(as_q6.data()), 24, cols,
-                   activations.data(), want.data());
-  matvec_as_packed(GgmlType::q6_k, v.data(), 8, cols, activations.data(), want.data() + 24);
-  for (int r = 0; r < 32; ++r) EXPECT_EQ(got[r], want[r]) << r;
 }
 
 TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
@@ -889,6 +933,10 @@ TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
             "pack_row_tiles: ggml type q2_K has no row-tile layout");
   EXPECT_EQ(message([&] { row_tile_bytes(GgmlType::q4_k, 1, 96); }),
             "row_tile_bytes: 96 columns are not whole q4_K blocks");
+  EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q3_k, std::span(&row, 1), 96, tiles.data()); }),
+            "pack_row_tiles: 96 columns are not whole q3_K blocks");
+  EXPECT_EQ(message([&] { rewrite_blocks(GgmlType::q4_k, row, tiles.data(), 1); }),
+            "rewrite_blocks: ggml type q4_K is computed as it is");
   QuantizedActivations a;
   std::vector<float> x(96, 1.0f);
   quantize_activations(x.data(), 96, a);

@@ -33,8 +33,15 @@ struct Engine::LayerTensors {
   // in, the most any expert of the layer's reads cover (memtier::aligned_read_bytes), alike for
   // all so that the buffer pool reuses it; 0 where the layer's formats are repacked on this CPU.
   std::uint64_t stored_expert_bytes = 0;
+  // An expert rewritten in its row-tile format and computed from there as stored rows
+  // (CpuMatmul::rewritten_rows: q3_K as q6_K, iq4_nl as q8_0), where the file's format is not
+  // computed as stored
+  // but that one is; 0 elsewhere.
+  std::uint64_t rewritten_expert_bytes = 0;
   // Experts stream from disk and are computed as stored, in the memory they were read into.
   bool streams_stored = false;
+  // Experts stream from disk and are rewritten (rewritten_expert_bytes) rather than packed.
+  bool streams_rewritten = false;
 };
 
 namespace {
@@ -302,6 +309,30 @@ std::shared_ptr<ExpertWeights> stored_expert(const model::ModelSpec& spec,
   return w;
 }
 
+// What rewritten_expert allocates for an expert in its block buffer.
+std::uint64_t rewritten_expert_bytes(const model::ModelSpec& spec,
+                                     std::span<const WeightPart> gate_up, const WeightPart& down) {
+  return piece_bytes(kernels::CpuMatmul::rewritten_rows_bytes(gate_up, spec.hidden_size)) +
+         piece_bytes(
+             kernels::CpuMatmul::rewritten_rows_bytes(std::span(&down, 1), spec.intermediate_size));
+}
+
+// An expert streamed in a format not computed as stored (q3_K, iq4_nl), rewritten in one that is.
+std::shared_ptr<ExpertWeights> rewritten_expert(const model::ModelSpec& spec,
+                                                const std::array<const model::TensorInfo*, 3>& t,
+                                                const std::array<const std::byte*, 3>& data,
+                                                const kernels::PackedAllocator& allocate) {
+  auto w = std::make_shared<ExpertWeights>();
+  const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
+  const WeightPart down = part(*t[2], data[2]);
+  BlockBuffer block(allocate, rewritten_expert_bytes(spec, gate_up, down));
+  w->gate_up = kernels::CpuMatmul::rewritten_rows(gate_up, spec.hidden_size, block.pieces());
+  w->down = kernels::CpuMatmul::rewritten_rows(std::span(&down, 1), spec.intermediate_size,
+                                               block.pieces());
+  block.check_filled();
+  return w;
+}
+
 std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                            const std::array<const model::TensorInfo*, 3>& t,
                                            const std::array<const std::byte*, 3>& data,
@@ -412,10 +443,14 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     const WeightPart down{nullptr, first[2]->dtype, hidden};
     lt.packed_expert_bytes = expert_matrix_bytes(matmul_, spec_, gate_up, down);
     const WeightPart all_three[] = {gate_up[0], gate_up[1], down};
-    if (kernels::CpuMatmul::computes_stored_rows(all_three)) lt.stored_expert_bytes = read_bytes;
-    // Planned at the larger of the two: whether experts stream is known only from the budget
-    // (the starting one: a budget changed at run time keeps the layout chosen here).
-    const std::uint64_t block = std::max(lt.packed_expert_bytes, lt.stored_expert_bytes);
+    if (kernels::CpuMatmul::computes_stored_rows(all_three))
+      lt.stored_expert_bytes = read_bytes;
+    else if (kernels::CpuMatmul::computes_rewritten_rows(all_three))
+      lt.rewritten_expert_bytes = rewritten_expert_bytes(spec_, gate_up, down);
+    // Planned at the largest: whether experts stream is known only from the budget (the
+    // starting one: a budget changed at run time keeps the layout chosen here).
+    const std::uint64_t block =
+        std::max({lt.packed_expert_bytes, lt.stored_expert_bytes, lt.rewritten_expert_bytes});
     expert_block_bytes_ = std::max(expert_block_bytes_, block);
     all_expert_bytes_ += block * static_cast<std::uint64_t>(spec_.num_experts);
   }
@@ -475,8 +510,11 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   for (auto& lt : tensors_) {
     if (lt.experts.empty()) continue;
     lt.streams_stored = experts_stream && lt.stored_expert_bytes > 0;
+    lt.streams_rewritten = experts_stream && lt.rewritten_expert_bytes > 0;
     any_stored = any_stored || lt.streams_stored;
-    expert_block_sizes.insert(lt.streams_stored ? lt.stored_expert_bytes : lt.packed_expert_bytes);
+    expert_block_sizes.insert(lt.streams_stored      ? lt.stored_expert_bytes
+                              : lt.streams_rewritten ? lt.rewritten_expert_bytes
+                                                     : lt.packed_expert_bytes);
   }
   // Spare buffers for four experts of each size: enough that the buffers evictions free serve
   // the next loads (prefetches run ahead of the evictions), and a fixed addition to RSS. The pool
@@ -569,6 +607,10 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
     return stored_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                          {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
                          std::move(loaded.kept), lt.stored_expert_bytes);
+  if (lt.streams_rewritten)
+    return rewritten_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
+                            {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
+                            allocate);
   return pack_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                      {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate);
 }
@@ -1255,6 +1297,12 @@ std::string Engine::matmul_implementation() {
             matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
   if (computes_streamed_experts_as_stored())
     text += "; experts read from disk computed as stored rows";
+  const bool rewritten = std::any_of(tensors_.begin(), tensors_.end(),
+                                     [](const LayerTensors& lt) { return lt.streams_rewritten; });
+  if (rewritten)
+    text +=
+        "; experts read from disk rewritten (q3_K as q6_K, iq4_nl as q8_0) and computed as "
+        "stored rows";
   return text;
 }
 

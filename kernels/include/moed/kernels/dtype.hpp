@@ -22,7 +22,8 @@ enum class DType : std::uint8_t {
   q4_k,
   q5_k,
   q6_k,
-  q3_k
+  q3_k,
+  iq4_nl
 };
 
 bool is_quantized(DType dtype);

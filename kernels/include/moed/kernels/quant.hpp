@@ -94,6 +94,14 @@ struct BlockQ8_0 {
   std::uint16_t d;
   std::int8_t qs[kQ32];
 };
+// x = d * kIq4NlValues[q], q 4 bits in Q4_0's nibble order.
+struct BlockIQ4_NL {
+  std::uint16_t d;
+  std::uint8_t qs[kQ32 / 2];  // element j in the low nibble of qs[j], j + 16 in the high
+};
+// IQ4_NL's non-linear codebook (ggml-common.h's kvalues_iq4nl).
+inline constexpr std::int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                 1,    13,   25,  38,  53,  69,  89,  113};
 // Activations for the 32-element formats with Q8_0's layout; ggml's q8_1 adds s = d * sum(qs).
 struct BlockQ8_1 {
   std::uint16_t d;
@@ -143,7 +151,7 @@ struct BlockQ8_K {
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
-static_assert(sizeof(BlockQ3_K) == 110);
+static_assert(sizeof(BlockQ3_K) == 110 && sizeof(BlockIQ4_NL) == 18);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 
@@ -167,11 +175,6 @@ inline int q3k_scale(const std::uint8_t* scales, int i) {
   const int high = (scales[8 + i % 4] >> (2 * (i / 4))) & 3;
   return (low | high << 4) - 32;
 }
-
-// Writes each Q3_K block at src as the Q6_K block of the same values: the same d, the scales as
-// they are, each quant q moved to q + 28 (so q6 - 32 = q3 - 4). Exact, so moed computes Q3_K
-// with Q6_K's kernels (any alignment).
-void q3_k_as_q6_k(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
 // The weight DType a ggml type is computed as (nullopt for types moed does not compute), and back.
 std::optional<DType> dtype_of(GgmlType type);

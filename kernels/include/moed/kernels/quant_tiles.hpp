@@ -68,20 +68,29 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
   return (tiles + kGroupTiles - 1) / kGroupTiles;
 }
 
-// Every format moed computes: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K.
+// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K (q3_K
+// and iq4_nl are rewritten into q6_K's and q8_0's: row_tile_format).
 bool has_row_tiles(GgmlType type);
 
-// The format whose row tiles hold rows of `type`: q6_K for q3_K (each block rewritten exactly,
-// q3_k_as_q6_k: Q3_K's 3-bit quants and 6-bit scales are Q6_K values, so its rows take Q6_K's
-// kernels at Q6_K's size), the type itself for one with row tiles of its own.
+// The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K and q8_0 for
+// iq4_nl, whose blocks rewrite_blocks rewrites as that format's blocks of exactly the same values
+// (Q3_K's 3-bit quants and 6-bit scales are Q6_K values; IQ4_NL's codebook entries are Q8_0
+// quants under the same d), so they take its kernels at its size; the type itself for a format
+// with row tiles of its own.
 GgmlType row_tile_format(GgmlType type);
+// Rewrites `blocks` blocks of `type` (q3_K or iq4_nl, any alignment) at src as
+// row_tile_format(type)'s blocks of the same values at dst; every `isa` writes the same bytes
+// (AVX2's 32-byte vectors take a Q3_K half's 32 quant bytes at once).
+void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::int64_t blocks,
+                    QuantIsa isa = best_quant_isa());
 
 // Bytes of `rows` x `cols` weights in row tiles (rows padded up to whole tiles).
 std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols);
 
 // Repacks rows (each `cols` elements of `type` blocks, as stored in a GGUF file) into row tiles
 // of row_tile_format(type) at `out` (row_tile_bytes of them), over OpenMP's threads. Throws
-// std::invalid_argument for a type without row tiles or a width that is not whole blocks. A SIMD
+// std::invalid_argument for a type whose row_tile_format has no row tiles or a width that is not
+// whole blocks of `type`. A SIMD
 // `isa` moves whole tiles through registers: AVX-512 ones where the CPU also has VBMI, else AVX2
 // ones; every path writes the same bytes.
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
