@@ -213,6 +213,13 @@ elif MOED_MAX_QUANT_ISA=avx2 "$moed" bench --model "$models/tiny-q4_k_m.gguf" --
   grep -q "matmul moed avx2 .*experts read from disk computed as stored rows" "$work/err"; then
   pass "MOED_MAX_QUANT_ISA=avx2: AVX2 kernels, streamed experts computed as stored rows"
 else fail "MOED_MAX_QUANT_ISA=avx2 bench"; cat "$work/err"; fi
+if "$moed" bench --model "$models/tiny-q3_k.gguf" --host-budget 25% --bandwidth-mib 64 \
+    --prompt-tokens 16 --decode-tokens 8 >/dev/null 2>"$work/err" &&
+  grep -q "ggml q3_K blocks as q6_K in 16-row tiles" "$work/err" &&
+  { ! grep -qw avx2 /proc/cpuinfo ||
+    grep -q "experts read from disk rewritten (q3_K as q6_K) and computed as stored rows" "$work/err"; }; then
+  pass "a Q3_K file streamed: its experts rewritten as q6_K"
+else fail "Q3_K bench"; cat "$work/err"; fi
 expect_error "bad budget" "not a size" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget lots
 expect_error "budget below minimum" "below this model's minimum" "$moed" logits --model "$models/tiny-f32" --tokens 1 --out "$work/x.npy" --host-budget 64KiB
 "$moed" logits --model /nonexistent --tokens 1 --out "$work/x.npy" >/dev/null 2>"$work/err"

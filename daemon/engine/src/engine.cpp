@@ -8,10 +8,13 @@
 #include <map>
 #include <set>
 #include <stdexcept>
+#include <string>
 
 #include "moed/engine/router.hpp"
 #include "moed/kernels/cpu_ops.hpp"
 #include "moed/kernels/cpu_threads.hpp"
+#include "moed/kernels/quant.hpp"
+#include "moed/kernels/quant_tiles.hpp"
 #include "moed/memtier/aligned_buffer.hpp"
 #include "moed/memtier/byte_size.hpp"
 
@@ -35,8 +38,7 @@ struct Engine::LayerTensors {
   std::uint64_t stored_expert_bytes = 0;
   // An expert rewritten in its row-tile format and computed from there as stored rows
   // (CpuMatmul::rewritten_rows: q3_K as q6_K, iq4_nl as q8_0), where the file's format is not
-  // computed as stored
-  // but that one is; 0 elsewhere.
+  // computed as stored but that one is; 0 elsewhere.
   std::uint64_t rewritten_expert_bytes = 0;
   // Experts stream from disk and are computed as stored, in the memory they were read into.
   bool streams_stored = false;
@@ -1297,12 +1299,22 @@ std::string Engine::matmul_implementation() {
             matmul_.packing(2 * spec_.intermediate_size, spec_.hidden_size, gate->dtype);
   if (computes_streamed_experts_as_stored())
     text += "; experts read from disk computed as stored rows";
-  const bool rewritten = std::any_of(tensors_.begin(), tensors_.end(),
-                                     [](const LayerTensors& lt) { return lt.streams_rewritten; });
-  if (rewritten)
-    text +=
-        "; experts read from disk rewritten (q3_K as q6_K, iq4_nl as q8_0) and computed as "
-        "stored rows";
+  // Each format a streamed expert is rewritten from, and into (row_tile_format).
+  std::set<std::string> rewrites;
+  for (const auto& lt : tensors_)
+    if (lt.streams_rewritten)
+      for (const model::TensorInfo* matrix : lt.experts.front()) {
+        const kernels::GgmlType from = kernels::ggml_type_of(matrix->dtype);
+        const kernels::GgmlType into = kernels::row_tile_format(from);
+        if (into != from)
+          rewrites.insert(std::string(kernels::ggml_type_name(from)) + " as " +
+                          std::string(kernels::ggml_type_name(into)));
+      }
+  if (!rewrites.empty()) {
+    std::string list;
+    for (const auto& rewrite : rewrites) list += (list.empty() ? "" : ", ") + rewrite;
+    text += "; experts read from disk rewritten (" + list + ") and computed as stored rows";
+  }
   return text;
 }
 
