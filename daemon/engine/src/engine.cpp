@@ -31,7 +31,7 @@ struct Engine::LayerTensors {
   std::vector<const model::TensorInfo*> dense_infos;
   std::array<int, model::kDenseRoles> position{};  // role -> index in dense, -1 when absent
   std::vector<std::array<const model::TensorInfo*, 3>> experts;  // gate, up, down; none if dense
-  std::uint64_t packed_expert_bytes = 0;                         // an expert repacked (pack_expert)
+  std::uint64_t packed_expert_bytes = 0;                         // an expert repacked (make_expert)
   // An expert computed as the file stores it (CpuMatmul::stored_rows): the memory its reads land
   // in, the most any expert of the layer's reads cover (memtier::aligned_read_bytes), alike for
   // all so that the buffer pool reuses it; 0 where the layer's formats are repacked on this CPU.
@@ -288,11 +288,23 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
   return w;
 }
 
-// What pack_expert allocates for an expert in its block buffer.
+// How an expert not computed where its reads landed is made in its block buffer: packed
+// (CpuMatmul::pack), or, streamed in a format computed as another's rows (q3_K, iq4_nl), rewritten
+// in that format's blocks and computed as stored (CpuMatmul::rewritten_rows).
+enum class ExpertMaking { packed, rewritten };
+
+std::size_t matrix_bytes(kernels::CpuMatmul& matmul, ExpertMaking making,
+                         std::span<const WeightPart> parts, std::int64_t cols) {
+  return making == ExpertMaking::packed ? matmul.packed_bytes(parts, cols)
+                                        : kernels::CpuMatmul::rewritten_rows_bytes(parts, cols);
+}
+
+// What make_expert allocates for an expert in its block buffer.
 std::uint64_t expert_matrix_bytes(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
-                                  std::span<const WeightPart> gate_up, const WeightPart& down) {
-  return piece_bytes(matmul.packed_bytes(gate_up, spec.hidden_size)) +
-         piece_bytes(matmul.packed_bytes(std::span(&down, 1), spec.intermediate_size));
+                                  std::span<const WeightPart> gate_up, const WeightPart& down,
+                                  ExpertMaking making) {
+  return piece_bytes(matrix_bytes(matmul, making, gate_up, spec.hidden_size)) +
+         piece_bytes(matrix_bytes(matmul, making, std::span(&down, 1), spec.intermediate_size));
 }
 
 // An expert computed where its reads landed (`memory`, of memory_bytes): no copy, no repacking.
@@ -311,40 +323,22 @@ std::shared_ptr<ExpertWeights> stored_expert(const model::ModelSpec& spec,
   return w;
 }
 
-// What rewritten_expert allocates for an expert in its block buffer.
-std::uint64_t rewritten_expert_bytes(const model::ModelSpec& spec,
-                                     std::span<const WeightPart> gate_up, const WeightPart& down) {
-  return piece_bytes(kernels::CpuMatmul::rewritten_rows_bytes(gate_up, spec.hidden_size)) +
-         piece_bytes(
-             kernels::CpuMatmul::rewritten_rows_bytes(std::span(&down, 1), spec.intermediate_size));
-}
-
-// An expert streamed in a format not computed as stored (q3_K, iq4_nl), rewritten in one that is.
-std::shared_ptr<ExpertWeights> rewritten_expert(const model::ModelSpec& spec,
-                                                const std::array<const model::TensorInfo*, 3>& t,
-                                                const std::array<const std::byte*, 3>& data,
-                                                const kernels::PackedAllocator& allocate) {
-  auto w = std::make_shared<ExpertWeights>();
-  const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
-  const WeightPart down = part(*t[2], data[2]);
-  BlockBuffer block(allocate, rewritten_expert_bytes(spec, gate_up, down));
-  w->gate_up = kernels::CpuMatmul::rewritten_rows(gate_up, spec.hidden_size, block.pieces());
-  w->down = kernels::CpuMatmul::rewritten_rows(std::span(&down, 1), spec.intermediate_size,
-                                               block.pieces());
-  block.check_filled();
-  return w;
-}
-
-std::shared_ptr<ExpertWeights> pack_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
+std::shared_ptr<ExpertWeights> make_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                            const std::array<const model::TensorInfo*, 3>& t,
                                            const std::array<const std::byte*, 3>& data,
-                                           const kernels::PackedAllocator& allocate) {
+                                           const kernels::PackedAllocator& allocate,
+                                           ExpertMaking making) {
   auto w = std::make_shared<ExpertWeights>();
   const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
   const WeightPart down = part(*t[2], data[2]);
-  BlockBuffer block(allocate, expert_matrix_bytes(matmul, spec, gate_up, down));
-  w->gate_up = matmul.pack(gate_up, spec.hidden_size, block.pieces());
-  w->down = matmul.pack(std::span(&down, 1), spec.intermediate_size, block.pieces());
+  BlockBuffer block(allocate, expert_matrix_bytes(matmul, spec, gate_up, down, making));
+  const auto matrix = [&](std::span<const WeightPart> parts, std::int64_t cols) {
+    return making == ExpertMaking::packed
+               ? matmul.pack(parts, cols, block.pieces())
+               : kernels::CpuMatmul::rewritten_rows(parts, cols, block.pieces());
+  };
+  w->gate_up = matrix(gate_up, spec.hidden_size);
+  w->down = matrix(std::span(&down, 1), spec.intermediate_size);
   block.check_filled();
   return w;
 }
@@ -443,12 +437,14 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     const WeightPart gate_up[] = {{nullptr, first[0]->dtype, spec_.intermediate_size},
                                   {nullptr, first[1]->dtype, spec_.intermediate_size}};
     const WeightPart down{nullptr, first[2]->dtype, hidden};
-    lt.packed_expert_bytes = expert_matrix_bytes(matmul_, spec_, gate_up, down);
+    lt.packed_expert_bytes =
+        expert_matrix_bytes(matmul_, spec_, gate_up, down, ExpertMaking::packed);
     const WeightPart all_three[] = {gate_up[0], gate_up[1], down};
     if (kernels::CpuMatmul::computes_stored_rows(all_three))
       lt.stored_expert_bytes = read_bytes;
     else if (kernels::CpuMatmul::computes_rewritten_rows(all_three))
-      lt.rewritten_expert_bytes = rewritten_expert_bytes(spec_, gate_up, down);
+      lt.rewritten_expert_bytes =
+          expert_matrix_bytes(matmul_, spec_, gate_up, down, ExpertMaking::rewritten);
     // Planned at the largest: whether experts stream is known only from the budget (the
     // starting one: a budget changed at run time keeps the layout chosen here).
     const std::uint64_t block =
@@ -609,12 +605,9 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
     return stored_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                          {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
                          std::move(loaded.kept), lt.stored_expert_bytes);
-  if (lt.streams_rewritten)
-    return rewritten_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
-                            {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
-                            allocate);
-  return pack_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
-                     {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate);
+  return make_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
+                     {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate,
+                     lt.streams_rewritten ? ExpertMaking::rewritten : ExpertMaking::packed);
 }
 
 memtier::KeptReads Engine::kept_reads() {
