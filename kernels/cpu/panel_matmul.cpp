@@ -229,11 +229,11 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
         // it in each block's turn ([1024, 2816], 64 rows, two threads, alternated: AVX-512 f32
         // 1.9-2.1 to 1.6 ms, bf16 1.9-2.1 to 1.7; AVX2 f32 2.8-3.1 to 2.2; f32 bench prefill
         // under the AVX2 caps 334-361 to 353-376 tokens/s). A single block streams, and the
-        // hardware prefetchers keep up with it.
+        // hardware prefetchers keep up with it. The next run is this panel's (the first again
+        // for the next chunk of rows); the next panel is another range's, taken by whichever
+        // thread gets to it.
         const std::byte* next = nullptr;
         std::size_t next_bytes = 0;
-        // The next run is this panel's (the first again for the next chunk of rows); the next
-        // panel is another range's, taken by whichever thread gets to it.
         if (chunk > kRowBlock && (k0 + depth < cols || i0 + kSumsRows < m)) {
           const std::int64_t next_k0 = k0 + depth < cols ? k0 + depth : 0;
           next = panel + static_cast<std::size_t>(next_k0) * panel_row;

@@ -118,8 +118,8 @@ TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
 }
 
 // Mixtral as llama (hidden 256: real K-quant blocks; q3_K computed as q6_K), its legacy
-// split-expert form, and each
-// family as llama.cpp converts it (hidden 128: q4_K_M falls back to q5_0/q5_1/q8_0 there).
+// split-expert form, and each family as llama.cpp converts it (hidden 128: q4_K_M falls back to
+// q5_0/q5_1/q8_0 there).
 const GgufCase kFiles[] = {
     GgufCase{"tiny-f32.gguf", false}, GgufCase{"tiny-q8_0.gguf", true},
     GgufCase{"tiny-q4_k_m.gguf", true}, GgufCase{"tiny-q3_k.gguf", true},
