@@ -391,6 +391,7 @@ int run_bench(const BenchArgs& args) {
       {"prefetch_horizons", memtier::to_json(horizons)},
       {"disk_bytes_per_token", disk_bytes / static_cast<double>(steps)},
       {"io_wait_seconds", wait_s},
+      {"experts_run_ahead_of_reads", mem.experts_run_ahead},
       {"disk_read_bytes_per_s", disk_rate},
       {"disk_busy_share_of_decode", disk_busy_share},
       {"raw_sequential_read_bytes_per_s", raw_rate},
@@ -456,8 +457,12 @@ int run_bench(const BenchArgs& args) {
   if (mem.dense_streamed)
     std::printf("ring                       %llu section loads, compute waited %.2f s on it\n",
                 static_cast<unsigned long long>(mem.ring.loads), mem.ring.wait_seconds);
-  std::printf("disk read per token        %.1f MB; compute waited %.2f s on loads\n",
-              disk_bytes / static_cast<double>(steps) / 1e6, wait_s);
+  std::printf(
+      "disk read per token        %.1f MB; compute waited %.2f s on loads (%.1f%% of decode), and "
+      "ran %llu resident experts while one routed before them was read\n",
+      disk_bytes / static_cast<double>(steps) / 1e6, wait_s,
+      decode_seconds > 0 ? 100.0 * wait_s / decode_seconds : 0.0,
+      static_cast<unsigned long long>(mem.experts_run_ahead));
   if (disk_bytes > 0) {
     std::printf(
         "disk tier throughput       %.2f GB/s while reading vs raw sequential O_DIRECT %.2f GB/s "

@@ -470,15 +470,24 @@ TEST(EngineMemtier, EveryBudgetReaderAndPrefetchSettingGivesBitIdenticalLogits) 
       return all;
     };
     const auto want_decode = decode(unlimited);
+    // With prefetch, resident experts run ahead of a missing one routed before them; the
+    // results must not move for it.
+    std::uint64_t run_ahead = 0;
     for (const auto reader : {memtier::ReaderKind::io_uring, memtier::ReaderKind::pread})
       for (const bool prefetch : {true, false})
         for (const double share : {0.25, 0.5}) {
           Engine engine(kModels / model, budget_options(share, 0, reader, prefetch));
           EXPECT_EQ(prefill_logits(engine, tokens), want) << model << " share " << share;
           EXPECT_EQ(decode(engine), want_decode) << model << " share " << share;
-          EXPECT_FALSE(engine.memory_stats().dense_streamed);
-          EXPECT_GT(engine.memory_stats().host.misses, 0u);
+          const auto stats = engine.memory_stats();
+          EXPECT_FALSE(stats.dense_streamed);
+          EXPECT_GT(stats.host.misses, 0u);
+          if (!prefetch) {
+            EXPECT_EQ(stats.experts_run_ahead, 0u);
+          }
+          run_ahead += stats.experts_run_ahead;
         }
+    EXPECT_GT(run_ahead, 0u) << model;
     // Two compute threads: the second spins while the first waits for reads (where the cores
     // allow, as on the 2-core CI machine; streaming's default is one thread there). Not on one
     // core (as ThreadSanitizer's runs have it: TSan cannot see libgomp's barriers).
@@ -493,6 +502,7 @@ TEST(EngineMemtier, EveryBudgetReaderAndPrefetchSettingGivesBitIdenticalLogits) 
 }
 
 // Predicting two layers ahead moves reads earlier, never results; both horizons are scored.
+// Layer 0 is predicted from the embedding (horizon 1), and so is layer 1 two layers ahead.
 TEST(EngineMemtier, TwoLayerAheadPrefetchKeepsLogitsAndScoresBothHorizons) {
   const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
   Engine unlimited(kModels / "tiny-f32", {});
@@ -505,11 +515,15 @@ TEST(EngineMemtier, TwoLayerAheadPrefetchKeepsLogitsAndScoresBothHorizons) {
     EXPECT_EQ(prefill_then_decode(engine, tokens), prefill_then_decode(unlimited, tokens));
     EXPECT_EQ(prefill_logits(engine, tokens), want);
     std::uint64_t predicted[2] = {0, 0};
-    for (const auto& layer : engine.memory_stats().layers)
+    const auto layers = engine.memory_stats().layers;
+    for (const auto& layer : layers)
       for (int h = 0; h < 2; ++h)
         predicted[h] += layer.horizons[static_cast<std::size_t>(h)].predicted;
     EXPECT_GT(predicted[0], 0u);
     EXPECT_EQ(predicted[1] > 0, horizons == 2);
+    EXPECT_GT(layers[0].horizons[0].predicted, 0u);
+    EXPECT_EQ(layers[0].horizons[1].predicted, 0u);
+    EXPECT_EQ(layers[1].horizons[1].predicted > 0, horizons == 2);
   }
 }
 

@@ -738,7 +738,11 @@ void Engine::gated_mlp(const kernels::PackedWeight& gate_up, const kernels::Pack
 }
 
 // A layer's experts for the rows routed to them, each acquired in turn (its read, if it misses,
-// overlapping the expert before) and run over every row routed to it.
+// overlapping the expert before) and run over every row routed to it. With prefetch, the experts
+// resident now run first, while the first missing one is read: moe() holds what was resident
+// when it began, and prefetches cannot evict a held block, so the tier's requests (acquired in
+// `order` all the same) and hits are those of the order as given. Without prefetch a miss may
+// evict a later expert of the same layer, as the simulator replays it, so `order` is kept.
 void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t> order,
                                 std::span<const int> chosen, const float* h, std::int64_t rows,
                                 float* slot_out, std::vector<memtier::Payload>& unacquired) {
@@ -746,12 +750,7 @@ void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t
   const std::int64_t ffn = spec_.intermediate_size;
   const auto k = static_cast<std::int64_t>(spec_.experts_per_token);
   std::vector<std::int64_t> slots;
-  for (std::size_t i = 0; i < order.size(); ++i) {
-    const std::int32_t e = order[i];
-    // The next expert's read (if it misses) overlaps this one's packing and compute; this one's,
-    // started first, keeps its place ahead of it.
-    store_->expect(BlockId::routed(layer, e));
-    if (i + 1 < order.size()) store_->expect(BlockId::routed(layer, order[i + 1]));
+  const auto run_expert = [&](std::int32_t e, const ExpertWeights& expert) {
     slots.clear();
     for (std::int64_t s = 0; s < rows * k; ++s)
       if (chosen[static_cast<std::size_t>(s)] == e) slots.push_back(s);
@@ -763,15 +762,47 @@ void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t
     float* gate_up = take(work_.expert_gate_up, m * 2 * ffn);
     float* activated = take(work_.expert_activated, m * ffn);
     float* down = take(work_.expert_down, m * hidden);
-    const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
-    std::erase(unacquired, payload);
-    const auto& expert = static_cast<const ExpertWeights&>(*payload);
     matmul_.multiply(gathered, m, expert.gate_up, gate_up);
     kernels::silu_mul(gate_up, activated, m, ffn);
     matmul_.multiply(activated, m, expert.down, down);
     for (std::int64_t j = 0; j < m; ++j)
       std::memcpy(slot_out + slots[j] * hidden, down + j * hidden,
                   static_cast<std::size_t>(hidden) * sizeof(float));
+  };
+
+  std::vector<bool> ran(order.size(), false);
+  // Held until each is acquired in turn below.
+  std::vector<memtier::Payload> resident(order.size());
+  if (options_.prefetch) {
+    std::size_t first_missing = order.size();
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      std::vector<memtier::Payload> held = store_->hold_resident(layer, order.subspan(i, 1));
+      if (!held.empty())
+        resident[i] = std::move(held.front());
+      else if (first_missing == order.size())
+        first_missing = i;
+    }
+    if (first_missing < order.size()) {
+      store_->expect(BlockId::routed(layer, order[first_missing]));
+      for (std::size_t i = 0; i < order.size(); ++i)
+        if (resident[i]) {
+          run_expert(order[i], static_cast<const ExpertWeights&>(*resident[i]));
+          ran[i] = true;
+          if (i > first_missing) ++experts_run_ahead_;
+        }
+    }
+  }
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const std::int32_t e = order[i];
+    // The next expert still to run has its read (if it misses) overlap this one's packing and
+    // compute; this one's, started first, keeps its place ahead of it.
+    store_->expect(BlockId::routed(layer, e));
+    std::size_t next = i + 1;
+    while (next < order.size() && ran[next]) ++next;
+    if (next < order.size()) store_->expect(BlockId::routed(layer, order[next]));
+    const memtier::Payload payload = store_->acquire(BlockId::routed(layer, e));
+    std::erase(unacquired, payload);
+    if (!ran[i]) run_expert(e, static_cast<const ExpertWeights&>(*payload));
   }
 }
 
@@ -1112,6 +1143,13 @@ void Engine::run(std::span<const std::int32_t> tokens, std::span<const Segment> 
     for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
       memtier::Payload hold;
       const DenseWeights& layer = dense(l, hold);
+      if (l == 0) {
+        // Layer 0's experts (and layer 1's, two ahead) are predicted from the embedding, normed
+        // as layer 0's MoE input will be, so that their reads overlap layer 0's attention; no
+        // layer before it could predict them.
+        kernels::rms_norm(x, layer.ffn_norm.data(), h, n, hidden, eps);
+        predict_ahead(-1, h, n);
+      }
       kernels::rms_norm(x, layer.attention_norm.data(), h, n, hidden, eps);
       attention(l, layer, h, segments, positions.data(), n, block_out);
       kernels::add_in_place(x, block_out, n * hidden);
@@ -1201,11 +1239,13 @@ MemoryStats Engine::memory_stats() const {
   const KvRoom kv = kv_room();
   s.kv_bytes = kv.used;
   s.kv_limit_bytes = kv.limit == UINT64_MAX ? 0 : kv.limit;
+  s.experts_run_ahead = experts_run_ahead_.load();
   return s;
 }
 
 void Engine::reset_memory_stats() {
   store_->reset_counters();
+  experts_run_ahead_ = 0;
 }
 
 HostBudget HostBudget::parse(std::string_view text) {

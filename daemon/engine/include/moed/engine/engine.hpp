@@ -128,6 +128,8 @@ struct MemoryStats {
   std::string kv_dtype;              // bf16 or f32
   std::uint64_t kv_bytes = 0;        // KV capacity held by live caches, within the budget
   std::uint64_t kv_limit_bytes = 0;  // most the budget lets KV hold (0: unlimited)
+  // Resident experts computed while one routed before them in the layer was still being read.
+  std::uint64_t experts_run_ahead = 0;
 };
 
 // KV memory against the host budget: what caches hold, and the most they may hold while the
@@ -302,6 +304,7 @@ class Engine {
   int demand_pack_threads_ = 1;  // OpenMP threads that pack a block compute waits on
   std::int64_t step_rows_ = 1;   // rows of the step computing: a load wait keeps their team awake
   std::atomic<int> last_step_threads_{0};
+  std::atomic<std::uint64_t> experts_run_ahead_{0};  // MemoryStats::experts_run_ahead
   // The host budget is split: fixed part, then expert_room_ shared by the host tier and KV
   // caches. KV bytes come out of the experts' share (evicting them), so fixed + experts + KV
   // stays within the budget; kv_limit_ keeps one layer's experts' worth for the host tier.
