@@ -817,14 +817,21 @@ std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_spec
   return out;
 }
 
-std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens) const {
-  if (!pieces_.empty()) return decode_pieces(ids, skip_special_tokens);
+bool Tokenizer::skipped(std::int32_t id, bool skip_special_tokens,
+                        std::span<const std::int32_t> kept_special) const {
+  return skip_special_tokens && is_special(id) &&
+         std::find(kept_special.begin(), kept_special.end(), id) == kept_special.end();
+}
+
+std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens,
+                              std::span<const std::int32_t> kept_special) const {
+  if (!pieces_.empty()) return decode_pieces(ids, skip_special_tokens, kept_special);
   std::vector<std::string> tokens;
   for (const auto id : ids) {
     // Models pad their embedding past the tokenizer's vocabulary (Qwen: 151936 rows for 151669
     // tokens), so a sampled id may have no token; tokenizers' decode skips such ids, and so do we.
     if (id < 0 || static_cast<std::size_t>(id) >= id_to_token_.size()) continue;
-    if (skip_special_tokens && is_special(id)) continue;
+    if (skipped(id, skip_special_tokens, kept_special)) continue;
     tokens.push_back(id_to_token_[static_cast<std::size_t>(id)]);
   }
   for (const auto& step : decoder_) {
@@ -1322,8 +1329,8 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
 // skip_special_tokens, but without its clean_spaces pass (" ." to "."): llama-server streams
 // token_to_piece without it, and TextStream needs the text of a prefix of the ids to be a
 // prefix of the text. Bytes that are not UTF-8 become U+FFFD, as the other decoders make them.
-std::string Tokenizer::decode_pieces(std::span<const std::int32_t> ids,
-                                     bool skip_special_tokens) const {
+std::string Tokenizer::decode_pieces(std::span<const std::int32_t> ids, bool skip_special_tokens,
+                                     std::span<const std::int32_t> kept_special) const {
   bool remove_space = strip_first_space_;
   if (skip_special_tokens && adds_bos() && !ids.empty() && ids.front() == *bos_id_) {
     ids = ids.subspan(1);
@@ -1335,7 +1342,7 @@ std::string Tokenizer::decode_pieces(std::span<const std::int32_t> ids,
   std::string text;
   for (const auto id : ids) {
     if (id < 0 || static_cast<std::size_t>(id) >= pieces_.size()) continue;
-    std::string_view piece = skip_special_tokens && is_special(id)
+    std::string_view piece = skipped(id, skip_special_tokens, kept_special)
                                  ? std::string_view()
                                  : std::string_view(pieces_[static_cast<std::size_t>(id)]);
     if (remove_space && piece.starts_with(' ')) piece.remove_prefix(1);

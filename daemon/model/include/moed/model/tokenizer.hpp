@@ -48,7 +48,10 @@ class Tokenizer {
   // Throws UnencodableText for text this vocabulary cannot express.
   std::vector<std::int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   // Ids without a token (models pad their vocabulary past the tokenizer's) give no text.
-  std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = true) const;
+  // Special tokens in `kept_special` stay in the text when the others are skipped (as
+  // llama-server's preserved tokens: a tool-call syntax's markers).
+  std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = true,
+                     std::span<const std::int32_t> kept_special = {}) const;
 
   std::int64_t vocab_size() const { return static_cast<std::int64_t>(id_to_token_.size()); }
   std::optional<std::int32_t> token_id(std::string_view token) const;
@@ -128,7 +131,10 @@ class Tokenizer {
                       std::vector<std::int32_t>& out) const;
   std::vector<std::string> pre_tokenize_segment(std::string_view text, bool first_segment) const;
   std::optional<double> merge_priority(const std::string& left, const std::string& right) const;
-  std::string decode_pieces(std::span<const std::int32_t> ids, bool skip_special_tokens) const;
+  std::string decode_pieces(std::span<const std::int32_t> ids, bool skip_special_tokens,
+                            std::span<const std::int32_t> kept_special) const;
+  bool skipped(std::int32_t id, bool skip_special_tokens,
+               std::span<const std::int32_t> kept_special) const;
 
   std::unordered_map<std::string, std::int32_t> vocab_;
   std::vector<std::string> id_to_token_;
