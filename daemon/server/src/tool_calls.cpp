@@ -1,0 +1,318 @@
+#include "moed/server/tool_calls.hpp"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <random>
+
+namespace moed::server {
+namespace {
+
+using Json = nlohmann::ordered_json;  // arguments keep the model's key order
+
+constexpr std::string_view kHermesOpen = "<tool_call>";
+constexpr std::string_view kHermesClose = "</tool_call>";
+constexpr std::string_view kMistralCalls = "[TOOL_CALLS]";
+constexpr std::string_view kMistralArgs = "[ARGS]";
+constexpr std::string_view kMistralCallId = "[CALL_ID]";
+constexpr std::string_view kDeepSeekCallsBegin = "<｜tool▁calls▁begin｜>";
+constexpr std::string_view kDeepSeekCallsEnd = "<｜tool▁calls▁end｜>";
+constexpr std::string_view kDeepSeekCallBegin = "<｜tool▁call▁begin｜>";
+constexpr std::string_view kDeepSeekCallEnd = "<｜tool▁call▁end｜>";
+constexpr std::string_view kDeepSeekSep = "<｜tool▁sep｜>";
+
+bool is_space(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Reads text left to right; each step consumes what it matched.
+struct Cursor {
+  std::string_view rest;
+  void skip_space() {
+    while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
+  }
+  bool take(std::string_view token) {
+    if (!rest.starts_with(token)) return false;
+    rest.remove_prefix(token.size());
+    return true;
+  }
+  // The text up to `token`, consuming both; nullopt (nothing consumed) without it.
+  std::optional<std::string_view> until(std::string_view token) {
+    const std::size_t at = rest.find(token);
+    if (at == std::string_view::npos) return std::nullopt;
+    const std::string_view before = rest.substr(0, at);
+    rest.remove_prefix(at + token.size());
+    return before;
+  }
+  // One JSON object or array at the front (strings may hold brackets), consumed; nullopt when
+  // there is none or it does not parse.
+  std::optional<Json> json_value() {
+    if (rest.empty() || (rest.front() != '{' && rest.front() != '[')) return std::nullopt;
+    int depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      const char c = rest[i];
+      if (in_string) {
+        if (c == '\\')
+          ++i;
+        else if (c == '"')
+          in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        Json value = Json::parse(rest.substr(0, i + 1), nullptr, false);
+        if (value.is_discarded()) return std::nullopt;
+        rest.remove_prefix(i + 1);
+        return value;
+      }
+    }
+    return std::nullopt;
+  }
+};
+
+std::optional<Json> parse_json(std::string_view text) {
+  Json value = Json::parse(trim(text), nullptr, false);
+  if (value.is_discarded()) return std::nullopt;
+  return value;
+}
+
+std::string call_id() {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  std::uniform_int_distribution<std::size_t> pick(0, sizeof kAlphabet - 2);
+  std::string id = "call_";
+  for (int i = 0; i < 24; ++i) id += kAlphabet[pick(random)];
+  return id;
+}
+
+// Text a name or id may be: UTF-8 (OpenAI's answer is JSON) without control characters.
+bool clean_text(std::string_view text) {
+  if (std::any_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    return false;
+  try {
+    (void)Json(std::string(text)).dump();
+  } catch (const Json::type_error&) {
+    return false;
+  }
+  return true;
+}
+
+// A call from a name and its arguments: an object or array is written out as JSON text; a string
+// (some models quote them) is that text already.
+std::optional<ToolCall> make_call(std::string_view name, const Json& arguments,
+                                  std::string id = {}) {
+  name = trim(name);
+  if (name.empty() || !clean_text(name) || !clean_text(id)) return std::nullopt;
+  ToolCall call{id.empty() ? call_id() : std::move(id), std::string(name), {}};
+  if (arguments.is_string())
+    call.arguments = arguments.get<std::string>();
+  else if (arguments.is_object() || arguments.is_array())
+    call.arguments = arguments.dump();
+  else
+    return std::nullopt;
+  return call;
+}
+
+// {"name": ..., "arguments": ...} (Llama-style "parameters" too), and Mistral's optional "id".
+std::optional<ToolCall> call_from_object(const Json& object) {
+  if (!object.is_object() || !object.contains("name") || !object["name"].is_string())
+    return std::nullopt;
+  const Json none = Json::object();
+  const Json& arguments = object.contains("arguments")    ? object["arguments"]
+                          : object.contains("parameters") ? object["parameters"]
+                                                          : none;
+  std::string id;
+  if (object.contains("id") && object["id"].is_string()) id = object["id"].get<std::string>();
+  return make_call(object["name"].get<std::string>(), arguments, std::move(id));
+}
+
+std::optional<std::vector<ToolCall>> parse_hermes(Cursor text) {
+  std::vector<ToolCall> calls;
+  for (text.skip_space(); !text.rest.empty(); text.skip_space()) {
+    if (!text.take(kHermesOpen)) return std::nullopt;
+    const auto body = text.until(kHermesClose);
+    const auto object = parse_json(body ? *body : text.rest);
+    if (!body) text.rest = {};  // cut short by the end of generation
+    if (!object) return std::nullopt;
+    auto call = call_from_object(*object);
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  return calls;
+}
+
+std::optional<std::vector<ToolCall>> parse_mistral(Cursor text) {
+  std::vector<ToolCall> calls;
+  for (text.skip_space(); !text.rest.empty(); text.skip_space()) {
+    if (!text.take(kMistralCalls)) return std::nullopt;
+    text.skip_space();
+    if (text.rest.starts_with('[')) {
+      const auto list = text.json_value();
+      if (!list || !list->is_array()) return std::nullopt;
+      for (const auto& object : *list) {
+        auto call = call_from_object(object);
+        if (!call) return std::nullopt;
+        calls.push_back(std::move(*call));
+      }
+      continue;
+    }
+    const std::size_t name_end = text.rest.find('[');
+    if (name_end == std::string_view::npos) return std::nullopt;
+    const std::string_view name = text.rest.substr(0, name_end);
+    text.rest.remove_prefix(name_end);
+    std::string id;
+    if (text.take(kMistralCallId)) {
+      const std::size_t id_end = text.rest.find('[');
+      if (id_end == std::string_view::npos) return std::nullopt;
+      id = std::string(trim(text.rest.substr(0, id_end)));
+      text.rest.remove_prefix(id_end);
+    }
+    if (!text.take(kMistralArgs)) return std::nullopt;
+    text.skip_space();
+    const auto arguments = text.json_value();
+    if (!arguments) return std::nullopt;
+    auto call = make_call(name, *arguments, std::move(id));
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  return calls;
+}
+
+std::optional<std::vector<ToolCall>> parse_deepseek(Cursor text) {
+  if (!text.take(kDeepSeekCallsBegin)) return std::nullopt;
+  std::vector<ToolCall> calls;
+  for (text.skip_space(); !text.rest.empty(); text.skip_space()) {
+    if (text.take(kDeepSeekCallsEnd)) {
+      text.skip_space();
+      if (!text.rest.empty()) return std::nullopt;
+      break;
+    }
+    if (!text.take(kDeepSeekCallBegin)) return std::nullopt;
+    const auto inner = text.until(kDeepSeekCallEnd);
+    if (!inner) return std::nullopt;
+    Cursor call_text{*inner};
+    const auto kind_or_name = call_text.until(kDeepSeekSep);
+    if (!kind_or_name) return std::nullopt;
+    std::string_view name = *kind_or_name;
+    std::string_view arguments = call_text.rest;
+    if (trim(name) == "function") {
+      // V3's: the name on the separator's line, then the arguments in a ```json fence.
+      const std::size_t line_end = call_text.rest.find('\n');
+      if (line_end == std::string_view::npos) return std::nullopt;
+      name = call_text.rest.substr(0, line_end);
+      call_text.rest.remove_prefix(line_end);
+      call_text.skip_space();
+      if (!call_text.take("```json")) return std::nullopt;
+      const std::size_t fence_end = call_text.rest.rfind("```");
+      if (fence_end == std::string_view::npos) return std::nullopt;
+      if (!trim(call_text.rest.substr(fence_end + 3)).empty()) return std::nullopt;
+      arguments = call_text.rest.substr(0, fence_end);
+    }
+    const auto value = parse_json(arguments);
+    if (!value) return std::nullopt;
+    auto call = make_call(name, *value);
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  return calls;
+}
+
+}  // namespace
+
+ToolCallSyntax tool_call_syntax(std::string_view template_source) {
+  if (template_source.find(kDeepSeekCallsBegin) != std::string_view::npos)
+    return ToolCallSyntax::deepseek;
+  if (template_source.find(kMistralCalls) != std::string_view::npos) return ToolCallSyntax::mistral;
+  if (template_source.find(kHermesOpen) != std::string_view::npos) return ToolCallSyntax::hermes;
+  return ToolCallSyntax::none;
+}
+
+std::string_view to_string(ToolCallSyntax syntax) {
+  switch (syntax) {
+    case ToolCallSyntax::hermes:
+      return "hermes";
+    case ToolCallSyntax::mistral:
+      return "mistral";
+    case ToolCallSyntax::deepseek:
+      return "deepseek";
+    case ToolCallSyntax::none:
+      break;
+  }
+  return "none";
+}
+
+std::string_view tool_calls_opening(ToolCallSyntax syntax) {
+  switch (syntax) {
+    case ToolCallSyntax::hermes:
+      return kHermesOpen;
+    case ToolCallSyntax::mistral:
+      return kMistralCalls;
+    case ToolCallSyntax::deepseek:
+      return kDeepSeekCallsBegin;
+    case ToolCallSyntax::none:
+      break;
+  }
+  return {};
+}
+
+std::vector<std::string_view> tool_call_tokens(ToolCallSyntax syntax) {
+  switch (syntax) {
+    case ToolCallSyntax::hermes:
+      return {kHermesOpen, kHermesClose};
+    case ToolCallSyntax::mistral:
+      return {kMistralCalls, kMistralArgs, kMistralCallId};
+    case ToolCallSyntax::deepseek:
+      return {kDeepSeekCallsBegin, kDeepSeekCallsEnd, kDeepSeekCallBegin, kDeepSeekCallEnd,
+              kDeepSeekSep};
+    case ToolCallSyntax::none:
+      break;
+  }
+  return {};
+}
+
+std::optional<std::vector<ToolCall>> parse_tool_calls(std::string_view calls,
+                                                      ToolCallSyntax syntax) {
+  std::optional<std::vector<ToolCall>> parsed;
+  switch (syntax) {
+    case ToolCallSyntax::hermes:
+      parsed = parse_hermes({calls});
+      break;
+    case ToolCallSyntax::mistral:
+      parsed = parse_mistral({calls});
+      break;
+    case ToolCallSyntax::deepseek:
+      parsed = parse_deepseek({calls});
+      break;
+    case ToolCallSyntax::none:
+      break;
+  }
+  if (parsed && parsed->empty()) return std::nullopt;
+  return parsed;
+}
+
+nlohmann::json tool_call_fields(const std::vector<ToolCall>& calls, bool delta,
+                                bool legacy_functions) {
+  if (calls.empty()) return nlohmann::json::object();
+  if (legacy_functions)
+    return {{"function_call", {{"name", calls[0].name}, {"arguments", calls[0].arguments}}}};
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    nlohmann::json call{{"id", calls[i].id},
+                        {"type", "function"},
+                        {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (delta) call["index"] = i;
+    list.push_back(std::move(call));
+  }
+  return {{"tool_calls", std::move(list)}};
+}
+
+}  // namespace moed::server
