@@ -48,6 +48,19 @@ async function toolChecks() {
   const asked = await client.chat.completions.create({
     model, messages: [question], tools: [weather], max_tokens: 2, temperature: 0,
   });
+  await check("tools offered, an answer without a call is content", async () => {
+    // The model's calls are parsed out in its template's syntax; this tiny model writes none.
+    const message = asked.choices[0].message;
+    assert.equal(typeof message.content, "string");
+    assert.equal(message.tool_calls, undefined);
+    assert.equal(asked.choices[0].finish_reason, "length");
+    const { text, chunks } = await collect(await client.chat.completions.create({
+      model, messages: [question], tools: [weather], max_tokens: 2, temperature: 0, stream: true,
+    }), (chunk) => chunk.choices[0]?.delta?.content);
+    assert.equal(text, message.content);
+    assert.ok(chunks.every((chunk) => !chunk.choices[0]?.delta?.tool_calls));
+    assert.equal(chunks.at(-1).choices[0].finish_reason, "length");
+  });
   await check("chat with tool calls and their results in the history", async () => {
     const answer = await client.chat.completions.create({
       model,

@@ -38,7 +38,7 @@ class OpenAIClient(unittest.TestCase):
         self.serve(MODEL, [], 15)
 
     def test_tool_calls_in_the_history(self):
-        self.serve("tiny-deepseek_v3", ["--tools"], 1)
+        self.serve("tiny-deepseek_v3", ["--tools"], 2)
 
     def test_tool_choice(self):
         # Qwen3's chat template renders the tools into the prompt.

@@ -1,8 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "moed/model/tokenizer.hpp"
 #include "moed/server/http_server.hpp"
+#include "moed/server/text_stream.hpp"
 
 using namespace moed::server;
 
@@ -19,4 +23,106 @@ TEST(PlainError, AnyMessageGivesValidJsonInTheOpenAiShape) {
   EXPECT_EQ(got, std::string("bad \"x\" \\ tab\there\nnul:") + '\0' + "\x01\xEF\xBF\xBD end");
   EXPECT_EQ(body["error"]["type"], "invalid_request_error");
   EXPECT_TRUE(body["error"]["code"].is_null());
+}
+
+namespace {
+
+const std::filesystem::path kModels = MOED_TEST_MODELS;
+
+// What a TextStream gives for an answer fed token by token: the content deltas joined, and
+// finish()'s rest.
+struct Streamed {
+  std::string content, rest;
+  std::optional<std::vector<ToolCall>> calls;
+  bool stopped = false;
+  bool held_partial_opening = true;  // no delta ended inside the calls' opening
+};
+
+Streamed stream(const moed::model::Tokenizer& tokenizer, const std::string& answer,
+                ToolCallSyntax syntax, std::vector<std::string> stops = {}) {
+  TextStream text(tokenizer, std::move(stops), syntax);
+  Streamed out;
+  const std::string opening(tool_calls_opening(syntax));
+  for (const auto id : tokenizer.encode(answer, false)) {
+    const std::string delta = text.add(id);
+    out.content += delta;
+    if (!opening.empty())
+      for (std::size_t k = 1; k < opening.size(); ++k)
+        if (out.content.ends_with(opening.substr(0, k))) out.held_partial_opening = false;
+    if (text.stopped()) break;
+  }
+  out.rest = text.finish();
+  out.calls = text.calls();
+  out.stopped = text.stopped();
+  EXPECT_EQ(text.text(), out.content + out.rest);
+  return out;
+}
+
+}  // namespace
+
+// A Qwen answer's call, whose opening tag a byte-level vocabulary spells in several tokens: the
+// content before it streams, the tag's first pieces are held until they turn out to open a call,
+// and the call comes out parsed rather than as text.
+TEST(TextStream, HoldsBackACallAndParsesIt) {
+  const auto tokenizer = moed::model::load_tokenizer(kModels / "tiny-qwen2_moe");
+  const std::string content = "Let me check the weather. 1 < 2.";
+  const std::string call =
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+      "</tool_call>";
+  ASSERT_GT(tokenizer.encode("<tool_call>", false).size(), 1u);
+  const auto got = stream(tokenizer, content + call, ToolCallSyntax::hermes);
+  EXPECT_EQ(got.content, content);
+  EXPECT_EQ(got.rest, "");
+  EXPECT_TRUE(got.held_partial_opening);
+  ASSERT_TRUE(got.calls);
+  ASSERT_EQ(got.calls->size(), 1u);
+  EXPECT_EQ((*got.calls)[0].name, "get_weather");
+  EXPECT_EQ((*got.calls)[0].arguments, R"({"city":"Paris"})");
+
+  // Without tools (no syntax) the same answer is all content.
+  const auto plain = stream(tokenizer, content + call, ToolCallSyntax::none);
+  EXPECT_EQ(plain.content + plain.rest, content + call);
+  EXPECT_FALSE(plain.calls);
+  // A call that does not parse comes back as content at the end, whole.
+  const std::string broken = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\"\n";
+  const auto kept = stream(tokenizer, content + broken, ToolCallSyntax::hermes);
+  EXPECT_EQ(kept.content, content);
+  EXPECT_EQ(kept.rest, broken);
+  EXPECT_FALSE(kept.calls);
+  // A stop string before the call ends the answer there.
+  const auto stopped = stream(tokenizer, content + call, ToolCallSyntax::hermes, {"weather"});
+  EXPECT_TRUE(stopped.stopped);
+  EXPECT_EQ(stopped.content + stopped.rest, "Let me check the ");
+  EXPECT_FALSE(stopped.calls);
+}
+
+// DeepSeek's markers are added tokens. Where a tokenizer marks them special (as Mistral's
+// [TOOL_CALLS] is), decoding would drop them; the stream keeps them, as llama-server keeps a
+// format's preserved tokens, so the calls still parse.
+TEST(TextStream, KeepsTheSyntaxMarkersATokenizerMarksSpecial) {
+  const std::string call =
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+      "{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+  const auto dir = std::filesystem::temp_directory_path() / "moed-test-special-tool-markers";
+  std::filesystem::create_directories(dir);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(kModels / "tiny-deepseek_v3" / file, dir / file,
+                               std::filesystem::copy_options::overwrite_existing);
+  nlohmann::json tokenizer_json = nlohmann::json::parse(std::ifstream(dir / "tokenizer.json"));
+  for (auto& added : tokenizer_json["added_tokens"])
+    if (added["content"].get<std::string>().find("tool") != std::string::npos)
+      added["special"] = true;
+  std::ofstream(dir / "tokenizer.json") << tokenizer_json.dump();
+
+  for (const auto& model : {kModels / "tiny-deepseek_v3", dir}) {
+    const auto tokenizer = moed::model::load_tokenizer(model);
+    const auto got = stream(tokenizer, "Checking." + call, ToolCallSyntax::deepseek);
+    EXPECT_EQ(got.content, "Checking.") << model;
+    ASSERT_TRUE(got.calls) << model;
+    EXPECT_EQ((*got.calls)[0].name, "get_weather");
+  }
+  const auto special = moed::model::load_tokenizer(dir);
+  EXPECT_EQ(special.decode(special.encode(call, false)).find("<｜tool▁calls▁begin｜>"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
 }

@@ -272,17 +272,16 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
                   {"add_generation_prompt", true},
                   {"bos_token", bos_token},
                   {"eos_token", eos_token}};
-  // The tools go to the template, and the model may write a call in its text, but moed does not
-  // parse calls out of it (no tool_calls in answers), so it cannot force one; "none" keeps them
-  // from the template, as vLLM does. OpenAI's older functions / function_call are the same with
-  // each function not yet wrapped as a tool.
+  // The tools go to the template, and the calls the model writes in its template's syntax come
+  // back as tool_calls (Service), but nothing constrains the sampling, so moed cannot force a
+  // call; "none" keeps the tools from the template, as vLLM does. OpenAI's older functions /
+  // function_call are the same with each function not yet wrapped as a tool.
   for (const char* choice : {"tool_choice", "function_call"})
     if (body.contains(choice) && !body[choice].is_null() && body[choice] != "none" &&
         body[choice] != "auto")
       bad_field(choice,
-                "only \"auto\" and \"none\" are supported: moed passes tools to the "
-                "chat template but does not parse calls out of the model's text, so it "
-                "cannot force one");
+                "only \"auto\" and \"none\" are supported: moed returns the calls the "
+                "model writes but does not constrain its sampling, so it cannot force one");
   const bool legacy = !body.contains("tools") || body["tools"].is_null();
   const char* const tools_field = legacy ? "functions" : "tools";
   const char* const choice_field = legacy ? "function_call" : "tool_choice";

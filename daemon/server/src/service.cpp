@@ -15,6 +15,7 @@
 
 #include "moed/memtier/trace.hpp"
 #include "moed/server/request_parse.hpp"
+#include "moed/server/text_stream.hpp"
 
 namespace moed::server {
 namespace {
@@ -110,57 +111,6 @@ std::string completion_id(const char* prefix) {
   return id;
 }
 
-// Streams detokenised text: emits what is final, holding back an incomplete UTF-8 character
-// at the end and any tail that could still grow into a stop string.
-class TextStream {
- public:
-  TextStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops)
-      : tokenizer_(tokenizer), stops_(std::move(stops)) {}
-
-  // Adds a token; returns the new final text. Sets stopped() when a stop string appeared.
-  std::string add(std::int32_t id) {
-    ids_.push_back(id);
-    const std::string text = tokenizer_.decode(ids_);
-    std::size_t stop_at = std::string::npos;
-    for (const auto& s : stops_) stop_at = std::min(stop_at, text.find(s));
-    if (stop_at != std::string::npos) {
-      stopped_ = true;
-      return take(text, stop_at);
-    }
-    // Replacement characters at the end may be a multi-byte character still arriving byte by
-    // byte (byte-fallback tokens); later tokens turn them into the real character.
-    std::size_t safe = text.size();
-    while (safe >= 3 && text.compare(safe - 3, 3, "\xef\xbf\xbd") == 0) safe -= 3;
-    std::size_t hold = 0;
-    for (const auto& s : stops_)
-      for (std::size_t k = std::min(s.size() - 1, safe); k > hold; --k)
-        if (text.compare(safe - k, k, s, 0, k) == 0) {
-          hold = k;
-          break;
-        }
-    return take(text, safe - hold);
-  }
-  std::string finish() { return stopped_ ? "" : take(tokenizer_.decode(ids_), std::string::npos); }
-  bool stopped() const { return stopped_; }
-  const std::string& text() const { return emitted_; }
-
- private:
-  std::string take(const std::string& text, std::size_t end) {
-    end = std::min(end, text.size());
-    while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80)
-      --end;
-    if (end <= emitted_.size() || text.compare(0, emitted_.size(), emitted_) != 0) return "";
-    std::string delta = text.substr(emitted_.size(), end - emitted_.size());
-    emitted_ += delta;
-    return delta;
-  }
-  const model::Tokenizer& tokenizer_;
-  std::vector<std::string> stops_;
-  std::vector<std::int32_t> ids_;
-  std::string emitted_;
-  bool stopped_ = false;
-};
-
 }  // namespace
 
 Service::Service(Config config)
@@ -225,6 +175,7 @@ void Service::start_loading() {
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
       std::lock_guard lock(mutex_);
       tokenizer_.emplace(std::move(tokenizer));
+      tool_call_syntax_ = chat_template ? tool_call_syntax(template_source) : ToolCallSyntax::none;
       chat_template_ = std::move(chat_template);
       chat_template_error_ = std::move(chat_template_error);
       kernels_ = std::move(kernels);
@@ -493,7 +444,12 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   // The template writes BOS and the other special tokens itself.
   GenerationParams params =
       parse_chat(body, encode_field(*tokenizer_, prompt, false, "messages"), limits());
-  generate(to_generation(std::move(params)), writer);
+  Generation g = to_generation(std::move(params));
+  if (context.contains("tools")) {
+    g.tool_calls = tool_call_syntax_;
+    g.legacy_functions = !body.contains("tools") || body["tools"].is_null();
+  }
+  generate(std::move(g), writer);
 }
 
 void Service::generate(Generation g, ResponseWriter& writer) {
@@ -526,7 +482,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   const auto created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count();
-  TextStream text(*tokenizer_, g.stops);
+  TextStream text(*tokenizer_, g.stops, g.tool_calls);
   // Completions: OpenAI's legacy shape (parallel lists). Chat: one entry per token with its
   // text, bytes and alternatives.
   auto empty_logprobs = [&] {
@@ -596,6 +552,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
                 {"total_tokens", session->prompt_tokens() + completion_tokens}};
   };
   auto finish_reason = [&]() -> json {
+    if (text.calls()) return g.legacy_functions ? "function_call" : "tool_calls";
     if (text.stopped()) return "stop";
     const auto r = session->finish_reason();
     return r == engine::FinishReason::length ? "length"
@@ -690,7 +647,13 @@ void Service::generate(Generation g, ResponseWriter& writer) {
               {"param", nullptr},
               {"code", nullptr}}}});
     } else {
-      send(envelope(choice(text.finish(), nullptr, finish_reason())));
+      const std::string rest = text.finish();
+      if (text.calls()) {
+        json calls = choice("", nullptr, nullptr);
+        calls["delta"] = tool_call_fields(*text.calls(), true, g.legacy_functions);
+        send(envelope(calls));
+      }
+      send(envelope(choice(rest, nullptr, finish_reason())));
       if (g.include_usage) {
         json last = envelope(nullptr);
         last["usage"] = usage();
@@ -725,6 +688,12 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   text.finish();
   json answer =
       envelope(choice(text.text(), g.logprobs ? logprobs : json(nullptr), finish_reason()));
+  if (text.calls()) {
+    json& message = answer["choices"][0]["message"];
+    // OpenAI's content beside calls is null where the model wrote none.
+    if (text.text().find_first_not_of(" \t\r\n") == std::string::npos) message["content"] = nullptr;
+    message.update(tool_call_fields(*text.calls(), false, g.legacy_functions));
+  }
   answer["usage"] = usage();
   writer.send(json_response(http::status::ok, answer));
 }

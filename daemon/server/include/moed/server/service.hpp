@@ -18,6 +18,7 @@
 #include "moed/server/config.hpp"
 #include "moed/server/http_server.hpp"
 #include "moed/server/request_parse.hpp"
+#include "moed/server/tool_calls.hpp"
 
 namespace moed::server {
 
@@ -49,6 +50,10 @@ class Service {
     bool include_usage = false;  // streams end with a chunk of usage and no choices
     bool chat = false;           // chat.completion shapes instead of text_completion
     bool logprobs = false;       // return the sampled tokens' logprobs
+    // Calls in this syntax are parsed out of the answer (tools were offered): tool_calls, or
+    // for OpenAI's older functions (legacy_functions) a function_call.
+    ToolCallSyntax tool_calls = ToolCallSyntax::none;
+    bool legacy_functions = false;
   };
   void require_serving() const;
   ModelLimits limits() const;
@@ -78,8 +83,9 @@ class Service {
   std::unique_ptr<engine::Scheduler> scheduler_;
   std::optional<model::Tokenizer> tokenizer_;
   std::optional<model::ChatTemplate> chat_template_;
-  std::string chat_template_error_;  // why the template could not be parsed
-  std::string kernels_;              // Engine::matmul_implementation(), taken at load
+  std::string chat_template_error_;                         // why the template could not be parsed
+  ToolCallSyntax tool_call_syntax_ = ToolCallSyntax::none;  // the chat template's
+  std::string kernels_;  // Engine::matmul_implementation(), taken at load
   // Under mutex_: admin calls on several connections run at once.
   std::optional<std::filesystem::path> trace_path_;
   std::atomic<std::uint64_t> requests_{0}, errors_{0}, client_disconnects_{0};

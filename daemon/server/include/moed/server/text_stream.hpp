@@ -1,0 +1,49 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moed/model/tokenizer.hpp"
+#include "moed/server/tool_calls.hpp"
+
+namespace moed::server {
+
+// Streams an answer's detokenised text: emits what is final, holding back an incomplete UTF-8
+// character at the end and any tail that could still grow into a stop string. With a tool-call
+// syntax, the text from the syntax's opening on is held too, as the answer's calls: calls()
+// parses it at the end, and finish() gives it as content where it does not parse.
+class TextStream {
+ public:
+  TextStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops,
+             ToolCallSyntax tool_calls = ToolCallSyntax::none);
+
+  // Adds a token; returns the new final content. Sets stopped() when a stop string appeared.
+  std::string add(std::int32_t id);
+  // Once generation is over: parses the answer's calls, and returns the content not yet
+  // returned (the calls' text where it does not parse).
+  std::string finish();
+  // The calls finish() parsed: nullopt where the answer has none in the syntax.
+  const std::optional<std::vector<ToolCall>>& calls() const { return calls_; }
+  bool stopped() const { return stopped_; }
+  const std::string& text() const { return emitted_; }  // the content returned so far
+
+ private:
+  // The decoded answer, cut at the first stop string (setting stopped_).
+  std::string answer();
+  std::string take(const std::string& text, std::size_t end);
+
+  const model::Tokenizer& tokenizer_;
+  std::vector<std::string> stops_;
+  ToolCallSyntax tool_calls_;
+  std::string opening_;                 // tool_calls_opening(tool_calls_)
+  std::vector<std::int32_t> kept_ids_;  // the syntax's marker tokens in this vocabulary
+  std::vector<std::int32_t> ids_;
+  std::string emitted_;
+  std::string calls_text_;  // the answer from opening_ on, once it appeared
+  std::optional<std::vector<ToolCall>> calls_;
+  bool stopped_ = false;
+};
+
+}  // namespace moed::server

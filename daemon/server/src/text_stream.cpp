@@ -1,0 +1,71 @@
+#include "moed/server/text_stream.hpp"
+
+#include <algorithm>
+
+namespace moed::server {
+
+TextStream::TextStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops,
+                       ToolCallSyntax tool_calls)
+    : tokenizer_(tokenizer),
+      stops_(std::move(stops)),
+      tool_calls_(tool_calls),
+      opening_(tool_calls_opening(tool_calls)) {
+  for (const std::string_view token : tool_call_tokens(tool_calls))
+    if (const auto id = tokenizer_.token_id(token)) kept_ids_.push_back(*id);
+}
+
+std::string TextStream::answer() {
+  std::string text = tokenizer_.decode(ids_, true, kept_ids_);
+  std::size_t stop_at = std::string::npos;
+  for (const auto& s : stops_) stop_at = std::min(stop_at, text.find(s));
+  if (stop_at != std::string::npos) {
+    stopped_ = true;
+    text.resize(stop_at);
+  }
+  return text;
+}
+
+std::string TextStream::add(std::int32_t id) {
+  ids_.push_back(id);
+  const std::string text = answer();
+  if (!opening_.empty())
+    if (const std::size_t at = text.find(opening_); at != std::string::npos) {
+      calls_text_ = text.substr(at);
+      return take(text, at);
+    }
+  if (stopped_) return take(text, text.size());
+  // Replacement characters at the end may be a multi-byte character still arriving byte by
+  // byte (byte-fallback tokens); later tokens turn them into the real character.
+  std::size_t safe = text.size();
+  while (safe >= 3 && text.compare(safe - 3, 3, "\xef\xbf\xbd") == 0) safe -= 3;
+  std::size_t hold = 0;
+  auto hold_prefix_of = [&](const std::string& s) {
+    for (std::size_t k = std::min(s.size() - 1, safe); k > hold; --k)
+      if (text.compare(safe - k, k, s, 0, k) == 0) {
+        hold = k;
+        return;
+      }
+  };
+  for (const auto& s : stops_) hold_prefix_of(s);
+  if (!opening_.empty()) hold_prefix_of(opening_);
+  return take(text, safe - hold);
+}
+
+std::string TextStream::finish() {
+  if (!calls_text_.empty()) calls_ = parse_tool_calls(calls_text_, tool_calls_);
+  if (calls_) return "";
+  const std::string text = answer();
+  return take(text, text.size());
+}
+
+std::string TextStream::take(const std::string& text, std::size_t end) {
+  end = std::min(end, text.size());
+  while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80)
+    --end;
+  if (end <= emitted_.size() || text.compare(0, emitted_.size(), emitted_) != 0) return "";
+  std::string delta = text.substr(emitted_.size(), end - emitted_.size());
+  emitted_ += delta;
+  return delta;
+}
+
+}  // namespace moed::server
