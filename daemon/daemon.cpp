@@ -25,6 +25,7 @@ server::Config load_config(const DaemonArgs& args) {
   if (args.socket_mode)
     c.socket_mode = static_cast<std::uint32_t>(std::stoul(*args.socket_mode, nullptr, 8));
   if (args.tcp) c.tcp = *args.tcp;
+  if (!args.cors_origins.empty()) c.cors_origins = args.cors_origins;
   if (args.host_budget) c.host_budget = *args.host_budget;
   if (args.policy) c.policy = *args.policy;
   if (args.admin_group) c.admin_group = *args.admin_group;
@@ -58,7 +59,7 @@ int run_daemon(const DaemonArgs& args) {
   server::Service service(config);
   server::HttpServer http(
       {config.socket, config.socket_mode, config.tcp, config.max_body_bytes, config.max_connections,
-       config.header_timeout_ms, config.send_timeout_ms},
+       config.header_timeout_ms, config.send_timeout_ms, config.cors_origins},
       [&](const server::Request& r, const server::Peer& p, server::ResponseWriter& w) {
         service.handle(r, p, w);
       });

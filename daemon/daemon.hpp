@@ -2,6 +2,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace moed::cli {
 
@@ -12,6 +13,7 @@ struct DaemonArgs {
       socket_mode, chat_template, kv_dtype;
   std::optional<int> threads;
   std::optional<unsigned> max_queue, max_batch, prefill_chunk;
+  std::vector<std::string> cors_origins;  // replaces listen.cors_origins when given
 };
 
 int run_daemon(const DaemonArgs& args);

@@ -109,6 +109,9 @@ int main(int argc, char** argv) {
   app.add_option("--socket-mode", daemon.socket_mode,
                  "octal mode of the socket file (default 0660)");
   app.add_option("--tcp", daemon.tcp, "also listen on HOST:PORT (loopback recommended)");
+  app.add_option("--cors-origin", daemon.cors_origins,
+                 "let browser pages from this origin (http://localhost:3000, or * for any) read "
+                 "the answers (CORS); repeat for more (default: none)");
   app.add_option("--host-budget", daemon.host_budget,
                  "host RAM for weights: a size (24GiB) or a share of the experts (25%)");
   app.add_option("--policy", daemon.policy,

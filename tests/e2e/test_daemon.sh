@@ -41,6 +41,7 @@ model:
 listen:
   socket: $sock
   socket_mode: "0666"
+  cors_origins: ["http://localhost:3000"]
 memory:
   host_budget: 50%
 compute:
@@ -367,6 +368,24 @@ import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']
 assert len(set(lp['tokens'])) == 1 and all(v < -0.01 for v in lp['token_logprobs']), lp
 " && pass "logit_bias forces a token; logprobs stay the model's" || fail "logit_bias"
 expect "wrong method" 405 "not allowed" -X DELETE http://moed/v1/models
+# CORS: a page from a listed origin may read answers, streamed or not, and its preflight is told
+# what it asked; another origin's requests get no CORS headers, so its browser refuses them.
+cors_head() { curl -s -o /dev/null -D - --max-time 30 --unix-socket "$sock" "$@" | tr -d '\r'; }
+preflight=$(cors_head -X OPTIONS -H "Origin: http://localhost:3000" -H "Access-Control-Request-Method: POST" -H "Access-Control-Request-Headers: content-type, authorization" http://moed/v1/chat/completions)
+plain=$(cors_head -H "Origin: http://localhost:3000" http://moed/v1/models)
+streamed=$(cors_head -N -H "Origin: http://localhost:3000" http://moed/v1/completions -d '{"prompt": "Hi", "max_tokens": 2, "stream": true}')
+other=$(cors_head -H "Origin: http://elsewhere.example" http://moed/v1/models)
+other_preflight=$(cors_head -X OPTIONS -H "Origin: http://elsewhere.example" -H "Access-Control-Request-Method: POST" http://moed/v1/chat/completions)
+grep -q "^HTTP/1.1 204" <<<"$preflight" && grep -q "^Access-Control-Allow-Origin: http://localhost:3000$" <<<"$preflight" &&
+  grep -q "^Access-Control-Allow-Methods: GET, HEAD, POST$" <<<"$preflight" &&
+  grep -q "^Access-Control-Allow-Headers: content-type, authorization$" <<<"$preflight" &&
+  ! grep -qi "^Content-Length" <<<"$preflight" &&
+  grep -q "^Access-Control-Allow-Origin: http://localhost:3000$" <<<"$plain" && grep -q "^Vary: Origin$" <<<"$plain" &&
+  grep -q "^Access-Control-Allow-Origin: http://localhost:3000$" <<<"$streamed" &&
+  ! grep -qi "^Access-Control" <<<"$other" && ! grep -qi "^Access-Control" <<<"$other_preflight" &&
+  grep -q "^Allow: GET, HEAD, POST, OPTIONS$" <<<"$other_preflight" &&
+  pass "CORS for listed origins only: preflight, plain and streamed answers" ||
+  fail "CORS: preflight [$preflight] plain [$plain] streamed [$streamed] other [$other] [$other_preflight]"
 py "
 import socket
 def ask(request):
@@ -656,6 +675,9 @@ fi
 printf 'limits:\n  max_batch: many\n' >"$work/bad.yaml"
 "$moed" --config "$work/bad.yaml" --model "$models/tiny-f32" 2>"$work/err"
 [[ $? -eq 1 ]] && grep -q "limits.max_batch" "$work/err" && pass "bad config value names the key" || fail "bad config: $(cat "$work/err")"
+printf 'listen:\n  cors_origins: ["http://localhost:3000/app"]\n' >"$work/bad.yaml"
+"$moed" --config "$work/bad.yaml" --model "$models/tiny-f32" 2>"$work/err"
+[[ $? -eq 1 ]] && grep -q "listen.cors_origins\[0\]: 'http://localhost:3000/app' is not an origin" "$work/err" && pass "a CORS origin with a path names the entry" || fail "bad CORS origin: $(cat "$work/err")"
 printf 'memory:\n  budget: 1GiB\n' >"$work/bad.yaml"
 "$moed" --config "$work/bad.yaml" --model "$models/tiny-f32" 2>"$work/err"
 [[ $? -eq 1 ]] && grep -q "memory.budget: unknown key" "$work/err" && pass "unknown config key names the key" || fail "unknown key"

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <map>
 #include <stdexcept>
@@ -88,7 +89,15 @@ Config Config::from_file(const std::filesystem::path& path) {
              fail(path, k, "'" + s + "' is not an octal mode such as \"0660\"");
            c.socket_mode = static_cast<std::uint32_t>(mode);
          }},
-        {"tcp", [&](auto& k, auto& n) { c.tcp = text(k, n); }}}},
+        {"tcp", [&](auto& k, auto& n) { c.tcp = text(k, n); }},
+        {"cors_origins",
+         [&](auto& k, auto& n) {
+           if (!n.IsSequence())
+             fail(path, k, "expected a list of origins, e.g. [\"http://localhost:3000\"]");
+           c.cors_origins.clear();
+           for (std::size_t i = 0; i < n.size(); ++i)
+             c.cors_origins.push_back(text(k + "[" + std::to_string(i) + "]", n[i]));
+         }}}},
       {"memory",
        {{"host_budget", [&](auto& k, auto& n) { c.host_budget = text(k, n); }},
         {"policy", [&](auto& k, auto& n) { c.policy = text(k, n); }},
@@ -181,7 +190,33 @@ Config Config::from_file(const std::filesystem::path& path) {
   return c;
 }
 
+void check_cors_origin(const std::string& origin) {
+  if (origin == "*") return;
+  const std::size_t scheme_end = origin.find("://");
+  const std::string scheme = origin.substr(0, scheme_end);
+  if (scheme_end == std::string::npos || (scheme != "http" && scheme != "https"))
+    throw std::invalid_argument("'" + origin +
+                                "' is not an origin: expected http://HOST[:PORT], "
+                                "https://HOST[:PORT] or *");
+  const std::string host = origin.substr(scheme_end + 3);
+  const bool host_ok = !host.empty() && std::all_of(host.begin(), host.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' || ch == ':' ||
+           ch == '[' || ch == ']';
+  });
+  if (!host_ok)
+    throw std::invalid_argument("'" + origin +
+                                "' is not an origin: a browser sends scheme://host[:port], with "
+                                "no path, no trailing slash and no wildcard in the host");
+}
+
 void Config::validate() const {
+  for (std::size_t i = 0; i < cors_origins.size(); ++i) {
+    try {
+      check_cors_origin(cors_origins[i]);
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error("listen.cors_origins[" + std::to_string(i) + "]: " + e.what());
+    }
+  }
   if (std::ranges::find(memtier::policy_names(), policy) == memtier::policy_names().end())
     throw std::runtime_error("memory.policy: '" + policy + "' is not one of " +
                              memtier::policy_list());

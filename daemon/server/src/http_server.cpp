@@ -69,13 +69,16 @@ using WriteDeadline = std::function<void(bool writing)>;
 template <typename Socket>
 class SocketWriter final : public ResponseWriter {
  public:
+  // `allow_origin`: the request's origin where CORS lets it read the answer ("*" for any), else
+  // "".
   SocketWriter(Socket& socket, unsigned version, bool keep_alive, bool head_only,
-               WriteDeadline deadline)
+               WriteDeadline deadline, std::string allow_origin = {})
       : socket_(socket),
         version_(version),
         may_keep_alive_(keep_alive),
         head_only_(head_only),
-        deadline_(std::move(deadline)) {}
+        deadline_(std::move(deadline)),
+        allow_origin_(std::move(allow_origin)) {}
   bool streamed() const { return streamed_; }
   bool ok() const { return ok_; }
   // Whether the answer sent left the connection open for another request.
@@ -89,7 +92,10 @@ class SocketWriter final : public ResponseWriter {
     response.keep_alive(kept_alive_);
     response.set(http::field::server, "moed");
     response.set(http::field::date, http_date_now());
+    set_cors(response);
     response.prepare_payload();
+    // A 204 has no body, and says nothing of its length (RFC 9110, 8.6).
+    if (response.result() == http::status::no_content) response.erase(http::field::content_length);
     // Written in slices with the deadline armed for each, so the send timeout ends a client that
     // makes no progress, not a slow one reading a large answer (a trace download).
     http::response_serializer<http::string_body> serializer{response};
@@ -114,6 +120,7 @@ class SocketWriter final : public ResponseWriter {
     head.set(http::field::date, http_date_now());
     head.set(http::field::content_type, content_type);
     head.set(http::field::cache_control, "no-cache");
+    set_cors(head);
     // HTTP/1.0 has no chunked coding: the stream is the body as it comes, ended by the close.
     chunked_ = version_ >= 11;
     head.chunked(chunked_);
@@ -154,11 +161,20 @@ class SocketWriter final : public ResponseWriter {
   }
 
  private:
+  template <typename Message>
+  void set_cors(Message& message) const {
+    if (allow_origin_.empty()) return;
+    message.set(http::field::access_control_allow_origin, allow_origin_);
+    // An answer that names one origin differs by origin: caches must keep them apart.
+    if (allow_origin_ != "*") message.set(http::field::vary, "Origin");
+  }
+
   Socket& socket_;
   unsigned version_;
   bool may_keep_alive_;  // the request asked, and no shutdown has begun
   bool head_only_;
   WriteDeadline deadline_;
+  std::string allow_origin_;
   bool kept_alive_ = false;
   bool streamed_ = false;
   bool chunked_ = true;
@@ -411,9 +427,13 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
     }
     const Request& request = parser.get();
     SocketWriter<Socket> writer(socket, request.version(), request.keep_alive() && !stopping_,
-                                request.method() == http::verb::head, write_deadline);
+                                request.method() == http::verb::head, write_deadline,
+                                allowed_origin(request));
     try {
-      handler_(request, peer, writer);
+      if (request.method() == http::verb::options)
+        writer.send(options_answer(request));
+      else
+        handler_(request, peer, writer);
     } catch (const std::exception& e) {
       if (!writer.streamed())
         writer.send(plain_error(http::status::internal_server_error, e.what(), "server_error"));
@@ -425,6 +445,34 @@ void HttpServer::serve(std::shared_ptr<Connection> connection, Socket socket, Pe
   std::lock_guard lock(mutex_);
   connections_.erase(connection.get());
   changed_.notify_all();
+}
+
+std::string HttpServer::allowed_origin(const Request& request) const {
+  const auto origin = request.find(http::field::origin);
+  if (origin == request.end()) return {};
+  const std::string_view value(origin->value().data(), origin->value().size());
+  for (const auto& allowed : options_.cors_origins) {
+    if (allowed == "*") return "*";
+    if (allowed == value) return allowed;
+  }
+  return {};
+}
+
+// OPTIONS: every route takes GET (and HEAD) or POST (RFC 9110, 9.3.7). A browser's CORS
+// preflight from an allowed origin is also told the method and headers it asked for may be
+// used, for ten minutes; one from another origin gets no such headers, so the browser refuses.
+Response HttpServer::options_answer(const Request& request) const {
+  Response answer{http::status::no_content, 11};
+  answer.set(http::field::allow, "GET, HEAD, POST, OPTIONS");
+  const auto method = request.find(http::field::access_control_request_method);
+  if (method != request.end() && !allowed_origin(request).empty()) {
+    answer.set(http::field::access_control_allow_methods, "GET, HEAD, POST");
+    const auto headers = request.find(http::field::access_control_request_headers);
+    if (headers != request.end())
+      answer.set(http::field::access_control_allow_headers, headers->value());
+    answer.set(http::field::access_control_max_age, "600");
+  }
+  return answer;
 }
 
 void HttpServer::watchdog() {

@@ -3,8 +3,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace moed::server {
+
+// Checks an entry of listen.cors_origins: "*", or an origin as browsers send it
+// (scheme://host[:port], http or https, no path). Throws std::invalid_argument saying why not.
+void check_cors_origin(const std::string& origin);
 
 // Everything moed reads from its YAML config file (configs/moed.yaml documents every key).
 // Sizes are strings such as "24GiB"; the host budget may also be a share of the experts ("25%").
@@ -15,8 +20,10 @@ struct Config {
   std::string socket = "/run/moed/moed.sock";  // listen.socket
   std::uint32_t socket_mode = 0660;            // listen.socket_mode (octal string in YAML)
   std::string tcp;                             // listen.tcp: "127.0.0.1:8080"; "" for none
-  std::string host_budget;                     // memory.host_budget: "" (all), "24GiB", "25%"
-  std::string policy = "tinylfu";              // memory.policy: memtier::kDefaultPolicy
+  // listen.cors_origins: origins whose pages a browser lets read moed's answers; "*" any
+  std::vector<std::string> cors_origins;
+  std::string host_budget;         // memory.host_budget: "" (all), "24GiB", "25%"
+  std::string policy = "tinylfu";  // memory.policy: memtier::kDefaultPolicy
   double auto_pin = 0;  // memory.auto_pin: share of the budget pinned automatically (0: off)
   std::string reader = "io_uring";               // memory.reader
   std::uint32_t queue_depth = 64;                // memory.queue_depth

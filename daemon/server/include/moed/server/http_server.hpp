@@ -67,6 +67,11 @@ struct HttpOptions {
   // A write that makes no progress for this long (a client that stopped reading) closes the
   // connection, so the handler sees the client gone and frees what it holds.
   std::uint32_t send_timeout_ms = 30000;
+  // Origins (scheme://host[:port], or "*") whose browser pages may read the answers (CORS):
+  // their requests get Access-Control-Allow-Origin, and their preflights (OPTIONS) the methods
+  // and headers they ask for. Empty: no CORS headers, so browsers keep other sites' pages
+  // from reading moed's answers.
+  std::vector<std::string> cors_origins;
 };
 
 // HTTP/1.1 over a Unix stream socket (and optionally TCP). One thread per connection; a
@@ -87,6 +92,10 @@ class HttpServer {
   struct Connection;
   template <typename Acceptor>
   void accept_loop(Acceptor& acceptor);
+  // The value of Access-Control-Allow-Origin for this request: its Origin where
+  // cors_origins lets it in ("*" where any may), else "".
+  std::string allowed_origin(const Request& request) const;
+  Response options_answer(const Request& request) const;
   template <typename Socket>
   void serve(std::shared_ptr<Connection> connection, Socket socket, Peer peer);
   void watchdog();
