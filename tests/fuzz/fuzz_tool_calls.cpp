@@ -1,5 +1,5 @@
 // The tool-call parsers over any answer text a model may write: each syntax either finds calls
-// whose arguments are JSON text, or leaves the text as content; neither crashes nor throws.
+// whose arguments are JSON text, or leaves the text as content; none crashes or throws.
 
 #include <cstdint>
 #include <cstdlib>
@@ -13,12 +13,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const auto syntax :
        {moed::server::ToolCallSyntax::hermes, moed::server::ToolCallSyntax::mistral,
         moed::server::ToolCallSyntax::deepseek}) {
-    const auto calls = moed::server::parse_tool_calls(text, syntax);
-    if (!calls) continue;
-    if (calls->empty()) std::abort();
-    for (const auto& call : *calls)
-      if (call.name.empty() || call.id.empty()) std::abort();
-    (void)moed::server::tool_call_fields(*calls, true, false).dump();
+    const auto parsed = moed::server::parse_tool_calls(text, syntax);
+    if (!parsed) continue;
+    if (parsed->calls.empty() || parsed->content.size() > text.size()) std::abort();
+    for (const auto& call : parsed->calls)
+      if (call.name.empty() || call.id.empty() || !nlohmann::json::accept(call.arguments))
+        std::abort();
+    (void)moed::server::tool_call_fields(parsed->calls, true, false).dump();
   }
   return 0;
 }

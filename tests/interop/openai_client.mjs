@@ -101,6 +101,25 @@ async function toolChoiceChecks() {
       `${auto.usage.prompt_tokens} prompt tokens with the tools, ${without.usage.prompt_tokens} without`);
     assert.equal(none.usage.prompt_tokens, without.usage.prompt_tokens);
   });
+  await check("an answer's calls sent back with content null render", async () => {
+    // As the library's runTools loop sends an assistant message with tool_calls back: Qwen3's
+    // first template tests '</think>' in its content, which moed gives "" rather than null.
+    const answer = await client.chat.completions.create({
+      model, tools: [weather], max_tokens: 1, temperature: 0,
+      messages: [
+        question,
+        {
+          role: "assistant", content: null,
+          tool_calls: [{
+            id: "call_AbCdEf123", type: "function",
+            function: { name: "get_weather", arguments: JSON.stringify({ city: "Paris" }) },
+          }],
+        },
+        { role: "tool", tool_call_id: "call_AbCdEf123", content: "Sunny, 21 C" },
+      ],
+    });
+    assert.equal(answer.choices[0].message.role, "assistant");
+  });
 }
 
 async function basicChecks() {

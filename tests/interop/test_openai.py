@@ -42,7 +42,7 @@ class OpenAIClient(unittest.TestCase):
 
     def test_tool_choice(self):
         # Qwen3's chat template renders the tools into the prompt.
-        self.serve("tiny-qwen3_moe", ["--tool-choice"], 1)
+        self.serve("tiny-qwen3_moe", ["--tool-choice"], 2)
 
     def serve(self, model, flags, checks):
         with tempfile.TemporaryDirectory() as tmp:

@@ -187,8 +187,9 @@ std::string chat_rejected_field(const std::string& body) {
   return "";
 }
 
-// OpenAI's API lets an assistant turn that calls tools leave out its content (its client library's
-// types allow it); the template then sees null, as for "content": null. Every other turn needs it.
+// OpenAI's API lets an assistant turn that calls tools leave out its content or send null (its
+// client library sends an answer with calls back so); the template then sees "", as llama.cpp and
+// vLLM give it (Qwen3's first template cannot take null). Every other turn needs its content.
 TEST(RequestParse, AnAssistantTurnCallingToolsMayLeaveOutItsContent) {
   const auto context = chat_context(parse_body(R"({"messages": [
       {"role": "user", "content": "weather?"},
@@ -196,8 +197,14 @@ TEST(RequestParse, AnAssistantTurnCallingToolsMayLeaveOutItsContent) {
         "function": {"name": "get_weather", "arguments": "{}"}}]},
       {"role": "tool", "tool_call_id": "c1", "content": "Sunny"}]})"),
                                     "<s>", "</s>");
-  EXPECT_TRUE(context["messages"][1]["content"].is_null());
+  EXPECT_EQ(context["messages"][1]["content"], "");
   EXPECT_EQ(context["messages"][1]["tool_calls"][0]["function"]["name"], "get_weather");
+  const auto null_content = chat_context(parse_body(R"({"messages": [
+      {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}},
+      {"role": "user", "content": null}]})"),
+                                         "<s>", "</s>");
+  EXPECT_EQ(null_content["messages"][0]["content"], "");
+  EXPECT_TRUE(null_content["messages"][1]["content"].is_null());  // not a calling turn
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "assistant"}]})"), "messages[0].content");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "tool_calls": []}]})"),
             "messages[0].content");

@@ -96,6 +96,28 @@ TEST(TextStream, HoldsBackACallAndParsesIt) {
   EXPECT_FALSE(stopped.calls);
 }
 
+// Reasoning may mention the syntax; the calls are looked for after it (Qwen3 and DeepSeek-R1
+// reason in <think>; a template may open the reasoning in the prompt, leaving only its end in the
+// answer). Text after the calls stays content.
+TEST(TextStream, LooksForCallsAfterTheReasoning) {
+  const auto tokenizer = moed::model::load_tokenizer(kModels / "tiny-qwen2_moe");
+  const std::string call =
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>";
+  for (const std::string reasoning : {"<think>\nI could call <tool_call> here.\n</think>\n\n",
+                                      "I could call <tool_call>.</think>\n\n"}) {
+    const auto got = stream(tokenizer, reasoning + call + "\nDone.", ToolCallSyntax::hermes);
+    EXPECT_EQ(got.content, reasoning);
+    EXPECT_EQ(got.rest, "Done.");
+    ASSERT_TRUE(got.calls) << reasoning;
+    EXPECT_EQ((*got.calls)[0].name, "get_weather");
+  }
+  // Reasoning cut short by max_tokens: its mention is content, not a call.
+  const std::string cut = "<think>\nI could call " + call;
+  const auto got = stream(tokenizer, cut, ToolCallSyntax::hermes);
+  EXPECT_EQ(got.content + got.rest, cut);
+  EXPECT_FALSE(got.calls);
+}
+
 // DeepSeek's markers are added tokens. Where a tokenizer marks them special (as Mistral's
 // [TOOL_CALLS] is), decoding would drop them; the stream keeps them, as llama-server keeps a
 // format's preserved tokens, so the calls still parse.

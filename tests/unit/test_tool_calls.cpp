@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "moed/server/tool_calls.hpp"
@@ -11,10 +13,10 @@ namespace {
 // The calls as (name, arguments) pairs, the arguments parsed back, so that tests compare values
 // rather than spacing.
 std::vector<std::pair<std::string, nlohmann::json>> named(
-    const std::optional<std::vector<ToolCall>>& calls) {
+    const std::optional<ParsedCalls>& parsed) {
   std::vector<std::pair<std::string, nlohmann::json>> out;
-  if (!calls) return out;
-  for (const auto& call : *calls)
+  if (!parsed) return out;
+  for (const auto& call : parsed->calls)
     out.emplace_back(call.name, nlohmann::json::parse(call.arguments));
   return out;
 }
@@ -35,6 +37,9 @@ TEST(ToolCallSyntax, ComesFromTheChatTemplate) {
             ToolCallSyntax::deepseek);
   EXPECT_EQ(tool_call_syntax("{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}"),
             ToolCallSyntax::none);
+  // Qwen3-Coder's calls are XML-like inside <tool_call>: not Hermes JSON, so left as text.
+  EXPECT_EQ(tool_call_syntax(R"({{- '<tool_call>\n<function=' + tool_call.name + '>\n' }})"),
+            ToolCallSyntax::none);
   EXPECT_EQ(tool_calls_opening(ToolCallSyntax::none), "");
   EXPECT_EQ(parse_tool_calls("<tool_call>{\"name\": \"f\"}</tool_call>", ToolCallSyntax::none),
             std::nullopt);
@@ -49,12 +54,21 @@ TEST(ToolCallParse, HermesCallsOneTagEach) {
   ASSERT_TRUE(calls);
   EXPECT_EQ(named(calls), (std::vector<std::pair<std::string, nlohmann::json>>{
                               {"get_weather", kParis}, {"plan", kRome}}));
+  EXPECT_EQ(calls->content, "");
   // Ids are OpenAI's shape, one of their own per call.
-  EXPECT_TRUE((*calls)[0].id.starts_with("call_"));
-  EXPECT_EQ((*calls)[0].id.size(), 29u);
-  EXPECT_NE((*calls)[0].id, (*calls)[1].id);
+  EXPECT_TRUE(calls->calls[0].id.starts_with("call_"));
+  EXPECT_EQ(calls->calls[0].id.size(), 29u);
+  EXPECT_NE(calls->calls[0].id, calls->calls[1].id);
   // The arguments keep the model's key order.
-  EXPECT_EQ((*calls)[1].arguments, R"({"city":"Rome","days":3})");
+  EXPECT_EQ(calls->calls[1].arguments, R"({"city":"Rome","days":3})");
+  // Text between and after the calls stays content, as vLLM and llama.cpp keep it.
+  const auto around = parse_tool_calls(
+      R"(<tool_call>{"name": "a"}</tool_call> then <tool_call>{"name": "b"}</tool_call>)"
+      "\nDone.",
+      ToolCallSyntax::hermes);
+  ASSERT_TRUE(around);
+  EXPECT_EQ(around->calls.size(), 2u);
+  EXPECT_EQ(around->content, "then Done.");
 }
 
 TEST(ToolCallParse, HermesTakesALastCallCutBeforeItsClosingTagAndNoArguments) {
@@ -69,7 +83,15 @@ TEST(ToolCallParse, HermesTakesALastCallCutBeforeItsClosingTagAndNoArguments) {
   const auto quoted = parse_tool_calls(
       R"(<tool_call>{"name": "f", "arguments": "{\"a\": 1}"}</tool_call>)", ToolCallSyntax::hermes);
   ASSERT_TRUE(quoted);
-  EXPECT_EQ((*quoted)[0].arguments, R"({"a": 1})");
+  EXPECT_EQ(quoted->calls[0].arguments, R"({"a": 1})");
+  // Quoted text that is not JSON becomes a JSON string; null arguments are none.
+  const auto text_arguments =
+      parse_tool_calls(R"(<tool_call>{"name": "f", "arguments": "Paris"}</tool_call>)"
+                       R"(<tool_call>{"name": "g", "arguments": null}</tool_call>)",
+                       ToolCallSyntax::hermes);
+  ASSERT_TRUE(text_arguments);
+  EXPECT_EQ(text_arguments->calls[0].arguments, R"("Paris")");
+  EXPECT_EQ(text_arguments->calls[1].arguments, "{}");
 }
 
 // What does not parse stays content: nothing the model wrote is lost.
@@ -80,7 +102,6 @@ TEST(ToolCallParse, MalformedCallsAreNotCalls) {
            "<tool_call>\n{\"name\": \"\"}\n</tool_call>",                            // empty name
            "<tool_call>\n{\"name\": 7}\n</tool_call>",                        // name not text
            "<tool_call>\n{\"name\": \"f\", \"arguments\": 3}\n</tool_call>",  // not an object
-           "<tool_call>{\"name\": \"f\"}</tool_call> and then some prose",    // text after
            "<tool_call>",                                                     // nothing
            "<tool_call>\n{\"name\": \"f\", \"argu",                           // cut short
        })
@@ -95,8 +116,12 @@ TEST(ToolCallParse, MistralListAndV11Calls) {
   EXPECT_EQ(named(list), (std::vector<std::pair<std::string, nlohmann::json>>{
                              {"get_weather", kParis}, {"plan", kRome}}));
   ASSERT_TRUE(list);
-  EXPECT_EQ((*list)[0].id, "a1b2c3d4e");  // the model's own id, which the tool result will cite
-  EXPECT_TRUE((*list)[1].id.starts_with("call_"));
+  EXPECT_EQ(list->calls[0].id, "a1b2c3d4e");  // the model's own id, which the tool result cites
+  // Mistral's templates take only ids of 9 letters or digits in the next turn.
+  const std::string& made = list->calls[1].id;
+  EXPECT_EQ(made.size(), 9u);
+  EXPECT_TRUE(std::all_of(made.begin(), made.end(),
+                          [](char c) { return std::isalnum(static_cast<unsigned char>(c)); }));
   // A JSON string holding brackets does not end the list early.
   EXPECT_EQ(named(parse_tool_calls(R"([TOOL_CALLS][{"name": "f", "arguments": {"q": "a]}["}}])",
                                    ToolCallSyntax::mistral)),
@@ -108,9 +133,13 @@ TEST(ToolCallParse, MistralListAndV11Calls) {
   EXPECT_EQ(named(v11), (std::vector<std::pair<std::string, nlohmann::json>>{
                             {"get_weather", kParis}, {"plan", kRome}}));
   ASSERT_TRUE(v11);
-  EXPECT_EQ((*v11)[1].id, "x9");
-  for (const char* text : {"[TOOL_CALLS] [", "[TOOL_CALLS] []", "[TOOL_CALLS]f[ARGS]{\"a\":",
-                           "[TOOL_CALLS]f{\"a\": 1}", "[TOOL_CALLS] [{\"name\": \"f\"}] more"})
+  EXPECT_EQ(v11->calls[1].id, "x9");
+  const auto after =
+      parse_tool_calls(R"([TOOL_CALLS] [{"name": "f"}] more)", ToolCallSyntax::mistral);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->content, "more");
+  for (const char* text : {"[TOOL_CALLS] [", "[TOOL_CALLS] []",
+                           "[TOOL_CALLS]f[ARGS]{\"a\":", "[TOOL_CALLS]f{\"a\": 1}"})
     EXPECT_EQ(parse_tool_calls(text, ToolCallSyntax::mistral), std::nullopt) << text;
   // A name or id that could not be written in an answer (bytes that are not UTF-8, control
   // characters; fuzz_tool_calls found the first) is no call.
@@ -136,6 +165,18 @@ TEST(ToolCallParse, DeepSeekV3AndV31Calls) {
       ToolCallSyntax::deepseek);
   EXPECT_EQ(named(v31),
             (std::vector<std::pair<std::string, nlohmann::json>>{{"get_weather", kParis}}));
+  // A V3.1 tool may be named "function" itself.
+  EXPECT_EQ(
+      named(parse_tool_calls("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+                             "{\"city\": \"Paris\"}<｜tool▁call▁end｜>",
+                             ToolCallSyntax::deepseek)),
+      (std::vector<std::pair<std::string, nlohmann::json>>{{"function", kParis}}));
+  const auto after = parse_tool_calls(
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{}<｜tool▁call▁end｜>"
+      "<｜tool▁calls▁end｜> after",
+      ToolCallSyntax::deepseek);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->content, "after");
   // Generation may end before the closing marker of the list, not of a call.
   EXPECT_TRUE(
       parse_tool_calls("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{}"
@@ -147,8 +188,6 @@ TEST(ToolCallParse, DeepSeekV3AndV31Calls) {
            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n{}"
            "<｜tool▁call▁end｜>",                         // V3's fence missing
            "<｜tool▁calls▁begin｜><｜tool▁calls▁end｜>",  // no call
-           "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{}<｜tool▁call▁end｜>"
-           "<｜tool▁calls▁end｜> after",
        })
     EXPECT_EQ(parse_tool_calls(text, ToolCallSyntax::deepseek), std::nullopt) << text;
 }

@@ -239,15 +239,15 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
       bad_field(at + ".role", "expected a string such as \"user\"");
     // OpenAI's newer name for the system role; chat templates know only "system".
     if (m["role"] == "developer") m["role"] = "system";
-    // OpenAI's API lets an assistant turn that calls tools leave its content out (its client
-    // library's types allow it); templates then see null.
-    if (!m.contains("content")) {
-      const bool calls =
-          (m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty()) ||
-          (m.contains("function_call") && m["function_call"].is_object());
-      if (m["role"] != "assistant" || !calls) bad_field(at + ".content", "is required");
-      m["content"] = nullptr;
-    }
+    // OpenAI's API lets an assistant turn that calls tools leave its content out or null (its
+    // client library sends moed's own answer back so); templates then see "", as llama.cpp and
+    // vLLM give them: Qwen3's first template tests '</think>' in the content, which null fails.
+    const bool calls =
+        m["role"] == "assistant" &&
+        ((m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty()) ||
+         (m.contains("function_call") && m["function_call"].is_object()));
+    if (!m.contains("content") && !calls) bad_field(at + ".content", "is required");
+    if (calls && (!m.contains("content") || m["content"].is_null())) m["content"] = "";
     auto& content = m["content"];
     if (content.is_array()) {  // content parts: text only
       std::string text;

@@ -25,14 +25,28 @@ std::string TextStream::answer() {
   return text;
 }
 
+std::size_t TextStream::calls_search_start(const std::string& text) {
+  constexpr std::string_view kThinkOpen = "<think>", kThinkClose = "</think>";
+  // Reasoning may mention the syntax (Qwen3, DeepSeek-R1); the calls come after it. A template
+  // may open the reasoning in the prompt, so the answer holds only its end.
+  if (const std::size_t close = text.rfind(kThinkClose); close != std::string::npos)
+    return close + kThinkClose.size();
+  const std::size_t start = text.find_first_not_of(" \t\r\n");
+  if (start != std::string::npos && text.compare(start, kThinkOpen.size(), kThinkOpen) == 0)
+    return std::string::npos;  // still reasoning
+  return 0;
+}
+
 std::string TextStream::add(std::int32_t id) {
   ids_.push_back(id);
   const std::string text = answer();
+  calls_text_.clear();
   if (!opening_.empty())
-    if (const std::size_t at = text.find(opening_); at != std::string::npos) {
-      calls_text_ = text.substr(at);
-      return take(text, at);
-    }
+    if (const std::size_t from = calls_search_start(text); from != std::string::npos)
+      if (const std::size_t at = text.find(opening_, from); at != std::string::npos) {
+        calls_text_ = text.substr(at);
+        return take(text, at);
+      }
   if (stopped_) return take(text, text.size());
   // Replacement characters at the end may be a multi-byte character still arriving byte by
   // byte (byte-fallback tokens); later tokens turn them into the real character.
@@ -52,8 +66,12 @@ std::string TextStream::add(std::int32_t id) {
 }
 
 std::string TextStream::finish() {
-  if (!calls_text_.empty()) calls_ = parse_tool_calls(calls_text_, tool_calls_);
-  if (calls_) return "";
+  if (!calls_text_.empty())
+    if (auto parsed = parse_tool_calls(calls_text_, tool_calls_)) {
+      calls_ = std::move(parsed->calls);
+      emitted_ += parsed->content;
+      return parsed->content;
+    }
   const std::string text = answer();
   return take(text, text.size());
 }

@@ -83,13 +83,16 @@ std::optional<Json> parse_json(std::string_view text) {
   return value;
 }
 
-std::string call_id() {
+// OpenAI's shape: "call_" and 24 letters or digits. Mistral's templates take only ids of 9 letters
+// or digits (and raise an error on the next turn for any other), as vLLM's Mistral parser makes.
+std::string call_id(ToolCallSyntax syntax) {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::mt19937_64 random{std::random_device{}()};
   std::uniform_int_distribution<std::size_t> pick(0, sizeof kAlphabet - 2);
-  std::string id = "call_";
-  for (int i = 0; i < 24; ++i) id += kAlphabet[pick(random)];
+  const bool mistral = syntax == ToolCallSyntax::mistral;
+  std::string id = mistral ? "" : "call_";
+  for (int i = 0; i < (mistral ? 9 : 24); ++i) id += kAlphabet[pick(random)];
   return id;
 }
 
@@ -106,94 +109,108 @@ bool clean_text(std::string_view text) {
   return true;
 }
 
-// A call from a name and its arguments: an object or array is written out as JSON text; a string
-// (some models quote them) is that text already.
-std::optional<ToolCall> make_call(std::string_view name, const Json& arguments,
-                                  std::string id = {}) {
+// A call from a name and its arguments, which OpenAI gives as JSON text: an object or array is
+// written out; a string (some models quote the arguments) is kept where it is JSON itself, and
+// written as a JSON string where not; null is no arguments.
+std::optional<ToolCall> make_call(std::string_view name, const Json& arguments, std::string id,
+                                  ToolCallSyntax syntax) {
   name = trim(name);
   if (name.empty() || !clean_text(name) || !clean_text(id)) return std::nullopt;
-  ToolCall call{id.empty() ? call_id() : std::move(id), std::string(name), {}};
-  if (arguments.is_string())
-    call.arguments = arguments.get<std::string>();
-  else if (arguments.is_object() || arguments.is_array())
+  ToolCall call{id.empty() ? call_id(syntax) : std::move(id), std::string(name), {}};
+  if (arguments.is_null()) {
+    call.arguments = "{}";
+  } else if (arguments.is_string()) {
+    const auto& text = arguments.get_ref<const std::string&>();
+    call.arguments = Json::accept(text) ? text : arguments.dump();
+  } else if (arguments.is_object() || arguments.is_array()) {
     call.arguments = arguments.dump();
-  else
+  } else {
     return std::nullopt;
+  }
   return call;
 }
 
 // {"name": ..., "arguments": ...} (Llama-style "parameters" too), and Mistral's optional "id".
-std::optional<ToolCall> call_from_object(const Json& object) {
+std::optional<ToolCall> call_from_object(const Json& object, ToolCallSyntax syntax) {
   if (!object.is_object() || !object.contains("name") || !object["name"].is_string())
     return std::nullopt;
-  const Json none = Json::object();
+  const Json none;
   const Json& arguments = object.contains("arguments")    ? object["arguments"]
                           : object.contains("parameters") ? object["parameters"]
                                                           : none;
   std::string id;
   if (object.contains("id") && object["id"].is_string()) id = object["id"].get<std::string>();
-  return make_call(object["name"].get<std::string>(), arguments, std::move(id));
+  return make_call(object["name"].get<std::string>(), arguments, std::move(id), syntax);
 }
 
-std::optional<std::vector<ToolCall>> parse_hermes(Cursor text) {
-  std::vector<ToolCall> calls;
-  for (text.skip_space(); !text.rest.empty(); text.skip_space()) {
-    if (!text.take(kHermesOpen)) return std::nullopt;
+// Calls, with the text between and after them as content (as vLLM's Hermes parser finds every
+// tagged call and llama.cpp keeps the rest).
+std::optional<ParsedCalls> parse_hermes(Cursor text) {
+  ParsedCalls parsed;
+  while (!text.rest.empty()) {
+    if (!text.take(kHermesOpen)) {
+      const std::size_t next = text.rest.find(kHermesOpen);
+      parsed.content += text.rest.substr(0, next);
+      text.rest.remove_prefix(next == std::string_view::npos ? text.rest.size() : next);
+      continue;
+    }
     const auto body = text.until(kHermesClose);
     const auto object = parse_json(body ? *body : text.rest);
     if (!body) text.rest = {};  // cut short by the end of generation
     if (!object) return std::nullopt;
-    auto call = call_from_object(*object);
+    auto call = call_from_object(*object, ToolCallSyntax::hermes);
     if (!call) return std::nullopt;
-    calls.push_back(std::move(*call));
+    parsed.calls.push_back(std::move(*call));
+    text.skip_space();
   }
-  return calls;
+  return parsed;
 }
 
-std::optional<std::vector<ToolCall>> parse_mistral(Cursor text) {
-  std::vector<ToolCall> calls;
-  for (text.skip_space(); !text.rest.empty(); text.skip_space()) {
-    if (!text.take(kMistralCalls)) return std::nullopt;
+std::optional<ParsedCalls> parse_mistral(Cursor text) {
+  ParsedCalls parsed;
+  while (text.take(kMistralCalls)) {
     text.skip_space();
     if (text.rest.starts_with('[')) {
       const auto list = text.json_value();
       if (!list || !list->is_array()) return std::nullopt;
       for (const auto& object : *list) {
-        auto call = call_from_object(object);
+        auto call = call_from_object(object, ToolCallSyntax::mistral);
         if (!call) return std::nullopt;
-        calls.push_back(std::move(*call));
+        parsed.calls.push_back(std::move(*call));
       }
-      continue;
+    } else {
+      const std::size_t name_end = text.rest.find('[');
+      if (name_end == std::string_view::npos) return std::nullopt;
+      const std::string_view name = text.rest.substr(0, name_end);
+      text.rest.remove_prefix(name_end);
+      std::string id;
+      if (text.take(kMistralCallId)) {
+        const std::size_t id_end = text.rest.find('[');
+        if (id_end == std::string_view::npos) return std::nullopt;
+        id = std::string(trim(text.rest.substr(0, id_end)));
+        text.rest.remove_prefix(id_end);
+      }
+      if (!text.take(kMistralArgs)) return std::nullopt;
+      text.skip_space();
+      const auto arguments = text.json_value();
+      if (!arguments) return std::nullopt;
+      auto call = make_call(name, *arguments, std::move(id), ToolCallSyntax::mistral);
+      if (!call) return std::nullopt;
+      parsed.calls.push_back(std::move(*call));
     }
-    const std::size_t name_end = text.rest.find('[');
-    if (name_end == std::string_view::npos) return std::nullopt;
-    const std::string_view name = text.rest.substr(0, name_end);
-    text.rest.remove_prefix(name_end);
-    std::string id;
-    if (text.take(kMistralCallId)) {
-      const std::size_t id_end = text.rest.find('[');
-      if (id_end == std::string_view::npos) return std::nullopt;
-      id = std::string(trim(text.rest.substr(0, id_end)));
-      text.rest.remove_prefix(id_end);
-    }
-    if (!text.take(kMistralArgs)) return std::nullopt;
     text.skip_space();
-    const auto arguments = text.json_value();
-    if (!arguments) return std::nullopt;
-    auto call = make_call(name, *arguments, std::move(id));
-    if (!call) return std::nullopt;
-    calls.push_back(std::move(*call));
   }
-  return calls;
+  parsed.content = text.rest;
+  return parsed;
 }
 
-std::optional<std::vector<ToolCall>> parse_deepseek(Cursor text) {
+std::optional<ParsedCalls> parse_deepseek(Cursor text) {
   if (!text.take(kDeepSeekCallsBegin)) return std::nullopt;
-  std::vector<ToolCall> calls;
+  ParsedCalls parsed;
   for (text.skip_space(); !text.rest.empty(); text.skip_space()) {
     if (text.take(kDeepSeekCallsEnd)) {
       text.skip_space();
-      if (!text.rest.empty()) return std::nullopt;
+      parsed.content = text.rest;
       break;
     }
     if (!text.take(kDeepSeekCallBegin)) return std::nullopt;
@@ -204,14 +221,15 @@ std::optional<std::vector<ToolCall>> parse_deepseek(Cursor text) {
     if (!kind_or_name) return std::nullopt;
     std::string_view name = *kind_or_name;
     std::string_view arguments = call_text.rest;
-    if (trim(name) == "function") {
-      // V3's: the name on the separator's line, then the arguments in a ```json fence.
-      const std::size_t line_end = call_text.rest.find('\n');
-      if (line_end == std::string_view::npos) return std::nullopt;
+    // V3's: the call's type, the name on the separator's line, then the arguments in a ```json
+    // fence; V3.1's: the name, then the arguments (a V3.1 tool may itself be named "function").
+    const std::size_t line_end = call_text.rest.find('\n');
+    if (trim(name) == "function" && line_end != std::string_view::npos &&
+        trim(call_text.rest.substr(line_end)).starts_with("```json")) {
       name = call_text.rest.substr(0, line_end);
       call_text.rest.remove_prefix(line_end);
       call_text.skip_space();
-      if (!call_text.take("```json")) return std::nullopt;
+      call_text.take("```json");
       const std::size_t fence_end = call_text.rest.rfind("```");
       if (fence_end == std::string_view::npos) return std::nullopt;
       if (!trim(call_text.rest.substr(fence_end + 3)).empty()) return std::nullopt;
@@ -219,16 +237,19 @@ std::optional<std::vector<ToolCall>> parse_deepseek(Cursor text) {
     }
     const auto value = parse_json(arguments);
     if (!value) return std::nullopt;
-    auto call = make_call(name, *value);
+    auto call = make_call(name, *value, {}, ToolCallSyntax::deepseek);
     if (!call) return std::nullopt;
-    calls.push_back(std::move(*call));
+    parsed.calls.push_back(std::move(*call));
   }
-  return calls;
+  return parsed;
 }
 
 }  // namespace
 
 ToolCallSyntax tool_call_syntax(std::string_view template_source) {
+  // Qwen3-Coder's template shows calls inside <tool_call> as XML-like <function=NAME> blocks, not
+  // JSON: no parser here reads them, so its calls stay text rather than fail as Hermes calls.
+  if (template_source.find("<function=") != std::string_view::npos) return ToolCallSyntax::none;
   if (template_source.find(kDeepSeekCallsBegin) != std::string_view::npos)
     return ToolCallSyntax::deepseek;
   if (template_source.find(kMistralCalls) != std::string_view::npos) return ToolCallSyntax::mistral;
@@ -279,9 +300,8 @@ std::vector<std::string_view> tool_call_tokens(ToolCallSyntax syntax) {
   return {};
 }
 
-std::optional<std::vector<ToolCall>> parse_tool_calls(std::string_view calls,
-                                                      ToolCallSyntax syntax) {
-  std::optional<std::vector<ToolCall>> parsed;
+std::optional<ParsedCalls> parse_tool_calls(std::string_view calls, ToolCallSyntax syntax) {
+  std::optional<ParsedCalls> parsed;
   switch (syntax) {
     case ToolCallSyntax::hermes:
       parsed = parse_hermes({calls});
@@ -295,7 +315,7 @@ std::optional<std::vector<ToolCall>> parse_tool_calls(std::string_view calls,
     case ToolCallSyntax::none:
       break;
   }
-  if (parsed && parsed->empty()) return std::nullopt;
+  if (parsed && parsed->calls.empty()) return std::nullopt;
   return parsed;
 }
 

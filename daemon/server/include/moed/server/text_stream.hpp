@@ -12,8 +12,9 @@ namespace moed::server {
 
 // Streams an answer's detokenised text: emits what is final, holding back an incomplete UTF-8
 // character at the end and any tail that could still grow into a stop string. With a tool-call
-// syntax, the text from the syntax's opening on is held too, as the answer's calls: calls()
-// parses it at the end, and finish() gives it as content where it does not parse.
+// syntax, the text from the syntax's opening on (after any <think> reasoning, which may mention
+// it) is held too, as the answer's calls: finish() parses it, and gives as content the text
+// around the calls, or all of it where it does not parse.
 class TextStream {
  public:
   TextStream(const model::Tokenizer& tokenizer, std::vector<std::string> stops,
@@ -22,7 +23,7 @@ class TextStream {
   // Adds a token; returns the new final content. Sets stopped() when a stop string appeared.
   std::string add(std::int32_t id);
   // Once generation is over: parses the answer's calls, and returns the content not yet
-  // returned (the calls' text where it does not parse).
+  // returned (the text after or between the calls; all of it where they do not parse).
   std::string finish();
   // The calls finish() parsed: nullopt where the answer has none in the syntax.
   const std::optional<std::vector<ToolCall>>& calls() const { return calls_; }
@@ -32,6 +33,8 @@ class TextStream {
  private:
   // The decoded answer, cut at the first stop string (setting stopped_).
   std::string answer();
+  // Where calls may open in `text`: after the reasoning; npos while it is still reasoning.
+  static std::size_t calls_search_start(const std::string& text);
   std::string take(const std::string& text, std::size_t end);
 
   const model::Tokenizer& tokenizer_;

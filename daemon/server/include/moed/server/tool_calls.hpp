@@ -21,7 +21,8 @@ enum class ToolCallSyntax {
              // name<｜tool▁sep｜>{...}), then <｜tool▁calls▁end｜>
 };
 
-// The syntax a chat template's source shows (none when it renders no calls in a known one).
+// The syntax a chat template's source shows (none when it renders no calls in a known one, as
+// Qwen3-Coder's XML-like <function=...> calls).
 ToolCallSyntax tool_call_syntax(std::string_view template_source);
 std::string_view to_string(ToolCallSyntax syntax);
 
@@ -39,12 +40,18 @@ struct ToolCall {
   std::string arguments;  // a JSON value's text, as OpenAI's function.arguments
 };
 
-// The calls in `calls`, the answer's text from tool_calls_opening(syntax) on. nullopt when that
-// text is not a list of well-formed calls with nothing but white space after them: it then stays
-// the answer's content, as vLLM and llama-server leave text they cannot parse. A Hermes call cut
-// short by the end of generation before its closing tag is taken when its JSON is whole.
-std::optional<std::vector<ToolCall>> parse_tool_calls(std::string_view calls,
-                                                      ToolCallSyntax syntax);
+// What the answer's text from tool_calls_opening(syntax) on holds: its calls, and the text
+// around them (between and after the calls), which stays content.
+struct ParsedCalls {
+  std::vector<ToolCall> calls;
+  std::string content;
+};
+
+// The calls in `calls`, the answer's text from tool_calls_opening(syntax) on. nullopt when it
+// holds no call, or one that does not parse: the text then stays the answer's content, as vLLM
+// and llama-server leave calls they cannot parse. A Hermes call cut short by the end of
+// generation before its closing tag is taken when its JSON is whole.
+std::optional<ParsedCalls> parse_tool_calls(std::string_view calls, ToolCallSyntax syntax);
 
 // The fields OpenAI's chat API gives calls in, to add to an answer's message (or to a stream's
 // delta, where each call also has its index): "tool_calls", or where the request offered the
