@@ -144,7 +144,7 @@ TEST(ToolCallParse, MistralListAndV11Calls) {
   // A name or id that could not be written in an answer (bytes that are not UTF-8, control
   // characters; fuzz_tool_calls found the first) is no call.
   using namespace std::string_literals;
-  for (const std::string text :
+  for (const std::string& text :
        {"[TOOL_CALLS]get_weat\xf0\x00]\xac[ARGS]{}"s, "[TOOL_CALLS]f[CALL_ID]\xff[ARGS]{}"s,
         R"([TOOL_CALLS] [{"name": "f\u0001", "arguments": {}}])"s})
     EXPECT_EQ(parse_tool_calls(text, ToolCallSyntax::mistral), std::nullopt) << text;

@@ -148,6 +148,14 @@ void Service::start_loading() {
       if (!template_source.empty()) {
         try {
           chat_template.emplace(template_source, template_origin);
+          // A request's tools reach the model only through the template (DeepSeek-V3's own
+          // renders earlier calls and results, not the tools list).
+          if (template_source.find("tools") == std::string::npos)
+            std::fprintf(stderr,
+                         "moed: note: the chat template (%s) does not render `tools`: the tools a "
+                         "request offers will not reach the model; give a template that does with "
+                         "model.chat_template or --chat-template\n",
+                         template_origin.c_str());
         } catch (const model::ChatTemplateError& e) {
           chat_template_error = e.what();
           std::fprintf(stderr, "moed: warning: %s; /v1/chat/completions will refuse requests\n",
