@@ -111,8 +111,7 @@ std::vector<Payload> TieredStore::hold_resident(std::int32_t layer,
                                                 std::span<const std::int32_t> experts) {
   std::vector<Payload> held;
   for (const std::int32_t expert : experts)
-    if (Payload resident = host_.peek(BlockId::routed(layer, expert)))
-      held.push_back(std::move(resident));
+    held.push_back(host_.peek(BlockId::routed(layer, expert)));
   return held;
 }
 

@@ -1492,8 +1492,12 @@ TEST(TieredStore, HeldExpertsOfTheCurrentLayerSurviveTheNextLayersPrefetches) {
   TieredStore store(host, *f.loader, f.source, 4);
   const std::int32_t current[] = {0, 1};
   for (const auto e : current) store.acquire({1, e});
-  const auto held = store.hold_resident(1, current);
-  EXPECT_EQ(held.size(), 2u);
+  const std::int32_t current_and_absent[] = {0, 1, 3};
+  const auto held = store.hold_resident(1, current_and_absent);
+  ASSERT_EQ(held.size(), 3u);  // entry i is expert i's: null where it is not resident
+  EXPECT_NE(held[0], nullptr);
+  EXPECT_NE(held[1], nullptr);
+  EXPECT_EQ(held[2], nullptr);
   const std::int32_t next[] = {2, 3};
   store.predict(2, next);
   for (const auto e : next)

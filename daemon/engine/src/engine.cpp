@@ -771,17 +771,13 @@ void Engine::experts_one_by_one(std::int32_t layer, std::span<const std::int32_t
   };
 
   std::vector<bool> ran(order.size(), false);
-  // Held until each is acquired in turn below.
-  std::vector<memtier::Payload> resident(order.size());
+  // Held until each is acquired in turn below. Looked up again rather than taken from
+  // `unacquired`: a prefetch may have landed since moe() began.
+  std::vector<memtier::Payload> resident;
   if (options_.prefetch) {
-    std::size_t first_missing = order.size();
-    for (std::size_t i = 0; i < order.size(); ++i) {
-      std::vector<memtier::Payload> held = store_->hold_resident(layer, order.subspan(i, 1));
-      if (!held.empty())
-        resident[i] = std::move(held.front());
-      else if (first_missing == order.size())
-        first_missing = i;
-    }
+    resident = store_->hold_resident(layer, order);
+    const auto first_missing = static_cast<std::size_t>(
+        std::find(resident.begin(), resident.end(), nullptr) - resident.begin());
     if (first_missing < order.size()) {
       store_->expect(BlockId::routed(layer, order[first_missing]));
       for (std::size_t i = 0; i < order.size(); ++i)
@@ -818,7 +814,7 @@ bool Engine::experts_in_one_region(std::int32_t layer, std::span<const std::int3
                                    std::vector<memtier::Payload>& unacquired) {
   if (kernels::compute_threads() < 2) return false;
   const std::vector<memtier::Payload> resident = store_->hold_resident(layer, order);
-  if (resident.size() != order.size()) return false;
+  if (std::find(resident.begin(), resident.end(), nullptr) != resident.end()) return false;
   std::vector<kernels::CpuMatmul::ExpertFfn> jobs;
   for (std::size_t i = 0; i < order.size(); ++i) {
     const auto& expert = static_cast<const ExpertWeights&>(*resident[i]);

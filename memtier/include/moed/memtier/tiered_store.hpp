@@ -74,9 +74,10 @@ class TieredStore {
   // the simulator's; until then the payload is held outside the tier's budget (one expert: the
   // engine expects only the next). Throws std::out_of_range for a layer out of range.
   void expect(BlockId block);
-  // The resident payloads among `experts` of `layer`, without counting lookups. The host tier
-  // never evicts a block in use, so holding these keeps them for the caller, e.g. while the
-  // prefetches of the next layer are admitted before this layer has acquired its experts.
+  // The payloads of `experts` of `layer` that are resident (null for the others, so entry i is
+  // experts[i]'s), without counting lookups. The host tier never evicts a block in use, so
+  // holding these keeps them for the caller, e.g. while the prefetches of the next layer are
+  // admitted before this layer has acquired its experts.
   std::vector<Payload> hold_resident(std::int32_t layer, std::span<const std::int32_t> experts);
   // The experts predicted for `layer`, `horizon` (1..kPrefetchHorizons) layers ahead of the one
   // computing now. Replaces earlier predictions for that layer: their queued reads for experts
