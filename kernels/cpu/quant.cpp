@@ -23,7 +23,7 @@ constexpr std::array kTypes{
     TypeEntry{2, {"q4_0", 32, 18}, true},       TypeEntry{3, {"q4_1", 32, 20}, true},
     TypeEntry{6, {"q5_0", 32, 22}, true},       TypeEntry{7, {"q5_1", 32, 24}, true},
     TypeEntry{8, {"q8_0", 32, 34}, true},       TypeEntry{9, {"q8_1", 32, 36}, false},
-    TypeEntry{10, {"q2_K", 256, 84}, false},    TypeEntry{11, {"q3_K", 256, 110}, true},
+    TypeEntry{10, {"q2_K", 256, 84}, true},     TypeEntry{11, {"q3_K", 256, 110}, true},
     TypeEntry{12, {"q4_K", 256, 144}, true},    TypeEntry{13, {"q5_K", 256, 176}, true},
     TypeEntry{14, {"q6_K", 256, 210}, true},    TypeEntry{15, {"q8_K", 256, 292}, false},
     TypeEntry{16, {"iq2_xxs", 256, 66}, false}, TypeEntry{17, {"iq2_xs", 256, 74}, false},
@@ -197,6 +197,20 @@ void dequantize_iq4_nl(const std::byte* src, float* dst, std::int64_t blocks) {
   }
 }
 
+// In ggml's order: (d * scale) * q - dmin * min.
+void dequantize_q2_k(const std::byte* src, float* dst, std::int64_t blocks) {
+  for (std::int64_t b = 0; b < blocks; ++b, dst += kQK) {
+    const auto block = load_block<BlockQ2_K>(src, b);
+    const float d = f16_to_f32(block.d), dmin = f16_to_f32(block.dmin);
+    for (int e = 0; e < kQK; ++e) {
+      const std::uint8_t sc = block.scales[e / 16];
+      const int q = (block.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+      dst[e] = d * static_cast<float>(sc & 0xF) * static_cast<float>(q) -
+               dmin * static_cast<float>(sc >> 4);
+    }
+  }
+}
+
 void dequantize_q3_k(const std::byte* src, float* dst, std::int64_t blocks) {
   for (std::int64_t b = 0; b < blocks; ++b, dst += kQK) {
     const auto block = load_block<BlockQ3_K>(src, b);
@@ -234,11 +248,11 @@ bool ggml_type_supported(GgmlType type) {
 
 namespace {
 constexpr std::pair<GgmlType, DType> kComputedTypes[] = {
-    {GgmlType::f32, DType::f32},      {GgmlType::bf16, DType::bf16}, {GgmlType::f16, DType::f16},
-    {GgmlType::q8_0, DType::q8_0},    {GgmlType::q4_0, DType::q4_0}, {GgmlType::q4_1, DType::q4_1},
-    {GgmlType::q5_0, DType::q5_0},    {GgmlType::q5_1, DType::q5_1}, {GgmlType::q4_k, DType::q4_k},
-    {GgmlType::q5_k, DType::q5_k},    {GgmlType::q6_k, DType::q6_k}, {GgmlType::q3_k, DType::q3_k},
-    {GgmlType::iq4_nl, DType::iq4_nl}};
+    {GgmlType::f32, DType::f32},       {GgmlType::bf16, DType::bf16}, {GgmlType::f16, DType::f16},
+    {GgmlType::q8_0, DType::q8_0},     {GgmlType::q4_0, DType::q4_0}, {GgmlType::q4_1, DType::q4_1},
+    {GgmlType::q5_0, DType::q5_0},     {GgmlType::q5_1, DType::q5_1}, {GgmlType::q4_k, DType::q4_k},
+    {GgmlType::q5_k, DType::q5_k},     {GgmlType::q6_k, DType::q6_k}, {GgmlType::q3_k, DType::q3_k},
+    {GgmlType::iq4_nl, DType::iq4_nl}, {GgmlType::q2_k, DType::q2_k}};
 }  // namespace
 
 std::optional<DType> dtype_of(GgmlType type) {
@@ -267,7 +281,7 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
     throw std::invalid_argument("ggml type " + std::string(ggml_type_name(type)) + " (id " +
                                 std::to_string(static_cast<std::uint32_t>(type)) +
                                 ") is not supported; moed reads f32, f16, bf16, q8_0, q4_0, "
-                                "q4_1, q5_0, q5_1, q3_K, q4_K, q5_K, q6_K, iq4_nl");
+                                "q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl");
   if (n < 0) throw std::invalid_argument("dequantize_row: negative element count");
   const auto bytes = static_cast<const std::byte*>(src);
   const std::int64_t blocks = static_cast<std::int64_t>(
@@ -296,6 +310,9 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
       return;
     case GgmlType::q8_0:
       dequantize_q8_0(bytes, dst, blocks);
+      return;
+    case GgmlType::q2_k:
+      dequantize_q2_k(bytes, dst, blocks);
       return;
     case GgmlType::q3_k:
       dequantize_q3_k(bytes, dst, blocks);

@@ -76,7 +76,8 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
 }
 
 bool is_k_quant(GgmlType type) {
-  return type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
+  return type == GgmlType::q2_k || type == GgmlType::q4_k || type == GgmlType::q5_k ||
+         type == GgmlType::q6_k;
 }
 
 // ---- Scalar reference -------------------------------------------------------------------------
@@ -189,7 +190,18 @@ void dotk_scalar(GgmlType type, const std::byte* weights, const BlockQ8_K* x, st
   for (std::int64_t b = 0; b < blocks; ++b) {
     const BlockQ8_K& a = x[b];
     std::int32_t isum = 0, msum = 0;
-    if (type == GgmlType::q6_k) {
+    if (type == GgmlType::q2_k) {
+      const auto block = load<BlockQ2_K>(weights, b);
+      for (int sub = 0; sub < kQK / 16; ++sub) {
+        std::int32_t dot = 0;
+        for (int i = 0; i < 16; ++i) {
+          const int e = 16 * sub + i;
+          dot += ((block.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) * a.qs[e];
+        }
+        isum += (block.scales[sub] & 0xF) * dot;
+        msum += (block.scales[sub] >> 4) * a.bsums[sub];
+      }
+    } else if (type == GgmlType::q6_k) {
       const auto block = load<BlockQ6_K>(weights, b);
       int q[kQK];
       for (int half = 0; half < 2; ++half)
@@ -251,6 +263,9 @@ float finish_k(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std:
     std::uint16_t d_bits, dmin_bits = 0;
     if (type == GgmlType::q6_k) {
       std::memcpy(&d_bits, block + offsetof(BlockQ6_K, d), 2);
+    } else if (type == GgmlType::q2_k) {
+      std::memcpy(&d_bits, block + offsetof(BlockQ2_K, d), 2);
+      std::memcpy(&dmin_bits, block + offsetof(BlockQ2_K, dmin), 2);
     } else {
       std::memcpy(&d_bits, block, 2);  // d then dmin lead both BlockQ4_K and BlockQ5_K
       std::memcpy(&dmin_bits, block + 2, 2);
@@ -357,6 +372,7 @@ bool quant_dot_supported(GgmlType type) {
     case GgmlType::q4_1:
     case GgmlType::q5_0:
     case GgmlType::q5_1:
+    case GgmlType::q2_k:
     case GgmlType::q4_k:
     case GgmlType::q5_k:
     case GgmlType::q6_k:
@@ -370,7 +386,9 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
   if (!quant_dot_supported(type))
     throw std::invalid_argument("vec_dot: ggml type " + std::string(ggml_type_name(type)) +
                                 " has no quantized dot product");
-  isa = usable_quant_isa(isa);
+  // q2_K's dot is only this reference: moed computes q2_K with row tiles, which the tests check
+  // against it.
+  isa = type == GgmlType::q2_k ? QuantIsa::scalar : usable_quant_isa(isa);
   const auto* weights = static_cast<const std::byte*>(weight_row);
   if (is_k_quant(type)) {
     if (x.n % kQK != 0 || x.q8_k.size() != static_cast<std::size_t>(x.n / kQK))

@@ -36,6 +36,8 @@ std::int64_t tile_block_bytes(GgmlType type) {
       return kQ5_KTileBlockBytes;
     case GgmlType::q6_k:
       return kQ6_KTileBlockBytes;
+    case GgmlType::q2_k:
+      return kQ2_KTileBlockBytes;
     default:
       return legacy_tile_block_bytes(type);
   }
@@ -191,6 +193,25 @@ void pack_q6_k(const std::uint8_t* src, int r, std::byte* out) {
   }
 }
 
+// Stored, element 128h + 32s + l has its two bits at bits 2s, 2s + 1 of qs[32h + l], as Q6_K's
+// top two bits lie in its qh.
+void pack_q2_k(const std::uint8_t* src, int r, std::byte* out) {
+  put16(out + 2 * r, load16(src + offsetof(BlockQ2_K, d)));
+  put16(out + kQ2_KTileDmin + 2 * r, load16(src + offsetof(BlockQ2_K, dmin)));
+  for (int j = 0; j < 16; ++j)
+    out[kQ2_KTileScales + kTileRows * j + r] =
+        static_cast<std::byte>(src[offsetof(BlockQ2_K, scales) + j]);
+  const std::uint8_t* qs = src + offsetof(BlockQ2_K, qs);
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {  // elements 16j .. 16j + 15
+    const int h = j / 8, s = (j / 2) % 4, l = 16 * (j % 2);
+    std::uint32_t bits = 0;
+    for (int i = 0; i < 4; ++i)
+      bits |= ((load32(qs + 32 * h + l + 4 * i) >> (2 * s)) & 0x03030303u) << (2 * i);
+    store32(out + kQ2_KTileQuants + 64 * j + 4 * r, bits);
+  }
+}
+
 // Stored, qs[j] holds element j in its low nibble and j + 16 in its high one: line p of the tile
 // takes qs[4p .. 4p + 3] as they are. Bit j of the little-endian qh is element j's fifth bit.
 void pack_legacy(GgmlType type, const std::uint8_t* src, int r, std::byte* out) {
@@ -292,6 +313,33 @@ float q6_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, in
   return acc;
 }
 
+float q2_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
+               const QuantizedActivations& x, float acc) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = run + b * kQ2_KTileBlockBytes;
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
+    const BlockQ8_K& a = x.q8_k[first + b];
+    std::int32_t isum = 0, msum = 0;
+    for (int j = 0; j < 16; ++j) {
+      std::int32_t dot = 0;
+      for (int k = 0; k < 4; ++k) {
+        const std::uint8_t w = bytes[kQ2_KTileQuants + 64 * j + 4 * r + k];
+        for (int i = 0; i < 4; ++i) dot += ((w >> (2 * i)) & 3) * a.qs[16 * j + 4 * i + k];
+      }
+      const std::uint8_t scale_min = bytes[kQ2_KTileScales + kTileRows * j + r];
+      isum += (scale_min & 0xF) * dot;
+      msum += (scale_min >> 4) * a.bsums[j];
+    }
+    std::uint16_t d, dmin;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    std::memcpy(&dmin, block + kQ2_KTileDmin + 2 * r, sizeof dmin);
+    float term = static_cast<float>(isum) * (f16_to_f32(d) * a.d);
+    term = term - static_cast<float>(msum) * (f16_to_f32(dmin) * a.d);
+    acc = acc + term;
+  }
+  return acc;
+}
+
 float legacy_row(GgmlType type, const std::byte* run, std::int64_t first, std::int64_t blocks,
                  int r, const QuantizedActivations& x, float acc) {
   const std::int64_t quants = legacy_tile_quants(type), high = legacy_tile_high(type);
@@ -342,6 +390,9 @@ void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, st
         case GgmlType::q6_k:
           y = q6_k_row(run, first, blocks, r, *x[i], acc);
           break;
+        case GgmlType::q2_k:
+          y = q2_k_row(run, first, blocks, r, *x[i], acc);
+          break;
         default:
           y = legacy_row(type, run, first, blocks, r, *x[i], acc);
           break;
@@ -352,8 +403,8 @@ void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, st
 }  // namespace
 
 bool has_row_tiles(GgmlType type) {
-  return type == GgmlType::q8_0 || type == GgmlType::q4_k || type == GgmlType::q5_k ||
-         type == GgmlType::q6_k || is_legacy(type);
+  return type == GgmlType::q8_0 || type == GgmlType::q2_k || type == GgmlType::q4_k ||
+         type == GgmlType::q5_k || type == GgmlType::q6_k || is_legacy(type);
 }
 
 GgmlType row_tile_format(GgmlType type) {
@@ -419,7 +470,7 @@ namespace {
 
 // The packer that moves whole tile blocks through registers for `isa`, or none (row by row).
 TileBlockPacker register_packer(GgmlType type, QuantIsa isa) {
-  if (!has_row_tiles(type)) return nullptr;
+  if (!has_row_tiles(type) || type == GgmlType::q2_k) return nullptr;
   switch (usable_quant_isa(isa)) {
     case QuantIsa::avx512_vnni:
       return cpu_packs_avx512() ? pack_tile_block_avx512 : pack_tile_block_avx2;
@@ -511,6 +562,9 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
             break;
           case GgmlType::q6_k:
             pack_q6_k(src, r, block);
+            break;
+          case GgmlType::q2_k:
+            pack_q2_k(src, r, block);
             break;
           default:
             pack_legacy(type, src, r, block);
@@ -713,7 +767,8 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 }  // namespace detail
 
 bool computes_stored_rows(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && usable_quant_isa(isa) == isa && isa != QuantIsa::scalar;
+  return has_row_tiles(type) && type != GgmlType::q2_k && usable_quant_isa(isa) == isa &&
+         isa != QuantIsa::scalar;
 }
 
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,

@@ -32,6 +32,13 @@ inline constexpr std::int64_t kQ6_KTileLow = kQ6_KTileScales + 16 * kTileRows;
 inline constexpr std::int64_t kQ6_KTileHigh = kQ6_KTileLow + 32 * 64;
 inline constexpr std::int64_t kQ6_KTileBlockBytes = kQ6_KTileHigh + 16 * 64;
 
+// q2_K, per 256-element block: fp16 d[16], dmin[16], u8 scale-and-min[16][16] (the stored byte:
+// scale in the low nibble, min in the high), 16 lines of 2-bit quants.
+inline constexpr std::int64_t kQ2_KTileDmin = 2 * kTileRows;
+inline constexpr std::int64_t kQ2_KTileScales = 4 * kTileRows;
+inline constexpr std::int64_t kQ2_KTileQuants = kQ2_KTileScales + 16 * kTileRows;
+inline constexpr std::int64_t kQ2_KTileBlockBytes = kQ2_KTileQuants + 16 * 64;
+
 // q4_0, q4_1, q5_0 and q5_1 (ggml's legacy formats), per 32-element block: fp16 d[16], fp16
 // m[16] (q4_1, q5_1), 4 lines of nibbles, and for q5_0 / q5_1 one line of fifth bits.
 constexpr bool legacy_has_min(GgmlType type) {

@@ -210,6 +210,32 @@ TEST(Dequantize, Q6_K) {
   expect_values(dequantize(GgmlType::q6_k, block, 256), expected);
 }
 
+TEST(Dequantize, Q2_K) {
+  BlockQ2_K block{};
+  block.d = kHalfHalf;
+  block.dmin = kHalfOne;
+  // Sub-block j's scale is the low nibble of scales[j], its min the high one:
+  // x = 0.5 * scale * q - 1 * min.
+  for (auto& scale_min : block.scales) scale_min = 0x10;  // scale 0, min 1: -1 everywhere
+  block.scales[0] = 0x23;                                 // scale 3, min 2
+  block.scales[2] = 0x04;                                 // scale 4, min 0
+  block.scales[9] = 0x15;                                 // scale 5, min 1
+  block.scales[15] = 0x3F;                                // scale 15, min 3
+  // Element e: two bits in qs[32 * (e / 128) + e % 32] at 2 * (e % 128 / 32).
+  block.qs[0] = 0x07;   // element 0: q = 3; element 32: q = 1
+  block.qs[54] = 0x02;  // element 150 (half 1, l 22, quarter 0): q = 2
+  block.qs[63] = 0x40;  // element 255 (half 1, l 31, quarter 3): q = 1
+  std::vector<float> expected(256, -1.0f);
+  for (int e = 0; e < 16; ++e) expected[e] = -2.0f;
+  for (int e = 32; e < 48; ++e) expected[e] = 0.0f;
+  for (int e = 240; e < 256; ++e) expected[e] = -3.0f;
+  expected[0] = 2.5f;    // 0.5 * 3 * 3 - 2
+  expected[32] = 2.0f;   // 0.5 * 4 * 1 - 0
+  expected[150] = 4.0f;  // 0.5 * 5 * 2 - 1
+  expected[255] = 4.5f;  // 0.5 * 15 * 1 - 3
+  expect_values(dequantize(GgmlType::q2_k, block, 256), expected);
+}
+
 TEST(Dequantize, Q3_K) {
   BlockQ3_K block{};
   block.d = kHalfHalf;
@@ -284,10 +310,10 @@ TEST(Dequantize, RefusesOtherTypesByName) {
   std::vector<float> out(256);
   std::vector<unsigned char> bytes(1024);
   try {
-    dequantize_row(GgmlType::q2_k, bytes.data(), out.data(), 256);
-    ADD_FAILURE() << "q2_K was accepted";
+    dequantize_row(GgmlType::iq2_xxs, bytes.data(), out.data(), 256);
+    ADD_FAILURE() << "iq2_xxs was accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("q2_K (id 10) is not supported"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("iq2_xxs (id 16) is not supported"), std::string::npos)
         << e.what();
   }
   try {

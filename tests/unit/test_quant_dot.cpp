@@ -32,8 +32,14 @@ using namespace moed::kernels;
 
 namespace {
 
-const GgmlType kFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
-                             GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+const GgmlType kFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1,
+                             GgmlType::q5_0, GgmlType::q5_1, GgmlType::q2_k,
+                             GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+
+// The formats with 256-element super-blocks, which meet Q8_K activations.
+bool is_k_quant(GgmlType type) {
+  return ggml_type_traits(type).block_size == 256;
+}
 
 // Byte offsets of the fp16 fields (d, m, dmin) of each format's block.
 std::vector<int> half_fields(GgmlType type) {
@@ -47,6 +53,9 @@ std::vector<int> half_fields(GgmlType type) {
       return {static_cast<int>(offsetof(BlockQ6_K, d))};
     case GgmlType::q3_k:
       return {static_cast<int>(offsetof(BlockQ3_K, d))};
+    case GgmlType::q2_k:
+      return {static_cast<int>(offsetof(BlockQ2_K, d)),
+              static_cast<int>(offsetof(BlockQ2_K, dmin))};
     default:
       return {0};
   }
@@ -79,7 +88,7 @@ std::vector<float> random_activations(std::int64_t n, std::mt19937& rng) {
 // The activations as the dot sees them.
 std::vector<float> dequantized(GgmlType type, const QuantizedActivations& a) {
   std::vector<float> x(static_cast<std::size_t>(a.n));
-  const bool k = type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
+  const bool k = is_k_quant(type);
   for (std::int64_t i = 0; i < a.n; ++i)
     x[i] = k ? a.q8_k[i / 256].d * a.q8_k[i / 256].qs[i % 256]
              : f16_to_f32(a.q8_0[i / 32].d) * a.q8_0[i / 32].qs[i % 32];
@@ -155,7 +164,7 @@ TEST(QuantDot, MatchesTheFloatDotWithinTheQuantizationError) {
       // rounding is half a step (the Q8_0 scale also rounds to fp16: 2^-11 of 127 steps).
       EXPECT_LE(std::fabs(dot - exact), activation_error + 1e-5 * magnitude)
           << ggml_type_name(type);
-      const bool k = type == GgmlType::q4_k || type == GgmlType::q5_k || type == GgmlType::q6_k;
+      const bool k = is_k_quant(type);
       for (std::int64_t i = 0; i < n; ++i) {
         const float step = k ? a.q8_k[i / 256].d : f16_to_f32(a.q8_0[i / 32].d);
         ASSERT_LE(std::fabs(x[i] - xq[i]), step * (k ? 0.5f : 0.5f + 127.0f / 2048.0f) + 1e-6f)
@@ -603,8 +612,14 @@ TEST(QuantDot, MinsMultiplyGgmlsQ8_1Sum) {
 
 namespace {
 
-const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
-                                  GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1,
+                                  GgmlType::q5_0, GgmlType::q5_1, GgmlType::q2_k,
+                                  GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+
+// q2_K's tiles are packed row by row on every path, and it is not computed from stored rows.
+bool has_simd_packing_and_stored_rows(GgmlType type) {
+  return type != GgmlType::q2_k;
+}
 
 struct Tiled {
   std::vector<std::uint8_t> stored;
@@ -662,8 +677,9 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   // default, so under it simd_paths() may list fewer).
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
-      EXPECT_EQ(computes_stored_rows(type, isa),
-                isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
+      EXPECT_EQ(computes_stored_rows(type, isa), has_simd_packing_and_stored_rows(type) &&
+                                                     isa != QuantIsa::scalar &&
+                                                     usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
   EXPECT_FALSE(computes_stored_rows(GgmlType::iq4_xs));
@@ -675,7 +691,9 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
-        if (cols % ggml_type_traits(type).block_size != 0) continue;
+        if (cols % ggml_type_traits(type).block_size != 0 ||
+            !has_simd_packing_and_stored_rows(type))
+          continue;
         const Tiled w = random_tiled(type, rows, cols, rng);
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);
@@ -730,7 +748,8 @@ TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
           const auto bytes = row_tile_bytes(type, rows, cols);
           // The register paths (AVX2, and AVX-512 where the CPU has VBMI) must be the ones
           // tested wherever this CPU can run them.
-          EXPECT_EQ(packs_tiles_in_registers(type), best_quant_isa() != QuantIsa::scalar)
+          EXPECT_EQ(packs_tiles_in_registers(type),
+                    has_simd_packing_and_stored_rows(type) && best_quant_isa() != QuantIsa::scalar)
               << ggml_type_name(type);
           EXPECT_FALSE(packs_tiles_in_registers(type, QuantIsa::scalar));
           std::vector<std::byte> scalar(bytes, std::byte{0x5A});
@@ -929,8 +948,9 @@ TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
     }
     return std::string("no error");
   };
-  EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q2_k, std::span(&row, 1), 256, tiles.data()); }),
-            "pack_row_tiles: ggml type q2_K has no row-tile layout");
+  EXPECT_EQ(
+      message([&] { pack_row_tiles(GgmlType::iq4_xs, std::span(&row, 1), 256, tiles.data()); }),
+      "pack_row_tiles: ggml type iq4_xs has no row-tile layout");
   EXPECT_EQ(message([&] { row_tile_bytes(GgmlType::q4_k, 1, 96); }),
             "row_tile_bytes: 96 columns are not whole q4_K blocks");
   EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q3_k, std::span(&row, 1), 96, tiles.data()); }),

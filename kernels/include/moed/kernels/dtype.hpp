@@ -23,7 +23,8 @@ enum class DType : std::uint8_t {
   q5_k,
   q6_k,
   q3_k,
-  iq4_nl
+  iq4_nl,
+  q2_k
 };
 
 bool is_quantized(DType dtype);

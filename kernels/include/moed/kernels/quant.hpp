@@ -124,6 +124,15 @@ struct BlockQ5_K {
       qh[kQK / 8];  // bit 2i / 2i+1 of qh[l]: fifth bit of element l of sub-block 2i / 2i+1
   std::uint8_t qs[kQK / 2];
 };
+// 16 sub-blocks of 16, each with a 4-bit scale (low nibble of scales[j]) and a 4-bit min (high
+// nibble); x = (d * scale) * q - dmin * min, q 2 bits: element e in byte 32 * (e / 128) + e % 32
+// of `qs`, at bit 2 * (e % 128 / 32). d and dmin come last, unlike Q4_K's.
+struct BlockQ2_K {
+  std::uint8_t scales[kQK / 16];
+  std::uint8_t qs[kQK / 4];
+  std::uint16_t d;
+  std::uint16_t dmin;
+};
 // 16 sub-blocks of 16 with 6-bit scales; x = d * (scale - 32) * (q - 4), q 3 bits: two in `qs`
 // (element e in byte 32 * (e / 128) + e % 32, at bit 2 * (e % 128 / 32)), the third in `hmask`
 // (byte e % 32, bit e / 32). Scale i: its low four bits in byte i (i < 8, low nibble) or i - 8
@@ -151,7 +160,8 @@ struct BlockQ8_K {
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
-static_assert(sizeof(BlockQ3_K) == 110 && sizeof(BlockIQ4_NL) == 18);
+static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110);
+static_assert(sizeof(BlockIQ4_NL) == 18);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 
