@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
-and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q3_K, q4_K,
+and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K,
 q5_K, q6_K, iq4_nl) a quantizer and a dequantizer.
 
 Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
@@ -219,20 +219,22 @@ def quantize_q5_1(x):
     return out.tobytes()
 
 
-def _k_scales(b, levels):
-    """Scales and mins for 8 sub-blocks of 32 per super-block (Q4_K: levels 15, Q5_K: 31):
-    x ~ d * sc * q - dmin * m with 6-bit sc, m. Returns d, dmin (float32 after fp16 rounding),
-    sc, m [n, 8] and the quants [n, 256]."""
-    sub = b.reshape(-1, 8, 32)
+def _k_scales(b, levels, sub_size=32, scale_max=63):
+    """Scales and mins for sub-blocks of sub_size per super-block (Q4_K: levels 15, Q5_K: 31,
+    6-bit sc and m; Q2_K: levels 3, sub-blocks of 16, 4-bit sc and m): x ~ d * sc * q - dmin * m.
+    Returns d, dmin (float32 after fp16 rounding), sc, m [n, 256 / sub_size] and the quants
+    [n, 256]."""
+    sub = b.reshape(-1, QK_K // sub_size, sub_size)
     lo = np.minimum(sub.min(axis=2), 0.0)  # a positive min is clamped, as ggml does
     hi = sub.max(axis=2)
     scale = (hi - lo) / levels
     neg_min = -lo
-    d = f16_values(f16_bits(scale.max(axis=1) / 63.0))
-    dmin = f16_values(f16_bits(neg_min.max(axis=1) / 63.0))
-    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] > 0)), 0, 63)
+    d = f16_values(f16_bits(scale.max(axis=1) / scale_max))
+    dmin = f16_values(f16_bits(neg_min.max(axis=1) / scale_max))
+    sc = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] > 0)),
+                 0, scale_max)
     m = np.clip(_nearest(np.divide(neg_min, dmin[:, None], out=np.zeros_like(neg_min),
-                                   where=dmin[:, None] > 0)), 0, 63)
+                                   where=dmin[:, None] > 0)), 0, scale_max)
     step = d[:, None] * sc
     offset = dmin[:, None] * m
     q = np.divide(sub + offset[:, :, None], step[:, :, None], out=np.zeros_like(sub),
@@ -248,6 +250,21 @@ def _pack_k_scales(sc, m):
     out[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
     out[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
     return out
+
+
+def quantize_q2_k(x):
+    """16 sub-blocks of 16, x ~ d * sc * q - dmin * m with 4-bit sc, m and 2-bit q; element e's
+    quant in qs[32 * (e // 128) + e % 32] at bit 2 * (e % 128 // 32), sc | m << 4 per sub-block."""
+    b = _blocks(x, QK_K)
+    d, dmin, sc, m, q = _k_scales(b, 3, sub_size=16, scale_max=15)
+    quarters = q.reshape(-1, 2, 4, 32)
+    qs = quarters[:, :, 0] | (quarters[:, :, 1] << 2) | (quarters[:, :, 2] << 4) | (quarters[:, :, 3] << 6)
+    out = _record([("scales", "u1", 16), ("qs", "u1", 64), ("d", "<u2"), ("dmin", "<u2")], len(b))
+    out["scales"] = sc | (m << 4)
+    out["qs"] = qs.reshape(-1, 64)
+    out["d"] = f16_bits(d)
+    out["dmin"] = f16_bits(dmin)
+    return out.tobytes()
 
 
 def quantize_q4_k(x):
@@ -369,7 +386,7 @@ QUANTIZERS = {
     "f16": lambda x: f16_bits(x).tobytes(),
     "bf16": lambda x: bf16_bits(x).tobytes(),
     "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
-    "q5_1": quantize_q5_1, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
+    "q5_1": quantize_q5_1, "q2_k": quantize_q2_k, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
     "q6_k": quantize_q6_k, "iq4_nl": quantize_iq4_nl,
 }
 
@@ -464,6 +481,15 @@ def dequantize_iq4_nl(raw):
     return (f16_values(b["d"])[:, None] * IQ4_NL_VALUES[index].astype(np.float32)).reshape(-1)
 
 
+def dequantize_q2_k(raw):
+    """As ggml's dequantize_row_q2_K: x = (d * sc) * q - dmin * m per sub-block of 16."""
+    b = _view(raw, [("scales", "u1", 16), ("qs", "u1", 64), ("d", "<u2"), ("dmin", "<u2")])
+    qs = b["qs"].reshape(-1, 2, 1, 32).astype(np.int32)
+    q = ((qs >> (2 * np.arange(4)[None, None, :, None])) & 3).reshape(-1, 16, 16)
+    d, dmin = f16_values(b["d"])[:, None, None], f16_values(b["dmin"])[:, None, None]
+    return _k_values(d, dmin, b["scales"] & 0xF, b["scales"] >> 4, q)
+
+
 def dequantize_q3_k(raw):
     """As ggml's dequantize_row_q3_K: the 12 scale bytes read as three little-endian words and
     spread to sixteen 6-bit scales four at a time; x = (d * (s - 32)) * (q - 4)."""
@@ -506,7 +532,7 @@ DEQUANTIZERS = {
     "f16": lambda raw: f16_values(np.frombuffer(raw, dtype="<u2")),
     "bf16": lambda raw: (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32),
     "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
-    "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
+    "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q2_k": dequantize_q2_k, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
     "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k, "iq4_nl": dequantize_iq4_nl,
 }
 
@@ -684,7 +710,7 @@ def _self_test():
     # scales; the K-quants lose more to their 6-bit sub-block scales.
     bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
               "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05,
-              "q3_k": 0.16, "iq4_nl": 0.12}
+              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12}
     for name, bound in bounds.items():
         raw = quantize(x, name)
         assert len(raw) == tensor_nbytes(name, x.shape), name

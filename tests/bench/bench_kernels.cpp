@@ -241,13 +241,15 @@ void fill_random_blocks(GgmlType type, std::uint8_t* weights, std::size_t bytes)
   const auto traits = ggml_type_traits(type);
   std::mt19937 rng(1);
   for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
-  const std::size_t d_offset = type == GgmlType::q6_k ? offsetof(BlockQ6_K, d) : 0;
+  const std::size_t d_offset = type == GgmlType::q6_k   ? offsetof(BlockQ6_K, d)
+                               : type == GgmlType::q2_k ? offsetof(BlockQ2_K, d)
+                                                        : 0;
   for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
     const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
     std::memcpy(&weights[b * traits.type_size + d_offset], &half, 2);
     if (type == GgmlType::q4_1 || type == GgmlType::q5_1 || type == GgmlType::q4_k ||
-        type == GgmlType::q5_k)
-      std::memcpy(&weights[b * traits.type_size + 2], &half, 2);
+        type == GgmlType::q5_k || type == GgmlType::q2_k)
+      std::memcpy(&weights[b * traits.type_size + d_offset + 2], &half, 2);
   }
 }
 
@@ -297,8 +299,9 @@ void BM_QuantMatvec(benchmark::State& state) {
                  std::to_string(threads) + "t");
 }
 void quant_matvec_args(benchmark::internal::Benchmark* bench) {
-  for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
-                              GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k}) {
+  for (const GgmlType type :
+       {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
+        GgmlType::q2_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k}) {
     const auto id = static_cast<std::int64_t>(type);
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({id, isa, 1});
     bench->Args({id, 2, 2});
@@ -398,7 +401,7 @@ void BM_PackRowTiles(benchmark::State& state) {
 void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type :
        {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
-        GgmlType::q3_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k})
+        GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k})
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);

@@ -169,6 +169,17 @@ class TinyQuantized(unittest.TestCase):
         # others by half; the 6-bit scales' rounding adds up to 4/64 of a step's size.
         self.check_close(q, {"f32": 0.0, "q3_k": 0.27})
 
+    def test_q2_k(self):
+        q = gg.read(os.path.join(MODELS, "tiny-q2_k.gguf"))
+        self.assertEqual(q.metadata["general.file_type"], 10)  # LLAMA_FTYPE_MOSTLY_Q2_K
+        for name, t in q.tensors.items():
+            keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
+            self.assertEqual(t.type_name, "f32" if keep_f32 else "q2_k", name)
+        # Four levels between a sub-block's min and max: half a step is up to a third of the
+        # largest magnitude (a sub-block spanning [-max, max]); the 4-bit scales' and mins'
+        # rounding adds to it.
+        self.check_close(q, {"f32": 0.0, "q2_k": 0.4})
+
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
         self.assertEqual(q.metadata["general.file_type"], 15)

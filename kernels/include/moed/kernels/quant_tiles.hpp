@@ -12,6 +12,7 @@
 //   q8_0: acc = acc + float(isum) * (d_w * d_x)
 //   q4_K, q5_K: term = float(isum) * (d_w * d_x); term = term - float(msum) * (dmin_w * d_x);
 //         acc = acc + term            (isum = sum of scale_j * dot_j, msum = sum of min_j * bsum_j)
+//   q2_K: as q4_K, over its 16 sub-blocks of 16 (msum = sum of min_j * bsum_j, the Q8_K sums)
 //   q6_K: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * (dot_j - 32 bsum_j))
 //   q4_0, q5_0: acc = acc + float(isum - o * xsum) * (d_w * d_x)   (o = 8, 16; xsum = the sum of
 //         the activation block's quants)
@@ -28,6 +29,9 @@
 //   q5_K (256 elements, 2880 bytes): q4_K's layout of the low four bits, then
 //     u8 fifth[8 sub-blocks][16 rows][4]: line j, byte 4r + k, bits 2p and 2p + 1: the fifth
 //     bits of the elements in the low and high nibble of byte 4r + k of line (j, p).
+//   q2_K (256 elements, 1344 bytes, as many as stored): fp16 d[16], dmin[16];
+//     u8 scale_min[16 sub-blocks][16 rows] (the stored byte: scale low nibble, min high);
+//     u8 line[16][16 rows][4]: line j, byte 4r + k: bits 2i..2i+1 are element 16j + 4i + k.
 //   q6_K (256 elements, 3360 bytes): fp16 d[16]; i8 scale[16][16];
 //     u8 low[32][16 rows][4]: line c, byte 4r + k: element 8c + k (low nibble), 8c + 4 + k (high);
 //     u8 high[16][16 rows][4]: line j, byte 4r + k: bits 2i..2i+1 are the top two bits of
@@ -42,13 +46,12 @@
 // Tile groups: every four tiles (64 rows; the last group of a matrix may have fewer) lie
 // interleaved by chunks of blocks: chunk 0 of each of the group's tiles in turn, then chunk 1
 // of each, and so on. A chunk is round(8192 / the tile's bytes per block) blocks, at least one
-// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q4_K 3, q5_K 3, q6_K 2); the last chunk of a
-// tile may have fewer.
-// A group is still one sequential stream, and each chunk of activations serves its four tiles
-// while it is in L1. With whole tiles in turn, a tile wider than about 40 KiB (hidden 4096:
-// 128 q8_0 blocks, 70 KiB) pushed the activations out of L1 before the next tile came back to
-// them: a 4096 x 4096 q8_0 product streamed 22.6 GB/s on one thread and 38.7 on two, against
-// 25.2 and 48.3 in groups (medians of six alternated runs).
+// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q2_K 6, q4_K 3, q5_K 3, q6_K 2); the last chunk of
+// a tile may have fewer. A group is still one sequential stream, and each chunk of activations
+// serves its four tiles while it is in L1. With whole tiles in turn, a tile wider than about 40 KiB
+// (hidden 4096: 128 q8_0 blocks, 70 KiB) pushed the activations out of L1 before the next tile came
+// back to them: a 4096 x 4096 q8_0 product streamed 22.6 GB/s on one thread and 38.7 on two,
+// against 25.2 and 48.3 in groups (medians of six alternated runs).
 
 #include <cstddef>
 #include <cstdint>
@@ -68,8 +71,8 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
   return (tiles + kGroupTiles - 1) / kGroupTiles;
 }
 
-// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K (q3_K
-// and iq4_nl are rewritten into q6_K's and q8_0's: row_tile_format).
+// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K and q6_K
+// (q3_K and iq4_nl are rewritten into q6_K's and q8_0's: row_tile_format).
 bool has_row_tiles(GgmlType type);
 
 // The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K and q8_0 for
@@ -96,7 +99,7 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
 // Whether pack_row_tiles(type, ..., isa) moves whole tiles through registers rather than packing
-// row by row (the scalar path).
+// row by row (the scalar path, and q2_K on every path).
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // Whether the q8_0 row-tile kernels ask for their blocks ahead in software: on Intel CPUs, whose
@@ -111,13 +114,14 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                      const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
                      QuantIsa isa = best_quant_isa());
 
-// Stored rows: a matrix in any format with row tiles computed as a GGUF file stores it, row
-// after row, with no repacking (a block streamed from disk and used once need not be turned into
-// tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512 VNNI
-// and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row tiles'.
-// For one activation row about the tile kernels' rate from memory: 2.5 times packing plus the
-// tile product's on AVX-512, about 3 times on AVX2 (docs/design.md, section 4); for more than two
-// (prefill), each 64-row group is repacked into tiles where it stays in cache and multiplied there.
+// Stored rows: a matrix in any format with row tiles but q2_K computed as a GGUF file stores it,
+// row after row, with no repacking (a block streamed from disk and used once need not be turned
+// into tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512
+// VNNI and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row
+// tiles'. For one activation row about the tile kernels' rate from memory: 2.5 times packing plus
+// the tile product's on AVX-512, about 3 times on AVX2 (docs/design.md, section 4); for more than
+// two (prefill), each 64-row group is repacked into tiles where it stays in cache and multiplied
+// there.
 bool computes_stored_rows(GgmlType type, QuantIsa isa = best_quant_isa());
 // As row_tile_matmul, from `rows` rows stored one after another at `stored`. Throws
 // std::invalid_argument where !computes_stored_rows(type, isa) or cols is not whole blocks.
