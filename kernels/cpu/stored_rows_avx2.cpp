@@ -1,4 +1,4 @@
-// Stored rows (quant_tiles.hpp) on AVX2: q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
+// Stored rows (quant_tiles.hpp) on AVX2: q2_K, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
 // products over the rows as a GGUF file stores them, two weight rows at a time (one from each half
 // of the rows), for CPUs without AVX-512 VNNI, which would otherwise repack every streamed block
 // before the tile product (through AVX2 registers: q4_K 3.4 GB/s repacked and multiplied against
@@ -183,6 +183,57 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   out[1] = lane_of<1>(acc);
 }
 
+// out[0], out[1]: rows a and b against one activation row. Per 128 elements, byte l of the
+// block's 32 quant bytes holds elements l, 32 + l, 64 + l and 96 + l at bits 0-1, 2-3, 4-5 and
+// 6-7: each vector below holds 32 elements in order, two sub-blocks of 16.
+template <bool kPrefetch>
+void q2_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+               const QuantizedActivations& x, float* out) {
+  const __m256i pair = _mm256_set1_epi8(0x03);
+  const __m128i nibble = _mm_set1_epi8(0x0F);
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    const __m256i bsums = load(act.bsums);
+    __m256i isums[2], msums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + sizeof(BlockQ2_K) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(BlockQ2_K)>(block);
+      const __m128i scale_min =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ2_K, scales)));
+      __m256i isum = _mm256_setzero_si256();
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = load(block + offsetof(BlockQ2_K, qs) + 32 * h);
+        // The half's eight scales, in both 128-bit lanes; a vector's low lane takes sub-block
+        // 2s's, its high lane 2s + 1's.
+        const __m256i half_scales = _mm256_broadcastsi128_si256(
+            _mm_cvtepu8_epi16(_mm_and_si128(_mm_srli_si128(scale_min, 8 * h), nibble)));
+        const std::int8_t* qx = act.qs + 128 * h;
+        const __m256i d0 =
+            scaled_dot(_mm256_and_si256(v, pair), load(qx), spread16<0, 1>(half_scales));
+        const __m256i d1 = scaled_dot(_mm256_and_si256(_mm256_srli_epi16(v, 2), pair),
+                                      load(qx + 32), spread16<2, 3>(half_scales));
+        const __m256i d2 = scaled_dot(_mm256_and_si256(_mm256_srli_epi16(v, 4), pair),
+                                      load(qx + 64), spread16<4, 5>(half_scales));
+        const __m256i d3 = scaled_dot(_mm256_and_si256(_mm256_srli_epi16(v, 6), pair),
+                                      load(qx + 96), spread16<6, 7>(half_scales));
+        isum = _mm256_add_epi32(
+            isum, _mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)));
+      }
+      isums[r] = isum;
+      // Each sub-block's min times its activations' sum, in pairs.
+      msums[r] = _mm256_madd_epi16(
+          _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(scale_min, 4), nibble)), bsums);
+    }
+    const __m128i totals = four_totals(isums[0], msums[0], isums[1], msums[1]);
+    acc = add_k_terms(acc, totals, a + sizeof(BlockQ2_K) * k + offsetof(BlockQ2_K, d),
+                      b + sizeof(BlockQ2_K) * k + offsetof(BlockQ2_K, d), act.d);
+  }
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<2>(acc);
+}
+
 // The dot of a 32-element block's quants with an activation block's, in eight lanes: q8_0's as
 // the AVX2 row tiles take it (maddubs would saturate on biased quants, so the sign moves onto
 // the activation), the legacy formats' unsigned (legacy_quants) and without their offset.
@@ -310,6 +361,8 @@ void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
         q4_k_pair<kPrefetch, kType == GgmlType::q5_k>(a, b, blocks, x[i], out);
       else if constexpr (kType == GgmlType::q6_k)
         q6_k_pair<kPrefetch>(a, b, blocks, x[i], out);
+      else if constexpr (kType == GgmlType::q2_k)
+        q2_k_pair<kPrefetch>(a, b, blocks, x[i], out);
       else
         d_and_quants_pair<kPrefetch, kType>(a, b, blocks, x[i], out);
     });

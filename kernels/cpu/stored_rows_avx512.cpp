@@ -1,9 +1,9 @@
-// Stored rows (quant_tiles.hpp): q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1 products over
-// the rows as a GGUF file stores them, two weight rows at a time (one from each half of the rows)
-// on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed as
-// integers (exact, so in any order), and then each row takes the float steps of quant_tiles.hpp in
-// its order, which makes the results bit-identical to the row tiles'. Built with AVX-512 flags and
-// no contraction; called only where the CPU has them.
+// Stored rows (quant_tiles.hpp): q2_K, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1 products
+// over the rows as a GGUF file stores them, two weight rows at a time (one from each half of the
+// rows) on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed
+// as integers (exact, so in any order), and then each row takes the float steps of quant_tiles.hpp
+// in its order, which makes the results bit-identical to the row tiles'. Built with AVX-512 flags
+// and no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -194,6 +194,64 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   out[1] = lane_of<1>(acc);
 }
 
+// out[0], out[1]: rows a and b against one activation row. A block's 64 quant bytes hold, at
+// bits 2s, 2s + 1 of byte 32h + l, element 128h + 32s + l: shifted by 2s and masked, they are
+// elements 32s .. 32s + 31 and 128 + 32s .. 128 + 32s + 31 in order, four sub-blocks of 16.
+template <bool kPrefetch>
+void q2_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+               const QuantizedActivations& x, float* out) {
+  const __m512i pair = _mm512_set1_epi8(0x03);
+  const __m128i nibble = _mm_set1_epi8(0x0F);
+  // lane_sums below holds the dot of sub-block 2s + (L & 1) + 8 (L >> 1) at dword 4L + s.
+  const __m128i to_sum_order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    __m512i xs[4];
+    for (int s = 0; s < 4; ++s)
+      xs[s] = _mm512_inserti64x4(
+          _mm512_castsi256_si512(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.qs + 32 * s))),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.qs + 128 + 32 * s)), 1);
+    const __m512i bsums =
+        _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums)));
+    __m512i isums[2], msums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + sizeof(BlockQ2_K) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(BlockQ2_K)>(block);
+      const __m512i v = _mm512_loadu_si512(block + offsetof(BlockQ2_K, qs));
+      const __m512i zero = _mm512_setzero_si512();
+      const __m512i d0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(v, pair), xs[0]);
+      const __m512i d1 =
+          _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(v, 2), pair), xs[1]);
+      const __m512i d2 =
+          _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(v, 4), pair), xs[2]);
+      const __m512i d3 =
+          _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(v, 6), pair), xs[3]);
+      const __m128i scale_min =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ2_K, scales)));
+      const __m512i scales =
+          _mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_and_si128(scale_min, nibble), to_sum_order));
+      const __m512i mins =
+          _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(scale_min, 4), nibble));
+      // Every product fits 16 bits (|dot| <= 16 * 3 * 127, |bsum| <= 16 * 127) and the scales'
+      // and mins' upper halves are zero: one 16-bit multiply-add gives each 32-bit product.
+      isums[r] = _mm512_madd_epi16(lane_sums(d0, d1, d2, d3), scales);
+      msums[r] = _mm512_madd_epi16(mins, bsums);
+    }
+    // [a's isum, a's msum, b's isum, b's msum].
+    const __m512i halves =
+        half_totals(fold_lane_pairs(isums[0], isums[1]), fold_lane_pairs(msums[0], msums[1]));
+    const __m128i totals =
+        _mm_unpacklo_epi64(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
+    acc = add_k_terms(acc, totals, a + sizeof(BlockQ2_K) * k + offsetof(BlockQ2_K, d),
+                      b + sizeof(BlockQ2_K) * k + offsetof(BlockQ2_K, d), act.d);
+  }
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<2>(acc);
+}
+
 // A 32-element block's quants in element order, as unsigned bytes for vpdpbusd: q8_0's biased
 // by 128, the legacy formats' as they are (legacy_quants); the activation's offset (-128 times
 // its quants' sum for q8_0, legacy_offset otherwise) restores the dot.
@@ -346,6 +404,8 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
         q4_k_pair<kPrefetch, kType == GgmlType::q5_k>(a, b, blocks, x[i], own, out);
       else if constexpr (kType == GgmlType::q6_k)
         q6_k_pair<kPrefetch>(a, b, blocks, x[i], out);
+      else if constexpr (kType == GgmlType::q2_k)
+        q2_k_pair<kPrefetch>(a, b, blocks, x[i], out);
       else
         d_and_quants_pair<kPrefetch, kType>(a, b, blocks, x[i], out);
     });

@@ -616,8 +616,8 @@ const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1
                                   GgmlType::q5_0, GgmlType::q5_1, GgmlType::q2_k,
                                   GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
 
-// q2_K's tiles are packed row by row on every path, and it is not computed from stored rows.
-bool has_simd_packing_and_stored_rows(GgmlType type) {
+// q2_K's tiles are packed row by row on every path.
+bool packs_in_registers_with_simd(GgmlType type) {
   return type != GgmlType::q2_k;
 }
 
@@ -677,9 +677,8 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   // default, so under it simd_paths() may list fewer).
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
-      EXPECT_EQ(computes_stored_rows(type, isa), has_simd_packing_and_stored_rows(type) &&
-                                                     isa != QuantIsa::scalar &&
-                                                     usable_quant_isa(isa) == isa)
+      EXPECT_EQ(computes_stored_rows(type, isa),
+                isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
   EXPECT_FALSE(computes_stored_rows(GgmlType::iq4_xs));
@@ -691,9 +690,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
-        if (cols % ggml_type_traits(type).block_size != 0 ||
-            !has_simd_packing_and_stored_rows(type))
-          continue;
+        if (cols % ggml_type_traits(type).block_size != 0) continue;
         const Tiled w = random_tiled(type, rows, cols, rng);
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);
@@ -749,7 +746,7 @@ TEST(QuantTiles, EveryPackingPathWritesTheSameBytes) {
           // The register paths (AVX2, and AVX-512 where the CPU has VBMI) must be the ones
           // tested wherever this CPU can run them.
           EXPECT_EQ(packs_tiles_in_registers(type),
-                    has_simd_packing_and_stored_rows(type) && best_quant_isa() != QuantIsa::scalar)
+                    packs_in_registers_with_simd(type) && best_quant_isa() != QuantIsa::scalar)
               << ggml_type_name(type);
           EXPECT_FALSE(packs_tiles_in_registers(type, QuantIsa::scalar));
           std::vector<std::byte> scalar(bytes, std::byte{0x5A});
