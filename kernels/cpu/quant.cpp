@@ -29,7 +29,7 @@ constexpr std::array kTypes{
     TypeEntry{16, {"iq2_xxs", 256, 66}, false}, TypeEntry{17, {"iq2_xs", 256, 74}, false},
     TypeEntry{18, {"iq3_xxs", 256, 98}, false}, TypeEntry{19, {"iq1_s", 256, 50}, false},
     TypeEntry{20, {"iq4_nl", 32, 18}, true},    TypeEntry{21, {"iq3_s", 256, 110}, false},
-    TypeEntry{22, {"iq2_s", 256, 82}, false},   TypeEntry{23, {"iq4_xs", 256, 136}, false},
+    TypeEntry{22, {"iq2_s", 256, 82}, false},   TypeEntry{23, {"iq4_xs", 256, 136}, true},
     TypeEntry{24, {"i8", 1, 1}, false},         TypeEntry{25, {"i16", 1, 2}, false},
     TypeEntry{26, {"i32", 1, 4}, false},        TypeEntry{27, {"i64", 1, 8}, false},
     TypeEntry{28, {"f64", 1, 8}, false},        TypeEntry{29, {"iq1_m", 256, 56}, false},
@@ -197,6 +197,22 @@ void dequantize_iq4_nl(const std::byte* src, float* dst, std::int64_t blocks) {
   }
 }
 
+// In ggml's order: (d * scale) * value.
+void dequantize_iq4_xs(const std::byte* src, float* dst, std::int64_t blocks) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const auto block = load_block<BlockIQ4_XS>(src, b);
+    const float d = f16_to_f32(block.d);
+    for (int j = 0; j < kQK / 32; ++j, dst += kQ32) {
+      const float dl = d * static_cast<float>(iq4xs_scale(block.scales_h, block.scales_l, j));
+      for (int l = 0; l < kQ32 / 2; ++l) {
+        const std::uint8_t q = block.qs[16 * j + l];
+        dst[l] = dl * static_cast<float>(kIq4NlValues[q & 0xF]);
+        dst[l + kQ32 / 2] = dl * static_cast<float>(kIq4NlValues[q >> 4]);
+      }
+    }
+  }
+}
+
 // In ggml's order: (d * scale) * q - dmin * min.
 void dequantize_q2_k(const std::byte* src, float* dst, std::int64_t blocks) {
   for (std::int64_t b = 0; b < blocks; ++b, dst += kQK) {
@@ -248,11 +264,14 @@ bool ggml_type_supported(GgmlType type) {
 
 namespace {
 constexpr std::pair<GgmlType, DType> kComputedTypes[] = {
-    {GgmlType::f32, DType::f32},       {GgmlType::bf16, DType::bf16}, {GgmlType::f16, DType::f16},
-    {GgmlType::q8_0, DType::q8_0},     {GgmlType::q4_0, DType::q4_0}, {GgmlType::q4_1, DType::q4_1},
-    {GgmlType::q5_0, DType::q5_0},     {GgmlType::q5_1, DType::q5_1}, {GgmlType::q4_k, DType::q4_k},
-    {GgmlType::q5_k, DType::q5_k},     {GgmlType::q6_k, DType::q6_k}, {GgmlType::q3_k, DType::q3_k},
-    {GgmlType::iq4_nl, DType::iq4_nl}, {GgmlType::q2_k, DType::q2_k}};
+    {GgmlType::f32, DType::f32},       {GgmlType::bf16, DType::bf16},
+    {GgmlType::f16, DType::f16},       {GgmlType::q8_0, DType::q8_0},
+    {GgmlType::q4_0, DType::q4_0},     {GgmlType::q4_1, DType::q4_1},
+    {GgmlType::q5_0, DType::q5_0},     {GgmlType::q5_1, DType::q5_1},
+    {GgmlType::q4_k, DType::q4_k},     {GgmlType::q5_k, DType::q5_k},
+    {GgmlType::q6_k, DType::q6_k},     {GgmlType::q3_k, DType::q3_k},
+    {GgmlType::iq4_nl, DType::iq4_nl}, {GgmlType::q2_k, DType::q2_k},
+    {GgmlType::iq4_xs, DType::iq4_xs}};
 }  // namespace
 
 std::optional<DType> dtype_of(GgmlType type) {
@@ -281,7 +300,7 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
     throw std::invalid_argument("ggml type " + std::string(ggml_type_name(type)) + " (id " +
                                 std::to_string(static_cast<std::uint32_t>(type)) +
                                 ") is not supported; moed reads f32, f16, bf16, q8_0, q4_0, "
-                                "q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl");
+                                "q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs");
   if (n < 0) throw std::invalid_argument("dequantize_row: negative element count");
   const auto bytes = static_cast<const std::byte*>(src);
   const std::int64_t blocks = static_cast<std::int64_t>(
@@ -319,6 +338,9 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
       return;
     case GgmlType::iq4_nl:
       dequantize_iq4_nl(bytes, dst, blocks);
+      return;
+    case GgmlType::iq4_xs:
+      dequantize_iq4_xs(bytes, dst, blocks);
       return;
     case GgmlType::q4_k:
       dequantize_q4_k(bytes, dst, blocks);

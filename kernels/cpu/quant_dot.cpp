@@ -77,7 +77,7 @@ void quantize_blocks(const float* x, std::int64_t n, QuantizedActivations& out) 
 
 bool is_k_quant(GgmlType type) {
   return type == GgmlType::q2_k || type == GgmlType::q4_k || type == GgmlType::q5_k ||
-         type == GgmlType::q6_k;
+         type == GgmlType::q6_k || type == GgmlType::iq4_xs;
 }
 
 // ---- Scalar reference -------------------------------------------------------------------------
@@ -190,7 +190,18 @@ void dotk_scalar(GgmlType type, const std::byte* weights, const BlockQ8_K* x, st
   for (std::int64_t b = 0; b < blocks; ++b) {
     const BlockQ8_K& a = x[b];
     std::int32_t isum = 0, msum = 0;
-    if (type == GgmlType::q2_k) {
+    if (type == GgmlType::iq4_xs) {
+      const auto block = load<BlockIQ4_XS>(weights, b);
+      for (int sub = 0; sub < kQK / 32; ++sub) {
+        std::int32_t dot = 0;
+        for (int l = 0; l < kQ32 / 2; ++l) {
+          const std::uint8_t q = block.qs[16 * sub + l];
+          dot += kIq4NlValues[q & 0xF] * a.qs[32 * sub + l];
+          dot += kIq4NlValues[q >> 4] * a.qs[32 * sub + 16 + l];
+        }
+        isum += iq4xs_scale(block.scales_h, block.scales_l, sub) * dot;
+      }
+    } else if (type == GgmlType::q2_k) {
       const auto block = load<BlockQ2_K>(weights, b);
       for (int sub = 0; sub < kQK / 16; ++sub) {
         std::int32_t dot = 0;
@@ -261,8 +272,11 @@ float finish_k(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std:
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::byte* block = weights + b * static_cast<std::int64_t>(block_bytes);
     std::uint16_t d_bits, dmin_bits = 0;
+    const bool has_min = type != GgmlType::q6_k && type != GgmlType::iq4_xs;
     if (type == GgmlType::q6_k) {
       std::memcpy(&d_bits, block + offsetof(BlockQ6_K, d), 2);
+    } else if (type == GgmlType::iq4_xs) {
+      std::memcpy(&d_bits, block + offsetof(BlockIQ4_XS, d), 2);
     } else if (type == GgmlType::q2_k) {
       std::memcpy(&d_bits, block + offsetof(BlockQ2_K, d), 2);
       std::memcpy(&dmin_bits, block + offsetof(BlockQ2_K, dmin), 2);
@@ -272,8 +286,7 @@ float finish_k(GgmlType type, const std::byte* weights, const BlockQ8_K* x, std:
     }
     const float dx = x[b].d;
     float term = static_cast<float>(scaled[b]) * (f16_to_f32(d_bits) * dx);
-    if (type != GgmlType::q6_k)
-      term = term - static_cast<float>(mins[b]) * (f16_to_f32(dmin_bits) * dx);
+    if (has_min) term = term - static_cast<float>(mins[b]) * (f16_to_f32(dmin_bits) * dx);
     acc[b & 7] = acc[b & 7] + term;
   }
   return qdot::reduce8(acc);
@@ -376,6 +389,7 @@ bool quant_dot_supported(GgmlType type) {
     case GgmlType::q4_k:
     case GgmlType::q5_k:
     case GgmlType::q6_k:
+    case GgmlType::iq4_xs:
       return true;
     default:
       return false;
@@ -386,9 +400,10 @@ float vec_dot(GgmlType type, const void* weight_row, const QuantizedActivations&
   if (!quant_dot_supported(type))
     throw std::invalid_argument("vec_dot: ggml type " + std::string(ggml_type_name(type)) +
                                 " has no quantized dot product");
-  // q2_K's dot is only this reference: moed computes q2_K with row tiles, which the tests check
-  // against it.
-  isa = type == GgmlType::q2_k ? QuantIsa::scalar : usable_quant_isa(isa);
+  // q2_K's and iq4_xs's dots are only this reference: moed computes them with row tiles, which
+  // the tests check against it.
+  isa =
+      type == GgmlType::q2_k || type == GgmlType::iq4_xs ? QuantIsa::scalar : usable_quant_isa(isa);
   const auto* weights = static_cast<const std::byte*>(weight_row);
   if (is_k_quant(type)) {
     if (x.n % kQK != 0 || x.q8_k.size() != static_cast<std::size_t>(x.n / kQK))

@@ -38,6 +38,8 @@ std::int64_t tile_block_bytes(GgmlType type) {
       return kQ6_KTileBlockBytes;
     case GgmlType::q2_k:
       return kQ2_KTileBlockBytes;
+    case GgmlType::iq4_xs:
+      return kIQ4_XSTileBlockBytes;
     default:
       return legacy_tile_block_bytes(type);
   }
@@ -212,6 +214,19 @@ void pack_q2_k(const std::uint8_t* src, int r, std::byte* out) {
   }
 }
 
+// Stored, qs[16j + l] holds element 32j + l in its low nibble and 32j + 16 + l in its high one:
+// line (j, p) takes qs[16j + 4p .. 16j + 4p + 3] as they are.
+void pack_iq4_xs(const std::uint8_t* src, int r, std::byte* out) {
+  put16(out + 2 * r, load16(src + offsetof(BlockIQ4_XS, d)));
+  const std::uint16_t scales_h = load16(src + offsetof(BlockIQ4_XS, scales_h));
+  for (int j = 0; j < 8; ++j)
+    out[kIQ4_XSTileScales + kTileRows * j + r] = static_cast<std::byte>(
+        static_cast<std::int8_t>(iq4xs_scale(scales_h, src + offsetof(BlockIQ4_XS, scales_l), j)));
+  const std::uint8_t* qs = src + offsetof(BlockIQ4_XS, qs);
+  for (int line = 0; line < 32; ++line)
+    store32(out + kIQ4_XSTileQuants + 64 * line + 4 * r, load32(qs + 4 * line));
+}
+
 // Stored, qs[j] holds element j in its low nibble and j + 16 in its high one: line p of the tile
 // takes qs[4p .. 4p + 3] as they are. Bit j of the little-endian qh is element j's fifth bit.
 void pack_legacy(GgmlType type, const std::uint8_t* src, int r, std::byte* out) {
@@ -340,6 +355,30 @@ float q2_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, in
   return acc;
 }
 
+float iq4_xs_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
+                 const QuantizedActivations& x, float acc) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = run + b * kIQ4_XSTileBlockBytes;
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
+    const BlockQ8_K& a = x.q8_k[first + b];
+    std::int32_t isum = 0;
+    for (int j = 0; j < 8; ++j) {
+      std::int32_t dot = 0;
+      for (int p = 0; p < 4; ++p)
+        for (int k = 0; k < 4; ++k) {
+          const std::uint8_t w = bytes[kIQ4_XSTileQuants + 64 * (4 * j + p) + 4 * r + k];
+          dot += kIq4NlValues[w & 0xF] * a.qs[32 * j + 4 * p + k] +
+                 kIq4NlValues[w >> 4] * a.qs[32 * j + 16 + 4 * p + k];
+        }
+      isum += static_cast<std::int8_t>(bytes[kIQ4_XSTileScales + kTileRows * j + r]) * dot;
+    }
+    std::uint16_t d;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    acc = acc + static_cast<float>(isum) * (f16_to_f32(d) * a.d);
+  }
+  return acc;
+}
+
 float legacy_row(GgmlType type, const std::byte* run, std::int64_t first, std::int64_t blocks,
                  int r, const QuantizedActivations& x, float acc) {
   const std::int64_t quants = legacy_tile_quants(type), high = legacy_tile_high(type);
@@ -393,6 +432,9 @@ void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, st
         case GgmlType::q2_k:
           y = q2_k_row(run, first, blocks, r, *x[i], acc);
           break;
+        case GgmlType::iq4_xs:
+          y = iq4_xs_row(run, first, blocks, r, *x[i], acc);
+          break;
         default:
           y = legacy_row(type, run, first, blocks, r, *x[i], acc);
           break;
@@ -404,7 +446,8 @@ void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, st
 
 bool has_row_tiles(GgmlType type) {
   return type == GgmlType::q8_0 || type == GgmlType::q2_k || type == GgmlType::q4_k ||
-         type == GgmlType::q5_k || type == GgmlType::q6_k || is_legacy(type);
+         type == GgmlType::q5_k || type == GgmlType::q6_k || type == GgmlType::iq4_xs ||
+         is_legacy(type);
 }
 
 GgmlType row_tile_format(GgmlType type) {
@@ -470,7 +513,7 @@ namespace {
 
 // The packer that moves whole tile blocks through registers for `isa`, or none (row by row).
 TileBlockPacker register_packer(GgmlType type, QuantIsa isa) {
-  if (!has_row_tiles(type) || type == GgmlType::q2_k) return nullptr;
+  if (!has_row_tiles(type) || type == GgmlType::q2_k || type == GgmlType::iq4_xs) return nullptr;
   switch (usable_quant_isa(isa)) {
     case QuantIsa::avx512_vnni:
       return cpu_packs_avx512() ? pack_tile_block_avx512 : pack_tile_block_avx2;
@@ -565,6 +608,9 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
             break;
           case GgmlType::q2_k:
             pack_q2_k(src, r, block);
+            break;
+          case GgmlType::iq4_xs:
+            pack_iq4_xs(src, r, block);
             break;
           default:
             pack_legacy(type, src, r, block);
@@ -767,7 +813,8 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 }  // namespace detail
 
 bool computes_stored_rows(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && usable_quant_isa(isa) == isa && isa != QuantIsa::scalar;
+  return has_row_tiles(type) && type != GgmlType::iq4_xs && usable_quant_isa(isa) == isa &&
+         isa != QuantIsa::scalar;
 }
 
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,

@@ -39,6 +39,11 @@ inline constexpr std::int64_t kQ2_KTileScales = 4 * kTileRows;
 inline constexpr std::int64_t kQ2_KTileQuants = kQ2_KTileScales + 16 * kTileRows;
 inline constexpr std::int64_t kQ2_KTileBlockBytes = kQ2_KTileQuants + 16 * 64;
 
+// iq4_xs, per 256-element block: fp16 d[16], i8 scale[8][16] (minus its 32), 32 lines of nibbles.
+inline constexpr std::int64_t kIQ4_XSTileScales = 2 * kTileRows;
+inline constexpr std::int64_t kIQ4_XSTileQuants = kIQ4_XSTileScales + 8 * kTileRows;
+inline constexpr std::int64_t kIQ4_XSTileBlockBytes = kIQ4_XSTileQuants + 32 * 64;
+
 // q4_0, q4_1, q5_0 and q5_1 (ggml's legacy formats), per 32-element block: fp16 d[16], fp16
 // m[16] (q4_1, q5_1), 4 lines of nibbles, and for q5_0 / q5_1 one line of fifth bits.
 constexpr bool legacy_has_min(GgmlType type) {

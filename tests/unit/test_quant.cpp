@@ -236,6 +236,32 @@ TEST(Dequantize, Q2_K) {
   expect_values(dequantize(GgmlType::q2_k, block, 256), expected);
 }
 
+TEST(Dequantize, IQ4_XS) {
+  BlockIQ4_XS block{};
+  block.d = kHalfHalf;
+  // Scale j: low four bits in nibble j % 2 of scales_l[j / 2], top two at bits 2j of scales_h;
+  // each minus 32. Zero bytes: scale -32 and index 0 (-127) everywhere: 0.5 * -32 * -127.
+  block.scales_l[0] = 0x05;          // scale 0: 5 | 2 << 4 = 37, so 5
+  block.scales_h = 0x2 | 0x1 << 14;  // scale 0's top bits 2; scale 7's 1
+  block.scales_l[3] = 0x30;          // scale 7: 3 | 1 << 4 = 19, so -13
+  // Sub-block j's element 32j + l in the low nibble of qs[16j + l], 32j + 16 + l in the high.
+  block.qs[0] = 0xF8;    // element 0: index 8 (1); element 16: index 15 (113)
+  block.qs[127] = 0x7F;  // element 239: index 15 (113); element 255: index 7 (-10)
+  std::vector<float> expected(256, 2032.0f);
+  for (int e = 0; e < 32; ++e) expected[e] = -317.5f;    // 0.5 * 5 * -127
+  for (int e = 224; e < 256; ++e) expected[e] = 825.5f;  // 0.5 * -13 * -127
+  expected[0] = 2.5f;                                    // 0.5 * 5 * 1
+  expected[16] = 282.5f;                                 // 0.5 * 5 * 113
+  expected[239] = -734.5f;                               // 0.5 * -13 * 113
+  expected[255] = 65.0f;                                 // 0.5 * -13 * -10
+  expect_values(dequantize(GgmlType::iq4_xs, block, 256), expected);
+  for (int j = 0; j < 8; ++j)
+    EXPECT_EQ(iq4xs_scale(block.scales_h, block.scales_l, j), j == 0   ? 5
+                                                              : j == 7 ? -13
+                                                                       : -32)
+        << "scale " << j;
+}
+
 TEST(Dequantize, Q3_K) {
   BlockQ3_K block{};
   block.d = kHalfHalf;
@@ -334,5 +360,6 @@ TEST(GgmlTypes, TraitsMatchGgml) {
   EXPECT_EQ(q6->type_size, 210u);
   EXPECT_EQ(ggml_type_traits(GgmlType::q5_1).type_size, sizeof(BlockQ5_1));
   EXPECT_TRUE(ggml_type_supported(GgmlType::bf16));
-  EXPECT_FALSE(ggml_type_supported(GgmlType::iq4_xs));
+  EXPECT_TRUE(ggml_type_supported(GgmlType::iq4_xs));
+  EXPECT_FALSE(ggml_type_supported(GgmlType::iq2_xxs));
 }

@@ -32,9 +32,9 @@ using namespace moed::kernels;
 
 namespace {
 
-const GgmlType kFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1,
-                             GgmlType::q5_0, GgmlType::q5_1, GgmlType::q2_k,
-                             GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+const GgmlType kFormats[] = {GgmlType::q8_0, GgmlType::q4_0,  GgmlType::q4_1, GgmlType::q5_0,
+                             GgmlType::q5_1, GgmlType::q2_k,  GgmlType::q4_k, GgmlType::q5_k,
+                             GgmlType::q6_k, GgmlType::iq4_xs};
 
 // The formats with 256-element super-blocks, which meet Q8_K activations.
 bool is_k_quant(GgmlType type) {
@@ -463,10 +463,10 @@ TEST(QuantDot, RefusesWhatItCannotCompute) {
         << e.what();
   }
   try {
-    vec_dot(GgmlType::iq4_xs, w.data(), a);
-    ADD_FAILURE() << "iq4_xs was accepted";
+    vec_dot(GgmlType::iq2_xxs, w.data(), a);
+    ADD_FAILURE() << "iq2_xxs was accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("iq4_xs has no quantized dot product"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("iq2_xxs has no quantized dot product"), std::string::npos)
         << e.what();
   }
   EXPECT_THROW(quantize_activations(x.data(), 40, a), std::invalid_argument);
@@ -612,13 +612,18 @@ TEST(QuantDot, MinsMultiplyGgmlsQ8_1Sum) {
 
 namespace {
 
-const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1,
-                                  GgmlType::q5_0, GgmlType::q5_1, GgmlType::q2_k,
-                                  GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k};
+const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0,  GgmlType::q4_1, GgmlType::q5_0,
+                                  GgmlType::q5_1, GgmlType::q2_k,  GgmlType::q4_k, GgmlType::q5_k,
+                                  GgmlType::q6_k, GgmlType::iq4_xs};
 
-// q2_K's tiles are packed row by row on every path.
+// q2_K's and iq4_xs's tiles are packed row by row on every path.
 bool packs_in_registers_with_simd(GgmlType type) {
-  return type != GgmlType::q2_k;
+  return type != GgmlType::q2_k && type != GgmlType::iq4_xs;
+}
+
+// iq4_xs is not computed from stored rows.
+bool has_stored_rows(GgmlType type) {
+  return type != GgmlType::iq4_xs;
 }
 
 struct Tiled {
@@ -678,10 +683,10 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
       EXPECT_EQ(computes_stored_rows(type, isa),
-                isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
+                has_stored_rows(type) && isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
-  EXPECT_FALSE(computes_stored_rows(GgmlType::iq4_xs));
+  EXPECT_FALSE(computes_stored_rows(GgmlType::iq2_xxs));
   if (paths.empty()) GTEST_SKIP() << "stored rows are computed on AVX2 and AVX-512 VNNI only";
   std::mt19937 rng(29);
   // 1 and 37: a lone row and an odd middle one (computed as a pair of itself); 150: whole groups
@@ -690,7 +695,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
-        if (cols % ggml_type_traits(type).block_size != 0) continue;
+        if (cols % ggml_type_traits(type).block_size != 0 || !has_stored_rows(type)) continue;
         const Tiled w = random_tiled(type, rows, cols, rng);
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);
@@ -720,8 +725,8 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   EXPECT_EQ(std::memcmp(stored.data(), tiled.data(), tiled.size() * sizeof(float)), 0);
 
   float y = 0;
-  std::vector<std::byte> row(ggml_row_bytes(GgmlType::iq4_xs, 256));
-  EXPECT_THROW(stored_rows_matmul(GgmlType::iq4_xs, row.data(), 1, 256, x.data(), 1, &y, 1),
+  std::vector<std::byte> row(ggml_row_bytes(GgmlType::iq2_xxs, 256));
+  EXPECT_THROW(stored_rows_matmul(GgmlType::iq2_xxs, row.data(), 1, 256, x.data(), 1, &y, 1),
                std::invalid_argument);
   row.resize(ggml_row_bytes(GgmlType::q4_k, 256));
   EXPECT_THROW(
@@ -946,8 +951,8 @@ TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
     return std::string("no error");
   };
   EXPECT_EQ(
-      message([&] { pack_row_tiles(GgmlType::iq4_xs, std::span(&row, 1), 256, tiles.data()); }),
-      "pack_row_tiles: ggml type iq4_xs has no row-tile layout");
+      message([&] { pack_row_tiles(GgmlType::iq2_xxs, std::span(&row, 1), 256, tiles.data()); }),
+      "pack_row_tiles: ggml type iq2_xxs has no row-tile layout");
   EXPECT_EQ(message([&] { row_tile_bytes(GgmlType::q4_k, 1, 96); }),
             "row_tile_bytes: 96 columns are not whole q4_K blocks");
   EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q3_k, std::span(&row, 1), 96, tiles.data()); }),

@@ -24,7 +24,8 @@ enum class DType : std::uint8_t {
   q6_k,
   q3_k,
   iq4_nl,
-  q2_k
+  q2_k,
+  iq4_xs
 };
 
 bool is_quantized(DType dtype);

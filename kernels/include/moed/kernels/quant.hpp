@@ -102,6 +102,20 @@ struct BlockIQ4_NL {
 // IQ4_NL's non-linear codebook (ggml-common.h's kvalues_iq4nl).
 inline constexpr std::int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                                  1,    13,   25,  38,  53,  69,  89,  113};
+// 8 sub-blocks of 32 with 6-bit scales; x = (d * (scale - 32)) * kIq4NlValues[q], q 4 bits in
+// IQ4_NL's nibble order within each sub-block (qs[16j + l]: element 32j + l in the low nibble,
+// 32j + 16 + l in the high). iq4xs_scale unpacks the scales.
+struct BlockIQ4_XS {
+  std::uint16_t d;
+  std::uint16_t scales_h;           // bits 2j, 2j + 1: the top two bits of scale j
+  std::uint8_t scales_l[kQK / 64];  // the low four bits of scale j: nibble j % 2 of byte j / 2
+  std::uint8_t qs[kQK / 2];
+};
+// Scale j (0..7) of an IQ4_XS block, signed (-32..31), as ggml's dequantize_row_iq4_xs unpacks it.
+inline int iq4xs_scale(std::uint16_t scales_h, const std::uint8_t* scales_l, int j) {
+  const int low = (scales_l[j / 2] >> (4 * (j % 2))) & 0xF;
+  return (low | ((scales_h >> (2 * j)) & 3) << 4) - 32;
+}
 // Activations for the 32-element formats with Q8_0's layout; ggml's q8_1 adds s = d * sum(qs).
 struct BlockQ8_1 {
   std::uint16_t d;
@@ -161,7 +175,7 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110);
-static_assert(sizeof(BlockIQ4_NL) == 18);
+static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 

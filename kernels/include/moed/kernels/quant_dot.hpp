@@ -64,8 +64,8 @@ QuantIsa usable_quant_isa(QuantIsa isa);
 // 1 / (127 / max|x|). Every ISA's build gives the same blocks.
 void quantize_activations(const float* x, std::int64_t n, QuantizedActivations& out,
                           QuantIsa isa = best_quant_isa());
-// Formats vec_dot handles: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K (q2_K on the
-// scalar path whatever the ISA asked).
+// Formats vec_dot handles: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K, iq4_xs (q2_K
+// and iq4_xs on the scalar path whatever the ISA asked).
 bool quant_dot_supported(GgmlType type);
 
 // The dot product of one weight row of n elements (in `type`'s blocks) with the activations.
