@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
 and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K,
-q5_K, q6_K, iq4_nl) a quantizer and a dequantizer.
+q5_K, q6_K, iq4_nl, iq4_xs) a quantizer and a dequantizer.
 
 Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
 (round to nearest with min/max or absmax scales; the K-quants search nothing beyond a per
@@ -32,7 +32,8 @@ GGML_TYPES = {
     "f32": (0, 1, 4), "f16": (1, 1, 2), "q4_0": (2, 32, 18), "q4_1": (3, 32, 20),
     "q5_0": (6, 32, 22), "q5_1": (7, 32, 24), "q8_0": (8, 32, 34), "q8_1": (9, 32, 36),
     "q2_k": (10, 256, 84), "q3_k": (11, 256, 110), "q4_k": (12, 256, 144), "q5_k": (13, 256, 176),
-    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq4_nl": (20, 32, 18), "bf16": (30, 1, 2),
+    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq4_nl": (20, 32, 18), "iq4_xs": (23, 256, 136),
+    "bf16": (30, 1, 2),
 }
 GGML_TYPE_BY_ID = {v[0]: k for k, v in GGML_TYPES.items()}
 QK_K = 256
@@ -315,6 +316,33 @@ def quantize_iq4_nl(x):
     return out.tobytes()
 
 
+def quantize_iq4_xs(x):
+    """8 sub-blocks of 32, x ~ d * ls * IQ4_NL_VALUES[q] with 6-bit signed ls: each sub-block's
+    largest magnitude lands on -127, and d puts the largest scale on ls = -32 (as
+    quantize_q3_k does); every element takes the nearest codebook entry."""
+    b = _blocks(x, QK_K)
+    sub = b.reshape(-1, 8, 32)
+    biggest = np.take_along_axis(sub, np.abs(sub).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+    scale = -biggest / 127.0
+    largest = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
+    d = f16_values(f16_bits(-largest / 32.0))
+    ls = np.clip(_nearest(np.divide(scale, d[:, None], out=np.zeros_like(scale), where=d[:, None] != 0)),
+                 -32, 31)
+    step = (d[:, None] * ls).astype(np.float32)
+    scaled = np.divide(sub, step[:, :, None], out=np.zeros_like(sub), where=step[:, :, None] != 0)
+    q = np.abs(scaled[:, :, :, None] - IQ4_NL_VALUES.astype(np.float32)).argmin(axis=3).astype(np.uint8)
+    v = (ls + 32).astype(np.uint16)
+    scales_h = np.zeros(len(b), dtype=np.uint16)
+    for j in range(8):
+        scales_h |= ((v[:, j] >> 4) & 3) << (2 * j)
+    out = _record([("d", "<u2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)], len(b))
+    out["d"] = f16_bits(d)
+    out["scales_h"] = scales_h
+    out["scales_l"] = ((v[:, 0::2] & 0xF) | ((v[:, 1::2] & 0xF) << 4)).astype(np.uint8)
+    out["qs"] = (q[:, :, :16] | (q[:, :, 16:] << 4)).reshape(-1, 128)
+    return out.tobytes()
+
+
 def quantize_q3_k(x):
     """16 sub-blocks of 16, x ~ d * s * (q - 4) with 6-bit signed s and 3-bit q: each sub-block's
     largest magnitude lands on q - 4 = -4 (its scale takes that element's sign), and, as ggml's
@@ -387,7 +415,7 @@ QUANTIZERS = {
     "bf16": lambda x: bf16_bits(x).tobytes(),
     "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
     "q5_1": quantize_q5_1, "q2_k": quantize_q2_k, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
-    "q6_k": quantize_q6_k, "iq4_nl": quantize_iq4_nl,
+    "q6_k": quantize_q6_k, "iq4_nl": quantize_iq4_nl, "iq4_xs": quantize_iq4_xs,
 }
 
 
@@ -481,6 +509,21 @@ def dequantize_iq4_nl(raw):
     return (f16_values(b["d"])[:, None] * IQ4_NL_VALUES[index].astype(np.float32)).reshape(-1)
 
 
+def dequantize_iq4_xs(raw):
+    """As ggml's dequantize_row_iq4_xs: x = (d * (ls - 32)) * IQ4_NL_VALUES[q] per sub-block of 32,
+    ls's low four bits in scales_l (nibble j % 2 of byte j // 2), its top two at bit 2j of
+    scales_h."""
+    b = _view(raw, [("d", "<u2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)])
+    j = np.arange(8)
+    low = (b["scales_l"][:, j // 2].astype(np.int32) >> (4 * (j % 2))) & 0xF
+    high = (b["scales_h"].astype(np.int32)[:, None] >> (2 * j)) & 3
+    ls = (low | (high << 4)) - 32
+    qs = b["qs"].reshape(-1, 8, 16)
+    index = np.concatenate([qs & 0xF, qs >> 4], axis=2)
+    dl = (f16_values(b["d"])[:, None] * ls.astype(np.float32)).astype(np.float32)
+    return (dl[:, :, None] * IQ4_NL_VALUES[index].astype(np.float32)).reshape(-1)
+
+
 def dequantize_q2_k(raw):
     """As ggml's dequantize_row_q2_K: x = (d * sc) * q - dmin * m per sub-block of 16."""
     b = _view(raw, [("scales", "u1", 16), ("qs", "u1", 64), ("d", "<u2"), ("dmin", "<u2")])
@@ -534,6 +577,7 @@ DEQUANTIZERS = {
     "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
     "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q2_k": dequantize_q2_k, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
     "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k, "iq4_nl": dequantize_iq4_nl,
+    "iq4_xs": dequantize_iq4_xs,
 }
 
 
@@ -710,7 +754,7 @@ def _self_test():
     # scales; the K-quants lose more to their 6-bit sub-block scales.
     bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
               "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05,
-              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12}
+              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12, "iq4_xs": 0.12}
     for name, bound in bounds.items():
         raw = quantize(x, name)
         assert len(raw) == tensor_nbytes(name, x.shape), name

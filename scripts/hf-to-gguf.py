@@ -44,10 +44,11 @@ tokenizer.json-only Llama tokenizer, which leaves SentencePiece-style merging wi
 Here a token's score is minus the rank of the merge that makes it, the order HF's BPE merges in.
 
 --type picks the weights' format: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-q5_k, q6_k, or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for attn_v and ffn_down
+q5_k, q6_k, iq4_xs, or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for attn_v and ffn_down
 in the first and last eighth of the layers and every third layer between; attn_v q8_0 and
 attn_output q5_K with 8 experts). A tensor whose rows are not whole blocks of the type falls back
-as llama-quantize does (q2_K and q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0; then f16).
+as llama-quantize does (q2_K and q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq4_xs ->
+iq4_nl; then f16).
 --splits N writes OUT-0000i-of-0000N.gguf as gguf-split does (metadata in the first file).
 """
 import argparse
@@ -64,8 +65,9 @@ import gguf_file as gg  # noqa: E402
 
 # llama_ftype ids for general.file_type.
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9,
-              "q2_k": 10, "q3_k": 11, "q4_k": 14, "q4_k_m": 15, "q5_k": 16, "q5_k_m": 17, "q6_k": 18, "bf16": 32}
-FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+              "q2_k": 10, "q3_k": 11, "q4_k": 14, "q4_k_m": 15, "q5_k": 16, "q5_k_m": 17, "q6_k": 18, "iq4_xs": 30,
+              "bf16": 32}
+FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 # llama_token_type
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 

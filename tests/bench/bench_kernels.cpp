@@ -301,7 +301,7 @@ void BM_QuantMatvec(benchmark::State& state) {
 void quant_matvec_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type :
        {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
-        GgmlType::q2_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k}) {
+        GgmlType::q2_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs}) {
     const auto id = static_cast<std::int64_t>(type);
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({id, isa, 1});
     bench->Args({id, 2, 2});
@@ -400,9 +400,9 @@ void BM_PackRowTiles(benchmark::State& state) {
                  (packs_tiles_in_registers(type, isa) ? " in registers" : " row by row"));
 }
 void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
-  for (const GgmlType type :
-       {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
-        GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k})
+  for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                              GgmlType::q5_1, GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k,
+                              GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs})
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);

@@ -180,6 +180,16 @@ class TinyQuantized(unittest.TestCase):
         # rounding adds to it.
         self.check_close(q, {"f32": 0.0, "q2_k": 0.4})
 
+    def test_iq4_xs(self):
+        q = gg.read(os.path.join(MODELS, "tiny-iq4_xs.gguf"))
+        self.assertEqual(q.metadata["general.file_type"], 30)  # LLAMA_FTYPE_MOSTLY_IQ4_XS
+        for name, t in q.tensors.items():
+            keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
+            self.assertEqual(t.type_name, "f32" if keep_f32 else "iq4_xs", name)
+        # The codebook's widest gap (89 to 113) is 24 of 127 steps of a sub-block's largest
+        # magnitude, so half of it 0.095; the 6-bit scales' rounding adds up to 1/64.
+        self.check_close(q, {"f32": 0.0, "iq4_xs": 0.12})
+
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
         self.assertEqual(q.metadata["general.file_type"], 15)

@@ -13,6 +13,8 @@
 //   q4_K, q5_K: term = float(isum) * (d_w * d_x); term = term - float(msum) * (dmin_w * d_x);
 //         acc = acc + term            (isum = sum of scale_j * dot_j, msum = sum of min_j * bsum_j)
 //   q2_K: as q4_K, over its 16 sub-blocks of 16 (msum = sum of min_j * bsum_j, the Q8_K sums)
+//   iq4_xs: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * dot_j, each value
+//         its codebook entry)
 //   q6_K: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * (dot_j - 32 bsum_j))
 //   q4_0, q5_0: acc = acc + float(isum - o * xsum) * (d_w * d_x)   (o = 8, 16; xsum = the sum of
 //         the activation block's quants)
@@ -32,6 +34,9 @@
 //   q2_K (256 elements, 1344 bytes, as many as stored): fp16 d[16], dmin[16];
 //     u8 scale_min[16 sub-blocks][16 rows] (the stored byte: scale low nibble, min high);
 //     u8 line[16][16 rows][4]: line j, byte 4r + k: bits 2i..2i+1 are element 16j + 4i + k.
+//   iq4_xs (256 elements, 2208 bytes): fp16 d[16]; i8 scale[8][16] (minus its 32);
+//     u8 line[8 sub-blocks][4][16 rows][4]: line (j, p), byte 4r + k: the stored qs[16j + 4p + k]
+//     as it is (element 32j + 4p + k's index in its low nibble, 32j + 16 + 4p + k's in its high).
 //   q6_K (256 elements, 3360 bytes): fp16 d[16]; i8 scale[16][16];
 //     u8 low[32][16 rows][4]: line c, byte 4r + k: element 8c + k (low nibble), 8c + 4 + k (high);
 //     u8 high[16][16 rows][4]: line j, byte 4r + k: bits 2i..2i+1 are the top two bits of
