@@ -51,12 +51,12 @@
 // Tile groups: every four tiles (64 rows; the last group of a matrix may have fewer) lie
 // interleaved by chunks of blocks: chunk 0 of each of the group's tiles in turn, then chunk 1
 // of each, and so on. A chunk is round(8192 / the tile's bytes per block) blocks, at least one
-// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q2_K 6, q4_K 3, q5_K 3, q6_K 2); the last chunk of
-// a tile may have fewer. A group is still one sequential stream, and each chunk of activations
-// serves its four tiles while it is in L1. With whole tiles in turn, a tile wider than about 40 KiB
-// (hidden 4096: 128 q8_0 blocks, 70 KiB) pushed the activations out of L1 before the next tile came
-// back to them: a 4096 x 4096 q8_0 product streamed 22.6 GB/s on one thread and 38.7 on two,
-// against 25.2 and 48.3 in groups (medians of six alternated runs).
+// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q2_K 6, iq4_xs 4, q4_K 3, q5_K 3, q6_K 2); the last
+// chunk of a tile may have fewer. A group is still one sequential stream, and each chunk of
+// activations serves its four tiles while it is in L1. With whole tiles in turn, a tile wider than
+// about 40 KiB (hidden 4096: 128 q8_0 blocks, 70 KiB) pushed the activations out of L1 before the
+// next tile came back to them: a 4096 x 4096 q8_0 product streamed 22.6 GB/s on one thread and 38.7
+// on two, against 25.2 and 48.3 in groups (medians of six alternated runs).
 
 #include <cstddef>
 #include <cstdint>
@@ -76,8 +76,8 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
   return (tiles + kGroupTiles - 1) / kGroupTiles;
 }
 
-// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K and q6_K
-// (q3_K and iq4_nl are rewritten into q6_K's and q8_0's: row_tile_format).
+// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K
+// and iq4_xs (q3_K and iq4_nl are rewritten into q6_K's and q8_0's: row_tile_format).
 bool has_row_tiles(GgmlType type);
 
 // The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K and q8_0 for
@@ -104,7 +104,7 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
 // Whether pack_row_tiles(type, ..., isa) moves whole tiles through registers rather than packing
-// row by row (the scalar path, and q2_K on every path).
+// row by row (the scalar path, and q2_K and iq4_xs on every path).
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // Whether the q8_0 row-tile kernels ask for their blocks ahead in software: on Intel CPUs, whose
@@ -119,7 +119,7 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                      const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
                      QuantIsa isa = best_quant_isa());
 
-// Stored rows: a matrix in any format with row tiles but q2_K computed as a GGUF file stores it,
+// Stored rows: a matrix in any format with row tiles but iq4_xs computed as a GGUF file stores it,
 // row after row, with no repacking (a block streamed from disk and used once need not be turned
 // into tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512
 // VNNI and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row
