@@ -202,13 +202,16 @@ void q2_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
       if constexpr (kPrefetch) prefetch_block<sizeof(BlockQ2_K)>(block);
       const __m128i scale_min =
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ2_K, scales)));
+      // Each half's eight scales, in both 128-bit lanes; a vector's low lane takes sub-block
+      // 2s's, its high lane 2s + 1's.
+      const __m128i all_scales = _mm_and_si128(scale_min, nibble);
+      const __m256i scales_of_half[2] = {
+          _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(all_scales)),
+          _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(all_scales, 8)))};
       __m256i isum = _mm256_setzero_si256();
       for (int h = 0; h < 2; ++h) {
         const __m256i v = load(block + offsetof(BlockQ2_K, qs) + 32 * h);
-        // The half's eight scales, in both 128-bit lanes; a vector's low lane takes sub-block
-        // 2s's, its high lane 2s + 1's.
-        const __m256i half_scales = _mm256_broadcastsi128_si256(
-            _mm_cvtepu8_epi16(_mm_and_si128(_mm_srli_si128(scale_min, 8 * h), nibble)));
+        const __m256i half_scales = scales_of_half[h];
         const std::int8_t* qx = act.qs + 128 * h;
         const __m256i d0 =
             scaled_dot(_mm256_and_si256(v, pair), load(qx), spread16<0, 1>(half_scales));
