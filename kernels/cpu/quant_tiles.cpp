@@ -813,8 +813,7 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 }  // namespace detail
 
 bool computes_stored_rows(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && type != GgmlType::iq4_xs && usable_quant_isa(isa) == isa &&
-         isa != QuantIsa::scalar;
+  return has_row_tiles(type) && usable_quant_isa(isa) == isa && isa != QuantIsa::scalar;
 }
 
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,

@@ -1,13 +1,13 @@
-// Stored rows (quant_tiles.hpp) on AVX2: q2_K, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
-// products over the rows as a GGUF file stores them, two weight rows at a time (one from each half
-// of the rows), for CPUs without AVX-512 VNNI, which would otherwise repack every streamed block
-// before the tile product (through AVX2 registers: q4_K 3.4 GB/s repacked and multiplied against
-// 10.3 stored, one core of the VM that measured it). Each sub-block's dot comes from maddubs and
-// madd (the pair sums stay inside int16 for these quants, as in the AVX2 row tiles), scaled in the
-// same madd where the scale is per sub-block; the dots are summed as integers (exact, so in any
-// order), and then each row takes the float steps of quant_tiles.hpp in its order, which makes the
-// results bit-identical to the row tiles'. Built with AVX2 and F16C flags and no contraction;
-// called only where the CPU has them.
+// Stored rows (quant_tiles.hpp) on AVX2: q2_K, iq4_xs, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and
+// q5_1 products over the rows as a GGUF file stores them, two weight rows at a time (one from each
+// half of the rows), for CPUs without AVX-512 VNNI, which would otherwise repack every streamed
+// block before the tile product (through AVX2 registers: q4_K 3.4 GB/s repacked and multiplied
+// against 10.3 stored, one core of the VM that measured it). Each sub-block's dot comes from
+// maddubs and madd (the pair sums stay inside int16 for these quants, as in the AVX2 row tiles),
+// scaled in the same madd where the scale is per sub-block; the dots are summed as integers (exact,
+// so in any order), and then each row takes the float steps of quant_tiles.hpp in its order, which
+// makes the results bit-identical to the row tiles'. Built with AVX2 and F16C flags and no
+// contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -177,7 +177,8 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     }
     // [a's isum, b's isum] in lanes 0 and 1.
     const __m128i totals = four_totals(isums[0], isums[1], isums[0], isums[1]);
-    acc = add_q6_k_terms(acc, totals, a + sizeof(BlockQ6_K) * k, b + sizeof(BlockQ6_K) * k, act.d);
+    acc = add_scaled_terms(acc, totals, a + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d),
+                           b + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d), act.d);
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<1>(acc);
@@ -235,6 +236,49 @@ void q2_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<2>(acc);
+}
+
+// out[0], out[1]: rows a and b against one activation row. A sub-block's 16 index bytes, looked
+// up in the codebook, give its first 16 values (low nibbles) and its last 16 (high): one vector
+// of 32 in order. maddubs takes the values' magnitudes against the activations with their signs
+// moved over, as the AVX2 row tiles take q8_0's, and madd scales each pair sum by the sub-block's
+// scale.
+template <bool kPrefetch>
+void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+                 const QuantizedActivations& x, float* out) {
+  static_assert(offsetof(BlockIQ4_XS, d) == 0);
+  const __m128i nibble = _mm_set1_epi8(0x0F);
+  const __m128i codebook = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues));
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    __m256i isums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + sizeof(BlockIQ4_XS) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(BlockIQ4_XS)>(block);
+      alignas(32) std::int32_t scales[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(scales), iq4_xs_scales(block));
+      __m256i isum = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m128i q = _mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(block + offsetof(BlockIQ4_XS, qs) + 16 * j));
+        const __m256i w = _mm256_set_m128i(
+            _mm_shuffle_epi8(codebook, _mm_and_si128(_mm_srli_epi16(q, 4), nibble)),
+            _mm_shuffle_epi8(codebook, _mm_and_si128(q, nibble)));
+        const __m256i s = load(act.qs + 32 * j);
+        isum = _mm256_add_epi32(isum, scaled_dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w),
+                                                 _mm256_set1_epi16(static_cast<short>(scales[j]))));
+      }
+      isums[r] = isum;
+    }
+    // [a's isum, b's isum] in lanes 0 and 1.
+    const __m128i totals = four_totals(isums[0], isums[1], isums[0], isums[1]);
+    acc = add_scaled_terms(acc, totals, a + sizeof(BlockIQ4_XS) * k, b + sizeof(BlockIQ4_XS) * k,
+                           act.d);
+  }
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<1>(acc);
 }
 
 // The dot of a 32-element block's quants with an activation block's, in eight lanes: q8_0's as
@@ -366,6 +410,8 @@ void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
         q6_k_pair<kPrefetch>(a, b, blocks, x[i], out);
       else if constexpr (kType == GgmlType::q2_k)
         q2_k_pair<kPrefetch>(a, b, blocks, x[i], out);
+      else if constexpr (kType == GgmlType::iq4_xs)
+        iq4_xs_pair<kPrefetch>(a, b, blocks, x[i], out);
       else
         d_and_quants_pair<kPrefetch, kType>(a, b, blocks, x[i], out);
     });

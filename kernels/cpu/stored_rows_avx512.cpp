@@ -1,9 +1,9 @@
-// Stored rows (quant_tiles.hpp): q2_K, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1 products
-// over the rows as a GGUF file stores them, two weight rows at a time (one from each half of the
-// rows) on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots are scaled and summed
-// as integers (exact, so in any order), and then each row takes the float steps of quant_tiles.hpp
-// in its order, which makes the results bit-identical to the row tiles'. Built with AVX-512 flags
-// and no contraction; called only where the CPU has them.
+// Stored rows (quant_tiles.hpp): q2_K, iq4_xs, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
+// products over the rows as a GGUF file stores them, two weight rows at a time (one from each half
+// of the rows) on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots are scaled and
+// summed as integers (exact, so in any order), and then each row takes the float steps of
+// quant_tiles.hpp in its order, which makes the results bit-identical to the row tiles'. Built with
+// AVX-512 flags and no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -188,7 +188,8 @@ void q6_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
     const __m512i halves = half_totals(isums[0], isums[1]);
     const __m128i totals =
         _mm_add_epi32(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
-    acc = add_q6_k_terms(acc, totals, a + sizeof(BlockQ6_K) * k, b + sizeof(BlockQ6_K) * k, act.d);
+    acc = add_scaled_terms(acc, totals, a + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d),
+                           b + sizeof(BlockQ6_K) * k + offsetof(BlockQ6_K, d), act.d);
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<1>(acc);
@@ -250,6 +251,69 @@ void q2_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<2>(acc);
+}
+
+// out[0], out[1]: rows a and b against one activation row. 64 bytes of a block's qs are four
+// sub-blocks' indices, each looked up in the codebook biased by 128 (as q8_0's quants are
+// stored): the low nibbles give each sub-block's first 16 values in one 128-bit lane, the high
+// nibbles its last 16; lanes are then paired so that each vector holds 64 elements in order.
+template <bool kPrefetch>
+void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+                 const QuantizedActivations& x, float* out) {
+  static_assert(offsetof(BlockIQ4_XS, d) == 0);
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  alignas(16) std::uint8_t biased[16];
+  for (int i = 0; i < 16; ++i) biased[i] = static_cast<std::uint8_t>(kIq4NlValues[i] + 128);
+  const __m512i codebook =
+      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
+  // [low lane 0, high lane 0, low lane 1, high lane 1] and the same for lanes 2 and 3.
+  const __m512i first_pair = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m512i second_pair = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+  // lane_sums below holds the dot of elements 16 (4c + L) .. 16 (4c + L) + 15 at dword 4L + c,
+  // of sub-block 2c + L / 2.
+  const __m512i sixteens_order =
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i scales_order = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7);
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    // 128 times each 16 elements' sum: the codebook's bias.
+    const __m512i offsets = _mm512_slli_epi32(
+        _mm512_permutexvar_epi32(sixteens_order,
+                                 _mm512_loadu_si512(x.q8_k_offsets16.data() + (kQK / 16) * k)),
+        2);
+    __m512i isums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + sizeof(BlockIQ4_XS) * k;
+      if constexpr (kPrefetch) prefetch_block<sizeof(BlockIQ4_XS)>(block);
+      __m512i d[4];
+      for (int h = 0; h < 2; ++h) {
+        const __m512i q = _mm512_loadu_si512(block + offsetof(BlockIQ4_XS, qs) + 64 * h);
+        const __m512i low = _mm512_shuffle_epi8(codebook, _mm512_and_si512(q, nibble));
+        const __m512i high =
+            _mm512_shuffle_epi8(codebook, _mm512_and_si512(_mm512_srli_epi16(q, 4), nibble));
+        d[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                       _mm512_permutex2var_epi64(low, first_pair, high),
+                                       _mm512_loadu_si512(act.qs + 128 * h));
+        d[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                           _mm512_permutex2var_epi64(low, second_pair, high),
+                                           _mm512_loadu_si512(act.qs + 128 * h + 64));
+      }
+      const __m512i scales =
+          _mm512_permutexvar_epi32(scales_order, _mm512_castsi256_si512(iq4_xs_scales(block)));
+      isums[r] =
+          _mm512_mullo_epi32(_mm512_sub_epi32(lane_sums(d[0], d[1], d[2], d[3]), offsets), scales);
+    }
+    // [a's isum, b's isum] in lanes 0 and 1.
+    const __m512i halves = half_totals(isums[0], isums[1]);
+    const __m128i totals =
+        _mm_add_epi32(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
+    acc = add_scaled_terms(acc, totals, a + sizeof(BlockIQ4_XS) * k, b + sizeof(BlockIQ4_XS) * k,
+                           act.d);
+  }
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<1>(acc);
 }
 
 // A 32-element block's quants in element order, as unsigned bytes for vpdpbusd: q8_0's biased
@@ -406,6 +470,8 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
         q6_k_pair<kPrefetch>(a, b, blocks, x[i], out);
       else if constexpr (kType == GgmlType::q2_k)
         q2_k_pair<kPrefetch>(a, b, blocks, x[i], out);
+      else if constexpr (kType == GgmlType::iq4_xs)
+        iq4_xs_pair<kPrefetch>(a, b, blocks, x[i], out);
       else
         d_and_quants_pair<kPrefetch, kType>(a, b, blocks, x[i], out);
     });

@@ -359,11 +359,11 @@ void BM_StreamedMatvec(benchmark::State& state) {
 }
 BENCHMARK(BM_StreamedMatvec)
     ->ArgsProduct(
-        {{static_cast<std::int64_t>(GgmlType::q2_k), static_cast<std::int64_t>(GgmlType::q4_k),
-          static_cast<std::int64_t>(GgmlType::q5_k), static_cast<std::int64_t>(GgmlType::q6_k),
-          static_cast<std::int64_t>(GgmlType::q8_0), static_cast<std::int64_t>(GgmlType::q4_0),
-          static_cast<std::int64_t>(GgmlType::q4_1), static_cast<std::int64_t>(GgmlType::q5_0),
-          static_cast<std::int64_t>(GgmlType::q5_1)},
+        {{static_cast<std::int64_t>(GgmlType::q2_k), static_cast<std::int64_t>(GgmlType::iq4_xs),
+          static_cast<std::int64_t>(GgmlType::q4_k), static_cast<std::int64_t>(GgmlType::q5_k),
+          static_cast<std::int64_t>(GgmlType::q6_k), static_cast<std::int64_t>(GgmlType::q8_0),
+          static_cast<std::int64_t>(GgmlType::q4_0), static_cast<std::int64_t>(GgmlType::q4_1),
+          static_cast<std::int64_t>(GgmlType::q5_0), static_cast<std::int64_t>(GgmlType::q5_1)},
          {0, 1},
          {1, 2, 4, 16},
          {1, 2}})

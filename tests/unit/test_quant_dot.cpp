@@ -621,11 +621,6 @@ bool packs_in_registers_with_simd(GgmlType type) {
   return type != GgmlType::q2_k && type != GgmlType::iq4_xs;
 }
 
-// iq4_xs is not computed from stored rows.
-bool has_stored_rows(GgmlType type) {
-  return type != GgmlType::iq4_xs;
-}
-
 struct Tiled {
   std::vector<std::uint8_t> stored;
   std::vector<std::byte> tiles;
@@ -683,7 +678,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
       EXPECT_EQ(computes_stored_rows(type, isa),
-                has_stored_rows(type) && isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
+                isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
   EXPECT_FALSE(computes_stored_rows(GgmlType::iq2_xxs));
@@ -695,7 +690,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
-        if (cols % ggml_type_traits(type).block_size != 0 || !has_stored_rows(type)) continue;
+        if (cols % ggml_type_traits(type).block_size != 0) continue;
         const Tiled w = random_tiled(type, rows, cols, rng);
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);

@@ -119,7 +119,7 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                      const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
                      QuantIsa isa = best_quant_isa());
 
-// Stored rows: a matrix in any format with row tiles but iq4_xs computed as a GGUF file stores it,
+// Stored rows: a matrix in any format with row tiles computed as a GGUF file stores it,
 // row after row, with no repacking (a block streamed from disk and used once need not be turned
 // into tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512
 // VNNI and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row
