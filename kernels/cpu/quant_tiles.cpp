@@ -271,6 +271,18 @@ float q8_0_row(const std::byte* run, std::int64_t first, std::int64_t blocks, in
   return acc;
 }
 
+// acc + row r's term of a K-quant tile block with a min (q4_K, q5_K, q2_K), in the float order
+// of quant_tiles.hpp.
+float add_term_with_min(float acc, const std::byte* block, std::int64_t dmin_offset, int r,
+                        std::int32_t isum, std::int32_t msum, float dx) {
+  std::uint16_t d, dmin;
+  std::memcpy(&d, block + 2 * r, sizeof d);
+  std::memcpy(&dmin, block + dmin_offset + 2 * r, sizeof dmin);
+  float term = static_cast<float>(isum) * (f16_to_f32(d) * dx);
+  term = term - static_cast<float>(msum) * (f16_to_f32(dmin) * dx);
+  return acc + term;
+}
+
 float q4_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
                const QuantizedActivations& x, float acc, bool five) {
   for (std::int64_t b = 0; b < blocks; ++b) {
@@ -290,12 +302,7 @@ float q4_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, in
       isum += bytes[kQ4_KTileScales + kTileRows * j + r] * dot;
       msum += bytes[kQ4_KTileMins + kTileRows * j + r] * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
     }
-    std::uint16_t d, dmin;
-    std::memcpy(&d, block + 2 * r, sizeof d);
-    std::memcpy(&dmin, block + kQ4_KTileDmin + 2 * r, sizeof dmin);
-    float term = static_cast<float>(isum) * (f16_to_f32(d) * a.d);
-    term = term - static_cast<float>(msum) * (f16_to_f32(dmin) * a.d);
-    acc = acc + term;
+    acc = add_term_with_min(acc, block, kQ4_KTileDmin, r, isum, msum, a.d);
   }
   return acc;
 }
@@ -345,12 +352,7 @@ float q2_k_row(const std::byte* run, std::int64_t first, std::int64_t blocks, in
       isum += (scale_min & 0xF) * dot;
       msum += (scale_min >> 4) * a.bsums[j];
     }
-    std::uint16_t d, dmin;
-    std::memcpy(&d, block + 2 * r, sizeof d);
-    std::memcpy(&dmin, block + kQ2_KTileDmin + 2 * r, sizeof dmin);
-    float term = static_cast<float>(isum) * (f16_to_f32(d) * a.d);
-    term = term - static_cast<float>(msum) * (f16_to_f32(dmin) * a.d);
-    acc = acc + term;
+    acc = add_term_with_min(acc, block, kQ2_KTileDmin, r, isum, msum, a.d);
   }
   return acc;
 }

@@ -149,46 +149,36 @@ class TinyQuantized(unittest.TestCase):
             err = np.abs(t.values() - ref).max() / np.abs(ref).max()
             self.assertLessEqual(err, bounds[t.type_name], "%s (%s)" % (name, t.type_name))
 
-    def test_q8_0(self):
-        q = gg.read(os.path.join(MODELS, "tiny-q8_0.gguf"))
-        self.assertEqual(q.metadata["general.file_type"], 7)
-        self.assertEqual(q.metadata["general.quantization_version"], 2)
+    def check_one_type(self, file, file_type, type_name, bound):
+        """Every matrix of file in type_name but the routers (f32), within bound of the f32 file."""
+        q = gg.read(os.path.join(MODELS, file))
+        self.assertEqual(q.metadata["general.file_type"], file_type)
         for name, t in q.tensors.items():
             keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
-            self.assertEqual(t.type_name, "f32" if keep_f32 else "q8_0", name)
-        self.check_close(q, {"f32": 0.0, "q8_0": 0.0042})
+            self.assertEqual(t.type_name, "f32" if keep_f32 else type_name, name)
+        self.check_close(q, {"f32": 0.0, type_name: bound})
+        return q
+
+    def test_q8_0(self):
+        q = self.check_one_type("tiny-q8_0.gguf", 7, "q8_0", 0.0042)
+        self.assertEqual(q.metadata["general.quantization_version"], 2)
 
     def test_q3_k(self):
-        q = gg.read(os.path.join(MODELS, "tiny-q3_k.gguf"))
-        self.assertEqual(q.metadata["general.file_type"], 11)  # LLAMA_FTYPE_MOSTLY_Q3_K_S
-        for name, t in q.tensors.items():
-            keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
-            self.assertEqual(t.type_name, "f32" if keep_f32 else "q3_k", name)
         # A step is a quarter of its sub-block's largest magnitude (which lands on -4 of
         # [-4, 3]): an element of the opposite sign clipped at 3 is off by up to one step, the
         # others by half; the 6-bit scales' rounding adds up to 4/64 of a step's size.
-        self.check_close(q, {"f32": 0.0, "q3_k": 0.27})
+        self.check_one_type("tiny-q3_k.gguf", 11, "q3_k", 0.27)  # LLAMA_FTYPE_MOSTLY_Q3_K_S
 
     def test_q2_k(self):
-        q = gg.read(os.path.join(MODELS, "tiny-q2_k.gguf"))
-        self.assertEqual(q.metadata["general.file_type"], 10)  # LLAMA_FTYPE_MOSTLY_Q2_K
-        for name, t in q.tensors.items():
-            keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
-            self.assertEqual(t.type_name, "f32" if keep_f32 else "q2_k", name)
         # Four levels between a sub-block's min and max: half a step is up to a third of the
         # largest magnitude (a sub-block spanning [-max, max]); the 4-bit scales' and mins'
         # rounding adds to it.
-        self.check_close(q, {"f32": 0.0, "q2_k": 0.4})
+        self.check_one_type("tiny-q2_k.gguf", 10, "q2_k", 0.4)  # LLAMA_FTYPE_MOSTLY_Q2_K
 
     def test_iq4_xs(self):
-        q = gg.read(os.path.join(MODELS, "tiny-iq4_xs.gguf"))
-        self.assertEqual(q.metadata["general.file_type"], 30)  # LLAMA_FTYPE_MOSTLY_IQ4_XS
-        for name, t in q.tensors.items():
-            keep_f32 = len(t.dims) == 1 or "ffn_gate_inp" in name
-            self.assertEqual(t.type_name, "f32" if keep_f32 else "iq4_xs", name)
         # The codebook's widest gap (89 to 113) is 24 of 127 steps of a sub-block's largest
         # magnitude, so half of it 0.095; the 6-bit scales' rounding adds up to 1/64.
-        self.check_close(q, {"f32": 0.0, "iq4_xs": 0.12})
+        self.check_one_type("tiny-iq4_xs.gguf", 30, "iq4_xs", 0.12)  # LLAMA_FTYPE_MOSTLY_IQ4_XS
 
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
