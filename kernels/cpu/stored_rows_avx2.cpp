@@ -238,39 +238,58 @@ void q2_k_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks
   out[1] = lane_of<2>(acc);
 }
 
-// out[0], out[1]: rows a and b against one activation row. A sub-block's 16 index bytes, looked
-// up in the codebook, give its first 16 values (low nibbles) and its last 16 (high): one vector
-// of 32 in order. maddubs takes the values' magnitudes against the activations with their signs
-// moved over, as the AVX2 row tiles take q8_0's, and madd scales each pair sum by the sub-block's
-// scale.
+// Sub-blocks 2p and 2p + 1 of an iq4_xs block against their activations: `low` and `high` are
+// the looked-up values of their indices' low and high nibbles ([2p's, 2p + 1's] each),
+// `first` and `second` the activations they meet, `scales` the block's eight scales as 16-bit
+// lanes in both 128-bit lanes. maddubs takes the values' magnitudes against the activations
+// with their signs moved over, as the AVX2 row tiles take q8_0's, and madd scales each pair sum
+// by its sub-block's scale.
+template <int kPair>
+__m256i iq4_xs_pair_dots(__m256i low, __m256i high, __m256i first, __m256i second, __m256i scales) {
+  const __m256i scale = spread16<2 * kPair, 2 * kPair + 1>(scales);
+  return _mm256_add_epi32(
+      scaled_dot(_mm256_sign_epi8(low, low), _mm256_sign_epi8(first, low), scale),
+      scaled_dot(_mm256_sign_epi8(high, high), _mm256_sign_epi8(second, high), scale));
+}
+
+// out[0], out[1]: rows a and b against one activation row. 32 index bytes (two sub-blocks),
+// looked up in the codebook, give the sub-blocks' first 16 values (low nibbles, a 128-bit lane
+// each) and their last 16 (high nibbles); the activations are paired to match.
 template <bool kPrefetch>
 void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
                  const QuantizedActivations& x, float* out) {
   static_assert(offsetof(BlockIQ4_XS, d) == 0);
-  const __m128i nibble = _mm_set1_epi8(0x0F);
-  const __m128i codebook = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues));
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const __m256i codebook =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)));
   const std::uint8_t* const rows[2] = {a, b};
   __m128 acc = _mm_setzero_ps();
   for (std::int64_t k = 0; k < blocks; ++k) {
     const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    __m256i first[4], second[4];  // per pair of sub-blocks: elements 0-15 of each, 16-31 of each
+    for (int p = 0; p < 4; ++p) {
+      const __m256i x0 = load(act.qs + 64 * p), x1 = load(act.qs + 64 * p + 32);
+      first[p] = _mm256_permute2x128_si256(x0, x1, 0x20);
+      second[p] = _mm256_permute2x128_si256(x0, x1, 0x31);
+    }
     __m256i isums[2];
     for (int r = 0; r < 2; ++r) {
       const std::uint8_t* block = rows[r] + sizeof(BlockIQ4_XS) * k;
       if constexpr (kPrefetch) prefetch_block<sizeof(BlockIQ4_XS)>(block);
-      alignas(32) std::int32_t scales[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(scales), iq4_xs_scales(block));
-      __m256i isum = _mm256_setzero_si256();
-      for (int j = 0; j < 8; ++j) {
-        const __m128i q = _mm_loadu_si128(
-            reinterpret_cast<const __m128i*>(block + offsetof(BlockIQ4_XS, qs) + 16 * j));
-        const __m256i w = _mm256_set_m128i(
-            _mm_shuffle_epi8(codebook, _mm_and_si128(_mm_srli_epi16(q, 4), nibble)),
-            _mm_shuffle_epi8(codebook, _mm_and_si128(q, nibble)));
-        const __m256i s = load(act.qs + 32 * j);
-        isum = _mm256_add_epi32(isum, scaled_dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w),
-                                                 _mm256_set1_epi16(static_cast<short>(scales[j]))));
+      const __m256i wide = iq4_xs_scales(block);
+      const __m256i scales = _mm256_broadcastsi128_si256(
+          _mm_packs_epi32(_mm256_castsi256_si128(wide), _mm256_extracti128_si256(wide, 1)));
+      __m256i low[4], high[4];
+      for (int p = 0; p < 4; ++p) {
+        const __m256i q = load(block + offsetof(BlockIQ4_XS, qs) + 32 * p);
+        low[p] = _mm256_shuffle_epi8(codebook, _mm256_and_si256(q, nibble));
+        high[p] = _mm256_shuffle_epi8(codebook, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
       }
-      isums[r] = isum;
+      isums[r] = _mm256_add_epi32(
+          _mm256_add_epi32(iq4_xs_pair_dots<0>(low[0], high[0], first[0], second[0], scales),
+                           iq4_xs_pair_dots<1>(low[1], high[1], first[1], second[1], scales)),
+          _mm256_add_epi32(iq4_xs_pair_dots<2>(low[2], high[2], first[2], second[2], scales),
+                           iq4_xs_pair_dots<3>(low[3], high[3], first[3], second[3], scales)));
     }
     // [a's isum, b's isum] in lanes 0 and 1.
     const __m128i totals = four_totals(isums[0], isums[1], isums[0], isums[1]);
