@@ -44,11 +44,12 @@ tokenizer.json-only Llama tokenizer, which leaves SentencePiece-style merging wi
 Here a token's score is minus the rank of the merge that makes it, the order HF's BPE merges in.
 
 --type picks the weights' format: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-q5_k, q6_k, iq4_xs, or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for attn_v and ffn_down
-in the first and last eighth of the layers and every third layer between; attn_v q8_0 and
-attn_output q5_K with 8 experts). A tensor whose rows are not whole blocks of the type falls back
-as llama-quantize does (q2_K and q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq4_xs ->
-iq4_nl; then f16).
+q5_k, q6_k, iq4_xs, or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for
+attn_v and ffn_down in the first and last eighth of the layers and every third layer between;
+attn_v q8_0 and attn_output q5_K with 8 experts). A tensor whose rows are not whole blocks of the
+type falls back as the llama-quantize that tests/interop runs does (q2_K and q3_K -> q4_0, q4_K
+-> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq4_xs -> iq4_nl; then f16; other llama.cpp versions send
+q2_K and q3_K to iq4_nl).
 --splits N writes OUT-0000i-of-0000N.gguf as gguf-split does (metadata in the first file).
 """
 import argparse
