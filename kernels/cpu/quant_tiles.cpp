@@ -515,7 +515,7 @@ namespace {
 
 // The packer that moves whole tile blocks through registers for `isa`, or none (row by row).
 TileBlockPacker register_packer(GgmlType type, QuantIsa isa) {
-  if (!has_row_tiles(type) || type == GgmlType::q2_k || type == GgmlType::iq4_xs) return nullptr;
+  if (!has_row_tiles(type) || type == GgmlType::iq4_xs) return nullptr;
   switch (usable_quant_isa(isa)) {
     case QuantIsa::avx512_vnni:
       return cpu_packs_avx512() ? pack_tile_block_avx512 : pack_tile_block_avx2;

@@ -616,9 +616,9 @@ const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0,  GgmlType::q4_
                                   GgmlType::q5_1, GgmlType::q2_k,  GgmlType::q4_k, GgmlType::q5_k,
                                   GgmlType::q6_k, GgmlType::iq4_xs};
 
-// q2_K's and iq4_xs's tiles are packed row by row on every path.
+// iq4_xs's tiles are packed row by row on every path.
 bool packs_in_registers_with_simd(GgmlType type) {
-  return type != GgmlType::q2_k && type != GgmlType::iq4_xs;
+  return type != GgmlType::iq4_xs;
 }
 
 struct Tiled {

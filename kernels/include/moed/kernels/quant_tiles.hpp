@@ -104,7 +104,7 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
 // Whether pack_row_tiles(type, ..., isa) moves whole tiles through registers rather than packing
-// row by row (the scalar path, and q2_K and iq4_xs on every path).
+// row by row (the scalar path, and iq4_xs on every path).
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // Whether the q8_0 row-tile kernels ask for their blocks ahead in software: on Intel CPUs, whose
