@@ -79,6 +79,18 @@ TEST(RequestParse, StreamOptionsIncludeUsageOnlyWhenStreaming) {
             "stream_options.include_usage");
 }
 
+TEST(RequestParse, ParallelToolCallsIsABooleanThatDefaultsToTrue) {
+  EXPECT_TRUE(parse_chat(parse_body("{}"), {1, 2}, kLimits).parallel_tool_calls);
+  EXPECT_FALSE(parse_chat(parse_body(R"({"parallel_tool_calls": false})"), {1, 2}, kLimits)
+                   .parallel_tool_calls);
+  try {
+    parse_chat(parse_body(R"({"parallel_tool_calls": "no"})"), {1, 2}, kLimits);
+    ADD_FAILURE() << "a string was accepted";
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.field(), "parallel_tool_calls");
+  }
+}
+
 // Found by fuzz_http_request: max_tokens near INT64_MAX overflowed max_tokens + prompt tokens
 // (undefined behaviour; in practice it wrapped negative and passed the context check).
 TEST(RequestParse, HugeMaxTokensIsRejectedNotOverflowed) {

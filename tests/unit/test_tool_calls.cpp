@@ -192,22 +192,27 @@ TEST(ToolCallParse, DeepSeekV3AndV31Calls) {
     EXPECT_EQ(parse_tool_calls(text, ToolCallSyntax::deepseek), std::nullopt) << text;
 }
 
-// OpenAI's shapes: a message's tool_calls, a stream delta's (each with its index), and the older
-// function_call (the first call) for a request that gave functions.
+// OpenAI's shapes: a message's tool_calls, a stream delta's (each with its index), the first call
+// alone where the request said "parallel_tool_calls": false, and the older function_call (the
+// first call) for a request that gave functions.
 TEST(ToolCallFields, FollowOpenAisChatShapes) {
   const std::vector<ToolCall> calls = {{"call_1", "get_weather", R"({"city":"Paris"})"},
                                        {"call_2", "plan", R"({"city":"Rome","days":3})"}};
-  const auto message = tool_call_fields(calls, false, false);
+  const auto message = tool_call_fields(calls, false, CallsAs::tool_calls);
   EXPECT_EQ(message, nlohmann::json::parse(R"({"tool_calls": [
       {"id": "call_1", "type": "function",
        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
       {"id": "call_2", "type": "function",
        "function": {"name": "plan", "arguments": "{\"city\":\"Rome\",\"days\":3}"}}]})"));
-  const auto delta = tool_call_fields(calls, true, false);
+  const auto delta = tool_call_fields(calls, true, CallsAs::tool_calls);
   ASSERT_EQ(delta["tool_calls"].size(), 2u);
   EXPECT_EQ(delta["tool_calls"][1]["index"], 1);
   EXPECT_EQ(delta["tool_calls"][1]["function"]["name"], "plan");
-  EXPECT_EQ(tool_call_fields(calls, false, true),
+  const auto first = tool_call_fields(calls, true, CallsAs::first_tool_call);
+  ASSERT_EQ(first["tool_calls"].size(), 1u);
+  EXPECT_EQ(first["tool_calls"][0]["id"], "call_1");
+  EXPECT_EQ(first["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(tool_call_fields(calls, false, CallsAs::function_call),
             nlohmann::json::parse(R"({"function_call": {"name": "get_weather",
                                                       "arguments": "{\"city\":\"Paris\"}"}})"));
 }

@@ -309,6 +309,7 @@ GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
       parse_generation(body, std::move(prompt), "messages", limits, limits.default_chat_max_tokens);
   g.chat = true;
   g.logprobs = bool_field(body, "logprobs", false);
+  g.parallel_tool_calls = bool_field(body, "parallel_tool_calls", true);
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
   if (g.top_logprobs > 0 && !g.logprobs) bad_field("top_logprobs", "needs \"logprobs\": true");
   return g;

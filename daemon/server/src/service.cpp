@@ -452,10 +452,13 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   // The template writes BOS and the other special tokens itself.
   GenerationParams params =
       parse_chat(body, encode_field(*tokenizer_, prompt, false, "messages"), limits());
+  const bool parallel_tool_calls = params.parallel_tool_calls;
   Generation g = to_generation(std::move(params));
   if (context.contains("tools")) {
     g.tool_calls = tool_call_syntax_;
-    g.legacy_functions = !body.contains("tools") || body["tools"].is_null();
+    g.calls_as = !body.contains("tools") || body["tools"].is_null() ? CallsAs::function_call
+                 : parallel_tool_calls                              ? CallsAs::tool_calls
+                                                                    : CallsAs::first_tool_call;
   }
   generate(std::move(g), writer);
 }
@@ -560,7 +563,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
                 {"total_tokens", session->prompt_tokens() + completion_tokens}};
   };
   auto finish_reason = [&]() -> json {
-    if (text.calls()) return g.legacy_functions ? "function_call" : "tool_calls";
+    if (text.calls()) return g.calls_as == CallsAs::function_call ? "function_call" : "tool_calls";
     if (text.stopped()) return "stop";
     const auto r = session->finish_reason();
     return r == engine::FinishReason::length ? "length"
@@ -658,7 +661,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
       const std::string rest = text.finish();
       if (text.calls()) {
         json calls = choice("", nullptr, nullptr);
-        calls["delta"] = tool_call_fields(*text.calls(), true, g.legacy_functions);
+        calls["delta"] = tool_call_fields(*text.calls(), true, g.calls_as);
         send(envelope(calls));
       }
       send(envelope(choice(rest, nullptr, finish_reason())));
@@ -700,7 +703,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
     json& message = answer["choices"][0]["message"];
     // OpenAI's content beside calls is null where the model wrote none.
     if (text.text().find_first_not_of(" \t\r\n") == std::string::npos) message["content"] = nullptr;
-    message.update(tool_call_fields(*text.calls(), false, g.legacy_functions));
+    message.update(tool_call_fields(*text.calls(), false, g.calls_as));
   }
   answer["usage"] = usage();
   writer.send(json_response(http::status::ok, answer));

@@ -319,13 +319,13 @@ std::optional<ParsedCalls> parse_tool_calls(std::string_view calls, ToolCallSynt
   return parsed;
 }
 
-nlohmann::json tool_call_fields(const std::vector<ToolCall>& calls, bool delta,
-                                bool legacy_functions) {
+nlohmann::json tool_call_fields(const std::vector<ToolCall>& calls, bool delta, CallsAs as) {
   if (calls.empty()) return nlohmann::json::object();
-  if (legacy_functions)
+  if (as == CallsAs::function_call)
     return {{"function_call", {{"name", calls[0].name}, {"arguments", calls[0].arguments}}}};
   nlohmann::json list = nlohmann::json::array();
-  for (std::size_t i = 0; i < calls.size(); ++i) {
+  const std::size_t given = as == CallsAs::first_tool_call ? 1 : calls.size();
+  for (std::size_t i = 0; i < given; ++i) {
     nlohmann::json call{{"id", calls[i].id},
                         {"type", "function"},
                         {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};

@@ -61,6 +61,7 @@ struct GenerationParams {
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool chat = false;
   bool logprobs = false;
+  bool parallel_tool_calls = true;  // chat: false gives back only the first call
 };
 
 // A body that must be a JSON object, nested no deeper than this.

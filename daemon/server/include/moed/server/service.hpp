@@ -50,10 +50,9 @@ class Service {
     bool include_usage = false;  // streams end with a chunk of usage and no choices
     bool chat = false;           // chat.completion shapes instead of text_completion
     bool logprobs = false;       // return the sampled tokens' logprobs
-    // Calls in this syntax are parsed out of the answer (tools were offered): tool_calls, or
-    // for OpenAI's older functions (legacy_functions) a function_call.
+    // Calls in this syntax are parsed out of the answer (tools were offered), and given back so.
     ToolCallSyntax tool_calls = ToolCallSyntax::none;
-    bool legacy_functions = false;
+    CallsAs calls_as = CallsAs::tool_calls;
   };
   void require_serving() const;
   ModelLimits limits() const;

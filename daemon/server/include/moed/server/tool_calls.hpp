@@ -53,10 +53,14 @@ struct ParsedCalls {
 // generation before its closing tag is taken when its JSON is whole.
 std::optional<ParsedCalls> parse_tool_calls(std::string_view calls, ToolCallSyntax syntax);
 
+// How an answer gives the calls back: every call in "tool_calls"; only the first, where the
+// request said "parallel_tool_calls": false (the model may still write several, since nothing
+// constrains its sampling); or, where the request offered OpenAI's older functions, the first as
+// "function_call".
+enum class CallsAs { tool_calls, first_tool_call, function_call };
+
 // The fields OpenAI's chat API gives calls in, to add to an answer's message (or to a stream's
-// delta, where each call also has its index): "tool_calls", or where the request offered the
-// older functions (`legacy_functions`), the first call as "function_call".
-nlohmann::json tool_call_fields(const std::vector<ToolCall>& calls, bool delta,
-                                bool legacy_functions);
+// delta, where each call also has its index).
+nlohmann::json tool_call_fields(const std::vector<ToolCall>& calls, bool delta, CallsAs as);
 
 }  // namespace moed::server
