@@ -19,7 +19,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& call : parsed->calls)
       if (call.name.empty() || call.id.empty() || !nlohmann::json::accept(call.arguments))
         std::abort();
-    (void)moed::server::tool_call_fields(parsed->calls, true, false).dump();
+    for (const auto as : {moed::server::CallsAs::tool_calls, moed::server::CallsAs::first_tool_call,
+                          moed::server::CallsAs::function_call})
+      (void)moed::server::tool_call_fields(parsed->calls, true, as).dump();
   }
   return 0;
 }
