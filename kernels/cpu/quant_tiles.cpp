@@ -169,6 +169,20 @@ void pack_k_scales_and_nibbles(const std::uint8_t* src, const std::uint8_t* scal
   }
 }
 
+// The 16 lines of a 256-element block's two-bit fields (Q6_K's qh, Q2_K's qs: element
+// 128h + 32s + l at bits 2s, 2s + 1 of byte 32h + l) for row r: line j, byte k, bits 2i..2i+1
+// hold element 16j + 4i + k's.
+void pack_two_bit_lines(const std::uint8_t* bits, int r, std::byte* lines) {
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {  // elements 16j .. 16j + 15
+    const int h = j / 8, s = (j / 2) % 4, l = 16 * (j % 2);
+    std::uint32_t line = 0;
+    for (int i = 0; i < 4; ++i)
+      line |= ((load32(bits + 32 * h + l + 4 * i) >> (2 * s)) & 0x03030303u) << (2 * i);
+    store32(lines + 64 * j + 4 * r, line);
+  }
+}
+
 // Stored, element 128h + 32s + l has its low four bits in ql[64h + 32(s % 2) + l] (low nibble
 // for s < 2, high for s >= 2) and its top two in bits 2s, 2s + 1 of qh[32h + l].
 void pack_q6_k(const std::uint8_t* src, int r, std::byte* out) {
@@ -185,33 +199,17 @@ void pack_q6_k(const std::uint8_t* src, int r, std::byte* out) {
     store32(out + kQ6_KTileLow + 64 * c + 4 * r,
             pair_nibbles((s < 2 ? word : word >> 4) & kNibbles));
   }
-#pragma GCC unroll 16
-  for (int j = 0; j < 16; ++j) {  // elements 16j .. 16j + 15
-    const int h = j / 8, s = (j / 2) % 4, l = 16 * (j % 2);
-    std::uint32_t bits = 0;
-    for (int i = 0; i < 4; ++i)
-      bits |= ((load32(qh + 32 * h + l + 4 * i) >> (2 * s)) & 0x03030303u) << (2 * i);
-    store32(out + kQ6_KTileHigh + 64 * j + 4 * r, bits);
-  }
+  pack_two_bit_lines(qh, r, out + kQ6_KTileHigh);
 }
 
-// Stored, element 128h + 32s + l has its two bits at bits 2s, 2s + 1 of qs[32h + l], as Q6_K's
-// top two bits lie in its qh.
+// Stored, qs holds the quants as Q6_K's qh holds its top two bits.
 void pack_q2_k(const std::uint8_t* src, int r, std::byte* out) {
   put16(out + 2 * r, load16(src + offsetof(BlockQ2_K, d)));
   put16(out + kQ2_KTileDmin + 2 * r, load16(src + offsetof(BlockQ2_K, dmin)));
   for (int j = 0; j < 16; ++j)
     out[kQ2_KTileScales + kTileRows * j + r] =
         static_cast<std::byte>(src[offsetof(BlockQ2_K, scales) + j]);
-  const std::uint8_t* qs = src + offsetof(BlockQ2_K, qs);
-#pragma GCC unroll 16
-  for (int j = 0; j < 16; ++j) {  // elements 16j .. 16j + 15
-    const int h = j / 8, s = (j / 2) % 4, l = 16 * (j % 2);
-    std::uint32_t bits = 0;
-    for (int i = 0; i < 4; ++i)
-      bits |= ((load32(qs + 32 * h + l + 4 * i) >> (2 * s)) & 0x03030303u) << (2 * i);
-    store32(out + kQ2_KTileQuants + 64 * j + 4 * r, bits);
-  }
+  pack_two_bit_lines(src + offsetof(BlockQ2_K, qs), r, out + kQ2_KTileQuants);
 }
 
 // Stored, qs[16j + l] holds element 32j + l in its low nibble and 32j + 16 + l in its high one:

@@ -5,6 +5,7 @@
 // stored_rows_avx512.cpp) share with quant_tiles.cpp: the byte offsets of quant_tiles.hpp's
 // layouts and the per-ISA entries.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -38,6 +39,14 @@ inline constexpr std::int64_t kQ2_KTileDmin = 2 * kTileRows;
 inline constexpr std::int64_t kQ2_KTileScales = 4 * kTileRows;
 inline constexpr std::int64_t kQ2_KTileQuants = kQ2_KTileScales + 16 * kTileRows;
 inline constexpr std::int64_t kQ2_KTileBlockBytes = kQ2_KTileQuants + 16 * 64;
+
+// IQ4_NL's codebook plus 128: its values as q8_0's tiles store their quants, biased, for the
+// iq4_xs kernels that look them up in registers and take them as q8_0's.
+inline constexpr std::array<std::uint8_t, 16> kIq4NlBiased = [] {
+  std::array<std::uint8_t, 16> biased{};
+  for (int i = 0; i < 16; ++i) biased[i] = static_cast<std::uint8_t>(kIq4NlValues[i] + 128);
+  return biased;
+}();
 
 // iq4_xs, per 256-element block: fp16 d[16], i8 scale[8][16] (minus its 32), 32 lines of nibbles.
 inline constexpr std::int64_t kIQ4_XSTileScales = 2 * kTileRows;

@@ -262,10 +262,8 @@ void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t bloc
                  const QuantizedActivations& x, float* out) {
   static_assert(offsetof(BlockIQ4_XS, d) == 0);
   const __m512i nibble = _mm512_set1_epi8(0x0F);
-  alignas(16) std::uint8_t biased[16];
-  for (int i = 0; i < 16; ++i) biased[i] = static_cast<std::uint8_t>(kIq4NlValues[i] + 128);
-  const __m512i codebook =
-      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
+  const __m512i codebook = _mm512_broadcast_i32x4(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlBiased.data())));
   // [low lane 0, high lane 0, low lane 1, high lane 1] and the same for lanes 2 and 3.
   const __m512i first_pair = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
   const __m512i second_pair = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
