@@ -456,6 +456,8 @@ GgmlType row_tile_format(GgmlType type) {
       return GgmlType::q6_k;
     case GgmlType::iq4_nl:
       return GgmlType::q8_0;
+    case GgmlType::iq3_s:
+      return GgmlType::q6_k;
     default:
       return type;
   }
@@ -481,6 +483,27 @@ void rewrite_iq4_nl(const std::byte* src, std::byte* dst, std::int64_t blocks) {
   }
 }
 
+// IQ3_S's quants four at a time in a word's bytes (rewrite_iq3_s_blocks): 32 plus or minus each
+// magnitude (1..15), which neither carries nor borrows across bytes; a sign nibble picks the
+// bytes to subtract.
+void iq3_s_quants_generic(const BlockIQ3_S& in, std::uint8_t* q) {
+  static constexpr auto kNegativeBytes = [] {
+    std::array<std::uint32_t, 16> masks{};
+    for (std::uint32_t nibble = 0; nibble < 16; ++nibble)
+      for (int i = 0; i < 4; ++i)
+        if (nibble >> i & 1) masks[nibble] |= 0xFFU << (8 * i);
+    return masks;
+  }();
+  constexpr std::uint32_t kOffsets = 0x20202020;
+  for (int group = 0; group < kQK / 4; ++group) {
+    const std::uint32_t magnitudes = iq3s_group_magnitudes(in, group);
+    const std::uint32_t negative = kNegativeBytes[(in.signs[group / 2] >> (4 * (group % 2))) & 0xF];
+    const std::uint32_t quants =
+        ((kOffsets + magnitudes) & ~negative) | ((kOffsets - magnitudes) & negative);
+    std::memcpy(q + 4 * group, &quants, sizeof quants);
+  }
+}
+
 }  // namespace
 
 void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::int64_t blocks,
@@ -494,6 +517,14 @@ void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::in
       return;
     case GgmlType::iq4_nl:
       rewrite_iq4_nl(src, dst, blocks);
+      return;
+    case GgmlType::iq3_s:
+      if (usable_quant_isa(isa) == QuantIsa::scalar)
+        rewrite_iq3_s_blocks(src, dst, blocks, [](const BlockIQ3_S& in, std::uint8_t* q) {
+          iq3_s_quants_generic(in, q);
+        });
+      else
+        rewrite_iq3_s_avx2(src, dst, blocks);
       return;
     default:
       throw std::invalid_argument("rewrite_blocks: ggml type " + std::string(ggml_type_name(type)) +

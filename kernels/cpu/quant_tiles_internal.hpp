@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "moed/kernels/quant.hpp"
 #include "moed/kernels/quant_dot.hpp"
@@ -153,5 +154,46 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
 
 // rewrite_blocks' Q3_K path built with AVX2 (rewrite_blocks.inc).
 void rewrite_q3_k_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
+
+// IQ3_S blocks as the Q6_K blocks of the same values (rewrite_blocks): IQ3_S's signed grid
+// magnitudes (-15..15) are Q6_K quants less 32, and its per-32 scale multipliers 1 + 2 * scale
+// (1..31) Q6_K's signed per-16 scales under the same d, so each product keeps its float order.
+// quants_of(block, q) writes a block's 256 quants as Q6_K's (32 plus the signed magnitude); each
+// instruction set's file brings its own as a lambda, so each builds its own instance with its
+// flags (a function pointer's type would name one instance in both, and the linker would keep
+// either). For the same reason this calls no inline function of quant.hpp.
+template <class QuantsOf>
+void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
+                          QuantsOf quants_of) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    BlockIQ3_S in;
+    std::memcpy(&in, src + b * static_cast<std::int64_t>(sizeof in), sizeof in);
+    auto* out =
+        reinterpret_cast<std::uint8_t*>(dst) + b * static_cast<std::int64_t>(sizeof(BlockQ6_K));
+    std::uint8_t q[kQK];
+    quants_of(in, q);
+    // Element 128 * half + 32 * g + l: its low nibble in ql[64 * half + l] (g 0, 2) or
+    // ql[64 * half + 32 + l] (g 1, 3), low then high; its top two bits in qh[32 * half + l] at
+    // bit 2g.
+    for (int half = 0; half < 2; ++half) {
+      const std::uint8_t* h = q + 128 * half;
+      std::uint8_t* ql = out + offsetof(BlockQ6_K, ql) + 64 * half;
+      std::uint8_t* qh = out + offsetof(BlockQ6_K, qh) + 32 * half;
+      for (int l = 0; l < 32; ++l) {
+        ql[l] = static_cast<std::uint8_t>((h[l] & 0xF) | (h[l + 64] & 0xF) << 4);
+        ql[l + 32] = static_cast<std::uint8_t>((h[l + 32] & 0xF) | (h[l + 96] & 0xF) << 4);
+        qh[l] = static_cast<std::uint8_t>(h[l] >> 4 | (h[l + 32] >> 4) << 2 |
+                                          (h[l + 64] >> 4) << 4 | (h[l + 96] >> 4) << 6);
+      }
+    }
+    // Q6_K scale i (16 elements) is iq3s_scale of sub-block i / 2: 1 + 2 times its nibble.
+    for (int i = 0; i < kQK / 16; ++i)
+      out[offsetof(BlockQ6_K, scales) + static_cast<std::size_t>(i)] =
+          static_cast<std::uint8_t>(1 + 2 * ((in.scales[i / 4] >> (4 * (i / 2 % 2))) & 0xF));
+    std::memcpy(out + offsetof(BlockQ6_K, d), &in.d, sizeof in.d);
+  }
+}
+// rewrite_blocks' IQ3_S path with AVX2 gathers of the grid (rewrite_blocks_avx2.cpp).
+void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
 }  // namespace moed::kernels::qtile

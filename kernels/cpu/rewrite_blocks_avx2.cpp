@@ -1,5 +1,7 @@
-// rewrite_blocks' Q3_K path built with AVX2; called only where the CPU has it (quant_tiles.cpp
-// checks).
+// rewrite_blocks' Q3_K and IQ3_S paths built with AVX2; called only where the CPU has it
+// (quant_tiles.cpp checks).
+#include <immintrin.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -11,4 +13,41 @@ namespace moed::kernels::qtile {
 #define MOED_REWRITE_Q3_K rewrite_q3_k_avx2
 #include "rewrite_blocks.inc"
 #undef MOED_REWRITE_Q3_K
+
+namespace {
+
+// A block's quants 32 at a time: the eight groups' grid entries (their 9-bit indices from qs and
+// one qh byte) loaded one by one into a vector (vpgatherdd took twice as long on Ice Lake, whose
+// microcode makes gathers slow), and the 32 sign bits spread to a byte mask that picks
+// 32 - magnitude over 32 + magnitude.
+void iq3_s_quants_avx2(const BlockIQ3_S& in, std::uint8_t* q) {
+  const __m256i offsets = _mm256_set1_epi8(32);
+  // Byte i of the result takes byte i / 8 of the sign word (a lane's indices are its own bytes,
+  // and every lane holds the word), then bit i % 8 of it.
+  const __m256i sign_bytes = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                              2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i sign_bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  for (int j = 0; j < kQK / 32; ++j) {
+    const std::uint8_t* qs = in.qs + 8 * j;
+    const unsigned top = in.qh[j];
+    auto entry = [&](int k) { return static_cast<int>(kIq3sGrid[qs[k] | ((top >> k) & 1U) << 8]); };
+    const __m256i magnitudes = _mm256_setr_epi32(entry(0), entry(1), entry(2), entry(3), entry(4),
+                                                 entry(5), entry(6), entry(7));
+    std::int32_t word;
+    std::memcpy(&word, in.signs + 4 * j, sizeof word);
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(word), sign_bytes);
+    const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sign_bits), sign_bits);
+    const __m256i quants = _mm256_blendv_epi8(_mm256_add_epi8(offsets, magnitudes),
+                                              _mm256_sub_epi8(offsets, magnitudes), negative);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j), quants);
+  }
+}
+
+}  // namespace
+
+void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks) {
+  rewrite_iq3_s_blocks(src, dst, blocks,
+                       [](const BlockIQ3_S& in, std::uint8_t* q) { iq3_s_quants_avx2(in, q); });
+}
+
 }  // namespace moed::kernels::qtile

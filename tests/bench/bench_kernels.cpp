@@ -242,6 +242,7 @@ void fill_random_blocks(GgmlType type, std::uint8_t* weights, std::size_t bytes)
   std::mt19937 rng(1);
   for (std::size_t i = 0; i < bytes; ++i) weights[i] = static_cast<std::uint8_t>(rng());
   const std::size_t d_offset = type == GgmlType::q6_k   ? offsetof(BlockQ6_K, d)
+                               : type == GgmlType::q3_k ? offsetof(BlockQ3_K, d)
                                : type == GgmlType::q2_k ? offsetof(BlockQ2_K, d)
                                                         : 0;
   for (std::size_t b = 0; b < bytes / traits.type_size; ++b) {
@@ -402,10 +403,43 @@ void BM_PackRowTiles(benchmark::State& state) {
 void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
                               GgmlType::q5_1, GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k,
-                              GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs})
+                              GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs, GgmlType::iq3_s})
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
+
+// Rewriting an expert matrix (2816 x 1024) of a format without kernels of its own into its
+// row-tile format's blocks on one thread, as a streamed expert is before it is computed as stored
+// rows (CpuMatmul::rewritten_rows): bytes/s of stored bytes. Args: ggml type id, ISA (0 scalar,
+// 1 AVX2).
+void BM_RewriteBlocks(benchmark::State& state) {
+  const auto type = static_cast<GgmlType>(state.range(0));
+  const auto isa = static_cast<QuantIsa>(state.range(1));
+  if (best_quant_isa() < isa) {
+    state.SkipWithError("this CPU lacks the ISA");
+    return;
+  }
+  constexpr std::int64_t rows = 2816, cols = 1024;
+  const auto traits = ggml_type_traits(type);
+  const std::int64_t blocks = rows * cols / static_cast<std::int64_t>(traits.block_size);
+  std::vector<std::uint8_t> stored(static_cast<std::size_t>(blocks) * traits.type_size);
+  fill_random_blocks(type, stored.data(), stored.size());
+  std::vector<std::byte> rewritten(ggml_row_bytes(row_tile_format(type), cols) * rows);
+  for (auto _ : state) {
+    rewrite_blocks(type, reinterpret_cast<const std::byte*>(stored.data()), rewritten.data(),
+                   blocks, isa);
+    benchmark::DoNotOptimize(rewritten.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stored.size()));
+  state.SetLabel(std::string(traits.name) + " as " +
+                 std::string(ggml_type_name(row_tile_format(type))) + " " +
+                 std::string(quant_isa_name(isa)));
+}
+BENCHMARK(BM_RewriteBlocks)
+    ->ArgsProduct({{static_cast<std::int64_t>(GgmlType::q3_k),
+                    static_cast<std::int64_t>(GgmlType::iq3_s),
+                    static_cast<std::int64_t>(GgmlType::iq4_nl)},
+                   {0, 1}});
 
 }  // namespace
 

@@ -305,6 +305,31 @@ TEST(Dequantize, IQ4_NL) {
   expect_values(dequantize(GgmlType::iq4_nl, block, 32), expected);
 }
 
+TEST(Dequantize, IQ3_S) {
+  BlockIQ3_S block{};
+  block.d = kHalfHalf;
+  // Zero bytes: grid entry 0 (magnitudes 1, 1, 1, 1), scale 0 (multiplier 1), positive: 0.5.
+  // Elements 4i..4i + 3 take the grid entry qs[i] | (bit i % 8 of qh[i / 8]) << 8, one byte each,
+  // the first in the lowest.
+  block.qs[0] = 1;     // entry 1, 0x01010103: element 0 is 3
+  block.qs[9] = 0xFF;  // with bit 1 of qh[1], entry 511, 0x0f0f0101: elements 38, 39 15
+  block.qh[1] = 0x02;
+  block.scales[0] = 0x20;  // sub-block 1's scale (high nibble) 2: multiplier 5
+  block.scales[3] = 0xF0;  // sub-block 7's scale 15: multiplier 31
+  block.signs[4] = 0x80;   // element 39 negative
+  block.signs[31] = 0x01;  // element 248 negative
+  std::vector<float> expected(256, 0.5f);
+  for (int e = 32; e < 64; ++e) expected[e] = 2.5f;
+  for (int e = 224; e < 256; ++e) expected[e] = 15.5f;
+  expected[0] = 1.5f;
+  expected[38] = 37.5f;  // 0.5 * 5 * 15
+  expected[39] = -37.5f;
+  expected[248] = -15.5f;
+  expect_values(dequantize(GgmlType::iq3_s, block, 256), expected);
+  for (int j = 0; j < 8; ++j)
+    EXPECT_EQ(iq3s_scale(block, j), j == 1 ? 5 : j == 7 ? 31 : 1) << "scale " << j;
+}
+
 TEST(Dequantize, FloatFormats) {
   const float f32[2] = {1.25f, -3.0f};
   std::vector<float> out(2);
@@ -339,7 +364,10 @@ TEST(Dequantize, RefusesOtherTypesByName) {
     dequantize_row(GgmlType::iq2_xxs, bytes.data(), out.data(), 256);
     ADD_FAILURE() << "iq2_xxs was accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("iq2_xxs (id 16) is not supported"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("iq2_xxs (id 16) is not supported; moed reads f32, f16, "
+                                         "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, "
+                                         "q6_K, iq4_nl, iq3_s, iq4_xs, bf16"),
+              std::string::npos)
         << e.what();
   }
   try {

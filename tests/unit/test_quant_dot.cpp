@@ -822,8 +822,8 @@ TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
   }
 }
 
-// q3_K and iq4_nl have no kernels of their own: their blocks are rewritten as q6_K's and q8_0's
-// of the same values (row_tile_format), and computed as those.
+// q3_K, iq3_s and iq4_nl have no kernels of their own: their blocks are rewritten as q6_K's and
+// q8_0's of the same values (row_tile_format), and computed as those.
 TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   std::mt19937 rng(23);
   // 150 rows: three tile groups, the last of two tiles, so several threads rewrite rows.
@@ -831,7 +831,8 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   std::vector<QuantIsa> paths = simd_paths();
   paths.push_back(QuantIsa::scalar);
   for (const auto [type, tiles_type] :
-       {std::pair(GgmlType::q3_k, GgmlType::q6_k), std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
+       {std::pair(GgmlType::q3_k, GgmlType::q6_k), std::pair(GgmlType::iq3_s, GgmlType::q6_k),
+        std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
     SCOPED_TRACE(ggml_type_name(type));
     EXPECT_EQ(row_tile_format(type), tiles_type);
     const auto stored = random_weights(type, rows, cols, rng);

@@ -466,8 +466,8 @@ class TensorMapper {
     const auto dtype = kernels::dtype_of(t.type);
     if (!dtype)
       fail(t, "has ggml type " + std::string(kernels::ggml_type_name(t.type)) +
-                  ", which moed does not compute (supported: f32, f16, bf16, q8_0, q4_0, q4_1, "
-                  "q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs)");
+                  ", which moed does not compute (supported: " +
+                  kernels::supported_ggml_type_names() + ")");
     return {std::move(name), *dtype, shape,
             offset,          bytes,  static_cast<std::uint32_t>(t.file_index)};
   }

@@ -25,7 +25,8 @@ enum class DType : std::uint8_t {
   q3_k,
   iq4_nl,
   q2_k,
-  iq4_xs
+  iq4_xs,
+  iq3_s
 };
 
 bool is_quantized(DType dtype);

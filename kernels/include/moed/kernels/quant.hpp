@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "moed/kernels/dtype.hpp"
@@ -61,6 +62,8 @@ GgmlTypeTraits ggml_type_traits(GgmlType type);
 std::string_view ggml_type_name(GgmlType type);
 // Whether dequantize_row (and so moed) handles the type.
 bool ggml_type_supported(GgmlType type);
+// The names of those types, in id order, for messages that list what moed reads.
+std::string supported_ggml_type_names();
 
 // Elements per super-block of the K-quants.
 inline constexpr int kQK = 256;
@@ -115,6 +118,33 @@ struct BlockIQ4_XS {
 inline int iq4xs_scale(std::uint16_t scales_h, const std::uint8_t* scales_l, int j) {
   const int low = (scales_l[j / 2] >> (4 * (j % 2))) & 0xF;
   return (low | ((scales_h >> (2 * j)) & 3) << 4) - 32;
+}
+// 8 sub-blocks of 32 with 4-bit scales; x = (d * (1 + 2 * scale)) * magnitude * sign, the
+// magnitudes odd (1..15) and taken four at a time from IQ3_S's grid: iq3s_quant gives element e's.
+struct BlockIQ3_S {
+  std::uint16_t d;
+  std::uint8_t qs[kQK / 4];       // the low 8 bits of the grid index of elements 4i..4i + 3
+  std::uint8_t qh[kQK / 32];      // bit k of byte j: bit 8 of the index of group 8j + k
+  std::uint8_t signs[kQK / 8];    // bit e % 8 of byte e / 8: element e is negative
+  std::uint8_t scales[kQK / 64];  // sub-block j's scale in nibble j % 2 of byte j / 2
+};
+// IQ3_S's grid (ggml-common.h's iq3s_grid): 512 of the 4096 quadruples of odd magnitudes 1..15,
+// one per byte, the first element in the lowest.
+extern const std::uint32_t kIq3sGrid[512];
+// The grid entry of group g (0..63) of an IQ3_S block: the magnitudes of elements 4g..4g + 3.
+inline std::uint32_t iq3s_group_magnitudes(const BlockIQ3_S& block, int group) {
+  return kIq3sGrid[block.qs[group] | ((block.qh[group / 8] >> (group % 8)) & 1U) << 8];
+}
+// Element e (0..255) of an IQ3_S block as a signed integer (-15..15), as ggml's
+// dequantize_row_iq3_s reads it.
+inline int iq3s_quant(const BlockIQ3_S& block, int e) {
+  const auto magnitude =
+      static_cast<int>((iq3s_group_magnitudes(block, e / 4) >> (8 * (e % 4))) & 0xFF);
+  return (block.signs[e / 8] >> (e % 8)) & 1 ? -magnitude : magnitude;
+}
+// Scale multiplier of sub-block j (0..7) of an IQ3_S block: 1 + 2 * its 4-bit scale (1..31).
+inline int iq3s_scale(const BlockIQ3_S& block, int j) {
+  return 1 + 2 * ((block.scales[j / 2] >> (4 * (j % 2))) & 0xF);
 }
 // Activations for the 32-element formats with Q8_0's layout; ggml's q8_1 adds s = d * sum(qs).
 struct BlockQ8_1 {
@@ -176,6 +206,7 @@ static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
+static_assert(sizeof(BlockIQ3_S) == 110);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 

@@ -77,16 +77,16 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
 }
 
 // The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K
-// and iq4_xs (q3_K and iq4_nl are rewritten into q6_K's and q8_0's: row_tile_format).
+// and iq4_xs (q3_K and iq3_s are rewritten into q6_K's, iq4_nl into q8_0's: row_tile_format).
 bool has_row_tiles(GgmlType type);
 
-// The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K and q8_0 for
-// iq4_nl, whose blocks rewrite_blocks rewrites as that format's blocks of exactly the same values
-// (Q3_K's 3-bit quants and 6-bit scales are Q6_K values; IQ4_NL's codebook entries are Q8_0
-// quants under the same d), so they take its kernels at its size; the type itself for a format
-// with row tiles of its own.
+// The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K and iq3_s and
+// q8_0 for iq4_nl, whose blocks rewrite_blocks rewrites as that format's blocks of exactly the
+// same values (Q3_K's 3-bit quants and 6-bit scales and IQ3_S's grid magnitudes and scale
+// multipliers are Q6_K values; IQ4_NL's codebook entries are Q8_0 quants under the same d), so
+// they take its kernels at its size; the type itself for a format with row tiles of its own.
 GgmlType row_tile_format(GgmlType type);
-// Rewrites `blocks` blocks of `type` (q3_K or iq4_nl, any alignment) at src as
+// Rewrites `blocks` blocks of `type` (q3_K, iq3_s or iq4_nl, any alignment) at src as
 // row_tile_format(type)'s blocks of the same values at dst; every `isa` writes the same bytes
 // (AVX2's 32-byte vectors take a Q3_K half's 32 quant bytes at once).
 void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::int64_t blocks,
