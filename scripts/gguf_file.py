@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
 and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K,
-q5_K, q6_K, iq4_nl, iq4_xs) a quantizer and a dequantizer.
+q5_K, q6_K, iq4_nl, iq3_s, iq4_xs) a quantizer and a dequantizer.
 
 Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
 (round to nearest with min/max or absmax scales; the K-quants search nothing beyond a per
@@ -32,7 +32,8 @@ GGML_TYPES = {
     "f32": (0, 1, 4), "f16": (1, 1, 2), "q4_0": (2, 32, 18), "q4_1": (3, 32, 20),
     "q5_0": (6, 32, 22), "q5_1": (7, 32, 24), "q8_0": (8, 32, 34), "q8_1": (9, 32, 36),
     "q2_k": (10, 256, 84), "q3_k": (11, 256, 110), "q4_k": (12, 256, 144), "q5_k": (13, 256, 176),
-    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq4_nl": (20, 32, 18), "iq4_xs": (23, 256, 136),
+    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq4_nl": (20, 32, 18), "iq3_s": (21, 256, 110),
+    "iq4_xs": (23, 256, 136),
     "bf16": (30, 1, 2),
 }
 GGML_TYPE_BY_ID = {v[0]: k for k, v in GGML_TYPES.items()}
@@ -343,6 +344,125 @@ def quantize_iq4_xs(x):
     return out.tobytes()
 
 
+IQ3S_GRID = np.array([
+    0x01010101, 0x01010103, 0x01010105, 0x0101010b, 0x0101010f, 0x01010301, 0x01010303, 0x01010305,
+    0x01010309, 0x0101030d, 0x01010501, 0x01010503, 0x0101050b, 0x01010707, 0x01010901, 0x01010905,
+    0x0101090b, 0x0101090f, 0x01010b03, 0x01010b07, 0x01010d01, 0x01010d05, 0x01010f03, 0x01010f09,
+    0x01010f0f, 0x01030101, 0x01030103, 0x01030105, 0x01030109, 0x01030301, 0x01030303, 0x0103030b,
+    0x01030501, 0x01030507, 0x0103050f, 0x01030703, 0x0103070b, 0x01030909, 0x01030d03, 0x01030d0b,
+    0x01030f05, 0x01050101, 0x01050103, 0x0105010b, 0x0105010f, 0x01050301, 0x01050307, 0x0105030d,
+    0x01050503, 0x0105050b, 0x01050701, 0x01050709, 0x01050905, 0x0105090b, 0x0105090f, 0x01050b03,
+    0x01050b07, 0x01050f01, 0x01050f07, 0x01070107, 0x01070303, 0x0107030b, 0x01070501, 0x01070505,
+    0x01070703, 0x01070707, 0x0107070d, 0x01070909, 0x01070b01, 0x01070b05, 0x01070d0f, 0x01070f03,
+    0x01070f0b, 0x01090101, 0x01090307, 0x0109030f, 0x01090503, 0x01090509, 0x01090705, 0x01090901,
+    0x01090907, 0x01090b03, 0x01090f01, 0x010b0105, 0x010b0109, 0x010b0501, 0x010b0505, 0x010b050d,
+    0x010b0707, 0x010b0903, 0x010b090b, 0x010b090f, 0x010b0d0d, 0x010b0f07, 0x010d010d, 0x010d0303,
+    0x010d0307, 0x010d0703, 0x010d0b05, 0x010d0f03, 0x010f0101, 0x010f0105, 0x010f0109, 0x010f0501,
+    0x010f0505, 0x010f050d, 0x010f0707, 0x010f0b01, 0x010f0b09, 0x03010101, 0x03010103, 0x03010105,
+    0x03010109, 0x03010301, 0x03010303, 0x03010307, 0x0301030b, 0x0301030f, 0x03010501, 0x03010505,
+    0x03010703, 0x03010709, 0x0301070d, 0x03010b09, 0x03010b0d, 0x03010d03, 0x03010f05, 0x03030101,
+    0x03030103, 0x03030107, 0x0303010d, 0x03030301, 0x03030309, 0x03030503, 0x03030701, 0x03030707,
+    0x03030903, 0x03030b01, 0x03030b05, 0x03030f01, 0x03030f0d, 0x03050101, 0x03050305, 0x0305030b,
+    0x0305030f, 0x03050501, 0x03050509, 0x03050705, 0x03050901, 0x03050907, 0x03050b0b, 0x03050d01,
+    0x03050f05, 0x03070103, 0x03070109, 0x0307010f, 0x03070301, 0x03070307, 0x03070503, 0x0307050f,
+    0x03070701, 0x03070709, 0x03070903, 0x03070d05, 0x03070f01, 0x03090107, 0x0309010b, 0x03090305,
+    0x03090309, 0x03090703, 0x03090707, 0x03090905, 0x0309090d, 0x03090b01, 0x03090b09, 0x030b0103,
+    0x030b0301, 0x030b0307, 0x030b0503, 0x030b0701, 0x030b0705, 0x030b0b03, 0x030d0501, 0x030d0509,
+    0x030d050f, 0x030d0909, 0x030d090d, 0x030f0103, 0x030f0107, 0x030f0301, 0x030f0305, 0x030f0503,
+    0x030f070b, 0x030f0903, 0x030f0d05, 0x030f0f01, 0x05010101, 0x05010103, 0x05010107, 0x0501010b,
+    0x0501010f, 0x05010301, 0x05010305, 0x05010309, 0x0501030d, 0x05010503, 0x05010507, 0x0501050f,
+    0x05010701, 0x05010705, 0x05010903, 0x05010907, 0x0501090b, 0x05010b01, 0x05010b05, 0x05010d0f,
+    0x05010f01, 0x05010f07, 0x05010f0b, 0x05030101, 0x05030105, 0x05030301, 0x05030307, 0x0503030f,
+    0x05030505, 0x0503050b, 0x05030703, 0x05030709, 0x05030905, 0x05030b03, 0x05050103, 0x05050109,
+    0x0505010f, 0x05050503, 0x05050507, 0x05050701, 0x0505070f, 0x05050903, 0x05050b07, 0x05050b0f,
+    0x05050f03, 0x05050f09, 0x05070101, 0x05070105, 0x0507010b, 0x05070303, 0x05070505, 0x05070509,
+    0x05070703, 0x05070707, 0x05070905, 0x05070b01, 0x05070d0d, 0x05090103, 0x0509010f, 0x05090501,
+    0x05090507, 0x05090705, 0x0509070b, 0x05090903, 0x05090f05, 0x05090f0b, 0x050b0109, 0x050b0303,
+    0x050b0505, 0x050b070f, 0x050b0901, 0x050b0b07, 0x050b0f01, 0x050d0101, 0x050d0105, 0x050d010f,
+    0x050d0503, 0x050d0b0b, 0x050d0d03, 0x050f010b, 0x050f0303, 0x050f050d, 0x050f0701, 0x050f0907,
+    0x050f0b01, 0x07010105, 0x07010303, 0x07010307, 0x0701030b, 0x0701030f, 0x07010505, 0x07010703,
+    0x07010707, 0x0701070b, 0x07010905, 0x07010909, 0x0701090f, 0x07010b03, 0x07010d07, 0x07010f03,
+    0x07030103, 0x07030107, 0x0703010b, 0x07030309, 0x07030503, 0x07030507, 0x07030901, 0x07030d01,
+    0x07030f05, 0x07030f0d, 0x07050101, 0x07050305, 0x07050501, 0x07050705, 0x07050709, 0x07050b01,
+    0x07070103, 0x07070301, 0x07070309, 0x07070503, 0x07070507, 0x0707050f, 0x07070701, 0x07070903,
+    0x07070907, 0x0707090f, 0x07070b0b, 0x07070f07, 0x07090107, 0x07090303, 0x0709030d, 0x07090505,
+    0x07090703, 0x07090b05, 0x07090d01, 0x07090d09, 0x070b0103, 0x070b0301, 0x070b0305, 0x070b050b,
+    0x070b0705, 0x070b0909, 0x070b0b0d, 0x070b0f07, 0x070d030d, 0x070d0903, 0x070f0103, 0x070f0107,
+    0x070f0501, 0x070f0505, 0x070f070b, 0x09010101, 0x09010109, 0x09010305, 0x09010501, 0x09010509,
+    0x0901050f, 0x09010705, 0x09010903, 0x09010b01, 0x09010f01, 0x09030105, 0x0903010f, 0x09030303,
+    0x09030307, 0x09030505, 0x09030701, 0x0903070b, 0x09030907, 0x09030b03, 0x09030b0b, 0x09050103,
+    0x09050107, 0x09050301, 0x0905030b, 0x09050503, 0x09050707, 0x09050901, 0x09050b0f, 0x09050d05,
+    0x09050f01, 0x09070109, 0x09070303, 0x09070307, 0x09070501, 0x09070505, 0x09070703, 0x0907070b,
+    0x09090101, 0x09090105, 0x09090509, 0x0909070f, 0x09090901, 0x09090f03, 0x090b010b, 0x090b010f,
+    0x090b0503, 0x090b0d05, 0x090d0307, 0x090d0709, 0x090d0d01, 0x090f0301, 0x090f030b, 0x090f0701,
+    0x090f0907, 0x090f0b03, 0x0b010105, 0x0b010301, 0x0b010309, 0x0b010505, 0x0b010901, 0x0b010909,
+    0x0b01090f, 0x0b010b05, 0x0b010d0d, 0x0b010f09, 0x0b030103, 0x0b030107, 0x0b03010b, 0x0b030305,
+    0x0b030503, 0x0b030705, 0x0b030f05, 0x0b050101, 0x0b050303, 0x0b050507, 0x0b050701, 0x0b05070d,
+    0x0b050b07, 0x0b070105, 0x0b07010f, 0x0b070301, 0x0b07050f, 0x0b070909, 0x0b070b03, 0x0b070d0b,
+    0x0b070f07, 0x0b090103, 0x0b090109, 0x0b090501, 0x0b090705, 0x0b09090d, 0x0b0b0305, 0x0b0b050d,
+    0x0b0b0b03, 0x0b0b0b07, 0x0b0d0905, 0x0b0f0105, 0x0b0f0109, 0x0b0f0505, 0x0d010303, 0x0d010307,
+    0x0d01030b, 0x0d010703, 0x0d010707, 0x0d010d01, 0x0d030101, 0x0d030501, 0x0d03050f, 0x0d030d09,
+    0x0d050305, 0x0d050709, 0x0d050905, 0x0d050b0b, 0x0d050d05, 0x0d050f01, 0x0d070101, 0x0d070309,
+    0x0d070503, 0x0d070901, 0x0d09050b, 0x0d090907, 0x0d090d05, 0x0d0b0101, 0x0d0b0107, 0x0d0b0709,
+    0x0d0b0d01, 0x0d0d010b, 0x0d0d0901, 0x0d0f0303, 0x0d0f0307, 0x0f010101, 0x0f010109, 0x0f01010f,
+    0x0f010501, 0x0f010505, 0x0f01070d, 0x0f010901, 0x0f010b09, 0x0f010d05, 0x0f030105, 0x0f030303,
+    0x0f030509, 0x0f030907, 0x0f03090b, 0x0f050103, 0x0f050109, 0x0f050301, 0x0f05030d, 0x0f050503,
+    0x0f050701, 0x0f050b03, 0x0f070105, 0x0f070705, 0x0f07070b, 0x0f070b07, 0x0f090103, 0x0f09010b,
+    0x0f090307, 0x0f090501, 0x0f090b01, 0x0f0b0505, 0x0f0b0905, 0x0f0d0105, 0x0f0d0703, 0x0f0f0101,
+], dtype="<u4")  # ggml-common.h's iq3s_grid: four odd magnitudes 1..15 per entry, low byte first
+def _iq3s_magnitudes():
+    """IQ3S_GRID as [512, 4] magnitudes, the entry's first element first."""
+    return IQ3S_GRID.view(np.uint8).reshape(512, 4)
+
+
+def _iq3s_nearest_entries(target):
+    """The grid entry nearest each row of target [n, 4]. Each element rounded to the nearest odd
+    magnitude gives the nearest of all 4096 quadruples; where that one is an entry (ggml's map
+    of them), it is the nearest entry too. The others are searched, element by element in
+    float32 (no BLAS, whose sums differ between machines: the test files must not)."""
+    grid = _iq3s_magnitudes()
+    level = np.clip(_nearest((target - 1) / 2), 0, 7).astype(np.int64)
+    shifts = 3 * np.arange(4)
+    entry_of = np.full(4096, -1, dtype=np.int64)
+    entry_of[((grid.astype(np.int64) - 1) // 2 << shifts).sum(axis=1)] = np.arange(512)
+    index = entry_of[(level << shifts).sum(axis=1)]
+    off = np.flatnonzero(index < 0)
+    g = grid.astype(np.float32)
+    for start in range(0, len(off), 16384):
+        rows = off[start:start + 16384]
+        distance = np.zeros((len(rows), 512), dtype=np.float32)
+        for i in range(4):
+            distance += (target[rows, i][:, None] - g[None, :, i]) ** 2
+        index[rows] = distance.argmin(axis=1)
+    return index
+
+
+def quantize_iq3_s(x):
+    """8 sub-blocks of 32, x ~ (d * (1 + 2 * ls)) * magnitude * sign with 4-bit ls and magnitudes
+    four at a time from IQ3S_GRID: d puts the largest sub-block step on ls = 15, each step puts its
+    sub-block's largest magnitude near 15, and each group of four takes the nearest grid entry."""
+    b = _blocks(x, QK_K)
+    sub = b.reshape(-1, 8, 32)
+    step_wanted = np.abs(sub).max(axis=2) / 15.0
+    d = f16_values(f16_bits(step_wanted.max(axis=1) / 31.0))
+    ratio = np.divide(step_wanted, d[:, None], out=np.zeros_like(step_wanted), where=d[:, None] != 0)
+    ls = np.clip(_nearest((ratio - 1) / 2), 0, 15).astype(np.uint8)
+    step = (d[:, None] * (1 + 2 * ls.astype(np.float32))).astype(np.float32)
+    target = np.divide(np.abs(sub), step[:, :, None], out=np.zeros_like(sub),
+                       where=step[:, :, None] != 0).reshape(-1, 4)
+    index = _iq3s_nearest_entries(target).reshape(-1, 64)
+    negative = (sub.reshape(-1, 256) < 0).astype(np.uint8).reshape(-1, 32, 8)
+    out = _record([("d", "<u2"), ("qs", "u1", 64), ("qh", "u1", 8), ("signs", "u1", 32),
+                   ("scales", "u1", 4)], len(b))
+    out["d"] = f16_bits(d)
+    out["qs"] = (index & 0xFF).astype(np.uint8)
+    top = (index >> 8).reshape(-1, 8, 8)  # group 8j + k's bit 8 at bit k of qh[j]
+    out["qh"] = (top << np.arange(8)).sum(axis=2).astype(np.uint8)
+    out["signs"] = (negative << np.arange(8, dtype=np.uint8)).sum(axis=2).astype(np.uint8)
+    out["scales"] = ls[:, 0::2] | (ls[:, 1::2] << 4)
+    return out.tobytes()
+
+
 def quantize_q3_k(x):
     """16 sub-blocks of 16, x ~ d * s * (q - 4) with 6-bit signed s and 3-bit q: each sub-block's
     largest magnitude lands on q - 4 = -4 (its scale takes that element's sign), and, as ggml's
@@ -416,6 +536,7 @@ QUANTIZERS = {
     "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
     "q5_1": quantize_q5_1, "q2_k": quantize_q2_k, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
     "q6_k": quantize_q6_k, "iq4_nl": quantize_iq4_nl, "iq4_xs": quantize_iq4_xs,
+    "iq3_s": quantize_iq3_s,
 }
 
 
@@ -524,6 +645,25 @@ def dequantize_iq4_xs(raw):
     return (dl[:, :, None] * IQ4_NL_VALUES[index].astype(np.float32)).reshape(-1)
 
 
+def dequantize_iq3_s(raw):
+    """As ggml's dequantize_row_iq3_s: x = (d * (1 + 2 * ls)) * magnitude * sign per sub-block of
+    32; group i of four takes grid entry qs[i] | (bit i % 8 of qh[i // 8]) << 8, element e's sign
+    is bit e % 8 of signs[e // 8], sub-block j's ls nibble j % 2 of scales[j // 2]."""
+    b = _view(raw, [("d", "<u2"), ("qs", "u1", 64), ("qh", "u1", 8), ("signs", "u1", 32),
+                    ("scales", "u1", 4)])
+    group = np.arange(64)
+    top = (b["qh"][:, group // 8].astype(np.int32) >> (group % 8)) & 1
+    index = b["qs"].astype(np.int32) | (top << 8)
+    magnitude = _iq3s_magnitudes()[index].reshape(-1, 8, 32).astype(np.float32)
+    e = np.arange(256)
+    negative = ((b["signs"][:, e // 8].astype(np.int32) >> (e % 8)) & 1).reshape(-1, 8, 32)
+    j = np.arange(8)
+    ls = (b["scales"][:, j // 2].astype(np.int32) >> (4 * (j % 2))) & 0xF
+    dl = (f16_values(b["d"])[:, None] * (1 + 2 * ls).astype(np.float32)).astype(np.float32)
+    values = dl[:, :, None] * magnitude
+    return np.where(negative == 1, -values, values).reshape(-1)
+
+
 def dequantize_q2_k(raw):
     """As ggml's dequantize_row_q2_K: x = (d * sc) * q - dmin * m per sub-block of 16."""
     b = _view(raw, [("scales", "u1", 16), ("qs", "u1", 64), ("d", "<u2"), ("dmin", "<u2")])
@@ -577,7 +717,7 @@ DEQUANTIZERS = {
     "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
     "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q2_k": dequantize_q2_k, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
     "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k, "iq4_nl": dequantize_iq4_nl,
-    "iq4_xs": dequantize_iq4_xs,
+    "iq4_xs": dequantize_iq4_xs, "iq3_s": dequantize_iq3_s,
 }
 
 
@@ -751,10 +891,11 @@ def _self_test():
     x[1, :256] += 3.0  # a sub-block whose minimum is positive
     # Max error as a share of max |x|: half a quantization step (q8_0: 1/254, q5_0: 1/32, q4_0:
     # 1/16; min/max formats: range / (2 levels) <= 2 / (2 levels)) plus fp16 rounding of the
-    # scales; the K-quants lose more to their 6-bit sub-block scales.
+    # scales; the K-quants lose more to their 6-bit sub-block scales, iq3_s to its grid's 512 of
+    # 4096 quadruples.
     bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
               "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05,
-              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12, "iq4_xs": 0.12}
+              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12, "iq4_xs": 0.12, "iq3_s": 0.3}
     for name, bound in bounds.items():
         raw = quantize(x, name)
         assert len(raw) == tensor_nbytes(name, x.shape), name

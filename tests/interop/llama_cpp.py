@@ -22,8 +22,8 @@ TRANSCRIBED_FROM = b"0ad4a86"
 # enum llama_ftype: llama-quantize's file types.
 FTYPES = {"f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
           "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
-          "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25, "iq3_s": 26, "iq4_xs": 30,
-          "bf16": 32}
+          "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25, "iq3_s": 26, "iq3_m": 27, "iq4_xs": 30,
+          "bf16": 32, "tq1_0": 36}
 GGML_TYPE_F32 = 0
 LLAMA_FLASH_ATTN_TYPE_DISABLED = 0
 

@@ -54,7 +54,7 @@ SPLIT = "tiny-bytelevel-q6_k-00001-of-00003.gguf"
 ROUNDED_BY_LLAMA_CPP = {"f16", "bf16"}
 LLAMA_CPP_TYPES = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s",
                    "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl",
-                   "iq4_xs"]
+                   "iq3_s", "iq3_m", "iq4_xs"]
 # llama-quantize writes f16 for a matrix whose rows are not whole blocks of the type (the tiny
 # DeepSeek models' 16-wide absorbed and 48-wide q LoRA projections); kept f32 here, such a file
 # stays under the closer bound.
@@ -179,6 +179,7 @@ class SameLogits(unittest.TestCase):
         files.append(os.path.join(MODELS, "tiny-q3_k.gguf"))  # hf-to-gguf's own q3_K blocks
         files.append(os.path.join(MODELS, "tiny-q2_k.gguf"))  # and q2_K blocks
         files.append(os.path.join(MODELS, "tiny-iq4_xs.gguf"))  # and iq4_xs blocks
+        files.append(os.path.join(MODELS, "tiny-iq3_s.gguf"))  # and iq3_s blocks
         for wide in ("f16", "bf16"):
             files.append(os.path.join(workdir(), "tiny-%s.gguf" % wide))
             run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "hf-to-gguf.py"), "--model",
@@ -214,10 +215,12 @@ class SameLogits(unittest.TestCase):
                                               moed_logits(original, tokens))
 
     def test_types_moed_does_not_compute(self):
-        out = llama_cpp_made("mixtral", "iq3_s")
+        # Ternary TQ1_0: the pinned llama-quantize makes the IQ2 and IQ3_XXS mixes only with an
+        # importance matrix.
+        out = llama_cpp_made("mixtral", "tq1_0")
         result = run_failing([MOED, "logits", "--model", out, "--tokens", "1,2",
                               "--out", os.path.join(workdir(), "refused.npy")])
-        self.assertIn("has ggml type iq3_s, which moed does not compute", result)
+        self.assertIn("has ggml type tq1_0, which moed does not compute", result)
         self.assertIn("tensor '", result)
 
     def test_a_different_file_does_not_agree(self):
