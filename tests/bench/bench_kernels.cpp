@@ -237,6 +237,16 @@ BENCHMARK(BM_AttentionLongContext)
 
 // Random quants with fp16 scales in [2^-8, 2^-4) in `bytes` of `type` blocks: the values do not
 // change the work done.
+// Skips a benchmark on a CPU without `isa` (the scalar path runs everywhere); true when skipped.
+bool skipped_without(QuantIsa isa, benchmark::State& state) {
+  if (best_quant_isa() >= isa) return false;
+  state.SkipWithError("this CPU lacks the ISA");
+  return true;
+}
+
+// The bench model's expert matrix (its down projection's 2816 x 1024).
+constexpr std::int64_t kExpertRows = 2816, kExpertCols = 1024;
+
 void fill_random_blocks(GgmlType type, std::uint8_t* weights, std::size_t bytes) {
   const auto traits = ggml_type_traits(type);
   std::mt19937 rng(1);
@@ -261,10 +271,7 @@ void BM_QuantMatvec(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const auto isa = static_cast<QuantIsa>(state.range(1));
   const int threads = static_cast<int>(state.range(2));
-  if (isa != QuantIsa::scalar && best_quant_isa() < isa) {
-    state.SkipWithError("this CPU lacks the ISA");
-    return;
-  }
+  if (skipped_without(isa, state)) return;
   constexpr std::int64_t rows = 4096, cols = 4096;
   const auto traits = ggml_type_traits(type);
   const std::size_t bytes = ggml_row_bytes(type, cols) * rows;
@@ -376,11 +383,8 @@ BENCHMARK(BM_StreamedMatvec)
 void BM_PackRowTiles(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const auto isa = static_cast<QuantIsa>(state.range(1));
-  if (best_quant_isa() < isa) {
-    state.SkipWithError("this CPU lacks the ISA");
-    return;
-  }
-  constexpr std::int64_t rows = 2816, cols = 1024;
+  if (skipped_without(isa, state)) return;
+  constexpr std::int64_t rows = kExpertRows, cols = kExpertCols;
   const std::size_t row_bytes = ggml_row_bytes(type, cols);
   std::vector<std::uint8_t> stored(row_bytes * rows);
   std::mt19937 rng(2);
@@ -415,11 +419,8 @@ BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
 void BM_RewriteBlocks(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const auto isa = static_cast<QuantIsa>(state.range(1));
-  if (best_quant_isa() < isa) {
-    state.SkipWithError("this CPU lacks the ISA");
-    return;
-  }
-  constexpr std::int64_t rows = 2816, cols = 1024;
+  if (skipped_without(isa, state)) return;
+  constexpr std::int64_t rows = kExpertRows, cols = kExpertCols;
   const auto traits = ggml_type_traits(type);
   const std::int64_t blocks = rows * cols / static_cast<std::int64_t>(traits.block_size);
   std::vector<std::uint8_t> stored(static_cast<std::size_t>(blocks) * traits.type_size);
