@@ -148,3 +148,28 @@ TEST(TextStream, KeepsTheSyntaxMarkersATokenizerMarksSpecial) {
             std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+// Hugging Face's ByteFallback decodes a run of byte tokens that is not UTF-8 as a whole to one
+// U+FFFD per byte, so a stray byte token changes the text of the byte tokens before it: ")" as
+// <0x29> reads as U+FFFD once <0xE2> follows. The ")" already returned stays, and the answer
+// goes on after it (it used to stop there: every later token gave nothing, finish() too).
+TEST(TextStream, GoesOnWhereATokenChangesTextAlreadyReturned) {
+  const auto tokenizer = moed::model::load_tokenizer(kModels / "tiny-f32");
+  const auto paren = tokenizer.token_id("<0x29>"), stray = tokenizer.token_id("<0xE2>");
+  ASSERT_TRUE(paren && stray);
+  const std::vector<std::int32_t> ids{*paren};
+  ASSERT_EQ(tokenizer.decode(ids), ")");
+  ASSERT_EQ(tokenizer.decode(std::vector<std::int32_t>{*paren, *stray}),
+            "\xEF\xBF\xBD\xEF\xBF\xBD");
+  std::vector<std::int32_t> rest{*stray};
+  for (const auto id : tokenizer.encode("ed the end", false)) rest.push_back(id);
+
+  TextStream text(tokenizer, {});
+  std::string content = text.add(*paren);
+  EXPECT_EQ(content, ")");
+  for (const auto id : rest) content += text.add(id);
+  content += text.finish();
+  EXPECT_EQ(content, ")" + tokenizer.decode(rest));
+  EXPECT_EQ(text.text(), content);
+  EXPECT_NE(content.find("the end"), std::string::npos) << content;
+}

@@ -1,6 +1,7 @@
 #include "moed/server/text_stream.hpp"
 
 #include <algorithm>
+#include <span>
 
 namespace moed::server {
 
@@ -14,8 +15,34 @@ TextStream::TextStream(const model::Tokenizer& tokenizer, std::vector<std::strin
     if (const auto id = tokenizer_.token_id(token)) kept_ids_.push_back(*id);
 }
 
+std::string TextStream::decoded() const {
+  const std::span<const std::int32_t> ids(ids_);
+  if (committed_ids_ == 0) return tokenizer_.decode(ids, true, kept_ids_);
+  // The ids after the commit decoded after the one before them, less its text, so that the
+  // first keeps a leading space a decoder strips at the start; alone where that token's text
+  // changes in their company.
+  const std::string context =
+      tokenizer_.decode(ids.subspan(committed_ids_ - 1, 1), true, kept_ids_);
+  const std::string with_context =
+      tokenizer_.decode(ids.subspan(committed_ids_ - 1), true, kept_ids_);
+  if (with_context.starts_with(context))
+    return committed_text_ + with_context.substr(context.size());
+  return committed_text_ + tokenizer_.decode(ids.subspan(committed_ids_), true, kept_ids_);
+}
+
+void TextStream::commit_returned_text() {
+  // Exactly where the text returned is that of the first returned_ids_ ids; else all ids but
+  // the newest, whose text before it that was still held (a partial character or stop string,
+  // in the run the newest regrouped) is dropped.
+  if (returned_ids_ > committed_ids_ && emitted_.size() == returned_text_size_)
+    committed_ids_ = returned_ids_;
+  else
+    committed_ids_ = ids_.size() - 1;
+  committed_text_ = emitted_;
+}
+
 std::string TextStream::answer() {
-  std::string text = tokenizer_.decode(ids_, true, kept_ids_);
+  std::string text = decoded();
   std::size_t stop_at = std::string::npos;
   for (const auto& s : stops_) stop_at = std::min(stop_at, text.find(s));
   if (stop_at != std::string::npos) {
@@ -39,7 +66,12 @@ std::size_t TextStream::calls_search_start(const std::string& text) {
 
 std::string TextStream::add(std::int32_t id) {
   ids_.push_back(id);
-  const std::string text = answer();
+  std::string text = answer();
+  if (!text.starts_with(emitted_)) {
+    commit_returned_text();
+    stopped_ = false;
+    text = answer();
+  }
   calls_text_.clear();
   if (!opening_.empty())
     if (const std::size_t from = calls_search_start(text); from != std::string::npos)
@@ -80,9 +112,16 @@ std::string TextStream::take(const std::string& text, std::size_t end) {
   end = std::min(end, text.size());
   while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80)
     --end;
-  if (end <= emitted_.size() || text.compare(0, emitted_.size(), emitted_) != 0) return "";
-  std::string delta = text.substr(emitted_.size(), end - emitted_.size());
-  emitted_ += delta;
+  if (!text.starts_with(emitted_)) return "";
+  std::string delta;
+  if (end > emitted_.size()) {
+    delta = text.substr(emitted_.size(), end - emitted_.size());
+    emitted_ += delta;
+  }
+  if (emitted_.size() == text.size()) {
+    returned_ids_ = ids_.size();
+    returned_text_size_ = emitted_.size();
+  }
   return delta;
 }
 

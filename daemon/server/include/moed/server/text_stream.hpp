@@ -33,6 +33,14 @@ class TextStream {
  private:
   // The decoded answer, cut at the first stop string (setting stopped_).
   std::string answer();
+  // committed_text_ and the text of the ids after committed_ids_.
+  std::string decoded() const;
+  // Where a new token changed text already returned (a byte token regrouping those before it:
+  // Hugging Face's ByteFallback gives one U+FFFD per byte of a run of byte tokens that is not
+  // UTF-8 as a whole, so a stray byte undoes a character given before it), the text returned
+  // stays: what is decoded from here on starts from it, so the answer goes on rather than
+  // stalling on text it can no longer match.
+  void commit_returned_text();
   // Where calls may open in `text`: after the reasoning; npos while it is still reasoning.
   static std::size_t calls_search_start(const std::string& text);
   std::string take(const std::string& text, std::size_t end);
@@ -44,6 +52,13 @@ class TextStream {
   std::vector<std::int32_t> kept_ids_;  // the syntax's marker tokens in this vocabulary
   std::vector<std::int32_t> ids_;
   std::string emitted_;
+  // The first committed_ids_ ids read as committed_text_, whatever the ids after them decode
+  // to (commit_returned_text).
+  std::size_t committed_ids_ = 0;
+  std::string committed_text_;
+  // ids_ whose whole text emitted_ holds, as of the last time it held all of the answer.
+  std::size_t returned_ids_ = 0;
+  std::size_t returned_text_size_ = 0;
   std::string calls_text_;  // the answer from opening_ on, once it appeared
   std::optional<std::vector<ToolCall>> calls_;
   bool stopped_ = false;
