@@ -146,6 +146,29 @@ last = next(i for i in range(1, len(pieces) + 1) if stop in ''.join(pieces[:i]))
 tokens = c['logprobs']['tokens']
 assert tokens == pieces[:last] and r['usage']['completion_tokens'] == last, (tokens, pieces, stop, r['usage'])
 " && pass "stop string: nothing past it sent or counted; logprob tokens as text" || fail "stop string"
+# Streamed, the same: a token whose text is held (it may begin the stop string) sends no chunk of
+# its own; its logprobs come with the next chunk that has text, or with the last.
+py "
+import json
+body = json.load(open('$work/stop-body.json'))
+body['stream'] = True
+json.dump(body, open('$work/stop-stream-body.json', 'w'))
+"
+api -N http://moed/v1/completions --data-binary @"$work/stop-stream-body.json" >"$work/stop-stream.txt"
+py "
+import json
+lines = [l for l in open('$work/stop-stream.txt').read().split('\n') if l]
+assert lines[-1] == 'data: [DONE]', lines[-1]
+chunks = [json.loads(l[6:])['choices'][0] for l in lines[:-1]]
+full = json.load(open('$work/nostop.json'))['choices'][0]
+stop = json.load(open('$work/stop-body.json'))['stop']
+assert ''.join(c['text'] for c in chunks) == full['text'][:full['text'].index(stop)], chunks
+assert all(c['text'] for c in chunks[:-1]), [c['text'] for c in chunks]
+assert chunks[-1]['finish_reason'] == 'stop', chunks[-1]
+pieces = full['logprobs']['tokens']
+last = next(i for i in range(1, len(pieces) + 1) if stop in ''.join(pieces[:i]))
+assert [t for c in chunks if c['logprobs'] for t in c['logprobs']['tokens']] == pieces[:last], chunks
+" && pass "stop string streamed: no empty chunks for held tokens, their logprobs carried" || fail "stop string streamed"
 
 api http://moed/v1/completions -d "$(req 6 0 0 ', "logprobs": 3')" | py "
 import json, sys; r = json.load(sys.stdin); lp = r['choices'][0]['logprobs']

@@ -631,17 +631,23 @@ void Service::generate(Generation g, ResponseWriter& writer) {
       first["delta"] = {{"role", "assistant"}, {"content", ""}};
       client_gone = !send(envelope(first));
     }
+    // A token whose text is held (an incomplete character, a tail that may begin a stop string
+    // or a tool call) sends no chunk of its own, as OpenAI sends none without text: its logprobs
+    // wait here for the next chunk that has text, or for the last.
+    json pending_logprobs = nullptr;
     engine::TokenEvent event;
     while (!client_gone && next_token(event)) {
       ++completion_tokens;
       const std::string delta = text.add(event.id);
-      json lp = nullptr;
       if (g.logprobs) {
-        lp = empty_logprobs();
-        add_logprobs(event, lp);
+        if (pending_logprobs.is_null()) pending_logprobs = empty_logprobs();
+        add_logprobs(event, pending_logprobs);
         advance(event.id);
       }
-      if (!send(envelope(choice(delta, lp, nullptr)))) client_gone = true;
+      if (!delta.empty()) {
+        if (!send(envelope(choice(delta, pending_logprobs, nullptr)))) client_gone = true;
+        pending_logprobs = nullptr;
+      }
       if (text.stopped()) {  // tokens past the stop string are neither sent nor counted
         session->cancel();
         break;
@@ -664,7 +670,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
         calls["delta"] = tool_call_fields(*text.calls(), true, g.calls_as);
         send(envelope(calls));
       }
-      send(envelope(choice(rest, nullptr, finish_reason())));
+      send(envelope(choice(rest, pending_logprobs, finish_reason())));
       if (g.include_usage) {
         json last = envelope(nullptr);
         last["usage"] = usage();
