@@ -249,7 +249,7 @@ void dequantize_q6_k(const std::byte* src, float* dst, std::int64_t blocks) {
 
 // The 3-bit quant (0..7) of element e of a Q3_K block.
 int q3k_quant(const BlockQ3_K& block, int e) {
-  const int low = (block.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+  const int low = k_two_bit_field(block.qs, e);
   const int high = (block.hmask[e % 32] >> (e / 32)) & 1;
   return low | high << 2;
 }
@@ -288,7 +288,7 @@ void dequantize_q2_k(const std::byte* src, float* dst, std::int64_t blocks) {
     const float d = f16_to_f32(block.d), dmin = f16_to_f32(block.dmin);
     for (int e = 0; e < kQK; ++e) {
       const std::uint8_t sc = block.scales[e / 16];
-      const int q = (block.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+      const int q = k_two_bit_field(block.qs, e);
       dst[e] = d * static_cast<float>(sc & 0xF) * static_cast<float>(q) -
                dmin * static_cast<float>(sc >> 4);
     }

@@ -207,7 +207,7 @@ void dotk_scalar(GgmlType type, const std::byte* weights, const BlockQ8_K* x, st
         std::int32_t dot = 0;
         for (int i = 0; i < 16; ++i) {
           const int e = 16 * sub + i;
-          dot += ((block.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) * a.qs[e];
+          dot += k_two_bit_field(block.qs, e) * a.qs[e];
         }
         isum += (block.scales[sub] & 0xF) * dot;
         msum += (block.scales[sub] >> 4) * a.bsums[sub];

@@ -830,7 +830,7 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   const std::int64_t rows = 150, cols = 1024;
   std::vector<QuantIsa> paths = simd_paths();
   paths.push_back(QuantIsa::scalar);
-  for (const auto [type, tiles_type] :
+  for (const auto& [type, tiles_type] :
        {std::pair(GgmlType::q3_k, GgmlType::q6_k), std::pair(GgmlType::iq3_s, GgmlType::q6_k),
         std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
     SCOPED_TRACE(ggml_type_name(type));

@@ -187,6 +187,10 @@ struct BlockQ3_K {
   std::uint8_t scales[kKScaleBytes];
   std::uint16_t d;
 };
+// The two-bit field of element e (0..255) in the 64 `qs` bytes of a Q2_K or Q3_K block.
+inline int k_two_bit_field(const std::uint8_t* qs, int e) {
+  return (qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+}
 // 16 sub-blocks of 16 with signed 8-bit scales; x = d * scale * (q - 32), q 6 bits.
 struct BlockQ6_K {
   std::uint8_t ql[kQK / 2];  // low 4 bits
