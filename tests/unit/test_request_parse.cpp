@@ -79,10 +79,16 @@ TEST(RequestParse, StreamOptionsIncludeUsageOnlyWhenStreaming) {
             "stream_options.include_usage");
 }
 
+// Calls come back as tool_calls, only the first where "parallel_tool_calls" is false, and as
+// function_call where the older "functions" are offered.
 TEST(RequestParse, ParallelToolCallsIsABooleanThatDefaultsToTrue) {
-  EXPECT_TRUE(parse_chat(parse_body("{}"), {1, 2}, kLimits).parallel_tool_calls);
-  EXPECT_FALSE(parse_chat(parse_body(R"({"parallel_tool_calls": false})"), {1, 2}, kLimits)
-                   .parallel_tool_calls);
+  auto calls_as = [](const char* body) {
+    return parse_chat(parse_body(body), {1, 2}, kLimits).calls_as;
+  };
+  EXPECT_EQ(calls_as(R"({"tools": []})"), CallsAs::tool_calls);
+  EXPECT_EQ(calls_as(R"({"tools": [], "parallel_tool_calls": true})"), CallsAs::tool_calls);
+  EXPECT_EQ(calls_as(R"({"tools": [], "parallel_tool_calls": false})"), CallsAs::first_tool_call);
+  EXPECT_EQ(calls_as(R"({"functions": []})"), CallsAs::function_call);
   try {
     parse_chat(parse_body(R"({"parallel_tool_calls": "no"})"), {1, 2}, kLimits);
     ADD_FAILURE() << "a string was accepted";

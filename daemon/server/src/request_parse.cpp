@@ -10,6 +10,12 @@
 namespace moed::server {
 namespace {
 
+// A chat request offers OpenAI's older "functions" (and "function_call") where it has no
+// "tools".
+bool offers_functions(const Body& body) {
+  return !body.contains("tools") || body["tools"].is_null();
+}
+
 [[noreturn]] void bad_field(const std::string& field, const std::string& what) {
   throw RequestError(field, what);
 }
@@ -282,7 +288,7 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
       bad_field(choice,
                 "only \"auto\" and \"none\" are supported: moed returns the calls the "
                 "model writes but does not constrain its sampling, so it cannot force one");
-  const bool legacy = !body.contains("tools") || body["tools"].is_null();
+  const bool legacy = offers_functions(body);
   const char* const tools_field = legacy ? "functions" : "tools";
   const char* const choice_field = legacy ? "function_call" : "tool_choice";
   const bool none = body.contains(choice_field) && body[choice_field] == "none";
@@ -309,7 +315,10 @@ GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
       parse_generation(body, std::move(prompt), "messages", limits, limits.default_chat_max_tokens);
   g.chat = true;
   g.logprobs = bool_field(body, "logprobs", false);
-  g.parallel_tool_calls = bool_field(body, "parallel_tool_calls", true);
+  const bool parallel_tool_calls = bool_field(body, "parallel_tool_calls", true);
+  g.calls_as = offers_functions(body) ? CallsAs::function_call
+               : parallel_tool_calls  ? CallsAs::tool_calls
+                                      : CallsAs::first_tool_call;
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
   if (g.top_logprobs > 0 && !g.logprobs) bad_field("top_logprobs", "needs \"logprobs\": true");
   return g;

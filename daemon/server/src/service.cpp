@@ -412,6 +412,7 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.include_usage = params.include_usage;
   g.chat = params.chat;
   g.logprobs = params.logprobs;
+  g.calls_as = params.calls_as;
   return g;
 }
 
@@ -452,14 +453,8 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   // The template writes BOS and the other special tokens itself.
   GenerationParams params =
       parse_chat(body, encode_field(*tokenizer_, prompt, false, "messages"), limits());
-  const bool parallel_tool_calls = params.parallel_tool_calls;
   Generation g = to_generation(std::move(params));
-  if (context.contains("tools")) {
-    g.tool_calls = tool_call_syntax_;
-    g.calls_as = !body.contains("tools") || body["tools"].is_null() ? CallsAs::function_call
-                 : parallel_tool_calls                              ? CallsAs::tool_calls
-                                                                    : CallsAs::first_tool_call;
-  }
+  if (context.contains("tools")) g.tool_calls = tool_call_syntax_;
   generate(std::move(g), writer);
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "moed/memtier/trace.hpp"
+#include "moed/server/tool_calls.hpp"
 
 namespace moed::server {
 
@@ -61,7 +62,9 @@ struct GenerationParams {
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool chat = false;
   bool logprobs = false;
-  bool parallel_tool_calls = true;  // chat: false gives back only the first call
+  // Chat: the shape the calls the model writes come back in (the older "functions" offered:
+  // function_call; "parallel_tool_calls": false: only the first).
+  CallsAs calls_as = CallsAs::tool_calls;
 };
 
 // A body that must be a JSON object, nested no deeper than this.
