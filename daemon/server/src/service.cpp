@@ -20,6 +20,32 @@
 namespace moed::server {
 namespace {
 
+// Whether a chat template writes the tools a request offers into the prompt: a probe tool's
+// name appears when a one-message conversation is rendered with it. A template that cannot
+// render that conversation is given the benefit of the doubt.
+bool renders_tools(const model::ChatTemplate& chat_template) {
+  constexpr std::string_view kProbe = "moed_probe_tool_name";
+  const nlohmann::ordered_json context = {
+      {"messages", {{{"role", "user"}, {"content", "Hello"}}}},
+      {"add_generation_prompt", true},
+      {"bos_token", ""},
+      {"eos_token", ""},
+      {"tools",
+       {{{"type", "function"},
+         {"function",
+          {{"name", kProbe},
+           {"description", "A probe"},
+           {"parameters",
+            {{"type", "object"}, {"properties", nlohmann::ordered_json::object()}}}}}}}}};
+  try {
+    return chat_template.render(context).find(kProbe) != std::string::npos;
+  } catch (const model::ChatTemplateError&) {
+    return true;
+  } catch (const model::ChatTemplateRejected&) {
+    return true;
+  }
+}
+
 using json = nlohmann::json;
 
 // A client error with the OpenAI error shape; `param` names the request field at fault.
@@ -150,7 +176,7 @@ void Service::start_loading() {
           chat_template.emplace(template_source, template_origin);
           // A request's tools reach the model only through the template (DeepSeek-V3's own
           // renders earlier calls and results, not the tools list).
-          if (template_source.find("tools") == std::string::npos)
+          if (!renders_tools(*chat_template))
             std::fprintf(stderr,
                          "moed: note: the chat template (%s) does not render `tools`: the tools a "
                          "request offers will not reach the model; give a template that does with "
