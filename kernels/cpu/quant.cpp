@@ -82,27 +82,26 @@ namespace {
 struct TypeEntry {
   std::uint32_t id;
   GgmlTypeTraits traits;
-  bool supported;
 };
 
 // ggml.c's type_traits (block sizes and type sizes) for every type ggml still defines.
 constexpr std::array kTypes{
-    TypeEntry{0, {"f32", 1, 4}, true},          TypeEntry{1, {"f16", 1, 2}, true},
-    TypeEntry{2, {"q4_0", 32, 18}, true},       TypeEntry{3, {"q4_1", 32, 20}, true},
-    TypeEntry{6, {"q5_0", 32, 22}, true},       TypeEntry{7, {"q5_1", 32, 24}, true},
-    TypeEntry{8, {"q8_0", 32, 34}, true},       TypeEntry{9, {"q8_1", 32, 36}, false},
-    TypeEntry{10, {"q2_K", 256, 84}, true},     TypeEntry{11, {"q3_K", 256, 110}, true},
-    TypeEntry{12, {"q4_K", 256, 144}, true},    TypeEntry{13, {"q5_K", 256, 176}, true},
-    TypeEntry{14, {"q6_K", 256, 210}, true},    TypeEntry{15, {"q8_K", 256, 292}, false},
-    TypeEntry{16, {"iq2_xxs", 256, 66}, false}, TypeEntry{17, {"iq2_xs", 256, 74}, false},
-    TypeEntry{18, {"iq3_xxs", 256, 98}, false}, TypeEntry{19, {"iq1_s", 256, 50}, false},
-    TypeEntry{20, {"iq4_nl", 32, 18}, true},    TypeEntry{21, {"iq3_s", 256, 110}, true},
-    TypeEntry{22, {"iq2_s", 256, 82}, false},   TypeEntry{23, {"iq4_xs", 256, 136}, true},
-    TypeEntry{24, {"i8", 1, 1}, false},         TypeEntry{25, {"i16", 1, 2}, false},
-    TypeEntry{26, {"i32", 1, 4}, false},        TypeEntry{27, {"i64", 1, 8}, false},
-    TypeEntry{28, {"f64", 1, 8}, false},        TypeEntry{29, {"iq1_m", 256, 56}, false},
-    TypeEntry{30, {"bf16", 1, 2}, true},        TypeEntry{34, {"tq1_0", 256, 54}, false},
-    TypeEntry{35, {"tq2_0", 256, 66}, false},   TypeEntry{39, {"mxfp4", 32, 17}, false},
+    TypeEntry{0, {"f32", 1, 4}},         TypeEntry{1, {"f16", 1, 2}},
+    TypeEntry{2, {"q4_0", 32, 18}},      TypeEntry{3, {"q4_1", 32, 20}},
+    TypeEntry{6, {"q5_0", 32, 22}},      TypeEntry{7, {"q5_1", 32, 24}},
+    TypeEntry{8, {"q8_0", 32, 34}},      TypeEntry{9, {"q8_1", 32, 36}},
+    TypeEntry{10, {"q2_K", 256, 84}},    TypeEntry{11, {"q3_K", 256, 110}},
+    TypeEntry{12, {"q4_K", 256, 144}},   TypeEntry{13, {"q5_K", 256, 176}},
+    TypeEntry{14, {"q6_K", 256, 210}},   TypeEntry{15, {"q8_K", 256, 292}},
+    TypeEntry{16, {"iq2_xxs", 256, 66}}, TypeEntry{17, {"iq2_xs", 256, 74}},
+    TypeEntry{18, {"iq3_xxs", 256, 98}}, TypeEntry{19, {"iq1_s", 256, 50}},
+    TypeEntry{20, {"iq4_nl", 32, 18}},   TypeEntry{21, {"iq3_s", 256, 110}},
+    TypeEntry{22, {"iq2_s", 256, 82}},   TypeEntry{23, {"iq4_xs", 256, 136}},
+    TypeEntry{24, {"i8", 1, 1}},         TypeEntry{25, {"i16", 1, 2}},
+    TypeEntry{26, {"i32", 1, 4}},        TypeEntry{27, {"i64", 1, 8}},
+    TypeEntry{28, {"f64", 1, 8}},        TypeEntry{29, {"iq1_m", 256, 56}},
+    TypeEntry{30, {"bf16", 1, 2}},       TypeEntry{34, {"tq1_0", 256, 54}},
+    TypeEntry{35, {"tq2_0", 256, 66}},   TypeEntry{39, {"mxfp4", 32, 17}},
 };
 
 const TypeEntry* find_entry(std::uint32_t id) {
@@ -338,22 +337,8 @@ std::string_view ggml_type_name(GgmlType type) {
   return entry ? entry->traits.name : std::string_view("unknown");
 }
 
-bool ggml_type_supported(GgmlType type) {
-  const TypeEntry* entry = find_entry(static_cast<std::uint32_t>(type));
-  return entry && entry->supported;
-}
-
-std::string supported_ggml_type_names() {
-  std::string names;
-  for (const TypeEntry& entry : kTypes) {
-    if (!entry.supported) continue;
-    if (!names.empty()) names += ", ";
-    names += entry.traits.name;
-  }
-  return names;
-}
-
 namespace {
+// The types moed computes (ggml_type_supported), each as the DType it is computed as.
 constexpr std::pair<GgmlType, DType> kComputedTypes[] = {
     {GgmlType::f32, DType::f32},       {GgmlType::bf16, DType::bf16},
     {GgmlType::f16, DType::f16},       {GgmlType::q8_0, DType::q8_0},
@@ -369,6 +354,20 @@ std::optional<DType> dtype_of(GgmlType type) {
   for (const auto& [ggml, dtype] : kComputedTypes)
     if (ggml == type) return dtype;
   return std::nullopt;
+}
+
+bool ggml_type_supported(GgmlType type) {
+  return dtype_of(type).has_value();
+}
+
+std::string supported_ggml_type_names() {
+  std::string names;
+  for (const TypeEntry& entry : kTypes) {
+    if (!dtype_of(static_cast<GgmlType>(entry.id))) continue;
+    if (!names.empty()) names += ", ";
+    names += entry.traits.name;
+  }
+  return names;
 }
 
 GgmlType ggml_type_of(DType dtype) {

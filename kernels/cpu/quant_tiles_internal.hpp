@@ -193,7 +193,7 @@ void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blo
     std::memcpy(out + offsetof(BlockQ6_K, d), &in.d, sizeof in.d);
   }
 }
-// rewrite_blocks' IQ3_S path with AVX2 gathers of the grid (rewrite_blocks_avx2.cpp).
+// rewrite_blocks' IQ3_S path with AVX2 (rewrite_blocks_avx2.cpp).
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
 }  // namespace moed::kernels::qtile
