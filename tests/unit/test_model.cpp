@@ -675,6 +675,21 @@ TEST(Tokenizer, GeneratedTokenizersRoundTrip) {
   }
 }
 
+// token_bytes is what each token adds to the text: joined, they give the decoded text (a
+// decoder may drop a leading space, nothing else), byte-fallback tokens included.
+TEST(Tokenizer, TokenBytesJoinIntoTheDecodedText) {
+  for (const char* model :
+       {"tiny-f32", "tiny-bytelevel", "tiny-qwen3_moe", "tiny-f32.gguf", "tiny-olmoe-f32.gguf"}) {
+    const auto tok = load_tokenizer(kModels / model);
+    const std::string text = "Hello {\"a\": [1, 2]}  w\xc3\xb6rds \xe2\x9c\x93 and 12345";
+    const auto ids = tok.encode(text, false);
+    std::string joined;
+    for (const auto id : ids) joined += tok.token_bytes(id);
+    EXPECT_EQ(tok.decode(ids), text) << model;
+    EXPECT_TRUE(joined == text || joined == " " + text) << model << ": " << joined;
+  }
+}
+
 TEST(Tokenizer, MissingOrBadTokenizerIsAClearError) {
   TempDir dir("notok");
   expect_error([&] { Tokenizer::from_model_dir(dir.path); }, {"tokenizer.json", "missing"});

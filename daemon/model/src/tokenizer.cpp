@@ -114,6 +114,32 @@ const std::unordered_map<char32_t, unsigned char>& char_to_byte() {
   return table;
 }
 
+// The byte a "<0xNN>" token stands for.
+std::optional<char> byte_token_value(std::string_view token) {
+  if (token.size() != 6 || !token.starts_with("<0x") || token.back() != '>' ||
+      !std::isxdigit(static_cast<unsigned char>(token[3])) ||
+      !std::isxdigit(static_cast<unsigned char>(token[4])))
+    return std::nullopt;
+  return static_cast<char>(std::stoi(std::string(token.substr(3, 2)), nullptr, 16));
+}
+
+// A byte-level token's bytes: each character of GPT-2's byte map is its byte, any other
+// character stays as it is (tokenizers' ByteLevel decoder).
+std::string byte_level_to_bytes(std::string_view token) {
+  std::string bytes;
+  for (std::size_t k = 0; k < token.size();) {
+    const std::size_t n = utf8_length(token, k);
+    auto it = char_to_byte().find(decode_codepoint(token, k, n));
+    if (it != char_to_byte().end()) {
+      bytes += static_cast<char>(it->second);
+    } else {
+      bytes.append(token, k, n);
+    }
+    k += n;
+  }
+  return bytes;
+}
+
 std::string merge_key(std::string_view left, std::string_view right) {
   std::string key;
   key.reserve(left.size() + right.size() + 1);
@@ -854,10 +880,8 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
         for (const auto& token : tokens) {
           // As tokenizers' ByteFallback: "<0xXX>" with two hex digits is a byte; any other
           // token, "<0xZZ>" included, is text.
-          if (token.size() == 6 && token.starts_with("<0x") && token.back() == '>' &&
-              std::isxdigit(static_cast<unsigned char>(token[3])) &&
-              std::isxdigit(static_cast<unsigned char>(token[4]))) {
-            pending += static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16));
+          if (const auto byte = byte_token_value(token)) {
+            pending += *byte;
           } else {
             flush_bytes();
             merged.push_back(token);
@@ -890,19 +914,7 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
         break;
       case DecoderStep::Kind::byte_level: {
         std::string bytes;
-        for (const auto& token : tokens) {
-          for (std::size_t k = 0; k < token.size();) {
-            const std::size_t n = utf8_length(token, k);
-            const char32_t cp = decode_codepoint(token, k, n);
-            auto it = char_to_byte().find(cp);
-            if (it != char_to_byte().end()) {
-              bytes += static_cast<char>(it->second);
-            } else {
-              bytes.append(token, k, n);
-            }
-            k += n;
-          }
-        }
+        for (const auto& token : tokens) bytes += byte_level_to_bytes(token);
         tokens = {lossy_utf8(bytes)};
         break;
       }
@@ -911,6 +923,43 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
   std::string text;
   for (const auto& token : tokens) text += token;
   return text;
+}
+
+std::string Tokenizer::token_bytes(std::int32_t id) const {
+  if (id < 0 || static_cast<std::size_t>(id) >= id_to_token_.size()) return {};
+  if (!pieces_.empty())
+    return static_cast<std::size_t>(id) < pieces_.size() ? pieces_[static_cast<std::size_t>(id)]
+                                                         : std::string();
+  std::string token = id_to_token_[static_cast<std::size_t>(id)];
+  // After a Fuse the tokens are one text, whose ends are the only place a Strip cuts.
+  bool fused = false;
+  for (const auto& step : decoder_) {
+    switch (step.kind) {
+      case DecoderStep::Kind::replace:
+        replace_all(token, step.pattern, step.content);
+        break;
+      case DecoderStep::Kind::byte_fallback:
+        if (const auto byte = byte_token_value(token)) token = std::string(1, *byte);
+        break;
+      case DecoderStep::Kind::fuse:
+        fused = true;
+        break;
+      case DecoderStep::Kind::strip:
+        if (fused) break;
+        for (int k = 0; k < step.start && token.starts_with(step.content); ++k)
+          token.erase(0, step.content.size());
+        for (int k = 0; k < step.stop && token.ends_with(step.content); ++k)
+          token.erase(token.size() - step.content.size());
+        break;
+      case DecoderStep::Kind::metaspace:
+        replace_all(token, step.content, " ");
+        break;
+      case DecoderStep::Kind::byte_level:
+        token = byte_level_to_bytes(token);
+        break;
+    }
+  }
+  return token;
 }
 
 namespace {
@@ -1080,15 +1129,6 @@ bool ends_generation(std::string_view text) {
                        "<REPO>",
                        "<reponame>",
                        "<|file_sep|>"});
-}
-
-// The byte a "<0xNN>" token stands for.
-std::optional<char> byte_token_value(std::string_view token) {
-  if (token.size() != 6 || !token.starts_with("<0x") || token.back() != '>' ||
-      !std::isxdigit(static_cast<unsigned char>(token[3])) ||
-      !std::isxdigit(static_cast<unsigned char>(token[4])))
-    return std::nullopt;
-  return static_cast<char>(std::stoi(std::string(token.substr(3, 2)), nullptr, 16));
 }
 
 }  // namespace

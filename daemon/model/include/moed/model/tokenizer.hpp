@@ -53,6 +53,12 @@ class Tokenizer {
   std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = true,
                      std::span<const std::int32_t> kept_special = {}) const;
 
+  // The bytes token `id` adds to a text after other tokens, where no decoder drops a leading
+  // space: a byte-fallback token's raw byte (decode gives U+FFFD for a lone byte that is not
+  // UTF-8), an added token's content. What a constraint on the generated text checks each
+  // candidate against. Empty for ids without a token.
+  std::string token_bytes(std::int32_t id) const;
+
   std::int64_t vocab_size() const { return static_cast<std::int64_t>(id_to_token_.size()); }
   std::optional<std::int32_t> token_id(std::string_view token) const;
   // The vocabulary's string for an id (e.g. "▁Paris"), as tokenizers' id_to_token gives it.
