@@ -341,6 +341,60 @@ TEST(Sampler, DrawsEachTokenAsOftenAsItsProbability) {
   }
 }
 
+// Allows the even ids up to a bound, and remembers what it was told was drawn.
+class EvenIdsBelow : public TokenConstraint {
+ public:
+  explicit EvenIdsBelow(std::int32_t bound) : bound_(bound) {}
+  bool allows(std::int32_t id) const override { return id % 2 == 0 && id < bound_; }
+  void advance(std::int32_t id) override { drawn.push_back(id); }
+  std::vector<std::int32_t> drawn;
+
+ private:
+  std::int32_t bound_;
+};
+
+// A constraint renormalizes the distribution over the tokens it allows (temperature and the
+// nucleus apply to what is left), and the log-probability reported stays the model's own.
+TEST(Sampler, AConstraintLimitsTheDrawNotTheLogprob) {
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 1.5f, 1.0f, 0.0f};
+  double total = 0.0;
+  for (const float l : logits) total += std::exp(l);
+  auto even = std::make_shared<EvenIdsBelow>(6);
+  SamplingParams greedy;
+  greedy.constraint = even;
+  Sampler best_allowed(greedy);
+  const auto token = best_allowed.sample(logits.data(), 6);
+  EXPECT_EQ(token.id, 4);
+  EXPECT_NEAR(token.logprob, 1.0 - std::log(total), 1e-5);
+  EXPECT_EQ(even->drawn, (std::vector<std::int32_t>{4}));
+
+  // Temperature 0.7: 0, 2 and 4 in proportion to exp(logit / 0.7) among themselves.
+  std::vector<double> want(logits.size());
+  double kept = 0.0;
+  for (std::size_t i = 0; i < logits.size(); i += 2) kept += want[i] = std::exp(logits[i] / 0.7);
+  for (auto& p : want) p /= kept;
+  for (const float top_p : {1.0f, 0.999f}) {
+    SamplingParams warm{0.7f, 0, top_p, 5};
+    warm.constraint = std::make_shared<EvenIdsBelow>(6);
+    Sampler sampler(warm);
+    std::vector<int> counts(logits.size());
+    constexpr int kDraws = 30000;
+    for (int i = 0; i < kDraws; ++i)
+      ++counts[static_cast<std::size_t>(sampler.sample(logits.data(), 6).id)];
+    for (std::size_t i = 0; i < logits.size(); ++i)
+      EXPECT_NEAR(counts[i] / static_cast<double>(kDraws), want[i], 0.01)
+          << "token " << i << ", top_p " << top_p;
+  }
+
+  // Nothing allowed is the request's error, greedy or not.
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplingParams none{temperature};
+    none.constraint = std::make_shared<EvenIdsBelow>(0);
+    Sampler dead_end(none);
+    EXPECT_THROW(dead_end.sample(logits.data(), 6), ConstraintDeadEnd);
+  }
+}
+
 TEST(Sampler, AFlatNucleusKeepsTheLowerIdsAndANanLogitIsNeverDrawn) {
   const std::vector<float> flat(1000, 0.0f);
   Sampler half({1.0f, 0, 0.5f, 2});
@@ -831,6 +885,41 @@ TEST(Scheduler, ConcurrentRequestsGetTheTokensTheyGetAlone) {
   const auto c = scheduler.counters();
   EXPECT_EQ(c.completed, 8u);
   EXPECT_LT(c.steps, c.generated_tokens);  // decode steps were shared between requests
+}
+
+// Allows any token for a number of draws, then none.
+class RunsDry : public TokenConstraint {
+ public:
+  explicit RunsDry(int draws) : left_(draws) {}
+  bool allows(std::int32_t) const override { return left_ > 0; }
+  void advance(std::int32_t) override { --left_; }
+
+ private:
+  int left_;
+};
+
+// A constraint that leaves no token fails its own request, in the middle of a shared decode
+// step, and the request beside it goes on as alone.
+TEST(Scheduler, AConstraintWithNoTokenLeftFailsItsRequestAlone) {
+  Engine engine(kModels / "tiny-f32", {});
+  GenerationRequest plain;
+  plain.prompt = {1, 17, 42, 300};
+  plain.max_tokens = 12;
+  const auto alone = engine.generate(plain.prompt, plain.max_tokens, plain.sampling, nullptr);
+  GenerationRequest dry = plain;
+  dry.sampling.constraint = std::make_shared<RunsDry>(3);
+  Scheduler scheduler(engine, {64, 8});
+  const auto dry_session = scheduler.submit(dry);
+  const auto plain_session = scheduler.submit(plain);
+  EXPECT_EQ(drain_tokens(*dry_session).size(), 3u);
+  EXPECT_EQ(dry_session->finish_reason(), FinishReason::error);
+  EXPECT_NE(dry_session->error().find("no token can continue"), std::string::npos)
+      << dry_session->error();
+  EXPECT_EQ(drain_tokens(*plain_session), alone);
+  EXPECT_EQ(plain_session->finish_reason(), FinishReason::length) << plain_session->error();
+  const auto c = scheduler.counters();
+  EXPECT_EQ(c.failed, 1u);
+  EXPECT_EQ(c.completed, 1u);
 }
 
 TEST(Scheduler, RejectsBadRequestsNamingTheField) {

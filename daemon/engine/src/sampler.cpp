@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -9,6 +10,12 @@
 #include "moed/kernels/cpu_ops.hpp"
 
 namespace moed::engine {
+
+void TokenConstraint::mask(std::span<float> logits) const {
+  for (std::size_t id = 0; id < logits.size(); ++id)
+    if (!allows(static_cast<std::int32_t>(id)))
+      logits[id] = -std::numeric_limits<float>::infinity();
+}
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   if (!(params.temperature >= 0.0f) || !std::isfinite(params.temperature))
@@ -29,7 +36,8 @@ bool Sampler::adjusts_logits() const {
 }
 
 SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
-  if (!adjusts_logits()) return draw(logits, vocab, true);
+  const auto& constraint = params_.constraint;
+  if (!adjusts_logits() && !constraint) return draw(logits, vocab, true);
   adjusted_.assign(logits, logits + vocab);
   for (const auto& [id, bias] : params_.logit_bias)
     if (id >= 0 && id < vocab) adjusted_[static_cast<std::size_t>(id)] += bias;
@@ -37,7 +45,20 @@ SampledToken Sampler::sample(const float* logits, std::int64_t vocab) {
     adjusted_[static_cast<std::size_t>(id)] -=
         params_.presence_penalty +
         static_cast<float>(times_drawn_[static_cast<std::size_t>(id)]) * params_.frequency_penalty;
+  if (constraint) {
+    // Greedy needs only the most likely allowed token: where the most likely of all is allowed,
+    // as it mostly is, the other tokens need not be asked.
+    const bool greedy = params_.temperature == 0.0f;
+    const auto best = static_cast<std::int32_t>(kernels::argmax(adjusted_.data(), vocab));
+    if (!greedy || !constraint->allows(best))
+      constraint->mask(std::span(adjusted_).first(static_cast<std::size_t>(vocab)));
+  }
   SampledToken token = draw(adjusted_.data(), vocab, false);
+  if (constraint) {
+    if (!constraint->allows(token.id))
+      throw ConstraintDeadEnd("no token can continue the output in the format asked for");
+    constraint->advance(token.id);
+  }
   const float max_logit = logits[kernels::argmax(logits, vocab)];
   token.logprob = std::isfinite(max_logit)
                       ? static_cast<float>(static_cast<double>(logits[token.id]) -
@@ -128,9 +149,11 @@ SampledToken Sampler::pick(std::int64_t sorted, std::int64_t candidates, const f
   std::uniform_real_distribution<double> uniform(0.0, total);
   const double target = uniform(rng_);
   double running = 0.0;
+  // A token of no weight (masked by a constraint, or a NaN logit) is never chosen, not even
+  // for a draw of exactly 0.
   for (std::int64_t i = 0; i < keep; ++i) {
     running += probs_[order_[i]];
-    if (running >= target) return chosen(order_[i]);
+    if (running >= target && probs_[order_[i]] > 0.0f) return chosen(order_[i]);
   }
   return chosen(order_[keep - 1]);
 }

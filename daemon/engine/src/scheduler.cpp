@@ -203,9 +203,15 @@ Scheduler::Counters Scheduler::counters() const {
   return c;
 }
 
-void Scheduler::sample_and_emit(Session& session, const float* logits) {
+bool Scheduler::sample_and_emit(Session& session, const float* logits) {
   const std::int64_t vocab = engine_.spec().vocab_size;
-  const SampledToken token = session.sampler_.sample(logits, vocab);
+  SampledToken token{};
+  try {
+    token = session.sampler_.sample(logits, vocab);
+  } catch (const ConstraintDeadEnd& e) {
+    fail(session, e.what());
+    return false;
+  }
   TokenEvent event{token.id, token.logprob, {}};
   if (session.request_.top_logprobs > 0)
     event.top = top_logprobs(logits, vocab, session.request_.top_logprobs);
@@ -214,6 +220,7 @@ void Scheduler::sample_and_emit(Session& session, const float* logits) {
   session.emit(std::move(event));
   std::lock_guard lock(mutex_);
   ++counters_.generated_tokens;
+  return true;
 }
 
 bool Scheduler::finished(Session& session) {
@@ -265,8 +272,7 @@ void Scheduler::prefill_chunk(std::vector<float>& logits) {
     }
     if (session->prefilled_ < total) return;
     prefilling_.reset();
-    sample_and_emit(*session, logits.data());
-    if (!finished(*session)) active_.push_back(session);
+    if (sample_and_emit(*session, logits.data()) && !finished(*session)) active_.push_back(session);
   } catch (const std::exception& e) {
     prefilling_.reset();
     fail(*session, e.what());
@@ -355,9 +361,13 @@ void Scheduler::loop() {
       try {
         engine_.decode(tokens, caches, logits);
         const std::int64_t vocab = engine_.spec().vocab_size;
+        std::vector<bool> failed(active_.size());
         for (std::size_t i = 0; i < active_.size(); ++i)
-          sample_and_emit(*active_[i], logits.data() + i * vocab);
-        std::erase_if(active_, [&](const std::shared_ptr<Session>& s) { return finished(*s); });
+          failed[i] = !sample_and_emit(*active_[i], logits.data() + i * vocab);
+        std::size_t i = 0;
+        std::erase_if(active_, [&](const std::shared_ptr<Session>& s) {
+          return failed[i++] || finished(*s);
+        });
       } catch (const std::exception& e) {
         // A failed step (e.g. a disk read error) fails the requests in it; the next ones run.
         {

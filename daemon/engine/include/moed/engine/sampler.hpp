@@ -1,11 +1,33 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <random>
+#include <span>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
 namespace moed::engine {
+
+// What may come next in an output that must follow a format (JSON, say). The sampler draws only
+// tokens it allows, from the model's distribution renormalized over them, and tells it each
+// token drawn.
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  virtual bool allows(std::int32_t id) const = 0;
+  virtual void advance(std::int32_t id) = 0;
+  // Sets the logits of the tokens it does not allow to -inf: allows() over the vocabulary,
+  // which a constraint may do faster at once.
+  virtual void mask(std::span<float> logits) const;
+};
+
+// No token can continue a constrained output: the request fails, not the others beside it.
+class ConstraintDeadEnd : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct SamplingParams {
   float temperature = 0.0f;  // 0: greedy (argmax, ties to the lowest id)
@@ -19,6 +41,9 @@ struct SamplingParams {
   // Added to those tokens' logits before the draw (OpenAI's logit_bias); ids outside the
   // vocabulary are ignored.
   std::vector<std::pair<std::int32_t, float>> logit_bias{};
+  // Applied after the bias and penalties, before temperature, top-k and top-p; one per request,
+  // as it follows the tokens drawn.
+  std::shared_ptr<TokenConstraint> constraint{};
 };
 
 struct SampledToken {
@@ -48,7 +73,7 @@ class Sampler {
   std::mt19937_64 rng_;
   std::vector<float> probs_;
   std::vector<std::int32_t> order_;
-  std::vector<float> adjusted_;      // the logits with bias and penalties
+  std::vector<float> adjusted_;      // the logits with bias, penalties and constraint
   std::vector<int> times_drawn_;     // per token id, for the penalties
   std::vector<std::int32_t> drawn_;  // the ids drawn at least once
 };

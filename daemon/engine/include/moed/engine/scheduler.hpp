@@ -136,7 +136,8 @@ class Scheduler {
   // Runs the next chunk of the prefilling request's prompt; it joins the batch when done.
   void prefill_chunk(std::vector<float>& logits);
   void fail(Session& session, const std::string& error);
-  void sample_and_emit(Session& session, const float* logits);
+  // False when the session failed instead (its constraint left no token to draw).
+  bool sample_and_emit(Session& session, const float* logits);
   bool finished(Session& session);
 
   Engine& engine_;
