@@ -108,6 +108,27 @@ assert text == json.load(open('$work/a.json'))['choices'][0]['text'], text
 last = chunks[-1]
 assert last['choices'][0]['finish_reason'] in ('length', 'stop') and all('usage' not in c for c in chunks)
 " && pass "SSE stream: same text as non-streamed, no usage unasked, [DONE]" || fail "stream"
+# response_format json_object: sampled answers that end are JSON objects and nothing else (the
+# random tiny model would write anything), and the stream carries the same text.
+for seed in 1 2 3 4 5 6; do
+  api http://moed/v1/completions -d "$(req 64 1 $seed ', "response_format": {"type": "json_object"}')" >"$work/json-$seed.json"
+done
+api -N http://moed/v1/completions -d "$(req 64 1 2 ', "response_format": {"type": "json_object"}, "stream": true')" >"$work/json-stream.txt"
+py "
+import json
+ended = 0
+for seed in range(1, 7):
+    choice = json.load(open('$work/json-%d.json' % seed))['choices'][0]
+    if choice['finish_reason'] == 'stop':
+        assert isinstance(json.loads(choice['text']), dict), choice
+        ended += 1
+    else:
+        assert choice['finish_reason'] == 'length', choice
+assert ended >= 1, 'no answer closed its object within 64 tokens'
+lines = [l for l in open('$work/json-stream.txt').read().split('\n') if l]
+streamed = ''.join(json.loads(l[6:])['choices'][0]['text'] for l in lines[:-1])
+assert streamed == json.load(open('$work/json-2.json'))['choices'][0]['text'], streamed
+" && pass "response_format json_object: answers are JSON objects, streamed alike" || fail "response_format json_object"
 # An HTTP/1.0 client has no chunked coding: its stream is the plain body, ended by the close.
 py "
 import json, socket
@@ -381,7 +402,7 @@ expect "temperature out of range" 400 "temperature" http://moed/v1/completions -
 expect "n > 1" 400 '"param":"n"' http://moed/v1/completions -d '{"prompt": "x", "n": 2}'
 expect "best_of > 1" 400 '"param":"best_of"' http://moed/v1/completions -d '{"prompt": "x", "best_of": 3}'
 expect "suffix" 400 '"param":"suffix"' http://moed/v1/completions -d '{"prompt": "x", "suffix": "end"}'
-expect "JSON output asked for" 400 "'json_object' is not supported" http://moed/v1/completions -d '{"prompt": "x", "response_format": {"type": "json_object"}}'
+expect "JSON schema output asked for" 400 "'json_schema' is not supported" http://moed/v1/completions -d '{"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}'
 expect "logit_bias key not a token id" 400 '"param":"logit_bias.the"' http://moed/v1/completions -d '{"prompt": "x", "logit_bias": {"the": 5}}'
 expect "presence_penalty out of range" 400 '"param":"presence_penalty"' http://moed/v1/completions -d '{"prompt": "x", "presence_penalty": 3}'
 # logit_bias steers the draw: +100 on one token makes a greedy answer that token throughout,

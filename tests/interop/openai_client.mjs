@@ -239,10 +239,28 @@ async function basicChecks() {
     );
   });
 
+  await check("response_format json_object: answers that end parse as objects", async () => {
+    let ended = 0;
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const answer = await client.chat.completions.create({
+        model, messages, max_tokens: 64, temperature: 1, seed,
+        response_format: { type: "json_object" },
+      });
+      const choice = answer.choices[0];
+      if (choice.finish_reason !== "stop") continue;
+      const value = JSON.parse(choice.message.content);
+      assert.equal(typeof value, "object");
+      assert.ok(value !== null && !Array.isArray(value), choice.message.content);
+      ended += 1;
+    }
+    assert.ok(ended >= 1, "no answer closed its object within 64 tokens");
+  });
+
   await check("what moed cannot do is a BadRequestError naming the field", async () => {
     await assert.rejects(
       client.chat.completions.create({
-        model, messages, max_tokens: 4, response_format: { type: "json_object" },
+        model, messages, max_tokens: 4,
+        response_format: { type: "json_schema", json_schema: { name: "story", schema: {} } },
       }),
       (error) => {
         assert.ok(error instanceof OpenAI.BadRequestError, String(error));

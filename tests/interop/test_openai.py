@@ -35,7 +35,7 @@ def metric(base, name):
 
 class OpenAIClient(unittest.TestCase):
     def test_openai_library(self):
-        self.serve(MODEL, [], 15)
+        self.serve(MODEL, [], 16)
 
     def test_tool_calls_in_the_history(self):
         log = self.serve("tiny-deepseek_v3", ["--tools"], 2)

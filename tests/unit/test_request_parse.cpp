@@ -38,6 +38,17 @@ TEST(RequestParse, AcceptsAValidCompletion) {
   EXPECT_EQ(g.stops, std::vector<std::string>{"."});
 }
 
+TEST(RequestParse, ResponseFormatJsonObjectAsksForAJsonAnswer) {
+  auto json_object = [](const std::string& format) {
+    return parse_completion(parse_body(R"({"prompt": "Hi", "response_format": )" + format + "}"),
+                            kLimits, one_token_per_byte)
+        .json_object;
+  };
+  EXPECT_TRUE(json_object(R"({"type": "json_object"})"));
+  EXPECT_FALSE(json_object(R"({"type": "text"})"));
+  EXPECT_FALSE(json_object("null"));
+}
+
 // OpenAI's legacy completions stop at 16 tokens by default; its chat has no limit, so the
 // daemon's own default (limits.default_chat_max_tokens). A default is not the client's to fit
 // the context: the scheduler cuts it, where a max_tokens the client gave is checked here.
@@ -266,7 +277,9 @@ TEST(RequestParse, RefusesWhatItCannotDo) {
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "best_of": 1, "suffix": ""})"), "");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "suffix": "}"})"), "suffix");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "text"}})"), "");
-  EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "json_object"}})"),
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "json_object"}})"), "");
+  EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "a", "schema": {}}}})"),
             "response_format.type");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": "json"})"), "response_format");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
@@ -274,7 +287,7 @@ TEST(RequestParse, RefusesWhatItCannotDo) {
             "");
   // In chat these come before the messages (and so before the template renders them).
   EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "n": 2})"), "n");
-  EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "response_format": {"type": "json_object"}})"),
+  EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "response_format": {"type": "json_schema"}})"),
             "response_format.type");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
                                     "tool_choice": "required"})"),

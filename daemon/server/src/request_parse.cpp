@@ -50,20 +50,27 @@ bool bool_field(const Body& body, const char* field, bool fallback) {
   return body[field].get<bool>();
 }
 
-// What neither route does: several choices, output constrained to a format. Checked before a
+// response_format: whether the answer must be a JSON object ("json_object"); plain text
+// ("text") otherwise.
+bool json_object_format(const Body& body) {
+  if (!body.contains("response_format") || body["response_format"].is_null()) return false;
+  const auto& format = body["response_format"];
+  if (!format.is_object() || !format.contains("type") || !format["type"].is_string())
+    bad_field("response_format", "expected an object such as {\"type\": \"json_object\"}");
+  const auto type = format["type"].get<std::string>();
+  if (type == "text") return false;
+  if (type == "json_object") return true;
+  bad_field("response_format.type",
+            "'" + type +
+                "' is not supported: moed constrains answers to a JSON object "
+                "(\"json_object\") but not to a schema; \"text\" leaves them free");
+}
+
+// What neither route does: several choices, output constrained to a schema. Checked before a
 // chat's template renders, so that its errors do not hide these.
 void refuse_unsupported(const Body& body) {
   if (integer_field(body, "n", 1, 1, INT64_MAX) != 1) bad_field("n", "only 1 is supported");
-  if (body.contains("response_format") && !body["response_format"].is_null()) {
-    const auto& format = body["response_format"];
-    if (!format.is_object() || !format.contains("type") || !format["type"].is_string())
-      bad_field("response_format", "expected an object such as {\"type\": \"text\"}");
-    if (format["type"] != "text")
-      bad_field("response_format.type",
-                "'" + format["type"].get<std::string>() +
-                    "' is not supported: moed does not constrain its output to a format (only "
-                    "\"text\")");
-  }
+  json_object_format(body);
 }
 
 // The fields /v1/completions and /v1/chat/completions share.
@@ -81,6 +88,7 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
   refuse_unsupported(body);
 
   GenerationParams g;
+  g.json_object = json_object_format(body);
   g.prompt = std::move(prompt);
   if (g.prompt.empty()) bad_field(prompt_field, "is empty");
   const std::int64_t context = limits.context;

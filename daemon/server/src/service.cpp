@@ -208,6 +208,8 @@ void Service::start_loading() {
           *engine,
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
       std::lock_guard lock(mutex_);
+      constraint_vocabulary_ =
+          constraint_vocabulary(tokenizer, engine->spec().vocab_size, engine->spec().eos_token_ids);
       tokenizer_.emplace(std::move(tokenizer));
       tool_call_syntax_ = chat_template ? tool_call_syntax(template_source) : ToolCallSyntax::none;
       chat_template_ = std::move(chat_template);
@@ -439,6 +441,7 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.chat = params.chat;
   g.logprobs = params.logprobs;
   g.calls_as = params.calls_as;
+  g.json_object = params.json_object;
   return g;
 }
 
@@ -489,6 +492,13 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   const auto& prompt = g.request.prompt;
   std::vector<std::int32_t> recent(prompt.end() - std::min<std::ptrdiff_t>(prompt.size(), 4),
                                    prompt.end());
+  if (g.json_object) {
+    if (engine_->spec().eos_token_ids.empty())
+      throw RequestError("response_format",
+                         "a JSON answer must end where its object closes, and this model has no "
+                         "end-of-generation token");
+    g.request.sampling.constraint = std::make_shared<JsonObjectConstraint>(constraint_vocabulary_);
+  }
   std::shared_ptr<engine::Session> session;
   try {
     session = scheduler_->submit(std::move(g.request));

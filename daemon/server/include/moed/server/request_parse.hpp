@@ -65,6 +65,8 @@ struct GenerationParams {
   // Chat: the shape the calls the model writes come back in (the older "functions" offered:
   // function_call; "parallel_tool_calls": false: only the first).
   CallsAs calls_as = CallsAs::tool_calls;
+  // response_format {"type": "json_object"}: the answer is one JSON object.
+  bool json_object = false;
 };
 
 // A body that must be a JSON object, nested no deeper than this.

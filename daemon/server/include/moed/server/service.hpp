@@ -17,6 +17,7 @@
 #include "moed/model/tokenizer.hpp"
 #include "moed/server/config.hpp"
 #include "moed/server/http_server.hpp"
+#include "moed/server/json_constraint.hpp"
 #include "moed/server/request_parse.hpp"
 #include "moed/server/tool_calls.hpp"
 
@@ -53,6 +54,7 @@ class Service {
     // Calls in this syntax are parsed out of the answer (tools were offered), and given back so.
     ToolCallSyntax tool_calls = ToolCallSyntax::none;
     CallsAs calls_as = CallsAs::tool_calls;
+    bool json_object = false;  // the answer is constrained to one JSON object
   };
   void require_serving() const;
   ModelLimits limits() const;
@@ -81,6 +83,7 @@ class Service {
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::Scheduler> scheduler_;
   std::optional<model::Tokenizer> tokenizer_;
+  std::shared_ptr<const ConstraintVocabulary> constraint_vocabulary_;
   std::optional<model::ChatTemplate> chat_template_;
   std::string chat_template_error_;                         // why the template could not be parsed
   ToolCallSyntax tool_call_syntax_ = ToolCallSyntax::none;  // the chat template's

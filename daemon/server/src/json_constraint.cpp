@@ -1,0 +1,310 @@
+#include "moed/server/json_constraint.hpp"
+
+#include <algorithm>
+#include <array>
+#include <limits>
+
+namespace moed::server {
+namespace {
+
+bool is_blank(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+bool is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_hex(unsigned char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+// A byte a number may go on with (whether it may here is the state's to say).
+bool continues_number(unsigned char c) {
+  return is_digit(c) || c == '.' || c == 'e' || c == 'E';
+}
+
+}  // namespace
+
+bool JsonPrefix::whitespace(unsigned char c) {
+  if (c == '\n') {
+    if (line_breaks_ == 1) return false;
+    ++line_breaks_;
+    return true;
+  }
+  if (indent_ == kMaxIndent) return false;
+  ++indent_;
+  return true;
+}
+
+bool JsonPrefix::open(bool object) {
+  if (depth_ == kMaxDepth) return false;
+  const std::uint64_t bit = std::uint64_t{1} << depth_;
+  containers_ = object ? containers_ | bit : containers_ & ~bit;
+  ++depth_;
+  state_ = object ? State::object_first : State::array_first;
+  return true;
+}
+
+bool JsonPrefix::end_value() {
+  state_ = depth_ == 0 ? State::done : State::after_value;
+  return true;
+}
+
+bool JsonPrefix::begin_value(unsigned char c) {
+  switch (c) {
+    case '{':
+      return open(true);
+    case '[':
+      return open(false);
+    case '"':
+      string_is_key_ = false;
+      state_ = State::string;
+      return true;
+    case '-':
+      state_ = State::minus;
+      return true;
+    case '0':
+      state_ = State::zero;
+      return true;
+    case 't':
+      literal_rest_ = "rue";
+      state_ = State::literal;
+      return true;
+    case 'f':
+      literal_rest_ = "alse";
+      state_ = State::literal;
+      return true;
+    case 'n':
+      literal_rest_ = "ull";
+      state_ = State::literal;
+      return true;
+    default:
+      if (!is_digit(c)) return false;
+      state_ = State::integer;
+      return true;
+  }
+}
+
+bool JsonPrefix::feed(unsigned char c) {
+  const bool number_may_end = state_ == State::zero || state_ == State::integer ||
+                              state_ == State::fraction || state_ == State::exponent_digits;
+  if (number_may_end && !continues_number(c)) end_value();
+  const bool between_tokens = state_ == State::start || state_ == State::value ||
+                              state_ == State::array_first || state_ == State::object_first ||
+                              state_ == State::key || state_ == State::colon ||
+                              state_ == State::after_value;
+  if (between_tokens && is_blank(c)) return whitespace(c);
+  line_breaks_ = 0;
+  indent_ = 0;
+  switch (state_) {
+    case State::start:
+      return c == '{' && open(true);
+    case State::value:
+      return begin_value(c);
+    case State::array_first:
+      if (c == ']') {
+        --depth_;
+        return end_value();
+      }
+      return begin_value(c);
+    case State::object_first:
+    case State::key:
+      if (c == '}' && state_ == State::object_first) {
+        --depth_;
+        return end_value();
+      }
+      if (c != '"') return false;
+      string_is_key_ = true;
+      state_ = State::string;
+      return true;
+    case State::colon:
+      if (c != ':') return false;
+      state_ = State::value;
+      return true;
+    case State::after_value:
+      if (c == ',') {
+        state_ = in_object() ? State::key : State::value;
+        return true;
+      }
+      if (c != (in_object() ? '}' : ']')) return false;
+      --depth_;
+      return end_value();
+    case State::string:
+      if (c == '"') {
+        if (!string_is_key_) return end_value();
+        state_ = State::colon;
+        return true;
+      }
+      if (c == '\\') state_ = State::escape;
+      return c >= 0x20;
+    case State::escape:
+      if (c == 'u') {
+        hex_left_ = 4;
+        state_ = State::unicode;
+        return true;
+      }
+      state_ = State::string;
+      return c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
+             c == 't';
+    case State::unicode:
+      if (!is_hex(c)) return false;
+      if (--hex_left_ == 0) state_ = State::string;
+      return true;
+    case State::minus:
+      if (!is_digit(c)) return false;
+      state_ = c == '0' ? State::zero : State::integer;
+      return true;
+    case State::zero:
+    case State::integer:
+      if (c == '.') {
+        state_ = State::dot;
+        return true;
+      }
+      if (c == 'e' || c == 'E') {
+        state_ = State::exponent;
+        return true;
+      }
+      return state_ == State::integer && is_digit(c);
+    case State::dot:
+    case State::fraction:
+      if (is_digit(c)) {
+        state_ = State::fraction;
+        return true;
+      }
+      if (state_ == State::fraction && (c == 'e' || c == 'E')) {
+        state_ = State::exponent;
+        return true;
+      }
+      return false;
+    case State::exponent:
+      if (c == '+' || c == '-') {
+        state_ = State::exponent_sign;
+        return true;
+      }
+      [[fallthrough]];
+    case State::exponent_sign:
+    case State::exponent_digits:
+      if (!is_digit(c)) return false;
+      state_ = State::exponent_digits;
+      return true;
+    case State::literal:
+      if (static_cast<unsigned char>(*literal_rest_) != c) return false;
+      if (*++literal_rest_ == '\0') return end_value();
+      return true;
+    case State::done:
+      return false;
+  }
+  return false;
+}
+
+ConstraintVocabulary::ConstraintVocabulary(std::vector<std::string> token_bytes,
+                                           std::vector<bool> end_tokens)
+    : bytes(std::move(token_bytes)), ends(std::move(end_tokens)), plain(bytes.size()) {
+  ends.resize(bytes.size());
+  for (std::size_t id = 0; id < bytes.size(); ++id) {
+    if (ends[id]) bytes[id].clear();
+    plain[id] = !bytes[id].empty() && std::none_of(bytes[id].begin(), bytes[id].end(), [](char c) {
+      return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+    });
+  }
+}
+
+std::shared_ptr<const ConstraintVocabulary> constraint_vocabulary(
+    const model::Tokenizer& tokenizer, std::int64_t vocab_size,
+    std::span<const std::int64_t> end_ids) {
+  std::vector<std::string> bytes(static_cast<std::size_t>(vocab_size));
+  std::vector<bool> ends(static_cast<std::size_t>(vocab_size));
+  const std::int64_t named = std::min(vocab_size, tokenizer.vocab_size());
+  for (std::int32_t id = 0; id < named; ++id)
+    if (!tokenizer.is_special(id)) bytes[static_cast<std::size_t>(id)] = tokenizer.token_bytes(id);
+  for (const std::int64_t id : end_ids)
+    if (id >= 0 && id < vocab_size) ends[static_cast<std::size_t>(id)] = true;
+  return std::make_shared<const ConstraintVocabulary>(std::move(bytes), std::move(ends));
+}
+
+JsonObjectConstraint::JsonObjectConstraint(std::shared_ptr<const ConstraintVocabulary> vocabulary)
+    : vocabulary_(std::move(vocabulary)) {}
+
+bool JsonObjectConstraint::allows(std::int32_t id) const {
+  if (id < 0 || static_cast<std::size_t>(id) >= vocabulary_->bytes.size()) return false;
+  if (prefix_.complete()) return vocabulary_->ends[static_cast<std::size_t>(id)];
+  const std::string& bytes = vocabulary_->bytes[static_cast<std::size_t>(id)];
+  if (bytes.empty()) return false;
+  JsonPrefix trial = prefix_;
+  return std::all_of(bytes.begin(), bytes.end(),
+                     [&](char c) { return trial.feed(static_cast<unsigned char>(c)); });
+}
+
+void JsonObjectConstraint::mask(std::span<float> logits) const {
+  auto cached = std::find_if(masks_.begin(), masks_.end(),
+                             [&](const CachedMask& m) { return m.prefix == prefix_; });
+  if (cached == masks_.end()) {
+    if (masks_.size() < kCachedMasks) {
+      masks_.emplace_back();
+      cached = masks_.end() - 1;
+    } else {
+      cached = masks_.begin() + static_cast<std::ptrdiff_t>(next_evicted_);
+      next_evicted_ = (next_evicted_ + 1) % kCachedMasks;
+    }
+    cached->prefix = prefix_;
+    allowed_tokens(cached->allowed);
+  }
+  const auto& allowed = cached->allowed;
+  for (std::size_t id = 0; id < logits.size(); ++id)
+    if (id >= vocabulary_->bytes.size() || !((allowed[id / 64] >> (id % 64)) & 1u))
+      logits[id] = -std::numeric_limits<float>::infinity();
+}
+
+void JsonObjectConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) const {
+  const auto& bytes = vocabulary_->bytes;
+  allowed.assign((bytes.size() + 63) / 64, 0);
+  auto allow = [&](std::size_t id) { allowed[id / 64] |= std::uint64_t{1} << (id % 64); };
+  if (prefix_.complete()) {
+    for (std::size_t id = 0; id < bytes.size(); ++id)
+      if (vocabulary_->ends[id]) allow(id);
+    return;
+  }
+  // Most tokens are settled by their first two bytes, looked up in tables made for this state
+  // (the second only for the first bytes that may come, when a token needs it).
+  struct AfterFirstByte {
+    bool taken = false;
+    bool tabled = false;
+    JsonPrefix prefix;
+    std::array<bool, 256> may_follow{};
+  };
+  std::array<AfterFirstByte, 256> after;
+  for (int byte = 0; byte < 256; ++byte) {
+    auto& a = after[static_cast<std::size_t>(byte)];
+    a.prefix = prefix_;
+    a.taken = a.prefix.feed(static_cast<unsigned char>(byte));
+  }
+  const bool in_string = prefix_.in_string();
+  for (std::size_t id = 0; id < bytes.size(); ++id) {
+    const std::string& token = bytes[id];
+    if (token.empty()) continue;
+    auto& a = after[static_cast<unsigned char>(token[0])];
+    if (!a.taken) continue;
+    if (token.size() == 1 || (in_string && vocabulary_->plain[id])) {
+      allow(id);
+      continue;
+    }
+    if (!a.tabled) {
+      for (int byte = 0; byte < 256; ++byte) {
+        JsonPrefix trial = a.prefix;
+        a.may_follow[static_cast<std::size_t>(byte)] = trial.feed(static_cast<unsigned char>(byte));
+      }
+      a.tabled = true;
+    }
+    if (!a.may_follow[static_cast<unsigned char>(token[1])]) continue;
+    JsonPrefix trial = a.prefix;
+    if (std::all_of(token.begin() + 1, token.end(),
+                    [&](char c) { return trial.feed(static_cast<unsigned char>(c)); }))
+      allow(id);
+  }
+}
+
+void JsonObjectConstraint::advance(std::int32_t id) {
+  if (prefix_.complete()) return;
+  for (const char c : vocabulary_->bytes[static_cast<std::size_t>(id)])
+    prefix_.feed(static_cast<unsigned char>(c));
+}
+
+}  // namespace moed::server

@@ -1,0 +1,226 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moed/server/json_constraint.hpp"
+
+namespace fs = std::filesystem;
+using moed::server::constraint_vocabulary;
+using moed::server::JsonObjectConstraint;
+using moed::server::JsonPrefix;
+
+namespace {
+
+const fs::path kModels = MOED_TEST_MODELS;
+
+// How many bytes of text the prefix takes before it refuses one.
+std::size_t taken(std::string_view text, JsonPrefix& prefix) {
+  for (std::size_t i = 0; i < text.size(); ++i)
+    if (!prefix.feed(static_cast<unsigned char>(text[i]))) return i;
+  return text.size();
+}
+
+bool takes_whole_object(std::string_view text) {
+  JsonPrefix prefix;
+  return taken(text, prefix) == text.size() && prefix.complete();
+}
+
+bool is_json_object(const std::string& text) {
+  return nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object();
+}
+
+const std::vector<std::string> kObjects = {
+    R"({})",
+    R"({"a":1})",
+    R"({"a": [1, -0.5e+3, 2E-7, 0, -0, 10.25, true, false, null, "x\u00e9\n\"\\\/\b\f\r\t"],)"
+    R"( "b": {"c": {}, "d": [[], {}]}})",
+    "{\n  \"key\": \"w\xc3\xb6rds \xe2\x9c\x93\",\n  \"n\": 12345\n}",
+    " \n{}",
+    R"({"":""})",
+};
+
+}  // namespace
+
+TEST(JsonPrefix, TakesJsonObjects) {
+  for (const auto& text : kObjects) {
+    ASSERT_TRUE(is_json_object(text)) << text;  // the test's own inputs, checked independently
+    EXPECT_TRUE(takes_whole_object(text)) << text;
+  }
+  const std::string unfinished = R"({"a": [1, {"b": "c)";
+  JsonPrefix open;
+  EXPECT_EQ(taken(unfinished, open), unfinished.size());
+  EXPECT_FALSE(open.complete());
+}
+
+TEST(JsonPrefix, RefusesTheFirstByteThatCannotContinueAnObject) {
+  struct Case {
+    std::string text;
+    std::size_t refused_at;
+  };
+  const std::vector<Case> cases = {
+      {"[1]", 0},
+      {"\"a\"", 0},
+      {"{,}", 1},
+      {"{1:2}", 1},
+      {"{\"a\" 1}", 5},
+      {"{\"a\":01}", 6},
+      {"{\"a\":1.}", 7},
+      {"{\"a\":.5}", 5},
+      {"{\"a\":+1}", 5},
+      {"{\"a\":-}", 6},
+      {"{\"a\":1e}", 7},
+      {"{\"a\":NaN}", 5},
+      {"{\"a\":1,}", 7},
+      {"{\"a\":tru}", 8},
+      {"{\"a\":\"\x01\"}", 6},
+      {"{\"a\":\"\\q\"}", 7},
+      {"{\"a\":\"\\u12g4\"}", 10},
+      {"{\"a\":1]", 6},
+      {"{\"a\":[1}", 7},
+      {"{}}", 2},
+  };
+  for (const auto& [text, at] : cases) {
+    ASSERT_FALSE(is_json_object(text)) << text;
+    JsonPrefix prefix;
+    EXPECT_EQ(taken(text, prefix), at) << text;
+  }
+  // JSON, but nothing may follow the object: the end of generation must come.
+  JsonPrefix trailing;
+  EXPECT_EQ(taken("{} ", trailing), 2u);
+}
+
+// A model must not fill its answer with blanks or brackets, which JSON would allow forever.
+TEST(JsonPrefix, LimitsBlankRunsAndNesting) {
+  auto spaced = [](int blanks) {
+    std::string text = "{";
+    text.append(static_cast<std::size_t>(blanks), ' ');
+    return text += '}';
+  };
+  EXPECT_TRUE(takes_whole_object(spaced(JsonPrefix::kMaxIndent)));
+  JsonPrefix wide;
+  EXPECT_EQ(taken(spaced(JsonPrefix::kMaxIndent + 1), wide), JsonPrefix::kMaxIndent + 1u);
+  JsonPrefix tall;
+  EXPECT_EQ(taken("{\n\n}", tall), 2u);
+  EXPECT_TRUE(takes_whole_object("{\n" + std::string(JsonPrefix::kMaxIndent, ' ') +
+                                 "\"a\": 1,\n  \"b\": [\n    2\n  ]\n}"));
+
+  // The top object is the first level.
+  std::string nested = "{\"a\":" + std::string(JsonPrefix::kMaxDepth - 1, '[');
+  JsonPrefix deep;
+  EXPECT_EQ(taken(nested + "[", deep), nested.size());
+  nested += std::string(JsonPrefix::kMaxDepth - 1, ']') + "}";
+  EXPECT_TRUE(is_json_object(nested));
+  EXPECT_TRUE(takes_whole_object(nested));
+}
+
+// Against nlohmann's parser: mutated objects the prefix takes whole are JSON objects, and JSON
+// objects within the limits (no blank after the object, one line break per blank run) are taken.
+TEST(JsonPrefix, AgreesWithAnIndependentParserOnMutatedObjects) {
+  const std::vector<std::string> seeds = {
+      R"({"a": [1, -0.5e+3, true], "b": {"c": null, "d": "x\u00e9y"}})",
+      R"({"key": "value", "n": [0, 1.5, -2E-3, false, []]})",
+      "{\n  \"list\": [\n    {\"x\": 1},\n    {\"y\": \"\\\"q\\\"\"}\n  ]\n}",
+  };
+  const std::string alphabet = "{}[]\",:0123456789.eE+-truefalsn\\u \n";
+  std::mt19937 rng(11);
+  int objects = 0;
+  int others = 0;
+  for (int trial = 0; trial < 30000; ++trial) {
+    std::string text = seeds[static_cast<std::size_t>(trial) % seeds.size()];
+    for (int edit = 0; edit <= trial % 3; ++edit) {
+      const std::size_t at = rng() % (text.size() + 1);
+      const char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0:
+          text.insert(at, 1, c);
+          break;
+        case 1:
+          if (at < text.size()) text.erase(at, 1);
+          break;
+        default:
+          if (at < text.size()) text[at] = c;
+      }
+    }
+    const bool whole = takes_whole_object(text);
+    const bool object = is_json_object(text);
+    if (whole) {
+      EXPECT_TRUE(object) << text;
+    }
+    bool within_limits = !text.empty() && text.back() != ' ' && text.back() != '\n';
+    for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+      if (text[i] != '\n') continue;
+      std::size_t j = i + 1;
+      while (j < text.size() && text[j] == ' ') ++j;
+      if (j < text.size() && text[j] == '\n') within_limits = false;
+    }
+    if (object && within_limits) {
+      EXPECT_TRUE(whole) << text;
+    }
+    ++(object ? objects : others);
+  }
+  // Both sides of the comparison were exercised.
+  EXPECT_GT(objects, 1000);
+  EXPECT_GT(others, 1000);
+}
+
+namespace {
+
+std::vector<std::int64_t> end_ids(const moed::model::Tokenizer& tokenizer) {
+  std::vector<std::int64_t> ids(tokenizer.end_of_generation_ids().begin(),
+                                tokenizer.end_of_generation_ids().end());
+  if (ids.empty() && tokenizer.eos_id()) ids.push_back(*tokenizer.eos_id());
+  return ids;
+}
+
+// Whether the constraint lets the tokens of text through, one after another, and then the end.
+bool lets_through(const moed::model::Tokenizer& tokenizer,
+                  const std::shared_ptr<const moed::server::ConstraintVocabulary>& vocabulary,
+                  const std::string& text) {
+  JsonObjectConstraint constraint(vocabulary);
+  for (const auto id : tokenizer.encode(text, false)) {
+    if (!constraint.allows(id)) return false;
+    constraint.advance(id);
+  }
+  for (const auto id : end_ids(tokenizer))
+    if (!constraint.allows(static_cast<std::int32_t>(id))) return false;
+  return true;
+}
+
+}  // namespace
+
+// Over real vocabularies (SentencePiece with byte fallback, byte-level BPE; tokenizer.json and
+// GGUF): the tokens a tokenizer gives for a JSON object pass one by one, then only the end of
+// generation may come; special tokens and ids past the tokenizer's vocabulary never pass.
+TEST(JsonObjectConstraint, LetsAnObjectsTokensThroughAndThenOnlyTheEnd) {
+  for (const char* model : {"tiny-f32", "tiny-bytelevel", "tiny-qwen3_moe", "tiny-f32.gguf",
+                            "tiny-bytelevel-q6_k-00001-of-00003.gguf"}) {
+    SCOPED_TRACE(model);
+    const auto tokenizer = moed::model::load_tokenizer(kModels / model);
+    const auto ends = end_ids(tokenizer);
+    ASSERT_FALSE(ends.empty());
+    const std::int64_t padded = tokenizer.vocab_size() + 8;
+    const auto vocabulary = constraint_vocabulary(tokenizer, padded, ends);
+    for (const auto& text : kObjects)
+      EXPECT_TRUE(lets_through(tokenizer, vocabulary, text)) << text;
+    for (const std::string text : {R"({"a": 01})", R"({"a": 1,})", R"({"a": 1)", R"([1, 2])"})
+      EXPECT_FALSE(lets_through(tokenizer, vocabulary, text)) << text;
+
+    JsonObjectConstraint constraint(vocabulary);
+    for (const auto id : tokenizer.encode("{}", false)) constraint.advance(id);
+    std::int64_t allowed = 0;
+    for (std::int32_t id = 0; id < padded; ++id) allowed += constraint.allows(id);
+    EXPECT_EQ(allowed, static_cast<std::int64_t>(ends.size()));
+
+    JsonObjectConstraint fresh(vocabulary);
+    for (std::int32_t id = 0; id < padded; ++id) {
+      if (id >= tokenizer.vocab_size() || tokenizer.is_special(id)) {
+        EXPECT_FALSE(fresh.allows(id)) << id;
+      }
+    }
+  }
+}
