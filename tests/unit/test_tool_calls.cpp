@@ -94,6 +94,55 @@ TEST(ToolCallParse, HermesTakesALastCallCutBeforeItsClosingTagAndNoArguments) {
   EXPECT_EQ(text_arguments->calls[1].arguments, "{}");
 }
 
+// A string in the arguments may hold the syntax's closing markers: the JSON is read first.
+TEST(ToolCallParse, ArgumentsMayHoldTheClosingMarkers) {
+  const nlohmann::json tagged = {{"html", "</tool_call> and <｜tool▁call▁end｜>```"}};
+  const std::string arguments = tagged.dump();
+  EXPECT_EQ(named(parse_tool_calls(
+                "<tool_call>\n{\"name\": \"f\", \"arguments\": " + arguments + "}\n</tool_call>",
+                ToolCallSyntax::hermes)),
+            (std::vector<std::pair<std::string, nlohmann::json>>{{"f", tagged}}));
+  EXPECT_EQ(
+      named(parse_tool_calls("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+                             "f\n```json\n" +
+                                 arguments + "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+                             ToolCallSyntax::deepseek)),
+      (std::vector<std::pair<std::string, nlohmann::json>>{{"f", tagged}}));
+  EXPECT_EQ(named(parse_tool_calls("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>" +
+                                       arguments + "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+                                   ToolCallSyntax::deepseek)),
+            (std::vector<std::pair<std::string, nlohmann::json>>{{"f", tagged}}));
+}
+
+// A forced call written in each syntax's form parses back to that call, for each variant the
+// template's source shows.
+TEST(CallForm, WritesACallTheParserReadsBack) {
+  struct Case {
+    ToolCallSyntax syntax;
+    const char* template_source;
+  };
+  for (const auto& [syntax, source] : std::vector<Case>{
+           {ToolCallSyntax::hermes, "<tool_call>"},
+           {ToolCallSyntax::mistral, "[TOOL_CALLS] ["},
+           {ToolCallSyntax::mistral, "[TOOL_CALLS]{{ name }}[ARGS]"},
+           {ToolCallSyntax::deepseek, "<｜tool▁calls▁begin｜>...```json"},
+           {ToolCallSyntax::deepseek, "<｜tool▁calls▁begin｜>"},
+       }) {
+    const auto form = call_form(syntax, source);
+    ASSERT_TRUE(form) << source;
+    const std::string text = form->before_name + "get_weather" + form->before_arguments +
+                             R"({"city": "Paris"})" + form->after_arguments;
+    EXPECT_TRUE(text.starts_with(tool_calls_opening(syntax))) << text;
+    const auto parsed = parse_tool_calls(text, syntax);
+    EXPECT_EQ(named(parsed),
+              (std::vector<std::pair<std::string, nlohmann::json>>{{"get_weather", kParis}}))
+        << text;
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(parsed->content, "") << text;
+  }
+  EXPECT_EQ(call_form(ToolCallSyntax::none, ""), std::nullopt);
+}
+
 // What does not parse stays content: nothing the model wrote is lost.
 TEST(ToolCallParse, MalformedCallsAreNotCalls) {
   for (const char* text : {

@@ -154,9 +154,23 @@ std::optional<ParsedCalls> parse_hermes(Cursor text) {
       text.rest.remove_prefix(next == std::string_view::npos ? text.rest.size() : next);
       continue;
     }
-    const auto body = text.until(kHermesClose);
-    const auto object = parse_json(body ? *body : text.rest);
-    if (!body) text.rest = {};  // cut short by the end of generation
+    // The object first, so that a string in it may hold the closing tag; then the text up to
+    // the tag, for what does not read as an object.
+    std::optional<Json> object;
+    Cursor json_first = text;
+    json_first.skip_space();
+    if (auto value = json_first.json_value()) {
+      json_first.skip_space();
+      if (json_first.take(kHermesClose) || json_first.rest.empty()) {
+        object = std::move(value);
+        text = json_first;
+      }
+    }
+    if (!object) {
+      const auto body = text.until(kHermesClose);
+      object = parse_json(body ? *body : text.rest);
+      if (!body) text.rest = {};  // cut short by the end of generation
+    }
     if (!object) return std::nullopt;
     auto call = call_from_object(*object, ToolCallSyntax::hermes);
     if (!call) return std::nullopt;
@@ -204,6 +218,40 @@ std::optional<ParsedCalls> parse_mistral(Cursor text) {
   return parsed;
 }
 
+// A DeepSeek call after its opening marker, read arguments first, so that a string in them may
+// hold the closing markers; nullopt (nothing consumed) where they are not a JSON object or
+// array followed by the call's end.
+std::optional<ToolCall> deepseek_call_json_first(Cursor& text) {
+  Cursor call = text;
+  const auto kind_or_name = call.until(kDeepSeekSep);
+  if (!kind_or_name) return std::nullopt;
+  const std::size_t line_end = call.rest.find('\n');
+  if (trim(*kind_or_name) == "function" && line_end != std::string_view::npos) {
+    Cursor fenced = call;
+    const std::string_view name = fenced.rest.substr(0, line_end);
+    fenced.rest.remove_prefix(line_end);
+    fenced.skip_space();
+    if (fenced.take("```json")) {
+      fenced.skip_space();
+      auto arguments = fenced.json_value();
+      fenced.skip_space();
+      if (arguments && fenced.take("```")) {
+        fenced.skip_space();
+        if (fenced.take(kDeepSeekCallEnd)) {
+          text = fenced;
+          return make_call(name, *arguments, {}, ToolCallSyntax::deepseek);
+        }
+      }
+    }
+  }
+  call.skip_space();
+  auto arguments = call.json_value();
+  call.skip_space();
+  if (!arguments || !call.take(kDeepSeekCallEnd)) return std::nullopt;
+  text = call;
+  return make_call(*kind_or_name, *arguments, {}, ToolCallSyntax::deepseek);
+}
+
 std::optional<ParsedCalls> parse_deepseek(Cursor text) {
   if (!text.take(kDeepSeekCallsBegin)) return std::nullopt;
   ParsedCalls parsed;
@@ -214,6 +262,10 @@ std::optional<ParsedCalls> parse_deepseek(Cursor text) {
       break;
     }
     if (!text.take(kDeepSeekCallBegin)) return std::nullopt;
+    if (auto call = deepseek_call_json_first(text)) {
+      parsed.calls.push_back(std::move(*call));
+      continue;
+    }
     const auto inner = text.until(kDeepSeekCallEnd);
     if (!inner) return std::nullopt;
     Cursor call_text{*inner};
@@ -298,6 +350,33 @@ std::vector<std::string_view> tool_call_tokens(ToolCallSyntax syntax) {
       break;
   }
   return {};
+}
+
+std::optional<CallForm> call_form(ToolCallSyntax syntax, std::string_view template_source) {
+  auto text = [](std::initializer_list<std::string_view> parts) {
+    std::string joined;
+    for (const auto part : parts) joined += part;
+    return joined;
+  };
+  switch (syntax) {
+    case ToolCallSyntax::hermes:
+      // As Qwen's templates write a call.
+      return CallForm{text({kHermesOpen, "\n{\"name\": \""}),
+                      "\", \"arguments\": ", text({"}\n", kHermesClose})};
+    case ToolCallSyntax::mistral:
+      if (template_source.find(kMistralArgs) != std::string_view::npos)
+        return CallForm{std::string(kMistralCalls), std::string(kMistralArgs), ""};
+      return CallForm{text({kMistralCalls, " [{\"name\": \""}), "\", \"arguments\": ", "}]"};
+    case ToolCallSyntax::deepseek:
+      if (template_source.find("```json") != std::string_view::npos)
+        return CallForm{text({kDeepSeekCallsBegin, kDeepSeekCallBegin, "function", kDeepSeekSep}),
+                        "\n```json\n", text({"\n```", kDeepSeekCallEnd, kDeepSeekCallsEnd})};
+      return CallForm{text({kDeepSeekCallsBegin, kDeepSeekCallBegin}), std::string(kDeepSeekSep),
+                      text({kDeepSeekCallEnd, kDeepSeekCallsEnd})};
+    case ToolCallSyntax::none:
+      break;
+  }
+  return std::nullopt;
 }
 
 std::optional<ParsedCalls> parse_tool_calls(std::string_view calls, ToolCallSyntax syntax) {

@@ -34,6 +34,17 @@ std::string_view tool_calls_opening(ToolCallSyntax syntax);
 // llama-server keeps a format's "preserved tokens".
 std::vector<std::string_view> tool_call_tokens(ToolCallSyntax syntax);
 
+// How the syntax writes one call around its name and its arguments (a JSON object), and then
+// ends the answer's calls: the text a call that tool_choice forces must be.
+struct CallForm {
+  std::string before_name;
+  std::string before_arguments;
+  std::string after_arguments;
+};
+// nullopt for none. The template's source tells the variants apart: Mistral's v11
+// name[ARGS]{...} from its JSON list, DeepSeek-V3's fenced JSON from V3.1's plain arguments.
+std::optional<CallForm> call_form(ToolCallSyntax syntax, std::string_view template_source);
+
 struct ToolCall {
   std::string id;  // the model's where it writes one (Mistral), else "call_" and 24 chars
   std::string name;
