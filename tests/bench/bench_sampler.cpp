@@ -18,7 +18,7 @@ namespace {
 using moed::engine::Sampler;
 using moed::engine::SamplingParams;
 using moed::server::ConstraintVocabulary;
-using moed::server::JsonObjectConstraint;
+using moed::server::json_object_constraint;
 
 // Tokens shaped as a BPE vocabulary's: 1 to 8 bytes, a third starting with a space, mostly
 // letters, some digits and punctuation (JSON's among them), and an end-of-generation token.
@@ -62,7 +62,7 @@ void BM_Sample(benchmark::State& state) {
     state.PauseTiming();
     SamplingParams params{temperature, 0, 1.0f, 7};
     if (constrained) {
-      auto constraint = std::make_shared<JsonObjectConstraint>(vocabulary);
+      auto constraint = json_object_constraint(vocabulary);
       if (in_string)
         for (const char c : std::string("{\"a\": \"")) constraint->advance(c);
       params.constraint = std::move(constraint);
@@ -77,7 +77,7 @@ void BM_Sample(benchmark::State& state) {
 void BM_MaskAgain(benchmark::State& state) {
   const std::int64_t size = state.range(0);
   const auto vocabulary = synthetic_vocabulary(size);
-  JsonObjectConstraint constraint(vocabulary);
+  auto constraint = *json_object_constraint(vocabulary);
   for (const char c : std::string("{\"a\": \"")) constraint.advance(c);
   std::vector<float> logits = random_logits(size);
   for (auto _ : state) {

@@ -43,6 +43,47 @@ const weather = {
   },
 };
 
+const clock = {
+  type: "function",
+  function: { name: "get_time", description: "The time now", parameters: { type: "object" } },
+};
+
+// tool_choice "required" and a named tool: the answer is a call, in the template's syntax, to an
+// offered tool (the named one), with a JSON object of arguments, streamed or not.
+async function forcedCallChecks() {
+  await check("tool_choice required or named forces a call", async () => {
+    const question = { role: "user", content: "What is the weather in Paris?" };
+    let called = 0;
+    for (const [seed, toolChoice] of [[1, "required"], [2, "required"],
+      [3, { type: "function", function: { name: "get_time" } }],
+      [4, { type: "function", function: { name: "get_time" } }]]) {
+      const request = {
+        model, messages: [question], tools: [weather, clock], tool_choice: toolChoice,
+        max_tokens: 96, temperature: 1, seed,
+      };
+      const answer = await client.chat.completions.create(request);
+      const choice = answer.choices[0];
+      if (choice.finish_reason === "length") continue;  // a tiny random model may ramble
+      assert.equal(choice.finish_reason, "tool_calls", JSON.stringify(choice));
+      assert.equal(choice.message.content, null);
+      assert.equal(choice.message.tool_calls.length, 1);
+      const call = choice.message.tool_calls[0].function;
+      if (toolChoice === "required") assert.ok(["get_weather", "get_time"].includes(call.name));
+      else assert.equal(call.name, "get_time");
+      const args = JSON.parse(call.arguments);
+      assert.ok(typeof args === "object" && args !== null && !Array.isArray(args), call.arguments);
+      const { chunks } = await collect(
+        await client.chat.completions.create({ ...request, stream: true }), () => "");
+      const streamed = chunks.flatMap((chunk) => chunk.choices[0]?.delta?.tool_calls ?? []);
+      assert.equal(streamed.length, 1);
+      assert.equal(streamed[0].function.name, call.name);
+      assert.equal(streamed[0].function.arguments, call.arguments);
+      called += 1;
+    }
+    assert.ok(called >= 1, "no answer finished its call within 96 tokens");
+  });
+}
+
 async function toolChecks() {
   const question = { role: "user", content: "What is the weather in Paris?" };
   const asked = await client.chat.completions.create({
@@ -86,6 +127,7 @@ async function toolChecks() {
     assert.ok(answer.usage.prompt_tokens > asked.usage.prompt_tokens + 10,
       `${answer.usage.prompt_tokens} prompt tokens against ${asked.usage.prompt_tokens}`);
   });
+  await forcedCallChecks();
 }
 
 async function toolChoiceChecks() {
@@ -120,6 +162,7 @@ async function toolChoiceChecks() {
     });
     assert.equal(answer.choices[0].message.role, "assistant");
   });
+  await forcedCallChecks();
 }
 
 async function basicChecks() {

@@ -38,13 +38,13 @@ class OpenAIClient(unittest.TestCase):
         self.serve(MODEL, [], 16)
 
     def test_tool_calls_in_the_history(self):
-        log = self.serve("tiny-deepseek_v3", ["--tools"], 2)
+        log = self.serve("tiny-deepseek_v3", ["--tools"], 3)
         # DeepSeek-V3's template renders earlier calls, not the tools list: the daemon says so.
         self.assertIn("does not render `tools`", log)
 
     def test_tool_choice(self):
         # Qwen3's chat template renders the tools into the prompt.
-        log = self.serve("tiny-qwen3_moe", ["--tool-choice"], 2)
+        log = self.serve("tiny-qwen3_moe", ["--tool-choice"], 3)
         self.assertNotIn("does not render `tools`", log)
 
     def serve(self, model, flags, checks):

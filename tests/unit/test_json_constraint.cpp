@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,8 +12,12 @@
 
 namespace fs = std::filesystem;
 using moed::server::constraint_vocabulary;
-using moed::server::JsonObjectConstraint;
+using moed::server::ConstraintVocabulary;
+using moed::server::json_object_constraint;
 using moed::server::JsonPrefix;
+using moed::server::OutputPattern;
+using moed::server::PatternConstraint;
+using moed::server::PatternPrefix;
 
 namespace {
 
@@ -177,15 +182,27 @@ std::vector<std::int64_t> end_ids(const moed::model::Tokenizer& tokenizer) {
   return ids;
 }
 
+// mask() refuses exactly the tokens allows() refuses (its tables, shortcuts and cache are only
+// faster).
+void expect_mask_agrees(const moed::server::PatternConstraint& constraint, std::int64_t vocab) {
+  std::vector<float> logits(static_cast<std::size_t>(vocab), 0.0f);
+  constraint.mask(logits);
+  for (std::int32_t id = 0; id < vocab; ++id)
+    ASSERT_EQ(std::isfinite(logits[static_cast<std::size_t>(id)]), constraint.allows(id))
+        << "token " << id;
+}
+
 // Whether the constraint lets the tokens of text through, one after another, and then the end.
 bool lets_through(const moed::model::Tokenizer& tokenizer,
                   const std::shared_ptr<const moed::server::ConstraintVocabulary>& vocabulary,
                   const std::string& text) {
-  JsonObjectConstraint constraint(vocabulary);
+  auto constraint = *json_object_constraint(vocabulary);
   for (const auto id : tokenizer.encode(text, false)) {
+    expect_mask_agrees(constraint, static_cast<std::int64_t>(vocabulary->bytes.size()));
     if (!constraint.allows(id)) return false;
     constraint.advance(id);
   }
+  expect_mask_agrees(constraint, static_cast<std::int64_t>(vocabulary->bytes.size()));
   for (const auto id : end_ids(tokenizer))
     if (!constraint.allows(static_cast<std::int32_t>(id))) return false;
   return true;
@@ -210,17 +227,97 @@ TEST(JsonObjectConstraint, LetsAnObjectsTokensThroughAndThenOnlyTheEnd) {
     for (const std::string text : {R"({"a": 01})", R"({"a": 1,})", R"({"a": 1)", R"([1, 2])"})
       EXPECT_FALSE(lets_through(tokenizer, vocabulary, text)) << text;
 
-    JsonObjectConstraint constraint(vocabulary);
+    auto constraint = *json_object_constraint(vocabulary);
     for (const auto id : tokenizer.encode("{}", false)) constraint.advance(id);
     std::int64_t allowed = 0;
     for (std::int32_t id = 0; id < padded; ++id) allowed += constraint.allows(id);
     EXPECT_EQ(allowed, static_cast<std::int64_t>(ends.size()));
 
-    JsonObjectConstraint fresh(vocabulary);
+    auto fresh = *json_object_constraint(vocabulary);
     for (std::int32_t id = 0; id < padded; ++id) {
       if (id >= tokenizer.vocab_size() || tokenizer.is_special(id)) {
         EXPECT_FALSE(fresh.allows(id)) << id;
       }
     }
   }
+}
+
+namespace {
+
+std::size_t taken(std::string_view text, PatternPrefix& prefix) {
+  for (std::size_t i = 0; i < text.size(); ++i)
+    if (!prefix.feed(static_cast<unsigned char>(text[i]))) return i;
+  return text.size();
+}
+
+}  // namespace
+
+// A forced call's shape: literal text, a choice among names (one a prefix of another), a JSON
+// object, literal text.
+TEST(PatternPrefix, TakesLiteralsChoicesAndObjectsInOrder) {
+  OutputPattern pattern;
+  pattern.literal("<c>")
+      .choice({"get", "get_weather", "now"})
+      .literal(":")
+      .json_object()
+      .literal("</c>");
+  for (const std::string text :
+       {"<c>get_weather:{\"a\": 1}</c>", "<c>get:{}</c>", "<c>now: {}</c>"}) {
+    PatternPrefix prefix(pattern);
+    EXPECT_EQ(taken(text, prefix), text.size()) << text;
+    EXPECT_TRUE(prefix.complete()) << text;
+  }
+  struct Case {
+    std::string text;
+    std::size_t refused_at;
+  };
+  for (const auto& [text, at] : std::vector<Case>{{"<c>ge:{}", 5},
+                                                  {"<c>get_w:{}", 8},
+                                                  {"<c>other", 3},
+                                                  {"<c>now:{} </c>", 9},
+                                                  {"<c>now:[]", 7},
+                                                  {"<c>now:{}</c>x", 13}}) {
+    PatternPrefix prefix(pattern);
+    EXPECT_EQ(taken(text, prefix), at) << text;
+  }
+}
+
+// A literal given as tokens is those tokens alone, even where others spell it, and no token
+// crosses into it; a name that may go on takes both its longer names' bytes and the literal's
+// token; once the pattern is whole, only the end of generation.
+TEST(PatternConstraint, LiteralsGivenAsTokensAreThoseTokens) {
+  const std::vector<std::string> bytes = {"<c>", "<",    "c>",  "get",   "_weather", ":", "{",
+                                          "}",   "get:", "now", "}</c>", "</c>",     ""};
+  std::vector<bool> ends(bytes.size());
+  ends.back() = true;
+  const auto vocabulary = std::make_shared<const ConstraintVocabulary>(bytes, ends);
+  auto pattern = std::make_shared<OutputPattern>();
+  pattern->literal("<c>", {0})
+      .choice({"get", "get_weather", "now"})
+      .literal(":", {5})
+      .json_object()
+      .literal("</c>", {11});
+  PatternConstraint constraint(vocabulary, pattern);
+  const auto vocab = static_cast<std::int64_t>(bytes.size());
+  auto allowed = [&] {
+    std::vector<std::int32_t> ids;
+    for (std::int32_t id = 0; id < vocab; ++id)
+      if (constraint.allows(id)) ids.push_back(id);
+    expect_mask_agrees(constraint, vocab);
+    return ids;
+  };
+  using Ids = std::vector<std::int32_t>;
+  EXPECT_EQ(allowed(), (Ids{0}));
+  constraint.advance(0);
+  EXPECT_EQ(allowed(), (Ids{3, 9}));  // not "get:", which would cross into ":"
+  constraint.advance(3);
+  EXPECT_EQ(allowed(), (Ids{4, 5}));
+  constraint.advance(5);
+  EXPECT_EQ(allowed(), (Ids{6}));
+  constraint.advance(6);
+  EXPECT_EQ(allowed(), (Ids{7}));  // not "}</c>"
+  constraint.advance(7);
+  EXPECT_EQ(allowed(), (Ids{11}));
+  constraint.advance(11);
+  EXPECT_EQ(allowed(), (Ids{12}));
 }

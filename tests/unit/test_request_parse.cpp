@@ -269,8 +269,8 @@ TEST(RequestParse, TakesPenaltiesLogitBiasAndTopPZero) {
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "top_p": 1.5})"), "top_p");
 }
 
-// What moed cannot do is refused, naming the field, rather than ignored: several choices, JSON
-// output, insertion, a forced tool call.
+// What moed cannot do is refused, naming the field, rather than ignored: several choices, output
+// to a JSON schema, insertion, a call forced where no tools are offered.
 TEST(RequestParse, RefusesWhatItCannotDo) {
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "n": 2})"), "n");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "best_of": 2})"), "best_of");
@@ -319,6 +319,50 @@ TEST(RequestParse, ToolsReachTheTemplateUnlessTheChoiceIsNone) {
   EXPECT_EQ(chat_rejected_field("{" + messages + R"(, "tool_choice": "required",
                                     "functions": [{"name": "g"}]})"),
             "tool_choice");
+}
+
+// tool_choice "required" forces a call to any tool offered, a named tool (or the older
+// function_call naming a function) to that one; a name not offered, a choice without tools, or a
+// name the call could not be written with are the field's fault.
+TEST(RequestParse, ToolChoiceForcesACallToTheToolsItNames) {
+  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "get_weather"}},
+                                         {"type": "function", "function": {"name": "get_time"}}])";
+  auto forced = [&](const std::string& rest) {
+    return parse_chat(parse_body("{" + tools + ", " + rest + "}"), {1, 2}, kLimits).forced_tools;
+  };
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(forced(R"("tool_choice": "required")"), (Names{"get_weather", "get_time"}));
+  EXPECT_EQ(forced(R"("tool_choice": {"type": "function", "function": {"name": "get_time"}})"),
+            (Names{"get_time"}));
+  EXPECT_EQ(forced(R"("tool_choice": "auto")"), Names{});
+  EXPECT_EQ(forced(R"("tool_choice": null)"), Names{});
+  EXPECT_EQ(
+      parse_chat(parse_body(R"({"functions": [{"name": "g"}], "function_call": {"name": "g"}})"),
+                 {1, 2}, kLimits)
+          .forced_tools,
+      Names{"g"});
+  auto rejected = [&](const std::string& body) {
+    try {
+      (void)parse_chat(parse_body(body), {1, 2}, kLimits);
+    } catch (const RequestError& e) {
+      return e.field();
+    }
+    return std::string();
+  };
+  EXPECT_EQ(rejected("{" + tools +
+                     R"(, "tool_choice": {"type": "function", "function": {"name": "f"}}})"),
+            "tool_choice.function.name");
+  EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": "sometimes"})"), "tool_choice");
+  EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": {"type": "function"}})"), "tool_choice");
+  EXPECT_EQ(rejected("{" + tools + R"(, "function_call": {"name": "get_time"}})"), "function_call");
+  EXPECT_EQ(rejected(R"({"functions": [{"name": "g"}], "function_call": {"name": "h"}})"),
+            "function_call.name");
+  EXPECT_EQ(rejected(R"({"tools": [{"type": "function", "function": {"name": "say \"hi\""}}],
+                         "tool_choice": "required"})"),
+            "tools");
+  EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": "required",
+                                       "response_format": {"type": "json_object"}})"),
+            "response_format");
 }
 
 TEST(RequestParse, TheDeveloperRoleIsTheSystems) {

@@ -209,42 +209,160 @@ ConstraintVocabulary::ConstraintVocabulary(std::vector<std::string> token_bytes,
 
 std::shared_ptr<const ConstraintVocabulary> constraint_vocabulary(
     const model::Tokenizer& tokenizer, std::int64_t vocab_size,
-    std::span<const std::int64_t> end_ids) {
+    std::span<const std::int64_t> end_ids, std::span<const std::int32_t> kept_special) {
   std::vector<std::string> bytes(static_cast<std::size_t>(vocab_size));
   std::vector<bool> ends(static_cast<std::size_t>(vocab_size));
   const std::int64_t named = std::min(vocab_size, tokenizer.vocab_size());
   for (std::int32_t id = 0; id < named; ++id)
-    if (!tokenizer.is_special(id)) bytes[static_cast<std::size_t>(id)] = tokenizer.token_bytes(id);
+    if (!tokenizer.is_special(id) ||
+        std::find(kept_special.begin(), kept_special.end(), id) != kept_special.end())
+      bytes[static_cast<std::size_t>(id)] = tokenizer.token_bytes(id);
   for (const std::int64_t id : end_ids)
     if (id >= 0 && id < vocab_size) ends[static_cast<std::size_t>(id)] = true;
   return std::make_shared<const ConstraintVocabulary>(std::move(bytes), std::move(ends));
 }
 
-JsonObjectConstraint::JsonObjectConstraint(std::shared_ptr<const ConstraintVocabulary> vocabulary)
-    : vocabulary_(std::move(vocabulary)) {}
+OutputPattern& OutputPattern::literal(std::string text, std::vector<std::int32_t> tokens) {
+  if (!text.empty())
+    segments_.push_back({Segment::Kind::literal, std::move(text), std::move(tokens), {}});
+  return *this;
+}
 
-bool JsonObjectConstraint::allows(std::int32_t id) const {
+OutputPattern& OutputPattern::choice(const std::vector<std::string>& names) {
+  Segment segment{Segment::Kind::choice, {}, {}, {TrieNode{}}};
+  auto& trie = segment.names;
+  for (const auto& name : names) {
+    std::uint32_t node = 0;
+    for (const char c : name) {
+      const auto byte = static_cast<unsigned char>(c);
+      auto& children = trie[node].children;
+      auto child = std::find_if(children.begin(), children.end(),
+                                [&](const auto& edge) { return edge.first == byte; });
+      if (child != children.end()) {
+        node = child->second;
+        continue;
+      }
+      const auto added = static_cast<std::uint32_t>(trie.size());
+      children.emplace_back(byte, added);
+      trie.emplace_back();
+      node = added;
+    }
+    trie[node].ends_name = true;
+  }
+  segments_.push_back(std::move(segment));
+  return *this;
+}
+
+OutputPattern& OutputPattern::json_object() {
+  segments_.push_back({Segment::Kind::json_object, {}, {}, {}});
+  return *this;
+}
+
+void PatternPrefix::next_segment() {
+  ++segment_;
+  position_ = 0;
+  json_ = JsonPrefix();
+}
+
+bool PatternPrefix::feed(unsigned char c) {
+  using Kind = OutputPattern::Segment::Kind;
+  while (!complete()) {
+    const auto& segment = pattern_->segments_[segment_];
+    switch (segment.kind) {
+      case Kind::literal:
+        if (!segment.tokens.empty() || static_cast<unsigned char>(segment.text[position_]) != c)
+          return false;
+        if (++position_ == segment.text.size()) next_segment();
+        return true;
+      case Kind::choice: {
+        const auto& node = segment.names[position_];
+        const auto child = std::find_if(node.children.begin(), node.children.end(),
+                                        [&](const auto& edge) { return edge.first == c; });
+        if (child != node.children.end()) {
+          position_ = child->second;
+          // A whole name that no longer one goes on from: the next segment starts, so that a
+          // literal given as tokens may.
+          if (segment.names[position_].children.empty()) next_segment();
+          return true;
+        }
+        if (!node.ends_name) return false;
+        next_segment();  // the name is whole: the byte is the next segment's
+        continue;
+      }
+      case Kind::json_object:
+        if (!json_.feed(c)) return false;
+        if (json_.complete()) next_segment();
+        return true;
+    }
+  }
+  return false;
+}
+
+std::int32_t PatternPrefix::forced_token() const {
+  if (complete()) return -1;
+  const auto& tokens = pattern_->segments_[segment_].tokens;
+  return tokens.empty() ? -1 : tokens[position_];
+}
+
+std::int32_t PatternPrefix::token_after_name() const {
+  if (complete() || segment_ + 1 == pattern_->segments_.size()) return -1;
+  const auto& segment = pattern_->segments_[segment_];
+  const auto& next = pattern_->segments_[segment_ + 1];
+  if (segment.kind != OutputPattern::Segment::Kind::choice || !segment.names[position_].ends_name ||
+      next.tokens.empty())
+    return -1;
+  return next.tokens[0];
+}
+
+void PatternPrefix::take_literal_token() {
+  if (pattern_->segments_[segment_].kind == OutputPattern::Segment::Kind::choice) next_segment();
+  if (++position_ == pattern_->segments_[segment_].tokens.size()) next_segment();
+}
+
+PatternConstraint::PatternConstraint(std::shared_ptr<const ConstraintVocabulary> vocabulary,
+                                     std::shared_ptr<const OutputPattern> pattern)
+    : vocabulary_(std::move(vocabulary)), pattern_(std::move(pattern)), prefix_(*pattern_) {}
+
+bool PatternConstraint::allows(std::int32_t id) const {
   if (id < 0 || static_cast<std::size_t>(id) >= vocabulary_->bytes.size()) return false;
   if (prefix_.complete()) return vocabulary_->ends[static_cast<std::size_t>(id)];
+  if (const std::int32_t forced = prefix_.forced_token(); forced >= 0) return id == forced;
+  if (id == prefix_.token_after_name()) return true;
   const std::string& bytes = vocabulary_->bytes[static_cast<std::size_t>(id)];
   if (bytes.empty()) return false;
-  JsonPrefix trial = prefix_;
+  PatternPrefix trial = prefix_;
   return std::all_of(bytes.begin(), bytes.end(),
                      [&](char c) { return trial.feed(static_cast<unsigned char>(c)); });
 }
 
-void JsonObjectConstraint::mask(std::span<float> logits) const {
+void PatternConstraint::advance(std::int32_t id) {
+  if (prefix_.complete()) return;
+  if (prefix_.forced_token() >= 0 || id == prefix_.token_after_name()) {
+    prefix_.take_literal_token();
+    return;
+  }
+  for (const char c : vocabulary_->bytes[static_cast<std::size_t>(id)])
+    prefix_.feed(static_cast<unsigned char>(c));
+}
+
+void PatternConstraint::mask(std::span<float> logits) const {
+  if (const std::int32_t forced = prefix_.forced_token(); forced >= 0) {
+    for (std::size_t id = 0; id < logits.size(); ++id)
+      if (id != static_cast<std::size_t>(forced))
+        logits[id] = -std::numeric_limits<float>::infinity();
+    return;
+  }
   auto cached = std::find_if(masks_.begin(), masks_.end(),
                              [&](const CachedMask& m) { return m.prefix == prefix_; });
   if (cached == masks_.end()) {
     if (masks_.size() < kCachedMasks) {
-      masks_.emplace_back();
+      masks_.push_back({prefix_, {}});
       cached = masks_.end() - 1;
     } else {
       cached = masks_.begin() + static_cast<std::ptrdiff_t>(next_evicted_);
       next_evicted_ = (next_evicted_ + 1) % kCachedMasks;
+      cached->prefix = prefix_;
     }
-    cached->prefix = prefix_;
     allowed_tokens(cached->allowed);
   }
   const auto& allowed = cached->allowed;
@@ -253,7 +371,7 @@ void JsonObjectConstraint::mask(std::span<float> logits) const {
       logits[id] = -std::numeric_limits<float>::infinity();
 }
 
-void JsonObjectConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) const {
+void PatternConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) const {
   const auto& bytes = vocabulary_->bytes;
   allowed.assign((bytes.size() + 63) / 64, 0);
   auto allow = [&](std::size_t id) { allowed[id / 64] |= std::uint64_t{1} << (id % 64); };
@@ -267,15 +385,16 @@ void JsonObjectConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) c
   struct AfterFirstByte {
     bool taken = false;
     bool tabled = false;
-    JsonPrefix prefix;
+    PatternPrefix prefix;
     std::array<bool, 256> may_follow{};
   };
-  std::array<AfterFirstByte, 256> after;
+  std::vector<AfterFirstByte> after(256, {false, false, prefix_, {}});
   for (int byte = 0; byte < 256; ++byte) {
     auto& a = after[static_cast<std::size_t>(byte)];
-    a.prefix = prefix_;
     a.taken = a.prefix.feed(static_cast<unsigned char>(byte));
   }
+  if (const std::int32_t after_name = prefix_.token_after_name(); after_name >= 0)
+    allow(static_cast<std::size_t>(after_name));
   const bool in_string = prefix_.in_string();
   for (std::size_t id = 0; id < bytes.size(); ++id) {
     const std::string& token = bytes[id];
@@ -288,23 +407,23 @@ void JsonObjectConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) c
     }
     if (!a.tabled) {
       for (int byte = 0; byte < 256; ++byte) {
-        JsonPrefix trial = a.prefix;
+        PatternPrefix trial = a.prefix;
         a.may_follow[static_cast<std::size_t>(byte)] = trial.feed(static_cast<unsigned char>(byte));
       }
       a.tabled = true;
     }
     if (!a.may_follow[static_cast<unsigned char>(token[1])]) continue;
-    JsonPrefix trial = a.prefix;
+    PatternPrefix trial = a.prefix;
     if (std::all_of(token.begin() + 1, token.end(),
                     [&](char c) { return trial.feed(static_cast<unsigned char>(c)); }))
       allow(id);
   }
 }
 
-void JsonObjectConstraint::advance(std::int32_t id) {
-  if (prefix_.complete()) return;
-  for (const char c : vocabulary_->bytes[static_cast<std::size_t>(id)])
-    prefix_.feed(static_cast<unsigned char>(c));
+std::shared_ptr<PatternConstraint> json_object_constraint(
+    std::shared_ptr<const ConstraintVocabulary> vocabulary) {
+  static const auto pattern = std::make_shared<const OutputPattern>(OutputPattern().json_object());
+  return std::make_shared<PatternConstraint>(std::move(vocabulary), pattern);
 }
 
 }  // namespace moed::server

@@ -1,6 +1,7 @@
 #include "moed/server/request_parse.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdint>
 #include <string>
@@ -64,6 +65,66 @@ bool json_object_format(const Body& body) {
             "'" + type +
                 "' is not supported: moed constrains answers to a JSON object "
                 "(\"json_object\") but not to a schema; \"text\" leaves them free");
+}
+
+// The tools a chat request's tool_choice (or function_call) forces a call to: every tool offered
+// for "required", the one named; none for "auto", "none" or no choice.
+std::vector<std::string> forced_tool_names(const Body& body) {
+  const bool legacy = offers_functions(body);
+  const std::string tools_field = legacy ? "functions" : "tools";
+  const std::string choice_field = legacy ? "function_call" : "tool_choice";
+  const std::string other_field = legacy ? "tool_choice" : "function_call";
+  auto chooses = [&](const std::string& field) {
+    return body.contains(field) && !body[field].is_null() && body[field] != "auto" &&
+           body[field] != "none";
+  };
+  if (chooses(other_field))
+    bad_field(other_field, legacy ? "forces a call, but the request offers no tools"
+                                  : "belongs with OpenAI's older \"functions\"; with \"tools\", "
+                                    "use tool_choice");
+  if (!chooses(choice_field)) return {};
+  const Body& choice = body[choice_field];
+  std::vector<std::string> offered;
+  if (body.contains(tools_field) && body[tools_field].is_array())
+    for (const auto& tool : body[tools_field]) {
+      const Body* function = legacy ? &tool : nullptr;
+      if (!legacy && tool.is_object() && tool.contains("function")) function = &tool["function"];
+      if (function && function->is_object() && function->contains("name") &&
+          (*function)["name"].is_string())
+        offered.push_back((*function)["name"].get<std::string>());
+    }
+  if (offered.empty())
+    bad_field(choice_field, "forces a call, but the request offers no " + tools_field);
+  std::vector<std::string> forced;
+  if (!legacy && choice == "required") {
+    forced = offered;
+  } else {
+    const Body* name = nullptr;
+    if (legacy && choice.is_object() && choice.contains("name")) name = &choice["name"];
+    if (!legacy && choice.is_object() && choice.value("type", "") == "function" &&
+        choice.contains("function") && choice["function"].is_object() &&
+        choice["function"].contains("name"))
+      name = &choice["function"]["name"];
+    if (!name || !name->is_string())
+      bad_field(choice_field,
+                legacy ? "expected \"auto\", \"none\" or {\"name\": ...}"
+                       : "expected \"auto\", \"none\", \"required\" or {\"type\": \"function\", "
+                         "\"function\": {\"name\": ...}}");
+    const auto wanted = name->get<std::string>();
+    if (std::find(offered.begin(), offered.end(), wanted) == offered.end())
+      bad_field(choice_field + (legacy ? ".name" : ".function.name"),
+                "'" + wanted + "' is not among the " + tools_field + " offered");
+    forced = {wanted};
+  }
+  // The name is written into the call as it is (inside a JSON string, for most syntaxes).
+  for (const auto& name : forced)
+    if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+        }))
+      bad_field(tools_field,
+                "to force a call to '" + name +
+                    "', its name must be 1 to 64 letters, digits, '_', '-' or '.' (as OpenAI's)");
+  return forced;
 }
 
 // What neither route does: several choices, output constrained to a schema. Checked before a
@@ -287,15 +348,10 @@ Body chat_context(const Body& body, const std::string& bos_token, const std::str
                   {"bos_token", bos_token},
                   {"eos_token", eos_token}};
   // The tools go to the template, and the calls the model writes in its template's syntax come
-  // back as tool_calls (Service), but nothing constrains the sampling, so moed cannot force a
+  // back as tool_calls (Service), which constrains the answer to one where tool_choice forces a
   // call; "none" keeps the tools from the template, as vLLM does. OpenAI's older functions /
   // function_call are the same with each function not yet wrapped as a tool.
-  for (const char* choice : {"tool_choice", "function_call"})
-    if (body.contains(choice) && !body[choice].is_null() && body[choice] != "none" &&
-        body[choice] != "auto")
-      bad_field(choice,
-                "only \"auto\" and \"none\" are supported: moed returns the calls the "
-                "model writes but does not constrain its sampling, so it cannot force one");
+  forced_tool_names(body);
   const bool legacy = offers_functions(body);
   const char* const tools_field = legacy ? "functions" : "tools";
   const char* const choice_field = legacy ? "function_call" : "tool_choice";
@@ -329,6 +385,11 @@ GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
                                       : CallsAs::first_tool_call;
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
   if (g.top_logprobs > 0 && !g.logprobs) bad_field("top_logprobs", "needs \"logprobs\": true");
+  g.forced_tools = forced_tool_names(body);
+  if (!g.forced_tools.empty() && g.json_object)
+    bad_field("response_format",
+              "a JSON answer and a forced tool call exclude each other (the call's arguments are "
+              "a JSON object already)");
   return g;
 }
 

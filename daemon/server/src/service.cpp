@@ -207,11 +207,15 @@ void Service::start_loading() {
       auto scheduler = std::make_unique<engine::Scheduler>(
           *engine,
           engine::SchedulerOptions{config_.max_queue, config_.max_batch, config_.prefill_chunk});
+      const auto& spec = engine->spec();
+      auto json_vocabulary = constraint_vocabulary(tokenizer, spec.vocab_size, spec.eos_token_ids);
+      const ToolCallSyntax syntax =
+          chat_template ? tool_call_syntax(template_source) : ToolCallSyntax::none;
       std::lock_guard lock(mutex_);
-      constraint_vocabulary_ =
-          constraint_vocabulary(tokenizer, engine->spec().vocab_size, engine->spec().eos_token_ids);
+      constraint_vocabulary_ = std::move(json_vocabulary);
+      call_form_ = call_form(syntax, template_source);
       tokenizer_.emplace(std::move(tokenizer));
-      tool_call_syntax_ = chat_template ? tool_call_syntax(template_source) : ToolCallSyntax::none;
+      tool_call_syntax_ = syntax;
       chat_template_ = std::move(chat_template);
       chat_template_error_ = std::move(chat_template_error);
       kernels_ = std::move(kernels);
@@ -442,6 +446,7 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.logprobs = params.logprobs;
   g.calls_as = params.calls_as;
   g.json_object = params.json_object;
+  g.forced_tools = std::move(params.forced_tools);
   return g;
 }
 
@@ -484,6 +489,26 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
       parse_chat(body, encode_field(*tokenizer_, prompt, false, "messages"), limits());
   Generation g = to_generation(std::move(params));
   if (context.contains("tools")) g.tool_calls = tool_call_syntax_;
+  if (!g.forced_tools.empty()) {
+    if (!call_form_)
+      throw RequestError(body.contains("tool_choice") ? "tool_choice" : "function_call",
+                         "the model's chat template writes tool calls in no syntax moed knows "
+                         "(Hermes, Mistral, DeepSeek-V3), so it cannot force one");
+    // The syntax's text is written as the tokenizer encodes it, marker tokens and all, where
+    // that spells it (a SentencePiece tokenizer may add a leading space).
+    auto literal = [&](OutputPattern& pattern, const std::string& text) -> OutputPattern& {
+      auto ids = text.empty() ? std::vector<std::int32_t>() : tokenizer_->encode(text, false);
+      std::string spelled;
+      for (const auto id : ids) spelled += tokenizer_->token_bytes(id);
+      return pattern.literal(text, spelled == text ? std::move(ids) : std::vector<std::int32_t>());
+    };
+    auto pattern = std::make_shared<OutputPattern>();
+    literal(*pattern, call_form_->before_name).choice(g.forced_tools);
+    literal(*pattern, call_form_->before_arguments).json_object();
+    literal(*pattern, call_form_->after_arguments);
+    g.request.sampling.constraint =
+        std::make_shared<PatternConstraint>(constraint_vocabulary_, std::move(pattern));
+  }
   generate(std::move(g), writer);
 }
 
@@ -497,7 +522,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
       throw RequestError("response_format",
                          "a JSON answer must end where its object closes, and this model has no "
                          "end-of-generation token");
-    g.request.sampling.constraint = std::make_shared<JsonObjectConstraint>(constraint_vocabulary_);
+    g.request.sampling.constraint = json_object_constraint(constraint_vocabulary_);
   }
   std::shared_ptr<engine::Session> session;
   try {

@@ -77,16 +77,76 @@ struct ConstraintVocabulary {
   std::vector<bool> plain;
 };
 // The model's vocabulary (vocab_size rows, which may run past the tokenizer's): each token's
-// bytes (Tokenizer::token_bytes), none for special tokens, and the end-of-generation ids.
+// bytes (Tokenizer::token_bytes), none for special tokens but those in `kept_special` (a tool
+// call syntax's markers), and the end-of-generation ids.
 std::shared_ptr<const ConstraintVocabulary> constraint_vocabulary(
     const model::Tokenizer& tokenizer, std::int64_t vocab_size,
-    std::span<const std::int64_t> end_ids);
+    std::span<const std::int64_t> end_ids, std::span<const std::int32_t> kept_special = {});
 
-// OpenAI's response_format {"type": "json_object"}: the output is one JSON object and then the
-// end of generation.
-class JsonObjectConstraint : public engine::TokenConstraint {
+// What a constrained answer must be, before the end of generation: literal texts, choices
+// among names and JSON objects, in order. A name may be a prefix of another, but the byte after
+// a choice must not continue any of its names.
+class OutputPattern {
  public:
-  explicit JsonObjectConstraint(std::shared_ptr<const ConstraintVocabulary> vocabulary);
+  // A literal given as `tokens` must be written as exactly those (the tokenizer's own encoding of
+  // it, as the model saw it in training, special marker tokens included); given as text alone,
+  // as any tokens whose bytes spell it. No token crosses into a literal given as tokens.
+  OutputPattern& literal(std::string text, std::vector<std::int32_t> tokens = {});
+  OutputPattern& choice(const std::vector<std::string>& names);
+  OutputPattern& json_object();
+
+ private:
+  friend class PatternPrefix;
+  struct TrieNode {
+    std::vector<std::pair<unsigned char, std::uint32_t>> children;
+    bool ends_name = false;
+  };
+  struct Segment {
+    enum class Kind : std::uint8_t { literal, choice, json_object } kind;
+    std::string text;                  // literal
+    std::vector<std::int32_t> tokens;  // literal written as these tokens
+    std::vector<TrieNode> names;       // choice: a trie, the root first
+  };
+  std::vector<Segment> segments_;
+};
+
+// A prefix of an answer that follows a pattern (which must outlive it), read byte by byte as
+// JsonPrefix is.
+class PatternPrefix {
+ public:
+  explicit PatternPrefix(const OutputPattern& pattern) : pattern_(&pattern) {}
+  bool feed(unsigned char byte);  // as JsonPrefix::feed
+  bool complete() const { return segment_ == pattern_->segments_.size(); }
+  bool in_string() const { return in_json() && json_.in_string(); }
+  // The token a literal given as tokens wants next, or -1 where bytes are read.
+  std::int32_t forced_token() const;
+  // Where a name is whole but may go on into a longer one, the token of a literal given as
+  // tokens after it may come as well as the longer name's bytes: that token, or -1.
+  std::int32_t token_after_name() const;
+  // Takes the token forced_token() or token_after_name() gives.
+  void take_literal_token();
+  bool operator==(const PatternPrefix&) const = default;
+
+ private:
+  bool in_json() const {
+    return !complete() &&
+           pattern_->segments_[segment_].kind == OutputPattern::Segment::Kind::json_object;
+  }
+  void next_segment();
+
+  const OutputPattern* pattern_;
+  std::size_t segment_ = 0;
+  std::uint32_t position_ = 0;  // literal: bytes or tokens matched; choice: trie node
+  JsonPrefix json_;
+};
+
+// Constrains an answer to a pattern, then the end of generation: OpenAI's response_format
+// {"type": "json_object"} is one JSON object; a forced tool call is its syntax's text around a
+// name and a JSON object of arguments.
+class PatternConstraint : public engine::TokenConstraint {
+ public:
+  PatternConstraint(std::shared_ptr<const ConstraintVocabulary> vocabulary,
+                    std::shared_ptr<const OutputPattern> pattern);
   bool allows(std::int32_t id) const override;
   void advance(std::int32_t id) override;
   // An answer comes back to the same states (inside a string, after a value at a depth), so
@@ -100,13 +160,18 @@ class JsonObjectConstraint : public engine::TokenConstraint {
   void allowed_tokens(std::vector<std::uint64_t>& allowed) const;
 
   std::shared_ptr<const ConstraintVocabulary> vocabulary_;
-  JsonPrefix prefix_;
+  std::shared_ptr<const OutputPattern> pattern_;
+  PatternPrefix prefix_;
   struct CachedMask {
-    JsonPrefix prefix;
+    PatternPrefix prefix;
     std::vector<std::uint64_t> allowed;
   };
   mutable std::vector<CachedMask> masks_;
   mutable std::size_t next_evicted_ = 0;
 };
+
+// response_format {"type": "json_object"}.
+std::shared_ptr<PatternConstraint> json_object_constraint(
+    std::shared_ptr<const ConstraintVocabulary> vocabulary);
 
 }  // namespace moed::server

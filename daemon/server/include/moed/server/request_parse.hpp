@@ -67,6 +67,9 @@ struct GenerationParams {
   CallsAs calls_as = CallsAs::tool_calls;
   // response_format {"type": "json_object"}: the answer is one JSON object.
   bool json_object = false;
+  // Chat: tool_choice "required" (every tool offered) or a named tool (or function_call
+  // naming a function): the answer is one call to one of these. Empty: no call is forced.
+  std::vector<std::string> forced_tools;
 };
 
 // A body that must be a JSON object, nested no deeper than this.

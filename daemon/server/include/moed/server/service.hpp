@@ -54,7 +54,8 @@ class Service {
     // Calls in this syntax are parsed out of the answer (tools were offered), and given back so.
     ToolCallSyntax tool_calls = ToolCallSyntax::none;
     CallsAs calls_as = CallsAs::tool_calls;
-    bool json_object = false;  // the answer is constrained to one JSON object
+    bool json_object = false;               // the answer is constrained to one JSON object
+    std::vector<std::string> forced_tools;  // the answer is a call to one of these
   };
   void require_serving() const;
   ModelLimits limits() const;
@@ -87,7 +88,8 @@ class Service {
   std::optional<model::ChatTemplate> chat_template_;
   std::string chat_template_error_;                         // why the template could not be parsed
   ToolCallSyntax tool_call_syntax_ = ToolCallSyntax::none;  // the chat template's
-  std::string kernels_;  // Engine::matmul_implementation(), taken at load
+  std::optional<CallForm> call_form_;  // how the template writes a call, to force one
+  std::string kernels_;                // Engine::matmul_implementation(), taken at load
   // Under mutex_: admin calls on several connections run at once.
   std::optional<std::filesystem::path> trace_path_;
   std::atomic<std::uint64_t> requests_{0}, errors_{0}, client_disconnects_{0};
