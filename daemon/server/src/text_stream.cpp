@@ -31,13 +31,9 @@ std::string TextStream::decoded() const {
 }
 
 void TextStream::commit_returned_text() {
-  // Exactly where the text returned is that of the first returned_ids_ ids; else all ids but
-  // the newest, whose text before it that was still held (a partial character or stop string,
-  // in the run the newest regrouped) is dropped.
-  if (returned_ids_ > committed_ids_ && emitted_.size() == returned_text_size_)
-    committed_ids_ = returned_ids_;
-  else
-    committed_ids_ = ids_.size() - 1;
+  // All ids but the newest: text of theirs that was still held (a partial character or stop
+  // string, in the run the newest regrouped) is dropped.
+  committed_ids_ = ids_.size() - 1;
   committed_text_ = emitted_;
 }
 
@@ -118,9 +114,11 @@ std::string TextStream::take(const std::string& text, std::size_t end) {
     delta = text.substr(emitted_.size(), end - emitted_.size());
     emitted_ += delta;
   }
-  if (emitted_.size() == text.size()) {
-    returned_ids_ = ids_.size();
-    returned_text_size_ = emitted_.size();
+  // All the answer so far is returned: its ids need not be decoded again (decoding all of a
+  // long answer at every token made streaming it quadratic).
+  if (emitted_.size() == text.size() && calls_text_.empty()) {
+    committed_ids_ = ids_.size();
+    committed_text_ = emitted_;
   }
   return delta;
 }

@@ -53,12 +53,9 @@ class TextStream {
   std::vector<std::int32_t> ids_;
   std::string emitted_;
   // The first committed_ids_ ids read as committed_text_, whatever the ids after them decode
-  // to (commit_returned_text).
+  // to: committed each time all of the answer is returned, and by commit_returned_text.
   std::size_t committed_ids_ = 0;
   std::string committed_text_;
-  // ids_ whose whole text emitted_ holds, as of the last time it held all of the answer.
-  std::size_t returned_ids_ = 0;
-  std::size_t returned_text_size_ = 0;
   std::string calls_text_;  // the answer from opening_ on, once it appeared
   std::optional<std::vector<ToolCall>> calls_;
   bool stopped_ = false;
