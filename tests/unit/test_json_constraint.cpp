@@ -99,6 +99,38 @@ TEST(JsonPrefix, RefusesTheFirstByteThatCannotContinueAnObject) {
   EXPECT_EQ(taken("{} ", trailing), 2u);
 }
 
+// What a JSON parser would refuse after all: strings that are not UTF-8, \\u escapes of unpaired
+// surrogates, numbers past a double.
+TEST(JsonPrefix, KeepsStringsUtf8AndNumbersWithinADouble) {
+  for (const std::string text :
+       {"{\"a\": \"\\ud83d\\ude00 \xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"}",
+        "{\"a\": 12345678901234567890, \"b\": -1.5e-99, \"c\": 0.000000000000000000000001}"}) {
+    ASSERT_TRUE(is_json_object(text)) << text;
+    EXPECT_TRUE(takes_whole_object(text)) << text;
+  }
+  struct Case {
+    std::string text;
+    std::size_t refused_at;
+  };
+  for (const auto& [text, at] : std::vector<Case>{
+           {"{\"a\":\"\\udc00\"}", 9},           // a low surrogate alone
+           {"{\"a\":\"\\ud800x\"}", 12},         // a high one without its pair
+           {"{\"a\":\"\\ud800\\n\"}", 13},       // ... or with another escape
+           {"{\"a\":\"\\ud800\\u0041\"}", 14},   // ... or with a character
+           {"{\"a\":\"\xc3\"}", 7},              // a character cut short
+           {"{\"a\":\"\xc0\xaf\"}", 6},          // an overlong form
+           {"{\"a\":\"\xed\xa0\x80\"}", 7},      // a surrogate in UTF-8
+           {"{\"a\":\"\xf4\x90\x80\x80\"}", 7},  // past U+10FFFF
+           {"{\"a\":\"\x80\"}", 6},              // a continuation byte first
+           {"{\"a\":123456789012345678901}", 25},
+           {"{\"a\":1e100}", 9},
+       }) {
+    ASSERT_FALSE(is_json_object(text) && takes_whole_object(text)) << text;
+    JsonPrefix prefix;
+    EXPECT_EQ(taken(text, prefix), at) << text;
+  }
+}
+
 // A model must not fill its answer with blanks or brackets, which JSON would allow forever.
 TEST(JsonPrefix, LimitsBlankRunsAndNesting) {
   auto spaced = [](int blanks) {
@@ -131,7 +163,7 @@ TEST(JsonPrefix, AgreesWithAnIndependentParserOnMutatedObjects) {
       R"({"key": "value", "n": [0, 1.5, -2E-3, false, []]})",
       "{\n  \"list\": [\n    {\"x\": 1},\n    {\"y\": \"\\\"q\\\"\"}\n  ]\n}",
   };
-  const std::string alphabet = "{}[]\",:0123456789.eE+-truefalsn\\u \n";
+  const std::string alphabet = "{}[]\",:0123456789.eE+-truefalsnDdc\\u \n\xc3\xa9\xe2\x9c\x93\x80";
   std::mt19937 rng(11);
   int objects = 0;
   int others = 0;

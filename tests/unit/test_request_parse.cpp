@@ -354,6 +354,8 @@ TEST(RequestParse, ToolChoiceForcesACallToTheToolsItNames) {
             "tool_choice.function.name");
   EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": "sometimes"})"), "tool_choice");
   EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": {"type": "function"}})"), "tool_choice");
+  EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": {"type": 5, "function": {"name": "f"}}})"),
+            "tool_choice");
   EXPECT_EQ(rejected("{" + tools + R"(, "function_call": {"name": "get_time"}})"), "function_call");
   EXPECT_EQ(rejected(R"({"functions": [{"name": "g"}], "function_call": {"name": "h"}})"),
             "function_call.name");

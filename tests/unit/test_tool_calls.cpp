@@ -237,6 +237,8 @@ TEST(ToolCallParse, DeepSeekV3AndV31Calls) {
            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n{}"
            "<｜tool▁call▁end｜>",                         // V3's fence missing
            "<｜tool▁calls▁begin｜><｜tool▁calls▁end｜>",  // no call
+           "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f{}<｜tool▁call▁end｜><｜tool▁call▁begin｜>g"
+           "<｜tool▁sep｜>{}<｜tool▁call▁end｜>",  // the first call's separator missing
        })
     EXPECT_EQ(parse_tool_calls(text, ToolCallSyntax::deepseek), std::nullopt) << text;
 }

@@ -43,8 +43,80 @@ bool JsonPrefix::open(bool object) {
   return true;
 }
 
+bool JsonPrefix::close() {
+  --depth_;
+  containers_ &= ~(std::uint64_t{1} << depth_);  // states that are alike compare equal
+  return end_value();
+}
+
 bool JsonPrefix::end_value() {
   state_ = depth_ == 0 ? State::done : State::after_value;
+  literal_rest_ = nullptr;
+  digits_ = 0;
+  return true;
+}
+
+bool JsonPrefix::string_byte(unsigned char c) {
+  if (utf8_left_ > 0) {
+    if (c < utf8_low_ || c > utf8_high_) return false;
+    --utf8_left_;
+    utf8_low_ = 0x80;
+    utf8_high_ = 0xbf;
+    return true;
+  }
+  if (low_surrogate_due_ && c != '\\') return false;
+  if (c == '"') {
+    if (!string_is_key_) return end_value();
+    state_ = State::colon;
+    return true;
+  }
+  if (c == '\\') {
+    state_ = State::escape;
+    return true;
+  }
+  if (c < 0x80) return c >= 0x20;
+  // The first byte of a character: how many follow, and the range of the next (no overlong
+  // forms, no surrogates, nothing past U+10FFFF), as RFC 3629's table.
+  if (c >= 0xc2 && c <= 0xdf) {
+    utf8_left_ = 1;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    utf8_left_ = 2;
+    if (c == 0xe0) utf8_low_ = 0xa0;
+    if (c == 0xed) utf8_high_ = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    utf8_left_ = 3;
+    if (c == 0xf0) utf8_low_ = 0x90;
+    if (c == 0xf4) utf8_high_ = 0x8f;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool JsonPrefix::unicode_digit(unsigned char c) {
+  if (!is_hex(c)) return false;
+  const bool d = c == 'd' || c == 'D';
+  const bool c_to_f = (c >= 'c' && c <= 'f') || (c >= 'C' && c <= 'F');
+  const bool eight_to_b =
+      (c >= '8' && c <= '9') || (c >= 'a' && c <= 'b') || (c >= 'A' && c <= 'B');
+  switch (hex_left_) {
+    case 4:
+      if (low_surrogate_due_ && !d) return false;
+      escape_starts_with_d_ = d;
+      break;
+    case 3:
+      if (low_surrogate_due_ && !c_to_f) return false;
+      if (!low_surrogate_due_ && escape_starts_with_d_ && c_to_f) return false;  // a lone low one
+      escape_is_high_surrogate_ = !low_surrogate_due_ && escape_starts_with_d_ && eight_to_b;
+      break;
+    default:
+      break;
+  }
+  if (--hex_left_ > 0) return true;
+  low_surrogate_due_ = escape_is_high_surrogate_;
+  escape_starts_with_d_ = false;
+  escape_is_high_surrogate_ = false;
+  state_ = State::string;
   return true;
 }
 
@@ -63,6 +135,7 @@ bool JsonPrefix::begin_value(unsigned char c) {
       return true;
     case '0':
       state_ = State::zero;
+      digits_ = 1;
       return true;
     case 't':
       literal_rest_ = "rue";
@@ -79,6 +152,7 @@ bool JsonPrefix::begin_value(unsigned char c) {
     default:
       if (!is_digit(c)) return false;
       state_ = State::integer;
+      digits_ = 1;
       return true;
   }
 }
@@ -100,17 +174,11 @@ bool JsonPrefix::feed(unsigned char c) {
     case State::value:
       return begin_value(c);
     case State::array_first:
-      if (c == ']') {
-        --depth_;
-        return end_value();
-      }
+      if (c == ']') return close();
       return begin_value(c);
     case State::object_first:
     case State::key:
-      if (c == '}' && state_ == State::object_first) {
-        --depth_;
-        return end_value();
-      }
+      if (c == '}' && state_ == State::object_first) return close();
       if (c != '"') return false;
       string_is_key_ = true;
       state_ = State::string;
@@ -125,44 +193,39 @@ bool JsonPrefix::feed(unsigned char c) {
         return true;
       }
       if (c != (in_object() ? '}' : ']')) return false;
-      --depth_;
-      return end_value();
+      return close();
     case State::string:
-      if (c == '"') {
-        if (!string_is_key_) return end_value();
-        state_ = State::colon;
-        return true;
-      }
-      if (c == '\\') state_ = State::escape;
-      return c >= 0x20;
+      return string_byte(c);
     case State::escape:
       if (c == 'u') {
         hex_left_ = 4;
         state_ = State::unicode;
         return true;
       }
+      if (low_surrogate_due_) return false;
       state_ = State::string;
       return c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
              c == 't';
     case State::unicode:
-      if (!is_hex(c)) return false;
-      if (--hex_left_ == 0) state_ = State::string;
-      return true;
+      return unicode_digit(c);
     case State::minus:
       if (!is_digit(c)) return false;
       state_ = c == '0' ? State::zero : State::integer;
+      digits_ = 1;
       return true;
     case State::zero:
     case State::integer:
       if (c == '.') {
         state_ = State::dot;
+        digits_ = 0;
         return true;
       }
       if (c == 'e' || c == 'E') {
         state_ = State::exponent;
+        digits_ = 0;
         return true;
       }
-      return state_ == State::integer && is_digit(c);
+      return state_ == State::integer && is_digit(c) && ++digits_ <= kMaxIntegerDigits;
     case State::dot:
     case State::fraction:
       if (is_digit(c)) {
@@ -182,7 +245,7 @@ bool JsonPrefix::feed(unsigned char c) {
       [[fallthrough]];
     case State::exponent_sign:
     case State::exponent_digits:
-      if (!is_digit(c)) return false;
+      if (!is_digit(c) || ++digits_ > kMaxExponentDigits) return false;
       state_ = State::exponent_digits;
       return true;
     case State::literal:
@@ -201,9 +264,12 @@ ConstraintVocabulary::ConstraintVocabulary(std::vector<std::string> token_bytes,
   ends.resize(bytes.size());
   for (std::size_t id = 0; id < bytes.size(); ++id) {
     if (ends[id]) bytes[id].clear();
-    plain[id] = !bytes[id].empty() && std::none_of(bytes[id].begin(), bytes[id].end(), [](char c) {
-      return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
-    });
+    // A string's own reading of the token, from a string's start, says it all.
+    JsonPrefix in_string;
+    for (const char c : std::string_view("{\"")) in_string.feed(static_cast<unsigned char>(c));
+    plain[id] = !bytes[id].empty() && std::all_of(bytes[id].begin(), bytes[id].end(), [&](char c) {
+      return c != '"' && c != '\\' && in_string.feed(static_cast<unsigned char>(c));
+    }) && in_string.in_string();
   }
 }
 

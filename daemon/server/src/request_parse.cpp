@@ -101,7 +101,7 @@ std::vector<std::string> forced_tool_names(const Body& body) {
   } else {
     const Body* name = nullptr;
     if (legacy && choice.is_object() && choice.contains("name")) name = &choice["name"];
-    if (!legacy && choice.is_object() && choice.value("type", "") == "function" &&
+    if (!legacy && choice.is_object() && choice.contains("type") && choice["type"] == "function" &&
         choice.contains("function") && choice["function"].is_object() &&
         choice["function"].contains("name"))
       name = &choice["function"]["name"];

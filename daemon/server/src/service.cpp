@@ -494,13 +494,31 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
       throw RequestError(body.contains("tool_choice") ? "tool_choice" : "function_call",
                          "the model's chat template writes tool calls in no syntax moed knows "
                          "(Hermes, Mistral, DeepSeek-V3), so it cannot force one");
-    // The syntax's text is written as the tokenizer encodes it, marker tokens and all, where
-    // that spells it (a SentencePiece tokenizer may add a leading space).
-    auto literal = [&](OutputPattern& pattern, const std::string& text) -> OutputPattern& {
-      auto ids = text.empty() ? std::vector<std::int32_t>() : tokenizer_->encode(text, false);
-      std::string spelled;
-      for (const auto id : ids) spelled += tokenizer_->token_bytes(id);
-      return pattern.literal(text, spelled == text ? std::move(ids) : std::vector<std::int32_t>());
+    if (engine_->spec().eos_token_ids.empty())
+      throw RequestError(body.contains("tool_choice") ? "tool_choice" : "function_call",
+                         "a forced call must end where it closes, and this model has no "
+                         "end-of-generation token");
+    // The syntax's marker tokens are written as themselves (a tokenizer may mark them special,
+    // and the model wrote them as one token in training); the text between them as any tokens
+    // that spell it, so that the model may join it to the name or the arguments as it would.
+    auto literal = [&](OutputPattern& pattern, std::string_view text) -> OutputPattern& {
+      while (!text.empty()) {
+        std::size_t at = text.size();
+        std::string_view marker;
+        std::int32_t marker_id = -1;
+        for (const auto candidate : tool_call_tokens(tool_call_syntax_))
+          if (const std::size_t found = text.find(candidate); found < at)
+            if (const auto id = tokenizer_->token_id(candidate)) {
+              at = found;
+              marker = candidate;
+              marker_id = *id;
+            }
+        pattern.literal(std::string(text.substr(0, at)));
+        if (marker_id < 0) break;
+        pattern.literal(std::string(marker), {marker_id});
+        text.remove_prefix(at + marker.size());
+      }
+      return pattern;
     };
     auto pattern = std::make_shared<OutputPattern>();
     literal(*pattern, call_form_->before_name).choice(g.forced_tools);

@@ -223,8 +223,9 @@ std::optional<ParsedCalls> parse_mistral(Cursor text) {
 // array followed by the call's end.
 std::optional<ToolCall> deepseek_call_json_first(Cursor& text) {
   Cursor call = text;
+  const std::size_t call_end = call.rest.find(kDeepSeekCallEnd);
   const auto kind_or_name = call.until(kDeepSeekSep);
-  if (!kind_or_name) return std::nullopt;
+  if (!kind_or_name || kind_or_name->size() > call_end) return std::nullopt;
   const std::size_t line_end = call.rest.find('\n');
   if (trim(*kind_or_name) == "function" && line_end != std::string_view::npos) {
     Cursor fenced = call;

@@ -12,20 +12,26 @@
 namespace moed::server {
 
 // A prefix of a JSON text (RFC 8259) whose value is an object, read byte by byte. Its state is a
-// few words, so trying a token's bytes on a copy costs no allocation. Two limits keep a model
-// from looping where JSON lets it: a run of whitespace holds at most one line break and 20
-// spaces or tabs (as llama.cpp's JSON grammar), and containers nest at most 64 deep.
+// few words, so trying a token's bytes on a copy costs no allocation. Strings are UTF-8 and their
+// \u escapes pair surrogates, as parsers require. Limits keep a model from looping where JSON
+// lets it, and numbers within a double: a run of whitespace holds at most one line break and 20
+// spaces or tabs (as llama.cpp's JSON grammar), containers nest at most 64 deep, a number has at
+// most 20 integer digits and 2 exponent digits.
 class JsonPrefix {
  public:
   static constexpr int kMaxDepth = 64;
   static constexpr int kMaxIndent = 20;
+  static constexpr int kMaxIntegerDigits = 20;
+  static constexpr int kMaxExponentDigits = 2;
   // Whether `byte` may follow the bytes taken so far; if so, it is taken. After a false the
   // prefix is spent: try bytes on a copy.
   bool feed(unsigned char byte);
   // The top object has closed; nothing may follow.
   bool complete() const { return state_ == State::done; }
-  // Inside a string, where any byte but '"', '\\' and control characters keeps it there.
-  bool in_string() const { return state_ == State::string; }
+  // Inside a string, where any UTF-8 text without '"', '\\' and control characters keeps it.
+  bool in_string() const {
+    return state_ == State::string && utf8_left_ == 0 && !low_surrogate_due_;
+  }
   bool operator==(const JsonPrefix&) const = default;
 
  private:
@@ -54,13 +60,23 @@ class JsonPrefix {
   bool whitespace(unsigned char byte);
   bool begin_value(unsigned char byte);
   bool open(bool object);
+  bool close();
   bool end_value();  // a value is complete: where next
+  bool string_byte(unsigned char byte);
+  bool unicode_digit(unsigned char byte);
   bool in_object() const { return (containers_ >> (depth_ - 1)) & 1u; }
 
   State state_ = State::start;
   bool string_is_key_ = false;
   std::uint8_t depth_ = 0;
   std::uint8_t hex_left_ = 0;
+  bool escape_starts_with_d_ = false;  // the \u escape being read: its first digit is d or D
+  bool escape_is_high_surrogate_ = false;
+  bool low_surrogate_due_ = false;  // a \u escape of a low surrogate must come next
+  std::uint8_t utf8_left_ = 0;      // continuation bytes the character being read still needs
+  unsigned char utf8_low_ = 0x80;   // the range of the next one
+  unsigned char utf8_high_ = 0xbf;
+  std::uint8_t digits_ = 0;       // in the number part being read (integer or exponent)
   std::uint8_t line_breaks_ = 0;  // in the current run of whitespace
   std::uint8_t indent_ = 0;
   const char* literal_rest_ = nullptr;  // the letters of the literal still to come
@@ -72,8 +88,8 @@ struct ConstraintVocabulary {
   ConstraintVocabulary(std::vector<std::string> token_bytes, std::vector<bool> end_tokens);
   std::vector<std::string> bytes;  // what the token adds to the text (empty: never in it)
   std::vector<bool> ends;          // ends generation (its bytes are none)
-  // Whether the token can only be string content (no '"', '\\' or control byte): most of a
-  // vocabulary, which need not be read byte by byte inside a string.
+  // Whether the token can only be string content (whole UTF-8 characters, no '"', '\\' or
+  // control byte): most of a vocabulary, which need not be read byte by byte inside a string.
   std::vector<bool> plain;
 };
 // The model's vocabulary (vocab_size rows, which may run past the tokenizer's): each token's
