@@ -521,6 +521,9 @@ int main(int argc, char** argv) {
     sub->add_option("--top-p", options.top_p, "nucleus mass");
     sub->add_option("--top-k", options.top_k, "keep the k most likely tokens");
     sub->add_option("--stop", options.stop, "stop string (repeatable)");
+    sub->add_flag("--json-object", options.json_object,
+                  "answer with one JSON object and nothing else (OpenAI's response_format "
+                  "json_object; ask for JSON in the prompt too)");
     return sub->add_option("--seed", seed, "sampling seed (same seed, same output)");
   };
   moed::CompletionRequest gen;

@@ -140,6 +140,7 @@ json options_json(const GenerationOptions& r, bool stream) {
   if (r.seed) body["seed"] = *r.seed;
   if (!r.stop.empty()) body["stop"] = r.stop;
   if (!r.model.empty()) body["model"] = r.model;
+  if (r.json_object) body["response_format"] = {{"type", "json_object"}};
   return body;
 }
 

@@ -598,6 +598,9 @@ assert len(replies) == 2, replies
 print(replies[1]['reply'])")
 streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 [[ -n $one && $one == "$session" && $one == "$streamed" ]] && pass "moectl chat (one-shot, session with /reset, streamed agree)" || fail "moectl chat: '$one' / '$session' / '$streamed'"
+ctl generate "The answer in JSON:" -n 64 --temperature 1 --seed 2 --json-object >"$work/ctl-json.txt"
+py "import json; assert isinstance(json.loads(open('$work/ctl-json.txt').read()), dict)" &&
+  pass "moectl generate --json-object: a JSON object" || fail "moectl --json-object: $(cat "$work/ctl-json.txt")"
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
 ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
   ctl cache show | grep -q "^kv .*bf16, within the host budget" &&

@@ -48,8 +48,9 @@ struct GenerationOptions {
   std::int32_t top_k = 0;
   std::optional<std::uint64_t> seed;
   std::vector<std::string> stop;
-  int logprobs = 0;   // alternatives per token to return (0: no logprobs)
-  std::string model;  // "" for the daemon's model
+  int logprobs = 0;          // alternatives per token to return (0: no logprobs)
+  std::string model;         // "" for the daemon's model
+  bool json_object = false;  // the answer is one JSON object (response_format json_object)
 };
 
 struct CompletionRequest : GenerationOptions {
