@@ -123,17 +123,27 @@ std::optional<char> byte_token_value(std::string_view token) {
   return static_cast<char>(std::stoi(std::string(token.substr(3, 2)), nullptr, 16));
 }
 
-// A byte-level token's bytes: each character of GPT-2's byte map is its byte, any other
-// character stays as it is (tokenizers' ByteLevel decoder).
-std::string byte_level_to_bytes(std::string_view token) {
+// A byte-level token's bytes: each character of GPT-2's byte map is its byte. Any other
+// character stays as it is (tokenizers' ByteLevel decoder), or with `mark_unknown` becomes an
+// [UNK_BYTE_0x..] marker, as llama.cpp's llama_decode_text writes a normal token's.
+std::string byte_level_to_bytes(std::string_view token, bool mark_unknown = false) {
   std::string bytes;
   for (std::size_t k = 0; k < token.size();) {
     const std::size_t n = utf8_length(token, k);
     auto it = char_to_byte().find(decode_codepoint(token, k, n));
     if (it != char_to_byte().end()) {
       bytes += static_cast<char>(it->second);
-    } else {
+    } else if (!mark_unknown) {
       bytes.append(token, k, n);
+    } else {
+      bytes += "[UNK_BYTE_0x";
+      for (std::size_t b = 0; b < n; ++b) {
+        char hex[4];
+        std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(token[k + b]));
+        bytes += hex;
+      }
+      bytes.append(token);
+      bytes += ']';
     }
     k += n;
   }
@@ -1069,30 +1079,6 @@ std::optional<PreTokenizerPreset> pre_tokenizer_preset(std::string_view pre) {
   return std::nullopt;
 }
 
-// A normal byte-level token's bytes, as llama.cpp's llama_decode_text gives them: a character
-// outside GPT-2's byte map becomes an [UNK_BYTE_0x..] marker.
-std::string byte_level_bytes(std::string_view token) {
-  std::string bytes;
-  for (std::size_t k = 0; k < token.size();) {
-    const std::size_t n = utf8_length(token, k);
-    auto it = char_to_byte().find(decode_codepoint(token, k, n));
-    if (it != char_to_byte().end()) {
-      bytes += static_cast<char>(it->second);
-    } else {
-      bytes += "[UNK_BYTE_0x";
-      for (std::size_t b = 0; b < n; ++b) {
-        char hex[4];
-        std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(token[k + b]));
-        bytes += hex;
-      }
-      bytes.append(token);
-      bytes += ']';
-    }
-    k += n;
-  }
-  return bytes;
-}
-
 // The token texts llama.cpp's llama_vocab::impl::load takes for end of generation (with the
 // FIM pad, repo and file-separator tokens it adds to them), whatever the converter marked.
 bool ends_generation(std::string_view text) {
@@ -1251,7 +1237,7 @@ Tokenizer Tokenizer::from_gguf(const GgufMetadata& metadata, const std::string& 
             piece = text;
             replace_all(piece, "\xe2\x96\x81", " ");
           } else {
-            piece = byte_level_bytes(text);
+            piece = byte_level_to_bytes(text, true);
           }
           break;
         case kTokenByte: {
