@@ -426,6 +426,13 @@ ModelLimits Service::limits() const {
           config_.default_chat_max_tokens};
 }
 
+void Service::require_end_token(const char* field) const {
+  if (engine_->spec().eos_token_ids.empty())
+    throw RequestError(field,
+                       "a constrained answer must end where its format closes, and this model "
+                       "has no end-of-generation token");
+}
+
 Service::Generation Service::to_generation(GenerationParams params) {
   Generation g;
   g.request.prompt = std::move(params.prompt);
@@ -490,14 +497,12 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
   Generation g = to_generation(std::move(params));
   if (context.contains("tools")) g.tool_calls = tool_call_syntax_;
   if (!g.forced_tools.empty()) {
+    const char* const choice_field = body.contains("tool_choice") ? "tool_choice" : "function_call";
     if (!call_form_)
-      throw RequestError(body.contains("tool_choice") ? "tool_choice" : "function_call",
+      throw RequestError(choice_field,
                          "the model's chat template writes tool calls in no syntax moed knows "
                          "(Hermes, Mistral, DeepSeek-V3), so it cannot force one");
-    if (engine_->spec().eos_token_ids.empty())
-      throw RequestError(body.contains("tool_choice") ? "tool_choice" : "function_call",
-                         "a forced call must end where it closes, and this model has no "
-                         "end-of-generation token");
+    require_end_token(choice_field);
     // The syntax's marker tokens are written as themselves (a tokenizer may mark them special,
     // and the model wrote them as one token in training); the text between them as any tokens
     // that spell it, so that the model may join it to the name or the arguments as it would.
@@ -536,10 +541,7 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   std::vector<std::int32_t> recent(prompt.end() - std::min<std::ptrdiff_t>(prompt.size(), 4),
                                    prompt.end());
   if (g.json_object) {
-    if (engine_->spec().eos_token_ids.empty())
-      throw RequestError("response_format",
-                         "a JSON answer must end where its object closes, and this model has no "
-                         "end-of-generation token");
+    require_end_token("response_format");
     g.request.sampling.constraint = json_object_constraint(constraint_vocabulary_);
   }
   std::shared_ptr<engine::Session> session;

@@ -58,6 +58,8 @@ class Service {
     std::vector<std::string> forced_tools;  // the answer is a call to one of these
   };
   void require_serving() const;
+  // A constraint (a JSON answer, a forced call) ends its answer with an end-of-generation token.
+  void require_end_token(const char* field) const;
   ModelLimits limits() const;
   static Generation to_generation(GenerationParams params);
   void completions(const Request& request, ResponseWriter& writer);
