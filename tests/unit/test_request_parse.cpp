@@ -334,6 +334,11 @@ TEST(RequestParse, ToolChoiceForcesACallToTheToolsItNames) {
   EXPECT_EQ(forced(R"("tool_choice": "required")"), (Names{"get_weather", "get_time"}));
   EXPECT_EQ(forced(R"("tool_choice": {"type": "function", "function": {"name": "get_time"}})"),
             (Names{"get_time"}));
+  auto by_name = [&](const std::string& rest) {
+    return parse_chat(parse_body("{" + tools + ", " + rest + "}"), {1, 2}, kLimits).forced_by_name;
+  };
+  EXPECT_FALSE(by_name(R"("tool_choice": "required")"));
+  EXPECT_TRUE(by_name(R"("tool_choice": {"type": "function", "function": {"name": "get_time"}})"));
   EXPECT_EQ(forced(R"("tool_choice": "auto")"), Names{});
   EXPECT_EQ(forced(R"("tool_choice": null)"), Names{});
   EXPECT_EQ(

@@ -386,6 +386,8 @@ GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
   if (g.top_logprobs > 0 && !g.logprobs) bad_field("top_logprobs", "needs \"logprobs\": true");
   g.forced_tools = forced_tool_names(body);
+  g.forced_by_name = !g.forced_tools.empty() &&
+                     !(body.contains("tool_choice") && body["tool_choice"] == "required");
   if (!g.forced_tools.empty() && g.json_object)
     bad_field("response_format",
               "a JSON answer and a forced tool call exclude each other (the call's arguments are "

@@ -454,6 +454,7 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.calls_as = params.calls_as;
   g.json_object = params.json_object;
   g.forced_tools = std::move(params.forced_tools);
+  g.forced_by_name = params.forced_by_name;
   return g;
 }
 
@@ -639,6 +640,8 @@ void Service::generate(Generation g, ResponseWriter& writer) {
                 {"total_tokens", session->prompt_tokens() + completion_tokens}};
   };
   auto finish_reason = [&]() -> json {
+    // OpenAI's: a call that a named tool_choice forced ends with "stop" (vLLM answers alike).
+    if (text.calls() && g.forced_by_name) return "stop";
     if (text.calls()) return g.calls_as == CallsAs::function_call ? "function_call" : "tool_calls";
     if (text.stopped()) return "stop";
     const auto r = session->finish_reason();

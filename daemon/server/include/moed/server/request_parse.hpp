@@ -70,6 +70,8 @@ struct GenerationParams {
   // Chat: tool_choice "required" (every tool offered) or a named tool (or function_call
   // naming a function): the answer is one call to one of these. Empty: no call is forced.
   std::vector<std::string> forced_tools;
+  // The call forced is a named one (not "required"): OpenAI then answers finish_reason "stop".
+  bool forced_by_name = false;
 };
 
 // A body that must be a JSON object, nested no deeper than this.

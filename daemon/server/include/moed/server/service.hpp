@@ -56,6 +56,7 @@ class Service {
     CallsAs calls_as = CallsAs::tool_calls;
     bool json_object = false;               // the answer is constrained to one JSON object
     std::vector<std::string> forced_tools;  // the answer is a call to one of these
+    bool forced_by_name = false;            // finish_reason "stop" for its call, as OpenAI
   };
   void require_serving() const;
   // A constraint (a JSON answer, a forced call) ends its answer with an end-of-generation token.
