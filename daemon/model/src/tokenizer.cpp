@@ -859,6 +859,19 @@ bool Tokenizer::skipped(std::int32_t id, bool skip_special_tokens,
          std::find(kept_special.begin(), kept_special.end(), id) == kept_special.end();
 }
 
+namespace {
+
+// tokenizers' Strip decoder on one token: its content off the start up to `start` times and off
+// the end up to `stop` times.
+void strip_ends(std::string& token, const Tokenizer::DecoderStep& step) {
+  for (int k = 0; k < step.start && token.starts_with(step.content); ++k)
+    token.erase(0, step.content.size());
+  for (int k = 0; k < step.stop && token.ends_with(step.content); ++k)
+    token.erase(token.size() - step.content.size());
+}
+
+}  // namespace
+
 std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens,
                               std::span<const std::int32_t> kept_special) const {
   if (!pieces_.empty()) return decode_pieces(ids, skip_special_tokens, kept_special);
@@ -908,12 +921,7 @@ std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_speci
         break;
       }
       case DecoderStep::Kind::strip:
-        for (auto& token : tokens) {
-          for (int k = 0; k < step.start && token.starts_with(step.content); ++k)
-            token.erase(0, step.content.size());
-          for (int k = 0; k < step.stop && token.ends_with(step.content); ++k)
-            token.erase(token.size() - step.content.size());
-        }
+        for (auto& token : tokens) strip_ends(token, step);
         break;
       case DecoderStep::Kind::metaspace:
         for (std::size_t k = 0; k < tokens.size(); ++k) {
@@ -955,11 +963,7 @@ std::string Tokenizer::token_bytes(std::int32_t id) const {
         fused = true;
         break;
       case DecoderStep::Kind::strip:
-        if (fused) break;
-        for (int k = 0; k < step.start && token.starts_with(step.content); ++k)
-          token.erase(0, step.content.size());
-        for (int k = 0; k < step.stop && token.ends_with(step.content); ++k)
-          token.erase(token.size() - step.content.size());
+        if (!fused) strip_ends(token, step);
         break;
       case DecoderStep::Kind::metaspace:
         replace_all(token, step.content, " ");
