@@ -11,9 +11,11 @@
 #include "moed/server/json_constraint.hpp"
 
 namespace fs = std::filesystem;
+using moed::server::CompiledSchema;
 using moed::server::constraint_vocabulary;
 using moed::server::ConstraintVocabulary;
 using moed::server::json_object_constraint;
+using moed::server::json_schema_constraint;
 using moed::server::JsonPrefix;
 using moed::server::OutputPattern;
 using moed::server::PatternConstraint;
@@ -352,4 +354,100 @@ TEST(PatternConstraint, LiteralsGivenAsTokensAreThoseTokens) {
   EXPECT_EQ(allowed(), (Ids{11}));
   constraint.advance(11);
   EXPECT_EQ(allowed(), (Ids{12}));
+}
+
+namespace {
+
+const char* const kToolArguments = R"({
+  "type": "object",
+  "properties": {
+    "city": {"type": "string", "maxLength": 6},
+    "unit": {"enum": ["c", "f"]},
+    "days": {"type": "array", "items": {"type": "integer"}, "maxItems": 2}
+  },
+  "required": ["city", "unit"],
+  "additionalProperties": false
+})";
+
+std::shared_ptr<const CompiledSchema> compiled(const char* schema) {
+  return std::make_shared<const CompiledSchema>(
+      CompiledSchema::compile(nlohmann::ordered_json::parse(schema), true));
+}
+
+}  // namespace
+
+// A call's arguments follow the schema of the name the choice took, though one name is a
+// prefix of the other.
+TEST(PatternPrefix, ArgumentsFollowTheSchemaOfTheNameChosen) {
+  OutputPattern pattern;
+  pattern.choice({"get", "get_time"})
+      .literal(":")
+      .json_schema({compiled(kToolArguments),
+                    compiled(R"({"type": "object", "properties": {"zone": {"type": "integer"}},
+                                 "required": ["zone"], "additionalProperties": false})")});
+  for (const std::string text :
+       {R"(get:{"city": "Oslo", "unit": "c"})", R"(get:{"city":"","unit":"f","days":[1, 2]})",
+        R"(get_time:{"zone": -2})"}) {
+    PatternPrefix prefix(pattern);
+    EXPECT_EQ(taken(text, prefix), text.size()) << text;
+    EXPECT_TRUE(prefix.complete()) << text;
+  }
+  struct Case {
+    std::string text;
+    std::size_t refused_at;
+  };
+  for (const auto& [text, at] :
+       std::vector<Case>{{R"(get:{"zone": 1})", 6},
+                         {R"(get_time:{"city")", 11},
+                         {R"(get:{"city": "Oslo", "unit": "k"})", 30},
+                         {R"(get:{"city": "Bergen!", "unit": "c"})", 20},
+                         {R"(get:{"city": "", "unit": "c", "days": [1.5]})", 40},
+                         {R"(get:{"unit": "c"})", 6}}) {
+    PatternPrefix prefix(pattern);
+    EXPECT_EQ(taken(text, prefix), at) << text;
+  }
+}
+
+// Over real vocabularies, random walks of tokens through a schema's constraint: at every step
+// mask() agrees with allows() and leaves some token, and each walk that reaches the end of
+// generation is an instance (checked here for its shape; tests/schema checks instances with an
+// independent validator).
+TEST(JsonSchemaConstraint, RandomTokenWalksEndInInstances) {
+  const auto schema = compiled(kToolArguments);
+  for (const char* model :
+       {"tiny-f32", "tiny-qwen3_moe", "tiny-bytelevel-q6_k-00001-of-00003.gguf"}) {
+    SCOPED_TRACE(model);
+    const auto tokenizer = moed::model::load_tokenizer(kModels / model);
+    const auto ends = end_ids(tokenizer);
+    const auto vocabulary = constraint_vocabulary(tokenizer, tokenizer.vocab_size(), ends);
+    const auto vocab = static_cast<std::int64_t>(vocabulary->bytes.size());
+    std::mt19937 rng(11);
+    int finished = 0;
+    for (int walk = 0; walk < 6; ++walk) {
+      auto constraint = *json_schema_constraint(vocabulary, schema);
+      std::string text;
+      for (int step = 0; step < 120; ++step) {
+        expect_mask_agrees(constraint, vocab);
+        std::vector<float> logits(static_cast<std::size_t>(vocab), 0.0f);
+        constraint.mask(logits);
+        std::vector<std::int32_t> allowed;
+        for (std::int32_t id = 0; id < vocab; ++id)
+          if (std::isfinite(logits[static_cast<std::size_t>(id)])) allowed.push_back(id);
+        ASSERT_FALSE(allowed.empty()) << "dead end after " << text;
+        const auto id =
+            allowed[std::uniform_int_distribution<std::size_t>(0, allowed.size() - 1)(rng)];
+        if (vocabulary->ends[static_cast<std::size_t>(id)]) {
+          const auto answer = nlohmann::json::parse(text);
+          EXPECT_TRUE(answer.is_object() && answer.contains("city") && answer.contains("unit") &&
+                      answer["city"].get<std::string>().size() <= 6 * 4)
+              << text;
+          ++finished;
+          break;
+        }
+        constraint.advance(id);
+        text += vocabulary->bytes[static_cast<std::size_t>(id)];
+      }
+    }
+    EXPECT_GT(finished, 0);
+  }
 }

@@ -270,7 +270,7 @@ TEST(RequestParse, TakesPenaltiesLogitBiasAndTopPZero) {
 }
 
 // What moed cannot do is refused, naming the field, rather than ignored: several choices, output
-// to a JSON schema, insertion, a call forced where no tools are offered.
+// to a schema whose root is not an object, insertion, a call forced where no tools are offered.
 TEST(RequestParse, RefusesWhatItCannotDo) {
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "n": 2})"), "n");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "best_of": 2})"), "best_of");
@@ -280,7 +280,7 @@ TEST(RequestParse, RefusesWhatItCannotDo) {
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "json_object"}})"), "");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": {"type": "json_schema",
                                 "json_schema": {"name": "a", "schema": {}}}})"),
-            "response_format.type");
+            "response_format.json_schema.schema");
   EXPECT_EQ(rejected_field(R"({"prompt": "x", "response_format": "json"})"), "response_format");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
                                     "tool_choice": "auto"})"),
@@ -288,6 +288,8 @@ TEST(RequestParse, RefusesWhatItCannotDo) {
   // In chat these come before the messages (and so before the template renders them).
   EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "n": 2})"), "n");
   EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "response_format": {"type": "json_schema"}})"),
+            "response_format.json_schema");
+  EXPECT_EQ(chat_rejected_field(R"({"messages": 3, "response_format": {"type": "xml"}})"),
             "response_format.type");
   EXPECT_EQ(chat_rejected_field(R"({"messages": [{"role": "user", "content": "a"}],
                                     "tool_choice": "required"})"),
@@ -370,6 +372,68 @@ TEST(RequestParse, ToolChoiceForcesACallToTheToolsItNames) {
   EXPECT_EQ(rejected("{" + tools + R"(, "tool_choice": "required",
                                        "response_format": {"type": "json_object"}})"),
             "response_format");
+}
+
+// response_format json_schema: the schema compiled for the constraint; what moed cannot enforce
+// is refused at the keyword when strict, left free otherwise; a tool's parameters are its
+// arguments' schema, or any object where a tool that is not strict has parameters moed cannot
+// hold a call to.
+TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
+  auto parsed = [](const std::string& format) {
+    return parse_completion(parse_body(R"({"prompt": "Hi", "response_format": )" + format + "}"),
+                            kLimits, one_token_per_byte);
+  };
+  const auto g = parsed(R"({"type": "json_schema", "json_schema": {"name": "answer_1",
+      "strict": true, "schema": {"type": "object", "properties": {"a": {"type": "integer"}},
+      "required": ["a"], "additionalProperties": false}}})");
+  ASSERT_TRUE(g.json_schema);
+  EXPECT_FALSE(g.json_object);
+  EXPECT_TRUE(parsed(R"({"type": "json_schema", "json_schema": {"name": "a"}})").json_schema);
+  EXPECT_TRUE(parsed(R"({"type": "json_schema", "json_schema": {"name": "a", "schema":
+      {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}}}})")
+                  .json_schema);
+  auto rejected = [&](const std::string& format) {
+    try {
+      (void)parsed(format);
+    } catch (const RequestError& e) {
+      return e.field();
+    }
+    return std::string();
+  };
+  EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a", "strict": true,
+      "schema": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}}}})"),
+            "response_format.json_schema.schema/properties/a/minimum");
+  EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}})"),
+            "response_format.json_schema.name");
+  EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"schema": {}}})"),
+            "response_format.json_schema.name");
+  EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a", "strict": 1}})"),
+            "response_format.json_schema.strict");
+  EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a", "schema":
+      {"type": "object", "properties": {"a": {"$ref": "#/$defs/B"}}}}})"),
+            "response_format.json_schema.schema/properties/a/$ref");
+
+  const std::string tools = R"("tools": [
+      {"type": "function", "function": {"name": "f", "strict": true, "parameters":
+          {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}}}},
+      {"type": "function", "function": {"name": "g", "parameters":
+          {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}}}},
+      {"type": "function", "function": {"name": "h", "parameters": {"type": "string"}}}])";
+  auto chat = [&](const std::string& choice) {
+    return parse_chat(parse_body("{" + tools + R"(, "tool_choice": )" + choice + "}"), {1, 2},
+                      kLimits);
+  };
+  EXPECT_THROW(chat(R"("required")"), RequestError);
+  const auto forced = chat(R"({"type": "function", "function": {"name": "g"}})");
+  ASSERT_EQ(forced.forced_tool_schemas.size(), 1u);
+  EXPECT_TRUE(forced.forced_tool_schemas[0]);
+  EXPECT_TRUE(chat(R"({"type": "function", "function": {"name": "h"}})").forced_tool_schemas[0]);
+  try {
+    (void)chat(R"({"type": "function", "function": {"name": "f"}})");
+    ADD_FAILURE() << "a strict tool's maximum is not enforced";
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.field(), "tools[0].function.parameters/properties/n/maximum");
+  }
 }
 
 TEST(RequestParse, TheDeveloperRoleIsTheSystems) {

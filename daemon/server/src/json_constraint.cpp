@@ -140,4 +140,12 @@ std::shared_ptr<PatternConstraint> json_object_constraint(
   return std::make_shared<PatternConstraint>(std::move(vocabulary), pattern);
 }
 
+std::shared_ptr<PatternConstraint> json_schema_constraint(
+    std::shared_ptr<const ConstraintVocabulary> vocabulary,
+    std::shared_ptr<const CompiledSchema> schema) {
+  auto pattern = std::make_shared<OutputPattern>();
+  pattern->json_schema({std::move(schema)});
+  return std::make_shared<PatternConstraint>(std::move(vocabulary), std::move(pattern));
+}
+
 }  // namespace moed::server

@@ -51,20 +51,63 @@ bool bool_field(const Body& body, const char* field, bool fallback) {
   return body[field].get<bool>();
 }
 
-// response_format: whether the answer must be a JSON object ("json_object"); plain text
-// ("text") otherwise.
-bool json_object_format(const Body& body) {
-  if (!body.contains("response_format") || body["response_format"].is_null()) return false;
+// A schema compiled for constrained sampling (see CompiledSchema::compile for `strict`). One it
+// cannot hold an answer to is a 400 at `field` (with the schema's own JSON Pointer), or, where
+// `may_fall_back`, no schema.
+std::shared_ptr<const CompiledSchema> compiled_schema(const Body& schema, bool strict,
+                                                      const std::string& field,
+                                                      bool may_fall_back) {
+  try {
+    return std::make_shared<const CompiledSchema>(CompiledSchema::compile(schema, strict));
+  } catch (const SchemaError& e) {
+    if (may_fall_back) return nullptr;
+    bad_field(field + e.pointer, e.what());
+  }
+}
+
+bool strict_flag(const Body& parent, const std::string& field) {
+  if (!parent.contains("strict") || parent["strict"].is_null()) return false;
+  if (!parent["strict"].is_boolean())
+    bad_field(field + ".strict", "expected true or false, got " + parent["strict"].dump());
+  return parent["strict"].get<bool>();
+}
+
+// response_format: "text" leaves the answer free, "json_object" makes it one JSON object,
+// "json_schema" an instance of the schema given.
+struct AnswerFormat {
+  bool json_object = false;
+  std::shared_ptr<const CompiledSchema> schema;
+};
+AnswerFormat answer_format(const Body& body) {
+  if (!body.contains("response_format") || body["response_format"].is_null()) return {};
   const auto& format = body["response_format"];
   if (!format.is_object() || !format.contains("type") || !format["type"].is_string())
     bad_field("response_format", "expected an object such as {\"type\": \"json_object\"}");
   const auto type = format["type"].get<std::string>();
-  if (type == "text") return false;
-  if (type == "json_object") return true;
-  bad_field("response_format.type",
-            "'" + type +
-                "' is not supported: moed constrains answers to a JSON object "
-                "(\"json_object\") but not to a schema; \"text\" leaves them free");
+  if (type == "text") return {};
+  if (type == "json_object") return {true, nullptr};
+  if (type != "json_schema")
+    bad_field("response_format.type", "'" + type +
+                                          "' is not one of \"text\", \"json_object\" and "
+                                          "\"json_schema\"");
+  if (!format.contains("json_schema") || !format["json_schema"].is_object())
+    bad_field("response_format.json_schema",
+              "expected an object such as {\"name\": \"answer\", \"schema\": {...}}");
+  const Body& spec = format["json_schema"];
+  const Body* name = spec.contains("name") ? &spec["name"] : nullptr;
+  const std::string name_text = name && name->is_string() ? name->get<std::string>() : "";
+  if (name_text.empty() || name_text.size() > 64 ||
+      !std::all_of(name_text.begin(), name_text.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+      }))
+    bad_field("response_format.json_schema.name",
+              "expected 1 to 64 letters, digits, '_' or '-' (as OpenAI's), got " +
+                  (name ? name->dump() : std::string("none")));
+  const bool strict = strict_flag(spec, "response_format.json_schema");
+  if (!spec.contains("schema") || spec["schema"].is_null())
+    return {false, std::make_shared<const CompiledSchema>(CompiledSchema::any_object())};
+  return {false,
+          compiled_schema(spec["schema"], strict, "response_format.json_schema.schema", false)};
 }
 
 // The tools a chat request's tool_choice (or function_call) forces a call to: every tool offered
@@ -127,11 +170,39 @@ std::vector<std::string> forced_tool_names(const Body& body) {
   return forced;
 }
 
-// What neither route does: several choices, output constrained to a schema. Checked before a
-// chat's template renders, so that its errors do not hide these.
+// The schema each forced tool's arguments follow: its parameters. A tool that is not strict and
+// whose parameters moed cannot hold a call to takes any object, as before schemas were read.
+std::vector<std::shared_ptr<const CompiledSchema>> forced_tool_schemas(
+    const Body& body, const std::vector<std::string>& forced) {
+  static const auto any_object =
+      std::make_shared<const CompiledSchema>(CompiledSchema::any_object());
+  const bool legacy = offers_functions(body);
+  const std::string tools_field = legacy ? "functions" : "tools";
+  std::vector<std::shared_ptr<const CompiledSchema>> schemas;
+  for (const auto& name : forced) {
+    std::shared_ptr<const CompiledSchema> schema;
+    const Body& tools = body[tools_field];
+    for (std::size_t i = 0; i < tools.size(); ++i) {
+      const Body& function = legacy ? tools[i] : tools[i]["function"];
+      if (function["name"] != name) continue;
+      const std::string field =
+          tools_field + "[" + std::to_string(i) + "]" + (legacy ? "" : ".function");
+      if (function.contains("parameters") && !function["parameters"].is_null()) {
+        const bool strict = strict_flag(function, field);
+        schema = compiled_schema(function["parameters"], strict, field + ".parameters", !strict);
+      }
+      break;
+    }
+    schemas.push_back(schema ? schema : any_object);
+  }
+  return schemas;
+}
+
+// What neither route does: several choices. Checked before a chat's template renders, so that
+// its errors, and those of the answer's format, do not hide these.
 void refuse_unsupported(const Body& body) {
   if (integer_field(body, "n", 1, 1, INT64_MAX) != 1) bad_field("n", "only 1 is supported");
-  json_object_format(body);
+  answer_format(body);
 }
 
 // The fields /v1/completions and /v1/chat/completions share.
@@ -149,7 +220,9 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
   refuse_unsupported(body);
 
   GenerationParams g;
-  g.json_object = json_object_format(body);
+  auto format = answer_format(body);
+  g.json_object = format.json_object;
+  g.json_schema = std::move(format.schema);
   g.prompt = std::move(prompt);
   if (g.prompt.empty()) bad_field(prompt_field, "is empty");
   const std::int64_t context = limits.context;
@@ -386,9 +459,10 @@ GenerationParams parse_chat(const Body& body, std::vector<std::int32_t> prompt,
   g.top_logprobs = static_cast<int>(integer_field(body, "top_logprobs", 0, 0, 20));
   if (g.top_logprobs > 0 && !g.logprobs) bad_field("top_logprobs", "needs \"logprobs\": true");
   g.forced_tools = forced_tool_names(body);
+  g.forced_tool_schemas = forced_tool_schemas(body, g.forced_tools);
   g.forced_by_name = !g.forced_tools.empty() &&
                      !(body.contains("tool_choice") && body["tool_choice"] == "required");
-  if (!g.forced_tools.empty() && g.json_object)
+  if (!g.forced_tools.empty() && (g.json_object || g.json_schema))
     bad_field("response_format",
               "a JSON answer and a forced tool call exclude each other (the call's arguments are "
               "a JSON object already)");

@@ -453,7 +453,9 @@ Service::Generation Service::to_generation(GenerationParams params) {
   g.logprobs = params.logprobs;
   g.calls_as = params.calls_as;
   g.json_object = params.json_object;
+  g.json_schema = std::move(params.json_schema);
   g.forced_tools = std::move(params.forced_tools);
+  g.forced_tool_schemas = std::move(params.forced_tool_schemas);
   g.forced_by_name = params.forced_by_name;
   return g;
 }
@@ -528,7 +530,7 @@ void Service::chat_completions(const Request& request, ResponseWriter& writer) {
     };
     auto pattern = std::make_shared<OutputPattern>();
     literal(*pattern, call_form_->before_name).choice(g.forced_tools);
-    literal(*pattern, call_form_->before_arguments).json_object();
+    literal(*pattern, call_form_->before_arguments).json_schema(std::move(g.forced_tool_schemas));
     literal(*pattern, call_form_->after_arguments);
     g.request.sampling.constraint =
         std::make_shared<PatternConstraint>(constraint_vocabulary_, std::move(pattern));
@@ -541,9 +543,11 @@ void Service::generate(Generation g, ResponseWriter& writer) {
   const auto& prompt = g.request.prompt;
   std::vector<std::int32_t> recent(prompt.end() - std::min<std::ptrdiff_t>(prompt.size(), 4),
                                    prompt.end());
-  if (g.json_object) {
+  if (g.json_object || g.json_schema) {
     require_end_token("response_format");
-    g.request.sampling.constraint = json_object_constraint(constraint_vocabulary_);
+    g.request.sampling.constraint =
+        g.json_schema ? json_schema_constraint(constraint_vocabulary_, std::move(g.json_schema))
+                      : json_object_constraint(constraint_vocabulary_);
   }
   std::shared_ptr<engine::Session> session;
   try {

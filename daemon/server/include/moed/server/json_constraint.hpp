@@ -29,8 +29,9 @@ std::shared_ptr<const ConstraintVocabulary> constraint_vocabulary(
     std::span<const std::int64_t> end_ids);
 
 // Constrains an answer to a pattern, then the end of generation: OpenAI's response_format
-// {"type": "json_object"} is one JSON object; a forced tool call is its syntax's text around a
-// name and a JSON object of arguments.
+// {"type": "json_object"} is one JSON object, {"type": "json_schema"} an instance of a schema; a
+// forced tool call is its syntax's text around a name and a JSON object of arguments (an
+// instance of the tool's parameters).
 class PatternConstraint : public engine::TokenConstraint {
  public:
   PatternConstraint(std::shared_ptr<const ConstraintVocabulary> vocabulary,
@@ -61,5 +62,9 @@ class PatternConstraint : public engine::TokenConstraint {
 // response_format {"type": "json_object"}.
 std::shared_ptr<PatternConstraint> json_object_constraint(
     std::shared_ptr<const ConstraintVocabulary> vocabulary);
+// response_format {"type": "json_schema"}.
+std::shared_ptr<PatternConstraint> json_schema_constraint(
+    std::shared_ptr<const ConstraintVocabulary> vocabulary,
+    std::shared_ptr<const CompiledSchema> schema);
 
 }  // namespace moed::server

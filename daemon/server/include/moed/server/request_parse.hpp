@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "moed/memtier/trace.hpp"
+#include "moed/server/json_schema.hpp"
 #include "moed/server/tool_calls.hpp"
 
 namespace moed::server {
@@ -67,9 +69,13 @@ struct GenerationParams {
   CallsAs calls_as = CallsAs::tool_calls;
   // response_format {"type": "json_object"}: the answer is one JSON object.
   bool json_object = false;
+  // response_format {"type": "json_schema"}: the answer is an instance of this schema.
+  std::shared_ptr<const CompiledSchema> json_schema;
   // Chat: tool_choice "required" (every tool offered) or a named tool (or function_call
   // naming a function): the answer is one call to one of these. Empty: no call is forced.
   std::vector<std::string> forced_tools;
+  // What each forced tool's arguments follow: its parameters, or any object.
+  std::vector<std::shared_ptr<const CompiledSchema>> forced_tool_schemas;
   // The call forced is a named one (not "required"): OpenAI then answers finish_reason "stop".
   bool forced_by_name = false;
 };

@@ -54,9 +54,11 @@ class Service {
     // Calls in this syntax are parsed out of the answer (tools were offered), and given back so.
     ToolCallSyntax tool_calls = ToolCallSyntax::none;
     CallsAs calls_as = CallsAs::tool_calls;
-    bool json_object = false;               // the answer is constrained to one JSON object
-    std::vector<std::string> forced_tools;  // the answer is a call to one of these
-    bool forced_by_name = false;            // finish_reason "stop" for its call, as OpenAI
+    bool json_object = false;  // the answer is constrained to one JSON object
+    std::shared_ptr<const CompiledSchema> json_schema;  // ... to an instance of this schema
+    std::vector<std::string> forced_tools;              // the answer is a call to one of these
+    std::vector<std::shared_ptr<const CompiledSchema>> forced_tool_schemas;  // with these arguments
+    bool forced_by_name = false;  // finish_reason "stop" for its call, as OpenAI
   };
   void require_serving() const;
   // A constraint (a JSON answer, a forced call) ends its answer with an end-of-generation token.

@@ -1,0 +1,127 @@
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json_fwd.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "moed/server/json_prefix.hpp"
+
+namespace moed::server {
+
+// A schema constrained sampling cannot hold an answer to; `pointer` is where in the schema
+// (a JSON Pointer, RFC 6901).
+class SchemaError : public std::runtime_error {
+ public:
+  SchemaError(std::string pointer, const std::string& message)
+      : std::runtime_error(message), pointer(std::move(pointer)) {}
+  std::string pointer;
+};
+
+// A JSON Schema (draft 2020-12, as OpenAI's structured outputs take it) compiled to what an
+// answer may be, for SchemaPrefix. The answer is one valid instance, written a way of its own:
+// an object's properties come in the schema's order and no others (as llama.cpp's and
+// XGrammar's grammars write them), an integer without fraction or exponent, a number or string
+// of an enum as the schema writes it (its members, for an object or array).
+class CompiledSchema {
+ public:
+  // Enforced: type (one or a list), properties, required, additionalProperties, items,
+  // prefixItems, minItems, maxItems, minLength, maxLength, enum, const, anyOf, oneOf (as anyOf:
+  // its alternatives should exclude each other), allOf of one schema, $ref within the document
+  // (recursion included). format and other annotations are left free, as the spec has format by
+  // default. Keywords that assert what is not enforced (pattern, minimum, uniqueItems, ...) are
+  // an error when `strict`, and left free otherwise. The root must be an object schema, as
+  // OpenAI requires; a schema no finite answer satisfies is an error.
+  static CompiledSchema compile(const nlohmann::ordered_json& schema, bool strict);
+  // {"type": "object"}: any object.
+  static CompiledSchema any_object();
+
+ private:
+  friend class SchemaPrefix;
+  struct Property {
+    std::string key;  // as written in the answer, quotes and escapes included
+    std::uint32_t node;
+    bool required;
+  };
+  struct Node {
+    enum class Kind : std::uint8_t {
+      any,         // any JSON value
+      any_object,  // any JSON object
+      object,      // the properties, in order
+      map,         // any keys, each with `item`'s value
+      array,
+      string,
+      number,
+      integer,
+      boolean,
+      null,
+      literals,  // one of `literals`, compact JSON
+      any_of,    // one of `alternatives`, none of them any_of
+    } kind = Kind::any;
+    std::vector<Property> properties;
+    std::vector<std::uint32_t> prefix_items;  // array: items 0, 1, ... before `item`'s
+    std::uint32_t item = 0;                   // array: items after the prefix; map: values
+    std::uint32_t min = 0;                    // array: items; string: characters
+    std::uint32_t max = std::numeric_limits<std::uint32_t>::max();
+    ByteTrie literals;
+    std::vector<std::uint32_t> alternatives;
+  };
+  class Compiler;
+  std::vector<Node> nodes_;  // the root first
+};
+
+// A prefix of an answer that is an instance of a compiled schema (which must outlive it), read
+// byte by byte as JsonPrefix is, with the same limits on blanks. Where the schema offers
+// alternatives (anyOf, optional properties) it follows each reading the bytes leave open, at
+// most kMaxReadings at once; any further ones are not followed, which only narrows the answer.
+class SchemaPrefix {
+ public:
+  static constexpr std::size_t kMaxReadings = 32;
+  explicit SchemaPrefix(const CompiledSchema& schema);
+  bool feed(unsigned char byte);
+  bool complete() const;
+  // As JsonPrefix::in_string, in every reading.
+  bool in_string() const;
+  bool operator==(const SchemaPrefix&) const = default;
+
+ private:
+  enum class Phase : std::uint8_t {
+    start,         // before the value: blanks, then its first byte
+    leaf,          // in a value JsonPrefix reads (`scalar`)
+    literal,       // in one of literals, at trie node `position`
+    first_key,     // after '{'
+    next_key,      // after ','
+    key,           // in property `index`'s key, at byte `position`
+    free_key,      // in a map's key (`scalar`)
+    colon,         // after the key
+    after_member,  // after a member's value; `index`: the next property
+    first_item,    // after '['
+    after_item,    // after an item; `index`: items so far
+  };
+  struct Frame {
+    std::uint32_t node;
+    Phase phase = Phase::start;
+    std::uint32_t index = 0;
+    std::uint32_t position = 0;
+    bool operator==(const Frame&) const = default;
+  };
+  struct Reading {
+    std::vector<Frame> stack;  // the values being read, innermost last; empty: complete
+    JsonPrefix scalar;
+    std::uint32_t characters = 0;  // of the string being read
+    std::uint8_t line_breaks = 0;  // in the current run of blanks
+    std::uint8_t indent = 0;
+    bool operator==(const Reading&) const = default;
+  };
+  void step(Reading reading, unsigned char byte, std::vector<Reading>& next) const;
+  static bool blank(Reading& reading, unsigned char byte);
+  bool start_value(Reading& reading, unsigned char byte, std::vector<Reading>& next) const;
+  bool leaf_byte(Reading& reading, unsigned char byte) const;
+
+  const CompiledSchema* schema_;
+  std::vector<Reading> readings_;
+};
+
+}  // namespace moed::server

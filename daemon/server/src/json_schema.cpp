@@ -1,0 +1,780 @@
+#include "moed/server/json_schema.hpp"
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+namespace moed::server {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// Keywords that assert something of an instance which constrained sampling does not enforce.
+const std::set<std::string>& unenforced_keywords() {
+  static const std::set<std::string> keywords = {
+      "pattern",
+      "minimum",
+      "maximum",
+      "exclusiveMinimum",
+      "exclusiveMaximum",
+      "multipleOf",
+      "minProperties",
+      "maxProperties",
+      "uniqueItems",
+      "contains",
+      "minContains",
+      "maxContains",
+      "not",
+      "if",
+      "then",
+      "else",
+      "dependentRequired",
+      "dependentSchemas",
+      "dependencies",
+      "patternProperties",
+      "propertyNames",
+      "unevaluatedProperties",
+      "unevaluatedItems",
+      "$dynamicRef",
+      "$recursiveRef",
+  };
+  return keywords;
+}
+
+// Keywords that apply to an instance, enforced or not; any other one is an annotation.
+bool applies(const std::string& keyword) {
+  static const std::set<std::string> enforced = {
+      "type",     "properties",  "required",        "additionalProperties",
+      "items",    "prefixItems", "additionalItems", "minItems",
+      "maxItems", "minLength",   "maxLength",       "enum",
+      "const",    "anyOf",       "oneOf",           "allOf",
+      "$ref",
+  };
+  return enforced.count(keyword) > 0 || unenforced_keywords().count(keyword) > 0;
+}
+
+std::string escape_pointer_token(const std::string& token) {
+  std::string escaped;
+  for (const char c : token) {
+    if (c == '~')
+      escaped += "~0";
+    else if (c == '/')
+      escaped += "~1";
+    else
+      escaped += c;
+  }
+  return escaped;
+}
+
+std::string type_name(const Json& value) {
+  if (value.is_object()) return "object";
+  if (value.is_array()) return "array";
+  if (value.is_string()) return "string";
+  if (value.is_boolean()) return "boolean";
+  if (value.is_null()) return "null";
+  if (value.is_number_integer() || value.is_number_unsigned()) return "integer";
+  const double d = value.get<double>();
+  return d == static_cast<double>(static_cast<std::int64_t>(d)) ? "integer" : "number";
+}
+
+}  // namespace
+
+class CompiledSchema::Compiler {
+ public:
+  static constexpr std::size_t kMaxNodes = 10000;
+  Compiler(const Json& document, bool strict, CompiledSchema& out)
+      : document_(document), strict_(strict), nodes_(out.nodes_) {}
+
+  std::uint32_t compile(const Json& schema, const std::string& pointer) {
+    const std::uint32_t index = reserve(pointer);
+    compile_into(index, schema, pointer);
+    return index;
+  }
+
+  void finish(const std::string& pointer) {
+    prune_unfinishable(pointer);
+    flatten_alternatives();
+    const Node& root = nodes_[0];
+    auto opens_object = [&](std::uint32_t n) {
+      const auto kind = nodes_[n].kind;
+      return kind == Node::Kind::object || kind == Node::Kind::map ||
+             kind == Node::Kind::any_object;
+    };
+    const bool object_root =
+        root.kind == Node::Kind::any_of
+            ? std::all_of(root.alternatives.begin(), root.alternatives.end(), opens_object)
+            : opens_object(0);
+    if (!object_root)
+      throw SchemaError(pointer, "the root must be an object schema ({\"type\": \"object\", ...})");
+  }
+
+ private:
+  std::uint32_t reserve(const std::string& pointer) {
+    if (nodes_.size() == kMaxNodes)
+      throw SchemaError(pointer,
+                        "the schema has more than " + std::to_string(kMaxNodes) + " subschemas");
+    nodes_.emplace_back();
+    return static_cast<std::uint32_t>(nodes_.size() - 1);
+  }
+
+  [[noreturn]] static void fail(const std::string& pointer, const std::string& message) {
+    throw SchemaError(pointer, message);
+  }
+
+  std::uint32_t count(const Json& schema, const char* keyword, const std::string& pointer) {
+    const Json& value = schema[keyword];
+    if (!value.is_number_unsigned() &&
+        !(value.is_number_integer() && value.get<std::int64_t>() >= 0))
+      fail(pointer + "/" + keyword, "expected a non-negative integer, got " + value.dump());
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(
+        value.get<std::uint64_t>(), std::numeric_limits<std::uint32_t>::max()));
+  }
+
+  void compile_into(std::uint32_t index, const Json& schema, const std::string& pointer) {
+    Node node = build(schema, pointer);
+    nodes_[index] = std::move(node);
+  }
+
+  Node alias(std::uint32_t target) {
+    Node node;
+    node.kind = Node::Kind::any_of;
+    node.alternatives = {target};
+    return node;
+  }
+
+  Node build(const Json& schema, const std::string& pointer) {
+    if (schema.is_boolean()) {
+      if (!schema.get<bool>()) fail(pointer, "false admits no value");
+      return Node{};
+    }
+    if (!schema.is_object()) fail(pointer, "a schema must be an object or a boolean");
+    for (const auto& [keyword, value] : schema.items())
+      if (strict_ && unenforced_keywords().count(keyword))
+        fail(pointer + "/" + escape_pointer_token(keyword),
+             "'" + keyword +
+                 "' is not enforced by moed's constrained sampling; drop it, or send \"strict\": "
+                 "false to have the answer follow the rest of the schema");
+    if (schema.contains("$ref")) return reference(schema, pointer);
+    if (schema.contains("allOf")) {
+      const Json& all = schema["allOf"];
+      if (!all.is_array() || all.empty())
+        fail(pointer + "/allOf", "expected a non-empty array of schemas");
+      if (all.size() > 1 && strict_)
+        fail(pointer + "/allOf", "only one schema in allOf is supported");
+      return alias(compile(all[0], pointer + "/allOf/0"));
+    }
+    for (const char* keyword : {"anyOf", "oneOf"})
+      if (schema.contains(keyword)) return alternatives(schema, keyword, pointer);
+    if (schema.contains("const") || schema.contains("enum")) return literals(schema, pointer);
+    if (schema.contains("type")) {
+      const Json& type = schema["type"];
+      if (type.is_string()) return typed(schema, type.get<std::string>(), pointer);
+      if (!type.is_array() || type.empty())
+        fail(pointer + "/type", "expected a type name or a non-empty array of them");
+      Node node;
+      node.kind = Node::Kind::any_of;
+      for (std::size_t i = 0; i < type.size(); ++i) {
+        if (!type[i].is_string())
+          fail(pointer + "/type/" + std::to_string(i), "expected a type name");
+        const std::uint32_t alternative = reserve(pointer);
+        nodes_[alternative] = typed(schema, type[i].get<std::string>(), pointer);
+        node.alternatives.push_back(alternative);
+      }
+      return node;
+    }
+    if (schema.contains("properties") || schema.contains("additionalProperties") ||
+        schema.contains("required"))
+      return typed(schema, "object", pointer);
+    if (schema.contains("items") || schema.contains("prefixItems"))
+      return typed(schema, "array", pointer);
+    return Node{};
+  }
+
+  // Applying keywords beside `keyword` are not combined with it.
+  void refuse_siblings(const Json& schema, const char* keyword, const std::string& pointer) {
+    if (!strict_) return;
+    for (const auto& [other, value] : schema.items())
+      if (other != keyword && applies(other))
+        fail(pointer + "/" + escape_pointer_token(other),
+             "'" + other + "' beside '" + keyword + "' is not supported; move it into the " +
+                 (std::string(keyword) == "$ref" ? "referenced schema" : "alternatives"));
+  }
+
+  Node reference(const Json& schema, const std::string& pointer) {
+    refuse_siblings(schema, "$ref", pointer);
+    const Json& ref = schema["$ref"];
+    const std::string at = pointer + "/$ref";
+    if (!ref.is_string() || ref.get<std::string>().rfind('#', 0) != 0)
+      fail(at,
+           "only references within the schema (\"#/$defs/...\") are supported, got " + ref.dump());
+    const std::string target = ref.get<std::string>().substr(1);
+    if (const auto known = refs_.find(target); known != refs_.end()) return alias(known->second);
+    const Json* resolved = nullptr;
+    try {
+      resolved = &document_.at(Json::json_pointer(target));
+    } catch (const std::exception&) {
+      fail(at, ref.dump() + " does not resolve within the schema");
+    }
+    const std::uint32_t index = reserve(target);
+    refs_[target] = index;
+    compile_into(index, *resolved, target);
+    return alias(index);
+  }
+
+  Node alternatives(const Json& schema, const char* keyword, const std::string& pointer) {
+    refuse_siblings(schema, keyword, pointer);
+    const Json& all = schema[keyword];
+    const std::string at = pointer + "/" + keyword;
+    if (!all.is_array() || all.empty()) fail(at, "expected a non-empty array of schemas");
+    Node node;
+    node.kind = Node::Kind::any_of;
+    for (std::size_t i = 0; i < all.size(); ++i)
+      node.alternatives.push_back(compile(all[i], at + "/" + std::to_string(i)));
+    return node;
+  }
+
+  Node literals(const Json& schema, const std::string& pointer) {
+    Node node;
+    node.kind = Node::Kind::literals;
+    std::vector<const Json*> values;
+    if (schema.contains("const")) {
+      values.push_back(&schema["const"]);
+    } else {
+      const Json& all = schema["enum"];
+      if (!all.is_array() || all.empty())
+        fail(pointer + "/enum", "expected a non-empty array of values");
+      for (const auto& value : all) values.push_back(&value);
+    }
+    // With a type beside them, only the values of that type.
+    std::set<std::string> types;
+    if (schema.contains("type")) {
+      const Json& type = schema["type"];
+      if (type.is_string()) types.insert(type.get<std::string>());
+      if (type.is_array())
+        for (const auto& name : type)
+          if (name.is_string()) types.insert(name.get<std::string>());
+    }
+    // Scalars are read as their text; objects and arrays as schemas of their members, so that
+    // blanks may come between them.
+    std::int32_t scalars = 0;
+    Node containers;
+    containers.kind = Node::Kind::any_of;
+    for (const Json* value : values) {
+      const std::string type = type_name(*value);
+      if (!types.empty() && !types.count(type) && !(type == "integer" && types.count("number")))
+        continue;
+      if (value->is_structured())
+        containers.alternatives.push_back(constant(*value, pointer));
+      else
+        node.literals.insert(value->dump(), scalars++);
+    }
+    if (scalars == 0 && containers.alternatives.empty())
+      fail(pointer, "none of the values of enum or const is of the schema's type");
+    if (containers.alternatives.empty()) return node;
+    if (scalars > 0) {
+      containers.alternatives.push_back(reserve(pointer));
+      nodes_[containers.alternatives.back()] = std::move(node);
+    }
+    return containers;
+  }
+
+  // A node that takes exactly `value`.
+  std::uint32_t constant(const Json& value, const std::string& pointer) {
+    const std::uint32_t index = reserve(pointer);
+    Node node;
+    if (value.is_object()) {
+      node.kind = Node::Kind::object;
+      for (const auto& [name, member] : value.items())
+        node.properties.push_back({Json(name).dump(), constant(member, pointer), true});
+    } else if (value.is_array()) {
+      node.kind = Node::Kind::array;
+      for (const auto& item : value) node.prefix_items.push_back(constant(item, pointer));
+      node.min = node.max = static_cast<std::uint32_t>(value.size());
+    } else {
+      node.kind = Node::Kind::literals;
+      node.literals.insert(value.dump(), 0);
+    }
+    nodes_[index] = std::move(node);
+    return index;
+  }
+
+  Node typed(const Json& schema, const std::string& type, const std::string& pointer) {
+    Node node;
+    if (type == "object") return object(schema, pointer);
+    if (type == "array") return array(schema, pointer);
+    if (type == "string") {
+      node.kind = Node::Kind::string;
+      if (schema.contains("minLength")) node.min = count(schema, "minLength", pointer);
+      if (schema.contains("maxLength")) node.max = count(schema, "maxLength", pointer);
+      if (node.min > node.max) fail(pointer + "/minLength", "is more than maxLength");
+      return node;
+    }
+    if (type == "number")
+      node.kind = Node::Kind::number;
+    else if (type == "integer")
+      node.kind = Node::Kind::integer;
+    else if (type == "boolean")
+      node.kind = Node::Kind::boolean;
+    else if (type == "null")
+      node.kind = Node::Kind::null;
+    else
+      fail(pointer + "/type", "'" + type +
+                                  "' is not a JSON Schema type (object, array, string, number, "
+                                  "integer, boolean, null)");
+    return node;
+  }
+
+  Node object(const Json& schema, const std::string& pointer) {
+    Node node;
+    std::set<std::string> required;
+    if (schema.contains("required")) {
+      const Json& names = schema["required"];
+      if (!names.is_array()) fail(pointer + "/required", "expected an array of property names");
+      for (const auto& name : names) {
+        if (!name.is_string())
+          fail(pointer + "/required", "expected property names, got " + name.dump());
+        required.insert(name.get<std::string>());
+      }
+    }
+    const bool has_properties = schema.contains("properties");
+    const Json* additional =
+        schema.contains("additionalProperties") ? &schema["additionalProperties"] : nullptr;
+    const bool closed = additional && additional->is_boolean() && !additional->get<bool>();
+    if (!has_properties && required.empty()) {
+      if (closed) {
+        node.kind = Node::Kind::object;
+      } else if (additional && !additional->is_boolean()) {
+        node.kind = Node::Kind::map;
+        node.item = compile(*additional, pointer + "/additionalProperties");
+      } else {
+        node.kind = Node::Kind::any_object;
+      }
+      return node;
+    }
+    node.kind = Node::Kind::object;
+    std::set<std::string> declared;
+    if (has_properties) {
+      const Json& properties = schema["properties"];
+      if (!properties.is_object())
+        fail(pointer + "/properties", "expected an object of property schemas");
+      for (const auto& [name, property] : properties.items()) {
+        const std::uint32_t child =
+            compile(property, pointer + "/properties/" + escape_pointer_token(name));
+        node.properties.push_back({Json(name).dump(), child, required.count(name) > 0});
+        declared.insert(name);
+      }
+    }
+    // A required property without a schema of its own takes any value, unless none may be there.
+    for (const auto& name : required) {
+      if (declared.count(name)) continue;
+      if (closed)
+        fail(pointer + "/required",
+             "'" + name +
+                 "' is required, but additionalProperties is false and properties does "
+                 "not declare it");
+      const std::uint32_t child = additional && !additional->is_boolean()
+                                      ? compile(*additional, pointer + "/additionalProperties")
+                                      : compile(Json::object(), pointer + "/required");
+      node.properties.push_back({Json(name).dump(), child, true});
+    }
+    return node;
+  }
+
+  Node array(const Json& schema, const std::string& pointer) {
+    Node node;
+    node.kind = Node::Kind::array;
+    // Draft 2020-12's prefixItems and items; draft 7's items array and additionalItems.
+    const Json* prefix = schema.contains("prefixItems") ? &schema["prefixItems"] : nullptr;
+    std::string prefix_pointer = pointer + "/prefixItems";
+    const Json* rest = schema.contains("items") ? &schema["items"] : nullptr;
+    std::string rest_pointer = pointer + "/items";
+    if (rest && rest->is_array() && !prefix) {
+      prefix = rest;
+      prefix_pointer = rest_pointer;
+      rest = schema.contains("additionalItems") ? &schema["additionalItems"] : nullptr;
+      rest_pointer = pointer + "/additionalItems";
+    }
+    if (prefix) {
+      if (!prefix->is_array()) fail(prefix_pointer, "expected an array of schemas");
+      for (std::size_t i = 0; i < prefix->size(); ++i)
+        node.prefix_items.push_back(
+            compile((*prefix)[i], prefix_pointer + "/" + std::to_string(i)));
+    }
+    if (schema.contains("minItems")) node.min = count(schema, "minItems", pointer);
+    if (schema.contains("maxItems")) node.max = count(schema, "maxItems", pointer);
+    if (rest && rest->is_boolean() && !rest->get<bool>()) {
+      node.max =
+          std::min<std::uint32_t>(node.max, static_cast<std::uint32_t>(node.prefix_items.size()));
+      node.item = compile(Json::object(), rest_pointer);
+    } else {
+      node.item = compile(rest ? *rest : Json::object(), rest_pointer);
+    }
+    if (node.min > node.max)
+      fail(pointer + "/minItems", "asks for more items than the schema allows");
+    return node;
+  }
+
+  std::uint32_t item_node(const Node& node, std::uint32_t i) const {
+    return i < node.prefix_items.size() ? node.prefix_items[i] : node.item;
+  }
+
+  // Which nodes some finite answer satisfies (a fixpoint: recursion must bottom out); the others
+  // are taken out of every optional place, so that no reading can enter one and dead-end.
+  void prune_unfinishable(const std::string& pointer) {
+    std::vector<bool> finishable(nodes_.size());
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (std::size_t i = 0; i < nodes_.size(); ++i) {
+        if (finishable[i]) continue;
+        const Node& node = nodes_[i];
+        bool can = true;
+        switch (node.kind) {
+          case Node::Kind::object:
+            can = std::all_of(node.properties.begin(), node.properties.end(),
+                              [&](const Property& p) { return !p.required || finishable[p.node]; });
+            break;
+          case Node::Kind::array:
+            for (std::uint32_t k = 0; k < node.min && can; ++k)
+              can = finishable[item_node(node, k)];
+            break;
+          case Node::Kind::any_of:
+            can = std::any_of(node.alternatives.begin(), node.alternatives.end(),
+                              [&](std::uint32_t a) { return finishable[a]; });
+            break;
+          default:
+            break;
+        }
+        if (can) finishable[i] = changed = true;
+      }
+    }
+    if (!finishable[0]) fail(pointer, "no finite JSON value satisfies the schema");
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      Node& node = nodes_[i];
+      if (!finishable[i]) continue;
+      switch (node.kind) {
+        case Node::Kind::object:
+          std::erase_if(node.properties, [&](const Property& p) { return !finishable[p.node]; });
+          break;
+        case Node::Kind::map:
+          if (!finishable[node.item]) node.kind = Node::Kind::object;
+          break;
+        case Node::Kind::array:
+          for (std::uint32_t k = node.min; k < node.max; ++k) {
+            if (k >= node.prefix_items.size() && finishable[node.item]) break;
+            if (!finishable[item_node(node, k)]) {
+              node.max = k;
+              break;
+            }
+          }
+          break;
+        case Node::Kind::any_of:
+          std::erase_if(node.alternatives, [&](std::uint32_t a) { return !finishable[a]; });
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  // An anyOf's alternatives become the nodes that are not anyOf themselves, so that reading one
+  // never loops (an anyOf may refer to itself).
+  void flatten_alternatives() {
+    for (auto& node : nodes_) {
+      if (node.kind != Node::Kind::any_of) continue;
+      std::vector<std::uint32_t> flat;
+      std::vector<bool> seen(nodes_.size());
+      std::vector<std::uint32_t> pending(node.alternatives.rbegin(), node.alternatives.rend());
+      while (!pending.empty()) {
+        const std::uint32_t n = pending.back();
+        pending.pop_back();
+        if (seen[n]) continue;
+        seen[n] = true;
+        if (nodes_[n].kind != Node::Kind::any_of) {
+          flat.push_back(n);
+          continue;
+        }
+        pending.insert(pending.end(), nodes_[n].alternatives.rbegin(),
+                       nodes_[n].alternatives.rend());
+      }
+      node.alternatives = std::move(flat);
+    }
+  }
+
+  const Json& document_;
+  bool strict_;
+  std::vector<Node>& nodes_;
+  std::map<std::string, std::uint32_t> refs_;  // JSON Pointer: its node
+};
+
+CompiledSchema CompiledSchema::compile(const nlohmann::ordered_json& schema, bool strict) {
+  CompiledSchema compiled;
+  Compiler compiler(schema, strict, compiled);
+  compiler.compile(schema, "");
+  compiler.finish("");
+  return compiled;
+}
+
+CompiledSchema CompiledSchema::any_object() {
+  CompiledSchema compiled;
+  compiled.nodes_.emplace_back().kind = Node::Kind::any_object;
+  return compiled;
+}
+
+SchemaPrefix::SchemaPrefix(const CompiledSchema& schema) : schema_(&schema) {
+  readings_.push_back(Reading{{Frame{0}}, {}, 0, 0, 0});
+}
+
+bool SchemaPrefix::complete() const {
+  return std::any_of(readings_.begin(), readings_.end(),
+                     [](const Reading& r) { return r.stack.empty(); });
+}
+
+bool SchemaPrefix::in_string() const {
+  using Kind = CompiledSchema::Node::Kind;
+  return std::all_of(readings_.begin(), readings_.end(), [&](const Reading& r) {
+    if (r.stack.empty()) return false;
+    const Frame& top = r.stack.back();
+    const auto& node = schema_->nodes_[top.node];
+    const bool free_text =
+        top.phase == Phase::free_key ||
+        (top.phase == Phase::leaf &&
+         (node.kind != Kind::string || node.max == std::numeric_limits<std::uint32_t>::max()));
+    return free_text && r.scalar.in_string();
+  });
+}
+
+bool SchemaPrefix::feed(unsigned char byte) {
+  std::vector<Reading> next;
+  for (auto& reading : readings_) step(std::move(reading), byte, next);
+  // Readings that the bytes have brought to the same state are one.
+  for (std::size_t i = 0; i < next.size(); ++i)
+    for (std::size_t j = next.size() - 1; j > i; --j)
+      if (next[j] == next[i]) next.erase(next.begin() + static_cast<std::ptrdiff_t>(j));
+  if (next.size() > kMaxReadings) next.resize(kMaxReadings);
+  readings_ = std::move(next);
+  return !readings_.empty();
+}
+
+bool SchemaPrefix::blank(Reading& reading, unsigned char byte) {
+  if (byte == '\n') {
+    if (reading.line_breaks == 1) return false;
+    ++reading.line_breaks;
+    return true;
+  }
+  if (reading.indent == JsonPrefix::kMaxIndent) return false;
+  ++reading.indent;
+  return true;
+}
+
+bool SchemaPrefix::start_value(Reading& reading, unsigned char byte,
+                               std::vector<Reading>& next) const {
+  using Kind = CompiledSchema::Node::Kind;
+  Frame& frame = reading.stack.back();
+  const auto& node = schema_->nodes_[frame.node];
+  switch (node.kind) {
+    case Kind::any_of:
+      for (const std::uint32_t alternative : node.alternatives) {
+        Reading branch = reading;
+        branch.stack.back() = Frame{alternative};
+        if (start_value(branch, byte, next)) next.push_back(std::move(branch));
+      }
+      return false;
+    case Kind::object:
+    case Kind::map:
+      frame.phase = Phase::first_key;
+      return byte == '{';
+    case Kind::array:
+      frame.phase = Phase::first_item;
+      return byte == '[';
+    case Kind::literals: {
+      const std::uint32_t child = node.literals.child(0, byte);
+      if (child == 0) return false;
+      frame.phase = Phase::literal;
+      frame.position = child;
+      if (node.literals.is_leaf(child)) reading.stack.pop_back();
+      return true;
+    }
+    default:
+      break;
+  }
+  const bool starts = [&] {
+    switch (node.kind) {
+      case Kind::any_object:
+        return byte == '{';
+      case Kind::string:
+        return byte == '"';
+      case Kind::number:
+      case Kind::integer:
+        return byte == '-' || (byte >= '0' && byte <= '9');
+      case Kind::boolean:
+        return byte == 't' || byte == 'f';
+      case Kind::null:
+        return byte == 'n';
+      default:
+        return true;
+    }
+  }();
+  if (!starts) return false;
+  reading.scalar = node.kind == Kind::any_object ? JsonPrefix() : JsonPrefix::value();
+  reading.characters = 0;
+  frame.phase = Phase::leaf;
+  if (!reading.scalar.feed(byte)) return false;
+  if (reading.scalar.complete()) reading.stack.pop_back();
+  return true;
+}
+
+bool SchemaPrefix::leaf_byte(Reading& reading, unsigned char byte) const {
+  using Kind = CompiledSchema::Node::Kind;
+  const auto& node = schema_->nodes_[reading.stack.back().node];
+  if (node.kind == Kind::integer && (byte == '.' || byte == 'e' || byte == 'E')) return false;
+  if (node.kind == Kind::string && reading.scalar.in_string()) {
+    if (byte == '"') {
+      if (reading.characters < node.min) return false;
+    } else if (reading.characters++ == node.max) {
+      return false;
+    }
+  }
+  if (!reading.scalar.feed(byte)) return false;
+  if (reading.scalar.complete()) reading.stack.pop_back();
+  return true;
+}
+
+void SchemaPrefix::step(Reading reading, unsigned char byte, std::vector<Reading>& next) const {
+  using Kind = CompiledSchema::Node::Kind;
+  const bool is_blank = is_json_blank(byte);
+  // Bytes that end a value (a number, a literal that others go on from) belong to what follows:
+  // the loop hands them on.
+  while (!reading.stack.empty()) {
+    Frame& frame = reading.stack.back();
+    const auto& node = schema_->nodes_[frame.node];
+    const bool free_keys = node.kind == Kind::map;
+    auto required_from = [&](std::uint32_t from) {
+      return std::any_of(node.properties.begin() + from, node.properties.end(),
+                         [](const CompiledSchema::Property& p) { return p.required; });
+    };
+    auto take_blank = [&] {
+      if (blank(reading, byte)) next.push_back(std::move(reading));
+    };
+    bool taken = false;
+    switch (frame.phase) {
+      case Phase::start:
+        if (is_blank) return take_blank();
+        reading.line_breaks = reading.indent = 0;
+        taken = start_value(reading, byte, next);
+        break;
+      case Phase::leaf:
+        if (reading.scalar.ends_before(byte)) {
+          reading.stack.pop_back();
+          continue;
+        }
+        taken = leaf_byte(reading, byte);
+        break;
+      case Phase::literal: {
+        if (const std::uint32_t child = node.literals.child(frame.position, byte); child != 0) {
+          frame.position = child;
+          if (node.literals.is_leaf(child)) reading.stack.pop_back();
+          taken = true;
+          break;
+        }
+        if (node.literals.name_at(frame.position) < 0) return;
+        reading.stack.pop_back();
+        continue;
+      }
+      case Phase::first_key:
+      case Phase::next_key:
+        if (is_blank) return take_blank();
+        reading.line_breaks = reading.indent = 0;
+        if (byte == '}' && frame.phase == Phase::first_key && (free_keys || !required_from(0))) {
+          reading.stack.pop_back();
+          taken = true;
+          break;
+        }
+        if (byte != '"') return;
+        if (free_keys) {
+          reading.scalar = JsonPrefix::value();
+          reading.scalar.feed(byte);
+          frame.phase = Phase::free_key;
+          taken = true;
+          break;
+        }
+        // Any property up to the next required one may come next.
+        for (std::uint32_t p = frame.index; p < node.properties.size(); ++p) {
+          Reading branch = reading;
+          branch.stack.back().phase = Phase::key;
+          branch.stack.back().index = p;
+          branch.stack.back().position = 1;
+          next.push_back(std::move(branch));
+          if (node.properties[p].required) break;
+        }
+        return;
+      case Phase::key: {
+        const std::string& key = node.properties[frame.index].key;
+        if (byte != static_cast<unsigned char>(key[frame.position])) return;
+        if (++frame.position == key.size()) frame.phase = Phase::colon;
+        taken = true;
+        break;
+      }
+      case Phase::free_key:
+        taken = reading.scalar.feed(byte);
+        if (reading.scalar.complete()) frame.phase = Phase::colon;
+        break;
+      case Phase::colon: {
+        if (is_blank) return take_blank();
+        reading.line_breaks = reading.indent = 0;
+        if (byte != ':') return;
+        const std::uint32_t value = free_keys ? node.item : node.properties[frame.index].node;
+        frame.phase = Phase::after_member;
+        if (!free_keys) ++frame.index;
+        reading.stack.push_back(Frame{value});
+        taken = true;
+        break;
+      }
+      case Phase::after_member:
+        if (is_blank) return take_blank();
+        reading.line_breaks = reading.indent = 0;
+        if (byte == ',' && (free_keys || frame.index < node.properties.size())) {
+          frame.phase = Phase::next_key;
+          taken = true;
+        } else if (byte == '}' && (free_keys || !required_from(frame.index))) {
+          reading.stack.pop_back();
+          taken = true;
+        }
+        break;
+      case Phase::first_item: {
+        if (is_blank) return take_blank();
+        reading.line_breaks = reading.indent = 0;
+        if (byte == ']' && node.min == 0) {
+          reading.stack.pop_back();
+          taken = true;
+          break;
+        }
+        if (node.max == 0) return;
+        frame.phase = Phase::after_item;
+        frame.index = 1;
+        const std::uint32_t item =
+            node.prefix_items.empty() ? node.item : node.prefix_items.front();
+        reading.stack.push_back(Frame{item});
+        continue;
+      }
+      case Phase::after_item:
+        if (is_blank) return take_blank();
+        reading.line_breaks = reading.indent = 0;
+        if (byte == ',' && frame.index < node.max) {
+          const std::uint32_t item =
+              frame.index < node.prefix_items.size() ? node.prefix_items[frame.index] : node.item;
+          ++frame.index;
+          reading.stack.push_back(Frame{item});
+          taken = true;
+        } else if (byte == ']' && frame.index >= node.min) {
+          reading.stack.pop_back();
+          taken = true;
+        }
+        break;
+    }
+    if (taken) next.push_back(std::move(reading));
+    return;
+  }
+}
+
+}  // namespace moed::server

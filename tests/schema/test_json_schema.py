@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""moed's JSON Schema constraint (SchemaPrefix) against an independent validator, Debian's
+python3-jsonschema (Draft 2020-12):
+- every answer a random walk through the constraint ends with is valid, for each schema below;
+- instances written in the schema's property order are taken exactly when they are valid (the
+  constraint takes one way of writing an instance, so the valid ones here are written that way);
+- schemas it cannot enforce are refused when strict, with the JSON Pointer of the keyword.
+Usage: test_json_schema.py SCHEMA_WALK_BINARY"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import jsonschema
+
+WALK = sys.argv[1] if len(sys.argv) > 1 else None
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 12},
+        "age": {"type": "integer"},
+        "height": {"type": "number"},
+        "email": {"anyOf": [{"type": "string", "format": "email"}, {"type": "null"}]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 3},
+        "active": {"type": "boolean"},
+    },
+    "required": ["name", "age", "height", "email", "tags", "active"],
+    "additionalProperties": False,
+}
+
+# Pydantic's shape: definitions under $defs, references to them, Optional as anyOf with null,
+# an enum, a discriminated union written as oneOf.
+ORDER = {
+    "$defs": {
+        "Item": {
+            "type": "object",
+            "properties": {
+                "sku": {"type": "string", "title": "Sku"},
+                "quantity": {"type": "integer", "title": "Quantity"},
+                "unit": {"enum": ["kg", "g", "piece"], "type": "string"},
+            },
+            "required": ["sku", "quantity", "unit"],
+            "title": "Item",
+        },
+        "Card": {
+            "type": "object",
+            "properties": {"kind": {"const": "card"}, "last4": {"type": "string", "minLength": 4, "maxLength": 4}},
+            "required": ["kind", "last4"],
+            "additionalProperties": False,
+        },
+        "Cash": {
+            "type": "object",
+            "properties": {"kind": {"const": "cash"}, "change": {"type": "number"}},
+            "required": ["kind", "change"],
+            "additionalProperties": False,
+        },
+    },
+    "type": "object",
+    "title": "Order",
+    "properties": {
+        "id": {"type": "integer"},
+        "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}, "minItems": 1},
+        "payment": {"oneOf": [{"$ref": "#/$defs/Card"}, {"$ref": "#/$defs/Cash"}],
+                    "discriminator": {"propertyName": "kind"}},
+        "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+    },
+    "required": ["id", "items", "payment"],
+}
+
+# Recursion through the root and through $defs, bottoming out where it may.
+TREE = {
+    "type": "object",
+    "properties": {
+        "value": {"type": "integer"},
+        "children": {"type": "array", "items": {"$ref": "#"}, "maxItems": 2},
+        "next": {"anyOf": [{"$ref": "#/$defs/Link"}, {"type": "null"}]},
+    },
+    "required": ["value", "children", "next"],
+    "additionalProperties": False,
+    "$defs": {
+        "Link": {
+            "type": "object",
+            "properties": {"label": {"type": "string", "maxLength": 3},
+                           "next": {"anyOf": [{"$ref": "#/$defs/Link"}, {"type": "null"}]}},
+            "required": ["label", "next"],
+            "additionalProperties": False,
+        }
+    },
+}
+
+OPTIONAL = {
+    "type": "object",
+    "properties": {
+        "a": {"type": "integer"},
+        "b": {"type": "string", "maxLength": 2},
+        "c": {"type": "boolean"},
+        "d": {"type": "null"},
+    },
+    "required": ["c"],
+    "additionalProperties": False,
+}
+
+SHAPES = {
+    "type": "object",
+    "properties": {
+        "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string", "maxLength": 3}],
+                 "items": False, "minItems": 2},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "anything": {},
+        "free": {"type": "object"},
+        "either": {"type": ["integer", "string", "null"], "maxLength": 2},
+        "mixed": {"enum": [1, 12, "12", True, None, {"x": [1, 2]}, [3]]},
+        "sized": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3},
+        "accents": {"type": "string", "minLength": 2, "maxLength": 2},
+    },
+    "required": ["pair", "counts", "anything", "free", "either", "mixed", "sized", "accents"],
+}
+
+# Non-strict: keywords not enforced are left free, the rest holds.
+LOOSE = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "pattern": "^[A-Z]+$", "maxLength": 4},
+        "n": {"type": "integer", "minimum": 0},
+    },
+    "required": ["code", "n"],
+    "additionalProperties": False,
+}
+
+CASES = {
+    "person": (PERSON, True, [
+        {"name": "Ann", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
+        {"name": "Zoë ✓", "age": -4, "height": 2e3, "email": "a@b.c", "tags": ["x", "yy"], "active": False},
+    ], [
+        {"name": "", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
+        {"name": "Ann", "age": 1.5, "height": 1.62, "email": None, "tags": [], "active": True},
+        {"name": "Ann", "age": 3, "height": 1.62, "email": None, "tags": ["toolong"], "active": True},
+        {"name": "Ann", "age": 3, "height": 1.62, "email": None, "tags": ["a", "b", "c", "d"], "active": True},
+        {"name": "Ann", "age": 3, "height": 1.62, "email": None, "tags": []},
+        {"name": "Ann", "age": 3, "height": 1.62, "email": None, "tags": [], "active": True, "x": 1},
+        {"name": "Ann", "age": 3, "height": "tall", "email": None, "tags": [], "active": True},
+    ]),
+    "order": (ORDER, True, [
+        {"id": 7, "items": [{"sku": "A1", "quantity": 2, "unit": "kg"}], "payment": {"kind": "card", "last4": "1234"}},
+        {"id": 8, "items": [{"sku": "", "quantity": 0, "unit": "piece"}, {"sku": "B", "quantity": 1, "unit": "g"}],
+         "payment": {"kind": "cash", "change": 0.5}, "note": None},
+        {"id": 9, "items": [{"sku": "C", "quantity": 3, "unit": "g"}], "payment": {"kind": "cash", "change": 1}, "note": "ok"},
+    ], [
+        {"id": 7, "items": [], "payment": {"kind": "card", "last4": "1234"}},
+        {"id": 7, "items": [{"sku": "A1", "quantity": 2, "unit": "lb"}], "payment": {"kind": "card", "last4": "1234"}},
+        {"id": 7, "items": [{"sku": "A1", "quantity": 2, "unit": "kg"}], "payment": {"kind": "card", "change": 1}},
+        {"id": 7, "items": [{"sku": "A1", "quantity": 2, "unit": "kg"}], "payment": {"kind": "card", "last4": "123"}},
+    ]),
+    "tree": (TREE, True, [
+        {"value": 1, "children": [], "next": None},
+        {"value": 1, "children": [{"value": 2, "children": [], "next": {"label": "a", "next": None}}], "next": None},
+    ], [
+        {"value": 1, "children": [], "next": {"label": "long", "next": None}},
+        {"value": 1, "children": [{"value": 2}], "next": None},
+    ]),
+    "optional": (OPTIONAL, True, [
+        {"c": True}, {"a": 1, "c": False}, {"a": 1, "b": "xy", "c": True, "d": None}, {"c": True, "d": None},
+        {"b": "", "c": True},
+    ], [
+        {}, {"a": 1}, {"c": 1}, {"b": "xyz", "c": True},
+    ]),
+    "shapes": (SHAPES, True, [
+        {"pair": [1, "abc"], "counts": {}, "anything": [1, {"a": None}], "free": {"k": [True]},
+         "either": None, "mixed": 12, "sized": [1, 2.5], "accents": "éé"},
+        {"pair": [-1, ""], "counts": {"a": 1, "b": 2}, "anything": "s", "free": {},
+         "either": "ab", "mixed": {"x": [1, 2]}, "sized": [1, 2, 3], "accents": "€x"},
+        {"pair": [0, "x"], "counts": {"": 0}, "anything": None, "free": {}, "either": 5,
+         "mixed": "12", "sized": [0, 0], "accents": "ab"},
+    ], [
+        {"pair": [1], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a", 2], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {"a": "1"}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {}, "anything": 1, "free": [], "either": None, "mixed": 1, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": "abc", "mixed": 1, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": True, "mixed": 1, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 2, "sized": [1, 2], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1], "accents": "ab"},
+        {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1, 2], "accents": "abc"},
+    ]),
+    "loose": (LOOSE, False, [{"code": "AB", "n": 3}], [{"code": "ABCDE", "n": 3}, {"code": "A", "n": 1.5}]),
+}
+
+# Schemas refused, and the JSON Pointer the refusal names.
+REFUSED = [
+    (LOOSE, True, "/properties/code/pattern"),
+    ({"type": "array", "items": {"type": "integer"}}, True, ""),
+    ({"type": "object", "properties": {"a": {"type": "strng"}}}, True, "/properties/a/type"),
+    ({"type": "object", "properties": {"a": False}, "required": ["a"]}, True, "/properties/a"),
+    ({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}, True, "/properties/a/$ref"),
+    ({"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}, True, ""),
+    ({"type": "object", "properties": {"a": {"enum": []}}}, True, "/properties/a/enum"),
+    ({"type": "object", "properties": {"a": {"type": "string", "minLength": 3, "maxLength": 2}}}, True,
+     "/properties/a/minLength"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}}, True, "/properties/a/minimum"),
+    ({"type": "object", "required": ["a"], "additionalProperties": False}, True, "/required"),
+]
+
+
+def run(schema, strict, *args, stdin=None):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(schema, f)
+    try:
+        return subprocess.run([WALK, f.name, "1" if strict else "0", *args], input=stdin,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        os.unlink(f.name)
+
+
+class JsonSchemaConstraint(unittest.TestCase):
+    def test_walks_end_in_valid_answers(self):
+        for name, (schema, strict, _, _) in CASES.items():
+            with self.subTest(schema=name):
+                result = run(schema, strict, "walk", "150", "7")
+                self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+                validator = jsonschema.Draft202012Validator(schema)
+                answers = [json.loads(line) for line in result.stdout.splitlines()]
+                self.assertEqual(len(answers), 150)
+                for text in answers:
+                    instance = json.loads(text)
+                    errors = [e.message for e in validator.iter_errors(instance)]
+                    if name == "loose":  # pattern and minimum are left free
+                        errors = [e for e in errors if "does not match" not in e and "less than" not in e]
+                    self.assertEqual(errors, [], text)
+                self.assertGreater(len(set(answers)), 100, "walks should differ")
+
+    def test_instances_are_taken_exactly_when_valid(self):
+        for name, (schema, strict, valid, invalid) in CASES.items():
+            with self.subTest(schema=name):
+                validator = jsonschema.Draft202012Validator(schema)
+                for instance in valid:
+                    self.assertTrue(validator.is_valid(instance), instance)
+                for instance in invalid:
+                    if name != "loose":
+                        self.assertFalse(validator.is_valid(instance), instance)
+                lines = [json.dumps(i, ensure_ascii=False) for i in valid + invalid]
+                lines += [json.dumps(i, ensure_ascii=False, separators=(",", ":")) for i in valid]
+                result = run(schema, strict, "check", stdin="\n".join(lines) + "\n")
+                self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+                taken = result.stdout.split()
+                expected = ["1"] * len(valid) + ["0"] * len(invalid) + ["1"] * len(valid)
+                self.assertEqual(list(zip(lines, taken)), list(zip(lines, expected)))
+
+    def test_schemas_not_enforced_are_refused_with_their_pointer(self):
+        for schema, strict, pointer in REFUSED:
+            with self.subTest(schema=json.dumps(schema)):
+                result = run(schema, strict, "check", stdin="")
+                self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+                self.assertTrue(result.stdout.startswith(pointer + ": "), result.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
