@@ -18,6 +18,7 @@ packages=(
   python3-torch bible-kjv bible-kjv-text   # scripts/train-default-model.py: PyTorch, KJV corpus
   libpcre2-dev libicu-dev          # tokenizers: Unicode split regexes, NFC/NFKC normalizers
   python3-regex                    # scripts/make-pretokenizer-golden.py: an independent \p{L} regex
+  python3-jsonschema               # tests/schema: an independent JSON Schema validator
   nodejs                           # tests/interop: Hugging Face's and OpenAI's JS libraries
 )
 missing=()
