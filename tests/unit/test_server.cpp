@@ -149,17 +149,15 @@ TEST(TextStream, KeepsTheSyntaxMarkersATokenizerMarksSpecial) {
   std::filesystem::remove_all(dir);
 }
 
-// Hugging Face's ByteFallback decodes a run of byte tokens that is not UTF-8 as a whole to one
-// U+FFFD per byte, so a stray byte token changes the text of the byte tokens before it: ")" as
-// <0x29> reads as U+FFFD once <0xE2> follows. The ")" already returned stays, and the answer
-// goes on after it (it used to stop there: every later token gave nothing, finish() too).
 // A long answer streams as the decode of all its ids, though the stream decodes each token
 // after the text it already returned rather than the whole answer again; in SentencePiece,
-// byte-level and GGUF vocabularies, with characters spelled in byte tokens.
+// byte-level and GGUF vocabularies, with characters spelled in byte tokens, byte tokens after
+// them included (a '"' after "\xc3\xb6" in tiny-f32, which once read as U+FFFD).
 TEST(TextStream, ALongAnswerStreamsAsItsWholeDecode) {
   std::string answer;
   for (int i = 0; i < 60; ++i)
-    answer += "Line " + std::to_string(i) + ": w\xc3\xb6rds \xe2\x9c\x93 and  spaces, \"quotes\"\n";
+    answer += "Line " + std::to_string(i) +
+              ": w\xc3\xb6rds \xe2\x9c\x93 and  spaces, \"quotes\", \"\xc3\xb6\"q\xe2\x9c\x93\"\n";
   for (const char* model : {"tiny-f32", "tiny-bytelevel", "tiny-qwen3_moe", "tiny-f32.gguf"}) {
     const auto tokenizer = moed::model::load_tokenizer(kModels / model);
     const auto ids = tokenizer.encode(answer, false);
@@ -172,6 +170,10 @@ TEST(TextStream, ALongAnswerStreamsAsItsWholeDecode) {
   }
 }
 
+// Hugging Face's ByteFallback decodes a run of byte tokens that is not UTF-8 as a whole to one
+// U+FFFD per byte, so a stray byte token changes the text of the byte tokens before it: ")" as
+// <0x29> reads as U+FFFD once <0xE2> follows. The ")" already returned stays, and the answer
+// goes on after it (it used to stop there: every later token gave nothing, finish() too).
 TEST(TextStream, GoesOnWhereATokenChangesTextAlreadyReturned) {
   const auto tokenizer = moed::model::load_tokenizer(kModels / "tiny-f32");
   const auto paren = tokenizer.token_id("<0x29>"), stray = tokenizer.token_id("<0xE2>");

@@ -18,13 +18,19 @@ TextStream::TextStream(const model::Tokenizer& tokenizer, std::vector<std::strin
 std::string TextStream::decoded() const {
   const std::span<const std::int32_t> ids(ids_);
   if (committed_ids_ == 0) return tokenizer_.decode(ids, true, kept_ids_);
-  // The ids after the commit decoded after the one before them, less its text, so that the
-  // first keeps a leading space a decoder strips at the start; alone where that token's text
-  // changes in their company.
-  const std::string context =
-      tokenizer_.decode(ids.subspan(committed_ids_ - 1, 1), true, kept_ids_);
-  const std::string with_context =
-      tokenizer_.decode(ids.subspan(committed_ids_ - 1), true, kept_ids_);
+  // The ids after the commit decoded after those before them, less their text, so that the
+  // first keeps a leading space a decoder strips at the start; alone where that text changes in
+  // their company. The context reaches back over a character spelled in byte tokens (at most
+  // four): its last byte alone reads as U+FFFD, and with byte tokens after it as a run that is
+  // not UTF-8, which ByteFallback turns into U+FFFD throughout.
+  constexpr std::string_view kReplacement = "\xef\xbf\xbd";
+  std::size_t from = committed_ids_ - 1;
+  std::string context = tokenizer_.decode(ids.subspan(from, 1), true, kept_ids_);
+  while (context.find(kReplacement) != std::string::npos && from > 0 && committed_ids_ - from < 4) {
+    --from;
+    context = tokenizer_.decode(ids.subspan(from, committed_ids_ - from), true, kept_ids_);
+  }
+  const std::string with_context = tokenizer_.decode(ids.subspan(from), true, kept_ids_);
   if (with_context.starts_with(context))
     return committed_text_ + with_context.substr(context.size());
   return committed_text_ + tokenizer_.decode(ids.subspan(committed_ids_), true, kept_ids_);
