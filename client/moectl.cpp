@@ -421,6 +421,19 @@ std::pair<int, int> parse_block(const std::string& text) {
   throw std::invalid_argument("'" + text + "' is not LAYER:EXPERT, e.g. 3:5");
 }
 
+// The JSON Schema a --json-schema file holds, as compact text, its keys in their order.
+std::string read_schema(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  if (!file) throw std::runtime_error("--json-schema " + path + ": cannot be read");
+  try {
+    return nlohmann::ordered_json::parse(text.str()).dump();
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::runtime_error("--json-schema " + path + ": not JSON (" + e.what() + ")");
+  }
+}
+
 double parse_duration_s(const std::string& text) {
   std::size_t used = 0;
   double value = -1;
@@ -514,6 +527,7 @@ int main(int argc, char** argv) {
 
   // Sampling flags shared by generate and chat; the seed is only sent when given.
   std::uint64_t seed = 0;
+  std::string schema_file;
   auto add_sampling = [&](CLI::App* sub, moed::GenerationOptions& options) {
     sub->add_option("-n,--max-tokens", options.max_tokens, "tokens to generate (default 16)");
     sub->add_option("--temperature", options.temperature,
@@ -521,9 +535,16 @@ int main(int argc, char** argv) {
     sub->add_option("--top-p", options.top_p, "nucleus mass");
     sub->add_option("--top-k", options.top_k, "keep the k most likely tokens");
     sub->add_option("--stop", options.stop, "stop string (repeatable)");
-    sub->add_flag("--json-object", options.json_object,
-                  "answer with one JSON object and nothing else (OpenAI's response_format "
-                  "json_object; ask for JSON in the prompt too)");
+    auto* json_object = sub->add_flag("--json-object", options.json_object,
+                                      "answer with one JSON object and nothing else (OpenAI's "
+                                      "response_format json_object; ask for JSON in the prompt "
+                                      "too)");
+    sub->add_option("--json-schema", schema_file,
+                    "answer with an instance of the JSON Schema in FILE (OpenAI's "
+                    "response_format json_schema, strict: its root is an object schema, and what "
+                    "moed cannot enforce is refused)")
+        ->check(CLI::ExistingFile)
+        ->excludes(json_object);
     return sub->add_option("--seed", seed, "sampling seed (same seed, same output)");
   };
   moed::CompletionRequest gen;
@@ -640,6 +661,7 @@ int main(int argc, char** argv) {
     moed::Client client(socket);
     if (generate->parsed()) {
       if (*seed_opt) gen.seed = seed;
+      if (!schema_file.empty()) gen.json_schema = read_schema(schema_file);
       if (stream && !json_out) {
         client.complete_stream(gen, [](std::string_view text) {
           std::cout << text << std::flush;
@@ -662,6 +684,7 @@ int main(int argc, char** argv) {
     }
     if (chat->parsed()) {
       if (*chat_seed_opt) conversation.seed = seed;
+      if (!schema_file.empty()) conversation.json_schema = read_schema(schema_file);
       return run_chat(client, conversation, system_prompt, message, json_out);
     }
     if (status->parsed()) {

@@ -11,7 +11,7 @@
 namespace moed {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // bodies keep their keys in order: a schema's properties
 
 // A connected Unix socket, closed on destruction.
 class Socket {
@@ -141,6 +141,11 @@ json options_json(const GenerationOptions& r, bool stream) {
   if (!r.stop.empty()) body["stop"] = r.stop;
   if (!r.model.empty()) body["model"] = r.model;
   if (r.json_object) body["response_format"] = {{"type", "json_object"}};
+  if (!r.json_schema.empty())
+    body["response_format"] = {
+        {"type", "json_schema"},
+        {"json_schema",
+         {{"name", "answer"}, {"strict", true}, {"schema", json::parse(r.json_schema)}}}};
   return body;
 }
 

@@ -129,6 +129,31 @@ lines = [l for l in open('$work/json-stream.txt').read().split('\n') if l]
 streamed = ''.join(json.loads(l[6:])['choices'][0]['text'] for l in lines[:-1])
 assert streamed == json.load(open('$work/json-2.json'))['choices'][0]['text'], streamed
 " && pass "response_format json_object: answers are JSON objects, streamed alike" || fail "response_format json_object"
+# response_format json_schema: answers that end are valid against the schema, by an independent
+# validator (python3-jsonschema), and the stream carries the same text.
+schema='{"type": "object", "properties": {"kind": {"enum": ["a", "b", 3]}, "ok": {"type": "boolean"}, "n": {"anyOf": [{"type": "integer"}, {"type": "null"}]}, "tags": {"type": "array", "items": {"type": "string", "maxLength": 2}, "maxItems": 1}}, "required": ["kind", "ok", "n"], "additionalProperties": false}'
+echo "$schema" >"$work/schema.json"
+schema_format='"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "strict": true, "schema": '"$schema"'}}'
+for seed in 1 2 3 4 5 6; do
+  api http://moed/v1/completions -d "$(req 128 1 $seed ", $schema_format")" >"$work/schema-$seed.json"
+done
+api -N http://moed/v1/completions -d "$(req 128 1 3 ", $schema_format, \"stream\": true")" >"$work/schema-stream.txt"
+py "
+import json, jsonschema
+validator = jsonschema.Draft202012Validator(json.load(open('$work/schema.json')))
+ended = 0
+for seed in range(1, 7):
+    choice = json.load(open('$work/schema-%d.json' % seed))['choices'][0]
+    if choice['finish_reason'] == 'stop':
+        validator.validate(json.loads(choice['text']))
+        ended += 1
+    else:
+        assert choice['finish_reason'] == 'length', choice
+assert ended >= 1, 'no answer ended within 128 tokens'
+lines = [l for l in open('$work/schema-stream.txt').read().split('\n') if l]
+streamed = ''.join(json.loads(l[6:])['choices'][0]['text'] for l in lines[:-1])
+assert streamed == json.load(open('$work/schema-3.json'))['choices'][0]['text'], streamed
+" && pass "response_format json_schema: answers are valid instances, streamed alike" || fail "response_format json_schema"
 # An HTTP/1.0 client has no chunked coding: its stream is the plain body, ended by the close.
 py "
 import json, socket
@@ -402,7 +427,7 @@ expect "temperature out of range" 400 "temperature" http://moed/v1/completions -
 expect "n > 1" 400 '"param":"n"' http://moed/v1/completions -d '{"prompt": "x", "n": 2}'
 expect "best_of > 1" 400 '"param":"best_of"' http://moed/v1/completions -d '{"prompt": "x", "best_of": 3}'
 expect "suffix" 400 '"param":"suffix"' http://moed/v1/completions -d '{"prompt": "x", "suffix": "end"}'
-expect "JSON schema output asked for" 400 "'json_schema' is not supported" http://moed/v1/completions -d '{"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}'
+expect "JSON schema whose root is not an object" 400 '"param":"response_format.json_schema.schema"' http://moed/v1/completions -d '{"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}'
 expect "logit_bias key not a token id" 400 '"param":"logit_bias.the"' http://moed/v1/completions -d '{"prompt": "x", "logit_bias": {"the": 5}}'
 expect "presence_penalty out of range" 400 '"param":"presence_penalty"' http://moed/v1/completions -d '{"prompt": "x", "presence_penalty": 3}'
 # logit_bias steers the draw: +100 on one token makes a greedy answer that token throughout,
@@ -487,8 +512,9 @@ expect "chat: message without role" 400 'messages\[0\].role' http://moed/v1/chat
 expect "chat: null content the template cannot join" 400 "cannot render" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": null}]}'
 expect "chat: image part" 400 "text only" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}'
 expect "chat: top_logprobs without logprobs" 400 "top_logprobs" http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}'
+expect "json_schema: a keyword a strict schema asks that moed cannot enforce" 400 '"param":"response_format.json_schema.schema/properties/n/minimum"' http://moed/v1/completions -d '{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": true, "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}}}}'
 expect "chat: a tool call forced" 400 '"param":"tool_choice"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "tool_choice": "required"}'
-expect "chat: JSON schema output" 400 '"param":"response_format.type"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}'
+expect "chat: a response_format type that is none of OpenAI's" 400 '"param":"response_format.type"' http://moed/v1/chat/completions -d '{"messages": [{"role": "user", "content": "a"}], "response_format": {"type": "xml"}}'
 api http://moed/v1/chat/completions -d '{"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0, "response_format": {"type": "text"}, "tool_choice": "auto"}' |
   py "import json,sys; r=json.load(sys.stdin); assert r['usage']['completion_tokens'] == 2, r" &&
   pass "chat: the developer role is the system's" || fail "chat: developer role"
@@ -601,6 +627,17 @@ streamed=$(ctl chat "Name a capital." --temperature 0 -n 6)
 ctl generate "The answer in JSON:" -n 64 --temperature 1 --seed 2 --json-object >"$work/ctl-json.txt"
 py "import json; assert isinstance(json.loads(open('$work/ctl-json.txt').read()), dict)" &&
   pass "moectl generate --json-object: a JSON object" || fail "moectl --json-object: $(cat "$work/ctl-json.txt")"
+# moectl --json-schema FILE sends the schema with its properties in the file's order.
+echo '{"type": "object", "properties": {"zeta": {"type": "boolean"}, "alpha": {"enum": ["x", "y"]}}, "required": ["zeta", "alpha"], "additionalProperties": false}' >"$work/ctl-schema.json"
+ctl --json generate "The answer in JSON:" -n 128 --temperature 1 --seed 2 --json-schema "$work/ctl-schema.json" >"$work/ctl-schema-answer.json"
+py "
+import json, jsonschema
+answer = json.load(open('$work/ctl-schema-answer.json'))
+assert answer['finish_reason'] == 'stop', answer
+instance = json.loads(answer['text'])
+jsonschema.validate(instance, json.load(open('$work/ctl-schema.json')))
+assert list(instance) == ['zeta', 'alpha'], instance
+" && pass "moectl generate --json-schema: an instance, its properties in the schema's order" || fail "moectl --json-schema: $(cat "$work/ctl-schema-answer.json")"
 [[ $(ctl models) == tiny-f32 ]] && pass "moectl models" || fail "moectl models"
 ctl cache show | grep -q "^host" && ctl cache show | grep -q "staging [0-9]* MiB" &&
   ctl cache show | grep -q "^kv .*bf16, within the host budget" &&

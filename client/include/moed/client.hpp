@@ -51,6 +51,8 @@ struct GenerationOptions {
   int logprobs = 0;          // alternatives per token to return (0: no logprobs)
   std::string model;         // "" for the daemon's model
   bool json_object = false;  // the answer is one JSON object (response_format json_object)
+  // A JSON Schema's text: the answer is an instance of it (response_format json_schema, strict).
+  std::string json_schema;
 };
 
 struct CompletionRequest : GenerationOptions {
