@@ -130,6 +130,23 @@ LOOSE = {
     "additionalProperties": False,
 }
 
+# Keywords that say the kind of value without a type; false where a property or item is optional;
+# many optional properties and many alternatives at once (each followed, none dropped).
+MANY = {
+    "type": "object",
+    "properties": {
+        "short": {"maxLength": 2},
+        "pair": {"minItems": 2, "maxItems": 2},
+        "never": False,
+        "union": {"anyOf": [{"type": "object", "properties": {"kind": {"const": "k%02d" % i}, "v": {"type": "integer"}},
+                             "required": ["kind", "v"], "additionalProperties": False} for i in range(40)]},
+        "tail": {"type": "array", "prefixItems": [{"type": "integer"}, False], "items": False},
+        **{"p%02d" % i: {"type": "integer"} for i in range(40)},
+    },
+    "required": ["short", "pair", "union"],
+    "additionalProperties": False,
+}
+
 CASES = {
     "person": (PERSON, True, [
         {"name": "Ann", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
@@ -185,6 +202,17 @@ CASES = {
         {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1], "accents": "ab"},
         {"pair": [1, "a"], "counts": {}, "anything": 1, "free": {}, "either": None, "mixed": 1, "sized": [1, 2], "accents": "abc"},
     ]),
+    "many": (MANY, True, [
+        {"short": "ab", "pair": [1, "x"], "union": {"kind": "k39", "v": 1}},
+        {"short": "", "pair": [[], {}], "union": {"kind": "k00", "v": -1}, "tail": [3], "p39": 1},
+        {"short": "a", "pair": [None, None], "union": {"kind": "k17", "v": 0}, "p00": 0, "p20": 2, "p38": 3},
+    ], [
+        {"short": "abc", "pair": [1, 2], "union": {"kind": "k39", "v": 1}},
+        {"short": "ab", "pair": [1], "union": {"kind": "k39", "v": 1}},
+        {"short": "ab", "pair": [1, 2], "never": 1, "union": {"kind": "k39", "v": 1}},
+        {"short": "ab", "pair": [1, 2], "union": {"kind": "k40", "v": 1}},
+        {"short": "ab", "pair": [1, 2], "union": {"kind": "k39", "v": 1}, "tail": [1, 2]},
+    ]),
     "loose": (LOOSE, False, [{"code": "AB", "n": 3}], [{"code": "ABCDE", "n": 3}, {"code": "A", "n": 1.5}]),
 }
 
@@ -195,7 +223,18 @@ REFUSED = [
     ({"type": "object", "properties": {"a": {"type": "strng"}}}, True, "/properties/a/type"),
     ({"type": "object", "properties": {"a": False}, "required": ["a"]}, True, "/properties/a"),
     ({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}, True, "/properties/a/$ref"),
-    ({"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}, True, ""),
+    ({"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}, True, "/properties/a"),
+    ({"type": "object", "properties": {"a": {"type": "string", "enum": ["abc"], "maxLength": 2}}}, True,
+     "/properties/a/maxLength"),
+    ({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}], "maxLength": 2}}}, True,
+     "/properties/a/maxLength"),
+    ({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}}},
+     True, "/properties/a/oneOf"),
+    ({"type": "object", "properties": {"a": {"oneOf": [{"type": "integer"}, {"type": "number"}]}}},
+     True, "/properties/a/oneOf"),
+    ({"type": "object", "properties": {"a": {"enum": [{"k": i} for i in range(100)]}}}, True, "/properties/a"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "const": 1, "enum": [2]}}}, True,
+     "/properties/a/const"),
     ({"type": "object", "properties": {"a": {"enum": []}}}, True, "/properties/a/enum"),
     ({"type": "object", "properties": {"a": {"type": "string", "minLength": 3, "maxLength": 2}}}, True,
      "/properties/a/minLength"),
@@ -247,6 +286,19 @@ class JsonSchemaConstraint(unittest.TestCase):
                 taken = result.stdout.split()
                 expected = ["1"] * len(valid) + ["0"] * len(invalid) + ["1"] * len(valid)
                 self.assertEqual(list(zip(lines, taken)), list(zip(lines, expected)))
+
+    def test_schemas_that_would_exhaust_the_compiler_are_refused_or_quick(self):
+        chain = {"$defs": {"a%d" % i: {"anyOf": [{"$ref": "#/$defs/a%d" % (i + 1)}, {"type": "null"}]}
+                           for i in range(6000)},
+                 "type": "object", "properties": {"a": {"$ref": "#/$defs/a0"}}, "required": ["a"]}
+        chain["$defs"]["a6000"] = {"type": "null"}
+        result = run(chain, True, "check", stdin="")
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("nest more than", result.stdout)
+        huge = {"type": "object", "properties": {"a%d" % i: {"type": "array", "minItems": 4000000000}
+                                                 for i in range(3)}}
+        result = run(huge, True, "check", stdin='{}\n')
+        self.assertEqual((result.returncode, result.stdout), (0, "1\n"), result.stderr)
 
     def test_schemas_not_enforced_are_refused_with_their_pointer(self):
         for schema, strict, pointer in REFUSED:

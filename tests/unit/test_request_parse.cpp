@@ -424,6 +424,13 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
                       kLimits);
   };
   EXPECT_THROW(chat(R"("required")"), RequestError);
+  // Tools that are not functions are passed over, as when the names are read.
+  EXPECT_EQ(parse_chat(parse_body(R"({"tools": ["x", {"type": "function"}, {"type": "function",
+                "function": {"name": "f", "parameters": {"type": "object"}}}],
+                "tool_choice": "required"})"),
+                       {1, 2}, kLimits)
+                .forced_tool_schemas.size(),
+            1u);
   const auto forced = chat(R"({"type": "function", "function": {"name": "g"}})");
   ASSERT_EQ(forced.forced_tool_schemas.size(), 1u);
   EXPECT_TRUE(forced.forced_tool_schemas[0]);

@@ -259,18 +259,26 @@ bool JsonPrefix::feed(unsigned char c) {
 
 void ByteTrie::insert(std::string_view name, std::int32_t index) {
   std::uint32_t node = 0;
+  nodes_[node].below.push_back(index);
   for (const char c : name) {
     const auto byte = static_cast<unsigned char>(c);
     if (const std::uint32_t next = child(node, byte); next != 0) {
       node = next;
-      continue;
+    } else {
+      const auto added = static_cast<std::uint32_t>(nodes_.size());
+      nodes_[node].children.emplace_back(byte, added);
+      nodes_.emplace_back();
+      node = added;
     }
-    const auto added = static_cast<std::uint32_t>(nodes_.size());
-    nodes_[node].children.emplace_back(byte, added);
-    nodes_.emplace_back();
-    node = added;
+    nodes_[node].below.push_back(index);
   }
   nodes_[node].name = index;
+}
+
+bool ByteTrie::leads_to(std::uint32_t node, std::int32_t first, std::int32_t end) const {
+  const auto& below = nodes_[node].below;
+  const auto at = std::lower_bound(below.begin(), below.end(), first);
+  return at != below.end() && *at < end;
 }
 
 std::uint32_t ByteTrie::child(std::uint32_t node, unsigned char byte) const {

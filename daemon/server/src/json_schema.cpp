@@ -1,6 +1,7 @@
 #include "moed/server/json_schema.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -75,7 +76,7 @@ std::string type_name(const Json& value) {
   if (value.is_null()) return "null";
   if (value.is_number_integer() || value.is_number_unsigned()) return "integer";
   const double d = value.get<double>();
-  return d == static_cast<double>(static_cast<std::int64_t>(d)) ? "integer" : "number";
+  return std::isfinite(d) && std::trunc(d) == d ? "integer" : "number";
 }
 
 }  // namespace
@@ -83,6 +84,7 @@ std::string type_name(const Json& value) {
 class CompiledSchema::Compiler {
  public:
   static constexpr std::size_t kMaxNodes = 10000;
+  static constexpr int kMaxDepth = 256;
   Compiler(const Json& document, bool strict, CompiledSchema& out)
       : document_(document), strict_(strict), nodes_(out.nodes_) {}
 
@@ -95,6 +97,19 @@ class CompiledSchema::Compiler {
   void finish(const std::string& pointer) {
     prune_unfinishable(pointer);
     flatten_alternatives();
+    index_keys();
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].kind != Node::Kind::any_of) continue;
+      if (strict_ && nodes_[i].alternatives.size() > SchemaPrefix::kMaxReadings)
+        fail(pointers_[i], "more than " + std::to_string(SchemaPrefix::kMaxReadings) +
+                               " alternatives (anyOf, oneOf, enum values that are objects or "
+                               "arrays) are not supported");
+      if (strict_ && nodes_[i].one_of && !exclusive(nodes_[i]))
+        fail(pointers_[i] + "/oneOf",
+             "its alternatives may overlap, and moed cannot hold an answer to exactly one; use "
+             "anyOf, or tell them apart by a required property with a different const in each "
+             "(a discriminator)");
+    }
     const Node& root = nodes_[0];
     auto opens_object = [&](std::uint32_t n) {
       const auto kind = nodes_[n].kind;
@@ -115,6 +130,7 @@ class CompiledSchema::Compiler {
       throw SchemaError(pointer,
                         "the schema has more than " + std::to_string(kMaxNodes) + " subschemas");
     nodes_.emplace_back();
+    pointers_.push_back(pointer);
     return static_cast<std::uint32_t>(nodes_.size() - 1);
   }
 
@@ -124,16 +140,20 @@ class CompiledSchema::Compiler {
 
   std::uint32_t count(const Json& schema, const char* keyword, const std::string& pointer) {
     const Json& value = schema[keyword];
-    if (!value.is_number_unsigned() &&
-        !(value.is_number_integer() && value.get<std::int64_t>() >= 0))
+    if (!value.is_number() || type_name(value) != "integer" || value.get<double>() < 0)
       fail(pointer + "/" + keyword, "expected a non-negative integer, got " + value.dump());
-    return static_cast<std::uint32_t>(std::min<std::uint64_t>(
-        value.get<std::uint64_t>(), std::numeric_limits<std::uint32_t>::max()));
+    return static_cast<std::uint32_t>(
+        std::min(value.get<double>(), double{std::numeric_limits<std::uint32_t>::max()}));
   }
 
   void compile_into(std::uint32_t index, const Json& schema, const std::string& pointer) {
+    // References compile where they are met, so a chain of them nests as deep as it is long.
+    if (++depth_ > kMaxDepth)
+      fail(pointer, "subschemas nest more than " + std::to_string(kMaxDepth) +
+                        " deep ($ref chains included)");
     Node node = build(schema, pointer);
     nodes_[index] = std::move(node);
+    --depth_;
   }
 
   Node alias(std::uint32_t target) {
@@ -145,8 +165,11 @@ class CompiledSchema::Compiler {
 
   Node build(const Json& schema, const std::string& pointer) {
     if (schema.is_boolean()) {
-      if (!schema.get<bool>()) fail(pointer, "false admits no value");
-      return Node{};
+      // false admits nothing: no alternatives. Where it is optional (a property, an item past
+      // minItems, an alternative) it is pruned; where required, the schema has no answer.
+      Node node;
+      if (!schema.get<bool>()) node.kind = Node::Kind::any_of;
+      return node;
     }
     if (!schema.is_object()) fail(pointer, "a schema must be an object or a boolean");
     for (const auto& [keyword, value] : schema.items())
@@ -162,6 +185,7 @@ class CompiledSchema::Compiler {
         fail(pointer + "/allOf", "expected a non-empty array of schemas");
       if (all.size() > 1 && strict_)
         fail(pointer + "/allOf", "only one schema in allOf is supported");
+      refuse_siblings(schema, "allOf", pointer);
       return alias(compile(all[0], pointer + "/allOf/0"));
     }
     for (const char* keyword : {"anyOf", "oneOf"})
@@ -186,19 +210,30 @@ class CompiledSchema::Compiler {
     if (schema.contains("properties") || schema.contains("additionalProperties") ||
         schema.contains("required"))
       return typed(schema, "object", pointer);
-    if (schema.contains("items") || schema.contains("prefixItems"))
+    // Without a type, the keywords that apply to one kind of value say which kind the answer
+    // is (any other kind would be valid too).
+    if (schema.contains("items") || schema.contains("prefixItems") || schema.contains("minItems") ||
+        schema.contains("maxItems"))
       return typed(schema, "array", pointer);
+    if (schema.contains("minLength") || schema.contains("maxLength"))
+      return typed(schema, "string", pointer);
     return Node{};
   }
 
-  // Applying keywords beside `keyword` are not combined with it.
-  void refuse_siblings(const Json& schema, const char* keyword, const std::string& pointer) {
+  // Applying keywords beside `keyword` (other than those in `together`) are not combined with it:
+  // an error when strict, left free otherwise.
+  void refuse_siblings(const Json& schema, const char* keyword, const std::string& pointer,
+                       std::initializer_list<std::string_view> together = {}) {
     if (!strict_) return;
     for (const auto& [other, value] : schema.items())
-      if (other != keyword && applies(other))
+      if (other != keyword && applies(other) &&
+          std::find(together.begin(), together.end(), other) == together.end())
         fail(pointer + "/" + escape_pointer_token(other),
              "'" + other + "' beside '" + keyword + "' is not supported; move it into the " +
-                 (std::string(keyword) == "$ref" ? "referenced schema" : "alternatives"));
+                 (std::string(keyword) == "$ref" ? "referenced schema"
+                  : std::string(keyword) == "enum" || std::string(keyword) == "const"
+                      ? "values"
+                      : "alternatives"));
   }
 
   Node reference(const Json& schema, const std::string& pointer) {
@@ -231,20 +266,28 @@ class CompiledSchema::Compiler {
     node.kind = Node::Kind::any_of;
     for (std::size_t i = 0; i < all.size(); ++i)
       node.alternatives.push_back(compile(all[i], at + "/" + std::to_string(i)));
+    node.one_of = std::string_view(keyword) == "oneOf";
     return node;
   }
 
   Node literals(const Json& schema, const std::string& pointer) {
+    refuse_siblings(schema, schema.contains("const") ? "const" : "enum", pointer,
+                    {"type", "enum", "const"});
     Node node;
     node.kind = Node::Kind::literals;
     std::vector<const Json*> values;
-    if (schema.contains("const")) {
-      values.push_back(&schema["const"]);
-    } else {
+    if (schema.contains("enum")) {
       const Json& all = schema["enum"];
       if (!all.is_array() || all.empty())
         fail(pointer + "/enum", "expected a non-empty array of values");
       for (const auto& value : all) values.push_back(&value);
+    }
+    if (schema.contains("const")) {
+      if (!values.empty() && std::find_if(values.begin(), values.end(), [&](const Json* v) {
+                               return *v == schema["const"];
+                             }) == values.end())
+        fail(pointer + "/const", "is not among the values of enum");
+      values = {&schema["const"]};
     }
     // With a type beside them, only the values of that type.
     std::set<std::string> types;
@@ -264,10 +307,12 @@ class CompiledSchema::Compiler {
       const std::string type = type_name(*value);
       if (!types.empty() && !types.count(type) && !(type == "integer" && types.count("number")))
         continue;
-      if (value->is_structured())
+      if (value->is_structured()) {
         containers.alternatives.push_back(constant(*value, pointer));
-      else
+      } else {
         node.literals.insert(value->dump(), scalars++);
+        node.literal_texts.push_back(value->dump());
+      }
     }
     if (scalars == 0 && containers.alternatives.empty())
       fail(pointer, "none of the values of enum or const is of the schema's type");
@@ -294,6 +339,7 @@ class CompiledSchema::Compiler {
     } else {
       node.kind = Node::Kind::literals;
       node.literals.insert(value.dump(), 0);
+      node.literal_texts.push_back(value.dump());
     }
     nodes_[index] = std::move(node);
     return index;
@@ -434,10 +480,12 @@ class CompiledSchema::Compiler {
             can = std::all_of(node.properties.begin(), node.properties.end(),
                               [&](const Property& p) { return !p.required || finishable[p.node]; });
             break;
-          case Node::Kind::array:
-            for (std::uint32_t k = 0; k < node.min && can; ++k)
-              can = finishable[item_node(node, k)];
+          case Node::Kind::array: {
+            // Every item past the prefix is `item`'s: one look at it will do.
+            const auto last = std::min<std::uint64_t>(node.min, node.prefix_items.size() + 1);
+            for (std::uint32_t k = 0; k < last && can; ++k) can = finishable[item_node(node, k)];
             break;
+          }
           case Node::Kind::any_of:
             can = std::any_of(node.alternatives.begin(), node.alternatives.end(),
                               [&](std::uint32_t a) { return finishable[a]; });
@@ -448,7 +496,35 @@ class CompiledSchema::Compiler {
         if (can) finishable[i] = changed = true;
       }
     }
-    if (!finishable[0]) fail(pointer, "no finite JSON value satisfies the schema");
+    (void)pointer;
+    if (!finishable[0]) {
+      // Name the deepest subschema on the way that no answer can satisfy.
+      std::uint32_t at = 0;
+      std::vector<bool> seen(nodes_.size());
+      for (bool deeper = true; deeper && !seen[at];) {
+        seen[at] = true;
+        deeper = false;
+        const Node& node = nodes_[at];
+        std::vector<std::uint32_t> needed;
+        if (node.kind == Node::Kind::object)
+          for (const auto& p : node.properties)
+            if (p.required) needed.push_back(p.node);
+        if (node.kind == Node::Kind::array)
+          for (std::uint32_t k = 0;
+               k < std::min<std::uint64_t>(node.min, node.prefix_items.size() + 1); ++k)
+            needed.push_back(item_node(node, k));
+        if (node.kind == Node::Kind::any_of && node.alternatives.size() == 1)
+          needed = node.alternatives;
+        for (const std::uint32_t n : needed)
+          if (!finishable[n] && !seen[n]) {
+            at = n;
+            deeper = true;
+            break;
+          }
+      }
+      fail(pointers_[at], "no finite JSON value satisfies this schema" +
+                              std::string(at == 0 ? "" : ", which the schema requires"));
+    }
     for (std::size_t i = 0; i < nodes_.size(); ++i) {
       Node& node = nodes_[i];
       if (!finishable[i]) continue;
@@ -475,6 +551,105 @@ class CompiledSchema::Compiler {
           break;
       }
     }
+  }
+
+  // Each object's keys as one trie, so that a reading at a key follows all the properties that
+  // may come there at once.
+  void index_keys() {
+    for (auto& node : nodes_) {
+      if (node.kind != Node::Kind::object) continue;
+      node.keys = ByteTrie();
+      node.key_window_end.assign(node.properties.size(), 0);
+      auto end = static_cast<std::uint32_t>(node.properties.size());
+      for (auto p = end; p-- > 0;) {
+        if (node.properties[p].required) end = p + 1;
+        node.key_window_end[p] = end;
+      }
+      for (std::size_t p = 0; p < node.properties.size(); ++p)
+        node.keys.insert(node.properties[p].key, static_cast<std::int32_t>(p));
+    }
+  }
+
+  // The node an alias (an anyOf of one) stands for.
+  const Node& resolved(std::uint32_t n) const {
+    while (nodes_[n].kind == Node::Kind::any_of && nodes_[n].alternatives.size() == 1)
+      n = nodes_[n].alternatives[0];
+    return nodes_[n];
+  }
+
+  // What JSON type an answer of the node may have: a letter per type (n for both numbers), or
+  // '*' for any.
+  static std::string types_of(const Node& node) {
+    switch (node.kind) {
+      case Node::Kind::object:
+      case Node::Kind::map:
+      case Node::Kind::any_object:
+        return "o";
+      case Node::Kind::array:
+        return "a";
+      case Node::Kind::string:
+        return "s";
+      case Node::Kind::number:
+      case Node::Kind::integer:
+        return "n";
+      case Node::Kind::boolean:
+        return "b";
+      case Node::Kind::null:
+        return "z";
+      case Node::Kind::literals: {
+        std::string types;
+        for (const auto& text : node.literal_texts)
+          types += text[0] == '"'                       ? 's'
+                   : text[0] == 'n'                     ? 'z'
+                   : (text[0] == 't' || text[0] == 'f') ? 'b'
+                                                        : 'n';
+        return types;
+      }
+      default:
+        return "*";
+    }
+  }
+
+  // Whether no answer is an instance of two of a oneOf's alternatives: they differ in type, or
+  // are objects a required property with a different const in each tells apart.
+  bool exclusive(const Node& one_of) const {
+    const auto& all = one_of.alternatives;
+    for (std::size_t i = 0; i < all.size(); ++i)
+      for (std::size_t j = i + 1; j < all.size(); ++j) {
+        const Node& a = resolved(all[i]);
+        const Node& b = resolved(all[j]);
+        const std::string ta = types_of(a), tb = types_of(b);
+        if (a.kind == Node::Kind::literals && b.kind == Node::Kind::literals) {
+          if (std::any_of(a.literal_texts.begin(), a.literal_texts.end(), [&](const auto& t) {
+                return std::find(b.literal_texts.begin(), b.literal_texts.end(), t) !=
+                       b.literal_texts.end();
+              }))
+            return false;
+          continue;
+        }
+        if (ta.find('*') == std::string::npos && tb.find('*') == std::string::npos &&
+            ta.find_first_of(tb) == std::string::npos)
+          continue;
+        if (a.kind != Node::Kind::object || b.kind != Node::Kind::object) return false;
+        const bool told_apart =
+            std::any_of(a.properties.begin(), a.properties.end(), [&](const Property& pa) {
+              return pa.required &&
+                     std::any_of(b.properties.begin(), b.properties.end(), [&](const Property& pb) {
+                       const Node& va = resolved(pa.node);
+                       const Node& vb = resolved(pb.node);
+                       return pb.required && pb.key == pa.key && va.kind == Node::Kind::literals &&
+                              vb.kind == Node::Kind::literals &&
+                              std::none_of(va.literal_texts.begin(), va.literal_texts.end(),
+                                           [&](const auto& t) {
+                                             return std::find(vb.literal_texts.begin(),
+                                                              vb.literal_texts.end(),
+                                                              t) != vb.literal_texts.end();
+                                           });
+                     });
+            });
+        if (!told_apart) return false;
+      }
+    return true;
   }
 
   // An anyOf's alternatives become the nodes that are not anyOf themselves, so that reading one
@@ -505,6 +680,8 @@ class CompiledSchema::Compiler {
   bool strict_;
   std::vector<Node>& nodes_;
   std::map<std::string, std::uint32_t> refs_;  // JSON Pointer: its node
+  std::vector<std::string> pointers_;          // each node's JSON Pointer
+  int depth_ = 0;                              // of compile_into calls
 };
 
 CompiledSchema CompiledSchema::compile(const nlohmann::ordered_json& schema, bool strict) {
@@ -698,20 +875,24 @@ void SchemaPrefix::step(Reading reading, unsigned char byte, std::vector<Reading
           taken = true;
           break;
         }
-        // Any property up to the next required one may come next.
-        for (std::uint32_t p = frame.index; p < node.properties.size(); ++p) {
-          Reading branch = reading;
-          branch.stack.back().phase = Phase::key;
-          branch.stack.back().index = p;
-          branch.stack.back().position = 1;
-          next.push_back(std::move(branch));
-          if (node.properties[p].required) break;
-        }
-        return;
+        if (frame.index == node.properties.size()) return;
+        frame.phase = Phase::key;
+        frame.position = 0;
+        [[fallthrough]];
       case Phase::key: {
-        const std::string& key = node.properties[frame.index].key;
-        if (byte != static_cast<unsigned char>(key[frame.position])) return;
-        if (++frame.position == key.size()) frame.phase = Phase::colon;
+        // Any property from `index` up to the next required one may come here; the key read so
+        // far must lead to one of them. A key ends with its closing quote, so where a name is,
+        // the key is whole.
+        const std::uint32_t child = node.keys.child(frame.position, byte);
+        if (child == 0 ||
+            !node.keys.leads_to(child, static_cast<std::int32_t>(frame.index),
+                                static_cast<std::int32_t>(node.key_window_end[frame.index])))
+          return;
+        frame.position = child;
+        if (const std::int32_t property = node.keys.name_at(child); property >= 0) {
+          frame.index = static_cast<std::uint32_t>(property);
+          frame.phase = Phase::colon;
+        }
         taken = true;
         break;
       }

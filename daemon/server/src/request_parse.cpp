@@ -183,13 +183,17 @@ std::vector<std::shared_ptr<const CompiledSchema>> forced_tool_schemas(
     std::shared_ptr<const CompiledSchema> schema;
     const Body& tools = body[tools_field];
     for (std::size_t i = 0; i < tools.size(); ++i) {
-      const Body& function = legacy ? tools[i] : tools[i]["function"];
-      if (function["name"] != name) continue;
+      const Body& tool = tools[i];
+      const Body* function = legacy ? &tool : nullptr;
+      if (!legacy && tool.is_object() && tool.contains("function")) function = &tool["function"];
+      if (!function || !function->is_object() || !function->contains("name") ||
+          (*function)["name"] != name)
+        continue;
       const std::string field =
           tools_field + "[" + std::to_string(i) + "]" + (legacy ? "" : ".function");
-      if (function.contains("parameters") && !function["parameters"].is_null()) {
-        const bool strict = strict_flag(function, field);
-        schema = compiled_schema(function["parameters"], strict, field + ".parameters", !strict);
+      if (function->contains("parameters") && !(*function)["parameters"].is_null()) {
+        const bool strict = strict_flag(*function, field);
+        schema = compiled_schema((*function)["parameters"], strict, field + ".parameters", !strict);
       }
       break;
     }

@@ -99,18 +99,22 @@ class JsonPrefix {
 class ByteTrie {
  public:
   ByteTrie() : nodes_(1) {}
+  // Indices are inserted in ascending order.
   void insert(std::string_view name, std::int32_t index);
   // The node after `byte` from `node`, or 0 where no name goes on with it.
   std::uint32_t child(std::uint32_t node, unsigned char byte) const;
   bool is_leaf(std::uint32_t node) const { return nodes_[node].children.empty(); }
   // The index of the name that ends at `node`, or -1.
   std::int32_t name_at(std::uint32_t node) const { return nodes_[node].name; }
+  // Whether a name at or below `node` has an index in [first, end).
+  bool leads_to(std::uint32_t node, std::int32_t first, std::int32_t end) const;
   bool operator==(const ByteTrie&) const = default;
 
  private:
   struct Node {
     std::vector<std::pair<unsigned char, std::uint32_t>> children;
     std::int32_t name = -1;
+    std::vector<std::int32_t> below;  // the indices of the names at or below it, ascending
     bool operator==(const Node&) const = default;
   };
   std::vector<Node> nodes_;

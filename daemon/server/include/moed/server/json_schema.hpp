@@ -28,12 +28,21 @@ class SchemaError : public std::runtime_error {
 class CompiledSchema {
  public:
   // Enforced: type (one or a list), properties, required, additionalProperties, items,
-  // prefixItems, minItems, maxItems, minLength, maxLength, enum, const, anyOf, oneOf (as anyOf:
-  // its alternatives should exclude each other), allOf of one schema, $ref within the document
-  // (recursion included). format and other annotations are left free, as the spec has format by
-  // default. Keywords that assert what is not enforced (pattern, minimum, uniqueItems, ...) are
-  // an error when `strict`, and left free otherwise. The root must be an object schema, as
-  // OpenAI requires; a schema no finite answer satisfies is an error.
+  // prefixItems, minItems, maxItems, minLength, maxLength, enum, const, anyOf, oneOf, allOf of
+  // one schema, $ref within the document (recursion included), and boolean schemas. Without a
+  // type, the keywords of one kind of value make the answer that kind. format and other
+  // annotations are left free, as the spec has format by default.
+  //
+  // When `strict`, what moed cannot hold an answer to is an error: keywords that assert what is
+  // not enforced (pattern, minimum, uniqueItems, ...), keywords beside $ref, anyOf, oneOf,
+  // allOf or enum (other than type), a oneOf whose alternatives may overlap (they must differ in
+  // type, or be objects a required property with a different const in each tells apart), and
+  // more than SchemaPrefix::kMaxReadings alternatives in one place. Not strict, those are left
+  // free and oneOf is read as anyOf.
+  //
+  // Either way an error: a root that is not an object schema (OpenAI requires one), a schema no
+  // finite answer satisfies, more than 10,000 subschemas or nesting past 256 ($ref chains
+  // included).
   static CompiledSchema compile(const nlohmann::ordered_json& schema, bool strict);
   // {"type": "object"}: any object.
   static CompiledSchema any_object();
@@ -66,7 +75,13 @@ class CompiledSchema {
     std::uint32_t min = 0;                    // array: items; string: characters
     std::uint32_t max = std::numeric_limits<std::uint32_t>::max();
     ByteTrie literals;
+    std::vector<std::string> literal_texts;
     std::vector<std::uint32_t> alternatives;
+    bool one_of = false;  // any_of from oneOf
+    // object: the properties' keys (names: their indices), and for each property the end of
+    // those that may come in its place (up to and including the next required one).
+    ByteTrie keys;
+    std::vector<std::uint32_t> key_window_end;
   };
   class Compiler;
   std::vector<Node> nodes_;  // the root first
@@ -78,7 +93,7 @@ class CompiledSchema {
 // most kMaxReadings at once; any further ones are not followed, which only narrows the answer.
 class SchemaPrefix {
  public:
-  static constexpr std::size_t kMaxReadings = 32;
+  static constexpr std::size_t kMaxReadings = 64;
   explicit SchemaPrefix(const CompiledSchema& schema);
   bool feed(unsigned char byte);
   bool complete() const;
@@ -93,7 +108,7 @@ class SchemaPrefix {
     literal,       // in one of literals, at trie node `position`
     first_key,     // after '{'
     next_key,      // after ','
-    key,           // in property `index`'s key, at byte `position`
+    key,           // in a key: `position` its trie node, `index` the first property it may be
     free_key,      // in a map's key (`scalar`)
     colon,         // after the key
     after_member,  // after a member's value; `index`: the next property
