@@ -48,8 +48,37 @@ const clock = {
   function: { name: "get_time", description: "The time now", parameters: { type: "object" } },
 };
 
+// A strict tool: its arguments follow its parameters.
+const booking = {
+  type: "function",
+  function: {
+    name: "book_table",
+    strict: true,
+    parameters: {
+      type: "object",
+      properties: {
+        seats: { type: "integer" },
+        area: { enum: ["inside", "terrace"] },
+        note: { anyOf: [{ type: "string", maxLength: 8 }, { type: "null" }] },
+      },
+      required: ["seats", "area", "note"],
+      additionalProperties: false,
+    },
+  },
+};
+
+// The arguments a call to book_table may have, as its schema says.
+function assertBooking(args) {
+  assert.deepEqual(Object.keys(args), ["seats", "area", "note"]);
+  assert.ok(Number.isInteger(args.seats), JSON.stringify(args));
+  assert.ok(["inside", "terrace"].includes(args.area), JSON.stringify(args));
+  assert.ok(args.note === null || (typeof args.note === "string" && [...args.note].length <= 8),
+    JSON.stringify(args));
+}
+
 // tool_choice "required" and a named tool: the answer is a call, in the template's syntax, to an
-// offered tool (the named one), with a JSON object of arguments, streamed or not.
+// offered tool (the named one), with a JSON object of arguments, streamed or not; a strict
+// tool's arguments follow its parameters.
 async function forcedCallChecks() {
   await check("tool_choice required or named forces a call", async () => {
     const question = { role: "user", content: "What is the weather in Paris?" };
@@ -85,6 +114,24 @@ async function forcedCallChecks() {
       called += 1;
     }
     assert.ok(called >= 1, "no answer finished its call within 96 tokens");
+  });
+
+  await check("a forced call to a strict tool has arguments its parameters admit", async () => {
+    const question = { role: "user", content: "Book a table for two." };
+    let called = 0;
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const answer = await client.chat.completions.create({
+        model, messages: [question], tools: [weather, booking], max_tokens: 128, temperature: 1,
+        seed, tool_choice: { type: "function", function: { name: "book_table" } },
+      });
+      const choice = answer.choices[0];
+      if (choice.finish_reason === "length") continue;
+      const call = choice.message.tool_calls[0].function;
+      assert.equal(call.name, "book_table");
+      assertBooking(JSON.parse(call.arguments));
+      called += 1;
+    }
+    assert.ok(called >= 1, "no answer finished its call within 128 tokens");
   });
 }
 
@@ -303,15 +350,39 @@ async function basicChecks() {
     assert.ok(ended >= 1, "no answer closed its object within 64 tokens");
   });
 
-  await check("what moed cannot do is a BadRequestError naming the field", async () => {
+  await check("response_format json_schema: answers that end are instances, streamed alike",
+    async () => {
+      let ended = 0;
+      for (const seed of [1, 2, 3, 4, 5, 6]) {
+        const request = {
+          model, messages, max_tokens: 128, temperature: 1, seed,
+          response_format: { type: "json_schema", json_schema: { name: "booking", strict: true,
+            schema: booking.function.parameters } },
+        };
+        const answer = await client.chat.completions.create(request);
+        const choice = answer.choices[0];
+        if (choice.finish_reason !== "stop") continue;
+        assertBooking(JSON.parse(choice.message.content));
+        if (ended === 0) {
+          const { text } = await collect(await client.chat.completions.create(
+            { ...request, stream: true }), (chunk) => chunk.choices[0]?.delta?.content);
+          assert.equal(text, choice.message.content);
+        }
+        ended += 1;
+      }
+      assert.ok(ended >= 1, "no answer ended within 128 tokens");
+    });
+
+  await check("what moed cannot enforce is a BadRequestError naming the keyword", async () => {
     await assert.rejects(
       client.chat.completions.create({
         model, messages, max_tokens: 4,
-        response_format: { type: "json_schema", json_schema: { name: "story", schema: {} } },
+        response_format: { type: "json_schema", json_schema: { name: "story", strict: true,
+          schema: { type: "object", properties: { words: { type: "integer", minimum: 1 } } } } },
       }),
       (error) => {
         assert.ok(error instanceof OpenAI.BadRequestError, String(error));
-        assert.equal(error.param, "response_format.type");
+        assert.equal(error.param, "response_format.json_schema.schema/properties/words/minimum");
         return true;
       },
     );
