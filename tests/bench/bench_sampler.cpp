@@ -1,4 +1,5 @@
-// The sampler's cost per token with and without a JSON constraint, over vocabularies of the
+// The sampler's cost per token with and without a JSON constraint (one object, or an instance
+// of a JSON Schema), over vocabularies of the
 // size real models have (Mixtral 32000, DeepSeek-V3 129280, Qwen3 151936). A decode step of a
 // large MoE takes tens of milliseconds; these say what a constrained answer adds to it.
 //
@@ -6,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,8 +19,10 @@ namespace {
 
 using moed::engine::Sampler;
 using moed::engine::SamplingParams;
+using moed::server::CompiledSchema;
 using moed::server::ConstraintVocabulary;
 using moed::server::json_object_constraint;
+using moed::server::json_schema_constraint;
 
 // Tokens shaped as a BPE vocabulary's: 1 to 8 bytes, a third starting with a space, mostly
 // letters, some digits and punctuation (JSON's among them), and an end-of-generation token.
@@ -34,7 +38,7 @@ std::shared_ptr<const ConstraintVocabulary> synthetic_vocabulary(std::int64_t si
       token += rng() % 8 == 0 ? others[rng() % others.size()] : letters[rng() % letters.size()];
   }
   // The one-byte tokens the benchmark writes its prefix with.
-  for (const char c : std::string("{\"a: ")) bytes[static_cast<std::size_t>(c)] = c;
+  for (const char c : std::string("{\"a: name")) bytes[static_cast<std::size_t>(c)] = c;
   std::vector<bool> ends(bytes.size());
   ends.back() = true;
   return std::make_shared<const ConstraintVocabulary>(std::move(bytes), std::move(ends));
@@ -86,6 +90,39 @@ void BM_MaskAgain(benchmark::State& state) {
   }
 }
 
+// A schema as tools and structured outputs have them: a string, an enum, 20 optional integers
+// and a union of two objects. Arg 1 says where the answer is: 0 before its object, 1 in the
+// first key (the keys of all the properties that may come are read at once), 2 inside the
+// string's value.
+void BM_SampleSchema(benchmark::State& state) {
+  const std::int64_t size = state.range(0);
+  nlohmann::ordered_json schema = nlohmann::ordered_json::parse(R"({"type": "object",
+      "properties": {"name": {"type": "string"}, "unit": {"enum": ["c", "f", "k"]}},
+      "required": ["name", "unit"], "additionalProperties": false})");
+  for (int i = 0; i < 20; ++i)
+    schema["properties"]["n" + std::to_string(i)] = {{"type", "integer"}};
+  schema["properties"]["union"] = nlohmann::ordered_json::parse(
+      R"({"anyOf": [{"type": "object", "properties": {"t": {"const": "a"}}, "required": ["t"]},
+                    {"type": "object", "properties": {"v": {"type": "number"}}}]})");
+  const auto compiled =
+      std::make_shared<const CompiledSchema>(CompiledSchema::compile(schema, true));
+  const auto vocabulary = synthetic_vocabulary(size);
+  const auto logits = random_logits(size);
+  const std::string prefix = state.range(1) == 0   ? ""
+                             : state.range(1) == 1 ? "{\""
+                                                   : "{\"name\": \"";
+  for (auto _ : state) {
+    state.PauseTiming();
+    SamplingParams params{1.0f, 0, 1.0f, 7};
+    auto constraint = json_schema_constraint(vocabulary, compiled);
+    for (const char c : prefix) constraint->advance(c);
+    params.constraint = std::move(constraint);
+    Sampler sampler(params);
+    state.ResumeTiming();
+    benchmark::DoNotOptimize(sampler.sample(logits.data(), size));
+  }
+}
+
 }  // namespace
 
 BENCHMARK(BM_Sample)
@@ -96,6 +133,11 @@ BENCHMARK(BM_Sample)
           for (const auto& [constrained, in_string] : {std::pair{0, 0}, {1, 0}, {1, 1}})
             b->Args({vocab, temperature, constrained, in_string});
     })
+    ->Unit(benchmark::kMicrosecond);
+
+BENCHMARK(BM_SampleSchema)
+    ->ArgNames({"vocab", "at"})
+    ->ArgsProduct({{32000, 151936}, {0, 1, 2}})
     ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK(BM_MaskAgain)->ArgName("vocab")->Arg(32000)->Arg(151936)->Unit(benchmark::kMicrosecond);
