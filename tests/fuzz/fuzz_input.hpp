@@ -1,12 +1,13 @@
 #pragma once
 
-// Helpers the fuzz targets share: splitting one input into parts, and handing parsers that read
-// files a real file.
+// Helpers the fuzz targets share: splitting one input into parts, handing parsers that read
+// files a real file, and checking that a constraint's prefix can go on.
 
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -60,5 +61,17 @@ class ScratchDir {
  private:
   std::filesystem::path path_;
 };
+
+// A prefix of a constrained answer (JsonPrefix, PatternPrefix, SchemaPrefix) that is not
+// complete has a byte that may come next: a constrained answer never dead-ends.
+template <class Prefix>
+void require_a_next_byte(const Prefix& prefix) {
+  if (prefix.complete()) return;
+  for (int byte = 0; byte < 256; ++byte) {
+    Prefix trial = prefix;
+    if (trial.feed(static_cast<unsigned char>(byte))) return;
+  }
+  std::abort();
+}
 
 }  // namespace moed::fuzz

@@ -8,21 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <string_view>
 
+#include "fuzz_input.hpp"
 #include "moed/server/output_pattern.hpp"
 
-namespace {
-
-template <class Prefix>
-void require_a_next_byte(const Prefix& prefix) {
-  if (prefix.complete()) return;
-  for (int byte = 0; byte < 256; ++byte) {
-    Prefix trial = prefix;
-    if (trial.feed(static_cast<unsigned char>(byte))) return;
-  }
-  std::abort();
-}
-
-}  // namespace
+using moed::fuzz::require_a_next_byte;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -284,6 +284,26 @@ std::size_t taken(std::string_view text, PatternPrefix& prefix) {
   return text.size();
 }
 
+struct Refusal {
+  std::string text;
+  std::size_t at;  // the byte refused
+};
+
+// Each of `whole` is taken to its end and completes the pattern; each refusal's text is taken up
+// to its byte `at`.
+void expect_reads(const OutputPattern& pattern, const std::vector<std::string>& whole,
+                  const std::vector<Refusal>& refused) {
+  for (const auto& text : whole) {
+    PatternPrefix prefix(pattern);
+    EXPECT_EQ(taken(text, prefix), text.size()) << text;
+    EXPECT_TRUE(prefix.complete()) << text;
+  }
+  for (const auto& [text, at] : refused) {
+    PatternPrefix prefix(pattern);
+    EXPECT_EQ(taken(text, prefix), at) << text;
+  }
+}
+
 }  // namespace
 
 // A forced call's shape: literal text, a choice among names (one a prefix of another), a JSON
@@ -295,25 +315,13 @@ TEST(PatternPrefix, TakesLiteralsChoicesAndObjectsInOrder) {
       .literal(":")
       .json_object()
       .literal("</c>");
-  for (const std::string text :
-       {"<c>get_weather:{\"a\": 1}</c>", "<c>get:{}</c>", "<c>now: {}</c>"}) {
-    PatternPrefix prefix(pattern);
-    EXPECT_EQ(taken(text, prefix), text.size()) << text;
-    EXPECT_TRUE(prefix.complete()) << text;
-  }
-  struct Case {
-    std::string text;
-    std::size_t refused_at;
-  };
-  for (const auto& [text, at] : std::vector<Case>{{"<c>ge:{}", 5},
-                                                  {"<c>get_w:{}", 8},
-                                                  {"<c>other", 3},
-                                                  {"<c>now:{} </c>", 9},
-                                                  {"<c>now:[]", 7},
-                                                  {"<c>now:{}</c>x", 13}}) {
-    PatternPrefix prefix(pattern);
-    EXPECT_EQ(taken(text, prefix), at) << text;
-  }
+  expect_reads(pattern, {"<c>get_weather:{\"a\": 1}</c>", "<c>get:{}</c>", "<c>now: {}</c>"},
+               {{"<c>ge:{}", 5},
+                {"<c>get_w:{}", 8},
+                {"<c>other", 3},
+                {"<c>now:{} </c>", 9},
+                {"<c>now:[]", 7},
+                {"<c>now:{}</c>x", 13}});
 }
 
 // A literal given as tokens is those tokens alone, even where others spell it, and no token
@@ -385,27 +393,15 @@ TEST(PatternPrefix, ArgumentsFollowTheSchemaOfTheNameChosen) {
       .json_schema({compiled(kToolArguments),
                     compiled(R"({"type": "object", "properties": {"zone": {"type": "integer"}},
                                  "required": ["zone"], "additionalProperties": false})")});
-  for (const std::string text :
-       {R"(get:{"city": "Oslo", "unit": "c"})", R"(get:{"city":"","unit":"f","days":[1, 2]})",
-        R"(get_time:{"zone": -2})"}) {
-    PatternPrefix prefix(pattern);
-    EXPECT_EQ(taken(text, prefix), text.size()) << text;
-    EXPECT_TRUE(prefix.complete()) << text;
-  }
-  struct Case {
-    std::string text;
-    std::size_t refused_at;
-  };
-  for (const auto& [text, at] :
-       std::vector<Case>{{R"(get:{"zone": 1})", 6},
-                         {R"(get_time:{"city")", 11},
-                         {R"(get:{"city": "Oslo", "unit": "k"})", 30},
-                         {R"(get:{"city": "Bergen!", "unit": "c"})", 20},
-                         {R"(get:{"city": "", "unit": "c", "days": [1.5]})", 40},
-                         {R"(get:{"unit": "c"})", 6}}) {
-    PatternPrefix prefix(pattern);
-    EXPECT_EQ(taken(text, prefix), at) << text;
-  }
+  expect_reads(pattern,
+               {R"(get:{"city": "Oslo", "unit": "c"})",
+                R"(get:{"city":"","unit":"f","days":[1, 2]})", R"(get_time:{"zone": -2})"},
+               {{R"(get:{"zone": 1})", 6},
+                {R"(get_time:{"city")", 11},
+                {R"(get:{"city": "Oslo", "unit": "k"})", 30},
+                {R"(get:{"city": "Bergen!", "unit": "c"})", 20},
+                {R"(get:{"city": "", "unit": "c", "days": [1.5]})", 40},
+                {R"(get:{"unit": "c"})", 6}});
 }
 
 // Over real vocabularies, random walks of tokens through a schema's constraint: at every step
