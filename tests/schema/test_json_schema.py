@@ -147,6 +147,21 @@ MANY = {
     "additionalProperties": False,
 }
 
+# An integer's bounds (a number's are not enforced).
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+        "year": {"type": "integer", "minimum": 1900.5, "exclusiveMaximum": 2100},
+        "offset": {"type": "integer", "exclusiveMinimum": -13, "maximum": -3},
+        "big": {"type": "integer", "minimum": 250},
+        "zero": {"type": "integer", "minimum": -0.5, "maximum": 0.5},
+        "small": {"type": "integer", "maximum": -1000000000000},
+    },
+    "required": ["rating", "year", "offset", "big", "zero", "small"],
+    "additionalProperties": False,
+}
+
 CASES = {
     "person": (PERSON, True, [
         {"name": "Ann", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
@@ -213,6 +228,21 @@ CASES = {
         {"short": "ab", "pair": [1, 2], "union": {"kind": "k40", "v": 1}},
         {"short": "ab", "pair": [1, 2], "union": {"kind": "k39", "v": 1}, "tail": [1, 2]},
     ]),
+    "bounded": (BOUNDED, True, [
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 5, "year": 2099, "offset": -3, "big": 99999999999, "zero": -0, "small": -9000000000000000000},
+    ], [
+        {"rating": 0, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 6, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 15, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 1, "year": 1900, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 1, "year": 2100, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 1, "year": 1901, "offset": -13, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 1, "year": 1901, "offset": -2, "big": 250, "zero": 0, "small": -1000000000000},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 249, "zero": 0, "small": -1000000000000},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 1, "small": -1000000000000},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -999999999999},
+    ]),
     "loose": (LOOSE, False, [{"code": "AB", "n": 3}], [{"code": "ABCDE", "n": 3}, {"code": "A", "n": 1.5}]),
 }
 
@@ -238,7 +268,11 @@ REFUSED = [
     ({"type": "object", "properties": {"a": {"enum": []}}}, True, "/properties/a/enum"),
     ({"type": "object", "properties": {"a": {"type": "string", "minLength": 3, "maxLength": 2}}}, True,
      "/properties/a/minLength"),
-    ({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}}, True, "/properties/a/minimum"),
+    ({"type": "object", "properties": {"a": {"type": "number", "minimum": 1}}}, True, "/properties/a/minimum"),
+    ({"type": "object", "properties": {"a": {"type": ["integer", "null"], "maximum": 1}}}, True,
+     "/properties/a/maximum"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1.5, "maximum": 1.7}}}, True,
+     "/properties/a"),
     ({"type": "object", "required": ["a"], "additionalProperties": False}, True, "/required"),
 ]
 

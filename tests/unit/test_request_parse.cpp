@@ -390,7 +390,7 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
   EXPECT_FALSE(g.json_object);
   EXPECT_TRUE(parsed(R"({"type": "json_schema", "json_schema": {"name": "a"}})").json_schema);
   EXPECT_TRUE(parsed(R"({"type": "json_schema", "json_schema": {"name": "a", "schema":
-      {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}}}})")
+      {"type": "object", "properties": {"a": {"type": "number", "minimum": 0}}}}})")
                   .json_schema);
   auto rejected = [&](const std::string& format) {
     try {
@@ -401,7 +401,7 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
     return std::string();
   };
   EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a", "strict": true,
-      "schema": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}}}})"),
+      "schema": {"type": "object", "properties": {"a": {"type": "number", "minimum": 0}}}}})"),
             "response_format.json_schema.schema/properties/a/minimum");
   EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}})"),
             "response_format.json_schema.name");
@@ -415,9 +415,9 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
 
   const std::string tools = R"("tools": [
       {"type": "function", "function": {"name": "f", "strict": true, "parameters":
-          {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}}}},
+          {"type": "object", "properties": {"n": {"type": "number", "maximum": 3}}}}},
       {"type": "function", "function": {"name": "g", "parameters":
-          {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}}}},
+          {"type": "object", "properties": {"n": {"type": "number", "maximum": 3}}}}},
       {"type": "function", "function": {"name": "h", "parameters": {"type": "string"}}}])";
   auto chat = [&](const std::string& choice) {
     return parse_chat(parse_body("{" + tools + R"(, "tool_choice": )" + choice + "}"), {1, 2},

@@ -55,6 +55,11 @@ bool applies(const std::string& keyword) {
   return enforced.count(keyword) > 0 || unenforced_keywords().count(keyword) > 0;
 }
 
+bool is_bound(const std::string& keyword) {
+  return keyword == "minimum" || keyword == "maximum" || keyword == "exclusiveMinimum" ||
+         keyword == "exclusiveMaximum";
+}
+
 std::string escape_pointer_token(const std::string& token) {
   std::string escaped;
   for (const char c : token) {
@@ -172,8 +177,10 @@ class CompiledSchema::Compiler {
       return node;
     }
     if (!schema.is_object()) fail(pointer, "a schema must be an object or a boolean");
+    // An integer's bounds are enforced; a number's are not.
+    const bool integer_bounds = schema.contains("type") && schema["type"] == "integer";
     for (const auto& [keyword, value] : schema.items())
-      if (strict_ && unenforced_keywords().count(keyword))
+      if (strict_ && unenforced_keywords().count(keyword) && !(integer_bounds && is_bound(keyword)))
         fail(pointer + "/" + escape_pointer_token(keyword),
              "'" + keyword +
                  "' is not enforced by moed's constrained sampling; drop it, or send \"strict\": "
@@ -359,7 +366,7 @@ class CompiledSchema::Compiler {
     if (type == "number")
       node.kind = Node::Kind::number;
     else if (type == "integer")
-      node.kind = Node::Kind::integer;
+      return integer(schema, pointer);
     else if (type == "boolean")
       node.kind = Node::Kind::boolean;
     else if (type == "null")
@@ -368,6 +375,37 @@ class CompiledSchema::Compiler {
       fail(pointer + "/type", "'" + type +
                                   "' is not a JSON Schema type (object, array, string, number, "
                                   "integer, boolean, null)");
+    return node;
+  }
+
+  // An integer within minimum, maximum, exclusiveMinimum and exclusiveMaximum (JSON numbers,
+  // draft 2020-12), held to int64.
+  Node integer(const Json& schema, const std::string& pointer) {
+    Node node;
+    node.kind = Node::Kind::integer;
+    double lowest = -std::numeric_limits<double>::infinity();
+    double highest = std::numeric_limits<double>::infinity();
+    for (const char* keyword : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      if (!schema.contains(keyword)) continue;
+      const Json& value = schema[keyword];
+      if (!value.is_number())
+        fail(pointer + "/" + keyword, "expected a number, got " + value.dump());
+      const double bound = value.get<double>();
+      const std::string_view name = keyword;
+      if (name == "minimum") lowest = std::max(lowest, std::ceil(bound));
+      if (name == "exclusiveMinimum") lowest = std::max(lowest, std::floor(bound) + 1);
+      if (name == "maximum") highest = std::min(highest, std::floor(bound));
+      if (name == "exclusiveMaximum") highest = std::min(highest, std::ceil(bound) - 1);
+      node.bounded = true;
+    }
+    constexpr double kLow = static_cast<double>(std::numeric_limits<std::int64_t>::min());
+    constexpr double kHigh = static_cast<double>(std::numeric_limits<std::int64_t>::max());
+    if (lowest > highest || lowest >= kHigh || highest < kLow)
+      fail(pointer, "no integer (of 64 bits) lies within the schema's minimum and maximum");
+    node.lowest = lowest <= kLow ? std::numeric_limits<std::int64_t>::min()
+                                 : static_cast<std::int64_t>(lowest);
+    node.highest = highest >= kHigh ? std::numeric_limits<std::int64_t>::max()
+                                    : static_cast<std::int64_t>(highest);
     return node;
   }
 
@@ -795,16 +833,53 @@ bool SchemaPrefix::start_value(Reading& reading, unsigned char byte,
   if (!starts) return false;
   reading.scalar = node.kind == Kind::any_object ? JsonPrefix() : JsonPrefix::value();
   reading.characters = 0;
+  reading.magnitude = 0;
+  reading.negative = false;
   frame.phase = Phase::leaf;
-  if (!reading.scalar.feed(byte)) return false;
-  if (reading.scalar.complete()) reading.stack.pop_back();
-  return true;
+  return leaf_byte(reading, byte);
+}
+
+bool SchemaPrefix::integer_may_reach_bounds(const CompiledSchema::Node& node,
+                                            const Reading& reading) {
+  using Wide = __int128;
+  const Wide lowest = node.lowest, highest = node.highest;
+  if (reading.characters == 0) return lowest <= 0;  // "-": any negative, or -0
+  if (reading.magnitude == 0) return lowest <= 0 && 0 <= highest;
+  if (reading.magnitude == kHuge) return false;
+  // The values the digits so far may grow into: k more digits give [M 10^k, (M + 1) 10^k - 1].
+  Wide low = reading.magnitude, high = reading.magnitude;
+  for (std::size_t more = 0; reading.characters + more <= JsonPrefix::kMaxIntegerDigits; ++more) {
+    const Wide from = reading.negative ? -high : low, to = reading.negative ? -low : high;
+    if (from <= highest && to >= lowest) return true;
+    if (low > std::numeric_limits<std::int64_t>::max()) break;
+    low *= 10;
+    high = high * 10 + 9;
+  }
+  return false;
+}
+
+bool SchemaPrefix::integer_within_bounds(const CompiledSchema::Node& node, const Reading& reading) {
+  if (reading.magnitude == kHuge) return false;
+  const __int128 value = reading.negative ? -static_cast<__int128>(reading.magnitude)
+                                          : static_cast<__int128>(reading.magnitude);
+  return node.lowest <= value && value <= node.highest;
 }
 
 bool SchemaPrefix::leaf_byte(Reading& reading, unsigned char byte) const {
   using Kind = CompiledSchema::Node::Kind;
   const auto& node = schema_->nodes_[reading.stack.back().node];
   if (node.kind == Kind::integer && (byte == '.' || byte == 'e' || byte == 'E')) return false;
+  if (node.kind == Kind::integer && node.bounded) {
+    if (byte == '-') {
+      reading.negative = true;
+    } else if (byte >= '0' && byte <= '9') {
+      const auto digit = static_cast<std::uint64_t>(byte - '0');
+      reading.magnitude =
+          reading.magnitude > (kHuge - digit) / 10 ? kHuge : reading.magnitude * 10 + digit;
+      ++reading.characters;
+    }
+    if (!integer_may_reach_bounds(node, reading)) return false;
+  }
   if (node.kind == Kind::string && reading.scalar.in_string()) {
     if (byte == '"') {
       if (reading.characters < node.min) return false;
@@ -842,6 +917,8 @@ void SchemaPrefix::step(Reading reading, unsigned char byte, std::vector<Reading
         break;
       case Phase::leaf:
         if (reading.scalar.ends_before(byte)) {
+          if (node.kind == Kind::integer && node.bounded && !integer_within_bounds(node, reading))
+            return;
           reading.stack.pop_back();
           continue;
         }
