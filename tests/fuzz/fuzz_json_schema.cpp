@@ -24,6 +24,7 @@ constexpr std::string_view kSchema = R"({
   "properties": {
     "id": {"type": "integer"},
     "rating": {"type": "integer", "minimum": -12, "exclusiveMaximum": 250},
+    "share": {"type": "number", "exclusiveMinimum": -0.5, "maximum": 0.25},
     "name": {"type": "string", "minLength": 1, "maxLength": 4},
     "kind": {"enum": [1, 12, "x", true, null, {"k": [1]}]},
     "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},

@@ -147,7 +147,8 @@ MANY = {
     "additionalProperties": False,
 }
 
-# An integer's bounds (a number's are not enforced).
+# Numbers' bounds: an integer's exactly, a number's as the double its text parses to (as
+# validators compare them).
 BOUNDED = {
     "type": "object",
     "properties": {
@@ -157,8 +158,12 @@ BOUNDED = {
         "big": {"type": "integer", "minimum": 250},
         "zero": {"type": "integer", "minimum": -0.5, "maximum": 0.5},
         "small": {"type": "integer", "maximum": -1000000000000},
+        "p": {"type": "number", "minimum": 0, "maximum": 1},
+        "t": {"type": "number", "exclusiveMinimum": -1.5, "exclusiveMaximum": 2.25},
+        "point": {"type": "number", "minimum": 0.3, "maximum": 0.3},
+        "neg": {"type": "number", "maximum": -0.001},
     },
-    "required": ["rating", "year", "offset", "big", "zero", "small"],
+    "required": ["rating", "year", "offset", "big", "zero", "small", "p", "t", "point", "neg"],
     "additionalProperties": False,
 }
 
@@ -229,19 +234,31 @@ CASES = {
         {"short": "ab", "pair": [1, 2], "union": {"kind": "k39", "v": 1}, "tail": [1, 2]},
     ]),
     "bounded": (BOUNDED, True, [
-        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 5, "year": 2099, "offset": -3, "big": 99999999999, "zero": -0, "small": -9000000000000000000},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 5, "year": 2099, "offset": -3, "big": 99999999999, "zero": -0, "small": -9000000000000000000, "p": 1, "t": -1.499, "point": 0.30000000000000001, "neg": -0.001},
     ], [
-        {"rating": 0, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 6, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 15, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 1, "year": 1900, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 1, "year": 2100, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 1, "year": 1901, "offset": -13, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 1, "year": 1901, "offset": -2, "big": 250, "zero": 0, "small": -1000000000000},
-        {"rating": 1, "year": 1901, "offset": -12, "big": 249, "zero": 0, "small": -1000000000000},
-        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 1, "small": -1000000000000},
-        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -999999999999},
+        {"rating": 0, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 6, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 15, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1900, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 2100, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -13, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -2, "big": 250, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 249, "zero": 0, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 1, "small": -1000000000000, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -999999999999, "p": 0.5, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000,
+         "p": 1.01, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000,
+         "p": -0.0001, "t": 0, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000,
+         "p": 0.5, "t": -1.5, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000,
+         "p": 0.5, "t": 2.25, "point": 0.3, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000,
+         "p": 0.5, "t": 0, "point": 0.31, "neg": -1},
+        {"rating": 1, "year": 1901, "offset": -12, "big": 250, "zero": 0, "small": -1000000000000,
+         "p": 0.5, "t": 0, "point": 0.3, "neg": 0},
     ]),
     "loose": (LOOSE, False, [{"code": "AB", "n": 3}], [{"code": "ABCDE", "n": 3}, {"code": "A", "n": 1.5}]),
 }
@@ -268,7 +285,9 @@ REFUSED = [
     ({"type": "object", "properties": {"a": {"enum": []}}}, True, "/properties/a/enum"),
     ({"type": "object", "properties": {"a": {"type": "string", "minLength": 3, "maxLength": 2}}}, True,
      "/properties/a/minLength"),
-    ({"type": "object", "properties": {"a": {"type": "number", "minimum": 1}}}, True, "/properties/a/minimum"),
+    ({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 1}}}, True, "/properties/a/multipleOf"),
+    ({"type": "object", "properties": {"a": {"type": "number", "minimum": 1, "exclusiveMaximum": 1}}}, True,
+     "/properties/a"),
     ({"type": "object", "properties": {"a": {"type": ["integer", "null"], "maximum": 1}}}, True,
      "/properties/a/maximum"),
     ({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1.5, "maximum": 1.7}}}, True,

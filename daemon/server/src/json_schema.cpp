@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -177,10 +178,11 @@ class CompiledSchema::Compiler {
       return node;
     }
     if (!schema.is_object()) fail(pointer, "a schema must be an object or a boolean");
-    // An integer's bounds are enforced; a number's are not.
-    const bool integer_bounds = schema.contains("type") && schema["type"] == "integer";
+    // A number's bounds are enforced where its type is one (not a list).
+    const bool number_bounds =
+        schema.contains("type") && (schema["type"] == "integer" || schema["type"] == "number");
     for (const auto& [keyword, value] : schema.items())
-      if (strict_ && unenforced_keywords().count(keyword) && !(integer_bounds && is_bound(keyword)))
+      if (strict_ && unenforced_keywords().count(keyword) && !(number_bounds && is_bound(keyword)))
         fail(pointer + "/" + escape_pointer_token(keyword),
              "'" + keyword +
                  "' is not enforced by moed's constrained sampling; drop it, or send \"strict\": "
@@ -364,7 +366,7 @@ class CompiledSchema::Compiler {
       return node;
     }
     if (type == "number")
-      node.kind = Node::Kind::number;
+      return number(schema, pointer);
     else if (type == "integer")
       return integer(schema, pointer);
     else if (type == "boolean")
@@ -406,6 +408,34 @@ class CompiledSchema::Compiler {
                                  : static_cast<std::int64_t>(lowest);
     node.highest = highest >= kHigh ? std::numeric_limits<std::int64_t>::max()
                                     : static_cast<std::int64_t>(highest);
+    return node;
+  }
+
+  // A number within minimum, maximum, exclusiveMinimum and exclusiveMaximum, as a validator
+  // compares them: the double the answer's text parses to.
+  Node number(const Json& schema, const std::string& pointer) {
+    Node node;
+    node.kind = Node::Kind::number;
+    for (const char* keyword : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      if (!schema.contains(keyword)) continue;
+      const Json& value = schema[keyword];
+      if (!value.is_number())
+        fail(pointer + "/" + keyword, "expected a number, got " + value.dump());
+      const double bound = value.get<double>();
+      const std::string_view name = keyword;
+      const bool open = name.starts_with("exclusive");
+      if (name.ends_with("inimum") && (bound > node.low || (bound == node.low && open))) {
+        node.low = bound;
+        node.low_open = open;
+      }
+      if (name.ends_with("aximum") && (bound < node.high || (bound == node.high && open))) {
+        node.high = bound;
+        node.high_open = open;
+      }
+      node.bounded = true;
+    }
+    if (node.low > node.high || (node.low == node.high && (node.low_open || node.high_open)))
+      fail(pointer, "no number lies within the schema's minimum and maximum");
     return node;
   }
 
@@ -737,7 +767,7 @@ CompiledSchema CompiledSchema::any_object() {
 }
 
 SchemaPrefix::SchemaPrefix(const CompiledSchema& schema) : schema_(&schema) {
-  readings_.push_back(Reading{{Frame{0}}, {}, 0, 0, 0});
+  readings_.emplace_back().stack.push_back(Frame{0});
 }
 
 bool SchemaPrefix::complete() const {
@@ -835,13 +865,14 @@ bool SchemaPrefix::start_value(Reading& reading, unsigned char byte,
   reading.characters = 0;
   reading.magnitude = 0;
   reading.negative = false;
+  reading.number.clear();
   frame.phase = Phase::leaf;
   return leaf_byte(reading, byte);
 }
 
 bool SchemaPrefix::integer_may_reach_bounds(const CompiledSchema::Node& node,
                                             const Reading& reading) {
-  using Wide = __int128;
+  __extension__ using Wide = __int128;  // 20 digits and int64 bounds, without overflow
   const Wide lowest = node.lowest, highest = node.highest;
   if (reading.characters == 0) return lowest <= 0;  // "-": any negative, or -0
   if (reading.magnitude == 0) return lowest <= 0 && 0 <= highest;
@@ -858,10 +889,80 @@ bool SchemaPrefix::integer_may_reach_bounds(const CompiledSchema::Node& node,
   return false;
 }
 
+namespace {
+
+// Whether a double in [from, to] lies within a number node's bounds.
+bool overlaps_bounds(double from, double to, double low, bool low_open, double high,
+                     bool high_open) {
+  double lower = from;
+  bool lower_in = true;
+  if (low > from || (low == from && low_open)) {
+    lower = low;
+    lower_in = !low_open;
+  }
+  double upper = to;
+  bool upper_in = true;
+  if (high < to || (high == to && high_open)) {
+    upper = high;
+    upper_in = !high_open;
+  }
+  // The least double the lower side admits, against the upper side.
+  const double first = lower_in ? lower : std::nextafter(lower, HUGE_VAL);
+  return first < upper || (first == upper && upper_in);
+}
+
+// The decimal after `digits` (a number's digits, maybe with a '.') in its last place:
+// "1.29" -> "1.30", "99" -> "100".
+std::string next_in_last_place(std::string digits) {
+  for (auto at = digits.size(); at-- > 0;) {
+    if (digits[at] == '.') continue;
+    if (digits[at] != '9') {
+      ++digits[at];
+      return digits;
+    }
+    digits[at] = '0';
+  }
+  return "1" + digits;
+}
+
+}  // namespace
+
+bool SchemaPrefix::number_may_reach_bounds(const CompiledSchema::Node& node,
+                                           const std::string& text) {
+  const bool negative = !text.empty() && text[0] == '-';
+  const std::string digits = negative ? text.substr(1) : text;
+  // Decimals with these digits first lie in [a, b) exactly; the doubles they parse to fill
+  // [double(a), double(b)], rounding being monotonic and decimals dense.
+  auto reaches = [&](const std::string& a, const std::string& b) {
+    const double from = std::strtod(a.c_str(), nullptr), to = std::strtod(b.c_str(), nullptr);
+    return negative
+               ? overlaps_bounds(-to, -from, node.low, node.low_open, node.high, node.high_open)
+               : overlaps_bounds(from, to, node.low, node.low_open, node.high, node.high_open);
+  };
+  if (digits.empty()) return reaches("0", "inf");
+  if (digits.back() == '.') {
+    const std::string whole = digits.substr(0, digits.size() - 1);
+    return reaches(whole, next_in_last_place(whole));
+  }
+  if (digits.find('.') != std::string::npos || digits == "0")
+    return reaches(digits, next_in_last_place(digits));
+  for (std::size_t more = 0; digits.size() + more <= JsonPrefix::kMaxIntegerDigits; ++more) {
+    const std::string zeros(more, '0');
+    if (reaches(digits + zeros, next_in_last_place(digits) + zeros)) return true;
+  }
+  return false;
+}
+
+bool SchemaPrefix::number_within_bounds(const CompiledSchema::Node& node, const std::string& text) {
+  const double value = std::strtod(text.c_str(), nullptr);
+  return overlaps_bounds(value, value, node.low, node.low_open, node.high, node.high_open);
+}
+
 bool SchemaPrefix::integer_within_bounds(const CompiledSchema::Node& node, const Reading& reading) {
   if (reading.magnitude == kHuge) return false;
-  const __int128 value = reading.negative ? -static_cast<__int128>(reading.magnitude)
-                                          : static_cast<__int128>(reading.magnitude);
+  __extension__ using Wide = __int128;
+  const Wide value = reading.negative ? -static_cast<Wide>(reading.magnitude)
+                                      : static_cast<Wide>(reading.magnitude);
   return node.lowest <= value && value <= node.highest;
 }
 
@@ -869,6 +970,11 @@ bool SchemaPrefix::leaf_byte(Reading& reading, unsigned char byte) const {
   using Kind = CompiledSchema::Node::Kind;
   const auto& node = schema_->nodes_[reading.stack.back().node];
   if (node.kind == Kind::integer && (byte == '.' || byte == 'e' || byte == 'E')) return false;
+  if (node.kind == Kind::number && node.bounded) {
+    if (byte == 'e' || byte == 'E') return false;  // its digits are read as a decimal
+    reading.number += static_cast<char>(byte);
+    if (!number_may_reach_bounds(node, reading.number)) return false;
+  }
   if (node.kind == Kind::integer && node.bounded) {
     if (byte == '-') {
       reading.negative = true;
@@ -918,6 +1024,9 @@ void SchemaPrefix::step(Reading reading, unsigned char byte, std::vector<Reading
       case Phase::leaf:
         if (reading.scalar.ends_before(byte)) {
           if (node.kind == Kind::integer && node.bounded && !integer_within_bounds(node, reading))
+            return;
+          if (node.kind == Kind::number && node.bounded &&
+              !number_within_bounds(node, reading.number))
             return;
           reading.stack.pop_back();
           continue;

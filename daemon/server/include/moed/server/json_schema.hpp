@@ -28,18 +28,19 @@ class SchemaError : public std::runtime_error {
 class CompiledSchema {
  public:
   // Enforced: type (one or a list), properties, required, additionalProperties, items,
-  // prefixItems, minItems, maxItems, minLength, maxLength, an integer's minimum, maximum,
-  // exclusiveMinimum and exclusiveMaximum (to 64 bits), enum, const, anyOf, oneOf, allOf of
+  // prefixItems, minItems, maxItems, minLength, maxLength, a number's minimum, maximum,
+  // exclusiveMinimum and exclusiveMaximum (an integer's to 64 bits; a number's as the double
+  // its text parses to, written without exponent), enum, const, anyOf, oneOf, allOf of
   // one schema, $ref within the document (recursion included), and boolean schemas. Without a
   // type, the keywords of one kind of value make the answer that kind. format and other
   // annotations are left free, as the spec has format by default.
   //
   // When `strict`, what moed cannot hold an answer to is an error: keywords that assert what is
-  // not enforced (pattern, a number's minimum, uniqueItems, ...), keywords beside $ref, anyOf,
-  // oneOf, allOf or enum (other than type), a oneOf whose alternatives may overlap (they must
-  // differ in type, or be objects a required property with a different const in each tells apart),
-  // and more than SchemaPrefix::kMaxReadings alternatives in one place. Not strict, those are left
-  // free and oneOf is read as anyOf.
+  // not enforced (pattern, multipleOf, uniqueItems, ...), bounds where the type is a list, keywords
+  // beside $ref, anyOf, oneOf, allOf or enum (other than type), a oneOf whose alternatives may
+  // overlap (they must differ in type, or be objects a required property with a different const in
+  // each tells apart), and more than SchemaPrefix::kMaxReadings alternatives in one place. Not
+  // strict, those are left free and oneOf is read as anyOf.
   //
   // Either way an error: a root that is not an object schema (OpenAI requires one), a schema no
   // finite answer satisfies, more than 10,000 subschemas or nesting past 256 ($ref chains
@@ -75,9 +76,13 @@ class CompiledSchema {
     std::uint32_t item = 0;                   // array: items after the prefix; map: values
     std::uint32_t min = 0;                    // array: items; string: characters
     std::uint32_t max = std::numeric_limits<std::uint32_t>::max();
-    bool bounded = false;  // integer: within [lowest, highest]
+    bool bounded = false;  // integer: within [lowest, highest]; number: low to high
     std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
     std::int64_t highest = std::numeric_limits<std::int64_t>::max();
+    double low = -std::numeric_limits<double>::infinity();
+    double high = std::numeric_limits<double>::infinity();
+    bool low_open = false;  // exclusiveMinimum
+    bool high_open = false;
     ByteTrie literals;
     std::vector<std::string> literal_texts;
     std::vector<std::uint32_t> alternatives;
@@ -132,6 +137,7 @@ class SchemaPrefix {
     std::uint32_t characters = 0;  // of the string being read; digits of a bounded integer
     std::uint64_t magnitude = 0;   // a bounded integer's digits so far (kHuge: past 64 bits)
     bool negative = false;
+    std::string number;            // a bounded number's text so far
     std::uint8_t line_breaks = 0;  // in the current run of blanks
     std::uint8_t indent = 0;
     bool operator==(const Reading&) const = default;
@@ -143,6 +149,9 @@ class SchemaPrefix {
   // and whether the value they make is within them.
   static bool integer_may_reach_bounds(const CompiledSchema::Node& node, const Reading& reading);
   static bool integer_within_bounds(const CompiledSchema::Node& node, const Reading& reading);
+  // The same of a bounded number's text, as the double it parses to.
+  static bool number_may_reach_bounds(const CompiledSchema::Node& node, const std::string& text);
+  static bool number_within_bounds(const CompiledSchema::Node& node, const std::string& text);
   bool start_value(Reading& reading, unsigned char byte, std::vector<Reading>& next) const;
   bool leaf_byte(Reading& reading, unsigned char byte) const;
 
