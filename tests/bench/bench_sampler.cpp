@@ -100,7 +100,7 @@ void BM_SampleSchema(benchmark::State& state) {
       "properties": {"name": {"type": "string"}, "unit": {"enum": ["c", "f", "k"]}},
       "required": ["name", "unit"], "additionalProperties": false})");
   for (int i = 0; i < 20; ++i)
-    schema["properties"]["n" + std::to_string(i)] = {{"type", "integer"}};
+    schema["properties"][std::string(1, 'n').append(std::to_string(i))] = {{"type", "integer"}};
   schema["properties"]["union"] = nlohmann::ordered_json::parse(
       R"({"anyOf": [{"type": "object", "properties": {"t": {"const": "a"}}, "required": ["t"]},
                     {"type": "object", "properties": {"v": {"type": "number"}}}]})");

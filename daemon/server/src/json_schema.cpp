@@ -85,6 +85,40 @@ std::string type_name(const Json& value) {
   return std::isfinite(d) && std::trunc(d) == d ? "integer" : "number";
 }
 
+// Whether a double in [from, to] lies within a number node's bounds.
+bool overlaps_bounds(double from, double to, double low, bool low_open, double high,
+                     bool high_open) {
+  double lower = from;
+  bool lower_in = true;
+  if (low > from || (low == from && low_open)) {
+    lower = low;
+    lower_in = !low_open;
+  }
+  double upper = to;
+  bool upper_in = true;
+  if (high < to || (high == to && high_open)) {
+    upper = high;
+    upper_in = !high_open;
+  }
+  // The least double the lower side admits, against the upper side.
+  const double first = lower_in ? lower : std::nextafter(lower, HUGE_VAL);
+  return first < upper || (first == upper && upper_in);
+}
+
+// The decimal after `digits` (a number's digits, maybe with a '.') in its last place:
+// "1.29" -> "1.30", "99" -> "100".
+std::string next_in_last_place(std::string digits) {
+  for (auto at = digits.size(); at-- > 0;) {
+    if (digits[at] == '.') continue;
+    if (digits[at] != '9') {
+      ++digits[at];
+      return digits;
+    }
+    digits[at] = '0';
+  }
+  return "1" + digits;
+}
+
 }  // namespace
 
 class CompiledSchema::Compiler {
@@ -102,20 +136,21 @@ class CompiledSchema::Compiler {
 
   void finish(const std::string& pointer) {
     prune_unfinishable(pointer);
-    flatten_alternatives();
-    index_keys();
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      if (nodes_[i].kind != Node::Kind::any_of) continue;
-      if (strict_ && nodes_[i].alternatives.size() > SchemaPrefix::kMaxReadings)
-        fail(pointers_[i], "more than " + std::to_string(SchemaPrefix::kMaxReadings) +
-                               " alternatives (anyOf, oneOf, enum values that are objects or "
-                               "arrays) are not supported");
+    // Before flattening, which merges alternatives that stand for the same node.
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
       if (strict_ && nodes_[i].one_of && !exclusive(nodes_[i]))
         fail(pointers_[i] + "/oneOf",
              "its alternatives may overlap, and moed cannot hold an answer to exactly one; use "
              "anyOf, or tell them apart by a required property with a different const in each "
              "(a discriminator)");
-    }
+    flatten_alternatives();
+    index_keys();
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      if (strict_ && nodes_[i].kind == Node::Kind::any_of &&
+          nodes_[i].alternatives.size() > SchemaPrefix::kMaxReadings)
+        fail(pointers_[i], "more than " + std::to_string(SchemaPrefix::kMaxReadings) +
+                               " alternatives (anyOf, oneOf, enum values that are objects or "
+                               "arrays) are not supported");
     const Node& root = nodes_[0];
     auto opens_object = [&](std::uint32_t n) {
       const auto kind = nodes_[n].kind;
@@ -383,31 +418,39 @@ class CompiledSchema::Compiler {
   // An integer within minimum, maximum, exclusiveMinimum and exclusiveMaximum (JSON numbers,
   // draft 2020-12), held to int64.
   Node integer(const Json& schema, const std::string& pointer) {
+    // Exact, as a validator compares an integer with a bound: integer bounds as they are, and
+    // a double's floor and ceiling (whole numbers that a double holds exactly).
+    __extension__ using Wide = __int128;
     Node node;
     node.kind = Node::Kind::integer;
-    double lowest = -std::numeric_limits<double>::infinity();
-    double highest = std::numeric_limits<double>::infinity();
+    Wide lowest = std::numeric_limits<std::int64_t>::min();
+    Wide highest = std::numeric_limits<std::int64_t>::max();
     for (const char* keyword : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
       if (!schema.contains(keyword)) continue;
       const Json& value = schema[keyword];
       if (!value.is_number())
         fail(pointer + "/" + keyword, "expected a number, got " + value.dump());
-      const double bound = value.get<double>();
+      Wide floor = 0, ceiling = 0;
+      if (value.is_number_unsigned()) {
+        floor = ceiling = static_cast<Wide>(value.get<std::uint64_t>());
+      } else if (value.is_number_integer()) {
+        floor = ceiling = static_cast<Wide>(value.get<std::int64_t>());
+      } else {
+        const double bound = std::clamp(value.get<double>(), -1e30, 1e30);  // past any int64
+        floor = static_cast<Wide>(std::floor(bound));
+        ceiling = static_cast<Wide>(std::ceil(bound));
+      }
       const std::string_view name = keyword;
-      if (name == "minimum") lowest = std::max(lowest, std::ceil(bound));
-      if (name == "exclusiveMinimum") lowest = std::max(lowest, std::floor(bound) + 1);
-      if (name == "maximum") highest = std::min(highest, std::floor(bound));
-      if (name == "exclusiveMaximum") highest = std::min(highest, std::ceil(bound) - 1);
+      if (name == "minimum") lowest = std::max(lowest, ceiling);
+      if (name == "exclusiveMinimum") lowest = std::max(lowest, floor + 1);
+      if (name == "maximum") highest = std::min(highest, floor);
+      if (name == "exclusiveMaximum") highest = std::min(highest, ceiling - 1);
       node.bounded = true;
     }
-    constexpr double kLow = static_cast<double>(std::numeric_limits<std::int64_t>::min());
-    constexpr double kHigh = static_cast<double>(std::numeric_limits<std::int64_t>::max());
-    if (lowest > highest || lowest >= kHigh || highest < kLow)
+    if (lowest > highest)
       fail(pointer, "no integer (of 64 bits) lies within the schema's minimum and maximum");
-    node.lowest = lowest <= kLow ? std::numeric_limits<std::int64_t>::min()
-                                 : static_cast<std::int64_t>(lowest);
-    node.highest = highest >= kHigh ? std::numeric_limits<std::int64_t>::max()
-                                    : static_cast<std::int64_t>(highest);
+    node.lowest = static_cast<std::int64_t>(lowest);
+    node.highest = static_cast<std::int64_t>(highest);
     return node;
   }
 
@@ -434,8 +477,10 @@ class CompiledSchema::Compiler {
       }
       node.bounded = true;
     }
-    if (node.low > node.high || (node.low == node.high && (node.low_open || node.high_open)))
-      fail(pointer, "no number lies within the schema's minimum and maximum");
+    if (!overlaps_bounds(-SchemaPrefix::kNumberReach, SchemaPrefix::kNumberReach, node.low,
+                         node.low_open, node.high, node.high_open))
+      fail(pointer, "no number of at most " + std::to_string(SchemaPrefix::kBoundedNumberDigits) +
+                        " integer digits lies within the schema's minimum and maximum");
     return node;
   }
 
@@ -678,70 +723,73 @@ class CompiledSchema::Compiler {
     }
   }
 
-  // Whether no answer is an instance of two of a oneOf's alternatives: they differ in type, or
-  // are objects a required property with a different const in each tells apart.
+  // Whether no answer is an instance of two of a oneOf's alternatives: none stands for a node
+  // another does, and any two nodes they stand for differ in type, or are objects a required
+  // property with a different const in each tells apart (values compared as JSON compares
+  // them: 1 and 1.0 are one).
   bool exclusive(const Node& one_of) const {
-    const auto& all = one_of.alternatives;
-    for (std::size_t i = 0; i < all.size(); ++i)
-      for (std::size_t j = i + 1; j < all.size(); ++j) {
-        const Node& a = resolved(all[i]);
-        const Node& b = resolved(all[j]);
-        const std::string ta = types_of(a), tb = types_of(b);
-        if (a.kind == Node::Kind::literals && b.kind == Node::Kind::literals) {
-          if (std::any_of(a.literal_texts.begin(), a.literal_texts.end(), [&](const auto& t) {
-                return std::find(b.literal_texts.begin(), b.literal_texts.end(), t) !=
-                       b.literal_texts.end();
-              }))
-            return false;
-          continue;
-        }
-        if (ta.find('*') == std::string::npos && tb.find('*') == std::string::npos &&
-            ta.find_first_of(tb) == std::string::npos)
-          continue;
-        if (a.kind != Node::Kind::object || b.kind != Node::Kind::object) return false;
-        const bool told_apart =
-            std::any_of(a.properties.begin(), a.properties.end(), [&](const Property& pa) {
-              return pa.required &&
-                     std::any_of(b.properties.begin(), b.properties.end(), [&](const Property& pb) {
-                       const Node& va = resolved(pa.node);
-                       const Node& vb = resolved(pb.node);
-                       return pb.required && pb.key == pa.key && va.kind == Node::Kind::literals &&
-                              vb.kind == Node::Kind::literals &&
-                              std::none_of(va.literal_texts.begin(), va.literal_texts.end(),
-                                           [&](const auto& t) {
-                                             return std::find(vb.literal_texts.begin(),
-                                                              vb.literal_texts.end(),
-                                                              t) != vb.literal_texts.end();
-                                           });
-                     });
-            });
-        if (!told_apart) return false;
-      }
+    std::vector<std::vector<std::uint32_t>> stands_for;
+    for (const std::uint32_t alternative : one_of.alternatives)
+      stands_for.push_back(leaves({alternative}));
+    for (std::size_t i = 0; i < stands_for.size(); ++i)
+      for (std::size_t j = i + 1; j < stands_for.size(); ++j)
+        for (const std::uint32_t x : stands_for[i])
+          for (const std::uint32_t y : stands_for[j])
+            if (x == y || !apart(nodes_[x], nodes_[y])) return false;
     return true;
   }
 
-  // An anyOf's alternatives become the nodes that are not anyOf themselves, so that reading one
-  // never loops (an anyOf may refer to itself).
-  void flatten_alternatives() {
-    for (auto& node : nodes_) {
-      if (node.kind != Node::Kind::any_of) continue;
-      std::vector<std::uint32_t> flat;
-      std::vector<bool> seen(nodes_.size());
-      std::vector<std::uint32_t> pending(node.alternatives.rbegin(), node.alternatives.rend());
-      while (!pending.empty()) {
-        const std::uint32_t n = pending.back();
-        pending.pop_back();
-        if (seen[n]) continue;
-        seen[n] = true;
-        if (nodes_[n].kind != Node::Kind::any_of) {
-          flat.push_back(n);
-          continue;
-        }
-        pending.insert(pending.end(), nodes_[n].alternatives.rbegin(),
-                       nodes_[n].alternatives.rend());
+  static bool share_a_value(const Node& a, const Node& b) {
+    return std::any_of(a.literal_texts.begin(), a.literal_texts.end(), [&](const auto& x) {
+      return std::any_of(b.literal_texts.begin(), b.literal_texts.end(),
+                         [&](const auto& y) { return Json::parse(x) == Json::parse(y); });
+    });
+  }
+
+  bool apart(const Node& a, const Node& b) const {
+    if (a.kind == Node::Kind::literals && b.kind == Node::Kind::literals)
+      return !share_a_value(a, b);
+    const std::string ta = types_of(a), tb = types_of(b);
+    if (ta.find('*') == std::string::npos && tb.find('*') == std::string::npos &&
+        ta.find_first_of(tb) == std::string::npos)
+      return true;
+    if (a.kind != Node::Kind::object || b.kind != Node::Kind::object) return false;
+    return std::any_of(a.properties.begin(), a.properties.end(), [&](const Property& pa) {
+      return pa.required &&
+             std::any_of(b.properties.begin(), b.properties.end(), [&](const Property& pb) {
+               const Node& va = resolved(pa.node);
+               const Node& vb = resolved(pb.node);
+               return pb.required && pb.key == pa.key && va.kind == Node::Kind::literals &&
+                      vb.kind == Node::Kind::literals && !share_a_value(va, vb);
+             });
+    });
+  }
+
+  // The nodes that are not anyOf which `roots` stand for, each once, in order (an anyOf may
+  // refer to itself).
+  std::vector<std::uint32_t> leaves(const std::vector<std::uint32_t>& roots) const {
+    std::vector<std::uint32_t> found;
+    std::vector<bool> seen(nodes_.size());
+    std::vector<std::uint32_t> pending(roots.rbegin(), roots.rend());
+    while (!pending.empty()) {
+      const std::uint32_t n = pending.back();
+      pending.pop_back();
+      if (seen[n]) continue;
+      seen[n] = true;
+      if (nodes_[n].kind != Node::Kind::any_of) {
+        found.push_back(n);
+        continue;
       }
-      node.alternatives = std::move(flat);
+      pending.insert(pending.end(), nodes_[n].alternatives.rbegin(), nodes_[n].alternatives.rend());
     }
+    return found;
+  }
+
+  // An anyOf's alternatives become the nodes that are not anyOf themselves, so that reading one
+  // never loops.
+  void flatten_alternatives() {
+    for (auto& node : nodes_)
+      if (node.kind == Node::Kind::any_of) node.alternatives = leaves(node.alternatives);
   }
 
   const Json& document_;
@@ -889,44 +937,6 @@ bool SchemaPrefix::integer_may_reach_bounds(const CompiledSchema::Node& node,
   return false;
 }
 
-namespace {
-
-// Whether a double in [from, to] lies within a number node's bounds.
-bool overlaps_bounds(double from, double to, double low, bool low_open, double high,
-                     bool high_open) {
-  double lower = from;
-  bool lower_in = true;
-  if (low > from || (low == from && low_open)) {
-    lower = low;
-    lower_in = !low_open;
-  }
-  double upper = to;
-  bool upper_in = true;
-  if (high < to || (high == to && high_open)) {
-    upper = high;
-    upper_in = !high_open;
-  }
-  // The least double the lower side admits, against the upper side.
-  const double first = lower_in ? lower : std::nextafter(lower, HUGE_VAL);
-  return first < upper || (first == upper && upper_in);
-}
-
-// The decimal after `digits` (a number's digits, maybe with a '.') in its last place:
-// "1.29" -> "1.30", "99" -> "100".
-std::string next_in_last_place(std::string digits) {
-  for (auto at = digits.size(); at-- > 0;) {
-    if (digits[at] == '.') continue;
-    if (digits[at] != '9') {
-      ++digits[at];
-      return digits;
-    }
-    digits[at] = '0';
-  }
-  return "1" + digits;
-}
-
-}  // namespace
-
 bool SchemaPrefix::number_may_reach_bounds(const CompiledSchema::Node& node,
                                            const std::string& text) {
   const bool negative = !text.empty() && text[0] == '-';
@@ -939,14 +949,14 @@ bool SchemaPrefix::number_may_reach_bounds(const CompiledSchema::Node& node,
                ? overlaps_bounds(-to, -from, node.low, node.low_open, node.high, node.high_open)
                : overlaps_bounds(from, to, node.low, node.low_open, node.high, node.high_open);
   };
-  if (digits.empty()) return reaches("0", "inf");
+  if (digits.empty()) return reaches("0", "1" + std::string(kBoundedNumberDigits, '0'));
   if (digits.back() == '.') {
     const std::string whole = digits.substr(0, digits.size() - 1);
     return reaches(whole, next_in_last_place(whole));
   }
   if (digits.find('.') != std::string::npos || digits == "0")
     return reaches(digits, next_in_last_place(digits));
-  for (std::size_t more = 0; digits.size() + more <= JsonPrefix::kMaxIntegerDigits; ++more) {
+  for (std::size_t more = 0; digits.size() + more <= kBoundedNumberDigits; ++more) {
     const std::string zeros(more, '0');
     if (reaches(digits + zeros, next_in_last_place(digits) + zeros)) return true;
   }

@@ -103,6 +103,10 @@ class CompiledSchema {
 class SchemaPrefix {
  public:
   static constexpr std::size_t kMaxReadings = 64;
+  // A bounded number has at most this many integer digits, so that its value, and a validator's
+  // reading of it (an exact integer, or a double), are the same double.
+  static constexpr std::size_t kBoundedNumberDigits = 15;
+  static constexpr double kNumberReach = 1e15;
   explicit SchemaPrefix(const CompiledSchema& schema);
   bool feed(unsigned char byte);
   bool complete() const;
