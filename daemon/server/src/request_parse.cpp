@@ -202,11 +202,11 @@ std::vector<std::shared_ptr<const CompiledSchema>> forced_tool_schemas(
   return schemas;
 }
 
-// What neither route does: several choices. Checked before a chat's template renders, so that
-// its errors, and those of the answer's format, do not hide these.
-void refuse_unsupported(const Body& body) {
+// What neither route does: several choices; and the answer's format, its schema compiled.
+// Checked before a chat's template renders, so that its errors do not hide these.
+AnswerFormat refuse_unsupported(const Body& body) {
   if (integer_field(body, "n", 1, 1, INT64_MAX) != 1) bad_field("n", "only 1 is supported");
-  answer_format(body);
+  return answer_format(body);
 }
 
 // The fields /v1/completions and /v1/chat/completions share.
@@ -221,10 +221,9 @@ GenerationParams parse_generation(const Body& body, std::vector<std::int32_t> pr
                              "' does not exist (this daemon serves '" + limits.model_id + "')",
                          RequestError::Kind::unknown_model);
   }
-  refuse_unsupported(body);
+  auto format = refuse_unsupported(body);
 
   GenerationParams g;
-  auto format = answer_format(body);
   g.json_object = format.json_object;
   g.json_schema = std::move(format.schema);
   g.prompt = std::move(prompt);
@@ -378,7 +377,7 @@ GenerationParams parse_completion(const Body& body, const ModelLimits& limits,
 }
 
 Body chat_context(const Body& body, const std::string& bos_token, const std::string& eos_token) {
-  refuse_unsupported(body);
+  (void)refuse_unsupported(body);
   if (!body.contains("messages")) bad_field("messages", "is required");
   Body messages = body["messages"];
   if (!messages.is_array() || messages.empty())
