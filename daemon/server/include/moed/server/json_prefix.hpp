@@ -108,14 +108,12 @@ class ByteTrie {
   std::int32_t name_at(std::uint32_t node) const { return nodes_[node].name; }
   // Whether a name at or below `node` has an index in [first, end).
   bool leads_to(std::uint32_t node, std::int32_t first, std::int32_t end) const;
-  bool operator==(const ByteTrie&) const = default;
 
  private:
   struct Node {
     std::vector<std::pair<unsigned char, std::uint32_t>> children;
     std::int32_t name = -1;
     std::vector<std::int32_t> below;  // the indices of the names at or below it, ascending
-    bool operator==(const Node&) const = default;
   };
   std::vector<Node> nodes_;
 };
