@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import jsonschema
@@ -119,11 +120,11 @@ SHAPES = {
     "required": ["pair", "counts", "anything", "free", "either", "mixed", "sized", "accents"],
 }
 
-# Non-strict: keywords not enforced are left free, the rest holds.
+# Non-strict: what is not enforced (here a lookahead in a pattern) is left free, the rest holds.
 LOOSE = {
     "type": "object",
     "properties": {
-        "code": {"type": "string", "pattern": "^[A-Z]+$", "maxLength": 4},
+        "code": {"type": "string", "pattern": "^(?=[A-Z])[A-Z]+$", "maxLength": 4},
         "n": {"type": "integer", "minimum": 0},
     },
     "required": ["code", "n"],
@@ -169,10 +170,99 @@ BOUNDED = {
     "additionalProperties": False,
 }
 
+# ECMA-262 patterns, matched anywhere unless anchored, with length bounds in characters; a pattern
+# without a type makes the answer a string.
+PATTERNS = {
+    "type": "object",
+    "properties": {
+        "sku": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3,5}$"},
+        "slug": {"type": "string", "pattern": "^[a-z0-9]+(?:-[a-z0-9]+)*$", "minLength": 3, "maxLength": 12},
+        "word": {"type": "string", "pattern": "x"},
+        "file": {"pattern": "^\\w+\\.(?:png|jpe?g)$"},
+        "quoted": {"type": "string", "pattern": "^\"[^\"\\\\]*\"$"},
+        "accented": {"type": "string", "pattern": "^[\u00e0-\u00ff]+ ?\u20ac$"},
+        "phone": {"type": ["string", "null"], "pattern": "^\\+?[1-9]\\d{1,14}$"},
+        "either": {"anyOf": [{"type": "string", "pattern": "^a+$"}, {"type": "string", "pattern": "^b+$"}]},
+        "pairs": {"type": "string", "pattern": "^(?:ab)+$", "minLength": 3, "maxLength": 6},
+    },
+    "required": ["sku", "slug", "word", "file", "quoted", "accented", "phone", "either", "pairs"],
+    "additionalProperties": False,
+}
+
+# The formats OpenAI's structured outputs name, each held to a pattern; others are annotations.
+FORMATS = {
+    "type": "object",
+    "properties": {
+        "day": {"type": "string", "format": "date"},
+        "at": {"type": "string", "format": "date-time"},
+        "clock": {"type": "string", "format": "time"},
+        "span": {"type": "string", "format": "duration"},
+        "mail": {"type": "string", "format": "email"},
+        "host": {"type": "string", "format": "hostname", "maxLength": 20},
+        "v4": {"type": "string", "format": "ipv4"},
+        "v6": {"type": "string", "format": "ipv6"},
+        "id": {"type": "string", "format": "uuid"},
+        "color": {"type": "string", "format": "color", "maxLength": 3},
+    },
+    "required": ["day", "at", "clock", "span", "mail", "host", "v4", "v6", "id", "color"],
+    "additionalProperties": False,
+}
+
+FORMATS_VALID = {"day": "2024-02-28", "at": "1999-12-31T23:59:59.5Z", "clock": "08:30:00+05:30",
+                 "span": "P1Y2M3DT4H", "mail": "jane.doe@example.org", "host": "a-1.example.com",
+                 "v4": "192.168.0.1", "v6": "2001:db8:0:0:0:0:0:1",
+                 "id": "123e4567-e89b-12d3-a456-426614174000", "color": "red"}
+
+
+def formats_invalid():
+    for key, value in [("day", "2024-02-30"), ("at", "1999-12-31 23:59:59Z"), ("clock", "8:30:00Z"),
+                       ("span", "P"), ("mail", "jane"), ("host", "-a.example.com"), ("v4", "192.168.0.256"),
+                       ("v6", "2001:db8::1:2:3:4:5:6:7"), ("id", "123e4567"), ("color", "blue")]:
+        yield {**FORMATS_VALID, key: value}
+
+
+def format_errors(instance):
+    """What an independent reading of each format finds wrong with FORMATS' instance: Python's
+    datetime, uuid and ipaddress, and python3-jsonschema's checkers where it has them."""
+    import datetime
+    import ipaddress
+    import re
+    import uuid
+    errors = []
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+
+    def expect(key, ok):
+        if not ok:
+            errors.append("%s: %r" % (key, instance[key]))
+
+    def parses(parse, text):
+        try:
+            parse(text)
+            return True
+        except ValueError:
+            return False
+
+    expect("day", re.fullmatch(r"\d{4}-\d{2}-\d{2}", instance["day"]) and parses(datetime.date.fromisoformat, instance["day"]))
+    at = instance["at"]
+    expect("at", re.fullmatch(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", at)
+           and parses(datetime.datetime.fromisoformat, at.replace("z", "Z")))
+    clock = instance["clock"]
+    expect("clock", re.fullmatch(r"\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", clock)
+           and parses(datetime.time.fromisoformat, clock))
+    # RFC 3339's appendix A, written anew here.
+    expect("span", re.fullmatch(r"P(?!$)(\d+Y)?(\d+M)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?|P\d+W", instance["span"])
+           and not instance["span"].endswith("T"))
+    for key, name in [("mail", "email"), ("host", "idn-hostname"), ("v4", "ipv4"), ("v6", "ipv6"), ("id", "uuid")]:
+        expect(key, checker.conforms(instance[key], name))
+    expect("v4", parses(lambda t: ipaddress.IPv4Address(t), instance["v4"]))
+    expect("id", parses(uuid.UUID, instance["id"]))
+    return errors
+
+
 CASES = {
     "person": (PERSON, True, [
         {"name": "Ann", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
-        {"name": "Zoë ✓", "age": -4, "height": 2e3, "email": "a@b.c", "tags": ["x", "yy"], "active": False},
+        {"name": "Zoë ✓", "age": -4, "height": 2e3, "email": "a@b.co", "tags": ["x", "yy"], "active": False},
     ], [
         {"name": "", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
         {"name": "Ann", "age": 1.5, "height": 1.62, "email": None, "tags": [], "active": True},
@@ -269,11 +359,50 @@ CASES = {
          "p": 0.5, "t": 0, "point": 0.3, "neg": -1, "wide": 9007199254740993, "far": 9007199254740993},
     ]),
     "loose": (LOOSE, False, [{"code": "AB", "n": 3}], [{"code": "ABCDE", "n": 3}, {"code": "A", "n": 1.5}]),
+    "patterns": (PATTERNS, True, [
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": "+4915112345678", "either": "aaa", "pairs": "abab"},
+        {"sku": "ZZ-00000", "slug": "abcdefghijkl", "word": "x", "file": "_.jpg", "quoted": '""', "accented": "ÿ€",
+         "phone": None, "either": "b", "pairs": "ababab"},
+    ], [
+        {"sku": "AB-12", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a--b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "ab", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "bob", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.gif", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"h"i"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "Été €",
+         "phone": None, "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": "0123", "either": "a", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "ab", "pairs": "abab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "ab"},
+        {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
+         "phone": None, "either": "a", "pairs": "abababab"},
+    ]),
+    "formats": (FORMATS, True, [FORMATS_VALID], list(formats_invalid())),
 }
 
 # Schemas refused, and the JSON Pointer the refusal names.
 REFUSED = [
     (LOOSE, True, "/properties/code/pattern"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}, True, "/properties/a/pattern"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "[z-a]"}}}, True, "/properties/a/pattern"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "a[ab]{20}$"}}}, True,
+     "/properties/a/pattern"),
+    ({"type": "object", "properties": {"a": {"type": "string", "format": "date", "pattern": "^2"}}}, True,
+     "/properties/a/format"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(ab)+$", "maxLength": 3, "minLength": 3}},
+      "required": ["a"]}, True, "/properties/a"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": 5}}}, True, "/properties/a/pattern"),
     ({"type": "array", "items": {"type": "integer"}}, True, ""),
     ({"type": "object", "properties": {"a": {"type": "strng"}}}, True, "/properties/a/type"),
     ({"type": "object", "properties": {"a": False}, "required": ["a"]}, True, "/properties/a"),
@@ -329,7 +458,10 @@ class JsonSchemaConstraint(unittest.TestCase):
                 result = run(schema, strict, "walk", "150", "7")
                 self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
                 validator = jsonschema.Draft202012Validator(schema)
-                answers = [json.loads(line) for line in result.stdout.splitlines()]
+                answers = [json.loads(line) for line in result.stdout.split("\n") if line]  # not splitlines: U+2028 is text
+                if name == "formats":
+                    for text in answers:
+                        self.assertEqual(format_errors(json.loads(text)), [], text)
                 self.assertEqual(len(answers), 150)
                 for text in answers:
                     instance = json.loads(text)
@@ -346,8 +478,12 @@ class JsonSchemaConstraint(unittest.TestCase):
                 for instance in valid:
                     self.assertTrue(validator.is_valid(instance), instance)
                 for instance in invalid:
-                    if name != "loose":
+                    if name == "formats":
+                        self.assertTrue(format_errors(instance) or not validator.is_valid(instance), instance)
+                    elif name != "loose":
                         self.assertFalse(validator.is_valid(instance), instance)
+                if name == "formats":
+                    self.assertEqual([format_errors(i) for i in valid], [[] for _ in valid])
                 lines = [json.dumps(i, ensure_ascii=False) for i in valid + invalid]
                 lines += [json.dumps(i, ensure_ascii=False, separators=(",", ":")) for i in valid]
                 result = run(schema, strict, "check", stdin="\n".join(lines) + "\n")
@@ -368,6 +504,17 @@ class JsonSchemaConstraint(unittest.TestCase):
                                                  for i in range(3)}}
         result = run(huge, True, "check", stdin='{}\n')
         self.assertEqual((result.returncode, result.stdout), (0, "1\n"), result.stderr)
+        # Patterns each near the limit of one, together past the schema's budget: refused when
+        # strict, left free otherwise, either way soon.
+        costly = {"type": "object", "properties": {"s%d" % i: {"type": "string", "pattern": "a[ab]{12}$|^q%d" % i}
+                                                   for i in range(200)}}
+        for strict, expected in [(True, 2), (False, 0)]:
+            started = time.monotonic()
+            result = run(costly, strict, "check", stdin='{}\n')
+            self.assertEqual(result.returncode, expected, result.stdout + result.stderr)
+            self.assertLess(time.monotonic() - started, 30)
+            if strict:
+                self.assertIn("/properties/s", result.stdout)
 
     def test_schemas_not_enforced_are_refused_with_their_pointer(self):
         for schema, strict, pointer in REFUSED:

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -371,7 +372,8 @@ const char* const kToolArguments = R"({
   "properties": {
     "city": {"type": "string", "maxLength": 6},
     "unit": {"enum": ["c", "f"]},
-    "days": {"type": "array", "items": {"type": "integer"}, "maxItems": 2}
+    "days": {"type": "array", "items": {"type": "integer"}, "maxItems": 2},
+    "from": {"type": "string", "format": "date"}
   },
   "required": ["city", "unit"],
   "additionalProperties": false
@@ -437,6 +439,11 @@ TEST(JsonSchemaConstraint, RandomTokenWalksEndInInstances) {
           EXPECT_TRUE(answer.is_object() && answer.contains("city") && answer.contains("unit") &&
                       answer["city"].get<std::string>().size() <= 6 * 4)
               << text;
+          if (answer.contains("from")) {
+            EXPECT_TRUE(std::regex_match(answer["from"].get<std::string>(),
+                                         std::regex("[0-9]{4}-[0-9]{2}-[0-9]{2}")))
+                << text;
+          }
           ++finished;
           break;
         }

@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <tuple>
 
 namespace moed::server {
 namespace {
@@ -15,7 +17,6 @@ using Json = nlohmann::ordered_json;
 // Keywords that assert something of an instance which constrained sampling does not enforce.
 const std::set<std::string>& unenforced_keywords() {
   static const std::set<std::string> keywords = {
-      "pattern",
       "minimum",
       "maximum",
       "exclusiveMinimum",
@@ -49,9 +50,9 @@ bool applies(const std::string& keyword) {
   static const std::set<std::string> enforced = {
       "type",     "properties",  "required",        "additionalProperties",
       "items",    "prefixItems", "additionalItems", "minItems",
-      "maxItems", "minLength",   "maxLength",       "enum",
-      "const",    "anyOf",       "oneOf",           "allOf",
-      "$ref",
+      "maxItems", "minLength",   "maxLength",       "pattern",
+      "enum",     "const",       "anyOf",           "oneOf",
+      "allOf",    "$ref",
   };
   return enforced.count(keyword) > 0 || unenforced_keywords().count(keyword) > 0;
 }
@@ -126,7 +127,7 @@ class CompiledSchema::Compiler {
   static constexpr std::size_t kMaxNodes = 10000;
   static constexpr int kMaxDepth = 256;
   Compiler(const Json& document, bool strict, CompiledSchema& out)
-      : document_(document), strict_(strict), nodes_(out.nodes_) {}
+      : document_(document), strict_(strict), nodes_(out.nodes_), patterns_(out.patterns_) {}
 
   std::uint32_t compile(const Json& schema, const std::string& pointer) {
     const std::uint32_t index = reserve(pointer);
@@ -259,7 +260,7 @@ class CompiledSchema::Compiler {
     if (schema.contains("items") || schema.contains("prefixItems") || schema.contains("minItems") ||
         schema.contains("maxItems"))
       return typed(schema, "array", pointer);
-    if (schema.contains("minLength") || schema.contains("maxLength"))
+    if (schema.contains("minLength") || schema.contains("maxLength") || schema.contains("pattern"))
       return typed(schema, "string", pointer);
     return Node{};
   }
@@ -398,7 +399,7 @@ class CompiledSchema::Compiler {
       if (schema.contains("minLength")) node.min = count(schema, "minLength", pointer);
       if (schema.contains("maxLength")) node.max = count(schema, "maxLength", pointer);
       if (node.min > node.max) fail(pointer + "/minLength", "is more than maxLength");
-      return node;
+      return string_pattern(schema, std::move(node), pointer);
     }
     if (type == "number")
       return number(schema, pointer);
@@ -412,6 +413,52 @@ class CompiledSchema::Compiler {
       fail(pointer + "/type", "'" + type +
                                   "' is not a JSON Schema type (object, array, string, number, "
                                   "integer, boolean, null)");
+    return node;
+  }
+
+  // A string's pattern, or the pattern of its format where moed knows one, with its length
+  // bounds. One it cannot hold is an error when strict, and left free otherwise.
+  Node string_pattern(const Json& schema, Node node, const std::string& pointer) {
+    std::optional<StringPattern::Format> format;
+    if (schema.contains("format") && schema["format"].is_string())
+      format = StringPattern::format(schema["format"].get<std::string>());
+    const bool has_pattern = schema.contains("pattern");
+    if (has_pattern && !schema["pattern"].is_string())
+      fail(pointer + "/pattern",
+           "expected a regular expression (a string), got " + schema["pattern"].dump());
+    if (!has_pattern && !format) return node;
+    if (has_pattern && format && strict_)
+      fail(pointer + "/format",
+           "'format' beside 'pattern' is not supported; fold the format into the pattern");
+    const std::string keyword = has_pattern ? "pattern" : "format";
+    const std::string text = has_pattern ? schema["pattern"].get<std::string>() : format->pattern;
+    const std::uint32_t max = has_pattern ? node.max : std::min(node.max, format->max_characters);
+    try {
+      const auto key = std::make_tuple(text, node.min, max);
+      if (const auto known = pattern_index_.find(key); known != pattern_index_.end()) {
+        node.pattern = known->second;
+        return node;
+      }
+      // One budget for all the schema's patterns, as one request compiles them all.
+      StringPattern compiled = StringPattern::compile(text, node.min, max, pattern_budget_);
+      if (!compiled.satisfiable()) {
+        Node none;  // as `false`: pruned where optional, an error where required
+        none.kind = Node::Kind::any_of;
+        return none;
+      }
+      node.pattern = static_cast<std::uint32_t>(patterns_.size());
+      pattern_index_.emplace(key, node.pattern);
+      patterns_.push_back(std::move(compiled));
+    } catch (const PatternError& error) {
+      if (strict_)
+        fail(pointer + "/" + keyword,
+             (has_pattern ? (error.offset == PatternError::kWhole
+                                 ? std::string()
+                                 : "at byte " + std::to_string(error.offset) + " of the pattern: ")
+                          : "the pattern of format '" + schema["format"].get<std::string>() +
+                                "' with the length bounds: ") +
+                 error.what());
+    }
     return node;
   }
 
@@ -795,6 +842,9 @@ class CompiledSchema::Compiler {
   const Json& document_;
   bool strict_;
   std::vector<Node>& nodes_;
+  std::vector<StringPattern>& patterns_;
+  std::map<std::tuple<std::string, std::uint32_t, std::uint32_t>, std::uint32_t> pattern_index_;
+  std::uint64_t pattern_budget_ = 4 * StringPattern::kMaxWork;
   std::map<std::string, std::uint32_t> refs_;  // JSON Pointer: its node
   std::vector<std::string> pointers_;          // each node's JSON Pointer
   int depth_ = 0;                              // of compile_into calls
@@ -832,7 +882,8 @@ bool SchemaPrefix::in_string() const {
     const bool free_text =
         top.phase == Phase::free_key ||
         (top.phase == Phase::leaf &&
-         (node.kind != Kind::string || node.max == std::numeric_limits<std::uint32_t>::max()));
+         (node.kind != Kind::string || (node.max == std::numeric_limits<std::uint32_t>::max() &&
+                                        node.pattern == CompiledSchema::kNoPattern)));
     return free_text && r.scalar.in_string();
   });
 }
@@ -909,8 +960,14 @@ bool SchemaPrefix::start_value(Reading& reading, unsigned char byte,
     }
   }();
   if (!starts) return false;
-  reading.scalar = node.kind == Kind::any_object ? JsonPrefix() : JsonPrefix::value();
   reading.characters = 0;
+  if (node.kind == Kind::string && node.pattern != CompiledSchema::kNoPattern) {
+    reading.scalar = JsonPrefix();  // unused: the pattern's automaton reads the string
+    reading.text_state = schema_->patterns_[node.pattern].start();
+    frame.phase = Phase::leaf;
+    return true;
+  }
+  reading.scalar = node.kind == Kind::any_object ? JsonPrefix() : JsonPrefix::value();
   reading.magnitude = 0;
   reading.negative = false;
   reading.number.clear();
@@ -1008,6 +1065,22 @@ bool SchemaPrefix::leaf_byte(Reading& reading, unsigned char byte) const {
   return true;
 }
 
+bool SchemaPrefix::pattern_byte(Reading& reading, const CompiledSchema::Node& node,
+                                unsigned char byte) const {
+  const StringPattern& pattern = schema_->patterns_[node.pattern];
+  if (byte == '"' && pattern.at_character_boundary(reading.text_state)) {
+    if (!pattern.may_end(reading.text_state, reading.characters)) return false;
+    reading.stack.pop_back();
+    return true;
+  }
+  bool completes = false;
+  const std::uint32_t next = pattern.next(reading.text_state, reading.characters, byte, completes);
+  if (next == StringPattern::kDead) return false;
+  reading.text_state = next;
+  reading.characters += completes ? 1 : 0;
+  return true;
+}
+
 void SchemaPrefix::step(Reading reading, unsigned char byte, std::vector<Reading>& next) const {
   using Kind = CompiledSchema::Node::Kind;
   const bool is_blank = is_json_blank(byte);
@@ -1032,6 +1105,10 @@ void SchemaPrefix::step(Reading reading, unsigned char byte, std::vector<Reading
         taken = start_value(reading, byte, next);
         break;
       case Phase::leaf:
+        if (node.kind == Kind::string && node.pattern != CompiledSchema::kNoPattern) {
+          taken = pattern_byte(reading, node, byte);
+          break;
+        }
         if (reading.scalar.ends_before(byte)) {
           if (node.kind == Kind::integer && node.bounded && !integer_within_bounds(node, reading))
             return;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moed/server/json_prefix.hpp"
+#include "moed/server/string_pattern.hpp"
 
 namespace moed::server {
 
@@ -28,15 +29,17 @@ class SchemaError : public std::runtime_error {
 class CompiledSchema {
  public:
   // Enforced: type (one or a list), properties, required, additionalProperties, items,
-  // prefixItems, minItems, maxItems, minLength, maxLength, a number's minimum, maximum,
+  // prefixItems, minItems, maxItems, minLength, maxLength, pattern (as StringPattern takes it),
+  // format where StringPattern knows a pattern for it (other formats are annotations, as the
+  // spec has them by default), a number's minimum, maximum,
   // exclusiveMinimum and exclusiveMaximum (an integer's to 64 bits; a number's as the double
   // its text parses to, written without exponent), enum, const, anyOf, oneOf, allOf of
   // one schema, $ref within the document (recursion included), and boolean schemas. Without a
-  // type, the keywords of one kind of value make the answer that kind. format and other
-  // annotations are left free, as the spec has format by default.
+  // type, the keywords of one kind of value make the answer that kind.
   //
   // When `strict`, what moed cannot hold an answer to is an error: keywords that assert what is
-  // not enforced (pattern, multipleOf, uniqueItems, ...), bounds where the type is a list, keywords
+  // not enforced (multipleOf, uniqueItems, ...), a pattern StringPattern refuses, a pattern
+  // beside a format it knows, bounds where the type is a list, keywords
   // beside $ref, anyOf, oneOf, allOf or enum (other than type), a oneOf whose alternatives may
   // overlap (they must differ in type, or be objects a required property with a different const in
   // each tells apart), and more than SchemaPrefix::kMaxReadings alternatives in one place. Not
@@ -56,6 +59,7 @@ class CompiledSchema {
     std::uint32_t node;
     bool required;
   };
+  static constexpr std::uint32_t kNoPattern = std::numeric_limits<std::uint32_t>::max();
   struct Node {
     enum class Kind : std::uint8_t {
       any,         // any JSON value
@@ -76,7 +80,8 @@ class CompiledSchema {
     std::uint32_t item = 0;                   // array: items after the prefix; map: values
     std::uint32_t min = 0;                    // array: items; string: characters
     std::uint32_t max = std::numeric_limits<std::uint32_t>::max();
-    bool bounded = false;  // integer: within [lowest, highest]; number: low to high
+    std::uint32_t pattern = kNoPattern;  // string: its automaton in patterns_, which holds min/max
+    bool bounded = false;                // integer: within [lowest, highest]; number: low to high
     std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
     std::int64_t highest = std::numeric_limits<std::int64_t>::max();
     double low = -std::numeric_limits<double>::infinity();
@@ -94,6 +99,7 @@ class CompiledSchema {
   };
   class Compiler;
   std::vector<Node> nodes_;  // the root first
+  std::vector<StringPattern> patterns_;
 };
 
 // A prefix of an answer that is an instance of a compiled schema (which must outlive it), read
@@ -139,6 +145,7 @@ class SchemaPrefix {
     std::vector<Frame> stack;  // the values being read, innermost last; empty: complete
     JsonPrefix scalar;
     std::uint32_t characters = 0;  // of the string being read; digits of a bounded integer
+    std::uint32_t text_state = 0;  // a patterned string's state in its automaton
     std::uint64_t magnitude = 0;   // a bounded integer's digits so far (kHuge: past 64 bits)
     bool negative = false;
     std::string number;            // a bounded number's text so far
@@ -158,6 +165,7 @@ class SchemaPrefix {
   static bool number_within_bounds(const CompiledSchema::Node& node, const std::string& text);
   bool start_value(Reading& reading, unsigned char byte, std::vector<Reading>& next) const;
   bool leaf_byte(Reading& reading, unsigned char byte) const;
+  bool pattern_byte(Reading& reading, const CompiledSchema::Node& node, unsigned char byte) const;
 
   const CompiledSchema* schema_;
   std::vector<Reading> readings_;
