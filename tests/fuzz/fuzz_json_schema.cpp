@@ -1,9 +1,9 @@
 // JSON Schemas and answers to them. The input is a schema, a 0 byte and an answer; without a 0
 // byte, the whole input is an answer to a fixed schema with objects, arrays, anyOf, enums,
-// references, lengths, patterns, formats and integer bounds. The compiler refuses a schema with
-// SchemaError or compiles it (strict or not), never worse; SchemaPrefix takes whole only JSON that
-// nlohmann parses as an object, and any prefix it takes has a byte that may come next (a
-// constrained answer never dead-ends).
+// references, lengths, patterns, formats, integer bounds and multiples. The compiler refuses a
+// schema with SchemaError or compiles it (strict or not), never worse; SchemaPrefix takes whole
+// only JSON that nlohmann parses as an object, and any prefix it takes has a byte that may come
+// next (a constrained answer never dead-ends).
 
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +28,7 @@ constexpr std::string_view kSchema = R"({
     "name": {"type": "string", "minLength": 1, "maxLength": 4},
     "code": {"type": "string", "pattern": "^[A-Z]{2}(-\\d+)?$", "maxLength": 6},
     "day": {"type": "string", "format": "date"},
+    "step": {"type": "integer", "multipleOf": 7, "maximum": 100},
     "kind": {"enum": [1, 12, "x", true, null, {"k": [1]}]},
     "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
     "pair": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "boolean"}],

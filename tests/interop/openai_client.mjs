@@ -378,11 +378,11 @@ async function basicChecks() {
       client.chat.completions.create({
         model, messages, max_tokens: 4,
         response_format: { type: "json_schema", json_schema: { name: "story", strict: true,
-          schema: { type: "object", properties: { words: { type: "number", multipleOf: 1 } } } } },
+          schema: { type: "object", properties: { words: { type: "array", uniqueItems: true } } } } },
       }),
       (error) => {
         assert.ok(error instanceof OpenAI.BadRequestError, String(error));
-        assert.equal(error.param, "response_format.json_schema.schema/properties/words/multipleOf");
+        assert.equal(error.param, "response_format.json_schema.schema/properties/words/uniqueItems");
         return true;
       },
     );

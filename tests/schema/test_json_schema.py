@@ -259,6 +259,20 @@ def format_errors(instance):
     return errors
 
 
+# multipleOf where it is a whole number (a number's answer is then an integer), with bounds.
+MULTIPLES = {
+    "type": "object",
+    "properties": {
+        "step": {"type": "integer", "multipleOf": 5, "minimum": 3, "maximum": 42},
+        "even": {"type": "number", "multipleOf": 2.0},
+        "prime": {"type": "integer", "multipleOf": 1000000007, "exclusiveMinimum": -3000000000},
+        "below": {"type": "integer", "multipleOf": 7, "maximum": -20},
+        "one": {"type": "integer", "multipleOf": 1},
+    },
+    "required": ["step", "even", "prime", "below", "one"],
+    "additionalProperties": False,
+}
+
 CASES = {
     "person": (PERSON, True, [
         {"name": "Ann", "age": 31, "height": 1.62, "email": None, "tags": [], "active": True},
@@ -389,6 +403,21 @@ CASES = {
          "phone": None, "either": "a", "pairs": "abababab"},
     ]),
     "formats": (FORMATS, True, [FORMATS_VALID], list(formats_invalid())),
+    "multiples": (MULTIPLES, True, [
+        {"step": 5, "even": 0, "prime": 0, "below": -21, "one": 3},
+        {"step": 40, "even": -18, "prime": -2000000014, "below": -700, "one": -1},
+        {"step": 10, "even": 12345678, "prime": 9000000063, "below": -21, "one": 0},
+    ], [
+        {"step": 0, "even": 0, "prime": 0, "below": -21, "one": 3},
+        {"step": 45, "even": 0, "prime": 0, "below": -21, "one": 3},
+        {"step": 12, "even": 0, "prime": 0, "below": -21, "one": 3},
+        {"step": 5, "even": 3, "prime": 0, "below": -21, "one": 3},
+        {"step": 5, "even": 0, "prime": 1000000008, "below": -21, "one": 3},
+        {"step": 5, "even": 0, "prime": -3000000021, "below": -21, "one": 3},
+        {"step": 5, "even": 0, "prime": 0, "below": -14, "one": 3},
+        {"step": 5, "even": 0, "prime": 0, "below": -22, "one": 3},
+        {"step": 5, "even": 0, "prime": 0, "below": -21, "one": 0.5},
+    ]),
 }
 
 # Schemas refused, and the JSON Pointer the refusal names.
@@ -422,7 +451,12 @@ REFUSED = [
     ({"type": "object", "properties": {"a": {"enum": []}}}, True, "/properties/a/enum"),
     ({"type": "object", "properties": {"a": {"type": "string", "minLength": 3, "maxLength": 2}}}, True,
      "/properties/a/minLength"),
-    ({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 1}}}, True, "/properties/a/multipleOf"),
+    ({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 0.5}}}, True, "/properties/a/multipleOf"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 0}}}, True, "/properties/a/multipleOf"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 5, "minimum": 1, "maximum": 4}}}, True,
+     "/properties/a"),
+    ({"type": "object", "properties": {"a": {"type": ["integer", "null"], "multipleOf": 5}}}, True,
+     "/properties/a/multipleOf"),
     ({"type": "object", "properties": {"a": {"type": "number", "minimum": 1e20}}}, True, "/properties/a"),
     ({"type": "object", "properties": {"a": {"type": "number", "exclusiveMinimum": 0.1,
                                              "exclusiveMaximum": 0.10000000000000002}}}, True, "/properties/a"),

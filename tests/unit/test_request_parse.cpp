@@ -390,7 +390,7 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
   EXPECT_FALSE(g.json_object);
   EXPECT_TRUE(parsed(R"({"type": "json_schema", "json_schema": {"name": "a"}})").json_schema);
   EXPECT_TRUE(parsed(R"({"type": "json_schema", "json_schema": {"name": "a", "schema":
-      {"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}}}})")
+      {"type": "object", "properties": {"a": {"type": "array", "uniqueItems": true}}}}})")
                   .json_schema);
   auto rejected = [&](const std::string& format) {
     try {
@@ -401,8 +401,8 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
     return std::string();
   };
   EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a", "strict": true,
-      "schema": {"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}}}})"),
-            "response_format.json_schema.schema/properties/a/multipleOf");
+      "schema": {"type": "object", "properties": {"a": {"type": "array", "uniqueItems": true}}}}})"),
+            "response_format.json_schema.schema/properties/a/uniqueItems");
   EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}})"),
             "response_format.json_schema.name");
   EXPECT_EQ(rejected(R"({"type": "json_schema", "json_schema": {"schema": {}}})"),
@@ -415,9 +415,9 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
 
   const std::string tools = R"("tools": [
       {"type": "function", "function": {"name": "f", "strict": true, "parameters":
-          {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 3}}}}},
+          {"type": "object", "properties": {"n": {"type": "array", "uniqueItems": true}}}}},
       {"type": "function", "function": {"name": "g", "parameters":
-          {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 3}}}}},
+          {"type": "object", "properties": {"n": {"type": "array", "uniqueItems": true}}}}},
       {"type": "function", "function": {"name": "h", "parameters": {"type": "string"}}}])";
   auto chat = [&](const std::string& choice) {
     return parse_chat(parse_body("{" + tools + R"(, "tool_choice": )" + choice + "}"), {1, 2},
@@ -437,9 +437,9 @@ TEST(RequestParse, JsonSchemaFormatsAndToolParametersAreCompiled) {
   EXPECT_TRUE(chat(R"({"type": "function", "function": {"name": "h"}})").forced_tool_schemas[0]);
   try {
     (void)chat(R"({"type": "function", "function": {"name": "f"}})");
-    ADD_FAILURE() << "a strict tool's multipleOf is not enforced";
+    ADD_FAILURE() << "a strict tool's uniqueItems is not enforced";
   } catch (const RequestError& e) {
-    EXPECT_EQ(e.field(), "tools[0].function.parameters/properties/n/multipleOf");
+    EXPECT_EQ(e.field(), "tools[0].function.parameters/properties/n/uniqueItems");
   }
 }
 

@@ -57,9 +57,29 @@ bool applies(const std::string& keyword) {
   return enforced.count(keyword) > 0 || unenforced_keywords().count(keyword) > 0;
 }
 
-bool is_bound(const std::string& keyword) {
+// A number's keywords, enforced where its type is one (not a list).
+bool is_number_keyword(const std::string& keyword) {
   return keyword == "minimum" || keyword == "maximum" || keyword == "exclusiveMinimum" ||
-         keyword == "exclusiveMaximum";
+         keyword == "exclusiveMaximum" || keyword == "multipleOf";
+}
+
+// Whether [from, to] holds a multiple of `multiple` (0 or 1: any integer).
+__extension__ bool has_multiple(__int128 from, __int128 to, std::uint64_t multiple) {
+  if (from > to) return false;
+  if (multiple <= 1) return true;
+  __extension__ const __int128 m = multiple;
+  __extension__ __int128 first = from / m * m;  // toward zero
+  if (first < from) first += m;
+  return first <= to;
+}
+
+// A multipleOf that is a whole number (as JSON writes it, or a double that is one), or 0.
+std::uint64_t whole_multiple(const Json& value) {
+  if (value.is_number_unsigned()) return value.get<std::uint64_t>();
+  if (value.is_number_integer())
+    return value.get<std::int64_t>() > 0 ? value.get<std::int64_t>() : 0;
+  const double d = value.get<double>();
+  return d >= 1 && d < 1e19 && std::trunc(d) == d ? static_cast<std::uint64_t>(d) : 0;
 }
 
 std::string escape_pointer_token(const std::string& token) {
@@ -214,11 +234,12 @@ class CompiledSchema::Compiler {
       return node;
     }
     if (!schema.is_object()) fail(pointer, "a schema must be an object or a boolean");
-    // A number's bounds are enforced where its type is one (not a list).
+    // A number's keywords are enforced where its type is one (not a list).
     const bool number_bounds =
         schema.contains("type") && (schema["type"] == "integer" || schema["type"] == "number");
     for (const auto& [keyword, value] : schema.items())
-      if (strict_ && unenforced_keywords().count(keyword) && !(number_bounds && is_bound(keyword)))
+      if (strict_ && unenforced_keywords().count(keyword) &&
+          !(number_bounds && is_number_keyword(keyword)))
         fail(pointer + "/" + escape_pointer_token(keyword),
              "'" + keyword +
                  "' is not enforced by moed's constrained sampling; drop it, or send \"strict\": "
@@ -401,6 +422,8 @@ class CompiledSchema::Compiler {
       if (node.min > node.max) fail(pointer + "/minLength", "is more than maxLength");
       return string_pattern(schema, std::move(node), pointer);
     }
+    if (type == "number" && schema.contains("multipleOf") && multiple_of(schema, pointer) > 0)
+      return integer(schema, pointer);  // a multiple of a whole number is one
     if (type == "number")
       return number(schema, pointer);
     else if (type == "integer")
@@ -462,6 +485,22 @@ class CompiledSchema::Compiler {
     return node;
   }
 
+  // A number's multipleOf where it is a whole number; 0 where there is none, or where it is not
+  // whole (refused when strict: validators compare such a multiple in floating point, where 0.07
+  // is no multiple of 0.01).
+  std::uint64_t multiple_of(const Json& schema, const std::string& pointer) {
+    if (!schema.contains("multipleOf")) return 0;
+    const Json& value = schema["multipleOf"];
+    if (!value.is_number() || value.get<double>() <= 0)
+      fail(pointer + "/multipleOf", "expected a number greater than 0, got " + value.dump());
+    const std::uint64_t whole = whole_multiple(value);
+    if (whole == 0 && strict_)
+      fail(pointer + "/multipleOf",
+           "only a whole multipleOf is supported (validators compare a fractional one in "
+           "floating point, where 0.07 is not a multiple of 0.01)");
+    return whole;
+  }
+
   // An integer within minimum, maximum, exclusiveMinimum and exclusiveMaximum (JSON numbers,
   // draft 2020-12), held to int64.
   Node integer(const Json& schema, const std::string& pointer) {
@@ -496,6 +535,13 @@ class CompiledSchema::Compiler {
     }
     if (lowest > highest)
       fail(pointer, "no integer (of 64 bits) lies within the schema's minimum and maximum");
+    if (const std::uint64_t multiple = multiple_of(schema, pointer); multiple > 1) {
+      node.multiple = multiple;
+      node.bounded = true;
+      if (!has_multiple(lowest, highest, multiple))
+        fail(pointer, "no multiple of " + std::to_string(multiple) +
+                          " (of 64 bits) lies within the schema's minimum and maximum");
+    }
     node.lowest = static_cast<std::int64_t>(lowest);
     node.highest = static_cast<std::int64_t>(highest);
     return node;
@@ -979,14 +1025,16 @@ bool SchemaPrefix::integer_may_reach_bounds(const CompiledSchema::Node& node,
                                             const Reading& reading) {
   __extension__ using Wide = __int128;  // 20 digits and int64 bounds, without overflow
   const Wide lowest = node.lowest, highest = node.highest;
-  if (reading.characters == 0) return lowest <= 0;  // "-": any negative, or -0
+  // "-": any negative (an int64's 19 digits are within reach), or -0.
+  if (reading.characters == 0)
+    return has_multiple(lowest, std::min<Wide>(highest, 0), node.multiple);
   if (reading.magnitude == 0) return lowest <= 0 && 0 <= highest;
   if (reading.magnitude == kHuge) return false;
   // The values the digits so far may grow into: k more digits give [M 10^k, (M + 1) 10^k - 1].
   Wide low = reading.magnitude, high = reading.magnitude;
   for (std::size_t more = 0; reading.characters + more <= JsonPrefix::kMaxIntegerDigits; ++more) {
     const Wide from = reading.negative ? -high : low, to = reading.negative ? -low : high;
-    if (from <= highest && to >= lowest) return true;
+    if (has_multiple(std::max(from, lowest), std::min(to, highest), node.multiple)) return true;
     if (low > std::numeric_limits<std::int64_t>::max()) break;
     low *= 10;
     high = high * 10 + 9;
@@ -1030,7 +1078,8 @@ bool SchemaPrefix::integer_within_bounds(const CompiledSchema::Node& node, const
   __extension__ using Wide = __int128;
   const Wide value = reading.negative ? -static_cast<Wide>(reading.magnitude)
                                       : static_cast<Wide>(reading.magnitude);
-  return node.lowest <= value && value <= node.highest;
+  return node.lowest <= value && value <= node.highest &&
+         (node.multiple == 0 || value % static_cast<Wide>(node.multiple) == 0);
 }
 
 bool SchemaPrefix::leaf_byte(Reading& reading, unsigned char byte) const {

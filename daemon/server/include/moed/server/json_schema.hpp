@@ -31,19 +31,20 @@ class CompiledSchema {
   // Enforced: type (one or a list), properties, required, additionalProperties, items,
   // prefixItems, minItems, maxItems, minLength, maxLength, pattern (as StringPattern takes it),
   // format where StringPattern knows a pattern for it (other formats are annotations, as the
-  // spec has them by default), a number's minimum, maximum,
-  // exclusiveMinimum and exclusiveMaximum (an integer's to 64 bits; a number's as the double
-  // its text parses to, written without exponent), enum, const, anyOf, oneOf, allOf of
-  // one schema, $ref within the document (recursion included), and boolean schemas. Without a
-  // type, the keywords of one kind of value make the answer that kind.
+  // spec has them by default), a number's minimum, maximum, exclusiveMinimum and
+  // exclusiveMaximum (an integer's to 64 bits; a number's as the double its text parses to,
+  // written without exponent), a whole multipleOf (a number's answer then an integer), enum,
+  // const, anyOf, oneOf, allOf of one schema, $ref within the document (recursion included),
+  // and boolean schemas. Without a type, the keywords of one kind of value make the answer that
+  // kind.
   //
   // When `strict`, what moed cannot hold an answer to is an error: keywords that assert what is
-  // not enforced (multipleOf, uniqueItems, ...), a pattern StringPattern refuses, a pattern
-  // beside a format it knows, bounds where the type is a list, keywords
-  // beside $ref, anyOf, oneOf, allOf or enum (other than type), a oneOf whose alternatives may
-  // overlap (they must differ in type, or be objects a required property with a different const in
-  // each tells apart), and more than SchemaPrefix::kMaxReadings alternatives in one place. Not
-  // strict, those are left free and oneOf is read as anyOf.
+  // not enforced (uniqueItems, a multipleOf that is not whole, ...), a pattern StringPattern
+  // refuses, a pattern beside a format it knows, bounds where the type is a list, keywords beside
+  // $ref, anyOf, oneOf, allOf or enum (other than type), a oneOf whose alternatives may overlap
+  // (they must differ in type, or be objects a required property with a different const in each
+  // tells apart), and more than SchemaPrefix::kMaxReadings alternatives in one place. Not strict,
+  // those are left free and oneOf is read as anyOf.
   //
   // Either way an error: a root that is not an object schema (OpenAI requires one), a schema no
   // finite answer satisfies, more than 10,000 subschemas or nesting past 256 ($ref chains
@@ -82,6 +83,7 @@ class CompiledSchema {
     std::uint32_t max = std::numeric_limits<std::uint32_t>::max();
     std::uint32_t pattern = kNoPattern;  // string: its automaton in patterns_, which holds min/max
     bool bounded = false;                // integer: within [lowest, highest]; number: low to high
+    std::uint64_t multiple = 0;          // integer: a multiple of it (0: any)
     std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
     std::int64_t highest = std::numeric_limits<std::int64_t>::max();
     double low = -std::numeric_limits<double>::infinity();
