@@ -38,7 +38,8 @@ std::shared_ptr<const ConstraintVocabulary> synthetic_vocabulary(std::int64_t si
       token += rng() % 8 == 0 ? others[rng() % others.size()] : letters[rng() % letters.size()];
   }
   // The one-byte tokens the benchmark writes its prefix with.
-  for (const char c : std::string("{\"a: name")) bytes[static_cast<std::size_t>(c)] = c;
+  for (const char c : std::string("{\"a: name,x,unitcwhe2024-0"))
+    bytes[static_cast<std::size_t>(c)] = c;
   std::vector<bool> ends(bytes.size());
   ends.back() = true;
   return std::make_shared<const ConstraintVocabulary>(std::move(bytes), std::move(ends));
@@ -90,14 +91,15 @@ void BM_MaskAgain(benchmark::State& state) {
   }
 }
 
-// A schema as tools and structured outputs have them: a string, an enum, 20 optional integers
-// and a union of two objects. Arg 1 says where the answer is: 0 before its object, 1 in the
-// first key (the keys of all the properties that may come are read at once), 2 inside the
-// string's value.
+// A schema as tools and structured outputs have them: a string, an enum, a date-time, 20 optional
+// integers and a union of two objects. Arg 1 says where the answer is: 0 before its object, 1 in
+// the first key (the keys of all the properties that may come are read at once), 2 inside the
+// string's value, 3 inside the date-time (a pattern's automaton reads it).
 void BM_SampleSchema(benchmark::State& state) {
   const std::int64_t size = state.range(0);
   nlohmann::ordered_json schema = nlohmann::ordered_json::parse(R"({"type": "object",
-      "properties": {"name": {"type": "string"}, "unit": {"enum": ["c", "f", "k"]}},
+      "properties": {"name": {"type": "string"}, "unit": {"enum": ["c", "f", "k"]},
+                     "when": {"type": "string", "format": "date-time"}},
       "required": ["name", "unit"], "additionalProperties": false})");
   for (int i = 0; i < 20; ++i)
     schema["properties"][std::string(1, 'n').append(std::to_string(i))] = {{"type", "integer"}};
@@ -110,7 +112,9 @@ void BM_SampleSchema(benchmark::State& state) {
   const auto logits = random_logits(size);
   const std::string prefix = state.range(1) == 0   ? ""
                              : state.range(1) == 1 ? "{\""
-                                                   : "{\"name\": \"";
+                             : state.range(1) == 2
+                                 ? "{\"name\": \""
+                                 : "{\"name\": \"x\", \"unit\": \"c\", \"when\": \"2024-0";
   for (auto _ : state) {
     state.PauseTiming();
     SamplingParams params{1.0f, 0, 1.0f, 7};
@@ -137,7 +141,7 @@ BENCHMARK(BM_Sample)
 
 BENCHMARK(BM_SampleSchema)
     ->ArgNames({"vocab", "at"})
-    ->ArgsProduct({{32000, 151936}, {0, 1, 2}})
+    ->ArgsProduct({{32000, 151936}, {0, 1, 2, 3}})
     ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK(BM_MaskAgain)->ArgName("vocab")->Arg(32000)->Arg(151936)->Unit(benchmark::kMicrosecond);
