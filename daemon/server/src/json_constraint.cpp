@@ -110,6 +110,8 @@ void PatternConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) cons
   if (const std::int32_t after_name = prefix_.token_after_name(); after_name >= 0)
     allow(static_cast<std::size_t>(after_name));
   const bool in_string = prefix_.in_string();
+  // One prefix to try tokens on: assigning to it reuses its memory.
+  PatternPrefix trial = prefix_;
   for (std::size_t id = 0; id < bytes.size(); ++id) {
     const std::string& token = bytes[id];
     if (token.empty()) continue;
@@ -121,13 +123,13 @@ void PatternConstraint::allowed_tokens(std::vector<std::uint64_t>& allowed) cons
     }
     if (!a.tabled) {
       for (int byte = 0; byte < 256; ++byte) {
-        PatternPrefix trial = a.prefix;
+        trial = a.prefix;
         a.may_follow[static_cast<std::size_t>(byte)] = trial.feed(static_cast<unsigned char>(byte));
       }
       a.tabled = true;
     }
     if (!a.may_follow[static_cast<unsigned char>(token[1])]) continue;
-    PatternPrefix trial = a.prefix;
+    trial = a.prefix;
     if (std::all_of(token.begin() + 1, token.end(),
                     [&](char c) { return trial.feed(static_cast<unsigned char>(c)); }))
       allow(id);

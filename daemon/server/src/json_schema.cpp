@@ -935,14 +935,15 @@ bool SchemaPrefix::in_string() const {
 }
 
 bool SchemaPrefix::feed(unsigned char byte) {
-  std::vector<Reading> next;
+  std::vector<Reading>& next = spare_;
+  next.clear();
   for (auto& reading : readings_) step(std::move(reading), byte, next);
   // Readings that the bytes have brought to the same state are one.
   for (std::size_t i = 0; i < next.size(); ++i)
     for (std::size_t j = next.size() - 1; j > i; --j)
       if (next[j] == next[i]) next.erase(next.begin() + static_cast<std::ptrdiff_t>(j));
   if (next.size() > kMaxReadings) next.resize(kMaxReadings);
-  readings_ = std::move(next);
+  readings_.swap(next);
   return !readings_.empty();
 }
 

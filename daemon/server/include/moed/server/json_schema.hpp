@@ -116,11 +116,23 @@ class SchemaPrefix {
   static constexpr std::size_t kBoundedNumberDigits = 15;
   static constexpr double kNumberReach = 1e15;
   explicit SchemaPrefix(const CompiledSchema& schema);
+  // A copy takes the readings, not the spare room; assigning one to a prefix that has read before
+  // reuses that prefix's memory, as a constraint trying many tokens on one copy does.
+  SchemaPrefix(const SchemaPrefix& other) : schema_(other.schema_), readings_(other.readings_) {}
+  SchemaPrefix& operator=(const SchemaPrefix& other) {
+    schema_ = other.schema_;
+    readings_ = other.readings_;
+    return *this;
+  }
+  SchemaPrefix(SchemaPrefix&&) = default;
+  SchemaPrefix& operator=(SchemaPrefix&&) = default;
   bool feed(unsigned char byte);
   bool complete() const;
   // As JsonPrefix::in_string, in every reading.
   bool in_string() const;
-  bool operator==(const SchemaPrefix&) const = default;
+  bool operator==(const SchemaPrefix& other) const {
+    return schema_ == other.schema_ && readings_ == other.readings_;
+  }
 
  private:
   enum class Phase : std::uint8_t {
@@ -171,6 +183,7 @@ class SchemaPrefix {
 
   const CompiledSchema* schema_;
   std::vector<Reading> readings_;
+  std::vector<Reading> spare_;  // feed()'s next readings, kept for its memory
 };
 
 }  // namespace moed::server
