@@ -1008,6 +1008,7 @@ bool SchemaPrefix::start_value(Reading& reading, unsigned char byte,
   }();
   if (!starts) return false;
   reading.characters = 0;
+  reading.text_state = 0;  // so that readings left by different strings compare equal
   if (node.kind == Kind::string && node.pattern != CompiledSchema::kNoPattern) {
     reading.scalar = JsonPrefix();  // unused: the pattern's automaton reads the string
     reading.text_state = schema_->patterns_[node.pattern].start();
@@ -1121,6 +1122,9 @@ bool SchemaPrefix::pattern_byte(Reading& reading, const CompiledSchema::Node& no
   if (byte == '"' && pattern.at_character_boundary(reading.text_state)) {
     if (!pattern.may_end(reading.text_state, reading.characters)) return false;
     reading.stack.pop_back();
+    // A state of this pattern's automaton means nothing past the string: readings that took
+    // different patterns to the same text are one from here.
+    reading.text_state = 0;
     return true;
   }
   bool completes = false;
