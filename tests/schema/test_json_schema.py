@@ -216,7 +216,8 @@ FORMATS_VALID = {"day": "2024-02-28", "at": "1999-12-31T23:59:59.5Z", "clock": "
 
 def formats_invalid():
     for key, value in [("day", "2024-02-30"), ("at", "1999-12-31 23:59:59Z"), ("clock", "8:30:00Z"),
-                       ("span", "P"), ("mail", "jane"), ("host", "-a.example.com"), ("v4", "192.168.0.256"),
+                       ("span", "P"), ("mail", "jane"), ("mail", "a" * 65 + "@example.org"),
+                       ("host", "-a.example.com"), ("host", "ab--c.example"), ("v4", "192.168.0.256"),
                        ("v6", "2001:db8::1:2:3:4:5:6:7"), ("id", "123e4567"), ("color", "blue")]:
         yield {**FORMATS_VALID, key: value}
 
@@ -254,6 +255,7 @@ def format_errors(instance):
            and not instance["span"].endswith("T"))
     for key, name in [("mail", "email"), ("host", "idn-hostname"), ("v4", "ipv4"), ("v6", "ipv6"), ("id", "uuid")]:
         expect(key, checker.conforms(instance[key], name))
+    expect("mail", len(instance["mail"].rpartition("@")[0]) <= 64)  # RFC 5321's limit
     expect("v4", parses(lambda t: ipaddress.IPv4Address(t), instance["v4"]))
     expect("id", parses(uuid.UUID, instance["id"]))
     return errors
@@ -402,7 +404,8 @@ CASES = {
         {"sku": "AB-123", "slug": "a-b", "word": "box", "file": "cat.png", "quoted": '"hi"', "accented": "éàè €",
          "phone": None, "either": "a", "pairs": "abababab"},
     ]),
-    "formats": (FORMATS, True, [FORMATS_VALID], list(formats_invalid())),
+    "formats": (FORMATS, True, [FORMATS_VALID, {**FORMATS_VALID, "v6": "2001:db8::1", "host": "localhost",
+                                                  "mail": "a_b@x.io"}], list(formats_invalid())),
     "multiples": (MULTIPLES, True, [
         {"step": 5, "even": 0, "prime": 0, "below": -21, "one": 3},
         {"step": 40, "even": -18, "prime": -2000000014, "below": -700, "one": -1},
@@ -505,6 +508,30 @@ class JsonSchemaConstraint(unittest.TestCase):
                     self.assertEqual(errors, [], text)
                 self.assertGreater(len(set(answers)), 100, "walks should differ")
 
+    def test_patterns_match_as_an_ecmascript_engine_reads_them(self):
+        """Python's re is not ECMA-262 (its \\d and \\w take Unicode digits and letters, its $ a
+        final newline): node's RegExp, with the u flag JSON Schema recommends, checks the walks'
+        strings too."""
+        result = run(PATTERNS, True, "walk", "150", "11")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        pairs = []
+        for line in result.stdout.split("\n"):
+            if not line:
+                continue
+            instance = json.loads(json.loads(line))
+            for key, schema in PATTERNS["properties"].items():
+                if "pattern" in schema and isinstance(instance[key], str):
+                    pairs.append([schema["pattern"], instance[key]])
+            pairs += [["^a+$|^b+$", instance["either"]], ["^(?:ab)+$", instance["pairs"]]]
+        script = ("const pairs = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+                  "const bad = pairs.filter(([p, s]) => !new RegExp(p, 'u').test(s));"
+                  "console.log(JSON.stringify(bad));")
+        node = subprocess.run(["node", "-e", script], input=json.dumps(pairs), capture_output=True,
+                              text=True, timeout=120)
+        self.assertEqual(node.returncode, 0, node.stderr)
+        self.assertEqual(json.loads(node.stdout), [])
+        self.assertGreater(len(pairs), 1000)
+
     def test_instances_are_taken_exactly_when_valid(self):
         for name, (schema, strict, valid, invalid) in CASES.items():
             with self.subTest(schema=name):
@@ -542,9 +569,13 @@ class JsonSchemaConstraint(unittest.TestCase):
         # strict, left free otherwise, either way soon.
         costly = {"type": "object", "properties": {"s%d" % i: {"type": "string", "pattern": "a[ab]{12}$|^q%d" % i}
                                                    for i in range(200)}}
-        for strict, expected in [(True, 2), (False, 0)]:
+        # Each pattern past one's budget by the closures of a long chain of optional items.
+        chains = {"type": "object", "properties": {"s%d" % i: {"type": "string",
+                                                               "pattern": "x(?:(?:y?){1000}){4}|[ab]*a[ab]{13}$|q%d" % i}
+                                                   for i in range(8)}}
+        for schema, strict, expected in [(costly, True, 2), (costly, False, 0), (chains, True, 2), (chains, False, 0)]:
             started = time.monotonic()
-            result = run(costly, strict, "check", stdin='{}\n')
+            result = run(schema, strict, "check", stdin='{}\n')
             self.assertEqual(result.returncode, expected, result.stdout + result.stderr)
             self.assertLess(time.monotonic() - started, 30)
             if strict:

@@ -56,6 +56,8 @@ TEST(StringPattern, MatchesAnywhereUnlessAnchored) {
   EXPECT_TRUE(takes("^$", ""));
   EXPECT_FALSE(takes("^$", "a"));
   EXPECT_FALSE(takes("a^b", "ab"));
+  EXPECT_TRUE(takes("$^", ""));  // as ECMA-262: at the empty string the end and the start meet
+  EXPECT_FALSE(takes("$^", "a"));
 }
 
 TEST(StringPattern, ReadsClassesEscapesAndQuantifiers) {
@@ -116,6 +118,13 @@ TEST(StringPattern, HoldsLengthBoundsInCharacters) {
   EXPECT_FALSE(StringPattern::compile("^\\d{4}$", 5).satisfiable());
   EXPECT_FALSE(StringPattern::compile("^\\d{4}$", 0, 3).satisfiable());
   EXPECT_TRUE(StringPattern::compile("x", 0, 1).satisfiable());
+  // Bounds far apart cost the minimum's worth of tables, not the maximum's.
+  EXPECT_TRUE(takes("\\S", "a", 1, 10000));
+  EXPECT_FALSE(takes("\\S", " ", 1, 10000));
+  EXPECT_TRUE(takes("^\\d{3}-\\d{4}$", "555-1234", 1, 100000));
+  EXPECT_FALSE(StringPattern::compile("^\\d{3}-\\d{4}$", 9, 100000).satisfiable());
+  EXPECT_TRUE(takes("^(?:[a-z]{1,3}|[0-9]+)$", "0123456789", 10, 10000));
+  EXPECT_FALSE(takes("^(?:[a-z]{1,3}|[0-9]+)$", "abc", 10, 10000));
   // A byte that leaves only strings past the maximum is refused at once.
   const auto pattern = StringPattern::compile("^ab*c$", 0, 3);
   std::uint32_t state = pattern.start(), characters = 0;
@@ -145,6 +154,13 @@ TEST(StringPattern, RefusesWhatItCannotHoldNamingTheByte) {
   EXPECT_EQ(error_offset("\\q"), 0u);
   EXPECT_EQ(error_offset("(?i)a"), 0u);
   EXPECT_EQ(error_offset("\xc3\xa9\\"), 2u);  // bytes, not characters
+  EXPECT_EQ(error_offset("(?<>a)"), 0u);
+  EXPECT_EQ(error_offset("(?<1a>a)"), 3u);
+  EXPECT_EQ(error_offset("a\xe0\x80\x80"), 1u);  // overlong
+  EXPECT_EQ(error_offset("\xed\xa0\x80"), 0u);   // a surrogate
+  // Work that grows past the budget is refused, not done: closures of a long chain of optional
+  // items, beside an automaton of the last 13 characters.
+  EXPECT_THROW(StringPattern::compile("x(?:(?:y?){1000}){4}|[ab]*a[ab]{13}$"), PatternError);
   // An automaton that would outgrow the limit: the last 20 characters seen, unanchored.
   EXPECT_THROW(StringPattern::compile("a[ab]{20}$"), PatternError);
 }
@@ -169,13 +185,21 @@ TEST(StringPattern, FormatsAdmitValidStringsOnly) {
   EXPECT_FALSE(format("duration", "PT"));
   EXPECT_TRUE(format("email", "jane.doe+x@mail.example.org"));
   EXPECT_FALSE(format("email", "jane..doe@example.org"));
+  EXPECT_FALSE(format("email", std::string(65, 'a') + "@example.org"));  // RFC 5321: 64 at most
   EXPECT_TRUE(format("hostname", "a-1.example.com"));
   EXPECT_FALSE(format("hostname", "-a.example.com"));
   EXPECT_FALSE(format("hostname", std::string(64, 'a')));
+  EXPECT_FALSE(format("hostname", "1.2.3.4"));      // a top-level name is not all digits
+  EXPECT_FALSE(format("hostname", "ab--c.example"));  // as IDNA's "xn--"
   EXPECT_TRUE(format("ipv4", "192.168.0.255"));
   EXPECT_FALSE(format("ipv4", "192.168.0.256"));
   EXPECT_FALSE(format("ipv4", "01.1.1.1"));
   EXPECT_TRUE(format("ipv6", "2001:db8:0:0:0:0:0:1"));
+  EXPECT_TRUE(format("ipv6", "2001:db8::1"));
+  EXPECT_TRUE(format("ipv6", "::"));
+  EXPECT_TRUE(format("ipv6", "1:2:3:4:5:6:7::"));
+  EXPECT_FALSE(format("ipv6", "1::2::3"));
+  EXPECT_FALSE(format("ipv6", "1:2:3:4:5:6:7:8:9"));
   EXPECT_TRUE(format("uuid", "123e4567-e89b-12d3-a456-426614174000"));
   EXPECT_FALSE(format("uuid", "123e4567e89b12d3a456426614174000"));
   EXPECT_FALSE(StringPattern::format("color").has_value());

@@ -462,6 +462,7 @@ class CompiledSchema::Compiler {
         node.pattern = known->second;
         return node;
       }
+      if (patterns_left_free_.count(key)) return node;
       // One budget for all the schema's patterns, as one request compiles them all.
       StringPattern compiled = StringPattern::compile(text, node.min, max, pattern_budget_);
       if (!compiled.satisfiable()) {
@@ -473,6 +474,7 @@ class CompiledSchema::Compiler {
       pattern_index_.emplace(key, node.pattern);
       patterns_.push_back(std::move(compiled));
     } catch (const PatternError& error) {
+      patterns_left_free_.insert(std::make_tuple(text, node.min, max));
       if (strict_)
         fail(pointer + "/" + keyword,
              (has_pattern ? (error.offset == PatternError::kWhole
@@ -890,6 +892,7 @@ class CompiledSchema::Compiler {
   std::vector<Node>& nodes_;
   std::vector<StringPattern>& patterns_;
   std::map<std::tuple<std::string, std::uint32_t, std::uint32_t>, std::uint32_t> pattern_index_;
+  std::set<std::tuple<std::string, std::uint32_t, std::uint32_t>> patterns_left_free_;
   std::uint64_t pattern_budget_ = 4 * StringPattern::kMaxWork;
   std::map<std::string, std::uint32_t> refs_;  // JSON Pointer: its node
   std::vector<std::string> pointers_;          // each node's JSON Pointer

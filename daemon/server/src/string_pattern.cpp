@@ -12,6 +12,8 @@ constexpr char32_t kMaxCodePoint = 0x10ffff;
 constexpr std::uint32_t kMaxRepeat = 1000;
 constexpr int kMaxGroupDepth = 256;
 constexpr std::uint64_t kStateWork = 64;  // building a state of the first automaton
+constexpr const char* kTooComplex =
+    "the pattern is too complex to compile to an automaton (its sets of positions grow too large)";
 
 // Code points as sorted, disjoint, non-adjacent ranges.
 using CharSet = std::vector<std::pair<char32_t, char32_t>>;
@@ -100,7 +102,10 @@ class Parser {
       char32_t c = length == 1 ? lead : lead & (0x7f >> length);
       for (std::size_t k = 1; k < length; ++k) {
         const auto byte = static_cast<unsigned char>(pattern[at + k]);
-        if ((byte & 0xc0) != 0x80) throw PatternError(at, "the pattern is not UTF-8");
+        // RFC 3629's table: no overlong forms, surrogates or code points past U+10FFFF.
+        const unsigned char low = k > 1 ? 0x80 : lead == 0xe0 ? 0xa0 : lead == 0xf0 ? 0x90 : 0x80;
+        const unsigned char high = k > 1 ? 0xbf : lead == 0xed ? 0x9f : lead == 0xf4 ? 0x8f : 0xbf;
+        if (byte < low || byte > high) throw PatternError(at, "the pattern is not UTF-8");
         c = (c << 6) | (byte & 0x3f);
       }
       code_points_.push_back(c);
@@ -260,13 +265,16 @@ class Parser {
         at_ += 2;
       } else if (kind == '<' && peek(2) != '=' && peek(2) != '!') {
         at_ += 2;
+        const std::size_t name = at_;
         while (!done() && peek() != '>') {
           const char32_t n = take();
-          if (!(n == '_' || n == '$' || (n >= '0' && n <= '9') || (n >= 'a' && n <= 'z') ||
-                (n >= 'A' && n <= 'Z') || n >= 0x80))
-            fail_at(at_ - 1, "a group's name has a character a name cannot have");
+          const bool letter =
+              n == '_' || n == '$' || (n >= 'a' && n <= 'z') || (n >= 'A' && n <= 'Z') || n >= 0x80;
+          if (!letter && !(at_ - 1 > name && n >= '0' && n <= '9'))
+            fail_at(at_ - 1, "a group's name has a character a name cannot have there");
         }
         if (done()) fail_at(open, "a group's name is not closed with '>'");
+        if (at_ == name) fail_at(open, "a group's name is empty");
         ++at_;
       } else if (kind == '=' || kind == '!' || kind == '<') {
         fail_at(open, "lookahead and lookbehind ((?=, (?!, (?<=, (?<!) are not supported");
@@ -438,8 +446,12 @@ class Parser {
 
 class StringPattern::Builder {
  public:
-  Builder(const std::vector<Ast>& ast, std::uint64_t& budget, StringPattern& out)
-      : ast_(ast), budget_(budget), out_(out) {}
+  // `budget`: the work it may do; `shared`: whether that is what a schema's earlier patterns
+  // left, less than one pattern may do.
+  Builder(const std::vector<Ast>& ast, std::uint64_t budget, bool shared, StringPattern& out)
+      : ast_(ast), budget_(budget), shared_(shared), out_(out) {}
+
+  std::uint64_t spent() const { return spent_; }
 
   void build(std::size_t root) {
     // Matched anywhere: any characters before the match and after it.
@@ -473,7 +485,7 @@ class StringPattern::Builder {
       throw PatternError(PatternError::kWhole,
                          "the pattern needs more than " + std::to_string(kMaxNfaStates) +
                              " automaton states (counted repetitions multiply its size)");
-    spend(kStateWork, "the schema's patterns together are too complex to compile");
+    spend(kStateWork, "the pattern is too complex to compile to an automaton");
     states_.emplace_back();
     return static_cast<std::uint32_t>(states_.size() - 1);
   }
@@ -651,6 +663,8 @@ class StringPattern::Builder {
     return from;
   }
 
+  // The states `set` reaches without input (and by ^ at the start), sorted; what it looks at is
+  // counted in closure_work_.
   std::vector<std::uint32_t> closure(std::vector<std::uint32_t> set, bool at_start) {
     // Marks by generation, so that a closure costs what it reaches, not the automaton's size.
     if (seen_.size() != states_.size()) seen_.assign(states_.size(), 0);
@@ -667,6 +681,7 @@ class StringPattern::Builder {
       pending.pop_back();
       set.push_back(s);
       auto reach = [&](const std::vector<std::uint32_t>& targets) {
+        closure_work_ += targets.size();
         for (const std::uint32_t t : targets)
           if (seen_[t] != generation_) {
             seen_[t] = generation_;
@@ -677,6 +692,7 @@ class StringPattern::Builder {
       if (at_start) reach(states_[s].begins);
     }
     std::sort(set.begin(), set.end());
+    closure_work_ += set.size();
     return set;
   }
 
@@ -738,25 +754,66 @@ class StringPattern::Builder {
       return id;
     };
     intern(closure({before}, true), false);
-    for (std::size_t id = 0; id < sets.size(); ++id) {
-      // Each state of each set, per class.
-      spend(sets[id].size() * out_.classes_,
-            "the pattern is too complex to compile to an automaton (its sets of positions grow "
-            "too large)");
-      for (std::size_t c = 0; c < out_.classes_; ++c) {
-        const unsigned char byte = representative[c];
-        std::vector<std::uint32_t> targets;
-        bool completes = false;
-        for (const std::uint32_t s : sets[id])
-          for (const auto& edge : states_[s].bytes)
-            if (edge.lo <= byte && byte <= edge.hi) {
-              targets.push_back(edge.target);
-              completes = edge.completes;  // the same for every edge: the spelling is one
+    // ECMA-262 matches `$^` at the empty string, where the end and the start meet. Where only
+    // that makes the start accepting, the start is a state of its own: the same set later, past
+    // the start, is not accepting.
+    if (!out_.states_[0].accepting) {
+      std::vector<std::uint32_t> pending{before};
+      std::vector<bool> seen(states_.size());
+      seen[before] = true;
+      while (!pending.empty() && !out_.states_[0].accepting) {
+        const std::uint32_t s = pending.back();
+        pending.pop_back();
+        if (s == accept) {
+          out_.states_[0].accepting = true;
+          known.erase(sets[0]);
+        }
+        for (const auto* targets : {&states_[s].empty, &states_[s].begins, &states_[s].ends})
+          for (const std::uint32_t t : *targets)
+            if (!seen[t]) {
+              seen[t] = true;
+              pending.push_back(t);
             }
+      }
+    }
+    const std::size_t classes = out_.classes_;
+    std::vector<std::vector<std::uint32_t>> targets(classes);
+    std::vector<bool> completes(classes);
+    for (std::size_t id = 0; id < sets.size(); ++id) {
+      // Each member's edges, handed to the classes they span.
+      std::uint64_t work = classes;
+      for (const std::uint32_t s : sets[id]) {
+        work += 1;
+        for (const auto& edge : states_[s].bytes)
+          work += out_.byte_class_[edge.hi] - out_.byte_class_[edge.lo] + 1u;
+      }
+      spend(work, kTooComplex);
+      for (auto& list : targets) list.clear();
+      for (const std::uint32_t s : sets[id])
+        for (const auto& edge : states_[s].bytes)
+          for (std::size_t c = out_.byte_class_[edge.lo]; c <= out_.byte_class_[edge.hi]; ++c) {
+            targets[c].push_back(edge.target);
+            completes[c] = edge.completes;  // the same for every edge: the spelling is one
+          }
+      for (std::size_t c = 0; c < classes; ++c) {
         std::uint32_t entry = kNoTransition;
-        if (!targets.empty()) {
-          const std::uint32_t next = intern(closure(std::move(targets), false), !completes);
-          entry = next | (completes ? kCompletes : 0);
+        if (!targets[c].empty()) {
+          std::vector<std::uint32_t> set;
+          if (std::any_of(targets[c].begin(), targets[c].end(),
+                          [&](std::uint32_t t) { return t >= accept; })) {
+            // The loop after a match is reached: it alone stands for the set (see intern), and
+            // its states have no edges without input.
+            for (const std::uint32_t t : targets[c])
+              if (t >= accept) set.push_back(t);
+            std::sort(set.begin(), set.end());
+            set.erase(std::unique(set.begin(), set.end()), set.end());
+          } else {
+            closure_work_ = 0;
+            set = closure(targets[c], false);
+            spend(closure_work_, kTooComplex);
+          }
+          spend(set.size(), kTooComplex);  // looked up among the sets known
+          entry = intern(std::move(set), !completes[c]) | (completes[c] ? kCompletes : 0);
         }
         out_.transitions_.push_back(entry);
       }
@@ -833,54 +890,76 @@ class StringPattern::Builder {
 
     const std::uint32_t min = out_.min_characters_, max = out_.max_characters_;
     if (min == 0 || max == kUnbounded) return;
-    // Layer k: the states from which exactly k more characters reach an accepting one.
-    const std::size_t words = max / 64 + 1;
-    spend(std::uint64_t{max + 1} * (out_.transitions_.size() + n),
-          "minLength and maxLength (" + std::to_string(min) + " and " + std::to_string(max) +
-              ") are too far apart to hold with the pattern; drop one of them");
-    out_.length_words_ = words;
-    out_.lengths_.assign(n * words, 0);
-    std::vector<std::uint32_t> layer;
-    for (std::uint32_t s = 0; s < n; ++s)
-      if (states[s].accepting) layer.push_back(s);
-    for (std::uint32_t k = 0; k <= max && !layer.empty(); ++k) {
-      // Bytes within a character lead back to the layer without adding to k.
-      std::vector<bool> in(n);
-      for (const std::uint32_t s : layer) in[s] = true;
-      for (std::size_t i = 0; i < layer.size(); ++i)
-        for (const auto& [s, weight] : into[layer[i]])
-          if (weight == 0 && !in[s]) {
-            in[s] = true;
-            layer.push_back(s);
+    // Where the string is short of the minimum: for r from 1 to it, the fewest characters at
+    // least r that reach an accepting state (capped past the maximum). Weight-0 edges (within a
+    // character) form no cycle; states are taken so that their targets by them come first.
+    spend(std::uint64_t{min} * (out_.transitions_.size() + n),
+          "minLength (" + std::to_string(min) +
+              ") is too large to hold together with maxLength and the pattern");
+    std::vector<std::uint32_t> order;  // targets of weight-0 edges before their sources
+    {
+      std::vector<std::uint8_t> mark(n);  // 0 new, 1 on the path, 2 done
+      for (std::uint32_t root = 0; root < n; ++root) {
+        if (mark[root]) continue;
+        std::vector<std::pair<std::uint32_t, std::size_t>> path{{root, 0}};
+        mark[root] = 1;
+        while (!path.empty()) {
+          auto& [s, c] = path.back();
+          if (c == classes) {
+            mark[s] = 2;
+            order.push_back(s);
+            path.pop_back();
+            continue;
           }
-      std::vector<std::uint32_t> next;
-      std::vector<bool> in_next(n);
-      for (const std::uint32_t t : layer) {
-        out_.lengths_[t * words + k / 64] |= std::uint64_t{1} << (k % 64);
-        for (const auto& [s, weight] : into[t])
-          if (weight == 1 && !in_next[s]) {
-            in_next[s] = true;
-            next.push_back(s);
+          const std::uint32_t entry = out_.transitions_[s * classes + c++];
+          if (entry == kNoTransition || (entry & kCompletes)) continue;
+          if (mark[entry] == 0) {
+            mark[entry] = 1;
+            path.emplace_back(entry, 0);
           }
+        }
       }
-      layer = std::move(next);
     }
+    const std::uint32_t past = max + 1;
+    out_.at_least_.assign(std::size_t{n} * min, past);
+    auto at_least = [&](std::uint32_t s, std::uint32_t r) -> std::uint32_t {
+      return r == 0 ? std::min(states[s].shortest, past)
+                    : out_.at_least_[std::size_t{s} * min + r - 1];
+    };
+    for (std::uint32_t r = 1; r <= min; ++r)
+      for (const std::uint32_t s : order) {
+        std::uint32_t best = past;
+        for (std::size_t c = 0; c < classes; ++c) {
+          const std::uint32_t entry = out_.transitions_[s * classes + c];
+          if (entry == kNoTransition) continue;
+          const std::uint32_t w = (entry & kCompletes) ? 1 : 0;
+          best = std::min(best, std::min(past, w + at_least(entry & ~kCompletes, r - w)));
+        }
+        out_.at_least_[std::size_t{s} * min + r - 1] = best;
+      }
   }
 
+  // Counts work about to be done (each step a state or edge looked at), refusing it past the
+  // budget; work refused is not counted.
   void spend(std::uint64_t work, const std::string& refusal) {
-    if (work > budget_) {
-      budget_ = 0;
-      throw PatternError(PatternError::kWhole, refusal);
-    }
-    budget_ -= work;
+    if (spent_ + work > budget_)
+      throw PatternError(PatternError::kWhole,
+                         shared_ && spent_ + work <= kMaxWork
+                             ? "the schema's patterns together take too long to compile (this "
+                               "one and those before it)"
+                             : refusal);
+    spent_ += work;
   }
 
   const std::vector<Ast>& ast_;
-  std::uint64_t& budget_;
+  std::uint64_t budget_;
+  bool shared_;
+  std::uint64_t spent_ = 0;
   StringPattern& out_;
   std::vector<NfaState> states_;
   std::vector<std::uint32_t> seen_;  // for closure()
   std::uint32_t generation_ = 0;
+  std::uint64_t closure_work_ = 0;
 };
 
 StringPattern StringPattern::compile(std::string_view pattern, std::uint32_t min_characters,
@@ -896,19 +975,14 @@ StringPattern StringPattern::compile(std::string_view pattern, std::uint32_t min
   StringPattern compiled;
   compiled.min_characters_ = min_characters;
   compiled.max_characters_ = max_characters;
-  std::uint64_t own = std::min(budget, kMaxWork);
-  const std::uint64_t given = own;
+  Builder builder(parser.nodes, std::min(budget, kMaxWork), budget < kMaxWork, compiled);
   try {
-    Builder(parser.nodes, own, compiled).build(root);
+    builder.build(root);
   } catch (const PatternError&) {
-    budget -= given - own;
-    if (given < kMaxWork && own == 0)
-      throw PatternError(PatternError::kWhole,
-                         "the schema's patterns together take too long to compile (this one and "
-                         "those before it)");
+    budget -= builder.spent();
     throw;
   }
-  budget -= given - own;
+  budget -= builder.spent();
   return compiled;
 }
 
@@ -922,7 +996,21 @@ std::optional<StringPattern::Format> StringPattern::format(std::string_view name
   static const std::string kTime =
       "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):"
       "[0-5][0-9])";
-  static const std::string kLabel = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+  // RFC 1123's labels, the last one (the top-level name) not all digits; the third character is
+  // not '-', so that none looks like IDNA's "xn--" (validators that read hostnames through IDNA
+  // refuse "--" there).
+  static const std::string kLabelRest =
+      "(?:[A-Za-z0-9]|[A-Za-z0-9-][A-Za-z0-9](?:[A-Za-z0-9-]{0,59}[A-Za-z0-9])?)?";
+  static const std::string kLabel = "[A-Za-z0-9]" + kLabelRest;
+  static const std::string kTopLabel = "[A-Za-z]" + kLabelRest;
+  // RFC 4291's text forms without an embedded IPv4 address, in lowercase.
+  static const std::string kHex = "[0-9a-f]{1,4}";
+  static const std::string kIpv6 =
+      "^(?:(?:" + kHex + ":){7}" + kHex + "|(?:" + kHex + ":){1,7}:|(?:" + kHex +
+      ":){1,6}:" + kHex + "|(?:" + kHex + ":){1,5}(?::" + kHex + "){1,2}|(?:" + kHex +
+      ":){1,4}(?::" + kHex + "){1,3}|(?:" + kHex + ":){1,3}(?::" + kHex + "){1,4}|(?:" + kHex +
+      ":){1,2}(?::" + kHex + "){1,5}|" + kHex + ":(?::" + kHex + "){1,6}|:(?:(?::" + kHex +
+      "){1,7}|:))$";
   static const std::string kOctet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
   static const std::map<std::string, std::pair<std::string, std::uint32_t>, std::less<>> kFormats =
       {
@@ -935,12 +1023,15 @@ std::optional<StringPattern::Format> StringPattern::format(std::string_view name
             "(?:T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))?"
             "|T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)|[0-9]+W)$",
             kUnbounded}},
+          // RFC 5321's Mailbox with a dot-atom local part of at most 64 octets (two atoms of
+          // at most 32).
           {"email",
-           {"^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:" + kLabel + "\\.)+[A-Za-z]{2,63}$",
+           {"^[A-Za-z0-9_%+-]{1,32}(?:\\.[A-Za-z0-9_%+-]{1,31})?@(?:" + kLabel +
+                "\\.)+[A-Za-z]{2,63}$",
             254}},
-          {"hostname", {"^" + kLabel + "(?:\\." + kLabel + ")*$", 253}},
+          {"hostname", {"^(?:" + kLabel + "\\.)*" + kTopLabel + "$", 253}},
           {"ipv4", {"^(?:" + kOctet + "\\.){3}" + kOctet + "$", kUnbounded}},
-          {"ipv6", {"^(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}$", kUnbounded}},
+          {"ipv6", {kIpv6, kUnbounded}},
           {"uuid", {"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", kUnbounded}},
       };
   const auto found = kFormats.find(name);
@@ -956,10 +1047,7 @@ bool StringPattern::viable(std::uint32_t state, std::uint32_t characters) const 
   const std::uint32_t least = min_characters_ > characters ? min_characters_ - characters : 0;
   if (least == 0) return s.shortest <= most;
   if (most == kUnbounded) return s.longest >= least;
-  const std::uint64_t* bits = &lengths_[state * length_words_];
-  for (std::uint32_t k = least; k <= most; ++k)
-    if ((bits[k / 64] >> (k % 64)) & 1u) return true;
-  return false;
+  return at_least_[std::size_t{state} * min_characters_ + least - 1] <= most;
 }
 
 std::uint32_t StringPattern::next(std::uint32_t state, std::uint32_t characters, unsigned char byte,
