@@ -270,6 +270,9 @@ MULTIPLES = {
         "prime": {"type": "integer", "multipleOf": 1000000007, "exclusiveMinimum": -3000000000},
         "below": {"type": "integer", "multipleOf": 7, "maximum": -20},
         "one": {"type": "integer", "multipleOf": 1},
+        # Written as floats: python-jsonschema then divides in floating point, exact to 2^53.
+        "thirds": {"type": "integer", "multipleOf": 3.0},
+        "huge": {"type": "integer", "multipleOf": 1e20},
     },
     "required": ["step", "even", "prime", "below", "one"],
     "additionalProperties": False,
@@ -410,7 +413,10 @@ CASES = {
         {"step": 5, "even": 0, "prime": 0, "below": -21, "one": 3},
         {"step": 40, "even": -18, "prime": -2000000014, "below": -700, "one": -1},
         {"step": 10, "even": 12345678, "prime": 9000000063, "below": -21, "one": 0},
+        {"step": 10, "even": 0, "prime": 0, "below": -21, "one": 0, "thirds": -9007199254740990, "huge": 0},
     ], [
+        {"step": 5, "even": 0, "prime": 0, "below": -21, "one": 3, "thirds": 9007199254740993},
+        {"step": 5, "even": 0, "prime": 0, "below": -21, "one": 3, "thirds": 4},
         {"step": 0, "even": 0, "prime": 0, "below": -21, "one": 3},
         {"step": 45, "even": 0, "prime": 0, "below": -21, "one": 3},
         {"step": 12, "even": 0, "prime": 0, "below": -21, "one": 3},

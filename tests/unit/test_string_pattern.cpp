@@ -125,6 +125,7 @@ TEST(StringPattern, HoldsLengthBoundsInCharacters) {
   EXPECT_FALSE(StringPattern::compile("^\\d{3}-\\d{4}$", 9, 100000).satisfiable());
   EXPECT_TRUE(takes("^(?:[a-z]{1,3}|[0-9]+)$", "0123456789", 10, 10000));
   EXPECT_FALSE(takes("^(?:[a-z]{1,3}|[0-9]+)$", "abc", 10, 10000));
+  EXPECT_FALSE(StringPattern::compile("^a$", 2, StringPattern::kUnbounded - 1).satisfiable());
   // A byte that leaves only strings past the maximum is refused at once.
   const auto pattern = StringPattern::compile("^ab*c$", 0, 3);
   std::uint32_t state = pattern.start(), characters = 0;

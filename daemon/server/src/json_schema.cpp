@@ -73,13 +73,20 @@ __extension__ bool has_multiple(__int128 from, __int128 to, std::uint64_t multip
   return first <= to;
 }
 
+// How far from 0 an integer held to a multipleOf may go: 2^53, where validators that divide in
+// floating point (as python-jsonschema does for a multipleOf written 3.0, and JavaScript's do for
+// any) still find a multiple one.
+constexpr std::uint64_t kMultipleReach = std::uint64_t{1} << 53;
+
 // A multipleOf that is a whole number (as JSON writes it, or a double that is one), or 0.
 std::uint64_t whole_multiple(const Json& value) {
   if (value.is_number_unsigned()) return value.get<std::uint64_t>();
   if (value.is_number_integer())
     return value.get<std::int64_t>() > 0 ? value.get<std::int64_t>() : 0;
   const double d = value.get<double>();
-  return d >= 1 && d < 1e19 && std::trunc(d) == d ? static_cast<std::uint64_t>(d) : 0;
+  if (d < 1 || std::trunc(d) != d) return 0;
+  // Past the answers' reach (kMultipleReach) only 0 is a multiple, of this or of any larger one.
+  return d > kMultipleReach ? kMultipleReach + 1 : static_cast<std::uint64_t>(d);
 }
 
 std::string escape_pointer_token(const std::string& token) {
@@ -540,9 +547,12 @@ class CompiledSchema::Compiler {
     if (const std::uint64_t multiple = multiple_of(schema, pointer); multiple > 1) {
       node.multiple = multiple;
       node.bounded = true;
+      lowest = std::max<Wide>(lowest, -static_cast<Wide>(kMultipleReach));
+      highest = std::min<Wide>(highest, kMultipleReach);
       if (!has_multiple(lowest, highest, multiple))
-        fail(pointer, "no multiple of " + std::to_string(multiple) +
-                          " (of 64 bits) lies within the schema's minimum and maximum");
+        fail(pointer, "no multiple of " + schema["multipleOf"].dump() +
+                          " within 2^53 of 0 (where validators that divide in floating point "
+                          "agree) lies within the schema's minimum and maximum");
     }
     node.lowest = static_cast<std::int64_t>(lowest);
     node.highest = static_cast<std::int64_t>(highest);

@@ -920,22 +920,24 @@ class StringPattern::Builder {
         }
       }
     }
-    const std::uint32_t past = max + 1;
-    out_.at_least_.assign(std::size_t{n} * min, past);
-    auto at_least = [&](std::uint32_t s, std::uint32_t r) -> std::uint32_t {
-      return r == 0 ? std::min(states[s].shortest, past)
-                    : out_.at_least_[std::size_t{s} * min + r - 1];
+    // kUnbounded where no count up to the maximum does (the maximum is below it).
+    out_.at_least_.assign(std::size_t{n} * min, kUnbounded);
+    auto at_least = [&](std::uint32_t s, std::uint32_t r) -> std::uint64_t {
+      const std::uint32_t fewest =
+          r == 0 ? states[s].shortest : out_.at_least_[std::size_t{s} * min + r - 1];
+      return fewest > max ? std::uint64_t{kUnbounded} + 1 : fewest;
     };
     for (std::uint32_t r = 1; r <= min; ++r)
       for (const std::uint32_t s : order) {
-        std::uint32_t best = past;
+        std::uint64_t best = std::uint64_t{kUnbounded} + 1;
         for (std::size_t c = 0; c < classes; ++c) {
           const std::uint32_t entry = out_.transitions_[s * classes + c];
           if (entry == kNoTransition) continue;
           const std::uint32_t w = (entry & kCompletes) ? 1 : 0;
-          best = std::min(best, std::min(past, w + at_least(entry & ~kCompletes, r - w)));
+          best = std::min(best, w + at_least(entry & ~kCompletes, r - w));
         }
-        out_.at_least_[std::size_t{s} * min + r - 1] = best;
+        out_.at_least_[std::size_t{s} * min + r - 1] =
+            best > max ? kUnbounded : static_cast<std::uint32_t>(best);
       }
   }
 
