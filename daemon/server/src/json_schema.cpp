@@ -463,13 +463,12 @@ class CompiledSchema::Compiler {
     const std::string keyword = has_pattern ? "pattern" : "format";
     const std::string text = has_pattern ? schema["pattern"].get<std::string>() : format->pattern;
     const std::uint32_t max = has_pattern ? node.max : std::min(node.max, format->max_characters);
+    const auto key = std::make_tuple(text, node.min, max);
+    if (const auto known = pattern_index_.find(key); known != pattern_index_.end()) {
+      node.pattern = known->second;  // kNoPattern where it was left free
+      return node;
+    }
     try {
-      const auto key = std::make_tuple(text, node.min, max);
-      if (const auto known = pattern_index_.find(key); known != pattern_index_.end()) {
-        node.pattern = known->second;
-        return node;
-      }
-      if (patterns_left_free_.count(key)) return node;
       // One budget for all the schema's patterns, as one request compiles them all.
       StringPattern compiled = StringPattern::compile(text, node.min, max, pattern_budget_);
       if (!compiled.satisfiable()) {
@@ -481,7 +480,7 @@ class CompiledSchema::Compiler {
       pattern_index_.emplace(key, node.pattern);
       patterns_.push_back(std::move(compiled));
     } catch (const PatternError& error) {
-      patterns_left_free_.insert(std::make_tuple(text, node.min, max));
+      pattern_index_.emplace(key, CompiledSchema::kNoPattern);
       if (strict_)
         fail(pointer + "/" + keyword,
              (has_pattern ? (error.offset == PatternError::kWhole
@@ -901,8 +900,8 @@ class CompiledSchema::Compiler {
   bool strict_;
   std::vector<Node>& nodes_;
   std::vector<StringPattern>& patterns_;
+  // Each pattern with its bounds: its automaton, or kNoPattern where it was left free.
   std::map<std::tuple<std::string, std::uint32_t, std::uint32_t>, std::uint32_t> pattern_index_;
-  std::set<std::tuple<std::string, std::uint32_t, std::uint32_t>> patterns_left_free_;
   std::uint64_t pattern_budget_ = 4 * StringPattern::kMaxWork;
   std::map<std::string, std::uint32_t> refs_;  // JSON Pointer: its node
   std::vector<std::string> pointers_;          // each node's JSON Pointer
@@ -1021,7 +1020,6 @@ bool SchemaPrefix::start_value(Reading& reading, unsigned char byte,
   }();
   if (!starts) return false;
   reading.characters = 0;
-  reading.text_state = 0;  // so that readings left by different strings compare equal
   if (node.kind == Kind::string && node.pattern != CompiledSchema::kNoPattern) {
     reading.scalar = JsonPrefix();  // unused: the pattern's automaton reads the string
     reading.text_state = schema_->patterns_[node.pattern].start();
