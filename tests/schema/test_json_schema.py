@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 import jsonschema
@@ -572,20 +571,19 @@ class JsonSchemaConstraint(unittest.TestCase):
         result = run(huge, True, "check", stdin='{}\n')
         self.assertEqual((result.returncode, result.stdout), (0, "1\n"), result.stderr)
         # Patterns each near the limit of one, together past the schema's budget: refused when
-        # strict, left free otherwise, either way soon.
+        # strict (by the budget shared by the schema's patterns), left free otherwise.
         costly = {"type": "object", "properties": {"s%d" % i: {"type": "string", "pattern": "a[ab]{12}$|^q%d" % i}
                                                    for i in range(200)}}
         # Each pattern past one's budget by the closures of a long chain of optional items.
         chains = {"type": "object", "properties": {"s%d" % i: {"type": "string",
                                                                "pattern": "x(?:(?:y?){1000}){4}|[ab]*a[ab]{13}$|q%d" % i}
                                                    for i in range(8)}}
-        for schema, strict, expected in [(costly, True, 2), (costly, False, 0), (chains, True, 2), (chains, False, 0)]:
-            started = time.monotonic()
+        for schema, strict, refusal in [(costly, True, "patterns together take too long"), (costly, False, None),
+                                        (chains, True, "too complex"), (chains, False, None)]:
             result = run(schema, strict, "check", stdin='{}\n')
-            self.assertEqual(result.returncode, expected, result.stdout + result.stderr)
-            self.assertLess(time.monotonic() - started, 30)
-            if strict:
-                self.assertIn("/properties/s", result.stdout)
+            self.assertEqual(result.returncode, 2 if refusal else 0, result.stdout + result.stderr)
+            if refusal:
+                self.assertRegex(result.stdout, "^/properties/s[0-9]+/pattern: .*" + refusal)
 
     def test_schemas_not_enforced_are_refused_with_their_pointer(self):
         for schema, strict, pointer in REFUSED:
