@@ -133,7 +133,7 @@ CpuMatmul::CpuMatmul() : engine_(cpu_engine_without_amx()), stream_(engine_) {}
 
 DType CpuMatmul::compute_dtype(DType weight_dtype) {
   if (is_quantized(weight_dtype)) return weight_dtype;
-  return weight_dtype == DType::bf16 ? DType::bf16 : DType::f32;
+  return weight_dtype == DType::bf16 || weight_dtype == DType::f8_e4m3 ? DType::bf16 : DType::f32;
 }
 
 namespace {
@@ -456,12 +456,38 @@ const void* CpuMatmul::stage(std::span<const WeightPart> parts, std::int64_t col
     const auto count = static_cast<std::size_t>(part.rows * cols);
     if (part.dtype == compute) {
       std::memcpy(out, part.data, count * elem);
+    } else if (part.dtype == DType::f8_e4m3 && compute == DType::bf16) {
+      stage_f8_as_bf16(part, cols, reinterpret_cast<std::uint16_t*>(out));
+    } else if (part.dtype == DType::f8_e4m3) {
+      dequantize_f8_e4m3(part.data, part.scales, part.rows, cols, reinterpret_cast<float*>(out));
     } else {
       convert_to_f32(part.data, part.dtype, reinterpret_cast<float*>(out), count);
     }
     out += count * elem;
   }
   return staging_.data();
+}
+
+void CpuMatmul::stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std::uint16_t* out) {
+  // A row at a time through f32, over OpenMP's threads as the other packers go: a streamed
+  // expert's demand has compute waiting on it. The rows' f32 scratch is sized before the region,
+  // which may not throw.
+  const int threads = omp_get_max_threads();
+  f8_rows_.resize(static_cast<std::size_t>(threads * cols));
+  const DType scale_type = part.scales.dtype;
+  if (part.scales.data == nullptr || part.scales.block_rows <= 0 || part.scales.block_cols <= 0 ||
+      (scale_type != DType::f32 && scale_type != DType::bf16 && scale_type != DType::f16))
+    throw std::invalid_argument(
+        "CpuMatmul: an f8_e4m3 part without block scales it can read (f32, bf16 or f16)");
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < part.rows; ++r) {
+    float* row = f8_rows_.data() + static_cast<std::size_t>(omp_get_thread_num() * cols);
+    BlockScales scales = part.scales;
+    scales.first_row += r;
+    dequantize_f8_e4m3(static_cast<const std::uint8_t*>(part.data) + r * cols, scales, 1, cols,
+                       row);
+    convert_f32_to_bf16(row, out + r * cols, static_cast<std::size_t>(cols));
+  }
 }
 
 void CpuMatmul::gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols,

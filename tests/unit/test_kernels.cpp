@@ -70,6 +70,112 @@ TEST(DType, F16Decodes) {
   EXPECT_TRUE(std::isinf(f16_to_f32(0x7c00)));
 }
 
+// Every E4M3 code against the format's definition (OCP FP8, torch.float8_e4m3fn): bias 7,
+// subnormals below exponent 1, S.1111.111 NaN, no infinities.
+TEST(DType, F8E4m3DecodesEveryCode) {
+  for (int code = 0; code < 256; ++code) {
+    const int exponent = (code >> 3) & 0xf, mantissa = code & 7;
+    const double sign = code & 0x80 ? -1.0 : 1.0;
+    const float got = f8_e4m3_to_f32(static_cast<std::uint8_t>(code));
+    if ((code & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(got)) << code;
+      continue;
+    }
+    const double want = exponent == 0
+                            ? sign * mantissa / 8.0 * std::ldexp(1.0, -6)
+                            : sign * (1.0 + mantissa / 8.0) * std::ldexp(1.0, exponent - 7);
+    EXPECT_EQ(got, static_cast<float>(want)) << code;
+  }
+  EXPECT_EQ(f8_e4m3_to_f32(0x7e), 448.0f);
+  EXPECT_EQ(f8_e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
+}
+
+// Block scales over a grid whose edge blocks are partial, read from the part's first row on, in
+// each scale dtype fine-grained FP8 files use.
+TEST(DType, F8E4m3DequantizesPerBlockFromTheFirstRow) {
+  const std::int64_t rows = 5, cols = 7, block_rows = 2, block_cols = 3;  // grid [3, 3]
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(rows * cols));
+  for (std::size_t i = 0; i < codes.size(); ++i)
+    codes[i] = static_cast<std::uint8_t>(i * 37 % 0x7e);
+  std::vector<float> scales(9);
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = 0.25f * static_cast<float>(i + 1);
+  std::vector<std::uint16_t> bf16_scales;
+  for (const float s : scales) bf16_scales.push_back(f32_to_bf16(s));
+  for (const DType scale_type : {DType::f32, DType::bf16}) {
+    const void* grid = scale_type == DType::f32 ? static_cast<const void*>(scales.data())
+                                                : static_cast<const void*>(bf16_scales.data());
+    std::vector<float> all(codes.size());
+    dequantize_f8_e4m3(codes.data(), {grid, scale_type, block_rows, block_cols}, rows, cols,
+                       all.data());
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const float scale = scales[static_cast<std::size_t>(r / block_rows * 3 + c / block_cols)];
+        const std::size_t i = static_cast<std::size_t>(r * cols + c);
+        EXPECT_EQ(all[i], f8_e4m3_to_f32(codes[i]) * scale) << r << "," << c;
+      }
+    // Rows 3 and 4 alone: they still take the scales of grid rows 1 and 2.
+    std::vector<float> tail(static_cast<std::size_t>(2 * cols));
+    dequantize_f8_e4m3(codes.data() + 3 * cols, {grid, scale_type, block_rows, block_cols, 3}, 2,
+                       cols, tail.data());
+    EXPECT_TRUE(std::equal(tail.begin(), tail.end(), all.begin() + 3 * cols));
+  }
+  float out[7];
+  EXPECT_THROW(dequantize_f8_e4m3(codes.data(), {}, 1, cols, out), std::invalid_argument);
+  EXPECT_THROW(convert_to_f32(codes.data(), DType::f8_e4m3, out, 7), std::invalid_argument);
+}
+
+// An FP8 weight computes as the bf16 weight DeepSeek's fp8_cast_bf16 writes (each element times
+// its block scale in f32, rounded to bf16), to the bit, stacked beside another FP8 part whose
+// grid is its own, and in a batch.
+TEST(Matmul, F8E4m3WeightsComputeAsTheirBf16Dequantization) {
+  const std::int64_t k = 200, block = 64, grid_cols = (k + block - 1) / block;
+  const std::int64_t part_rows[] = {72, 40};
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> code(0, 0x7e);
+  std::uniform_real_distribution<float> scale(1e-3f, 2e-2f);
+  std::vector<std::vector<std::uint8_t>> codes;
+  std::vector<std::vector<float>> grids;
+  std::vector<WeightPart> parts;
+  std::vector<std::uint16_t> dequantized;  // both parts' rows, as bf16
+  for (const std::int64_t rows : part_rows) {
+    auto& c = codes.emplace_back(static_cast<std::size_t>(rows * k));
+    for (auto& v : c) v = static_cast<std::uint8_t>(code(rng) | (rng() & 1 ? 0x80 : 0));
+    auto& g = grids.emplace_back(static_cast<std::size_t>((rows + block - 1) / block * grid_cols));
+    for (auto& v : g) v = scale(rng);
+    parts.push_back({c.data(), DType::f8_e4m3, rows, {g.data(), DType::f32, block, block}});
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t j = 0; j < k; ++j)
+        dequantized.push_back(
+            f32_to_bf16(f8_e4m3_to_f32(c[static_cast<std::size_t>(r * k + j)]) *
+                        g[static_cast<std::size_t>(r / block * grid_cols + j / block)]));
+  }
+  CpuMatmul matmul;
+  const PackedWeight fp8 = matmul.pack(parts, k);
+  EXPECT_EQ(fp8.dtype(), DType::bf16);
+  EXPECT_EQ(fp8.bytes(), matmul.packed_bytes(parts, k));
+  const WeightPart bf16_part{dequantized.data(), DType::bf16, part_rows[0] + part_rows[1]};
+  const PackedWeight bf16 = matmul.pack(std::span(&bf16_part, 1), k);
+  for (const std::int64_t m : {1, 3, 16}) {
+    const auto x = moed::test::random_floats(static_cast<std::size_t>(m * k), 11);
+    std::vector<float> ours(static_cast<std::size_t>(m * fp8.rows())), theirs(ours.size());
+    matmul.multiply(x.data(), m, fp8, ours.data());
+    matmul.multiply(x.data(), m, bf16, theirs.data());
+    EXPECT_EQ(ours, theirs) << m << " rows";
+  }
+  // In a batch (MLA's per-head matrices), as the batch of its bf16 dequantization.
+  const WeightPart first_bf16{dequantized.data(), DType::bf16, part_rows[0]};
+  const PackedWeight batched = matmul.pack_batched(std::span(parts.data(), 1), k);
+  const PackedWeight batched_bf16 = matmul.pack_batched(std::span(&first_bf16, 1), k);
+  const auto x = moed::test::random_floats(static_cast<std::size_t>(k), 12);
+  std::vector<float> ours(static_cast<std::size_t>(part_rows[0])), theirs(ours.size());
+  matmul.multiply(x.data(), 1, batched, ours.data());
+  matmul.multiply(x.data(), 1, batched_bf16, theirs.data());
+  EXPECT_EQ(ours, theirs);
+  WeightPart unscaled = parts[0];
+  unscaled.scales = {};
+  EXPECT_THROW(matmul.pack(std::span(&unscaled, 1), k), std::invalid_argument);
+}
+
 class MatmulTest : public ::testing::TestWithParam<std::int64_t> {};
 
 TEST_P(MatmulTest, F32MatchesNaive) {

@@ -20,11 +20,13 @@ struct Bf16RowsShape;
 }  // namespace detail
 
 // A row-major [rows, cols] slice of a weight matrix as it lies in a checkpoint
-// (Hugging Face Linear layout: [out_features, in_features]).
+// (Hugging Face Linear layout: [out_features, in_features]). An f8_e4m3 part carries its
+// block scales, and is widened to bf16 when packed.
 struct WeightPart {
   const void* data;
   DType dtype;
   std::int64_t rows;
+  BlockScales scales{};  // f8_e4m3 only
 };
 
 // How pack_batched's matrices lie in memory: [rows, cols] row-major, or transposed.
@@ -95,10 +97,11 @@ class CpuMatmul {
   CpuMatmul();
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
-  // bf16 for bf16 weights, the formats themselves for quantized ones (each run of parts in one
-  // format a segment, its blocks repacked into row tiles), f32 otherwise
-  // (this CPU's oneDNN 2.6 has no f16 matmul) and for a stack that mixes quantized with plain
-  // parts or plain dtypes.
+  // bf16 for bf16 weights and for f8_e4m3 ones (each element times its block scale in f32, then
+  // rounded to bf16: the weights DeepSeek's fp8_cast_bf16 writes), the formats themselves for
+  // quantized ones (each run of parts in one format a segment, its blocks repacked into row tiles),
+  // f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul) and for a stack that mixes quantized
+  // with plain parts or plain dtypes.
   PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,
                     const PackedAllocator& allocate = {});
   // Bytes pack() will allocate for these parts (their data is not read).
@@ -221,6 +224,8 @@ class CpuMatmul {
   bool bf16_rows_equal_onednn(const PackedWeight& weight);
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
+  // An f8_e4m3 part's rows times their block scales, rounded to bf16, into `out`.
+  void stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std::uint16_t* out);
   // Fills row_starts_ with where each row of the parts (all of `dtype`) starts.
   void gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols, DType dtype);
   // Packs with moed's own transpose (parts in the compute dtype, any number).
@@ -235,6 +240,7 @@ class CpuMatmul {
   // u8 [rows * cols * elem] stacking/conversion scratch for pack(); grow-only, because fresh
   // multi-MB allocations pay a page fault per 4 KiB on every pack.
   std::vector<unsigned char> staging_;
+  std::vector<float> f8_rows_;  // [threads, cols] f32 rows of stage_f8_as_bf16
   // [rows] where each plain row starts, for pack_rows and panels
   std::vector<const std::byte*> row_starts_;
   std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights
