@@ -25,6 +25,10 @@ for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do
   /usr/bin/python3 "$here/reference.py" --model "$models/tiny-$family-bf16" --tokens "$greedy_prompt" \
     --greedy 32 --out "$golden/$family-bf16.greedy.json"
 done
+for family in qwen3_moe deepseek_v3; do
+  /usr/bin/python3 "$here/reference.py" --model "$models/tiny-$family-fp8" --tokens "$greedy_prompt" \
+    --greedy 32 --out "$golden/$family-fp8.greedy.json"
+done
 # The GGUF fixtures, on their dequantized weights (reference.py reads the GGUF file alone).
 mkdir -p "$golden/gguf"
 gguf_fixtures="tiny-f32 tiny-q8_0 tiny-q4_k_m tiny-q3_k tiny-q2_k tiny-iq4_xs tiny-iq3_s"

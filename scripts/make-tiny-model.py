@@ -17,6 +17,7 @@ models/tiny-q4_k_m.gguf.
 import argparse
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -228,7 +229,49 @@ def to_bf16_bits(a):
     return ((bits + rounding) >> 16).astype(np.uint16)
 
 
-ELEMENT_BYTES = {"F32": 4, "BF16": 2}
+ELEMENT_BYTES = {"F32": 4, "BF16": 2, "F8_E4M3": 1}
+
+
+def e4m3_value(code):
+    """The value of an OCP FP8 E4M3 ("fn") code below 0x7f: bias 7, subnormals, no infinities."""
+    exponent, mantissa = code >> 3, code & 7
+    if exponent == 0:
+        return mantissa / 8.0 * 2.0 ** -6
+    return (1.0 + mantissa / 8.0) * 2.0 ** (exponent - 7)
+
+
+E4M3_MAGNITUDES = np.array([e4m3_value(code) for code in range(0x7F)])  # rising; 0x7f is NaN
+E4M3_MAX = 448.0
+
+
+def to_e4m3_codes(x):
+    """float -> E4M3 codes, round to nearest even, as torch's cast to float8_e4m3fn (|x| <= 448)."""
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    assert a.max(initial=0.0) <= E4M3_MAX
+    hi = np.minimum(np.searchsorted(E4M3_MAGNITUDES, a, side="left"), 0x7E)
+    lo = np.maximum(hi - 1, 0)
+    below, above = a - E4M3_MAGNITUDES[lo], E4M3_MAGNITUDES[hi] - a
+    code = np.where(below < above, lo, np.where(above < below, hi, np.where(lo % 2 == 0, lo, hi)))
+    code = np.where(a == E4M3_MAGNITUDES[hi], hi, code)
+    return (code | np.where(np.signbit(x), 0x80, 0)).astype(np.uint8)
+
+
+def quantize_fp8_blocks(w, block):
+    """A weight as a fine-grained FP8 checkpoint stores it (DeepSeek-V3's and transformers'
+    FineGrainedFP8 quantizer): per block of block[0] x block[1] elements, scale = amax / 448,
+    codes = e4m3(w / scale); the scale is the multiplier kept as `<name>_scale_inv`."""
+    rows, cols = w.shape
+    grid = (-(-rows // block[0]), -(-cols // block[1]))
+    scales = np.ones(grid, dtype=np.float32)
+    codes = np.zeros(w.shape, dtype=np.uint8)
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            r, c = slice(i * block[0], (i + 1) * block[0]), slice(j * block[1], (j + 1) * block[1])
+            amax = np.float32(np.abs(w[r, c]).max())
+            scale = amax / np.float32(E4M3_MAX) if amax > 0 else np.float32(1.0)
+            scales[i, j] = scale
+            codes[r, c] = to_e4m3_codes(np.clip(w[r, c].astype(np.float32) / scale, -E4M3_MAX, E4M3_MAX))
+    return codes, scales
 
 
 class SafetensorsWriter:
@@ -265,6 +308,9 @@ class SafetensorsWriter:
         assert self.file.tell() == self.data_start + offset
         if self.dtypes[name] == "F32":
             self.file.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
+        elif self.dtypes[name] == "F8_E4M3":
+            assert array.dtype == np.uint8
+            self.file.write(np.ascontiguousarray(array).tobytes())
         else:
             self.file.write(to_bf16_bits(array).astype("<u2").tobytes())
         self.next += 1
@@ -875,6 +921,10 @@ def make_family_model(args):
     write_json(os.path.join(args.out, "generation_config.json"), generation_config(args.family, ids), sort_keys=True)
     torch_dtype = "float32" if args.dtype == "f32" else "bfloat16"
     config = family_config(args.family, s, ids, torch_dtype, bool(args.tie_embeddings))
+    if args.dtype == "fp8":
+        # As the released FP8 checkpoints' config.json says it (DeepSeek-V3, Qwen3-*-FP8).
+        config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                         "weight_block_size": list(args.fp8_block)}
     write_json(os.path.join(args.out, "config.json"), config, sort_keys=True)
 
     shapes = family_tensor_shapes(args.family, config)
@@ -884,8 +934,10 @@ def make_family_model(args):
     # The released DeepSeek-V3 keeps the correction bias in float32 whatever the weights' type
     # (transformers keeps it there too: _keep_in_fp32_modules_strict).
     dtypes = {n: "F32" if n.endswith("e_score_correction_bias") else weight_dtype for n in shapes}
-    write_safetensors(args.out, shapes, dtypes, args.shards,
-                      lambda name: make_family_tensor(args.family, name, shapes[name], rng))
+    make = lambda name: make_family_tensor(args.family, name, shapes[name], rng)  # noqa: E731
+    if args.dtype == "fp8":
+        shapes, dtypes, make = fp8_tensors(shapes, dtypes, make, args.fp8_block, args.fp8_scale_dtype)
+    write_safetensors(args.out, shapes, dtypes, args.shards, make)
     params = {"experts": 0, "total": 0}
     for name, shape in shapes.items():
         n = int(np.prod(shape))
@@ -894,6 +946,36 @@ def make_family_model(args):
             params["experts"] += n
     print("make-tiny-model: %s %s: %d parameters, %.0f%% in routed experts" % (
         args.family, args.size, params["total"], 100.0 * params["experts"] / params["total"]), file=sys.stderr)
+
+
+# The projections the released FP8 checkpoints store in FP8: every attention and MLP Linear,
+# routed and shared experts alike; not the embedding, norms, routers (mlp.gate), biases or lm_head.
+FP8_LINEAR = re.compile(r".*_proj(_with_mqa)?\.weight$")
+
+
+def fp8_tensors(shapes, dtypes, make, block, scale_dtype):
+    """The model's tensors with its projections in F8_E4M3 beside their `_scale_inv` tensors; a
+    weight is made (from the same random stream as the bf16 model's) when its codes or its scales
+    are asked for, whichever comes first in name order."""
+    shapes, dtypes = dict(shapes), dict(dtypes)
+    cache = {}
+    for name in [n for n in shapes if FP8_LINEAR.match(n)]:
+        rows, cols = shapes[name]
+        shapes[name + "_scale_inv"] = (-(-rows // block[0]), -(-cols // block[1]))
+        dtypes[name], dtypes[name + "_scale_inv"] = "F8_E4M3", scale_dtype
+
+    def quantized(weight_name):
+        if weight_name not in cache:
+            cache[weight_name] = quantize_fp8_blocks(make(weight_name), block)
+        return cache[weight_name]
+
+    def make_fp8(name):
+        if name.endswith("_scale_inv"):
+            return quantized(name[:-len("_scale_inv")])[1]
+        if dtypes[name] == "F8_E4M3":
+            return quantized(name)[0]
+        return make(name)
+    return shapes, dtypes, make_fp8
 
 
 def write_safetensors(out, shapes, dtypes, shards, make):
@@ -941,7 +1023,13 @@ def main():
     ap.add_argument("--family", choices=FAMILIES, default="mixtral",
                     help="architecture, written as transformers writes its checkpoints (default mixtral)")
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "fp8"], default="f32",
+                    help="fp8: the projections in F8_E4M3 with block scales, as DeepSeek-V3 and Qwen3's FP8 "
+                         "releases store them (families other than mixtral)")
+    ap.add_argument("--fp8-block", default="128,128",
+                    help="with --dtype fp8: weight_block_size ROWS,COLS (default 128,128)")
+    ap.add_argument("--fp8-scale-dtype", choices=["F32", "BF16"], default="F32",
+                    help="with --dtype fp8: the scales' dtype (DeepSeek-V3: F32; some Qwen3 FP8 files: BF16)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--shards", type=int, default=1, help="number of safetensors shards (default 1)")
     ap.add_argument("--tokenizer", choices=["llama", "bytelevel"], default=None, help="mixtral only (default llama)")
@@ -959,6 +1047,11 @@ def main():
     args = ap.parse_args()
     if args.shards < 1:
         sys.exit("make-tiny-model: --shards must be >= 1")
+    args.fp8_block = [int(v) for v in args.fp8_block.split(",")]
+    if len(args.fp8_block) != 2 or min(args.fp8_block) < 1:
+        sys.exit("make-tiny-model: --fp8-block %r: give ROWS,COLS" % args.fp8_block)
+    if args.dtype == "fp8" and args.family == "mixtral":
+        sys.exit("make-tiny-model: --dtype fp8 applies to the other families, not mixtral")
     args.quant = [q for q in args.quant.split(",") if q]
     unknown = [q for q in args.quant if q not in GGUF_QUANTS]
     if unknown or not args.quant:

@@ -3,7 +3,9 @@
 qwen3_moe, olmoe, deepseek_v2 or deepseek_v3 (by config.json's model_type).
 
 Reads config.json and the safetensors file(s) itself, follows transformers' modeling_<family>
-semantics, and writes golden files for the engine's tests.
+semantics, and writes golden files for the engine's tests. A fine-grained FP8 checkpoint
+(quantization_config quant_method fp8) is read as DeepSeek's fp8_cast_bf16.py converts it: each
+F8_E4M3 weight times its block scale in float32, rounded to bfloat16.
 
 --model FILE.gguf (a single file, or the first part of a gguf-split set) reads a GGUF model
 instead, as llama.cpp's converter lays each family out (architectures llama, qwen2moe, qwen3moe,
@@ -50,9 +52,52 @@ def read_safetensors(path):
             a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
         elif info["dtype"] == "F16":
             a = np.frombuffer(raw, dtype="<f2")
+        elif info["dtype"] == "F8_E4M3":
+            a = float8_e4m3fn(np.frombuffer(raw, dtype=np.uint8))
         else:
             sys.exit("reference: unsupported dtype %s for %s" % (info["dtype"], name))
         out[name] = a.astype(np.float64).reshape(info["shape"])
+    return out
+
+
+def float8_e4m3fn(codes):
+    """OCP FP8 E4M3 (torch.float8_e4m3fn): 1 sign, 4 exponent (bias 7) and 3 mantissa bits;
+    exponent 0 is subnormal (m/8 * 2^-6); S.1111.111 is NaN; no infinities."""
+    codes = codes.astype(np.int64)
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exponent = (codes >> 3) & 0xF
+    mantissa = (codes & 0x7).astype(np.float64)
+    magnitude = np.where(exponent == 0, mantissa / 8.0 * 2.0 ** -6,
+                         (1.0 + mantissa / 8.0) * np.exp2(exponent.astype(np.float64) - 7.0))
+    magnitude = np.where((codes & 0x7F) == 0x7F, np.nan, magnitude)
+    return (sign * magnitude).astype(np.float32)
+
+
+def round_to_bf16(a):
+    """float32 -> the nearest bfloat16 (ties to even), as float32."""
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def dequantize_fp8_weights(cfg, weights):
+    """Fine-grained FP8 (config quantization_config, quant_method fp8): each F8_E4M3 weight W has
+    `W_scale_inv` holding one multiplier per weight_block_size block. The weight is what
+    DeepSeek's inference/fp8_cast_bf16.py writes: x.float() * s per block, then cast to bf16."""
+    q = cfg.get("quantization_config")
+    if not q:
+        return weights
+    block_rows, block_cols = q["weight_block_size"]
+    out = {}
+    for name, w in weights.items():
+        if name.endswith("_scale_inv"):
+            continue
+        scales = weights.get(name + "_scale_inv")
+        if scales is not None:
+            rows, cols = w.shape
+            per_element = np.repeat(np.repeat(scales.astype(np.float32), block_rows, axis=0), block_cols, axis=1)
+            w = round_to_bf16(w.astype(np.float32) * per_element[:rows, :cols]).astype(np.float64)
+        out[name] = w
     return out
 
 
@@ -62,7 +107,7 @@ def load(model_dir):
     weights = {}
     for path in sorted(glob.glob(os.path.join(model_dir, "*.safetensors"))):
         weights.update(read_safetensors(path))
-    return cfg, weights
+    return cfg, dequantize_fp8_weights(cfg, weights)
 
 
 def rms_norm(x, w, eps):

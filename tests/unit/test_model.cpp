@@ -328,6 +328,97 @@ TEST(Checkpoint, ReadsShardsThroughTheIndex) {
   EXPECT_EQ(std::memcmp(sharded.data(a), single.data(b), a.nbytes), 0);
 }
 
+// Rewrites a safetensors file's header (tensor names, shapes), keeping its data as it is.
+void edit_header(const fs::path& file, const std::function<void(json&)>& edit) {
+  std::ifstream in(file, std::ios::binary);
+  std::uint64_t len = 0;
+  in.read(reinterpret_cast<char*>(&len), 8);
+  std::string header(len, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(len));
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  json parsed = json::parse(header);
+  edit(parsed);
+  header = parsed.dump();
+  len = header.size();
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out << header << data;
+}
+
+void rename_tensor(json& header, const std::string& from, const std::string& to) {
+  header[to] = header[from];
+  header.erase(from);
+}
+
+TEST(Checkpoint, Fp8WeightsComeWithTheirBlockScales) {
+  const auto spec = ModelSpec::from_config(kModels / "tiny-qwen3_moe-fp8");
+  EXPECT_EQ(spec.fp8_block_rows, 32);
+  EXPECT_EQ(spec.fp8_block_cols, 48);
+  Checkpoint checkpoint(kModels / "tiny-qwen3_moe-fp8", spec);
+  const auto& down = checkpoint.tensor("model.layers.0.mlp.experts.3.down_proj.weight");
+  EXPECT_EQ(down.dtype, moed::kernels::DType::f8_e4m3);
+  const auto* scales = checkpoint.block_scales(down);
+  ASSERT_NE(scales, nullptr);
+  EXPECT_EQ(scales->name, "model.layers.0.mlp.experts.3.down_proj.weight_scale_inv");
+  EXPECT_EQ(scales->dtype, moed::kernels::DType::bf16);
+  EXPECT_EQ(scales->shape, (std::vector<std::int64_t>{4, 2}));  // [128, 64] in [32, 48] blocks
+  EXPECT_EQ(checkpoint.block_scales(checkpoint.tensor("model.layers.0.mlp.gate.weight")), nullptr);
+}
+
+TEST(Checkpoint, Fp8WeightsWithoutUsableScalesAreRefusedByName) {
+  TempDir dir("fp8");
+  const fs::path model = copy_model("tiny-qwen3_moe-fp8", dir.path / "m");
+  const fs::path weights = model / "model.safetensors";
+  const std::string down = "model.layers.0.mlp.experts.3.down_proj.weight";
+
+  // The config says how the scales are laid out; without it they cannot be read.
+  edit_config(model, [](json& c) { c.erase("quantization_config"); });
+  expect_error([&] { Checkpoint c(model, ModelSpec::from_config(model)); },
+               {"model.safetensors", "F8_E4M3", "quantization_config"});
+  copy_model("tiny-qwen3_moe-fp8", model);
+  // Blocks the scales' grid does not fit.
+  edit_config(model, [](json& c) { c["quantization_config"]["weight_block_size"] = {64, 48}; });
+  expect_error([&] { Checkpoint c(model, ModelSpec::from_config(model)); },
+               {"_scale_inv", "weight_block_size", "[64, 48]"});
+  copy_model("tiny-qwen3_moe-fp8", model);
+  const auto spec = ModelSpec::from_config(model);
+  edit_header(weights, [&](json& h) { rename_tensor(h, down + "_scale_inv", down + "_scale"); });
+  expect_error([&] { Checkpoint c(model, spec); }, {down, down + "_scale_inv", "missing"});
+  copy_model("tiny-qwen3_moe-fp8", model);
+  // Scales whose weight is not in FP8.
+  edit_header(weights, [&](json& h) {
+    rename_tensor(h, down + "_scale_inv", "model.embed_tokens.weight_scale_inv");
+  });
+  expect_error([&] { Checkpoint c(model, spec); },
+               {"model.embed_tokens.weight_scale_inv", "not an F8_E4M3 tensor"});
+}
+
+TEST(ModelSpec, QuantizationOtherThanFineGrainedFp8IsRefusedByKey) {
+  TempDir dir("quant");
+  const fs::path model = copy_model("tiny-qwen3_moe-fp8", dir.path / "m");
+  edit_config(model, [](json& c) { c["quantization_config"]["quant_method"] = "gptq"; });
+  expect_error([&] { ModelSpec::from_config(model); },
+               {"'quantization_config.quant_method'", "'gptq'", "GGUF"});
+  edit_config(model, [](json& c) {
+    c["quantization_config"]["quant_method"] = "fp8";
+    c["quantization_config"].erase("weight_block_size");
+  });
+  expect_error([&] { ModelSpec::from_config(model); },
+               {"'quantization_config.weight_block_size'", "per-tensor"});
+  edit_config(model, [](json& c) {
+    c["quantization_config"]["weight_block_size"] = {128, 128};
+    c["quantization_config"]["fmt"] = "e5m2";
+  });
+  expect_error([&] { ModelSpec::from_config(model); }, {"'quantization_config.fmt'", "e5m2"});
+  edit_config(model, [](json& c) {
+    c["quantization_config"]["fmt"] = "e4m3";
+    c["quantization_config"]["weight_block_size"] = {0, 128};
+  });
+  expect_error([&] { ModelSpec::from_config(model); },
+               {"'quantization_config.weight_block_size'", "positive"});
+}
+
 TEST(Checkpoint, MissingWeightsAreReported) {
   TempDir dir("noweights");
   fs::copy_file(kModels / "tiny-f32" / "config.json", dir.path / "config.json");

@@ -47,7 +47,66 @@ std::vector<std::filesystem::path> shard_paths(const std::filesystem::path& dir)
   return paths;
 }
 
+// Fine-grained FP8 checkpoints keep a weight's per-block multipliers beside it under this suffix.
+constexpr std::string_view kScalesSuffix = "_scale_inv";
+
 }  // namespace
+
+bool Checkpoint::is_block_scales(const std::string& name) const {
+  if (!name.ends_with(kScalesSuffix)) return false;
+  return block_scales_.contains(name.substr(0, name.size() - kScalesSuffix.size()));
+}
+
+void Checkpoint::pair_block_scales(const ModelSpec& spec, const std::filesystem::path& model_dir) {
+  for (const auto& [name, info] : index_) {
+    const std::string& file = paths_[info.file].string();
+    if (name.ends_with(kScalesSuffix)) {
+      const auto weight = index_.find(name.substr(0, name.size() - kScalesSuffix.size()));
+      if (weight == index_.end() || weight->second.dtype != kernels::DType::f8_e4m3)
+        throw std::runtime_error(file + ": tensor '" + name +
+                                 "' holds block scales, but its weight is not an F8_E4M3 tensor "
+                                 "of the checkpoint");
+      continue;
+    }
+    if (info.dtype != kernels::DType::f8_e4m3) continue;
+    if (spec.fp8_block_rows == 0)
+      throw std::runtime_error(
+          file + ": tensor '" + name + "' is F8_E4M3, but " + (model_dir / "config.json").string() +
+          " has no quantization_config (quant_method fp8, weight_block_size) to say how its "
+          "scales are laid out");
+    if (info.shape.size() != 2)
+      throw std::runtime_error(file + ": tensor '" + name + "' is F8_E4M3 with shape " +
+                               shape_string(info.shape) +
+                               "; only matrices are stored in 8-bit floats");
+    const std::string scales_name = name + std::string(kScalesSuffix);
+    const auto scales = index_.find(scales_name);
+    if (scales == index_.end())
+      throw std::runtime_error(file + ": tensor '" + name + "' is F8_E4M3, but its block scales '" +
+                               scales_name + "' are missing from the checkpoint");
+    const auto scale_type = scales->second.dtype;
+    if (scale_type != kernels::DType::f32 && scale_type != kernels::DType::bf16 &&
+        scale_type != kernels::DType::f16)
+      throw std::runtime_error(paths_[scales->second.file].string() + ": tensor '" + scales_name +
+                               "' has dtype " + std::string(kernels::dtype_name(scale_type)) +
+                               "; block scales are F32, BF16 or F16");
+    const std::vector<std::int64_t> grid{
+        (info.shape[0] + spec.fp8_block_rows - 1) / spec.fp8_block_rows,
+        (info.shape[1] + spec.fp8_block_cols - 1) / spec.fp8_block_cols};
+    if (scales->second.shape != grid)
+      throw std::runtime_error(paths_[scales->second.file].string() + ": tensor '" + scales_name +
+                               "' has shape " + shape_string(scales->second.shape) + " but '" +
+                               name + "' " + shape_string(info.shape) + " in blocks of [" +
+                               std::to_string(spec.fp8_block_rows) + ", " +
+                               std::to_string(spec.fp8_block_cols) +
+                               "] (weight_block_size) needs " + shape_string(grid));
+    block_scales_.emplace(name, &scales->second);
+  }
+}
+
+const TensorInfo* Checkpoint::block_scales(const TensorInfo& weight) const {
+  const auto it = block_scales_.find(weight.name);
+  return it == block_scales_.end() ? nullptr : it->second;
+}
 
 Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& spec) {
   for (const auto& path : shard_paths(model_dir)) {
@@ -76,9 +135,10 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir, const ModelSpec& 
                                "' has shape " + shape_string(it->second.shape) +
                                " but config.json implies " + shape_string(shape));
   }
+  pair_block_scales(spec, model_dir);
   const auto expected = expected_tensors(spec);
   for (const auto& [name, info] : index_) {
-    if (ignored_tensor(spec, name)) continue;
+    if (ignored_tensor(spec, name) || is_block_scales(name)) continue;
     if (!expected.contains(name))
       throw std::runtime_error(paths_[info.file].string() + ": unexpected tensor '" + name +
                                "' for a " + spec.model_type + " model with this config.json");

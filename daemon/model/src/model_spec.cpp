@@ -99,6 +99,43 @@ class ConfigReader {
   const std::map<std::string, std::string>& key_names_;
 };
 
+// quantization_config as transformers' FineGrainedFP8Config writes it (DeepSeek-V3/R1, Qwen3's
+// FP8 releases): e4m3 weights, each with a `_scale_inv` tensor of per-block multipliers, and
+// activations left to the engine (dynamic). Other methods store weights moed does not read.
+void read_fp8_blocks(const ConfigReader& r, ModelSpec& s) {
+  const auto& q = r.at("quantization_config");
+  if (!q.is_object()) r.fail("quantization_config", "expected an object, got " + describe(q));
+  const auto text = [&](const char* key, const char* fallback) {
+    if (!q.contains(key)) return std::string(fallback);
+    if (!q[key].is_string())
+      r.fail(std::string("quantization_config.") + key,
+             "expected a string, got " + describe(q[key]));
+    return q[key].get<std::string>();
+  };
+  const std::string method = text("quant_method", "");
+  if (method != "fp8")
+    r.fail("quantization_config.quant_method",
+           "'" + method +
+               "' is not supported (fine-grained 'fp8' is; for other quantizations, convert the "
+               "model to GGUF)");
+  if (text("fmt", "e4m3") != "e4m3")
+    r.fail("quantization_config.fmt", "'" + text("fmt", "") + "' is not supported (e4m3 is)");
+  if (text("activation_scheme", "dynamic") != "dynamic")
+    r.fail("quantization_config.activation_scheme",
+           "'" + text("activation_scheme", "") +
+               "' is not supported (dynamic is: moed computes activations in f32)");
+  const char* const block_key = "quantization_config.weight_block_size";
+  if (!q.contains("weight_block_size"))
+    r.fail(block_key, "is missing: per-tensor FP8 scales are not supported, only block scales");
+  const auto& block = q["weight_block_size"];
+  if (!block.is_array() || block.size() != 2 || !block[0].is_number_integer() ||
+      !block[1].is_number_integer() || block[0].get<std::int64_t>() <= 0 ||
+      block[1].get<std::int64_t>() <= 0)
+    r.fail(block_key, "expected two positive integers [rows, cols], got " + describe(block));
+  s.fp8_block_rows = r.bounded(block_key, block[0].get<std::int64_t>());
+  s.fp8_block_cols = r.bounded(block_key, block[1].get<std::int64_t>());
+}
+
 // Far above any released model (DeepSeek-V3: 15,616 expert blocks).
 constexpr std::int64_t kMaxExpertBlocks = 1 << 22;
 
@@ -502,6 +539,8 @@ ModelSpec parse_config(const nlohmann::json& json, const std::string& source,
   } else {
     fits("head_dim", {a.heads, a.head_dim, s.hidden_size});
   }
+
+  if (r.has("quantization_config")) read_fp8_blocks(r, s);
 
   auto token_id = [&](const std::string& key, const nlohmann::json& v) {
     if (!v.is_number_integer() || v.get<std::int64_t>() < 0 ||

@@ -49,7 +49,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
     const std::string dtype_name = entry["dtype"].get<std::string>();
     const auto dtype = kernels::dtype_from_safetensors(dtype_name);
     if (!dtype)
-      fail(path, where + "dtype " + dtype_name + " is not supported (F32, BF16, F16 are)");
+      fail(path,
+           where + "dtype " + dtype_name + " is not supported (F32, BF16, F16 and F8_E4M3 are)");
     const auto& shape_json = entry["shape"];
     const auto& offsets = entry["data_offsets"];
     if (!shape_json.is_array()) fail(path, where + "shape is not an array");

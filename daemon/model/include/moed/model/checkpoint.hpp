@@ -25,6 +25,9 @@ class Checkpoint {
   Checkpoint(std::shared_ptr<const GgufFile> gguf, const ModelSpec& spec);
 
   const TensorInfo& tensor(const std::string& name) const;
+  // The block scales of an f8_e4m3 weight (its `<name>_scale_inv` tensor, of ModelSpec's
+  // fp8_block_rows x fp8_block_cols blocks), checked on open; null for any other tensor.
+  const TensorInfo* block_scales(const TensorInfo& weight) const;
   const std::byte* data(const TensorInfo& tensor) const;
   const memtier::MappedFile& file_of(const TensorInfo& tensor) const;
   // The files TensorInfo::file indexes, as the disk tier reads them.
@@ -33,11 +36,17 @@ class Checkpoint {
   bool is_gguf() const { return gguf_ != nullptr; }
 
  private:
+  // Finds each f8_e4m3 weight's scales and checks them against the config's blocks; a scales
+  // tensor without its weight is refused by name.
+  void pair_block_scales(const ModelSpec& spec, const std::filesystem::path& model_dir);
+  bool is_block_scales(const std::string& name) const;
+
   std::vector<std::unique_ptr<SafetensorsFile>> safetensors_;
   std::shared_ptr<const GgufFile> gguf_;
   std::vector<const memtier::MappedFile*> files_;  // by TensorInfo::file
   std::vector<std::filesystem::path> paths_;
   std::map<std::string, TensorInfo> index_;
+  std::map<std::string, const TensorInfo*> block_scales_;  // f8_e4m3 weight -> its scales
   std::uint64_t total_bytes_ = 0;
 };
 

@@ -120,6 +120,11 @@ struct ModelSpec {
   bool tie_word_embeddings = false;
   std::int64_t bos_token_id = -1;
   std::vector<std::int64_t> eos_token_ids;
+  // A fine-grained FP8 checkpoint (quantization_config with quant_method "fp8"): the blocks of
+  // [rows, cols] elements that each scale of an f8_e4m3 weight covers (weight_block_size); 0
+  // where config.json names no quantization.
+  std::int64_t fp8_block_rows = 0;
+  std::int64_t fp8_block_cols = 0;
 
   std::int64_t moe_layer_count() const;
   bool has_experts(std::int64_t layer) const {
