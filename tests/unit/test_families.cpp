@@ -115,6 +115,53 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, Family,
                                            "deepseek_v3"),
                          test_name);
 
+// Fine-grained FP8 checkpoints (make-test-models.sh: DeepSeek-V3 with F32 scales in blocks of
+// [32, 32], Qwen3-MoE with BF16 scales in [32, 48], whose last column block is partial): the
+// reference's greedy tokens, from the weights fp8_cast_bf16 would write, and the same bits at
+// every host budget, where experts and the ring's dense layers are read with their scales.
+class Fp8Family : public ::testing::TestWithParam<const char*> {
+ protected:
+  std::string model() const { return std::string("tiny-") + GetParam() + "-fp8"; }
+};
+
+TEST_P(Fp8Family, GreedyTokensMatchTheReference) {
+  nlohmann::json golden;
+  std::ifstream(kGolden / (std::string(GetParam()) + "-fp8.greedy.json")) >> golden;
+  const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
+  const auto want = golden["generated"].get<std::vector<std::int32_t>>();
+  for (const KvDtype kv_dtype : {KvDtype::f32, KvDtype::bf16}) {
+    EngineOptions options;
+    options.kv_dtype = kv_dtype;
+    Engine engine(kModels / model(), options);
+    EXPECT_EQ(greedy_tokens(engine, prompt, want.size()), want)
+        << to_string(kv_dtype) << " KV; reference's smallest top-1 margin "
+        << golden["min_margin"].get<double>();
+  }
+}
+
+TEST_P(Fp8Family, EveryHostBudgetGivesBitIdenticalLogits) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  Engine unlimited(kModels / model(), {});
+  const auto want = prefill_then_decode(unlimited, tokens);
+  for (const double share : {0.25, 0.5}) {
+    EngineOptions options;
+    options.host_budget = {0, share};
+    Engine engine(kModels / model(), options);
+    EXPECT_EQ(prefill_then_decode(engine, tokens), want) << "share " << share;
+    EXPECT_GT(engine.memory_stats().host.misses, 0u);
+  }
+  const std::uint64_t working_set = static_cast<std::uint64_t>(unlimited.spec().experts_per_token) *
+                                    unlimited.expert_block_bytes();
+  EngineOptions streamed;
+  streamed.host_budget = {unlimited.memory_stats().fixed_bytes + working_set - 1, 0};
+  Engine ring(kModels / model(), streamed);
+  EXPECT_TRUE(ring.memory_stats().dense_streamed);
+  EXPECT_EQ(prefill_then_decode(ring, tokens), want) << "streamed";
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyModels, Fp8Family, ::testing::Values("qwen3_moe", "deepseek_v3"),
+                         test_name);
+
 TEST(LayerPlan, EachFamilysConfigMapsToItsKinds) {
   auto plan = [](const char* family) {
     return model::ModelSpec::from_config(kModels / (std::string("tiny-") + family));

@@ -30,8 +30,14 @@ struct Engine::LayerTensors {
   std::vector<model::LayerTensor> dense;  // the layer's dense block, in registration order
   std::vector<const model::TensorInfo*> dense_infos;
   std::array<int, model::kDenseRoles> position{};  // role -> index in dense, -1 when absent
+  // role -> index in dense_infos of its block scales (an f8_e4m3 weight), -1 when it has none;
+  // they follow the roles' tensors in the dense block's ranges.
+  std::array<int, model::kDenseRoles> scale_position{};
   std::vector<std::array<const model::TensorInfo*, 3>> experts;  // gate, up, down; none if dense
-  std::uint64_t packed_expert_bytes = 0;                         // an expert repacked (make_expert)
+  // Each expert's matrices' block scales (null where a matrix has none); in its block's ranges,
+  // those it has follow gate, up and down, in that order.
+  std::vector<std::array<const model::TensorInfo*, 3>> expert_scales;
+  std::uint64_t packed_expert_bytes = 0;  // an expert repacked (make_expert)
   // An expert computed as the file stores it (CpuMatmul::stored_rows): the memory its reads land
   // in, the most any expert of the layer's reads cover (memtier::aligned_read_bytes), alike for
   // all so that the buffer pool reuses it; 0 where the layer's formats are repacked on this CPU.
@@ -60,8 +66,25 @@ std::vector<float> to_f32(const model::TensorInfo& tensor, const std::byte* data
   return out;
 }
 
-WeightPart part(const model::TensorInfo& tensor, const std::byte* data) {
-  return {data, tensor.dtype, tensor.shape[0]};
+// A checkpoint tensor as a matmul part: its bytes, and for an f8_e4m3 weight its block scales
+// (`scales`, whose bytes are at scale_data) in blocks of the config's weight_block_size.
+WeightPart part(const model::TensorInfo& tensor, const std::byte* data,
+                const model::TensorInfo* scales = nullptr, const std::byte* scale_data = nullptr,
+                const model::ModelSpec* spec = nullptr) {
+  WeightPart weight{data, tensor.dtype, tensor.shape[0]};
+  if (scales != nullptr)
+    weight.scales = {scale_data, scales->dtype, spec->fp8_block_rows, spec->fp8_block_cols};
+  return weight;
+}
+
+// A tensor's elements in f32: an f8_e4m3 weight times its block scales.
+std::vector<float> to_f32(const model::TensorInfo& tensor, const WeightPart& weight) {
+  if (tensor.dtype != kernels::DType::f8_e4m3)
+    return to_f32(tensor, static_cast<const std::byte*>(weight.data));
+  std::vector<float> out(static_cast<std::size_t>(tensor.shape[0] * tensor.shape[1]));
+  kernels::dequantize_f8_e4m3(weight.data, weight.scales, tensor.shape[0], tensor.shape[1],
+                              out.data());
+  return out;
 }
 
 // `count` floats of a workspace buffer, grown (never shrunk) to fit; contents are whatever the
@@ -128,23 +151,36 @@ class BlockBuffer {
 // A layer's dense-block tensors by role, over the bytes a loaded block (or the mapped file) has.
 class DenseTensors {
  public:
-  DenseTensors(const std::vector<const model::TensorInfo*>& infos,
+  // position and scale_position as in Engine::LayerTensors: role -> index into infos and data.
+  DenseTensors(const model::ModelSpec& spec, const std::vector<const model::TensorInfo*>& infos,
                const std::array<int, model::kDenseRoles>& position,
+               const std::array<int, model::kDenseRoles>& scale_position,
                std::span<const std::byte* const> data)
-      : infos_(infos), position_(position), data_(data) {}
+      : spec_(spec),
+        infos_(infos),
+        position_(position),
+        scale_position_(scale_position),
+        data_(data) {}
 
-  bool has(DenseRole role) const { return position_[static_cast<std::size_t>(role)] >= 0; }
-  const model::TensorInfo& info(DenseRole role) const { return *infos_[index(role)]; }
-  const std::byte* data(DenseRole role) const { return data_[index(role)]; }
-  WeightPart weight(DenseRole role) const { return part(info(role), data(role)); }
-  std::vector<float> floats(DenseRole role) const { return to_f32(info(role), data(role)); }
+  bool has(DenseRole role) const { return position_[slot(role)] >= 0; }
+  const model::TensorInfo& info(DenseRole role) const { return *infos_[index(position_, role)]; }
+  const std::byte* data(DenseRole role) const { return data_[index(position_, role)]; }
+  WeightPart weight(DenseRole role) const {
+    if (scale_position_[slot(role)] < 0) return part(info(role), data(role));
+    const std::size_t scales = index(scale_position_, role);
+    return part(info(role), data(role), infos_[scales], data_[scales], &spec_);
+  }
+  std::vector<float> floats(DenseRole role) const { return to_f32(info(role), weight(role)); }
 
  private:
-  std::size_t index(DenseRole role) const {
-    return static_cast<std::size_t>(position_[static_cast<std::size_t>(role)]);
+  static std::size_t slot(DenseRole role) { return static_cast<std::size_t>(role); }
+  static std::size_t index(const std::array<int, model::kDenseRoles>& positions, DenseRole role) {
+    return static_cast<std::size_t>(positions[slot(role)]);
   }
+  const model::ModelSpec& spec_;
   const std::vector<const model::TensorInfo*>& infos_;
   const std::array<int, model::kDenseRoles>& position_;
+  const std::array<int, model::kDenseRoles>& scale_position_;
   std::span<const std::byte* const> data_;
 };
 
@@ -154,6 +190,12 @@ class DenseTensors {
 // decode step with three router calls per layer (its own and two predictions).
 bool router_in_f32(const model::ModelSpec& spec, const DenseTensors& t) {
   return spec.router.fp32_logits || t.info(DenseRole::router).dtype == kernels::DType::f32;
+}
+
+// Whether MLA's kv_b is widened to f32 before its heads are packed: its blocks (ggml's, or FP8
+// scale blocks) run along rows that the key part's transposed packing cuts across.
+bool widened_for_absorption(kernels::DType dtype) {
+  return kernels::is_quantized(dtype) || dtype == kernels::DType::f8_e4m3;
 }
 
 // What pack_dense allocates for a layer's matrices in its block buffer, known before any data is
@@ -181,7 +223,7 @@ std::uint64_t dense_matrix_bytes(kernels::CpuMatmul& matmul, const model::ModelS
   if (a.kind == model::AttentionKind::mla) {
     const bool split = t.has(DenseRole::k_b);
     auto widened = [](kernels::DType dtype) {
-      return kernels::is_quantized(dtype) ? kernels::DType::f32 : dtype;
+      return widened_for_absorption(dtype) ? kernels::DType::f32 : dtype;
     };
     const kernels::DType keys =
         split ? t.info(DenseRole::k_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
@@ -247,11 +289,11 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
     } else {
       // kv_b holds per head [key nope rows | value rows] over the latent. The key part lies
       // [nope, kv_lora]: the transpose of the [kv_lora, nope] matrix the absorbed form applies,
-      // packed as it lies. A quantized kv_b (a legacy GGUF) is widened first, its blocks running
-      // along the rows.
+      // packed as it lies. A quantized kv_b (a legacy GGUF) or an FP8 one is widened first, its
+      // blocks running along the rows.
       const auto& kv_b = t.info(DenseRole::kv_b);
       std::vector<float> widened;
-      if (kernels::is_quantized(kv_b.dtype)) widened = t.floats(DenseRole::kv_b);
+      if (widened_for_absorption(kv_b.dtype)) widened = t.floats(DenseRole::kv_b);
       const kernels::DType dtype = widened.empty() ? kv_b.dtype : kernels::DType::f32;
       const auto* kv_b_data = widened.empty() ? t.data(DenseRole::kv_b)
                                               : reinterpret_cast<const std::byte*>(widened.data());
@@ -323,14 +365,30 @@ std::shared_ptr<ExpertWeights> stored_expert(const model::ModelSpec& spec,
   return w;
 }
 
+// An expert's gate, up and down as parts, over its block's bytes (`data`, in the order of its
+// ranges: the three matrices, then the block scales of those that have them).
+std::array<WeightPart, 3> expert_parts(const model::ModelSpec& spec,
+                                       const std::array<const model::TensorInfo*, 3>& t,
+                                       const std::array<const model::TensorInfo*, 3>& scales,
+                                       std::span<const std::byte* const> data) {
+  std::array<WeightPart, 3> parts;
+  std::size_t next_scales = 3;
+  for (std::size_t m = 0; m < 3; ++m)
+    parts[m] = scales[m] == nullptr ? part(*t[m], data[m])
+                                    : part(*t[m], data[m], scales[m], data[next_scales++], &spec);
+  return parts;
+}
+
 std::shared_ptr<ExpertWeights> make_expert(kernels::CpuMatmul& matmul, const model::ModelSpec& spec,
                                            const std::array<const model::TensorInfo*, 3>& t,
-                                           const std::array<const std::byte*, 3>& data,
+                                           const std::array<const model::TensorInfo*, 3>& scales,
+                                           std::span<const std::byte* const> data,
                                            const kernels::PackedAllocator& allocate,
                                            ExpertMaking making) {
   auto w = std::make_shared<ExpertWeights>();
-  const WeightPart gate_up[] = {part(*t[0], data[0]), part(*t[1], data[1])};
-  const WeightPart down = part(*t[2], data[2]);
+  const auto parts = expert_parts(spec, t, scales, data);
+  const WeightPart gate_up[] = {parts[0], parts[1]};
+  const WeightPart down = parts[2];
   BlockBuffer block(allocate, expert_matrix_bytes(matmul, spec, gate_up, down, making));
   const auto matrix = [&](std::span<const WeightPart> parts, std::int64_t cols) {
     return making == ExpertMaking::packed
@@ -405,29 +463,45 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     auto& lt = tensors_[static_cast<std::size_t>(l)];
     lt.dense = model::dense_tensors(spec_, l);
     lt.position.fill(-1);
+    lt.scale_position.fill(-1);
     std::vector<memtier::FileRange> ranges;
     for (const auto& t : lt.dense) {
       lt.position[static_cast<std::size_t>(t.role)] = static_cast<int>(lt.dense_infos.size());
       lt.dense_infos.push_back(&checkpoint_.tensor(t.name));
       ranges.push_back(range_of(lt.dense_infos.back()));
     }
+    for (const auto& t : lt.dense)
+      if (const auto* scales = checkpoint_.block_scales(checkpoint_.tensor(t.name))) {
+        lt.scale_position[static_cast<std::size_t>(t.role)] =
+            static_cast<int>(lt.dense_infos.size());
+        lt.dense_infos.push_back(scales);
+        ranges.push_back(range_of(scales));
+      }
     source_->add(BlockId::dense(static_cast<std::int32_t>(l)), std::move(ranges));
     std::vector<const std::byte*> mapped;
     for (const auto* info : lt.dense_infos) mapped.push_back(checkpoint_.data(*info));
-    const std::uint64_t layer_bytes =
-        dense_packed_bytes(matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, mapped));
+    const std::uint64_t layer_bytes = dense_packed_bytes(
+        matmul_, spec_,
+        DenseTensors(spec_, lt.dense_infos, lt.position, lt.scale_position, mapped));
     dense_bytes_ += layer_bytes;
     largest_dense = std::max(largest_dense, layer_bytes);
 
     if (!spec_.has_experts(l)) continue;
     lt.experts.resize(static_cast<std::size_t>(spec_.num_experts));
+    lt.expert_scales.resize(static_cast<std::size_t>(spec_.num_experts));
     std::uint64_t read_bytes = 0;  // the most one expert's reads cover
     for (std::int64_t e = 0; e < spec_.num_experts; ++e) {
       auto& ex = lt.experts[static_cast<std::size_t>(e)];
+      auto& scales = lt.expert_scales[static_cast<std::size_t>(e)];
       for (const auto m :
-           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down})
+           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down}) {
         ex[static_cast<std::size_t>(m)] = &checkpoint_.tensor(model::expert_tensor(spec_, l, e, m));
+        scales[static_cast<std::size_t>(m)] =
+            checkpoint_.block_scales(*ex[static_cast<std::size_t>(m)]);
+      }
       std::vector<memtier::FileRange> ranges{range_of(ex[0]), range_of(ex[1]), range_of(ex[2])};
+      for (const auto* matrix_scales : scales)
+        if (matrix_scales != nullptr) ranges.push_back(range_of(matrix_scales));
       read_bytes = std::max(read_bytes, memtier::aligned_read_bytes(ranges));
       source_->add(BlockId::routed(static_cast<std::int32_t>(l), static_cast<std::int32_t>(e)),
                    std::move(ranges));
@@ -456,7 +530,9 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   const auto& final_norm = checkpoint_.tensor(model::final_norm_tensor());
   final_norm_ = to_f32(final_norm, checkpoint_.data(final_norm));
   const auto& head = checkpoint_.tensor(model::lm_head_tensor(spec_));
-  const WeightPart head_part = part(head, checkpoint_.data(head));
+  const auto* head_scales = checkpoint_.block_scales(head);
+  const WeightPart head_part = part(head, checkpoint_.data(head), head_scales,
+                                    head_scales ? checkpoint_.data(*head_scales) : nullptr, &spec_);
   lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden, allocate_resident);
   if (!spec_.tie_word_embeddings) checkpoint_.file_of(head).release(head.file_offset, head.nbytes);
 
@@ -475,8 +551,10 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     for (auto& lt : tensors_) {
       std::vector<const std::byte*> mapped;
       for (const auto* info : lt.dense_infos) mapped.push_back(checkpoint_.data(*info));
-      resident_dense_.push_back(pack_dense(
-          matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, mapped), allocate_resident));
+      resident_dense_.push_back(
+          pack_dense(matmul_, spec_,
+                     DenseTensors(spec_, lt.dense_infos, lt.position, lt.scale_position, mapped),
+                     allocate_resident));
       if (options.on_progress)
         options.on_progress(0.3 * static_cast<double>(resident_dense_.size()) /
                             static_cast<double>(layers));
@@ -599,14 +677,17 @@ memtier::Payload Engine::materialize(BlockId block, memtier::LoadedBlock& loaded
   };
   if (block.is_dense()) {
     const std::vector<const std::byte*> data(loaded.ranges.begin(), loaded.ranges.end());
-    return pack_dense(io_matmul_, spec_, DenseTensors(lt.dense_infos, lt.position, data), allocate);
+    return pack_dense(io_matmul_, spec_,
+                      DenseTensors(spec_, lt.dense_infos, lt.position, lt.scale_position, data),
+                      allocate);
   }
   if (loaded.kept)
     return stored_expert(spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
                          {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)},
                          std::move(loaded.kept), lt.stored_expert_bytes);
-  return make_expert(io_matmul_, spec_, lt.experts.at(static_cast<std::size_t>(block.expert)),
-                     {loaded.ranges.at(0), loaded.ranges.at(1), loaded.ranges.at(2)}, allocate,
+  const auto expert = static_cast<std::size_t>(block.expert);
+  return make_expert(io_matmul_, spec_, lt.experts.at(expert), lt.expert_scales.at(expert),
+                     loaded.ranges, allocate,
                      lt.streams_rewritten ? ExpertMaking::rewritten : ExpertMaking::packed);
 }
 
@@ -673,10 +754,19 @@ void Engine::embed(std::span<const std::int32_t> tokens, float* out) const {
   const std::int64_t hidden = spec_.hidden_size;
   const std::size_t row_bytes = kernels::row_bytes(embedding_->dtype, hidden);
   const std::byte* base = checkpoint_.data(*embedding_);
-  for (std::size_t i = 0; i < tokens.size(); ++i)
-    kernels::convert_to_f32(base + static_cast<std::size_t>(tokens[i]) * row_bytes,
-                            embedding_->dtype, out + i * static_cast<std::size_t>(hidden),
-                            static_cast<std::size_t>(hidden));
+  const model::TensorInfo* scales = checkpoint_.block_scales(*embedding_);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const std::byte* row = base + static_cast<std::size_t>(tokens[i]) * row_bytes;
+    float* into = out + i * static_cast<std::size_t>(hidden);
+    if (scales == nullptr) {
+      kernels::convert_to_f32(row, embedding_->dtype, into, static_cast<std::size_t>(hidden));
+    } else {
+      kernels::BlockScales row_scales =
+          part(*embedding_, base, scales, checkpoint_.data(*scales), &spec_).scales;
+      row_scales.first_row = tokens[i];
+      kernels::dequantize_f8_e4m3(row, row_scales, 1, hidden, into);
+    }
+  }
 }
 
 const DenseWeights& Engine::dense(std::int64_t layer, memtier::Payload& hold) {
