@@ -469,24 +469,16 @@ const void* CpuMatmul::stage(std::span<const WeightPart> parts, std::int64_t col
 }
 
 void CpuMatmul::stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std::uint16_t* out) {
-  // A row at a time through f32, over OpenMP's threads as the other packers go: a streamed
-  // expert's demand has compute waiting on it. The rows' f32 scratch is sized before the region,
-  // which may not throw.
-  const int threads = omp_get_max_threads();
-  f8_rows_.resize(static_cast<std::size_t>(threads * cols));
-  const DType scale_type = part.scales.dtype;
-  if (part.scales.data == nullptr || part.scales.block_rows <= 0 || part.scales.block_cols <= 0 ||
-      (scale_type != DType::f32 && scale_type != DType::bf16 && scale_type != DType::f16))
-    throw std::invalid_argument(
-        "CpuMatmul: an f8_e4m3 part without block scales it can read (f32, bf16 or f16)");
+  // Rows over OpenMP's threads, as the other packers go: a streamed expert's demand has compute
+  // waiting on it. The scales are checked (no rows converted) before the region, which may not
+  // throw.
+  f8_e4m3_to_bf16(part.data, part.scales, 0, cols, nullptr);
 #pragma omp parallel for schedule(static)
   for (std::int64_t r = 0; r < part.rows; ++r) {
-    float* row = f8_rows_.data() + static_cast<std::size_t>(omp_get_thread_num() * cols);
     BlockScales scales = part.scales;
     scales.first_row += r;
-    dequantize_f8_e4m3(static_cast<const std::uint8_t*>(part.data) + r * cols, scales, 1, cols,
-                       row);
-    convert_f32_to_bf16(row, out + r * cols, static_cast<std::size_t>(cols));
+    f8_e4m3_to_bf16(static_cast<const std::uint8_t*>(part.data) + r * cols, scales, 1, cols,
+                    out + r * cols);
   }
 }
 

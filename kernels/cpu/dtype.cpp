@@ -1,12 +1,14 @@
 #include "moed/kernels/dtype.hpp"
 
 #include <algorithm>
-#include <bit>
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
+#include "f8_widen.hpp"
 #include "moed/kernels/quant.hpp"
 
 namespace moed::kernels {
@@ -115,12 +117,23 @@ void convert_to_f32(const void* src, DType dtype, float* dst, std::size_t n) {
 
 namespace {
 
-// The f32 with the same sign, exponent field and mantissa bits, scaled by 2^(127 - 7): exact for
-// normal and subnormal E4M3 values alike (an E4M3 subnormal lands on an f32 subnormal, which the
-// power of two makes normal again without rounding).
-inline float f8_e4m3_finite(std::uint32_t bits) {
-  const std::uint32_t wide = ((bits & 0x80u) << 24) | ((bits & 0x7fu) << 20);
-  return std::bit_cast<float>(wide) * 0x1p120f;
+// Every code's value: a table, since the arithmetic route builds an f32 subnormal for exponent
+// 0, whose multiply takes a microcode assist.
+const std::array<float, 256>& f8_e4m3_values() {
+  static const std::array<float, 256> values = [] {
+    std::array<float, 256> table{};
+    for (int code = 0; code < 256; ++code) {
+      const int exponent = (code >> 3) & 0xf, mantissa = code & 7;
+      const float magnitude = exponent == 0
+                                  ? std::ldexp(static_cast<float>(mantissa), -9)
+                                  : std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);
+      table[static_cast<std::size_t>(code)] = (code & 0x7f) == 0x7f
+                                                  ? std::numeric_limits<float>::quiet_NaN()
+                                                  : (code & 0x80 ? -magnitude : magnitude);
+    }
+    return table;
+  }();
+  return values;
 }
 
 float scale_at(const BlockScales& scales, std::size_t index) {
@@ -136,25 +149,58 @@ float scale_at(const BlockScales& scales, std::size_t index) {
       std::memcpy(&bits, static_cast<const std::byte*>(scales.data) + 2 * index, 2);
       return scales.dtype == DType::bf16 ? bf16_to_f32(bits) : f16_to_f32(bits);
     }
-    default:
-      throw std::invalid_argument("dequantize_f8_e4m3: block scales of type " +
-                                  std::string(dtype_name(scales.dtype)) +
-                                  " (f32, bf16 or f16 are read)");
+    default:  // check_scales refused it
+      return std::numeric_limits<float>::quiet_NaN();
   }
+}
+
+void check_scales(const BlockScales& scales) {
+  if (scales.data == nullptr || scales.block_rows <= 0 || scales.block_cols <= 0 ||
+      scales.first_row < 0)
+    throw std::invalid_argument("an f8_e4m3 weight without its block scales");
+  if (scales.dtype != DType::f32 && scales.dtype != DType::bf16 && scales.dtype != DType::f16)
+    throw std::invalid_argument("block scales of type " + std::string(dtype_name(scales.dtype)) +
+                                " (f32, bf16 or f16 are read)");
 }
 
 }  // namespace
 
+namespace detail {
+
+void f8_e4m3_to_bf16_scalar(const std::uint8_t* in, std::int64_t n, float scale,
+                            std::uint16_t* out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(f8_e4m3_to_f32(in[i]) * scale);
+}
+
+}  // namespace detail
+
+void f8_e4m3_to_bf16(const void* src, const BlockScales& scales, std::int64_t rows,
+                     std::int64_t cols, std::uint16_t* dst) {
+  check_scales(scales);
+  static const bool avx512 = __builtin_cpu_supports("avx512f") &&
+                             __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl");
+  auto* widen = avx512 ? detail::f8_e4m3_to_bf16_avx512 : detail::f8_e4m3_to_bf16_scalar;
+  const std::int64_t grid_cols = (cols + scales.block_cols - 1) / scales.block_cols;
+  const auto* bytes = static_cast<const std::uint8_t*>(src);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t grid_row = (scales.first_row + r) / scales.block_rows;
+    for (std::int64_t block = 0; block < grid_cols; ++block) {
+      const std::int64_t begin = block * scales.block_cols;
+      widen(bytes + r * cols + begin, std::min(cols, begin + scales.block_cols) - begin,
+            scale_at(scales, static_cast<std::size_t>(grid_row * grid_cols + block)),
+            dst + r * cols + begin);
+    }
+  }
+}
+
 float f8_e4m3_to_f32(std::uint8_t bits) {
-  if ((bits & 0x7fu) == 0x7fu) return std::numeric_limits<float>::quiet_NaN();
-  return f8_e4m3_finite(bits);
+  return f8_e4m3_values()[bits];
 }
 
 void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
                         std::int64_t cols, float* dst) {
-  if (scales.data == nullptr || scales.block_rows <= 0 || scales.block_cols <= 0 ||
-      scales.first_row < 0)
-    throw std::invalid_argument("dequantize_f8_e4m3: an f8_e4m3 weight without its block scales");
+  check_scales(scales);
   const std::int64_t grid_cols = (cols + scales.block_cols - 1) / scales.block_cols;
   const auto* bytes = static_cast<const std::uint8_t*>(src);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -165,12 +211,8 @@ void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t
       const float scale = scale_at(scales, static_cast<std::size_t>(grid_row * grid_cols + block));
       const std::int64_t begin = block * scales.block_cols;
       const std::int64_t end = std::min(cols, begin + scales.block_cols);
-      // Written so that the compiler vectorizes it: NaN codes are rare, and a blend.
-      for (std::int64_t c = begin; c < end; ++c) {
-        const std::uint32_t code = in[c];
-        const float value = f8_e4m3_finite(code) * scale;
-        out[c] = (code & 0x7fu) == 0x7fu ? std::numeric_limits<float>::quiet_NaN() : value;
-      }
+      const auto& values = f8_e4m3_values();
+      for (std::int64_t c = begin; c < end; ++c) out[c] = values[in[c]] * scale;
     }
   }
 }

@@ -173,6 +173,37 @@ void BM_PackPanels(benchmark::State& state) {
 }
 BENCHMARK(BM_PackPanels)->ArgsProduct({{0, 1}, {0, 1, 2}})->UseRealTime();
 
+// CpuMatmul::pack of a streamed bench-model expert's gate and up ([2 x 1024, 2816], as
+// Mixtral's bench model has them) from the file's bytes, on one thread as a prefetch packs
+// (arg 1: the threads): arg 0 = 0 bf16 as stored, 1 f8_e4m3 with [128, 128] block scales,
+// widened to bf16 first. Bytes/s of the file's bytes (one per FP8 weight, two per bf16 one).
+void BM_PackExpert(benchmark::State& state) {
+  const bool fp8 = state.range(0) == 1;
+  const std::int64_t rows = 1024, cols = 2816, block = 128;
+  const std::size_t elements = static_cast<std::size_t>(rows * cols);
+  std::vector<std::uint8_t> codes(elements);
+  std::mt19937 rng(3);
+  for (auto& c : codes) c = static_cast<std::uint8_t>(rng() % 0x7e);
+  std::vector<float> scales(static_cast<std::size_t>((rows / block) * ((cols + block - 1) / block)),
+                            0.01f);
+  std::vector<std::uint16_t> bf16(elements, 0x3c00);
+  const BlockScales grid{scales.data(), DType::f32, block, block};
+  const WeightPart parts[] = {fp8 ? WeightPart{codes.data(), DType::f8_e4m3, rows, grid}
+                                  : WeightPart{bf16.data(), DType::bf16, rows},
+                              fp8 ? WeightPart{codes.data(), DType::f8_e4m3, rows, grid}
+                                  : WeightPart{bf16.data(), DType::bf16, rows}};
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(static_cast<int>(state.range(1)));
+  CpuMatmul matmul;
+  for (auto _ : state) benchmark::DoNotOptimize(matmul.pack(parts, cols).bytes());
+  omp_set_num_threads(threads);
+  state.SetBytesProcessed(state.iterations() * 2 * static_cast<std::int64_t>(elements) *
+                          (fp8 ? 1 : 2));
+  state.SetLabel(std::string(fp8 ? "f8_e4m3" : "bf16") + " " +
+                 matmul.packing(2 * rows, cols, DType::bf16));
+}
+BENCHMARK(BM_PackExpert)->ArgsProduct({{0, 1}, {1, 2}})->UseRealTime();
+
 void BM_ReadBandwidth(benchmark::State& state) {
   ReadBandwidthProbe probe(1ull << 30);
   double best = 0;

@@ -124,6 +124,24 @@ TEST(DType, F8E4m3DequantizesPerBlockFromTheFirstRow) {
   EXPECT_THROW(convert_to_f32(codes.data(), DType::f8_e4m3, out, 7), std::invalid_argument);
 }
 
+// Widening to bf16 (AVX-512 where the CPU has it) gives f32_to_bf16 of the f32 product for every
+// code, at scales whose products round, overflow, go subnormal or are NaN, in blocks whose
+// length is not a whole number of vectors.
+TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
+  std::vector<std::uint8_t> codes(256 * 3);
+  for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<std::uint8_t>(i * 7 % 256);
+  const std::int64_t cols = static_cast<std::int64_t>(codes.size()), block = 37;
+  for (const float scale : {1.0f, 0.0137f, 3e36f, 1e-40f, -0.5f, NAN}) {
+    std::vector<float> grid(static_cast<std::size_t>((cols + block - 1) / block), scale);
+    grid[1] = 0.25f;
+    std::vector<std::uint16_t> got(codes.size());
+    f8_e4m3_to_bf16(codes.data(), {grid.data(), DType::f32, 1, block}, 1, cols, got.data());
+    for (std::size_t i = 0; i < codes.size(); ++i)
+      ASSERT_EQ(got[i], f32_to_bf16(f8_e4m3_to_f32(codes[i]) * grid[i / block]))
+          << "code " << int(codes[i]) << " scale " << grid[i / block];
+  }
+}
+
 // An FP8 weight computes as the bf16 weight DeepSeek's fp8_cast_bf16 writes (each element times
 // its block scale in f32, rounded to bf16), to the bit, stacked beside another FP8 part whose
 // grid is its own, and in a batch.

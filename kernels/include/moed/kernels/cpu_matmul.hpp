@@ -225,7 +225,7 @@ class CpuMatmul {
   // Copies the parts, converted to the compute dtype, into one plain [rows, cols] matrix.
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
   // An f8_e4m3 part's rows times their block scales, rounded to bf16, into `out`.
-  void stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std::uint16_t* out);
+  static void stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std::uint16_t* out);
   // Fills row_starts_ with where each row of the parts (all of `dtype`) starts.
   void gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols, DType dtype);
   // Packs with moed's own transpose (parts in the compute dtype, any number).
@@ -240,7 +240,6 @@ class CpuMatmul {
   // u8 [rows * cols * elem] stacking/conversion scratch for pack(); grow-only, because fresh
   // multi-MB allocations pay a page fault per 4 KiB on every pack.
   std::vector<unsigned char> staging_;
-  std::vector<float> f8_rows_;  // [threads, cols] f32 rows of stage_f8_as_bf16
   // [rows] where each plain row starts, for pack_rows and panels
   std::vector<const std::byte*> row_starts_;
   std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights

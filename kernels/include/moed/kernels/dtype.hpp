@@ -84,6 +84,10 @@ struct BlockScales {
 // it. Throws std::invalid_argument when the scales are missing or of a type it does not read.
 void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
                         std::int64_t cols, float* dst);
+// The same products rounded to bf16 (nearest even; NaN codes as bf16's quiet NaN), as
+// DeepSeek's fp8_cast_bf16 writes them; AVX-512 where the CPU has it, the same bits either way.
+void f8_e4m3_to_bf16(const void* src, const BlockScales& scales, std::int64_t rows,
+                     std::int64_t cols, std::uint16_t* dst);
 
 // dst[i] = float(src[i]) for n elements of the given dtype (little-endian, any alignment); a
 // quantized type is dequantized, n a whole number of its blocks. Not for f8_e4m3, whose values
