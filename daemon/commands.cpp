@@ -662,7 +662,12 @@ std::string attention_description(const model::ModelSpec& s) {
 int run_info(const InfoArgs& args) {
   const auto spec = model::read_model_spec(args.model_dir);
   const model::Checkpoint checkpoint = model::open_checkpoint(args.model_dir, spec);
-  auto bytes_of = [&](const std::string& name) { return checkpoint.tensor(name).nbytes; };
+  // An FP8 weight's bytes include its block scales, which are read with it.
+  auto bytes_of = [&](const std::string& name) {
+    const auto& t = checkpoint.tensor(name);
+    const auto* scales = checkpoint.block_scales(t);
+    return t.nbytes + (scales ? scales->nbytes : 0);
+  };
   std::vector<std::uint64_t> dense_bytes, expert_blocks;  // per layer
   std::uint64_t expert_block = 0;                         // the largest layer's
   std::uint64_t experts_total = 0;
@@ -670,7 +675,7 @@ int run_info(const InfoArgs& args) {
   std::map<std::string, std::uint64_t> bytes_by_format;
   auto count_format = [&](const std::string& name) {
     const auto& t = checkpoint.tensor(name);
-    bytes_by_format[std::string(kernels::dtype_name(t.dtype))] += t.nbytes;
+    bytes_by_format[std::string(kernels::dtype_name(t.dtype))] += bytes_of(name);
   };
   for (std::int64_t l = 0; l < spec.num_layers; ++l) {
     std::uint64_t layer = 0;
@@ -730,6 +735,10 @@ int run_info(const InfoArgs& args) {
     const nlohmann::json out = {{"model", args.model_dir},
                                 {"format", checkpoint.is_gguf() ? "gguf" : "safetensors"},
                                 {"bytes_by_weight_format", bytes_by_format},
+                                {"fp8_weight_block",
+                                 spec.fp8_block_rows == 0
+                                     ? nlohmann::json(nullptr)
+                                     : nlohmann::json{spec.fp8_block_rows, spec.fp8_block_cols}},
                                 {"family", to_string(spec.family)},
                                 {"vocab_size", spec.vocab_size},
                                 {"hidden_size", spec.hidden_size},
@@ -757,10 +766,15 @@ int run_info(const InfoArgs& args) {
   }
   using memtier::format_byte_size;
   std::printf("model: %s\n", args.model_dir.c_str());
+  const std::string fp8_blocks =
+      spec.fp8_block_rows == 0 ? ""
+                               : " (block scales included, one per " +
+                                     std::to_string(spec.fp8_block_rows) + " x " +
+                                     std::to_string(spec.fp8_block_cols) + " elements)";
   std::printf(
-      "weights: %s; %s\n",
+      "weights: %s; %s%s\n",
       checkpoint.is_gguf() ? ("GGUF, architecture " + spec.model_type).c_str() : "safetensors",
-      formats.c_str());
+      formats.c_str(), fp8_blocks.c_str());
   std::printf("family: %s; vocab %lld, hidden %lld, %lld layers, context %lld\n",
               to_string(spec.family), static_cast<long long>(spec.vocab_size),
               static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_layers),

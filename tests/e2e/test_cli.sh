@@ -55,6 +55,37 @@ assert r["layers"][0]["attention"] == "mla" and r["layers"][0]["routed_experts"]
 assert r["tiers"]["disk"] == r["bytes"]["routed_experts"] * 3 // 4, r["tiers"]
 PY
 
+# Fine-grained FP8 checkpoints (DeepSeek-V3 and Qwen3's FP8 releases' format) through the
+# binary: prefill logits over the reference's greedy continuation pick its next token at every
+# step, the same bits at a 25% budget, the formats in `moed info`, and a checkpoint whose config
+# lost its quantization_config refused naming the tensor.
+for family in deepseek_v3 qwen3_moe; do
+  model="$models/tiny-$family-fp8"
+  ids=$(/usr/bin/python3 -c "import json; g = json.load(open('$golden/$family-fp8.greedy.json')); print(','.join(map(str, g['prompt'] + g['generated'][:-1])))")
+  if "$moed" logits --model "$model" --tokens "$ids" --out "$work/$family-fp8.npy" 2>"$work/err" &&
+     /usr/bin/python3 - "$work/$family-fp8.npy" "$golden/$family-fp8.greedy.json" <<'PY'
+import json, sys, numpy as np
+got, golden = np.load(sys.argv[1]), json.load(open(sys.argv[2]))
+picked = got.argmax(-1)[len(golden["prompt"]) - 1:].tolist()
+assert picked == golden["generated"], (picked, golden["generated"])
+PY
+  then pass "$family fp8: logits pick the reference's greedy tokens"; else fail "$family fp8 logits"; cat "$work/err"; fi
+  "$moed" logits --model "$model" --tokens "$ids" --out "$work/$family-fp8-quarter.npy" --host-budget 25% 2>/dev/null
+  cmp -s "$work/$family-fp8.npy" "$work/$family-fp8-quarter.npy" && pass "$family fp8: bit-identical at a 25% budget" || fail "$family fp8 budgeted logits differ"
+done
+"$moed" info --model "$models/tiny-qwen3_moe-fp8" >"$work/info" 2>&1 &&
+  grep -q "^weights: safetensors; bf16 .*f8_e4m3 .* (block scales included, one per 32 x 48 elements)" "$work/info" &&
+  pass "fp8 info: formats and scale blocks" || { fail "fp8 info"; cat "$work/info"; }
+cp -r "$models/tiny-qwen3_moe-fp8" "$work/fp8-unlabelled"
+/usr/bin/python3 - "$work/fp8-unlabelled/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+del c["quantization_config"]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+expect_error "fp8 tensors without quantization_config" \
+  "model.safetensors: tensor 'model.layers.0.mlp.experts.0.down_proj.weight' is F8_E4M3, but .*config.json has no quantization_config" \
+  "$moed" logits --model "$work/fp8-unlabelled" --tokens 1 --out "$work/x.npy"
 # GGUF files through the binary: logits against reference.py on the dequantized weights (f32
 # within 1e-5; quantized: all but two rows within 5%, as test_gguf_model explains), the same
 # logits at a 25% budget, a split file, info, and refusals that name the file and the fault.
