@@ -668,9 +668,17 @@ int run_info(const InfoArgs& args) {
     const auto* scales = checkpoint.block_scales(t);
     return t.nbytes + (scales ? scales->nbytes : 0);
   };
+  // What a weight takes in host RAM: FP8 is widened to bf16 there (its scales are not kept);
+  // other formats are estimated at their stored size.
+  auto host_bytes_of = [&](const std::string& name) {
+    const auto& t = checkpoint.tensor(name);
+    if (t.dtype != kernels::DType::f8_e4m3) return t.nbytes;
+    return 2 * t.nbytes;
+  };
   std::vector<std::uint64_t> dense_bytes, expert_blocks;  // per layer
   std::uint64_t expert_block = 0;                         // the largest layer's
   std::uint64_t experts_total = 0;
+  std::uint64_t dense_host = 0, experts_host = 0, expert_block_host = 0;
   // A quantized file's bytes by format (llama-quantize mixes them: q4_K_M has q6_K layers).
   std::map<std::string, std::uint64_t> bytes_by_format;
   auto count_format = [&](const std::string& name) {
@@ -681,19 +689,25 @@ int run_info(const InfoArgs& args) {
     std::uint64_t layer = 0;
     for (const auto& t : model::dense_tensors(spec, l)) {
       layer += bytes_of(t.name);
+      dense_host += host_bytes_of(t.name);
       count_format(t.name);
     }
     dense_bytes.push_back(layer);
-    std::uint64_t block = 0;
+    std::uint64_t block = 0, block_host = 0;
     for (std::int64_t e = 0; spec.has_experts(l) && e < spec.num_experts; ++e)
       for (const auto m :
            {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down}) {
-        if (e == 0) block += bytes_of(model::expert_tensor(spec, l, 0, m));
+        if (e == 0) {
+          block += bytes_of(model::expert_tensor(spec, l, 0, m));
+          block_host += host_bytes_of(model::expert_tensor(spec, l, 0, m));
+        }
         count_format(model::expert_tensor(spec, l, e, m));
       }
     expert_blocks.push_back(block);
     expert_block = std::max(expert_block, block);
+    expert_block_host = std::max(expert_block_host, block_host);
     experts_total += block * static_cast<std::uint64_t>(spec.num_experts);
+    experts_host += block_host * static_cast<std::uint64_t>(spec.num_experts);
   }
   for (const auto& name : {model::embedding_tensor(), model::final_norm_tensor()})
     count_format(name);
@@ -712,16 +726,25 @@ int run_info(const InfoArgs& args) {
       spec.num_layers * spec.attention.cache_elements() * 2);  // bf16, the default
 
   // Where the bytes would live: the LM head and the dense part in host RAM, routed experts cached
-  // up to the budget (as the engine reads it) and read from disk beyond it.
-  std::uint64_t cached = experts_total;
+  // up to the budget (as the engine reads it, in host bytes) and read from disk beyond it (in
+  // stored bytes, the same share of them).
+  const std::uint64_t head_host =
+      host_bytes_of(model::lm_head_tensor(spec)) + host_bytes_of(model::final_norm_tensor());
+  const std::uint64_t fixed = head_host + dense_host;
+  std::uint64_t cached = experts_host;
   if (!args.host_budget.empty()) {
-    const std::uint64_t fixed = head + dense_total;
     const std::uint64_t total =
         engine::HostBudget::parse(args.host_budget)
-            .total(fixed, experts_total,
-                   static_cast<std::uint64_t>(spec.experts_per_token) * expert_block);
-    cached = std::min(total > fixed ? total - fixed : 0, experts_total);
+            .total(fixed, experts_host,
+                   static_cast<std::uint64_t>(spec.experts_per_token) * expert_block_host);
+    cached = std::min(total > fixed ? total - fixed : 0, experts_host);
   }
+  // The stored bytes of the experts left out: the same share as of their host bytes.
+  __extension__ const std::uint64_t disk =
+      experts_host == 0
+          ? 0
+          : experts_total - static_cast<std::uint64_t>(static_cast<unsigned __int128>(cached) *
+                                                       experts_total / experts_host);
 
   if (args.json) {
     nlohmann::json layers = nlohmann::json::array();
@@ -732,45 +755,42 @@ int run_info(const InfoArgs& args) {
            {"ffn", to_string(spec.layers[static_cast<std::size_t>(l)].ffn)},
            {"routed_experts", spec.has_experts(l) ? spec.num_experts : 0},
            {"dense_bytes", dense_bytes[static_cast<std::size_t>(l)]}});
-    const nlohmann::json out = {{"model", args.model_dir},
-                                {"format", checkpoint.is_gguf() ? "gguf" : "safetensors"},
-                                {"bytes_by_weight_format", bytes_by_format},
-                                {"fp8_weight_block",
-                                 spec.fp8_block_rows == 0
-                                     ? nlohmann::json(nullptr)
-                                     : nlohmann::json{spec.fp8_block_rows, spec.fp8_block_cols}},
-                                {"family", to_string(spec.family)},
-                                {"vocab_size", spec.vocab_size},
-                                {"hidden_size", spec.hidden_size},
-                                {"max_position_embeddings", spec.max_position_embeddings},
-                                {"attention", attention_description(spec)},
-                                {"experts", spec.num_experts},
-                                {"experts_per_token", spec.experts_per_token},
-                                {"expert_intermediate_size", spec.intermediate_size},
-                                {"shared_intermediate_size", spec.shared_intermediate_size},
-                                {"router", router_description(spec)},
-                                {"layers", layers},
-                                {"bytes",
-                                 {{"embedding", embedding},
-                                  {"lm_head", head},
-                                  {"dense_layers", dense_total},
-                                  {"routed_experts", experts_total},
-                                  {"expert_block", expert_block},
-                                  {"kv_per_position_bf16", kv_per_position}}},
-                                {"tiers",
-                                 {{"host_budget", args.host_budget},
-                                  {"host", head + dense_total + cached},
-                                  {"disk", experts_total - cached}}}};
+    const nlohmann::json out = {
+        {"model", args.model_dir},
+        {"format", checkpoint.is_gguf() ? "gguf" : "safetensors"},
+        {"bytes_by_weight_format", bytes_by_format},
+        {"fp8_weight_block", spec.fp8_block_rows == 0
+                                 ? nlohmann::json(nullptr)
+                                 : nlohmann::json{spec.fp8_block_rows, spec.fp8_block_cols}},
+        {"family", to_string(spec.family)},
+        {"vocab_size", spec.vocab_size},
+        {"hidden_size", spec.hidden_size},
+        {"max_position_embeddings", spec.max_position_embeddings},
+        {"attention", attention_description(spec)},
+        {"experts", spec.num_experts},
+        {"experts_per_token", spec.experts_per_token},
+        {"expert_intermediate_size", spec.intermediate_size},
+        {"shared_intermediate_size", spec.shared_intermediate_size},
+        {"router", router_description(spec)},
+        {"layers", layers},
+        {"bytes",
+         {{"embedding", embedding},
+          {"lm_head", head},
+          {"dense_layers", dense_total},
+          {"routed_experts", experts_total},
+          {"expert_block", expert_block},
+          {"kv_per_position_bf16", kv_per_position}}},
+        {"tiers", {{"host_budget", args.host_budget}, {"host", fixed + cached}, {"disk", disk}}}};
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
   using memtier::format_byte_size;
   std::printf("model: %s\n", args.model_dir.c_str());
-  const std::string fp8_blocks =
-      spec.fp8_block_rows == 0 ? ""
-                               : " (block scales included, one per " +
-                                     std::to_string(spec.fp8_block_rows) + " x " +
-                                     std::to_string(spec.fp8_block_cols) + " elements)";
+  const std::string fp8_blocks = spec.fp8_block_rows == 0
+                                     ? ""
+                                     : " (block scales included, one per " +
+                                           std::to_string(spec.fp8_block_rows) + " x " +
+                                           std::to_string(spec.fp8_block_cols) + " elements)";
   std::printf(
       "weights: %s; %s%s\n",
       checkpoint.is_gguf() ? ("GGUF, architecture " + spec.model_type).c_str() : "safetensors",
@@ -807,12 +827,13 @@ int run_info(const InfoArgs& args) {
       format_byte_size(dense_total).c_str(), format_byte_size(experts_total).c_str(),
       format_byte_size(kv_per_position).c_str());
   std::printf(
-      "tiers%s, estimated from stored sizes (packing may pad): host %s (LM head, dense "
+      "tiers%s, estimated from stored sizes%s (packing may pad): host %s (LM head, dense "
       "layers, %s of experts cached), disk %s\n",
       args.host_budget.empty() ? " (no host budget)"
                                : (" at host budget " + args.host_budget).c_str(),
-      format_byte_size(head + dense_total + cached).c_str(), format_byte_size(cached).c_str(),
-      format_byte_size(experts_total - cached).c_str());
+      spec.fp8_block_rows == 0 ? "" : ", FP8 widened to bf16 in host RAM",
+      format_byte_size(fixed + cached).c_str(), format_byte_size(cached).c_str(),
+      format_byte_size(disk).c_str());
   return 0;
 }
 
