@@ -22,8 +22,11 @@ for family_seed in qwen2_moe:8 qwen3_moe:1 olmoe:8 deepseek_v2:1 deepseek_v3:5; 
 done
 # Fine-grained FP8 checkpoints as DeepSeek-V3 (F32 scales) and Qwen3's FP8 releases (some with
 # BF16 scales) store them, in blocks small enough that a tiny model's matrices span several,
-# partial ones included; seeds chosen as above.
-make_model tiny-deepseek_v3-fp8 --family deepseek_v3 --dtype fp8 --seed 2 --fp8-block 32,32
-make_model tiny-qwen3_moe-fp8 --family qwen3_moe --dtype fp8 --seed 10 --fp8-block 32,48 \
-  --fp8-scale-dtype BF16
+# partial ones included; seeds chosen as above. Beside each, the bf16 model DeepSeek's
+# fp8_cast_bf16.py would make of it, which moed must compute to the same bits.
+for dtype in fp8 fp8-cast; do
+  make_model "tiny-deepseek_v3-$dtype" --family deepseek_v3 --dtype "$dtype" --seed 2 --fp8-block 32,32
+  make_model "tiny-qwen3_moe-$dtype" --family qwen3_moe --dtype "$dtype" --seed 10 --fp8-block 32,48 \
+    --fp8-scale-dtype BF16
+done
 echo "test models in $out"

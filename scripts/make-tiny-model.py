@@ -937,6 +937,8 @@ def make_family_model(args):
     make = lambda name: make_family_tensor(args.family, name, shapes[name], rng)  # noqa: E731
     if args.dtype == "fp8":
         shapes, dtypes, make = fp8_tensors(shapes, dtypes, make, args.fp8_block, args.fp8_scale_dtype)
+    elif args.dtype == "fp8-cast":
+        make = fp8_cast_tensors(make, args.fp8_block, args.fp8_scale_dtype)
     write_safetensors(args.out, shapes, dtypes, args.shards, make)
     params = {"experts": 0, "total": 0}
     for name, shape in shapes.items():
@@ -976,6 +978,27 @@ def fp8_tensors(shapes, dtypes, make, block, scale_dtype):
             return quantized(name)[0]
         return make(name)
     return shapes, dtypes, make_fp8
+
+
+def e4m3_values(codes):
+    return np.where(codes & 0x80, -1.0, 1.0) * E4M3_MAGNITUDES[np.minimum(codes & 0x7F, 0x7E)]
+
+
+def fp8_cast_tensors(make, block, scale_dtype):
+    """The bf16 model DeepSeek's fp8_cast_bf16.py would write from the --dtype fp8 one (same seed
+    and blocks): each projection's codes times its block scale in float32 (the scale as stored,
+    in scale_dtype), written as bf16."""
+    def make_cast(name):
+        w = make(name)
+        if not FP8_LINEAR.match(name):
+            return w
+        codes, scales = quantize_fp8_blocks(w, block)
+        if scale_dtype == "BF16":
+            scales = (to_bf16_bits(scales).astype(np.uint32) << 16).view(np.float32)
+        rows, cols = w.shape
+        per_element = np.repeat(np.repeat(scales, block[0], axis=0), block[1], axis=1)[:rows, :cols]
+        return e4m3_values(codes).astype(np.float32) * per_element.astype(np.float32)
+    return make_cast
 
 
 def write_safetensors(out, shapes, dtypes, shards, make):
@@ -1023,9 +1046,10 @@ def main():
     ap.add_argument("--family", choices=FAMILIES, default="mixtral",
                     help="architecture, written as transformers writes its checkpoints (default mixtral)")
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    ap.add_argument("--dtype", choices=["f32", "bf16", "fp8"], default="f32",
+    ap.add_argument("--dtype", choices=["f32", "bf16", "fp8", "fp8-cast"], default="f32",
                     help="fp8: the projections in F8_E4M3 with block scales, as DeepSeek-V3 and Qwen3's FP8 "
-                         "releases store them (families other than mixtral)")
+                         "releases store them (families other than mixtral); fp8-cast: the bf16 model "
+                         "fp8_cast_bf16.py would make of that one")
     ap.add_argument("--fp8-block", default="128,128",
                     help="with --dtype fp8: weight_block_size ROWS,COLS (default 128,128)")
     ap.add_argument("--fp8-scale-dtype", choices=["F32", "BF16"], default="F32",
@@ -1050,7 +1074,7 @@ def main():
     args.fp8_block = [int(v) for v in args.fp8_block.split(",")]
     if len(args.fp8_block) != 2 or min(args.fp8_block) < 1:
         sys.exit("make-tiny-model: --fp8-block %r: give ROWS,COLS" % args.fp8_block)
-    if args.dtype == "fp8" and args.family == "mixtral":
+    if args.dtype.startswith("fp8") and args.family == "mixtral":
         sys.exit("make-tiny-model: --dtype fp8 applies to the other families, not mixtral")
     args.quant = [q for q in args.quant.split(",") if q]
     unknown = [q for q in args.quant if q not in GGUF_QUANTS]

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf_file as gg  # noqa: E402  (its dequantizers only)
 
 
-def read_safetensors(path):
+def read_safetensors(path, fp8_names=None):
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
@@ -52,8 +52,9 @@ def read_safetensors(path):
             a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
         elif info["dtype"] == "F16":
             a = np.frombuffer(raw, dtype="<f2")
-        elif info["dtype"] == "F8_E4M3":
+        elif info["dtype"] == "F8_E4M3" and fp8_names is not None:
             a = float8_e4m3fn(np.frombuffer(raw, dtype=np.uint8))
+            fp8_names.add(name)
         else:
             sys.exit("reference: unsupported dtype %s for %s" % (info["dtype"], name))
         out[name] = a.astype(np.float64).reshape(info["shape"])
@@ -75,17 +76,20 @@ def float8_e4m3fn(codes):
 
 def round_to_bf16(a):
     """float32 -> the nearest bfloat16 (ties to even), as float32."""
-    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    bits = a.view(np.uint32).astype(np.uint64)
     bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-    return bits.astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(a), np.float32(np.nan), bits.astype(np.uint32).view(np.float32))
 
 
-def dequantize_fp8_weights(cfg, weights):
+def dequantize_fp8_weights(cfg, weights, fp8_names):
     """Fine-grained FP8 (config quantization_config, quant_method fp8): each F8_E4M3 weight W has
     `W_scale_inv` holding one multiplier per weight_block_size block. The weight is what
     DeepSeek's inference/fp8_cast_bf16.py writes: x.float() * s per block, then cast to bf16."""
     q = cfg.get("quantization_config")
     if not q:
+        if fp8_names:
+            sys.exit("reference: F8_E4M3 tensors but no quantization_config in config.json")
         return weights
     block_rows, block_cols = q["weight_block_size"]
     out = {}
@@ -93,6 +97,8 @@ def dequantize_fp8_weights(cfg, weights):
         if name.endswith("_scale_inv"):
             continue
         scales = weights.get(name + "_scale_inv")
+        if name in fp8_names and scales is None:
+            sys.exit("reference: %s is F8_E4M3 without %s_scale_inv" % (name, name))
         if scales is not None:
             rows, cols = w.shape
             per_element = np.repeat(np.repeat(scales.astype(np.float32), block_rows, axis=0), block_cols, axis=1)
@@ -104,10 +110,10 @@ def dequantize_fp8_weights(cfg, weights):
 def load(model_dir):
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
-    weights = {}
+    weights, fp8_names = {}, set()
     for path in sorted(glob.glob(os.path.join(model_dir, "*.safetensors"))):
-        weights.update(read_safetensors(path))
-    return cfg, dequantize_fp8_weights(cfg, weights)
+        weights.update(read_safetensors(path, fp8_names))
+    return cfg, dequantize_fp8_weights(cfg, weights, fp8_names)
 
 
 def rms_norm(x, w, eps):

@@ -389,9 +389,9 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
   const auto batch = static_cast<std::int64_t>(matrices.size());
   const DType compute = compute_dtype(first.dtype);
   const bool quantized = is_quantized(compute);
-  if (quantized && order == MatrixOrder::cols_first)
+  if ((quantized || first.dtype == DType::f8_e4m3) && order == MatrixOrder::cols_first)
     throw std::invalid_argument(std::string("CpuMatmul::pack_batched: a ") +
-                                std::string(dtype_name(compute)) +
+                                std::string(dtype_name(first.dtype)) +
                                 " matrix cannot be given transposed (its blocks run along rows)");
   auto pack_plain = [&, rows = first.rows](const void* source, std::byte* out) {
     if (order == MatrixOrder::cols_first) {
@@ -438,7 +438,8 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
       }
     }
   } else {
-    // Widened element by element, so either order stays as it is.
+    // Widened element by element (FP8 by its row blocks, in row order only), so either order
+    // stays as it is.
     for (std::size_t b = 0; b < matrices.size(); ++b)
       pack_plain(stage(matrices.subspan(b, 1), cols, compute),
                  packed.storage_.get() + b * matrix_bytes);

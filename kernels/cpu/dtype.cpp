@@ -7,6 +7,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "f8_widen.hpp"
 #include "moed/kernels/quant.hpp"
@@ -200,21 +201,16 @@ float f8_e4m3_to_f32(std::uint8_t bits) {
 
 void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
                         std::int64_t cols, float* dst) {
-  check_scales(scales);
-  const std::int64_t grid_cols = (cols + scales.block_cols - 1) / scales.block_cols;
-  const auto* bytes = static_cast<const std::uint8_t*>(src);
+  std::vector<std::uint16_t> row(static_cast<std::size_t>(cols));
   for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t grid_row = (scales.first_row + r) / scales.block_rows;
-    const std::uint8_t* in = bytes + r * cols;
-    float* out = dst + r * cols;
-    for (std::int64_t block = 0; block < grid_cols; ++block) {
-      const float scale = scale_at(scales, static_cast<std::size_t>(grid_row * grid_cols + block));
-      const std::int64_t begin = block * scales.block_cols;
-      const std::int64_t end = std::min(cols, begin + scales.block_cols);
-      const auto& values = f8_e4m3_values();
-      for (std::int64_t c = begin; c < end; ++c) out[c] = values[in[c]] * scale;
-    }
+    BlockScales row_scales = scales;
+    row_scales.first_row += r;
+    f8_e4m3_to_bf16(static_cast<const std::uint8_t*>(src) + r * cols, row_scales, 1, cols,
+                    row.data());
+    for (std::int64_t c = 0; c < cols; ++c)
+      dst[r * cols + c] = bf16_to_f32(row[static_cast<std::size_t>(c)]);
   }
+  if (rows == 0) check_scales(scales);
 }
 
 void convert_f32_to_bf16(const float* src, std::uint16_t* dst, std::size_t n) {

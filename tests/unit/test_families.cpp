@@ -3,8 +3,11 @@
 // under every host budget and batched as well as alone.
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -12,6 +15,7 @@
 #include "golden_files.hpp"
 #include "moed/engine/engine.hpp"
 #include "moed/engine/router.hpp"
+#include "moed/model/safetensors.hpp"
 
 using namespace moed::engine;
 namespace model = moed::model;
@@ -157,6 +161,50 @@ TEST_P(Fp8Family, EveryHostBudgetGivesBitIdenticalLogits) {
   Engine ring(kModels / model(), streamed);
   EXPECT_TRUE(ring.memory_stats().dense_streamed);
   EXPECT_EQ(prefill_then_decode(ring, tokens), want) << "streamed";
+}
+
+// The bf16 model fp8_cast_bf16.py makes of the FP8 one (make-tiny-model.py --dtype fp8-cast):
+// moed computes an FP8 weight as that cast, so the logits are the same bits, MLA's kv_b and the
+// routers included.
+TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
+  const auto tokens = read_tokens(kGolden / "prompt-tokens.txt");
+  EngineOptions options;
+  options.kv_dtype = KvDtype::f32;
+  Engine fp8(kModels / model(), options);
+  Engine cast(kModels / (model() + "-cast"), options);
+  EXPECT_EQ(prefill_then_decode(fp8, tokens), prefill_then_decode(cast, tokens));
+}
+
+// A scale that is not a number would turn its block into NaN: the model is refused naming the
+// scale tensor and where in its grid the value lies.
+TEST(Fp8Checkpoint, NonFiniteScaleIsRefusedNamingTheTensor) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("moed-test-fp8-nan-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::copy(kModels / "tiny-qwen3_moe-fp8", dir);
+  const std::string name = "model.layers.1.self_attn.o_proj.weight_scale_inv";
+  std::uint64_t offset = 0;
+  {
+    const model::SafetensorsFile file(dir / "model.safetensors");
+    const auto& scales = file.tensors().at(name);
+    ASSERT_EQ(scales.dtype, moed::kernels::DType::bf16);
+    offset = scales.file_offset + 2 * 5;  // [1, 1] of its [4, 4] grid
+  }
+  {
+    std::fstream patch(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    patch.seekp(static_cast<std::streamoff>(offset));
+    const std::uint16_t nan = 0x7fc0;
+    patch.write(reinterpret_cast<const char*>(&nan), 2);
+  }
+  try {
+    Engine engine(dir, {});
+    ADD_FAILURE() << "a NaN scale was taken";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor '" + name + "' holds a scale of nan at [1, 1]"),
+              std::string::npos)
+        << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, Fp8Family, ::testing::Values("qwen3_moe", "deepseek_v3"),

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "f8_widen.hpp"
 #include "moed/kernels/bandwidth.hpp"
 #include "moed/kernels/cpu_matmul.hpp"
 #include "moed/kernels/cpu_ops.hpp"
@@ -139,6 +140,19 @@ TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
     for (std::size_t i = 0; i < codes.size(); ++i)
       ASSERT_EQ(got[i], f32_to_bf16(f8_e4m3_to_f32(codes[i]) * grid[i / block]))
           << "code " << int(codes[i]) << " scale " << grid[i / block];
+    // Both builds, whichever this CPU dispatches to.
+    std::vector<std::uint16_t> scalar(codes.size()), vector(codes.size());
+    detail::f8_e4m3_to_bf16_scalar(codes.data(), cols, scale, scalar.data());
+    EXPECT_EQ(scalar[0], f32_to_bf16(f8_e4m3_to_f32(codes[0]) * scale));
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl")) {
+      for (const std::int64_t n : {cols, std::int64_t{15}, std::int64_t{33}}) {
+        detail::f8_e4m3_to_bf16_avx512(codes.data(), n, scale, vector.data());
+        detail::f8_e4m3_to_bf16_scalar(codes.data(), n, scale, scalar.data());
+        EXPECT_TRUE(std::equal(scalar.begin(), scalar.begin() + n, vector.begin()))
+            << n << " elements, scale " << scale;
+      }
+    }
   }
 }
 
@@ -189,6 +203,9 @@ TEST(Matmul, F8E4m3WeightsComputeAsTheirBf16Dequantization) {
   matmul.multiply(x.data(), 1, batched, ours.data());
   matmul.multiply(x.data(), 1, batched_bf16, theirs.data());
   EXPECT_EQ(ours, theirs);
+  // Its scale blocks run along its rows: it cannot be packed from a transposed copy.
+  EXPECT_THROW(matmul.pack_batched(std::span(parts.data(), 1), k, {}, MatrixOrder::cols_first),
+               std::invalid_argument);
   WeightPart unscaled = parts[0];
   unscaled.scales = {};
   EXPECT_THROW(matmul.pack(std::span(&unscaled, 1), k), std::invalid_argument);

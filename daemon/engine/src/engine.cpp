@@ -72,8 +72,19 @@ WeightPart part(const model::TensorInfo& tensor, const std::byte* data,
                 const model::TensorInfo* scales = nullptr, const std::byte* scale_data = nullptr,
                 const model::ModelSpec* spec = nullptr) {
   WeightPart weight{data, tensor.dtype, tensor.shape[0]};
-  if (scales != nullptr)
-    weight.scales = {scale_data, scales->dtype, spec->fp8_block_rows, spec->fp8_block_cols};
+  if (scales == nullptr) return weight;
+  weight.scales = {scale_data, scales->dtype, spec->fp8_block_rows, spec->fp8_block_cols};
+  // A corrupt scale would turn its whole block into NaN or infinity: refused where the bytes are
+  // first used (at load, or when a streamed block is read), naming the tensor.
+  const std::int64_t count = scales->shape[0] * scales->shape[1];
+  std::vector<float> grid(static_cast<std::size_t>(count));
+  kernels::convert_to_f32(scale_data, scales->dtype, grid.data(), grid.size());
+  for (std::int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(grid[static_cast<std::size_t>(i)]))
+      throw std::runtime_error("tensor '" + scales->name + "' holds a scale of " +
+                               std::to_string(grid[static_cast<std::size_t>(i)]) + " at [" +
+                               std::to_string(i / scales->shape[1]) + ", " +
+                               std::to_string(i % scales->shape[1]) + "]");
   return weight;
 }
 
@@ -192,10 +203,13 @@ bool router_in_f32(const model::ModelSpec& spec, const DenseTensors& t) {
   return spec.router.fp32_logits || t.info(DenseRole::router).dtype == kernels::DType::f32;
 }
 
-// Whether MLA's kv_b is widened to f32 before its heads are packed: its blocks (ggml's, or FP8
-// scale blocks) run along rows that the key part's transposed packing cuts across.
-bool widened_for_absorption(kernels::DType dtype) {
-  return kernels::is_quantized(dtype) || dtype == kernels::DType::f8_e4m3;
+// The dtype MLA's kv_b has when its heads are packed: a quantized one (a legacy GGUF) is widened
+// to f32 first, its blocks running along the rows the key part's transposed packing cuts across;
+// an FP8 one is its bf16 dequantization (as every FP8 weight is computed), whose scale blocks
+// also span heads.
+kernels::DType absorbed_dtype(kernels::DType dtype) {
+  if (kernels::is_quantized(dtype)) return kernels::DType::f32;
+  return dtype == kernels::DType::f8_e4m3 ? kernels::DType::bf16 : dtype;
 }
 
 // What pack_dense allocates for a layer's matrices in its block buffer, known before any data is
@@ -222,13 +236,10 @@ std::uint64_t dense_matrix_bytes(kernels::CpuMatmul& matmul, const model::ModelS
     total += stack({DenseRole::router}, hidden);
   if (a.kind == model::AttentionKind::mla) {
     const bool split = t.has(DenseRole::k_b);
-    auto widened = [](kernels::DType dtype) {
-      return widened_for_absorption(dtype) ? kernels::DType::f32 : dtype;
-    };
     const kernels::DType keys =
-        split ? t.info(DenseRole::k_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
+        split ? t.info(DenseRole::k_b).dtype : absorbed_dtype(t.info(DenseRole::kv_b).dtype);
     const kernels::DType values =
-        split ? t.info(DenseRole::v_b).dtype : widened(t.info(DenseRole::kv_b).dtype);
+        split ? t.info(DenseRole::v_b).dtype : absorbed_dtype(t.info(DenseRole::kv_b).dtype);
     total += piece_bytes(matmul.packed_bytes(a.heads, a.kv_lora_rank, a.qk_nope_head_dim, keys)) +
              piece_bytes(matmul.packed_bytes(a.heads, a.v_head_dim, a.kv_lora_rank, values));
   }
@@ -289,14 +300,21 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
     } else {
       // kv_b holds per head [key nope rows | value rows] over the latent. The key part lies
       // [nope, kv_lora]: the transpose of the [kv_lora, nope] matrix the absorbed form applies,
-      // packed as it lies. A quantized kv_b (a legacy GGUF) or an FP8 one is widened first, its
-      // blocks running along the rows.
+      // packed as it lies, in absorbed_dtype.
       const auto& kv_b = t.info(DenseRole::kv_b);
+      const kernels::DType dtype = absorbed_dtype(kv_b.dtype);
       std::vector<float> widened;
-      if (widened_for_absorption(kv_b.dtype)) widened = t.floats(DenseRole::kv_b);
-      const kernels::DType dtype = widened.empty() ? kv_b.dtype : kernels::DType::f32;
-      const auto* kv_b_data = widened.empty() ? t.data(DenseRole::kv_b)
-                                              : reinterpret_cast<const std::byte*>(widened.data());
+      std::vector<std::uint16_t> dequantized;
+      const std::byte* kv_b_data = t.data(DenseRole::kv_b);
+      if (kv_b.dtype == kernels::DType::f8_e4m3) {
+        dequantized.resize(static_cast<std::size_t>(kv_b.shape[0] * kv_b.shape[1]));
+        kernels::f8_e4m3_to_bf16(kv_b_data, t.weight(DenseRole::kv_b).scales, kv_b.shape[0],
+                                 kv_b.shape[1], dequantized.data());
+        kv_b_data = reinterpret_cast<const std::byte*>(dequantized.data());
+      } else if (dtype != kv_b.dtype) {
+        widened = t.floats(DenseRole::kv_b);
+        kv_b_data = reinterpret_cast<const std::byte*>(widened.data());
+      }
       const std::int64_t head_rows = a.qk_nope_head_dim + a.v_head_dim;
       const std::size_t row_bytes = kernels::row_bytes(dtype, a.kv_lora_rank);
       std::vector<WeightPart> keys, values;
@@ -534,7 +552,11 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   const WeightPart head_part = part(head, checkpoint_.data(head), head_scales,
                                     head_scales ? checkpoint_.data(*head_scales) : nullptr, &spec_);
   lm_head_ = matmul_.pack(std::span(&head_part, 1), hidden, allocate_resident);
-  if (!spec_.tie_word_embeddings) checkpoint_.file_of(head).release(head.file_offset, head.nbytes);
+  if (!spec_.tie_word_embeddings) {
+    checkpoint_.file_of(head).release(head.file_offset, head.nbytes);
+    if (head_scales != nullptr)
+      checkpoint_.file_of(*head_scales).release(head_scales->file_offset, head_scales->nbytes);
+  }
 
   // Budget: resident dense weights (or the ring's sections) and the LM head come first; experts
   // get the rest. Dense weights stay resident when they leave room for one layer's experts.

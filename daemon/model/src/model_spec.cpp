@@ -112,6 +112,7 @@ void read_fp8_blocks(const ConfigReader& r, ModelSpec& s) {
              "expected a string, got " + describe(q[key]));
     return q[key].get<std::string>();
   };
+  if (!q.contains("quant_method")) r.fail("quantization_config.quant_method", "is missing");
   const std::string method = text("quant_method", "");
   if (method != "fp8")
     r.fail("quantization_config.quant_method",
@@ -123,7 +124,8 @@ void read_fp8_blocks(const ConfigReader& r, ModelSpec& s) {
   if (text("activation_scheme", "dynamic") != "dynamic")
     r.fail("quantization_config.activation_scheme",
            "'" + text("activation_scheme", "") +
-               "' is not supported (dynamic is: moed computes activations in f32)");
+               "' is not supported (dynamic is: moed computes with the weights widened to bf16 and "
+               "takes no activation scales)");
   const char* const block_key = "quantization_config.weight_block_size";
   if (!q.contains("weight_block_size"))
     r.fail(block_key, "is missing: per-tensor FP8 scales are not supported, only block scales");
@@ -131,7 +133,7 @@ void read_fp8_blocks(const ConfigReader& r, ModelSpec& s) {
   if (!block.is_array() || block.size() != 2 || !block[0].is_number_integer() ||
       !block[1].is_number_integer() || block[0].get<std::int64_t>() <= 0 ||
       block[1].get<std::int64_t>() <= 0)
-    r.fail(block_key, "expected two positive integers [rows, cols], got " + describe(block));
+    r.fail(block_key, "expected two positive integers [rows, cols], got " + block.dump());
   s.fp8_block_rows = r.bounded(block_key, block[0].get<std::int64_t>());
   s.fp8_block_cols = r.bounded(block_key, block[1].get<std::int64_t>());
 }

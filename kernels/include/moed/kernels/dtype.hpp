@@ -79,15 +79,17 @@ struct BlockScales {
   std::int64_t first_row = 0;
 };
 
-// dst[r * cols + c] = f8(src[r * cols + c]) * scale of its block, for `rows` rows of `cols`
-// elements from scales.first_row on; the product in f32, as DeepSeek's weight_dequant computes
-// it. Throws std::invalid_argument when the scales are missing or of a type it does not read.
-void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
-                        std::int64_t cols, float* dst);
-// The same products rounded to bf16 (nearest even; NaN codes as bf16's quiet NaN), as
-// DeepSeek's fp8_cast_bf16 writes them; AVX-512 where the CPU has it, the same bits either way.
+// An FP8 weight's values as moed computes it, rows of `cols` elements from scales.first_row on:
+// each f8(src) times its block's scale in f32, rounded to bf16 (nearest even; NaN codes as bf16's
+// quiet NaN), as DeepSeek's fp8_cast_bf16 writes them; AVX-512 where the CPU has it, the same bits
+// either way. Throws std::invalid_argument when the scales are missing or of a type it does not
+// read (with rows 0, a check alone).
 void f8_e4m3_to_bf16(const void* src, const BlockScales& scales, std::int64_t rows,
                      std::int64_t cols, std::uint16_t* dst);
+// The same values widened to f32, where a weight is read as floats (MLA's kv_b, routers, an
+// embedding row).
+void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
+                        std::int64_t cols, float* dst);
 
 // dst[i] = float(src[i]) for n elements of the given dtype (little-endian, any alignment); a
 // quantized type is dequantized, n a whole number of its blocks. Not for f8_e4m3, whose values
