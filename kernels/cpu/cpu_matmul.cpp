@@ -334,17 +334,20 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     return packed;
   }
   // The weight's rows in the compute dtype: the parts' own where they are (an expert's gate and
-  // up apart), else one converted copy. Every packer below reads these.
+  // up apart), else one converted copy, made when a packer below asks for it.
   WeightPart converted{};
-  std::span<const WeightPart> rows_in_compute = parts;
-  if (!same || parts.front().dtype != compute) {
-    converted = {stage(parts, cols, compute), compute, rows};
-    rows_in_compute = std::span(&converted, 1);
-  }
+  std::span<const WeightPart> converted_rows = parts;
+  const auto rows_in_compute = [&] {
+    if ((!same || parts.front().dtype != compute) && converted.data == nullptr) {
+      converted = {stage(parts, cols, compute), compute, rows};
+      converted_rows = std::span(&converted, 1);
+    }
+    return converted_rows;
+  };
   if (CpuMatmul::plain_in_panels(compute)) {
     packed.storage_bytes_ = panel_bytes(compute, rows, cols);
     packed.storage_ = storage(allocate, packed.storage_bytes_);
-    gather_row_starts(rows_in_compute, cols, compute);
+    gather_row_starts(rows_in_compute(), cols, compute);
     pack_panels_rows(row_starts_, compute, cols, packed.storage_.get());
     return packed;
   }
@@ -360,13 +363,18 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   if (layout && compute == DType::bf16 && detail::cpu_has_bf16_dot())
     packed.bf16_rows_n_block_ = layout->n_block;
   if (layout && reinterpret_cast<std::uintptr_t>(packed.memory_.get_data_handle()) % 64 == 0) {
-    pack_rows(rows_in_compute, cols, *layout, packed);
+    if (same && parts.front().dtype == DType::f8_e4m3) {
+      pack_f8_blocked(parts, cols, *layout, packed);
+    } else {
+      pack_rows(rows_in_compute(), cols, *layout, packed);
+    }
     return packed;
   }
 
   // oneDNN's reorder takes one row-major matrix.
-  const void* plain = rows_in_compute.size() > 1 ? stage(rows_in_compute, cols, compute)
-                                                 : rows_in_compute.front().data;
+  const auto plain_rows = rows_in_compute();
+  const void* plain =
+      plain_rows.size() > 1 ? stage(plain_rows, cols, compute) : plain_rows.front().data;
   // [rows][cols] row-major is the "ba" layout of a {K=cols, N=rows} weight.
   dnnl::memory::desc plain_desc({cols, rows}, to_dnnl(compute), tag::ba);
   dnnl::memory plain_memory(plain_desc, engine_, const_cast<void*>(plain));
@@ -480,6 +488,46 @@ void CpuMatmul::stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std:
     scales.first_row += r;
     f8_e4m3_to_bf16(static_cast<const std::uint8_t*>(part.data) + r * cols, scales, 1, cols,
                     out + r * cols);
+  }
+}
+
+void CpuMatmul::pack_f8_blocked(std::span<const WeightPart> parts, std::int64_t cols,
+                                const detail::BlockedLayout& layout, PackedWeight& packed) {
+  // Each row's bytes and scales, and the scratch each thread widens an N block into, made before
+  // the region, which may not allocate or throw (the scales are checked here too).
+  f8_rows_.clear();
+  f8_row_scales_.clear();
+  for (const auto& part : parts) {
+    f8_e4m3_to_bf16(part.data, part.scales, 0, cols, nullptr);
+    for (std::int64_t r = 0; r < part.rows; ++r) {
+      f8_rows_.push_back(static_cast<const std::uint8_t*>(part.data) + r * cols);
+      f8_row_scales_.push_back(part.scales);
+      f8_row_scales_.back().first_row += r;
+    }
+  }
+  const int threads = omp_get_max_threads();
+  const auto block_elements = static_cast<std::size_t>(layout.n_block * cols);
+  f8_blocks_.resize(static_cast<std::size_t>(threads) * block_elements);
+  f8_block_starts_.resize(static_cast<std::size_t>(threads * layout.n_block));
+  const detail::BlockedLayout block_layout{layout.k_units, layout.n_block, layout.n_block};
+  auto* destination = static_cast<std::uint32_t*>(packed.memory_.get_data_handle());
+  const std::int64_t block_units = layout.n_block * layout.k_units;
+  // One N block at a time: widened into a buffer that stays in L2, then packed from there. A
+  // whole staged copy (2 bytes a weight, written to memory and read back) held an FP8 expert's
+  // packing to 2.1 GB/s of file bytes on one core of the Ice Lake VM.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t block = 0; block < layout.rows / layout.n_block; ++block) {
+    const auto thread = static_cast<std::size_t>(omp_get_thread_num());
+    std::uint16_t* widened = f8_blocks_.data() + thread * block_elements;
+    const std::span<const std::byte*> starts(
+        f8_block_starts_.data() + thread * static_cast<std::size_t>(layout.n_block),
+        static_cast<std::size_t>(layout.n_block));
+    for (std::int64_t i = 0; i < layout.n_block; ++i) {
+      const auto row = static_cast<std::size_t>(block * layout.n_block + i);
+      f8_e4m3_to_bf16(f8_rows_[row], f8_row_scales_[row], 1, cols, widened + i * cols);
+      starts[static_cast<std::size_t>(i)] = reinterpret_cast<const std::byte*>(widened + i * cols);
+    }
+    detail::pack_blocked(block_layout, starts, destination + block * block_units);
   }
 }
 

@@ -168,9 +168,10 @@ void check_scales(const BlockScales& scales) {
 
 namespace detail {
 
-void f8_e4m3_to_bf16_scalar(const std::uint8_t* in, std::int64_t n, float scale,
-                            std::uint16_t* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(f8_e4m3_to_f32(in[i]) * scale);
+void f8_e4m3_to_bf16_scalar(const std::uint8_t* in, std::int64_t n, const float* scales,
+                            std::int64_t block_cols, std::uint16_t* out) {
+  for (std::int64_t i = 0; i < n; ++i)
+    out[i] = f32_to_bf16(f8_e4m3_to_f32(in[i]) * scales[i / block_cols]);
 }
 
 }  // namespace detail
@@ -184,12 +185,19 @@ void f8_e4m3_to_bf16(const void* src, const BlockScales& scales, std::int64_t ro
   auto* widen = avx512 ? detail::f8_e4m3_to_bf16_avx512 : detail::f8_e4m3_to_bf16_scalar;
   const std::int64_t grid_cols = (cols + scales.block_cols - 1) / scales.block_cols;
   const auto* bytes = static_cast<const std::uint8_t*>(src);
+  // A row's scales in f32, a stretch of blocks at a time: no allocation (this runs inside
+  // parallel regions) and one call per stretch rather than per block.
+  constexpr std::int64_t kStretch = 64;
+  float stretch[kStretch];
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t grid_row = (scales.first_row + r) / scales.block_rows;
-    for (std::int64_t block = 0; block < grid_cols; ++block) {
-      const std::int64_t begin = block * scales.block_cols;
-      widen(bytes + r * cols + begin, std::min(cols, begin + scales.block_cols) - begin,
-            scale_at(scales, static_cast<std::size_t>(grid_row * grid_cols + block)),
+    for (std::int64_t first = 0; first < grid_cols; first += kStretch) {
+      const std::int64_t blocks = std::min(kStretch, grid_cols - first);
+      for (std::int64_t b = 0; b < blocks; ++b)
+        stretch[b] = scale_at(scales, static_cast<std::size_t>(grid_row * grid_cols + first + b));
+      const std::int64_t begin = first * scales.block_cols;
+      const std::int64_t end = std::min(cols, (first + blocks) * scales.block_cols);
+      widen(bytes + r * cols + begin, end - begin, stretch, scales.block_cols,
             dst + r * cols + begin);
     }
   }

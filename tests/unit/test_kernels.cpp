@@ -142,13 +142,13 @@ TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
           << "code " << int(codes[i]) << " scale " << grid[i / block];
     // Both builds, whichever this CPU dispatches to.
     std::vector<std::uint16_t> scalar(codes.size()), vector(codes.size());
-    detail::f8_e4m3_to_bf16_scalar(codes.data(), cols, scale, scalar.data());
-    EXPECT_EQ(scalar[0], f32_to_bf16(f8_e4m3_to_f32(codes[0]) * scale));
+    detail::f8_e4m3_to_bf16_scalar(codes.data(), cols, grid.data(), block, scalar.data());
+    EXPECT_EQ(scalar, got);
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl")) {
-      for (const std::int64_t n : {cols, std::int64_t{15}, std::int64_t{33}}) {
-        detail::f8_e4m3_to_bf16_avx512(codes.data(), n, scale, vector.data());
-        detail::f8_e4m3_to_bf16_scalar(codes.data(), n, scale, scalar.data());
+      for (const std::int64_t n : {cols, std::int64_t{15}, std::int64_t{33}, std::int64_t{80}}) {
+        detail::f8_e4m3_to_bf16_avx512(codes.data(), n, grid.data(), block, vector.data());
+        detail::f8_e4m3_to_bf16_scalar(codes.data(), n, grid.data(), block, scalar.data());
         EXPECT_TRUE(std::equal(scalar.begin(), scalar.begin() + n, vector.begin()))
             << n << " elements, scale " << scale;
       }
@@ -159,9 +159,17 @@ TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
 // An FP8 weight computes as the bf16 weight DeepSeek's fp8_cast_bf16 writes (each element times
 // its block scale in f32, rounded to bf16), to the bit, stacked beside another FP8 part whose
 // grid is its own, and in a batch.
-TEST(Matmul, F8E4m3WeightsComputeAsTheirBf16Dequantization) {
-  const std::int64_t k = 200, block = 64, grid_cols = (k + block - 1) / block;
-  const std::int64_t part_rows[] = {72, 40};
+// Shapes: K not a whole number of oneDNN's K blocks (packed by its reorder from a staged copy),
+// and one that oneDNN's blocked layout takes (packed an N block at a time, pack_f8_blocked).
+struct Fp8Shape {
+  std::int64_t k, first_rows, second_rows;
+};
+class Fp8Matmul : public ::testing::TestWithParam<Fp8Shape> {};
+
+TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
+  const auto [k, first_rows, second_rows] = GetParam();
+  const std::int64_t block = 64, grid_cols = (k + block - 1) / block;
+  const std::int64_t part_rows[] = {first_rows, second_rows};
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> code(0, 0x7e);
   std::uniform_real_distribution<float> scale(1e-3f, 2e-2f);
@@ -187,6 +195,12 @@ TEST(Matmul, F8E4m3WeightsComputeAsTheirBf16Dequantization) {
   EXPECT_EQ(fp8.bytes(), matmul.packed_bytes(parts, k));
   const WeightPart bf16_part{dequantized.data(), DType::bf16, part_rows[0] + part_rows[1]};
   const PackedWeight bf16 = matmul.pack(std::span(&bf16_part, 1), k);
+  ASSERT_EQ(fp8.bytes(), bf16.bytes());
+  if (fp8.memory() && bf16.memory()) {  // oneDNN's layout (not panels): the same bytes
+    EXPECT_EQ(
+        std::memcmp(fp8.memory().get_data_handle(), bf16.memory().get_data_handle(), fp8.bytes()),
+        0);
+  }
   for (const std::int64_t m : {1, 3, 16}) {
     const auto x = moed::test::random_floats(static_cast<std::size_t>(m * k), 11);
     std::vector<float> ours(static_cast<std::size_t>(m * fp8.rows())), theirs(ours.size());
@@ -210,6 +224,9 @@ TEST(Matmul, F8E4m3WeightsComputeAsTheirBf16Dequantization) {
   unscaled.scales = {};
   EXPECT_THROW(matmul.pack(std::span(&unscaled, 1), k), std::invalid_argument);
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Fp8Matmul,
+                         ::testing::Values(Fp8Shape{200, 72, 40}, Fp8Shape{256, 64, 128}));
 
 class MatmulTest : public ::testing::TestWithParam<std::int64_t> {};
 

@@ -226,6 +226,10 @@ class CpuMatmul {
   const void* stage(std::span<const WeightPart> parts, std::int64_t cols, DType compute);
   // An f8_e4m3 part's rows times their block scales, rounded to bf16, into `out`.
   static void stage_f8_as_bf16(const WeightPart& part, std::int64_t cols, std::uint16_t* out);
+  // Packs f8_e4m3 parts into oneDNN's blocked layout an N block at a time, each widened to bf16
+  // just before (the bytes stage_f8_as_bf16 and pack_rows would give).
+  void pack_f8_blocked(std::span<const WeightPart> parts, std::int64_t cols,
+                       const detail::BlockedLayout& layout, PackedWeight& packed);
   // Fills row_starts_ with where each row of the parts (all of `dtype`) starts.
   void gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols, DType dtype);
   // Packs with moed's own transpose (parts in the compute dtype, any number).
@@ -240,6 +244,11 @@ class CpuMatmul {
   // u8 [rows * cols * elem] stacking/conversion scratch for pack(); grow-only, because fresh
   // multi-MB allocations pay a page fault per 4 KiB on every pack.
   std::vector<unsigned char> staging_;
+  // pack_f8_blocked's rows, their scales, and per thread an N block widened and its row starts.
+  std::vector<const std::uint8_t*> f8_rows_;
+  std::vector<BlockScales> f8_row_scales_;
+  std::vector<std::uint16_t> f8_blocks_;
+  std::vector<const std::byte*> f8_block_starts_;
   // [rows] where each plain row starts, for pack_rows and panels
   std::vector<const std::byte*> row_starts_;
   std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights
