@@ -45,6 +45,22 @@ model::RouterSpec deepseek_v3_router(std::int64_t groups, std::int64_t kept_grou
   return v3;
 }
 
+// Both KV dtypes: bf16 keys and values (the default) keep the reference's greedy tokens.
+void expect_reference_greedy_tokens(const std::string& model, const std::string& golden_file) {
+  nlohmann::json golden;
+  std::ifstream(kGolden / golden_file) >> golden;
+  const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
+  const auto want = golden["generated"].get<std::vector<std::int32_t>>();
+  for (const KvDtype kv_dtype : {KvDtype::f32, KvDtype::bf16}) {
+    EngineOptions options;
+    options.kv_dtype = kv_dtype;
+    Engine engine(kModels / model, options);
+    EXPECT_EQ(greedy_tokens(engine, prompt, want.size()), want)
+        << model << ", " << to_string(kv_dtype) << " KV; reference's smallest top-1 margin "
+        << golden["min_margin"].get<double>();
+  }
+}
+
 }  // namespace
 
 TEST_P(Family, F32LogitsMatchTheNumpyReference) {
@@ -64,20 +80,8 @@ TEST_P(Family, F32LogitsMatchTheNumpyReference) {
   EXPECT_LE(s.relative_error, 1e-5);
 }
 
-// Both KV dtypes: bf16 keys and values (the default) keep the reference's greedy tokens.
 TEST_P(Family, Bf16GreedyTokensMatchTheReference) {
-  nlohmann::json golden;
-  std::ifstream(kGolden / (std::string(GetParam()) + "-bf16.greedy.json")) >> golden;
-  const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
-  const auto want = golden["generated"].get<std::vector<std::int32_t>>();
-  for (const KvDtype kv_dtype : {KvDtype::f32, KvDtype::bf16}) {
-    EngineOptions options;
-    options.kv_dtype = kv_dtype;
-    Engine engine(kModels / bf16_model(), options);
-    EXPECT_EQ(greedy_tokens(engine, prompt, want.size()), want)
-        << to_string(kv_dtype) << " KV; reference's smallest top-1 margin "
-        << golden["min_margin"].get<double>();
-  }
+  expect_reference_greedy_tokens(bf16_model(), std::string(GetParam()) + "-bf16.greedy.json");
 }
 
 TEST_P(Family, EveryHostBudgetGivesBitIdenticalLogits) {
@@ -129,18 +133,7 @@ class Fp8Family : public ::testing::TestWithParam<const char*> {
 };
 
 TEST_P(Fp8Family, GreedyTokensMatchTheReference) {
-  nlohmann::json golden;
-  std::ifstream(kGolden / (std::string(GetParam()) + "-fp8.greedy.json")) >> golden;
-  const auto prompt = golden["prompt"].get<std::vector<std::int32_t>>();
-  const auto want = golden["generated"].get<std::vector<std::int32_t>>();
-  for (const KvDtype kv_dtype : {KvDtype::f32, KvDtype::bf16}) {
-    EngineOptions options;
-    options.kv_dtype = kv_dtype;
-    Engine engine(kModels / model(), options);
-    EXPECT_EQ(greedy_tokens(engine, prompt, want.size()), want)
-        << to_string(kv_dtype) << " KV; reference's smallest top-1 margin "
-        << golden["min_margin"].get<double>();
-  }
+  expect_reference_greedy_tokens(model(), std::string(GetParam()) + "-fp8.greedy.json");
 }
 
 TEST_P(Fp8Family, EveryHostBudgetGivesBitIdenticalLogits) {
