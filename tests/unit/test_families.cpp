@@ -168,36 +168,65 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
   EXPECT_EQ(prefill_then_decode(fp8, tokens), prefill_then_decode(cast, tokens));
 }
 
-// A scale that is not a number would turn its block into NaN: the model is refused naming the
-// scale tensor and where in its grid the value lies.
-TEST(Fp8Checkpoint, NonFiniteScaleIsRefusedNamingTheTensor) {
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("moed-test-fp8-nan-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::copy(kModels / "tiny-qwen3_moe-fp8", dir);
-  const std::string name = "model.layers.1.self_attn.o_proj.weight_scale_inv";
-  std::uint64_t offset = 0;
-  {
-    const model::SafetensorsFile file(dir / "model.safetensors");
-    const auto& scales = file.tensors().at(name);
-    ASSERT_EQ(scales.dtype, moed::kernels::DType::bf16);
-    offset = scales.file_offset + 2 * 5;  // [1, 1] of its [4, 4] grid
+// A copy of a test model, removed when the test ends, whose scales a test may corrupt.
+struct ScratchModel {
+  std::filesystem::path path;
+  explicit ScratchModel(const std::string& model)
+      : path(std::filesystem::temp_directory_path() /
+             ("moed-test-" + model + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::copy(kModels / model, path);
   }
-  {
-    std::fstream patch(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  ~ScratchModel() { std::filesystem::remove_all(path); }
+
+  // Writes bf16 NaN over scale `index` of a BF16 scale tensor.
+  void poison_scale(const std::string& tensor, std::uint64_t index) const {
+    std::uint64_t offset = 0;
+    {
+      const model::SafetensorsFile file(path / "model.safetensors");
+      const auto& scales = file.tensors().at(tensor);
+      ASSERT_EQ(scales.dtype, moed::kernels::DType::bf16);
+      offset = scales.file_offset + 2 * index;
+    }
+    std::fstream patch(path / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
     patch.seekp(static_cast<std::streamoff>(offset));
     const std::uint16_t nan = 0x7fc0;
     patch.write(reinterpret_cast<const char*>(&nan), 2);
   }
+};
+
+template <typename F>
+void expect_error_containing(F&& f, const std::string& part) {
   try {
-    Engine engine(dir, {});
-    ADD_FAILURE() << "a NaN scale was taken";
+    f();
+    ADD_FAILURE() << "expected an error containing '" << part << "'";
   } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor '" + name + "' holds a scale of nan at [1, 1]"),
-              std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
   }
-  std::filesystem::remove_all(dir);
+}
+
+// A scale that is not a number would turn its block into NaN: the weight is refused naming the
+// scale tensor and where in its grid the value lies, at load for a dense layer, and when a
+// streamed expert is read for a request.
+TEST(Fp8Checkpoint, NonFiniteScaleIsRefusedNamingTheTensor) {
+  {
+    const ScratchModel dense("tiny-qwen3_moe-fp8");
+    const std::string name = "model.layers.1.self_attn.o_proj.weight_scale_inv";
+    dense.poison_scale(name, 5);  // [1, 1] of its [4, 4] grid
+    expect_error_containing([&] { Engine engine(dense.path, {}); },
+                            "tensor '" + name + "' holds a scale of nan at [1, 1]");
+  }
+  const ScratchModel experts("tiny-qwen3_moe-fp8");
+  const auto spec = model::ModelSpec::from_config(experts.path);
+  for (std::int64_t e = 0; e < spec.num_experts; ++e)
+    experts.poison_scale(
+        "model.layers.0.mlp.experts." + std::to_string(e) + ".gate_proj.weight_scale_inv", 0);
+  EngineOptions options;
+  options.host_budget = {0, 0.25};
+  Engine engine(experts.path, options);  // the experts stream: none is read yet
+  expect_error_containing(
+      [&] { prefill_logits(engine, read_tokens(kGolden / "prompt-tokens.txt")); },
+      ".gate_proj.weight_scale_inv' holds a scale of nan at [0, 0]");
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, Fp8Family, ::testing::Values("qwen3_moe", "deepseek_v3"),

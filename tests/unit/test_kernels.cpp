@@ -92,14 +92,15 @@ TEST(DType, F8E4m3DecodesEveryCode) {
 }
 
 // Block scales over a grid whose edge blocks are partial, read from the part's first row on, in
-// each scale dtype fine-grained FP8 files use.
+// each scale dtype fine-grained FP8 files use; the values are the bf16 dequantization's.
 TEST(DType, F8E4m3DequantizesPerBlockFromTheFirstRow) {
   const std::int64_t rows = 5, cols = 7, block_rows = 2, block_cols = 3;  // grid [3, 3]
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(rows * cols));
   for (std::size_t i = 0; i < codes.size(); ++i)
     codes[i] = static_cast<std::uint8_t>(i * 37 % 0x7e);
   std::vector<float> scales(9);
-  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = 0.25f * static_cast<float>(i + 1);
+  // Scales whose products with most codes are not bf16 values: the rounding shows.
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = 0.0137f * static_cast<float>(i + 1);
   std::vector<std::uint16_t> bf16_scales;
   for (const float s : scales) bf16_scales.push_back(f32_to_bf16(s));
   for (const DType scale_type : {DType::f32, DType::bf16}) {
@@ -112,7 +113,9 @@ TEST(DType, F8E4m3DequantizesPerBlockFromTheFirstRow) {
       for (std::int64_t c = 0; c < cols; ++c) {
         const float scale = scales[static_cast<std::size_t>(r / block_rows * 3 + c / block_cols)];
         const std::size_t i = static_cast<std::size_t>(r * cols + c);
-        EXPECT_EQ(all[i], f8_e4m3_to_f32(codes[i]) * scale) << r << "," << c;
+        const float scale_read = scale_type == DType::f32 ? scale : bf16_to_f32(f32_to_bf16(scale));
+        EXPECT_EQ(all[i], bf16_to_f32(f32_to_bf16(f8_e4m3_to_f32(codes[i]) * scale_read)))
+            << r << "," << c;
       }
     // Rows 3 and 4 alone: they still take the scales of grid rows 1 and 2.
     std::vector<float> tail(static_cast<std::size_t>(2 * cols));
@@ -127,40 +130,46 @@ TEST(DType, F8E4m3DequantizesPerBlockFromTheFirstRow) {
 
 // Widening to bf16 (AVX-512 where the CPU has it) gives f32_to_bf16 of the f32 product for every
 // code, at scales whose products round, overflow, go subnormal or are NaN, in blocks whose
-// length is not a whole number of vectors.
+// length is not a whole number of vectors, and over rows of more blocks than the widening reads
+// scales for at a time (64), each block's scale its own.
 TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
   std::vector<std::uint8_t> codes(256 * 3);
   for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<std::uint8_t>(i * 7 % 256);
-  const std::int64_t cols = static_cast<std::int64_t>(codes.size()), block = 37;
-  for (const float scale : {1.0f, 0.0137f, 3e36f, 1e-40f, -0.5f, NAN}) {
-    std::vector<float> grid(static_cast<std::size_t>((cols + block - 1) / block), scale);
-    grid[1] = 0.25f;
-    std::vector<std::uint16_t> got(codes.size());
-    f8_e4m3_to_bf16(codes.data(), {grid.data(), DType::f32, 1, block}, 1, cols, got.data());
-    for (std::size_t i = 0; i < codes.size(); ++i)
-      ASSERT_EQ(got[i], f32_to_bf16(f8_e4m3_to_f32(codes[i]) * grid[i / block]))
-          << "code " << int(codes[i]) << " scale " << grid[i / block];
-    // Both builds, whichever this CPU dispatches to.
-    std::vector<std::uint16_t> scalar(codes.size()), vector(codes.size());
-    detail::f8_e4m3_to_bf16_scalar(codes.data(), cols, grid.data(), block, scalar.data());
-    EXPECT_EQ(scalar, got);
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl")) {
-      for (const std::int64_t n : {cols, std::int64_t{15}, std::int64_t{33}, std::int64_t{80}}) {
-        detail::f8_e4m3_to_bf16_avx512(codes.data(), n, grid.data(), block, vector.data());
-        detail::f8_e4m3_to_bf16_scalar(codes.data(), n, grid.data(), block, scalar.data());
-        EXPECT_TRUE(std::equal(scalar.begin(), scalar.begin() + n, vector.begin()))
-            << n << " elements, scale " << scale;
+  const std::int64_t cols = static_cast<std::int64_t>(codes.size());
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> spread(0.5f, 2.0f);
+  for (const std::int64_t block : {std::int64_t{37}, std::int64_t{5}})  // 21 and 154 blocks
+    for (const float scale : {1.0f, 0.0137f, 3e36f, 1e-40f, -0.5f, NAN}) {
+      std::vector<float> grid(static_cast<std::size_t>((cols + block - 1) / block));
+      for (auto& g : grid) g = scale * spread(rng);
+      std::vector<std::uint16_t> got(codes.size());
+      f8_e4m3_to_bf16(codes.data(), {grid.data(), DType::f32, 1, block}, 1, cols, got.data());
+      for (std::size_t i = 0; i < codes.size(); ++i)
+        ASSERT_EQ(got[i], f32_to_bf16(f8_e4m3_to_f32(codes[i]) * grid[i / block]))
+            << "code " << int(codes[i]) << " scale " << grid[i / block];
+      // Both builds, whichever this CPU dispatches to.
+      std::vector<std::uint16_t> scalar(codes.size()), vector(codes.size());
+      detail::f8_e4m3_to_bf16_scalar(codes.data(), cols, grid.data(), block, scalar.data());
+      EXPECT_EQ(scalar, got);
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vl")) {
+        for (const std::int64_t n : {cols, std::int64_t{15}, std::int64_t{33}, std::int64_t{80}}) {
+          detail::f8_e4m3_to_bf16_avx512(codes.data(), n, grid.data(), block, vector.data());
+          detail::f8_e4m3_to_bf16_scalar(codes.data(), n, grid.data(), block, scalar.data());
+          EXPECT_TRUE(std::equal(scalar.begin(), scalar.begin() + n, vector.begin()))
+              << n << " elements, blocks of " << block << ", scale " << scale;
+        }
       }
     }
-  }
 }
 
 // An FP8 weight computes as the bf16 weight DeepSeek's fp8_cast_bf16 writes (each element times
 // its block scale in f32, rounded to bf16), to the bit, stacked beside another FP8 part whose
 // grid is its own, and in a batch.
 // Shapes: K not a whole number of oneDNN's K blocks (packed by its reorder from a staged copy),
-// and one that oneDNN's blocked layout takes (packed an N block at a time, pack_f8_blocked).
+// and two that oneDNN's blocked layout takes where its bf16 brgemm runs (packed an N block at a
+// time, pack_f8_blocked; the second with a part boundary inside an N block); where it does not,
+// all go to the panels from a staged copy.
 struct Fp8Shape {
   std::int64_t k, first_rows, second_rows;
 };
@@ -226,7 +235,8 @@ TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Fp8Matmul,
-                         ::testing::Values(Fp8Shape{200, 72, 40}, Fp8Shape{256, 64, 128}));
+                         ::testing::Values(Fp8Shape{200, 72, 40}, Fp8Shape{256, 64, 128},
+                                           Fp8Shape{256, 72, 56}));
 
 class MatmulTest : public ::testing::TestWithParam<std::int64_t> {};
 

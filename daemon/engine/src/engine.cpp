@@ -74,8 +74,9 @@ WeightPart part(const model::TensorInfo& tensor, const std::byte* data,
   WeightPart weight{data, tensor.dtype, tensor.shape[0]};
   if (scales == nullptr) return weight;
   weight.scales = {scale_data, scales->dtype, spec->fp8_block_rows, spec->fp8_block_cols};
-  // A corrupt scale would turn its whole block into NaN or infinity: refused where the bytes are
-  // first used (at load, or when a streamed block is read), naming the tensor.
+  // A corrupt scale would turn its whole block into NaN or infinity: refused where a weight is
+  // made from the bytes (a block packed at load or when read from disk, the embedding at load),
+  // naming the tensor.
   const std::int64_t count = scales->shape[0] * scales->shape[1];
   std::vector<float> grid(static_cast<std::size_t>(count));
   kernels::convert_to_f32(scale_data, scales->dtype, grid.data(), grid.size());
@@ -221,8 +222,8 @@ std::uint64_t dense_matrix_bytes(kernels::CpuMatmul& matmul, const model::ModelS
   // What pack() allocates for the roles the layer has, stacked as pack_dense stacks them.
   auto stack = [&](std::initializer_list<DenseRole> roles, std::int64_t cols) -> std::uint64_t {
     std::vector<WeightPart> parts;
-    for (const auto role : roles)
-      if (t.has(role)) parts.push_back(t.weight(role));
+    for (const auto role : roles)  // sizes need dtypes and rows alone, not the bytes or scales
+      if (t.has(role)) parts.push_back({nullptr, t.info(role).dtype, t.info(role).shape[0]});
     return parts.empty() ? 0 : piece_bytes(matmul.packed_bytes(parts, cols));
   };
   std::uint64_t total =
@@ -545,6 +546,11 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     all_expert_bytes_ += block * static_cast<std::uint64_t>(spec_.num_experts);
   }
 
+  // An FP8 embedding's scales, checked once: rows are widened as tokens come.
+  if (const auto* scales = checkpoint_.block_scales(*embedding_))
+    embedding_scales_ =
+        part(*embedding_, checkpoint_.data(*embedding_), scales, checkpoint_.data(*scales), &spec_)
+            .scales;
   const auto& final_norm = checkpoint_.tensor(model::final_norm_tensor());
   final_norm_ = to_f32(final_norm, checkpoint_.data(final_norm));
   const auto& head = checkpoint_.tensor(model::lm_head_tensor(spec_));
@@ -776,15 +782,13 @@ void Engine::embed(std::span<const std::int32_t> tokens, float* out) const {
   const std::int64_t hidden = spec_.hidden_size;
   const std::size_t row_bytes = kernels::row_bytes(embedding_->dtype, hidden);
   const std::byte* base = checkpoint_.data(*embedding_);
-  const model::TensorInfo* scales = checkpoint_.block_scales(*embedding_);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     const std::byte* row = base + static_cast<std::size_t>(tokens[i]) * row_bytes;
     float* into = out + i * static_cast<std::size_t>(hidden);
-    if (scales == nullptr) {
+    if (embedding_scales_.data == nullptr) {
       kernels::convert_to_f32(row, embedding_->dtype, into, static_cast<std::size_t>(hidden));
     } else {
-      kernels::BlockScales row_scales =
-          part(*embedding_, base, scales, checkpoint_.data(*scales), &spec_).scales;
+      kernels::BlockScales row_scales = embedding_scales_;
       row_scales.first_row = tokens[i];
       kernels::dequantize_f8_e4m3(row, row_scales, 1, hidden, into);
     }

@@ -86,8 +86,7 @@ struct BlockScales {
 // read (with rows 0, a check alone).
 void f8_e4m3_to_bf16(const void* src, const BlockScales& scales, std::int64_t rows,
                      std::int64_t cols, std::uint16_t* dst);
-// The same values widened to f32, where a weight is read as floats (MLA's kv_b, routers, an
-// embedding row).
+// The same values widened to f32, where a weight is read as floats (a router, an embedding row).
 void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
                         std::int64_t cols, float* dst);
 

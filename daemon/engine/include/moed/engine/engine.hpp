@@ -272,7 +272,8 @@ class Engine {
   model::ModelSpec spec_;
   model::Checkpoint checkpoint_;
   EngineOptions options_;
-  const model::TensorInfo* embedding_;  // [vocab, hidden], read in place
+  const model::TensorInfo* embedding_;       // [vocab, hidden], read in place
+  kernels::BlockScales embedding_scales_{};  // an FP8 embedding's, over the mapped file
   std::vector<LayerTensors> tensors_;
   std::vector<double> rope_frequencies_;  // [rope dim / 2]
   // A step's temporaries, kept between steps and grown as needed. main.cpp has glibc map every
