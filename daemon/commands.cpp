@@ -668,12 +668,13 @@ int run_info(const InfoArgs& args) {
     const auto* scales = checkpoint.block_scales(t);
     return t.nbytes + (scales ? scales->nbytes : 0);
   };
-  // What a weight takes in host RAM: FP8 is widened to bf16 there (its scales are not kept);
-  // other formats are estimated at their stored size.
+  // What a weight takes in host RAM: a plain one in the dtype it is computed in (FP8 as bf16,
+  // without its scales; f16 as f32), a quantized one at its stored size.
   auto host_bytes_of = [&](const std::string& name) {
     const auto& t = checkpoint.tensor(name);
-    if (t.dtype != kernels::DType::f8_e4m3) return t.nbytes;
-    return 2 * t.nbytes;
+    if (kernels::is_quantized(t.dtype)) return t.nbytes;
+    return t.nbytes / kernels::dtype_size(t.dtype) *
+           kernels::dtype_size(kernels::CpuMatmul::compute_dtype(t.dtype));
   };
   std::vector<std::uint64_t> dense_bytes, expert_blocks;  // per layer
   std::uint64_t expert_block = 0;                         // the largest layer's
@@ -827,11 +828,10 @@ int run_info(const InfoArgs& args) {
       format_byte_size(dense_total).c_str(), format_byte_size(experts_total).c_str(),
       format_byte_size(kv_per_position).c_str());
   std::printf(
-      "tiers%s, estimated from stored sizes%s (packing may pad): host %s (LM head, dense "
-      "layers, %s of experts cached), disk %s\n",
+      "tiers%s, estimated from sizes in the dtypes computed (FP8 as bf16, f16 as f32; packing "
+      "may pad): host %s (LM head, dense layers, %s of experts cached), disk %s (as stored)\n",
       args.host_budget.empty() ? " (no host budget)"
                                : (" at host budget " + args.host_budget).c_str(),
-      spec.fp8_block_rows == 0 ? "" : ", FP8 widened to bf16 in host RAM",
       format_byte_size(fixed + cached).c_str(), format_byte_size(cached).c_str(),
       format_byte_size(disk).c_str());
   return 0;

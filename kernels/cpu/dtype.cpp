@@ -7,7 +7,6 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "f8_widen.hpp"
 #include "moed/kernels/quant.hpp"
@@ -209,16 +208,20 @@ float f8_e4m3_to_f32(std::uint8_t bits) {
 
 void dequantize_f8_e4m3(const void* src, const BlockScales& scales, std::int64_t rows,
                         std::int64_t cols, float* dst) {
-  std::vector<std::uint16_t> row(static_cast<std::size_t>(cols));
+  // Element by element, as f8_e4m3_to_bf16_scalar rounds: an embedding row or a router, where a
+  // scratch row to widen from would cost an allocation per call.
+  check_scales(scales);
+  const std::int64_t grid_cols = (cols + scales.block_cols - 1) / scales.block_cols;
+  const auto* bytes = static_cast<const std::uint8_t*>(src);
   for (std::int64_t r = 0; r < rows; ++r) {
-    BlockScales row_scales = scales;
-    row_scales.first_row += r;
-    f8_e4m3_to_bf16(static_cast<const std::uint8_t*>(src) + r * cols, row_scales, 1, cols,
-                    row.data());
-    for (std::int64_t c = 0; c < cols; ++c)
-      dst[r * cols + c] = bf16_to_f32(row[static_cast<std::size_t>(c)]);
+    const std::int64_t grid_row = (scales.first_row + r) / scales.block_rows;
+    for (std::int64_t block = 0; block < grid_cols; ++block) {
+      const float scale = scale_at(scales, static_cast<std::size_t>(grid_row * grid_cols + block));
+      const std::int64_t end = std::min(cols, (block + 1) * scales.block_cols);
+      for (std::int64_t c = block * scales.block_cols; c < end; ++c)
+        dst[r * cols + c] = bf16_to_f32(f32_to_bf16(f8_e4m3_to_f32(bytes[r * cols + c]) * scale));
+    }
   }
-  if (rows == 0) check_scales(scales);
 }
 
 void convert_f32_to_bf16(const float* src, std::uint16_t* dst, std::size_t n) {

@@ -490,7 +490,8 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
       ranges.push_back(range_of(lt.dense_infos.back()));
     }
     for (const auto& t : lt.dense)
-      if (const auto* scales = checkpoint_.block_scales(checkpoint_.tensor(t.name))) {
+      if (const auto* scales = checkpoint_.block_scales(*lt.dense_infos[static_cast<std::size_t>(
+              lt.position[static_cast<std::size_t>(t.role)])])) {
         lt.scale_position[static_cast<std::size_t>(t.role)] =
             static_cast<int>(lt.dense_infos.size());
         lt.dense_infos.push_back(scales);
