@@ -956,26 +956,22 @@ FP8_LINEAR = re.compile(r".*_proj(_with_mqa)?\.weight$")
 
 
 def fp8_tensors(shapes, dtypes, make, block, scale_dtype):
-    """The model's tensors with its projections in F8_E4M3 beside their `_scale_inv` tensors; a
-    weight is made (from the same random stream as the bf16 model's) when its codes or its scales
-    are asked for, whichever comes first in name order."""
+    """The model's tensors with its projections in F8_E4M3 beside their `_scale_inv` tensors. A
+    weight is made (from the same random stream as the bf16 model's) when its codes are written;
+    its scales, which come next in name order, are kept until then and no longer."""
     shapes, dtypes = dict(shapes), dict(dtypes)
-    cache = {}
     for name in [n for n in shapes if FP8_LINEAR.match(n)]:
         rows, cols = shapes[name]
         shapes[name + "_scale_inv"] = (-(-rows // block[0]), -(-cols // block[1]))
         dtypes[name], dtypes[name + "_scale_inv"] = "F8_E4M3", scale_dtype
-
-    def quantized(weight_name):
-        if weight_name not in cache:
-            cache[weight_name] = quantize_fp8_blocks(make(weight_name), block)
-        return cache[weight_name]
+    pending_scales = {}
 
     def make_fp8(name):
         if name.endswith("_scale_inv"):
-            return quantized(name[:-len("_scale_inv")])[1]
+            return pending_scales.pop(name[:-len("_scale_inv")])
         if dtypes[name] == "F8_E4M3":
-            return quantized(name)[0]
+            codes, pending_scales[name] = quantize_fp8_blocks(make(name), block)
+            return codes
         return make(name)
     return shapes, dtypes, make_fp8
 
