@@ -16,7 +16,9 @@
 
 #include "bf16_rows.hpp"
 #include "blocked_pack.hpp"
+#include "f8_rows.hpp"
 #include "moed/kernels/cpu_ops.hpp"
+#include "moed/kernels/cpu_threads.hpp"
 #include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant_tiles.hpp"
 #include "row_tile_units.hpp"
@@ -198,6 +200,7 @@ std::size_t CpuMatmul::packed_bytes(std::int64_t batch, std::int64_t rows, std::
 
 std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int64_t cols) {
   if (parts.empty()) return 0;
+  if (const auto layout = fp8_rows_layout(parts, cols)) return layout->bytes();
   const DType compute = compute_dtype(parts);
   std::int64_t rows = 0;
   for (const auto& part : parts) rows += part.rows;
@@ -217,9 +220,38 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
   }
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
     return "moed panels (oneDNN has no brgemm for it here)";
+  if (source_dtype == DType::f8_e4m3 && detail::cpu_has_bf16_dot() &&
+      detail::blocked_layout(packed_desc(rows, cols, DType::bf16)))
+    return "moed fp8 rows (one byte a weight, in oneDNN's bf16 N blocks)";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
+}
+
+detail::F8RowsLayout PackedWeight::f8_rows_layout() const {
+  return {cols_, rows_, bf16_rows_n_block_, f8_block_cols_};
+}
+
+std::optional<detail::F8RowsLayout> CpuMatmul::fp8_rows_layout(std::span<const WeightPart> parts,
+                                                               std::int64_t cols) {
+  if (parts.empty() || !detail::cpu_has_bf16_dot() || plain_in_panels(DType::bf16))
+    return std::nullopt;
+  std::int64_t rows = 0;
+  for (const auto& part : parts) {
+    if (part.dtype != DType::f8_e4m3 || part.scales.block_cols <= 0 ||
+        part.scales.block_cols % 2 != 0 || part.scales.block_rows <= 0 ||
+        part.scales.block_cols != parts.front().scales.block_cols ||
+        part.scales.block_rows != parts.front().scales.block_rows)
+      return std::nullopt;
+    rows += part.rows;
+  }
+  const auto layout = detail::blocked_layout(packed_desc(rows, cols, DType::bf16));
+  if (!layout) return std::nullopt;
+  return detail::F8RowsLayout{cols, rows, layout->n_block, parts.front().scales.block_cols};
+}
+
+bool CpuMatmul::keeps_fp8_rows(std::span<const WeightPart> parts, std::int64_t cols) {
+  return fp8_rows_layout(parts, cols).has_value();
 }
 
 bool CpuMatmul::computes_stored_rows(std::span<const WeightPart> parts) {
@@ -305,6 +337,8 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     same = same && part.dtype == parts.front().dtype;
   }
   const DType compute = compute_dtype(parts);
+  if (const auto layout = fp8_rows_layout(parts, cols))
+    return pack_f8_rows(parts, *layout, allocate);
 
   PackedWeight packed;
   packed.rows_ = rows;
@@ -532,6 +566,56 @@ void CpuMatmul::pack_f8_blocked(std::span<const WeightPart> parts, std::int64_t 
   }
 }
 
+PackedWeight CpuMatmul::pack_f8_rows(std::span<const WeightPart> parts,
+                                     const detail::F8RowsLayout& layout,
+                                     const PackedAllocator& allocate) {
+  PackedWeight packed;
+  packed.rows_ = layout.n;
+  packed.cols_ = layout.k;
+  packed.dtype_ = DType::f8_e4m3;
+  packed.bf16_rows_n_block_ = layout.n_block;
+  packed.f8_block_cols_ = layout.block_cols;
+  packed.storage_bytes_ = layout.bytes();
+  packed.storage_ = storage(allocate, packed.storage_bytes_);
+  // The scales in f32, one per column and column block, in each N block's order; the rows'
+  // starts for the region, which may not allocate or throw (the scales are checked here).
+  auto* table = reinterpret_cast<float*>(packed.storage_.get() + layout.code_bytes());
+  const std::int64_t col_blocks = layout.col_blocks();
+  bool fast = true;
+  f8_rows_.clear();
+  std::int64_t row = 0;
+  for (const auto& part : parts) {
+    f8_e4m3_to_bf16(part.data, part.scales, 0, layout.k, nullptr);
+    const BlockScales& scales = part.scales;
+    const std::int64_t first_grid_row = scales.first_row / scales.block_rows;
+    const std::int64_t grid_rows =
+        (scales.first_row + part.rows - 1) / scales.block_rows - first_grid_row + 1;
+    f8_grid_.resize(static_cast<std::size_t>(grid_rows * col_blocks));
+    convert_to_f32(
+        static_cast<const std::byte*>(scales.data) +
+            static_cast<std::size_t>(first_grid_row * col_blocks) * dtype_size(scales.dtype),
+        scales.dtype, f8_grid_.data(), f8_grid_.size());
+    for (const float scale : f8_grid_) fast = fast && detail::f8_rows_fast_scale(scale);
+    for (std::int64_t r = 0; r < part.rows; ++r, ++row) {
+      f8_rows_.push_back(static_cast<const std::uint8_t*>(part.data) + r * layout.k);
+      const float* grid_row =
+          f8_grid_.data() +
+          ((scales.first_row + r) / scales.block_rows - first_grid_row) * col_blocks;
+      float* column =
+          table + (row / layout.n_block) * col_blocks * layout.n_block + row % layout.n_block;
+      for (std::int64_t c = 0; c < col_blocks; ++c) column[c * layout.n_block] = grid_row[c];
+    }
+  }
+  auto* codes = reinterpret_cast<std::uint8_t*>(packed.storage_.get());
+  int nan_codes = 0;
+#pragma omp parallel for schedule(static) reduction(| : nan_codes)
+  for (std::int64_t block = 0; block < layout.n / layout.n_block; ++block)
+    nan_codes |= static_cast<int>(detail::pack_f8_rows_block_avx512(
+        layout, f8_rows_.data() + block * layout.n_block, block, codes));
+  packed.f8_careful_ = !fast || nan_codes != 0;
+  return packed;
+}
+
 void CpuMatmul::gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols,
                                   DType dtype) {
   const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(dtype);
@@ -580,6 +664,32 @@ void CpuMatmul::multiply_bf16_rows(const float* x, std::int64_t m, const PackedW
   convert_f32_to_bf16(x, scratch.data(), scratch.size());
   detail::bf16_rows(weight.cols_, weight.rows_, weight.bf16_rows_n_block_,
                     weight.memory_.get_data_handle(), scratch.data(), m, y);
+}
+
+void CpuMatmul::multiply_f8_rows(const float* x, std::int64_t m, const PackedWeight& weight,
+                                 float* y) {
+  bf16_input_.resize(static_cast<std::size_t>(m * weight.cols_));
+  convert_f32_to_bf16(x, bf16_input_.data(), bf16_input_.size());
+  const detail::F8RowsLayout layout = weight.f8_rows_layout();
+  const auto* codes = reinterpret_cast<const std::uint8_t*>(weight.storage_.get());
+  const auto* scales = reinterpret_cast<const float*>(weight.storage_.get() + layout.code_bytes());
+  const std::size_t chunk = detail::f8_rows_chunk_elements(layout);
+  if (m > detail::kF8RowsInRegistersAtMost)
+    f8_chunks_.resize(static_cast<std::size_t>(compute_threads()) * chunk);
+  detail::StolenRanges ranges(static_cast<std::size_t>(compute_threads()));
+  ranges.split(static_cast<std::uint32_t>(layout.n / layout.n_block));
+  detail::run_team(m, [&](const detail::Team::Member& member) {
+    std::uint16_t* own_chunk =
+        m > detail::kF8RowsInRegistersAtMost
+            ? f8_chunks_.data() + static_cast<std::size_t>(member.self()) * chunk
+            : nullptr;
+    ranges.drain(member.self(), member.threads(), 1, 1,
+                 [&](std::size_t, std::uint32_t first, std::uint32_t last) {
+                   for (std::uint32_t b = first; b < last; ++b)
+                     detail::f8_rows_block_avx512(layout, codes, scales, weight.f8_careful_, b,
+                                                  bf16_input_.data(), m, y, own_chunk);
+                 });
+  });
 }
 
 detail::Bf16RowsShape CpuMatmul::bf16_rows_shape(const PackedWeight& weight) {
@@ -631,7 +741,7 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
   for (const auto& job : jobs) {
     for (const PackedWeight* weight : {job.gate_up, job.down})
       if (weight->empty() || weight->batch_ != 1 ||
-          !(is_quantized(weight->dtype_) || weight->panels() ||
+          !(is_quantized(weight->dtype_) || weight->panels() || weight->f8_rows() ||
             (weight->bf16_rows_n_block_ != 0 && detail::bf16_rows_verdict(bf16_rows_shape(
                                                     *weight)) == detail::Bf16RowsVerdict::equal)))
         return false;
@@ -643,7 +753,7 @@ bool CpuMatmul::can_run_expert_ffns(std::span<const ExpertFfn> jobs) {
 
 std::uint32_t CpuMatmul::units(const PackedWeight& weight) {
   if (weight.panels()) return panel_units(1, weight.rows_);
-  if (!is_quantized(weight.dtype_))
+  if (!is_quantized(weight.dtype_))  // bf16 rows or FP8 rows: N blocks
     return static_cast<std::uint32_t>(weight.rows_ / weight.bf16_rows_n_block_);
   std::int64_t groups = 0;
   for (const auto& segment : weight.segments_) groups += row_tile_groups(segment.rows);
@@ -654,7 +764,7 @@ void CpuMatmul::warm_front(const PackedWeight& weight) {
   // Units start at the first segment (at the front of the storage, but for stored rows) or at
   // the front of oneDNN's layout.
   const auto* front = static_cast<const char*>(
-      weight.panels() ? static_cast<const void*>(weight.storage_.get())
+      weight.panels() || weight.f8_rows() ? static_cast<const void*>(weight.storage_.get())
       : is_quantized(weight.dtype_)
           ? static_cast<const void*>(weight.storage_.get() + weight.segments_.front().offset)
           : weight.memory_.get_data_handle());
@@ -679,6 +789,16 @@ void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x,
   if (weight.panels()) {
     detail::panels_on_this_thread(weight.dtype_, weight.storage_.get(), weight.rows_, weight.cols_,
                                   x.plain, 1, y, best_panel_path(), first, last);
+    return;
+  }
+  if (weight.f8_rows()) {
+    const detail::F8RowsLayout layout = weight.f8_rows_layout();
+    const auto* codes = reinterpret_cast<const std::uint8_t*>(weight.storage_.get());
+    const auto* scales =
+        reinterpret_cast<const float*>(weight.storage_.get() + layout.code_bytes());
+    for (std::uint32_t b = first; b < last; ++b)
+      detail::f8_rows_block_avx512(layout, codes, scales, weight.f8_careful_, b, x.bf16.data(), 1,
+                                   y, nullptr);
     return;
   }
   if (!is_quantized(weight.dtype_)) {
@@ -824,6 +944,10 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
     multiply_quantized(x, m, weight, y, quantized_input_);
     return;
   }
+  if (weight.f8_rows()) {
+    multiply_f8_rows(x, m, weight, y);
+    return;
+  }
   if (moed_computes_bf16_rows(m, weight)) {
     multiply_bf16_rows(x, m, weight, y, bf16_input_);
     return;
@@ -864,6 +988,9 @@ std::string CpuMatmul::implementation(std::int64_t m, const PackedWeight& weight
   if (weight.panels())
     return "moed " + std::string(panel_path_name(best_panel_path())) + " " +
            std::string(dtype_name(weight.dtype_)) + " panels";
+  if (weight.f8_rows())
+    return std::string("moed avx512_bf16 fp8 rows in oneDNN's layout") +
+           (weight.f8_careful_ ? " (careful widening)" : "");
   if (moed_computes_bf16_rows(m, weight)) return "moed avx512_bf16 rows in oneDNN's layout";
   primitive(m, weight);
   return primitives_.at({m, weight.rows_, weight.cols_, weight.dtype_}).second.impl_info_str();

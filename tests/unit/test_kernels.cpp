@@ -167,17 +167,22 @@ TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
 // its block scale in f32, rounded to bf16), to the bit, stacked beside another FP8 part whose
 // grid is its own, and in a batch.
 // Shapes: K not a whole number of oneDNN's K blocks (packed by its reorder from a staged copy),
-// and two that oneDNN's blocked layout takes where its bf16 brgemm runs (packed an N block at a
-// time, pack_f8_blocked; the second with a part boundary inside an N block); where it does not,
-// all go to the panels from a staged copy.
+// and ones that oneDNN's blocked layout takes where its bf16 brgemm runs (kept as FP8 rows on
+// an AVX512-BF16 CPU: one with a part boundary inside an N block, one over two of oneDNN's K
+// blocks with scale blocks that straddle them, one with a NaN code and one with a scale so small
+// that products are subnormal, both widened the careful way); where it does not, all go to the
+// panels from a staged copy.
+enum class Fp8Oddity { none, nan_code, subnormal_products };
 struct Fp8Shape {
   std::int64_t k, first_rows, second_rows;
+  std::int64_t block_rows = 64, block_cols = 64;
+  Fp8Oddity oddity = Fp8Oddity::none;
 };
 class Fp8Matmul : public ::testing::TestWithParam<Fp8Shape> {};
 
 TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
-  const auto [k, first_rows, second_rows] = GetParam();
-  const std::int64_t block = 64, grid_cols = (k + block - 1) / block;
+  const auto [k, first_rows, second_rows, block_rows, block_cols, oddity] = GetParam();
+  const std::int64_t grid_cols = (k + block_cols - 1) / block_cols;
   const std::int64_t part_rows[] = {first_rows, second_rows};
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> code(0, 0x7e);
@@ -189,33 +194,68 @@ TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
   for (const std::int64_t rows : part_rows) {
     auto& c = codes.emplace_back(static_cast<std::size_t>(rows * k));
     for (auto& v : c) v = static_cast<std::uint8_t>(code(rng) | (rng() & 1 ? 0x80 : 0));
-    auto& g = grids.emplace_back(static_cast<std::size_t>((rows + block - 1) / block * grid_cols));
+    auto& g = grids.emplace_back(
+        static_cast<std::size_t>((rows + block_rows - 1) / block_rows * grid_cols));
     for (auto& v : g) v = scale(rng);
-    parts.push_back({c.data(), DType::f8_e4m3, rows, {g.data(), DType::f32, block, block}});
+    if (oddity == Fp8Oddity::nan_code) c[c.size() / 3] = 0xff;
+    if (oddity == Fp8Oddity::subnormal_products) g.back() = 1e-39f;
+    parts.push_back(
+        {c.data(), DType::f8_e4m3, rows, {g.data(), DType::f32, block_rows, block_cols}});
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t j = 0; j < k; ++j)
         dequantized.push_back(
             f32_to_bf16(f8_e4m3_to_f32(c[static_cast<std::size_t>(r * k + j)]) *
-                        g[static_cast<std::size_t>(r / block * grid_cols + j / block)]));
+                        g[static_cast<std::size_t>(r / block_rows * grid_cols + j / block_cols)]));
   }
   CpuMatmul matmul;
   const PackedWeight fp8 = matmul.pack(parts, k);
-  EXPECT_EQ(fp8.dtype(), DType::bf16);
   EXPECT_EQ(fp8.bytes(), matmul.packed_bytes(parts, k));
+  // Sizing needs the parts' block geometry alone.
+  std::vector<WeightPart> sizing = parts;
+  for (auto& part : sizing) part.data = part.scales.data = nullptr;
+  EXPECT_EQ(fp8.bytes(), matmul.packed_bytes(sizing, k));
   const WeightPart bf16_part{dequantized.data(), DType::bf16, part_rows[0] + part_rows[1]};
   const PackedWeight bf16 = matmul.pack(std::span(&bf16_part, 1), k);
-  ASSERT_EQ(fp8.bytes(), bf16.bytes());
-  if (fp8.memory() && bf16.memory()) {  // oneDNN's layout (not panels): the same bytes
-    EXPECT_EQ(
-        std::memcmp(fp8.memory().get_data_handle(), bf16.memory().get_data_handle(), fp8.bytes()),
-        0);
+  const bool fp8_rows = matmul.keeps_fp8_rows(parts, k);
+  if (fp8_rows) {
+    // One byte a weight and a scale per column and column block.
+    EXPECT_EQ(fp8.dtype(), DType::f8_e4m3);
+    EXPECT_EQ(fp8.bytes(), static_cast<std::size_t>(fp8.rows() * (k + 4 * grid_cols)));
+    EXPECT_EQ(matmul.implementation(1, fp8).ends_with("(careful widening)"),
+              oddity != Fp8Oddity::none);
+  } else {
+    EXPECT_EQ(fp8.dtype(), DType::bf16);
+    ASSERT_EQ(fp8.bytes(), bf16.bytes());
+    if (fp8.memory() && bf16.memory()) {  // oneDNN's layout (not panels): the same bytes
+      EXPECT_EQ(
+          std::memcmp(fp8.memory().get_data_handle(), bf16.memory().get_data_handle(), fp8.bytes()),
+          0);
+    }
   }
-  for (const std::int64_t m : {1, 3, 16}) {
+  // Decode rows (widened in registers), a prefill's (widened a K block at a time), each as the
+  // bf16 weight gives them: compared as bits, a NaN code's NaN included.
+  for (const std::int64_t m : {1, 2, 4, 5, 16}) {
     const auto x = moed::test::random_floats(static_cast<std::size_t>(m * k), 11);
     std::vector<float> ours(static_cast<std::size_t>(m * fp8.rows())), theirs(ours.size());
     matmul.multiply(x.data(), m, fp8, ours.data());
     matmul.multiply(x.data(), m, bf16, theirs.data());
-    EXPECT_EQ(ours, theirs) << m << " rows";
+    EXPECT_EQ(std::memcmp(ours.data(), theirs.data(), ours.size() * sizeof(float)), 0)
+        << m << " rows";
+  }
+  if (fp8_rows) {  // a decode step's experts in one region (CpuMatmul::expert_ffns)
+    const auto x = moed::test::random_floats(static_cast<std::size_t>(k), 13);
+    std::vector<float> ours(static_cast<std::size_t>(fp8.rows())), theirs(ours.size());
+    ASSERT_EQ(fp8.rows() % 2, 0);
+    const WeightPart down_bf16{dequantized.data(), DType::bf16, k};
+    const PackedWeight down = matmul.pack(std::span(&down_bf16, 1), fp8.rows() / 2);
+    const CpuMatmul::ExpertFfn ours_job{&fp8, &down, x.data(), ours.data()};
+    const CpuMatmul::ExpertFfn theirs_job{&bf16, &down, x.data(), theirs.data()};
+    if (CpuMatmul::can_run_expert_ffns(std::span(&theirs_job, 1))) {
+      ASSERT_TRUE(CpuMatmul::can_run_expert_ffns(std::span(&ours_job, 1)));
+      CpuMatmul::expert_ffns(std::span(&ours_job, 1));
+      CpuMatmul::expert_ffns(std::span(&theirs_job, 1));
+      EXPECT_EQ(std::memcmp(ours.data(), theirs.data(), static_cast<std::size_t>(k) * 4), 0);
+    }
   }
   // In a batch (MLA's per-head matrices), as the batch of its bf16 dequantization.
   const WeightPart first_bf16{dequantized.data(), DType::bf16, part_rows[0]};
@@ -225,7 +265,7 @@ TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
   std::vector<float> ours(static_cast<std::size_t>(part_rows[0])), theirs(ours.size());
   matmul.multiply(x.data(), 1, batched, ours.data());
   matmul.multiply(x.data(), 1, batched_bf16, theirs.data());
-  EXPECT_EQ(ours, theirs);
+  EXPECT_EQ(std::memcmp(ours.data(), theirs.data(), ours.size() * sizeof(float)), 0);
   // Its scale blocks run along its rows: it cannot be packed from a transposed copy.
   EXPECT_THROW(matmul.pack_batched(std::span(parts.data(), 1), k, {}, MatrixOrder::cols_first),
                std::invalid_argument);
@@ -236,7 +276,10 @@ TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Fp8Matmul,
                          ::testing::Values(Fp8Shape{200, 72, 40}, Fp8Shape{256, 64, 128},
-                                           Fp8Shape{256, 72, 56}));
+                                           Fp8Shape{256, 72, 56}, Fp8Shape{1088, 128, 64, 32, 48},
+                                           Fp8Shape{256, 64, 64, 64, 64, Fp8Oddity::nan_code},
+                                           Fp8Shape{256, 64, 64, 64, 64,
+                                                    Fp8Oddity::subnormal_products}));
 
 class MatmulTest : public ::testing::TestWithParam<std::int64_t> {};
 

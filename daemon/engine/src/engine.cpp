@@ -89,6 +89,15 @@ WeightPart part(const model::TensorInfo& tensor, const std::byte* data,
   return weight;
 }
 
+// A tensor as a part to size (CpuMatmul::packed_bytes): its dtype and rows, and for an f8_e4m3
+// weight its block geometry, which decides how it is held (FP8 rows or bf16).
+WeightPart sizing_part(const model::TensorInfo& tensor, const model::ModelSpec& spec) {
+  WeightPart weight{nullptr, tensor.dtype, tensor.shape[0]};
+  if (tensor.dtype == kernels::DType::f8_e4m3)
+    weight.scales = {nullptr, kernels::DType::f32, spec.fp8_block_rows, spec.fp8_block_cols};
+  return weight;
+}
+
 // A tensor's elements in f32: an f8_e4m3 weight times its block scales.
 std::vector<float> to_f32(const model::TensorInfo& tensor, const WeightPart& weight) {
   if (tensor.dtype != kernels::DType::f8_e4m3)
@@ -222,8 +231,8 @@ std::uint64_t dense_matrix_bytes(kernels::CpuMatmul& matmul, const model::ModelS
   // What pack() allocates for the roles the layer has, stacked as pack_dense stacks them.
   auto stack = [&](std::initializer_list<DenseRole> roles, std::int64_t cols) -> std::uint64_t {
     std::vector<WeightPart> parts;
-    for (const auto role : roles)  // sizes need dtypes and rows alone, not the bytes or scales
-      if (t.has(role)) parts.push_back({nullptr, t.info(role).dtype, t.info(role).shape[0]});
+    for (const auto role : roles)
+      if (t.has(role)) parts.push_back(sizing_part(t.info(role), spec));
     return parts.empty() ? 0 : piece_bytes(matmul.packed_bytes(parts, cols));
   };
   std::uint64_t total =
@@ -528,9 +537,8 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
     }
     // Quantized files may give some layers' experts more bits (llama-quantize's q4_K_M).
     const auto& first = lt.experts.front();
-    const WeightPart gate_up[] = {{nullptr, first[0]->dtype, spec_.intermediate_size},
-                                  {nullptr, first[1]->dtype, spec_.intermediate_size}};
-    const WeightPart down{nullptr, first[2]->dtype, hidden};
+    const WeightPart gate_up[] = {sizing_part(*first[0], spec_), sizing_part(*first[1], spec_)};
+    const WeightPart down = sizing_part(*first[2], spec_);
     lt.packed_expert_bytes =
         expert_matrix_bytes(matmul_, spec_, gate_up, down, ExpertMaking::packed);
     const WeightPart all_three[] = {gate_up[0], gate_up[1], down};

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <tuple>
@@ -17,6 +18,7 @@ namespace moed::kernels {
 namespace detail {
 struct BlockedLayout;
 struct Bf16RowsShape;
+struct F8RowsLayout;
 }  // namespace detail
 
 // A row-major [rows, cols] slice of a weight matrix as it lies in a checkpoint
@@ -39,8 +41,9 @@ using PackedAllocator = std::function<std::shared_ptr<std::byte>(std::size_t byt
 // A weight matrix ready for CpuMatmul: plain floats repacked into the blocked layout oneDNN
 // prefers for them (or into moed's panels, where oneDNN has no brgemm for their dtype:
 // CpuMatmul::plain_in_panels), or ggml-quantized rows kept in their file's blocks (moed's own
-// kernels read them). It is an opaque buffer kind: memtier can hold, count and evict it like any
-// other block, and only CpuMatmul reads it.
+// kernels read them), or FP8 codes in oneDNN's bf16 layout with their scales (FP8 rows, where
+// bf16 goes to oneDNN's brgemm on an AVX512-BF16 CPU: f8_rows.hpp). It is an opaque buffer kind:
+// memtier can hold, count and evict it like any other block, and only CpuMatmul reads it.
 class PackedWeight {
  public:
   PackedWeight() = default;
@@ -56,7 +59,9 @@ class PackedWeight {
 
  private:
   friend class CpuMatmul;
-  bool panels() const { return storage_ && !memory_ && !is_quantized(dtype_); }
+  bool panels() const { return storage_ && !memory_ && !is_quantized(dtype_) && !f8_rows(); }
+  bool f8_rows() const { return dtype_ == DType::f8_e4m3; }
+  detail::F8RowsLayout f8_rows_layout() const;
   // Consecutive rows in one quantized format (a stack of parts may mix formats: llama-quantize
   // gives attn_v more bits than attn_q).
   struct QuantizedSegment {
@@ -67,7 +72,8 @@ class PackedWeight {
   };
   dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout (plain, unbatched)
   // memory_'s buffer when an allocator provided it; or the quantized segments one after another;
-  // or plain matrices in panels (panel_matmul.hpp), one after another when batched.
+  // or plain matrices in panels (panel_matmul.hpp), one after another when batched; or FP8
+  // rows' codes and scales.
   std::shared_ptr<std::byte> storage_;
   std::vector<QuantizedSegment> segments_;  // quantized weights only; a batched one has one per
                                             // matrix, in order
@@ -75,7 +81,10 @@ class PackedWeight {
   // N block of memory_'s layout where moed may compute a few rows of a bf16 weight itself, with
   // oneDNN's arithmetic (bf16_rows.hpp), once a check for the shape agrees; 0 where only oneDNN
   // can.
+  // FP8 rows (dtype_ f8_e4m3) use it as their N block too.
   std::int64_t bf16_rows_n_block_ = 0;
+  std::int64_t f8_block_cols_ = 0;  // FP8 rows: K elements per scale
+  bool f8_careful_ = false;         // FP8 rows: a NaN code or a scale the fast widening refuses
   std::int64_t batch_ = 1;
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
@@ -98,13 +107,15 @@ class CpuMatmul {
 
   // Stacks the parts along the output dimension (e.g. w1 over w3) and packs them. Compute dtype:
   // bf16 for bf16 weights and for f8_e4m3 ones (each element times its block scale in f32, then
-  // rounded to bf16: the weights DeepSeek's fp8_cast_bf16 writes), the formats themselves for
-  // quantized ones (each run of parts in one format a segment, its blocks repacked into row tiles),
-  // f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul) and for a stack that mixes quantized
-  // with plain parts or plain dtypes.
+  // rounded to bf16: the weights DeepSeek's fp8_cast_bf16 writes; kept as FP8 rows at one byte a
+  // weight where fp8_rows_layout allows, dtype() f8_e4m3, else packed as that bf16), the formats
+  // themselves for quantized ones (each run of parts in one format a segment, its blocks repacked
+  // into row tiles), f32 otherwise (this CPU's oneDNN 2.6 has no f16 matmul) and for a stack that
+  // mixes quantized with plain parts or plain dtypes.
   PackedWeight pack(std::span<const WeightPart> parts, std::int64_t cols,
                     const PackedAllocator& allocate = {});
-  // Bytes pack() will allocate for these parts (their data is not read).
+  // Bytes pack() will allocate for these parts (their data is not read; an f8_e4m3 part's
+  // scales need only their block_rows and block_cols).
   std::size_t packed_bytes(std::span<const WeightPart> parts, std::int64_t cols);
   // Whether stored_rows() takes these parts: all quantized in formats this CPU computes from
   // stored rows (computes_stored_rows).
@@ -169,6 +180,11 @@ class CpuMatmul {
   // (...)" where oneDNN has no brgemm for it (plain_in_panels), ggml blocks in row tiles for a
   // quantized one.
   std::string packing(std::int64_t rows, std::int64_t cols, DType source_dtype);
+  // Whether pack() keeps these f8_e4m3 parts as FP8 rows: on a CPU with AVX512-BF16 whose
+  // oneDNN lays their bf16 out in N blocks moed packs (blocked_layout), all parts with one block
+  // geometry of an even number of columns (DeepSeek's and Qwen's 128 x 128). Their data is not
+  // read.
+  bool keeps_fp8_rows(std::span<const WeightPart> parts, std::int64_t cols);
   static DType compute_dtype(DType weight_dtype);
   // Whether pack() puts weights of this plain compute dtype (f32, bf16) into moed's panels
   // (panel_matmul.hpp) rather than oneDNN's layout: where oneDNN would not multiply them with its
@@ -189,6 +205,12 @@ class CpuMatmul {
   // of all its segments, in one parallel region.
   static void multiply_quantized(const float* x, std::int64_t m, const PackedWeight& weight,
                                  float* y, std::vector<QuantizedActivations>& scratch);
+  std::optional<detail::F8RowsLayout> fp8_rows_layout(std::span<const WeightPart> parts,
+                                                      std::int64_t cols);
+  // FP8 rows times m rows of x, converted into bf16_input_.
+  void multiply_f8_rows(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
+  PackedWeight pack_f8_rows(std::span<const WeightPart> parts, const detail::F8RowsLayout& layout,
+                            const PackedAllocator& allocate);
   // A bf16 weight with bf16_rows_n_block_ times m rows of x, converted into `scratch`.
   static void multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,
                                  float* y, std::vector<std::uint16_t>& scratch);
@@ -249,6 +271,8 @@ class CpuMatmul {
   std::vector<BlockScales> f8_row_scales_;
   std::vector<std::uint16_t> f8_blocks_;
   std::vector<const std::byte*> f8_block_starts_;
+  std::vector<float> f8_grid_;            // pack_f8_rows: one part's scales in f32
+  std::vector<std::uint16_t> f8_chunks_;  // multiply_f8_rows: per thread, a widened K block
   // [rows] where each plain row starts, for pack_rows and panels
   std::vector<const std::byte*> row_starts_;
   std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights
