@@ -246,7 +246,7 @@ std::optional<detail::F8RowsLayout> CpuMatmul::fp8_rows_layout(std::span<const W
     rows += part.rows;
   }
   const auto layout = detail::blocked_layout(packed_desc(rows, cols, DType::bf16));
-  if (!layout) return std::nullopt;
+  if (!layout || layout->n_block > detail::kF8RowsMaxNBlock) return std::nullopt;
   return detail::F8RowsLayout{cols, rows, layout->n_block, parts.front().scales.block_cols};
 }
 

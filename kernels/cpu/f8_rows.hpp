@@ -26,6 +26,8 @@ struct F8RowsLayout {
   std::size_t bytes() const { return code_bytes() + scale_count() * sizeof(float); }
 };
 
+// The widest N block FP8 rows take (oneDNN's bf16 layouts use 16 to 64).
+inline constexpr std::int64_t kF8RowsMaxNBlock = 256;
 // Rows of x up to which a block is computed from codes widened in registers; beyond, each K
 // block of codes is widened once into `chunk` (f8_rows_chunk_elements) and read from there for
 // every row, as bf16_rows reads a bf16 weight.

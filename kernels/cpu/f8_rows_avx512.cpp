@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "bf16_rows.hpp"
 #include "f8_rows.hpp"
@@ -12,10 +13,14 @@
 namespace moed::kernels::detail {
 namespace {
 
-constexpr int kRowsPerPass = 4;
+// Rows of x a pass computes: in registers, as many as decode takes at most; from a chunk, six
+// rows by 64 columns (24 accumulators, four weight lines and the broadcast pair in 32 registers).
+constexpr int kRowsInRegisters = static_cast<int>(kF8RowsInRegistersAtMost);
+constexpr int kRowsInChunk = 6;
 constexpr std::int64_t kLanes = 16;
 // bf16_rows asks 6 KiB ahead; the same weights are half the bytes here.
 constexpr std::int64_t kPrefetchDistance = 3 * 1024;
+constexpr std::int64_t kMaxColumnGroups = kF8RowsMaxNBlock / kLanes;
 
 // The scales of 16 columns laid out as their pairs are: lo for columns 0-7 (each twice), hi for
 // 8-15. The fast widening multiplies by the scale times 256 at once (exact: 256 s is a normal f32
@@ -81,12 +86,12 @@ __m512bh broadcast_pair(const std::uint16_t* x) {
   return (__m512bh)_mm512_broadcastd_epi32(_mm_cvtsi32_si128(pair));
 }
 
-// y (+)= acc for `rows` rows: the first K block's sums are stored, the later ones added in order,
-// as bf16_rows adds its blocks' sums.
-template <int kVectors>
-void add_block_sums(__m512 (&acc)[kRowsPerPass][kVectors], int rows, bool first_block, float* y,
+// y (+)= acc: the first K block's sums are stored, the later ones added in order, as bf16_rows
+// adds its blocks' sums.
+template <int kRows, int kVectors>
+void add_block_sums(const __m512 (&acc)[kRows][kVectors], bool first_block, float* y,
                     std::int64_t y_stride) {
-  for (int r = 0; r < rows; ++r)
+  for (int r = 0; r < kRows; ++r)
     for (int q = 0; q < kVectors; ++q) {
       float* out = y + r * y_stride + q * kLanes;
       _mm512_storeu_ps(out,
@@ -107,15 +112,15 @@ void over_scale_stretches(const F8RowsLayout& layout, std::int64_t start, std::i
   }
 }
 
-// Columns [first, first + 16 * kVectors) of an N block for `rows` rows of x, widening each line
+// Columns [first, first + 16 * kVectors) of an N block for kRows rows of x, widening each line
 // in registers.
-template <bool kCareful, int kVectors>
+template <bool kCareful, int kRows, int kVectors>
 void columns_in_registers(const F8RowsLayout& layout, const std::uint8_t* codes,
-                          const float* scales, std::int64_t first, const std::uint16_t* x, int rows,
-                          float* y, std::int64_t y_stride) {
+                          const float* scales, std::int64_t first, const std::uint16_t* x, float* y,
+                          std::int64_t y_stride) {
   const std::int64_t k_block = onednn_bf16_k_block(layout.k);
   for (std::int64_t start = 0; start < layout.k; start += k_block) {
-    __m512 acc[kRowsPerPass][kVectors];
+    __m512 acc[kRows][kVectors];
     for (auto& row : acc)
       for (auto& v : row) v = _mm512_setzero_ps();
     over_scale_stretches(
@@ -133,101 +138,111 @@ void columns_in_registers(const F8RowsLayout& layout, const std::uint8_t* codes,
                            _MM_HINT_T1);
             __m512bh w[kVectors];
             for (int q = 0; q < kVectors; ++q) w[q] = widen_line<kCareful>(line + q * 32, pair[q]);
-            for (int r = 0; r < rows; ++r) {
+            for (int r = 0; r < kRows; ++r) {
               const __m512bh xv = broadcast_pair(x + r * layout.k + unit * 2);
               for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], w[q], xv);
             }
           }
         });
-    add_block_sums(acc, rows, start == 0, y, y_stride);
+    add_block_sums(acc, start == 0, y, y_stride);
   }
 }
 
 // K elements [start, end) of an N block widened into `chunk`: the bf16 layout's lines of those
-// units.
+// units, each line read once, in order.
 template <bool kCareful>
 void widen_chunk(const F8RowsLayout& layout, const std::uint8_t* codes, const float* scales,
                  std::int64_t start, std::int64_t end, std::uint16_t* chunk) {
+  const std::int64_t groups = layout.n_block / kLanes;
   over_scale_stretches(
       layout, start, end, [&](std::int64_t column_block, std::int64_t from, std::int64_t to) {
-        for (std::int64_t first = 0; first < layout.n_block; first += kLanes) {
-          const PairScales pair =
-              pair_scales<kCareful>(scales + column_block * layout.n_block + first);
-          for (std::int64_t unit = from / 2; unit < to / 2; ++unit)
-            _mm512_storeu_si512(
-                chunk + ((unit - start / 2) * layout.n_block + first) * 2,
-                (__m512i)widen_line<kCareful>(codes + (unit * layout.n_block + first) * 2, pair));
+        PairScales pairs[kMaxColumnGroups];
+        for (std::int64_t g = 0; g < groups; ++g)
+          pairs[g] = pair_scales<kCareful>(scales + column_block * layout.n_block + g * kLanes);
+        for (std::int64_t unit = from / 2; unit < to / 2; ++unit) {
+          const std::uint8_t* line = codes + unit * layout.n_block * 2;
+          std::uint16_t* out = chunk + (unit - start / 2) * layout.n_block * 2;
+          _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(line) +
+                                                     kPrefetchDistance),
+                       _MM_HINT_T1);
+          for (std::int64_t g = 0; g < groups; ++g)
+            _mm512_storeu_si512(out + g * kLanes * 2,
+                                (__m512i)widen_line<kCareful>(line + g * kLanes * 2, pairs[g]));
         }
       });
 }
 
-// Columns [first, first + 16 * kVectors) of a widened chunk of `units` units for `rows` rows of
+// Columns [first, first + 16 * kVectors) of a widened chunk of `units` units for kRows rows of
 // x (already at the chunk's first K element).
-template <int kVectors>
+template <int kRows, int kVectors>
 void columns_in_chunk(const std::uint16_t* chunk, std::int64_t n_block, std::int64_t first,
-                      std::int64_t units, const std::uint16_t* x, std::int64_t x_stride, int rows,
+                      std::int64_t units, const std::uint16_t* x, std::int64_t x_stride,
                       bool first_block, float* y, std::int64_t y_stride) {
-  __m512 acc[kRowsPerPass][kVectors];
+  __m512 acc[kRows][kVectors];
   for (auto& row : acc)
     for (auto& v : row) v = _mm512_setzero_ps();
   for (std::int64_t unit = 0; unit < units; ++unit) {
     const std::uint16_t* line = chunk + (unit * n_block + first) * 2;
     __m512bh w[kVectors];
     for (int q = 0; q < kVectors; ++q) w[q] = (__m512bh)_mm512_loadu_si512(line + q * kLanes * 2);
-    for (int r = 0; r < rows; ++r) {
+    for (int r = 0; r < kRows; ++r) {
       const __m512bh xv = broadcast_pair(x + r * x_stride + unit * 2);
       for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], w[q], xv);
     }
   }
-  add_block_sums(acc, rows, first_block, y, y_stride);
+  add_block_sums(acc, first_block, y, y_stride);
 }
 
-// Calls body.template operator()<kVectors>(first) for each stretch of up to 64 columns of an N
-// block.
-template <typename Body>
-void over_column_groups(std::int64_t n_block, const Body& body) {
-  for (std::int64_t first = 0; first < n_block; first += 4 * kLanes) {
-    switch ((n_block - first) / kLanes) {
-      case 1:
-        body.template operator()<1>(first);
-        break;
-      case 2:
-        body.template operator()<2>(first);
-        break;
-      case 3:
-        body.template operator()<3>(first);
-        break;
-      default:
-        body.template operator()<4>(first);
+// Calls body.template operator()<kRows, kVectors>(i, first) over rows [0, m) in passes of up to
+// kMaxRows and each pass over the N block's columns 64 at a time (fewer at its end).
+template <int kMaxRows, typename Body>
+void over_passes(std::int64_t m, std::int64_t n_block, const Body& body) {
+  const auto columns = [&]<int kRows>(std::int64_t i) {
+    for (std::int64_t first = 0; first < n_block; first += 4 * kLanes) {
+      switch ((n_block - first) / kLanes) {
+        case 1:
+          body.template operator()<kRows, 1>(i, first);
+          break;
+        case 2:
+          body.template operator()<kRows, 2>(i, first);
+          break;
+        case 3:
+          body.template operator()<kRows, 3>(i, first);
+          break;
+        default:
+          body.template operator()<kRows, 4>(i, first);
+      }
     }
+  };
+  std::int64_t i = 0;
+  for (; i + kMaxRows <= m; i += kMaxRows) columns.template operator()<kMaxRows>(i);
+  [&]<int... kRows>(std::integer_sequence<int, kRows...>) {
+    ((m - i == kRows + 1 ? (columns.template operator()<kRows + 1>(i), 0) : 0), ...);
   }
+  (std::make_integer_sequence<int, kMaxRows - 1>());
 }
 
 template <bool kCareful>
 void block_rows(const F8RowsLayout& layout, const std::uint8_t* codes, const float* scales,
                 const std::uint16_t* x, std::int64_t m, float* y, std::uint16_t* chunk) {
   if (m <= kF8RowsInRegistersAtMost) {
-    for (std::int64_t i = 0; i < m; i += kRowsPerPass) {
-      const int rows = static_cast<int>(std::min<std::int64_t>(kRowsPerPass, m - i));
-      over_column_groups(layout.n_block, [&]<int kVectors>(std::int64_t first) {
-        columns_in_registers<kCareful, kVectors>(layout, codes, scales, first, x + i * layout.k,
-                                                 rows, y + i * layout.n + first, layout.n);
-      });
-    }
+    over_passes<kRowsInRegisters>(
+        m, layout.n_block, [&]<int kRows, int kVectors>(std::int64_t i, std::int64_t first) {
+          columns_in_registers<kCareful, kRows, kVectors>(
+              layout, codes, scales, first, x + i * layout.k, y + i * layout.n + first, layout.n);
+        });
     return;
   }
   const std::int64_t k_block = onednn_bf16_k_block(layout.k);
   for (std::int64_t start = 0; start < layout.k; start += k_block) {
     const std::int64_t end = std::min(layout.k, start + k_block);
     widen_chunk<kCareful>(layout, codes, scales, start, end, chunk);
-    for (std::int64_t i = 0; i < m; i += kRowsPerPass) {
-      const int rows = static_cast<int>(std::min<std::int64_t>(kRowsPerPass, m - i));
-      over_column_groups(layout.n_block, [&]<int kVectors>(std::int64_t first) {
-        columns_in_chunk<kVectors>(chunk, layout.n_block, first, (end - start) / 2,
-                                   x + i * layout.k + start, layout.k, rows, start == 0,
-                                   y + i * layout.n + first, layout.n);
-      });
-    }
+    over_passes<kRowsInChunk>(
+        m, layout.n_block, [&]<int kRows, int kVectors>(std::int64_t i, std::int64_t first) {
+          columns_in_chunk<kRows, kVectors>(chunk, layout.n_block, first, (end - start) / 2,
+                                            x + i * layout.k + start, layout.k, start == 0,
+                                            y + i * layout.n + first, layout.n);
+        });
   }
 }
 

@@ -47,7 +47,40 @@ BENCHMARK(BM_Bf16Gemv)
     ->Args({1, 5632, 1024})
     ->Args({1, 1024, 2816})
     ->Args({1, 32000, 1024})
-    ->Args({16, 5632, 1024});
+    ->Args({16, 5632, 1024})
+    ->Args({64, 5632, 1024});
+
+// BM_Bf16Gemv's shapes in f8_e4m3 with [128, 128] block scales (DeepSeek's and Qwen's), as
+// CpuMatmul holds them (FP8 rows on an AVX512-BF16 CPU: one byte a weight). Bytes/s of the
+// weight's bytes as held; the time per iteration compares with BM_Bf16Gemv's directly.
+void BM_Fp8Gemv(benchmark::State& state) {
+  const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2), block = 128;
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n * k));
+  std::mt19937 rng(5);
+  for (auto& c : codes) c = static_cast<std::uint8_t>(rng() % 0x7e);
+  std::vector<float> scales(
+      static_cast<std::size_t>(((n + block - 1) / block) * ((k + block - 1) / block)), 0.01f);
+  CpuMatmul matmul;
+  WeightPart part{codes.data(), DType::f8_e4m3, n, {scales.data(), DType::f32, block, block}};
+  std::vector<PackedWeight> copies;
+  for (int i = 0; i < kWeightCopies; ++i) copies.push_back(matmul.pack(std::span(&part, 1), k));
+  std::vector<float> x(static_cast<std::size_t>(m * k), 0.01f), y(static_cast<std::size_t>(m * n));
+  int i = 0;
+  for (auto _ : state) {
+    matmul.multiply(x.data(), m, copies[i++ % kWeightCopies], y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(copies[0].bytes()));
+  state.SetLabel(matmul.implementation(m, copies[0]));
+}
+BENCHMARK(BM_Fp8Gemv)
+    ->Args({1, 5632, 1024})
+    ->Args({1, 1024, 2816})
+    ->Args({1, 32000, 1024})
+    ->Args({4, 5632, 1024})
+    ->Args({5, 5632, 1024})
+    ->Args({16, 5632, 1024})
+    ->Args({64, 5632, 1024});
 
 // MLA's absorbed up-projections at DeepSeek's shapes: `heads` bf16 matrices [rows, cols], each
 // applied to m rows (1: a decode step), one multiply per head (arg 0) or as one batched weight
@@ -175,8 +208,9 @@ BENCHMARK(BM_PackPanels)->ArgsProduct({{0, 1}, {0, 1, 2}})->UseRealTime();
 
 // CpuMatmul::pack of a streamed bench-model expert's gate and up ([2 x 1024, 2816], as
 // Mixtral's bench model has them) from the file's bytes, on one thread as a prefetch packs
-// (arg 1: the threads): arg 0 = 0 bf16 as stored, 1 f8_e4m3 with [128, 128] block scales,
-// widened to bf16 first. Bytes/s of the file's bytes (one per FP8 weight, two per bf16 one).
+// (arg 1: the threads): arg 0 = 0 bf16 as stored, 1 f8_e4m3 with [128, 128] block scales (FP8
+// rows where the CPU has AVX512-BF16, else widened to bf16). Bytes/s of the file's bytes (one per
+// FP8 weight, two per bf16 one).
 void BM_PackExpert(benchmark::State& state) {
   const bool fp8 = state.range(0) == 1;
   const std::int64_t rows = 1024, cols = 2816, block = 128;
@@ -200,7 +234,7 @@ void BM_PackExpert(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * 2 * static_cast<std::int64_t>(elements) *
                           (fp8 ? 1 : 2));
   state.SetLabel(std::string(fp8 ? "f8_e4m3" : "bf16") + " " +
-                 matmul.packing(2 * rows, cols, DType::bf16));
+                 matmul.packing(2 * rows, cols, fp8 ? DType::f8_e4m3 : DType::bf16));
 }
 BENCHMARK(BM_PackExpert)->ArgsProduct({{0, 1}, {1, 2}})->UseRealTime();
 
