@@ -668,11 +668,24 @@ int run_info(const InfoArgs& args) {
     const auto* scales = checkpoint.block_scales(t);
     return t.nbytes + (scales ? scales->nbytes : 0);
   };
-  // What a weight takes in host RAM: a plain one in the dtype it is computed in (FP8 as bf16,
-  // without its scales; f16 as f32), a quantized one at its stored size.
-  auto host_bytes_of = [&](const std::string& name) {
+  // What a weight takes in host RAM: an FP8 matrix as CpuMatmul holds it (FP8 rows, one byte a
+  // weight and an f32 scale per column and column block, where this CPU computes them; else
+  // widened to bf16), another plain one in the dtype it is computed in (f16 as f32), a quantized
+  // one at its stored size.
+  kernels::CpuMatmul matmul;
+  bool fp8_as_rows = false;
+  auto host_bytes_of = [&](const std::string& name) -> std::uint64_t {
     const auto& t = checkpoint.tensor(name);
     if (kernels::is_quantized(t.dtype)) return t.nbytes;
+    if (t.dtype == kernels::DType::f8_e4m3 && t.shape.size() == 2) {
+      const kernels::WeightPart part{
+          nullptr,
+          t.dtype,
+          t.shape[0],
+          {nullptr, kernels::DType::f32, spec.fp8_block_rows, spec.fp8_block_cols}};
+      fp8_as_rows = fp8_as_rows || matmul.keeps_fp8_rows(std::span(&part, 1), t.shape[1]);
+      return matmul.packed_bytes(std::span(&part, 1), t.shape[1]);
+    }
     return t.nbytes / kernels::dtype_size(t.dtype) *
            kernels::dtype_size(kernels::CpuMatmul::compute_dtype(t.dtype));
   };
@@ -763,6 +776,9 @@ int run_info(const InfoArgs& args) {
         {"fp8_weight_block", spec.fp8_block_rows == 0
                                  ? nlohmann::json(nullptr)
                                  : nlohmann::json{spec.fp8_block_rows, spec.fp8_block_cols}},
+        {"fp8_held_as", spec.fp8_block_rows == 0 ? nlohmann::json(nullptr)
+                        : fp8_as_rows            ? nlohmann::json("fp8 rows")
+                                                 : nlohmann::json("bf16")},
         {"family", to_string(spec.family)},
         {"vocab_size", spec.vocab_size},
         {"hidden_size", spec.hidden_size},
@@ -781,7 +797,11 @@ int run_info(const InfoArgs& args) {
           {"routed_experts", experts_total},
           {"expert_block", expert_block},
           {"kv_per_position_bf16", kv_per_position}}},
-        {"tiers", {{"host_budget", args.host_budget}, {"host", fixed + cached}, {"disk", disk}}}};
+        {"tiers",
+         {{"host_budget", args.host_budget},
+          {"host", fixed + cached},
+          {"experts_cached", cached},
+          {"disk", disk}}}};
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
@@ -828,10 +848,13 @@ int run_info(const InfoArgs& args) {
       format_byte_size(dense_total).c_str(), format_byte_size(experts_total).c_str(),
       format_byte_size(kv_per_position).c_str());
   std::printf(
-      "tiers%s, estimated from sizes in the dtypes computed (FP8 as bf16, f16 as f32; packing "
-      "may pad): host %s (LM head, dense layers, %s of experts cached), disk %s (as stored)\n",
+      "tiers%s, estimated from sizes as held (%sf16 as f32; packing may pad): host %s (LM head, "
+      "dense layers, %s of experts cached), disk %s (as stored)\n",
       args.host_budget.empty() ? " (no host budget)"
                                : (" at host budget " + args.host_budget).c_str(),
+      spec.fp8_block_rows == 0 ? ""
+      : fp8_as_rows            ? "FP8 at one byte a weight with its scales on this CPU, "
+                               : "FP8 as bf16 on this CPU, ",
       format_byte_size(fixed + cached).c_str(), format_byte_size(cached).c_str(),
       format_byte_size(disk).c_str());
   return 0;
