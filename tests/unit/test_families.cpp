@@ -15,6 +15,7 @@
 #include "golden_files.hpp"
 #include "moed/engine/engine.hpp"
 #include "moed/engine/router.hpp"
+#include "moed/kernels/cpu_matmul.hpp"
 #include "moed/model/safetensors.hpp"
 
 using namespace moed::engine;
@@ -166,6 +167,28 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
   Engine fp8(kModels / model(), options);
   Engine cast(kModels / (model() + "-cast"), options);
   EXPECT_EQ(prefill_then_decode(fp8, tokens), prefill_then_decode(cast, tokens));
+  // Host RAM: where this CPU keeps an expert's gate and up as FP8 rows, about one byte a weight
+  // (the cast's bf16 takes two); else the cast's own bytes.
+  const auto config = nlohmann::json::parse(std::ifstream(kModels / model() / "config.json"));
+  const std::int64_t hidden = config["hidden_size"], ffn = config["moe_intermediate_size"];
+  const std::int64_t block_rows = config["quantization_config"]["weight_block_size"][0];
+  const std::int64_t block_cols = config["quantization_config"]["weight_block_size"][1];
+  const moed::kernels::WeightPart gate_up[] = {
+      {nullptr,
+       moed::kernels::DType::f8_e4m3,
+       ffn,
+       {nullptr, moed::kernels::DType::f32, block_rows, block_cols}},
+      {nullptr,
+       moed::kernels::DType::f8_e4m3,
+       ffn,
+       {nullptr, moed::kernels::DType::f32, block_rows, block_cols}}};
+  const std::uint64_t fp8_bytes = fp8.memory_stats().expert_bytes_total;
+  const std::uint64_t cast_bytes = cast.memory_stats().expert_bytes_total;
+  if (moed::kernels::CpuMatmul().keeps_fp8_rows(gate_up, hidden)) {
+    EXPECT_LT(fp8_bytes * 10, cast_bytes * 6) << fp8_bytes << " against " << cast_bytes;
+  } else {
+    EXPECT_EQ(fp8_bytes, cast_bytes);
+  }
 }
 
 // A copy of a test model, removed when the test ends, whose scales a test may corrupt.
