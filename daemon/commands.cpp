@@ -703,7 +703,11 @@ int run_info(const InfoArgs& args) {
     std::uint64_t layer = 0;
     for (const auto& t : model::dense_tensors(spec, l)) {
       layer += bytes_of(t.name);
-      dense_host += host_bytes_of(t.name);
+      // MLA's kv_b is cut into per-head matrices, which an FP8 one is widened to bf16 for.
+      dense_host += t.role == model::DenseRole::kv_b &&
+                            checkpoint.tensor(t.name).dtype == kernels::DType::f8_e4m3
+                        ? checkpoint.tensor(t.name).nbytes * 2
+                        : host_bytes_of(t.name);
       count_format(t.name);
     }
     dense_bytes.push_back(layer);

@@ -8,9 +8,11 @@ namespace moed::kernels::detail {
 // FP8 rows: an f8_e4m3 weight kept in host RAM at one byte a weight, as its file stores it
 // (fine-grained FP8: DeepSeek-V3/R1, Qwen3 -FP8), and computed by moed with bf16_rows' arithmetic
 // on its bf16 dequantization, each pair of codes widened in registers just before its vdpbf16ps.
-// The bits are those of the weight fp8_cast_bf16 writes computed by bf16_rows; where oneDNN's
-// brgemm splits K as bf16_rows does (CpuMatmul checks each shape), also oneDNN's. Decode reads
-// one byte a weight instead of two, and a weight streamed from disk is transposed, not widened.
+// The bits are those of the weight fp8_cast_bf16 writes computed by bf16_rows, for every number
+// of rows (prefill too: FP8 rows never go to oneDNN); where oneDNN's brgemm splits K as bf16_rows
+// does (CpuMatmul checks each bf16 weight's shape before moed computes it), also oneDNN's, so an
+// FP8 model's logits equal its bf16 cast's. Decode reads one byte a weight instead of two, and a
+// weight streamed from disk is transposed, not widened.
 //
 // Layout, for a {K, N} weight in N blocks of n_block (oneDNN's for the bf16 weight): the codes
 // of N block b at codes + b * n_block * K; in it, for each pair of K elements (a unit), the pair
