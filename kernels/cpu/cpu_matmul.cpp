@@ -201,6 +201,12 @@ std::size_t CpuMatmul::packed_bytes(std::int64_t batch, std::int64_t rows, std::
 std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int64_t cols) {
   if (parts.empty()) return 0;
   if (const auto layout = fp8_rows_layout(parts, cols)) return layout->bytes();
+  if (keeps_fp8_panels(parts)) {
+    std::int64_t rows = 0;
+    for (const auto& part : parts) rows += part.rows;
+    return panel_bytes(DType::f8_e4m3, rows, cols) +
+           panel_scale_count(rows, cols, parts.front().scales.block_cols) * sizeof(float);
+  }
   const DType compute = compute_dtype(parts);
   std::int64_t rows = 0;
   for (const auto& part : parts) rows += part.rows;
@@ -218,6 +224,9 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
            (tiles == source_dtype ? "" : " as " + std::string(dtype_name(tiles))) +
            " in 16-row tiles";
   }
+  if (source_dtype == DType::f8_e4m3 && CpuMatmul::plain_in_panels(DType::bf16) &&
+      best_panel_path() != PanelPath::generic && __builtin_cpu_supports("f16c"))
+    return "moed fp8 panels (one byte a weight; oneDNN has no bf16 brgemm here)";
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
     return "moed panels (oneDNN has no brgemm for it here)";
   if (source_dtype == DType::f8_e4m3 && detail::cpu_has_bf16_dot() &&
@@ -339,6 +348,7 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
   const DType compute = compute_dtype(parts);
   if (const auto layout = fp8_rows_layout(parts, cols))
     return pack_f8_rows(parts, *layout, allocate);
+  if (keeps_fp8_panels(parts)) return pack_f8_panels(parts, rows, cols, allocate);
 
   PackedWeight packed;
   packed.rows_ = rows;
@@ -577,15 +587,29 @@ PackedWeight CpuMatmul::pack_f8_rows(std::span<const WeightPart> parts,
   packed.f8_block_cols_ = layout.block_cols;
   packed.storage_bytes_ = layout.bytes();
   packed.storage_ = storage(allocate, packed.storage_bytes_);
-  // The scales in f32, one per column and column block, in each N block's order; the rows'
-  // starts for the region, which may not allocate or throw (the scales are checked here).
-  auto* table = reinterpret_cast<float*>(packed.storage_.get() + layout.code_bytes());
-  const std::int64_t col_blocks = layout.col_blocks();
+  const bool fast =
+      fill_f8_scales(parts, layout.k, layout.n_block,
+                     reinterpret_cast<float*>(packed.storage_.get() + layout.code_bytes()),
+                     detail::f8_rows_fast_scale);
+  auto* codes = reinterpret_cast<std::uint8_t*>(packed.storage_.get());
+  int nan_codes = 0;
+#pragma omp parallel for schedule(static) reduction(| : nan_codes)
+  for (std::int64_t block = 0; block < layout.n / layout.n_block; ++block)
+    nan_codes |= static_cast<int>(detail::pack_f8_rows_block_avx512(
+        layout, f8_rows_.data() + block * layout.n_block, block, codes));
+  packed.f8_careful_ = !fast || nan_codes != 0;
+  return packed;
+}
+
+bool CpuMatmul::fill_f8_scales(std::span<const WeightPart> parts, std::int64_t cols,
+                               std::int64_t width, float* table, bool (*fast_scale)(float)) {
+  const std::int64_t col_blocks =
+      (cols + parts.front().scales.block_cols - 1) / parts.front().scales.block_cols;
   bool fast = true;
   f8_rows_.clear();
   std::int64_t row = 0;
   for (const auto& part : parts) {
-    f8_e4m3_to_bf16(part.data, part.scales, 0, layout.k, nullptr);
+    f8_e4m3_to_bf16(part.data, part.scales, 0, cols, nullptr);
     const BlockScales& scales = part.scales;
     const std::int64_t first_grid_row = scales.first_row / scales.block_rows;
     const std::int64_t grid_rows =
@@ -595,25 +619,60 @@ PackedWeight CpuMatmul::pack_f8_rows(std::span<const WeightPart> parts,
         static_cast<const std::byte*>(scales.data) +
             static_cast<std::size_t>(first_grid_row * col_blocks) * dtype_size(scales.dtype),
         scales.dtype, f8_grid_.data(), f8_grid_.size());
-    for (const float scale : f8_grid_) fast = fast && detail::f8_rows_fast_scale(scale);
+    for (const float scale : f8_grid_) fast = fast && fast_scale(scale);
     for (std::int64_t r = 0; r < part.rows; ++r, ++row) {
-      f8_rows_.push_back(static_cast<const std::uint8_t*>(part.data) + r * layout.k);
+      f8_rows_.push_back(static_cast<const std::uint8_t*>(part.data) + r * cols);
       const float* grid_row =
           f8_grid_.data() +
           ((scales.first_row + r) / scales.block_rows - first_grid_row) * col_blocks;
-      float* column =
-          table + (row / layout.n_block) * col_blocks * layout.n_block + row % layout.n_block;
-      for (std::int64_t c = 0; c < col_blocks; ++c) column[c * layout.n_block] = grid_row[c];
+      float* column = table + (row / width) * col_blocks * width + row % width;
+      for (std::int64_t c = 0; c < col_blocks; ++c) column[c * width] = grid_row[c];
     }
   }
-  auto* codes = reinterpret_cast<std::uint8_t*>(packed.storage_.get());
-  int nan_codes = 0;
-#pragma omp parallel for schedule(static) reduction(| : nan_codes)
-  for (std::int64_t block = 0; block < layout.n / layout.n_block; ++block)
-    nan_codes |= static_cast<int>(detail::pack_f8_rows_block_avx512(
-        layout, f8_rows_.data() + block * layout.n_block, block, codes));
+  return fast;
+}
+
+PackedWeight CpuMatmul::pack_f8_panels(std::span<const WeightPart> parts, std::int64_t rows,
+                                       std::int64_t cols, const PackedAllocator& allocate) {
+  PackedWeight packed;
+  packed.rows_ = rows;
+  packed.cols_ = cols;
+  packed.dtype_ = DType::f8_e4m3;
+  packed.f8_block_cols_ = parts.front().scales.block_cols;
+  const std::size_t code_bytes = panel_bytes(DType::f8_e4m3, rows, cols);
+  const std::size_t scale_count = panel_scale_count(rows, cols, packed.f8_block_cols_);
+  packed.storage_bytes_ = code_bytes + scale_count * sizeof(float);
+  packed.storage_ = storage(allocate, packed.storage_bytes_);
+  auto* table = reinterpret_cast<float*>(packed.storage_.get() + code_bytes);
+  std::fill(table, table + scale_count, 0.0f);  // the lanes past the last row
+  const bool fast = fill_f8_scales(parts, cols, kPanelWidth, table, panel_fast_scale);
+  // A code is NaN when its seven low bits are all set: adding one carries into bit 7. Written
+  // as an OR over every code, which the compiler vectorizes.
+  unsigned nan_codes = 0;
+  for (const std::uint8_t* row : f8_rows_)
+    for (std::int64_t k = 0; k < cols; ++k) nan_codes |= ((row[k] & 0x7fu) + 1u) >> 7;
+  gather_row_starts(parts, cols, DType::f8_e4m3);
+  pack_panels_rows(row_starts_, DType::f8_e4m3, cols, packed.storage_.get());
   packed.f8_careful_ = !fast || nan_codes != 0;
   return packed;
+}
+
+PanelScales PackedWeight::f8_panel_scales() const {
+  return {
+      reinterpret_cast<const float*>(storage_.get() + panel_bytes(DType::f8_e4m3, rows_, cols_)),
+      f8_block_cols_, f8_careful_};
+}
+
+bool CpuMatmul::keeps_fp8_panels(std::span<const WeightPart> parts) {
+  if (parts.empty() || !plain_in_panels(DType::bf16) || best_panel_path() == PanelPath::generic ||
+      !__builtin_cpu_supports("f16c"))
+    return false;
+  return std::all_of(parts.begin(), parts.end(), [&](const WeightPart& part) {
+    return part.dtype == DType::f8_e4m3 && part.scales.block_cols > 0 &&
+           part.scales.block_rows > 0 &&
+           part.scales.block_cols == parts.front().scales.block_cols &&
+           part.scales.block_rows == parts.front().scales.block_rows;
+  });
 }
 
 void CpuMatmul::gather_row_starts(std::span<const WeightPart> parts, std::int64_t cols,
@@ -787,8 +846,11 @@ void CpuMatmul::prepare_row(const float* x, const PackedWeight& weight, Prepared
 void CpuMatmul::multiply_units(const PackedWeight& weight, const PreparedRow& x, float* y,
                                std::uint32_t first, std::uint32_t last) {
   if (weight.panels()) {
+    const PanelScales scales =
+        weight.dtype_ == DType::f8_e4m3 ? weight.f8_panel_scales() : PanelScales{};
     detail::panels_on_this_thread(weight.dtype_, weight.storage_.get(), weight.rows_, weight.cols_,
-                                  x.plain, 1, y, best_panel_path(), first, last);
+                                  x.plain, 1, y, best_panel_path(), first, last,
+                                  weight.dtype_ == DType::f8_e4m3 ? &scales : nullptr);
     return;
   }
   if (weight.f8_rows()) {
@@ -925,8 +987,10 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
   if (weight.empty()) throw std::invalid_argument("CpuMatmul::multiply: empty weight");
   if (m <= 0) return;
   if (weight.panels()) {
+    const PanelScales scales =
+        weight.dtype_ == DType::f8_e4m3 ? weight.f8_panel_scales() : PanelScales{};
     panel_matmul(weight.dtype_, weight.storage_.get(), weight.batch_, weight.rows_, weight.cols_, x,
-                 m, y);
+                 m, y, best_panel_path(), weight.dtype_ == DType::f8_e4m3 ? &scales : nullptr);
     return;
   }
   if (is_quantized(weight.dtype_)) {

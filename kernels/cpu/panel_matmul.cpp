@@ -67,6 +67,9 @@ void pack_panel_scalar(std::span<const std::byte* const> rows, std::int64_t firs
 // a time on AVX-512, 8 of bf16 on AVX2 (for f32, AVX2's 8x8 transposes writing half lines ran no
 // faster than the element-by-element loop).
 std::int64_t columns_in_registers(PanelPath path, DType dtype, std::int64_t cols) {
+  if (dtype == DType::f8_e4m3 && path == PanelPath::avx512)
+    return __builtin_cpu_supports("avx512bw") ? cols / 64 * 64 : 0;
+  if (dtype == DType::f8_e4m3) return path == PanelPath::avx2 ? cols / 32 * 32 : 0;
   if (path == PanelPath::avx512) return cols / 16 * 16;
   if (path == PanelPath::avx2 && dtype == DType::bf16) return cols / 8 * 8;
   return 0;
@@ -87,7 +90,17 @@ void require_panel_dtype(DType dtype, const char* caller) {
 }  // namespace
 
 bool panel_dtype_supported(DType dtype) {
-  return dtype == DType::f32 || dtype == DType::bf16;
+  return dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f8_e4m3;
+}
+
+std::size_t panel_scale_count(std::int64_t rows, std::int64_t cols, std::int64_t block_cols) {
+  return static_cast<std::size_t>(panel_count(rows) * ((cols + block_cols - 1) / block_cols) *
+                                  kPanelWidth);
+}
+
+bool panel_fast_scale(float scale) {
+  // 256 times the scale is then exact and finite, and so is every product with a code.
+  return std::fabs(scale) <= std::ldexp(1.0f, 100);
 }
 
 std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
@@ -112,12 +125,18 @@ void pack_panels_rows(std::span<const std::byte* const> rows, DType dtype, std::
     const std::int64_t transposed = panel_rows.size() == static_cast<std::size_t>(kPanelWidth)
                                         ? columns_in_registers(path, dtype, cols)
                                         : 0;
-    if (transposed > 0 && path == PanelPath::avx512)
+    if (transposed > 0 && dtype == DType::f8_e4m3 && path == PanelPath::avx512)
+      detail::pack_panel_f8_avx512(panel_rows.data(), transposed, panel);
+    else if (transposed > 0 && dtype == DType::f8_e4m3)
+      detail::pack_panel_f8_avx2(panel_rows.data(), transposed, panel);
+    else if (transposed > 0 && path == PanelPath::avx512)
       detail::pack_panel_avx512(dtype, panel_rows.data(), transposed, panel);
     else if (transposed > 0)
       detail::pack_panel_bf16_avx2(panel_rows.data(), transposed, panel);
     if (dtype == DType::f32) {
       pack_panel_scalar(panel_rows, transposed, cols, reinterpret_cast<float*>(panel));
+    } else if (dtype == DType::f8_e4m3) {
+      pack_panel_scalar(panel_rows, transposed, cols, reinterpret_cast<std::uint8_t*>(panel));
     } else {
       pack_panel_scalar(panel_rows, transposed, cols, reinterpret_cast<std::uint16_t*>(panel));
     }
@@ -199,7 +218,8 @@ namespace detail {
 
 void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t rows,
                            std::int64_t cols, const float* x, std::int64_t m, float* y,
-                           PanelPath path, std::uint32_t first, std::uint32_t last) {
+                           PanelPath path, std::uint32_t first, std::uint32_t last,
+                           const PanelScales* scales) {
   const std::size_t matrix_bytes = panel_bytes(dtype, rows, cols);
   const std::size_t panel_row = static_cast<std::size_t>(kPanelWidth) * dtype_size(dtype);
   const std::size_t one_panel = panel_row * static_cast<std::size_t>(cols);
@@ -212,6 +232,7 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
   // At most kSumsRows rows' sums at a time, so that a long prompt does not leave each thread a
   // large scratch; the panel is read again for each further chunk of rows.
   thread_local std::vector<float> sums;
+  thread_local std::vector<std::uint16_t> widened;  // an FP8 panel's rows as bf16
   for (std::int64_t unit = first; unit < last; ++unit) {
     const std::int64_t b = unit / per_matrix;
     const std::int64_t p = unit % per_matrix;
@@ -239,6 +260,19 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
           next = panel + static_cast<std::size_t>(next_k0) * panel_row;
           next_bytes = static_cast<std::size_t>(std::min(depth_step, cols - next_k0)) * panel_row;
         }
+        if (scales != nullptr && chunk > kRowBlock) {
+          const PanelBlockScales block_scales{
+              scales->table + (b * per_matrix + p) *
+                                  ((cols + scales->block_cols - 1) / scales->block_cols) *
+                                  kPanelWidth,
+              scales->block_cols, k0, scales->careful};
+          widened.resize(static_cast<std::size_t>(depth * kPanelWidth));
+          if (path == PanelPath::avx512) {
+            widen_f8_panel_avx512(rows_k0, depth, block_scales, widened.data());
+          } else {
+            widen_f8_panel_avx2(rows_k0, depth, block_scales, widened.data());
+          }
+        }
         const std::int64_t blocks = (chunk + kRowBlock - 1) / kRowBlock;
         const std::size_t lines_per_block =
             (next_bytes / 64 + static_cast<std::size_t>(blocks) - 1) /
@@ -251,15 +285,32 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
             __builtin_prefetch(next + asked, 0, 2);
           const float* xb = x + (b * m + i0 + i) * cols + k0;
           float* acc = sums.data() + i * kPanelWidth;
+          if (scales != nullptr && chunk <= kRowBlock) {
+            const PanelBlockScales block_scales{
+                scales->table + (b * per_matrix + p) *
+                                    ((cols + scales->block_cols - 1) / scales->block_cols) *
+                                    kPanelWidth,
+                scales->block_cols, k0, scales->careful};
+            if (path == PanelPath::avx512) {
+              f8_panel_block_avx512(rows_k0, depth, xb, cols, block, acc, block_scales);
+            } else {
+              f8_panel_block_avx2(rows_k0, depth, xb, cols, block, acc, block_scales);
+            }
+            continue;
+          }
+          // Many blocks of rows take an FP8 panel's rows widened once, as a bf16 panel's.
+          const DType block_dtype = scales != nullptr ? DType::bf16 : dtype;
+          const std::byte* block_rows =
+              scales != nullptr ? reinterpret_cast<const std::byte*>(widened.data()) : rows_k0;
           switch (path) {
             case PanelPath::avx512:
-              panel_block_avx512(dtype, rows_k0, depth, xb, cols, block, acc);
+              panel_block_avx512(block_dtype, block_rows, depth, xb, cols, block, acc);
               break;
             case PanelPath::avx2:
-              panel_block_avx2(dtype, rows_k0, depth, xb, cols, block, acc);
+              panel_block_avx2(block_dtype, block_rows, depth, xb, cols, block, acc);
               break;
             default:
-              panel_block_generic(dtype, rows_k0, depth, xb, cols, block, acc);
+              panel_block_generic(block_dtype, block_rows, depth, xb, cols, block, acc);
           }
         }
       }
@@ -277,15 +328,22 @@ std::uint32_t panel_units(std::int64_t batch, std::int64_t rows) {
 }
 
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
-                  std::int64_t cols, const float* x, std::int64_t m, float* y, PanelPath path) {
+                  std::int64_t cols, const float* x, std::int64_t m, float* y, PanelPath path,
+                  const PanelScales* scales) {
   require_panel_path(path, "panel_matmul");
   require_panel_dtype(dtype, "panel_matmul");
+  if ((dtype == DType::f8_e4m3) != (scales != nullptr) ||
+      (scales != nullptr && (path == PanelPath::generic || scales->block_cols <= 0)))
+    throw std::invalid_argument(
+        "panel_matmul: f8_e4m3 panels need their scales and the AVX2 or AVX-512 path, other "
+        "dtypes no scales");
   // On moed's Team for a decode step's few rows, as the quantized products run, so that its
   // spinning workers and libgomp's do not take turns on the same cores.
-  detail::over_stolen_ranges(
-      panel_units(batch, rows), m, 1, 1, [&](std::uint32_t first, std::uint32_t last) {
-        detail::panels_on_this_thread(dtype, panels, rows, cols, x, m, y, path, first, last);
-      });
+  detail::over_stolen_ranges(panel_units(batch, rows), m, 1, 1,
+                             [&](std::uint32_t first, std::uint32_t last) {
+                               detail::panels_on_this_thread(dtype, panels, rows, cols, x, m, y,
+                                                             path, first, last, scales);
+                             });
 }
 
 }  // namespace moed::kernels

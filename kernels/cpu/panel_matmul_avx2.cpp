@@ -1,6 +1,9 @@
 // Built with AVX2 and FMA; called only where the CPU has them (panel_matmul checks).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "moed/kernels/panel_matmul.hpp"
 #include "panel_block_dispatch.hpp"
 
@@ -69,6 +72,86 @@ void block(const std::byte* panel, std::int64_t depth, const float* x, std::int6
     slice<dtype, kRows, kVectors>(panel, depth, x, x_stride, sums, first);
 }
 
+// 8 codes of an f8_e4m3 panel as their bf16 dequantization, in f32: panel_matmul_avx512.cpp's
+// widen_f8 on eight lanes (F16C's vcvtph2ps).
+template <bool kCareful>
+__m256 widen_f8(const std::uint8_t* codes, __m256 scale) {
+  const __m128i half = _mm_and_si128(
+      _mm_slli_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes))),
+                     7),
+      _mm_set1_epi16(static_cast<short>(0xbf80)));
+  __m256 value = _mm256_cvtph_ps(half);
+  value = kCareful ? _mm256_mul_ps(_mm256_mul_ps(value, _mm256_set1_ps(256.0f)), scale)
+                   : _mm256_mul_ps(value, scale);
+  const __m256i bits = _mm256_castps_si256(value);
+  const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded = _mm256_and_si256(
+      _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lowest_kept),
+      _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+  if constexpr (kCareful) {
+    const __m256i quiet =
+        _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(static_cast<int>(0xffff0000u))),
+                        _mm256_set1_epi32(0x00400000));
+    rounded = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded),
+                                                   _mm256_castsi256_ps(quiet),
+                                                   _mm256_cmp_ps(value, value, _CMP_UNORD_Q)));
+    const __m256i magnitude =
+        _mm256_and_si256(_mm256_cvtepu16_epi32(half), _mm256_set1_epi32(0x3f80));
+    rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc00000),
+                                 _mm256_cmpeq_epi32(magnitude, _mm256_set1_epi32(0x3f80)));
+  }
+  return _mm256_castsi256_ps(rounded);
+}
+
+// slice() for an f8_e4m3 panel: each weight widened just before its multiply-adds, its scale
+// read from the panel's table (in L1) at each use.
+template <bool kCareful, int kRows, int kVectors>
+void f8_slice(const std::uint8_t* codes, std::int64_t depth, const float* x, std::int64_t x_stride,
+              float* sums, std::int64_t first, const PanelBlockScales& scales) {
+  __m256 acc[kRows][kVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q)
+      acc[r][q] = _mm256_loadu_ps(sums + r * kPanelWidth + first + q * 8);
+  for (std::int64_t k = 0; k < depth;) {
+    const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
+    const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
+    const float* scale = scales.panel_table + column_block * kPanelWidth + first;
+    const __m256 rebias = _mm256_set1_ps(kCareful ? 1.0f : 256.0f);
+    for (; k < end; ++k) {
+      const std::uint8_t* line = codes + k * kPanelWidth + first;
+      if constexpr (kRows == 1) {
+        const __m256 xv = _mm256_broadcast_ss(x + k);
+#pragma GCC unroll 8
+        for (int q = 0; q < kVectors; ++q)
+          acc[0][q] = _mm256_fmadd_ps(
+              xv,
+              widen_f8<kCareful>(line + q * 8,
+                                 _mm256_mul_ps(_mm256_loadu_ps(scale + q * 8), rebias)),
+              acc[0][q]);
+      } else {
+        __m256 w[kVectors];
+#pragma GCC unroll 8
+        for (int q = 0; q < kVectors; ++q)
+          w[q] = widen_f8<kCareful>(line + q * 8,
+                                    _mm256_mul_ps(_mm256_loadu_ps(scale + q * 8), rebias));
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
+#pragma GCC unroll 8
+          for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm256_fmadd_ps(xv, w[q], acc[r][q]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q)
+      _mm256_storeu_ps(sums + r * kPanelWidth + first + q * 8, acc[r][q]);
+}
+
 // Transposes an 8x8 matrix of 32-bit units held one row per register.
 void transpose_8x8(__m256i rows[8]) {
   __m256i t[8];
@@ -91,6 +174,35 @@ void transpose_8x8(__m256i rows[8]) {
 
 }  // namespace
 
+void pack_panel_f8_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel) {
+  // pack_panel_f8_avx512 on 8 rows by 32 codes: the byte shuffle groups each 128-bit lane's 4
+  // rows by code, the dword permutation puts one code's 8 rows together.
+  const __m256i by_code = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0,
+                                           4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m256i rows_together = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  auto* out = reinterpret_cast<std::uint8_t*>(panel);
+  __m256i tile[8];
+  for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 8)
+    for (std::int64_t k0 = 0; k0 < cols; k0 += 32) {
+      for (std::int64_t r = 0; r < 8; ++r)
+        tile[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j0 + r] + k0));
+      transpose_8x8(tile);
+      for (std::int64_t unit = 0; unit < 8; ++unit) {
+        const __m256i codes =
+            _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(tile[unit], by_code), rows_together);
+        std::uint8_t* at = out + (k0 + 4 * unit) * kPanelWidth + j0;
+        const __m128i low = _mm256_castsi256_si128(codes);
+        const __m128i high = _mm256_extracti128_si256(codes, 1);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(at), low);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(at + kPanelWidth),
+                         _mm_unpackhi_epi64(low, low));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(at + 2 * kPanelWidth), high);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(at + 3 * kPanelWidth),
+                         _mm_unpackhi_epi64(high, high));
+      }
+    }
+}
+
 void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel) {
   // Eight pairs of rows (a pair's two elements of a column made one 32-bit unit, the even row's
   // low) by eight columns per transpose: register k then holds column k's lanes, as the panel
@@ -112,6 +224,50 @@ void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::
       for (std::int64_t k = 0; k < 8; ++k)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (k0 + k) * kPanelWidth + j0), tile[k]);
     }
+}
+
+void f8_panel_block_avx2(const std::byte* panel, std::int64_t depth, const float* x,
+                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc,
+                         const PanelBlockScales& scales) {
+  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
+  with_panel_block_variant(DType::f32, rows_of_x, [&]<DType, int kRows>() {
+    constexpr int kVectors = kRows == 1 ? 8 : kRows == 2 ? 4 : 2;
+    for (std::int64_t first = 0; first < kPanelWidth; first += 8 * kVectors) {
+      if (scales.careful) {
+        f8_slice<true, kRows, kVectors>(codes, depth, x, x_stride, acc, first, scales);
+      } else {
+        f8_slice<false, kRows, kVectors>(codes, depth, x, x_stride, acc, first, scales);
+      }
+    }
+  });
+}
+
+void widen_f8_panel_avx2(const std::byte* panel, std::int64_t depth, const PanelBlockScales& scales,
+                         std::uint16_t* out) {
+  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
+  const auto widen_rows = [&]<bool kCareful>() {
+    const __m256 rebias = _mm256_set1_ps(kCareful ? 1.0f : 256.0f);
+    for (std::int64_t k = 0; k < depth;) {
+      const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
+      const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
+      const float* scale = scales.panel_table + column_block * kPanelWidth;
+      for (; k < end; ++k)
+        for (std::int64_t q = 0; q < kPanelWidth; q += 8) {
+          const __m256i bits = _mm256_castps_si256(widen_f8<kCareful>(
+              codes + k * kPanelWidth + q, _mm256_mul_ps(_mm256_loadu_ps(scale + q), rebias)));
+          // The high halves, in lane order (packus interleaves the 128-bit lanes).
+          const __m256i high = _mm256_srli_epi32(bits, 16);
+          const __m128i packed =
+              _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k * kPanelWidth + q), packed);
+        }
+    }
+  };
+  if (scales.careful) {
+    widen_rows.template operator()<true>();
+  } else {
+    widen_rows.template operator()<false>();
+  }
 }
 
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,

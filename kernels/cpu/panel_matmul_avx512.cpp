@@ -1,6 +1,8 @@
 // Built with AVX-512F; called only where the CPU has it (panel_matmul checks).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "moed/kernels/panel_matmul.hpp"
 #include "panel_block_dispatch.hpp"
 #include "transpose_avx512.hpp"
@@ -10,6 +12,7 @@ namespace moed::kernels::detail {
 namespace {
 
 constexpr int kVectors = kPanelWidth / 16;
+static_assert(kVectors == 4);
 
 template <DType dtype>
 __m512 load_widened(const std::byte* panel, std::int64_t index) {
@@ -46,7 +49,152 @@ void block(const std::byte* panel, std::int64_t depth, const float* x, std::int6
     for (int q = 0; q < kVectors; ++q) _mm512_storeu_ps(sums + r * kPanelWidth + q * 16, acc[r][q]);
 }
 
+// 16 codes of an f8_e4m3 panel as their bf16 dequantization, in f32: through f16 (a code's
+// sign-extended byte shifted left by 7, bit 14 cleared, is an f16 of 2^-8 times its value,
+// subnormals included), times 256 times the scale (`scale` has it folded in unless kCareful),
+// rounded to bf16 as f32_to_bf16 rounds (NaN kept quiet; a NaN code as 0x7fc0).
+template <bool kCareful>
+__m512 widen_f8(__m128i bytes, __m512 scale) {
+  const __m256i half = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7),
+                                        _mm256_set1_epi16(static_cast<short>(0xbf80)));
+  __m512 value = _mm512_cvtph_ps(half);
+  value = kCareful ? _mm512_mul_ps(_mm512_mul_ps(value, _mm512_set1_ps(256.0f)), scale)
+                   : _mm512_mul_ps(value, scale);
+  const __m512i bits = _mm512_castps_si512(value);
+  const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_and_si512(
+      _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lowest_kept),
+      _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+  if constexpr (kCareful) {
+    rounded = _mm512_mask_mov_epi32(
+        rounded, _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q),
+        _mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0xffff0000u))),
+                        _mm512_set1_epi32(0x00400000)));
+    const __m512i magnitude =
+        _mm512_and_si512(_mm512_cvtepu16_epi32(half), _mm512_set1_epi32(0x3f80));
+    rounded = _mm512_mask_mov_epi32(rounded,
+                                    _mm512_cmpeq_epi32_mask(magnitude, _mm512_set1_epi32(0x3f80)),
+                                    _mm512_set1_epi32(0x7fc00000));
+  }
+  return _mm512_castsi512_ps(rounded);
+}
+
+// block() for an f8_e4m3 panel: each weight widened just before its multiply-adds, the scales
+// taken afresh at each block of block_cols inputs.
+template <bool kCareful, int kRows>
+void f8_block(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
+              float* sums, const PanelBlockScales& scales) {
+  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
+  __m512 acc[kRows][kVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_loadu_ps(sums + r * kPanelWidth + q * 16);
+  for (std::int64_t k = 0; k < depth;) {
+    const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
+    const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
+    __m512 scale[kVectors];
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q) {
+      scale[q] = _mm512_loadu_ps(scales.panel_table + column_block * kPanelWidth + q * 16);
+      if constexpr (!kCareful) scale[q] = _mm512_mul_ps(scale[q], _mm512_set1_ps(256.0f));
+    }
+    for (; k < end; ++k) {
+      const __m512i line = _mm512_loadu_si512(codes + k * kPanelWidth);
+      __m512 w[kVectors];
+      w[0] = widen_f8<kCareful>(_mm512_castsi512_si128(line), scale[0]);
+      w[1] = widen_f8<kCareful>(_mm512_extracti32x4_epi32(line, 1), scale[1]);
+      w[2] = widen_f8<kCareful>(_mm512_extracti32x4_epi32(line, 2), scale[2]);
+      w[3] = widen_f8<kCareful>(_mm512_extracti32x4_epi32(line, 3), scale[3]);
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r) {
+        const __m512 xv = _mm512_set1_ps(x[r * x_stride + k]);
+#pragma GCC unroll 8
+        for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < kVectors; ++q) _mm512_storeu_ps(sums + r * kPanelWidth + q * 16, acc[r][q]);
+}
+
 }  // namespace
+
+void f8_panel_block_avx512(const std::byte* panel, std::int64_t depth, const float* x,
+                           std::int64_t x_stride, std::int64_t rows_of_x, float* acc,
+                           const PanelBlockScales& scales) {
+  with_panel_block_variant(DType::f32, rows_of_x, [&]<DType, int kRows>() {
+    if (scales.careful) {
+      f8_block<true, kRows>(panel, depth, x, x_stride, acc, scales);
+    } else {
+      f8_block<false, kRows>(panel, depth, x, x_stride, acc, scales);
+    }
+  });
+}
+
+void widen_f8_panel_avx512(const std::byte* panel, std::int64_t depth,
+                           const PanelBlockScales& scales, std::uint16_t* out) {
+  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
+  const auto widen_rows = [&]<bool kCareful>() {
+    for (std::int64_t k = 0; k < depth;) {
+      const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
+      const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
+      __m512 scale[kVectors];
+      for (int q = 0; q < kVectors; ++q) {
+        scale[q] = _mm512_loadu_ps(scales.panel_table + column_block * kPanelWidth + q * 16);
+        if constexpr (!kCareful) scale[q] = _mm512_mul_ps(scale[q], _mm512_set1_ps(256.0f));
+      }
+      for (; k < end; ++k) {
+        const __m512i line = _mm512_loadu_si512(codes + k * kPanelWidth);
+        for (int q = 0; q < kVectors; ++q) {
+          const __m128i bytes = q == 0   ? _mm512_castsi512_si128(line)
+                                : q == 1 ? _mm512_extracti32x4_epi32(line, 1)
+                                : q == 2 ? _mm512_extracti32x4_epi32(line, 2)
+                                         : _mm512_extracti32x4_epi32(line, 3);
+          const __m512i bits = _mm512_castps_si512(widen_f8<kCareful>(bytes, scale[q]));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k * kPanelWidth + q * 16),
+                              _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
+        }
+      }
+    }
+  };
+  if (scales.careful) {
+    widen_rows.template operator()<true>();
+  } else {
+    widen_rows.template operator()<false>();
+  }
+}
+
+__attribute__((target("avx512bw"))) void pack_panel_f8_avx512(const std::byte* const* rows,
+                                                              std::int64_t cols, std::byte* panel) {
+  // A register of 16 rows' units (4 codes each) after the transpose; the byte shuffle groups each
+  // 128-bit lane's 4 rows by code, the dword permutation puts one code's 16 rows together.
+  const __m512i by_code =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  const __m512i rows_together =
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  auto* out = reinterpret_cast<std::uint8_t*>(panel);
+  __m512i tile[16];
+  for (std::int64_t j0 = 0; j0 < kPanelWidth; j0 += 16)
+    for (std::int64_t k0 = 0; k0 < cols; k0 += 64) {
+      for (std::int64_t r = 0; r < 16; ++r) tile[r] = _mm512_loadu_si512(rows[j0 + r] + k0);
+      transpose_16x16(tile);
+      for (std::int64_t unit = 0; unit < 16; ++unit) {
+        const __m512i codes =
+            _mm512_permutexvar_epi32(rows_together, _mm512_shuffle_epi8(tile[unit], by_code));
+        std::uint8_t* at = out + (k0 + 4 * unit) * kPanelWidth + j0;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(at), _mm512_castsi512_si128(codes));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(at + kPanelWidth),
+                         _mm512_extracti32x4_epi32(codes, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 2 * kPanelWidth),
+                         _mm512_extracti32x4_epi32(codes, 2));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 3 * kPanelWidth),
+                         _mm512_extracti32x4_epi32(codes, 3));
+      }
+    }
+}
 
 void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t cols,
                        std::byte* panel) {

@@ -167,8 +167,8 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
   Engine fp8(kModels / model(), options);
   Engine cast(kModels / (model() + "-cast"), options);
   EXPECT_EQ(prefill_then_decode(fp8, tokens), prefill_then_decode(cast, tokens));
-  // Host RAM: where this CPU keeps an expert's gate and up as FP8 rows, about one byte a weight
-  // (the cast's bf16 takes two); else the cast's own bytes.
+  // Host RAM: where this CPU keeps an expert's gate and up as FP8 rows or FP8 panels, about one
+  // byte a weight (the cast's bf16 takes two); else the cast's own bytes.
   const auto config = nlohmann::json::parse(std::ifstream(kModels / model() / "config.json"));
   const std::int64_t hidden = config["hidden_size"], ffn = config["moe_intermediate_size"];
   const std::int64_t block_rows = config["quantization_config"]["weight_block_size"][0];
@@ -184,7 +184,8 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
        {nullptr, moed::kernels::DType::f32, block_rows, block_cols}}};
   const std::uint64_t fp8_bytes = fp8.memory_stats().expert_bytes_total;
   const std::uint64_t cast_bytes = cast.memory_stats().expert_bytes_total;
-  if (moed::kernels::CpuMatmul().keeps_fp8_rows(gate_up, hidden)) {
+  if (moed::kernels::CpuMatmul().keeps_fp8_rows(gate_up, hidden) ||
+      moed::kernels::CpuMatmul::keeps_fp8_panels(gate_up)) {
     EXPECT_LT(fp8_bytes * 10, cast_bytes * 6) << fp8_bytes << " against " << cast_bytes;
   } else {
     EXPECT_EQ(fp8_bytes, cast_bytes);

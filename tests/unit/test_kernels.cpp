@@ -171,7 +171,9 @@ TEST(DType, F8E4m3WidensToBf16AsTheRoundedProduct) {
 // an AVX512-BF16 CPU: one with a part boundary inside an N block, one over two of oneDNN's K
 // blocks with scale blocks that straddle them, one whose K is not a whole number of 64-code
 // chunks, one with a NaN code and one with scales so small that products are subnormal, both
-// widened the careful way); where it does not, all go to the panels from a staged copy.
+// widened the careful way); where it does not (no AVX512-BF16), to FP8 panels on the AVX2 and
+// AVX-512 paths (every shape; panel_matmul.hpp), and to bf16 panels from a staged copy on the
+// generic one.
 enum class Fp8Oddity { none, nan_code, subnormal_products };
 struct Fp8Shape {
   std::int64_t k, first_rows, second_rows;
@@ -227,6 +229,13 @@ TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
     EXPECT_EQ(fp8.bytes(), static_cast<std::size_t>(fp8.rows() * (k + 4 * grid_cols)));
     EXPECT_EQ(matmul.implementation(1, fp8).ends_with("(careful widening)"),
               oddity != Fp8Oddity::none);
+  } else if (CpuMatmul::keeps_fp8_panels(parts)) {
+    // One byte a weight in panels of 64 columns, and their scales per block of columns.
+    const std::int64_t panel_rows = (fp8.rows() + kPanelWidth - 1) / kPanelWidth * kPanelWidth;
+    EXPECT_EQ(fp8.dtype(), DType::f8_e4m3);
+    EXPECT_EQ(fp8.bytes(), static_cast<std::size_t>(panel_rows * (k + 4 * grid_cols)));
+    EXPECT_TRUE(matmul.implementation(1, fp8).ends_with("f8_e4m3 panels"))
+        << matmul.implementation(1, fp8);
   } else {
     EXPECT_EQ(fp8.dtype(), DType::bf16);
     ASSERT_EQ(fp8.bytes(), bf16.bytes());

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "moed/kernels/dtype.hpp"
+#include "moed/kernels/panel_matmul.hpp"
 #include "moed/kernels/quant_dot.hpp"
 
 namespace moed::kernels {
@@ -60,8 +61,10 @@ class PackedWeight {
  private:
   friend class CpuMatmul;
   bool panels() const { return storage_ && !memory_ && !is_quantized(dtype_) && !f8_rows(); }
-  bool f8_rows() const { return dtype_ == DType::f8_e4m3; }
+  // f8_e4m3 weights are FP8 rows (in oneDNN's N blocks) or FP8 panels (panel_matmul.hpp).
+  bool f8_rows() const { return dtype_ == DType::f8_e4m3 && bf16_rows_n_block_ != 0; }
   detail::F8RowsLayout f8_rows_layout() const;
+  PanelScales f8_panel_scales() const;
   // Consecutive rows in one quantized format (a stack of parts may mix formats: llama-quantize
   // gives attn_v more bits than attn_q).
   struct QuantizedSegment {
@@ -185,6 +188,10 @@ class CpuMatmul {
   // geometry of an even number of columns (DeepSeek's and Qwen's 128 x 128). Their data is not
   // read.
   bool keeps_fp8_rows(std::span<const WeightPart> parts, std::int64_t cols);
+  // Whether pack() keeps these f8_e4m3 parts as FP8 panels, one byte a weight in moed's panels
+  // with a table of scales (panel_matmul.hpp): where bf16 goes to the panels (no AVX512-BF16) on
+  // their AVX2 or AVX-512 path, all parts with one block geometry. Their data is not read.
+  static bool keeps_fp8_panels(std::span<const WeightPart> parts);
   static DType compute_dtype(DType weight_dtype);
   // Whether pack() puts weights of this plain compute dtype (f32, bf16) into moed's panels
   // (panel_matmul.hpp) rather than oneDNN's layout: where oneDNN would not multiply them with its
@@ -211,6 +218,13 @@ class CpuMatmul {
   void multiply_f8_rows(const float* x, std::int64_t m, const PackedWeight& weight, float* y);
   PackedWeight pack_f8_rows(std::span<const WeightPart> parts, const detail::F8RowsLayout& layout,
                             const PackedAllocator& allocate);
+  PackedWeight pack_f8_panels(std::span<const WeightPart> parts, std::int64_t rows,
+                              std::int64_t cols, const PackedAllocator& allocate);
+  // Writes the parts' block scales in f32 into `table`: per group of `width` rows (an N block,
+  // a panel), per block of columns, `width` scales; gathers the rows' starts into f8_rows_ and
+  // checks the scales (throws before anything is packed). Whether fast_scale takes every one.
+  bool fill_f8_scales(std::span<const WeightPart> parts, std::int64_t cols, std::int64_t width,
+                      float* table, bool (*fast_scale)(float));
   // A bf16 weight with bf16_rows_n_block_ times m rows of x, converted into `scratch`.
   static void multiply_bf16_rows(const float* x, std::int64_t m, const PackedWeight& weight,
                                  float* y, std::vector<std::uint16_t>& scratch);

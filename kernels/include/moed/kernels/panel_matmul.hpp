@@ -41,8 +41,26 @@ const char* panel_path_name(PanelPath path);
 std::optional<PanelPath> panel_path_named(std::string_view name);
 std::string panel_path_names();
 
-// Weight dtypes the panels hold: f32 and bf16 (widened to f32 in the kernel).
+// Weight dtypes the panels hold: f32 and bf16 (widened to f32 in the kernel), and f8_e4m3 with
+// its PanelScales (each weight widened to its bf16 dequantization in the kernel, on the AVX2 and
+// AVX-512 paths).
 bool panel_dtype_supported(DType dtype);
+
+// The block scales of an f8_e4m3 matrix in panels: for each panel, for each block of block_cols
+// inputs, kPanelWidth f32 (its columns' scales; zero past the last row), panel after panel.
+// Each weight is computed as bf16(code's value * scale), rounded to nearest even, as
+// f8_e4m3_to_bf16 gives it, so the products are those of its bf16 cast's panels. `careful`: a
+// NaN code or a scale above 2^100 (or not finite), whose widening takes two multiplies and NaN
+// masks; the others multiply by 256 times the scale at once.
+struct PanelScales {
+  const float* table;
+  std::int64_t block_cols;
+  bool careful;
+};
+// Floats in an f8_e4m3 matrix's PanelScales table.
+std::size_t panel_scale_count(std::int64_t rows, std::int64_t cols, std::int64_t block_cols);
+// Whether a scale leaves an f8_e4m3 panel's widening on its fast multiply.
+bool panel_fast_scale(float scale);
 // Bytes of one [rows, cols] matrix in panels.
 std::size_t panel_bytes(DType dtype, std::int64_t rows, std::int64_t cols);
 // Writes a row-major [rows, cols] matrix (Hugging Face Linear layout) as panels at `out`
@@ -69,7 +87,7 @@ void pack_panels_transposed(const void* transposed, DType dtype, std::int64_t ro
 // (matrix, panel) pair. `path` must be one this CPU runs (at most best_panel_path()).
 void panel_matmul(DType dtype, const std::byte* panels, std::int64_t batch, std::int64_t rows,
                   std::int64_t cols, const float* x, std::int64_t m, float* y,
-                  PanelPath path = best_panel_path());
+                  PanelPath path = best_panel_path(), const PanelScales* scales = nullptr);
 
 // The units panel_matmul spreads over threads: one per panel of each matrix.
 std::uint32_t panel_units(std::int64_t batch, std::int64_t rows);
@@ -78,7 +96,17 @@ namespace detail {
 // panel_matmul's units [first, last) on the calling thread; `path` already checked.
 void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t rows,
                            std::int64_t cols, const float* x, std::int64_t m, float* y,
-                           PanelPath path, std::uint32_t first, std::uint32_t last);
+                           PanelPath path, std::uint32_t first, std::uint32_t last,
+                           const PanelScales* scales = nullptr);
+
+// An f8_e4m3 panel's scales for a block of its rows: the panel's table, and the first input
+// row the block starts at.
+struct PanelBlockScales {
+  const float* panel_table;
+  std::int64_t block_cols;
+  std::int64_t k0;
+  bool careful;
+};
 
 // One panel's rows [k0, k0 + depth) (`panel` at row k0) over a block of up to six rows of x
 // (`x` at column k0, row stride `x_stride`), added to the block's running sums `acc`
@@ -88,6 +116,20 @@ void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc);
+// The same for an f8_e4m3 panel.
+void f8_panel_block_avx512(const std::byte* panel, std::int64_t depth, const float* x,
+                           std::int64_t x_stride, std::int64_t rows_of_x, float* acc,
+                           const PanelBlockScales& scales);
+void f8_panel_block_avx2(const std::byte* panel, std::int64_t depth, const float* x,
+                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc,
+                         const PanelBlockScales& scales);
+// Rows [k0, k0 + depth) of an f8_e4m3 panel (`panel` at row k0) widened into a bf16 panel's
+// rows at `out` (depth * kPanelWidth elements), the values f8_panel_block_* multiply by: many
+// blocks of x's rows then take them as bf16 panels, each weight widened once.
+void widen_f8_panel_avx512(const std::byte* panel, std::int64_t depth,
+                           const PanelBlockScales& scales, std::uint16_t* out);
+void widen_f8_panel_avx2(const std::byte* panel, std::int64_t depth, const PanelBlockScales& scales,
+                         std::uint16_t* out);
 
 // Columns [0, cols) of one whole panel (kPanelWidth rows; `cols` a multiple of 16, at most the
 // rows' length) packed through 16x16 register transposes, byte for byte what pack_panels writes
@@ -96,6 +138,10 @@ void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t c
                        std::byte* panel);
 // The same for bf16 through 8x8 transposes, `cols` a multiple of 8.
 void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel);
+// The same for f8_e4m3 codes: through 16x16 transposes of 4-code units and a byte shuffle (AVX-512
+// BW), `cols` a multiple of 64; through 8x8 ones (AVX2), `cols` a multiple of 32.
+void pack_panel_f8_avx512(const std::byte* const* rows, std::int64_t cols, std::byte* panel);
+void pack_panel_f8_avx2(const std::byte* const* rows, std::int64_t cols, std::byte* panel);
 }  // namespace detail
 
 }  // namespace moed::kernels
