@@ -673,7 +673,10 @@ int run_info(const InfoArgs& args) {
   // widened to bf16), another plain one in the dtype it is computed in (f16 as f32), a quantized
   // one at its stored size.
   kernels::CpuMatmul matmul;
-  bool fp8_as_rows = false;
+  const auto budget = engine::HostBudget::parse(args.host_budget);
+  matmul.hold_fp8_in_panels(budget.bytes > 0 ||
+                            (budget.expert_share > 0 && budget.expert_share < 1));
+  std::string fp8_held_as = "bf16";  // as CpuMatmul holds FP8 matrices here
   auto host_bytes_of = [&](const std::string& name) -> std::uint64_t {
     const auto& t = checkpoint.tensor(name);
     if (kernels::is_quantized(t.dtype)) return t.nbytes;
@@ -683,7 +686,8 @@ int run_info(const InfoArgs& args) {
           t.dtype,
           t.shape[0],
           {nullptr, kernels::DType::f32, spec.fp8_block_rows, spec.fp8_block_cols}};
-      fp8_as_rows = fp8_as_rows || matmul.keeps_fp8_rows(std::span(&part, 1), t.shape[1]);
+      if (matmul.keeps_fp8_rows(std::span(&part, 1), t.shape[1])) fp8_held_as = "fp8 rows";
+      if (matmul.keeps_fp8_panels(std::span(&part, 1))) fp8_held_as = "fp8 panels";
       return matmul.packed_bytes(std::span(&part, 1), t.shape[1]);
     }
     return t.nbytes / kernels::dtype_size(t.dtype) *
@@ -780,9 +784,8 @@ int run_info(const InfoArgs& args) {
         {"fp8_weight_block", spec.fp8_block_rows == 0
                                  ? nlohmann::json(nullptr)
                                  : nlohmann::json{spec.fp8_block_rows, spec.fp8_block_cols}},
-        {"fp8_held_as", spec.fp8_block_rows == 0 ? nlohmann::json(nullptr)
-                        : fp8_as_rows            ? nlohmann::json("fp8 rows")
-                                                 : nlohmann::json("bf16")},
+        {"fp8_held_as",
+         spec.fp8_block_rows == 0 ? nlohmann::json(nullptr) : nlohmann::json(fp8_held_as)},
         {"family", to_string(spec.family)},
         {"vocab_size", spec.vocab_size},
         {"hidden_size", spec.hidden_size},
@@ -857,8 +860,8 @@ int run_info(const InfoArgs& args) {
       args.host_budget.empty() ? " (no host budget)"
                                : (" at host budget " + args.host_budget).c_str(),
       spec.fp8_block_rows == 0 ? ""
-      : fp8_as_rows            ? "FP8 at one byte a weight with its scales on this CPU, "
-                               : "FP8 as bf16 on this CPU, ",
+      : fp8_held_as == "bf16"  ? "FP8 as bf16 on this CPU, "
+                               : "FP8 at one byte a weight with its scales on this CPU, ",
       format_byte_size(fixed + cached).c_str(), format_byte_size(cached).c_str(),
       format_byte_size(disk).c_str());
   return 0;

@@ -224,7 +224,7 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
            (tiles == source_dtype ? "" : " as " + std::string(dtype_name(tiles))) +
            " in 16-row tiles";
   }
-  if (source_dtype == DType::f8_e4m3 && CpuMatmul::plain_in_panels(DType::bf16) &&
+  if (source_dtype == DType::f8_e4m3 && fp8_in_panels_ && CpuMatmul::plain_in_panels(DType::bf16) &&
       best_panel_path() != PanelPath::generic && __builtin_cpu_supports("f16c"))
     return "moed fp8 panels (one byte a weight; oneDNN has no bf16 brgemm here)";
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
@@ -663,9 +663,9 @@ PanelScales PackedWeight::f8_panel_scales() const {
       f8_block_cols_, f8_careful_};
 }
 
-bool CpuMatmul::keeps_fp8_panels(std::span<const WeightPart> parts) {
-  if (parts.empty() || !plain_in_panels(DType::bf16) || best_panel_path() == PanelPath::generic ||
-      !__builtin_cpu_supports("f16c"))
+bool CpuMatmul::keeps_fp8_panels(std::span<const WeightPart> parts) const {
+  if (!fp8_in_panels_ || parts.empty() || !plain_in_panels(DType::bf16) ||
+      best_panel_path() == PanelPath::generic || !__builtin_cpu_supports("f16c"))
     return false;
   return std::all_of(parts.begin(), parts.end(), [&](const WeightPart& part) {
     return part.dtype == DType::f8_e4m3 && part.scales.block_cols > 0 &&

@@ -148,10 +148,15 @@ TEST_P(Fp8Family, EveryHostBudgetGivesBitIdenticalLogits) {
     EXPECT_EQ(prefill_then_decode(engine, tokens), want) << "share " << share;
     EXPECT_GT(engine.memory_stats().host.misses, 0u);
   }
-  const std::uint64_t working_set = static_cast<std::uint64_t>(unlimited.spec().experts_per_token) *
-                                    unlimited.expert_block_bytes();
+  // Sized as a capped engine holds the weights (FP8 panels, where this CPU keeps them only under
+  // a host budget, take half the bytes of the unlimited engine's bf16).
+  EngineOptions capped;
+  capped.host_budget = {0, 0.5};
+  const Engine sizes(kModels / model(), capped);
+  const std::uint64_t working_set =
+      static_cast<std::uint64_t>(sizes.spec().experts_per_token) * sizes.expert_block_bytes();
   EngineOptions streamed;
-  streamed.host_budget = {unlimited.memory_stats().fixed_bytes + working_set - 1, 0};
+  streamed.host_budget = {sizes.memory_stats().fixed_bytes + working_set - 1, 0};
   Engine ring(kModels / model(), streamed);
   EXPECT_TRUE(ring.memory_stats().dense_streamed);
   EXPECT_EQ(prefill_then_decode(ring, tokens), want) << "streamed";
@@ -167,8 +172,8 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
   Engine fp8(kModels / model(), options);
   Engine cast(kModels / (model() + "-cast"), options);
   EXPECT_EQ(prefill_then_decode(fp8, tokens), prefill_then_decode(cast, tokens));
-  // Host RAM: where this CPU keeps an expert's gate and up as FP8 rows or FP8 panels, about one
-  // byte a weight (the cast's bf16 takes two); else the cast's own bytes.
+  // Host RAM: where this CPU keeps an expert's gate and up as FP8 rows, about one byte a weight
+  // (the cast's bf16 takes two); else the cast's own bytes.
   const auto config = nlohmann::json::parse(std::ifstream(kModels / model() / "config.json"));
   const std::int64_t hidden = config["hidden_size"], ffn = config["moe_intermediate_size"];
   const std::int64_t block_rows = config["quantization_config"]["weight_block_size"][0];
@@ -184,8 +189,8 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
        {nullptr, moed::kernels::DType::f32, block_rows, block_cols}}};
   const std::uint64_t fp8_bytes = fp8.memory_stats().expert_bytes_total;
   const std::uint64_t cast_bytes = cast.memory_stats().expert_bytes_total;
-  if (moed::kernels::CpuMatmul().keeps_fp8_rows(gate_up, hidden) ||
-      moed::kernels::CpuMatmul::keeps_fp8_panels(gate_up)) {
+  // (FP8 panels only under a host budget: Engine's rule.)
+  if (moed::kernels::CpuMatmul().keeps_fp8_rows(gate_up, hidden)) {
     EXPECT_LT(fp8_bytes * 10, cast_bytes * 6) << fp8_bytes << " against " << cast_bytes;
   } else {
     EXPECT_EQ(fp8_bytes, cast_bytes);

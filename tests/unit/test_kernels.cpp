@@ -229,7 +229,7 @@ TEST_P(Fp8Matmul, WeightsComputeAsTheirBf16Dequantization) {
     EXPECT_EQ(fp8.bytes(), static_cast<std::size_t>(fp8.rows() * (k + 4 * grid_cols)));
     EXPECT_EQ(matmul.implementation(1, fp8).ends_with("(careful widening)"),
               oddity != Fp8Oddity::none);
-  } else if (CpuMatmul::keeps_fp8_panels(parts)) {
+  } else if (matmul.keeps_fp8_panels(parts)) {
     // One byte a weight in panels of 64 columns, and their scales per block of columns.
     const std::int64_t panel_rows = (fp8.rows() + kPanelWidth - 1) / kPanelWidth * kPanelWidth;
     EXPECT_EQ(fp8.dtype(), DType::f8_e4m3);

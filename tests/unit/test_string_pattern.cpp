@@ -190,7 +190,7 @@ TEST(StringPattern, FormatsAdmitValidStringsOnly) {
   EXPECT_TRUE(format("hostname", "a-1.example.com"));
   EXPECT_FALSE(format("hostname", "-a.example.com"));
   EXPECT_FALSE(format("hostname", std::string(64, 'a')));
-  EXPECT_FALSE(format("hostname", "1.2.3.4"));      // a top-level name is not all digits
+  EXPECT_FALSE(format("hostname", "1.2.3.4"));        // a top-level name is not all digits
   EXPECT_FALSE(format("hostname", "ab--c.example"));  // as IDNA's "xn--"
   EXPECT_TRUE(format("ipv4", "192.168.0.255"));
   EXPECT_FALSE(format("ipv4", "192.168.0.256"));

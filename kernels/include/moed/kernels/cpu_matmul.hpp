@@ -190,8 +190,13 @@ class CpuMatmul {
   bool keeps_fp8_rows(std::span<const WeightPart> parts, std::int64_t cols);
   // Whether pack() keeps these f8_e4m3 parts as FP8 panels, one byte a weight in moed's panels
   // with a table of scales (panel_matmul.hpp): where bf16 goes to the panels (no AVX512-BF16) on
-  // their AVX2 or AVX-512 path, all parts with one block geometry. Their data is not read.
-  static bool keeps_fp8_panels(std::span<const WeightPart> parts);
+  // their AVX2 or AVX-512 path, all parts with one block geometry, unless hold_fp8_in_panels
+  // (false) asked for them widened to bf16. Their data is not read.
+  bool keeps_fp8_panels(std::span<const WeightPart> parts) const;
+  // FP8 panels take half the memory of bf16 ones but compute slower (the widening, not memory,
+  // is their limit: docs/design.md, section 6): the engine keeps them where a host budget caps
+  // memory. On by default.
+  void hold_fp8_in_panels(bool hold) { fp8_in_panels_ = hold; }
   static DType compute_dtype(DType weight_dtype);
   // Whether pack() puts weights of this plain compute dtype (f32, bf16) into moed's panels
   // (panel_matmul.hpp) rather than oneDNN's layout: where oneDNN would not multiply them with its
@@ -290,6 +295,7 @@ class CpuMatmul {
   // [rows] where each plain row starts, for pack_rows and panels
   std::vector<const std::byte*> row_starts_;
   std::vector<QuantizedActivations> quantized_input_;  // [m] rows of x for quantized weights
+  bool fp8_in_panels_ = true;
 };
 
 }  // namespace moed::kernels
