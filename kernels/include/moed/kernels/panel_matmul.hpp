@@ -11,13 +11,13 @@
 
 namespace moed::kernels {
 
-// moed's own kernels for plain (f32, bf16) weights. Small matrices applied many at a time: MLA's
-// per-head up-projections, [512, 128] and [128, 512] per head, are too small for a oneDNN call
-// each to stream its weights (about 10 GB/s, batched or not); and every plain weight where
-// oneDNN has no brgemm kernel for its dtype (CpuMatmul::plain_in_panels). Each matrix is kept
-// transposed in panels of kPanelWidth output columns, every panel contiguous ([cols][kPanelWidth],
-// the last one zero-padded), so a panel streams once per block of input rows and its outputs stay
-// in registers.
+// moed's own kernels for plain (f32, bf16) weights, and FP8 ones with their scales (PanelScales).
+// Small matrices applied many at a time: MLA's per-head up-projections, [512, 128] and [128, 512]
+// per head, are too small for a oneDNN call each to stream its weights (about 10 GB/s, batched or
+// not); and every plain weight where oneDNN has no brgemm kernel for its dtype
+// (CpuMatmul::plain_in_panels). Each matrix is kept transposed in panels of kPanelWidth output
+// columns, every panel contiguous ([cols][kPanelWidth], the last one zero-padded), so a panel
+// streams once per block of input rows and its outputs stay in registers.
 //
 // Every output is one f32 multiply-add chain over the inputs in order, so a row's result is the
 // same whatever the other rows are and however the work is split over threads.
