@@ -225,7 +225,7 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
            " in 16-row tiles";
   }
   if (source_dtype == DType::f8_e4m3 && fp8_in_panels_ && CpuMatmul::plain_in_panels(DType::bf16) &&
-      best_panel_path() != PanelPath::generic && __builtin_cpu_supports("f16c"))
+      best_panel_path() != PanelPath::generic)
     return "moed fp8 panels (one byte a weight; oneDNN has no bf16 brgemm here)";
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
     return "moed panels (oneDNN has no brgemm for it here)";
@@ -664,8 +664,9 @@ PanelScales PackedWeight::f8_panel_scales() const {
 }
 
 bool CpuMatmul::keeps_fp8_panels(std::span<const WeightPart> parts) const {
+  // (Every CPU with AVX2 or AVX-512 has F16C, which the widening uses.)
   if (!fp8_in_panels_ || parts.empty() || !plain_in_panels(DType::bf16) ||
-      best_panel_path() == PanelPath::generic || !__builtin_cpu_supports("f16c"))
+      best_panel_path() == PanelPath::generic)
     return false;
   return std::all_of(parts.begin(), parts.end(), [&](const WeightPart& part) {
     return part.dtype == DType::f8_e4m3 && part.scales.block_cols > 0 &&
