@@ -673,9 +673,7 @@ int run_info(const InfoArgs& args) {
   // widened to bf16), another plain one in the dtype it is computed in (f16 as f32), a quantized
   // one at its stored size.
   kernels::CpuMatmul matmul;
-  const auto budget = engine::HostBudget::parse(args.host_budget);
-  matmul.hold_fp8_in_panels(budget.bytes > 0 ||
-                            (budget.expert_share > 0 && budget.expert_share < 1));
+  matmul.hold_fp8_in_panels(engine::HostBudget::parse(args.host_budget).caps_memory());
   std::string fp8_held_as = "bf16";  // as CpuMatmul holds FP8 matrices here
   auto host_bytes_of = [&](const std::string& name) -> std::uint64_t {
     const auto& t = checkpoint.tensor(name);

@@ -1,5 +1,6 @@
 #include "moed/kernels/cpu_matmul.hpp"
 
+#include <cpuid.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -89,6 +90,16 @@ dnnl::engine cpu_engine_without_amx() {
                    "bits from rows computed alone\n");
   });
   return dnnl::engine(dnnl::engine::kind::cpu, 0);
+}
+
+// Whether the CPU has F16C (vcvtph2ps), which FP8 panels widen with: every AVX2 CPU has, but a
+// VM may hide it. Asked through cpuid: clang 16's __builtin_cpu_supports does not know it.
+bool cpu_has_f16c() {
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+  }();
+  return has;
 }
 
 // A packed weight's memory: the caller's allocator's, or the heap's.
@@ -225,7 +236,7 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
            " in 16-row tiles";
   }
   if (source_dtype == DType::f8_e4m3 && fp8_in_panels_ && CpuMatmul::plain_in_panels(DType::bf16) &&
-      best_panel_path() != PanelPath::generic)
+      best_panel_path() != PanelPath::generic && cpu_has_f16c())
     return "moed fp8 panels (one byte a weight; oneDNN has no bf16 brgemm here)";
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
     return "moed panels (oneDNN has no brgemm for it here)";
@@ -649,8 +660,9 @@ PackedWeight CpuMatmul::pack_f8_panels(std::span<const WeightPart> parts, std::i
   // A code is NaN when its seven low bits are all set: adding one carries into bit 7. Written
   // as an OR over every code, which the compiler vectorizes.
   unsigned nan_codes = 0;
-  for (const std::uint8_t* row : f8_rows_)
-    for (std::int64_t k = 0; k < cols; ++k) nan_codes |= ((row[k] & 0x7fu) + 1u) >> 7;
+#pragma omp parallel for schedule(static) reduction(| : nan_codes)
+  for (std::size_t r = 0; r < f8_rows_.size(); ++r)
+    for (std::int64_t k = 0; k < cols; ++k) nan_codes |= ((f8_rows_[r][k] & 0x7fu) + 1u) >> 7;
   gather_row_starts(parts, cols, DType::f8_e4m3);
   pack_panels_rows(row_starts_, DType::f8_e4m3, cols, packed.storage_.get());
   packed.f8_careful_ = !fast || nan_codes != 0;
@@ -664,9 +676,8 @@ PanelScales PackedWeight::f8_panel_scales() const {
 }
 
 bool CpuMatmul::keeps_fp8_panels(std::span<const WeightPart> parts) const {
-  // (Every CPU with AVX2 or AVX-512 has F16C, which the widening uses.)
   if (!fp8_in_panels_ || parts.empty() || !plain_in_panels(DType::bf16) ||
-      best_panel_path() == PanelPath::generic)
+      best_panel_path() == PanelPath::generic || !cpu_has_f16c())
     return false;
   return std::all_of(parts.begin(), parts.end(), [&](const WeightPart& part) {
     return part.dtype == DType::f8_e4m3 && part.scales.block_cols > 0 &&

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -133,6 +134,21 @@ class Fp8Family : public ::testing::TestWithParam<const char*> {
   std::string model() const { return std::string("tiny-") + GetParam() + "-fp8"; }
 };
 
+// An FP8 test model's expert gate and up as parts to size, from its config.json.
+struct FirstExpert {
+  std::int64_t hidden = 0;
+  std::array<moed::kernels::WeightPart, 2> gate_up{};
+  explicit FirstExpert(const std::string& model) {
+    const auto config = nlohmann::json::parse(std::ifstream(kModels / model / "config.json"));
+    hidden = config["hidden_size"];
+    const std::int64_t ffn = config["moe_intermediate_size"];
+    const moed::kernels::BlockScales blocks{nullptr, moed::kernels::DType::f32,
+                                            config["quantization_config"]["weight_block_size"][0],
+                                            config["quantization_config"]["weight_block_size"][1]};
+    for (auto& part : gate_up) part = {nullptr, moed::kernels::DType::f8_e4m3, ffn, blocks};
+  }
+};
+
 TEST_P(Fp8Family, GreedyTokensMatchTheReference) {
   expect_reference_greedy_tokens(model(), std::string(GetParam()) + "-fp8.greedy.json");
 }
@@ -147,6 +163,14 @@ TEST_P(Fp8Family, EveryHostBudgetGivesBitIdenticalLogits) {
     Engine engine(kModels / model(), options);
     EXPECT_EQ(prefill_then_decode(engine, tokens), want) << "share " << share;
     EXPECT_GT(engine.memory_stats().host.misses, 0u);
+    // Under a cap, FP8 panels (where this CPU has them) hold about half the unlimited engine's
+    // widened bf16: the same bits from either form.
+    const FirstExpert expert(model());
+    moed::kernels::CpuMatmul probe;
+    if (!probe.keeps_fp8_rows(expert.gate_up, expert.hidden) &&
+        probe.keeps_fp8_panels(expert.gate_up))
+      EXPECT_LT(engine.memory_stats().expert_bytes_total * 10,
+                unlimited.memory_stats().expert_bytes_total * 6);
   }
   // Sized as a capped engine holds the weights (FP8 panels, where this CPU keeps them only under
   // a host budget, take half the bytes of the unlimited engine's bf16).
@@ -174,23 +198,11 @@ TEST_P(Fp8Family, LogitsEqualThoseOfItsBf16Cast) {
   EXPECT_EQ(prefill_then_decode(fp8, tokens), prefill_then_decode(cast, tokens));
   // Host RAM: where this CPU keeps an expert's gate and up as FP8 rows, about one byte a weight
   // (the cast's bf16 takes two); else the cast's own bytes.
-  const auto config = nlohmann::json::parse(std::ifstream(kModels / model() / "config.json"));
-  const std::int64_t hidden = config["hidden_size"], ffn = config["moe_intermediate_size"];
-  const std::int64_t block_rows = config["quantization_config"]["weight_block_size"][0];
-  const std::int64_t block_cols = config["quantization_config"]["weight_block_size"][1];
-  const moed::kernels::WeightPart gate_up[] = {
-      {nullptr,
-       moed::kernels::DType::f8_e4m3,
-       ffn,
-       {nullptr, moed::kernels::DType::f32, block_rows, block_cols}},
-      {nullptr,
-       moed::kernels::DType::f8_e4m3,
-       ffn,
-       {nullptr, moed::kernels::DType::f32, block_rows, block_cols}}};
+  const FirstExpert expert(model());
   const std::uint64_t fp8_bytes = fp8.memory_stats().expert_bytes_total;
   const std::uint64_t cast_bytes = cast.memory_stats().expert_bytes_total;
   // (FP8 panels only under a host budget: Engine's rule.)
-  if (moed::kernels::CpuMatmul().keeps_fp8_rows(gate_up, hidden)) {
+  if (moed::kernels::CpuMatmul().keeps_fp8_rows(expert.gate_up, expert.hidden)) {
     EXPECT_LT(fp8_bytes * 10, cast_bytes * 6) << fp8_bytes << " against " << cast_bytes;
   } else {
     EXPECT_EQ(fp8_bytes, cast_bytes);

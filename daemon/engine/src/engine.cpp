@@ -476,13 +476,10 @@ Engine::Engine(const std::filesystem::path& model, const EngineOptions& options)
   demand_pack_threads_ = demand_pack_threads(options.threads, kernels::physical_core_count());
   // On a CPU without AVX512-BF16, FP8 weights kept at one byte a weight in moed's panels decode
   // slower than widened to bf16 (bench-size Qwen3-MoE, all resident: 50 against 62 tokens/s on
-  // the AVX-512 path, 39 against 66 on AVX2): they are kept so where a host budget caps memory,
-  // and widened where every expert stays resident.
-  const bool fp8_in_panels =
-      options.host_budget.bytes > 0 ||
-      (options.host_budget.expert_share > 0 && options.host_budget.expert_share < 1);
-  matmul_.hold_fp8_in_panels(fp8_in_panels);
-  io_matmul_.hold_fp8_in_panels(fp8_in_panels);
+  // the AVX-512 path, 39 against 66 on AVX2): they are kept so under a host budget that caps
+  // memory, where every byte counts, and widened under none.
+  matmul_.hold_fp8_in_panels(options.host_budget.caps_memory());
+  io_matmul_.hold_fp8_in_panels(options.host_budget.caps_memory());
   activations_.assign(static_cast<std::size_t>(spec_.num_layers * spec_.num_experts), 0);
   rope_frequencies_ = spec_.rope.inverse_frequencies();
   const std::int64_t layers = spec_.num_layers;

@@ -38,6 +38,11 @@ struct HostBudget {
   // leaves less than `working_set` (one token's experts of a layer). 0: unlimited.
   std::uint64_t total(std::uint64_t fixed, std::uint64_t all_experts,
                       std::uint64_t working_set) const;
+  // Whether it caps host RAM below every weight: a size, or a share under 100%. Decides at load
+  // how FP8 weights are held where they would go to moed's panels (CpuMatmul::hold_fp8_in_panels):
+  // at one byte a weight under a cap, widened to bf16 (faster there) without one. A budget
+  // changed at run time keeps the load's choice.
+  bool caps_memory() const { return bytes > 0 || (expert_share > 0 && expert_share < 1); }
 };
 
 // The OpenMP threads that pack a block compute waits on: every core but one (left to the disk
