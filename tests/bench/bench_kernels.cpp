@@ -28,20 +28,27 @@ namespace {
 // Enough distinct copies that the weights cannot stay in the last-level cache.
 constexpr int kWeightCopies = 16;
 
-void BM_Bf16Gemv(benchmark::State& state) {
-  const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  std::vector<std::uint16_t> w(static_cast<std::size_t>(n * k), 0x3c00);
+// Times m rows of x through kWeightCopies packed copies of `part` in turn; bytes/s of the
+// weight's bytes as held.
+void time_gemv(benchmark::State& state, const WeightPart& part, std::int64_t m, std::int64_t k) {
   CpuMatmul matmul;
-  WeightPart part{w.data(), DType::bf16, n};
   std::vector<PackedWeight> copies;
   for (int i = 0; i < kWeightCopies; ++i) copies.push_back(matmul.pack(std::span(&part, 1), k));
-  std::vector<float> x(static_cast<std::size_t>(m * k), 0.01f), y(static_cast<std::size_t>(m * n));
+  std::vector<float> x(static_cast<std::size_t>(m * k), 0.01f),
+      y(static_cast<std::size_t>(m * part.rows));
   int i = 0;
   for (auto _ : state) {
     matmul.multiply(x.data(), m, copies[i++ % kWeightCopies], y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetBytesProcessed(state.iterations() * n * k * 2);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(copies[0].bytes()));
+  state.SetLabel(matmul.implementation(m, copies[0]));
+}
+
+void BM_Bf16Gemv(benchmark::State& state) {
+  const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  std::vector<std::uint16_t> w(static_cast<std::size_t>(n * k), 0x3c00);
+  time_gemv(state, {w.data(), DType::bf16, n}, m, k);
 }
 BENCHMARK(BM_Bf16Gemv)
     ->Args({1, 5632, 1024})
@@ -51,8 +58,8 @@ BENCHMARK(BM_Bf16Gemv)
     ->Args({64, 5632, 1024});
 
 // BM_Bf16Gemv's shapes in f8_e4m3 with [128, 128] block scales (DeepSeek's and Qwen's), as
-// CpuMatmul holds them (FP8 rows on an AVX512-BF16 CPU: one byte a weight). Bytes/s of the
-// weight's bytes as held; the time per iteration compares with BM_Bf16Gemv's directly.
+// CpuMatmul holds them (one byte a weight: FP8 rows on an AVX512-BF16 CPU, FP8 panels where bf16
+// goes to the panels). The time per iteration compares with BM_Bf16Gemv's directly.
 void BM_Fp8Gemv(benchmark::State& state) {
   const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2), block = 128;
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(n * k));
@@ -60,18 +67,8 @@ void BM_Fp8Gemv(benchmark::State& state) {
   for (auto& c : codes) c = static_cast<std::uint8_t>(rng() % 0x7e);
   std::vector<float> scales(
       static_cast<std::size_t>(((n + block - 1) / block) * ((k + block - 1) / block)), 0.01f);
-  CpuMatmul matmul;
-  WeightPart part{codes.data(), DType::f8_e4m3, n, {scales.data(), DType::f32, block, block}};
-  std::vector<PackedWeight> copies;
-  for (int i = 0; i < kWeightCopies; ++i) copies.push_back(matmul.pack(std::span(&part, 1), k));
-  std::vector<float> x(static_cast<std::size_t>(m * k), 0.01f), y(static_cast<std::size_t>(m * n));
-  int i = 0;
-  for (auto _ : state) {
-    matmul.multiply(x.data(), m, copies[i++ % kWeightCopies], y.data());
-    benchmark::DoNotOptimize(y.data());
-  }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(copies[0].bytes()));
-  state.SetLabel(matmul.implementation(m, copies[0]));
+  time_gemv(state, {codes.data(), DType::f8_e4m3, n, {scales.data(), DType::f32, block, block}}, m,
+            k);
 }
 BENCHMARK(BM_Fp8Gemv)
     ->Args({1, 5632, 1024})
