@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -27,6 +28,20 @@ struct F8RowsLayout {
   std::size_t scale_count() const { return static_cast<std::size_t>(n * col_blocks()); }
   std::size_t bytes() const { return code_bytes() + scale_count() * sizeof(float); }
 };
+
+// Calls body(column_block, from, to) for the stretches of input elements [start, end) that one
+// block of block_cols scales covers, in order: FP8 rows and FP8 panels load a stretch's scales
+// once.
+template <typename Body>
+void over_scale_stretches(std::int64_t block_cols, std::int64_t start, std::int64_t end,
+                          const Body& body) {
+  for (std::int64_t at = start; at < end;) {
+    const std::int64_t column_block = at / block_cols;
+    const std::int64_t stretch_end = std::min(end, (column_block + 1) * block_cols);
+    body(column_block, at, stretch_end);
+    at = stretch_end;
+  }
+}
 
 // The widest N block FP8 rows take (oneDNN's bf16 layouts use 16 to 64).
 inline constexpr std::int64_t kF8RowsMaxNBlock = 256;

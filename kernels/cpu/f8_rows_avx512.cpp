@@ -99,19 +99,6 @@ void add_block_sums(const __m512 (&acc)[kRows][kVectors], bool first_block, floa
     }
 }
 
-// Calls body(column_block, first, end) for the stretches of K elements [start, end) that one
-// column block of scales covers.
-template <typename Body>
-void over_scale_stretches(const F8RowsLayout& layout, std::int64_t start, std::int64_t end,
-                          const Body& body) {
-  for (std::int64_t at = start; at < end;) {
-    const std::int64_t column_block = at / layout.block_cols;
-    const std::int64_t stretch_end = std::min(end, (column_block + 1) * layout.block_cols);
-    body(column_block, at, stretch_end);
-    at = stretch_end;
-  }
-}
-
 // Columns [first, first + 16 * kVectors) of an N block for kRows rows of x, widening each line
 // in registers.
 template <bool kCareful, int kRows, int kVectors>
@@ -124,7 +111,7 @@ void columns_in_registers(const F8RowsLayout& layout, const std::uint8_t* codes,
     for (auto& row : acc)
       for (auto& v : row) v = _mm512_setzero_ps();
     over_scale_stretches(
-        layout, start, std::min(layout.k, start + k_block),
+        layout.block_cols, start, std::min(layout.k, start + k_block),
         [&](std::int64_t column_block, std::int64_t from, std::int64_t to) {
           PairScales pair[kVectors];
           for (int q = 0; q < kVectors; ++q)
@@ -155,7 +142,8 @@ void widen_chunk(const F8RowsLayout& layout, const std::uint8_t* codes, const fl
                  std::int64_t start, std::int64_t end, std::uint16_t* chunk) {
   const std::int64_t groups = layout.n_block / kLanes;
   over_scale_stretches(
-      layout, start, end, [&](std::int64_t column_block, std::int64_t from, std::int64_t to) {
+      layout.block_cols, start, end,
+      [&](std::int64_t column_block, std::int64_t from, std::int64_t to) {
         PairScales pairs[kMaxColumnGroups];
         for (std::int64_t g = 0; g < groups; ++g)
           pairs[g] = pair_scales<kCareful>(scales + column_block * layout.n_block + g * kLanes);

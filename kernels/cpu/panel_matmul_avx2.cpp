@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "f8_rows.hpp"
 #include "moed/kernels/panel_matmul.hpp"
 #include "panel_block_dispatch.hpp"
 
@@ -21,13 +22,14 @@ __m256 load_widened(const std::byte* panel, std::int64_t index) {
   }
 }
 
-// kRows rows of x over the panel's lanes [first, first + 8 * kVectors). With sixteen registers,
-// one row takes the whole panel width, two rows half of it and three to six rows a quarter, so
-// that every weight loaded feeds a multiply-add per row. The unroll pragmas let GCC keep the
-// sums in registers; without them it stored every sum to the stack at each step.
-template <DType dtype, int kRows, int kVectors>
-void slice(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
-           float* sums, std::int64_t first) {
+// kRows rows of x over the panel's lanes [first, first + 8 * kVectors) of `depth` rows, the
+// weights of row k, lanes [lane, lane + 8), from load(k, lane). With sixteen registers, one row
+// takes the whole panel width, two rows half of it and three to six rows a quarter, so that every
+// weight loaded feeds a multiply-add per row. The unroll pragmas let GCC keep the sums in
+// registers; without them it stored every sum to the stack at each step.
+template <int kRows, int kVectors, typename Load>
+void slice(std::int64_t depth, const float* x, std::int64_t x_stride, float* sums,
+           std::int64_t first, const Load& load) {
   __m256 acc[kRows][kVectors];
 #pragma GCC unroll 8
   for (int r = 0; r < kRows; ++r)
@@ -41,13 +43,11 @@ void slice(const std::byte* panel, std::int64_t depth, const float* x, std::int6
       const __m256 xv = _mm256_broadcast_ss(x + k);
 #pragma GCC unroll 8
       for (int q = 0; q < kVectors; ++q)
-        acc[0][q] = _mm256_fmadd_ps(xv, load_widened<dtype>(panel, k * kPanelWidth + first + q * 8),
-                                    acc[0][q]);
+        acc[0][q] = _mm256_fmadd_ps(xv, load(k, first + q * 8), acc[0][q]);
     } else {
       __m256 w[kVectors];
 #pragma GCC unroll 8
-      for (int q = 0; q < kVectors; ++q)
-        w[q] = load_widened<dtype>(panel, k * kPanelWidth + first + q * 8);
+      for (int q = 0; q < kVectors; ++q) w[q] = load(k, first + q * 8);
 #pragma GCC unroll 8
       for (int r = 0; r < kRows; ++r) {
         const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
@@ -63,13 +63,13 @@ void slice(const std::byte* panel, std::int64_t depth, const float* x, std::int6
       _mm256_storeu_ps(sums + r * kPanelWidth + first + q * 8, acc[r][q]);
 }
 
-template <DType dtype, int kRows>
-void block(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
-           float* sums) {
+template <int kRows, typename Load>
+void block(std::int64_t depth, const float* x, std::int64_t x_stride, float* sums,
+           const Load& load) {
   constexpr int kVectors = kRows == 1 ? 8 : kRows == 2 ? 4 : 2;
   static_assert(kPanelWidth % (8 * kVectors) == 0);
   for (std::int64_t first = 0; first < kPanelWidth; first += 8 * kVectors)
-    slice<dtype, kRows, kVectors>(panel, depth, x, x_stride, sums, first);
+    slice<kRows, kVectors>(depth, x, x_stride, sums, first, load);
 }
 
 // 8 codes of an f8_e4m3 panel as their bf16 dequantization, in f32: panel_matmul_avx512.cpp's
@@ -103,53 +103,24 @@ __m256 widen_f8(const std::uint8_t* codes, __m256 scale) {
   return _mm256_castsi256_ps(rounded);
 }
 
-// slice() for an f8_e4m3 panel: each weight widened just before its multiply-adds, its scale
-// read from the panel's table (in L1) at each use.
-template <bool kCareful, int kRows, int kVectors>
-void f8_slice(const std::uint8_t* codes, std::int64_t depth, const float* x, std::int64_t x_stride,
-              float* sums, std::int64_t first, const PanelBlockScales& scales) {
-  __m256 acc[kRows][kVectors];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q)
-      acc[r][q] = _mm256_loadu_ps(sums + r * kPanelWidth + first + q * 8);
-  for (std::int64_t k = 0; k < depth;) {
-    const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
-    const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
-    const float* scale = scales.panel_table + column_block * kPanelWidth + first;
-    const __m256 rebias = _mm256_set1_ps(kCareful ? 1.0f : 256.0f);
-    for (; k < end; ++k) {
-      const std::uint8_t* line = codes + k * kPanelWidth + first;
-      if constexpr (kRows == 1) {
-        const __m256 xv = _mm256_broadcast_ss(x + k);
-#pragma GCC unroll 8
-        for (int q = 0; q < kVectors; ++q)
-          acc[0][q] = _mm256_fmadd_ps(
-              xv,
-              widen_f8<kCareful>(line + q * 8,
-                                 _mm256_mul_ps(_mm256_loadu_ps(scale + q * 8), rebias)),
-              acc[0][q]);
-      } else {
-        __m256 w[kVectors];
-#pragma GCC unroll 8
-        for (int q = 0; q < kVectors; ++q)
-          w[q] = widen_f8<kCareful>(line + q * 8,
-                                    _mm256_mul_ps(_mm256_loadu_ps(scale + q * 8), rebias));
-#pragma GCC unroll 8
-        for (int r = 0; r < kRows; ++r) {
-          const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
-#pragma GCC unroll 8
-          for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm256_fmadd_ps(xv, w[q], acc[r][q]);
-        }
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q)
-      _mm256_storeu_ps(sums + r * kPanelWidth + first + q * 8, acc[r][q]);
+// Calls body(from, to, scale) for the stretches of an f8_e4m3 panel's rows [0, depth) that one
+// block of scales covers, `scale` the stretch's row of the table.
+template <typename Body>
+void over_f8_stretches(std::int64_t depth, const PanelBlockScales& scales, const Body& body) {
+  over_scale_stretches(scales.block_cols, scales.k0, scales.k0 + depth,
+                       [&](std::int64_t column_block, std::int64_t from, std::int64_t to) {
+                         body(from - scales.k0, to - scales.k0,
+                              scales.panel_table + column_block * kPanelWidth);
+                       });
+}
+
+// Eight weights of row k of an f8_e4m3 panel from `lane` on, widened; the scale read from the
+// table (in L1) at each use, times 256 unless kCareful.
+template <bool kCareful>
+__m256 f8_weights(const std::byte* panel, const float* scale, std::int64_t k, std::int64_t lane) {
+  const __m256 rebias = _mm256_set1_ps(kCareful ? 1.0f : 256.0f);
+  return widen_f8<kCareful>(reinterpret_cast<const std::uint8_t*>(panel) + k * kPanelWidth + lane,
+                            _mm256_mul_ps(_mm256_loadu_ps(scale + lane), rebias));
 }
 
 // Transposes an 8x8 matrix of 32-bit units held one row per register.
@@ -229,39 +200,37 @@ void pack_panel_bf16_avx2(const std::byte* const* rows, std::int64_t cols, std::
 void f8_panel_block_avx2(const std::byte* panel, std::int64_t depth, const float* x,
                          std::int64_t x_stride, std::int64_t rows_of_x, float* acc,
                          const PanelBlockScales& scales) {
-  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
+  // Each stretch's sums go through memory to the next unchanged: one chain per output.
+  const auto stretches = [&]<bool kCareful, int kRows>() {
+    over_f8_stretches(depth, scales, [&](std::int64_t from, std::int64_t to, const float* scale) {
+      block<kRows>(to - from, x + from, x_stride, acc, [&](std::int64_t k, std::int64_t lane) {
+        return f8_weights<kCareful>(panel, scale, from + k, lane);
+      });
+    });
+  };
   with_panel_block_variant(DType::f32, rows_of_x, [&]<DType, int kRows>() {
-    constexpr int kVectors = kRows == 1 ? 8 : kRows == 2 ? 4 : 2;
-    for (std::int64_t first = 0; first < kPanelWidth; first += 8 * kVectors) {
-      if (scales.careful) {
-        f8_slice<true, kRows, kVectors>(codes, depth, x, x_stride, acc, first, scales);
-      } else {
-        f8_slice<false, kRows, kVectors>(codes, depth, x, x_stride, acc, first, scales);
-      }
+    if (scales.careful) {
+      stretches.template operator()<true, kRows>();
+    } else {
+      stretches.template operator()<false, kRows>();
     }
   });
 }
 
 void widen_f8_panel_avx2(const std::byte* panel, std::int64_t depth, const PanelBlockScales& scales,
                          std::uint16_t* out) {
-  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
   const auto widen_rows = [&]<bool kCareful>() {
-    const __m256 rebias = _mm256_set1_ps(kCareful ? 1.0f : 256.0f);
-    for (std::int64_t k = 0; k < depth;) {
-      const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
-      const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
-      const float* scale = scales.panel_table + column_block * kPanelWidth;
-      for (; k < end; ++k)
-        for (std::int64_t q = 0; q < kPanelWidth; q += 8) {
-          const __m256i bits = _mm256_castps_si256(widen_f8<kCareful>(
-              codes + k * kPanelWidth + q, _mm256_mul_ps(_mm256_loadu_ps(scale + q), rebias)));
+    over_f8_stretches(depth, scales, [&](std::int64_t from, std::int64_t to, const float* scale) {
+      for (std::int64_t k = from; k < to; ++k)
+        for (std::int64_t lane = 0; lane < kPanelWidth; lane += 8) {
           // The high halves, in lane order (packus interleaves the 128-bit lanes).
-          const __m256i high = _mm256_srli_epi32(bits, 16);
-          const __m128i packed =
-              _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k * kPanelWidth + q), packed);
+          const __m256i high = _mm256_srli_epi32(
+              _mm256_castps_si256(f8_weights<kCareful>(panel, scale, k, lane)), 16);
+          _mm_storeu_si128(
+              reinterpret_cast<__m128i*>(out + k * kPanelWidth + lane),
+              _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1)));
         }
-    }
+    });
   };
   if (scales.careful) {
     widen_rows.template operator()<true>();
@@ -273,7 +242,9 @@ void widen_f8_panel_avx2(const std::byte* panel, std::int64_t depth, const Panel
 void panel_block_avx2(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                       std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
   with_panel_block_variant(dtype, rows_of_x, [&]<DType kDtype, int kRows>() {
-    block<kDtype, kRows>(panel, depth, x, x_stride, acc);
+    block<kRows>(depth, x, x_stride, acc, [&](std::int64_t k, std::int64_t lane) {
+      return load_widened<kDtype>(panel, k * kPanelWidth + lane);
+    });
   });
 }
 

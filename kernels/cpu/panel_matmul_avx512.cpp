@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "f8_rows.hpp"
 #include "moed/kernels/panel_matmul.hpp"
 #include "panel_block_dispatch.hpp"
 #include "transpose_avx512.hpp"
@@ -22,11 +23,12 @@ __m512 load_widened(const std::byte* panel, std::int64_t index) {
     return widen16(reinterpret_cast<const std::uint16_t*>(panel) + index);
 }
 
-// The unroll pragmas let GCC keep the sums in registers; without them it stored every sum to the
-// stack at each step.
-template <DType dtype, int kRows>
-void block(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
-           float* sums) {
+// kRows rows of x over `depth` panel rows, the weights of row k, lanes [16q, 16q + 16), from
+// load(k, q). The unroll pragmas let GCC keep the sums in registers; without them it stored every
+// sum to the stack at each step.
+template <int kRows, typename Load>
+void block(std::int64_t depth, const float* x, std::int64_t x_stride, float* sums,
+           const Load& load) {
   __m512 acc[kRows][kVectors];
 #pragma GCC unroll 8
   for (int r = 0; r < kRows; ++r)
@@ -35,7 +37,7 @@ void block(const std::byte* panel, std::int64_t depth, const float* x, std::int6
   for (std::int64_t k = 0; k < depth; ++k) {
     __m512 w[kVectors];
 #pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q) w[q] = load_widened<dtype>(panel, k * kPanelWidth + q * 16);
+    for (int q = 0; q < kVectors; ++q) w[q] = load(k, q);
 #pragma GCC unroll 8
     for (int r = 0; r < kRows; ++r) {
       const __m512 xv = _mm512_set1_ps(x[r * x_stride + k]);
@@ -79,45 +81,36 @@ __m512 widen_f8(__m128i bytes, __m512 scale) {
   return _mm512_castsi512_ps(rounded);
 }
 
-// block() for an f8_e4m3 panel: each weight widened just before its multiply-adds, the scales
-// taken afresh at each block of block_cols inputs.
+// Calls body(from, to, scale) for the stretches of an f8_e4m3 panel's rows [0, depth) that one
+// block of scales covers, `scale` the stretch's four vectors of them (times 256 unless kCareful).
+template <bool kCareful, typename Body>
+void over_f8_stretches(std::int64_t depth, const PanelBlockScales& scales, const Body& body) {
+  over_scale_stretches(
+      scales.block_cols, scales.k0, scales.k0 + depth,
+      [&](std::int64_t column_block, std::int64_t from, std::int64_t to) {
+        __m512 scale[kVectors];
+        for (int q = 0; q < kVectors; ++q) {
+          scale[q] = _mm512_loadu_ps(scales.panel_table + column_block * kPanelWidth + q * 16);
+          if constexpr (!kCareful) scale[q] = _mm512_mul_ps(scale[q], _mm512_set1_ps(256.0f));
+        }
+        body(from - scales.k0, to - scales.k0, scale);
+      });
+}
+
+__m128i f8_codes(const std::byte* panel, std::int64_t k, int q) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(panel + k * kPanelWidth + q * 16));
+}
+
 template <bool kCareful, int kRows>
 void f8_block(const std::byte* panel, std::int64_t depth, const float* x, std::int64_t x_stride,
               float* sums, const PanelBlockScales& scales) {
-  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
-  __m512 acc[kRows][kVectors];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_loadu_ps(sums + r * kPanelWidth + q * 16);
-  for (std::int64_t k = 0; k < depth;) {
-    const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
-    const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
-    __m512 scale[kVectors];
-#pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q) {
-      scale[q] = _mm512_loadu_ps(scales.panel_table + column_block * kPanelWidth + q * 16);
-      if constexpr (!kCareful) scale[q] = _mm512_mul_ps(scale[q], _mm512_set1_ps(256.0f));
-    }
-    for (; k < end; ++k) {
-      const __m512i line = _mm512_loadu_si512(codes + k * kPanelWidth);
-      __m512 w[kVectors];
-      w[0] = widen_f8<kCareful>(_mm512_castsi512_si128(line), scale[0]);
-      w[1] = widen_f8<kCareful>(_mm512_extracti32x4_epi32(line, 1), scale[1]);
-      w[2] = widen_f8<kCareful>(_mm512_extracti32x4_epi32(line, 2), scale[2]);
-      w[3] = widen_f8<kCareful>(_mm512_extracti32x4_epi32(line, 3), scale[3]);
-#pragma GCC unroll 8
-      for (int r = 0; r < kRows; ++r) {
-        const __m512 xv = _mm512_set1_ps(x[r * x_stride + k]);
-#pragma GCC unroll 8
-        for (int q = 0; q < kVectors; ++q) acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 8
-    for (int q = 0; q < kVectors; ++q) _mm512_storeu_ps(sums + r * kPanelWidth + q * 16, acc[r][q]);
+  // Each stretch's sums go through memory to the next unchanged: one chain per output.
+  over_f8_stretches<kCareful>(
+      depth, scales, [&](std::int64_t from, std::int64_t to, const __m512(&scale)[kVectors]) {
+        block<kRows>(to - from, x + from, x_stride, sums, [&](std::int64_t k, int q) {
+          return widen_f8<kCareful>(f8_codes(panel, from + k, q), scale[q]);
+        });
+      });
 }
 
 }  // namespace
@@ -136,29 +129,17 @@ void f8_panel_block_avx512(const std::byte* panel, std::int64_t depth, const flo
 
 void widen_f8_panel_avx512(const std::byte* panel, std::int64_t depth,
                            const PanelBlockScales& scales, std::uint16_t* out) {
-  const auto* codes = reinterpret_cast<const std::uint8_t*>(panel);
   const auto widen_rows = [&]<bool kCareful>() {
-    for (std::int64_t k = 0; k < depth;) {
-      const std::int64_t column_block = (scales.k0 + k) / scales.block_cols;
-      const std::int64_t end = std::min(depth, (column_block + 1) * scales.block_cols - scales.k0);
-      __m512 scale[kVectors];
-      for (int q = 0; q < kVectors; ++q) {
-        scale[q] = _mm512_loadu_ps(scales.panel_table + column_block * kPanelWidth + q * 16);
-        if constexpr (!kCareful) scale[q] = _mm512_mul_ps(scale[q], _mm512_set1_ps(256.0f));
-      }
-      for (; k < end; ++k) {
-        const __m512i line = _mm512_loadu_si512(codes + k * kPanelWidth);
-        for (int q = 0; q < kVectors; ++q) {
-          const __m128i bytes = q == 0   ? _mm512_castsi512_si128(line)
-                                : q == 1 ? _mm512_extracti32x4_epi32(line, 1)
-                                : q == 2 ? _mm512_extracti32x4_epi32(line, 2)
-                                         : _mm512_extracti32x4_epi32(line, 3);
-          const __m512i bits = _mm512_castps_si512(widen_f8<kCareful>(bytes, scale[q]));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k * kPanelWidth + q * 16),
-                              _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
-        }
-      }
-    }
+    over_f8_stretches<kCareful>(
+        depth, scales, [&](std::int64_t from, std::int64_t to, const __m512(&scale)[kVectors]) {
+          for (std::int64_t k = from; k < to; ++k)
+            for (int q = 0; q < kVectors; ++q) {
+              const __m512i bits =
+                  _mm512_castps_si512(widen_f8<kCareful>(f8_codes(panel, k, q), scale[q]));
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k * kPanelWidth + q * 16),
+                                  _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
+            }
+        });
   };
   if (scales.careful) {
     widen_rows.template operator()<true>();
@@ -236,7 +217,9 @@ void pack_panel_avx512(DType dtype, const std::byte* const* rows, std::int64_t c
 void panel_block_avx512(DType dtype, const std::byte* panel, std::int64_t depth, const float* x,
                         std::int64_t x_stride, std::int64_t rows_of_x, float* acc) {
   with_panel_block_variant(dtype, rows_of_x, [&]<DType kDtype, int kRows>() {
-    block<kDtype, kRows>(panel, depth, x, x_stride, acc);
+    block<kRows>(depth, x, x_stride, acc, [&](std::int64_t k, int q) {
+      return load_widened<kDtype>(panel, k * kPanelWidth + q * 16);
+    });
   });
 }
 
