@@ -102,6 +102,12 @@ bool cpu_has_f16c() {
   return has;
 }
 
+// Bytes of an f8_e4m3 matrix in panels: its codes, then its PanelScales table.
+std::size_t fp8_panel_bytes(std::int64_t rows, std::int64_t cols, std::int64_t block_cols) {
+  return panel_bytes(DType::f8_e4m3, rows, cols) +
+         panel_scale_count(rows, cols, block_cols) * sizeof(float);
+}
+
 // A packed weight's memory: the caller's allocator's, or the heap's.
 std::shared_ptr<std::byte> storage(const PackedAllocator& allocate, std::size_t bytes) {
   if (allocate) return allocate(bytes);
@@ -215,8 +221,7 @@ std::size_t CpuMatmul::packed_bytes(std::span<const WeightPart> parts, std::int6
   if (keeps_fp8_panels(parts)) {
     std::int64_t rows = 0;
     for (const auto& part : parts) rows += part.rows;
-    return panel_bytes(DType::f8_e4m3, rows, cols) +
-           panel_scale_count(rows, cols, parts.front().scales.block_cols) * sizeof(float);
+    return fp8_panel_bytes(rows, cols, parts.front().scales.block_cols);
   }
   const DType compute = compute_dtype(parts);
   std::int64_t rows = 0;
@@ -235,14 +240,15 @@ std::string CpuMatmul::packing(std::int64_t rows, std::int64_t cols, DType sourc
            (tiles == source_dtype ? "" : " as " + std::string(dtype_name(tiles))) +
            " in 16-row tiles";
   }
-  if (source_dtype == DType::f8_e4m3 && fp8_in_panels_ && CpuMatmul::plain_in_panels(DType::bf16) &&
-      best_panel_path() != PanelPath::generic && cpu_has_f16c())
+  // FP8 as DeepSeek's and Qwen's checkpoints block it: how an FP8 weight is held depends on the
+  // blocks only through their width's parity.
+  const WeightPart fp8{nullptr, DType::f8_e4m3, rows, {nullptr, DType::f32, 128, 128}};
+  if (source_dtype == DType::f8_e4m3 && keeps_fp8_panels(std::span(&fp8, 1)))
     return "moed fp8 panels (one byte a weight; oneDNN has no bf16 brgemm here)";
+  if (source_dtype == DType::f8_e4m3 && fp8_rows_layout(std::span(&fp8, 1), cols))
+    return "moed fp8 rows (one byte a weight, in oneDNN's bf16 N blocks)";
   if (CpuMatmul::plain_in_panels(compute_dtype(source_dtype)))
     return "moed panels (oneDNN has no brgemm for it here)";
-  if (source_dtype == DType::f8_e4m3 && detail::cpu_has_bf16_dot() &&
-      detail::blocked_layout(packed_desc(rows, cols, DType::bf16)))
-    return "moed fp8 rows (one byte a weight, in oneDNN's bf16 N blocks)";
   return detail::blocked_layout(packed_desc(rows, cols, compute_dtype(source_dtype)))
              ? "moed avx512 transpose"
              : "oneDNN reorder";
@@ -652,7 +658,7 @@ PackedWeight CpuMatmul::pack_f8_panels(std::span<const WeightPart> parts, std::i
   packed.f8_block_cols_ = parts.front().scales.block_cols;
   const std::size_t code_bytes = panel_bytes(DType::f8_e4m3, rows, cols);
   const std::size_t scale_count = panel_scale_count(rows, cols, packed.f8_block_cols_);
-  packed.storage_bytes_ = code_bytes + scale_count * sizeof(float);
+  packed.storage_bytes_ = fp8_panel_bytes(rows, cols, packed.f8_block_cols_);
   packed.storage_ = storage(allocate, packed.storage_bytes_);
   auto* table = reinterpret_cast<float*>(packed.storage_.get() + code_bytes);
   std::fill(table, table + scale_count, 0.0f);  // the lanes past the last row

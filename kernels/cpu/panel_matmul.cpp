@@ -260,12 +260,15 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
           next = panel + static_cast<std::size_t>(next_k0) * panel_row;
           next_bytes = static_cast<std::size_t>(std::min(depth_step, cols - next_k0)) * panel_row;
         }
+        // An FP8 panel's scales from row k0 on.
+        const PanelBlockScales block_scales =
+            scales == nullptr
+                ? PanelBlockScales{}
+                : PanelBlockScales{
+                      scales->table +
+                          (b * per_matrix + p) * panel_scale_count(1, cols, scales->block_cols),
+                      scales->block_cols, k0, scales->careful};
         if (scales != nullptr && chunk > kRowBlock) {
-          const PanelBlockScales block_scales{
-              scales->table + (b * per_matrix + p) *
-                                  ((cols + scales->block_cols - 1) / scales->block_cols) *
-                                  kPanelWidth,
-              scales->block_cols, k0, scales->careful};
           widened.resize(static_cast<std::size_t>(depth * kPanelWidth));
           if (path == PanelPath::avx512) {
             widen_f8_panel_avx512(rows_k0, depth, block_scales, widened.data());
@@ -286,11 +289,6 @@ void panels_on_this_thread(DType dtype, const std::byte* panels, std::int64_t ro
           const float* xb = x + (b * m + i0 + i) * cols + k0;
           float* acc = sums.data() + i * kPanelWidth;
           if (scales != nullptr && chunk <= kRowBlock) {
-            const PanelBlockScales block_scales{
-                scales->table + (b * per_matrix + p) *
-                                    ((cols + scales->block_cols - 1) / scales->block_cols) *
-                                    kPanelWidth,
-                scales->block_cols, k0, scales->careful};
             if (path == PanelPath::avx512) {
               f8_panel_block_avx512(rows_k0, depth, xb, cols, block, acc, block_scales);
             } else {
