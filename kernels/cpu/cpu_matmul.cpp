@@ -58,6 +58,18 @@ constexpr std::size_t kMaxCachedPrimitives = 512;
 // brgemm reuses each weight line over more rows; the bits are the same either way.
 constexpr std::int64_t kBf16RowsAtMost = 4;
 
+// Rows of a tile group: the unit in which quantized rows are shared out.
+constexpr std::int64_t kGroupRows = kTileRows * kGroupTiles;
+
+// Multiplies columns [first, last) of m rows of y (`stride` apart) by `scale` (a rewritten
+// format's rewrite_scale) where it is not 1.
+void scale_rows(float* y, std::int64_t m, std::int64_t stride, std::int64_t first,
+                std::int64_t last, float scale) {
+  if (scale == 1.0f) return;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t r = first; r < last; ++r) y[i * stride + r] *= scale;
+}
+
 // Bytes of `rows` quantized rows as CpuMatmul keeps them: in row tiles.
 std::size_t quantized_bytes(DType dtype, std::int64_t rows, std::int64_t cols) {
   return row_tile_bytes(ggml_type_of(dtype), rows, cols);
@@ -328,7 +340,10 @@ PackedWeight CpuMatmul::rewritten_rows(std::span<const WeightPart> parts, std::i
     rewritten.push_back({at, dtype, part.rows});
     at += to_row * static_cast<std::size_t>(part.rows);
   }
-  return stored_rows(rewritten, cols, std::move(memory));
+  PackedWeight weight = stored_rows(rewritten, cols, std::move(memory));
+  for (std::size_t p = 0; p < parts.size(); ++p)  // stored_rows: a segment per part
+    weight.segments_[p].scale = rewrite_scale(ggml_type_of(parts[p].dtype));
+  return weight;
 }
 
 PackedWeight CpuMatmul::stored_rows(std::span<const WeightPart> parts, std::int64_t cols,
@@ -376,7 +391,8 @@ PackedWeight CpuMatmul::pack(std::span<const WeightPart> parts, std::int64_t col
     std::vector<std::vector<const std::byte*>> segment_rows;
     std::vector<DType> stored_dtypes;
     for (const auto& run : format_runs(parts)) {
-      packed.segments_.push_back({tile_dtype(run.dtype), run.rows, packed.storage_bytes_});
+      packed.segments_.push_back({tile_dtype(run.dtype), run.rows, packed.storage_bytes_, false,
+                                  rewrite_scale(ggml_type_of(run.dtype))});
       stored_dtypes.push_back(run.dtype);
       packed.storage_bytes_ += quantized_bytes(run.dtype, run.rows, cols);
       auto& starts = segment_rows.emplace_back();
@@ -482,7 +498,8 @@ PackedWeight CpuMatmul::pack_batched(std::span<const WeightPart> matrices, std::
     std::vector<const std::byte*> starts;
     const std::size_t stride = row_bytes(compute, cols);
     for (std::size_t b = 0; b < matrices.size(); ++b) {
-      packed.segments_.push_back({tile_dtype(compute), first.rows, b * matrix_bytes});
+      packed.segments_.push_back({tile_dtype(compute), first.rows, b * matrix_bytes, false,
+                                  rewrite_scale(ggml_type_of(compute))});
       starts.clear();
       const auto* row = static_cast<const std::byte*>(matrices[b].data);
       for (std::int64_t r = 0; r < first.rows; ++r, row += stride) starts.push_back(row);
@@ -909,6 +926,9 @@ void CpuMatmul::quantized_units(const PackedWeight& weight, const QuantizedActiv
       detail::row_tiles_on_this_thread(ggml_type_of(segment.dtype), start, segment.rows,
                                        weight.cols_, x, m, y + first_row, weight.rows_,
                                        best_quant_isa(), from - base, to - base);
+    if (from < to)
+      scale_rows(y + first_row, m, weight.rows_, (from - base) * kGroupRows,
+                 std::min((to - base) * kGroupRows, segment.rows), segment.scale);
     base += groups;
     first_row += segment.rows;
   }
@@ -1020,6 +1040,7 @@ void CpuMatmul::multiply(const float* x, std::int64_t m, const PackedWeight& wei
         row_tile_matmul(ggml_type_of(segment.dtype), weight.storage_.get() + segment.offset,
                         segment.rows, weight.cols_, quantized_input_.data(), m,
                         y + b * m * weight.rows_, weight.rows_);
+        scale_rows(y + b * m * weight.rows_, m, weight.rows_, 0, segment.rows, segment.scale);
       }
       return;
     }

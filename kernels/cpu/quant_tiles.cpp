@@ -457,10 +457,15 @@ GgmlType row_tile_format(GgmlType type) {
     case GgmlType::iq4_nl:
       return GgmlType::q8_0;
     case GgmlType::iq3_s:
+    case GgmlType::iq3_xxs:
       return GgmlType::q6_k;
     default:
       return type;
   }
+}
+
+float rewrite_scale(GgmlType type) {
+  return type == GgmlType::iq3_xxs ? 0.5f : 1.0f;
 }
 
 namespace {
@@ -483,24 +488,50 @@ void rewrite_iq4_nl(const std::byte* src, std::byte* dst, std::int64_t blocks) {
   }
 }
 
-// IQ3_S's quants four at a time in a word's bytes (rewrite_iq3_s_blocks): 32 plus or minus each
-// magnitude (1..15), which neither carries nor borrows across bytes; a sign nibble picks the
-// bytes to subtract.
+// For each nibble, the bytes of a word whose bit in it is set.
+constexpr std::array<std::uint32_t, 16> kNegativeBytes = [] {
+  std::array<std::uint32_t, 16> masks{};
+  for (std::uint32_t nibble = 0; nibble < 16; ++nibble)
+    for (int i = 0; i < 4; ++i)
+      if (nibble >> i & 1) masks[nibble] |= 0xFFU << (8 * i);
+  return masks;
+}();
+constexpr std::uint32_t kQ6KOffsets = 0x20202020;
+
+// Four quants in a word's bytes: 32 plus or minus each magnitude (at most 31), which neither
+// carries nor borrows across bytes; a sign nibble picks the bytes to subtract.
+std::uint32_t signed_q6_k_quants(std::uint32_t magnitudes, std::uint32_t sign_nibble) {
+  const std::uint32_t negative = kNegativeBytes[sign_nibble];
+  return ((kQ6KOffsets + magnitudes) & ~negative) | ((kQ6KOffsets - magnitudes) & negative);
+}
+
+// IQ3_S's quants four at a time (rewrite_iq3_s_blocks).
 void iq3_s_quants_generic(const BlockIQ3_S& in, std::uint8_t* q) {
-  static constexpr auto kNegativeBytes = [] {
-    std::array<std::uint32_t, 16> masks{};
-    for (std::uint32_t nibble = 0; nibble < 16; ++nibble)
-      for (int i = 0; i < 4; ++i)
-        if (nibble >> i & 1) masks[nibble] |= 0xFFU << (8 * i);
-    return masks;
-  }();
-  constexpr std::uint32_t kOffsets = 0x20202020;
   for (int group = 0; group < kQK / 4; ++group) {
-    const std::uint32_t magnitudes = iq3s_group_magnitudes(in, group);
-    const std::uint32_t negative = kNegativeBytes[(in.signs[group / 2] >> (4 * (group % 2))) & 0xF];
-    const std::uint32_t quants =
-        ((kOffsets + magnitudes) & ~negative) | ((kOffsets - magnitudes) & negative);
+    const std::uint32_t quants = signed_q6_k_quants(
+        iq3s_group_magnitudes(in, group), (in.signs[group / 2] >> (4 * (group % 2))) & 0xF);
     std::memcpy(q + 4 * group, &quants, sizeof quants);
+  }
+}
+
+// Sub-block j's scale-and-signs word of an IQ3_XXS block (little-endian, as x86 loads it).
+std::uint32_t iq3_xxs_word(const BlockIQ3_XXS& in, int j) {
+  std::uint32_t word;
+  std::memcpy(&word, in.scales_and_signs + 4 * j, sizeof word);
+  return word;
+}
+
+// IQ3_XXS's quants as Q6_K's of twice its values (rewrite_scale): half of each grid magnitude
+// (all even, 2..31), eight elements a sign byte (seven stored bits and their parity).
+void iq3_xxs_quants_generic(const BlockIQ3_XXS& in, std::uint8_t* q) {
+  for (int k = 0; k < kQK / 8; ++k) {
+    const std::uint32_t seven = (iq3_xxs_word(in, k / 4) >> (7 * (k % 4))) & 0x7F;
+    const std::uint32_t signs = seven | static_cast<std::uint32_t>(__builtin_parity(seven)) << 7;
+    for (int h = 0; h < 2; ++h) {
+      const std::uint32_t halves = (kIq3xxsGrid[in.qs[2 * k + h]] >> 1) & 0x7F7F7F7F;
+      const std::uint32_t quants = signed_q6_k_quants(halves, (signs >> (4 * h)) & 0xF);
+      std::memcpy(q + 8 * k + 4 * h, &quants, sizeof quants);
+    }
   }
 }
 
@@ -525,6 +556,15 @@ void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::in
         });
       else
         rewrite_iq3_s_avx2(src, dst, blocks);
+      return;
+    case GgmlType::iq3_xxs:
+      // Q6_K scale i (16 elements) is 1 + 2 times sub-block i / 2's scale.
+      rewrite_as_q6_k_blocks<BlockIQ3_XXS>(
+          src, dst, blocks,
+          [](const BlockIQ3_XXS& in, std::uint8_t* q) { iq3_xxs_quants_generic(in, q); },
+          [](const BlockIQ3_XXS& in, int i) {
+            return static_cast<int>(1 + 2 * (iq3_xxs_word(in, i / 2) >> 28));
+          });
       return;
     default:
       throw std::invalid_argument("rewrite_blocks: ggml type " + std::string(ggml_type_name(type)) +

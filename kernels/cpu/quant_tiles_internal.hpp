@@ -155,18 +155,17 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
 // rewrite_blocks' Q3_K path built with AVX2 (rewrite_blocks.inc).
 void rewrite_q3_k_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
-// IQ3_S blocks as the Q6_K blocks of the same values (rewrite_blocks): IQ3_S's signed grid
-// magnitudes (-15..15) are Q6_K quants less 32, and its per-32 scale multipliers 1 + 2 * scale
-// (1..31) Q6_K's signed per-16 scales under the same d, so each product keeps its float order.
-// quants_of(block, q) writes a block's 256 quants as Q6_K's (32 plus the signed magnitude); each
-// instruction set's file brings its own as a lambda, so each builds its own instance with its
-// flags (a function pointer's type would name one instance in both, and the linker would keep
-// either). For the same reason this calls no inline function of quant.hpp.
-template <class QuantsOf>
-void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
-                          QuantsOf quants_of) {
+// Blocks of a grid format (IQ3_S, IQ3_XXS) as Q6_K blocks under the same d (rewrite_blocks):
+// quants_of(block, q) writes a block's 256 quants as Q6_K's (32 plus the signed magnitude), and
+// scale_of(block, i) gives Q6_K's scale of elements 16i..16i + 15. Each instruction set's file
+// brings its own lambdas, so each builds its own instance with its flags (a function pointer's
+// type would name one instance in both, and the linker would keep either). For the same reason
+// this calls no inline function of quant.hpp.
+template <class Block, class QuantsOf, class ScaleOf>
+void rewrite_as_q6_k_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
+                            QuantsOf quants_of, ScaleOf scale_of) {
   for (std::int64_t b = 0; b < blocks; ++b) {
-    BlockIQ3_S in;
+    Block in;
     std::memcpy(&in, src + b * static_cast<std::int64_t>(sizeof in), sizeof in);
     auto* out =
         reinterpret_cast<std::uint8_t*>(dst) + b * static_cast<std::int64_t>(sizeof(BlockQ6_K));
@@ -186,12 +185,22 @@ void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blo
                                           (h[l + 64] >> 4) << 4 | (h[l + 96] >> 4) << 6);
       }
     }
-    // Q6_K scale i (16 elements) is iq3s_scale of sub-block i / 2: 1 + 2 times its nibble.
     for (int i = 0; i < kQK / 16; ++i)
       out[offsetof(BlockQ6_K, scales) + static_cast<std::size_t>(i)] =
-          static_cast<std::uint8_t>(1 + 2 * ((in.scales[i / 4] >> (4 * (i / 2 % 2))) & 0xF));
+          static_cast<std::uint8_t>(scale_of(in, i));
     std::memcpy(out + offsetof(BlockQ6_K, d), &in.d, sizeof in.d);
   }
+}
+// IQ3_S's blocks as Q6_K's of the same values: its signed grid magnitudes (-15..15) are Q6_K
+// quants less 32, and its per-32 scale multipliers 1 + 2 * scale (1..31) Q6_K's signed per-16
+// scales under the same d, so each product keeps its float order.
+template <class QuantsOf>
+void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
+                          QuantsOf quants_of) {
+  // Q6_K scale i (16 elements) is iq3s_scale of sub-block i / 2: 1 + 2 times its nibble.
+  rewrite_as_q6_k_blocks<BlockIQ3_S>(src, dst, blocks, quants_of, [](const BlockIQ3_S& in, int i) {
+    return 1 + 2 * ((in.scales[i / 4] >> (4 * (i / 2 % 2))) & 0xF);
+  });
 }
 // rewrite_blocks' IQ3_S path with AVX2 (rewrite_blocks_avx2.cpp).
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);

@@ -467,9 +467,10 @@ void BM_PackRowTiles(benchmark::State& state) {
                  (packs_tiles_in_registers(type, isa) ? " in registers" : " row by row"));
 }
 void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
-  for (const GgmlType type : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
-                              GgmlType::q5_1, GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k,
-                              GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs, GgmlType::iq3_s})
+  for (const GgmlType type :
+       {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
+        GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k,
+        GgmlType::iq4_xs, GgmlType::iq3_s, GgmlType::iq3_xxs})
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
@@ -501,6 +502,7 @@ void BM_RewriteBlocks(benchmark::State& state) {
 BENCHMARK(BM_RewriteBlocks)
     ->ArgsProduct({{static_cast<std::int64_t>(GgmlType::q3_k),
                     static_cast<std::int64_t>(GgmlType::iq3_s),
+                    static_cast<std::int64_t>(GgmlType::iq3_xxs),
                     static_cast<std::int64_t>(GgmlType::iq4_nl)},
                    {0, 1}});
 

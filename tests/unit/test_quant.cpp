@@ -330,6 +330,32 @@ TEST(Dequantize, IQ3_S) {
     EXPECT_EQ(iq3s_scale(block, j), j == 1 ? 5 : j == 7 ? 31 : 1) << "scale " << j;
 }
 
+TEST(Dequantize, IQ3_XXS) {
+  BlockIQ3_XXS block{};
+  block.d = kHalfHalf;
+  // Zero bytes: grid entry 0 (magnitudes 4, 4, 4, 4), scale 0 (0.5 * (0.5 + 0) * d = 0.125),
+  // positive: 0.5. Elements 4i..4i + 3 take the grid entry qs[i], one byte each, the first in the
+  // lowest; sub-block j's word at scales_and_signs[4j] holds the signs of its elements 8l..8l + 7
+  // in bits 7l..7l + 6 (the eighth their parity) and its scale in bits 28..31.
+  block.qs[0] = 5;                    // entry 5, 0x04040c3e: elements 0, 1 are 62, 12
+  block.qs[60] = 0xFF;                // entry 255, 0x3e341c04: elements 240..243 4, 28, 52, 62
+  block.scales_and_signs[0] = 0x01;   // element 0 negative, and so element 7 (parity)
+  block.scales_and_signs[31] = 0xF0;  // sub-block 7's scale 15: 0.5 * 15.5 * 0.5 = 3.875
+  block.scales_and_signs[28] = 0x80;  // sub-block 7, bits 7 and 8: elements 232 and 233
+  block.scales_and_signs[29] = 0x01;  // negative, an even count (element 239 positive)
+  std::vector<float> expected(256, 0.5f);
+  for (int e = 224; e < 256; ++e) expected[e] = 15.5f;
+  expected[0] = -7.75f;
+  expected[1] = 1.5f;
+  expected[7] = -0.5f;
+  expected[232] = expected[233] = -15.5f;
+  expected[241] = 108.5f;  // 3.875 * 28
+  expected[242] = 201.5f;
+  expected[243] = 240.25f;
+  expect_values(dequantize(GgmlType::iq3_xxs, block, 256), expected);
+  for (int j = 0; j < 8; ++j) EXPECT_EQ(iq3xxs_scale(block, j), j == 7 ? 15 : 0) << "scale " << j;
+}
+
 TEST(Dequantize, FloatFormats) {
   const float f32[2] = {1.25f, -3.0f};
   std::vector<float> out(2);
@@ -366,7 +392,7 @@ TEST(Dequantize, RefusesOtherTypesByName) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("iq2_xxs (id 16) is not supported; moed reads f32, f16, "
                                          "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, "
-                                         "q6_K, iq4_nl, iq3_s, iq4_xs, bf16"),
+                                         "q6_K, iq3_xxs, iq4_nl, iq3_s, iq4_xs, bf16"),
               std::string::npos)
         << e.what();
   }

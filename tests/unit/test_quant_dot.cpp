@@ -822,8 +822,9 @@ TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
   }
 }
 
-// q3_K, iq3_s and iq4_nl have no kernels of their own: their blocks are rewritten as q6_K's and
-// q8_0's of the same values (row_tile_format), and computed as those.
+// q3_K, iq3_s, iq3_xxs and iq4_nl have no kernels of their own: their blocks are rewritten as
+// q6_K's and q8_0's of the same values (row_tile_format; iq3_xxs's of twice them, rewrite_scale),
+// and computed as those.
 TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   std::mt19937 rng(23);
   // 150 rows: three tile groups, the last of two tiles, so several threads rewrite rows.
@@ -832,10 +833,19 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   paths.push_back(QuantIsa::scalar);
   for (const auto& [type, tiles_type] :
        {std::pair(GgmlType::q3_k, GgmlType::q6_k), std::pair(GgmlType::iq3_s, GgmlType::q6_k),
+        std::pair(GgmlType::iq3_xxs, GgmlType::q6_k),
         std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
     SCOPED_TRACE(ggml_type_name(type));
     EXPECT_EQ(row_tile_format(type), tiles_type);
-    const auto stored = random_weights(type, rows, cols, rng);
+    const float scale = rewrite_scale(type);
+    EXPECT_EQ(scale, type == GgmlType::iq3_xxs ? 0.5f : 1.0f);
+    auto stored = random_weights(type, rows, cols, rng);
+    // Subnormal halves with their last bit set, which could not be halved exactly (iq3_xxs).
+    const std::size_t block_bytes = ggml_type_traits(type).type_size;
+    const std::uint16_t subnormal_odd[] = {0x0001, 0x0155};
+    for (std::size_t i = 0; i < 2; ++i)  // blocks 1 and 5
+      std::memcpy(stored.data() + (1 + 4 * i) * block_bytes + half_fields(type).front(),
+                  &subnormal_odd[i], 2);
     const std::size_t stored_row = ggml_row_bytes(type, cols);
     const std::size_t tile_row = ggml_row_bytes(tiles_type, cols);
     const std::int64_t blocks = cols / ggml_type_traits(type).block_size;
@@ -854,9 +864,11 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
       }
       starts.push_back(row);
       rewritten_starts.push_back(rewritten);
-      // The same values: dequantize_row's for each format, each checked by hand in test_quant.
+      // The same values (times the scale): dequantize_row's for each format, each checked by
+      // hand in test_quant.
       dequantize_row(type, row, values.data(), cols);
       dequantize_row(tiles_type, rewritten, rewritten_values.data(), cols);
+      for (float& value : rewritten_values) value *= scale;
       ASSERT_EQ(std::memcmp(values.data(), rewritten_values.data(), values.size() * sizeof(float)),
                 0)
           << "row " << r;
@@ -883,7 +895,7 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
           want += static_cast<double>(values[c]) * xq[c];
           magnitude += std::fabs(static_cast<double>(values[c]) * xq[c]);
         }
-        EXPECT_NEAR(y[static_cast<std::size_t>(i * rows + r)], want, 1e-5 * magnitude) << r;
+        EXPECT_NEAR(y[static_cast<std::size_t>(i * rows + r)] * scale, want, 1e-5 * magnitude) << r;
       }
     }
 
@@ -910,6 +922,7 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
     matmul.multiply(activations.data(), 1, packed, got.data());
     matvec_as_packed(tiles_type, reinterpret_cast<const std::uint8_t*>(rewritten_bytes.data()), 24,
                      cols, activations.data(), want.data());
+    for (int r = 0; r < 24; ++r) want[r] *= scale;
     matvec_as_packed(tiles_type, v.data(), 8, cols, activations.data(), want.data() + 24);
     for (int r = 0; r < 32; ++r) EXPECT_EQ(got[r], want[r]) << r;
 

@@ -72,6 +72,9 @@ class PackedWeight {
     std::int64_t rows;
     std::size_t offset;   // bytes into storage_, where its row tiles (or stored rows) start
     bool stored = false;  // rows as the file stores them (stored_rows_matmul), not row tiles
+    // rewrite_scale of the format the rows were rewritten from, which their products are
+    // multiplied by (iq3_xxs: 0.5).
+    float scale = 1.0f;
   };
   dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout (plain, unbatched)
   // memory_'s buffer when an allocator provided it; or the quantized segments one after another;

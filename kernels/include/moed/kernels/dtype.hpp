@@ -28,7 +28,8 @@ enum class DType : std::uint8_t {
   q2_k,
   iq4_xs,
   iq3_s,
-  f8_e4m3
+  f8_e4m3,
+  iq3_xxs
 };
 
 // One of ggml's block formats (not f8_e4m3, whose scales lie apart from its elements).

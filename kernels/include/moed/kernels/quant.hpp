@@ -146,6 +146,41 @@ inline int iq3s_quant(const BlockIQ3_S& block, int e) {
 inline int iq3s_scale(const BlockIQ3_S& block, int j) {
   return 1 + 2 * ((block.scales[j / 2] >> (4 * (j % 2))) & 0xF);
 }
+// 8 sub-blocks of 32, each with a 4-bit scale and four 7-bit sign indices in one word;
+// x = d * (0.5 + scale) * 0.5 * magnitude * sign, the magnitudes (4, 12, ..., 52, 62) taken four
+// at a time from IQ3_XXS's grid: iq3xxs_quant gives element e's.
+struct BlockIQ3_XXS {
+  std::uint16_t d;
+  std::uint8_t qs[kQK / 4];  // the grid index of elements 4i..4i + 3
+  // Sub-block j's word (little-endian) at 4j: bits 7l..7l + 6 give the signs of its elements
+  // 8l..8l + 7 (the eighth makes their count of negatives even), bits 28..31 its scale.
+  std::uint8_t scales_and_signs[kQK / 8];
+};
+// IQ3_XXS's grid (ggml-common.h's iq3xxs_grid): 256 quadruples of the magnitudes 4, 12, 20, 28,
+// 36, 44, 52 and 62, one per byte, the first element in the lowest.
+extern const std::uint32_t kIq3xxsGrid[256];
+// Sub-block j's (0..7) scale-and-signs word of an IQ3_XXS block.
+inline std::uint32_t iq3xxs_word(const BlockIQ3_XXS& block, int j) {
+  const std::uint8_t* bytes = block.scales_and_signs + 4 * j;
+  return static_cast<std::uint32_t>(bytes[0]) | static_cast<std::uint32_t>(bytes[1]) << 8 |
+         static_cast<std::uint32_t>(bytes[2]) << 16 | static_cast<std::uint32_t>(bytes[3]) << 24;
+}
+// The signs of elements 8k..8k + 7 (0 <= k < 32) of an IQ3_XXS block, bit i for element 8k + i
+// (ggml's ksigns_iq2xs: seven stored bits, the eighth their parity).
+inline std::uint32_t iq3xxs_signs(const BlockIQ3_XXS& block, int k) {
+  const std::uint32_t seven = (iq3xxs_word(block, k / 4) >> (7 * (k % 4))) & 0x7F;
+  return seven | static_cast<std::uint32_t>(__builtin_parity(seven)) << 7;
+}
+// Element e (0..255) of an IQ3_XXS block as a signed integer (-62..62), as ggml's
+// dequantize_row_iq3_xxs reads it.
+inline int iq3xxs_quant(const BlockIQ3_XXS& block, int e) {
+  const auto magnitude = static_cast<int>((kIq3xxsGrid[block.qs[e / 4]] >> (8 * (e % 4))) & 0xFF);
+  return (iq3xxs_signs(block, e / 8) >> (e % 8)) & 1 ? -magnitude : magnitude;
+}
+// The 4-bit scale of sub-block j (0..7) of an IQ3_XXS block.
+inline int iq3xxs_scale(const BlockIQ3_XXS& block, int j) {
+  return static_cast<int>(iq3xxs_word(block, j) >> 28);
+}
 // Activations for the 32-element formats with Q8_0's layout; ggml's q8_1 adds s = d * sum(qs).
 struct BlockQ8_1 {
   std::uint16_t d;
@@ -210,7 +245,7 @@ static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
-static_assert(sizeof(BlockIQ3_S) == 110);
+static_assert(sizeof(BlockIQ3_S) == 110 && sizeof(BlockIQ3_XXS) == 98);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 
