@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GGUF files in numpy: a writer (version 3, any alignment, every metadata value type), a reader,
 and for each ggml format moed reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K,
-q5_K, q6_K, iq4_nl, iq3_s, iq4_xs) a quantizer and a dequantizer.
+q5_K, q6_K, iq3_xxs, iq4_nl, iq3_s, iq4_xs) a quantizer and a dequantizer.
 
 Layouts follow ggml's docs/gguf.md and ggml-common.h byte for byte. The quantizers are simple
 (round to nearest with min/max or absmax scales; the K-quants search nothing beyond a per
@@ -32,7 +32,8 @@ GGML_TYPES = {
     "f32": (0, 1, 4), "f16": (1, 1, 2), "q4_0": (2, 32, 18), "q4_1": (3, 32, 20),
     "q5_0": (6, 32, 22), "q5_1": (7, 32, 24), "q8_0": (8, 32, 34), "q8_1": (9, 32, 36),
     "q2_k": (10, 256, 84), "q3_k": (11, 256, 110), "q4_k": (12, 256, 144), "q5_k": (13, 256, 176),
-    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq4_nl": (20, 32, 18), "iq3_s": (21, 256, 110),
+    "q6_k": (14, 256, 210), "q8_k": (15, 256, 292), "iq3_xxs": (18, 256, 98), "iq4_nl": (20, 32, 18),
+    "iq3_s": (21, 256, 110),
     "iq4_xs": (23, 256, 136),
     "bf16": (30, 1, 2),
 }
@@ -463,6 +464,103 @@ def quantize_iq3_s(x):
     return out.tobytes()
 
 
+IQ3XXS_GRID = np.array([
+    0x04040404, 0x04040414, 0x04040424, 0x04040c0c, 0x04040c1c, 0x04040c3e, 0x04041404, 0x04041414,
+    0x04041c0c, 0x04042414, 0x04043e1c, 0x04043e2c, 0x040c040c, 0x040c041c, 0x040c0c04, 0x040c0c14,
+    0x040c140c, 0x040c142c, 0x040c1c04, 0x040c1c14, 0x040c240c, 0x040c2c24, 0x040c3e04, 0x04140404,
+    0x04140414, 0x04140424, 0x04140c0c, 0x04141404, 0x04141414, 0x04141c0c, 0x04141c1c, 0x04141c3e,
+    0x04142c0c, 0x04142c3e, 0x04143e2c, 0x041c040c, 0x041c043e, 0x041c0c04, 0x041c0c14, 0x041c142c,
+    0x041c3e04, 0x04240c1c, 0x04241c3e, 0x04242424, 0x04242c3e, 0x04243e1c, 0x04243e2c, 0x042c040c,
+    0x042c043e, 0x042c1c14, 0x042c2c14, 0x04341c2c, 0x04343424, 0x043e0c04, 0x043e0c24, 0x043e0c34,
+    0x043e241c, 0x043e340c, 0x0c04040c, 0x0c04041c, 0x0c040c04, 0x0c040c14, 0x0c04140c, 0x0c04141c,
+    0x0c041c04, 0x0c041c14, 0x0c041c24, 0x0c04243e, 0x0c042c04, 0x0c0c0404, 0x0c0c0414, 0x0c0c0c0c,
+    0x0c0c1404, 0x0c0c1414, 0x0c14040c, 0x0c14041c, 0x0c140c04, 0x0c140c14, 0x0c14140c, 0x0c141c04,
+    0x0c143e14, 0x0c1c0404, 0x0c1c0414, 0x0c1c1404, 0x0c1c1c0c, 0x0c1c2434, 0x0c1c3434, 0x0c24040c,
+    0x0c24042c, 0x0c242c04, 0x0c2c1404, 0x0c2c1424, 0x0c2c2434, 0x0c2c3e0c, 0x0c34042c, 0x0c3e1414,
+    0x0c3e2404, 0x14040404, 0x14040414, 0x14040c0c, 0x14040c1c, 0x14041404, 0x14041414, 0x14041434,
+    0x14041c0c, 0x14042414, 0x140c040c, 0x140c041c, 0x140c042c, 0x140c0c04, 0x140c0c14, 0x140c140c,
+    0x140c1c04, 0x140c341c, 0x140c343e, 0x140c3e04, 0x14140404, 0x14140414, 0x14140c0c, 0x14140c3e,
+    0x14141404, 0x14141414, 0x14141c3e, 0x14142404, 0x14142c2c, 0x141c040c, 0x141c0c04, 0x141c0c24,
+    0x141c3e04, 0x141c3e24, 0x14241c2c, 0x14242c1c, 0x142c041c, 0x142c143e, 0x142c240c, 0x142c3e24,
+    0x143e040c, 0x143e041c, 0x143e0c34, 0x143e242c, 0x1c04040c, 0x1c040c04, 0x1c040c14, 0x1c04140c,
+    0x1c04141c, 0x1c042c04, 0x1c04342c, 0x1c043e14, 0x1c0c0404, 0x1c0c0414, 0x1c0c1404, 0x1c0c1c0c,
+    0x1c0c2424, 0x1c0c2434, 0x1c14040c, 0x1c14041c, 0x1c140c04, 0x1c14142c, 0x1c142c14, 0x1c143e14,
+    0x1c1c0c0c, 0x1c1c1c1c, 0x1c241c04, 0x1c24243e, 0x1c243e14, 0x1c2c0404, 0x1c2c0434, 0x1c2c1414,
+    0x1c2c2c2c, 0x1c340c24, 0x1c341c34, 0x1c34341c, 0x1c3e1c1c, 0x1c3e3404, 0x24040424, 0x24040c3e,
+    0x24041c2c, 0x24041c3e, 0x24042c1c, 0x24042c3e, 0x240c3e24, 0x24141404, 0x24141c3e, 0x24142404,
+    0x24143404, 0x24143434, 0x241c043e, 0x241c242c, 0x24240424, 0x24242c0c, 0x24243424, 0x242c142c,
+    0x242c241c, 0x242c3e04, 0x243e042c, 0x243e0c04, 0x243e0c14, 0x243e1c04, 0x2c040c14, 0x2c04240c,
+    0x2c043e04, 0x2c0c0404, 0x2c0c0434, 0x2c0c1434, 0x2c0c2c2c, 0x2c140c24, 0x2c141c14, 0x2c143e14,
+    0x2c1c0414, 0x2c1c2c1c, 0x2c240c04, 0x2c24141c, 0x2c24143e, 0x2c243e14, 0x2c2c0414, 0x2c2c1c0c,
+    0x2c342c04, 0x2c3e1424, 0x2c3e2414, 0x34041424, 0x34042424, 0x34042434, 0x34043424, 0x340c140c,
+    0x340c340c, 0x34140c3e, 0x34143424, 0x341c1c04, 0x341c1c34, 0x34242424, 0x342c042c, 0x342c2c14,
+    0x34341c1c, 0x343e041c, 0x343e140c, 0x3e04041c, 0x3e04042c, 0x3e04043e, 0x3e040c04, 0x3e041c14,
+    0x3e042c14, 0x3e0c1434, 0x3e0c2404, 0x3e140c14, 0x3e14242c, 0x3e142c14, 0x3e1c0404, 0x3e1c0c2c,
+    0x3e1c1c1c, 0x3e1c3404, 0x3e24140c, 0x3e24240c, 0x3e2c0404, 0x3e2c0414, 0x3e2c1424, 0x3e341c04,
+], dtype="<u4")  # ggml-common.h's iq3xxs_grid: four of the magnitudes 4, 12, ..., 52, 62, low byte first
+IQ3XXS_LEVELS = np.array([4, 12, 20, 28, 36, 44, 52, 62], dtype=np.float32)
+
+
+def _iq3xxs_magnitudes():
+    """IQ3XXS_GRID as [256, 4] magnitudes, the entry's first element first."""
+    return IQ3XXS_GRID.view(np.uint8).reshape(256, 4)
+
+
+def _iq3xxs_nearest_entries(target):
+    """The grid entry nearest each row of target [n, 4]: where each element's nearest level makes
+    an entry, that one; the others searched element by element in float32 (no BLAS)."""
+    grid = _iq3xxs_magnitudes()
+    level = np.abs(target[:, :, None] - IQ3XXS_LEVELS[None, None, :]).argmin(axis=2)
+    level_of = {int(m): i for i, m in enumerate(IQ3XXS_LEVELS)}
+    shifts = 3 * np.arange(4)
+    entry_of = np.full(4096, -1, dtype=np.int64)
+    grid_levels = np.vectorize(level_of.get)(grid.astype(np.int64))
+    entry_of[(grid_levels << shifts).sum(axis=1)] = np.arange(256)
+    index = entry_of[(level.astype(np.int64) << shifts).sum(axis=1)]
+    off = np.flatnonzero(index < 0)
+    g = grid.astype(np.float32)
+    for start in range(0, len(off), 16384):
+        rows = off[start:start + 16384]
+        distance = np.zeros((len(rows), 256), dtype=np.float32)
+        for i in range(4):
+            distance += (target[rows, i][:, None] - g[None, :, i]) ** 2
+        index[rows] = distance.argmin(axis=1)
+    return index
+
+
+def quantize_iq3_xxs(x):
+    """8 sub-blocks of 32, x ~ d * (0.5 + ls) * 0.5 * magnitude * sign with 4-bit ls and magnitudes
+    four at a time from IQ3XXS_GRID: d puts the largest sub-block step on ls = 15, each step puts
+    its sub-block's largest magnitude near 62, and each group of four takes the nearest grid
+    entry. Only seven signs of each eight are stored (the eighth is their parity), so where a
+    group of eight has an odd count of negatives the sign of its smallest element is flipped."""
+    b = _blocks(x, QK_K)
+    sub = b.reshape(-1, 8, 32)
+    step_wanted = np.abs(sub).max(axis=2) / 62.0
+    d = f16_values(f16_bits(4.0 * step_wanted.max(axis=1) / 31.0))
+    ratio = np.divide(4.0 * step_wanted, d[:, None], out=np.zeros_like(step_wanted),
+                      where=d[:, None] != 0)
+    ls = np.clip(_nearest((ratio - 1) / 2), 0, 15).astype(np.uint32)
+    step = (d[:, None] * (0.5 + ls.astype(np.float32)) * np.float32(0.5)).astype(np.float32)
+    target = np.divide(np.abs(sub), step[:, :, None], out=np.zeros_like(sub),
+                       where=step[:, :, None] != 0).reshape(-1, 4)
+    index = _iq3xxs_nearest_entries(target).reshape(-1, 64)
+    eights = b.reshape(-1, 32, 8)
+    negative = (eights < 0).astype(np.uint32)
+    odd = negative.sum(axis=2) % 2 == 1
+    smallest = np.abs(eights).argmin(axis=2)
+    flip = np.zeros_like(negative)
+    np.put_along_axis(flip, smallest[:, :, None], odd[:, :, None].astype(np.uint32), axis=2)
+    negative ^= flip
+    seven = (negative[:, :, :7] << np.arange(7, dtype=np.uint32)).sum(axis=2).reshape(-1, 8, 4)
+    words = (seven << (7 * np.arange(4, dtype=np.uint32))).sum(axis=2) | (ls << 28)
+    out = _record([("d", "<u2"), ("qs", "u1", 64), ("scales_and_signs", "<u4", 8)], len(b))
+    out["d"] = f16_bits(d)
+    out["qs"] = index.astype(np.uint8)
+    out["scales_and_signs"] = words.astype(np.uint32)
+    return out.tobytes()
+
+
 def quantize_q3_k(x):
     """16 sub-blocks of 16, x ~ d * s * (q - 4) with 6-bit signed s and 3-bit q: each sub-block's
     largest magnitude lands on q - 4 = -4 (its scale takes that element's sign), and, as ggml's
@@ -536,7 +634,7 @@ QUANTIZERS = {
     "q8_0": quantize_q8_0, "q4_0": quantize_q4_0, "q4_1": quantize_q4_1, "q5_0": quantize_q5_0,
     "q5_1": quantize_q5_1, "q2_k": quantize_q2_k, "q3_k": quantize_q3_k, "q4_k": quantize_q4_k, "q5_k": quantize_q5_k,
     "q6_k": quantize_q6_k, "iq4_nl": quantize_iq4_nl, "iq4_xs": quantize_iq4_xs,
-    "iq3_s": quantize_iq3_s,
+    "iq3_s": quantize_iq3_s, "iq3_xxs": quantize_iq3_xxs,
 }
 
 
@@ -664,6 +762,24 @@ def dequantize_iq3_s(raw):
     return np.where(negative == 1, -values, values).reshape(-1)
 
 
+def dequantize_iq3_xxs(raw):
+    """As ggml's dequantize_row_iq3_xxs: x = d * (0.5 + ls) * 0.5 * magnitude * sign per sub-block
+    of 32; group i of four takes grid entry qs[i]; sub-block j's little-endian word holds ls in
+    bits 28..31 and, for its elements 8l..8l + 7, seven sign bits at 7l (the eighth their
+    parity)."""
+    b = _view(raw, [("d", "<u2"), ("qs", "u1", 64), ("scales_and_signs", "<u4", 8)])
+    magnitude = _iq3xxs_magnitudes()[b["qs"].astype(np.int64)].reshape(-1, 8, 32).astype(np.float32)
+    words = b["scales_and_signs"].astype(np.uint32)
+    seven = (words[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 0x7F  # [n, 8, 4]
+    bits = (seven[:, :, :, None] >> np.arange(7, dtype=np.uint32)) & 1
+    parity = bits.sum(axis=3) % 2
+    negative = np.concatenate([bits, parity[:, :, :, None]], axis=3).reshape(-1, 8, 32)
+    ls = (words >> 28).astype(np.float32)
+    db = (f16_values(b["d"])[:, None] * (np.float32(0.5) + ls) * np.float32(0.5)).astype(np.float32)
+    values = db[:, :, None] * magnitude
+    return np.where(negative == 1, -values, values).reshape(-1)
+
+
 def dequantize_q2_k(raw):
     """As ggml's dequantize_row_q2_K: x = (d * sc) * q - dmin * m per sub-block of 16."""
     b = _view(raw, [("scales", "u1", 16), ("qs", "u1", 64), ("d", "<u2"), ("dmin", "<u2")])
@@ -717,7 +833,7 @@ DEQUANTIZERS = {
     "q8_0": dequantize_q8_0, "q4_0": dequantize_q4_0, "q4_1": dequantize_q4_1,
     "q5_0": dequantize_q5_0, "q5_1": dequantize_q5_1, "q2_k": dequantize_q2_k, "q3_k": dequantize_q3_k, "q4_k": dequantize_q4_k,
     "q5_k": dequantize_q5_k, "q6_k": dequantize_q6_k, "iq4_nl": dequantize_iq4_nl,
-    "iq4_xs": dequantize_iq4_xs, "iq3_s": dequantize_iq3_s,
+    "iq4_xs": dequantize_iq4_xs, "iq3_s": dequantize_iq3_s, "iq3_xxs": dequantize_iq3_xxs,
 }
 
 
@@ -892,10 +1008,11 @@ def _self_test():
     # Max error as a share of max |x|: half a quantization step (q8_0: 1/254, q5_0: 1/32, q4_0:
     # 1/16; min/max formats: range / (2 levels) <= 2 / (2 levels)) plus fp16 rounding of the
     # scales; the K-quants lose more to their 6-bit sub-block scales, iq3_s to its grid's 512 of
-    # 4096 quadruples.
+    # 4096 quadruples, iq3_xxs to its 256 and its flipped signs.
     bounds = {"f32": 0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.0042, "q5_0": 0.033, "q5_1": 0.034,
               "q4_0": 0.065, "q4_1": 0.067, "q6_k": 0.025, "q5_k": 0.025, "q4_k": 0.05,
-              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12, "iq4_xs": 0.12, "iq3_s": 0.3}
+              "q3_k": 0.16, "q2_k": 0.34, "iq4_nl": 0.12, "iq4_xs": 0.12, "iq3_s": 0.3,
+              "iq3_xxs": 0.3}
     for name, bound in bounds.items():
         raw = quantize(x, name)
         assert len(raw) == tensor_nbytes(name, x.shape), name
