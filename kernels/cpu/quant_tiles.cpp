@@ -558,6 +558,10 @@ void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::in
         rewrite_iq3_s_avx2(src, dst, blocks);
       return;
     case GgmlType::iq3_xxs:
+      if (usable_quant_isa(isa) != QuantIsa::scalar) {
+        rewrite_iq3_xxs_avx2(src, dst, blocks);
+        return;
+      }
       // Q6_K scale i (16 elements) is 1 + 2 times sub-block i / 2's scale.
       rewrite_as_q6_k_blocks<BlockIQ3_XXS>(
           src, dst, blocks,

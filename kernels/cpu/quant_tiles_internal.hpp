@@ -204,5 +204,7 @@ void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blo
 }
 // rewrite_blocks' IQ3_S path with AVX2 (rewrite_blocks_avx2.cpp).
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
+// rewrite_blocks' IQ3_XXS path with AVX2 (rewrite_blocks_avx2.cpp).
+void rewrite_iq3_xxs_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
 }  // namespace moed::kernels::qtile

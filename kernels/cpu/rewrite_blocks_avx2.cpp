@@ -1,4 +1,4 @@
-// rewrite_blocks' Q3_K and IQ3_S paths built with AVX2; called only where the CPU has it
+// rewrite_blocks' Q3_K, IQ3_S and IQ3_XXS paths built with AVX2; called only where the CPU has it
 // (quant_tiles.cpp checks).
 #include <immintrin.h>
 
@@ -43,7 +43,47 @@ void iq3_s_quants_avx2(const BlockIQ3_S& in, std::uint8_t* q) {
   }
 }
 
+// IQ3_XXS's quants as Q6_K's of twice its values, 32 at a time as IQ3_S's: half of each of the
+// eight groups' grid entries, and the sub-block's 32 signs (four sevens, each with its parity)
+// spread to a byte mask.
+void iq3_xxs_quants_avx2(const BlockIQ3_XXS& in, std::uint8_t* q) {
+  const __m256i offsets = _mm256_set1_epi8(32);
+  const __m256i low_seven = _mm256_set1_epi8(0x7F);
+  const __m256i sign_bytes = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                              2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i sign_bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  for (int j = 0; j < kQK / 32; ++j) {
+    const std::uint8_t* qs = in.qs + 8 * j;
+    auto entry = [&](int k) { return static_cast<int>(kIq3xxsGrid[qs[k]]); };
+    const __m256i entries = _mm256_setr_epi32(entry(0), entry(1), entry(2), entry(3), entry(4),
+                                              entry(5), entry(6), entry(7));
+    const __m256i halves = _mm256_and_si256(_mm256_srli_epi16(entries, 1), low_seven);
+    std::uint32_t word;
+    std::memcpy(&word, in.scales_and_signs + 4 * j, sizeof word);
+    std::uint32_t signs = 0;
+    for (int l = 0; l < 4; ++l) {
+      const std::uint32_t seven = (word >> (7 * l)) & 0x7F;
+      signs |= (seven | static_cast<std::uint32_t>(__builtin_parity(seven)) << 7) << (8 * l);
+    }
+    const __m256i spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(signs)), sign_bytes);
+    const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sign_bits), sign_bits);
+    const __m256i quants = _mm256_blendv_epi8(_mm256_add_epi8(offsets, halves),
+                                              _mm256_sub_epi8(offsets, halves), negative);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j), quants);
+  }
+}
+
 }  // namespace
+
+void rewrite_iq3_xxs_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks) {
+  // Q6_K scale i (16 elements) is 1 + 2 times sub-block i / 2's scale (its word's top nibble).
+  rewrite_as_q6_k_blocks<BlockIQ3_XXS>(
+      src, dst, blocks, [](const BlockIQ3_XXS& in, std::uint8_t* q) { iq3_xxs_quants_avx2(in, q); },
+      [](const BlockIQ3_XXS& in, int i) {
+        return static_cast<int>(1 + 2 * (in.scales_and_signs[4 * (i / 2) + 3] >> 4));
+      });
+}
 
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks) {
   rewrite_iq3_s_blocks(src, dst, blocks,

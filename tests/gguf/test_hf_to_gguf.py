@@ -180,6 +180,14 @@ class TinyQuantized(unittest.TestCase):
         # magnitude, so half of it 0.095; the 6-bit scales' rounding adds up to 1/64.
         self.check_one_type("tiny-iq4_xs.gguf", 30, "iq4_xs", 0.12)  # LLAMA_FTYPE_MOSTLY_IQ4_XS
 
+    def test_iq3_xxs(self):
+        # Half the grid's widest gap (52 to 62) is 5 of 62 steps of a sub-block's largest
+        # magnitude, but an entry holds four magnitudes together and only 256 of the 4096
+        # quadruples are entries; and a group of eight with an odd count of negatives flips its
+        # smallest element's sign (the format keeps seven signs and their parity), which costs up
+        # to twice that element's magnitude.
+        self.check_one_type("tiny-iq3_xxs.gguf", 23, "iq3_xxs", 0.65)  # LLAMA_FTYPE_MOSTLY_IQ3_XXS
+
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
         self.assertEqual(q.metadata["general.file_type"], 15)
