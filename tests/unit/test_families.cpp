@@ -168,9 +168,10 @@ TEST_P(Fp8Family, EveryHostBudgetGivesBitIdenticalLogits) {
     const FirstExpert expert(model());
     moed::kernels::CpuMatmul probe;
     if (!probe.keeps_fp8_rows(expert.gate_up, expert.hidden) &&
-        probe.keeps_fp8_panels(expert.gate_up))
+        probe.keeps_fp8_panels(expert.gate_up)) {
       EXPECT_LT(engine.memory_stats().expert_bytes_total * 10,
                 unlimited.memory_stats().expert_bytes_total * 6);
+    }
   }
   // Sized as a capped engine holds the weights (FP8 panels, where this CPU keeps them only under
   // a host budget, take half the bytes of the unlimited engine's bf16).
