@@ -458,6 +458,8 @@ GgmlType row_tile_format(GgmlType type) {
       return GgmlType::q8_0;
     case GgmlType::iq3_s:
     case GgmlType::iq3_xxs:
+    case GgmlType::iq1_s:
+    case GgmlType::iq1_m:
       return GgmlType::q6_k;
     default:
       return type;
@@ -465,7 +467,15 @@ GgmlType row_tile_format(GgmlType type) {
 }
 
 float rewrite_scale(GgmlType type) {
-  return type == GgmlType::iq3_xxs ? 0.5f : 1.0f;
+  switch (type) {
+    case GgmlType::iq3_xxs:
+      return 0.5f;
+    case GgmlType::iq1_s:
+    case GgmlType::iq1_m:
+      return 0.125f;
+    default:
+      return 1.0f;
+  }
 }
 
 namespace {
@@ -535,6 +545,37 @@ void iq3_xxs_quants_generic(const BlockIQ3_XXS& in, std::uint8_t* q) {
   }
 }
 
+// Eight IQ1 elements as Q6_K quants of eight times their values, from their grid entry (signed
+// bytes -1, 0, 1) and delta's sign: 32 + 8 * grid value +- 1, a byte each (23..41, so neither
+// carries nor borrows across bytes).
+std::uint64_t iq1_q6_k_quants(std::uint64_t entry, bool negative_delta) {
+  constexpr std::uint64_t kLowBits = 0x0101010101010101;
+  const std::uint64_t minus_one = (entry >> 1) & kLowBits;  // 0xFF has bit 1, 0x01 not
+  const std::uint64_t plus_one = entry & kLowBits & ~minus_one;
+  const std::uint64_t base = (negative_delta ? 31 : 33) * kLowBits;
+  return base + (plus_one << 3) - (minus_one << 3);
+}
+
+// IQ1_S's quants as Q6_K's of eight times its values (rewrite_scale), a group of eight at a time.
+void iq1_s_quants(const BlockIQ1_S& in, std::uint8_t* q) {
+  for (int group = 0; group < kQK / 8; ++group) {
+    const unsigned qh = in.qh[group / 4];
+    const unsigned index = in.qs[group] | ((qh >> (3 * (group % 4))) & 7U) << 8;
+    const std::uint64_t quants = iq1_q6_k_quants(kIq1sGrid[index], (qh & 0x8000) != 0);
+    std::memcpy(q + 8 * group, &quants, sizeof quants);
+  }
+}
+
+// IQ1_M's likewise, each group of eight with its own delta.
+void iq1_m_quants(const BlockIQ1_M& in, std::uint8_t* q) {
+  for (int group = 0; group < kQK / 8; ++group) {
+    const unsigned bits = (in.qh[group / 2] >> (4 * (group % 2))) & 0xFU;
+    const std::uint64_t quants =
+        iq1_q6_k_quants(kIq1sGrid[in.qs[group] | (bits & 7U) << 8], (bits & 8U) != 0);
+    std::memcpy(q + 8 * group, &quants, sizeof quants);
+  }
+}
+
 }  // namespace
 
 void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::int64_t blocks,
@@ -568,7 +609,21 @@ void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::in
           [](const BlockIQ3_XXS& in, std::uint8_t* q) { iq3_xxs_quants_generic(in, q); },
           [](const BlockIQ3_XXS& in, int i) {
             return static_cast<int>(1 + 2 * (iq3_xxs_word(in, i / 2) >> 28));
-          });
+          },
+          [](const BlockIQ3_XXS& in) { return in.d; });
+      return;
+    case GgmlType::iq1_s:
+      // Q6_K scale i (16 elements) is sub-block i / 2's 2 * scale + 1.
+      rewrite_as_q6_k_blocks<BlockIQ1_S>(
+          src, dst, blocks, [](const BlockIQ1_S& in, std::uint8_t* q) { iq1_s_quants(in, q); },
+          [](const BlockIQ1_S& in, int i) { return 2 * ((in.qh[i / 2] >> 12) & 7) + 1; },
+          [](const BlockIQ1_S& in) { return in.d; });
+      return;
+    case GgmlType::iq1_m:
+      rewrite_as_q6_k_blocks<BlockIQ1_M>(
+          src, dst, blocks, [](const BlockIQ1_M& in, std::uint8_t* q) { iq1_m_quants(in, q); },
+          [](const BlockIQ1_M& in, int i) { return iq1m_scale(in, i); },
+          [](const BlockIQ1_M& in) { return iq1m_d(in); });
       return;
     default:
       throw std::invalid_argument("rewrite_blocks: ggml type " + std::string(ggml_type_name(type)) +

@@ -155,15 +155,16 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
 // rewrite_blocks' Q3_K path built with AVX2 (rewrite_blocks.inc).
 void rewrite_q3_k_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
 
-// Blocks of a grid format (IQ3_S, IQ3_XXS) as Q6_K blocks under the same d (rewrite_blocks):
-// quants_of(block, q) writes a block's 256 quants as Q6_K's (32 plus the signed magnitude), and
-// scale_of(block, i) gives Q6_K's scale of elements 16i..16i + 15. Each instruction set's file
+// Blocks of a grid format (IQ3_S, IQ3_XXS, IQ1_S, IQ1_M) as Q6_K blocks under the same d
+// (rewrite_blocks): quants_of(block, q) writes a block's 256 quants as Q6_K's (32 plus the signed
+// magnitude), scale_of(block, i) gives Q6_K's scale of elements 16i..16i + 15 and d_of(block) the
+// half d. Each instruction set's file
 // brings its own lambdas, so each builds its own instance with its flags (a function pointer's
 // type would name one instance in both, and the linker would keep either). For the same reason
 // this calls no inline function of quant.hpp.
-template <class Block, class QuantsOf, class ScaleOf>
+template <class Block, class QuantsOf, class ScaleOf, class DOf>
 void rewrite_as_q6_k_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
-                            QuantsOf quants_of, ScaleOf scale_of) {
+                            QuantsOf quants_of, ScaleOf scale_of, DOf d_of) {
   for (std::int64_t b = 0; b < blocks; ++b) {
     Block in;
     std::memcpy(&in, src + b * static_cast<std::int64_t>(sizeof in), sizeof in);
@@ -188,7 +189,8 @@ void rewrite_as_q6_k_blocks(const std::byte* src, std::byte* dst, std::int64_t b
     for (int i = 0; i < kQK / 16; ++i)
       out[offsetof(BlockQ6_K, scales) + static_cast<std::size_t>(i)] =
           static_cast<std::uint8_t>(scale_of(in, i));
-    std::memcpy(out + offsetof(BlockQ6_K, d), &in.d, sizeof in.d);
+    const std::uint16_t d = d_of(in);
+    std::memcpy(out + offsetof(BlockQ6_K, d), &d, sizeof d);
   }
 }
 // IQ3_S's blocks as Q6_K's of the same values: its signed grid magnitudes (-15..15) are Q6_K
@@ -198,9 +200,12 @@ template <class QuantsOf>
 void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
                           QuantsOf quants_of) {
   // Q6_K scale i (16 elements) is iq3s_scale of sub-block i / 2: 1 + 2 times its nibble.
-  rewrite_as_q6_k_blocks<BlockIQ3_S>(src, dst, blocks, quants_of, [](const BlockIQ3_S& in, int i) {
-    return 1 + 2 * ((in.scales[i / 4] >> (4 * (i / 2 % 2))) & 0xF);
-  });
+  rewrite_as_q6_k_blocks<BlockIQ3_S>(
+      src, dst, blocks, quants_of,
+      [](const BlockIQ3_S& in, int i) {
+        return 1 + 2 * ((in.scales[i / 4] >> (4 * (i / 2 % 2))) & 0xF);
+      },
+      [](const BlockIQ3_S& in) { return in.d; });
 }
 // rewrite_blocks' IQ3_S path with AVX2 (rewrite_blocks_avx2.cpp).
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);

@@ -82,7 +82,8 @@ void rewrite_iq3_xxs_avx2(const std::byte* src, std::byte* dst, std::int64_t blo
       src, dst, blocks, [](const BlockIQ3_XXS& in, std::uint8_t* q) { iq3_xxs_quants_avx2(in, q); },
       [](const BlockIQ3_XXS& in, int i) {
         return static_cast<int>(1 + 2 * (in.scales_and_signs[4 * (i / 2) + 3] >> 4));
-      });
+      },
+      [](const BlockIQ3_XXS& in) { return in.d; });
 }
 
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks) {

@@ -470,7 +470,7 @@ void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type :
        {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
         GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k,
-        GgmlType::iq4_xs, GgmlType::iq3_s, GgmlType::iq3_xxs})
+        GgmlType::iq4_xs, GgmlType::iq3_s, GgmlType::iq3_xxs, GgmlType::iq1_s, GgmlType::iq1_m})
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);
@@ -500,11 +500,11 @@ void BM_RewriteBlocks(benchmark::State& state) {
                  std::string(quant_isa_name(isa)));
 }
 BENCHMARK(BM_RewriteBlocks)
-    ->ArgsProduct({{static_cast<std::int64_t>(GgmlType::q3_k),
-                    static_cast<std::int64_t>(GgmlType::iq3_s),
-                    static_cast<std::int64_t>(GgmlType::iq3_xxs),
-                    static_cast<std::int64_t>(GgmlType::iq4_nl)},
-                   {0, 1}});
+    ->ArgsProduct(
+        {{static_cast<std::int64_t>(GgmlType::q3_k), static_cast<std::int64_t>(GgmlType::iq3_s),
+          static_cast<std::int64_t>(GgmlType::iq3_xxs), static_cast<std::int64_t>(GgmlType::iq1_s),
+          static_cast<std::int64_t>(GgmlType::iq1_m), static_cast<std::int64_t>(GgmlType::iq4_nl)},
+         {0, 1}});
 
 }  // namespace
 

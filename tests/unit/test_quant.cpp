@@ -356,6 +356,44 @@ TEST(Dequantize, IQ3_XXS) {
   for (int j = 0; j < 8; ++j) EXPECT_EQ(iq3xxs_scale(block, j), j == 7 ? 15 : 0) << "scale " << j;
 }
 
+TEST(Dequantize, IQ1_S) {
+  BlockIQ1_S block{};
+  block.d = kHalfHalf;
+  // Zero bytes: grid entry 0 (eight -1), scale 0 (d * 1), delta +1/8: 0.5 * -0.875. Group g of
+  // eight takes entry qs[g] | (bits 3(g % 4).. of qh[g / 4]) << 8, one signed byte an element.
+  block.qs[0] = 1;  // entry 1, 0xffffffffffffff01: element 0 is 1
+  // Sub-block 7: scale 5 (d * 11 = 5.5), delta -1/8, group 29's index 256
+  // (0xff00ff01000100ff: -1, 0, 1, 0, 1, -1, 0, -1).
+  block.qh[7] = 0xD008;
+  std::vector<float> expected(256, -0.4375f);
+  expected[0] = 0.5625f;
+  for (int e = 224; e < 256; ++e) expected[e] = -6.1875f;  // 5.5 * -1.125
+  const float group[8] = {-6.1875f, -0.6875f, 4.8125f,  -0.6875f,
+                          4.8125f,  -6.1875f, -0.6875f, -6.1875f};
+  for (int l = 0; l < 8; ++l) expected[232 + l] = group[l];
+  expect_values(dequantize(GgmlType::iq1_s, block, 256), expected);
+  for (int j = 0; j < 8; ++j) EXPECT_EQ(iq1s_scale(block, j), j == 7 ? 11 : 1) << "scale " << j;
+}
+
+TEST(Dequantize, IQ1_M) {
+  BlockIQ1_M block{};
+  // d = 0.5 (half 0x3800) in the top nibbles of the four scale words, nibble w in word w.
+  block.scales[5] = 0x80;
+  block.scales[7] = 0x30;
+  block.scales[7] |= 0x06;  // group of 16 number 15 (word 3, bits 9..11): scale 3, d * 7 = 3.5
+  EXPECT_EQ(iq1m_d(block), 0x3800);
+  block.qs[0] = 1;      // entry 1: element 0 is 1
+  block.qh[15] = 0x90;  // group of eight 31: index bits 1 (256), delta -1/8
+  std::vector<float> expected(256, -0.4375f);
+  expected[0] = 0.5625f;
+  for (int e = 240; e < 248; ++e) expected[e] = -3.0625f;  // 3.5 * -0.875
+  const float group[8] = {-3.9375f, -0.4375f, 3.0625f,  -0.4375f,
+                          3.0625f,  -3.9375f, -0.4375f, -3.9375f};
+  for (int l = 0; l < 8; ++l) expected[248 + l] = group[l];
+  expect_values(dequantize(GgmlType::iq1_m, block, 256), expected);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(iq1m_scale(block, i), i == 15 ? 7 : 1) << "scale " << i;
+}
+
 TEST(Dequantize, FloatFormats) {
   const float f32[2] = {1.25f, -3.0f};
   std::vector<float> out(2);
@@ -390,10 +428,11 @@ TEST(Dequantize, RefusesOtherTypesByName) {
     dequantize_row(GgmlType::iq2_xxs, bytes.data(), out.data(), 256);
     ADD_FAILURE() << "iq2_xxs was accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("iq2_xxs (id 16) is not supported; moed reads f32, f16, "
-                                         "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, "
-                                         "q6_K, iq3_xxs, iq4_nl, iq3_s, iq4_xs, bf16"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("iq2_xxs (id 16) is not supported; moed reads f32, f16, "
+                                   "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, "
+                                   "q6_K, iq3_xxs, iq1_s, iq4_nl, iq3_s, iq4_xs, iq1_m, bf16"),
+        std::string::npos)
         << e.what();
   }
   try {

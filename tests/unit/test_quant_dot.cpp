@@ -41,7 +41,7 @@ bool is_k_quant(GgmlType type) {
   return ggml_type_traits(type).block_size == 256;
 }
 
-// Byte offsets of the fp16 fields (d, m, dmin) of each format's block.
+// Byte offsets of the fp16 fields (d, m, dmin) of each format's block (IQ1_M has none: set_half).
 std::vector<int> half_fields(GgmlType type) {
   switch (type) {
     case GgmlType::q4_1:
@@ -56,9 +56,24 @@ std::vector<int> half_fields(GgmlType type) {
     case GgmlType::q2_k:
       return {static_cast<int>(offsetof(BlockQ2_K, d)),
               static_cast<int>(offsetof(BlockQ2_K, dmin))};
+    case GgmlType::iq1_m:
+      return {};
     default:
       return {0};
   }
+}
+
+// Sets the fp16 scales of the block at `block` to `half` (IQ1_M's d lies in the top nibbles of its
+// four scale words).
+void set_half(GgmlType type, std::uint8_t* block, std::uint16_t half) {
+  if (type == GgmlType::iq1_m) {
+    for (int w = 0; w < 4; ++w) {
+      std::uint8_t& top = block[offsetof(BlockIQ1_M, scales) + 2 * static_cast<std::size_t>(w) + 1];
+      top = static_cast<std::uint8_t>((top & 0x0F) | ((half >> (4 * w)) & 0xF) << 4);
+    }
+    return;
+  }
+  for (int field : half_fields(type)) std::memcpy(block + field, &half, 2);
 }
 
 // Random blocks: every bit pattern of the quants is a valid encoding; the fp16 scales are drawn
@@ -69,11 +84,15 @@ std::vector<std::uint8_t> random_weights(GgmlType type, std::int64_t rows, std::
   const std::int64_t blocks = rows * cols / traits.block_size;
   std::vector<std::uint8_t> bytes(static_cast<std::size_t>(blocks * traits.type_size));
   for (auto& byte : bytes) byte = static_cast<std::uint8_t>(rng());
-  for (std::int64_t b = 0; b < blocks; ++b)
+  for (std::int64_t b = 0; b < blocks; ++b) {
     for (int field : half_fields(type)) {
-      const std::uint16_t half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
+      const auto half = static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000);
       std::memcpy(bytes.data() + b * traits.type_size + field, &half, 2);
     }
+    if (type == GgmlType::iq1_m)
+      set_half(type, bytes.data() + b * traits.type_size,
+               static_cast<std::uint16_t>(0x1C00 + rng() % 0x1000));
+  }
   return bytes;
 }
 
@@ -833,19 +852,20 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
   paths.push_back(QuantIsa::scalar);
   for (const auto& [type, tiles_type] :
        {std::pair(GgmlType::q3_k, GgmlType::q6_k), std::pair(GgmlType::iq3_s, GgmlType::q6_k),
-        std::pair(GgmlType::iq3_xxs, GgmlType::q6_k),
-        std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
+        std::pair(GgmlType::iq3_xxs, GgmlType::q6_k), std::pair(GgmlType::iq1_s, GgmlType::q6_k),
+        std::pair(GgmlType::iq1_m, GgmlType::q6_k), std::pair(GgmlType::iq4_nl, GgmlType::q8_0)}) {
     SCOPED_TRACE(ggml_type_name(type));
     EXPECT_EQ(row_tile_format(type), tiles_type);
     const float scale = rewrite_scale(type);
-    EXPECT_EQ(scale, type == GgmlType::iq3_xxs ? 0.5f : 1.0f);
+    EXPECT_EQ(scale, type == GgmlType::iq3_xxs                            ? 0.5f
+                     : type == GgmlType::iq1_s || type == GgmlType::iq1_m ? 0.125f
+                                                                          : 1.0f);
     auto stored = random_weights(type, rows, cols, rng);
     // Subnormal halves with their last bit set, which could not be halved exactly (iq3_xxs).
     const std::size_t block_bytes = ggml_type_traits(type).type_size;
     const std::uint16_t subnormal_odd[] = {0x0001, 0x0155};
     for (std::size_t i = 0; i < 2; ++i)  // blocks 1 and 5
-      std::memcpy(stored.data() + (1 + 4 * i) * block_bytes + half_fields(type).front(),
-                  &subnormal_odd[i], 2);
+      set_half(type, stored.data() + (1 + 4 * i) * block_bytes, subnormal_odd[i]);
     const std::size_t stored_row = ggml_row_bytes(type, cols);
     const std::size_t tile_row = ggml_row_bytes(tiles_type, cols);
     const std::int64_t blocks = cols / ggml_type_traits(type).block_size;

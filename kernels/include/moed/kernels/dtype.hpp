@@ -29,7 +29,9 @@ enum class DType : std::uint8_t {
   iq4_xs,
   iq3_s,
   f8_e4m3,
-  iq3_xxs
+  iq3_xxs,
+  iq1_s,
+  iq1_m
 };
 
 // One of ggml's block formats (not f8_e4m3, whose scales lie apart from its elements).

@@ -181,6 +181,65 @@ inline int iq3xxs_quant(const BlockIQ3_XXS& block, int e) {
 inline int iq3xxs_scale(const BlockIQ3_XXS& block, int j) {
   return static_cast<int>(iq3xxs_word(block, j) >> 28);
 }
+// IQ1_S's and IQ1_M's grid (ggml-common.h's iq1s_grid): 2048 of the 6561 octets of -1, 0 and 1,
+// one signed byte each, the first element in the lowest.
+extern const std::uint64_t kIq1sGrid[2048];
+// ggml's IQ1S_DELTA in eighths: an IQ1 element is (its scale) * (grid value +- 1/8), which is
+// (its scale) / 8 times the odd integer 8 * grid value +- 1 (-9..9).
+inline int iq1_eighths(const std::uint64_t entry, int j, bool negative_delta) {
+  const auto grid = static_cast<std::int8_t>((entry >> (8 * j)) & 0xFF);
+  return 8 * grid + (negative_delta ? -1 : 1);
+}
+// 8 sub-blocks of 32, each with a 3-bit scale and one delta sign in qh; x = d * (2 * scale + 1) *
+// (grid value + delta), delta +-1/8, the grid values taken eight at a time from kIq1sGrid.
+struct BlockIQ1_S {
+  std::uint16_t d;
+  std::uint8_t qs[kQK / 8];  // the low 8 bits of the grid index of elements 8i..8i + 7
+  // Sub-block j: bits 3l..3l + 2 the top bits of its group l's index, 12..14 its scale, 15 the
+  // delta's sign (set: negative).
+  std::uint16_t qh[kQK / 32];
+};
+// Element e (0..255) of an IQ1_S block in eighths of its sub-block's d * (2 * scale + 1).
+inline int iq1s_eighths(const BlockIQ1_S& block, int e) {
+  const int j = e / 32, group = e / 8;
+  const unsigned top = (block.qh[j] >> (3 * (group % 4))) & 7U;
+  return iq1_eighths(kIq1sGrid[block.qs[group] | top << 8], e % 8, (block.qh[j] & 0x8000) != 0);
+}
+// The multiplier of sub-block j (0..7) of an IQ1_S block: 2 * its scale + 1 (1..15).
+inline int iq1s_scale(const BlockIQ1_S& block, int j) {
+  return 2 * ((block.qh[j] >> 12) & 7) + 1;
+}
+// 16 groups of 16 with 3-bit scales, a delta sign per 8 elements, and d spread over the top
+// nibbles of the four scale words; x = d * (2 * scale + 1) * (grid value + delta).
+struct BlockIQ1_M {
+  std::uint8_t qs[kQK / 8];  // the low 8 bits of the grid index of elements 8i..8i + 7
+  // Byte k: bits 0..2 the top bits of group 2k's index, bit 3 its delta's sign; bits 4..6 and 7
+  // the same for group 2k + 1.
+  std::uint8_t qh[kQK / 16];
+  // Four little-endian words: word w holds the scales of groups of 16 4w..4w + 3, three bits
+  // each from bit 0, and in bits 12..15 nibble w of d's half.
+  std::uint8_t scales[kQK / 32];
+};
+inline unsigned iq1m_scale_word(const BlockIQ1_M& block, int w) {
+  return static_cast<unsigned>(block.scales[2 * w]) | static_cast<unsigned>(block.scales[2 * w + 1])
+                                                          << 8;
+}
+// The half d of an IQ1_M block.
+inline std::uint16_t iq1m_d(const BlockIQ1_M& block) {
+  return static_cast<std::uint16_t>(
+      iq1m_scale_word(block, 0) >> 12 | (iq1m_scale_word(block, 1) >> 8 & 0x00F0) |
+      (iq1m_scale_word(block, 2) >> 4 & 0x0F00) | (iq1m_scale_word(block, 3) & 0xF000));
+}
+// The multiplier of group i (0..15, 16 elements) of an IQ1_M block: 2 * its scale + 1 (1..15).
+inline int iq1m_scale(const BlockIQ1_M& block, int i) {
+  return static_cast<int>(2 * ((iq1m_scale_word(block, i / 4) >> (3 * (i % 4))) & 7) + 1);
+}
+// Element e (0..255) of an IQ1_M block in eighths of its group's d * (2 * scale + 1).
+inline int iq1m_eighths(const BlockIQ1_M& block, int e) {
+  const int group = e / 8;
+  const unsigned bits = (block.qh[group / 2] >> (4 * (group % 2))) & 0xF;
+  return iq1_eighths(kIq1sGrid[block.qs[group] | (bits & 7) << 8], e % 8, (bits & 8) != 0);
+}
 // Activations for the 32-element formats with Q8_0's layout; ggml's q8_1 adds s = d * sum(qs).
 struct BlockQ8_1 {
   std::uint16_t d;
@@ -246,6 +305,7 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36);
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
 static_assert(sizeof(BlockIQ3_S) == 110 && sizeof(BlockIQ3_XXS) == 98);
+static_assert(sizeof(BlockIQ1_S) == 50 && sizeof(BlockIQ1_M) == 56);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 

@@ -77,28 +77,32 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
 }
 
 // The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K
-// and iq4_xs (q3_K, iq3_s and iq3_xxs are rewritten into q6_K's, iq4_nl into q8_0's:
-// row_tile_format).
+// and iq4_xs (q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m are rewritten into q6_K's, iq4_nl into
+// q8_0's: row_tile_format).
 bool has_row_tiles(GgmlType type);
 
-// The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K, iq3_s and
-// iq3_xxs and q8_0 for iq4_nl, whose blocks rewrite_blocks rewrites as that format's blocks of
-// exactly the same values, or for iq3_xxs of exactly twice them (rewrite_scale): Q3_K's 3-bit
-// quants and 6-bit scales, IQ3_S's grid magnitudes and scale multipliers and half IQ3_XXS's are
-// Q6_K values, IQ4_NL's codebook entries Q8_0 quants under the same d; so they take its kernels
-// at its size. The type itself for a format with row tiles of its own.
+// The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K, iq3_s, iq3_xxs,
+// iq1_s and iq1_m, q8_0 for iq4_nl, whose blocks rewrite_blocks rewrites as that format's blocks
+// of exactly the same values, or of exactly a power of two times them (rewrite_scale): Q3_K's
+// 3-bit quants and 6-bit scales, IQ3_S's grid magnitudes and scale multipliers, half IQ3_XXS's
+// and eight times IQ1_S's and IQ1_M's are Q6_K values, IQ4_NL's codebook entries Q8_0 quants
+// under the same d; so they take its kernels at its size. The type itself for a format with row
+// tiles of its own.
 GgmlType row_tile_format(GgmlType type);
 // What the values of rewrite_blocks' blocks of `type` (and of its row tiles and the products
-// computed from them) are multiplied by to be `type`'s: 1, but 0.5 for iq3_xxs. Its magnitudes
-// (4..62) and scale multipliers give d times a quarter of an odd integer; Q6_K's quants reach 31,
-// so its blocks take half the magnitudes under the same d, which is twice the values. Halving d
-// instead would round a subnormal half with its last bit set, common for the small weights of
-// large models' experts. A power of two scales a float sum exactly, so the product of the
-// rewritten blocks times 0.5 is the product of blocks of the same values.
+// computed from them) are multiplied by to be `type`'s: 1, but 0.5 for iq3_xxs and 0.125 for
+// iq1_s and iq1_m. IQ3_XXS's magnitudes (4..62) and scale multipliers give d times a quarter of an
+// odd integer; Q6_K's quants reach 31, so its blocks take half the magnitudes under the same d,
+// which is twice the values. An IQ1 element is d * (2 * scale + 1) * (grid value +- 1/8): its
+// blocks take the eighths (8 * grid value +- 1, -9..9), eight times the values. Dividing d
+// instead would round subnormal halves, common for the small weights of large models' experts.
+// A power of two scales a float sum exactly, so the product of the rewritten blocks times this is
+// the product of blocks of the same values.
 float rewrite_scale(GgmlType type);
-// Rewrites `blocks` blocks of `type` (q3_K, iq3_s, iq3_xxs or iq4_nl, any alignment) at src as
-// row_tile_format(type)'s blocks of the same values (times 1 / rewrite_scale(type)) at dst; every
-// `isa` writes the same bytes (AVX2's 32-byte vectors take a Q3_K half's 32 quant bytes at once).
+// Rewrites `blocks` blocks of `type` (q3_K, iq3_s, iq3_xxs, iq1_s, iq1_m or iq4_nl, any
+// alignment) at src as row_tile_format(type)'s blocks of the same values (times
+// 1 / rewrite_scale(type)) at dst; every `isa` writes the same bytes (AVX2's 32-byte vectors take
+// a Q3_K half's 32 quant bytes at once).
 void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::int64_t blocks,
                     QuantIsa isa = best_quant_isa());
 
