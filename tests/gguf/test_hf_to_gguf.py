@@ -188,6 +188,13 @@ class TinyQuantized(unittest.TestCase):
         # to twice that element's magnitude.
         self.check_one_type("tiny-iq3_xxs.gguf", 23, "iq3_xxs", 0.65)  # LLAMA_FTYPE_MOSTLY_IQ3_XXS
 
+    def test_iq1_s_and_iq1_m(self):
+        # Three levels (plus or minus an eighth) a step of 1.2 root mean squares apart: an element
+        # past the top level, 1.35 root mean squares of its group, is clipped there, so the
+        # largest ones lose most of their magnitude; the grid's 2048 of the 6561 octets add to it.
+        self.check_one_type("tiny-iq1_s.gguf", 24, "iq1_s", 0.8)  # LLAMA_FTYPE_MOSTLY_IQ1_S
+        self.check_one_type("tiny-iq1_m.gguf", 31, "iq1_m", 0.8)  # LLAMA_FTYPE_MOSTLY_IQ1_M
+
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
         self.assertEqual(q.metadata["general.file_type"], 15)

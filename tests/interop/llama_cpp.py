@@ -275,16 +275,23 @@ class LlamaCpp:
 
     def quantize_rows(self, type_id, x):
         """The rows of x (float32 [rows, cols]) quantized to ggml type type_id by ggml's own
-        quantizer (ggml_quantize_chunk, no importance matrix), as the bytes a GGUF file holds."""
+        quantizer (ggml_quantize_chunk), as the bytes a GGUF file holds. A type that needs an
+        importance matrix (IQ1_S) is given one that weighs every column alike."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         rows, cols = x.shape
+        self.ggml.ggml_quantize_requires_imatrix.restype = C.c_bool
+        self.ggml.ggml_quantize_requires_imatrix.argtypes = [C.c_int]
+        importance = np.ones(cols, dtype=np.float32)
+        weights = (importance.ctypes.data if self.ggml.ggml_quantize_requires_imatrix(type_id)
+                   else None)
         self.ggml.ggml_row_size.restype = C.c_size_t
         self.ggml.ggml_row_size.argtypes = [C.c_int, C.c_int64]
         out = C.create_string_buffer(rows * self.ggml.ggml_row_size(type_id, cols))
         self.ggml.ggml_quantize_chunk.restype = C.c_size_t
         self.ggml.ggml_quantize_chunk.argtypes = [C.c_int, C.c_void_p, C.c_void_p, C.c_int64,
                                                   C.c_int64, C.c_int64, C.c_void_p]
-        written = self.ggml.ggml_quantize_chunk(type_id, x.ctypes.data, out, 0, rows, cols, None)
+        written = self.ggml.ggml_quantize_chunk(type_id, x.ctypes.data, out, 0, rows, cols,
+                                                weights)
         return out.raw[:written]
 
     def quantize(self, source, out, ftype, keep_f32=()):

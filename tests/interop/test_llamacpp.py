@@ -47,7 +47,6 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gguf_file as gg  # noqa: E402
 
 SKIPPED = 77  # ctest's SKIP_RETURN_CODE for this test
-GGML_TYPE_IQ3_XXS = 18
 PROMPT = ("Once upon a time, the quick brown fox jumps over the lazy dog 1234. "
           "The capital of France is Paris; it's 42 degrees!")
 SPLIT = "tiny-bytelevel-q6_k-00001-of-00003.gguf"
@@ -182,6 +181,8 @@ class SameLogits(unittest.TestCase):
         files.append(os.path.join(MODELS, "tiny-iq4_xs.gguf"))  # and iq4_xs blocks
         files.append(os.path.join(MODELS, "tiny-iq3_s.gguf"))  # and iq3_s blocks
         files.append(os.path.join(MODELS, "tiny-iq3_xxs.gguf"))  # and iq3_xxs blocks
+        files.append(os.path.join(MODELS, "tiny-iq1_s.gguf"))  # and iq1_s blocks
+        files.append(os.path.join(MODELS, "tiny-iq1_m.gguf"))  # and iq1_m blocks
         for wide in ("f16", "bf16"):
             files.append(os.path.join(workdir(), "tiny-%s.gguf" % wide))
             run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "hf-to-gguf.py"), "--model",
@@ -200,24 +201,29 @@ class SameLogits(unittest.TestCase):
             with self.subTest(family=family, type=ftype):
                 self.agree(llama_cpp_made(family, ftype))
 
-    def test_moed_reads_ggml_iq3_xxs_blocks(self):
-        """Blocks from ggml's own iq3_xxs quantizer (its grid search and sign choices, not
-        hf-to-gguf's): llama-quantize makes iq3_xxs only with an importance matrix, ggml's
-        quantizer without. Every matrix of whole 256-element rows of the Mixtral test file."""
+    def test_moed_reads_ggml_iq_blocks(self):
+        """Blocks from ggml's own quantizer (its grid searches and sign choices, not hf-to-gguf's)
+        for the IQ formats llama-quantize makes only with an importance matrix, which ggml's
+        quantizer takes directly (all columns alike; IQ3_XXS needs none): every matrix of whole
+        256-element rows of the Mixtral test file in the type."""
         source = gg.read(family_file("mixtral", "f32"))
-        writer = gg.Writer(source.version, source.alignment)
-        for key, value in source.metadata.items():
-            writer.add(key, gg.Value(source.types[key], value, source.element_types.get(key)))
-        for tensor in source.tensors.values():
-            if len(tensor.dims) == 2 and tensor.dims[0] % 256 == 0:
-                raw = llama_cpp().quantize_rows(GGML_TYPE_IQ3_XXS, tensor.values())
-                writer.add_tensor(tensor.name, "iq3_xxs", tensor.shape, raw)
-            else:
-                writer.add_tensor(tensor.name, tensor.type_name, tensor.shape, tensor.raw)
-        out = os.path.join(workdir(), "ggml-mixtral-iq3_xxs.gguf")
-        writer.write(out)
-        self.assertIn("iq3_xxs", weight_types(out))
-        self.agree(out)
+        for type_name in ("iq3_xxs", "iq1_s", "iq1_m"):
+            with self.subTest(type=type_name):
+                writer = gg.Writer(source.version, source.alignment)
+                for key, value in source.metadata.items():
+                    writer.add(key, gg.Value(source.types[key], value,
+                                             source.element_types.get(key)))
+                for tensor in source.tensors.values():
+                    if len(tensor.dims) == 2 and tensor.dims[0] % 256 == 0:
+                        raw = llama_cpp().quantize_rows(gg.GGML_TYPES[type_name][0],
+                                                        tensor.values())
+                        writer.add_tensor(tensor.name, type_name, tensor.shape, raw)
+                    else:
+                        writer.add_tensor(tensor.name, tensor.type_name, tensor.shape, tensor.raw)
+                out = os.path.join(workdir(), "ggml-mixtral-%s.gguf" % type_name)
+                writer.write(out)
+                self.assertIn(type_name, weight_types(out))
+                self.agree(out)
 
     def test_files_llama_cpp_wrote_again(self):
         """llama.cpp's model saver writes a loaded model with its own GGUF writer and every

@@ -117,8 +117,8 @@ TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
   for (std::size_t i = 0; i < solo.size(); ++i) EXPECT_EQ(batched[i], solo[i]) << "row " << i;
 }
 
-// Mixtral as llama (hidden 256: real K-quant blocks; q3_K, iq3_s and iq3_xxs computed as q6_K;
-// q2_K; iq4_xs), its
+// Mixtral as llama (hidden 256: real K-quant blocks; q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m
+// computed as q6_K; q2_K; iq4_xs), its
 // legacy split-expert form, and each family as llama.cpp converts it (hidden 128: q4_K_M falls back
 // to q5_0/q5_1/q8_0 there).
 const GgufCase kFiles[] = {
@@ -126,6 +126,7 @@ const GgufCase kFiles[] = {
     GgufCase{"tiny-q4_k_m.gguf", true}, GgufCase{"tiny-q3_k.gguf", true},
     GgufCase{"tiny-q2_k.gguf", true}, GgufCase{"tiny-iq4_xs.gguf", true},
     GgufCase{"tiny-iq3_s.gguf", true}, GgufCase{"tiny-iq3_xxs.gguf", true},
+    GgufCase{"tiny-iq1_s.gguf", true}, GgufCase{"tiny-iq1_m.gguf", true},
     GgufCase{"tiny-split-experts-q8_0.gguf", true}, GgufCase{"tiny-qwen2_moe-f32.gguf", false},
     GgufCase{"tiny-qwen2_moe-q8_0.gguf", true}, GgufCase{"tiny-qwen2_moe-q4_k_m.gguf", true},
     GgufCase{"tiny-qwen3_moe-f32.gguf", false}, GgufCase{"tiny-qwen3_moe-q8_0.gguf", true},
