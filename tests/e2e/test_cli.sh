@@ -94,6 +94,17 @@ else:
     assert r["fp8_held_as"] == "bf16", r
     assert cached >= 0.45 * b["routed_experts"], r
 PY
+# IQ1_S experts are held as the Q6_K blocks they are rewritten into (210 bytes a block of 256
+# against 50 stored): a quarter of them cached is 1.05 times their stored bytes.
+"$moed" info --model "$models/tiny-iq1_s.gguf" --host-budget 25% --json >"$work/info-iq1.json" 2>&1 &&
+  /usr/bin/python3 - "$work/info-iq1.json" <<'PY' && pass "iq1_s info --json: experts cached as held, in q6_K blocks" || fail "iq1_s info --json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+stored = r["bytes"]["routed_experts"]
+assert r["bytes_by_weight_format"].keys() == {"f32", "iq1_s"}, r
+assert abs(r["tiers"]["experts_cached"] - stored * 210 / 50 / 4) <= 1, r
+assert abs(r["tiers"]["disk"] - stored * 3 / 4) <= 1, r
+PY
 cp -r "$models/tiny-qwen3_moe-fp8" "$work/fp8-unlabelled"
 /usr/bin/python3 - "$work/fp8-unlabelled/config.json" <<'PY'
 import json, sys
