@@ -535,8 +535,7 @@ std::uint32_t iq3_xxs_word(const BlockIQ3_XXS& in, int j) {
 // (all even, 2..31), eight elements a sign byte (seven stored bits and their parity).
 void iq3_xxs_quants_generic(const BlockIQ3_XXS& in, std::uint8_t* q) {
   for (int k = 0; k < kQK / 8; ++k) {
-    const std::uint32_t seven = (iq3_xxs_word(in, k / 4) >> (7 * (k % 4))) & 0x7F;
-    const std::uint32_t signs = seven | static_cast<std::uint32_t>(__builtin_parity(seven)) << 7;
+    const std::uint32_t signs = kIq3xxsSignBytes[(iq3_xxs_word(in, k / 4) >> (7 * (k % 4))) & 0x7F];
     for (int h = 0; h < 2; ++h) {
       const std::uint32_t halves = (kIq3xxsGrid[in.qs[2 * k + h]] >> 1) & 0x7F7F7F7F;
       const std::uint32_t quants = signed_q6_k_quants(halves, (signs >> (4 * h)) & 0xF);

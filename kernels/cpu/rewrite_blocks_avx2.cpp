@@ -43,6 +43,14 @@ void iq3_s_quants_avx2(const BlockIQ3_S& in, std::uint8_t* q) {
   }
 }
 
+// The 32 signs of an IQ3_XXS sub-block from its scale-and-signs word, element l in bit l.
+std::uint32_t iq3_xxs_sign_word(std::uint32_t word) {
+  return static_cast<std::uint32_t>(kIq3xxsSignBytes[word & 0x7F]) |
+         static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 7) & 0x7F]) << 8 |
+         static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 14) & 0x7F]) << 16 |
+         static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 21) & 0x7F]) << 24;
+}
+
 // IQ3_XXS's quants as Q6_K's of twice its values, 32 at a time as IQ3_S's: half of each of the
 // eight groups' grid entries, and the sub-block's 32 signs (four sevens, each with its parity)
 // spread to a byte mask.
@@ -60,13 +68,8 @@ void iq3_xxs_quants_avx2(const BlockIQ3_XXS& in, std::uint8_t* q) {
     const __m256i halves = _mm256_and_si256(_mm256_srli_epi16(entries, 1), low_seven);
     std::uint32_t word;
     std::memcpy(&word, in.scales_and_signs + 4 * j, sizeof word);
-    std::uint32_t signs = 0;
-    for (int l = 0; l < 4; ++l) {
-      const std::uint32_t seven = (word >> (7 * l)) & 0x7F;
-      signs |= (seven | static_cast<std::uint32_t>(__builtin_parity(seven)) << 7) << (8 * l);
-    }
-    const __m256i spread =
-        _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(signs)), sign_bytes);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(static_cast<int>(iq3_xxs_sign_word(word))), sign_bytes);
     const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sign_bits), sign_bits);
     const __m256i quants = _mm256_blendv_epi8(_mm256_add_epi8(offsets, halves),
                                               _mm256_sub_epi8(offsets, halves), negative);
