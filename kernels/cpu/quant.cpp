@@ -844,58 +844,64 @@ void dequantize_q2_k(const std::byte* src, float* dst, std::int64_t blocks) {
   }
 }
 
-// In ggml's order: (d * (1 + 2 * scale)) * magnitude, the sign applied to the magnitude.
+// The grid formats' blocks: for each group of `Group` elements a step (step_of(block, group)),
+// times each element's value (value_of(block, e)), as ggml's dequantizers multiply them.
+template <class Block, int Group, class StepOf, class ValueOf>
+void dequantize_groups(const std::byte* src, float* dst, std::int64_t blocks, StepOf step_of,
+                       ValueOf value_of) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const auto block = load_block<Block>(src, b);
+    for (int group = 0; group < kQK / Group; ++group, dst += Group) {
+      const float step = step_of(block, group);
+      for (int l = 0; l < Group; ++l) dst[l] = step * value_of(block, Group * group + l);
+    }
+  }
+}
+
+// (d * (1 + 2 * scale)) * magnitude, the sign applied to the magnitude.
 void dequantize_iq3_s(const std::byte* src, float* dst, std::int64_t blocks) {
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const auto block = load_block<BlockIQ3_S>(src, b);
-    const float d = f16_to_f32(block.d);
-    for (int j = 0; j < kQK / 32; ++j, dst += kQ32) {
-      const float dl = d * static_cast<float>(iq3s_scale(block, j));
-      for (int l = 0; l < kQ32; ++l)
-        dst[l] = dl * static_cast<float>(iq3s_quant(block, kQ32 * j + l));
-    }
-  }
+  dequantize_groups<BlockIQ3_S, kQ32>(
+      src, dst, blocks,
+      [](const BlockIQ3_S& block, int j) {
+        return f16_to_f32(block.d) * static_cast<float>(iq3s_scale(block, j));
+      },
+      [](const BlockIQ3_S& block, int e) { return static_cast<float>(iq3s_quant(block, e)); });
 }
 
-// In ggml's order: d * (0.5 + scale) * 0.5, times the magnitude, the sign applied to the
-// magnitude (every product is exact).
+// d * (0.5 + scale) * 0.5, times the magnitude, the sign applied to the magnitude (every product
+// is exact).
 void dequantize_iq3_xxs(const std::byte* src, float* dst, std::int64_t blocks) {
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const auto block = load_block<BlockIQ3_XXS>(src, b);
-    const float d = f16_to_f32(block.d);
-    for (int j = 0; j < kQK / 32; ++j, dst += kQ32) {
-      const float db = d * (0.5f + static_cast<float>(iq3xxs_scale(block, j))) * 0.5f;
-      for (int l = 0; l < kQ32; ++l)
-        dst[l] = db * static_cast<float>(iq3xxs_quant(block, kQ32 * j + l));
-    }
-  }
+  dequantize_groups<BlockIQ3_XXS, kQ32>(
+      src, dst, blocks,
+      [](const BlockIQ3_XXS& block, int j) {
+        return f16_to_f32(block.d) * (0.5f + static_cast<float>(iq3xxs_scale(block, j))) * 0.5f;
+      },
+      [](const BlockIQ3_XXS& block, int e) { return static_cast<float>(iq3xxs_quant(block, e)); });
 }
 
-// In ggml's order: d * (2 * scale + 1), times the grid value plus the delta (+-1/8); every
-// product is exact.
+// d * (2 * scale + 1), times the grid value plus the delta (+-1/8, so eighths / 8); every product
+// is exact.
 void dequantize_iq1_s(const std::byte* src, float* dst, std::int64_t blocks) {
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const auto block = load_block<BlockIQ1_S>(src, b);
-    const float d = f16_to_f32(block.d);
-    for (int j = 0; j < kQK / 32; ++j, dst += kQ32) {
-      const float dl = d * static_cast<float>(iq1s_scale(block, j));
-      for (int l = 0; l < kQ32; ++l)
-        dst[l] = dl * (static_cast<float>(iq1s_eighths(block, kQ32 * j + l)) * 0.125f);
-    }
-  }
+  dequantize_groups<BlockIQ1_S, kQ32>(
+      src, dst, blocks,
+      [](const BlockIQ1_S& block, int j) {
+        return f16_to_f32(block.d) * static_cast<float>(iq1s_scale(block, j));
+      },
+      [](const BlockIQ1_S& block, int e) {
+        return static_cast<float>(iq1s_eighths(block, e)) * 0.125f;
+      });
 }
 
 // As dequantize_iq1_s, with a scale per 16 elements and a delta per 8.
 void dequantize_iq1_m(const std::byte* src, float* dst, std::int64_t blocks) {
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const auto block = load_block<BlockIQ1_M>(src, b);
-    const float d = f16_to_f32(iq1m_d(block));
-    for (int i = 0; i < kQK / 16; ++i, dst += 16) {
-      const float dl = d * static_cast<float>(iq1m_scale(block, i));
-      for (int l = 0; l < 16; ++l)
-        dst[l] = dl * (static_cast<float>(iq1m_eighths(block, 16 * i + l)) * 0.125f);
-    }
-  }
+  dequantize_groups<BlockIQ1_M, 16>(
+      src, dst, blocks,
+      [](const BlockIQ1_M& block, int i) {
+        return f16_to_f32(iq1m_d(block)) * static_cast<float>(iq1m_scale(block, i));
+      },
+      [](const BlockIQ1_M& block, int e) {
+        return static_cast<float>(iq1m_eighths(block, e)) * 0.125f;
+      });
 }
 
 void dequantize_q3_k(const std::byte* src, float* dst, std::int64_t blocks) {

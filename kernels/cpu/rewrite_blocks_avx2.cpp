@@ -16,50 +16,43 @@ namespace moed::kernels::qtile {
 
 namespace {
 
-// A block's quants 32 at a time: the eight groups' grid entries (their 9-bit indices from qs and
-// one qh byte) loaded one by one into a vector (vpgatherdd took twice as long on Ice Lake, whose
-// microcode makes gathers slow), and the 32 sign bits spread to a byte mask that picks
-// 32 - magnitude over 32 + magnitude.
-void iq3_s_quants_avx2(const BlockIQ3_S& in, std::uint8_t* q) {
+// 32 quants as Q6_K's: 32 plus or minus each magnitude (at most 31), bit l of `signs` choosing
+// minus for element l. The bits are spread to a byte mask: byte l takes byte l / 8 of the word (a
+// lane's indices are its own bytes, and every lane holds the word), then bit l % 8 of it.
+__m256i signed_q6_k_quants(__m256i magnitudes, std::uint32_t signs) {
   const __m256i offsets = _mm256_set1_epi8(32);
-  // Byte i of the result takes byte i / 8 of the sign word (a lane's indices are its own bytes,
-  // and every lane holds the word), then bit i % 8 of it.
   const __m256i sign_bytes = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
                                               2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i sign_bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(signs)), sign_bytes);
+  const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sign_bits), sign_bits);
+  return _mm256_blendv_epi8(_mm256_add_epi8(offsets, magnitudes),
+                            _mm256_sub_epi8(offsets, magnitudes), negative);
+}
+
+// A block's quants 32 at a time: the eight groups' grid entries (their 9-bit indices from qs and
+// one qh byte) loaded one by one into a vector (vpgatherdd took twice as long on Ice Lake, whose
+// microcode makes gathers slow), signed by the sub-block's 32 sign bits.
+void iq3_s_quants_avx2(const BlockIQ3_S& in, std::uint8_t* q) {
   for (int j = 0; j < kQK / 32; ++j) {
     const std::uint8_t* qs = in.qs + 8 * j;
     const unsigned top = in.qh[j];
     auto entry = [&](int k) { return static_cast<int>(kIq3sGrid[qs[k] | ((top >> k) & 1U) << 8]); };
     const __m256i magnitudes = _mm256_setr_epi32(entry(0), entry(1), entry(2), entry(3), entry(4),
                                                  entry(5), entry(6), entry(7));
-    std::int32_t word;
-    std::memcpy(&word, in.signs + 4 * j, sizeof word);
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(word), sign_bytes);
-    const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sign_bits), sign_bits);
-    const __m256i quants = _mm256_blendv_epi8(_mm256_add_epi8(offsets, magnitudes),
-                                              _mm256_sub_epi8(offsets, magnitudes), negative);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j), quants);
+    std::uint32_t signs;
+    std::memcpy(&signs, in.signs + 4 * j, sizeof signs);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j),
+                        signed_q6_k_quants(magnitudes, signs));
   }
 }
 
-// The 32 signs of an IQ3_XXS sub-block from its scale-and-signs word, element l in bit l.
-std::uint32_t iq3_xxs_sign_word(std::uint32_t word) {
-  return static_cast<std::uint32_t>(kIq3xxsSignBytes[word & 0x7F]) |
-         static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 7) & 0x7F]) << 8 |
-         static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 14) & 0x7F]) << 16 |
-         static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 21) & 0x7F]) << 24;
-}
-
 // IQ3_XXS's quants as Q6_K's of twice its values, 32 at a time as IQ3_S's: half of each of the
-// eight groups' grid entries, and the sub-block's 32 signs (four sevens, each with its parity)
-// spread to a byte mask.
+// eight groups' grid entries, signed by the sub-block's four sevens, each with its parity
+// (kIq3xxsSignBytes).
 void iq3_xxs_quants_avx2(const BlockIQ3_XXS& in, std::uint8_t* q) {
-  const __m256i offsets = _mm256_set1_epi8(32);
   const __m256i low_seven = _mm256_set1_epi8(0x7F);
-  const __m256i sign_bytes = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
-                                              2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i sign_bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
   for (int j = 0; j < kQK / 32; ++j) {
     const std::uint8_t* qs = in.qs + 8 * j;
     auto entry = [&](int k) { return static_cast<int>(kIq3xxsGrid[qs[k]]); };
@@ -68,12 +61,12 @@ void iq3_xxs_quants_avx2(const BlockIQ3_XXS& in, std::uint8_t* q) {
     const __m256i halves = _mm256_and_si256(_mm256_srli_epi16(entries, 1), low_seven);
     std::uint32_t word;
     std::memcpy(&word, in.scales_and_signs + 4 * j, sizeof word);
-    const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(static_cast<int>(iq3_xxs_sign_word(word))), sign_bytes);
-    const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sign_bits), sign_bits);
-    const __m256i quants = _mm256_blendv_epi8(_mm256_add_epi8(offsets, halves),
-                                              _mm256_sub_epi8(offsets, halves), negative);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j), quants);
+    const std::uint32_t signs =
+        static_cast<std::uint32_t>(kIq3xxsSignBytes[word & 0x7F]) |
+        static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 7) & 0x7F]) << 8 |
+        static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 14) & 0x7F]) << 16 |
+        static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 21) & 0x7F]) << 24;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j), signed_q6_k_quants(halves, signs));
   }
 }
 
