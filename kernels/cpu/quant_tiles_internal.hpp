@@ -161,7 +161,8 @@ void rewrite_q3_k_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks
 // half d. Each instruction set's file
 // brings its own lambdas, so each builds its own instance with its flags (a function pointer's
 // type would name one instance in both, and the linker would keep either). For the same reason
-// this calls no inline function of quant.hpp.
+// this calls no inline function of quant.hpp, nor may the AVX2 file's lambdas: the generic file's
+// (IQ3_S, IQ1_M) do, and the linker keeps one copy of each inline function for every file.
 template <class Block, class QuantsOf, class ScaleOf, class DOf>
 void rewrite_as_q6_k_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
                             QuantsOf quants_of, ScaleOf scale_of, DOf d_of) {

@@ -203,9 +203,9 @@ class SameLogits(unittest.TestCase):
 
     def test_moed_reads_ggml_iq_blocks(self):
         """Blocks from ggml's own quantizer (its grid searches and sign choices, not hf-to-gguf's)
-        for the IQ formats llama-quantize makes only with an importance matrix, which ggml's
-        quantizer takes directly (all columns alike; IQ3_XXS needs none): every matrix of whole
-        256-element rows of the Mixtral test file in the type."""
+        for the IQ formats llama-quantize makes only with an importance matrix; ggml's quantizer
+        needs one for IQ1_S alone, and is given one that weighs all columns alike: every matrix of
+        whole 256-element rows of the Mixtral test file in the type."""
         source = gg.read(family_file("mixtral", "f32"))
         for type_name in ("iq3_xxs", "iq1_s", "iq1_m"):
             with self.subTest(type=type_name):

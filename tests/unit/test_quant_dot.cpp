@@ -387,33 +387,42 @@ TEST(QuantDot, StoredRowsWeightsGiveThePackedWeightsResults) {
 
 // A batched quantized weight (llama.cpp's per-head attn_k_b in q8_0) applies each matrix to its
 // own rows, each product equal to that matrix packed and multiplied alone.
+// Also in the formats rewritten with a scale (rewrite_scale): MLA's per-head matrices of a GGUF
+// file are batched, and attn_v_b's rows (kv_lora_rank wide) can hold IQ blocks.
 TEST(QuantDot, CpuMatmulBatchedAppliesEachMatrixToItsOwnRows) {
   std::mt19937 rng(8);
-  const std::int64_t batch = 3, rows = 24, cols = 64, m = 2;
-  std::vector<std::vector<std::uint8_t>> weights;
-  std::vector<WeightPart> matrices;
-  for (std::int64_t b = 0; b < batch; ++b) {
-    weights.push_back(random_weights(GgmlType::q8_0, rows, cols, rng));
-    matrices.push_back({weights.back().data(), DType::q8_0, rows});
-  }
-  CpuMatmul matmul;
-  const PackedWeight packed = matmul.pack_batched(matrices, cols);
-  EXPECT_EQ(packed.batch(), batch);
-  EXPECT_EQ(packed.bytes(), matmul.packed_bytes(batch, rows, cols, DType::q8_0));
-  std::vector<float> x;
-  for (std::int64_t i = 0; i < batch * m; ++i) {
-    const auto row = random_activations(cols, rng);
-    x.insert(x.end(), row.begin(), row.end());
-  }
-  std::vector<float> y(static_cast<std::size_t>(batch * m * rows));
-  matmul.multiply(x.data(), m, packed, y.data());
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const PackedWeight alone = matmul.pack(std::span(&matrices[b], 1), cols);
-    std::vector<float> want(static_cast<std::size_t>(m * rows));
-    matmul.multiply(x.data() + b * m * cols, m, alone, want.data());
-    for (std::int64_t j = 0; j < m * rows; ++j)
-      ASSERT_EQ(y[static_cast<std::size_t>(b * m * rows + j)], want[static_cast<std::size_t>(j)])
-          << "matrix " << b << " output " << j;
+  for (const auto& [type, cols] : {std::pair(GgmlType::q8_0, std::int64_t{64}),
+                                   std::pair(GgmlType::iq3_xxs, std::int64_t{256}),
+                                   std::pair(GgmlType::iq1_s, std::int64_t{256}),
+                                   std::pair(GgmlType::iq1_m, std::int64_t{256})}) {
+    SCOPED_TRACE(ggml_type_name(type));
+    const DType dtype = *dtype_of(type);
+    const std::int64_t batch = 3, rows = 24, m = 2;
+    std::vector<std::vector<std::uint8_t>> weights;
+    std::vector<WeightPart> matrices;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      weights.push_back(random_weights(type, rows, cols, rng));
+      matrices.push_back({weights.back().data(), dtype, rows});
+    }
+    CpuMatmul matmul;
+    const PackedWeight packed = matmul.pack_batched(matrices, cols);
+    EXPECT_EQ(packed.batch(), batch);
+    EXPECT_EQ(packed.bytes(), matmul.packed_bytes(batch, rows, cols, dtype));
+    std::vector<float> x;
+    for (std::int64_t i = 0; i < batch * m; ++i) {
+      const auto row = random_activations(cols, rng);
+      x.insert(x.end(), row.begin(), row.end());
+    }
+    std::vector<float> y(static_cast<std::size_t>(batch * m * rows));
+    matmul.multiply(x.data(), m, packed, y.data());
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const PackedWeight alone = matmul.pack(std::span(&matrices[b], 1), cols);
+      std::vector<float> want(static_cast<std::size_t>(m * rows));
+      matmul.multiply(x.data() + b * m * cols, m, alone, want.data());
+      for (std::int64_t j = 0; j < m * rows; ++j)
+        ASSERT_EQ(y[static_cast<std::size_t>(b * m * rows + j)], want[static_cast<std::size_t>(j)])
+            << "matrix " << b << " output " << j;
+    }
   }
 }
 
@@ -921,16 +930,17 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
 
     // In CpuMatmul beside a part in the tiles' own format (llama-quantize's Q3_K_M gives attn_v
     // q6_K): the rewritten run is a segment of that format, its rows' results those of the
-    // rewritten rows.
+    // rewritten rows. 136 of them: three tile groups, so a scale applies beyond the first.
+    const std::int64_t first = 136, total = first + 8;
     const DType dtype = *dtype_of(type), tiles_dtype = *dtype_of(tiles_type);
     const auto v = random_weights(tiles_type, 8, cols, rng);
-    const WeightPart parts[] = {{stored.data(), dtype, 24}, {v.data(), tiles_dtype, 8}};
+    const WeightPart parts[] = {{stored.data(), dtype, first}, {v.data(), tiles_dtype, 8}};
     CpuMatmul matmul;
     const PackedWeight packed = matmul.pack(parts, cols);
     EXPECT_EQ(packed.bytes(),
-              row_tile_bytes(tiles_type, 24, cols) + row_tile_bytes(tiles_type, 8, cols));
+              row_tile_bytes(tiles_type, first, cols) + row_tile_bytes(tiles_type, 8, cols));
     EXPECT_EQ(packed.bytes(), matmul.packed_bytes(parts, cols));
-    EXPECT_EQ(matmul.packing(24, cols, dtype),
+    EXPECT_EQ(matmul.packing(first, cols, dtype),
               "ggml " + std::string(ggml_type_name(type)) + " blocks as " +
                   std::string(ggml_type_name(tiles_type)) + " in 16-row tiles");
     EXPECT_NE(matmul.implementation(1, packed).find(std::string(ggml_type_name(tiles_type)) +
@@ -938,13 +948,13 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
               std::string::npos);
     EXPECT_FALSE(CpuMatmul::computes_stored_rows(std::span(parts, 1)));
     const auto activations = random_activations(cols, rng);
-    std::vector<float> got(32), want(32);
+    std::vector<float> got(total), want(total);
     matmul.multiply(activations.data(), 1, packed, got.data());
-    matvec_as_packed(tiles_type, reinterpret_cast<const std::uint8_t*>(rewritten_bytes.data()), 24,
-                     cols, activations.data(), want.data());
-    for (int r = 0; r < 24; ++r) want[r] *= scale;
-    matvec_as_packed(tiles_type, v.data(), 8, cols, activations.data(), want.data() + 24);
-    for (int r = 0; r < 32; ++r) EXPECT_EQ(got[r], want[r]) << r;
+    matvec_as_packed(tiles_type, reinterpret_cast<const std::uint8_t*>(rewritten_bytes.data()),
+                     first, cols, activations.data(), want.data());
+    for (std::int64_t r = 0; r < first; ++r) want[r] *= scale;
+    matvec_as_packed(tiles_type, v.data(), 8, cols, activations.data(), want.data() + first);
+    for (std::int64_t r = 0; r < total; ++r) EXPECT_EQ(got[r], want[r]) << r;
 
     // Streamed, the same parts are rewritten row by row (the other part copied) and computed as
     // stored where this CPU computes the tiles' format so: the packed weight's results bit for
@@ -955,15 +965,16 @@ TEST(QuantTiles, RewrittenFormatsAreComputedAsTheBlocksOfTheSameValues) {
     ASSERT_TRUE(CpuMatmul::computes_rewritten_rows(parts));
     const PackedWeight rewritten = CpuMatmul::rewritten_rows(parts, cols, {});
     EXPECT_EQ(rewritten.bytes(), CpuMatmul::rewritten_rows_bytes(parts, cols));
-    EXPECT_EQ(rewritten.bytes(), (24 + 8) * tile_row);
+    EXPECT_EQ(rewritten.bytes(), total * tile_row);
     for (const std::int64_t m : {1, 3}) {
       std::vector<float> xs(static_cast<std::size_t>(m * cols));
       for (std::int64_t i = 0; i < m; ++i)
         std::copy(activations.begin(), activations.end(), xs.begin() + i * cols);
-      std::vector<float> ys(static_cast<std::size_t>(m * 32));
+      std::vector<float> ys(static_cast<std::size_t>(m * total));
       matmul.multiply(xs.data(), m, rewritten, ys.data());
       for (std::int64_t i = 0; i < m; ++i)
-        for (int r = 0; r < 32; ++r) EXPECT_EQ(ys[i * 32 + r], got[r]) << "m " << m << " row " << r;
+        for (std::int64_t r = 0; r < total; ++r)
+          EXPECT_EQ(ys[i * total + r], got[r]) << "m " << m << " row " << r;
     }
   }
 }

@@ -43,8 +43,8 @@ struct Engine::LayerTensors {
   // all so that the buffer pool reuses it; 0 where the layer's formats are repacked on this CPU.
   std::uint64_t stored_expert_bytes = 0;
   // An expert rewritten in its row-tile format and computed from there as stored rows
-  // (CpuMatmul::rewritten_rows: q3_K, iq3_s and iq3_xxs as q6_K, iq4_nl as q8_0), where the file's
-  // format is not computed as stored but that one is; 0 elsewhere.
+  // (CpuMatmul::rewritten_rows: q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m as q6_K, iq4_nl as q8_0),
+  // where the file's format is not computed as stored but that one is; 0 elsewhere.
   std::uint64_t rewritten_expert_bytes = 0;
   // Experts stream from disk and are computed as stored, in the memory they were read into.
   bool streams_stored = false;
@@ -360,7 +360,8 @@ std::shared_ptr<DenseWeights> pack_dense(kernels::CpuMatmul& matmul, const model
 
 // How an expert not computed where its reads landed is made in its block buffer: packed
 // (CpuMatmul::pack), or, streamed in a format computed as another's rows (q3_K, iq3_s, iq3_xxs,
-// iq4_nl), rewritten in that format's blocks and computed as stored (CpuMatmul::rewritten_rows).
+// iq1_s, iq1_m, iq4_nl), rewritten in that format's blocks and computed as stored
+// (CpuMatmul::rewritten_rows).
 enum class ExpertMaking { packed, rewritten };
 
 std::size_t matrix_bytes(kernels::CpuMatmul& matmul, ExpertMaking making,

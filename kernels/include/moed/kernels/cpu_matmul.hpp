@@ -73,7 +73,7 @@ class PackedWeight {
     std::size_t offset;   // bytes into storage_, where its row tiles (or stored rows) start
     bool stored = false;  // rows as the file stores them (stored_rows_matmul), not row tiles
     // rewrite_scale of the format the rows were rewritten from, which their products are
-    // multiplied by (iq3_xxs: 0.5).
+    // multiplied by (iq3_xxs: 0.5; iq1_s, iq1_m: 0.125).
     float scale = 1.0f;
   };
   dnnl::memory memory_;  // dtype_ [cols_, rows_] in a oneDNN blocked layout (plain, unbatched)
@@ -132,16 +132,16 @@ class CpuMatmul {
   static PackedWeight stored_rows(std::span<const WeightPart> parts, std::int64_t cols,
                                   std::shared_ptr<std::byte> memory);
   // Whether rewritten_rows() takes these parts: quantized in formats whose row-tile format
-  // (row_tile_format: q6_K for q3_K, iq3_s and iq3_xxs, q8_0 for iq4_nl) this CPU computes from
-  // stored rows.
+  // (row_tile_format: q6_K for q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m, q8_0 for iq4_nl) this CPU
+  // computes from stored rows.
   static bool computes_rewritten_rows(std::span<const WeightPart> parts);
   // Bytes rewritten_rows() allocates for these parts (their data is not read).
   static std::size_t rewritten_rows_bytes(std::span<const WeightPart> parts, std::int64_t cols);
   // The parts' rows rewritten in their row-tile format's blocks (rewrite_blocks; the formats
   // computed as they are, copied) into memory from `allocate`, and computed from there as stored
-  // rows: for a q3_K, iq3_s, iq3_xxs or iq4_nl block streamed from disk and used a few times, the
-  // rewrite alone rather than the rewrite and a repacking into tiles. A segment rewritten from
-  // iq3_xxs keeps its rewrite_scale.
+  // rows: for a q3_K, iq3_s, iq3_xxs, iq1_s, iq1_m or iq4_nl block streamed from disk and used a
+  // few times, the rewrite alone rather than the rewrite and a repacking into tiles. A segment
+  // rewritten from iq3_xxs, iq1_s or iq1_m keeps its rewrite_scale.
   static PackedWeight rewritten_rows(std::span<const WeightPart> parts, std::int64_t cols,
                                      const PackedAllocator& allocate);
   // Packs `matrices`, each [rows, cols] in one dtype, as one batched weight that multiply()

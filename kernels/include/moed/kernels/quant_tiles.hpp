@@ -96,8 +96,8 @@ GgmlType row_tile_format(GgmlType type);
 // which is twice the values. An IQ1 element is d * (2 * scale + 1) * (grid value +- 1/8): its
 // blocks take the eighths (8 * grid value +- 1, -9..9), eight times the values. Dividing d
 // instead would round subnormal halves, common for the small weights of large models' experts.
-// A power of two scales a float sum exactly, so the product of the rewritten blocks times this is
-// the product of blocks of the same values.
+// A power of two scales a float sum exactly (unless a result is subnormal), so the product of the
+// rewritten blocks times this is the product of blocks of the same values.
 float rewrite_scale(GgmlType type);
 // Rewrites `blocks` blocks of `type` (q3_K, iq3_s, iq3_xxs, iq1_s, iq1_m or iq4_nl, any
 // alignment) at src as row_tile_format(type)'s blocks of the same values (times
