@@ -17,8 +17,6 @@
 #include "moed/engine/engine.hpp"
 #include "moed/engine/npy.hpp"
 #include "moed/kernels/bandwidth.hpp"
-#include "moed/kernels/quant.hpp"
-#include "moed/kernels/quant_tiles.hpp"
 #include "moed/memtier/byte_size.hpp"
 #include "moed/memtier/reader.hpp"
 #include "moed/model/checkpoint.hpp"
@@ -672,19 +670,21 @@ int run_info(const InfoArgs& args) {
   };
   // What a weight takes in host RAM: an FP8 matrix as CpuMatmul holds it (FP8 rows, one byte a
   // weight and an f32 scale per column and column block, where this CPU computes them; else
-  // widened to bf16), another plain one in the dtype it is computed in (f16 as f32), a quantized
-  // one in the blocks it is computed from (row_tile_format: a q3_K, iq3_xxs, iq3_s, iq1_s or
-  // iq1_m weight as q6_K, an iq4_nl one as q8_0; the others at their stored size).
+  // widened to bf16) and a quantized one in the row tiles it is computed from (row_tile_format: a
+  // q3_K, iq3_xxs, iq3_s, iq1_s or iq1_m weight as q6_K, an iq4_nl one as q8_0), both as
+  // CpuMatmul::packed_bytes gives them; another plain one in the dtype it is computed in (f16 as
+  // f32).
   kernels::CpuMatmul matmul;
   matmul.hold_fp8_in_panels(engine::HostBudget::parse(args.host_budget).caps_memory());
   std::string fp8_held_as = "bf16";  // as CpuMatmul holds FP8 matrices here
   auto host_bytes_of = [&](const std::string& name) -> std::uint64_t {
     const auto& t = checkpoint.tensor(name);
     if (kernels::is_quantized(t.dtype)) {
-      const kernels::GgmlType type = kernels::ggml_type_of(t.dtype);
-      const auto cols = static_cast<std::uint64_t>(t.shape.back());
-      return t.nbytes / kernels::ggml_row_bytes(type, cols) *
-             kernels::ggml_row_bytes(kernels::row_tile_format(type), cols);
+      const std::int64_t cols = t.shape.back();
+      const kernels::WeightPart part{
+          nullptr, t.dtype,
+          static_cast<std::int64_t>(t.nbytes / kernels::row_bytes(t.dtype, cols))};
+      return matmul.packed_bytes(std::span(&part, 1), cols);
     }
     if (t.dtype == kernels::DType::f8_e4m3 && t.shape.size() == 2) {
       const kernels::WeightPart part{

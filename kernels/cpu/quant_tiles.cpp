@@ -524,18 +524,11 @@ void iq3_s_quants_generic(const BlockIQ3_S& in, std::uint8_t* q) {
   }
 }
 
-// Sub-block j's scale-and-signs word of an IQ3_XXS block (little-endian, as x86 loads it).
-std::uint32_t iq3_xxs_word(const BlockIQ3_XXS& in, int j) {
-  std::uint32_t word;
-  std::memcpy(&word, in.scales_and_signs + 4 * j, sizeof word);
-  return word;
-}
-
 // IQ3_XXS's quants as Q6_K's of twice its values (rewrite_scale): half of each grid magnitude
 // (all even, 2..31), eight elements a sign byte (seven stored bits and their parity).
 void iq3_xxs_quants_generic(const BlockIQ3_XXS& in, std::uint8_t* q) {
   for (int k = 0; k < kQK / 8; ++k) {
-    const std::uint32_t signs = kIq3xxsSignBytes[(iq3_xxs_word(in, k / 4) >> (7 * (k % 4))) & 0x7F];
+    const std::uint32_t signs = iq3xxs_signs(in, k);
     for (int h = 0; h < 2; ++h) {
       const std::uint32_t halves = (kIq3xxsGrid[in.qs[2 * k + h]] >> 1) & 0x7F7F7F7F;
       const std::uint32_t quants = signed_q6_k_quants(halves, (signs >> (4 * h)) & 0xF);
@@ -606,16 +599,14 @@ void rewrite_blocks(GgmlType type, const std::byte* src, std::byte* dst, std::in
       rewrite_as_q6_k_blocks<BlockIQ3_XXS>(
           src, dst, blocks,
           [](const BlockIQ3_XXS& in, std::uint8_t* q) { iq3_xxs_quants_generic(in, q); },
-          [](const BlockIQ3_XXS& in, int i) {
-            return static_cast<int>(1 + 2 * (iq3_xxs_word(in, i / 2) >> 28));
-          },
+          [](const BlockIQ3_XXS& in, int i) { return 1 + 2 * iq3xxs_scale(in, i / 2); },
           [](const BlockIQ3_XXS& in) { return in.d; });
       return;
     case GgmlType::iq1_s:
       // Q6_K scale i (16 elements) is sub-block i / 2's 2 * scale + 1.
       rewrite_as_q6_k_blocks<BlockIQ1_S>(
           src, dst, blocks, [](const BlockIQ1_S& in, std::uint8_t* q) { iq1_s_quants(in, q); },
-          [](const BlockIQ1_S& in, int i) { return 2 * ((in.qh[i / 2] >> 12) & 7) + 1; },
+          [](const BlockIQ1_S& in, int i) { return iq1s_scale(in, i / 2); },
           [](const BlockIQ1_S& in) { return in.d; });
       return;
     case GgmlType::iq1_m:

@@ -162,7 +162,7 @@ void rewrite_q3_k_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks
 // brings its own lambdas, so each builds its own instance with its flags (a function pointer's
 // type would name one instance in both, and the linker would keep either). For the same reason
 // this calls no inline function of quant.hpp, nor may the AVX2 file's lambdas: the generic file's
-// (IQ3_S, IQ1_M) do, and the linker keeps one copy of each inline function for every file.
+// do, and the linker keeps one copy of each inline function for every file.
 template <class Block, class QuantsOf, class ScaleOf, class DOf>
 void rewrite_as_q6_k_blocks(const std::byte* src, std::byte* dst, std::int64_t blocks,
                             QuantsOf quants_of, ScaleOf scale_of, DOf d_of) {
@@ -210,18 +210,6 @@ void rewrite_iq3_s_blocks(const std::byte* src, std::byte* dst, std::int64_t blo
 }
 // rewrite_blocks' IQ3_S path with AVX2 (rewrite_blocks_avx2.cpp).
 void rewrite_iq3_s_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
-// The sign byte of eight IQ3_XXS elements from its seven stored bits: those bits and,
-// in bit 7, their parity (ggml's ksigns_iq2xs). A table, as the files built without POPCNT would
-// compute a parity in a dozen instructions.
-inline constexpr std::array<std::uint8_t, 128> kIq3xxsSignBytes = [] {
-  std::array<std::uint8_t, 128> bytes{};
-  for (unsigned seven = 0; seven < 128; ++seven) {
-    unsigned parity = 0;
-    for (unsigned bits = seven; bits != 0; bits >>= 1) parity ^= bits & 1;
-    bytes[seven] = static_cast<std::uint8_t>(seven | parity << 7);
-  }
-  return bytes;
-}();
 // rewrite_blocks' IQ3_XXS path with AVX2 (rewrite_blocks_avx2.cpp).
 void rewrite_iq3_xxs_avx2(const std::byte* src, std::byte* dst, std::int64_t blocks);
 

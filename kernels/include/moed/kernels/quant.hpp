@@ -4,6 +4,7 @@
 // block, bytes per block) and, for the formats moed computes in, the block layouts byte for byte
 // as ggml-common.h lays them out, so a block read from a file is used where it lies.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -165,11 +166,21 @@ inline std::uint32_t iq3xxs_word(const BlockIQ3_XXS& block, int j) {
   return static_cast<std::uint32_t>(bytes[0]) | static_cast<std::uint32_t>(bytes[1]) << 8 |
          static_cast<std::uint32_t>(bytes[2]) << 16 | static_cast<std::uint32_t>(bytes[3]) << 24;
 }
-// The signs of elements 8k..8k + 7 (0 <= k < 32) of an IQ3_XXS block, bit i for element 8k + i
-// (ggml's ksigns_iq2xs: seven stored bits, the eighth their parity).
+// The sign byte of eight IQ3_XXS elements from its seven stored bits: those bits and,
+// in bit 7, their parity (ggml's ksigns_iq2xs). A table, as files built without POPCNT would
+// compute a parity in a dozen instructions.
+inline constexpr std::array<std::uint8_t, 128> kIq3xxsSignBytes = [] {
+  std::array<std::uint8_t, 128> bytes{};
+  for (unsigned seven = 0; seven < 128; ++seven) {
+    unsigned parity = 0;
+    for (unsigned bits = seven; bits != 0; bits >>= 1) parity ^= bits & 1;
+    bytes[seven] = static_cast<std::uint8_t>(seven | parity << 7);
+  }
+  return bytes;
+}();
+// The signs of elements 8k..8k + 7 (0 <= k < 32) of an IQ3_XXS block, bit i for element 8k + i.
 inline std::uint32_t iq3xxs_signs(const BlockIQ3_XXS& block, int k) {
-  const std::uint32_t seven = (iq3xxs_word(block, k / 4) >> (7 * (k % 4))) & 0x7F;
-  return seven | static_cast<std::uint32_t>(__builtin_parity(seven)) << 7;
+  return kIq3xxsSignBytes[(iq3xxs_word(block, k / 4) >> (7 * (k % 4))) & 0x7F];
 }
 // Element e (0..255) of an IQ3_XXS block as a signed integer (-62..62), as ggml's
 // dequantize_row_iq3_xxs reads it.
