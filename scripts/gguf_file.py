@@ -417,26 +417,34 @@ def _iq3s_magnitudes():
     return IQ3S_GRID.view(np.uint8).reshape(512, 4)
 
 
+def _search_off_grid(target, grid, index):
+    """index, with each row of target [n, k] whose index is -1 (its elements rounded to the nearest
+    level make no grid entry) given its nearest entry of grid [entries, k], searched element by
+    element in float32 (no BLAS, whose sums differ between machines: the test files must not),
+    in chunks of 8 Mi distances."""
+    off = np.flatnonzero(index < 0)
+    g = grid.astype(np.float32)
+    chunk = max(1, (1 << 23) // len(g))
+    for start in range(0, len(off), chunk):
+        rows = off[start:start + chunk]
+        distance = np.zeros((len(rows), len(g)), dtype=np.float32)
+        for i in range(g.shape[1]):
+            distance += (target[rows, i][:, None] - g[None, :, i]) ** 2
+        index[rows] = distance.argmin(axis=1)
+    return index
+
+
 def _iq3s_nearest_entries(target):
     """The grid entry nearest each row of target [n, 4]. Each element rounded to the nearest odd
     magnitude gives the nearest of all 4096 quadruples; where that one is an entry (ggml's map
-    of them), it is the nearest entry too. The others are searched, element by element in
-    float32 (no BLAS, whose sums differ between machines: the test files must not)."""
+    of them), it is the nearest entry too. The others are searched (_search_off_grid)."""
     grid = _iq3s_magnitudes()
     level = np.clip(_nearest((target - 1) / 2), 0, 7).astype(np.int64)
     shifts = 3 * np.arange(4)
     entry_of = np.full(4096, -1, dtype=np.int64)
     entry_of[((grid.astype(np.int64) - 1) // 2 << shifts).sum(axis=1)] = np.arange(512)
     index = entry_of[(level << shifts).sum(axis=1)]
-    off = np.flatnonzero(index < 0)
-    g = grid.astype(np.float32)
-    for start in range(0, len(off), 16384):
-        rows = off[start:start + 16384]
-        distance = np.zeros((len(rows), 512), dtype=np.float32)
-        for i in range(4):
-            distance += (target[rows, i][:, None] - g[None, :, i]) ** 2
-        index[rows] = distance.argmin(axis=1)
-    return index
+    return _search_off_grid(target, grid, index)
 
 
 def quantize_iq3_s(x):
@@ -509,7 +517,7 @@ def _iq3xxs_magnitudes():
 
 def _iq3xxs_nearest_entries(target):
     """The grid entry nearest each row of target [n, 4]: where each element's nearest level makes
-    an entry, that one; the others searched element by element in float32 (no BLAS)."""
+    an entry, that one; the others searched (_search_off_grid)."""
     grid = _iq3xxs_magnitudes()
     level = np.abs(target[:, :, None] - IQ3XXS_LEVELS[None, None, :]).argmin(axis=2)
     level_of = {int(m): i for i, m in enumerate(IQ3XXS_LEVELS)}
@@ -518,15 +526,7 @@ def _iq3xxs_nearest_entries(target):
     grid_levels = np.vectorize(level_of.get)(grid.astype(np.int64))
     entry_of[(grid_levels << shifts).sum(axis=1)] = np.arange(256)
     index = entry_of[(level.astype(np.int64) << shifts).sum(axis=1)]
-    off = np.flatnonzero(index < 0)
-    g = grid.astype(np.float32)
-    for start in range(0, len(off), 16384):
-        rows = off[start:start + 16384]
-        distance = np.zeros((len(rows), 256), dtype=np.float32)
-        for i in range(4):
-            distance += (target[rows, i][:, None] - g[None, :, i]) ** 2
-        index[rows] = distance.argmin(axis=1)
-    return index
+    return _search_off_grid(target, grid, index)
 
 
 def quantize_iq3_xxs(x):
@@ -1085,22 +1085,14 @@ def _iq1s_values():
 
 def _iq1_nearest_entries(target):
     """The grid entry nearest each row of target [n, 8]: where each element rounded to -1, 0 or 1
-    makes an entry, that one; the others searched element by element in float32 (no BLAS)."""
+    makes an entry, that one; the others searched (_search_off_grid)."""
     grid = _iq1s_values().astype(np.int64)
     powers = 3 ** np.arange(8)
     entry_of = np.full(3 ** 8, -1, dtype=np.int64)
     entry_of[((grid + 1) * powers).sum(axis=1)] = np.arange(2048)
     rounded = np.clip(_nearest(target), -1, 1).astype(np.int64)
     index = entry_of[((rounded + 1) * powers).sum(axis=1)]
-    off = np.flatnonzero(index < 0)
-    g = grid.astype(np.float32)
-    for start in range(0, len(off), 4096):
-        rows = off[start:start + 4096]
-        distance = np.zeros((len(rows), 2048), dtype=np.float32)
-        for i in range(8):
-            distance += (target[rows, i][:, None] - g[None, :, i]) ** 2
-        index[rows] = distance.argmin(axis=1)
-    return index
+    return _search_off_grid(target, grid, index)
 
 
 def _iq1_choices(groups, scale_count):
