@@ -21,6 +21,10 @@ namespace {
 
 using namespace qtile;
 
+bool is_iq2(GgmlType type) {
+  return type == GgmlType::iq2_xxs || type == GgmlType::iq2_xs || type == GgmlType::iq2_s;
+}
+
 bool is_legacy(GgmlType type) {
   return type == GgmlType::q4_0 || type == GgmlType::q4_1 || type == GgmlType::q5_0 ||
          type == GgmlType::q5_1;
@@ -40,6 +44,10 @@ std::int64_t tile_block_bytes(GgmlType type) {
       return kQ2_KTileBlockBytes;
     case GgmlType::iq4_xs:
       return kIQ4_XSTileBlockBytes;
+    case GgmlType::iq2_xxs:
+    case GgmlType::iq2_xs:
+    case GgmlType::iq2_s:
+      return kIQ2TileBlockBytes;
     default:
       return legacy_tile_block_bytes(type);
   }
@@ -225,6 +233,40 @@ void pack_iq4_xs(const std::uint8_t* src, int r, std::byte* out) {
     store32(out + kIQ4_XSTileQuants + 64 * line + 4 * r, load32(qs + 4 * line));
 }
 
+// For each sign byte, bit 3 of byte k set where its bit k is (kIq2Values' sign bit).
+constexpr std::array<std::uint64_t, 256> kIq2SignNibbles = [] {
+  std::array<std::uint64_t, 256> bits{};
+  for (unsigned signs = 0; signs < 256; ++signs)
+    for (unsigned k = 0; k < 8; ++k)
+      if (signs >> k & 1) bits[signs] |= std::uint64_t{8} << (8 * k);
+  return bits;
+}();
+
+// The kIq2Values nibbles of group i's eight elements, one per byte.
+template <class Block>
+std::uint64_t iq2_nibbles(const Block& block, int i) {
+  const Iq2Group group = iq2_group(block, i);
+  return ((group.magnitudes >> 4) & 0x0303030303030303) | kIq2SignNibbles[group.signs];
+}
+
+// Sub-block j's groups 4j and 4j + 1 are its first 16 elements, the low nibbles of its lines as
+// iq4_xs's qs keeps them; groups 4j + 2 and 4j + 3 the high nibbles.
+template <class Block>
+void pack_iq2(const std::uint8_t* src, int r, std::byte* out) {
+  Block block;
+  std::memcpy(&block, src, sizeof block);
+  put16(out + 2 * r, block.d);
+  for (int h = 0; h < 16; ++h)
+    out[kIQ2TileScales + kTileRows * h + r] = static_cast<std::byte>(2 * iq2_scale(block, h) + 1);
+  for (int j = 0; j < 8; ++j) {
+    const std::uint64_t first = iq2_nibbles(block, 4 * j) | iq2_nibbles(block, 4 * j + 2) << 4;
+    const std::uint64_t second = iq2_nibbles(block, 4 * j + 1) | iq2_nibbles(block, 4 * j + 3) << 4;
+    for (int p = 0; p < 4; ++p)
+      store32(out + kIQ2TileQuants + 64 * (4 * j + p) + 4 * r,
+              static_cast<std::uint32_t>((p < 2 ? first : second) >> (32 * (p % 2))));
+  }
+}
+
 // Stored, qs[j] holds element j in its low nibble and j + 16 in its high one: line p of the tile
 // takes qs[4p .. 4p + 3] as they are. Bit j of the little-endian qh is element j's fifth bit.
 void pack_legacy(GgmlType type, const std::uint8_t* src, int r, std::byte* out) {
@@ -379,6 +421,31 @@ float iq4_xs_row(const std::byte* run, std::int64_t first, std::int64_t blocks, 
   return acc;
 }
 
+float iq2_row(const std::byte* run, std::int64_t first, std::int64_t blocks, int r,
+              const QuantizedActivations& x, float acc) {
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::byte* block = run + b * kIQ2TileBlockBytes;
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(block);
+    const BlockQ8_K& a = x.q8_k[first + b];
+    std::int32_t isum = 0;
+    for (int j = 0; j < 8; ++j) {
+      std::int32_t low = 0, high = 0;
+      for (int p = 0; p < 4; ++p)
+        for (int k = 0; k < 4; ++k) {
+          const std::uint8_t w = bytes[kIQ2TileQuants + 64 * (4 * j + p) + 4 * r + k];
+          low += kIq2Values[w & 0xF] * a.qs[32 * j + 4 * p + k];
+          high += kIq2Values[w >> 4] * a.qs[32 * j + 16 + 4 * p + k];
+        }
+      isum += static_cast<std::int8_t>(bytes[kIQ2TileScales + kTileRows * (2 * j) + r]) * low +
+              static_cast<std::int8_t>(bytes[kIQ2TileScales + kTileRows * (2 * j + 1) + r]) * high;
+    }
+    std::uint16_t d;
+    std::memcpy(&d, block + 2 * r, sizeof d);
+    acc = acc + static_cast<float>(isum) * ((f16_to_f32(d) * kIq2Step) * a.d);
+  }
+  return acc;
+}
+
 float legacy_row(GgmlType type, const std::byte* run, std::int64_t first, std::int64_t blocks,
                  int r, const QuantizedActivations& x, float acc) {
   const std::int64_t quants = legacy_tile_quants(type), high = legacy_tile_high(type);
@@ -435,6 +502,11 @@ void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, st
         case GgmlType::iq4_xs:
           y = iq4_xs_row(run, first, blocks, r, *x[i], acc);
           break;
+        case GgmlType::iq2_xxs:
+        case GgmlType::iq2_xs:
+        case GgmlType::iq2_s:
+          y = iq2_row(run, first, blocks, r, *x[i], acc);
+          break;
         default:
           y = legacy_row(type, run, first, blocks, r, *x[i], acc);
           break;
@@ -447,7 +519,7 @@ void tile_dot_scalar(GgmlType type, const std::byte* run, std::int64_t first, st
 bool has_row_tiles(GgmlType type) {
   return type == GgmlType::q8_0 || type == GgmlType::q2_k || type == GgmlType::q4_k ||
          type == GgmlType::q5_k || type == GgmlType::q6_k || type == GgmlType::iq4_xs ||
-         is_legacy(type);
+         is_iq2(type) || is_legacy(type);
 }
 
 GgmlType row_tile_format(GgmlType type) {
@@ -633,7 +705,7 @@ namespace {
 
 // The packer that moves whole tile blocks through registers for `isa`, or none (row by row).
 TileBlockPacker register_packer(GgmlType type, QuantIsa isa) {
-  if (!has_row_tiles(type) || type == GgmlType::iq4_xs) return nullptr;
+  if (!has_row_tiles(type) || type == GgmlType::iq4_xs || is_iq2(type)) return nullptr;
   switch (usable_quant_isa(isa)) {
     case QuantIsa::avx512_vnni:
       return cpu_packs_avx512() ? pack_tile_block_avx512 : pack_tile_block_avx2;
@@ -731,6 +803,15 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
             break;
           case GgmlType::iq4_xs:
             pack_iq4_xs(src, r, block);
+            break;
+          case GgmlType::iq2_xxs:
+            pack_iq2<BlockIQ2_XXS>(src, r, block);
+            break;
+          case GgmlType::iq2_xs:
+            pack_iq2<BlockIQ2_XS>(src, r, block);
+            break;
+          case GgmlType::iq2_s:
+            pack_iq2<BlockIQ2_S>(src, r, block);
             break;
           default:
             pack_legacy(type, src, r, block);
@@ -933,7 +1014,8 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 }  // namespace detail
 
 bool computes_stored_rows(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && usable_quant_isa(isa) == isa && isa != QuantIsa::scalar;
+  return has_row_tiles(type) && !is_iq2(type) && usable_quant_isa(isa) == isa &&
+         isa != QuantIsa::scalar;
 }
 
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,

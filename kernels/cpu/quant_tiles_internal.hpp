@@ -54,6 +54,25 @@ inline constexpr std::int64_t kIQ4_XSTileScales = 2 * kTileRows;
 inline constexpr std::int64_t kIQ4_XSTileQuants = kIQ4_XSTileScales + 8 * kTileRows;
 inline constexpr std::int64_t kIQ4_XSTileBlockBytes = kIQ4_XSTileQuants + 32 * 64;
 
+// iq2_xxs, iq2_xs and iq2_s, per 256-element block: fp16 d[16], i8 scale[16][16] (2 * scale + 1,
+// per 16 elements), 32 lines of nibbles as iq4_xs's, each an index into kIq2Values.
+inline constexpr std::int64_t kIQ2TileScales = 2 * kTileRows;
+inline constexpr std::int64_t kIQ2TileQuants = kIQ2TileScales + 16 * kTileRows;
+inline constexpr std::int64_t kIQ2TileBlockBytes = kIQ2TileQuants + 32 * 64;
+// An IQ2 element's signed magnitude by its tile nibble: the grid level (8, 25, 43: the
+// magnitude's bits 4 and 5) in bits 0-1, the sign in bit 3.
+inline constexpr std::array<std::int8_t, 16> kIq2Values = {8,  25,  43,  0, 0, 0, 0, 0,
+                                                           -8, -25, -43, 0, 0, 0, 0, 0};
+// kIq2Values plus 128, taken as q8_0's biased quants (as kIq4NlBiased).
+inline constexpr std::array<std::uint8_t, 16> kIq2Biased = [] {
+  std::array<std::uint8_t, 16> biased{};
+  for (int i = 0; i < 16; ++i) biased[i] = static_cast<std::uint8_t>(kIq2Values[i] + 128);
+  return biased;
+}();
+// An IQ2 tile's products are d * (2 * scale + 1) times the sums of the magnitudes' products, an
+// eighth of the values' (quant.hpp): d is taken times this, exactly (a power of two).
+inline constexpr float kIq2Step = 0.125f;
+
 // q4_0, q4_1, q5_0 and q5_1 (ggml's legacy formats), per 32-element block: fp16 d[16], fp16
 // m[16] (q4_1, q5_1), 4 lines of nibbles, and for q5_0 / q5_1 one line of fifth bits.
 constexpr bool legacy_has_min(GgmlType type) {

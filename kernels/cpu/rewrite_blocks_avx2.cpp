@@ -50,7 +50,7 @@ void iq3_s_quants_avx2(const BlockIQ3_S& in, std::uint8_t* q) {
 
 // IQ3_XXS's quants as Q6_K's of twice its values, 32 at a time as IQ3_S's: half of each of the
 // eight groups' grid entries, signed by the sub-block's four sevens, each with its parity
-// (kIq3xxsSignBytes).
+// (kParitySignBytes).
 void iq3_xxs_quants_avx2(const BlockIQ3_XXS& in, std::uint8_t* q) {
   const __m256i low_seven = _mm256_set1_epi8(0x7F);
   for (int j = 0; j < kQK / 32; ++j) {
@@ -62,10 +62,10 @@ void iq3_xxs_quants_avx2(const BlockIQ3_XXS& in, std::uint8_t* q) {
     std::uint32_t word;
     std::memcpy(&word, in.scales_and_signs + 4 * j, sizeof word);
     const std::uint32_t signs =
-        static_cast<std::uint32_t>(kIq3xxsSignBytes[word & 0x7F]) |
-        static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 7) & 0x7F]) << 8 |
-        static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 14) & 0x7F]) << 16 |
-        static_cast<std::uint32_t>(kIq3xxsSignBytes[(word >> 21) & 0x7F]) << 24;
+        static_cast<std::uint32_t>(kParitySignBytes[word & 0x7F]) |
+        static_cast<std::uint32_t>(kParitySignBytes[(word >> 7) & 0x7F]) << 8 |
+        static_cast<std::uint32_t>(kParitySignBytes[(word >> 14) & 0x7F]) << 16 |
+        static_cast<std::uint32_t>(kParitySignBytes[(word >> 21) & 0x7F]) << 24;
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * j), signed_q6_k_quants(halves, signs));
   }
 }

@@ -394,6 +394,57 @@ TEST(Dequantize, IQ1_M) {
   for (int i = 0; i < 16; ++i) EXPECT_EQ(iq1m_scale(block, i), i == 15 ? 7 : 1) << "scale " << i;
 }
 
+// Zero bytes in every IQ2 format: grid entry 0 (eight 8), scale 0 (d * 0.5 * 0.25), no sign:
+// 0.5 * 0.125 * 8 = 0.5. Entry 1 is 43 and seven 8, entry 2 25, 25 and six 8.
+TEST(Dequantize, IQ2_XXS) {
+  BlockIQ2_XXS block{};
+  block.d = kHalfHalf;
+  block.qs[0] = 1;      // sub-block 0, group 0: entry 1
+  block.qs[57] = 2;     // sub-block 7, group 1: entry 2 (elements 232, 233)
+  block.qs[60] = 0x01;  // sub-block 7, group 0's signs: 0x81 (element 224, and 231 for parity)
+  block.qs[63] = 0xF0;  // sub-block 7's scale 15: 0.5 * 15.5 * 0.25 = 1.9375
+  std::vector<float> expected(256, 0.5f);
+  expected[0] = 2.6875f;
+  for (int e = 224; e < 256; ++e) expected[e] = 15.5f;
+  expected[224] = expected[231] = -15.5f;
+  expected[232] = expected[233] = 48.4375f;
+  expect_values(dequantize(GgmlType::iq2_xxs, block, 256), expected);
+  for (int h = 0; h < 16; ++h) EXPECT_EQ(iq2_scale(block, h), h >= 14 ? 15 : 0) << "scale " << h;
+}
+
+TEST(Dequantize, IQ2_XS) {
+  BlockIQ2_XS block{};
+  block.d = kHalfHalf;
+  block.qs[0] = 1 | 1 << 9;  // entry 1, signs 0x81: elements 0 and 7 negative
+  block.qs[31] = 2;          // group 31: entry 2 (elements 248, 249)
+  block.scales[7] = 0xF3;    // elements 224..239: scale 3 (0.4375), 240..255: 15 (1.9375)
+  std::vector<float> expected(256, 0.5f);
+  expected[0] = -2.6875f;
+  expected[7] = -0.5f;
+  for (int e = 224; e < 240; ++e) expected[e] = 3.5f;
+  for (int e = 240; e < 256; ++e) expected[e] = 15.5f;
+  expected[248] = expected[249] = 48.4375f;
+  expect_values(dequantize(GgmlType::iq2_xs, block, 256), expected);
+  for (int h = 0; h < 16; ++h)
+    EXPECT_EQ(iq2_scale(block, h), h == 14 ? 3 : h == 15 ? 15 : 0) << "scale " << h;
+}
+
+TEST(Dequantize, IQ2_S) {
+  BlockIQ2_S block{};
+  block.d = kHalfHalf;
+  block.qs[0] = 1;         // entry 1
+  block.signs[0] = 0x02;   // element 1 negative, with no parity rule
+  block.qs[31] = 0xFF;     // group 31 (sub-block 7, group 3): with qh bits 6..7, entry 1023
+  block.qh[7] = 0xC0;      // (eight 43)
+  block.scales[7] = 0x50;  // elements 240..255: scale 5, 0.5 * 5.5 * 0.25 = 0.6875
+  std::vector<float> expected(256, 0.5f);
+  expected[0] = 2.6875f;
+  expected[1] = -0.5f;
+  for (int e = 240; e < 248; ++e) expected[e] = 5.5f;
+  for (int e = 248; e < 256; ++e) expected[e] = 29.5625f;
+  expect_values(dequantize(GgmlType::iq2_s, block, 256), expected);
+}
+
 TEST(Dequantize, FloatFormats) {
   const float f32[2] = {1.25f, -3.0f};
   std::vector<float> out(2);
@@ -425,14 +476,14 @@ TEST(Dequantize, RefusesOtherTypesByName) {
   std::vector<float> out(256);
   std::vector<unsigned char> bytes(1024);
   try {
-    dequantize_row(GgmlType::iq2_xxs, bytes.data(), out.data(), 256);
-    ADD_FAILURE() << "iq2_xxs was accepted";
+    dequantize_row(GgmlType::tq2_0, bytes.data(), out.data(), 256);
+    ADD_FAILURE() << "tq2_0 was accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(
-        std::string(e.what()).find("iq2_xxs (id 16) is not supported; moed reads f32, f16, "
-                                   "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, "
-                                   "q6_K, iq3_xxs, iq1_s, iq4_nl, iq3_s, iq4_xs, iq1_m, bf16"),
-        std::string::npos)
+    EXPECT_NE(std::string(e.what()).find(
+                  "tq2_0 (id 35) is not supported; moed reads f32, f16, q4_0, q4_1, q5_0, q5_1, "
+                  "q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq2_xxs, iq2_xs, iq3_xxs, iq1_s, iq4_nl, "
+                  "iq3_s, iq2_s, iq4_xs, iq1_m, bf16"),
+              std::string::npos)
         << e.what();
   }
   try {
@@ -454,5 +505,6 @@ TEST(GgmlTypes, TraitsMatchGgml) {
   EXPECT_EQ(ggml_type_traits(GgmlType::q5_1).type_size, sizeof(BlockQ5_1));
   EXPECT_TRUE(ggml_type_supported(GgmlType::bf16));
   EXPECT_TRUE(ggml_type_supported(GgmlType::iq4_xs));
-  EXPECT_FALSE(ggml_type_supported(GgmlType::iq2_xxs));
+  EXPECT_TRUE(ggml_type_supported(GgmlType::iq2_xxs));
+  EXPECT_FALSE(ggml_type_supported(GgmlType::tq2_0));
 }

@@ -212,7 +212,8 @@ TEST(QuantDot, MatvecIsOneDotPerRow) {
 TEST(QuantDot, CpuMatmulKeepsQuantizedPartsAndEveryRowEqualsItsMatvec) {
   std::mt19937 rng(4);
   const std::int64_t cols = 512, m = 5;
-  for (const GgmlType type : {GgmlType::q4_k, GgmlType::q8_0, GgmlType::q6_k, GgmlType::q4_1}) {
+  for (const GgmlType type :
+       {GgmlType::q4_k, GgmlType::q8_0, GgmlType::q6_k, GgmlType::q4_1, GgmlType::iq2_s}) {
     const DType dtype = *dtype_of(type);
     // Two parts stacked along the output dimension, as gate over up.
     const auto top = random_weights(type, 24, cols, rng);
@@ -394,7 +395,8 @@ TEST(QuantDot, CpuMatmulBatchedAppliesEachMatrixToItsOwnRows) {
   for (const auto& [type, cols] : {std::pair(GgmlType::q8_0, std::int64_t{64}),
                                    std::pair(GgmlType::iq3_xxs, std::int64_t{256}),
                                    std::pair(GgmlType::iq1_s, std::int64_t{256}),
-                                   std::pair(GgmlType::iq1_m, std::int64_t{256})}) {
+                                   std::pair(GgmlType::iq1_m, std::int64_t{256}),
+                                   std::pair(GgmlType::iq2_xs, std::int64_t{256})}) {
     SCOPED_TRACE(ggml_type_name(type));
     const DType dtype = *dtype_of(type);
     const std::int64_t batch = 3, rows = 24, m = 2;
@@ -640,13 +642,18 @@ TEST(QuantDot, MinsMultiplyGgmlsQ8_1Sum) {
 
 namespace {
 
-const GgmlType kTiledFormats[] = {GgmlType::q8_0, GgmlType::q4_0,  GgmlType::q4_1, GgmlType::q5_0,
-                                  GgmlType::q5_1, GgmlType::q2_k,  GgmlType::q4_k, GgmlType::q5_k,
-                                  GgmlType::q6_k, GgmlType::iq4_xs};
+const GgmlType kTiledFormats[] = {
+    GgmlType::q8_0,    GgmlType::q4_0,   GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
+    GgmlType::q2_k,    GgmlType::q4_k,   GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs,
+    GgmlType::iq2_xxs, GgmlType::iq2_xs, GgmlType::iq2_s};
 
-// iq4_xs's tiles are packed row by row on every path.
+bool is_iq2(GgmlType type) {
+  return type == GgmlType::iq2_xxs || type == GgmlType::iq2_xs || type == GgmlType::iq2_s;
+}
+
+// iq4_xs's and the IQ2 formats' tiles are packed row by row on every path.
 bool packs_in_registers_with_simd(GgmlType type) {
-  return type != GgmlType::iq4_xs;
+  return type != GgmlType::iq4_xs && !is_iq2(type);
 }
 
 struct Tiled {
@@ -706,7 +713,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
       EXPECT_EQ(computes_stored_rows(type, isa),
-                isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
+                !is_iq2(type) && isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
   EXPECT_FALSE(computes_stored_rows(GgmlType::iq2_xxs));
@@ -718,7 +725,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
-        if (cols % ggml_type_traits(type).block_size != 0) continue;
+        if (cols % ggml_type_traits(type).block_size != 0 || is_iq2(type)) continue;
         const Tiled w = random_tiled(type, rows, cols, rng);
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);
@@ -843,8 +850,9 @@ TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
         }
         const float got = y[static_cast<std::size_t>(i * rows + r)];
         EXPECT_NEAR(got, want, 1e-5 * magnitude) << ggml_type_name(type) << " row " << r;
-        EXPECT_NEAR(got, vec_dot(type, row, x[i]), 1e-5 * magnitude)
-            << ggml_type_name(type) << " row " << r;
+        if (quant_dot_supported(type))
+          EXPECT_NEAR(got, vec_dot(type, row, x[i]), 1e-5 * magnitude)
+              << ggml_type_name(type) << " row " << r;
       }
     }
   }
@@ -991,8 +999,8 @@ TEST(QuantTiles, RefuseFormatsWidthsAndActivationsThatDoNotFit) {
     return std::string("no error");
   };
   EXPECT_EQ(
-      message([&] { pack_row_tiles(GgmlType::iq2_xxs, std::span(&row, 1), 256, tiles.data()); }),
-      "pack_row_tiles: ggml type iq2_xxs has no row-tile layout");
+      message([&] { pack_row_tiles(GgmlType::tq2_0, std::span(&row, 1), 256, tiles.data()); }),
+      "pack_row_tiles: ggml type tq2_0 has no row-tile layout");
   EXPECT_EQ(message([&] { row_tile_bytes(GgmlType::q4_k, 1, 96); }),
             "row_tile_bytes: 96 columns are not whole q4_K blocks");
   EXPECT_EQ(message([&] { pack_row_tiles(GgmlType::q3_k, std::span(&row, 1), 96, tiles.data()); }),

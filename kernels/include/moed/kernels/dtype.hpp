@@ -31,7 +31,10 @@ enum class DType : std::uint8_t {
   f8_e4m3,
   iq3_xxs,
   iq1_s,
-  iq1_m
+  iq1_m,
+  iq2_xxs,
+  iq2_xs,
+  iq2_s
 };
 
 // One of ggml's block formats (not f8_e4m3, whose scales lie apart from its elements).

@@ -166,10 +166,10 @@ inline std::uint32_t iq3xxs_word(const BlockIQ3_XXS& block, int j) {
   return static_cast<std::uint32_t>(bytes[0]) | static_cast<std::uint32_t>(bytes[1]) << 8 |
          static_cast<std::uint32_t>(bytes[2]) << 16 | static_cast<std::uint32_t>(bytes[3]) << 24;
 }
-// The sign byte of eight IQ3_XXS elements from its seven stored bits: those bits and,
-// in bit 7, their parity (ggml's ksigns_iq2xs). A table, as files built without POPCNT would
-// compute a parity in a dozen instructions.
-inline constexpr std::array<std::uint8_t, 128> kIq3xxsSignBytes = [] {
+// The sign byte of eight IQ3_XXS, IQ2_XXS or IQ2_XS elements from its seven stored bits: those
+// bits and, in bit 7, their parity (ggml's ksigns_iq2xs). A table, as files built without POPCNT
+// would compute a parity in a dozen instructions.
+inline constexpr std::array<std::uint8_t, 128> kParitySignBytes = [] {
   std::array<std::uint8_t, 128> bytes{};
   for (unsigned seven = 0; seven < 128; ++seven) {
     unsigned parity = 0;
@@ -180,7 +180,7 @@ inline constexpr std::array<std::uint8_t, 128> kIq3xxsSignBytes = [] {
 }();
 // The signs of elements 8k..8k + 7 (0 <= k < 32) of an IQ3_XXS block, bit i for element 8k + i.
 inline std::uint32_t iq3xxs_signs(const BlockIQ3_XXS& block, int k) {
-  return kIq3xxsSignBytes[(iq3xxs_word(block, k / 4) >> (7 * (k % 4))) & 0x7F];
+  return kParitySignBytes[(iq3xxs_word(block, k / 4) >> (7 * (k % 4))) & 0x7F];
 }
 // Element e (0..255) of an IQ3_XXS block as a signed integer (-62..62), as ggml's
 // dequantize_row_iq3_xxs reads it.
@@ -191,6 +191,75 @@ inline int iq3xxs_quant(const BlockIQ3_XXS& block, int e) {
 // The 4-bit scale of sub-block j (0..7) of an IQ3_XXS block.
 inline int iq3xxs_scale(const BlockIQ3_XXS& block, int j) {
   return static_cast<int>(iq3xxs_word(block, j) >> 28);
+}
+// IQ2's grids (ggml-common.h's iq2xxs_grid, iq2xs_grid and iq2s_grid): octets of the magnitudes
+// 8, 25 and 43, one per byte, the first element in the lowest.
+extern const std::uint64_t kIq2xxsGrid[256];
+extern const std::uint64_t kIq2xsGrid[512];
+extern const std::uint64_t kIq2sGrid[1024];
+// The three IQ2 formats: 32 groups of eight elements, each a grid octet of magnitudes with a sign
+// byte, and a 4-bit scale per 32 (IQ2_XXS) or 16 (IQ2_XS, IQ2_S) elements;
+// x = d * (0.5 + scale) * 0.25 * magnitude * sign, which is d * (2 * scale + 1) / 8 times it.
+struct BlockIQ2_XXS {
+  std::uint16_t d;
+  // Sub-block j (32 elements): the little-endian word at 8j holds the grid indices of its four
+  // groups of eight, a byte each; the word at 8j + 4 their signs (bits 7l..7l + 6 for group l,
+  // kParitySignBytes) and its scale in bits 28..31.
+  std::uint8_t qs[kQK / 4];
+};
+struct BlockIQ2_XS {
+  std::uint16_t d;
+  // Group i (elements 8i..8i + 7): bits 0..8 its index in kIq2xsGrid, bits 9..15 its signs
+  // (kParitySignBytes).
+  std::uint16_t qs[kQK / 8];
+  std::uint8_t scales[kQK / 32];  // sub-block j: its first 16 elements' scale in the low nibble
+};
+struct BlockIQ2_S {
+  std::uint16_t d;
+  std::uint8_t qs[kQK / 8];     // the low 8 bits of group i's index in kIq2sGrid
+  std::uint8_t signs[kQK / 8];  // group i's signs, bit k for element 8i + k
+  std::uint8_t qh[kQK / 32];    // sub-block j: bits 2l..2l + 1 the top bits of group 4j + l's index
+  std::uint8_t scales[kQK / 32];
+};
+// Group i (0..31) of an IQ2 block: the magnitudes of its eight elements (a grid octet) and their
+// signs (bit k set: element 8i + k is negative), as ggml's dequantizers read them.
+struct Iq2Group {
+  std::uint64_t magnitudes;
+  unsigned signs;
+};
+inline std::uint32_t iq2xxs_word(const BlockIQ2_XXS& block, int w) {
+  const std::uint8_t* bytes = block.qs + 4 * w;
+  return static_cast<std::uint32_t>(bytes[0]) | static_cast<std::uint32_t>(bytes[1]) << 8 |
+         static_cast<std::uint32_t>(bytes[2]) << 16 | static_cast<std::uint32_t>(bytes[3]) << 24;
+}
+inline Iq2Group iq2_group(const BlockIQ2_XXS& block, int i) {
+  const std::uint32_t signs_and_scale = iq2xxs_word(block, 2 * (i / 4) + 1);
+  return {kIq2xxsGrid[block.qs[8 * (i / 4) + i % 4]],
+          kParitySignBytes[(signs_and_scale >> (7 * (i % 4))) & 0x7F]};
+}
+inline Iq2Group iq2_group(const BlockIQ2_XS& block, int i) {
+  return {kIq2xsGrid[block.qs[i] & 0x1FF], kParitySignBytes[block.qs[i] >> 9]};
+}
+inline Iq2Group iq2_group(const BlockIQ2_S& block, int i) {
+  const unsigned top = (static_cast<unsigned>(block.qh[i / 4]) >> (2 * (i % 4))) & 3U;
+  return {kIq2sGrid[block.qs[i] | top << 8], block.signs[i]};
+}
+// The 4-bit scale of elements 16h..16h + 15 (0 <= h < 16) of an IQ2 block.
+inline int iq2_scale(const BlockIQ2_XXS& block, int h) {
+  return static_cast<int>(iq2xxs_word(block, 2 * (h / 2) + 1) >> 28);
+}
+inline int iq2_scale(const BlockIQ2_XS& block, int h) {
+  return (block.scales[h / 2] >> (4 * (h % 2))) & 0xF;
+}
+inline int iq2_scale(const BlockIQ2_S& block, int h) {
+  return (block.scales[h / 2] >> (4 * (h % 2))) & 0xF;
+}
+// Element e (0..255) of an IQ2 block as a signed magnitude (-43..43).
+template <class Block>
+int iq2_quant(const Block& block, int e) {
+  const Iq2Group group = iq2_group(block, e / 8);
+  const auto magnitude = static_cast<int>((group.magnitudes >> (8 * (e % 8))) & 0xFF);
+  return (group.signs >> (e % 8)) & 1 ? -magnitude : magnitude;
 }
 // IQ1_S's and IQ1_M's grid (ggml-common.h's iq1s_grid): 2048 of the 6561 octets of -1, 0 and 1,
 // one signed byte each, the first element in the lowest.
@@ -317,6 +386,7 @@ static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
 static_assert(sizeof(BlockIQ3_S) == 110 && sizeof(BlockIQ3_XXS) == 98);
 static_assert(sizeof(BlockIQ1_S) == 50 && sizeof(BlockIQ1_M) == 56);
+static_assert(sizeof(BlockIQ2_XXS) == 66 && sizeof(BlockIQ2_XS) == 74 && sizeof(BlockIQ2_S) == 82);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 

@@ -16,6 +16,9 @@
 //   iq4_xs: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * dot_j, each value
 //         its codebook entry)
 //   q6_K: acc = acc + float(isum) * (d_w * d_x)   (isum = sum of scale_j * (dot_j - 32 bsum_j))
+//   iq2_xxs, iq2_xs, iq2_s: acc = acc + float(isum) * ((d_w * 0.125) * d_x)   (isum = sum of
+//         scale_j * dot_j over 16 sub-blocks of 16, scale_j = 2 * the stored scale + 1, each value
+//         its signed grid magnitude: the values are d_w / 8 times these)
 //   q4_0, q5_0: acc = acc + float(isum - o * xsum) * (d_w * d_x)   (o = 8, 16; xsum = the sum of
 //         the activation block's quants)
 //   q4_1, q5_1: term = float(isum) * (d_w * d_x); term = term + m_w * s_x;  acc = acc + term
@@ -46,17 +49,24 @@
 //     its low nibble and element 16 + 4p + k in its high nibble (the stored qs[4p + k] as it is);
 //     q5_0, q5_1: u8 fifth[16 rows][4]: byte 4r + k, bits 2p and 2p + 1: the fifth bits of the
 //     elements in the low and high nibble of byte 4r + k of line p.
+//   iq2_xxs, iq2_xs, iq2_s (256 elements, 2336 bytes, 4.56 bits a weight: about twice the stored
+//     2.06-2.5): fp16 d[16]; i8 scale[16 sub-blocks][16 rows] (2 * scale + 1; IQ2_XXS's scale per
+//     32 given to both its halves); u8 line[8 sub-blocks][4][16 rows][4] as iq4_xs's: line (j, p),
+//     byte 4r + k holds elements 32j + 4p + k (low nibble) and 32j + 16 + 4p + k (high), each as
+//     its grid level (magnitude 8, 25, 43: 0, 1, 2) in bits 0-1 and its sign in bit 3. Eight
+//     elements' grid octet and signs become one 64-bit word of nibbles with a shift, a mask and a
+//     table lookup.
 // A last tile short of 16 rows is padded with zero rows (zero scales), whose results are dropped.
 //
 // Tile groups: every four tiles (64 rows; the last group of a matrix may have fewer) lie
 // interleaved by chunks of blocks: chunk 0 of each of the group's tiles in turn, then chunk 1
 // of each, and so on. A chunk is round(8192 / the tile's bytes per block) blocks, at least one
-// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q2_K 6, iq4_xs 4, q4_K 3, q5_K 3, q6_K 2); the last
-// chunk of a tile may have fewer. A group is still one sequential stream, and each chunk of
-// activations serves its four tiles while it is in L1. With whole tiles in turn, a tile wider than
-// about 40 KiB (hidden 4096: 128 q8_0 blocks, 70 KiB) pushed the activations out of L1 before the
-// next tile came back to them: a 4096 x 4096 q8_0 product streamed 22.6 GB/s on one thread and 38.7
-// on two, against 25.2 and 48.3 in groups (medians of six alternated runs).
+// (q8_0 15, q4_0 28, q4_1 26, q5_0 23, q5_1 21, q2_K 6, iq4_xs 4, the IQ2 formats 4, q4_K 3, q5_K
+// 3, q6_K 2); the last chunk of a tile may have fewer. A group is still one sequential stream, and
+// each chunk of activations serves its four tiles while it is in L1. With whole tiles in turn, a
+// tile wider than about 40 KiB (hidden 4096: 128 q8_0 blocks, 70 KiB) pushed the activations out of
+// L1 before the next tile came back to them: a 4096 x 4096 q8_0 product streamed 22.6 GB/s on one
+// thread and 38.7 on two, against 25.2 and 48.3 in groups (medians of six alternated runs).
 
 #include <cstddef>
 #include <cstdint>
@@ -76,9 +86,9 @@ inline std::int64_t row_tile_groups(std::int64_t rows) {
   return (tiles + kGroupTiles - 1) / kGroupTiles;
 }
 
-// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K
-// and iq4_xs (q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m are rewritten into q6_K's, iq4_nl into
-// q8_0's: row_tile_format).
+// The formats with row tiles of their own: q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q4_K, q5_K, q6_K,
+// iq4_xs, and iq2_xxs, iq2_xs and iq2_s in one layout (q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m are
+// rewritten into q6_K's, iq4_nl into q8_0's: row_tile_format).
 bool has_row_tiles(GgmlType type);
 
 // The format whose row tiles (and stored rows) hold rows of `type`: q6_K for q3_K, iq3_s, iq3_xxs,
@@ -118,7 +128,7 @@ std::uint64_t row_tile_bytes(GgmlType type, std::int64_t rows, std::int64_t cols
 void pack_row_tiles(GgmlType type, std::span<const std::byte* const> rows, std::int64_t cols,
                     std::byte* out, QuantIsa isa = best_quant_isa());
 // Whether pack_row_tiles(type, ..., isa) moves whole tiles through registers rather than packing
-// row by row (the scalar path, and iq4_xs on every path).
+// row by row (the scalar path, and iq4_xs and the IQ2 formats on every path).
 bool packs_tiles_in_registers(GgmlType type, QuantIsa isa = best_quant_isa());
 
 // Whether the q8_0 row-tile kernels ask for their blocks ahead in software: on Intel CPUs, whose
@@ -133,14 +143,14 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
                      const QuantizedActivations* x, std::int64_t m, float* y, std::int64_t y_stride,
                      QuantIsa isa = best_quant_isa());
 
-// Stored rows: a matrix in any format with row tiles computed as a GGUF file stores it,
-// row after row, with no repacking (a block streamed from disk and used once need not be turned
-// into tiles). Two rows at a time (one from each half, so each reads on sequentially) on AVX-512
-// VNNI and on AVX2 (`isa`); the float order above, so the results are bit-identical to the row
-// tiles'. For one activation row about the tile kernels' rate from memory: 2.5 times packing plus
-// the tile product's on AVX-512, about 3 times on AVX2 (docs/design.md, section 4); for more than
-// two (prefill), each 64-row group is repacked into tiles where it stays in cache and multiplied
-// there.
+// Stored rows: a matrix in any format with row tiles but the IQ2 ones computed as a GGUF file
+// stores it, row after row, with no repacking (a block streamed from disk and used once need not be
+// turned into tiles). Two rows at a time (one from each half, so each reads on sequentially) on
+// AVX-512 VNNI and on AVX2 (`isa`); the float order above, so the results are bit-identical to the
+// row tiles'. For one activation row about the tile kernels' rate from memory: 2.5 times packing
+// plus the tile product's on AVX-512, about 3 times on AVX2 (docs/design.md, section 4); for more
+// than two (prefill), each 64-row group is repacked into tiles where it stays in cache and
+// multiplied there.
 bool computes_stored_rows(GgmlType type, QuantIsa isa = best_quant_isa());
 // As row_tile_matmul, from `rows` rows stored one after another at `stored`. Throws
 // std::invalid_argument where !computes_stored_rows(type, isa) or cols is not whole blocks.
