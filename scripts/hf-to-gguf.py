@@ -44,11 +44,11 @@ tokenizer.json-only Llama tokenizer, which leaves SentencePiece-style merging wi
 Here a token's score is minus the rank of the merge that makes it, the order HF's BPE merges in.
 
 --type picks the weights' format: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-q5_k, q6_k, iq1_s, iq1_m, iq3_xxs, iq3_s, iq4_xs, or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for
+q5_k, q6_k, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_xs, or the mixed recipes q4_k_m / q5_k_m (llama-quantize's: q6_K for output, for
 attn_v and ffn_down in the first and last eighth of the layers and every third layer between;
 attn_v q8_0 and attn_output q5_K with 8 experts). A tensor whose rows are not whole blocks of the
 type falls back as the llama-quantize that tests/interop runs does (q2_K and q3_K -> q4_0, q4_K
--> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq1_s, iq1_m, iq3_xxs, iq3_s and iq4_xs -> iq4_nl; then f16; other llama.cpp versions send
+-> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s and iq4_xs -> iq4_nl; then f16; other llama.cpp versions send
 q2_K and q3_K to iq4_nl).
 --splits N writes OUT-0000i-of-0000N.gguf as gguf-split does (metadata in the first file).
 """
@@ -66,9 +66,9 @@ import gguf_file as gg  # noqa: E402
 
 # llama_ftype ids for general.file_type.
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9,
-              "q2_k": 10, "q3_k": 11, "q4_k": 14, "q4_k_m": 15, "q5_k": 16, "q5_k_m": 17, "q6_k": 18, "iq3_xxs": 23, "iq1_s": 24, "iq3_s": 26, "iq4_xs": 30, "iq1_m": 31,
+              "q2_k": 10, "q3_k": 11, "q4_k": 14, "q4_k_m": 15, "q5_k": 16, "q5_k_m": 17, "q6_k": 18, "iq2_xxs": 19, "iq2_xs": 20, "iq3_xxs": 23, "iq1_s": 24, "iq3_s": 26, "iq2_s": 28, "iq4_xs": 30, "iq1_m": 31,
               "bf16": 32}
-FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "iq1_s": "iq4_nl", "iq1_m": "iq4_nl", "iq3_xxs": "iq4_nl", "iq3_s": "iq4_nl", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "iq1_s": "iq4_nl", "iq1_m": "iq4_nl", "iq2_xxs": "iq4_nl", "iq2_xs": "iq4_nl", "iq2_s": "iq4_nl", "iq3_xxs": "iq4_nl", "iq3_s": "iq4_nl", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 # llama_token_type
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 

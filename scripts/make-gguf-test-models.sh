@@ -2,7 +2,7 @@
 # Makes the GGUF files the tests read, under DIR (default build/test-models), from the
 # safetensors test models scripts/make-test-models.sh writes there first: the formats check file
 # and tiny models converted by scripts/hf-to-gguf.py: Mixtral (arch llama) in f32, q8_0, q4_k_m, q3_k, q2_k, iq4_xs,
-# iq3_s, iq3_xxs, iq1_s, iq1_m, q8_0 with the legacy per-expert tensors, a byte-level one split in three; and each other family
+# iq3_s, iq3_xxs, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, q8_0 with the legacy per-expert tensors, a byte-level one split in three; and each other family
 # (qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3) in f32, q8_0 and q4_k_m as
 # tiny-FAMILY-TYPE.gguf. The family models' hidden size is 128, so their K-quant tensors fall back
 # to 32-element formats; the Mixtral one (hidden 256) covers the K-quants.
@@ -25,6 +25,9 @@ start tiny-f32 tiny-iq3_s.gguf --type iq3_s
 start tiny-f32 tiny-iq3_xxs.gguf --type iq3_xxs
 start tiny-f32 tiny-iq1_s.gguf --type iq1_s
 start tiny-f32 tiny-iq1_m.gguf --type iq1_m
+start tiny-f32 tiny-iq2_xxs.gguf --type iq2_xxs
+start tiny-f32 tiny-iq2_xs.gguf --type iq2_xs
+start tiny-f32 tiny-iq2_s.gguf --type iq2_s
 start tiny-f32 tiny-split-experts-q8_0.gguf --type q8_0 --split-experts
 start tiny-bytelevel tiny-bytelevel-q6_k.gguf --type q6_k --splits 3
 for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do

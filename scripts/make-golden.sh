@@ -32,7 +32,7 @@ done
 # The GGUF fixtures, on their dequantized weights (reference.py reads the GGUF file alone).
 mkdir -p "$golden/gguf"
 gguf_fixtures="tiny-f32 tiny-q8_0 tiny-q4_k_m tiny-q3_k tiny-q2_k tiny-iq4_xs tiny-iq3_s tiny-iq3_xxs"
-gguf_fixtures="$gguf_fixtures tiny-iq1_s tiny-iq1_m"
+gguf_fixtures="$gguf_fixtures tiny-iq1_s tiny-iq1_m tiny-iq2_xxs tiny-iq2_xs tiny-iq2_s"
 gguf_fixtures="$gguf_fixtures tiny-split-experts-q8_0"
 for family in qwen2_moe qwen3_moe olmoe deepseek_v2 deepseek_v3; do
   gguf_fixtures="$gguf_fixtures tiny-$family-f32 tiny-$family-q8_0 tiny-$family-q4_k_m"

@@ -1022,7 +1022,7 @@ def write_safetensors(out, shapes, dtypes, shards, make):
 
 
 GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-               "iq1_s", "iq1_m", "iq3_xxs", "iq3_s", "iq4_xs", "q4_k_m", "q5_k_m")
+               "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq4_xs", "q4_k_m", "q5_k_m")
 
 
 def write_gguf_files(args):

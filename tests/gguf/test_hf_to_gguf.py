@@ -195,6 +195,16 @@ class TinyQuantized(unittest.TestCase):
         self.check_one_type("tiny-iq1_s.gguf", 24, "iq1_s", 0.8)  # LLAMA_FTYPE_MOSTLY_IQ1_S
         self.check_one_type("tiny-iq1_m.gguf", 31, "iq1_m", 0.8)  # LLAMA_FTYPE_MOSTLY_IQ1_M
 
+    def test_iq2_xxs_iq2_xs_and_iq2_s(self):
+        # Three magnitudes (8, 25, 43 steps), the step of each 32 (iq2_xxs) or 16 elements chosen
+        # for their least squared error, which may clip the largest of them at 43 steps; only
+        # 256, 512 or 1024 of the 6561 octets are entries; and iq2_xxs and iq2_xs keep seven signs
+        # and their parity, so a group of eight with an odd count of negatives gives its smallest
+        # element the wrong sign (and the smallest magnitude).
+        self.check_one_type("tiny-iq2_xxs.gguf", 19, "iq2_xxs", 0.5)  # LLAMA_FTYPE_MOSTLY_IQ2_XXS
+        self.check_one_type("tiny-iq2_xs.gguf", 20, "iq2_xs", 0.5)  # LLAMA_FTYPE_MOSTLY_IQ2_XS
+        self.check_one_type("tiny-iq2_s.gguf", 28, "iq2_s", 0.5)  # LLAMA_FTYPE_MOSTLY_IQ2_S
+
     def test_q4_k_m_recipe(self):
         q = gg.read(os.path.join(MODELS, "tiny-q4_k_m.gguf"))
         self.assertEqual(q.metadata["general.file_type"], 15)

@@ -276,7 +276,7 @@ class LlamaCpp:
     def quantize_rows(self, type_id, x):
         """The rows of x (float32 [rows, cols]) quantized to ggml type type_id by ggml's own
         quantizer (ggml_quantize_chunk), as the bytes a GGUF file holds. A type that needs an
-        importance matrix (IQ1_S) is given one that weighs every column alike."""
+        importance matrix (IQ1_S, IQ2_XXS, IQ2_XS) is given one that weighs every column alike."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         rows, cols = x.shape
         self.ggml.ggml_quantize_requires_imatrix.restype = C.c_bool

@@ -183,6 +183,9 @@ class SameLogits(unittest.TestCase):
         files.append(os.path.join(MODELS, "tiny-iq3_xxs.gguf"))  # and iq3_xxs blocks
         files.append(os.path.join(MODELS, "tiny-iq1_s.gguf"))  # and iq1_s blocks
         files.append(os.path.join(MODELS, "tiny-iq1_m.gguf"))  # and iq1_m blocks
+        files.append(os.path.join(MODELS, "tiny-iq2_xxs.gguf"))  # and iq2_xxs blocks
+        files.append(os.path.join(MODELS, "tiny-iq2_xs.gguf"))  # and iq2_xs blocks
+        files.append(os.path.join(MODELS, "tiny-iq2_s.gguf"))  # and iq2_s blocks
         for wide in ("f16", "bf16"):
             files.append(os.path.join(workdir(), "tiny-%s.gguf" % wide))
             run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "hf-to-gguf.py"), "--model",
@@ -204,10 +207,10 @@ class SameLogits(unittest.TestCase):
     def test_moed_reads_ggml_iq_blocks(self):
         """Blocks from ggml's own quantizer (its grid searches and sign choices, not hf-to-gguf's)
         for the IQ formats llama-quantize makes only with an importance matrix; ggml's quantizer
-        needs one for IQ1_S alone, and is given one that weighs all columns alike: every matrix of
-        whole 256-element rows of the Mixtral test file in the type."""
+        needs one for IQ1_S, IQ2_XXS and IQ2_XS, and is given one that weighs all columns alike:
+        every matrix of whole 256-element rows of the Mixtral test file in the type."""
         source = gg.read(family_file("mixtral", "f32"))
-        for type_name in ("iq3_xxs", "iq1_s", "iq1_m"):
+        for type_name in ("iq3_xxs", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s"):
             with self.subTest(type=type_name):
                 writer = gg.Writer(source.version, source.alignment)
                 for key, value in source.metadata.items():

@@ -118,7 +118,7 @@ TEST_P(GgufModel, BatchedDecodeRowsEqualSoloRows) {
 }
 
 // Mixtral as llama (hidden 256: real K-quant blocks; q3_K, iq3_s, iq3_xxs, iq1_s and iq1_m
-// computed as q6_K; q2_K; iq4_xs), its
+// computed as q6_K; q2_K; iq4_xs; iq2_xxs, iq2_xs and iq2_s in their own tiles), its
 // legacy split-expert form, and each family as llama.cpp converts it (hidden 128: q4_K_M falls back
 // to q5_0/q5_1/q8_0 there).
 const GgufCase kFiles[] = {
@@ -127,14 +127,15 @@ const GgufCase kFiles[] = {
     GgufCase{"tiny-q2_k.gguf", true}, GgufCase{"tiny-iq4_xs.gguf", true},
     GgufCase{"tiny-iq3_s.gguf", true}, GgufCase{"tiny-iq3_xxs.gguf", true},
     GgufCase{"tiny-iq1_s.gguf", true}, GgufCase{"tiny-iq1_m.gguf", true},
-    GgufCase{"tiny-split-experts-q8_0.gguf", true}, GgufCase{"tiny-qwen2_moe-f32.gguf", false},
-    GgufCase{"tiny-qwen2_moe-q8_0.gguf", true}, GgufCase{"tiny-qwen2_moe-q4_k_m.gguf", true},
-    GgufCase{"tiny-qwen3_moe-f32.gguf", false}, GgufCase{"tiny-qwen3_moe-q8_0.gguf", true},
-    GgufCase{"tiny-qwen3_moe-q4_k_m.gguf", true}, GgufCase{"tiny-olmoe-f32.gguf", false},
-    GgufCase{"tiny-olmoe-q8_0.gguf", true}, GgufCase{"tiny-olmoe-q4_k_m.gguf", true},
-    GgufCase{"tiny-deepseek_v2-f32.gguf", false}, GgufCase{"tiny-deepseek_v2-q8_0.gguf", true},
-    GgufCase{"tiny-deepseek_v2-q4_k_m.gguf", true}, GgufCase{"tiny-deepseek_v3-f32.gguf", false},
-    GgufCase{"tiny-deepseek_v3-q8_0.gguf", true},
+    GgufCase{"tiny-iq2_xxs.gguf", true}, GgufCase{"tiny-iq2_xs.gguf", true},
+    GgufCase{"tiny-iq2_s.gguf", true}, GgufCase{"tiny-split-experts-q8_0.gguf", true},
+    GgufCase{"tiny-qwen2_moe-f32.gguf", false}, GgufCase{"tiny-qwen2_moe-q8_0.gguf", true},
+    GgufCase{"tiny-qwen2_moe-q4_k_m.gguf", true}, GgufCase{"tiny-qwen3_moe-f32.gguf", false},
+    GgufCase{"tiny-qwen3_moe-q8_0.gguf", true}, GgufCase{"tiny-qwen3_moe-q4_k_m.gguf", true},
+    GgufCase{"tiny-olmoe-f32.gguf", false}, GgufCase{"tiny-olmoe-q8_0.gguf", true},
+    GgufCase{"tiny-olmoe-q4_k_m.gguf", true}, GgufCase{"tiny-deepseek_v2-f32.gguf", false},
+    GgufCase{"tiny-deepseek_v2-q8_0.gguf", true}, GgufCase{"tiny-deepseek_v2-q4_k_m.gguf", true},
+    GgufCase{"tiny-deepseek_v3-f32.gguf", false}, GgufCase{"tiny-deepseek_v3-q8_0.gguf", true},
     // Its smallest routing margin, 0.0003, is a tenth of the activation rounding: a flip at one
     // position reaches the later positions through the KV cache.
     GgufCase{"tiny-deepseek_v3-q4_k_m.gguf", true, 4}};
