@@ -1349,14 +1349,20 @@ void dequantize_iq1_s(const std::byte* src, float* dst, std::int64_t blocks) {
 
 // d * (0.5 + scale) * 0.25, times the magnitude, the sign applied to the magnitude (every product
 // is exact).
-template <class Block>
+template <GgmlType kType, class Block>
 void dequantize_iq2(const std::byte* src, float* dst, std::int64_t blocks) {
+  const auto bytes = [](const Block& block) {
+    return reinterpret_cast<const std::uint8_t*>(&block);
+  };
   dequantize_groups<Block, 16>(
       src, dst, blocks,
-      [](const Block& block, int h) {
-        return f16_to_f32(block.d) * (0.5f + static_cast<float>(iq2_scale(block, h))) * 0.25f;
+      [&](const Block& block, int h) {
+        return f16_to_f32(block.d) *
+               (0.5f + static_cast<float>(iq2_scale<kType>(bytes(block), h))) * 0.25f;
       },
-      [](const Block& block, int e) { return static_cast<float>(iq2_quant(block, e)); });
+      [&](const Block& block, int e) {
+        return static_cast<float>(iq2_quant<kType>(bytes(block), e));
+      });
 }
 
 // As dequantize_iq1_s, with a scale per 16 elements and a delta per 8.
@@ -1511,13 +1517,13 @@ void dequantize_row(GgmlType type, const void* src, float* dst, std::int64_t n) 
       dequantize_iq1_m(bytes, dst, blocks);
       return;
     case GgmlType::iq2_xxs:
-      dequantize_iq2<BlockIQ2_XXS>(bytes, dst, blocks);
+      dequantize_iq2<GgmlType::iq2_xxs, BlockIQ2_XXS>(bytes, dst, blocks);
       return;
     case GgmlType::iq2_xs:
-      dequantize_iq2<BlockIQ2_XS>(bytes, dst, blocks);
+      dequantize_iq2<GgmlType::iq2_xs, BlockIQ2_XS>(bytes, dst, blocks);
       return;
     case GgmlType::iq2_s:
-      dequantize_iq2<BlockIQ2_S>(bytes, dst, blocks);
+      dequantize_iq2<GgmlType::iq2_s, BlockIQ2_S>(bytes, dst, blocks);
       return;
     case GgmlType::q4_k:
       dequantize_q4_k(bytes, dst, blocks);

@@ -243,24 +243,25 @@ constexpr std::array<std::uint64_t, 256> kIq2SignNibbles = [] {
 }();
 
 // The kIq2Values nibbles of group i's eight elements, one per byte.
-template <class Block>
-std::uint64_t iq2_nibbles(const Block& block, int i) {
-  const Iq2Group group = iq2_group(block, i);
+template <GgmlType kType>
+std::uint64_t iq2_nibbles(const std::uint8_t* block, int i) {
+  const Iq2Group group = iq2_group<kType>(block, i);
   return ((group.magnitudes >> 4) & 0x0303030303030303) | kIq2SignNibbles[group.signs];
 }
 
 // Sub-block j's groups 4j and 4j + 1 are its first 16 elements, the low nibbles of its lines as
 // iq4_xs's qs keeps them; groups 4j + 2 and 4j + 3 the high nibbles.
-template <class Block>
+template <GgmlType kType>
 void pack_iq2(const std::uint8_t* src, int r, std::byte* out) {
-  Block block;
-  std::memcpy(&block, src, sizeof block);
-  put16(out + 2 * r, block.d);
+  put16(out + 2 * r, load16(src));  // d, first in every IQ2 block
   for (int h = 0; h < 16; ++h)
-    out[kIQ2TileScales + kTileRows * h + r] = static_cast<std::byte>(2 * iq2_scale(block, h) + 1);
+    out[kIQ2TileScales + kTileRows * h + r] =
+        static_cast<std::byte>(2 * iq2_scale<kType>(src, h) + 1);
   for (int j = 0; j < 8; ++j) {
-    const std::uint64_t first = iq2_nibbles(block, 4 * j) | iq2_nibbles(block, 4 * j + 2) << 4;
-    const std::uint64_t second = iq2_nibbles(block, 4 * j + 1) | iq2_nibbles(block, 4 * j + 3) << 4;
+    const std::uint64_t first = iq2_nibbles<kType>(src, 4 * j) | iq2_nibbles<kType>(src, 4 * j + 2)
+                                                                     << 4;
+    const std::uint64_t second =
+        iq2_nibbles<kType>(src, 4 * j + 1) | iq2_nibbles<kType>(src, 4 * j + 3) << 4;
     for (int p = 0; p < 4; ++p)
       store32(out + kIQ2TileQuants + 64 * (4 * j + p) + 4 * r,
               static_cast<std::uint32_t>((p < 2 ? first : second) >> (32 * (p % 2))));
@@ -805,13 +806,13 @@ void pack_tile_group(GgmlType type, std::span<const std::byte* const> rows, std:
             pack_iq4_xs(src, r, block);
             break;
           case GgmlType::iq2_xxs:
-            pack_iq2<BlockIQ2_XXS>(src, r, block);
+            pack_iq2<GgmlType::iq2_xxs>(src, r, block);
             break;
           case GgmlType::iq2_xs:
-            pack_iq2<BlockIQ2_XS>(src, r, block);
+            pack_iq2<GgmlType::iq2_xs>(src, r, block);
             break;
           case GgmlType::iq2_s:
-            pack_iq2<BlockIQ2_S>(src, r, block);
+            pack_iq2<GgmlType::iq2_s>(src, r, block);
             break;
           default:
             pack_legacy(type, src, r, block);

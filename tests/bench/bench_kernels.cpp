@@ -371,7 +371,8 @@ void BM_QuantMatvec(benchmark::State& state) {
 void quant_matvec_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type :
        {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
-        GgmlType::q2_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs}) {
+        GgmlType::q2_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::iq4_xs,
+        GgmlType::iq2_xxs, GgmlType::iq2_xs, GgmlType::iq2_s}) {
     const auto id = static_cast<std::int64_t>(type);
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({id, isa, 1});
     bench->Args({id, 2, 2});
@@ -470,7 +471,8 @@ void pack_row_tiles_args(benchmark::internal::Benchmark* bench) {
   for (const GgmlType type :
        {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0, GgmlType::q5_1,
         GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k,
-        GgmlType::iq4_xs, GgmlType::iq3_s, GgmlType::iq3_xxs, GgmlType::iq1_s, GgmlType::iq1_m})
+        GgmlType::iq4_xs, GgmlType::iq3_s, GgmlType::iq3_xxs, GgmlType::iq1_s, GgmlType::iq1_m,
+        GgmlType::iq2_xxs, GgmlType::iq2_xs, GgmlType::iq2_s})
     for (std::int64_t isa = 0; isa < 3; ++isa) bench->Args({static_cast<std::int64_t>(type), isa});
 }
 BENCHMARK(BM_PackRowTiles)->Apply(pack_row_tiles_args);

@@ -394,6 +394,11 @@ TEST(Dequantize, IQ1_M) {
   for (int i = 0; i < 16; ++i) EXPECT_EQ(iq1m_scale(block, i), i == 15 ? 7 : 1) << "scale " << i;
 }
 
+template <class Block>
+const std::uint8_t* bytes_of(const Block& block) {
+  return reinterpret_cast<const std::uint8_t*>(&block);
+}
+
 // Zero bytes in every IQ2 format: grid entry 0 (eight 8), scale 0 (d * 0.5 * 0.25), no sign:
 // 0.5 * 0.125 * 8 = 0.5. Entry 1 is 43 and seven 8, entry 2 25, 25 and six 8.
 TEST(Dequantize, IQ2_XXS) {
@@ -409,7 +414,8 @@ TEST(Dequantize, IQ2_XXS) {
   expected[224] = expected[231] = -15.5f;
   expected[232] = expected[233] = 48.4375f;
   expect_values(dequantize(GgmlType::iq2_xxs, block, 256), expected);
-  for (int h = 0; h < 16; ++h) EXPECT_EQ(iq2_scale(block, h), h >= 14 ? 15 : 0) << "scale " << h;
+  for (int h = 0; h < 16; ++h)
+    EXPECT_EQ(iq2_scale<GgmlType::iq2_xxs>(bytes_of(block), h), h >= 14 ? 15 : 0) << "scale " << h;
 }
 
 TEST(Dequantize, IQ2_XS) {
@@ -426,7 +432,10 @@ TEST(Dequantize, IQ2_XS) {
   expected[248] = expected[249] = 48.4375f;
   expect_values(dequantize(GgmlType::iq2_xs, block, 256), expected);
   for (int h = 0; h < 16; ++h)
-    EXPECT_EQ(iq2_scale(block, h), h == 14 ? 3 : h == 15 ? 15 : 0) << "scale " << h;
+    EXPECT_EQ(iq2_scale<GgmlType::iq2_xs>(bytes_of(block), h), h == 14   ? 3
+                                                               : h == 15 ? 15
+                                                                         : 0)
+        << "scale " << h;
 }
 
 TEST(Dequantize, IQ2_S) {

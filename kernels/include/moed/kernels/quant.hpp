@@ -227,37 +227,46 @@ struct Iq2Group {
   std::uint64_t magnitudes;
   unsigned signs;
 };
-inline std::uint32_t iq2xxs_word(const BlockIQ2_XXS& block, int w) {
-  const std::uint8_t* bytes = block.qs + 4 * w;
-  return static_cast<std::uint32_t>(bytes[0]) | static_cast<std::uint32_t>(bytes[1]) << 8 |
-         static_cast<std::uint32_t>(bytes[2]) << 16 | static_cast<std::uint32_t>(bytes[3]) << 24;
+// The IQ2 readers take a block's bytes where they lie (any alignment): the disk tier repacks
+// every IQ2 block it reads, and a copy of the block into a local struct costs more than the
+// reading (loads that straddle the copy's stores wait for them).
+inline std::uint32_t iq2_le32(const std::uint8_t* at) {
+  return static_cast<std::uint32_t>(at[0]) | static_cast<std::uint32_t>(at[1]) << 8 |
+         static_cast<std::uint32_t>(at[2]) << 16 | static_cast<std::uint32_t>(at[3]) << 24;
 }
-inline Iq2Group iq2_group(const BlockIQ2_XXS& block, int i) {
-  const std::uint32_t signs_and_scale = iq2xxs_word(block, 2 * (i / 4) + 1);
-  return {kIq2xxsGrid[block.qs[8 * (i / 4) + i % 4]],
-          kParitySignBytes[(signs_and_scale >> (7 * (i % 4))) & 0x7F]};
+// Group i of the IQ2 block (kType iq2_xxs, iq2_xs or iq2_s) at `block`.
+template <GgmlType kType>
+Iq2Group iq2_group(const std::uint8_t* block, int i) {
+  if constexpr (kType == GgmlType::iq2_xxs) {
+    const std::uint8_t* words = block + offsetof(BlockIQ2_XXS, qs) + 8 * (i / 4);
+    return {kIq2xxsGrid[words[i % 4]],
+            kParitySignBytes[(iq2_le32(words + 4) >> (7 * (i % 4))) & 0x7F]};
+  } else if constexpr (kType == GgmlType::iq2_xs) {
+    const std::uint8_t* q = block + offsetof(BlockIQ2_XS, qs) + 2 * i;
+    const unsigned word = q[0] | static_cast<unsigned>(q[1]) << 8;
+    return {kIq2xsGrid[word & 0x1FF], kParitySignBytes[word >> 9]};
+  } else {
+    static_assert(kType == GgmlType::iq2_s);
+    const unsigned top = (block[offsetof(BlockIQ2_S, qh) + i / 4] >> (2 * (i % 4))) & 3U;
+    return {kIq2sGrid[block[offsetof(BlockIQ2_S, qs) + i] | top << 8],
+            block[offsetof(BlockIQ2_S, signs) + i]};
+  }
 }
-inline Iq2Group iq2_group(const BlockIQ2_XS& block, int i) {
-  return {kIq2xsGrid[block.qs[i] & 0x1FF], kParitySignBytes[block.qs[i] >> 9]};
+// The 4-bit scale of elements 16h..16h + 15 (0 <= h < 16) of the IQ2 block at `block`.
+template <GgmlType kType>
+int iq2_scale(const std::uint8_t* block, int h) {
+  if constexpr (kType == GgmlType::iq2_xxs) {
+    return static_cast<int>(iq2_le32(block + offsetof(BlockIQ2_XXS, qs) + 8 * (h / 2) + 4) >> 28);
+  } else {
+    constexpr std::size_t kScales =
+        kType == GgmlType::iq2_xs ? offsetof(BlockIQ2_XS, scales) : offsetof(BlockIQ2_S, scales);
+    return (block[kScales + h / 2] >> (4 * (h % 2))) & 0xF;
+  }
 }
-inline Iq2Group iq2_group(const BlockIQ2_S& block, int i) {
-  const unsigned top = (static_cast<unsigned>(block.qh[i / 4]) >> (2 * (i % 4))) & 3U;
-  return {kIq2sGrid[block.qs[i] | top << 8], block.signs[i]};
-}
-// The 4-bit scale of elements 16h..16h + 15 (0 <= h < 16) of an IQ2 block.
-inline int iq2_scale(const BlockIQ2_XXS& block, int h) {
-  return static_cast<int>(iq2xxs_word(block, 2 * (h / 2) + 1) >> 28);
-}
-inline int iq2_scale(const BlockIQ2_XS& block, int h) {
-  return (block.scales[h / 2] >> (4 * (h % 2))) & 0xF;
-}
-inline int iq2_scale(const BlockIQ2_S& block, int h) {
-  return (block.scales[h / 2] >> (4 * (h % 2))) & 0xF;
-}
-// Element e (0..255) of an IQ2 block as a signed magnitude (-43..43).
-template <class Block>
-int iq2_quant(const Block& block, int e) {
-  const Iq2Group group = iq2_group(block, e / 8);
+// Element e (0..255) of the IQ2 block at `block` as a signed magnitude (-43..43).
+template <GgmlType kType>
+int iq2_quant(const std::uint8_t* block, int e) {
+  const Iq2Group group = iq2_group<kType>(block, e / 8);
   const auto magnitude = static_cast<int>((group.magnitudes >> (8 * (e % 8))) & 0xFF);
   return (group.signs >> (e % 8)) & 1 ? -magnitude : magnitude;
 }
