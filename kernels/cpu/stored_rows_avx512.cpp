@@ -1,9 +1,9 @@
-// Stored rows (quant_tiles.hpp): q2_K, iq4_xs, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and q5_1
-// products over the rows as a GGUF file stores them, two weight rows at a time (one from each half
-// of the rows) on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd; the dots are scaled and
-// summed as integers (exact, so in any order), and then each row takes the float steps of
-// quant_tiles.hpp in its order, which makes the results bit-identical to the row tiles'. Built with
-// AVX-512 flags and no contraction; called only where the CPU has them.
+// Stored rows (quant_tiles.hpp): q2_K, iq4_xs, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0, q5_1 and
+// (here only) iq2_xxs, iq2_xs, iq2_s products over the rows as a GGUF file stores them, two weight
+// rows at a time (one from each half of the rows) on AVX-512 VNNI. Each sub-block's dot comes from
+// vpdpbusd; the dots are scaled and summed as integers (exact, so in any order), and then each row
+// takes the float steps of quant_tiles.hpp in its order, which makes the results bit-identical to
+// the row tiles'. Built with AVX-512 flags and no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -314,6 +314,128 @@ void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t bloc
   out[1] = lane_of<1>(acc);
 }
 
+// IQ2 (iq2_xxs, iq2_xs, iq2_s): the grid octets of 64 elements (eight groups) as unsigned bytes
+// (the magnitudes 8, 25, 43) and their signs as a mask. This file reads the grids and the sign
+// table itself: quant.hpp's inline readers, built here with AVX-512 flags, could stand in for the
+// other files' builds of them.
+struct Iq2Quarter {
+  __m512i magnitudes;
+  __mmask64 negative;
+};
+template <GgmlType kType>
+constexpr std::size_t kIq2BlockBytes = kType == GgmlType::iq2_xxs  ? sizeof(BlockIQ2_XXS)
+                                       : kType == GgmlType::iq2_xs ? sizeof(BlockIQ2_XS)
+                                                                   : sizeof(BlockIQ2_S);
+
+// Elements 64c..64c + 63 (groups 8c..8c + 7) of the IQ2 block at `block`.
+template <GgmlType kType>
+Iq2Quarter iq2_quarter(const std::uint8_t* block, int c) {
+  std::uint64_t grid[8];
+  std::uint64_t signs = 0;
+  if constexpr (kType == GgmlType::iq2_xxs) {
+    for (int s = 0; s < 2; ++s) {  // sub-blocks 2c and 2c + 1: their indices, then signs and scale
+      const std::uint8_t* words = block + offsetof(BlockIQ2_XXS, qs) + 8 * (2 * c + s);
+      std::uint32_t seven;
+      std::memcpy(&seven, words + 4, sizeof seven);
+      for (int l = 0; l < 4; ++l) {
+        grid[4 * s + l] = kIq2xxsGrid[words[l]];
+        signs |= std::uint64_t{kParitySignBytes[(seven >> (7 * l)) & 0x7F]} << (8 * (4 * s + l));
+      }
+    }
+  } else if constexpr (kType == GgmlType::iq2_xs) {
+    for (int g = 0; g < 8; ++g) {
+      std::uint16_t q;
+      std::memcpy(&q, block + offsetof(BlockIQ2_XS, qs) + 2 * (8 * c + g), sizeof q);
+      grid[g] = kIq2xsGrid[q & 0x1FF];
+      signs |= std::uint64_t{kParitySignBytes[q >> 9]} << (8 * g);
+    }
+  } else {
+    const std::uint8_t* qh = block + offsetof(BlockIQ2_S, qh) + 2 * c;  // 4 groups a byte
+    for (int g = 0; g < 8; ++g) {
+      const unsigned top = (static_cast<unsigned>(qh[g / 4]) >> (2 * (g % 4))) & 3U;
+      grid[g] = kIq2sGrid[block[offsetof(BlockIQ2_S, qs) + 8 * c + g] | top << 8];
+    }
+    std::memcpy(&signs, block + offsetof(BlockIQ2_S, signs) + 8 * c, sizeof signs);
+  }
+  return {_mm512_setr_epi64(static_cast<long long>(grid[0]), static_cast<long long>(grid[1]),
+                            static_cast<long long>(grid[2]), static_cast<long long>(grid[3]),
+                            static_cast<long long>(grid[4]), static_cast<long long>(grid[5]),
+                            static_cast<long long>(grid[6]), static_cast<long long>(grid[7])),
+          signs};
+}
+
+// The IQ2 block's 16 multipliers 2 * scale + 1, one per 16 elements, as 32-bit lanes.
+template <GgmlType kType>
+__m512i iq2_scales(const std::uint8_t* block) {
+  __m512i scales;
+  if constexpr (kType == GgmlType::iq2_xxs) {
+    // Sub-block j's scale is the top nibble of word 2j + 1 of qs; each covers two halves.
+    const __m512i words = _mm512_loadu_si512(block + offsetof(BlockIQ2_XXS, qs));
+    const __m512i odd = _mm512_setr_epi32(1, 1, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15);
+    scales = _mm512_srli_epi32(_mm512_permutexvar_epi32(odd, words), 28);
+  } else {
+    constexpr std::size_t kScales =
+        kType == GgmlType::iq2_xs ? offsetof(BlockIQ2_XS, scales) : offsetof(BlockIQ2_S, scales);
+    std::uint64_t bytes;
+    std::memcpy(&bytes, block + kScales, sizeof bytes);
+    const __m128i packed = _mm_cvtsi64_si128(static_cast<long long>(bytes));
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    const __m128i halves = _mm_unpacklo_epi8(_mm_and_si128(packed, nibble),
+                                             _mm_and_si128(_mm_srli_epi16(packed, 4), nibble));
+    scales = _mm512_cvtepu8_epi32(halves);
+  }
+  return _mm512_add_epi32(_mm512_slli_epi32(scales, 1), _mm512_set1_epi32(1));
+}
+
+// out[0], out[1]: rows a and b against one activation row. Each quarter's magnitudes meet the
+// activation negated where the weight is negative (|quant| <= 127, so nothing overflows), which
+// needs no bias; each 32-bit lane of a quarter's dot is four products of one 16-element half,
+// multiplied there by its scale and summed over the block as integers.
+template <bool kPrefetch, GgmlType kType>
+void iq2_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+              const QuantizedActivations& x, float* out) {
+  constexpr std::size_t kBytes = kIq2BlockBytes<kType>;
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    __m512i isums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + kBytes * k;
+      if constexpr (kPrefetch) prefetch_block<kBytes>(block);
+      const __m512i scales = iq2_scales<kType>(block);
+      __m512i isum = _mm512_setzero_si512();
+      for (int c = 0; c < 4; ++c) {
+        const Iq2Quarter quarter = iq2_quarter<kType>(block, c);
+        const __m512i quants = _mm512_loadu_si512(act.qs + 64 * c);
+        const __m512i signed_quants =
+            _mm512_mask_sub_epi8(quants, quarter.negative, _mm512_setzero_si512(), quants);
+        const __m512i dot =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), quarter.magnitudes, signed_quants);
+        const __m512i quarter_scales = _mm512_permutexvar_epi32(
+            _mm512_add_epi32(_mm512_set1_epi32(4 * c),
+                             _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)),
+            scales);
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, quarter_scales));
+      }
+      isums[r] = isum;
+    }
+    const __m512i halves = half_totals(isums[0], isums[1]);
+    const __m128i totals =
+        _mm_add_epi32(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
+    std::uint16_t a_d, b_d;  // first in every IQ2 block
+    std::memcpy(&a_d, a + kBytes * k, sizeof a_d);
+    std::memcpy(&b_d, b + kBytes * k, sizeof b_d);
+    const __m128 d =
+        _mm_mul_ps(_mm_cvtph_ps(_mm_setr_epi16(static_cast<short>(a_d), static_cast<short>(b_d), 0,
+                                               0, 0, 0, 0, 0)),
+                   _mm_set1_ps(kIq2Step));
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, _mm_set1_ps(act.d))));
+  }
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<1>(acc);
+}
+
 // A 32-element block's quants in element order, as unsigned bytes for vpdpbusd: q8_0's biased
 // by 128, the legacy formats' as they are (legacy_quants); the activation's offset (-128 times
 // its quants' sum for q8_0, legacy_offset otherwise) restores the dot.
@@ -455,6 +577,25 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
     permuted.resize(static_cast<std::size_t>(m * blocks * kQK));
     for (std::int64_t i = 0; i < m; ++i)
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
+  }
+  if (type == GgmlType::iq2_xxs || type == GgmlType::iq2_xs || type == GgmlType::iq2_s) {
+    const auto iq2 = [&](auto format) {
+      constexpr GgmlType kType = decltype(format)::value;
+      over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride,
+                     [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
+                       if (i == 0)
+                         iq2_pair<true, kType>(a, b, blocks, x[i], out);
+                       else
+                         iq2_pair<false, kType>(a, b, blocks, x[i], out);
+                     });
+    };
+    if (type == GgmlType::iq2_xxs)
+      iq2(std::integral_constant<GgmlType, GgmlType::iq2_xxs>{});
+    else if (type == GgmlType::iq2_xs)
+      iq2(std::integral_constant<GgmlType, GgmlType::iq2_xs>{});
+    else
+      iq2(std::integral_constant<GgmlType, GgmlType::iq2_s>{});
+    return;
   }
   // The first activation row streams the weights and asks for them ahead.
   const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {

@@ -434,7 +434,9 @@ BENCHMARK(BM_StreamedMatvec)
           static_cast<std::int64_t>(GgmlType::q4_k), static_cast<std::int64_t>(GgmlType::q5_k),
           static_cast<std::int64_t>(GgmlType::q6_k), static_cast<std::int64_t>(GgmlType::q8_0),
           static_cast<std::int64_t>(GgmlType::q4_0), static_cast<std::int64_t>(GgmlType::q4_1),
-          static_cast<std::int64_t>(GgmlType::q5_0), static_cast<std::int64_t>(GgmlType::q5_1)},
+          static_cast<std::int64_t>(GgmlType::q5_0), static_cast<std::int64_t>(GgmlType::q5_1),
+          static_cast<std::int64_t>(GgmlType::iq2_xxs), static_cast<std::int64_t>(GgmlType::iq2_xs),
+          static_cast<std::int64_t>(GgmlType::iq2_s)},
          {0, 1},
          {1, 2, 4, 16},
          {1, 2}})

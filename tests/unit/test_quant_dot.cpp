@@ -713,10 +713,11 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
       EXPECT_EQ(computes_stored_rows(type, isa),
-                !is_iq2(type) && isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
+                (isa == QuantIsa::avx512_vnni || (isa == QuantIsa::avx2 && !is_iq2(type))) &&
+                    usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
-  EXPECT_FALSE(computes_stored_rows(GgmlType::iq2_xxs));
+  EXPECT_FALSE(computes_stored_rows(GgmlType::tq2_0));
   if (paths.empty()) GTEST_SKIP() << "stored rows are computed on AVX2 and AVX-512 VNNI only";
   std::mt19937 rng(29);
   // 1 and 37: a lone row and an odd middle one (computed as a pair of itself); 150: whole groups
@@ -725,7 +726,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const std::int64_t rows : {1, 37, 150})
       for (const std::int64_t cols : {256, 256 * 11, 416}) {
-        if (cols % ggml_type_traits(type).block_size != 0 || is_iq2(type)) continue;
+        if (cols % ggml_type_traits(type).block_size != 0) continue;
         const Tiled w = random_tiled(type, rows, cols, rng);
         for (const std::int64_t m : {1, 2, 5}) {
           const auto x = random_rows(m, cols, rng);
@@ -733,6 +734,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
           row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, tiled.data(), rows,
                           QuantIsa::scalar);
           for (const QuantIsa isa : paths) {
+            if (!computes_stored_rows(type, isa)) continue;  // IQ2 with AVX2
             std::vector<float> stored(tiled.size(), -1.0f);
             stored_rows_matmul(type, reinterpret_cast<const std::byte*>(w.stored.data()), rows,
                                cols, x.data(), m, stored.data(), rows, isa);
@@ -756,8 +758,11 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
 
   float y = 0;
   std::vector<std::byte> row(ggml_row_bytes(GgmlType::iq2_xxs, 256));
-  EXPECT_THROW(stored_rows_matmul(GgmlType::iq2_xxs, row.data(), 1, 256, x.data(), 1, &y, 1),
+  EXPECT_THROW(stored_rows_matmul(GgmlType::tq2_0, row.data(), 1, 256, x.data(), 1, &y, 1),
                std::invalid_argument);
+  EXPECT_THROW(
+      stored_rows_matmul(GgmlType::iq2_xxs, row.data(), 1, 256, x.data(), 1, &y, 1, QuantIsa::avx2),
+      std::invalid_argument);
   row.resize(ggml_row_bytes(GgmlType::q4_k, 256));
   EXPECT_THROW(
       stored_rows_matmul(GgmlType::q4_k, row.data(), 1, 256, x.data(), 1, &y, 1, QuantIsa::scalar),
