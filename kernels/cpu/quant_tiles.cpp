@@ -980,9 +980,8 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
                                 std::int64_t last) {
   const std::int64_t group_rows = kGroupTiles * kTileRows;
   const auto row_bytes = static_cast<std::int64_t>(ggml_row_bytes(type, cols));
-  // Where this path has no stored-row kernels for the type (without AVX2, where nothing is stored
-  // but this entry may still be called, and IQ2 without AVX-512 VNNI) the groups are repacked, as
-  // below.
+  // Without AVX2 (where nothing is stored, but this entry may still be called) the groups are
+  // repacked, as below.
   isa = usable_quant_isa(isa);
   if (m <= kStoredRowsMaxActivations && computes_stored_rows(type, isa)) {
     const std::int64_t begin = first * group_rows, end = std::min(rows, last * group_rows);
@@ -1016,8 +1015,7 @@ void stored_rows_on_this_thread(GgmlType type, const std::byte* stored, std::int
 }  // namespace detail
 
 bool computes_stored_rows(GgmlType type, QuantIsa isa) {
-  return has_row_tiles(type) && usable_quant_isa(isa) == isa &&
-         (isa == QuantIsa::avx512_vnni || (isa == QuantIsa::avx2 && !is_iq2(type)));
+  return has_row_tiles(type) && usable_quant_isa(isa) == isa && isa != QuantIsa::scalar;
 }
 
 void stored_rows_matmul(GgmlType type, const std::byte* stored, std::int64_t rows,

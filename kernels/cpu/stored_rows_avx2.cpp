@@ -1,13 +1,13 @@
-// Stored rows (quant_tiles.hpp) on AVX2: q2_K, iq4_xs, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0 and
-// q5_1 products over the rows as a GGUF file stores them, two weight rows at a time (one from each
-// half of the rows), for CPUs without AVX-512 VNNI, which would otherwise repack every streamed
-// block before the tile product (through AVX2 registers: q4_K 3.4 GB/s repacked and multiplied
-// against 10.3 stored, one core of the VM that measured it). Each sub-block's dot comes from
-// maddubs and madd (the pair sums stay inside int16 for these quants, as in the AVX2 row tiles),
-// scaled in the same madd where the scale is per sub-block; the dots are summed as integers (exact,
-// so in any order), and then each row takes the float steps of quant_tiles.hpp in its order, which
-// makes the results bit-identical to the row tiles'. Built with AVX2 and F16C flags and no
-// contraction; called only where the CPU has them.
+// Stored rows (quant_tiles.hpp) on AVX2: q2_K, iq4_xs, iq2_xxs, iq2_xs, iq2_s, q4_K, q5_K, q6_K,
+// q8_0, q4_0, q4_1, q5_0 and q5_1 products over the rows as a GGUF file stores them, two weight
+// rows at a time (one from each half of the rows), for CPUs without AVX-512 VNNI, which would
+// otherwise repack every streamed block before the tile product (through AVX2 registers: q4_K 3.4
+// GB/s repacked and multiplied against 10.3 stored, one core of the VM that measured it). Each
+// sub-block's dot comes from maddubs and madd (the pair sums stay inside int16 for these quants, as
+// in the AVX2 row tiles), scaled in the same madd where the scale is per sub-block; the dots are
+// summed as integers (exact, so in any order), and then each row takes the float steps of
+// quant_tiles.hpp in its order, which makes the results bit-identical to the row tiles'. Built with
+// AVX2 and F16C flags and no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -300,6 +300,57 @@ void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t bloc
   out[1] = lane_of<1>(acc);
 }
 
+// IQ2: each sub-block's four grid octets are unsigned bytes as they are (at most 43, so maddubs's
+// pair sums stay inside int16), and their signs go onto the activation; maddubs gives each 16
+// elements' half in one 128-bit lane, which madd multiplies by that half's scale.
+template <GgmlType kType>
+__m256i iq2_sub_block_dot(const std::uint8_t* block, int j, __m256i quants) {
+  std::uint64_t grid[4];
+  const auto signs = static_cast<std::uint32_t>(iq2_octets<kType, 4>(block, 4 * j, grid));
+  const __m256i magnitudes =
+      _mm256_setr_epi64x(static_cast<long long>(grid[0]), static_cast<long long>(grid[1]),
+                         static_cast<long long>(grid[2]), static_cast<long long>(grid[3]));
+  // Byte e of `negative`: -1 where bit e of signs is set, else 1 (sign_epi8 keeps the activation).
+  const __m256i byte_of_bit = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                               2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201));
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(signs)), byte_of_bit);
+  const __m256i negative =
+      _mm256_or_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(1));
+  const __m256i scale = _mm256_setr_m128i(
+      _mm_set1_epi16(static_cast<short>(iq2_multiplier<kType>(block, 2 * j))),
+      _mm_set1_epi16(static_cast<short>(iq2_multiplier<kType>(block, 2 * j + 1))));
+  return scaled_dot(magnitudes, _mm256_sign_epi8(quants, negative), scale);
+}
+
+// out[0], out[1]: rows a and b against one activation row, a sub-block of 32 at a time.
+template <bool kPrefetch, GgmlType kType>
+void iq2_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
+              const QuantizedActivations& x, float* out) {
+  constexpr std::size_t kBytes = kIq2BlockBytes<kType>;
+  const std::uint8_t* const rows[2] = {a, b};
+  __m128 acc = _mm_setzero_ps();
+  for (std::int64_t k = 0; k < blocks; ++k) {
+    const BlockQ8_K& act = x.q8_k[static_cast<std::size_t>(k)];
+    __m256i isums[2];
+    for (int r = 0; r < 2; ++r) {
+      const std::uint8_t* block = rows[r] + kBytes * k;
+      if constexpr (kPrefetch) prefetch_block<kBytes>(block);
+      __m256i isum = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j)
+        isum = _mm256_add_epi32(isum, iq2_sub_block_dot<kType>(block, j, load(act.qs + 32 * j)));
+      isums[r] = isum;
+    }
+    // [a's isum, b's isum] in lanes 0 and 1.
+    const __m128i totals = four_totals(isums[0], isums[1], isums[0], isums[1]);
+    const __m128 d = iq2_steps(a + kBytes * k, b + kBytes * k);
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, _mm_set1_ps(act.d))));
+  }
+  out[0] = lane_of<0>(acc);
+  out[1] = lane_of<1>(acc);
+}
+
 // The dot of a 32-element block's quants with an activation block's, in eight lanes: q8_0's as
 // the AVX2 row tiles take it (maddubs would saturate on biased quants, so the sign moves onto
 // the activation), the legacy formats' unsigned (legacy_quants) and without their offset.
@@ -418,6 +469,19 @@ void stored_rows_avx2(GgmlType type, const std::byte* rows, std::int64_t n_rows,
                       std::int64_t y_stride) {
   const std::int64_t row_bytes =
       blocks * static_cast<std::int64_t>(ggml_type_traits(type).type_size);
+  if (type == GgmlType::iq2_xxs || type == GgmlType::iq2_xs || type == GgmlType::iq2_s) {
+    with_iq2_constant(type, [&](auto format) {
+      constexpr GgmlType kType = decltype(format)::value;
+      over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride,
+                     [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
+                       if (i == 0)
+                         iq2_pair<true, kType>(a, b, blocks, x[i], out);
+                       else
+                         iq2_pair<false, kType>(a, b, blocks, x[i], out);
+                     });
+    });
+    return;
+  }
   // The first activation row streams the weights and asks for them ahead.
   const auto pair = [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
     with_constants(type, i == 0, [&](auto format, auto prefetch) {

@@ -1,9 +1,9 @@
-// Stored rows (quant_tiles.hpp): q2_K, iq4_xs, q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0, q5_1 and
-// (here only) iq2_xxs, iq2_xs, iq2_s products over the rows as a GGUF file stores them, two weight
-// rows at a time (one from each half of the rows) on AVX-512 VNNI. Each sub-block's dot comes from
-// vpdpbusd; the dots are scaled and summed as integers (exact, so in any order), and then each row
-// takes the float steps of quant_tiles.hpp in its order, which makes the results bit-identical to
-// the row tiles'. Built with AVX-512 flags and no contraction; called only where the CPU has them.
+// Stored rows (quant_tiles.hpp): q2_K, iq4_xs, iq2_xxs, iq2_xs, iq2_s, q4_K, q5_K, q6_K, q8_0,
+// q4_0, q4_1, q5_0 and q5_1 products over the rows as a GGUF file stores them, two weight rows at a
+// time (one from each half of the rows) on AVX-512 VNNI. Each sub-block's dot comes from vpdpbusd;
+// the dots are scaled and summed as integers (exact, so in any order), and then each row takes the
+// float steps of quant_tiles.hpp in its order, which makes the results bit-identical to the row
+// tiles'. Built with AVX-512 flags and no contraction; called only where the CPU has them.
 
 #include <immintrin.h>
 
@@ -314,49 +314,16 @@ void iq4_xs_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t bloc
   out[1] = lane_of<1>(acc);
 }
 
-// IQ2 (iq2_xxs, iq2_xs, iq2_s): the grid octets of 64 elements (eight groups) as unsigned bytes
-// (the magnitudes 8, 25, 43) and their signs as a mask. This file reads the grids and the sign
-// table itself: quant.hpp's inline readers, built here with AVX-512 flags, could stand in for the
-// other files' builds of them.
+// Elements 64c..64c + 63 (groups 8c..8c + 7) of an IQ2 block: their magnitudes as unsigned bytes
+// and their signs as a mask (iq2_octets).
 struct Iq2Quarter {
   __m512i magnitudes;
   __mmask64 negative;
 };
 template <GgmlType kType>
-constexpr std::size_t kIq2BlockBytes = kType == GgmlType::iq2_xxs  ? sizeof(BlockIQ2_XXS)
-                                       : kType == GgmlType::iq2_xs ? sizeof(BlockIQ2_XS)
-                                                                   : sizeof(BlockIQ2_S);
-
-// Elements 64c..64c + 63 (groups 8c..8c + 7) of the IQ2 block at `block`.
-template <GgmlType kType>
 Iq2Quarter iq2_quarter(const std::uint8_t* block, int c) {
   std::uint64_t grid[8];
-  std::uint64_t signs = 0;
-  if constexpr (kType == GgmlType::iq2_xxs) {
-    for (int s = 0; s < 2; ++s) {  // sub-blocks 2c and 2c + 1: their indices, then signs and scale
-      const std::uint8_t* words = block + offsetof(BlockIQ2_XXS, qs) + 8 * (2 * c + s);
-      std::uint32_t seven;
-      std::memcpy(&seven, words + 4, sizeof seven);
-      for (int l = 0; l < 4; ++l) {
-        grid[4 * s + l] = kIq2xxsGrid[words[l]];
-        signs |= std::uint64_t{kParitySignBytes[(seven >> (7 * l)) & 0x7F]} << (8 * (4 * s + l));
-      }
-    }
-  } else if constexpr (kType == GgmlType::iq2_xs) {
-    for (int g = 0; g < 8; ++g) {
-      std::uint16_t q;
-      std::memcpy(&q, block + offsetof(BlockIQ2_XS, qs) + 2 * (8 * c + g), sizeof q);
-      grid[g] = kIq2xsGrid[q & 0x1FF];
-      signs |= std::uint64_t{kParitySignBytes[q >> 9]} << (8 * g);
-    }
-  } else {
-    const std::uint8_t* qh = block + offsetof(BlockIQ2_S, qh) + 2 * c;  // 4 groups a byte
-    for (int g = 0; g < 8; ++g) {
-      const unsigned top = (static_cast<unsigned>(qh[g / 4]) >> (2 * (g % 4))) & 3U;
-      grid[g] = kIq2sGrid[block[offsetof(BlockIQ2_S, qs) + 8 * c + g] | top << 8];
-    }
-    std::memcpy(&signs, block + offsetof(BlockIQ2_S, signs) + 8 * c, sizeof signs);
-  }
+  const std::uint64_t signs = iq2_octets<kType, 8>(block, 8 * c, grid);
   return {_mm512_setr_epi64(static_cast<long long>(grid[0]), static_cast<long long>(grid[1]),
                             static_cast<long long>(grid[2]), static_cast<long long>(grid[3]),
                             static_cast<long long>(grid[4]), static_cast<long long>(grid[5]),
@@ -423,13 +390,7 @@ void iq2_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
     const __m512i halves = half_totals(isums[0], isums[1]);
     const __m128i totals =
         _mm_add_epi32(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
-    std::uint16_t a_d, b_d;  // first in every IQ2 block
-    std::memcpy(&a_d, a + kBytes * k, sizeof a_d);
-    std::memcpy(&b_d, b + kBytes * k, sizeof b_d);
-    const __m128 d =
-        _mm_mul_ps(_mm_cvtph_ps(_mm_setr_epi16(static_cast<short>(a_d), static_cast<short>(b_d), 0,
-                                               0, 0, 0, 0, 0)),
-                   _mm_set1_ps(kIq2Step));
+    const __m128 d = iq2_steps(a + kBytes * k, b + kBytes * k);
     acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, _mm_set1_ps(act.d))));
   }
   out[0] = lane_of<0>(acc);
@@ -579,7 +540,7 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
       permute_for_q4_k(x[i], blocks, permuted.data() + i * blocks * kQK);
   }
   if (type == GgmlType::iq2_xxs || type == GgmlType::iq2_xs || type == GgmlType::iq2_s) {
-    const auto iq2 = [&](auto format) {
+    with_iq2_constant(type, [&](auto format) {
       constexpr GgmlType kType = decltype(format)::value;
       over_row_pairs(rows, n_rows, row_bytes, m, y, y_stride,
                      [&](std::int64_t i, const std::uint8_t* a, const std::uint8_t* b, float* out) {
@@ -588,13 +549,7 @@ void stored_rows_avx512(GgmlType type, const std::byte* rows, std::int64_t n_row
                        else
                          iq2_pair<false, kType>(a, b, blocks, x[i], out);
                      });
-    };
-    if (type == GgmlType::iq2_xxs)
-      iq2(std::integral_constant<GgmlType, GgmlType::iq2_xxs>{});
-    else if (type == GgmlType::iq2_xs)
-      iq2(std::integral_constant<GgmlType, GgmlType::iq2_xs>{});
-    else
-      iq2(std::integral_constant<GgmlType, GgmlType::iq2_s>{});
+    });
     return;
   }
   // The first activation row streams the weights and asks for them ahead.

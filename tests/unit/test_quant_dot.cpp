@@ -713,8 +713,7 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   for (const GgmlType type : kTiledFormats)
     for (const QuantIsa isa : {QuantIsa::scalar, QuantIsa::avx2, QuantIsa::avx512_vnni})
       EXPECT_EQ(computes_stored_rows(type, isa),
-                (isa == QuantIsa::avx512_vnni || (isa == QuantIsa::avx2 && !is_iq2(type))) &&
-                    usable_quant_isa(isa) == isa)
+                isa != QuantIsa::scalar && usable_quant_isa(isa) == isa)
           << ggml_type_name(type) << " " << quant_isa_name(isa);
   const std::vector<QuantIsa> paths = simd_paths();
   EXPECT_FALSE(computes_stored_rows(GgmlType::tq2_0));
@@ -734,7 +733,6 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
           row_tile_matmul(type, w.tiles.data(), rows, cols, x.data(), m, tiled.data(), rows,
                           QuantIsa::scalar);
           for (const QuantIsa isa : paths) {
-            if (!computes_stored_rows(type, isa)) continue;  // IQ2 with AVX2
             std::vector<float> stored(tiled.size(), -1.0f);
             stored_rows_matmul(type, reinterpret_cast<const std::byte*>(w.stored.data()), rows,
                                cols, x.data(), m, stored.data(), rows, isa);
@@ -757,12 +755,9 @@ TEST(QuantTiles, StoredRowsGiveTheRowTilesResultBitForBit) {
   EXPECT_EQ(std::memcmp(stored.data(), tiled.data(), tiled.size() * sizeof(float)), 0);
 
   float y = 0;
-  std::vector<std::byte> row(ggml_row_bytes(GgmlType::iq2_xxs, 256));
+  std::vector<std::byte> row(ggml_row_bytes(GgmlType::tq2_0, 256));
   EXPECT_THROW(stored_rows_matmul(GgmlType::tq2_0, row.data(), 1, 256, x.data(), 1, &y, 1),
                std::invalid_argument);
-  EXPECT_THROW(
-      stored_rows_matmul(GgmlType::iq2_xxs, row.data(), 1, 256, x.data(), 1, &y, 1, QuantIsa::avx2),
-      std::invalid_argument);
   row.resize(ggml_row_bytes(GgmlType::q4_k, 256));
   EXPECT_THROW(
       stored_rows_matmul(GgmlType::q4_k, row.data(), 1, 256, x.data(), 1, &y, 1, QuantIsa::scalar),
