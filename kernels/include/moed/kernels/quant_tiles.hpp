@@ -146,11 +146,11 @@ void row_tile_matmul(GgmlType type, const std::byte* tiles, std::int64_t rows, s
 // Stored rows: a matrix in any format with row tiles computed as a GGUF file stores it, row after
 // row, with no repacking (a block streamed from disk and used once need not be turned into tiles).
 // Two rows at a time (one from each half, so each reads on sequentially) on AVX-512 VNNI and on
-// AVX2 (`isa`; the IQ2 formats on AVX-512 VNNI only, their grid octets and signs made into
-// vectors as they are read); the float order above, so the results are bit-identical to the row
-// tiles'. For one activation row about the tile kernels' rate from memory: 2.5 times packing plus
-// the tile product's on AVX-512, about 3 times on AVX2 (docs/design.md, section 4); IQ2 2.3-3.0
-// GB/s of its bytes, 2.1-3.4 times packing plus the tile product's; for more than two
+// AVX2 (`isa`; the IQ2 formats' grid octets and signs made into vectors as they are read); the
+// float order above, so the results are bit-identical to the row tiles'. For one activation row
+// about the tile kernels' rate from memory: 2.5 times packing plus the tile product's on AVX-512,
+// about 3 times on AVX2 (docs/design.md, section 4); IQ2 1.8-3.1 GB/s of its bytes, 1.2-3 times
+// packing plus the tile product's; for more than two
 // (prefill), each 64-row group is repacked into tiles where it stays in cache and multiplied
 // there.
 bool computes_stored_rows(GgmlType type, QuantIsa isa = best_quant_isa());
