@@ -2295,10 +2295,31 @@ def _self_test():
     print("gguf_file: self-test passed")
 
 
+# The formats whose elements come from a grid of octets or quadruples (ggml-common.h's tables).
+GRID_FORMATS = ("iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s")
+
+
+def random_grid_blocks(name, blocks, rng):
+    """`blocks` blocks of a grid format of random bytes but d (1/16): every index, sign and scale
+    field drawn at random, so that with 1024 blocks every grid entry appears (the largest grid,
+    IQ1's 2048 entries, meets 32768 groups), which quantizing weights does not reach."""
+    size = GGML_TYPES[name][2]
+    raw = rng.integers(0, 256, (blocks, size), dtype=np.uint8)
+    half = 0x2C00
+    if name == "iq1_m":  # d's nibbles in the top nibbles of the four scale words
+        for w in range(4):
+            at = size - 8 + 2 * w + 1
+            raw[:, at] = (raw[:, at] & 0x0F) | (((half >> (4 * w)) & 0xF) << 4)
+    else:
+        raw[:, 0], raw[:, 1] = half & 0xFF, half >> 8
+    return raw.tobytes()
+
+
 def write_formats_file(path, rows=2, cols=512, seed=11):
     """A GGUF with, for every format, a quantized tensor q.<type> and the numpy dequantization of
-    it as ref.<type> (f32), plus a key of every value type: moed's reader and dequantizers are
-    checked against it (tests/unit/test_gguf.cpp)."""
+    it as ref.<type> (f32), for every grid format random blocks grid.<type> (random_grid_blocks)
+    and theirs as gridref.<type>, plus a key of every value type: moed's reader and dequantizers
+    are checked against it (tests/unit/test_gguf.cpp)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     x[0, :cols // 2] += 2.5  # sub-blocks whose minimum is positive
@@ -2323,6 +2344,10 @@ def write_formats_file(path, rows=2, cols=512, seed=11):
         raw = quantize(x, name)
         w.add_tensor("q." + name, name, x.shape, raw)
         w.add_array("ref." + name, dequantize(raw, name, x.shape), "f32")
+    for name in GRID_FORMATS:
+        raw = random_grid_blocks(name, 1024, rng)
+        w.add_tensor("grid." + name, name, (1024, 256), raw)
+        w.add_array("gridref." + name, dequantize(raw, name, (1024, 256)), "f32")
     w.write(path)
 
 

@@ -435,13 +435,16 @@ TEST(GgufFormats, DequantizeAsTheNumpyReference) {
 
   int checked = 0;
   for (const auto& tensor : file.tensors()) {
-    if (tensor.name.rfind("q.", 0) != 0) continue;
-    const GgufTensor* ref = file.find_tensor("ref." + tensor.name.substr(2));
+    // q.<type>: quantized weights; grid.<type>: random blocks that reach every grid entry.
+    const bool grid = tensor.name.rfind("grid.", 0) == 0;
+    if (tensor.name.rfind("q.", 0) != 0 && !grid) continue;
+    const std::string type_part = tensor.name.substr(grid ? 5 : 2);
+    const GgufTensor* ref = file.find_tensor((grid ? "gridref." : "ref.") + type_part);
     ASSERT_NE(ref, nullptr) << tensor.name;
     ASSERT_EQ(ref->dims, tensor.dims) << tensor.name;
     std::string type_name(moed::kernels::ggml_type_name(tensor.type));
     for (char& c : type_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    EXPECT_EQ(type_name, tensor.name.substr(2));  // the numpy writer names q4_K q4_k
+    EXPECT_EQ(type_name, type_part);  // the numpy writer names q4_K q4_k
     const std::uint64_t cols = tensor.dims[0];
     const std::uint64_t row_bytes = moed::kernels::ggml_row_bytes(tensor.type, cols);
     std::vector<float> row(cols), expected(cols);
@@ -454,7 +457,7 @@ TEST(GgufFormats, DequantizeAsTheNumpyReference) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 22);
+  EXPECT_EQ(checked, 29);  // 22 formats, 7 of them with grids
 }
 
 namespace {

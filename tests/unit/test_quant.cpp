@@ -405,11 +405,13 @@ TEST(Dequantize, IQ2_XXS) {
   BlockIQ2_XXS block{};
   block.d = kHalfHalf;
   block.qs[0] = 1;      // sub-block 0, group 0: entry 1
+  block.qs[4] = 0x80;   // sub-block 0, group 1's signs: 0x81 (elements 8 and 15)
   block.qs[57] = 2;     // sub-block 7, group 1: entry 2 (elements 232, 233)
   block.qs[60] = 0x01;  // sub-block 7, group 0's signs: 0x81 (element 224, and 231 for parity)
   block.qs[63] = 0xF0;  // sub-block 7's scale 15: 0.5 * 15.5 * 0.25 = 1.9375
   std::vector<float> expected(256, 0.5f);
   expected[0] = 2.6875f;
+  expected[8] = expected[15] = -0.5f;
   for (int e = 224; e < 256; ++e) expected[e] = 15.5f;
   expected[224] = expected[231] = -15.5f;
   expected[232] = expected[233] = 48.4375f;
@@ -422,11 +424,12 @@ TEST(Dequantize, IQ2_XS) {
   BlockIQ2_XS block{};
   block.d = kHalfHalf;
   block.qs[0] = 1 | 1 << 9;  // entry 1, signs 0x81: elements 0 and 7 negative
+  block.qs[1] = 3 << 9;      // signs 0x03: elements 8 and 9
   block.qs[31] = 2;          // group 31: entry 2 (elements 248, 249)
   block.scales[7] = 0xF3;    // elements 224..239: scale 3 (0.4375), 240..255: 15 (1.9375)
   std::vector<float> expected(256, 0.5f);
   expected[0] = -2.6875f;
-  expected[7] = -0.5f;
+  expected[7] = expected[8] = expected[9] = -0.5f;
   for (int e = 224; e < 240; ++e) expected[e] = 3.5f;
   for (int e = 240; e < 256; ++e) expected[e] = 15.5f;
   expected[248] = expected[249] = 48.4375f;
@@ -441,14 +444,20 @@ TEST(Dequantize, IQ2_XS) {
 TEST(Dequantize, IQ2_S) {
   BlockIQ2_S block{};
   block.d = kHalfHalf;
-  block.qs[0] = 1;         // entry 1
+  block.qs[0] = 1;         // with qh bits 0..1 (01), entry 257
+  block.qh[0] = 0x09;      // and group 1's bits 2..3 (10): entry 512
   block.signs[0] = 0x02;   // element 1 negative, with no parity rule
+  block.signs[1] = 0x80;   // and element 15
   block.qs[31] = 0xFF;     // group 31 (sub-block 7, group 3): with qh bits 6..7, entry 1023
   block.qh[7] = 0xC0;      // (eight 43)
   block.scales[7] = 0x50;  // elements 240..255: scale 5, 0.5 * 5.5 * 0.25 = 0.6875
   std::vector<float> expected(256, 0.5f);
-  expected[0] = 2.6875f;
-  expected[1] = -0.5f;
+  for (int e = 0; e < 8; ++e) {  // d * 0.5 * 0.25 = 1/16 times the entries' magnitudes
+    expected[e] = 0.0625f * static_cast<float>((kIq2sGrid[257] >> (8 * e)) & 0xFF);
+    expected[8 + e] = 0.0625f * static_cast<float>((kIq2sGrid[512] >> (8 * e)) & 0xFF);
+  }
+  expected[1] = -expected[1];
+  expected[15] = -expected[15];
   for (int e = 240; e < 248; ++e) expected[e] = 5.5f;
   for (int e = 248; e < 256; ++e) expected[e] = 29.5625f;
   expect_values(dequantize(GgmlType::iq2_s, block, 256), expected);

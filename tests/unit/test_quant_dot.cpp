@@ -850,9 +850,10 @@ TEST(QuantTiles, MatchTheDequantizedDotAndTheRowKernel) {
         }
         const float got = y[static_cast<std::size_t>(i * rows + r)];
         EXPECT_NEAR(got, want, 1e-5 * magnitude) << ggml_type_name(type) << " row " << r;
-        if (quant_dot_supported(type))
+        if (quant_dot_supported(type)) {
           EXPECT_NEAR(got, vec_dot(type, row, x[i]), 1e-5 * magnitude)
               << ggml_type_name(type) << " row " << r;
+        }
       }
     }
   }

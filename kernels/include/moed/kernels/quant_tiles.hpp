@@ -50,7 +50,7 @@
 //     q5_0, q5_1: u8 fifth[16 rows][4]: byte 4r + k, bits 2p and 2p + 1: the fifth bits of the
 //     elements in the low and high nibble of byte 4r + k of line p.
 //   iq2_xxs, iq2_xs, iq2_s (256 elements, 2336 bytes, 4.56 bits a weight: about twice the stored
-//     2.06-2.5): fp16 d[16]; i8 scale[16 sub-blocks][16 rows] (2 * scale + 1; IQ2_XXS's scale per
+//     2.06-2.56): fp16 d[16]; i8 scale[16 sub-blocks][16 rows] (2 * scale + 1; IQ2_XXS's scale per
 //     32 given to both its halves); u8 line[8 sub-blocks][4][16 rows][4] as iq4_xs's: line (j, p),
 //     byte 4r + k holds elements 32j + 4p + k (low nibble) and 32j + 16 + 4p + k (high), each as
 //     its grid level (magnitude 8, 25, 43: 0, 1, 2) in bits 0-1 and its sign in bit 3. Eight
