@@ -390,8 +390,7 @@ void iq2_pair(const std::uint8_t* a, const std::uint8_t* b, std::int64_t blocks,
     const __m512i halves = half_totals(isums[0], isums[1]);
     const __m128i totals =
         _mm_add_epi32(_mm512_castsi512_si128(halves), _mm512_extracti32x4_epi32(halves, 2));
-    const __m128 d = iq2_steps(a + kBytes * k, b + kBytes * k);
-    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(totals), _mm_mul_ps(d, _mm_set1_ps(act.d))));
+    acc = add_iq2_terms(acc, totals, a + kBytes * k, b + kBytes * k, act.d);
   }
   out[0] = lane_of<0>(acc);
   out[1] = lane_of<1>(acc);
