@@ -702,6 +702,9 @@ int run_info(const InfoArgs& args) {
   std::vector<std::uint64_t> dense_bytes, expert_blocks;  // per layer
   std::uint64_t expert_block = 0;                         // the largest layer's
   std::uint64_t experts_total = 0;
+  // Experts that stream are cached as the file stores them where this CPU computes their formats
+  // from stored rows (the engine's choice; IQ2's tiles take about twice their stored bytes).
+  std::uint64_t experts_streamed_host = 0;
   std::uint64_t dense_host = 0, experts_host = 0, expert_block_host = 0;
   // A quantized file's bytes by format (llama-quantize mixes them: q4_K_M has q6_K layers).
   std::map<std::string, std::uint64_t> bytes_by_format;
@@ -736,6 +739,15 @@ int run_info(const InfoArgs& args) {
     expert_block_host = std::max(expert_block_host, block_host);
     experts_total += block * static_cast<std::uint64_t>(spec.num_experts);
     experts_host += block_host * static_cast<std::uint64_t>(spec.num_experts);
+    if (spec.has_experts(l)) {
+      std::vector<kernels::WeightPart> parts;
+      for (const auto m :
+           {model::ExpertMatrix::gate, model::ExpertMatrix::up, model::ExpertMatrix::down})
+        parts.push_back({nullptr, checkpoint.tensor(model::expert_tensor(spec, l, 0, m)).dtype, 0});
+      experts_streamed_host +=
+          (kernels::CpuMatmul::computes_stored_rows(parts) ? block : block_host) *
+          static_cast<std::uint64_t>(spec.num_experts);
+    }
   }
   for (const auto& name : {model::embedding_tensor(), model::final_norm_tensor()})
     count_format(name);
@@ -760,19 +772,23 @@ int run_info(const InfoArgs& args) {
       host_bytes_of(model::lm_head_tensor(spec)) + host_bytes_of(model::final_norm_tensor());
   const std::uint64_t fixed = head_host + dense_host;
   std::uint64_t cached = experts_host;
+  std::uint64_t cached_of = experts_host;  // the host bytes of all experts, as the cache holds them
   if (!args.host_budget.empty()) {
     const std::uint64_t total =
         engine::HostBudget::parse(args.host_budget)
             .total(fixed, experts_host,
                    static_cast<std::uint64_t>(spec.experts_per_token) * expert_block_host);
-    cached = std::min(total > fixed ? total - fixed : 0, experts_host);
+    const std::uint64_t room = total > fixed ? total - fixed : 0;
+    if (room < experts_host) cached_of = experts_streamed_host;
+    cached = std::min(room, cached_of);
   }
+  const bool cached_as_stored = cached_of != experts_host;
   // The stored bytes of the experts left out: the same share as of their host bytes.
   __extension__ const std::uint64_t disk =
-      experts_host == 0
+      cached_of == 0
           ? 0
           : experts_total - static_cast<std::uint64_t>(static_cast<unsigned __int128>(cached) *
-                                                       experts_total / experts_host);
+                                                       experts_total / cached_of);
 
   if (args.json) {
     nlohmann::json layers = nlohmann::json::array();
@@ -814,6 +830,7 @@ int run_info(const InfoArgs& args) {
          {{"host_budget", args.host_budget},
           {"host", fixed + cached},
           {"experts_cached", cached},
+          {"experts_cached_as_stored", cached_as_stored},
           {"disk", disk}}}};
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
@@ -862,14 +879,14 @@ int run_info(const InfoArgs& args) {
       format_byte_size(kv_per_position).c_str());
   std::printf(
       "tiers%s, estimated from sizes as held (%sf16 as f32; packing may pad): host %s (LM head, "
-      "dense layers, %s of experts cached), disk %s (as stored)\n",
+      "dense layers, %s of experts cached%s), disk %s (as stored)\n",
       args.host_budget.empty() ? " (no host budget)"
                                : (" at host budget " + args.host_budget).c_str(),
       spec.fp8_block_rows == 0 ? ""
       : fp8_held_as == "bf16"  ? "FP8 as bf16 on this CPU, "
                                : "FP8 at one byte a weight with its scales on this CPU, ",
       format_byte_size(fixed + cached).c_str(), format_byte_size(cached).c_str(),
-      format_byte_size(disk).c_str());
+      cached_as_stored ? " as the file stores them" : "", format_byte_size(disk).c_str());
   return 0;
 }
 

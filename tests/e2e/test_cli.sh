@@ -105,6 +105,24 @@ assert r["bytes_by_weight_format"].keys() == {"f32", "iq1_s"}, r
 assert abs(r["tiers"]["experts_cached"] - stored * 210 / 50 / 4) <= 1, r
 assert abs(r["tiers"]["disk"] - stored * 3 / 4) <= 1, r
 PY
+# Streamed IQ2_S experts are cached as the file stores them where this CPU computes stored rows
+# (AVX2 or AVX-512 VNNI): the budget, a quarter of them as row tiles (146 bytes a block of 256
+# against 82 stored), then holds more than a quarter of them.
+"$moed" info --model "$models/tiny-iq2_s.gguf" --host-budget 25% --json >"$work/info-iq2.json" 2>&1 &&
+  /usr/bin/python3 - "$work/info-iq2.json" <<'PY' && pass "iq2_s info --json: a quarter of the experts as tiles, cached as stored" || fail "iq2_s info --json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+stored = r["bytes"]["routed_experts"]
+cached = r["tiers"]["experts_cached"]
+assert abs(cached - stored * 146 / 82 / 4) <= 1, r
+if r["tiers"]["experts_cached_as_stored"]:
+    assert r["tiers"]["disk"] == stored - cached, r
+else:
+    assert abs(r["tiers"]["disk"] - stored * 3 / 4) <= 1, r
+PY
+"$moed" info --model "$models/tiny-iq2_s.gguf" --host-budget 25% >"$work/info" 2>&1 &&
+  grep -Eq "of experts cached( as the file stores them)?\), disk" "$work/info" &&
+  pass "iq2_s info: tiers line" || { fail "iq2_s info"; cat "$work/info"; }
 cp -r "$models/tiny-qwen3_moe-fp8" "$work/fp8-unlabelled"
 /usr/bin/python3 - "$work/fp8-unlabelled/config.json" <<'PY'
 import json, sys
